@@ -1,0 +1,75 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { systemClock, type Clock } from './adapters/clock.js'
+import type { Config } from './config.js'
+import type { DB } from './db/connect.js'
+import addressRoutes from './modules/addresses/routes.js'
+import apiKeyRoutes from './modules/tenants/api-key-routes.js'
+import healthRoutes from './modules/health/routes.js'
+import parameterRoutes from './modules/marketplace/parameter-routes.js'
+import propertyRoutes from './modules/properties/routes.js'
+import serviceRoutes from './modules/marketplace/routes.js'
+import stepRoutes from './modules/templates/step-routes.js'
+import templateRoutes from './modules/templates/routes.js'
+import tenantRoutes from './modules/tenants/routes.js'
+import triggerRoutes from './modules/marketplace/trigger-routes.js'
+import userRoutes from './modules/users/routes.js'
+import auth from './plugins/auth.js'
+import problems from './plugins/problems.js'
+import swagger from './plugins/swagger.js'
+import { buildValidator } from './plugins/validation.js'
+
+export interface AppDependencies {
+  config: Config
+  db: DB
+  operatorKeyHash: string
+  clock?: Clock
+}
+
+/** Module options every route plugin receives. */
+export interface ModuleOptions {
+  db: DB
+  clock: Clock
+}
+
+export const REDACTED_PATHS = [
+  'req.headers.authorization',
+  'headers.authorization',
+  '*.secret',
+  '*.apiClaim',
+  '*.signature',
+  '*.key'
+]
+
+/** One set of server options for production and tests alike. */
+export function serverOptions(config: Config, logger: FastifyServerOptions['logger'] = true): FastifyServerOptions {
+  return {
+    logger: logger === true ? { level: config.LOG_LEVEL, redact: REDACTED_PATHS } : logger,
+    trustProxy: config.BATON_TRUST_PROXY,
+    bodyLimit: 1024 * 1024,
+    schemaController: { compilersFactory: { buildValidator } }
+  }
+}
+
+export async function buildApp(deps: AppDependencies, options = serverOptions(deps.config)): Promise<FastifyInstance> {
+  const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>()
+  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock }
+
+  await app.register(problems)
+  await app.register(swagger)
+  await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash })
+
+  await app.register(healthRoutes, modules)
+  await app.register(tenantRoutes, { ...modules, prefix: '/v1' })
+  await app.register(apiKeyRoutes, { ...modules, prefix: '/v1' })
+  await app.register(userRoutes, { ...modules, prefix: '/v1' })
+  await app.register(propertyRoutes, { ...modules, prefix: '/v1' })
+  await app.register(addressRoutes, { ...modules, prefix: '/v1' })
+  await app.register(serviceRoutes, { ...modules, prefix: '/v1' })
+  await app.register(parameterRoutes, { ...modules, prefix: '/v1' })
+  await app.register(triggerRoutes, { ...modules, prefix: '/v1' })
+  await app.register(templateRoutes, { ...modules, prefix: '/v1' })
+  await app.register(stepRoutes, { ...modules, prefix: '/v1' })
+
+  return app
+}

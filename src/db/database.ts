@@ -1,0 +1,277 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely'
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>
+type CreatedAt = ColumnType<Date, Date | string | undefined, never>
+type Json<T> = ColumnType<T, string | T, string | T>
+
+export type JsonObject = Record<string, unknown>
+
+export interface OperatorKeysTable {
+  id: Generated<number>
+  key_hash: string
+  created_at: CreatedAt
+}
+
+export interface TenantsTable {
+  id: string
+  name: string
+  web_id: string
+  time_zone: Generated<string>
+  created_at: CreatedAt
+  updated_at: Timestamp
+}
+
+export interface ApiKeysTable {
+  tenant_id: string
+  id: string
+  name: string
+  key_prefix: string
+  key_hash: string
+  created_at: CreatedAt
+  revoked_at: Date | null
+}
+
+export interface UsersTable {
+  tenant_id: string
+  id: string
+  name: string
+  email: string
+  created_at: CreatedAt
+  updated_at: Timestamp
+}
+
+export interface RecordsTable {
+  tenant_id: string
+  id: string
+  maintainer_user_id: string | null
+  fields: Json<JsonObject>
+  version: Generated<number>
+  created_at: CreatedAt
+  updated_at: Timestamp
+}
+
+export type ParameterType = 'string' | 'integer' | 'number' | 'boolean' | 'enum'
+export type DeliveryMode = 'query' | 'json'
+
+export interface MarketplaceServicesTable {
+  id: string
+  name: string
+  provider: string
+  webhook_url: string
+  delivery: DeliveryMode
+  secret: string
+  previous_secret: string | null
+  previous_secret_expires_at: Date | null
+  active: boolean
+  version: Generated<number>
+  created_at: CreatedAt
+  updated_at: Timestamp
+}
+
+export interface ServiceParametersTable {
+  service_id: string
+  id: string
+  name: string
+  label: string
+  type: ParameterType
+  allowed_values: Json<string[]> | null
+  required: boolean
+  default_value: Json<unknown> | null
+  created_at: CreatedAt
+  updated_at: Timestamp
+}
+
+export type RecordModule = 'property' | 'address'
+export type RecordEvent = 'create' | 'update'
+
+export interface ServiceTriggersTable {
+  service_id: string
+  id: string
+  module: RecordModule
+  events: RecordEvent[]
+  fields: string[]
+  created_at: CreatedAt
+}
+
+export interface ServiceActivationsTable {
+  tenant_id: string
+  service_id: string
+  activated_at: CreatedAt
+}
+
+export interface ProcessTemplatesTable {
+  tenant_id: string
+  id: string
+  name: string
+  description: string
+  active: boolean
+  controller_user_id: string | null
+  notify_on_completion: boolean
+  version: Generated<number>
+  created_at: CreatedAt
+  updated_at: Timestamp
+}
+
+export type StepKind = 'webhook' | 'task'
+export type StartMode = 'afterPrevious' | 'daysAfterPrevious'
+export type Responsibility = 'processResponsible' | 'propertyMaintainer' | 'addressMaintainer' | 'user'
+
+/** The columns a template step and its copy in a running instance share. */
+export interface StepDefinitionColumns {
+  tenant_id: string
+  id: string
+  position: number
+  kind: StepKind
+  name: string
+  start_mode: StartMode
+  start_days: number | null
+  responsibility: Responsibility
+  responsible_user_id: string | null
+  deadline_days: number | null
+  refers_to_property: boolean
+  refers_to_address: boolean
+  service_id: string | null
+  parameters: Json<JsonObject>
+  version: Generated<number>
+}
+
+export interface TemplateStepsTable extends StepDefinitionColumns {
+  template_id: string
+  created_at: CreatedAt
+  updated_at: Timestamp
+}
+
+export type InstanceStatus = 'running' | 'completed' | 'cancelled'
+export type StepState = 'pending' | 'waiting' | 'due' | 'running' | 'done' | 'skipped' | 'failed' | 'cancelled'
+
+export interface ProcessInstancesTable {
+  tenant_id: string
+  id: string
+  template_id: string
+  template_name: string
+  status: Generated<InstanceStatus>
+  responsible_user_id: string
+  controller_user_id: string
+  property_id: string | null
+  address_id: string | null
+  current_position: number | null
+  idempotency_key: string | null
+  version: Generated<number>
+  started_at: Timestamp
+  ended_at: Date | null
+  created_at: CreatedAt
+  updated_at: Timestamp
+}
+
+export interface InstanceStepsTable extends StepDefinitionColumns {
+  instance_id: string
+  state: Generated<StepState>
+  assignee_user_id: string | null
+  start_at: Date | null
+  started_at: Date | null
+  ended_at: Date | null
+  deadline_at: Date | null
+  deadline_notified_at: Date | null
+  note: string | null
+}
+
+export type DeliveryStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled'
+
+export interface DeliveriesTable {
+  tenant_id: string
+  id: string
+  service_id: string
+  source: 'step' | 'trigger'
+  instance_id: string | null
+  step_id: string | null
+  property_id: string | null
+  address_id: string | null
+  event: RecordEvent | null
+  changed_fields: string[] | null
+  parameters: Json<JsonObject>
+  status: Generated<DeliveryStatus>
+  attempt_count: Generated<number>
+  next_attempt_at: Timestamp
+  lease_owner: string | null
+  lease_expires_at: Date | null
+  fence: Generated<number>
+  last_status_code: number | null
+  last_error: string | null
+  created_at: CreatedAt
+  finished_at: Date | null
+}
+
+export interface DeliveryAttemptsTable {
+  tenant_id: string
+  id: string
+  delivery_id: string
+  attempt_number: number
+  started_at: Date
+  duration_ms: number
+  outcome: 'succeeded' | 'retry' | 'failed'
+  status_code: number | null
+  error: string | null
+  response_body: string | null
+}
+
+export interface ActivitiesTable {
+  tenant_id: string
+  id: string
+  property_id: string | null
+  address_id: string | null
+  instance_id: string | null
+  step_id: string | null
+  service_id: string | null
+  kind: string
+  message: string
+  data: Json<JsonObject>
+  created_at: CreatedAt
+}
+
+export interface OutboxMailsTable {
+  tenant_id: string
+  id: string
+  dedupe_key: string
+  kind: string
+  to_address: string
+  subject: string
+  body: string
+  attempt_count: Generated<number>
+  next_attempt_at: Timestamp
+  lease_expires_at: Date | null
+  last_error: string | null
+  sent_at: Date | null
+  created_at: CreatedAt
+}
+
+export interface Database {
+  operator_keys: OperatorKeysTable
+  tenants: TenantsTable
+  api_keys: ApiKeysTable
+  users: UsersTable
+  properties: RecordsTable
+  addresses: RecordsTable
+  marketplace_services: MarketplaceServicesTable
+  service_parameters: ServiceParametersTable
+  service_triggers: ServiceTriggersTable
+  service_activations: ServiceActivationsTable
+  process_templates: ProcessTemplatesTable
+  template_steps: TemplateStepsTable
+  process_instances: ProcessInstancesTable
+  instance_steps: InstanceStepsTable
+  deliveries: DeliveriesTable
+  delivery_attempts: DeliveryAttemptsTable
+  activities: ActivitiesTable
+  outbox_mails: OutboxMailsTable
+}
+
+export type TenantRow = Selectable<TenantsTable>
+export type NewTenantRow = Insertable<TenantsTable>
+export type TenantUpdate = Updateable<TenantsTable>
+export type UserRow = Selectable<UsersTable>
+export type RecordRow = Selectable<RecordsTable>
+export type ServiceRow = Selectable<MarketplaceServicesTable>
+export type ParameterRow = Selectable<ServiceParametersTable>
+export type TriggerRow = Selectable<ServiceTriggersTable>
+export type TemplateRow = Selectable<ProcessTemplatesTable>
+export type TemplateStepRow = Selectable<TemplateStepsTable>

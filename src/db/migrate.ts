@@ -1,0 +1,38 @@
+import { promises as fs } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { FileMigrationProvider, Migrator, sql, type Kysely, type MigrationResultSet } from 'kysely'
+import type { DatabaseHandle } from './connect.js'
+
+const migrationFolder = fileURLToPath(new URL('../../migrations', import.meta.url))
+// Any constant shared by every Baton process: it serialises migrations across processes.
+const MIGRATION_LOCK_ID = 7_202_611
+
+export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]> {
+  const run = (db: Kysely<unknown>) => check(newMigrator(db).migrateToLatest())
+  if (handle.kind === 'embedded') return run(handle.db as Kysely<unknown>)
+  // Kysely's own lock table is created racily; a session advisory lock makes a second process wait.
+  return handle.db.connection().execute(async (conn) => {
+    await sql`select pg_advisory_lock(${MIGRATION_LOCK_ID})`.execute(conn)
+    try {
+      return await run(conn as Kysely<unknown>)
+    } finally {
+      await sql`select pg_advisory_unlock(${MIGRATION_LOCK_ID})`.execute(conn)
+    }
+  })
+}
+
+export async function pendingMigrations(db: Kysely<unknown>): Promise<string[]> {
+  const migrations = await newMigrator(db).getMigrations()
+  return migrations.filter((m) => m.executedAt === undefined).map((m) => m.name)
+}
+
+function newMigrator(db: Kysely<unknown>): Migrator {
+  return new Migrator({ db, provider: new FileMigrationProvider({ fs, path, migrationFolder }) })
+}
+
+async function check(pending: Promise<MigrationResultSet>): Promise<string[]> {
+  const { error, results = [] } = await pending
+  if (error) throw error instanceof Error ? error : new Error(String(error))
+  return results.filter((r) => r.status === 'Success').map((r) => r.migrationName)
+}

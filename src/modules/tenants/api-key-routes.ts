@@ -1,0 +1,43 @@
+import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import type { ModuleOptions } from '../../app.js'
+import { pageRequest } from '../../lib/pagination.js'
+import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
+import { ApiKeySchema, CreateApiKeySchema, NewApiKeySchema, TenantKeyParamsSchema } from './schemas.js'
+import * as tenants from './service.js'
+
+export default async function apiKeyRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  app.addSchema(ApiKeySchema)
+  app.addSchema(NewApiKeySchema)
+  const config = { auth: 'operator' as const }
+  const tags = ['tenants']
+
+  app.post('/tenants/:id/api-keys', {
+    config,
+    schema: {
+      tags, summary: 'Create an API key for a tenant (the key is shown once)', params: IdParamsSchema, body: CreateApiKeySchema,
+      response: { 201: Type.Ref('NewApiKey'), ...problems(400, 401, 403, 404) }
+    }
+  }, async (request, reply) => reply.code(201).send(await tenants.createApiKey(db, request.params.id, request.body.name)))
+
+  app.get('/tenants/:id/api-keys', {
+    config,
+    schema: {
+      tags, summary: 'List a tenant\'s API keys (without secrets)', params: IdParamsSchema, querystring: PageQuerySchema,
+      response: { 200: Page(Type.Ref('ApiKey')), ...problems(400, 401, 403, 404) }
+    }
+  }, async (request) => tenants.listApiKeys(db, request.params.id, pageRequest(request.query)))
+
+  app.delete('/tenants/:id/api-keys/:keyId', {
+    config,
+    schema: {
+      tags, summary: 'Revoke an API key', params: TenantKeyParamsSchema,
+      response: { 204: NoContent, ...problems(400, 401, 403, 404) }
+    }
+  }, async (request, reply) => {
+    await tenants.revokeApiKey(db, clock, request.params.id, request.params.keyId)
+    return reply.code(204).send(null)
+  })
+}

@@ -1,0 +1,55 @@
+import type { DB } from '../../db/connect.js'
+import type { NewTenantRow, TenantUpdate } from '../../db/database.js'
+import type { PageRequest } from '../../lib/pagination.js'
+
+export function findTenantById(db: DB, id: string) {
+  return db.selectFrom('tenants').selectAll().where('id', '=', id).executeTakeFirst()
+}
+
+export function listTenants(db: DB, page: PageRequest) {
+  let query = db.selectFrom('tenants').selectAll().orderBy('id').limit(page.limit + 1)
+  if (page.after) query = query.where('id', '>', page.after)
+  return query.execute()
+}
+
+export function insertTenant(db: DB, row: NewTenantRow) {
+  return db.insertInto('tenants').values(row).returningAll().executeTakeFirstOrThrow()
+}
+
+export function updateTenant(db: DB, id: string, changes: TenantUpdate) {
+  return db.updateTable('tenants').set(changes).where('id', '=', id).returningAll().executeTakeFirst()
+}
+
+export async function deleteTenant(db: DB, id: string): Promise<boolean> {
+  const result = await db.deleteFrom('tenants').where('id', '=', id).executeTakeFirst()
+  return result.numDeletedRows > 0n
+}
+
+export function findWebIdOwner(db: DB, webId: string) {
+  return db.selectFrom('tenants').select('id').where('web_id', '=', webId).executeTakeFirst()
+}
+
+export function insertApiKey(db: DB, row: { tenant_id: string; id: string; name: string; key_prefix: string; key_hash: string }) {
+  return db.insertInto('api_keys').values(row).returningAll().executeTakeFirstOrThrow()
+}
+
+export function listApiKeys(db: DB, tenantId: string, page: PageRequest) {
+  let query = db.selectFrom('api_keys').selectAll().where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
+  if (page.after) query = query.where('id', '>', page.after)
+  return query.execute()
+}
+
+export function revokeApiKey(db: DB, tenantId: string, id: string, now: Date) {
+  return db
+    .updateTable('api_keys')
+    .set({ revoked_at: now })
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .where('revoked_at', 'is', null)
+    .returningAll()
+    .executeTakeFirst()
+}
+
+export function findApiKey(db: DB, tenantId: string, id: string) {
+  return db.selectFrom('api_keys').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
+}

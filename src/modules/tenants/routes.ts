@@ -1,0 +1,51 @@
+import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import type { ModuleOptions } from '../../app.js'
+import { pageRequest } from '../../lib/pagination.js'
+import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
+import { CreateTenantSchema, TenantSchema, UpdateTenantSchema } from './schemas.js'
+import * as tenants from './service.js'
+
+const Tenant = Type.Ref('Tenant')
+
+export default async function tenantRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  app.addSchema(TenantSchema)
+  const config = { auth: 'operator' as const }
+  const tags = ['tenants']
+
+  app.post('/tenants', {
+    config,
+    schema: { tags, summary: 'Create a tenant', body: CreateTenantSchema, response: { 201: Tenant, ...problems(400, 401, 403, 409, 422) } }
+  }, async (request, reply) => reply.code(201).send(await tenants.createTenant(db, request.body)))
+
+  app.get('/tenants', {
+    config,
+    schema: { tags, summary: 'List tenants', querystring: PageQuerySchema, response: { 200: Page(Tenant), ...problems(400, 401, 403) } }
+  }, async (request) => tenants.listTenants(db, pageRequest(request.query)))
+
+  app.get('/tenants/:id', {
+    config,
+    schema: { tags, summary: 'Get a tenant', params: IdParamsSchema, response: { 200: Tenant, ...problems(400, 401, 403, 404) } }
+  }, async (request) => tenants.getTenant(db, request.params.id))
+
+  app.patch('/tenants/:id', {
+    config,
+    schema: {
+      tags, summary: 'Update a tenant', params: IdParamsSchema, body: UpdateTenantSchema,
+      response: { 200: Tenant, ...problems(400, 401, 403, 404, 409, 422) }
+    }
+  }, async (request) => tenants.updateTenant(db, clock, request.params.id, request.body))
+
+  app.delete('/tenants/:id', {
+    config,
+    schema: {
+      tags, summary: 'Delete a tenant and everything it owns', params: IdParamsSchema,
+      response: { 204: NoContent, ...problems(400, 401, 403, 404) }
+    }
+  }, async (request, reply) => {
+    await tenants.deleteTenant(db, request.params.id)
+    return reply.code(204).send(null)
+  })
+}

@@ -1,0 +1,108 @@
+import type { Clock } from '../../adapters/clock.js'
+import type { DB } from '../../db/connect.js'
+import type { TenantRow } from '../../db/database.js'
+import { conflict, notFound, unprocessable } from '../../errors.js'
+import { newId } from '../../lib/ids.js'
+import { generateKey, hashKey, keyPrefix } from '../../lib/keys.js'
+import { toPage, type PageRequest } from '../../lib/pagination.js'
+import * as repo from './repository.js'
+import type { ApiKey, CreateTenant, NewApiKey, Tenant, UpdateTenant } from './schemas.js'
+
+export function toTenant(row: TenantRow): Tenant {
+  return {
+    id: row.id,
+    name: row.name,
+    webId: row.web_id,
+    timeZone: row.time_zone,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString()
+  }
+}
+
+export function isTimeZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: zone })
+    return true
+  } catch {
+    return false
+  }
+}
+
+function checkTimeZone(zone: string | undefined): void {
+  if (zone !== undefined && !isTimeZone(zone)) {
+    throw unprocessable(`"${zone}" is not an IANA time zone.`, [{ pointer: '/body/timeZone', detail: 'unknown time zone, e.g. Europe/Berlin' }])
+  }
+}
+
+async function checkWebIdFree(db: DB, webId: string | undefined, tenantId?: string): Promise<void> {
+  if (webId === undefined) return
+  const owner = await repo.findWebIdOwner(db, webId)
+  if (owner && owner.id !== tenantId) throw conflict(`Another tenant already has webId "${webId}".`)
+}
+
+export async function createTenant(db: DB, input: CreateTenant): Promise<Tenant> {
+  checkTimeZone(input.timeZone)
+  await checkWebIdFree(db, input.webId)
+  const row = await repo.insertTenant(db, {
+    id: newId(),
+    name: input.name,
+    web_id: input.webId,
+    ...(input.timeZone === undefined ? {} : { time_zone: input.timeZone })
+  })
+  return toTenant(row)
+}
+
+export async function getTenant(db: DB, id: string): Promise<Tenant> {
+  const row = await repo.findTenantById(db, id)
+  if (!row) throw notFound('Tenant', id)
+  return toTenant(row)
+}
+
+export async function listTenants(db: DB, page: PageRequest) {
+  return toPage(await repo.listTenants(db, page), page, toTenant)
+}
+
+export async function updateTenant(db: DB, clock: Clock, id: string, input: UpdateTenant): Promise<Tenant> {
+  checkTimeZone(input.timeZone)
+  await checkWebIdFree(db, input.webId, id)
+  const row = await repo.updateTenant(db, id, {
+    ...(input.name === undefined ? {} : { name: input.name }),
+    ...(input.webId === undefined ? {} : { web_id: input.webId }),
+    ...(input.timeZone === undefined ? {} : { time_zone: input.timeZone }),
+    updated_at: clock.now()
+  })
+  if (!row) throw notFound('Tenant', id)
+  return toTenant(row)
+}
+
+export async function deleteTenant(db: DB, id: string): Promise<void> {
+  if (!(await repo.deleteTenant(db, id))) throw notFound('Tenant', id)
+}
+
+function toApiKey(row: Awaited<ReturnType<typeof repo.insertApiKey>>): ApiKey {
+  return {
+    id: row.id,
+    tenantId: row.tenant_id,
+    name: row.name,
+    prefix: row.key_prefix,
+    createdAt: row.created_at.toISOString(),
+    revokedAt: row.revoked_at?.toISOString() ?? null
+  }
+}
+
+export async function createApiKey(db: DB, tenantId: string, name: string): Promise<NewApiKey> {
+  await getTenant(db, tenantId)
+  const key = generateKey('tenant')
+  const row = await repo.insertApiKey(db, { tenant_id: tenantId, id: newId(), name, key_prefix: keyPrefix(key), key_hash: hashKey(key) })
+  return { ...toApiKey(row), key }
+}
+
+export async function listApiKeys(db: DB, tenantId: string, page: PageRequest) {
+  await getTenant(db, tenantId)
+  return toPage(await repo.listApiKeys(db, tenantId, page), page, toApiKey)
+}
+
+export async function revokeApiKey(db: DB, clock: Clock, tenantId: string, id: string): Promise<void> {
+  const revoked = await repo.revokeApiKey(db, tenantId, id, clock.now())
+  if (!revoked && !(await repo.findApiKey(db, tenantId, id))) throw notFound('API key', id)
+}

@@ -1,0 +1,83 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { ProblemError, type FieldError } from '../errors.js'
+
+const STATUS_TITLES: Record<number, string> = {
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
+  406: 'Not Acceptable', 409: 'Conflict', 412: 'Precondition Failed', 413: 'Content Too Large',
+  415: 'Unsupported Media Type', 422: 'Unprocessable Content', 429: 'Too Many Requests',
+  500: 'Internal Server Error', 503: 'Service Unavailable'
+}
+
+// Postgres error codes a client can cause; everything else is our fault and answers 500.
+const PG_CLIENT_ERRORS: Record<string, [number, string]> = {
+  '23505': [409, 'A resource with these values already exists.'],
+  '23503': [409, 'The request refers to a resource that does not exist or is still in use.'],
+  '22P02': [400, 'A value has the wrong format.'],
+  '22003': [400, 'A number is out of range.'],
+  '22001': [400, 'A value is too long.'],
+  '40001': [409, 'The request collided with a concurrent change; retry it.'],
+  '40P01': [409, 'The request collided with a concurrent change; retry it.']
+}
+
+export interface ProblemBody {
+  type: string
+  title: string
+  status: number
+  detail: string
+  instance?: string
+  errors?: FieldError[]
+}
+
+export function sendProblem(reply: FastifyReply, body: ProblemBody, headers: Record<string, string> = {}): FastifyReply {
+  return reply.code(body.status).headers(headers).type('application/problem+json').send(body)
+}
+
+function problem(status: number, detail: string, request: FastifyRequest, errors?: FieldError[]): ProblemBody {
+  return {
+    type: 'about:blank',
+    title: STATUS_TITLES[status] ?? 'Error',
+    status,
+    detail,
+    instance: request.url.split('?')[0] ?? request.url,
+    ...(errors && errors.length > 0 ? { errors } : {})
+  }
+}
+
+function validationErrors(error: FastifyError): FieldError[] {
+  const context = error.validationContext ?? 'body'
+  return (error.validation ?? []).map((v) => {
+    const params = v.params as Record<string, unknown>
+    const extra = typeof params.additionalProperty === 'string' ? `/${params.additionalProperty}` :
+      typeof params.missingProperty === 'string' ? `/${params.missingProperty}` : ''
+    return { pointer: `/${context}${v.instancePath}${extra}`, detail: v.message ?? 'is invalid' }
+  })
+}
+
+async function problemsPlugin(app: FastifyInstance): Promise<void> {
+  app.setErrorHandler((error: FastifyError & { code?: string }, request, reply) => {
+    if (error instanceof ProblemError) {
+      const body = { ...problem(error.status, error.detail, request, error.errors), title: error.title }
+      return sendProblem(reply, body, error.headers)
+    }
+    if (error.validation) {
+      const detail = `The request ${error.validationContext ?? 'body'} does not match its schema.`
+      return sendProblem(reply, problem(400, detail, request, validationErrors(error)))
+    }
+    const pgError = typeof error.code === 'string' ? PG_CLIENT_ERRORS[error.code] : undefined
+    if (pgError) {
+      request.log.info({ code: error.code }, 'database refused a client request')
+      return sendProblem(reply, problem(pgError[0], pgError[1], request))
+    }
+    const status = error.statusCode ?? 500
+    if (status >= 400 && status < 500) return sendProblem(reply, problem(status, error.message, request))
+    request.log.error({ err: error }, 'request failed')
+    return sendProblem(reply, problem(500, 'Something went wrong on our side; it has been logged.', request))
+  })
+
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, problem(404, `No route ${request.method} ${request.url.split('?')[0]}.`, request))
+  )
+}
+
+export default fp(problemsPlugin, { name: 'problems' })

@@ -1,0 +1,48 @@
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { FieldErrorSchema, ProblemSchema } from '../schemas/common.js'
+import { VERSION } from '../version.js'
+
+export const TAGS = [
+  { name: 'health', description: 'Liveness and readiness' },
+  { name: 'tenants', description: 'Operator: tenants and their API keys' },
+  { name: 'users', description: 'People of a tenant' },
+  { name: 'properties', description: 'Real-estate records' },
+  { name: 'addresses', description: 'Contact records' },
+  { name: 'marketplace', description: 'The marketplace catalogue: services, parameters, triggers, activation' },
+  { name: 'templates', description: 'Process templates and their steps' }
+]
+
+async function swaggerPlugin(app: FastifyInstance): Promise<void> {
+  app.addSchema(FieldErrorSchema)
+  app.addSchema(ProblemSchema)
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Baton',
+        version: VERSION,
+        description: 'Runs real-estate CRM processes and calls marketplace webhooks. Errors are application/problem+json.'
+      },
+      tags: TAGS,
+      components: {
+        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'Operator key or tenant API key' } }
+      },
+      security: [{ bearerAuth: [] }]
+    },
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`)
+    }
+  })
+  await app.register(async (docs) => {
+    docs.addHook('onRoute', (route) => {
+      route.config = { ...route.config, auth: 'public' }
+    })
+    await docs.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } })
+  })
+  app.get('/openapi.json', { schema: { hide: true }, config: { auth: 'public' } }, async () => app.swagger())
+}
+
+export default fp(swaggerPlugin, { name: 'swagger' })

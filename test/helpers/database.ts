@@ -1,0 +1,53 @@
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
+import { openPostgres, type DatabaseHandle } from '../../src/db/connect.js'
+
+/** A server connection the tests may create databases with. */
+export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+export const TEMPLATE_DATABASE = 'baton_test_template'
+
+export function databaseUrl(name: string): string {
+  const url = new URL(ADMIN_URL)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+export async function adminQuery(text: string): Promise<void> {
+  const client = new pg.Client({ connectionString: ADMIN_URL })
+  await client.connect()
+  try {
+    await client.query(text)
+  } finally {
+    await client.end()
+  }
+}
+
+/** A fresh database cloned from the migrated template; dropped again by `drop`. */
+export async function createTestDatabase(): Promise<DatabaseHandle & { name: string; drop(): Promise<void> }> {
+  const name = `baton_test_${process.pid}_${randomBytes(4).toString('hex')}`
+  await withRetry(() => adminQuery(`create database ${name} template ${TEMPLATE_DATABASE}`))
+  const handle = openPostgres(databaseUrl(name), 10)
+  let dropped = false
+  return {
+    ...handle,
+    name,
+    async drop() {
+      if (dropped) return
+      dropped = true
+      await handle.close()
+      await adminQuery(`drop database if exists ${name} with (force)`)
+    }
+  }
+}
+
+// Two files cloning the template at the same instant can collide; a short retry settles it.
+async function withRetry(action: () => Promise<void>, attempts = 5): Promise<void> {
+  for (let i = 1; ; i++) {
+    try {
+      return await action()
+    } catch (error) {
+      if (i >= attempts) throw error
+      await new Promise((resolve) => setTimeout(resolve, 100 * i))
+    }
+  }
+}
