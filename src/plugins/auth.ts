@@ -5,8 +5,11 @@ import { forbidden, unauthorized } from '../errors.js'
 import { hashKey, sameHash } from '../lib/keys.js'
 import { findTenantIdByKeyHash } from '../modules/auth/repository.js'
 
-/** Who may call a route: the operator, a tenant's key, or anyone. Routes default to `tenant`. */
-export type Audience = 'operator' | 'tenant' | 'public'
+/**
+ * Who may call a route: the operator, a tenant's key, either of them (`any`), or anyone.
+ * Routes default to `tenant`.
+ */
+export type Audience = 'operator' | 'tenant' | 'any' | 'public'
 
 export type Caller = { kind: 'operator' } | { kind: 'tenant'; tenantId: string }
 
@@ -50,6 +53,11 @@ async function identify(db: DB, operatorKeyHash: string, token: string): Promise
   const tenantId = await findTenantIdByKeyHash(db, hash)
   if (tenantId) return { kind: 'tenant', tenantId }
   throw unauthorized('The API key is unknown or has been revoked.')
+}
+
+/** The calling tenant's id, or undefined for the operator (on `any` routes). */
+export function tenantOrOperator(request: FastifyRequest): string | undefined {
+  return request.caller?.kind === 'tenant' ? request.caller.tenantId : undefined
 }
 
 /** The calling tenant's id; only valid on tenant routes, where the hook has checked the key. */

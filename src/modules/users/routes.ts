@@ -1,4 +1,49 @@
 import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import type { ModuleOptions } from '../../app.js'
+import { pageRequest } from '../../lib/pagination.js'
+import { tenantOf } from '../../plugins/auth.js'
+import { IdParamsSchema, NoContent, Page, problems } from '../../schemas/common.js'
+import { CreateUserSchema, ListUsersQuerySchema, UpdateUserSchema, UserSchema } from './schemas.js'
+import * as users from './service.js'
 
-export default async function stubRoutes(_app: FastifyInstance, _options: ModuleOptions): Promise<void> {}
+const User = Type.Ref('User')
+
+export default async function userRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  app.addSchema(UserSchema)
+  const tags = ['users']
+
+  app.post('/users', {
+    schema: { tags, summary: 'Create a user', body: CreateUserSchema, response: { 201: User, ...problems(400, 401, 403, 409) } }
+  }, async (request, reply) => reply.code(201).send(await users.createUser(db, tenantOf(request), request.body)))
+
+  app.get('/users', {
+    schema: {
+      tags, summary: 'List users', querystring: ListUsersQuerySchema,
+      response: { 200: Page(User), ...problems(400, 401, 403) }
+    }
+  }, async (request) => users.listUsers(db, tenantOf(request), pageRequest(request.query), request.query))
+
+  app.get('/users/:id', {
+    schema: { tags, summary: 'Get a user', params: IdParamsSchema, response: { 200: User, ...problems(400, 401, 403, 404) } }
+  }, async (request) => users.getUser(db, tenantOf(request), request.params.id))
+
+  app.patch('/users/:id', {
+    schema: {
+      tags, summary: 'Update a user', params: IdParamsSchema, body: UpdateUserSchema,
+      response: { 200: User, ...problems(400, 401, 403, 404, 409) }
+    }
+  }, async (request) => users.updateUser(db, clock, tenantOf(request), request.params.id, request.body))
+
+  app.delete('/users/:id', {
+    schema: {
+      tags, summary: 'Delete a user no template, record or process uses', params: IdParamsSchema,
+      response: { 204: NoContent, ...problems(400, 401, 403, 404, 409) }
+    }
+  }, async (request, reply) => {
+    await users.deleteUser(db, tenantOf(request), request.params.id)
+    return reply.code(204).send(null)
+  })
+}

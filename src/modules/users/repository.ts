@@ -1,0 +1,64 @@
+import { sql } from 'kysely'
+import type { DB } from '../../db/connect.js'
+import type { PageRequest } from '../../lib/pagination.js'
+
+export function findUserById(db: DB, tenantId: string, id: string) {
+  return db.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
+}
+
+export async function findExistingUserIds(db: DB, tenantId: string, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set()
+  const rows = await db.selectFrom('users').select('id').where('tenant_id', '=', tenantId).where('id', 'in', ids).execute()
+  return new Set(rows.map((r) => r.id))
+}
+
+export function listUsers(db: DB, tenantId: string, page: PageRequest, filter: { email?: string | undefined; q?: string | undefined }) {
+  let query = db.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
+  if (page.after) query = query.where('id', '>', page.after)
+  if (filter.email) query = query.where(sql`lower(email)`, '=', filter.email.toLowerCase())
+  if (filter.q) query = query.where('name', 'ilike', `%${escapeLike(filter.q)}%`)
+  return query.execute()
+}
+
+export function insertUser(db: DB, row: { tenant_id: string; id: string; name: string; email: string }) {
+  return db.insertInto('users').values(row).returningAll().executeTakeFirstOrThrow()
+}
+
+export function updateUser(db: DB, tenantId: string, id: string, changes: { name?: string; email?: string; updated_at: Date }) {
+  return db.updateTable('users').set(changes).where('tenant_id', '=', tenantId).where('id', '=', id).returningAll().executeTakeFirst()
+}
+
+export async function deleteUser(db: DB, tenantId: string, id: string): Promise<boolean> {
+  const result = await db.deleteFrom('users').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
+  return result.numDeletedRows > 0n
+}
+
+export function findEmailOwner(db: DB, tenantId: string, email: string) {
+  return db
+    .selectFrom('users')
+    .select('id')
+    .where('tenant_id', '=', tenantId)
+    .where(sql`lower(email)`, '=', email.toLowerCase())
+    .executeTakeFirst()
+}
+
+/** Everything that still points at a user, a few of each kind, to name in a 409. */
+export async function findUserUsages(db: DB, tenantId: string, userId: string) {
+  const [templates, steps, properties, addresses, instances] = await Promise.all([
+    db.selectFrom('process_templates').select(['id', 'name']).where('tenant_id', '=', tenantId)
+      .where('controller_user_id', '=', userId).limit(5).execute(),
+    db.selectFrom('template_steps').innerJoin('process_templates', (j) =>
+      j.onRef('process_templates.tenant_id', '=', 'template_steps.tenant_id').onRef('process_templates.id', '=', 'template_steps.template_id'))
+      .select(['template_steps.id', 'template_steps.name', 'process_templates.name as templateName'])
+      .where('template_steps.tenant_id', '=', tenantId).where('template_steps.responsible_user_id', '=', userId).limit(5).execute(),
+    db.selectFrom('properties').select('id').where('tenant_id', '=', tenantId).where('maintainer_user_id', '=', userId).limit(5).execute(),
+    db.selectFrom('addresses').select('id').where('tenant_id', '=', tenantId).where('maintainer_user_id', '=', userId).limit(5).execute(),
+    db.selectFrom('process_instances').select('id').where('tenant_id', '=', tenantId)
+      .where((eb) => eb.or([eb('responsible_user_id', '=', userId), eb('controller_user_id', '=', userId)])).limit(5).execute()
+  ])
+  return { templates, steps, properties, addresses, instances }
+}
+
+function escapeLike(text: string): string {
+  return text.replace(/[\\%_]/g, (c) => `\\${c}`)
+}

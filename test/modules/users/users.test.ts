@@ -1,0 +1,39 @@
+import t from 'tap'
+import { setupApp } from '../../helpers/app.js'
+import { assertIsolated, assertProblem } from '../../helpers/assertions.js'
+
+t.test('users: create, read, list, update, delete', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+
+  const anna = await client.post('/v1/users', { name: 'Anna Berg', email: 'anna@example.com' })
+  t.equal(anna.statusCode, 201)
+  t.match(anna.data, { id: String, name: 'Anna Berg', email: 'anna@example.com' })
+  await client.post('/v1/users', { name: 'Ben Roth', email: 'ben@example.com' })
+
+  t.equal((await client.get(`/v1/users/${anna.data.id}`)).data.name, 'Anna Berg')
+  t.same((await client.get('/v1/users?q=ber')).data.items.map((u: { name: string }) => u.name), ['Anna Berg'])
+  t.same((await client.get('/v1/users?email=BEN@example.com')).data.items.length, 1)
+  t.equal((await client.get('/v1/users?limit=1')).data.items.length, 1)
+
+  const renamed = await client.patch(`/v1/users/${anna.data.id}`, { name: 'Anna Berg-Roth' })
+  t.equal(renamed.data.name, 'Anna Berg-Roth')
+
+  assertProblem(t, await client.post('/v1/users', { name: 'Again', email: 'ANNA@example.com' }), 409, /e-mail/)
+  assertProblem(t, await client.post('/v1/users', { name: 'No mail', email: 'not-an-email' }), 400, /email/)
+  assertProblem(t, await client.patch(`/v1/users/${anna.data.id}`, {}), 400)
+  assertProblem(t, await client.post('/v1/users', '{"name":', { 'content-type': 'application/json' }), 400)
+
+  t.equal((await client.delete(`/v1/users/${anna.data.id}`)).statusCode, 204)
+  assertProblem(t, await client.get(`/v1/users/${anna.data.id}`), 404)
+})
+
+t.test('users are invisible to other tenants', async (t) => {
+  const ctx = await setupApp(t)
+  const a = await ctx.newTenant()
+  const b = await ctx.newTenant()
+  const user = await a.client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })
+  await assertIsolated(t, b.client, { collection: '/v1/users', id: user.data.id, update: { name: 'Mallory' } })
+  t.equal((await a.client.get(`/v1/users/${user.data.id}`)).data.name, 'Anna', 'unchanged')
+  t.equal((await b.client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).statusCode, 201, 'e-mails are per tenant')
+})
