@@ -4,6 +4,7 @@ import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
 import type { DB } from './db/connect.js'
 import addressRoutes from './modules/addresses/routes.js'
+import activationRoutes from './modules/marketplace/activation-routes.js'
 import apiKeyRoutes from './modules/tenants/api-key-routes.js'
 import healthRoutes from './modules/health/routes.js'
 import parameterRoutes from './modules/marketplace/parameter-routes.js'
@@ -68,6 +69,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   await app.register(serviceRoutes, { ...modules, prefix: '/v1' })
   await app.register(parameterRoutes, { ...modules, prefix: '/v1' })
   await app.register(triggerRoutes, { ...modules, prefix: '/v1' })
+  await app.register(activationRoutes, { ...modules, prefix: '/v1' })
   await app.register(templateRoutes, { ...modules, prefix: '/v1' })
   await app.register(stepRoutes, { ...modules, prefix: '/v1' })
 
