@@ -1,0 +1,53 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const TSX = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url))
+
+export interface RunningProcess {
+  child: ChildProcess
+  output(): string
+  /** Resolves with the first match of the pattern in stdout or stderr. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>
+  exited: Promise<number | null>
+}
+
+/** Runs a TypeScript entry file of this repo in its own process, as `npm start` would. */
+export function runScript(script: string, env: Record<string, string>): RunningProcess {
+  const child = spawn(TSX, [script], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let text = ''
+  const waiters = new Set<() => void>()
+  const onData = (chunk: Buffer) => {
+    text += chunk.toString()
+    for (const wake of waiters) wake()
+  }
+  child.stdout?.on('data', onData)
+  child.stderr?.on('data', onData)
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => {
+    for (const wake of waiters) wake()
+    resolve(code)
+  }))
+  return {
+    child,
+    exited,
+    output: () => text,
+    waitFor(pattern, timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => done(new Error(`timed out waiting for ${pattern}; output:\n${text}`)), timeoutMs)
+        const check = () => {
+          const match = text.match(pattern)
+          if (match) done(undefined, match)
+          else if (child.exitCode !== null) done(new Error(`process exited (${child.exitCode}) before ${pattern}; output:\n${text}`))
+        }
+        const done = (error?: Error, match?: RegExpMatchArray) => {
+          clearTimeout(timer)
+          waiters.delete(check)
+          if (error) reject(error)
+          else resolve(match!)
+        }
+        waiters.add(check)
+        check()
+      })
+    }
+  }
+}

@@ -1,0 +1,40 @@
+import t from 'tap'
+import { buildApp, serverOptions } from '../../../src/app.js'
+import { loadConfig } from '../../../src/config.js'
+import { openPostgres } from '../../../src/db/connect.js'
+import { client, setupApp } from '../../helpers/app.js'
+import { databaseUrl } from '../../helpers/database.js'
+
+t.test('health answers without a key', async (t) => {
+  const { anonymous } = await setupApp(t)
+  const live = await anonymous.get('/health/live')
+  t.equal(live.statusCode, 200)
+  t.same(live.data, { status: 'ok' })
+  const ready = await anonymous.get('/health/ready')
+  t.equal(ready.statusCode, 200)
+  t.same(ready.data, { status: 'ok' })
+})
+
+t.test('readiness fails with a problem when the database is unreachable', async (t) => {
+  const config = loadConfig({ LOG_LEVEL: 'silent' })
+  const database = openPostgres(databaseUrl('baton_no_such_database'), 1)
+  const app = await buildApp({ config, db: database.db, operatorKeyHash: '0'.repeat(64) }, serverOptions(config, false))
+  t.teardown(async () => {
+    await app.close()
+    await database.close()
+  })
+  const ready = await client(app).get('/health/ready')
+  t.equal(ready.statusCode, 503)
+  t.match(ready.headers['content-type'], /application\/problem\+json/)
+  t.match(ready.data, { status: 503, detail: /database/ })
+})
+
+t.test('unknown routes and the OpenAPI document', async (t) => {
+  const { anonymous, operator } = await setupApp(t)
+  const missing = await operator.get('/v1/nothing-here')
+  t.equal(missing.statusCode, 404)
+  t.match(missing.headers['content-type'], /application\/problem\+json/)
+  const spec = await anonymous.get('/openapi.json')
+  t.equal(spec.statusCode, 200)
+  t.ok(spec.data.components.schemas.Problem, 'Problem is a named component')
+})

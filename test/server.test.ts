@@ -1,0 +1,52 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { runScript } from './helpers/process.js'
+
+// The newcomer's path: `npm start` with no DATABASE_URL boots the embedded database in BATON_DATA_DIR.
+t.test('the server starts on the embedded database and prints a working operator key', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'baton-smoke-'))
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+  const env = { BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: '', BATON_ADMIN_TOKEN: '' }
+
+  const started = Date.now()
+  const server = runScript('src/server.ts', env)
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const [, address] = await server.waitFor(/Baton listening on (http:\/\/[^"\s]+)/, 60_000)
+  const [, key] = await server.waitFor(/export BATON_ADMIN_TOKEN=(\S+)/)
+
+  let ready = await fetch(`${address}/health/ready`)
+  while (ready.status !== 200 && Date.now() - started < 60_000) ready = await fetch(`${address}/health/ready`)
+  t.equal(ready.status, 200, 'ready')
+  t.comment(`embedded cold start to ready: ${Date.now() - started} ms`)
+
+  const tenants = await fetch(`${address}/v1/tenants`, { headers: { authorization: `Bearer ${key}` } })
+  t.equal(tenants.status, 200, 'the printed key is the operator key')
+  const docs = await fetch(`${address}/docs`)
+  t.equal(docs.status, 200, '/docs is served without a key')
+  const spec = await fetch(`${address}/openapi.json`)
+  t.match(await spec.json(), { openapi: '3.0.3' })
+
+  const second = runScript('src/server.ts', env)
+  t.equal(await second.exited, 1, 'a second process on the same data dir stops')
+  t.match(second.output(), /in use by process \d+/)
+
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0, 'SIGTERM exits 0')
+
+  const again = runScript('src/server.ts', env)
+  t.teardown(() => { again.child.kill('SIGKILL') })
+  await again.waitFor(/Baton listening on/, 60_000)
+  t.notMatch(again.output(), /export BATON_ADMIN_TOKEN=/, 'the key is shown only on the first start')
+  again.child.kill('SIGTERM')
+  t.equal(await again.exited, 0)
+})
+
+t.test('a wrong setting stops the process with a message naming it', async (t) => {
+  const server = runScript('src/server.ts', { PORT: 'eighty', LOG_LEVEL: 'loud' })
+  t.equal(await server.exited, 1)
+  t.match(server.output(), /PORT: must be integer/)
+  t.match(server.output(), /LOG_LEVEL: must be one of/)
+  t.notMatch(server.output(), /at .+\.ts:\d+/, 'no stack trace')
+})
