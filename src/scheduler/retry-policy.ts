@@ -1,0 +1,45 @@
+export interface RetryPolicy {
+  /** Delay before retry n (index n-1); the last entry repeats. */
+  scheduleMs: number[]
+  maxAttempts: number
+  /** ±fraction of random spread, so retries of many calls do not arrive together. */
+  jitter: number
+  maxRetryAfterMs: number
+}
+
+export const DEFAULT_RETRY_POLICY: RetryPolicy = {
+  scheduleMs: [10_000, 60_000, 300_000, 1_800_000, 7_200_000, 21_600_000],
+  maxAttempts: 8,
+  jitter: 0.2,
+  maxRetryAfterMs: 24 * 3_600_000
+}
+
+export type AttemptResult =
+  | { kind: 'response'; status: number; retryAfter?: string | undefined }
+  | { kind: 'error'; error: string }
+
+export type Decision =
+  | { action: 'succeed' }
+  | { action: 'retry'; delayMs: number }
+  | { action: 'give-up'; reason: string }
+
+const RETRYABLE_STATUSES = new Set([408, 425, 429])
+
+export function decide(result: AttemptResult, attempt: number, now: Date, policy = DEFAULT_RETRY_POLICY, random = Math.random): Decision {
+  if (result.kind === 'response' && result.status >= 200 && result.status < 300) return { action: 'succeed' }
+  const retryable = result.kind === 'error' || result.status >= 500 || RETRYABLE_STATUSES.has(result.status)
+  if (!retryable) return { action: 'give-up', reason: `HTTP ${result.status} is not retried` }
+  if (attempt >= policy.maxAttempts) return { action: 'give-up', reason: `gave up after ${attempt} attempts` }
+  const requested = result.kind === 'response' ? retryAfterMs(result.retryAfter, now) : undefined
+  if (requested !== undefined) return { action: 'retry', delayMs: Math.min(requested, policy.maxRetryAfterMs) }
+  const base = policy.scheduleMs[Math.min(attempt, policy.scheduleMs.length) - 1] ?? 0
+  return { action: 'retry', delayMs: Math.round(base * (1 - policy.jitter + 2 * policy.jitter * random())) }
+}
+
+/** Retry-After as delta-seconds or an HTTP date; undefined when absent or unreadable. */
+export function retryAfterMs(header: string | undefined, now: Date): number | undefined {
+  if (!header) return undefined
+  if (/^\s*\d+\s*$/.test(header)) return Number(header) * 1000
+  const date = Date.parse(header)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now.getTime())
+}

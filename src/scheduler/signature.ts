@@ -1,0 +1,72 @@
+import { createHmac, timingSafeEqual } from 'node:crypto'
+
+/*
+ * The onOffice-compatible webhook signature. The signed text is `scheme://host[:port]/path?` followed
+ * by every query parameter except `signature` — the webhook URL's own parameters and the call's —
+ * sorted by key in byte order and encoded like PHP's http_build_query (RFC 1738): a space becomes
+ * `+`, every byte other than A-Z a-z 0-9 - _ . becomes %XX in upper-case hex. The signature is the
+ * lower-case hex HMAC-SHA256 of that text, and the URL sent carries exactly that encoded query with
+ * `&signature=…` appended, so a provider can verify with parse_str, ksort, http_build_query and
+ * hash_hmac.
+ */
+
+export interface SignedUrl {
+  url: string
+  canonical: string
+  signature: string
+}
+
+export function signQueryUrl(webhookUrl: string, params: Record<string, string>, secret: string): SignedUrl {
+  const base = new URL(webhookUrl)
+  const merged = new Map(queryEntries(base.search))
+  for (const [key, value] of Object.entries(params)) merged.set(key, value)
+  merged.delete('signature')
+  const canonical = `${origin(base)}?${buildQuery(merged)}`
+  const signature = hmacHex(secret, canonical)
+  return { url: `${canonical}&signature=${signature}`, canonical, signature }
+}
+
+/** How a provider checks a call: recompute from the received URL and compare in constant time. */
+export function verifyQuerySignature(receivedUrl: string, secret: string): boolean {
+  const url = new URL(receivedUrl)
+  const params = new Map(queryEntries(url.search))
+  const signature = params.get('signature') ?? ''
+  params.delete('signature')
+  const expected = hmacHex(secret, `${origin(url)}?${buildQuery(params)}`)
+  return signature.length === expected.length && timingSafeEqual(Buffer.from(signature), Buffer.from(expected))
+}
+
+export function buildQuery(params: Map<string, string>): string {
+  return [...params.entries()]
+    .sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+    .map(([key, value]) => `${phpUrlEncode(key)}=${phpUrlEncode(value)}`)
+    .join('&')
+}
+
+export function phpUrlEncode(text: string): string {
+  let out = ''
+  for (const byte of Buffer.from(text, 'utf8')) {
+    if (isUnreserved(byte)) out += String.fromCharCode(byte)
+    else if (byte === 0x20) out += '+'
+    else out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
+  }
+  return out
+}
+
+function isUnreserved(byte: number): boolean {
+  return (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) ||
+    byte === 0x2d || byte === 0x5f || byte === 0x2e
+}
+
+// Like PHP's parse_str for flat keys: `+` and %XX decode, a later duplicate wins.
+function queryEntries(search: string): [string, string][] {
+  return [...new URLSearchParams(search)]
+}
+
+function origin(url: URL): string {
+  return `${url.protocol}//${url.host}${url.pathname}`
+}
+
+function hmacHex(secret: string, text: string): string {
+  return createHmac('sha256', secret).update(text, 'utf8').digest('hex')
+}

@@ -1,0 +1,37 @@
+import t from 'tap'
+import { DEFAULT_RETRY_POLICY, decide, retryAfterMs } from '../../src/scheduler/retry-policy.js'
+
+const now = new Date('2026-03-02T09:00:00Z')
+const middle = () => 0.5
+
+t.test('2xx succeeds', async (t) => {
+  t.same(decide({ kind: 'response', status: 204 }, 1, now), { action: 'succeed' })
+})
+
+t.test('retryable outcomes follow the schedule', async (t) => {
+  const delays = [1, 2, 3, 4, 5, 6, 7].map((attempt) => {
+    const d = decide({ kind: 'response', status: 503 }, attempt, now, DEFAULT_RETRY_POLICY, middle)
+    return d.action === 'retry' ? d.delayMs : -1
+  })
+  t.same(delays, [10_000, 60_000, 300_000, 1_800_000, 7_200_000, 21_600_000, 21_600_000])
+  for (const status of [408, 425, 429, 500, 502]) t.equal(decide({ kind: 'response', status }, 1, now).action, 'retry', `${status}`)
+  t.equal(decide({ kind: 'error', error: 'ETIMEDOUT' }, 1, now).action, 'retry', 'network errors and timeouts')
+})
+
+t.test('jitter stays within ±20%', async (t) => {
+  const low = decide({ kind: 'error', error: 'x' }, 1, now, DEFAULT_RETRY_POLICY, () => 0)
+  const high = decide({ kind: 'error', error: 'x' }, 1, now, DEFAULT_RETRY_POLICY, () => 1)
+  t.same([low, high], [{ action: 'retry', delayMs: 8_000 }, { action: 'retry', delayMs: 12_000 }])
+})
+
+t.test('gives up at once on other statuses, and after the last attempt', async (t) => {
+  for (const status of [301, 302, 400, 401, 404, 410, 422]) t.equal(decide({ kind: 'response', status }, 1, now).action, 'give-up', `${status}`)
+  t.match(decide({ kind: 'response', status: 500 }, 8, now), { action: 'give-up', reason: /8 attempts/ })
+})
+
+t.test('Retry-After is honoured up to 24 hours', async (t) => {
+  t.same(decide({ kind: 'response', status: 429, retryAfter: '120' }, 1, now), { action: 'retry', delayMs: 120_000 })
+  t.same(decide({ kind: 'response', status: 503, retryAfter: '999999' }, 1, now), { action: 'retry', delayMs: 86_400_000 })
+  t.equal(retryAfterMs('Mon, 02 Mar 2026 09:01:00 GMT', now), 60_000)
+  t.equal(retryAfterMs('soon', now), undefined)
+})

@@ -1,0 +1,41 @@
+import { readFileSync } from 'node:fs'
+import t from 'tap'
+import { phpUrlEncode, signQueryUrl, verifyQuerySignature } from '../../src/scheduler/signature.js'
+
+interface Vector {
+  name: string
+  webhookUrl: string
+  secret: string
+  params: Record<string, string>
+  canonical: string
+  signature: string
+  sentUrl: string
+}
+
+const vectorsFile = new URL('../../../shared/conformance/signature-vectors.json', import.meta.url)
+const { vectors } = JSON.parse(readFileSync(vectorsFile, 'utf8')) as { vectors: Vector[] }
+
+t.ok(vectors.length >= 3, 'the shared conformance vectors are loaded')
+
+for (const v of vectors) {
+  t.test(`conformance vector: ${v.name}`, async (t) => {
+    const signed = signQueryUrl(v.webhookUrl, v.params, v.secret)
+    t.equal(signed.canonical, v.canonical, 'canonical text')
+    t.equal(signed.signature, v.signature, 'signature')
+    t.equal(signed.url, v.sentUrl, 'the URL sent')
+    t.ok(verifyQuerySignature(v.sentUrl, v.secret), 'a provider verifies the sent URL')
+    t.notOk(verifyQuerySignature(v.sentUrl, `${v.secret}x`), 'a wrong secret fails')
+    t.notOk(verifyQuerySignature(v.sentUrl.replace('timestamp=', 'timestamp=9'), v.secret), 'a changed parameter fails')
+  })
+}
+
+t.test('PHP urlencode rules', async (t) => {
+  t.equal(phpUrlEncode('a b~c*d\'e(f)!'), 'a+b%7Ec%2Ad%27e%28f%29%21')
+  t.equal(phpUrlEncode('Az09-_.'), 'Az09-_.')
+  t.equal(phpUrlEncode('ä'), '%C3%A4')
+})
+
+t.test('a signature parameter in the input is never signed', async (t) => {
+  const signed = signQueryUrl('https://p.example/h?signature=old', { a: '1', signature: 'forged' }, 's')
+  t.equal(signed.canonical, 'https://p.example/h?a=1')
+})
