@@ -1,0 +1,77 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { verifyQuerySignature } from '../../src/scheduler/signature.js'
+
+export interface ReceivedCall {
+  method: string
+  url: string
+  query: Record<string, string>
+  headers: http.IncomingHttpHeaders
+  body: string
+  /** Whether the onOffice signature checked out with the provider's secret. */
+  signatureValid: boolean
+  at: number
+}
+
+export interface Reply {
+  status: number
+  headers?: Record<string, string>
+  body?: string
+  /** Wait this long before answering. */
+  delayMs?: number
+}
+
+type Responder = (call: ReceivedCall) => Reply | Promise<Reply>
+
+/** A real marketplace provider on 127.0.0.1: records every call and verifies it as a provider would. */
+export class TestProvider {
+  readonly calls: ReceivedCall[] = []
+  private server = http.createServer((req, res) => void this.handle(req, res))
+  private responders: Responder[] = []
+  private fallback: Responder = () => ({ status: 200, body: 'ok' })
+  secret = ''
+  url = ''
+
+  static async start(secret = ''): Promise<TestProvider> {
+    const provider = new TestProvider()
+    provider.secret = secret
+    await new Promise<void>((resolve) => provider.server.listen(0, '127.0.0.1', resolve))
+    provider.url = `http://127.0.0.1:${(provider.server.address() as AddressInfo).port}`
+    return provider
+  }
+
+  /** The next calls get these answers, in order; then the fallback. */
+  queue(...replies: (Reply | Responder)[]): void {
+    this.responders.push(...replies.map((r) => (typeof r === 'function' ? r : () => r)))
+  }
+
+  always(reply: Reply | Responder): void {
+    this.fallback = typeof reply === 'function' ? reply : () => reply
+  }
+
+  async close(): Promise<void> {
+    this.server.closeAllConnections()
+    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    let body = ''
+    for await (const chunk of req) body += chunk
+    const fullUrl = `${this.url}${req.url ?? '/'}`
+    const call: ReceivedCall = {
+      method: req.method ?? 'GET',
+      url: fullUrl,
+      query: Object.fromEntries(new URL(fullUrl).searchParams),
+      headers: req.headers,
+      body,
+      signatureValid: this.secret !== '' && verifyQuerySignature(fullUrl, this.secret),
+      at: Date.now()
+    }
+    this.calls.push(call)
+    const reply = await (this.responders.shift() ?? this.fallback)(call)
+    if (reply.delayMs) await new Promise((resolve) => setTimeout(resolve, reply.delayMs))
+    if (res.destroyed) return
+    res.writeHead(reply.status, reply.headers)
+    res.end(reply.body ?? '')
+  }
+}
