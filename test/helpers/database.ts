@@ -1,10 +1,17 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { readdirSync, readFileSync } from 'node:fs'
 import pg from 'pg'
 import { openPostgres, type DatabaseHandle } from '../../src/db/connect.js'
 
 /** A server connection the tests may create databases with. */
 export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
-export const TEMPLATE_DATABASE = 'baton_test_template'
+
+// Named after the migrations' content: runs at the same time share it, and a changed migration
+// gets a fresh one instead of dropping a template other runs are cloning.
+const migrationsDir = new URL('../../migrations/', import.meta.url)
+const migrationsHash = createHash('sha256')
+for (const file of readdirSync(migrationsDir).sort()) migrationsHash.update(file).update(readFileSync(new URL(file, migrationsDir)))
+export const TEMPLATE_DATABASE = `baton_tpl_${migrationsHash.digest('hex').slice(0, 16)}`
 
 export function databaseUrl(name: string): string {
   const url = new URL(ADMIN_URL)
@@ -12,11 +19,11 @@ export function databaseUrl(name: string): string {
   return url.toString()
 }
 
-export async function adminQuery(text: string): Promise<void> {
+export async function adminQuery(text: string): Promise<pg.QueryResult> {
   const client = new pg.Client({ connectionString: ADMIN_URL })
   await client.connect()
   try {
-    await client.query(text)
+    return await client.query(text)
   } finally {
     await client.end()
   }

@@ -1,13 +1,28 @@
-// Runs once before the test files (tap's `before`): builds the migrated template they clone.
+// Runs once before the test files (tap's `before`): builds the migrated template they clone, unless
+// a template of the same migrations exists. It is built under another name and renamed when done,
+// so a concurrent run never clones a half-migrated template.
+import pg from 'pg'
 import { openPostgres } from '../../src/db/connect.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
-import { TEMPLATE_DATABASE, adminQuery, databaseUrl } from '../helpers/database.js'
+import { ADMIN_URL, TEMPLATE_DATABASE, databaseUrl } from '../helpers/database.js'
 
-await adminQuery(`drop database if exists ${TEMPLATE_DATABASE} with (force)`)
-await adminQuery(`create database ${TEMPLATE_DATABASE}`)
-const handle = openPostgres(databaseUrl(TEMPLATE_DATABASE), 1)
+const admin = new pg.Client({ connectionString: ADMIN_URL })
+await admin.connect()
 try {
-  await migrateToLatest(handle)
+  await admin.query('select pg_advisory_lock(7202612)')
+  const exists = await admin.query('select 1 from pg_database where datname = $1', [TEMPLATE_DATABASE])
+  if (exists.rowCount === 0) {
+    const building = `${TEMPLATE_DATABASE}_building`
+    await admin.query(`drop database if exists ${building} with (force)`)
+    await admin.query(`create database ${building}`)
+    const handle = openPostgres(databaseUrl(building), 1)
+    try {
+      await migrateToLatest(handle)
+    } finally {
+      await handle.close()
+    }
+    await admin.query(`alter database ${building} rename to ${TEMPLATE_DATABASE}`)
+  }
 } finally {
-  await handle.close()
+  await admin.end()
 }
