@@ -9,8 +9,8 @@ export type DB = Kysely<Database>
 export interface DatabaseHandle {
   db: DB
   kind: 'postgres' | 'embedded'
-  /** The server's connection string, for LISTEN/NOTIFY clients; absent on the embedded database. */
-  url?: string
+  /** Calls `onNotify` for each NOTIFY on the channel until the returned function is called. */
+  listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>
   close(): Promise<void>
 }
 
@@ -30,7 +30,38 @@ export function openPostgres(url: string, poolMax = 10): DatabaseHandle {
   // An idle client losing its server must not crash the process; the next query reconnects.
   pool.on('error', () => {})
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
-  return { db, kind: 'postgres', url, close: () => db.destroy() }
+  return { db, kind: 'postgres', listen: (channel, onNotify) => listenOnServer(url, channel, onNotify), close: () => db.destroy() }
+}
+
+// A dedicated connection for LISTEN; it reconnects after a lost connection and then fires once,
+// since notifications sent meanwhile are lost.
+async function listenOnServer(url: string, channel: string, onNotify: () => void): Promise<() => Promise<void>> {
+  let client: pg.Client | undefined
+  let stopped = false
+  let retry: NodeJS.Timeout | undefined
+  const connect = async (): Promise<void> => {
+    const next = new pg.Client({ connectionString: url })
+    next.on('notification', onNotify)
+    next.on('error', () => reconnect())
+    next.on('end', () => reconnect())
+    await next.connect()
+    await next.query(`listen "${channel.replace(/"/g, '""')}"`)
+    client = next
+  }
+  const reconnect = () => {
+    if (stopped || retry) return
+    client = undefined
+    retry = setTimeout(() => {
+      retry = undefined
+      connect().then(onNotify, reconnect)
+    }, 1000)
+  }
+  await connect()
+  return async () => {
+    stopped = true
+    clearTimeout(retry)
+    await client?.end().catch(() => {})
+  }
 }
 
 export class DataDirBusyError extends Error {
@@ -50,6 +81,10 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
     return {
       db,
       kind: 'embedded',
+      listen: async (channel, onNotify) => {
+        const unlisten = await pglite.listen(channel, onNotify)
+        return () => unlisten()
+      },
       close: async () => {
         await db.destroy()
         releaseLock()

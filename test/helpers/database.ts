@@ -32,7 +32,9 @@ export async function adminQuery(text: string): Promise<pg.QueryResult> {
 /** A fresh database cloned from the migrated template; dropped again by `drop`. */
 export async function createTestDatabase(): Promise<DatabaseHandle & { name: string; drop(): Promise<void> }> {
   const name = `baton_test_${process.pid}_${randomBytes(4).toString('hex')}`
-  await withRetry(() => adminQuery(`create database ${name} template ${TEMPLATE_DATABASE}`))
+  await withRetry(async () => {
+    await adminQuery(`create database ${name} template ${TEMPLATE_DATABASE}`)
+  })
   const handle = openPostgres(databaseUrl(name), 10)
   let dropped = false
   return {
