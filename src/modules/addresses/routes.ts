@@ -1,4 +1,6 @@
-import type { FastifyInstance } from 'fastify'
-import type { ModuleOptions } from '../../app.js'
+import { recordRoutes } from '../records/routes.js'
+import type { RecordKind } from '../records/schemas.js'
 
-export default async function stubRoutes(_app: FastifyInstance, _options: ModuleOptions): Promise<void> {}
+export const addressKind: RecordKind = { table: 'addresses', path: 'addresses', tag: 'addresses', noun: 'Address' }
+
+export default recordRoutes(addressKind)

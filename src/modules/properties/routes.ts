@@ -1,4 +1,6 @@
-import type { FastifyInstance } from 'fastify'
-import type { ModuleOptions } from '../../app.js'
+import { recordRoutes } from '../records/routes.js'
+import type { RecordKind } from '../records/schemas.js'
 
-export default async function stubRoutes(_app: FastifyInstance, _options: ModuleOptions): Promise<void> {}
+export const propertyKind: RecordKind = { table: 'properties', path: 'properties', tag: 'properties', noun: 'Property' }
+
+export default recordRoutes(propertyKind)

@@ -1,0 +1,37 @@
+import type { JsonObject } from '../../db/database.js'
+
+/** A top-level JSON merge patch as the two jsonb operations it becomes: keys to remove, keys to set. */
+export interface FieldsPatch {
+  remove: string[]
+  set: JsonObject
+}
+
+export function splitMergePatch(patch: JsonObject = {}): FieldsPatch {
+  const entries = Object.entries(patch)
+  return {
+    remove: entries.filter(([, value]) => value === null).map(([key]) => key),
+    set: Object.fromEntries(entries.filter(([, value]) => value !== null))
+  }
+}
+
+/** The sorted names of the top-level fields whose value differs (added, removed or changed). */
+export function changedFields(before: JsonObject, after: JsonObject): string[] {
+  const names = new Set([...Object.keys(before), ...Object.keys(after)])
+  return [...names].filter((name) => !sameField(before, after, name)).sort()
+}
+
+function sameField(before: JsonObject, after: JsonObject, name: string): boolean {
+  return Object.hasOwn(before, name) === Object.hasOwn(after, name) && jsonEqual(before[name], after[name])
+}
+
+/** Deep equality of JSON values; object key order does not matter, array order does. */
+export function jsonEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false
+  if (Array.isArray(a) !== Array.isArray(b)) return false
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((item, i) => jsonEqual(item, b[i]))
+  const left = a as JsonObject
+  const right = b as JsonObject
+  const keys = Object.keys(left)
+  return keys.length === Object.keys(right).length && keys.every((key) => Object.hasOwn(right, key) && jsonEqual(left[key], right[key]))
+}

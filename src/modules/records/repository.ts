@@ -1,0 +1,84 @@
+import { sql } from 'kysely'
+import type { DB } from '../../db/connect.js'
+import type { JsonObject } from '../../db/database.js'
+import type { PageRequest } from '../../lib/pagination.js'
+import type { FieldsPatch } from './fields.js'
+import type { RecordTable } from './schemas.js'
+
+/** The column that links a process instance or an activity to a record of this table. */
+export const LINK_COLUMN = { properties: 'property_id', addresses: 'address_id' } as const
+
+export interface RecordFilter {
+  maintainerUserId?: string | undefined
+  fieldsContain?: JsonObject | undefined
+}
+
+export interface RecordChanges {
+  maintainerUserId?: string | null | undefined
+  fields: FieldsPatch
+  expectedVersion?: number | undefined
+  now: Date
+}
+
+export function findRecord(db: DB, table: RecordTable, tenantId: string, id: string) {
+  return db.selectFrom(table).selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
+}
+
+export function listRecords(db: DB, table: RecordTable, tenantId: string, page: PageRequest, filter: RecordFilter) {
+  let query = db.selectFrom(table).selectAll().where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
+  if (page.after) query = query.where('id', '>', page.after)
+  if (filter.maintainerUserId) query = query.where('maintainer_user_id', '=', filter.maintainerUserId)
+  if (filter.fieldsContain) query = query.where(sql<boolean>`fields @> ${JSON.stringify(filter.fieldsContain)}::jsonb`)
+  return query.execute()
+}
+
+export function insertRecord(
+  db: DB, table: RecordTable,
+  row: { tenant_id: string; id: string; maintainer_user_id: string | null; fields: JsonObject; created_at: Date }
+) {
+  return db.insertInto(table).values({ ...row, fields: JSON.stringify(row.fields), updated_at: row.created_at })
+    .returningAll().executeTakeFirstOrThrow()
+}
+
+/**
+ * Applies the merge patch with jsonb `-` and `||`, so concurrent patches of different keys all survive.
+ * The locking subquery returns the very row version the update replaces: its fields are the "before".
+ * Undefined when the record is missing or not at the expected version.
+ */
+export async function patchRecord(db: DB, table: RecordTable, tenantId: string, id: string, changes: RecordChanges) {
+  const versionCheck = changes.expectedVersion === undefined ? sql`` : sql`and r.version = ${changes.expectedVersion}`
+  const maintainer = changes.maintainerUserId === undefined ? sql`` : sql`maintainer_user_id = ${changes.maintainerUserId},`
+  const result = await sql<RecordRowWithBefore>`
+    update ${sql.table(table)} as r
+    set ${maintainer}
+      fields = (r.fields - ${changes.fields.remove}::text[]) || ${JSON.stringify(changes.fields.set)}::jsonb,
+      version = r.version + 1,
+      updated_at = ${changes.now}
+    from (select id, fields from ${sql.table(table)} where tenant_id = ${tenantId} and id = ${id} for update) as locked
+    where r.tenant_id = ${tenantId} and r.id = locked.id ${versionCheck}
+    returning r.*, locked.fields as before_fields`.execute(db)
+  return result.rows[0]
+}
+
+type RecordRowWithBefore = Awaited<ReturnType<typeof findRecord>> & { before_fields: JsonObject }
+
+export async function deleteRecord(db: DB, table: RecordTable, tenantId: string, id: string): Promise<boolean> {
+  const result = await db.deleteFrom(table).where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
+  return result.numDeletedRows > 0n
+}
+
+/** A few of the process instances that link the record, to name in a 409. */
+export async function findLinkingInstanceIds(db: DB, table: RecordTable, tenantId: string, id: string, limit = 5) {
+  const rows = await db.selectFrom('process_instances').select('id').where('tenant_id', '=', tenantId)
+    .where(LINK_COLUMN[table], '=', id).orderBy('id').limit(limit).execute()
+  return rows.map((row) => row.id)
+}
+
+export function userExists(db: DB, tenantId: string, userId: string) {
+  return db.selectFrom('users').select('id').where('tenant_id', '=', tenantId).where('id', '=', userId).executeTakeFirst()
+}
+
+/** A write that names a row which no longer exists, or a delete of a row still referenced. */
+export function isForeignKeyViolation(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23503'
+}

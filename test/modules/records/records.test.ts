@@ -1,0 +1,146 @@
+import t from 'tap'
+import { addressKind } from '../../../src/modules/addresses/routes.js'
+import { propertyKind } from '../../../src/modules/properties/routes.js'
+import * as records from '../../../src/modules/records/service.js'
+import { setupApp } from '../../helpers/app.js'
+import { assertProblem } from '../../helpers/assertions.js'
+
+for (const kind of [propertyKind, addressKind]) {
+  const collection = `/v1/${kind.path}`
+
+  t.test(`${kind.path}: create, read, list, filter, paginate`, async (t) => {
+    const ctx = await setupApp(t)
+    const { client } = await ctx.newTenant()
+    const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
+
+    const berlin = await client.post(collection, { maintainerUserId: anna.id, fields: { price: 250000, city: 'Berlin' } })
+    t.equal(berlin.statusCode, 201)
+    t.equal(berlin.headers.etag, '"1"')
+    t.match(berlin.data, { id: String, maintainerUserId: anna.id, fields: { price: 250000, city: 'Berlin' }, version: 1, createdAt: String })
+    const empty = await client.post(collection, {})
+    t.same([empty.data.maintainerUserId, empty.data.fields], [null, {}], 'defaults')
+    const hamburg = await client.post(collection, { fields: { city: 'Hamburg', geo: { lat: 53.5 } } })
+
+    const read = await client.get(`${collection}/${berlin.data.id}`)
+    t.same(read.data, berlin.data)
+    t.equal(read.headers.etag, '"1"')
+
+    const ids = (query = '') => client.get(`${collection}${query}`).then((r) => r.data.items.map((i: { id: string }) => i.id))
+    t.same(await ids(), [berlin.data.id, empty.data.id, hamburg.data.id], 'oldest first')
+    t.same(await ids(`?maintainerUserId=${anna.id}`), [berlin.data.id])
+    t.same(await ids(`?fields=${encodeURIComponent('{"city":"Hamburg"}')}`), [hamburg.data.id])
+    t.same(await ids(`?fields=${encodeURIComponent('{"geo":{"lat":53.5}}')}`), [hamburg.data.id], 'nested containment')
+    t.same(await ids(`?fields=${encodeURIComponent('{"city":"Berlin","price":1}')}`), [])
+    assertProblem(t, await client.get(`${collection}?fields=${encodeURIComponent('["city"]')}`), 400, /query\/fields/)
+    assertProblem(t, await client.get(`${collection}?fields=city:Berlin`), 400, /JSON object/)
+    assertProblem(t, await client.get(`${collection}?maintainerUserId=anna`), 400)
+
+    const first = await client.get(`${collection}?limit=2`)
+    t.equal(first.data.items.length, 2)
+    const second = await client.get(`${collection}?limit=2&cursor=${first.data.nextCursor}`)
+    t.same(second.data.items.map((i: { id: string }) => i.id), [hamburg.data.id])
+    t.equal(second.data.nextCursor, null)
+    assertProblem(t, await client.get(`${collection}?cursor=bogus`), 400)
+  })
+
+  t.test(`${kind.path}: PATCH merges fields, honours If-Match, and DELETE removes`, async (t) => {
+    const ctx = await setupApp(t)
+    const { client } = await ctx.newTenant()
+    const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
+    const created = (await client.post(collection, { fields: { price: 1, city: 'Berlin', tags: ['a'] } })).data
+    const url = `${collection}/${created.id}`
+
+    const merged = await client.patch(url, { fields: { price: 2, city: null, rooms: 3, gone: null } })
+    t.equal(merged.statusCode, 200)
+    t.same(merged.data.fields, { price: 2, tags: ['a'], rooms: 3 }, 'replaced, removed, added, kept')
+    t.equal(merged.data.version, 2)
+    t.equal(merged.headers.etag, '"2"')
+
+    const maintained = await client.patch(url, { maintainerUserId: anna.id })
+    t.same([maintained.data.maintainerUserId, maintained.data.fields], [anna.id, merged.data.fields], 'fields untouched')
+    t.equal((await client.patch(url, { maintainerUserId: null })).data.maintainerUserId, null)
+
+    assertProblem(t, await client.patch(url, { fields: { price: 3 } }, { 'if-match': '"2"' }), 412, /version 4/)
+    assertProblem(t, await client.patch(url, { fields: { price: 3 } }, { 'if-match': 'yesterday' }), 400)
+    const matched = await client.patch(url, { fields: { price: 3 } }, { 'if-match': '"4"' })
+    t.equal(matched.statusCode, 200)
+    t.same([matched.data.version, matched.data.fields.price], [5, 3])
+    t.equal((await client.get(url)).data.version, 5, 'the stale patch changed nothing')
+
+    t.equal((await client.delete(url)).statusCode, 204)
+    assertProblem(t, await client.get(url), 404)
+    assertProblem(t, await client.patch(url, { fields: { a: 1 } }), 404)
+    assertProblem(t, await client.patch(url, { fields: { a: 1 } }, { 'if-match': '"5"' }), 404)
+    assertProblem(t, await client.delete(url), 404)
+  })
+
+  t.test(`${kind.path}: requests that fail the schema answer 400`, async (t) => {
+    const ctx = await setupApp(t)
+    const { client } = await ctx.newTenant()
+    const created = (await client.post(collection, {})).data
+    const url = `${collection}/${created.id}`
+
+    assertProblem(t, await client.post(collection, { fields: [] }), 400, /body\/fields/)
+    assertProblem(t, await client.post(collection, { fields: 'price=1' }), 400, /body\/fields/)
+    assertProblem(t, await client.post(collection, { fields: null }), 400, /body\/fields/)
+    assertProblem(t, await client.post(collection, { maintainerUserId: 'anna' }), 400, /body\/maintainerUserId/)
+    assertProblem(t, await client.post(collection, { maintainerUserId: 5 }), 400, /body\/maintainerUserId/)
+    assertProblem(t, await client.post(collection, { price: 1 }), 400, /body\/price/)
+    assertProblem(t, await client.post(collection, '{"fields":', { 'content-type': 'application/json' }), 400)
+    assertProblem(t, await client.patch(url, {}), 400)
+    assertProblem(t, await client.patch(url, { fields: 3 }), 400, /body\/fields/)
+    assertProblem(t, await client.patch(url, { fields: {}, version: 2 }), 400, /body\/version/)
+    assertProblem(t, await client.get(`${collection}/not-a-uuid`), 400, /params\/id/)
+    t.equal((await client.get(url)).data.version, 1, 'unchanged')
+  })
+
+  t.test(`${kind.path}: the maintainer must be a user of the caller's tenant`, async (t) => {
+    const ctx = await setupApp(t)
+    const a = await ctx.newTenant()
+    const b = await ctx.newTenant()
+    const foreign = (await b.client.post('/v1/users', { name: 'Bea', email: 'bea@example.com' })).data
+    const unknown = '01900000-0000-7000-8000-000000000000'
+
+    for (const userId of [foreign.id, unknown]) {
+      const response = await a.client.post(collection, { maintainerUserId: userId })
+      assertProblem(t, response, 422)
+      t.same(response.data.errors.map((e: { pointer: string }) => e.pointer), ['/body/maintainerUserId'])
+    }
+    const created = (await a.client.post(collection, { fields: { a: 1 } })).data
+    const patched = await a.client.patch(`${collection}/${created.id}`, { maintainerUserId: foreign.id, fields: { a: 2 } })
+    assertProblem(t, patched, 422, /maintainerUserId/)
+    t.same((await a.client.get(`${collection}/${created.id}`)).data, created, 'unchanged')
+  })
+
+  t.test(`${kind.path}: concurrent patches of different fields all survive`, async (t) => {
+    const ctx = await setupApp(t)
+    const tenant = await ctx.newTenant()
+    const created = (await tenant.client.post(collection, { fields: { keep: true } })).data
+    const keys = Array.from({ length: 12 }, (_, i) => `k${i}`)
+
+    const responses = await Promise.all(keys.map((key, i) => tenant.client.patch(`${collection}/${created.id}`, { fields: { [key]: i } })))
+    t.same(responses.map((r) => r.statusCode), keys.map(() => 200))
+    t.same(new Set(responses.map((r) => r.data.version)).size, keys.length, 'each patch got a version of its own')
+    const final = (await tenant.client.get(`${collection}/${created.id}`)).data
+    t.same(final.fields, { keep: true, ...Object.fromEntries(keys.map((key, i) => [key, i])) })
+    t.equal(final.version, keys.length + 1)
+  })
+
+  t.test(`${kind.path}: a write reports the fields it changed`, async (t) => {
+    const ctx = await setupApp(t)
+    const { id: tenantId } = await ctx.newTenant()
+    const created = await records.createRecord(ctx.db, ctx.clock, kind, tenantId, { fields: { price: 1, city: 'Berlin', tags: ['a'] } })
+    t.same(created.changedFields, ['city', 'price', 'tags'])
+    const id = created.record.id
+
+    const update = (fields: Record<string, unknown>) => records.updateRecord(ctx.db, ctx.clock, kind, tenantId, id, { fields })
+    t.same((await update({ price: 2, city: 'Berlin', tags: ['a'], gone: null })).changedFields, ['price'], 'equal values and absent removals are no change')
+    t.same((await update({ city: null, rooms: 3 })).changedFields, ['city', 'rooms'])
+    t.same((await records.updateRecord(ctx.db, ctx.clock, kind, tenantId, id, { maintainerUserId: null })).changedFields, [])
+
+    // Each concurrent write must compare against the version it replaced, not a stale read.
+    const keys = Array.from({ length: 8 }, (_, i) => `c${i}`)
+    const writes = await Promise.all(keys.map((key) => update({ [key]: key })))
+    t.same(writes.map((w) => w.changedFields), keys.map((key) => [key]))
+  })
+}
