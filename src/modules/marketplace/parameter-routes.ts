@@ -1,4 +1,67 @@
 import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import type { ModuleOptions } from '../../app.js'
+import { pageRequest } from '../../lib/pagination.js'
+import { tenantOrOperator } from '../../plugins/auth.js'
+import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
+import { CreateParameterSchema, ParameterParamsSchema, UpdateParameterSchema, WebhookParameterSchema } from './parameter-schemas.js'
+import * as parameters from './parameter-service.js'
 
-export default async function stubRoutes(_app: FastifyInstance, _options: ModuleOptions): Promise<void> {}
+const WebhookParameter = Type.Ref('WebhookParameter')
+
+export default async function parameterRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  app.addSchema(WebhookParameterSchema)
+  const operator = { auth: 'operator' as const }
+  const any = { auth: 'any' as const }
+  const tags = ['marketplace']
+
+  app.post('/marketplace-services/:id/parameters', {
+    config: operator,
+    schema: {
+      tags, summary: 'Define a parameter the service accepts', params: IdParamsSchema, body: CreateParameterSchema,
+      response: { 201: WebhookParameter, ...problems(400, 401, 403, 404, 409, 422) }
+    }
+  }, async (request, reply) =>
+    reply.code(201).send(await parameters.createParameter(db, clock, request.params.id, request.body)))
+
+  app.get('/marketplace-services/:id/parameters', {
+    config: any,
+    schema: {
+      tags, summary: 'List the parameters a service accepts', params: IdParamsSchema, querystring: PageQuerySchema,
+      response: { 200: Page(WebhookParameter), ...problems(400, 401, 404) }
+    }
+  }, async (request) =>
+    parameters.listParameters(db, tenantOrOperator(request), request.params.id, pageRequest(request.query)))
+
+  app.get('/marketplace-services/:id/parameters/:parameterId', {
+    config: any,
+    schema: {
+      tags, summary: 'Get a parameter definition', params: ParameterParamsSchema,
+      response: { 200: WebhookParameter, ...problems(400, 401, 404) }
+    }
+  }, async (request) =>
+    parameters.getParameter(db, tenantOrOperator(request), request.params.id, request.params.parameterId))
+
+  app.patch('/marketplace-services/:id/parameters/:parameterId', {
+    config: operator,
+    schema: {
+      tags, summary: 'Update a parameter definition (name, type and removed enum values only while no step passes it)',
+      params: ParameterParamsSchema, body: UpdateParameterSchema,
+      response: { 200: WebhookParameter, ...problems(400, 401, 403, 404, 409, 422) }
+    }
+  }, async (request) =>
+    parameters.updateParameter(db, clock, request.params.id, request.params.parameterId, request.body))
+
+  app.delete('/marketplace-services/:id/parameters/:parameterId', {
+    config: operator,
+    schema: {
+      tags, summary: 'Delete a parameter definition no template step passes', params: ParameterParamsSchema,
+      response: { 204: NoContent, ...problems(400, 401, 403, 404, 409) }
+    }
+  }, async (request, reply) => {
+    await parameters.deleteParameter(db, request.params.id, request.params.parameterId)
+    return reply.code(204).send(null)
+  })
+}

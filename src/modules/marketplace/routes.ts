@@ -1,4 +1,84 @@
 import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import type { ModuleOptions } from '../../app.js'
+import { pageRequest } from '../../lib/pagination.js'
+import { expectedVersion, setETag } from '../../lib/versioning.js'
+import { tenantOrOperator } from '../../plugins/auth.js'
+import { IdParamsSchema, IfMatchHeadersSchema, NoContent, Page, problems } from '../../schemas/common.js'
+import {
+  CreateServiceSchema, ListServicesQuerySchema, MarketplaceServiceSchema, MarketplaceServiceWithSecretSchema, UpdateServiceSchema
+} from './schemas.js'
+import * as services from './service.js'
 
-export default async function stubRoutes(_app: FastifyInstance, _options: ModuleOptions): Promise<void> {}
+const MarketplaceService = Type.Ref('MarketplaceService')
+
+export default async function serviceRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  app.addSchema(MarketplaceServiceSchema)
+  app.addSchema(MarketplaceServiceWithSecretSchema)
+  const operator = { auth: 'operator' as const }
+  const any = { auth: 'any' as const }
+  const tags = ['marketplace']
+
+  app.post('/marketplace-services', {
+    config: operator,
+    schema: {
+      tags, summary: 'Offer a marketplace service (the signing secret is shown once)', body: CreateServiceSchema,
+      response: { 201: Type.Ref('MarketplaceServiceWithSecret'), ...problems(400, 401, 403, 422) }
+    }
+  }, async (request, reply) => {
+    const created = await services.createService(db, clock, request.body)
+    setETag(reply, created.version)
+    return reply.code(201).send(created)
+  })
+
+  app.get('/marketplace-services', {
+    config: any,
+    schema: {
+      tags, summary: 'List marketplace services (a tenant sees active ones and those it activated)',
+      querystring: ListServicesQuerySchema,
+      response: { 200: Page(MarketplaceService), ...problems(400, 401, 422) }
+    }
+  }, async (request) => {
+    const { limit: _limit, cursor: _cursor, ...filter } = request.query
+    return services.listServices(db, tenantOrOperator(request), pageRequest(request.query), filter)
+  })
+
+  app.get('/marketplace-services/:id', {
+    config: any,
+    schema: {
+      tags, summary: 'Get a marketplace service', params: IdParamsSchema,
+      response: { 200: MarketplaceService, ...problems(400, 401, 404) }
+    }
+  }, async (request, reply) => {
+    const service = await services.getService(db, tenantOrOperator(request), request.params.id)
+    setETag(reply, service.version)
+    return service
+  })
+
+  app.patch('/marketplace-services/:id', {
+    config: operator,
+    schema: {
+      tags, summary: 'Update a marketplace service; a new secret keeps the old one valid for 24 hours',
+      params: IdParamsSchema, headers: IfMatchHeadersSchema, body: UpdateServiceSchema,
+      response: { 200: MarketplaceService, ...problems(400, 401, 403, 404, 412, 422) }
+    }
+  }, async (request, reply) => {
+    const expected = expectedVersion(request.headers['if-match'])
+    const service = await services.updateService(db, clock, request.params.id, request.body, expected)
+    setETag(reply, service.version)
+    return service
+  })
+
+  app.delete('/marketplace-services/:id', {
+    config: operator,
+    schema: {
+      tags, summary: 'Delete a marketplace service no template step uses', params: IdParamsSchema,
+      response: { 204: NoContent, ...problems(400, 401, 403, 404, 409) }
+    }
+  }, async (request, reply) => {
+    await services.deleteService(db, request.params.id)
+    return reply.code(204).send(null)
+  })
+}

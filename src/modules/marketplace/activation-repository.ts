@@ -1,0 +1,22 @@
+import type { DB } from '../../db/connect.js'
+
+export function findActivation(db: DB, tenantId: string, serviceId: string) {
+  return db.selectFrom('service_activations').selectAll()
+    .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).executeTakeFirst()
+}
+
+/** Inserts the activation, or returns the existing one unchanged (a no-op update so RETURNING yields it). */
+export function upsertActivation(db: DB, tenantId: string, serviceId: string, now: Date) {
+  return db.insertInto('service_activations')
+    .values({ tenant_id: tenantId, service_id: serviceId, activated_at: now })
+    .onConflict((oc) => oc.columns(['tenant_id', 'service_id'])
+      .doUpdateSet((eb) => ({ service_id: eb.ref('excluded.service_id') })))
+    .returningAll()
+    .executeTakeFirstOrThrow()
+}
+
+export async function deleteActivation(db: DB, tenantId: string, serviceId: string): Promise<boolean> {
+  const result = await db.deleteFrom('service_activations')
+    .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).executeTakeFirst()
+  return result.numDeletedRows > 0n
+}

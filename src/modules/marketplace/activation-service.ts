@@ -1,0 +1,39 @@
+import type { Clock } from '../../adapters/clock.js'
+import type { DB } from '../../db/connect.js'
+import { conflict, notFound, unprocessable } from '../../errors.js'
+import * as repo from './activation-repository.js'
+import { findServiceById, findTemplatesUsing } from './repository.js'
+import type { ServiceActivation } from './schemas.js'
+import { nameTemplates } from './service.js'
+
+function toActivation(row: { service_id: string; activated_at: Date }): ServiceActivation {
+  return { serviceId: row.service_id, activated: true, activatedAt: row.activated_at.toISOString() }
+}
+
+async function requireService(db: DB, serviceId: string) {
+  const service = await findServiceById(db, serviceId)
+  if (!service) throw notFound('Marketplace service', serviceId)
+  return service
+}
+
+export async function activateService(db: DB, clock: Clock, tenantId: string, serviceId: string): Promise<ServiceActivation> {
+  const service = await requireService(db, serviceId)
+  if (!service.active) throw unprocessable(`Marketplace service ${serviceId} is not active, so it cannot be activated.`)
+  return toActivation(await repo.upsertActivation(db, tenantId, serviceId, clock.now()))
+}
+
+export async function getActivation(db: DB, tenantId: string, serviceId: string): Promise<ServiceActivation> {
+  const row = await repo.findActivation(db, tenantId, serviceId)
+  if (!row) throw notFound(`Activation of marketplace service ${serviceId}`)
+  return toActivation(row)
+}
+
+export async function deactivateService(db: DB, tenantId: string, serviceId: string): Promise<void> {
+  await requireService(db, serviceId)
+  if (!(await repo.findActivation(db, tenantId, serviceId))) return
+  const templates = await findTemplatesUsing(db, { serviceId, tenantId })
+  if (templates.length > 0) {
+    throw conflict(`Marketplace service ${serviceId} is used by steps of ${nameTemplates(templates)}; remove those steps first.`)
+  }
+  await repo.deleteActivation(db, tenantId, serviceId)
+}

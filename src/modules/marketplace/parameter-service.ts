@@ -1,0 +1,115 @@
+import type { Clock } from '../../adapters/clock.js'
+import type { DB } from '../../db/connect.js'
+import type { ParameterRow } from '../../db/database.js'
+import { conflict, notFound, unprocessable } from '../../errors.js'
+import { newId } from '../../lib/ids.js'
+import { toPage, type PageRequest } from '../../lib/pagination.js'
+import * as repo from './parameter-repository.js'
+import { definitionErrors } from './parameter-rules.js'
+import type { CreateParameter, ParameterDefinition, UpdateParameter, WebhookParameter } from './parameter-schemas.js'
+import { findTemplatesUsing } from './repository.js'
+import { findVisibleService, nameTemplates } from './service.js'
+
+export function toParameter(row: ParameterRow): WebhookParameter {
+  return {
+    id: row.id,
+    serviceId: row.service_id,
+    name: row.name,
+    label: row.label,
+    type: row.type,
+    allowedValues: row.allowed_values ?? null,
+    required: row.required,
+    default: (row.default_value ?? null) as WebhookParameter['default']
+  }
+}
+
+function toValues(definition: ParameterDefinition): repo.ParameterValues {
+  const { allowedValues, default: defaultValue, ...rest } = definition
+  return { ...rest, allowed_values: allowedValues, default_value: defaultValue }
+}
+
+function checkDefinition(definition: ParameterDefinition): void {
+  const errors = definitionErrors(definition)
+  if (errors.length > 0) throw unprocessable(`The parameter definition "${definition.name}" breaks a rule.`, errors)
+}
+
+async function checkNameFree(db: DB, serviceId: string, name: string, parameterId?: string): Promise<void> {
+  const owner = await repo.findParameterNamed(db, serviceId, name)
+  if (owner && owner.id !== parameterId) throw conflict(`The service already has a parameter named "${owner.name}".`)
+}
+
+export async function createParameter(db: DB, clock: Clock, serviceId: string, input: CreateParameter): Promise<WebhookParameter> {
+  await findVisibleService(db, undefined, serviceId)
+  const definition: ParameterDefinition = {
+    name: input.name,
+    label: input.label ?? input.name,
+    type: input.type,
+    allowedValues: input.allowedValues ?? null,
+    required: input.required ?? false,
+    default: input.default ?? null
+  }
+  checkDefinition(definition)
+  await checkNameFree(db, serviceId, definition.name)
+  return toParameter(await repo.insertParameter(db, { service_id: serviceId, id: newId() }, toValues(definition), clock.now()))
+}
+
+export async function listParameters(db: DB, tenantId: string | undefined, serviceId: string, page: PageRequest) {
+  await findVisibleService(db, tenantId, serviceId)
+  return toPage(await repo.listParameters(db, serviceId, page), page, toParameter)
+}
+
+export async function getParameter(db: DB, tenantId: string | undefined, serviceId: string, id: string): Promise<WebhookParameter> {
+  await findVisibleService(db, tenantId, serviceId)
+  const row = await repo.findParameter(db, serviceId, id)
+  if (!row) throw notFound('Parameter', id)
+  return toParameter(row)
+}
+
+export async function updateParameter(
+  db: DB, clock: Clock, serviceId: string, id: string, input: UpdateParameter
+): Promise<WebhookParameter> {
+  const current = await getParameter(db, undefined, serviceId, id)
+  const next = merge(current, input)
+  checkDefinition(next)
+  await checkNameFree(db, serviceId, next.name, id)
+  const change = breakingChange(current, next)
+  if (change) await checkUnused(db, current, `${change} would break them`)
+  const row = await repo.updateParameter(db, serviceId, id, toValues(next), clock.now())
+  if (!row) throw notFound('Parameter', id)
+  return toParameter(row)
+}
+
+export async function deleteParameter(db: DB, serviceId: string, id: string): Promise<void> {
+  const current = await getParameter(db, undefined, serviceId, id)
+  await checkUnused(db, current, 'remove it from those steps first')
+  if (!(await repo.deleteParameter(db, serviceId, id))) throw notFound('Parameter', id)
+}
+
+function merge(current: WebhookParameter, input: UpdateParameter): ParameterDefinition {
+  const type = input.type ?? current.type
+  return {
+    name: input.name ?? current.name,
+    label: input.label ?? current.label,
+    type,
+    // Leaving the enum type drops its values unless the caller sends some.
+    allowedValues: input.allowedValues !== undefined ? input.allowedValues : type === 'enum' ? current.allowedValues : null,
+    required: input.required ?? current.required,
+    default: input.default !== undefined ? input.default : current.default
+  }
+}
+
+/** A change that would make values existing steps pass invalid. */
+function breakingChange(current: WebhookParameter, next: ParameterDefinition): string | undefined {
+  if (next.name !== current.name) return 'renaming it'
+  if (next.type !== current.type) return 'changing its type'
+  const removed = (current.allowedValues ?? []).filter((value) => !(next.allowedValues ?? []).includes(value))
+  if (removed.length > 0) return `removing the allowed values ${removed.map((v) => `"${v}"`).join(', ')}`
+  return undefined
+}
+
+async function checkUnused(db: DB, parameter: WebhookParameter, advice: string): Promise<void> {
+  const templates = await findTemplatesUsing(db, { serviceId: parameter.serviceId, parameterName: parameter.name })
+  if (templates.length > 0) {
+    throw conflict(`Parameter "${parameter.name}" is passed by steps of ${nameTemplates(templates)}; ${advice}.`)
+  }
+}

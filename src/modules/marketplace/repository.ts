@@ -1,0 +1,108 @@
+import { sql, type Insertable, type Updateable } from 'kysely'
+import type { DB } from '../../db/connect.js'
+import type { MarketplaceServicesTable } from '../../db/database.js'
+import type { PageRequest } from '../../lib/pagination.js'
+
+export interface ServiceFilter {
+  active?: boolean | undefined
+  provider?: string | undefined
+  activated?: boolean | undefined
+}
+
+// Read helpers other modules use (templates, triggers, the scheduler).
+
+export function findServiceById(db: DB, id: string) {
+  return db.selectFrom('marketplace_services').selectAll().where('id', '=', id).executeTakeFirst()
+}
+
+export function listParameterDefinitions(db: DB, serviceId: string) {
+  return db.selectFrom('service_parameters').selectAll().where('service_id', '=', serviceId).orderBy('id').execute()
+}
+
+export async function isServiceActivated(db: DB, tenantId: string, serviceId: string): Promise<boolean> {
+  const row = await db.selectFrom('service_activations').select('service_id')
+    .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).executeTakeFirst()
+  return row !== undefined
+}
+
+// Services as one tenant sees them: active ones and those it has activated, with that flag.
+
+function servicesSeenBy(db: DB, tenantId: string) {
+  return db.selectFrom('marketplace_services as s')
+    .leftJoin('service_activations as a', (join) => join.onRef('a.service_id', '=', 's.id').on('a.tenant_id', '=', tenantId))
+    .selectAll('s')
+    .select((eb) => eb('a.tenant_id', 'is not', null).as('activated'))
+    .where((eb) => eb.or([eb('s.active', '=', true), eb('a.tenant_id', 'is not', null)]))
+}
+
+export function findServiceSeenBy(db: DB, tenantId: string, id: string) {
+  return servicesSeenBy(db, tenantId).where('s.id', '=', id).executeTakeFirst()
+}
+
+export function listServicesSeenBy(db: DB, tenantId: string, page: PageRequest, filter: ServiceFilter) {
+  let query = servicesSeenBy(db, tenantId).orderBy('s.id').limit(page.limit + 1)
+  if (page.after) query = query.where('s.id', '>', page.after)
+  if (filter.active !== undefined) query = query.where('s.active', '=', filter.active)
+  if (filter.provider !== undefined) query = query.where('s.provider', '=', filter.provider)
+  if (filter.activated !== undefined) query = query.where('a.tenant_id', filter.activated ? 'is not' : 'is', null)
+  return query.execute()
+}
+
+export function listServices(db: DB, page: PageRequest, filter: ServiceFilter) {
+  let query = db.selectFrom('marketplace_services').selectAll().orderBy('id').limit(page.limit + 1)
+  if (page.after) query = query.where('id', '>', page.after)
+  if (filter.active !== undefined) query = query.where('active', '=', filter.active)
+  if (filter.provider !== undefined) query = query.where('provider', '=', filter.provider)
+  return query.execute()
+}
+
+export function insertService(db: DB, row: Insertable<MarketplaceServicesTable>) {
+  return db.insertInto('marketplace_services').values(row).returningAll().executeTakeFirstOrThrow()
+}
+
+/** Updates only while the row is still at `version`, so a concurrent update is never overwritten. */
+export function updateService(db: DB, id: string, version: number, changes: Updateable<MarketplaceServicesTable>) {
+  return db.updateTable('marketplace_services')
+    .set(changes)
+    .set((eb) => ({ version: eb('version', '+', 1) }))
+    .where('id', '=', id)
+    .where('version', '=', version)
+    .returningAll()
+    .executeTakeFirst()
+}
+
+export async function deleteService(db: DB, id: string): Promise<boolean> {
+  const result = await db.deleteFrom('marketplace_services').where('id', '=', id).executeTakeFirst()
+  return result.numDeletedRows > 0n
+}
+
+export interface TemplateUsage {
+  serviceId: string
+  /** Only templates of this tenant; all tenants when absent. */
+  tenantId?: string | undefined
+  /** Only steps that pass this parameter. */
+  parameterName?: string | undefined
+}
+
+/** Templates with a step that calls the service, a few of them, to name in a 409. */
+export function findTemplatesUsing(db: DB, usage: TemplateUsage) {
+  let query = db.selectFrom('template_steps as st')
+    .innerJoin('process_templates as t', (join) => join.onRef('t.tenant_id', '=', 'st.tenant_id').onRef('t.id', '=', 'st.template_id'))
+    .select(['t.id', 't.name'])
+    .distinct()
+    .where('st.service_id', '=', usage.serviceId)
+    .orderBy('t.id')
+    .limit(10)
+  if (usage.tenantId !== undefined) query = query.where('st.tenant_id', '=', usage.tenantId)
+  if (usage.parameterName !== undefined) query = query.where(sql<boolean>`st.parameters ? ${usage.parameterName}`)
+  return query.execute()
+}
+
+/** Whether process instances or the delivery log still refer to the service. */
+export async function hasServiceHistory(db: DB, serviceId: string): Promise<boolean> {
+  const [step, delivery] = await Promise.all([
+    db.selectFrom('instance_steps').select('id').where('service_id', '=', serviceId).limit(1).executeTakeFirst(),
+    db.selectFrom('deliveries').select('id').where('service_id', '=', serviceId).limit(1).executeTakeFirst()
+  ])
+  return step !== undefined || delivery !== undefined
+}

@@ -1,0 +1,131 @@
+import { randomBytes } from 'node:crypto'
+import type { Clock } from '../../adapters/clock.js'
+import type { DB } from '../../db/connect.js'
+import type { ServiceRow } from '../../db/database.js'
+import { conflict, notFound, preconditionFailed, unprocessable } from '../../errors.js'
+import { newId } from '../../lib/ids.js'
+import { toPage, type PageRequest } from '../../lib/pagination.js'
+import { checkVersion } from '../../lib/versioning.js'
+import * as repo from './repository.js'
+import type { CreateService, ListServicesQuery, MarketplaceService, MarketplaceServiceWithSecret, UpdateService } from './schemas.js'
+
+/** How long a replaced secret still verifies, so providers can switch without missing calls. */
+export const SECRET_ROTATION_OVERLAP_MS = 24 * 60 * 60 * 1000
+
+export function toService(row: ServiceRow, activated?: boolean): MarketplaceService {
+  return {
+    id: row.id,
+    name: row.name,
+    provider: row.provider,
+    webhookUrl: row.webhook_url,
+    delivery: row.delivery,
+    active: row.active,
+    version: row.version,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+    ...(activated === undefined ? {} : { activated })
+  }
+}
+
+export function webhookUrlProblem(url: string): string | undefined {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    return 'not a valid absolute URL'
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'the scheme must be http or https'
+  if (parsed.hostname === '') return 'the URL needs a host'
+  if (parsed.username !== '' || parsed.password !== '') return 'the URL must not contain a user name or password'
+  return undefined
+}
+
+function checkWebhookUrl(url: string | undefined): void {
+  const problem = url === undefined ? undefined : webhookUrlProblem(url)
+  if (problem) throw unprocessable(`The webhook URL is not usable: ${problem}.`, [{ pointer: '/body/webhookUrl', detail: problem }])
+}
+
+export function generateSecret(): string {
+  return randomBytes(32).toString('base64url')
+}
+
+export async function createService(db: DB, clock: Clock, input: CreateService): Promise<MarketplaceServiceWithSecret> {
+  checkWebhookUrl(input.webhookUrl)
+  const now = clock.now()
+  const row = await repo.insertService(db, {
+    id: newId(),
+    name: input.name,
+    provider: input.provider,
+    webhook_url: input.webhookUrl,
+    delivery: input.delivery ?? 'query',
+    secret: input.secret ?? generateSecret(),
+    active: input.active ?? true,
+    created_at: now,
+    updated_at: now
+  })
+  return { ...toService(row), secret: row.secret }
+}
+
+/** The service as the caller may see it: the operator sees every one, a tenant active or activated ones. */
+export async function findVisibleService(db: DB, tenantId: string | undefined, id: string) {
+  const row = tenantId === undefined ? await repo.findServiceById(db, id) : await repo.findServiceSeenBy(db, tenantId, id)
+  if (!row) throw notFound('Marketplace service', id)
+  return { row, activated: 'activated' in row ? Boolean(row.activated) : undefined }
+}
+
+export async function getService(db: DB, tenantId: string | undefined, id: string): Promise<MarketplaceService> {
+  const { row, activated } = await findVisibleService(db, tenantId, id)
+  return toService(row, activated)
+}
+
+export async function listServices(db: DB, tenantId: string | undefined, page: PageRequest, filter: Omit<ListServicesQuery, 'limit' | 'cursor'>) {
+  if (tenantId !== undefined) {
+    return toPage(await repo.listServicesSeenBy(db, tenantId, page, filter), page, (row) => toService(row, Boolean(row.activated)))
+  }
+  if (filter.activated !== undefined) {
+    throw unprocessable('The activated filter is for tenant callers.', [{ pointer: '/query/activated', detail: 'tenant callers only' }])
+  }
+  return toPage(await repo.listServices(db, page, filter), page, (row) => toService(row))
+}
+
+export async function updateService(
+  db: DB, clock: Clock, id: string, input: UpdateService, expectedVersion: number | undefined
+): Promise<MarketplaceService> {
+  checkWebhookUrl(input.webhookUrl)
+  const current = await repo.findServiceById(db, id)
+  if (!current) throw notFound('Marketplace service', id)
+  checkVersion(expectedVersion, current.version, `Marketplace service ${id}`)
+  const now = clock.now()
+  const rotates = input.secret !== undefined && input.secret !== current.secret
+  const row = await repo.updateService(db, id, current.version, {
+    ...(input.name === undefined ? {} : { name: input.name }),
+    ...(input.provider === undefined ? {} : { provider: input.provider }),
+    ...(input.webhookUrl === undefined ? {} : { webhook_url: input.webhookUrl }),
+    ...(input.delivery === undefined ? {} : { delivery: input.delivery }),
+    ...(input.active === undefined ? {} : { active: input.active }),
+    ...(rotates ? {
+      secret: input.secret,
+      previous_secret: current.secret,
+      previous_secret_expires_at: new Date(now.getTime() + SECRET_ROTATION_OVERLAP_MS)
+    } : {}),
+    updated_at: now
+  })
+  if (!row) throw preconditionFailed(`Marketplace service ${id} changed while it was being updated: read it again and retry.`)
+  return toService(row)
+}
+
+export async function deleteService(db: DB, id: string): Promise<void> {
+  if (!(await repo.findServiceById(db, id))) throw notFound('Marketplace service', id)
+  const templates = await repo.findTemplatesUsing(db, { serviceId: id })
+  if (templates.length > 0) throw conflict(`Marketplace service ${id} is used by steps of ${nameTemplates(templates)}.`)
+  if (await repo.hasServiceHistory(db, id)) {
+    throw conflict(`Marketplace service ${id} has process steps or deliveries on record; deactivate it instead (active: false).`)
+  }
+  if (!(await repo.deleteService(db, id))) throw notFound('Marketplace service', id)
+}
+
+/** Templates named for a 409, e.g. `template "Valuation" (0190…)`. */
+export function nameTemplates(templates: { id: string; name: string }[]): string {
+  const names = templates.map((t) => `"${t.name}" (${t.id})`).join(', ')
+  return `${templates.length === 1 ? 'template' : 'templates'} ${names}`
+}

@@ -1,0 +1,43 @@
+import type { Clock } from '../../adapters/clock.js'
+import type { DB } from '../../db/connect.js'
+import type { TriggerRow } from '../../db/database.js'
+import { notFound } from '../../errors.js'
+import { newId } from '../../lib/ids.js'
+import { toPage, type PageRequest } from '../../lib/pagination.js'
+import { findVisibleService } from './service.js'
+import * as repo from './trigger-repository.js'
+import type { CreateTrigger, ServiceTrigger, UpdateTrigger } from './trigger-schemas.js'
+
+export function toTrigger(row: TriggerRow): ServiceTrigger {
+  return { id: row.id, serviceId: row.service_id, module: row.module, events: row.events, fields: row.fields }
+}
+
+export async function createTrigger(db: DB, clock: Clock, serviceId: string, input: CreateTrigger): Promise<ServiceTrigger> {
+  await findVisibleService(db, undefined, serviceId)
+  const values = { module: input.module, events: input.events, fields: input.fields ?? [] }
+  return toTrigger(await repo.insertTrigger(db, { service_id: serviceId, id: newId() }, values, clock.now()))
+}
+
+export async function listTriggers(db: DB, tenantId: string | undefined, serviceId: string, page: PageRequest) {
+  await findVisibleService(db, tenantId, serviceId)
+  return toPage(await repo.listTriggers(db, serviceId, page), page, toTrigger)
+}
+
+export async function getTrigger(db: DB, tenantId: string | undefined, serviceId: string, id: string): Promise<ServiceTrigger> {
+  await findVisibleService(db, tenantId, serviceId)
+  const row = await repo.findTrigger(db, serviceId, id)
+  if (!row) throw notFound('Trigger', id)
+  return toTrigger(row)
+}
+
+export async function updateTrigger(db: DB, serviceId: string, id: string, input: UpdateTrigger): Promise<ServiceTrigger> {
+  await findVisibleService(db, undefined, serviceId)
+  const row = await repo.updateTrigger(db, serviceId, id, input)
+  if (!row) throw notFound('Trigger', id)
+  return toTrigger(row)
+}
+
+export async function deleteTrigger(db: DB, serviceId: string, id: string): Promise<void> {
+  await findVisibleService(db, undefined, serviceId)
+  if (!(await repo.deleteTrigger(db, serviceId, id))) throw notFound('Trigger', id)
+}

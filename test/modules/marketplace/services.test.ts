@@ -1,0 +1,192 @@
+import t from 'tap'
+import { newId } from '../../../src/lib/ids.js'
+import { setupApp } from '../../helpers/app.js'
+import { assertProblem } from '../../helpers/assertions.js'
+import { HOUR } from '../../helpers/clock.js'
+import { createService, insertTemplateWithStep, SERVICE } from './fixtures/catalogue.js'
+
+const UNKNOWN = '00000000-0000-4000-8000-000000000000'
+
+t.test('services: create, read, list, update, delete', async (t) => {
+  const { operator } = await setupApp(t)
+
+  const created = await operator.post('/v1/marketplace-services', SERVICE)
+  t.equal(created.statusCode, 201)
+  t.match(created.data, { id: String, ...SERVICE, delivery: 'query', active: true, version: 1, createdAt: String, updatedAt: String })
+  t.match(created.data.secret, /^[A-Za-z0-9_-]{43}$/, 'a generated 32-byte secret')
+  t.equal(created.headers.etag, '"1"')
+  t.notOk('activated' in created.data, 'no activation flag for the operator')
+  const id = created.data.id as string
+
+  const own = await operator.post('/v1/marketplace-services', { ...SERVICE, delivery: 'json', secret: 'a-secret-of-16-chars', active: false })
+  t.match(own.data, { delivery: 'json', active: false, secret: 'a-secret-of-16-chars' })
+
+  const read = await operator.get(`/v1/marketplace-services/${id}`)
+  t.match(read.data, { id, name: 'Valuation' })
+  t.equal(read.headers.etag, '"1"')
+
+  const updated = await operator.patch(`/v1/marketplace-services/${id}`, { name: 'Valuation Pro', delivery: 'json' })
+  t.match(updated.data, { name: 'Valuation Pro', delivery: 'json', version: 2 })
+  t.equal(updated.headers.etag, '"2"')
+
+  t.equal((await operator.delete(`/v1/marketplace-services/${id}`)).statusCode, 204)
+  assertProblem(t, await operator.get(`/v1/marketplace-services/${id}`), 404)
+  assertProblem(t, await operator.delete(`/v1/marketplace-services/${id}`), 404)
+  assertProblem(t, await operator.patch(`/v1/marketplace-services/${UNKNOWN}`, { name: 'X' }), 404)
+})
+
+t.test('the secret is write-only', async (t) => {
+  const { operator } = await setupApp(t)
+  const service = await createService(operator, { secret: 'first-secret-0123456789' })
+  const url = `/v1/marketplace-services/${service.id}`
+
+  t.notOk('secret' in (await operator.get(url)).data, 'not in GET')
+  t.notOk((await operator.get('/v1/marketplace-services')).data.items.some((s: object) => 'secret' in s), 'not in the list')
+  const patched = await operator.patch(url, { secret: 'second-secret-0123456789' })
+  t.equal(patched.statusCode, 200)
+  t.notOk('secret' in patched.data, 'not in the PATCH response')
+  t.notMatch(patched.body, /secret-0123456789/)
+})
+
+t.test('a new secret keeps the old one valid for 24 hours', async (t) => {
+  const { operator, db, clock } = await setupApp(t)
+  const service = await createService(operator, { secret: 'first-secret-0123456789' })
+  await operator.patch(`/v1/marketplace-services/${service.id}`, { secret: 'second-secret-0123456789' })
+
+  const row = await db.selectFrom('marketplace_services').selectAll().where('id', '=', service.id).executeTakeFirstOrThrow()
+  t.equal(row.secret, 'second-secret-0123456789')
+  t.equal(row.previous_secret, 'first-secret-0123456789')
+  t.equal(row.previous_secret_expires_at?.getTime(), clock.now().getTime() + 24 * HOUR)
+
+  await operator.patch(`/v1/marketplace-services/${service.id}`, { name: 'Renamed' })
+  const after = await db.selectFrom('marketplace_services').selectAll().where('id', '=', service.id).executeTakeFirstOrThrow()
+  t.equal(after.previous_secret, 'first-secret-0123456789', 'other changes leave the rotation alone')
+})
+
+t.test('If-Match guards updates', async (t) => {
+  const { operator } = await setupApp(t)
+  const service = await createService(operator)
+  const url = `/v1/marketplace-services/${service.id}`
+
+  t.equal((await operator.patch(url, { name: 'A' }, { 'if-match': '"1"' })).statusCode, 200)
+  assertProblem(t, await operator.patch(url, { name: 'B' }, { 'if-match': '"1"' }), 412, /version 2/)
+  t.equal((await operator.patch(url, { name: 'B' }, { 'if-match': 'W/"2"' })).data.version, 3)
+  t.equal((await operator.patch(url, { name: 'C' }, { 'if-match': '*' })).statusCode, 200)
+  assertProblem(t, await operator.patch(url, { name: 'D' }, { 'if-match': 'yesterday' }), 400, /if-match/)
+  t.equal((await operator.get(url)).data.name, 'C')
+})
+
+t.test('schema failures answer 400', async (t) => {
+  const { operator } = await setupApp(t)
+  const service = await createService(operator)
+  const post = (body: unknown) => operator.post('/v1/marketplace-services', body)
+
+  assertProblem(t, await post({ provider: 'P', webhookUrl: 'https://x.example' }), 400, /name/)
+  assertProblem(t, await post({ ...SERVICE, delivery: 'soap' }), 400, /\/body\/delivery/)
+  assertProblem(t, await post({ ...SERVICE, secret: 'too-short' }), 400, /\/body\/secret/)
+  assertProblem(t, await post({ ...SERVICE, active: 'yes' }), 400, /\/body\/active/)
+  assertProblem(t, await post({ ...SERVICE, extra: 1 }), 400, /extra/)
+  assertProblem(t, await operator.patch(`/v1/marketplace-services/${service.id}`, {}), 400)
+  assertProblem(t, await operator.patch(`/v1/marketplace-services/${service.id}`, { secret: 'short' }), 400)
+  assertProblem(t, await operator.get('/v1/marketplace-services/not-a-uuid'), 400)
+  assertProblem(t, await operator.get('/v1/marketplace-services?limit=0'), 400)
+  assertProblem(t, await operator.get('/v1/marketplace-services?cursor=garbage'), 400)
+})
+
+t.test('the webhook URL must be an http(s) URL with a host and no credentials', async (t) => {
+  const { operator } = await setupApp(t)
+  const service = await createService(operator)
+  for (const webhookUrl of ['not a url', '/relative/path', 'ftp://provider.example/hook', 'javascript:alert(1)',
+    'https://user:pass@provider.example/hook', 'https://user@provider.example/hook', 'file:///etc/passwd']) {
+    const response = await operator.post('/v1/marketplace-services', { ...SERVICE, webhookUrl })
+    assertProblem(t, response, 422)
+    t.match(response.data.errors, [{ pointer: '/body/webhookUrl' }], webhookUrl)
+  }
+  const patched = await operator.patch(`/v1/marketplace-services/${service.id}`, { webhookUrl: 'ftp://provider.example' })
+  assertProblem(t, patched, 422)
+  t.match(patched.data.errors, [{ pointer: '/body/webhookUrl' }])
+  const withQuery = await operator.post('/v1/marketplace-services', { ...SERVICE, webhookUrl: 'http://provider.example:8080/hook?x=1' })
+  t.equal(withQuery.statusCode, 201, 'a port and a query are fine')
+})
+
+t.test('only the operator writes the catalogue', async (t) => {
+  const { operator, anonymous, newTenant } = await setupApp(t)
+  const { client } = await newTenant()
+  const service = await createService(operator)
+  const url = `/v1/marketplace-services/${service.id}`
+
+  assertProblem(t, await client.post('/v1/marketplace-services', SERVICE), 403)
+  assertProblem(t, await client.patch(url, { name: 'Mine' }), 403)
+  assertProblem(t, await client.delete(url), 403)
+  assertProblem(t, await anonymous.get('/v1/marketplace-services'), 401)
+  t.equal((await operator.get(url)).data.name, 'Valuation', 'unchanged')
+})
+
+t.test('tenants see active services and the ones they activated', async (t) => {
+  const { operator, newTenant } = await setupApp(t)
+  const { client } = await newTenant()
+  const open = await createService(operator, { name: 'Open', provider: 'Acme' })
+  const hidden = await createService(operator, { name: 'Hidden', active: false })
+  const retired = await createService(operator, { name: 'Retired', provider: 'Acme' })
+  t.equal((await client.put(`/v1/marketplace-services/${retired.id}/activation`)).statusCode, 200)
+  await operator.patch(`/v1/marketplace-services/${retired.id}`, { active: false })
+
+  const names = async (query = '') =>
+    (await client.get(`/v1/marketplace-services${query}`)).data.items.map((s: { name: string }) => s.name)
+  t.same(await names(), ['Open', 'Retired'])
+  t.same(await names('?activated=true'), ['Retired'])
+  t.same(await names('?activated=false'), ['Open'])
+  t.same(await names('?active=true'), ['Open'])
+  t.same(await names('?provider=Acme&active=false'), ['Retired'])
+
+  const list = await client.get('/v1/marketplace-services')
+  t.match(list.data.items, [{ name: 'Open', activated: false }, { name: 'Retired', activated: true, active: false }])
+  t.notOk(list.data.items.some((s: object) => 'secret' in s), 'no secrets for tenants')
+
+  t.match((await client.get(`/v1/marketplace-services/${open.id}`)).data, { name: 'Open', activated: false })
+  t.match((await client.get(`/v1/marketplace-services/${retired.id}`)).data, { name: 'Retired', activated: true })
+  assertProblem(t, await client.get(`/v1/marketplace-services/${hidden.id}`), 404)
+
+  t.same((await operator.get('/v1/marketplace-services')).data.items.map((s: { name: string }) => s.name), ['Open', 'Hidden', 'Retired'])
+  t.same((await operator.get('/v1/marketplace-services?active=false')).data.items.length, 2)
+  assertProblem(t, await operator.get('/v1/marketplace-services?activated=true'), 422, /activated/)
+})
+
+t.test('service lists page with an opaque cursor', async (t) => {
+  const { operator } = await setupApp(t)
+  for (let i = 0; i < 5; i++) await createService(operator, { name: `S${i}` })
+  const seen: string[] = []
+  let cursor: string | null = ''
+  while (cursor !== null) {
+    const page = await operator.get(`/v1/marketplace-services?limit=2${cursor ? `&cursor=${cursor}` : ''}`)
+    t.ok(page.data.items.length <= 2)
+    seen.push(...page.data.items.map((s: { name: string }) => s.name))
+    cursor = page.data.nextCursor
+  }
+  t.same(seen, ['S0', 'S1', 'S2', 'S3', 'S4'])
+})
+
+t.test('a service that a template step uses cannot be deleted', async (t) => {
+  const { operator, db, newTenant } = await setupApp(t)
+  const tenant = await newTenant()
+  const service = await createService(operator)
+  const { templateId } = await insertTemplateWithStep(db, { tenantId: tenant.id, serviceId: service.id, templateName: 'Yearly valuation' })
+
+  const refused = await operator.delete(`/v1/marketplace-services/${service.id}`)
+  assertProblem(t, refused, 409, /Yearly valuation/)
+  t.match(refused.data.detail, templateId)
+  t.equal((await operator.get(`/v1/marketplace-services/${service.id}`)).statusCode, 200, 'still there')
+
+  await db.deleteFrom('process_templates').where('id', '=', templateId).execute()
+  t.equal((await operator.delete(`/v1/marketplace-services/${service.id}`)).statusCode, 204, 'free once the template is gone')
+})
+
+t.test('a service with deliveries on record cannot be deleted', async (t) => {
+  const { operator, db, newTenant } = await setupApp(t)
+  const tenant = await newTenant()
+  const service = await createService(operator)
+  await db.insertInto('deliveries')
+    .values({ tenant_id: tenant.id, id: newId(), service_id: service.id, source: 'trigger', parameters: '{}', next_attempt_at: new Date() })
+    .execute()
+  assertProblem(t, await operator.delete(`/v1/marketplace-services/${service.id}`), 409, /deactivate it instead/)
+})
