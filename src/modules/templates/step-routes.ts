@@ -1,4 +1,80 @@
 import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import type { ModuleOptions } from '../../app.js'
+import { pageRequest } from '../../lib/pagination.js'
+import { expectedVersion, setETag } from '../../lib/versioning.js'
+import { tenantOf } from '../../plugins/auth.js'
+import { IdParamsSchema, IfMatchHeadersSchema, NoContent, Page, problems } from '../../schemas/common.js'
+import { templateSchemas } from './schemas.js'
+import { reorderSteps } from './step-order.js'
+import { CreateStepSchema, ListStepsQuerySchema, ReorderStepsSchema, StepParamsSchema, UpdateStepSchema } from './step-schemas.js'
+import * as steps from './step-service.js'
 
-export default async function stubRoutes(_app: FastifyInstance, _options: ModuleOptions): Promise<void> {}
+const ProcessTemplateStep = Type.Ref('ProcessTemplateStep')
+
+export default async function stepRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  for (const schema of templateSchemas) app.addSchema(schema)
+  const tags = ['templates']
+  const withETag = <T extends { version: number }>(reply: Parameters<typeof setETag>[0], resource: T) => {
+    setETag(reply, resource.version)
+    return resource
+  }
+
+  app.post('/process-templates/:id/steps', {
+    schema: {
+      tags, summary: 'Add a step at the end, or at `position` shifting later steps', params: IdParamsSchema, body: CreateStepSchema,
+      response: { 201: ProcessTemplateStep, ...problems(400, 401, 403, 404, 422) }
+    }
+  }, async (request, reply) => {
+    const step = await steps.createStep(db, clock, tenantOf(request), request.params.id, request.body)
+    return reply.code(201).send(withETag(reply, step))
+  })
+
+  app.get('/process-templates/:id/steps', {
+    schema: {
+      tags, summary: 'List the steps of a process template by position', params: IdParamsSchema, querystring: ListStepsQuerySchema,
+      response: { 200: Page(ProcessTemplateStep), ...problems(400, 401, 403, 404) }
+    }
+  }, async (request) => steps.listSteps(db, tenantOf(request), request.params.id, pageRequest(request.query)))
+
+  app.put('/process-templates/:id/steps/order', {
+    schema: {
+      tags, summary: 'Reorder all steps of a process template at once', params: IdParamsSchema, headers: IfMatchHeadersSchema,
+      body: ReorderStepsSchema, response: { 200: Type.Ref('ProcessTemplate'), ...problems(400, 401, 403, 404, 412, 422) }
+    }
+  }, async (request, reply) => {
+    const expected = expectedVersion(request.headers['if-match'])
+    return withETag(reply, await reorderSteps(db, clock, tenantOf(request), request.params.id, request.body.stepIds, expected))
+  })
+
+  app.get('/process-templates/:id/steps/:stepId', {
+    schema: {
+      tags, summary: 'Get a step of a process template', params: StepParamsSchema,
+      response: { 200: ProcessTemplateStep, ...problems(400, 401, 403, 404) }
+    }
+  }, async (request, reply) => withETag(reply, await steps.getStep(db, tenantOf(request), request.params.id, request.params.stepId)))
+
+  app.patch('/process-templates/:id/steps/:stepId', {
+    schema: {
+      tags, summary: 'Update a step (If-Match names the step\'s version)', params: StepParamsSchema, headers: IfMatchHeadersSchema,
+      body: UpdateStepSchema, response: { 200: ProcessTemplateStep, ...problems(400, 401, 403, 404, 412, 422) }
+    }
+  }, async (request, reply) => {
+    const { id, stepId } = request.params
+    const expected = expectedVersion(request.headers['if-match'])
+    return withETag(reply, await steps.updateStep(db, clock, tenantOf(request), id, stepId, request.body, expected))
+  })
+
+  app.delete('/process-templates/:id/steps/:stepId', {
+    schema: {
+      tags, summary: 'Delete a step; later steps move up', params: StepParamsSchema, headers: IfMatchHeadersSchema,
+      response: { 204: NoContent, ...problems(400, 401, 403, 404, 409, 412) }
+    }
+  }, async (request, reply) => {
+    const { id, stepId } = request.params
+    await steps.deleteStep(db, clock, tenantOf(request), id, stepId, expectedVersion(request.headers['if-match']))
+    return reply.code(204).send(null)
+  })
+}

@@ -1,0 +1,33 @@
+import type { DB } from '../../db/connect.js'
+import type { ParameterDefinition } from './step-parameters.js'
+
+// Reads of the marketplace catalogue and of users that the template rules need; those modules own the writes.
+
+export function findActiveService(db: DB, serviceId: string) {
+  return db.selectFrom('marketplace_services').select(['id', 'name']).where('id', '=', serviceId).where('active', '=', true)
+    .executeTakeFirst()
+}
+
+export async function isServiceActivated(db: DB, tenantId: string, serviceId: string): Promise<boolean> {
+  const row = await db.selectFrom('service_activations').select('service_id')
+    .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).executeTakeFirst()
+  return row !== undefined
+}
+
+export async function findParameterDefinitions(db: DB, serviceId: string): Promise<ParameterDefinition[]> {
+  const rows = await db.selectFrom('service_parameters')
+    .select(['name', 'type', 'allowed_values', 'required', 'default_value'])
+    .where('service_id', '=', serviceId).orderBy('name').execute()
+  return rows.map((row) => ({
+    name: row.name,
+    type: row.type,
+    allowedValues: row.allowed_values,
+    required: row.required,
+    default: row.default_value ?? undefined
+  }))
+}
+
+export async function isTenantUser(db: DB, tenantId: string, userId: string): Promise<boolean> {
+  const row = await db.selectFrom('users').select('id').where('tenant_id', '=', tenantId).where('id', '=', userId).executeTakeFirst()
+  return row !== undefined
+}

@@ -1,0 +1,65 @@
+import { sql, type Insertable, type Updateable } from 'kysely'
+import type { DB } from '../../db/connect.js'
+import type { TemplateStepsTable } from '../../db/database.js'
+
+export type NewStepRow = Insertable<TemplateStepsTable>
+export type StepChanges = Omit<Updateable<TemplateStepsTable>, 'tenant_id' | 'id' | 'template_id' | 'position' | 'version'>
+
+function stepsOf(db: DB, tenantId: string, templateId: string) {
+  return db.selectFrom('template_steps').selectAll().where('tenant_id', '=', tenantId).where('template_id', '=', templateId)
+}
+
+export function listSteps(db: DB, tenantId: string, templateId: string) {
+  return stepsOf(db, tenantId, templateId).orderBy('position').execute()
+}
+
+export function listStepsAfter(db: DB, tenantId: string, templateId: string, afterPosition: number, limit: number) {
+  return stepsOf(db, tenantId, templateId).where('position', '>', afterPosition).orderBy('position').limit(limit).execute()
+}
+
+export function findStep(db: DB, tenantId: string, templateId: string, stepId: string) {
+  return stepsOf(db, tenantId, templateId).where('id', '=', stepId).executeTakeFirst()
+}
+
+export async function countSteps(db: DB, tenantId: string, templateId: string): Promise<number> {
+  const row = await db.selectFrom('template_steps')
+    .select((eb) => eb.cast<number>(eb.fn.countAll(), 'integer').as('n'))
+    .where('tenant_id', '=', tenantId).where('template_id', '=', templateId)
+    .executeTakeFirstOrThrow()
+  return row.n
+}
+
+// The unique (tenant_id, template_id, position) is deferrable, so Postgres checks it once the whole statement ran.
+export async function shiftPositions(db: DB, tenantId: string, templateId: string, from: number, by: 1 | -1): Promise<void> {
+  await db.updateTable('template_steps')
+    .set((eb) => ({ position: eb('position', '+', by) }))
+    .where('tenant_id', '=', tenantId).where('template_id', '=', templateId).where('position', '>=', from)
+    .execute()
+}
+
+/** Gives each step the 1-based place of its id in stepIds, in one statement. */
+export async function setStepOrder(db: DB, tenantId: string, templateId: string, stepIds: string[]): Promise<void> {
+  await db.updateTable('template_steps')
+    .set({ position: sql<number>`array_position(${sql.val(stepIds)}::uuid[], id)` })
+    .where('tenant_id', '=', tenantId).where('template_id', '=', templateId)
+    .execute()
+}
+
+export function insertStep(db: DB, row: NewStepRow) {
+  return db.insertInto('template_steps').values(row).returningAll().executeTakeFirstOrThrow()
+}
+
+export async function insertSteps(db: DB, rows: NewStepRow[]): Promise<void> {
+  if (rows.length > 0) await db.insertInto('template_steps').values(rows).execute()
+}
+
+export function updateStep(db: DB, tenantId: string, stepId: string, changes: StepChanges) {
+  return db.updateTable('template_steps')
+    .set((eb) => ({ ...changes, version: eb('version', '+', 1) }))
+    .where('tenant_id', '=', tenantId).where('id', '=', stepId)
+    .returningAll().executeTakeFirstOrThrow()
+}
+
+export async function deleteStep(db: DB, tenantId: string, stepId: string): Promise<void> {
+  await db.deleteFrom('template_steps').where('tenant_id', '=', tenantId).where('id', '=', stepId).execute()
+}

@@ -1,0 +1,112 @@
+import { Type, type Static } from 'typebox'
+import { PageQuerySchema, Uuid } from '../../schemas/common.js'
+import { PlainText } from './text.js'
+
+const MAX_DAYS = 3650
+
+const StepKindSchema = Type.Union([Type.Literal('webhook'), Type.Literal('task')])
+
+const StartSchema = Type.Union([
+  Type.Object({ mode: Type.Literal('afterPrevious') }, { additionalProperties: false }),
+  Type.Object(
+    { mode: Type.Literal('daysAfterPrevious'), days: Type.Integer({ minimum: 0, maximum: MAX_DAYS }) },
+    { additionalProperties: false }
+  )
+], { description: 'When the step starts: when the previous one ends, or N calendar days later' })
+export type Start = Static<typeof StartSchema>
+
+const ResponsibilitySchema = Type.Union([
+  Type.Literal('processResponsible'),
+  Type.Literal('propertyMaintainer'),
+  Type.Literal('addressMaintainer'),
+  Type.Object({ user: Uuid }, { additionalProperties: false })
+], { description: 'Who the step is assigned to when it starts' })
+export type Responsibility = Static<typeof ResponsibilitySchema>
+
+const DeadlineDaysSchema = Type.Union([Type.Integer({ minimum: 1, maximum: MAX_DAYS }), Type.Null()], {
+  description: 'Days after its start by which the step should have ended; null for none'
+})
+const ServiceIdSchema = Type.Union([Uuid, Type.Null()], { description: 'The marketplace service a webhook step calls' })
+const ParametersSchema = Type.Unsafe<Record<string, unknown>>({
+  type: 'object',
+  additionalProperties: true,
+  maxProperties: 100,
+  description: 'Webhook parameters by name, checked against the service\'s parameter definitions'
+})
+const Name = PlainText({ minLength: 1, maxLength: 200 })
+
+export const StepSchema = Type.Object(
+  {
+    id: Uuid,
+    templateId: Uuid,
+    position: Type.Integer({ minimum: 1, description: '1-based place in the template' }),
+    kind: StepKindSchema,
+    name: Type.String(),
+    start: StartSchema,
+    responsibility: ResponsibilitySchema,
+    deadlineDays: DeadlineDaysSchema,
+    refersTo: Type.Object({ property: Type.Boolean(), address: Type.Boolean() }),
+    serviceId: ServiceIdSchema,
+    parameters: ParametersSchema,
+    version: Type.Integer()
+  },
+  { $id: 'ProcessTemplateStep' }
+)
+export type Step = Static<typeof StepSchema>
+
+const RefersToInputSchema = Type.Object(
+  { property: Type.Optional(Type.Boolean()), address: Type.Optional(Type.Boolean()) },
+  { additionalProperties: false, description: 'The linked records the step refers to; omitted flags are false (kept on update)' }
+)
+
+const editableFields = {
+  kind: StepKindSchema,
+  name: Name,
+  start: StartSchema,
+  responsibility: ResponsibilitySchema,
+  deadlineDays: DeadlineDaysSchema,
+  refersTo: RefersToInputSchema,
+  serviceId: ServiceIdSchema,
+  parameters: ParametersSchema
+}
+
+export const CreateStepSchema = Type.Object(
+  {
+    kind: editableFields.kind,
+    name: editableFields.name,
+    position: Type.Optional(Type.Integer({ minimum: 1, description: 'Insert here, shifting later steps; default: append' })),
+    start: Type.Optional(editableFields.start),
+    responsibility: Type.Optional(editableFields.responsibility),
+    deadlineDays: Type.Optional(editableFields.deadlineDays),
+    refersTo: Type.Optional(editableFields.refersTo),
+    serviceId: Type.Optional(editableFields.serviceId),
+    parameters: Type.Optional(editableFields.parameters)
+  },
+  { additionalProperties: false }
+)
+export type CreateStep = Static<typeof CreateStepSchema>
+
+export const UpdateStepSchema = Type.Object(
+  {
+    kind: Type.Optional(editableFields.kind),
+    name: Type.Optional(editableFields.name),
+    start: Type.Optional(editableFields.start),
+    responsibility: Type.Optional(editableFields.responsibility),
+    deadlineDays: Type.Optional(editableFields.deadlineDays),
+    refersTo: Type.Optional(editableFields.refersTo),
+    serviceId: Type.Optional(editableFields.serviceId),
+    parameters: Type.Optional(editableFields.parameters)
+  },
+  { additionalProperties: false, minProperties: 1, description: 'Fields to change; use PUT …/steps/order to move a step' }
+)
+export type UpdateStep = Static<typeof UpdateStepSchema>
+
+export const StepParamsSchema = Type.Object({ id: Uuid, stepId: Uuid })
+
+export const ReorderStepsSchema = Type.Object(
+  { stepIds: Type.Array(Uuid, { maxItems: 1000, description: 'Every step id of the template, each once, in the new order' }) },
+  { additionalProperties: false }
+)
+export type ReorderSteps = Static<typeof ReorderStepsSchema>
+
+export const ListStepsQuerySchema = PageQuerySchema

@@ -1,0 +1,72 @@
+import type { DB } from '../../db/connect.js'
+import type { TemplateStepRow } from '../../db/database.js'
+import { unprocessable, type FieldError } from '../../errors.js'
+import * as lookup from './lookup-repository.js'
+import type { StepDraft } from './mapping.js'
+import { validateStepParameters, type ParameterCheck } from './step-parameters.js'
+
+/** Everything wrong with a step beyond its schema, and its parameters with defaults filled in. */
+export async function checkStep(db: DB, tenantId: string, draft: StepDraft): Promise<ParameterCheck> {
+  const service = draft.kind === 'webhook'
+    ? await checkWebhook(db, tenantId, draft.serviceId, draft.parameters)
+    : { parameters: draft.parameters, errors: taskErrors(draft) }
+  const errors = [...responsibilityErrors(draft), ...await userErrors(db, tenantId, draft), ...service.errors]
+  return { parameters: service.parameters, errors }
+}
+
+/** One 422 naming every error, led by a sentence such as "The step is not valid". */
+export function rejectIfInvalid(lead: string, errors: FieldError[]): void {
+  if (errors.length === 0) return
+  throw unprocessable(`${lead}: ${errors.map((e) => `${e.pointer} ${e.detail}`).join('; ')}.`, errors)
+}
+
+function taskErrors(draft: StepDraft): FieldError[] {
+  const errors: FieldError[] = []
+  if (draft.serviceId !== null) errors.push({ pointer: '/body/serviceId', detail: 'a task step calls no service: leave serviceId null' })
+  if (Object.keys(draft.parameters).length > 0) {
+    errors.push({ pointer: '/body/parameters', detail: 'a task step takes no parameters: leave parameters empty' })
+  }
+  return errors
+}
+
+function responsibilityErrors(draft: StepDraft): FieldError[] {
+  if (draft.responsibility === 'propertyMaintainer' && !draft.refersTo.property) {
+    return [{ pointer: '/body/responsibility', detail: 'propertyMaintainer needs a step that refers to the property (refersTo.property: true)' }]
+  }
+  if (draft.responsibility === 'addressMaintainer' && !draft.refersTo.address) {
+    return [{ pointer: '/body/responsibility', detail: 'addressMaintainer needs a step that refers to the address (refersTo.address: true)' }]
+  }
+  return []
+}
+
+async function userErrors(db: DB, tenantId: string, draft: StepDraft): Promise<FieldError[]> {
+  if (typeof draft.responsibility === 'string') return []
+  const userId = draft.responsibility.user
+  if (await lookup.isTenantUser(db, tenantId, userId)) return []
+  return [{ pointer: '/body/responsibility/user', detail: `user ${userId} does not exist` }]
+}
+
+/** A webhook step needs an active service that the tenant activated, and parameters that match its definitions. */
+export async function checkWebhook(
+  db: DB, tenantId: string, serviceId: string | null, parameters: Record<string, unknown>
+): Promise<ParameterCheck> {
+  const fail = (detail: string) => ({ parameters, errors: [{ pointer: '/body/serviceId', detail }] })
+  if (serviceId === null) return fail('a webhook step needs the serviceId of a marketplace service the tenant activated')
+  if (!(await lookup.findActiveService(db, serviceId))) return fail(`service ${serviceId} is not an active marketplace service`)
+  if (!(await lookup.isServiceActivated(db, tenantId, serviceId))) {
+    return fail(`service ${serviceId} is not activated for this tenant (PUT /v1/marketplace-services/${serviceId}/activation)`)
+  }
+  return validateStepParameters(await lookup.findParameterDefinitions(db, serviceId), parameters)
+}
+
+/** Why a template with these steps cannot be activated, as errors on /body/active naming each step. */
+export async function activationErrors(db: DB, tenantId: string, steps: TemplateStepRow[]): Promise<FieldError[]> {
+  if (steps.length === 0) return [{ pointer: '/body/active', detail: 'the template has no steps: add one first' }]
+  const errors: FieldError[] = []
+  for (const step of steps.filter((s) => s.kind === 'webhook')) {
+    const check = await checkWebhook(db, tenantId, step.service_id, step.parameters)
+    const label = `step ${step.position} "${step.name}" (${step.id})`
+    errors.push(...check.errors.map((e) => ({ pointer: '/body/active', detail: `${label}: ${e.pointer.replace('/body/', '')} ${e.detail}` })))
+  }
+  return errors
+}

@@ -1,0 +1,192 @@
+import t from 'tap'
+import { setupApp } from '../../helpers/app.js'
+import { assertProblem } from '../../helpers/assertions.js'
+import { addParameter, addTaskStep, createService, createTemplate, createUser, valuationService } from './fixtures.js'
+
+const MISSING = '00000000-0000-4000-8000-000000000000'
+const names = (steps: { name: string }[]) => steps.map((s) => s.name)
+const positions = (steps: { position: number }[]) => steps.map((s) => s.position)
+
+t.test('steps: add, insert, read, list, update, delete', async (t) => {
+  const ctx = await setupApp(t)
+  const tenant = await ctx.newTenant()
+  const { client } = tenant
+  const serviceId = await valuationService(ctx.db, tenant.id)
+  const user = await createUser(client)
+  const id = await createTemplate(client)
+  const steps = `/v1/process-templates/${id}/steps`
+
+  const task = await client.post(steps, { kind: 'task', name: 'Call the owner' })
+  t.equal(task.statusCode, 201)
+  t.equal(task.headers.etag, '"1"')
+  t.same(task.data, {
+    id: task.data.id, templateId: id, position: 1, kind: 'task', name: 'Call the owner', start: { mode: 'afterPrevious' },
+    responsibility: 'processResponsible', deadlineDays: null, refersTo: { property: false, address: false },
+    serviceId: null, parameters: {}, version: 1
+  })
+
+  const webhook = await client.post(steps, {
+    kind: 'webhook', name: 'Value it', serviceId, parameters: { mode: 'full' }, start: { mode: 'daysAfterPrevious', days: 2 },
+    responsibility: { user }, deadlineDays: 5, refersTo: { property: true, address: true }
+  })
+  t.equal(webhook.statusCode, 201)
+  t.match(webhook.data, {
+    position: 2, serviceId, parameters: { mode: 'full', rooms: 3 }, start: { mode: 'daysAfterPrevious', days: 2 },
+    responsibility: { user }, deadlineDays: 5, refersTo: { property: true, address: true }
+  })
+
+  const first = await client.post(steps, { kind: 'task', name: 'Prepare', position: 1, responsibility: 'addressMaintainer', refersTo: { address: true } })
+  t.equal(first.data.position, 1)
+  const list = await client.get(steps)
+  t.equal(list.statusCode, 200)
+  t.same(names(list.data.items), ['Prepare', 'Call the owner', 'Value it'])
+  t.same(positions(list.data.items), [1, 2, 3])
+  t.equal(list.data.nextCursor, null)
+  t.same(names((await client.get(`/v1/process-templates/${id}`)).data.steps), ['Prepare', 'Call the owner', 'Value it'])
+
+  const page = await client.get(`${steps}?limit=2`)
+  t.same(names(page.data.items), ['Prepare', 'Call the owner'])
+  t.same(names((await client.get(`${steps}?limit=2&cursor=${page.data.nextCursor}`)).data.items), ['Value it'])
+
+  const one = await client.get(`${steps}/${webhook.data.id}`)
+  t.equal(one.data.position, 3)
+  t.equal(one.headers.etag, '"1"')
+
+  const renamed = await client.patch(`${steps}/${webhook.data.id}`, { name: 'Value the property', parameters: { mode: 'quick', rooms: 4 } }, { 'if-match': '"1"' })
+  t.equal(renamed.statusCode, 200)
+  t.match(renamed.data, { name: 'Value the property', parameters: { mode: 'quick', rooms: 4 }, version: 2, position: 3 })
+  t.equal(renamed.headers.etag, '"2"')
+  const partial = await client.patch(`${steps}/${webhook.data.id}`, { refersTo: { address: false } })
+  t.same(partial.data.refersTo, { property: true, address: false }, 'refersTo merges flag by flag')
+
+  const toTask = await client.patch(`${steps}/${webhook.data.id}`, { kind: 'task', serviceId: null, parameters: {}, responsibility: 'processResponsible' })
+  t.match(toTask.data, { kind: 'task', serviceId: null, parameters: {}, responsibility: 'processResponsible' })
+
+  t.equal((await client.delete(`${steps}/${task.data.id}`)).statusCode, 204)
+  const after = (await client.get(steps)).data.items
+  t.same(names(after), ['Prepare', 'Value the property'])
+  t.same(positions(after), [1, 2], 'the gap is closed')
+  assertProblem(t, await client.get(`${steps}/${task.data.id}`), 404)
+  assertProblem(t, await client.get(`/v1/process-templates/${MISSING}/steps`), 404)
+  assertProblem(t, await client.post(`/v1/process-templates/${MISSING}/steps`, { kind: 'task', name: 'x' }), 404)
+  assertProblem(t, await client.patch(`${steps}/${MISSING}`, { name: 'x' }), 404)
+  assertProblem(t, await client.delete(`${steps}/${MISSING}`), 404)
+})
+
+t.test('structural step changes bump the template version; step edits bump the step', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  const stepId = await addTaskStep(client, id, 'One')
+  t.equal((await client.get(`/v1/process-templates/${id}`)).data.version, 2)
+  await client.patch(`/v1/process-templates/${id}/steps/${stepId}`, { name: 'Uno' })
+  t.equal((await client.get(`/v1/process-templates/${id}`)).data.version, 2)
+})
+
+t.test('step requests that fail their schema answer 400', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  const steps = `/v1/process-templates/${id}/steps`
+  const stepId = await addTaskStep(client, id, 'One')
+  assertProblem(t, await client.post(steps, { name: 'x' }), 400, /kind/)
+  assertProblem(t, await client.post(steps, { kind: 'email', name: 'x' }), 400, /kind/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', start: { mode: 'daysAfterPrevious' } }), 400, /start/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', start: { mode: 'daysAfterPrevious', days: -1 } }), 400, /start/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', deadlineDays: 0 }), 400, /deadlineDays/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', responsibility: 'anyone' }), 400, /responsibility/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', responsibility: { user: 'anna' } }), 400, /responsibility/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', position: 0 }), 400, /position/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', parameters: [] }), 400, /parameters/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', extra: 1 }), 400, /extra/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'a\u0000' }), 400, /\/body\/name/)
+  assertProblem(t, await client.patch(`${steps}/${stepId}`, {}), 400)
+  assertProblem(t, await client.patch(`${steps}/${stepId}`, { position: 2 }), 400, /position/)
+  assertProblem(t, await client.get(`${steps}/not-a-uuid`), 400)
+  assertProblem(t, await client.put(`${steps}/order`, { stepIds: ['x'] }), 400, /stepIds/)
+  assertProblem(t, await client.put(`${steps}/order`, {}), 400, /stepIds/)
+})
+
+t.test('step rules beyond the schema answer 422 at the field', async (t) => {
+  const ctx = await setupApp(t)
+  const tenant = await ctx.newTenant()
+  const { client } = tenant
+  const serviceId = await valuationService(ctx.db, tenant.id)
+  const id = await createTemplate(client)
+  const steps = `/v1/process-templates/${id}/steps`
+  const webhook = (extra: Record<string, unknown>) => client.post(steps, { kind: 'webhook', name: 'Hook', serviceId, parameters: { mode: 'full' }, ...extra })
+
+  assertProblem(t, await webhook({ serviceId: undefined }), 422, /\/body\/serviceId.*needs the serviceId/)
+  assertProblem(t, await webhook({ serviceId: MISSING }), 422, /\/body\/serviceId.*not an active marketplace service/)
+  const inactive = await createService(ctx.db, { active: false })
+  await ctx.db.insertInto('service_activations').values({ tenant_id: tenant.id, service_id: inactive }).execute()
+  assertProblem(t, await webhook({ serviceId: inactive }), 422, /\/body\/serviceId.*not an active marketplace service/)
+  const notActivated = await createService(ctx.db)
+  assertProblem(t, await webhook({ serviceId: notActivated }), 422, /\/body\/serviceId.*not activated for this tenant/)
+
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', serviceId }), 422, /\/body\/serviceId.*task step calls no service/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', parameters: { mode: 'full' } }), 422, /\/body\/parameters.*no parameters/)
+
+  assertProblem(t, await webhook({ parameters: { mode: 'full', colour: 'red' } }), 422, /\/body\/parameters\/colour.*not a parameter/)
+  assertProblem(t, await webhook({ parameters: { mode: 'slow' } }), 422, /\/body\/parameters\/mode.*one of "full", "quick"/)
+  assertProblem(t, await webhook({ parameters: { mode: 'full', rooms: 'three' } }), 422, /\/body\/parameters\/rooms.*integer/)
+  assertProblem(t, await webhook({ parameters: {} }), 422, /\/body\/parameters\/mode.*required/)
+  const typed = await createService(ctx.db)
+  await addParameter(ctx.db, typed, { name: 'note', type: 'string' })
+  await addParameter(ctx.db, typed, { name: 'factor', type: 'number' })
+  await addParameter(ctx.db, typed, { name: 'dryRun', type: 'boolean' })
+  await ctx.db.insertInto('service_activations').values({ tenant_id: tenant.id, service_id: typed }).execute()
+  const wrong = await webhook({ serviceId: typed, parameters: { note: 1, factor: 'x', dryRun: 'no' } })
+  assertProblem(t, wrong, 422)
+  t.same(wrong.data.errors.map((e: { pointer: string }) => e.pointer).sort(), ['/body/parameters/dryRun', '/body/parameters/factor', '/body/parameters/note'])
+
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', responsibility: 'propertyMaintainer' }), 422, /\/body\/responsibility.*refersTo.property/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', responsibility: 'addressMaintainer', refersTo: { property: true } }), 422, /\/body\/responsibility.*refersTo.address/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', responsibility: { user: MISSING } }), 422, /\/body\/responsibility\/user.*does not exist/)
+  assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', position: 2 }), 422, /\/body\/position.*between 1 and 1/)
+  t.same((await client.get(steps)).data.items, [], 'no step was saved')
+})
+
+t.test('a step update re-validates the merged step', async (t) => {
+  const ctx = await setupApp(t)
+  const tenant = await ctx.newTenant()
+  const { client } = tenant
+  const serviceId = await valuationService(ctx.db, tenant.id)
+  const other = await createService(ctx.db, { name: 'Newsletter' })
+  await addParameter(ctx.db, other, { name: 'list', type: 'string', required: true })
+  await ctx.db.insertInto('service_activations').values({ tenant_id: tenant.id, service_id: other }).execute()
+  const id = await createTemplate(client)
+  const hook = await client.post(`/v1/process-templates/${id}/steps`, { kind: 'webhook', name: 'Hook', serviceId, parameters: { mode: 'full' }, refersTo: { property: true } })
+  const url = `/v1/process-templates/${id}/steps/${hook.data.id}`
+
+  assertProblem(t, await client.patch(url, { serviceId: other }), 422, /\/body\/parameters\/mode.*not a parameter.*\/body\/parameters\/list.*required/)
+  t.match((await client.patch(url, { serviceId: other, parameters: { list: 'buyers' } })).data, { serviceId: other, parameters: { list: 'buyers' }, version: 2 })
+  assertProblem(t, await client.patch(url, { kind: 'task' }), 422, /\/body\/serviceId/)
+  assertProblem(t, await client.patch(url, { refersTo: { property: false }, responsibility: 'propertyMaintainer' }), 422, /\/body\/responsibility/)
+  t.equal((await client.patch(url, { responsibility: 'propertyMaintainer' })).statusCode, 200, 'the stored refersTo counts')
+  assertProblem(t, await client.patch(url, { refersTo: { property: false } }), 422, /\/body\/responsibility/)
+  assertProblem(t, await client.patch(url, { responsibility: { user: MISSING } }), 422, /\/body\/responsibility\/user/)
+  t.match((await client.get(url)).data, { serviceId: other, responsibility: 'propertyMaintainer', version: 3 }, 'failed updates changed nothing')
+})
+
+t.test('a stale If-Match on a step update or delete answers 412', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  const stepId = await addTaskStep(client, id, 'One')
+  const url = `/v1/process-templates/${id}/steps/${stepId}`
+  t.equal((await client.patch(url, { name: 'Two' }, { 'if-match': '"1"' })).statusCode, 200)
+  assertProblem(t, await client.patch(url, { name: 'Three' }, { 'if-match': '"1"' }), 412, /version 2/)
+  assertProblem(t, await client.delete(url, { 'if-match': '"1"' }), 412)
+  t.equal((await client.get(url)).data.name, 'Two')
+  t.equal((await client.delete(url, { 'if-match': '"2"' })).statusCode, 204)
+})
+
+t.test('the only step of an active template cannot be deleted', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  const stepId = await addTaskStep(client, id, 'One')
+  await client.patch(`/v1/process-templates/${id}`, { active: true })
+  assertProblem(t, await client.delete(`/v1/process-templates/${id}/steps/${stepId}`), 409, /only step/)
+})

@@ -1,0 +1,181 @@
+import { randomUUID } from 'node:crypto'
+import t from 'tap'
+import { setupApp } from '../../helpers/app.js'
+import { assertProblem } from '../../helpers/assertions.js'
+import { activate, addTaskStep, createTemplate, createUser, valuationService } from './fixtures.js'
+
+const MISSING = '00000000-0000-4000-8000-000000000000'
+
+t.test('templates: create, read, list, update, delete', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const controller = await createUser(client)
+
+  const created = await client.post('/v1/process-templates', {
+    name: 'Valuation', description: 'Re-value a property', controllerUserId: controller, notifyOnCompletion: true
+  })
+  t.equal(created.statusCode, 201)
+  t.match(created.data, {
+    id: String, name: 'Valuation', description: 'Re-value a property', active: false, controllerUserId: controller,
+    notifyOnCompletion: true, version: 1, createdAt: String, updatedAt: String, steps: []
+  })
+  t.equal(created.headers.etag, '"1"')
+  const id = created.data.id as string
+
+  const minimal = await client.post('/v1/process-templates', { name: 'Newsletter sync' })
+  t.match(minimal.data, { description: '', controllerUserId: null, notifyOnCompletion: false, active: false })
+
+  const one = await client.get(`/v1/process-templates/${id}`)
+  t.equal(one.statusCode, 200)
+  t.equal(one.headers.etag, '"1"')
+  t.equal(one.data.name, 'Valuation')
+
+  const updated = await client.patch(`/v1/process-templates/${id}`, { name: 'Valuation 2', controllerUserId: null }, { 'if-match': '"1"' })
+  t.equal(updated.statusCode, 200)
+  t.match(updated.data, { name: 'Valuation 2', controllerUserId: null, version: 2 })
+  t.equal(updated.headers.etag, '"2"')
+
+  t.equal((await client.delete(`/v1/process-templates/${minimal.data.id}`)).statusCode, 204)
+  assertProblem(t, await client.get(`/v1/process-templates/${minimal.data.id}`), 404)
+  assertProblem(t, await client.get(`/v1/process-templates/${MISSING}`), 404)
+  assertProblem(t, await client.patch(`/v1/process-templates/${MISSING}`, { name: 'x' }), 404)
+  assertProblem(t, await client.delete(`/v1/process-templates/${MISSING}`), 404)
+})
+
+t.test('template lists filter by active and name, count steps and page', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const valuation = await createTemplate(client, { name: 'Property valuation' })
+  await addTaskStep(client, valuation, 'Call the owner')
+  await client.patch(`/v1/process-templates/${valuation}`, { active: true })
+  await createTemplate(client, { name: 'Newsletter sync' })
+  await createTemplate(client, { name: 'Viewing 100%' })
+
+  const all = await client.get('/v1/process-templates')
+  t.equal(all.statusCode, 200)
+  t.same(all.data.items.map((x: { name: string }) => x.name), ['Property valuation', 'Newsletter sync', 'Viewing 100%'])
+  t.match(all.data.items[0], { stepCount: 1, active: true })
+  t.notOk('steps' in all.data.items[0], 'the list does not carry steps')
+  t.same((await client.get('/v1/process-templates?active=true')).data.items.map((x: { id: string }) => x.id), [valuation])
+  t.equal((await client.get('/v1/process-templates?active=false')).data.items.length, 2)
+  t.same((await client.get('/v1/process-templates?q=VALUAT')).data.items.map((x: { id: string }) => x.id), [valuation])
+  t.equal((await client.get('/v1/process-templates?q=%25')).data.items.length, 1, '% matches literally')
+
+  const first = await client.get('/v1/process-templates?limit=2')
+  t.equal(first.data.items.length, 2)
+  const second = await client.get(`/v1/process-templates?limit=2&cursor=${first.data.nextCursor}`)
+  t.same(second.data.items.map((x: { name: string }) => x.name), ['Viewing 100%'])
+  t.equal(second.data.nextCursor, null)
+  assertProblem(t, await client.get('/v1/process-templates?cursor=nonsense'), 400)
+})
+
+t.test('template requests that fail their schema answer 400', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  assertProblem(t, await client.post('/v1/process-templates', {}), 400, /name/)
+  assertProblem(t, await client.post('/v1/process-templates', { name: '' }), 400, /\/body\/name/)
+  assertProblem(t, await client.post('/v1/process-templates', { name: 'x', active: true }), 400, /active/)
+  assertProblem(t, await client.post('/v1/process-templates', { name: 'x', controllerUserId: 'anna' }), 400, /controllerUserId/)
+  assertProblem(t, await client.patch(`/v1/process-templates/${id}`, {}), 400)
+  assertProblem(t, await client.patch(`/v1/process-templates/${id}`, { active: 'yes' }), 400, /active/)
+  assertProblem(t, await client.patch(`/v1/process-templates/${id}`, { name: 'x' }, { 'if-match': 'yesterday' }), 400, /If-Match/)
+  assertProblem(t, await client.get('/v1/process-templates/not-a-uuid'), 400)
+  assertProblem(t, await client.get('/v1/process-templates?active=maybe'), 400)
+  assertProblem(t, await client.post('/v1/process-templates', { name: 'a\u0000b' }), 400, /\/body\/name/)
+  assertProblem(t, await client.get('/v1/process-templates?q=a%00b'), 400, /\/querystring\/q/)
+})
+
+t.test('the controller must be a user of the tenant', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  assertProblem(t, await client.post('/v1/process-templates', { name: 'x', controllerUserId: MISSING }), 422, /\/body\/controllerUserId/)
+  assertProblem(t, await client.patch(`/v1/process-templates/${id}`, { controllerUserId: MISSING }), 422, /\/body\/controllerUserId/)
+})
+
+t.test('a stale If-Match on a template update answers 412 and changes nothing', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client, { name: 'Before' })
+  t.equal((await client.patch(`/v1/process-templates/${id}`, { name: 'First' }, { 'if-match': '"1"' })).statusCode, 200)
+  assertProblem(t, await client.patch(`/v1/process-templates/${id}`, { name: 'Second' }, { 'if-match': '"1"' }), 412, /version 2/)
+  assertProblem(t, await client.delete(`/v1/process-templates/${id}`, { 'if-match': '"1"' }), 412)
+  const current = await client.get(`/v1/process-templates/${id}`)
+  t.match(current.data, { name: 'First', version: 2 })
+  t.equal((await client.patch(`/v1/process-templates/${id}`, { name: 'Third' }, { 'if-match': 'W/"2"' })).statusCode, 200)
+})
+
+t.test('activation needs steps and usable services', async (t) => {
+  const ctx = await setupApp(t)
+  const tenant = await ctx.newTenant()
+  const { client } = tenant
+  const id = await createTemplate(client)
+
+  assertProblem(t, await client.patch(`/v1/process-templates/${id}`, { active: true }), 422, /no steps/)
+
+  const serviceId = await valuationService(ctx.db, tenant.id)
+  const step = await client.post(`/v1/process-templates/${id}/steps`, { kind: 'webhook', name: 'Value it', serviceId, parameters: { mode: 'full' } })
+  t.equal(step.statusCode, 201)
+
+  await ctx.db.updateTable('marketplace_services').set({ active: false }).where('id', '=', serviceId).execute()
+  const inactive = await client.patch(`/v1/process-templates/${id}`, { active: true })
+  assertProblem(t, inactive, 422, /step 1 "Value it".*not an active marketplace service/)
+  t.match(inactive.data.errors, [{ pointer: '/body/active' }])
+
+  await ctx.db.updateTable('marketplace_services').set({ active: true }).where('id', '=', serviceId).execute()
+  await ctx.db.deleteFrom('service_activations').where('tenant_id', '=', tenant.id).execute()
+  assertProblem(t, await client.patch(`/v1/process-templates/${id}`, { active: true }), 422, /step 1 "Value it".*not activated/)
+  t.equal((await client.get(`/v1/process-templates/${id}`)).data.active, false, 'still inactive')
+
+  await activate(ctx.db, tenant.id, serviceId)
+  const activated = await client.patch(`/v1/process-templates/${id}`, { active: true })
+  t.equal(activated.statusCode, 200)
+  t.equal(activated.data.active, true)
+
+  await ctx.db.updateTable('marketplace_services').set({ active: false }).where('id', '=', serviceId).execute()
+  t.equal((await client.patch(`/v1/process-templates/${id}`, { name: 'Renamed' })).statusCode, 200, 'other updates still work')
+  t.equal((await client.patch(`/v1/process-templates/${id}`, { active: false })).data.active, false, 'deactivating always works')
+})
+
+t.test('a template processes were started from cannot be deleted', async (t) => {
+  const ctx = await setupApp(t)
+  const tenant = await ctx.newTenant()
+  const user = await createUser(tenant.client)
+  const id = await createTemplate(tenant.client)
+  await ctx.db.insertInto('process_instances').values({
+    tenant_id: tenant.id, id: randomUUID(), template_id: id, template_name: 'Valuation process',
+    responsible_user_id: user, controller_user_id: user, started_at: new Date()
+  }).execute()
+  assertProblem(t, await tenant.client.delete(`/v1/process-templates/${id}`), 409, /1 process instance/)
+  t.equal((await tenant.client.get(`/v1/process-templates/${id}`)).statusCode, 200, 'still there')
+})
+
+t.test('a copy is inactive, with equal steps under new ids', async (t) => {
+  const ctx = await setupApp(t)
+  const tenant = await ctx.newTenant()
+  const { client } = tenant
+  const serviceId = await valuationService(ctx.db, tenant.id)
+  const id = await createTemplate(client, { name: 'Valuation', description: 'd', notifyOnCompletion: true })
+  await addTaskStep(client, id, 'Call the owner', { deadlineDays: 2, refersTo: { property: true }, responsibility: 'propertyMaintainer' })
+  await client.post(`/v1/process-templates/${id}/steps`, { kind: 'webhook', name: 'Value it', serviceId, parameters: { mode: 'quick' } })
+  await client.patch(`/v1/process-templates/${id}`, { active: true })
+  const original = (await client.get(`/v1/process-templates/${id}`)).data
+
+  const copy = await client.post(`/v1/process-templates/${id}/copy`, {})
+  t.equal(copy.statusCode, 201)
+  t.match(copy.data, { name: 'Copy of Valuation', description: 'd', notifyOnCompletion: true, active: false, version: 1 })
+  t.not(copy.data.id, id)
+  t.equal(copy.data.steps.length, 2)
+  const strip = ({ id: _id, templateId: _templateId, version: _version, ...rest }: Record<string, unknown>) => rest
+  t.same(copy.data.steps.map(strip), original.steps.map(strip), 'same step content')
+  t.notOk(copy.data.steps.some((s: { id: string }) => original.steps.some((o: { id: string }) => o.id === s.id)), 'new step ids')
+  t.ok(copy.data.steps.every((s: { templateId: string }) => s.templateId === copy.data.id))
+
+  const named = await client.post(`/v1/process-templates/${id}/copy`, { name: 'Quick valuation' })
+  t.equal(named.data.name, 'Quick valuation')
+  t.equal((await client.get(`/v1/process-templates/${id}`)).data.steps.length, 2, 'the original keeps its steps')
+  assertProblem(t, await client.post(`/v1/process-templates/${id}/copy`), 400, /body/)
+  assertProblem(t, await client.post(`/v1/process-templates/${id}/copy`, { name: 'x', active: true }), 400)
+  assertProblem(t, await client.post(`/v1/process-templates/${MISSING}/copy`, {}), 404)
+})
