@@ -103,10 +103,10 @@ export interface ProcessTemplatesTable {
   tenant_id: string
   id: string
   name: string
-  description: string
-  active: boolean
+  description: Generated<string>
+  active: Generated<boolean>
   controller_user_id: string | null
-  notify_on_completion: boolean
+  notify_on_completion: Generated<boolean>
   version: Generated<number>
   created_at: CreatedAt
   updated_at: Timestamp
@@ -152,6 +152,7 @@ export interface ProcessInstancesTable {
   status: Generated<InstanceStatus>
   responsible_user_id: string
   controller_user_id: string
+  notify_on_completion: Generated<boolean>
   property_id: string | null
   address_id: string | null
   current_position: number | null
@@ -190,6 +191,8 @@ export interface DeliveriesTable {
   changed_fields: string[] | null
   parameters: Json<JsonObject>
   status: Generated<DeliveryStatus>
+  /** A manual retry or replay starts a new round of attempts with a fresh retry budget. */
+  round: Generated<number>
   attempt_count: Generated<number>
   next_attempt_at: Timestamp
   lease_owner: string | null
@@ -205,6 +208,7 @@ export interface DeliveryAttemptsTable {
   tenant_id: string
   id: string
   delivery_id: string
+  round: number
   attempt_number: number
   started_at: Date
   duration_ms: number
@@ -275,3 +279,6 @@ export type ParameterRow = Selectable<ServiceParametersTable>
 export type TriggerRow = Selectable<ServiceTriggersTable>
 export type TemplateRow = Selectable<ProcessTemplatesTable>
 export type TemplateStepRow = Selectable<TemplateStepsTable>
+export type InstanceRow = Selectable<ProcessInstancesTable>
+export type InstanceStepRow = Selectable<InstanceStepsTable>
+export type DeliveryRow = Selectable<DeliveriesTable>
