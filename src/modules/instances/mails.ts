@@ -1,0 +1,81 @@
+import type { JsonObject } from '../../db/database.js'
+
+export type MailKind = 'deadlineMissed' | 'stepFailed' | 'stepSkipped' | 'processCompleted'
+
+export interface MailFacts {
+  recipientName: string
+  templateName: string
+  instanceId: string
+  timeZone: string
+  step?: { name: string; position: number; stepCount: number; assigneeName: string | null; startedAt: Date | null; deadlineAt?: Date | null }
+  property?: { id: string; fields: JsonObject } | null
+  address?: { id: string; fields: JsonObject } | null
+  /** How late, for a missed deadline. */
+  lateMs?: number
+  reason?: string
+  note?: string | null
+}
+
+export interface MailText {
+  subject: string
+  body: string
+}
+
+export function composeMail(kind: MailKind, facts: MailFacts): MailText {
+  const process = `"${facts.templateName}"`
+  const step = facts.step ? `"${facts.step.name}"` : ''
+  const subject = {
+    deadlineMissed: `Deadline missed: ${step} in ${process} (${duration(facts.lateMs ?? 0)} late)`,
+    stepFailed: `Webhook step failed: ${step} in ${process}`,
+    stepSkipped: `Step skipped: ${step} in ${process}`,
+    processCompleted: `Process completed: ${process}`
+  }[kind]
+  const opening = {
+    deadlineMissed: `the step ${step} of the process ${process} has not ended by its deadline; it is ${duration(facts.lateMs ?? 0)} late.`,
+    stepFailed: `the webhook step ${step} of the process ${process} could not be delivered${facts.reason ? ` (${facts.reason})` : ''}. ` +
+      'It is now a manual step: advance it as done, skip it, or retry the delivery.',
+    stepSkipped: `the step ${step} of the process ${process} was skipped.`,
+    processCompleted: `the process ${process} has completed: every step has ended.`
+  }[kind]
+  return { subject, body: [`Hello ${facts.recipientName},`, '', opening, '', ...details(facts), '', '-- Baton'].join('\n') }
+}
+
+function details(f: MailFacts): string[] {
+  const rows: [string, string | null | undefined][] = [
+    ['Process', `${f.templateName} (instance ${f.instanceId})`],
+    ['Step', f.step ? `${f.step.name} (step ${f.step.position} of ${f.step.stepCount})` : null],
+    ['Assigned to', f.step?.assigneeName],
+    ['Property', f.property ? describeRecord(f.property) : null],
+    ['Address', f.address ? describeRecord(f.address) : null],
+    ['Started', f.step?.startedAt ? localTime(f.step.startedAt, f.timeZone) : null],
+    ['Deadline', f.step?.deadlineAt ? localTime(f.step.deadlineAt, f.timeZone) : null],
+    ['Late by', f.lateMs === undefined ? null : duration(f.lateMs)],
+    ['Note', f.note]
+  ]
+  return rows.filter((r): r is [string, string] => typeof r[1] === 'string' && r[1] !== '').map(([k, v]) => `${`${k}:`.padEnd(13)}${v}`)
+}
+
+function describeRecord(record: { id: string; fields: JsonObject }): string {
+  const shown = Object.entries(record.fields).slice(0, 4).map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+  return shown.length > 0 ? `${record.id} (${shown.join(', ')})` : record.id
+}
+
+export function localTime(instant: Date, timeZone: string): string {
+  const text = new Intl.DateTimeFormat('en-GB', {
+    timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23'
+  }).format(instant)
+  return `${text} (${timeZone})`
+}
+
+/** "2 days 3 hours", "45 minutes", "less than a minute". */
+export function duration(ms: number): string {
+  const units: [string, number][] = [['day', 86_400_000], ['hour', 3_600_000], ['minute', 60_000]]
+  const parts: string[] = []
+  let rest = Math.max(0, ms)
+  for (const [name, size] of units) {
+    const count = Math.floor(rest / size)
+    rest -= count * size
+    if (count > 0 && parts.length < 2) parts.push(`${count} ${name}${count === 1 ? '' : 's'}`)
+  }
+  return parts.length > 0 ? parts.join(' ') : 'less than a minute'
+}

@@ -1,0 +1,46 @@
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import type { Clock } from '../adapters/clock.js'
+import { createHttpClient } from '../adapters/http-client.js'
+import { createMailer } from '../adapters/mailer.js'
+import type { Config } from '../config.js'
+import type { DatabaseHandle } from '../db/connect.js'
+import { VERSION } from '../version.js'
+import { DEFAULT_RETRY_POLICY } from './retry-policy.js'
+import { createScheduler, type Logger, type Scheduler } from './scheduler.js'
+
+export const WORK_CHANNEL = 'baton_work'
+
+/** Wires the scheduler to the outside world from the configuration. */
+export function buildScheduler(config: Config, database: DatabaseHandle, clock: Clock, log: Logger): Scheduler {
+  const userAgent = `Baton/${VERSION}`
+  const http = createHttpClient({ maxBodyBytes: config.WEBHOOK_MAX_BODY_BYTES, maxSockets: config.SCHEDULER_CONCURRENCY, userAgent })
+  const mailer = createMailer({ smtpUrl: config.SMTP_URL, mailDir: `${config.BATON_DATA_DIR}/mail` })
+  const scheduler = createScheduler({
+    db: database.db,
+    clock,
+    http,
+    mailer,
+    log,
+    workerId: config.BATON_WORKER_ID ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
+    settings: {
+      pollIntervalMs: config.SCHEDULER_POLL_INTERVAL_MS,
+      batchSize: config.SCHEDULER_BATCH_SIZE,
+      concurrency: config.SCHEDULER_CONCURRENCY,
+      leaseMs: config.SCHEDULER_LEASE_MS,
+      timeoutMs: config.WEBHOOK_TIMEOUT_MS,
+      mailFrom: config.MAIL_FROM,
+      userAgent,
+      policy: { ...DEFAULT_RETRY_POLICY, maxAttempts: config.WEBHOOK_MAX_ATTEMPTS }
+    },
+    listen: (onWork) => database.listen(WORK_CHANNEL, onWork)
+  })
+  return {
+    ...scheduler,
+    async stop(graceMs) {
+      await scheduler.stop(graceMs)
+      http.close()
+      mailer.close()
+    }
+  }
+}

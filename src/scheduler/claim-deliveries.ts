@@ -1,0 +1,69 @@
+import { sql } from 'kysely'
+import type { DB } from '../db/connect.js'
+import type { DeliveryMode, JsonObject } from '../db/database.js'
+
+/** A delivery this worker holds a lease on, with what its call needs. */
+export interface ClaimedDelivery {
+  tenantId: string
+  id: string
+  serviceId: string
+  source: 'step' | 'trigger'
+  instanceId: string | null
+  stepId: string | null
+  propertyId: string | null
+  addressId: string | null
+  event: string | null
+  changedFields: string[] | null
+  parameters: JsonObject
+  round: number
+  attempt: number
+  fence: number
+  webhookUrl: string
+  secret: string
+  mode: DeliveryMode
+  customerWebId: string
+  customerName: string
+  timeZone: string
+  serviceName: string
+  assigneeUserId: string | null
+}
+
+/**
+ * Claims due deliveries with `FOR UPDATE SKIP LOCKED`, so workers never take the same row: each
+ * claim is a lease that expires, and bumps the fence that completion must present. The steps of the
+ * claimed deliveries turn `running` in the same statement.
+ */
+export async function claimDeliveries(db: DB, options: { workerId: string; now: Date; leaseMs: number; limit: number }): Promise<ClaimedDelivery[]> {
+  const leaseUntil = new Date(options.now.getTime() + options.leaseMs)
+  const { rows } = await sql<ClaimedDelivery>`
+    with picked as (
+      select tenant_id, id from deliveries
+      where status = 'pending' and next_attempt_at <= ${options.now}
+      order by next_attempt_at
+      limit ${options.limit}
+      for update skip locked
+    ), claimed as (
+      update deliveries d
+      set status = 'running', lease_owner = ${options.workerId}, lease_expires_at = ${leaseUntil},
+          fence = d.fence + 1, attempt_count = d.attempt_count + 1
+      from picked
+      where d.tenant_id = picked.tenant_id and d.id = picked.id
+      returning d.*
+    ), running_steps as (
+      update instance_steps st set state = 'running'
+      from claimed c
+      where st.tenant_id = c.tenant_id and st.id = c.step_id and st.state = 'due'
+    )
+    select c.tenant_id as "tenantId", c.id, c.service_id as "serviceId", c.source, c.instance_id as "instanceId",
+      c.step_id as "stepId", c.property_id as "propertyId", c.address_id as "addressId", c.event,
+      c.changed_fields as "changedFields", c.parameters, c.round, c.attempt_count as attempt, c.fence,
+      s.webhook_url as "webhookUrl", s.secret, s.delivery as mode, s.name as "serviceName",
+      t.web_id as "customerWebId", t.name as "customerName", t.time_zone as "timeZone",
+      st.assignee_user_id as "assigneeUserId"
+    from claimed c
+    join marketplace_services s on s.id = c.service_id
+    join tenants t on t.id = c.tenant_id
+    left join instance_steps st on st.tenant_id = c.tenant_id and st.id = c.step_id
+  `.execute(db)
+  return rows
+}

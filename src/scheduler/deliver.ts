@@ -1,0 +1,55 @@
+import type { Clock } from '../adapters/clock.js'
+import { HttpCallError, type HttpClient, type HttpResponse } from '../adapters/http-client.js'
+import type { DB } from '../db/connect.js'
+import type { ClaimedDelivery } from './claim-deliveries.js'
+import { recordOutcome, type Recorded } from './record-outcome.js'
+import { decide, type AttemptResult, type RetryPolicy } from './retry-policy.js'
+import { buildQueryRequest } from './webhook-request.js'
+
+export interface DeliverDeps {
+  db: DB
+  clock: Clock
+  http: HttpClient
+  policy: RetryPolicy
+  timeoutMs: number
+  userAgent: string
+}
+
+const LOGGED_BODY_BYTES = 4096
+
+/** Calls the provider for one claimed delivery, outside any transaction, then records the outcome. */
+export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, signal?: AbortSignal): Promise<Recorded> {
+  const startedAt = deps.clock.now()
+  const request = buildQueryRequest(delivery, startedAt, deps.userAgent, deps.timeoutMs)
+  const started = performance.now()
+  let result: AttemptResult
+  let response: HttpResponse | undefined
+  try {
+    response = await deps.http.send(signal ? { ...request, signal } : request)
+    result = { kind: 'response', status: response.status, retryAfter: header(response, 'retry-after') }
+  } catch (error) {
+    if (signal?.aborted) throw error
+    result = { kind: 'error', error: error instanceof HttpCallError ? `${error.code}: ${error.message}` : String(error) }
+  }
+  const durationMs = Math.round(performance.now() - started)
+  const now = deps.clock.now()
+  return recordOutcome(deps.db, {
+    delivery,
+    startedAt,
+    durationMs,
+    statusCode: response?.status ?? null,
+    error: result.kind === 'error' ? result.error : null,
+    responseBody: response ? firstBytes(response.body, LOGGED_BODY_BYTES) : null,
+    decision: decide(result, delivery.attempt, now, deps.policy)
+  }, now)
+}
+
+function header(response: HttpResponse, name: string): string | undefined {
+  const value = response.headers[name]
+  return Array.isArray(value) ? value[0] : value
+}
+
+function firstBytes(text: string, bytes: number): string {
+  const buffer = Buffer.from(text, 'utf8')
+  return buffer.length <= bytes ? text : buffer.subarray(0, bytes).toString('utf8')
+}

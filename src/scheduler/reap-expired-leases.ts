@@ -1,0 +1,35 @@
+import { sql } from 'kysely'
+import type { DB } from '../db/connect.js'
+
+/**
+ * Deliveries whose worker vanished (its lease ran out) go back to pending, with an attempt row saying
+ * so; their steps return to `due`. Claimed rows are skipped, so reapers in many workers do not clash.
+ */
+export async function reapExpiredLeases(db: DB, now: Date, limit = 500): Promise<number> {
+  const { rows } = await sql<{ id: string }>`
+    with expired as (
+      select tenant_id, id from deliveries
+      where status = 'running' and lease_expires_at < ${now}
+      limit ${limit}
+      for update skip locked
+    ), released as (
+      update deliveries d
+      set status = 'pending', lease_owner = null, lease_expires_at = null, next_attempt_at = ${now},
+          last_error = 'the worker holding this delivery stopped before it finished'
+      from expired e
+      where d.tenant_id = e.tenant_id and d.id = e.id
+      returning d.tenant_id, d.id, d.step_id, d.round, d.attempt_count, d.lease_expires_at
+    ), logged as (
+      insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome, error)
+      select tenant_id, gen_random_uuid(), id, round, attempt_count, ${now}, 0, 'retry',
+        'lease expired: the worker stopped before recording an outcome'
+      from released
+    ), due_again as (
+      update instance_steps st set state = 'due'
+      from released r
+      where st.tenant_id = r.tenant_id and st.id = r.step_id and st.state = 'running'
+    )
+    select id from released
+  `.execute(db)
+  return rows.length
+}

@@ -1,0 +1,61 @@
+import type { DB } from '../db/connect.js'
+import { newId } from '../lib/ids.js'
+import { lockInstance, findStep, updateStep } from '../modules/instances/runtime-repository.js'
+import { endStep, failWebhookStep, recordActivity, type Moment } from '../modules/instances/transitions.js'
+import type { ClaimedDelivery } from './claim-deliveries.js'
+import type { Decision } from './retry-policy.js'
+import * as repo from './delivery-repository.js'
+
+export interface AttemptOutcome {
+  delivery: ClaimedDelivery
+  startedAt: Date
+  durationMs: number
+  statusCode: number | null
+  error: string | null
+  responseBody: string | null
+  decision: Decision
+}
+
+export type Recorded = 'recorded' | 'fenced'
+
+/**
+ * Records one attempt in a short transaction after the call. The update presents the claim's fence,
+ * so a worker whose lease expired (and whose delivery another worker took over) changes nothing.
+ * Success ends the step and starts the next one in the same transaction.
+ */
+export function recordOutcome(db: DB, outcome: AttemptOutcome, now: Date): Promise<Recorded> {
+  const { delivery, decision } = outcome
+  return db.transaction().execute(async (trx) => {
+    const instance = delivery.instanceId ? await lockInstance(trx, delivery.tenantId, delivery.instanceId) : undefined
+    await repo.insertAttempt(trx, {
+      tenant_id: delivery.tenantId,
+      id: newId(),
+      delivery_id: delivery.id,
+      round: delivery.round,
+      attempt_number: delivery.attempt,
+      started_at: outcome.startedAt,
+      duration_ms: outcome.durationMs,
+      outcome: decision.action === 'succeed' ? 'succeeded' : decision.action === 'retry' ? 'retry' : 'failed',
+      status_code: outcome.statusCode,
+      error: outcome.error,
+      response_body: outcome.responseBody
+    })
+    const settled = await repo.settleDelivery(trx, delivery, decision, outcome, now)
+    if (!settled) return 'fenced'
+    const step = delivery.stepId ? await findStep(trx, delivery.tenantId, delivery.stepId) : undefined
+    if (!instance || !step || instance.status !== 'running') return 'recorded'
+    const moment: Moment = { now, timeZone: delivery.timeZone }
+    if (decision.action === 'retry') {
+      if (step.state === 'running') await updateStep(trx, delivery.tenantId, step.id, { state: 'due' })
+    } else if (step.state === 'running' || step.state === 'due') {
+      if (decision.action === 'succeed') {
+        await recordActivity(trx, instance, step, now, 'webhookSucceeded',
+          `${delivery.serviceName} answered HTTP ${outcome.statusCode}.`, { deliveryId: delivery.id, statusCode: outcome.statusCode })
+        await endStep(trx, instance, step, 'done', moment, null, delivery.serviceName)
+      } else {
+        await failWebhookStep(trx, instance, step, moment, decision.reason, delivery)
+      }
+    }
+    return 'recorded'
+  })
+}

@@ -1,0 +1,195 @@
+import type { Clock } from '../adapters/clock.js'
+import type { HttpClient } from '../adapters/http-client.js'
+import type { Mailer } from '../adapters/mailer.js'
+import type { DB } from '../db/connect.js'
+import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
+import { deliver, type DeliverDeps } from './deliver.js'
+import { releaseDelivery } from './delivery-repository.js'
+import { nextDueAt } from './next-due.js'
+import { reapExpiredLeases } from './reap-expired-leases.js'
+import type { RetryPolicy } from './retry-policy.js'
+import { sendQueuedMail } from './send-mail.js'
+import { startDueSteps } from './start-due-steps.js'
+import { sweepDeadlines } from './sweep-deadlines.js'
+
+export interface SchedulerSettings {
+  pollIntervalMs: number
+  batchSize: number
+  concurrency: number
+  leaseMs: number
+  timeoutMs: number
+  mailFrom: string
+  userAgent: string
+  policy: RetryPolicy
+}
+
+export interface Logger {
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+  error(obj: object, msg?: string): void
+}
+
+export interface SchedulerDeps {
+  db: DB
+  clock: Clock
+  http: HttpClient
+  mailer: Mailer
+  log: Logger
+  workerId: string
+  settings: SchedulerSettings
+  /** Subscribes to "new work" notifications; returns the unsubscribe. */
+  listen?: (onWork: () => void) => Promise<() => Promise<void>>
+}
+
+export interface RunSummary {
+  stepsStarted: number
+  deliveries: number
+  deadlines: number
+  mails: number
+  reaped: number
+}
+
+export interface Scheduler {
+  /** Drains everything due now and returns what it did: for tests and one-off runs. */
+  runOnce(): Promise<RunSummary>
+  start(): Promise<void>
+  /** Stops claiming, lets calls in flight finish within the grace period, releases the rest. */
+  stop(graceMs: number): Promise<void>
+  wake(): void
+}
+
+export function createScheduler(deps: SchedulerDeps): Scheduler {
+  const { db, clock, settings } = deps
+  const deliverDeps: DeliverDeps = { db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent }
+  const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; done: Promise<unknown> }>()
+  let stopping = false
+  let loop: Promise<void> | undefined
+  let unlisten: (() => Promise<void>) | undefined
+  let wakeUp: (() => void) | undefined
+  let choresWanted = true
+
+  /** New work was announced: run the chores and claim at once. */
+  const wake = () => {
+    choresWanted = true
+    wakeUp?.()
+  }
+
+  async function claimAndDispatch(): Promise<number> {
+    const room = settings.concurrency - inFlight.size
+    if (room <= 0 || stopping) return 0
+    const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit: Math.min(room, settings.batchSize) })
+    for (const claim of claims) dispatch(claim)
+    return claims.length
+  }
+
+  function dispatch(claim: ClaimedDelivery): void {
+    const abort = new AbortController()
+    const done = deliver(deliverDeps, claim, abort.signal)
+      .catch(async (error: unknown) => {
+        if (abort.signal.aborted) return releaseDelivery(db, claim, clock.now())
+        deps.log.error({ err: error, deliveryId: claim.id }, 'recording a delivery failed; its lease will expire and it will be retried')
+      })
+      .finally(() => {
+        inFlight.delete(claim.id)
+        wakeUp?.()
+      })
+    inFlight.set(claim.id, { claim, abort, done })
+  }
+
+  async function housekeeping(): Promise<Omit<RunSummary, 'deliveries'>> {
+    const now = clock.now()
+    const reaped = await reapExpiredLeases(db, now)
+    const stepsStarted = await startDueSteps(db, now, settings.batchSize)
+    const deadlines = await sweepDeadlines(db, now, settings.batchSize)
+    const mails = await sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit: settings.batchSize })
+    return { reaped, stepsStarted, deadlines, mails }
+  }
+
+  async function runOnce(): Promise<RunSummary> {
+    const total: RunSummary = { stepsStarted: 0, deliveries: 0, deadlines: 0, mails: 0, reaped: 0 }
+    for (;;) {
+      const chores = await housekeeping()
+      let deliveries = 0
+      for (let claimed = await claimAndDispatch(); claimed > 0 || inFlight.size > 0; claimed = await claimAndDispatch()) {
+        deliveries += claimed
+        if (inFlight.size > 0) await Promise.race([...inFlight.values()].map((f) => f.done))
+      }
+      const mails = deliveries > 0 ? await sendQueuedMail(db, deps.mailer, { now: clock.now(), from: settings.mailFrom, limit: settings.batchSize }) : 0
+      const pass = { ...chores, deliveries, mails: chores.mails + mails }
+      for (const key of Object.keys(total) as (keyof RunSummary)[]) total[key] += pass[key]
+      if (Object.values(pass).every((n) => n === 0)) return total
+    }
+  }
+
+  async function run(): Promise<void> {
+    let lastChores = 0
+    while (!stopping) {
+      try {
+        const claimed = await claimAndDispatch()
+        const now = clock.now().getTime()
+        if (choresWanted || now - lastChores >= settings.pollIntervalMs) {
+          choresWanted = false
+          lastChores = now
+          const chores = await housekeeping()
+          if (Object.values(chores).some((n) => n > 0)) {
+            choresWanted = true
+            continue
+          }
+        }
+        if (claimed > 0 && inFlight.size < settings.concurrency) continue
+        await sleep(await idleMs())
+      } catch (error) {
+        deps.log.error({ err: error }, 'scheduler pass failed; retrying shortly')
+        await sleep(settings.pollIntervalMs)
+      }
+    }
+  }
+
+  /** Until the next known due time, at most a poll interval; a NOTIFY or a finished call wakes earlier. */
+  async function idleMs(): Promise<number> {
+    if (inFlight.size >= settings.concurrency) return settings.pollIntervalMs
+    const next = await nextDueAt(db)
+    const untilNext = next ? next.getTime() - clock.now().getTime() : settings.pollIntervalMs
+    return Math.max(0, Math.min(settings.pollIntervalMs, untilNext))
+  }
+
+  function sleep(ms: number): Promise<void> {
+    if (ms <= 0 || stopping) {
+      choresWanted = true
+      return Promise.resolve()
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        choresWanted = true
+        done()
+      }, ms)
+      function done() {
+        clearTimeout(timer)
+        wakeUp = undefined
+        resolve()
+      }
+      wakeUp = done
+    })
+  }
+
+  return {
+    runOnce,
+    wake,
+    async start() {
+      if (deps.listen) unlisten = await deps.listen(wake)
+      stopping = false
+      loop = run()
+    },
+    async stop(graceMs) {
+      stopping = true
+      wake()
+      await loop
+      await unlisten?.()
+      const pending = [...inFlight.values()]
+      const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
+      await Promise.race([Promise.all(pending.map((f) => f.done)), graceOver])
+      for (const flight of inFlight.values()) flight.abort.abort()
+      await Promise.all([...inFlight.values()].map((f) => f.done))
+    }
+  }
+}

@@ -1,0 +1,53 @@
+import { sql } from 'kysely'
+import type { Mailer } from '../adapters/mailer.js'
+import type { DB } from '../db/connect.js'
+
+interface ClaimedMail {
+  tenant_id: string
+  id: string
+  to_address: string
+  subject: string
+  body: string
+  attempt_count: number
+}
+
+const LEASE_MS = 120_000
+const MAX_BACKOFF_MS = 3_600_000
+
+/**
+ * Sends queued mails. A claim leases each mail so one worker sends it; a failed send stays queued
+ * and is retried with backoff (never dropped). A mail sent just before a crash may go out twice; its
+ * stable Message-ID lets the receiving side fold the copies.
+ */
+export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Date; from: string; limit: number }): Promise<number> {
+  const { now } = options
+  const { rows } = await sql<ClaimedMail>`
+    update outbox_mails m
+    set lease_expires_at = ${new Date(now.getTime() + LEASE_MS)}, attempt_count = m.attempt_count + 1
+    from (
+      select tenant_id, id from outbox_mails
+      where sent_at is null and next_attempt_at <= ${now} and (lease_expires_at is null or lease_expires_at < ${now})
+      order by next_attempt_at
+      limit ${options.limit}
+      for update skip locked
+    ) picked
+    where m.tenant_id = picked.tenant_id and m.id = picked.id
+    returning m.tenant_id, m.id, m.to_address, m.subject, m.body, m.attempt_count
+  `.execute(db)
+  let sent = 0
+  for (const mail of rows) {
+    try {
+      await mailer.send({ from: options.from, to: mail.to_address, subject: mail.subject, text: mail.body, messageId: `<${mail.id}@baton>` })
+      await markMail(db, mail, { sent_at: now, lease_expires_at: null, last_error: null })
+      sent += 1
+    } catch (error) {
+      const delay = Math.min(MAX_BACKOFF_MS, 10_000 * 2 ** (mail.attempt_count - 1))
+      await markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) })
+    }
+  }
+  return sent
+}
+
+function markMail(db: DB, mail: ClaimedMail, changes: { sent_at?: Date; lease_expires_at: null; last_error: string | null; next_attempt_at?: Date }) {
+  return db.updateTable('outbox_mails').set(changes).where('tenant_id', '=', mail.tenant_id).where('id', '=', mail.id).execute()
+}
