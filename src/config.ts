@@ -13,7 +13,18 @@ export const ConfigSchema = Type.Object({
   BATON_DATA_DIR: Type.String({ minLength: 1, default: './data' }),
   BATON_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 24 })),
   BATON_MIGRATE_ON_START: Type.Boolean({ default: true }),
-  BATON_TRUST_PROXY: Flag
+  BATON_TRUST_PROXY: Flag,
+  BATON_WORKER_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+  SCHEDULER_POLL_INTERVAL_MS: Type.Integer({ minimum: 10, maximum: 600_000, default: 1000 }),
+  SCHEDULER_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
+  SCHEDULER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 32 }),
+  SCHEDULER_LEASE_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
+  WEBHOOK_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 10_000 }),
+  WEBHOOK_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 50, default: 8 }),
+  WEBHOOK_MAX_BODY_BYTES: Type.Integer({ minimum: 1024, maximum: 10_485_760, default: 65_536 }),
+  SMTP_URL: Type.Optional(Type.String({ pattern: '^smtps?://' })),
+  MAIL_FROM: Type.String({ minLength: 3, default: 'Baton <baton@localhost>' })
 })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
@@ -36,6 +47,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     const first = Value.Errors(schema, config[key])[0]
     return first ? [`${key}: ${expectation(schema as { anyOf?: { const?: unknown }[] }, first.message)}`] : []
   })
+  if (Number(config.SCHEDULER_LEASE_MS) <= Number(config.WEBHOOK_TIMEOUT_MS)) {
+    problems.push('SCHEDULER_LEASE_MS: must be longer than WEBHOOK_TIMEOUT_MS, or a slow call would lose its lease')
+  }
   if (problems.length > 0) {
     throw new ConfigError(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
   }
