@@ -16,6 +16,9 @@ const PG_CLIENT_ERRORS: Record<string, [number, string]> = {
   '22P02': [400, 'A value has the wrong format.'],
   '22003': [400, 'A number is out of range.'],
   '22001': [400, 'A value is too long.'],
+  // NUL (U+0000) in text (22021) or as \u0000 in jsonb (22P05): Postgres cannot store it.
+  '22021': [400, 'The text contains a character that cannot be stored (e.g. NUL, U+0000).'],
+  '22P05': [400, 'The text contains a character that cannot be stored (e.g. NUL, U+0000).'],
   '40001': [409, 'The request collided with a concurrent change; retry it.'],
   '40P01': [409, 'The request collided with a concurrent change; retry it.']
 }

@@ -1,0 +1,23 @@
+import t from 'tap'
+import { setupApp } from '../helpers/app.js'
+import { assertProblem } from '../helpers/assertions.js'
+
+// Postgres cannot store NUL: in text it fails with 22021, as \u0000 in jsonb with 22P05.
+// Either is the client's doing and answers 400, not 500.
+t.test('text Postgres cannot store answers 400', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const unstorable = /character that cannot be stored.*NUL/
+
+  assertProblem(t, await client.post('/v1/users', { name: 'Anna\u0000Berg', email: 'anna@example.com' }), 400, unstorable)
+  const anna = await client.post('/v1/users', { name: 'Anna Berg', email: 'anna@example.com' })
+  t.equal(anna.statusCode, 201)
+  assertProblem(t, await client.patch(`/v1/users/${anna.data.id}`, { name: 'Anna\u0000' }), 400, unstorable)
+
+  assertProblem(t, await client.post('/v1/properties', { fields: { city: 'Ber\u0000lin' } }), 400, unstorable)
+  assertProblem(t, await client.post('/v1/addresses', { fields: { 'na\u0000me': 'x' } }), 400, unstorable)
+  const property = await client.post('/v1/properties', { fields: { city: 'Berlin' } })
+  t.equal(property.statusCode, 201)
+  assertProblem(t, await client.patch(`/v1/properties/${property.data.id}`, { fields: { city: '\u0000' } }), 400, unstorable)
+  t.same((await client.get(`/v1/properties/${property.data.id}`)).data.fields, { city: 'Berlin' }, 'unchanged')
+})
