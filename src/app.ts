@@ -6,7 +6,9 @@ import type { DB } from './db/connect.js'
 import addressRoutes from './modules/addresses/routes.js'
 import activationRoutes from './modules/marketplace/activation-routes.js'
 import apiKeyRoutes from './modules/tenants/api-key-routes.js'
+import deliveryRoutes from './modules/deliveries/routes.js'
 import healthRoutes from './modules/health/routes.js'
+import instanceRoutes from './modules/instances/routes.js'
 import parameterRoutes from './modules/marketplace/parameter-routes.js'
 import propertyRoutes from './modules/properties/routes.js'
 import serviceRoutes from './modules/marketplace/routes.js'
@@ -72,6 +74,8 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   await app.register(activationRoutes, { ...modules, prefix: '/v1' })
   await app.register(templateRoutes, { ...modules, prefix: '/v1' })
   await app.register(stepRoutes, { ...modules, prefix: '/v1' })
+  await app.register(instanceRoutes, { ...modules, prefix: '/v1' })
+  await app.register(deliveryRoutes, { ...modules, prefix: '/v1' })
 
   return app
 }

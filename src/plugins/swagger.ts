@@ -12,7 +12,9 @@ export const TAGS = [
   { name: 'properties', description: 'Real-estate records' },
   { name: 'addresses', description: 'Contact records' },
   { name: 'marketplace', description: 'The marketplace catalogue: services, parameters, triggers, activation' },
-  { name: 'templates', description: 'Process templates and their steps' }
+  { name: 'templates', description: 'Process templates and their steps' },
+  { name: 'process instances', description: 'Running processes: start, advance, cancel, retry a failed webhook step' },
+  { name: 'deliveries', description: 'Webhook deliveries and the log of their attempts' }
 ]
 
 async function swaggerPlugin(app: FastifyInstance): Promise<void> {

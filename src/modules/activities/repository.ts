@@ -2,8 +2,8 @@ import type { DB } from '../../db/connect.js'
 import type { JsonObject } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
 
-/** The activity column that links an entry to a record. */
-export type ActivityLink = 'property_id' | 'address_id'
+/** The activity column that links an entry to a record or a process. */
+export type ActivityLink = 'property_id' | 'address_id' | 'instance_id'
 
 export interface NewActivityRow {
   tenant_id: string

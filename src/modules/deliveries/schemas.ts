@@ -1,0 +1,58 @@
+import { Type, type Static } from 'typebox'
+import { PageQuerySchema, Timestamp, Uuid } from '../../schemas/common.js'
+
+const OptionalId = Type.Union([Uuid, Type.Null()])
+const OptionalTimestamp = Type.Union([Timestamp, Type.Null()])
+
+export const AttemptOutcomeSchema = Type.Union([Type.Literal('succeeded'), Type.Literal('retry'), Type.Literal('failed')], {
+  description: 'succeeded (2xx), retry (will be tried again) or failed (gave up)'
+})
+
+export const DeliveryAttemptSchema = Type.Object(
+  {
+    id: Uuid,
+    round: Type.Integer({ description: 'A manual retry starts a new round' }),
+    attempt: Type.Integer({ minimum: 1 }),
+    startedAt: Timestamp,
+    durationMs: Type.Integer(),
+    outcome: AttemptOutcomeSchema,
+    statusCode: Type.Union([Type.Integer(), Type.Null()]),
+    error: Type.Union([Type.String(), Type.Null()], { description: 'Network error, timeout or refusal, when there was no response' }),
+    responseBody: Type.Union([Type.String(), Type.Null()], { description: 'The first 4 KiB of the response body' })
+  },
+  { $id: 'DeliveryAttempt' }
+)
+export type DeliveryAttempt = Static<typeof DeliveryAttemptSchema>
+
+export const DeliverySchema = Type.Object(
+  {
+    id: Uuid,
+    serviceId: Uuid,
+    source: Type.Union([Type.Literal('step'), Type.Literal('trigger')]),
+    instanceId: OptionalId,
+    stepId: OptionalId,
+    propertyId: OptionalId,
+    addressId: OptionalId,
+    status: Type.String({ description: 'pending, running, succeeded, failed or cancelled' }),
+    round: Type.Integer(),
+    attemptCount: Type.Integer({ description: 'Attempts made in the current round' }),
+    nextAttemptAt: OptionalTimestamp,
+    lastStatusCode: Type.Union([Type.Integer(), Type.Null()]),
+    lastError: Type.Union([Type.String(), Type.Null()]),
+    createdAt: Timestamp,
+    finishedAt: OptionalTimestamp,
+    attempts: Type.Array(Type.Ref('DeliveryAttempt'), { description: 'Every attempt, oldest first' })
+  },
+  { $id: 'Delivery', description: 'One logical webhook call with its attempts' }
+)
+export type Delivery = Static<typeof DeliverySchema>
+
+export const ListDeliveriesQuerySchema = Type.Object({
+  ...PageQuerySchema.properties,
+  instanceId: Type.Optional(Uuid),
+  stepId: Type.Optional(Uuid),
+  serviceId: Type.Optional(Uuid),
+  status: Type.Optional(Type.Union(['pending', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => Type.Literal(s)))),
+  outcome: Type.Optional(Type.Union([AttemptOutcomeSchema], { description: 'Deliveries with at least one attempt of this outcome' }))
+})
+export type ListDeliveriesQuery = Static<typeof ListDeliveriesQuerySchema>

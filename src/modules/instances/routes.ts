@@ -1,0 +1,102 @@
+import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import type { ModuleOptions } from '../../app.js'
+import { ActivitySchema } from '../activities/schemas.js'
+import { pageRequest } from '../../lib/pagination.js'
+import { setETag } from '../../lib/versioning.js'
+import { tenantOf } from '../../plugins/auth.js'
+import { IdParamsSchema, Page, PageQuerySchema, problems } from '../../schemas/common.js'
+import {
+  AdvanceSchema, CancelSchema, DeliverySummarySchema, InstanceSchema, InstanceStepSchema, InstanceSummarySchema,
+  ListInstancesQuerySchema, StartHeadersSchema, StartInstanceSchema, StepParamsSchema
+} from './schemas.js'
+import * as instances from './service.js'
+
+const Instance = Type.Ref('ProcessInstance')
+
+export default async function instanceRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  app.addSchema(ActivitySchema)
+  app.addSchema(DeliverySummarySchema)
+  app.addSchema(InstanceStepSchema)
+  app.addSchema(InstanceSummarySchema)
+  app.addSchema(InstanceSchema)
+  const tags = ['process instances']
+
+  app.post('/process-instances', {
+    schema: {
+      tags, summary: 'Start a process from an active template',
+      description: 'Copies the template\'s steps and enters the first one. With an Idempotency-Key, a retried start ' +
+        'answers 200 with the process the first request started.',
+      headers: StartHeadersSchema, body: StartInstanceSchema,
+      response: { 200: Instance, 201: Instance, ...problems(400, 401, 403, 409, 422) }
+    }
+  }, async (request, reply) => {
+    const started = await instances.startInstance(db, clock, tenantOf(request), request.body, request.headers['idempotency-key'])
+    setETag(reply, started.instance.version)
+    if (!started.created) reply.header('idempotent-replayed', 'true')
+    return reply.code(started.created ? 201 : 200).send(started.instance)
+  })
+
+  app.get('/process-instances', {
+    schema: {
+      tags, summary: 'List process instances, newest first', querystring: ListInstancesQuerySchema,
+      response: { 200: Page(Type.Ref('ProcessInstanceSummary')), ...problems(400, 401, 403) }
+    }
+  }, async (request) => instances.listInstances(db, tenantOf(request), pageRequest(request.query), request.query))
+
+  app.get('/process-instances/:id', {
+    schema: {
+      tags, summary: 'Get a process instance with its steps and their deliveries', params: IdParamsSchema,
+      response: { 200: Instance, ...problems(400, 401, 403, 404) }
+    }
+  }, async (request, reply) => {
+    const instance = await instances.getInstance(db, tenantOf(request), request.params.id)
+    setETag(reply, instance.version)
+    return instance
+  })
+
+  app.post('/process-instances/:id/advance', {
+    schema: {
+      tags, summary: 'End the current step as done or skipped and start the next one',
+      description: 'A due task: done or skipped. A failed webhook step: done (resolved by hand) or skipped. A waiting step, ' +
+        'or a due webhook not yet claimed: skipped. A webhook call in flight, a stale stepId or a concurrent advance: 409.',
+      params: IdParamsSchema, body: AdvanceSchema,
+      response: { 200: Instance, ...problems(400, 401, 403, 404, 409) }
+    }
+  }, async (request, reply) => {
+    const instance = await instances.advanceInstance(db, clock, tenantOf(request), request.params.id, request.body, 'via the API')
+    setETag(reply, instance.version)
+    return instance
+  })
+
+  app.post('/process-instances/:id/cancel', {
+    schema: {
+      tags, summary: 'Cancel a running process', params: IdParamsSchema, body: Type.Optional(CancelSchema),
+      response: { 200: Instance, ...problems(400, 401, 403, 404, 409) }
+    }
+  }, async (request, reply) => {
+    const instance = await instances.cancelProcess(db, clock, tenantOf(request), request.params.id, request.body?.note ?? null)
+    setETag(reply, instance.version)
+    return instance
+  })
+
+  app.post('/process-instances/:id/steps/:stepId/retry', {
+    schema: {
+      tags, summary: 'Send a failed webhook step back to the scheduler', params: StepParamsSchema,
+      response: { 200: Instance, ...problems(400, 401, 403, 404, 409) }
+    }
+  }, async (request, reply) => {
+    const instance = await instances.retryStep(db, clock, tenantOf(request), request.params.id, request.params.stepId)
+    setETag(reply, instance.version)
+    return instance
+  })
+
+  app.get('/process-instances/:id/activities', {
+    schema: {
+      tags, summary: 'List the activity entries of a process, newest first', params: IdParamsSchema, querystring: PageQuerySchema,
+      response: { 200: Page(Type.Ref('Activity')), ...problems(400, 401, 403, 404) }
+    }
+  }, async (request) => instances.listInstanceActivities(db, tenantOf(request), request.params.id, pageRequest(request.query)))
+}

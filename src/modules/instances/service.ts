@@ -1,0 +1,314 @@
+import type { Clock } from '../../adapters/clock.js'
+import type { DB } from '../../db/connect.js'
+import type { InstanceRow, InstanceStepRow, TemplateStepRow } from '../../db/database.js'
+import { conflict, notFound, unprocessable, type FieldError } from '../../errors.js'
+import { newId } from '../../lib/ids.js'
+import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
+import * as activities from '../activities/service.js'
+import type { Activity } from '../activities/schemas.js'
+import { findRecord } from '../records/repository.js'
+import { findActiveService, isServiceActivated, isTenantUser } from '../templates/lookup-repository.js'
+import { findTemplate } from '../templates/repository.js'
+import { listSteps as listTemplateSteps } from '../templates/step-repository.js'
+import * as repo from './repository.js'
+import * as runtime from './runtime-repository.js'
+import type { Advance, DeliverySummary, Instance, InstanceStep, InstanceSummary, ListInstancesQuery, StartInstance } from './schemas.js'
+import { cancelInstance, endStep, enterStep, recordActivity, type Moment } from './transitions.js'
+
+type DeliveryRow = Awaited<ReturnType<typeof repo.latestDeliveriesOf>>[number]
+
+const iso = (date: Date | null) => date?.toISOString() ?? null
+
+function toDeliverySummary(row: DeliveryRow): DeliverySummary {
+  return {
+    id: row.id,
+    status: row.status,
+    round: row.round,
+    attempts: row.attempt_count,
+    nextAttemptAt: row.status === 'pending' ? row.next_attempt_at.toISOString() : null,
+    lastStatusCode: row.last_status_code,
+    lastError: row.last_error
+  }
+}
+
+function toInstanceStep(row: InstanceStepRow, delivery: DeliveryRow | undefined): InstanceStep {
+  return {
+    id: row.id,
+    position: row.position,
+    kind: row.kind,
+    name: row.name,
+    state: row.state,
+    start: row.start_mode === 'daysAfterPrevious' ? { mode: row.start_mode, days: row.start_days ?? 0 } : { mode: row.start_mode },
+    deadlineDays: row.deadline_days,
+    refersTo: { property: row.refers_to_property, address: row.refers_to_address },
+    serviceId: row.service_id,
+    startAt: iso(row.start_at),
+    startedAt: iso(row.started_at),
+    endedAt: iso(row.ended_at),
+    assigneeUserId: row.assignee_user_id,
+    deadlineAt: iso(row.deadline_at),
+    note: row.note,
+    delivery: delivery ? toDeliverySummary(delivery) : null
+  }
+}
+
+function instanceFields(row: InstanceRow): Omit<InstanceSummary, 'currentStep'> {
+  return {
+    id: row.id,
+    templateId: row.template_id,
+    templateName: row.template_name,
+    status: row.status,
+    responsibleUserId: row.responsible_user_id,
+    controllerUserId: row.controller_user_id,
+    propertyId: row.property_id,
+    addressId: row.address_id,
+    version: row.version,
+    startedAt: row.started_at.toISOString(),
+    endedAt: iso(row.ended_at)
+  }
+}
+
+function toSummary(row: repo.InstanceListRow): InstanceSummary {
+  const current = row.status === 'running' && row.step_id !== null
+    ? {
+        id: row.step_id, position: row.step_position ?? 0, name: row.step_name ?? '', state: row.step_state ?? 'pending',
+        assigneeUserId: row.step_assignee_user_id, startAt: iso(row.step_start_at), deadlineAt: iso(row.step_deadline_at)
+      }
+    : null
+  return { ...instanceFields(row), currentStep: current }
+}
+
+async function loadInstance(db: DB, tenantId: string, row: InstanceRow): Promise<Instance> {
+  const [steps, deliveries] = await Promise.all([repo.listSteps(db, tenantId, row.id), repo.latestDeliveriesOf(db, tenantId, row.id)])
+  const byStep = new Map(deliveries.map((d) => [d.step_id, d]))
+  const current = row.status === 'running' ? steps.find((s) => s.position === row.current_position) : undefined
+  return {
+    ...instanceFields(row),
+    currentStep: current
+      ? {
+          id: current.id, position: current.position, name: current.name, state: current.state,
+          assigneeUserId: current.assignee_user_id, startAt: iso(current.start_at), deadlineAt: iso(current.deadline_at)
+        }
+      : null,
+    steps: steps.map((s) => toInstanceStep(s, byStep.get(s.id)))
+  }
+}
+
+export async function getInstance(db: DB, tenantId: string, id: string): Promise<Instance> {
+  const row = await repo.findInstance(db, tenantId, id)
+  if (!row) throw notFound('Process instance', id)
+  return loadInstance(db, tenantId, row)
+}
+
+export async function listInstances(db: DB, tenantId: string, page: PageRequest, filter: ListInstancesQuery): Promise<PageResult<InstanceSummary>> {
+  return toPage(await repo.listInstances(db, tenantId, page, filter), page, toSummary)
+}
+
+export async function listInstanceActivities(db: DB, tenantId: string, id: string, page: PageRequest): Promise<PageResult<Activity>> {
+  if (!(await repo.findInstance(db, tenantId, id))) throw notFound('Process instance', id)
+  return activities.listActivitiesOf(db, tenantId, 'instance_id', id, page)
+}
+
+export interface Started {
+  instance: Instance
+  /** False when an earlier start with the same Idempotency-Key is returned. */
+  created: boolean
+}
+
+/**
+ * Starts a process from an active template: copies its steps, then enters the first one, all in one
+ * transaction. With an idempotency key, a repeated start returns the process the first one started.
+ */
+export async function startInstance(db: DB, clock: Clock, tenantId: string, input: StartInstance, idempotencyKey?: string): Promise<Started> {
+  const outcome = await db.transaction().execute(async (trx) => {
+    if (idempotencyKey) {
+      const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
+      if (earlier) return { row: checkSameStart(earlier, input), created: false }
+    }
+    const { template, steps } = await checkStart(trx, tenantId, input)
+    const now = clock.now()
+    const row = await repo.insertInstance(trx, {
+      tenant_id: tenantId,
+      id: newId(now.getTime()),
+      template_id: template.id,
+      template_name: template.name,
+      responsible_user_id: input.responsibleUserId,
+      controller_user_id: template.controller_user_id ?? input.responsibleUserId,
+      notify_on_completion: template.notify_on_completion,
+      property_id: input.propertyId ?? null,
+      address_id: input.addressId ?? null,
+      idempotency_key: idempotencyKey ?? null,
+      started_at: now,
+      created_at: now,
+      updated_at: now
+    })
+    if (!row) {
+      // A concurrent start with the same key committed first: answer with its process.
+      const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
+      if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
+      return { row: checkSameStart(earlier, input), created: false }
+    }
+    const copies = steps.map((step) => copyStep(step, row.id, now))
+    await repo.insertSteps(trx, copies)
+    const { time_zone: timeZone } = await runtime.findTenantProfile(trx, tenantId)
+    await recordActivity(trx, row, null, now, 'processStarted', `Process "${row.template_name}" started.`, { responsibleUserId: row.responsible_user_id })
+    const first = await runtime.findStepAt(trx, tenantId, row.id, 1)
+    if (first) await enterStep(trx, row, first, { now, timeZone }, now)
+    return { row, created: true }
+  })
+  return { instance: await getInstance(db, tenantId, outcome.row.id), created: outcome.created }
+}
+
+function checkSameStart(earlier: InstanceRow, input: StartInstance): InstanceRow {
+  const same = earlier.template_id === input.templateId && earlier.responsible_user_id === input.responsibleUserId
+    && earlier.property_id === (input.propertyId ?? null) && earlier.address_id === (input.addressId ?? null)
+  if (!same) throw unprocessable(`The Idempotency-Key was used for a different start (process ${earlier.id}); use a new key.`)
+  return earlier
+}
+
+async function checkStart(db: DB, tenantId: string, input: StartInstance) {
+  const template = await findTemplate(db, tenantId, input.templateId)
+  if (!template) {
+    throw unprocessable('The template does not exist.', [{ pointer: '/body/templateId', detail: 'no such process template' }])
+  }
+  if (!template.active) {
+    throw unprocessable(`Template "${template.name}" is not active; activate it before starting processes.`,
+      [{ pointer: '/body/templateId', detail: 'template is inactive' }])
+  }
+  const steps = await listTemplateSteps(db, tenantId, template.id)
+  if (steps.length === 0) throw unprocessable(`Template "${template.name}" has no steps.`, [{ pointer: '/body/templateId', detail: 'template has no steps' }])
+
+  const errors: FieldError[] = []
+  if (!(await isTenantUser(db, tenantId, input.responsibleUserId))) errors.push({ pointer: '/body/responsibleUserId', detail: 'no such user' })
+  for (const [field, table, flag, label] of [
+    ['propertyId', 'properties', 'refers_to_property', 'property'],
+    ['addressId', 'addresses', 'refers_to_address', 'address']
+  ] as const) {
+    const id = input[field]
+    if (id !== undefined && !(await findRecord(db, table, tenantId, id))) errors.push({ pointer: `/body/${field}`, detail: `no such ${label}` })
+    const needing = steps.filter((s) => s[flag])
+    if (id === undefined && needing.length > 0) {
+      errors.push({ pointer: `/body/${field}`, detail: `required: step ${needing.map((s) => `"${s.name}"`).join(', ')} refers to the ${label}` })
+    }
+  }
+  for (const step of steps.filter((s) => s.kind === 'webhook' && s.service_id)) {
+    const serviceId = step.service_id ?? ''
+    const usable = (await findActiveService(db, serviceId)) && (await isServiceActivated(db, tenantId, serviceId))
+    if (!usable) errors.push({ pointer: '/body/templateId', detail: `step "${step.name}" calls a marketplace service that is inactive or not activated` })
+  }
+  if (errors.length > 0) throw unprocessable('The process cannot start: ' + errors.map((e) => e.detail).join('; ') + '.', errors)
+  return { template, steps }
+}
+
+function copyStep(step: TemplateStepRow, instanceId: string, now: Date) {
+  return {
+    tenant_id: step.tenant_id,
+    id: newId(now.getTime()),
+    instance_id: instanceId,
+    position: step.position,
+    kind: step.kind,
+    name: step.name,
+    start_mode: step.start_mode,
+    start_days: step.start_days,
+    responsibility: step.responsibility,
+    responsible_user_id: step.responsible_user_id,
+    deadline_days: step.deadline_days,
+    refers_to_property: step.refers_to_property,
+    refers_to_address: step.refers_to_address,
+    service_id: step.service_id,
+    parameters: JSON.stringify(step.parameters)
+  }
+}
+
+/** Locks the instance for a change from the API; another change in progress answers 409 at once. */
+async function lockForChange(db: DB, tenantId: string, id: string): Promise<InstanceRow> {
+  let row: InstanceRow | undefined
+  try {
+    row = await runtime.lockInstance(db, tenantId, id, { noWait: true })
+  } catch (error) {
+    if ((error as { code?: string }).code === '55P03') throw conflict(`Process instance ${id} is being changed by another request; retry it.`)
+    throw error
+  }
+  if (!row) throw notFound('Process instance', id)
+  return row
+}
+
+async function momentOf(db: DB, clock: Clock, tenantId: string): Promise<Moment> {
+  const { time_zone: timeZone } = await runtime.findTenantProfile(db, tenantId)
+  return { now: clock.now(), timeZone }
+}
+
+const ALLOWED: Record<string, readonly Advance['outcome'][]> = {
+  'task:due': ['done', 'skipped'],
+  'webhook:failed': ['done', 'skipped'],
+  'task:waiting': ['skipped'],
+  'webhook:waiting': ['skipped'],
+  'webhook:due': ['skipped']
+}
+
+/** Ends the current step as done or skipped and starts the next one (SPEC section 2, Advancing). */
+export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id: string, input: Advance, by: string): Promise<Instance> {
+  await db.transaction().execute(async (trx) => {
+    const instance = await lockForChange(trx, tenantId, id)
+    if (instance.status !== 'running') throw conflict(`Process instance ${id} is ${instance.status}; there is no step to advance.`)
+    let step = await currentStep(trx, instance)
+    if (input.stepId !== undefined && input.stepId !== step.id) {
+      throw conflict(`Step ${input.stepId} is not the current step of process ${id}; the current one is "${step.name}" (${step.id}).`)
+    }
+    if (step.kind === 'webhook' && step.state === 'due') {
+      // A delivery no worker has claimed is cancelled; one claimed meanwhile shows as a running step below.
+      await runtime.cancelPendingDeliveries(trx, tenantId, { stepId: step.id }, clock.now())
+      step = await currentStep(trx, instance)
+    }
+    const allowed = ALLOWED[`${step.kind}:${step.state}`] ?? []
+    if (!allowed.includes(input.outcome)) {
+      const why = step.state === 'running' ? 'its webhook call is in flight'
+        : allowed.length > 0 ? `it can only be ${allowed.join(' or ')}` : `it is ${step.state}`
+      throw conflict(`Step "${step.name}" (${step.kind}, ${step.state}) cannot be ${input.outcome === 'done' ? 'marked done' : 'skipped'}: ${why}.`)
+    }
+    await endStep(trx, instance, step, input.outcome, await momentOf(trx, clock, tenantId), input.note ?? null, by)
+    await runtime.updateInstance(trx, tenantId, id, { version: instance.version + 1, updated_at: clock.now() })
+  })
+  return getInstance(db, tenantId, id)
+}
+
+async function currentStep(db: DB, instance: InstanceRow): Promise<InstanceStepRow> {
+  const step = instance.current_position === null ? undefined
+    : await runtime.findStepAt(db, instance.tenant_id, instance.id, instance.current_position)
+  if (!step) throw conflict(`Process instance ${instance.id} has no current step.`)
+  return step
+}
+
+export async function cancelProcess(db: DB, clock: Clock, tenantId: string, id: string, note: string | null): Promise<Instance> {
+  await db.transaction().execute(async (trx) => {
+    const instance = await lockForChange(trx, tenantId, id)
+    if (instance.status !== 'running') throw conflict(`Process instance ${id} is already ${instance.status}.`)
+    const step = instance.current_position === null ? undefined : await runtime.findStepAt(trx, tenantId, id, instance.current_position)
+    if (step?.state === 'running') throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
+    await cancelInstance(trx, instance, await momentOf(trx, clock, tenantId), note)
+    await runtime.updateInstance(trx, tenantId, id, { version: instance.version + 1 })
+  })
+  return getInstance(db, tenantId, id)
+}
+
+/** A failed webhook step goes back to the scheduler, with a fresh round of attempts. */
+export async function retryStep(db: DB, clock: Clock, tenantId: string, id: string, stepId: string): Promise<Instance> {
+  await db.transaction().execute(async (trx) => {
+    const instance = await lockForChange(trx, tenantId, id)
+    const step = await runtime.findStep(trx, tenantId, stepId)
+    if (!step || step.instance_id !== id) throw notFound('Step', stepId)
+    if (instance.status !== 'running') throw conflict(`Process instance ${id} is ${instance.status}.`)
+    if (step.kind !== 'webhook' || step.state !== 'failed') {
+      throw conflict(`Only a failed webhook step can be retried; step "${step.name}" is a ${step.state} ${step.kind} step.`)
+    }
+    const delivery = await runtime.findLatestStepDelivery(trx, tenantId, stepId)
+    const now = clock.now()
+    const requeued = delivery && await repo.requeueDelivery(trx, tenantId, delivery.id, now)
+    if (!requeued) throw conflict(`Step "${step.name}" has no failed delivery to retry.`)
+    await runtime.updateStep(trx, tenantId, stepId, { state: 'due' })
+    await runtime.updateInstance(trx, tenantId, id, { version: instance.version + 1, updated_at: now })
+    await recordActivity(trx, instance, step, now, 'webhookRetried', `Webhook step "${step.name}" queued again by hand (round ${requeued.round}).`,
+      { deliveryId: requeued.id, round: requeued.round })
+  })
+  return getInstance(db, tenantId, id)
+}
