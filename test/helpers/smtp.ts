@@ -5,7 +5,28 @@ export interface ReceivedMail {
   to: string[]
   raw: string
   subject: string
+  /** The plain-text body, decoded. */
+  text: string
   messageId: string
+}
+
+/** Header lines unfolded and their encoded words (RFC 2047) decoded. */
+function header(raw: string, name: string): string {
+  const head = raw.split(/\r?\n\r?\n/)[0]!.replace(/\r?\n[ \t]+/g, ' ')
+  const value = new RegExp(`^${name}: (.*)$`, 'im').exec(head)?.[1] ?? ''
+  return value.replace(/=\?UTF-8\?([QB])\?([^?]*)\?=\s*/gi, (_m, encoding: string, text: string) => encoding.toUpperCase() === 'B'
+    ? Buffer.from(text, 'base64').toString()
+    : Buffer.from(text.replace(/_/g, ' ').replace(/=([0-9A-F]{2})/gi, (_h, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1').toString())
+}
+
+function body(raw: string): string {
+  const [, ...rest] = raw.split(/\r?\n\r?\n/)
+  const text = rest.join('\n\n')
+  const encoding = header(raw, 'Content-Transfer-Encoding').toLowerCase()
+  if (encoding === 'base64') return Buffer.from(text, 'base64').toString()
+  if (encoding !== 'quoted-printable') return text
+  const bytes = text.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/gi, (_h, hex: string) => String.fromCharCode(parseInt(hex, 16)))
+  return Buffer.from(bytes, 'latin1').toString()
 }
 
 /** A real SMTP server on 127.0.0.1 that keeps what it receives; it can be told to refuse mail. */
@@ -28,8 +49,9 @@ export class TestSmtpServer {
         this.mails.push({
           to: session.envelope.rcptTo.map((r) => r.address),
           raw,
-          subject: /^Subject: (.*)$/m.exec(raw)?.[1] ?? '',
-          messageId: /^Message-ID: (.*)$/im.exec(raw)?.[1] ?? ''
+          subject: header(raw, 'Subject'),
+          text: body(raw),
+          messageId: header(raw, 'Message-ID')
         })
         callback()
       })

@@ -1,0 +1,123 @@
+import type { Test } from 'tap'
+import { createHttpClient } from '../../src/adapters/http-client.js'
+import { createMailer } from '../../src/adapters/mailer.js'
+import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../src/scheduler/retry-policy.js'
+import { createScheduler, type Scheduler, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
+import { setupApp, type Client, type TestContext } from './app.js'
+import { TestProvider } from './provider.js'
+import { TestSmtpServer } from './smtp.js'
+
+/** Steps as the template API takes them; ids of the fixture's service and user are filled in. */
+export type StepInput = Record<string, unknown>
+
+export interface RuntimeContext extends TestContext {
+  tenant: { id: string; webId: string; client: Client }
+  api: Client
+  provider: TestProvider
+  smtp: TestSmtpServer
+  serviceId: string
+  secret: string
+  controller: { id: string; email: string }
+  worker: { id: string; email: string }
+  propertyId: string
+  scheduler: Scheduler
+  /** Another scheduler on the same database, as a second worker process would be. */
+  newScheduler(overrides?: Partial<SchedulerSettings>): Scheduler
+  /** An active template with these steps; returns its id. */
+  template(steps: StepInput[], options?: { notifyOnCompletion?: boolean }): Promise<string>
+  start(templateId: string, extra?: Record<string, unknown>): Promise<InstanceView>
+  instance(id: string): Promise<InstanceView>
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests read JSON freely
+export type InstanceView = any
+
+export const FAST_RETRIES: RetryPolicy = { ...DEFAULT_RETRY_POLICY, jitter: 0 }
+
+/**
+ * A tenant with a controller, a worker, a property, an activated webhook service backed by a real
+ * provider on 127.0.0.1, an SMTP server, and a scheduler driven by the test clock.
+ */
+export async function setupRuntime(t: Test, options: { webhookTimeoutMs?: number; maxAttempts?: number } = {}): Promise<RuntimeContext> {
+  const ctx = await setupApp(t)
+  const [provider, smtp] = await Promise.all([TestProvider.start(), TestSmtpServer.start()])
+  const tenant = await ctx.newTenant({ name: 'Muster Immobilien', timeZone: 'Europe/Berlin' })
+  const api = tenant.client
+
+  const service = await ctx.operator.post('/v1/marketplace-services', { name: 'Valuation', provider: 'ValueCo', webhookUrl: `${provider.url}/hooks/valuation?v=2` })
+  if (service.statusCode !== 201) throw new Error(`service: ${service.body}`)
+  provider.secret = service.data.secret
+  await ctx.operator.post(`/v1/marketplace-services/${service.data.id}/parameters`,
+    { name: 'mode', label: 'Mode', type: 'enum', allowedValues: ['quick', 'full'], required: false, default: 'full' })
+  await api.put(`/v1/marketplace-services/${service.data.id}/activation`)
+
+  const controller = (await api.post('/v1/users', { name: 'Clara Controller', email: 'clara@example.com' })).data
+  const worker = (await api.post('/v1/users', { name: 'Willi Worker', email: 'willi@example.com' })).data
+  const property = (await api.post('/v1/properties', { maintainerUserId: worker.id, fields: { price: 450000, street: 'Hauptstraße 1' } })).data
+
+  const http = createHttpClient({ maxBodyBytes: 65536, maxSockets: 32, userAgent: 'Baton/test', allowPrivateNetworks: true })
+  const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
+  const newScheduler = (overrides: Partial<SchedulerSettings> = {}) => createScheduler({
+    db: ctx.db,
+    clock: ctx.clock,
+    http,
+    mailer,
+    log: { info() {}, warn() {}, error() {} },
+    workerId: `test-${Math.random().toString(36).slice(2, 8)}`,
+    settings: {
+      pollIntervalMs: 50,
+      batchSize: 100,
+      concurrency: 16,
+      leaseMs: 60_000,
+      timeoutMs: options.webhookTimeoutMs ?? 2000,
+      mailFrom: 'Baton <baton@example.com>',
+      userAgent: 'Baton/test',
+      policy: { ...FAST_RETRIES, maxAttempts: options.maxAttempts ?? FAST_RETRIES.maxAttempts },
+      ...overrides
+    }
+  })
+  t.teardown(async () => {
+    http.close()
+    mailer.close()
+    await Promise.all([provider.close(), smtp.close()])
+  })
+
+  return {
+    ...ctx,
+    tenant,
+    api,
+    provider,
+    smtp,
+    serviceId: service.data.id,
+    secret: service.data.secret,
+    controller,
+    worker,
+    propertyId: property.id,
+    scheduler: newScheduler(),
+    newScheduler,
+    async template(steps, templateOptions = {}) {
+      const created = await api.post('/v1/process-templates', {
+        name: 'Re-value a property', controllerUserId: controller.id, notifyOnCompletion: templateOptions.notifyOnCompletion ?? false
+      })
+      if (created.statusCode !== 201) throw new Error(`template: ${created.body}`)
+      for (const step of steps) {
+        const body: StepInput = { start: { mode: 'afterPrevious' }, responsibility: 'processResponsible', ...step }
+        if (body.kind === 'webhook' && !('serviceId' in step)) Object.assign(body, { serviceId: service.data.id })
+        const added = await api.post(`/v1/process-templates/${created.data.id}/steps`, body)
+        if (added.statusCode !== 201) throw new Error(`step: ${added.body}`)
+      }
+      const current = await api.get(`/v1/process-templates/${created.data.id}`)
+      const activated = await api.patch(`/v1/process-templates/${created.data.id}`, { active: true }, { 'if-match': `"${current.data.version}"` })
+      if (activated.statusCode !== 200) throw new Error(`activate: ${activated.body}`)
+      return created.data.id
+    },
+    async start(templateId, extra = {}) {
+      const started = await api.post('/v1/process-instances', { templateId, responsibleUserId: worker.id, propertyId: property.id, ...extra })
+      if (started.statusCode !== 201) throw new Error(`start: ${started.body}`)
+      return started.data
+    },
+    async instance(id) {
+      return (await api.get(`/v1/process-instances/${id}`)).data
+    }
+  }
+}
