@@ -32,6 +32,6 @@ function encodeCursor(id: string): string {
 function decodeCursor(cursor: string): string {
   const decoded = Buffer.from(cursor, 'base64url').toString()
   const id = decoded.startsWith('v1:') ? decoded.slice(3) : ''
-  if (!UUID.test(id)) throw badRequest('The cursor is not one this service issued.', [{ pointer: '/query/cursor', detail: 'invalid cursor' }])
+  if (!UUID.test(id)) throw badRequest('The cursor is not one this service issued.', [{ pointer: '/querystring/cursor', detail: 'invalid cursor' }])
   return id
 }

@@ -83,7 +83,7 @@ export async function listServices(db: DB, tenantId: string | undefined, page: P
     return toPage(await repo.listServicesSeenBy(db, tenantId, page, filter), page, (row) => toService(row, Boolean(row.activated)))
   }
   if (filter.activated !== undefined) {
-    throw unprocessable('The activated filter is for tenant callers.', [{ pointer: '/query/activated', detail: 'tenant callers only' }])
+    throw unprocessable('The activated filter is for tenant callers.', [{ pointer: '/querystring/activated', detail: 'tenant callers only' }])
   }
   return toPage(await repo.listServices(db, page, filter), page, (row) => toService(row))
 }

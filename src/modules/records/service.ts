@@ -121,7 +121,7 @@ function parseFieldsFilter(text: string | undefined): JsonObject | undefined {
   if (text === undefined) return undefined
   const value = parseJson(text)
   if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as JsonObject
-  throw badRequest('The fields filter must be a JSON object, e.g. {"city":"Berlin"}.', [{ pointer: '/query/fields', detail: 'not a JSON object' }])
+  throw badRequest('The fields filter must be a JSON object, e.g. {"city":"Berlin"}.', [{ pointer: '/querystring/fields', detail: 'not a JSON object' }])
 }
 
 function parseJson(text: string): unknown {

@@ -68,7 +68,7 @@ export async function listSteps(db: DB, tenantId: string, templateId: string, pa
 
 async function cursorPosition(db: DB, tenantId: string, templateId: string, stepId: string): Promise<number> {
   const row = await steps.findStep(db, tenantId, templateId, stepId)
-  if (!row) throw badRequest('The cursor names a step that no longer exists: list the steps again.', [{ pointer: '/query/cursor', detail: 'stale cursor' }])
+  if (!row) throw badRequest('The cursor names a step that no longer exists: list the steps again.', [{ pointer: '/querystring/cursor', detail: 'stale cursor' }])
   return row.position
 }
 

@@ -66,6 +66,7 @@ t.test('steps: add, insert, read, list, update, delete', async (t) => {
   const after = (await client.get(steps)).data.items
   t.same(names(after), ['Prepare', 'Value the property'])
   t.same(positions(after), [1, 2], 'the gap is closed')
+  assertProblem(t, await client.get(`${steps}?limit=2&cursor=${page.data.nextCursor}`), 400, /\/querystring\/cursor.*stale cursor/)
   assertProblem(t, await client.get(`${steps}/${task.data.id}`), 404)
   assertProblem(t, await client.get(`/v1/process-templates/${MISSING}/steps`), 404)
   assertProblem(t, await client.post(`/v1/process-templates/${MISSING}/steps`, { kind: 'task', name: 'x' }), 404)
