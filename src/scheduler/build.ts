@@ -14,7 +14,16 @@ export const WORK_CHANNEL = 'baton_work'
 /** Wires the scheduler to the outside world from the configuration. */
 export function buildScheduler(config: Config, database: DatabaseHandle, clock: Clock, log: Logger): Scheduler {
   const userAgent = `Baton/${VERSION}`
-  const http = createHttpClient({ maxBodyBytes: config.WEBHOOK_MAX_BODY_BYTES, maxSockets: config.SCHEDULER_CONCURRENCY, userAgent })
+  const http = createHttpClient({
+    maxBodyBytes: config.WEBHOOK_MAX_BODY_BYTES,
+    maxSockets: config.SCHEDULER_CONCURRENCY,
+    userAgent,
+    allowPrivateNetworks: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
+    perHostConcurrency: config.WEBHOOK_PER_HOST_CONCURRENCY
+  })
+  if (config.WEBHOOK_ALLOW_PRIVATE_NETWORKS) {
+    log.warn({}, 'WEBHOOK_ALLOW_PRIVATE_NETWORKS is on: webhooks may reach loopback, private and metadata addresses')
+  }
   const mailer = createMailer({ smtpUrl: config.SMTP_URL, mailDir: `${config.BATON_DATA_DIR}/mail` })
   const scheduler = createScheduler({
     db: database.db,

@@ -29,7 +29,8 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     result = { kind: 'response', status: response.status, retryAfter: header(response, 'retry-after') }
   } catch (error) {
     if (signal?.aborted) throw error
-    result = { kind: 'error', error: error instanceof HttpCallError ? `${error.code}: ${error.message}` : String(error) }
+    const text = error instanceof HttpCallError ? `${error.code}: ${error.message}` : String(error)
+    result = { kind: error instanceof HttpCallError && error.targetRefused ? 'refused' : 'error', error: text }
   }
   const durationMs = Math.round(performance.now() - started)
   const now = deps.clock.now()
@@ -38,7 +39,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     startedAt,
     durationMs,
     statusCode: response?.status ?? null,
-    error: result.kind === 'error' ? result.error : null,
+    error: result.kind === 'response' ? null : result.error,
     responseBody: response ? firstBytes(response.body, LOGGED_BODY_BYTES) : null,
     decision: decide(result, delivery.attempt, now, deps.policy)
   }, now)

@@ -17,6 +17,8 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = {
 export type AttemptResult =
   | { kind: 'response'; status: number; retryAfter?: string | undefined }
   | { kind: 'error'; error: string }
+  /** The client refused the target (scheme or address): no call was made and none ever will be. */
+  | { kind: 'refused'; error: string }
 
 export type Decision =
   | { action: 'succeed' }
@@ -27,6 +29,7 @@ const RETRYABLE_STATUSES = new Set([408, 425, 429])
 
 export function decide(result: AttemptResult, attempt: number, now: Date, policy = DEFAULT_RETRY_POLICY, random = Math.random): Decision {
   if (result.kind === 'response' && result.status >= 200 && result.status < 300) return { action: 'succeed' }
+  if (result.kind === 'refused') return { action: 'give-up', reason: `target refused, not retried: ${result.error}` }
   const retryable = result.kind === 'error' || result.status >= 500 || RETRYABLE_STATUSES.has(result.status)
   if (!retryable) return { action: 'give-up', reason: `HTTP ${result.status} is not retried` }
   if (attempt >= policy.maxAttempts) return { action: 'give-up', reason: `gave up after ${attempt} attempts` }
