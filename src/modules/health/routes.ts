@@ -1,15 +1,16 @@
 import type { FastifyInstance } from 'fastify'
 import { Type } from 'typebox'
 import type { Kysely } from 'kysely'
-import type { DB } from '../../db/connect.js'
+import type { ModuleOptions } from '../../app.js'
 import { pendingMigrations } from '../../db/migrate.js'
 import { sendProblem } from '../../plugins/problems.js'
 import { problems } from '../../schemas/common.js'
-import { pingDatabase } from './repository.js'
+import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js'
+import { pingDatabase, queueFigures } from './repository.js'
 
 const HealthSchema = Type.Object({ status: Type.Literal('ok') }, { $id: 'Health' })
 
-export default async function healthRoutes(app: FastifyInstance, { db }: { db: DB }): Promise<void> {
+export default async function healthRoutes(app: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
   app.addSchema(HealthSchema)
   let migrated = false
 
@@ -36,6 +37,22 @@ export default async function healthRoutes(app: FastifyInstance, { db }: { db: D
     }
     if (!migrated) return sendProblem(reply, unready('Database migrations are pending.'))
     return { status: 'ok' as const }
+  })
+
+  app.get('/metrics', {
+    config: { auth: 'operator' },
+    schema: {
+      tags: ['health'],
+      summary: 'Queue sizes and process figures in the Prometheus text format (operator key)',
+      response: {
+        200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: Type.String() } } },
+        ...problems(401, 403)
+      }
+    }
+  }, async (_request, reply) => {
+    const now = clock.now()
+    const text = renderMetrics(await queueFigures(db, now), now, { rssBytes: process.memoryUsage.rss(), uptimeSeconds: Math.round(process.uptime()) })
+    return reply.type(METRICS_CONTENT_TYPE).send(text)
   })
 }
 

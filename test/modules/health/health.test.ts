@@ -38,3 +38,17 @@ t.test('unknown routes and the OpenAPI document', async (t) => {
   t.equal(spec.statusCode, 200)
   t.ok(spec.data.components.schemas.Problem, 'Problem is a named component')
 })
+
+t.test('metrics: queue sizes in the Prometheus format, for the operator only', async (t) => {
+  const { operator, anonymous, newTenant } = await setupApp(t)
+  const tenant = await newTenant()
+  const response = await operator.get('/metrics')
+  t.equal(response.statusCode, 200)
+  t.match(response.headers['content-type'], /^text\/plain; version=0\.0\.4/)
+  t.match(response.body, /^# TYPE baton_deliveries gauge$/m)
+  t.match(response.body, /^baton_deliveries\{status="pending"\} 0$/m)
+  t.match(response.body, /^baton_outbox_unsent 0$/m)
+  t.match(response.body, /^baton_process_resident_memory_bytes \d+$/m)
+  t.equal((await anonymous.get('/metrics')).statusCode, 401)
+  t.equal((await tenant.client.get('/metrics')).statusCode, 403)
+})
