@@ -75,6 +75,10 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
     schema: {
       tags, summary: 'Cancel a running process', params: IdParamsSchema, body: Type.Optional(CancelSchema),
       response: { 200: Instance, ...problems(400, 401, 403, 404, 409) }
+    },
+    // A POST with no payload has no body at all; validate it as the empty object it means.
+    preValidation: async (request) => {
+      request.body ??= {}
     }
   }, async (request, reply) => {
     const instance = await instances.cancelProcess(db, clock, tenantOf(request), request.params.id, request.body?.note ?? null)
