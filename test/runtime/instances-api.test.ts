@@ -1,0 +1,468 @@
+import { randomUUID } from 'node:crypto'
+import t from 'tap'
+import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
+import type { Response } from '../helpers/app.js'
+import { assertIsolated, assertProblem } from '../helpers/assertions.js'
+import { DAY, MINUTE } from '../helpers/clock.js'
+import { setupRuntime, type InstanceView, type RuntimeContext } from '../helpers/runtime.js'
+
+// The process-instances API against one runtime (real Postgres, provider and SMTP server), shared by
+// the subtests to keep the file fast: each subtest builds its own templates, filters lists by them,
+// and cancels what it left running, so no subtest sees another's work.
+
+const rt = await setupRuntime(t)
+const base = '/v1/process-instances'
+
+t.afterEach(async () => {
+  rt.provider.always({ status: 200, body: 'ok' })
+  await cancelRunning(rt)
+})
+
+t.test('start validation answers 422 with pointers, a malformed body 400', async (t) => {
+  const propertyTemplate = await rt.template([{ kind: 'task', name: 'Check the land register', refersTo: { property: true } }])
+
+  const copy = await rt.api.post(`/v1/process-templates/${propertyTemplate}/copy`, {})
+  t.equal(copy.statusCode, 201, copy.body)
+  t.equal(copy.data.active, false, 'a copy starts inactive')
+  const inactive = await startRaw({ templateId: copy.data.id, propertyId: rt.propertyId })
+  assertProblem(t, inactive, 422, /not active/)
+  t.same(pointers(inactive), ['/body/templateId'])
+
+  const unknownTemplate = await startRaw({ templateId: randomUUID() })
+  assertProblem(t, unknownTemplate, 422)
+  t.same(unknownTemplate.data.errors, [{ pointer: '/body/templateId', detail: 'no such process template' }])
+
+  const unknownUser = await startRaw({ templateId: propertyTemplate, propertyId: rt.propertyId, responsibleUserId: randomUUID() })
+  assertProblem(t, unknownUser, 422)
+  t.same(unknownUser.data.errors, [{ pointer: '/body/responsibleUserId', detail: 'no such user' }])
+
+  const noProperty = await startRaw({ templateId: propertyTemplate })
+  assertProblem(t, noProperty, 422, /"Check the land register" refers to the property/)
+  t.same(pointers(noProperty), ['/body/propertyId'])
+
+  // Another tenant's property reads exactly like one that does not exist.
+  const other = await rt.newTenant()
+  const otherUser = (await other.client.post('/v1/users', { name: 'Olga Other', email: 'olga@example.com' })).data
+  const foreign = (await other.client.post('/v1/properties', { maintainerUserId: otherUser.id, fields: { price: 1 } })).data
+  const foreignStart = await startRaw({ templateId: propertyTemplate, propertyId: foreign.id })
+  const missingStart = await startRaw({ templateId: propertyTemplate, propertyId: randomUUID() })
+  assertProblem(t, foreignStart, 422)
+  t.same(foreignStart.data.errors, [{ pointer: '/body/propertyId', detail: 'no such property' }])
+  t.same(foreignStart.data.errors, missingStart.data.errors, 'no hint that the id exists elsewhere')
+  t.notMatch(foreignStart.body, /Olga|Tenant \d/)
+
+  // A service in use by a template cannot be deactivated by the tenant (409, that guard is tested with
+  // the marketplace); the operator switching the service off makes the template unstartable.
+  const hookTemplate = await rt.template([{ kind: 'webhook', name: 'Order a valuation' }])
+  assertProblem(t, await rt.api.delete(`/v1/marketplace-services/${rt.serviceId}/activation`), 409)
+  const off = await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { active: false })
+  t.equal(off.statusCode, 200, off.body)
+  try {
+    const inactiveService = await startRaw({ templateId: hookTemplate })
+    assertProblem(t, inactiveService, 422, /"Order a valuation" calls a marketplace service that is inactive or not activated/)
+    t.same(pointers(inactiveService), ['/body/templateId'])
+  } finally {
+    t.equal((await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { active: true })).statusCode, 200)
+  }
+
+  const malformed = [
+    await startRaw({ templateId: 'not-a-uuid' }),
+    await startRaw({ templateId: propertyTemplate, colour: 'blue' }),
+    await rt.api.post(base, { templateId: propertyTemplate }),
+    await rt.api.post(base, '{"templateId":', { 'content-type': 'application/json' })
+  ]
+  for (const response of malformed) assertProblem(t, response, 400)
+  t.same(pointers(malformed[0]!), ['/body/templateId'])
+  t.same(pointers(malformed[1]!), ['/body/colour'])
+  t.same(pointers(malformed[2]!), ['/body/responsibleUserId'])
+  const listed = await rt.api.get(`${base}?templateId=${propertyTemplate}`)
+  t.same(listed.data.items, [], 'no refused start left a process behind')
+})
+
+t.test('Idempotency-Key: a replay answers 200 with the first process, a different body 422', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'Idempotent task' }])
+  const body = { templateId, responsibleUserId: rt.worker.id }
+  const key = { 'idempotency-key': `start-${randomUUID()}` }
+
+  const first = await rt.api.post(base, body, key)
+  t.equal(first.statusCode, 201, first.body)
+  t.notOk(first.headers['idempotent-replayed'])
+  const second = await rt.api.post(base, body, key)
+  t.equal(second.statusCode, 200, second.body)
+  t.equal(second.headers['idempotent-replayed'], 'true')
+  t.equal(second.data.id, first.data.id)
+  t.same(listedIds(await rt.api.get(`${base}?templateId=${templateId}`)), [first.data.id], 'one process started')
+
+  const different = await rt.api.post(base, { ...body, responsibleUserId: rt.controller.id }, key)
+  assertProblem(t, different, 422, /Idempotency-Key was used for a different start/)
+
+  const concurrentKey = { 'idempotency-key': `race-${randomUUID()}` }
+  const raced = await Promise.all([rt.api.post(base, body, concurrentKey), rt.api.post(base, body, concurrentKey)])
+  t.same(raced.map((r) => r.statusCode).sort(), [200, 201], raced.map((r) => r.body).join('\n'))
+  t.equal(raced[0].data.id, raced[1].data.id, 'both answers name the same process')
+  const all = listedIds(await rt.api.get(`${base}?templateId=${templateId}`))
+  t.same(all, [raced[0].data.id, first.data.id], 'the race started exactly one more process')
+})
+
+t.test('get one with its steps; list filters and cursor pagination', async (t) => {
+  const property = await newProperty()
+  const hookFirst = await rt.template([
+    { kind: 'webhook', name: 'Order valuation', responsibility: 'propertyMaintainer', refersTo: { property: true }, deadlineDays: 2 },
+    { kind: 'task', name: 'Review valuation', responsibility: { user: rt.controller.id } }
+  ])
+  const waitFirst = await rt.template([{ kind: 'task', name: 'Follow up later', start: { mode: 'daysAfterPrevious', days: 2 } }])
+  const controllerTask = await rt.template([{ kind: 'task', name: 'Controller task', responsibility: { user: rt.controller.id } }])
+
+  const now = rt.clock.now()
+  const a = await rt.start(hookFirst, { propertyId: property })
+  const b = await rt.start(waitFirst, { propertyId: undefined })
+  const c = await rt.start(hookFirst, { propertyId: property })
+  const d = await rt.start(controllerTask, { propertyId: undefined })
+  t.equal((await rt.api.post(`${base}/${c.id}/cancel`, {})).statusCode, 200)
+
+  const got = await rt.api.get(`${base}/${a.id}`)
+  t.equal(got.statusCode, 200)
+  t.equal(got.headers.etag, `"${got.data.version}"`)
+  t.match(got.data, {
+    id: a.id, templateId: hookFirst, status: 'running', responsibleUserId: rt.worker.id, controllerUserId: rt.controller.id,
+    propertyId: property, addressId: null, endedAt: null,
+    currentStep: { id: a.steps[0].id, position: 1, state: 'due', assigneeUserId: rt.worker.id }
+  })
+  const [hook, review] = got.data.steps
+  t.match(hook, {
+    position: 1, kind: 'webhook', name: 'Order valuation', state: 'due', serviceId: rt.serviceId,
+    start: { mode: 'afterPrevious' }, refersTo: { property: true, address: false },
+    startAt: now.toISOString(), startedAt: now.toISOString(), endedAt: null,
+    assigneeUserId: rt.worker.id, deadlineAt: new Date(now.getTime() + 2 * DAY).toISOString(),
+    delivery: { status: 'pending', round: 1, attempts: 0, nextAttemptAt: now.toISOString(), lastStatusCode: null, lastError: null }
+  })
+  t.match(review, { position: 2, kind: 'task', state: 'pending', startAt: null, startedAt: null, assigneeUserId: null, deadlineAt: null, delivery: null })
+  t.match(await rt.instance(b.id), {
+    currentStep: { state: 'waiting', assigneeUserId: null, startAt: new Date(now.getTime() + 2 * DAY).toISOString() },
+    steps: [{ state: 'waiting', startedAt: null }]
+  }, 'a first step starting later waits, unassigned')
+  assertProblem(t, await rt.api.get(`${base}/${randomUUID()}`), 404)
+
+  const list = async (query: string) => listedIds(await rt.api.get(`${base}?${query}`))
+  t.same(await list(`templateId=${hookFirst}`), [c.id, a.id], 'newest first')
+  t.same(await list(`templateId=${hookFirst}&status=running`), [a.id])
+  t.same(await list(`templateId=${hookFirst}&status=cancelled`), [c.id])
+  t.same(await list(`propertyId=${property}`), [c.id, a.id])
+  t.same(await list(`templateId=${waitFirst}`), [b.id])
+  const due = await list('currentStepState=due')
+  const waiting = await list('currentStepState=waiting')
+  t.ok(due.includes(a.id) && due.includes(d.id) && !due.includes(b.id) && !due.includes(c.id), 'due: a and d')
+  t.ok(waiting.includes(b.id) && !waiting.includes(a.id), 'waiting: b')
+  const byWorker = await list(`assigneeUserId=${rt.worker.id}`)
+  const byController = await list(`assigneeUserId=${rt.controller.id}`)
+  t.ok(byWorker.includes(a.id) && !byWorker.includes(d.id) && !byWorker.includes(c.id), 'assignee: the current step\'s')
+  t.ok(byController.includes(d.id) && !byController.includes(a.id))
+
+  const summary = (await rt.api.get(`${base}?templateId=${hookFirst}&status=running`)).data.items[0]
+  t.match(summary, { id: a.id, propertyId: property, currentStep: { name: 'Order valuation', state: 'due', assigneeUserId: rt.worker.id } })
+  t.notOk('steps' in summary, 'the list carries summaries')
+
+  const page1 = await rt.api.get(`${base}?templateId=${hookFirst}&limit=1`)
+  t.same(listedIds(page1), [c.id])
+  t.type(page1.data.nextCursor, 'string')
+  const page2 = await rt.api.get(`${base}?templateId=${hookFirst}&limit=1&cursor=${page1.data.nextCursor}`)
+  t.same(listedIds(page2), [a.id])
+  t.equal(page2.data.nextCursor, null)
+  assertProblem(t, await rt.api.get(`${base}?cursor=garbage`), 400)
+  assertProblem(t, await rt.api.get(`${base}?currentStepState=pending`), 400)
+})
+
+t.test('advance follows the rules of SPEC section 2', async (t) => {
+  t.test('due task: done; waiting step: only skipped; completed: 409', async (t) => {
+    const templateId = await rt.template([
+      { kind: 'task', name: 'Advance: first' },
+      { kind: 'task', name: 'Advance: later', start: { mode: 'daysAfterPrevious', days: 1 } },
+      { kind: 'task', name: 'Advance: last' }
+    ])
+    const started = await rt.start(templateId, { propertyId: undefined })
+    const [first, later, last] = stepIds(started)
+
+    assertProblem(t, await advance(started.id, { outcome: 'done', stepId: later }), 409, /not the current step/)
+    const done = await advance(started.id, { outcome: 'done', stepId: first })
+    t.equal(done.statusCode, 200, done.body)
+    t.same(states(done.data), ['done', 'waiting', 'pending'])
+    t.equal(done.data.version, started.version + 1)
+
+    assertProblem(t, await advance(started.id, { outcome: 'done', stepId: later }), 409, /can only be skipped/)
+    const skipped = await advance(started.id, { outcome: 'skipped', stepId: later, note: 'No need to wait' })
+    t.equal(skipped.statusCode, 200, skipped.body)
+    t.same(states(skipped.data), ['done', 'skipped', 'due'])
+    t.equal(skipped.data.steps[1].note, 'No need to wait')
+
+    const finished = await advance(started.id, { outcome: 'skipped', stepId: last })
+    t.equal(finished.data.status, 'completed')
+    t.equal(finished.data.currentStep, null)
+    assertProblem(t, await advance(started.id, { outcome: 'done' }), 409, /completed/)
+
+    await rt.scheduler.runOnce()
+    const skipMails = rt.smtp.mails.filter((m) => m.subject.startsWith('Step skipped: "Advance: later"'))
+    t.equal(skipMails.length, 1, 'a skipped step is mailed to the controller')
+    t.same(skipMails[0]!.to, [rt.controller.email])
+    t.match(skipMails[0]!.text, /No need to wait/)
+  })
+
+  t.test('a cancelled process cannot be advanced', async (t) => {
+    const started = await rt.start(await rt.template([{ kind: 'task', name: 'Advance: cancelled' }]), { propertyId: undefined })
+    t.equal((await rt.api.post(`${base}/${started.id}/cancel`, {})).statusCode, 200)
+    assertProblem(t, await advance(started.id, { outcome: 'skipped' }), 409, /cancelled/)
+    assertProblem(t, await advance(randomUUID(), { outcome: 'skipped' }), 404)
+  })
+
+  t.test('a due webhook not yet claimed: skipping cancels its delivery, done is refused', async (t) => {
+    const templateId = await rt.template([{ kind: 'webhook', name: 'Advance: unclaimed hook' }, { kind: 'task', name: 'Advance: after hook' }])
+    const started = await rt.start(templateId, { propertyId: undefined })
+    const [hook] = stepIds(started)
+    const calls = rt.provider.calls.length
+
+    assertProblem(t, await advance(started.id, { outcome: 'done', stepId: hook }), 409, /can only be skipped/)
+    t.equal((await deliveriesOf(hook!))[0].status, 'pending', 'the refused advance left the delivery queued')
+
+    const skipped = await advance(started.id, { outcome: 'skipped', stepId: hook })
+    t.equal(skipped.statusCode, 200, skipped.body)
+    t.same(states(skipped.data), ['skipped', 'due'])
+    t.equal(skipped.data.steps[0].delivery.status, 'cancelled')
+    const [delivery] = await deliveriesOf(hook!)
+    t.match(delivery, { status: 'cancelled', finishedAt: String, attempts: [] })
+
+    const run = await rt.scheduler.runOnce()
+    t.equal(run.deliveries, 0)
+    t.equal(rt.provider.calls.length, calls, 'the provider is not called')
+  })
+
+  t.test('a running webhook cannot be advanced or cancelled', async (t) => {
+    const templateId = await rt.template([{ kind: 'webhook', name: 'Advance: running hook' }, { kind: 'task', name: 'Advance: after running' }])
+    const started = await rt.start(templateId, { propertyId: undefined })
+    const [hook] = stepIds(started)
+
+    // A worker claims the delivery, as the scheduler does just before its call.
+    const claims = await claimDeliveries(rt.db, { workerId: 'test-holder', now: rt.clock.now(), leaseMs: MINUTE, limit: 10 })
+    t.same(claims.map((c) => c.stepId), [hook])
+    t.equal((await rt.instance(started.id)).steps[0].state, 'running')
+
+    assertProblem(t, await advance(started.id, { outcome: 'skipped', stepId: hook }), 409, /in flight/)
+    assertProblem(t, await advance(started.id, { outcome: 'done' }), 409, /in flight/)
+    assertProblem(t, await rt.api.post(`${base}/${started.id}/cancel`, {}), 409, /calling its webhook/)
+    t.same(states(await rt.instance(started.id)), ['running', 'pending'], 'nothing changed')
+
+    // The holder vanishes; after its lease another worker delivers and the process moves on.
+    rt.clock.advance(MINUTE + 1000)
+    const run = await rt.scheduler.runOnce()
+    t.match(run, { reaped: 1, deliveries: 1 })
+    t.same(states(await rt.instance(started.id)), ['done', 'due'])
+  })
+
+  t.test('two concurrent advances of one instance: one wins, one 409', async (t) => {
+    const templateId = await rt.template(['one', 'two', 'three'].map((n) => ({ kind: 'task', name: `Advance: race ${n}` })))
+    const started = await rt.start(templateId, { propertyId: undefined })
+    const [first] = stepIds(started)
+    const answers = await Promise.all([0, 1].map(() => advance(started.id, { outcome: 'done', stepId: first })))
+    t.same(answers.map((a) => a.statusCode).sort(), [200, 409], answers.map((a) => a.body).join('\n'))
+    const view = await rt.instance(started.id)
+    t.same(states(view), ['done', 'due', 'pending'], 'exactly one step ended')
+    t.equal(view.version, started.version + 1)
+    const ended = (await rt.api.get(`${base}/${started.id}/activities`)).data.items.filter((a: { kind: string }) => a.kind === 'stepDone')
+    t.equal(ended.length, 1)
+  })
+})
+
+t.test('cancel ends the open steps and the pending delivery; a second cancel is 409', async (t) => {
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Cancel: hook' }, { kind: 'task', name: 'Cancel: task' }])
+  const started = await rt.start(templateId, { propertyId: undefined })
+  const calls = rt.provider.calls.length
+  rt.clock.advance(MINUTE)
+
+  const cancelled = await rt.api.post(`${base}/${started.id}/cancel`, { note: 'Owner withdrew' })
+  t.equal(cancelled.statusCode, 200, cancelled.body)
+  t.match(cancelled.data, { status: 'cancelled', endedAt: rt.clock.now().toISOString(), currentStep: null, version: started.version + 1 })
+  t.same(states(cancelled.data), ['cancelled', 'cancelled'])
+  t.equal(cancelled.data.steps[1].endedAt, rt.clock.now().toISOString())
+  t.same((await deliveriesOf(started.steps[0].id)).map((d: { status: string }) => d.status), ['cancelled'])
+  const activity = (await rt.api.get(`${base}/${started.id}/activities?limit=1`)).data.items[0]
+  t.match(activity, { kind: 'processCancelled', data: { note: 'Owner withdrew' } })
+
+  assertProblem(t, await rt.api.post(`${base}/${started.id}/cancel`, {}), 409, /already cancelled/)
+  t.equal((await rt.scheduler.runOnce()).deliveries, 0)
+  t.equal(rt.provider.calls.length, calls, 'the cancelled delivery is never called')
+
+  const another = await rt.start(templateId, { propertyId: undefined })
+  const bare = await rt.api.post(`${base}/${another.id}/cancel`)
+  t.equal(bare.statusCode, 200, `a POST with no payload cancels: ${bare.body}`)
+  t.equal(bare.data.status, 'cancelled')
+  assertProblem(t, await rt.api.post(`${base}/${another.id}/cancel`, { reason: 'x' }), 400)
+  assertProblem(t, await rt.api.post(`${base}/${randomUUID()}/cancel`), 404)
+})
+
+t.test('a failed webhook step: advance it by hand, or retry it in a new round', async (t) => {
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Retry: valuation' }, { kind: 'task', name: 'Retry: review' }])
+  const resolved = await rt.start(templateId, { propertyId: undefined })
+  const retried = await rt.start(templateId, { propertyId: undefined })
+  const [hook] = stepIds(retried)
+  const mailsBefore = failedMails().length
+
+  rt.provider.always({ status: 404, body: 'no such estate' })
+  const run = await rt.scheduler.runOnce()
+  t.equal(run.deliveries, 2)
+  for (const id of [resolved.id, retried.id]) {
+    const view = await rt.instance(id)
+    t.same(states(view), ['failed', 'pending'], '404 gives up at once')
+    t.match(view.steps[0].delivery, { status: 'failed', round: 1, attempts: 1, lastStatusCode: 404 })
+  }
+  await rt.scheduler.runOnce()
+  const mails = failedMails().slice(mailsBefore)
+  t.equal(mails.length, 2, 'one mail per failed step')
+  t.ok(mails.every((m) => m.to.join() === rt.controller.email))
+  t.ok(mails.some((m) => m.text.includes(retried.id)))
+
+  const byHand = await advance(resolved.id, { outcome: 'done', stepId: resolved.steps[0].id, note: 'Valued by phone' })
+  t.equal(byHand.statusCode, 200, byHand.body)
+  t.same(states(byHand.data), ['done', 'due'])
+  assertProblem(t, await rt.api.post(`${base}/${resolved.id}/steps/${resolved.steps[0].id}/retry`), 409, /Only a failed webhook step/)
+
+  const again = await rt.api.post(`${base}/${retried.id}/steps/${hook}/retry`)
+  t.equal(again.statusCode, 200, again.body)
+  t.equal(again.data.steps[0].state, 'due')
+  t.match(again.data.steps[0].delivery, { status: 'pending', round: 2, attempts: 0 })
+  t.equal(again.data.version, retried.version + 1)
+  assertProblem(t, await rt.api.post(`${base}/${retried.id}/steps/${hook}/retry`), 409, /due webhook step/)
+
+  rt.provider.always({ status: 200, body: 'valued' })
+  t.equal((await rt.scheduler.runOnce()).deliveries, 1)
+  t.same(states(await rt.instance(retried.id)), ['done', 'due'])
+  const [delivery] = await deliveriesOf(hook!)
+  t.match(delivery, { status: 'succeeded', round: 2, attemptCount: 1 })
+  t.same(delivery.attempts.map((a: { round: number; attempt: number; outcome: string; statusCode: number }) => [a.round, a.attempt, a.outcome, a.statusCode]),
+    [[1, 1, 'failed', 404], [2, 1, 'succeeded', 200]], 'both rounds are in the attempt log')
+  t.equal(delivery.attempts[0].responseBody, 'no such estate')
+  const kinds = (await rt.api.get(`${base}/${retried.id}/activities`)).data.items.map((a: { kind: string }) => a.kind)
+  t.ok(kinds.includes('webhookFailed') && kinds.includes('webhookRetried'))
+
+  assertProblem(t, await rt.api.post(`${base}/${retried.id}/steps/${retried.steps[1].id}/retry`), 409, /task step/)
+  assertProblem(t, await rt.api.post(`${base}/${retried.id}/steps/${randomUUID()}/retry`), 404)
+  assertProblem(t, await rt.api.post(`${base}/${retried.id}/steps/${resolved.steps[0].id}/retry`), 404, /Step/)
+})
+
+t.test('calendar days keep the wall-clock time across DST changes (Europe/Berlin)', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'task', name: 'DST: prepare' },
+    { kind: 'task', name: 'DST: visit', start: { mode: 'daysAfterPrevious', days: 2 } }
+  ])
+  rt.clock.set('2026-03-27T09:00:00Z') // Friday 10:00 CET
+  const started = await rt.start(templateId, { propertyId: undefined })
+  const advanced = await advance(started.id, { outcome: 'done' })
+  t.match(advanced.data.steps[1], { state: 'waiting', startAt: '2026-03-29T08:00:00.000Z' }, 'Sunday 10:00 CEST')
+
+  rt.clock.set('2026-03-29T07:59:00Z')
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(started.id)).steps[1].state, 'waiting', 'not an hour early')
+  rt.clock.set('2026-03-29T08:00:00Z')
+  await rt.scheduler.runOnce()
+  t.match((await rt.instance(started.id)).steps[1], { state: 'due', startedAt: '2026-03-29T08:00:00.000Z' })
+
+  const deadlineTemplate = await rt.template([{ kind: 'task', name: 'DST: reply', deadlineDays: 1 }])
+  rt.clock.set('2026-10-24T08:00:00Z') // Saturday 10:00 CEST
+  const withDeadline = await rt.start(deadlineTemplate, { propertyId: undefined })
+  t.equal(withDeadline.steps[0].deadlineAt, '2026-10-25T09:00:00.000Z', 'Sunday 10:00 CET: 25 hours later')
+})
+
+t.test('another tenant cannot see or touch the instance', async (t) => {
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Isolation: hook' }, { kind: 'task', name: 'Isolation: task' }])
+  const started = await rt.start(templateId, { propertyId: undefined })
+  const [hook] = stepIds(started)
+  const deliveryId = started.steps[0].delivery.id
+  const other = (await rt.newTenant()).client
+
+  await assertIsolated(t, other, { collection: base, id: started.id, deletable: false })
+  await assertIsolated(t, other, { collection: '/v1/deliveries', id: deliveryId, deletable: false })
+  assertProblem(t, await other.post(`${base}/${started.id}/advance`, { outcome: 'skipped' }), 404)
+  assertProblem(t, await other.post(`${base}/${started.id}/cancel`, {}), 404)
+  assertProblem(t, await other.post(`${base}/${started.id}/steps/${hook}/retry`), 404)
+  assertProblem(t, await other.get(`${base}/${started.id}/activities`), 404)
+  t.same((await other.get(`${base}?templateId=${templateId}`)).data.items, [])
+  t.same((await other.get(`/v1/deliveries?instanceId=${started.id}`)).data.items, [])
+  t.same((await other.get(`/v1/deliveries?stepId=${hook}`)).data.items, [])
+
+  t.match(await rt.instance(started.id), { status: 'running', version: started.version }, 'untouched')
+})
+
+t.test('activities: the instance logs everything, a record only its steps and the process events', async (t) => {
+  const property = await newProperty()
+  const templateId = await rt.template([
+    { kind: 'task', name: 'Activities: inspect', refersTo: { property: true } },
+    { kind: 'task', name: 'Activities: internal', refersTo: { property: false } }
+  ], { notifyOnCompletion: false })
+  const started = await rt.start(templateId, { propertyId: property })
+  const [inspect, internal] = stepIds(started)
+  await advance(started.id, { outcome: 'done', stepId: inspect, note: 'Roof fine' })
+  await advance(started.id, { outcome: 'skipped', stepId: internal })
+
+  const onInstance = (await rt.api.get(`${base}/${started.id}/activities`)).data.items.reverse()
+  t.same(onInstance.map((a: { kind: string; stepId: string | null }) => [a.kind, a.stepId]), [
+    ['processStarted', null], ['stepStarted', inspect], ['stepDone', inspect],
+    ['stepStarted', internal], ['stepSkipped', internal], ['processCompleted', null]
+  ])
+  t.ok(onInstance.every((a: { instanceId: string }) => a.instanceId === started.id))
+  t.match(onInstance[2], { message: /"Activities: inspect" done/, data: { note: 'Roof fine' } })
+
+  const onProperty = (await rt.api.get(`/v1/properties/${property}/activities`)).data.items.reverse()
+  t.same(onProperty.map((a: { kind: string; stepId: string | null }) => [a.kind, a.stepId]), [
+    ['processStarted', null], ['stepStarted', inspect], ['stepDone', inspect], ['processCompleted', null]
+  ], 'the step that does not refer to the property writes nothing there')
+  t.ok(onProperty.every((a: { propertyId: string }) => a.propertyId === property))
+  t.equal(onInstance.filter((a: { propertyId: string | null }) => a.propertyId === null).length, 2, 'internal entries carry no property')
+  assertProblem(t, await rt.api.get(`${base}/${randomUUID()}/activities`), 404)
+})
+
+// --- helpers ---
+
+function startRaw(body: Record<string, unknown>): Promise<Response> {
+  return rt.api.post(base, { responsibleUserId: rt.worker.id, ...body })
+}
+
+function advance(id: string, body: Record<string, unknown>): Promise<Response> {
+  return rt.api.post(`${base}/${id}/advance`, body)
+}
+
+async function deliveriesOf(stepId: string) {
+  const response = await rt.api.get(`/v1/deliveries?stepId=${stepId}`)
+  return response.data.items
+}
+
+async function newProperty(): Promise<string> {
+  const created = await rt.api.post('/v1/properties', { maintainerUserId: rt.worker.id, fields: { street: 'Nebenweg 2' } })
+  if (created.statusCode !== 201) throw new Error(`property: ${created.body}`)
+  return created.data.id
+}
+
+function failedMails() {
+  return rt.smtp.mails.filter((m) => m.subject.startsWith('Webhook step failed: "Retry: valuation"'))
+}
+
+function pointers(response: Response): string[] {
+  return (response.data.errors ?? []).map((e: { pointer: string }) => e.pointer)
+}
+
+function listedIds(response: Response): string[] {
+  return response.data.items.map((i: { id: string }) => i.id)
+}
+
+function stepIds(instance: InstanceView): string[] {
+  return instance.steps.map((s: { id: string }) => s.id)
+}
+
+function states(instance: InstanceView): string[] {
+  return instance.steps.map((s: { state: string }) => s.state)
+}
+
+/** Cancels what a subtest left running, so no later scheduler run acts on it. */
+async function cancelRunning(rt: RuntimeContext): Promise<void> {
+  const running = await rt.api.get(`${base}?status=running&limit=200`)
+  for (const instance of running.data.items) {
+    const cancelled = await rt.api.post(`${base}/${instance.id}/cancel`, {})
+    if (cancelled.statusCode !== 200) throw new Error(`cleanup: ${cancelled.body}`)
+  }
+}
