@@ -27,6 +27,9 @@ export function recordOutcome(db: DB, outcome: AttemptOutcome, now: Date): Promi
   const { delivery, decision } = outcome
   return db.transaction().execute(async (trx) => {
     const instance = delivery.instanceId ? await lockInstance(trx, delivery.tenantId, delivery.instanceId) : undefined
+    // Fenced first: a stale claim must not even log an attempt (the reaper already logged its lost one).
+    const settled = await repo.settleDelivery(trx, delivery, decision, outcome, now)
+    if (!settled) return 'fenced'
     await repo.insertAttempt(trx, {
       tenant_id: delivery.tenantId,
       id: newId(),
@@ -40,8 +43,6 @@ export function recordOutcome(db: DB, outcome: AttemptOutcome, now: Date): Promi
       error: outcome.error,
       response_body: outcome.responseBody
     })
-    const settled = await repo.settleDelivery(trx, delivery, decision, outcome, now)
-    if (!settled) return 'fenced'
     const step = delivery.stepId ? await findStep(trx, delivery.tenantId, delivery.stepId) : undefined
     if (!instance || !step || instance.status !== 'running') return 'recorded'
     const moment: Moment = { now, timeZone: delivery.timeZone }

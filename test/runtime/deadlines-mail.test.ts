@@ -1,0 +1,110 @@
+import t from 'tap'
+import { sql } from 'kysely'
+import { sweepDeadlines } from '../../src/scheduler/sweep-deadlines.js'
+import { HOUR } from '../helpers/clock.js'
+import { setupRuntime } from '../helpers/runtime.js'
+
+// One runtime for the file; each test names its own steps and counts only the mails about them.
+const rt = await setupRuntime(t)
+
+const mailsAbout = (text: string) => rt.smtp.mails.filter((m) => m.subject.includes(text))
+
+t.test('ten overdue steps, two schedulers and a sweeper at once: exactly one mail per step', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'Call the owner back', deadlineDays: 1, refersTo: { property: true } }])
+  const instanceIds: string[] = []
+  for (let i = 0; i < 10; i++) instanceIds.push((await rt.start(templateId)).id)
+
+  rt.clock.advance(23 * HOUR)
+  t.equal((await rt.scheduler.runOnce()).deadlines, 0, 'nothing before the deadline')
+
+  rt.clock.advance(2 * HOUR)
+  const [a, b] = [rt.newScheduler(), rt.newScheduler()]
+  const [runA, runB, swept] = await Promise.all([a.runOnce(), b.runOnce(), sweepDeadlines(rt.db, rt.clock.now(), 100)])
+  t.equal(runA.deadlines + runB.deadlines + swept, 10, 'each overdue step is reported by exactly one of them')
+  await Promise.all([a.runOnce(), b.runOnce(), rt.scheduler.runOnce()])
+
+  const mails = mailsAbout('"Call the owner back"')
+  t.equal(mails.length, 10, 'ten mails arrive')
+  for (const mail of mails) {
+    t.same(mail.to, [rt.controller.email], 'to the controller')
+    t.equal(mail.subject, 'Deadline missed: "Call the owner back" in "Re-value a property" (1 hour late)')
+    t.match(mail.text, /Late by:\s+1 hour/)
+    t.match(mail.text, new RegExp(rt.propertyId))
+  }
+  const mentioned = mails.map((m) => /\(instance ([0-9a-f-]{36})\)/.exec(m.text)?.[1]).sort()
+  t.same(mentioned, [...instanceIds].sort(), 'one mail per step, each naming its own process instance')
+  t.equal(new Set(mails.map((m) => m.messageId)).size, 10)
+
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from outbox_mails where kind = 'deadlineMissed' and sent_at is not null`.execute(rt.db)
+  t.equal(rows[0]!.n, 10, 'ten outbox rows, all sent')
+
+  rt.clock.advance(24 * HOUR)
+  const later = await Promise.all([a.runOnce(), b.runOnce()])
+  t.equal(later[0].deadlines + later[1].deadlines, 0, 'a step is reported once, however long it stays open')
+  t.equal(mailsAbout('"Call the owner back"').length, 10)
+})
+
+t.test('SMTP refusing, then accepting: the mail stays queued and then arrives exactly once', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'Order the floor plan' }, { kind: 'task', name: 'Book the photographer' }])
+  const instance = await rt.start(templateId)
+
+  rt.smtp.refusing = true
+  const skipped = await rt.api.post(`/v1/process-instances/${instance.id}/advance`, { outcome: 'skipped', note: 'Plan is on file' })
+  t.equal(skipped.statusCode, 200, skipped.body)
+  const queuedAt = rt.clock.now()
+
+  const first = await rt.scheduler.runOnce()
+  t.equal(first.mails, 0, 'not sent while the server refuses')
+  t.equal(mailsAbout('"Order the floor plan"').length, 0)
+  const outbox = async () => (await sql<{ sent_at: Date | null; last_error: string | null; attempt_count: number; next_attempt_at: Date }>`
+    select sent_at, last_error, attempt_count, next_attempt_at from outbox_mails where kind = 'stepSkipped' and subject like '%Order the floor plan%'
+  `.execute(rt.db)).rows
+  let rows = await outbox()
+  t.equal(rows.length, 1, 'one mail queued')
+  t.equal(rows[0]!.sent_at, null, 'still unsent')
+  t.match(rows[0]!.last_error, /451|unavailable/i, 'the refusal is kept')
+  t.equal(rows[0]!.attempt_count, 1)
+  t.ok(rows[0]!.next_attempt_at.getTime() > queuedAt.getTime(), 'retried later, with backoff')
+
+  rt.smtp.refusing = false
+  t.equal((await rt.scheduler.runOnce()).mails, 0, 'not before its backoff has passed')
+  t.equal(mailsAbout('"Order the floor plan"').length, 0)
+
+  rt.clock.set(new Date(rows[0]!.next_attempt_at.getTime() + 1000))
+  const other = rt.newScheduler()
+  const runs = await Promise.all([rt.scheduler.runOnce(), other.runOnce()])
+  runs.push(await rt.scheduler.runOnce(), await other.runOnce())
+  t.equal(runs.reduce((n, r) => n + r.mails, 0), 1, 'sent by one scheduler, once')
+
+  const mails = mailsAbout('"Order the floor plan"')
+  t.equal(mails.length, 1, 'the mail arrives exactly once')
+  t.equal(mails[0]!.subject, 'Step skipped: "Order the floor plan" in "Re-value a property"')
+  t.same(mails[0]!.to, [rt.controller.email])
+  t.match(mails[0]!.text, /Plan is on file/)
+  rows = await outbox()
+  t.ok(rows[0]!.sent_at, 'marked sent')
+  t.equal(rows[0]!.last_error, null)
+  t.equal(rows[0]!.attempt_count, 2)
+})
+
+t.test('a step that ended before its deadline sends no mail', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'task', name: 'Check the land register', deadlineDays: 1 },
+    { kind: 'task', name: 'File the report' }
+  ])
+  const instance = await rt.start(templateId)
+  rt.clock.advance(2 * HOUR)
+  const done = await rt.api.post(`/v1/process-instances/${instance.id}/advance`, { outcome: 'done', stepId: instance.steps[0].id })
+  t.equal(done.statusCode, 200, done.body)
+  t.equal(done.data.steps[0].deadlineAt, new Date(rt.clock.now().getTime() + 22 * HOUR).toISOString(), 'the deadline was still ahead')
+
+  rt.clock.advance(25 * HOUR)
+  const runs = await Promise.all([rt.scheduler.runOnce(), rt.newScheduler().runOnce()])
+  t.equal(runs[0].deadlines + runs[1].deadlines, 0, 'nothing overdue')
+  t.equal(await sweepDeadlines(rt.db, rt.clock.now(), 100), 0)
+  t.equal(mailsAbout('"Check the land register"').length, 0)
+  const { rows } = await sql<{ n: number }>`
+    select count(*)::int as n from outbox_mails where kind = 'deadlineMissed' and subject like '%Check the land register%'
+  `.execute(rt.db)
+  t.equal(rows[0]!.n, 0, 'and none queued')
+})

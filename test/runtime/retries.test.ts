@@ -1,0 +1,266 @@
+import t from 'tap'
+import { sql } from 'kysely'
+import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
+import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
+import { recordOutcome } from '../../src/scheduler/record-outcome.js'
+import { DEFAULT_RETRY_POLICY } from '../../src/scheduler/retry-policy.js'
+import type { Reply } from '../helpers/provider.js'
+import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
+
+const SECOND = 1000
+
+// One runtime for the whole file (a database, a provider, an SMTP server): each test starts its own
+// process and scripts the provider's answers for its own step, so the tests do not see each other.
+const rt = await setupRuntime(t)
+const scripts = new Map<string, Reply[]>()
+rt.provider.always((call) => scripts.get(call.query.stepId ?? '')?.shift() ?? { status: 200, body: 'ok' })
+
+/** Starts a process whose only step is a webhook; the provider answers its calls with `replies`, then 200. */
+async function webhookStep(name: string, replies: Reply[] = []) {
+  const templateId = await rt.template([{ kind: 'webhook', name, refersTo: { property: true } }])
+  const instance = await rt.start(templateId)
+  const step = instance.steps[0]
+  scripts.set(step.id, replies)
+  return { instanceId: instance.id as string, stepId: step.id as string, deliveryId: step.delivery.id as string }
+}
+
+const callsFor = (stepId: string) => rt.provider.calls.filter((c) => c.query.stepId === stepId)
+
+async function deliveryOf(stepId: string) {
+  const list = await rt.api.get(`/v1/deliveries?stepId=${stepId}`)
+  if (list.statusCode !== 200 || list.data.items.length !== 1) throw new Error(`expected one delivery for step ${stepId}: ${list.body}`)
+  return list.data.items[0]
+}
+
+async function stepState(instanceId: string): Promise<string> {
+  return (await rt.instance(instanceId)).steps[0].state
+}
+
+const at = (base: Date, ms: number) => new Date(base.getTime() + ms).toISOString()
+
+t.test('503 twice then 200: retried on the backoff schedule, every attempt logged, one idempotency key', async (t) => {
+  const bigBody = 'x'.repeat(10 * 1024)
+  const { instanceId, stepId, deliveryId } = await webhookStep('Valuation 503 503 200', [
+    { status: 503, body: bigBody },
+    { status: 503, body: 'still busy', headers: { 'content-type': 'text/plain' } }
+  ])
+  const [firstDelay, secondDelay] = DEFAULT_RETRY_POLICY.scheduleMs as [number, number]
+  t.equal(FAST_RETRIES.jitter, 0, 'the fixture has no jitter, so times are exact')
+
+  const t0 = rt.clock.now()
+  let run = await rt.scheduler.runOnce()
+  t.equal(run.deliveries, 1)
+  let delivery = await deliveryOf(stepId)
+  t.equal(delivery.status, 'pending')
+  t.equal(delivery.attemptCount, 1)
+  t.equal(delivery.lastStatusCode, 503)
+  t.equal(delivery.nextAttemptAt, at(t0, firstDelay), `the first retry waits ${firstDelay} ms`)
+  t.equal(await stepState(instanceId), 'due', 'a step waiting for a retry is due again, not running')
+
+  rt.clock.advance(firstDelay - SECOND)
+  run = await rt.scheduler.runOnce()
+  t.equal(run.deliveries, 0, 'nothing before the backoff has passed')
+  t.equal(callsFor(stepId).length, 1)
+
+  rt.clock.advance(SECOND)
+  const t1 = rt.clock.now()
+  run = await rt.scheduler.runOnce()
+  t.equal(run.deliveries, 1, 'attempt 2 once the backoff has passed')
+  delivery = await deliveryOf(stepId)
+  t.equal(delivery.status, 'pending')
+  t.equal(delivery.attemptCount, 2)
+  t.equal(delivery.nextAttemptAt, at(t1, secondDelay), `the second retry waits ${secondDelay} ms`)
+
+  rt.clock.advance(secondDelay - SECOND)
+  t.equal((await rt.scheduler.runOnce()).deliveries, 0)
+  rt.clock.advance(SECOND)
+  const t2 = rt.clock.now()
+  run = await rt.scheduler.runOnce()
+  t.equal(run.deliveries, 1, 'attempt 3')
+
+  delivery = await deliveryOf(stepId)
+  t.equal(delivery.id, deliveryId)
+  t.equal(delivery.status, 'succeeded')
+  t.equal(delivery.nextAttemptAt, null)
+  t.equal(delivery.finishedAt, t2.toISOString())
+  t.equal(await stepState(instanceId), 'done')
+  t.equal((await rt.instance(instanceId)).status, 'completed')
+
+  const attempts = delivery.attempts
+  t.same(attempts.map((a: { attempt: number; outcome: string; statusCode: number; error: string | null }) => [a.attempt, a.outcome, a.statusCode, a.error]),
+    [[1, 'retry', 503, null], [2, 'retry', 503, null], [3, 'succeeded', 200, null]])
+  t.same(attempts.map((a: { startedAt: string }) => a.startedAt), [t0.toISOString(), t1.toISOString(), t2.toISOString()],
+    'each attempt starts at the time the previous one scheduled')
+  for (const attempt of attempts) t.ok(Number.isInteger(attempt.durationMs) && attempt.durationMs >= 0, 'durationMs is logged')
+  t.equal(attempts[0].responseBody.length, 4096, 'a 10 KiB body is cut to its first 4 KiB')
+  t.equal(Buffer.byteLength(attempts[0].responseBody), 4096)
+  t.equal(attempts[0].responseBody, bigBody.slice(0, 4096))
+  t.equal(attempts[1].responseBody, 'still busy')
+  t.equal(attempts[2].responseBody, 'ok')
+
+  const calls = callsFor(stepId)
+  t.equal(calls.length, 3, 'the provider saw exactly three calls')
+  t.ok(calls.every((c) => c.signatureValid), 'every call carries a valid signature')
+  t.same(calls.map((c) => c.headers['idempotency-key']), [deliveryId, deliveryId, deliveryId], 'the same Idempotency-Key on every attempt')
+  t.same(calls.map((c) => c.query.deliveryId), [deliveryId, deliveryId, deliveryId])
+  t.same(calls.map((c) => c.query.timestamp), [t0, t1, t2].map((d) => String(Math.floor(d.getTime() / 1000))), 'each call is signed at its own time')
+
+  const byOutcome = await rt.api.get(`/v1/deliveries?stepId=${stepId}&outcome=retry`)
+  t.equal(byOutcome.data.items.length, 1, 'found by an attempt outcome')
+})
+
+t.test('429 with Retry-After: 120 waits 120 s instead of the first backoff step', async (t) => {
+  const { instanceId, stepId } = await webhookStep('Valuation 429', [{ status: 429, headers: { 'retry-after': '120' }, body: 'slow down' }])
+  const t0 = rt.clock.now()
+  await rt.scheduler.runOnce()
+  const delivery = await deliveryOf(stepId)
+  t.equal(delivery.nextAttemptAt, at(t0, 120 * SECOND), 'Retry-After sets the next attempt')
+  t.same(delivery.attempts.map((a: { outcome: string; statusCode: number }) => [a.outcome, a.statusCode]), [['retry', 429]])
+
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[0]! + SECOND)
+  t.equal((await rt.scheduler.runOnce()).deliveries, 0, 'no call after the usual 10 s')
+  rt.clock.set(new Date(t0.getTime() + 60 * SECOND))
+  t.equal((await rt.scheduler.runOnce()).deliveries, 0, 'no call after 60 s')
+  t.equal(callsFor(stepId).length, 1)
+
+  rt.clock.set(new Date(t0.getTime() + 121 * SECOND))
+  t.equal((await rt.scheduler.runOnce()).deliveries, 1, 'the call is made after 120 s')
+  t.equal(callsFor(stepId).length, 2)
+  t.equal((await deliveryOf(stepId)).status, 'succeeded')
+  t.equal(await stepState(instanceId), 'done')
+})
+
+t.test('404 gives up at once: the step fails and the controller is told once', async (t) => {
+  const name = 'Valuation 404'
+  const { instanceId, stepId, deliveryId } = await webhookStep(name, [{ status: 404, body: 'no such hook' }])
+  const run = await rt.scheduler.runOnce()
+  t.equal(run.deliveries, 1)
+
+  const delivery = await deliveryOf(stepId)
+  t.equal(delivery.status, 'failed')
+  t.equal(delivery.attemptCount, 1)
+  t.equal(delivery.nextAttemptAt, null)
+  t.match(delivery.lastError, /HTTP 404 is not retried/)
+  t.same(delivery.attempts.map((a: { outcome: string; statusCode: number; responseBody: string }) => [a.outcome, a.statusCode, a.responseBody]),
+    [['failed', 404, 'no such hook']])
+  const view = await rt.instance(instanceId)
+  t.equal(view.steps[0].state, 'failed', 'the step turns manual')
+  t.equal(view.status, 'running', 'the process waits for a person')
+
+  // Later passes neither call again nor queue a second mail.
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[2]!)
+  t.equal((await rt.scheduler.runOnce()).deliveries, 0)
+  await rt.newScheduler().runOnce()
+  t.equal(callsFor(stepId).length, 1, 'one call only')
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from outbox_mails where kind = 'stepFailed' and dedupe_key like ${`%${deliveryId}%`}`.execute(rt.db)
+  t.equal(rows[0]!.n, 1, 'one stepFailed mail queued')
+  const mails = rt.smtp.mails.filter((m) => m.subject.includes(`"${name}"`))
+  t.equal(mails.length, 1, 'and it arrives once')
+  t.match(mails[0]!.subject, /^Webhook step failed: "Valuation 404" in "Re-value a property"/)
+  t.same(mails[0]!.to, [rt.controller.email])
+  t.match(mails[0]!.text, /HTTP 404 is not retried/)
+})
+
+t.test('a timeout is retried; the next attempt succeeds', async (t) => {
+  const fast = rt.newScheduler({ timeoutMs: 300 })
+  const { instanceId, stepId } = await webhookStep('Valuation timeout', [{ status: 200, body: 'too late', delayMs: 1500 }])
+  const started = Date.now()
+  await fast.runOnce()
+  t.ok(Date.now() - started < 1400, 'the attempt ends at the timeout, not when the provider answers')
+  let delivery = await deliveryOf(stepId)
+  t.equal(delivery.status, 'pending')
+  const [first] = delivery.attempts
+  t.equal(first.outcome, 'retry')
+  t.equal(first.statusCode, null)
+  t.equal(first.responseBody, null)
+  t.match(first.error, /ETIMEDOUT/)
+  t.match(first.error, /no response within 300 ms/)
+  t.ok(first.durationMs >= 250 && first.durationMs < 1400, `duration ${first.durationMs} ms is about the timeout`)
+  t.equal(await stepState(instanceId), 'due')
+
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[0]!)
+  await fast.runOnce()
+  delivery = await deliveryOf(stepId)
+  t.equal(delivery.status, 'succeeded')
+  t.same(delivery.attempts.map((a: { outcome: string }) => a.outcome), ['retry', 'succeeded'])
+  t.equal(await stepState(instanceId), 'done')
+  t.equal(callsFor(stepId).length, 2)
+})
+
+t.test('a provider that always fails is given up after maxAttempts', async (t) => {
+  const scheduler = rt.newScheduler({ policy: { ...FAST_RETRIES, maxAttempts: 3 } })
+  const { instanceId, stepId } = await webhookStep('Valuation 500', Array.from({ length: 10 }, () => ({ status: 500, body: 'boom' })))
+  await scheduler.runOnce()
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[0]!)
+  await scheduler.runOnce()
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[1]!)
+  await scheduler.runOnce()
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[2]!)
+  t.equal((await scheduler.runOnce()).deliveries, 0, 'no fourth attempt')
+
+  const delivery = await deliveryOf(stepId)
+  t.equal(delivery.status, 'failed')
+  t.equal(delivery.attemptCount, 3)
+  t.equal(delivery.lastStatusCode, 500)
+  t.same(delivery.attempts.map((a: { attempt: number; outcome: string; statusCode: number }) => [a.attempt, a.outcome, a.statusCode]),
+    [[1, 'retry', 500], [2, 'retry', 500], [3, 'failed', 500]])
+  t.equal(callsFor(stepId).length, 3)
+  t.equal(await stepState(instanceId), 'failed')
+  const mails = rt.smtp.mails.filter((m) => m.subject.includes('"Valuation 500"'))
+  t.equal(mails.length, 1)
+  t.match(mails[0]!.text, /gave up after 3 attempts/)
+})
+
+t.test('a worker whose lease expired is fenced: its late outcome changes nothing', async (t) => {
+  const { instanceId, stepId, deliveryId } = await webhookStep('Valuation fenced')
+  const claimedAt = rt.clock.now()
+  const claims = await claimDeliveries(rt.db, { workerId: 'worker-a', now: claimedAt, leaseMs: 1000, limit: 10 })
+  t.same(claims.map((c) => c.id), [deliveryId], 'worker A holds the delivery')
+  const stale = claims[0]!
+  t.equal(stale.attempt, 1)
+  t.equal(await stepState(instanceId), 'running')
+
+  // Worker A goes quiet; its lease runs out and worker B takes over.
+  rt.clock.advance(2 * SECOND)
+  t.equal(await reapExpiredLeases(rt.db, rt.clock.now()), 1, 'the expired lease is reaped')
+  t.equal(await stepState(instanceId), 'due')
+  const workerB = rt.newScheduler()
+  t.equal((await workerB.runOnce()).deliveries, 1, 'worker B delivers it')
+  t.equal(callsFor(stepId).length, 1)
+
+  const before = await deliveryOf(stepId)
+  t.equal(before.status, 'succeeded')
+  t.same(before.attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'retry'], [2, 'succeeded']],
+    'the reaped claim and the takeover are both logged')
+  t.match(before.attempts[0].error, /lease expired/)
+  const viewBefore = await rt.instance(instanceId)
+  const count = async (table: 'activities' | 'outbox_mails') =>
+    (await sql<{ n: number }>`select count(*)::int as n from ${sql.table(table)} where tenant_id = ${rt.tenant.id}`.execute(rt.db)).rows[0]!.n
+  const [activitiesBefore, mailsBefore] = [await count('activities'), await count('outbox_mails')]
+
+  // Worker A wakes up and reports what would hurt most: a give-up.
+  const result = await recordOutcome(rt.db, {
+    delivery: stale,
+    startedAt: claimedAt,
+    durationMs: 2500,
+    statusCode: 410,
+    error: null,
+    responseBody: 'gone',
+    decision: { action: 'give-up', reason: 'HTTP 410 is not retried' }
+  }, rt.clock.now())
+  t.equal(result, 'fenced')
+
+  const after = await deliveryOf(stepId)
+  t.same(after, before, 'the delivery and its attempt log are unchanged')
+  t.same(await rt.instance(instanceId), viewBefore, 'the instance and its step are unchanged')
+  t.equal(await count('activities'), activitiesBefore, 'no activity written')
+  t.equal(await count('outbox_mails'), mailsBefore, 'no mail queued')
+  const { rows } = await sql<{ fence: number; status: string }>`select fence, status from deliveries where id = ${deliveryId}`.execute(rt.db)
+  t.same(rows, [{ fence: 2, status: 'succeeded' }])
+
+  // A late success from A is fenced just the same.
+  t.equal(await recordOutcome(rt.db, {
+    delivery: stale, startedAt: claimedAt, durationMs: 2500, statusCode: 200, error: null, responseBody: 'ok', decision: { action: 'succeed' }
+  }, rt.clock.now()), 'fenced')
+  t.same(await deliveryOf(stepId), before)
+})

@@ -1,0 +1,185 @@
+import t from 'tap'
+import { sql } from 'kysely'
+import { systemClock } from '../../src/adapters/clock.js'
+import { createHttpClient } from '../../src/adapters/http-client.js'
+import { createMailer } from '../../src/adapters/mailer.js'
+import { openPostgres } from '../../src/db/connect.js'
+import { WORK_CHANNEL } from '../../src/scheduler/build.js'
+import { createScheduler, type Scheduler, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
+import { databaseUrl } from '../helpers/database.js'
+import type { Reply } from '../helpers/provider.js'
+import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
+
+// The long-running loop, in real time: the scheduler's clock is the system clock, and the app's test
+// clock is set to the present before each process starts, so what the API queues is due at once.
+const rt = await setupRuntime(t)
+const { rows: [current] } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
+const database = openPostgres(databaseUrl(current!.name), 2)
+const http = createHttpClient({ maxBodyBytes: 65536, maxSockets: 16, userAgent: 'Baton/test', allowPrivateNetworks: true })
+const mailer = createMailer({ smtpUrl: rt.smtp.url, mailDir: '', timeoutMs: 2000 })
+const timers = new Set<NodeJS.Timeout>()
+t.teardown(async () => {
+  for (const timer of timers) clearTimeout(timer)
+  http.close()
+  mailer.close()
+  await database.close()
+})
+
+const errors: unknown[] = []
+
+/** A scheduler as `npm run worker` builds it: LISTEN on the work channel unless told not to. */
+function loopScheduler(settings: Partial<SchedulerSettings>, options: { listen?: boolean } = {}): Scheduler {
+  return createScheduler({
+    db: rt.db,
+    clock: systemClock,
+    http,
+    mailer,
+    log: { info() {}, warn() {}, error: (obj) => errors.push(obj) },
+    workerId: `loop-${Math.random().toString(36).slice(2, 8)}`,
+    settings: {
+      pollIntervalMs: 5000,
+      batchSize: 100,
+      concurrency: 16,
+      leaseMs: 60_000,
+      timeoutMs: 15_000,
+      mailFrom: 'Baton <baton@example.com>',
+      userAgent: 'Baton/test',
+      policy: FAST_RETRIES,
+      ...settings
+    },
+    ...(options.listen === false ? {} : { listen: (onWork: () => void) => database.listen(WORK_CHANNEL, onWork) })
+  })
+}
+
+const replies = new Map<string, Reply | (() => Promise<Reply>)>()
+rt.provider.always((call) => {
+  const reply = replies.get(call.query.stepId ?? '')
+  return typeof reply === 'function' ? reply() : reply ?? { status: 200, body: 'ok' }
+})
+
+async function startWebhookProcess(name: string, reply?: Reply | (() => Promise<Reply>)) {
+  const templateId = await rt.template([{ kind: 'webhook', name, refersTo: { property: true } }])
+  rt.clock.set(new Date())
+  const startedAt = Date.now()
+  const instance = await rt.start(templateId)
+  const stepId: string = instance.steps[0].id
+  if (reply) replies.set(stepId, reply)
+  return { instanceId: instance.id as string, stepId, startedAt }
+}
+
+const callsFor = (stepId: string) => rt.provider.calls.filter((c) => c.query.stepId === stepId)
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function waitForCall(stepId: string, withinMs: number) {
+  const until = Date.now() + withinMs
+  while (callsFor(stepId).length === 0) {
+    if (Date.now() > until) throw new Error(`no call for step ${stepId} within ${withinMs} ms`)
+    await sleep(5)
+  }
+  return callsFor(stepId)[0]!
+}
+
+async function deliveryOf(stepId: string) {
+  const list = await rt.api.get(`/v1/deliveries?stepId=${stepId}`)
+  if (list.statusCode !== 200 || list.data.items.length !== 1) throw new Error(`expected one delivery for step ${stepId}: ${list.body}`)
+  return list.data.items[0]
+}
+
+t.test('a NOTIFY wakes the sleeping loop: the provider is called well within the poll interval', async (t) => {
+  const scheduler = loopScheduler({ pollIntervalMs: 5000 })
+  await scheduler.start()
+  t.teardown(() => scheduler.stop(1000))
+  await sleep(300) // the loop has found nothing and sleeps for its 5 s poll interval
+
+  const { instanceId, stepId, startedAt } = await startWebhookProcess('Valuation woken by NOTIFY')
+  const call = await waitForCall(stepId, 4000)
+  const lag = call.at - startedAt
+  t.ok(lag < 1000, `called ${lag} ms after the process started, not after the 5 s poll interval`)
+  t.ok(call.signatureValid)
+
+  for (let i = 0; i < 200 && (await rt.instance(instanceId)).status !== 'completed'; i++) await sleep(10)
+  t.equal((await rt.instance(instanceId)).status, 'completed', 'the outcome is recorded by the loop')
+  await scheduler.stop(1000)
+  t.same(errors, [])
+})
+
+t.test('without LISTEN the same loop sleeps its poll interval; wake() has the same effect as a NOTIFY', async (t) => {
+  const scheduler = loopScheduler({ pollIntervalMs: 5000 }, { listen: false })
+  await scheduler.start()
+  t.teardown(() => scheduler.stop(1000))
+  await sleep(300)
+
+  const { stepId } = await startWebhookProcess('Valuation without LISTEN')
+  await sleep(700)
+  t.equal(callsFor(stepId).length, 0, 'no call while the loop sleeps: the quick call above came from the NOTIFY')
+
+  const woken = Date.now()
+  scheduler.wake()
+  const call = await waitForCall(stepId, 4000)
+  t.ok(call.at - woken < 1000, 'wake() starts it at once')
+  await scheduler.stop(2000)
+  t.equal((await deliveryOf(stepId)).status, 'succeeded')
+})
+
+t.test('stop(grace) lets a call in flight finish and records it', async (t) => {
+  const scheduler = loopScheduler({})
+  await scheduler.start()
+  const { instanceId, stepId } = await startWebhookProcess('Valuation finishing during shutdown', { status: 200, body: 'done at last', delayMs: 300 })
+  await waitForCall(stepId, 3000)
+
+  const stopping = Date.now()
+  await scheduler.stop(2000)
+  const took = Date.now() - stopping
+  t.ok(took >= 200 && took < 2000, `stop waited ${took} ms for the call, not the whole grace period`)
+
+  const delivery = await deliveryOf(stepId)
+  t.equal(delivery.status, 'succeeded', 'the outcome was recorded before stop returned')
+  t.same(delivery.attempts.map((a: { outcome: string; statusCode: number; responseBody: string }) => [a.outcome, a.statusCode, a.responseBody]),
+    [['succeeded', 200, 'done at last']])
+  const view = await rt.instance(instanceId)
+  t.equal(view.steps[0].state, 'done')
+  t.equal(view.status, 'completed')
+  t.equal(callsFor(stepId).length, 1)
+  t.same(errors, [])
+})
+
+t.test('stop(grace) aborts a call that outlasts the grace period and releases its delivery', async (t) => {
+  const scheduler = loopScheduler({})
+  await scheduler.start()
+  const hold = () => new Promise<Reply>((resolve) => {
+    const timer = setTimeout(() => resolve({ status: 200, body: 'too late' }), 10_000)
+    timers.add(timer)
+  })
+  const { instanceId, stepId } = await startWebhookProcess('Valuation held past shutdown', hold)
+  await waitForCall(stepId, 3000)
+  const running = await rt.instance(instanceId)
+  t.equal(running.steps[0].state, 'running', 'the call is in flight')
+
+  const stopping = Date.now()
+  await scheduler.stop(200)
+  const took = Date.now() - stopping
+  t.ok(took >= 150 && took < 2000, `stop returned after ${took} ms: the grace period, not the provider's 10 s`)
+
+  const delivery = await deliveryOf(stepId)
+  t.equal(delivery.status, 'pending', 'released for another worker')
+  t.equal(delivery.attemptCount, 0, 'an aborted call does not count as an attempt')
+  t.same(delivery.attempts, [], 'and is not logged as one')
+  t.ok(new Date(delivery.nextAttemptAt).getTime() <= Date.now(), 'due again at once')
+  const { rows } = await sql<{ lease_owner: string | null; lease_expires_at: Date | null; attempt_count: number }>`
+    select lease_owner, lease_expires_at, attempt_count from deliveries where id = ${delivery.id}
+  `.execute(rt.db)
+  t.same(rows, [{ lease_owner: null, lease_expires_at: null, attempt_count: 0 }], 'the lease is given up')
+  const view = await rt.instance(instanceId)
+  t.equal(view.steps[0].state, 'due', 'the step is due again')
+  t.equal(view.status, 'running')
+  t.same(errors, [])
+
+  // Another worker picks it up at once and delivers it.
+  replies.delete(stepId)
+  const next = loopScheduler({})
+  await next.start()
+  for (let i = 0; i < 300 && (await rt.instance(instanceId)).status !== 'completed'; i++) await sleep(10)
+  await next.stop(1000)
+  t.equal((await rt.instance(instanceId)).status, 'completed', 'a second worker completes it')
+  t.same((await deliveryOf(stepId)).attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'succeeded']])
+})
