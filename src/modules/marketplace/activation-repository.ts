@@ -5,6 +5,12 @@ export function findActivation(db: DB, tenantId: string, serviceId: string) {
     .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).executeTakeFirst()
 }
 
+/** The activation, locked FOR UPDATE until the transaction ends: step writes that would use it wait. */
+export function lockActivation(trx: DB, tenantId: string, serviceId: string) {
+  return trx.selectFrom('service_activations').select('service_id')
+    .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).forUpdate().executeTakeFirst()
+}
+
 /** Inserts the activation, or returns the existing one unchanged (a no-op update so RETURNING yields it). */
 export function upsertActivation(db: DB, tenantId: string, serviceId: string, now: Date) {
   return db.insertInto('service_activations')

@@ -28,12 +28,16 @@ export async function getActivation(db: DB, tenantId: string, serviceId: string)
   return toActivation(row)
 }
 
+// The activation stays locked from the usage check to the delete; step writes hold it FOR SHARE,
+// so a step added meanwhile is either seen here (409) or finds the activation gone (422).
 export async function deactivateService(db: DB, tenantId: string, serviceId: string): Promise<void> {
   await requireService(db, serviceId)
-  if (!(await repo.findActivation(db, tenantId, serviceId))) return
-  const templates = await findTemplatesUsing(db, { serviceId, tenantId })
-  if (templates.length > 0) {
-    throw conflict(`Marketplace service ${serviceId} is used by steps of ${nameTemplates(templates)}; remove those steps first.`)
-  }
-  await repo.deleteActivation(db, tenantId, serviceId)
+  await db.transaction().execute(async (trx) => {
+    if (!(await repo.lockActivation(trx, tenantId, serviceId))) return
+    const templates = await findTemplatesUsing(trx, { serviceId, tenantId })
+    if (templates.length > 0) {
+      throw conflict(`Marketplace service ${serviceId} is used by steps of ${nameTemplates(templates)}; remove those steps first.`)
+    }
+    await repo.deleteActivation(trx, tenantId, serviceId)
+  })
 }

@@ -8,6 +8,16 @@ export function findActiveService(db: DB, serviceId: string) {
     .executeTakeFirst()
 }
 
+/**
+ * Whether the tenant activated the service, keeping the activation locked (FOR SHARE) until the
+ * transaction ends, so a concurrent deactivation waits for the step write and then sees its step.
+ */
+export async function lockActivation(trx: DB, tenantId: string, serviceId: string): Promise<boolean> {
+  const row = await trx.selectFrom('service_activations').select('service_id')
+    .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).forShare().executeTakeFirst()
+  return row !== undefined
+}
+
 export async function isServiceActivated(db: DB, tenantId: string, serviceId: string): Promise<boolean> {
   const row = await db.selectFrom('service_activations').select('service_id')
     .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).executeTakeFirst()

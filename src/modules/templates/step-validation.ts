@@ -46,14 +46,17 @@ async function userErrors(db: DB, tenantId: string, draft: StepDraft): Promise<F
   return [{ pointer: '/body/responsibility/user', detail: `user ${userId} does not exist` }]
 }
 
-/** A webhook step needs an active service that the tenant activated, and parameters that match its definitions. */
+/**
+ * A webhook step needs an active service that the tenant activated, and parameters that match its definitions.
+ * Run it in the transaction that writes the step: it keeps the activation locked until then.
+ */
 export async function checkWebhook(
   db: DB, tenantId: string, serviceId: string | null, parameters: Record<string, unknown>
 ): Promise<ParameterCheck> {
   const fail = (detail: string) => ({ parameters, errors: [{ pointer: '/body/serviceId', detail }] })
   if (serviceId === null) return fail('a webhook step needs the serviceId of a marketplace service the tenant activated')
   if (!(await lookup.findActiveService(db, serviceId))) return fail(`service ${serviceId} is not an active marketplace service`)
-  if (!(await lookup.isServiceActivated(db, tenantId, serviceId))) {
+  if (!(await lookup.lockActivation(db, tenantId, serviceId))) {
     return fail(`service ${serviceId} is not activated for this tenant (PUT /v1/marketplace-services/${serviceId}/activation)`)
   }
   return validateStepParameters(await lookup.findParameterDefinitions(db, serviceId), parameters)
