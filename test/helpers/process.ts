@@ -12,9 +12,19 @@ export interface RunningProcess {
   exited: Promise<number | null>
 }
 
-/** Runs a TypeScript entry file of this repo in its own process, as `npm start` would. */
-export function runScript(script: string, env: Record<string, string>): RunningProcess {
-  const child = spawn(TSX, [script], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+export interface RunOptions {
+  /**
+   * Run the script in node itself with tsx as an import hook (`node --import tsx`), so the child is
+   * the script's own process: signals reach it directly, and SIGKILL really kills it. The tsx CLI
+   * (the default) runs the script in a grandchild that survives a SIGKILL of the CLI.
+   */
+  direct?: boolean
+}
+
+/** Runs a TypeScript entry file of this repo in its own process, as `npm start` would; args follow the script. */
+export function runScript(script: string, env: Record<string, string>, args: string[] = [], options: RunOptions = {}): RunningProcess {
+  const [command, argv] = options.direct ? [process.execPath, ['--import', 'tsx', script, ...args]] : [TSX, [script, ...args]]
+  const child = spawn(command, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let text = ''
   const waiters = new Set<() => void>()
   const onData = (chunk: Buffer) => {

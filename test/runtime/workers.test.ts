@@ -1,0 +1,264 @@
+// Worker processes (`src/server.ts --role=worker`) against one real Postgres: a worker killed with
+// calls in flight, three workers draining 1,000 due steps, and SIGTERM with a call in flight.
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { sql } from 'kysely'
+import type { Test } from 'tap'
+import t from 'tap'
+import { startInstance } from '../../src/modules/instances/service.js'
+import { databaseUrl } from '../helpers/database.js'
+import { runScript, type RunningProcess } from '../helpers/process.js'
+import type { ReceivedCall, Reply } from '../helpers/provider.js'
+import { setupRuntime, type RuntimeContext } from '../helpers/runtime.js'
+
+interface Workers {
+  spawn(name: string, env?: Record<string, string>): RunningProcess
+  /** Every worker's output so far, for failure messages. */
+  logs(): string
+}
+
+/**
+ * Worker processes on the runtime's database, on the real clock. Each runs in node itself (not under
+ * the tsx CLI), so SIGKILL and SIGTERM reach the worker; all are killed at teardown, and their logs
+ * are printed when the test failed.
+ */
+async function workersFor(t: Test, rt: RuntimeContext): Promise<Workers> {
+  const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
+  const dataDir = await mkdtemp(join(tmpdir(), 'baton-workers-'))
+  const running: { name: string; process: RunningProcess }[] = []
+  const logs = () => running.map((w) => `--- worker ${w.name} (exit ${w.process.child.exitCode ?? w.process.child.signalCode ?? 'running'}) ---\n${w.process.output()}`).join('\n')
+  t.teardown(async () => {
+    for (const worker of running) if (worker.process.child.exitCode === null && worker.process.child.signalCode === null) worker.process.child.kill('SIGKILL')
+    await Promise.all(running.map((w) => w.process.exited))
+    if (!t.passing()) process.stderr.write(`${logs()}\n`)
+    await rm(dataDir, { recursive: true, force: true })
+  })
+  return {
+    logs,
+    spawn(name, env = {}) {
+      const child = runScript('src/server.ts', {
+        DATABASE_URL: databaseUrl(rows[0]!.name),
+        BATON_DATA_DIR: dataDir,
+        BATON_WORKER_ID: name,
+        BATON_ADMIN_TOKEN: '',
+        LOG_LEVEL: 'warn',
+        NODE_ENV: 'test',
+        WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
+        SMTP_URL: '',
+        ...env
+      }, ['--role=worker'], { direct: true })
+      running.push({ name, process: child })
+      return child
+    }
+  }
+}
+
+/** Polls until the check returns true; fails with the workers' logs at the deadline. */
+async function waitUntil(what: string, check: () => Promise<boolean> | boolean, workers: Workers, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${workers.logs()}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+/**
+ * A test-only audit of claims: every time a worker takes a lease, a row names the delivery, the
+ * worker and the fence. Lives only in this test's database.
+ */
+async function auditClaims(rt: RuntimeContext): Promise<void> {
+  await sql`create table test_claims (delivery_id uuid not null, owner text not null, fence integer not null, at timestamptz not null default clock_timestamp())`.execute(rt.db)
+  await sql.raw(`create function test_log_claim() returns trigger language plpgsql as $$
+    begin insert into test_claims (delivery_id, owner, fence) values (new.id, new.lease_owner, new.fence); return null; end $$`).execute(rt.db)
+  await sql.raw(`create trigger test_claims_log after update of lease_owner on deliveries
+    for each row when (new.lease_owner is not null) execute function test_log_claim()`).execute(rt.db)
+}
+
+async function deliveryStatuses(rt: RuntimeContext): Promise<Record<string, number>> {
+  const rows = await rt.db.selectFrom('deliveries').select(['status', (eb) => eb.fn.countAll<string>().as('n')]).groupBy('status').execute()
+  return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]))
+}
+
+const deliveryIdOf = (call: ReceivedCall) => call.query.deliveryId
+
+// Three tests that each boot worker processes: ~40-60 s on an idle machine, more on a busy one.
+t.setTimeout(240_000)
+
+t.test('crash: a worker killed with calls in flight; a second worker finishes every step after the lease', async (t) => {
+  const rt = await setupRuntime(t)
+  const workers = await workersFor(t, rt)
+  await auditClaims(rt)
+  rt.clock.set(new Date())
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'Ask ValueCo', refersTo: { property: true } },
+    { kind: 'task', name: 'Read the valuation' }
+  ])
+  const N = 20
+  const instances: { id: string; steps: { id: string }[] }[] = []
+  for (let i = 0; i < N; i++) instances.push(await rt.start(templateId))
+
+  // Worker A's calls hang until A is gone; afterwards the provider answers at once.
+  let holding = true
+  let release: () => void = () => {}
+  const released = new Promise<void>((resolve) => { release = resolve })
+  rt.provider.always((): Reply | Promise<Reply> => holding ? released.then(() => ({ status: 200, body: 'too late' })) : { status: 200, body: 'ok' })
+  t.teardown(() => release())
+
+  const settings = {
+    SCHEDULER_LEASE_MS: '3000', WEBHOOK_TIMEOUT_MS: '2000', SCHEDULER_POLL_INTERVAL_MS: '200',
+    SCHEDULER_CONCURRENCY: '32', WEBHOOK_PER_HOST_CONCURRENCY: '32'
+  }
+  const a = workers.spawn('worker-a', settings)
+  await waitUntil(`${N} calls from worker A`, () => rt.provider.calls.length >= N, workers)
+  a.child.kill('SIGKILL')
+  const killedAt = Date.now()
+  t.equal(await a.exited, null, 'worker A died of SIGKILL')
+  t.equal(a.child.signalCode, 'SIGKILL')
+  const callsFromA = rt.provider.calls.length
+  t.equal(callsFromA, N, 'every step was called once before the crash')
+
+  const held = await rt.db.selectFrom('deliveries').select(['id', 'status', 'lease_owner', 'lease_expires_at', 'attempt_count']).execute()
+  t.equal(held.length, N)
+  t.ok(held.every((d) => d.status === 'running' && d.lease_owner === 'worker-a' && d.attempt_count === 1), 'all deliveries are held by the dead worker')
+  const leaseEnds = new Map(held.map((d) => [d.id, d.lease_expires_at!.getTime()]))
+  const crashedSteps = await rt.db.selectFrom('instance_steps').select('state').where('position', '=', 1).execute()
+  t.ok(crashedSteps.every((s) => s.state === 'running'), 'their steps are running')
+
+  holding = false
+  release()
+  const b = workers.spawn('worker-b', settings)
+  await waitUntil('every delivery to succeed', async () => (await deliveryStatuses(rt)).succeeded === N, workers)
+  t.comment(`all ${N} steps done ${Date.now() - killedAt} ms after the kill (lease 3000 ms)`)
+
+  const statuses = await deliveryStatuses(rt)
+  t.same(statuses, { succeeded: N }, 'every delivery succeeded')
+  const steps = await rt.db.selectFrom('instance_steps').select(['instance_id', 'position', 'state']).orderBy('position').execute()
+  t.equal(steps.filter((s) => s.position === 1 && s.state === 'done').length, N, 'no webhook step was lost: all are done')
+  t.equal(steps.filter((s) => s.position === 2 && s.state === 'due').length, N, 'and each started its next step')
+
+  const callsFromB = rt.provider.calls.slice(callsFromA)
+  t.equal(callsFromB.length, N, 'worker B called each step once')
+  t.equal(new Set(rt.provider.calls.map(deliveryIdOf)).size, N, 'the distinct deliveries called are exactly the steps')
+  t.equal(new Set(callsFromB.map(deliveryIdOf)).size, N, 'none twice by worker B')
+  t.ok(rt.provider.calls.every((c) => c.signatureValid), 'every signature is valid')
+  t.ok(rt.provider.calls.every((c) => c.headers['idempotency-key'] === c.query.deliveryId), 'a repeated call carries the same Idempotency-Key')
+  t.ok(callsFromB.every((c) => c.at >= leaseEnds.get(deliveryIdOf(c)!)!), 'worker B waited for the dead worker\'s lease to run out')
+
+  const attempts = await rt.db.selectFrom('delivery_attempts')
+    .select(['delivery_id', 'attempt_number', 'outcome', 'status_code', 'error']).orderBy('delivery_id').orderBy('attempt_number').execute()
+  const byDelivery = new Map<string, typeof attempts>()
+  for (const attempt of attempts) byDelivery.set(attempt.delivery_id, [...(byDelivery.get(attempt.delivery_id) ?? []), attempt])
+  t.equal(byDelivery.size, N)
+  t.ok([...byDelivery.values()].every((log) => log.length === 2
+    && log[0]!.attempt_number === 1 && log[0]!.outcome === 'retry' && /lease expired/.test(log[0]!.error ?? '')
+    && log[1]!.attempt_number === 2 && log[1]!.outcome === 'succeeded' && log[1]!.status_code === 200
+  ), 'each attempt log shows the lease expiring, then the takeover succeeding as attempt 2')
+
+  const claims = await sql<{ owner: string; n: string }>`select owner, count(*) as n from test_claims group by owner order by owner`.execute(rt.db)
+  t.same(claims.rows.map((r) => [r.owner, Number(r.n)]), [['worker-a', N], ['worker-b', N]], 'each worker claimed each delivery once')
+
+  const first = instances[0]!
+  const readable = await rt.api.get(`/v1/deliveries?instanceId=${first.id}`)
+  t.same(readable.data.items[0].attempts.map((a: { outcome: string }) => a.outcome), ['retry', 'succeeded'], 'the attempt log is readable over the API')
+
+  b.child.kill('SIGTERM')
+  t.equal(await b.exited, 0, 'worker B stops cleanly')
+})
+
+t.test('concurrency: three workers drain 1,000 due webhook steps, each called exactly once', async (t) => {
+  const rt = await setupRuntime(t)
+  const workers = await workersFor(t, rt)
+  await auditClaims(rt)
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Notify ValueCo' }])
+  rt.provider.always({ status: 200, body: 'ok' })
+
+  // The workers boot while the steps are created. Until all three listen, new deliveries are parked
+  // (a test-only trigger moves their due time far ahead); then all turn due at once.
+  const spawnedAt = Date.now()
+  const running = ['worker-1', 'worker-2', 'worker-3'].map((name) => workers.spawn(name, { SCHEDULER_LEASE_MS: '30000', WEBHOOK_TIMEOUT_MS: '5000' }))
+  await sql.raw(`create function test_park_delivery() returns trigger language plpgsql as $$
+    begin new.next_attempt_at := '2999-01-01'; return new; end $$`).execute(rt.db)
+  await sql.raw('create trigger test_park_deliveries before insert on deliveries for each row execute function test_park_delivery()').execute(rt.db)
+
+  const N = 1000
+  rt.clock.set(new Date())
+  const createStarted = Date.now()
+  let next = 0
+  await Promise.all(Array.from({ length: 10 }, async () => {
+    while (next < N) {
+      next += 1
+      await startInstance(rt.db, rt.clock, rt.tenant.id, { templateId, responsibleUserId: rt.worker.id })
+    }
+  }))
+  t.comment(`created ${N} due webhook steps through startInstance in ${Date.now() - createStarted} ms`)
+  t.same(await deliveryStatuses(rt), { pending: N })
+
+  await waitUntil('three workers listening for work', async () => {
+    const { rows } = await sql<{ n: string }>`select count(*) as n from pg_stat_activity where datname = current_database() and query ilike 'listen %'`.execute(rt.db)
+    return Number(rows[0]!.n) === 3
+  }, workers, 90_000)
+  t.comment(`workers up ${Date.now() - spawnedAt} ms after spawning`)
+  await sql`drop trigger test_park_deliveries on deliveries`.execute(rt.db)
+  const releasedAt = Date.now()
+  await sql`update deliveries set next_attempt_at = now() where status = 'pending'`.execute(rt.db)
+  await waitUntil(`${N} deliveries to succeed`, async () => (await deliveryStatuses(rt)).succeeded === N, workers, 90_000)
+  const drainedAt = Date.now()
+  const calls = rt.provider.calls
+  const firstCall = Math.min(...calls.map((c) => c.at))
+  const lastCall = Math.max(...calls.map((c) => c.at))
+  t.comment(`three workers drained ${N} steps in ${drainedAt - releasedAt} ms (${Math.round(N / ((drainedAt - releasedAt) / 1000))} steps/s);`
+    + ` first call ${firstCall - releasedAt} ms after release, calls from first to last ${lastCall - firstCall} ms`)
+
+  t.same(await deliveryStatuses(rt), { succeeded: N }, 'every delivery succeeded')
+  t.equal(calls.length, N, 'the provider received exactly one call per step')
+  t.equal(new Set(calls.map(deliveryIdOf)).size, N, 'none was called twice')
+  t.ok(calls.every((c) => c.signatureValid), 'all signatures are valid')
+  t.ok(calls.every((c) => c.headers['idempotency-key'] === c.query.deliveryId), 'each call carries its delivery as Idempotency-Key')
+
+  const steps = await rt.db.selectFrom('instance_steps').select(['state']).execute()
+  t.equal(steps.length, N)
+  t.ok(steps.every((s) => s.state === 'done'), 'each step is done')
+  const instances = await rt.db.selectFrom('process_instances').select('status').where('status', '=', 'completed').execute()
+  t.equal(instances.length, N, 'each process completed')
+
+  const attempts = await rt.db.selectFrom('delivery_attempts').select(['attempt_number', 'outcome']).execute()
+  t.equal(attempts.length, N, 'one attempt logged per delivery')
+  t.ok(attempts.every((a) => a.attempt_number === 1 && a.outcome === 'succeeded'))
+  const fences = await rt.db.selectFrom('deliveries').select(['fence', 'attempt_count']).execute()
+  t.ok(fences.every((d) => d.fence === 1 && d.attempt_count === 1), 'each delivery was claimed exactly once')
+  const claims = await sql<{ owner: string; n: string }>`select owner, count(*) as n from test_claims group by owner order by owner`.execute(rt.db)
+  const perWorker = Object.fromEntries(claims.rows.map((r) => [r.owner, Number(r.n)]))
+  t.comment(`claims per worker: ${JSON.stringify(perWorker)}`)
+  t.equal(Object.values(perWorker).reduce((a, b) => a + b, 0), N, 'claims add up to the steps')
+  t.equal(Object.keys(perWorker).length, 3, 'all three workers took part')
+
+  for (const worker of running) worker.child.kill('SIGTERM')
+  t.same(await Promise.all(running.map((w) => w.exited)), [0, 0, 0], 'all three stop cleanly')
+})
+
+t.test('SIGTERM: a worker lets its call in flight finish and record, then exits 0', async (t) => {
+  const rt = await setupRuntime(t)
+  const workers = await workersFor(t, rt)
+  rt.clock.set(new Date())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Slow ValueCo' }])
+  rt.provider.always({ status: 200, body: 'slow but fine', delayMs: 1000 })
+  const started = await rt.start(templateId)
+
+  const worker = workers.spawn('worker-term', { SHUTDOWN_GRACE_MS: '10000' })
+  await waitUntil('the call to arrive', () => rt.provider.calls.length === 1, workers)
+  const call = rt.provider.calls[0]!
+  worker.child.kill('SIGTERM')
+  const code = await worker.exited
+  const exitedAt = Date.now()
+  t.equal(code, 0, 'exit code 0')
+  t.ok(exitedAt >= call.at + 1000, `exited after the call was answered (${exitedAt - call.at} ms after it arrived)`)
+
+  const view = await rt.instance(started.id)
+  t.equal(view.steps[0].state, 'done', 'the step is done')
+  t.equal(view.steps[0].delivery.status, 'succeeded', 'the delivery succeeded')
+  t.equal(view.status, 'completed')
+  const attempts = await rt.db.selectFrom('delivery_attempts').select(['attempt_number', 'outcome', 'status_code', 'response_body']).execute()
+  t.same(attempts, [{ attempt_number: 1, outcome: 'succeeded', status_code: 200, response_body: 'slow but fine' }], 'the attempt was recorded')
+  t.equal(rt.provider.calls.length, 1)
+})
