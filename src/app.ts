@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
 import type { DB } from './db/connect.js'
+import { ActivitySchema } from './modules/activities/schemas.js'
 import addressRoutes from './modules/addresses/routes.js'
 import activationRoutes from './modules/marketplace/activation-routes.js'
 import apiKeyRoutes from './modules/tenants/api-key-routes.js'
@@ -60,6 +61,8 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
 
   await app.register(problems)
   await app.register(swagger)
+  // Shared by the activity logs of properties, addresses and process instances.
+  app.addSchema(ActivitySchema)
   await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash })
 
   await app.register(healthRoutes, modules)

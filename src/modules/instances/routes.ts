@@ -2,7 +2,6 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../../app.js'
-import { ActivitySchema } from '../activities/schemas.js'
 import { pageRequest } from '../../lib/pagination.js'
 import { setETag } from '../../lib/versioning.js'
 import { tenantOf } from '../../plugins/auth.js'
@@ -17,7 +16,6 @@ const Instance = Type.Ref('ProcessInstance')
 
 export default async function instanceRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
-  app.addSchema(ActivitySchema)
   app.addSchema(DeliverySummarySchema)
   app.addSchema(InstanceStepSchema)
   app.addSchema(InstanceSummarySchema)

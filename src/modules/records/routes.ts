@@ -6,7 +6,6 @@ import { pageRequest } from '../../lib/pagination.js'
 import { expectedVersion, setETag } from '../../lib/versioning.js'
 import { tenantOf } from '../../plugins/auth.js'
 import { IdParamsSchema, IfMatchHeadersSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
-import { ActivitySchema } from '../activities/schemas.js'
 import { CreateRecordSchema, ListRecordsQuerySchema, recordSchema, UpdateRecordSchema, type RecordKind } from './schemas.js'
 import * as records from './service.js'
 
@@ -14,7 +13,6 @@ import * as records from './service.js'
 export function recordRoutes(kind: RecordKind) {
   return async function routes(app: FastifyInstance, options: ModuleOptions): Promise<void> {
     app.addSchema(recordSchema(kind.noun))
-    app.addSchema(ActivitySchema)
     readRoutes(app, kind, options)
     writeRoutes(app, kind, options)
   }
