@@ -30,3 +30,22 @@ export function listAttempts(db: DB, tenantId: string, deliveryIds: string[]) {
     .orderBy('delivery_id').orderBy('round').orderBy('attempt_number')
     .execute()
 }
+
+export function lockDelivery(db: DB, tenantId: string, id: string) {
+  return db.selectFrom('deliveries').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).forUpdate().executeTakeFirst()
+}
+
+export function findStepState(db: DB, tenantId: string, stepId: string) {
+  return db.selectFrom('instance_steps').select(['state', 'name']).where('tenant_id', '=', tenantId).where('id', '=', stepId).executeTakeFirst()
+}
+
+/** A finished delivery goes out again as a new round: the same deliveryId and Idempotency-Key. */
+export function replayDelivery(db: DB, tenantId: string, id: string, now: Date) {
+  return db.updateTable('deliveries')
+    .set((eb) => ({
+      status: 'pending', round: eb('round', '+', 1), attempt_count: 0, next_attempt_at: now,
+      lease_owner: null, lease_expires_at: null, finished_at: null
+    }))
+    .where('tenant_id', '=', tenantId).where('id', '=', id).where('status', 'in', ['succeeded', 'failed', 'cancelled'])
+    .execute()
+}

@@ -10,7 +10,7 @@ import * as deliveries from './service.js'
 
 const Delivery = Type.Ref('Delivery')
 
-export default async function deliveryRoutes(fastify: FastifyInstance, { db }: ModuleOptions): Promise<void> {
+export default async function deliveryRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   app.addSchema(DeliveryAttemptSchema)
   app.addSchema(DeliverySchema)
@@ -29,4 +29,14 @@ export default async function deliveryRoutes(fastify: FastifyInstance, { db }: M
       response: { 200: Delivery, ...problems(400, 401, 403, 404) }
     }
   }, async (request) => deliveries.getDelivery(db, tenantOf(request), request.params.id))
+
+  app.post('/deliveries/:id/replay', {
+    schema: {
+      tags, summary: 'Send a finished delivery again, as a new round with the same deliveryId',
+      description: 'For a provider that lost a call or wants it again. A delivery still pending or running, or one of a step that ' +
+        'has not ended (a failed step is retried through its process), answers 409.',
+      params: IdParamsSchema,
+      response: { 202: Delivery, ...problems(400, 401, 403, 404, 409) }
+    }
+  }, async (request, reply) => reply.code(202).send(await deliveries.replay(db, clock.now(), tenantOf(request), request.params.id)))
 }

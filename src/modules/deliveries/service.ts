@@ -1,6 +1,6 @@
 import type { DB } from '../../db/connect.js'
 import type { DeliveryRow } from '../../db/database.js'
-import { notFound } from '../../errors.js'
+import { conflict, notFound } from '../../errors.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import * as repo from './repository.js'
 import type { Delivery, DeliveryAttempt, ListDeliveriesQuery } from './schemas.js'
@@ -63,4 +63,24 @@ export async function getDelivery(db: DB, tenantId: string, id: string): Promise
   if (!row) throw notFound('Delivery', id)
   const attempts = await withAttempts(db, tenantId, [row])
   return toDelivery(row, attempts.get(id) ?? [])
+}
+
+/**
+ * Sends a finished delivery again, as a new round with the same deliveryId (so the same
+ * Idempotency-Key). A step's delivery replays only once its step has ended: a failed step is
+ * retried through its process instead, so that its success moves the process on.
+ */
+export async function replay(db: DB, now: Date, tenantId: string, id: string): Promise<Delivery> {
+  await db.transaction().execute(async (trx) => {
+    const row = await repo.lockDelivery(trx, tenantId, id)
+    if (!row) throw notFound('Delivery', id)
+    if (row.status === 'pending' || row.status === 'running') throw conflict(`Delivery ${id} is ${row.status}; it can be replayed once it has finished.`)
+    const step = row.step_id ? await repo.findStepState(trx, tenantId, row.step_id) : undefined
+    if (step && !['done', 'skipped', 'cancelled'].includes(step.state)) {
+      throw conflict(`Step "${step.name}" is ${step.state}; ${step.state === 'failed'
+        ? `retry it with POST /v1/process-instances/${row.instance_id}/steps/${row.step_id}/retry` : 'its delivery replays once it has ended'}.`)
+    }
+    await repo.replayDelivery(trx, tenantId, id, now)
+  })
+  return getDelivery(db, tenantId, id)
 }
