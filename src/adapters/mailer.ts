@@ -42,7 +42,7 @@ function fileMailer(dir: string): Mailer {
     async send(mail) {
       const info = await transport.sendMail(mail)
       await mkdir(dir, { recursive: true })
-      const name = `${new Date().toISOString().replace(/[:.]/g, '-')}-${mail.messageId.replace(/[^A-Za-z0-9-]/g, '')}.eml`
+      const name = `${new Date().toISOString().replace(/[:.]/g, '-')}-${mail.messageId.replace(/^<|@.*$/g, '').replace(/[^A-Za-z0-9-]/g, '')}.eml`
       await writeFile(join(dir, name), info.message as Buffer)
     },
     close: () => transport.close()
