@@ -9,8 +9,8 @@ export type DB = Kysely<Database>
 export interface DatabaseHandle {
   db: DB
   kind: 'postgres' | 'embedded'
-  /** Calls `onNotify` for each NOTIFY on the channel until the returned function is called. */
-  listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>
+  /** Calls `onNotify` with the payload of each NOTIFY on the channel until the returned function is called. */
+  listen(channel: string, onNotify: (payload?: string) => void): Promise<() => Promise<void>>
   close(): Promise<void>
 }
 
@@ -35,13 +35,13 @@ export function openPostgres(url: string, poolMax = 10): DatabaseHandle {
 
 // A dedicated connection for LISTEN; it reconnects after a lost connection and then fires once,
 // since notifications sent meanwhile are lost.
-async function listenOnServer(url: string, channel: string, onNotify: () => void): Promise<() => Promise<void>> {
+async function listenOnServer(url: string, channel: string, onNotify: (payload?: string) => void): Promise<() => Promise<void>> {
   let client: pg.Client | undefined
   let stopped = false
   let retry: NodeJS.Timeout | undefined
   const connect = async (): Promise<void> => {
     const next = new pg.Client({ connectionString: url })
-    next.on('notification', onNotify)
+    next.on('notification', (message) => onNotify(message.payload))
     next.on('error', () => reconnect())
     next.on('end', () => reconnect())
     await next.connect()
@@ -53,7 +53,7 @@ async function listenOnServer(url: string, channel: string, onNotify: () => void
     client = undefined
     retry = setTimeout(() => {
       retry = undefined
-      connect().then(onNotify, reconnect)
+      connect().then(() => onNotify(), reconnect)
     }, 1000)
   }
   await connect()
@@ -82,7 +82,7 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
       db,
       kind: 'embedded',
       listen: async (channel, onNotify) => {
-        const unlisten = await pglite.listen(channel, onNotify)
+        const unlisten = await pglite.listen(channel, (payload) => onNotify(payload))
         return () => unlisten()
       },
       close: async () => {

@@ -1,16 +1,15 @@
 import { sql } from 'kysely'
 import type { DB } from '../db/connect.js'
 
-/** The earliest time any duty has work, read from the partial indexes; undefined when idle. */
-export async function nextDueAt(db: DB): Promise<Date | undefined> {
-  const { rows } = await sql<{ next: Date | null }>`
-    select least(
-      (select min(next_attempt_at) from deliveries where status = 'pending'),
+/** When the next delivery falls due, and when the next chore (step start, deadline, mail) does. */
+export async function nextDue(db: DB): Promise<{ delivery: Date | undefined; chores: Date | undefined }> {
+  const { rows } = await sql<{ delivery: Date | null; chores: Date | null }>`
+    select (select min(next_attempt_at) from deliveries where status = 'pending') as delivery, least(
       (select min(start_at) from instance_steps where state = 'waiting'),
       (select min(deadline_at) from instance_steps
         where deadline_at is not null and deadline_notified_at is null and state in ('due', 'running', 'failed')),
       (select min(next_attempt_at) from outbox_mails where sent_at is null)
-    ) as next
+    ) as chores
   `.execute(db)
-  return rows[0]?.next ?? undefined
+  return { delivery: rows[0]?.delivery ?? undefined, chores: rows[0]?.chores ?? undefined }
 }

@@ -5,7 +5,7 @@ import type { DB } from '../db/connect.js'
 import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
 import { releaseDelivery } from './delivery-repository.js'
-import { nextDueAt } from './next-due.js'
+import { nextDue } from './next-due.js'
 import { reapExpiredLeases } from './reap-expired-leases.js'
 import type { RetryPolicy } from './retry-policy.js'
 import { sendQueuedMail } from './send-mail.js'
@@ -37,8 +37,8 @@ export interface SchedulerDeps {
   log: Logger
   workerId: string
   settings: SchedulerSettings
-  /** Subscribes to "new work" notifications; returns the unsubscribe. */
-  listen?: (onWork: () => void) => Promise<() => Promise<void>>
+  /** Subscribes to "new work" notifications (the payload names the table); returns the unsubscribe. */
+  listen?: (onWork: (table?: string) => void) => Promise<() => Promise<void>>
 }
 
 export interface RunSummary {
@@ -67,19 +67,26 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let unlisten: (() => Promise<void>) | undefined
   let wakeUp: (() => void) | undefined
   let choresWanted = true
+  /** When the next chore falls due, as last read; a timer wake runs the chores only once it has come. */
+  let nextChoresAt: number | undefined
+  /** A wake-up (NOTIFY, a finished call) arrived since the pass began: the next sleep returns at once. */
+  let woken = false
 
-  /** New work was announced: run the chores and claim at once. */
-  const wake = () => {
-    choresWanted = true
+  /** New work was announced: claim at once, and run the chores unless it was only a new delivery. */
+  const wake = (table?: string) => {
+    if (table !== 'deliveries') choresWanted = true
+    woken = true
     wakeUp?.()
   }
 
-  async function claimAndDispatch(): Promise<number> {
+  /** Claims what is due, up to the free room; `full` when the claim filled its limit, so more may be due. */
+  async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
     const room = settings.concurrency - inFlight.size
-    if (room <= 0 || stopping) return 0
-    const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit: Math.min(room, settings.batchSize) })
+    if (room <= 0 || stopping) return { claimed: 0, full: false }
+    const limit = Math.min(room, settings.batchSize)
+    const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit })
     for (const claim of claims) dispatch(claim)
-    return claims.length
+    return { claimed: claims.length, full: claims.length === limit }
   }
 
   function dispatch(claim: ClaimedDelivery): void {
@@ -90,8 +97,13 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         deps.log.error({ err: error, deliveryId: claim.id }, 'recording a delivery failed; its lease will expire and it will be retried')
       })
       .finally(() => {
+        // Only a worker that was full has a reason to claim now: otherwise it sleeps until the next due time.
+        const wasFull = inFlight.size >= settings.concurrency
         inFlight.delete(claim.id)
-        wakeUp?.()
+        if (wasFull) {
+          woken = true
+          wakeUp?.()
+        }
       })
     inFlight.set(claim.id, { claim, abort, done })
   }
@@ -110,7 +122,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     for (;;) {
       const chores = await housekeeping()
       let deliveries = 0
-      for (let claimed = await claimAndDispatch(); claimed > 0 || inFlight.size > 0; claimed = await claimAndDispatch()) {
+      for (let claimed = (await claimAndDispatch()).claimed; claimed > 0 || inFlight.size > 0; claimed = (await claimAndDispatch()).claimed) {
         deliveries += claimed
         if (inFlight.size > 0) await Promise.race([...inFlight.values()].map((f) => f.done))
       }
@@ -125,8 +137,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     let lastChores = 0
     while (!stopping) {
       try {
-        const claimed = await claimAndDispatch()
+        woken = false
+        const { full } = await claimAndDispatch()
         const now = clock.now().getTime()
+        if (nextChoresAt !== undefined && nextChoresAt <= now) choresWanted = true
         if (choresWanted || now - lastChores >= settings.pollIntervalMs) {
           choresWanted = false
           lastChores = now
@@ -136,7 +150,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
             continue
           }
         }
-        if (claimed > 0 && inFlight.size < settings.concurrency) continue
+        // A full claim may have left more due; a short one took all that was due then.
+        if (full && inFlight.size < settings.concurrency) continue
         await sleep(await idleMs())
       } catch (error) {
         deps.log.error({ err: error }, 'scheduler pass failed; retrying shortly')
@@ -148,21 +163,17 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   /** Until the next known due time, at most a poll interval; a NOTIFY or a finished call wakes earlier. */
   async function idleMs(): Promise<number> {
     if (inFlight.size >= settings.concurrency) return settings.pollIntervalMs
-    const next = await nextDueAt(db)
+    const due = await nextDue(db)
+    nextChoresAt = due.chores?.getTime()
+    const next = [due.delivery, due.chores].filter((d) => d !== undefined).sort((a, b) => a.getTime() - b.getTime())[0]
     const untilNext = next ? next.getTime() - clock.now().getTime() : settings.pollIntervalMs
     return Math.max(0, Math.min(settings.pollIntervalMs, untilNext))
   }
 
   function sleep(ms: number): Promise<void> {
-    if (ms <= 0 || stopping) {
-      choresWanted = true
-      return Promise.resolve()
-    }
+    if (ms <= 0 || stopping || woken) return Promise.resolve()
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        choresWanted = true
-        done()
-      }, ms)
+      const timer = setTimeout(done, ms)
       function done() {
         clearTimeout(timer)
         wakeUp = undefined

@@ -107,7 +107,7 @@ t.test('without LISTEN the same loop sleeps its poll interval; wake() has the sa
   const scheduler = loopScheduler({ pollIntervalMs: 5000 }, { listen: false })
   await scheduler.start()
   t.teardown(() => scheduler.stop(1000))
-  await sleep(300)
+  await sleep(1000) // time for its first pass even on a busy machine; it then sleeps until 5 s after the start
 
   const { stepId } = await startWebhookProcess('Valuation without LISTEN')
   await sleep(700)
