@@ -1,31 +1,19 @@
 import { sql } from 'kysely'
 import type { DB } from '../db/connect.js'
-import type { DeliveryMode, JsonObject } from '../db/database.js'
+import type { DeliveryMode } from '../db/database.js'
+import type { DeliveryCall } from './webhook-request.js'
 
 /** A delivery this worker holds a lease on, with what its call needs. */
-export interface ClaimedDelivery {
+export interface ClaimedDelivery extends DeliveryCall {
   tenantId: string
-  id: string
   serviceId: string
   source: 'step' | 'trigger'
-  instanceId: string | null
-  stepId: string | null
-  propertyId: string | null
-  addressId: string | null
-  event: string | null
-  changedFields: string[] | null
-  parameters: JsonObject
   round: number
   attempt: number
   fence: number
-  webhookUrl: string
-  secret: string
   mode: DeliveryMode
-  customerWebId: string
-  customerName: string
   timeZone: string
   serviceName: string
-  assigneeUserId: string | null
 }
 
 /**
