@@ -1,8 +1,9 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Database } from './database.js'
+import { readEmbeddedTemplate } from './embedded-template.js'
 
 export type DB = Kysely<Database>
 
@@ -76,7 +77,9 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
       import('@electric-sql/pglite'),
       import('kysely-pglite-dialect')
     ])
-    const pglite = await PGlite.create(join(dir, 'pg'))
+    const clusterDir = join(dir, 'pg')
+    const template = existsSync(join(clusterDir, 'PG_VERSION')) ? undefined : readEmbeddedTemplate()
+    const pglite = await PGlite.create(clusterDir, template ? { loadDataDir: template } : {})
     const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) })
     return {
       db,
