@@ -1,6 +1,6 @@
 import type { DB } from '../db/connect.js'
 import { newId } from '../lib/ids.js'
-import { lockInstance, findStep, updateStep } from '../modules/instances/runtime-repository.js'
+import { bumpVersion, lockInstance, findStep, updateStep } from '../modules/instances/runtime-repository.js'
 import { endStep, failWebhookStep, recordActivity, type Moment } from '../modules/instances/transitions.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
 import type { Decision } from './retry-policy.js'
@@ -46,9 +46,11 @@ export function recordOutcome(db: DB, outcome: AttemptOutcome, now: Date): Promi
     const step = delivery.stepId ? await findStep(trx, delivery.tenantId, delivery.stepId) : undefined
     if (!instance || !step || instance.status !== 'running') return 'recorded'
     const moment: Moment = { now, timeZone: delivery.timeZone }
+    if (step.state !== 'running' && step.state !== 'due') return 'recorded'
+    await bumpVersion(trx, instance, now)
     if (decision.action === 'retry') {
       if (step.state === 'running') await updateStep(trx, delivery.tenantId, step.id, { state: 'due' })
-    } else if (step.state === 'running' || step.state === 'due') {
+    } else {
       if (decision.action === 'succeed') {
         await recordActivity(trx, instance, step, now, 'webhookSucceeded',
           `${delivery.serviceName} answered HTTP ${outcome.statusCode}.`, { deliveryId: delivery.id, statusCode: outcome.statusCode })

@@ -323,11 +323,13 @@ t.test('a failed webhook step: advance it by hand, or retry it in a new round', 
   t.same(states(byHand.data), ['done', 'due'])
   assertProblem(t, await rt.api.post(`${base}/${resolved.id}/steps/${resolved.steps[0].id}/retry`), 409, /Only a failed webhook step/)
 
+  const failed = await rt.instance(retried.id)
+  t.equal(failed.version, retried.version + 1, 'the scheduler failing the step is a change too')
   const again = await rt.api.post(`${base}/${retried.id}/steps/${hook}/retry`)
   t.equal(again.statusCode, 200, again.body)
   t.equal(again.data.steps[0].state, 'due')
   t.match(again.data.steps[0].delivery, { status: 'pending', round: 2, attempts: 0 })
-  t.equal(again.data.version, retried.version + 1)
+  t.equal(again.data.version, failed.version + 1)
   assertProblem(t, await rt.api.post(`${base}/${retried.id}/steps/${hook}/retry`), 409, /due webhook step/)
 
   rt.provider.always({ status: 200, body: 'valued' })

@@ -13,6 +13,11 @@ export function updateInstance(db: DB, tenantId: string, id: string, changes: Up
   return db.updateTable('process_instances').set(changes).where('tenant_id', '=', tenantId).where('id', '=', id).execute()
 }
 
+/** One change to a process, from the API or the scheduler, moves its version (and so its ETag) on by one. */
+export function bumpVersion(db: DB, instance: { tenant_id: string; id: string; version: number }, now: Date) {
+  return updateInstance(db, instance.tenant_id, instance.id, { version: instance.version + 1, updated_at: now })
+}
+
 export function findStepAt(db: DB, tenantId: string, instanceId: string, position: number) {
   return db.selectFrom('instance_steps').selectAll()
     .where('tenant_id', '=', tenantId).where('instance_id', '=', instanceId).where('position', '=', position)

@@ -267,7 +267,7 @@ export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id
       throw conflict(`Step "${step.name}" (${step.kind}, ${step.state}) cannot be ${input.outcome === 'done' ? 'marked done' : 'skipped'}: ${why}.`)
     }
     await endStep(trx, instance, step, input.outcome, await momentOf(trx, clock, tenantId), input.note ?? null, by)
-    await runtime.updateInstance(trx, tenantId, id, { version: instance.version + 1, updated_at: clock.now() })
+    await runtime.bumpVersion(trx, instance, clock.now())
   })
   return getInstance(db, tenantId, id)
 }
@@ -283,10 +283,12 @@ export async function cancelProcess(db: DB, clock: Clock, tenantId: string, id: 
   await db.transaction().execute(async (trx) => {
     const instance = await lockForChange(trx, tenantId, id)
     if (instance.status !== 'running') throw conflict(`Process instance ${id} is already ${instance.status}.`)
+    // Unclaimed deliveries are cancelled first, so no worker can claim one between the check and the cancel.
+    await runtime.cancelPendingDeliveries(trx, tenantId, { instanceId: id }, clock.now())
     const step = instance.current_position === null ? undefined : await runtime.findStepAt(trx, tenantId, id, instance.current_position)
     if (step?.state === 'running') throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
     await cancelInstance(trx, instance, await momentOf(trx, clock, tenantId), note)
-    await runtime.updateInstance(trx, tenantId, id, { version: instance.version + 1 })
+    await runtime.bumpVersion(trx, instance, clock.now())
   })
   return getInstance(db, tenantId, id)
 }
@@ -306,7 +308,7 @@ export async function retryStep(db: DB, clock: Clock, tenantId: string, id: stri
     const requeued = delivery && await repo.requeueDelivery(trx, tenantId, delivery.id, now)
     if (!requeued) throw conflict(`Step "${step.name}" has no failed delivery to retry.`)
     await runtime.updateStep(trx, tenantId, stepId, { state: 'due' })
-    await runtime.updateInstance(trx, tenantId, id, { version: instance.version + 1, updated_at: now })
+    await runtime.bumpVersion(trx, instance, now)
     await recordActivity(trx, instance, step, now, 'webhookRetried', `Webhook step "${step.name}" queued again by hand (round ${requeued.round}).`,
       { deliveryId: requeued.id, round: requeued.round })
   })
