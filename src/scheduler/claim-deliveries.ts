@@ -14,6 +14,8 @@ export interface ClaimedDelivery extends DeliveryCall {
   mode: DeliveryMode
   timeZone: string
   serviceName: string
+  /** False when the service was deactivated, or the tenant's activation withdrawn, after the delivery was queued. */
+  serviceUsable: boolean
 }
 
 /**
@@ -46,6 +48,7 @@ export async function claimDeliveries(db: DB, options: { workerId: string; now: 
       c.step_id as "stepId", c.property_id as "propertyId", c.address_id as "addressId", c.event,
       c.changed_fields as "changedFields", c.parameters, c.round, c.attempt_count as attempt, c.fence,
       s.webhook_url as "webhookUrl", s.secret, s.delivery as mode, s.name as "serviceName",
+      s.active and exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) as "serviceUsable",
       t.web_id as "customerWebId", t.name as "customerName", t.time_zone as "timeZone",
       st.assignee_user_id as "assigneeUserId"
     from claimed c

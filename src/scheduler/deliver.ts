@@ -20,6 +20,14 @@ const LOGGED_BODY_BYTES = 4096
 /** Calls the provider for one claimed delivery, outside any transaction, then records the outcome. */
 export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, signal?: AbortSignal): Promise<Recorded> {
   const startedAt = deps.clock.now()
+  const refusal = !delivery.serviceUsable ? `service "${delivery.serviceName}" is no longer active for this tenant; no call was made`
+    // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
+    : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
+  if (refusal) {
+    return recordOutcome(deps.db, {
+      delivery, startedAt, durationMs: 0, statusCode: null, error: refusal, responseBody: null, decision: { action: 'give-up', reason: refusal }
+    }, startedAt)
+  }
   const request = buildQueryRequest(delivery, startedAt, deps.userAgent, deps.timeoutMs)
   const started = performance.now()
   let result: AttemptResult
