@@ -108,13 +108,27 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     inFlight.set(claim.id, { claim, abort, done })
   }
 
+  /** Each chore runs on its own: one that fails is logged and the others still run. */
   async function housekeeping(): Promise<Omit<RunSummary, 'deliveries'>> {
     const now = clock.now()
-    const reaped = await reapExpiredLeases(db, now)
-    const stepsStarted = await startDueSteps(db, now, settings.batchSize)
-    const deadlines = await sweepDeadlines(db, now, settings.batchSize)
-    const mails = await sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit: settings.batchSize })
+    const chore = async (name: string, work: () => Promise<number>): Promise<number> => {
+      try {
+        return await work()
+      } catch (error) {
+        deps.log.error({ err: error, chore: name }, 'scheduler chore failed; it runs again on the next pass')
+        return 0
+      }
+    }
+    const onError = (error: unknown, id: string) => deps.log.error({ err: error, id }, 'scheduler chore failed for one row; the others go on')
+    const reaped = await chore('reapExpiredLeases', () => reapExpiredLeases(db, now))
+    const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
+    const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))
+    const mails = await chore('sendQueuedMail', () => sendMail(now))
     return { reaped, stepsStarted, deadlines, mails }
+  }
+
+  function sendMail(now: Date): Promise<number> {
+    return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit: settings.batchSize, log: deps.log })
   }
 
   async function runOnce(): Promise<RunSummary> {
@@ -126,7 +140,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         deliveries += claimed
         if (inFlight.size > 0) await Promise.race([...inFlight.values()].map((f) => f.done))
       }
-      const mails = deliveries > 0 ? await sendQueuedMail(db, deps.mailer, { now: clock.now(), from: settings.mailFrom, limit: settings.batchSize }) : 0
+      const mails = deliveries > 0 ? await sendMail(clock.now()) : 0
       const pass = { ...chores, deliveries, mails: chores.mails + mails }
       for (const key of Object.keys(total) as (keyof RunSummary)[]) total[key] += pass[key]
       if (Object.values(pass).every((n) => n === 0)) return total

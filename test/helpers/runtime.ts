@@ -2,7 +2,7 @@ import type { Test } from 'tap'
 import { createHttpClient } from '../../src/adapters/http-client.js'
 import { createMailer } from '../../src/adapters/mailer.js'
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../src/scheduler/retry-policy.js'
-import { createScheduler, type Scheduler, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
+import { createScheduler, type Logger, type Scheduler, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
 import { setupApp, type Client, type TestContext } from './app.js'
 import { TestProvider } from './provider.js'
 import { TestSmtpServer } from './smtp.js'
@@ -22,7 +22,7 @@ export interface RuntimeContext extends TestContext {
   propertyId: string
   scheduler: Scheduler
   /** Another scheduler on the same database, as a second worker process would be. */
-  newScheduler(overrides?: Partial<SchedulerSettings>): Scheduler
+  newScheduler(overrides?: Partial<SchedulerSettings>, log?: Logger): Scheduler
   /** An active template with these steps; returns its id. */
   template(steps: StepInput[], options?: { notifyOnCompletion?: boolean }): Promise<string>
   start(templateId: string, extra?: Record<string, unknown>): Promise<InstanceView>
@@ -31,6 +31,8 @@ export interface RuntimeContext extends TestContext {
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests read JSON freely
 export type InstanceView = any
+
+const QUIET: Logger = { info() {}, warn() {}, error() {} }
 
 export const FAST_RETRIES: RetryPolicy = { ...DEFAULT_RETRY_POLICY, jitter: 0 }
 
@@ -57,12 +59,12 @@ export async function setupRuntime(t: Test, options: { webhookTimeoutMs?: number
 
   const http = createHttpClient({ maxBodyBytes: 65536, maxSockets: 32, userAgent: 'Baton/test', allowPrivateNetworks: true })
   const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
-  const newScheduler = (overrides: Partial<SchedulerSettings> = {}) => createScheduler({
+  const newScheduler = (overrides: Partial<SchedulerSettings> = {}, log: Logger = QUIET) => createScheduler({
     db: ctx.db,
     clock: ctx.clock,
     http,
     mailer,
-    log: { info() {}, warn() {}, error() {} },
+    log,
     workerId: `test-${Math.random().toString(36).slice(2, 8)}`,
     settings: {
       pollIntervalMs: 50,
