@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 import type { Mailer } from '../adapters/mailer.js'
 import type { DB } from '../db/connect.js'
+import type { Logger } from './scheduler.js'
 
 interface ClaimedMail {
   tenant_id: string
@@ -19,7 +20,7 @@ const MAX_BACKOFF_MS = 3_600_000
  * and is retried with backoff (never dropped). A mail sent just before a crash may go out twice; its
  * stable Message-ID lets the receiving side fold the copies.
  */
-export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Date; from: string; limit: number }): Promise<number> {
+export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'> }): Promise<number> {
   const { now } = options
   const { rows } = await sql<ClaimedMail>`
     update outbox_mails m
@@ -35,7 +36,7 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
     returning m.tenant_id, m.id, m.to_address, m.subject, m.body, m.attempt_count
   `.execute(db)
   let sent = 0
-  for (const mail of rows) {
+  for (const [index, mail] of rows.entries()) {
     try {
       await mailer.send({ from: options.from, to: mail.to_address, subject: mail.subject, text: mail.body, messageId: `<${mail.id}@baton>` })
       await markMail(db, mail, { sent_at: now, lease_expires_at: null, last_error: null })
@@ -43,9 +44,21 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
     } catch (error) {
       const delay = Math.min(MAX_BACKOFF_MS, 10_000 * 2 ** (mail.attempt_count - 1))
       await markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) })
+      // The server is likely down for all of them: the rest go back untouched instead of each waiting out a timeout.
+      const rest = rows.slice(index + 1)
+      await releaseMails(db, rest)
+      options.log?.warn({ err: error, mailId: mail.id, putBack: rest.length }, 'sending a mail failed; it stays queued and is retried')
+      break
     }
   }
   return sent
+}
+
+async function releaseMails(db: DB, mails: ClaimedMail[]): Promise<void> {
+  for (const mail of mails) {
+    await db.updateTable('outbox_mails').set((eb) => ({ lease_expires_at: null, attempt_count: eb('attempt_count', '-', 1) }))
+      .where('tenant_id', '=', mail.tenant_id).where('id', '=', mail.id).execute()
+  }
 }
 
 function markMail(db: DB, mail: ClaimedMail, changes: { sent_at?: Date; lease_expires_at: null; last_error: string | null; next_attempt_at?: Date }) {
