@@ -54,7 +54,13 @@ export async function findUserUsages(db: DB, tenantId: string, userId: string) {
     db.selectFrom('properties').select('id').where('tenant_id', '=', tenantId).where('maintainer_user_id', '=', userId).limit(5).execute(),
     db.selectFrom('addresses').select('id').where('tenant_id', '=', tenantId).where('maintainer_user_id', '=', userId).limit(5).execute(),
     db.selectFrom('process_instances').select('id').where('tenant_id', '=', tenantId)
-      .where((eb) => eb.or([eb('responsible_user_id', '=', userId), eb('controller_user_id', '=', userId)])).limit(5).execute()
+      .where((eb) => eb.or([
+        eb('responsible_user_id', '=', userId),
+        eb('controller_user_id', '=', userId),
+        // a step still to start that names the user (its copy of the template, which may have changed since)
+        eb('id', 'in', eb.selectFrom('instance_steps').select('instance_id').where('tenant_id', '=', tenantId)
+          .where('responsible_user_id', '=', userId).where('state', 'in', ['pending', 'waiting']))
+      ])).limit(5).execute()
   ])
   return { templates, steps, properties, addresses, instances }
 }

@@ -1,0 +1,122 @@
+import t from 'tap'
+import { sql } from 'kysely'
+import { randomUUID } from 'node:crypto'
+import { setupRuntime } from '../helpers/runtime.js'
+
+// What the scheduler does when the world changed under a process: a service switched off, a worker
+// that died on every attempt, a row it cannot process, an SMTP server that is down.
+const MAX_ATTEMPTS = 3
+const rt = await setupRuntime(t, { maxAttempts: MAX_ATTEMPTS })
+rt.provider.always(() => ({ status: 200, body: 'ok' }))
+
+const callsFor = (stepId: string) => rt.provider.calls.filter((c) => c.query.stepId === stepId)
+
+async function attemptsOf(deliveryId: string) {
+  return (await rt.api.get(`/v1/deliveries/${deliveryId}`)).data.attempts as { error: string | null; statusCode: number | null }[]
+}
+
+t.test('the scheduler moves the instance version on: the ETag a client holds goes stale', async (t) => {
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Valuation', refersTo: { property: true } }, { kind: 'task', name: 'Call the owner' }])
+  const started = await rt.start(templateId)
+  t.equal((await rt.scheduler.runOnce()).deliveries, 1)
+  const got = await rt.api.get(`/v1/process-instances/${started.id}`)
+  t.equal(got.data.steps[0].state, 'done')
+  t.equal(got.data.version, started.version + 1, 'one change, one version')
+  t.equal(got.headers.etag, `"${started.version + 1}"`)
+})
+
+t.test('a service deactivated after its step was queued is not called: the step fails, the controller is told', async (t) => {
+  const service = await rt.operator.post('/v1/marketplace-services', { name: 'Mailing sync', provider: 'ListCo', webhookUrl: `${rt.provider.url}/hooks/sync` })
+  t.equal(service.statusCode, 201, service.body)
+  t.equal((await rt.api.put(`/v1/marketplace-services/${service.data.id}/activation`)).statusCode, 200)
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Sync the mailing list', serviceId: service.data.id }])
+  const started = await rt.start(templateId)
+  const off = await rt.operator.patch(`/v1/marketplace-services/${service.data.id}`, { active: false })
+  t.equal(off.statusCode, 200, off.body)
+
+  t.equal((await rt.scheduler.runOnce()).deliveries, 1)
+  const stepId = started.steps[0].id
+  t.equal(callsFor(stepId).length, 0, 'no call was made')
+  const instance = await rt.instance(started.id)
+  t.equal(instance.steps[0].state, 'failed', 'the step waits for a person')
+  const attempts = await attemptsOf(started.steps[0].delivery.id)
+  t.equal(attempts.length, 1)
+  t.match(attempts[0]!.error, /no longer active.*no call was made/)
+  const mails = await sql<{ kind: string }>`select kind from outbox_mails where dedupe_key like ${`stepFailed:${started.steps[0].delivery.id}:%`}`.execute(rt.db)
+  t.same(mails.rows.map((m) => m.kind), ['stepFailed'])
+})
+
+t.test('a delivery whose workers died on every attempt is given up after maxAttempts, without another call', async (t) => {
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Valuation that kills workers', refersTo: { property: true } }])
+  const started = await rt.start(templateId)
+  const deliveryId = started.steps[0].delivery.id as string
+  // As the reaper finds it after the last allowed attempt's worker crashed: running, its lease over.
+  await sql`update deliveries set status = 'running', attempt_count = ${MAX_ATTEMPTS}, lease_owner = 'gone',
+    lease_expires_at = ${new Date(rt.clock.now().getTime() - 1000)} where id = ${deliveryId}`.execute(rt.db)
+  await sql`update instance_steps set state = 'running' where id = ${started.steps[0].id}`.execute(rt.db)
+
+  const run = await rt.scheduler.runOnce()
+  t.equal(run.reaped, 1)
+  t.equal(callsFor(started.steps[0].id).length, 0, 'not called again')
+  t.equal((await rt.instance(started.id)).steps[0].state, 'failed')
+  const attempts = await attemptsOf(deliveryId)
+  t.match(attempts.map((a) => a.error), [/lease expired/, new RegExp(`gave up after ${MAX_ATTEMPTS} attempts without an outcome`)])
+})
+
+t.test('a step the scheduler cannot start is logged and does not hold up the steps behind it', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'task', name: 'Prepare' },
+    { kind: 'task', name: 'Follow up', start: { mode: 'daysAfterPrevious', days: 1 } }
+  ])
+  const poisoned = await rt.start(templateId)
+  const healthy = await rt.start(templateId)
+  for (const instance of [poisoned, healthy]) {
+    t.equal((await rt.api.post(`/v1/process-instances/${instance.id}/advance`, { outcome: 'done' })).statusCode, 200)
+  }
+  // A row the database refuses to start: its named user does not exist (only a hand-edited row can be like this).
+  await sql`update instance_steps set responsibility = 'user', responsible_user_id = ${randomUUID()}, start_at = start_at - interval '1 minute'
+    where id = ${poisoned.steps[1].id}`.execute(rt.db)
+  const errors: object[] = []
+  const scheduler = rt.newScheduler({}, { info() {}, warn() {}, error: (obj) => errors.push(obj) })
+
+  rt.clock.advance(2 * 24 * 3600 * 1000)
+  const run = await scheduler.runOnce()
+  t.equal(run.stepsStarted, 1, 'the healthy step started')
+  t.equal((await rt.instance(healthy.id)).steps[1].state, 'due')
+  t.equal((await rt.instance(poisoned.id)).steps[1].state, 'waiting', 'the bad one is left as it was')
+  t.ok(errors.some((e) => (e as { id?: string }).id === poisoned.steps[1].id), 'the failure is logged with the step id')
+})
+
+t.test('a user that a started process still names for a later step cannot be deleted', async (t) => {
+  const named = (await rt.api.post('/v1/users', { name: 'Nina Named', email: 'nina@example.com' })).data
+  const templateId = await rt.template([
+    { kind: 'task', name: 'First' },
+    { kind: 'task', name: 'Nina\'s part', responsibility: { user: named.id } }
+  ])
+  const started = await rt.start(templateId)
+  const templateStep = (await rt.api.get(`/v1/process-templates/${templateId}/steps`)).data.items[1]
+  const changed = await rt.api.patch(`/v1/process-templates/${templateId}/steps/${templateStep.id}`, { responsibility: 'processResponsible' })
+  t.equal(changed.statusCode, 200, changed.body)
+
+  const refused = await rt.api.delete(`/v1/users/${named.id}`)
+  t.equal(refused.statusCode, 409, 'the template no longer names her, but the running process does')
+  t.match(refused.data.detail, started.id)
+})
+
+t.test('SMTP down: the first failure puts the rest of the batch back untouched instead of trying each', async (t) => {
+  await sql`update outbox_mails set sent_at = now() where sent_at is null`.execute(rt.db)
+  const templateId = await rt.template([{ kind: 'task', name: 'Skipped during the outage' }])
+  for (let i = 0; i < 3; i++) {
+    const started = await rt.start(templateId)
+    t.equal((await rt.api.post(`/v1/process-instances/${started.id}/advance`, { outcome: 'skipped' })).statusCode, 200)
+  }
+  rt.smtp.refusing = true
+  t.teardown(() => { rt.smtp.refusing = false })
+  t.equal((await rt.scheduler.runOnce()).mails, 0)
+  const rows = (await sql<{ attempt_count: number; lease_expires_at: Date | null; last_error: string | null }>`
+    select attempt_count, lease_expires_at, last_error from outbox_mails where sent_at is null order by attempt_count desc
+  `.execute(rt.db)).rows
+  t.equal(rows.length, 3, 'all three still queued')
+  t.same(rows.map((r) => r.attempt_count), [1, 0, 0], 'one tried, two put back')
+  t.ok(rows.every((r) => r.lease_expires_at === null), 'none left leased')
+})
