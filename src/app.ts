@@ -18,6 +18,7 @@ import templateRoutes from './modules/templates/routes.js'
 import tenantRoutes from './modules/tenants/routes.js'
 import triggerRoutes from './modules/marketplace/trigger-routes.js'
 import userRoutes from './modules/users/routes.js'
+import { loadClaimKey } from './modules/auth/claim-key.js'
 import auth from './plugins/auth.js'
 import problems from './plugins/problems.js'
 import swagger from './plugins/swagger.js'
@@ -28,6 +29,8 @@ export interface AppDependencies {
   db: DB
   operatorKeyHash: string
   clock?: Clock
+  /** The apiClaim key; loaded from BATON_CLAIM_SECRET or the database when not given. */
+  claimKey?: Buffer
 }
 
 /** Module options every route plugin receives. */
@@ -63,7 +66,8 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   await app.register(swagger)
   // Shared by the activity logs of properties, addresses and process instances.
   app.addSchema(ActivitySchema)
-  await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash })
+  const claimKey = deps.claimKey ?? await loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET)
+  await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash, claimKey, clock: modules.clock })
 
   await app.register(healthRoutes, modules)
   await app.register(tenantRoutes, { ...modules, prefix: '/v1' })

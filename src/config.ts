@@ -20,6 +20,8 @@ export const ConfigSchema = Type.Object({
   SCHEDULER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 32 }),
   SCHEDULER_LEASE_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
+  BATON_CLAIM_SECRET: Type.Optional(Type.String({ minLength: 32 })),
+  API_CLAIM_TTL_MS: Type.Integer({ minimum: 60_000, maximum: 86_400_000, default: 900_000 }),
   WEBHOOK_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 10_000 }),
   WEBHOOK_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 50, default: 8 }),
   WEBHOOK_MAX_BODY_BYTES: Type.Integer({ minimum: 1024, maximum: 10_485_760, default: 65_536 }),

@@ -31,6 +31,7 @@ import pg from 'pg'
 import { createHttpClient, type HttpClient } from '../../src/adapters/http-client.js'
 import { openPostgres } from '../../src/db/connect.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
+import { signClaim } from '../../src/lib/api-claims.js'
 import { buildQueryRequest } from '../../src/scheduler/webhook-request.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -42,6 +43,7 @@ const STEP_NAME = 'Call the provider'
 const STEP_PARAMETERS = { mode: 'full' }
 const USER_AGENT = 'Baton/bench'
 const TIMEOUT_MS = 10_000
+const CLAIM_KEY = randomBytes(32)
 const CACHE = 'node_modules/.cache/baton-bench'
 
 // ---- Options -------------------------------------------------------------------------------------
@@ -602,11 +604,18 @@ async function bareLoop(ctx: Context, http: HttpClient, count: number): Promise<
   const lane = async () => {
     while (next < count) {
       next += 1
+      // The same work per call as the worker's: a signed apiClaim and a signed URL.
+      const id = randomUUID()
+      const now = new Date()
+      const apiClaim = signClaim({
+        tenantId: ctx.fx.tenantId, serviceId: ctx.fx.serviceId, deliveryId: id, propertyId: null, addressId: null,
+        expiresAt: Math.floor(now.getTime() / 1000) + 900
+      }, CLAIM_KEY)
       const request = buildQueryRequest({
-        id: randomUUID(), webhookUrl: ctx.fx.webhookUrl, secret: ctx.fx.secret, customerWebId: ctx.fx.webId, customerName: ctx.fx.tenantName,
-        assigneeUserId: ctx.fx.userId, instanceId: randomUUID(), stepId: randomUUID(), propertyId: null, addressId: null,
-        event: null, changedFields: null, parameters: STEP_PARAMETERS
-      }, new Date(), USER_AGENT, TIMEOUT_MS)
+        id, webhookUrl: ctx.fx.webhookUrl, secret: ctx.fx.secret, previousSecret: null, customerWebId: ctx.fx.webId,
+        customerName: ctx.fx.tenantName, assigneeUserId: ctx.fx.userId, instanceId: randomUUID(), stepId: randomUUID(),
+        propertyId: null, addressId: null, event: null, changedFields: null, parameters: STEP_PARAMETERS
+      }, { now, apiClaim, userAgent: USER_AGENT, timeoutMs: TIMEOUT_MS })
       try {
         const response = await http.send(request)
         if (response.status !== 200) failures += 1

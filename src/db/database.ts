@@ -6,6 +6,12 @@ type Json<T> = ColumnType<T, string | T, string | T>
 
 export type JsonObject = Record<string, unknown>
 
+export interface SigningKeysTable {
+  name: string
+  secret: Buffer
+  created_at: CreatedAt
+}
+
 export interface OperatorKeysTable {
   id: Generated<number>
   key_hash: string
@@ -250,6 +256,7 @@ export interface OutboxMailsTable {
 
 export interface Database {
   operator_keys: OperatorKeysTable
+  signing_keys: SigningKeysTable
   tenants: TenantsTable
   api_keys: ApiKeysTable
   users: UsersTable

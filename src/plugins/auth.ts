@@ -1,7 +1,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import type { Clock } from '../adapters/clock.js'
 import type { DB } from '../db/connect.js'
 import { forbidden, unauthorized } from '../errors.js'
+import { CLAIM_PREFIX, verifyClaim, type ApiClaim } from '../lib/api-claims.js'
 import { hashKey, sameHash } from '../lib/keys.js'
 import { findTenantIdByKeyHash } from '../modules/auth/repository.js'
 
@@ -11,11 +13,16 @@ import { findTenantIdByKeyHash } from '../modules/auth/repository.js'
  */
 export type Audience = 'operator' | 'tenant' | 'any' | 'public'
 
-export type Caller = { kind: 'operator' } | { kind: 'tenant'; tenantId: string }
+export type Caller = { kind: 'operator' } | { kind: 'tenant'; tenantId: string } | { kind: 'claim'; tenantId: string; claim: ApiClaim }
+
+/** The record kinds a provider may read and update with the apiClaim of a call that names the record. */
+export type ClaimScope = 'property' | 'address'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     auth?: Audience
+    /** A tenant route that also takes an apiClaim, for the record in its `:id`. */
+    claim?: ClaimScope
   }
   interface FastifyRequest {
     caller: Caller | null
@@ -25,19 +32,33 @@ declare module 'fastify' {
 export interface AuthOptions {
   db: DB
   operatorKeyHash: string
+  claimKey: Buffer
+  clock: Clock
 }
 
-async function authPlugin(app: FastifyInstance, { db, operatorKeyHash }: AuthOptions): Promise<void> {
+async function authPlugin(app: FastifyInstance, options: AuthOptions): Promise<void> {
   app.decorateRequest('caller', null)
 
   app.addHook('onRequest', async (request) => {
     const audience = request.routeOptions.config.auth ?? 'tenant'
     if (audience === 'public' || request.is404) return
-    const caller = await identify(db, operatorKeyHash, bearerToken(request))
-    if (audience === 'operator' && caller.kind !== 'operator') throw forbidden('This route needs the operator key.')
-    if (audience === 'tenant' && caller.kind !== 'tenant') throw forbidden('This route needs a tenant API key.')
+    const caller = await identify(options, bearerToken(request))
+    if (caller.kind === 'claim') checkClaimScope(caller.claim, request)
+    else if (audience === 'operator' && caller.kind !== 'operator') throw forbidden('This route needs the operator key.')
+    else if (audience === 'tenant' && caller.kind !== 'tenant') throw forbidden('This route needs a tenant API key.')
     request.caller = caller
   })
+}
+
+/** A claim reaches only the claim routes, and there only the records its call named. */
+function checkClaimScope(claim: ApiClaim, request: FastifyRequest): void {
+  const scope = request.routeOptions.config.claim
+  const id = (request.params as { id?: string }).id
+  const named = scope === 'property' ? claim.propertyId : scope === 'address' ? claim.addressId : undefined
+  if (!scope || named === undefined) {
+    throw forbidden('An apiClaim may only read and update the records its call names (GET and PATCH /v1/properties/{id} or /v1/addresses/{id}).')
+  }
+  if (named === null || id !== named) throw forbidden(`This apiClaim does not name ${scope} ${id}.`)
 }
 
 function bearerToken(request: FastifyRequest): string {
@@ -47,7 +68,15 @@ function bearerToken(request: FastifyRequest): string {
   return match[1]
 }
 
-async function identify(db: DB, operatorKeyHash: string, token: string): Promise<Caller> {
+async function identify({ db, operatorKeyHash, claimKey, clock }: AuthOptions, token: string): Promise<Caller> {
+  if (token.startsWith(CLAIM_PREFIX)) {
+    const check = verifyClaim(token, claimKey, clock.now())
+    if (check.ok) return { kind: 'claim', tenantId: check.claim.tenantId, claim: check.claim }
+    if (check.reason === 'expired') {
+      throw unauthorized(`The apiClaim expired at ${check.expiredAt.toISOString()}; each call brings a fresh one.`)
+    }
+    throw unauthorized('The apiClaim is not valid: it was altered or not issued by this Baton.')
+  }
   const hash = hashKey(token)
   if (sameHash(hash, operatorKeyHash)) return { kind: 'operator' }
   const tenantId = await findTenantIdByKeyHash(db, hash)
@@ -62,8 +91,13 @@ export function tenantOrOperator(request: FastifyRequest): string | undefined {
 
 /** The calling tenant's id; only valid on tenant routes, where the hook has checked the key. */
 export function tenantOf(request: FastifyRequest): string {
-  if (request.caller?.kind !== 'tenant') throw forbidden('This route needs a tenant API key.')
+  if (request.caller?.kind !== 'tenant' && request.caller?.kind !== 'claim') throw forbidden('This route needs a tenant API key.')
   return request.caller.tenantId
+}
+
+/** The claim the request came with, on the routes that take one. */
+export function claimOf(request: FastifyRequest): ApiClaim | undefined {
+  return request.caller?.kind === 'claim' ? request.caller.claim : undefined
 }
 
 export default fp(authPlugin, { name: 'auth' })

@@ -7,7 +7,8 @@ import type { Config } from '../config.js'
 import type { DatabaseHandle } from '../db/connect.js'
 import { VERSION } from '../version.js'
 import { DEFAULT_RETRY_POLICY } from './retry-policy.js'
-import { createScheduler, type Logger, type Scheduler } from './scheduler.js'
+import { loadClaimKey } from '../modules/auth/claim-key.js'
+import { createScheduler, once, type Logger, type Scheduler } from './scheduler.js'
 
 export const WORK_CHANNEL = 'baton_work'
 
@@ -40,8 +41,10 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
       timeoutMs: config.WEBHOOK_TIMEOUT_MS,
       mailFrom: config.MAIL_FROM,
       userAgent,
-      policy: { ...DEFAULT_RETRY_POLICY, maxAttempts: config.WEBHOOK_MAX_ATTEMPTS }
+      policy: { ...DEFAULT_RETRY_POLICY, maxAttempts: config.WEBHOOK_MAX_ATTEMPTS },
+      claimTtlMs: config.API_CLAIM_TTL_MS
     },
+    claimKey: once(() => loadClaimKey(database.db, config.BATON_CLAIM_SECRET)),
     listen: (onWork) => database.listen(WORK_CHANNEL, onWork)
   })
   return {

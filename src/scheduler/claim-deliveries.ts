@@ -47,7 +47,8 @@ export async function claimDeliveries(db: DB, options: { workerId: string; now: 
     select c.tenant_id as "tenantId", c.id, c.service_id as "serviceId", c.source, c.instance_id as "instanceId",
       c.step_id as "stepId", c.property_id as "propertyId", c.address_id as "addressId", c.event,
       c.changed_fields as "changedFields", c.parameters, c.round, c.attempt_count as attempt, c.fence,
-      s.webhook_url as "webhookUrl", s.secret, s.delivery as mode, s.name as "serviceName",
+      s.webhook_url as "webhookUrl", s.secret, s.delivery as mode,
+      case when s.previous_secret_expires_at > ${options.now} then s.previous_secret end as "previousSecret", s.name as "serviceName",
       s.active and exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) as "serviceUsable",
       t.web_id as "customerWebId", t.name as "customerName", t.time_zone as "timeZone",
       st.assignee_user_id as "assigneeUserId"

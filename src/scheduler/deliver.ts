@@ -4,7 +4,8 @@ import type { DB } from '../db/connect.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
 import { recordOutcome, type Recorded } from './record-outcome.js'
 import { decide, type AttemptResult, type RetryPolicy } from './retry-policy.js'
-import { buildQueryRequest } from './webhook-request.js'
+import { signClaim } from '../lib/api-claims.js'
+import { buildRequest } from './webhook-request.js'
 
 export interface DeliverDeps {
   db: DB
@@ -13,6 +14,9 @@ export interface DeliverDeps {
   policy: RetryPolicy
   timeoutMs: number
   userAgent: string
+  /** The apiClaim key, loaded once per process. */
+  claimKey: () => Promise<Buffer>
+  claimTtlMs: number
 }
 
 const LOGGED_BODY_BYTES = 4096
@@ -28,7 +32,15 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
       delivery, startedAt, durationMs: 0, statusCode: null, error: refusal, responseBody: null, decision: { action: 'give-up', reason: refusal }
     }, startedAt)
   }
-  const request = buildQueryRequest(delivery, startedAt, deps.userAgent, deps.timeoutMs)
+  const apiClaim = signClaim({
+    tenantId: delivery.tenantId,
+    serviceId: delivery.serviceId,
+    deliveryId: delivery.id,
+    propertyId: delivery.propertyId,
+    addressId: delivery.addressId,
+    expiresAt: Math.floor((startedAt.getTime() + deps.claimTtlMs) / 1000)
+  }, await deps.claimKey())
+  const request = buildRequest(delivery.mode, delivery, { now: startedAt, apiClaim, userAgent: deps.userAgent, timeoutMs: deps.timeoutMs })
   const started = performance.now()
   let result: AttemptResult
   let response: HttpResponse | undefined

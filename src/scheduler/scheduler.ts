@@ -2,6 +2,7 @@ import type { Clock } from '../adapters/clock.js'
 import type { HttpClient } from '../adapters/http-client.js'
 import type { Mailer } from '../adapters/mailer.js'
 import type { DB } from '../db/connect.js'
+import { loadClaimKey } from '../modules/auth/claim-key.js'
 import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
 import { releaseDelivery } from './delivery-repository.js'
@@ -21,6 +22,8 @@ export interface SchedulerSettings {
   mailFrom: string
   userAgent: string
   policy: RetryPolicy
+  /** How long the apiClaim of a call stays valid. */
+  claimTtlMs: number
 }
 
 export interface Logger {
@@ -37,6 +40,8 @@ export interface SchedulerDeps {
   log: Logger
   workerId: string
   settings: SchedulerSettings
+  /** The apiClaim key; by default the one kept in the database (see loadClaimKey). */
+  claimKey?: () => Promise<Buffer>
   /** Subscribes to "new work" notifications (the payload names the table); returns the unsubscribe. */
   listen?: (onWork: (table?: string) => void) => Promise<() => Promise<void>>
 }
@@ -60,7 +65,11 @@ export interface Scheduler {
 
 export function createScheduler(deps: SchedulerDeps): Scheduler {
   const { db, clock, settings } = deps
-  const deliverDeps: DeliverDeps = { db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent }
+  const claimKey = deps.claimKey ?? once(() => loadClaimKey(db, undefined))
+  const deliverDeps: DeliverDeps = {
+    db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
+    claimKey, claimTtlMs: settings.claimTtlMs
+  }
   const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; done: Promise<unknown> }>()
   let stopping = false
   let loop: Promise<void> | undefined
@@ -216,5 +225,17 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       for (const flight of inFlight.values()) flight.abort.abort()
       await Promise.all([...inFlight.values()].map((f) => f.done))
     }
+  }
+}
+
+/** A loader that runs once; a failed load is tried again on the next call. */
+export function once<T>(load: () => Promise<T>): () => Promise<T> {
+  let pending: Promise<T> | undefined
+  return () => {
+    pending ??= load().catch((error: unknown) => {
+      pending = undefined
+      throw error
+    })
+    return pending
   }
 }

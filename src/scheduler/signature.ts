@@ -70,3 +70,16 @@ function origin(url: URL): string {
 function hmacHex(secret: string, text: string): string {
   return createHmac('sha256', secret).update(text, 'utf8').digest('hex')
 }
+
+/*
+ * Standard Webhooks (json delivery): `v1,` + base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`.
+ * The key is the base64 part of a `whsec_…` secret, which is how Baton generates secrets, so any
+ * Standard Webhooks library verifies with the secret as given; any other secret is used as its UTF-8 bytes.
+ */
+export function standardWebhookKey(secret: string): Buffer {
+  return secret.startsWith('whsec_') ? Buffer.from(secret.slice('whsec_'.length), 'base64') : Buffer.from(secret, 'utf8')
+}
+
+export function standardWebhookSignature(secret: string, id: string, timestamp: number, body: string): string {
+  return `v1,${createHmac('sha256', standardWebhookKey(secret)).update(`${id}.${timestamp}.${body}`, 'utf8').digest('base64')}`
+}

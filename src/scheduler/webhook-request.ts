@@ -1,12 +1,14 @@
 import type { HttpRequest } from '../adapters/http-client.js'
-import type { JsonObject } from '../db/database.js'
-import { signQueryUrl } from './signature.js'
+import type { DeliveryMode, JsonObject } from '../db/database.js'
+import { signQueryUrl, standardWebhookSignature } from './signature.js'
 
 /** What a claimed delivery knows about its call. */
 export interface DeliveryCall {
   id: string
   webhookUrl: string
   secret: string
+  /** The secret a rotation replaced, while its overlap window lasts; json calls carry both signatures. */
+  previousSecret: string | null
   customerWebId: string
   customerName: string
   assigneeUserId: string | null
@@ -19,9 +21,9 @@ export interface DeliveryCall {
   parameters: JsonObject
 }
 
-/** The query parameters of a call, context first; the step's own parameters never override context. */
-export function callParameters(call: DeliveryCall, now: Date): Record<string, string> {
-  const context: Record<string, string | null> = {
+/** What Baton says about the call itself, beside the step's parameters (SPEC section 3). */
+function contextOf(call: DeliveryCall, now: Date, apiClaim: string): Record<string, string | null> {
+  return {
     customerWebId: call.customerWebId,
     customerName: call.customerName,
     userId: call.assigneeUserId,
@@ -32,8 +34,14 @@ export function callParameters(call: DeliveryCall, now: Date): Record<string, st
     deliveryId: call.id,
     event: call.event,
     changedFields: call.changedFields ? [...call.changedFields].sort().join(',') : null,
-    timestamp: String(Math.floor(now.getTime() / 1000))
+    timestamp: String(Math.floor(now.getTime() / 1000)),
+    apiClaim
   }
+}
+
+/** The query parameters of a call, context first; the step's own parameters never override context. */
+export function callParameters(call: DeliveryCall, now: Date, apiClaim: string): Record<string, string> {
+  const context = contextOf(call, now, apiClaim)
   const params: Record<string, string> = {}
   for (const [name, value] of Object.entries(call.parameters)) params[name] = parameterText(value)
   for (const [name, value] of Object.entries(context)) if (value !== null) params[name] = value
@@ -47,12 +55,56 @@ function parameterText(value: unknown): string {
   return typeof value === 'object' ? JSON.stringify(value) : String(value)
 }
 
-export function buildQueryRequest(call: DeliveryCall, now: Date, userAgent: string, timeoutMs: number): HttpRequest {
-  const signed = signQueryUrl(call.webhookUrl, callParameters(call, now), call.secret)
+export interface CallOptions {
+  now: Date
+  apiClaim: string
+  userAgent: string
+  timeoutMs: number
+}
+
+export function buildRequest(mode: DeliveryMode, call: DeliveryCall, options: CallOptions): HttpRequest {
+  return mode === 'json' ? buildJsonRequest(call, options) : buildQueryRequest(call, options)
+}
+
+/** `GET webhookUrl?…` signed the onOffice way, with the current secret only (a URL has one signature). */
+export function buildQueryRequest(call: DeliveryCall, options: CallOptions): HttpRequest {
+  const signed = signQueryUrl(call.webhookUrl, callParameters(call, options.now, options.apiClaim), call.secret)
   return {
     method: 'GET',
     url: signed.url,
-    headers: { 'idempotency-key': call.id, 'user-agent': userAgent },
-    timeoutMs
+    headers: { 'idempotency-key': call.id, 'user-agent': options.userAgent },
+    timeoutMs: options.timeoutMs
+  }
+}
+
+/**
+ * `POST webhookUrl` with the context and the step's parameters (typed as saved) as JSON, signed per
+ * Standard Webhooks: `webhook-id` is the deliveryId, the same on every retry and replay.
+ */
+export function buildJsonRequest(call: DeliveryCall, options: CallOptions): HttpRequest {
+  const timestamp = Math.floor(options.now.getTime() / 1000)
+  const context = Object.entries(contextOf(call, options.now, options.apiClaim))
+    .filter(([name, value]) => value !== null && name !== 'timestamp' && name !== 'changedFields')
+  const body = JSON.stringify({
+    ...Object.fromEntries(context),
+    ...(call.changedFields ? { changedFields: [...call.changedFields].sort() } : {}),
+    timestamp,
+    parameters: call.parameters
+  })
+  const secrets = call.previousSecret ? [call.secret, call.previousSecret] : [call.secret]
+  const signatures = secrets.map((secret) => standardWebhookSignature(secret, call.id, timestamp, body))
+  return {
+    method: 'POST',
+    url: call.webhookUrl,
+    headers: {
+      'content-type': 'application/json',
+      'idempotency-key': call.id,
+      'user-agent': options.userAgent,
+      'webhook-id': call.id,
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': signatures.join(' ')
+    },
+    body,
+    timeoutMs: options.timeoutMs
   }
 }

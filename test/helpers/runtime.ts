@@ -75,6 +75,7 @@ export async function setupRuntime(t: Test, options: { webhookTimeoutMs?: number
       mailFrom: 'Baton <baton@example.com>',
       userAgent: 'Baton/test',
       policy: { ...FAST_RETRIES, maxAttempts: options.maxAttempts ?? FAST_RETRIES.maxAttempts },
+      claimTtlMs: 15 * 60_000,
       ...overrides
     }
   })

@@ -45,6 +45,7 @@ function loopScheduler(settings: Partial<SchedulerSettings>, options: { listen?:
       mailFrom: 'Baton <baton@example.com>',
       userAgent: 'Baton/test',
       policy: FAST_RETRIES,
+      claimTtlMs: 900_000,
       ...settings
     },
     ...(options.listen === false ? {} : { listen: (onWork: () => void) => database.listen(WORK_CHANNEL, onWork) })

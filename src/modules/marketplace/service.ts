@@ -45,8 +45,9 @@ function checkWebhookUrl(url: string | undefined): void {
   if (problem) throw unprocessable(`The webhook URL is not usable: ${problem}.`, [{ pointer: '/body/webhookUrl', detail: problem }])
 }
 
+/** In the Standard Webhooks form, so json providers can hand it to their library as it is. */
 export function generateSecret(): string {
-  return randomBytes(32).toString('base64url')
+  return `whsec_${randomBytes(32).toString('base64')}`
 }
 
 export async function createService(db: DB, clock: Clock, input: CreateService): Promise<MarketplaceServiceWithSecret> {

@@ -13,7 +13,7 @@ t.test('services: create, read, list, update, delete', async (t) => {
   const created = await operator.post('/v1/marketplace-services', SERVICE)
   t.equal(created.statusCode, 201)
   t.match(created.data, { id: String, ...SERVICE, delivery: 'query', active: true, version: 1, createdAt: String, updatedAt: String })
-  t.match(created.data.secret, /^[A-Za-z0-9_-]{43}$/, 'a generated 32-byte secret')
+  t.match(created.data.secret, /^whsec_[A-Za-z0-9+/]{43}=$/, 'a generated 32-byte secret in the Standard Webhooks form')
   t.equal(created.headers.etag, '"1"')
   t.notOk('activated' in created.data, 'no activation flag for the operator')
   const id = created.data.id as string

@@ -1,0 +1,78 @@
+import { createHmac, timingSafeEqual } from 'node:crypto'
+
+/*
+ * The apiClaim: a short-lived bearer token Baton hands a provider with each call, so the provider can
+ * read and update the records the call names, for that tenant only. It is `bcl_<payload>.<mac>`:
+ * the payload is base64url JSON, the mac a base64url HMAC-SHA256 of `bcl_<payload>` with a key that
+ * only Baton holds. Nothing is stored per token; the expiry is inside the signed payload.
+ */
+
+export const CLAIM_PREFIX = 'bcl_'
+
+export interface ApiClaim {
+  tenantId: string
+  serviceId: string
+  deliveryId: string
+  propertyId: string | null
+  addressId: string | null
+  /** Unix seconds after which the claim is refused. */
+  expiresAt: number
+}
+
+interface Payload {
+  v: 1
+  t: string
+  s: string
+  d: string
+  p: string | null
+  a: string | null
+  exp: number
+}
+
+export function signClaim(claim: ApiClaim, key: Buffer): string {
+  const payload: Payload = {
+    v: 1, t: claim.tenantId, s: claim.serviceId, d: claim.deliveryId, p: claim.propertyId, a: claim.addressId, exp: claim.expiresAt
+  }
+  const body = `${CLAIM_PREFIX}${Buffer.from(JSON.stringify(payload)).toString('base64url')}`
+  return `${body}.${mac(body, key)}`
+}
+
+export type ClaimCheck =
+  | { ok: true; claim: ApiClaim }
+  | { ok: false; reason: 'invalid' }
+  | { ok: false; reason: 'expired'; expiredAt: Date }
+
+/** Checks the mac first (in constant time), then the expiry; a token that fails either is refused. */
+export function verifyClaim(token: string, key: Buffer, now: Date): ClaimCheck {
+  const dot = token.lastIndexOf('.')
+  if (!token.startsWith(CLAIM_PREFIX) || dot < 0) return { ok: false, reason: 'invalid' }
+  const body = token.slice(0, dot)
+  const expected = Buffer.from(mac(body, key))
+  const given = Buffer.from(token.slice(dot + 1))
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'invalid' }
+  const payload = parse(body.slice(CLAIM_PREFIX.length))
+  if (!payload) return { ok: false, reason: 'invalid' }
+  if (now.getTime() >= payload.exp * 1000) return { ok: false, reason: 'expired', expiredAt: new Date(payload.exp * 1000) }
+  return {
+    ok: true,
+    claim: { tenantId: payload.t, serviceId: payload.s, deliveryId: payload.d, propertyId: payload.p, addressId: payload.a, expiresAt: payload.exp }
+  }
+}
+
+function mac(text: string, key: Buffer): string {
+  return createHmac('sha256', key).update(text).digest('base64url')
+}
+
+function parse(text: string): Payload | undefined {
+  try {
+    const value = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as Partial<Payload>
+    const id = (v: unknown) => typeof v === 'string'
+    const optionalId = (v: unknown) => v === null || typeof v === 'string'
+    if (value.v !== 1 || !id(value.t) || !id(value.s) || !id(value.d) || !optionalId(value.p) || !optionalId(value.a) || typeof value.exp !== 'number') {
+      return undefined
+    }
+    return value as Payload
+  } catch {
+    return undefined
+  }
+}
