@@ -1,5 +1,6 @@
 import type { DB } from '../db/connect.js'
 import { newId } from '../lib/ids.js'
+import { insertActivity } from '../modules/activities/repository.js'
 import { bumpVersion, lockInstance, findStep, updateStep } from '../modules/instances/runtime-repository.js'
 import { endStep, failWebhookStep, recordActivity, type Moment } from '../modules/instances/transitions.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
@@ -43,6 +44,7 @@ export function recordOutcome(db: DB, outcome: AttemptOutcome, now: Date): Promi
       error: outcome.error,
       response_body: outcome.responseBody
     })
+    if (delivery.source === 'trigger' && decision.action !== 'retry') await recordTriggerOutcome(trx, outcome, now)
     const step = delivery.stepId ? await findStep(trx, delivery.tenantId, delivery.stepId) : undefined
     if (!instance || !step || instance.status !== 'running') return 'recorded'
     const moment: Moment = { now, timeZone: delivery.timeZone }
@@ -60,5 +62,23 @@ export function recordOutcome(db: DB, outcome: AttemptOutcome, now: Date): Promi
       }
     }
     return 'recorded'
+  })
+}
+
+/** A record-change delivery's end shows on the record's activity log. */
+async function recordTriggerOutcome(db: DB, { delivery, decision, statusCode }: AttemptOutcome, now: Date): Promise<void> {
+  const cause = `${delivery.event ?? 'change'} of ${(delivery.changedFields ?? []).join(', ')}`
+  const succeeded = decision.action === 'succeed'
+  await insertActivity(db, {
+    tenant_id: delivery.tenantId,
+    id: newId(now.getTime()),
+    kind: succeeded ? 'webhookSucceeded' : 'webhookFailed',
+    message: succeeded ? `${delivery.serviceName} answered HTTP ${statusCode} (triggered by the ${cause}).`
+      : `${delivery.serviceName} was not reached (triggered by the ${cause}): ${decision.action === 'give-up' ? decision.reason : ''}.`,
+    property_id: delivery.propertyId,
+    address_id: delivery.addressId,
+    service_id: delivery.serviceId,
+    data: { deliveryId: delivery.id, statusCode, event: delivery.event, changedFields: delivery.changedFields },
+    created_at: now
   })
 }

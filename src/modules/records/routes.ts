@@ -4,7 +4,8 @@ import { Type } from 'typebox'
 import type { ModuleOptions } from '../../app.js'
 import { pageRequest } from '../../lib/pagination.js'
 import { expectedVersion, setETag } from '../../lib/versioning.js'
-import { tenantOf } from '../../plugins/auth.js'
+import { forbidden } from '../../errors.js'
+import { claimOf, tenantOf, type ClaimScope } from '../../plugins/auth.js'
 import { IdParamsSchema, IfMatchHeadersSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
 import { CreateRecordSchema, ListRecordsQuerySchema, recordSchema, UpdateRecordSchema, type RecordKind } from './schemas.js'
 import * as records from './service.js'
@@ -17,6 +18,8 @@ export function recordRoutes(kind: RecordKind) {
     writeRoutes(app, kind, options)
   }
 }
+
+const CLAIM_SCOPE: Record<RecordKind['table'], ClaimScope> = { properties: 'property', addresses: 'address' }
 
 /** "a property", "an address": for summaries. */
 function oneOf(kind: RecordKind): string {
@@ -37,7 +40,11 @@ function readRoutes(fastify: FastifyInstance, kind: RecordKind, { db }: ModuleOp
   }, async (request) => records.listRecords(db, kind, tenantOf(request), pageRequest(request.query), request.query))
 
   app.get(`/${path}/:id`, {
-    schema: { tags, summary: `Get ${oneOf(kind)}`, params: IdParamsSchema, response: { 200: Record, ...problems(400, 401, 403, 404) } }
+    config: { claim: CLAIM_SCOPE[kind.table] },
+    schema: {
+      tags, summary: `Get ${oneOf(kind)} (also with the apiClaim of a call that names it)`, params: IdParamsSchema,
+      response: { 200: Record, ...problems(400, 401, 403, 404) }
+    }
   }, async (request, reply) => {
     const record = await records.getRecord(db, kind, tenantOf(request), request.params.id)
     setETag(reply, record.version)
@@ -67,14 +74,18 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock }: 
   })
 
   app.patch(`/${path}/:id`, {
+    config: { claim: CLAIM_SCOPE[kind.table] },
     schema: {
-      tags, summary: `Update ${oneOf(kind)}; fields are merged (null removes a field)`,
+      tags, summary: `Update ${oneOf(kind)}; fields are merged (null removes a field). A provider may update fields with the apiClaim of a call that names it`,
       params: IdParamsSchema, headers: IfMatchHeadersSchema, body: UpdateRecordSchema,
       response: { 200: Record, ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
     const version = expectedVersion(request.headers['if-match'])
-    const { record } = await records.updateRecord(db, clock, kind, tenantOf(request), request.params.id, request.body, version)
+    const claim = claimOf(request)
+    if (claim && request.body.maintainerUserId !== undefined) throw forbidden('An apiClaim may update the fields of a record, not its maintainer.')
+    const by = claim ? { serviceId: claim.serviceId, deliveryId: claim.deliveryId } : undefined
+    const { record } = await records.updateRecord(db, clock, kind, tenantOf(request), request.params.id, request.body, version, by)
     setETag(reply, record.version)
     return record
   })

@@ -7,14 +7,23 @@ import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.
 import { checkVersion } from '../../lib/versioning.js'
 import type { Activity } from '../activities/schemas.js'
 import * as activities from '../activities/service.js'
+import { insertActivity } from '../activities/repository.js'
 import { changedFields, splitMergePatch } from './fields.js'
 import * as repo from './repository.js'
+import { queueTriggeredDeliveries, type QueuedTrigger } from './triggers.js'
 import type { ApiRecord, CreateRecord, ListRecordsQuery, RecordKind, UpdateRecord } from './schemas.js'
 
-/** A record as written, with the names of the fields the write changed. */
+/** A record as written, with the names of the fields the write changed and the deliveries it fired. */
 export interface RecordWrite {
   record: ApiRecord
   changedFields: string[]
+  triggered: QueuedTrigger[]
+}
+
+/** A provider writing back with the apiClaim of one of its calls. */
+export interface ClaimWriter {
+  serviceId: string
+  deliveryId: string
 }
 
 export function toRecord(row: RecordRow): ApiRecord {
@@ -28,18 +37,19 @@ export function toRecord(row: RecordRow): ApiRecord {
   }
 }
 
-/** Where field changes leave this module: the marketplace triggers hook in here. */
-export function fieldsWritten(before: JsonObject, after: JsonObject): string[] {
-  return changedFields(before, after)
-}
-
+/** The record write and the deliveries its changed fields fire commit together, or neither does. */
 export async function createRecord(db: DB, clock: Clock, kind: RecordKind, tenantId: string, input: CreateRecord): Promise<RecordWrite> {
   const maintainer = input.maintainerUserId ?? null
   await checkMaintainer(db, tenantId, maintainer)
-  const row = await guardMaintainer(() => repo.insertRecord(db, kind.table, {
-    tenant_id: tenantId, id: newId(), maintainer_user_id: maintainer, fields: input.fields ?? {}, created_at: clock.now()
-  }))
-  return { record: toRecord(row), changedFields: fieldsWritten({}, row.fields) }
+  const now = clock.now()
+  return db.transaction().execute(async (trx) => {
+    const row = await guardMaintainer(() => repo.insertRecord(trx, kind.table, {
+      tenant_id: tenantId, id: newId(), maintainer_user_id: maintainer, fields: input.fields ?? {}, created_at: now
+    }))
+    const changed = changedFields({}, row.fields)
+    const triggered = await queueTriggeredDeliveries(trx, { tenantId, table: kind.table, recordId: row.id, event: 'create', changedFields: changed, now })
+    return { record: toRecord(row), changedFields: changed, triggered }
+  })
 }
 
 export async function getRecord(db: DB, kind: RecordKind, tenantId: string, id: string): Promise<ApiRecord> {
@@ -56,15 +66,41 @@ export async function listRecords(
 }
 
 export async function updateRecord(
-  db: DB, clock: Clock, kind: RecordKind, tenantId: string, id: string, input: UpdateRecord, expectedVersion?: number
+  db: DB, clock: Clock, kind: RecordKind, tenantId: string, id: string, input: UpdateRecord, expectedVersion?: number, by?: ClaimWriter
 ): Promise<RecordWrite> {
   await checkMaintainer(db, tenantId, input.maintainerUserId)
-  const row = await guardMaintainer(() => repo.patchRecord(db, kind.table, tenantId, id, {
-    maintainerUserId: input.maintainerUserId, fields: splitMergePatch(input.fields), expectedVersion, now: clock.now()
-  }))
-  if (!row) return explainMissedUpdate(db, kind, tenantId, id, expectedVersion)
-  const { before_fields: before, ...current } = row
-  return { record: toRecord(current), changedFields: fieldsWritten(before, current.fields) }
+  const now = clock.now()
+  const written = await db.transaction().execute(async (trx) => {
+    const row = await guardMaintainer(() => repo.patchRecord(trx, kind.table, tenantId, id, {
+      maintainerUserId: input.maintainerUserId, fields: splitMergePatch(input.fields), expectedVersion, now
+    }))
+    if (!row) return undefined
+    const { before_fields: before, ...current } = row
+    const changed = changedFields(before, current.fields)
+    const triggered = await queueTriggeredDeliveries(trx, {
+      tenantId, table: kind.table, recordId: id, event: 'update', changedFields: changed, byServiceId: by?.serviceId, now
+    })
+    if (by) await recordWriteBack(trx, kind, tenantId, id, by, changed, now)
+    return { record: toRecord(current), changedFields: changed, triggered }
+  })
+  return written ?? explainMissedUpdate(db, kind, tenantId, id, expectedVersion)
+}
+
+/** A provider's write-back shows on the record's activity log, naming the service. */
+async function recordWriteBack(db: DB, kind: RecordKind, tenantId: string, id: string, by: ClaimWriter, changed: string[], now: Date): Promise<void> {
+  const service = await db.selectFrom('marketplace_services').select('name').where('id', '=', by.serviceId).executeTakeFirst()
+  const name = service?.name ?? 'A marketplace service'
+  const what = changed.length === 0 ? 'wrote back without changing a field' : `updated ${changed.join(', ')}`
+  await insertActivity(db, {
+    tenant_id: tenantId,
+    id: newId(now.getTime()),
+    kind: 'recordUpdatedByService',
+    message: `${name} ${what}.`,
+    [repo.LINK_COLUMN[kind.table]]: id,
+    service_id: by.serviceId,
+    data: { changedFields: changed, deliveryId: by.deliveryId },
+    created_at: now
+  })
 }
 
 export async function deleteRecord(db: DB, kind: RecordKind, tenantId: string, id: string): Promise<void> {

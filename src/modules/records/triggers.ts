@@ -1,0 +1,62 @@
+import { sql } from 'kysely'
+import type { DB } from '../../db/connect.js'
+import type { JsonObject } from '../../db/database.js'
+import { newId } from '../../lib/ids.js'
+import type { RecordTable } from './schemas.js'
+
+export interface RecordChange {
+  tenantId: string
+  table: RecordTable
+  recordId: string
+  event: 'create' | 'update'
+  changedFields: string[]
+  /** The service whose apiClaim made the change: its own triggers do not fire again. */
+  byServiceId?: string | undefined
+  now: Date
+}
+
+export interface QueuedTrigger {
+  deliveryId: string
+  serviceId: string
+  serviceName: string
+}
+
+const MODULE = { properties: 'property', addresses: 'address' } as const
+
+/**
+ * Queues one delivery per active service this tenant has activated whose trigger matches the change:
+ * its module and event, and a watched field among those whose value changed (no watched fields: any
+ * change). Runs in the caller's transaction, so the record write and its deliveries commit together.
+ */
+export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Promise<QueuedTrigger[]> {
+  if (change.changedFields.length === 0) return []
+  const changed = [...change.changedFields].sort()
+  const { rows: services } = await sql<{ id: string; name: string; defaults: JsonObject }>`
+    select s.id, s.name,
+      coalesce((select jsonb_object_agg(p.name, p.default_value) from service_parameters p
+                where p.service_id = s.id and p.default_value is not null), '{}') as defaults
+    from marketplace_services s
+    join service_activations a on a.service_id = s.id and a.tenant_id = ${change.tenantId}
+    where s.active and s.id is distinct from ${change.byServiceId ?? null}::uuid
+      and exists (
+        select 1 from service_triggers t
+        where t.service_id = s.id and t.module = ${MODULE[change.table]} and ${change.event} = any (t.events)
+          and (cardinality(t.fields) = 0 or t.fields && ${changed}::text[]))
+    order by s.id
+  `.execute(db)
+  if (services.length === 0) return []
+  const queued = services.map((service) => ({ deliveryId: newId(change.now.getTime()), serviceId: service.id, serviceName: service.name }))
+  await db.insertInto('deliveries').values(services.map((service, index) => ({
+    tenant_id: change.tenantId,
+    id: queued[index]!.deliveryId,
+    service_id: service.id,
+    source: 'trigger' as const,
+    property_id: change.table === 'properties' ? change.recordId : null,
+    address_id: change.table === 'addresses' ? change.recordId : null,
+    event: change.event,
+    changed_fields: changed,
+    parameters: JSON.stringify(service.defaults),
+    next_attempt_at: change.now
+  }))).execute()
+  return queued
+}
