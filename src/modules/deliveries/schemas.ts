@@ -33,6 +33,8 @@ export const DeliverySchema = Type.Object(
     stepId: OptionalId,
     propertyId: OptionalId,
     addressId: OptionalId,
+    event: Type.Union([Type.Literal('create'), Type.Literal('update'), Type.Null()], { description: 'For a record-change trigger: what happened' }),
+    changedFields: Type.Union([Type.Array(Type.String()), Type.Null()], { description: 'For a record-change trigger: the fields whose value changed, sorted' }),
     status: Type.String({ description: 'pending, running, succeeded, failed or cancelled' }),
     round: Type.Integer(),
     attemptCount: Type.Integer({ description: 'Attempts made in the current round' }),

@@ -30,6 +30,8 @@ function toDelivery(row: DeliveryRow, attempts: AttemptRow[]): Delivery {
     stepId: row.step_id,
     propertyId: row.property_id,
     addressId: row.address_id,
+    event: row.event === 'create' || row.event === 'update' ? row.event : null,
+    changedFields: row.changed_fields,
     status: row.status,
     round: row.round,
     attemptCount: row.attempt_count,

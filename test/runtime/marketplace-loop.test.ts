@@ -1,0 +1,194 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import t from 'tap'
+import type { ReceivedCall } from '../helpers/provider.js'
+import { TestProvider } from '../helpers/provider.js'
+import { setupRuntime } from '../helpers/runtime.js'
+
+// The seed's story: a price changes → the valuation provider is called → it writes marketValue back
+// with the call's apiClaim → that change calls the newsletter provider (json delivery).
+const rt = await setupRuntime(t)
+const newsletter = await TestProvider.start()
+t.teardown(() => newsletter.close())
+const valuationId = rt.serviceId
+
+const created = await rt.operator.post('/v1/marketplace-services', {
+  name: 'Newsletter sync', provider: 'ListCo', webhookUrl: `${newsletter.url}/hooks/newsletter`, delivery: 'json'
+})
+if (created.statusCode !== 201) throw new Error(created.body)
+const newsletterId: string = created.data.id
+let newsletterSecret: string = created.data.secret
+await rt.api.put(`/v1/marketplace-services/${newsletterId}/activation`)
+await rt.operator.post(`/v1/marketplace-services/${valuationId}/triggers`, { module: 'property', events: ['create', 'update'], fields: ['price', 'livingArea'] })
+await rt.operator.post(`/v1/marketplace-services/${newsletterId}/triggers`, { module: 'property', events: ['update'], fields: ['marketValue'] })
+
+/** Verifies a json call the way the Standard Webhooks spec tells a provider to; true when any signature matches. */
+function standardWebhookValid(call: ReceivedCall, secret: string): boolean {
+  const key = secret.startsWith('whsec_') ? Buffer.from(secret.slice(6), 'base64') : Buffer.from(secret)
+  const signed = `${String(call.headers['webhook-id'])}.${String(call.headers['webhook-timestamp'])}.${call.body}`
+  const expected = Buffer.from(createHmac('sha256', key).update(signed).digest('base64'))
+  return String(call.headers['webhook-signature'] ?? '').split(' ').some((entry) => {
+    const [version, signature = ''] = entry.split(',')
+    const given = Buffer.from(signature)
+    return version === 'v1' && given.length === expected.length && timingSafeEqual(given, expected)
+  })
+}
+
+async function newProperty(fields: Record<string, unknown>) {
+  const made = await rt.api.post('/v1/properties', { fields })
+  if (made.statusCode !== 201) throw new Error(made.body)
+  return made.data.id as string
+}
+
+async function deliveriesFor(propertyId: string) {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON from the API
+  return (await rt.api.get('/v1/deliveries?limit=100')).data.items.filter((d: any) => d.propertyId === propertyId && d.source === 'trigger')
+}
+
+const callsAbout = (provider: TestProvider, propertyId: string) => provider.calls.filter((c) =>
+  c.query.estateId === propertyId || (c.body !== '' && (JSON.parse(c.body) as { estateId?: string }).estateId === propertyId))
+
+t.test('the whole loop: price change → valuation → write-back with the claim → newsletter', async (t) => {
+  const propertyId = await newProperty({ street: 'Lindenweg 3' })
+  t.equal((await deliveriesFor(propertyId)).length, 0, 'creating without a watched field fires nothing')
+
+  const changed = await rt.api.patch(`/v1/properties/${propertyId}`, { fields: { price: 450000, livingArea: 96 } })
+  t.equal(changed.statusCode, 200, changed.body)
+  let deliveries = await deliveriesFor(propertyId)
+  t.equal(deliveries.length, 1, 'one delivery for the valuation service')
+  t.match(deliveries[0], { serviceId: valuationId, status: 'pending', event: 'update', changedFields: ['livingArea', 'price'] })
+
+  t.equal((await rt.scheduler.runOnce()).deliveries, 1)
+  const [valuationCall] = callsAbout(rt.provider, propertyId)
+  t.ok(valuationCall, 'the valuation provider was called')
+  t.ok(valuationCall!.signatureValid, 'its onOffice signature verifies with the service secret')
+  t.match(valuationCall!.query, { event: 'update', changedFields: 'livingArea,price', estateId: propertyId, apiClaim: /^bcl_/ })
+  t.equal(valuationCall!.headers['idempotency-key'], valuationCall!.query.deliveryId)
+
+  // The provider reads the record and writes its market value back with the claim.
+  const claim = rt.as(valuationCall!.query.apiClaim!)
+  const read = await claim.get(`/v1/properties/${propertyId}`)
+  t.equal(read.statusCode, 200, read.body)
+  t.match(read.data.fields, { price: 450000 })
+  const written = await claim.patch(`/v1/properties/${propertyId}`, { fields: { marketValue: 512000 } })
+  t.equal(written.statusCode, 200, written.body)
+
+  deliveries = await deliveriesFor(propertyId)
+  const queued = deliveries.filter((d: { status: string }) => d.status === 'pending')
+  t.equal(queued.length, 1, 'the write-back fired one delivery')
+  t.match(queued[0], { serviceId: newsletterId, event: 'update', changedFields: ['marketValue'] })
+
+  t.equal((await rt.scheduler.runOnce()).deliveries, 1)
+  const [newsletterCall] = callsAbout(newsletter, propertyId)
+  t.ok(newsletterCall, 'the newsletter provider was called')
+  t.equal(newsletterCall!.method, 'POST')
+  t.equal(newsletterCall!.headers['content-type'], 'application/json')
+  t.equal(newsletterCall!.headers['webhook-id'], queued[0].id)
+  t.equal(newsletterCall!.headers['idempotency-key'], queued[0].id)
+  t.ok(standardWebhookValid(newsletterCall!, newsletterSecret), 'its Standard Webhooks signature verifies')
+  t.match(JSON.parse(newsletterCall!.body), {
+    customerWebId: rt.tenant.webId, estateId: propertyId, deliveryId: queued[0].id, event: 'update',
+    changedFields: ['marketValue'], apiClaim: /^bcl_/, timestamp: Number(newsletterCall!.headers['webhook-timestamp']), parameters: {}
+  })
+
+  const activities = (await rt.api.get(`/v1/properties/${propertyId}/activities`)).data.items
+  const messages = activities.map((a: { message: string }) => a.message).reverse()
+  t.match(messages, [
+    /Valuation answered HTTP 200 \(triggered by the update of livingArea, price\)/,
+    /Valuation updated marketValue/,
+    /Newsletter sync answered HTTP 200 \(triggered by the update of marketValue\)/
+  ])
+  t.match(activities.find((a: { kind: string }) => a.kind === 'recordUpdatedByService'), { serviceId: valuationId })
+})
+
+t.test('a change that does not alter a watched field fires nothing', async (t) => {
+  const propertyId = await newProperty({ price: 300000 })
+  t.equal((await deliveriesFor(propertyId)).length, 1, 'creating with a watched field fires the create trigger')
+  await rt.scheduler.runOnce()
+  for (const fields of [{ price: 300000 }, { colour: 'blue' }, { livingArea: null }]) {
+    t.equal((await rt.api.patch(`/v1/properties/${propertyId}`, { fields })).statusCode, 200)
+  }
+  t.equal((await deliveriesFor(propertyId)).length, 1, 'the same price, an unwatched field, removing an absent field: nothing new')
+})
+
+t.test('an update through a claim never re-fires its own service, but fires the others', async (t) => {
+  // The newsletter now also watches everything it might write itself.
+  const own = await rt.operator.post(`/v1/marketplace-services/${newsletterId}/triggers`, { module: 'property', events: ['update'], fields: [] })
+  t.teardown(() => rt.operator.delete(`/v1/marketplace-services/${newsletterId}/triggers/${own.data.id}`))
+  const propertyId = await newProperty({ street: 'Am Hang 1' })
+  await rt.api.patch(`/v1/properties/${propertyId}`, { fields: { marketValue: 1 } })
+  await rt.scheduler.runOnce()
+  const call = callsAbout(newsletter, propertyId).at(-1)!
+  const apiClaim = (JSON.parse(call.body) as { apiClaim: string }).apiClaim
+  const before = (await deliveriesFor(propertyId)).length
+
+  const written = await rt.as(apiClaim).patch(`/v1/properties/${propertyId}`, { fields: { price: 99, subscribers: 12 } })
+  t.equal(written.statusCode, 200, written.body)
+  const fresh = (await deliveriesFor(propertyId)).slice(0, -before || undefined)
+  t.same(fresh.map((d: { serviceId: string }) => d.serviceId), [valuationId], 'the valuation fires (price), the newsletter does not fire itself')
+})
+
+t.test('claims are refused outside their records and routes, once expired, and when tampered with', async (t) => {
+  const propertyId = await newProperty({ price: 1000 })
+  const otherId = await newProperty({ street: 'Elsewhere' })
+  await rt.scheduler.runOnce()
+  const token = callsAbout(rt.provider, propertyId).at(-1)!.query.apiClaim!
+  const claim = rt.as(token)
+
+  const refusals: [string, Promise<{ statusCode: number; body: string; headers: Record<string, unknown> }>][] = [
+    ['another record', claim.get(`/v1/properties/${otherId}`)],
+    ['another record, write', claim.patch(`/v1/properties/${otherId}`, { fields: { price: 1 } })],
+    ['an address it does not name', claim.get(`/v1/addresses/${propertyId}`)],
+    ['a list', claim.get('/v1/properties')],
+    ['another route', claim.get('/v1/users')],
+    ['processes', claim.get('/v1/process-instances')],
+    ['delete', claim.delete(`/v1/properties/${propertyId}`)],
+    ['the maintainer', claim.patch(`/v1/properties/${propertyId}`, { maintainerUserId: rt.worker.id })],
+    ['the activity log', claim.get(`/v1/properties/${propertyId}/activities`)],
+    ['an operator route', claim.get('/v1/tenants')]
+  ]
+  for (const [what, response] of refusals) {
+    const answer = await response
+    t.equal(answer.statusCode, 403, `${what}: ${answer.body}`)
+    t.match(answer.headers['content-type'], /application\/problem\+json/)
+  }
+
+  const [body, mac] = token.split('.') as [string, string]
+  const payload = JSON.parse(Buffer.from(body.slice(4), 'base64url').toString()) as { p: string }
+  const widened = `bcl_${Buffer.from(JSON.stringify({ ...payload, p: otherId })).toString('base64url')}.${mac}`
+  for (const [what, forged] of [['tampered payload', widened], ['tampered mac', `${body}.${randomBytes(32).toString('base64url')}`], ['truncated', body]]) {
+    const answer = await rt.as(forged!).get(`/v1/properties/${otherId}`)
+    t.equal(answer.statusCode, 401, `${what}: ${answer.body}`)
+    t.match(answer.data.detail, /not valid/)
+  }
+
+  t.equal((await claim.get(`/v1/properties/${propertyId}`)).statusCode, 200, 'still valid after 0 minutes')
+  rt.clock.advance(15 * 60_000 + 1000)
+  const expired = await claim.get(`/v1/properties/${propertyId}`)
+  t.equal(expired.statusCode, 401)
+  t.match(expired.data.detail, /expired at .*each call brings a fresh one/)
+})
+
+t.test('during a secret rotation json calls carry both signatures', async (t) => {
+  const current = (await rt.operator.get(`/v1/marketplace-services/${newsletterId}`))
+  const next = `whsec_${randomBytes(32).toString('base64')}`
+  const rotated = await rt.operator.patch(`/v1/marketplace-services/${newsletterId}`, { secret: next }, { 'if-match': `"${current.data.version}"` })
+  t.equal(rotated.statusCode, 200, rotated.body)
+  const previous = newsletterSecret
+  newsletterSecret = next
+
+  const propertyId = await newProperty({ street: 'Rotation 1' })
+  await rt.api.patch(`/v1/properties/${propertyId}`, { fields: { marketValue: 7 } })
+  await rt.scheduler.runOnce()
+  const call = callsAbout(newsletter, propertyId).at(-1)!
+  t.equal(String(call.headers['webhook-signature']).split(' ').length, 2, 'two signatures')
+  t.ok(standardWebhookValid(call, next), 'the new secret verifies')
+  t.ok(standardWebhookValid(call, previous), 'the previous secret verifies during the overlap')
+
+  rt.clock.advance(24 * 3600_000 + 1000)
+  const later = await newProperty({ street: 'Rotation 2' })
+  await rt.api.patch(`/v1/properties/${later}`, { fields: { marketValue: 8 } })
+  await rt.scheduler.runOnce()
+  const after = callsAbout(newsletter, later).at(-1)!
+  t.equal(String(after.headers['webhook-signature']).split(' ').length, 1, 'after the overlap only the new one')
+  t.notOk(standardWebhookValid(after, previous))
+})
