@@ -49,3 +49,25 @@ export function replayDelivery(db: DB, tenantId: string, id: string, now: Date) 
     .where('tenant_id', '=', tenantId).where('id', '=', id).where('status', 'in', ['succeeded', 'failed', 'cancelled'])
     .execute()
 }
+
+/**
+ * Failed deliveries of a service that a recovery may queue again: a record-change delivery, or the
+ * delivery of a webhook step that is still failed in a running process. Oldest first, at most `limit`.
+ */
+export function findRecoverable(db: DB, tenantId: string, serviceId: string, since: Date, limit: number) {
+  return db.selectFrom('deliveries as d')
+    .leftJoin('instance_steps as st', (j) => j.onRef('st.tenant_id', '=', 'd.tenant_id').onRef('st.id', '=', 'd.step_id'))
+    .leftJoin('process_instances as i', (j) => j.onRef('i.tenant_id', '=', 'd.tenant_id').onRef('i.id', '=', 'd.instance_id'))
+    .select(['d.id', 'd.source', 'd.instance_id', 'd.step_id'])
+    .where('d.tenant_id', '=', tenantId).where('d.service_id', '=', serviceId)
+    .where('d.status', '=', 'failed').where('d.finished_at', '>=', since)
+    .where((eb) => eb.or([eb('d.source', '=', 'trigger'), eb.and([eb('st.state', '=', 'failed'), eb('i.status', '=', 'running')])]))
+    .orderBy('d.id').limit(limit).execute()
+}
+
+export function findServiceForTenant(db: DB, tenantId: string, serviceId: string) {
+  return db.selectFrom('marketplace_services as s')
+    .leftJoin('service_activations as a', (j) => j.onRef('a.service_id', '=', 's.id').on('a.tenant_id', '=', tenantId))
+    .select(['s.id', 's.name', 's.active', 'a.activated_at'])
+    .where('s.id', '=', serviceId).executeTakeFirst()
+}

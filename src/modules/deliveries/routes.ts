@@ -5,7 +5,7 @@ import type { ModuleOptions } from '../../app.js'
 import { pageRequest } from '../../lib/pagination.js'
 import { tenantOf } from '../../plugins/auth.js'
 import { IdParamsSchema, Page, problems } from '../../schemas/common.js'
-import { DeliveryAttemptSchema, DeliverySchema, ListDeliveriesQuerySchema } from './schemas.js'
+import { DeliveryAttemptSchema, DeliverySchema, ListDeliveriesQuerySchema, RecoverDeliveriesSchema, RecoveryResultSchema } from './schemas.js'
 import * as deliveries from './service.js'
 
 const Delivery = Type.Ref('Delivery')
@@ -14,6 +14,7 @@ export default async function deliveryRoutes(fastify: FastifyInstance, { db, clo
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   app.addSchema(DeliveryAttemptSchema)
   app.addSchema(DeliverySchema)
+  app.addSchema(RecoveryResultSchema)
   const tags = ['deliveries']
 
   app.get('/deliveries', {
@@ -39,4 +40,15 @@ export default async function deliveryRoutes(fastify: FastifyInstance, { db, clo
       response: { 202: Delivery, ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => reply.code(202).send(await deliveries.replay(db, clock.now(), tenantOf(request), request.params.id)))
+
+  app.post('/marketplace-services/:id/recover', {
+    schema: {
+      tags, summary: 'Queue this tenant\'s failed deliveries of a service again, after the provider\'s outage',
+      description: `Failed record-change deliveries, and those of webhook steps still failed in a running process, that gave up at or after ` +
+        `\`since\`: each goes out again as a new round with the same deliveryId, at most ${deliveries.RECOVERY_LIMIT} per call. ` +
+        'With `dryRun` nothing changes and the answer says what would be queued. Each one queued is logged as an activity.',
+      params: IdParamsSchema, body: RecoverDeliveriesSchema,
+      response: { 200: Type.Ref('DeliveryRecovery'), ...problems(400, 401, 403, 404, 409) }
+    }
+  }, async (request) => deliveries.recover(db, clock, tenantOf(request), request.params.id, request.body))
 }

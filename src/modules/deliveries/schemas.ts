@@ -58,3 +58,16 @@ export const ListDeliveriesQuerySchema = Type.Object({
   outcome: Type.Optional(Type.Union([AttemptOutcomeSchema], { description: 'Deliveries with at least one attempt of this outcome' }))
 })
 export type ListDeliveriesQuery = Static<typeof ListDeliveriesQuerySchema>
+
+export const RecoverDeliveriesSchema = Type.Object({
+  since: Type.String({ format: 'date-time', description: 'Failed deliveries that gave up at or after this time' }),
+  dryRun: Type.Optional(Type.Boolean({ default: false, description: 'Only count what would be queued again' }))
+}, { additionalProperties: false })
+export type RecoverDeliveries = Static<typeof RecoverDeliveriesSchema>
+
+export const RecoveryResultSchema = Type.Object({
+  dryRun: Type.Boolean(),
+  count: Type.Integer({ description: 'Deliveries queued again (or, in a dry run, that would be)' }),
+  deliveryIds: Type.Array(Uuid)
+}, { $id: 'DeliveryRecovery', description: 'The failed deliveries of a service queued again after an outage' })
+export type RecoveryResult = Static<typeof RecoveryResultSchema>

@@ -1,9 +1,14 @@
+import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveryRow } from '../../db/database.js'
 import { conflict, notFound } from '../../errors.js'
+import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
+import { insertActivity } from '../activities/repository.js'
+import { requeueDelivery } from '../instances/repository.js'
+import { retryStep } from '../instances/service.js'
 import * as repo from './repository.js'
-import type { Delivery, DeliveryAttempt, ListDeliveriesQuery } from './schemas.js'
+import type { Delivery, DeliveryAttempt, ListDeliveriesQuery, RecoverDeliveries, RecoveryResult } from './schemas.js'
 
 type AttemptRow = Awaited<ReturnType<typeof repo.listAttempts>>[number]
 
@@ -83,6 +88,59 @@ export async function replay(db: DB, now: Date, tenantId: string, id: string): P
         ? `retry it with POST /v1/process-instances/${row.instance_id}/steps/${row.step_id}/retry` : 'its delivery replays once it has ended'}.`)
     }
     await repo.replayDelivery(trx, tenantId, id, now)
+    await audit(trx, row, now, 'deliveryReplayed', `Delivery ${id} sent again by hand (round ${row.round + 1}).`)
   })
   return getDelivery(db, tenantId, id)
+}
+
+/** At most this many deliveries are queued again by one recovery call; call again for the rest. */
+export const RECOVERY_LIMIT = 1000
+
+/**
+ * After a provider's outage: queues this tenant's failed deliveries of the service again, each as a new
+ * round (a failed step goes back to the scheduler as a retry of its process would). A dry run counts.
+ */
+export async function recover(db: DB, clock: Clock, tenantId: string, serviceId: string, input: RecoverDeliveries): Promise<RecoveryResult> {
+  const service = await repo.findServiceForTenant(db, tenantId, serviceId)
+  if (!service) throw notFound('Marketplace service', serviceId)
+  if (!service.active || !service.activated_at) {
+    throw conflict(`Service "${service.name}" is not active for this tenant; activate it before recovering its deliveries.`)
+  }
+  const candidates = await repo.findRecoverable(db, tenantId, serviceId, new Date(input.since), RECOVERY_LIMIT)
+  if (input.dryRun) return { dryRun: true, count: candidates.length, deliveryIds: candidates.map((c) => c.id) }
+  const queued: string[] = []
+  for (const candidate of candidates) {
+    if (candidate.source === 'step' && candidate.instance_id && candidate.step_id) {
+      // The step's own retry: a conflict means it changed meanwhile (advanced, cancelled) and is left alone.
+      const retried = await retryStep(db, clock, tenantId, candidate.instance_id, candidate.step_id).then(() => true, () => false)
+      if (retried) queued.push(candidate.id)
+      continue
+    }
+    const now = clock.now()
+    const requeued = await db.transaction().execute(async (trx) => {
+      const row = await repo.lockDelivery(trx, tenantId, candidate.id)
+      const again = row && await requeueDelivery(trx, tenantId, candidate.id, now)
+      if (row && again) await audit(trx, row, now, 'deliveryRecovered', `Delivery ${row.id} of "${service.name}" queued again after an outage (round ${again.round}).`)
+      return again !== undefined
+    })
+    if (requeued) queued.push(candidate.id)
+  }
+  return { dryRun: false, count: queued.length, deliveryIds: queued }
+}
+
+/** A hand-made resend shows on the activity log of every record and process the delivery is about. */
+function audit(db: DB, row: DeliveryRow, now: Date, kind: string, message: string) {
+  return insertActivity(db, {
+    tenant_id: row.tenant_id,
+    id: newId(now.getTime()),
+    kind,
+    message,
+    property_id: row.property_id,
+    address_id: row.address_id,
+    instance_id: row.instance_id,
+    step_id: row.step_id,
+    service_id: row.service_id,
+    data: { deliveryId: row.id, round: row.round + 1 },
+    created_at: now
+  })
 }

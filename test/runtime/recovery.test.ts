@@ -1,0 +1,84 @@
+import { randomUUID } from 'node:crypto'
+import t from 'tap'
+import { assertProblem } from '../helpers/assertions.js'
+import { setupRuntime } from '../helpers/runtime.js'
+
+// A provider was down: its failed deliveries are queued again in one call, and every hand-made resend
+// (recovery or replay) shows on the activity logs.
+const rt = await setupRuntime(t, { maxAttempts: 2 })
+await rt.operator.post(`/v1/marketplace-services/${rt.serviceId}/triggers`, { module: 'property', events: ['update'], fields: ['price'] })
+const recoverUrl = `/v1/marketplace-services/${rt.serviceId}/recover`
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON from the API
+type Json = any
+const delivery = async (id: string): Promise<Json> => (await rt.api.get(`/v1/deliveries/${id}`)).data
+const kindsOn = async (path: string) => (await rt.api.get(`${path}/activities`)).data.items.map((a: { kind: string }) => a.kind)
+
+t.test('recover re-queues what failed during the outage; a dry run only counts', async (t) => {
+  rt.provider.always({ status: 503, body: 'down for maintenance' })
+  const oldProperty = (await rt.api.post('/v1/properties', { fields: {} })).data.id
+  await rt.api.patch(`/v1/properties/${oldProperty}`, { fields: { price: 1 } })
+  await rt.scheduler.runOnce()
+  rt.clock.advance(60_000)
+  await rt.scheduler.runOnce()
+  rt.clock.advance(3600_000)
+  const outageStart = rt.clock.now()
+
+  const property = (await rt.api.post('/v1/properties', { fields: {} })).data.id
+  await rt.api.patch(`/v1/properties/${property}`, { fields: { price: 2 } })
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Valuation during the outage', refersTo: { property: true } }])
+  const failing = await rt.start(templateId)
+  const handled = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+  rt.clock.advance(60_000)
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(failing.id)).steps[0].state, 'failed')
+  const byHand = await rt.api.post(`/v1/process-instances/${handled.id}/advance`, { outcome: 'done', note: 'valued by phone' })
+  t.equal(byHand.statusCode, 200, 'a failed step someone finished by hand is not sent again')
+
+  const triggered = (await rt.api.get(`/v1/deliveries?serviceId=${rt.serviceId}&status=failed&limit=100`)).data.items
+    .find((d: Json) => d.propertyId === property && d.source === 'trigger')
+  t.ok(triggered, 'the trigger delivery failed')
+  const stepDelivery = failing.steps[0].delivery.id
+
+  const dry = await rt.api.post(recoverUrl, { since: outageStart.toISOString(), dryRun: true })
+  t.equal(dry.statusCode, 200, dry.body)
+  t.same(dry.data, { dryRun: true, count: 2, deliveryIds: [triggered.id, stepDelivery].sort() })
+  t.equal((await delivery(triggered.id)).status, 'failed', 'a dry run changes nothing')
+
+  rt.provider.always({ status: 200, body: 'back' })
+  const done = await rt.api.post(recoverUrl, { since: outageStart.toISOString() })
+  t.equal(done.statusCode, 200, done.body)
+  t.match(done.data, { dryRun: false, count: 2 })
+  t.match(await delivery(triggered.id), { status: 'pending', round: 2, attemptCount: 0 })
+  t.equal((await rt.instance(failing.id)).steps[0].state, 'due', 'the failed step is back with the scheduler')
+  t.ok((await kindsOn(`/v1/properties/${property}`)).includes('deliveryRecovered'), 'audited on the record')
+  t.ok((await kindsOn(`/v1/process-instances/${failing.id}`)).includes('webhookRetried'), 'audited on the process')
+
+  await rt.scheduler.runOnce()
+  t.equal((await delivery(triggered.id)).status, 'succeeded')
+  t.equal((await rt.instance(failing.id)).status, 'completed')
+  const again = await rt.api.post(recoverUrl, { since: outageStart.toISOString() })
+  t.match(again.data, { count: 0 }, 'nothing left to recover')
+})
+
+t.test('a replay is audited on the records it is about', async (t) => {
+  rt.provider.always({ status: 200, body: 'ok' })
+  const property = (await rt.api.post('/v1/properties', { fields: {} })).data.id
+  await rt.api.patch(`/v1/properties/${property}`, { fields: { price: 3 } })
+  await rt.scheduler.runOnce()
+  const [sent] = (await rt.api.get(`/v1/deliveries?serviceId=${rt.serviceId}&limit=100`)).data.items.filter((d: Json) => d.propertyId === property)
+  const replayed = await rt.api.post(`/v1/deliveries/${sent.id}/replay`)
+  t.equal(replayed.statusCode, 202, replayed.body)
+  const log = (await rt.api.get(`/v1/properties/${property}/activities`)).data.items
+  t.match(log[0], { kind: 'deliveryReplayed', message: new RegExp(`Delivery ${sent.id} sent again by hand \\(round 2\\)`) })
+})
+
+t.test('recover answers 404, 409 and 400 where it cannot run', async (t) => {
+  assertProblem(t, await rt.api.post(`/v1/marketplace-services/${randomUUID()}/recover`, { since: new Date().toISOString() }), 404)
+  const other = await rt.operator.post('/v1/marketplace-services', { name: 'Not activated', provider: 'X', webhookUrl: 'https://x.example/hook' })
+  assertProblem(t, await rt.api.post(`/v1/marketplace-services/${other.data.id}/recover`, { since: new Date().toISOString() }), 409, /activate it/)
+  assertProblem(t, await rt.api.post(recoverUrl, { since: 'yesterday' }), 400)
+  assertProblem(t, await rt.api.post(recoverUrl, {}), 400)
+  assertProblem(t, await rt.operator.post(recoverUrl, { since: new Date().toISOString() }), 403)
+})
