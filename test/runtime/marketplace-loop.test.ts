@@ -192,3 +192,20 @@ t.test('during a secret rotation json calls carry both signatures', async (t) =>
   t.equal(String(after.headers['webhook-signature']).split(' ').length, 1, 'after the overlap only the new one')
   t.notOk(standardWebhookValid(after, previous))
 })
+
+t.test('addresses fire their own triggers, and their claim reaches the address only', async (t) => {
+  const trigger = await rt.operator.post(`/v1/marketplace-services/${newsletterId}/triggers`, { module: 'address', events: ['create'], fields: ['email'] })
+  t.equal(trigger.statusCode, 201, trigger.body)
+  const address = await rt.api.post('/v1/addresses', { fields: { name: 'Erika Muster', email: 'erika@example.com' } })
+  t.equal(address.statusCode, 201, address.body)
+  await rt.scheduler.runOnce()
+  const call = newsletter.calls.find((c) => c.body !== '' && (JSON.parse(c.body) as { addressId?: string }).addressId === address.data.id)
+  t.ok(call, 'the newsletter provider was called for the new address')
+  const body = JSON.parse(call!.body) as { event: string; changedFields: string[]; apiClaim: string; estateId?: string }
+  t.match(body, { event: 'create', changedFields: ['email', 'name'] })
+  t.notOk('estateId' in body, 'no property in an address call')
+  const claim = rt.as(body.apiClaim)
+  t.equal((await claim.get(`/v1/addresses/${address.data.id}`)).statusCode, 200)
+  t.equal((await claim.patch(`/v1/addresses/${address.data.id}`, { fields: { subscribed: true } })).statusCode, 200)
+  t.equal((await claim.get(`/v1/properties/${address.data.id}`)).statusCode, 403, 'a property route with the address id is refused')
+})
