@@ -102,9 +102,24 @@ t.test('the webhook URL must be an http(s) URL with a host and no credentials', 
     assertProblem(t, response, 422)
     t.match(response.data.errors, [{ pointer: '/body/webhookUrl' }], webhookUrl)
   }
-  const patched = await operator.patch(`/v1/marketplace-services/${service.id}`, { webhookUrl: 'ftp://provider.example' })
-  assertProblem(t, patched, 422)
-  t.match(patched.data.errors, [{ pointer: '/body/webhookUrl' }])
+  const reasons: [string, RegExp][] = [
+    ['ftp://provider.example/hook', /the scheme must be http or https/],
+    ['http://', /not a valid absolute URL/],
+    ['https://', /not a valid absolute URL/],
+    ['https://:secret@provider.example/hook', /must not contain a user name or password/],
+    ['https://user:pass@provider.example/hook', /must not contain a user name or password/]
+  ]
+  for (const [webhookUrl, detail] of reasons) {
+    const response = await operator.post('/v1/marketplace-services', { ...SERVICE, webhookUrl })
+    assertProblem(t, response, 422)
+    t.match(response.data.errors, [{ pointer: '/body/webhookUrl', detail }], `${webhookUrl}: says why`)
+  }
+  for (const webhookUrl of ['ftp://provider.example', 'https://user:pass@provider.example/hook']) {
+    const patched = await operator.patch(`/v1/marketplace-services/${service.id}`, { webhookUrl })
+    assertProblem(t, patched, 422)
+    t.match(patched.data.errors, [{ pointer: '/body/webhookUrl' }], `PATCH ${webhookUrl}`)
+  }
+  t.equal((await operator.get(`/v1/marketplace-services/${service.id}`)).data.webhookUrl, service.webhookUrl, 'a refused change leaves the URL as it was')
   const withQuery = await operator.post('/v1/marketplace-services', { ...SERVICE, webhookUrl: 'http://provider.example:8080/hook?x=1' })
   t.equal(withQuery.statusCode, 201, 'a port and a query are fine')
 })
