@@ -851,7 +851,7 @@ async function main(): Promise<number> {
     // The same client the worker builds (src/scheduler/build.ts), for the bare loop and a warm-up of
     // the provider (so neither measurement pays for the provider's start-up).
     const clientOptions = {
-      maxBodyBytes: 65_536, maxSockets: concurrency, userAgent: USER_AGENT, allowPrivateNetworks: true, perHostConcurrency: perHost
+      maxBodyBytes: 65_536, maxSockets: concurrency, userAgent: USER_AGENT, allowPrivateNetworks: true
     }
     http = createHttpClient(clientOptions)
     const client = http

@@ -49,8 +49,6 @@ export interface HttpClientOptions {
   userAgent: string
   /** Let calls reach loopback, private, link-local and metadata addresses (development and tests). Default false. */
   allowPrivateNetworks?: boolean
-  /** Calls open at once to one host:port; more wait for a slot. Default 8. */
-  perHostConcurrency?: number
 }
 
 export function createHttpClient(options: HttpClientOptions): HttpClient {
@@ -60,18 +58,10 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   const lookup = allowPrivate ? undefined : guardedLookup
   const agentOptions = { keepAlive: true, maxSockets: options.maxSockets, ...(lookup ? { lookup } : {}) }
   const agent = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) }
-  const limiter = new HostLimiter(options.perHostConcurrency ?? 8)
   return {
     async send(request) {
-      const started = performance.now()
-      const url = target(request.url, allowPrivate)
-      const release = await limiter.acquire(`${url.hostname}:${url.port || (url.protocol === 'https:' ? 443 : 80)}`, request)
-      try {
-        const remainingMs = Math.max(1, Math.round(request.timeoutMs - (performance.now() - started)))
-        return await call(request, remainingMs, options, agent)
-      } finally {
-        release()
-      }
+      target(request.url, allowPrivate)
+      return call(request, options, agent)
     },
     close: () => {
       agent.http.destroy()
@@ -123,7 +113,6 @@ function guardedLookup(hostname: string, options: dns.LookupOptions, callback: L
 
 function call(
   request: HttpRequest,
-  timeoutMs: number,
   options: HttpClientOptions,
   agent: { http: http.Agent; https: https.Agent }
 ): Promise<HttpResponse> {
@@ -135,7 +124,7 @@ function call(
     followRedirect: false,
     throwHttpErrors: false,
     retry: { limit: 0 },
-    timeout: { request: timeoutMs },
+    timeout: { request: request.timeoutMs },
     ...(request.signal ? { signal: request.signal } : {})
   })
   return new Promise((resolve, reject) => {
@@ -175,65 +164,6 @@ function describe(error: Error & { code?: string }, timeoutMs: number): string {
   if (error.code === 'ETIMEDOUT') return `no response within ${timeoutMs} ms`
   if (error.name === 'AbortError' || error.code === 'ERR_ABORTED') return 'the call was aborted'
   return error.message
-}
-
-/**
- * A counting semaphore per host:port, so one slow provider cannot hold every connection. A request
- * waits for a slot until its abort signal fires or its timeout runs out.
- */
-class HostLimiter {
-  private readonly hosts = new Map<string, { active: number; waiting: (() => void)[] }>()
-
-  constructor(private readonly limit: number) {}
-
-  acquire(key: string, request: Pick<HttpRequest, 'signal' | 'timeoutMs'>): Promise<() => void> {
-    const { signal, timeoutMs } = request
-    if (signal?.aborted) return Promise.reject(new HttpCallError('ERR_ABORTED', 'the call was aborted'))
-    let host = this.hosts.get(key)
-    if (!host) this.hosts.set(key, (host = { active: 0, waiting: [] }))
-    const slot = host
-    if (slot.active < this.limit) {
-      slot.active += 1
-      return Promise.resolve(this.releaser(key, slot))
-    }
-    return new Promise((resolve, reject) => {
-      const grant = () => {
-        cleanup()
-        slot.active += 1
-        resolve(this.releaser(key, slot))
-      }
-      const giveUp = (error: HttpCallError) => {
-        cleanup()
-        slot.waiting.splice(slot.waiting.indexOf(grant), 1)
-        this.forgetIfIdle(key, slot)
-        reject(error)
-      }
-      const onAbort = () => giveUp(new HttpCallError('ERR_ABORTED', 'the call was aborted'))
-      const timer = setTimeout(() => giveUp(new HttpCallError('ETIMEDOUT', `no free connection to ${key} within ${timeoutMs} ms`)), timeoutMs)
-      const cleanup = () => {
-        clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-      slot.waiting.push(grant)
-    })
-  }
-
-  private releaser(key: string, slot: { active: number; waiting: (() => void)[] }): () => void {
-    let released = false
-    return () => {
-      if (released) return
-      released = true
-      slot.active -= 1
-      const next = slot.waiting.shift()
-      if (next) next()
-      else this.forgetIfIdle(key, slot)
-    }
-  }
-
-  private forgetIfIdle(key: string, slot: { active: number; waiting: unknown[] }): void {
-    if (slot.active === 0 && slot.waiting.length === 0 && this.hosts.get(key) === slot) this.hosts.delete(key)
-  }
 }
 
 // ---- Address policy ----------------------------------------------------------------------------

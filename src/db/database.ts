@@ -224,6 +224,14 @@ export interface DeliveryAttemptsTable {
   response_body: string | null
 }
 
+/** A webhook call in flight to one host:port; see migrations/0004_host_slots.ts. */
+export interface HostSlotsTable {
+  id: Generated<string>
+  host: string
+  owner: string
+  expires_at: Date
+}
+
 export interface ActivitiesTable {
   tenant_id: string
   id: string
@@ -272,6 +280,7 @@ export interface Database {
   instance_steps: InstanceStepsTable
   deliveries: DeliveriesTable
   delivery_attempts: DeliveryAttemptsTable
+  host_slots: HostSlotsTable
   activities: ActivitiesTable
   outbox_mails: OutboxMailsTable
 }

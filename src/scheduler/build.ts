@@ -19,8 +19,7 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
     maxBodyBytes: config.WEBHOOK_MAX_BODY_BYTES,
     maxSockets: config.SCHEDULER_CONCURRENCY,
     userAgent,
-    allowPrivateNetworks: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
-    perHostConcurrency: config.WEBHOOK_PER_HOST_CONCURRENCY
+    allowPrivateNetworks: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS
   })
   if (config.WEBHOOK_ALLOW_PRIVATE_NETWORKS) {
     log.warn({}, 'WEBHOOK_ALLOW_PRIVATE_NETWORKS is on: webhooks may reach loopback, private and metadata addresses')
@@ -42,7 +41,8 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
       mailFrom: config.MAIL_FROM,
       userAgent,
       policy: { ...DEFAULT_RETRY_POLICY, maxAttempts: config.WEBHOOK_MAX_ATTEMPTS },
-      claimTtlMs: config.API_CLAIM_TTL_MS
+      claimTtlMs: config.API_CLAIM_TTL_MS,
+      perHostConcurrency: config.WEBHOOK_PER_HOST_CONCURRENCY
     },
     claimKey: once(() => loadClaimKey(database.db, config.BATON_CLAIM_SECRET)),
     listen: (onWork) => database.listen(WORK_CHANNEL, onWork)

@@ -6,6 +6,8 @@ import { recordOutcome, type Recorded } from './record-outcome.js'
 import { decide, type AttemptResult, type RetryPolicy } from './retry-policy.js'
 import { signClaim } from '../lib/api-claims.js'
 import { buildRequest } from './webhook-request.js'
+import { releaseDelivery } from './delivery-repository.js'
+import { acquireHostSlot, hostKey, releaseHostSlot, type HostLimit } from './host-slots.js'
 
 export interface DeliverDeps {
   db: DB
@@ -17,12 +19,20 @@ export interface DeliverDeps {
   /** The apiClaim key, loaded once per process. */
   claimKey: () => Promise<Buffer>
   claimTtlMs: number
+  /** The per-host limit across all workers; without it, calls are not limited per host. */
+  hostLimit?: HostLimit
 }
+
+/** Roughly how long a delivery waits when its host has no free slot (±50 %). */
+export const HOST_BUSY_DELAY_MS = 1000
 
 const LOGGED_BODY_BYTES = 4096
 
-/** Calls the provider for one claimed delivery, outside any transaction, then records the outcome. */
-export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, signal?: AbortSignal): Promise<Recorded> {
+/**
+ * Calls the provider for one claimed delivery, outside any transaction, then records the outcome.
+ * `deferred`: the host had no free slot, and the delivery went back to the queue without an attempt.
+ */
+export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, signal?: AbortSignal): Promise<Recorded | 'deferred'> {
   const startedAt = deps.clock.now()
   const refusal = !delivery.serviceUsable ? `service "${delivery.serviceName}" is no longer active for this tenant; no call was made`
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
@@ -32,6 +42,39 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
       delivery, startedAt, durationMs: 0, statusCode: null, error: refusal, responseBody: null, decision: { action: 'give-up', reason: refusal }
     }, startedAt)
   }
+  const host = deps.hostLimit ? hostKey(delivery.webhookUrl) : undefined
+  const slot = host && deps.hostLimit ? await acquireHostSlot(deps.db, host, deps.hostLimit) : undefined
+  if (host && slot === undefined) {
+    // Not an attempt: the call was never made, so it goes back to the queue uncounted and unlogged.
+    await releaseDelivery(deps.db, delivery, startedAt, new Date(startedAt.getTime() + HOST_BUSY_DELAY_MS * (0.5 + Math.random())))
+    return 'deferred'
+  }
+  let attempt: Attempt
+  try {
+    attempt = await call(deps, delivery, startedAt, signal)
+  } finally {
+    // A slot that cannot be freed now expires with its ttl; the outcome must be recorded regardless.
+    if (slot !== undefined) await releaseHostSlot(deps.db, slot).catch(() => undefined)
+  }
+  const now = deps.clock.now()
+  return recordOutcome(deps.db, {
+    delivery,
+    startedAt,
+    durationMs: attempt.durationMs,
+    statusCode: attempt.response?.status ?? null,
+    error: attempt.result.kind === 'response' ? null : attempt.result.error,
+    responseBody: attempt.response ? firstBytes(attempt.response.body, LOGGED_BODY_BYTES) : null,
+    decision: decide(attempt.result, delivery.attempt, now, deps.policy)
+  }, now)
+}
+
+interface Attempt {
+  result: AttemptResult
+  response: HttpResponse | undefined
+  durationMs: number
+}
+
+async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Date, signal: AbortSignal | undefined): Promise<Attempt> {
   const apiClaim = signClaim({
     tenantId: delivery.tenantId,
     serviceId: delivery.serviceId,
@@ -52,17 +95,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     const text = error instanceof HttpCallError ? `${error.code}: ${error.message}` : String(error)
     result = { kind: error instanceof HttpCallError && error.targetRefused ? 'refused' : 'error', error: text }
   }
-  const durationMs = Math.round(performance.now() - started)
-  const now = deps.clock.now()
-  return recordOutcome(deps.db, {
-    delivery,
-    startedAt,
-    durationMs,
-    statusCode: response?.status ?? null,
-    error: result.kind === 'response' ? null : result.error,
-    responseBody: response ? firstBytes(response.body, LOGGED_BODY_BYTES) : null,
-    decision: decide(result, delivery.attempt, now, deps.policy)
-  }, now)
+  return { result, response, durationMs: Math.round(performance.now() - started) }
 }
 
 function header(response: HttpResponse, name: string): string | undefined {

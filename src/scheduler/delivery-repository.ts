@@ -23,11 +23,16 @@ export async function settleDelivery(
   return result.numUpdatedRows > 0n
 }
 
-/** Puts a claimed delivery back without counting an attempt: a worker shutting down releases it. */
-export async function releaseDelivery(db: DB, claim: { tenantId: string; id: string; stepId: string | null; fence: number }, now: Date): Promise<void> {
+/**
+ * Puts a claimed delivery back without counting an attempt, due again at `dueAt`: a worker shutting
+ * down releases it, and so does a call whose host has no free slot.
+ */
+export async function releaseDelivery(
+  db: DB, claim: { tenantId: string; id: string; stepId: string | null; fence: number }, now: Date, dueAt = now
+): Promise<void> {
   await db.transaction().execute(async (trx) => {
     const released = await trx.updateTable('deliveries')
-      .set((eb) => ({ status: 'pending', lease_owner: null, lease_expires_at: null, next_attempt_at: now, attempt_count: eb('attempt_count', '-', 1) }))
+      .set((eb) => ({ status: 'pending', lease_owner: null, lease_expires_at: null, next_attempt_at: dueAt, attempt_count: eb('attempt_count', '-', 1) }))
       .where('tenant_id', '=', claim.tenantId).where('id', '=', claim.id).where('fence', '=', claim.fence).where('status', '=', 'running')
       .executeTakeFirst()
     if (released.numUpdatedRows > 0n && claim.stepId) {

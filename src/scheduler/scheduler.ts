@@ -24,6 +24,8 @@ export interface SchedulerSettings {
   policy: RetryPolicy
   /** How long the apiClaim of a call stays valid. */
   claimTtlMs: number
+  /** Calls open at once to one host:port across all workers (a slot lives at most a lease); unset: no limit. */
+  perHostConcurrency?: number
 }
 
 export interface Logger {
@@ -68,7 +70,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const claimKey = deps.claimKey ?? once(() => loadClaimKey(db, undefined))
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
-    claimKey, claimTtlMs: settings.claimTtlMs
+    claimKey, claimTtlMs: settings.claimTtlMs,
+    ...(settings.perHostConcurrency === undefined ? {}
+      : { hostLimit: { perHost: settings.perHostConcurrency, ttlMs: settings.leaseMs, owner: deps.workerId } })
   }
   const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; done: Promise<unknown> }>()
   let stopping = false

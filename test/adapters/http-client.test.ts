@@ -41,14 +41,6 @@ function client(t: Test, options: Partial<HttpClientOptions> = {}): HttpClient {
 const get = (url: string, extra: { signal?: AbortSignal; timeoutMs?: number } = {}) =>
   ({ method: 'GET' as const, url, headers: {}, timeoutMs: 5000, ...extra })
 
-async function until(check: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
-
 t.test('private targets are refused by default, before any request is made', async (t) => {
   const server = await startServer(t)
   const http = client(t)
@@ -122,44 +114,4 @@ t.test('address classifier', async (t) => {
   for (const [address, reason] of refused) t.match(forbiddenRange(address), reason, `${address} is refused`)
   const allowed = ['8.8.8.8', '2001:4860:4860::8888', '93.184.216.34', '172.32.0.1', '100.128.0.1', '11.0.0.1', '::ffff:8.8.8.8', '64:ff9b::8.8.8.8', '2a00:1450:4001:80b::200e']
   for (const address of allowed) t.equal(forbiddenRange(address), undefined, `${address} is allowed`)
-})
-
-t.test('per-host limit: at most N calls open at once to one host:port', async (t) => {
-  const server = await startServer(t)
-  const other = await startServer(t)
-  const http = client(t, { allowPrivateNetworks: true, perHostConcurrency: 2 })
-  server.state.hold = true
-  const calls = Array.from({ length: 5 }, () => http.send(get(server.url)))
-  await until(() => server.state.open === 2)
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  t.equal(server.state.seen, 2, 'the others wait for a slot')
-  t.match(await http.send(get(other.url)), { status: 200 }, 'another host is not held up')
-  const released = setInterval(() => server.release(), 10)
-  t.teardown(() => clearInterval(released))
-  const responses = await Promise.all(calls)
-  t.same(responses.map((r) => r.status), [200, 200, 200, 200, 200])
-  t.equal(server.state.seen, 5)
-  t.equal(server.state.maxOpen, 2, 'never more than 2 open at once')
-})
-
-t.test('waiting for a slot respects the abort signal and the timeout', async (t) => {
-  const server = await startServer(t)
-  const http = client(t, { allowPrivateNetworks: true, perHostConcurrency: 1 })
-  server.state.hold = true
-  const first = http.send(get(server.url))
-  await until(() => server.state.open === 1)
-
-  const abort = new AbortController()
-  const waiting = http.send(get(server.url, { signal: abort.signal }))
-  setTimeout(() => abort.abort(), 20)
-  t.match(await waiting.catch((e: unknown) => e), { code: 'ERR_ABORTED', message: 'the call was aborted' })
-
-  const slow = await http.send(get(server.url, { timeoutMs: 50 })).catch((e: unknown) => e)
-  t.match(slow, { code: 'ETIMEDOUT', message: /no free connection to 127\.0\.0\.1:\d+ within 50 ms/ })
-  t.equal(server.state.seen, 1, 'neither waiting call reached the server')
-
-  server.release()
-  t.match(await first, { status: 200 })
-  server.state.hold = false
-  t.match(await http.send(get(server.url)), { status: 200 }, 'the slot is free again')
 })

@@ -1,0 +1,105 @@
+// The per-host limit holds across worker processes: two real workers (`src/server.ts --role=worker`)
+// on one Postgres, a provider that holds every call, and never more than the limit open at once.
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { sql } from 'kysely'
+import t from 'tap'
+import { databaseUrl } from '../helpers/database.js'
+import { runScript, type RunningProcess } from '../helpers/process.js'
+import { setupRuntime } from '../helpers/runtime.js'
+
+t.setTimeout(180_000)
+
+const LIMIT = 3
+const HOLD_MS = 300
+const N = 24
+
+t.test('two workers never have more than WEBHOOK_PER_HOST_CONCURRENCY calls open at one host, and waiting uses no attempt', async (t) => {
+  const rt = await setupRuntime(t)
+  const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
+  const dataDir = await mkdtemp(join(tmpdir(), 'baton-host-limit-'))
+  const workers: RunningProcess[] = []
+  const logs = () => workers.map((w, i) => `--- worker ${i} ---\n${w.output()}`).join('\n')
+  t.teardown(async () => {
+    for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL')
+    await Promise.all(workers.map((w) => w.exited))
+    if (!t.passing()) process.stderr.write(`${logs()}\n`)
+    await rm(dataDir, { recursive: true, force: true })
+  })
+  await sql`create table test_claims (delivery_id uuid not null, owner text not null)`.execute(rt.db)
+  await sql.raw(`create function test_log_claim() returns trigger language plpgsql as $$
+    begin insert into test_claims values (new.id, new.lease_owner); return null; end $$`).execute(rt.db)
+  await sql.raw(`create trigger test_claims_log after update of lease_owner on deliveries
+    for each row when (new.lease_owner is not null) execute function test_log_claim()`).execute(rt.db)
+
+  let open = 0
+  let maxOpen = 0
+  rt.provider.always(async () => {
+    open += 1
+    maxOpen = Math.max(maxOpen, open)
+    await new Promise((resolve) => setTimeout(resolve, HOLD_MS))
+    open -= 1
+    return { status: 200, body: 'ok' }
+  })
+
+  for (const name of ['worker-a', 'worker-b']) {
+    workers.push(runScript('src/server.ts', {
+      DATABASE_URL: databaseUrl(rows[0]!.name),
+      BATON_DATA_DIR: dataDir,
+      BATON_WORKER_ID: name,
+      BATON_ADMIN_TOKEN: '',
+      LOG_LEVEL: 'warn',
+      NODE_ENV: 'test',
+      SMTP_URL: '',
+      WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
+      WEBHOOK_PER_HOST_CONCURRENCY: String(LIMIT),
+      SCHEDULER_CONCURRENCY: '8',
+      SCHEDULER_POLL_INTERVAL_MS: '200'
+    }, ['--role=worker'], { direct: true }))
+  }
+  await until('both workers listening for work', async () => {
+    const { rows } = await sql<{ n: string }>`select count(*) as n from pg_stat_activity where datname = current_database() and query ilike 'listen %'`.execute(rt.db)
+    return Number(rows[0]!.n) === 2
+  }, logs, 90_000)
+
+  rt.clock.set(new Date())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Hold the line' }])
+  const started = Date.now()
+  for (let i = 0; i < N; i++) await rt.start(templateId)
+  await until(`${N} deliveries to succeed`, async () => {
+    const done = await rt.db.selectFrom('deliveries').select((eb) => eb.fn.countAll<string>().as('n')).where('status', '=', 'succeeded').executeTakeFirstOrThrow()
+    return Number(done.n) === N
+  }, logs, 90_000)
+  t.comment(`${N} calls held ${HOLD_MS} ms each, at most ${LIMIT} at a time: done in ${Date.now() - started} ms`)
+
+  t.ok(maxOpen <= LIMIT, `never more than ${LIMIT} calls open at the provider (at most ${maxOpen})`)
+  t.equal(maxOpen, LIMIT, 'and the limit was used in full')
+  t.equal(rt.provider.calls.length, N, 'each delivery was called once')
+  t.equal(new Set(rt.provider.calls.map((c) => c.query.deliveryId)).size, N)
+
+  const deliveries = await rt.db.selectFrom('deliveries').select(['status', 'attempt_count']).execute()
+  t.ok(deliveries.every((d) => d.status === 'succeeded' && d.attempt_count === 1), 'every delivery succeeded at attempt 1: waiting used no attempt')
+  const attempts = await rt.db.selectFrom('delivery_attempts').select(['attempt_number', 'outcome']).execute()
+  t.equal(attempts.length, N, 'the attempt log holds one attempt per delivery and no failure')
+  t.ok(attempts.every((a) => a.attempt_number === 1 && a.outcome === 'succeeded'))
+
+  const claims = await sql<{ owner: string; n: string }>`select owner, count(*) as n from test_claims group by owner order by owner`.execute(rt.db)
+  const perWorker = Object.fromEntries(claims.rows.map((r) => [r.owner, Number(r.n)]))
+  t.comment(`claims per worker (a claim over the limit goes back to the queue): ${JSON.stringify(perWorker)}`)
+  t.same(Object.keys(perWorker), ['worker-a', 'worker-b'], 'both workers took part')
+  t.ok(Object.values(perWorker).reduce((a, b) => a + b, 0) > N, 'some claims found the host full and waited')
+  const slots = await rt.db.selectFrom('host_slots').selectAll().execute()
+  t.same(slots, [], 'every slot was freed')
+
+  for (const w of workers) w.child.kill('SIGTERM')
+  t.same(await Promise.all(workers.map((w) => w.exited)), [0, 0], 'both workers stop cleanly')
+})
+
+async function until(what: string, check: () => Promise<boolean>, logs: () => string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${logs()}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
