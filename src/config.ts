@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox'
 import { Value } from 'typebox/value'
+import { parseAllowedTargets } from './adapters/address-policy.js'
 
 const Flag = Type.Boolean({ default: false })
 
@@ -26,6 +27,7 @@ export const ConfigSchema = Type.Object({
   WEBHOOK_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 50, default: 8 }),
   WEBHOOK_MAX_BODY_BYTES: Type.Integer({ minimum: 1024, maximum: 10_485_760, default: 65_536 }),
   WEBHOOK_ALLOW_PRIVATE_NETWORKS: Flag,
+  WEBHOOK_ALLOWED_TARGETS: Type.String({ default: '' }),
   WEBHOOK_PER_HOST_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 8 }),
   SMTP_URL: Type.Optional(Type.String({ pattern: '^smtps?://' })),
   MAIL_FROM: Type.String({ minLength: 3, default: 'Baton <baton@localhost>' })
@@ -54,10 +56,21 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (Number(config.SCHEDULER_LEASE_MS) <= Number(config.WEBHOOK_TIMEOUT_MS)) {
     problems.push('SCHEDULER_LEASE_MS: must be longer than WEBHOOK_TIMEOUT_MS, or a slow call would lose its lease')
   }
+  const allowList = allowedTargetsProblem(String(config.WEBHOOK_ALLOWED_TARGETS))
+  if (allowList) problems.push(`WEBHOOK_ALLOWED_TARGETS: ${allowList}`)
   if (problems.length > 0) {
     throw new ConfigError(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
   }
   return Object.freeze(config as Static<typeof ConfigSchema>)
+}
+
+function allowedTargetsProblem(text: string): string | undefined {
+  try {
+    parseAllowedTargets(text)
+    return undefined
+  } catch (error) {
+    return `${(error as Error).message}; expected comma-separated host names and CIDR ranges, e.g. 127.0.0.1/32,provider.internal`
+  }
 }
 
 function expectation(schema: { anyOf?: { const?: unknown }[] }, message: string): string {

@@ -3,6 +3,7 @@ import http from 'node:http'
 import https from 'node:https'
 import net from 'node:net'
 import got, { type Method } from 'got'
+import { forbiddenRange, isAllowedAddress, isAllowedHost, NO_ALLOWED_TARGETS, type AllowedTargets } from './address-policy.js'
 
 export interface HttpRequest {
   method: 'GET' | 'POST'
@@ -49,18 +50,21 @@ export interface HttpClientOptions {
   userAgent: string
   /** Let calls reach loopback, private, link-local and metadata addresses (development and tests). Default false. */
   allowPrivateNetworks?: boolean
+  /** Host names and address ranges that may be called even though they are private (see parseAllowedTargets). */
+  allowedTargets?: AllowedTargets
 }
 
 export function createHttpClient(options: HttpClientOptions): HttpClient {
   const allowPrivate = options.allowPrivateNetworks ?? false
+  const allowed = options.allowedTargets ?? NO_ALLOWED_TARGETS
   // The agents' lookup wins over any per-request one (Node merges agent options last), so every
   // connection is checked on the address it actually connects to: DNS rebinding cannot slip past.
-  const lookup = allowPrivate ? undefined : guardedLookup
+  const lookup = allowPrivate ? undefined : guardedLookup(allowed)
   const agentOptions = { keepAlive: true, maxSockets: options.maxSockets, ...(lookup ? { lookup } : {}) }
   const agent = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) }
   return {
     async send(request) {
-      target(request.url, allowPrivate)
+      checkTarget(request.url, allowPrivate ? undefined : allowed)
       return call(request, options, agent)
     },
     close: () => {
@@ -70,8 +74,11 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   }
 }
 
-/** Parses the URL and refuses what the client never calls; literal IP hosts are checked here, as no lookup runs for them. */
-function target(text: string, allowPrivate: boolean): URL {
+/**
+ * Parses the URL and refuses what the client never calls; literal IP hosts are checked here, as no
+ * lookup runs for them. `allowed` is undefined when private networks are allowed altogether.
+ */
+function checkTarget(text: string, allowed: AllowedTargets | undefined): void {
   let url: URL
   try {
     url = new URL(text)
@@ -82,11 +89,10 @@ function target(text: string, allowPrivate: boolean): URL {
     throw new HttpCallError(TARGET_REFUSED, `scheme ${url.protocol.slice(0, -1)} is not allowed; only http and https`)
   }
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1')
-  if (!allowPrivate && net.isIP(host) !== 0) {
+  if (allowed && net.isIP(host) !== 0 && !isAllowedAddress(allowed, host)) {
     const range = forbiddenRange(host)
     if (range) throw refused(host, range)
   }
-  return url
 }
 
 function refused(address: string, range: string, hostname?: string): HttpCallError {
@@ -96,19 +102,28 @@ function refused(address: string, range: string, hostname?: string): HttpCallErr
 
 type LookupCallback = (error: NodeJS.ErrnoException | null, address: string | dns.LookupAddress[], family?: number) => void
 
-/** dns.lookup that fails the connection when any address of the answer is forbidden. */
-function guardedLookup(hostname: string, options: dns.LookupOptions, callback: LookupCallback): void {
-  dns.lookup(hostname, { ...options, all: true }, (error, addresses) => {
-    if (error) return callback(error, [])
-    for (const { address } of addresses) {
-      const range = forbiddenRange(address)
-      if (range) return callback(refused(address, range, hostname), [])
-    }
-    if (options.all) return callback(null, addresses)
-    const first = addresses[0]
-    if (!first) return callback(Object.assign(new Error(`no address for ${hostname}`), { code: 'ENOTFOUND' }), [])
-    callback(null, first.address, first.family)
-  })
+/** dns.lookup that fails the connection when any address of the answer is forbidden and not allowed. */
+function guardedLookup(allowed: AllowedTargets) {
+  return (hostname: string, options: dns.LookupOptions, callback: LookupCallback): void => {
+    if (isAllowedHost(allowed, hostname)) return dns.lookup(hostname, options, callback as never)
+    dns.lookup(hostname, { ...options, all: true }, (error, addresses) => answer(hostname, options, callback, allowed, error, addresses))
+  }
+}
+
+/** Passes the answer on when none of its addresses is forbidden (or each is allowed); otherwise fails the connection. */
+function answer(
+  hostname: string, options: dns.LookupOptions, callback: LookupCallback, allowed: AllowedTargets,
+  error: NodeJS.ErrnoException | null, addresses: dns.LookupAddress[]
+): void {
+  if (error) return callback(error, [])
+  for (const { address } of addresses) {
+    const range = isAllowedAddress(allowed, address) ? undefined : forbiddenRange(address)
+    if (range) return callback(refused(address, range, hostname), [])
+  }
+  if (options.all) return callback(null, addresses)
+  const first = addresses[0]
+  if (!first) return callback(Object.assign(new Error(`no address for ${hostname}`), { code: 'ENOTFOUND' }), [])
+  callback(null, first.address, first.family)
 }
 
 function call(
@@ -146,7 +161,8 @@ function call(
       const room = options.maxBodyBytes - size
       if (room > 0) chunks.push(chunk.subarray(0, room))
       size += Math.min(room, chunk.length)
-      if (chunk.length >= room) {
+      // A chunk that just fills the cap may be the last: only one past it proves the body was cut.
+      if (chunk.length > room) {
         finish(true)
         stream.destroy()
       }
@@ -164,98 +180,4 @@ function describe(error: Error & { code?: string }, timeoutMs: number): string {
   if (error.code === 'ETIMEDOUT') return `no response within ${timeoutMs} ms`
   if (error.name === 'AbortError' || error.code === 'ERR_ABORTED') return 'the call was aborted'
   return error.message
-}
-
-// ---- Address policy ----------------------------------------------------------------------------
-
-interface Range {
-  base: bigint
-  bits: number
-  /** What the address is, as it reads after "target address X is ...". */
-  is: string
-}
-
-const PRIVATE = 'in a private network range'
-
-const IPV4_RANGES: Range[] = [
-  v4('169.254.169.254/32', 'a cloud metadata address'),
-  v4('0.0.0.0/8', 'in the unspecified ("this network") range'),
-  v4('10.0.0.0/8', PRIVATE),
-  v4('100.64.0.0/10', 'in the carrier-grade NAT range'),
-  v4('127.0.0.0/8', 'a loopback address'),
-  v4('169.254.0.0/16', 'a link-local address'),
-  v4('172.16.0.0/12', PRIVATE),
-  v4('192.0.0.0/24', 'in a reserved range'),
-  v4('192.168.0.0/16', PRIVATE),
-  v4('198.18.0.0/15', 'in a reserved range'),
-  v4('224.0.0.0/4', 'a multicast address'),
-  v4('240.0.0.0/4', 'in a reserved range')
-]
-
-const IPV6_RANGES: Range[] = [
-  v6('::/128', 'unspecified'),
-  v6('::1/128', 'a loopback address'),
-  v6('fd00:ec2::254/128', 'a cloud metadata address'),
-  v6('64:ff9b:1::/48', PRIVATE),
-  v6('fc00::/7', PRIVATE),
-  v6('fe80::/10', 'a link-local address'),
-  v6('fec0::/10', PRIVATE),
-  v6('ff00::/8', 'a multicast address')
-]
-
-/** IPv6 ranges that carry an IPv4 address in their last 32 bits: judged by that address. */
-const IPV4_CARRIERS: Range[] = [
-  v6('::ffff:0:0/96', 'IPv4-mapped'),
-  v6('::/96', 'IPv4-compatible'),
-  v6('64:ff9b::/96', 'NAT64')
-]
-
-/**
- * Why the client refuses to call this IP address ("in a private network range", "a loopback address",
- * ...), or undefined when the address is public. Anything that does not parse as an IP is refused.
- */
-export function forbiddenRange(address: string): string | undefined {
-  const ip = address.replace(/^\[(.*)\]$/, '$1').replace(/%.*$/, '')
-  if (net.isIPv4(ip)) return match(IPV4_RANGES, ipv4ToBigInt(ip), 32)
-  if (!net.isIPv6(ip)) return 'not an IP address'
-  const value = ipv6ToBigInt(ip)
-  const direct = match(IPV6_RANGES, value, 128)
-  if (direct) return direct
-  if (match(IPV4_CARRIERS, value, 128)) return match(IPV4_RANGES, value & 0xffff_ffffn, 32)
-  return undefined
-}
-
-function match(ranges: Range[], value: bigint, width: number): string | undefined {
-  return ranges.find((range) => value >> BigInt(width - range.bits) === range.base >> BigInt(width - range.bits))?.is
-}
-
-function v4(cidr: string, is: string): Range {
-  const [address = '', bits] = cidr.split('/')
-  return { base: ipv4ToBigInt(address), bits: Number(bits), is }
-}
-
-function v6(cidr: string, is: string): Range {
-  const [address = '', bits] = cidr.split('/')
-  return { base: ipv6ToBigInt(address), bits: Number(bits), is }
-}
-
-function ipv4ToBigInt(address: string): bigint {
-  return address.split('.').reduce((value, octet) => (value << 8n) | BigInt(Number(octet)), 0n)
-}
-
-/** A valid IPv6 address (net.isIPv6) as a 128-bit number; a dotted IPv4 tail is allowed. */
-function ipv6ToBigInt(address: string): bigint {
-  let text = address
-  const tail = text.slice(text.lastIndexOf(':') + 1)
-  if (tail.includes('.')) {
-    const v4value = ipv4ToBigInt(tail)
-    text = `${text.slice(0, text.length - tail.length)}${(v4value >> 16n).toString(16)}:${(v4value & 0xffffn).toString(16)}`
-  }
-  const [head = '', rest] = text.split('::')
-  const headGroups = head ? head.split(':') : []
-  const restGroups = rest ? rest.split(':') : []
-  const groups = rest === undefined
-    ? headGroups
-    : [...headGroups, ...Array<string>(8 - headGroups.length - restGroups.length).fill('0'), ...restGroups]
-  return groups.reduce((value, group) => (value << 16n) | BigInt(parseInt(group, 16)), 0n)
 }

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import type { Clock } from '../adapters/clock.js'
+import { parseAllowedTargets } from '../adapters/address-policy.js'
 import { createHttpClient } from '../adapters/http-client.js'
 import { createMailer } from '../adapters/mailer.js'
 import type { Config } from '../config.js'
@@ -19,10 +20,13 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
     maxBodyBytes: config.WEBHOOK_MAX_BODY_BYTES,
     maxSockets: config.SCHEDULER_CONCURRENCY,
     userAgent,
-    allowPrivateNetworks: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS
+    allowPrivateNetworks: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
+    allowedTargets: parseAllowedTargets(config.WEBHOOK_ALLOWED_TARGETS)
   })
   if (config.WEBHOOK_ALLOW_PRIVATE_NETWORKS) {
     log.warn({}, 'WEBHOOK_ALLOW_PRIVATE_NETWORKS is on: webhooks may reach loopback, private and metadata addresses')
+  } else if (config.WEBHOOK_ALLOWED_TARGETS) {
+    log.info({ allowedTargets: config.WEBHOOK_ALLOWED_TARGETS }, 'webhooks may reach these private targets')
   }
   const mailer = createMailer({ smtpUrl: config.SMTP_URL, mailDir: `${config.BATON_DATA_DIR}/mail` })
   const scheduler = createScheduler({

@@ -1,35 +1,22 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { Readable } from 'node:stream'
+import { buffer } from 'node:stream/consumers'
+import { createGzip } from 'node:zlib'
 import t, { type Test } from 'tap'
-import { createHttpClient, forbiddenRange, HttpCallError, TARGET_REFUSED, type HttpClient, type HttpClientOptions } from '../../src/adapters/http-client.js'
+import { forbiddenRange, parseAllowedTargets } from '../../src/adapters/address-policy.js'
+import { createHttpClient, HttpCallError, TARGET_REFUSED, type HttpClient, type HttpClientOptions } from '../../src/adapters/http-client.js'
 import { decide } from '../../src/scheduler/retry-policy.js'
 
-/** A server on 127.0.0.1 that counts requests; with hold on, it answers only when released. */
+/** A server on 127.0.0.1 that answers "ok" and counts requests. */
 async function startServer(t: Test) {
-  const state = { seen: 0, open: 0, maxOpen: 0, hold: false, held: [] as http.ServerResponse[] }
-  const server = http.createServer((req, res) => {
+  const state = { seen: 0 }
+  const base = await listen(t, (req, res) => {
     state.seen += 1
-    state.open += 1
-    state.maxOpen = Math.max(state.maxOpen, state.open)
-    res.on('close', () => (state.open -= 1))
     req.resume()
-    if (state.hold) state.held.push(res)
-    else res.end('ok')
+    res.end('ok')
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    server.closeAllConnections()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  const port = (server.address() as AddressInfo).port
-  return {
-    state,
-    port,
-    url: `http://127.0.0.1:${port}/hook`,
-    release() {
-      for (const res of state.held.splice(0)) res.end('ok')
-    }
-  }
+  return { state, port: Number(new URL(base).port), url: `${base}/hook` }
 }
 
 function client(t: Test, options: Partial<HttpClientOptions> = {}): HttpClient {
@@ -38,7 +25,7 @@ function client(t: Test, options: Partial<HttpClientOptions> = {}): HttpClient {
   return c
 }
 
-const get = (url: string, extra: { signal?: AbortSignal; timeoutMs?: number } = {}) =>
+const get = (url: string, extra: { timeoutMs?: number } = {}) =>
   ({ method: 'GET' as const, url, headers: {}, timeoutMs: 5000, ...extra })
 
 t.test('private targets are refused by default, before any request is made', async (t) => {
@@ -115,3 +102,130 @@ t.test('address classifier', async (t) => {
   const allowed = ['8.8.8.8', '2001:4860:4860::8888', '93.184.216.34', '172.32.0.1', '100.128.0.1', '11.0.0.1', '::ffff:8.8.8.8', '64:ff9b::8.8.8.8', '2a00:1450:4001:80b::200e']
   for (const address of allowed) t.equal(forbiddenRange(address), undefined, `${address} is allowed`)
 })
+
+t.test('WEBHOOK_ALLOWED_TARGETS lifts the guard for the listed ranges and host names only', async (t) => {
+  const server = await startServer(t)
+  const byRange = client(t, { allowedTargets: parseAllowedTargets('127.0.0.1/32, 192.168.0.0/16') })
+  t.match(await byRange.send(get(server.url)), { status: 200 }, 'an address in an allowed range is reached')
+  t.match(await byRange.send(get(`http://localhost:${server.port}/hook`)).catch((e: unknown) => e),
+    { status: 200 }, 'so is a host name resolving into it (localhost is 127.0.0.1 here)')
+  const stillRefused: [string, RegExp][] = [
+    [`http://[::1]:${server.port}/hook`, /::1 is a loopback address/],
+    ['http://10.0.0.1/hook', /10\.0\.0\.1 is in a private network range/],
+    ['http://169.254.169.254/latest/meta-data/', /cloud metadata/],
+    [`http://[::ffff:127.0.0.2]:${server.port}/hook`, /loopback/]
+  ]
+  for (const [url, message] of stillRefused) {
+    t.match(await byRange.send(get(url)).catch((e: unknown) => e), { code: TARGET_REFUSED, message }, `${url} is still refused`)
+  }
+  t.match(await byRange.send(get(`http://[::ffff:127.0.0.1]:${server.port}/hook`)), { status: 200 }, 'an IPv4-mapped address matches its IPv4 range')
+
+  const byName = client(t, { allowedTargets: parseAllowedTargets('LocalHost') })
+  t.match(await byName.send(get(`http://localhost:${server.port}/hook`)), { status: 200 }, 'an allowed host name is reached whatever it resolves to')
+  t.match(await byName.send(get(server.url)).catch((e: unknown) => e), { code: TARGET_REFUSED }, 'but not the same address under another name')
+  t.equal(server.state.seen, 4)
+})
+
+t.test('parseAllowedTargets refuses what is neither a host name nor a range', async (t) => {
+  t.same(parseAllowedTargets('').hosts.size, 0)
+  const parsed = parseAllowedTargets('127.0.0.1, 10.0.0.0/8,fd00::/8, provider.internal, Provider-2.example.')
+  t.same([...parsed.hosts], ['provider.internal', 'provider-2.example'])
+  t.equal(parsed.v4.length, 2)
+  t.equal(parsed.v6.length, 1)
+  for (const bad of ['not a host!', '10.0.0.0/33', '10.0.0.1/8', '::1/129', '1.2.3.4/x', 'provider.internal/24', 'http://provider.internal']) {
+    t.throws(() => parseAllowedTargets(bad), /neither a host name nor an IP address or CIDR range|host bits set/, bad)
+  }
+})
+
+t.test('a redirect is not followed: the 3xx is the response', async (t) => {
+  const seen: string[] = []
+  const server = await listen(t, (req, res) => {
+    seen.push(req.url ?? '')
+    if (req.url === '/hook') res.writeHead(302, { location: '/elsewhere' }).end('moved')
+    else res.end('followed')
+  })
+  const http = client(t, { allowPrivateNetworks: true })
+  const response = await http.send(get(`${server}/hook`))
+  t.match(response, { status: 302, body: 'moved' })
+  t.equal(response.headers.location, '/elsewhere')
+  t.same(seen, ['/hook'], 'the redirect target was never requested')
+  t.match(decide({ kind: 'response', status: 302 }, 1, new Date()), { action: 'give-up', reason: 'HTTP 302 is not retried' })
+})
+
+const TEN_MIB = 10 * 1024 * 1024
+
+/** Streams a 10 MiB body from one reused 64 KiB buffer, so the server itself holds no more than that. */
+function streamTenMiB(res: http.ServerResponse, state: { completed: boolean }): void {
+  const block = Buffer.alloc(65_536, 'x')
+  let sent = 0
+  res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(TEN_MIB) })
+  res.on('close', () => (state.completed = res.writableFinished))
+  const pump = () => {
+    while (sent < TEN_MIB && !res.destroyed) {
+      sent += block.length
+      if (!res.write(block)) return res.once('drain', pump)
+    }
+    if (!res.destroyed) res.end()
+  }
+  pump()
+}
+
+const MAX_GROWTH = 4 * 1024 * 1024
+
+function memory(): number {
+  const usage = process.memoryUsage()
+  return usage.arrayBuffers + usage.heapUsed
+}
+
+t.test('a 10 MiB body is cut at the cap and the rest is never buffered', async (t) => {
+  const state = { completed: true }
+  const server = await listen(t, (_req, res) => streamTenMiB(res, state))
+  const http = client(t, { allowPrivateNetworks: true, maxBodyBytes: 65_536 })
+  const before = memory()
+  const response = await http.send(get(`${server}/big`))
+  const growth = memory() - before
+  t.equal(response.status, 200)
+  t.equal(response.truncated, true)
+  t.equal(Buffer.byteLength(response.body), 65_536, 'exactly the cap is kept')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(state.completed, false, 'the connection was closed before the server could send it all')
+  t.ok(growth < MAX_GROWTH, `memory grew by ${(growth / 1048576).toFixed(2)} MiB, far less than the 10 MiB sent`)
+})
+
+t.test('a gzip body is capped after decompression', async (t) => {
+  const zipped = await gzipOfRepeated('a', TEN_MIB)
+  t.ok(zipped.length < 65_536, `10 MiB of "a" compress to ${zipped.length} bytes`)
+  const server = await listen(t, (_req, res) => res.writeHead(200, { 'content-encoding': 'gzip' }).end(zipped))
+  const http = client(t, { allowPrivateNetworks: true, maxBodyBytes: 65_536 })
+  const before = memory()
+  const response = await http.send(get(`${server}/bomb`))
+  const growth = memory() - before
+  t.match(response, { status: 200, truncated: true })
+  t.equal(response.body, 'a'.repeat(65_536), 'the decompressed text, up to the cap')
+  t.ok(growth < MAX_GROWTH, `memory grew by ${(growth / 1048576).toFixed(2)} MiB while 10 MiB were inflatable`)
+})
+
+t.test('a body exactly at the cap is whole, not truncated', async (t) => {
+  const server = await listen(t, (_req, res) => res.end(Buffer.alloc(1024, 'y')))
+  const http = client(t, { allowPrivateNetworks: true, maxBodyBytes: 1024 })
+  t.match(await http.send(get(`${server}/exact`)), { status: 200, truncated: false, body: 'y'.repeat(1024) })
+})
+
+async function listen(t: Test, handler: http.RequestListener): Promise<string> {
+  const server = http.createServer(handler)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(async () => {
+    server.closeAllConnections()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+/** gzip of `size` bytes of one character, made from one reused block so no 10 MiB buffer is ever allocated. */
+function gzipOfRepeated(char: string, size: number): Promise<Buffer> {
+  const block = Buffer.alloc(65_536, char)
+  const blocks = function* () {
+    for (let sent = 0; sent < size; sent += block.length) yield block
+  }
+  return buffer(Readable.from(blocks()).pipe(createGzip()))
+}

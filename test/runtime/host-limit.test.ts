@@ -52,7 +52,9 @@ t.test('two workers never have more than WEBHOOK_PER_HOST_CONCURRENCY calls open
       LOG_LEVEL: 'warn',
       NODE_ENV: 'test',
       SMTP_URL: '',
-      WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
+      // The guard stays on; the allow-list lets the calls reach the provider on loopback.
+      WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false',
+      WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32',
       WEBHOOK_PER_HOST_CONCURRENCY: String(LIMIT),
       SCHEDULER_CONCURRENCY: '8',
       SCHEDULER_POLL_INTERVAL_MS: '200'
