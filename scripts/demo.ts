@@ -44,7 +44,7 @@ async function startBaton(dataDir: string): Promise<Baton> {
   cleanups.push(baton.stop)
   await until(() => {
     if (child.exitCode !== null) throw new Error(`Baton exited (${child.exitCode}) before it listened`)
-    return /export BATON_ADMIN_TOKEN=\S+/.test(text)
+    return /export BATON_ADMIN_TOKEN=\S+/.test(text) && /Baton listening on http:\/\/[^"\s]+/.test(text)
   }, 'Baton to start')
   baton.url = text.match(/Baton listening on (http:\/\/[^"\s]+)/)![1]!
   baton.operatorKey = text.match(/export BATON_ADMIN_TOKEN=(\S+)/)![1]!
