@@ -7,7 +7,7 @@ import { decide, type AttemptResult, type RetryPolicy } from './retry-policy.js'
 import { signClaim } from '../lib/api-claims.js'
 import { buildRequest } from './webhook-request.js'
 import { releaseDelivery } from './delivery-repository.js'
-import { acquireHostSlot, hostKey, releaseHostSlot, type HostLimit } from './host-slots.js'
+import { hostKey, type HostSlotPool } from './host-slots.js'
 
 export interface DeliverDeps {
   db: DB
@@ -19,8 +19,8 @@ export interface DeliverDeps {
   /** The apiClaim key, loaded once per process. */
   claimKey: () => Promise<Buffer>
   claimTtlMs: number
-  /** The per-host limit across all workers; without it, calls are not limited per host. */
-  hostLimit?: HostLimit
+  /** Slots of the per-host limit across all workers; without them, calls are not limited per host. */
+  hostSlots?: HostSlotPool
 }
 
 /** Roughly how long a delivery waits when its host has no free slot (±50 %). */
@@ -42,9 +42,9 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
       delivery, startedAt, durationMs: 0, statusCode: null, error: refusal, responseBody: null, decision: { action: 'give-up', reason: refusal }
     }, startedAt)
   }
-  const host = deps.hostLimit ? hostKey(delivery.webhookUrl) : undefined
-  const slot = host && deps.hostLimit ? await acquireHostSlot(deps.db, host, deps.hostLimit) : undefined
-  if (host && slot === undefined) {
+  const host = deps.hostSlots ? hostKey(delivery.webhookUrl) : undefined
+  const slot = host ? await deps.hostSlots?.take(host) : undefined
+  if (host && !slot) {
     // Not an attempt: the call was never made, so it goes back to the queue uncounted and unlogged.
     await releaseDelivery(deps.db, delivery, startedAt, new Date(startedAt.getTime() + HOST_BUSY_DELAY_MS * (0.5 + Math.random())))
     return 'deferred'
@@ -53,8 +53,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   try {
     attempt = await call(deps, delivery, startedAt, signal)
   } finally {
-    // A slot that cannot be freed now expires with its ttl; the outcome must be recorded regardless.
-    if (slot !== undefined) await releaseHostSlot(deps.db, slot).catch(() => undefined)
+    if (host && slot) deps.hostSlots?.give(host, slot)
   }
   const now = deps.clock.now()
   return recordOutcome(deps.db, {

@@ -6,6 +6,7 @@ import { loadClaimKey } from '../modules/auth/claim-key.js'
 import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
 import { releaseDelivery } from './delivery-repository.js'
+import { HostSlotPool } from './host-slots.js'
 import { nextDue } from './next-due.js'
 import { reapExpiredLeases } from './reap-expired-leases.js'
 import type { RetryPolicy } from './retry-policy.js'
@@ -68,11 +69,13 @@ export interface Scheduler {
 export function createScheduler(deps: SchedulerDeps): Scheduler {
   const { db, clock, settings } = deps
   const claimKey = deps.claimKey ?? once(() => loadClaimKey(db, undefined))
+  const hostSlots = settings.perHostConcurrency === undefined ? undefined : new HostSlotPool(db, {
+    perHost: settings.perHostConcurrency, ttlMs: settings.leaseMs, callMs: settings.timeoutMs, owner: deps.workerId
+  }, (error) => deps.log.warn({ err: error }, 'freeing host slots failed; they expire with the lease'))
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
     claimKey, claimTtlMs: settings.claimTtlMs,
-    ...(settings.perHostConcurrency === undefined ? {}
-      : { hostLimit: { perHost: settings.perHostConcurrency, ttlMs: settings.leaseMs, owner: deps.workerId } })
+    ...(hostSlots ? { hostSlots } : {})
   }
   const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; done: Promise<unknown> }>()
   let stopping = false
@@ -228,6 +231,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       await Promise.race([Promise.all(pending.map((f) => f.done)), graceOver])
       for (const flight of inFlight.values()) flight.abort.abort()
       await Promise.all([...inFlight.values()].map((f) => f.done))
+      await hostSlots?.close()
     }
   }
 }
