@@ -176,7 +176,10 @@ t.test('concurrency: three workers drain 1,000 due webhook steps, each called ex
   // The workers boot while the steps are created. Until all three listen, new deliveries are parked
   // (a test-only trigger moves their due time far ahead); then all turn due at once.
   const spawnedAt = Date.now()
-  const running = ['worker-1', 'worker-2', 'worker-3'].map((name) => workers.spawn(name, { SCHEDULER_LEASE_MS: '30000', WEBHOOK_TIMEOUT_MS: '5000' }))
+  const running = ['worker-1', 'worker-2', 'worker-3'].map((name) => workers.spawn(name, {
+    // The per-host limit is shared by all workers; this test measures claiming, so it is set out of the way.
+    SCHEDULER_LEASE_MS: '30000', WEBHOOK_TIMEOUT_MS: '5000', WEBHOOK_PER_HOST_CONCURRENCY: '96'
+  }))
   await sql.raw(`create function test_park_delivery() returns trigger language plpgsql as $$
     begin new.next_attempt_at := '2999-01-01'; return new; end $$`).execute(rt.db)
   await sql.raw('create trigger test_park_deliveries before insert on deliveries for each row execute function test_park_delivery()').execute(rt.db)
