@@ -19,6 +19,7 @@ import tenantRoutes from './modules/tenants/routes.js'
 import triggerRoutes from './modules/marketplace/trigger-routes.js'
 import userRoutes from './modules/users/routes.js'
 import { loadClaimKey } from './modules/auth/claim-key.js'
+import { once } from './lib/once.js'
 import auth from './plugins/auth.js'
 import problems from './plugins/problems.js'
 import swagger from './plugins/swagger.js'
@@ -66,7 +67,9 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   await app.register(swagger)
   // Shared by the activity logs of properties, addresses and process instances.
   app.addSchema(ActivitySchema)
-  const claimKey = deps.claimKey ?? await loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET)
+  // Loaded on the first apiClaim, so the app starts (and reports not ready) while the database is away.
+  const given = deps.claimKey
+  const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET))
   await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash, claimKey, clock: modules.clock })
 
   await app.register(healthRoutes, modules)

@@ -32,7 +32,7 @@ declare module 'fastify' {
 export interface AuthOptions {
   db: DB
   operatorKeyHash: string
-  claimKey: Buffer
+  claimKey: () => Promise<Buffer>
   clock: Clock
 }
 
@@ -70,7 +70,7 @@ function bearerToken(request: FastifyRequest): string {
 
 async function identify({ db, operatorKeyHash, claimKey, clock }: AuthOptions, token: string): Promise<Caller> {
   if (token.startsWith(CLAIM_PREFIX)) {
-    const check = verifyClaim(token, claimKey, clock.now())
+    const check = verifyClaim(token, await claimKey(), clock.now())
     if (check.ok) return { kind: 'claim', tenantId: check.claim.tenantId, claim: check.claim }
     if (check.reason === 'expired') {
       throw unauthorized(`The apiClaim expired at ${check.expiredAt.toISOString()}; each call brings a fresh one.`)

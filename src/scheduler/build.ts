@@ -9,7 +9,8 @@ import type { DatabaseHandle } from '../db/connect.js'
 import { VERSION } from '../version.js'
 import { DEFAULT_RETRY_POLICY } from './retry-policy.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
-import { createScheduler, once, type Logger, type Scheduler } from './scheduler.js'
+import { once } from '../lib/once.js'
+import { createScheduler, type Logger, type Scheduler } from './scheduler.js'
 
 export const WORK_CHANNEL = 'baton_work'
 

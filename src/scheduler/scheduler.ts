@@ -3,6 +3,7 @@ import type { HttpClient } from '../adapters/http-client.js'
 import type { Mailer } from '../adapters/mailer.js'
 import type { DB } from '../db/connect.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
+import { once } from '../lib/once.js'
 import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
 import { releaseDelivery } from './delivery-repository.js'
@@ -236,14 +237,3 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 }
 
-/** A loader that runs once; a failed load is tried again on the next call. */
-export function once<T>(load: () => Promise<T>): () => Promise<T> {
-  let pending: Promise<T> | undefined
-  return () => {
-    pending ??= load().catch((error: unknown) => {
-      pending = undefined
-      throw error
-    })
-    return pending
-  }
-}
