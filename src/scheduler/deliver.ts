@@ -23,8 +23,19 @@ export interface DeliverDeps {
   hostSlots?: HostSlotPool
 }
 
-/** Roughly how long a delivery waits when its host has no free slot (±50 %). */
+/** Roughly how long a delivery first waits when its host has no free slot (±50 %); it doubles with each wait. */
 export const HOST_BUSY_DELAY_MS = 1000
+const HOST_BUSY_MAX_DELAY_MS = 30_000
+
+/**
+ * The wait before a deferred delivery is claimed again. Claims beyond attempts (the fence counts every
+ * claim) are earlier waits, so a backlog at a saturated host backs off instead of being re-claimed
+ * every second by every worker.
+ */
+export function hostBusyDelayMs(delivery: Pick<ClaimedDelivery, 'fence' | 'attempt'>, random = Math.random()): number {
+  const waits = Math.max(0, delivery.fence - delivery.attempt)
+  return Math.round(Math.min(HOST_BUSY_MAX_DELAY_MS, HOST_BUSY_DELAY_MS * 2 ** Math.min(waits, 5)) * (0.5 + random))
+}
 
 const LOGGED_BODY_BYTES = 4096
 
@@ -43,10 +54,18 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     }, startedAt)
   }
   const host = deps.hostSlots ? hostKey(delivery.webhookUrl) : undefined
-  const slot = host ? await deps.hostSlots?.take(host) : undefined
+  let slot: Awaited<ReturnType<HostSlotPool['take']>> | undefined
+  try {
+    await deps.claimKey()
+    slot = host ? await deps.hostSlots?.take(host) : undefined
+  } catch (error) {
+    // No call was made (the database did not answer): back to the queue without using an attempt.
+    await releaseDelivery(deps.db, delivery, startedAt, new Date(startedAt.getTime() + hostBusyDelayMs(delivery))).catch(() => undefined)
+    throw error
+  }
   if (host && !slot) {
     // Not an attempt: the call was never made, so it goes back to the queue uncounted and unlogged.
-    await releaseDelivery(deps.db, delivery, startedAt, new Date(startedAt.getTime() + HOST_BUSY_DELAY_MS * (0.5 + Math.random())))
+    await releaseDelivery(deps.db, delivery, startedAt, new Date(startedAt.getTime() + hostBusyDelayMs(delivery)))
     return 'deferred'
   }
   let attempt: Attempt
@@ -62,7 +81,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     durationMs: attempt.durationMs,
     statusCode: attempt.response?.status ?? null,
     error: attempt.result.kind === 'response' ? null : attempt.result.error,
-    responseBody: attempt.response ? firstBytes(attempt.response.body, LOGGED_BODY_BYTES) : null,
+    responseBody: attempt.response ? redactClaims(firstBytes(attempt.response.body, LOGGED_BODY_BYTES)) : null,
     decision: decide(attempt.result, delivery.attempt, now, deps.policy)
   }, now)
 }
@@ -105,4 +124,9 @@ function header(response: HttpResponse, name: string): string | undefined {
 function firstBytes(text: string, bytes: number): string {
   const buffer = Buffer.from(text, 'utf8')
   return buffer.length <= bytes ? text : buffer.subarray(0, bytes).toString('utf8')
+}
+
+/** A provider that echoes its request (an error page with the URL) must not put a live claim in the attempt log. */
+export function redactClaims(text: string): string {
+  return text.replace(/bcl_[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*)?/g, 'bcl_[redacted]')
 }
