@@ -80,5 +80,7 @@ t.test('recover answers 404, 409 and 400 where it cannot run', async (t) => {
   assertProblem(t, await rt.api.post(`/v1/marketplace-services/${other.data.id}/recover`, { since: new Date().toISOString() }), 409, /activate it/)
   assertProblem(t, await rt.api.post(recoverUrl, { since: 'yesterday' }), 400)
   assertProblem(t, await rt.api.post(recoverUrl, {}), 400)
+  assertProblem(t, await rt.api.post(recoverUrl, { since: '2024-06-30T23:59:60Z' }), 400, /not a time Baton can read/)
+  assertProblem(t, await rt.api.post(recoverUrl, { since: '2024-01-01T00:00:00+01' }), 400)
   assertProblem(t, await rt.operator.post(recoverUrl, { since: new Date().toISOString() }), 403)
 })

@@ -1,7 +1,7 @@
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveryRow } from '../../db/database.js'
-import { conflict, notFound } from '../../errors.js'
+import { badRequest, conflict, notFound } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import { insertActivity } from '../activities/repository.js'
@@ -106,7 +106,12 @@ export async function recover(db: DB, clock: Clock, tenantId: string, serviceId:
   if (!service.active || !service.activated_at) {
     throw conflict(`Service "${service.name}" is not active for this tenant; activate it before recovering its deliveries.`)
   }
-  const candidates = await repo.findRecoverable(db, tenantId, serviceId, new Date(input.since), RECOVERY_LIMIT)
+  const since = new Date(input.since)
+  // A few forms pass the date-time format yet mean no instant here (a leap second, "+01" offsets).
+  if (Number.isNaN(since.getTime())) {
+    throw badRequest(`"${input.since}" is not a time Baton can read; use the form 2026-11-28T08:00:00Z.`, [{ pointer: '/body/since', detail: 'not a readable time' }])
+  }
+  const candidates = await repo.findRecoverable(db, tenantId, serviceId, since, RECOVERY_LIMIT)
   if (input.dryRun) return { dryRun: true, count: candidates.length, deliveryIds: candidates.map((c) => c.id) }
   const queued: string[] = []
   for (const candidate of candidates) {
