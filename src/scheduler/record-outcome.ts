@@ -74,7 +74,7 @@ async function recordTriggerOutcome(db: DB, { delivery, decision, statusCode }: 
     id: newId(now.getTime()),
     kind: succeeded ? 'webhookSucceeded' : 'webhookFailed',
     message: succeeded ? `${delivery.serviceName} answered HTTP ${statusCode} (triggered by the ${cause}).`
-      : `${delivery.serviceName} was not reached (triggered by the ${cause}): ${decision.action === 'give-up' ? decision.reason : ''}.`,
+      : `${delivery.serviceName} gave up (triggered by the ${cause}): ${decision.action === 'give-up' ? decision.reason : ''}.`,
     property_id: delivery.propertyId,
     address_id: delivery.addressId,
     service_id: delivery.serviceId,
