@@ -5,7 +5,7 @@ import type { DB } from '../db/connect.js'
 import { forbidden, unauthorized } from '../errors.js'
 import { CLAIM_PREFIX, verifyClaim, type ApiClaim } from '../lib/api-claims.js'
 import { hashKey, sameHash } from '../lib/keys.js'
-import { findTenantIdByKeyHash } from '../modules/auth/repository.js'
+import { findTenantIdByKeyHash, serviceInUse } from '../modules/auth/repository.js'
 
 /**
  * Who may call a route: the operator, a tenant's key, either of them (`any`), or anyone.
@@ -71,7 +71,12 @@ function bearerToken(request: FastifyRequest): string {
 async function identify({ db, operatorKeyHash, claimKey, clock }: AuthOptions, token: string): Promise<Caller> {
   if (token.startsWith(CLAIM_PREFIX)) {
     const check = verifyClaim(token, await claimKey(), clock.now())
-    if (check.ok) return { kind: 'claim', tenantId: check.claim.tenantId, claim: check.claim }
+    if (check.ok) {
+      if (!(await serviceInUse(db, check.claim.tenantId, check.claim.serviceId))) {
+        throw forbidden('The service this apiClaim was issued to is no longer active for the tenant.')
+      }
+      return { kind: 'claim', tenantId: check.claim.tenantId, claim: check.claim }
+    }
     if (check.reason === 'expired') {
       throw unauthorized(`The apiClaim expired at ${check.expiredAt.toISOString()}; each call brings a fresh one.`)
     }
@@ -86,6 +91,7 @@ async function identify({ db, operatorKeyHash, claimKey, clock }: AuthOptions, t
 
 /** The calling tenant's id, or undefined for the operator (on `any` routes). */
 export function tenantOrOperator(request: FastifyRequest): string | undefined {
+  if (request.caller?.kind === 'claim') throw forbidden('An apiClaim may only read and update the records its call names.')
   return request.caller?.kind === 'tenant' ? request.caller.tenantId : undefined
 }
 

@@ -209,3 +209,15 @@ t.test('addresses fire their own triggers, and their claim reaches the address o
   t.equal((await claim.patch(`/v1/addresses/${address.data.id}`, { fields: { subscribed: true } })).statusCode, 200)
   t.equal((await claim.get(`/v1/properties/${address.data.id}`)).statusCode, 403, 'a property route with the address id is refused')
 })
+
+t.test('a claim stops working once its service is no longer activated by the tenant', async (t) => {
+  const propertyId = await newProperty({ street: 'Switched off 1' })
+  await rt.api.patch(`/v1/properties/${propertyId}`, { fields: { marketValue: 9 } })
+  await rt.scheduler.runOnce()
+  const claim = rt.as((JSON.parse(callsAbout(newsletter, propertyId).at(-1)!.body) as { apiClaim: string }).apiClaim)
+  t.equal((await claim.get(`/v1/properties/${propertyId}`)).statusCode, 200)
+  t.equal((await rt.api.delete(`/v1/marketplace-services/${newsletterId}/activation`)).statusCode, 204)
+  const refused = await claim.get(`/v1/properties/${propertyId}`)
+  t.equal(refused.statusCode, 403)
+  t.match(refused.data.detail, /no longer active/)
+})
