@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { createTestDatabase, databaseUrl } from './helpers/database.js'
-import { ROOT, runScript } from './helpers/process.js'
+import { ROOT, runBash, runScript } from './helpers/process.js'
 
 /** The README's shell blocks from the curl tour up to the API summary, in order, as one script. */
 async function tourScript(): Promise<string> {
@@ -15,15 +14,6 @@ async function tourScript(): Promise<string> {
   return blocks.join('\n')
 }
 
-function bash(script: string, env: Record<string, string>): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('bash', ['-c', `set -eo pipefail\n${script}`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let output = ''
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
-    child.on('exit', (code) => resolve({ code, output }))
-  })
-}
 
 // The README's promise: a newcomer who pastes the tour word for word gets what it says.
 t.test('the README curl tour runs word for word against a running Baton', async (t) => {
@@ -46,7 +36,7 @@ t.test('the README curl tour runs word for word against a running Baton', async 
   const script = (await tourScript()).replace('BATON=http://127.0.0.1:3000', `BATON=${address}`)
   t.not(script.indexOf(`BATON=${address}`), -1, 'the tour names the default address, which the test replaces')
   const ids = '\necho "ids: $TENANT_ID $USER_ID $SERVICE_ID $TEMPLATE_ID $PROPERTY_ID $INSTANCE_ID"\n'
-  const { code, output } = await bash(script + ids, { BATON_ADMIN_TOKEN: key! })
+  const { code, output } = await runBash(script + ids, { BATON_ADMIN_TOKEN: key! })
   t.equal(code, 0, output)
 
   const uuid = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'

@@ -7,6 +7,7 @@ import t, { type Test } from 'tap'
 import { forbiddenRange, parseAllowedTargets } from '../../src/adapters/address-policy.js'
 import { createHttpClient, HttpCallError, TARGET_REFUSED, type HttpClient, type HttpClientOptions } from '../../src/adapters/http-client.js'
 import { decide } from '../../src/scheduler/retry-policy.js'
+import { streamLargeBody, TEN_MIB } from '../helpers/provider.js'
 
 /** A server on 127.0.0.1 that answers "ok" and counts requests. */
 async function startServer(t: Test) {
@@ -152,22 +153,10 @@ t.test('a redirect is not followed: the 3xx is the response', async (t) => {
   t.match(decide({ kind: 'response', status: 302 }, 1, new Date()), { action: 'give-up', reason: 'HTTP 302 is not retried' })
 })
 
-const TEN_MIB = 10 * 1024 * 1024
-
-/** Streams a 10 MiB body from one reused 64 KiB buffer, so the server itself holds no more than that. */
+/** Notes whether the whole body went out before the connection closed. */
 function streamTenMiB(res: http.ServerResponse, state: { completed: boolean }): void {
-  const block = Buffer.alloc(65_536, 'x')
-  let sent = 0
-  res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(TEN_MIB) })
   res.on('close', () => (state.completed = res.writableFinished))
-  const pump = () => {
-    while (sent < TEN_MIB && !res.destroyed) {
-      sent += block.length
-      if (!res.write(block)) return res.once('drain', pump)
-    }
-    if (!res.destroyed) res.end()
-  }
-  pump()
+  streamLargeBody(res)
 }
 
 const MAX_GROWTH = 4 * 1024 * 1024

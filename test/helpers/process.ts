@@ -61,3 +61,14 @@ export function runScript(script: string, env: Record<string, string>, args: str
     }
   }
 }
+
+/** Runs a bash script with `set -eo pipefail`, as a reader pasting it would; resolves with its exit code and output. */
+export function runBash(script: string, env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('bash', ['-c', `set -eo pipefail\n${script}`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let output = ''
+    child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    child.on('exit', (code) => resolve({ code, output }))
+  })
+}

@@ -75,3 +75,20 @@ export class TestProvider {
     res.end(reply.body ?? '')
   }
 }
+
+export const TEN_MIB = 10 * 1024 * 1024
+
+/** Streams a body of `bytes` from one reused 64 KiB buffer, so the server itself holds no more than that. */
+export function streamLargeBody(res: http.ServerResponse, bytes = TEN_MIB): void {
+  const block = Buffer.alloc(65_536, 'x')
+  let sent = 0
+  res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(bytes) })
+  const pump = () => {
+    while (sent < bytes && !res.destroyed) {
+      sent += block.length
+      if (!res.write(block)) return res.once('drain', pump)
+    }
+    if (!res.destroyed) res.end()
+  }
+  pump()
+}

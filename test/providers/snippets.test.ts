@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { standardWebhookSignature } from '../../src/scheduler/signature.js'
-import { ROOT } from '../helpers/process.js'
+import { ROOT, runBash } from '../helpers/process.js'
 import { runNode, runPython, startPhp, type Case, type Scheme } from './harness.js'
 import { codeBlocks, onlyBlock, providersSection, subsection } from './readme-snippets.js'
 import { captureRealCalls, type CapturedCall } from './real-calls.js'
@@ -108,7 +107,7 @@ t.test('the README curl write-back works with a real call\'s apiClaim', async (t
   const apiClaim = new URL(query.afterRotation.url).searchParams.get('apiClaim')!
   const curl = onlyBlock(subsection(section, 'Writing back with the apiClaim'), 'sh')
   await calls.rt.api.patch(`/v1/properties/${calls.propertyId}`, { fields: { valuationNote: 'to be removed' } })
-  const { code, output } = await bash(curl, { BATON: address, API_CLAIM: apiClaim, ESTATE_ID: calls.propertyId })
+  const { code, output } = await runBash(curl, { BATON: address, API_CLAIM: apiClaim, ESTATE_ID: calls.propertyId })
   t.equal(code, 0, output)
   // Two JSON answers, one after the other; JSON never has `}{` inside one document.
   const [read, written] = output.trim().replace(/}\s*{/g, '}\n{').split('\n').map((line) => JSON.parse(line) as { id: string; fields: Record<string, unknown> })
@@ -119,12 +118,3 @@ t.test('the README curl write-back works with a real call\'s apiClaim', async (t
   t.match(activities[0], { message: /Valuation updated marketValue, valuationNote/ })
 })
 
-function bash(script: string, env: Record<string, string>): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('bash', ['-c', `set -eo pipefail\n${script}`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let output = ''
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
-    child.on('exit', (code) => resolve({ code, output }))
-  })
-}

@@ -9,6 +9,7 @@ import t, { type Test } from 'tap'
 import { createHttpClient, type HttpClient } from '../../src/adapters/http-client.js'
 import { createMailer } from '../../src/adapters/mailer.js'
 import { createScheduler, type Scheduler } from '../../src/scheduler/scheduler.js'
+import { streamLargeBody, TEN_MIB } from '../helpers/provider.js'
 import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
 
 const rt = await setupRuntime(t)
@@ -118,24 +119,13 @@ t.test('a 302 is not followed: the attempt gives up at once, as for any 3xx', as
 })
 
 t.test('a 10 MiB body, plain or gzip, is cut at the cap without the worker buffering it', async (t) => {
-  const TEN_MIB = 10 * 1024 * 1024
-  const block = Buffer.alloc(65_536, 'x')
   const zipped = await gzipOfRepeated('z', TEN_MIB)
   const closedEarly: string[] = []
   const port = await listen(t, '127.0.0.1', (req, res) => {
     req.resume()
     res.on('close', () => { if (!res.writableFinished) closedEarly.push(new URL(req.url ?? '/', 'http://x').pathname) })
     if (req.url?.startsWith('/gzip')) return res.writeHead(200, { 'content-encoding': 'gzip' }).end(zipped)
-    res.writeHead(200, { 'content-length': String(TEN_MIB) })
-    let sent = 0
-    const pump = () => {
-      while (sent < TEN_MIB && !res.destroyed) {
-        sent += block.length
-        if (!res.write(block)) return res.once('drain', pump)
-      }
-      if (!res.destroyed) res.end()
-    }
-    pump()
+    streamLargeBody(res)
   })
   const plain = await stepCalling(`http://127.0.0.1:${port}/plain`)
   const gzip = await stepCalling(`http://127.0.0.1:${port}/gzip`)
