@@ -54,9 +54,10 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     }, startedAt)
   }
   const host = deps.hostSlots ? hostKey(delivery.webhookUrl) : undefined
+  let claimKey: Buffer
   let slot: Awaited<ReturnType<HostSlotPool['take']>> | undefined
   try {
-    await deps.claimKey()
+    claimKey = await deps.claimKey()
     slot = host ? await deps.hostSlots?.take(host) : undefined
   } catch (error) {
     // No call was made (the database did not answer): back to the queue without using an attempt.
@@ -70,7 +71,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   }
   let attempt: Attempt
   try {
-    attempt = await call(deps, delivery, startedAt, signal)
+    attempt = await call(deps, delivery, startedAt, claimKey, signal)
   } finally {
     if (host && slot) deps.hostSlots?.give(host, slot)
   }
@@ -92,7 +93,7 @@ interface Attempt {
   durationMs: number
 }
 
-async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Date, signal: AbortSignal | undefined): Promise<Attempt> {
+async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Date, claimKey: Buffer, signal: AbortSignal | undefined): Promise<Attempt> {
   const apiClaim = signClaim({
     tenantId: delivery.tenantId,
     serviceId: delivery.serviceId,
@@ -100,7 +101,7 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
     propertyId: delivery.propertyId,
     addressId: delivery.addressId,
     expiresAt: Math.floor((startedAt.getTime() + deps.claimTtlMs) / 1000)
-  }, await deps.claimKey())
+  }, claimKey)
   const request = buildRequest(delivery.mode, delivery, { now: startedAt, apiClaim, userAgent: deps.userAgent, timeoutMs: deps.timeoutMs })
   const started = performance.now()
   let result: AttemptResult
