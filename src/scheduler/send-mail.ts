@@ -54,11 +54,12 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
   return sent
 }
 
+/** Puts claimed mails back untried, in one statement: their lease ends and the claim's attempt is undone. */
 async function releaseMails(db: DB, mails: ClaimedMail[]): Promise<void> {
-  for (const mail of mails) {
-    await db.updateTable('outbox_mails').set((eb) => ({ lease_expires_at: null, attempt_count: eb('attempt_count', '-', 1) }))
-      .where('tenant_id', '=', mail.tenant_id).where('id', '=', mail.id).execute()
-  }
+  if (mails.length === 0) return
+  await db.updateTable('outbox_mails').set((eb) => ({ lease_expires_at: null, attempt_count: eb('attempt_count', '-', 1) }))
+    .where('tenant_id', 'in', [...new Set(mails.map((mail) => mail.tenant_id))]).where('id', 'in', mails.map((mail) => mail.id))
+    .execute()
 }
 
 function markMail(db: DB, mail: ClaimedMail, changes: { sent_at?: Date; lease_expires_at: null; last_error: string | null; next_attempt_at?: Date }) {
