@@ -5,7 +5,8 @@ import type { DB } from '../db/connect.js'
 import { forbidden, unauthorized } from '../errors.js'
 import { CLAIM_PREFIX, verifyClaim, type ApiClaim } from '../lib/api-claims.js'
 import { hashKey, sameHash } from '../lib/keys.js'
-import { findTenantIdByKeyHash, serviceInUse } from '../modules/auth/repository.js'
+import { findTenantIdByKeyHash } from '../modules/auth/repository.js'
+import { findServiceForTenant } from '../modules/marketplace/activation-repository.js'
 
 /**
  * Who may call a route: the operator, a tenant's key, either of them (`any`), or anyone.
@@ -72,7 +73,8 @@ async function identify({ db, operatorKeyHash, claimKey, clock }: AuthOptions, t
   if (token.startsWith(CLAIM_PREFIX)) {
     const check = verifyClaim(token, await claimKey(), clock.now())
     if (check.ok) {
-      if (!(await serviceInUse(db, check.claim.tenantId, check.claim.serviceId))) {
+      const service = await findServiceForTenant(db, check.claim.tenantId, check.claim.serviceId)
+      if (!service?.active || !service.activated_at) {
         throw forbidden('The service this apiClaim was issued to is no longer active for the tenant.')
       }
       return { kind: 'claim', tenantId: check.claim.tenantId, claim: check.claim }

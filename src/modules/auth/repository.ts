@@ -28,12 +28,3 @@ export async function replaceOperatorKeyHash(db: DB, keyHash: string): Promise<v
     .onConflict((oc) => oc.column('id').doUpdateSet({ key_hash: keyHash }))
     .execute()
 }
-
-/** Whether the service is still active and activated by the tenant: a claim of a service switched off is refused. */
-export async function serviceInUse(db: DB, tenantId: string, serviceId: string): Promise<boolean> {
-  const row = await db.selectFrom('marketplace_services as s')
-    .innerJoin('service_activations as a', (j) => j.onRef('a.service_id', '=', 's.id').on('a.tenant_id', '=', tenantId))
-    .select('s.id').where('s.id', '=', serviceId).where('s.active', '=', true)
-    .executeTakeFirst()
-  return row !== undefined
-}

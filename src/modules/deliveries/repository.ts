@@ -64,10 +64,3 @@ export function findRecoverable(db: DB, tenantId: string, serviceId: string, sin
     .where((eb) => eb.or([eb('d.source', '=', 'trigger'), eb.and([eb('st.state', '=', 'failed'), eb('i.status', '=', 'running')])]))
     .orderBy('d.id').limit(limit).execute()
 }
-
-export function findServiceForTenant(db: DB, tenantId: string, serviceId: string) {
-  return db.selectFrom('marketplace_services as s')
-    .leftJoin('service_activations as a', (j) => j.onRef('a.service_id', '=', 's.id').on('a.tenant_id', '=', tenantId))
-    .select(['s.id', 's.name', 's.active', 'a.activated_at'])
-    .where('s.id', '=', serviceId).executeTakeFirst()
-}

@@ -6,6 +6,7 @@ import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import { insertActivity } from '../activities/repository.js'
 import { requeueDelivery } from '../instances/repository.js'
+import { findServiceForTenant } from '../marketplace/activation-repository.js'
 import { retryStep } from '../instances/service.js'
 import * as repo from './repository.js'
 import type { Delivery, DeliveryAttempt, ListDeliveriesQuery, RecoverDeliveries, RecoveryResult } from './schemas.js'
@@ -101,7 +102,7 @@ export const RECOVERY_LIMIT = 1000
  * round (a failed step goes back to the scheduler as a retry of its process would). A dry run counts.
  */
 export async function recover(db: DB, clock: Clock, tenantId: string, serviceId: string, input: RecoverDeliveries): Promise<RecoveryResult> {
-  const service = await repo.findServiceForTenant(db, tenantId, serviceId)
+  const service = await findServiceForTenant(db, tenantId, serviceId)
   if (!service) throw notFound('Marketplace service', serviceId)
   if (!service.active || !service.activated_at) {
     throw conflict(`Service "${service.name}" is not active for this tenant; activate it before recovering its deliveries.`)

@@ -1,5 +1,13 @@
 import type { DB } from '../../db/connect.js'
 
+/** A service as one tenant sees it: `active` and `activated_at` (null when not activated) say whether it may be used. */
+export function findServiceForTenant(db: DB, tenantId: string, serviceId: string) {
+  return db.selectFrom('marketplace_services as s')
+    .leftJoin('service_activations as a', (j) => j.onRef('a.service_id', '=', 's.id').on('a.tenant_id', '=', tenantId))
+    .select(['s.id', 's.name', 's.active', 'a.activated_at'])
+    .where('s.id', '=', serviceId).executeTakeFirst()
+}
+
 export function findActivation(db: DB, tenantId: string, serviceId: string) {
   return db.selectFrom('service_activations').selectAll()
     .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).executeTakeFirst()
