@@ -21,9 +21,12 @@ export interface DeliveryCall {
   parameters: JsonObject
 }
 
-/** What Baton says about the call itself, beside the step's parameters (SPEC section 3). */
-function contextOf(call: DeliveryCall, now: Date, apiClaim: string): Record<string, string | null> {
-  return {
+/**
+ * What Baton says about the call itself, beside the step's parameters (SPEC section 3): the text
+ * fields that are present. `changedFields` and `timestamp` are typed per scheme by the builders.
+ */
+function contextOf(call: DeliveryCall, apiClaim: string): Record<string, string> {
+  const context: Record<string, string | null> = {
     customerWebId: call.customerWebId,
     customerName: call.customerName,
     userId: call.assigneeUserId,
@@ -33,19 +36,20 @@ function contextOf(call: DeliveryCall, now: Date, apiClaim: string): Record<stri
     stepId: call.stepId,
     deliveryId: call.id,
     event: call.event,
-    changedFields: call.changedFields ? [...call.changedFields].sort().join(',') : null,
-    timestamp: String(Math.floor(now.getTime() / 1000)),
     apiClaim
   }
+  return Object.fromEntries(Object.entries(context).filter((entry): entry is [string, string] => entry[1] !== null))
 }
+
+const unixSeconds = (now: Date) => Math.floor(now.getTime() / 1000)
+const sortedFields = (call: DeliveryCall) => (call.changedFields ? [...call.changedFields].sort() : undefined)
 
 /** The query parameters of a call, context first; the step's own parameters never override context. */
 export function callParameters(call: DeliveryCall, now: Date, apiClaim: string): Record<string, string> {
-  const context = contextOf(call, now, apiClaim)
   const params: Record<string, string> = {}
   for (const [name, value] of Object.entries(call.parameters)) params[name] = parameterText(value)
-  for (const [name, value] of Object.entries(context)) if (value !== null) params[name] = value
-  return params
+  const changedFields = sortedFields(call)
+  return { ...params, ...contextOf(call, apiClaim), ...(changedFields ? { changedFields: changedFields.join(',') } : {}), timestamp: String(unixSeconds(now)) }
 }
 
 // Booleans travel as PHP's http_build_query writes them, so `if ($_GET['flag'])` works for providers.
@@ -82,12 +86,11 @@ export function buildQueryRequest(call: DeliveryCall, options: CallOptions): Htt
  * Standard Webhooks: `webhook-id` is the deliveryId, the same on every retry and replay.
  */
 export function buildJsonRequest(call: DeliveryCall, options: CallOptions): HttpRequest {
-  const timestamp = Math.floor(options.now.getTime() / 1000)
-  const context = Object.entries(contextOf(call, options.now, options.apiClaim))
-    .filter(([name, value]) => value !== null && name !== 'timestamp' && name !== 'changedFields')
+  const timestamp = unixSeconds(options.now)
+  const changedFields = sortedFields(call)
   const body = JSON.stringify({
-    ...Object.fromEntries(context),
-    ...(call.changedFields ? { changedFields: [...call.changedFields].sort() } : {}),
+    ...contextOf(call, options.apiClaim),
+    ...(changedFields ? { changedFields } : {}),
     timestamp,
     parameters: call.parameters
   })
