@@ -71,7 +71,9 @@ export class HostSlotPool {
 
   give(host: string, slot: HostSlot): void {
     slot.idleSince = Date.now()
-    this.idle.set(host, [...(this.idle.get(host) ?? []), slot])
+    const held = this.idle.get(host)
+    if (held) held.push(slot)
+    else this.idle.set(host, [slot])
     this.timer ??= setTimeout(() => this.sweep(), LINGER_MS).unref()
   }
 

@@ -236,4 +236,3 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     }
   }
 }
-
