@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { databaseUrl } from './database.js'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const TSX = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url))
@@ -71,4 +72,17 @@ export function runBash(script: string, env: Record<string, string>): Promise<{ 
     child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()))
     child.on('exit', (code) => resolve({ code, output }))
   })
+}
+
+/** The settings of a worker process (`--role=worker`) on a test database; tests add their own on top. */
+export function workerEnv(databaseName: string, dataDir: string, workerId: string): Record<string, string> {
+  return {
+    DATABASE_URL: databaseUrl(databaseName),
+    BATON_DATA_DIR: dataDir,
+    BATON_WORKER_ID: workerId,
+    BATON_ADMIN_TOKEN: '',
+    LOG_LEVEL: 'warn',
+    NODE_ENV: 'test',
+    SMTP_URL: ''
+  }
 }

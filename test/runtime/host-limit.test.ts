@@ -5,8 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { sql } from 'kysely'
 import t from 'tap'
-import { databaseUrl } from '../helpers/database.js'
-import { runScript, type RunningProcess } from '../helpers/process.js'
+import { runScript, workerEnv, type RunningProcess } from '../helpers/process.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 t.setTimeout(180_000)
@@ -45,13 +44,7 @@ t.test('two workers never have more than WEBHOOK_PER_HOST_CONCURRENCY calls open
 
   for (const name of ['worker-a', 'worker-b']) {
     workers.push(runScript('src/server.ts', {
-      DATABASE_URL: databaseUrl(rows[0]!.name),
-      BATON_DATA_DIR: dataDir,
-      BATON_WORKER_ID: name,
-      BATON_ADMIN_TOKEN: '',
-      LOG_LEVEL: 'warn',
-      NODE_ENV: 'test',
-      SMTP_URL: '',
+      ...workerEnv(rows[0]!.name, dataDir, name),
       // The guard stays on; the allow-list lets the calls reach the provider on loopback.
       WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false',
       WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32',

@@ -7,8 +7,7 @@ import { sql } from 'kysely'
 import type { Test } from 'tap'
 import t from 'tap'
 import { startInstance } from '../../src/modules/instances/service.js'
-import { databaseUrl } from '../helpers/database.js'
-import { runScript, type RunningProcess } from '../helpers/process.js'
+import { runScript, workerEnv, type RunningProcess } from '../helpers/process.js'
 import type { ReceivedCall, Reply } from '../helpers/provider.js'
 import { setupRuntime, type RuntimeContext } from '../helpers/runtime.js'
 
@@ -38,14 +37,8 @@ async function workersFor(t: Test, rt: RuntimeContext): Promise<Workers> {
     logs,
     spawn(name, env = {}) {
       const child = runScript('src/server.ts', {
-        DATABASE_URL: databaseUrl(rows[0]!.name),
-        BATON_DATA_DIR: dataDir,
-        BATON_WORKER_ID: name,
-        BATON_ADMIN_TOKEN: '',
-        LOG_LEVEL: 'warn',
-        NODE_ENV: 'test',
+        ...workerEnv(rows[0]!.name, dataDir, name),
         WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
-        SMTP_URL: '',
         ...env
       }, ['--role=worker'], { direct: true })
       running.push({ name, process: child })
