@@ -798,7 +798,7 @@ async function main(): Promise<number> {
     await admin.connect()
     created = true // before: an interrupt during the create still drops it ("if exists")
     await admin.query(`create database ${DATABASE}`)
-    const migrating = openPostgres(databaseUrl(DATABASE), 1)
+    const migrating = openPostgres(databaseUrl(DATABASE), { poolMax: 1 })
     try {
       await migrateToLatest(migrating)
     } finally {

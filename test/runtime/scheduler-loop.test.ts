@@ -14,7 +14,7 @@ import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
 // clock is set to the present before each process starts, so what the API queues is due at once.
 const rt = await setupRuntime(t)
 const { rows: [current] } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
-const database = openPostgres(databaseUrl(current!.name), 2)
+const database = openPostgres(databaseUrl(current!.name), { poolMax: 2 })
 const http = createHttpClient({ maxBodyBytes: 65536, maxSockets: 16, userAgent: 'Baton/test', allowPrivateNetworks: true })
 const mailer = createMailer({ smtpUrl: rt.smtp.url, mailDir: '', timeoutMs: 2000 })
 const timers = new Set<NodeJS.Timeout>()
