@@ -100,6 +100,16 @@ export async function getInstance(db: DB, tenantId: string, id: string): Promise
   return loadInstance(db, tenantId, row)
 }
 
+/**
+ * The answer to a change, read inside its own transaction: a 2xx then always describes what was
+ * committed, and a change that committed is never answered with an error from a later read.
+ */
+async function reloadInstance(trx: DB, tenantId: string, id: string): Promise<Instance> {
+  const row = await repo.findInstance(trx, tenantId, id)
+  if (!row) throw new Error(`process instance ${id} vanished inside its own transaction`)
+  return loadInstance(trx, tenantId, row)
+}
+
 export async function listInstances(db: DB, tenantId: string, page: PageRequest, filter: ListInstancesQuery): Promise<PageResult<InstanceSummary>> {
   return toPage(await repo.listInstances(db, tenantId, page, filter), page, toSummary)
 }
@@ -120,10 +130,10 @@ export interface Started {
  * transaction. With an idempotency key, a repeated start returns the process the first one started.
  */
 export async function startInstance(db: DB, clock: Clock, tenantId: string, input: StartInstance, idempotencyKey?: string): Promise<Started> {
-  const outcome = await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx): Promise<Started> => {
     if (idempotencyKey) {
       const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
-      if (earlier) return { row: checkSameStart(earlier, input), created: false }
+      if (earlier) return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
     }
     const { template, steps } = await checkStart(trx, tenantId, input)
     const now = clock.now()
@@ -146,7 +156,7 @@ export async function startInstance(db: DB, clock: Clock, tenantId: string, inpu
       // A concurrent start with the same key committed first: answer with its process.
       const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
       if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
-      return { row: checkSameStart(earlier, input), created: false }
+      return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
     }
     const copies = steps.map((step) => copyStep(step, row.id, now))
     await repo.insertSteps(trx, copies)
@@ -154,9 +164,8 @@ export async function startInstance(db: DB, clock: Clock, tenantId: string, inpu
     await recordActivity(trx, row, null, now, 'processStarted', `Process "${row.template_name}" started.`, { responsibleUserId: row.responsible_user_id })
     const first = await runtime.findStepAt(trx, tenantId, row.id, 1)
     if (first) await enterStep(trx, row, first, { now, timeZone }, now)
-    return { row, created: true }
+    return { instance: await reloadInstance(trx, tenantId, row.id), created: true }
   })
-  return { instance: await getInstance(db, tenantId, outcome.row.id), created: outcome.created }
 }
 
 function checkSameStart(earlier: InstanceRow, input: StartInstance): InstanceRow {
@@ -248,7 +257,7 @@ const ALLOWED: Record<string, readonly Advance['outcome'][]> = {
 
 /** Ends the current step as done or skipped and starts the next one (SPEC section 2, Advancing). */
 export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id: string, input: Advance, by: string): Promise<Instance> {
-  await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx) => {
     const instance = await lockForChange(trx, tenantId, id)
     if (instance.status !== 'running') throw conflict(`Process instance ${id} is ${instance.status}; there is no step to advance.`)
     let step = await currentStep(trx, instance)
@@ -268,8 +277,8 @@ export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id
     }
     await endStep(trx, instance, step, input.outcome, await momentOf(trx, clock, tenantId), input.note ?? null, by)
     await runtime.bumpVersion(trx, instance, clock.now())
+    return reloadInstance(trx, tenantId, id)
   })
-  return getInstance(db, tenantId, id)
 }
 
 async function currentStep(db: DB, instance: InstanceRow): Promise<InstanceStepRow> {
@@ -280,7 +289,7 @@ async function currentStep(db: DB, instance: InstanceRow): Promise<InstanceStepR
 }
 
 export async function cancelProcess(db: DB, clock: Clock, tenantId: string, id: string, note: string | null): Promise<Instance> {
-  await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx) => {
     const instance = await lockForChange(trx, tenantId, id)
     if (instance.status !== 'running') throw conflict(`Process instance ${id} is already ${instance.status}.`)
     // Unclaimed deliveries are cancelled first, so no worker can claim one between the check and the cancel.
@@ -289,13 +298,13 @@ export async function cancelProcess(db: DB, clock: Clock, tenantId: string, id: 
     if (step?.state === 'running') throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
     await cancelInstance(trx, instance, await momentOf(trx, clock, tenantId), note)
     await runtime.bumpVersion(trx, instance, clock.now())
+    return reloadInstance(trx, tenantId, id)
   })
-  return getInstance(db, tenantId, id)
 }
 
 /** A failed webhook step goes back to the scheduler, with a fresh round of attempts. */
 export async function retryStep(db: DB, clock: Clock, tenantId: string, id: string, stepId: string): Promise<Instance> {
-  await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx) => {
     const instance = await lockForChange(trx, tenantId, id)
     const step = await runtime.findStep(trx, tenantId, stepId)
     if (!step || step.instance_id !== id) throw notFound('Step', stepId)
@@ -311,6 +320,6 @@ export async function retryStep(db: DB, clock: Clock, tenantId: string, id: stri
     await runtime.bumpVersion(trx, instance, now)
     await recordActivity(trx, instance, step, now, 'webhookRetried', `Webhook step "${step.name}" queued again by hand (round ${requeued.round}).`,
       { deliveryId: requeued.id, round: requeued.round })
+    return reloadInstance(trx, tenantId, id)
   })
-  return getInstance(db, tenantId, id)
 }
