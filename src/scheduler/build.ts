@@ -50,6 +50,7 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
       perHostConcurrency: config.WEBHOOK_PER_HOST_CONCURRENCY
     },
     claimKey: once(() => loadClaimKey(database.db, config.BATON_CLAIM_SECRET)),
+    session: () => database.session({ timeouts: true }),
     listen: (onWork) => database.listen(WORK_CHANNEL, onWork)
   })
   return {

@@ -1,4 +1,5 @@
 import type { DB } from '../db/connect.js'
+import type { AttemptOutcome } from '../db/database.js'
 import { newId } from '../lib/ids.js'
 import { insertActivity } from '../modules/activities/repository.js'
 import { bumpVersion, lockInstance, findStep, updateStep } from '../modules/instances/runtime-repository.js'
@@ -7,7 +8,7 @@ import type { ClaimedDelivery } from './claim-deliveries.js'
 import type { Decision } from './retry-policy.js'
 import * as repo from './delivery-repository.js'
 
-export interface AttemptOutcome {
+export interface AttemptRecord {
   delivery: ClaimedDelivery
   startedAt: Date
   durationMs: number
@@ -15,6 +16,8 @@ export interface AttemptOutcome {
   error: string | null
   responseBody: string | null
   decision: Decision
+  /** How the attempt log shows it: `aborted` for a call cut off before its answer. */
+  outcome: AttemptOutcome
 }
 
 export type Recorded = 'recorded' | 'fenced'
@@ -24,7 +27,7 @@ export type Recorded = 'recorded' | 'fenced'
  * so a worker whose lease expired (and whose delivery another worker took over) changes nothing.
  * Success ends the step and starts the next one in the same transaction.
  */
-export function recordOutcome(db: DB, outcome: AttemptOutcome, now: Date): Promise<Recorded> {
+export function recordOutcome(db: DB, outcome: AttemptRecord, now: Date): Promise<Recorded> {
   const { delivery, decision } = outcome
   return db.transaction().execute(async (trx) => {
     const instance = delivery.instanceId ? await lockInstance(trx, delivery.tenantId, delivery.instanceId) : undefined
@@ -39,7 +42,7 @@ export function recordOutcome(db: DB, outcome: AttemptOutcome, now: Date): Promi
       attempt_number: delivery.attempt,
       started_at: outcome.startedAt,
       duration_ms: outcome.durationMs,
-      outcome: decision.action === 'succeed' ? 'succeeded' : decision.action === 'retry' ? 'retry' : 'failed',
+      outcome: outcome.outcome,
       status_code: outcome.statusCode,
       error: outcome.error,
       response_body: outcome.responseBody
@@ -66,7 +69,7 @@ export function recordOutcome(db: DB, outcome: AttemptOutcome, now: Date): Promi
 }
 
 /** A record-change delivery's end shows on the record's activity log. */
-async function recordTriggerOutcome(db: DB, { delivery, decision, statusCode }: AttemptOutcome, now: Date): Promise<void> {
+async function recordTriggerOutcome(db: DB, { delivery, decision, statusCode }: AttemptRecord, now: Date): Promise<void> {
   const cause = `${delivery.event ?? 'change'} of ${(delivery.changedFields ?? []).join(', ')}`
   const succeeded = decision.action === 'succeed'
   await insertActivity(db, {

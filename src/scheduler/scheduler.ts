@@ -1,13 +1,14 @@
 import type { Clock } from '../adapters/clock.js'
 import type { HttpClient } from '../adapters/http-client.js'
 import type { Mailer } from '../adapters/mailer.js'
-import type { DB } from '../db/connect.js'
+import type { DB, Session } from '../db/connect.js'
+import { isDatabaseUnavailable } from '../db/errors.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
 import { once } from '../lib/once.js'
+import { throttled } from '../lib/throttled.js'
 import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
-import { releaseDelivery } from './delivery-repository.js'
-import { HostSlotPool } from './host-slots.js'
+import { hostKey, HostSlots } from './host-slots.js'
 import { nextDue } from './next-due.js'
 import { reapExpiredLeases } from './reap-expired-leases.js'
 import type { RetryPolicy } from './retry-policy.js'
@@ -26,7 +27,7 @@ export interface SchedulerSettings {
   policy: RetryPolicy
   /** How long the apiClaim of a call stays valid. */
   claimTtlMs: number
-  /** Calls open at once to one host:port across all workers (a slot lives at most a lease); unset: no limit. */
+  /** Calls open at once to one host:port across all workers; unset (or no `session`): no limit. */
   perHostConcurrency?: number
 }
 
@@ -46,6 +47,8 @@ export interface SchedulerDeps {
   settings: SchedulerSettings
   /** The apiClaim key; by default the one kept in the database (see loadClaimKey). */
   claimKey?: () => Promise<Buffer>
+  /** A connection of the worker's own, which holds its per-host slots as advisory locks. */
+  session?: () => Promise<Session>
   /** Subscribes to "new work" notifications (the payload names the table); returns the unsubscribe. */
   listen?: (onWork: (table?: string) => void) => Promise<() => Promise<void>>
 }
@@ -70,9 +73,10 @@ export interface Scheduler {
 export function createScheduler(deps: SchedulerDeps): Scheduler {
   const { db, clock, settings } = deps
   const claimKey = deps.claimKey ?? once(() => loadClaimKey(db, undefined))
-  const hostSlots = settings.perHostConcurrency === undefined ? undefined : new HostSlotPool(db, {
-    perHost: settings.perHostConcurrency, ttlMs: settings.leaseMs, callMs: settings.timeoutMs, owner: deps.workerId
-  }, (error) => deps.log.warn({ err: error }, 'freeing host slots failed; they expire with the lease'))
+  const hostSlots = settings.perHostConcurrency === undefined || !deps.session ? undefined
+    : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, 'per-host slots: the database did not answer')))
+  /** The host of each service this worker has called, to leave crowded hosts out of its claims. */
+  const hostOfService = new Map<string, string>()
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
     claimKey, claimTtlMs: settings.claimTtlMs,
@@ -80,6 +84,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
   const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; done: Promise<unknown> }>()
   let stopping = false
+  /** Fires when stop() begins: calls not yet made (waiting for a host slot) are released at once. */
+  let stopSignal = new AbortController()
+  /** The last claim left crowded hosts out: a finished call may make room for them. */
+  let skippedCrowded = false
   let loop: Promise<void> | undefined
   let unlisten: (() => Promise<void>) | undefined
   let wakeUp: (() => void) | undefined
@@ -101,23 +109,32 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const room = settings.concurrency - inFlight.size
     if (room <= 0 || stopping) return { claimed: 0, full: false }
     const limit = Math.min(room, settings.batchSize)
-    const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit })
+    const skipServices = crowdedServices()
+    skippedCrowded = skipServices.length > 0
+    const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit, skipServices })
     for (const claim of claims) dispatch(claim)
     return { claimed: claims.length, full: claims.length === limit }
   }
 
+  function crowdedServices(): string[] {
+    if (!hostSlots) return []
+    return [...hostOfService].filter(([, host]) => hostSlots.isCrowded(host)).map(([service]) => service)
+  }
+
   function dispatch(claim: ClaimedDelivery): void {
     const abort = new AbortController()
-    const done = deliver(deliverDeps, claim, abort.signal)
-      .catch(async (error: unknown) => {
-        if (abort.signal.aborted) return releaseDelivery(db, claim, clock.now())
+    const host = hostKey(claim.webhookUrl)
+    if (hostSlots && host) hostOfService.set(claim.serviceId, host)
+    const done = deliver(deliverDeps, claim, { stopping: stopSignal.signal, cutOff: abort.signal })
+      .catch((error: unknown) => {
         deps.log.error({ err: error, deliveryId: claim.id }, 'recording a delivery failed; its lease will expire and it will be retried')
       })
       .finally(() => {
-        // Only a worker that was full has a reason to claim now: otherwise it sleeps until the next due time.
+        // Only a worker that was full, or left crowded hosts out, has a reason to claim now: otherwise
+        // it sleeps until the next due time.
         const wasFull = inFlight.size >= settings.concurrency
         inFlight.delete(claim.id)
-        if (wasFull) {
+        if (wasFull || skippedCrowded) {
           woken = true
           wakeUp?.()
         }
@@ -166,6 +183,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   async function run(): Promise<void> {
     let lastChores = 0
+    let failures = 0
     while (!stopping) {
       try {
         woken = false
@@ -182,13 +200,24 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
           }
         }
         // A full claim may have left more due; a short one took all that was due then.
+        failures = 0
         if (full && inFlight.size < settings.concurrency) continue
         await sleep(await idleMs())
       } catch (error) {
-        deps.log.error({ err: error }, 'scheduler pass failed; retrying shortly')
-        await sleep(settings.pollIntervalMs)
+        failures += 1
+        const waitMs = backoffMs(failures)
+        if (isDatabaseUnavailable(error)) deps.log.warn({ err: error, retryInMs: waitMs }, 'scheduler: the database is not answering; backing off')
+        else deps.log.error({ err: error, retryInMs: waitMs }, 'scheduler pass failed; retrying shortly')
+        // The chores may have been cut off: run them on the next pass.
+        choresWanted = true
+        await sleep(waitMs)
       }
     }
+  }
+
+  /** 100 ms doubling to 2 s: a database back from an outage is noticed within about two seconds. */
+  function backoffMs(failures: number): number {
+    return Math.min(100 * 2 ** Math.min(failures - 1, 5), 2000)
   }
 
   /** Until the next known due time, at most a poll interval; a NOTIFY or a finished call wakes earlier. */
@@ -220,10 +249,12 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     async start() {
       if (deps.listen) unlisten = await deps.listen(wake)
       stopping = false
+      stopSignal = new AbortController()
       loop = run()
     },
     async stop(graceMs) {
       stopping = true
+      stopSignal.abort()
       wake()
       await loop
       await unlisten?.()

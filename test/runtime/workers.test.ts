@@ -144,7 +144,7 @@ t.test('crash: a worker killed with calls in flight; a second worker finishes ev
   for (const attempt of attempts) byDelivery.set(attempt.delivery_id, [...(byDelivery.get(attempt.delivery_id) ?? []), attempt])
   t.equal(byDelivery.size, N)
   t.ok([...byDelivery.values()].every((log) => log.length === 2
-    && log[0]!.attempt_number === 1 && log[0]!.outcome === 'retry' && /lease expired/.test(log[0]!.error ?? '')
+    && log[0]!.attempt_number === 1 && log[0]!.outcome === 'aborted' && /lease expired/.test(log[0]!.error ?? '')
     && log[1]!.attempt_number === 2 && log[1]!.outcome === 'succeeded' && log[1]!.status_code === 200
   ), 'each attempt log shows the lease expiring, then the takeover succeeding as attempt 2')
 
@@ -153,7 +153,7 @@ t.test('crash: a worker killed with calls in flight; a second worker finishes ev
 
   const first = instances[0]!
   const readable = await rt.api.get(`/v1/deliveries?instanceId=${first.id}`)
-  t.same(readable.data.items[0].attempts.map((a: { outcome: string }) => a.outcome), ['retry', 'succeeded'], 'the attempt log is readable over the API')
+  t.same(readable.data.items[0].attempts.map((a: { outcome: string }) => a.outcome), ['aborted', 'succeeded'], 'the attempt log is readable over the API')
 
   b.child.kill('SIGTERM')
   t.equal(await b.exited, 0, 'worker B stops cleanly')
