@@ -76,7 +76,8 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
     }
     if (isDatabaseUnavailable(error)) {
       request.log.warn({ err: error }, 'database unavailable')
-      const detail = 'The database is not answering right now; nothing was changed unless a retry shows otherwise. Retry shortly.'
+      const detail = 'The database did not answer; retry shortly. A change cut off this way may or may not have been made:'
+        + ' a start retried with the same Idempotency-Key is never made twice.'
       return sendProblem(reply, problem(503, detail, request), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) })
     }
     const status = error.statusCode ?? 500
