@@ -25,6 +25,11 @@ export interface RunOptions {
 /** Runs a TypeScript entry file of this repo in its own process, as `npm start` would; args follow the script. */
 export function runScript(script: string, env: Record<string, string>, args: string[] = [], options: RunOptions = {}): RunningProcess {
   const [command, argv] = options.direct ? [process.execPath, ['--import', 'tsx', script, ...args]] : [TSX, [script, ...args]]
+  return runCommand(command, argv, env)
+}
+
+/** Runs a command in the repository's folder, e.g. `npm start` as a reader would. */
+export function runCommand(command: string, argv: string[], env: Record<string, string>): RunningProcess {
   const child = spawn(command, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let text = ''
   const waiters = new Set<() => void>()
