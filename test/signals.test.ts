@@ -27,8 +27,15 @@ async function dataDir(t: Test): Promise<string> {
 
 /** Starts the npm script, waits for its line, sends the signal to npm alone, and checks that all ends well. */
 async function signalNpm(t: Test, script: string[], env: Record<string, string>, ready: RegExp, signal: NodeJS.Signals): Promise<number> {
-  const npm = runCommand('npm', script, { NODE_ENV: 'test', ...env, LOG_LEVEL: 'info' })
-  t.teardown(() => { npm.child.kill('SIGKILL') })
+  const npm = runCommand('npm', script, { NODE_ENV: 'test', ...env, LOG_LEVEL: 'info' }, { group: true })
+  // Whatever happens, nothing this test started outlives it.
+  t.teardown(() => {
+    try {
+      process.kill(-npm.child.pid!, 'SIGKILL')
+    } catch {
+      // the group is gone already
+    }
+  })
   const [line] = await npm.waitFor(ready, 90_000)
   const pid = Number(/"pid":(\d+)/.exec(line)?.[1])
   t.ok(pid > 0 && pid !== npm.child.pid, `Baton runs as its own process (${pid})`)
