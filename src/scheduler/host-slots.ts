@@ -17,6 +17,8 @@ export interface HostSlot {
   number: number
   /** The session (its backend pid) whose advisory lock this is; a lost session took its locks along. */
   session: number
+  /** When the lock was taken, by this worker's clock. */
+  lockedAt: number
 }
 
 interface Waiter {
@@ -35,6 +37,8 @@ interface HostState {
 const LINGER_MS = 200
 /** How often a worker with calls waiting for a host looks for a slot another worker freed. */
 const POLL_MS = 100
+/** A slot held longer goes back to the database when its call ends, so calls waiting at other workers get their turn. */
+const TURN_MS = 1000
 
 /**
  * The per-host limit across every worker: slot n of a host is the session-level advisory lock
@@ -82,6 +86,11 @@ export class HostSlots {
   release(slot: HostSlot): void {
     const state = this.stateOf(slot.host)
     if (slot.session !== this.currentSession) return
+    if (Date.now() - slot.lockedAt > TURN_MS) {
+      void this.unlock([slot])
+      if (state.waiters.length > 0) this.schedulePoll(slot.host, state)
+      return
+    }
     const waiter = state.waiters.shift()
     if (waiter) return waiter.grant(slot)
     state.idle.push({ slot, since: Date.now() })
@@ -151,7 +160,7 @@ export class HostSlots {
       this.noteSession(pid)
       if (slot === null) return undefined
       this.stateOf(host).held.add(slot)
-      return { host, number: slot, session: pid }
+      return { host, number: slot, session: pid, lockedAt: Date.now() }
     }).catch((error: unknown) => {
       this.onError(error)
       return undefined
@@ -192,7 +201,10 @@ export class HostSlots {
     }).catch((error: unknown) => {
       // The locks stay with the session while it lives (and are tried again as idle slots); if it is gone, so are they.
       this.onError(error)
-      for (const slot of slots) if (slot.session === this.currentSession) this.release(slot)
+      for (const slot of slots.filter((s) => s.session === this.currentSession)) {
+        slot.lockedAt = Date.now()
+        this.release(slot)
+      }
     })
   }
 

@@ -70,6 +70,9 @@ export interface Scheduler {
   wake(): void
 }
 
+/** Mails one pump batch sends before it looks whether the worker is stopping. */
+const MAIL_PUMP_BATCH = 10
+
 export function createScheduler(deps: SchedulerDeps): Scheduler {
   const { db, clock, settings } = deps
   const claimKey = deps.claimKey ?? once(() => loadClaimKey(db, undefined))
@@ -142,8 +145,11 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     inFlight.set(claim.id, { claim, abort, done })
   }
 
-  /** Each chore runs on its own: one that fails is logged and the others still run. */
-  async function housekeeping(): Promise<Omit<RunSummary, 'deliveries'>> {
+  /**
+   * Each chore runs on its own: one that fails is logged and the others still run. Mail is sent here
+   * only for runOnce; the loop sends it beside its claims (pumpMail), since SMTP is slow.
+   */
+  async function housekeeping(sendMailToo = true): Promise<Omit<RunSummary, 'deliveries'>> {
     const now = clock.now()
     const chore = async (name: string, work: () => Promise<number>): Promise<number> => {
       try {
@@ -157,12 +163,31 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const reaped = await chore('reapExpiredLeases', () => reapExpiredLeases(db, now))
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))
-    const mails = await chore('sendQueuedMail', () => sendMail(now))
+    const mails = sendMailToo ? await chore('sendQueuedMail', () => sendMail(now)) : 0
     return { reaped, stepsStarted, deadlines, mails }
   }
 
-  function sendMail(now: Date): Promise<number> {
-    return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit: settings.batchSize, log: deps.log })
+  let mailPump: Promise<void> | undefined
+  /**
+   * Sends queued mail in the background, small batches one after another while they come full, so a
+   * stopping worker finishes its current batch quickly; one pump at a time.
+   */
+  function pumpMail(): void {
+    if (mailPump || stopping) return
+    const batch = Math.min(settings.batchSize, MAIL_PUMP_BATCH)
+    mailPump = (async () => {
+      try {
+        while (!stopping && (await sendMail(clock.now(), batch)) >= batch);
+      } catch (error) {
+        deps.log.error({ err: error, chore: 'sendQueuedMail' }, 'scheduler chore failed; it runs again on the next pass')
+      } finally {
+        mailPump = undefined
+      }
+    })()
+  }
+
+  function sendMail(now: Date, limit = settings.batchSize): Promise<number> {
+    return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit, log: deps.log })
   }
 
   async function runOnce(): Promise<RunSummary> {
@@ -193,7 +218,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         if (choresWanted || now - lastChores >= settings.pollIntervalMs) {
           choresWanted = false
           lastChores = now
-          const chores = await housekeeping()
+          const chores = await housekeeping(false)
+          pumpMail()
           if (Object.values(chores).some((n) => n > 0)) {
             choresWanted = true
             continue
@@ -258,6 +284,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       wake()
       await loop
       await unlisten?.()
+      await mailPump
       const pending = [...inFlight.values()]
       const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
       await Promise.race([Promise.all(pending.map((f) => f.done)), graceOver])
