@@ -1,6 +1,14 @@
-import type { Insertable, Updateable } from 'kysely'
+import { sql, type Insertable, type Updateable } from 'kysely'
 import type { DB } from '../../db/connect.js'
-import type { DeliveriesTable, InstanceStepsTable, OutboxMailsTable, ProcessInstancesTable } from '../../db/database.js'
+import type { DeliveriesTable, InstanceStepRow, InstanceStepsTable, OutboxMailsTable, ProcessInstancesTable, StepState } from '../../db/database.js'
+
+/** Rows of one tenant-owned table named by (tenant_id, id); ids are UUIDs, unique across tenants. */
+export interface RowRef {
+  tenant_id: string
+  id: string
+}
+
+const unique = (values: string[]) => [...new Set(values)]
 
 /** Locks the instance row: every change to a running process starts here. */
 export function lockInstance(db: DB, tenantId: string, id: string, options: { noWait?: boolean; skipLocked?: boolean } = {}) {
@@ -45,8 +53,42 @@ export async function cancelOpenSteps(db: DB, tenantId: string, instanceId: stri
   return Number(result.numUpdatedRows)
 }
 
-export function insertDelivery(db: DB, row: Insertable<DeliveriesTable>) {
-  return db.insertInto('deliveries').values(row).execute()
+export async function insertDeliveries(db: DB, rows: Insertable<DeliveriesTable>[]): Promise<void> {
+  if (rows.length > 0) await db.insertInto('deliveries').values(rows).execute()
+}
+
+export interface StepStartChange {
+  tenant_id: string
+  id: string
+  start_at: Date
+  assignee_user_id: string
+  deadline_at: Date | null
+}
+
+/**
+ * Starts many steps in one statement: due now, with their assignee and deadline. Only steps still in
+ * one of `fromStates` change (another worker may have started one meanwhile); the started ones return.
+ */
+export async function startSteps(db: DB, changes: StepStartChange[], now: Date, fromStates: StepState[]): Promise<InstanceStepRow[]> {
+  if (changes.length === 0) return []
+  const { rows } = await sql<InstanceStepRow>`
+    update instance_steps s
+    set state = 'due', start_at = v.start_at, started_at = ${now}, assignee_user_id = v.assignee_user_id,
+        deadline_at = v.deadline_at, version = s.version + 1
+    from jsonb_to_recordset(${JSON.stringify(changes)}::jsonb)
+      as v(tenant_id uuid, id uuid, start_at timestamptz, assignee_user_id uuid, deadline_at timestamptz)
+    where s.tenant_id = v.tenant_id and s.id = v.id and s.state = any(${fromStates}::text[])
+    returning s.*
+  `.execute(db)
+  return rows
+}
+
+/** One change to each of these processes moves its version on by one. */
+export async function bumpVersions(db: DB, instances: RowRef[], now: Date): Promise<void> {
+  if (instances.length === 0) return
+  await db.updateTable('process_instances').set((eb) => ({ version: eb('version', '+', 1), updated_at: now }))
+    .where('tenant_id', 'in', unique(instances.map((i) => i.tenant_id))).where('id', 'in', unique(instances.map((i) => i.id)))
+    .execute()
 }
 
 /** Cancels the step's deliveries no worker has claimed; returns how many. */
@@ -64,30 +106,42 @@ export function findLatestStepDelivery(db: DB, tenantId: string, stepId: string)
     .orderBy('id', 'desc').limit(1).executeTakeFirst()
 }
 
+export async function findTimeZones(db: DB, tenantIds: string[]): Promise<Map<string, string>> {
+  if (tenantIds.length === 0) return new Map()
+  const rows = await db.selectFrom('tenants').select(['id', 'time_zone']).where('id', 'in', unique(tenantIds)).execute()
+  return new Map(rows.map((r) => [r.id, r.time_zone]))
+}
+
 export function findTenantProfile(db: DB, tenantId: string) {
   return db.selectFrom('tenants').select(['id', 'name', 'web_id', 'time_zone']).where('id', '=', tenantId).executeTakeFirstOrThrow()
 }
 
-export function findUser(db: DB, tenantId: string, userId: string) {
-  return db.selectFrom('users').select(['id', 'name', 'email']).where('tenant_id', '=', tenantId).where('id', '=', userId).executeTakeFirst()
+export async function findUsers(db: DB, refs: RowRef[]): Promise<Map<string, { id: string; name: string; email: string }>> {
+  if (refs.length === 0) return new Map()
+  const rows = await db.selectFrom('users').select(['id', 'name', 'email'])
+    .where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id))).execute()
+  return new Map(rows.map((r) => [r.id, r]))
 }
 
-export async function findMaintainer(db: DB, tenantId: string, table: 'properties' | 'addresses', id: string): Promise<string | null> {
-  const row = await db.selectFrom(table).select('maintainer_user_id').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
-  return row?.maintainer_user_id ?? null
+/** The maintainer and fields of each of these records. */
+export async function findRecords(db: DB, table: 'properties' | 'addresses', refs: RowRef[]) {
+  if (refs.length === 0) return new Map<string, { id: string; maintainer_user_id: string | null; fields: Record<string, unknown> }>()
+  const rows = await db.selectFrom(table).select(['id', 'maintainer_user_id', 'fields'])
+    .where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id))).execute()
+  return new Map(rows.map((r) => [r.id, r]))
 }
 
-export function findRecordFields(db: DB, tenantId: string, table: 'properties' | 'addresses', id: string) {
-  return db.selectFrom(table).select(['id', 'fields']).where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
+/** Queues mails once each: an insert whose key is taken does nothing, however many workers try. */
+export async function insertOutboxMails(db: DB, rows: Insertable<OutboxMailsTable>[]): Promise<void> {
+  if (rows.length === 0) return
+  await db.insertInto('outbox_mails').values(rows).onConflict((oc) => oc.columns(['tenant_id', 'dedupe_key']).doNothing()).execute()
 }
 
-/** Queues a mail once: a second insert with the same key does nothing, however many workers try. */
-export function insertOutboxMail(db: DB, row: Insertable<OutboxMailsTable>) {
-  return db.insertInto('outbox_mails').values(row).onConflict((oc) => oc.columns(['tenant_id', 'dedupe_key']).doNothing()).execute()
-}
-
-export async function countSteps(db: DB, tenantId: string, instanceId: string): Promise<number> {
-  const row = await db.selectFrom('instance_steps').select((eb) => eb.fn.countAll<string>().as('count'))
-    .where('tenant_id', '=', tenantId).where('instance_id', '=', instanceId).executeTakeFirstOrThrow()
-  return Number(row.count)
+/** How many steps each of these processes has. */
+export async function countStepsOf(db: DB, instances: RowRef[]): Promise<Map<string, number>> {
+  if (instances.length === 0) return new Map()
+  const rows = await db.selectFrom('instance_steps').select(['instance_id', (eb) => eb.fn.countAll<string>().as('count')])
+    .where('tenant_id', 'in', unique(instances.map((i) => i.tenant_id))).where('instance_id', 'in', unique(instances.map((i) => i.id)))
+    .groupBy('instance_id').execute()
+  return new Map(rows.map((r) => [r.instance_id, Number(r.count)]))
 }
