@@ -3,7 +3,8 @@ import { HttpCallError, type HttpClient, type HttpResponse } from '../adapters/h
 import type { DB } from '../db/connect.js'
 import type { AttemptOutcome } from '../db/database.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
-import { recordOutcome, type AttemptRecord, type Recorded } from './record-outcome.js'
+import type { OutcomeBatcher } from './outcome-batcher.js'
+import type { AttemptRecord, Recorded } from './record-outcome.js'
 import { decide, type AttemptResult, type Decision, type RetryPolicy } from './retry-policy.js'
 import { signClaim } from '../lib/api-claims.js'
 import { buildRequest } from './webhook-request.js'
@@ -23,6 +24,8 @@ export interface DeliverDeps {
   claimTtlMs: number
   /** Slots of the per-host limit across all workers; without them, calls are not limited per host. */
   hostSlots?: HostSlots
+  /** Writes outcomes, many calls' to a transaction under load. */
+  outcomes: OutcomeBatcher
 }
 
 /**
@@ -93,7 +96,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
 }
 
 function record(deps: DeliverDeps, outcome: AttemptRecord, until: Date, signal: AbortSignal | undefined): Promise<Recorded> {
-  return retryTransient(() => recordOutcome(deps.db, outcome, deps.clock.now()), { until, signal, now: () => deps.clock.now() })
+  return deps.outcomes.record(outcome, until, signal)
 }
 
 function outcomeOf(decision: Decision): AttemptOutcome {

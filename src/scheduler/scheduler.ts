@@ -10,6 +10,7 @@ import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
 import { hostKey, HostSlots } from './host-slots.js'
 import { nextDue } from './next-due.js'
+import { OutcomeBatcher } from './outcome-batcher.js'
 import { reapExpiredLeases } from './reap-expired-leases.js'
 import type { RetryPolicy } from './retry-policy.js'
 import { sendQueuedMail } from './send-mail.js'
@@ -80,9 +81,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, 'per-host slots: the database did not answer')))
   /** The host of each service this worker has called, to leave crowded hosts out of its claims. */
   const hostOfService = new Map<string, string>()
+  const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
-    claimKey, claimTtlMs: settings.claimTtlMs,
+    claimKey, claimTtlMs: settings.claimTtlMs, outcomes,
     ...(hostSlots ? { hostSlots } : {})
   }
   const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; done: Promise<unknown> }>()

@@ -27,8 +27,8 @@ export function insertInstance(db: DB, row: Insertable<ProcessInstancesTable>) {
     .returningAll().executeTakeFirst()
 }
 
-export async function insertSteps(db: DB, rows: Insertable<InstanceStepsTable>[]): Promise<void> {
-  if (rows.length > 0) await db.insertInto('instance_steps').values(rows).execute()
+export async function insertSteps(db: DB, rows: Insertable<InstanceStepsTable>[]) {
+  return rows.length === 0 ? [] : db.insertInto('instance_steps').values(rows).returningAll().execute()
 }
 
 export function listSteps(db: DB, tenantId: string, instanceId: string) {

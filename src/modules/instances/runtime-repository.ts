@@ -83,6 +83,64 @@ export async function startSteps(db: DB, changes: StepStartChange[], now: Date, 
   return rows
 }
 
+export interface StepChange {
+  tenant_id: string
+  id: string
+  state: StepState
+  ended_at?: Date
+  start_at?: Date
+  note?: string | null
+  /** Whether `note` replaces the step's note (a null note clears it). */
+  set_note?: boolean
+}
+
+/** Changes many steps' states in one statement; each change moves its step's version on. */
+export async function changeSteps(db: DB, changes: StepChange[]): Promise<void> {
+  if (changes.length === 0) return
+  await sql`
+    update instance_steps s
+    set state = v.state, ended_at = coalesce(v.ended_at, s.ended_at), start_at = coalesce(v.start_at, s.start_at),
+        note = case when v.set_note then v.note else s.note end, version = s.version + 1
+    from jsonb_to_recordset(${JSON.stringify(changes)}::jsonb)
+      as v(tenant_id uuid, id uuid, state text, ended_at timestamptz, start_at timestamptz, note text, set_note boolean)
+    where s.tenant_id = v.tenant_id and s.id = v.id
+  `.execute(db)
+}
+
+export interface InstanceChange {
+  tenant_id: string
+  id: string
+  current_position?: number
+  status?: 'completed' | 'cancelled'
+  ended_at?: Date
+  /** One change to the process moves its version (and so its ETag) on by one. */
+  bump: boolean
+}
+
+/** Changes many processes in one statement: only the fields given change; updated_at becomes `now`. */
+export async function changeInstances(db: DB, changes: InstanceChange[], now: Date): Promise<void> {
+  if (changes.length === 0) return
+  await sql`
+    update process_instances p
+    set current_position = coalesce(v.current_position, p.current_position), status = coalesce(v.status, p.status),
+        ended_at = coalesce(v.ended_at, p.ended_at), version = p.version + case when v.bump then 1 else 0 end, updated_at = ${now}
+    from jsonb_to_recordset(${JSON.stringify(changes)}::jsonb)
+      as v(tenant_id uuid, id uuid, current_position integer, status text, ended_at timestamptz, bump boolean)
+    where p.tenant_id = v.tenant_id and p.id = v.id
+  `.execute(db)
+}
+
+/** The steps at these positions of these processes, keyed `instanceId:position`. */
+export async function findStepsAt(db: DB, wanted: { tenant_id: string; instance_id: string; position: number }[]): Promise<Map<string, InstanceStepRow>> {
+  if (wanted.length === 0) return new Map()
+  const { rows } = await sql<InstanceStepRow>`
+    select s.* from instance_steps s
+    join jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as v(tenant_id uuid, instance_id uuid, position integer)
+      on s.tenant_id = v.tenant_id and s.instance_id = v.instance_id and s.position = v.position
+  `.execute(db)
+  return new Map(rows.map((r) => [`${r.instance_id}:${r.position}`, r]))
+}
+
 /** One change to each of these processes moves its version on by one. */
 export async function bumpVersions(db: DB, instances: RowRef[], now: Date): Promise<void> {
   if (instances.length === 0) return

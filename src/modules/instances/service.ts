@@ -13,7 +13,7 @@ import { listSteps as listTemplateSteps } from '../templates/step-repository.js'
 import * as repo from './repository.js'
 import * as runtime from './runtime-repository.js'
 import type { Advance, DeliverySummary, Instance, InstanceStep, InstanceSummary, ListInstancesQuery, StartInstance } from './schemas.js'
-import { cancelInstance, endStep, enterStep, recordActivity, type Moment } from './transitions.js'
+import { ProcessChanges } from './process-changes.js'
 
 type DeliveryRow = Awaited<ReturnType<typeof repo.latestDeliveriesOf>>[number]
 
@@ -158,12 +158,12 @@ export async function startInstance(db: DB, clock: Clock, tenantId: string, inpu
       if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
       return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
     }
-    const copies = steps.map((step) => copyStep(step, row.id, now))
-    await repo.insertSteps(trx, copies)
-    const { time_zone: timeZone } = await runtime.findTenantProfile(trx, tenantId)
-    await recordActivity(trx, row, null, now, 'processStarted', `Process "${row.template_name}" started.`, { responsibleUserId: row.responsible_user_id })
-    const first = await runtime.findStepAt(trx, tenantId, row.id, 1)
-    if (first) await enterStep(trx, row, first, { now, timeZone }, now)
+    const copies = await repo.insertSteps(trx, steps.map((step) => copyStep(step, row.id, now)))
+    const changes = await changesOf(trx, tenantId, now)
+    changes.activity(row, null, 'processStarted', `Process "${row.template_name}" started.`, { responsibleUserId: row.responsible_user_id })
+    const first = copies.find((step) => step.position === 1)
+    if (first) changes.enterStep(row, first, now)
+    await changes.flush()
     return { instance: await reloadInstance(trx, tenantId, row.id), created: true }
   })
 }
@@ -242,9 +242,9 @@ async function lockForChange(db: DB, tenantId: string, id: string): Promise<Inst
   return row
 }
 
-async function momentOf(db: DB, clock: Clock, tenantId: string): Promise<Moment> {
-  const { time_zone: timeZone } = await runtime.findTenantProfile(db, tenantId)
-  return { now: clock.now(), timeZone }
+/** The changes of one request to this tenant's processes, at its time zone. */
+async function changesOf(db: DB, tenantId: string, now: Date): Promise<ProcessChanges> {
+  return new ProcessChanges(db, now, await runtime.findTimeZones(db, [tenantId]))
 }
 
 const ALLOWED: Record<string, readonly Advance['outcome'][]> = {
@@ -275,8 +275,10 @@ export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id
         : allowed.length > 0 ? `it can only be ${allowed.join(' or ')}` : `it is ${step.state}`
       throw conflict(`Step "${step.name}" (${step.kind}, ${step.state}) cannot be ${input.outcome === 'done' ? 'marked done' : 'skipped'}: ${why}.`)
     }
-    await endStep(trx, instance, step, input.outcome, await momentOf(trx, clock, tenantId), input.note ?? null, by)
-    await runtime.bumpVersion(trx, instance, clock.now())
+    const changes = await changesOf(trx, tenantId, clock.now())
+    changes.endStep(instance, step, input.outcome, input.note ?? null, by)
+    changes.bump(instance)
+    await changes.flush()
     return reloadInstance(trx, tenantId, id)
   })
 }
@@ -296,8 +298,12 @@ export async function cancelProcess(db: DB, clock: Clock, tenantId: string, id: 
     await runtime.cancelPendingDeliveries(trx, tenantId, { instanceId: id }, clock.now())
     const step = instance.current_position === null ? undefined : await runtime.findStepAt(trx, tenantId, id, instance.current_position)
     if (step?.state === 'running') throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
-    await cancelInstance(trx, instance, await momentOf(trx, clock, tenantId), note)
-    await runtime.bumpVersion(trx, instance, clock.now())
+    const now = clock.now()
+    await runtime.cancelOpenSteps(trx, tenantId, id, now)
+    const changes = await changesOf(trx, tenantId, now)
+    changes.cancel(instance, note)
+    changes.bump(instance)
+    await changes.flush()
     return reloadInstance(trx, tenantId, id)
   })
 }
@@ -316,10 +322,12 @@ export async function retryStep(db: DB, clock: Clock, tenantId: string, id: stri
     const now = clock.now()
     const requeued = delivery && await repo.requeueDelivery(trx, tenantId, delivery.id, now)
     if (!requeued) throw conflict(`Step "${step.name}" has no failed delivery to retry.`)
-    await runtime.updateStep(trx, tenantId, stepId, { state: 'due' })
-    await runtime.bumpVersion(trx, instance, now)
-    await recordActivity(trx, instance, step, now, 'webhookRetried', `Webhook step "${step.name}" queued again by hand (round ${requeued.round}).`,
+    const changes = await changesOf(trx, tenantId, now)
+    changes.setStepState(step, 'due')
+    changes.bump(instance)
+    changes.activity(instance, step, 'webhookRetried', `Webhook step "${step.name}" queued again by hand (round ${requeued.round}).`,
       { deliveryId: requeued.id, round: requeued.round })
+    await changes.flush()
     return reloadInstance(trx, tenantId, id)
   })
 }

@@ -1,36 +1,14 @@
 import type { DB } from '../../db/connect.js'
 import type { InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
-import { insertActivities, insertActivity, type NewActivityRow } from '../activities/repository.js'
+import { insertActivities, type NewActivityRow } from '../activities/repository.js'
 import { addCalendarDays } from '../../lib/calendar.js'
 import { newId } from '../../lib/ids.js'
-import { mailController } from './notify.js'
 import * as repo from './runtime-repository.js'
 
 /*
- * The state machine of a running process. Every function runs inside the caller's transaction, with
- * the instance row locked first (lock order: instance, then deliveries, then steps), so API calls
- * and schedulers never interleave on one process.
+ * Steps that start, shared by the changes of running processes (process-changes.ts) and the
+ * scheduler's chore that starts waiting steps. Callers hold the processes' row locks.
  */
-
-export interface Moment {
-  now: Date
-  timeZone: string
-}
-
-export type EndOutcome = 'done' | 'skipped'
-
-/** The step becomes the current one: it starts now, or waits for its start time. */
-export async function enterStep(db: DB, instance: InstanceRow, step: InstanceStepRow, moment: Moment, previousEnd: Date): Promise<void> {
-  await repo.updateInstance(db, instance.tenant_id, instance.id, { current_position: step.position, updated_at: moment.now })
-  const startAt = step.start_mode === 'daysAfterPrevious'
-    ? addCalendarDays(previousEnd, step.start_days ?? 0, moment.timeZone)
-    : moment.now
-  if (startAt.getTime() <= moment.now.getTime()) {
-    await beginSteps(db, [{ instance, step: { ...step, start_at: startAt } }], moment.now, new Map([[instance.tenant_id, moment.timeZone]]), ['pending'])
-  } else {
-    await repo.updateStep(db, instance.tenant_id, step.id, { state: 'waiting', start_at: startAt })
-  }
-}
 
 export interface StepStart {
   instance: InstanceRow
@@ -73,42 +51,6 @@ export async function beginSteps(db: DB, starts: StepStart[], now: Date, zones: 
   return started
 }
 
-/** Ends the current step as done or skipped and moves on to the next, or completes the process. */
-export async function endStep(db: DB, instance: InstanceRow, step: InstanceStepRow, outcome: EndOutcome, moment: Moment, note: string | null, by: string): Promise<void> {
-  await repo.updateStep(db, instance.tenant_id, step.id, { state: outcome, ended_at: moment.now, note })
-  const verb = outcome === 'done' ? 'done' : 'skipped'
-  await recordActivity(db, instance, step, moment.now, outcome === 'done' ? 'stepDone' : 'stepSkipped',
-    `Step "${step.name}" ${verb} (${by}).`, note ? { note, by } : { by })
-  if (outcome === 'skipped') {
-    await mailController(db, instance, { kind: 'stepSkipped', dedupeKey: `stepSkipped:${step.id}`, step, now: moment.now, note })
-  }
-  const next = await repo.findStepAt(db, instance.tenant_id, instance.id, step.position + 1)
-  if (next) await enterStep(db, instance, next, moment, moment.now)
-  else await completeInstance(db, instance, moment)
-}
-
-export async function completeInstance(db: DB, instance: InstanceRow, moment: Moment): Promise<void> {
-  await repo.updateInstance(db, instance.tenant_id, instance.id, { status: 'completed', ended_at: moment.now, updated_at: moment.now })
-  await recordActivity(db, instance, null, moment.now, 'processCompleted', `Process "${instance.template_name}" completed.`)
-  if (instance.notify_on_completion) {
-    await mailController(db, instance, { kind: 'processCompleted', dedupeKey: `processCompleted:${instance.id}`, now: moment.now })
-  }
-}
-
-/** A webhook step whose delivery gave up turns into a manual step, and the controller hears of it. */
-export async function failWebhookStep(db: DB, instance: InstanceRow, step: InstanceStepRow, moment: Moment, reason: string, delivery: { id: string; round: number }): Promise<void> {
-  await repo.updateStep(db, instance.tenant_id, step.id, { state: 'failed' })
-  await recordActivity(db, instance, step, moment.now, 'webhookFailed', `Webhook step "${step.name}" failed: ${reason}.`, { deliveryId: delivery.id, reason })
-  await mailController(db, instance, { kind: 'stepFailed', dedupeKey: `stepFailed:${delivery.id}:${delivery.round}`, step, now: moment.now, reason })
-}
-
-export async function cancelInstance(db: DB, instance: InstanceRow, moment: Moment, note: string | null): Promise<void> {
-  await repo.cancelPendingDeliveries(db, instance.tenant_id, { instanceId: instance.id }, moment.now)
-  await repo.cancelOpenSteps(db, instance.tenant_id, instance.id, moment.now)
-  await repo.updateInstance(db, instance.tenant_id, instance.id, { status: 'cancelled', ended_at: moment.now, updated_at: moment.now })
-  await recordActivity(db, instance, null, moment.now, 'processCancelled', `Process "${instance.template_name}" cancelled.`, note ? { note } : {})
-}
-
 /** The maintainers of the records that steps hand to their maintainer, read in at most two statements. */
 async function findMaintainers(db: DB, starts: StepStart[]): Promise<Map<string, string | null>> {
   const wanted = (responsibility: string, column: 'property_id' | 'address_id') => starts
@@ -129,12 +71,8 @@ function assigneeOf(instance: InstanceRow, step: InstanceStepRow, maintainers: M
   return (record ? maintainers.get(record) : null) ?? instance.responsible_user_id
 }
 
-/** Writes an activity to the records the step refers to (all linked records for process events). */
-export function recordActivity(db: DB, instance: InstanceRow, step: InstanceStepRow | null, now: Date, kind: string, message: string, data: JsonObject = {}) {
-  return insertActivity(db, activityRow(instance, step, now, kind, message, data))
-}
-
-function activityRow(instance: InstanceRow, step: InstanceStepRow | null, now: Date, kind: string, message: string, data: JsonObject = {}): NewActivityRow {
+/** An activity on the records the step refers to (all linked records for process events). */
+export function activityRow(instance: InstanceRow, step: InstanceStepRow | null, now: Date, kind: string, message: string, data: JsonObject = {}): NewActivityRow {
   return {
     tenant_id: instance.tenant_id,
     id: newId(now.getTime()),
