@@ -79,6 +79,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const claimKey = deps.claimKey ?? once(() => loadClaimKey(db, undefined))
   const hostSlots = settings.perHostConcurrency === undefined || !deps.session ? undefined
     : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, 'per-host slots: the database did not answer')))
+  const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
   /** The host of each service this worker has called, to leave crowded hosts out of its claims. */
   const hostOfService = new Map<string, string>()
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
@@ -102,9 +103,14 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   /** A wake-up (NOTIFY, a finished call) arrived since the pass began: the next sleep returns at once. */
   let woken = false
 
-  /** New work was announced: claim at once, and run the chores unless it was only a new delivery. */
+  /**
+   * New work was announced: a delivery is claimed at once, a mail is sent, and a step that now waits
+   * only moves the next wake-up earlier (the loop reads the next due time after each pass). Without
+   * a table (a reconnected LISTEN, which missed what was said meanwhile) the chores run too.
+   */
   const wake = (table?: string) => {
-    if (table !== 'deliveries') choresWanted = true
+    if (table === 'outbox_mails') return pumpMail()
+    if (table === undefined) choresWanted = true
     woken = true
     wakeUp?.()
   }
@@ -157,7 +163,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       try {
         return await work()
       } catch (error) {
-        deps.log.error({ err: error, chore: name }, 'scheduler chore failed; it runs again on the next pass')
+        if (isDatabaseUnavailable(error)) choreUnavailable({ err: error, chore: name })
+        else deps.log.error({ err: error, chore: name }, 'scheduler chore failed; it runs again on the next pass')
         return 0
       }
     }
@@ -208,27 +215,19 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     }
   }
 
+  /**
+   * Claims whenever there is room and work, and starts the chores beside the claims when they are
+   * due: a wake-up for new work never waits behind them.
+   */
   async function run(): Promise<void> {
-    let lastChores = 0
     let failures = 0
     while (!stopping) {
       try {
         woken = false
         const { full } = await claimAndDispatch()
-        const now = clock.now().getTime()
-        if (nextChoresAt !== undefined && nextChoresAt <= now) choresWanted = true
-        if (choresWanted || now - lastChores >= settings.pollIntervalMs) {
-          choresWanted = false
-          lastChores = now
-          const chores = await housekeeping(false)
-          pumpMail()
-          if (Object.values(chores).some((n) => n > 0)) {
-            choresWanted = true
-            continue
-          }
-        }
-        // A full claim may have left more due; a short one took all that was due then.
+        startChoresIfDue()
         failures = 0
+        // A full claim may have left more due; a short one took all that was due then.
         if (full && inFlight.size < settings.concurrency) continue
         await sleep(await idleMs())
       } catch (error) {
@@ -241,6 +240,22 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         await sleep(waitMs)
       }
     }
+  }
+
+  let chores: Promise<void> | undefined
+  let lastChores = 0
+  /** Runs the chores in the background when asked for, when the next one falls due, or a poll interval after the last. */
+  function startChoresIfDue(): void {
+    const now = clock.now().getTime()
+    const due = choresWanted || (nextChoresAt !== undefined && nextChoresAt <= now) || now - lastChores >= settings.pollIntervalMs
+    if (chores || stopping || !due) return
+    choresWanted = false
+    lastChores = now
+    chores = housekeeping(false).then((done) => {
+      pumpMail()
+      // More may be waiting behind a full batch: go again at once.
+      if (Object.values(done).some((n) => n > 0)) wake(undefined)
+    }).finally(() => { chores = undefined })
   }
 
   /** 100 ms doubling to 2 s: a database back from an outage is noticed within about two seconds. */
@@ -286,6 +301,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       wake()
       await loop
       await unlisten?.()
+      await chores
       await mailPump
       const pending = [...inFlight.values()]
       const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
