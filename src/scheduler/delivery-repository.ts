@@ -3,6 +3,7 @@ import type { DB } from '../db/connect.js'
 import type { DeliveryAttemptsTable, InstanceRow, InstanceStepRow } from '../db/database.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
 import type { Decision } from './retry-policy.js'
+import { byKeys } from '../db/by-keys.js'
 
 interface Ref {
   tenant_id: string
@@ -60,7 +61,7 @@ export async function settleDeliveries(db: DB, settlements: Settlement[], now: D
         next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at), finished_at = v.finished_at
     from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
       as v(tenant_id uuid, id uuid, fence integer, status text, status_code integer, error text, next_attempt_at timestamptz, finished_at timestamptz)
-    where d.tenant_id = v.tenant_id and d.id = v.id and d.fence = v.fence and d.status = 'running'
+    where ${byKeys('d', rows)} and d.tenant_id = v.tenant_id and d.id = v.id and d.fence = v.fence and d.status = 'running'
     returning d.id
   `.execute(db)
   return new Set(settled.map((r) => r.id))

@@ -1,4 +1,5 @@
 import type { DB } from '../db/connect.js'
+import { insertActivities, type NewActivityRow } from '../modules/activities/repository.js'
 import { isTransientDatabaseError } from '../db/errors.js'
 import { bumpVersions, findTimeZones } from '../modules/instances/runtime-repository.js'
 import { beginSteps } from '../modules/instances/transitions.js'
@@ -31,9 +32,11 @@ function startBatch(db: DB, now: Date, limit: number, onlyStep?: string): Promis
     const due = await lockWaitingSteps(trx, now, limit, onlyStep)
     if (due.length === 0) return 0
     const zones = await findTimeZones(trx, due.map((d) => d.instance.tenant_id))
-    const started = await beginSteps(trx, due, now, zones, ['waiting'])
-    const startedIn = new Set(started.map((s) => s.instance_id))
+    const activities: NewActivityRow[] = []
+    const { steps } = await beginSteps(trx, due, now, zones, ['waiting'], activities)
+    await insertActivities(trx, activities)
+    const startedIn = new Set(steps.map((s) => s.instance_id))
     await bumpVersions(trx, due.map((d) => d.instance).filter((i) => startedIn.has(i.id)), now)
-    return started.length
+    return steps.length
   })
 }

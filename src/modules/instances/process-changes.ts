@@ -1,5 +1,5 @@
 import type { DB } from '../../db/connect.js'
-import type { InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
+import type { DeliveryRow, InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
 import { insertActivities, type NewActivityRow } from '../activities/repository.js'
 import { addCalendarDays } from '../../lib/calendar.js'
 import { mailControllers, type MailCause } from './notify.js'
@@ -7,6 +7,16 @@ import * as repo from './runtime-repository.js'
 import { activityRow, beginSteps, type StepStart } from './transitions.js'
 
 export type EndOutcome = 'done' | 'skipped'
+
+/** The rows a flush wrote. */
+export interface Written {
+  steps: InstanceStepRow[]
+  deliveries: DeliveryRow[]
+  instances: InstanceRow[]
+}
+
+const changesSomething = (change: repo.InstanceChange) =>
+  change.bump || change.current_position !== undefined || change.status !== undefined || change.ended_at !== undefined
 
 /** A step that ended and whose process moves on to the step after it, or completes. */
 interface Ended {
@@ -93,8 +103,11 @@ export class ProcessChanges {
     this.activity(instance, null, 'processCancelled', `Process "${instance.template_name}" cancelled.`, note ? { note } : {})
   }
 
-  /** Writes everything: the processes that ended a step move on, then each table gets one statement. */
-  async flush(): Promise<void> {
+  /**
+   * Writes everything: the processes that ended a step move on, then each table gets one statement.
+   * Returns the rows it wrote, from which an answer can be built without reading them again.
+   */
+  async flush(): Promise<Written> {
     const next = await repo.findStepsAt(this.db, this.ended.map(({ step }) => ({ tenant_id: step.tenant_id, instance_id: step.instance_id, position: step.position + 1 })))
     for (const { instance, step } of this.ended) {
       const following = next.get(`${instance.id}:${step.position + 1}`)
@@ -103,18 +116,19 @@ export class ProcessChanges {
     }
     const starting: StepStart[] = []
     for (const { instance, step, previousEnd } of this.entered) {
-      this.instanceChange(instance).current_position = step.position
+      if (instance.current_position !== step.position) this.instanceChange(instance).current_position = step.position
       const startAt = step.start_mode === 'daysAfterPrevious'
         ? addCalendarDays(previousEnd, step.start_days ?? 0, this.zoneOf(instance))
         : this.now
       if (startAt.getTime() <= this.now.getTime()) starting.push({ instance, step: { ...step, start_at: startAt } })
       else this.steps.set(step.id, { tenant_id: step.tenant_id, id: step.id, state: 'waiting', start_at: startAt })
     }
-    await repo.changeSteps(this.db, [...this.steps.values()])
-    await beginSteps(this.db, starting, this.now, this.zones, ['pending'])
-    await repo.changeInstances(this.db, [...this.instances.values()], this.now)
+    const changed = await repo.changeSteps(this.db, [...this.steps.values()])
+    const begun = await beginSteps(this.db, starting, this.now, this.zones, ['pending'], this.activities)
+    const instances = await repo.changeInstances(this.db, [...this.instances.values()].filter(changesSomething), this.now)
     await insertActivities(this.db, this.activities)
     await mailControllers(this.db, this.mails)
+    return { steps: [...changed, ...begun.steps], deliveries: begun.deliveries, instances }
   }
 
   private instanceChange(instance: InstanceRow): repo.InstanceChange {

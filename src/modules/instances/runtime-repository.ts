@@ -1,6 +1,9 @@
 import { sql, type Insertable, type Updateable } from 'kysely'
+import { byKeys } from '../../db/by-keys.js'
 import type { DB } from '../../db/connect.js'
-import type { DeliveriesTable, InstanceStepRow, InstanceStepsTable, OutboxMailsTable, ProcessInstancesTable, StepState } from '../../db/database.js'
+import type {
+  DeliveriesTable, DeliveryRow, InstanceRow, InstanceStepRow, InstanceStepsTable, OutboxMailsTable, ProcessInstancesTable, StepState
+} from '../../db/database.js'
 
 /** Rows of one tenant-owned table named by (tenant_id, id); ids are UUIDs, unique across tenants. */
 export interface RowRef {
@@ -53,8 +56,8 @@ export async function cancelOpenSteps(db: DB, tenantId: string, instanceId: stri
   return Number(result.numUpdatedRows)
 }
 
-export async function insertDeliveries(db: DB, rows: Insertable<DeliveriesTable>[]): Promise<void> {
-  if (rows.length > 0) await db.insertInto('deliveries').values(rows).execute()
+export async function insertDeliveries(db: DB, rows: Insertable<DeliveriesTable>[]): Promise<DeliveryRow[]> {
+  return rows.length === 0 ? [] : db.insertInto('deliveries').values(rows).returningAll().execute()
 }
 
 export interface StepStartChange {
@@ -77,7 +80,7 @@ export async function startSteps(db: DB, changes: StepStartChange[], now: Date, 
         deadline_at = v.deadline_at, version = s.version + 1
     from jsonb_to_recordset(${JSON.stringify(changes)}::jsonb)
       as v(tenant_id uuid, id uuid, start_at timestamptz, assignee_user_id uuid, deadline_at timestamptz)
-    where s.tenant_id = v.tenant_id and s.id = v.id and s.state = any(${fromStates}::text[])
+    where ${byKeys('s', changes)} and s.tenant_id = v.tenant_id and s.id = v.id and s.state = any(${fromStates}::text[])
     returning s.*
   `.execute(db)
   return rows
@@ -94,17 +97,19 @@ export interface StepChange {
   set_note?: boolean
 }
 
-/** Changes many steps' states in one statement; each change moves its step's version on. */
-export async function changeSteps(db: DB, changes: StepChange[]): Promise<void> {
-  if (changes.length === 0) return
-  await sql`
+/** Changes many steps' states in one statement; each change moves its step's version on. The changed rows return. */
+export async function changeSteps(db: DB, changes: StepChange[]): Promise<InstanceStepRow[]> {
+  if (changes.length === 0) return []
+  const { rows } = await sql<InstanceStepRow>`
     update instance_steps s
     set state = v.state, ended_at = coalesce(v.ended_at, s.ended_at), start_at = coalesce(v.start_at, s.start_at),
         note = case when v.set_note then v.note else s.note end, version = s.version + 1
     from jsonb_to_recordset(${JSON.stringify(changes)}::jsonb)
       as v(tenant_id uuid, id uuid, state text, ended_at timestamptz, start_at timestamptz, note text, set_note boolean)
-    where s.tenant_id = v.tenant_id and s.id = v.id
+    where ${byKeys('s', changes)} and s.tenant_id = v.tenant_id and s.id = v.id
+    returning s.*
   `.execute(db)
+  return rows
 }
 
 export interface InstanceChange {
@@ -117,17 +122,19 @@ export interface InstanceChange {
   bump: boolean
 }
 
-/** Changes many processes in one statement: only the fields given change; updated_at becomes `now`. */
-export async function changeInstances(db: DB, changes: InstanceChange[], now: Date): Promise<void> {
-  if (changes.length === 0) return
-  await sql`
+/** Changes many processes in one statement: only the fields given change; updated_at becomes `now`. The changed rows return. */
+export async function changeInstances(db: DB, changes: InstanceChange[], now: Date): Promise<InstanceRow[]> {
+  if (changes.length === 0) return []
+  const { rows } = await sql<InstanceRow>`
     update process_instances p
     set current_position = coalesce(v.current_position, p.current_position), status = coalesce(v.status, p.status),
         ended_at = coalesce(v.ended_at, p.ended_at), version = p.version + case when v.bump then 1 else 0 end, updated_at = ${now}
     from jsonb_to_recordset(${JSON.stringify(changes)}::jsonb)
       as v(tenant_id uuid, id uuid, current_position integer, status text, ended_at timestamptz, bump boolean)
-    where p.tenant_id = v.tenant_id and p.id = v.id
+    where ${byKeys('p', changes)} and p.tenant_id = v.tenant_id and p.id = v.id
+    returning p.*
   `.execute(db)
+  return rows
 }
 
 /** The steps at these positions of these processes, keyed `instanceId:position`. */
@@ -137,6 +144,7 @@ export async function findStepsAt(db: DB, wanted: { tenant_id: string; instance_
     select s.* from instance_steps s
     join jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as v(tenant_id uuid, instance_id uuid, position integer)
       on s.tenant_id = v.tenant_id and s.instance_id = v.instance_id and s.position = v.position
+    where s.tenant_id = any(${unique(wanted.map((w) => w.tenant_id))}::uuid[]) and s.instance_id = any(${unique(wanted.map((w) => w.instance_id))}::uuid[])
   `.execute(db)
   return new Map(rows.map((r) => [`${r.instance_id}:${r.position}`, r]))
 }

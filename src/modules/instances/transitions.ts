@@ -1,6 +1,6 @@
 import type { DB } from '../../db/connect.js'
-import type { InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
-import { insertActivities, type NewActivityRow } from '../activities/repository.js'
+import type { DeliveryRow, InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
+import type { NewActivityRow } from '../activities/repository.js'
 import { addCalendarDays } from '../../lib/calendar.js'
 import { newId } from '../../lib/ids.js'
 import * as repo from './runtime-repository.js'
@@ -15,13 +15,20 @@ export interface StepStart {
   step: InstanceStepRow
 }
 
+export interface Begun {
+  steps: InstanceStepRow[]
+  deliveries: DeliveryRow[]
+}
+
 /**
- * Steps start: assignees and deadlines are fixed, each writes its activity and a webhook step queues
- * its delivery; a few statements for the whole batch. Steps no longer in `fromStates` are left alone;
- * the ones started return.
+ * Steps start: assignees and deadlines are fixed, each writes its activity (into `activities`, which
+ * the caller inserts) and a webhook step queues its delivery; a few statements for the whole batch.
+ * Steps no longer in `fromStates` are left alone; the ones started return, with their deliveries.
  */
-export async function beginSteps(db: DB, starts: StepStart[], now: Date, zones: Map<string, string>, fromStates: StepState[]): Promise<InstanceStepRow[]> {
-  if (starts.length === 0) return []
+export async function beginSteps(
+  db: DB, starts: StepStart[], now: Date, zones: Map<string, string>, fromStates: StepState[], activities: NewActivityRow[]
+): Promise<Begun> {
+  if (starts.length === 0) return { steps: [], deliveries: [] }
   const maintainers = await findMaintainers(db, starts)
   const instanceOf = new Map(starts.map(({ instance, step }) => [step.id, instance]))
   const started = await repo.startSteps(db, starts.map(({ instance, step }) => ({
@@ -31,9 +38,9 @@ export async function beginSteps(db: DB, starts: StepStart[], now: Date, zones: 
     assignee_user_id: assigneeOf(instance, step, maintainers),
     deadline_at: step.deadline_days ? addCalendarDays(now, step.deadline_days, zones.get(instance.tenant_id) ?? 'UTC') : null
   })), now, fromStates)
-  await insertActivities(db, started.map((step) => activityRow(instanceOf.get(step.id)!, step, now, 'stepStarted',
+  activities.push(...started.map((step) => activityRow(instanceOf.get(step.id)!, step, now, 'stepStarted',
     `Step "${step.name}" started.`, { assigneeUserId: step.assignee_user_id })))
-  await repo.insertDeliveries(db, started.filter((step) => step.kind === 'webhook' && step.service_id).map((step) => {
+  const deliveries = await repo.insertDeliveries(db, started.filter((step) => step.kind === 'webhook' && step.service_id).map((step) => {
     const instance = instanceOf.get(step.id)!
     return {
       tenant_id: instance.tenant_id,
@@ -48,7 +55,7 @@ export async function beginSteps(db: DB, starts: StepStart[], now: Date, zones: 
       next_attempt_at: now
     }
   }))
-  return started
+  return { steps: started, deliveries }
 }
 
 /** The maintainers of the records that steps hand to their maintainer, read in at most two statements. */
