@@ -13,6 +13,7 @@ export const ConfigSchema = Type.Object({
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
   DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
   DATABASE_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 5000 }),
+  DATABASE_PREPARED_STATEMENTS: Type.Boolean({ default: true }),
   BATON_DATA_DIR: Type.String({ minLength: 1, default: './data' }),
   BATON_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 24 })),
   BATON_MIGRATE_ON_START: Type.Boolean({ default: true }),
