@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
+import { REDACTED_PATHS } from './redacted-paths.js'
 import type { DB } from './db/connect.js'
 import { ActivitySchema } from './modules/activities/schemas.js'
 import addressRoutes from './modules/addresses/routes.js'
@@ -40,14 +41,6 @@ export interface ModuleOptions {
   clock: Clock
 }
 
-export const REDACTED_PATHS = [
-  'req.headers.authorization',
-  'headers.authorization',
-  '*.secret',
-  '*.apiClaim',
-  '*.signature',
-  '*.key'
-]
 
 /** One set of server options for production and tests alike. */
 export function serverOptions(config: Config, logger: FastifyServerOptions['logger'] = true): FastifyServerOptions {
