@@ -50,10 +50,13 @@ export interface DeliverSignals {
   stopping?: AbortSignal
   /** The grace is over: a call in flight is cut off (and logged as aborted). */
   cutOff?: AbortSignal
+  /** Told once the call has ended (or will not be made), before its outcome is written. */
+  onCallEnded?: () => void
 }
 
 export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, signals: DeliverSignals = {}): Promise<Delivered> {
   const { stopping, cutOff: signal } = signals
+  const callEnded = signals.onCallEnded ?? (() => {})
   const now = () => deps.clock.now()
   const startedAt = now()
   const until = new Date(delivery.leaseExpiresAt.getTime() - LEASE_MARGIN_MS)
@@ -61,6 +64,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
     : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
   if (refusal) {
+    callEnded()
     const giveUp: Decision = { action: 'give-up', reason: refusal }
     return record(deps, { delivery, startedAt, durationMs: 0, statusCode: null, error: refusal, responseBody: null, decision: giveUp, outcome: 'failed' }, until, signal)
   }
@@ -70,6 +74,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const slot = claimKey && host ? await deps.hostSlots?.acquire(host, slotWaitMs(deps, until), stopping) : undefined
   if (!claimKey || (host && !slot) || stopping?.aborted) {
     if (slot) deps.hostSlots?.release(slot)
+    callEnded()
     // No call was made: back to the queue, due at once and without using an attempt.
     await retryTransient(() => releaseDelivery(deps.db, delivery, now()), { until, now })
     return stopping?.aborted ? 'released' : 'deferred'
@@ -79,6 +84,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     attempt = await call(deps, delivery, startedAt, claimKey, signal)
   } finally {
     if (slot) deps.hostSlots?.release(slot)
+    callEnded()
   }
   const answeredAt = now()
   const decision = decide(attempt.result, delivery.attempt, answeredAt, deps.policy)

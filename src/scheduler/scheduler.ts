@@ -94,7 +94,13 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     claimKey, claimTtlMs: settings.claimTtlMs, outcomes,
     ...(hostSlots ? { hostSlots } : {})
   }
-  const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; done: Promise<unknown> }>()
+  /** Calls being made (each holds a place of SCHEDULER_CONCURRENCY): `called` settles when the call has ended. */
+  const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; called: Promise<void> }>()
+  /**
+   * Deliveries whose call ended and whose outcome is being written. The call's place is free by then:
+   * the next call does not wait for a database round trip (group commit writes the outcomes).
+   */
+  const recording = new Set<Promise<void>>()
   let stopping = false
   /** Fires when stop() begins: calls not yet made (waiting for a host slot) are released at once. */
   let stopSignal = new AbortController()
@@ -123,7 +129,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   /** Claims what is due, up to the free room; `full` when the claim filled its limit, so more may be due. */
   async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
-    const room = settings.concurrency - inFlight.size
+    const room = settings.concurrency - inFlight.size - Math.max(0, unwrittenOutcomes() - settings.concurrency)
     if (room <= 0 || stopping) return { claimed: 0, full: false }
     const limit = Math.min(room, settings.batchSize)
     const skipServices = crowdedServices()
@@ -131,6 +137,11 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit, skipServices })
     for (const claim of claims) dispatch(claim)
     return { claimed: claims.length, full: claims.length === limit }
+  }
+
+  /** Calls that ended and whose outcome is not written yet. Past SCHEDULER_CONCURRENCY of them, fewer calls start. */
+  function unwrittenOutcomes(): number {
+    return recording.size - inFlight.size
   }
 
   function crowdedServices(): string[] {
@@ -142,21 +153,36 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const abort = new AbortController()
     const host = hostKey(claim.webhookUrl)
     if (hostSlots && host) hostOfService.set(claim.serviceId, host)
-    const done = deliver(deliverDeps, claim, { stopping: stopSignal.signal, cutOff: abort.signal })
-      .catch((error: unknown) => {
-        deps.log.error({ err: error, deliveryId: claim.id }, 'recording a delivery failed; its lease will expire and it will be retried')
-      })
-      .finally(() => {
+    let ended: () => void = () => {}
+    const called = new Promise<void>((resolve) => {
+      ended = () => {
+        if (!inFlight.has(claim.id)) return resolve()
         // Only a worker that was full, or left crowded hosts out, has a reason to claim now: otherwise
         // it sleeps until the next due time.
         const wasFull = inFlight.size >= settings.concurrency
         inFlight.delete(claim.id)
+        resolve()
         if (wasFull || skippedCrowded) {
           woken = true
           wakeUp?.()
         }
+      }
+    })
+    inFlight.set(claim.id, { claim, abort, called })
+    const done: Promise<void> = deliver(deliverDeps, claim, { stopping: stopSignal.signal, cutOff: abort.signal, onCallEnded: ended })
+      .then(() => undefined, (error: unknown) => {
+        deps.log.error({ err: error, deliveryId: claim.id }, 'recording a delivery failed; its lease will expire and it will be retried')
       })
-    inFlight.set(claim.id, { claim, abort, done })
+      .finally(() => {
+        ended()
+        const heldBack = unwrittenOutcomes() > settings.concurrency
+        recording.delete(done)
+        if (heldBack) {
+          woken = true
+          wakeUp?.()
+        }
+      })
+    recording.add(done)
   }
 
   /**
@@ -212,8 +238,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       let deliveries = 0
       for (let claimed = (await claimAndDispatch()).claimed; claimed > 0 || inFlight.size > 0; claimed = (await claimAndDispatch()).claimed) {
         deliveries += claimed
-        if (inFlight.size > 0) await Promise.race([...inFlight.values()].map((f) => f.done))
+        if (inFlight.size > 0) await Promise.race([...inFlight.values()].map((f) => f.called))
       }
+      await Promise.all([...recording])
       const mails = deliveries > 0 ? await sendMail(clock.now()) : 0
       const pass = { ...chores, deliveries, mails: chores.mails + mails }
       for (const key of Object.keys(total) as (keyof RunSummary)[]) total[key] += pass[key]
@@ -329,9 +356,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       await mailPump
       const pending = [...inFlight.values()]
       const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
-      await Promise.race([Promise.all(pending.map((f) => f.done)), graceOver])
+      await Promise.race([Promise.all(pending.map((f) => f.called)), graceOver])
       for (const flight of inFlight.values()) flight.abort.abort()
-      await Promise.all([...inFlight.values()].map((f) => f.done))
+      await Promise.all([...recording])
       await hostSlots?.close()
     }
   }
