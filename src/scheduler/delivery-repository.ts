@@ -12,10 +12,6 @@ interface Ref {
 
 const unique = (values: string[]) => [...new Set(values)]
 
-export async function insertAttempts(db: DB, rows: Insertable<DeliveryAttemptsTable>[]): Promise<void> {
-  if (rows.length > 0) await db.insertInto('delivery_attempts').values(rows).execute()
-}
-
 /** Locks these processes in id order (so two batches never wait on each other in a circle). */
 export async function lockInstancesInOrder(db: DB, refs: Ref[]): Promise<Map<string, InstanceRow>> {
   if (refs.length === 0) return new Map()
@@ -40,10 +36,10 @@ interface Settlement {
 }
 
 /**
- * Applies each decision where the worker's claim (its fence) still holds, in one statement; returns
- * the ids of the deliveries it settled.
+ * Applies each decision where the worker's claim (its fence) still holds, and logs the attempts of
+ * exactly those deliveries, in one statement; returns the ids of the deliveries it settled.
  */
-export async function settleDeliveries(db: DB, settlements: Settlement[], now: Date): Promise<Set<string>> {
+export async function settleDeliveries(db: DB, settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date): Promise<Set<string>> {
   if (settlements.length === 0) return new Set()
   const rows = settlements.map(({ delivery, decision, statusCode, error }) => ({
     tenant_id: delivery.tenantId,
@@ -56,13 +52,22 @@ export async function settleDeliveries(db: DB, settlements: Settlement[], now: D
     finished_at: decision.action === 'retry' ? null : now
   }))
   const { rows: settled } = await sql<{ id: string }>`
-    update deliveries d
-    set status = v.status, lease_owner = null, lease_expires_at = null, last_status_code = v.status_code, last_error = v.error,
-        next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at), finished_at = v.finished_at
-    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-      as v(tenant_id uuid, id uuid, fence integer, status text, status_code integer, error text, next_attempt_at timestamptz, finished_at timestamptz)
-    where ${byKeys('d', rows)} and d.tenant_id = v.tenant_id and d.id = v.id and d.fence = v.fence and d.status = 'running'
-    returning d.id
+    with settled as (
+      update deliveries d
+      set status = v.status, lease_owner = null, lease_expires_at = null, last_status_code = v.status_code, last_error = v.error,
+          next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at), finished_at = v.finished_at
+      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+        as v(tenant_id uuid, id uuid, fence integer, status text, status_code integer, error text, next_attempt_at timestamptz, finished_at timestamptz)
+      where ${byKeys('d', rows)} and d.tenant_id = v.tenant_id and d.id = v.id and d.fence = v.fence and d.status = 'running'
+      returning d.tenant_id, d.id
+    ), logged as (
+      insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome, status_code, error, response_body)
+      select a.tenant_id, a.id, a.delivery_id, a.round, a.attempt_number, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error, a.response_body
+      from jsonb_to_recordset(${JSON.stringify(attempts)}::jsonb) as a(tenant_id uuid, id uuid, delivery_id uuid, round integer,
+        attempt_number integer, started_at timestamptz, duration_ms integer, outcome text, status_code integer, error text, response_body text)
+      join settled s on s.tenant_id = a.tenant_id and s.id = a.delivery_id
+    )
+    select id from settled
   `.execute(db)
   return new Set(settled.map((r) => r.id))
 }

@@ -35,9 +35,7 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
   return db.transaction().execute(async (trx) => {
     const forSteps = records.filter((r) => r.delivery.instanceId && r.delivery.stepId)
     const instances = await repo.lockInstancesInOrder(trx, forSteps.map((r) => ({ tenant_id: r.delivery.tenantId, id: r.delivery.instanceId! })))
-    const settled = await repo.settleDeliveries(trx, records, now)
-    const kept = records.filter((r) => settled.has(r.delivery.id))
-    await repo.insertAttempts(trx, kept.map((r) => ({
+    const settled = await repo.settleDeliveries(trx, records, records.map((r) => ({
       tenant_id: r.delivery.tenantId,
       id: newId(),
       delivery_id: r.delivery.id,
@@ -49,7 +47,8 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
       status_code: r.statusCode,
       error: r.error,
       response_body: r.responseBody
-    })))
+    })), now)
+    const kept = records.filter((r) => settled.has(r.delivery.id))
     const zones = new Map(kept.map((r) => [r.delivery.tenantId, r.delivery.timeZone]))
     const changes = new ProcessChanges(trx, now, zones)
     for (const record of kept.filter((r) => r.delivery.source === 'trigger' && r.decision.action !== 'retry')) changes.rawActivity(triggerActivity(record, now))
