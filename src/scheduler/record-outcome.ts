@@ -52,7 +52,11 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
     const zones = new Map(kept.map((r) => [r.delivery.tenantId, r.delivery.timeZone]))
     const changes = new ProcessChanges(trx, now, zones)
     for (const record of kept.filter((r) => r.delivery.source === 'trigger' && r.decision.action !== 'retry')) changes.rawActivity(triggerActivity(record, now))
-    const steps = await repo.findStepsByIds(trx, kept.flatMap((r) => r.delivery.stepId ? [{ tenant_id: r.delivery.tenantId, id: r.delivery.stepId }] : []))
+    const stepRefs = kept.flatMap((r) => r.delivery.stepId ? [{ tenant_id: r.delivery.tenantId, id: r.delivery.stepId }] : [])
+    const stepRows = await repo.findStepsAndNext(trx, stepRefs)
+    const steps = new Map(stepRows.map((s) => [s.id, s]))
+    // The steps after these are known now: a success moves its process on without reading them again.
+    for (const { id } of stepRefs) if (steps.has(id)) changes.knowNextOf(steps.get(id)!, stepRows)
     for (const record of kept) {
       const { delivery, decision } = record
       const instance = delivery.instanceId ? instances.get(delivery.instanceId) : undefined

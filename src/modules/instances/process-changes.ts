@@ -45,9 +45,17 @@ export class ProcessChanges {
   private readonly instances = new Map<string, repo.InstanceChange>()
   private readonly ended: Ended[] = []
   private readonly entered: Entered[] = []
+  /** Steps after ended ones, keyed `instanceId:position`, already read (undefined: there is none). */
+  private readonly nextSteps = new Map<string, InstanceStepRow | undefined>()
 
   /** `zones`: each tenant's time zone, for start times and deadlines in calendar days. */
   constructor(private readonly db: DB, readonly now: Date, private readonly zones: Map<string, string>) {}
+
+  /** Tells which step follows `step` (from rows that hold it, if there is one), so flush need not read it. */
+  knowNextOf(step: InstanceStepRow, rows: InstanceStepRow[]): void {
+    const next = rows.find((r) => r.instance_id === step.instance_id && r.position === step.position + 1)
+    this.nextSteps.set(`${step.instance_id}:${step.position + 1}`, next)
+  }
 
   /** An activity on the records the step refers to (all linked records for process events). */
   activity(instance: InstanceRow, step: InstanceStepRow | null, kind: string, message: string, data: JsonObject = {}): void {
@@ -108,9 +116,11 @@ export class ProcessChanges {
    * Returns the rows it wrote, from which an answer can be built without reading them again.
    */
   async flush(): Promise<Written> {
-    const next = await repo.findStepsAt(this.db, this.ended.map(({ step }) => ({ tenant_id: step.tenant_id, instance_id: step.instance_id, position: step.position + 1 })))
+    const unknown = this.ended.filter(({ step }) => !this.nextSteps.has(`${step.instance_id}:${step.position + 1}`))
+    const read = await repo.findStepsAt(this.db, unknown.map(({ step }) => ({ tenant_id: step.tenant_id, instance_id: step.instance_id, position: step.position + 1 })))
     for (const { instance, step } of this.ended) {
-      const following = next.get(`${instance.id}:${step.position + 1}`)
+      const key = `${instance.id}:${step.position + 1}`
+      const following = this.nextSteps.has(key) ? this.nextSteps.get(key) : read.get(key)
       if (following) this.entered.push({ instance, step: following, previousEnd: this.now })
       else this.complete(instance)
     }
