@@ -1,8 +1,7 @@
 import type { DB } from '../db/connect.js'
-import { insertActivities, type NewActivityRow } from '../modules/activities/repository.js'
 import { isTransientDatabaseError } from '../db/errors.js'
-import { bumpVersions, findTimeZones } from '../modules/instances/runtime-repository.js'
-import { beginSteps } from '../modules/instances/transitions.js'
+import { ProcessChanges } from '../modules/instances/process-changes.js'
+import { findTimeZones } from '../modules/instances/runtime-repository.js'
 import { isolated, rethrow, type RowErrorHandler } from './isolated.js'
 import { lockWaitingSteps } from './step-chores-repository.js'
 
@@ -31,12 +30,12 @@ function startBatch(db: DB, now: Date, limit: number, onlyStep?: string): Promis
   return db.transaction().execute(async (trx) => {
     const due = await lockWaitingSteps(trx, now, limit, onlyStep)
     if (due.length === 0) return 0
-    const zones = await findTimeZones(trx, due.map((d) => d.instance.tenant_id))
-    const activities: NewActivityRow[] = []
-    const { steps } = await beginSteps(trx, due, now, zones, ['waiting'], activities)
-    await insertActivities(trx, activities)
-    const startedIn = new Set(steps.map((s) => s.instance_id))
-    await bumpVersions(trx, due.map((d) => d.instance).filter((i) => startedIn.has(i.id)), now)
-    return steps.length
+    const changes = new ProcessChanges(trx, now, await findTimeZones(trx, due.map((d) => d.instance.tenant_id)))
+    for (const { instance, step } of due) {
+      changes.startStep(instance, step, 'waiting')
+      changes.bump(instance)
+    }
+    const written = await changes.flush()
+    return written.steps.length
   })
 }

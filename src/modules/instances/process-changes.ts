@@ -1,21 +1,18 @@
 import type { DB } from '../../db/connect.js'
-import type { DeliveryRow, InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
-import { insertActivities, type NewActivityRow } from '../activities/repository.js'
+import type { InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
+import type { NewActivityRow } from '../activities/repository.js'
 import { addCalendarDays } from '../../lib/calendar.js'
 import { mailControllers, type MailCause } from './notify.js'
 import * as repo from './runtime-repository.js'
-import { activityRow, beginSteps, type StepStart } from './transitions.js'
+import { activityRow, planStarts, type StepStart } from './transitions.js'
+import { writeChanges, type InstanceChange, type PlannedChanges, type StepChange, type WrittenRows } from './write-changes.js'
 
 export type EndOutcome = 'done' | 'skipped'
 
 /** The rows a flush wrote. */
-export interface Written {
-  steps: InstanceStepRow[]
-  deliveries: DeliveryRow[]
-  instances: InstanceRow[]
-}
+export type Written = WrittenRows
 
-const changesSomething = (change: repo.InstanceChange) =>
+const changesSomething = (change: InstanceChange) =>
   change.bump || change.current_position !== undefined || change.status !== undefined || change.ended_at !== undefined
 
 /** A step that ended and whose process moves on to the step after it, or completes. */
@@ -41,10 +38,13 @@ interface Entered {
 export class ProcessChanges {
   private readonly activities: NewActivityRow[] = []
   private readonly mails: { instance: InstanceRow; cause: MailCause }[] = []
-  private readonly steps = new Map<string, repo.StepChange>()
-  private readonly instances = new Map<string, repo.InstanceChange>()
+  private readonly steps = new Map<string, StepChange>()
+  private readonly instances = new Map<string, InstanceChange>()
   private readonly ended: Ended[] = []
   private readonly entered: Entered[] = []
+  private readonly starting: StepStart[] = []
+  /** The states a step may be in for `startStep` or `enterStep` to start it. */
+  private readonly fromStates = new Set<StepState>(['pending'])
   /** Steps after ended ones, keyed `instanceId:position`, already read (undefined: there is none). */
   private readonly nextSteps = new Map<string, InstanceStepRow | undefined>()
 
@@ -82,6 +82,12 @@ export class ProcessChanges {
     this.activity(instance, step, outcome === 'done' ? 'stepDone' : 'stepSkipped', `Step "${step.name}" ${outcome} (${by}).`, note ? { note, by } : { by })
     if (outcome === 'skipped') this.mail(instance, { kind: 'stepSkipped', dedupeKey: `stepSkipped:${step.id}`, step, note })
     this.ended.push({ instance, step })
+  }
+
+  /** The step starts now (the scheduler's chore for waiting steps whose time has come), if it is still `from`. */
+  startStep(instance: InstanceRow, step: InstanceStepRow, from: StepState): void {
+    this.starting.push({ instance, step })
+    this.fromStates.add(from)
   }
 
   /** The process enters this step: it starts now, or waits until its start time. */
@@ -124,7 +130,7 @@ export class ProcessChanges {
       if (following) this.entered.push({ instance, step: following, previousEnd: this.now })
       else this.complete(instance)
     }
-    const starting: StepStart[] = []
+    const starting: StepStart[] = [...this.starting]
     for (const { instance, step, previousEnd } of this.entered) {
       if (instance.current_position !== step.position) this.instanceChange(instance).current_position = step.position
       const startAt = step.start_mode === 'daysAfterPrevious'
@@ -133,15 +139,21 @@ export class ProcessChanges {
       if (startAt.getTime() <= this.now.getTime()) starting.push({ instance, step: { ...step, start_at: startAt } })
       else this.steps.set(step.id, { tenant_id: step.tenant_id, id: step.id, state: 'waiting', start_at: startAt })
     }
-    const changed = await repo.changeSteps(this.db, [...this.steps.values()])
-    const begun = await beginSteps(this.db, starting, this.now, this.zones, ['pending'], this.activities)
-    const instances = await repo.changeInstances(this.db, [...this.instances.values()].filter(changesSomething), this.now)
-    await insertActivities(this.db, this.activities)
+    const plan: PlannedChanges = {
+      steps: [...this.steps.values()],
+      starts: [],
+      fromStates: [...this.fromStates],
+      instances: [...this.instances.values()].filter(changesSomething),
+      activities: this.activities,
+      deliveries: []
+    }
+    await planStarts(this.db, starting, this.now, this.zones, plan)
+    const written = await writeChanges(this.db, plan, this.now)
     await mailControllers(this.db, this.mails)
-    return { steps: [...changed, ...begun.steps], deliveries: begun.deliveries, instances }
+    return written
   }
 
-  private instanceChange(instance: InstanceRow): repo.InstanceChange {
+  private instanceChange(instance: InstanceRow): InstanceChange {
     let change = this.instances.get(instance.id)
     if (!change) this.instances.set(instance.id, (change = { tenant_id: instance.tenant_id, id: instance.id, bump: false }))
     return change

@@ -1,9 +1,10 @@
 import type { DB } from '../../db/connect.js'
-import type { DeliveryRow, InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
+import type { InstanceRow, InstanceStepRow, JsonObject } from '../../db/database.js'
 import type { NewActivityRow } from '../activities/repository.js'
 import { addCalendarDays } from '../../lib/calendar.js'
 import { newId } from '../../lib/ids.js'
 import * as repo from './runtime-repository.js'
+import type { PlannedChanges } from './write-changes.js'
 
 /*
  * Steps that start, shared by the changes of running processes (process-changes.ts) and the
@@ -15,47 +16,39 @@ export interface StepStart {
   step: InstanceStepRow
 }
 
-export interface Begun {
-  steps: InstanceStepRow[]
-  deliveries: DeliveryRow[]
-}
-
 /**
- * Steps start: assignees and deadlines are fixed, each writes its activity (into `activities`, which
- * the caller inserts) and a webhook step queues its delivery; a few statements for the whole batch.
- * Steps no longer in `fromStates` are left alone; the ones started return, with their deliveries.
+ * Plans how steps start: assignees and deadlines are fixed, each gets its "started" activity and a
+ * webhook step its delivery, both written only if the step really starts (it is still in the state
+ * the writer expects). Reads the maintainers the steps need, in at most two statements.
  */
-export async function beginSteps(
-  db: DB, starts: StepStart[], now: Date, zones: Map<string, string>, fromStates: StepState[], activities: NewActivityRow[]
-): Promise<Begun> {
-  if (starts.length === 0) return { steps: [], deliveries: [] }
+export async function planStarts(db: DB, starts: StepStart[], now: Date, zones: Map<string, string>, plan: PlannedChanges): Promise<void> {
+  if (starts.length === 0) return
   const maintainers = await findMaintainers(db, starts)
-  const instanceOf = new Map(starts.map(({ instance, step }) => [step.id, instance]))
-  const started = await repo.startSteps(db, starts.map(({ instance, step }) => ({
-    tenant_id: instance.tenant_id,
-    id: step.id,
-    start_at: step.start_at ?? now,
-    assignee_user_id: assigneeOf(instance, step, maintainers),
-    deadline_at: step.deadline_days ? addCalendarDays(now, step.deadline_days, zones.get(instance.tenant_id) ?? 'UTC') : null
-  })), now, fromStates)
-  activities.push(...started.map((step) => activityRow(instanceOf.get(step.id)!, step, now, 'stepStarted',
-    `Step "${step.name}" started.`, { assigneeUserId: step.assignee_user_id })))
-  const deliveries = await repo.insertDeliveries(db, started.filter((step) => step.kind === 'webhook' && step.service_id).map((step) => {
-    const instance = instanceOf.get(step.id)!
-    return {
+  for (const { instance, step } of starts) {
+    const assignee = assigneeOf(instance, step, maintainers)
+    plan.starts.push({
       tenant_id: instance.tenant_id,
-      id: newId(now.getTime()),
-      service_id: step.service_id!,
-      source: 'step' as const,
-      instance_id: instance.id,
-      step_id: step.id,
-      property_id: step.refers_to_property ? instance.property_id : null,
-      address_id: step.refers_to_address ? instance.address_id : null,
-      parameters: JSON.stringify(step.parameters),
-      next_attempt_at: now
+      id: step.id,
+      start_at: step.start_at ?? now,
+      assignee_user_id: assignee,
+      deadline_at: step.deadline_days ? addCalendarDays(now, step.deadline_days, zones.get(instance.tenant_id) ?? 'UTC') : null
+    })
+    plan.activities.push({ ...activityRow(instance, step, now, 'stepStarted', `Step "${step.name}" started.`, { assigneeUserId: assignee }), ifStarted: step.id })
+    if (step.kind === 'webhook' && step.service_id) {
+      plan.deliveries.push({
+        tenant_id: instance.tenant_id,
+        id: newId(now.getTime()),
+        service_id: step.service_id,
+        source: 'step',
+        instance_id: instance.id,
+        step_id: step.id,
+        property_id: step.refers_to_property ? instance.property_id : null,
+        address_id: step.refers_to_address ? instance.address_id : null,
+        parameters: step.parameters,
+        next_attempt_at: now
+      })
     }
-  }))
-  return { steps: started, deliveries }
+  }
 }
 
 /** The maintainers of the records that steps hand to their maintainer, read in at most two statements. */
