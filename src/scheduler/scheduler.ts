@@ -74,6 +74,7 @@ export interface Scheduler {
   wake(): void
 }
 
+const DUE_REREAD_MS = 200
 const RETENTION_EVERY_MS = 600_000
 const RETENTION_BATCH = 500
 
@@ -313,10 +314,16 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     return Math.min(100 * 2 ** Math.min(failures - 1, 5), 2000)
   }
 
-  /** Until the next known due time, at most a poll interval; a NOTIFY or a finished call wakes earlier. */
+  let lastDue: { delivery: Date | undefined; chores: Date | undefined; readAt: number } | undefined
+  /**
+   * Until the next known due time, at most a poll interval; a NOTIFY or a finished call wakes earlier.
+   * While calls are in flight their ends wake the loop often: the next due time is read again only
+   * after DUE_REREAD_MS (it was read on about every third step).
+   */
   async function idleMs(): Promise<number> {
-    if (inFlight.size >= settings.concurrency) return settings.pollIntervalMs
-    const due = await nextDue(db)
+    const now = clock.now().getTime()
+    if (!lastDue || inFlight.size === 0 || now - lastDue.readAt >= DUE_REREAD_MS) lastDue = { ...(await nextDue(db)), readAt: now }
+    const due = lastDue
     nextChoresAt = due.chores?.getTime()
     const next = [due.delivery, due.chores].filter((d) => d !== undefined).sort((a, b) => a.getTime() - b.getTime())[0]
     const untilNext = next ? next.getTime() - clock.now().getTime() : settings.pollIntervalMs
