@@ -75,6 +75,7 @@ export interface Scheduler {
 }
 
 const DUE_REREAD_MS = 200
+const RECLAIM_FLOOR_MS = 50
 const RETENTION_EVERY_MS = 600_000
 const RETENTION_BATCH = 500
 
@@ -129,8 +130,12 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   /** Claims what is due, up to the free room; `full` when the claim filled its limit, so more may be due. */
+  function roomForCalls(): number {
+    return settings.concurrency - inFlight.size - Math.max(0, unwrittenOutcomes() - settings.concurrency)
+  }
+
   async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
-    const room = settings.concurrency - inFlight.size - Math.max(0, unwrittenOutcomes() - settings.concurrency)
+    const room = roomForCalls()
     if (room <= 0 || stopping) return { claimed: 0, full: false }
     const limit = Math.min(room, settings.batchSize)
     const skipServices = crowdedServices()
@@ -258,13 +263,13 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     while (!stopping) {
       try {
         woken = false
-        const { full } = await claimAndDispatch()
+        const { claimed, full } = await claimAndDispatch()
         startChoresIfDue()
         startRetentionIfDue()
         failures = 0
         // A full claim may have left more due; a short one took all that was due then.
         if (full && inFlight.size < settings.concurrency) continue
-        await sleep(await idleMs())
+        await sleep(await idleMs(claimed))
       } catch (error) {
         failures += 1
         const waitMs = backoffMs(failures)
@@ -320,14 +325,18 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
    * While calls are in flight their ends wake the loop often: the next due time is read again only
    * after DUE_REREAD_MS (it was read on about every third step).
    */
-  async function idleMs(): Promise<number> {
+  async function idleMs(claimed: number): Promise<number> {
+    // No room for another call: the end of one wakes the loop.
+    if (roomForCalls() <= 0) return settings.pollIntervalMs
     const now = clock.now().getTime()
     if (!lastDue || inFlight.size === 0 || now - lastDue.readAt >= DUE_REREAD_MS) lastDue = { ...(await nextDue(db)), readAt: now }
     const due = lastDue
     nextChoresAt = due.chores?.getTime()
     const next = [due.delivery, due.chores].filter((d) => d !== undefined).sort((a, b) => a.getTime() - b.getTime())[0]
     const untilNext = next ? next.getTime() - clock.now().getTime() : settings.pollIntervalMs
-    return Math.max(0, Math.min(settings.pollIntervalMs, untilNext))
+    // Due, yet the claim took nothing (other workers hold it, or its host is crowded here): not again at once.
+    const floor = claimed === 0 && untilNext <= 0 ? RECLAIM_FLOOR_MS : 0
+    return Math.max(floor, Math.min(settings.pollIntervalMs, untilNext))
   }
 
   function sleep(ms: number): Promise<void> {
