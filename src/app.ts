@@ -1,4 +1,5 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { Server } from 'node:http'
+import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
@@ -22,6 +23,7 @@ import { loadClaimKey } from './modules/auth/claim-key.js'
 import { once } from './lib/once.js'
 import auth from './plugins/auth.js'
 import problems from './plugins/problems.js'
+import protocolErrors, { clientErrorHandler, frameworkErrors } from './plugins/protocol-errors.js'
 import swagger from './plugins/swagger.js'
 import { buildValidator } from './plugins/validation.js'
 
@@ -50,12 +52,18 @@ export const REDACTED_PATHS = [
 ]
 
 /** One set of server options for production and tests alike. */
-export function serverOptions(config: Config, logger: FastifyServerOptions['logger'] = true): FastifyServerOptions {
+export function serverOptions(config: Config, logger: FastifyServerOptions['logger'] = true): FastifyHttpOptions<Server> {
+  const requestTimeout = config.HTTP_REQUEST_TIMEOUT_MS
   return {
     logger: logger === true ? { level: config.LOG_LEVEL, redact: REDACTED_PATHS } : logger,
     trustProxy: config.BATON_TRUST_PROXY,
     bodyLimit: 1024 * 1024,
-    schemaController: { compilersFactory: { buildValidator } }
+    schemaController: { compilersFactory: { buildValidator } },
+    // A client that trickles its headers or body is cut off (408); Node checks open requests every second.
+    requestTimeout,
+    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },
+    clientErrorHandler: clientErrorHandler(requestTimeout),
+    frameworkErrors
   }
 }
 
@@ -64,6 +72,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock }
 
   await app.register(problems)
+  await app.register(protocolErrors)
   await app.register(swagger)
   // Shared by the activity logs of properties, addresses and process instances.
   app.addSchema(ActivitySchema)

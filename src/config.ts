@@ -30,7 +30,9 @@ export const ConfigSchema = Type.Object({
   WEBHOOK_ALLOWED_TARGETS: Type.String({ default: '' }),
   WEBHOOK_PER_HOST_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 8 }),
   SMTP_URL: Type.Optional(Type.String({ pattern: '^smtps?://' })),
-  MAIL_FROM: Type.String({ minLength: 3, default: 'Baton <baton@localhost>' })
+  MAIL_FROM: Type.String({ minLength: 3, default: 'Baton <baton@localhost>' }),
+  // Hostile input (issue 10): bounds on what one client can make the API do.
+  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 })
 })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>

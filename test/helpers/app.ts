@@ -38,10 +38,10 @@ export interface TenantFixture {
 
 let tenantCounter = 0
 
-/** Boots the real app on a database of its own, torn down with the test. */
-export async function setupApp(t: Test): Promise<TestContext> {
+/** Boots the real app on a database of its own, torn down with the test; `env` adds settings. */
+export async function setupApp(t: Test, env: Record<string, string> = {}): Promise<TestContext> {
   const database = await createTestDatabase()
-  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent' })
+  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', ...env })
   const operatorKey = generateKey('operator')
   const clock = new TestClock()
   const app = await buildApp(
