@@ -4,13 +4,14 @@ import type { JsonObject, RecordRow } from '../../db/database.js'
 import { badRequest, conflict, notFound, unprocessable } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { firstTooDeep } from '../../lib/json-limits.js'
-import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
+import { countWithinBudget, toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import { checkVersion } from '../../lib/versioning.js'
 import type { Activity } from '../activities/schemas.js'
 import * as activities from '../activities/service.js'
 import { insertActivity } from '../activities/repository.js'
 import { changedFields, splitMergePatch } from './fields.js'
 import { checkFieldsInput, checkFieldsSize, FIELDS_MAX_DEPTH } from './limits.js'
+import { RECORD_OVERHEAD_BYTES, recordPageJson } from './page-json.js'
 import * as repo from './repository.js'
 import { queueTriggeredDeliveries, type QueuedTrigger } from './triggers.js'
 import type { ApiRecord, CreateRecord, ListRecordsQuery, RecordKind, UpdateRecord } from './schemas.js'
@@ -61,11 +62,15 @@ export async function getRecord(db: DB, kind: RecordKind, tenantId: string, id: 
   return toRecord(row)
 }
 
-export async function listRecords(
+/** A page of records as JSON text, read as it is sent (see recordPageJson); a bad filter fails before it starts. */
+export async function listRecordsJson(
   db: DB, kind: RecordKind, tenantId: string, page: PageRequest, query: Pick<ListRecordsQuery, 'maintainerUserId' | 'fields'>
-): Promise<PageResult<ApiRecord>> {
+): Promise<AsyncIterable<string>> {
   const filter = { maintainerUserId: query.maintainerUserId, fieldsContain: parseFieldsFilter(query.fields) }
-  return toPage(await repo.listRecords(db, kind.table, tenantId, page, filter), page, toRecord)
+  const sizes = await repo.listRecordSizes(db, kind.table, tenantId, page, filter)
+  const fit = countWithinBudget(sizes.slice(0, page.limit).map((row) => row.fields_bytes + RECORD_OVERHEAD_BYTES))
+  const { items, nextCursor } = toPage({ rows: sizes.slice(0, fit), more: sizes.length > fit }, page, (row) => row)
+  return recordPageJson(db, kind.table, tenantId, items, nextCursor)
 }
 
 export async function updateRecord(
