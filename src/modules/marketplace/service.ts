@@ -7,6 +7,7 @@ import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest } from '../../lib/pagination.js'
 import { checkVersion } from '../../lib/versioning.js'
 import * as repo from './repository.js'
+import { secretProblem } from './secret-strength.js'
 import type { CreateService, ListServicesQuery, MarketplaceService, MarketplaceServiceWithSecret, UpdateService } from './schemas.js'
 
 /** How long a replaced secret still verifies, so providers can switch without missing calls. */
@@ -45,6 +46,12 @@ function checkWebhookUrl(url: string | undefined): void {
   if (problem) throw unprocessable(`The webhook URL is not usable: ${problem}.`, [{ pointer: '/body/webhookUrl', detail: problem }])
 }
 
+/** A secret the operator gives must not be forgeable; Baton's own are 32 random bytes. */
+function checkSecret(secret: string | undefined): void {
+  const problem = secret === undefined ? undefined : secretProblem(secret)
+  if (problem) throw unprocessable(`The signing secret cannot be used: it ${problem}.`, [{ pointer: '/body/secret', detail: problem }])
+}
+
 /** In the Standard Webhooks form, so json providers can hand it to their library as it is. */
 export function generateSecret(): string {
   return `whsec_${randomBytes(32).toString('base64')}`
@@ -52,6 +59,7 @@ export function generateSecret(): string {
 
 export async function createService(db: DB, clock: Clock, input: CreateService): Promise<MarketplaceServiceWithSecret> {
   checkWebhookUrl(input.webhookUrl)
+  checkSecret(input.secret)
   const now = clock.now()
   const row = await repo.insertService(db, {
     id: newId(),
@@ -93,6 +101,7 @@ export async function updateService(
   db: DB, clock: Clock, id: string, input: UpdateService, expectedVersion: number | undefined
 ): Promise<MarketplaceService> {
   checkWebhookUrl(input.webhookUrl)
+  checkSecret(input.secret)
   const current = await repo.findServiceById(db, id)
   if (!current) throw notFound('Marketplace service', id)
   checkVersion(expectedVersion, current.version, `Marketplace service ${id}`)
