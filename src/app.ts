@@ -21,6 +21,7 @@ import triggerRoutes from './modules/marketplace/trigger-routes.js'
 import userRoutes from './modules/users/routes.js'
 import { loadClaimKey } from './modules/auth/claim-key.js'
 import { once } from './lib/once.js'
+import { createSecretBox, type SecretBox } from './lib/secret-box.js'
 import auth from './plugins/auth.js'
 import problems from './plugins/problems.js'
 import protocolErrors, { clientErrorHandler, frameworkErrors } from './plugins/protocol-errors.js'
@@ -40,6 +41,8 @@ export interface AppDependencies {
 export interface ModuleOptions {
   db: DB
   clock: Clock
+  /** Seals the secrets Baton keeps (BATON_SECRETS_KEY); without a key they are stored as they are. */
+  secrets: SecretBox
 }
 
 export const REDACTED_PATHS = [
@@ -69,7 +72,8 @@ export function serverOptions(config: Config, logger: FastifyServerOptions['logg
 
 export async function buildApp(deps: AppDependencies, options = serverOptions(deps.config)): Promise<FastifyInstance> {
   const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>()
-  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock }
+  const secrets = createSecretBox(deps.config.BATON_SECRETS_KEY, deps.config.BATON_SECRETS_KEY_PREVIOUS)
+  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets }
 
   await app.register(problems)
   await app.register(protocolErrors)
@@ -78,7 +82,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   app.addSchema(ActivitySchema)
   // Loaded on the first apiClaim, so the app starts (and reports not ready) while the database is away.
   const given = deps.claimKey
-  const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET))
+  const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET, secrets))
   await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash, claimKey, clock: modules.clock })
 
   await app.register(healthRoutes, modules)

@@ -1,6 +1,7 @@
 import { Type, type Static } from 'typebox'
 import { Value } from 'typebox/value'
 import { parseAllowedTargets } from './adapters/address-policy.js'
+import { secretsKeyProblem } from './lib/secret-box.js'
 
 const Flag = Type.Boolean({ default: false })
 
@@ -32,7 +33,9 @@ export const ConfigSchema = Type.Object({
   SMTP_URL: Type.Optional(Type.String({ pattern: '^smtps?://' })),
   MAIL_FROM: Type.String({ minLength: 3, default: 'Baton <baton@localhost>' }),
   // Hostile input (issue 10): bounds on what one client can make the API do.
-  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 })
+  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 }),
+  BATON_SECRETS_KEY: Type.Optional(Type.String()),
+  BATON_SECRETS_KEY_PREVIOUS: Type.Optional(Type.String())
 })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
@@ -60,6 +63,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   const allowList = allowedTargetsProblem(String(config.WEBHOOK_ALLOWED_TARGETS))
   if (allowList) problems.push(`WEBHOOK_ALLOWED_TARGETS: ${allowList}`)
+  for (const name of ['BATON_SECRETS_KEY', 'BATON_SECRETS_KEY_PREVIOUS']) {
+    const problem = typeof config[name] === 'string' ? secretsKeyProblem(config[name]) : undefined
+    if (problem) problems.push(`${name}: ${problem}`)
+  }
   if (problems.length > 0) {
     throw new ConfigError(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
   }

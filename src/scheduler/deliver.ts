@@ -5,6 +5,7 @@ import type { ClaimedDelivery } from './claim-deliveries.js'
 import { recordOutcome, type Recorded } from './record-outcome.js'
 import { decide, type AttemptResult, type RetryPolicy } from './retry-policy.js'
 import { signClaim } from '../lib/api-claims.js'
+import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
 import { buildRequest } from './webhook-request.js'
 import { releaseDelivery } from './delivery-repository.js'
 import { hostKey, type HostSlotPool } from './host-slots.js'
@@ -21,6 +22,8 @@ export interface DeliverDeps {
   claimTtlMs: number
   /** Slots of the per-host limit across all workers; without them, calls are not limited per host. */
   hostSlots?: HostSlotPool
+  /** Opens the services' secrets when they are sealed (BATON_SECRETS_KEY); by default none may be. */
+  secrets?: SecretBox
 }
 
 /** Roughly how long a delivery first waits when its host has no free slot (±50 %); it doubles with each wait. */
@@ -56,8 +59,11 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const host = deps.hostSlots ? hostKey(delivery.webhookUrl) : undefined
   let claimKey: Buffer
   let slot: Awaited<ReturnType<HostSlotPool['take']>> | undefined
+  let signed: ClaimedDelivery
   try {
     claimKey = await deps.claimKey()
+    // A secret this process cannot open (BATON_SECRETS_KEY unset or changed) is a setting to fix, not an attempt.
+    signed = withOpenSecrets(deps.secrets ?? PLAIN_SECRETS, delivery)
     slot = host ? await deps.hostSlots?.take(host) : undefined
   } catch (error) {
     // No call was made (the database did not answer): back to the queue without using an attempt.
@@ -71,7 +77,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   }
   let attempt: Attempt
   try {
-    attempt = await call(deps, delivery, startedAt, claimKey, signal)
+    attempt = await call(deps, signed, startedAt, claimKey, signal)
   } finally {
     if (host && slot) deps.hostSlots?.give(host, slot)
   }
@@ -115,6 +121,12 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
     result = { kind: error instanceof HttpCallError && error.targetRefused ? 'refused' : 'error', error: text }
   }
   return { result, response, durationMs: Math.round(performance.now() - started) }
+}
+
+function withOpenSecrets(secrets: SecretBox, delivery: ClaimedDelivery): ClaimedDelivery {
+  const context = secretContext.service(delivery.serviceId)
+  const previousSecret = delivery.previousSecret === null ? null : secrets.open(delivery.previousSecret, context)
+  return { ...delivery, secret: secrets.open(delivery.secret, context), previousSecret }
 }
 
 function header(response: HttpResponse, name: string): string | undefined {

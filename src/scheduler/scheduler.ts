@@ -4,6 +4,7 @@ import type { Mailer } from '../adapters/mailer.js'
 import type { DB } from '../db/connect.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
 import { once } from '../lib/once.js'
+import type { SecretBox } from '../lib/secret-box.js'
 import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
 import { releaseDelivery } from './delivery-repository.js'
@@ -46,6 +47,8 @@ export interface SchedulerDeps {
   settings: SchedulerSettings
   /** The apiClaim key; by default the one kept in the database (see loadClaimKey). */
   claimKey?: () => Promise<Buffer>
+  /** Opens sealed service secrets (BATON_SECRETS_KEY). */
+  secrets?: SecretBox
   /** Subscribes to "new work" notifications (the payload names the table); returns the unsubscribe. */
   listen?: (onWork: (table?: string) => void) => Promise<() => Promise<void>>
 }
@@ -76,7 +79,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
     claimKey, claimTtlMs: settings.claimTtlMs,
-    ...(hostSlots ? { hostSlots } : {})
+    ...(hostSlots ? { hostSlots } : {}),
+    ...(deps.secrets ? { secrets: deps.secrets } : {})
   }
   const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; done: Promise<unknown> }>()
   let stopping = false

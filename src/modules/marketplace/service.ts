@@ -5,6 +5,7 @@ import type { ServiceRow } from '../../db/database.js'
 import { conflict, notFound, preconditionFailed, unprocessable } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest } from '../../lib/pagination.js'
+import { secretContext, type SecretBox } from '../../lib/secret-box.js'
 import { checkVersion } from '../../lib/versioning.js'
 import * as repo from './repository.js'
 import { secretProblem } from './secret-strength.js'
@@ -57,22 +58,24 @@ export function generateSecret(): string {
   return `whsec_${randomBytes(32).toString('base64')}`
 }
 
-export async function createService(db: DB, clock: Clock, input: CreateService): Promise<MarketplaceServiceWithSecret> {
+export async function createService(db: DB, clock: Clock, secrets: SecretBox, input: CreateService): Promise<MarketplaceServiceWithSecret> {
   checkWebhookUrl(input.webhookUrl)
   checkSecret(input.secret)
   const now = clock.now()
+  const id = newId()
+  const secret = input.secret ?? generateSecret()
   const row = await repo.insertService(db, {
-    id: newId(),
+    id,
     name: input.name,
     provider: input.provider,
     webhook_url: input.webhookUrl,
     delivery: input.delivery ?? 'query',
-    secret: input.secret ?? generateSecret(),
+    secret: secrets.seal(secret, secretContext.service(id)),
     active: input.active ?? true,
     created_at: now,
     updated_at: now
   })
-  return { ...toService(row), secret: row.secret }
+  return { ...toService(row), secret }
 }
 
 /** The service as the caller may see it: the operator sees every one, a tenant active or activated ones. */
@@ -98,7 +101,7 @@ export async function listServices(db: DB, tenantId: string | undefined, page: P
 }
 
 export async function updateService(
-  db: DB, clock: Clock, id: string, input: UpdateService, expectedVersion: number | undefined
+  db: DB, clock: Clock, secrets: SecretBox, id: string, input: UpdateService, expectedVersion: number | undefined
 ): Promise<MarketplaceService> {
   checkWebhookUrl(input.webhookUrl)
   checkSecret(input.secret)
@@ -106,15 +109,15 @@ export async function updateService(
   if (!current) throw notFound('Marketplace service', id)
   checkVersion(expectedVersion, current.version, `Marketplace service ${id}`)
   const now = clock.now()
-  const rotates = input.secret !== undefined && input.secret !== current.secret
+  const rotates = input.secret !== undefined && input.secret !== secrets.open(current.secret, secretContext.service(id))
   const row = await repo.updateService(db, id, current.version, {
     ...(input.name === undefined ? {} : { name: input.name }),
     ...(input.provider === undefined ? {} : { provider: input.provider }),
     ...(input.webhookUrl === undefined ? {} : { webhook_url: input.webhookUrl }),
     ...(input.delivery === undefined ? {} : { delivery: input.delivery }),
     ...(input.active === undefined ? {} : { active: input.active }),
-    ...(rotates ? {
-      secret: input.secret,
+    ...(rotates && input.secret !== undefined ? {
+      secret: secrets.seal(input.secret, secretContext.service(id)),
       previous_secret: current.secret,
       previous_secret_expires_at: new Date(now.getTime() + SECRET_ROTATION_OVERLAP_MS)
     } : {}),
