@@ -1,6 +1,7 @@
 import type { Server } from 'node:http'
 import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { parseAllowedTargets, type TargetPolicy } from './adapters/address-policy.js'
 import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
 import type { DB } from './db/connect.js'
@@ -43,6 +44,8 @@ export interface ModuleOptions {
   clock: Clock
   /** Seals the secrets Baton keeps (BATON_SECRETS_KEY); without a key they are stored as they are. */
   secrets: SecretBox
+  /** Which webhook targets are refused (WEBHOOK_ALLOW_PRIVATE_NETWORKS, WEBHOOK_ALLOWED_TARGETS), as the worker refuses them. */
+  targets: TargetPolicy
 }
 
 export const REDACTED_PATHS = [
@@ -73,7 +76,8 @@ export function serverOptions(config: Config, logger: FastifyServerOptions['logg
 export async function buildApp(deps: AppDependencies, options = serverOptions(deps.config)): Promise<FastifyInstance> {
   const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>()
   const secrets = createSecretBox(deps.config.BATON_SECRETS_KEY, deps.config.BATON_SECRETS_KEY_PREVIOUS)
-  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets }
+  const targets = { allowPrivateNetworks: deps.config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, allowed: parseAllowedTargets(deps.config.WEBHOOK_ALLOWED_TARGETS) }
+  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets, targets }
 
   await app.register(problems)
   await app.register(protocolErrors)

@@ -44,7 +44,8 @@ export const FAST_RETRIES: RetryPolicy = { ...DEFAULT_RETRY_POLICY, jitter: 0 }
 export async function setupRuntime(
   t: Test, options: { webhookTimeoutMs?: number; maxAttempts?: number; secretsKey?: string } = {}
 ): Promise<RuntimeContext> {
-  const ctx = await setupApp(t, options.secretsKey ? { BATON_SECRETS_KEY: options.secretsKey } : {})
+  // The provider listens on 127.0.0.1: the API lets such targets be stored, as in development.
+  const ctx = await setupApp(t, { WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', ...(options.secretsKey ? { BATON_SECRETS_KEY: options.secretsKey } : {}) })
   const secrets = createSecretBox(options.secretsKey)
   const [provider, smtp] = await Promise.all([TestProvider.start(), TestSmtpServer.start()])
   const tenant = await ctx.newTenant({ name: 'Muster Immobilien', timeZone: 'Europe/Berlin' })

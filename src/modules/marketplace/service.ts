@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type { TargetPolicy } from '../../adapters/address-policy.js'
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { ServiceRow } from '../../db/database.js'
@@ -8,6 +9,7 @@ import { toPage, type PageRequest } from '../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../lib/secret-box.js'
 import { checkVersion } from '../../lib/versioning.js'
 import * as repo from './repository.js'
+import { checkWebhookUrl } from './webhook-url.js'
 import { secretProblem } from './secret-strength.js'
 import type { CreateService, ListServicesQuery, MarketplaceService, MarketplaceServiceWithSecret, UpdateService } from './schemas.js'
 
@@ -29,24 +31,6 @@ export function toService(row: ServiceRow, activated?: boolean): MarketplaceServ
   }
 }
 
-export function webhookUrlProblem(url: string): string | undefined {
-  let parsed: URL
-  try {
-    parsed = new URL(url)
-  } catch {
-    return 'not a valid absolute URL'
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'the scheme must be http or https'
-  if (parsed.hostname === '') return 'the URL needs a host'
-  if (parsed.username !== '' || parsed.password !== '') return 'the URL must not contain a user name or password'
-  return undefined
-}
-
-function checkWebhookUrl(url: string | undefined): void {
-  const problem = url === undefined ? undefined : webhookUrlProblem(url)
-  if (problem) throw unprocessable(`The webhook URL is not usable: ${problem}.`, [{ pointer: '/body/webhookUrl', detail: problem }])
-}
-
 /** A secret the operator gives must not be forgeable; Baton's own are 32 random bytes. */
 function checkSecret(secret: string | undefined): void {
   const problem = secret === undefined ? undefined : secretProblem(secret)
@@ -58,8 +42,16 @@ export function generateSecret(): string {
   return `whsec_${randomBytes(32).toString('base64')}`
 }
 
-export async function createService(db: DB, clock: Clock, secrets: SecretBox, input: CreateService): Promise<MarketplaceServiceWithSecret> {
-  checkWebhookUrl(input.webhookUrl)
+/** What writing to the catalogue needs beside the database. */
+export interface CatalogueWrites {
+  db: DB
+  clock: Clock
+  secrets: SecretBox
+  targets: TargetPolicy
+}
+
+export async function createService({ db, clock, secrets, targets }: CatalogueWrites, input: CreateService): Promise<MarketplaceServiceWithSecret> {
+  checkWebhookUrl(input.webhookUrl, targets)
   checkSecret(input.secret)
   const now = clock.now()
   const id = newId()
@@ -101,9 +93,9 @@ export async function listServices(db: DB, tenantId: string | undefined, page: P
 }
 
 export async function updateService(
-  db: DB, clock: Clock, secrets: SecretBox, id: string, input: UpdateService, expectedVersion: number | undefined
+  { db, clock, secrets, targets }: CatalogueWrites, id: string, input: UpdateService, expectedVersion: number | undefined
 ): Promise<MarketplaceService> {
-  checkWebhookUrl(input.webhookUrl)
+  checkWebhookUrl(input.webhookUrl, targets)
   checkSecret(input.secret)
   const current = await repo.findServiceById(db, id)
   if (!current) throw notFound('Marketplace service', id)
