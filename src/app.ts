@@ -24,8 +24,10 @@ import { loadClaimKey } from './modules/auth/claim-key.js'
 import { once } from './lib/once.js'
 import { createSecretBox, type SecretBox } from './lib/secret-box.js'
 import auth from './plugins/auth.js'
+import loadShedding from './plugins/load-shedding.js'
 import problems from './plugins/problems.js'
 import protocolErrors, { clientErrorHandler, frameworkErrors } from './plugins/protocol-errors.js'
+import rateLimit from './plugins/rate-limit.js'
 import swagger from './plugins/swagger.js'
 import { buildValidator } from './plugins/validation.js'
 
@@ -81,6 +83,10 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
 
   await app.register(problems)
   await app.register(protocolErrors)
+  await app.register(loadShedding, {
+    maxEventLoopDelayMs: deps.config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, maxEventLoopUtilization: deps.config.PRESSURE_MAX_EVENT_LOOP_UTILIZATION
+  })
+  await app.register(rateLimit, { max: deps.config.RATE_LIMIT_MAX, windowMs: deps.config.RATE_LIMIT_WINDOW_MS, authFailures: deps.config.AUTH_FAILURE_LIMIT })
   await app.register(swagger)
   // Shared by the activity logs of properties, addresses and process instances.
   app.addSchema(ActivitySchema)

@@ -35,7 +35,12 @@ export const ConfigSchema = Type.Object({
   // Hostile input (issue 10): bounds on what one client can make the API do.
   HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 }),
   BATON_SECRETS_KEY: Type.Optional(Type.String()),
-  BATON_SECRETS_KEY_PREVIOUS: Type.Optional(Type.String())
+  BATON_SECRETS_KEY_PREVIOUS: Type.Optional(Type.String()),
+  RATE_LIMIT_MAX: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 1000 }),
+  RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 }),
+  AUTH_FAILURE_LIMIT: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 30 }),
+  PRESSURE_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000 }),
+  PRESSURE_MAX_EVENT_LOOP_UTILIZATION: Type.Number({ minimum: 0, maximum: 1, default: 0 })
 })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
