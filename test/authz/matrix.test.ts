@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { signClaim } from '../../src/lib/api-claims.js'
-import { loadClaimKey } from '../../src/modules/auth/claim-key.js'
 import { setupApp, type Client, type Response } from '../helpers/app.js'
 import { fillPath, OPERATIONS, sampleValid, type Operation } from '../helpers/openapi.js'
+import { buildWorld, ownedIds } from '../helpers/world.js'
 
 // Every operation of the OpenAPI document, called by every kind of caller: who may call it, and that
 // another tenant learns nothing of tenant A's records. Derived from the document, so a new route is
@@ -11,8 +10,6 @@ import { fillPath, OPERATIONS, sampleValid, type Operation } from '../helpers/op
 // Hundreds of failed authentications from one address: the failure limit (tested on its own) is off here.
 const ctx = await setupApp(t, { AUTH_FAILURE_LIMIT: '0' })
 const { operator, anonymous } = ctx
-const a = await ctx.newTenant()
-const b = await ctx.newTenant()
 
 type Audience = 'public' | 'operator' | 'any' | 'tenant'
 
@@ -25,47 +22,11 @@ function audienceOf(op: Operation): Audience {
   return 'tenant'
 }
 
-async function json(response: Promise<Response>, status: number) {
-  const r = await response
-  if (r.statusCode !== status) throw new Error(`fixture: ${r.statusCode} ${r.body}`)
-  return r.data
-}
-
-// Tenant A's world, through the API.
-const user = await json(a.client.post('/v1/users', { name: 'Anna', email: 'anna@a.example' }), 201)
-const property = await json(a.client.post('/v1/properties', { maintainerUserId: user.id, fields: { price: 1 } }), 201)
-const address = await json(a.client.post('/v1/addresses', { fields: { name: 'Owner' } }), 201)
-const service = await json(operator.post('/v1/marketplace-services', { name: 'Valuation', provider: 'ValueCo', webhookUrl: 'https://valueco.example/hook' }), 201)
-const parameter = await json(operator.post(`/v1/marketplace-services/${service.id}/parameters`, { name: 'mode', type: 'string' }), 201)
-const trigger = await json(operator.post(`/v1/marketplace-services/${service.id}/triggers`, { module: 'property', events: ['update'] }), 201)
-await json(a.client.put(`/v1/marketplace-services/${service.id}/activation`), 200)
-const template = await json(a.client.post('/v1/process-templates', { name: 'Valuation', controllerUserId: user.id }), 201)
-const templateStep = await json(a.client.post(`/v1/process-templates/${template.id}/steps`, {
-  kind: 'webhook', name: 'Ask ValueCo', serviceId: service.id, refersTo: { property: true }
-}), 201)
-await json(a.client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Call the owner' }), 201)
-const version = (await a.client.get(`/v1/process-templates/${template.id}`)).data.version
-await json(a.client.patch(`/v1/process-templates/${template.id}`, { active: true }, { 'if-match': `"${version}"` }), 200)
-const instance = await json(a.client.post('/v1/process-instances', { templateId: template.id, responsibleUserId: user.id, propertyId: property.id }), 201)
-const keys = await json(operator.get(`/v1/tenants/${a.id}/api-keys`), 200)
-const revoked = await json(operator.post(`/v1/tenants/${a.id}/api-keys`, { name: 'old' }), 201)
-await json(operator.delete(`/v1/tenants/${a.id}/api-keys/${revoked.id}`), 204)
-const hidden = await json(operator.post('/v1/marketplace-services', { name: 'Hidden', provider: 'Nobody', webhookUrl: 'https://hidden.example/hook', active: false }), 201)
-const claim = signClaim({
-  tenantId: a.id, serviceId: service.id, deliveryId: instance.steps[0].delivery.id, propertyId: property.id, addressId: null,
-  expiresAt: Math.floor(ctx.clock.now().getTime() / 1000) + 600
-}, await loadClaimKey(ctx.db, undefined))
+const world = await buildWorld(ctx)
+const { a, b, user, property, address, service, parameter, trigger, template, templateStep, instance, hidden, claim } = world
 
 /** A's records, by the path they live under; their ids must never reach another tenant. */
-const OWNED: Record<string, Record<string, string>> = {
-  '/v1/tenants/': { id: a.id, keyId: keys.items[0].id },
-  '/v1/users/': { id: user.id },
-  '/v1/properties/': { id: property.id },
-  '/v1/addresses/': { id: address.id },
-  '/v1/process-templates/': { id: template.id, stepId: templateStep.id },
-  '/v1/process-instances/': { id: instance.id, stepId: instance.steps[0].id },
-  '/v1/deliveries/': { id: instance.steps[0].delivery.id }
-}
+const OWNED = ownedIds(world)
 const CATALOGUE = { id: service.id, parameterId: parameter.id, triggerId: trigger.id }
 const PRIVATE = [...new Set([...Object.values(OWNED).flatMap((ids) => Object.values(ids)), instance.steps[1].id])]
 /** A's ids by the name of a body property, so that another tenant's bodies point at A's records. */
@@ -74,8 +35,8 @@ const BY_FIELD: Record<string, string> = {
   templateId: template.id, propertyId: property.id, addressId: address.id, serviceId: service.id, stepId: templateStep.id, stepIds: templateStep.id
 }
 
-const ownedIds = (op: Operation) => Object.entries(OWNED).find(([prefix]) => op.path.startsWith(prefix))?.[1]
-const pathOfA = (op: Operation) => fillPath(op, (name) => ownedIds(op)?.[name] ?? (CATALOGUE as Record<string, string>)[name] ?? randomUUID())
+const idsUnder = (op: Operation) => Object.entries(OWNED).find(([prefix]) => op.path.startsWith(prefix))?.[1]
+const pathOfA = (op: Operation) => fillPath(op, (name) => idsUnder(op)?.[name] ?? (CATALOGUE as Record<string, string>)[name] ?? randomUUID())
 const pathOfNobody = (op: Operation) => fillPath(op, () => randomUUID())
 const bodyOf = (op: Operation, ids: (name: string) => string) => (op.body ? sampleValid(op.body, { uuid: ids }) : undefined)
 const bodyOfA = (op: Operation) => bodyOf(op, (name) => BY_FIELD[name] ?? randomUUID())
@@ -93,7 +54,7 @@ const noServerError = (t: Test, r: Response, what: string) => t.ok(r.statusCode 
 
 t.test('a request without a valid key is 401 everywhere but health', async (t) => {
   for (const op of OPERATIONS) {
-    for (const [who, client] of [['no key', anonymous], ['a made-up key', ctx.as('btk_made-up')], ['a revoked key', ctx.as(revoked.key)], ['a made-up apiClaim', ctx.as('bcl_e30.x')]] as const) {
+    for (const [who, client] of [['no key', anonymous], ['a made-up key', ctx.as('btk_made-up')], ['a revoked key', ctx.as(world.revokedKey)], ['a made-up apiClaim', ctx.as('bcl_e30.x')]] as const) {
       const r = await send(client, op, pathOfA(op), bodyOfA(op))
       if (audienceOf(op) === 'public') noServerError(t, r, `${op.name} with ${who}`)
       else t.equal(r.statusCode, 401, `${op.name} with ${who}`)
@@ -125,7 +86,7 @@ t.test('another tenant gets 404 for A\'s records on every route, and never an id
     t.same(leaked, [], `${op.name} as tenant B: no id of A's in the answer`)
     const audience = audienceOf(op)
     if (audience === 'operator') t.equal(r.statusCode, 403, `${op.name} as tenant B`)
-    else if (audience === 'tenant' && /\{\w+\}/.test(op.path) && ownedIds(op)) {
+    else if (audience === 'tenant' && /\{\w+\}/.test(op.path) && idsUnder(op)) {
       // Indistinguishable from an id that does not exist (a body naming A's user fails first, alike).
       const unknown = await send(b.client, op, pathOfNobody(op), body)
       t.equal(r.statusCode, unknown.statusCode, `${op.name} on A's record as tenant B: ${r.statusCode}, as for an unknown id`)

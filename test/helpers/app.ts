@@ -22,6 +22,8 @@ export interface TestContext {
   app: FastifyInstance
   db: DB
   clock: TestClock
+  /** The operator key, for tests that build their own requests. */
+  operatorKey: string
   operator: Client
   anonymous: Client
   as(key: string): Client
@@ -60,6 +62,7 @@ export async function setupApp(t: Test, env: Record<string, string> = {}): Promi
     app,
     db: database.db,
     clock,
+    operatorKey,
     operator,
     anonymous: as(),
     as,
