@@ -9,7 +9,7 @@ const check = process.argv.includes('--check')
 
 const config = loadConfig({ LOG_LEVEL: 'silent' })
 // Building the routes needs no database: the pool never connects.
-const database = openPostgres('postgres://openapi.invalid/none', 1)
+const database = openPostgres('postgres://openapi.invalid/none', { poolMax: 1 })
 const app = await buildApp({ config, db: database.db, operatorKeyHash: '0'.repeat(64), claimKey: Buffer.alloc(32) }, serverOptions(config, false))
 await app.ready()
 const document = `${JSON.stringify(app.swagger(), null, 2)}\n`

@@ -1,10 +1,10 @@
-import closeWithGrace from 'close-with-grace'
 import pino from 'pino'
 import { systemClock } from './adapters/clock.js'
 import { buildApp, REDACTED_PATHS } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { DataDirBusyError, openDatabase } from './db/connect.js'
 import { migrateToLatest } from './db/migrate.js'
+import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
 import { resolveOperatorKey } from './modules/auth/operator-key.js'
 import { buildScheduler } from './scheduler/build.js'
 
@@ -19,41 +19,34 @@ function roleFrom(argv: string[]): Role {
 
 async function main(config: Config, role: Role): Promise<void> {
   const log = pino({ level: config.LOG_LEVEL, redact: REDACTED_PATHS })
-  const database = await openDatabase(config)
-  if (config.BATON_MIGRATE_ON_START) await migrateToLatest(database)
+  const database = await openDatabase(config, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
+  let close = () => database.close()
+  onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
+  if (config.BATON_MIGRATE_ON_START) await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
   const scheduler = role === 'api' ? undefined : buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }))
   if (role === 'worker') {
-    onShutdown(config, log, async () => {
+    close = async () => {
       await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
       await database.close()
-    })
+    }
     await scheduler?.start()
     log.info({ database: database.kind }, 'Baton worker started')
     return
   }
 
-  const operatorKey = await resolveOperatorKey(database.db, config.BATON_ADMIN_TOKEN)
+  const operatorKey = await whenDatabaseAnswers(log, 'operator key', () => resolveOperatorKey(database.db, config.BATON_ADMIN_TOKEN))
   const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash })
-  onShutdown(config, log, async () => {
+  close = async () => {
     await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
     await app.close()
     await database.close()
-  })
+  }
   await scheduler?.start()
 
   const address = await app.listen({ host: config.HOST, port: config.PORT })
   app.log.info({ database: database.kind }, `Baton listening on ${address}`)
   if (operatorKey.generated) printOperatorKey(operatorKey.generated, address)
   else if (!config.BATON_ADMIN_TOKEN) app.log.info('Using the operator key generated on first start; `npm run admin:rotate-key` makes a new one.')
-}
-
-// SIGTERM/SIGINT: stop claiming, let calls in flight finish within the grace period, then exit 0.
-function onShutdown(config: Config, log: pino.Logger, close: () => Promise<void>): void {
-  closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 5000 }, async ({ signal, err }) => {
-    if (err) log.error({ err }, 'shutting down after an error')
-    else log.info({ signal }, 'shutting down')
-    await close()
-  })
 }
 
 // Shown once, on the first start without BATON_ADMIN_TOKEN: only its hash is kept.

@@ -20,12 +20,10 @@
 //
 // BENCH_DATABASE_URL names the server (default postgres://postgres@127.0.0.1:5432/postgres); the
 // database baton_bench_<pid> is created there and dropped at the end, also after an error.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { createHttpClient, type HttpClient } from '../../src/adapters/http-client.js'
@@ -33,9 +31,10 @@ import { openPostgres } from '../../src/db/connect.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
 import { signClaim } from '../../src/lib/api-claims.js'
 import { buildQueryRequest } from '../../src/scheduler/webhook-request.js'
+import {
+  CACHE, compile, databaseUrl, log, machineCpu, procStatus, runNode, SERVER_URL, sleep, spread, stopChild, waitFor, type Child, type Spread
+} from './lib.js'
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const SERVER_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 const DATABASE = `baton_bench_${process.pid}`
 const WORK_CHANNEL = 'baton_work'
 const TEMPLATE_NAME = 'Bench: notify the provider'
@@ -44,7 +43,6 @@ const STEP_PARAMETERS = { mode: 'full' }
 const USER_AGENT = 'Baton/bench'
 const TIMEOUT_MS = 10_000
 const CLAIM_KEY = randomBytes(32)
-const CACHE = 'node_modules/.cache/baton-bench'
 
 // ---- Options -------------------------------------------------------------------------------------
 
@@ -121,123 +119,7 @@ const phaseTimeoutMs = (int('timeout-s', args['timeout-s'], 1) ?? 600) * 1000
 
 // ---- Small helpers -------------------------------------------------------------------------------
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
-const log = (message: string) => process.stderr.write(`[bench] ${message}\n`)
-
-function databaseUrl(name: string): string {
-  const url = new URL(SERVER_URL)
-  url.pathname = `/${name}`
-  return url.toString()
-}
-
-/** Linear interpolation between closest ranks, as Postgres's percentile_cont. */
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN
-  const position = p * (sorted.length - 1)
-  const low = Math.floor(position)
-  const high = Math.ceil(position)
-  const a = sorted[low] ?? Number.NaN
-  const b = sorted[high] ?? Number.NaN
-  return a + (b - a) * (position - low)
-}
-
-interface Spread {
-  p50: number
-  p95: number
-  p99: number
-  max: number
-  mean: number
-}
-
-function spread(values: number[]): Spread {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mean = sorted.reduce((sum, v) => sum + v, 0) / (sorted.length || 1)
-  return { p50: percentile(sorted, 0.5), p95: percentile(sorted, 0.95), p99: percentile(sorted, 0.99), max: sorted.at(-1) ?? Number.NaN, mean }
-}
-
-/** Kernel figures of one process from /proc: peak and current resident set, CPU time used. */
-function procStatus(pid: number): { hwmKb: number; rssKb: number; cpuMs: number } | undefined {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-    const kb = (field: string) => Number(status.match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'))?.[1] ?? Number.NaN)
-    // utime and stime are fields 14 and 15; the command name (field 2) may hold spaces, so count after ')'.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const ticks = Number(fields[11]) + Number(fields[12])
-    return { hwmKb: kb('VmHWM'), rssKb: kb('VmRSS'), cpuMs: ticks * 10 }
-  } catch {
-    return undefined
-  }
-}
-
-/** Busy and total jiffies of the whole machine, for how loaded it was during a phase. */
-function machineCpu(): { busy: number; total: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? ''
-  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = line.trim().split(/\s+/).slice(1).map(Number)
-  const busy = user + nice + system + irq + softirq + steal
-  return { busy, total: busy + idle + iowait }
-}
-
 // ---- Child processes -----------------------------------------------------------------------------
-
-interface Child {
-  name: string
-  process: ChildProcess
-  output(): string
-  exited: Promise<number | null>
-}
-
-/**
- * Runs node with these arguments as ONE process (for TypeScript, tsx is a loader, `--import tsx`,
- * not a wrapper that spawns node again), so the child's pid is the one to watch in /proc.
- */
-function runNode(name: string, argv: string[], env: Record<string, string>): Child {
-  const child = spawn(process.execPath, argv, {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['pipe', 'pipe', 'pipe']
-  })
-  let text = ''
-  const keep = (chunk: Buffer) => {
-    text += chunk.toString()
-    if (text.length > 200_000) text = text.slice(-100_000)
-  }
-  child.stdout?.on('data', keep)
-  child.stderr?.on('data', keep)
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))))
-  return { name, process: child, output: () => text, exited }
-}
-
-/** Compiles src/ and migrations/ as `npm run build` does, into a cache folder (node_modules resolve from there). */
-function compile(): string {
-  const outDir = join(ROOT, CACHE)
-  log(`compiling the worker into ${CACHE}`)
-  const result = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', outDir],
-    { cwd: ROOT, stdio: 'inherit' })
-  if (result.status !== 0) throw new Error('tsc failed')
-  return outDir
-}
-
-async function stopChild(child: Child, graceMs: number): Promise<number | null> {
-  if (child.process.exitCode !== null || child.process.signalCode !== null) return child.exited
-  child.process.kill('SIGTERM')
-  const timer = setTimeout(() => child.process.kill('SIGKILL'), graceMs)
-  try {
-    return await child.exited
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined> | T | undefined, everyMs = 50): Promise<T> {
-  const until = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value !== undefined) return value
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(everyMs)
-  }
-}
 
 // ---- The database --------------------------------------------------------------------------------
 
@@ -798,7 +680,7 @@ async function main(): Promise<number> {
     await admin.connect()
     created = true // before: an interrupt during the create still drops it ("if exists")
     await admin.query(`create database ${DATABASE}`)
-    const migrating = openPostgres(databaseUrl(DATABASE), 1)
+    const migrating = openPostgres(databaseUrl(DATABASE), { poolMax: 1 })
     try {
       await migrateToLatest(migrating)
     } finally {

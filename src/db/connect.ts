@@ -1,67 +1,69 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { Kysely, PostgresDialect } from 'kysely'
-import pg from 'pg'
+import { Kysely } from 'kysely'
 import type { Database } from './database.js'
 import { readEmbeddedTemplate } from './embedded-template.js'
+import { createPool, DEFAULT_POSTGRES_OPTIONS, kyselyOn, listenOnServer, type PostgresOptions } from './postgres.js'
 
 export type DB = Kysely<Database>
+
+/** One connection kept for a caller alone, e.g. for session-level advisory locks. */
+export interface Session {
+  db: DB
+  /** Calls `listener` whenever the connection is lost (and with it the session's locks). */
+  onLost(listener: () => void): void
+  close(): Promise<void>
+}
 
 export interface DatabaseHandle {
   db: DB
   kind: 'postgres' | 'embedded'
   /** Calls `onNotify` with the payload of each NOTIFY on the channel until the returned function is called. */
   listen(channel: string, onNotify: (payload?: string) => void): Promise<() => Promise<void>>
+  /**
+   * A connection of its own (the embedded database has one connection, which it shares). `timeouts:
+   * false` lifts the statement timeout, for migrations.
+   */
+  session(options: { timeouts: boolean }): Promise<Session>
   close(): Promise<void>
 }
 
 export interface DatabaseOptions {
   DATABASE_URL?: string | undefined
   DATABASE_POOL_MAX: number
+  DATABASE_STATEMENT_TIMEOUT_MS: number
+  DATABASE_CONNECT_TIMEOUT_MS: number
   BATON_DATA_DIR: string
 }
 
-export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
-  if (options.DATABASE_URL) return openPostgres(options.DATABASE_URL, options.DATABASE_POOL_MAX)
+export async function openDatabase(options: DatabaseOptions, onError?: (error: Error) => void): Promise<DatabaseHandle> {
+  if (options.DATABASE_URL) {
+    return openPostgres(options.DATABASE_URL, {
+      poolMax: options.DATABASE_POOL_MAX,
+      statementTimeoutMs: options.DATABASE_STATEMENT_TIMEOUT_MS,
+      connectTimeoutMs: options.DATABASE_CONNECT_TIMEOUT_MS,
+      ...(onError ? { onError } : {})
+    })
+  }
   return openEmbedded(options.BATON_DATA_DIR)
 }
 
-export function openPostgres(url: string, poolMax = 10): DatabaseHandle {
-  const pool = new pg.Pool({ connectionString: url, max: poolMax })
-  // An idle client losing its server must not crash the process; the next query reconnects.
-  pool.on('error', () => {})
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
-  return { db, kind: 'postgres', listen: (channel, onNotify) => listenOnServer(url, channel, onNotify), close: () => db.destroy() }
-}
-
-// A dedicated connection for LISTEN; it reconnects after a lost connection and then fires once,
-// since notifications sent meanwhile are lost.
-async function listenOnServer(url: string, channel: string, onNotify: (payload?: string) => void): Promise<() => Promise<void>> {
-  let client: pg.Client | undefined
-  let stopped = false
-  let retry: NodeJS.Timeout | undefined
-  const connect = async (): Promise<void> => {
-    const next = new pg.Client({ connectionString: url })
-    next.on('notification', (message) => onNotify(message.payload))
-    next.on('error', () => reconnect())
-    next.on('end', () => reconnect())
-    await next.connect()
-    await next.query(`listen "${channel.replace(/"/g, '""')}"`)
-    client = next
-  }
-  const reconnect = () => {
-    if (stopped || retry) return
-    client = undefined
-    retry = setTimeout(() => {
-      retry = undefined
-      connect().then(() => onNotify(), reconnect)
-    }, 1000)
-  }
-  await connect()
-  return async () => {
-    stopped = true
-    clearTimeout(retry)
-    await client?.end().catch(() => {})
+export function openPostgres(url: string, given: Partial<PostgresOptions> = {}): DatabaseHandle {
+  const options = { ...DEFAULT_POSTGRES_OPTIONS, ...given }
+  const db = kyselyOn(createPool(url, options))
+  return {
+    db,
+    kind: 'postgres',
+    listen: (channel, onNotify) => listenOnServer(url, options, channel, onNotify),
+    async session({ timeouts }) {
+      const listeners: (() => void)[] = []
+      const own = kyselyOn(createPool(url, {
+        ...options, poolMax: 1, idleTimeoutMs: 0, ...(timeouts ? {} : { statementTimeoutMs: 0 }),
+        onConnectionEnd: () => listeners.forEach((listener) => listener())
+      }))
+      return { db: own, onLost: (listener) => listeners.push(listener), close: () => own.destroy() }
+    },
+    close: () => db.destroy()
   }
 }
 
@@ -88,6 +90,7 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
         const unlisten = await pglite.listen(channel, (payload) => onNotify(payload))
         return () => unlisten()
       },
+      session: () => Promise.resolve({ db, onLost: () => {}, close: () => Promise.resolve() }),
       close: async () => {
         await db.destroy()
         releaseLock()

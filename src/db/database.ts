@@ -60,6 +60,8 @@ export interface RecordsTable {
 
 export type ParameterType = 'string' | 'integer' | 'number' | 'boolean' | 'enum'
 export type DeliveryMode = 'query' | 'json'
+/** succeeded (2xx), retry (will be tried again), failed (gave up), aborted (cut off before its outcome was known). */
+export type AttemptOutcome = 'succeeded' | 'retry' | 'failed' | 'aborted'
 
 export interface MarketplaceServicesTable {
   id: string
@@ -220,18 +222,10 @@ export interface DeliveryAttemptsTable {
   attempt_number: number
   started_at: Date
   duration_ms: number
-  outcome: 'succeeded' | 'retry' | 'failed'
+  outcome: AttemptOutcome
   status_code: number | null
   error: string | null
   response_body: string | null
-}
-
-/** A webhook call in flight to one host:port; see migrations/0004_host_slots.ts. */
-export interface HostSlotsTable {
-  id: Generated<string>
-  host: string
-  owner: string
-  expires_at: Date
 }
 
 export interface ActivitiesTable {
@@ -282,7 +276,6 @@ export interface Database {
   instance_steps: InstanceStepsTable
   deliveries: DeliveriesTable
   delivery_attempts: DeliveryAttemptsTable
-  host_slots: HostSlotsTable
   activities: ActivitiesTable
   outbox_mails: OutboxMailsTable
 }

@@ -11,15 +11,21 @@ const MIGRATION_LOCK_ID = 7_202_611
 export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]> {
   const run = (db: Kysely<unknown>) => check(newMigrator(db).migrateToLatest())
   if (handle.kind === 'embedded') return run(handle.db as Kysely<unknown>)
+  // A migration may take longer than a request may: its own connection, without the statement timeout.
   // Kysely's own lock table is created racily; a session advisory lock makes a second process wait.
-  return handle.db.connection().execute(async (conn) => {
-    await sql`select pg_advisory_lock(${MIGRATION_LOCK_ID})`.execute(conn)
-    try {
-      return await run(conn as Kysely<unknown>)
-    } finally {
-      await sql`select pg_advisory_unlock(${MIGRATION_LOCK_ID})`.execute(conn)
-    }
-  })
+  const session = await handle.session({ timeouts: false })
+  try {
+    return await session.db.connection().execute(async (conn) => {
+      await sql`select pg_advisory_lock(${MIGRATION_LOCK_ID})`.execute(conn)
+      try {
+        return await run(conn as Kysely<unknown>)
+      } finally {
+        await sql`select pg_advisory_unlock(${MIGRATION_LOCK_ID})`.execute(conn)
+      }
+    })
+  } finally {
+    await session.close()
+  }
 }
 
 export async function pendingMigrations(db: Kysely<unknown>): Promise<string[]> {

@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S } from '../db/errors.js'
 import { ProblemError, type FieldError } from '../errors.js'
 
 const STATUS_TITLES: Record<number, string> = {
@@ -33,7 +34,8 @@ const PG_CLIENT_ERRORS: Record<string, [number, string]> = {
   '22021': [400, 'The text contains a character that cannot be stored (e.g. NUL, U+0000).'],
   '22P05': [400, 'The text contains a character that cannot be stored (e.g. NUL, U+0000).'],
   '40001': [409, 'The request collided with a concurrent change; retry it.'],
-  '40P01': [409, 'The request collided with a concurrent change; retry it.']
+  '40P01': [409, 'The request collided with a concurrent change; retry it.'],
+  '55P03': [409, 'The request collided with a concurrent change; retry it.']
 }
 
 export interface ProblemBody {
@@ -77,6 +79,12 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
     if (pgError) {
       request.log.info({ code: error.code }, 'database refused a client request')
       return sendProblem(reply, problem(pgError[0], pgError[1], request))
+    }
+    if (isDatabaseUnavailable(error)) {
+      request.log.warn({ err: error }, 'database unavailable')
+      const detail = 'The database did not answer; retry shortly. A change cut off this way may or may not have been made:'
+        + ' a start retried with the same Idempotency-Key is never made twice.'
+      return sendProblem(reply, problem(503, detail, request), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) })
     }
     const status = error.statusCode ?? 500
     if (status >= 400 && status < 500) return sendProblem(reply, problem(status, error.message, request))

@@ -53,6 +53,7 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
     },
     claimKey: once(() => loadClaimKey(database.db, config.BATON_CLAIM_SECRET, secrets)),
     secrets,
+    session: () => database.session({ timeouts: true }),
     listen: (onWork) => database.listen(WORK_CHANNEL, onWork)
   })
   return {

@@ -11,6 +11,8 @@ export interface ClaimedDelivery extends DeliveryCall {
   round: number
   attempt: number
   fence: number
+  /** When this worker's claim runs out and the reaper may hand the delivery to another worker. */
+  leaseExpiresAt: Date
   mode: DeliveryMode
   timeZone: string
   serviceName: string
@@ -23,12 +25,22 @@ export interface ClaimedDelivery extends DeliveryCall {
  * claim is a lease that expires, and bumps the fence that completion must present. The steps of the
  * claimed deliveries turn `running` in the same statement.
  */
-export async function claimDeliveries(db: DB, options: { workerId: string; now: Date; leaseMs: number; limit: number }): Promise<ClaimedDelivery[]> {
+export interface ClaimOptions {
+  workerId: string
+  now: Date
+  leaseMs: number
+  limit: number
+  /** Services whose host already has as many calls waiting at this worker as it may make: not now. */
+  skipServices?: string[]
+}
+
+export async function claimDeliveries(db: DB, options: ClaimOptions): Promise<ClaimedDelivery[]> {
   const leaseUntil = new Date(options.now.getTime() + options.leaseMs)
   const { rows } = await sql<ClaimedDelivery>`
     with picked as (
       select tenant_id, id from deliveries
       where status = 'pending' and next_attempt_at <= ${options.now}
+        and service_id <> all (${options.skipServices ?? []}::uuid[])
       order by next_attempt_at
       limit ${options.limit}
       for update skip locked
@@ -47,6 +59,7 @@ export async function claimDeliveries(db: DB, options: { workerId: string; now: 
     select c.tenant_id as "tenantId", c.id, c.service_id as "serviceId", c.source, c.instance_id as "instanceId",
       c.step_id as "stepId", c.property_id as "propertyId", c.address_id as "addressId", c.event,
       c.changed_fields as "changedFields", c.parameters, c.round, c.attempt_count as attempt, c.fence,
+      c.lease_expires_at as "leaseExpiresAt",
       s.webhook_url as "webhookUrl", s.secret, s.delivery as mode,
       case when s.previous_secret_expires_at > ${options.now} then s.previous_secret end as "previousSecret", s.name as "serviceName",
       s.active and exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) as "serviceUsable",

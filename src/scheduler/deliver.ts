@@ -1,14 +1,17 @@
 import type { Clock } from '../adapters/clock.js'
 import { HttpCallError, type HttpClient, type HttpResponse } from '../adapters/http-client.js'
 import type { DB } from '../db/connect.js'
+import type { AttemptOutcome } from '../db/database.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
-import { recordOutcome, type Recorded } from './record-outcome.js'
-import { decide, type AttemptResult, type RetryPolicy } from './retry-policy.js'
+import type { OutcomeBatcher } from './outcome-batcher.js'
+import type { AttemptRecord, Recorded } from './record-outcome.js'
+import { decide, type AttemptResult, type Decision, type RetryPolicy } from './retry-policy.js'
 import { signClaim } from '../lib/api-claims.js'
 import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
 import { buildRequest } from './webhook-request.js'
 import { releaseDelivery } from './delivery-repository.js'
-import { hostKey, type HostSlotPool } from './host-slots.js'
+import { hostKey, type HostSlots } from './host-slots.js'
+import { retryTransient } from './retry-transient.js'
 
 export interface DeliverDeps {
   db: DB
@@ -21,76 +24,102 @@ export interface DeliverDeps {
   claimKey: () => Promise<Buffer>
   claimTtlMs: number
   /** Slots of the per-host limit across all workers; without them, calls are not limited per host. */
-  hostSlots?: HostSlotPool
+  hostSlots?: HostSlots
+  /** Writes outcomes, many calls' to a transaction under load. */
+  outcomes: OutcomeBatcher
   /** Opens the services' secrets when they are sealed (BATON_SECRETS_KEY); by default none may be. */
   secrets?: SecretBox
 }
 
-/** Roughly how long a delivery first waits when its host has no free slot (±50 %); it doubles with each wait. */
-export const HOST_BUSY_DELAY_MS = 1000
-const HOST_BUSY_MAX_DELAY_MS = 30_000
-
 /**
- * The wait before a deferred delivery is claimed again. Claims beyond attempts (the fence counts every
- * claim) are earlier waits, so a backlog at a saturated host backs off instead of being re-claimed
- * every second by every worker.
+ * `deferred`: no slot of its host came free in time, and the delivery went back to the queue without
+ * an attempt; `released`: the worker is stopping and let it go before calling.
  */
-export function hostBusyDelayMs(delivery: Pick<ClaimedDelivery, 'fence' | 'attempt'>, random = Math.random()): number {
-  const waits = Math.max(0, delivery.fence - delivery.attempt)
-  return Math.round(Math.min(HOST_BUSY_MAX_DELAY_MS, HOST_BUSY_DELAY_MS * 2 ** Math.min(waits, 5)) * (0.5 + random))
-}
+export type Delivered = Recorded | 'deferred' | 'released'
 
 const LOGGED_BODY_BYTES = 4096
+/** How long a delivery whose secret this worker cannot open waits before it is claimed again. */
+const UNOPENED_SECRET_DELAY_MS = 60_000
+/** A worker stops trying to record an outcome this long before its lease ends, when the reaper may take it over. */
+const LEASE_MARGIN_MS = 1000
+/** How long recording a call cut off by shutdown may keep trying while the database does not answer. */
+const SHUTDOWN_RECORD_MS = 3000
 
 /**
  * Calls the provider for one claimed delivery, outside any transaction, then records the outcome.
- * `deferred`: the host had no free slot, and the delivery went back to the queue without an attempt.
+ * Whatever the database does meanwhile, a call that was made is recorded as an attempt while this
+ * worker's lease lasts; beyond it, the reaper logs it as aborted.
  */
-export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, signal?: AbortSignal): Promise<Recorded | 'deferred'> {
-  const startedAt = deps.clock.now()
+export interface DeliverSignals {
+  /** The worker is stopping: a call not yet made is released instead. */
+  stopping?: AbortSignal
+  /** The grace is over: a call in flight is cut off (and logged as aborted). */
+  cutOff?: AbortSignal
+}
+
+export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, signals: DeliverSignals = {}): Promise<Delivered> {
+  const { stopping, cutOff: signal } = signals
+  const now = () => deps.clock.now()
+  const startedAt = now()
+  const until = new Date(delivery.leaseExpiresAt.getTime() - LEASE_MARGIN_MS)
   const refusal = !delivery.serviceUsable ? `service "${delivery.serviceName}" is no longer active for this tenant; no call was made`
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
     : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
   if (refusal) {
-    return recordOutcome(deps.db, {
-      delivery, startedAt, durationMs: 0, statusCode: null, error: refusal, responseBody: null, decision: { action: 'give-up', reason: refusal }
-    }, startedAt)
+    const giveUp: Decision = { action: 'give-up', reason: refusal }
+    return record(deps, { delivery, startedAt, durationMs: 0, statusCode: null, error: refusal, responseBody: null, decision: giveUp, outcome: 'failed' }, until, signal)
   }
+
   const host = deps.hostSlots ? hostKey(delivery.webhookUrl) : undefined
-  let claimKey: Buffer
-  let slot: Awaited<ReturnType<HostSlotPool['take']>> | undefined
   let signed: ClaimedDelivery
   try {
-    claimKey = await deps.claimKey()
-    // A secret this process cannot open (BATON_SECRETS_KEY unset or changed) is a setting to fix, not an attempt.
     signed = withOpenSecrets(deps.secrets ?? PLAIN_SECRETS, delivery)
-    slot = host ? await deps.hostSlots?.take(host) : undefined
   } catch (error) {
-    // No call was made (the database did not answer): back to the queue without using an attempt.
-    await releaseDelivery(deps.db, delivery, startedAt, new Date(startedAt.getTime() + hostBusyDelayMs(delivery))).catch(() => undefined)
+    // A secret this worker cannot open (BATON_SECRETS_KEY unset or changed) is a setting to fix, not an
+    // attempt: the delivery waits a minute, uncounted, and the error reaches the worker's log.
+    await retryTransient(() => releaseDelivery(deps.db, delivery, now(), new Date(now().getTime() + UNOPENED_SECRET_DELAY_MS)), { until, now })
     throw error
   }
-  if (host && !slot) {
-    // Not an attempt: the call was never made, so it goes back to the queue uncounted and unlogged.
-    await releaseDelivery(deps.db, delivery, startedAt, new Date(startedAt.getTime() + hostBusyDelayMs(delivery)))
-    return 'deferred'
+  const claimKey = await retryTransient(deps.claimKey, { until, signal: stopping, now }).catch(() => undefined)
+  const slot = claimKey && host ? await deps.hostSlots?.acquire(host, slotWaitMs(deps, until), stopping) : undefined
+  if (!claimKey || (host && !slot) || stopping?.aborted) {
+    if (slot) deps.hostSlots?.release(slot)
+    // No call was made: back to the queue, due at once and without using an attempt.
+    await retryTransient(() => releaseDelivery(deps.db, delivery, now()), { until, now })
+    return stopping?.aborted ? 'released' : 'deferred'
   }
   let attempt: Attempt
   try {
     attempt = await call(deps, signed, startedAt, claimKey, signal)
   } finally {
-    if (host && slot) deps.hostSlots?.give(host, slot)
+    if (slot) deps.hostSlots?.release(slot)
   }
-  const now = deps.clock.now()
-  return recordOutcome(deps.db, {
+  const answeredAt = now()
+  const decision = decide(attempt.result, delivery.attempt, answeredAt, deps.policy)
+  const wasCutOff = attempt.result.kind === 'aborted'
+  return record(deps, {
     delivery,
     startedAt,
     durationMs: attempt.durationMs,
     statusCode: attempt.response?.status ?? null,
     error: attempt.result.kind === 'response' ? null : attempt.result.error,
     responseBody: attempt.response ? redactClaims(firstBytes(attempt.response.body, LOGGED_BODY_BYTES)) : null,
-    decision: decide(attempt.result, delivery.attempt, now, deps.policy)
-  }, now)
+    decision,
+    outcome: wasCutOff ? 'aborted' : outcomeOf(decision)
+  }, wasCutOff ? new Date(Math.min(until.getTime(), answeredAt.getTime() + SHUTDOWN_RECORD_MS)) : until, wasCutOff ? undefined : signal)
+}
+
+function record(deps: DeliverDeps, outcome: AttemptRecord, until: Date, signal: AbortSignal | undefined): Promise<Recorded> {
+  return deps.outcomes.record(outcome, until, signal)
+}
+
+function outcomeOf(decision: Decision): AttemptOutcome {
+  return decision.action === 'succeed' ? 'succeeded' : decision.action === 'retry' ? 'retry' : 'failed'
+}
+
+/** A call waits for a slot while its lease leaves room for the call itself. */
+function slotWaitMs(deps: DeliverDeps, until: Date): number {
+  return Math.max(0, until.getTime() - deps.clock.now().getTime() - deps.timeoutMs)
 }
 
 interface Attempt {
@@ -116,9 +145,9 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
     response = await deps.http.send(signal ? { ...request, signal } : request)
     result = { kind: 'response', status: response.status, retryAfter: header(response, 'retry-after') }
   } catch (error) {
-    if (signal?.aborted) throw error
     const text = error instanceof HttpCallError ? `${error.code}: ${error.message}` : String(error)
-    result = { kind: error instanceof HttpCallError && error.targetRefused ? 'refused' : 'error', error: text }
+    result = signal?.aborted ? { kind: 'aborted', error: 'cut off: the worker shut down before the provider answered' }
+      : { kind: error instanceof HttpCallError && error.targetRefused ? 'refused' : 'error', error: text }
   }
   return { result, response, durationMs: Math.round(performance.now() - started) }
 }

@@ -1,31 +1,75 @@
-import type { Insertable } from 'kysely'
+import { sql, type Insertable } from 'kysely'
 import type { DB } from '../db/connect.js'
-import type { DeliveryAttemptsTable } from '../db/database.js'
+import type { DeliveryAttemptsTable, InstanceRow, InstanceStepRow } from '../db/database.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
 import type { Decision } from './retry-policy.js'
+import { byKeys } from '../db/by-keys.js'
 
-export function insertAttempt(db: DB, row: Insertable<DeliveryAttemptsTable>) {
-  return db.insertInto('delivery_attempts').values(row).execute()
+interface Ref {
+  tenant_id: string
+  id: string
 }
 
-/** Applies the decision if this worker's claim (its fence) still holds; false when it does not. */
-export async function settleDelivery(
-  db: DB, delivery: ClaimedDelivery, decision: Decision, outcome: { statusCode: number | null; error: string | null }, now: Date
-): Promise<boolean> {
-  const common = { lease_owner: null, lease_expires_at: null, last_status_code: outcome.statusCode, last_error: outcome.error }
-  const changes = decision.action === 'succeed' ? { ...common, status: 'succeeded' as const, finished_at: now }
-    : decision.action === 'retry' ? { ...common, status: 'pending' as const, next_attempt_at: new Date(now.getTime() + decision.delayMs) }
-      : { ...common, status: 'failed' as const, finished_at: now, last_error: outcome.error ?? decision.reason }
-  const result = await db.updateTable('deliveries').set(changes)
-    .where('tenant_id', '=', delivery.tenantId).where('id', '=', delivery.id)
-    .where('fence', '=', delivery.fence).where('status', '=', 'running')
-    .executeTakeFirst()
-  return result.numUpdatedRows > 0n
+const unique = (values: string[]) => [...new Set(values)]
+
+export async function insertAttempts(db: DB, rows: Insertable<DeliveryAttemptsTable>[]): Promise<void> {
+  if (rows.length > 0) await db.insertInto('delivery_attempts').values(rows).execute()
+}
+
+/** Locks these processes in id order (so two batches never wait on each other in a circle). */
+export async function lockInstancesInOrder(db: DB, refs: Ref[]): Promise<Map<string, InstanceRow>> {
+  if (refs.length === 0) return new Map()
+  const rows = await db.selectFrom('process_instances').selectAll()
+    .where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id)))
+    .orderBy('id').forUpdate().execute()
+  return new Map(rows.map((r) => [r.id, r]))
+}
+
+export async function findStepsByIds(db: DB, refs: Ref[]): Promise<Map<string, InstanceStepRow>> {
+  if (refs.length === 0) return new Map()
+  const rows = await db.selectFrom('instance_steps').selectAll()
+    .where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id))).execute()
+  return new Map(rows.map((r) => [r.id, r]))
+}
+
+interface Settlement {
+  delivery: ClaimedDelivery
+  decision: Decision
+  statusCode: number | null
+  error: string | null
+}
+
+/**
+ * Applies each decision where the worker's claim (its fence) still holds, in one statement; returns
+ * the ids of the deliveries it settled.
+ */
+export async function settleDeliveries(db: DB, settlements: Settlement[], now: Date): Promise<Set<string>> {
+  if (settlements.length === 0) return new Set()
+  const rows = settlements.map(({ delivery, decision, statusCode, error }) => ({
+    tenant_id: delivery.tenantId,
+    id: delivery.id,
+    fence: delivery.fence,
+    status: decision.action === 'succeed' ? 'succeeded' : decision.action === 'retry' ? 'pending' : 'failed',
+    status_code: statusCode,
+    error: decision.action === 'give-up' ? error ?? decision.reason : error,
+    next_attempt_at: decision.action === 'retry' ? new Date(now.getTime() + decision.delayMs) : null,
+    finished_at: decision.action === 'retry' ? null : now
+  }))
+  const { rows: settled } = await sql<{ id: string }>`
+    update deliveries d
+    set status = v.status, lease_owner = null, lease_expires_at = null, last_status_code = v.status_code, last_error = v.error,
+        next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at), finished_at = v.finished_at
+    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+      as v(tenant_id uuid, id uuid, fence integer, status text, status_code integer, error text, next_attempt_at timestamptz, finished_at timestamptz)
+    where ${byKeys('d', rows)} and d.tenant_id = v.tenant_id and d.id = v.id and d.fence = v.fence and d.status = 'running'
+    returning d.id
+  `.execute(db)
+  return new Set(settled.map((r) => r.id))
 }
 
 /**
  * Puts a claimed delivery back without counting an attempt, due again at `dueAt`: a worker shutting
- * down releases it, and so does a call whose host has no free slot.
+ * down releases it, and so does a call that found no free slot at its host in time.
  */
 export async function releaseDelivery(
   db: DB, claim: { tenantId: string; id: string; stepId: string | null; fence: number }, now: Date, dueAt = now

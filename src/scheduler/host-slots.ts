@@ -1,15 +1,5 @@
-import { sql } from 'kysely'
-import type { DB } from '../db/connect.js'
-
-export interface HostLimit {
-  /** Calls open at once to one host:port, across every worker on the database. */
-  perHost: number
-  /** How long a slot lives if its worker dies before freeing it (the lease). */
-  ttlMs: number
-  /** The longest one call may take (its timeout): a slot is reused only while it outlives that. */
-  callMs: number
-  owner: string
-}
+import type { Session } from '../db/connect.js'
+import { lockHostSlot, unlockHostSlots } from './host-slot-repository.js'
 
 /** The key the limit counts by: host:port, with the scheme's default port filled in. */
 export function hostKey(webhookUrl: string): string | undefined {
@@ -21,87 +11,226 @@ export function hostKey(webhookUrl: string): string | undefined {
   }
 }
 
-/** Takes a slot for one call to this host, or returns undefined when the host has none free. */
-export async function acquireHostSlot(db: DB, host: string, limit: HostLimit): Promise<string | undefined> {
-  const { rows } = await sql<{ slot: string | null }>`
-    select acquire_host_slot(${host}, ${limit.perHost}, ${limit.ttlMs}, ${limit.owner}) as slot
-  `.execute(db)
-  return rows[0]?.slot ?? undefined
-}
-
-export async function releaseHostSlots(db: DB, slots: string[]): Promise<void> {
-  if (slots.length > 0) await db.deleteFrom('host_slots').where('id', 'in', slots).execute()
-}
-
+/** The right to one call at a host, until it is given back. */
 export interface HostSlot {
-  id: string
-  /** By this worker's clock, with room for skew against the database's. */
-  expiresAt: number
-  idleSince: number
+  host: string
+  number: number
+  /** The session (its backend pid) whose advisory lock this is; a lost session took its locks along. */
+  session: number
+  /** When the lock was taken, by this worker's clock. */
+  lockedAt: number
+}
+
+interface Waiter {
+  grant(slot: HostSlot | undefined): void
+}
+
+interface HostState {
+  /** Slot numbers this session holds a lock on, in use or idle. */
+  held: Set<number>
+  idle: { slot: HostSlot; since: number }[]
+  waiters: Waiter[]
+  poll: NodeJS.Timeout | undefined
 }
 
 /** How long a freed slot stays with this worker for its next call to the same host. */
 const LINGER_MS = 200
-/** Room for the worker's clock to differ from the database's. */
-const SKEW_MS = 5000
+/** How often a worker with calls waiting for a host looks for a slot another worker freed. */
+const POLL_MS = 100
+/** A slot held longer goes back to the database when its call ends, so calls waiting at other workers get their turn. */
+const TURN_MS = 1000
 
 /**
- * The slots of one worker. A call hands its slot back here, and the worker's next call to that host
- * reuses it within LINGER_MS instead of two more round trips; idle slots are then freed in one
- * statement. Measured with `npm run bench:scheduler -- --steps 5000` (2 cores): a round trip to take
- * and one to free per call cost ~0.9 ms of Postgres CPU per step and 489-533 -> 291-338 steps/s;
- * with this pool, 314-322 -> 309-317 steps/s on the same (busier) machine, ~0.1 ms more per step.
+ * The per-host limit across every worker: slot n of a host is the session-level advisory lock
+ * (hashtext(host), n) on this worker's own connection, so Postgres frees a worker's slots the moment
+ * its connection ends, kill -9 included. A call that finds its host full waits here, holding its
+ * claim: a slot this worker gives back goes straight to the next waiter, and slots freed by other
+ * workers are looked for every POLL_MS. A freed slot lingers LINGER_MS for the next call to the same
+ * host, which saves two round trips per call under load.
  */
-export class HostSlotPool {
-  private readonly idle = new Map<string, HostSlot[]>()
-  private timer: NodeJS.Timeout | undefined
+export class HostSlots {
+  private readonly hosts = new Map<string, HostState>()
+  private session: Promise<Session> | undefined
+  private currentSession = -1
+  private sweepTimer: NodeJS.Timeout | undefined
+  /** The session is one connection: its statements run one after another, and each reads `held` when it runs. */
+  private queue: Promise<unknown> = Promise.resolve()
 
-  constructor(private readonly db: DB, private readonly limit: HostLimit, private readonly onError: (error: unknown) => void) {}
+  constructor(
+    private readonly openSession: () => Promise<Session>,
+    private readonly perHost: number,
+    private readonly onError: (error: unknown) => void
+  ) {}
 
-  async take(host: string): Promise<HostSlot | undefined> {
-    const now = Date.now()
-    const held = this.idle.get(host) ?? []
-    for (let slot = held.pop(); slot; slot = held.pop()) {
-      if (slot.expiresAt - now > this.limit.callMs + SKEW_MS) return slot
-      this.free([slot.id])
+  /**
+   * A slot for one call, waiting up to `maxWaitMs`; undefined when none came in time, when the signal
+   * fired, or at once when as many calls already wait for this host here as it may take at a time.
+   */
+  async acquire(host: string, maxWaitMs: number, signal?: AbortSignal): Promise<HostSlot | undefined> {
+    const state = this.stateOf(host)
+    const idle = state.idle.pop()
+    if (idle) return idle.slot
+    if (state.waiters.length === 0) {
+      const slot = await this.tryLock(host)
+      if (slot) return slot
     }
-    const id = await acquireHostSlot(this.db, host, this.limit)
-    return id === undefined ? undefined : { id, expiresAt: now + this.limit.ttlMs, idleSince: now }
+    if (this.isCrowded(host) || signal?.aborted) return undefined
+    return this.wait(host, maxWaitMs, signal)
   }
 
-  give(host: string, slot: HostSlot): void {
-    slot.idleSince = Date.now()
-    const held = this.idle.get(host)
-    if (held) held.push(slot)
-    else this.idle.set(host, [slot])
-    this.timer ??= setTimeout(() => this.sweep(), LINGER_MS).unref()
+  /** Calls waiting for this host at this worker are as many as it may call at once: claim no more for it. */
+  isCrowded(host: string): boolean {
+    return (this.hosts.get(host)?.waiters.length ?? 0) >= this.perHost
   }
 
-  /** Frees every idle slot: the worker is stopping. */
+  release(slot: HostSlot): void {
+    const state = this.stateOf(slot.host)
+    if (slot.session !== this.currentSession) return
+    if (Date.now() - slot.lockedAt > TURN_MS) {
+      void this.unlock([slot])
+      if (state.waiters.length > 0) this.schedulePoll(slot.host, state)
+      return
+    }
+    const waiter = state.waiters.shift()
+    if (waiter) return waiter.grant(slot)
+    state.idle.push({ slot, since: Date.now() })
+    this.sweepTimer ??= setTimeout(() => this.sweep(), LINGER_MS).unref()
+  }
+
+  /** Gives up every idle slot and ends the session: the worker is stopping. */
   async close(): Promise<void> {
-    clearTimeout(this.timer)
-    this.timer = undefined
-    const all = [...this.idle.values()].flat().map((s) => s.id)
-    this.idle.clear()
-    await releaseHostSlots(this.db, all).catch(this.onError)
+    clearTimeout(this.sweepTimer)
+    const idle: HostSlot[] = []
+    for (const state of this.hosts.values()) {
+      clearTimeout(state.poll)
+      for (const waiter of state.waiters.splice(0)) waiter.grant(undefined)
+      idle.push(...state.idle.splice(0).map((i) => i.slot))
+    }
+    await this.unlock(idle)
+    const session = this.session
+    this.session = undefined
+    this.hosts.clear()
+    await session?.then((s) => s.close()).catch(this.onError)
+  }
+
+  private wait(host: string, maxWaitMs: number, signal: AbortSignal | undefined): Promise<HostSlot | undefined> {
+    const state = this.stateOf(host)
+    return new Promise((resolve) => {
+      const give = (slot: HostSlot | undefined) => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', giveUp)
+        resolve(slot)
+      }
+      const waiter: Waiter = { grant: give }
+      const giveUp = () => {
+        state.waiters = state.waiters.filter((w) => w !== waiter)
+        give(undefined)
+      }
+      const timer = setTimeout(giveUp, maxWaitMs)
+      signal?.addEventListener('abort', giveUp, { once: true })
+      state.waiters.push(waiter)
+      this.schedulePoll(host, state)
+    })
+  }
+
+  private schedulePoll(host: string, state: HostState): void {
+    state.poll ??= setTimeout(() => {
+      state.poll = undefined
+      void this.serveWaiters(host, state).finally(() => {
+        if (state.waiters.length > 0) this.schedulePoll(host, state)
+      })
+    }, POLL_MS)
+  }
+
+  private async serveWaiters(host: string, state: HostState): Promise<void> {
+    while (state.waiters.length > 0) {
+      const slot = await this.tryLock(host)
+      if (!slot) return
+      const waiter = state.waiters.shift()
+      if (waiter) waiter.grant(slot)
+      else this.release(slot)
+    }
+  }
+
+  /** One round trip: the first free slot of the host, or undefined; a database error counts as none. */
+  private tryLock(host: string): Promise<HostSlot | undefined> {
+    return this.serial(async () => {
+      const session = await this.sessionDb()
+      const { pid, slot } = await lockHostSlot(session.db, host, this.perHost, [...this.stateOf(host).held])
+      this.noteSession(pid)
+      if (slot === null) return undefined
+      this.stateOf(host).held.add(slot)
+      return { host, number: slot, session: pid, lockedAt: Date.now() }
+    }).catch((error: unknown) => {
+      this.onError(error)
+      return undefined
+    })
+  }
+
+  /** A new backend pid means the connection was lost and made again: the old locks went with it. */
+  private noteSession(pid: number): void {
+    if (pid !== this.currentSession) this.forgetLocks(pid)
+  }
+
+  private forgetLocks(session: number): void {
+    this.currentSession = session
+    for (const state of this.hosts.values()) {
+      state.held.clear()
+      state.idle = []
+    }
   }
 
   private sweep(): void {
-    this.timer = undefined
+    this.sweepTimer = undefined
     const cutoff = Date.now() - LINGER_MS
-    const stale: string[] = []
-    for (const [host, slots] of this.idle) {
-      const keep = slots.filter((s) => s.idleSince > cutoff)
-      stale.push(...slots.filter((s) => s.idleSince <= cutoff).map((s) => s.id))
-      if (keep.length > 0) this.idle.set(host, keep)
-      else this.idle.delete(host)
+    const stale: HostSlot[] = []
+    for (const state of this.hosts.values()) {
+      stale.push(...state.idle.filter((i) => i.since <= cutoff).map((i) => i.slot))
+      state.idle = state.idle.filter((i) => i.since > cutoff)
+      if (state.idle.length > 0) this.sweepTimer ??= setTimeout(() => this.sweep(), LINGER_MS).unref()
     }
-    this.free(stale)
-    if (this.idle.size > 0) this.timer = setTimeout(() => this.sweep(), LINGER_MS).unref()
+    if (stale.length > 0) void this.unlock(stale)
   }
 
-  /** A slot that cannot be freed expires by itself. */
-  private free(ids: string[]): void {
-    releaseHostSlots(this.db, ids).catch(this.onError)
+  private unlock(slots: HostSlot[]): Promise<void> {
+    return this.serial(async () => {
+      const current = slots.filter((s) => s.session === this.currentSession)
+      if (current.length === 0) return
+      await unlockHostSlots((await this.sessionDb()).db, current)
+      for (const slot of current) this.hosts.get(slot.host)?.held.delete(slot.number)
+    }).catch((error: unknown) => {
+      // The locks stay with the session while it lives (and are tried again as idle slots); if it is gone, so are they.
+      this.onError(error)
+      for (const slot of slots.filter((s) => s.session === this.currentSession)) {
+        slot.lockedAt = Date.now()
+        this.release(slot)
+      }
+    })
+  }
+
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(op)
+    this.queue = next.catch(() => undefined)
+    return next
+  }
+
+  private sessionDb(): Promise<Session> {
+    this.session ??= this.openSession().then((session) => {
+      session.onLost(() => this.forgetLocks(-1))
+      return session
+    }, (error: unknown) => {
+      this.session = undefined
+      throw error
+    })
+    return this.session
+  }
+
+  private stateOf(host: string): HostState {
+    let state = this.hosts.get(host)
+    if (!state) {
+      state = { held: new Set(), idle: [], waiters: [], poll: undefined }
+      this.hosts.set(host, state)
+    }
+    return state
   }
 }

@@ -2,8 +2,9 @@ import { sql } from 'kysely'
 import type { DB } from '../db/connect.js'
 
 /**
- * Deliveries whose worker vanished (its lease ran out) go back to pending, with an attempt row saying
- * so; their steps return to `due`. Claimed rows are skipped, so reapers in many workers do not clash.
+ * Deliveries whose worker vanished (its lease ran out) go back to pending, with an `aborted` attempt
+ * row saying so, counted like any attempt; their steps return to `due`. Claimed rows are skipped, so
+ * reapers in many workers do not clash.
  */
 export async function reapExpiredLeases(db: DB, now: Date, limit = 500): Promise<number> {
   const { rows } = await sql<{ id: string }>`
@@ -21,8 +22,8 @@ export async function reapExpiredLeases(db: DB, now: Date, limit = 500): Promise
       returning d.tenant_id, d.id, d.step_id, d.round, d.attempt_count, d.lease_expires_at
     ), logged as (
       insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome, error)
-      select tenant_id, gen_random_uuid(), id, round, attempt_count, ${now}, 0, 'retry',
-        'lease expired: the worker stopped before recording an outcome'
+      select tenant_id, gen_random_uuid(), id, round, attempt_count, ${now}, 0, 'aborted',
+        'lease expired: the worker stopped, or lost the database, before recording an outcome; the call may have reached the provider'
       from released
     ), due_again as (
       update instance_steps st set state = 'due'

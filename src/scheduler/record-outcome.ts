@@ -1,13 +1,12 @@
 import type { DB } from '../db/connect.js'
+import type { AttemptOutcome } from '../db/database.js'
 import { newId } from '../lib/ids.js'
-import { insertActivity } from '../modules/activities/repository.js'
-import { bumpVersion, lockInstance, findStep, updateStep } from '../modules/instances/runtime-repository.js'
-import { endStep, failWebhookStep, recordActivity, type Moment } from '../modules/instances/transitions.js'
+import { ProcessChanges } from '../modules/instances/process-changes.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
 import type { Decision } from './retry-policy.js'
 import * as repo from './delivery-repository.js'
 
-export interface AttemptOutcome {
+export interface AttemptRecord {
   delivery: ClaimedDelivery
   startedAt: Date
   durationMs: number
@@ -15,61 +14,72 @@ export interface AttemptOutcome {
   error: string | null
   responseBody: string | null
   decision: Decision
+  /** How the attempt log shows it: `aborted` for a call cut off before its answer. */
+  outcome: AttemptOutcome
 }
 
 export type Recorded = 'recorded' | 'fenced'
 
+export function recordOutcome(db: DB, record: AttemptRecord, now: Date): Promise<Recorded> {
+  return recordOutcomes(db, [record], now).then((results) => results[0]!)
+}
+
 /**
- * Records one attempt in a short transaction after the call. The update presents the claim's fence,
- * so a worker whose lease expired (and whose delivery another worker took over) changes nothing.
- * Success ends the step and starts the next one in the same transaction.
+ * Records the attempts of many calls in one short transaction after them, with a statement per table
+ * for the whole batch. Each delivery's update presents its claim's fence, so a worker whose lease
+ * expired (and whose delivery another worker took over) changes nothing, not even the attempt log
+ * (the reaper logged its lost attempt). A success ends its step and starts the next one in the same
+ * transaction. Processes are locked in id order, so concurrent batches cannot deadlock.
  */
-export function recordOutcome(db: DB, outcome: AttemptOutcome, now: Date): Promise<Recorded> {
-  const { delivery, decision } = outcome
+export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Promise<Recorded[]> {
   return db.transaction().execute(async (trx) => {
-    const instance = delivery.instanceId ? await lockInstance(trx, delivery.tenantId, delivery.instanceId) : undefined
-    // Fenced first: a stale claim must not even log an attempt (the reaper already logged its lost one).
-    const settled = await repo.settleDelivery(trx, delivery, decision, outcome, now)
-    if (!settled) return 'fenced'
-    await repo.insertAttempt(trx, {
-      tenant_id: delivery.tenantId,
+    const forSteps = records.filter((r) => r.delivery.instanceId && r.delivery.stepId)
+    const instances = await repo.lockInstancesInOrder(trx, forSteps.map((r) => ({ tenant_id: r.delivery.tenantId, id: r.delivery.instanceId! })))
+    const settled = await repo.settleDeliveries(trx, records, now)
+    const kept = records.filter((r) => settled.has(r.delivery.id))
+    await repo.insertAttempts(trx, kept.map((r) => ({
+      tenant_id: r.delivery.tenantId,
       id: newId(),
-      delivery_id: delivery.id,
-      round: delivery.round,
-      attempt_number: delivery.attempt,
-      started_at: outcome.startedAt,
-      duration_ms: outcome.durationMs,
-      outcome: decision.action === 'succeed' ? 'succeeded' : decision.action === 'retry' ? 'retry' : 'failed',
-      status_code: outcome.statusCode,
-      error: outcome.error,
-      response_body: outcome.responseBody
-    })
-    if (delivery.source === 'trigger' && decision.action !== 'retry') await recordTriggerOutcome(trx, outcome, now)
-    const step = delivery.stepId ? await findStep(trx, delivery.tenantId, delivery.stepId) : undefined
-    if (!instance || !step || instance.status !== 'running') return 'recorded'
-    const moment: Moment = { now, timeZone: delivery.timeZone }
-    if (step.state !== 'running' && step.state !== 'due') return 'recorded'
-    await bumpVersion(trx, instance, now)
-    if (decision.action === 'retry') {
-      if (step.state === 'running') await updateStep(trx, delivery.tenantId, step.id, { state: 'due' })
-    } else {
-      if (decision.action === 'succeed') {
-        await recordActivity(trx, instance, step, now, 'webhookSucceeded',
-          `${delivery.serviceName} answered HTTP ${outcome.statusCode}.`, { deliveryId: delivery.id, statusCode: outcome.statusCode })
-        await endStep(trx, instance, step, 'done', moment, null, delivery.serviceName)
+      delivery_id: r.delivery.id,
+      round: r.delivery.round,
+      attempt_number: r.delivery.attempt,
+      started_at: r.startedAt,
+      duration_ms: r.durationMs,
+      outcome: r.outcome,
+      status_code: r.statusCode,
+      error: r.error,
+      response_body: r.responseBody
+    })))
+    const zones = new Map(kept.map((r) => [r.delivery.tenantId, r.delivery.timeZone]))
+    const changes = new ProcessChanges(trx, now, zones)
+    for (const record of kept.filter((r) => r.delivery.source === 'trigger' && r.decision.action !== 'retry')) changes.rawActivity(triggerActivity(record, now))
+    const steps = await repo.findStepsByIds(trx, kept.flatMap((r) => r.delivery.stepId ? [{ tenant_id: r.delivery.tenantId, id: r.delivery.stepId }] : []))
+    for (const record of kept) {
+      const { delivery, decision } = record
+      const instance = delivery.instanceId ? instances.get(delivery.instanceId) : undefined
+      const step = delivery.stepId ? steps.get(delivery.stepId) : undefined
+      if (!instance || !step || instance.status !== 'running' || (step.state !== 'running' && step.state !== 'due')) continue
+      changes.bump(instance)
+      if (decision.action === 'retry') {
+        if (step.state === 'running') changes.setStepState(step, 'due')
+      } else if (decision.action === 'succeed') {
+        changes.activity(instance, step, 'webhookSucceeded', `${delivery.serviceName} answered HTTP ${record.statusCode}.`,
+          { deliveryId: delivery.id, statusCode: record.statusCode })
+        changes.endStep(instance, step, 'done', null, delivery.serviceName)
       } else {
-        await failWebhookStep(trx, instance, step, moment, decision.reason, delivery)
+        changes.failWebhookStep(instance, step, decision.reason, delivery)
       }
     }
-    return 'recorded'
+    await changes.flush()
+    return records.map((r) => (settled.has(r.delivery.id) ? 'recorded' : 'fenced'))
   })
 }
 
 /** A record-change delivery's end shows on the record's activity log. */
-async function recordTriggerOutcome(db: DB, { delivery, decision, statusCode }: AttemptOutcome, now: Date): Promise<void> {
+function triggerActivity({ delivery, decision, statusCode }: AttemptRecord, now: Date) {
   const cause = `${delivery.event ?? 'change'} of ${(delivery.changedFields ?? []).join(', ')}`
   const succeeded = decision.action === 'succeed'
-  await insertActivity(db, {
+  return {
     tenant_id: delivery.tenantId,
     id: newId(now.getTime()),
     kind: succeeded ? 'webhookSucceeded' : 'webhookFailed',
@@ -80,5 +90,5 @@ async function recordTriggerOutcome(db: DB, { delivery, decision, statusCode }: 
     service_id: delivery.serviceId,
     data: { deliveryId: delivery.id, statusCode, event: delivery.event, changedFields: delivery.changedFields },
     created_at: now
-  })
+  }
 }

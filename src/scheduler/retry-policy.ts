@@ -19,6 +19,8 @@ export type AttemptResult =
   | { kind: 'error'; error: string }
   /** The client refused the target (scheme or address): no call was made and none ever will be. */
   | { kind: 'refused'; error: string }
+  /** The call was cut off (the worker shut down) before an answer: it counts, and another worker tries again now. */
+  | { kind: 'aborted'; error: string }
 
 export type Decision =
   | { action: 'succeed' }
@@ -30,6 +32,9 @@ const RETRYABLE_STATUSES = new Set([408, 425, 429])
 export function decide(result: AttemptResult, attempt: number, now: Date, policy = DEFAULT_RETRY_POLICY, random = Math.random): Decision {
   if (result.kind === 'response' && result.status >= 200 && result.status < 300) return { action: 'succeed' }
   if (result.kind === 'refused') return { action: 'give-up', reason: `target refused, not retried: ${result.error}` }
+  if (result.kind === 'aborted') {
+    return attempt >= policy.maxAttempts ? { action: 'give-up', reason: `gave up after ${attempt} attempts` } : { action: 'retry', delayMs: 0 }
+  }
   const retryable = result.kind === 'error' || result.status >= 500 || RETRYABLE_STATUSES.has(result.status)
   if (!retryable) return { action: 'give-up', reason: `HTTP ${result.status} is not retried` }
   if (attempt >= policy.maxAttempts) return { action: 'give-up', reason: `gave up after ${attempt} attempts` }

@@ -1,15 +1,17 @@
 import type { Clock } from '../adapters/clock.js'
 import type { HttpClient } from '../adapters/http-client.js'
 import type { Mailer } from '../adapters/mailer.js'
-import type { DB } from '../db/connect.js'
+import type { DB, Session } from '../db/connect.js'
+import { isDatabaseUnavailable } from '../db/errors.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
 import { once } from '../lib/once.js'
 import type { SecretBox } from '../lib/secret-box.js'
+import { throttled } from '../lib/throttled.js'
 import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
-import { releaseDelivery } from './delivery-repository.js'
-import { HostSlotPool } from './host-slots.js'
+import { hostKey, HostSlots } from './host-slots.js'
 import { nextDue } from './next-due.js'
+import { OutcomeBatcher } from './outcome-batcher.js'
 import { reapExpiredLeases } from './reap-expired-leases.js'
 import type { RetryPolicy } from './retry-policy.js'
 import { sendQueuedMail } from './send-mail.js'
@@ -27,7 +29,7 @@ export interface SchedulerSettings {
   policy: RetryPolicy
   /** How long the apiClaim of a call stays valid. */
   claimTtlMs: number
-  /** Calls open at once to one host:port across all workers (a slot lives at most a lease); unset: no limit. */
+  /** Calls open at once to one host:port across all workers; unset (or no `session`): no limit. */
   perHostConcurrency?: number
 }
 
@@ -49,6 +51,8 @@ export interface SchedulerDeps {
   claimKey?: () => Promise<Buffer>
   /** Opens sealed service secrets (BATON_SECRETS_KEY). */
   secrets?: SecretBox
+  /** A connection of the worker's own, which holds its per-host slots as advisory locks. */
+  session?: () => Promise<Session>
   /** Subscribes to "new work" notifications (the payload names the table); returns the unsubscribe. */
   listen?: (onWork: (table?: string) => void) => Promise<() => Promise<void>>
 }
@@ -70,20 +74,30 @@ export interface Scheduler {
   wake(): void
 }
 
+/** Mails one pump batch sends before it looks whether the worker is stopping. */
+const MAIL_PUMP_BATCH = 10
+
 export function createScheduler(deps: SchedulerDeps): Scheduler {
   const { db, clock, settings } = deps
   const claimKey = deps.claimKey ?? once(() => loadClaimKey(db, undefined))
-  const hostSlots = settings.perHostConcurrency === undefined ? undefined : new HostSlotPool(db, {
-    perHost: settings.perHostConcurrency, ttlMs: settings.leaseMs, callMs: settings.timeoutMs, owner: deps.workerId
-  }, (error) => deps.log.warn({ err: error }, 'freeing host slots failed; they expire with the lease'))
+  const hostSlots = settings.perHostConcurrency === undefined || !deps.session ? undefined
+    : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, 'per-host slots: the database did not answer')))
+  const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
+  /** The host of each service this worker has called, to leave crowded hosts out of its claims. */
+  const hostOfService = new Map<string, string>()
+  const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
-    claimKey, claimTtlMs: settings.claimTtlMs,
+    claimKey, claimTtlMs: settings.claimTtlMs, outcomes,
     ...(hostSlots ? { hostSlots } : {}),
     ...(deps.secrets ? { secrets: deps.secrets } : {})
   }
   const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; done: Promise<unknown> }>()
   let stopping = false
+  /** Fires when stop() begins: calls not yet made (waiting for a host slot) are released at once. */
+  let stopSignal = new AbortController()
+  /** The last claim left crowded hosts out: a finished call may make room for them. */
+  let skippedCrowded = false
   let loop: Promise<void> | undefined
   let unlisten: (() => Promise<void>) | undefined
   let wakeUp: (() => void) | undefined
@@ -93,9 +107,14 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   /** A wake-up (NOTIFY, a finished call) arrived since the pass began: the next sleep returns at once. */
   let woken = false
 
-  /** New work was announced: claim at once, and run the chores unless it was only a new delivery. */
+  /**
+   * New work was announced: a delivery is claimed at once, a mail is sent, and a step that now waits
+   * only moves the next wake-up earlier (the loop reads the next due time after each pass). Without
+   * a table (a reconnected LISTEN, which missed what was said meanwhile) the chores run too.
+   */
   const wake = (table?: string) => {
-    if (table !== 'deliveries') choresWanted = true
+    if (table === 'outbox_mails') return pumpMail()
+    if (table === undefined) choresWanted = true
     woken = true
     wakeUp?.()
   }
@@ -105,23 +124,32 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const room = settings.concurrency - inFlight.size
     if (room <= 0 || stopping) return { claimed: 0, full: false }
     const limit = Math.min(room, settings.batchSize)
-    const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit })
+    const skipServices = crowdedServices()
+    skippedCrowded = skipServices.length > 0
+    const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit, skipServices })
     for (const claim of claims) dispatch(claim)
     return { claimed: claims.length, full: claims.length === limit }
   }
 
+  function crowdedServices(): string[] {
+    if (!hostSlots) return []
+    return [...hostOfService].filter(([, host]) => hostSlots.isCrowded(host)).map(([service]) => service)
+  }
+
   function dispatch(claim: ClaimedDelivery): void {
     const abort = new AbortController()
-    const done = deliver(deliverDeps, claim, abort.signal)
-      .catch(async (error: unknown) => {
-        if (abort.signal.aborted) return releaseDelivery(db, claim, clock.now())
+    const host = hostKey(claim.webhookUrl)
+    if (hostSlots && host) hostOfService.set(claim.serviceId, host)
+    const done = deliver(deliverDeps, claim, { stopping: stopSignal.signal, cutOff: abort.signal })
+      .catch((error: unknown) => {
         deps.log.error({ err: error, deliveryId: claim.id }, 'recording a delivery failed; its lease will expire and it will be retried')
       })
       .finally(() => {
-        // Only a worker that was full has a reason to claim now: otherwise it sleeps until the next due time.
+        // Only a worker that was full, or left crowded hosts out, has a reason to claim now: otherwise
+        // it sleeps until the next due time.
         const wasFull = inFlight.size >= settings.concurrency
         inFlight.delete(claim.id)
-        if (wasFull) {
+        if (wasFull || skippedCrowded) {
           woken = true
           wakeUp?.()
         }
@@ -129,14 +157,18 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     inFlight.set(claim.id, { claim, abort, done })
   }
 
-  /** Each chore runs on its own: one that fails is logged and the others still run. */
-  async function housekeeping(): Promise<Omit<RunSummary, 'deliveries'>> {
+  /**
+   * Each chore runs on its own: one that fails is logged and the others still run. Mail is sent here
+   * only for runOnce; the loop sends it beside its claims (pumpMail), since SMTP is slow.
+   */
+  async function housekeeping(sendMailToo = true): Promise<Omit<RunSummary, 'deliveries'>> {
     const now = clock.now()
     const chore = async (name: string, work: () => Promise<number>): Promise<number> => {
       try {
         return await work()
       } catch (error) {
-        deps.log.error({ err: error, chore: name }, 'scheduler chore failed; it runs again on the next pass')
+        if (isDatabaseUnavailable(error)) choreUnavailable({ err: error, chore: name })
+        else deps.log.error({ err: error, chore: name }, 'scheduler chore failed; it runs again on the next pass')
         return 0
       }
     }
@@ -144,12 +176,31 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const reaped = await chore('reapExpiredLeases', () => reapExpiredLeases(db, now))
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))
-    const mails = await chore('sendQueuedMail', () => sendMail(now))
+    const mails = sendMailToo ? await chore('sendQueuedMail', () => sendMail(now)) : 0
     return { reaped, stepsStarted, deadlines, mails }
   }
 
-  function sendMail(now: Date): Promise<number> {
-    return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit: settings.batchSize, log: deps.log })
+  let mailPump: Promise<void> | undefined
+  /**
+   * Sends queued mail in the background, small batches one after another while they come full, so a
+   * stopping worker finishes its current batch quickly; one pump at a time.
+   */
+  function pumpMail(): void {
+    if (mailPump || stopping) return
+    const batch = Math.min(settings.batchSize, MAIL_PUMP_BATCH)
+    mailPump = (async () => {
+      try {
+        while (!stopping && (await sendMail(clock.now(), batch)) >= batch);
+      } catch (error) {
+        deps.log.error({ err: error, chore: 'sendQueuedMail' }, 'scheduler chore failed; it runs again on the next pass')
+      } finally {
+        mailPump = undefined
+      }
+    })()
+  }
+
+  function sendMail(now: Date, limit = settings.batchSize): Promise<number> {
+    return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit, log: deps.log })
   }
 
   async function runOnce(): Promise<RunSummary> {
@@ -168,31 +219,52 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     }
   }
 
+  /**
+   * Claims whenever there is room and work, and starts the chores beside the claims when they are
+   * due: a wake-up for new work never waits behind them.
+   */
   async function run(): Promise<void> {
-    let lastChores = 0
+    let failures = 0
     while (!stopping) {
       try {
         woken = false
         const { full } = await claimAndDispatch()
-        const now = clock.now().getTime()
-        if (nextChoresAt !== undefined && nextChoresAt <= now) choresWanted = true
-        if (choresWanted || now - lastChores >= settings.pollIntervalMs) {
-          choresWanted = false
-          lastChores = now
-          const chores = await housekeeping()
-          if (Object.values(chores).some((n) => n > 0)) {
-            choresWanted = true
-            continue
-          }
-        }
+        startChoresIfDue()
+        failures = 0
         // A full claim may have left more due; a short one took all that was due then.
         if (full && inFlight.size < settings.concurrency) continue
         await sleep(await idleMs())
       } catch (error) {
-        deps.log.error({ err: error }, 'scheduler pass failed; retrying shortly')
-        await sleep(settings.pollIntervalMs)
+        failures += 1
+        const waitMs = backoffMs(failures)
+        if (isDatabaseUnavailable(error)) deps.log.warn({ err: error, retryInMs: waitMs }, 'scheduler: the database is not answering; backing off')
+        else deps.log.error({ err: error, retryInMs: waitMs }, 'scheduler pass failed; retrying shortly')
+        // The chores may have been cut off: run them on the next pass.
+        choresWanted = true
+        await sleep(waitMs)
       }
     }
+  }
+
+  let chores: Promise<void> | undefined
+  let lastChores = 0
+  /** Runs the chores in the background when asked for, when the next one falls due, or a poll interval after the last. */
+  function startChoresIfDue(): void {
+    const now = clock.now().getTime()
+    const due = choresWanted || (nextChoresAt !== undefined && nextChoresAt <= now) || now - lastChores >= settings.pollIntervalMs
+    if (chores || stopping || !due) return
+    choresWanted = false
+    lastChores = now
+    chores = housekeeping(false).then((done) => {
+      pumpMail()
+      // More may be waiting behind a full batch: go again at once.
+      if (Object.values(done).some((n) => n > 0)) wake(undefined)
+    }).finally(() => { chores = undefined })
+  }
+
+  /** 100 ms doubling to 2 s: a database back from an outage is noticed within about two seconds. */
+  function backoffMs(failures: number): number {
+    return Math.min(100 * 2 ** Math.min(failures - 1, 5), 2000)
   }
 
   /** Until the next known due time, at most a poll interval; a NOTIFY or a finished call wakes earlier. */
@@ -224,13 +296,17 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     async start() {
       if (deps.listen) unlisten = await deps.listen(wake)
       stopping = false
+      stopSignal = new AbortController()
       loop = run()
     },
     async stop(graceMs) {
       stopping = true
+      stopSignal.abort()
       wake()
       await loop
       await unlisten?.()
+      await chores
+      await mailPump
       const pending = [...inFlight.values()]
       const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
       await Promise.race([Promise.all(pending.map((f) => f.done)), graceOver])

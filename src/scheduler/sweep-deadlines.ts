@@ -1,30 +1,37 @@
 import type { DB } from '../db/connect.js'
+import { isTransientDatabaseError } from '../db/errors.js'
+import { mailControllers } from '../modules/instances/notify.js'
 import { isolated, rethrow, type RowErrorHandler } from './isolated.js'
-import { mailController } from '../modules/instances/notify.js'
+import { markOverdueSteps } from './step-chores-repository.js'
 
 /**
- * Marks overdue steps as reported and queues one mail to the controller for each. The conditional
- * update lets exactly one sweeper win a step, and the mail's unique key would stop a second anyway.
+ * Marks overdue steps as reported and queues one mail to the controller for each, a batch in one
+ * transaction. SKIP LOCKED and the mark let exactly one sweeper take a step, and the mail's unique
+ * key would stop a second anyway. A batch that fails for a reason other than the database is tried
+ * step by step, so one step that cannot be reported does not hold back the others.
  */
 export async function sweepDeadlines(db: DB, now: Date, limit: number, onError: RowErrorHandler = rethrow): Promise<number> {
-  const overdue = await db.selectFrom('instance_steps').select(['tenant_id', 'id'])
-    .where('deadline_at', '<=', now).where('deadline_notified_at', 'is', null)
-    .where('state', 'in', ['due', 'running', 'failed'])
-    .orderBy('deadline_at').limit(limit).execute()
-  let reported = 0
-  for (const candidate of overdue) {
-    const didReport = await isolated(onError, candidate.id, () => db.transaction().execute(async (trx) => {
-      const step = await trx.updateTable('instance_steps').set({ deadline_notified_at: now })
-        .where('tenant_id', '=', candidate.tenant_id).where('id', '=', candidate.id)
-        .where('deadline_notified_at', 'is', null).where('state', 'in', ['due', 'running', 'failed'])
-        .returningAll().executeTakeFirst()
-      if (!step) return false
-      const instance = await trx.selectFrom('process_instances').selectAll()
-        .where('tenant_id', '=', step.tenant_id).where('id', '=', step.instance_id).executeTakeFirstOrThrow()
-      await mailController(trx, instance, { kind: 'deadlineMissed', dedupeKey: `deadlineMissed:${step.id}`, step, now })
-      return true
-    }))
-    if (didReport) reported += 1
+  try {
+    return await sweepBatch(db, now, limit)
+  } catch (error) {
+    if (isTransientDatabaseError(error)) throw error
+    const candidates = await db.selectFrom('instance_steps').select('id')
+      .where('deadline_at', '<=', now).where('deadline_notified_at', 'is', null).where('state', 'in', ['due', 'running', 'failed'])
+      .orderBy('deadline_at').limit(limit).execute()
+    let reported = 0
+    for (const { id } of candidates) {
+      if (await isolated(onError, id, async () => (await sweepBatch(db, now, 1, id)) > 0)) reported += 1
+    }
+    return reported
   }
-  return reported
+}
+
+function sweepBatch(db: DB, now: Date, limit: number, onlyStep?: string): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const overdue = await markOverdueSteps(trx, now, limit, onlyStep)
+    await mailControllers(trx, overdue.map(({ instance, step }) => ({
+      instance, cause: { kind: 'deadlineMissed' as const, dedupeKey: `deadlineMissed:${step.id}`, step, now }
+    })))
+    return overdue.length
+  })
 }

@@ -18,7 +18,7 @@ t.test('two processes migrating one empty database at once both succeed', async 
   t.equal(runs.filter((r) => /applied: 0001_initial, 0002_work_notifications/.test(r.output())).length, 1, 'one of them applied the migration')
   t.equal(runs.filter((r) => /up to date/.test(r.output())).length, 1, 'the other found nothing to do')
 
-  const handle = openPostgres(databaseUrl(name), 1)
+  const handle = openPostgres(databaseUrl(name), { poolMax: 1 })
   t.teardown(() => handle.close())
   t.same(await pendingMigrations(handle.db as never), [])
   const { rows } = await sql<{ indexname: string }>`select indexname from pg_indexes where indexdef like '% WHERE %'`.execute(handle.db)

@@ -35,7 +35,7 @@ export async function createTestDatabase(): Promise<DatabaseHandle & { name: str
   await withRetry(async () => {
     await adminQuery(`create database ${name} template ${TEMPLATE_DATABASE}`)
   })
-  const handle = openPostgres(databaseUrl(name), 10)
+  const handle = openPostgres(databaseUrl(name), { poolMax: 10 })
   let dropped = false
   return {
     ...handle,

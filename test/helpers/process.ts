@@ -25,7 +25,15 @@ export interface RunOptions {
 /** Runs a TypeScript entry file of this repo in its own process, as `npm start` would; args follow the script. */
 export function runScript(script: string, env: Record<string, string>, args: string[] = [], options: RunOptions = {}): RunningProcess {
   const [command, argv] = options.direct ? [process.execPath, ['--import', 'tsx', script, ...args]] : [TSX, [script, ...args]]
-  const child = spawn(command, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  return runCommand(command, argv, env)
+}
+
+/**
+ * Runs a command in the repository's folder, e.g. `npm start` as a reader would. With `group`, it leads
+ * a process group of its own, so `process.kill(-pid)` reaches whatever it started.
+ */
+export function runCommand(command: string, argv: string[], env: Record<string, string>, options: { group?: boolean } = {}): RunningProcess {
+  const child = spawn(command, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: options.group ?? false })
   let text = ''
   const waiters = new Set<() => void>()
   const onData = (chunk: Buffer) => {

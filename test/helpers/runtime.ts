@@ -3,7 +3,7 @@ import { createHttpClient } from '../../src/adapters/http-client.js'
 import { createMailer } from '../../src/adapters/mailer.js'
 import { createSecretBox } from '../../src/lib/secret-box.js'
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../src/scheduler/retry-policy.js'
-import { createScheduler, type Logger, type Scheduler, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
+import { createScheduler, type Logger, type Scheduler, type SchedulerDeps, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
 import { setupApp, type Client, type TestContext } from './app.js'
 import { TestProvider } from './provider.js'
 import { TestSmtpServer } from './smtp.js'
@@ -12,7 +12,7 @@ import { TestSmtpServer } from './smtp.js'
 export type StepInput = Record<string, unknown>
 
 export interface RuntimeContext extends TestContext {
-  tenant: { id: string; webId: string; client: Client }
+  tenant: { id: string; webId: string; key: string; client: Client }
   api: Client
   provider: TestProvider
   smtp: TestSmtpServer
@@ -22,8 +22,8 @@ export interface RuntimeContext extends TestContext {
   worker: { id: string; email: string }
   propertyId: string
   scheduler: Scheduler
-  /** Another scheduler on the same database, as a second worker process would be. */
-  newScheduler(overrides?: Partial<SchedulerSettings>, log?: Logger): Scheduler
+  /** Another scheduler on the same database, as a second worker process would be; `deps` replaces its parts. */
+  newScheduler(overrides?: Partial<SchedulerSettings>, log?: Logger, deps?: Partial<SchedulerDeps>): Scheduler
   /** An active template with these steps; returns its id. */
   template(steps: StepInput[], options?: { notifyOnCompletion?: boolean }): Promise<string>
   start(templateId: string, extra?: Record<string, unknown>): Promise<InstanceView>
@@ -64,7 +64,7 @@ export async function setupRuntime(
 
   const http = createHttpClient({ maxBodyBytes: 65536, maxSockets: 32, userAgent: 'Baton/test', allowPrivateNetworks: true })
   const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
-  const newScheduler = (overrides: Partial<SchedulerSettings> = {}, log: Logger = QUIET) => createScheduler({
+  const newScheduler = (overrides: Partial<SchedulerSettings> = {}, log: Logger = QUIET, deps: Partial<SchedulerDeps> = {}) => createScheduler({
     db: ctx.db,
     clock: ctx.clock,
     http,
@@ -83,7 +83,8 @@ export async function setupRuntime(
       policy: { ...FAST_RETRIES, maxAttempts: options.maxAttempts ?? FAST_RETRIES.maxAttempts },
       claimTtlMs: 15 * 60_000,
       ...overrides
-    }
+    },
+    ...deps
   })
   t.teardown(async () => {
     http.close()

@@ -113,3 +113,29 @@ t.test('an instance with no further work leaves the scheduler idle', async (t) =
   t.equal(done.data.status, 'completed')
   t.equal(rt.smtp.mails.length, 0, 'no completion mail unless the template asks')
 })
+
+t.test('forty waiting steps fall due at once: two schedulers start each exactly once, in batches', async (t) => {
+  const rt = await setupRuntime(t)
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'Re-value tomorrow', start: { mode: 'daysAfterPrevious', days: 1 }, responsibility: 'propertyMaintainer', refersTo: { property: true } },
+    { kind: 'task', name: 'Look at it', deadlineDays: 2 }
+  ])
+  const N = 40
+  for (let i = 0; i < N; i++) await rt.start(templateId)
+  rt.clock.advance(DAY + HOUR)
+  const [a, b] = [rt.newScheduler({ batchSize: 7 }), rt.newScheduler({ batchSize: 7 })]
+  const [runA, runB] = await Promise.all([a.runOnce(), b.runOnce()])
+  t.equal(runA.stepsStarted + runB.stepsStarted, N, 'every waiting step started once between them')
+  t.ok(runA.stepsStarted > 0 && runB.stepsStarted > 0, `both took part (${runA.stepsStarted} and ${runB.stepsStarted})`)
+  const deliveries = await rt.db.selectFrom('deliveries').select(['step_id', 'status']).execute()
+  t.equal(deliveries.length, N, 'one delivery per step')
+  t.equal(new Set(deliveries.map((d) => d.step_id)).size, N)
+  t.ok(deliveries.every((d) => d.status === 'succeeded'), 'all delivered')
+  const started = await rt.db.selectFrom('activities').select('step_id').where('kind', '=', 'stepStarted').execute()
+  t.equal(started.length, 2 * N, 'one "started" activity per step: the webhook and then the task')
+  const steps = await rt.db.selectFrom('instance_steps').select(['position', 'state', 'assignee_user_id', 'deadline_at']).execute()
+  t.ok(steps.filter((s) => s.position === 1).every((s) => s.state === 'done' && s.assignee_user_id === rt.worker.id), 'the webhooks are done, assigned to the property\'s maintainer')
+  t.ok(steps.filter((s) => s.position === 2).every((s) => s.state === 'due' && s.deadline_at !== null), 'the tasks are due, with their deadlines')
+  const versions = await rt.db.selectFrom('process_instances').select('version').execute()
+  t.ok(versions.every((v) => v.version === versions[0]!.version), 'each process moved on by the same number of changes')
+})

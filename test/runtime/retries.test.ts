@@ -230,8 +230,8 @@ t.test('a worker whose lease expired is fenced: its late outcome changes nothing
 
   const before = await deliveryOf(stepId)
   t.equal(before.status, 'succeeded')
-  t.same(before.attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'retry'], [2, 'succeeded']],
-    'the reaped claim and the takeover are both logged')
+  t.same(before.attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'aborted'], [2, 'succeeded']],
+    'the reaped claim (aborted) and the takeover are both logged')
   t.match(before.attempts[0].error, /lease expired/)
   const viewBefore = await rt.instance(instanceId)
   const count = async (table: 'activities' | 'outbox_mails') =>
@@ -246,7 +246,8 @@ t.test('a worker whose lease expired is fenced: its late outcome changes nothing
     statusCode: 410,
     error: null,
     responseBody: 'gone',
-    decision: { action: 'give-up', reason: 'HTTP 410 is not retried' }
+    decision: { action: 'give-up', reason: 'HTTP 410 is not retried' },
+    outcome: 'failed'
   }, rt.clock.now())
   t.equal(result, 'fenced')
 
@@ -260,7 +261,7 @@ t.test('a worker whose lease expired is fenced: its late outcome changes nothing
 
   // A late success from A is fenced just the same.
   t.equal(await recordOutcome(rt.db, {
-    delivery: stale, startedAt: claimedAt, durationMs: 2500, statusCode: 200, error: null, responseBody: 'ok', decision: { action: 'succeed' }
+    delivery: stale, startedAt: claimedAt, durationMs: 2500, statusCode: 200, error: null, responseBody: 'ok', decision: { action: 'succeed' }, outcome: 'succeeded'
   }, rt.clock.now()), 'fenced')
   t.same(await deliveryOf(stepId), before)
 })

@@ -14,7 +14,7 @@ import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
 // clock is set to the present before each process starts, so what the API queues is due at once.
 const rt = await setupRuntime(t)
 const { rows: [current] } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
-const database = openPostgres(databaseUrl(current!.name), 2)
+const database = openPostgres(databaseUrl(current!.name), { poolMax: 2 })
 const http = createHttpClient({ maxBodyBytes: 65536, maxSockets: 16, userAgent: 'Baton/test', allowPrivateNetworks: true })
 const mailer = createMailer({ smtpUrl: rt.smtp.url, mailDir: '', timeoutMs: 2000 })
 const timers = new Set<NodeJS.Timeout>()
@@ -144,7 +144,7 @@ t.test('stop(grace) lets a call in flight finish and records it', async (t) => {
   t.same(errors, [])
 })
 
-t.test('stop(grace) aborts a call that outlasts the grace period and releases its delivery', async (t) => {
+t.test('stop(grace) cuts off a call that outlasts the grace period: an aborted attempt, counted, due again at once', async (t) => {
   const scheduler = loopScheduler({})
   await scheduler.start()
   const hold = () => new Promise<Reply>((resolve) => {
@@ -163,13 +163,14 @@ t.test('stop(grace) aborts a call that outlasts the grace period and releases it
 
   const delivery = await deliveryOf(stepId)
   t.equal(delivery.status, 'pending', 'released for another worker')
-  t.equal(delivery.attemptCount, 0, 'an aborted call does not count as an attempt')
-  t.same(delivery.attempts, [], 'and is not logged as one')
+  t.equal(delivery.attemptCount, 1, 'the call left Baton, so it counts as an attempt')
+  t.same(delivery.attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'aborted']], 'and is logged as aborted')
+  t.match(delivery.attempts[0].error, /shut down before the provider answered/)
   t.ok(new Date(delivery.nextAttemptAt).getTime() <= Date.now(), 'due again at once')
   const { rows } = await sql<{ lease_owner: string | null; lease_expires_at: Date | null; attempt_count: number }>`
     select lease_owner, lease_expires_at, attempt_count from deliveries where id = ${delivery.id}
   `.execute(rt.db)
-  t.same(rows, [{ lease_owner: null, lease_expires_at: null, attempt_count: 0 }], 'the lease is given up')
+  t.same(rows, [{ lease_owner: null, lease_expires_at: null, attempt_count: 1 }], 'the lease is given up')
   const view = await rt.instance(instanceId)
   t.equal(view.steps[0].state, 'due', 'the step is due again')
   t.equal(view.status, 'running')
@@ -182,5 +183,6 @@ t.test('stop(grace) aborts a call that outlasts the grace period and releases it
   for (let i = 0; i < 300 && (await rt.instance(instanceId)).status !== 'completed'; i++) await sleep(10)
   await next.stop(1000)
   t.equal((await rt.instance(instanceId)).status, 'completed', 'a second worker completes it')
-  t.same((await deliveryOf(stepId)).attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'succeeded']])
+  t.same((await deliveryOf(stepId)).attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'aborted'], [2, 'succeeded']],
+    'the resent call is attempt 2')
 })

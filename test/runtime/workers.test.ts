@@ -144,7 +144,7 @@ t.test('crash: a worker killed with calls in flight; a second worker finishes ev
   for (const attempt of attempts) byDelivery.set(attempt.delivery_id, [...(byDelivery.get(attempt.delivery_id) ?? []), attempt])
   t.equal(byDelivery.size, N)
   t.ok([...byDelivery.values()].every((log) => log.length === 2
-    && log[0]!.attempt_number === 1 && log[0]!.outcome === 'retry' && /lease expired/.test(log[0]!.error ?? '')
+    && log[0]!.attempt_number === 1 && log[0]!.outcome === 'aborted' && /lease expired/.test(log[0]!.error ?? '')
     && log[1]!.attempt_number === 2 && log[1]!.outcome === 'succeeded' && log[1]!.status_code === 200
   ), 'each attempt log shows the lease expiring, then the takeover succeeding as attempt 2')
 
@@ -153,7 +153,7 @@ t.test('crash: a worker killed with calls in flight; a second worker finishes ev
 
   const first = instances[0]!
   const readable = await rt.api.get(`/v1/deliveries?instanceId=${first.id}`)
-  t.same(readable.data.items[0].attempts.map((a: { outcome: string }) => a.outcome), ['retry', 'succeeded'], 'the attempt log is readable over the API')
+  t.same(readable.data.items[0].attempts.map((a: { outcome: string }) => a.outcome), ['aborted', 'succeeded'], 'the attempt log is readable over the API')
 
   b.child.kill('SIGTERM')
   t.equal(await b.exited, 0, 'worker B stops cleanly')
@@ -257,4 +257,71 @@ t.test('SIGTERM: a worker lets its call in flight finish and record, then exits 
   const attempts = await rt.db.selectFrom('delivery_attempts').select(['attempt_number', 'outcome', 'status_code', 'response_body']).execute()
   t.same(attempts, [{ attempt_number: 1, outcome: 'succeeded', status_code: 200, response_body: 'slow but fine' }], 'the attempt was recorded')
   t.equal(rt.provider.calls.length, 1)
+})
+
+t.test('SIGTERM with calls slower than the grace: each cut-off call is an aborted attempt, counted, and the next worker sends it with the same Idempotency-Key', async (t) => {
+  const rt = await setupRuntime(t)
+  const workers = await workersFor(t, rt)
+  rt.clock.set(new Date())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Very slow ValueCo' }])
+  let slow = true
+  rt.provider.always(() => ({ status: 200, body: 'fine', delayMs: slow ? 5000 : 0 }))
+  const N = 4
+  for (let i = 0; i < N; i++) await rt.start(templateId)
+
+  const a = workers.spawn('worker-slow', { SHUTDOWN_GRACE_MS: '300', WEBHOOK_TIMEOUT_MS: '8000', SCHEDULER_LEASE_MS: '20000' })
+  await waitUntil(`${N} calls to arrive`, () => rt.provider.calls.length === N, workers)
+  a.child.kill('SIGTERM')
+  t.equal(await a.exited, 0, 'the worker exits 0 after its grace')
+
+  const cutOff = await rt.db.selectFrom('delivery_attempts').select(['delivery_id', 'attempt_number', 'outcome', 'error']).execute()
+  t.equal(cutOff.length, N, 'every call that left is in the attempt log')
+  t.ok(cutOff.every((a) => a.attempt_number === 1 && a.outcome === 'aborted' && /shut down/.test(a.error ?? '')), 'as attempt 1, aborted')
+  const held = await rt.db.selectFrom('deliveries').select(['status', 'attempt_count', 'lease_owner']).execute()
+  t.ok(held.every((d) => d.status === 'pending' && d.attempt_count === 1 && d.lease_owner === null), 'nothing is left leased; each counts one attempt')
+
+  slow = false
+  const b = workers.spawn('worker-next')
+  await waitUntil('every delivery to succeed', async () => (await deliveryStatuses(rt)).succeeded === N, workers)
+  t.equal(rt.provider.calls.length, 2 * N, 'each delivery was sent twice: cut off, then again')
+  for (const id of new Set(rt.provider.calls.map(deliveryIdOf))) {
+    const calls = rt.provider.calls.filter((c) => deliveryIdOf(c) === id)
+    t.same(calls.map((c) => c.headers['idempotency-key']), [id, id], 'with the same Idempotency-Key')
+  }
+  const log = await rt.db.selectFrom('delivery_attempts').select(['attempt_number', 'outcome']).orderBy('attempt_number').execute()
+  t.equal(log.filter((a) => a.attempt_number === 2 && a.outcome === 'succeeded').length, N, 'the second attempt succeeded')
+  b.child.kill('SIGTERM')
+  t.equal(await b.exited, 0)
+})
+
+t.test('kill -9: the dead worker\'s per-host slots are free at once, while its claims wait for the lease', async (t) => {
+  const rt = await setupRuntime(t)
+  const workers = await workersFor(t, rt)
+  rt.clock.set(new Date())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Hold the line' }])
+  // Worker A's calls hang until A is gone; afterwards the provider answers at once.
+  let holding = true
+  let release: () => void = () => {}
+  const released = new Promise<void>((resolve) => { release = resolve })
+  rt.provider.always((): Reply | Promise<Reply> => holding ? released.then(() => ({ status: 200, body: 'too late' })) : { status: 200, body: 'ok' })
+  t.teardown(() => release())
+  const limits = { WEBHOOK_PER_HOST_CONCURRENCY: '2', SCHEDULER_CONCURRENCY: '2', SCHEDULER_LEASE_MS: '20000', WEBHOOK_TIMEOUT_MS: '15000' }
+  await rt.start(templateId)
+  await rt.start(templateId)
+  const a = workers.spawn('worker-doomed', limits)
+  await waitUntil('worker A to hold both slots', () => rt.provider.calls.length === 2, workers)
+  a.child.kill('SIGKILL')
+  await a.exited
+  const killedAt = Date.now()
+  holding = false
+  release()
+  await rt.start(templateId)
+  await rt.start(templateId)
+  workers.spawn('worker-next', limits)
+  await waitUntil('the two new deliveries to succeed', async () => (await deliveryStatuses(rt)).succeeded === 2, workers)
+  const took = Date.now() - killedAt
+  t.comment(`the host was called again ${took} ms after the kill (lease 20000 ms)`)
+  t.ok(took < 15_000, `worker B called the host ${took} ms after the kill, long before A's 20 s lease ran out: the slots came back at once`)
+  const statuses = await deliveryStatuses(rt)
+  t.same(statuses, { running: 2, succeeded: 2 }, 'A\'s own claims still wait for their lease')
 })

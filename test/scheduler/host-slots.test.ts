@@ -1,13 +1,29 @@
 import { sql } from 'kysely'
 import t from 'tap'
-import { acquireHostSlot, hostKey, HostSlotPool, type HostLimit } from '../../src/scheduler/host-slots.js'
+import { hostKey, HostSlots, type HostSlot } from '../../src/scheduler/host-slots.js'
 import { createTestDatabase } from '../helpers/database.js'
 
 const database = await createTestDatabase()
 t.teardown(() => database.drop())
 const db = database.db
-const limit = (owner: string, extra: Partial<HostLimit> = {}): HostLimit => ({ perHost: 2, ttlMs: 60_000, callMs: 1000, owner, ...extra })
-const slotsOf = async (host: string) => Number((await sql<{ n: string }>`select count(*) as n from host_slots where host = ${host}`.execute(db)).rows[0]!.n)
+
+/** A worker's slots on a connection of its own, as buildScheduler makes them. */
+function worker(perHost: number, errors: unknown[] = []): HostSlots {
+  const slots = new HostSlots(() => database.session({ timeouts: true }), perHost, (e) => errors.push(e))
+  t.teardown(() => slots.close())
+  return slots
+}
+
+async function advisoryLocks(): Promise<{ pid: number; objid: number }[]> {
+  const { rows } = await sql<{ pid: number; objid: number }>`
+    select pid, objid::int as objid from pg_locks
+    where locktype = 'advisory' and granted and database = (select oid from pg_database where datname = current_database())
+    order by objid
+  `.execute(db)
+  return rows
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 t.test('the host key is host:port with the default port filled in', async (t) => {
   t.equal(hostKey('https://provider.example/hook?x=1'), 'provider.example:443')
@@ -16,47 +32,126 @@ t.test('the host key is host:port with the default port filled in', async (t) =>
   t.equal(hostKey('not a url'), undefined)
 })
 
-t.test('at most perHost slots per host, whichever worker asks; other hosts are not affected', async (t) => {
-  t.ok(await acquireHostSlot(db, 'a.example:443', limit('w1')))
-  t.ok(await acquireHostSlot(db, 'a.example:443', limit('w2')))
-  t.equal(await acquireHostSlot(db, 'a.example:443', limit('w2')), undefined, 'the third is refused')
-  t.ok(await acquireHostSlot(db, 'b.example:443', limit('w2')), 'another host has its own slots')
-  const concurrent = await Promise.all(Array.from({ length: 10 }, () => acquireHostSlot(db, 'c.example:443', limit('w3'))))
-  t.equal(concurrent.filter((s) => s !== undefined).length, 2, 'ten takers at once: exactly two win')
+t.test('at most perHost slots per host across workers; other hosts are not affected', async (t) => {
+  const [a, b] = [worker(2), worker(2)]
+  const first = await a.acquire('a.example:443', 0)
+  const second = await b.acquire('a.example:443', 0)
+  t.ok(first && second, 'two workers take one slot each')
+  t.not(first!.number, second!.number, 'different slots')
+  t.equal(await b.acquire('a.example:443', 0), undefined, 'the third is refused')
+  t.ok(await b.acquire('b.example:443', 0), 'another host has its own slots')
+  a.release(first!)
+  b.release(second!)
 })
 
-t.test('a dead worker\'s slot expires by itself', async (t) => {
-  t.ok(await acquireHostSlot(db, 'dead.example:80', limit('gone', { perHost: 1, ttlMs: 200 })))
-  t.equal(await acquireHostSlot(db, 'dead.example:80', limit('w1', { perHost: 1 })), undefined)
-  await new Promise((resolve) => setTimeout(resolve, 250))
-  t.ok(await acquireHostSlot(db, 'dead.example:80', limit('w1', { perHost: 1 })), 'free again after its ttl')
+t.test('one worker never counts one lock twice: ten takers at once get exactly perHost slots', async (t) => {
+  const slots = worker(2)
+  const taken = await Promise.all(Array.from({ length: 10 }, () => slots.acquire('c.example:443', 0)))
+  const granted = taken.filter((s): s is HostSlot => s !== undefined)
+  t.equal(granted.length, 2)
+  t.same(new Set(granted.map((s) => s.number)).size, 2, 'two distinct slots')
+  for (const slot of granted) slots.release(slot)
 })
 
-t.test('the pool reuses a handed-back slot, frees idle ones, and frees all on close', async (t) => {
+t.test('a slot given back goes straight to a call waiting at the same worker', async (t) => {
+  const slots = worker(1)
+  const held = await slots.acquire('d.example:80', 0)
+  t.ok(held)
+  const waiting = slots.acquire('d.example:80', 5000)
+  await sleep(20)
+  const releasedAt = Date.now()
+  slots.release(held!)
+  const next = await waiting
+  t.equal(next?.number, held!.number, 'the same slot')
+  t.ok(Date.now() - releasedAt < 50, `handed over in ${Date.now() - releasedAt} ms, without waiting for a poll`)
+  slots.release(next!)
+})
+
+t.test('a slot freed by another worker reaches a waiting call within the linger and a poll', async (t) => {
+  const [a, b] = [worker(1), worker(1)]
+  const held = await a.acquire('e.example:80', 0)
+  const waiting = b.acquire('e.example:80', 5000)
+  const releasedAt = Date.now()
+  a.release(held!)
+  const next = await waiting
+  t.ok(next, 'worker B got the slot')
+  const took = Date.now() - releasedAt
+  t.ok(took < 600, `after ${took} ms (linger 200 ms, poll 100 ms)`)
+  b.release(next!)
+})
+
+t.test('a call waits no longer than it was told, and no more calls wait than may run', async (t) => {
+  const slots = worker(1)
+  const held = await slots.acquire('f.example:80', 0)
+  const started = Date.now()
+  t.equal(await slots.acquire('f.example:80', 150), undefined, 'none came in time')
+  t.ok(Date.now() - started >= 140)
+  const waiting = slots.acquire('f.example:80', 5000)
+  await sleep(10)
+  t.ok(slots.isCrowded('f.example:80'), 'one call waits: the host is crowded at this worker')
+  t.equal(await slots.acquire('f.example:80', 5000), undefined, 'a second would-be waiter is turned away at once')
+  slots.release(held!)
+  const next = await waiting
+  t.ok(next, 'the waiting call got the slot')
+  const stop = new AbortController()
+  const blocked = slots.acquire('f.example:80', 5000, stop.signal)
+  const stoppedAt = Date.now()
+  stop.abort()
+  t.equal(await blocked, undefined, 'a stopping worker stops waiting')
+  t.ok(Date.now() - stoppedAt < 50, 'at once')
+  slots.release(next!)
+})
+
+t.test('a worker whose connection dies gives its slots back at once; its next call starts afresh', async (t) => {
   const errors: unknown[] = []
-  const pool = new HostSlotPool(db, limit('pool', { perHost: 1 }), (e) => errors.push(e))
-  const first = await pool.take('p.example:80')
-  t.ok(first)
-  t.equal(await pool.take('p.example:80'), undefined, 'the host is full')
-  pool.give('p.example:80', first!)
-  const again = await pool.take('p.example:80')
-  t.equal(again?.id, first!.id, 'the same slot, without another round trip')
-  pool.give('p.example:80', again!)
-  t.equal(await slotsOf('p.example:80'), 1, 'an idle slot is held for a moment')
-  await new Promise((resolve) => setTimeout(resolve, 600))
-  t.equal(await slotsOf('p.example:80'), 0, 'then freed')
-  const late = await pool.take('p.example:80')
-  pool.give('p.example:80', late!)
-  await pool.close()
-  t.equal(await slotsOf('p.example:80'), 0, 'close frees the idle slots at once')
-  t.same(errors, [])
+  const [a, b] = [worker(1, errors), worker(1)]
+  const held = await a.acquire('h.example:80', 0)
+  t.equal(await b.acquire('h.example:80', 0), undefined, 'the host is full')
+  const { rows } = await sql<{ pid: number }>`
+    select pid from pg_locks where locktype = 'advisory' and classid::int = hashtext('h.example:80') and objid::int = ${held!.number}
+  `.execute(db)
+  t.equal(rows.length, 1, 'A holds the lock')
+  await sql`select pg_terminate_backend(${rows[0]!.pid})`.execute(db)
+  await sleep(50)
+  const taken = await b.acquire('h.example:80', 0)
+  t.ok(taken, 'worker B takes the slot as soon as A\'s connection is gone')
+  a.release(held!)
+  t.equal(await a.acquire('h.example:80', 0), undefined, 'A, reconnected, does not think it still holds a slot')
+  b.release(taken!)
 })
 
-t.test('a slot close to its expiry is not reused for a call that could outlive it', async (t) => {
-  const pool = new HostSlotPool(db, limit('short', { perHost: 2, ttlMs: 3000, callMs: 1000 }), () => {})
-  const slot = await pool.take('s.example:80')
-  pool.give('s.example:80', slot!)
-  const next = await pool.take('s.example:80')
-  t.ok(next && next.id !== slot!.id, 'a fresh slot instead (3 s ttl < 1 s call + 5 s skew margin)')
-  await pool.close()
+t.test('idle slots are freed after a moment, and all of them on close', async (t) => {
+  await sleep(400)
+  const before = (await advisoryLocks()).length
+  const slots = new HostSlots(() => database.session({ timeouts: true }), 3, () => {})
+  const taken = await Promise.all([slots.acquire('i.example:80', 0), slots.acquire('i.example:80', 0)])
+  for (const slot of taken) slots.release(slot!)
+  t.equal((await advisoryLocks()).length, before + 2, 'idle slots are held for a moment')
+  await sleep(500)
+  t.equal((await advisoryLocks()).length, before, 'then freed')
+  const late = await slots.acquire('i.example:80', 0)
+  slots.release(late!)
+  await slots.close()
+  t.equal((await advisoryLocks()).length, before, 'close frees the idle ones at once')
+})
+
+t.test('a slot held for a while goes back to the database, so a call waiting at another worker gets a turn', async (t) => {
+  const [busy, patient] = [worker(1), worker(1)]
+  let slot = await busy.acquire('j.example:80', 0)
+  const waiting = patient.acquire('j.example:80', 5000)
+  // The busy worker keeps calling the host: each call hands its slot to the next.
+  const began = Date.now()
+  let turns = 0
+  while (Date.now() - began < 1500) {
+    const next = busy.acquire('j.example:80', 5000)
+    busy.release(slot!)
+    slot = await Promise.race([next, waiting.then(() => undefined)])
+    if (!slot) break
+    turns += 1
+    await sleep(20)
+  }
+  const got = await waiting
+  t.ok(got, `the patient worker got the slot after ${Date.now() - began} ms, while the busy one kept asking (${turns} turns)`)
+  t.ok(Date.now() - began < 1500, 'within about a second')
+  patient.release(got!)
 })

@@ -15,7 +15,7 @@ try {
     const building = `${TEMPLATE_DATABASE}_building`
     await admin.query(`drop database if exists ${building} with (force)`)
     await admin.query(`create database ${building}`)
-    const handle = openPostgres(databaseUrl(building), 1)
+    const handle = openPostgres(databaseUrl(building), { poolMax: 1 })
     try {
       await migrateToLatest(handle)
     } finally {

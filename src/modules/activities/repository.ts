@@ -27,7 +27,14 @@ export function listActivitiesOf(db: DB, tenantId: string, link: ActivityLink, r
   return query.execute()
 }
 
+function toInsertable({ data, ...columns }: NewActivityRow) {
+  return { ...columns, data: JSON.stringify(data ?? {}) }
+}
+
 export function insertActivity(db: DB, row: NewActivityRow) {
-  const { data, ...columns } = row
-  return db.insertInto('activities').values({ ...columns, data: JSON.stringify(data ?? {}) }).returningAll().executeTakeFirstOrThrow()
+  return db.insertInto('activities').values(toInsertable(row)).returningAll().executeTakeFirstOrThrow()
+}
+
+export async function insertActivities(db: DB, rows: NewActivityRow[]): Promise<void> {
+  if (rows.length > 0) await db.insertInto('activities').values(rows.map(toInsertable)).execute()
 }

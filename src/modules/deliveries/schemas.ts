@@ -4,8 +4,9 @@ import { PageQuerySchema, Timestamp, Uuid } from '../../schemas/common.js'
 const OptionalId = Type.Union([Uuid, Type.Null()])
 const OptionalTimestamp = Type.Union([Timestamp, Type.Null()])
 
-export const AttemptOutcomeSchema = Type.Union([Type.Literal('succeeded'), Type.Literal('retry'), Type.Literal('failed')], {
-  description: 'succeeded (2xx), retry (will be tried again) or failed (gave up)'
+export const AttemptOutcomeSchema = Type.Union([Type.Literal('succeeded'), Type.Literal('retry'), Type.Literal('failed'), Type.Literal('aborted')], {
+  description: 'succeeded (2xx), retry (will be tried again), failed (gave up), or aborted: the call was cut off before its outcome was known'
+    + ' (a shutdown that ran out of grace, a worker that stopped or lost its lease); it counts as an attempt and is tried again'
 })
 
 export const DeliveryAttemptSchema = Type.Object(

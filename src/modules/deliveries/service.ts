@@ -79,7 +79,7 @@ export async function getDelivery(db: DB, tenantId: string, id: string): Promise
  * retried through its process instead, so that its success moves the process on.
  */
 export async function replay(db: DB, now: Date, tenantId: string, id: string): Promise<Delivery> {
-  await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx) => {
     const row = await repo.lockDelivery(trx, tenantId, id)
     if (!row) throw notFound('Delivery', id)
     if (row.status === 'pending' || row.status === 'running') throw conflict(`Delivery ${id} is ${row.status}; it can be replayed once it has finished.`)
@@ -90,8 +90,9 @@ export async function replay(db: DB, now: Date, tenantId: string, id: string): P
     }
     await repo.replayDelivery(trx, tenantId, id, now)
     await audit(trx, row, now, 'deliveryReplayed', `Delivery ${id} sent again by hand (round ${row.round + 1}).`)
+    // Read inside the transaction: the answer is what committed.
+    return getDelivery(trx, tenantId, id)
   })
-  return getDelivery(db, tenantId, id)
 }
 
 /** At most this many deliveries are queued again by one recovery call; call again for the rest. */

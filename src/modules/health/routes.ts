@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { Type } from 'typebox'
 import type { Kysely } from 'kysely'
 import type { ModuleOptions } from '../../app.js'
+import { UNAVAILABLE_RETRY_AFTER_S } from '../../db/errors.js'
 import { pendingMigrations } from '../../db/migrate.js'
 import { sendProblem } from '../../plugins/problems.js'
 import { problems } from '../../schemas/common.js'
@@ -29,13 +30,15 @@ export default async function healthRoutes(app: FastifyInstance, { db, clock }: 
     }
   }, async (request, reply) => {
     try {
-      await pingDatabase(db)
-      migrated ||= (await pendingMigrations(db as unknown as Kysely<unknown>)).length === 0
+      await withinMs(READY_CHECK_MS, async () => {
+        await pingDatabase(db)
+        migrated ||= (await pendingMigrations(db as unknown as Kysely<unknown>)).length === 0
+      })
     } catch (error) {
       request.log.warn({ err: error }, 'readiness check failed')
-      return sendProblem(reply, unready('The database is not reachable.'))
+      return sendProblem(reply, unready('The database is not reachable.'), RETRY)
     }
-    if (!migrated) return sendProblem(reply, unready('Database migrations are pending.'))
+    if (!migrated) return sendProblem(reply, unready('Database migrations are pending.'), RETRY)
     return { status: 'ok' as const }
   })
 
@@ -54,6 +57,23 @@ export default async function healthRoutes(app: FastifyInstance, { db, clock }: 
     const text = renderMetrics(await queueFigures(db, now), now, { rssBytes: process.memoryUsage.rss(), uptimeSeconds: Math.round(process.uptime()) })
     return reply.type(METRICS_CONTENT_TYPE).send(text)
   })
+}
+
+const RETRY = { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) }
+
+// A probe must answer in time even when the database hangs instead of refusing.
+const READY_CHECK_MS = 2000
+
+async function withinMs(ms: number, check: () => Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
+  })
+  try {
+    await Promise.race([check(), late])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 function unready(detail: string) {

@@ -1,6 +1,6 @@
-import type { Insertable } from 'kysely'
+import { sql, type Insertable } from 'kysely'
 import type { DB } from '../../db/connect.js'
-import type { InstanceStepsTable, ProcessInstancesTable } from '../../db/database.js'
+import type { DeliveryRow, InstanceStepRow, InstanceStepsTable, ProcessInstancesTable, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
 
 export interface InstanceFilter {
@@ -10,6 +10,39 @@ export interface InstanceFilter {
   templateId?: string | undefined
   propertyId?: string | undefined
   addressId?: string | undefined
+}
+
+export interface StartFacts {
+  template: TemplateRow
+  timeZone: string
+  /** The template's steps in order, as JSON (their columns, no timestamps needed). */
+  steps: TemplateStepRow[]
+  userExists: boolean
+  propertyExists: boolean
+  addressExists: boolean
+  /** Names of webhook steps whose service is inactive or not activated by the tenant. */
+  unusableSteps: string[]
+}
+
+/** Everything a start checks and copies, in one statement; undefined when the template does not exist. */
+export async function findStartFacts(
+  db: DB, tenantId: string, input: { templateId: string; responsibleUserId: string; propertyId?: string | undefined; addressId?: string | undefined }
+): Promise<StartFacts | undefined> {
+  const { rows } = await sql<{ template: TemplateRow } & Omit<StartFacts, 'template'>>`
+    select to_jsonb(t) as template, tn.time_zone as "timeZone",
+      coalesce((select jsonb_agg(to_jsonb(s) order by s.position) from template_steps s
+        where s.tenant_id = t.tenant_id and s.template_id = t.id), '[]'::jsonb) as steps,
+      exists (select 1 from users u where u.tenant_id = t.tenant_id and u.id = ${input.responsibleUserId}) as "userExists",
+      exists (select 1 from properties p where p.tenant_id = t.tenant_id and p.id = ${input.propertyId ?? null}) as "propertyExists",
+      exists (select 1 from addresses a where a.tenant_id = t.tenant_id and a.id = ${input.addressId ?? null}) as "addressExists",
+      coalesce((select jsonb_agg(s.name order by s.position) from template_steps s
+        where s.tenant_id = t.tenant_id and s.template_id = t.id and s.kind = 'webhook' and s.service_id is not null
+          and not exists (select 1 from marketplace_services m join service_activations a on a.service_id = m.id and a.tenant_id = s.tenant_id
+            where m.id = s.service_id and m.active)), '[]'::jsonb) as "unusableSteps"
+    from process_templates t join tenants tn on tn.id = t.tenant_id
+    where t.tenant_id = ${tenantId} and t.id = ${input.templateId}
+  `.execute(db)
+  return rows[0]
 }
 
 export function findInstance(db: DB, tenantId: string, id: string) {
@@ -27,22 +60,31 @@ export function insertInstance(db: DB, row: Insertable<ProcessInstancesTable>) {
     .returningAll().executeTakeFirst()
 }
 
-export async function insertSteps(db: DB, rows: Insertable<InstanceStepsTable>[]): Promise<void> {
-  if (rows.length > 0) await db.insertInto('instance_steps').values(rows).execute()
+export async function insertSteps(db: DB, rows: Insertable<InstanceStepsTable>[]) {
+  return rows.length === 0 ? [] : db.insertInto('instance_steps').values(rows).returningAll().execute()
 }
 
-export function listSteps(db: DB, tenantId: string, instanceId: string) {
-  return db.selectFrom('instance_steps').selectAll().where('tenant_id', '=', tenantId).where('instance_id', '=', instanceId)
-    .orderBy('position').execute()
-}
+export type LatestDelivery = Pick<DeliveryRow, 'id' | 'step_id' | 'status' | 'round' | 'attempt_count' | 'next_attempt_at' | 'last_status_code' | 'last_error'>
 
-/** The latest delivery of each webhook step of an instance. */
-export function latestDeliveriesOf(db: DB, tenantId: string, instanceId: string) {
-  return db.selectFrom('deliveries').distinctOn('step_id')
-    .select(['id', 'step_id', 'status', 'round', 'attempt_count', 'next_attempt_at', 'last_status_code', 'last_error'])
-    .where('tenant_id', '=', tenantId).where('instance_id', '=', instanceId).where('step_id', 'is not', null)
-    .orderBy('step_id').orderBy('id', 'desc')
-    .execute()
+/** An instance's steps in order, each with its latest delivery (webhook steps that have one), in one statement. */
+export async function listStepsWithDeliveries(db: DB, tenantId: string, instanceId: string): Promise<{ step: InstanceStepRow; delivery: LatestDelivery | undefined }[]> {
+  const rows = await db.selectFrom('instance_steps as s')
+    .leftJoinLateral((eb) => eb.selectFrom('deliveries as d')
+      .select(['d.id', 'd.status', 'd.round', 'd.attempt_count', 'd.next_attempt_at', 'd.last_status_code', 'd.last_error'])
+      .whereRef('d.tenant_id', '=', 's.tenant_id').whereRef('d.step_id', '=', 's.id')
+      .orderBy('d.id', 'desc').limit(1).as('d'), (join) => join.onTrue())
+    .selectAll('s')
+    .select(['d.id as d_id', 'd.status as d_status', 'd.round as d_round', 'd.attempt_count as d_attempt_count',
+      'd.next_attempt_at as d_next_attempt_at', 'd.last_status_code as d_last_status_code', 'd.last_error as d_last_error'])
+    .where('s.tenant_id', '=', tenantId).where('s.instance_id', '=', instanceId)
+    .orderBy('s.position').execute()
+  return rows.map(({ d_id, d_status, d_round, d_attempt_count, d_next_attempt_at, d_last_status_code, d_last_error, ...step }) => ({
+    step,
+    delivery: d_id === null || d_status === null || d_round === null || d_attempt_count === null || d_next_attempt_at === null ? undefined : {
+      id: d_id, step_id: step.id, status: d_status, round: d_round, attempt_count: d_attempt_count, next_attempt_at: d_next_attempt_at,
+      last_status_code: d_last_status_code, last_error: d_last_error
+    }
+  }))
 }
 
 /** Newest first, with the current step joined in for the summary. */

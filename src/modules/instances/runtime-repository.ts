@@ -1,6 +1,17 @@
-import type { Insertable, Updateable } from 'kysely'
+import { sql, type Insertable, type Updateable } from 'kysely'
+import { byKeys } from '../../db/by-keys.js'
 import type { DB } from '../../db/connect.js'
-import type { DeliveriesTable, InstanceStepsTable, OutboxMailsTable, ProcessInstancesTable } from '../../db/database.js'
+import type {
+  DeliveriesTable, DeliveryRow, InstanceRow, InstanceStepRow, InstanceStepsTable, OutboxMailsTable, ProcessInstancesTable, StepState
+} from '../../db/database.js'
+
+/** Rows of one tenant-owned table named by (tenant_id, id); ids are UUIDs, unique across tenants. */
+export interface RowRef {
+  tenant_id: string
+  id: string
+}
+
+const unique = (values: string[]) => [...new Set(values)]
 
 /** Locks the instance row: every change to a running process starts here. */
 export function lockInstance(db: DB, tenantId: string, id: string, options: { noWait?: boolean; skipLocked?: boolean } = {}) {
@@ -45,8 +56,105 @@ export async function cancelOpenSteps(db: DB, tenantId: string, instanceId: stri
   return Number(result.numUpdatedRows)
 }
 
-export function insertDelivery(db: DB, row: Insertable<DeliveriesTable>) {
-  return db.insertInto('deliveries').values(row).execute()
+export async function insertDeliveries(db: DB, rows: Insertable<DeliveriesTable>[]): Promise<DeliveryRow[]> {
+  return rows.length === 0 ? [] : db.insertInto('deliveries').values(rows).returningAll().execute()
+}
+
+export interface StepStartChange {
+  tenant_id: string
+  id: string
+  start_at: Date
+  assignee_user_id: string
+  deadline_at: Date | null
+}
+
+/**
+ * Starts many steps in one statement: due now, with their assignee and deadline. Only steps still in
+ * one of `fromStates` change (another worker may have started one meanwhile); the started ones return.
+ */
+export async function startSteps(db: DB, changes: StepStartChange[], now: Date, fromStates: StepState[]): Promise<InstanceStepRow[]> {
+  if (changes.length === 0) return []
+  const { rows } = await sql<InstanceStepRow>`
+    update instance_steps s
+    set state = 'due', start_at = v.start_at, started_at = ${now}, assignee_user_id = v.assignee_user_id,
+        deadline_at = v.deadline_at, version = s.version + 1
+    from jsonb_to_recordset(${JSON.stringify(changes)}::jsonb)
+      as v(tenant_id uuid, id uuid, start_at timestamptz, assignee_user_id uuid, deadline_at timestamptz)
+    where ${byKeys('s', changes)} and s.tenant_id = v.tenant_id and s.id = v.id and s.state = any(${fromStates}::text[])
+    returning s.*
+  `.execute(db)
+  return rows
+}
+
+export interface StepChange {
+  tenant_id: string
+  id: string
+  state: StepState
+  ended_at?: Date
+  start_at?: Date
+  note?: string | null
+  /** Whether `note` replaces the step's note (a null note clears it). */
+  set_note?: boolean
+}
+
+/** Changes many steps' states in one statement; each change moves its step's version on. The changed rows return. */
+export async function changeSteps(db: DB, changes: StepChange[]): Promise<InstanceStepRow[]> {
+  if (changes.length === 0) return []
+  const { rows } = await sql<InstanceStepRow>`
+    update instance_steps s
+    set state = v.state, ended_at = coalesce(v.ended_at, s.ended_at), start_at = coalesce(v.start_at, s.start_at),
+        note = case when v.set_note then v.note else s.note end, version = s.version + 1
+    from jsonb_to_recordset(${JSON.stringify(changes)}::jsonb)
+      as v(tenant_id uuid, id uuid, state text, ended_at timestamptz, start_at timestamptz, note text, set_note boolean)
+    where ${byKeys('s', changes)} and s.tenant_id = v.tenant_id and s.id = v.id
+    returning s.*
+  `.execute(db)
+  return rows
+}
+
+export interface InstanceChange {
+  tenant_id: string
+  id: string
+  current_position?: number
+  status?: 'completed' | 'cancelled'
+  ended_at?: Date
+  /** One change to the process moves its version (and so its ETag) on by one. */
+  bump: boolean
+}
+
+/** Changes many processes in one statement: only the fields given change; updated_at becomes `now`. The changed rows return. */
+export async function changeInstances(db: DB, changes: InstanceChange[], now: Date): Promise<InstanceRow[]> {
+  if (changes.length === 0) return []
+  const { rows } = await sql<InstanceRow>`
+    update process_instances p
+    set current_position = coalesce(v.current_position, p.current_position), status = coalesce(v.status, p.status),
+        ended_at = coalesce(v.ended_at, p.ended_at), version = p.version + case when v.bump then 1 else 0 end, updated_at = ${now}
+    from jsonb_to_recordset(${JSON.stringify(changes)}::jsonb)
+      as v(tenant_id uuid, id uuid, current_position integer, status text, ended_at timestamptz, bump boolean)
+    where ${byKeys('p', changes)} and p.tenant_id = v.tenant_id and p.id = v.id
+    returning p.*
+  `.execute(db)
+  return rows
+}
+
+/** The steps at these positions of these processes, keyed `instanceId:position`. */
+export async function findStepsAt(db: DB, wanted: { tenant_id: string; instance_id: string; position: number }[]): Promise<Map<string, InstanceStepRow>> {
+  if (wanted.length === 0) return new Map()
+  const { rows } = await sql<InstanceStepRow>`
+    select s.* from instance_steps s
+    join jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as v(tenant_id uuid, instance_id uuid, position integer)
+      on s.tenant_id = v.tenant_id and s.instance_id = v.instance_id and s.position = v.position
+    where s.tenant_id = any(${unique(wanted.map((w) => w.tenant_id))}::uuid[]) and s.instance_id = any(${unique(wanted.map((w) => w.instance_id))}::uuid[])
+  `.execute(db)
+  return new Map(rows.map((r) => [`${r.instance_id}:${r.position}`, r]))
+}
+
+/** One change to each of these processes moves its version on by one. */
+export async function bumpVersions(db: DB, instances: RowRef[], now: Date): Promise<void> {
+  if (instances.length === 0) return
+  await db.updateTable('process_instances').set((eb) => ({ version: eb('version', '+', 1), updated_at: now }))
+    .where('tenant_id', 'in', unique(instances.map((i) => i.tenant_id))).where('id', 'in', unique(instances.map((i) => i.id)))
+    .execute()
 }
 
 /** Cancels the step's deliveries no worker has claimed; returns how many. */
@@ -64,30 +172,42 @@ export function findLatestStepDelivery(db: DB, tenantId: string, stepId: string)
     .orderBy('id', 'desc').limit(1).executeTakeFirst()
 }
 
+export async function findTimeZones(db: DB, tenantIds: string[]): Promise<Map<string, string>> {
+  if (tenantIds.length === 0) return new Map()
+  const rows = await db.selectFrom('tenants').select(['id', 'time_zone']).where('id', 'in', unique(tenantIds)).execute()
+  return new Map(rows.map((r) => [r.id, r.time_zone]))
+}
+
 export function findTenantProfile(db: DB, tenantId: string) {
   return db.selectFrom('tenants').select(['id', 'name', 'web_id', 'time_zone']).where('id', '=', tenantId).executeTakeFirstOrThrow()
 }
 
-export function findUser(db: DB, tenantId: string, userId: string) {
-  return db.selectFrom('users').select(['id', 'name', 'email']).where('tenant_id', '=', tenantId).where('id', '=', userId).executeTakeFirst()
+export async function findUsers(db: DB, refs: RowRef[]): Promise<Map<string, { id: string; name: string; email: string }>> {
+  if (refs.length === 0) return new Map()
+  const rows = await db.selectFrom('users').select(['id', 'name', 'email'])
+    .where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id))).execute()
+  return new Map(rows.map((r) => [r.id, r]))
 }
 
-export async function findMaintainer(db: DB, tenantId: string, table: 'properties' | 'addresses', id: string): Promise<string | null> {
-  const row = await db.selectFrom(table).select('maintainer_user_id').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
-  return row?.maintainer_user_id ?? null
+/** The maintainer and fields of each of these records. */
+export async function findRecords(db: DB, table: 'properties' | 'addresses', refs: RowRef[]) {
+  if (refs.length === 0) return new Map<string, { id: string; maintainer_user_id: string | null; fields: Record<string, unknown> }>()
+  const rows = await db.selectFrom(table).select(['id', 'maintainer_user_id', 'fields'])
+    .where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id))).execute()
+  return new Map(rows.map((r) => [r.id, r]))
 }
 
-export function findRecordFields(db: DB, tenantId: string, table: 'properties' | 'addresses', id: string) {
-  return db.selectFrom(table).select(['id', 'fields']).where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
+/** Queues mails once each: an insert whose key is taken does nothing, however many workers try. */
+export async function insertOutboxMails(db: DB, rows: Insertable<OutboxMailsTable>[]): Promise<void> {
+  if (rows.length === 0) return
+  await db.insertInto('outbox_mails').values(rows).onConflict((oc) => oc.columns(['tenant_id', 'dedupe_key']).doNothing()).execute()
 }
 
-/** Queues a mail once: a second insert with the same key does nothing, however many workers try. */
-export function insertOutboxMail(db: DB, row: Insertable<OutboxMailsTable>) {
-  return db.insertInto('outbox_mails').values(row).onConflict((oc) => oc.columns(['tenant_id', 'dedupe_key']).doNothing()).execute()
-}
-
-export async function countSteps(db: DB, tenantId: string, instanceId: string): Promise<number> {
-  const row = await db.selectFrom('instance_steps').select((eb) => eb.fn.countAll<string>().as('count'))
-    .where('tenant_id', '=', tenantId).where('instance_id', '=', instanceId).executeTakeFirstOrThrow()
-  return Number(row.count)
+/** How many steps each of these processes has. */
+export async function countStepsOf(db: DB, instances: RowRef[]): Promise<Map<string, number>> {
+  if (instances.length === 0) return new Map()
+  const rows = await db.selectFrom('instance_steps').select(['instance_id', (eb) => eb.fn.countAll<string>().as('count')])
+    .where('tenant_id', 'in', unique(instances.map((i) => i.tenant_id))).where('instance_id', 'in', unique(instances.map((i) => i.id)))
+    .groupBy('instance_id').execute()
+  return new Map(rows.map((r) => [r.instance_id, Number(r.count)]))
 }

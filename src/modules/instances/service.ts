@@ -6,16 +6,12 @@ import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import * as activities from '../activities/service.js'
 import type { Activity } from '../activities/schemas.js'
-import { findRecord } from '../records/repository.js'
-import { findActiveService, isServiceActivated, isTenantUser } from '../templates/lookup-repository.js'
-import { findTemplate } from '../templates/repository.js'
-import { listSteps as listTemplateSteps } from '../templates/step-repository.js'
 import * as repo from './repository.js'
 import * as runtime from './runtime-repository.js'
 import type { Advance, DeliverySummary, Instance, InstanceStep, InstanceSummary, ListInstancesQuery, StartInstance } from './schemas.js'
-import { cancelInstance, endStep, enterStep, recordActivity, type Moment } from './transitions.js'
+import { ProcessChanges, type Written } from './process-changes.js'
 
-type DeliveryRow = Awaited<ReturnType<typeof repo.latestDeliveriesOf>>[number]
+type DeliveryRow = repo.LatestDelivery
 
 const iso = (date: Date | null) => date?.toISOString() ?? null
 
@@ -78,10 +74,9 @@ function toSummary(row: repo.InstanceListRow): InstanceSummary {
   return { ...instanceFields(row), currentStep: current }
 }
 
-async function loadInstance(db: DB, tenantId: string, row: InstanceRow): Promise<Instance> {
-  const [steps, deliveries] = await Promise.all([repo.listSteps(db, tenantId, row.id), repo.latestDeliveriesOf(db, tenantId, row.id)])
-  const byStep = new Map(deliveries.map((d) => [d.step_id, d]))
-  const current = row.status === 'running' ? steps.find((s) => s.position === row.current_position) : undefined
+/** The instance as the API shows it, from its row and its steps, each with its latest delivery. */
+function toInstance(row: InstanceRow, steps: { step: InstanceStepRow; delivery: DeliveryRow | undefined }[]): Instance {
+  const current = row.status === 'running' ? steps.find(({ step }) => step.position === row.current_position)?.step : undefined
   return {
     ...instanceFields(row),
     currentStep: current
@@ -90,14 +85,27 @@ async function loadInstance(db: DB, tenantId: string, row: InstanceRow): Promise
           assigneeUserId: current.assignee_user_id, startAt: iso(current.start_at), deadlineAt: iso(current.deadline_at)
         }
       : null,
-    steps: steps.map((s) => toInstanceStep(s, byStep.get(s.id)))
+    steps: steps.map(({ step, delivery }) => toInstanceStep(step, delivery))
   }
+}
+
+async function loadInstance(db: DB, tenantId: string, row: InstanceRow): Promise<Instance> {
+  return toInstance(row, await repo.listStepsWithDeliveries(db, tenantId, row.id))
 }
 
 export async function getInstance(db: DB, tenantId: string, id: string): Promise<Instance> {
   const row = await repo.findInstance(db, tenantId, id)
   if (!row) throw notFound('Process instance', id)
   return loadInstance(db, tenantId, row)
+}
+
+/**
+ * The answer to a change, built inside its own transaction from what it wrote (and its steps as they
+ * now are): a 2xx then always describes what was committed, and a change that committed is never
+ * answered with an error from a later read.
+ */
+async function answerOf(trx: DB, before: InstanceRow, written: Written): Promise<Instance> {
+  return loadInstance(trx, before.tenant_id, written.instances.find((i) => i.id === before.id) ?? before)
 }
 
 export async function listInstances(db: DB, tenantId: string, page: PageRequest, filter: ListInstancesQuery): Promise<PageResult<InstanceSummary>> {
@@ -120,12 +128,12 @@ export interface Started {
  * transaction. With an idempotency key, a repeated start returns the process the first one started.
  */
 export async function startInstance(db: DB, clock: Clock, tenantId: string, input: StartInstance, idempotencyKey?: string): Promise<Started> {
-  const outcome = await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx): Promise<Started> => {
     if (idempotencyKey) {
       const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
-      if (earlier) return { row: checkSameStart(earlier, input), created: false }
+      if (earlier) return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
     }
-    const { template, steps } = await checkStart(trx, tenantId, input)
+    const { template, steps, timeZone } = await checkStart(trx, tenantId, input)
     const now = clock.now()
     const row = await repo.insertInstance(trx, {
       tenant_id: tenantId,
@@ -138,6 +146,7 @@ export async function startInstance(db: DB, clock: Clock, tenantId: string, inpu
       property_id: input.propertyId ?? null,
       address_id: input.addressId ?? null,
       idempotency_key: idempotencyKey ?? null,
+      current_position: 1,
       started_at: now,
       created_at: now,
       updated_at: now
@@ -146,17 +155,19 @@ export async function startInstance(db: DB, clock: Clock, tenantId: string, inpu
       // A concurrent start with the same key committed first: answer with its process.
       const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
       if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
-      return { row: checkSameStart(earlier, input), created: false }
+      return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
     }
-    const copies = steps.map((step) => copyStep(step, row.id, now))
-    await repo.insertSteps(trx, copies)
-    const { time_zone: timeZone } = await runtime.findTenantProfile(trx, tenantId)
-    await recordActivity(trx, row, null, now, 'processStarted', `Process "${row.template_name}" started.`, { responsibleUserId: row.responsible_user_id })
-    const first = await runtime.findStepAt(trx, tenantId, row.id, 1)
-    if (first) await enterStep(trx, row, first, { now, timeZone }, now)
-    return { row, created: true }
+    const copies = await repo.insertSteps(trx, steps.map((step) => copyStep(step, row.id, now)))
+    const changes = new ProcessChanges(trx, now, new Map([[tenantId, timeZone]]))
+    changes.activity(row, null, 'processStarted', `Process "${row.template_name}" started.`, { responsibleUserId: row.responsible_user_id })
+    changes.enterStep(row, copies[0]!, now)
+    const written = await changes.flush()
+    // Built from what this transaction wrote: the new rows, with the first step as it started.
+    const started = new Map(written.steps.map((step) => [step.id, step]))
+    const deliveries = new Map(written.deliveries.map((d) => [d.step_id, d]))
+    const view = copies.map((copy) => ({ step: started.get(copy.id) ?? copy, delivery: deliveries.get(copy.id) }))
+    return { instance: toInstance(written.instances.find((i) => i.id === row.id) ?? row, view), created: true }
   })
-  return { instance: await getInstance(db, tenantId, outcome.row.id), created: outcome.created }
 }
 
 function checkSameStart(earlier: InstanceRow, input: StartInstance): InstanceRow {
@@ -167,37 +178,33 @@ function checkSameStart(earlier: InstanceRow, input: StartInstance): InstanceRow
 }
 
 async function checkStart(db: DB, tenantId: string, input: StartInstance) {
-  const template = await findTemplate(db, tenantId, input.templateId)
-  if (!template) {
-    throw unprocessable('The template does not exist.', [{ pointer: '/body/templateId', detail: 'no such process template' }])
-  }
+  const facts = await repo.findStartFacts(db, tenantId, input)
+  if (!facts) throw unprocessable('The template does not exist.', [{ pointer: '/body/templateId', detail: 'no such process template' }])
+  const { template, steps } = facts
   if (!template.active) {
     throw unprocessable(`Template "${template.name}" is not active; activate it before starting processes.`,
       [{ pointer: '/body/templateId', detail: 'template is inactive' }])
   }
-  const steps = await listTemplateSteps(db, tenantId, template.id)
   if (steps.length === 0) throw unprocessable(`Template "${template.name}" has no steps.`, [{ pointer: '/body/templateId', detail: 'template has no steps' }])
 
   const errors: FieldError[] = []
-  if (!(await isTenantUser(db, tenantId, input.responsibleUserId))) errors.push({ pointer: '/body/responsibleUserId', detail: 'no such user' })
-  for (const [field, table, flag, label] of [
-    ['propertyId', 'properties', 'refers_to_property', 'property'],
-    ['addressId', 'addresses', 'refers_to_address', 'address']
+  if (!facts.userExists) errors.push({ pointer: '/body/responsibleUserId', detail: 'no such user' })
+  for (const [field, exists, flag, label] of [
+    ['propertyId', facts.propertyExists, 'refers_to_property', 'property'],
+    ['addressId', facts.addressExists, 'refers_to_address', 'address']
   ] as const) {
     const id = input[field]
-    if (id !== undefined && !(await findRecord(db, table, tenantId, id))) errors.push({ pointer: `/body/${field}`, detail: `no such ${label}` })
+    if (id !== undefined && !exists) errors.push({ pointer: `/body/${field}`, detail: `no such ${label}` })
     const needing = steps.filter((s) => s[flag])
     if (id === undefined && needing.length > 0) {
       errors.push({ pointer: `/body/${field}`, detail: `required: step ${needing.map((s) => `"${s.name}"`).join(', ')} refers to the ${label}` })
     }
   }
-  for (const step of steps.filter((s) => s.kind === 'webhook' && s.service_id)) {
-    const serviceId = step.service_id ?? ''
-    const usable = (await findActiveService(db, serviceId)) && (await isServiceActivated(db, tenantId, serviceId))
-    if (!usable) errors.push({ pointer: '/body/templateId', detail: `step "${step.name}" calls a marketplace service that is inactive or not activated` })
+  for (const name of facts.unusableSteps) {
+    errors.push({ pointer: '/body/templateId', detail: `step "${name}" calls a marketplace service that is inactive or not activated` })
   }
   if (errors.length > 0) throw unprocessable('The process cannot start: ' + errors.map((e) => e.detail).join('; ') + '.', errors)
-  return { template, steps }
+  return facts
 }
 
 function copyStep(step: TemplateStepRow, instanceId: string, now: Date) {
@@ -233,9 +240,9 @@ async function lockForChange(db: DB, tenantId: string, id: string): Promise<Inst
   return row
 }
 
-async function momentOf(db: DB, clock: Clock, tenantId: string): Promise<Moment> {
-  const { time_zone: timeZone } = await runtime.findTenantProfile(db, tenantId)
-  return { now: clock.now(), timeZone }
+/** The changes of one request to this tenant's processes, at its time zone. */
+async function changesOf(db: DB, tenantId: string, now: Date): Promise<ProcessChanges> {
+  return new ProcessChanges(db, now, await runtime.findTimeZones(db, [tenantId]))
 }
 
 const ALLOWED: Record<string, readonly Advance['outcome'][]> = {
@@ -248,7 +255,7 @@ const ALLOWED: Record<string, readonly Advance['outcome'][]> = {
 
 /** Ends the current step as done or skipped and starts the next one (SPEC section 2, Advancing). */
 export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id: string, input: Advance, by: string): Promise<Instance> {
-  await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx) => {
     const instance = await lockForChange(trx, tenantId, id)
     if (instance.status !== 'running') throw conflict(`Process instance ${id} is ${instance.status}; there is no step to advance.`)
     let step = await currentStep(trx, instance)
@@ -266,10 +273,11 @@ export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id
         : allowed.length > 0 ? `it can only be ${allowed.join(' or ')}` : `it is ${step.state}`
       throw conflict(`Step "${step.name}" (${step.kind}, ${step.state}) cannot be ${input.outcome === 'done' ? 'marked done' : 'skipped'}: ${why}.`)
     }
-    await endStep(trx, instance, step, input.outcome, await momentOf(trx, clock, tenantId), input.note ?? null, by)
-    await runtime.bumpVersion(trx, instance, clock.now())
+    const changes = await changesOf(trx, tenantId, clock.now())
+    changes.endStep(instance, step, input.outcome, input.note ?? null, by)
+    changes.bump(instance)
+    return answerOf(trx, instance, await changes.flush())
   })
-  return getInstance(db, tenantId, id)
 }
 
 async function currentStep(db: DB, instance: InstanceRow): Promise<InstanceStepRow> {
@@ -280,22 +288,25 @@ async function currentStep(db: DB, instance: InstanceRow): Promise<InstanceStepR
 }
 
 export async function cancelProcess(db: DB, clock: Clock, tenantId: string, id: string, note: string | null): Promise<Instance> {
-  await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx) => {
     const instance = await lockForChange(trx, tenantId, id)
     if (instance.status !== 'running') throw conflict(`Process instance ${id} is already ${instance.status}.`)
     // Unclaimed deliveries are cancelled first, so no worker can claim one between the check and the cancel.
     await runtime.cancelPendingDeliveries(trx, tenantId, { instanceId: id }, clock.now())
     const step = instance.current_position === null ? undefined : await runtime.findStepAt(trx, tenantId, id, instance.current_position)
     if (step?.state === 'running') throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
-    await cancelInstance(trx, instance, await momentOf(trx, clock, tenantId), note)
-    await runtime.bumpVersion(trx, instance, clock.now())
+    const now = clock.now()
+    await runtime.cancelOpenSteps(trx, tenantId, id, now)
+    const changes = await changesOf(trx, tenantId, now)
+    changes.cancel(instance, note)
+    changes.bump(instance)
+    return answerOf(trx, instance, await changes.flush())
   })
-  return getInstance(db, tenantId, id)
 }
 
 /** A failed webhook step goes back to the scheduler, with a fresh round of attempts. */
 export async function retryStep(db: DB, clock: Clock, tenantId: string, id: string, stepId: string): Promise<Instance> {
-  await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx) => {
     const instance = await lockForChange(trx, tenantId, id)
     const step = await runtime.findStep(trx, tenantId, stepId)
     if (!step || step.instance_id !== id) throw notFound('Step', stepId)
@@ -307,10 +318,11 @@ export async function retryStep(db: DB, clock: Clock, tenantId: string, id: stri
     const now = clock.now()
     const requeued = delivery && await repo.requeueDelivery(trx, tenantId, delivery.id, now)
     if (!requeued) throw conflict(`Step "${step.name}" has no failed delivery to retry.`)
-    await runtime.updateStep(trx, tenantId, stepId, { state: 'due' })
-    await runtime.bumpVersion(trx, instance, now)
-    await recordActivity(trx, instance, step, now, 'webhookRetried', `Webhook step "${step.name}" queued again by hand (round ${requeued.round}).`,
+    const changes = await changesOf(trx, tenantId, now)
+    changes.setStepState(step, 'due')
+    changes.bump(instance)
+    changes.activity(instance, step, 'webhookRetried', `Webhook step "${step.name}" queued again by hand (round ${requeued.round}).`,
       { deliveryId: requeued.id, round: requeued.round })
+    return answerOf(trx, instance, await changes.flush())
   })
-  return getInstance(db, tenantId, id)
 }

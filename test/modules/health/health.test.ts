@@ -17,7 +17,7 @@ t.test('health answers without a key', async (t) => {
 
 t.test('readiness fails with a problem when the database is unreachable', async (t) => {
   const config = loadConfig({ LOG_LEVEL: 'silent' })
-  const database = openPostgres(databaseUrl('baton_no_such_database'), 1)
+  const database = openPostgres(databaseUrl('baton_no_such_database'), { poolMax: 1 })
   const app = await buildApp({ config, db: database.db, operatorKeyHash: '0'.repeat(64) }, serverOptions(config, false))
   t.teardown(async () => {
     await app.close()

@@ -1,0 +1,52 @@
+// Errors that say the database is away or too slow, not that the request was wrong: a dropped
+// connection, a server restarting or failing over, a refused connection, a statement timeout.
+// They answer 503 with Retry-After, make /health/ready fail, and make the scheduler back off.
+
+/** SQLSTATE classes and codes of a database that cannot serve right now. */
+const UNAVAILABLE_CODES = new Set([
+  '57P01', // admin_shutdown: the server is stopping or restarting
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now: the server is starting up or in recovery
+  '57P05', // idle_session_timeout
+  '57014', // query_canceled: the statement timeout
+  '25P03', // idle_in_transaction_session_timeout
+  '53300', // too_many_connections
+  '53400' // configuration_limit_exceeded
+])
+
+/** A collision with a concurrent transaction: the same work succeeds when tried again. */
+const CONFLICT_CODES = new Set(['40001', '40P01', '55P03'])
+
+/** Socket errors of a connection that could not be made or broke. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'
+])
+
+/** Messages node-postgres and its pool give such failures, which carry no code. */
+const UNAVAILABLE_MESSAGES = [
+  /^Connection terminated/,
+  /^Query read timeout/,
+  /^timeout exceeded when trying to connect/,
+  /^Connection terminated due to connection timeout/,
+  /is not queryable/,
+  /^Client was closed/,
+  /^Cannot use a pool after calling end/,
+  /^The database connection was lost/
+]
+
+export function isDatabaseUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false
+  const code = (error as { code?: unknown }).code
+  if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || code.startsWith('08') || NETWORK_CODES.has(code))) return true
+  if (error instanceof AggregateError) return error.errors.some(isDatabaseUnavailable)
+  return UNAVAILABLE_MESSAGES.some((pattern) => pattern.test(error.message))
+}
+
+/** The database is away, or the transaction collided with another: worth trying again shortly. */
+export function isTransientDatabaseError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code
+  return isDatabaseUnavailable(error) || (typeof code === 'string' && CONFLICT_CODES.has(code))
+}
+
+/** Seconds a client should wait before retrying a request the database could not serve. */
+export const UNAVAILABLE_RETRY_AFTER_S = 2

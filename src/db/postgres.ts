@@ -1,0 +1,133 @@
+import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely'
+import pg from 'pg'
+import type { Database } from './database.js'
+import { isDatabaseUnavailable } from './errors.js'
+
+export interface PostgresOptions {
+  poolMax: number
+  /** Server-side limit of one statement, and of a transaction left idle; 0: none. */
+  statementTimeoutMs: number
+  /** How long opening a connection may take before the caller gets an error. */
+  connectTimeoutMs: number
+  /** How long an idle connection stays open; 0 keeps it (a session whose locks must live on). */
+  idleTimeoutMs?: number
+  /** Told of errors of idle connections and of the LISTEN connection; they never end the process. */
+  onError?: (error: Error) => void
+  /** Told when a connection of the pool ends, for whatever reason. */
+  onConnectionEnd?: () => void
+}
+
+export const DEFAULT_POSTGRES_OPTIONS: PostgresOptions = { poolMax: 10, statementTimeoutMs: 10_000, connectTimeoutMs: 5000 }
+
+// A server that stops answering (a network partition, a frozen host) never cancels a statement
+// itself: the client gives up this much after the server's own statement timeout would have.
+const CLIENT_TIMEOUT_MARGIN_MS = 2000
+
+function poolConfig(url: string, options: PostgresOptions): pg.PoolConfig {
+  const limits = options.statementTimeoutMs > 0
+    ? {
+        statement_timeout: options.statementTimeoutMs,
+        idle_in_transaction_session_timeout: options.statementTimeoutMs,
+        query_timeout: options.statementTimeoutMs + CLIENT_TIMEOUT_MARGIN_MS
+      }
+    : {}
+  return {
+    connectionString: url,
+    max: options.poolMax,
+    connectionTimeoutMillis: options.connectTimeoutMs,
+    idleTimeoutMillis: options.idleTimeoutMs ?? 10_000,
+    keepAlive: true,
+    ...limits
+  }
+}
+
+/**
+ * A pg pool that a lost database cannot crash. node-postgres takes the pool's error listener off a
+ * client while it is checked out, so a connection that drops mid-query would emit an unhandled
+ * 'error' and end the process: every client gets a listener of its own for its whole life. A client
+ * whose query failed because the connection broke or timed out is destroyed on release, so a
+ * connection stuck behind an unanswered query is never handed out again.
+ */
+export function createPool(url: string, options: PostgresOptions): PostgresPool {
+  const onError = options.onError ?? (() => {})
+  const pool = new pg.Pool(poolConfig(url, options))
+  pool.on('error', onError)
+  pool.on('connect', (client) => {
+    client.on('error', onError)
+    if (options.onConnectionEnd) client.on('end', options.onConnectionEnd)
+  })
+  return {
+    async connect(): Promise<PostgresPoolClient> {
+      const client = await pool.connect()
+      let broken = false
+      const query = (text: string, values: readonly unknown[]) =>
+        client.query(text, values as unknown[]).catch((error: unknown) => {
+          if (isDatabaseUnavailable(error)) broken = true
+          throw error
+        })
+      return { query, release: (destroy?: boolean) => client.release(destroy || broken) } as unknown as PostgresPoolClient
+    },
+    end: () => pool.end()
+  }
+}
+
+export function kyselyOn(pool: PostgresPool): Kysely<Database> {
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+}
+
+/**
+ * A dedicated connection for LISTEN. While the database is away it tries again every second and,
+ * once connected again, calls `onNotify` once without a payload, since notifications sent meanwhile
+ * are lost. It never throws: a database that is down at start is waited for the same way.
+ */
+export async function listenOnServer(
+  url: string, options: PostgresOptions, channel: string, onNotify: (payload?: string) => void
+): Promise<() => Promise<void>> {
+  const onError = options.onError ?? (() => {})
+  let client: pg.Client | undefined
+  let stopped = false
+  let retry: NodeJS.Timeout | undefined
+  const connect = async (): Promise<void> => {
+    const next = new pg.Client({ connectionString: url, connectionTimeoutMillis: options.connectTimeoutMs, keepAlive: true })
+    next.on('notification', (message) => onNotify(message.payload))
+    // Only the live client's loss starts a reconnect; a failed attempt is retried by its caller.
+    next.on('error', (error) => {
+      onError(error)
+      if (client === next) reconnect()
+    })
+    next.on('end', () => {
+      if (client === next) reconnect()
+    })
+    try {
+      await next.connect()
+      await next.query(`listen "${channel.replace(/"/g, '""')}"`)
+    } catch (error) {
+      next.end().catch(() => {})
+      throw error
+    }
+    if (stopped) await next.end().catch(() => {})
+    else client = next
+  }
+  const attempt = (): Promise<void> => connect().catch((error: Error) => {
+    onError(error)
+    reconnect()
+  })
+  const reconnect = () => {
+    if (stopped || retry) return
+    client = undefined
+    retry = setTimeout(() => {
+      retry = undefined
+      void attempt().then(() => {
+        if (client) onNotify()
+      })
+    }, 1000)
+  }
+  await attempt()
+  return async () => {
+    stopped = true
+    clearTimeout(retry)
+    const last = client
+    client = undefined
+    await last?.end().catch(() => {})
+  }
+}

@@ -1,0 +1,61 @@
+import type { Logger } from 'pino'
+import { isDatabaseUnavailable } from './db/errors.js'
+
+/**
+ * SIGTERM or SIGINT: stop taking work, let what is in flight finish, close, exit 0. A second signal
+ * during the drain exits at once with 1. An error nothing caught ends the process the same way,
+ * with 1, unless it only says the database is away: that is logged and the process lives on, since
+ * every caller that needs the database already retries.
+ */
+export function onShutdown(log: Logger, hardLimitMs: number, close: () => Promise<void>): void {
+  let closing = false
+  const shutDown = (code: number) => {
+    if (closing) return
+    closing = true
+    const limit = setTimeout(() => {
+      log.error({ hardLimitMs }, 'shutdown did not finish in time; exiting')
+      process.exit(1)
+    }, hardLimitMs)
+    limit.unref()
+    close().then(
+      () => process.exit(code),
+      (error: unknown) => {
+        log.error({ err: error }, 'shutdown failed')
+        process.exit(1)
+      }
+    )
+  }
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      if (closing) {
+        log.warn({ signal }, 'second signal during shutdown; exiting now')
+        process.exit(1)
+      }
+      log.info({ signal }, 'shutting down')
+      shutDown(0)
+    })
+  }
+  const onError = (error: unknown) => {
+    if (isDatabaseUnavailable(error)) {
+      log.warn({ err: error }, 'database error reached the top level; carrying on')
+      return
+    }
+    log.fatal({ err: error }, 'shutting down after an unexpected error')
+    shutDown(1)
+  }
+  process.on('uncaughtException', onError)
+  process.on('unhandledRejection', onError)
+}
+
+/** Runs a start-up step that needs the database, waiting for the database while it is away. */
+export async function whenDatabaseAnswers<T>(log: Logger, what: string, work: () => Promise<T>): Promise<T> {
+  for (let waitMs = 250; ; waitMs = Math.min(waitMs * 2, 5000)) {
+    try {
+      return await work()
+    } catch (error) {
+      if (!isDatabaseUnavailable(error)) throw error
+      log.warn({ err: error, retryInMs: waitMs }, `waiting for the database: ${what}`)
+      await new Promise((resolve) => setTimeout(resolve, waitMs))
+    }
+  }
+}

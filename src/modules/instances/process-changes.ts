@@ -1,0 +1,143 @@
+import type { DB } from '../../db/connect.js'
+import type { DeliveryRow, InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
+import { insertActivities, type NewActivityRow } from '../activities/repository.js'
+import { addCalendarDays } from '../../lib/calendar.js'
+import { mailControllers, type MailCause } from './notify.js'
+import * as repo from './runtime-repository.js'
+import { activityRow, beginSteps, type StepStart } from './transitions.js'
+
+export type EndOutcome = 'done' | 'skipped'
+
+/** The rows a flush wrote. */
+export interface Written {
+  steps: InstanceStepRow[]
+  deliveries: DeliveryRow[]
+  instances: InstanceRow[]
+}
+
+const changesSomething = (change: repo.InstanceChange) =>
+  change.bump || change.current_position !== undefined || change.status !== undefined || change.ended_at !== undefined
+
+/** A step that ended and whose process moves on to the step after it, or completes. */
+interface Ended {
+  instance: InstanceRow
+  step: InstanceStepRow
+}
+
+/** A step the process enters: it starts now, or waits for its start time. */
+interface Entered {
+  instance: InstanceRow
+  step: InstanceStepRow
+  previousEnd: Date
+}
+
+/**
+ * The changes of one transaction to running processes (the state machine of section 2 of the
+ * product), gathered and then written with a few multi-row statements in `flush`, however many
+ * processes change: one API request's single change, or a scheduler batch of outcomes. The caller
+ * holds each process's row lock (lock order: instance, then deliveries, then steps) before it
+ * describes a change.
+ */
+export class ProcessChanges {
+  private readonly activities: NewActivityRow[] = []
+  private readonly mails: { instance: InstanceRow; cause: MailCause }[] = []
+  private readonly steps = new Map<string, repo.StepChange>()
+  private readonly instances = new Map<string, repo.InstanceChange>()
+  private readonly ended: Ended[] = []
+  private readonly entered: Entered[] = []
+
+  /** `zones`: each tenant's time zone, for start times and deadlines in calendar days. */
+  constructor(private readonly db: DB, readonly now: Date, private readonly zones: Map<string, string>) {}
+
+  /** An activity on the records the step refers to (all linked records for process events). */
+  activity(instance: InstanceRow, step: InstanceStepRow | null, kind: string, message: string, data: JsonObject = {}): void {
+    this.activities.push(activityRow(instance, step, this.now, kind, message, data))
+  }
+
+  /** An activity not about a process step, e.g. on a record a trigger's call was about. */
+  rawActivity(row: NewActivityRow): void {
+    this.activities.push(row)
+  }
+
+  mail(instance: InstanceRow, cause: Omit<MailCause, 'now'>): void {
+    this.mails.push({ instance, cause: { ...cause, now: this.now } })
+  }
+
+  /** One change to the process, from the API or the scheduler, moves its version (and so its ETag) on by one. */
+  bump(instance: InstanceRow): void {
+    this.instanceChange(instance).bump = true
+  }
+
+  /** Ends the current step as done or skipped; the process moves on to the next step, or completes. */
+  endStep(instance: InstanceRow, step: InstanceStepRow, outcome: EndOutcome, note: string | null, by: string): void {
+    this.steps.set(step.id, { tenant_id: step.tenant_id, id: step.id, state: outcome, ended_at: this.now, note, set_note: true })
+    this.activity(instance, step, outcome === 'done' ? 'stepDone' : 'stepSkipped', `Step "${step.name}" ${outcome} (${by}).`, note ? { note, by } : { by })
+    if (outcome === 'skipped') this.mail(instance, { kind: 'stepSkipped', dedupeKey: `stepSkipped:${step.id}`, step, note })
+    this.ended.push({ instance, step })
+  }
+
+  /** The process enters this step: it starts now, or waits until its start time. */
+  enterStep(instance: InstanceRow, step: InstanceStepRow, previousEnd: Date): void {
+    this.entered.push({ instance, step, previousEnd })
+  }
+
+  /** A webhook step whose delivery gave up turns into a manual step, and the controller hears of it. */
+  failWebhookStep(instance: InstanceRow, step: InstanceStepRow, reason: string, delivery: { id: string; round: number }): void {
+    this.setStepState(step, 'failed')
+    this.activity(instance, step, 'webhookFailed', `Webhook step "${step.name}" failed: ${reason}.`, { deliveryId: delivery.id, reason })
+    this.mail(instance, { kind: 'stepFailed', dedupeKey: `stepFailed:${delivery.id}:${delivery.round}`, step, reason })
+  }
+
+  setStepState(step: InstanceStepRow, state: StepState): void {
+    this.steps.set(step.id, { tenant_id: step.tenant_id, id: step.id, state })
+  }
+
+  complete(instance: InstanceRow): void {
+    Object.assign(this.instanceChange(instance), { status: 'completed', ended_at: this.now })
+    this.activity(instance, null, 'processCompleted', `Process "${instance.template_name}" completed.`)
+    if (instance.notify_on_completion) this.mail(instance, { kind: 'processCompleted', dedupeKey: `processCompleted:${instance.id}` })
+  }
+
+  cancel(instance: InstanceRow, note: string | null): void {
+    Object.assign(this.instanceChange(instance), { status: 'cancelled', ended_at: this.now })
+    this.activity(instance, null, 'processCancelled', `Process "${instance.template_name}" cancelled.`, note ? { note } : {})
+  }
+
+  /**
+   * Writes everything: the processes that ended a step move on, then each table gets one statement.
+   * Returns the rows it wrote, from which an answer can be built without reading them again.
+   */
+  async flush(): Promise<Written> {
+    const next = await repo.findStepsAt(this.db, this.ended.map(({ step }) => ({ tenant_id: step.tenant_id, instance_id: step.instance_id, position: step.position + 1 })))
+    for (const { instance, step } of this.ended) {
+      const following = next.get(`${instance.id}:${step.position + 1}`)
+      if (following) this.entered.push({ instance, step: following, previousEnd: this.now })
+      else this.complete(instance)
+    }
+    const starting: StepStart[] = []
+    for (const { instance, step, previousEnd } of this.entered) {
+      if (instance.current_position !== step.position) this.instanceChange(instance).current_position = step.position
+      const startAt = step.start_mode === 'daysAfterPrevious'
+        ? addCalendarDays(previousEnd, step.start_days ?? 0, this.zoneOf(instance))
+        : this.now
+      if (startAt.getTime() <= this.now.getTime()) starting.push({ instance, step: { ...step, start_at: startAt } })
+      else this.steps.set(step.id, { tenant_id: step.tenant_id, id: step.id, state: 'waiting', start_at: startAt })
+    }
+    const changed = await repo.changeSteps(this.db, [...this.steps.values()])
+    const begun = await beginSteps(this.db, starting, this.now, this.zones, ['pending'], this.activities)
+    const instances = await repo.changeInstances(this.db, [...this.instances.values()].filter(changesSomething), this.now)
+    await insertActivities(this.db, this.activities)
+    await mailControllers(this.db, this.mails)
+    return { steps: [...changed, ...begun.steps], deliveries: begun.deliveries, instances }
+  }
+
+  private instanceChange(instance: InstanceRow): repo.InstanceChange {
+    let change = this.instances.get(instance.id)
+    if (!change) this.instances.set(instance.id, (change = { tenant_id: instance.tenant_id, id: instance.id, bump: false }))
+    return change
+  }
+
+  private zoneOf(instance: InstanceRow): string {
+    return this.zones.get(instance.tenant_id) ?? 'UTC'
+  }
+}

@@ -1,0 +1,64 @@
+import type { Clock } from '../adapters/clock.js'
+import type { DB } from '../db/connect.js'
+import { isTransientDatabaseError } from '../db/errors.js'
+import { recordOutcomes, type AttemptRecord, type Recorded } from './record-outcome.js'
+
+interface Pending {
+  record: AttemptRecord
+  /** Past this time the claim's lease may be taken over: the outcome is no longer worth recording. */
+  until: Date
+  signal: AbortSignal | undefined
+  resolve(result: Recorded): void
+  reject(error: unknown): void
+}
+
+const FIRST_WAIT_MS = 100
+const LONGEST_WAIT_MS = 2000
+
+/**
+ * Group commit of call outcomes: outcomes that arrive while a batch is being written wait and go
+ * together in the next one (up to `maxBatch`), so under load one transaction records many calls
+ * and at rest a lone outcome is written at once. While the database is away a batch is tried again
+ * with growing waits; an outcome is given up when its lease runs out (the reaper then logs the
+ * attempt as aborted). A batch that fails otherwise is written one outcome at a time, so one bad
+ * outcome does not sink the others.
+ */
+export class OutcomeBatcher {
+  private readonly pending: Pending[] = []
+  private writing: Promise<void> | undefined
+
+  constructor(private readonly db: DB, private readonly clock: Clock, private readonly maxBatch = 100) {}
+
+  record(record: AttemptRecord, until: Date, signal?: AbortSignal): Promise<Recorded> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ record, until, signal, resolve, reject })
+      this.writing ??= this.drain().finally(() => { this.writing = undefined })
+    })
+  }
+
+  private async drain(): Promise<void> {
+    while (this.pending.length > 0) await this.write(this.pending.splice(0, this.maxBatch))
+  }
+
+  private async write(batch: Pending[]): Promise<void> {
+    let live = batch
+    for (let waitMs = FIRST_WAIT_MS; live.length > 0; waitMs = Math.min(waitMs * 2, LONGEST_WAIT_MS)) {
+      try {
+        const results = await recordOutcomes(this.db, live.map((p) => p.record), this.clock.now())
+        live.forEach((p, i) => p.resolve(results[i]!))
+        return
+      } catch (error) {
+        if (!isTransientDatabaseError(error)) return this.isolate(live, error)
+        const now = this.clock.now().getTime()
+        for (const p of live.filter((p) => p.until.getTime() <= now || p.signal?.aborted)) p.reject(error)
+        live = live.filter((p) => p.until.getTime() > now && !p.signal?.aborted)
+        if (live.length > 0) await new Promise((resolve) => setTimeout(resolve, waitMs))
+      }
+    }
+  }
+
+  private async isolate(batch: Pending[], error: unknown): Promise<void> {
+    if (batch.length === 1) return batch[0]!.reject(error)
+    for (const one of batch) await this.write([one])
+  }
+}

@@ -1,0 +1,60 @@
+import { sql } from 'kysely'
+import type { DB } from '../db/connect.js'
+import type { InstanceRow, InstanceStepRow } from '../db/database.js'
+
+export interface LockedStep {
+  instance: InstanceRow
+  step: InstanceStepRow
+}
+
+/** The full rows of these steps and of their processes, paired. */
+async function pairWithInstances(db: DB, refs: { tenant_id: string; instance_id: string; step_id: string }[]): Promise<LockedStep[]> {
+  if (refs.length === 0) return []
+  const tenants = [...new Set(refs.map((r) => r.tenant_id))]
+  const [instances, steps] = await Promise.all([
+    db.selectFrom('process_instances').selectAll().where('tenant_id', 'in', tenants).where('id', 'in', refs.map((r) => r.instance_id)).execute(),
+    db.selectFrom('instance_steps').selectAll().where('tenant_id', 'in', tenants).where('id', 'in', refs.map((r) => r.step_id)).execute()
+  ])
+  const instanceById = new Map(instances.map((i) => [i.id, i]))
+  return steps.map((step) => ({ step, instance: instanceById.get(step.instance_id)! })).filter((pair) => pair.instance)
+}
+
+/**
+ * Waiting steps of running processes whose start time has come, oldest first, with their processes
+ * locked; processes another transaction holds are skipped, so concurrent workers take other steps.
+ */
+export async function lockWaitingSteps(db: DB, now: Date, limit: number, onlyStep?: string): Promise<LockedStep[]> {
+  const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
+    select s.tenant_id, s.instance_id, s.id as step_id
+    from instance_steps s
+    join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
+    where s.state = 'waiting' and s.start_at <= ${now} and i.status = 'running'
+      ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
+    order by s.start_at
+    limit ${limit}
+    for update of i skip locked
+  `.execute(db)
+  return pairWithInstances(db, rows)
+}
+
+/**
+ * Marks overdue steps as reported, oldest deadline first, and returns them with their processes: a
+ * step taken by another worker's sweep (locked, or already marked) is not taken again.
+ */
+export async function markOverdueSteps(db: DB, now: Date, limit: number, onlyStep?: string): Promise<LockedStep[]> {
+  const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
+    with overdue as (
+      select tenant_id, id from instance_steps
+      where deadline_at <= ${now} and deadline_notified_at is null and state in ('due', 'running', 'failed')
+        ${onlyStep ? sql`and id = ${onlyStep}` : sql``}
+      order by deadline_at
+      limit ${limit}
+      for update skip locked
+    )
+    update instance_steps s set deadline_notified_at = ${now}
+    from overdue o
+    where s.tenant_id = o.tenant_id and s.id = o.id
+    returning s.tenant_id, s.instance_id, s.id as step_id
+  `.execute(db)
+  return pairWithInstances(db, rows)
+}

@@ -1,0 +1,139 @@
+// The database goes away under a running Baton: connections cut mid-query, refused, or frozen. A
+// second app and a scheduler reach the test's database through a fault-injecting TCP proxy, so the
+// shared Postgres server is never touched. Nothing may crash, every answer is a 2xx that committed
+// or a 503 problem with Retry-After, and all comes back by itself.
+import { sql } from 'kysely'
+import t, { type Test } from 'tap'
+import { systemClock } from '../../src/adapters/clock.js'
+import { buildApp, serverOptions } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
+import { openPostgres } from '../../src/db/connect.js'
+import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
+import { client, type Response } from '../helpers/app.js'
+import { databaseUrl } from '../helpers/database.js'
+import { setupRuntime } from '../helpers/runtime.js'
+
+const STATEMENT_TIMEOUT_MS = 1000
+
+const rt = await setupRuntime(t)
+const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
+const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(databaseUrl(rows[0]!.name)).port || 5432) })
+const faulty = openPostgres(proxy.url(databaseUrl(rows[0]!.name)), { poolMax: 8, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: 1000 })
+const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent' })
+const app = await buildApp({ config, db: faulty.db, operatorKeyHash: 'unused', clock: rt.clock }, serverOptions(config, false))
+t.teardown(async () => {
+  await app.close()
+  await faulty.close()
+  await proxy.close()
+})
+const api = client(app, rt.tenant.key)
+const templateId = await rt.template([{ kind: 'task', name: 'Call the owner' }])
+const start = () => api.post('/v1/process-instances', { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId })
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function checkUnavailable(t: Test, response: Response): void {
+  t.equal(response.statusCode, 503)
+  t.match(response.headers['content-type'], /^application\/problem\+json/)
+  t.equal(response.headers['retry-after'], '2')
+  t.equal(response.data.status, 503)
+}
+
+async function instanceExists(id: string): Promise<boolean> {
+  return (await rt.db.selectFrom('process_instances').select('id').where('id', '=', id).executeTakeFirst()) !== undefined
+}
+
+t.test('connections cut again and again under load: every answer is 201 or 503, and every 201 committed', async (t) => {
+  const CUTS = 6
+  const answers: Response[] = []
+  let running = true
+  const load = Array.from({ length: 4 }, async () => {
+    while (running) answers.push(await start())
+  })
+  for (let cut = 0; cut < CUTS; cut++) {
+    await sleep(400)
+    proxy.cutAll()
+  }
+  running = false
+  await Promise.all(load)
+  const created = answers.filter((a) => a.statusCode === 201)
+  const unavailable = answers.filter((a) => a.statusCode === 503)
+  t.comment(`${answers.length} starts during ${CUTS} cuts: ${created.length} created, ${unavailable.length} answered 503`)
+  t.same(answers.filter((a) => a.statusCode !== 201 && a.statusCode !== 503).map((a) => `${a.statusCode} ${a.body}`), [], 'no other answer')
+  t.ok(unavailable.length > 0, 'the cuts hit requests in flight')
+  t.ok(created.length > 0, 'and requests between the cuts went through')
+  for (const answer of unavailable) checkUnavailable(t, answer)
+  const missing = []
+  for (const answer of created) if (!(await instanceExists(answer.data.id))) missing.push(answer.data.id)
+  t.same(missing, [], 'every 201 names a process that exists')
+  t.equal((await start()).statusCode, 201, 'and the next start works')
+})
+
+t.test('a database that refuses connections: 503 and not ready; ready again within 5 s of its return', async (t) => {
+  await proxy.refuse(true)
+  proxy.cutAll()
+  checkUnavailable(t, await start())
+  const ready = await api.get('/health/ready')
+  checkUnavailable(t, ready)
+  t.equal(ready.data.detail, 'The database is not reachable.')
+  await proxy.refuse(false)
+  const back = Date.now()
+  let status = 0
+  while (status !== 200 && Date.now() - back < 5000) status = (await api.get('/health/ready')).statusCode
+  t.equal(status, 200, `ready again ${Date.now() - back} ms after the database came back`)
+  t.equal((await start()).statusCode, 201)
+})
+
+t.test('a database that stops answering: 503 after the statement timeout, not a hang', async (t) => {
+  await start()
+  proxy.hang(true)
+  const began = Date.now()
+  const answer = await start()
+  const took = Date.now() - began
+  proxy.hang(false)
+  proxy.cutAll()
+  checkUnavailable(t, answer)
+  t.ok(took < STATEMENT_TIMEOUT_MS + 2000 + 1500, `answered in ${took} ms (statement timeout ${STATEMENT_TIMEOUT_MS} ms, client margin 2000 ms)`)
+  const readyBegan = Date.now()
+  proxy.hang(true)
+  checkUnavailable(t, await api.get('/health/ready'))
+  proxy.hang(false)
+  proxy.cutAll()
+  t.ok(Date.now() - readyBegan < 2500, 'the readiness probe answers within its own 2 s')
+  t.equal((await start()).statusCode, 201, 'and all is well again')
+})
+
+t.test('a start whose connections are cut right after its COMMIT still answers 201', async (t) => {
+  const fault = proxy.cutAfterNextCommit(500)
+  const answer = await start()
+  await fault
+  t.equal(answer.statusCode, 201, answer.body)
+  t.ok(await instanceExists(answer.data.id), 'and the process exists')
+  t.equal(answer.data.steps[0].state, 'due', 'the answer shows what committed')
+})
+
+t.test('the scheduler rides out an outage: every call is made once and recorded once', async (t) => {
+  const webhook = await rt.template([{ kind: 'webhook', name: 'Ask ValueCo' }])
+  rt.clock.set(new Date())
+  rt.provider.always({ status: 200, body: 'ok', delayMs: 300 })
+  const warnings: unknown[] = []
+  const log = { info() {}, warn: (o: object) => warnings.push(o), error: (o: object) => warnings.push(o) }
+  const scheduler = rt.newScheduler({ pollIntervalMs: 200 }, log, { db: faulty.db, clock: systemClock })
+  const N = 10
+  for (let i = 0; i < N; i++) await rt.start(webhook)
+  await scheduler.start()
+  t.teardown(() => scheduler.stop(1000))
+  while (rt.provider.calls.length < 3) await sleep(20)
+  // The database goes away while calls are in flight, and stays away for a second.
+  await proxy.refuse(true)
+  proxy.cutAll()
+  await sleep(1000)
+  await proxy.refuse(false)
+  const back = Date.now()
+  const succeeded = async () => (await rt.db.selectFrom('deliveries').select('id').where('status', '=', 'succeeded').execute()).length
+  while ((await succeeded()) < N && Date.now() - back < 20_000) await sleep(100)
+  t.equal(await succeeded(), N, `all ${N} deliveries succeeded ${Date.now() - back} ms after the database came back`)
+  t.equal(rt.provider.calls.length, N, 'each was called once')
+  const attempts = await rt.db.selectFrom('delivery_attempts').select(['outcome']).execute()
+  t.same(attempts.map((a) => a.outcome), Array(N).fill('succeeded'), 'one attempt each, all succeeded: nothing was lost or repeated')
+  t.ok(warnings.length > 0, 'the outage was logged')
+})

@@ -1,0 +1,63 @@
+// SIGTERM to `npm start`, `npm run start:api` and `npm run worker` reaches Baton: it drains and exits 0,
+// npm exits 0 with it, and no Baton process is left behind holding the port, the data dir or claims.
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { createTestDatabase } from './helpers/database.js'
+import { runCommand, workerEnv } from './helpers/process.js'
+
+t.setTimeout(180_000)
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function dataDir(t: Test): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'baton-signals-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** Starts the npm script, waits for its line, sends the signal to npm alone, and checks that all ends well. */
+async function signalNpm(t: Test, script: string[], env: Record<string, string>, ready: RegExp, signal: NodeJS.Signals): Promise<number> {
+  const npm = runCommand('npm', script, { NODE_ENV: 'test', ...env, LOG_LEVEL: 'info' }, { group: true })
+  // Whatever happens, nothing this test started outlives it.
+  t.teardown(() => {
+    try {
+      process.kill(-npm.child.pid!, 'SIGKILL')
+    } catch {
+      // the group is gone already
+    }
+  })
+  const [line] = await npm.waitFor(ready, 90_000)
+  const pid = Number(/"pid":(\d+)/.exec(line)?.[1])
+  t.ok(pid > 0 && pid !== npm.child.pid, `Baton runs as its own process (${pid})`)
+  npm.child.kill(signal)
+  t.equal(await npm.exited, 0, `npm ${script.join(' ')} exits 0 on ${signal}`)
+  t.match(npm.output(), /shutting down/, 'Baton heard the signal and drained')
+  t.notOk(isAlive(pid), 'no Baton process is left behind')
+  return pid
+}
+
+t.test('npm start on the embedded database: SIGTERM drains and frees the port and the data dir', async (t) => {
+  const dir = await dataDir(t)
+  const env = { BATON_DATA_DIR: dir, PORT: '0', DATABASE_URL: '', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length' }
+  await signalNpm(t, ['start'], env, /.*Baton listening on.*/, 'SIGTERM')
+  t.notOk(existsSync(join(dir, 'baton.pid')), 'the embedded database\'s lock is released')
+})
+
+t.test('npm run start:api and npm run worker on Postgres: SIGINT and SIGTERM end them', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const dir = await dataDir(t)
+  const env = { ...workerEnv(database.name, dir, 'signal-worker'), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0' }
+  await signalNpm(t, ['run', 'start:api'], env, /.*Baton listening on.*/, 'SIGINT')
+  await signalNpm(t, ['run', 'worker'], env, /.*Baton worker started.*/, 'SIGTERM')
+})
