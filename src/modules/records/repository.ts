@@ -57,7 +57,7 @@ export async function findRecordSlices(db: DB, table: RecordTable, tenantId: str
   const { rows } = await sql<RecordSliceRow>`
     with r as materialized (
       select id, maintainer_user_id, version, created_at, updated_at, fields::text as text
-      from ${sql.table(table)} where tenant_id = ${tenantId} and id in (${sql.join(ids)})
+      from ${sql.table(table)} where tenant_id = ${tenantId} and id = any(${ids}::uuid[])
     )
     select r.id, r.maintainer_user_id, r.version, r.created_at, r.updated_at, s.ord,
       substr(r.text, (s.ord - 1) * ${FIELDS_SLICE_CHARS} + 1, ${FIELDS_SLICE_CHARS}) as slice
