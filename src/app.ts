@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { parseAllowedTargets, type TargetPolicy } from './adapters/address-policy.js'
 import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
+import { REDACTED_PATHS } from './redacted-paths.js'
 import type { DB } from './db/connect.js'
 import { ActivitySchema } from './modules/activities/schemas.js'
 import addressRoutes from './modules/addresses/routes.js'
@@ -50,14 +51,6 @@ export interface ModuleOptions {
   targets: TargetPolicy
 }
 
-export const REDACTED_PATHS = [
-  'req.headers.authorization',
-  'headers.authorization',
-  '*.secret',
-  '*.apiClaim',
-  '*.signature',
-  '*.key'
-]
 
 /** One set of server options for production and tests alike. */
 export function serverOptions(config: Config, logger: FastifyServerOptions['logger'] = true): FastifyHttpOptions<Server> {

@@ -1,12 +1,11 @@
 import pino from 'pino'
 import { systemClock } from './adapters/clock.js'
-import { buildApp, REDACTED_PATHS } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { DataDirBusyError, openDatabase } from './db/connect.js'
 import { migrateToLatest } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
 import { resolveOperatorKey } from './modules/auth/operator-key.js'
-import { buildScheduler } from './scheduler/build.js'
+import { REDACTED_PATHS } from './redacted-paths.js'
 
 /** `all` serves the API and runs the scheduler (npm start); `api` and `worker` scale out separately. */
 type Role = 'all' | 'api' | 'worker'
@@ -23,7 +22,9 @@ async function main(config: Config, role: Role): Promise<void> {
   let close = () => database.close()
   onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
   if (config.BATON_MIGRATE_ON_START) await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
-  const scheduler = role === 'api' ? undefined : buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }))
+  // Each role loads only its own part: a worker never loads Fastify, an API process never the HTTP client.
+  const scheduler = role === 'api' ? undefined
+    : (await import('./scheduler/build.js')).buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }))
   if (role === 'worker') {
     close = async () => {
       await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
@@ -35,6 +36,7 @@ async function main(config: Config, role: Role): Promise<void> {
   }
 
   const operatorKey = await whenDatabaseAnswers(log, 'operator key', () => resolveOperatorKey(database.db, config.BATON_ADMIN_TOKEN))
+  const { buildApp } = await import('./app.js')
   const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash })
   close = async () => {
     await scheduler?.stop(config.SHUTDOWN_GRACE_MS)

@@ -32,8 +32,9 @@ import { migrateToLatest } from '../../src/db/migrate.js'
 import { signClaim } from '../../src/lib/api-claims.js'
 import { buildQueryRequest } from '../../src/scheduler/webhook-request.js'
 import {
-  CACHE, compile, databaseUrl, log, machineCpu, procStatus, runNode, SERVER_URL, sleep, spread, stopChild, waitFor, type Child, type Spread
+  CACHE, compile, databaseUrl, log, machineCpu, procStatus, runNode, SERVER_URL, sleep, spread, stopChild, uuid7, waitFor, type Child, type Spread
 } from './lib.js'
+import { seedHistory } from './history.js'
 
 const DATABASE = `baton_bench_${process.pid}`
 const WORK_CHANNEL = 'baton_work'
@@ -64,6 +65,7 @@ const { values: args } = parseArgs({
     compiled: { type: 'boolean', default: false },
     warmup: { type: 'string', default: '500' },
     'count-queries': { type: 'boolean', default: false },
+    history: { type: 'string' },
     help: { type: 'boolean', default: false }
   }
 })
@@ -88,6 +90,8 @@ if (args.help) {
   --compiled         run the worker as production does, compiled (tsc into ${CACHE}) instead
                      of through the tsx loader, whose hooks thread adds to the worker's RSS
   --keep             keep the database ${DATABASE} for inspection
+  --history N        before anything, seed N finished processes of another tenant (with their steps,
+                     deliveries, attempts, activities) and do not ANALYZE: history must not slow the burst
   --count-queries    count the worker's SQL statements per step by kind (scripts/bench/count-queries.ts;
                      loads tsx into the worker even with --compiled)
 
@@ -168,11 +172,6 @@ async function createTemplate(db: pg.Client, fx: Fixture, label: string): Promis
   [fx.tenantId, randomUUID(), template.id, STEP_NAME, fx.serviceId, JSON.stringify(STEP_PARAMETERS)])
   return template
 }
-
-// A UUIDv7 made in SQL (Postgres 15 has no uuidv7()): the 48-bit millisecond time over a random v4,
-// then the version nibble 0100 → 0111. Like src/lib/ids.ts, minus its in-process sequence.
-const uuid7 = (ts: string) => `encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing
-  substring(int8send(floor(extract(epoch from ${ts}) * 1000)::bigint) from 3) from 1 for 6), 52, 1), 53, 1), 'hex')::uuid`
 
 /**
  * Seeds `count` running one-step instances, each with exactly the rows startInstance + beginStep
@@ -694,6 +693,8 @@ async function main(): Promise<number> {
     children.push(provider)
     const providerPort = Number((await waitFor('the provider to listen', 30_000, () => provider.output().match(/listening (\d+)/)?.[1])))
     const fx = await createFixture(db, providerPort)
+    const history = int('history', args.history, 0) ?? 0
+    const historyMs = history > 0 ? await seedHistory(db, fx.serviceId, history) : 0
 
     dataDir = mkdtempSync(join(tmpdir(), 'baton-bench-'))
     const workerEnv: Record<string, string> = {
@@ -754,6 +755,7 @@ async function main(): Promise<number> {
     output.push(['settings', settings])
     output.push(['machine', `${cpus().length} cores, node ${process.version}, database ${DATABASE}, warm-up ${warmup} steps`])
     output.push(['worker RSS when idle', mb(idle?.rssKb ?? Number.NaN)])
+    if (history > 0) output.push(['history', `${history} finished processes of another tenant, seeded in ${(historyMs / 1000).toFixed(1)} s, not analyzed`])
 
     let burstResult: BurstResult | undefined
     let bareResult: BareResult | undefined

@@ -27,7 +27,7 @@ export function createMailer(options: { smtpUrl?: string | undefined; mailDir: s
 function smtpMailer(url: string, timeoutMs: number): Mailer {
   const transport = nodemailer.createTransport(url, {
     pool: true,
-    maxConnections: 2,
+    maxConnections: 4,
     connectionTimeout: timeoutMs,
     greetingTimeout: timeoutMs,
     socketTimeout: timeoutMs

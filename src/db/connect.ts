@@ -33,6 +33,7 @@ export interface DatabaseOptions {
   DATABASE_POOL_MAX: number
   DATABASE_STATEMENT_TIMEOUT_MS: number
   DATABASE_CONNECT_TIMEOUT_MS: number
+  DATABASE_PREPARED_STATEMENTS: boolean
   BATON_DATA_DIR: string
 }
 
@@ -42,6 +43,7 @@ export async function openDatabase(options: DatabaseOptions, onError?: (error: E
       poolMax: options.DATABASE_POOL_MAX,
       statementTimeoutMs: options.DATABASE_STATEMENT_TIMEOUT_MS,
       connectTimeoutMs: options.DATABASE_CONNECT_TIMEOUT_MS,
+      prepareStatements: options.DATABASE_PREPARED_STATEMENTS,
       ...(onError ? { onError } : {})
     })
   }

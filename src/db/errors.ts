@@ -37,6 +37,8 @@ const UNAVAILABLE_MESSAGES = [
 export function isDatabaseUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false
   const code = (error as { code?: unknown }).code
+  // A prepared statement whose plan a migration made stale: its connection is replaced, a retry works.
+  if (code === '0A000' && /cached plan/.test(error.message)) return true
   if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || code.startsWith('08') || NETWORK_CODES.has(code))) return true
   if (error instanceof AggregateError) return error.errors.some(isDatabaseUnavailable)
   return UNAVAILABLE_MESSAGES.some((pattern) => pattern.test(error.message))

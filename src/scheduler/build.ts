@@ -49,7 +49,8 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
       userAgent,
       policy: { ...DEFAULT_RETRY_POLICY, maxAttempts: config.WEBHOOK_MAX_ATTEMPTS },
       claimTtlMs: config.API_CLAIM_TTL_MS,
-      perHostConcurrency: config.WEBHOOK_PER_HOST_CONCURRENCY
+      perHostConcurrency: config.WEBHOOK_PER_HOST_CONCURRENCY,
+      retentionDays: config.BATON_RETENTION_DAYS
     },
     claimKey: once(() => loadClaimKey(database.db, config.BATON_CLAIM_SECRET, secrets)),
     secrets,

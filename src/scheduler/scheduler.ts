@@ -13,6 +13,7 @@ import { hostKey, HostSlots } from './host-slots.js'
 import { nextDue } from './next-due.js'
 import { OutcomeBatcher } from './outcome-batcher.js'
 import { reapExpiredLeases } from './reap-expired-leases.js'
+import { removeOldHistory } from './remove-old-history.js'
 import type { RetryPolicy } from './retry-policy.js'
 import { sendQueuedMail } from './send-mail.js'
 import { startDueSteps } from './start-due-steps.js'
@@ -31,6 +32,8 @@ export interface SchedulerSettings {
   claimTtlMs: number
   /** Calls open at once to one host:port across all workers; unset (or no `session`): no limit. */
   perHostConcurrency?: number
+  /** Days finished processes, deliveries and sent mails are kept (removeOldHistory); 0 or unset keeps all. */
+  retentionDays?: number
 }
 
 export interface Logger {
@@ -73,6 +76,9 @@ export interface Scheduler {
   stop(graceMs: number): Promise<void>
   wake(): void
 }
+
+const RETENTION_EVERY_MS = 600_000
+const RETENTION_BATCH = 500
 
 /** Mails one pump batch sends before it looks whether the worker is stopping. */
 const MAIL_PUMP_BATCH = 10
@@ -230,6 +236,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         woken = false
         const { full } = await claimAndDispatch()
         startChoresIfDue()
+        startRetentionIfDue()
         failures = 0
         // A full claim may have left more due; a short one took all that was due then.
         if (full && inFlight.size < settings.concurrency) continue
@@ -244,6 +251,22 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         await sleep(waitMs)
       }
     }
+  }
+
+  let retention: Promise<void> | undefined
+  let nextRetentionAt = 0
+  /** Removes old finished data in the background: every RETENTION_EVERY_MS, and again soon while batches come full. */
+  function startRetentionIfDue(): void {
+    const now = clock.now()
+    if (!settings.retentionDays || retention || stopping || now.getTime() < nextRetentionAt) return
+    retention = removeOldHistory(db, now, settings.retentionDays, RETENTION_BATCH)
+      .then((removed) => { nextRetentionAt = clock.now().getTime() + (removed >= RETENTION_BATCH ? 1000 : RETENTION_EVERY_MS) })
+      .catch((error: unknown) => {
+        nextRetentionAt = clock.now().getTime() + RETENTION_EVERY_MS
+        if (isDatabaseUnavailable(error)) choreUnavailable({ err: error, chore: 'removeOldHistory' })
+        else deps.log.error({ err: error, chore: 'removeOldHistory' }, 'removing old history failed; it runs again later')
+      })
+      .finally(() => { retention = undefined })
   }
 
   let chores: Promise<void> | undefined
@@ -306,6 +329,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       await loop
       await unlisten?.()
       await chores
+      await retention
       await mailPump
       const pending = [...inFlight.values()]
       const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref())

@@ -13,6 +13,7 @@ interface ClaimedMail {
 }
 
 const LEASE_MS = 120_000
+const SEND_WINDOW = 8
 const MAX_BACKOFF_MS = 3_600_000
 
 /**
@@ -35,29 +36,45 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
     where m.tenant_id = picked.tenant_id and m.id = picked.id
     returning m.tenant_id, m.id, m.to_address, m.subject, m.body, m.attempt_count
   `.execute(db)
-  let sent = 0
-  for (const [index, mail] of rows.entries()) {
-    try {
-      await mailer.send({ from: options.from, to: mail.to_address, subject: mail.subject, text: mail.body, messageId: `<${mail.id}@baton>` })
-      await markMail(db, mail, { sent_at: now, lease_expires_at: null, last_error: null })
-      sent += 1
-    } catch (error) {
-      const delay = Math.min(MAX_BACKOFF_MS, 10_000 * 2 ** (mail.attempt_count - 1))
-      await markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) })
-      // The server is likely down for all of them: the rest go back untouched instead of each waiting out a timeout.
-      const rest = rows.slice(index + 1)
-      await releaseMails(db, rest)
-      options.log?.warn({ err: error, mailId: mail.id, putBack: rest.length }, 'sending a mail failed; it stays queued and is retried')
-      break
+  const sent: ClaimedMail[] = []
+  const untried = [...rows]
+  let failure: unknown
+  // A window of mails in flight at once: one after another, an SMTP exchange waits on the network
+  // (about 100 ms a mail here, 200 mails in 21 s; 200 at once took 0.4 s). After a failure no new one
+  // starts: the server is likely down for all of them, and the rest go back untouched.
+  const lane = async () => {
+    while (failure === undefined && untried.length > 0) {
+      const mail = untried.shift()!
+      try {
+        await mailer.send({ from: options.from, to: mail.to_address, subject: mail.subject, text: mail.body, messageId: `<${mail.id}@baton>` })
+        sent.push(mail)
+      } catch (error) {
+        failure ??= error
+        const delay = Math.min(MAX_BACKOFF_MS, 10_000 * 2 ** (mail.attempt_count - 1))
+        await markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) })
+      }
     }
   }
-  return sent
+  await Promise.all(Array.from({ length: Math.min(SEND_WINDOW, rows.length) }, lane))
+  await markSent(db, sent, now)
+  if (failure !== undefined) {
+    await releaseMails(db, untried)
+    options.log?.warn({ err: failure, putBack: untried.length }, 'sending a mail failed; it stays queued and is retried')
+  }
+  return sent.length
 }
 
 /** Puts claimed mails back untried, in one statement: their lease ends and the claim's attempt is undone. */
 async function releaseMails(db: DB, mails: ClaimedMail[]): Promise<void> {
   if (mails.length === 0) return
   await db.updateTable('outbox_mails').set((eb) => ({ lease_expires_at: null, attempt_count: eb('attempt_count', '-', 1) }))
+    .where('tenant_id', 'in', [...new Set(mails.map((mail) => mail.tenant_id))]).where('id', 'in', mails.map((mail) => mail.id))
+    .execute()
+}
+
+async function markSent(db: DB, mails: ClaimedMail[], now: Date): Promise<void> {
+  if (mails.length === 0) return
+  await db.updateTable('outbox_mails').set({ sent_at: now, lease_expires_at: null, last_error: null })
     .where('tenant_id', 'in', [...new Set(mails.map((mail) => mail.tenant_id))]).where('id', 'in', mails.map((mail) => mail.id))
     .execute()
 }

@@ -137,3 +137,15 @@ t.test('the scheduler rides out an outage: every call is made once and recorded 
   t.same(attempts.map((a) => a.outcome), Array(N).fill('succeeded'), 'one attempt each, all succeeded: nothing was lost or repeated')
   t.ok(warnings.length > 0, 'the outage was logged')
 })
+
+t.test('a migration that changes a table under prepared statements: each stale connection answers 503 once, then is replaced', async (t) => {
+  const started = await start()
+  for (let i = 0; i < 8; i++) t.equal((await api.get(`/v1/process-instances/${started.data.id}`)).statusCode, 200)
+  await sql`alter table process_instances add column test_extra integer`.execute(rt.db)
+  t.teardown(async () => { await sql`alter table process_instances drop column test_extra`.execute(rt.db) })
+  const answers: number[] = []
+  for (let i = 0; i < 20; i++) answers.push((await api.get(`/v1/process-instances/${started.data.id}`)).statusCode)
+  t.ok(answers.every((s) => s === 200 || s === 503), `only 200 or 503: ${answers.join(' ')}`)
+  t.ok(answers.filter((s) => s === 503).length <= 8, 'at most one 503 per pooled connection')
+  t.equal(answers.at(-1), 200, 'and then the answers are good again')
+})

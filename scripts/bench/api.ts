@@ -1,0 +1,179 @@
+// API benchmark (issue 9): the API alone (`src/server.ts --role=api`) on a fresh Postgres database,
+// against pgbench on the same server in the same run.
+//
+//   npm run bench:api                       pgbench -N (scale 10, 8 clients), then each route for 10 s
+//   npm run bench:api -- --seconds 20 --connections 32 --compiled
+//
+// Routes: POST /v1/process-instances (a webhook step, then a task, as in the README's tour),
+// GET /v1/process-instances/{id}, and POST /v1/process-instances/{id}/advance (task steps of
+// processes started beforehand, taken round robin). Each prints requests/s, p50/p99 latency, the
+// ratio to pgbench's transactions/s, the API's CPU per request and Postgres's, and the API's RSS.
+import { randomBytes } from 'node:crypto'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import pg from 'pg'
+import autocannon from 'autocannon'
+import { compile, databaseUrl, log, procStatus, runNode, SERVER_URL, sleep, stopChild, waitFor, type Child } from './lib.js'
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '32' },
+    compiled: { type: 'boolean', default: false },
+    'pgbench-seconds': { type: 'string', default: '10' }
+  }
+})
+const SECONDS = Number(args.seconds)
+const CONNECTIONS = Number(args.connections)
+const DATABASE = `baton_apibench_${process.pid}`
+const PGBENCH_DATABASE = `baton_pgbench_${process.pid}`
+const OPERATOR_KEY = `bench-operator-${randomBytes(12).toString('hex')}`
+
+interface RouteResult {
+  route: string
+  requestsPerSecond: number
+  p50: number
+  p99: number
+  non2xx: number
+  apiCpuMs: number
+  postgresCpuMs: number
+}
+
+const admin = new pg.Client({ connectionString: SERVER_URL })
+await admin.connect()
+let api: Child | undefined
+try {
+  const tps = pgbench()
+  await admin.query(`create database ${DATABASE}`)
+  const port = 20_000 + Math.floor(Math.random() * 20_000)
+  const entry = args.compiled ? [join(compile(), 'src/server.js')] : ['--import', 'tsx', 'src/server.ts']
+  api = runNode('api', [...entry, '--role=api'], {
+    DATABASE_URL: databaseUrl(DATABASE), PORT: String(port), LOG_LEVEL: 'warn', NODE_ENV: 'production', BATON_ADMIN_TOKEN: OPERATOR_KEY,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', DATABASE_POOL_MAX: '16'
+  })
+  const base = `http://127.0.0.1:${port}`
+  await waitFor('the API to be ready', 120_000, async () => (await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 || undefined)
+  const fx = await fixture(base)
+  const results: RouteResult[] = []
+
+  results.push(await load(api, 'POST /v1/process-instances', base, {
+    method: 'POST', path: '/v1/process-instances', headers: fx.json, body: JSON.stringify({ templateId: fx.startTemplate, responsibleUserId: fx.userId })
+  }))
+  const ids = await startMany(base, fx, fx.startTemplate, 200)
+  let next = 0
+  results.push(await load(api, 'GET /v1/process-instances/{id}', base, {
+    method: 'GET', path: `/v1/process-instances/${ids[0]}`, headers: { authorization: fx.json.authorization! },
+    setupRequest: (request: { path: string }) => ({ ...request, path: `/v1/process-instances/${ids[next++ % ids.length]}` })
+  }))
+  const advanceable = await startMany(base, fx, fx.advanceTemplate, 1000)
+  let turn = 0
+  results.push(await load(api, 'POST /v1/process-instances/{id}/advance', base, {
+    method: 'POST', path: `/v1/process-instances/${advanceable[0]}/advance`, headers: fx.json, body: JSON.stringify({ outcome: 'done' }),
+    setupRequest: (request: { path: string }) => ({ ...request, path: `/v1/process-instances/${advanceable[turn++ % advanceable.length]}/advance` })
+  }))
+  const rss = procStatus(api.process.pid ?? 0)
+
+  process.stdout.write(`\nAPI benchmark: ${CONNECTIONS} connections, ${SECONDS} s a route, API ${args.compiled ? 'compiled' : 'under tsx'}\n`)
+  process.stdout.write(`  pgbench -N (scale 10, 8 clients)    ${tps.toFixed(0)} tps\n`)
+  for (const r of results) {
+    process.stdout.write(`  ${r.route.padEnd(42)} ${r.requestsPerSecond.toFixed(0).padStart(6)} req/s   p50 ${r.p50} ms   p99 ${r.p99} ms   `
+      + `ratio ${(r.requestsPerSecond / tps).toFixed(2)}   API CPU ${r.apiCpuMs.toFixed(2)} ms + Postgres ${r.postgresCpuMs.toFixed(2)} ms per request`
+      + `${r.non2xx > 0 ? `   (${r.non2xx} not 2xx)` : ''}\n`)
+  }
+  process.stdout.write(`  API RSS                                   ${((rss?.rssKb ?? 0) / 1024).toFixed(1)} MiB now, peak ${((rss?.hwmKb ?? 0) / 1024).toFixed(1)} MiB\n`)
+  process.stdout.write('  aims: start and advance at least 0.25 of pgbench, the read 0.6; API RSS at most 150 MiB\n')
+} finally {
+  if (api) await stopChild(api, 10_000)
+  await admin.query(`drop database if exists ${DATABASE} with (force)`)
+  await admin.query(`drop database if exists ${PGBENCH_DATABASE} with (force)`)
+  await admin.end()
+}
+
+/** pgbench -N on a database of its own: the server's transactions per second for this machine now. */
+function pgbench(): number {
+  const url = new URL(SERVER_URL)
+  const common = ['-h', url.hostname, '-p', url.port || '5432', '-U', decodeURIComponent(url.username || 'postgres')]
+  const run = (argv: string[]) => spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' })
+  run(['createdb', ...common, PGBENCH_DATABASE])
+  log('pgbench: initialising scale 10')
+  const init = run(['pgbench', ...common, '-i', '-q', '-s', '10', PGBENCH_DATABASE])
+  if (init.status !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`)
+  log(`pgbench -N: 8 clients for ${args['pgbench-seconds']} s`)
+  const bench = run(['pgbench', ...common, '-N', '-c', '8', '-j', '2', '-T', String(args['pgbench-seconds']), PGBENCH_DATABASE])
+  const tps = Number(/tps = ([\d.]+)/.exec(bench.stdout)?.[1])
+  if (!Number.isFinite(tps)) throw new Error(`pgbench failed: ${bench.stdout}${bench.stderr}`)
+  return tps
+}
+
+interface Fixture {
+  json: Record<string, string>
+  userId: string
+  startTemplate: string
+  advanceTemplate: string
+}
+
+async function fixture(base: string): Promise<Fixture> {
+  const call = async (key: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) })
+    })
+    const data = await response.json().catch(() => undefined)
+    if (response.status >= 300) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(data)}`)
+    return data
+  }
+  const tenant = await call(OPERATOR_KEY, 'POST', '/v1/tenants', { name: 'Bench Immobilien', webId: `bench${process.pid}` })
+  const { key } = await call(OPERATOR_KEY, 'POST', `/v1/tenants/${tenant.id}/api-keys`, { name: 'bench' })
+  const service = await call(OPERATOR_KEY, 'POST', '/v1/marketplace-services', { name: 'ValueCo', provider: 'ValueCo', webhookUrl: 'http://127.0.0.1:9/hook' })
+  await call(key, 'PUT', `/v1/marketplace-services/${service.id}/activation`)
+  const user = await call(key, 'POST', '/v1/users', { name: 'Bea Bench', email: 'bea@example.com' })
+  const template = async (steps: Record<string, unknown>[]) => {
+    const created = await call(key, 'POST', '/v1/process-templates', { name: `Bench ${steps.length}`, controllerUserId: user.id })
+    for (const step of steps) await call(key, 'POST', `/v1/process-templates/${created.id}/steps`, { start: { mode: 'afterPrevious' }, responsibility: 'processResponsible', ...step })
+    const { version } = await call(key, 'GET', `/v1/process-templates/${created.id}`)
+    await call(key, 'PATCH', `/v1/process-templates/${created.id}`, { active: true }, { 'if-match': `"${version}"` })
+    return created.id as string
+  }
+  return {
+    json: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    userId: user.id,
+    startTemplate: await template([{ kind: 'webhook', name: 'Ask ValueCo', serviceId: service.id }, { kind: 'task', name: 'Call the owner', deadlineDays: 2 }]),
+    advanceTemplate: await template(Array.from({ length: 20 }, (_, i) => ({ kind: 'task', name: `Task ${i + 1}` })))
+  }
+}
+
+async function startMany(base: string, fx: Fixture, templateId: string, count: number): Promise<string[]> {
+  const ids: string[] = []
+  for (let i = 0; i < count; i++) {
+    const response = await fetch(`${base}/v1/process-instances`, { method: 'POST', headers: fx.json, body: JSON.stringify({ templateId, responsibleUserId: fx.userId }) })
+    ids.push(((await response.json()) as { id: string }).id)
+  }
+  return ids
+}
+
+/** CPU milliseconds used so far by the server processes of the API's database. */
+async function postgresCpuMs(): Promise<number> {
+  const { rows } = await admin.query<{ pid: number }>('select pid from pg_stat_activity where datname = $1', [DATABASE])
+  return rows.reduce((sum, r) => sum + (procStatus(r.pid)?.cpuMs ?? 0), 0)
+}
+
+async function load(api: Child, route: string, base: string, request: Record<string, unknown>): Promise<RouteResult> {
+  log(`${route}: ${CONNECTIONS} connections for ${SECONDS} s`)
+  await autocannon({ url: base, connections: CONNECTIONS, duration: 2, requests: [request] })
+  await sleep(200)
+  const [apiBefore, pgBefore] = [procStatus(api.process.pid ?? 0)?.cpuMs ?? 0, await postgresCpuMs()]
+  const result = await autocannon({ url: base, connections: CONNECTIONS, duration: SECONDS, requests: [request] })
+  const [apiAfter, pgAfter] = [procStatus(api.process.pid ?? 0)?.cpuMs ?? 0, await postgresCpuMs()]
+  const total = Math.max(1, result.requests.total)
+  return {
+    route,
+    requestsPerSecond: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    non2xx: result.non2xx,
+    apiCpuMs: (apiAfter - apiBefore) / total,
+    postgresCpuMs: (pgAfter - pgBefore) / total
+  }
+}

@@ -1,0 +1,51 @@
+import { sql } from 'kysely'
+import type { DB } from '../db/connect.js'
+
+const DAY_MS = 86_400_000
+
+/**
+ * Removes finished data older than the retention: processes that ended (with their steps, deliveries,
+ * attempts and activities), finished deliveries of record triggers (with their attempts) and sent
+ * mails, at most `limit` rows of each per call, each found through a partial index over finished
+ * rows. Rows another worker is removing are skipped. Returns how many rows went.
+ */
+export async function removeOldHistory(db: DB, now: Date, retentionDays: number, limit = 500): Promise<number> {
+  if (retentionDays <= 0) return 0
+  const cutoff = new Date(now.getTime() - retentionDays * DAY_MS)
+  const { rows: processes } = await sql<{ id: string }>`
+    with old as (
+      select tenant_id, id from process_instances
+      where status <> 'running' and ended_at < ${cutoff}
+      order by ended_at
+      limit ${limit}
+      for update skip locked
+    ), their_activities as (
+      delete from activities a using old o where a.tenant_id = o.tenant_id and a.instance_id = o.id
+    )
+    delete from process_instances p using old o where p.tenant_id = o.tenant_id and p.id = o.id
+    returning p.id
+  `.execute(db)
+  const { rows: deliveries } = await sql<{ id: string }>`
+    with old as (
+      select tenant_id, id from deliveries
+      where step_id is null and status in ('succeeded', 'failed', 'cancelled') and finished_at < ${cutoff}
+      order by finished_at
+      limit ${limit}
+      for update skip locked
+    )
+    delete from deliveries d using old o where d.tenant_id = o.tenant_id and d.id = o.id
+    returning d.id
+  `.execute(db)
+  const { rows: mails } = await sql<{ id: string }>`
+    with old as (
+      select tenant_id, id from outbox_mails
+      where sent_at is not null and sent_at < ${cutoff}
+      order by sent_at
+      limit ${limit}
+      for update skip locked
+    )
+    delete from outbox_mails m using old o where m.tenant_id = o.tenant_id and m.id = o.id
+    returning m.id
+  `.execute(db)
+  return processes.length + deliveries.length + mails.length
+}
