@@ -1,5 +1,7 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { Server } from 'node:http'
+import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { parseAllowedTargets, type TargetPolicy } from './adapters/address-policy.js'
 import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
 import { REDACTED_PATHS } from './redacted-paths.js'
@@ -21,8 +23,12 @@ import triggerRoutes from './modules/marketplace/trigger-routes.js'
 import userRoutes from './modules/users/routes.js'
 import { loadClaimKey } from './modules/auth/claim-key.js'
 import { once } from './lib/once.js'
+import { createSecretBox, type SecretBox } from './lib/secret-box.js'
 import auth from './plugins/auth.js'
+import loadShedding from './plugins/load-shedding.js'
 import problems from './plugins/problems.js'
+import protocolErrors, { clientErrorHandler, frameworkErrors } from './plugins/protocol-errors.js'
+import rateLimit from './plugins/rate-limit.js'
 import swagger from './plugins/swagger.js'
 import { buildValidator } from './plugins/validation.js'
 
@@ -39,30 +45,47 @@ export interface AppDependencies {
 export interface ModuleOptions {
   db: DB
   clock: Clock
+  /** Seals the secrets Baton keeps (BATON_SECRETS_KEY); without a key they are stored as they are. */
+  secrets: SecretBox
+  /** Which webhook targets are refused (WEBHOOK_ALLOW_PRIVATE_NETWORKS, WEBHOOK_ALLOWED_TARGETS), as the worker refuses them. */
+  targets: TargetPolicy
 }
 
 
 /** One set of server options for production and tests alike. */
-export function serverOptions(config: Config, logger: FastifyServerOptions['logger'] = true): FastifyServerOptions {
+export function serverOptions(config: Config, logger: FastifyServerOptions['logger'] = true): FastifyHttpOptions<Server> {
+  const requestTimeout = config.HTTP_REQUEST_TIMEOUT_MS
   return {
     logger: logger === true ? { level: config.LOG_LEVEL, redact: REDACTED_PATHS } : logger,
     trustProxy: config.BATON_TRUST_PROXY,
     bodyLimit: 1024 * 1024,
-    schemaController: { compilersFactory: { buildValidator } }
+    schemaController: { compilersFactory: { buildValidator } },
+    // A client that trickles its headers or body is cut off (408); Node checks open requests every second.
+    requestTimeout,
+    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },
+    clientErrorHandler: clientErrorHandler(requestTimeout),
+    frameworkErrors
   }
 }
 
 export async function buildApp(deps: AppDependencies, options = serverOptions(deps.config)): Promise<FastifyInstance> {
   const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>()
-  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock }
+  const secrets = createSecretBox(deps.config.BATON_SECRETS_KEY, deps.config.BATON_SECRETS_KEY_PREVIOUS)
+  const targets = { allowPrivateNetworks: deps.config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, allowed: parseAllowedTargets(deps.config.WEBHOOK_ALLOWED_TARGETS) }
+  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets, targets }
 
   await app.register(problems)
+  await app.register(protocolErrors)
+  await app.register(loadShedding, {
+    maxEventLoopDelayMs: deps.config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, maxEventLoopUtilization: deps.config.PRESSURE_MAX_EVENT_LOOP_UTILIZATION
+  })
+  await app.register(rateLimit, { max: deps.config.RATE_LIMIT_MAX, windowMs: deps.config.RATE_LIMIT_WINDOW_MS, authFailures: deps.config.AUTH_FAILURE_LIMIT })
   await app.register(swagger)
   // Shared by the activity logs of properties, addresses and process instances.
   app.addSchema(ActivitySchema)
   // Loaded on the first apiClaim, so the app starts (and reports not ready) while the database is away.
   const given = deps.claimKey
-  const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET))
+  const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET, secrets))
   await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash, claimKey, clock: modules.clock })
 
   await app.register(healthRoutes, modules)

@@ -1,6 +1,7 @@
 import { Type, type Static } from 'typebox'
 import { Value } from 'typebox/value'
 import { parseAllowedTargets } from './adapters/address-policy.js'
+import { secretsKeyProblem } from './lib/secret-box.js'
 
 const Flag = Type.Boolean({ default: false })
 
@@ -34,7 +35,16 @@ export const ConfigSchema = Type.Object({
   WEBHOOK_ALLOWED_TARGETS: Type.String({ default: '' }),
   WEBHOOK_PER_HOST_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 8 }),
   SMTP_URL: Type.Optional(Type.String({ pattern: '^smtps?://' })),
-  MAIL_FROM: Type.String({ minLength: 3, default: 'Baton <baton@localhost>' })
+  MAIL_FROM: Type.String({ minLength: 3, default: 'Baton <baton@localhost>' }),
+  // Hostile input (issue 10): bounds on what one client can make the API do.
+  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 }),
+  BATON_SECRETS_KEY: Type.Optional(Type.String()),
+  BATON_SECRETS_KEY_PREVIOUS: Type.Optional(Type.String()),
+  RATE_LIMIT_MAX: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 1000 }),
+  RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 }),
+  AUTH_FAILURE_LIMIT: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 30 }),
+  PRESSURE_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000 }),
+  PRESSURE_MAX_EVENT_LOOP_UTILIZATION: Type.Number({ minimum: 0, maximum: 1, default: 0 })
 })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
@@ -62,6 +72,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   const allowList = allowedTargetsProblem(String(config.WEBHOOK_ALLOWED_TARGETS))
   if (allowList) problems.push(`WEBHOOK_ALLOWED_TARGETS: ${allowList}`)
+  for (const name of ['BATON_SECRETS_KEY', 'BATON_SECRETS_KEY_PREVIOUS']) {
+    const problem = typeof config[name] === 'string' ? secretsKeyProblem(config[name]) : undefined
+    if (problem) problems.push(`${name}: ${problem}`)
+  }
   if (problems.length > 0) {
     throw new ConfigError(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
   }

@@ -1,4 +1,4 @@
-import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely'
+import type { ColumnType, Generated, GeneratedAlways, Insertable, Selectable, Updateable } from 'kysely'
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>
 type CreatedAt = ColumnType<Date, Date | string | undefined, never>
@@ -51,6 +51,8 @@ export interface RecordsTable {
   id: string
   maintainer_user_id: string | null
   fields: Json<JsonObject>
+  /** The fields as JSON text, in bytes; Postgres keeps it (migration 0006). */
+  fields_bytes: GeneratedAlways<number>
   version: Generated<number>
   created_at: CreatedAt
   updated_at: Timestamp

@@ -1,4 +1,14 @@
+import { Readable } from 'node:stream'
+import type { FastifyReply } from 'fastify'
 import { badRequest } from '../errors.js'
+import { jsonBytes } from './json-limits.js'
+
+/**
+ * A list page's JSON body stays within this many bytes: the page ends early, with a nextCursor,
+ * so that no page of large items (records of 256 KiB, deliveries with many attempts) can take
+ * tens of MiB of memory per request. One item is always sent, however large.
+ */
+export const PAGE_MAX_BYTES = 4 * 1024 * 1024
 
 export interface PageRequest {
   limit: number
@@ -17,15 +27,51 @@ export function pageRequest(query: { limit?: number | undefined; cursor?: string
   return { limit: query.limit ?? 50, after: query.cursor === undefined ? undefined : decodeCursor(query.cursor) }
 }
 
-/** Repositories fetch limit + 1 rows; the extra row only tells that another page exists. */
-export function toPage<R extends { id: string }, T>(rows: R[], request: PageRequest, map: (row: R) => T): PageResult<T> {
-  const hasMore = rows.length > request.limit
-  const pageRows = hasMore ? rows.slice(0, request.limit) : rows
-  const last = pageRows.at(-1)
-  return { items: pageRows.map(map), nextCursor: hasMore && last ? encodeCursor(last.id) : null }
+/** A repository that sized its rows itself: `more` says that it left rows out to keep the page's byte budget. */
+export interface SizedRows<R> {
+  rows: R[]
+  more: boolean
 }
 
-function encodeCursor(id: string): string {
+/**
+ * Repositories fetch limit + 1 rows; the extra row only tells that another page exists. The page also
+ * ends once its items would pass PAGE_MAX_BYTES, measured here unless the repository sized the rows.
+ */
+export function toPage<R extends { id: string }, T>(rows: R[] | SizedRows<R>, request: PageRequest, map: (row: R) => T): PageResult<T> {
+  if (!Array.isArray(rows)) {
+    const last = rows.rows.at(-1)
+    return { items: rows.rows.map(map), nextCursor: rows.more && last ? encodeCursor(last.id) : null }
+  }
+  const items: T[] = []
+  let bytes = 0
+  let last: R | undefined
+  for (const row of rows.slice(0, request.limit)) {
+    const item = map(row)
+    bytes += jsonBytes(item) + 1
+    if (items.length > 0 && bytes > PAGE_MAX_BYTES) break
+    items.push(item)
+    last = row
+  }
+  const hasMore = rows.length > items.length
+  return { items, nextCursor: hasMore && last ? encodeCursor(last.id) : null }
+}
+
+/** Sends a body that is JSON text already, as it is produced (chunked), unserialized. */
+export function sendJsonStream(reply: FastifyReply, body: AsyncIterable<string>): FastifyReply {
+  return reply.type('application/json; charset=utf-8').send(Readable.from(body, { objectMode: false }))
+}
+
+/** How many of these rows, taken in order, fit in a page's byte budget (at least one); `bytes` is each row's size. */
+export function countWithinBudget(sizes: number[], maxBytes = PAGE_MAX_BYTES): number {
+  let total = 0
+  for (let i = 0; i < sizes.length; i++) {
+    total += sizes[i]!
+    if (i > 0 && total > maxBytes) return i
+  }
+  return sizes.length
+}
+
+export function encodeCursor(id: string): string {
   return Buffer.from(`v1:${id}`).toString('base64url')
 }
 

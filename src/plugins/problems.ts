@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S } from '../db/errors.js'
@@ -5,9 +6,21 @@ import { ProblemError, type FieldError } from '../errors.js'
 
 const STATUS_TITLES: Record<number, string> = {
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
-  406: 'Not Acceptable', 409: 'Conflict', 412: 'Precondition Failed', 413: 'Content Too Large',
-  415: 'Unsupported Media Type', 422: 'Unprocessable Content', 429: 'Too Many Requests',
-  500: 'Internal Server Error', 503: 'Service Unavailable'
+  406: 'Not Acceptable', 408: 'Request Timeout', 409: 'Conflict', 412: 'Precondition Failed', 413: 'Content Too Large',
+  414: 'URI Too Long', 415: 'Unsupported Media Type', 417: 'Expectation Failed', 422: 'Unprocessable Content',
+  429: 'Too Many Requests', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 503: 'Service Unavailable'
+}
+
+/** A problem body for any status, also where no Fastify request exists (errors of Node's HTTP parser). */
+export function problemBody(status: number, detail: string, instance?: string, errors?: FieldError[]): ProblemBody {
+  return {
+    type: 'about:blank',
+    title: STATUS_TITLES[status] ?? STATUS_CODES[status] ?? 'Error',
+    status,
+    detail,
+    ...(instance === undefined ? {} : { instance }),
+    ...(errors && errors.length > 0 ? { errors } : {})
+  }
 }
 
 // Postgres error codes a client can cause; everything else is our fault and answers 500.
@@ -39,14 +52,7 @@ export function sendProblem(reply: FastifyReply, body: ProblemBody, headers: Rec
 }
 
 function problem(status: number, detail: string, request: FastifyRequest, errors?: FieldError[]): ProblemBody {
-  return {
-    type: 'about:blank',
-    title: STATUS_TITLES[status] ?? 'Error',
-    status,
-    detail,
-    instance: request.url.split('?')[0] ?? request.url,
-    ...(errors && errors.length > 0 ? { errors } : {})
-  }
+  return problemBody(status, detail, request.url.split('?')[0] ?? request.url, errors)
 }
 
 function validationErrors(error: FastifyError): FieldError[] {
@@ -86,9 +92,17 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
     return sendProblem(reply, problem(500, 'Something went wrong on our side; it has been logged.', request))
   })
 
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(reply, problem(404, `No route ${request.method} ${request.url.split('?')[0]}.`, request))
-  )
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0] ?? request.url
+    // A path that exists under other methods answers 405 and names them, as RFC 9110 asks.
+    const allowed = ROUTE_METHODS.filter((method) => app.findRoute({ method, url: path }) !== null)
+    if (allowed.length > 0) {
+      return sendProblem(reply, problem(405, `${request.method} is not allowed on ${path}; use ${allowed.join(', ')}.`, request), { allow: allowed.join(', ') })
+    }
+    return sendProblem(reply, problem(404, `No route ${request.method} ${path}.`, request))
+  })
 }
+
+const ROUTE_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']
 
 export default fp(problemsPlugin, { name: 'problems' })

@@ -10,6 +10,7 @@ import { VERSION } from '../version.js'
 import { DEFAULT_RETRY_POLICY } from './retry-policy.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
 import { once } from '../lib/once.js'
+import { createSecretBox } from '../lib/secret-box.js'
 import { createScheduler, type Logger, type Scheduler } from './scheduler.js'
 
 export const WORK_CHANNEL = 'baton_work'
@@ -30,6 +31,7 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
     log.info({ allowedTargets: config.WEBHOOK_ALLOWED_TARGETS }, 'webhooks may reach these private targets')
   }
   const mailer = createMailer({ smtpUrl: config.SMTP_URL, mailDir: `${config.BATON_DATA_DIR}/mail` })
+  const secrets = createSecretBox(config.BATON_SECRETS_KEY, config.BATON_SECRETS_KEY_PREVIOUS)
   const scheduler = createScheduler({
     db: database.db,
     clock,
@@ -50,7 +52,8 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
       perHostConcurrency: config.WEBHOOK_PER_HOST_CONCURRENCY,
       retentionDays: config.BATON_RETENTION_DAYS
     },
-    claimKey: once(() => loadClaimKey(database.db, config.BATON_CLAIM_SECRET)),
+    claimKey: once(() => loadClaimKey(database.db, config.BATON_CLAIM_SECRET, secrets)),
+    secrets,
     session: () => database.session({ timeouts: true }),
     listen: (onWork) => database.listen(WORK_CHANNEL, onWork)
   })

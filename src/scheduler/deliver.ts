@@ -7,6 +7,7 @@ import type { OutcomeBatcher } from './outcome-batcher.js'
 import type { AttemptRecord, Recorded } from './record-outcome.js'
 import { decide, type AttemptResult, type Decision, type RetryPolicy } from './retry-policy.js'
 import { signClaim } from '../lib/api-claims.js'
+import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
 import { buildRequest } from './webhook-request.js'
 import { releaseDelivery } from './delivery-repository.js'
 import { hostKey, type HostSlots } from './host-slots.js'
@@ -26,6 +27,8 @@ export interface DeliverDeps {
   hostSlots?: HostSlots
   /** Writes outcomes, many calls' to a transaction under load. */
   outcomes: OutcomeBatcher
+  /** Opens the services' secrets when they are sealed (BATON_SECRETS_KEY); by default none may be. */
+  secrets?: SecretBox
 }
 
 /**
@@ -35,6 +38,8 @@ export interface DeliverDeps {
 export type Delivered = Recorded | 'deferred' | 'released'
 
 const LOGGED_BODY_BYTES = 4096
+/** How long a delivery whose secret this worker cannot open waits before it is claimed again. */
+const UNOPENED_SECRET_DELAY_MS = 60_000
 /** A worker stops trying to record an outcome this long before its lease ends, when the reaper may take it over. */
 const LEASE_MARGIN_MS = 1000
 /** How long recording a call cut off by shutdown may keep trying while the database does not answer. */
@@ -70,6 +75,15 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   }
 
   const host = deps.hostSlots ? hostKey(delivery.webhookUrl) : undefined
+  let signed: ClaimedDelivery
+  try {
+    signed = withOpenSecrets(deps.secrets ?? PLAIN_SECRETS, delivery)
+  } catch (error) {
+    // A secret this worker cannot open (BATON_SECRETS_KEY unset or changed) is a setting to fix, not an
+    // attempt: the delivery waits a minute, uncounted, and the error reaches the worker's log.
+    await retryTransient(() => releaseDelivery(deps.db, delivery, now(), new Date(now().getTime() + UNOPENED_SECRET_DELAY_MS)), { until, now })
+    throw error
+  }
   const claimKey = await retryTransient(deps.claimKey, { until, signal: stopping, now }).catch(() => undefined)
   const slot = claimKey && host ? await deps.hostSlots?.acquire(host, slotWaitMs(deps, until), stopping) : undefined
   if (!claimKey || (host && !slot) || stopping?.aborted) {
@@ -81,7 +95,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   }
   let attempt: Attempt
   try {
-    attempt = await call(deps, delivery, startedAt, claimKey, signal)
+    attempt = await call(deps, signed, startedAt, claimKey, signal)
   } finally {
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
@@ -142,6 +156,12 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
       : { kind: error instanceof HttpCallError && error.targetRefused ? 'refused' : 'error', error: text }
   }
   return { result, response, durationMs: Math.round(performance.now() - started) }
+}
+
+function withOpenSecrets(secrets: SecretBox, delivery: ClaimedDelivery): ClaimedDelivery {
+  const context = secretContext.service(delivery.serviceId)
+  const previousSecret = delivery.previousSecret === null ? null : secrets.open(delivery.previousSecret, context)
+  return { ...delivery, secret: secrets.open(delivery.secret, context), previousSecret }
 }
 
 function header(response: HttpResponse, name: string): string | undefined {

@@ -5,6 +5,7 @@ import type { DB, Session } from '../db/connect.js'
 import { isDatabaseUnavailable } from '../db/errors.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
 import { once } from '../lib/once.js'
+import type { SecretBox } from '../lib/secret-box.js'
 import { throttled } from '../lib/throttled.js'
 import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
@@ -51,6 +52,8 @@ export interface SchedulerDeps {
   settings: SchedulerSettings
   /** The apiClaim key; by default the one kept in the database (see loadClaimKey). */
   claimKey?: () => Promise<Buffer>
+  /** Opens sealed service secrets (BATON_SECRETS_KEY). */
+  secrets?: SecretBox
   /** A connection of the worker's own, which holds its per-host slots as advisory locks. */
   session?: () => Promise<Session>
   /** Subscribes to "new work" notifications (the payload names the table); returns the unsubscribe. */
@@ -94,7 +97,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
     claimKey, claimTtlMs: settings.claimTtlMs, outcomes,
-    ...(hostSlots ? { hostSlots } : {})
+    ...(hostSlots ? { hostSlots } : {}),
+    ...(deps.secrets ? { secrets: deps.secrets } : {})
   }
   /** Calls being made (each holds a place of SCHEDULER_CONCURRENCY): `called` settles when the call has ended. */
   const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; called: Promise<void> }>()

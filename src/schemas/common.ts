@@ -53,7 +53,9 @@ export function problems(...statuses: number[]) {
 }
 
 export const PageQuerySchema = Type.Object({
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50, description: 'Page size (max 200)' })),
+  limit: Type.Optional(Type.Integer({
+    minimum: 1, maximum: 200, default: 50, description: 'Page size (max 200); a page also ends early, with a nextCursor, before its body passes 4 MiB'
+  })),
   cursor: Type.Optional(Type.String({ maxLength: 200, description: 'Opaque cursor from the previous page\'s nextCursor' }))
 })
 

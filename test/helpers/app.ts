@@ -22,6 +22,8 @@ export interface TestContext {
   app: FastifyInstance
   db: DB
   clock: TestClock
+  /** The operator key, for tests that build their own requests. */
+  operatorKey: string
   operator: Client
   anonymous: Client
   as(key: string): Client
@@ -38,10 +40,10 @@ export interface TenantFixture {
 
 let tenantCounter = 0
 
-/** Boots the real app on a database of its own, torn down with the test. */
-export async function setupApp(t: Test): Promise<TestContext> {
+/** Boots the real app on a database of its own, torn down with the test; `env` adds settings. */
+export async function setupApp(t: Test, env: Record<string, string> = {}): Promise<TestContext> {
   const database = await createTestDatabase()
-  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent' })
+  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', ...env })
   const operatorKey = generateKey('operator')
   const clock = new TestClock()
   const app = await buildApp(
@@ -60,6 +62,7 @@ export async function setupApp(t: Test): Promise<TestContext> {
     app,
     db: database.db,
     clock,
+    operatorKey,
     operator,
     anonymous: as(),
     as,

@@ -1,6 +1,7 @@
 import type { Test } from 'tap'
 import { createHttpClient } from '../../src/adapters/http-client.js'
 import { createMailer } from '../../src/adapters/mailer.js'
+import { createSecretBox } from '../../src/lib/secret-box.js'
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../src/scheduler/retry-policy.js'
 import { createScheduler, type Logger, type Scheduler, type SchedulerDeps, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
 import { setupApp, type Client, type TestContext } from './app.js'
@@ -40,8 +41,12 @@ export const FAST_RETRIES: RetryPolicy = { ...DEFAULT_RETRY_POLICY, jitter: 0 }
  * A tenant with a controller, a worker, a property, an activated webhook service backed by a real
  * provider on 127.0.0.1, an SMTP server, and a scheduler driven by the test clock.
  */
-export async function setupRuntime(t: Test, options: { webhookTimeoutMs?: number; maxAttempts?: number } = {}): Promise<RuntimeContext> {
-  const ctx = await setupApp(t)
+export async function setupRuntime(
+  t: Test, options: { webhookTimeoutMs?: number; maxAttempts?: number; secretsKey?: string } = {}
+): Promise<RuntimeContext> {
+  // The provider listens on 127.0.0.1: the API lets such targets be stored, as in development.
+  const ctx = await setupApp(t, { WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', ...(options.secretsKey ? { BATON_SECRETS_KEY: options.secretsKey } : {}) })
+  const secrets = createSecretBox(options.secretsKey)
   const [provider, smtp] = await Promise.all([TestProvider.start(), TestSmtpServer.start()])
   const tenant = await ctx.newTenant({ name: 'Muster Immobilien', timeZone: 'Europe/Berlin' })
   const api = tenant.client
@@ -66,6 +71,7 @@ export async function setupRuntime(t: Test, options: { webhookTimeoutMs?: number
     mailer,
     log,
     workerId: `test-${Math.random().toString(36).slice(2, 8)}`,
+    secrets,
     settings: {
       pollIntervalMs: 50,
       batchSize: 100,

@@ -104,7 +104,8 @@ export const RECOVERY_LIMIT = 1000
  */
 export async function recover(db: DB, clock: Clock, tenantId: string, serviceId: string, input: RecoverDeliveries): Promise<RecoveryResult> {
   const service = await findServiceForTenant(db, tenantId, serviceId)
-  if (!service) throw notFound('Marketplace service', serviceId)
+  // A service this tenant cannot see (inactive, never activated by it) answers as an unknown id does.
+  if (!service || (!service.active && !service.activated_at)) throw notFound('Marketplace service', serviceId)
   if (!service.active || !service.activated_at) {
     throw conflict(`Service "${service.name}" is not active for this tenant; activate it before recovering its deliveries.`)
   }

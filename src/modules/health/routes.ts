@@ -16,7 +16,7 @@ export default async function healthRoutes(app: FastifyInstance, { db, clock }: 
   let migrated = false
 
   app.get('/health/live', {
-    config: { auth: 'public' },
+    config: { auth: 'public', shedLoad: false },
     schema: { tags: ['health'], summary: 'The process is up', security: [], response: { 200: Type.Ref('Health') } }
   }, async () => ({ status: 'ok' as const }))
 

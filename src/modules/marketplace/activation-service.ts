@@ -2,7 +2,7 @@ import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import { conflict, notFound, unprocessable } from '../../errors.js'
 import * as repo from './activation-repository.js'
-import { findServiceById, findTemplatesUsing } from './repository.js'
+import { findServiceSeenBy, findTemplatesUsing } from './repository.js'
 import type { ServiceActivation } from './schemas.js'
 import { nameTemplates } from './service.js'
 
@@ -10,14 +10,15 @@ function toActivation(row: { service_id: string; activated_at: Date }): ServiceA
   return { serviceId: row.service_id, activated: true, activatedAt: row.activated_at.toISOString() }
 }
 
-async function requireService(db: DB, serviceId: string) {
-  const service = await findServiceById(db, serviceId)
+/** The service as this tenant sees it (active, or activated by it): any other answers 404, as an unknown id does. */
+async function requireService(db: DB, tenantId: string, serviceId: string) {
+  const service = await findServiceSeenBy(db, tenantId, serviceId)
   if (!service) throw notFound('Marketplace service', serviceId)
   return service
 }
 
 export async function activateService(db: DB, clock: Clock, tenantId: string, serviceId: string): Promise<ServiceActivation> {
-  const service = await requireService(db, serviceId)
+  const service = await requireService(db, tenantId, serviceId)
   if (!service.active) throw unprocessable(`Marketplace service ${serviceId} is not active, so it cannot be activated.`)
   return toActivation(await repo.upsertActivation(db, tenantId, serviceId, clock.now()))
 }
@@ -31,7 +32,7 @@ export async function getActivation(db: DB, tenantId: string, serviceId: string)
 // The activation stays locked from the usage check to the delete; step writes hold it FOR SHARE,
 // so a step added meanwhile is either seen here (409) or finds the activation gone (422).
 export async function deactivateService(db: DB, tenantId: string, serviceId: string): Promise<void> {
-  await requireService(db, serviceId)
+  await requireService(db, tenantId, serviceId)
   await db.transaction().execute(async (trx) => {
     if (!(await repo.lockActivation(trx, tenantId, serviceId))) return
     const templates = await findTemplatesUsing(trx, { serviceId, tenantId })

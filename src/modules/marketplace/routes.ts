@@ -13,7 +13,7 @@ import * as services from './service.js'
 
 const MarketplaceService = Type.Ref('MarketplaceService')
 
-export default async function serviceRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+export default async function serviceRoutes(fastify: FastifyInstance, { db, clock, secrets, targets }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   app.addSchema(MarketplaceServiceSchema)
   app.addSchema(MarketplaceServiceWithSecretSchema)
@@ -28,7 +28,7 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
       response: { 201: Type.Ref('MarketplaceServiceWithSecret'), ...problems(400, 401, 403, 422) }
     }
   }, async (request, reply) => {
-    const created = await services.createService(db, clock, request.body)
+    const created = await services.createService({ db, clock, secrets, targets }, request.body)
     setETag(reply, created.version)
     return reply.code(201).send(created)
   })
@@ -66,7 +66,7 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
     }
   }, async (request, reply) => {
     const expected = expectedVersion(request.headers['if-match'])
-    const service = await services.updateService(db, clock, request.params.id, request.body, expected)
+    const service = await services.updateService({ db, clock, secrets, targets }, request.params.id, request.body, expected)
     setETag(reply, service.version)
     return service
   })

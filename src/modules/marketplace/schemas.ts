@@ -43,6 +43,8 @@ const WebhookUrl = Type.String({
   description: 'An http or https URL with a host and without credentials'
 })
 const secretLength = { minLength: 16, maxLength: 256 }
+const SECRET_RULE = 'Either whsec_ and strict, padded base64 of 24 to 64 random bytes (the Standard Webhooks form), or at least ' +
+  '24 characters with 8 different ones and no spaces or control characters; else 422'
 
 export const CreateServiceSchema = Type.Object(
   {
@@ -50,7 +52,7 @@ export const CreateServiceSchema = Type.Object(
     provider: Name,
     webhookUrl: WebhookUrl,
     delivery: Type.Optional(StringEnum(['query', 'json'], { default: 'query' })),
-    secret: Type.Optional(Type.String({ ...secretLength, description: 'The signing secret (write-only); generated when absent' })),
+    secret: Type.Optional(Type.String({ ...secretLength, description: `The signing secret (write-only); generated when absent. ${SECRET_RULE}` })),
     active: Type.Optional(Type.Boolean({ default: true }))
   },
   { additionalProperties: false }
@@ -66,7 +68,7 @@ export const UpdateServiceSchema = Type.Object(
     active: Type.Optional(Type.Boolean()),
     secret: Type.Optional(Type.String({
       ...secretLength,
-      description: 'A new signing secret; the old one stays valid for 24 hours while providers switch'
+      description: `A new signing secret; the old one stays valid for 24 hours while providers switch. ${SECRET_RULE}`
     }))
   },
   { additionalProperties: false, minProperties: 1 }

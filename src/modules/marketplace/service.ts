@@ -1,12 +1,16 @@
 import { randomBytes } from 'node:crypto'
+import type { TargetPolicy } from '../../adapters/address-policy.js'
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { ServiceRow } from '../../db/database.js'
 import { conflict, notFound, preconditionFailed, unprocessable } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest } from '../../lib/pagination.js'
+import { secretContext, type SecretBox } from '../../lib/secret-box.js'
 import { checkVersion } from '../../lib/versioning.js'
 import * as repo from './repository.js'
+import { checkWebhookUrl } from './webhook-url.js'
+import { secretProblem } from './secret-strength.js'
 import type { CreateService, ListServicesQuery, MarketplaceService, MarketplaceServiceWithSecret, UpdateService } from './schemas.js'
 
 /** How long a replaced secret still verifies, so providers can switch without missing calls. */
@@ -27,22 +31,10 @@ export function toService(row: ServiceRow, activated?: boolean): MarketplaceServ
   }
 }
 
-export function webhookUrlProblem(url: string): string | undefined {
-  let parsed: URL
-  try {
-    parsed = new URL(url)
-  } catch {
-    return 'not a valid absolute URL'
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'the scheme must be http or https'
-  if (parsed.hostname === '') return 'the URL needs a host'
-  if (parsed.username !== '' || parsed.password !== '') return 'the URL must not contain a user name or password'
-  return undefined
-}
-
-function checkWebhookUrl(url: string | undefined): void {
-  const problem = url === undefined ? undefined : webhookUrlProblem(url)
-  if (problem) throw unprocessable(`The webhook URL is not usable: ${problem}.`, [{ pointer: '/body/webhookUrl', detail: problem }])
+/** A secret the operator gives must not be forgeable; Baton's own are 32 random bytes. */
+function checkSecret(secret: string | undefined): void {
+  const problem = secret === undefined ? undefined : secretProblem(secret)
+  if (problem) throw unprocessable(`The signing secret cannot be used: it ${problem}.`, [{ pointer: '/body/secret', detail: problem }])
 }
 
 /** In the Standard Webhooks form, so json providers can hand it to their library as it is. */
@@ -50,21 +42,32 @@ export function generateSecret(): string {
   return `whsec_${randomBytes(32).toString('base64')}`
 }
 
-export async function createService(db: DB, clock: Clock, input: CreateService): Promise<MarketplaceServiceWithSecret> {
-  checkWebhookUrl(input.webhookUrl)
+/** What writing to the catalogue needs beside the database. */
+export interface CatalogueWrites {
+  db: DB
+  clock: Clock
+  secrets: SecretBox
+  targets: TargetPolicy
+}
+
+export async function createService({ db, clock, secrets, targets }: CatalogueWrites, input: CreateService): Promise<MarketplaceServiceWithSecret> {
+  checkWebhookUrl(input.webhookUrl, targets)
+  checkSecret(input.secret)
   const now = clock.now()
+  const id = newId()
+  const secret = input.secret ?? generateSecret()
   const row = await repo.insertService(db, {
-    id: newId(),
+    id,
     name: input.name,
     provider: input.provider,
     webhook_url: input.webhookUrl,
     delivery: input.delivery ?? 'query',
-    secret: input.secret ?? generateSecret(),
+    secret: secrets.seal(secret, secretContext.service(id)),
     active: input.active ?? true,
     created_at: now,
     updated_at: now
   })
-  return { ...toService(row), secret: row.secret }
+  return { ...toService(row), secret }
 }
 
 /** The service as the caller may see it: the operator sees every one, a tenant active or activated ones. */
@@ -90,22 +93,23 @@ export async function listServices(db: DB, tenantId: string | undefined, page: P
 }
 
 export async function updateService(
-  db: DB, clock: Clock, id: string, input: UpdateService, expectedVersion: number | undefined
+  { db, clock, secrets, targets }: CatalogueWrites, id: string, input: UpdateService, expectedVersion: number | undefined
 ): Promise<MarketplaceService> {
-  checkWebhookUrl(input.webhookUrl)
+  checkWebhookUrl(input.webhookUrl, targets)
+  checkSecret(input.secret)
   const current = await repo.findServiceById(db, id)
   if (!current) throw notFound('Marketplace service', id)
   checkVersion(expectedVersion, current.version, `Marketplace service ${id}`)
   const now = clock.now()
-  const rotates = input.secret !== undefined && input.secret !== current.secret
+  const rotates = input.secret !== undefined && input.secret !== secrets.open(current.secret, secretContext.service(id))
   const row = await repo.updateService(db, id, current.version, {
     ...(input.name === undefined ? {} : { name: input.name }),
     ...(input.provider === undefined ? {} : { provider: input.provider }),
     ...(input.webhookUrl === undefined ? {} : { webhook_url: input.webhookUrl }),
     ...(input.delivery === undefined ? {} : { delivery: input.delivery }),
     ...(input.active === undefined ? {} : { active: input.active }),
-    ...(rotates ? {
-      secret: input.secret,
+    ...(rotates && input.secret !== undefined ? {
+      secret: secrets.seal(input.secret, secretContext.service(id)),
       previous_secret: current.secret,
       previous_secret_expires_at: new Date(now.getTime() + SECRET_ROTATION_OVERLAP_MS)
     } : {}),

@@ -24,12 +24,46 @@ export function findRecord(db: DB, table: RecordTable, tenantId: string, id: str
   return db.selectFrom(table).selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
 }
 
-export function listRecords(db: DB, table: RecordTable, tenantId: string, page: PageRequest, filter: RecordFilter) {
-  let query = db.selectFrom(table).selectAll().where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
+/** Ids of the next limit + 1 records and the size of their fields, so that a page can end at its byte budget. */
+export function listRecordSizes(db: DB, table: RecordTable, tenantId: string, page: PageRequest, filter: RecordFilter) {
+  let query = db.selectFrom(table).select(['id', 'fields_bytes']).where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
   if (page.after) query = query.where('id', '>', page.after)
   if (filter.maintainerUserId) query = query.where('maintainer_user_id', '=', filter.maintainerUserId)
   if (filter.fieldsContain) query = query.where(sql<boolean>`fields @> ${JSON.stringify(filter.fieldsContain)}::jsonb`)
   return query.execute()
+}
+
+/** Characters of a record's fields per slice: at most 64 KiB of text, well below V8's large-object size. */
+export const FIELDS_SLICE_CHARS = 16_384
+
+/** One slice of a record's fields as JSON text, with the record's other columns. */
+export interface RecordSliceRow {
+  id: string
+  maintainer_user_id: string | null
+  version: number
+  created_at: Date
+  updated_at: Date
+  ord: number
+  slice: string
+}
+
+/**
+ * These records (of the tenant, in id order) with their fields as the JSON text Postgres prints, cut
+ * into slices: each slice is a small string the next minor GC frees, where one large string per
+ * record lives until a full GC. The text is printed once per record (materialized), not per slice.
+ */
+export async function findRecordSlices(db: DB, table: RecordTable, tenantId: string, ids: string[]): Promise<RecordSliceRow[]> {
+  if (ids.length === 0) return []
+  const { rows } = await sql<RecordSliceRow>`
+    with r as materialized (
+      select id, maintainer_user_id, version, created_at, updated_at, fields::text as text
+      from ${sql.table(table)} where tenant_id = ${tenantId} and id = any(${ids}::uuid[])
+    )
+    select r.id, r.maintainer_user_id, r.version, r.created_at, r.updated_at, s.ord,
+      substr(r.text, (s.ord - 1) * ${FIELDS_SLICE_CHARS} + 1, ${FIELDS_SLICE_CHARS}) as slice
+    from r cross join lateral generate_series(1, greatest(1, ceil(length(r.text)::numeric / ${FIELDS_SLICE_CHARS})::int)) as s(ord)
+    order by r.id, s.ord`.execute(db)
+  return rows
 }
 
 export function insertRecord(

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../../app.js'
-import { pageRequest } from '../../lib/pagination.js'
+import { pageRequest, sendJsonStream } from '../../lib/pagination.js'
 import { expectedVersion, setETag } from '../../lib/versioning.js'
 import { forbidden } from '../../errors.js'
 import { claimOf, tenantOf, type ClaimScope } from '../../plugins/auth.js'
@@ -37,7 +37,10 @@ function readRoutes(fastify: FastifyInstance, kind: RecordKind, { db }: ModuleOp
       tags, summary: `List ${path}, oldest first`, querystring: ListRecordsQuerySchema,
       response: { 200: Page(Record), ...problems(400, 401, 403) }
     }
-  }, async (request) => records.listRecords(db, kind, tenantOf(request), pageRequest(request.query), request.query))
+  }, async (request, reply) => {
+    const page = await records.listRecordsJson(db, kind, tenantOf(request), pageRequest(request.query), request.query)
+    return sendJsonStream(reply, page)
+  })
 
   app.get(`/${path}/:id`, {
     config: { claim: CLAIM_SCOPE[kind.table] },

@@ -18,7 +18,8 @@ export const JsonObjectSchema = Type.Unsafe<JsonObject>(Type.Object({}, { additi
 
 const FieldsSchema = Type.Unsafe<JsonObject>(Type.Object({}, {
   additionalProperties: true,
-  description: 'Free JSON object, e.g. { "price": 250000, "livingArea": 92 }'
+  description: 'Free JSON object, e.g. { "price": 250000, "livingArea": 92 }; at most 32 levels of objects and arrays deep ' +
+    '(this object being the first) and 256 KiB as compact JSON, else 422'
 }))
 
 const MaintainerUserId = Type.Union([Uuid, Type.Null()], { description: 'A user of the tenant (Betreuer), or null' })
@@ -39,7 +40,8 @@ export type CreateRecord = Static<typeof CreateRecordSchema>
 
 const FieldsPatchSchema = Type.Unsafe<JsonObject>(Type.Object({}, {
   additionalProperties: true,
-  description: 'JSON merge patch of the top-level fields: a key set to null is removed, others replaced, keys not named kept'
+  description: 'JSON merge patch of the top-level fields: a key set to null is removed, others replaced, keys not named kept. ' +
+    'The merged fields keep the limits of a record\'s fields (32 levels, 256 KiB), else 422'
 }))
 
 export const UpdateRecordSchema = Type.Object(

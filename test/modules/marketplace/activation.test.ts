@@ -36,7 +36,12 @@ t.test('activation needs a known, active service and a tenant key', async (t) =>
 
   assertProblem(t, await client.put(`/v1/marketplace-services/${UNKNOWN}/activation`), 404)
   assertProblem(t, await client.delete(`/v1/marketplace-services/${UNKNOWN}/activation`), 404)
-  assertProblem(t, await client.put(`/v1/marketplace-services/${inactive.id}/activation`), 422, /not active/)
+  // An inactive service the tenant never activated is not in its catalogue: the same 404 as an unknown id.
+  assertProblem(t, await client.put(`/v1/marketplace-services/${inactive.id}/activation`), 404, /not found/)
+  const withdrawn = await createService(operator)
+  await client.put(`/v1/marketplace-services/${withdrawn.id}/activation`)
+  await operator.patch(`/v1/marketplace-services/${withdrawn.id}`, { active: false })
+  assertProblem(t, await client.put(`/v1/marketplace-services/${withdrawn.id}/activation`), 422, /not active/)
   assertProblem(t, await client.put('/v1/marketplace-services/not-a-uuid/activation'), 400)
   assertProblem(t, await operator.put(`/v1/marketplace-services/${service.id}/activation`), 403)
   assertProblem(t, await operator.get(`/v1/marketplace-services/${service.id}/activation`), 403)

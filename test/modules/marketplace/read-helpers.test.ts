@@ -7,13 +7,13 @@ t.test('read helpers for other modules', async (t) => {
   const { operator, db, newTenant } = await setupApp(t)
   const a = await newTenant()
   const b = await newTenant()
-  const service = await createService(operator, { secret: 'the-signing-secret-42' })
+  const service = await createService(operator, { secret: 'the-signing-secret-424242' })
   const base = `/v1/marketplace-services/${service.id}/parameters`
   await operator.post(base, { name: 'mode', type: 'enum', allowedValues: ['fast', 'exact'], default: 'fast' })
   await operator.post(base, { name: 'rooms', type: 'integer', required: true })
   await a.client.put(`/v1/marketplace-services/${service.id}/activation`)
 
-  t.match(await findServiceById(db, service.id), { id: service.id, secret: 'the-signing-secret-42', webhook_url: service.webhookUrl })
+  t.match(await findServiceById(db, service.id), { id: service.id, secret: 'the-signing-secret-424242', webhook_url: service.webhookUrl })
   t.equal(await findServiceById(db, '00000000-0000-4000-8000-000000000000'), undefined)
 
   const definitions = await listParameterDefinitions(db, service.id)

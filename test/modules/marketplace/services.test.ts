@@ -18,8 +18,8 @@ t.test('services: create, read, list, update, delete', async (t) => {
   t.notOk('activated' in created.data, 'no activation flag for the operator')
   const id = created.data.id as string
 
-  const own = await operator.post('/v1/marketplace-services', { ...SERVICE, delivery: 'json', secret: 'a-secret-of-16-chars', active: false })
-  t.match(own.data, { delivery: 'json', active: false, secret: 'a-secret-of-16-chars' })
+  const own = await operator.post('/v1/marketplace-services', { ...SERVICE, delivery: 'json', secret: 'a-secret-of-24-characters', active: false })
+  t.match(own.data, { delivery: 'json', active: false, secret: 'a-secret-of-24-characters' })
 
   const read = await operator.get(`/v1/marketplace-services/${id}`)
   t.match(read.data, { id, name: 'Valuation' })
@@ -37,7 +37,7 @@ t.test('services: create, read, list, update, delete', async (t) => {
 
 t.test('the secret is write-only', async (t) => {
   const { operator } = await setupApp(t)
-  const service = await createService(operator, { secret: 'first-secret-0123456789' })
+  const service = await createService(operator, { secret: 'first-secret-0123456789ab' })
   const url = `/v1/marketplace-services/${service.id}`
 
   t.notOk('secret' in (await operator.get(url)).data, 'not in GET')
@@ -50,17 +50,17 @@ t.test('the secret is write-only', async (t) => {
 
 t.test('a new secret keeps the old one valid for 24 hours', async (t) => {
   const { operator, db, clock } = await setupApp(t)
-  const service = await createService(operator, { secret: 'first-secret-0123456789' })
+  const service = await createService(operator, { secret: 'first-secret-0123456789ab' })
   await operator.patch(`/v1/marketplace-services/${service.id}`, { secret: 'second-secret-0123456789' })
 
   const row = await db.selectFrom('marketplace_services').selectAll().where('id', '=', service.id).executeTakeFirstOrThrow()
   t.equal(row.secret, 'second-secret-0123456789')
-  t.equal(row.previous_secret, 'first-secret-0123456789')
+  t.equal(row.previous_secret, 'first-secret-0123456789ab')
   t.equal(row.previous_secret_expires_at?.getTime(), clock.now().getTime() + 24 * HOUR)
 
   await operator.patch(`/v1/marketplace-services/${service.id}`, { name: 'Renamed' })
   const after = await db.selectFrom('marketplace_services').selectAll().where('id', '=', service.id).executeTakeFirstOrThrow()
-  t.equal(after.previous_secret, 'first-secret-0123456789', 'other changes leave the rotation alone')
+  t.equal(after.previous_secret, 'first-secret-0123456789ab', 'other changes leave the rotation alone')
 })
 
 t.test('If-Match guards updates', async (t) => {

@@ -1,0 +1,32 @@
+/** Bytes a `whsec_` secret must decode to, as the Standard Webhooks spec asks (24 to 64). */
+export const WHSEC_MIN_BYTES = 24
+export const WHSEC_MAX_BYTES = 64
+/** Characters another secret needs, and how many different ones among them. */
+export const SECRET_MIN_CHARS = 24
+export const SECRET_MIN_DISTINCT = 8
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
+
+/**
+ * Why a secret given by the operator cannot be used to sign, or undefined when it can. A `whsec_`
+ * secret is what Standard Webhooks libraries decode leniently: `whsec_!!!!` decodes to no bytes at
+ * all, and calls signed with an empty key can be forged by anyone, so its base64 must be strict.
+ * Any other secret is used as its UTF-8 bytes: it must be long, and not one character repeated
+ * (random hex of 24 characters has fewer than 8 different ones once in 20,000).
+ */
+export function secretProblem(secret: string): string | undefined {
+  if (secret.startsWith('whsec_')) return whsecProblem(secret.slice('whsec_'.length))
+  if (/[\s\p{Cc}\p{Cf}]/u.test(secret)) return 'must not contain spaces, line breaks or other control characters'
+  if ([...secret].length < SECRET_MIN_CHARS) return `must have at least ${SECRET_MIN_CHARS} characters (or be whsec_ and base64 of ${WHSEC_MIN_BYTES} to ${WHSEC_MAX_BYTES} random bytes)`
+  if (new Set(secret).size < SECRET_MIN_DISTINCT) return `must use at least ${SECRET_MIN_DISTINCT} different characters: it looks like a placeholder, not a random secret`
+  return undefined
+}
+
+function whsecProblem(base64: string): string | undefined {
+  if (!BASE64.test(base64)) return 'after whsec_ must come standard base64 (A-Z a-z 0-9 + /, padded with =)'
+  const bytes = Buffer.from(base64, 'base64').length
+  if (bytes < WHSEC_MIN_BYTES || bytes > WHSEC_MAX_BYTES) {
+    return `after whsec_ must come base64 of ${WHSEC_MIN_BYTES} to ${WHSEC_MAX_BYTES} random bytes, not ${bytes}`
+  }
+  return undefined
+}

@@ -1,0 +1,28 @@
+import type { JsonObject } from '../../db/database.js'
+import { unprocessable } from '../../errors.js'
+import { firstTooDeep, jsonBytes } from '../../lib/json-limits.js'
+
+/** Levels of objects and arrays in a record's fields, the fields object itself being the first. */
+export const FIELDS_MAX_DEPTH = 32
+/** A record's fields as compact JSON, in bytes. */
+export const FIELDS_MAX_BYTES = 256 * 1024
+
+/** The fields of a create, or the merge patch of an update, within the depth and size limits; 422 otherwise. */
+export function checkFieldsInput(fields: JsonObject | undefined): void {
+  if (fields === undefined) return
+  const deep = firstTooDeep(fields, FIELDS_MAX_DEPTH, '/body/fields')
+  if (deep !== undefined) {
+    throw unprocessable(`Record fields may nest at most ${FIELDS_MAX_DEPTH} levels deep (objects and arrays, the fields object included).`,
+      [{ pointer: deep, detail: `nested deeper than ${FIELDS_MAX_DEPTH} levels` }])
+  }
+  checkFieldsSize(fields)
+}
+
+/** The fields a record would have, within the size limit; 422 otherwise. */
+export function checkFieldsSize(fields: JsonObject): void {
+  const bytes = jsonBytes(fields)
+  if (bytes > FIELDS_MAX_BYTES) {
+    throw unprocessable(`Record fields may take at most ${FIELDS_MAX_BYTES} bytes (256 KiB) as JSON; these would take ${bytes}.`,
+      [{ pointer: '/body/fields', detail: `${bytes} bytes as JSON, more than ${FIELDS_MAX_BYTES}` }])
+  }
+}

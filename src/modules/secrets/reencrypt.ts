@@ -1,0 +1,50 @@
+import type { DB } from '../../db/connect.js'
+import { secretContext, type SecretBox } from '../../lib/secret-box.js'
+import { secretProblem } from '../marketplace/secret-strength.js'
+import * as repo from './repository.js'
+
+export interface ReencryptSummary {
+  /** Values sealed now: plain ones, and those sealed with the previous key. */
+  sealed: number
+  /** Values already sealed with the current key. */
+  current: number
+  /** Services whose signing secret could be forged (stored before such secrets were refused): rotate them. */
+  weak: { id: string; name: string; problem: string }[]
+}
+
+/**
+ * Seals every secret Baton keeps with the box's current key: service signing secrets (current and
+ * previous) and the signing keys (the apiClaim key). Plain values and values sealed with the previous
+ * key are opened and sealed again; all in one transaction, with the rows locked.
+ */
+export async function reencryptSecrets(db: DB, secrets: SecretBox): Promise<ReencryptSummary> {
+  if (!secrets.sealing) throw new Error('Set BATON_SECRETS_KEY to the key to seal the secrets with.')
+  return db.transaction().execute(async (trx) => {
+    const summary: ReencryptSummary = { sealed: 0, current: 0, weak: [] }
+    const again = (stored: string, context: string) => {
+      if (secrets.isSealedWithCurrentKey(stored)) {
+        summary.current += 1
+        return stored
+      }
+      summary.sealed += 1
+      return secrets.seal(secrets.open(stored, context), context)
+    }
+    for (const row of await repo.lockServiceSecrets(trx)) {
+      const context = secretContext.service(row.id)
+      const problem = secretProblem(secrets.open(row.secret, context))
+      if (problem) summary.weak.push({ id: row.id, name: row.name, problem })
+      const previous = row.previous_secret === null ? null : again(row.previous_secret, context)
+      await repo.updateServiceSecrets(trx, row.id, { secret: again(row.secret, context), previous_secret: previous })
+    }
+    for (const row of await repo.lockSigningKeys(trx)) {
+      const context = secretContext.signingKey(row.name)
+      if (secrets.isSealedWithCurrentKey(row.secret.toString('latin1'))) {
+        summary.current += 1
+        continue
+      }
+      summary.sealed += 1
+      await repo.updateSigningKey(trx, row.name, secrets.sealBytes(secrets.openBytes(row.secret, context), context))
+    }
+    return summary
+  })
+}

@@ -1,0 +1,96 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { ProblemError } from '../errors.js'
+import { problemBody, sendProblem } from './problems.js'
+
+/*
+ * Errors that happen before a route runs, answered as application/problem+json like every other:
+ * what Node's HTTP parser refuses (clientErrorHandler), what Fastify's router refuses (frameworkErrors),
+ * an Expect header Node cannot meet, and the checks of a request line that no route needs to see.
+ */
+
+/** Longer URLs answer 414; a page of ids and filters fits with room to spare. */
+export const MAX_URL_LENGTH = 8192
+
+/** Fastify's `frameworkErrors`: a URL that does not decode (400), a path segment past maxParamLength (414). */
+export function frameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const path = (request.raw.url ?? '/').split('?')[0]
+  const [status, detail] = error.code === 'FST_ERR_BAD_URL'
+    ? [400, 'The URL is not valid: a "%" must start an escape of two hex digits, such as %2F.']
+    : error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+      ? [414, 'A segment of the path is longer than 100 characters; no id of this API is that long.']
+      : [500, 'Something went wrong on our side; it has been logged.']
+  if (status === 500) request.log.error({ err: error }, 'router failed')
+  void sendProblem(reply, problemBody(status, detail, path))
+}
+
+type ParserError = Error & { code?: string }
+
+/**
+ * Fastify's `clientErrorHandler`: a request Node's HTTP parser refused (400), headers past 16 KiB (431),
+ * or one that did not arrive in full within the request timeout (408), written straight to the socket.
+ */
+export function clientErrorHandler(requestTimeoutMs: number) {
+  return function onClientError(this: FastifyInstance, error: ParserError, socket: Socket): void {
+    // A reset or closed connection has no one left to answer.
+    if (error.code === 'ECONNRESET' || socket.destroyed) return
+    const [status, detail] = clientErrorProblem(error, requestTimeoutMs)
+    this.log.debug({ code: error.code, status }, 'client error')
+    const response = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+    if (socket.writable && !response?.headersSent) {
+      const body = JSON.stringify(problemBody(status, detail))
+      socket.write(`HTTP/1.1 ${status} ${problemBody(status, '').title}\r\nConnection: close\r\n` +
+        `Content-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+    }
+    socket.destroy()
+  }
+}
+
+function clientErrorProblem(error: ParserError, requestTimeoutMs: number): [number, string] {
+  if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') return [408, `The request did not arrive in full within ${requestTimeoutMs} ms.`]
+  if (error.code === 'HPE_HEADER_OVERFLOW') return [431, 'The request line and headers are larger than 16 KiB.']
+  return [400, `The request is not valid HTTP/1.1${error.code ? ` (${error.code})` : ''}.`]
+}
+
+/** Node answers an Expect other than 100-continue itself, with an empty 417, unless someone listens. */
+function onCheckExpectation(request: IncomingMessage, response: ServerResponse): void {
+  const body = JSON.stringify(problemBody(417, `Expect: ${String(request.headers.expect).slice(0, 100)} cannot be met; only 100-continue is supported.`,
+    (request.url ?? '/').split('?')[0]))
+  response.writeHead(417, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), connection: 'close' })
+  response.end(body)
+}
+
+// Media ranges that accept a JSON answer (a problem is JSON too).
+const JSON_RANGES = new Set(['*/*', 'application/*', 'application/json', 'application/problem+json'])
+
+/** Whether an Accept header lets us answer JSON; a header naming no media range at all is ignored. */
+export function acceptsJson(accept: string | undefined): boolean {
+  if (accept === undefined) return true
+  const ranges = accept.split(',').map((part) => part.split(';')).filter(([range]) => range?.includes('/'))
+  if (ranges.length === 0) return true
+  return ranges.some(([range = '', ...params]) => JSON_RANGES.has(range.trim().toLowerCase()) && quality(params) > 0)
+}
+
+function quality(params: string[]): number {
+  const q = params.map((p) => p.trim().toLowerCase()).find((p) => p.startsWith('q='))
+  return q === undefined ? 1 : Number(q.slice(2)) || 0
+}
+
+// The explorer serves HTML and scripts, metrics the Prometheus text format: every other route answers JSON.
+const NOT_JSON = /^\/(docs|metrics)(\/|$)/
+
+async function protocolErrorsPlugin(app: FastifyInstance): Promise<void> {
+  app.server.on('checkExpectation', onCheckExpectation)
+  app.addHook('onRequest', async (request) => {
+    if ((request.raw.url ?? '').length > MAX_URL_LENGTH) {
+      throw new ProblemError(414, 'URI Too Long', `The URL is longer than ${MAX_URL_LENGTH} characters.`)
+    }
+    if (!request.is404 && !NOT_JSON.test(request.routeOptions.url ?? '') && !acceptsJson(request.headers.accept)) {
+      throw new ProblemError(406, 'Not Acceptable', 'This route answers application/json (errors application/problem+json); the Accept header excludes both.')
+    }
+  })
+}
+
+export default fp(protocolErrorsPlugin, { name: 'protocol-errors' })

@@ -1,0 +1,80 @@
+import { createHash } from 'node:crypto'
+import rateLimit from '@fastify/rate-limit'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { ProblemError } from '../errors.js'
+
+export interface RateLimitOptions {
+  /** Requests per window per API key (per client address without one); 0 turns the limit off. */
+  max: number
+  windowMs: number
+  /** Failed authentications per client address per window, before unknown keys are answered 429 unchecked; 0: off. */
+  authFailures: number
+}
+
+/** Keys that authenticated lately, so that a client at a guessing address still gets in. */
+const KNOWN_KEYS_KEPT = 10_000
+
+/*
+ * Two limits, both in this process's memory (@fastify/rate-limit's LRU store): with N API processes a
+ * client gets N times as much. Per key: every request counts against its bearer key (hashed), or
+ * against its address when it sends none. Per address: every failed authentication (401) counts, and
+ * past the limit a request whose key has not authenticated lately is answered 429 before the key is
+ * looked up, so guessing keys costs no database lookup beyond the limit. Both answer 429 with
+ * Retry-After, before authentication runs.
+ */
+async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions): Promise<void> {
+  await app.register(rateLimit, { global: false, cache: 10_000 })
+  const perKey = app.createRateLimit({ max: options.max, timeWindow: options.windowMs, keyGenerator: (request) => keyOf(request) })
+  const failures = app.createRateLimit({ max: options.authFailures, timeWindow: options.windowMs, keyGenerator: (request) => `address:${request.ip}` })
+  const knownKeys = new Map<string, number>()
+
+  app.addHook('onRequest', async (request) => {
+    if (options.max > 0) {
+      const limit = await perKey(request)
+      if (!limit.isAllowed && limit.isExceeded) throw tooMany(limit.ttlInSeconds, `More than ${options.max} requests in ${options.windowMs / 1000} s with this key.`)
+    }
+    const token = tokenHash(request)
+    if (options.authFailures === 0 || token === undefined || isKnown(knownKeys, token, options.windowMs)) return
+    const failed = await failures(request, { increment: false })
+    if (!failed.isAllowed && failed.remaining === 0 && failed.ttl > 0) {
+      throw tooMany(failed.ttlInSeconds, `Too many failed authentications from this address; try again in ${failed.ttlInSeconds} s.`)
+    }
+  })
+
+  app.addHook('onResponse', async (request, reply) => {
+    const token = tokenHash(request)
+    if (token === undefined) return
+    if (reply.statusCode === 401 && options.authFailures > 0) await failures(request)
+    else if (request.caller) remember(knownKeys, token)
+  })
+}
+
+function tooMany(retryAfterSeconds: number, detail: string): ProblemError {
+  return new ProblemError(429, 'Too Many Requests', detail, undefined, { 'retry-after': String(Math.max(1, retryAfterSeconds)) })
+}
+
+function tokenHash(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization
+  const token = header === undefined ? undefined : /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1]
+  return token === undefined ? undefined : createHash('sha256').update(token).digest('base64url')
+}
+
+function keyOf(request: FastifyRequest): string {
+  const token = tokenHash(request)
+  return token === undefined ? `address:${request.ip}` : `key:${token}`
+}
+
+function isKnown(known: Map<string, number>, token: string, windowMs: number): boolean {
+  const seen = known.get(token)
+  return seen !== undefined && Date.now() - seen < windowMs
+}
+
+function remember(known: Map<string, number>, token: string): void {
+  known.delete(token)
+  known.set(token, Date.now())
+  // A Map iterates in insertion order: the first key is the one seen longest ago.
+  if (known.size > KNOWN_KEYS_KEPT) known.delete(known.keys().next().value!)
+}
+
+export default fp(rateLimitPlugin, { name: 'rate-limit' })

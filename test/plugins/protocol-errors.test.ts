@@ -1,0 +1,109 @@
+import net from 'node:net'
+import t, { type Test } from 'tap'
+import { acceptsJson } from '../../src/plugins/protocol-errors.js'
+import { setupApp, type Response } from '../helpers/app.js'
+import { assertProblem } from '../helpers/assertions.js'
+
+// Every error the server sends is application/problem+json, including those of Fastify's router and
+// of Node's HTTP parser, which never reach a route; the latter are tested over real sockets.
+const ctx = await setupApp(t, { HTTP_REQUEST_TIMEOUT_MS: '1000' })
+const { client, key } = await ctx.newTenant()
+const address = await ctx.app.listen({ host: '127.0.0.1', port: 0 })
+const { port } = new URL(address)
+
+t.test('errors of the router and of content handling are problems', async (t) => {
+  assertProblem(t, await client.get('/v1/users/%ZZ'), 400, /URL is not valid/)
+  assertProblem(t, await ctx.anonymous.get('/v1/users/%ZZ'), 400, /URL is not valid/)
+  assertProblem(t, await client.get(`/v1/users/${'a'.repeat(101)}`), 414, /longer than 100 characters/)
+  assertProblem(t, await client.get(`/v1/users?name=${'x'.repeat(9000)}`), 414, /longer than 8192/)
+  assertProblem(t, await client.get('/v1/no-such-thing'), 404, /No route GET \/v1\/no-such-thing/)
+
+  const wrongMethod = await client.put('/v1/users', { name: 'x' })
+  assertProblem(t, wrongMethod, 405, /PUT is not allowed on \/v1\/users; use GET, HEAD, POST/)
+  t.equal(wrongMethod.headers.allow, 'GET, HEAD, POST')
+  const onItem = await ctx.anonymous.post('/v1/users/01a2253b-3e11-7f80-9a1b-2c3d4e5f6a7b')
+  assertProblem(t, onItem, 405)
+  t.equal(onItem.headers.allow, 'GET, HEAD, PATCH, DELETE')
+
+  assertProblem(t, await client.get('/v1/users', { accept: 'text/html' }), 406, /Accept header excludes/)
+  assertProblem(t, await client.get('/v1/users', { accept: 'application/json;q=0, text/plain' }), 406)
+  t.equal((await client.get('/v1/users', { accept: 'text/html, application/json;q=0.5' })).statusCode, 200)
+  t.equal((await ctx.anonymous.get('/docs', { accept: 'text/html' })).statusCode < 400, true, 'the explorer still serves HTML')
+
+  assertProblem(t, await client.post('/v1/users', 'x'.repeat(1024 * 1024 + 1), { 'content-type': 'application/json' }), 413)
+  assertProblem(t, await client.post('/v1/users', 'name=x', { 'content-type': 'application/x-www-form-urlencoded' }), 415)
+  assertProblem(t, await client.post('/v1/users', '{"name":', { 'content-type': 'application/json' }), 400)
+  assertProblem(t, await client.post('/v1/users', '', { 'content-type': 'application/json' }), 400)
+})
+
+t.test('acceptsJson reads media ranges and their quality', async (t) => {
+  for (const yes of [undefined, '*/*', 'application/*', 'Application/JSON', 'application/problem+json', 'text/html, */*;q=0.1', 'json']) {
+    t.ok(acceptsJson(yes), `${yes} accepts JSON`)
+  }
+  for (const no of ['text/html', 'application/json;q=0', 'image/png, text/*', 'application/xml']) t.notOk(acceptsJson(no), `${no} does not`)
+})
+
+/** Sends raw bytes over a socket and collects the whole answer until the server closes it. */
+function raw(request: string | Buffer, options: { keepOpenMs?: number } = {}): Promise<{ text: string; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now()
+    const socket = net.connect(Number(port), '127.0.0.1', () => socket.write(request))
+    let text = ''
+    socket.on('data', (chunk) => (text += chunk.toString()))
+    socket.on('error', reject)
+    socket.on('close', () => resolve({ text, ms: Date.now() - started }))
+    if (options.keepOpenMs === undefined) socket.setTimeout(10_000, () => socket.destroy())
+  })
+}
+
+/** The status and the parsed problem of a raw HTTP answer. */
+function parse(t: Test, text: string, status: number): void {
+  const [head = '', body = ''] = text.split('\r\n\r\n')
+  t.match(head, new RegExp(`^HTTP/1.1 ${status} `), `status line ${status}: ${head.split('\r\n')[0]}`)
+  t.match(head, /content-type: application\/problem\+json/i, 'problem content type')
+  const problem = JSON.parse(body)
+  t.match(problem, { status, title: String, detail: String, type: 'about:blank' }, 'problem body')
+  t.equal(Buffer.byteLength(body), Number(/content-length: (\d+)/i.exec(head)?.[1]), 'content-length matches')
+}
+
+t.test('errors of Node\'s HTTP parser are problems too (real sockets)', async (t) => {
+  const expect = await raw(`GET /v1/users HTTP/1.1\r\nHost: x\r\nExpect: x\r\n\r\n`)
+  parse(t, expect.text, 417)
+  t.match(expect.text, /Expect: x cannot be met/)
+
+  const bigHeader = await raw(`GET /v1/users HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(17 * 1024)}\r\n\r\n`)
+  parse(t, bigHeader.text, 431)
+
+  const longUrl = await raw(`GET /v1/users?x=${'a'.repeat(10_000)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+  parse(t, longUrl.text, 414)
+
+  const badId = await raw(`GET /v1/users/${'a'.repeat(101)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+  parse(t, badId.text, 414)
+
+  const badEscape = await raw('GET /v1/users/%ZZ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  parse(t, badEscape.text, 400)
+
+  const garbage = await raw('NOT HTTP AT ALL\r\n\r\n')
+  parse(t, garbage.text, 400)
+
+  const badLength = await raw('POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n')
+  parse(t, badLength.text, 400)
+})
+
+t.test('a client that trickles its body is answered 408 once the request timeout passes', async (t) => {
+  const slow = await raw(`POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n` +
+    'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"na', { keepOpenMs: 5000 })
+  parse(t, slow.text, 408)
+  t.match(slow.text, /did not arrive in full within 1000 ms/)
+  t.ok(slow.ms >= 1000 && slow.ms < 4000, `cut off after ${slow.ms} ms`)
+
+  const slowHeaders = await raw('GET /v1/users HTTP/1.1\r\nHost: x\r\n', { keepOpenMs: 5000 })
+  parse(t, slowHeaders.text, 408)
+})
+
+t.test('a normal request over a socket still works', async (t) => {
+  const response: Response = await client.get('/v1/users')
+  t.equal(response.statusCode, 200)
+  const live = await fetch(`${address}/health/live`)
+  t.equal(live.status, 200)
+})

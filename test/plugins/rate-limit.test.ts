@@ -1,0 +1,69 @@
+import type { KyselyPlugin } from 'kysely'
+import t from 'tap'
+import { buildApp, serverOptions } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
+import { generateKey, hashKey } from '../../src/lib/keys.js'
+import { setupApp } from '../helpers/app.js'
+import { assertProblem } from '../helpers/assertions.js'
+import { createTestDatabase } from '../helpers/database.js'
+
+t.test('each API key has its own budget of requests per window: 429 with Retry-After beyond', async (t) => {
+  const ctx = await setupApp(t, { RATE_LIMIT_MAX: '5', RATE_LIMIT_WINDOW_MS: '60000' })
+  const a = await ctx.newTenant()
+  const b = await ctx.newTenant()
+  for (let i = 0; i < 5; i++) t.equal((await a.client.get('/v1/users')).statusCode, 200)
+  const limited = await a.client.get('/v1/users')
+  assertProblem(t, limited, 429, /More than 5 requests in 60 s with this key/)
+  t.ok(Number(limited.headers['retry-after']) > 0 && Number(limited.headers['retry-after']) <= 60, `Retry-After: ${limited.headers['retry-after']}`)
+  assertProblem(t, await a.client.post('/v1/users', { name: 'x', email: 'x@example.com' }), 429)
+  t.equal((await b.client.get('/v1/users')).statusCode, 200, 'another key is not affected')
+})
+
+t.test('guessing keys: past AUTH_FAILURE_LIMIT failures an address gets 429, with no database lookup per guess', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  let queries = 0
+  const counting: KyselyPlugin = {
+    transformQuery: (args) => { queries += 1; return args.node },
+    transformResult: async (args) => args.result
+  }
+  const config = loadConfig({ LOG_LEVEL: 'silent', AUTH_FAILURE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '1500' })
+  const operatorKey = generateKey('operator')
+  const app = await buildApp({ config, db: database.db.withPlugin(counting), operatorKeyHash: hashKey(operatorKey) }, serverOptions(config, false))
+  t.teardown(() => app.close())
+  const call = async (key: string, remoteAddress = '203.0.113.7') => {
+    const response = await app.inject({ method: 'GET', url: '/v1/users', headers: { authorization: `Bearer ${key}` }, remoteAddress })
+    return Object.assign(response, { data: JSON.parse(response.body || 'null') })
+  }
+  const tenant = await app.inject({ method: 'POST', url: '/v1/tenants', headers: { authorization: `Bearer ${operatorKey}` }, payload: { name: 'T', webId: 'guess' } })
+  const known = JSON.parse((await app.inject({
+    method: 'POST', url: `/v1/tenants/${tenant.json().id}/api-keys`, headers: { authorization: `Bearer ${operatorKey}` }, payload: { name: 'k' }
+  })).body).key
+  const fresh = JSON.parse((await app.inject({
+    method: 'POST', url: `/v1/tenants/${tenant.json().id}/api-keys`, headers: { authorization: `Bearer ${operatorKey}` }, payload: { name: 'k2' }
+  })).body).key
+  t.equal((await call(known)).statusCode, 200, 'a key that authenticates from the address')
+
+  for (let i = 0; i < 3; i++) assertProblem(t, await call(`btk_guess${i}`), 401)
+  const before = queries
+  for (let i = 3; i < 20; i++) {
+    const guess = await call(`btk_guess${i}`)
+    assertProblem(t, guess, 429, /Too many failed authentications from this address/)
+    t.ok(Number(guess.headers['retry-after']) >= 1)
+  }
+  t.equal(queries, before, '17 more guesses, no database lookup')
+  t.equal((await call(known)).statusCode, 200, 'a key that authenticated lately still gets in')
+  assertProblem(t, await call(fresh), 429, undefined)
+  assertProblem(t, await call('btk_guess', '198.51.100.1'), 401, undefined)
+
+  await new Promise((resolve) => setTimeout(resolve, 1600))
+  assertProblem(t, await call('btk_after-the-window'), 401)
+  t.equal((await call(fresh)).statusCode, 200, 'after the window every key is checked again')
+})
+
+t.test('limits of 0 are off', async (t) => {
+  const ctx = await setupApp(t, { RATE_LIMIT_MAX: '0', AUTH_FAILURE_LIMIT: '0' })
+  const a = await ctx.newTenant()
+  for (let i = 0; i < 40; i++) t.equal((await ctx.as(`btk_guess${i}`).get('/v1/users')).statusCode, 401)
+  t.equal((await a.client.get('/v1/users')).statusCode, 200)
+})
