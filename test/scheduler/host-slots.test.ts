@@ -138,20 +138,23 @@ t.test('idle slots are freed after a moment, and all of them on close', async (t
 t.test('a slot held for a while goes back to the database, so a call waiting at another worker gets a turn', async (t) => {
   const [busy, patient] = [worker(1), worker(1)]
   let slot = await busy.acquire('j.example:80', 0)
-  const waiting = patient.acquire('j.example:80', 5000)
-  // The busy worker keeps calling the host: each call hands its slot to the next.
+  const waiting = patient.acquire('j.example:80', 30_000)
+  // The busy worker keeps calling the host: each call hands its slot to the next, for up to 20 s.
   const began = Date.now()
   let turns = 0
-  while (Date.now() - began < 1500) {
-    const next = busy.acquire('j.example:80', 5000)
+  let patientServed = false
+  while (Date.now() - began < 20_000) {
+    const next = busy.acquire('j.example:80', 30_000)
     busy.release(slot!)
     slot = await Promise.race([next, waiting.then(() => undefined)])
-    if (!slot) break
+    if (!slot) {
+      patientServed = true
+      break
+    }
     turns += 1
     await sleep(20)
   }
-  const got = await waiting
-  t.ok(got, `the patient worker got the slot after ${Date.now() - began} ms, while the busy one kept asking (${turns} turns)`)
-  t.ok(Date.now() - began < 1500, 'within about a second')
-  patient.release(got!)
+  t.ok(patientServed, `the patient worker got the slot while the busy one kept asking (after ${Date.now() - began} ms and ${turns} of its calls)`)
+  t.ok(turns > 0, 'the busy worker had its turns first')
+  patient.release((await waiting)!)
 })
