@@ -1,12 +1,13 @@
 import type { Server } from 'node:http'
 import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { parseAllowedTargets, type TargetPolicy } from './adapters/address-policy.js'
+import { parseAllowedTargets } from './adapters/address-policy.js'
 import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
 import { REDACTED_PATHS } from './redacted-paths.js'
 import type { DB } from './db/connect.js'
 import { ActivitySchema } from './modules/activities/schemas.js'
+import type { ModuleOptions } from './modules/module-options.js'
 import addressRoutes from './modules/addresses/routes.js'
 import activationRoutes from './modules/marketplace/activation-routes.js'
 import apiKeyRoutes from './modules/tenants/api-key-routes.js'
@@ -23,7 +24,7 @@ import triggerRoutes from './modules/marketplace/trigger-routes.js'
 import userRoutes from './modules/users/routes.js'
 import { loadClaimKey } from './modules/auth/claim-key.js'
 import { once } from './lib/once.js'
-import { createSecretBox, type SecretBox } from './lib/secret-box.js'
+import { createSecretBox } from './lib/secret-box.js'
 import auth from './plugins/auth.js'
 import loadShedding from './plugins/load-shedding.js'
 import problems from './plugins/problems.js'
@@ -39,16 +40,6 @@ export interface AppDependencies {
   clock?: Clock
   /** The apiClaim key; loaded from BATON_CLAIM_SECRET or the database when not given. */
   claimKey?: Buffer
-}
-
-/** Module options every route plugin receives. */
-export interface ModuleOptions {
-  db: DB
-  clock: Clock
-  /** Seals the secrets Baton keeps (BATON_SECRETS_KEY); without a key they are stored as they are. */
-  secrets: SecretBox
-  /** Which webhook targets are refused (WEBHOOK_ALLOW_PRIVATE_NETWORKS, WEBHOOK_ALLOWED_TARGETS), as the worker refuses them. */
-  targets: TargetPolicy
 }
 
 

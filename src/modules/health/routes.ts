@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { Type } from 'typebox'
 import type { Kysely } from 'kysely'
-import type { ModuleOptions } from '../../app.js'
+import type { ModuleOptions } from '../module-options.js'
 import { UNAVAILABLE_RETRY_AFTER_S } from '../../db/errors.js'
 import { pendingMigrations } from '../../db/migrate.js'
 import { sendProblem } from '../../plugins/problems.js'

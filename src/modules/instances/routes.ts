@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { ModuleOptions } from '../../app.js'
+import type { ModuleOptions } from '../module-options.js'
 import { pageRequest } from '../../lib/pagination.js'
 import { setETag } from '../../lib/versioning.js'
 import { tenantOf } from '../../plugins/auth.js'

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { ModuleOptions } from '../../app.js'
+import type { ModuleOptions } from '../module-options.js'
 import { pageRequest } from '../../lib/pagination.js'
 import { tenantOrOperator } from '../../plugins/auth.js'
 import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
