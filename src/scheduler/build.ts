@@ -9,9 +9,10 @@ import type { DatabaseHandle } from '../db/connect.js'
 import { VERSION } from '../version.js'
 import { DEFAULT_RETRY_POLICY } from './retry-policy.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
+import type { Logger } from '../lib/logger.js'
 import { once } from '../lib/once.js'
 import { createSecretBox } from '../lib/secret-box.js'
-import { createScheduler, type Logger, type Scheduler } from './scheduler.js'
+import { createScheduler, type Scheduler } from './scheduler.js'
 
 export const WORK_CHANNEL = 'baton_work'
 

@@ -4,6 +4,7 @@ import type { Mailer } from '../adapters/mailer.js'
 import type { DB, Session } from '../db/connect.js'
 import { isDatabaseUnavailable } from '../db/errors.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
+import type { Logger } from '../lib/logger.js'
 import { once } from '../lib/once.js'
 import type { SecretBox } from '../lib/secret-box.js'
 import { throttled } from '../lib/throttled.js'
@@ -34,12 +35,6 @@ export interface SchedulerSettings {
   perHostConcurrency?: number
   /** Days finished processes, deliveries and sent mails are kept (removeOldHistory); 0 or unset keeps all. */
   retentionDays?: number
-}
-
-export interface Logger {
-  info(obj: object, msg?: string): void
-  warn(obj: object, msg?: string): void
-  error(obj: object, msg?: string): void
 }
 
 export interface SchedulerDeps {

@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
 import type { Mailer } from '../adapters/mailer.js'
 import type { DB } from '../db/connect.js'
-import type { Logger } from './scheduler.js'
+import type { Logger } from '../lib/logger.js'
 
 interface ClaimedMail {
   tenant_id: string
