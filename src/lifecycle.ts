@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { isDatabaseUnavailable } from './db/errors.js'
+import { backoffMs } from './lib/backoff.js'
 
 /**
  * SIGTERM or SIGINT: stop taking work, let what is in flight finish, close, exit 0. A second signal
@@ -49,11 +50,12 @@ export function onShutdown(log: Logger, hardLimitMs: number, close: () => Promis
 
 /** Runs a start-up step that needs the database, waiting for the database while it is away. */
 export async function whenDatabaseAnswers<T>(log: Logger, what: string, work: () => Promise<T>): Promise<T> {
-  for (let waitMs = 250; ; waitMs = Math.min(waitMs * 2, 5000)) {
+  for (let retry = 1; ; retry++) {
     try {
       return await work()
     } catch (error) {
       if (!isDatabaseUnavailable(error)) throw error
+      const waitMs = backoffMs({ firstMs: 250, maxMs: 5000 }, retry)
       log.warn({ err: error, retryInMs: waitMs }, `waiting for the database: ${what}`)
       await new Promise((resolve) => setTimeout(resolve, waitMs))
     }

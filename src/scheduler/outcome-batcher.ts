@@ -1,6 +1,7 @@
 import type { Clock } from '../adapters/clock.js'
 import type { DB } from '../db/connect.js'
 import { isTransientDatabaseError } from '../db/errors.js'
+import { backoffMs, DATABASE_BACKOFF } from '../lib/backoff.js'
 import { recordOutcomes, type AttemptRecord, type Recorded } from './record-outcome.js'
 
 interface Pending {
@@ -11,9 +12,6 @@ interface Pending {
   resolve(result: Recorded): void
   reject(error: unknown): void
 }
-
-const FIRST_WAIT_MS = 100
-const LONGEST_WAIT_MS = 2000
 
 /**
  * Group commit of call outcomes: outcomes that arrive while a batch is being written wait and go
@@ -42,7 +40,7 @@ export class OutcomeBatcher {
 
   private async write(batch: Pending[]): Promise<void> {
     let live = batch
-    for (let waitMs = FIRST_WAIT_MS; live.length > 0; waitMs = Math.min(waitMs * 2, LONGEST_WAIT_MS)) {
+    for (let retry = 1; live.length > 0; retry++) {
       try {
         const results = await recordOutcomes(this.db, live.map((p) => p.record), this.clock.now())
         live.forEach((p, i) => p.resolve(results[i]!))
@@ -52,7 +50,7 @@ export class OutcomeBatcher {
         const now = this.clock.now().getTime()
         for (const p of live.filter((p) => p.until.getTime() <= now || p.signal?.aborted)) p.reject(error)
         live = live.filter((p) => p.until.getTime() > now && !p.signal?.aborted)
-        if (live.length > 0) await new Promise((resolve) => setTimeout(resolve, waitMs))
+        if (live.length > 0) await new Promise((resolve) => setTimeout(resolve, backoffMs(DATABASE_BACKOFF, retry)))
       }
     }
   }

@@ -1,3 +1,5 @@
+import { backoffMs } from '../lib/backoff.js'
+
 export interface RetryPolicy {
   /** Delay before retry n (index n-1); the last entry repeats. */
   scheduleMs: number[]
@@ -40,8 +42,7 @@ export function decide(result: AttemptResult, attempt: number, now: Date, policy
   if (attempt >= policy.maxAttempts) return { action: 'give-up', reason: `gave up after ${attempt} attempts` }
   const requested = result.kind === 'response' ? retryAfterMs(result.retryAfter, now) : undefined
   if (requested !== undefined) return { action: 'retry', delayMs: Math.min(requested, policy.maxRetryAfterMs) }
-  const base = policy.scheduleMs[Math.min(attempt, policy.scheduleMs.length) - 1] ?? 0
-  return { action: 'retry', delayMs: Math.round(base * (1 - policy.jitter + 2 * policy.jitter * random())) }
+  return { action: 'retry', delayMs: backoffMs(policy, attempt, policy.jitter, random) }
 }
 
 /** Retry-After as delta-seconds or an HTTP date; undefined when absent or unreadable. */

@@ -1,7 +1,5 @@
 import { isTransientDatabaseError } from '../db/errors.js'
-
-const FIRST_WAIT_MS = 100
-const LONGEST_WAIT_MS = 2000
+import { backoffMs, DATABASE_BACKOFF } from '../lib/backoff.js'
 
 /**
  * Runs `work`, and while it fails because the database is away (or the transaction collided), runs it
@@ -11,13 +9,13 @@ const LONGEST_WAIT_MS = 2000
 export async function retryTransient<T>(
   work: () => Promise<T>, options: { until: Date; now: () => Date; signal?: AbortSignal | undefined }
 ): Promise<T> {
-  for (let waitMs = FIRST_WAIT_MS; ; waitMs = Math.min(waitMs * 2, LONGEST_WAIT_MS)) {
+  for (let retry = 1; ; retry++) {
     try {
       return await work()
     } catch (error) {
       const left = options.until.getTime() - options.now().getTime()
       if (!isTransientDatabaseError(error) || left <= 0 || options.signal?.aborted) throw error
-      await pause(waitMs, options.signal)
+      await pause(backoffMs(DATABASE_BACKOFF, retry), options.signal)
     }
   }
 }

@@ -3,6 +3,7 @@ import type { HttpClient } from '../adapters/http-client.js'
 import type { Mailer } from '../adapters/mailer.js'
 import type { DB, Session } from '../db/connect.js'
 import { isDatabaseUnavailable } from '../db/errors.js'
+import { backoffMs, DATABASE_BACKOFF } from '../lib/backoff.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
 import type { Logger } from '../lib/logger.js'
 import { once } from '../lib/once.js'
@@ -271,7 +272,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         await sleep(await idleMs(claimed))
       } catch (error) {
         failures += 1
-        const waitMs = backoffMs(failures)
+        const waitMs = backoffMs(DATABASE_BACKOFF, failures)
         if (isDatabaseUnavailable(error)) deps.log.warn({ err: error, retryInMs: waitMs }, 'scheduler: the database is not answering; backing off')
         else deps.log.error({ err: error, retryInMs: waitMs }, 'scheduler pass failed; retrying shortly')
         // The chores may have been cut off: run them on the next pass.
@@ -311,11 +312,6 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       // More may be waiting behind a full batch: go again at once.
       if (Object.values(done).some((n) => n > 0)) wake(undefined)
     }).finally(() => { chores = undefined })
-  }
-
-  /** 100 ms doubling to 2 s: a database back from an outage is noticed within about two seconds. */
-  function backoffMs(failures: number): number {
-    return Math.min(100 * 2 ** Math.min(failures - 1, 5), 2000)
   }
 
   let lastDue: { delivery: Date | undefined; chores: Date | undefined; readAt: number } | undefined

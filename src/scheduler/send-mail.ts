@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 import type { Mailer } from '../adapters/mailer.js'
 import type { DB } from '../db/connect.js'
+import { backoffMs, type Backoff } from '../lib/backoff.js'
 import type { Logger } from '../lib/logger.js'
 
 interface ClaimedMail {
@@ -14,7 +15,8 @@ interface ClaimedMail {
 
 const LEASE_MS = 120_000
 const SEND_WINDOW = 8
-const MAX_BACKOFF_MS = 3_600_000
+/** 10 s doubling to an hour. */
+const MAIL_BACKOFF: Backoff = { firstMs: 10_000, maxMs: 3_600_000 }
 
 /**
  * Sends queued mails. A claim leases each mail so one worker sends it; a failed send stays queued
@@ -50,7 +52,7 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
         sent.push(mail)
       } catch (error) {
         failure ??= error
-        const delay = Math.min(MAX_BACKOFF_MS, 10_000 * 2 ** (mail.attempt_count - 1))
+        const delay = backoffMs(MAIL_BACKOFF, mail.attempt_count)
         await markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) })
       }
     }
