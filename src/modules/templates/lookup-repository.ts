@@ -18,12 +18,6 @@ export async function lockActivation(trx: DB, tenantId: string, serviceId: strin
   return row !== undefined
 }
 
-export async function isServiceActivated(db: DB, tenantId: string, serviceId: string): Promise<boolean> {
-  const row = await db.selectFrom('service_activations').select('service_id')
-    .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).executeTakeFirst()
-  return row !== undefined
-}
-
 export async function findParameterDefinitions(db: DB, serviceId: string): Promise<ParameterDefinition[]> {
   const rows = await db.selectFrom('service_parameters')
     .select(['name', 'type', 'allowed_values', 'required', 'default_value'])
