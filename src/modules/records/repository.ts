@@ -108,10 +108,6 @@ export async function findLinkingInstanceIds(db: DB, table: RecordTable, tenantI
   return rows.map((row) => row.id)
 }
 
-export function userExists(db: DB, tenantId: string, userId: string) {
-  return db.selectFrom('users').select('id').where('tenant_id', '=', tenantId).where('id', '=', userId).executeTakeFirst()
-}
-
 /** A write that names a row which no longer exists, or a delete of a row still referenced. */
 export function isForeignKeyViolation(error: unknown): boolean {
   return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23503'

@@ -9,6 +9,7 @@ import { checkVersion } from '../../lib/versioning.js'
 import type { Activity } from '../activities/schemas.js'
 import * as activities from '../activities/service.js'
 import { insertActivity } from '../activities/repository.js'
+import { isTenantUser } from '../users/repository.js'
 import { changedFields, splitMergePatch } from './fields.js'
 import { checkFieldsInput, checkFieldsSize, FIELDS_MAX_DEPTH } from './limits.js'
 import { RECORD_OVERHEAD_BYTES, recordPageJson } from './page-json.js'
@@ -146,7 +147,7 @@ async function refuseIfLinked(db: DB, kind: RecordKind, tenantId: string, id: st
 }
 
 async function checkMaintainer(db: DB, tenantId: string, userId: string | null | undefined): Promise<void> {
-  if (userId && !(await repo.userExists(db, tenantId, userId))) throw unknownMaintainer(userId)
+  if (userId && !(await isTenantUser(db, tenantId, userId))) throw unknownMaintainer(userId)
 }
 
 // The check above can race a user's deletion; the foreign key then answers the same 422.

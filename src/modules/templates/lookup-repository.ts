@@ -1,7 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import type { ParameterDefinition } from './step-parameters.js'
 
-// Reads of the marketplace catalogue and of users that the template rules need; those modules own the writes.
+// Reads of the marketplace catalogue that the template rules need; that module owns the writes.
 
 export function findActiveService(db: DB, serviceId: string) {
   return db.selectFrom('marketplace_services').select(['id', 'name']).where('id', '=', serviceId).where('active', '=', true)
@@ -29,9 +29,4 @@ export async function findParameterDefinitions(db: DB, serviceId: string): Promi
     required: row.required,
     default: row.default_value ?? undefined
   }))
-}
-
-export async function isTenantUser(db: DB, tenantId: string, userId: string): Promise<boolean> {
-  const row = await db.selectFrom('users').select('id').where('tenant_id', '=', tenantId).where('id', '=', userId).executeTakeFirst()
-  return row !== undefined
 }

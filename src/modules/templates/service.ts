@@ -4,7 +4,7 @@ import { conflict, notFound, unprocessable } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest } from '../../lib/pagination.js'
 import { checkVersion } from '../../lib/versioning.js'
-import * as lookup from './lookup-repository.js'
+import { isTenantUser } from '../users/repository.js'
 import { toTemplate, toTemplateSummary } from './mapping.js'
 import * as repo from './repository.js'
 import type { CopyTemplate, CreateTemplate, ListTemplatesQuery, Template, UpdateTemplate } from './schemas.js'
@@ -27,7 +27,7 @@ export async function loadTemplate(db: DB, tenantId: string, id: string): Promis
 }
 
 async function checkController(db: DB, tenantId: string, userId: string | null | undefined): Promise<void> {
-  if (!userId || (await lookup.isTenantUser(db, tenantId, userId))) return
+  if (!userId || (await isTenantUser(db, tenantId, userId))) return
   throw unprocessable(`The controller ${userId} is not a user of this tenant.`, [
     { pointer: '/body/controllerUserId', detail: `user ${userId} does not exist` }
   ])

@@ -1,6 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import type { TemplateStepRow } from '../../db/database.js'
 import { unprocessable, type FieldError } from '../../errors.js'
+import { isTenantUser } from '../users/repository.js'
 import * as lookup from './lookup-repository.js'
 import type { StepDraft } from './mapping.js'
 import { validateStepParameters, type ParameterCheck } from './step-parameters.js'
@@ -42,7 +43,7 @@ function responsibilityErrors(draft: StepDraft): FieldError[] {
 async function userErrors(db: DB, tenantId: string, draft: StepDraft): Promise<FieldError[]> {
   if (typeof draft.responsibility === 'string') return []
   const userId = draft.responsibility.user
-  if (await lookup.isTenantUser(db, tenantId, userId)) return []
+  if (await isTenantUser(db, tenantId, userId)) return []
   return [{ pointer: '/body/responsibility/user', detail: `user ${userId} does not exist` }]
 }
 

@@ -6,6 +6,11 @@ export function findUserById(db: DB, tenantId: string, id: string) {
   return db.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
 }
 
+export async function isTenantUser(db: DB, tenantId: string, userId: string): Promise<boolean> {
+  const row = await db.selectFrom('users').select('id').where('tenant_id', '=', tenantId).where('id', '=', userId).executeTakeFirst()
+  return row !== undefined
+}
+
 export async function findExistingUserIds(db: DB, tenantId: string, ids: string[]): Promise<Set<string>> {
   if (ids.length === 0) return new Set()
   const rows = await db.selectFrom('users').select('id').where('tenant_id', '=', tenantId).where('id', 'in', ids).execute()
