@@ -9,6 +9,7 @@ import { checkVersion } from '../../lib/versioning.js'
 import type { Activity } from '../activities/schemas.js'
 import * as activities from '../activities/service.js'
 import { insertActivity } from '../activities/repository.js'
+import { findServiceName } from '../marketplace/repository.js'
 import { isTenantUser } from '../users/repository.js'
 import { changedFields, splitMergePatch } from './fields.js'
 import { checkFieldsInput, checkFieldsSize, FIELDS_MAX_DEPTH } from './limits.js'
@@ -100,8 +101,7 @@ export async function updateRecord(
 
 /** A provider's write-back shows on the record's activity log, naming the service. */
 async function recordWriteBack(db: DB, kind: RecordKind, tenantId: string, id: string, by: ClaimWriter, changed: string[], now: Date): Promise<void> {
-  const service = await db.selectFrom('marketplace_services').select('name').where('id', '=', by.serviceId).executeTakeFirst()
-  const name = service?.name ?? 'A marketplace service'
+  const name = (await findServiceName(db, by.serviceId)) ?? 'A marketplace service'
   const what = changed.length === 0 ? 'wrote back without changing a field' : `updated ${changed.join(', ')}`
   await insertActivity(db, {
     tenant_id: tenantId,
