@@ -3,7 +3,7 @@ import { isTransientDatabaseError } from '../db/errors.js'
 import { ProcessChanges } from '../modules/instances/process-changes.js'
 import { findTimeZones } from '../modules/instances/runtime-repository.js'
 import { isolated, rethrow, type RowErrorHandler } from './isolated.js'
-import { lockWaitingSteps } from './step-chores-repository.js'
+import { findDueWaitingStepIds, lockWaitingSteps } from './step-chores-repository.js'
 
 /**
  * Starts waiting steps whose start time has come, a batch in one transaction: their processes are
@@ -16,8 +16,7 @@ export async function startDueSteps(db: DB, now: Date, limit: number, onError: R
     return await startBatch(db, now, limit)
   } catch (error) {
     if (isTransientDatabaseError(error)) throw error
-    const candidates = await db.selectFrom('instance_steps').select('id')
-      .where('state', '=', 'waiting').where('start_at', '<=', now).orderBy('start_at').limit(limit).execute()
+    const candidates = await findDueWaitingStepIds(db, now, limit)
     let started = 0
     for (const { id } of candidates) {
       if (await isolated(onError, id, async () => (await startBatch(db, now, 1, id)) > 0)) started += 1

@@ -37,6 +37,19 @@ export async function lockWaitingSteps(db: DB, now: Date, limit: number, onlySte
   return pairWithInstances(db, rows)
 }
 
+/** Ids of waiting steps whose start time has come, oldest first: a failed batch's steps, to try one by one. */
+export function findDueWaitingStepIds(db: DB, now: Date, limit: number) {
+  return db.selectFrom('instance_steps').select('id')
+    .where('state', '=', 'waiting').where('start_at', '<=', now).orderBy('start_at').limit(limit).execute()
+}
+
+/** Ids of unreported overdue steps, oldest deadline first: a failed sweep's steps, to try one by one. */
+export function findOverdueStepIds(db: DB, now: Date, limit: number) {
+  return db.selectFrom('instance_steps').select('id')
+    .where('deadline_at', '<=', now).where('deadline_notified_at', 'is', null).where('state', 'in', ['due', 'running', 'failed'])
+    .orderBy('deadline_at').limit(limit).execute()
+}
+
 /**
  * Marks overdue steps as reported, oldest deadline first, and returns them with their processes: a
  * step taken by another worker's sweep (locked, or already marked) is not taken again.

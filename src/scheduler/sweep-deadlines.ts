@@ -2,7 +2,7 @@ import type { DB } from '../db/connect.js'
 import { isTransientDatabaseError } from '../db/errors.js'
 import { mailControllers } from '../modules/instances/notify.js'
 import { isolated, rethrow, type RowErrorHandler } from './isolated.js'
-import { markOverdueSteps } from './step-chores-repository.js'
+import { findOverdueStepIds, markOverdueSteps } from './step-chores-repository.js'
 
 /**
  * Marks overdue steps as reported and queues one mail to the controller for each, a batch in one
@@ -15,9 +15,7 @@ export async function sweepDeadlines(db: DB, now: Date, limit: number, onError: 
     return await sweepBatch(db, now, limit)
   } catch (error) {
     if (isTransientDatabaseError(error)) throw error
-    const candidates = await db.selectFrom('instance_steps').select('id')
-      .where('deadline_at', '<=', now).where('deadline_notified_at', 'is', null).where('state', 'in', ['due', 'running', 'failed'])
-      .orderBy('deadline_at').limit(limit).execute()
+    const candidates = await findOverdueStepIds(db, now, limit)
     let reported = 0
     for (const { id } of candidates) {
       if (await isolated(onError, id, async () => (await sweepBatch(db, now, 1, id)) > 0)) reported += 1
