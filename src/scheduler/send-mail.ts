@@ -1,17 +1,8 @@
-import { sql } from 'kysely'
 import type { Mailer } from '../adapters/mailer.js'
 import type { DB } from '../db/connect.js'
 import { backoffMs, type Backoff } from '../lib/backoff.js'
 import type { Logger } from '../lib/logger.js'
-
-interface ClaimedMail {
-  tenant_id: string
-  id: string
-  to_address: string
-  subject: string
-  body: string
-  attempt_count: number
-}
+import { claimMails, markMail, markSent, releaseMails, type ClaimedMail } from './mail-repository.js'
 
 const LEASE_MS = 120_000
 const SEND_WINDOW = 8
@@ -25,19 +16,7 @@ const MAIL_BACKOFF: Backoff = { firstMs: 10_000, maxMs: 3_600_000 }
  */
 export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'> }): Promise<number> {
   const { now } = options
-  const { rows } = await sql<ClaimedMail>`
-    update outbox_mails m
-    set lease_expires_at = ${new Date(now.getTime() + LEASE_MS)}, attempt_count = m.attempt_count + 1
-    from (
-      select tenant_id, id from outbox_mails
-      where sent_at is null and next_attempt_at <= ${now} and (lease_expires_at is null or lease_expires_at < ${now})
-      order by next_attempt_at
-      limit ${options.limit}
-      for update skip locked
-    ) picked
-    where m.tenant_id = picked.tenant_id and m.id = picked.id
-    returning m.tenant_id, m.id, m.to_address, m.subject, m.body, m.attempt_count
-  `.execute(db)
+  const rows = await claimMails(db, { now, leaseUntil: new Date(now.getTime() + LEASE_MS), limit: options.limit })
   const sent: ClaimedMail[] = []
   const untried = [...rows]
   let failure: unknown
@@ -64,23 +43,4 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
     options.log?.warn({ err: failure, putBack: untried.length }, 'sending a mail failed; it stays queued and is retried')
   }
   return sent.length
-}
-
-/** Puts claimed mails back untried, in one statement: their lease ends and the claim's attempt is undone. */
-async function releaseMails(db: DB, mails: ClaimedMail[]): Promise<void> {
-  if (mails.length === 0) return
-  await db.updateTable('outbox_mails').set((eb) => ({ lease_expires_at: null, attempt_count: eb('attempt_count', '-', 1) }))
-    .where('tenant_id', 'in', [...new Set(mails.map((mail) => mail.tenant_id))]).where('id', 'in', mails.map((mail) => mail.id))
-    .execute()
-}
-
-async function markSent(db: DB, mails: ClaimedMail[], now: Date): Promise<void> {
-  if (mails.length === 0) return
-  await db.updateTable('outbox_mails').set({ sent_at: now, lease_expires_at: null, last_error: null })
-    .where('tenant_id', 'in', [...new Set(mails.map((mail) => mail.tenant_id))]).where('id', 'in', mails.map((mail) => mail.id))
-    .execute()
-}
-
-function markMail(db: DB, mail: ClaimedMail, changes: { sent_at?: Date; lease_expires_at: null; last_error: string | null; next_attempt_at?: Date }) {
-  return db.updateTable('outbox_mails').set(changes).where('tenant_id', '=', mail.tenant_id).where('id', '=', mail.id).execute()
 }
