@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { DB } from '../../db/connect.js'
 import { PLAIN_SECRETS, secretContext, type SecretBox } from '../../lib/secret-box.js'
+import { findSigningKey, insertSigningKey } from './repository.js'
 
 export const CLAIM_KEY = 'apiClaim'
 
@@ -12,8 +13,6 @@ export const CLAIM_KEY = 'apiClaim'
 export async function loadClaimKey(db: DB, configured: string | undefined, secrets: SecretBox = PLAIN_SECRETS): Promise<Buffer> {
   if (configured) return Buffer.from(configured, 'utf8')
   const context = secretContext.signingKey(CLAIM_KEY)
-  await db.insertInto('signing_keys').values({ name: CLAIM_KEY, secret: secrets.sealBytes(randomBytes(32), context) })
-    .onConflict((oc) => oc.column('name').doNothing()).execute()
-  const row = await db.selectFrom('signing_keys').select('secret').where('name', '=', CLAIM_KEY).executeTakeFirstOrThrow()
-  return secrets.openBytes(row.secret, context)
+  await insertSigningKey(db, CLAIM_KEY, secrets.sealBytes(randomBytes(32), context))
+  return secrets.openBytes(await findSigningKey(db, CLAIM_KEY), context)
 }

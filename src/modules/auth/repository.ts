@@ -21,6 +21,17 @@ export async function insertOperatorKeyHash(db: DB, keyHash: string): Promise<st
   return (await findOperatorKeyHash(db)) ?? keyHash
 }
 
+/** Stores the signing key unless another process stored one of that name first. */
+export async function insertSigningKey(db: DB, name: string, secret: Buffer): Promise<void> {
+  await db.insertInto('signing_keys').values({ name, secret })
+    .onConflict((oc) => oc.column('name').doNothing()).execute()
+}
+
+export async function findSigningKey(db: DB, name: string): Promise<Buffer> {
+  const row = await db.selectFrom('signing_keys').select('secret').where('name', '=', name).executeTakeFirstOrThrow()
+  return row.secret
+}
+
 export async function replaceOperatorKeyHash(db: DB, keyHash: string): Promise<void> {
   await db
     .insertInto('operator_keys')
