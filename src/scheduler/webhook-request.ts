@@ -22,7 +22,7 @@ export interface DeliveryCall {
 }
 
 /**
- * What Baton says about the call itself, beside the step's parameters (SPEC section 3): the text
+ * What Baton says about the call itself, beside the step's parameters (README, How a call looks): the text
  * fields that are present. `changedFields` and `timestamp` are typed per scheme by the builders.
  */
 function contextOf(call: DeliveryCall, apiClaim: string): Record<string, string> {

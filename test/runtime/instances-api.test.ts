@@ -172,7 +172,7 @@ t.test('get one with its steps; list filters and cursor pagination', async (t) =
   assertProblem(t, await rt.api.get(`${base}?currentStepState=pending`), 400)
 })
 
-t.test('advance follows the rules of SPEC section 2', async (t) => {
+t.test('advance follows the rules of docs/architecture.md (Advancing)', async (t) => {
   t.test('due task: done; waiting step: only skipped; completed: 409', async (t) => {
     const templateId = await rt.template([
       { kind: 'task', name: 'Advance: first' },

@@ -29,8 +29,8 @@ interface Entered {
 }
 
 /**
- * The changes of one transaction to running processes (the state machine of section 2 of the
- * product), gathered and then written with a few multi-row statements in `flush`, however many
+ * The changes of one transaction to running processes (the state machine of docs/architecture.md,
+ * Processes and steps), gathered and then written with a few multi-row statements in `flush`, however many
  * processes change: one API request's single change, or a scheduler batch of outcomes. The caller
  * holds each process's row lock (lock order: instance, then deliveries, then steps) before it
  * describes a change.

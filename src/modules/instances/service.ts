@@ -253,7 +253,7 @@ const ALLOWED: Record<string, readonly Advance['outcome'][]> = {
   'webhook:due': ['skipped']
 }
 
-/** Ends the current step as done or skipped and starts the next one (SPEC section 2, Advancing). */
+/** Ends the current step as done or skipped and starts the next one (docs/architecture.md, Advancing). */
 export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id: string, input: Advance, by: string): Promise<Instance> {
   return db.transaction().execute(async (trx) => {
     const instance = await lockForChange(trx, tenantId, id)

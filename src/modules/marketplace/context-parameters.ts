@@ -1,4 +1,4 @@
-/** Query parameters Baton itself puts on every webhook call (SPEC section 3); a service's own parameters may not use these names. */
+/** Query parameters Baton itself puts on every webhook call (README, How a call looks); a service's own parameters may not use these names. */
 export const CONTEXT_PARAMETERS = [
   'customerWebId',
   'customerName',
