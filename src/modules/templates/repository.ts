@@ -1,6 +1,7 @@
 import type { Insertable } from 'kysely'
 import type { DB } from '../../db/connect.js'
 import type { ProcessTemplatesTable } from '../../db/database.js'
+import { escapeLike } from '../../db/escape-like.js'
 import type { PageRequest } from '../../lib/pagination.js'
 
 export interface TemplateChanges {
@@ -59,8 +60,4 @@ export async function countInstancesOfTemplate(db: DB, tenantId: string, templat
     .where('tenant_id', '=', tenantId).where('template_id', '=', templateId)
     .executeTakeFirstOrThrow()
   return Number(row.n)
-}
-
-function escapeLike(text: string): string {
-  return text.replace(/[\\%_]/g, (c) => `\\${c}`)
 }

@@ -1,5 +1,6 @@
 import { sql } from 'kysely'
 import type { DB } from '../../db/connect.js'
+import { escapeLike } from '../../db/escape-like.js'
 import type { PageRequest } from '../../lib/pagination.js'
 
 export function findUserById(db: DB, tenantId: string, id: string) {
@@ -68,8 +69,4 @@ export async function findUserUsages(db: DB, tenantId: string, userId: string) {
       ])).limit(5).execute()
   ])
   return { templates, steps, properties, addresses, instances }
-}
-
-function escapeLike(text: string): string {
-  return text.replace(/[\\%_]/g, (c) => `\\${c}`)
 }
