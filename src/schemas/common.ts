@@ -1,4 +1,4 @@
-import { Type, type Static, type TSchema } from 'typebox'
+import { Type, type TSchema } from 'typebox'
 
 export const Uuid = Type.String({ format: 'uuid' })
 export const Timestamp = Type.String({ format: 'date-time' })
@@ -24,9 +24,6 @@ export const ProblemSchema = Type.Object(
   },
   { $id: 'Problem', description: 'RFC 9457 problem details' }
 )
-export type Problem = Static<typeof ProblemSchema>
-
-export const ProblemRef = Type.Ref('Problem')
 
 const problemDescriptions: Record<number, string> = {
   400: 'The request is malformed or fails its schema',

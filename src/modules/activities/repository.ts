@@ -34,7 +34,3 @@ function toInsertable({ data, ...columns }: NewActivityRow) {
 export function insertActivity(db: DB, row: NewActivityRow) {
   return db.insertInto('activities').values(toInsertable(row)).returningAll().executeTakeFirstOrThrow()
 }
-
-export async function insertActivities(db: DB, rows: NewActivityRow[]): Promise<void> {
-  if (rows.length > 0) await db.insertInto('activities').values(rows.map(toInsertable)).execute()
-}

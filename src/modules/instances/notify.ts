@@ -14,11 +14,6 @@ export interface MailCause {
   note?: string | null
 }
 
-/** Queues a mail to the process controller in the caller's transaction. */
-export function mailController(db: DB, instance: InstanceRow, cause: MailCause): Promise<void> {
-  return mailControllers(db, [{ instance, cause }])
-}
-
 /**
  * Queues a mail to each process's controller in the caller's transaction: the facts of all of them
  * are read in a few statements, whatever their number.

@@ -6,10 +6,6 @@ const OptionalId = Type.Union([Uuid, Type.Null()])
 const OptionalTimestamp = Type.Union([Timestamp, Type.Null()])
 
 export const InstanceStatusSchema = Type.Union([Type.Literal('running'), Type.Literal('completed'), Type.Literal('cancelled')])
-export const StepStateSchema = Type.Union(
-  ['pending', 'waiting', 'due', 'running', 'done', 'skipped', 'failed', 'cancelled'].map((s) => Type.Literal(s)),
-  { description: 'pending → waiting → due → running (webhook in flight) → done | skipped | failed | cancelled' }
-)
 
 export const DeliverySummarySchema = Type.Object(
   {
@@ -126,6 +122,5 @@ export const AdvanceSchema = Type.Object(
 export type Advance = Static<typeof AdvanceSchema>
 
 export const CancelSchema = Type.Object({ note: Type.Optional(Note) }, { additionalProperties: false })
-export type Cancel = Static<typeof CancelSchema>
 
 export const StepParamsSchema = Type.Object({ id: Uuid, stepId: Uuid })

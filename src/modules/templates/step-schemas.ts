@@ -107,6 +107,5 @@ export const ReorderStepsSchema = Type.Object(
   { stepIds: Type.Array(Uuid, { maxItems: 1000, description: 'Every step id of the template, each once, in the new order' }) },
   { additionalProperties: false }
 )
-export type ReorderSteps = Static<typeof ReorderStepsSchema>
 
 export const ListStepsQuerySchema = PageQuerySchema

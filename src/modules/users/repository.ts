@@ -12,12 +12,6 @@ export async function isTenantUser(db: DB, tenantId: string, userId: string): Pr
   return row !== undefined
 }
 
-export async function findExistingUserIds(db: DB, tenantId: string, ids: string[]): Promise<Set<string>> {
-  if (ids.length === 0) return new Set()
-  const rows = await db.selectFrom('users').select('id').where('tenant_id', '=', tenantId).where('id', 'in', ids).execute()
-  return new Set(rows.map((r) => r.id))
-}
-
 export function listUsers(db: DB, tenantId: string, page: PageRequest, filter: { email?: string | undefined; q?: string | undefined }) {
   let query = db.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
   if (page.after) query = query.where('id', '>', page.after)
