@@ -15,7 +15,7 @@ import { changedFields, splitMergePatch } from './fields.js'
 import { checkFieldsInput, checkFieldsSize, FIELDS_MAX_DEPTH } from './limits.js'
 import { RECORD_OVERHEAD_BYTES, recordPageJson } from './page-json.js'
 import * as repo from './repository.js'
-import { queueTriggeredDeliveries, type QueuedTrigger } from './triggers.js'
+import { queueTriggeredDeliveries, type QueuedTrigger } from './trigger-repository.js'
 import type { ApiRecord, CreateRecord, ListRecordsQuery, RecordKind, UpdateRecord } from './schemas.js'
 
 /** A record as written, with the names of the fields the write changed and the deliveries it fired. */
