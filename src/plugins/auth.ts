@@ -6,7 +6,7 @@ import { forbidden, unauthorized } from '../errors.js'
 import { CLAIM_PREFIX, verifyClaim, type ApiClaim } from '../lib/api-claims.js'
 import { hashKey, sameHash } from '../lib/keys.js'
 import { findTenantIdByKeyHash } from '../modules/auth/repository.js'
-import { findServiceForTenant } from '../modules/marketplace/activation-repository.js'
+import { findServiceForTenant } from '../modules/marketplace/activations/repository.js'
 
 /**
  * Who may call a route: the operator, a tenant's key, either of them (`any`), or anyone.

@@ -1,6 +1,6 @@
 import type { DB } from '../../db/connect.js'
 import { secretContext, type SecretBox } from '../../lib/secret-box.js'
-import { secretProblem } from '../marketplace/secret-strength.js'
+import { secretProblem } from '../marketplace/services/secret-strength.js'
 import * as repo from './repository.js'
 
 export interface ReencryptSummary {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { findServiceById, isServiceActivated, listParameterDefinitions } from '../../../src/modules/marketplace/repository.js'
+import { findServiceById, isServiceActivated, listParameterDefinitions } from '../../../src/modules/marketplace/services/repository.js'
 import { setupApp } from '../../helpers/app.js'
 import { createService } from './fixtures/catalogue.js'
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { secretProblem } from '../../../src/modules/marketplace/secret-strength.js'
+import { secretProblem } from '../../../src/modules/marketplace/services/secret-strength.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { createService, SERVICE } from './fixtures/catalogue.js'

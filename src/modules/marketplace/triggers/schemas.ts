@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox'
-import { Uuid } from '../../schemas/common.js'
-import { StringEnum } from './schemas.js'
+import { Uuid } from '../../../schemas/common.js'
+import { StringEnum } from '../services/schemas.js'
 
 const Module = StringEnum(['property', 'address'], { description: 'The kind of record whose changes fire the trigger' })
 const Events = Type.Array(StringEnum(['create', 'update']), { minItems: 1, uniqueItems: true })

@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox'
-import { Uuid } from '../../schemas/common.js'
-import { StringEnum } from './schemas.js'
+import { Uuid } from '../../../schemas/common.js'
+import { StringEnum } from '../services/schemas.js'
 
 export const PARAMETER_TYPES = ['string', 'integer', 'number', 'boolean', 'enum'] as const
 

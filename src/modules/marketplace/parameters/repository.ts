@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
-import type { DB } from '../../db/connect.js'
-import type { ParameterType } from '../../db/database.js'
-import type { PageRequest } from '../../lib/pagination.js'
+import type { DB } from '../../../db/connect.js'
+import type { ParameterType } from '../../../db/database.js'
+import type { PageRequest } from '../../../lib/pagination.js'
 
 export interface ParameterValues {
   name: string

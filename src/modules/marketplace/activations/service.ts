@@ -1,10 +1,10 @@
-import type { Clock } from '../../adapters/clock.js'
-import type { DB } from '../../db/connect.js'
-import { conflict, notFound, unprocessable } from '../../errors.js'
-import * as repo from './activation-repository.js'
-import { findServiceSeenBy, findTemplatesUsing } from './repository.js'
-import type { ServiceActivation } from './schemas.js'
-import { nameTemplates } from './service.js'
+import type { Clock } from '../../../adapters/clock.js'
+import type { DB } from '../../../db/connect.js'
+import { conflict, notFound, unprocessable } from '../../../errors.js'
+import * as repo from './repository.js'
+import { findServiceSeenBy, findTemplatesUsing } from '../services/repository.js'
+import type { ServiceActivation } from '../services/schemas.js'
+import { nameTemplates } from '../services/service.js'
 
 function toActivation(row: { service_id: string; activated_at: Date }): ServiceActivation {
   return { serviceId: row.service_id, activated: true, activatedAt: row.activated_at.toISOString() }

@@ -1,5 +1,5 @@
 import { Type, type Static, type TSchemaOptions } from 'typebox'
-import { PageQuerySchema, Timestamp, Uuid } from '../../schemas/common.js'
+import { PageQuerySchema, Timestamp, Uuid } from '../../../schemas/common.js'
 
 /** An enum of strings that also says `type: string`, so OpenAPI clients type it. */
 export function StringEnum<const T extends string>(values: readonly T[], options: TSchemaOptions = {}) {

@@ -1,7 +1,7 @@
 import { sql, type Insertable, type Updateable } from 'kysely'
-import type { DB } from '../../db/connect.js'
-import type { MarketplaceServicesTable } from '../../db/database.js'
-import type { PageRequest } from '../../lib/pagination.js'
+import type { DB } from '../../../db/connect.js'
+import type { MarketplaceServicesTable } from '../../../db/database.js'
+import type { PageRequest } from '../../../lib/pagination.js'
 
 export interface ServiceFilter {
   active?: boolean | undefined

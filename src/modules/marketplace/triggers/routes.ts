@@ -1,12 +1,12 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { ModuleOptions } from '../module-options.js'
-import { pageRequest } from '../../lib/pagination.js'
-import { tenantOrOperator } from '../../plugins/auth.js'
-import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
-import * as triggers from './trigger-service.js'
-import { CreateTriggerSchema, ServiceTriggerSchema, TriggerParamsSchema, UpdateTriggerSchema } from './trigger-schemas.js'
+import type { ModuleOptions } from '../../module-options.js'
+import { pageRequest } from '../../../lib/pagination.js'
+import { tenantOrOperator } from '../../../plugins/auth.js'
+import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../../schemas/common.js'
+import * as triggers from './service.js'
+import { CreateTriggerSchema, ServiceTriggerSchema, TriggerParamsSchema, UpdateTriggerSchema } from './schemas.js'
 
 const ServiceTrigger = Type.Ref('ServiceTrigger')
 

@@ -1,6 +1,6 @@
-import type { FieldError } from '../../errors.js'
+import type { FieldError } from '../../../errors.js'
 import { isContextParameter, PARAMETER_NAME } from './context-parameters.js'
-import type { ParameterDefinition } from './parameter-schemas.js'
+import type { ParameterDefinition } from './schemas.js'
 
 type Value = ParameterDefinition['default']
 

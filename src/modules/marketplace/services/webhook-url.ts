@@ -1,5 +1,5 @@
-import { refusedLiteralHost, type TargetPolicy } from '../../adapters/address-policy.js'
-import { unprocessable } from '../../errors.js'
+import { refusedLiteralHost, type TargetPolicy } from '../../../adapters/address-policy.js'
+import { unprocessable } from '../../../errors.js'
 
 /**
  * Why a webhook URL cannot be stored, or undefined. The text is checked as given, since the URL parser

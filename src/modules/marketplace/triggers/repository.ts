@@ -1,6 +1,6 @@
-import type { DB } from '../../db/connect.js'
-import type { RecordEvent, RecordModule } from '../../db/database.js'
-import type { PageRequest } from '../../lib/pagination.js'
+import type { DB } from '../../../db/connect.js'
+import type { RecordEvent, RecordModule } from '../../../db/database.js'
+import type { PageRequest } from '../../../lib/pagination.js'
 
 export interface TriggerValues {
   module: RecordModule

@@ -1,4 +1,4 @@
-import type { DB } from '../../db/connect.js'
+import type { DB } from '../../../db/connect.js'
 
 /** A service as one tenant sees it: `active` and `activated_at` (null when not activated) say whether it may be used. */
 export function findServiceForTenant(db: DB, tenantId: string, serviceId: string) {

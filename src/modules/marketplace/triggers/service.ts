@@ -1,12 +1,12 @@
-import type { Clock } from '../../adapters/clock.js'
-import type { DB } from '../../db/connect.js'
-import type { TriggerRow } from '../../db/database.js'
-import { notFound } from '../../errors.js'
-import { newId } from '../../lib/ids.js'
-import { toPage, type PageRequest } from '../../lib/pagination.js'
-import { findVisibleService } from './service.js'
-import * as repo from './trigger-repository.js'
-import type { CreateTrigger, ServiceTrigger, UpdateTrigger } from './trigger-schemas.js'
+import type { Clock } from '../../../adapters/clock.js'
+import type { DB } from '../../../db/connect.js'
+import type { TriggerRow } from '../../../db/database.js'
+import { notFound } from '../../../errors.js'
+import { newId } from '../../../lib/ids.js'
+import { toPage, type PageRequest } from '../../../lib/pagination.js'
+import { findVisibleService } from '../services/service.js'
+import * as repo from './repository.js'
+import type { CreateTrigger, ServiceTrigger, UpdateTrigger } from './schemas.js'
 
 export function toTrigger(row: TriggerRow): ServiceTrigger {
   return { id: row.id, serviceId: row.service_id, module: row.module, events: row.events, fields: row.fields }

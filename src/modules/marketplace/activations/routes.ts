@@ -1,11 +1,11 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { ModuleOptions } from '../module-options.js'
-import { tenantOf } from '../../plugins/auth.js'
-import { IdParamsSchema, NoContent, problems } from '../../schemas/common.js'
-import * as activations from './activation-service.js'
-import { ServiceActivationSchema } from './schemas.js'
+import type { ModuleOptions } from '../../module-options.js'
+import { tenantOf } from '../../../plugins/auth.js'
+import { IdParamsSchema, NoContent, problems } from '../../../schemas/common.js'
+import * as activations from './service.js'
+import { ServiceActivationSchema } from '../services/schemas.js'
 
 const ServiceActivation = Type.Ref('ServiceActivation')
 

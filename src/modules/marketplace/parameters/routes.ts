@@ -1,12 +1,12 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { ModuleOptions } from '../module-options.js'
-import { pageRequest } from '../../lib/pagination.js'
-import { tenantOrOperator } from '../../plugins/auth.js'
-import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
-import { CreateParameterSchema, ParameterParamsSchema, UpdateParameterSchema, WebhookParameterSchema } from './parameter-schemas.js'
-import * as parameters from './parameter-service.js'
+import type { ModuleOptions } from '../../module-options.js'
+import { pageRequest } from '../../../lib/pagination.js'
+import { tenantOrOperator } from '../../../plugins/auth.js'
+import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../../schemas/common.js'
+import { CreateParameterSchema, ParameterParamsSchema, UpdateParameterSchema, WebhookParameterSchema } from './schemas.js'
+import * as parameters from './service.js'
 
 const WebhookParameter = Type.Ref('WebhookParameter')
 
