@@ -1,6 +1,6 @@
 import type { TemplateRow, TemplateStepRow } from '../../db/database.js'
-import type { Template, TemplateSummary } from './schemas.js'
-import type { Responsibility, Start, Step } from './step-schemas.js'
+import type { Template, TemplateSummary } from './templates/schemas.js'
+import type { Responsibility, Start, Step } from './steps/schemas.js'
 
 /** A step's editable content, before it has a place in a template. */
 export type StepDraft = Omit<Step, 'id' | 'templateId' | 'position' | 'version'>

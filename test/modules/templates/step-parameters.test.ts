@@ -1,5 +1,5 @@
 import t from 'tap'
-import { validateStepParameters, type ParameterDefinition } from '../../../src/modules/templates/step-parameters.js'
+import { validateStepParameters, type ParameterDefinition } from '../../../src/modules/templates/steps/parameters.js'
 
 const definition = (d: Partial<ParameterDefinition> & Pick<ParameterDefinition, 'name' | 'type'>): ParameterDefinition =>
   ({ allowedValues: null, required: false, default: undefined, ...d })

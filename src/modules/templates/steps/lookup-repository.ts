@@ -1,5 +1,5 @@
-import type { DB } from '../../db/connect.js'
-import type { ParameterDefinition } from './step-parameters.js'
+import type { DB } from '../../../db/connect.js'
+import type { ParameterDefinition } from './parameters.js'
 
 // Reads of the marketplace catalogue that the template rules need; that module owns the writes.
 

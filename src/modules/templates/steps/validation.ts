@@ -1,10 +1,10 @@
-import type { DB } from '../../db/connect.js'
-import type { TemplateStepRow } from '../../db/database.js'
-import { unprocessable, type FieldError } from '../../errors.js'
-import { isTenantUser } from '../users/repository.js'
+import type { DB } from '../../../db/connect.js'
+import type { TemplateStepRow } from '../../../db/database.js'
+import { unprocessable, type FieldError } from '../../../errors.js'
+import { isTenantUser } from '../../users/repository.js'
 import * as lookup from './lookup-repository.js'
-import type { StepDraft } from './mapping.js'
-import { validateStepParameters, type ParameterCheck } from './step-parameters.js'
+import type { StepDraft } from '../mapping.js'
+import { validateStepParameters, type ParameterCheck } from './parameters.js'
 
 /** Everything wrong with a step beyond its schema, and its parameters with defaults filled in. */
 export async function checkStep(db: DB, tenantId: string, draft: StepDraft): Promise<ParameterCheck> {

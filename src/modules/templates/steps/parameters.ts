@@ -1,6 +1,6 @@
-import type { FieldError } from '../../errors.js'
-import type { ParameterType } from '../../db/database.js'
-import { hasNul } from './text.js'
+import type { FieldError } from '../../../errors.js'
+import type { ParameterType } from '../../../db/database.js'
+import { hasNul } from '../text.js'
 
 export interface ParameterDefinition {
   name: string

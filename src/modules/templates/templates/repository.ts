@@ -1,8 +1,8 @@
 import type { Insertable } from 'kysely'
-import type { DB } from '../../db/connect.js'
-import type { ProcessTemplatesTable } from '../../db/database.js'
-import { escapeLike } from '../../db/escape-like.js'
-import type { PageRequest } from '../../lib/pagination.js'
+import type { DB } from '../../../db/connect.js'
+import type { ProcessTemplatesTable } from '../../../db/database.js'
+import { escapeLike } from '../../../db/escape-like.js'
+import type { PageRequest } from '../../../lib/pagination.js'
 
 export interface TemplateChanges {
   name?: string | undefined

@@ -1,11 +1,11 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { ModuleOptions } from '../module-options.js'
-import { pageRequest } from '../../lib/pagination.js'
-import { expectedVersion, setETag } from '../../lib/versioning.js'
-import { tenantOf } from '../../plugins/auth.js'
-import { IdParamsSchema, IfMatchHeadersSchema, NoContent, Page, problems } from '../../schemas/common.js'
+import type { ModuleOptions } from '../../module-options.js'
+import { pageRequest } from '../../../lib/pagination.js'
+import { expectedVersion, setETag } from '../../../lib/versioning.js'
+import { tenantOf } from '../../../plugins/auth.js'
+import { IdParamsSchema, IfMatchHeadersSchema, NoContent, Page, problems } from '../../../schemas/common.js'
 import {
   CopyTemplateSchema, CreateTemplateSchema, ListTemplatesQuerySchema, UpdateTemplateSchema, templateSchemas, type Template
 } from './schemas.js'

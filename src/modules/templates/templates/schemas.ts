@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox'
-import { PageQuerySchema, Timestamp, Uuid } from '../../schemas/common.js'
-import { StepSchema, type Step } from './step-schemas.js'
-import { PlainText } from './text.js'
+import { PageQuerySchema, Timestamp, Uuid } from '../../../schemas/common.js'
+import { StepSchema, type Step } from '../steps/schemas.js'
+import { PlainText } from '../text.js'
 
 const Name = PlainText({ minLength: 1, maxLength: 200 })
 const Description = PlainText({ maxLength: 4000 })

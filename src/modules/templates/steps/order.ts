@@ -1,11 +1,11 @@
-import type { Clock } from '../../adapters/clock.js'
-import type { DB } from '../../db/connect.js'
-import type { FieldError } from '../../errors.js'
-import { checkVersion } from '../../lib/versioning.js'
-import type { Template } from './schemas.js'
-import { loadTemplate, lockedTemplate, touchTemplate } from './service.js'
-import * as steps from './step-repository.js'
-import { rejectIfInvalid } from './step-validation.js'
+import type { Clock } from '../../../adapters/clock.js'
+import type { DB } from '../../../db/connect.js'
+import type { FieldError } from '../../../errors.js'
+import { checkVersion } from '../../../lib/versioning.js'
+import type { Template } from '../templates/schemas.js'
+import { loadTemplate, lockedTemplate, touchTemplate } from '../templates/service.js'
+import * as steps from './repository.js'
+import { rejectIfInvalid } from './validation.js'
 
 /** Rewrites the positions of all steps of a template at once; stepIds must name each of its steps exactly once. */
 export async function reorderSteps(

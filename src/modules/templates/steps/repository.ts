@@ -1,6 +1,6 @@
 import { sql, type Insertable, type Updateable } from 'kysely'
-import type { DB } from '../../db/connect.js'
-import type { TemplateStepsTable } from '../../db/database.js'
+import type { DB } from '../../../db/connect.js'
+import type { TemplateStepsTable } from '../../../db/database.js'
 
 export type NewStepRow = Insertable<TemplateStepsTable>
 export type StepChanges = Omit<Updateable<TemplateStepsTable>, 'tenant_id' | 'id' | 'template_id' | 'position' | 'version'>

@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox'
-import { PageQuerySchema, Uuid } from '../../schemas/common.js'
-import { PlainText } from './text.js'
+import { PageQuerySchema, Uuid } from '../../../schemas/common.js'
+import { PlainText } from '../text.js'
 
 const MAX_DAYS = 3650
 
