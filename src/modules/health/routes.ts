@@ -5,7 +5,7 @@ import type { ModuleOptions } from '../../app.js'
 import { UNAVAILABLE_RETRY_AFTER_S } from '../../db/errors.js'
 import { pendingMigrations } from '../../db/migrate.js'
 import { sendProblem } from '../../plugins/problems.js'
-import { problems } from '../../schemas/common.js'
+import { ok, problems } from '../../schemas/common.js'
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js'
 import { pingDatabase, queueFigures } from './repository.js'
 
@@ -17,16 +17,20 @@ export default async function healthRoutes(app: FastifyInstance, { db, clock }: 
 
   app.get('/health/live', {
     config: { auth: 'public', shedLoad: false },
-    schema: { tags: ['health'], summary: 'The process is up', security: [], response: { 200: Type.Ref('Health') } }
+    schema: {
+      operationId: 'getLiveness', tags: ['health'], summary: 'The process is up', security: [],
+      response: { 200: ok(Type.Ref('Health'), 'The process is up') }
+    }
   }, async () => ({ status: 'ok' as const }))
 
   app.get('/health/ready', {
     config: { auth: 'public' },
     schema: {
+      operationId: 'getReadiness',
       tags: ['health'],
       summary: 'The database is reachable and fully migrated',
       security: [],
-      response: { 200: Type.Ref('Health'), ...problems(503) }
+      response: { 200: ok(Type.Ref('Health'), 'Ready to serve'), ...problems(503) }
     }
   }, async (request, reply) => {
     try {
@@ -45,6 +49,7 @@ export default async function healthRoutes(app: FastifyInstance, { db, clock }: 
   app.get('/metrics', {
     config: { auth: 'operator' },
     schema: {
+      operationId: 'getMetrics',
       tags: ['health'],
       summary: 'Queue sizes and process figures in the Prometheus text format (operator key)',
       response: {

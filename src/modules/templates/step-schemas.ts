@@ -1,10 +1,10 @@
 import { Type, type Static } from 'typebox'
-import { PageQuerySchema, Uuid } from '../../schemas/common.js'
+import { PageQuerySchema, StringEnum, Uuid } from '../../schemas/common.js'
 import { PlainText } from './text.js'
 
 const MAX_DAYS = 3650
 
-const StepKindSchema = Type.Union([Type.Literal('webhook'), Type.Literal('task')])
+const StepKindSchema = StringEnum(['webhook', 'task'])
 
 const StartSchema = Type.Union([
   Type.Object({ mode: Type.Literal('afterPrevious') }, { additionalProperties: false }),
@@ -27,9 +27,10 @@ const DeadlineDaysSchema = Type.Union([Type.Integer({ minimum: 1, maximum: MAX_D
   description: 'Days after its start by which the step should have ended; null for none'
 })
 const ServiceIdSchema = Type.Union([Uuid, Type.Null()], { description: 'The marketplace service a webhook step calls' })
+// Every parameter type (string, integer, number, boolean, enum) takes one of these; the service's definitions say which.
 const ParametersSchema = Type.Unsafe<Record<string, unknown>>({
   type: 'object',
-  additionalProperties: true,
+  additionalProperties: { type: ['string', 'number', 'boolean'] },
   maxProperties: 100,
   description: 'Webhook parameters by name, checked against the service\'s parameter definitions'
 })
@@ -82,7 +83,18 @@ export const CreateStepSchema = Type.Object(
     serviceId: Type.Optional(editableFields.serviceId),
     parameters: Type.Optional(editableFields.parameters)
   },
-  { additionalProperties: false }
+  {
+    additionalProperties: false,
+    examples: [{
+      kind: 'webhook',
+      name: 'Ask ValueCo for a valuation',
+      start: { mode: 'afterPrevious' },
+      responsibility: 'propertyMaintainer',
+      refersTo: { property: true, address: false },
+      serviceId: '0190f3a4-5b6c-7d8e-9f01-23456789abcd',
+      parameters: { mode: 'quick' }
+    }]
+  }
 )
 export type CreateStep = Static<typeof CreateStepSchema>
 
@@ -97,7 +109,10 @@ export const UpdateStepSchema = Type.Object(
     serviceId: Type.Optional(editableFields.serviceId),
     parameters: Type.Optional(editableFields.parameters)
   },
-  { additionalProperties: false, minProperties: 1, description: 'Fields to change; use PUT …/steps/order to move a step' }
+  {
+    additionalProperties: false, minProperties: 1, description: 'Fields to change; use PUT …/steps/order to move a step',
+    examples: [{ name: 'Call the owner with the value', deadlineDays: 2 }]
+  }
 )
 export type UpdateStep = Static<typeof UpdateStepSchema>
 
@@ -105,7 +120,7 @@ export const StepParamsSchema = Type.Object({ id: Uuid, stepId: Uuid })
 
 export const ReorderStepsSchema = Type.Object(
   { stepIds: Type.Array(Uuid, { maxItems: 1000, description: 'Every step id of the template, each once, in the new order' }) },
-  { additionalProperties: false }
+  { additionalProperties: false, examples: [{ stepIds: ['0190f3a4-0002-7000-8000-000000000002', '0190f3a4-0001-7000-8000-000000000001'] }] }
 )
 export type ReorderSteps = Static<typeof ReorderStepsSchema>
 
