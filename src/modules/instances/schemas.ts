@@ -7,7 +7,7 @@ const OptionalId = Type.Union([Uuid, Type.Null()])
 const OptionalTimestamp = Type.Union([Timestamp, Type.Null()])
 
 export const InstanceStatusSchema = StringEnum(['running', 'completed', 'cancelled'])
-export const StepStateSchema = StringEnum(['pending', 'waiting', 'due', 'running', 'done', 'skipped', 'failed', 'cancelled'], {
+const StepStateSchema = StringEnum(['pending', 'waiting', 'due', 'running', 'done', 'skipped', 'failed', 'cancelled'], {
   description: 'pending → waiting → due → running (webhook in flight) → done | skipped | failed | cancelled'
 })
 const CurrentStepStateSchema = StringEnum(['due', 'waiting', 'running', 'failed'], {
