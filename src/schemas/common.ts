@@ -19,8 +19,9 @@ const RESPONSE_HEADERS = {
 } as const
 type ResponseHeader = keyof typeof RESPONSE_HEADERS
 
-function declaredHeaders(names: readonly ResponseHeader[]) {
-  return names.length === 0 ? {} : { headers: Object.fromEntries(names.map((name) => [name, RESPONSE_HEADERS[name]])) }
+function declaredHeaders(names: readonly ResponseHeader[], descriptions: Partial<Record<ResponseHeader, string>> = {}) {
+  if (names.length === 0) return {}
+  return { headers: Object.fromEntries(names.map((name) => [name, { ...RESPONSE_HEADERS[name], description: descriptions[name] ?? RESPONSE_HEADERS[name].description }])) }
 }
 
 /**
@@ -81,7 +82,7 @@ export function problems(...statuses: number[]) {
       status,
       {
         description: problemDescriptions[status] ?? 'Problem',
-        ...declaredHeaders(problemHeaders[status] ?? []),
+        ...declaredHeaders(problemHeaders[status] ?? [], { ETag: 'The current version, e.g. "4": retry with it as If-Match' }),
         content: { 'application/problem+json': { schema: Type.Ref('Problem') } }
       }
     ])

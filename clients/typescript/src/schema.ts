@@ -2958,7 +2958,7 @@ export interface operations {
             /** @description If-Match names a stale version */
             412: {
                 headers: {
-                    /** @description The resource's version, e.g. "3": send it back as If-Match to update */
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
                     ETag?: string;
                     [name: string]: unknown;
                 };
@@ -3530,7 +3530,7 @@ export interface operations {
             /** @description If-Match names a stale version */
             412: {
                 headers: {
-                    /** @description The resource's version, e.g. "3": send it back as If-Match to update */
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
                     ETag?: string;
                     [name: string]: unknown;
                 };
@@ -4096,7 +4096,7 @@ export interface operations {
             /** @description If-Match names a stale version */
             412: {
                 headers: {
-                    /** @description The resource's version, e.g. "3": send it back as If-Match to update */
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
                     ETag?: string;
                     [name: string]: unknown;
                 };
@@ -5659,7 +5659,7 @@ export interface operations {
             /** @description If-Match names a stale version */
             412: {
                 headers: {
-                    /** @description The resource's version, e.g. "3": send it back as If-Match to update */
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
                     ETag?: string;
                     [name: string]: unknown;
                 };
@@ -5775,7 +5775,7 @@ export interface operations {
             /** @description If-Match names a stale version */
             412: {
                 headers: {
-                    /** @description The resource's version, e.g. "3": send it back as If-Match to update */
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
                     ETag?: string;
                     [name: string]: unknown;
                 };
@@ -6231,7 +6231,7 @@ export interface operations {
             /** @description If-Match names a stale version */
             412: {
                 headers: {
-                    /** @description The resource's version, e.g. "3": send it back as If-Match to update */
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
                     ETag?: string;
                     [name: string]: unknown;
                 };
@@ -6425,7 +6425,7 @@ export interface operations {
             /** @description If-Match names a stale version */
             412: {
                 headers: {
-                    /** @description The resource's version, e.g. "3": send it back as If-Match to update */
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
                     ETag?: string;
                     [name: string]: unknown;
                 };
@@ -6567,7 +6567,7 @@ export interface operations {
             /** @description If-Match names a stale version */
             412: {
                 headers: {
-                    /** @description The resource's version, e.g. "3": send it back as If-Match to update */
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
                     ETag?: string;
                     [name: string]: unknown;
                 };
