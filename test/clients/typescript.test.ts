@@ -94,6 +94,8 @@ t.test('the README tour runs through the typed client', async (t) => {
   const start = { body: { templateId: template.id, responsibleUserId: user.id, propertyId: property.id }, params: { header: idempotencyKey('tour-1') } }
   const started = await baton.POST('/v1/process-instances', start)
   t.equal(started.response.status, 201)
+  t.equal(started.response.headers.get('location'), `/v1/process-instances/${started.data?.id}`)
+  t.equal(versionOf(started.response), started.data?.version)
   t.notOk(isReplay(started.response))
   const again = await baton.POST('/v1/process-instances', start)
   t.equal(again.response.status, 200)
@@ -103,7 +105,9 @@ t.test('the README tour runs through the typed client', async (t) => {
 
   // 9. The scheduler calls ValueCo, which is down: the step stays due and its delivery is retried.
   await rt.scheduler.runOnce()
-  const watched = (await baton.GET('/v1/process-instances/{id}', { params: { path: { id: instanceId } } })).data!
+  const read = await baton.GET('/v1/process-instances/{id}', { params: { path: { id: instanceId } } })
+  const watched = read.data!
+  t.equal(versionOf(read.response), watched.version, 'a read answers with the ETag it declares')
   const first = watched.steps[0]!
   t.equal(first.state, 'due')
   t.ok(isOpen(first.state))
