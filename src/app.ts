@@ -22,6 +22,7 @@ import tenantRoutes from './modules/tenants/routes.js'
 import triggerRoutes from './modules/marketplace/trigger-routes.js'
 import userRoutes from './modules/users/routes.js'
 import { loadClaimKey } from './modules/auth/claim-key.js'
+import { BatonMetrics } from './lib/metrics.js'
 import { once } from './lib/once.js'
 import { createSecretBox, type SecretBox } from './lib/secret-box.js'
 import auth from './plugins/auth.js'
@@ -39,6 +40,8 @@ export interface AppDependencies {
   clock?: Clock
   /** The apiClaim key; loaded from BATON_CLAIM_SECRET or the database when not given. */
   claimKey?: Buffer
+  /** The process's metrics, shared with a scheduler in the same process; a registry of the app's own when not given. */
+  metrics?: BatonMetrics
 }
 
 /** Module options every route plugin receives. */
@@ -88,7 +91,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET, secrets))
   await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash, claimKey, clock: modules.clock })
 
-  await app.register(healthRoutes, modules)
+  await app.register(healthRoutes, { ...modules, metrics: deps.metrics ?? new BatonMetrics() })
   await app.register(tenantRoutes, { ...modules, prefix: '/v1' })
   await app.register(apiKeyRoutes, { ...modules, prefix: '/v1' })
   await app.register(userRoutes, { ...modules, prefix: '/v1' })

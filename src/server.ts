@@ -4,6 +4,7 @@ import { ConfigError, loadConfig, type Config } from './config.js'
 import { DataDirBusyError, openDatabase } from './db/connect.js'
 import { migrateToLatest } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
+import { BatonMetrics } from './lib/metrics.js'
 import { resolveOperatorKey } from './modules/auth/operator-key.js'
 import { REDACTED_PATHS } from './redacted-paths.js'
 
@@ -22,9 +23,11 @@ async function main(config: Config, role: Role): Promise<void> {
   let close = () => database.close()
   onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
   if (config.BATON_MIGRATE_ON_START) await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
+  // One registry per process: the API's /metrics shows the counts of the scheduler beside it.
+  const metrics = new BatonMetrics()
   // Each role loads only its own part: a worker never loads Fastify, an API process never the HTTP client.
   const scheduler = role === 'api' ? undefined
-    : (await import('./scheduler/build.js')).buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }))
+    : (await import('./scheduler/build.js')).buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }), metrics)
   if (role === 'worker') {
     close = async () => {
       await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
@@ -37,7 +40,7 @@ async function main(config: Config, role: Role): Promise<void> {
 
   const operatorKey = await whenDatabaseAnswers(log, 'operator key', () => resolveOperatorKey(database.db, config.BATON_ADMIN_TOKEN))
   const { buildApp } = await import('./app.js')
-  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash })
+  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, metrics })
   close = async () => {
     await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
     await app.close()

@@ -7,6 +7,7 @@ import type { OutcomeBatcher } from './outcome-batcher.js'
 import type { AttemptRecord, Recorded } from './record-outcome.js'
 import { decide, type AttemptResult, type Decision, type RetryPolicy } from './retry-policy.js'
 import { signClaim } from '../lib/api-claims.js'
+import type { BatonMetrics } from '../lib/metrics.js'
 import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
 import { buildRequest } from './webhook-request.js'
 import { releaseDelivery } from './delivery-repository.js'
@@ -29,6 +30,8 @@ export interface DeliverDeps {
   outcomes: OutcomeBatcher
   /** Opens the services' secrets when they are sealed (BATON_SECRETS_KEY); by default none may be. */
   secrets?: SecretBox
+  /** Counts each call by outcome, with its duration and how late it was made. */
+  metrics?: BatonMetrics
 }
 
 /**
@@ -95,6 +98,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   }
   let attempt: Attempt
   try {
+    deps.metrics?.webhookCallLag(delivery.dueAt, now())
     attempt = await call(deps, signed, startedAt, claimKey, signal)
   } finally {
     if (slot) deps.hostSlots?.release(slot)
@@ -103,15 +107,18 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const answeredAt = now()
   const decision = decide(attempt.result, delivery.attempt, answeredAt, deps.policy)
   const wasCutOff = attempt.result.kind === 'aborted'
+  const outcome = wasCutOff ? 'aborted' : outcomeOf(decision)
+  const statusCode = attempt.response?.status ?? null
+  deps.metrics?.webhookCall(outcome, statusCode, attempt.durationMs)
   return record(deps, {
     delivery,
     startedAt,
     durationMs: attempt.durationMs,
-    statusCode: attempt.response?.status ?? null,
+    statusCode,
     error: attempt.result.kind === 'response' ? null : attempt.result.error,
     responseBody: attempt.response ? redactClaims(firstBytes(attempt.response.body, LOGGED_BODY_BYTES)) : null,
     decision,
-    outcome: wasCutOff ? 'aborted' : outcomeOf(decision)
+    outcome
   }, wasCutOff ? new Date(Math.min(until.getTime(), answeredAt.getTime() + SHUTDOWN_RECORD_MS)) : until, wasCutOff ? undefined : signal)
 }
 
