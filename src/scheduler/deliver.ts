@@ -32,6 +32,13 @@ export interface DeliverDeps {
   secrets?: SecretBox
   /** Counts each call by outcome, with its duration and how late it was made. */
   metrics?: BatonMetrics
+  /** Gets a line per attempt, with the delivery's id. */
+  log?: AttemptLog
+}
+
+export interface AttemptLog {
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
 }
 
 /**
@@ -73,6 +80,8 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
   if (refusal) {
     callEnded()
+    deps.log?.warn({ deliveryId: delivery.id, tenantId: delivery.tenantId, serviceId: delivery.serviceId, attempt: delivery.attempt, reason: refusal },
+      'webhook delivery given up without a call')
     const giveUp: Decision = { action: 'give-up', reason: refusal }
     return record(deps, { delivery, startedAt, durationMs: 0, statusCode: null, error: refusal, responseBody: null, decision: giveUp, outcome: 'failed' }, until, signal)
   }
@@ -110,6 +119,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const outcome = wasCutOff ? 'aborted' : outcomeOf(decision)
   const statusCode = attempt.response?.status ?? null
   deps.metrics?.webhookCall(outcome, statusCode, attempt.durationMs)
+  logAttempt(deps, delivery, { outcome, statusCode, durationMs: attempt.durationMs, result: attempt.result, decision })
   return record(deps, {
     delivery,
     startedAt,
@@ -124,6 +134,27 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
 
 function record(deps: DeliverDeps, outcome: AttemptRecord, until: Date, signal: AbortSignal | undefined): Promise<Recorded> {
   return deps.outcomes.record(outcome, until, signal)
+}
+
+interface AttemptSummary {
+  outcome: AttemptOutcome
+  statusCode: number | null
+  durationMs: number
+  result: AttemptResult
+  decision: Decision
+}
+
+/** One line per call, named by its delivery: an operator follows a delivery through its attempts. */
+function logAttempt(deps: DeliverDeps, delivery: ClaimedDelivery, { outcome, statusCode, durationMs, result, decision }: AttemptSummary): void {
+  if (!deps.log) return
+  const line = {
+    deliveryId: delivery.id, tenantId: delivery.tenantId, serviceId: delivery.serviceId, stepId: delivery.stepId, attempt: delivery.attempt,
+    outcome, statusCode, durationMs,
+    ...(result.kind === 'response' ? {} : { error: redactClaims(result.error) }),
+    ...(decision.action === 'retry' ? { retryInMs: decision.delayMs } : decision.action === 'give-up' ? { reason: decision.reason } : {})
+  }
+  if (outcome === 'succeeded' || outcome === 'retry') deps.log.info(line, 'webhook call')
+  else deps.log.warn(line, 'webhook call')
 }
 
 function outcomeOf(decision: Decision): AttemptOutcome {

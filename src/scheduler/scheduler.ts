@@ -100,7 +100,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
-    claimKey, claimTtlMs: settings.claimTtlMs, outcomes, metrics,
+    claimKey, claimTtlMs: settings.claimTtlMs, outcomes, metrics, log: deps.log,
     ...(hostSlots ? { hostSlots } : {}),
     ...(deps.secrets ? { secrets: deps.secrets } : {})
   }
