@@ -1,10 +1,10 @@
 import type { Server } from 'node:http'
-import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { parseAllowedTargets, type TargetPolicy } from './adapters/address-policy.js'
 import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
-import { REDACTED_PATHS } from './redacted-paths.js'
+import { logOptions } from './log-options.js'
 import type { DB } from './db/connect.js'
 import { ActivitySchema } from './modules/activities/schemas.js'
 import addressRoutes from './modules/addresses/routes.js'
@@ -55,11 +55,14 @@ export interface ModuleOptions {
 }
 
 
-/** One set of server options for production and tests alike. */
-export function serverOptions(config: Config, logger: FastifyServerOptions['logger'] = true): FastifyHttpOptions<Server> {
+/**
+ * One set of server options for production and tests alike. `logger`: the process's logger (server.ts),
+ * JSON lines to stdout (true), or none (false).
+ */
+export function serverOptions(config: Config, logger: FastifyBaseLogger | boolean = true): FastifyHttpOptions<Server> {
   const requestTimeout = config.HTTP_REQUEST_TIMEOUT_MS
   return {
-    logger: logger === true ? { level: config.LOG_LEVEL, redact: REDACTED_PATHS } : logger,
+    ...(typeof logger === 'boolean' ? { logger: logger && logOptions(config, false) } : { loggerInstance: logger }),
     trustProxy: config.BATON_TRUST_PROXY,
     bodyLimit: 1024 * 1024,
     schemaController: { compilersFactory: { buildValidator } },

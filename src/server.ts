@@ -6,7 +6,7 @@ import { migrateToLatest } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
 import { BatonMetrics } from './lib/metrics.js'
 import { resolveOperatorKey } from './modules/auth/operator-key.js'
-import { REDACTED_PATHS } from './redacted-paths.js'
+import { logOptions } from './log-options.js'
 
 /** `all` serves the API and runs the scheduler (npm start); `api` and `worker` scale out separately. */
 type Role = 'all' | 'api' | 'worker'
@@ -18,7 +18,7 @@ function roleFrom(argv: string[]): Role {
 }
 
 async function main(config: Config, role: Role): Promise<void> {
-  const log = pino({ level: config.LOG_LEVEL, redact: REDACTED_PATHS })
+  const log = pino(logOptions(config, process.stdout.isTTY === true))
   const database = await openDatabase(config, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
   let close = () => database.close()
   onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
@@ -39,8 +39,8 @@ async function main(config: Config, role: Role): Promise<void> {
   }
 
   const operatorKey = await whenDatabaseAnswers(log, 'operator key', () => resolveOperatorKey(database.db, config.BATON_ADMIN_TOKEN))
-  const { buildApp } = await import('./app.js')
-  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, metrics })
+  const { buildApp, serverOptions } = await import('./app.js')
+  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, metrics }, serverOptions(config, log))
   close = async () => {
     await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
     await app.close()
