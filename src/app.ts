@@ -1,5 +1,5 @@
 import type { Server } from 'node:http'
-import Fastify, { type FastifyBaseLogger, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { parseAllowedTargets, type TargetPolicy } from './adapters/address-policy.js'
 import { systemClock, type Clock } from './adapters/clock.js'
@@ -30,6 +30,7 @@ import loadShedding from './plugins/load-shedding.js'
 import problems from './plugins/problems.js'
 import protocolErrors, { clientErrorHandler, frameworkErrors } from './plugins/protocol-errors.js'
 import rateLimit from './plugins/rate-limit.js'
+import requestId, { genReqId } from './plugins/request-id.js'
 import swagger from './plugins/swagger.js'
 import { buildValidator } from './plugins/validation.js'
 
@@ -64,6 +65,8 @@ export function serverOptions(config: Config, logger: FastifyBaseLogger | boolea
   return {
     ...(typeof logger === 'boolean' ? { logger: logger && logOptions(config, false) } : { loggerInstance: logger }),
     trustProxy: config.BATON_TRUST_PROXY,
+    genReqId,
+    logController: new LogController({ requestIdLogLabel: 'requestId' }),
     bodyLimit: 1024 * 1024,
     schemaController: { compilersFactory: { buildValidator } },
     // A client that trickles its headers or body is cut off (408); Node checks open requests every second.
@@ -80,6 +83,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   const targets = { allowPrivateNetworks: deps.config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, allowed: parseAllowedTargets(deps.config.WEBHOOK_ALLOWED_TARGETS) }
   const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets, targets }
 
+  await app.register(requestId)
   await app.register(problems)
   await app.register(protocolErrors)
   await app.register(loadShedding, {
