@@ -128,7 +128,9 @@ export function batonEnv(databaseUrl: string): Record<string, string> {
     NODE_ENV: 'production',
     LOG_LEVEL: 'warn',
     SMTP_URL: '',
-    WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true'
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
+    // Several workers run at once: each listens for probes on a free port of its own.
+    WORKER_HTTP_PORT: '0'
   }
 }
 

@@ -13,6 +13,8 @@ export interface ClaimedDelivery extends DeliveryCall {
   fence: number
   /** When this worker's claim runs out and the reaper may hand the delivery to another worker. */
   leaseExpiresAt: Date
+  /** When this attempt fell due: the call's lag is measured from it. */
+  dueAt: Date
   mode: DeliveryMode
   timeZone: string
   serviceName: string
@@ -59,7 +61,7 @@ export async function claimDeliveries(db: DB, options: ClaimOptions): Promise<Cl
     select c.tenant_id as "tenantId", c.id, c.service_id as "serviceId", c.source, c.instance_id as "instanceId",
       c.step_id as "stepId", c.property_id as "propertyId", c.address_id as "addressId", c.event,
       c.changed_fields as "changedFields", c.parameters, c.round, c.attempt_count as attempt, c.fence,
-      c.lease_expires_at as "leaseExpiresAt",
+      c.lease_expires_at as "leaseExpiresAt", c.next_attempt_at as "dueAt",
       s.webhook_url as "webhookUrl", s.secret, s.delivery as mode,
       case when s.previous_secret_expires_at > ${options.now} then s.previous_secret end as "previousSecret", s.name as "serviceName",
       s.active and exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) as "serviceUsable",

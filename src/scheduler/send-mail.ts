@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 import type { Mailer } from '../adapters/mailer.js'
 import type { DB } from '../db/connect.js'
+import type { BatonMetrics } from '../lib/metrics.js'
 import type { Logger } from './scheduler.js'
 
 interface ClaimedMail {
@@ -21,7 +22,9 @@ const MAX_BACKOFF_MS = 3_600_000
  * and is retried with backoff (never dropped). A mail sent just before a crash may go out twice; its
  * stable Message-ID lets the receiving side fold the copies.
  */
-export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'> }): Promise<number> {
+export async function sendQueuedMail(
+  db: DB, mailer: Mailer, options: { now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'>; metrics?: Pick<BatonMetrics, 'mails'> }
+): Promise<number> {
   const { now } = options
   const { rows } = await sql<ClaimedMail>`
     update outbox_mails m
@@ -39,6 +42,7 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
   const sent: ClaimedMail[] = []
   const untried = [...rows]
   let failure: unknown
+  let failed = 0
   // A window of mails in flight at once: one after another, an SMTP exchange waits on the network
   // (about 100 ms a mail here, 200 mails in 21 s; 200 at once took 0.4 s). After a failure no new one
   // starts: the server is likely down for all of them, and the rest go back untouched.
@@ -50,6 +54,7 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
         sent.push(mail)
       } catch (error) {
         failure ??= error
+        failed += 1
         const delay = Math.min(MAX_BACKOFF_MS, 10_000 * 2 ** (mail.attempt_count - 1))
         await markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) })
       }
@@ -57,6 +62,7 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
   }
   await Promise.all(Array.from({ length: Math.min(SEND_WINDOW, rows.length) }, lane))
   await markSent(db, sent, now)
+  options.metrics?.mails(sent.length, failed)
   if (failure !== undefined) {
     await releaseMails(db, untried)
     options.log?.warn({ err: failure, putBack: untried.length }, 'sending a mail failed; it stays queued and is retried')

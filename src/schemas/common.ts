@@ -52,7 +52,8 @@ export const ProblemSchema = Type.Object(
     status: Type.Integer(),
     detail: Type.String(),
     instance: Type.Optional(Type.String()),
-    errors: Type.Optional(Type.Array(Type.Ref('FieldError')))
+    errors: Type.Optional(Type.Array(Type.Ref('FieldError'))),
+    requestId: Type.Optional(Type.String({ description: 'The request\'s X-Request-Id (the one sent, or one Baton made): quote it to an operator' }))
   },
   { $id: 'Problem', description: 'RFC 9457 problem details' }
 )

@@ -84,6 +84,7 @@ export async function setupRuntime(
       claimTtlMs: 15 * 60_000,
       ...overrides
     },
+    metrics: ctx.metrics,
     ...deps
   })
   t.teardown(async () => {

@@ -42,7 +42,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Queue sizes and process figures in the Prometheus text format (operator key) */
+        /** Queue sizes, scheduler counters and process figures in the Prometheus text format (operator key) */
         get: operations["getMetrics"];
         put?: never;
         post?: never;
@@ -708,6 +708,8 @@ export interface components {
             detail: string;
             instance?: string;
             errors?: components["schemas"]["FieldError"][];
+            /** @description The request's X-Request-Id (the one sent, or one Baton made): quote it to an operator */
+            requestId?: string;
         };
         /** @description An entry in a record's activity log */
         Activity: {
