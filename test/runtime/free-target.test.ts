@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto'
+import { sql } from 'kysely'
 import t from 'tap'
+import { openPostgres } from '../../src/db/connect.js'
 import { DEFAULT_RETRY_POLICY } from '../../src/scheduler/retry-policy.js'
+import { databaseUrl } from '../helpers/database.js'
 import { TestProvider } from '../helpers/provider.js'
 import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
 
@@ -121,4 +124,35 @@ t.test('a failing target is retried with backoff, then its step fails and the co
   t.same(ids((await rt.instance(started.id)).steps), ['done', 'due'])
   t.equal(callsFor().length, 4)
   t.ok(callsFor()[3]!.signatureValid)
+})
+
+t.test('calls to a free target share the per-host limit', async (t) => {
+  const LIMIT = 2
+  const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
+  const slots = openPostgres(databaseUrl(rows[0]!.name), { poolMax: 4 })
+  const scheduler = rt.newScheduler({ perHostConcurrency: LIMIT, concurrency: 8 }, undefined, { session: () => slots.session({ timeouts: true }) })
+  t.teardown(async () => {
+    await scheduler.stop(1000)
+    await slots.close()
+  })
+  let open = 0
+  let maxOpen = 0
+  crm.always(async () => {
+    open += 1
+    maxOpen = Math.max(maxOpen, open)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    open -= 1
+    return { status: 200, body: 'ok' }
+  })
+  t.teardown(() => crm.always({ status: 200, body: 'ok' }))
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Slow CRM', target: target('/hooks/slow', 'query') }])
+  const before = crm.calls.length
+  for (let i = 0; i < 6; i++) await rt.start(templateId)
+  const run = await scheduler.runOnce()
+  // A free target has no service to leave out of a claim while its host is crowded: such a claim goes back unused.
+  t.ok(run.deliveries >= 6, `all six claimed (${run.deliveries} claims)`)
+  t.equal(crm.calls.length - before, 6, 'every call was made once')
+  t.equal(maxOpen, LIMIT, `never more than ${LIMIT} calls open at the target's host, and the limit was used`)
+  const attempts = await rt.db.selectFrom('deliveries').select('attempt_count').where('service_id', 'is', null).where('status', '=', 'succeeded').execute()
+  t.ok(attempts.every((a) => a.attempt_count === 1), 'waiting for a slot used no attempt')
 })
