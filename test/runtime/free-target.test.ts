@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { sql } from 'kysely'
 import t from 'tap'
+import { createHttpClient } from '../../src/adapters/http-client.js'
 import { openPostgres } from '../../src/db/connect.js'
 import { DEFAULT_RETRY_POLICY } from '../../src/scheduler/retry-policy.js'
 import { databaseUrl } from '../helpers/database.js'
@@ -155,4 +156,20 @@ t.test('calls to a free target share the per-host limit', async (t) => {
   t.equal(maxOpen, LIMIT, `never more than ${LIMIT} calls open at the target's host, and the limit was used`)
   const attempts = await rt.db.selectFrom('deliveries').select('attempt_count').where('service_id', 'is', null).where('status', '=', 'succeeded').execute()
   t.ok(attempts.every((a) => a.attempt_count === 1), 'waiting for a slot used no attempt')
+})
+
+t.test('a target whose host name resolves to a private address is refused when the call connects', async (t) => {
+  const guarded = createHttpClient({ maxBodyBytes: 65_536, maxSockets: 4, userAgent: 'Baton/test', allowPrivateNetworks: false })
+  t.teardown(() => guarded.close())
+  const url = `http://localhost:${new URL(crm.url).port}/hooks/by-name`
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Sneaky target', target: { url, secret: crm.secret, delivery: 'query' } }])
+  const started = await rt.start(templateId)
+  const before = crm.calls.length
+  await rt.newScheduler({}, undefined, { http: guarded }).runOnce()
+  t.equal(crm.calls.length, before, 'no call reached the target')
+  const delivery = (await rt.api.get(`/v1/deliveries/${started.steps[0].delivery.id}`)).data
+  t.match(delivery, { serviceId: null, status: 'failed', lastError: /ERR_TARGET_REFUSED/ })
+  t.match(delivery.attempts, [{ outcome: 'failed', statusCode: null, error: /target localhost resolves to (127\.0\.0\.1|::1), which is a loopback address/ }])
+  t.equal((await rt.instance(started.id)).steps[0].state, 'failed')
+  t.ok(rt.smtp.mails.some((m) => m.subject.startsWith('Webhook step failed: "Sneaky target"')), 'the controller is told')
 })
