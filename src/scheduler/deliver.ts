@@ -75,7 +75,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const now = () => deps.clock.now()
   const startedAt = now()
   const until = new Date(delivery.leaseExpiresAt.getTime() - LEASE_MARGIN_MS)
-  const refusal = !delivery.serviceUsable ? `service "${delivery.serviceName}" is no longer active for this tenant; no call was made`
+  const refusal = !delivery.serviceUsable ? `${delivery.serviceId === null ? 'target' : 'service'} "${delivery.serviceName}" is no longer active for this tenant; no call was made`
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
     : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
   if (refusal) {
@@ -173,7 +173,8 @@ interface Attempt {
 }
 
 async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Date, claimKey: Buffer, signal: AbortSignal | undefined): Promise<Attempt> {
-  const apiClaim = signClaim({
+  // A claim acts for a marketplace service; a free target is the tenant's own and calls back with the tenant's key.
+  const apiClaim = delivery.serviceId === null ? undefined : signClaim({
     tenantId: delivery.tenantId,
     serviceId: delivery.serviceId,
     deliveryId: delivery.id,
@@ -197,7 +198,8 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
 }
 
 function withOpenSecrets(secrets: SecretBox, delivery: ClaimedDelivery): ClaimedDelivery {
-  const context = secretContext.service(delivery.serviceId)
+  const context = delivery.serviceId === null
+    ? secretContext.stepTarget(delivery.tenantId, delivery.webhookUrl) : secretContext.service(delivery.serviceId)
   const previousSecret = delivery.previousSecret === null ? null : secrets.open(delivery.previousSecret, context)
   return { ...delivery, secret: secrets.open(delivery.secret, context), previousSecret }
 }

@@ -167,7 +167,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   function dispatch(claim: ClaimedDelivery): void {
     const abort = new AbortController()
     const host = hostKey(claim.webhookUrl)
-    if (hostSlots && host) hostOfService.set(claim.serviceId, host)
+    // A free target has no service to leave out of claims: it waits for a slot of its host in deliver.
+    if (hostSlots && host && claim.serviceId !== null) hostOfService.set(claim.serviceId, host)
     let ended: () => void = () => {}
     const called = new Promise<void>((resolve) => {
       ended = () => {

@@ -941,6 +941,15 @@ export interface components {
              * @description The marketplace service a webhook step calls
              */
             serviceId: string | null;
+            /** @description The tenant's own webhook a step calls instead of a marketplace service; its secret is never shown */
+            target: {
+                url: string;
+                /**
+                 * @description query = GET with signed query parameters (onOffice-compatible); json = POST with a Standard Webhooks body
+                 * @enum {string}
+                 */
+                delivery: "query" | "json";
+            } | null;
             /** @description Webhook parameters by name, checked against the service's parameter definitions */
             parameters: {
                 [key: string]: string | number | boolean;
@@ -1035,6 +1044,12 @@ export interface components {
             };
             /** Format: uuid */
             serviceId: string | null;
+            /** @description The free target the step calls, as copied from the template; its secret is never shown */
+            target: {
+                url: string;
+                /** @enum {string} */
+                delivery: "query" | "json";
+            } | null;
             /**
              * Format: date-time
              * @description When the step starts (or started)
@@ -1160,8 +1175,11 @@ export interface components {
         Delivery: {
             /** Format: uuid */
             id: string;
-            /** Format: uuid */
-            serviceId: string;
+            /**
+             * Format: uuid
+             * @description The marketplace service called; null for a step with a free target
+             */
+            serviceId: string | null;
             /**
              * @description A webhook step of a process, or a record-change trigger
              * @enum {string}
@@ -6014,24 +6032,6 @@ export interface operations {
         };
         requestBody: {
             content: {
-                /**
-                 * @example {
-                 *       "kind": "webhook",
-                 *       "name": "Ask ValueCo for a valuation",
-                 *       "start": {
-                 *         "mode": "afterPrevious"
-                 *       },
-                 *       "responsibility": "propertyMaintainer",
-                 *       "refersTo": {
-                 *         "property": true,
-                 *         "address": false
-                 *       },
-                 *       "serviceId": "0190f3a4-5b6c-7d8e-9f01-23456789abcd",
-                 *       "parameters": {
-                 *         "mode": "quick"
-                 *       }
-                 *     }
-                 */
                 "application/json": {
                     /** @enum {string} */
                     kind: "webhook" | "task";
@@ -6064,6 +6064,18 @@ export interface operations {
                      * @description The marketplace service a webhook step calls
                      */
                     serviceId?: string | null;
+                    /** @description A free target instead of serviceId: the tenant's own URL and secret, signed and delivered as a service's calls are; replaced as a whole, secret included */
+                    target?: {
+                        /** @description An http or https URL with a host and without credentials */
+                        url: string;
+                        /** @description The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones */
+                        secret: string;
+                        /**
+                         * @default query
+                         * @enum {string}
+                         */
+                        delivery?: "query" | "json";
+                    } | null;
                     /** @description Webhook parameters by name, checked against the service's parameter definitions */
                     parameters?: {
                         [key: string]: string | number | boolean;
@@ -6511,6 +6523,18 @@ export interface operations {
                      * @description The marketplace service a webhook step calls
                      */
                     serviceId?: string | null;
+                    /** @description A free target instead of serviceId: the tenant's own URL and secret, signed and delivered as a service's calls are; replaced as a whole, secret included */
+                    target?: {
+                        /** @description An http or https URL with a host and without credentials */
+                        url: string;
+                        /** @description The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones */
+                        secret: string;
+                        /**
+                         * @default query
+                         * @enum {string}
+                         */
+                        delivery?: "query" | "json";
+                    } | null;
                     /** @description Webhook parameters by name, checked against the service's parameter definitions */
                     parameters?: {
                         [key: string]: string | number | boolean;

@@ -32,7 +32,7 @@ export type DeliveryAttempt = Static<typeof DeliveryAttemptSchema>
 export const DeliverySchema = Type.Object(
   {
     id: Uuid,
-    serviceId: Uuid,
+    serviceId: Type.Union([Uuid, Type.Null()], { description: 'The marketplace service called; null for a step with a free target' }),
     source: StringEnum(['step', 'trigger'], { description: 'A webhook step of a process, or a record-change trigger' }),
     instanceId: OptionalId,
     stepId: OptionalId,

@@ -44,6 +44,10 @@ export const InstanceStepSchema = Type.Object(
     deadlineDays: Type.Union([Type.Integer(), Type.Null()]),
     refersTo: Type.Object({ property: Type.Boolean(), address: Type.Boolean() }),
     serviceId: OptionalId,
+    target: Type.Union([
+      Type.Object({ url: Type.String(), delivery: StringEnum(['query', 'json']) }, { description: 'The free target the step calls, as copied from the template; its secret is never shown' }),
+      Type.Null()
+    ]),
     startAt: Type.Union([Timestamp, Type.Null()], { description: 'When the step starts (or started)' }),
     startedAt: OptionalTimestamp,
     endedAt: OptionalTimestamp,

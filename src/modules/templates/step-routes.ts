@@ -14,7 +14,7 @@ import * as steps from './step-service.js'
 
 const ProcessTemplateStep = Type.Ref('ProcessTemplateStep')
 
-export default async function stepRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+export default async function stepRoutes(fastify: FastifyInstance, { db, clock, secrets, targets }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   for (const schema of templateSchemas) app.addSchema(schema)
   const tags = ['templates']
@@ -30,7 +30,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock }
       response: { 201: ok(ProcessTemplateStep, 'The created step; ETag is the step\'s version', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 422) }
     }
   }, async (request, reply) => {
-    const step = await steps.createStep(db, clock, tenantOf(request), request.params.id, request.body)
+    const step = await steps.createStep(db, clock, { secrets, targets }, tenantOf(request), request.params.id, request.body)
     setCreatedLocation(request, reply, step.id)
     return reply.code(201).send(withETag(reply, step))
   })
@@ -69,7 +69,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock }
   }, async (request, reply) => {
     const { id, stepId } = request.params
     const expected = expectedVersion(request.headers['if-match'])
-    return withETag(reply, await steps.updateStep(db, clock, tenantOf(request), id, stepId, request.body, expected))
+    return withETag(reply, await steps.updateStep(db, clock, { secrets, targets }, tenantOf(request), id, stepId, request.body, expected))
   })
 
   app.delete('/process-templates/:id/steps/:stepId', {
