@@ -11,13 +11,16 @@ COPY migrations ./migrations
 RUN npm run build && npm prune --omit=dev
 
 FROM node:22-bookworm-slim
-ENV NODE_ENV=production HOST=0.0.0.0 PORT=3000 BATON_DATA_DIR=/var/lib/baton
+ENV NODE_ENV=production HOST=0.0.0.0 PORT=3000 WORKER_HTTP_PORT=3001 BATON_DATA_DIR=/var/lib/baton
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
 RUN mkdir -p /var/lib/baton && chown node:node /var/lib/baton
 USER node
-EXPOSE 3000
+EXPOSE 3000 3001
+# Slim images have no curl: node's fetch asks /health/live on PORT (the API, npm start) and then on
+# WORKER_HTTP_PORT (a worker, --role=worker); either answering 200 is healthy.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD ["node", "-e", "(async () => { for (const port of [process.env.PORT, process.env.WORKER_HTTP_PORT]) { try { const r = await fetch('http://127.0.0.1:' + port + '/health/live', { signal: AbortSignal.timeout(4000) }); process.exit(r.ok ? 0 : 1) } catch {} } process.exit(1) })()"]
 # The server runs pending migrations before it listens (BATON_MIGRATE_ON_START=true).
 CMD ["node", "dist/src/server.js"]

@@ -1,10 +1,10 @@
 import type { Server } from 'node:http'
-import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { parseAllowedTargets } from './adapters/address-policy.js'
 import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
-import { REDACTED_PATHS } from './redacted-paths.js'
+import { logOptions } from './log-options.js'
 import type { DB } from './db/connect.js'
 import { ActivitySchema } from './modules/activities/schemas.js'
 import type { ModuleOptions } from './modules/module-options.js'
@@ -23,6 +23,7 @@ import tenantRoutes from './modules/tenants/routes.js'
 import triggerRoutes from './modules/marketplace/triggers/routes.js'
 import userRoutes from './modules/users/routes.js'
 import { loadClaimKey } from './modules/auth/claim-key.js'
+import { BatonMetrics } from './lib/metrics.js'
 import { once } from './lib/once.js'
 import { createSecretBox } from './lib/secret-box.js'
 import auth from './plugins/auth.js'
@@ -30,6 +31,7 @@ import loadShedding from './plugins/load-shedding.js'
 import problems from './plugins/problems.js'
 import protocolErrors, { clientErrorHandler, frameworkErrors } from './plugins/protocol-errors.js'
 import rateLimit from './plugins/rate-limit.js'
+import requestId, { genReqId } from './plugins/request-id.js'
 import swagger from './plugins/swagger.js'
 import { buildValidator } from './plugins/validation.js'
 
@@ -40,15 +42,22 @@ export interface AppDependencies {
   clock?: Clock
   /** The apiClaim key; loaded from BATON_CLAIM_SECRET or the database when not given. */
   claimKey?: Buffer
+  /** The process's metrics, shared with a scheduler in the same process; a registry of the app's own when not given. */
+  metrics?: BatonMetrics
 }
 
 
-/** One set of server options for production and tests alike. */
-export function serverOptions(config: Config, logger: FastifyServerOptions['logger'] = true): FastifyHttpOptions<Server> {
+/**
+ * One set of server options for production and tests alike. `logger`: the process's logger (server.ts),
+ * JSON lines to stdout (true), or none (false).
+ */
+export function serverOptions(config: Config, logger: FastifyBaseLogger | boolean = true): FastifyHttpOptions<Server> {
   const requestTimeout = config.HTTP_REQUEST_TIMEOUT_MS
   return {
-    logger: logger === true ? { level: config.LOG_LEVEL, redact: REDACTED_PATHS } : logger,
+    ...(typeof logger === 'boolean' ? { logger: logger && logOptions(config, false) } : { loggerInstance: logger }),
     trustProxy: config.BATON_TRUST_PROXY,
+    genReqId,
+    logController: new LogController({ requestIdLogLabel: 'requestId' }),
     bodyLimit: 1024 * 1024,
     schemaController: { compilersFactory: { buildValidator } },
     // A client that trickles its headers or body is cut off (408); Node checks open requests every second.
@@ -65,6 +74,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   const targets = { allowPrivateNetworks: deps.config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, allowed: parseAllowedTargets(deps.config.WEBHOOK_ALLOWED_TARGETS) }
   const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets, targets }
 
+  await app.register(requestId)
   await app.register(problems)
   await app.register(protocolErrors)
   await app.register(loadShedding, {
@@ -79,7 +89,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET, secrets))
   await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash, claimKey, clock: modules.clock })
 
-  await app.register(healthRoutes, modules)
+  await app.register(healthRoutes, { ...modules, metrics: deps.metrics ?? new BatonMetrics() })
   await app.register(tenantRoutes, { ...modules, prefix: '/v1' })
   await app.register(apiKeyRoutes, { ...modules, prefix: '/v1' })
   await app.register(userRoutes, { ...modules, prefix: '/v1' })

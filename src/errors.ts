@@ -26,6 +26,8 @@ export const forbidden = (detail: string) => new ProblemError(403, 'Forbidden', 
 export const notFound = (what: string, id?: string) =>
   new ProblemError(404, 'Not Found', id === undefined ? `${what} not found.` : `${what} ${id} not found.`)
 export const conflict = (detail: string) => new ProblemError(409, 'Conflict', detail)
-export const preconditionFailed = (detail: string) => new ProblemError(412, 'Precondition Failed', detail)
+/** A stale If-Match; `etag`, when known, is the current version's, sent back so a client can retry at once. */
+export const preconditionFailed = (detail: string, etag?: string) =>
+  new ProblemError(412, 'Precondition Failed', detail, undefined, etag === undefined ? undefined : { etag })
 export const unprocessable = (detail: string, errors?: FieldError[]) =>
   new ProblemError(422, 'Unprocessable Content', detail, errors)

@@ -3,6 +3,7 @@ export const REDACTED_PATHS = [
   'req.headers.authorization',
   'headers.authorization',
   '*.secret',
+  '*.target.secret',
   '*.apiClaim',
   '*.signature',
   '*.key'

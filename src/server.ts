@@ -1,11 +1,15 @@
-import pino from 'pino'
+import pino, { type Logger } from 'pino'
 import { systemClock } from './adapters/clock.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
-import { DataDirBusyError, openDatabase } from './db/connect.js'
+import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { migrateToLatest } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
+import { BatonMetrics } from './lib/metrics.js'
+import { hashKey } from './lib/keys.js'
 import { resolveOperatorKey } from './modules/auth/operator-key.js'
-import { REDACTED_PATHS } from './redacted-paths.js'
+import { findOperatorKeyHash } from './modules/auth/repository.js'
+import type { WorkerServer } from './modules/health/worker-server.js'
+import { logOptions } from './log-options.js'
 
 /** `all` serves the API and runs the scheduler (npm start); `api` and `worker` scale out separately. */
 type Role = 'all' | 'api' | 'worker'
@@ -17,27 +21,31 @@ function roleFrom(argv: string[]): Role {
 }
 
 async function main(config: Config, role: Role): Promise<void> {
-  const log = pino({ level: config.LOG_LEVEL, redact: REDACTED_PATHS })
+  const log = pino(logOptions(config, process.stdout.isTTY === true))
   const database = await openDatabase(config, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
   let close = () => database.close()
   onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
   if (config.BATON_MIGRATE_ON_START) await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
+  // One registry per process: the API's /metrics shows the counts of the scheduler beside it.
+  const metrics = new BatonMetrics()
   // Each role loads only its own part: a worker never loads Fastify, an API process never the HTTP client.
   const scheduler = role === 'api' ? undefined
-    : (await import('./scheduler/build.js')).buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }))
+    : (await import('./scheduler/build.js')).buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }), metrics)
   if (role === 'worker') {
+    const probes = await listenAsWorker(config, database, metrics, log)
     close = async () => {
       await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
+      await probes.close()
       await database.close()
     }
     await scheduler?.start()
-    log.info({ database: database.kind }, 'Baton worker started')
+    log.info({ database: database.kind, address: probes.address }, `Baton worker started; /health/live, /health/ready and /metrics on ${probes.address}`)
     return
   }
 
   const operatorKey = await whenDatabaseAnswers(log, 'operator key', () => resolveOperatorKey(database.db, config.BATON_ADMIN_TOKEN))
-  const { buildApp } = await import('./app.js')
-  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash })
+  const { buildApp, serverOptions } = await import('./app.js')
+  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, metrics }, serverOptions(config, log))
   close = async () => {
     await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
     await app.close()
@@ -49,6 +57,19 @@ async function main(config: Config, role: Role): Promise<void> {
   app.log.info({ database: database.kind }, `Baton listening on ${address}`)
   if (operatorKey.generated) printOperatorKey(operatorKey.generated, address)
   else if (!config.BATON_ADMIN_TOKEN) app.log.info('Using the operator key generated on first start; `npm run admin:rotate-key` makes a new one.')
+}
+
+/** A worker's probes and metrics on WORKER_HTTP_PORT; the operator key is read when asked, as the API may make it later. */
+async function listenAsWorker(config: Config, database: DatabaseHandle, metrics: BatonMetrics, log: Logger): Promise<WorkerServer> {
+  const { startWorkerServer } = await import('./modules/health/worker-server.js')
+  const adminToken = config.BATON_ADMIN_TOKEN
+  const operatorKeyHash = adminToken ? () => Promise.resolve(hashKey(adminToken)) : () => findOperatorKeyHash(database.db)
+  try {
+    return await startWorkerServer({ db: database.db, clock: systemClock, metrics, log, operatorKeyHash }, config.HOST, config.WORKER_HTTP_PORT)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error
+    throw new ConfigError(`WORKER_HTTP_PORT: ${config.HOST}:${config.WORKER_HTTP_PORT} is in use; give each worker on this machine a port of its own (0: any free one)`)
+  }
 }
 
 // Shown once, on the first start without BATON_ADMIN_TOKEN: only its hash is kept.

@@ -45,6 +45,7 @@ t.test('the README curl tour runs word for word against a running Baton', async 
   t.match(output, /"status": 422[\s\S]*"pointer": "\/body\/parameters\/mode"/, 'the error example answers 422 pointing at the field')
   t.match(output, /"status": "completed"/, 'skipping both steps completes the process')
   t.match(output, /Step "Ask ValueCo for a valuation" skipped/, 'the property log tells the story')
+  t.match(output, /Step "Ask ValueCo for a valuation" skipped \([^)\n]+\): "Valued by hand"\./, 'with the note given to advance')
   t.match(output, /Process "Re-value a property" completed/)
   t.notMatch(output, /"status": 5\d\d/, 'no server error anywhere')
 })

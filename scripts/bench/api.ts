@@ -50,7 +50,7 @@ try {
   const entry = args.compiled ? [join(compile(), 'src/server.js')] : ['--import', 'tsx', 'src/server.ts']
   api = runNode('api', [...entry, '--role=api'], {
     DATABASE_URL: databaseUrl(DATABASE), PORT: String(port), LOG_LEVEL: 'warn', NODE_ENV: 'production', BATON_ADMIN_TOKEN: OPERATOR_KEY,
-    WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', DATABASE_POOL_MAX: '16'
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', DATABASE_POOL_MAX: '16', RATE_LIMIT_MAX: '0'
   })
   const base = `http://127.0.0.1:${port}`
   await waitFor('the API to be ready', 120_000, async () => (await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 || undefined)

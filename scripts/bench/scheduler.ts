@@ -704,7 +704,8 @@ async function main(): Promise<number> {
       SCHEDULER_CONCURRENCY: String(concurrency),
       LOG_LEVEL: 'warn',
       BATON_DATA_DIR: dataDir,
-      NODE_ENV: 'production'
+      NODE_ENV: 'production',
+      WORKER_HTTP_PORT: '0'
     }
     if (pool !== undefined) workerEnv.DATABASE_POOL_MAX = String(pool)
     if (pollMs !== undefined) workerEnv.SCHEDULER_POLL_INTERVAL_MS = String(pollMs)

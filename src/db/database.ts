@@ -141,6 +141,11 @@ export interface StepDefinitionColumns {
   refers_to_property: boolean
   refers_to_address: boolean
   service_id: string | null
+  /** A free target instead of a service: all three set, or none (migration 0008). */
+  target_url: string | null
+  target_delivery: DeliveryMode | null
+  /** Sealed with secretContext.stepTarget when BATON_SECRETS_KEY is set. */
+  target_secret: string | null
   parameters: Json<JsonObject>
   version: Generated<number>
 }
@@ -191,7 +196,8 @@ export type DeliveryStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'c
 export interface DeliveriesTable {
   tenant_id: string
   id: string
-  service_id: string
+  /** Null for the call of a step with a free target, which its step holds. */
+  service_id: string | null
   source: 'step' | 'trigger'
   instance_id: string | null
   step_id: string | null

@@ -88,7 +88,9 @@ export function createSecretBox(current?: string, previous?: string): SecretBox 
 /** What a sealed value is bound to (authenticated data): the row it belongs to. */
 export const secretContext = {
   service: (serviceId: string) => `marketplace_services:${serviceId}`,
-  signingKey: (name: string) => `signing_keys:${name}`
+  signingKey: (name: string) => `signing_keys:${name}`,
+  // A free target's secret is copied with its step (template to instance, template to copy): bound to the tenant and the URL it signs for.
+  stepTarget: (tenantId: string, url: string) => `step_targets:${tenantId}:${url}`
 }
 
 /** No key: values are stored and read as they are, and a sealed one is refused with a clear message. */

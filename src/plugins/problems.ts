@@ -3,6 +3,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import fp from 'fastify-plugin'
 import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S } from '../db/errors.js'
 import { ProblemError, type FieldError } from '../errors.js'
+import { REQUEST_ID_HEADER } from '../lib/request-id.js'
 
 const STATUS_TITLES: Record<number, string> = {
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
@@ -45,10 +46,14 @@ export interface ProblemBody {
   detail: string
   instance?: string
   errors?: FieldError[]
+  /** The request's X-Request-Id, to quote to an operator. */
+  requestId?: string
 }
 
+/** Sends a problem that names its request, in the body and in X-Request-Id. */
 export function sendProblem(reply: FastifyReply, body: ProblemBody, headers: Record<string, string> = {}): FastifyReply {
-  return reply.code(body.status).headers(headers).type('application/problem+json').send(body)
+  const requestId = reply.request.id
+  return reply.code(body.status).headers({ ...headers, [REQUEST_ID_HEADER]: requestId }).type('application/problem+json').send({ ...body, requestId })
 }
 
 function problem(status: number, detail: string, request: FastifyRequest, errors?: FieldError[]): ProblemBody {

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { ProblemError } from '../errors.js'
+import { REQUEST_ID_HEADER, requestIdFrom } from '../lib/request-id.js'
 import { problemBody, sendProblem } from './problems.js'
 
 /*
@@ -37,12 +38,14 @@ export function clientErrorHandler(requestTimeoutMs: number) {
     // A reset or closed connection has no one left to answer.
     if (error.code === 'ECONNRESET' || socket.destroyed) return
     const [status, detail] = clientErrorProblem(error, requestTimeoutMs)
-    this.log.debug({ code: error.code, status }, 'client error')
+    // Node could not read the request's headers: the answer names a request id of its own.
+    const requestId = requestIdFrom(undefined)
+    this.log.debug({ code: error.code, status, requestId }, 'client error')
     const response = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
     if (socket.writable && !response?.headersSent) {
-      const body = JSON.stringify(problemBody(status, detail))
+      const body = JSON.stringify({ ...problemBody(status, detail), requestId })
       socket.write(`HTTP/1.1 ${status} ${problemBody(status, '').title}\r\nConnection: close\r\n` +
-        `Content-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+        `Content-Type: application/problem+json\r\nX-Request-Id: ${requestId}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
     }
     socket.destroy()
   }
@@ -56,9 +59,12 @@ function clientErrorProblem(error: ParserError, requestTimeoutMs: number): [numb
 
 /** Node answers an Expect other than 100-continue itself, with an empty 417, unless someone listens. */
 function onCheckExpectation(request: IncomingMessage, response: ServerResponse): void {
-  const body = JSON.stringify(problemBody(417, `Expect: ${String(request.headers.expect).slice(0, 100)} cannot be met; only 100-continue is supported.`,
-    (request.url ?? '/').split('?')[0]))
-  response.writeHead(417, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), connection: 'close' })
+  const requestId = requestIdFrom(request.headers[REQUEST_ID_HEADER])
+  const body = JSON.stringify({ ...problemBody(417, `Expect: ${String(request.headers.expect).slice(0, 100)} cannot be met; only 100-continue is supported.`,
+    (request.url ?? '/').split('?')[0]), requestId })
+  response.writeHead(417, {
+    'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), connection: 'close', [REQUEST_ID_HEADER]: requestId
+  })
   response.end(body)
 }
 

@@ -2,8 +2,9 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { FieldErrorSchema, ProblemSchema } from '../schemas/common.js'
+import { FieldErrorSchema, problems, ProblemSchema } from '../schemas/common.js'
 import { VERSION } from '../version.js'
+import { tidyDocument } from './openapi-document.js'
 
 export const TAGS = [
   { name: 'health', description: 'Liveness and readiness' },
@@ -20,6 +21,13 @@ export const TAGS = [
 async function swaggerPlugin(app: FastifyInstance): Promise<void> {
   app.addSchema(FieldErrorSchema)
   app.addSchema(ProblemSchema)
+  // Every route may answer 429 (rate limits, plugins/rate-limit.ts) and all but the liveness probe 503 (load shedding,
+  // a database away): declared here once, for the routes registered after this plugin.
+  app.addHook('onRoute', (route) => {
+    if (!route.schema || route.schema.hide === true) return
+    const anyRoute = route.config?.shedLoad === false ? problems(429) : problems(429, 503)
+    route.schema = { ...route.schema, response: { ...anyRoute, ...(route.schema.response as object | undefined) } }
+  })
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
@@ -34,6 +42,7 @@ async function swaggerPlugin(app: FastifyInstance): Promise<void> {
       },
       security: [{ bearerAuth: [] }]
     },
+    transformObject: (built) => ('openapiObject' in built ? tidyDocument(built.openapiObject) : built.swaggerObject),
     refResolver: {
       buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`)
     }

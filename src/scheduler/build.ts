@@ -11,13 +11,14 @@ import { DEFAULT_RETRY_POLICY } from './retry-policy.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
 import type { Logger } from '../lib/logger.js'
 import { once } from '../lib/once.js'
+import type { BatonMetrics } from '../lib/metrics.js'
 import { createSecretBox } from '../lib/secret-box.js'
 import { createScheduler, type Scheduler } from './scheduler.js'
 
 export const WORK_CHANNEL = 'baton_work'
 
 /** Wires the scheduler to the outside world from the configuration. */
-export function buildScheduler(config: Config, database: DatabaseHandle, clock: Clock, log: Logger): Scheduler {
+export function buildScheduler(config: Config, database: DatabaseHandle, clock: Clock, log: Logger, metrics: BatonMetrics): Scheduler {
   const userAgent = `Baton/${VERSION}`
   const http = createHttpClient({
     maxBodyBytes: config.WEBHOOK_MAX_BODY_BYTES,
@@ -56,7 +57,8 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
     claimKey: once(() => loadClaimKey(database.db, config.BATON_CLAIM_SECRET, secrets)),
     secrets,
     session: () => database.session({ timeouts: true }),
-    listen: (onWork) => database.listen(WORK_CHANNEL, onWork)
+    listen: (onWork) => database.listen(WORK_CHANNEL, onWork),
+    metrics
   })
   return {
     ...scheduler,

@@ -6,15 +6,19 @@ import type { DeliveryCall } from './webhook-request.js'
 /** A delivery this worker holds a lease on, with what its call needs. */
 export interface ClaimedDelivery extends DeliveryCall {
   tenantId: string
-  serviceId: string
+  /** Null for a step with a free target: its URL, secret and mode come from the instance step. */
+  serviceId: string | null
   source: 'step' | 'trigger'
   round: number
   attempt: number
   fence: number
   /** When this worker's claim runs out and the reaper may hand the delivery to another worker. */
   leaseExpiresAt: Date
+  /** When this attempt fell due: the call's lag is measured from it. */
+  dueAt: Date
   mode: DeliveryMode
   timeZone: string
+  /** The service's name, or a free target's host. */
   serviceName: string
   /** False when the service was deactivated, or the tenant's activation withdrawn, after the delivery was queued. */
   serviceUsable: boolean
@@ -40,7 +44,7 @@ export async function claimDeliveries(db: DB, options: ClaimOptions): Promise<Cl
     with picked as (
       select tenant_id, id from deliveries
       where status = 'pending' and next_attempt_at <= ${options.now}
-        and service_id <> all (${options.skipServices ?? []}::uuid[])
+        and (service_id is null or service_id <> all (${options.skipServices ?? []}::uuid[]))
       order by next_attempt_at
       limit ${options.limit}
       for update skip locked
@@ -59,14 +63,17 @@ export async function claimDeliveries(db: DB, options: ClaimOptions): Promise<Cl
     select c.tenant_id as "tenantId", c.id, c.service_id as "serviceId", c.source, c.instance_id as "instanceId",
       c.step_id as "stepId", c.property_id as "propertyId", c.address_id as "addressId", c.event,
       c.changed_fields as "changedFields", c.parameters, c.round, c.attempt_count as attempt, c.fence,
-      c.lease_expires_at as "leaseExpiresAt",
-      s.webhook_url as "webhookUrl", s.secret, s.delivery as mode,
-      case when s.previous_secret_expires_at > ${options.now} then s.previous_secret end as "previousSecret", s.name as "serviceName",
-      s.active and exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) as "serviceUsable",
+      c.lease_expires_at as "leaseExpiresAt", c.next_attempt_at as "dueAt",
+      coalesce(s.webhook_url, st.target_url) as "webhookUrl", coalesce(s.secret, st.target_secret) as secret,
+      coalesce(s.delivery, st.target_delivery) as mode,
+      case when s.previous_secret_expires_at > ${options.now} then s.previous_secret end as "previousSecret",
+      coalesce(s.name, substring(st.target_url from '^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]+)')) as "serviceName",
+      case when c.service_id is null then st.target_url is not null
+        else s.active and exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) end as "serviceUsable",
       t.web_id as "customerWebId", t.name as "customerName", t.time_zone as "timeZone",
       st.assignee_user_id as "assigneeUserId"
     from claimed c
-    join marketplace_services s on s.id = c.service_id
+    left join marketplace_services s on s.id = c.service_id
     join tenants t on t.id = c.tenant_id
     left join instance_steps st on st.tenant_id = c.tenant_id and st.id = c.step_id
   `.execute(db)

@@ -7,6 +7,7 @@ import type { OutcomeBatcher } from './outcome-batcher.js'
 import type { AttemptRecord, Recorded } from './record-outcome.js'
 import { decide, type AttemptResult, type Decision, type RetryPolicy } from './retry-policy.js'
 import { signClaim } from '../lib/api-claims.js'
+import type { BatonMetrics } from '../lib/metrics.js'
 import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
 import { buildRequest } from './webhook-request.js'
 import { releaseDelivery } from './delivery-repository.js'
@@ -29,6 +30,15 @@ export interface DeliverDeps {
   outcomes: OutcomeBatcher
   /** Opens the services' secrets when they are sealed (BATON_SECRETS_KEY); by default none may be. */
   secrets?: SecretBox
+  /** Counts each call by outcome, with its duration and how late it was made. */
+  metrics?: BatonMetrics
+  /** Gets a line per attempt, with the delivery's id. */
+  log?: AttemptLog
+}
+
+export interface AttemptLog {
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
 }
 
 /**
@@ -65,11 +75,13 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const now = () => deps.clock.now()
   const startedAt = now()
   const until = new Date(delivery.leaseExpiresAt.getTime() - LEASE_MARGIN_MS)
-  const refusal = !delivery.serviceUsable ? `service "${delivery.serviceName}" is no longer active for this tenant; no call was made`
+  const refusal = !delivery.serviceUsable ? `${delivery.serviceId === null ? 'target' : 'service'} "${delivery.serviceName}" is no longer active for this tenant; no call was made`
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
     : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
   if (refusal) {
     callEnded()
+    deps.log?.warn({ deliveryId: delivery.id, tenantId: delivery.tenantId, serviceId: delivery.serviceId, attempt: delivery.attempt, reason: refusal },
+      'webhook delivery given up without a call')
     const giveUp: Decision = { action: 'give-up', reason: refusal }
     return record(deps, { delivery, startedAt, durationMs: 0, statusCode: null, error: refusal, responseBody: null, decision: giveUp, outcome: 'failed' }, until, signal)
   }
@@ -95,6 +107,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   }
   let attempt: Attempt
   try {
+    deps.metrics?.webhookCallLag(delivery.dueAt, now())
     attempt = await call(deps, signed, startedAt, claimKey, signal)
   } finally {
     if (slot) deps.hostSlots?.release(slot)
@@ -103,20 +116,45 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const answeredAt = now()
   const decision = decide(attempt.result, delivery.attempt, answeredAt, deps.policy)
   const wasCutOff = attempt.result.kind === 'aborted'
+  const outcome = wasCutOff ? 'aborted' : outcomeOf(decision)
+  const statusCode = attempt.response?.status ?? null
+  deps.metrics?.webhookCall(outcome, statusCode, attempt.durationMs)
+  logAttempt(deps, delivery, { outcome, statusCode, durationMs: attempt.durationMs, result: attempt.result, decision })
   return record(deps, {
     delivery,
     startedAt,
     durationMs: attempt.durationMs,
-    statusCode: attempt.response?.status ?? null,
+    statusCode,
     error: attempt.result.kind === 'response' ? null : attempt.result.error,
     responseBody: attempt.response ? redactClaims(firstBytes(attempt.response.body, LOGGED_BODY_BYTES)) : null,
     decision,
-    outcome: wasCutOff ? 'aborted' : outcomeOf(decision)
+    outcome
   }, wasCutOff ? new Date(Math.min(until.getTime(), answeredAt.getTime() + SHUTDOWN_RECORD_MS)) : until, wasCutOff ? undefined : signal)
 }
 
 function record(deps: DeliverDeps, outcome: AttemptRecord, until: Date, signal: AbortSignal | undefined): Promise<Recorded> {
   return deps.outcomes.record(outcome, until, signal)
+}
+
+interface AttemptSummary {
+  outcome: AttemptOutcome
+  statusCode: number | null
+  durationMs: number
+  result: AttemptResult
+  decision: Decision
+}
+
+/** One line per call, named by its delivery: an operator follows a delivery through its attempts. */
+function logAttempt(deps: DeliverDeps, delivery: ClaimedDelivery, { outcome, statusCode, durationMs, result, decision }: AttemptSummary): void {
+  if (!deps.log) return
+  const line = {
+    deliveryId: delivery.id, tenantId: delivery.tenantId, serviceId: delivery.serviceId, stepId: delivery.stepId, attempt: delivery.attempt,
+    outcome, statusCode, durationMs,
+    ...(result.kind === 'response' ? {} : { error: redactClaims(result.error) }),
+    ...(decision.action === 'retry' ? { retryInMs: decision.delayMs } : decision.action === 'give-up' ? { reason: decision.reason } : {})
+  }
+  if (outcome === 'succeeded' || outcome === 'retry') deps.log.info(line, 'webhook call')
+  else deps.log.warn(line, 'webhook call')
 }
 
 function outcomeOf(decision: Decision): AttemptOutcome {
@@ -135,7 +173,8 @@ interface Attempt {
 }
 
 async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Date, claimKey: Buffer, signal: AbortSignal | undefined): Promise<Attempt> {
-  const apiClaim = signClaim({
+  // A claim acts for a marketplace service; a free target is the tenant's own and calls back with the tenant's key.
+  const apiClaim = delivery.serviceId === null ? undefined : signClaim({
     tenantId: delivery.tenantId,
     serviceId: delivery.serviceId,
     deliveryId: delivery.id,
@@ -159,7 +198,8 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
 }
 
 function withOpenSecrets(secrets: SecretBox, delivery: ClaimedDelivery): ClaimedDelivery {
-  const context = secretContext.service(delivery.serviceId)
+  const context = delivery.serviceId === null
+    ? secretContext.stepTarget(delivery.tenantId, delivery.webhookUrl) : secretContext.service(delivery.serviceId)
   const previousSecret = delivery.previousSecret === null ? null : secrets.open(delivery.previousSecret, context)
   return { ...delivery, secret: secrets.open(delivery.secret, context), previousSecret }
 }

@@ -6,6 +6,7 @@ import { isDatabaseUnavailable } from '../db/errors.js'
 import { backoffMs, DATABASE_BACKOFF } from '../lib/backoff.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
 import type { Logger } from '../lib/logger.js'
+import { BatonMetrics } from '../lib/metrics.js'
 import { once } from '../lib/once.js'
 import type { SecretBox } from '../lib/secret-box.js'
 import { throttled } from '../lib/throttled.js'
@@ -54,6 +55,8 @@ export interface SchedulerDeps {
   session?: () => Promise<Session>
   /** Subscribes to "new work" notifications (the payload names the table); returns the unsubscribe. */
   listen?: (onWork: (table?: string) => void) => Promise<() => Promise<void>>
+  /** The process's metrics, which /metrics shows; by default a registry of the scheduler's own. */
+  metrics?: BatonMetrics
 }
 
 export interface RunSummary {
@@ -83,6 +86,7 @@ const MAIL_PUMP_BATCH = 10
 
 export function createScheduler(deps: SchedulerDeps): Scheduler {
   const { db, clock, settings } = deps
+  const metrics = deps.metrics ?? new BatonMetrics()
   const claimKey = deps.claimKey ?? once(() => loadClaimKey(db, undefined))
   const hostSlots = settings.perHostConcurrency === undefined || !deps.session ? undefined
     : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, 'per-host slots: the database did not answer')))
@@ -92,7 +96,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
-    claimKey, claimTtlMs: settings.claimTtlMs, outcomes,
+    claimKey, claimTtlMs: settings.claimTtlMs, outcomes, metrics, log: deps.log,
     ...(hostSlots ? { hostSlots } : {}),
     ...(deps.secrets ? { secrets: deps.secrets } : {})
   }
@@ -141,6 +145,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const skipServices = crowdedServices()
     skippedCrowded = skipServices.length > 0
     const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit, skipServices })
+    metrics.claimed(claims.length)
     for (const claim of claims) dispatch(claim)
     return { claimed: claims.length, full: claims.length === limit }
   }
@@ -158,7 +163,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   function dispatch(claim: ClaimedDelivery): void {
     const abort = new AbortController()
     const host = hostKey(claim.webhookUrl)
-    if (hostSlots && host) hostOfService.set(claim.serviceId, host)
+    // A free target has no service to leave out of claims: it waits for a slot of its host in deliver.
+    if (hostSlots && host && claim.serviceId !== null) hostOfService.set(claim.serviceId, host)
     let ended: () => void = () => {}
     const called = new Promise<void>((resolve) => {
       ended = () => {
@@ -208,8 +214,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     }
     const onError = (error: unknown, id: string) => deps.log.error({ err: error, id }, 'scheduler chore failed for one row; the others go on')
     const reaped = await chore('reapExpiredLeases', () => reapExpiredLeases(db, now))
+    metrics.leasesReaped(reaped)
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))
+    metrics.deadlinesFired(deadlines)
     const mails = sendMailToo ? await chore('sendQueuedMail', () => sendMail(now)) : 0
     return { reaped, stepsStarted, deadlines, mails }
   }
@@ -234,7 +242,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   function sendMail(now: Date, limit = settings.batchSize): Promise<number> {
-    return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit, log: deps.log })
+    return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit, log: deps.log, metrics })
   }
 
   async function runOnce(): Promise<RunSummary> {

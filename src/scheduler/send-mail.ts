@@ -2,6 +2,7 @@ import type { Mailer } from '../adapters/mailer.js'
 import type { DB } from '../db/connect.js'
 import { backoffMs, type Backoff } from '../lib/backoff.js'
 import type { Logger } from '../lib/logger.js'
+import type { BatonMetrics } from '../lib/metrics.js'
 import { claimMails, markMail, markSent, releaseMails, type ClaimedMail } from './mail-repository.js'
 
 const LEASE_MS = 120_000
@@ -14,12 +15,15 @@ const MAIL_BACKOFF: Backoff = { firstMs: 10_000, maxMs: 3_600_000 }
  * and is retried with backoff (never dropped). A mail sent just before a crash may go out twice; its
  * stable Message-ID lets the receiving side fold the copies.
  */
-export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'> }): Promise<number> {
+export async function sendQueuedMail(
+  db: DB, mailer: Mailer, options: { now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'>; metrics?: Pick<BatonMetrics, 'mails'> }
+): Promise<number> {
   const { now } = options
   const rows = await claimMails(db, { now, leaseUntil: new Date(now.getTime() + LEASE_MS), limit: options.limit })
   const sent: ClaimedMail[] = []
   const untried = [...rows]
   let failure: unknown
+  let failed = 0
   // A window of mails in flight at once: one after another, an SMTP exchange waits on the network
   // (about 100 ms a mail here, 200 mails in 21 s; 200 at once took 0.4 s). After a failure no new one
   // starts: the server is likely down for all of them, and the rest go back untouched.
@@ -31,6 +35,7 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
         sent.push(mail)
       } catch (error) {
         failure ??= error
+        failed += 1
         const delay = backoffMs(MAIL_BACKOFF, mail.attempt_count)
         await markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) })
       }
@@ -38,6 +43,7 @@ export async function sendQueuedMail(db: DB, mailer: Mailer, options: { now: Dat
   }
   await Promise.all(Array.from({ length: Math.min(SEND_WINDOW, rows.length) }, lane))
   await markSent(db, sent, now)
+  options.metrics?.mails(sent.length, failed)
   if (failure !== undefined) {
     await releaseMails(db, untried)
     options.log?.warn({ err: failure, putBack: untried.length }, 'sending a mail failed; it stays queued and is retried')

@@ -25,7 +25,7 @@ export interface DeliveryCall {
  * What Baton says about the call itself, beside the step's parameters (README, How a call looks): the text
  * fields that are present. `changedFields` and `timestamp` are typed per scheme by the builders.
  */
-function contextOf(call: DeliveryCall, apiClaim: string): Record<string, string> {
+function contextOf(call: DeliveryCall, apiClaim: string | undefined): Record<string, string> {
   const context: Record<string, string | null> = {
     customerWebId: call.customerWebId,
     customerName: call.customerName,
@@ -36,7 +36,7 @@ function contextOf(call: DeliveryCall, apiClaim: string): Record<string, string>
     stepId: call.stepId,
     deliveryId: call.id,
     event: call.event,
-    apiClaim
+    apiClaim: apiClaim ?? null
   }
   return Object.fromEntries(Object.entries(context).filter((entry): entry is [string, string] => entry[1] !== null))
 }
@@ -45,7 +45,7 @@ const unixSeconds = (now: Date) => Math.floor(now.getTime() / 1000)
 const sortedFields = (call: DeliveryCall) => (call.changedFields ? [...call.changedFields].sort() : undefined)
 
 /** The query parameters of a call, context first; the step's own parameters never override context. */
-export function callParameters(call: DeliveryCall, now: Date, apiClaim: string): Record<string, string> {
+export function callParameters(call: DeliveryCall, now: Date, apiClaim: string | undefined): Record<string, string> {
   const params: Record<string, string> = {}
   for (const [name, value] of Object.entries(call.parameters)) params[name] = parameterText(value)
   const changedFields = sortedFields(call)
@@ -61,7 +61,8 @@ function parameterText(value: unknown): string {
 
 export interface CallOptions {
   now: Date
-  apiClaim: string
+  /** None for a free target: it is the tenant's own and calls back with the tenant's key. */
+  apiClaim: string | undefined
   userAgent: string
   timeoutMs: number
 }

@@ -4,6 +4,7 @@ import { buildApp, serverOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
 import type { DB } from '../../src/db/connect.js'
 import { generateKey, hashKey } from '../../src/lib/keys.js'
+import { BatonMetrics } from '../../src/lib/metrics.js'
 import { TestClock } from './clock.js'
 import { createTestDatabase } from './database.js'
 
@@ -22,6 +23,8 @@ export interface TestContext {
   app: FastifyInstance
   db: DB
   clock: TestClock
+  /** The app's metrics, which the runtime's schedulers count into as well (as in `npm start`). */
+  metrics: BatonMetrics
   /** The operator key, for tests that build their own requests. */
   operatorKey: string
   operator: Client
@@ -46,8 +49,9 @@ export async function setupApp(t: Test, env: Record<string, string> = {}): Promi
   const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', ...env })
   const operatorKey = generateKey('operator')
   const clock = new TestClock()
+  const metrics = new BatonMetrics()
   const app = await buildApp(
-    { config, db: database.db, operatorKeyHash: hashKey(operatorKey), clock },
+    { config, db: database.db, operatorKeyHash: hashKey(operatorKey), clock, metrics },
     serverOptions(config, false)
   )
   await app.ready()
@@ -62,6 +66,7 @@ export async function setupApp(t: Test, env: Record<string, string> = {}): Promi
     app,
     db: database.db,
     clock,
+    metrics,
     operatorKey,
     operator,
     anonymous: as(),

@@ -91,6 +91,8 @@ export function workerEnv(databaseName: string, dataDir: string, workerId: strin
     BATON_ADMIN_TOKEN: '',
     LOG_LEVEL: 'warn',
     NODE_ENV: 'test',
-    SMTP_URL: ''
+    SMTP_URL: '',
+    // Several workers run at once: each listens for probes on a free port of its own.
+    WORKER_HTTP_PORT: '0'
   }
 }

@@ -9,7 +9,7 @@ import { setupApp, type Client, type TestContext } from './app.js'
 import { TestProvider } from './provider.js'
 import { TestSmtpServer } from './smtp.js'
 
-/** Steps as the template API takes them; ids of the fixture's service and user are filled in. */
+/** Steps as the template API takes them; a webhook step without serviceId or target calls the fixture's service. */
 export type StepInput = Record<string, unknown>
 
 export interface RuntimeContext extends TestContext {
@@ -85,6 +85,7 @@ export async function setupRuntime(
       claimTtlMs: 15 * 60_000,
       ...overrides
     },
+    metrics: ctx.metrics,
     ...deps
   })
   t.teardown(async () => {
@@ -113,7 +114,7 @@ export async function setupRuntime(
       if (created.statusCode !== 201) throw new Error(`template: ${created.body}`)
       for (const step of steps) {
         const body: StepInput = { start: { mode: 'afterPrevious' }, responsibility: 'processResponsible', ...step }
-        if (body.kind === 'webhook' && !('serviceId' in step)) Object.assign(body, { serviceId: service.data.id })
+        if (body.kind === 'webhook' && !('serviceId' in step) && !('target' in step)) Object.assign(body, { serviceId: service.data.id })
         const added = await api.post(`/v1/process-templates/${created.data.id}/steps`, body)
         if (added.statusCode !== 201) throw new Error(`step: ${added.body}`)
       }

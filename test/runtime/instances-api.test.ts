@@ -284,6 +284,7 @@ t.test('cancel ends the open steps and the pending delivery; a second cancel is 
   t.same((await deliveriesOf(started.steps[0].id)).map((d: { status: string }) => d.status), ['cancelled'])
   const activity = (await rt.api.get(`${base}/${started.id}/activities?limit=1`)).data.items[0]
   t.match(activity, { kind: 'processCancelled', data: { note: 'Owner withdrew' } })
+  t.match(activity.message, /cancelled: "Owner withdrew"\.$/, 'the message quotes the note')
 
   assertProblem(t, await rt.api.post(`${base}/${started.id}/cancel`, {}), 409, /already cancelled/)
   t.equal((await rt.scheduler.runOnce()).deliveries, 0)
@@ -409,6 +410,8 @@ t.test('activities: the instance logs everything, a record only its steps and th
   ])
   t.ok(onInstance.every((a: { instanceId: string }) => a.instanceId === started.id))
   t.match(onInstance[2], { message: /"Activities: inspect" done/, data: { note: 'Roof fine' } })
+  t.match(onInstance[2].message, /done \([^)]+\): "Roof fine"\.$/, 'the message quotes the note')
+  t.match(onInstance[4].message, /"Activities: internal" skipped \([^)]+\)\.$/, 'a step ended without a note says so plainly')
 
   const onProperty = (await rt.api.get(`/v1/properties/${property}/activities`)).data.items.reverse()
   t.same(onProperty.map((a: { kind: string; stepId: string | null }) => [a.kind, a.stepId]), [

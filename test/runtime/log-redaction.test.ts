@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -40,6 +41,13 @@ t.test('a server at LOG_LEVEL=trace logs no key, secret, apiClaim or signature',
   const service = await call(operatorKey, 'POST', '/v1/marketplace-services', { name: 'Valuation', provider: 'ValueCo', webhookUrl: `${provider.url}/hook` })
   await call(operatorKey, 'POST', `/v1/marketplace-services/${service.data.id}/triggers`, { module: 'property', events: ['create'], fields: ['price'] })
   await call(tenantKey, 'PUT', `/v1/marketplace-services/${service.data.id}/activation`)
+  const targetSecret = `whsec_${randomBytes(32).toString('base64')}`
+  const template = await call(tenantKey, 'POST', '/v1/process-templates', { name: 'Own hooks' })
+  const step = await call(tenantKey, 'POST', `/v1/process-templates/${template.data.id}/steps`,
+    { kind: 'webhook', name: 'Own CRM', target: { url: `${provider.url}/own`, secret: targetSecret, delivery: 'json' } })
+  t.equal(step.status, 201)
+  t.equal((await call(tenantKey, 'PATCH', `/v1/process-templates/${template.data.id}/steps/${step.data.id}`,
+    { target: { url: `${provider.url}/own2`, secret: targetSecret } })).status, 200)
   provider.always({ status: 503, body: 'busy' })
   const property = await call(tenantKey, 'POST', '/v1/properties', { fields: { price: 1 } })
   t.equal(property.status, 201)
@@ -61,6 +69,7 @@ t.test('a server at LOG_LEVEL=trace logs no key, secret, apiClaim or signature',
   t.match(output, /"msg":"incoming request"/, 'requests were logged')
   for (const [what, secret] of [
     ['the operator key', operatorKey], ['the tenant key', tenantKey], ['the service secret', service.data.secret!],
+    ['a free target\'s secret', targetSecret],
     ['the apiClaim', apiClaim], ['the apiClaim payload', apiClaim.split('.')[0]!], ['the signature', signature]
   ] as const) {
     t.ok(secret.length > 20, `${what} is known to the test`)

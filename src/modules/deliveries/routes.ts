@@ -4,7 +4,7 @@ import { Type } from 'typebox'
 import type { ModuleOptions } from '../module-options.js'
 import { pageRequest } from '../../lib/pagination.js'
 import { tenantOf } from '../../plugins/auth.js'
-import { IdParamsSchema, Page, problems } from '../../schemas/common.js'
+import { IdParamsSchema, ok, Page, problems } from '../../schemas/common.js'
 import { DeliveryAttemptSchema, DeliverySchema, ListDeliveriesQuerySchema, RecoverDeliveriesSchema, RecoveryResultSchema } from './schemas.js'
 import * as deliveries from './service.js'
 
@@ -19,36 +19,36 @@ export default async function deliveryRoutes(fastify: FastifyInstance, { db, clo
 
   app.get('/deliveries', {
     schema: {
-      tags, summary: 'List webhook deliveries with their attempts, newest first', querystring: ListDeliveriesQuerySchema,
-      response: { 200: Page(Delivery), ...problems(400, 401, 403) }
+      operationId: 'listDeliveries', tags, summary: 'List webhook deliveries with their attempts, newest first', querystring: ListDeliveriesQuerySchema,
+      response: { 200: ok(Page(Delivery), 'A page of deliveries, each with its attempts'), ...problems(400, 401, 403) }
     }
   }, async (request) => deliveries.listDeliveries(db, tenantOf(request), pageRequest(request.query), request.query))
 
   app.get('/deliveries/:id', {
     schema: {
-      tags, summary: 'Get a webhook delivery with its attempts', params: IdParamsSchema,
-      response: { 200: Delivery, ...problems(400, 401, 403, 404) }
+      operationId: 'getDelivery', tags, summary: 'Get a webhook delivery with its attempts', params: IdParamsSchema,
+      response: { 200: ok(Delivery, 'The delivery with its attempts'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) => deliveries.getDelivery(db, tenantOf(request), request.params.id))
 
   app.post('/deliveries/:id/replay', {
     schema: {
-      tags, summary: 'Send a finished delivery again, as a new round with the same deliveryId',
+      operationId: 'replayDelivery', tags, summary: 'Send a finished delivery again, as a new round with the same deliveryId',
       description: 'For a provider that lost a call or wants it again. A delivery still pending or running, or one of a step that ' +
         'has not ended (a failed step is retried through its process), answers 409.',
       params: IdParamsSchema,
-      response: { 202: Delivery, ...problems(400, 401, 403, 404, 409) }
+      response: { 202: ok(Delivery, 'The delivery, queued for a new round'), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => reply.code(202).send(await deliveries.replay(db, clock.now(), tenantOf(request), request.params.id)))
 
   app.post('/marketplace-services/:id/recover', {
     schema: {
-      tags, summary: 'Queue this tenant\'s failed deliveries of a service again, after the provider\'s outage',
+      operationId: 'recoverDeliveries', tags, summary: 'Queue this tenant\'s failed deliveries of a service again, after the provider\'s outage',
       description: `Failed record-change deliveries, and those of webhook steps still failed in a running process, that gave up at or after ` +
         `\`since\`: each goes out again as a new round with the same deliveryId, at most ${deliveries.RECOVERY_LIMIT} per call. ` +
         'With `dryRun` nothing changes and the answer says what would be queued. Each one queued is logged as an activity.',
       params: IdParamsSchema, body: RecoverDeliveriesSchema,
-      response: { 200: Type.Ref('DeliveryRecovery'), ...problems(400, 401, 403, 404, 409) }
+      response: { 200: ok(Type.Ref('DeliveryRecovery'), 'The deliveries queued again, or in a dry run those that would be'), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request) => deliveries.recover(db, clock, tenantOf(request), request.params.id, request.body))
 }

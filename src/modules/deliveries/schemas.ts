@@ -1,10 +1,14 @@
 import { Type, type Static } from 'typebox'
-import { PageQuerySchema, Timestamp, Uuid } from '../../schemas/common.js'
+import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/common.js'
 
 const OptionalId = Type.Union([Uuid, Type.Null()])
 const OptionalTimestamp = Type.Union([Timestamp, Type.Null()])
 
-export const AttemptOutcomeSchema = Type.Union([Type.Literal('succeeded'), Type.Literal('retry'), Type.Literal('failed'), Type.Literal('aborted')], {
+export const DeliveryStatusSchema = StringEnum(['pending', 'running', 'succeeded', 'failed', 'cancelled'], {
+  description: 'pending (waiting for its next attempt), running (a call in flight), succeeded, failed (gave up) or cancelled'
+})
+
+export const AttemptOutcomeSchema = StringEnum(['succeeded', 'retry', 'failed', 'aborted'], {
   description: 'succeeded (2xx), retry (will be tried again), failed (gave up), or aborted: the call was cut off before its outcome was known'
     + ' (a shutdown that ran out of grace, a worker that stopped or lost its lease); it counts as an attempt and is tried again'
 })
@@ -28,15 +32,15 @@ export type DeliveryAttempt = Static<typeof DeliveryAttemptSchema>
 export const DeliverySchema = Type.Object(
   {
     id: Uuid,
-    serviceId: Uuid,
-    source: Type.Union([Type.Literal('step'), Type.Literal('trigger')]),
+    serviceId: Type.Union([Uuid, Type.Null()], { description: 'The marketplace service called; null for a step with a free target' }),
+    source: StringEnum(['step', 'trigger'], { description: 'A webhook step of a process, or a record-change trigger' }),
     instanceId: OptionalId,
     stepId: OptionalId,
     propertyId: OptionalId,
     addressId: OptionalId,
-    event: Type.Union([Type.Literal('create'), Type.Literal('update'), Type.Null()], { description: 'For a record-change trigger: what happened' }),
+    event: Type.Union([StringEnum(['create', 'update']), Type.Null()], { description: 'For a record-change trigger: what happened' }),
     changedFields: Type.Union([Type.Array(Type.String()), Type.Null()], { description: 'For a record-change trigger: the fields whose value changed, sorted' }),
-    status: Type.String({ description: 'pending, running, succeeded, failed or cancelled' }),
+    status: DeliveryStatusSchema,
     round: Type.Integer(),
     attemptCount: Type.Integer({ description: 'Attempts made in the current round' }),
     nextAttemptAt: OptionalTimestamp,
@@ -55,15 +59,15 @@ export const ListDeliveriesQuerySchema = Type.Object({
   instanceId: Type.Optional(Uuid),
   stepId: Type.Optional(Uuid),
   serviceId: Type.Optional(Uuid),
-  status: Type.Optional(Type.Union(['pending', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => Type.Literal(s)))),
-  outcome: Type.Optional(Type.Union([AttemptOutcomeSchema], { description: 'Deliveries with at least one attempt of this outcome' }))
+  status: Type.Optional(DeliveryStatusSchema),
+  outcome: Type.Optional(StringEnum(AttemptOutcomeSchema.enum, { description: 'Deliveries with at least one attempt of this outcome' }))
 })
 export type ListDeliveriesQuery = Static<typeof ListDeliveriesQuerySchema>
 
 export const RecoverDeliveriesSchema = Type.Object({
   since: Type.String({ format: 'date-time', description: 'Failed deliveries that gave up at or after this time' }),
   dryRun: Type.Optional(Type.Boolean({ default: false, description: 'Only count what would be queued again' }))
-}, { additionalProperties: false })
+}, { additionalProperties: false, examples: [{ since: '2026-03-02T08:00:00Z', dryRun: true }] })
 export type RecoverDeliveries = Static<typeof RecoverDeliveriesSchema>
 
 export const RecoveryResultSchema = Type.Object({

@@ -15,6 +15,9 @@ export type Written = WrittenRows
 const changesSomething = (change: InstanceChange) =>
   change.bump || change.current_position !== undefined || change.status !== undefined || change.ended_at !== undefined
 
+/** The note a person gave, as the activity message quotes it. */
+const quoted = (note: string | null) => (note ? `: "${note}"` : '')
+
 /** A step that ended and whose process moves on to the step after it, or completes. */
 interface Ended {
   instance: InstanceRow
@@ -79,7 +82,8 @@ export class ProcessChanges {
   /** Ends the current step as done or skipped; the process moves on to the next step, or completes. */
   endStep(instance: InstanceRow, step: InstanceStepRow, outcome: EndOutcome, note: string | null, by: string): void {
     this.steps.set(step.id, { tenant_id: step.tenant_id, id: step.id, state: outcome, ended_at: this.now, note, set_note: true })
-    this.activity(instance, step, outcome === 'done' ? 'stepDone' : 'stepSkipped', `Step "${step.name}" ${outcome} (${by}).`, note ? { note, by } : { by })
+    const message = `Step "${step.name}" ${outcome} (${by})${quoted(note)}.`
+    this.activity(instance, step, outcome === 'done' ? 'stepDone' : 'stepSkipped', message, note ? { note, by } : { by })
     if (outcome === 'skipped') this.mail(instance, { kind: 'stepSkipped', dedupeKey: `stepSkipped:${step.id}`, step, note })
     this.ended.push({ instance, step })
   }
@@ -114,7 +118,7 @@ export class ProcessChanges {
 
   cancel(instance: InstanceRow, note: string | null): void {
     Object.assign(this.instanceChange(instance), { status: 'cancelled', ended_at: this.now })
-    this.activity(instance, null, 'processCancelled', `Process "${instance.template_name}" cancelled.`, note ? { note } : {})
+    this.activity(instance, null, 'processCancelled', `Process "${instance.template_name}" cancelled${quoted(note)}.`, note ? { note } : {})
   }
 
   /**

@@ -2,10 +2,11 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../module-options.js'
+import { setCreatedLocation } from '../../lib/location.js'
 import { pageRequest } from '../../lib/pagination.js'
 import { setETag } from '../../lib/versioning.js'
 import { tenantOf } from '../../plugins/auth.js'
-import { IdParamsSchema, Page, PageQuerySchema, problems } from '../../schemas/common.js'
+import { IdParamsSchema, ok, Page, PageQuerySchema, problems } from '../../schemas/common.js'
 import {
   AdvanceSchema, CancelSchema, DeliverySummarySchema, InstanceSchema, InstanceStepSchema, InstanceSummarySchema,
   ListInstancesQuerySchema, StartHeadersSchema, StartInstanceSchema, StepParamsSchema
@@ -24,30 +25,35 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
 
   app.post('/process-instances', {
     schema: {
-      tags, summary: 'Start a process from an active template',
+      operationId: 'createProcessInstance', tags, summary: 'Start a process from an active template',
       description: 'Copies the template\'s steps and enters the first one. With an Idempotency-Key, a retried start ' +
         'answers 200 with the process the first request started.',
       headers: StartHeadersSchema, body: StartInstanceSchema,
-      response: { 200: Instance, 201: Instance, ...problems(400, 401, 403, 409, 422) }
+      response: {
+        200: ok(Instance, 'The process an earlier start with the same Idempotency-Key started', ['ETag', 'Location', 'Idempotent-Replayed']),
+        201: ok(Instance, 'The started process', ['ETag', 'Location']),
+        ...problems(400, 401, 403, 409, 422)
+      }
     }
   }, async (request, reply) => {
     const started = await instances.startInstance(db, clock, tenantOf(request), request.body, request.headers['idempotency-key'])
     setETag(reply, started.instance.version)
+    setCreatedLocation(request, reply, started.instance.id)
     if (!started.created) reply.header('idempotent-replayed', 'true')
     return reply.code(started.created ? 201 : 200).send(started.instance)
   })
 
   app.get('/process-instances', {
     schema: {
-      tags, summary: 'List process instances, newest first', querystring: ListInstancesQuerySchema,
-      response: { 200: Page(Type.Ref('ProcessInstanceSummary')), ...problems(400, 401, 403) }
+      operationId: 'listProcessInstances', tags, summary: 'List process instances, newest first', querystring: ListInstancesQuerySchema,
+      response: { 200: ok(Page(Type.Ref('ProcessInstanceSummary')), 'A page of processes, each with its current step'), ...problems(400, 401, 403) }
     }
   }, async (request) => instances.listInstances(db, tenantOf(request), pageRequest(request.query), request.query))
 
   app.get('/process-instances/:id', {
     schema: {
-      tags, summary: 'Get a process instance with its steps and their deliveries', params: IdParamsSchema,
-      response: { 200: Instance, ...problems(400, 401, 403, 404) }
+      operationId: 'getProcessInstance', tags, summary: 'Get a process instance with its steps and their deliveries', params: IdParamsSchema,
+      response: { 200: ok(Instance, 'The process with its steps and their latest deliveries', ['ETag']), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => {
     const instance = await instances.getInstance(db, tenantOf(request), request.params.id)
@@ -57,11 +63,11 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
 
   app.post('/process-instances/:id/advance', {
     schema: {
-      tags, summary: 'End the current step as done or skipped and start the next one',
+      operationId: 'advanceProcessInstance', tags, summary: 'End the current step as done or skipped and start the next one',
       description: 'A due task: done or skipped. A failed webhook step: done (resolved by hand) or skipped. A waiting step, ' +
         'or a due webhook not yet claimed: skipped. A webhook call in flight, a stale stepId or a concurrent advance: 409.',
       params: IdParamsSchema, body: AdvanceSchema,
-      response: { 200: Instance, ...problems(400, 401, 403, 404, 409) }
+      response: { 200: ok(Instance, 'The process after the step ended and the next one started', ['ETag']), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => {
     const instance = await instances.advanceInstance(db, clock, tenantOf(request), request.params.id, request.body, 'via the API')
@@ -71,8 +77,8 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
 
   app.post('/process-instances/:id/cancel', {
     schema: {
-      tags, summary: 'Cancel a running process', params: IdParamsSchema, body: Type.Optional(CancelSchema),
-      response: { 200: Instance, ...problems(400, 401, 403, 404, 409) }
+      operationId: 'cancelProcessInstance', tags, summary: 'Cancel a running process', params: IdParamsSchema, body: Type.Optional(CancelSchema),
+      response: { 200: ok(Instance, 'The cancelled process', ['ETag']), ...problems(400, 401, 403, 404, 409) }
     },
     // A POST with no payload has no body at all; validate it as the empty object it means.
     preValidation: async (request) => {
@@ -86,8 +92,8 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
 
   app.post('/process-instances/:id/steps/:stepId/retry', {
     schema: {
-      tags, summary: 'Send a failed webhook step back to the scheduler', params: StepParamsSchema,
-      response: { 200: Instance, ...problems(400, 401, 403, 404, 409) }
+      operationId: 'retryProcessInstanceStep', tags, summary: 'Send a failed webhook step back to the scheduler', params: StepParamsSchema,
+      response: { 200: ok(Instance, 'The process with the step due again and its delivery in a new round', ['ETag']), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => {
     const instance = await instances.retryStep(db, clock, tenantOf(request), request.params.id, request.params.stepId)
@@ -97,8 +103,8 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
 
   app.get('/process-instances/:id/activities', {
     schema: {
-      tags, summary: 'List the activity entries of a process, newest first', params: IdParamsSchema, querystring: PageQuerySchema,
-      response: { 200: Page(Type.Ref('Activity')), ...problems(400, 401, 403, 404) }
+      operationId: 'listProcessInstanceActivities', tags, summary: 'List the activity entries of a process, newest first', params: IdParamsSchema,
+      querystring: PageQuerySchema, response: { 200: ok(Page(Type.Ref('Activity')), 'A page of the process\'s activity entries'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) => instances.listInstanceActivities(db, tenantOf(request), request.params.id, pageRequest(request.query)))
 }

@@ -1,16 +1,25 @@
 import { Type, type Static } from 'typebox'
-import { PageQuerySchema, Timestamp, Uuid } from '../../schemas/common.js'
+import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/common.js'
+import { DeliveryStatusSchema } from '../deliveries/schemas.js'
 import { PlainText } from '../templates/text.js'
 
 const OptionalId = Type.Union([Uuid, Type.Null()])
 const OptionalTimestamp = Type.Union([Timestamp, Type.Null()])
 
-export const InstanceStatusSchema = Type.Union([Type.Literal('running'), Type.Literal('completed'), Type.Literal('cancelled')])
+export const InstanceStatusSchema = StringEnum(['running', 'completed', 'cancelled'])
+const StepStateSchema = StringEnum(['pending', 'waiting', 'due', 'running', 'done', 'skipped', 'failed', 'cancelled'], {
+  description: 'pending → waiting → due → running (webhook in flight) → done | skipped | failed | cancelled'
+})
+const CurrentStepStateSchema = StringEnum(['due', 'waiting', 'running', 'failed'], {
+  description: 'The state of a running process\'s current step'
+})
+const StepKindSchema = StringEnum(['webhook', 'task'])
+const StartModeSchema = StringEnum(['afterPrevious', 'daysAfterPrevious'])
 
 export const DeliverySummarySchema = Type.Object(
   {
     id: Uuid,
-    status: Type.String({ description: 'pending, running, succeeded, failed or cancelled' }),
+    status: DeliveryStatusSchema,
     round: Type.Integer({ description: 'Starts at 1; a manual retry begins a new round' }),
     attempts: Type.Integer({ description: 'Attempts made in this round' }),
     nextAttemptAt: OptionalTimestamp,
@@ -25,20 +34,27 @@ export const InstanceStepSchema = Type.Object(
   {
     id: Uuid,
     position: Type.Integer({ minimum: 1 }),
-    kind: Type.Union([Type.Literal('webhook'), Type.Literal('task')]),
+    kind: StepKindSchema,
     name: Type.String(),
-    state: Type.String({ description: 'pending, waiting, due, running, done, skipped, failed or cancelled' }),
-    start: Type.Unsafe<{ mode: string; days?: number }>(Type.Object({ mode: Type.String(), days: Type.Optional(Type.Integer()) })),
+    state: StepStateSchema,
+    start: Type.Object({
+      mode: StartModeSchema,
+      days: Type.Optional(Type.Integer({ description: 'With daysAfterPrevious: calendar days after the previous step ended' }))
+    }, { description: 'When the step starts, as copied from the template' }),
     deadlineDays: Type.Union([Type.Integer(), Type.Null()]),
     refersTo: Type.Object({ property: Type.Boolean(), address: Type.Boolean() }),
     serviceId: OptionalId,
+    target: Type.Union([
+      Type.Object({ url: Type.String(), delivery: StringEnum(['query', 'json']) }, { description: 'The free target the step calls, as copied from the template; its secret is never shown' }),
+      Type.Null()
+    ]),
     startAt: Type.Union([Timestamp, Type.Null()], { description: 'When the step starts (or started)' }),
     startedAt: OptionalTimestamp,
     endedAt: OptionalTimestamp,
     assigneeUserId: Type.Union([Uuid, Type.Null()], { description: 'Resolved when the step starts' }),
     deadlineAt: OptionalTimestamp,
     note: Type.Union([Type.String(), Type.Null()]),
-    delivery: Type.Union([Type.Ref('DeliverySummary'), Type.Null()])
+    delivery: Type.Union([Type.Ref('DeliverySummary'), Type.Null()], { description: 'The latest delivery of a webhook step; null for a task or before its first call' })
   },
   { $id: 'ProcessInstanceStep' }
 )
@@ -58,7 +74,7 @@ const instanceFields = {
       id: Uuid,
       position: Type.Integer(),
       name: Type.String(),
-      state: Type.String(),
+      state: StepStateSchema,
       assigneeUserId: OptionalId,
       startAt: OptionalTimestamp,
       deadlineAt: OptionalTimestamp
@@ -85,7 +101,14 @@ export const StartInstanceSchema = Type.Object(
     propertyId: Type.Optional(Uuid),
     addressId: Type.Optional(Uuid)
   },
-  { additionalProperties: false }
+  {
+    additionalProperties: false,
+    examples: [{
+      templateId: '0190f3a4-5b6c-7d8e-9f01-23456789abcd',
+      responsibleUserId: '0190f3a4-1111-7222-8333-444455556666',
+      propertyId: '0190f3a4-aaaa-7bbb-8ccc-ddddeeeeffff'
+    }]
+  }
 )
 export type StartInstance = Static<typeof StartInstanceSchema>
 
@@ -99,9 +122,7 @@ export const StartHeadersSchema = Type.Object({
 export const ListInstancesQuerySchema = Type.Object({
   ...PageQuerySchema.properties,
   status: Type.Optional(InstanceStatusSchema),
-  currentStepState: Type.Optional(Type.Union([Type.Literal('due'), Type.Literal('waiting'), Type.Literal('running'), Type.Literal('failed')], {
-    description: 'State of the current step (running instances only)'
-  })),
+  currentStepState: Type.Optional(CurrentStepStateSchema),
   assigneeUserId: Type.Optional(Uuid),
   templateId: Type.Optional(Uuid),
   propertyId: Type.Optional(Uuid),
@@ -113,14 +134,16 @@ const Note = PlainText({ maxLength: 2000, description: 'Kept with the step and i
 
 export const AdvanceSchema = Type.Object(
   {
-    outcome: Type.Union([Type.Literal('done'), Type.Literal('skipped')]),
-    stepId: Type.Optional(Type.Union([Uuid], { description: 'The step the caller means; 409 when it is no longer the current one' })),
+    outcome: StringEnum(['done', 'skipped']),
+    stepId: Type.Optional(Type.String({ format: 'uuid', description: 'The step the caller means; 409 when it is no longer the current one' })),
     note: Type.Optional(Note)
   },
-  { additionalProperties: false }
+  { additionalProperties: false, examples: [{ outcome: 'skipped', note: 'Valued by hand' }] }
 )
 export type Advance = Static<typeof AdvanceSchema>
 
-export const CancelSchema = Type.Object({ note: Type.Optional(Note) }, { additionalProperties: false })
+export const CancelSchema = Type.Object({ note: Type.Optional(Note) }, {
+  additionalProperties: false, examples: [{ note: 'The owner withdrew the listing' }]
+})
 
 export const StepParamsSchema = Type.Object({ id: Uuid, stepId: Uuid })

@@ -38,6 +38,7 @@ function toInstanceStep(row: InstanceStepRow, delivery: DeliveryRow | undefined)
     deadlineDays: row.deadline_days,
     refersTo: { property: row.refers_to_property, address: row.refers_to_address },
     serviceId: row.service_id,
+    target: row.target_url !== null && row.target_delivery !== null ? { url: row.target_url, delivery: row.target_delivery } : null,
     startAt: iso(row.start_at),
     startedAt: iso(row.started_at),
     endedAt: iso(row.ended_at),
@@ -223,6 +224,9 @@ function copyStep(step: TemplateStepRow, instanceId: string, now: Date) {
     refers_to_property: step.refers_to_property,
     refers_to_address: step.refers_to_address,
     service_id: step.service_id,
+    target_url: step.target_url,
+    target_delivery: step.target_delivery,
+    target_secret: step.target_secret,
     parameters: JSON.stringify(step.parameters)
   }
 }

@@ -34,7 +34,7 @@ export async function planStarts(db: DB, starts: StepStart[], now: Date, zones: 
       deadline_at: step.deadline_days ? addCalendarDays(now, step.deadline_days, zones.get(instance.tenant_id) ?? 'UTC') : null
     })
     plan.activities.push({ ...activityRow(instance, step, now, 'stepStarted', `Step "${step.name}" started.`, { assigneeUserId: assignee }), ifStarted: step.id })
-    if (step.kind === 'webhook' && step.service_id) {
+    if (step.kind === 'webhook' && (step.service_id || step.target_url)) {
       plan.deliveries.push({
         tenant_id: instance.tenant_id,
         id: newId(now.getTime()),

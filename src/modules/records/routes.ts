@@ -2,11 +2,12 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../module-options.js'
+import { setCreatedLocation } from '../../lib/location.js'
 import { pageRequest, sendJsonStream } from '../../lib/pagination.js'
 import { expectedVersion, setETag } from '../../lib/versioning.js'
 import { forbidden } from '../../errors.js'
 import { claimOf, tenantOf, type ClaimScope } from '../../plugins/auth.js'
-import { IdParamsSchema, IfMatchHeadersSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
+import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, PageQuerySchema, problems } from '../../schemas/common.js'
 import { CreateRecordSchema, ListRecordsQuerySchema, recordSchema, UpdateRecordSchema, type RecordKind } from './schemas.js'
 import * as records from './service.js'
 
@@ -26,6 +27,11 @@ function oneOf(kind: RecordKind): string {
   return `${/^[AEIOU]/.test(kind.noun) ? 'an' : 'a'} ${kind.noun.toLowerCase()}`
 }
 
+/** "Properties", "Addresses": for operation ids such as listProperties. */
+function plural(kind: RecordKind): string {
+  return `${kind.path.charAt(0).toUpperCase()}${kind.path.slice(1)}`
+}
+
 function readRoutes(fastify: FastifyInstance, kind: RecordKind, { db }: ModuleOptions): void {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   const { path, tag } = kind
@@ -34,8 +40,8 @@ function readRoutes(fastify: FastifyInstance, kind: RecordKind, { db }: ModuleOp
 
   app.get(`/${path}`, {
     schema: {
-      tags, summary: `List ${path}, oldest first`, querystring: ListRecordsQuerySchema,
-      response: { 200: Page(Record), ...problems(400, 401, 403) }
+      operationId: `list${plural(kind)}`, tags, summary: `List ${path}, oldest first`, querystring: ListRecordsQuerySchema,
+      response: { 200: ok(Page(Record), `A page of ${path}`), ...problems(400, 401, 403) }
     }
   }, async (request, reply) => {
     const page = await records.listRecordsJson(db, kind, tenantOf(request), pageRequest(request.query), request.query)
@@ -45,8 +51,8 @@ function readRoutes(fastify: FastifyInstance, kind: RecordKind, { db }: ModuleOp
   app.get(`/${path}/:id`, {
     config: { claim: CLAIM_SCOPE[kind.table] },
     schema: {
-      tags, summary: `Get ${oneOf(kind)} (also with the apiClaim of a call that names it)`, params: IdParamsSchema,
-      response: { 200: Record, ...problems(400, 401, 403, 404) }
+      operationId: `get${kind.noun}`, tags, summary: `Get ${oneOf(kind)} (also with the apiClaim of a call that names it)`, params: IdParamsSchema,
+      response: { 200: ok(Record, `The ${kind.noun.toLowerCase()}`, ['ETag']), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => {
     const record = await records.getRecord(db, kind, tenantOf(request), request.params.id)
@@ -56,8 +62,8 @@ function readRoutes(fastify: FastifyInstance, kind: RecordKind, { db }: ModuleOp
 
   app.get(`/${path}/:id/activities`, {
     schema: {
-      tags, summary: `List the activity log of ${oneOf(kind)}, newest first`, params: IdParamsSchema, querystring: PageQuerySchema,
-      response: { 200: Page(Type.Ref('Activity')), ...problems(400, 401, 403, 404) }
+      operationId: `list${kind.noun}Activities`, tags, summary: `List the activity log of ${oneOf(kind)}, newest first`, params: IdParamsSchema,
+      querystring: PageQuerySchema, response: { 200: ok(Page(Type.Ref('Activity')), 'A page of activity entries'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) => records.listRecordActivities(db, kind, tenantOf(request), request.params.id, pageRequest(request.query)))
 }
@@ -69,19 +75,24 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock }: 
   const tags = [tag]
 
   app.post(`/${path}`, {
-    schema: { tags, summary: `Create ${oneOf(kind)}`, body: CreateRecordSchema, response: { 201: Record, ...problems(400, 401, 403, 422) } }
+    schema: {
+      operationId: `create${kind.noun}`, tags, summary: `Create ${oneOf(kind)}`, body: CreateRecordSchema,
+      response: { 201: ok(Record, `The created ${kind.noun.toLowerCase()}`, ['ETag', 'Location']), ...problems(400, 401, 403, 422) }
+    }
   }, async (request, reply) => {
     const { record } = await records.createRecord(db, clock, kind, tenantOf(request), request.body)
     setETag(reply, record.version)
+    setCreatedLocation(request, reply, record.id)
     return reply.code(201).send(record)
   })
 
   app.patch(`/${path}/:id`, {
     config: { claim: CLAIM_SCOPE[kind.table] },
     schema: {
-      tags, summary: `Update ${oneOf(kind)}; fields are merged (null removes a field). A provider may update fields with the apiClaim of a call that names it`,
+      operationId: `update${kind.noun}`, tags,
+      summary: `Update ${oneOf(kind)}; fields are merged (null removes a field). A provider may update fields with the apiClaim of a call that names it`,
       params: IdParamsSchema, headers: IfMatchHeadersSchema, body: UpdateRecordSchema,
-      response: { 200: Record, ...problems(400, 401, 403, 404, 412, 422) }
+      response: { 200: ok(Record, `The updated ${kind.noun.toLowerCase()}`, ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
     const version = expectedVersion(request.headers['if-match'])
@@ -95,8 +106,8 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock }: 
 
   app.delete(`/${path}/:id`, {
     schema: {
-      tags, summary: `Delete ${oneOf(kind)} no process instance links`, params: IdParamsSchema,
-      response: { 204: NoContent, ...problems(400, 401, 403, 404, 409) }
+      operationId: `delete${kind.noun}`, tags, summary: `Delete ${oneOf(kind)} no process instance links`, params: IdParamsSchema,
+      response: { 204: noContent(`The ${kind.noun.toLowerCase()} is deleted`), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => {
     await records.deleteRecord(db, kind, tenantOf(request), request.params.id)

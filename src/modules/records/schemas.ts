@@ -34,7 +34,7 @@ export type ApiRecord = Static<ReturnType<typeof recordSchema>>
 
 export const CreateRecordSchema = Type.Object(
   { maintainerUserId: Type.Optional(MaintainerUserId), fields: Type.Optional(FieldsSchema) },
-  { additionalProperties: false }
+  { additionalProperties: false, examples: [{ maintainerUserId: '0190f3a4-1111-7222-8333-444455556666', fields: { price: 450000, livingArea: 96 } }] }
 )
 export type CreateRecord = Static<typeof CreateRecordSchema>
 
@@ -46,7 +46,7 @@ const FieldsPatchSchema = Type.Unsafe<JsonObject>(Type.Object({}, {
 
 export const UpdateRecordSchema = Type.Object(
   { maintainerUserId: Type.Optional(MaintainerUserId), fields: Type.Optional(FieldsPatchSchema) },
-  { additionalProperties: false, minProperties: 1 }
+  { additionalProperties: false, minProperties: 1, examples: [{ fields: { marketValue: 512000, valuationNote: null } }] }
 )
 export type UpdateRecord = Static<typeof UpdateRecordSchema>
 

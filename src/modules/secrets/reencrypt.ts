@@ -14,7 +14,7 @@ export interface ReencryptSummary {
 
 /**
  * Seals every secret Baton keeps with the box's current key: service signing secrets (current and
- * previous) and the signing keys (the apiClaim key). Plain values and values sealed with the previous
+ * previous), the secrets of steps' free targets and the signing keys (the apiClaim key). Plain values and values sealed with the previous
  * key are opened and sealed again; all in one transaction, with the rows locked.
  */
 export async function reencryptSecrets(db: DB, secrets: SecretBox): Promise<ReencryptSummary> {
@@ -35,6 +35,12 @@ export async function reencryptSecrets(db: DB, secrets: SecretBox): Promise<Reen
       if (problem) summary.weak.push({ id: row.id, name: row.name, problem })
       const previous = row.previous_secret === null ? null : again(row.previous_secret, context)
       await repo.updateServiceSecrets(trx, row.id, { secret: again(row.secret, context), previous_secret: previous })
+    }
+    for (const table of ['template_steps', 'instance_steps'] as const) {
+      for (const step of await repo.lockStepTargetSecrets(trx, table)) {
+        const sealed = again(step.target_secret, secretContext.stepTarget(step.tenant_id, step.target_url))
+        if (sealed !== step.target_secret) await repo.updateStepTargetSecret(trx, table, step, sealed)
+      }
     }
     for (const row of await repo.lockSigningKeys(trx)) {
       const context = secretContext.signingKey(row.name)

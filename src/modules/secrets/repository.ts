@@ -17,3 +17,15 @@ export function lockSigningKeys(trx: DB) {
 export function updateSigningKey(trx: DB, name: string, secret: Buffer) {
   return trx.updateTable('signing_keys').set({ secret }).where('name', '=', name).execute()
 }
+
+/** The steps (of templates or of running processes) whose free target has a secret. */
+export function lockStepTargetSecrets(trx: DB, table: 'template_steps' | 'instance_steps') {
+  return trx.selectFrom(table).select(['tenant_id', 'id', 'target_url', 'target_secret'])
+    .where('target_secret', 'is not', null).where('target_url', 'is not', null)
+    .$narrowType<{ target_url: string; target_secret: string }>()
+    .orderBy('tenant_id').orderBy('id').forUpdate().execute()
+}
+
+export function updateStepTargetSecret(trx: DB, table: 'template_steps' | 'instance_steps', step: { tenant_id: string; id: string }, secret: string) {
+  return trx.updateTable(table).set({ target_secret: secret }).where('tenant_id', '=', step.tenant_id).where('id', '=', step.id).execute()
+}

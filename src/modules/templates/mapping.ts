@@ -41,12 +41,13 @@ export function toStep(row: TemplateStepRow): Step {
     deadlineDays: row.deadline_days,
     refersTo: { property: row.refers_to_property, address: row.refers_to_address },
     serviceId: row.service_id,
+    target: row.target_url !== null && row.target_delivery !== null ? { url: row.target_url, delivery: row.target_delivery } : null,
     parameters: row.parameters,
     version: row.version
   }
 }
 
-/** The template_steps columns that hold a draft. */
+/** The template_steps columns that hold a draft; the target's sealed secret is the caller's to add. */
 export function stepColumns(draft: StepDraft) {
   return {
     kind: draft.kind,
@@ -57,6 +58,8 @@ export function stepColumns(draft: StepDraft) {
     refers_to_property: draft.refersTo.property,
     refers_to_address: draft.refersTo.address,
     service_id: draft.serviceId,
+    target_url: draft.target?.url ?? null,
+    target_delivery: draft.target?.delivery ?? null,
     parameters: JSON.stringify(draft.parameters)
   }
 }

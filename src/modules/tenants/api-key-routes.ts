@@ -2,8 +2,9 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../module-options.js'
+import { setCreatedLocation } from '../../lib/location.js'
 import { pageRequest } from '../../lib/pagination.js'
-import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
+import { IdParamsSchema, noContent, ok, Page, PageQuerySchema, problems } from '../../schemas/common.js'
 import { ApiKeySchema, CreateApiKeySchema, NewApiKeySchema, TenantKeyParamsSchema } from './schemas.js'
 import * as tenants from './service.js'
 
@@ -17,24 +18,29 @@ export default async function apiKeyRoutes(fastify: FastifyInstance, { db, clock
   app.post('/tenants/:id/api-keys', {
     config,
     schema: {
-      tags, summary: 'Create an API key for a tenant (the key is shown once)', params: IdParamsSchema, body: CreateApiKeySchema,
-      response: { 201: Type.Ref('NewApiKey'), ...problems(400, 401, 403, 404) }
+      operationId: 'createApiKey', tags, summary: 'Create an API key for a tenant (the key is shown once)', params: IdParamsSchema,
+      body: CreateApiKeySchema,
+      response: { 201: ok(Type.Ref('NewApiKey'), 'The new key, with its secret shown this once', ['Location']), ...problems(400, 401, 403, 404) }
     }
-  }, async (request, reply) => reply.code(201).send(await tenants.createApiKey(db, request.params.id, request.body.name)))
+  }, async (request, reply) => {
+    const key = await tenants.createApiKey(db, request.params.id, request.body.name)
+    setCreatedLocation(request, reply, key.id)
+    return reply.code(201).send(key)
+  })
 
   app.get('/tenants/:id/api-keys', {
     config,
     schema: {
-      tags, summary: 'List a tenant\'s API keys (without secrets)', params: IdParamsSchema, querystring: PageQuerySchema,
-      response: { 200: Page(Type.Ref('ApiKey')), ...problems(400, 401, 403, 404) }
+      operationId: 'listApiKeys', tags, summary: 'List a tenant\'s API keys (without secrets)', params: IdParamsSchema, querystring: PageQuerySchema,
+      response: { 200: ok(Page(Type.Ref('ApiKey')), 'A page of the tenant\'s keys'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) => tenants.listApiKeys(db, request.params.id, pageRequest(request.query)))
 
   app.delete('/tenants/:id/api-keys/:keyId', {
     config,
     schema: {
-      tags, summary: 'Revoke an API key', params: TenantKeyParamsSchema,
-      response: { 204: NoContent, ...problems(400, 401, 403, 404) }
+      operationId: 'revokeApiKey', tags, summary: 'Revoke an API key', params: TenantKeyParamsSchema,
+      response: { 204: noContent('The key is revoked'), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => {
     await tenants.revokeApiKey(db, clock, request.params.id, request.params.keyId)

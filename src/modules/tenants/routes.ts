@@ -2,8 +2,9 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../module-options.js'
+import { setCreatedLocation } from '../../lib/location.js'
 import { pageRequest } from '../../lib/pagination.js'
-import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../schemas/common.js'
+import { IdParamsSchema, noContent, ok, Page, PageQuerySchema, problems } from '../../schemas/common.js'
 import { CreateTenantSchema, TenantSchema, UpdateTenantSchema } from './schemas.js'
 import * as tenants from './service.js'
 
@@ -17,32 +18,45 @@ export default async function tenantRoutes(fastify: FastifyInstance, { db, clock
 
   app.post('/tenants', {
     config,
-    schema: { tags, summary: 'Create a tenant', body: CreateTenantSchema, response: { 201: Tenant, ...problems(400, 401, 403, 409, 422) } }
-  }, async (request, reply) => reply.code(201).send(await tenants.createTenant(db, request.body)))
+    schema: {
+      operationId: 'createTenant', tags, summary: 'Create a tenant', body: CreateTenantSchema,
+      response: { 201: ok(Tenant, 'The created tenant', ['Location']), ...problems(400, 401, 403, 409, 422) }
+    }
+  }, async (request, reply) => {
+    const tenant = await tenants.createTenant(db, request.body)
+    setCreatedLocation(request, reply, tenant.id)
+    return reply.code(201).send(tenant)
+  })
 
   app.get('/tenants', {
     config,
-    schema: { tags, summary: 'List tenants', querystring: PageQuerySchema, response: { 200: Page(Tenant), ...problems(400, 401, 403) } }
+    schema: {
+      operationId: 'listTenants', tags, summary: 'List tenants', querystring: PageQuerySchema,
+      response: { 200: ok(Page(Tenant), 'A page of tenants'), ...problems(400, 401, 403) }
+    }
   }, async (request) => tenants.listTenants(db, pageRequest(request.query)))
 
   app.get('/tenants/:id', {
     config,
-    schema: { tags, summary: 'Get a tenant', params: IdParamsSchema, response: { 200: Tenant, ...problems(400, 401, 403, 404) } }
+    schema: {
+      operationId: 'getTenant', tags, summary: 'Get a tenant', params: IdParamsSchema,
+      response: { 200: ok(Tenant, 'The tenant'), ...problems(400, 401, 403, 404) }
+    }
   }, async (request) => tenants.getTenant(db, request.params.id))
 
   app.patch('/tenants/:id', {
     config,
     schema: {
-      tags, summary: 'Update a tenant', params: IdParamsSchema, body: UpdateTenantSchema,
-      response: { 200: Tenant, ...problems(400, 401, 403, 404, 409, 422) }
+      operationId: 'updateTenant', tags, summary: 'Update a tenant', params: IdParamsSchema, body: UpdateTenantSchema,
+      response: { 200: ok(Tenant, 'The updated tenant'), ...problems(400, 401, 403, 404, 409, 422) }
     }
   }, async (request) => tenants.updateTenant(db, clock, request.params.id, request.body))
 
   app.delete('/tenants/:id', {
     config,
     schema: {
-      tags, summary: 'Delete a tenant and everything it owns', params: IdParamsSchema,
-      response: { 204: NoContent, ...problems(400, 401, 403, 404) }
+      operationId: 'deleteTenant', tags, summary: 'Delete a tenant and everything it owns', params: IdParamsSchema,
+      response: { 204: noContent('The tenant and everything it owned are deleted'), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => {
     await tenants.deleteTenant(db, request.params.id)

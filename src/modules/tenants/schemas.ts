@@ -20,13 +20,13 @@ export type Tenant = Static<typeof TenantSchema>
 
 export const CreateTenantSchema = Type.Object(
   { name: Name, webId: WebId, timeZone: Type.Optional(TimeZone) },
-  { additionalProperties: false }
+  { additionalProperties: false, examples: [{ name: 'Muster Immobilien GmbH', webId: '48213', timeZone: 'Europe/Berlin' }] }
 )
 export type CreateTenant = Static<typeof CreateTenantSchema>
 
 export const UpdateTenantSchema = Type.Object(
   { name: Type.Optional(Name), webId: Type.Optional(WebId), timeZone: Type.Optional(TimeZone) },
-  { additionalProperties: false, minProperties: 1 }
+  { additionalProperties: false, minProperties: 1, examples: [{ name: 'Muster Immobilien AG' }] }
 )
 export type UpdateTenant = Static<typeof UpdateTenantSchema>
 
@@ -54,7 +54,7 @@ export type NewApiKey = Static<typeof NewApiKeySchema>
 
 export const CreateApiKeySchema = Type.Object(
   { name: Type.String({ minLength: 1, maxLength: 200, default: 'default' }) },
-  { additionalProperties: false }
+  { additionalProperties: false, examples: [{ name: 'crm' }] }
 )
 
 export const TenantKeyParamsSchema = Type.Object({ id: Uuid, keyId: Uuid })

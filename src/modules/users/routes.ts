@@ -2,9 +2,10 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../module-options.js'
+import { setCreatedLocation } from '../../lib/location.js'
 import { pageRequest } from '../../lib/pagination.js'
 import { tenantOf } from '../../plugins/auth.js'
-import { IdParamsSchema, NoContent, Page, problems } from '../../schemas/common.js'
+import { IdParamsSchema, noContent, ok, Page, problems } from '../../schemas/common.js'
 import { CreateUserSchema, ListUsersQuerySchema, UpdateUserSchema, UserSchema } from './schemas.js'
 import * as users from './service.js'
 
@@ -16,31 +17,41 @@ export default async function userRoutes(fastify: FastifyInstance, { db, clock }
   const tags = ['users']
 
   app.post('/users', {
-    schema: { tags, summary: 'Create a user', body: CreateUserSchema, response: { 201: User, ...problems(400, 401, 403, 409) } }
-  }, async (request, reply) => reply.code(201).send(await users.createUser(db, tenantOf(request), request.body)))
+    schema: {
+      operationId: 'createUser', tags, summary: 'Create a user', body: CreateUserSchema,
+      response: { 201: ok(User, 'The created user', ['Location']), ...problems(400, 401, 403, 409) }
+    }
+  }, async (request, reply) => {
+    const user = await users.createUser(db, tenantOf(request), request.body)
+    setCreatedLocation(request, reply, user.id)
+    return reply.code(201).send(user)
+  })
 
   app.get('/users', {
     schema: {
-      tags, summary: 'List users', querystring: ListUsersQuerySchema,
-      response: { 200: Page(User), ...problems(400, 401, 403) }
+      operationId: 'listUsers', tags, summary: 'List users', querystring: ListUsersQuerySchema,
+      response: { 200: ok(Page(User), 'A page of users'), ...problems(400, 401, 403) }
     }
   }, async (request) => users.listUsers(db, tenantOf(request), pageRequest(request.query), request.query))
 
   app.get('/users/:id', {
-    schema: { tags, summary: 'Get a user', params: IdParamsSchema, response: { 200: User, ...problems(400, 401, 403, 404) } }
+    schema: {
+      operationId: 'getUser', tags, summary: 'Get a user', params: IdParamsSchema,
+      response: { 200: ok(User, 'The user'), ...problems(400, 401, 403, 404) }
+    }
   }, async (request) => users.getUser(db, tenantOf(request), request.params.id))
 
   app.patch('/users/:id', {
     schema: {
-      tags, summary: 'Update a user', params: IdParamsSchema, body: UpdateUserSchema,
-      response: { 200: User, ...problems(400, 401, 403, 404, 409) }
+      operationId: 'updateUser', tags, summary: 'Update a user', params: IdParamsSchema, body: UpdateUserSchema,
+      response: { 200: ok(User, 'The updated user'), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request) => users.updateUser(db, clock, tenantOf(request), request.params.id, request.body))
 
   app.delete('/users/:id', {
     schema: {
-      tags, summary: 'Delete a user no template, record or process uses', params: IdParamsSchema,
-      response: { 204: NoContent, ...problems(400, 401, 403, 404, 409) }
+      operationId: 'deleteUser', tags, summary: 'Delete a user no template, record or process uses', params: IdParamsSchema,
+      response: { 204: noContent('The user is deleted'), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => {
     await users.deleteUser(db, tenantOf(request), request.params.id)

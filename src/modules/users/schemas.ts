@@ -10,12 +10,14 @@ export type User = Static<typeof UserSchema>
 const Name = Type.String({ minLength: 1, maxLength: 200 })
 const Email = Type.String({ format: 'email', maxLength: 320 })
 
-export const CreateUserSchema = Type.Object({ name: Name, email: Email }, { additionalProperties: false })
+export const CreateUserSchema = Type.Object({ name: Name, email: Email }, {
+  additionalProperties: false, examples: [{ name: 'Anna Berg', email: 'anna@example.com' }]
+})
 export type CreateUser = Static<typeof CreateUserSchema>
 
 export const UpdateUserSchema = Type.Object(
   { name: Type.Optional(Name), email: Type.Optional(Email) },
-  { additionalProperties: false, minProperties: 1 }
+  { additionalProperties: false, minProperties: 1, examples: [{ email: 'anna.berg@example.com' }] }
 )
 export type UpdateUser = Static<typeof UpdateUserSchema>
 

@@ -48,7 +48,25 @@ t.test('metrics: queue sizes in the Prometheus format, for the operator only', a
   t.match(response.body, /^# TYPE baton_deliveries gauge$/m)
   t.match(response.body, /^baton_deliveries\{status="pending"\} 0$/m)
   t.match(response.body, /^baton_outbox_unsent 0$/m)
-  t.match(response.body, /^baton_process_resident_memory_bytes \d+$/m)
+  t.match(response.body, /^baton_steps\{state="waiting"\} 0$/m)
   t.equal((await anonymous.get('/metrics')).statusCode, 401)
   t.equal((await tenant.client.get('/metrics')).statusCode, 403)
+})
+
+t.test('metrics: the process figures by their conventional names, and counters and histograms of the scheduler', async (t) => {
+  const { operator } = await setupApp(t)
+  const { body } = await operator.get('/metrics')
+  t.match(body, /^process_resident_memory_bytes \d+$/m)
+  t.match(body, /^process_start_time_seconds \d+$/m)
+  t.match(body, /^# TYPE nodejs_eventloop_lag_seconds gauge$/m)
+  t.notMatch(body, /baton_process_/, 'no home-made process gauges')
+  for (const counter of ['baton_webhook_calls_total', 'baton_mails_sent_total', 'baton_mails_failed_total', 'baton_deadlines_fired_total', 'baton_leases_reaped_total']) {
+    t.match(body, new RegExp(`^# TYPE ${counter} counter$`, 'm'), counter)
+  }
+  for (const histogram of ['baton_webhook_call_duration_seconds', 'baton_webhook_call_lag_seconds', 'baton_claim_batch_size']) {
+    t.match(body, new RegExp(`^# TYPE ${histogram} histogram$`, 'm'), histogram)
+  }
+  t.equal(body.match(/^# TYPE process_start_time_seconds /gm)?.length, 1, 'each metric once')
+  const second = await setupApp(t)
+  t.equal((await second.operator.get('/metrics')).statusCode, 200, 'a second app in the same process has its own registry')
 })

@@ -69,7 +69,9 @@ t.test('If-Match guards updates', async (t) => {
   const url = `/v1/marketplace-services/${service.id}`
 
   t.equal((await operator.patch(url, { name: 'A' }, { 'if-match': '"1"' })).statusCode, 200)
-  assertProblem(t, await operator.patch(url, { name: 'B' }, { 'if-match': '"1"' }), 412, /version 2/)
+  const stale = await operator.patch(url, { name: 'B' }, { 'if-match': '"1"' })
+  assertProblem(t, stale, 412, /version 2/)
+  t.equal(stale.headers.etag, '"2"', 'a 412 carries the current ETag')
   t.equal((await operator.patch(url, { name: 'B' }, { 'if-match': 'W/"2"' })).data.version, 3)
   t.equal((await operator.patch(url, { name: 'C' }, { 'if-match': '*' })).statusCode, 200)
   assertProblem(t, await operator.patch(url, { name: 'D' }, { 'if-match': 'yesterday' }), 400, /if-match/)

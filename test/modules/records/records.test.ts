@@ -60,7 +60,9 @@ for (const kind of [propertyKind, addressKind]) {
     t.same([maintained.data.maintainerUserId, maintained.data.fields], [anna.id, merged.data.fields], 'fields untouched')
     t.equal((await client.patch(url, { maintainerUserId: null })).data.maintainerUserId, null)
 
-    assertProblem(t, await client.patch(url, { fields: { price: 3 } }, { 'if-match': '"2"' }), 412, /version 4/)
+    const stale = await client.patch(url, { fields: { price: 3 } }, { 'if-match': '"2"' })
+    assertProblem(t, stale, 412, /version 4/)
+    t.equal(stale.headers.etag, '"4"', 'a 412 carries the current ETag')
     assertProblem(t, await client.patch(url, { fields: { price: 3 } }, { 'if-match': 'yesterday' }), 400)
     const matched = await client.patch(url, { fields: { price: 3 } }, { 'if-match': '"4"' })
     t.equal(matched.statusCode, 200)

@@ -22,7 +22,7 @@ t.test('steps: add, insert, read, list, update, delete', async (t) => {
   t.same(task.data, {
     id: task.data.id, templateId: id, position: 1, kind: 'task', name: 'Call the owner', start: { mode: 'afterPrevious' },
     responsibility: 'processResponsible', deadlineDays: null, refersTo: { property: false, address: false },
-    serviceId: null, parameters: {}, version: 1
+    serviceId: null, target: null, parameters: {}, version: 1
   })
 
   const webhook = await client.post(steps, {
@@ -177,7 +177,9 @@ t.test('a stale If-Match on a step update or delete answers 412', async (t) => {
   const stepId = await addTaskStep(client, id, 'One')
   const url = `/v1/process-templates/${id}/steps/${stepId}`
   t.equal((await client.patch(url, { name: 'Two' }, { 'if-match': '"1"' })).statusCode, 200)
-  assertProblem(t, await client.patch(url, { name: 'Three' }, { 'if-match': '"1"' }), 412, /version 2/)
+  const stale = await client.patch(url, { name: 'Three' }, { 'if-match': '"1"' })
+  assertProblem(t, stale, 412, /version 2/)
+  t.equal(stale.headers.etag, '"2"', 'a 412 carries the step\'s current ETag')
   assertProblem(t, await client.delete(url, { 'if-match': '"1"' }), 412)
   t.equal((await client.get(url)).data.name, 'Two')
   t.equal((await client.delete(url, { 'if-match': '"2"' })).statusCode, 204)

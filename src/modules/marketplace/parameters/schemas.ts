@@ -1,6 +1,5 @@
 import { Type, type Static } from 'typebox'
-import { Uuid } from '../../../schemas/common.js'
-import { StringEnum } from '../services/schemas.js'
+import { StringEnum, Uuid } from '../../../schemas/common.js'
 
 export const PARAMETER_TYPES = ['string', 'integer', 'number', 'boolean', 'enum'] as const
 
@@ -41,7 +40,7 @@ export const CreateParameterSchema = Type.Object(
     required: Type.Optional(Type.Boolean({ default: false })),
     default: Type.Optional(DefaultValue)
   },
-  { additionalProperties: false }
+  { additionalProperties: false, examples: [{ name: 'mode', label: 'Mode', type: 'enum', allowedValues: ['quick', 'full'], required: false, default: 'full' }] }
 )
 export type CreateParameter = Static<typeof CreateParameterSchema>
 
@@ -54,7 +53,7 @@ export const UpdateParameterSchema = Type.Object(
     required: Type.Optional(Type.Boolean()),
     default: Type.Optional(DefaultValue)
   },
-  { additionalProperties: false, minProperties: 1 }
+  { additionalProperties: false, minProperties: 1, examples: [{ allowedValues: ['quick', 'full', 'expert'] }] }
 )
 export type UpdateParameter = Static<typeof UpdateParameterSchema>
 

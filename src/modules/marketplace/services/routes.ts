@@ -2,10 +2,11 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../../module-options.js'
+import { setCreatedLocation } from '../../../lib/location.js'
 import { pageRequest } from '../../../lib/pagination.js'
 import { expectedVersion, setETag } from '../../../lib/versioning.js'
 import { tenantOrOperator } from '../../../plugins/auth.js'
-import { IdParamsSchema, IfMatchHeadersSchema, NoContent, Page, problems } from '../../../schemas/common.js'
+import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, problems } from '../../../schemas/common.js'
 import {
   CreateServiceSchema, ListServicesQuerySchema, MarketplaceServiceSchema, MarketplaceServiceWithSecretSchema, UpdateServiceSchema
 } from './schemas.js'
@@ -24,21 +25,26 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
   app.post('/marketplace-services', {
     config: operator,
     schema: {
-      tags, summary: 'Offer a marketplace service (the signing secret is shown once)', body: CreateServiceSchema,
-      response: { 201: Type.Ref('MarketplaceServiceWithSecret'), ...problems(400, 401, 403, 422) }
+      operationId: 'createMarketplaceService', tags, summary: 'Offer a marketplace service (the signing secret is shown once)',
+      body: CreateServiceSchema,
+      response: {
+        201: ok(Type.Ref('MarketplaceServiceWithSecret'), 'The created service, with its signing secret shown this once', ['ETag', 'Location']),
+        ...problems(400, 401, 403, 422)
+      }
     }
   }, async (request, reply) => {
     const created = await services.createService({ db, clock, secrets, targets }, request.body)
     setETag(reply, created.version)
+    setCreatedLocation(request, reply, created.id)
     return reply.code(201).send(created)
   })
 
   app.get('/marketplace-services', {
     config: any,
     schema: {
-      tags, summary: 'List marketplace services (a tenant sees active ones and those it activated)',
+      operationId: 'listMarketplaceServices', tags, summary: 'List marketplace services (a tenant sees active ones and those it activated)',
       querystring: ListServicesQuerySchema,
-      response: { 200: Page(MarketplaceService), ...problems(400, 401, 422) }
+      response: { 200: ok(Page(MarketplaceService), 'A page of marketplace services'), ...problems(400, 401, 422) }
     }
   }, async (request) => {
     const { limit: _limit, cursor: _cursor, ...filter } = request.query
@@ -48,8 +54,8 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
   app.get('/marketplace-services/:id', {
     config: any,
     schema: {
-      tags, summary: 'Get a marketplace service', params: IdParamsSchema,
-      response: { 200: MarketplaceService, ...problems(400, 401, 404) }
+      operationId: 'getMarketplaceService', tags, summary: 'Get a marketplace service', params: IdParamsSchema,
+      response: { 200: ok(MarketplaceService, 'The marketplace service', ['ETag']), ...problems(400, 401, 404) }
     }
   }, async (request, reply) => {
     const service = await services.getService(db, tenantOrOperator(request), request.params.id)
@@ -60,9 +66,9 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
   app.patch('/marketplace-services/:id', {
     config: operator,
     schema: {
-      tags, summary: 'Update a marketplace service; a new secret keeps the old one valid for 24 hours',
+      operationId: 'updateMarketplaceService', tags, summary: 'Update a marketplace service; a new secret keeps the old one valid for 24 hours',
       params: IdParamsSchema, headers: IfMatchHeadersSchema, body: UpdateServiceSchema,
-      response: { 200: MarketplaceService, ...problems(400, 401, 403, 404, 412, 422) }
+      response: { 200: ok(MarketplaceService, 'The updated service', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
     const expected = expectedVersion(request.headers['if-match'])
@@ -74,8 +80,8 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
   app.delete('/marketplace-services/:id', {
     config: operator,
     schema: {
-      tags, summary: 'Delete a marketplace service no template step uses', params: IdParamsSchema,
-      response: { 204: NoContent, ...problems(400, 401, 403, 404, 409) }
+      operationId: 'deleteMarketplaceService', tags, summary: 'Delete a marketplace service no template step uses', params: IdParamsSchema,
+      response: { 204: noContent('The service is deleted'), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => {
     await services.deleteService(db, request.params.id)

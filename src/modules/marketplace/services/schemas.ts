@@ -1,10 +1,5 @@
-import { Type, type Static, type TSchemaOptions } from 'typebox'
-import { PageQuerySchema, Timestamp, Uuid } from '../../../schemas/common.js'
-
-/** An enum of strings that also says `type: string`, so OpenAPI clients type it. */
-export function StringEnum<const T extends string>(values: readonly T[], options: TSchemaOptions = {}) {
-  return Type.Enum(values, { type: 'string', ...options })
-}
+import { Type, type Static } from 'typebox'
+import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../../schemas/common.js'
 
 const Delivery = StringEnum(['query', 'json'], {
   description: 'query = GET with signed query parameters (onOffice-compatible); json = POST with a Standard Webhooks body'
@@ -55,7 +50,7 @@ export const CreateServiceSchema = Type.Object(
     secret: Type.Optional(Type.String({ ...secretLength, description: `The signing secret (write-only); generated when absent. ${SECRET_RULE}` })),
     active: Type.Optional(Type.Boolean({ default: true }))
   },
-  { additionalProperties: false }
+  { additionalProperties: false, examples: [{ name: 'Valuation', provider: 'ValueCo', webhookUrl: 'https://valueco.example/hooks/valuation' }] }
 )
 export type CreateService = Static<typeof CreateServiceSchema>
 
@@ -71,7 +66,7 @@ export const UpdateServiceSchema = Type.Object(
       description: `A new signing secret; the old one stays valid for 24 hours while providers switch. ${SECRET_RULE}`
     }))
   },
-  { additionalProperties: false, minProperties: 1 }
+  { additionalProperties: false, minProperties: 1, examples: [{ webhookUrl: 'https://valueco.example/hooks/valuation-v2' }] }
 )
 export type UpdateService = Static<typeof UpdateServiceSchema>
 

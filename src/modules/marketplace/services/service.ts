@@ -7,7 +7,7 @@ import { conflict, notFound, preconditionFailed, unprocessable } from '../../../
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
-import { checkVersion } from '../../../lib/versioning.js'
+import { checkVersion, etagOf } from '../../../lib/versioning.js'
 import * as repo from './repository.js'
 import { checkWebhookUrl } from './webhook-url.js'
 import { secretProblem } from './secret-strength.js'
@@ -115,7 +115,11 @@ export async function updateService(
     } : {}),
     updated_at: now
   })
-  if (!row) throw preconditionFailed(`Marketplace service ${id} changed while it was being updated: read it again and retry.`)
+  if (!row) {
+    const latest = await repo.findServiceById(db, id)
+    throw preconditionFailed(`Marketplace service ${id} changed while it was being updated: read it again and retry.`,
+      latest === undefined ? undefined : etagOf(latest.version))
+  }
   return toService(row)
 }
 

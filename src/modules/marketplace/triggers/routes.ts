@@ -2,9 +2,10 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../../module-options.js'
+import { setCreatedLocation } from '../../../lib/location.js'
 import { pageRequest } from '../../../lib/pagination.js'
 import { tenantOrOperator } from '../../../plugins/auth.js'
-import { IdParamsSchema, NoContent, Page, PageQuerySchema, problems } from '../../../schemas/common.js'
+import { IdParamsSchema, noContent, ok, Page, PageQuerySchema, problems } from '../../../schemas/common.js'
 import * as triggers from './service.js'
 import { CreateTriggerSchema, ServiceTriggerSchema, TriggerParamsSchema, UpdateTriggerSchema } from './schemas.js'
 
@@ -20,40 +21,44 @@ export default async function triggerRoutes(fastify: FastifyInstance, { db, cloc
   app.post('/marketplace-services/:id/triggers', {
     config: operator,
     schema: {
-      tags, summary: 'Subscribe the service to property or address changes', params: IdParamsSchema, body: CreateTriggerSchema,
-      response: { 201: ServiceTrigger, ...problems(400, 401, 403, 404) }
+      operationId: 'createServiceTrigger', tags, summary: 'Subscribe the service to property or address changes', params: IdParamsSchema,
+      body: CreateTriggerSchema, response: { 201: ok(ServiceTrigger, 'The created trigger', ['Location']), ...problems(400, 401, 403, 404) }
     }
-  }, async (request, reply) => reply.code(201).send(await triggers.createTrigger(db, clock, request.params.id, request.body)))
+  }, async (request, reply) => {
+    const trigger = await triggers.createTrigger(db, clock, request.params.id, request.body)
+    setCreatedLocation(request, reply, trigger.id)
+    return reply.code(201).send(trigger)
+  })
 
   app.get('/marketplace-services/:id/triggers', {
     config: any,
     schema: {
-      tags, summary: 'List the service\'s triggers', params: IdParamsSchema, querystring: PageQuerySchema,
-      response: { 200: Page(ServiceTrigger), ...problems(400, 401, 404) }
+      operationId: 'listServiceTriggers', tags, summary: 'List the service\'s triggers', params: IdParamsSchema, querystring: PageQuerySchema,
+      response: { 200: ok(Page(ServiceTrigger), 'A page of the service\'s triggers'), ...problems(400, 401, 404) }
     }
   }, async (request) => triggers.listTriggers(db, tenantOrOperator(request), request.params.id, pageRequest(request.query)))
 
   app.get('/marketplace-services/:id/triggers/:triggerId', {
     config: any,
     schema: {
-      tags, summary: 'Get a trigger', params: TriggerParamsSchema,
-      response: { 200: ServiceTrigger, ...problems(400, 401, 404) }
+      operationId: 'getServiceTrigger', tags, summary: 'Get a trigger', params: TriggerParamsSchema,
+      response: { 200: ok(ServiceTrigger, 'The trigger'), ...problems(400, 401, 404) }
     }
   }, async (request) => triggers.getTrigger(db, tenantOrOperator(request), request.params.id, request.params.triggerId))
 
   app.patch('/marketplace-services/:id/triggers/:triggerId', {
     config: operator,
     schema: {
-      tags, summary: 'Update a trigger', params: TriggerParamsSchema, body: UpdateTriggerSchema,
-      response: { 200: ServiceTrigger, ...problems(400, 401, 403, 404) }
+      operationId: 'updateServiceTrigger', tags, summary: 'Update a trigger', params: TriggerParamsSchema, body: UpdateTriggerSchema,
+      response: { 200: ok(ServiceTrigger, 'The updated trigger'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) => triggers.updateTrigger(db, request.params.id, request.params.triggerId, request.body))
 
   app.delete('/marketplace-services/:id/triggers/:triggerId', {
     config: operator,
     schema: {
-      tags, summary: 'Delete a trigger', params: TriggerParamsSchema,
-      response: { 204: NoContent, ...problems(400, 401, 403, 404) }
+      operationId: 'deleteServiceTrigger', tags, summary: 'Delete a trigger', params: TriggerParamsSchema,
+      response: { 204: noContent('The trigger is deleted'), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => {
     await triggers.deleteTrigger(db, request.params.id, request.params.triggerId)

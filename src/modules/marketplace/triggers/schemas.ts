@@ -1,6 +1,5 @@
 import { Type, type Static } from 'typebox'
-import { Uuid } from '../../../schemas/common.js'
-import { StringEnum } from '../services/schemas.js'
+import { StringEnum, Uuid } from '../../../schemas/common.js'
 
 const Module = StringEnum(['property', 'address'], { description: 'The kind of record whose changes fire the trigger' })
 const Events = Type.Array(StringEnum(['create', 'update']), { minItems: 1, uniqueItems: true })
@@ -18,13 +17,13 @@ export type ServiceTrigger = Static<typeof ServiceTriggerSchema>
 
 export const CreateTriggerSchema = Type.Object(
   { module: Module, events: Events, fields: Type.Optional(Fields) },
-  { additionalProperties: false }
+  { additionalProperties: false, examples: [{ module: 'property', events: ['update'], fields: ['marketValue'] }] }
 )
 export type CreateTrigger = Static<typeof CreateTriggerSchema>
 
 export const UpdateTriggerSchema = Type.Object(
   { module: Type.Optional(Module), events: Type.Optional(Events), fields: Type.Optional(Fields) },
-  { additionalProperties: false, minProperties: 1 }
+  { additionalProperties: false, minProperties: 1, examples: [{ events: ['create', 'update'] }] }
 )
 export type UpdateTrigger = Static<typeof UpdateTriggerSchema>
 

@@ -1,5 +1,6 @@
 import type { FieldError } from '../../../errors.js'
 import type { ParameterType } from '../../../db/database.js'
+import { isContextParameter, PARAMETER_NAME } from '../../marketplace/parameters/context-parameters.js'
 import { hasNul } from '../text.js'
 
 export interface ParameterDefinition {
@@ -34,6 +35,22 @@ export function validateStepParameters(definitions: ParameterDefinition[], param
     else if (definition.default !== undefined) filled[definition.name] = definition.default
   }
   return { parameters: filled, errors }
+}
+
+/**
+ * A free target declares no parameters: any name a service's definition could have, any string, number
+ * or boolean, except the context names Baton sends itself (a step's parameter would never reach the target).
+ */
+export function validateFreeParameters(parameters: Record<string, unknown>): ParameterCheck {
+  const errors: FieldError[] = []
+  for (const [name, value] of Object.entries(parameters)) {
+    const problem = !PARAMETER_NAME.test(name) ? 'must start with a letter and hold only letters, digits and _'
+      : isContextParameter(name) ? 'is a name Baton sends on every call itself: choose another'
+      : typeof value === 'string' && hasNul(value) ? 'must not contain the NUL character'
+      : undefined
+    if (problem) errors.push({ pointer: parameterPointer(name), detail: problem })
+  }
+  return { parameters, errors }
 }
 
 function unknownName(definitions: ParameterDefinition[]): string {

@@ -2,10 +2,11 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../../module-options.js'
+import { setCreatedLocation } from '../../../lib/location.js'
 import { pageRequest } from '../../../lib/pagination.js'
 import { expectedVersion, setETag } from '../../../lib/versioning.js'
 import { tenantOf } from '../../../plugins/auth.js'
-import { IdParamsSchema, IfMatchHeadersSchema, NoContent, Page, problems } from '../../../schemas/common.js'
+import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, problems } from '../../../schemas/common.js'
 import { templateSchemas } from '../templates/schemas.js'
 import { reorderSteps } from './order.js'
 import { CreateStepSchema, ListStepsQuerySchema, ReorderStepsSchema, StepParamsSchema, UpdateStepSchema } from './schemas.js'
@@ -13,7 +14,7 @@ import * as steps from './service.js'
 
 const ProcessTemplateStep = Type.Ref('ProcessTemplateStep')
 
-export default async function stepRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+export default async function stepRoutes(fastify: FastifyInstance, { db, clock, secrets, targets }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   for (const schema of templateSchemas) app.addSchema(schema)
   const tags = ['templates']
@@ -24,25 +25,28 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock }
 
   app.post('/process-templates/:id/steps', {
     schema: {
-      tags, summary: 'Add a step at the end, or at `position` shifting later steps', params: IdParamsSchema, body: CreateStepSchema,
-      response: { 201: ProcessTemplateStep, ...problems(400, 401, 403, 404, 422) }
+      operationId: 'createProcessTemplateStep', tags, summary: 'Add a step at the end, or at `position` shifting later steps',
+      params: IdParamsSchema, body: CreateStepSchema,
+      response: { 201: ok(ProcessTemplateStep, 'The created step; ETag is the step\'s version', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 422) }
     }
   }, async (request, reply) => {
-    const step = await steps.createStep(db, clock, tenantOf(request), request.params.id, request.body)
+    const step = await steps.createStep(db, clock, { secrets, targets }, tenantOf(request), request.params.id, request.body)
+    setCreatedLocation(request, reply, step.id)
     return reply.code(201).send(withETag(reply, step))
   })
 
   app.get('/process-templates/:id/steps', {
     schema: {
-      tags, summary: 'List the steps of a process template by position', params: IdParamsSchema, querystring: ListStepsQuerySchema,
-      response: { 200: Page(ProcessTemplateStep), ...problems(400, 401, 403, 404) }
+      operationId: 'listProcessTemplateSteps', tags, summary: 'List the steps of a process template by position', params: IdParamsSchema,
+      querystring: ListStepsQuerySchema, response: { 200: ok(Page(ProcessTemplateStep), 'A page of the template\'s steps'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) => steps.listSteps(db, tenantOf(request), request.params.id, pageRequest(request.query)))
 
   app.put('/process-templates/:id/steps/order', {
     schema: {
-      tags, summary: 'Reorder all steps of a process template at once', params: IdParamsSchema, headers: IfMatchHeadersSchema,
-      body: ReorderStepsSchema, response: { 200: Type.Ref('ProcessTemplate'), ...problems(400, 401, 403, 404, 412, 422) }
+      operationId: 'reorderProcessTemplateSteps', tags, summary: 'Reorder all steps of a process template at once', params: IdParamsSchema,
+      headers: IfMatchHeadersSchema, body: ReorderStepsSchema,
+      response: { 200: ok(Type.Ref('ProcessTemplate'), 'The template with its steps in the new order; ETag is the template\'s version', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
     const expected = expectedVersion(request.headers['if-match'])
@@ -51,26 +55,27 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock }
 
   app.get('/process-templates/:id/steps/:stepId', {
     schema: {
-      tags, summary: 'Get a step of a process template', params: StepParamsSchema,
-      response: { 200: ProcessTemplateStep, ...problems(400, 401, 403, 404) }
+      operationId: 'getProcessTemplateStep', tags, summary: 'Get a step of a process template', params: StepParamsSchema,
+      response: { 200: ok(ProcessTemplateStep, 'The step; ETag is its version', ['ETag']), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => withETag(reply, await steps.getStep(db, tenantOf(request), request.params.id, request.params.stepId)))
 
   app.patch('/process-templates/:id/steps/:stepId', {
     schema: {
-      tags, summary: 'Update a step (If-Match names the step\'s version)', params: StepParamsSchema, headers: IfMatchHeadersSchema,
-      body: UpdateStepSchema, response: { 200: ProcessTemplateStep, ...problems(400, 401, 403, 404, 412, 422) }
+      operationId: 'updateProcessTemplateStep', tags, summary: 'Update a step (If-Match names the step\'s version)', params: StepParamsSchema,
+      headers: IfMatchHeadersSchema, body: UpdateStepSchema,
+      response: { 200: ok(ProcessTemplateStep, 'The updated step', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
     const { id, stepId } = request.params
     const expected = expectedVersion(request.headers['if-match'])
-    return withETag(reply, await steps.updateStep(db, clock, tenantOf(request), id, stepId, request.body, expected))
+    return withETag(reply, await steps.updateStep(db, clock, { secrets, targets }, tenantOf(request), id, stepId, request.body, expected))
   })
 
   app.delete('/process-templates/:id/steps/:stepId', {
     schema: {
-      tags, summary: 'Delete a step; later steps move up', params: StepParamsSchema, headers: IfMatchHeadersSchema,
-      response: { 204: NoContent, ...problems(400, 401, 403, 404, 409, 412) }
+      operationId: 'deleteProcessTemplateStep', tags, summary: 'Delete a step; later steps move up', params: StepParamsSchema,
+      headers: IfMatchHeadersSchema, response: { 204: noContent('The step is deleted'), ...problems(400, 401, 403, 404, 409, 412) }
     }
   }, async (request, reply) => {
     const { id, stepId } = request.params

@@ -1,10 +1,10 @@
 import { Type, type Static } from 'typebox'
-import { PageQuerySchema, Uuid } from '../../../schemas/common.js'
+import { PageQuerySchema, StringEnum, Uuid } from '../../../schemas/common.js'
 import { PlainText } from '../text.js'
 
 const MAX_DAYS = 3650
 
-const StepKindSchema = Type.Union([Type.Literal('webhook'), Type.Literal('task')])
+const StepKindSchema = StringEnum(['webhook', 'task'])
 
 const StartSchema = Type.Union([
   Type.Object({ mode: Type.Literal('afterPrevious') }, { additionalProperties: false }),
@@ -27,9 +27,34 @@ const DeadlineDaysSchema = Type.Union([Type.Integer({ minimum: 1, maximum: MAX_D
   description: 'Days after its start by which the step should have ended; null for none'
 })
 const ServiceIdSchema = Type.Union([Uuid, Type.Null()], { description: 'The marketplace service a webhook step calls' })
+const TargetDeliverySchema = StringEnum(['query', 'json'], {
+  description: 'query = GET with signed query parameters (onOffice-compatible); json = POST with a Standard Webhooks body'
+})
+// The secret is write-only: a step shows where it calls, never what it signs with.
+const TargetSchema = Type.Object(
+  { url: Type.String(), delivery: TargetDeliverySchema },
+  { description: 'The tenant\'s own webhook a step calls instead of a marketplace service; its secret is never shown' }
+)
+export type Target = Static<typeof TargetSchema>
+const TargetInputSchema = Type.Union([
+  Type.Object(
+    {
+      url: Type.String({ minLength: 1, maxLength: 2000, description: 'An http or https URL with a host and without credentials' }),
+      secret: Type.String({
+        minLength: 16, maxLength: 256,
+        description: 'The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones'
+      }),
+      delivery: Type.Optional(StringEnum(['query', 'json'], { default: 'query' }))
+    },
+    { additionalProperties: false }
+  ),
+  Type.Null()
+], { description: 'A free target instead of serviceId: the tenant\'s own URL and secret, signed and delivered as a service\'s calls are; replaced as a whole, secret included' })
+export type TargetInput = Static<typeof TargetInputSchema>
+// Every parameter type (string, integer, number, boolean, enum) takes one of these; the service's definitions say which.
 const ParametersSchema = Type.Unsafe<Record<string, unknown>>({
   type: 'object',
-  additionalProperties: true,
+  additionalProperties: { type: ['string', 'number', 'boolean'] },
   maxProperties: 100,
   description: 'Webhook parameters by name, checked against the service\'s parameter definitions'
 })
@@ -47,6 +72,7 @@ export const StepSchema = Type.Object(
     deadlineDays: DeadlineDaysSchema,
     refersTo: Type.Object({ property: Type.Boolean(), address: Type.Boolean() }),
     serviceId: ServiceIdSchema,
+    target: Type.Union([TargetSchema, Type.Null()]),
     parameters: ParametersSchema,
     version: Type.Integer()
   },
@@ -67,6 +93,7 @@ const editableFields = {
   deadlineDays: DeadlineDaysSchema,
   refersTo: RefersToInputSchema,
   serviceId: ServiceIdSchema,
+  target: TargetInputSchema,
   parameters: ParametersSchema
 }
 
@@ -80,9 +107,27 @@ export const CreateStepSchema = Type.Object(
     deadlineDays: Type.Optional(editableFields.deadlineDays),
     refersTo: Type.Optional(editableFields.refersTo),
     serviceId: Type.Optional(editableFields.serviceId),
+    target: Type.Optional(editableFields.target),
     parameters: Type.Optional(editableFields.parameters)
   },
-  { additionalProperties: false }
+  {
+    additionalProperties: false,
+    examples: [{
+      kind: 'webhook',
+      name: 'Ask ValueCo for a valuation',
+      start: { mode: 'afterPrevious' },
+      responsibility: 'propertyMaintainer',
+      refersTo: { property: true, address: false },
+      serviceId: '0190f3a4-5b6c-7d8e-9f01-23456789abcd',
+      parameters: { mode: 'quick' }
+    }, {
+      kind: 'webhook',
+      name: 'Tell our own CRM',
+      refersTo: { property: true, address: false },
+      target: { url: 'https://crm.muster-immobilien.example/hooks/baton', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', delivery: 'json' },
+      parameters: { list: 'valuations', priority: 2 }
+    }]
+  }
 )
 export type CreateStep = Static<typeof CreateStepSchema>
 
@@ -95,9 +140,13 @@ export const UpdateStepSchema = Type.Object(
     deadlineDays: Type.Optional(editableFields.deadlineDays),
     refersTo: Type.Optional(editableFields.refersTo),
     serviceId: Type.Optional(editableFields.serviceId),
+    target: Type.Optional(editableFields.target),
     parameters: Type.Optional(editableFields.parameters)
   },
-  { additionalProperties: false, minProperties: 1, description: 'Fields to change; use PUT …/steps/order to move a step' }
+  {
+    additionalProperties: false, minProperties: 1, description: 'Fields to change; use PUT …/steps/order to move a step',
+    examples: [{ name: 'Call the owner with the value', deadlineDays: 2 }]
+  }
 )
 export type UpdateStep = Static<typeof UpdateStepSchema>
 
@@ -105,7 +154,7 @@ export const StepParamsSchema = Type.Object({ id: Uuid, stepId: Uuid })
 
 export const ReorderStepsSchema = Type.Object(
   { stepIds: Type.Array(Uuid, { maxItems: 1000, description: 'Every step id of the template, each once, in the new order' }) },
-  { additionalProperties: false }
+  { additionalProperties: false, examples: [{ stepIds: ['0190f3a4-0002-7000-8000-000000000002', '0190f3a4-0001-7000-8000-000000000001'] }] }
 )
 
 export const ListStepsQuerySchema = PageQuerySchema

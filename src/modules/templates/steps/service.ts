@@ -1,20 +1,39 @@
+import type { TargetPolicy } from '../../../adapters/address-policy.js'
 import type { Clock } from '../../../adapters/clock.js'
 import type { DB } from '../../../db/connect.js'
 import { badRequest, conflict, notFound, type FieldError } from '../../../errors.js'
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../../lib/pagination.js'
+import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
 import { checkVersion } from '../../../lib/versioning.js'
 import { stepColumns, toStep, type StepDraft } from '../mapping.js'
 import * as repo from '../templates/repository.js'
 import { lockedTemplate, touchTemplate } from '../templates/service.js'
 import * as steps from './repository.js'
-import type { CreateStep, Step, UpdateStep } from './schemas.js'
+import type { CreateStep, Step, Target, TargetInput, UpdateStep } from './schemas.js'
 import { checkStep, rejectIfInvalid } from './validation.js'
 
 async function findStepOrThrow(db: DB, tenantId: string, templateId: string, stepId: string) {
   const row = await steps.findStep(db, tenantId, templateId, stepId)
   if (!row) throw notFound('Step', stepId)
   return row
+}
+
+/** What storing a free target needs: the policy its URL must pass, and the box its secret is sealed in. */
+export interface TargetGuard {
+  secrets: SecretBox
+  targets: TargetPolicy
+}
+
+function targetOf(input: NonNullable<TargetInput>): Target {
+  return { url: input.url, delivery: input.delivery ?? 'query' }
+}
+
+/** The target_secret column: the given secret sealed, the stored one while the target stays, or none. */
+function sealedSecret(guard: TargetGuard, tenantId: string, draft: StepDraft, given: TargetInput | undefined, stored: string | null): string | null {
+  if (draft.target === null) return null
+  if (!given) return stored
+  return guard.secrets.seal(given.secret, secretContext.stepTarget(tenantId, given.url))
 }
 
 function draftOf(input: CreateStep): StepDraft {
@@ -26,14 +45,16 @@ function draftOf(input: CreateStep): StepDraft {
     deadlineDays: input.deadlineDays ?? null,
     refersTo: { property: input.refersTo?.property ?? false, address: input.refersTo?.address ?? false },
     serviceId: input.serviceId ?? null,
+    target: input.target ? targetOf(input.target) : null,
     parameters: input.parameters ?? {}
   }
 }
 
 function mergedDraft(current: Step, input: UpdateStep): StepDraft {
   const { id: _id, templateId: _templateId, position: _position, version: _version, ...draft } = current
-  const { refersTo, ...changes } = input
-  return { ...draft, ...changes, refersTo: { ...draft.refersTo, ...refersTo } }
+  const { refersTo, target, ...changes } = input
+  const targetChange = target === undefined ? {} : { target: target === null ? null : targetOf(target) }
+  return { ...draft, ...changes, ...targetChange, refersTo: { ...draft.refersTo, ...refersTo } }
 }
 
 function positionErrors(position: number, stepCount: number): FieldError[] {
@@ -41,18 +62,19 @@ function positionErrors(position: number, stepCount: number): FieldError[] {
   return [{ pointer: '/body/position', detail: `must be between 1 and ${stepCount + 1}: the template has ${stepCount} step(s)` }]
 }
 
-export async function createStep(db: DB, clock: Clock, tenantId: string, templateId: string, input: CreateStep): Promise<Step> {
+export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenantId: string, templateId: string, input: CreateStep): Promise<Step> {
   return db.transaction().execute(async (trx) => {
     await lockedTemplate(trx, tenantId, templateId)
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
     const position = input.position ?? stepCount + 1
     const draft = draftOf(input)
-    const check = await checkStep(trx, tenantId, draft)
+    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret })
     rejectIfInvalid('The step is not valid', [...positionErrors(position, stepCount), ...check.errors])
     await steps.shiftPositions(trx, tenantId, templateId, position, 1)
     const now = clock.now()
     const row = await steps.insertStep(trx, {
       ...stepColumns({ ...draft, parameters: check.parameters }),
+      target_secret: sealedSecret(guard, tenantId, draft, input.target, null),
       tenant_id: tenantId, id: newId(), template_id: templateId, position, created_at: now, updated_at: now
     })
     await touchTemplate(trx, clock, tenantId, templateId)
@@ -77,16 +99,20 @@ export async function getStep(db: DB, tenantId: string, templateId: string, step
 }
 
 export async function updateStep(
-  db: DB, clock: Clock, tenantId: string, templateId: string, stepId: string, input: UpdateStep, expected: number | undefined
+  db: DB, clock: Clock, guard: TargetGuard, tenantId: string, templateId: string, stepId: string, input: UpdateStep, expected: number | undefined
 ): Promise<Step> {
   return db.transaction().execute(async (trx) => {
     await lockedTemplate(trx, tenantId, templateId)
     const current = await findStepOrThrow(trx, tenantId, templateId, stepId)
     checkVersion(expected, current.version, `Step ${stepId}`)
     const draft = mergedDraft(toStep(current), input)
-    const check = await checkStep(trx, tenantId, draft)
+    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret })
     rejectIfInvalid('The step is not valid', check.errors)
-    const row = await steps.updateStep(trx, tenantId, stepId, { ...stepColumns({ ...draft, parameters: check.parameters }), updated_at: clock.now() })
+    const row = await steps.updateStep(trx, tenantId, stepId, {
+      ...stepColumns({ ...draft, parameters: check.parameters }),
+      target_secret: sealedSecret(guard, tenantId, draft, input.target, current.target_secret),
+      updated_at: clock.now()
+    })
     return toStep(row)
   })
 }

@@ -1,16 +1,26 @@
+import type { TargetPolicy } from '../../../adapters/address-policy.js'
 import type { DB } from '../../../db/connect.js'
 import type { TemplateStepRow } from '../../../db/database.js'
 import { unprocessable, type FieldError } from '../../../errors.js'
+import { secretProblem } from '../../marketplace/services/secret-strength.js'
+import { webhookUrlProblem } from '../../marketplace/services/webhook-url.js'
 import { isTenantUser } from '../../users/repository.js'
 import * as lookup from './lookup-repository.js'
 import type { StepDraft } from '../mapping.js'
-import { validateStepParameters, type ParameterCheck } from './parameters.js'
+import { validateFreeParameters, validateStepParameters, type ParameterCheck } from './parameters.js'
+import type { Target } from './schemas.js'
+
+/** A free target as the request gave it: the policy its URL must pass, and its secret (only when given, as it is write-only). */
+export interface TargetRequest {
+  policy: TargetPolicy
+  secret: string | undefined
+}
 
 /** Everything wrong with a step beyond its schema, and its parameters with defaults filled in. */
-export async function checkStep(db: DB, tenantId: string, draft: StepDraft): Promise<ParameterCheck> {
-  const service = draft.kind === 'webhook'
-    ? await checkWebhook(db, tenantId, draft.serviceId, draft.parameters)
-    : { parameters: draft.parameters, errors: taskErrors(draft) }
+export async function checkStep(db: DB, tenantId: string, draft: StepDraft, target: TargetRequest): Promise<ParameterCheck> {
+  const service = draft.kind !== 'webhook' ? { parameters: draft.parameters, errors: taskErrors(draft) }
+    : draft.target !== null ? checkTarget(draft, draft.target, target)
+    : await checkWebhook(db, tenantId, draft.serviceId, draft.parameters)
   const errors = [...responsibilityErrors(draft), ...await userErrors(db, tenantId, draft), ...service.errors]
   return { parameters: service.parameters, errors }
 }
@@ -24,6 +34,7 @@ export function rejectIfInvalid(lead: string, errors: FieldError[]): void {
 function taskErrors(draft: StepDraft): FieldError[] {
   const errors: FieldError[] = []
   if (draft.serviceId !== null) errors.push({ pointer: '/body/serviceId', detail: 'a task step calls no service: leave serviceId null' })
+  if (draft.target !== null) errors.push({ pointer: '/body/target', detail: 'a task step calls no target: leave target null' })
   if (Object.keys(draft.parameters).length > 0) {
     errors.push({ pointer: '/body/parameters', detail: 'a task step takes no parameters: leave parameters empty' })
   }
@@ -47,6 +58,20 @@ async function userErrors(db: DB, tenantId: string, draft: StepDraft): Promise<F
   return [{ pointer: '/body/responsibility/user', detail: `user ${userId} does not exist` }]
 }
 
+/** A step with a free target: no service beside it, a URL the SSRF guard lets through, a strong secret, free parameters. */
+function checkTarget(draft: StepDraft, target: Target, { policy, secret }: TargetRequest): ParameterCheck {
+  const errors: FieldError[] = []
+  if (draft.serviceId !== null) {
+    errors.push({ pointer: '/body/target', detail: `a step calls either a marketplace service or a target, not both: set serviceId to null (it is ${draft.serviceId})` })
+  }
+  const urlProblem = webhookUrlProblem(target.url, policy)
+  if (urlProblem) errors.push({ pointer: '/body/target/url', detail: urlProblem })
+  const weakSecret = secret === undefined ? undefined : secretProblem(secret)
+  if (weakSecret) errors.push({ pointer: '/body/target/secret', detail: weakSecret })
+  const parameters = validateFreeParameters(draft.parameters)
+  return { parameters: parameters.parameters, errors: [...errors, ...parameters.errors] }
+}
+
 /**
  * A webhook step needs an active service that the tenant activated, and parameters that match its definitions.
  * Run it in the transaction that writes the step: it keeps the activation locked until then.
@@ -67,7 +92,7 @@ export async function checkWebhook(
 export async function activationErrors(db: DB, tenantId: string, steps: TemplateStepRow[]): Promise<FieldError[]> {
   if (steps.length === 0) return [{ pointer: '/body/active', detail: 'the template has no steps: add one first' }]
   const errors: FieldError[] = []
-  for (const step of steps.filter((s) => s.kind === 'webhook')) {
+  for (const step of steps.filter((s) => s.kind === 'webhook' && s.target_url === null)) {
     const check = await checkWebhook(db, tenantId, step.service_id, step.parameters)
     const label = `step ${step.position} "${step.name}" (${step.id})`
     errors.push(...check.errors.map((e) => ({ pointer: '/body/active', detail: `${label}: ${e.pointer.replace('/body/', '')} ${e.detail}` })))

@@ -2,10 +2,11 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../../module-options.js'
+import { setCreatedLocation } from '../../../lib/location.js'
 import { pageRequest } from '../../../lib/pagination.js'
 import { expectedVersion, setETag } from '../../../lib/versioning.js'
 import { tenantOf } from '../../../plugins/auth.js'
-import { IdParamsSchema, IfMatchHeadersSchema, NoContent, Page, problems } from '../../../schemas/common.js'
+import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, problems } from '../../../schemas/common.js'
 import {
   CopyTemplateSchema, CreateTemplateSchema, ListTemplatesQuerySchema, UpdateTemplateSchema, templateSchemas, type Template
 } from './schemas.js'
@@ -24,29 +25,34 @@ export default async function templateRoutes(fastify: FastifyInstance, { db, clo
 
   app.post('/process-templates', {
     schema: {
-      tags, summary: 'Create a process template (inactive until activated)', body: CreateTemplateSchema,
-      response: { 201: ProcessTemplate, ...problems(400, 401, 403, 422) }
+      operationId: 'createProcessTemplate', tags, summary: 'Create a process template (inactive until activated)', body: CreateTemplateSchema,
+      response: { 201: ok(ProcessTemplate, 'The created template, without steps yet', ['ETag', 'Location']), ...problems(400, 401, 403, 422) }
     }
-  }, async (request, reply) => reply.code(201).send(withETag(reply, await templates.createTemplate(db, clock, tenantOf(request), request.body))))
+  }, async (request, reply) => {
+    const template = await templates.createTemplate(db, clock, tenantOf(request), request.body)
+    setCreatedLocation(request, reply, template.id)
+    return reply.code(201).send(withETag(reply, template))
+  })
 
   app.get('/process-templates', {
     schema: {
-      tags, summary: 'List process templates (without their steps)', querystring: ListTemplatesQuerySchema,
-      response: { 200: Page(Type.Ref('ProcessTemplateSummary')), ...problems(400, 401, 403) }
+      operationId: 'listProcessTemplates', tags, summary: 'List process templates (without their steps)', querystring: ListTemplatesQuerySchema,
+      response: { 200: ok(Page(Type.Ref('ProcessTemplateSummary')), 'A page of templates, their steps counted'), ...problems(400, 401, 403) }
     }
   }, async (request) => templates.listTemplates(db, tenantOf(request), pageRequest(request.query), request.query))
 
   app.get('/process-templates/:id', {
     schema: {
-      tags, summary: 'Get a process template with its steps', params: IdParamsSchema,
-      response: { 200: ProcessTemplate, ...problems(400, 401, 403, 404) }
+      operationId: 'getProcessTemplate', tags, summary: 'Get a process template with its steps', params: IdParamsSchema,
+      response: { 200: ok(ProcessTemplate, 'The template with its steps', ['ETag']), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => withETag(reply, await templates.getTemplate(db, tenantOf(request), request.params.id)))
 
   app.patch('/process-templates/:id', {
     schema: {
-      tags, summary: 'Update or (de)activate a process template', params: IdParamsSchema, headers: IfMatchHeadersSchema,
-      body: UpdateTemplateSchema, response: { 200: ProcessTemplate, ...problems(400, 401, 403, 404, 412, 422) }
+      operationId: 'updateProcessTemplate', tags, summary: 'Update or (de)activate a process template', params: IdParamsSchema,
+      headers: IfMatchHeadersSchema, body: UpdateTemplateSchema,
+      response: { 200: ok(ProcessTemplate, 'The updated template with its steps', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
     const expected = expectedVersion(request.headers['if-match'])
@@ -55,8 +61,8 @@ export default async function templateRoutes(fastify: FastifyInstance, { db, clo
 
   app.delete('/process-templates/:id', {
     schema: {
-      tags, summary: 'Delete a process template no process was started from', params: IdParamsSchema, headers: IfMatchHeadersSchema,
-      response: { 204: NoContent, ...problems(400, 401, 403, 404, 409, 412) }
+      operationId: 'deleteProcessTemplate', tags, summary: 'Delete a process template no process was started from', params: IdParamsSchema,
+      headers: IfMatchHeadersSchema, response: { 204: noContent('The template and its steps are deleted'), ...problems(400, 401, 403, 404, 409, 412) }
     }
   }, async (request, reply) => {
     await templates.deleteTemplate(db, tenantOf(request), request.params.id, expectedVersion(request.headers['if-match']))
@@ -65,11 +71,13 @@ export default async function templateRoutes(fastify: FastifyInstance, { db, clo
 
   app.post('/process-templates/:id/copy', {
     schema: {
-      tags, summary: 'Copy a process template with all its steps (the copy is inactive)', params: IdParamsSchema,
-      body: CopyTemplateSchema, response: { 201: ProcessTemplate, ...problems(400, 401, 403, 404) }
+      operationId: 'copyProcessTemplate', tags, summary: 'Copy a process template with all its steps (the copy is inactive)',
+      params: IdParamsSchema, body: CopyTemplateSchema,
+      response: { 201: ok(ProcessTemplate, 'The copy, inactive, with copies of the steps', ['ETag', 'Location']), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => {
     const copy = await templates.copyTemplate(db, clock, tenantOf(request), request.params.id, request.body)
+    void reply.header('location', `${app.prefix}/process-templates/${copy.id}`)
     return reply.code(201).send(withETag(reply, copy))
   })
 }

@@ -40,7 +40,7 @@ export const CreateTemplateSchema = Type.Object(
     controllerUserId: Type.Optional(ControllerUserId),
     notifyOnCompletion: Type.Optional(Type.Boolean())
   },
-  { additionalProperties: false }
+  { additionalProperties: false, examples: [{ name: 'Re-value a property', controllerUserId: '0190f3a4-1111-7222-8333-444455556666' }] }
 )
 export type CreateTemplate = Static<typeof CreateTemplateSchema>
 
@@ -52,13 +52,13 @@ export const UpdateTemplateSchema = Type.Object(
     controllerUserId: Type.Optional(ControllerUserId),
     notifyOnCompletion: Type.Optional(Type.Boolean())
   },
-  { additionalProperties: false, minProperties: 1 }
+  { additionalProperties: false, minProperties: 1, examples: [{ active: true }] }
 )
 export type UpdateTemplate = Static<typeof UpdateTemplateSchema>
 
 export const CopyTemplateSchema = Type.Object(
   { name: Type.Optional(Name) },
-  { additionalProperties: false, description: 'The copy\'s name defaults to "Copy of <name>"' }
+  { additionalProperties: false, description: 'The copy\'s name defaults to "Copy of <name>"', examples: [{ name: 'Re-value a property (quick)' }] }
 )
 export type CopyTemplate = Static<typeof CopyTemplateSchema>
 

@@ -1,0 +1,21 @@
+import { createRequire } from 'node:module'
+import type { LoggerOptions } from 'pino'
+import type { Config } from './config.js'
+import { REDACTED_PATHS } from './redacted-paths.js'
+
+/** pino-pretty for a person at a terminal: colours, the time of day, no pid or host name on each line. */
+export const PRETTY_OPTIONS = { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }
+
+/**
+ * One JSON object a line, for log collectors; but a person running Baton at a terminal in development
+ * (stdout a TTY, NODE_ENV not production) reads pino-pretty's lines, formatted in a worker thread.
+ */
+export function logOptions(config: Pick<Config, 'LOG_LEVEL' | 'NODE_ENV'>, stdoutIsTTY: boolean): LoggerOptions {
+  const pretty = stdoutIsTTY && config.NODE_ENV !== 'production'
+  return {
+    level: config.LOG_LEVEL,
+    redact: REDACTED_PATHS,
+    // By path: pino would look for the package from the file that creates the logger.
+    ...(pretty ? { transport: { target: createRequire(import.meta.url).resolve('pino-pretty'), options: PRETTY_OPTIONS } } : {})
+  }
+}

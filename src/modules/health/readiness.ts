@@ -1,0 +1,41 @@
+import type { Kysely } from 'kysely'
+import type { DB } from '../../db/connect.js'
+import { pendingMigrations } from '../../db/migrate.js'
+import { pingDatabase } from './repository.js'
+
+/** Why the process is not ready; `error` is what the database said, for the log. */
+export interface Unready {
+  detail: string
+  error?: unknown
+}
+
+// A probe must answer in time even when the database hangs instead of refusing.
+const READY_CHECK_MS = 2000
+
+/** Ready when the database answers and is fully migrated (once seen migrated, only the ping is repeated). */
+export function readinessCheck(db: DB): () => Promise<Unready | undefined> {
+  let migrated = false
+  return async () => {
+    try {
+      await withinMs(READY_CHECK_MS, async () => {
+        await pingDatabase(db)
+        migrated ||= (await pendingMigrations(db as unknown as Kysely<unknown>)).length === 0
+      })
+    } catch (error) {
+      return { detail: 'The database is not reachable.', error }
+    }
+    return migrated ? undefined : { detail: 'Database migrations are pending.' }
+  }
+}
+
+async function withinMs(ms: number, check: () => Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
+  })
+  try {
+    await Promise.race([check(), late])
+  } finally {
+    clearTimeout(timer)
+  }
+}

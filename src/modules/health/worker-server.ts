@@ -1,0 +1,122 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Clock } from '../../adapters/clock.js'
+import type { DB } from '../../db/connect.js'
+import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S } from '../../db/errors.js'
+import { hashKey, sameHash } from '../../lib/keys.js'
+import { METRICS_CONTENT_TYPE, type BatonMetrics } from '../../lib/metrics.js'
+import { REQUEST_ID_HEADER, requestIdFrom } from '../../lib/request-id.js'
+import { problemBody } from '../../plugins/problems.js'
+import { scrapeMetrics } from './metrics.js'
+import { readinessCheck } from './readiness.js'
+
+export interface WorkerServerOptions {
+  db: DB
+  clock: Clock
+  metrics: BatonMetrics
+  /** The operator key's hash, read at each /metrics request: a key the API generates or rotates later counts at once. */
+  operatorKeyHash: () => Promise<string | undefined>
+  log: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void }
+}
+
+export interface WorkerServer {
+  /** e.g. http://127.0.0.1:3001 */
+  address: string
+  close(): Promise<void>
+}
+
+interface Answer {
+  status: number
+  /** Text as it is, or a value sent as JSON (a problem gets the request id). */
+  body: string | object
+  headers?: Record<string, string>
+}
+
+const RETRY = { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) }
+
+/**
+ * The worker's own small HTTP listener (WORKER_HTTP_PORT): /health/live, /health/ready and /metrics
+ * answer as on the API, problems included, without loading Fastify into the worker.
+ */
+export async function startWorkerServer(options: WorkerServerOptions, host: string, port: number): Promise<WorkerServer> {
+  const routes = workerRoutes(options)
+  const server = createServer((request, response) => {
+    respond(request, response, routes, options.log).catch((error: unknown) => {
+      options.log.error({ err: error, path: request.url }, 'worker request failed')
+      response.destroy()
+    })
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const { address, port: bound } = server.address() as AddressInfo
+  const shown = address === '0.0.0.0' || address === '::' ? '127.0.0.1' : address.includes(':') ? `[${address}]` : address
+  return {
+    address: `http://${shown}:${bound}`,
+    close: () => new Promise((resolve) => {
+      server.close(() => resolve())
+      server.closeAllConnections()
+    })
+  }
+}
+
+async function respond(request: IncomingMessage, response: ServerResponse, routes: Record<string, Route>, log: WorkerServerOptions['log']): Promise<void> {
+  const requestId = requestIdFrom(request.headers[REQUEST_ID_HEADER])
+  const path = (request.url ?? '/').split('?')[0] ?? '/'
+  let result: Answer
+  try {
+    result = await answer(request, path, routes)
+  } catch (error) {
+    const unavailable = isDatabaseUnavailable(error)
+    if (!unavailable) log.error({ err: error, requestId, path }, 'worker request failed')
+    result = unavailable ? problem(503, 'The database did not answer; retry shortly.', RETRY, path)
+      : problem(500, 'Something went wrong on our side; it has been logged.', {}, path)
+  }
+  const { status, body, headers } = result
+  const text = typeof body === 'string' ? body : JSON.stringify(status >= 400 ? { ...body, requestId } : body)
+  response.writeHead(status, { ...headers, [REQUEST_ID_HEADER]: requestId, 'content-length': Buffer.byteLength(text) })
+  response.end(text)
+}
+
+type Route = (request: IncomingMessage) => Promise<Answer>
+
+function workerRoutes({ db, clock, metrics, operatorKeyHash, log }: WorkerServerOptions): Record<string, Route> {
+  const unready = readinessCheck(db)
+  return {
+    '/health/live': async () => json(200, { status: 'ok' }),
+    '/health/ready': async () => {
+      const why = await unready()
+      if (!why) return json(200, { status: 'ok' })
+      if (why.error) log.warn({ err: why.error }, 'readiness check failed')
+      return problem(503, why.detail, RETRY, '/health/ready')
+    },
+    '/metrics': async (request) => {
+      const token = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '')?.[1]
+      if (!token) return problem(401, 'Send the operator key as "Authorization: Bearer <key>".', { 'www-authenticate': 'Bearer' }, '/metrics')
+      const expected = await operatorKeyHash()
+      if (!expected || !sameHash(hashKey(token), expected)) return problem(403, 'This route needs the operator key.', {}, '/metrics')
+      return { status: 200, body: await scrapeMetrics(db, metrics, clock.now()), headers: { 'content-type': METRICS_CONTENT_TYPE } }
+    }
+  }
+}
+
+async function answer(request: IncomingMessage, path: string, routes: Record<string, Route>): Promise<Answer> {
+  const route = routes[path]
+  if (!route) return problem(404, `No route ${request.method} ${path}.`, {}, path)
+  if (request.method !== 'GET' && request.method !== 'HEAD') {
+    return problem(405, `${request.method} is not allowed on ${path}; use GET, HEAD.`, { allow: 'GET, HEAD' }, path)
+  }
+  return route(request)
+}
+
+function json(status: number, value: object): Answer {
+  return { status, body: value, headers: { 'content-type': 'application/json; charset=utf-8' } }
+}
+
+function problem(status: number, detail: string, headers: Record<string, string> = {}, instance?: string): Answer {
+  return { status, body: problemBody(status, detail, instance), headers: { 'content-type': 'application/problem+json', ...headers } }
+}

@@ -1,0 +1,77 @@
+import { IF_MATCH_PATTERN } from '../lib/versioning.js'
+
+// @fastify/swagger writes TypeBox's unions as OpenAPI 3.0 allows, but not as client generators read them:
+// a union with null becomes `anyOf: [X, {type: object, nullable: true, enum: [null]}]` (typed `X | (never | null)`),
+// a union of string literals `anyOf` of one-value enums (no enum type in Java, C# or Go). This rewrites both into
+// the forms generators know, `nullable: true` and one `enum`, without changing which values a schema accepts.
+
+type Json = Record<string, unknown>
+
+const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value)
+
+const ANNOTATIONS = new Set(['description', 'title', 'example', 'deprecated'])
+
+function isNullSchema(schema: unknown): boolean {
+  return isObject(schema) && schema.nullable === true && Array.isArray(schema.enum) && schema.enum.length === 1 && schema.enum[0] === null &&
+    Object.keys(schema).every((key) => key === 'type' || key === 'nullable' || key === 'enum' || ANNOTATIONS.has(key))
+}
+
+/** `{type: string, enum: [...]}` and nothing else: a literal or a string enum. */
+function isStringEnum(schema: unknown): schema is Json & { enum: unknown[] } {
+  return isObject(schema) && schema.type === 'string' && Array.isArray(schema.enum) &&
+    Object.keys(schema).every((key) => key === 'type' || key === 'enum')
+}
+
+function tidyUnion(schema: Json, combinator: 'anyOf' | 'oneOf'): void {
+  const members = schema[combinator]
+  if (!Array.isArray(members)) return
+  const nullable = members.some(isNullSchema)
+  let rest = members.filter((member) => !isNullSchema(member))
+  const literals = rest.filter(isStringEnum)
+  if (literals.length > 1) {
+    const merged = { type: 'string', enum: literals.flatMap((member) => member.enum) }
+    rest = [merged, ...rest.filter((member) => !isStringEnum(member))]
+  }
+  delete schema[combinator]
+  if (rest.length === 1 && isObject(rest[0]) && rest[0].$ref === undefined && Object.keys(rest[0]).every((key) => !(key in schema))) {
+    Object.assign(schema, rest[0])
+  } else if (rest.length === 1) {
+    schema.allOf = rest
+  } else {
+    schema[combinator] = rest
+  }
+  if (nullable) schema.nullable = true
+}
+
+function tidy(node: unknown): void {
+  if (Array.isArray(node)) {
+    node.forEach(tidy)
+    return
+  }
+  if (!isObject(node)) return
+  Object.values(node).forEach(tidy)
+  tidyUnion(node, 'anyOf')
+  tidyUnion(node, 'oneOf')
+  // OpenAPI 3.0.3: a nullable enum accepts null only when its values list null.
+  if (node.nullable === true && Array.isArray(node.enum) && !node.enum.includes(null)) node.enum = [...node.enum, null]
+}
+
+interface Parameter { in?: string; name?: string; schema?: Json }
+
+function declareIfMatchPattern(paths: Json): void {
+  for (const operation of Object.values(paths).flatMap((methods) => (isObject(methods) ? Object.values(methods) : []))) {
+    const parameters = isObject(operation) && Array.isArray(operation.parameters) ? operation.parameters as Parameter[] : []
+    for (const parameter of parameters) {
+      if (parameter.in === 'header' && parameter.name === 'if-match' && parameter.schema) parameter.schema.pattern = IF_MATCH_PATTERN
+    }
+  }
+}
+
+/** The document @fastify/swagger built, in the shapes client generators expect. Changes it in place. */
+export function tidyDocument<T extends object>(document: T): T {
+  const { components, paths } = document as { components?: unknown; paths?: unknown }
+  tidy(components)
+  tidy(paths)
+  if (isObject(paths)) declareIfMatchPattern(paths)
+  return document
+}

@@ -1,0 +1,45 @@
+import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import t from 'tap'
+
+// The image's HEALTHCHECK, run as Docker runs it (exec form), against listeners on this machine.
+const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8')
+const [command, ...args] = JSON.parse(/^HEALTHCHECK .* CMD (\[.*\])$/m.exec(dockerfile)?.[1] ?? '[]') as string[]
+
+function healthcheck(env: Record<string, string>): Promise<number | null> {
+  return new Promise((resolve) => spawn(command!, args, { env: { ...process.env, ...env }, stdio: 'ignore' }).on('exit', resolve))
+}
+
+async function listen(status: number): Promise<{ server: Server; port: string; paths: string[] }> {
+  const paths: string[] = []
+  const server = createServer((request, response) => {
+    paths.push(request.url ?? '')
+    response.writeHead(status).end()
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { server, port: String((server.address() as AddressInfo).port), paths }
+}
+
+async function closedPort(): Promise<string> {
+  const { server, port } = await listen(200)
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+t.test('the HEALTHCHECK asks /health/live on PORT, else on WORKER_HTTP_PORT, with node alone', async (t) => {
+  t.equal(command, 'node', 'no curl in a slim image')
+  const api = await listen(200)
+  const worker = await listen(200)
+  const sick = await listen(503)
+  t.teardown(() => Promise.all([api, worker, sick].map(({ server }) => new Promise((resolve) => server.close(resolve)))))
+  const closed = await closedPort()
+
+  t.equal(await healthcheck({ PORT: api.port, WORKER_HTTP_PORT: closed }), 0, 'an API answering is healthy')
+  t.same(api.paths, ['/health/live'])
+  t.equal(await healthcheck({ PORT: closed, WORKER_HTTP_PORT: worker.port }), 0, 'a worker answering is healthy')
+  t.same(worker.paths, ['/health/live'])
+  t.equal(await healthcheck({ PORT: sick.port, WORKER_HTTP_PORT: worker.port }), 1, 'an API answering 503 is not')
+  t.equal(await healthcheck({ PORT: closed, WORKER_HTTP_PORT: closed }), 1, 'nothing listening is not')
+})

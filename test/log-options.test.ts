@@ -1,0 +1,44 @@
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { stripVTControlCharacters } from 'node:util'
+import t from 'tap'
+import { loadConfig } from '../src/config.js'
+import { logOptions, PRETTY_OPTIONS } from '../src/log-options.js'
+import { ROOT } from './helpers/process.js'
+
+t.test('pretty lines only at a terminal outside production; JSON otherwise', async (t) => {
+  const pretty = { target: /node_modules\/pino-pretty\//, options: PRETTY_OPTIONS }
+  t.match(logOptions(loadConfig({ LOG_LEVEL: 'debug', NODE_ENV: 'development' }), true), { level: 'debug', transport: pretty }, 'npm start at a terminal')
+  t.match(logOptions(loadConfig({ LOG_LEVEL: 'info', NODE_ENV: 'test' }), true), { transport: pretty })
+  t.notOk('transport' in logOptions(loadConfig({ LOG_LEVEL: 'info', NODE_ENV: 'production' }), true), 'production at a terminal: JSON')
+  t.notOk('transport' in logOptions(loadConfig({ LOG_LEVEL: 'info', NODE_ENV: 'development' }), false), 'piped or collected: JSON')
+  t.ok(logOptions(loadConfig({ LOG_LEVEL: 'info', NODE_ENV: 'development' }), true).redact, 'redaction holds either way')
+})
+
+t.test('pino-pretty loads as the transport and writes readable lines', async (t) => {
+  // A process of its own, as server.ts builds its logger: the transport's worker thread writes to its stdout.
+  const dir = await mkdtemp(join(tmpdir(), 'baton-pretty-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const script = join(dir, 'log.mjs')
+  await writeFile(script, `
+    import pino from ${JSON.stringify(import.meta.resolve('pino'))}
+    const { logOptions } = await import(${JSON.stringify(pathToFileURL(join(ROOT, 'src/log-options.ts')).href)})
+    const log = pino(logOptions({ LOG_LEVEL: 'info', NODE_ENV: 'development' }, true))
+    log.info({ deliveryId: 'd-1' }, 'Baton listening on http://127.0.0.1:3000')
+    log.debug('not at info')`)
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
+  const [code] = await once(child, 'exit') as [number]
+  t.equal(code, 0, output)
+  const text = stripVTControlCharacters(output)
+  t.match(text, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: Baton listening on http:\/\/127\.0\.0\.1:3000$/m)
+  t.match(text, /deliveryId: "d-1"/)
+  t.notMatch(text, /"level":|not at info/, 'not JSON, and at its level')
+  t.notMatch(text, /pid|hostname/, 'without pid and host name')
+})

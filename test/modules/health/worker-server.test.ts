@@ -1,0 +1,57 @@
+import t from 'tap'
+import { openPostgres } from '../../../src/db/connect.js'
+import { hashKey } from '../../../src/lib/keys.js'
+import { BatonMetrics } from '../../../src/lib/metrics.js'
+import { startWorkerServer } from '../../../src/modules/health/worker-server.js'
+import { TestClock } from '../../helpers/clock.js'
+import { createTestDatabase, databaseUrl } from '../../helpers/database.js'
+
+const QUIET = { warn() {}, error() {} }
+const KEY = 'bop_a-test-operator-key-of-enough-length'
+
+t.test('the worker listener answers probes, metrics for the operator, and problems otherwise', async (t) => {
+  const database = await createTestDatabase()
+  const server = await startWorkerServer({
+    db: database.db, clock: new TestClock(), metrics: new BatonMetrics(), log: QUIET, operatorKeyHash: async () => hashKey(KEY)
+  }, '127.0.0.1', 0)
+  t.teardown(async () => {
+    await server.close()
+    await database.drop()
+  })
+  const call = (path: string, init: RequestInit = {}) => fetch(`${server.address}${path}`, init)
+
+  t.same(await (await call('/health/live')).json(), { status: 'ok' })
+  t.same(await (await call('/health/ready?verbose=1')).json(), { status: 'ok' }, 'a query string does not matter')
+  const head = await call('/health/live', { method: 'HEAD' })
+  t.equal(head.status, 200)
+  t.equal(await head.text(), '', 'HEAD has no body')
+
+  const metrics = await call('/metrics', { headers: { authorization: `Bearer ${KEY}` } })
+  t.equal(metrics.status, 200)
+  const text = await metrics.text()
+  t.match(text, /^baton_steps\{state="due"\} 0$/m)
+  t.match(text, /^process_start_time_seconds \d+$/m)
+  t.equal((await call('/metrics', { headers: { authorization: 'Bearer bop_not-the-key-at-all-no' } })).status, 403)
+
+  const posted = await call('/health/live', { method: 'POST', headers: { 'x-request-id': 'probe-9' } })
+  t.equal(posted.status, 405)
+  t.equal(posted.headers.get('allow'), 'GET, HEAD')
+  t.match(posted.headers.get('content-type'), /^application\/problem\+json/)
+  t.match(await posted.json(), { status: 405, title: 'Method Not Allowed', detail: /POST is not allowed/, requestId: 'probe-9' })
+})
+
+t.test('the worker is not ready while its database does not answer', async (t) => {
+  const database = openPostgres(databaseUrl('baton_no_such_database'), { poolMax: 1 })
+  const server = await startWorkerServer({
+    db: database.db, clock: new TestClock(), metrics: new BatonMetrics(), log: QUIET, operatorKeyHash: async () => hashKey(KEY)
+  }, '127.0.0.1', 0)
+  t.teardown(async () => {
+    await server.close()
+    await database.close()
+  })
+  t.equal((await fetch(`${server.address}/health/live`)).status, 200, 'alive all the same')
+  const ready = await fetch(`${server.address}/health/ready`)
+  t.equal(ready.status, 503)
+  t.ok(ready.headers.get('retry-after'))
+  t.match(await ready.json(), { status: 503, detail: /database/, instance: '/health/ready', requestId: String })
+})

@@ -1,0 +1,71 @@
+import t from 'tap'
+import { contractGaps, type OpenApiDocument } from '../scripts/openapi-contract.js'
+import { DOCUMENT } from './helpers/openapi.js'
+
+const document = DOCUMENT as unknown as OpenApiDocument
+
+t.test('every operation of the checked-in document has what a client generator needs', async (t) => {
+  t.same(contractGaps(document), [], 'operationId, success descriptions, body examples, declared headers, enums, real nullables')
+})
+
+t.test('operation ids are verbs and nouns, one per operation', async (t) => {
+  const ids = Object.values(document.paths).flatMap((methods) => Object.values(methods).map((op) => op.operationId))
+  t.equal(new Set(ids).size, ids.length)
+  const byRoute = (method: string, path: string) => document.paths[path]?.[method]?.operationId
+  t.equal(byRoute('post', '/v1/process-instances'), 'createProcessInstance')
+  t.equal(byRoute('get', '/v1/process-instances'), 'listProcessInstances')
+  t.equal(byRoute('get', '/v1/process-instances/{id}'), 'getProcessInstance')
+  t.equal(byRoute('post', '/v1/process-instances/{id}/advance'), 'advanceProcessInstance')
+  t.equal(byRoute('patch', '/v1/properties/{id}'), 'updateProperty')
+  t.equal(byRoute('get', '/v1/addresses/{id}/activities'), 'listAddressActivities')
+})
+
+t.test('the check names what an operation lacks', async (t) => {
+  const lacking: OpenApiDocument = {
+    paths: {
+      '/v1/things': {
+        post: {
+          requestBody: { content: { 'application/json': { schema: { type: 'object' } } } },
+          responses: { 201: { description: 'Default Response' } }
+        }
+      },
+      '/v1/things/{id}': {
+        patch: {
+          operationId: 'thing',
+          parameters: [{ in: 'header', name: 'if-match', schema: { type: 'string' } }],
+          responses: {
+            200: { description: 'The thing', content: { 'application/json': { schema: { $ref: '#/components/schemas/Thing' } } } },
+            412: { description: 'Stale' },
+            429: { description: 'Too many' }
+          }
+        }
+      }
+    },
+    components: {
+      schemas: {
+        Thing: {
+          type: 'object',
+          properties: {
+            version: { type: 'integer' },
+            state: { type: 'string' },
+            owner: { anyOf: [{ $ref: '#/components/schemas/Thing' }, { type: 'object', nullable: true, enum: [null] }] }
+          }
+        }
+      }
+    }
+  }
+  t.same(contractGaps(lacking).sort(), [
+    'PATCH /v1/things/{id}: 200 answers a versioned resource without declaring ETag',
+    'PATCH /v1/things/{id}: 412 does not declare the current ETag',
+    'PATCH /v1/things/{id}: 429 does not declare Retry-After',
+    'PATCH /v1/things/{id}: If-Match has no pattern',
+    'PATCH /v1/things/{id}: operationId thing is not a verb and a noun in camelCase',
+    'POST /v1/things: 201 does not declare Location',
+    'POST /v1/things: 201 has no description',
+    'POST /v1/things: no 429 (every route is rate-limited)',
+    'POST /v1/things: no operationId',
+    'POST /v1/things: the application/json request body has no example',
+    'Thing.state: a state typed as any string, not an enum',
+    'components.schemas.Thing.properties.owner.anyOf[1]: a null-only schema'
+  ].sort())
+})

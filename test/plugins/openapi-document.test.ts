@@ -1,0 +1,35 @@
+import t from 'tap'
+import { tidyDocument } from '../../src/plugins/openapi-document.js'
+
+const NULL = { type: 'object', nullable: true, enum: [null] }
+const tidy = (schema: object) => (tidyDocument({ components: { schemas: { S: schema } } }).components.schemas.S)
+
+t.test('a union with null becomes nullable', async (t) => {
+  t.same(tidy({ anyOf: [{ $ref: '#/components/schemas/D' }, NULL], description: 'd' }),
+    { allOf: [{ $ref: '#/components/schemas/D' }], nullable: true, description: 'd' }, 'a reference keeps its name')
+  t.same(tidy({ anyOf: [{ type: 'string' }, { type: 'number' }, NULL] }), { anyOf: [{ type: 'string' }, { type: 'number' }], nullable: true })
+})
+
+t.test('string literals become one enum', async (t) => {
+  t.same(tidy({ anyOf: [{ type: 'string', enum: ['a'] }, { type: 'string', enum: ['b'] }] }), { type: 'string', enum: ['a', 'b'] })
+  t.same(tidy({ anyOf: [{ type: 'string', enum: ['a'] }, { type: 'string', enum: ['b'] }, NULL] }),
+    { type: 'string', enum: ['a', 'b', null], nullable: true }, 'a nullable enum lists null, as OpenAPI 3.0.3 asks')
+  t.same(tidy({ anyOf: [{ type: 'string', enum: ['a'] }, { type: 'string', enum: ['b'] }, { type: 'object', properties: {} }] }),
+    { anyOf: [{ type: 'string', enum: ['a', 'b'] }, { type: 'object', properties: {} }] }, 'beside an object, the literals still merge')
+})
+
+t.test('a union of one member is that member', async (t) => {
+  t.same(tidy({ anyOf: [{ type: 'string', format: 'uuid' }], description: 'the step' }), { type: 'string', format: 'uuid', description: 'the step' })
+})
+
+t.test('unions of objects, and nested schemas, are left as they mean', async (t) => {
+  const start = { anyOf: [{ type: 'object', properties: { mode: { type: 'string', enum: ['a'] } } }, { type: 'object', properties: { days: { type: 'integer' } } }] }
+  t.same(tidy(structuredClone(start)), start)
+  t.same(tidy({ type: 'object', properties: { e: { anyOf: [{ type: 'string', enum: ['x'] }, NULL] } } }),
+    { type: 'object', properties: { e: { type: 'string', enum: ['x', null], nullable: true } } })
+})
+
+t.test('If-Match parameters get the pattern the server checks', async (t) => {
+  const document = tidyDocument({ paths: { '/x': { patch: { parameters: [{ in: 'header', name: 'if-match', schema: { type: 'string' } }] } } } })
+  t.match(document.paths['/x'].patch.parameters[0]!.schema, { type: 'string', pattern: /W\// })
+})

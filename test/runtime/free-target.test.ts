@@ -1,0 +1,175 @@
+import { randomBytes } from 'node:crypto'
+import { sql } from 'kysely'
+import t from 'tap'
+import { createHttpClient } from '../../src/adapters/http-client.js'
+import { openPostgres } from '../../src/db/connect.js'
+import { DEFAULT_RETRY_POLICY } from '../../src/scheduler/retry-policy.js'
+import { databaseUrl } from '../helpers/database.js'
+import { TestProvider } from '../helpers/provider.js'
+import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
+
+// A tenant's own endpoint as a webhook step's target: a second real server on 127.0.0.1 that checks
+// every call with the secret the tenant gave, as the tenant's own code would.
+const rt = await setupRuntime(t, { secretsKey: randomBytes(32).toString('base64') })
+const crm = await TestProvider.start(`whsec_${randomBytes(32).toString('base64')}`)
+t.teardown(() => crm.close())
+const target = (path: string, delivery: 'query' | 'json') => ({ url: `${crm.url}${path}`, secret: crm.secret, delivery })
+
+const ids = (steps: { state: string }[]) => steps.map((s) => s.state)
+
+t.test('query and json calls to a free target are signed, keyed and logged as a service\'s are', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'Tell the CRM (query)', responsibility: 'propertyMaintainer', refersTo: { property: true },
+      target: target('/hooks/query?channel=baton', 'query'), parameters: { list: 'Käufer Köln', priority: 2, urgent: true } },
+    { kind: 'webhook', name: 'Tell the CRM (json)', refersTo: { property: true }, target: target('/hooks/json', 'json'), parameters: { list: 'buyers', priority: 2, urgent: false } },
+    { kind: 'task', name: 'Call the owner' }
+  ])
+  const started = await rt.start(templateId)
+  t.same(ids(started.steps), ['due', 'pending', 'pending'])
+  t.match(started.steps[0], { serviceId: null, target: { url: `${crm.url}/hooks/query?channel=baton`, delivery: 'query' }, delivery: { status: 'pending' } })
+  t.notOk(JSON.stringify(started).includes(crm.secret.slice(6)), 'the instance does not show the secret')
+
+  // A later edit of the template does not reach the running process: it called the copy made at start.
+  const templateSteps = (await rt.api.get(`/v1/process-templates/${templateId}/steps`)).data.items
+  const edited = await rt.api.patch(`/v1/process-templates/${templateId}/steps/${templateSteps[1].id}`,
+    { target: target('/hooks/elsewhere', 'query') })
+  t.equal(edited.statusCode, 200, edited.body)
+
+  const t0 = rt.clock.now()
+  await rt.scheduler.runOnce()
+  await rt.scheduler.runOnce()
+  const view = await rt.instance(started.id)
+  t.same(ids(view.steps), ['done', 'done', 'due'], 'both webhook steps are done, and the task is due')
+  t.equal(rt.provider.calls.length, 0, 'the marketplace service was not called')
+  t.same(crm.calls.map((c) => `${c.method} ${new URL(c.url).pathname}`), ['GET /hooks/query', 'POST /hooks/json'])
+  const [query, json] = crm.calls as [typeof crm.calls[0], typeof crm.calls[0]]
+
+  t.ok(query.signatureValid, 'the query call verifies with the target\'s secret (onOffice scheme)')
+  t.match(query.query, {
+    channel: 'baton', list: 'Käufer Köln', priority: '2', urgent: '1', customerWebId: rt.tenant.webId, customerName: 'Muster Immobilien',
+    userId: rt.worker.id, estateId: rt.propertyId, processId: started.id, stepId: view.steps[0].id, deliveryId: view.steps[0].delivery.id,
+    timestamp: String(Math.floor(t0.getTime() / 1000))
+  })
+  t.notOk('apiClaim' in query.query, 'a free target gets no apiClaim: it calls back with the tenant\'s own key')
+  t.equal(query.headers['idempotency-key'], view.steps[0].delivery.id)
+  t.match(query.headers['user-agent'], /^Baton\//)
+
+  t.ok(json.signatureValid, 'the json call verifies with the target\'s secret (Standard Webhooks)')
+  t.equal(json.headers['webhook-id'], view.steps[1].delivery.id)
+  t.equal(json.headers['idempotency-key'], view.steps[1].delivery.id)
+  const body = JSON.parse(json.body)
+  t.match(body, { customerWebId: rt.tenant.webId, estateId: rt.propertyId, stepId: view.steps[1].id, parameters: { list: 'buyers', priority: 2, urgent: false } })
+  t.notOk('apiClaim' in body)
+
+  const deliveries = await rt.api.get(`/v1/deliveries?instanceId=${started.id}`)
+  t.equal(deliveries.data.items.length, 2)
+  for (const delivery of deliveries.data.items) {
+    t.match(delivery, { serviceId: null, source: 'step', status: 'succeeded', attempts: [{ outcome: 'succeeded', statusCode: 200, responseBody: 'ok' }] })
+  }
+  const activities = await rt.api.get(`/v1/process-instances/${started.id}/activities?limit=50`)
+  const host = new URL(crm.url).host
+  t.ok(activities.data.items.some((a: { kind: string; message: string }) => a.kind === 'webhookSucceeded' && a.message === `${host} answered HTTP 200.`),
+    'the activity names the target\'s host')
+  const stored = await rt.db.selectFrom('instance_steps').select('target_secret').where('instance_id', '=', started.id).where('position', '=', 1).executeTakeFirstOrThrow()
+  t.match(stored.target_secret, /^enc:v1:/, 'the instance\'s copy of the secret stays sealed')
+})
+
+t.test('a failing target is retried with backoff, then its step fails and the controller is mailed', async (t) => {
+  const scheduler = rt.newScheduler({ policy: { ...FAST_RETRIES, maxAttempts: 3 } })
+  crm.always({ status: 503, body: 'crm down' })
+  t.teardown(() => crm.always({ status: 200, body: 'ok' }))
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'Tell the failing CRM', refersTo: { property: true }, deadlineDays: 1, target: target('/hooks/down', 'json') },
+    { kind: 'task', name: 'Afterwards' }
+  ])
+  const started = await rt.start(templateId)
+  const stepId = started.steps[0].id
+  const callsFor = () => crm.calls.filter((c) => new URL(c.url).pathname === '/hooks/down')
+
+  await scheduler.runOnce()
+  let delivery = (await rt.api.get(`/v1/deliveries?stepId=${stepId}`)).data.items[0]
+  t.match(delivery, { status: 'pending', attemptCount: 1, lastStatusCode: 503 })
+  t.equal(delivery.nextAttemptAt, new Date(rt.clock.now().getTime() + DEFAULT_RETRY_POLICY.scheduleMs[0]!).toISOString(), 'the first retry waits as for a service')
+  t.equal((await rt.instance(started.id)).steps[0].state, 'due')
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[0]!)
+  await scheduler.runOnce()
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[1]!)
+  await scheduler.runOnce()
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[2]!)
+  t.equal((await scheduler.runOnce()).deliveries, 0, 'no fourth attempt')
+
+  delivery = (await rt.api.get(`/v1/deliveries?stepId=${stepId}`)).data.items[0]
+  t.match(delivery, { serviceId: null, status: 'failed', attemptCount: 3, lastStatusCode: 503 })
+  t.same(delivery.attempts.map((a: { outcome: string; statusCode: number; responseBody: string }) => [a.outcome, a.statusCode, a.responseBody]),
+    [['retry', 503, 'crm down'], ['retry', 503, 'crm down'], ['failed', 503, 'crm down']])
+  const calls = callsFor()
+  t.equal(calls.length, 3)
+  t.ok(calls.every((c) => c.signatureValid), 'every attempt is signed')
+  t.equal(new Set(calls.map((c) => c.headers['idempotency-key'])).size, 1, 'one Idempotency-Key across the retries')
+  const view = await rt.instance(started.id)
+  t.same(ids(view.steps), ['failed', 'pending'], 'the step turns manual')
+
+  await scheduler.runOnce()
+  const failed = rt.smtp.mails.filter((m) => m.subject.startsWith('Webhook step failed: "Tell the failing CRM"'))
+  t.equal(failed.length, 1, 'the controller is mailed once')
+  t.same(failed[0]!.to, [rt.controller.email])
+  t.match(failed[0]!.text, /gave up after 3 attempts/)
+  const activities = (await rt.api.get(`/v1/properties/${rt.propertyId}/activities?limit=200`)).data.items
+  t.ok(activities.some((a: { kind: string; stepId: string }) => a.kind === 'webhookFailed' && a.stepId === stepId), 'the failure is on the property\'s activity log')
+
+  // Resolved by hand, a retry sends it again to the same target, in a new round.
+  crm.always({ status: 200, body: 'ok' })
+  const retried = await rt.api.post(`/v1/process-instances/${started.id}/steps/${stepId}/retry`)
+  t.equal(retried.statusCode, 200, retried.body)
+  await scheduler.runOnce()
+  t.same(ids((await rt.instance(started.id)).steps), ['done', 'due'])
+  t.equal(callsFor().length, 4)
+  t.ok(callsFor()[3]!.signatureValid)
+})
+
+t.test('calls to a free target share the per-host limit', async (t) => {
+  const LIMIT = 2
+  const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
+  const slots = openPostgres(databaseUrl(rows[0]!.name), { poolMax: 4 })
+  const scheduler = rt.newScheduler({ perHostConcurrency: LIMIT, concurrency: 8 }, undefined, { session: () => slots.session({ timeouts: true }) })
+  t.teardown(async () => {
+    await scheduler.stop(1000)
+    await slots.close()
+  })
+  let open = 0
+  let maxOpen = 0
+  crm.always(async () => {
+    open += 1
+    maxOpen = Math.max(maxOpen, open)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    open -= 1
+    return { status: 200, body: 'ok' }
+  })
+  t.teardown(() => crm.always({ status: 200, body: 'ok' }))
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Slow CRM', target: target('/hooks/slow', 'query') }])
+  const before = crm.calls.length
+  for (let i = 0; i < 6; i++) await rt.start(templateId)
+  const run = await scheduler.runOnce()
+  // A free target has no service to leave out of a claim while its host is crowded: such a claim goes back unused.
+  t.ok(run.deliveries >= 6, `all six claimed (${run.deliveries} claims)`)
+  t.equal(crm.calls.length - before, 6, 'every call was made once')
+  t.equal(maxOpen, LIMIT, `never more than ${LIMIT} calls open at the target's host, and the limit was used`)
+  const attempts = await rt.db.selectFrom('deliveries').select('attempt_count').where('service_id', 'is', null).where('status', '=', 'succeeded').execute()
+  t.ok(attempts.every((a) => a.attempt_count === 1), 'waiting for a slot used no attempt')
+})
+
+t.test('a target whose host name resolves to a private address is refused when the call connects', async (t) => {
+  const guarded = createHttpClient({ maxBodyBytes: 65_536, maxSockets: 4, userAgent: 'Baton/test', allowPrivateNetworks: false })
+  t.teardown(() => guarded.close())
+  const url = `http://localhost:${new URL(crm.url).port}/hooks/by-name`
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Sneaky target', target: { url, secret: crm.secret, delivery: 'query' } }])
+  const started = await rt.start(templateId)
+  const before = crm.calls.length
+  await rt.newScheduler({}, undefined, { http: guarded }).runOnce()
+  t.equal(crm.calls.length, before, 'no call reached the target')
+  const delivery = (await rt.api.get(`/v1/deliveries/${started.steps[0].delivery.id}`)).data
+  t.match(delivery, { serviceId: null, status: 'failed', lastError: /ERR_TARGET_REFUSED/ })
+  t.match(delivery.attempts, [{ outcome: 'failed', statusCode: null, error: /target localhost resolves to (127\.0\.0\.1|::1), which is a loopback address/ }])
+  t.equal((await rt.instance(started.id)).steps[0].state, 'failed')
+  t.ok(rt.smtp.mails.some((m) => m.subject.startsWith('Webhook step failed: "Sneaky target"')), 'the controller is told')
+})
