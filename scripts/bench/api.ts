@@ -3,6 +3,7 @@
 //
 //   npm run bench:api                       pgbench -N (scale 10, 8 clients), then each route for 10 s
 //   npm run bench:api -- --seconds 20 --connections 32 --compiled
+//   npm run bench:api -- --compiled --cpu-prof /tmp/prof   a V8 CPU profile of the API, written when it stops
 //
 // Routes: POST /v1/process-instances (a webhook step, then a task, as in the README's tour),
 // GET /v1/process-instances/{id}, and POST /v1/process-instances/{id}/advance (task steps of
@@ -21,6 +22,8 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '10' },
     connections: { type: 'string', default: '32' },
     compiled: { type: 'boolean', default: false },
+    /** A folder for a V8 CPU profile of the API (node --cpu-prof), written when it stops. */
+    'cpu-prof': { type: 'string' },
     'pgbench-seconds': { type: 'string', default: '10' }
   }
 })
@@ -48,7 +51,8 @@ try {
   await admin.query(`create database ${DATABASE}`)
   const port = 20_000 + Math.floor(Math.random() * 20_000)
   const entry = args.compiled ? [join(compile(), 'src/server.js')] : ['--import', 'tsx', 'src/server.ts']
-  api = runNode('api', [...entry, '--role=api'], {
+  const profile = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`] : []
+  api = runNode('api', [...profile, ...entry, '--role=api'], {
     DATABASE_URL: databaseUrl(DATABASE), PORT: String(port), LOG_LEVEL: 'warn', NODE_ENV: 'production', BATON_ADMIN_TOKEN: OPERATOR_KEY,
     WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', DATABASE_POOL_MAX: '16', RATE_LIMIT_MAX: '0'
   })
