@@ -1,7 +1,7 @@
 // Interleaved A/B of the API's start and advance between compiled trees (each worktree's
 // node_modules/.cache/baton-bench from an earlier `bench:api --compiled`): each variant has its own
 // API process and database, and short bursts alternate between them, so both meet the same machine.
-//   tsx scripts/bench/api-ab.ts --rounds 6 --seconds 5 /work/a /work/b
+//   tsx scripts/bench/api-ab.ts --rounds 6 --seconds 5 ../baton-base ../baton-mine
 import { randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'

@@ -3,7 +3,7 @@
 //
 //   npm run bench:api                       pgbench -N (scale 10, 8 clients), then each route for 10 s
 //   npm run bench:api -- --seconds 20 --connections 32 --compiled
-//   npm run bench:api -- --compiled --cpu-prof /tmp/prof   a V8 CPU profile of the API, written when it stops
+//   npm run bench:api -- --compiled --cpu-prof prof        a V8 CPU profile of the API, written when it stops
 //   npm run bench:api -- --count-queries    the API's SQL statements per request, by kind (round trips, with BEGIN and COMMIT)
 //
 // Routes: POST /v1/process-instances (a webhook step, then a task, as in the README's tour),
