@@ -23,6 +23,7 @@ import tenantRoutes from './modules/tenants/routes.js'
 import triggerRoutes from './modules/marketplace/triggers/routes.js'
 import userRoutes from './modules/users/routes.js'
 import { loadClaimKey } from './modules/auth/claim-key.js'
+import { KnownKeys } from './modules/auth/known-keys.js'
 import { BatonMetrics } from './lib/metrics.js'
 import { once } from './lib/once.js'
 import { createSecretBox } from './lib/secret-box.js'
@@ -72,7 +73,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>()
   const secrets = createSecretBox(deps.config.BATON_SECRETS_KEY, deps.config.BATON_SECRETS_KEY_PREVIOUS)
   const targets = { allowPrivateNetworks: deps.config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, allowed: parseAllowedTargets(deps.config.WEBHOOK_ALLOWED_TARGETS) }
-  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets, targets }
+  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets, targets, knownKeys: new KnownKeys() }
 
   await app.register(requestId)
   await app.register(problems)
@@ -87,7 +88,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   // Loaded on the first apiClaim, so the app starts (and reports not ready) while the database is away.
   const given = deps.claimKey
   const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET, secrets))
-  await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash, claimKey, clock: modules.clock })
+  await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash, claimKey, clock: modules.clock, knownKeys: modules.knownKeys })
 
   await app.register(healthRoutes, { ...modules, metrics: deps.metrics ?? new BatonMetrics() })
   await app.register(tenantRoutes, { ...modules, prefix: '/v1' })

@@ -3,6 +3,8 @@
 //
 //   npm run bench:api                       pgbench -N (scale 10, 8 clients), then each route for 10 s
 //   npm run bench:api -- --seconds 20 --connections 32 --compiled
+//   npm run bench:api -- --compiled --cpu-prof prof        a V8 CPU profile of the API, written when it stops
+//   npm run bench:api -- --count-queries    the API's SQL statements per request, by kind (round trips, with BEGIN and COMMIT)
 //
 // Routes: POST /v1/process-instances (a webhook step, then a task, as in the README's tour),
 // GET /v1/process-instances/{id}, and POST /v1/process-instances/{id}/advance (task steps of
@@ -21,6 +23,10 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '10' },
     connections: { type: 'string', default: '32' },
     compiled: { type: 'boolean', default: false },
+    /** A folder for a V8 CPU profile of the API (node --cpu-prof), written when it stops. */
+    'cpu-prof': { type: 'string' },
+    /** Counts the API's SQL statements per request by kind (scripts/bench/count-queries.ts, loaded with tsx). */
+    'count-queries': { type: 'boolean', default: false },
     'pgbench-seconds': { type: 'string', default: '10' }
   }
 })
@@ -29,6 +35,9 @@ const CONNECTIONS = Number(args.connections)
 const DATABASE = `baton_apibench_${process.pid}`
 const PGBENCH_DATABASE = `baton_pgbench_${process.pid}`
 const OPERATOR_KEY = `bench-operator-${randomBytes(12).toString('hex')}`
+/** The line count-queries.ts prints its tallies on (--count-queries), and how many it has printed. */
+const QUERY_MARK = 'BENCH_QUERY_COUNTS '
+let dumps = 0
 
 interface RouteResult {
   route: string
@@ -38,6 +47,8 @@ interface RouteResult {
   non2xx: number
   apiCpuMs: number
   postgresCpuMs: number
+  /** With --count-queries: statements per request by kind. */
+  statements?: Record<string, number>
 }
 
 const admin = new pg.Client({ connectionString: SERVER_URL })
@@ -47,8 +58,14 @@ try {
   const tps = pgbench()
   await admin.query(`create database ${DATABASE}`)
   const port = 20_000 + Math.floor(Math.random() * 20_000)
-  const entry = args.compiled ? [join(compile(), 'src/server.js')] : ['--import', 'tsx', 'src/server.ts']
-  api = runNode('api', [...entry, '--role=api'], {
+  const counting = args['count-queries']
+  const script = args.compiled ? join(compile(), 'src/server.js') : 'src/server.ts'
+  const flags = [
+    ...(args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`] : []),
+    ...(args.compiled && !counting ? [] : ['--import', 'tsx']),
+    ...(counting ? ['--import', './scripts/bench/count-queries.ts'] : [])
+  ]
+  api = runNode('api', [...flags, script, '--role=api'], {
     DATABASE_URL: databaseUrl(DATABASE), PORT: String(port), LOG_LEVEL: 'warn', NODE_ENV: 'production', BATON_ADMIN_TOKEN: OPERATOR_KEY,
     WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', DATABASE_POOL_MAX: '16', RATE_LIMIT_MAX: '0'
   })
@@ -80,6 +97,11 @@ try {
     process.stdout.write(`  ${r.route.padEnd(42)} ${r.requestsPerSecond.toFixed(0).padStart(6)} req/s   p50 ${r.p50} ms   p99 ${r.p99} ms   `
       + `ratio ${(r.requestsPerSecond / tps).toFixed(2)}   API CPU ${r.apiCpuMs.toFixed(2)} ms + Postgres ${r.postgresCpuMs.toFixed(2)} ms per request`
       + `${r.non2xx > 0 ? `   (${r.non2xx} not 2xx)` : ''}\n`)
+    if (r.statements) {
+      const total = Object.values(r.statements).reduce((sum, n) => sum + n, 0)
+      process.stdout.write(`    statements per request ${total.toFixed(2)}\n`)
+      for (const [kind, n] of Object.entries(r.statements)) process.stdout.write(`      ${n.toFixed(2)}  ${kind}\n`)
+    }
   }
   process.stdout.write(`  API RSS                                   ${((rss?.rssKb ?? 0) / 1024).toFixed(1)} MiB now, peak ${((rss?.hwmKb ?? 0) / 1024).toFixed(1)} MiB\n`)
   process.stdout.write('  aims: start and advance at least 0.25 of pgbench, the read 0.6; API RSS at most 150 MiB\n')
@@ -163,11 +185,14 @@ async function load(api: Child, route: string, base: string, request: Record<str
   log(`${route}: ${CONNECTIONS} connections for ${SECONDS} s`)
   await autocannon({ url: base, connections: CONNECTIONS, duration: 2, requests: [request] })
   await sleep(200)
+  if (args['count-queries']) await queryCounts(api)
   const [apiBefore, pgBefore] = [procStatus(api.process.pid ?? 0)?.cpuMs ?? 0, await postgresCpuMs()]
   const result = await autocannon({ url: base, connections: CONNECTIONS, duration: SECONDS, requests: [request] })
   const [apiAfter, pgAfter] = [procStatus(api.process.pid ?? 0)?.cpuMs ?? 0, await postgresCpuMs()]
   const total = Math.max(1, result.requests.total)
+  const counts = args['count-queries'] ? await queryCounts(api) : undefined
   return {
+    ...(counts ? { statements: Object.fromEntries(Object.entries(counts).map(([kind, t]) => [kind, t.count / total])) } : {}),
     route,
     requestsPerSecond: result.requests.average,
     p50: result.latency.p50,
@@ -176,4 +201,13 @@ async function load(api: Child, route: string, base: string, request: Record<str
     apiCpuMs: (apiAfter - apiBefore) / total,
     postgresCpuMs: (pgAfter - pgBefore) / total
   }
+}
+
+
+/** The API's statements since the last call, by kind (count-queries.ts prints them when asked on stdin). */
+async function queryCounts(api: Child): Promise<Record<string, { count: number; ms: number }>> {
+  const wanted = `${QUERY_MARK}${dumps++} `
+  api.process.stdin?.write('dump\n')
+  const line = await waitFor("the API's statement counts", 10_000, () => api.output().split('\n').find((l) => l.startsWith(wanted)))
+  return JSON.parse(line.slice(wanted.length)) as Record<string, { count: number; ms: number }>
 }

@@ -5,6 +5,7 @@ import type { DB } from '../db/connect.js'
 import { forbidden, unauthorized } from '../errors.js'
 import { CLAIM_PREFIX, verifyClaim, type ApiClaim } from '../lib/api-claims.js'
 import { hashKey, sameHash } from '../lib/keys.js'
+import type { KnownKeys } from '../modules/auth/known-keys.js'
 import { findTenantIdByKeyHash } from '../modules/auth/repository.js'
 import { findServiceForTenant } from '../modules/marketplace/activations/repository.js'
 
@@ -35,6 +36,8 @@ export interface AuthOptions {
   operatorKeyHash: string
   claimKey: () => Promise<Buffer>
   clock: Clock
+  /** Tenant keys verified lately (see KnownKeys for when a revocation takes effect). */
+  knownKeys: KnownKeys
 }
 
 async function authPlugin(app: FastifyInstance, options: AuthOptions): Promise<void> {
@@ -69,7 +72,7 @@ function bearerToken(request: FastifyRequest): string {
   return match[1]
 }
 
-async function identify({ db, operatorKeyHash, claimKey, clock }: AuthOptions, token: string): Promise<Caller> {
+async function identify({ db, operatorKeyHash, claimKey, clock, knownKeys }: AuthOptions, token: string): Promise<Caller> {
   if (token.startsWith(CLAIM_PREFIX)) {
     const check = verifyClaim(token, await claimKey(), clock.now())
     if (check.ok) {
@@ -86,8 +89,14 @@ async function identify({ db, operatorKeyHash, claimKey, clock }: AuthOptions, t
   }
   const hash = hashKey(token)
   if (sameHash(hash, operatorKeyHash)) return { kind: 'operator' }
+  const known = knownKeys.tenantOf(hash)
+  if (known) return { kind: 'tenant', tenantId: known }
+  const generation = knownKeys.generation
   const tenantId = await findTenantIdByKeyHash(db, hash)
-  if (tenantId) return { kind: 'tenant', tenantId }
+  if (tenantId) {
+    knownKeys.remember(hash, tenantId, generation)
+    return { kind: 'tenant', tenantId }
+  }
   throw unauthorized('The API key is unknown or has been revoked.')
 }
 

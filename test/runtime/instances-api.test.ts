@@ -256,6 +256,25 @@ t.test('advance follows the rules of docs/architecture.md (Advancing)', async (t
     t.same(states(await rt.instance(started.id)), ['done', 'due'])
   })
 
+  t.test('the answer of a start and of each advance is the process as a read then shows it', async (t) => {
+    const templateId = await rt.template([
+      { kind: 'task', name: 'Answer: first', deadlineDays: 2 },
+      { kind: 'webhook', name: 'Answer: hook' },
+      { kind: 'task', name: 'Answer: later', start: { mode: 'daysAfterPrevious', days: 1 } },
+      { kind: 'task', name: 'Answer: last', deadlineDays: 1 }
+    ])
+    const started = await rt.start(templateId, { propertyId: undefined })
+    t.same(started, (await rt.api.get(`${base}/${started.id}`)).data, 'the start')
+    const [first, hook, later, last] = stepIds(started)
+    for (const [stepId, outcome] of [[first, 'done'], [hook, 'skipped'], [later, 'skipped'], [last, 'done']] as const) {
+      rt.clock.advance(MINUTE)
+      const answer = await advance(started.id, { outcome, stepId })
+      t.equal(answer.statusCode, 200, answer.body)
+      t.same(answer.data, (await rt.api.get(`${base}/${started.id}`)).data, `${outcome} ${stepId}`)
+    }
+    t.equal((await rt.instance(started.id)).status, 'completed')
+  })
+
   t.test('two concurrent advances of one instance: one wins, one 409', async (t) => {
     const templateId = await rt.template(['one', 'two', 'three'].map((n) => ({ kind: 'task', name: `Advance: race ${n}` })))
     const started = await rt.start(templateId, { propertyId: undefined })

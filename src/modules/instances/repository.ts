@@ -1,6 +1,6 @@
 import { sql, type Insertable } from 'kysely'
 import type { DB } from '../../db/connect.js'
-import type { DeliveryRow, InstanceStepRow, InstanceStepsTable, ProcessInstancesTable, TemplateRow, TemplateStepRow } from '../../db/database.js'
+import type { DeliveryRow, InstanceRow, InstanceStepRow, InstanceStepsTable, ProcessInstancesTable, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
 
 export interface InstanceFilter {
@@ -47,6 +47,22 @@ export async function findStartFacts(
 
 export function findInstance(db: DB, tenantId: string, id: string) {
   return db.selectFrom('process_instances').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
+}
+
+/**
+ * Locks the instance for a change from the API (NOWAIT: another change in progress fails at once with
+ * 55P03), with its tenant's time zone, in one statement.
+ */
+export async function lockInstanceWithZone(db: DB, tenantId: string, id: string): Promise<{ instance: InstanceRow; timeZone: string } | undefined> {
+  const { rows } = await sql<InstanceRow & { baton_time_zone: string }>`
+    select p.*, (select t.time_zone from tenants t where t.id = p.tenant_id) as baton_time_zone
+    from process_instances p where p.tenant_id = ${tenantId} and p.id = ${id}
+    for update of p nowait
+  `.execute(db)
+  const row = rows[0]
+  if (!row) return undefined
+  const { baton_time_zone: timeZone, ...instance } = row
+  return { instance, timeZone }
 }
 
 export function findInstanceByIdempotencyKey(db: DB, tenantId: string, key: string) {

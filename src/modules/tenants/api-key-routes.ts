@@ -8,7 +8,7 @@ import { IdParamsSchema, noContent, ok, Page, PageQuerySchema, problems } from '
 import { ApiKeySchema, CreateApiKeySchema, NewApiKeySchema, TenantKeyParamsSchema } from './schemas.js'
 import * as tenants from './service.js'
 
-export default async function apiKeyRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+export default async function apiKeyRoutes(fastify: FastifyInstance, { db, clock, knownKeys }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   app.addSchema(ApiKeySchema)
   app.addSchema(NewApiKeySchema)
@@ -44,6 +44,7 @@ export default async function apiKeyRoutes(fastify: FastifyInstance, { db, clock
     }
   }, async (request, reply) => {
     await tenants.revokeApiKey(db, clock, request.params.id, request.params.keyId)
+    knownKeys.forgetTenant(request.params.id)
     return reply.code(204).send(null)
   })
 }

@@ -10,7 +10,7 @@ import * as tenants from './service.js'
 
 const Tenant = Type.Ref('Tenant')
 
-export default async function tenantRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+export default async function tenantRoutes(fastify: FastifyInstance, { db, clock, knownKeys }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   app.addSchema(TenantSchema)
   const config = { auth: 'operator' as const }
@@ -60,6 +60,7 @@ export default async function tenantRoutes(fastify: FastifyInstance, { db, clock
     }
   }, async (request, reply) => {
     await tenants.deleteTenant(db, request.params.id)
+    knownKeys.forgetTenant(request.params.id)
     return reply.code(204).send(null)
   })
 }

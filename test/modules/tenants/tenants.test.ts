@@ -40,8 +40,11 @@ t.test('tenants and their API keys', async (t) => {
   assertProblem(t, await tenantClient.get('/v1/users'), 401, /revoked/)
   assertProblem(t, await operator.delete(`/v1/tenants/${id}/api-keys/00000000-0000-4000-8000-000000000000`), 404)
 
+  const second = await operator.post(`/v1/tenants/${id}/api-keys`, { name: 'erp' })
+  t.equal((await as(second.data.key).get('/v1/users')).statusCode, 200, 'the second key works (and is now known to this process)')
   t.equal((await operator.delete(`/v1/tenants/${id}`)).statusCode, 204)
   assertProblem(t, await operator.get(`/v1/tenants/${id}`), 404)
+  assertProblem(t, await as(second.data.key).get('/v1/users'), 401) // a deleted tenant's key stops working at once
 })
 
 t.test('tenant lists page with an opaque cursor', async (t) => {

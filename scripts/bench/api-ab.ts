@@ -1,0 +1,139 @@
+// Interleaved A/B of the API's start and advance between compiled trees (each worktree's
+// node_modules/.cache/baton-bench from an earlier `bench:api --compiled`): each variant has its own
+// API process and database, and short bursts alternate between them, so both meet the same machine.
+//   tsx scripts/bench/api-ab.ts --rounds 6 --seconds 5 ../baton-base ../baton-mine
+import { randomBytes } from 'node:crypto'
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import pg from 'pg'
+import autocannon from 'autocannon'
+import { databaseUrl, procStatus, SERVER_URL, stopChild, waitFor, type Child } from './lib.js'
+
+const { values: args, positionals } = parseArgs({ allowPositionals: true, options: {
+  rounds: { type: 'string', default: '6' }, seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '32' } } })
+const OPERATOR_KEY = `bench-operator-${randomBytes(12).toString('hex')}`
+const admin = new pg.Client({ connectionString: SERVER_URL })
+await admin.connect()
+
+interface Variant { dir: string; db: string; api: Child; base: string; fx: Fixture; advanceable: string[]; turn: number
+  tally: Record<string, { requests: number; apiMs: number; pgMs: number; seconds: number }[]> }
+
+function start(dir: string, db: string, port: number): Child {
+  const child = spawn(process.execPath, [join(dir, 'node_modules/.cache/baton-bench/src/server.js'), '--role=api'], {
+    cwd: dir, stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, DATABASE_URL: databaseUrl(db), PORT: String(port), LOG_LEVEL: 'warn', NODE_ENV: 'production', BATON_ADMIN_TOKEN: OPERATOR_KEY,
+      WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', DATABASE_POOL_MAX: '16', RATE_LIMIT_MAX: '0' } })
+  let text = ''
+  child.stdout?.on('data', (c: Buffer) => { text += c.toString() })
+  child.stderr?.on('data', (c: Buffer) => { text += c.toString() })
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  return { name: dir, process: child, output: () => text, exited }
+}
+
+/** CPU milliseconds of each server process of the database now, by pid. */
+async function pgCpu(db: string): Promise<Map<number, number>> {
+  const { rows } = await admin.query<{ pid: number }>('select pid from pg_stat_activity where datname = $1', [db])
+  return new Map(rows.map((r) => [r.pid, procStatus(r.pid)?.cpuMs ?? 0]))
+}
+
+/** CPU used between two readings by the processes of the second (a new one counts from 0). */
+const pgDelta = (before: Map<number, number>, after: Map<number, number>) =>
+  [...after].reduce((sum, [pid, ms]) => sum + ms - (before.get(pid) ?? 0), 0)
+
+async function burst(v: Variant, route: string, request: Record<string, unknown>, seconds: number) {
+  const [a0, p0] = [procStatus(v.api.process.pid ?? 0)?.cpuMs ?? 0, await pgCpu(v.db)]
+  const result = await autocannon({ url: v.base, connections: Number(args.connections), duration: seconds, requests: [request] })
+  const [a1, p1] = [procStatus(v.api.process.pid ?? 0)?.cpuMs ?? 0, await pgCpu(v.db)]
+  if (result.non2xx > 0) throw new Error(`${v.dir} ${route}: ${result.non2xx} not 2xx`)
+  ;(v.tally[route] ??= []).push({ requests: result.requests.total, apiMs: a1 - a0, pgMs: pgDelta(p0, p1), seconds })
+}
+
+const startRequest = (v: Variant) => ({ method: 'POST', path: '/v1/process-instances', headers: v.fx.json,
+  body: JSON.stringify({ templateId: v.fx.startTemplate, responsibleUserId: v.fx.userId }) })
+const advanceRequest = (v: Variant) => ({ method: 'POST', path: `/v1/process-instances/${v.advanceable[0]}/advance`, headers: v.fx.json,
+  body: JSON.stringify({ outcome: 'done' }),
+  setupRequest: (r: { path: string }) => ({ ...r, path: `/v1/process-instances/${v.advanceable[v.turn++ % v.advanceable.length]}/advance` }) })
+
+const variants: Variant[] = []
+try {
+  for (const dir of positionals) {
+    const db = `baton_apiab_${process.pid}_${variants.length}`
+    await admin.query(`create database ${db}`)
+    const port = 20_000 + Math.floor(Math.random() * 20_000)
+    const api = start(dir, db, port)
+    const base = `http://127.0.0.1:${port}`
+    await waitFor('the API to be ready', 120_000, async () => (await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 || undefined)
+    const fx = await fixture(base)
+    variants.push({ dir, db, api, base, fx, advanceable: await startMany(base, fx, fx.advanceTemplate, 1500), turn: 0, tally: {} })
+  }
+  for (const v of variants) { await burst(v, 'warm start', startRequest(v), 2); await burst(v, 'warm advance', advanceRequest(v), 2) }
+  const seconds = Number(args.seconds)
+  for (let round = 0; round < Number(args.rounds); round++) {
+    const order = round % 2 === 0 ? variants : [...variants].reverse()
+    for (const v of order) await burst(v, 'start', startRequest(v), seconds)
+    for (const v of order) await burst(v, 'advance', advanceRequest(v), seconds)
+  }
+  for (const route of ['start', 'advance']) {
+    for (const v of variants) {
+      const runs = v.tally[route] ?? []
+      const per = runs.map((r) => ({ rps: r.requests / r.seconds, api: r.apiMs / r.requests, pg: r.pgMs / r.requests }))
+      const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN
+      const sum = runs.reduce((s, r) => ({ n: s.n + r.requests, a: s.a + r.apiMs, p: s.p + r.pgMs }), { n: 0, a: 0, p: 0 })
+      process.stdout.write(`${route.padEnd(8)} ${v.dir.padEnd(18)} req/s med ${med(per.map((p) => p.rps)).toFixed(0)}  API ${(sum.a / sum.n).toFixed(2)} ms + PG ${(sum.p / sum.n).toFixed(2)} ms per request (all bursts)`
+        + `  API by burst ${per.map((p) => p.api.toFixed(2)).join(' ')}  PG by burst ${per.map((p) => p.pg.toFixed(2)).join(' ')}\n`)
+    }
+  }
+} finally {
+  for (const v of variants) await stopChild(v.api, 10_000)
+  for (const v of variants) await admin.query(`drop database if exists ${v.db} with (force)`)
+  await admin.end()
+}
+
+interface Fixture {
+  json: Record<string, string>
+  userId: string
+  startTemplate: string
+  advanceTemplate: string
+}
+
+async function fixture(base: string): Promise<Fixture> {
+  const call = async (key: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) })
+    })
+    const data = await response.json().catch(() => undefined)
+    if (response.status >= 300) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(data)}`)
+    return data
+  }
+  const tenant = await call(OPERATOR_KEY, 'POST', '/v1/tenants', { name: 'Bench Immobilien', webId: `bench${process.pid}${Math.floor(Math.random() * 1e6)}` })
+  const { key } = await call(OPERATOR_KEY, 'POST', `/v1/tenants/${tenant.id}/api-keys`, { name: 'bench' })
+  const service = await call(OPERATOR_KEY, 'POST', '/v1/marketplace-services', { name: 'ValueCo', provider: 'ValueCo', webhookUrl: 'http://127.0.0.1:9/hook' })
+  await call(key, 'PUT', `/v1/marketplace-services/${service.id}/activation`)
+  const user = await call(key, 'POST', '/v1/users', { name: 'Bea Bench', email: 'bea@example.com' })
+  const template = async (steps: Record<string, unknown>[]) => {
+    const created = await call(key, 'POST', '/v1/process-templates', { name: `Bench ${steps.length}`, controllerUserId: user.id })
+    for (const step of steps) await call(key, 'POST', `/v1/process-templates/${created.id}/steps`, { start: { mode: 'afterPrevious' }, responsibility: 'processResponsible', ...step })
+    const { version } = await call(key, 'GET', `/v1/process-templates/${created.id}`)
+    await call(key, 'PATCH', `/v1/process-templates/${created.id}`, { active: true }, { 'if-match': `"${version}"` })
+    return created.id as string
+  }
+  return {
+    json: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    userId: user.id,
+    startTemplate: await template([{ kind: 'webhook', name: 'Ask ValueCo', serviceId: service.id }, { kind: 'task', name: 'Call the owner', deadlineDays: 2 }]),
+    advanceTemplate: await template(Array.from({ length: 20 }, (_, i) => ({ kind: 'task', name: `Task ${i + 1}` })))
+  }
+}
+
+async function startMany(base: string, fx: Fixture, templateId: string, count: number): Promise<string[]> {
+  const ids: string[] = []
+  for (let i = 0; i < count; i++) {
+    const response = await fetch(`${base}/v1/process-instances`, { method: 'POST', headers: fx.json, body: JSON.stringify({ templateId, responsibleUserId: fx.userId }) })
+    ids.push(((await response.json()) as { id: string }).id)
+  }
+  return ids
+}
+

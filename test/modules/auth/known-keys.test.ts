@@ -1,0 +1,35 @@
+import t from 'tap'
+import { KnownKeys } from '../../../src/modules/auth/known-keys.js'
+
+t.test('a verified key is known for the ttl, then looked up again', async (t) => {
+  let now = 1000
+  const keys = new KnownKeys(2000, 10, () => now)
+  keys.remember('h1', 'tenant-a', keys.generation)
+  t.equal(keys.tenantOf('h1'), 'tenant-a')
+  now += 1999
+  t.equal(keys.tenantOf('h1'), 'tenant-a')
+  now += 1
+  t.equal(keys.tenantOf('h1'), undefined, 'expired')
+})
+
+t.test('forgetting a tenant forgets its keys, and a lookup that began before is not remembered', async (t) => {
+  const keys = new KnownKeys(2000, 10)
+  keys.remember('a1', 'tenant-a', keys.generation)
+  keys.remember('b1', 'tenant-b', keys.generation)
+  const before = keys.generation
+  keys.forgetTenant('tenant-a')
+  t.equal(keys.tenantOf('a1'), undefined)
+  t.equal(keys.tenantOf('b1'), 'tenant-b', 'other tenants keep theirs')
+  keys.remember('a1', 'tenant-a', before)
+  t.equal(keys.tenantOf('a1'), undefined, 'it may have read the key before its revocation')
+})
+
+t.test('at most `max` keys are kept, the oldest forgotten first; a ttl of 0 keeps none', async (t) => {
+  const keys = new KnownKeys(2000, 2)
+  for (const hash of ['k1', 'k2', 'k3']) keys.remember(hash, 'tenant', keys.generation)
+  t.equal(keys.tenantOf('k1'), undefined)
+  t.equal(keys.tenantOf('k3'), 'tenant')
+  const off = new KnownKeys(0)
+  off.remember('k', 'tenant', off.generation)
+  t.equal(off.tenantOf('k'), undefined)
+})
