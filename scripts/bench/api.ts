@@ -16,6 +16,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import autocannon from 'autocannon'
+import { fixture, startMany } from './api-fixture.js'
 import { compile, databaseUrl, log, procStatus, runNode, SERVER_URL, sleep, stopChild, waitFor, type Child } from './lib.js'
 
 const { values: args } = parseArgs({
@@ -71,7 +72,7 @@ try {
   })
   const base = `http://127.0.0.1:${port}`
   await waitFor('the API to be ready', 120_000, async () => (await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 || undefined)
-  const fx = await fixture(base)
+  const fx = await fixture(base, OPERATOR_KEY)
   const results: RouteResult[] = []
 
   results.push(await load(api, 'POST /v1/process-instances', base, {
@@ -126,53 +127,6 @@ function pgbench(): number {
   const tps = Number(/tps = ([\d.]+)/.exec(bench.stdout)?.[1])
   if (!Number.isFinite(tps)) throw new Error(`pgbench failed: ${bench.stdout}${bench.stderr}`)
   return tps
-}
-
-interface Fixture {
-  json: Record<string, string>
-  userId: string
-  startTemplate: string
-  advanceTemplate: string
-}
-
-async function fixture(base: string): Promise<Fixture> {
-  const call = async (key: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) })
-    })
-    const data = await response.json().catch(() => undefined)
-    if (response.status >= 300) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(data)}`)
-    return data
-  }
-  const tenant = await call(OPERATOR_KEY, 'POST', '/v1/tenants', { name: 'Bench Immobilien', webId: `bench${process.pid}` })
-  const { key } = await call(OPERATOR_KEY, 'POST', `/v1/tenants/${tenant.id}/api-keys`, { name: 'bench' })
-  const service = await call(OPERATOR_KEY, 'POST', '/v1/marketplace-services', { name: 'ValueCo', provider: 'ValueCo', webhookUrl: 'http://127.0.0.1:9/hook' })
-  await call(key, 'PUT', `/v1/marketplace-services/${service.id}/activation`)
-  const user = await call(key, 'POST', '/v1/users', { name: 'Bea Bench', email: 'bea@example.com' })
-  const template = async (steps: Record<string, unknown>[]) => {
-    const created = await call(key, 'POST', '/v1/process-templates', { name: `Bench ${steps.length}`, controllerUserId: user.id })
-    for (const step of steps) await call(key, 'POST', `/v1/process-templates/${created.id}/steps`, { start: { mode: 'afterPrevious' }, responsibility: 'processResponsible', ...step })
-    const { version } = await call(key, 'GET', `/v1/process-templates/${created.id}`)
-    await call(key, 'PATCH', `/v1/process-templates/${created.id}`, { active: true }, { 'if-match': `"${version}"` })
-    return created.id as string
-  }
-  return {
-    json: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    userId: user.id,
-    startTemplate: await template([{ kind: 'webhook', name: 'Ask ValueCo', serviceId: service.id }, { kind: 'task', name: 'Call the owner', deadlineDays: 2 }]),
-    advanceTemplate: await template(Array.from({ length: 20 }, (_, i) => ({ kind: 'task', name: `Task ${i + 1}` })))
-  }
-}
-
-async function startMany(base: string, fx: Fixture, templateId: string, count: number): Promise<string[]> {
-  const ids: string[] = []
-  for (let i = 0; i < count; i++) {
-    const response = await fetch(`${base}/v1/process-instances`, { method: 'POST', headers: fx.json, body: JSON.stringify({ templateId, responsibleUserId: fx.userId }) })
-    ids.push(((await response.json()) as { id: string }).id)
-  }
-  return ids
 }
 
 /** CPU milliseconds used so far by the server processes of the API's database. */
