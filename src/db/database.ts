@@ -122,7 +122,7 @@ export interface ProcessTemplatesTable {
   updated_at: Timestamp
 }
 
-export type StepKind = 'webhook' | 'task'
+export type StepKind = 'webhook' | 'task' | 'email' | 'writeValues' | 'decision' | 'followUpProcess'
 export type StartMode = 'afterPrevious' | 'daysAfterPrevious'
 export type Responsibility = 'processResponsible' | 'propertyMaintainer' | 'addressMaintainer' | 'user'
 
@@ -147,6 +147,8 @@ export interface StepDefinitionColumns {
   /** Sealed with secretContext.stepTarget when BATON_SECRETS_KEY is set. */
   target_secret: string | null
   parameters: Json<JsonObject>
+  /** The kind's own settings (migration 0009): an email's texts, a decision's branches…; {} for webhook and task. */
+  settings: ColumnType<JsonObject, string | JsonObject | undefined, string | JsonObject>
   version: Generated<number>
 }
 
@@ -182,6 +184,8 @@ export interface ProcessInstancesTable {
 export interface InstanceStepsTable extends StepDefinitionColumns {
   instance_id: string
   state: Generated<StepState>
+  /** The scheduler runs the step by itself once it is due (src/scheduler/automatic-steps). */
+  automatic: Generated<boolean>
   assignee_user_id: string | null
   start_at: Date | null
   started_at: Date | null

@@ -20,6 +20,7 @@ import { removeOldHistory } from './remove-old-history.js'
 import type { RetryPolicy } from './retry-policy.js'
 import { sendQueuedMail } from './send-mail.js'
 import { startDueSteps } from './start-due-steps.js'
+import { runAutomaticSteps } from './automatic-steps/run-automatic-steps.js'
 import { sweepDeadlines } from './sweep-deadlines.js'
 
 export interface SchedulerSettings {
@@ -61,6 +62,8 @@ export interface SchedulerDeps {
 
 export interface RunSummary {
   stepsStarted: number
+  /** Automatic steps carried out (an e-mail queued, values written, a decision taken, a follow-up started). */
+  automaticSteps: number
   deliveries: number
   deadlines: number
   mails: number
@@ -216,10 +219,11 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const reaped = await chore('reapExpiredLeases', () => reapExpiredLeases(db, now))
     metrics.leasesReaped(reaped)
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
+    const automaticSteps = await chore('runAutomaticSteps', () => runAutomaticSteps(db, now, settings.batchSize, onError))
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))
     metrics.deadlinesFired(deadlines)
     const mails = sendMailToo ? await chore('sendQueuedMail', () => sendMail(now)) : 0
-    return { reaped, stepsStarted, deadlines, mails }
+    return { reaped, stepsStarted, automaticSteps, deadlines, mails }
   }
 
   let mailPump: Promise<void> | undefined
@@ -246,7 +250,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   async function runOnce(): Promise<RunSummary> {
-    const total: RunSummary = { stepsStarted: 0, deliveries: 0, deadlines: 0, mails: 0, reaped: 0 }
+    const total: RunSummary = { stepsStarted: 0, automaticSteps: 0, deliveries: 0, deadlines: 0, mails: 0, reaped: 0 }
     for (;;) {
       const chores = await housekeeping()
       let deliveries = 0

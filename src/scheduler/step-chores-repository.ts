@@ -71,3 +71,29 @@ export async function markOverdueSteps(db: DB, now: Date, limit: number, onlySte
   `.execute(db)
   return pairWithInstances(db, rows)
 }
+
+/**
+ * Due automatic steps that are their running process's current step, oldest first, with their
+ * processes locked (SKIP LOCKED: concurrent workers take other processes). The caller checks each
+ * step's state again: it was read before the lock.
+ */
+export async function lockDueAutomaticSteps(db: DB, limit: number, onlyStep?: string): Promise<LockedStep[]> {
+  const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
+    select s.tenant_id, s.instance_id, s.id as step_id
+    from instance_steps s
+    join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
+    where s.state = 'due' and s.automatic and i.status = 'running' and i.current_position = s.position
+      ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
+    order by s.start_at
+    limit ${limit}
+    for update of i skip locked
+  `.execute(db)
+  const locked = await pairWithInstances(db, rows)
+  return locked.filter(({ instance, step }) => step.state === 'due' && instance.status === 'running' && instance.current_position === step.position)
+}
+
+/** Ids of due automatic steps, oldest first: a failed batch's steps, to try one by one. */
+export function findDueAutomaticStepIds(db: DB, limit: number) {
+  return db.selectFrom('instance_steps').select('id')
+    .where('state', '=', 'due').where('automatic', '=', true).orderBy('start_at').limit(limit).execute()
+}

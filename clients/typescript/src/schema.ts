@@ -913,8 +913,11 @@ export interface components {
             templateId: string;
             /** @description 1-based place in the template */
             position: number;
-            /** @enum {string} */
-            kind: "webhook" | "task";
+            /**
+             * @description webhook = calls a marketplace service or a free target; task = a person does it; email = sends a mail; writeValues = sets fields of the linked records; decision = continues at one of two steps; followUpProcess = starts another process
+             * @enum {string}
+             */
+            kind: "webhook" | "task" | "email" | "writeValues" | "decision" | "followUpProcess";
             name: string;
             /** @description When the step starts: when the previous one ends, or N calendar days later */
             start: {
@@ -1022,8 +1025,11 @@ export interface components {
             /** Format: uuid */
             id: string;
             position: number;
-            /** @enum {string} */
-            kind: "webhook" | "task";
+            /**
+             * @description webhook = calls a marketplace service or a free target; task = a person does it; email = sends a mail; writeValues = sets fields of the linked records; decision = continues at one of two steps; followUpProcess = starts another process
+             * @enum {string}
+             */
+            kind: "webhook" | "task" | "email" | "writeValues" | "decision" | "followUpProcess";
             name: string;
             /**
              * @description pending → waiting → due → running (webhook in flight) → done | skipped | failed | cancelled
@@ -6033,8 +6039,11 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** @enum {string} */
-                    kind: "webhook" | "task";
+                    /**
+                     * @description webhook = calls a marketplace service or a free target; task = a person does it; email = sends a mail; writeValues = sets fields of the linked records; decision = continues at one of two steps; followUpProcess = starts another process
+                     * @enum {string}
+                     */
+                    kind: "webhook" | "task" | "email" | "writeValues" | "decision" | "followUpProcess";
                     name: string;
                     /** @description Insert here, shifting later steps; default: append */
                     position?: number;
@@ -6494,8 +6503,11 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
-                    /** @enum {string} */
-                    kind?: "webhook" | "task";
+                    /**
+                     * @description webhook = calls a marketplace service or a free target; task = a person does it; email = sends a mail; writeValues = sets fields of the linked records; decision = continues at one of two steps; followUpProcess = starts another process
+                     * @enum {string}
+                     */
+                    kind?: "webhook" | "task" | "email" | "writeValues" | "decision" | "followUpProcess";
                     name?: string;
                     /** @description When the step starts: when the previous one ends, or N calendar days later */
                     start?: {

@@ -1,6 +1,6 @@
 import type { JsonObject } from '../../db/database.js'
 
-export type MailKind = 'deadlineMissed' | 'stepFailed' | 'stepSkipped' | 'processCompleted'
+export type MailKind = 'deadlineMissed' | 'stepFailed' | 'automaticStepFailed' | 'stepSkipped' | 'processCompleted'
 
 export interface MailFacts {
   recipientName: string
@@ -27,6 +27,7 @@ export function composeMail(kind: MailKind, facts: MailFacts): MailText {
   const subject = {
     deadlineMissed: `Deadline missed: ${step} in ${process} (${duration(facts.lateMs ?? 0)} late)`,
     stepFailed: `Webhook step failed: ${step} in ${process}`,
+    automaticStepFailed: `Automatic step failed: ${step} in ${process}`,
     stepSkipped: `Step skipped: ${step} in ${process}`,
     processCompleted: `Process completed: ${process}`
   }[kind]
@@ -34,6 +35,8 @@ export function composeMail(kind: MailKind, facts: MailFacts): MailText {
     deadlineMissed: `the step ${step} of the process ${process} has not ended by its deadline; it is ${duration(facts.lateMs ?? 0)} late.`,
     stepFailed: `the webhook step ${step} of the process ${process} could not be delivered${facts.reason ? ` (${facts.reason})` : ''}. ` +
       'It is now a manual step: advance it as done, skip it, or retry the delivery.',
+    automaticStepFailed: `the automatic step ${step} of the process ${process} could not be carried out${facts.reason ? ` (${facts.reason})` : ''}. ` +
+      'It is now a manual step: do by hand what it should have done, then advance it as done, or skip it.',
     stepSkipped: `the step ${step} of the process ${process} was skipped.`,
     processCompleted: `the process ${process} has completed: every step has ended.`
   }[kind]

@@ -106,6 +106,18 @@ export class ProcessChanges {
     this.mail(instance, { kind: 'stepFailed', dedupeKey: `stepFailed:${delivery.id}:${delivery.round}`, step, reason })
   }
 
+  /** An automatic step that could not be carried out turns into a manual step, and the controller hears of it. */
+  failAutomaticStep(instance: InstanceRow, step: InstanceStepRow, reason: string): void {
+    this.setStepState(step, 'failed')
+    this.activity(instance, step, 'automaticStepFailed', `Automatic step "${step.name}" failed: ${reason}.`, { reason })
+    this.mail(instance, { kind: 'automaticStepFailed', dedupeKey: `automaticStepFailed:${step.id}`, step, reason })
+  }
+
+  /** Whether this transaction changes the step (its state, or it ended). */
+  changes(step: InstanceStepRow): boolean {
+    return this.steps.has(step.id)
+  }
+
   setStepState(step: InstanceStepRow, state: StepState): void {
     this.steps.set(step.id, { tenant_id: step.tenant_id, id: step.id, state })
   }

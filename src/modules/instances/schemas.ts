@@ -1,6 +1,7 @@
 import { Type, type Static } from 'typebox'
 import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/common.js'
 import { DeliveryStatusSchema } from '../deliveries/schemas.js'
+import { StepKindSchema } from '../templates/steps/schemas.js'
 import { PlainText } from '../templates/text.js'
 
 const OptionalId = Type.Union([Uuid, Type.Null()])
@@ -13,7 +14,6 @@ const StepStateSchema = StringEnum(['pending', 'waiting', 'due', 'running', 'don
 const CurrentStepStateSchema = StringEnum(['due', 'waiting', 'running', 'failed'], {
   description: 'The state of a running process\'s current step'
 })
-const StepKindSchema = StringEnum(['webhook', 'task'])
 const StartModeSchema = StringEnum(['afterPrevious', 'daysAfterPrevious'])
 
 export const DeliverySummarySchema = Type.Object(

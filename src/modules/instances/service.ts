@@ -5,6 +5,7 @@ import { conflict, notFound, unprocessable, type FieldError } from '../../errors
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import * as activities from '../activities/service.js'
+import { isAutomatic } from '../templates/steps/kinds.js'
 import type { Activity } from '../activities/schemas.js'
 import * as repo from './repository.js'
 import * as runtime from './runtime-repository.js'
@@ -227,7 +228,9 @@ function copyStep(step: TemplateStepRow, instanceId: string, now: Date) {
     target_url: step.target_url,
     target_delivery: step.target_delivery,
     target_secret: step.target_secret,
-    parameters: JSON.stringify(step.parameters)
+    parameters: JSON.stringify(step.parameters),
+    settings: JSON.stringify(step.settings),
+    automatic: isAutomatic(step.kind, step.settings)
   }
 }
 
@@ -262,12 +265,17 @@ async function changesOf(db: DB, tenantId: string, now: Date): Promise<ProcessCh
   return new ProcessChanges(db, now, await runtime.findTimeZones(db, [tenantId]))
 }
 
-const ALLOWED: Record<string, readonly Advance['outcome'][]> = {
-  'task:due': ['done', 'skipped'],
-  'webhook:failed': ['done', 'skipped'],
-  'task:waiting': ['skipped'],
-  'webhook:waiting': ['skipped'],
-  'webhook:due': ['skipped']
+/**
+ * What a person may do with the current step: a task is done or skipped; a step that waits, or that
+ * the scheduler would carry out (a webhook's call not yet made, an automatic step), can be skipped; a
+ * step that failed into a manual one is done by hand or skipped.
+ */
+function allowedOutcomes(step: InstanceStepRow): readonly Advance['outcome'][] {
+  if (step.state === 'waiting') return ['skipped']
+  if (step.state === 'failed') return ['done', 'skipped']
+  if (step.state !== 'due') return []
+  if (step.kind === 'task') return ['done', 'skipped']
+  return step.kind === 'webhook' || step.automatic ? ['skipped'] : []
 }
 
 /**
@@ -292,7 +300,7 @@ export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id
       await runtime.cancelPendingDeliveries(trx, tenantId, { stepId: step.id }, clock.now())
       step = await currentStep(trx, instance)
     }
-    const allowed = ALLOWED[`${step.kind}:${step.state}`] ?? []
+    const allowed = allowedOutcomes(step)
     if (!allowed.includes(input.outcome)) {
       const why = step.state === 'running' ? 'its webhook call is in flight'
         : allowed.length > 0 ? `it can only be ${allowed.join(' or ')}` : `it is ${step.state}`

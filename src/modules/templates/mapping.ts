@@ -1,4 +1,4 @@
-import type { TemplateRow, TemplateStepRow } from '../../db/database.js'
+import type { JsonObject, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { Template, TemplateSummary } from './templates/schemas.js'
 import type { Responsibility, Start, Step } from './steps/schemas.js'
 
@@ -60,7 +60,16 @@ export function stepColumns(draft: StepDraft) {
     service_id: draft.serviceId,
     target_url: draft.target?.url ?? null,
     target_delivery: draft.target?.delivery ?? null,
-    parameters: JSON.stringify(draft.parameters)
+    parameters: JSON.stringify(draft.parameters),
+    settings: JSON.stringify(settingsOf(draft))
+  }
+}
+
+/** The kind's own settings as template_steps.settings holds them (src/modules/templates/steps/kinds.ts). */
+function settingsOf(draft: StepDraft): JsonObject {
+  switch (draft.kind) {
+    default:
+      return {}
   }
 }
 

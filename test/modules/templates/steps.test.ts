@@ -91,7 +91,7 @@ t.test('step requests that fail their schema answer 400', async (t) => {
   const steps = `/v1/process-templates/${id}/steps`
   const stepId = await addTaskStep(client, id, 'One')
   assertProblem(t, await client.post(steps, { name: 'x' }), 400, /kind/)
-  assertProblem(t, await client.post(steps, { kind: 'email', name: 'x' }), 400, /kind/)
+  assertProblem(t, await client.post(steps, { kind: 'fax', name: 'x' }), 400, /kind/)
   assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', start: { mode: 'daysAfterPrevious' } }), 400, /start/)
   assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', start: { mode: 'daysAfterPrevious', days: -1 } }), 400, /start/)
   assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', deadlineDays: 0 }), 400, /deadlineDays/)

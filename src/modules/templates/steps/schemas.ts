@@ -4,7 +4,10 @@ import { PlainText } from '../text.js'
 
 const MAX_DAYS = 3650
 
-const StepKindSchema = StringEnum(['webhook', 'task'])
+export const StepKindSchema = StringEnum(['webhook', 'task', 'email', 'writeValues', 'decision', 'followUpProcess'], {
+  description: 'webhook = calls a marketplace service or a free target; task = a person does it; email = sends a mail; ' +
+    'writeValues = sets fields of the linked records; decision = continues at one of two steps; followUpProcess = starts another process'
+})
 
 const StartSchema = Type.Union([
   Type.Object({ mode: Type.Literal('afterPrevious') }, { additionalProperties: false }),

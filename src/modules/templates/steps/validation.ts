@@ -18,7 +18,8 @@ export interface TargetRequest {
 
 /** Everything wrong with a step beyond its schema, and its parameters with defaults filled in. */
 export async function checkStep(db: DB, tenantId: string, draft: StepDraft, target: TargetRequest): Promise<ParameterCheck> {
-  const service = draft.kind !== 'webhook' ? { parameters: draft.parameters, errors: taskErrors(draft) }
+  const service = draft.kind === 'task' ? { parameters: draft.parameters, errors: taskErrors(draft) }
+    : draft.kind !== 'webhook' ? { parameters: draft.parameters, errors: [...taskErrors(draft), ...kindErrors(draft)] }
     : draft.target !== null ? checkTarget(draft, draft.target, target)
     : await checkWebhook(db, tenantId, draft.serviceId, draft.parameters)
   const errors = [...responsibilityErrors(draft), ...await userErrors(db, tenantId, draft), ...service.errors]
@@ -31,14 +32,21 @@ export function rejectIfInvalid(lead: string, errors: FieldError[]): void {
   throw unprocessable(`${lead}: ${errors.map((e) => `${e.pointer} ${e.detail}`).join('; ')}.`, errors)
 }
 
+/** A step of any kind but webhook calls nothing. */
 function taskErrors(draft: StepDraft): FieldError[] {
   const errors: FieldError[] = []
-  if (draft.serviceId !== null) errors.push({ pointer: '/body/serviceId', detail: 'a task step calls no service: leave serviceId null' })
-  if (draft.target !== null) errors.push({ pointer: '/body/target', detail: 'a task step calls no target: leave target null' })
+  const kind = `a${draft.kind === 'email' ? 'n' : ''} ${draft.kind} step`
+  if (draft.serviceId !== null) errors.push({ pointer: '/body/serviceId', detail: `${kind} calls no service: leave serviceId null` })
+  if (draft.target !== null) errors.push({ pointer: '/body/target', detail: `${kind} calls no target: leave target null` })
   if (Object.keys(draft.parameters).length > 0) {
-    errors.push({ pointer: '/body/parameters', detail: 'a task step takes no parameters: leave parameters empty' })
+    errors.push({ pointer: '/body/parameters', detail: `${kind} takes no parameters: leave parameters empty` })
   }
   return errors
+}
+
+/** The settings of the kinds beyond webhook and task. */
+function kindErrors(draft: StepDraft): FieldError[] {
+  return [{ pointer: '/body/kind', detail: `steps of kind ${draft.kind} cannot be saved yet` }]
 }
 
 function responsibilityErrors(draft: StepDraft): FieldError[] {

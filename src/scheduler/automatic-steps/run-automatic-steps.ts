@@ -1,0 +1,65 @@
+import type { DB } from '../../db/connect.js'
+import { isTransientDatabaseError } from '../../db/errors.js'
+import { ProcessChanges } from '../../modules/instances/process-changes.js'
+import { findTimeZones } from '../../modules/instances/runtime-repository.js'
+import { isolated, rethrow, type RowErrorHandler } from '../isolated.js'
+import { findDueAutomaticStepIds, lockDueAutomaticSteps } from '../step-chores-repository.js'
+import { automaticStepRunners } from './runners.js'
+
+/**
+ * Carries out due automatic steps (an automatic e-mail, values to write, a decision, a follow-up
+ * process), a batch in one transaction with their processes locked (SKIP LOCKED: workers take disjoint
+ * batches, and each step is carried out once). Each step's outcome and the start of the step after it
+ * are written in the same commit; an automatic step that follows starts due and is taken by the next
+ * pass. When a batch fails for a reason other than the database, its steps are tried one by one, and
+ * a step that fails on its own turns into a manual step, so it is not tried on every pass.
+ */
+export async function runAutomaticSteps(db: DB, now: Date, limit: number, onError: RowErrorHandler = rethrow): Promise<number> {
+  try {
+    return await runBatch(db, now, limit)
+  } catch (error) {
+    if (isTransientDatabaseError(error)) throw error
+    const candidates = await findDueAutomaticStepIds(db, limit)
+    let ran = 0
+    for (const { id } of candidates) {
+      try {
+        if ((await runBatch(db, now, 1, id)) > 0) ran += 1
+      } catch (stepError) {
+        if (isTransientDatabaseError(stepError)) throw stepError
+        onError(stepError, id)
+        await isolated(onError, id, async () => (await giveUp(db, now, id, stepError)) > 0)
+      }
+    }
+    return ran
+  }
+}
+
+function runBatch(db: DB, now: Date, limit: number, onlyStep?: string): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const due = await lockDueAutomaticSteps(trx, limit, onlyStep)
+    if (due.length === 0) return 0
+    const changes = new ProcessChanges(trx, now, await findTimeZones(trx, due.map((d) => d.instance.tenant_id)))
+    for (const { instance, step } of due) {
+      const runner = automaticStepRunners[step.kind]
+      if (runner) await runner({ db: trx, now, changes, instance, step })
+      if (!changes.changes(step)) changes.failAutomaticStep(instance, step, `Baton cannot carry out ${step.kind} steps by itself`)
+      changes.bump(instance)
+    }
+    await changes.flush()
+    return due.length
+  })
+}
+
+/** A step whose runner failed on its own: it turns into a manual step, in a transaction of its own. */
+async function giveUp(db: DB, now: Date, stepId: string, error: unknown): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const [locked] = await lockDueAutomaticSteps(trx, 1, stepId)
+    if (!locked) return 0
+    const changes = new ProcessChanges(trx, now, await findTimeZones(trx, [locked.instance.tenant_id]))
+    const reason = error instanceof Error ? error.message : String(error)
+    changes.failAutomaticStep(locked.instance, locked.step, `an internal error stopped it (${reason.slice(0, 200)})`)
+    changes.bump(locked.instance)
+    await changes.flush()
+    return 1
+  })
+}
