@@ -22,15 +22,29 @@ function roleFrom(argv: string[]): Role {
 
 async function main(config: Config, role: Role): Promise<void> {
   const log = pino(logOptions(config, process.stdout.isTTY === true))
+  // How long each part of the start took, in the "listening" line (scripts/bench/startup.ts reads it).
+  const startupMs: Record<string, number> = {}
+  let mark = performance.now()
+  const took = (part: string) => {
+    const now = performance.now()
+    startupMs[part] = Math.round(now - mark)
+    mark = now
+  }
+  // The modules this role needs load while the database opens and migrates (much of that waits).
+  const schedulerModule = role === 'api' ? undefined : preload(import('./scheduler/build.js'))
+  const appModule = role === 'worker' ? undefined : preload(import('./app.js'))
   const database = await openDatabase(config, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
   let close = () => database.close()
   onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
+  took('database')
   if (config.BATON_MIGRATE_ON_START) await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
+  took('migrations')
   // One registry per process: the API's /metrics shows the counts of the scheduler beside it.
   const metrics = new BatonMetrics()
   // Each role loads only its own part: a worker never loads Fastify, an API process never the HTTP client.
-  const scheduler = role === 'api' ? undefined
-    : (await import('./scheduler/build.js')).buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }), metrics)
+  const scheduler = !schedulerModule ? undefined
+    : (await schedulerModule).buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }), metrics)
+  took('scheduler')
   if (role === 'worker') {
     const probes = await listenAsWorker(config, database, metrics, log)
     close = async () => {
@@ -44,8 +58,15 @@ async function main(config: Config, role: Role): Promise<void> {
   }
 
   const operatorKey = await whenDatabaseAnswers(log, 'operator key', () => resolveOperatorKey(database.db, config.BATON_ADMIN_TOKEN))
-  const { buildApp, serverOptions } = await import('./app.js')
+  const { buildApp, serverOptions } = await appModule!
+  took('operatorKey')
+  const cpuBefore = process.cpuUsage()
   const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, metrics }, serverOptions(config, log))
+  await app.ready()
+  took('app')
+  // CPU, which a busy machine stretches less than the time: building the app is all CPU work.
+  const { user, system } = process.cpuUsage(cpuBefore)
+  startupMs.appCpu = Math.round((user + system) / 1000)
   close = async () => {
     await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
     await app.close()
@@ -54,9 +75,16 @@ async function main(config: Config, role: Role): Promise<void> {
   await scheduler?.start()
 
   const address = await app.listen({ host: config.HOST, port: config.PORT })
-  app.log.info({ database: database.kind }, `Baton listening on ${address}`)
+  took('listen')
+  app.log.info({ database: database.kind, startupMs, uptimeMs: Math.round(performance.now()) }, `Baton listening on ${address}`)
   if (operatorKey.generated) printOperatorKey(operatorKey.generated, address)
   else if (!config.BATON_ADMIN_TOKEN) app.log.info('Using the operator key generated on first start; `npm run admin:rotate-key` makes a new one.')
+}
+
+/** An import awaited later: a failure surfaces there, not as an unhandled rejection before it. */
+function preload<T>(loading: Promise<T>): Promise<T> {
+  loading.catch(() => {})
+  return loading
 }
 
 /** A worker's probes and metrics on WORKER_HTTP_PORT; the operator key is read when asked, as the API may make it later. */

@@ -43,3 +43,13 @@ t.test('the HEALTHCHECK asks /health/live on PORT, else on WORKER_HTTP_PORT, wit
   t.equal(await healthcheck({ PORT: sick.port, WORKER_HTTP_PORT: worker.port }), 1, 'an API answering 503 is not')
   t.equal(await healthcheck({ PORT: closed, WORKER_HTTP_PORT: closed }), 1, 'nothing listening is not')
 })
+
+t.test('the image runs node with the heap flags npm start, start:api and worker pass', async (t) => {
+  const { scripts } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
+  const heapFlags = (words: string[]) => words.filter((w) => /^--(max-semi-space-size|heap-growing-percent|max-old-space-size)=/.test(w))
+  const start = heapFlags(scripts.start!.split(/\s+/))
+  t.ok(start.length > 0, 'npm start sets the heap')
+  for (const name of ['start:api', 'worker']) t.same(heapFlags(scripts[name]!.split(/\s+/)), start, name)
+  const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(dockerfile)?.[1] ?? '[]') as string[]
+  t.same(heapFlags(cmd), start, 'the image')
+})

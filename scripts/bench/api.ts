@@ -5,6 +5,9 @@
 //   npm run bench:api -- --seconds 20 --connections 32 --compiled
 //   npm run bench:api -- --compiled --cpu-prof prof        a V8 CPU profile of the API, written when it stops
 //   npm run bench:api -- --count-queries    the API's SQL statements per request, by kind (round trips, with BEGIN and COMMIT)
+//   npm run bench:api -- --compiled --node-defaults      node's own heap settings instead of those npm start passes
+//
+// BENCH_API_NODE_ARGS: extra node flags for the API, after those npm start passes (a later flag wins).
 //
 // Routes: POST /v1/process-instances (a webhook step, then a task, as in the README's tour),
 // GET /v1/process-instances/{id}, and POST /v1/process-instances/{id}/advance (task steps of
@@ -17,7 +20,7 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import autocannon from 'autocannon'
 import { fixture, startMany } from './api-fixture.js'
-import { compile, databaseUrl, log, procStatus, runNode, SERVER_URL, sleep, stopChild, waitFor, type Child } from './lib.js'
+import { compile, databaseUrl, log, nodeFlags, procStatus, runNode, SERVER_URL, sleep, stopChild, waitFor, type Child } from './lib.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -28,7 +31,9 @@ const { values: args } = parseArgs({
     'cpu-prof': { type: 'string' },
     /** Counts the API's SQL statements per request by kind (scripts/bench/count-queries.ts, loaded with tsx). */
     'count-queries': { type: 'boolean', default: false },
-    'pgbench-seconds': { type: 'string', default: '10' }
+    'pgbench-seconds': { type: 'string', default: '10' },
+    /** Runs the API with node's own heap settings, not those of `npm start` (NODE_HEAP_FLAGS). */
+    'node-defaults': { type: 'boolean', default: false }
   }
 })
 const SECONDS = Number(args.seconds)
@@ -64,7 +69,8 @@ try {
   const flags = [
     ...(args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`] : []),
     ...(args.compiled && !counting ? [] : ['--import', 'tsx']),
-    ...(counting ? ['--import', './scripts/bench/count-queries.ts'] : [])
+    ...(counting ? ['--import', './scripts/bench/count-queries.ts'] : []),
+    ...nodeFlags(args['node-defaults'], process.env.BENCH_API_NODE_ARGS)
   ]
   api = runNode('api', [...flags, script, '--role=api'], {
     DATABASE_URL: databaseUrl(DATABASE), PORT: String(port), LOG_LEVEL: 'warn', NODE_ENV: 'production', BATON_ADMIN_TOKEN: OPERATOR_KEY,
@@ -72,6 +78,8 @@ try {
   })
   const base = `http://127.0.0.1:${port}`
   await waitFor('the API to be ready', 120_000, async () => (await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 || undefined)
+  await sleep(500)
+  const idle = procStatus(api.process.pid ?? 0)
   const fx = await fixture(base, OPERATOR_KEY)
   const results: RouteResult[] = []
 
@@ -104,7 +112,8 @@ try {
       for (const [kind, n] of Object.entries(r.statements)) process.stdout.write(`      ${n.toFixed(2)}  ${kind}\n`)
     }
   }
-  process.stdout.write(`  API RSS                                   ${((rss?.rssKb ?? 0) / 1024).toFixed(1)} MiB now, peak ${((rss?.hwmKb ?? 0) / 1024).toFixed(1)} MiB\n`)
+  process.stdout.write(`  API RSS                                   ${((rss?.rssKb ?? 0) / 1024).toFixed(1)} MiB now, peak ${((rss?.hwmKb ?? 0) / 1024).toFixed(1)} MiB`
+    + ` (${((idle?.rssKb ?? 0) / 1024).toFixed(1)} MiB when ready; node flags: ${flags.join(' ') || 'none'})\n`)
   process.stdout.write('  aims: start and advance at least 0.25 of pgbench, the read 0.6; API RSS at most 150 MiB\n')
 } finally {
   if (api) await stopChild(api, 10_000)

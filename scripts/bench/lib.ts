@@ -93,6 +93,20 @@ export function runNode(name: string, argv: string[], env: Record<string, string
   return { name, process: child, output: () => text, exited }
 }
 
+/**
+ * The node flags `npm start` passes before its script (package.json; heap settings such as
+ * --max-semi-space-size), which the benchmarks pass to the Baton processes they start, so they are
+ * measured as they run. `defaults`: none of them, node's own settings. `extra` (an environment
+ * variable's words) come after them: a later flag wins.
+ */
+export function nodeFlags(defaults: boolean | undefined, extra: string | undefined): string[] {
+  const { scripts } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
+  const words = (scripts.start ?? '').split(/\s+/)
+  const start = words.slice(words.indexOf('node') + 1)
+  const own = start.slice(0, Math.max(0, start.findIndex((w) => !w.startsWith('--') || w === '--import')))
+  return [...(defaults ? [] : own), ...(extra ?? '').split(/\s+/).filter(Boolean)]
+}
+
 /** Compiles src/ and migrations/ as `npm run build` does, into a cache folder (node_modules resolve from there). */
 export function compile(): string {
   const outDir = join(ROOT, CACHE)

@@ -32,7 +32,7 @@ import { migrateToLatest } from '../../src/db/migrate.js'
 import { signClaim } from '../../src/lib/api-claims.js'
 import { buildQueryRequest } from '../../src/scheduler/webhook-request.js'
 import {
-  CACHE, compile, databaseUrl, log, machineCpu, procStatus, runNode, SERVER_URL, sleep, spread, stopChild, uuid7, waitFor, type Child, type Spread
+  CACHE, compile, databaseUrl, log, machineCpu, nodeFlags, procStatus, runNode, SERVER_URL, sleep, spread, stopChild, uuid7, waitFor, type Child, type Spread
 } from './lib.js'
 import { seedHistory } from './history.js'
 
@@ -66,6 +66,7 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '500' },
     'count-queries': { type: 'boolean', default: false },
     history: { type: 'string' },
+    'node-defaults': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false }
   }
 })
@@ -92,11 +93,13 @@ if (args.help) {
   --keep             keep the database ${DATABASE} for inspection
   --history N        before anything, seed N finished processes of another tenant (with their steps,
                      deliveries, attempts, activities) and do not ANALYZE: history must not slow the burst
+  --node-defaults    run the worker with node's own heap settings, not the flags npm start passes
+                     (package.json), which it gets otherwise
   --count-queries    count the worker's SQL statements per step by kind (scripts/bench/count-queries.ts;
                      loads tsx into the worker even with --compiled)
 
 Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres);
-BENCH_WORKER_NODE_ARGS, extra node flags for the worker (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+BENCH_WORKER_NODE_ARGS, extra node flags for the worker, after npm start's (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
 `)
   process.exit(0)
 }
@@ -711,10 +714,11 @@ async function main(): Promise<number> {
     if (pollMs !== undefined) workerEnv.SCHEDULER_POLL_INTERVAL_MS = String(pollMs)
     if (batchSize !== undefined) workerEnv.SCHEDULER_BATCH_SIZE = String(batchSize)
     stillWanted()
+    const workerFlags = nodeFlags(args['node-defaults'], process.env.BENCH_WORKER_NODE_ARGS)
     const worker = runNode('worker', [
       ...(args.compiled && !args['count-queries'] ? [] : ['--import', 'tsx']),
       ...(args['count-queries'] ? ['--import', './scripts/bench/count-queries.ts'] : []),
-      ...(process.env.BENCH_WORKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+      ...workerFlags,
       args.compiled ? join(compile(), 'src/server.js') : 'src/server.ts',
       '--role=worker'
     ], workerEnv)
@@ -755,7 +759,7 @@ async function main(): Promise<number> {
     output.push(['worker', `${args.compiled ? `node ${CACHE}/src/server.js` : 'node --import tsx src/server.ts'} --role=worker (pid ${worker.process.pid})`])
     output.push(['settings', settings])
     output.push(['machine', `${cpus().length} cores, node ${process.version}, database ${DATABASE}, warm-up ${warmup} steps`])
-    output.push(['worker RSS when idle', mb(idle?.rssKb ?? Number.NaN)])
+    output.push(['worker RSS when idle', `${mb(idle?.rssKb ?? Number.NaN)}   (node flags: ${workerFlags.join(' ') || 'none'})`])
     if (history > 0) output.push(['history', `${history} finished processes of another tenant, seeded in ${(historyMs / 1000).toFixed(1)} s, not analyzed`])
 
     let burstResult: BurstResult | undefined

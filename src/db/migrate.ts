@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { FileMigrationProvider, Migrator, sql, type Kysely, type MigrationResultSet } from 'kysely'
+import { DEFAULT_MIGRATION_TABLE, FileMigrationProvider, Migrator, sql, type Kysely, type MigrationResultSet } from 'kysely'
 import type { DatabaseHandle } from './connect.js'
 
 const migrationFolder = fileURLToPath(new URL('../../migrations', import.meta.url))
@@ -9,6 +9,9 @@ const migrationFolder = fileURLToPath(new URL('../../migrations', import.meta.ur
 const MIGRATION_LOCK_ID = 7_202_611
 
 export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]> {
+  // Every start runs this: when all migrations are recorded, one query answers, without the
+  // migrator's lock, its own tables' checks and the import of every migration file.
+  if (await upToDate(handle.db as Kysely<unknown>)) return []
   const run = (db: Kysely<unknown>) => check(newMigrator(db).migrateToLatest())
   if (handle.kind === 'embedded') return run(handle.db as Kysely<unknown>)
   // A migration may take longer than a request may: its own connection, without the statement timeout.
@@ -31,6 +34,23 @@ export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]>
 export async function pendingMigrations(db: Kysely<unknown>): Promise<string[]> {
   const migrations = await newMigrator(db).getMigrations()
   return migrations.filter((m) => m.executedAt === undefined).map((m) => m.name)
+}
+
+/** Whether every migration in the folder is recorded as run (false when that cannot be read, e.g. on an empty database). */
+async function upToDate(db: Kysely<unknown>): Promise<boolean> {
+  const names = (await fs.readdir(migrationFolder)).filter(isMigrationFile).map((file) => file.slice(0, file.lastIndexOf('.')))
+  try {
+    const { rows } = await sql<{ name: string }>`select name from ${sql.table(DEFAULT_MIGRATION_TABLE)}`.execute(db)
+    const done = new Set(rows.map((r) => r.name))
+    return names.every((name) => done.has(name))
+  } catch {
+    return false
+  }
+}
+
+/** The files FileMigrationProvider imports. */
+function isMigrationFile(file: string): boolean {
+  return /\.(js|mjs)$/.test(file) || (/\.m?ts$/.test(file) && !/\.d\.m?ts$/.test(file))
 }
 
 function newMigrator(db: Kysely<unknown>): Migrator {

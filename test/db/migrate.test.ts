@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { sql } from 'kysely'
 import t from 'tap'
 import { openPostgres } from '../../src/db/connect.js'
-import { pendingMigrations } from '../../src/db/migrate.js'
-import { adminQuery, databaseUrl } from '../helpers/database.js'
+import pg from 'pg'
+import { migrateToLatest, pendingMigrations } from '../../src/db/migrate.js'
+import { adminQuery, createTestDatabase, databaseUrl } from '../helpers/database.js'
 import { runScript } from '../helpers/process.js'
 
 t.test('two processes migrating one empty database at once both succeed', async (t) => {
@@ -23,4 +24,27 @@ t.test('two processes migrating one empty database at once both succeed', async 
   t.same(await pendingMigrations(handle.db as never), [])
   const { rows } = await sql<{ indexname: string }>`select indexname from pg_indexes where indexdef like '% WHERE %'`.execute(handle.db)
   t.ok(rows.some((r) => r.indexname === 'deliveries_due_idx'), 'the scheduler\'s partial indexes exist')
+})
+
+t.test('a database with every migration recorded is left alone: no lock is waited for', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  // Another process holds the migration lock (it is migrating): a start that has nothing to apply goes on.
+  const other = new pg.Client({ connectionString: databaseUrl(database.name) })
+  await other.connect()
+  t.teardown(() => other.end())
+  await other.query('select pg_advisory_lock(7202611)')
+  const answer = await Promise.race([
+    migrateToLatest(database),
+    new Promise<'blocked'>((resolve) => setTimeout(() => resolve('blocked'), 5000).unref())
+  ])
+  t.same(answer, [], 'nothing applied, without waiting for the lock')
+
+  // One migration not recorded: the migrator runs, and waits for the lock as before.
+  await sql`delete from kysely_migration where name = (select max(name) from kysely_migration)`.execute(database.db)
+  const migrating = migrateToLatest(database)
+  const early = await Promise.race([migrating.then(() => 'done', () => 'failed'), new Promise((resolve) => setTimeout(() => resolve('waiting'), 500))])
+  t.equal(early, 'waiting', 'a pending migration waits for the lock')
+  await other.query('select pg_advisory_unlock(7202611)')
+  await migrating.catch(() => {})
 })
