@@ -22,7 +22,8 @@ function roleFrom(argv: string[]): Role {
 
 async function main(config: Config, role: Role): Promise<void> {
   const log = pino(logOptions(config, process.stdout.isTTY === true))
-  const database = await openDatabase(config, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
+  // A process that only serves the API announces its work itself, coalesced (src/db/wakeups.ts).
+  const database = await openDatabase({ ...config, quietTriggers: role === 'api' }, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
   let close = () => database.close()
   onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
   if (config.BATON_MIGRATE_ON_START) await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
@@ -45,7 +46,7 @@ async function main(config: Config, role: Role): Promise<void> {
 
   const operatorKey = await whenDatabaseAnswers(log, 'operator key', () => resolveOperatorKey(database.db, config.BATON_ADMIN_TOKEN))
   const { buildApp, serverOptions } = await import('./app.js')
-  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, metrics }, serverOptions(config, log))
+  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, metrics, wakeups: database.wakeups }, serverOptions(config, log))
   close = async () => {
     await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
     await app.close()
