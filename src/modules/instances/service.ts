@@ -141,9 +141,10 @@ export async function startInstance(
     }
     const { template, steps, timeZone } = await checkStart(trx, tenantId, input)
     const now = clock.now()
-    const row = await repo.insertInstance(trx, {
+    const instanceId = newId(now.getTime())
+    const inserted = await repo.insertInstanceWithSteps(trx, {
       tenant_id: tenantId,
-      id: newId(now.getTime()),
+      id: instanceId,
       template_id: template.id,
       template_name: template.name,
       responsible_user_id: input.responsibleUserId,
@@ -156,14 +157,14 @@ export async function startInstance(
       started_at: now,
       created_at: now,
       updated_at: now
-    })
-    if (!row) {
+    }, steps.map((step) => copyStep(step, instanceId, now)))
+    if (!inserted) {
       // A concurrent start with the same key committed first: answer with its process.
       const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
       if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
       return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
     }
-    const copies = await repo.insertSteps(trx, steps.map((step) => copyStep(step, row.id, now)))
+    const { instance: row, steps: copies } = inserted
     const changes = new ProcessChanges(trx, now, new Map([[tenantId, timeZone]]))
     changes.activity(row, null, 'processStarted', `Process "${row.template_name}" started.`, { responsibleUserId: row.responsible_user_id })
     changes.enterStep(row, copies[0]!, now)
@@ -235,8 +236,8 @@ function copyStep(step: TemplateStepRow, instanceId: string, now: Date) {
     target_url: step.target_url,
     target_delivery: step.target_delivery,
     target_secret: step.target_secret,
-    parameters: JSON.stringify(step.parameters),
-    settings: JSON.stringify(step.settings),
+    parameters: step.parameters,
+    settings: step.settings,
     automatic: isAutomatic(step.kind, step.settings)
   }
 }
