@@ -6,6 +6,7 @@ import { systemClock, type Clock } from './adapters/clock.js'
 import type { Config } from './config.js'
 import { logOptions } from './log-options.js'
 import type { DB } from './db/connect.js'
+import { TRIGGERS_NOTIFY, type Wakeups } from './db/wakeups.js'
 import { ActivitySchema } from './modules/activities/schemas.js'
 import type { ModuleOptions } from './modules/module-options.js'
 import addressRoutes from './modules/addresses/routes.js'
@@ -45,6 +46,8 @@ export interface AppDependencies {
   claimKey?: Buffer
   /** The process's metrics, shared with a scheduler in the same process; a registry of the app's own when not given. */
   metrics?: BatonMetrics
+  /** Announces committed work to the schedulers; without it the database's triggers do (src/db/wakeups.ts). */
+  wakeups?: Wakeups
 }
 
 
@@ -73,7 +76,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>()
   const secrets = createSecretBox(deps.config.BATON_SECRETS_KEY, deps.config.BATON_SECRETS_KEY_PREVIOUS)
   const targets = { allowPrivateNetworks: deps.config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, allowed: parseAllowedTargets(deps.config.WEBHOOK_ALLOWED_TARGETS) }
-  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets, targets, knownKeys: new KnownKeys() }
+  const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets, targets, knownKeys: new KnownKeys(), wakeups: deps.wakeups ?? TRIGGERS_NOTIFY }
 
   await app.register(requestId)
   await app.register(problems)

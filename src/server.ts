@@ -33,7 +33,8 @@ async function main(config: Config, role: Role): Promise<void> {
   // The modules this role needs load while the database opens and migrates (much of that waits).
   const schedulerModule = role === 'api' ? undefined : preload(import('./scheduler/build.js'))
   const appModule = role === 'worker' ? undefined : preload(import('./app.js'))
-  const database = await openDatabase(config, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
+  // A process that only serves the API announces its work itself, coalesced (src/db/wakeups.ts).
+  const database = await openDatabase({ ...config, quietTriggers: role === 'api' }, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
   let close = () => database.close()
   onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
   took('database')
@@ -61,7 +62,7 @@ async function main(config: Config, role: Role): Promise<void> {
   const { buildApp, serverOptions } = await appModule!
   took('operatorKey')
   const cpuBefore = process.cpuUsage()
-  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, metrics }, serverOptions(config, log))
+  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, metrics, wakeups: database.wakeups }, serverOptions(config, log))
   await app.ready()
   took('app')
   // CPU, which a busy machine stretches less than the time: building the app is all CPU work.

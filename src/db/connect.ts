@@ -1,9 +1,10 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { Kysely } from 'kysely'
+import { Kysely, sql } from 'kysely'
 import type { Database } from './database.js'
 import { readEmbeddedTemplate } from './embedded-template.js'
 import { createPool, DEFAULT_POSTGRES_OPTIONS, kyselyOn, listenOnServer, type PostgresOptions } from './postgres.js'
+import { coalescedWakeups, TRIGGERS_NOTIFY, WORK_CHANNEL, type Wakeups } from './wakeups.js'
 
 export type DB = Kysely<Database>
 
@@ -20,6 +21,8 @@ export interface DatabaseHandle {
   kind: 'postgres' | 'embedded'
   /** Calls `onNotify` with the payload of each NOTIFY on the channel until the returned function is called. */
   listen(channel: string, onNotify: (payload?: string) => void): Promise<() => Promise<void>>
+  /** Announces committed work to the schedulers: coalesced NOTIFYs with `quietTriggers`, else nothing (the triggers notify). */
+  wakeups: Wakeups
   /**
    * A connection of its own (the embedded database has one connection, which it shares). `timeouts:
    * false` lifts the statement timeout, for migrations.
@@ -35,6 +38,8 @@ export interface DatabaseOptions {
   DATABASE_CONNECT_TIMEOUT_MS: number
   DATABASE_PREPARED_STATEMENTS: boolean
   BATON_DATA_DIR: string
+  /** Postgres only: the work triggers stay silent and `wakeups` notifies instead (a process that only serves the API). */
+  quietTriggers?: boolean
 }
 
 export async function openDatabase(options: DatabaseOptions, onError?: (error: Error) => void): Promise<DatabaseHandle> {
@@ -44,6 +49,7 @@ export async function openDatabase(options: DatabaseOptions, onError?: (error: E
       statementTimeoutMs: options.DATABASE_STATEMENT_TIMEOUT_MS,
       connectTimeoutMs: options.DATABASE_CONNECT_TIMEOUT_MS,
       prepareStatements: options.DATABASE_PREPARED_STATEMENTS,
+      quietTriggers: options.quietTriggers ?? false,
       ...(onError ? { onError } : {})
     })
   }
@@ -53,10 +59,17 @@ export async function openDatabase(options: DatabaseOptions, onError?: (error: E
 export function openPostgres(url: string, given: Partial<PostgresOptions> = {}): DatabaseHandle {
   const options = { ...DEFAULT_POSTGRES_OPTIONS, ...given }
   const db = kyselyOn(createPool(url, options))
+  // One statement, outside any transaction, however many tables: a NOTIFY of each.
+  const wakeups = options.quietTriggers
+    ? coalescedWakeups(async (tables) => {
+        await sql`select pg_notify(${WORK_CHANNEL}, t) from unnest(${tables}::text[]) as t`.execute(db)
+      }, options.onError ? { onError: options.onError } : {})
+    : undefined
   return {
     db,
     kind: 'postgres',
     listen: (channel, onNotify) => listenOnServer(url, options, channel, onNotify),
+    wakeups: wakeups ?? TRIGGERS_NOTIFY,
     async session({ timeouts }) {
       const listeners: (() => void)[] = []
       const own = kyselyOn(createPool(url, {
@@ -65,7 +78,10 @@ export function openPostgres(url: string, given: Partial<PostgresOptions> = {}):
       }))
       return { db: own, onLost: (listener) => listeners.push(listener), close: () => own.destroy() }
     },
-    close: () => db.destroy()
+    async close() {
+      await wakeups?.close()
+      await db.destroy()
+    }
   }
 }
 
@@ -92,6 +108,7 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
         const unlisten = await pglite.listen(channel, (payload) => onNotify(payload))
         return () => unlisten()
       },
+      wakeups: TRIGGERS_NOTIFY,
       session: () => Promise.resolve({ db, onLost: () => {}, close: () => Promise.resolve() }),
       close: async () => {
         await db.destroy()

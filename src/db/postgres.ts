@@ -17,6 +17,11 @@ export interface PostgresOptions {
   onError?: (error: Error) => void
   /** Told when a connection of the pool ends, for whatever reason. */
   onConnectionEnd?: () => void
+  /**
+   * The work triggers stay silent on these connections (`baton.notify = off`, set when each connects):
+   * the process announces its work itself, after commit (src/db/wakeups.ts).
+   */
+  quietTriggers?: boolean
 }
 
 export const DEFAULT_POSTGRES_OPTIONS: PostgresOptions = { poolMax: 10, statementTimeoutMs: 10_000, connectTimeoutMs: 5000, prepareStatements: true }
@@ -39,6 +44,7 @@ function poolConfig(url: string, options: PostgresOptions): pg.PoolConfig {
     connectionTimeoutMillis: options.connectTimeoutMs,
     idleTimeoutMillis: options.idleTimeoutMs ?? 10_000,
     keepAlive: true,
+    ...(options.quietTriggers ? { options: '-c baton.notify=off' } : {}),
     ...limits
   }
 }

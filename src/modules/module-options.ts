@@ -1,6 +1,7 @@
 import type { TargetPolicy } from '../adapters/address-policy.js'
 import type { Clock } from '../adapters/clock.js'
 import type { DB } from '../db/connect.js'
+import type { Wakeups } from '../db/wakeups.js'
 import type { SecretBox } from '../lib/secret-box.js'
 import type { KnownKeys } from './auth/known-keys.js'
 
@@ -14,4 +15,6 @@ export interface ModuleOptions {
   targets: TargetPolicy
   /** Tenant keys the auth hook verified lately; revoking a key or deleting a tenant forgets them. */
   knownKeys: KnownKeys
+  /** Tells the schedulers of work a request committed (src/db/wakeups.ts). */
+  wakeups: Wakeups
 }

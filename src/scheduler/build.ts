@@ -6,6 +6,7 @@ import { createHttpClient } from '../adapters/http-client.js'
 import { createMailer } from '../adapters/mailer.js'
 import type { Config } from '../config.js'
 import type { DatabaseHandle } from '../db/connect.js'
+import { WORK_CHANNEL } from '../db/wakeups.js'
 import { VERSION } from '../version.js'
 import { DEFAULT_RETRY_POLICY } from './retry-policy.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
@@ -15,7 +16,7 @@ import type { BatonMetrics } from '../lib/metrics.js'
 import { createSecretBox } from '../lib/secret-box.js'
 import { createScheduler, type Scheduler } from './scheduler.js'
 
-export const WORK_CHANNEL = 'baton_work'
+export { WORK_CHANNEL } from '../db/wakeups.js'
 
 /** Wires the scheduler to the outside world from the configuration. */
 export function buildScheduler(config: Config, database: DatabaseHandle, clock: Clock, log: Logger, metrics: BatonMetrics): Scheduler {

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { sql } from 'kysely'
 import type { Test } from 'tap'
 import t from 'tap'
+import { TRIGGERS_NOTIFY } from '../../src/db/wakeups.js'
 import { startInstance } from '../../src/modules/instances/service.js'
 import { runScript, workerEnv, type RunningProcess } from '../helpers/process.js'
 import type { ReceivedCall, Reply } from '../helpers/provider.js'
@@ -184,7 +185,7 @@ t.test('concurrency: three workers drain 1,000 due webhook steps, each called ex
   await Promise.all(Array.from({ length: 10 }, async () => {
     while (next < N) {
       next += 1
-      await startInstance(rt.db, rt.clock, rt.tenant.id, { templateId, responsibleUserId: rt.worker.id })
+      await startInstance(rt.db, rt.clock, TRIGGERS_NOTIFY, rt.tenant.id, { templateId, responsibleUserId: rt.worker.id })
     }
   }))
   t.comment(`created ${N} due webhook steps through startInstance in ${Date.now() - createStarted} ms`)

@@ -10,7 +10,7 @@ import * as deliveries from './service.js'
 
 const Delivery = Type.Ref('Delivery')
 
-export default async function deliveryRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+export default async function deliveryRoutes(fastify: FastifyInstance, { db, clock, wakeups }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   app.addSchema(DeliveryAttemptSchema)
   app.addSchema(DeliverySchema)
@@ -39,7 +39,11 @@ export default async function deliveryRoutes(fastify: FastifyInstance, { db, clo
       params: IdParamsSchema,
       response: { 202: ok(Delivery, 'The delivery, queued for a new round'), ...problems(400, 401, 403, 404, 409) }
     }
-  }, async (request, reply) => reply.code(202).send(await deliveries.replay(db, clock.now(), tenantOf(request), request.params.id)))
+  }, async (request, reply) => {
+    const delivery = await deliveries.replay(db, clock.now(), tenantOf(request), request.params.id)
+    wakeups.announce(['deliveries'])
+    return reply.code(202).send(delivery)
+  })
 
   app.post('/marketplace-services/:id/recover', {
     schema: {
@@ -50,5 +54,5 @@ export default async function deliveryRoutes(fastify: FastifyInstance, { db, clo
       params: IdParamsSchema, body: RecoverDeliveriesSchema,
       response: { 200: ok(Type.Ref('DeliveryRecovery'), 'The deliveries queued again, or in a dry run those that would be'), ...problems(400, 401, 403, 404, 409) }
     }
-  }, async (request) => deliveries.recover(db, clock, tenantOf(request), request.params.id, request.body))
+  }, async (request) => deliveries.recover(db, clock, wakeups, tenantOf(request), request.params.id, request.body))
 }

@@ -1,5 +1,6 @@
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
+import type { Wakeups } from '../../db/wakeups.js'
 import type { DeliveryRow } from '../../db/database.js'
 import { badRequest, conflict, notFound } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
@@ -102,7 +103,7 @@ export const RECOVERY_LIMIT = 1000
  * After a provider's outage: queues this tenant's failed deliveries of the service again, each as a new
  * round (a failed step goes back to the scheduler as a retry of its process would). A dry run counts.
  */
-export async function recover(db: DB, clock: Clock, tenantId: string, serviceId: string, input: RecoverDeliveries): Promise<RecoveryResult> {
+export async function recover(db: DB, clock: Clock, wakeups: Wakeups, tenantId: string, serviceId: string, input: RecoverDeliveries): Promise<RecoveryResult> {
   const service = await findServiceForTenant(db, tenantId, serviceId)
   // A service this tenant cannot see (inactive, never activated by it) answers as an unknown id does.
   if (!service || (!service.active && !service.activated_at)) throw notFound('Marketplace service', serviceId)
@@ -120,7 +121,7 @@ export async function recover(db: DB, clock: Clock, tenantId: string, serviceId:
   for (const candidate of candidates) {
     if (candidate.source === 'step' && candidate.instance_id && candidate.step_id) {
       // The step's own retry: a conflict means it changed meanwhile (advanced, cancelled) and is left alone.
-      const retried = await retryStep(db, clock, tenantId, candidate.instance_id, candidate.step_id).then(() => true, () => false)
+      const retried = await retryStep(db, clock, wakeups, tenantId, candidate.instance_id, candidate.step_id).then(() => true, () => false)
       if (retried) queued.push(candidate.id)
       continue
     }
@@ -131,7 +132,10 @@ export async function recover(db: DB, clock: Clock, tenantId: string, serviceId:
       if (row && again) await audit(trx, row, now, 'deliveryRecovered', `Delivery ${row.id} of "${service.name}" queued again after an outage (round ${again.round}).`)
       return again !== undefined
     })
-    if (requeued) queued.push(candidate.id)
+    if (requeued) {
+      queued.push(candidate.id)
+      wakeups.announce(['deliveries'])
+    }
   }
   return { dryRun: false, count: queued.length, deliveryIds: queued }
 }

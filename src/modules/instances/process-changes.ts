@@ -1,4 +1,5 @@
 import type { DB } from '../../db/connect.js'
+import type { WorkTable } from '../../db/wakeups.js'
 import type { InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
 import type { NewActivityRow } from '../activities/repository.js'
 import { addCalendarDays } from '../../lib/calendar.js'
@@ -9,8 +10,19 @@ import { writeChanges, type InstanceChange, type PlannedChanges, type StepChange
 
 export type EndOutcome = 'done' | 'skipped'
 
-/** The rows a flush wrote. */
-export type Written = WrittenRows
+/**
+ * The rows a flush wrote, and the tables where they are work for a scheduler (what the triggers of
+ * migration 0002 would announce): the caller announces them once its transaction has committed.
+ */
+export type Written = WrittenRows & { work: WorkTable[] }
+
+function workOf(written: WrittenRows, mailed: boolean): WorkTable[] {
+  const work: WorkTable[] = []
+  if (written.deliveries.some((d) => d.status === 'pending')) work.push('deliveries')
+  if (written.steps.some((s) => s.state === 'waiting' || s.state === 'due')) work.push('instance_steps')
+  if (mailed) work.push('outbox_mails')
+  return work
+}
 
 const changesSomething = (change: InstanceChange) =>
   change.bump || change.current_position !== undefined || change.status !== undefined || change.ended_at !== undefined
@@ -166,7 +178,7 @@ export class ProcessChanges {
     await planStarts(this.db, starting, this.now, this.zones, plan)
     const written = await writeChanges(this.db, plan, this.now)
     await mailControllers(this.db, this.mails)
-    return written
+    return { ...written, work: workOf(written, this.mails.length > 0) }
   }
 
   private instanceChange(instance: InstanceRow): InstanceChange {

@@ -1,7 +1,8 @@
 import { sql, type Insertable } from 'kysely'
 import type { DB } from '../../db/connect.js'
-import type { DeliveryRow, InstanceRow, InstanceStepRow, InstanceStepsTable, ProcessInstancesTable, TemplateRow, TemplateStepRow } from '../../db/database.js'
+import type { DeliveryRow, InstanceRow, InstanceStepRow, InstanceStepsTable, JsonObject, ProcessInstancesTable, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
+import { DATES, revive } from './write-changes.js'
 
 export interface InstanceFilter {
   status?: string | undefined
@@ -69,15 +70,39 @@ export function findInstanceByIdempotencyKey(db: DB, tenantId: string, key: stri
   return db.selectFrom('process_instances').selectAll().where('tenant_id', '=', tenantId).where('idempotency_key', '=', key).executeTakeFirst()
 }
 
-/** Inserts the instance unless its idempotency key is taken (a concurrent start waits for the other one). */
-export function insertInstance(db: DB, row: Insertable<ProcessInstancesTable>) {
-  return db.insertInto('process_instances').values(row)
-    .onConflict((oc) => oc.columns(['tenant_id', 'idempotency_key']).doNothing())
-    .returningAll().executeTakeFirst()
-}
+type NewInstance = Insertable<ProcessInstancesTable>
+type NewStep = Omit<Insertable<InstanceStepsTable>, 'parameters' | 'settings'> & { parameters: JsonObject; settings: JsonObject }
 
-export async function insertSteps(db: DB, rows: Insertable<InstanceStepsTable>[]) {
-  return rows.length === 0 ? [] : db.insertInto('instance_steps').values(rows).returningAll().execute()
+/**
+ * Inserts the instance and its steps in one statement, unless the instance's idempotency key is taken
+ * (a concurrent start waits for the other one): then nothing is inserted and the answer is undefined.
+ * Every step row has the same columns.
+ */
+export async function insertInstanceWithSteps(db: DB, instance: NewInstance, steps: NewStep[]): Promise<{ instance: InstanceRow; steps: InstanceStepRow[] } | undefined> {
+  const columns = (names: string[], prefix?: string) => sql.join(names.map((name) => sql.ref(prefix ? `${prefix}.${name}` : name)))
+  const instanceColumns = Object.keys(instance)
+  const stepColumns = Object.keys(steps[0] ?? {})
+  const stepsInsert = stepColumns.length === 0 ? sql`select null::uuid as id, 0 as position where false` : sql`
+    insert into instance_steps (${columns(stepColumns)})
+    select ${columns(stepColumns, 'v')} from jsonb_populate_recordset(null::instance_steps, ${JSON.stringify(steps)}::jsonb) v
+    where exists (select from inserted)
+    returning *`
+  const { rows } = await sql<{ instance: Record<string, unknown> | null; steps: Record<string, unknown>[] | null }>`
+    with inserted as (
+      insert into process_instances (${columns(instanceColumns)})
+      select ${columns(instanceColumns, 'v')} from jsonb_populate_record(null::process_instances, ${JSON.stringify(instance)}::jsonb) v
+      on conflict (tenant_id, idempotency_key) do nothing
+      returning *
+    ), copies as (${stepsInsert})
+    select (select to_jsonb(i) from inserted i) as instance,
+      (select jsonb_agg(to_jsonb(c) order by c.position) from copies c) as steps
+  `.execute(db)
+  const row = rows[0]
+  if (!row?.instance) return undefined
+  return {
+    instance: revive<InstanceRow>(row.instance, DATES.instances),
+    steps: (row.steps ?? []).map((step) => revive<InstanceStepRow>(step, DATES.steps))
+  }
 }
 
 export type LatestDelivery = Pick<DeliveryRow, 'id' | 'step_id' | 'status' | 'round' | 'attempt_count' | 'next_attempt_at' | 'last_status_code' | 'last_error'>

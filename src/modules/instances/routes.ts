@@ -15,7 +15,7 @@ import * as instances from './service.js'
 
 const Instance = Type.Ref('ProcessInstance')
 
-export default async function instanceRoutes(fastify: FastifyInstance, { db, clock }: ModuleOptions): Promise<void> {
+export default async function instanceRoutes(fastify: FastifyInstance, { db, clock, wakeups }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   app.addSchema(DeliverySummarySchema)
   app.addSchema(InstanceStepSchema)
@@ -36,7 +36,7 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
       }
     }
   }, async (request, reply) => {
-    const started = await instances.startInstance(db, clock, tenantOf(request), request.body, request.headers['idempotency-key'])
+    const started = await instances.startInstance(db, clock, wakeups, tenantOf(request), request.body, request.headers['idempotency-key'])
     setETag(reply, started.instance.version)
     setCreatedLocation(request, reply, started.instance.id)
     if (!started.created) reply.header('idempotent-replayed', 'true')
@@ -70,7 +70,7 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
       response: { 200: ok(Instance, 'The process after the step ended and the next one started', ['ETag']), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => {
-    const instance = await instances.advanceInstance(db, clock, tenantOf(request), request.params.id, request.body, 'via the API')
+    const instance = await instances.advanceInstance(db, clock, wakeups, tenantOf(request), request.params.id, request.body, 'via the API')
     setETag(reply, instance.version)
     return instance
   })
@@ -85,7 +85,7 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
       request.body ??= {}
     }
   }, async (request, reply) => {
-    const instance = await instances.cancelProcess(db, clock, tenantOf(request), request.params.id, request.body?.note ?? null)
+    const instance = await instances.cancelProcess(db, clock, wakeups, tenantOf(request), request.params.id, request.body?.note ?? null)
     setETag(reply, instance.version)
     return instance
   })
@@ -96,7 +96,7 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
       response: { 200: ok(Instance, 'The process with the step due again and its delivery in a new round', ['ETag']), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => {
-    const instance = await instances.retryStep(db, clock, tenantOf(request), request.params.id, request.params.stepId)
+    const instance = await instances.retryStep(db, clock, wakeups, tenantOf(request), request.params.id, request.params.stepId)
     setETag(reply, instance.version)
     return instance
   })

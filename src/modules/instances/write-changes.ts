@@ -58,14 +58,15 @@ export interface WrittenRows {
   instances: InstanceRow[]
 }
 
-const DATES: Record<'steps' | 'deliveries' | 'instances', string[]> = {
+/** The timestamp columns of the rows that come back as JSON. */
+export const DATES: Record<'steps' | 'deliveries' | 'instances', string[]> = {
   steps: ['start_at', 'started_at', 'ended_at', 'deadline_at', 'deadline_notified_at', 'created_at', 'updated_at'],
   deliveries: ['next_attempt_at', 'lease_expires_at', 'created_at', 'finished_at'],
   instances: ['started_at', 'ended_at', 'created_at', 'updated_at']
 }
 
 /** A row that came back as JSON, with its timestamps as Dates again. */
-function revive<T>(row: Record<string, unknown>, dates: string[]): T {
+export function revive<T>(row: Record<string, unknown>, dates: string[]): T {
   for (const column of dates) if (typeof row[column] === 'string') row[column] = new Date(row[column])
   return row as T
 }

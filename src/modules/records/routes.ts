@@ -68,7 +68,7 @@ function readRoutes(fastify: FastifyInstance, kind: RecordKind, { db }: ModuleOp
   }, async (request) => records.listRecordActivities(db, kind, tenantOf(request), request.params.id, pageRequest(request.query)))
 }
 
-function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock }: ModuleOptions): void {
+function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wakeups }: ModuleOptions): void {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   const { path, tag } = kind
   const Record = Type.Ref(kind.noun)
@@ -80,7 +80,8 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock }: 
       response: { 201: ok(Record, `The created ${kind.noun.toLowerCase()}`, ['ETag', 'Location']), ...problems(400, 401, 403, 422) }
     }
   }, async (request, reply) => {
-    const { record } = await records.createRecord(db, clock, kind, tenantOf(request), request.body)
+    const { record, triggered } = await records.createRecord(db, clock, kind, tenantOf(request), request.body)
+    if (triggered.length > 0) wakeups.announce(['deliveries'])
     setETag(reply, record.version)
     setCreatedLocation(request, reply, record.id)
     return reply.code(201).send(record)
@@ -99,7 +100,8 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock }: 
     const claim = claimOf(request)
     if (claim && request.body.maintainerUserId !== undefined) throw forbidden('An apiClaim may update the fields of a record, not its maintainer.')
     const by = claim ? { serviceId: claim.serviceId, deliveryId: claim.deliveryId } : undefined
-    const { record } = await records.updateRecord(db, clock, kind, tenantOf(request), request.params.id, request.body, version, by)
+    const { record, triggered } = await records.updateRecord(db, clock, kind, tenantOf(request), request.params.id, request.body, version, by)
+    if (triggered.length > 0) wakeups.announce(['deliveries'])
     setETag(reply, record.version)
     return record
   })
