@@ -1,9 +1,8 @@
 import Mustache from 'mustache'
 import { Type, type Static } from 'typebox'
-import type { JsonObject } from '../../../db/database.js'
+import type { JsonObject, StepKind } from '../../../db/database.js'
 import type { FieldError } from '../../../errors.js'
 import { StringEnum } from '../../../schemas/common.js'
-import type { StepDraft } from '../mapping.js'
 
 /*
  * The email step kind (issue 12): a mail through the outbox to the step's assignee, the process's
@@ -117,7 +116,7 @@ export function templateErrors(template: string, pointer: string, refersTo: { pr
  * The 422 errors of a step's `email` field: an email step needs it, and valid templates; a step of
  * another kind leaves it null.
  */
-export function emailStepErrors(draft: StepDraft): FieldError[] {
+export function emailStepErrors(draft: { kind: StepKind; email: EmailSettings | null; refersTo: { property: boolean; address: boolean } }): FieldError[] {
   const email = draft.email
   if (draft.kind !== 'email') {
     return email === null ? [] : [{ pointer: '/body/email', detail: `a ${draft.kind} step sends no mail: leave email null` }]
