@@ -189,8 +189,8 @@ export function renderSubject(template: string, view: EmailView): string {
   return renderTemplate(template, view).replace(/[\r\n\t]+/g, ' ').trim().slice(0, 500)
 }
 
-/** A plausible e-mail address: one @, no spaces or control characters, at most 254 characters. */
+/** A plausible e-mail address: one @ with text either side, no spaces or control characters, at most 254 characters. */
 export function isEmailAddress(text: string): boolean {
   // eslint-disable-next-line no-control-regex -- control characters are what it refuses
-  return text.length <= 254 && /^[^\s@<>()[\]\\,;:"\u0000-\u001f]+@[^\s@<>()[\]\\,;:"\u0000-\u001f]+\.[^\s@<>()[\]\\,;:"\u0000-\u001f]+$/.test(text)
+  return text.length <= 254 && /^[^\s@<>()[\]\\,;:"\u0000-\u001f]+@[^\s@<>()[\]\\,;:"\u0000-\u001f]+$/.test(text)
 }
