@@ -1,6 +1,7 @@
 import t from 'tap'
 import { sql } from 'kysely'
-import { MINUTE } from '../helpers/clock.js'
+import { removeOldHistory } from '../../src/scheduler/remove-old-history.js'
+import { DAY, HOUR, MINUTE } from '../helpers/clock.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // One runtime for the file; each test names its own steps and counts only the mails about them.
@@ -143,6 +144,37 @@ t.test('the SMTP server refuses the recipient for good: the step fails into a ma
   const again = await sql<{ attempt_count: number }>`select attempt_count from outbox_mails where step_id = ${view.steps[0].id}`.execute(rt.db)
   t.equal(again.rows[0]!.attempt_count, 1, 'not tried again')
   t.same(states(await rt.instance(started.id)), ['failed', 'pending'])
+})
+
+t.test('a server that keeps refusing: after 8 attempts the step fails into a manual one; the retention removes the mail later', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Mail through a broken server', email: { mode: 'automatic', to: 'controller', subject: 'Broken {{process.id}}', body: 'Hi' } }
+  ])
+  const started = await rt.start(templateId)
+  const stepId = started.steps[0].id
+  rt.smtp.refusing = true
+  t.teardown(() => { rt.smtp.refusing = false })
+  const attempts = async () => (await sql<{ attempt_count: number; failed_at: Date | null }>`
+    select attempt_count, failed_at from outbox_mails where step_id = ${stepId}`.execute(rt.db)).rows[0]!
+  for (let i = 1; i <= 7; i++) {
+    await rt.scheduler.runOnce()
+    t.match(await attempts(), { attempt_count: i, failed_at: null }, `attempt ${i} failed, retried later`)
+    t.same(states(await rt.instance(started.id)), ['running'])
+    rt.clock.advance(HOUR)
+  }
+  await rt.scheduler.runOnce()
+  t.equal((await attempts()).attempt_count, 8)
+  t.ok((await attempts()).failed_at, 'the eighth failure gives it up')
+  t.same(states(await rt.instance(started.id)), ['failed'])
+  rt.smtp.refusing = false
+  rt.clock.advance(MINUTE)
+  await rt.scheduler.runOnce()
+  t.equal(mailsAbout('Automatic step failed: "Mail through a broken server"').length, 1, 'the controller hears of it once the server is back')
+  t.equal(mailsAbout(`Broken ${started.id}`).length, 0)
+
+  await removeOldHistory(rt.db, new Date(rt.clock.now().getTime() + 91 * DAY), 90)
+  const left = await sql<{ n: number }>`select count(*)::int as n from outbox_mails where step_id = ${stepId}`.execute(rt.db)
+  t.equal(left.rows[0]!.n, 0, 'the given-up mail goes with the retention')
 })
 
 t.test('a server that refuses for a while: the step keeps running, then is done once the mail goes through', async (t) => {
