@@ -262,6 +262,20 @@ t.test('a manual e-mail is sent by its assignee advancing it, optionally with ed
   t.equal(taskEdit.statusCode, 422, 'a task sends no mail')
 })
 
+t.test('two advances of a manual e-mail step at once: one wins, one mail', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Race by hand', email: { mode: 'manual', to: 'controller', subject: 'By hand {{process.id}}', body: 'x' } },
+    { kind: 'task', name: 'After the race by hand' }
+  ])
+  const started = await rt.start(templateId)
+  const advance = () => rt.api.post(`/v1/process-instances/${started.id}/advance`, { outcome: 'done', stepId: started.steps[0].id })
+  const answers = await Promise.all([advance(), advance()])
+  t.same(answers.map((a) => a.statusCode).sort(), [200, 409], 'one advance wins, the other is told the step moved on')
+  await rt.scheduler.runOnce()
+  t.equal(mailsAbout(`By hand ${started.id}`).length, 1, 'one mail')
+  t.same(states(await rt.instance(started.id)), ['done', 'due'])
+})
+
 t.test('a process whose e-mail is queued can be cancelled; the mail is withdrawn', async (t) => {
   const templateId = await rt.template([
     { kind: 'email', name: 'Withdrawn', email: { mode: 'automatic', to: 'controller', subject: 'Withdrawn {{process.id}}', body: 'x' } }
