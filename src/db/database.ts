@@ -266,6 +266,13 @@ export interface OutboxMailsTable {
   last_error: string | null
   sent_at: Date | null
   created_at: CreatedAt
+  /** The process and step of an email step's mail (migration 0010); null for the controller's mails. */
+  instance_id: string | null
+  step_id: string | null
+  /** The step has yet to hear that its mail was sent or given up. */
+  settle_step: Generated<boolean>
+  /** A step's mail the SMTP server refused for good: it is not tried again. */
+  failed_at: Date | null
 }
 
 export interface Database {

@@ -8,6 +8,8 @@ export interface ClaimedMail {
   subject: string
   body: string
   attempt_count: number
+  /** The email step whose mail it is (migration 0010); null for the controller's mails. */
+  step_id: string | null
 }
 
 /** Leases up to `limit` due mails, oldest first, counting an attempt; mails another worker holds are skipped. */
@@ -18,13 +20,13 @@ export async function claimMails(db: DB, options: { now: Date; leaseUntil: Date;
     set lease_expires_at = ${options.leaseUntil}, attempt_count = m.attempt_count + 1
     from (
       select tenant_id, id from outbox_mails
-      where sent_at is null and next_attempt_at <= ${now} and (lease_expires_at is null or lease_expires_at < ${now})
+      where sent_at is null and failed_at is null and next_attempt_at <= ${now} and (lease_expires_at is null or lease_expires_at < ${now})
       order by next_attempt_at
       limit ${options.limit}
       for update skip locked
     ) picked
     where m.tenant_id = picked.tenant_id and m.id = picked.id
-    returning m.tenant_id, m.id, m.to_address, m.subject, m.body, m.attempt_count
+    returning m.tenant_id, m.id, m.to_address, m.subject, m.body, m.attempt_count, m.step_id
   `.execute(db)
   return rows
 }
@@ -44,6 +46,6 @@ export async function markSent(db: DB, mails: ClaimedMail[], now: Date): Promise
     .execute()
 }
 
-export function markMail(db: DB, mail: ClaimedMail, changes: { sent_at?: Date; lease_expires_at: null; last_error: string | null; next_attempt_at?: Date }) {
+export function markMail(db: DB, mail: ClaimedMail, changes: { sent_at?: Date; lease_expires_at: null; last_error: string | null; next_attempt_at?: Date; failed_at?: Date }) {
   return db.updateTable('outbox_mails').set(changes).where('tenant_id', '=', mail.tenant_id).where('id', '=', mail.id).execute()
 }

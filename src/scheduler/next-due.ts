@@ -12,7 +12,7 @@ export async function nextDue(db: DB): Promise<{ delivery: Date | undefined; cho
       (select min(start_at) from instance_steps where state = 'due' and automatic),
       (select min(deadline_at) from instance_steps
         where deadline_at is not null and deadline_notified_at is null and state in ('due', 'running', 'failed')),
-      (select min(greatest(next_attempt_at, lease_expires_at)) from outbox_mails where sent_at is null)
+      (select min(greatest(next_attempt_at, lease_expires_at)) from outbox_mails where sent_at is null and failed_at is null)
     ) as chores
   `.execute(db)
   return { delivery: rows[0]?.delivery ?? undefined, chores: rows[0]?.chores ?? undefined }

@@ -3,6 +3,7 @@ import type { DB } from '../db/connect.js'
 import { backoffMs, type Backoff } from '../lib/backoff.js'
 import type { Logger } from '../lib/logger.js'
 import type { BatonMetrics } from '../lib/metrics.js'
+import { givesUpStepMail, settleStepMails } from './email-steps.js'
 import { claimMails, markMail, markSent, releaseMails, type ClaimedMail } from './mail-repository.js'
 
 const LEASE_MS = 120_000
@@ -12,7 +13,9 @@ const MAIL_BACKOFF: Backoff = { firstMs: 10_000, maxMs: 3_600_000 }
 
 /**
  * Sends queued mails. A claim leases each mail so one worker sends it; a failed send stays queued
- * and is retried with backoff (never dropped). A mail sent just before a crash may go out twice; its
+ * and is retried with backoff (never dropped), except an email step's mail, which is given up when the
+ * SMTP server refuses it for good or after its attempts (src/scheduler/email-steps.ts). Email steps
+ * then hear what became of their mails. A mail sent just before a crash may go out twice; its
  * stable Message-ID lets the receiving side fold the copies.
  */
 export async function sendQueuedMail(
@@ -34,8 +37,13 @@ export async function sendQueuedMail(
         await mailer.send({ from: options.from, to: mail.to_address, subject: mail.subject, text: mail.body, messageId: `<${mail.id}@baton>` })
         sent.push(mail)
       } catch (error) {
-        failure ??= error
         failed += 1
+        if (mail.step_id !== null && givesUpStepMail(error, mail.attempt_count)) {
+          // Refused for good (or out of attempts): the server answers, so the other mails go on.
+          await markMail(db, mail, { lease_expires_at: null, last_error: String(error), failed_at: now })
+          continue
+        }
+        failure ??= error
         const delay = backoffMs(MAIL_BACKOFF, mail.attempt_count)
         await markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) })
       }
@@ -48,5 +56,8 @@ export async function sendQueuedMail(
     await releaseMails(db, untried)
     options.log?.warn({ err: failure, putBack: untried.length }, 'sending a mail failed; it stays queued and is retried')
   }
+  // Steps hear of their mails right away; an idle pass also settles what a crash left behind.
+  const stepMails = rows.length === 0 || rows.some((mail) => mail.step_id !== null && !untried.includes(mail))
+  if (stepMails) await settleStepMails(db, now, options.limit)
   return sent.length
 }

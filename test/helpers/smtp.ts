@@ -33,13 +33,16 @@ function body(raw: string): string {
 export class TestSmtpServer {
   readonly mails: ReceivedMail[] = []
   refusing = false
+  /** Recipients refused for good (550, no such mailbox), as a real server refuses an unknown one. */
+  readonly refusedRecipients = new Set<string>()
   url = ''
   private server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS', 'AUTH'],
     logger: false,
-    onRcptTo: (_address, _session, callback) => {
-      if (this.refusing) callback(Object.assign(new Error('Mailbox unavailable, try later'), { responseCode: 451 }))
+    onRcptTo: (address, _session, callback) => {
+      if (this.refusedRecipients.has(address.address)) callback(Object.assign(new Error('No such mailbox'), { responseCode: 550 }))
+      else if (this.refusing) callback(Object.assign(new Error('Mailbox unavailable, try later'), { responseCode: 451 }))
       else callback()
     },
     onData: (stream, session, callback) => {

@@ -957,6 +957,22 @@ export interface components {
             parameters: {
                 [key: string]: string | number | boolean;
             };
+            /** @description The mail an email step sends; null for other kinds */
+            email: {
+                /**
+                 * @description automatic = the scheduler sends it when the step starts, and the step is done once the SMTP server took it; manual = the assignee sends it by advancing the step as done, optionally with edited texts
+                 * @enum {string}
+                 */
+                mode: "automatic" | "manual";
+                to: ("assignee" | "controller" | "addressEmail") | {
+                    /** Format: email */
+                    address: string;
+                };
+                /** @description A template on one line, e.g. "New valuation for {{property.fields.street}}" */
+                subject: string;
+                /** @description A template of plain text (the mail is text/plain; nothing is HTML-escaped) */
+                body: string;
+            } | null;
             version: number;
         };
         ProcessTemplate: {
@@ -1073,6 +1089,22 @@ export interface components {
             /** Format: date-time */
             deadlineAt: string | null;
             note: string | null;
+            /** @description The mail an email step sends, as copied from the template; null for other kinds */
+            email: {
+                /**
+                 * @description automatic = the scheduler sends it when the step starts, and the step is done once the SMTP server took it; manual = the assignee sends it by advancing the step as done, optionally with edited texts
+                 * @enum {string}
+                 */
+                mode: "automatic" | "manual";
+                to: ("assignee" | "controller" | "addressEmail") | {
+                    /** Format: email */
+                    address: string;
+                };
+                /** @description A template on one line, e.g. "New valuation for {{property.fields.street}}" */
+                subject: string;
+                /** @description A template of plain text (the mail is text/plain; nothing is HTML-escaped) */
+                body: string;
+            } | null;
             /** @description The latest delivery of a webhook step; null for a task or before its first call */
             delivery: components["schemas"]["DeliverySummary"] | null;
         };
@@ -6089,6 +6121,22 @@ export interface operations {
                     parameters?: {
                         [key: string]: string | number | boolean;
                     };
+                    /** @description The mail an email step sends; null for other kinds */
+                    email?: {
+                        /**
+                         * @description automatic = the scheduler sends it when the step starts, and the step is done once the SMTP server took it; manual = the assignee sends it by advancing the step as done, optionally with edited texts
+                         * @enum {string}
+                         */
+                        mode: "automatic" | "manual";
+                        to: ("assignee" | "controller" | "addressEmail") | {
+                            /** Format: email */
+                            address: string;
+                        };
+                        /** @description A template on one line, e.g. "New valuation for {{property.fields.street}}" */
+                        subject: string;
+                        /** @description A template of plain text (the mail is text/plain; nothing is HTML-escaped) */
+                        body: string;
+                    } | null;
                 };
             };
         };
@@ -6551,6 +6599,22 @@ export interface operations {
                     parameters?: {
                         [key: string]: string | number | boolean;
                     };
+                    /** @description The mail an email step sends; null for other kinds */
+                    email?: {
+                        /**
+                         * @description automatic = the scheduler sends it when the step starts, and the step is done once the SMTP server took it; manual = the assignee sends it by advancing the step as done, optionally with edited texts
+                         * @enum {string}
+                         */
+                        mode: "automatic" | "manual";
+                        to: ("assignee" | "controller" | "addressEmail") | {
+                            /** Format: email */
+                            address: string;
+                        };
+                        /** @description A template on one line, e.g. "New valuation for {{property.fields.street}}" */
+                        subject: string;
+                        /** @description A template of plain text (the mail is text/plain; nothing is HTML-escaped) */
+                        body: string;
+                    } | null;
                 };
             };
         };
@@ -6953,12 +7017,6 @@ export interface operations {
         };
         requestBody: {
             content: {
-                /**
-                 * @example {
-                 *       "outcome": "skipped",
-                 *       "note": "Valued by hand"
-                 *     }
-                 */
                 "application/json": {
                     /** @enum {string} */
                     outcome: "done" | "skipped";
@@ -6969,6 +7027,13 @@ export interface operations {
                     stepId?: string;
                     /** @description Kept with the step and in its activity entry */
                     note?: string;
+                    /** @description With outcome done on a manual email step: texts that replace the step's subject or body; templates like them */
+                    email?: {
+                        /** @description A template on one line, e.g. "New valuation for {{property.fields.street}}" */
+                        subject?: string;
+                        /** @description A template of plain text (the mail is text/plain; nothing is HTML-escaped) */
+                        body?: string;
+                    };
                 };
             };
         };

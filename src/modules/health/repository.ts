@@ -17,7 +17,7 @@ export async function queueFigures(db: DB, now: Date): Promise<QueueFigures> {
       (select count(*) from deliveries where status = 'pending' and next_attempt_at <= ${now}) as due,
       (select count(*) from deliveries where status = 'running') as running,
       (select min(next_attempt_at) from deliveries where status = 'pending') as oldest_due,
-      (select count(*) from outbox_mails where sent_at is null) as unsent,
+      (select count(*) from outbox_mails where sent_at is null and failed_at is null) as unsent,
       (select count(*) from instance_steps where state = 'waiting') as waiting_steps,
       (select count(*) from instance_steps where state = 'due') as due_steps,
       (select count(*) from instance_steps where state = 'running') as running_steps,

@@ -99,3 +99,17 @@ export async function countStepsOf(db: DB, instances: RowRef[]): Promise<Map<str
     .groupBy('instance_id').execute()
   return new Map(rows.map((r) => [r.instance_id, Number(r.count)]))
 }
+
+/**
+ * Withdraws an email step's mail that no worker is sending: an unsent one is deleted. False when a
+ * worker holds it right now (its outcome is not known yet). Sent mails are not touched (nor locked).
+ */
+export async function withdrawStepMail(db: DB, tenantId: string, stepId: string, now: Date): Promise<boolean> {
+  await db.deleteFrom('outbox_mails').where('tenant_id', '=', tenantId).where('step_id', '=', stepId)
+    .where('sent_at', 'is', null).where('failed_at', 'is', null)
+    .where((eb) => eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', now)]))
+    .execute()
+  const held = await db.selectFrom('outbox_mails').select('id').where('tenant_id', '=', tenantId).where('step_id', '=', stepId)
+    .where('sent_at', 'is', null).where('failed_at', 'is', null).executeTakeFirst()
+  return held === undefined
+}

@@ -2,6 +2,7 @@ import { Type, type Static } from 'typebox'
 import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/common.js'
 import { DeliveryStatusSchema } from '../deliveries/schemas.js'
 import { StepKindSchema } from '../templates/steps/schemas.js'
+import { EmailEditSchema, EmailSettingsSchema } from '../templates/steps/email.js'
 import { PlainText } from '../templates/text.js'
 
 const OptionalId = Type.Union([Uuid, Type.Null()])
@@ -54,6 +55,7 @@ export const InstanceStepSchema = Type.Object(
     assigneeUserId: Type.Union([Uuid, Type.Null()], { description: 'Resolved when the step starts' }),
     deadlineAt: OptionalTimestamp,
     note: Type.Union([Type.String(), Type.Null()]),
+    email: Type.Union([EmailSettingsSchema, Type.Null()], { description: 'The mail an email step sends, as copied from the template; null for other kinds' }),
     delivery: Type.Union([Type.Ref('DeliverySummary'), Type.Null()], { description: 'The latest delivery of a webhook step; null for a task or before its first call' })
   },
   { $id: 'ProcessInstanceStep' }
@@ -136,9 +138,13 @@ export const AdvanceSchema = Type.Object(
   {
     outcome: StringEnum(['done', 'skipped']),
     stepId: Type.Optional(Type.String({ format: 'uuid', description: 'The step the caller means; 409 when it is no longer the current one' })),
-    note: Type.Optional(Note)
+    note: Type.Optional(Note),
+    email: Type.Optional(EmailEditSchema)
   },
-  { additionalProperties: false, examples: [{ outcome: 'skipped', note: 'Valued by hand' }] }
+  {
+    additionalProperties: false,
+    examples: [{ outcome: 'skipped', note: 'Valued by hand' }, { outcome: 'done', email: { subject: 'Your valuation of {{property.fields.street}}, as promised' } }]
+  }
 )
 export type Advance = Static<typeof AdvanceSchema>
 

@@ -7,6 +7,8 @@ import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import * as activities from '../activities/service.js'
 import { isAutomatic } from '../templates/steps/kinds.js'
+import { emailSettingsOf } from '../templates/steps/email.js'
+import { sendManualEmail } from './manual-email.js'
 import type { Activity } from '../activities/schemas.js'
 import * as repo from './repository.js'
 import * as runtime from './runtime-repository.js'
@@ -47,6 +49,7 @@ function toInstanceStep(row: InstanceStepRow, delivery: DeliveryRow | undefined)
     assigneeUserId: row.assignee_user_id,
     deadlineAt: iso(row.deadline_at),
     note: row.note,
+    email: row.kind === 'email' ? emailSettingsOf(row.settings) : null,
     delivery: delivery ? toDeliverySummary(delivery) : null
   }
 }
@@ -283,6 +286,7 @@ function allowedOutcomes(step: InstanceStepRow): readonly Advance['outcome'][] {
   if (step.state === 'failed') return ['done', 'skipped']
   if (step.state !== 'due') return []
   if (step.kind === 'task') return ['done', 'skipped']
+  if (step.kind === 'email' && !step.automatic) return ['done', 'skipped'] // done sends its mail
   return step.kind === 'webhook' || step.automatic ? ['skipped'] : []
 }
 
@@ -313,10 +317,11 @@ export async function advanceInstance(
     }
     const allowed = allowedOutcomes(step)
     if (!allowed.includes(input.outcome)) {
-      const why = step.state === 'running' ? 'its webhook call is in flight'
+      const why = step.state === 'running' ? (step.kind === 'email' ? 'its e-mail is being sent' : 'its webhook call is in flight')
         : allowed.length > 0 ? `it can only be ${allowed.join(' or ')}` : `it is ${step.state}`
       throw conflict(`Step "${step.name}" (${step.kind}, ${step.state}) cannot be ${input.outcome === 'done' ? 'marked done' : 'skipped'}: ${why}.`)
     }
+    await sendManualEmail(trx, clock.now(), instance, step, input)
     const changes = new ProcessChanges(trx, clock.now(), new Map([[tenantId, timeZone]]))
     changes.knowNextOf(step, view.map(({ step }) => step))
     changes.endStep(instance, step, input.outcome, input.note ?? null, by)
@@ -349,7 +354,11 @@ export async function cancelProcess(db: DB, clock: Clock, wakeups: Wakeups, tena
     // Unclaimed deliveries are cancelled first, so no worker can claim one between the check and the cancel.
     await runtime.cancelPendingDeliveries(trx, tenantId, { instanceId: id }, clock.now())
     const step = instance.current_position === null ? undefined : await runtime.findStepAt(trx, tenantId, id, instance.current_position)
-    if (step?.state === 'running') throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
+    if (step?.state === 'running' && step.kind === 'email') {
+      if (!(await runtime.withdrawStepMail(trx, tenantId, step.id, clock.now()))) {
+        throw conflict(`Step "${step.name}" is sending its e-mail right now; cancel again once it has been sent.`)
+      }
+    } else if (step?.state === 'running') throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
     const now = clock.now()
     await runtime.cancelOpenSteps(trx, tenantId, id, now)
     const changes = await changesOf(trx, tenantId, now)

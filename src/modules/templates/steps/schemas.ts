@@ -1,6 +1,7 @@
 import { Type, type Static } from 'typebox'
 import { PageQuerySchema, StringEnum, Uuid } from '../../../schemas/common.js'
 import { PlainText } from '../text.js'
+import { EmailSettingsSchema } from './email.js'
 
 const MAX_DAYS = 3650
 
@@ -62,6 +63,7 @@ const ParametersSchema = Type.Unsafe<Record<string, unknown>>({
   description: 'Webhook parameters by name, checked against the service\'s parameter definitions'
 })
 const Name = PlainText({ minLength: 1, maxLength: 200 })
+const EmailSchema = Type.Union([EmailSettingsSchema, Type.Null()], { description: 'The mail an email step sends; null for other kinds' })
 
 export const StepSchema = Type.Object(
   {
@@ -77,6 +79,7 @@ export const StepSchema = Type.Object(
     serviceId: ServiceIdSchema,
     target: Type.Union([TargetSchema, Type.Null()]),
     parameters: ParametersSchema,
+    email: EmailSchema,
     version: Type.Integer()
   },
   { $id: 'ProcessTemplateStep' }
@@ -97,7 +100,8 @@ const editableFields = {
   refersTo: RefersToInputSchema,
   serviceId: ServiceIdSchema,
   target: TargetInputSchema,
-  parameters: ParametersSchema
+  parameters: ParametersSchema,
+  email: EmailSchema
 }
 
 export const CreateStepSchema = Type.Object(
@@ -111,7 +115,8 @@ export const CreateStepSchema = Type.Object(
     refersTo: Type.Optional(editableFields.refersTo),
     serviceId: Type.Optional(editableFields.serviceId),
     target: Type.Optional(editableFields.target),
-    parameters: Type.Optional(editableFields.parameters)
+    parameters: Type.Optional(editableFields.parameters),
+    email: Type.Optional(editableFields.email)
   },
   {
     additionalProperties: false,
@@ -129,6 +134,16 @@ export const CreateStepSchema = Type.Object(
       refersTo: { property: true, address: false },
       target: { url: 'https://crm.muster-immobilien.example/hooks/baton', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', delivery: 'json' },
       parameters: { list: 'valuations', priority: 2 }
+    }, {
+      kind: 'email',
+      name: 'Tell the owner the new value',
+      refersTo: { property: true, address: true },
+      email: {
+        mode: 'automatic',
+        to: 'addressEmail',
+        subject: 'New valuation of {{property.fields.street}}',
+        body: 'Dear {{address.fields.firstName}} {{address.fields.lastName}},\n\nthe new value is {{property.fields.value}} EUR.\n\n{{responsible.name}}, {{tenant.name}}'
+      }
     }]
   }
 )
@@ -144,7 +159,8 @@ export const UpdateStepSchema = Type.Object(
     refersTo: Type.Optional(editableFields.refersTo),
     serviceId: Type.Optional(editableFields.serviceId),
     target: Type.Optional(editableFields.target),
-    parameters: Type.Optional(editableFields.parameters)
+    parameters: Type.Optional(editableFields.parameters),
+    email: Type.Optional(editableFields.email)
   },
   {
     additionalProperties: false, minProperties: 1, description: 'Fields to change; use PUT …/steps/order to move a step',

@@ -46,7 +46,8 @@ function draftOf(input: CreateStep): StepDraft {
     refersTo: { property: input.refersTo?.property ?? false, address: input.refersTo?.address ?? false },
     serviceId: input.serviceId ?? null,
     target: input.target ? targetOf(input.target) : null,
-    parameters: input.parameters ?? {}
+    parameters: input.parameters ?? {},
+    email: input.email ?? null
   }
 }
 

@@ -7,6 +7,7 @@ import { webhookUrlProblem } from '../../marketplace/services/webhook-url.js'
 import { isTenantUser } from '../../users/repository.js'
 import * as lookup from './lookup-repository.js'
 import type { StepDraft } from '../mapping.js'
+import { emailStepErrors } from './email.js'
 import { validateFreeParameters, validateStepParameters, type ParameterCheck } from './parameters.js'
 import type { Target } from './schemas.js'
 
@@ -22,7 +23,7 @@ export async function checkStep(db: DB, tenantId: string, draft: StepDraft, targ
     : draft.kind !== 'webhook' ? { parameters: draft.parameters, errors: [...taskErrors(draft), ...kindErrors(draft)] }
     : draft.target !== null ? checkTarget(draft, draft.target, target)
     : await checkWebhook(db, tenantId, draft.serviceId, draft.parameters)
-  const errors = [...responsibilityErrors(draft), ...await userErrors(db, tenantId, draft), ...service.errors]
+  const errors = [...responsibilityErrors(draft), ...await userErrors(db, tenantId, draft), ...service.errors, ...emailStepErrors(draft)]
   return { parameters: service.parameters, errors }
 }
 
@@ -46,6 +47,7 @@ function taskErrors(draft: StepDraft): FieldError[] {
 
 /** The settings of the kinds beyond webhook and task. */
 function kindErrors(draft: StepDraft): FieldError[] {
+  if (draft.kind === 'email') return [] // emailStepErrors
   return [{ pointer: '/body/kind', detail: `steps of kind ${draft.kind} cannot be saved yet` }]
 }
 

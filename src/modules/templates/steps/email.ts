@@ -1,0 +1,196 @@
+import Mustache from 'mustache'
+import { Type, type Static } from 'typebox'
+import type { JsonObject, StepKind } from '../../../db/database.js'
+import type { FieldError } from '../../../errors.js'
+import { StringEnum } from '../../../schemas/common.js'
+
+/*
+ * The email step kind (issue 12): a mail through the outbox to the step's assignee, the process's
+ * controller, the linked address's e-mail field, or a fixed address. Its subject and body are
+ * Mustache templates (mustache.js, logic-less) with placeholders from the process, its linked
+ * records and the tenant, checked when the step is saved and rendered when the mail is queued.
+ */
+
+/** The field of an address record that holds its e-mail address (`to: 'addressEmail'`). */
+export const ADDRESS_EMAIL_FIELD = 'email'
+
+const SUBJECT_PATTERN = '^[^\\u0000\\r\\n]*$'
+const BODY_PATTERN = '^[^\\u0000]*$'
+
+export const EmailSubjectSchema = Type.String({
+  minLength: 1, maxLength: 500, pattern: SUBJECT_PATTERN, description: 'A template on one line, e.g. "New valuation for {{property.fields.street}}"'
+})
+export const EmailBodySchema = Type.String({
+  minLength: 1, maxLength: 20000, pattern: BODY_PATTERN, description: 'A template of plain text (the mail is text/plain; nothing is HTML-escaped)'
+})
+
+export const EmailSettingsSchema = Type.Object(
+  {
+    mode: StringEnum(['automatic', 'manual'], {
+      description: 'automatic = the scheduler sends it when the step starts, and the step is done once the SMTP server took it; ' +
+        'manual = the assignee sends it by advancing the step as done, optionally with edited texts'
+    }),
+    to: Type.Union([
+      StringEnum(['assignee', 'controller', 'addressEmail'], {
+        description: 'assignee = the step\'s assignee; controller = the process\'s controller; addressEmail = the "email" field of the linked address (needs refersTo.address)'
+      }),
+      Type.Object({ address: Type.String({ format: 'email', maxLength: 254 }) }, { additionalProperties: false, description: 'A fixed address' })
+    ]),
+    subject: EmailSubjectSchema,
+    body: EmailBodySchema
+  },
+  {
+    additionalProperties: false,
+    description: 'An email step\'s mail. Placeholders: {{process.id}}, {{process.templateName}}, {{step.name}}, {{assignee.name}}, ' +
+      '{{assignee.email}}, {{controller.name}}, {{controller.email}}, {{responsible.name}}, {{tenant.name}}, {{property.id}}, ' +
+      '{{property.fields.NAME}} (needs refersTo.property), {{address.id}}, {{address.fields.NAME}} (needs refersTo.address); ' +
+      'a field that is missing renders empty; {{#name}}…{{/name}} shows text only when the value is not empty'
+  }
+)
+export type EmailSettings = Static<typeof EmailSettingsSchema>
+
+/** The texts an assignee may change when sending a manual email step (POST …/advance). */
+export const EmailEditSchema = Type.Object(
+  { subject: Type.Optional(EmailSubjectSchema), body: Type.Optional(EmailBodySchema) },
+  { additionalProperties: false, description: 'With outcome done on a manual email step: texts that replace the step\'s subject or body; templates like them' }
+)
+export type EmailEdit = Static<typeof EmailEditSchema>
+
+/** The settings of an email step as the API shows them, from template_steps.settings or instance_steps.settings. */
+export function emailSettingsOf(settings: JsonObject): EmailSettings {
+  return settings as unknown as EmailSettings
+}
+
+const FIXED_PLACEHOLDERS = new Set([
+  'process.id', 'process.templateName', 'step.name', 'assignee.name', 'assignee.email', 'controller.name', 'controller.email',
+  'responsible.name', 'tenant.name', 'property.id', 'address.id'
+])
+const RECORD_FIELD = /^(property|address)\.fields\.[^.\s]+$/
+
+type Token = [string, string, number, number, Token[]?]
+
+// A writer of our own without a cache: tenants' templates are many and would pile up in mustache.js's global one.
+const writer = new Mustache.Writer()
+;(writer as unknown as { templateCache: undefined }).templateCache = undefined
+
+/** Why a name cannot be used in a template of a step that refers to these records, or undefined. */
+function placeholderProblem(name: string, refersTo: { property: boolean; address: boolean }): string | undefined {
+  if (!FIXED_PLACEHOLDERS.has(name) && !RECORD_FIELD.test(name)) {
+    return `{{${name}}} is not a placeholder: use process.id, process.templateName, step.name, assignee.name, assignee.email, ` +
+      'controller.name, controller.email, responsible.name, tenant.name, property.id, property.fields.NAME, address.id or address.fields.NAME'
+  }
+  const record = name.split('.')[0]
+  if (record === 'property' && !refersTo.property) return `{{${name}}} needs a step that refers to the property (refersTo.property: true)`
+  if (record === 'address' && !refersTo.address) return `{{${name}}} needs a step that refers to the address (refersTo.address: true)`
+  return undefined
+}
+
+/** Everything wrong with a subject or body template, each at the pointer given. */
+export function templateErrors(template: string, pointer: string, refersTo: { property: boolean; address: boolean }): FieldError[] {
+  let tokens: Token[]
+  try {
+    tokens = writer.parse(template) as unknown as Token[]
+  } catch (error) {
+    return [{ pointer, detail: `is not a valid template: ${(error as Error).message}` }]
+  }
+  const errors: FieldError[] = []
+  const walk = (list: Token[], inSection: boolean) => {
+    for (const [type, value, , , children] of list) {
+      if (type === 'text' || type === '!') continue
+      if (type === '>' || type === '=') {
+        errors.push({ pointer, detail: `{{${type}${value}}}: partials and delimiter changes are not supported` })
+        continue
+      }
+      if (!(inSection && value === '.')) {
+        const problem = placeholderProblem(value, refersTo)
+        if (problem) errors.push({ pointer, detail: problem })
+      }
+      if (children) walk(children, true)
+    }
+  }
+  walk(tokens, false)
+  return errors
+}
+
+/**
+ * The 422 errors of a step's `email` field: an email step needs it, and valid templates; a step of
+ * another kind leaves it null.
+ */
+export function emailStepErrors(draft: { kind: StepKind; email: EmailSettings | null; refersTo: { property: boolean; address: boolean } }): FieldError[] {
+  const email = draft.email
+  if (draft.kind !== 'email') {
+    return email === null ? [] : [{ pointer: '/body/email', detail: `a ${draft.kind} step sends no mail: leave email null` }]
+  }
+  if (email === null) return [{ pointer: '/body/email', detail: 'an email step needs its mail: mode, to, subject and body' }]
+  const errors: FieldError[] = []
+  if (email.to === 'addressEmail' && !draft.refersTo.address) {
+    errors.push({ pointer: '/body/email/to', detail: 'addressEmail needs a step that refers to the address (refersTo.address: true)' })
+  }
+  errors.push(...templateErrors(email.subject, '/body/email/subject', draft.refersTo))
+  errors.push(...templateErrors(email.body, '/body/email/body', draft.refersTo))
+  return errors
+}
+
+/** What the placeholders read: each value a string (a record's field as JSON text when it is not one). */
+export interface EmailView {
+  process: { id: string; templateName: string }
+  step: { name: string }
+  assignee: { name: string; email: string }
+  controller: { name: string; email: string }
+  responsible: { name: string }
+  tenant: { name: string }
+  property: { id: string; fields: Record<string, unknown> } | null
+  address: { id: string; fields: Record<string, unknown> } | null
+}
+
+/**
+ * Objects without a prototype: Mustache looks names up with `in`, which would otherwise find
+ * `constructor` and the like on every object.
+ */
+function bare(entries: Record<string, unknown>): Record<string, unknown> {
+  const object = Object.create(null) as Record<string, unknown>
+  for (const [key, value] of Object.entries(entries)) object[key] = value
+  return object
+}
+
+function fieldText(value: unknown): string {
+  if (value === null || value === undefined) return ''
+  if (typeof value === 'string') return value
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value)
+  return JSON.stringify(value)
+}
+
+function viewObject(view: EmailView): Record<string, unknown> {
+  const record = (found: EmailView['property']) => found
+    ? bare({ id: found.id, fields: bare(Object.fromEntries(Object.entries(found.fields).map(([k, v]) => [k, fieldText(v)]))) })
+    : bare({ fields: bare({}) })
+  return bare({
+    process: bare(view.process),
+    step: bare(view.step),
+    assignee: bare(view.assignee),
+    controller: bare(view.controller),
+    responsible: bare(view.responsible),
+    tenant: bare(view.tenant),
+    property: record(view.property),
+    address: record(view.address)
+  })
+}
+
+// The mail is plain text: a value is written as it is, without HTML escaping.
+const PLAIN_TEXT = { escape: (text: string) => String(text) }
+
+/** Renders a checked template; a placeholder whose value is missing renders empty. */
+export function renderTemplate(template: string, view: EmailView): string {
+  return writer.render(template, viewObject(view), {}, PLAIN_TEXT)
+}
+
+/** A rendered subject on one line (a field's line breaks become spaces), at most 500 characters. */
+export function renderSubject(template: string, view: EmailView): string {
+  return renderTemplate(template, view).replace(/[\r\n\t]+/g, ' ').trim().slice(0, 500)
+}
+
+/** A plausible e-mail address: one @ with text either side, no spaces or control characters, at most 254 characters. */
+export function isEmailAddress(text: string): boolean {
+  // eslint-disable-next-line no-control-regex -- control characters are what it refuses
+  return text.length <= 254 && /^[^\s@<>()[\]\\,;:"\u0000-\u001f]+@[^\s@<>()[\]\\,;:"\u0000-\u001f]+$/.test(text)
+}

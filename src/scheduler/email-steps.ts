@@ -1,0 +1,75 @@
+import { sql } from 'kysely'
+import type { DB } from '../db/connect.js'
+import type { InstanceRow, InstanceStepRow } from '../db/database.js'
+import { ProcessChanges } from '../modules/instances/process-changes.js'
+import * as runtime from '../modules/instances/runtime-repository.js'
+
+/** A step's mail is tried this often before it is given up (10 s doubling: the eighth try comes about 21 minutes after the first). */
+export const STEP_MAIL_MAX_ATTEMPTS = 8
+
+/**
+ * Whether a step's mail that failed to send is given up rather than tried again: the SMTP server
+ * refused it for good (a 5xx reply, e.g. 550 for an unknown mailbox), or it has used its attempts.
+ * The controller's own mails are never given up (src/scheduler/send-mail.ts).
+ */
+export function givesUpStepMail(error: unknown, attempts: number): boolean {
+  const code = (error as { responseCode?: unknown } | null)?.responseCode
+  return (typeof code === 'number' && code >= 500 && code < 600) || attempts >= STEP_MAIL_MAX_ATTEMPTS
+}
+
+interface SettledMail {
+  tenant_id: string
+  id: string
+  instance_id: string | null
+  step_id: string | null
+  to_address: string
+  subject: string
+  sent_at: Date | null
+  last_error: string | null
+}
+
+/**
+ * Tells email steps what became of their mails, in one transaction with their processes locked: a
+ * step still running on its mail is done once the mail was sent (the process moves on in the same
+ * commit) and fails into a manual step once it was given up; either way an activity on the linked
+ * records says which mail went to whom. Each mail is settled once (SKIP LOCKED, and the flag is
+ * cleared in the same commit), so two workers never end a step twice, and a crash between sending
+ * and settling leaves the mail for the next call.
+ */
+export async function settleStepMails(db: DB, now: Date, limit: number): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const { rows } = await sql<SettledMail>`
+      select tenant_id, id, instance_id, step_id, to_address, subject, sent_at, last_error from outbox_mails
+      where settle_step and (sent_at is not null or failed_at is not null)
+      order by created_at
+      limit ${limit}
+      for update skip locked
+    `.execute(trx)
+    if (rows.length === 0) return 0
+    const changes = new ProcessChanges(trx, now, await runtime.findTimeZones(trx, rows.map((r) => r.tenant_id)))
+    // Processes are locked one by one in id order, so two settling workers cannot deadlock.
+    for (const mail of [...rows].sort((a, b) => (a.instance_id ?? '').localeCompare(b.instance_id ?? ''))) {
+      const instance = mail.instance_id ? await runtime.lockInstance(trx, mail.tenant_id, mail.instance_id) : undefined
+      const step = instance && mail.step_id ? await runtime.findStep(trx, mail.tenant_id, mail.step_id) : undefined
+      if (instance && step) settle(changes, instance, step, mail)
+    }
+    await changes.flush()
+    await trx.updateTable('outbox_mails').set({ settle_step: false })
+      .where('tenant_id', 'in', [...new Set(rows.map((r) => r.tenant_id))]).where('id', 'in', rows.map((r) => r.id)).execute()
+    return rows.length
+  })
+}
+
+function settle(changes: ProcessChanges, instance: InstanceRow, step: InstanceStepRow, mail: SettledMail): void {
+  const waiting = instance.status === 'running' && instance.current_position === step.position && step.state === 'running'
+  const data = { mailId: mail.id, to: mail.to_address, subject: mail.subject }
+  if (mail.sent_at) {
+    changes.activity(instance, step, 'emailSent', `E-mail "${mail.subject}" sent to ${mail.to_address} (step "${step.name}").`, data)
+    if (waiting) changes.endStep(instance, step, 'done', null, `e-mail to ${mail.to_address}`)
+  } else {
+    const reason = `the mail server refused the e-mail to ${mail.to_address} (${(mail.last_error ?? 'no reason given').slice(0, 300)})`
+    if (waiting) changes.failAutomaticStep(instance, step, reason)
+    else changes.activity(instance, step, 'emailRefused', `E-mail "${mail.subject}" to ${mail.to_address} was not sent: ${reason}.`, data)
+  }
+  if (waiting) changes.bump(instance)
+}

@@ -1,0 +1,341 @@
+import t from 'tap'
+import { sql } from 'kysely'
+import { removeOldHistory } from '../../src/scheduler/remove-old-history.js'
+import { DAY, HOUR, MINUTE } from '../helpers/clock.js'
+import { setupRuntime } from '../helpers/runtime.js'
+
+// One runtime for the file; each test names its own steps and counts only the mails about them.
+const rt = await setupRuntime(t)
+
+const mailsTo = (address: string) => rt.smtp.mails.filter((m) => m.to.includes(address))
+const mailsAbout = (text: string) => rt.smtp.mails.filter((m) => m.subject.includes(text))
+const states = (view: { steps: { state: string }[] }) => view.steps.map((s) => s.state)
+
+let owners = 0
+/** An address of an owner with an e-mail of its own (unless `fields` says otherwise). */
+async function owner(fields: Record<string, unknown> = {}): Promise<{ id: string; email: string }> {
+  owners += 1
+  const email = `owner${owners}@example.com`
+  const created = await rt.api.post('/v1/addresses', { fields: { firstName: 'Olga', lastName: `Owner${owners}`, email, ...fields } })
+  if (created.statusCode !== 201) throw new Error(created.body)
+  return { id: created.data.id, email }
+}
+
+const tellOwner = (name: string, extra: Record<string, unknown> = {}) => ({
+  kind: 'email',
+  name,
+  refersTo: { property: true, address: true },
+  email: {
+    mode: 'automatic',
+    to: 'addressEmail',
+    subject: `${name}: {{property.fields.street}}`,
+    body: 'Dear {{address.fields.firstName}} {{address.fields.lastName}},\n\nthe price of {{property.fields.street}} is {{property.fields.price}} EUR.' +
+      '{{#address.fields.nickname}} ({{address.fields.nickname}}){{/address.fields.nickname}}\n' +
+      'Process {{process.templateName}} ({{process.id}}), step {{step.name}}, missing:[{{address.fields.missing}}]\n' +
+      '{{assignee.name}} for {{controller.name}}, {{responsible.name}}, {{tenant.name}}'
+  },
+  ...extra
+})
+
+t.test('an automatic e-mail is sent when its step starts; once the SMTP server took it the step is done and the next one starts', async (t) => {
+  const address = await owner()
+  await rt.api.patch(`/v1/properties/${rt.propertyId}`, { fields: { street: 'Müller & Söhne <Hof> 1' } })
+  const templateId = await rt.template([tellOwner('Tell the owner'), { kind: 'task', name: 'Call the owner afterwards' }])
+
+  const template = await rt.api.get(`/v1/process-templates/${templateId}`)
+  t.match(template.data.steps[0].email, { mode: 'automatic', to: 'addressEmail' }, 'the template shows the mail')
+  t.equal(template.data.steps[1].email, null, 'a task has none')
+
+  const started = await rt.start(templateId, { addressId: address.id })
+  t.same(states(started), ['due', 'pending'], 'the e-mail step is due at once')
+  t.match(started.steps[0].email, { mode: 'automatic', to: 'addressEmail', subject: 'Tell the owner: {{property.fields.street}}' }, 'the instance step shows its mail')
+
+  const run = await rt.scheduler.runOnce()
+  t.equal(run.automaticSteps, 1, 'the scheduler carried the step out')
+  const mails = mailsTo(address.email)
+  t.equal(mails.length, 1, 'one mail to the address\'s e-mail field')
+  const mail = mails[0]!
+  t.equal(mail.subject, 'Tell the owner: Müller & Söhne <Hof> 1', 'placeholders filled, nothing HTML-escaped in plain text')
+  t.match(mail.text, `Dear Olga ${(await rt.api.get(`/v1/addresses/${address.id}`)).data.fields.lastName},`)
+  t.match(mail.text, 'the price of Müller & Söhne <Hof> 1 is 450000 EUR.')
+  t.match(mail.text, '450000 EUR.\r\n', 'a section over a missing field shows nothing')
+  t.match(mail.text, `Process Re-value a property (${started.id}), step Tell the owner, missing:[]`, 'a missing field renders empty')
+  t.match(mail.text, 'Willi Worker for Clara Controller, Willi Worker, Muster Immobilien')
+
+  const view = await rt.instance(started.id)
+  t.same(states(view), ['done', 'due'], 'the step is done and the next one started')
+  const activities = await rt.api.get(`/v1/addresses/${address.id}/activities`)
+  const sent = activities.data.items.find((a: { kind: string }) => a.kind === 'emailSent')
+  t.ok(sent, 'an activity on the address says so')
+  t.match(sent.message, `sent to ${address.email}`)
+  const onProperty = await rt.api.get(`/v1/properties/${rt.propertyId}/activities?limit=100`)
+  t.ok(onProperty.data.items.some((a: { kind: string; instanceId: string }) => a.kind === 'emailSent' && a.instanceId === started.id), 'and on the property')
+
+  t.equal((await rt.scheduler.runOnce()).mails, 0, 'nothing is sent twice')
+  t.equal(mailsTo(address.email).length, 1)
+})
+
+t.test('two automatic e-mails in a row, then the process completes', async (t) => {
+  const address = await owner()
+  const templateId = await rt.template([
+    tellOwner('First note'),
+    { kind: 'email', name: 'Second note', email: { mode: 'automatic', to: 'controller', subject: 'Done with {{process.id}}', body: 'Sent.' } }
+  ])
+  const started = await rt.start(templateId, { addressId: address.id })
+  await rt.scheduler.runOnce()
+  await rt.scheduler.runOnce()
+  const view = await rt.instance(started.id)
+  t.same(states(view), ['done', 'done'])
+  t.equal(view.status, 'completed')
+  t.equal(mailsAbout(`Done with ${started.id}`).length, 1, 'the controller got the second mail')
+  t.same(mailsAbout(`Done with ${started.id}`)[0]!.to, [rt.controller.email])
+})
+
+t.test('no address to mail: the step fails into a manual one and the controller hears of it', async (t) => {
+  const templateId = await rt.template([tellOwner('Mail the missing owner'), { kind: 'task', name: 'After the missing owner' }])
+  const moved = await owner()
+  const withoutAddress = await rt.start(templateId, { addressId: moved.id })
+  const patched = await rt.api.patch(`/v1/addresses/${moved.id}`, { fields: { email: null } })
+  t.equal(patched.statusCode, 200, 'the address loses its e-mail before the step runs')
+  const emptyField = await rt.start(templateId, { addressId: (await owner({ email: '' })).id })
+  const notAnAddress = await rt.start(templateId, { addressId: (await owner({ email: 'call me maybe' })).id })
+
+  const run = await rt.scheduler.runOnce()
+  t.equal(run.automaticSteps, 3)
+  for (const [instance, why] of [[withoutAddress, /has no e-mail/], [emptyField, /field "email" is empty/], [notAnAddress, /not an e-mail address/]] as const) {
+    const view = await rt.instance(instance.id)
+    t.same(states(view), ['failed', 'pending'], 'the step failed into a manual one')
+    const activities = await rt.api.get(`/v1/process-instances/${instance.id}/activities`)
+    const failed = activities.data.items.find((a: { kind: string }) => a.kind === 'automaticStepFailed')
+    t.match(failed?.message, why)
+  }
+  const alerts = mailsAbout('Automatic step failed: "Mail the missing owner"')
+  t.equal(alerts.length, 3, 'one mail to the controller per step')
+  t.same(alerts[0]!.to, [rt.controller.email])
+
+  const done = await rt.api.post(`/v1/process-instances/${withoutAddress.id}/advance`, { outcome: 'done', note: 'Phoned instead' })
+  t.equal(done.statusCode, 200, 'the manual step is done by hand')
+  t.same(states(done.data), ['done', 'due'])
+  const withMail = await rt.api.post(`/v1/process-instances/${emptyField.id}/advance`, { outcome: 'done', email: { subject: 'Again' } })
+  t.equal(withMail.statusCode, 422, 'a failed automatic step sends nothing when done by hand')
+})
+
+t.test('the SMTP server refuses the recipient for good: the step fails into a manual one, and the mail is not tried again', async (t) => {
+  rt.smtp.refusedRecipients.add('nobody@example.com')
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Mail a dead mailbox', email: { mode: 'automatic', to: { address: 'nobody@example.com' }, subject: 'Hello', body: 'Hi' } },
+    { kind: 'task', name: 'After the dead mailbox' }
+  ])
+  const started = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+
+  const view = await rt.instance(started.id)
+  t.same(states(view), ['failed', 'pending'])
+  const activities = await rt.api.get(`/v1/process-instances/${started.id}/activities`)
+  t.match(activities.data.items.find((a: { kind: string }) => a.kind === 'automaticStepFailed')?.message, /refused the e-mail to nobody@example\.com.*550/)
+  t.equal(mailsAbout('Automatic step failed: "Mail a dead mailbox"').length, 1, 'the controller hears of it')
+
+  const { rows } = await sql<{ attempt_count: number; failed_at: Date | null; sent_at: Date | null }>`
+    select attempt_count, failed_at, sent_at from outbox_mails where step_id = ${view.steps[0].id}`.execute(rt.db)
+  t.match(rows, [{ attempt_count: 1, sent_at: null }])
+  t.ok(rows[0]!.failed_at, 'given up')
+  rt.clock.advance(60 * MINUTE)
+  await rt.scheduler.runOnce()
+  const again = await sql<{ attempt_count: number }>`select attempt_count from outbox_mails where step_id = ${view.steps[0].id}`.execute(rt.db)
+  t.equal(again.rows[0]!.attempt_count, 1, 'not tried again')
+  t.same(states(await rt.instance(started.id)), ['failed', 'pending'])
+})
+
+t.test('a server that keeps refusing: after 8 attempts the step fails into a manual one; the retention removes the mail later', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Mail through a broken server', email: { mode: 'automatic', to: 'controller', subject: 'Broken {{process.id}}', body: 'Hi' } }
+  ])
+  const started = await rt.start(templateId)
+  const stepId = started.steps[0].id
+  rt.smtp.refusing = true
+  t.teardown(() => { rt.smtp.refusing = false })
+  const attempts = async () => (await sql<{ attempt_count: number; failed_at: Date | null }>`
+    select attempt_count, failed_at from outbox_mails where step_id = ${stepId}`.execute(rt.db)).rows[0]!
+  for (let i = 1; i <= 7; i++) {
+    await rt.scheduler.runOnce()
+    t.match(await attempts(), { attempt_count: i, failed_at: null }, `attempt ${i} failed, retried later`)
+    t.same(states(await rt.instance(started.id)), ['running'])
+    rt.clock.advance(HOUR)
+  }
+  await rt.scheduler.runOnce()
+  t.equal((await attempts()).attempt_count, 8)
+  t.ok((await attempts()).failed_at, 'the eighth failure gives it up')
+  t.same(states(await rt.instance(started.id)), ['failed'])
+  rt.smtp.refusing = false
+  rt.clock.advance(MINUTE)
+  await rt.scheduler.runOnce()
+  t.equal(mailsAbout('Automatic step failed: "Mail through a broken server"').length, 1, 'the controller hears of it once the server is back')
+  t.equal(mailsAbout(`Broken ${started.id}`).length, 0)
+
+  await removeOldHistory(rt.db, new Date(rt.clock.now().getTime() + 91 * DAY), 90)
+  const left = await sql<{ n: number }>`select count(*)::int as n from outbox_mails where step_id = ${stepId}`.execute(rt.db)
+  t.equal(left.rows[0]!.n, 0, 'the given-up mail goes with the retention')
+})
+
+t.test('a server that refuses for a while: the step keeps running, then is done once the mail goes through', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Mail through a busy server', email: { mode: 'automatic', to: 'assignee', subject: 'Busy {{step.name}}', body: 'Hi' } }
+  ])
+  const started = await rt.start(templateId)
+  rt.smtp.refusing = true
+  await rt.scheduler.runOnce()
+  t.same(states(await rt.instance(started.id)), ['running'], 'running while the mail waits')
+  rt.smtp.refusing = false
+  rt.clock.advance(MINUTE)
+  await rt.scheduler.runOnce()
+  const view = await rt.instance(started.id)
+  t.same(states(view), ['done'])
+  t.equal(mailsAbout('Busy Mail through a busy server').length, 1)
+  t.same(mailsAbout('Busy Mail through a busy server')[0]!.to, [rt.worker.email], 'to the assignee')
+})
+
+t.test('two schedulers at once: one mail per step', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Race', email: { mode: 'automatic', to: 'controller', subject: 'Race {{process.id}}', body: 'Once.' } },
+    { kind: 'task', name: 'After the race' }
+  ])
+  const ids: string[] = []
+  for (let i = 0; i < 6; i++) ids.push((await rt.start(templateId)).id)
+  const [a, b] = [rt.newScheduler(), rt.newScheduler()]
+  const runs = await Promise.all([a.runOnce(), b.runOnce()])
+  t.equal(runs[0].automaticSteps + runs[1].automaticSteps, 6, 'each step carried out by one of them')
+  await Promise.all([a.runOnce(), b.runOnce()])
+  for (const id of ids) {
+    t.equal(mailsAbout(`Race ${id}`).length, 1, 'one mail')
+    t.same(states(await rt.instance(id)), ['done', 'due'])
+  }
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from outbox_mails where kind = 'emailStep' and subject like 'Race %'`.execute(rt.db)
+  t.equal(rows[0]!.n, 6, 'one outbox row per step')
+})
+
+t.test('a manual e-mail is sent by its assignee advancing it, optionally with edited texts', async (t) => {
+  const address = await owner()
+  const manual = {
+    kind: 'email', name: 'Offer a viewing', refersTo: { property: true, address: true },
+    email: { mode: 'manual', to: 'addressEmail', subject: 'Viewing of {{property.fields.street}}', body: 'Dear {{address.fields.firstName}}, when suits you?' }
+  }
+  const templateId = await rt.template([manual, { kind: 'task', name: 'After the viewing offer' }])
+  const started = await rt.start(templateId, { addressId: address.id })
+  t.same(states(started), ['due', 'pending'])
+  await rt.scheduler.runOnce()
+  t.same(states(await rt.instance(started.id)), ['due', 'pending'], 'the scheduler leaves a manual step to its assignee')
+  t.equal(mailsTo(address.email).length, 0)
+
+  const bad = await rt.api.post(`/v1/process-instances/${started.id}/advance`, { outcome: 'done', email: { subject: 'Hi {{nobody.name}}' } })
+  t.equal(bad.statusCode, 422, bad.body)
+  t.equal(bad.data.errors[0].pointer, '/body/email/subject')
+  const shape = await rt.api.post(`/v1/process-instances/${started.id}/advance`, { outcome: 'done', email: { subject: 'Hi', cc: 'x@example.com' } })
+  t.equal(shape.statusCode, 400, 'an unknown field is a bad request')
+
+  const done = await rt.api.post(`/v1/process-instances/${started.id}/advance`,
+    { outcome: 'done', email: { subject: 'Viewing of {{property.fields.street}} this week' } })
+  t.equal(done.statusCode, 200, done.body)
+  t.same(states(done.data), ['done', 'due'], 'done and the next step started in the same commit')
+  const { rows } = await sql<{ subject: string; to_address: string }>`select subject, to_address from outbox_mails where step_id = ${started.steps[0].id}`.execute(rt.db)
+  t.match(rows, [{ to_address: address.email, subject: /this week$/ }], 'the mail was queued with the edited subject')
+
+  await rt.scheduler.runOnce()
+  const mails = mailsTo(address.email)
+  t.equal(mails.length, 1)
+  t.match(mails[0]!.subject, /^Viewing of .* this week$/)
+  t.equal(mails[0]!.text.trim(), 'Dear Olga, when suits you?', 'the body as the step has it')
+  const activities = await rt.api.get(`/v1/process-instances/${started.id}/activities`)
+  t.ok(activities.data.items.some((a: { kind: string }) => a.kind === 'emailSent'), 'an activity says it was sent')
+
+  const second = await rt.start(templateId, { addressId: address.id })
+  const skipped = await rt.api.post(`/v1/process-instances/${second.id}/advance`, { outcome: 'skipped' })
+  t.equal(skipped.statusCode, 200)
+  await rt.scheduler.runOnce()
+  t.equal(mailsTo(address.email).length, 1, 'skipping sends nothing')
+
+  const noAddress = await rt.start(templateId, { addressId: (await owner({ email: null })).id })
+  const refused = await rt.api.post(`/v1/process-instances/${noAddress.id}/advance`, { outcome: 'done' })
+  t.equal(refused.statusCode, 409, 'no address to mail: the advance is refused')
+  t.match(refused.data.detail, /has no e-mail/)
+
+  const taskEdit = await rt.api.post(`/v1/process-instances/${second.id}/advance`, { outcome: 'done', email: { body: 'x' } })
+  t.equal(taskEdit.statusCode, 422, 'a task sends no mail')
+})
+
+t.test('two advances of a manual e-mail step at once: one wins, one mail', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Race by hand', email: { mode: 'manual', to: 'controller', subject: 'By hand {{process.id}}', body: 'x' } },
+    { kind: 'task', name: 'After the race by hand' }
+  ])
+  const started = await rt.start(templateId)
+  const advance = () => rt.api.post(`/v1/process-instances/${started.id}/advance`, { outcome: 'done', stepId: started.steps[0].id })
+  const answers = await Promise.all([advance(), advance()])
+  t.same(answers.map((a) => a.statusCode).sort(), [200, 409], 'one advance wins, the other is told the step moved on')
+  await rt.scheduler.runOnce()
+  t.equal(mailsAbout(`By hand ${started.id}`).length, 1, 'one mail')
+  t.same(states(await rt.instance(started.id)), ['done', 'due'])
+})
+
+t.test('a process whose e-mail is queued can be cancelled; the mail is withdrawn', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Withdrawn', email: { mode: 'automatic', to: 'controller', subject: 'Withdrawn {{process.id}}', body: 'x' } }
+  ])
+  const started = await rt.start(templateId)
+  rt.smtp.refusing = true
+  await rt.scheduler.runOnce()
+  rt.smtp.refusing = false
+  t.same(states(await rt.instance(started.id)), ['running'])
+  const cancelled = await rt.api.post(`/v1/process-instances/${started.id}/cancel`, { note: 'Never mind' })
+  t.equal(cancelled.statusCode, 200, cancelled.body)
+  rt.clock.advance(60 * MINUTE)
+  await rt.scheduler.runOnce()
+  t.equal(mailsAbout(`Withdrawn ${started.id}`).length, 0, 'the mail never went out')
+})
+
+t.test('saving an email step: 422 with pointers for what the schema cannot tell, 400 for a bad shape', async (t) => {
+  const created = await rt.api.post('/v1/process-templates', { name: 'Mail checks', controllerUserId: rt.controller.id })
+  const steps = `/v1/process-templates/${created.data.id}/steps`
+  const mail = { mode: 'automatic', to: 'controller', subject: 'Hi', body: 'Hello' }
+  const cases: [string, Record<string, unknown>, string, RegExp][] = [
+    ['addressEmail without the address', { email: { ...mail, to: 'addressEmail' } }, '/body/email/to', /refersTo\.address/],
+    ['an unknown placeholder', { email: { ...mail, body: 'Hi {{owner.name}}' } }, '/body/email/body', /not a placeholder/],
+    ['an unclosed tag', { email: { ...mail, body: 'Hi {{#tenant.name}} there' } }, '/body/email/body', /not a valid template/],
+    ['a property field without the property', { email: { ...mail, subject: '{{property.fields.price}}' } }, '/body/email/subject', /refersTo\.property/],
+    ['a partial', { email: { ...mail, body: '{{> header}}' } }, '/body/email/body', /partials/],
+    ['no mail at all', {}, '/body/email', /needs its mail/]
+  ]
+  for (const [what, extra, pointer, detail] of cases) {
+    const res = await rt.api.post(steps, { kind: 'email', name: what, ...extra })
+    t.equal(res.statusCode, 422, `${what}: ${res.body}`)
+    t.match(res.data.errors, [{ pointer, detail }], what)
+  }
+  const task = await rt.api.post(steps, { kind: 'task', name: 'A task with a mail', email: mail })
+  t.equal(task.statusCode, 422)
+  t.match(task.data.errors, [{ pointer: '/body/email', detail: /leave email null/ }])
+
+  const shapes: [string, unknown][] = [
+    ['an unknown mode', { ...mail, mode: 'sometimes' }],
+    ['a malformed fixed address', { ...mail, to: { address: 'not an address' } }],
+    ['an unknown recipient', { ...mail, to: 'everyone' }],
+    ['a subject on two lines', { ...mail, subject: 'Hi\nthere' }],
+    ['an unknown field', { ...mail, cc: 'x@example.com' }],
+    ['no body', { mode: 'manual', to: 'controller', subject: 'Hi' }]
+  ]
+  for (const [what, email] of shapes) {
+    const res = await rt.api.post(steps, { kind: 'email', name: what, email })
+    t.equal(res.statusCode, 400, `${what}: ${res.body}`)
+  }
+
+  const good = await rt.api.post(steps, {
+    kind: 'email', name: 'Fine', refersTo: { address: true },
+    email: { mode: 'manual', to: 'addressEmail', subject: 'Hi {{address.fields.firstName}}', body: '{{#address.fields.nickname}}Hey {{.}}{{/address.fields.nickname}}{{! a comment }}' }
+  })
+  t.equal(good.statusCode, 201, good.body)
+  t.match(good.data.email, { mode: 'manual', to: 'addressEmail' })
+  const copy = await rt.api.post(`/v1/process-templates/${created.data.id}/copy`, {})
+  t.equal(copy.statusCode, 201, copy.body)
+  t.same(copy.data.steps[0].email, good.data.email, 'a copy of the template keeps the mail')
+  const toTask = await rt.api.patch(`${steps}/${good.data.id}`, { kind: 'task', email: null }, { 'if-match': `"${good.data.version}"` })
+  t.equal(toTask.statusCode, 200, toTask.body)
+  t.equal(toTask.data.email, null, 'a step that becomes a task drops its mail')
+})
