@@ -3,6 +3,7 @@ import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/comm
 import { DeliveryStatusSchema } from '../deliveries/schemas.js'
 import { StepKindSchema } from '../templates/steps/schemas.js'
 import { PlainText } from '../templates/text.js'
+import { InstanceDecisionSchema, WriteValuesSchema } from '../templates/steps/decision-schemas.js'
 
 const OptionalId = Type.Union([Uuid, Type.Null()])
 const OptionalTimestamp = Type.Union([Timestamp, Type.Null()])
@@ -54,6 +55,8 @@ export const InstanceStepSchema = Type.Object(
     assigneeUserId: Type.Union([Uuid, Type.Null()], { description: 'Resolved when the step starts' }),
     deadlineAt: OptionalTimestamp,
     note: Type.Union([Type.String(), Type.Null()]),
+    writeValues: Type.Union([WriteValuesSchema, Type.Null()]),
+    decision: Type.Union([InstanceDecisionSchema, Type.Null()]),
     delivery: Type.Union([Type.Ref('DeliverySummary'), Type.Null()], { description: 'The latest delivery of a webhook step; null for a task or before its first call' })
   },
   { $id: 'ProcessInstanceStep' }
@@ -136,9 +139,12 @@ export const AdvanceSchema = Type.Object(
   {
     outcome: StringEnum(['done', 'skipped']),
     stepId: Type.Optional(Type.String({ format: 'uuid', description: 'The step the caller means; 409 when it is no longer the current one' })),
-    note: Type.Optional(Note)
+    note: Type.Optional(Note),
+    decision: Type.Optional(StringEnum(['yes', 'no'], {
+      description: 'The branch a decision step takes; required to mark a decision done, not allowed for other steps'
+    }))
   },
-  { additionalProperties: false, examples: [{ outcome: 'skipped', note: 'Valued by hand' }] }
+  { additionalProperties: false, examples: [{ outcome: 'skipped', note: 'Valued by hand' }, { outcome: 'done', decision: 'yes', note: 'The owner agrees' }] }
 )
 export type Advance = Static<typeof AdvanceSchema>
 

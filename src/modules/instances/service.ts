@@ -6,6 +6,8 @@ import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import * as activities from '../activities/service.js'
 import { isAutomatic } from '../templates/steps/kinds.js'
+import type { Decision, WriteValues } from '../templates/steps/decision-schemas.js'
+import { decisionBranch } from './decide.js'
 import type { Activity } from '../activities/schemas.js'
 import * as repo from './repository.js'
 import * as runtime from './runtime-repository.js'
@@ -46,6 +48,8 @@ function toInstanceStep(row: InstanceStepRow, delivery: DeliveryRow | undefined)
     assigneeUserId: row.assignee_user_id,
     deadlineAt: iso(row.deadline_at),
     note: row.note,
+    writeValues: row.kind === 'writeValues' ? row.settings as WriteValues : null,
+    decision: row.kind === 'decision' ? { ...row.settings as Decision, chosen: row.decision } : null,
     delivery: delivery ? toDeliverySummary(delivery) : null
   }
 }
@@ -271,6 +275,8 @@ async function changesOf(db: DB, tenantId: string, now: Date): Promise<ProcessCh
  * step that failed into a manual one is done by hand or skipped.
  */
 function allowedOutcomes(step: InstanceStepRow): readonly Advance['outcome'][] {
+  // A decision is decided (done with yes or no), never skipped: skipping would leave its branches unchosen.
+  if (step.kind === 'decision') return ['waiting', 'due', 'failed'].includes(step.state) ? ['done'] : []
   if (step.state === 'waiting') return ['skipped']
   if (step.state === 'failed') return ['done', 'skipped']
   if (step.state !== 'due') return []
@@ -306,9 +312,10 @@ export async function advanceInstance(db: DB, clock: Clock, tenantId: string, id
         : allowed.length > 0 ? `it can only be ${allowed.join(' or ')}` : `it is ${step.state}`
       throw conflict(`Step "${step.name}" (${step.kind}, ${step.state}) cannot be ${input.outcome === 'done' ? 'marked done' : 'skipped'}: ${why}.`)
     }
+    const branch = decisionBranch(step, input)
     const changes = new ProcessChanges(trx, clock.now(), new Map([[tenantId, timeZone]]))
     changes.knowNextOf(step, view.map(({ step }) => step))
-    changes.endStep(instance, step, input.outcome, input.note ?? null, by)
+    changes.endStep(instance, step, input.outcome, input.note ?? null, by, branch)
     changes.bump(instance)
     const written = await changes.flush()
     // A cancelled delivery is not among the rows written: read the steps again.

@@ -1,6 +1,7 @@
 import type { JsonObject, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { Template, TemplateSummary } from './templates/schemas.js'
 import type { Responsibility, Start, Step } from './steps/schemas.js'
+import type { Decision, WriteValues } from './steps/decision-schemas.js'
 
 /** A step's editable content, before it has a place in a template. */
 export type StepDraft = Omit<Step, 'id' | 'templateId' | 'position' | 'version'>
@@ -43,6 +44,8 @@ export function toStep(row: TemplateStepRow): Step {
     serviceId: row.service_id,
     target: row.target_url !== null && row.target_delivery !== null ? { url: row.target_url, delivery: row.target_delivery } : null,
     parameters: row.parameters,
+    writeValues: row.kind === 'writeValues' ? row.settings as WriteValues : null,
+    decision: row.kind === 'decision' ? row.settings as Decision : null,
     version: row.version
   }
 }
@@ -68,6 +71,10 @@ export function stepColumns(draft: StepDraft) {
 /** The kind's own settings as template_steps.settings holds them (src/modules/templates/steps/kinds.ts). */
 function settingsOf(draft: StepDraft): JsonObject {
   switch (draft.kind) {
+    case 'writeValues':
+      return (draft.writeValues ?? {}) as JsonObject
+    case 'decision':
+      return (draft.decision ?? {}) as JsonObject
     default:
       return {}
   }

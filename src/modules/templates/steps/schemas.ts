@@ -1,6 +1,7 @@
 import { Type, type Static } from 'typebox'
 import { PageQuerySchema, StringEnum, Uuid } from '../../../schemas/common.js'
 import { PlainText } from '../text.js'
+import { DecisionSchema, WriteValuesSchema } from './decision-schemas.js'
 
 const MAX_DAYS = 3650
 
@@ -77,6 +78,8 @@ export const StepSchema = Type.Object(
     serviceId: ServiceIdSchema,
     target: Type.Union([TargetSchema, Type.Null()]),
     parameters: ParametersSchema,
+    writeValues: Type.Union([WriteValuesSchema, Type.Null()]),
+    decision: Type.Union([DecisionSchema, Type.Null()]),
     version: Type.Integer()
   },
   { $id: 'ProcessTemplateStep' }
@@ -97,7 +100,9 @@ const editableFields = {
   refersTo: RefersToInputSchema,
   serviceId: ServiceIdSchema,
   target: TargetInputSchema,
-  parameters: ParametersSchema
+  parameters: ParametersSchema,
+  writeValues: Type.Union([WriteValuesSchema, Type.Null()]),
+  decision: Type.Union([DecisionSchema, Type.Null()])
 }
 
 export const CreateStepSchema = Type.Object(
@@ -111,7 +116,9 @@ export const CreateStepSchema = Type.Object(
     refersTo: Type.Optional(editableFields.refersTo),
     serviceId: Type.Optional(editableFields.serviceId),
     target: Type.Optional(editableFields.target),
-    parameters: Type.Optional(editableFields.parameters)
+    parameters: Type.Optional(editableFields.parameters),
+    writeValues: Type.Optional(editableFields.writeValues),
+    decision: Type.Optional(editableFields.decision)
   },
   {
     additionalProperties: false,
@@ -144,7 +151,9 @@ export const UpdateStepSchema = Type.Object(
     refersTo: Type.Optional(editableFields.refersTo),
     serviceId: Type.Optional(editableFields.serviceId),
     target: Type.Optional(editableFields.target),
-    parameters: Type.Optional(editableFields.parameters)
+    parameters: Type.Optional(editableFields.parameters),
+    writeValues: Type.Optional(editableFields.writeValues),
+    decision: Type.Optional(editableFields.decision)
   },
   {
     additionalProperties: false, minProperties: 1, description: 'Fields to change; use PUT …/steps/order to move a step',
