@@ -7,7 +7,7 @@ import { ExpressionRef } from '../expressions/schema.js'
  * after the kind on a step); template_steps.settings holds them as they are.
  */
 
-const Branch = Type.Union([Type.Integer({ minimum: 2 }), Type.Null()], {
+const Branch = Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], {
   description: 'The position of the step the process continues at, after the decision\'s own; null ends the process'
 })
 

@@ -53,7 +53,7 @@ export function decideSettingsErrors(draft: StepDraft, position: number, count: 
     const settings = (draft.kind === 'decision' ? draft.decision : draft.writeValues) as unknown as JsonObject
     const references = referenceErrors({ position, kind: draft.kind, name: draft.name, settings }, active ? count : undefined)
     // An expression reading a later step is already named by checkExpression.
-    errors.push(...references.filter((e) => e.pointer.startsWith('/decision/')).map((e) => ({ pointer: `/body${e.pointer}`, detail: e.detail })))
+    errors.push(...references.filter((e) => e.pointer === '/decision/yes' || e.pointer === '/decision/no').map((e) => ({ pointer: `/body${e.pointer}`, detail: e.detail })))
   }
   return errors
 }

@@ -49,7 +49,7 @@ export function reorderPlan(rows: TemplateStepRow[], stepIds: string[], active: 
   const settingsOf = new Map(changed.map((c) => [c.id, c.settings]))
   const reordered: GraphStep[] = rows.map((row) => ({
     position: newPosition.get(row.id) ?? row.position, kind: row.kind, name: row.name, settings: settingsOf.get(row.id) ?? row.settings
-  }))
+  })).sort((a, b) => a.position - b.position)
   const idAt = new Map(rows.map((row) => [newPosition.get(row.id) ?? row.position, row.id]))
   const errors = graphErrors(reordered, { complete: active }).map(({ step, detail }) => ({
     pointer: `/body/stepIds/${stepIds.indexOf(idAt.get(step.position) ?? '')}`,
