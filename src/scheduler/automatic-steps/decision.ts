@@ -2,7 +2,7 @@ import { branchOf } from '../../modules/instances/decide.js'
 import { evaluate, ExpressionError } from '../../modules/templates/expressions/evaluate.js'
 import type { Decision } from '../../modules/templates/steps/decision-schemas.js'
 import { expressionContext } from './expression-context.js'
-import type { AutomaticStepRunner } from './runners.js'
+import type { AutomaticStepRunner } from './runner-types.js'
 
 /**
  * An automatic decision: its condition, evaluated on the linked records' fields and the earlier

@@ -9,7 +9,7 @@ import { queueTriggeredDeliveries } from '../../modules/records/trigger-reposito
 import { evaluate, ExpressionError } from '../../modules/templates/expressions/evaluate.js'
 import type { WriteValues } from '../../modules/templates/steps/decision-schemas.js'
 import { expressionContext } from './expression-context.js'
-import type { AutomaticStepRunner } from './runners.js'
+import type { AutomaticStepRunner } from './runner-types.js'
 
 const TABLES = { property: 'properties', address: 'addresses' } as const
 type RecordName = keyof typeof TABLES
