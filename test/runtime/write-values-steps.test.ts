@@ -92,3 +92,22 @@ t.test('values that would outgrow the record\'s limits write nothing and fail th
   t.equal(view.steps[0].state, 'failed')
   t.match((await rt.api.get(`/v1/process-instances/${started.id}/activities?limit=100`)).data.items, [{ kind: 'automaticStepFailed', message: /fields would take more than 262144 bytes/ }])
 })
+
+t.test('two workers at once write each step\'s values once', async (t) => {
+  const templateId = await rt.template([writeStep])
+  const propertyIds = await Promise.all([1, 2, 3, 4].map((n) => newProperty({ price: n * 100000 })))
+  const started = await Promise.all(propertyIds.map((propertyId) => rt.start(templateId, { propertyId })))
+  const runs = await Promise.all([rt.scheduler.runOnce(), rt.newScheduler().runOnce()])
+  t.equal(runs[0].automaticSteps + runs[1].automaticSteps, 4, 'each step ran once')
+  for (const [i, propertyId] of propertyIds.entries()) {
+    const property = (await rt.api.get(`/v1/properties/${propertyId}`)).data
+    t.equal(property.version, 2, 'one write')
+    t.equal(property.fields.status, 'listed')
+    const activities = (await rt.api.get(`/v1/properties/${propertyId}/activities?limit=100`)).data.items
+    t.equal(activities.filter((a: { kind: string }) => a.kind === 'recordUpdatedByProcess').length, 1)
+    t.equal((await rt.instance(started[i].id)).status, 'completed')
+  }
+  const deliveries = (await rt.api.get('/v1/deliveries?limit=200')).data.items
+    .filter((d: { propertyId: string; source: string }) => propertyIds.includes(d.propertyId) && d.source === 'trigger')
+  t.equal(deliveries.length, 4, 'one trigger delivery per write')
+})
