@@ -158,3 +158,20 @@ t.test('branches follow their steps on insert, delete and reorder; a change that
   ])
   t.match((await stepsOf(id)).map((s: { id: string }) => s.id), [sell, ready, ask, expose], 'the refused order changed nothing')
 })
+
+t.test('a copy keeps the branches; a PATCH changes them, and a new kind drops them', async (t) => {
+  const id = await template([decide('Sell?', 3, 2), task('Ask again'), task('Exposé')])
+  const copy = await client.post(`/v1/process-templates/${id}/copy`, {})
+  t.equal(copy.statusCode, 201, copy.body)
+  t.same(copy.data.steps[0].decision, (await stepsOf(id))[0].decision)
+
+  const stepUrl = `/v1/process-templates/${id}/steps/${(await stepsOf(id))[0].id}`
+  let res = await client.patch(stepUrl, { decision: { mode: 'manual', yes: 2, no: null } })
+  t.equal(res.statusCode, 200, res.body)
+  t.same(res.data.decision, { mode: 'manual', yes: 2, no: null })
+  res = await client.patch(stepUrl, { decision: { mode: 'manual', yes: 1, no: null } })
+  assertProblem(t, res, 422, /\/body\/decision\/yes points back to step 1/)
+  res = await client.patch(stepUrl, { kind: 'task' })
+  t.equal(res.statusCode, 200, res.body)
+  t.same([res.data.kind, res.data.decision], ['task', null])
+})
