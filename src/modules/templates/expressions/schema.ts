@@ -33,7 +33,7 @@ export const EXPRESSION_LIMITS = { depth: 12, nodes: 200, operands: 20, stringLe
 
 const REF = { $ref: 'ProcessExpression' }
 const object = (properties: Record<string, unknown>, required: string[], description: string) =>
-  ({ type: 'object', properties, required, additionalProperties: false, description })
+  ({ type: 'object', properties, ...(required.length > 0 ? { required } : {}), additionalProperties: false, description })
 const pair = { type: 'array', items: REF, minItems: 2, maxItems: 2 }
 const FieldPath = {
   type: 'string', minLength: 1, maxLength: 300, pattern: '^(property|address)\\.[^.]+(\\.[^.]+)*$',
