@@ -193,6 +193,8 @@ export interface InstanceStepsTable extends StepDefinitionColumns {
   deadline_at: Date | null
   deadline_notified_at: Date | null
   note: string | null
+  /** The branch a decision step took (migration 0011). */
+  decision: Generated<'yes' | 'no' | null>
 }
 
 export type DeliveryStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled'

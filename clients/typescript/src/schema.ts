@@ -906,6 +906,58 @@ export interface components {
             /** Format: date-time */
             activatedAt: string;
         };
+        /** @description A typed JSON expression: a literal, {"field": "property.price"}, {"step": 2, "of": "statusCode"}, {"today": {"plusDays": 7}}, or an operator: add/subtract/multiply/divide and eq/ne/lt/lte/gt/gte over two expressions, and/or over a list, not, exists over a field, literal for an object or array value. Never evaluated as code. */
+        ProcessExpression: (string | number | boolean | {
+            literal: unknown;
+        } | {
+            /** @description property.<field> or address.<field>, nested fields joined with dots: property.price, address.email */
+            field: string;
+        } | {
+            /** @description The position of an earlier step */
+            step: number;
+            /**
+             * @description outcome = its state (done, skipped, ...); decision = yes or no; statusCode = its webhook call's last HTTP status; deliveryStatus = that call's status
+             * @enum {string}
+             */
+            of: "outcome" | "decision" | "statusCode" | "deliveryStatus";
+        } | {
+            /** @description Days to add */
+            today: {
+                plusDays?: number;
+            };
+        } | {
+            add: components["schemas"]["ProcessExpression"][];
+        } | {
+            subtract: components["schemas"]["ProcessExpression"][];
+        } | {
+            multiply: components["schemas"]["ProcessExpression"][];
+        } | {
+            divide: components["schemas"]["ProcessExpression"][];
+        } | {
+            eq: components["schemas"]["ProcessExpression"][];
+        } | {
+            ne: components["schemas"]["ProcessExpression"][];
+        } | {
+            lt: components["schemas"]["ProcessExpression"][];
+        } | {
+            lte: components["schemas"]["ProcessExpression"][];
+        } | {
+            gt: components["schemas"]["ProcessExpression"][];
+        } | {
+            gte: components["schemas"]["ProcessExpression"][];
+        } | {
+            and: components["schemas"]["ProcessExpression"][];
+        } | {
+            or: components["schemas"]["ProcessExpression"][];
+        } | {
+            not: components["schemas"]["ProcessExpression"];
+        } | {
+            /** @description The field */
+            exists: {
+                /** @description property.<field> or address.<field>, nested fields joined with dots: property.price, address.email */
+                field: string;
+            };
+        }) | null;
         ProcessTemplateStep: {
             /** Format: uuid */
             id: string;
@@ -972,6 +1024,77 @@ export interface components {
                 subject: string;
                 /** @description A template of plain text (the mail is text/plain; nothing is HTML-escaped) */
                 body: string;
+            } | null;
+            /**
+             * @description The fields a writeValues step sets on the linked records, each an expression evaluated when the step runs; null for other kinds
+             * @example {
+             *       "values": [
+             *         {
+             *           "record": "property",
+             *           "field": "valuationRequestedOn",
+             *           "value": {
+             *             "today": {}
+             *           }
+             *         },
+             *         {
+             *           "record": "property",
+             *           "field": "askingPrice",
+             *           "value": {
+             *             "multiply": [
+             *               {
+             *                 "field": "property.marketValue"
+             *               },
+             *               1.05
+             *             ]
+             *           }
+             *         }
+             *       ]
+             *     }
+             */
+            writeValues: {
+                values: {
+                    /** @enum {string} */
+                    record: "property" | "address";
+                    /** @description A top-level field of the record; a null value removes it */
+                    field: string;
+                    value: components["schemas"]["ProcessExpression"];
+                }[];
+            } | null;
+            /**
+             * @description A decision step's branches and condition; null for other kinds. Branches point forward; steps jumped over are skipped
+             * @example {
+             *       "mode": "automatic",
+             *       "condition": {
+             *         "lt": [
+             *           {
+             *             "field": "property.marketValue"
+             *           },
+             *           {
+             *             "multiply": [
+             *               {
+             *                 "field": "property.price"
+             *               },
+             *               0.9
+             *             ]
+             *           }
+             *         ]
+             *       },
+             *       "yes": 4,
+             *       "no": 6
+             *     }
+             */
+            decision: {
+                /**
+                 * @description automatic = the scheduler evaluates the condition; manual = the assignee advances with "decision": "yes" or "no"
+                 * @enum {string}
+                 */
+                mode: "automatic" | "manual";
+                /** @description automatic: true takes yes, false takes no (needed unless yes and no are the same step, a plain jump) */
+                condition?: components["schemas"]["ProcessExpression"] | null;
+                /** @description The position of the step the process continues at, after the decision's own; null ends the process */
+                yes: number | null;
+                /** @description The position of the step the process continues at, after the decision's own; null ends the process */
+                no: number | null;
             } | null;
             version: number;
         };
@@ -1104,6 +1227,60 @@ export interface components {
                 subject: string;
                 /** @description A template of plain text (the mail is text/plain; nothing is HTML-escaped) */
                 body: string;
+            } | null;
+            /**
+             * @description The fields a writeValues step sets on the linked records, each an expression evaluated when the step runs; null for other kinds
+             * @example {
+             *       "values": [
+             *         {
+             *           "record": "property",
+             *           "field": "valuationRequestedOn",
+             *           "value": {
+             *             "today": {}
+             *           }
+             *         },
+             *         {
+             *           "record": "property",
+             *           "field": "askingPrice",
+             *           "value": {
+             *             "multiply": [
+             *               {
+             *                 "field": "property.marketValue"
+             *               },
+             *               1.05
+             *             ]
+             *           }
+             *         }
+             *       ]
+             *     }
+             */
+            writeValues: {
+                values: {
+                    /** @enum {string} */
+                    record: "property" | "address";
+                    /** @description A top-level field of the record; a null value removes it */
+                    field: string;
+                    value: components["schemas"]["ProcessExpression"];
+                }[];
+            } | null;
+            /** @description A decision step's settings as copied from the template, and the branch it took */
+            decision: {
+                /**
+                 * @description automatic = the scheduler evaluates the condition; manual = the assignee advances with "decision": "yes" or "no"
+                 * @enum {string}
+                 */
+                mode: "automatic" | "manual";
+                /** @description automatic: true takes yes, false takes no (needed unless yes and no are the same step, a plain jump) */
+                condition?: components["schemas"]["ProcessExpression"] | null;
+                /** @description The position of the step the process continues at, after the decision's own; null ends the process */
+                yes: number | null;
+                /** @description The position of the step the process continues at, after the decision's own; null ends the process */
+                no: number | null;
+                /**
+                 * @description The branch taken; null until the step is decided
+                 * @enum {string|null}
+                 */
+                chosen: "yes" | "no" | null;
             } | null;
             /** @description The latest delivery of a webhook step; null for a task or before its first call */
             delivery: components["schemas"]["DeliverySummary"] | null;
@@ -6137,6 +6314,77 @@ export interface operations {
                         /** @description A template of plain text (the mail is text/plain; nothing is HTML-escaped) */
                         body: string;
                     } | null;
+                    /**
+                     * @description The fields a writeValues step sets on the linked records, each an expression evaluated when the step runs; null for other kinds
+                     * @example {
+                     *       "values": [
+                     *         {
+                     *           "record": "property",
+                     *           "field": "valuationRequestedOn",
+                     *           "value": {
+                     *             "today": {}
+                     *           }
+                     *         },
+                     *         {
+                     *           "record": "property",
+                     *           "field": "askingPrice",
+                     *           "value": {
+                     *             "multiply": [
+                     *               {
+                     *                 "field": "property.marketValue"
+                     *               },
+                     *               1.05
+                     *             ]
+                     *           }
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    writeValues?: {
+                        values: {
+                            /** @enum {string} */
+                            record: "property" | "address";
+                            /** @description A top-level field of the record; a null value removes it */
+                            field: string;
+                            value: components["schemas"]["ProcessExpression"];
+                        }[];
+                    } | null;
+                    /**
+                     * @description A decision step's branches and condition; null for other kinds. Branches point forward; steps jumped over are skipped
+                     * @example {
+                     *       "mode": "automatic",
+                     *       "condition": {
+                     *         "lt": [
+                     *           {
+                     *             "field": "property.marketValue"
+                     *           },
+                     *           {
+                     *             "multiply": [
+                     *               {
+                     *                 "field": "property.price"
+                     *               },
+                     *               0.9
+                     *             ]
+                     *           }
+                     *         ]
+                     *       },
+                     *       "yes": 4,
+                     *       "no": 6
+                     *     }
+                     */
+                    decision?: {
+                        /**
+                         * @description automatic = the scheduler evaluates the condition; manual = the assignee advances with "decision": "yes" or "no"
+                         * @enum {string}
+                         */
+                        mode: "automatic" | "manual";
+                        /** @description automatic: true takes yes, false takes no (needed unless yes and no are the same step, a plain jump) */
+                        condition?: components["schemas"]["ProcessExpression"] | null;
+                        /** @description The position of the step the process continues at, after the decision's own; null ends the process */
+                        yes: number | null;
+                        /** @description The position of the step the process continues at, after the decision's own; null ends the process */
+                        no: number | null;
+                    } | null;
                 };
             };
         };
@@ -6615,6 +6863,77 @@ export interface operations {
                         /** @description A template of plain text (the mail is text/plain; nothing is HTML-escaped) */
                         body: string;
                     } | null;
+                    /**
+                     * @description The fields a writeValues step sets on the linked records, each an expression evaluated when the step runs; null for other kinds
+                     * @example {
+                     *       "values": [
+                     *         {
+                     *           "record": "property",
+                     *           "field": "valuationRequestedOn",
+                     *           "value": {
+                     *             "today": {}
+                     *           }
+                     *         },
+                     *         {
+                     *           "record": "property",
+                     *           "field": "askingPrice",
+                     *           "value": {
+                     *             "multiply": [
+                     *               {
+                     *                 "field": "property.marketValue"
+                     *               },
+                     *               1.05
+                     *             ]
+                     *           }
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    writeValues?: {
+                        values: {
+                            /** @enum {string} */
+                            record: "property" | "address";
+                            /** @description A top-level field of the record; a null value removes it */
+                            field: string;
+                            value: components["schemas"]["ProcessExpression"];
+                        }[];
+                    } | null;
+                    /**
+                     * @description A decision step's branches and condition; null for other kinds. Branches point forward; steps jumped over are skipped
+                     * @example {
+                     *       "mode": "automatic",
+                     *       "condition": {
+                     *         "lt": [
+                     *           {
+                     *             "field": "property.marketValue"
+                     *           },
+                     *           {
+                     *             "multiply": [
+                     *               {
+                     *                 "field": "property.price"
+                     *               },
+                     *               0.9
+                     *             ]
+                     *           }
+                     *         ]
+                     *       },
+                     *       "yes": 4,
+                     *       "no": 6
+                     *     }
+                     */
+                    decision?: {
+                        /**
+                         * @description automatic = the scheduler evaluates the condition; manual = the assignee advances with "decision": "yes" or "no"
+                         * @enum {string}
+                         */
+                        mode: "automatic" | "manual";
+                        /** @description automatic: true takes yes, false takes no (needed unless yes and no are the same step, a plain jump) */
+                        condition?: components["schemas"]["ProcessExpression"] | null;
+                        /** @description The position of the step the process continues at, after the decision's own; null ends the process */
+                        yes: number | null;
+                        /** @description The position of the step the process continues at, after the decision's own; null ends the process */
+                        no: number | null;
+                    } | null;
                 };
             };
         };
@@ -7034,6 +7353,11 @@ export interface operations {
                         /** @description A template of plain text (the mail is text/plain; nothing is HTML-escaped) */
                         body?: string;
                     };
+                    /**
+                     * @description The branch a decision step takes; required to mark a decision done, not allowed for other steps
+                     * @enum {string}
+                     */
+                    decision?: "yes" | "no";
                 };
             };
         };

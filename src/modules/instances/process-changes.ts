@@ -4,6 +4,7 @@ import type { InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../
 import type { NewActivityRow } from '../activities/repository.js'
 import { addCalendarDays } from '../../lib/calendar.js'
 import { mailControllers, type MailCause } from './notify.js'
+import { writeJumps } from './branches.js'
 import * as repo from './runtime-repository.js'
 import { activityRow, planStarts, type StepStart } from './transitions.js'
 import { writeChanges, type InstanceChange, type PlannedChanges, type StepChange, type WrittenRows } from './write-changes.js'
@@ -34,6 +35,14 @@ const quoted = (note: string | null) => (note ? `: "${note}"` : '')
 interface Ended {
   instance: InstanceRow
   step: InstanceStepRow
+  /** A decision's branch: the position the process continues at (null: it completes), not the next one. */
+  branch?: Branch
+}
+
+/** The branch a decision step took. */
+export interface Branch {
+  decision: 'yes' | 'no' | null
+  continueAt: number | null
 }
 
 /** A step the process enters: it starts now, or waits for its start time. */
@@ -91,13 +100,22 @@ export class ProcessChanges {
     this.instanceChange(instance).bump = true
   }
 
-  /** Ends the current step as done or skipped; the process moves on to the next step, or completes. */
-  endStep(instance: InstanceRow, step: InstanceStepRow, outcome: EndOutcome, note: string | null, by: string): void {
+  /**
+   * Ends the current step as done or skipped; the process moves on to the next step, or completes.
+   * With a branch (a decision), it continues at the branch's step instead, and the steps in between
+   * are skipped as not on the chosen branch (branches.ts).
+   */
+  endStep(instance: InstanceRow, step: InstanceStepRow, outcome: EndOutcome, note: string | null, by: string, branch?: Branch): void {
     this.steps.set(step.id, { tenant_id: step.tenant_id, id: step.id, state: outcome, ended_at: this.now, note, set_note: true })
     const message = `Step "${step.name}" ${outcome} (${by})${quoted(note)}.`
     this.activity(instance, step, outcome === 'done' ? 'stepDone' : 'stepSkipped', message, note ? { note, by } : { by })
     if (outcome === 'skipped') this.mail(instance, { kind: 'stepSkipped', dedupeKey: `stepSkipped:${step.id}`, step, note })
-    this.ended.push({ instance, step })
+    if (branch) {
+      const where = branch.continueAt === null ? 'the process ends' : `the process continues at step ${branch.continueAt}`
+      const taken = branch.decision === null ? '' : `: ${branch.decision}`
+      this.activity(instance, step, 'decisionTaken', `Decision "${step.name}"${taken}; ${where}.`, { decision: branch.decision, continueAt: branch.continueAt })
+    }
+    this.ended.push(branch ? { instance, step, branch } : { instance, step })
   }
 
   /** The step starts now (the scheduler's chore for waiting steps whose time has come), if it is still `from`. */
@@ -150,14 +168,17 @@ export class ProcessChanges {
    * Returns the rows it wrote, from which an answer can be built without reading them again.
    */
   async flush(): Promise<Written> {
-    const unknown = this.ended.filter(({ step }) => !this.nextSteps.has(`${step.instance_id}:${step.position + 1}`))
-    const read = await repo.findStepsAt(this.db, unknown.map(({ step }) => ({ tenant_id: step.tenant_id, instance_id: step.instance_id, position: step.position + 1 })))
-    for (const { instance, step } of this.ended) {
-      const key = `${instance.id}:${step.position + 1}`
-      const following = this.nextSteps.has(key) ? this.nextSteps.get(key) : read.get(key)
-      if (following) this.entered.push({ instance, step: following, previousEnd: this.now })
-      else this.complete(instance)
+    const nextOf = ({ step, branch }: Ended) => (branch ? branch.continueAt : step.position + 1)
+    const unknown = this.ended.filter((e) => nextOf(e) !== null && !this.nextSteps.has(`${e.step.instance_id}:${nextOf(e)}`))
+    const read = await repo.findStepsAt(this.db, unknown.map((e) => ({ tenant_id: e.step.tenant_id, instance_id: e.step.instance_id, position: nextOf(e)! })))
+    for (const ended of this.ended) {
+      const next = nextOf(ended)
+      const key = `${ended.instance.id}:${next}`
+      const following = next === null ? undefined : this.nextSteps.has(key) ? this.nextSteps.get(key) : read.get(key)
+      if (following) this.entered.push({ instance: ended.instance, step: following, previousEnd: this.now })
+      else this.complete(ended.instance)
     }
+    const jumped = await writeJumps(this.db, this.ended.flatMap(({ step, branch }) => (branch ? [{ step, ...branch }] : [])), this.now)
     const starting: StepStart[] = [...this.starting]
     for (const { instance, step, previousEnd } of this.entered) {
       if (instance.current_position !== step.position) this.instanceChange(instance).current_position = step.position
@@ -178,7 +199,8 @@ export class ProcessChanges {
     await planStarts(this.db, starting, this.now, this.zones, plan)
     const written = await writeChanges(this.db, plan, this.now)
     await mailControllers(this.db, this.mails)
-    return { ...written, work: workOf(written, this.mails.length > 0) }
+    const steps = jumped.length === 0 ? written.steps : [...written.steps, ...jumped]
+    return { ...written, steps, work: workOf(written, this.mails.length > 0) }
   }
 
   private instanceChange(instance: InstanceRow): InstanceChange {
@@ -187,7 +209,8 @@ export class ProcessChanges {
     return change
   }
 
-  private zoneOf(instance: InstanceRow): string {
+  /** The time zone of the instance's tenant (for a decision's "today"). */
+  zoneOf(instance: InstanceRow): string {
     return this.zones.get(instance.tenant_id) ?? 'UTC'
   }
 }

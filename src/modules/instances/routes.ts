@@ -12,11 +12,13 @@ import {
   ListInstancesQuerySchema, StartHeadersSchema, StartInstanceSchema, StepParamsSchema
 } from './schemas.js'
 import * as instances from './service.js'
+import { ExpressionSchema } from '../templates/expressions/schema.js'
 
 const Instance = Type.Ref('ProcessInstance')
 
 export default async function instanceRoutes(fastify: FastifyInstance, { db, clock, wakeups }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  app.addSchema(ExpressionSchema)
   app.addSchema(DeliverySummarySchema)
   app.addSchema(InstanceStepSchema)
   app.addSchema(InstanceSummarySchema)

@@ -4,6 +4,7 @@ import { DeliveryStatusSchema } from '../deliveries/schemas.js'
 import { StepKindSchema } from '../templates/steps/schemas.js'
 import { EmailEditSchema, EmailSettingsSchema } from '../templates/steps/email.js'
 import { PlainText } from '../templates/text.js'
+import { InstanceDecisionSchema, WriteValuesSchema } from '../templates/steps/decision-schemas.js'
 
 const OptionalId = Type.Union([Uuid, Type.Null()])
 const OptionalTimestamp = Type.Union([Timestamp, Type.Null()])
@@ -56,6 +57,8 @@ export const InstanceStepSchema = Type.Object(
     deadlineAt: OptionalTimestamp,
     note: Type.Union([Type.String(), Type.Null()]),
     email: Type.Union([EmailSettingsSchema, Type.Null()], { description: 'The mail an email step sends, as copied from the template; null for other kinds' }),
+    writeValues: Type.Union([WriteValuesSchema, Type.Null()]),
+    decision: Type.Union([InstanceDecisionSchema, Type.Null()]),
     delivery: Type.Union([Type.Ref('DeliverySummary'), Type.Null()], { description: 'The latest delivery of a webhook step; null for a task or before its first call' })
   },
   { $id: 'ProcessInstanceStep' }
@@ -139,11 +142,18 @@ export const AdvanceSchema = Type.Object(
     outcome: StringEnum(['done', 'skipped']),
     stepId: Type.Optional(Type.String({ format: 'uuid', description: 'The step the caller means; 409 when it is no longer the current one' })),
     note: Type.Optional(Note),
-    email: Type.Optional(EmailEditSchema)
+    email: Type.Optional(EmailEditSchema),
+    decision: Type.Optional(StringEnum(['yes', 'no'], {
+      description: 'The branch a decision step takes; required to mark a decision done, not allowed for other steps'
+    }))
   },
   {
     additionalProperties: false,
-    examples: [{ outcome: 'skipped', note: 'Valued by hand' }, { outcome: 'done', email: { subject: 'Your valuation of {{property.fields.street}}, as promised' } }]
+    examples: [
+      { outcome: 'skipped', note: 'Valued by hand' },
+      { outcome: 'done', email: { subject: 'Your valuation of {{property.fields.street}}, as promised' } },
+      { outcome: 'done', decision: 'yes', note: 'The owner agrees' }
+    ]
   }
 )
 export type Advance = Static<typeof AdvanceSchema>

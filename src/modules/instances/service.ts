@@ -9,6 +9,8 @@ import * as activities from '../activities/service.js'
 import { isAutomatic } from '../templates/steps/kinds.js'
 import { emailSettingsOf } from '../templates/steps/email.js'
 import { sendManualEmail } from './manual-email.js'
+import type { Decision, WriteValues } from '../templates/steps/decision-schemas.js'
+import { decisionBranch } from './decide.js'
 import type { Activity } from '../activities/schemas.js'
 import * as repo from './repository.js'
 import * as runtime from './runtime-repository.js'
@@ -50,6 +52,8 @@ function toInstanceStep(row: InstanceStepRow, delivery: DeliveryRow | undefined)
     deadlineAt: iso(row.deadline_at),
     note: row.note,
     email: row.kind === 'email' ? emailSettingsOf(row.settings) : null,
+    writeValues: row.kind === 'writeValues' ? row.settings as WriteValues : null,
+    decision: row.kind === 'decision' ? { ...row.settings as Decision, chosen: row.decision } : null,
     delivery: delivery ? toDeliverySummary(delivery) : null
   }
 }
@@ -282,6 +286,8 @@ async function changesOf(db: DB, tenantId: string, now: Date): Promise<ProcessCh
  * step that failed into a manual one is done by hand or skipped.
  */
 function allowedOutcomes(step: InstanceStepRow): readonly Advance['outcome'][] {
+  // A decision is decided (done with yes or no), never skipped: skipping would leave its branches unchosen.
+  if (step.kind === 'decision') return ['waiting', 'due', 'failed'].includes(step.state) ? ['done'] : []
   if (step.state === 'waiting') return ['skipped']
   if (step.state === 'failed') return ['done', 'skipped']
   if (step.state !== 'due') return []
@@ -321,13 +327,14 @@ export async function advanceInstance(
         : allowed.length > 0 ? `it can only be ${allowed.join(' or ')}` : `it is ${step.state}`
       throw conflict(`Step "${step.name}" (${step.kind}, ${step.state}) cannot be ${input.outcome === 'done' ? 'marked done' : 'skipped'}: ${why}.`)
     }
-    await sendManualEmail(trx, clock.now(), instance, step, input)
+    const branch = decisionBranch(step, input)
+    const mailed = await sendManualEmail(trx, clock.now(), instance, step, input)
     const changes = new ProcessChanges(trx, clock.now(), new Map([[tenantId, timeZone]]))
     changes.knowNextOf(step, view.map(({ step }) => step))
-    changes.endStep(instance, step, input.outcome, input.note ?? null, by)
+    changes.endStep(instance, step, input.outcome, input.note ?? null, by, branch)
     changes.bump(instance)
     const written = await changes.flush()
-    work = written.work
+    work = mailed ? [...written.work, 'outbox_mails'] : written.work
     // A cancelled delivery is not among the rows written: read the steps again.
     if (cancelling) return answerOf(trx, instance, written)
     const steps = new Map(written.steps.map((s) => [s.id, s]))

@@ -2,6 +2,7 @@ import type { JsonObject, TemplateRow, TemplateStepRow } from '../../db/database
 import type { Template, TemplateSummary } from './templates/schemas.js'
 import type { Responsibility, Start, Step } from './steps/schemas.js'
 import { emailSettingsOf } from './steps/email.js'
+import type { Decision, WriteValues } from './steps/decision-schemas.js'
 
 /** A step's editable content, before it has a place in a template. */
 export type StepDraft = Omit<Step, 'id' | 'templateId' | 'position' | 'version'>
@@ -45,6 +46,8 @@ export function toStep(row: TemplateStepRow): Step {
     target: row.target_url !== null && row.target_delivery !== null ? { url: row.target_url, delivery: row.target_delivery } : null,
     parameters: row.parameters,
     email: row.kind === 'email' ? emailSettingsOf(row.settings) : null,
+    writeValues: row.kind === 'writeValues' ? row.settings as WriteValues : null,
+    decision: row.kind === 'decision' ? row.settings as Decision : null,
     version: row.version
   }
 }
@@ -72,6 +75,10 @@ function settingsOf(draft: StepDraft): JsonObject {
   switch (draft.kind) {
     case 'email':
       return draft.email ? { ...draft.email } : {}
+    case 'writeValues':
+      return (draft.writeValues ?? {}) as JsonObject
+    case 'decision':
+      return (draft.decision ?? {}) as JsonObject
     default:
       return {}
   }

@@ -6,6 +6,7 @@ import type { Template } from '../templates/schemas.js'
 import { loadTemplate, lockedTemplate, touchTemplate } from '../templates/service.js'
 import * as steps from './repository.js'
 import { rejectIfInvalid } from './validation.js'
+import { reorderPlan, writeReorderedSettings } from './references.js'
 
 /** Rewrites the positions of all steps of a template at once; stepIds must name each of its steps exactly once. */
 export async function reorderSteps(
@@ -16,7 +17,11 @@ export async function reorderSteps(
     checkVersion(expected, template.version, `Process template ${templateId}`)
     const current = await steps.listSteps(trx, tenantId, templateId)
     rejectIfInvalid('The new order is not valid', orderErrors(current.map((s) => s.id), stepIds))
+    // Branches and step references follow their steps; an order that turns one backwards is refused.
+    const plan = reorderPlan(current, stepIds, template.active)
+    rejectIfInvalid('The new order is not valid', plan.errors)
     await steps.setStepOrder(trx, tenantId, templateId, stepIds)
+    await writeReorderedSettings(trx, tenantId, plan.changed)
     await touchTemplate(trx, clock, tenantId, templateId)
     return loadTemplate(trx, tenantId, templateId)
   })

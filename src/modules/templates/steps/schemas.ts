@@ -2,6 +2,7 @@ import { Type, type Static } from 'typebox'
 import { PageQuerySchema, StringEnum, Uuid } from '../../../schemas/common.js'
 import { PlainText } from '../text.js'
 import { EmailSettingsSchema } from './email.js'
+import { DecisionSchema, WriteValuesSchema } from './decision-schemas.js'
 
 const MAX_DAYS = 3650
 
@@ -80,6 +81,8 @@ export const StepSchema = Type.Object(
     target: Type.Union([TargetSchema, Type.Null()]),
     parameters: ParametersSchema,
     email: EmailSchema,
+    writeValues: Type.Union([WriteValuesSchema, Type.Null()]),
+    decision: Type.Union([DecisionSchema, Type.Null()]),
     version: Type.Integer()
   },
   { $id: 'ProcessTemplateStep' }
@@ -101,7 +104,9 @@ const editableFields = {
   serviceId: ServiceIdSchema,
   target: TargetInputSchema,
   parameters: ParametersSchema,
-  email: EmailSchema
+  email: EmailSchema,
+  writeValues: Type.Union([WriteValuesSchema, Type.Null()]),
+  decision: Type.Union([DecisionSchema, Type.Null()])
 }
 
 export const CreateStepSchema = Type.Object(
@@ -116,7 +121,9 @@ export const CreateStepSchema = Type.Object(
     serviceId: Type.Optional(editableFields.serviceId),
     target: Type.Optional(editableFields.target),
     parameters: Type.Optional(editableFields.parameters),
-    email: Type.Optional(editableFields.email)
+    email: Type.Optional(editableFields.email),
+    writeValues: Type.Optional(editableFields.writeValues),
+    decision: Type.Optional(editableFields.decision)
   },
   {
     additionalProperties: false,
@@ -160,7 +167,9 @@ export const UpdateStepSchema = Type.Object(
     serviceId: Type.Optional(editableFields.serviceId),
     target: Type.Optional(editableFields.target),
     parameters: Type.Optional(editableFields.parameters),
-    email: Type.Optional(editableFields.email)
+    email: Type.Optional(editableFields.email),
+    writeValues: Type.Optional(editableFields.writeValues),
+    decision: Type.Optional(editableFields.decision)
   },
   {
     additionalProperties: false, minProperties: 1, description: 'Fields to change; use PUT …/steps/order to move a step',

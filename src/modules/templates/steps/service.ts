@@ -12,6 +12,8 @@ import { lockedTemplate, touchTemplate } from '../templates/service.js'
 import * as steps from './repository.js'
 import type { CreateStep, Step, Target, TargetInput, UpdateStep } from './schemas.js'
 import { checkStep, rejectIfInvalid } from './validation.js'
+import { decideSettingsErrors } from './decision-validation.js'
+import { deleteErrors, moveTemplateReferences } from './references.js'
 
 async function findStepOrThrow(db: DB, tenantId: string, templateId: string, stepId: string) {
   const row = await steps.findStep(db, tenantId, templateId, stepId)
@@ -47,7 +49,9 @@ function draftOf(input: CreateStep): StepDraft {
     serviceId: input.serviceId ?? null,
     target: input.target ? targetOf(input.target) : null,
     parameters: input.parameters ?? {},
-    email: input.email ?? null
+    email: input.email ?? null,
+    writeValues: input.writeValues ?? null,
+    decision: input.decision ?? null
   }
 }
 
@@ -55,7 +59,10 @@ function mergedDraft(current: Step, input: UpdateStep): StepDraft {
   const { id: _id, templateId: _templateId, position: _position, version: _version, ...draft } = current
   const { refersTo, target, ...changes } = input
   const targetChange = target === undefined ? {} : { target: target === null ? null : targetOf(target) }
-  return { ...draft, ...changes, ...targetChange, refersTo: { ...draft.refersTo, ...refersTo } }
+  // A step that changes its kind drops the settings of its former kind unless they are given.
+  const kindChange = input.kind === undefined || input.kind === current.kind ? {}
+    : { writeValues: input.writeValues ?? null, decision: input.decision ?? null }
+  return { ...draft, ...changes, ...targetChange, ...kindChange, refersTo: { ...draft.refersTo, ...refersTo } }
 }
 
 function positionErrors(position: number, stepCount: number): FieldError[] {
@@ -65,13 +72,15 @@ function positionErrors(position: number, stepCount: number): FieldError[] {
 
 export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenantId: string, templateId: string, input: CreateStep): Promise<Step> {
   return db.transaction().execute(async (trx) => {
-    await lockedTemplate(trx, tenantId, templateId)
+    const template = await lockedTemplate(trx, tenantId, templateId)
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
     const position = input.position ?? stepCount + 1
     const draft = draftOf(input)
     const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret })
-    rejectIfInvalid('The step is not valid', [...positionErrors(position, stepCount), ...check.errors])
+    rejectIfInvalid('The step is not valid', [...positionErrors(position, stepCount), ...check.errors, ...decideSettingsErrors(draft, position, stepCount + 1, template.active)])
     await steps.shiftPositions(trx, tenantId, templateId, position, 1)
+    // Branches and step references of the steps that moved follow them.
+    if (position <= stepCount) await moveTemplateReferences(trx, tenantId, templateId, (p) => (p >= position ? p + 1 : p))
     const now = clock.now()
     const row = await steps.insertStep(trx, {
       ...stepColumns({ ...draft, parameters: check.parameters }),
@@ -103,12 +112,13 @@ export async function updateStep(
   db: DB, clock: Clock, guard: TargetGuard, tenantId: string, templateId: string, stepId: string, input: UpdateStep, expected: number | undefined
 ): Promise<Step> {
   return db.transaction().execute(async (trx) => {
-    await lockedTemplate(trx, tenantId, templateId)
+    const template = await lockedTemplate(trx, tenantId, templateId)
     const current = await findStepOrThrow(trx, tenantId, templateId, stepId)
     checkVersion(expected, current.version, `Step ${stepId}`)
     const draft = mergedDraft(toStep(current), input)
     const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret })
-    rejectIfInvalid('The step is not valid', check.errors)
+    const stepCount = await steps.countSteps(trx, tenantId, templateId)
+    rejectIfInvalid('The step is not valid', [...check.errors, ...decideSettingsErrors(draft, current.position, stepCount, template.active)])
     const row = await steps.updateStep(trx, tenantId, stepId, {
       ...stepColumns({ ...draft, parameters: check.parameters }),
       target_secret: sealedSecret(guard, tenantId, draft, input.target, current.target_secret),
@@ -125,11 +135,14 @@ export async function deleteStep(
     const template = await lockedTemplate(trx, tenantId, templateId)
     const current = await findStepOrThrow(trx, tenantId, templateId, stepId)
     checkVersion(expected, current.version, `Step ${stepId}`)
-    if (template.active && (await steps.countSteps(trx, tenantId, templateId)) === 1) {
+    const all = await steps.listSteps(trx, tenantId, templateId)
+    if (template.active && all.length === 1) {
       throw conflict(`Step ${stepId} is the only step of active template ${templateId}: deactivate the template or add another step first.`)
     }
+    rejectIfInvalid(`Step ${current.position} "${current.name}" cannot be deleted`, deleteErrors(all, current.position))
     await steps.deleteStep(trx, tenantId, stepId)
     await steps.shiftPositions(trx, tenantId, templateId, current.position + 1, -1)
+    await moveTemplateReferences(trx, tenantId, templateId, (p) => (p > current.position ? p - 1 : p))
     await touchTemplate(trx, clock, tenantId, templateId)
   })
 }

@@ -10,6 +10,7 @@ import type { StepDraft } from '../mapping.js'
 import { emailStepErrors } from './email.js'
 import { validateFreeParameters, validateStepParameters, type ParameterCheck } from './parameters.js'
 import type { Target } from './schemas.js'
+import { activationGraphErrors } from './references.js'
 
 /** A free target as the request gave it: the policy its URL must pass, and its secret (only when given, as it is write-only). */
 export interface TargetRequest {
@@ -48,6 +49,8 @@ function taskErrors(draft: StepDraft): FieldError[] {
 /** The settings of the kinds beyond webhook and task. */
 function kindErrors(draft: StepDraft): FieldError[] {
   if (draft.kind === 'email') return [] // emailStepErrors
+  // writeValues and decision: checked with their position in the template (decision-validation.ts).
+  if (draft.kind === 'writeValues' || draft.kind === 'decision') return []
   return [{ pointer: '/body/kind', detail: `steps of kind ${draft.kind} cannot be saved yet` }]
 }
 
@@ -107,5 +110,6 @@ export async function activationErrors(db: DB, tenantId: string, steps: Template
     const label = `step ${step.position} "${step.name}" (${step.id})`
     errors.push(...check.errors.map((e) => ({ pointer: '/body/active', detail: `${label}: ${e.pointer.replace('/body/', '')} ${e.detail}` })))
   }
+  errors.push(...activationGraphErrors(steps))
   return errors
 }

@@ -2,6 +2,7 @@ import { Type, type Static } from 'typebox'
 import { PageQuerySchema, Timestamp, Uuid } from '../../../schemas/common.js'
 import { StepSchema, type Step } from '../steps/schemas.js'
 import { PlainText } from '../text.js'
+import { ExpressionSchema } from '../expressions/schema.js'
 
 const Name = PlainText({ minLength: 1, maxLength: 200 })
 const Description = PlainText({ maxLength: 4000 })
@@ -70,4 +71,4 @@ export const ListTemplatesQuerySchema = Type.Object({
 export type ListTemplatesQuery = Static<typeof ListTemplatesQuerySchema>
 
 /** The named schemas both template route plugins answer with. */
-export const templateSchemas = [StepSchema, TemplateSchema, TemplateSummarySchema]
+export const templateSchemas = [ExpressionSchema, StepSchema, TemplateSchema, TemplateSummarySchema]

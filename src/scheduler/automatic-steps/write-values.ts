@@ -1,0 +1,84 @@
+import type { DB } from '../../db/connect.js'
+import type { InstanceRow, JsonObject } from '../../db/database.js'
+import { jsonBytes, firstTooDeep } from '../../lib/json-limits.js'
+import { activityRow } from '../../modules/instances/transitions.js'
+import { changedFields, splitMergePatch } from '../../modules/records/fields.js'
+import { FIELDS_MAX_BYTES, FIELDS_MAX_DEPTH } from '../../modules/records/limits.js'
+import { patchRecord } from '../../modules/records/repository.js'
+import { queueTriggeredDeliveries } from '../../modules/records/trigger-repository.js'
+import { evaluate, ExpressionError } from '../../modules/templates/expressions/evaluate.js'
+import type { WriteValues } from '../../modules/templates/steps/decision-schemas.js'
+import { expressionContext } from './expression-context.js'
+import type { AutomaticStepRunner } from './runner-types.js'
+
+const TABLES = { property: 'properties', address: 'addresses' } as const
+type RecordName = keyof typeof TABLES
+
+/** The linked record of this kind, locked for the write; undefined when the process links none or it is gone. */
+async function lockRecord(db: DB, instance: InstanceRow, record: RecordName): Promise<string | undefined> {
+  const id = record === 'property' ? instance.property_id : instance.address_id
+  if (id === null) return undefined
+  const row = await db.selectFrom(TABLES[record]).select('id').where('tenant_id', '=', instance.tenant_id).where('id', '=', id).forUpdate().executeTakeFirst()
+  return row?.id
+}
+
+/**
+ * Sets fields of the linked property or address, as a PATCH of the record does: a merge of
+ * top-level fields (null removes one) within the record limits, the version moves on, and the
+ * triggers of the changed fields queue their deliveries in the same commit. Every value is evaluated
+ * on the records as they were before the step (locked, so no write slips in between); then the
+ * records are written, each gets an activity naming the process, and the step ends done. A value
+ * that cannot be evaluated, a record the process does not link, or fields over the limits write
+ * nothing and fail the step into a manual one.
+ */
+export const runWriteValues: AutomaticStepRunner = async ({ db, now, changes, instance, step }) => {
+  const { values } = step.settings as WriteValues
+  const records = [...new Set(values.map((v) => v.record))]
+  const ids = new Map<RecordName, string>()
+  for (const record of records) {
+    const id = await lockRecord(db, instance, record)
+    if (id === undefined) {
+      changes.failAutomaticStep(instance, step, `the process has no ${record} to write (it is not linked, or it was deleted)`)
+      return
+    }
+    ids.set(record, id)
+  }
+  const context = await expressionContext(db, instance, now, changes.zoneOf(instance))
+  const patches = new Map<RecordName, JsonObject>(records.map((r) => [r, {}]))
+  for (const { record, field, value } of values) {
+    try {
+      patches.get(record)![field] = (evaluate(value, context) ?? null) as JsonObject[string]
+    } catch (error) {
+      if (!(error instanceof ExpressionError)) throw error
+      changes.failAutomaticStep(instance, step, `the value of ${record}.${field} could not be computed: ${error.message}`)
+      return
+    }
+  }
+  for (const record of records) {
+    const patch = splitMergePatch(patches.get(record))
+    const before = context.records[record] ?? {}
+    const after: JsonObject = { ...Object.fromEntries(Object.entries(before).filter(([key]) => !patch.remove.includes(key))), ...patch.set }
+    const problem = firstTooDeep(after, FIELDS_MAX_DEPTH, '') !== undefined ? `nest deeper than ${FIELDS_MAX_DEPTH} levels`
+      : jsonBytes(after) > FIELDS_MAX_BYTES ? `take more than ${FIELDS_MAX_BYTES} bytes` : undefined
+    if (problem) {
+      changes.failAutomaticStep(instance, step, `the ${record}'s fields would ${problem}`)
+      return
+    }
+  }
+  for (const record of records) {
+    const table = TABLES[record]
+    const id = ids.get(record)!
+    const row = await patchRecord(db, table, instance.tenant_id, id, { fields: splitMergePatch(patches.get(record)), now })
+    if (!row) throw new Error(`the locked ${record} ${id} was not updated`)
+    const changed = changedFields(row.before_fields, row.fields)
+    const triggered = await queueTriggeredDeliveries(db, { tenantId: instance.tenant_id, table, recordId: id, event: 'update', changedFields: changed, now })
+    const what = changed.length === 0 ? 'wrote its values without changing a field' : `set ${changed.join(', ')}`
+    changes.rawActivity({
+      ...activityRow(instance, step, now, 'recordUpdatedByProcess', `Process "${instance.template_name}" (step "${step.name}") ${what}.`,
+        { changedFields: changed, triggeredDeliveryIds: triggered.map((t) => t.deliveryId) }),
+      property_id: record === 'property' ? id : null,
+      address_id: record === 'address' ? id : null
+    })
+  }
+  changes.endStep(instance, step, 'done', null, 'Baton')
+}

@@ -1,0 +1,177 @@
+import t from 'tap'
+import { setupApp, type Client } from '../../helpers/app.js'
+import { assertProblem } from '../../helpers/assertions.js'
+
+// One app for the file: decision and writeValues steps are checked when saved, and a template's branches when it changes.
+const ctx = await setupApp(t)
+const client: Client = (await ctx.newTenant()).client
+
+const task = (name: string) => ({ kind: 'task', name })
+const decide = (name: string, yes: number | null, no: number | null, extra: Record<string, unknown> = {}) => ({
+  kind: 'decision', name, refersTo: { property: true },
+  decision: { mode: 'automatic', condition: { exists: { field: 'property.price' } }, yes, no, ...extra }
+})
+
+async function template(steps: Record<string, unknown>[]): Promise<string> {
+  const created = await client.post('/v1/process-templates', { name: `Branches ${Math.random()}` })
+  for (const step of steps) {
+    const added = await client.post(`/v1/process-templates/${created.data.id}/steps`, step)
+    if (added.statusCode !== 201) throw new Error(added.body)
+  }
+  return created.data.id as string
+}
+
+const stepsOf = async (id: string) => (await client.get(`/v1/process-templates/${id}`)).data.steps
+const activate = async (id: string) => client.patch(`/v1/process-templates/${id}`, { active: true })
+
+t.test('expressions are checked at save time, each error with a pointer', async (t) => {
+  const id = await template([task('First')])
+  const url = `/v1/process-templates/${id}/steps`
+  let res = await client.post(url, { ...decide('Typed', 3, null), decision: { mode: 'automatic', condition: { gt: [{ add: ['a lot', 1] }, 'x'] }, yes: 3, no: null } })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [
+    { pointer: '/body/decision/condition/gt/0/add/0', detail: 'add needs numbers; this is a string' },
+    { pointer: '/body/decision/condition/gt', detail: 'gt compares a number with a string' }
+  ])
+
+  res = await client.post(url, { kind: 'decision', name: 'Unlinked', decision: { mode: 'automatic', condition: { and: [{ exists: { field: 'address.email' } }, 5] }, yes: 3, no: 3 } })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [
+    { pointer: '/body/decision/condition/and/0/exists/field', detail: 'reads the address: the step needs refersTo.address: true' },
+    { pointer: '/body/decision/condition/and/1', detail: 'must be true or false (a condition); this is a number' }
+  ])
+
+  res = await client.post(url, { ...decide('Later', 3, null), decision: { mode: 'automatic', condition: { eq: [{ step: 2, of: 'outcome' }, 'done'] }, yes: 3, no: null } })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/body/decision/condition/eq/0/step', detail: 'must name an earlier step (below 2): a step reads only what came before it' }])
+
+  res = await client.post(url, { ...decide('Number', 3, null), decision: { mode: 'automatic', condition: { divide: [1, 0] }, yes: 3, no: null } })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors.map((e: { pointer: string }) => e.pointer), ['/body/decision/condition/divide/1', '/body/decision/condition'])
+
+  let deep: unknown = true
+  for (let i = 0; i < 14; i++) deep = { not: deep }
+  res = await client.post(url, { ...decide('Deep', 3, null), decision: { mode: 'automatic', condition: deep, yes: 3, no: null } })
+  assertProblem(t, res, 422, /nests deeper than 12 levels/)
+
+  res = await client.post(url, { ...decide('Root', 3, null), decision: { mode: 'automatic', condition: { exists: { field: 'tenant.name' } }, yes: 3, no: null } })
+  assertProblem(t, res, 400, /decision\/condition/)
+  res = await client.post(url, { ...decide('Code', 3, null), decision: { mode: 'automatic', condition: { eval: 'process.exit()' }, yes: 3, no: null } })
+  assertProblem(t, res, 400)
+
+  res = await client.post(url, { kind: 'decision', name: 'No condition', decision: { mode: 'automatic', yes: 3, no: null } })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/body/decision/condition', detail: 'an automatic decision needs a condition (or the same step for yes and no, a plain jump)' }])
+  res = await client.post(url, { kind: 'decision', name: 'Without settings' })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/body/decision', detail: 'a decision step needs decision: {mode, condition, yes, no}' }])
+  res = await client.post(url, { ...task('Task with branches'), decision: { mode: 'manual', yes: 3, no: 3 } })
+  assertProblem(t, res, 422, /a task step has no decision settings/)
+
+  res = await client.post(url, {
+    kind: 'writeValues', name: 'Write', refersTo: { property: true },
+    writeValues: { values: [{ record: 'address', field: 'x', value: 1 }, { record: 'property', field: 'p', value: { subtract: [{ today: {} }, 1] } }] }
+  })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [
+    { pointer: '/body/writeValues/values/0/record', detail: 'writes the address: the step needs refersTo.address: true' },
+    { pointer: '/body/writeValues/values/1/value/subtract/0', detail: 'subtract needs numbers; this is a string' }
+  ])
+  t.equal((await stepsOf(id)).length, 1, 'nothing was saved')
+})
+
+t.test('branches point forward; a missing target is refused at activation (and at once in an active template)', async (t) => {
+  const id = await template([task('First'), task('Second')])
+  const url = `/v1/process-templates/${id}/steps`
+  let res = await client.post(url, decide('Back', 1, null))
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/body/decision/yes', detail: 'points back to step 1: branches go forward only (after step 3), as a loop would never end' }])
+  res = await client.post(url, decide('Self', null, 3))
+  assertProblem(t, res, 422, /\/body\/decision\/no/)
+
+  // Built in the order it runs: the decision may name steps still to be added.
+  res = await client.post(url, decide('Ahead', 4, 5))
+  t.equal(res.statusCode, 201, res.body)
+  await client.post(url, task('Yes'))
+  res = await activate(id)
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/body/active', detail: `step 3 "Ahead" (${(await stepsOf(id))[2].id}): decision/no points to step 5, which does not exist (the template has 4 step(s)); use null to end the process` }])
+  await client.post(url, task('No'))
+  res = await activate(id)
+  t.equal(res.statusCode, 200, res.body)
+
+  res = await client.post(url, decide('Nowhere', 9, null))
+  assertProblem(t, res, 422, /points to step 9, which does not exist \(the template has 6 step\(s\)\)/)
+})
+
+t.test('a step every branch jumps past is refused at activation', async (t) => {
+  const id = await template([decide('Jump', 3, 3), task('Never'), task('Always')])
+  const res = await activate(id)
+  assertProblem(t, res, 422)
+  t.match(res.data.errors, [{ pointer: '/body/active', detail: /^step 2 "Never" .*can never be reached/ }])
+})
+
+t.test('branches follow their steps on insert, delete and reorder; a change that breaks one is refused', async (t) => {
+  const id = await template([
+    decide('Sell?', 3, 2),
+    task('Ask again'),
+    { ...decide('Ready?', 4, null), decision: { mode: 'automatic', condition: { eq: [{ step: 1, of: 'decision' }, 'yes'] }, yes: 4, no: null } },
+    task('Exposé')
+  ])
+  const url = `/v1/process-templates/${id}/steps`
+  let steps = await stepsOf(id)
+  const [sell, ask, ready, expose] = steps.map((s: { id: string }) => s.id)
+
+  // An insert before them moves every position they name.
+  let res = await client.post(url, { ...task('Intake'), position: 1 })
+  t.equal(res.statusCode, 201, res.body)
+  steps = await stepsOf(id)
+  t.match(steps[1].decision, { yes: 4, no: 3 })
+  t.same(steps[3].decision.condition, { eq: [{ step: 2, of: 'decision' }, 'yes'] })
+  t.match(steps[3].decision, { yes: 5, no: null })
+  t.equal(steps[3].version, 2, 'a step whose branches moved has a new version')
+
+  // A branch target cannot be deleted.
+  res = await client.delete(`${url}/${expose}`)
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [
+    { pointer: '/params/stepId', detail: 'step 4 "Ready?" names this step in its yes branch: change that step first' }
+  ])
+  res = await client.delete(`${url}/${sell}`)
+  assertProblem(t, res, 422, /step 4 "Ready\?" names this step in an expression that reads it/)
+  res = await client.delete(`${url}/${steps[0].id}`)
+  t.equal(res.statusCode, 204, 'deleting a step nobody names moves the positions back')
+  steps = await stepsOf(id)
+  t.match(steps[0].decision, { yes: 3, no: 2 })
+  t.match(steps[2].decision, { yes: 4, no: null, condition: { eq: [{ step: 1, of: 'decision' }, 'yes'] } })
+
+  // A reorder that keeps every branch forward is followed; one that turns a branch back is refused.
+  res = await client.put(`${url}/order`, { stepIds: [sell, ready, ask, expose] })
+  t.equal(res.statusCode, 200, res.body)
+  t.match(res.data.steps[0].decision, { yes: 2, no: 3 }, 'the branches follow their steps')
+  t.match(res.data.steps[1].decision, { yes: 4, condition: { eq: [{ step: 1, of: 'decision' }, 'yes'] } })
+  res = await client.put(`${url}/order`, { stepIds: [ready, sell, ask, expose] })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [
+    { pointer: '/body/stepIds/0', detail: 'step 1 "Ready?" would have decision/condition reads step 2, which does not come before step 1' },
+    { pointer: '/body/stepIds/1', detail: 'step 2 "Sell?" would have decision/yes points back to step 1: branches go forward only (after step 2), as a loop would never end' }
+  ])
+  t.match((await stepsOf(id)).map((s: { id: string }) => s.id), [sell, ready, ask, expose], 'the refused order changed nothing')
+})
+
+t.test('a copy keeps the branches; a PATCH changes them, and a new kind drops them', async (t) => {
+  const id = await template([decide('Sell?', 3, 2), task('Ask again'), task('Exposé')])
+  const copy = await client.post(`/v1/process-templates/${id}/copy`, {})
+  t.equal(copy.statusCode, 201, copy.body)
+  t.same(copy.data.steps[0].decision, (await stepsOf(id))[0].decision)
+
+  const stepUrl = `/v1/process-templates/${id}/steps/${(await stepsOf(id))[0].id}`
+  let res = await client.patch(stepUrl, { decision: { mode: 'manual', yes: 2, no: null } })
+  t.equal(res.statusCode, 200, res.body)
+  t.same(res.data.decision, { mode: 'manual', yes: 2, no: null })
+  res = await client.patch(stepUrl, { decision: { mode: 'manual', yes: 1, no: null } })
+  assertProblem(t, res, 422, /\/body\/decision\/yes points back to step 1/)
+  res = await client.patch(stepUrl, { kind: 'task' })
+  t.equal(res.statusCode, 200, res.body)
+  t.same([res.data.kind, res.data.decision], ['task', null])
+})

@@ -1,0 +1,113 @@
+import t from 'tap'
+import { setupRuntime } from '../helpers/runtime.js'
+
+// One runtime for the file: writeValues steps carried out by the scheduler on real Postgres, SMTP and a loopback provider.
+const rt = await setupRuntime(t)
+// The fixture's service watches askingPrice, as a portal that republishes a listing would.
+await rt.operator.post(`/v1/marketplace-services/${rt.serviceId}/triggers`, { module: 'property', events: ['update'], fields: ['askingPrice'] })
+
+async function newProperty(fields: Record<string, unknown>): Promise<string> {
+  const made = await rt.api.post('/v1/properties', { maintainerUserId: rt.worker.id, fields })
+  if (made.statusCode !== 201) throw new Error(made.body)
+  return made.data.id as string
+}
+
+const writeStep = {
+  kind: 'writeValues', name: 'Set the asking price', refersTo: { property: true },
+  writeValues: {
+    values: [
+      { record: 'property', field: 'askingPrice', value: { multiply: [{ field: 'property.price' }, 1.1] } },
+      { record: 'property', field: 'askingPriceSetOn', value: { today: { plusDays: 1 } } },
+      { record: 'property', field: 'status', value: 'listed' },
+      { record: 'property', field: 'draft', value: null },
+      { record: 'property', field: 'tags', value: { literal: ['new', 'priced'] } }
+    ]
+  }
+}
+
+t.test('writeValues writes the fields as a PATCH would, fires the record\'s triggers and leaves an activity naming the process', async (t) => {
+  const templateId = await rt.template([writeStep, { kind: 'task', name: 'Check the listing' }])
+  const propertyId = await newProperty({ price: 400000, draft: true, street: 'Lindenweg 3' })
+  const started = await rt.start(templateId, { propertyId })
+  t.equal(started.steps[0].state, 'due')
+  t.same(started.steps[0].writeValues, writeStep.writeValues, 'the instance step shows what it writes')
+
+  const calls = rt.provider.calls.length
+  const run = await rt.scheduler.runOnce()
+  t.equal(run.automaticSteps, 1)
+  t.equal(run.deliveries, 1, 'the trigger\'s delivery was made in the same run')
+  const view = await rt.instance(started.id)
+  t.same(view.steps.map((s: { state: string }) => s.state), ['done', 'due'])
+
+  const property = (await rt.api.get(`/v1/properties/${propertyId}`)).data
+  // The test clock stands at 2026-03-02 09:00 UTC: 10:00 in Berlin, so tomorrow there is 2026-03-03.
+  t.same(property.fields, { price: 400000, street: 'Lindenweg 3', askingPrice: 440000.00000000006, askingPriceSetOn: '2026-03-03', status: 'listed', tags: ['new', 'priced'] })
+  t.equal(property.version, 2, 'one write')
+
+  const triggered = rt.provider.calls.slice(calls)
+  t.equal(triggered.length, 1)
+  t.equal(triggered[0]!.query.estateId, propertyId)
+  const deliveries = (await rt.api.get('/v1/deliveries?limit=100')).data.items.filter((d: { propertyId: string; source: string }) => d.propertyId === propertyId && d.source === 'trigger')
+  t.match(deliveries, [{ event: 'update', changedFields: ['askingPrice', 'askingPriceSetOn', 'draft', 'status', 'tags'], status: 'succeeded' }])
+
+  const activities = (await rt.api.get(`/v1/properties/${propertyId}/activities?limit=100`)).data.items
+  const written = activities.find((a: { kind: string }) => a.kind === 'recordUpdatedByProcess')
+  t.match(written, {
+    message: 'Process "Re-value a property" (step "Set the asking price") set askingPrice, askingPriceSetOn, draft, status, tags.',
+    instanceId: started.id, stepId: started.steps[0].id
+  })
+})
+
+t.test('a value that cannot be computed writes nothing and fails the step into a manual one, mailing the controller', async (t) => {
+  const templateId = await rt.template([writeStep, { kind: 'task', name: 'Check the price' }])
+  const propertyId = await newProperty({ price: 'on request', draft: true })
+  const started = await rt.start(templateId, { propertyId })
+  // The record the step writes cannot go away before it runs: a record linked to a process is not deleted.
+  t.equal((await rt.api.delete(`/v1/properties/${propertyId}`)).statusCode, 409)
+  await rt.scheduler.runOnce()
+  let view = await rt.instance(started.id)
+  t.same(view.steps.map((s: { state: string }) => s.state), ['failed', 'pending'])
+  const property = (await rt.api.get(`/v1/properties/${propertyId}`)).data
+  t.same(property.fields, { price: 'on request', draft: true }, 'nothing written')
+  t.equal(property.version, 1)
+  const mail = rt.smtp.mails.find((m) => m.subject === 'Automatic step failed: "Set the asking price" in "Re-value a property"')
+  t.ok(mail, 'the controller is mailed')
+  t.match(mail?.text, /askingPrice could not be computed: multiply needs numbers, not "on request"/)
+
+  const done = await rt.api.post(`/v1/process-instances/${started.id}/advance`, { outcome: 'done', note: 'Priced by hand' })
+  t.equal(done.statusCode, 200, done.body)
+  view = done.data
+  t.same(view.steps.map((s: { state: string }) => s.state), ['done', 'due'])
+})
+
+t.test('values that would outgrow the record\'s limits write nothing and fail the step', async (t) => {
+  const templateId = await rt.template([{
+    kind: 'writeValues', name: 'Copy the description', refersTo: { property: true },
+    writeValues: { values: [{ record: 'property', field: 'copy', value: { field: 'property.text' } }] }
+  }])
+  const propertyId = await newProperty({ text: 'x'.repeat(200 * 1024) })
+  const started = await rt.start(templateId, { propertyId })
+  await rt.scheduler.runOnce()
+  const view = await rt.instance(started.id)
+  t.equal(view.steps[0].state, 'failed')
+  t.match((await rt.api.get(`/v1/process-instances/${started.id}/activities?limit=100`)).data.items, [{ kind: 'automaticStepFailed', message: /fields would take more than 262144 bytes/ }])
+})
+
+t.test('two workers at once write each step\'s values once', async (t) => {
+  const templateId = await rt.template([writeStep])
+  const propertyIds = await Promise.all([1, 2, 3, 4].map((n) => newProperty({ price: n * 100000 })))
+  const started = await Promise.all(propertyIds.map((propertyId) => rt.start(templateId, { propertyId })))
+  const runs = await Promise.all([rt.scheduler.runOnce(), rt.newScheduler().runOnce()])
+  t.equal(runs[0].automaticSteps + runs[1].automaticSteps, 4, 'each step ran once')
+  for (const [i, propertyId] of propertyIds.entries()) {
+    const property = (await rt.api.get(`/v1/properties/${propertyId}`)).data
+    t.equal(property.version, 2, 'one write')
+    t.equal(property.fields.status, 'listed')
+    const activities = (await rt.api.get(`/v1/properties/${propertyId}/activities?limit=100`)).data.items
+    t.equal(activities.filter((a: { kind: string }) => a.kind === 'recordUpdatedByProcess').length, 1)
+    t.equal((await rt.instance(started[i].id)).status, 'completed')
+  }
+  const deliveries = (await rt.api.get('/v1/deliveries?limit=200')).data.items
+    .filter((d: { propertyId: string; source: string }) => propertyIds.includes(d.propertyId) && d.source === 'trigger')
+  t.equal(deliveries.length, 4, 'one trigger delivery per write')
+})
