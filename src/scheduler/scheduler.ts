@@ -20,6 +20,7 @@ import { removeOldHistory } from './remove-old-history.js'
 import type { RetryPolicy } from './retry-policy.js'
 import { sendQueuedMail } from './send-mail.js'
 import { startDueSteps } from './start-due-steps.js'
+import { endFollowUps } from './automatic-steps/end-follow-ups.js'
 import { runAutomaticSteps } from './automatic-steps/run-automatic-steps.js'
 import { sweepDeadlines } from './sweep-deadlines.js'
 
@@ -220,6 +221,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     metrics.leasesReaped(reaped)
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
     const automaticSteps = await chore('runAutomaticSteps', () => runAutomaticSteps(db, now, settings.batchSize, onError))
+      + await chore('endFollowUps', () => endFollowUps(db, now, settings.batchSize))
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))
     metrics.deadlinesFired(deadlines)
     const mails = sendMailToo ? await chore('sendQueuedMail', () => sendMail(now)) : 0

@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox'
 import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/common.js'
 import { DeliveryStatusSchema } from '../deliveries/schemas.js'
-import { StepKindSchema } from '../templates/steps/schemas.js'
+import { FollowUpSchema, StepKindSchema } from '../templates/steps/schemas.js'
 import { PlainText } from '../templates/text.js'
 
 const OptionalId = Type.Union([Uuid, Type.Null()])
@@ -54,7 +54,8 @@ export const InstanceStepSchema = Type.Object(
     assigneeUserId: Type.Union([Uuid, Type.Null()], { description: 'Resolved when the step starts' }),
     deadlineAt: OptionalTimestamp,
     note: Type.Union([Type.String(), Type.Null()]),
-    delivery: Type.Union([Type.Ref('DeliverySummary'), Type.Null()], { description: 'The latest delivery of a webhook step; null for a task or before its first call' })
+    delivery: Type.Union([Type.Ref('DeliverySummary'), Type.Null()], { description: 'The latest delivery of a webhook step; null for a task or before its first call' }),
+    followUp: Type.Union([FollowUpSchema, Type.Null()], { description: 'A followUpProcess step\'s settings, as copied from the template; null for other kinds' })
   },
   { $id: 'ProcessInstanceStep' }
 )
@@ -69,6 +70,8 @@ const instanceFields = {
   controllerUserId: Uuid,
   propertyId: OptionalId,
   addressId: OptionalId,
+  parentId: Type.Union([Uuid, Type.Null()], { description: 'The process whose followUpProcess step started this one; null for others' }),
+  parentStepId: Type.Union([Uuid, Type.Null()], { description: 'That followUpProcess step of the parent process' }),
   currentStep: Type.Union([
     Type.Object({
       id: Uuid,
@@ -126,7 +129,8 @@ export const ListInstancesQuerySchema = Type.Object({
   assigneeUserId: Type.Optional(Uuid),
   templateId: Type.Optional(Uuid),
   propertyId: Type.Optional(Uuid),
-  addressId: Type.Optional(Uuid)
+  addressId: Type.Optional(Uuid),
+  parentId: Type.Optional(Uuid)
 })
 export type ListInstancesQuery = Static<typeof ListInstancesQuerySchema>
 

@@ -1,11 +1,12 @@
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
-import type { InstanceRow, InstanceStepRow, TemplateStepRow } from '../../db/database.js'
-import { conflict, notFound, unprocessable, type FieldError } from '../../errors.js'
+import type { InstanceRow, InstanceStepRow, JsonObject, TemplateStepRow } from '../../db/database.js'
+import { conflict, notFound, ProblemError, unprocessable, type FieldError } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import * as activities from '../activities/service.js'
 import { isAutomatic } from '../templates/steps/kinds.js'
+import { followUpOf } from '../templates/steps/follow-up.js'
 import type { Activity } from '../activities/schemas.js'
 import * as repo from './repository.js'
 import * as runtime from './runtime-repository.js'
@@ -46,7 +47,8 @@ function toInstanceStep(row: InstanceStepRow, delivery: DeliveryRow | undefined)
     assigneeUserId: row.assignee_user_id,
     deadlineAt: iso(row.deadline_at),
     note: row.note,
-    delivery: delivery ? toDeliverySummary(delivery) : null
+    delivery: delivery ? toDeliverySummary(delivery) : null,
+    followUp: followUpOf(row)
   }
 }
 
@@ -60,6 +62,8 @@ function instanceFields(row: InstanceRow): Omit<InstanceSummary, 'currentStep'> 
     controllerUserId: row.controller_user_id,
     propertyId: row.property_id,
     addressId: row.address_id,
+    parentId: row.parent_instance_id,
+    parentStepId: row.parent_step_id,
     version: row.version,
     startedAt: row.started_at.toISOString(),
     endedAt: iso(row.ended_at)
@@ -130,46 +134,72 @@ export interface Started {
  * transaction. With an idempotency key, a repeated start returns the process the first one started.
  */
 export async function startInstance(db: DB, clock: Clock, tenantId: string, input: StartInstance, idempotencyKey?: string): Promise<Started> {
-  return db.transaction().execute(async (trx): Promise<Started> => {
-    if (idempotencyKey) {
-      const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
-      if (earlier) return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
-    }
-    const { template, steps, timeZone } = await checkStart(trx, tenantId, input)
-    const now = clock.now()
-    const row = await repo.insertInstance(trx, {
-      tenant_id: tenantId,
-      id: newId(now.getTime()),
-      template_id: template.id,
-      template_name: template.name,
-      responsible_user_id: input.responsibleUserId,
-      controller_user_id: template.controller_user_id ?? input.responsibleUserId,
-      notify_on_completion: template.notify_on_completion,
-      property_id: input.propertyId ?? null,
-      address_id: input.addressId ?? null,
-      idempotency_key: idempotencyKey ?? null,
-      current_position: 1,
-      started_at: now,
-      created_at: now,
-      updated_at: now
-    })
-    if (!row) {
-      // A concurrent start with the same key committed first: answer with its process.
-      const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
-      if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
-      return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
-    }
-    const copies = await repo.insertSteps(trx, steps.map((step) => copyStep(step, row.id, now)))
-    const changes = new ProcessChanges(trx, now, new Map([[tenantId, timeZone]]))
-    changes.activity(row, null, 'processStarted', `Process "${row.template_name}" started.`, { responsibleUserId: row.responsible_user_id })
-    changes.enterStep(row, copies[0]!, now)
-    const written = await changes.flush()
-    // Built from what this transaction wrote: the new rows, with the first step as it started.
-    const started = new Map(written.steps.map((step) => [step.id, step]))
-    const deliveries = new Map(written.deliveries.map((d) => [d.step_id, d]))
-    const view = copies.map((copy) => ({ step: started.get(copy.id) ?? copy, delivery: deliveries.get(copy.id) }))
-    return { instance: toInstance(written.instances.find((i) => i.id === row.id) ?? row, view), created: true }
+  return db.transaction().execute((trx) => startProcessIn(trx, clock, tenantId, input, { idempotencyKey }))
+}
+
+/** Who or what starts a process besides the API: a follow-up step of a parent process, or an autostart. */
+export interface StartOptions {
+  idempotencyKey?: string | undefined
+  /** The process and follow-up step that start this one (process_instances.parent_instance_id, parent_step_id). */
+  parent?: { instanceId: string; stepId: string } | undefined
+  /** What began the process, for its processStarted activity: "by autostart …" in the message, and data. */
+  startedBy?: { says: string; data: JsonObject } | undefined
+}
+
+/**
+ * The core of a start, inside the caller's transaction: the API's start, a follow-up step (with the
+ * parent's process locked) and an autostart (with the record being written locked) all run it. It
+ * throws the API's 422 when the template cannot start a process with these records; callers without
+ * a request turn that into a reason (startFailure).
+ */
+export async function startProcessIn(trx: DB, clock: Clock, tenantId: string, input: StartInstance, options: StartOptions = {}): Promise<Started> {
+  const { idempotencyKey, parent, startedBy } = options
+  if (idempotencyKey) {
+    const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
+    if (earlier) return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
+  }
+  const { template, steps, timeZone } = await checkStart(trx, tenantId, input)
+  const now = clock.now()
+  const row = await repo.insertInstance(trx, {
+    tenant_id: tenantId,
+    id: newId(now.getTime()),
+    template_id: template.id,
+    template_name: template.name,
+    responsible_user_id: input.responsibleUserId,
+    controller_user_id: template.controller_user_id ?? input.responsibleUserId,
+    notify_on_completion: template.notify_on_completion,
+    property_id: input.propertyId ?? null,
+    address_id: input.addressId ?? null,
+    idempotency_key: idempotencyKey ?? null,
+    ...(parent ? { parent_instance_id: parent.instanceId, parent_step_id: parent.stepId } : {}),
+    current_position: 1,
+    started_at: now,
+    created_at: now,
+    updated_at: now
   })
+  if (!row) {
+    // A concurrent start with the same key committed first: answer with its process.
+    const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
+    if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
+    return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
+  }
+  const copies = await repo.insertSteps(trx, steps.map((step) => copyStep(step, row.id, now)))
+  const changes = new ProcessChanges(trx, now, new Map([[tenantId, timeZone]]))
+  const data: JsonObject = { responsibleUserId: row.responsible_user_id, ...(parent ? { parentId: parent.instanceId, parentStepId: parent.stepId } : {}), ...startedBy?.data }
+  changes.activity(row, null, 'processStarted', `Process "${row.template_name}" started${startedBy ? ` ${startedBy.says}` : ''}.`, data)
+  changes.enterStep(row, copies[0]!, now)
+  const written = await changes.flush()
+  // Built from what this transaction wrote: the new rows, with the first step as it started.
+  const started = new Map(written.steps.map((step) => [step.id, step]))
+  const deliveries = new Map(written.deliveries.map((d) => [d.step_id, d]))
+  const view = copies.map((copy) => ({ step: started.get(copy.id) ?? copy, delivery: deliveries.get(copy.id) }))
+  return { instance: toInstance(written.instances.find((i) => i.id === row.id) ?? row, view), created: true }
+}
+
+/** Why a start without a request (a follow-up, an autostart) could not happen: the 422's text; other errors are thrown. */
+export function startFailure(error: unknown): string {
+  if (error instanceof ProblemError && error.status === 422) return error.detail
+  throw error
 }
 
 function checkSameStart(earlier: InstanceRow, input: StartInstance): InstanceRow {
@@ -273,6 +303,8 @@ async function changesOf(db: DB, tenantId: string, now: Date): Promise<ProcessCh
 function allowedOutcomes(step: InstanceStepRow): readonly Advance['outcome'][] {
   if (step.state === 'waiting') return ['skipped']
   if (step.state === 'failed') return ['done', 'skipped']
+  // A follow-up step that waits for its process to complete: a person may stop waiting (the process goes on).
+  if (step.state === 'running' && step.kind === 'followUpProcess') return ['skipped']
   if (step.state !== 'due') return []
   if (step.kind === 'task') return ['done', 'skipped']
   return step.kind === 'webhook' || step.automatic ? ['skipped'] : []
@@ -334,7 +366,7 @@ export async function cancelProcess(db: DB, clock: Clock, tenantId: string, id: 
     // Unclaimed deliveries are cancelled first, so no worker can claim one between the check and the cancel.
     await runtime.cancelPendingDeliveries(trx, tenantId, { instanceId: id }, clock.now())
     const step = instance.current_position === null ? undefined : await runtime.findStepAt(trx, tenantId, id, instance.current_position)
-    if (step?.state === 'running') throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
+    if (step?.state === 'running' && step.kind !== 'followUpProcess') throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
     const now = clock.now()
     await runtime.cancelOpenSteps(trx, tenantId, id, now)
     const changes = await changesOf(trx, tenantId, now)

@@ -1,6 +1,7 @@
 import type { JsonObject, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { Template, TemplateSummary } from './templates/schemas.js'
 import type { Responsibility, Start, Step } from './steps/schemas.js'
+import { followUpOf, followUpSettings } from './steps/follow-up.js'
 
 /** A step's editable content, before it has a place in a template. */
 export type StepDraft = Omit<Step, 'id' | 'templateId' | 'position' | 'version'>
@@ -43,6 +44,7 @@ export function toStep(row: TemplateStepRow): Step {
     serviceId: row.service_id,
     target: row.target_url !== null && row.target_delivery !== null ? { url: row.target_url, delivery: row.target_delivery } : null,
     parameters: row.parameters,
+    followUp: followUpOf(row),
     version: row.version
   }
 }
@@ -68,6 +70,8 @@ export function stepColumns(draft: StepDraft) {
 /** The kind's own settings as template_steps.settings holds them (src/modules/templates/steps/kinds.ts). */
 function settingsOf(draft: StepDraft): JsonObject {
   switch (draft.kind) {
+    case 'followUpProcess':
+      return followUpSettings(draft.followUp)
     default:
       return {}
   }

@@ -1,6 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import type { InstanceRow, InstanceStepRow, StepKind } from '../../db/database.js'
 import type { ProcessChanges } from '../../modules/instances/process-changes.js'
+import { runFollowUp } from './follow-up.js'
 
 /** What a runner gets: the chore's transaction, in which the step's process is locked. */
 export interface AutomaticStepContext {
@@ -20,4 +21,6 @@ export interface AutomaticStepContext {
 export type AutomaticStepRunner = (context: AutomaticStepContext) => Promise<void>
 
 /** The runner of each kind the scheduler carries out by itself (src/modules/templates/steps/kinds.ts). */
-export const automaticStepRunners: Partial<Record<StepKind, AutomaticStepRunner>> = {}
+export const automaticStepRunners: Partial<Record<StepKind, AutomaticStepRunner>> = {
+  followUpProcess: runFollowUp
+}

@@ -61,6 +61,22 @@ const ParametersSchema = Type.Unsafe<Record<string, unknown>>({
   maxProperties: 100,
   description: 'Webhook parameters by name, checked against the service\'s parameter definitions'
 })
+export const FollowUpSchema = Type.Object(
+  {
+    templateId: Uuid,
+    waitForCompletion: Type.Boolean({ description: 'true: the step ends when the started process completes (and fails when it is cancelled); false: when it starts' })
+  },
+  { additionalProperties: false, description: 'A followUpProcess step starts a process of another active template of the tenant, with the same responsible user and linked records' }
+)
+export type FollowUp = Static<typeof FollowUpSchema>
+const FollowUpInputSchema = Type.Union([
+  Type.Object(
+    { templateId: Uuid, waitForCompletion: Type.Optional(Type.Boolean({ default: false })) },
+    { additionalProperties: false }
+  ),
+  Type.Null()
+], { description: 'The settings of a followUpProcess step (null for other kinds): the template to start, and whether to wait until its process completes' })
+export type FollowUpInput = Static<typeof FollowUpInputSchema>
 const Name = PlainText({ minLength: 1, maxLength: 200 })
 
 export const StepSchema = Type.Object(
@@ -77,6 +93,7 @@ export const StepSchema = Type.Object(
     serviceId: ServiceIdSchema,
     target: Type.Union([TargetSchema, Type.Null()]),
     parameters: ParametersSchema,
+    followUp: Type.Union([FollowUpSchema, Type.Null()]),
     version: Type.Integer()
   },
   { $id: 'ProcessTemplateStep' }
@@ -97,7 +114,8 @@ const editableFields = {
   refersTo: RefersToInputSchema,
   serviceId: ServiceIdSchema,
   target: TargetInputSchema,
-  parameters: ParametersSchema
+  parameters: ParametersSchema,
+  followUp: FollowUpInputSchema
 }
 
 export const CreateStepSchema = Type.Object(
@@ -111,7 +129,8 @@ export const CreateStepSchema = Type.Object(
     refersTo: Type.Optional(editableFields.refersTo),
     serviceId: Type.Optional(editableFields.serviceId),
     target: Type.Optional(editableFields.target),
-    parameters: Type.Optional(editableFields.parameters)
+    parameters: Type.Optional(editableFields.parameters),
+    followUp: Type.Optional(editableFields.followUp)
   },
   {
     additionalProperties: false,
@@ -144,7 +163,8 @@ export const UpdateStepSchema = Type.Object(
     refersTo: Type.Optional(editableFields.refersTo),
     serviceId: Type.Optional(editableFields.serviceId),
     target: Type.Optional(editableFields.target),
-    parameters: Type.Optional(editableFields.parameters)
+    parameters: Type.Optional(editableFields.parameters),
+    followUp: Type.Optional(editableFields.followUp)
   },
   {
     additionalProperties: false, minProperties: 1, description: 'Fields to change; use PUT …/steps/order to move a step',
@@ -161,3 +181,4 @@ export const ReorderStepsSchema = Type.Object(
 )
 
 export const ListStepsQuerySchema = PageQuerySchema
+

@@ -12,6 +12,7 @@ import { lockedTemplate, touchTemplate } from '../templates/service.js'
 import * as steps from './repository.js'
 import type { CreateStep, Step, Target, TargetInput, UpdateStep } from './schemas.js'
 import { checkStep, rejectIfInvalid } from './validation.js'
+import { followUpInput } from './follow-up.js'
 
 async function findStepOrThrow(db: DB, tenantId: string, templateId: string, stepId: string) {
   const row = await steps.findStep(db, tenantId, templateId, stepId)
@@ -46,15 +47,17 @@ function draftOf(input: CreateStep): StepDraft {
     refersTo: { property: input.refersTo?.property ?? false, address: input.refersTo?.address ?? false },
     serviceId: input.serviceId ?? null,
     target: input.target ? targetOf(input.target) : null,
-    parameters: input.parameters ?? {}
+    parameters: input.parameters ?? {},
+    followUp: followUpInput(input.followUp) ?? null
   }
 }
 
 function mergedDraft(current: Step, input: UpdateStep): StepDraft {
   const { id: _id, templateId: _templateId, position: _position, version: _version, ...draft } = current
-  const { refersTo, target, ...changes } = input
+  const { refersTo, target, followUp, ...changes } = input
   const targetChange = target === undefined ? {} : { target: target === null ? null : targetOf(target) }
-  return { ...draft, ...changes, ...targetChange, refersTo: { ...draft.refersTo, ...refersTo } }
+  const followUpChange = followUp === undefined ? {} : { followUp: followUpInput(followUp) ?? null }
+  return { ...draft, ...changes, ...targetChange, ...followUpChange, refersTo: { ...draft.refersTo, ...refersTo } }
 }
 
 function positionErrors(position: number, stepCount: number): FieldError[] {
@@ -68,7 +71,7 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
     const position = input.position ?? stepCount + 1
     const draft = draftOf(input)
-    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret })
+    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId)
     rejectIfInvalid('The step is not valid', [...positionErrors(position, stepCount), ...check.errors])
     await steps.shiftPositions(trx, tenantId, templateId, position, 1)
     const now = clock.now()
@@ -106,7 +109,7 @@ export async function updateStep(
     const current = await findStepOrThrow(trx, tenantId, templateId, stepId)
     checkVersion(expected, current.version, `Step ${stepId}`)
     const draft = mergedDraft(toStep(current), input)
-    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret })
+    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId)
     rejectIfInvalid('The step is not valid', check.errors)
     const row = await steps.updateStep(trx, tenantId, stepId, {
       ...stepColumns({ ...draft, parameters: check.parameters }),
