@@ -22,7 +22,7 @@ t.test('steps: add, insert, read, list, update, delete', async (t) => {
   t.same(task.data, {
     id: task.data.id, templateId: id, position: 1, kind: 'task', name: 'Call the owner', start: { mode: 'afterPrevious' },
     responsibility: 'processResponsible', deadlineDays: null, refersTo: { property: false, address: false },
-    serviceId: null, target: null, parameters: {}, version: 1
+    serviceId: null, target: null, parameters: {}, followUp: null, version: 1
   })
 
   const webhook = await client.post(steps, {
