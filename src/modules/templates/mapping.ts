@@ -2,6 +2,7 @@ import type { JsonObject, TemplateRow, TemplateStepRow } from '../../db/database
 import type { Template, TemplateSummary } from './templates/schemas.js'
 import type { Responsibility, Start, Step } from './steps/schemas.js'
 import { followUpOf, followUpSettings } from './steps/follow-up.js'
+import { autostartOf } from '../autostart/settings.js'
 
 /** A step's editable content, before it has a place in a template. */
 export type StepDraft = Omit<Step, 'id' | 'templateId' | 'position' | 'version'>
@@ -16,6 +17,7 @@ function templateFields(row: TemplateRow): TemplateFields {
     active: row.active,
     controllerUserId: row.controller_user_id,
     notifyOnCompletion: row.notify_on_completion,
+    autostart: autostartOf(row.autostart),
     version: row.version,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString()
