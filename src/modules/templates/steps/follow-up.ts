@@ -1,7 +1,6 @@
 import type { DB } from '../../../db/connect.js'
 import type { JsonObject, StepKind } from '../../../db/database.js'
 import type { FieldError } from '../../../errors.js'
-import type { StepDraft } from '../mapping.js'
 import type { FollowUp, FollowUpInput } from './schemas.js'
 
 /*
@@ -31,7 +30,9 @@ export function followUpOf(row: { kind: StepKind; settings: JsonObject }): Follo
  * active, and whether the process will have the records its steps refer to, is checked when the step
  * runs: both can change until then). Other kinds take no followUp.
  */
-export async function followUpErrors(db: DB, tenantId: string, ownTemplateId: string, draft: StepDraft): Promise<FieldError[]> {
+export async function followUpErrors(
+  db: DB, tenantId: string, ownTemplateId: string, draft: { kind: StepKind; followUp: FollowUp | null }
+): Promise<FieldError[]> {
   if (draft.kind !== 'followUpProcess') {
     return draft.followUp === null ? [] : [{ pointer: '/body/followUp', detail: `only a followUpProcess step takes followUp: leave it null` }]
   }
