@@ -141,6 +141,37 @@ t.test('autostart', async (t) => {
     t.equal((await instancesOf(templateId)).filter((i: { addressId: string }) => i.addressId === address.id).length, 2, 'and again a year later')
   })
 
+  await t.test('a date autostart racing a write of the record waits for it; a deleted record starts nothing', async (t) => {
+    const templateId = await autostartTemplate('Contract ends',
+      { on: 'dateReached', record: 'address', field: 'contractEnd', responsible: 'maintainer' },
+      [{ kind: 'task', name: 'Call the tenant', refersTo: { address: true } }])
+    rt.clock.set('2028-03-01T10:00:00Z')
+    const newAddress = async () => (await api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { contractEnd: '2028-03-01' } })).data
+    const busy = await newAddress()
+    const gone = await newAddress()
+    t.equal((await api.delete(`/v1/addresses/${gone.id}`)).statusCode, 204)
+    // A write of the record in progress holds its row: the chore passes it by and finds it on a later pass.
+    let release: () => void = () => {}
+    const held = new Promise<void>((resolve) => (release = resolve))
+    let locked: () => void = () => {}
+    const isLocked = new Promise<void>((resolve) => (locked = resolve))
+    const writer = rt.db.transaction().execute(async (trx) => {
+      await trx.selectFrom('addresses').select('id').where('id', '=', busy.id).forUpdate().execute()
+      locked()
+      await held
+      await trx.updateTable('addresses').set({ updated_at: rt.clock.now() }).where('id', '=', busy.id).execute()
+    })
+    await isLocked
+    t.equal((await rt.scheduler.runOnce()).autostarts, 0, 'the record being written is skipped, not waited for')
+    release()
+    await writer
+    rt.clock.advance(11 * 60_000)
+    t.equal((await rt.scheduler.runOnce()).autostarts, 1, 'the next pass starts it')
+    const runs = await runsOf(templateId)
+    t.match(runs, [{ recordId: busy.id, occurrence: 'date:2028-03-01', outcome: 'started' }])
+    t.equal(runs.length, 1, 'the deleted record starts nothing')
+  })
+
   await t.test('the runs are the tenant\'s own', async (t) => {
     const templateId = (await api.get('/v1/process-templates?q=Welcome')).data.items[0].id
     const page = await api.get(`/v1/process-templates/${templateId}/autostart-runs?limit=1`)
