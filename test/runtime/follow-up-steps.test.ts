@@ -51,7 +51,8 @@ t.test('followUpProcess steps', async (t) => {
     const parentLog = (await rt.api.get(`/v1/process-instances/${parent.id}/activities`)).data.items
     t.ok(parentLog.some((a: { kind: string; data: { childId?: string } }) => a.kind === 'followUpStarted' && a.data.childId === child.id), 'the parent logs the child')
     const childLog = (await rt.api.get(`/v1/process-instances/${child.id}/activities`)).data.items
-    t.ok(childLog.some((a: { kind: string; data: { parentId?: string } }) => a.kind === 'processStarted' && a.data.parentId === parent.id), 'the child logs its parent')
+    t.ok(childLog.some((a: { kind: string; message: string; data: { parentId?: string } }) => a.kind === 'processStarted' && a.data.parentId === parent.id
+      && a.message.includes(`by step "Open the owner process" of process "Re-value a property" (${parent.id})`)), 'the child logs its parent')
   })
 
   await t.test('with waitForCompletion the step runs until the child completes', async (t) => {

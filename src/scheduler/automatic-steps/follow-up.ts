@@ -33,7 +33,10 @@ export async function runFollowUp({ db, now, changes, instance, step }: {
       responsibleUserId: instance.responsible_user_id,
       ...(instance.property_id ? { propertyId: instance.property_id } : {}),
       ...(instance.address_id ? { addressId: instance.address_id } : {})
-    }, { parent: { instanceId: instance.id, stepId: step.id } })).instance
+    }, {
+      parent: { instanceId: instance.id, stepId: step.id },
+      startedBy: { says: `by step "${step.name}" of process "${instance.template_name}" (${instance.id})`, data: {} }
+    })).instance
   } catch (error) {
     return changes.failAutomaticStep(instance, step, `the follow-up process could not start: ${startFailure(error)}`)
   }
