@@ -35,7 +35,7 @@ import protocolErrors, { clientErrorHandler, frameworkErrors } from './plugins/p
 import rateLimit from './plugins/rate-limit.js'
 import requestId, { genReqId } from './plugins/request-id.js'
 import swagger from './plugins/swagger.js'
-import { buildValidator } from './plugins/validation.js'
+import { buildSerializer, buildValidator } from './plugins/validation.js'
 
 export interface AppDependencies {
   config: Config
@@ -61,7 +61,7 @@ export function serverOptions(config: Config, logger: FastifyBaseLogger | boolea
     genReqId,
     logController: new LogController({ requestIdLogLabel: 'requestId' }),
     bodyLimit: 1024 * 1024,
-    schemaController: { compilersFactory: { buildValidator } },
+    schemaController: { compilersFactory: { buildValidator, buildSerializer } },
     // A client that trickles its headers or body is cut off (408); Node checks open requests every second.
     requestTimeout,
     http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },

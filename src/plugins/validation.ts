@@ -1,5 +1,6 @@
-import { Ajv, type AnySchema, type Options } from 'ajv'
+import { Ajv, type AnySchema, type Options, type ValidateFunction } from 'ajv'
 import addFormats from 'ajv-formats'
+import { SerializerSelector } from '@fastify/fast-json-stringify-compiler'
 
 const common: Options = { removeAdditional: false, useDefaults: true, allErrors: true, strict: false }
 
@@ -10,7 +11,40 @@ function newAjv(options: Options, externalSchemas: Record<string, unknown>): Ajv
   return ajv
 }
 
-type Compile = (route: { schema: unknown; httpPart?: string | undefined }) => ReturnType<Ajv['compile']>
+type Compile = (route: { schema: unknown; httpPart?: string | undefined }) => ValidateFunction
+
+/*
+ * Validators and serializers are compiled when a route first needs them, not when the app is built:
+ * compiling all of them (about 100 routes' request and response schemas) took about 2 s of CPU a boot,
+ * most of an app's build, for routes a process may never serve (each test file boots an app and
+ * calls a few). The first request of a route pays a few milliseconds once. test/plugins/schemas.test.ts
+ * compiles every one, so a schema Ajv or fast-json-stringify cannot compile still fails the suite.
+ */
+
+/** Set by tests that compile every schema when the app is built (see above). */
+let eager = false
+export function compileSchemasEagerly(value: boolean): void {
+  eager = value
+}
+
+function lazy<F extends (...args: never[]) => unknown>(compileNow: () => F): F {
+  if (eager) return compileNow()
+  let compiled: F | undefined
+  return ((...args: Parameters<F>) => (compiled ??= compileNow())(...args)) as F
+}
+
+/** A validator compiled on its first call; Fastify reads a failed validation's `errors` from it. */
+function lazyValidator(compileNow: () => ValidateFunction): ValidateFunction {
+  if (eager) return compileNow()
+  let compiled: ValidateFunction | undefined
+  const validate = ((data: unknown) => {
+    compiled ??= compileNow()
+    const valid = compiled(data)
+    validate.errors = compiled.errors
+    return valid
+  }) as ValidateFunction
+  return validate
+}
 
 // Fastify asks for a validator compiler in every plugin context (93 a boot here); building two Ajv
 // instances with formats for each cost seconds a boot. Contexts with the same shared schemas share
@@ -26,10 +60,22 @@ export function buildValidator(externalSchemas: Record<string, unknown>): Compil
   const key = JSON.stringify(externalSchemas)
   let compile = pool.get(key)
   if (!compile) {
-    const bodyAjv = newAjv({ coerceTypes: false }, externalSchemas)
-    const textAjv = newAjv({ coerceTypes: 'array' }, externalSchemas)
-    compile = ({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : textAjv).compile(schema as AnySchema)
+    let ajvs: { body: Ajv; text: Ajv } | undefined
+    const ajvOf = (httpPart: string | undefined) => {
+      ajvs ??= { body: newAjv({ coerceTypes: false }, externalSchemas), text: newAjv({ coerceTypes: 'array' }, externalSchemas) }
+      return httpPart === 'body' ? ajvs.body : ajvs.text
+    }
+    compile = ({ schema, httpPart }) => lazyValidator(() => ajvOf(httpPart).compile(schema as AnySchema))
     pool.set(key, compile)
   }
   return compile
+}
+
+type SerializerFactory = ReturnType<typeof SerializerSelector>
+const serializerFactory: SerializerFactory = SerializerSelector()
+
+/** Fastify's own response serializers (fast-json-stringify), each compiled on its first response. */
+export const buildSerializer: SerializerFactory = (externalSchemas, options) => {
+  const compile = serializerFactory(externalSchemas, options)
+  return (route) => lazy(() => compile(route))
 }

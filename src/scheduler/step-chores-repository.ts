@@ -92,6 +92,12 @@ export async function lockDueAutomaticSteps(db: DB, limit: number, onlyStep?: st
   return locked.filter(({ instance, step }) => step.state === 'due' && instance.status === 'running' && instance.current_position === step.position)
 }
 
+/** Whether any automatic step is due (instance_steps_automatic_due_idx). */
+export async function anyDueAutomaticStep(db: DB): Promise<boolean> {
+  const row = await db.selectFrom('instance_steps').select('id').where('state', '=', 'due').where('automatic', '=', true).limit(1).executeTakeFirst()
+  return row !== undefined
+}
+
 /** Ids of due automatic steps, oldest first: a failed batch's steps, to try one by one. */
 export function findDueAutomaticStepIds(db: DB, limit: number) {
   return db.selectFrom('instance_steps').select('id')

@@ -4,11 +4,14 @@ import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { createService } from './fixtures/catalogue.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 // A tenant sees the active services and those it activated. Any other service (the operator
 // deactivated it, and this tenant never activated it) answers on every route exactly as an id that
 // does not exist: nothing tells the tenant it is there.
 t.test('a service the tenant cannot see answers as an unknown id on every route', async (t) => {
-  const { operator, newTenant } = await setupApp(t)
+  const { operator, newTenant } = ctx
   const { client } = await newTenant()
   const hidden = await createService(operator, { active: false })
   const since = { since: new Date().toISOString() }
@@ -39,7 +42,7 @@ t.test('a service the tenant cannot see answers as an unknown id on every route'
 })
 
 t.test('a service the tenant activated stays in its view after the operator deactivates it', async (t) => {
-  const { operator, newTenant } = await setupApp(t)
+  const { operator, newTenant } = ctx
   const { client } = await newTenant()
   const service = await createService(operator)
   await client.put(`/v1/marketplace-services/${service.id}/activation`)

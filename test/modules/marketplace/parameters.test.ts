@@ -3,10 +3,13 @@ import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { createService, insertTemplateWithStep } from './fixtures/catalogue.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 const UNKNOWN = '00000000-0000-4000-8000-000000000000'
 
 t.test('parameter definitions: create, read, list, update, delete', async (t) => {
-  const { operator } = await setupApp(t)
+  const { operator } = ctx
   const service = await createService(operator)
   const base = `/v1/marketplace-services/${service.id}/parameters`
 
@@ -45,7 +48,7 @@ t.test('parameter definitions: create, read, list, update, delete', async (t) =>
 })
 
 t.test('parameter schema failures answer 400', async (t) => {
-  const { operator } = await setupApp(t)
+  const { operator } = ctx
   const service = await createService(operator)
   const base = `/v1/marketplace-services/${service.id}/parameters`
   assertProblem(t, await operator.post(base, { name: 'x' }), 400, /type/)
@@ -59,7 +62,7 @@ t.test('parameter schema failures answer 400', async (t) => {
 })
 
 t.test('parameter rules answer 422 with field errors', async (t) => {
-  const { operator } = await setupApp(t)
+  const { operator } = ctx
   const service = await createService(operator)
   const base = `/v1/marketplace-services/${service.id}/parameters`
   const cases: [string, Record<string, unknown>, string][] = [
@@ -92,7 +95,7 @@ t.test('parameter rules answer 422 with field errors', async (t) => {
 })
 
 t.test('parameter names are unique per service, ignoring case', async (t) => {
-  const { operator } = await setupApp(t)
+  const { operator } = ctx
   const service = await createService(operator)
   const other = await createService(operator, { name: 'Other' })
   const base = `/v1/marketplace-services/${service.id}/parameters`
@@ -107,7 +110,7 @@ t.test('parameter names are unique per service, ignoring case', async (t) => {
 })
 
 t.test('parameters that template steps pass are protected', async (t) => {
-  const { operator, db, newTenant } = await setupApp(t)
+  const { operator, db, newTenant } = ctx
   const tenant = await newTenant()
   const service = await createService(operator)
   const base = `/v1/marketplace-services/${service.id}/parameters`
@@ -132,7 +135,7 @@ t.test('parameters that template steps pass are protected', async (t) => {
 })
 
 t.test('tenants read parameters of services they can see, and write none', async (t) => {
-  const { operator, newTenant } = await setupApp(t)
+  const { operator, newTenant } = ctx
   const { client } = await newTenant()
   const service = await createService(operator)
   const hidden = await createService(operator, { active: false })

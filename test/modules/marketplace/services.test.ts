@@ -7,6 +7,9 @@ import { createService, insertTemplateWithStep, SERVICE } from './fixtures/catal
 
 const UNKNOWN = '00000000-0000-4000-8000-000000000000'
 
+// One app and database for the tests that neither list the whole catalogue nor move the clock.
+const shared = await setupApp(t)
+
 t.test('services: create, read, list, update, delete', async (t) => {
   const { operator } = await setupApp(t)
 
@@ -36,7 +39,7 @@ t.test('services: create, read, list, update, delete', async (t) => {
 })
 
 t.test('the secret is write-only', async (t) => {
-  const { operator } = await setupApp(t)
+  const { operator } = shared
   const service = await createService(operator, { secret: 'first-secret-0123456789ab' })
   const url = `/v1/marketplace-services/${service.id}`
 
@@ -64,7 +67,7 @@ t.test('a new secret keeps the old one valid for 24 hours', async (t) => {
 })
 
 t.test('If-Match guards updates', async (t) => {
-  const { operator } = await setupApp(t)
+  const { operator } = shared
   const service = await createService(operator)
   const url = `/v1/marketplace-services/${service.id}`
 
@@ -79,7 +82,7 @@ t.test('If-Match guards updates', async (t) => {
 })
 
 t.test('schema failures answer 400', async (t) => {
-  const { operator } = await setupApp(t)
+  const { operator } = shared
   const service = await createService(operator)
   const post = (body: unknown) => operator.post('/v1/marketplace-services', body)
 
@@ -96,7 +99,7 @@ t.test('schema failures answer 400', async (t) => {
 })
 
 t.test('the webhook URL must be an http(s) URL with a host and no credentials', async (t) => {
-  const { operator } = await setupApp(t)
+  const { operator } = shared
   const service = await createService(operator)
   for (const webhookUrl of ['not a url', '/relative/path', 'ftp://provider.example/hook', 'javascript:alert(1)',
     'https://user:pass@provider.example/hook', 'https://user@provider.example/hook', 'file:///etc/passwd']) {
@@ -127,7 +130,7 @@ t.test('the webhook URL must be an http(s) URL with a host and no credentials', 
 })
 
 t.test('only the operator writes the catalogue', async (t) => {
-  const { operator, anonymous, newTenant } = await setupApp(t)
+  const { operator, anonymous, newTenant } = shared
   const { client } = await newTenant()
   const service = await createService(operator)
   const url = `/v1/marketplace-services/${service.id}`
@@ -184,7 +187,7 @@ t.test('service lists page with an opaque cursor', async (t) => {
 })
 
 t.test('a service that a template step uses cannot be deleted', async (t) => {
-  const { operator, db, newTenant } = await setupApp(t)
+  const { operator, db, newTenant } = shared
   const tenant = await newTenant()
   const service = await createService(operator)
   const { templateId } = await insertTemplateWithStep(db, { tenantId: tenant.id, serviceId: service.id, templateName: 'Yearly valuation' })
@@ -199,7 +202,7 @@ t.test('a service that a template step uses cannot be deleted', async (t) => {
 })
 
 t.test('a service with deliveries on record cannot be deleted', async (t) => {
-  const { operator, db, newTenant } = await setupApp(t)
+  const { operator, db, newTenant } = shared
   const tenant = await newTenant()
   const service = await createService(operator)
   await db.insertInto('deliveries')

@@ -3,10 +3,13 @@ import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { createService } from './fixtures/catalogue.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 const UNKNOWN = '00000000-0000-4000-8000-000000000000'
 
 t.test('triggers: create, read, list, update, delete', async (t) => {
-  const { operator } = await setupApp(t)
+  const { operator } = ctx
   const service = await createService(operator)
   const base = `/v1/marketplace-services/${service.id}/triggers`
 
@@ -31,7 +34,7 @@ t.test('triggers: create, read, list, update, delete', async (t) => {
 })
 
 t.test('trigger schema failures answer 400', async (t) => {
-  const { operator } = await setupApp(t)
+  const { operator } = ctx
   const service = await createService(operator)
   const base = `/v1/marketplace-services/${service.id}/triggers`
   assertProblem(t, await operator.post(base, { module: 'property', events: [] }), 400, /\/body\/events/)
@@ -47,7 +50,7 @@ t.test('trigger schema failures answer 400', async (t) => {
 })
 
 t.test('tenants read triggers of services they can see, and write none', async (t) => {
-  const { operator, newTenant } = await setupApp(t)
+  const { operator, newTenant } = ctx
   const { client } = await newTenant()
   const service = await createService(operator)
   const hidden = await createService(operator, { active: false })

@@ -8,6 +8,9 @@ import { LINK_COLUMN } from '../../../src/modules/records/repository.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertIsolated, assertProblem } from '../../helpers/assertions.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 async function insertInstance(db: DB, tenantId: string, userId: string, link: 'property_id' | 'address_id', recordId: string): Promise<string> {
   const templateId = newId()
   await db.insertInto('process_templates').values({
@@ -26,7 +29,6 @@ for (const kind of [propertyKind, addressKind]) {
   const link = LINK_COLUMN[kind.table]
 
   t.test(`${kind.path}: a record a process instance links cannot be deleted`, async (t) => {
-    const ctx = await setupApp(t)
     const tenant = await ctx.newTenant()
     const user = (await tenant.client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
     const record = (await tenant.client.post(collection, {})).data
@@ -42,7 +44,6 @@ for (const kind of [propertyKind, addressKind]) {
   })
 
   t.test(`${kind.path}: the activity log, newest first`, async (t) => {
-    const ctx = await setupApp(t)
     const tenant = await ctx.newTenant()
     const record = (await tenant.client.post(collection, {})).data
     const other = (await tenant.client.post(collection, {})).data
@@ -74,7 +75,6 @@ for (const kind of [propertyKind, addressKind]) {
   })
 
   t.test(`${kind.path}: records are invisible to other tenants`, async (t) => {
-    const ctx = await setupApp(t)
     const a = await ctx.newTenant()
     const b = await ctx.newTenant()
     const record = (await a.client.post(collection, { fields: { owner: 'A' } })).data

@@ -5,11 +5,13 @@ import * as records from '../../../src/modules/records/service.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 for (const kind of [propertyKind, addressKind]) {
   const collection = `/v1/${kind.path}`
 
   t.test(`${kind.path}: create, read, list, filter, paginate`, async (t) => {
-    const ctx = await setupApp(t)
     const { client } = await ctx.newTenant()
     const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
 
@@ -44,7 +46,6 @@ for (const kind of [propertyKind, addressKind]) {
   })
 
   t.test(`${kind.path}: PATCH merges fields, honours If-Match, and DELETE removes`, async (t) => {
-    const ctx = await setupApp(t)
     const { client } = await ctx.newTenant()
     const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
     const created = (await client.post(collection, { fields: { price: 1, city: 'Berlin', tags: ['a'] } })).data
@@ -77,7 +78,6 @@ for (const kind of [propertyKind, addressKind]) {
   })
 
   t.test(`${kind.path}: requests that fail the schema answer 400`, async (t) => {
-    const ctx = await setupApp(t)
     const { client } = await ctx.newTenant()
     const created = (await client.post(collection, {})).data
     const url = `${collection}/${created.id}`
@@ -97,7 +97,6 @@ for (const kind of [propertyKind, addressKind]) {
   })
 
   t.test(`${kind.path}: the maintainer must be a user of the caller's tenant`, async (t) => {
-    const ctx = await setupApp(t)
     const a = await ctx.newTenant()
     const b = await ctx.newTenant()
     const foreign = (await b.client.post('/v1/users', { name: 'Bea', email: 'bea@example.com' })).data
@@ -115,7 +114,6 @@ for (const kind of [propertyKind, addressKind]) {
   })
 
   t.test(`${kind.path}: concurrent patches of different fields all survive`, async (t) => {
-    const ctx = await setupApp(t)
     const tenant = await ctx.newTenant()
     const created = (await tenant.client.post(collection, { fields: { keep: true } })).data
     const keys = Array.from({ length: 12 }, (_, i) => `k${i}`)
@@ -129,7 +127,6 @@ for (const kind of [propertyKind, addressKind]) {
   })
 
   t.test(`${kind.path}: a write reports the fields it changed`, async (t) => {
-    const ctx = await setupApp(t)
     const { id: tenantId } = await ctx.newTenant()
     const created = await records.createRecord(ctx.db, ctx.clock, kind, tenantId, { fields: { price: 1, city: 'Berlin', tags: ['a'] } })
     t.same(created.changedFields, ['city', 'price', 'tags'])

@@ -5,11 +5,14 @@ import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { activate, addTaskStep, createService, createTemplate } from './fixtures.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 // The catalogue is set up through the API here, so the rules are checked the way a tenant meets them:
 // a webhook step needs a service that is active (operator) and activated by this tenant.
 
 t.test('a service the tenant deactivated cannot be used by webhook steps', async (t) => {
-  const { operator, newTenant } = await setupApp(t)
+  const { operator, newTenant } = ctx
   const { client } = await newTenant()
   const service = await operator.post('/v1/marketplace-services', { name: 'Valuation', provider: 'Acme', webhookUrl: 'https://provider.example/hook' })
   t.equal(service.statusCode, 201)
@@ -41,7 +44,7 @@ t.test('a service the tenant deactivated cannot be used by webhook steps', async
 })
 
 t.test('a service the operator deactivated cannot be used by webhook steps, even when the tenant activated it', async (t) => {
-  const { operator, newTenant } = await setupApp(t)
+  const { operator, newTenant } = ctx
   const { client } = await newTenant()
   const service = await operator.post('/v1/marketplace-services', { name: 'Valuation', provider: 'Acme', webhookUrl: 'https://provider.example/hook' })
   const serviceId = service.data.id
@@ -87,7 +90,6 @@ function openTransaction(db: DB, work: (trx: DB) => Promise<void>) {
 }
 
 t.test('a step write racing a deactivation never leaves a step on a deactivated service', async (t) => {
-  const ctx = await setupApp(t)
   const tenant = await ctx.newTenant()
   const { client } = tenant
   const serviceId = await createService(ctx.db)

@@ -3,8 +3,10 @@ import { setupApp } from '../../helpers/app.js'
 import { assertIsolated, assertProblem } from '../../helpers/assertions.js'
 import { activate, addTaskStep, createTemplate, createUser, valuationService } from './fixtures.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 t.test('templates and steps are invisible to other tenants', async (t) => {
-  const ctx = await setupApp(t)
   const a = await ctx.newTenant()
   const b = await ctx.newTenant()
   const template = await createTemplate(a.client, { name: 'A template' })
@@ -27,7 +29,6 @@ t.test('templates and steps are invisible to other tenants', async (t) => {
 })
 
 t.test('a tenant cannot use another tenant\'s users or activations', async (t) => {
-  const ctx = await setupApp(t)
   const a = await ctx.newTenant()
   const b = await ctx.newTenant()
   const annaOfA = await createUser(a.client)

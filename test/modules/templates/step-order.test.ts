@@ -3,6 +3,9 @@ import { setupApp, type Client } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { addTaskStep, createTemplate } from './fixtures.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 const MISSING = '00000000-0000-4000-8000-000000000000'
 
 async function templateWithSteps(client: Client, count: number) {
@@ -16,7 +19,6 @@ const stepOrder = async (client: Client, id: string) =>
   (await client.get(`/v1/process-templates/${id}`)).data.steps.map((s: { id: string; position: number }) => [s.id, s.position])
 
 t.test('reordering rewrites all positions and bumps the template version', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const { id, ids, order } = await templateWithSteps(client, 3)
   const version = (await client.get(`/v1/process-templates/${id}`)).data.version
@@ -36,7 +38,6 @@ t.test('reordering rewrites all positions and bumps the template version', async
 })
 
 t.test('a wrong set of step ids answers 422 and changes nothing', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const { id, ids, order } = await templateWithSteps(client, 3)
   const other = await templateWithSteps(client, 1)
@@ -53,7 +54,6 @@ t.test('a wrong set of step ids answers 422 and changes nothing', async (t) => {
 })
 
 t.test('a stale If-Match on a reorder answers 412', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const { id, ids, order } = await templateWithSteps(client, 2)
   const before = await stepOrder(client, id)
@@ -62,7 +62,6 @@ t.test('a stale If-Match on a reorder answers 412', async (t) => {
 })
 
 t.test('concurrent reorders and inserts leave positions 1..n without gaps or duplicates', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const { id, ids, order } = await templateWithSteps(client, 5)
   const forward = [...ids]

@@ -3,12 +3,14 @@ import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { addParameter, addTaskStep, createService, createTemplate, createUser, valuationService } from './fixtures.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 const MISSING = '00000000-0000-4000-8000-000000000000'
 const names = (steps: { name: string }[]) => steps.map((s) => s.name)
 const positions = (steps: { position: number }[]) => steps.map((s) => s.position)
 
 t.test('steps: add, insert, read, list, update, delete', async (t) => {
-  const ctx = await setupApp(t)
   const tenant = await ctx.newTenant()
   const { client } = tenant
   const serviceId = await valuationService(ctx.db, tenant.id)
@@ -75,7 +77,6 @@ t.test('steps: add, insert, read, list, update, delete', async (t) => {
 })
 
 t.test('structural step changes bump the template version; step edits bump the step', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const id = await createTemplate(client)
   const stepId = await addTaskStep(client, id, 'One')
@@ -85,7 +86,6 @@ t.test('structural step changes bump the template version; step edits bump the s
 })
 
 t.test('step requests that fail their schema answer 400', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const id = await createTemplate(client)
   const steps = `/v1/process-templates/${id}/steps`
@@ -109,7 +109,6 @@ t.test('step requests that fail their schema answer 400', async (t) => {
 })
 
 t.test('step rules beyond the schema answer 422 at the field', async (t) => {
-  const ctx = await setupApp(t)
   const tenant = await ctx.newTenant()
   const { client } = tenant
   const serviceId = await valuationService(ctx.db, tenant.id)
@@ -149,7 +148,6 @@ t.test('step rules beyond the schema answer 422 at the field', async (t) => {
 })
 
 t.test('a step update re-validates the merged step', async (t) => {
-  const ctx = await setupApp(t)
   const tenant = await ctx.newTenant()
   const { client } = tenant
   const serviceId = await valuationService(ctx.db, tenant.id)
@@ -171,7 +169,6 @@ t.test('a step update re-validates the merged step', async (t) => {
 })
 
 t.test('a stale If-Match on a step update or delete answers 412', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const id = await createTemplate(client)
   const stepId = await addTaskStep(client, id, 'One')
@@ -186,7 +183,6 @@ t.test('a stale If-Match on a step update or delete answers 412', async (t) => {
 })
 
 t.test('the only step of an active template cannot be deleted', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const id = await createTemplate(client)
   const stepId = await addTaskStep(client, id, 'One')

@@ -4,10 +4,12 @@ import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { activate, addTaskStep, createTemplate, createUser, valuationService } from './fixtures.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 const MISSING = '00000000-0000-4000-8000-000000000000'
 
 t.test('templates: create, read, list, update, delete', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const controller = await createUser(client)
 
@@ -43,7 +45,6 @@ t.test('templates: create, read, list, update, delete', async (t) => {
 })
 
 t.test('template lists filter by active and name, count steps and page', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const valuation = await createTemplate(client, { name: 'Property valuation' })
   await addTaskStep(client, valuation, 'Call the owner')
@@ -70,7 +71,6 @@ t.test('template lists filter by active and name, count steps and page', async (
 })
 
 t.test('template requests that fail their schema answer 400', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const id = await createTemplate(client)
   assertProblem(t, await client.post('/v1/process-templates', {}), 400, /name/)
@@ -87,7 +87,6 @@ t.test('template requests that fail their schema answer 400', async (t) => {
 })
 
 t.test('the controller must be a user of the tenant', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const id = await createTemplate(client)
   assertProblem(t, await client.post('/v1/process-templates', { name: 'x', controllerUserId: MISSING }), 422, /\/body\/controllerUserId/)
@@ -95,7 +94,6 @@ t.test('the controller must be a user of the tenant', async (t) => {
 })
 
 t.test('a stale If-Match on a template update answers 412 and changes nothing', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
   const id = await createTemplate(client, { name: 'Before' })
   t.equal((await client.patch(`/v1/process-templates/${id}`, { name: 'First' }, { 'if-match': '"1"' })).statusCode, 200)
@@ -111,7 +109,6 @@ t.test('a stale If-Match on a template update answers 412 and changes nothing', 
 })
 
 t.test('activation needs steps and usable services', async (t) => {
-  const ctx = await setupApp(t)
   const tenant = await ctx.newTenant()
   const { client } = tenant
   const id = await createTemplate(client)
@@ -143,7 +140,6 @@ t.test('activation needs steps and usable services', async (t) => {
 })
 
 t.test('a template processes were started from cannot be deleted', async (t) => {
-  const ctx = await setupApp(t)
   const tenant = await ctx.newTenant()
   const user = await createUser(tenant.client)
   const id = await createTemplate(tenant.client)
@@ -156,7 +152,6 @@ t.test('a template processes were started from cannot be deleted', async (t) => 
 })
 
 t.test('a copy is inactive, with equal steps under new ids', async (t) => {
-  const ctx = await setupApp(t)
   const tenant = await ctx.newTenant()
   const { client } = tenant
   const serviceId = await valuationService(ctx.db, tenant.id)

@@ -2,8 +2,10 @@ import t from 'tap'
 import { setupApp } from '../../helpers/app.js'
 import { assertIsolated, assertProblem } from '../../helpers/assertions.js'
 
+// One app and database for the file: each test works in tenants of its own.
+const ctx = await setupApp(t)
+
 t.test('users: create, read, list, update, delete', async (t) => {
-  const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
 
   const anna = await client.post('/v1/users', { name: 'Anna Berg', email: 'anna@example.com' })
@@ -29,7 +31,6 @@ t.test('users: create, read, list, update, delete', async (t) => {
 })
 
 t.test('users are invisible to other tenants', async (t) => {
-  const ctx = await setupApp(t)
   const a = await ctx.newTenant()
   const b = await ctx.newTenant()
   const user = await a.client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })

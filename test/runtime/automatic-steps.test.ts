@@ -1,0 +1,77 @@
+import t, { type Test } from 'tap'
+import { sql } from 'kysely'
+import { automaticStepRunners, type AutomaticStepRunner } from '../../src/scheduler/automatic-steps/runners.js'
+import { setupRuntime, type RuntimeContext } from '../helpers/runtime.js'
+
+// The chore that carries out automatic steps (src/scheduler/automatic-steps), apart from any kind: a
+// task step is made automatic in the database and given a runner for the length of a test, so the
+// chore's promises are checked on their own: one run per step, a step whose kind has no runner or
+// whose runner fails turns into a manual step with one mail to the controller, and the others go on.
+
+async function automaticTasks(rt: RuntimeContext, names: string[]) {
+  const templateId = await rt.template(names.map((name) => ({ kind: 'task', name })))
+  const started = await Promise.all(names.map(() => rt.start(templateId)))
+  await sql`update instance_steps set automatic = true where position = 1 and instance_id in (${sql.join(started.map((s) => s.id))})`.execute(rt.db)
+  return started.map((s) => s.id as string)
+}
+
+function withRunner(t: Test, runner: AutomaticStepRunner): void {
+  automaticStepRunners.task = runner
+  t.teardown(() => { delete automaticStepRunners.task })
+}
+
+t.test('automatic steps', async (t) => {
+  const rt = await setupRuntime(t)
+
+  t.test('a step whose kind no runner carries out fails into a manual step, and the controller hears of it once', async (t) => {
+    const [id] = await automaticTasks(rt, ['Nobody does this'])
+    const run = await rt.scheduler.runOnce()
+    t.equal(run.automaticSteps, 1)
+    const view = await rt.instance(id!)
+    t.equal(view.steps[0].state, 'failed', 'a manual step now')
+    t.equal(view.currentStep.state, 'failed')
+    const mails = rt.smtp.mails.filter((m) => m.subject.includes('Automatic step failed'))
+    t.equal(mails.length, 1, 'one mail')
+    t.match(mails[0]!.text, /cannot carry out task steps by itself/)
+    t.equal((await rt.scheduler.runOnce()).automaticSteps, 0, 'not tried again')
+    const done = await rt.api.post(`/v1/process-instances/${id}/advance`, { outcome: 'done' })
+    t.equal(done.statusCode, 200, 'a person does it by hand')
+  })
+
+  t.test('two schedulers carry out each step once; the next step starts in the same commit', async (t) => {
+    const calls = new Map<string, number>()
+    withRunner(t, async ({ changes, instance, step }) => {
+      calls.set(step.id, (calls.get(step.id) ?? 0) + 1)
+      changes.endStep(instance, step, 'done', null, 'automatic')
+    })
+    const templateId = await rt.template([{ kind: 'task', name: 'Automatic' }, { kind: 'task', name: 'By hand' }])
+    const ids = await Promise.all(Array.from({ length: 30 }, async () => (await rt.start(templateId)).id as string))
+    await sql`update instance_steps set automatic = true where position = 1 and instance_id in (${sql.join(ids)})`.execute(rt.db)
+    const other = rt.newScheduler({ batchSize: 7 })
+    const runs = await Promise.all([rt.scheduler.runOnce(), other.runOnce()])
+    t.equal(runs[0].automaticSteps + runs[1].automaticSteps, 30, 'thirty steps carried out between them')
+    t.equal(calls.size, 30)
+    t.ok([...calls.values()].every((n) => n === 1), 'each once')
+    for (const id of ids.slice(0, 3)) {
+      const view = await rt.instance(id)
+      t.same(view.steps.map((s: { state: string }) => s.state), ['done', 'due'])
+    }
+  })
+
+  t.test('a runner that throws fails only its own step, which turns into a manual one', async (t) => {
+    withRunner(t, async ({ changes, instance, step }) => {
+      if (step.name === 'Breaks') throw new Error('the runner broke')
+      changes.endStep(instance, step, 'done', null, 'automatic')
+    })
+    const breaking = await automaticTasks(rt, ['Breaks'])
+    const fine = await automaticTasks(rt, ['Works', 'Works too'])
+    const errors: string[] = []
+    const scheduler = rt.newScheduler({}, { info() {}, warn() {}, error(_fields, message) { errors.push(message ?? '') } })
+    await scheduler.runOnce()
+    t.equal((await rt.instance(breaking[0]!)).steps[0].state, 'failed')
+    for (const id of fine) t.equal((await rt.instance(id)).steps[0].state, 'done', 'the others ran')
+    t.ok(errors.length > 0, 'the failure is logged')
+    const mail = rt.smtp.mails.find((m) => m.subject.includes('Automatic step failed') && m.text.includes('the runner broke'))
+    t.ok(mail, 'the controller hears why')
+  })
+})
