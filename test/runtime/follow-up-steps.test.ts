@@ -124,6 +124,15 @@ t.test('followUpProcess steps', async (t) => {
     const mails = rt.smtp.mails.slice(mailsBefore).filter((m) => m.subject.includes('Start the inactive one'))
     t.equal(mails.length, 1, 'one mail to the controller')
     t.same(mails[0]?.to, [rt.controller.email])
+
+    const doomed = await rt.template([{ kind: 'task', name: 'Soon gone' }])
+    const orphanTemplate = await rt.template([{ kind: 'followUpProcess', name: 'Start the deleted one', followUp: { templateId: doomed } }])
+    t.equal((await rt.api.delete(`/v1/process-templates/${doomed}`)).statusCode, 204)
+    const orphan = await rt.start(orphanTemplate)
+    await rt.scheduler.runOnce()
+    t.same(states(await rt.instance(orphan.id)), ['failed'])
+    const orphanLog = (await rt.api.get(`/v1/process-instances/${orphan.id}/activities`)).data.items
+    t.ok(orphanLog.some((a: { kind: string; message: string }) => a.kind === 'automaticStepFailed' && /does not exist/.test(a.message)), 'a deleted template too')
   })
 
   await t.test('a target whose steps need an address the process lacks fails the step at run time', async (t) => {
