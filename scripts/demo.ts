@@ -1,6 +1,7 @@
 // `npm run demo`: Baton on a fresh embedded database and two sample providers on loopback, then the
 // marketplace loop: a price change → the valuation provider writes marketValue back with its
-// apiClaim → that change calls the newsletter provider; then a process whose webhook step does it again.
+// apiClaim → that change calls the newsletter provider; then a process whose webhook step does it again;
+// then a template that starts itself when the property's status becomes "sold".
 import { spawn, type ChildProcess } from 'node:child_process'
 import type { EventEmitter } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -185,8 +186,30 @@ async function processLoop(world: World, valuation: ValuationProvider, newslette
   say(`process    ${steps.map((s, i) => `step ${i + 1} "${s.name}": ${s.state}`).join('; ')}`)
 }
 
+/** A template with autostart on the property's status becoming "sold" starts a process when the tenant writes that status. */
+async function autostartLoop(world: World): Promise<void> {
+  heading('4. Autostart: a template starts itself when the property is sold')
+  const autostart = { on: 'fieldChanged', record: 'property', field: 'status', filter: { eq: 'sold' }, responsible: 'maintainer' }
+  const template = await world.tenant('POST', '/v1/process-templates', { name: 'Hand over a sold property', controllerUserId: world.userId, autostart })
+  await world.tenant('POST', `/v1/process-templates/${template.id}/steps`, {
+    kind: 'task', name: 'Hand over the keys', responsibility: 'propertyMaintainer', refersTo: { property: true, address: false }
+  })
+  const { version } = await world.tenant('GET', `/v1/process-templates/${template.id}`)
+  await world.tenant('PATCH', `/v1/process-templates/${template.id}`, { active: true }, { 'if-match': `"${String(version)}"` })
+  say(`template "Hand over a sold property" (a task for the maintainer), autostart ${JSON.stringify(autostart)}`)
+  say(`tenant     -> PATCH /v1/properties/${world.propertyId} {"fields":{"status":"sold"}}`)
+  await world.tenant('PATCH', `/v1/properties/${world.propertyId}`, { fields: { status: 'sold' } })
+  const { items } = await world.tenant('GET', `/v1/process-templates/${template.id}/autostart-runs`)
+  const [run] = items as { outcome: string; occurrence: string; instanceId: string | null; reason: string | null }[]
+  if (!run?.instanceId) throw new Error(`the autostart did not start a process: ${JSON.stringify(run)}`)
+  say(`Baton      autostart run ${run.occurrence}: ${run.outcome}, process ${run.instanceId} (GET …/autostart-runs)`)
+  const instance = await world.tenant('GET', `/v1/process-instances/${run.instanceId}`)
+  const step = (instance.steps as { name: string; state: string; assigneeUserId: string }[])[0]!
+  say(`process    "${String(instance.templateName)}" ${String(instance.status)}; step 1 "${step.name}": ${step.state}, assigned to Anna Berg`)
+}
+
 async function printActivities(world: World): Promise<void> {
-  heading(`4. The property's activities (GET /v1/properties/${world.propertyId}/activities)`)
+  heading(`5. The property's activities (GET /v1/properties/${world.propertyId}/activities)`)
   const { items } = await world.tenant('GET', `/v1/properties/${world.propertyId}/activities`)
   for (const activity of [...(items as { createdAt: string; message: string }[])].reverse()) {
     process.stdout.write(`        ${activity.createdAt.slice(11, 19)}  ${activity.message}\n`)
@@ -210,6 +233,7 @@ async function main(): Promise<void> {
     const world = await seed(baton, valuation, newsletter)
     await priceChangeLoop(world, valuation, newsletter)
     await processLoop(world, valuation, newsletter)
+    await autostartLoop(world)
     await printActivities(world)
   } catch (error) {
     process.stderr.write(`\nBaton's log (last lines):\n${baton.output().split('\n').slice(-30).join('\n')}\n`)

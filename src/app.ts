@@ -10,6 +10,7 @@ import { TRIGGERS_NOTIFY, type Wakeups } from './db/wakeups.js'
 import { ActivitySchema } from './modules/activities/schemas.js'
 import type { ModuleOptions } from './modules/module-options.js'
 import addressRoutes from './modules/addresses/routes.js'
+import autostartRoutes from './modules/autostart/routes.js'
 import activationRoutes from './modules/marketplace/activations/routes.js'
 import apiKeyRoutes from './modules/tenants/api-key-routes.js'
 import deliveryRoutes from './modules/deliveries/routes.js'
@@ -105,6 +106,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   await app.register(activationRoutes, { ...modules, prefix: '/v1' })
   await app.register(templateRoutes, { ...modules, prefix: '/v1' })
   await app.register(stepRoutes, { ...modules, prefix: '/v1' })
+  await app.register(autostartRoutes, { ...modules, prefix: '/v1' })
   await app.register(instanceRoutes, { ...modules, prefix: '/v1' })
   await app.register(deliveryRoutes, { ...modules, prefix: '/v1' })
 

@@ -13,7 +13,7 @@ function npmRunDemo(env: Record<string, string> = {}): Promise<{ code: number | 
 }
 
 // The issue's promise: `npm run demo` on a fresh clone, no setup, shows the whole loop and exits 0.
-t.test('npm run demo runs the marketplace loop end to end and exits 0', async (t) => {
+t.test('npm run demo runs the marketplace loop and an autostarted process end to end and exits 0', async (t) => {
   const { code, output } = await npmRunDemo()
   t.equal(code, 0, output)
   const lines = [
@@ -29,7 +29,11 @@ t.test('npm run demo runs the marketplace loop end to end and exits 0', async (t
     /ValueCo +<- GET \/hooks\/valuation\?… processId=\S+ stepId=\S+ mode=full/,
     /marketValue":518000\}\} with the apiClaim: 200/,
     /step 1 "Ask ValueCo for a full valuation": done; step 2 "Call the owner with the new value": due/,
+    /-> PATCH \/v1\/properties\/\S+ \{"fields":\{"status":"sold"\}\}/,
+    /autostart run changed:\d+: started, process \S+/,
+    /process +"Hand over a sold property" running; step 1 "Hand over the keys": due, assigned to Anna Berg/,
     /Valuation answered HTTP 200 \(triggered by the update of price\)\.\n.*Valuation updated marketValue\.\n.*Newsletter sync answered HTTP 200 \(triggered by the update of marketValue\)\./,
+    /Process "Hand over a sold property" started by its autostart as the property's status became "sold"\./,
     /Demo complete in [\d.]+ s/
   ]
   let from = 0

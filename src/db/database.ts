@@ -117,6 +117,8 @@ export interface ProcessTemplatesTable {
   active: Generated<boolean>
   controller_user_id: string | null
   notify_on_completion: Generated<boolean>
+  /** When the template starts itself (migration 0012, src/modules/autostart); null for never. */
+  autostart: ColumnType<JsonObject | null, string | null | undefined, string | null>
   version: Generated<number>
   created_at: CreatedAt
   updated_at: Timestamp
@@ -174,6 +176,9 @@ export interface ProcessInstancesTable {
   address_id: string | null
   current_position: number | null
   idempotency_key: string | null
+  /** The process whose follow-up step started this one, and that step (migration 0012). */
+  parent_instance_id: ColumnType<string | null, string | null | undefined, never>
+  parent_step_id: ColumnType<string | null, string | null | undefined, never>
   version: Generated<number>
   started_at: Timestamp
   ended_at: Date | null
@@ -277,6 +282,20 @@ export interface OutboxMailsTable {
   failed_at: Date | null
 }
 
+export interface AutostartRunsTable {
+  tenant_id: string
+  id: string
+  template_id: string
+  record_kind: 'property' | 'address'
+  record_id: string
+  /** 'created', 'changed:<record version>', 'date:<YYYY-MM-DD>': one run per template, record and occurrence. */
+  occurrence: string
+  outcome: 'started' | 'skipped'
+  reason: string | null
+  instance_id: string | null
+  created_at: CreatedAt
+}
+
 export interface Database {
   operator_keys: OperatorKeysTable
   signing_keys: SigningKeysTable
@@ -297,6 +316,7 @@ export interface Database {
   delivery_attempts: DeliveryAttemptsTable
   activities: ActivitiesTable
   outbox_mails: OutboxMailsTable
+  autostart_runs: AutostartRunsTable
 }
 
 export type TenantRow = Selectable<TenantsTable>

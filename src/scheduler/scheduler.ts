@@ -20,6 +20,8 @@ import { removeOldHistory } from './remove-old-history.js'
 import type { RetryPolicy } from './retry-policy.js'
 import { sendQueuedMail } from './send-mail.js'
 import { startDueSteps } from './start-due-steps.js'
+import { endFollowUps } from './automatic-steps/end-follow-ups.js'
+import { autostartOnDates } from '../modules/autostart/service.js'
 import { runAutomaticSteps } from './automatic-steps/run-automatic-steps.js'
 import { sweepDeadlines } from './sweep-deadlines.js'
 
@@ -64,6 +66,8 @@ export interface RunSummary {
   stepsStarted: number
   /** Automatic steps carried out (an e-mail queued, values written, a decision taken, a follow-up started). */
   automaticSteps: number
+  /** Autostart runs of templates whose date came (started or skipped), src/modules/autostart. */
+  autostarts: number
   deliveries: number
   deadlines: number
   mails: number
@@ -82,6 +86,7 @@ export interface Scheduler {
 const DUE_REREAD_MS = 200
 const RECLAIM_FLOOR_MS = 50
 const RETENTION_EVERY_MS = 600_000
+const DATE_CHECK_EVERY_MS = 600_000
 const RETENTION_BATCH = 500
 
 /** Mails one pump batch sends before it looks whether the worker is stopping. */
@@ -119,6 +124,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let unlisten: (() => Promise<void>) | undefined
   let wakeUp: (() => void) | undefined
   let choresWanted = true
+  let nextDateCheckAt = 0
   /** When the next chore falls due, as last read; a timer wake runs the chores only once it has come. */
   let nextChoresAt: number | undefined
   /** A wake-up (NOTIFY, a finished call) arrived since the pass began: the next sleep returns at once. */
@@ -220,10 +226,14 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     metrics.leasesReaped(reaped)
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
     const automaticSteps = await chore('runAutomaticSteps', () => runAutomaticSteps(db, now, settings.batchSize, onError))
+      + await chore('endFollowUps', () => endFollowUps(db, now, settings.batchSize))
+    const autostarts = now.getTime() < nextDateCheckAt ? 0 : await chore('autostartOnDates', () => autostartOnDates(db, now, settings.batchSize))
+    // Dates are checked every DATE_CHECK_EVERY_MS (each date starts once, whichever pass finds it), and again at once while they start processes.
+    if (now.getTime() >= nextDateCheckAt) nextDateCheckAt = autostarts > 0 ? 0 : now.getTime() + DATE_CHECK_EVERY_MS
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))
     metrics.deadlinesFired(deadlines)
     const mails = sendMailToo ? await chore('sendQueuedMail', () => sendMail(now)) : 0
-    return { reaped, stepsStarted, automaticSteps, deadlines, mails }
+    return { reaped, stepsStarted, automaticSteps, autostarts, deadlines, mails }
   }
 
   let mailPump: Promise<void> | undefined
@@ -250,7 +260,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   async function runOnce(): Promise<RunSummary> {
-    const total: RunSummary = { stepsStarted: 0, automaticSteps: 0, deliveries: 0, deadlines: 0, mails: 0, reaped: 0 }
+    const total: RunSummary = { stepsStarted: 0, automaticSteps: 0, autostarts: 0, deliveries: 0, deadlines: 0, mails: 0, reaped: 0 }
     for (;;) {
       const chores = await housekeeping()
       let deliveries = 0

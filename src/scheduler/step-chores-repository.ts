@@ -8,7 +8,7 @@ export interface LockedStep {
 }
 
 /** The full rows of these steps and of their processes, paired. */
-async function pairWithInstances(db: DB, refs: { tenant_id: string; instance_id: string; step_id: string }[]): Promise<LockedStep[]> {
+export async function pairWithInstances(db: DB, refs: { tenant_id: string; instance_id: string; step_id: string }[]): Promise<LockedStep[]> {
   if (refs.length === 0) return []
   const tenants = [...new Set(refs.map((r) => r.tenant_id))]
   const [instances, steps] = await Promise.all([

@@ -108,7 +108,7 @@ t.test('an instance with no further work leaves the scheduler idle', async (t) =
   const templateId = await rt.template([{ kind: 'task', name: 'Only task' }])
   const started = await rt.start(templateId, { propertyId: undefined })
   const run = await rt.scheduler.runOnce()
-  t.same(run, { stepsStarted: 0, automaticSteps: 0, deliveries: 0, deadlines: 0, mails: 0, reaped: 0 })
+  t.same(run, { stepsStarted: 0, automaticSteps: 0, autostarts: 0, deliveries: 0, deadlines: 0, mails: 0, reaped: 0 })
   const done = await rt.api.post(`/v1/process-instances/${started.id}/advance`, { outcome: 'done' })
   t.equal(done.data.status, 'completed')
   t.equal(rt.smtp.mails.length, 0, 'no completion mail unless the template asks')

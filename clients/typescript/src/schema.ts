@@ -507,6 +507,23 @@ export interface paths {
         patch: operations["updateProcessTemplateStep"];
         trace?: never;
     };
+    "/v1/process-templates/{id}/autostart-runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the runs of a template's autostart, newest first: what started and what was skipped, and why */
+        get: operations["listAutostartRuns"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/process-instances": {
         parameters: {
             query?: never;
@@ -1096,6 +1113,13 @@ export interface components {
                 /** @description The position of the step the process continues at, after the decision's own; null ends the process */
                 no: number | null;
             } | null;
+            /** @description A followUpProcess step starts a process of another active template of the tenant, with the same responsible user and linked records */
+            followUp: {
+                /** Format: uuid */
+                templateId: string;
+                /** @description true: the step ends when the started process completes (and fails when it is cancelled); false: when it starts */
+                waitForCompletion: boolean;
+            } | null;
             version: number;
         };
         ProcessTemplate: {
@@ -1111,6 +1135,36 @@ export interface components {
              */
             controllerUserId: string | null;
             notifyOnCompletion: boolean;
+            /** @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances */
+            autostart: {
+                /**
+                 * @description recordCreated = a record is created; fieldChanged = a field of a record changes (to a value the filter matches); dateReached = a date field of a record is daysOffset days away from today in the tenant's time zone (checked by the scheduler)
+                 * @enum {string}
+                 */
+                on: "recordCreated" | "fieldChanged" | "dateReached";
+                /**
+                 * @description The kind of record that starts the process; the process is linked to it
+                 * @enum {string}
+                 */
+                record: "property" | "address";
+                /** @description fieldChanged and dateReached: the top-level field of the record's fields; a date is YYYY-MM-DD (or an ISO timestamp, of which the date counts) */
+                field?: string;
+                /** @description fieldChanged only: the new value equals eq, or is one of in; without a filter any change of the field starts a process */
+                filter?: {
+                    eq: (string | number | boolean) | null;
+                } | {
+                    in: ((string | number | boolean) | null)[];
+                };
+                /** @description dateReached: start this many days after the date (negative: before); default 0 */
+                daysOffset?: number;
+                /** @description dateReached: every year on the day and month of the date (birthdays, anniversaries; 29 February counts on 28 February in other years) */
+                ignoreYear?: boolean;
+                /** @description The started process's responsible user: the record's maintainer (a record without one is skipped), or a named user */
+                responsible: "maintainer" | {
+                    /** Format: uuid */
+                    user: string;
+                };
+            } | null;
             /** @description Also sent as ETag; send it back as If-Match */
             version: number;
             /** Format: date-time */
@@ -1134,6 +1188,36 @@ export interface components {
              */
             controllerUserId: string | null;
             notifyOnCompletion: boolean;
+            /** @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances */
+            autostart: {
+                /**
+                 * @description recordCreated = a record is created; fieldChanged = a field of a record changes (to a value the filter matches); dateReached = a date field of a record is daysOffset days away from today in the tenant's time zone (checked by the scheduler)
+                 * @enum {string}
+                 */
+                on: "recordCreated" | "fieldChanged" | "dateReached";
+                /**
+                 * @description The kind of record that starts the process; the process is linked to it
+                 * @enum {string}
+                 */
+                record: "property" | "address";
+                /** @description fieldChanged and dateReached: the top-level field of the record's fields; a date is YYYY-MM-DD (or an ISO timestamp, of which the date counts) */
+                field?: string;
+                /** @description fieldChanged only: the new value equals eq, or is one of in; without a filter any change of the field starts a process */
+                filter?: {
+                    eq: (string | number | boolean) | null;
+                } | {
+                    in: ((string | number | boolean) | null)[];
+                };
+                /** @description dateReached: start this many days after the date (negative: before); default 0 */
+                daysOffset?: number;
+                /** @description dateReached: every year on the day and month of the date (birthdays, anniversaries; 29 February counts on 28 February in other years) */
+                ignoreYear?: boolean;
+                /** @description The started process's responsible user: the record's maintainer (a record without one is skipped), or a named user */
+                responsible: "maintainer" | {
+                    /** Format: uuid */
+                    user: string;
+                };
+            } | null;
             /** @description Also sent as ETag; send it back as If-Match */
             version: number;
             /** Format: date-time */
@@ -1141,6 +1225,30 @@ export interface components {
             /** Format: date-time */
             updatedAt: string;
             stepCount: number;
+        };
+        /** @description One occasion on which a template's autostart fired */
+        AutostartRun: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            templateId: string;
+            /** @enum {string} */
+            record: "property" | "address";
+            /** Format: uuid */
+            recordId: string;
+            /** @description created, changed:<record version>, or date:<YYYY-MM-DD>: one run per template, record and occurrence */
+            occurrence: string;
+            /** @enum {string} */
+            outcome: "started" | "skipped";
+            /** @description Why the run was skipped; null when it started a process */
+            reason: string | null;
+            /**
+             * Format: uuid
+             * @description The process it started
+             */
+            instanceId: string | null;
+            /** Format: date-time */
+            createdAt: string;
         };
         /** @description The latest delivery of a webhook step */
         DeliverySummary: {
@@ -1284,6 +1392,13 @@ export interface components {
             } | null;
             /** @description The latest delivery of a webhook step; null for a task or before its first call */
             delivery: components["schemas"]["DeliverySummary"] | null;
+            /** @description A followUpProcess step's settings, as copied from the template; null for other kinds */
+            followUp: {
+                /** Format: uuid */
+                templateId: string;
+                /** @description true: the step ends when the started process completes (and fails when it is cancelled); false: when it starts */
+                waitForCompletion: boolean;
+            } | null;
         };
         ProcessInstanceSummary: {
             /** Format: uuid */
@@ -1301,6 +1416,16 @@ export interface components {
             propertyId: string | null;
             /** Format: uuid */
             addressId: string | null;
+            /**
+             * Format: uuid
+             * @description The process whose followUpProcess step started this one; null for others
+             */
+            parentId: string | null;
+            /**
+             * Format: uuid
+             * @description That followUpProcess step of the parent process
+             */
+            parentStepId: string | null;
             /** @description The step the process is at; null once it has ended */
             currentStep: {
                 /** Format: uuid */
@@ -1341,6 +1466,16 @@ export interface components {
             propertyId: string | null;
             /** Format: uuid */
             addressId: string | null;
+            /**
+             * Format: uuid
+             * @description The process whose followUpProcess step started this one; null for others
+             */
+            parentId: string | null;
+            /**
+             * Format: uuid
+             * @description That followUpProcess step of the parent process
+             */
+            parentStepId: string | null;
             /** @description The step the process is at; null once it has ended */
             currentStep: {
                 /** Format: uuid */
@@ -5666,6 +5801,36 @@ export interface operations {
                      */
                     controllerUserId?: string | null;
                     notifyOnCompletion?: boolean;
+                    /** @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances */
+                    autostart?: {
+                        /**
+                         * @description recordCreated = a record is created; fieldChanged = a field of a record changes (to a value the filter matches); dateReached = a date field of a record is daysOffset days away from today in the tenant's time zone (checked by the scheduler)
+                         * @enum {string}
+                         */
+                        on: "recordCreated" | "fieldChanged" | "dateReached";
+                        /**
+                         * @description The kind of record that starts the process; the process is linked to it
+                         * @enum {string}
+                         */
+                        record: "property" | "address";
+                        /** @description fieldChanged and dateReached: the top-level field of the record's fields; a date is YYYY-MM-DD (or an ISO timestamp, of which the date counts) */
+                        field?: string;
+                        /** @description fieldChanged only: the new value equals eq, or is one of in; without a filter any change of the field starts a process */
+                        filter?: {
+                            eq: (string | number | boolean) | null;
+                        } | {
+                            in: ((string | number | boolean) | null)[];
+                        };
+                        /** @description dateReached: start this many days after the date (negative: before); default 0 */
+                        daysOffset?: number;
+                        /** @description dateReached: every year on the day and month of the date (birthdays, anniversaries; 29 February counts on 28 February in other years) */
+                        ignoreYear?: boolean;
+                        /** @description The started process's responsible user: the record's maintainer (a record without one is skipped), or a named user */
+                        responsible: "maintainer" | {
+                            /** Format: uuid */
+                            user: string;
+                        };
+                    } | null;
                 };
             };
         };
@@ -5956,6 +6121,36 @@ export interface operations {
                      */
                     controllerUserId?: string | null;
                     notifyOnCompletion?: boolean;
+                    /** @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances */
+                    autostart?: {
+                        /**
+                         * @description recordCreated = a record is created; fieldChanged = a field of a record changes (to a value the filter matches); dateReached = a date field of a record is daysOffset days away from today in the tenant's time zone (checked by the scheduler)
+                         * @enum {string}
+                         */
+                        on: "recordCreated" | "fieldChanged" | "dateReached";
+                        /**
+                         * @description The kind of record that starts the process; the process is linked to it
+                         * @enum {string}
+                         */
+                        record: "property" | "address";
+                        /** @description fieldChanged and dateReached: the top-level field of the record's fields; a date is YYYY-MM-DD (or an ISO timestamp, of which the date counts) */
+                        field?: string;
+                        /** @description fieldChanged only: the new value equals eq, or is one of in; without a filter any change of the field starts a process */
+                        filter?: {
+                            eq: (string | number | boolean) | null;
+                        } | {
+                            in: ((string | number | boolean) | null)[];
+                        };
+                        /** @description dateReached: start this many days after the date (negative: before); default 0 */
+                        daysOffset?: number;
+                        /** @description dateReached: every year on the day and month of the date (birthdays, anniversaries; 29 February counts on 28 February in other years) */
+                        ignoreYear?: boolean;
+                        /** @description The started process's responsible user: the record's maintainer (a record without one is skipped), or a named user */
+                        responsible: "maintainer" | {
+                            /** Format: uuid */
+                            user: string;
+                        };
+                    } | null;
                 };
             };
         };
@@ -6384,6 +6579,13 @@ export interface operations {
                         yes: number | null;
                         /** @description The position of the step the process continues at, after the decision's own; null ends the process */
                         no: number | null;
+                    } | null;
+                    /** @description The settings of a followUpProcess step (null for other kinds): the template to start, and whether to wait until its process completes */
+                    followUp?: {
+                        /** Format: uuid */
+                        templateId: string;
+                        /** @default false */
+                        waitForCompletion?: boolean;
                     } | null;
                 };
             };
@@ -6934,6 +7136,13 @@ export interface operations {
                         /** @description The position of the step the process continues at, after the decision's own; null ends the process */
                         no: number | null;
                     } | null;
+                    /** @description The settings of a followUpProcess step (null for other kinds): the template to start, and whether to wait until its process completes */
+                    followUp?: {
+                        /** Format: uuid */
+                        templateId: string;
+                        /** @default false */
+                        waitForCompletion?: boolean;
+                    } | null;
                 };
             };
         };
@@ -7029,6 +7238,96 @@ export interface operations {
             };
         };
     };
+    listAutostartRuns: {
+        parameters: {
+            query?: {
+                /** @description Page size (max 200); a page also ends early, with a nextCursor, before its body passes 4 MiB */
+                limit?: number;
+                /** @description Opaque cursor from the previous page's nextCursor */
+                cursor?: string;
+                outcome?: "started" | "skipped";
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of autostart runs */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: components["schemas"]["AutostartRun"][];
+                        /** @description Pass as cursor for the next page; null on the last page */
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description The request is malformed or fails its schema */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer key is missing, unknown or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not use this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests from this key or address; Retry-After says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not ready to serve, or the database did not answer; Retry-After says when to try again */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     listProcessInstances: {
         parameters: {
             query?: {
@@ -7043,6 +7342,7 @@ export interface operations {
                 templateId?: string;
                 propertyId?: string;
                 addressId?: string;
+                parentId?: string;
             };
             header?: never;
             path?: never;

@@ -11,6 +11,7 @@ export interface InstanceFilter {
   templateId?: string | undefined
   propertyId?: string | undefined
   addressId?: string | undefined
+  parentId?: string | undefined
 }
 
 export interface StartFacts {
@@ -145,6 +146,7 @@ export function listInstances(db: DB, tenantId: string, page: PageRequest, filte
   if (filter.templateId) query = query.where('i.template_id', '=', filter.templateId)
   if (filter.propertyId) query = query.where('i.property_id', '=', filter.propertyId)
   if (filter.addressId) query = query.where('i.address_id', '=', filter.addressId)
+  if (filter.parentId) query = query.where('i.parent_instance_id', '=', filter.parentId)
   if (filter.currentStepState) query = query.where('i.status', '=', 'running').where('s.state', '=', filter.currentStepState as 'due')
   if (filter.assigneeUserId) query = query.where('i.status', '=', 'running').where('s.assignee_user_id', '=', filter.assigneeUserId)
   return query.execute()

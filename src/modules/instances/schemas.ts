@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox'
 import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/common.js'
 import { DeliveryStatusSchema } from '../deliveries/schemas.js'
-import { StepKindSchema } from '../templates/steps/schemas.js'
+import { FollowUpSchema, StepKindSchema } from '../templates/steps/schemas.js'
 import { EmailEditSchema, EmailSettingsSchema } from '../templates/steps/email.js'
 import { PlainText } from '../templates/text.js'
 import { InstanceDecisionSchema, WriteValuesSchema } from '../templates/steps/decision-schemas.js'
@@ -59,7 +59,8 @@ export const InstanceStepSchema = Type.Object(
     email: Type.Union([EmailSettingsSchema, Type.Null()], { description: 'The mail an email step sends, as copied from the template; null for other kinds' }),
     writeValues: Type.Union([WriteValuesSchema, Type.Null()]),
     decision: Type.Union([InstanceDecisionSchema, Type.Null()]),
-    delivery: Type.Union([Type.Ref('DeliverySummary'), Type.Null()], { description: 'The latest delivery of a webhook step; null for a task or before its first call' })
+    delivery: Type.Union([Type.Ref('DeliverySummary'), Type.Null()], { description: 'The latest delivery of a webhook step; null for a task or before its first call' }),
+    followUp: Type.Union([FollowUpSchema, Type.Null()], { description: 'A followUpProcess step\'s settings, as copied from the template; null for other kinds' })
   },
   { $id: 'ProcessInstanceStep' }
 )
@@ -74,6 +75,8 @@ const instanceFields = {
   controllerUserId: Uuid,
   propertyId: OptionalId,
   addressId: OptionalId,
+  parentId: Type.Union([Uuid, Type.Null()], { description: 'The process whose followUpProcess step started this one; null for others' }),
+  parentStepId: Type.Union([Uuid, Type.Null()], { description: 'That followUpProcess step of the parent process' }),
   currentStep: Type.Union([
     Type.Object({
       id: Uuid,
@@ -131,7 +134,8 @@ export const ListInstancesQuerySchema = Type.Object({
   assigneeUserId: Type.Optional(Uuid),
   templateId: Type.Optional(Uuid),
   propertyId: Type.Optional(Uuid),
-  addressId: Type.Optional(Uuid)
+  addressId: Type.Optional(Uuid),
+  parentId: Type.Optional(Uuid)
 })
 export type ListInstancesQuery = Static<typeof ListInstancesQuerySchema>
 

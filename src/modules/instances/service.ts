@@ -1,8 +1,8 @@
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { Wakeups, WorkTable } from '../../db/wakeups.js'
-import type { InstanceRow, InstanceStepRow, TemplateStepRow } from '../../db/database.js'
-import { conflict, notFound, unprocessable, type FieldError } from '../../errors.js'
+import type { InstanceRow, InstanceStepRow, JsonObject, TemplateStepRow } from '../../db/database.js'
+import { conflict, notFound, ProblemError, unprocessable, type FieldError } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import * as activities from '../activities/service.js'
@@ -11,6 +11,7 @@ import { emailSettingsOf } from '../templates/steps/email.js'
 import { sendManualEmail } from './manual-email.js'
 import type { Decision, WriteValues } from '../templates/steps/decision-schemas.js'
 import { decisionBranch } from './decide.js'
+import { followUpOf } from '../templates/steps/follow-up.js'
 import type { Activity } from '../activities/schemas.js'
 import * as repo from './repository.js'
 import * as runtime from './runtime-repository.js'
@@ -54,7 +55,8 @@ function toInstanceStep(row: InstanceStepRow, delivery: DeliveryRow | undefined)
     email: row.kind === 'email' ? emailSettingsOf(row.settings) : null,
     writeValues: row.kind === 'writeValues' ? row.settings as WriteValues : null,
     decision: row.kind === 'decision' ? { ...row.settings as Decision, chosen: row.decision } : null,
-    delivery: delivery ? toDeliverySummary(delivery) : null
+    delivery: delivery ? toDeliverySummary(delivery) : null,
+    followUp: followUpOf(row)
   }
 }
 
@@ -68,6 +70,8 @@ function instanceFields(row: InstanceRow): Omit<InstanceSummary, 'currentStep'> 
     controllerUserId: row.controller_user_id,
     propertyId: row.property_id,
     addressId: row.address_id,
+    parentId: row.parent_instance_id,
+    parentStepId: row.parent_step_id,
     version: row.version,
     startedAt: row.started_at.toISOString(),
     endedAt: iso(row.ended_at)
@@ -140,51 +144,77 @@ export interface Started {
 export async function startInstance(
   db: DB, clock: Clock, wakeups: Wakeups, tenantId: string, input: StartInstance, idempotencyKey?: string
 ): Promise<Started> {
-  let work: WorkTable[] = []
-  const started = await db.transaction().execute(async (trx): Promise<Started> => {
-    if (idempotencyKey) {
-      const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
-      if (earlier) return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
-    }
-    const { template, steps, timeZone } = await checkStart(trx, tenantId, input)
-    const now = clock.now()
-    const instanceId = newId(now.getTime())
-    const inserted = await repo.insertInstanceWithSteps(trx, {
-      tenant_id: tenantId,
-      id: instanceId,
-      template_id: template.id,
-      template_name: template.name,
-      responsible_user_id: input.responsibleUserId,
-      controller_user_id: template.controller_user_id ?? input.responsibleUserId,
-      notify_on_completion: template.notify_on_completion,
-      property_id: input.propertyId ?? null,
-      address_id: input.addressId ?? null,
-      idempotency_key: idempotencyKey ?? null,
-      current_position: 1,
-      started_at: now,
-      created_at: now,
-      updated_at: now
-    }, steps.map((step) => copyStep(step, instanceId, now)))
-    if (!inserted) {
-      // A concurrent start with the same key committed first: answer with its process.
-      const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
-      if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
-      return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false }
-    }
-    const { instance: row, steps: copies } = inserted
-    const changes = new ProcessChanges(trx, now, new Map([[tenantId, timeZone]]))
-    changes.activity(row, null, 'processStarted', `Process "${row.template_name}" started.`, { responsibleUserId: row.responsible_user_id })
-    changes.enterStep(row, copies[0]!, now)
-    const written = await changes.flush()
-    work = written.work
-    // Built from what this transaction wrote: the new rows, with the first step as it started.
-    const started = new Map(written.steps.map((step) => [step.id, step]))
-    const deliveries = new Map(written.deliveries.map((d) => [d.step_id, d]))
-    const view = copies.map((copy) => ({ step: started.get(copy.id) ?? copy, delivery: deliveries.get(copy.id) }))
-    return { instance: toInstance(written.instances.find((i) => i.id === row.id) ?? row, view), created: true }
-  })
+  const { work, ...started } = await db.transaction().execute((trx) => startProcessIn(trx, clock, tenantId, input, { idempotencyKey }))
   wakeups.announce(work)
   return started
+}
+
+/** Who or what starts a process besides the API: a follow-up step of a parent process, or an autostart. */
+export interface StartOptions {
+  idempotencyKey?: string | undefined
+  /** The process and follow-up step that start this one (process_instances.parent_instance_id, parent_step_id). */
+  parent?: { instanceId: string; stepId: string } | undefined
+  /** What began the process, for its processStarted activity: "by autostart …" in the message, and data. */
+  startedBy?: { says: string; data: JsonObject } | undefined
+}
+
+/**
+ * The core of a start, inside the caller's transaction: the API's start, a follow-up step (with the
+ * parent's process locked) and an autostart (with the record being written locked) all run it. It
+ * throws the API's 422 when the template cannot start a process with these records; callers without
+ * a request turn that into a reason (startFailure).
+ */
+export async function startProcessIn(
+  trx: DB, clock: Clock, tenantId: string, input: StartInstance, options: StartOptions = {}
+): Promise<Started & { work: WorkTable[] }> {
+  const { idempotencyKey, parent, startedBy } = options
+  if (idempotencyKey) {
+    const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
+    if (earlier) return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false, work: [] }
+  }
+  const { template, steps, timeZone } = await checkStart(trx, tenantId, input)
+  const now = clock.now()
+  const instanceId = newId(now.getTime())
+  const inserted = await repo.insertInstanceWithSteps(trx, {
+    tenant_id: tenantId,
+    id: instanceId,
+    template_id: template.id,
+    template_name: template.name,
+    responsible_user_id: input.responsibleUserId,
+    controller_user_id: template.controller_user_id ?? input.responsibleUserId,
+    notify_on_completion: template.notify_on_completion,
+    property_id: input.propertyId ?? null,
+    address_id: input.addressId ?? null,
+    idempotency_key: idempotencyKey ?? null,
+    ...(parent ? { parent_instance_id: parent.instanceId, parent_step_id: parent.stepId } : {}),
+    current_position: 1,
+    started_at: now,
+    created_at: now,
+    updated_at: now
+  }, steps.map((step) => copyStep(step, instanceId, now)))
+  if (!inserted) {
+    // A concurrent start with the same key committed first: answer with its process.
+    const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
+    if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
+    return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false, work: [] }
+  }
+  const { instance: row, steps: copies } = inserted
+  const changes = new ProcessChanges(trx, now, new Map([[tenantId, timeZone]]))
+  const data: JsonObject = { responsibleUserId: row.responsible_user_id, ...(parent ? { parentId: parent.instanceId, parentStepId: parent.stepId } : {}), ...startedBy?.data }
+  changes.activity(row, null, 'processStarted', `Process "${row.template_name}" started${startedBy ? ` ${startedBy.says}` : ''}.`, data)
+  changes.enterStep(row, copies[0]!, now)
+  const written = await changes.flush()
+  // Built from what this transaction wrote: the new rows, with the first step as it started.
+  const started = new Map(written.steps.map((step) => [step.id, step]))
+  const deliveries = new Map(written.deliveries.map((d) => [d.step_id, d]))
+  const view = copies.map((copy) => ({ step: started.get(copy.id) ?? copy, delivery: deliveries.get(copy.id) }))
+  return { instance: toInstance(written.instances.find((i) => i.id === row.id) ?? row, view), created: true, work: written.work }
+}
+
+/** Why a start without a request (a follow-up, an autostart) could not happen: the 422's text; other errors are thrown. */
+export function startFailure(error: unknown): string {
+  if (error instanceof ProblemError && error.status === 422) return error.detail
+  throw error
 }
 
 function checkSameStart(earlier: InstanceRow, input: StartInstance): InstanceRow {
@@ -290,6 +320,8 @@ function allowedOutcomes(step: InstanceStepRow): readonly Advance['outcome'][] {
   if (step.kind === 'decision') return ['waiting', 'due', 'failed'].includes(step.state) ? ['done'] : []
   if (step.state === 'waiting') return ['skipped']
   if (step.state === 'failed') return ['done', 'skipped']
+  // A follow-up step that waits for its process to complete: a person may stop waiting (the process goes on).
+  if (step.state === 'running' && step.kind === 'followUpProcess') return ['skipped']
   if (step.state !== 'due') return []
   if (step.kind === 'task') return ['done', 'skipped']
   if (step.kind === 'email' && !step.automatic) return ['done', 'skipped'] // done sends its mail
@@ -365,7 +397,9 @@ export async function cancelProcess(db: DB, clock: Clock, wakeups: Wakeups, tena
       if (!(await runtime.withdrawStepMail(trx, tenantId, step.id, clock.now()))) {
         throw conflict(`Step "${step.name}" is sending its e-mail right now; cancel again once it has been sent.`)
       }
-    } else if (step?.state === 'running') throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
+    } else if (step?.state === 'running' && step.kind === 'webhook') {
+      throw conflict(`Step "${step.name}" is calling its webhook right now; cancel again once the call has ended.`)
+    }
     const now = clock.now()
     await runtime.cancelOpenSteps(trx, tenantId, id, now)
     const changes = await changesOf(trx, tenantId, now)

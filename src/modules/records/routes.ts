@@ -68,6 +68,12 @@ function readRoutes(fastify: FastifyInstance, kind: RecordKind, { db }: ModuleOp
   }, async (request) => records.listRecordActivities(db, kind, tenantOf(request), request.params.id, pageRequest(request.query)))
 }
 
+/** An API-only process tells the schedulers of the deliveries a write fired and of the processes it autostarted. */
+function announceWork(wakeups: ModuleOptions['wakeups'], triggered: number, autostarted: number): void {
+  if (triggered > 0) wakeups.announce(['deliveries'])
+  if (autostarted > 0) wakeups.announce(['deliveries', 'instance_steps', 'outbox_mails'])
+}
+
 function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wakeups }: ModuleOptions): void {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   const { path, tag } = kind
@@ -80,8 +86,8 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wa
       response: { 201: ok(Record, `The created ${kind.noun.toLowerCase()}`, ['ETag', 'Location']), ...problems(400, 401, 403, 422) }
     }
   }, async (request, reply) => {
-    const { record, triggered } = await records.createRecord(db, clock, kind, tenantOf(request), request.body)
-    if (triggered.length > 0) wakeups.announce(['deliveries'])
+    const { record, triggered, autostarted } = await records.createRecord(db, clock, kind, tenantOf(request), request.body)
+    announceWork(wakeups, triggered.length, autostarted)
     setETag(reply, record.version)
     setCreatedLocation(request, reply, record.id)
     return reply.code(201).send(record)
@@ -100,8 +106,8 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wa
     const claim = claimOf(request)
     if (claim && request.body.maintainerUserId !== undefined) throw forbidden('An apiClaim may update the fields of a record, not its maintainer.')
     const by = claim ? { serviceId: claim.serviceId, deliveryId: claim.deliveryId } : undefined
-    const { record, triggered } = await records.updateRecord(db, clock, kind, tenantOf(request), request.params.id, request.body, version, by)
-    if (triggered.length > 0) wakeups.announce(['deliveries'])
+    const { record, triggered, autostarted } = await records.updateRecord(db, clock, kind, tenantOf(request), request.params.id, request.body, version, by)
+    announceWork(wakeups, triggered.length, autostarted)
     setETag(reply, record.version)
     return record
   })

@@ -9,6 +9,7 @@ import { checkVersion } from '../../lib/versioning.js'
 import type { Activity } from '../activities/schemas.js'
 import * as activities from '../activities/service.js'
 import { insertActivity } from '../activities/repository.js'
+import { autostartOnWrite } from '../autostart/service.js'
 import { findServiceName } from '../marketplace/services/repository.js'
 import { isTenantUser } from '../users/repository.js'
 import { changedFields, splitMergePatch } from './fields.js'
@@ -18,11 +19,16 @@ import * as repo from './repository.js'
 import { queueTriggeredDeliveries, type QueuedTrigger } from './trigger-repository.js'
 import type { ApiRecord, CreateRecord, ListRecordsQuery, RecordKind, UpdateRecord } from './schemas.js'
 
-/** A record as written, with the names of the fields the write changed and the deliveries it fired. */
+/** The autostart's name of each record table. */
+const RECORD_NAME = { properties: 'property', addresses: 'address' } as const
+
+/** A record as written, with the names of the fields the write changed, the deliveries it fired and the processes it autostarted. */
 export interface RecordWrite {
   record: ApiRecord
   changedFields: string[]
   triggered: QueuedTrigger[]
+  /** Autostarts the write claimed (each started a process or recorded why it skipped). */
+  autostarted: number
 }
 
 /** A provider writing back with the apiClaim of one of its calls. */
@@ -42,7 +48,10 @@ export function toRecord(row: RecordRow): ApiRecord {
   }
 }
 
-/** The record write and the deliveries its changed fields fire commit together, or neither does. */
+/**
+ * The record write, the deliveries its changed fields fire and the processes it autostarts commit
+ * together, or none does.
+ */
 export async function createRecord(db: DB, clock: Clock, kind: RecordKind, tenantId: string, input: CreateRecord): Promise<RecordWrite> {
   checkFieldsInput(input.fields)
   const maintainer = input.maintainerUserId ?? null
@@ -54,7 +63,8 @@ export async function createRecord(db: DB, clock: Clock, kind: RecordKind, tenan
     }))
     const changed = changedFields({}, row.fields)
     const triggered = await queueTriggeredDeliveries(trx, { tenantId, table: kind.table, recordId: row.id, event: 'create', changedFields: changed, now })
-    return { record: toRecord(row), changedFields: changed, triggered }
+    const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row, event: 'create', changedFields: changed })
+    return { record: toRecord(row), changedFields: changed, triggered, autostarted }
   })
 }
 
@@ -94,7 +104,8 @@ export async function updateRecord(
       tenantId, table: kind.table, recordId: id, event: 'update', changedFields: changed, byServiceId: by?.serviceId, now
     })
     if (by) await recordWriteBack(trx, kind, tenantId, id, by, changed, now)
-    return { record: toRecord(current), changedFields: changed, triggered }
+    const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row: current, event: 'update', changedFields: changed })
+    return { record: toRecord(current), changedFields: changed, triggered, autostarted }
   })
   return written ?? explainMissedUpdate(db, kind, tenantId, id, expectedVersion)
 }

@@ -3,6 +3,8 @@ import type { Template, TemplateSummary } from './templates/schemas.js'
 import type { Responsibility, Start, Step } from './steps/schemas.js'
 import { emailSettingsOf } from './steps/email.js'
 import type { Decision, WriteValues } from './steps/decision-schemas.js'
+import { followUpOf, followUpSettings } from './steps/follow-up.js'
+import { autostartOf } from '../autostart/settings.js'
 
 /** A step's editable content, before it has a place in a template. */
 export type StepDraft = Omit<Step, 'id' | 'templateId' | 'position' | 'version'>
@@ -17,6 +19,7 @@ function templateFields(row: TemplateRow): TemplateFields {
     active: row.active,
     controllerUserId: row.controller_user_id,
     notifyOnCompletion: row.notify_on_completion,
+    autostart: autostartOf(row.autostart),
     version: row.version,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString()
@@ -48,6 +51,7 @@ export function toStep(row: TemplateStepRow): Step {
     email: row.kind === 'email' ? emailSettingsOf(row.settings) : null,
     writeValues: row.kind === 'writeValues' ? row.settings as WriteValues : null,
     decision: row.kind === 'decision' ? row.settings as Decision : null,
+    followUp: followUpOf(row),
     version: row.version
   }
 }
@@ -79,6 +83,8 @@ function settingsOf(draft: StepDraft): JsonObject {
       return (draft.writeValues ?? {}) as JsonObject
     case 'decision':
       return (draft.decision ?? {}) as JsonObject
+    case 'followUpProcess':
+      return followUpSettings(draft.followUp)
     default:
       return {}
   }

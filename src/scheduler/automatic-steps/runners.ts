@@ -2,6 +2,7 @@ import type { StepKind } from '../../db/database.js'
 import type { AutomaticStepRunner } from './runner-types.js'
 import { runDecision } from './decision.js'
 import { runEmailStep } from './email.js'
+import { runFollowUp } from './follow-up.js'
 import { runWriteValues } from './write-values.js'
 
 // The runner's types live in a leaf module, so that runners in their own files can import them.
@@ -11,5 +12,6 @@ export type { AutomaticStepContext, AutomaticStepRunner } from './runner-types.j
 export const automaticStepRunners: Partial<Record<StepKind, AutomaticStepRunner>> = {
   email: runEmailStep,
   writeValues: runWriteValues,
-  decision: runDecision
+  decision: runDecision,
+  followUpProcess: runFollowUp
 }

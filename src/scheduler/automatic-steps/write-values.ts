@@ -1,6 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import type { InstanceRow, JsonObject } from '../../db/database.js'
 import { jsonBytes, firstTooDeep } from '../../lib/json-limits.js'
+import { autostartOnWrite } from '../../modules/autostart/service.js'
 import { activityRow } from '../../modules/instances/transitions.js'
 import { changedFields, splitMergePatch } from '../../modules/records/fields.js'
 import { FIELDS_MAX_BYTES, FIELDS_MAX_DEPTH } from '../../modules/records/limits.js'
@@ -72,6 +73,8 @@ export const runWriteValues: AutomaticStepRunner = async ({ db, now, changes, in
     if (!row) throw new Error(`the locked ${record} ${id} was not updated`)
     const changed = changedFields(row.before_fields, row.fields)
     const triggered = await queueTriggeredDeliveries(db, { tenantId: instance.tenant_id, table, recordId: id, event: 'update', changedFields: changed, now })
+    // A write by a process starts the autostarts a person's write would (a watched field that changed).
+    await autostartOnWrite(db, now, { tenantId: instance.tenant_id, record, row, event: 'update', changedFields: changed })
     const what = changed.length === 0 ? 'wrote its values without changing a field' : `set ${changed.join(', ')}`
     changes.rawActivity({
       ...activityRow(instance, step, now, 'recordUpdatedByProcess', `Process "${instance.template_name}" (step "${step.name}") ${what}.`,

@@ -25,7 +25,7 @@ t.test('steps: add, insert, read, list, update, delete', async (t) => {
     id: task.data.id, templateId: id, position: 1, kind: 'task', name: 'Call the owner', start: { mode: 'afterPrevious' },
     responsibility: 'processResponsible', deadlineDays: null, refersTo: { property: false, address: false },
     serviceId: null, target: null, parameters: {}, version: 1,
-    email: null, writeValues: null, decision: null
+    email: null, writeValues: null, decision: null, followUp: null
   })
 
   const webhook = await client.post(steps, {

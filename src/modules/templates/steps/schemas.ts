@@ -63,6 +63,22 @@ const ParametersSchema = Type.Unsafe<Record<string, unknown>>({
   maxProperties: 100,
   description: 'Webhook parameters by name, checked against the service\'s parameter definitions'
 })
+export const FollowUpSchema = Type.Object(
+  {
+    templateId: Uuid,
+    waitForCompletion: Type.Boolean({ description: 'true: the step ends when the started process completes (and fails when it is cancelled); false: when it starts' })
+  },
+  { additionalProperties: false, description: 'A followUpProcess step starts a process of another active template of the tenant, with the same responsible user and linked records' }
+)
+export type FollowUp = Static<typeof FollowUpSchema>
+const FollowUpInputSchema = Type.Union([
+  Type.Object(
+    { templateId: Uuid, waitForCompletion: Type.Optional(Type.Boolean({ default: false })) },
+    { additionalProperties: false }
+  ),
+  Type.Null()
+], { description: 'The settings of a followUpProcess step (null for other kinds): the template to start, and whether to wait until its process completes' })
+export type FollowUpInput = Static<typeof FollowUpInputSchema>
 const Name = PlainText({ minLength: 1, maxLength: 200 })
 const EmailSchema = Type.Union([EmailSettingsSchema, Type.Null()], { description: 'The mail an email step sends; null for other kinds' })
 
@@ -83,6 +99,7 @@ export const StepSchema = Type.Object(
     email: EmailSchema,
     writeValues: Type.Union([WriteValuesSchema, Type.Null()]),
     decision: Type.Union([DecisionSchema, Type.Null()]),
+    followUp: Type.Union([FollowUpSchema, Type.Null()]),
     version: Type.Integer()
   },
   { $id: 'ProcessTemplateStep' }
@@ -106,7 +123,8 @@ const editableFields = {
   parameters: ParametersSchema,
   email: EmailSchema,
   writeValues: Type.Union([WriteValuesSchema, Type.Null()]),
-  decision: Type.Union([DecisionSchema, Type.Null()])
+  decision: Type.Union([DecisionSchema, Type.Null()]),
+  followUp: FollowUpInputSchema
 }
 
 export const CreateStepSchema = Type.Object(
@@ -123,7 +141,8 @@ export const CreateStepSchema = Type.Object(
     parameters: Type.Optional(editableFields.parameters),
     email: Type.Optional(editableFields.email),
     writeValues: Type.Optional(editableFields.writeValues),
-    decision: Type.Optional(editableFields.decision)
+    decision: Type.Optional(editableFields.decision),
+    followUp: Type.Optional(editableFields.followUp)
   },
   {
     additionalProperties: false,
@@ -169,7 +188,8 @@ export const UpdateStepSchema = Type.Object(
     parameters: Type.Optional(editableFields.parameters),
     email: Type.Optional(editableFields.email),
     writeValues: Type.Optional(editableFields.writeValues),
-    decision: Type.Optional(editableFields.decision)
+    decision: Type.Optional(editableFields.decision),
+    followUp: Type.Optional(editableFields.followUp)
   },
   {
     additionalProperties: false, minProperties: 1, description: 'Fields to change; use PUT …/steps/order to move a step',
@@ -186,3 +206,4 @@ export const ReorderStepsSchema = Type.Object(
 )
 
 export const ListStepsQuerySchema = PageQuerySchema
+

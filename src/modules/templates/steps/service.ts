@@ -14,6 +14,7 @@ import type { CreateStep, Step, Target, TargetInput, UpdateStep } from './schema
 import { checkStep, rejectIfInvalid } from './validation.js'
 import { decideSettingsErrors } from './decision-validation.js'
 import { deleteErrors, moveTemplateReferences } from './references.js'
+import { followUpInput } from './follow-up.js'
 
 async function findStepOrThrow(db: DB, tenantId: string, templateId: string, stepId: string) {
   const row = await steps.findStep(db, tenantId, templateId, stepId)
@@ -51,18 +52,20 @@ function draftOf(input: CreateStep): StepDraft {
     parameters: input.parameters ?? {},
     email: input.email ?? null,
     writeValues: input.writeValues ?? null,
-    decision: input.decision ?? null
+    decision: input.decision ?? null,
+    followUp: followUpInput(input.followUp) ?? null
   }
 }
 
 function mergedDraft(current: Step, input: UpdateStep): StepDraft {
   const { id: _id, templateId: _templateId, position: _position, version: _version, ...draft } = current
-  const { refersTo, target, ...changes } = input
+  const { refersTo, target, followUp, ...changes } = input
   const targetChange = target === undefined ? {} : { target: target === null ? null : targetOf(target) }
   // A step that changes its kind drops the settings of its former kind unless they are given.
   const kindChange = input.kind === undefined || input.kind === current.kind ? {}
     : { writeValues: input.writeValues ?? null, decision: input.decision ?? null }
-  return { ...draft, ...changes, ...targetChange, ...kindChange, refersTo: { ...draft.refersTo, ...refersTo } }
+  const followUpChange = followUp === undefined ? {} : { followUp: followUpInput(followUp) ?? null }
+  return { ...draft, ...changes, ...targetChange, ...kindChange, ...followUpChange, refersTo: { ...draft.refersTo, ...refersTo } }
 }
 
 function positionErrors(position: number, stepCount: number): FieldError[] {
@@ -76,7 +79,7 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
     const position = input.position ?? stepCount + 1
     const draft = draftOf(input)
-    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret })
+    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId)
     rejectIfInvalid('The step is not valid', [...positionErrors(position, stepCount), ...check.errors, ...decideSettingsErrors(draft, position, stepCount + 1, template.active)])
     await steps.shiftPositions(trx, tenantId, templateId, position, 1)
     // Branches and step references of the steps that moved follow them.
@@ -116,7 +119,7 @@ export async function updateStep(
     const current = await findStepOrThrow(trx, tenantId, templateId, stepId)
     checkVersion(expected, current.version, `Step ${stepId}`)
     const draft = mergedDraft(toStep(current), input)
-    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret })
+    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId)
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
     rejectIfInvalid('The step is not valid', [...check.errors, ...decideSettingsErrors(draft, current.position, stepCount, template.active)])
     const row = await steps.updateStep(trx, tenantId, stepId, {

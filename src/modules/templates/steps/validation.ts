@@ -5,6 +5,7 @@ import { unprocessable, type FieldError } from '../../../errors.js'
 import { secretProblem } from '../../marketplace/services/secret-strength.js'
 import { webhookUrlProblem } from '../../marketplace/services/webhook-url.js'
 import { isTenantUser } from '../../users/repository.js'
+import { followUpErrors } from './follow-up.js'
 import * as lookup from './lookup-repository.js'
 import type { StepDraft } from '../mapping.js'
 import { emailStepErrors } from './email.js'
@@ -19,12 +20,15 @@ export interface TargetRequest {
 }
 
 /** Everything wrong with a step beyond its schema, and its parameters with defaults filled in. */
-export async function checkStep(db: DB, tenantId: string, draft: StepDraft, target: TargetRequest): Promise<ParameterCheck> {
+export async function checkStep(db: DB, tenantId: string, draft: StepDraft, target: TargetRequest, templateId: string): Promise<ParameterCheck> {
   const service = draft.kind === 'task' ? { parameters: draft.parameters, errors: taskErrors(draft) }
     : draft.kind !== 'webhook' ? { parameters: draft.parameters, errors: [...taskErrors(draft), ...kindErrors(draft)] }
     : draft.target !== null ? checkTarget(draft, draft.target, target)
     : await checkWebhook(db, tenantId, draft.serviceId, draft.parameters)
-  const errors = [...responsibilityErrors(draft), ...await userErrors(db, tenantId, draft), ...service.errors, ...emailStepErrors(draft)]
+  const errors = [
+    ...responsibilityErrors(draft), ...await userErrors(db, tenantId, draft), ...service.errors,
+    ...emailStepErrors(draft), ...await followUpErrors(db, tenantId, templateId, draft)
+  ]
   return { parameters: service.parameters, errors }
 }
 
@@ -51,6 +55,7 @@ function kindErrors(draft: StepDraft): FieldError[] {
   if (draft.kind === 'email') return [] // emailStepErrors
   // writeValues and decision: checked with their position in the template (decision-validation.ts).
   if (draft.kind === 'writeValues' || draft.kind === 'decision') return []
+  if (draft.kind === 'followUpProcess') return []
   return [{ pointer: '/body/kind', detail: `steps of kind ${draft.kind} cannot be saved yet` }]
 }
 

@@ -10,6 +10,7 @@ export interface TemplateChanges {
   active?: boolean | undefined
   controller_user_id?: string | null | undefined
   notify_on_completion?: boolean | undefined
+  autostart?: string | null | undefined
   updated_at: Date
 }
 

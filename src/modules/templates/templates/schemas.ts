@@ -3,11 +3,16 @@ import { PageQuerySchema, Timestamp, Uuid } from '../../../schemas/common.js'
 import { StepSchema, type Step } from '../steps/schemas.js'
 import { PlainText } from '../text.js'
 import { ExpressionSchema } from '../expressions/schema.js'
+import { AutostartSchema } from '../../autostart/schemas.js'
 
 const Name = PlainText({ minLength: 1, maxLength: 200 })
 const Description = PlainText({ maxLength: 4000 })
 const ControllerUserId = Type.Union([Uuid, Type.Null()], {
   description: 'The process controller; when null, the user who starts a process'
+})
+
+const Autostart = Type.Union([AutostartSchema, Type.Null()], {
+  description: 'When the template starts processes by itself (only while active); null: only by POST /v1/process-instances'
 })
 
 const templateFields = {
@@ -17,6 +22,7 @@ const templateFields = {
   active: Type.Boolean({ description: 'Only active templates start processes; new and copied templates are inactive' }),
   controllerUserId: ControllerUserId,
   notifyOnCompletion: Type.Boolean(),
+  autostart: Autostart,
   version: Type.Integer({ description: 'Also sent as ETag; send it back as If-Match' }),
   createdAt: Timestamp,
   updatedAt: Timestamp
@@ -39,7 +45,8 @@ export const CreateTemplateSchema = Type.Object(
     name: Name,
     description: Type.Optional(Description),
     controllerUserId: Type.Optional(ControllerUserId),
-    notifyOnCompletion: Type.Optional(Type.Boolean())
+    notifyOnCompletion: Type.Optional(Type.Boolean()),
+    autostart: Type.Optional(Autostart)
   },
   { additionalProperties: false, examples: [{ name: 'Re-value a property', controllerUserId: '0190f3a4-1111-7222-8333-444455556666' }] }
 )
@@ -51,7 +58,8 @@ export const UpdateTemplateSchema = Type.Object(
     description: Type.Optional(Description),
     active: Type.Optional(Type.Boolean({ description: 'true needs at least one step and usable services in every webhook step' })),
     controllerUserId: Type.Optional(ControllerUserId),
-    notifyOnCompletion: Type.Optional(Type.Boolean())
+    notifyOnCompletion: Type.Optional(Type.Boolean()),
+    autostart: Type.Optional(Autostart)
   },
   { additionalProperties: false, minProperties: 1, examples: [{ active: true }] }
 )

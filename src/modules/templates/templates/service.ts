@@ -5,6 +5,7 @@ import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import { checkVersion } from '../../../lib/versioning.js'
 import { isTenantUser } from '../../users/repository.js'
+import { autostartColumn, autostartErrors } from '../../autostart/settings.js'
 import { toTemplate, toTemplateSummary } from '../mapping.js'
 import * as repo from './repository.js'
 import type { CopyTemplate, CreateTemplate, ListTemplatesQuery, Template, UpdateTemplate } from './schemas.js'
@@ -35,6 +36,7 @@ async function checkController(db: DB, tenantId: string, userId: string | null |
 
 export async function createTemplate(db: DB, clock: Clock, tenantId: string, input: CreateTemplate): Promise<Template> {
   await checkController(db, tenantId, input.controllerUserId)
+  rejectIfInvalid('The autostart is not valid', await autostartErrors(db, tenantId, input.autostart))
   const now = clock.now()
   const row = await repo.insertTemplate(db, {
     tenant_id: tenantId,
@@ -44,6 +46,7 @@ export async function createTemplate(db: DB, clock: Clock, tenantId: string, inp
     active: false,
     controller_user_id: input.controllerUserId ?? null,
     notify_on_completion: input.notifyOnCompletion ?? false,
+    autostart: autostartColumn(input.autostart) ?? null,
     created_at: now,
     updated_at: now
   })
@@ -63,6 +66,7 @@ export async function updateTemplate(
     const current = await lockedTemplate(trx, tenantId, id)
     checkVersion(expected, current.version, `Process template ${id}`)
     await checkController(trx, tenantId, input.controllerUserId)
+    rejectIfInvalid('The autostart is not valid', await autostartErrors(trx, tenantId, input.autostart))
     if (input.active === true) {
       const templateSteps = await steps.listSteps(trx, tenantId, id)
       rejectIfInvalid('The template cannot be activated', await activationErrors(trx, tenantId, templateSteps))
@@ -73,6 +77,7 @@ export async function updateTemplate(
       active: input.active,
       controller_user_id: input.controllerUserId,
       notify_on_completion: input.notifyOnCompletion,
+      autostart: autostartColumn(input.autostart),
       updated_at: clock.now()
     })
     return loadTemplate(trx, tenantId, id)
@@ -104,6 +109,7 @@ export async function copyTemplate(db: DB, clock: Clock, tenantId: string, id: s
       active: false,
       controller_user_id: source.controller_user_id,
       notify_on_completion: source.notify_on_completion,
+      autostart: source.autostart === null ? null : JSON.stringify(source.autostart),
       created_at: now,
       updated_at: now
     })

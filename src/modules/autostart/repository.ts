@@ -1,0 +1,82 @@
+import { sql } from 'kysely'
+import type { DB } from '../../db/connect.js'
+import type { AutostartRunsTable, JsonObject } from '../../db/database.js'
+import type { PageRequest } from '../../lib/pagination.js'
+import type { Insertable } from 'kysely'
+
+export type RecordKindName = 'property' | 'address'
+export const RECORD_TABLE = { property: 'properties', address: 'addresses' } as const
+
+export interface AutostartTemplate {
+  tenant_id: string
+  id: string
+  name: string
+  autostart: JsonObject
+}
+
+/** The active templates of the tenant that start on these events of this kind of record (a partial index holds them). */
+export async function findAutostartTemplates(db: DB, tenantId: string, record: RecordKindName, events: string[]): Promise<AutostartTemplate[]> {
+  const { rows } = await sql<AutostartTemplate>`
+    select tenant_id, id, name, autostart from process_templates
+    where tenant_id = ${tenantId} and active and autostart is not null
+      and autostart->>'record' = ${record} and autostart->>'on' = any(${events}::text[])
+    order by id`.execute(db)
+  return rows
+}
+
+/** Every tenant's active templates that start when a date is reached, with the tenant's local date today. */
+export async function findDateTemplates(db: DB, now: Date): Promise<(AutostartTemplate & { today: string })[]> {
+  const { rows } = await sql<AutostartTemplate & { today: string }>`
+    select t.tenant_id, t.id, t.name, t.autostart, to_char((${now}::timestamptz at time zone tn.time_zone)::date, 'YYYY-MM-DD') as today
+    from process_templates t join tenants tn on tn.id = t.tenant_id
+    where t.active and t.autostart is not null and t.autostart->>'on' = 'dateReached'
+    order by t.tenant_id, t.id`.execute(db)
+  return rows
+}
+
+/**
+ * Records whose date field falls on `target` (or, ignoring the year, on its day and month; 29 February
+ * on 28 February of other years) and that have no run of this template for it yet, locked against
+ * deletion (records another transaction writes are skipped and found again on the next pass).
+ */
+export async function lockDateCandidates(
+  db: DB, template: AutostartTemplate, record: RecordKindName, field: string, target: string, ignoreYear: boolean, limit: number
+): Promise<{ id: string; maintainer_user_id: string | null }[]> {
+  const value = sql`(r.fields->>${field}::text)`
+  const day = sql`${target}::text`
+  const match = ignoreYear
+    ? sql`jsonb_typeof(r.fields->${field}::text) = 'string' and ${value} ~ '^\\d{4}-\\d{2}-\\d{2}'
+        and (substr(${value}, 6, 5) = substr(${day}, 6, 5)
+          or (substr(${day}, 6, 5) = '02-28' and substr(${value}, 6, 5) = '02-29'
+            and extract(day from (make_date(substr(${day}, 1, 4)::int, 3, 1) - 1)) = 28))`
+    : sql`jsonb_typeof(r.fields->${field}::text) = 'string' and substr(${value}, 1, 10) = ${day}`
+  const { rows } = await sql<{ id: string; maintainer_user_id: string | null }>`
+    select r.id, r.maintainer_user_id from ${sql.table(RECORD_TABLE[record])} r
+    where r.tenant_id = ${template.tenant_id} and ${match}
+      and not exists (select 1 from autostart_runs a where a.tenant_id = r.tenant_id and a.template_id = ${template.id}
+        and a.record_kind = ${record} and a.record_id = r.id and a.occurrence = ${`date:${target}`})
+    order by r.id
+    limit ${limit}
+    for key share of r skip locked`.execute(db)
+  return rows
+}
+
+/** Claims the run of this template for this record and occurrence; undefined when another write, worker or retry has it. */
+export function claimRun(db: DB, row: Insertable<AutostartRunsTable>) {
+  return db.insertInto('autostart_runs').values(row)
+    .onConflict((oc) => oc.columns(['tenant_id', 'template_id', 'record_kind', 'record_id', 'occurrence']).doNothing())
+    .returning('id').executeTakeFirst()
+}
+
+export async function settleRun(db: DB, tenantId: string, id: string, outcome: 'started' | 'skipped', reason: string | null, instanceId: string | null) {
+  await db.updateTable('autostart_runs').set({ outcome, reason, instance_id: instanceId }).where('tenant_id', '=', tenantId).where('id', '=', id).execute()
+}
+
+/** Newest first. */
+export function listRuns(db: DB, tenantId: string, templateId: string, page: PageRequest, outcome?: 'started' | 'skipped') {
+  let query = db.selectFrom('autostart_runs').selectAll().where('tenant_id', '=', tenantId).where('template_id', '=', templateId)
+    .orderBy('id', 'desc').limit(page.limit + 1)
+  if (page.after) query = query.where('id', '<', page.after)
+  if (outcome) query = query.where('outcome', '=', outcome)
+  return query.execute()
+}

@@ -1,0 +1,32 @@
+import type { DB } from '../../db/connect.js'
+import type { JsonObject } from '../../db/database.js'
+import type { FieldError } from '../../errors.js'
+import { isTenantUser } from '../users/repository.js'
+import type { Autostart } from './schemas.js'
+
+/** What a template's autostart setting is stored as (process_templates.autostart). */
+export function autostartColumn(autostart: Autostart | null | undefined): string | null | undefined {
+  if (autostart === undefined) return undefined
+  return autostart === null ? null : JSON.stringify(autostart)
+}
+
+export function autostartOf(column: JsonObject | null): Autostart | null {
+  return column as Autostart | null
+}
+
+/** Everything wrong with an autostart setting beyond its schema. */
+export async function autostartErrors(db: DB, tenantId: string, autostart: Autostart | null | undefined): Promise<FieldError[]> {
+  if (!autostart) return []
+  const errors: FieldError[] = []
+  const at = (field: string, detail: string) => errors.push({ pointer: `/body/autostart/${field}`, detail })
+  const { on } = autostart
+  if (on === 'recordCreated' && autostart.field !== undefined) at('field', 'recordCreated watches no field: leave it out')
+  if (on !== 'recordCreated' && autostart.field === undefined) at('field', `${on} needs the field it watches`)
+  if (on !== 'fieldChanged' && autostart.filter !== undefined) at('filter', 'only fieldChanged takes a filter')
+  if (on !== 'dateReached' && autostart.daysOffset !== undefined) at('daysOffset', 'only dateReached takes daysOffset')
+  if (on !== 'dateReached' && autostart.ignoreYear !== undefined) at('ignoreYear', 'only dateReached takes ignoreYear')
+  if (typeof autostart.responsible === 'object' && !(await isTenantUser(db, tenantId, autostart.responsible.user))) {
+    at('responsible/user', `user ${autostart.responsible.user} does not exist`)
+  }
+  return errors
+}

@@ -1,0 +1,60 @@
+import { sql } from 'kysely'
+import type { DB } from '../../db/connect.js'
+import { startFailure, startProcessIn } from '../../modules/instances/service.js'
+import { followUpOf } from '../../modules/templates/steps/follow-up.js'
+import type { InstanceRow, InstanceStepRow } from '../../db/database.js'
+import type { ProcessChanges } from '../../modules/instances/process-changes.js'
+
+/** How deep follow-ups may nest (a process started by a process started by …): templates that start each other stop there. */
+export const MAX_FOLLOW_UP_DEPTH = 10
+
+/**
+ * A followUpProcess step starts a process of another template with the same responsible user and
+ * linked records, in the chore's transaction (the parent's process is locked; the child is new, so no
+ * other lock is taken). The child names its parent and this step; the unique index on that step
+ * (migration 0012) stops a second child even if the step were run twice. Without waitForCompletion the
+ * step is done in the same commit; with it the step runs until endFollowUps sees the child end. A
+ * template that is inactive or gone, or records its steps need but this process lacks, fail the step
+ * into a manual one (the controller is mailed).
+ */
+export async function runFollowUp({ db, now, changes, instance, step }: {
+  db: DB; now: Date; changes: ProcessChanges; instance: InstanceRow; step: InstanceStepRow
+}): Promise<void> {
+  const settings = followUpOf(step)
+  if (!settings) return changes.failAutomaticStep(instance, step, 'it names no template to start')
+  const depth = await ancestorCount(db, instance.tenant_id, instance.id)
+  if (depth >= MAX_FOLLOW_UP_DEPTH) {
+    return changes.failAutomaticStep(instance, step, `follow-up processes nest at most ${MAX_FOLLOW_UP_DEPTH} deep; this process is the ${depth + 1}th`)
+  }
+  let child
+  try {
+    child = (await startProcessIn(db, { now: () => now }, instance.tenant_id, {
+      templateId: settings.templateId,
+      responsibleUserId: instance.responsible_user_id,
+      ...(instance.property_id ? { propertyId: instance.property_id } : {}),
+      ...(instance.address_id ? { addressId: instance.address_id } : {})
+    }, {
+      parent: { instanceId: instance.id, stepId: step.id },
+      startedBy: { says: `by step "${step.name}" of process "${instance.template_name}" (${instance.id})`, data: {} }
+    })).instance
+  } catch (error) {
+    return changes.failAutomaticStep(instance, step, `the follow-up process could not start: ${startFailure(error)}`)
+  }
+  changes.activity(instance, step, 'followUpStarted', `Step "${step.name}" started process "${child.templateName}" (${child.id}).`,
+    { childId: child.id, templateId: child.templateId, waitForCompletion: settings.waitForCompletion })
+  if (settings.waitForCompletion) changes.setStepState(step, 'running')
+  else changes.endStep(instance, step, 'done', null, 'Baton')
+}
+
+/** How many processes above this one started it, through follow-up steps. */
+async function ancestorCount(db: DB, tenantId: string, instanceId: string): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    with recursive up (id, parent, depth) as (
+      select id, parent_instance_id, 0 from process_instances where tenant_id = ${tenantId} and id = ${instanceId}
+      union all
+      select p.id, p.parent_instance_id, up.depth + 1 from process_instances p join up on p.tenant_id = ${tenantId} and p.id = up.parent
+      where up.depth < ${MAX_FOLLOW_UP_DEPTH}
+    )
+    select max(depth)::int as n from up`.execute(db)
+  return rows[0]?.n ?? 0
+}

@@ -1,0 +1,194 @@
+import t from 'tap'
+import { DAY } from '../helpers/clock.js'
+import { setupRuntime, type StepInput } from '../helpers/runtime.js'
+
+// Templates that start themselves (issue 12 item 6): on a record's creation, on a field change that
+// matches a filter, on a date N days away in the tenant's time zone; one process per template, record
+// and occurrence, and every run (started or skipped, with why) listed by the API.
+t.test('autostart', async (t) => {
+  const rt = await setupRuntime(t)
+  const api = rt.api
+
+  /** An active template with these steps and this autostart. */
+  async function autostartTemplate(name: string, autostart: Record<string, unknown>, steps: StepInput[]): Promise<string> {
+    const created = await api.post('/v1/process-templates', { name, controllerUserId: rt.controller.id, autostart })
+    if (created.statusCode !== 201) throw new Error(created.body)
+    for (const step of steps) {
+      const added = await api.post(`/v1/process-templates/${created.data.id}/steps`, step)
+      if (added.statusCode !== 201) throw new Error(added.body)
+    }
+    const on = await api.patch(`/v1/process-templates/${created.data.id}`, { active: true })
+    if (on.statusCode !== 200) throw new Error(on.body)
+    return created.data.id
+  }
+  const instancesOf = async (templateId: string) => (await api.get(`/v1/process-instances?templateId=${templateId}`)).data.items
+  const runsOf = async (templateId: string, query = '') => (await api.get(`/v1/process-templates/${templateId}/autostart-runs${query}`)).data.items
+  const newProperty = async (fields: Record<string, unknown>, maintainer: string | null = rt.worker.id) =>
+    (await api.post('/v1/properties', { ...(maintainer ? { maintainerUserId: maintainer } : {}), fields })).data
+
+  await t.test('the setting is checked when it is saved', async (t) => {
+    const noField = await api.post('/v1/process-templates', { name: 'x', autostart: { on: 'fieldChanged', record: 'property', responsible: 'maintainer' } })
+    t.equal(noField.statusCode, 422)
+    t.match(noField.data.errors, [{ pointer: '/body/autostart/field' }])
+    const filterOnCreate = await api.post('/v1/process-templates', { name: 'x', autostart: { on: 'recordCreated', record: 'property', filter: { eq: 1 }, responsible: 'maintainer' } })
+    t.equal(filterOnCreate.statusCode, 422)
+    const unknownUser = await api.post('/v1/process-templates', { name: 'x', autostart: { on: 'recordCreated', record: 'property', responsible: { user: '0190f3a4-0000-7000-8000-000000000000' } } })
+    t.equal(unknownUser.statusCode, 422)
+    t.match(unknownUser.data.errors, [{ pointer: '/body/autostart/responsible/user' }])
+    const badFilter = await api.post('/v1/process-templates', { name: 'x', autostart: { on: 'fieldChanged', record: 'property', field: 'status', filter: { like: 'so%' }, responsible: 'maintainer' } })
+    t.equal(badFilter.statusCode, 400, 'a filter beyond eq and in fails its schema')
+    const ok = await api.post('/v1/process-templates', { name: 'x', autostart: { on: 'dateReached', record: 'address', field: 'birthday', daysOffset: -3, ignoreYear: true, responsible: 'maintainer' } })
+    t.equal(ok.statusCode, 201, ok.body)
+    t.same(ok.data.autostart, { on: 'dateReached', record: 'address', field: 'birthday', daysOffset: -3, ignoreYear: true, responsible: 'maintainer' })
+    t.equal(ok.data.active, false)
+    const off = await api.patch(`/v1/process-templates/${ok.data.id}`, { autostart: null })
+    t.equal(off.statusCode, 200, off.body)
+    t.equal(off.data.autostart, null)
+  })
+
+  await t.test('on a record\'s creation, with its maintainer responsible; a record without one is skipped', async (t) => {
+    const templateId = await autostartTemplate('Welcome a new property', { on: 'recordCreated', record: 'property', responsible: 'maintainer' },
+      [{ kind: 'task', name: 'Take photos', responsibility: 'propertyMaintainer', refersTo: { property: true } }])
+    const property = await newProperty({ street: 'Lindenweg 4' })
+    const [instance] = await instancesOf(templateId)
+    t.equal(instance.propertyId, property.id)
+    t.equal(instance.responsibleUserId, rt.worker.id)
+    t.equal(instance.currentStep.state, 'due')
+    const log = (await api.get(`/v1/properties/${property.id}/activities`)).data.items
+    t.ok(log.some((a: { kind: string; message: string }) => a.kind === 'processStarted' && /by its autostart on the creation of the property/.test(a.message)),
+      'the record\'s activity log says which autostart began it')
+    const orphan = await newProperty({ street: 'Ohne Betreuer 1' }, null)
+    const runs = await runsOf(templateId)
+    t.match(runs, [
+      { recordId: orphan.id, record: 'property', occurrence: 'created', outcome: 'skipped', reason: /no maintainer/, instanceId: null },
+      { recordId: property.id, occurrence: 'created', outcome: 'started', reason: null, instanceId: instance.id }
+    ])
+    t.equal((await instancesOf(templateId)).length, 1)
+  })
+
+  await t.test('on a field change that matches the filter, once per change; a retried or concurrent write starts one', async (t) => {
+    const templateId = await autostartTemplate('Hand over a sold property',
+      { on: 'fieldChanged', record: 'property', field: 'status', filter: { in: ['sold', 'notarised'] }, responsible: { user: rt.controller.id } },
+      [{ kind: 'task', name: 'Hand over the keys', refersTo: { property: true } }])
+    const property = await newProperty({ status: 'available', price: 300000 })
+    t.same(await instancesOf(templateId), [], 'creating the record changes no field from one value to another')
+    await api.patch(`/v1/properties/${property.id}`, { fields: { status: 'reserved' } })
+    await api.patch(`/v1/properties/${property.id}`, { fields: { price: 290000 } })
+    t.same(await instancesOf(templateId), [], 'not on a value the filter does not match, nor on another field')
+    const headers = { 'idempotency-key': 'sell-1' }
+    const sold = await api.patch(`/v1/properties/${property.id}`, { fields: { status: 'sold' } }, headers)
+    t.equal(sold.statusCode, 200, sold.body)
+    const retried = await api.patch(`/v1/properties/${property.id}`, { fields: { status: 'sold' } }, headers)
+    t.equal(retried.statusCode, 200, retried.body)
+    const started = await instancesOf(templateId)
+    t.equal(started.length, 1, 'the retried write changes nothing and starts nothing')
+    t.equal(started[0].responsibleUserId, rt.controller.id, 'the named user is responsible')
+    t.match(await runsOf(templateId), [{ occurrence: `changed:${sold.data.version}`, outcome: 'started', instanceId: started[0].id }])
+
+    const other = await newProperty({ status: 'available' })
+    const writes = await Promise.all([1, 2, 3].map(() => api.patch(`/v1/properties/${other.id}`, { fields: { status: 'notarised' } })))
+    t.same(writes.map((w) => w.statusCode), [200, 200, 200])
+    t.equal((await instancesOf(templateId)).filter((i: { propertyId: string }) => i.propertyId === other.id).length, 1, 'concurrent writes start one')
+
+    // Another occurrence: the status leaves and comes back.
+    await api.patch(`/v1/properties/${property.id}`, { fields: { status: 'available' } })
+    await api.patch(`/v1/properties/${property.id}`, { fields: { status: 'sold' } })
+    t.equal((await instancesOf(templateId)).filter((i: { propertyId: string }) => i.propertyId === property.id).length, 2, 'a second sale is a second occurrence')
+  })
+
+  await t.test('a template that cannot start with the record is skipped with the reason; an inactive one does nothing', async (t) => {
+    const templateId = await autostartTemplate('Needs an address', { on: 'recordCreated', record: 'property', responsible: 'maintainer' },
+      [{ kind: 'task', name: 'Write to the buyer', refersTo: { address: true } }])
+    const property = await newProperty({ street: 'Am Markt 2' })
+    t.match(await runsOf(templateId), [{ recordId: property.id, outcome: 'skipped', reason: /refers to the address/ }])
+    t.match(await runsOf(templateId, '?outcome=started'), [])
+    await api.patch(`/v1/process-templates/${templateId}`, { active: false })
+    await newProperty({ street: 'Am Markt 3' })
+    t.equal((await runsOf(templateId)).length, 1, 'an inactive template does not start')
+  })
+
+  await t.test('on a date N days before, ignoring the year, in the tenant\'s time zone, across the new year', async (t) => {
+    const templateId = await autostartTemplate('Birthday greetings',
+      { on: 'dateReached', record: 'address', field: 'birthday', daysOffset: -3, ignoreYear: true, responsible: 'maintainer' },
+      [{ kind: 'task', name: 'Send a card', responsibility: 'addressMaintainer', refersTo: { address: true } }])
+    const address = (await api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { name: 'Erika', birthday: '1990-01-02' } })).data
+    const other = (await api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { name: 'Max', birthday: '1985-01-03' } })).data
+    await api.post('/v1/addresses', { fields: { name: 'Nobody', birthday: 'unknown' } })
+
+    rt.clock.set('2026-12-29T22:30:00Z') // 23:30 on 29 December in Berlin: the birthday is four days away
+    let run = await rt.scheduler.runOnce()
+    t.equal(run.autostarts, 0)
+    rt.clock.set('2026-12-29T23:30:00Z') // 00:30 on 30 December in Berlin, still the 29th in UTC
+    run = await rt.scheduler.runOnce()
+    t.equal(run.autostarts, 1)
+    const [instance] = await instancesOf(templateId)
+    t.equal(instance.addressId, address.id)
+    t.equal(instance.currentStep.assigneeUserId, rt.worker.id)
+    t.match(await runsOf(templateId), [{ recordId: address.id, record: 'address', occurrence: 'date:2027-01-02', outcome: 'started' }])
+    const log = (await api.get(`/v1/addresses/${address.id}/activities`)).data.items
+    t.ok(log.some((a: { message: string }) => /by its autostart as the address's birthday 01-02 \(every year\) is 3 day\(s\) away/.test(a.message)), 'the activity says why')
+
+    rt.clock.advance(2 * 60 * 60_000)
+    t.equal((await rt.scheduler.runOnce()).autostarts, 0, 'later the same day nothing starts again')
+    const [a, b] = [rt.newScheduler(), rt.newScheduler()]
+    rt.clock.advance(DAY)
+    const runs = await Promise.all([a.runOnce(), b.runOnce()])
+    t.equal(runs[0].autostarts + runs[1].autostarts, 1, 'two workers start the next birthday once')
+    t.equal((await instancesOf(templateId)).filter((i: { addressId: string }) => i.addressId === other.id).length, 1)
+
+    rt.clock.set('2027-12-29T23:30:00Z')
+    await rt.scheduler.runOnce()
+    t.equal((await instancesOf(templateId)).filter((i: { addressId: string }) => i.addressId === address.id).length, 2, 'and again a year later')
+  })
+
+  await t.test('a date autostart racing a write of the record waits for it; a deleted record starts nothing', async (t) => {
+    const templateId = await autostartTemplate('Contract ends',
+      { on: 'dateReached', record: 'address', field: 'contractEnd', responsible: 'maintainer' },
+      [{ kind: 'task', name: 'Call the tenant', refersTo: { address: true } }])
+    rt.clock.set('2028-03-01T10:00:00Z')
+    const newAddress = async () => (await api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { contractEnd: '2028-03-01' } })).data
+    const busy = await newAddress()
+    const gone = await newAddress()
+    t.equal((await api.delete(`/v1/addresses/${gone.id}`)).statusCode, 204)
+    // A write of the record in progress holds its row: the chore passes it by and finds it on a later pass.
+    let release: () => void = () => {}
+    const held = new Promise<void>((resolve) => (release = resolve))
+    let locked: () => void = () => {}
+    const isLocked = new Promise<void>((resolve) => (locked = resolve))
+    const writer = rt.db.transaction().execute(async (trx) => {
+      await trx.selectFrom('addresses').select('id').where('id', '=', busy.id).forUpdate().execute()
+      locked()
+      await held
+      await trx.updateTable('addresses').set({ updated_at: rt.clock.now() }).where('id', '=', busy.id).execute()
+    })
+    await isLocked
+    t.equal((await rt.scheduler.runOnce()).autostarts, 0, 'the record being written is skipped, not waited for')
+    release()
+    await writer
+    rt.clock.advance(11 * 60_000)
+    t.equal((await rt.scheduler.runOnce()).autostarts, 1, 'the next pass starts it')
+    const runs = await runsOf(templateId)
+    t.match(runs, [{ recordId: busy.id, occurrence: 'date:2028-03-01', outcome: 'started' }])
+    t.equal(runs.length, 1, 'the deleted record starts nothing')
+  })
+
+  await t.test('the runs are the tenant\'s own', async (t) => {
+    const templateId = (await api.get('/v1/process-templates?q=Welcome')).data.items[0].id
+    const page = await api.get(`/v1/process-templates/${templateId}/autostart-runs?limit=1`)
+    t.equal(page.statusCode, 200)
+    t.equal(page.data.items.length, 1)
+    t.type(page.data.nextCursor, 'string')
+    const next = await api.get(`/v1/process-templates/${templateId}/autostart-runs?limit=1&cursor=${page.data.nextCursor}`)
+    t.equal(next.data.items.length, 1)
+    t.not(next.data.items[0].id, page.data.items[0].id)
+    const stranger = await rt.newTenant({ name: 'Other Immobilien' })
+    const foreign = await stranger.client.get(`/v1/process-templates/${templateId}/autostart-runs`)
+    t.equal(foreign.statusCode, 404)
+    t.match(foreign.headers['content-type'], /application\/problem\+json/)
+    t.equal((await api.get('/v1/process-templates/0190f3a4-0000-7000-8000-000000000000/autostart-runs')).statusCode, 404)
+    // A record of another tenant never starts this tenant's templates.
+    const before = (await runsOf(templateId)).length
+    await stranger.client.post('/v1/properties', { fields: { street: 'Fremdweg 1' } })
+    t.equal((await runsOf(templateId)).length, before)
+  })
+})
