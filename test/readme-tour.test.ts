@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -47,5 +47,14 @@ t.test('the README curl tour runs word for word against a running Baton', async 
   t.match(output, /Step "Ask ValueCo for a valuation" skipped/, 'the property log tells the story')
   t.match(output, /Step "Ask ValueCo for a valuation" skipped \([^)\n]+\): "Valued by hand"\./, 'with the note given to advance')
   t.match(output, /Process "Re-value a property" completed/)
+  // The second process: the scheduler carries out the decision, the e-mail and the follow-up by itself.
+  t.match(output, /"name": "Price check",\s*"active": true|\{"name":"Price check","active":true\}/, 'the branches pass the activation check')
+  t.match(output, /"name": "More than 10 % under the asking price\?",\s*"kind": "decision",\s*"state": "done",\s*"decision": "yes"/, 'the decision reads the value written back')
+  t.match(output, /"name": "Tell the owner",\s*"kind": "email",\s*"state": "done"/, 'the e-mail was sent')
+  t.match(output, /"name": "Open the handover",\s*"kind": "followUpProcess",\s*"state": "done"/)
+  t.match(output, /"templateName": "Hand over to sales",\s*"status": "running",\s*"currentStep": "Agree a new asking price with the owner"/, 'the handover runs')
+  const mails = await readdir(join(dataDir, 'mail')).catch(() => [])
+  const owner = await Promise.all(mails.map((file) => readFile(join(dataDir, 'mail', file), 'utf8')))
+  t.ok(owner.some((mail) => /jonas@example\.com/.test(mail) && /380000 EUR/.test(mail)), 'the owner\'s mail, with the value, is in the mail folder')
   t.notMatch(output, /"status": 5\d\d/, 'no server error anywhere')
 })
