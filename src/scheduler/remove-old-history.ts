@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { sql, type RawBuilder } from 'kysely'
 import type { DB } from '../db/connect.js'
 
 const DAY_MS = 86_400_000
@@ -25,39 +25,26 @@ export async function removeOldHistory(db: DB, now: Date, retentionDays: number,
     delete from process_instances p using old o where p.tenant_id = o.tenant_id and p.id = o.id
     returning p.id
   `.execute(db)
-  const { rows: deliveries } = await sql<{ id: string }>`
-    with old as (
-      select tenant_id, id from deliveries
-      where step_id is null and status in ('succeeded', 'failed', 'cancelled') and finished_at < ${cutoff}
-      order by finished_at
-      limit ${limit}
-      for update skip locked
-    )
-    delete from deliveries d using old o where d.tenant_id = o.tenant_id and d.id = o.id
-    returning d.id
-  `.execute(db)
-  const { rows: mails } = await sql<{ id: string }>`
-    with old as (
-      select tenant_id, id from outbox_mails
-      where sent_at is not null and sent_at < ${cutoff}
-      order by sent_at
-      limit ${limit}
-      for update skip locked
-    )
-    delete from outbox_mails m using old o where m.tenant_id = o.tenant_id and m.id = o.id
-    returning m.id
-  `.execute(db)
+  const deliveries = await removeOldRows(db, 'deliveries',
+    sql`step_id is null and status in ('succeeded', 'failed', 'cancelled') and finished_at < ${cutoff}`, 'finished_at', limit)
+  const mails = await removeOldRows(db, 'outbox_mails', sql`sent_at is not null and sent_at < ${cutoff}`, 'sent_at', limit)
   // An email step's mail that was given up (migration 0010), once its step has heard of it.
-  const { rows: givenUp } = await sql<{ id: string }>`
+  const givenUp = await removeOldRows(db, 'outbox_mails', sql`failed_at is not null and failed_at < ${cutoff} and not settle_step`, 'failed_at', limit)
+  return processes.length + deliveries + mails + givenUp
+}
+
+/** Deletes up to `limit` rows of `table` that are `old`, oldest `by` first, skipping rows others hold; returns how many. */
+async function removeOldRows(db: DB, table: 'deliveries' | 'outbox_mails', old: RawBuilder<unknown>, by: string, limit: number): Promise<number> {
+  const { rows } = await sql<{ id: string }>`
     with old as (
-      select tenant_id, id from outbox_mails
-      where failed_at is not null and failed_at < ${cutoff} and not settle_step
-      order by failed_at
+      select tenant_id, id from ${sql.table(table)}
+      where ${old}
+      order by ${sql.ref(by)}
       limit ${limit}
       for update skip locked
     )
-    delete from outbox_mails m using old o where m.tenant_id = o.tenant_id and m.id = o.id
-    returning m.id
+    delete from ${sql.table(table)} t using old o where t.tenant_id = o.tenant_id and t.id = o.id
+    returning t.id
   `.execute(db)
-  return processes.length + deliveries.length + mails.length + givenUp.length
+  return rows.length
 }
