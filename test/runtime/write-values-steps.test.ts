@@ -111,3 +111,23 @@ t.test('two workers at once write each step\'s values once', async (t) => {
     .filter((d: { propertyId: string; source: string }) => propertyIds.includes(d.propertyId) && d.source === 'trigger')
   t.equal(deliveries.length, 4, 'one trigger delivery per write')
 })
+
+t.test('a text value with placeholders is rendered as an email step\'s text is; an unknown placeholder is refused at save', async (t) => {
+  const templateId = await rt.template([{
+    kind: 'writeValues', name: 'Note the valuation', refersTo: { property: true },
+    writeValues: { values: [{ record: 'property', field: 'note', value: 'Valued at {{property.fields.price}} EUR for {{tenant.name}} ({{process.templateName}})' }] }
+  }])
+  const propertyId = await newProperty({ price: 512000 })
+  await rt.start(templateId, { propertyId })
+  await rt.scheduler.runOnce()
+  const property = (await rt.api.get(`/v1/properties/${propertyId}`)).data
+  t.equal(property.fields.note, 'Valued at 512000 EUR for Muster Immobilien (Re-value a property)')
+
+  const draft = (await rt.api.post('/v1/process-templates', { name: 'Bad placeholder', controllerUserId: rt.controller.id })).data
+  const refused = await rt.api.post(`/v1/process-templates/${draft.id}/steps`, {
+    kind: 'writeValues', name: 'Note', refersTo: { property: true },
+    writeValues: { values: [{ record: 'property', field: 'note', value: 'For {{owner.name}}' }] }
+  })
+  t.equal(refused.statusCode, 422, refused.body)
+  t.match(refused.data.errors, [{ pointer: '/body/writeValues/values/0/value' }])
+})

@@ -17,15 +17,13 @@ export interface StepMail {
 export type PreparedMail = { mail: StepMail } | { problem: string }
 
 /**
- * Renders the step's mail from the process, its linked records and the tenant as they are now, and
- * finds its recipient. `edit` replaces the subject or body (a manual step's texts as the assignee
- * changed them; checked by the caller). Reads in a few statements, in the caller's transaction.
+ * What a step's placeholders read ({{property.fields.price}}, {{tenant.name}}, …), in a few statements:
+ * the people of the process, its tenant, and the linked records the step refers to (the address also
+ * when `wantsAddress`, for its e-mail). Email steps and writeValues steps render with it.
  */
-export async function prepareStepMail(db: DB, instance: InstanceRow, step: InstanceStepRow, edit: EmailEdit = {}): Promise<PreparedMail> {
-  const settings = emailSettingsOf(step.settings)
+export async function readStepView(db: DB, instance: InstanceRow, step: InstanceStepRow, wantsAddress = step.refers_to_address) {
   const tenantId = instance.tenant_id
   const userIds = [instance.controller_user_id, instance.responsible_user_id, ...(step.assignee_user_id ? [step.assignee_user_id] : [])]
-  const wantsAddress = step.refers_to_address || settings.to === 'addressEmail'
   const [tenant, users, properties, addresses] = await Promise.all([
     db.selectFrom('tenants').select('name').where('id', '=', tenantId).executeTakeFirst(),
     repo.findUsers(db, userIds.map((id) => ({ tenant_id: tenantId, id }))),
@@ -47,6 +45,17 @@ export async function prepareStepMail(db: DB, instance: InstanceRow, step: Insta
     property: step.refers_to_property && property ? { id: property.id, fields: property.fields } : null,
     address: step.refers_to_address && address ? { id: address.id, fields: address.fields } : null
   }
+  return { view, assignee, controller, address }
+}
+
+/**
+ * Renders the step's mail from the process, its linked records and the tenant as they are now, and
+ * finds its recipient. `edit` replaces the subject or body (a manual step's texts as the assignee
+ * changed them; checked by the caller). Reads in a few statements, in the caller's transaction.
+ */
+export async function prepareStepMail(db: DB, instance: InstanceRow, step: InstanceStepRow, edit: EmailEdit = {}): Promise<PreparedMail> {
+  const settings = emailSettingsOf(step.settings)
+  const { view, assignee, controller, address } = await readStepView(db, instance, step, step.refers_to_address || settings.to === 'addressEmail')
   const recipient = recipientOf(settings, instance, { assignee, controller, address })
   if ('problem' in recipient) return recipient
   return {

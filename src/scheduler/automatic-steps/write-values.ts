@@ -2,6 +2,7 @@ import type { DB } from '../../db/connect.js'
 import type { InstanceRow, JsonObject } from '../../db/database.js'
 import { jsonBytes, firstTooDeep } from '../../lib/json-limits.js'
 import { autostartOnWrite } from '../../modules/autostart/service.js'
+import { readStepView } from '../../modules/instances/email-step.js'
 import { activityRow } from '../../modules/instances/transitions.js'
 import { changedFields, splitMergePatch } from '../../modules/records/fields.js'
 import { FIELDS_MAX_BYTES, FIELDS_MAX_DEPTH } from '../../modules/records/limits.js'
@@ -9,6 +10,7 @@ import { patchRecord } from '../../modules/records/repository.js'
 import { queueTriggeredDeliveries } from '../../modules/records/trigger-repository.js'
 import { evaluate, ExpressionError } from '../../modules/templates/expressions/evaluate.js'
 import type { WriteValues } from '../../modules/templates/steps/decision-schemas.js'
+import { isTemplate, renderSubject } from '../../modules/templates/steps/email.js'
 import { expressionContext } from './expression-context.js'
 import type { AutomaticStepRunner } from './runner-types.js'
 
@@ -46,9 +48,11 @@ export const runWriteValues: AutomaticStepRunner = async ({ db, now, changes, in
   }
   const context = await expressionContext(db, instance, now, changes.zoneOf(instance))
   const patches = new Map<RecordName, JsonObject>(records.map((r) => [r, {}]))
+  // A text value with placeholders is rendered as an email step's text is ({{property.fields.street}}).
+  const view = values.some((v) => isTemplate(v.value)) ? (await readStepView(db, instance, step)).view : undefined
   for (const { record, field, value } of values) {
     try {
-      patches.get(record)![field] = (evaluate(value, context) ?? null) as JsonObject[string]
+      patches.get(record)![field] = (view && isTemplate(value) ? renderSubject(value, view) : evaluate(value, context) ?? null) as JsonObject[string]
     } catch (error) {
       if (!(error instanceof ExpressionError)) throw error
       changes.failAutomaticStep(instance, step, `the value of ${record}.${field} could not be computed: ${error.message}`)

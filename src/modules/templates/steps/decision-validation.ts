@@ -2,6 +2,7 @@ import type { JsonObject } from '../../../db/database.js'
 import type { FieldError } from '../../../errors.js'
 import { checkExpression } from '../expressions/check.js'
 import type { StepDraft } from '../mapping.js'
+import { isTemplate, templateErrors } from './email.js'
 import { referenceErrors } from './graph.js'
 
 /**
@@ -46,7 +47,8 @@ export function decideSettingsErrors(draft: StepDraft, position: number, count: 
       if (!draft.refersTo[v.record]) errors.push({ pointer: `${at}/record`, detail: `writes the ${v.record}: the step needs refersTo.${v.record}: true` })
       if (seen.has(`${v.record}.${v.field}`)) errors.push({ pointer: `${at}/field`, detail: `${v.record}.${v.field} is written twice` })
       seen.add(`${v.record}.${v.field}`)
-      errors.push(...checkExpression(v.value, scope, `${at}/value`).errors)
+      if (isTemplate(v.value)) errors.push(...templateErrors(v.value, `${at}/value`, draft.refersTo))
+      else errors.push(...checkExpression(v.value, scope, `${at}/value`).errors)
     })
   }
   if (draft.kind === 'decision' || draft.kind === 'writeValues') {

@@ -184,6 +184,11 @@ export function renderTemplate(template: string, view: EmailView): string {
   return writer.render(template, viewObject(view), {}, PLAIN_TEXT)
 }
 
+/** A text with placeholders: a writeValues step renders such a value instead of taking it as it is. */
+export function isTemplate(value: unknown): value is string {
+  return typeof value === 'string' && value.includes('{{')
+}
+
 /** A rendered subject on one line (a field's line breaks become spaces), at most 500 characters. */
 export function renderSubject(template: string, view: EmailView): string {
   return renderTemplate(template, view).replace(/[\r\n\t]+/g, ' ').trim().slice(0, 500)
