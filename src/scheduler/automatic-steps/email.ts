@@ -1,7 +1,5 @@
 import { prepareStepMail, queueStepMail } from '../../modules/instances/email-step.js'
-import type { DB } from '../../db/connect.js'
-import type { InstanceRow, InstanceStepRow } from '../../db/database.js'
-import type { ProcessChanges } from '../../modules/instances/process-changes.js'
+import type { AutomaticStepRunner } from './runner-types.js'
 
 /**
  * An automatic email step: its mail is rendered and queued in the outbox, and the step runs until the
@@ -9,10 +7,7 @@ import type { ProcessChanges } from '../../modules/instances/process-changes.js'
  * fails into a manual step): src/scheduler/email-steps.ts. A mail it cannot address (no assignee, no
  * linked address, no e-mail in it) fails the step at once; the controller hears of it.
  */
-// The context is spelt out rather than imported from runners.ts, which imports this file.
-export async function runEmailStep(
-  { db, now, changes, instance, step }: { db: DB; now: Date; changes: ProcessChanges; instance: InstanceRow; step: InstanceStepRow }
-): Promise<void> {
+export const runEmailStep: AutomaticStepRunner = async ({ db, now, changes, instance, step }) => {
   const prepared = await prepareStepMail(db, instance, step)
   if ('problem' in prepared) {
     changes.failAutomaticStep(instance, step, `its e-mail cannot be sent: ${prepared.problem}`)

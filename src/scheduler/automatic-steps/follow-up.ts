@@ -2,8 +2,7 @@ import { sql } from 'kysely'
 import type { DB } from '../../db/connect.js'
 import { startFailure, startProcessIn } from '../../modules/instances/service.js'
 import { followUpOf } from '../../modules/templates/steps/follow-up.js'
-import type { InstanceRow, InstanceStepRow } from '../../db/database.js'
-import type { ProcessChanges } from '../../modules/instances/process-changes.js'
+import type { AutomaticStepRunner } from './runner-types.js'
 
 /** How deep follow-ups may nest (a process started by a process started by …): templates that start each other stop there. */
 export const MAX_FOLLOW_UP_DEPTH = 10
@@ -17,9 +16,7 @@ export const MAX_FOLLOW_UP_DEPTH = 10
  * template that is inactive or gone, or records its steps need but this process lacks, fail the step
  * into a manual one (the controller is mailed).
  */
-export async function runFollowUp({ db, now, changes, instance, step }: {
-  db: DB; now: Date; changes: ProcessChanges; instance: InstanceRow; step: InstanceStepRow
-}): Promise<void> {
+export const runFollowUp: AutomaticStepRunner = async ({ db, now, changes, instance, step }) => {
   const settings = followUpOf(step)
   if (!settings) return changes.failAutomaticStep(instance, step, 'it names no template to start')
   const depth = await ancestorCount(db, instance.tenant_id, instance.id)
