@@ -1,5 +1,5 @@
+import { Ajv } from 'ajv'
 import { Type, type Static } from 'typebox'
-import { Value } from 'typebox/value'
 import { parseAllowedTargets } from './adapters/address-policy.js'
 import { secretsKeyProblem } from './lib/secret-box.js'
 
@@ -54,6 +54,28 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
+/**
+ * Checks and converts the settings with Ajv, which the API loads anyway (typebox/value would add a few
+ * hundred modules to every start): numbers from their text, flags from true/false/1/0, defaults filled.
+ */
+function checkSettings(raw: Record<string, unknown>): { config: Record<string, unknown>; errors: Map<string, string> } {
+  const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: false })
+  const validate = ajv.compile(ConfigSchema)
+  const config = { ...raw }
+  for (const [key, schema] of Object.entries(ConfigSchema.properties) as [string, { type?: unknown }][]) {
+    const value = config[key]
+    if (schema.type === 'boolean' && typeof value === 'string') config[key] = ({ '1': 'true', '0': 'false' } as Record<string, string>)[value] ?? value.toLowerCase()
+  }
+  const errors = new Map<string, string>()
+  if (!validate(config)) {
+    for (const error of validate.errors ?? []) {
+      const key = error.instancePath.split('/')[1]
+      if (key && !errors.has(key)) errors.set(key, error.message ?? 'is invalid')
+    }
+  }
+  return { config, errors }
+}
+
 /** Reads settings from an environment map; a wrong value throws naming the variable and what it expects. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
   const known = Object.keys(ConfigSchema.properties)
@@ -62,12 +84,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     const value = env[key]
     if (value !== undefined && value !== '') raw[key] = value
   }
-  const config = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, raw)) as Record<string, unknown>
-  const problems = Object.entries(ConfigSchema.properties).flatMap(([key, schema]) => {
-    if (config[key] === undefined) return []
-    const first = Value.Errors(schema, config[key])[0]
-    return first ? [`${key}: ${expectation(schema as { anyOf?: { const?: unknown }[] }, first.message)}`] : []
-  })
+  const { config, errors } = checkSettings(raw)
+  const properties = ConfigSchema.properties as Record<string, { anyOf?: { const?: unknown }[] }>
+  const problems = [...errors].map(([key, message]) => `${key}: ${expectation(properties[key]!, message)}`)
   if (Number(config.SCHEDULER_LEASE_MS) <= Number(config.WEBHOOK_TIMEOUT_MS)) {
     problems.push('SCHEDULER_LEASE_MS: must be longer than WEBHOOK_TIMEOUT_MS, or a slow call would lose its lease')
   }

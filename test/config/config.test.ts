@@ -9,3 +9,27 @@ t.test('WEBHOOK_ALLOWED_TARGETS takes host names and CIDR ranges; a bad entry na
     t.throws(() => loadConfig({ WEBHOOK_ALLOWED_TARGETS: bad }), { message: new RegExp(`WEBHOOK_ALLOWED_TARGETS: "${bad}" `) }, bad)
   }
 })
+
+t.test('settings are read from their text: numbers, flags, choices and defaults; a wrong one names the variable', async (t) => {
+  const defaults = loadConfig({})
+  t.equal(defaults.PORT, 3000)
+  t.equal(defaults.LOG_LEVEL, 'info')
+  t.equal(defaults.BATON_TRUST_PROXY, false)
+  t.equal(defaults.DATABASE_URL, undefined, 'an optional setting without a default stays unset')
+  t.ok(Object.isFrozen(defaults))
+  const set = loadConfig({ PORT: '8080', SCHEDULER_BATCH_SIZE: '1e3', LOG_LEVEL: 'warn', PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '0.9' })
+  t.same([set.PORT, set.SCHEDULER_BATCH_SIZE, set.LOG_LEVEL, set.PRESSURE_MAX_EVENT_LOOP_UTILIZATION], [8080, 1000, 'warn', 0.9])
+  for (const [text, value] of [['true', true], ['TRUE', true], ['1', true], ['false', false], ['0', false]] as const) {
+    t.equal(loadConfig({ BATON_TRUST_PROXY: text }).BATON_TRUST_PROXY, value, `flag ${text}`)
+  }
+  const wrong: [Record<string, string>, RegExp][] = [
+    [{ PORT: 'abc' }, /PORT: must be integer/],
+    [{ PORT: '70000' }, /PORT: must be <= 65535/],
+    [{ SCHEDULER_BATCH_SIZE: '1.5' }, /SCHEDULER_BATCH_SIZE: must be integer/],
+    [{ BATON_TRUST_PROXY: 'yes' }, /BATON_TRUST_PROXY: must be boolean/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent/],
+    [{ DATABASE_URL: 'mysql://db' }, /DATABASE_URL: must match pattern/]
+  ]
+  for (const [env, message] of wrong) t.throws(() => loadConfig(env), { name: 'ConfigError', message }, JSON.stringify(env))
+  t.throws(() => loadConfig({ PORT: 'abc', LOG_LEVEL: 'loud' }), { message: /PORT: must be integer\n {2}- LOG_LEVEL: must be one of/ }, 'every wrong setting is named')
+})
