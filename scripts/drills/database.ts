@@ -2,7 +2,7 @@
 // steady load of starts, every connection is cut and new ones are refused for a while, then the
 // database comes back. Promise: no process exits, every 201 start exists afterwards, /health/ready
 // is 200 again within 5 s, the scheduler calls again within 10 s, and no 5xx once ready.
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { TestProvider } from '../../test/helpers/provider.js'
 import { startFaultProxy } from './fault-proxy.js'
 import {

@@ -2,7 +2,7 @@
 // deadlines pass (moved into the past in the database, as the hours of an outage would); then three
 // workers start at once. Promise: every overdue call is made within 10 s of the first worker's start,
 // each once, and each missed deadline gets exactly one mail.
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { TestProvider } from '../../test/helpers/provider.js'
 import { TestSmtpServer } from '../../test/helpers/smtp.js'
 import {

@@ -2,7 +2,7 @@
 // rate while a random worker is killed with SIGKILL every few seconds and replaced. Promise: nothing
 // lost or stuck, a call repeated only when its worker died with it in flight, and each killed claim
 // taken over within the lease plus 5 s.
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { TestProvider } from '../../test/helpers/provider.js'
 import {
   atMost, batonEnv, callsAndAttempts, Cluster, createDrillDatabase, deliveryStatuses, freePort, info, report, setupTenant, sleep, waitFor,

@@ -2,7 +2,7 @@
 // faster. Promise: it exits 0, claims nothing after the signal, leaves nothing leased, and every
 // call that left is in the attempt log (the fast ones succeeded, the slow ones aborted); a second
 // worker then finishes the rest, each call repeated at most once, with the same Idempotency-Key.
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { TestProvider } from '../../test/helpers/provider.js'
 import {
   atMost, batonEnv, callsAndAttempts, Cluster, createDrillDatabase, deliveryStatuses, freePort, info, report, setupTenant, waitFor

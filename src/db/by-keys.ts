@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { sql } from './kysely.js'
 
 const unique = (values: string[]) => [...new Set(values)]
 

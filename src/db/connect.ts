@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
-import { Kysely, sql } from 'kysely'
+import { Kysely, sql } from './kysely.js'
 import type { Database } from './database.js'
 import { readEmbeddedTemplate } from './embedded-template.js'
 import { createPool, DEFAULT_POSTGRES_OPTIONS, kyselyOn, listenOnServer, type PostgresOptions } from './postgres.js'
@@ -93,10 +94,9 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
   const dir = resolve(dataDir)
   const releaseLock = lockDataDir(dir)
   try {
-    const [{ PGlite }, { PGliteDialect }] = await Promise.all([
-      import('@electric-sql/pglite'),
-      import('kysely-pglite-dialect')
-    ])
+    const { PGlite } = await import('@electric-sql/pglite')
+    // As CommonJS, so it uses the Kysely this code loads (src/db/kysely.ts).
+    const { PGliteDialect } = createRequire(import.meta.url)('kysely-pglite-dialect') as typeof import('kysely-pglite-dialect')
     const clusterDir = join(dir, 'pg')
     const template = existsSync(join(clusterDir, 'PG_VERSION')) ? undefined : readEmbeddedTemplate()
     const pglite = await PGlite.create(clusterDir, template ? { loadDataDir: template } : {})

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { DEFAULT_MIGRATION_TABLE, FileMigrationProvider, Migrator, sql, type Kysely, type MigrationResultSet } from 'kysely'
+import { DEFAULT_MIGRATION_TABLE, FileMigrationProvider, Migrator, sql, type Kysely, type MigrationResultSet } from './kysely.js'
 import type { DatabaseHandle } from './connect.js'
 
 const migrationFolder = fileURLToPath(new URL('../../migrations', import.meta.url))

@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely'
+import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } from './kysely.js'
 import pg from 'pg'
 import type { Database } from './database.js'
 import { isDatabaseUnavailable } from './errors.js'

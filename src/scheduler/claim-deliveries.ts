@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { sql } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
 import type { DeliveryMode } from '../db/database.js'
 import type { DeliveryCall } from './webhook-request.js'

@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { sql } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
 import type { InstanceRow, InstanceStepRow } from '../db/database.js'
 import { ProcessChanges } from '../modules/instances/process-changes.js'

@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { sql } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
 
 /** Locks the first free slot of the host on this session (see migrations/0005); the session's pid comes along. */

@@ -1,4 +1,4 @@
-import { sql, type RawBuilder } from 'kysely'
+import { sql, type RawBuilder } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
 
 const DAY_MS = 86_400_000

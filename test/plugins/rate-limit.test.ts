@@ -1,4 +1,4 @@
-import type { KyselyPlugin } from 'kysely'
+import type { KyselyPlugin } from '../../src/db/kysely.js'
 import t from 'tap'
 import { buildApp, serverOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'

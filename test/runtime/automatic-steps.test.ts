@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { automaticStepRunners, type AutomaticStepRunner } from '../../src/scheduler/automatic-steps/runners.js'
 import { setupRuntime, type RuntimeContext } from '../helpers/runtime.js'
 

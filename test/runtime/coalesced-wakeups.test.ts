@@ -1,6 +1,6 @@
 import t from 'tap'
 import pg from 'pg'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { systemClock } from '../../src/adapters/clock.js'
 import { buildApp, serverOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'

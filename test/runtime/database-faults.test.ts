@@ -2,7 +2,7 @@
 // second app and a scheduler reach the test's database through a fault-injecting TCP proxy, so the
 // shared Postgres server is never touched. Nothing may crash, every answer is a 2xx that committed
 // or a 503 problem with Retry-After, and all comes back by itself.
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import t, { type Test } from 'tap'
 import { systemClock } from '../../src/adapters/clock.js'
 import { buildApp, serverOptions } from '../../src/app.js'

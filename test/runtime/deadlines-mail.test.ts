@@ -1,5 +1,5 @@
 import t from 'tap'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { sweepDeadlines } from '../../src/scheduler/sweep-deadlines.js'
 import { HOUR } from '../helpers/clock.js'
 import { setupRuntime } from '../helpers/runtime.js'

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { removeOldHistory } from '../../src/scheduler/remove-old-history.js'
 import { DAY, HOUR, MINUTE } from '../helpers/clock.js'
 import { setupRuntime } from '../helpers/runtime.js'

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { createHttpClient } from '../../src/adapters/http-client.js'
 import { openPostgres } from '../../src/db/connect.js'

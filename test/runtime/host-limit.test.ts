@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { runScript, workerEnv, type RunningProcess } from '../helpers/process.js'
 import { setupRuntime } from '../helpers/runtime.js'

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
 import { recordOutcome } from '../../src/scheduler/record-outcome.js'

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { randomUUID } from 'node:crypto'
 import { setupRuntime } from '../helpers/runtime.js'
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { systemClock } from '../../src/adapters/clock.js'
 import { createHttpClient } from '../../src/adapters/http-client.js'
 import { createMailer } from '../../src/adapters/mailer.js'

@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import type { Test } from 'tap'
 import t from 'tap'
 import { TRIGGERS_NOTIFY } from '../../src/db/wakeups.js'

@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { hostKey, HostSlots, type HostSlot } from '../../src/scheduler/host-slots.js'
 import { createTestDatabase } from '../helpers/database.js'

@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { removeOldHistory } from '../../src/scheduler/remove-old-history.js'
 import { DAY } from '../helpers/clock.js'

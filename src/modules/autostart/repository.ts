@@ -1,8 +1,8 @@
-import { sql } from 'kysely'
+import { sql } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { AutostartRunsTable, JsonObject } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
-import type { Insertable } from 'kysely'
+import type { Insertable } from '../../db/kysely.js'
 
 export type RecordKindName = 'property' | 'address'
 export const RECORD_TABLE = { property: 'properties', address: 'addresses' } as const

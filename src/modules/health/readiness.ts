@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely'
+import type { Kysely } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import { pendingMigrations } from '../../db/migrate.js'
 import { pingDatabase } from './repository.js'

@@ -1,4 +1,4 @@
-import { sql, type Insertable } from 'kysely'
+import { sql, type Insertable } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveryRow, InstanceRow, InstanceStepRow, InstanceStepsTable, JsonObject, ProcessInstancesTable, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'

@@ -1,4 +1,4 @@
-import { sql, type Insertable } from 'kysely'
+import { sql, type Insertable } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { InstanceStepRow, OutboxMailsTable } from '../../db/database.js'
 

@@ -1,4 +1,4 @@
-import { sql, type Insertable } from 'kysely'
+import { sql, type Insertable } from '../../db/kysely.js'
 import { byKeys } from '../../db/by-keys.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveriesTable, DeliveryRow, InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'

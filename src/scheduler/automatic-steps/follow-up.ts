@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { sql } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import { startFailure, startProcessIn } from '../../modules/instances/service.js'
 import { followUpOf } from '../../modules/templates/steps/follow-up.js'

@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { sql } from '../../../src/db/kysely.js'
 import t from 'tap'
 import type { DB } from '../../../src/db/connect.js'
 import { setupApp } from '../../helpers/app.js'

@@ -1,4 +1,4 @@
-import { sql, type Insertable, type Updateable } from 'kysely'
+import { sql, type Insertable, type Updateable } from '../../../db/kysely.js'
 import type { DB } from '../../../db/connect.js'
 import type { TemplateStepsTable } from '../../../db/database.js'
 
