@@ -10,5 +10,14 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-console': 'off'
     }
+  },
+  {
+    // One copy of Kysely, loaded as CommonJS (src/db/kysely.ts says why).
+    ignores: ['src/db/kysely.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': ['error', {
+        paths: [{ name: 'kysely', message: 'Import Kysely from src/db/kysely.ts, which loads it as CommonJS.', allowTypeImports: true }]
+      }]
+    }
   }
 )

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // Every tenant-owned table is keyed by (tenant_id, id) and references other tenant-owned rows through
 // (tenant_id, …), so no row can point into another tenant and the schema can be distributed by tenant.

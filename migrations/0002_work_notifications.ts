@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // Schedulers LISTEN on `baton_work`: a delivery queued, a step that became waiting or due, or a mail
 // queued wakes them at once instead of after a poll interval. The WHEN clauses keep a scheduler's

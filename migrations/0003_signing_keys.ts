@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // Keys Baton signs with and checks itself, shared by every process on the database: the apiClaim key
 // is made by the first process that needs it, unless BATON_CLAIM_SECRET supplies one.

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // One row per webhook call in flight, keyed by the provider's host:port, so the per-host limit holds
 // across every worker process. Unlogged: a slot lives for one call, and after a crash an empty table

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 import { up as createHostSlotsTable } from './0004_host_slots.js'
 
 // A per-host call slot becomes a session-level advisory lock, (hashtext(host), slot number), held by

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // The size of each record's fields as JSON text, kept by Postgres on every write, so that a list page
 // can stop at its byte budget before it loads the records. Computing it per list instead took

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // Finished data grows without bound; the retention chore (src/scheduler/remove-old-history.ts)
 // removes it after BATON_RETENTION_DAYS, in batches, reading these partial indexes over finished

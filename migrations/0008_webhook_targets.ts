@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // A webhook step calls either a marketplace service or a free target of the tenant's own: its URL,
 // delivery mode and signing secret (sealed like service secrets) live on the step, and the instance

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // Steps of more kinds than webhook and task (issue 12): email, writeValues, decision and
 // followUpProcess. Each kind keeps its own settings (recipients and texts, values to write, a

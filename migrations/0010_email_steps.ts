@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // The mail of an email step (issue 12) goes through the outbox like every other mail, linked to its
 // step and process. `settle_step` marks a step's mail whose outcome the step has yet to hear of: once

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // The branch a decision step took (issue 12): yes or no, set when the step ends done; the instance
 // view shows it beside the decision's settings.

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // Processes that start processes (issue 12). A follow-up step starts an instance of another template:
 // the child names its parent process and the step that started it, and the unique index on that step

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely } from '../src/db/kysely.js'
 
 // The work triggers of 0002 stay silent on a connection that says `baton.notify = off`: a process that
 // only serves the API opens its connections so and announces its work itself after commit, coalesced
