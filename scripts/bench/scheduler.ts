@@ -795,7 +795,7 @@ async function main(): Promise<number> {
       output.push([`Steady: ${rate} steps/s for ${seconds} s (${steadyResult.steps} steps, ${how})`, ''])
       if (steadyResult.feederLag) output.push(['feeder: due → committed', lagLine(steadyResult.feederLag)])
       output.push(['calls started at', `${perS(steadyResult.achievedRate)}`])
-      output.push(['lag due → call start', `${lagLine(steadyResult.lag)}   (aim: p99 < 100 ms)`])
+      output.push(['lag due → call start', `${lagLine(steadyResult.lag)}   (aim: p99 ≤ 50 ms)`])
       output.push(['lag due → provider', lagLine(steadyResult.arrivalLag)])
       output.push(['lag due → step done', lagLine(steadyResult.settleLag)])
       output.push(['CPU', usageLine(steadyResult.usage, 'worker')])
