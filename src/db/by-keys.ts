@@ -1,13 +1,24 @@
 import { sql } from './kysely.js'
 
-const unique = (values: string[]) => [...new Set(values)]
-
 /**
- * `table.tenant_id = any(…) and table.id = any(…)` for these rows. A batch statement joins its
- * values as a set-returning function, which the planner takes for 100 rows; these conditions make
- * it fetch the target rows by primary key instead of scanning the table, whatever the statistics.
+ * The rows' primary keys as a condition: `(table.tenant_id = $1 and table.id = any($2)) or …`, one
+ * group per tenant (usually one). A batch statement joins its values as a set-returning function,
+ * which the planner takes for 100 rows; this condition makes it fetch the target rows by primary key
+ * instead of scanning the table, whatever the statistics. Two `= any` arrays instead (tenants, ids)
+ * did not: a plan kept for a prepared statement counts ten elements in each array of unknown
+ * length, a hundred index probes for both, so it probed by tenant alone and filtered the tenant's
+ * rows by id (0.16 ms for a tenant with 800 steps, growing with every one).
  */
 export function byKeys(alias: string, rows: { tenant_id: string; id: string }[]) {
-  return sql`${sql.ref(`${alias}.tenant_id`)} = any(${unique(rows.map((r) => r.tenant_id))}::uuid[])
-    and ${sql.ref(`${alias}.id`)} = any(${unique(rows.map((r) => r.id))}::uuid[])`
+  const idsByTenant = new Map<string, Set<string>>()
+  for (const row of rows) {
+    let ids = idsByTenant.get(row.tenant_id)
+    if (!ids) idsByTenant.set(row.tenant_id, (ids = new Set()))
+    ids.add(row.id)
+  }
+  if (idsByTenant.size === 0) return sql`false`
+  const tenant = sql.ref(`${alias}.tenant_id`)
+  const id = sql.ref(`${alias}.id`)
+  const groups = [...idsByTenant].map(([tenantId, ids]) => sql`(${tenant} = ${tenantId}::uuid and ${id} = any(${[...ids]}::uuid[]))`)
+  return groups.length === 1 ? groups[0]! : sql`(${sql.join(groups, sql` or `)})`
 }
