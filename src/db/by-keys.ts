@@ -1,13 +1,17 @@
 import { sql } from './kysely.js'
+import { CUSTOM_PLAN } from './postgres.js'
 
 /**
- * The rows' primary keys as a condition: `(table.tenant_id = $1 and table.id = any($2)) or …`, one
- * group per tenant (usually one). A batch statement joins its values as a set-returning function,
- * which the planner takes for 100 rows; this condition makes it fetch the target rows by primary key
- * instead of scanning the table, whatever the statistics. Two `= any` arrays instead (tenants, ids)
- * did not: a plan kept for a prepared statement counts ten elements in each array of unknown
- * length, a hundred index probes for both, so it probed by tenant alone and filtered the tenant's
- * rows by id (0.16 ms for a tenant with 800 steps, growing with every one).
+ * The rows' primary keys as a condition a statement can find them by, through the primary key with
+ * both of its columns, whatever the statistics (a batch statement joins its values as a set-returning
+ * function, which the planner takes for 100 rows).
+ *
+ * One row: `table.tenant_id = $1 and table.id = $2`, which any plan takes as the key. More rows:
+ * `(table.tenant_id = $1 and table.id = any($2)) or …`, one group per tenant, in a statement that is
+ * planned with its values on every run (CUSTOM_PLAN): a plan kept for a prepared statement counts
+ * an array of unknown length as ten elements, and on a table without statistics it then probed by
+ * tenant alone and filtered all of the tenant's rows by id (0.16 ms with 800 steps in the tenant,
+ * growing with every one; test/db/foreign-key-plans.test.ts).
  */
 export function byKeys(alias: string, rows: { tenant_id: string; id: string }[]) {
   const idsByTenant = new Map<string, Set<string>>()
@@ -16,9 +20,14 @@ export function byKeys(alias: string, rows: { tenant_id: string; id: string }[])
     if (!ids) idsByTenant.set(row.tenant_id, (ids = new Set()))
     ids.add(row.id)
   }
-  if (idsByTenant.size === 0) return sql`false`
   const tenant = sql.ref(`${alias}.tenant_id`)
   const id = sql.ref(`${alias}.id`)
-  const groups = [...idsByTenant].map(([tenantId, ids]) => sql`(${tenant} = ${tenantId}::uuid and ${id} = any(${[...ids]}::uuid[]))`)
-  return groups.length === 1 ? groups[0]! : sql`(${sql.join(groups, sql` or `)})`
+  const groups = [...idsByTenant]
+  if (groups.length === 0) return sql`false`
+  if (groups.length === 1 && groups[0]![1].size === 1) {
+    const [[tenantId, ids]] = groups as [[string, Set<string>]]
+    return sql`(${tenant} = ${tenantId}::uuid and ${id} = ${[...ids][0]}::uuid)`
+  }
+  const conditions = groups.map(([tenantId, ids]) => sql`(${tenant} = ${tenantId}::uuid and ${id} = any(${[...ids]}::uuid[]))`)
+  return sql`(${sql.join(conditions, sql` or `)}) ${sql.raw(CUSTOM_PLAN)}`
 }

@@ -84,6 +84,13 @@ function isStalePlan(error: unknown): boolean {
   return (error as { code?: unknown } | undefined)?.code === '0A000' && /cached plan/.test((error as Error).message)
 }
 
+/**
+ * A statement whose text carries this comment is planned on every run with its values, never kept
+ * as a generic plan: a kept plan is made for arrays of unknown length (`= any($1)`), and on a table
+ * without statistics it probes by tenant alone and filters the tenant's rows (see byKeys).
+ */
+export const CUSTOM_PLAN = '/* custom plan */'
+
 /** Statements a connection keeps prepared; beyond this, new shapes run unprepared. */
 const PREPARED_PER_CONNECTION = 300
 const preparedNames = new WeakMap<pg.PoolClient, Map<string, string>>()
@@ -96,7 +103,7 @@ const preparedNames = new WeakMap<pg.PoolClient, Map<string, string>>()
  */
 function prepared(client: pg.PoolClient, text: string, values: readonly unknown[]): pg.QueryConfig {
   const config = { text, values: values as unknown[] }
-  if (values.length === 0) return config
+  if (values.length === 0 || text.includes(CUSTOM_PLAN)) return config
   let names = preparedNames.get(client)
   if (!names) preparedNames.set(client, (names = new Map()))
   let name = names.get(text)
