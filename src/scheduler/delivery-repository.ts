@@ -10,14 +10,10 @@ interface Ref {
   id: string
 }
 
-const unique = (values: string[]) => [...new Set(values)]
-
 /** Locks these processes in id order (so two batches never wait on each other in a circle). */
 export async function lockInstancesInOrder(db: DB, refs: Ref[]): Promise<Map<string, InstanceRow>> {
   if (refs.length === 0) return new Map()
-  const rows = await db.selectFrom('process_instances').selectAll()
-    .where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id)))
-    .orderBy('id').forUpdate().execute()
+  const { rows } = await sql<InstanceRow>`select * from process_instances p where ${byKeys('p', refs)} order by p.id for update`.execute(db)
   return new Map(rows.map((r) => [r.id, r]))
 }
 

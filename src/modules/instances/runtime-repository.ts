@@ -1,5 +1,6 @@
 import { sql, type Insertable } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
+import { CUSTOM_PLAN } from '../../db/postgres.js'
 import type { InstanceStepRow, OutboxMailsTable } from '../../db/database.js'
 
 /** Rows of one tenant-owned table named by (tenant_id, id); ids are UUIDs, unique across tenants. */
@@ -40,11 +41,17 @@ export async function cancelOpenSteps(db: DB, tenantId: string, instanceId: stri
 /** The steps at these positions of these processes, keyed `instanceId:position`. */
 export async function findStepsAt(db: DB, wanted: { tenant_id: string; instance_id: string; position: number }[]): Promise<Map<string, InstanceStepRow>> {
   if (wanted.length === 0) return new Map()
-  const { rows } = await sql<InstanceStepRow>`
+  // One step: its unique key, which any plan takes. More: planned with their values on every run
+  // (CUSTOM_PLAN; a plan kept for unknown arrays on an empty table scanned the whole table).
+  const [one] = wanted
+  const { rows } = wanted.length === 1 && one ? await sql<InstanceStepRow>`
+    select s.* from instance_steps s where s.tenant_id = ${one.tenant_id}::uuid and s.instance_id = ${one.instance_id}::uuid and s.position = ${one.position}::integer
+  `.execute(db) : await sql<InstanceStepRow>`
     select s.* from instance_steps s
     join jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as v(tenant_id uuid, instance_id uuid, position integer)
       on s.tenant_id = v.tenant_id and s.instance_id = v.instance_id and s.position = v.position
     where s.tenant_id = any(${unique(wanted.map((w) => w.tenant_id))}::uuid[]) and s.instance_id = any(${unique(wanted.map((w) => w.instance_id))}::uuid[])
+    ${sql.raw(CUSTOM_PLAN)}
   `.execute(db)
   return new Map(rows.map((r) => [`${r.instance_id}:${r.position}`, r]))
 }
