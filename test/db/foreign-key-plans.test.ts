@@ -1,5 +1,5 @@
 import pg from 'pg'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { byKeys } from '../../src/db/by-keys.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
@@ -18,12 +18,18 @@ interface ForeignKey {
   columns: { name: string; type: string }[]
 }
 
-t.test('every foreign key check on an empty database goes through the referenced key\'s own index', async (t) => {
+/** A database fresh from the migrated template, and a connection of its own to plan on. */
+async function emptyDatabase(t: Test) {
   const database = await createTestDatabase()
   t.teardown(() => database.drop())
   const client = new pg.Client({ connectionString: databaseUrl(database.name) })
   await client.connect()
   t.teardown(() => client.end())
+  return { database, client }
+}
+
+t.test('every foreign key check on an empty database goes through the referenced key\'s own index', async (t) => {
+  const { client } = await emptyDatabase(t)
 
   const { rows: keys } = await client.query<ForeignKey>(`
     select c.conname as name, c.confrelid::regclass::text as "table", i.relname as "keyIndex",
@@ -48,11 +54,7 @@ t.test('every foreign key check on an empty database goes through the referenced
 })
 
 t.test('a batch statement finds its rows by primary key with both columns, however many rows the tenant has and without statistics', async (t) => {
-  const database = await createTestDatabase()
-  t.teardown(() => database.drop())
-  const client = new pg.Client({ connectionString: databaseUrl(database.name) })
-  await client.connect()
-  t.teardown(() => client.end())
+  const { database, client } = await emptyDatabase(t)
   const tenant = '00000000-0000-7000-8000-000000000001'
   const rows = [1, 2, 3].map((n) => ({ tenant_id: tenant, id: `00000000-0000-7000-8000-00000000010${n}` }))
   const statement = (keys: typeof rows) => sql`update instance_steps s set version = s.version + 1 where ${byKeys('s', keys)}`.compile(database.db)
