@@ -79,3 +79,18 @@ t.test('a batch statement finds its rows by primary key with both columns, howev
   const text = many.parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literal(value)), many.sql)
   t.match(await planOf(text), bothColumns, 'more rows, 3,000 in the tenant, no statistics: the key with both columns')
 })
+
+t.test('a process read finds each step\'s latest delivery through the step index, on an empty database', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  const { sql: text, parameters } = database.db.selectFrom('deliveries').select('id')
+    .where('tenant_id', '=', tenant).where('step_id', '=', '00000000-0000-7000-8000-000000000101')
+    .orderBy('id', 'desc').limit(1).compile()
+  await client.query('set plan_cache_mode = force_generic_plan')
+  await client.query(`prepare latest as ${text}`)
+  const literal = (value: unknown) => client.escapeLiteral(String(value))
+  const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) execute latest (${parameters.map(literal).join(', ')})`)
+  const plan = JSON.stringify(rows[0]!['QUERY PLAN'])
+  t.match(plan, /"Index Name":"deliveries_step_idx"/, 'the step index')
+  t.notMatch(plan, /"Filter"/, 'no other deliveries of the tenant are read and filtered')
+})
