@@ -68,15 +68,18 @@ async function main(config: Config, role: Role): Promise<void> {
   // CPU, which a busy machine stretches less than the time: building the app is all CPU work.
   const { user, system } = process.cpuUsage(cpuBefore)
   startupMs.appCpu = Math.round((user + system) / 1000)
+  let shuttingDown = false
   close = async () => {
+    shuttingDown = true
     await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
     await app.close()
     await database.close()
   }
-  await scheduler?.start()
-
   const address = await app.listen({ host: config.HOST, port: config.PORT })
   took('listen')
+  // After listening, unless a signal came meanwhile: on the embedded database, whose statements run one
+  // at a time, the scheduler's first pass (100-240 ms there) would otherwise go before listening.
+  if (!shuttingDown) await scheduler?.start()
   app.log.info({ database: database.kind, startupMs, uptimeMs: Math.round(performance.now()) }, `Baton listening on ${address}`)
   if (operatorKey.generated) printOperatorKey(operatorKey.generated, address)
   else if (!config.BATON_ADMIN_TOKEN) app.log.info('Using the operator key generated on first start; `npm run admin:rotate-key` makes a new one.')
