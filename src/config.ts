@@ -1,4 +1,4 @@
-import { Ajv } from 'ajv'
+import { Ajv, type ValidateFunction } from 'ajv'
 import { Type, type Static } from 'typebox'
 import { parseAllowedTargets } from './adapters/address-policy.js'
 import { secretsKeyProblem } from './lib/secret-box.js'
@@ -54,13 +54,16 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
+/** Compiled on the first read of the settings, then kept. */
+let validateSettings: ValidateFunction | undefined
+
 /**
  * Checks and converts the settings with Ajv, which the API loads anyway (typebox/value would add a few
  * hundred modules to every start): numbers from their text, flags from true/false/1/0, defaults filled.
  */
 function checkSettings(raw: Record<string, unknown>): { config: Record<string, unknown>; errors: Map<string, string> } {
-  const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: false })
-  const validate = ajv.compile(ConfigSchema)
+  validateSettings ??= new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: false }).compile(ConfigSchema)
+  const validate = validateSettings
   const config = { ...raw }
   for (const [key, schema] of Object.entries(ConfigSchema.properties) as [string, { type?: unknown }][]) {
     const value = config[key]
