@@ -24,10 +24,8 @@ export function byKeys(alias: string, rows: { tenant_id: string; id: string }[])
   const id = sql.ref(`${alias}.id`)
   const groups = [...idsByTenant]
   if (groups.length === 0) return sql`false`
-  if (groups.length === 1 && groups[0]![1].size === 1) {
-    const [[tenantId, ids]] = groups as [[string, Set<string>]]
-    return sql`(${tenant} = ${tenantId}::uuid and ${id} = ${[...ids][0]}::uuid)`
-  }
+  const [firstTenant, firstIds] = groups[0]!
+  if (groups.length === 1 && firstIds.size === 1) return sql`(${tenant} = ${firstTenant}::uuid and ${id} = ${[...firstIds][0]}::uuid)`
   const conditions = groups.map(([tenantId, ids]) => sql`(${tenant} = ${tenantId}::uuid and ${id} = any(${[...ids]}::uuid[]))`)
   return sql`(${sql.join(conditions, sql` or `)}) ${sql.raw(CUSTOM_PLAN)}`
 }
