@@ -1,7 +1,8 @@
 // Runs after `npm install`: creates an empty PGlite cluster once and keeps its dump, so that the
-// first `npm start` loads it (about 2 s) instead of running initdb (about 6 s). It never fails the
-// install: without the dump, the first start just takes longer.
-/* global console */
+// first `npm start` loads it (about 2 s) instead of running initdb (about 6 s), and a migrated one
+// (src/db/embedded-template.ts). It never fails the install: without the dumps, the first start just
+// takes longer.
+/* global console, URL */
 import { Buffer } from 'node:buffer'
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
@@ -24,4 +25,19 @@ try {
   }
 } catch (error) {
   console.warn(`baton: could not prepare the embedded database ahead (${error.message}); the first start will create it`)
+}
+
+// With the development dependencies (tsx) and the sources here, also a migrated cluster, keyed by the
+// migrations: the first start then skips them. Without them (a production install, the image's first
+// stage) the first start runs the migrations.
+if (existsSync(new URL('../src/db/prepare-embedded-template.ts', import.meta.url)) && existsSync(new URL('../migrations', import.meta.url))) {
+  try {
+    // As `node --import tsx` does, for every import and require: the migrator loads the migrations itself.
+    await import('tsx')
+    const { prepareMigratedTemplate } = await import('../src/db/prepare-embedded-template.ts')
+    const { templateFiles } = await import('../src/db/embedded-template.ts')
+    if (!existsSync(templateFiles().migrated)) console.log(`baton: prepared the embedded database's migrated cluster (${await prepareMigratedTemplate()})`)
+  } catch (error) {
+    if (error?.code !== 'ERR_MODULE_NOT_FOUND') console.warn(`baton: could not prepare a migrated embedded database (${error.message}); the first start will run the migrations`)
+  }
 }

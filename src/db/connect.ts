@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
+import type { PGlite } from '@electric-sql/pglite'
 import { Kysely, sql } from './kysely.js'
 import type { Database } from './database.js'
 import { readEmbeddedTemplate } from './embedded-template.js'
@@ -95,29 +96,34 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
   const releaseLock = lockDataDir(dir)
   try {
     const { PGlite } = await import('@electric-sql/pglite')
-    // As CommonJS, so it uses the Kysely this code loads (src/db/kysely.ts).
-    const { PGliteDialect } = createRequire(import.meta.url)('kysely-pglite-dialect') as typeof import('kysely-pglite-dialect')
     const clusterDir = join(dir, 'pg')
     const template = existsSync(join(clusterDir, 'PG_VERSION')) ? undefined : readEmbeddedTemplate()
     const pglite = await PGlite.create(clusterDir, template ? { loadDataDir: template } : {})
-    const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) })
-    return {
-      db,
-      kind: 'embedded',
-      listen: async (channel, onNotify) => {
-        const unlisten = await pglite.listen(channel, (payload) => onNotify(payload))
-        return () => unlisten()
-      },
-      wakeups: TRIGGERS_NOTIFY,
-      session: () => Promise.resolve({ db, onLost: () => {}, close: () => Promise.resolve() }),
-      close: async () => {
-        await db.destroy()
-        releaseLock()
-      }
-    }
+    return embeddedHandle(pglite, releaseLock)
   } catch (error) {
     releaseLock()
     throw error
+  }
+}
+
+/** The handle of an open PGlite; `onClose` runs once it is closed. */
+export function embeddedHandle(pglite: PGlite, onClose: () => void = () => {}): DatabaseHandle {
+  // As CommonJS, so it uses the Kysely this code loads (src/db/kysely.ts).
+  const { PGliteDialect } = createRequire(import.meta.url)('kysely-pglite-dialect') as typeof import('kysely-pglite-dialect')
+  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) })
+  return {
+    db,
+    kind: 'embedded',
+    listen: async (channel, onNotify) => {
+      const unlisten = await pglite.listen(channel, (payload) => onNotify(payload))
+      return () => unlisten()
+    },
+    wakeups: TRIGGERS_NOTIFY,
+    session: () => Promise.resolve({ db, onLost: () => {}, close: () => Promise.resolve() }),
+    close: async () => {
+      await db.destroy()
+      onClose()
+    }
   }
 }
 

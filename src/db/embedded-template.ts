@@ -1,19 +1,51 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { isMigrationFile, migrationFolder } from './migration-files.js'
 
 /**
- * The dump of an empty PGlite cluster that `npm install` prepares (scripts/prepare-embedded-db.mjs),
- * keyed by PGlite's version: loading it is about four seconds faster than initdb on a first start.
- * Undefined when it is missing, and a new cluster is created as usual.
+ * The dumps `npm install` prepares for a new embedded database (scripts/prepare-embedded-db.mjs), in
+ * node_modules/.cache/baton, keyed by PGlite's version: an empty cluster (loading it is about four
+ * seconds faster than initdb) and, where the install could run the migrations, a migrated one, also
+ * keyed by the migrations (a first start then skips them, most of a second).
+ */
+export interface TemplateFiles {
+  /** The empty cluster's dump. */
+  initdb: string
+  /** The dump of a cluster with every migration in `migrationFolder` run. */
+  migrated: string
+}
+
+export function templateFiles(): TemplateFiles {
+  const entry = fileURLToPath(import.meta.resolve('@electric-sql/pglite'))
+  const packageDir = entry.slice(0, entry.lastIndexOf('@electric-sql/pglite') + '@electric-sql/pglite'.length)
+  const { version } = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as { version: string }
+  const cacheDir = join(dirname(dirname(packageDir)), '.cache', 'baton')
+  return {
+    initdb: join(cacheDir, `pglite-${version}-initdb.tar.gz`),
+    migrated: join(cacheDir, `pglite-${version}-migrated-${migrationsDigest()}.tar.gz`)
+  }
+}
+
+/** What the migrations are: their names and contents (a changed or added one makes another dump). */
+export function migrationsDigest(folder = migrationFolder): string {
+  const hash = createHash('sha256')
+  for (const file of readdirSync(folder).filter(isMigrationFile).sort()) {
+    hash.update(`${file}\0`).update(readFileSync(join(folder, file))).update('\0')
+  }
+  return hash.digest('hex').slice(0, 16)
+}
+
+/**
+ * The dump a new embedded database starts from: the migrated one when it matches the migrations,
+ * else the empty cluster; undefined when neither is there, and a new cluster is created as usual.
  */
 export function readEmbeddedTemplate(): Blob | undefined {
   try {
-    const entry = fileURLToPath(import.meta.resolve('@electric-sql/pglite'))
-    const packageDir = entry.slice(0, entry.lastIndexOf('@electric-sql/pglite') + '@electric-sql/pglite'.length)
-    const { version } = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as { version: string }
-    const file = join(dirname(dirname(packageDir)), '.cache', 'baton', `pglite-${version}-initdb.tar.gz`)
-    return existsSync(file) ? new Blob([readFileSync(file)]) : undefined
+    const { initdb, migrated } = templateFiles()
+    const file = [migrated, initdb].find((f) => existsSync(f))
+    return file ? new Blob([readFileSync(file)]) : undefined
   } catch {
     return undefined
   }

@@ -1,10 +1,9 @@
 import { promises as fs } from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { DEFAULT_MIGRATION_TABLE, FileMigrationProvider, Migrator, sql, type Kysely, type MigrationResultSet } from './kysely.js'
 import type { DatabaseHandle } from './connect.js'
+import { isMigrationFile, migrationFolder } from './migration-files.js'
 
-const migrationFolder = fileURLToPath(new URL('../../migrations', import.meta.url))
 // Any constant shared by every Baton process: it serialises migrations across processes.
 const MIGRATION_LOCK_ID = 7_202_611
 
@@ -46,11 +45,6 @@ async function upToDate(db: Kysely<unknown>): Promise<boolean> {
   } catch {
     return false
   }
-}
-
-/** The files FileMigrationProvider imports. */
-function isMigrationFile(file: string): boolean {
-  return /\.(js|mjs)$/.test(file) || (/\.m?ts$/.test(file) && !/\.d\.m?ts$/.test(file))
 }
 
 function newMigrator(db: Kysely<unknown>): Migrator {

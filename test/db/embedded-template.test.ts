@@ -1,0 +1,68 @@
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
+import { embeddedHandle } from '../../src/db/connect.js'
+import { migrationsDigest, templateFiles } from '../../src/db/embedded-template.js'
+import { migrateToLatest } from '../../src/db/migrate.js'
+import { migrationFolder } from '../../src/db/migration-files.js'
+import { prepareMigratedTemplate } from '../../src/db/prepare-embedded-template.js'
+import { createTestDatabase } from '../helpers/database.js'
+import type { DB } from '../../src/db/connect.js'
+
+// What a schema is made of, as the catalog tells it: tables and columns, indexes, constraints, triggers.
+async function schemaOf(db: DB): Promise<string[]> {
+  const { rows } = await sql<{ line: string }>`
+    select 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '') as line
+      from information_schema.columns where table_schema = 'public'
+    union all select 'index ' || indexdef from pg_indexes where schemaname = 'public'
+    union all select 'constraint ' || conrelid::regclass || ' ' || pg_get_constraintdef(oid) from pg_constraint where connamespace = 'public'::regnamespace
+    union all select 'trigger ' || tgrelid::regclass || ' ' || tgname from pg_trigger where not tgisinternal
+  `.execute(db)
+  return rows.map((r) => r.line).sort()
+}
+
+t.test('the migrated dump npm install prepares is the schema the migrations make, with every migration recorded', async (t) => {
+  const cache = mkdtempSync(join(tmpdir(), 'baton-template-'))
+  t.teardown(() => rmSync(cache, { recursive: true, force: true }))
+  const real = templateFiles()
+  const files = { initdb: join(cache, 'initdb.tar.gz'), migrated: join(cache, 'pglite-x-migrated-0123abcd.tar.gz') }
+  if (existsSync(real.initdb)) copyFileSync(real.initdb, files.initdb)
+  const stale = join(cache, 'pglite-x-migrated-fedcba98.tar.gz')
+  writeFileSync(stale, 'the dump of earlier migrations')
+
+  t.equal(await prepareMigratedTemplate(files), files.migrated)
+  t.ok(existsSync(files.migrated), 'the dump is written')
+  t.notOk(existsSync(stale), 'the dump of earlier migrations is removed')
+  t.ok(existsSync(files.initdb) === existsSync(real.initdb), 'the empty cluster is left as it was')
+  const written = statSync(files.migrated).mtimeMs
+  await prepareMigratedTemplate(files)
+  t.equal(statSync(files.migrated).mtimeMs, written, 'a dump that matches is not made again')
+
+  const { PGlite } = await import('@electric-sql/pglite')
+  const handle = embeddedHandle(await PGlite.create('memory://', { loadDataDir: new Blob([readFileSync(files.migrated)]) }))
+  t.teardown(() => handle.close())
+  t.same(await migrateToLatest(handle), [], 'a start from the dump finds no migration to run')
+  const postgres = await createTestDatabase()
+  t.teardown(() => postgres.drop())
+  const schema = await schemaOf(handle.db)
+  t.ok(schema.filter((line) => line.startsWith('index ')).length > 20, 'the tables and their indexes are there')
+  t.same(schema, await schemaOf(postgres.db), 'the same schema as a Postgres database migrated from scratch')
+})
+
+t.test('the migrated dump is keyed by the migrations: a changed or added one gives another key', async (t) => {
+  const folder = mkdtempSync(join(tmpdir(), 'baton-migrations-'))
+  t.teardown(() => rmSync(folder, { recursive: true, force: true }))
+  writeFileSync(join(folder, '0001_a.ts'), 'export async function up() {}\n')
+  writeFileSync(join(folder, 'notes.txt'), 'not a migration')
+  const first = migrationsDigest(folder)
+  writeFileSync(join(folder, 'notes.txt'), 'still not a migration')
+  t.equal(migrationsDigest(folder), first, 'files the migrator does not run do not count')
+  writeFileSync(join(folder, '0001_a.ts'), 'export async function up() { /* changed */ }\n')
+  const changed = migrationsDigest(folder)
+  t.not(changed, first, 'a changed migration')
+  writeFileSync(join(folder, '0002_b.ts'), 'export async function up() {}\n')
+  t.not(migrationsDigest(folder), changed, 'an added migration')
+  t.match(templateFiles().migrated, new RegExp(`-migrated-${migrationsDigest(migrationFolder)}\\.tar\\.gz$`), 'the file a start looks for carries the key of this tree\'s migrations')
+})
