@@ -17,15 +17,21 @@ export async function lockInstancesInOrder(db: DB, refs: Ref[]): Promise<Map<str
   return new Map(rows.map((r) => [r.id, r]))
 }
 
-/** These steps, and the step after each (when there is one), in one statement. */
-export async function findStepsAndNext(db: DB, refs: Ref[]): Promise<InstanceStepRow[]> {
-  if (refs.length === 0) return []
-  const { rows } = await sql<InstanceStepRow>`
+/**
+ * These steps and the step after each. Two lookups of the step position key per step, whatever the
+ * statistics say: as a plain join, a planner that knows nothing of a tenant's new steps hashes all
+ * of them instead (issue 9: a burst after a large history, not analyzed).
+ */
+export function stepsAndNext(refs: Ref[]) {
+  return sql<InstanceStepRow>`
     select n.* from instance_steps s
-    join instance_steps n on n.tenant_id = s.tenant_id and n.instance_id = s.instance_id and n.position in (s.position, s.position + 1)
+    cross join lateral (
+      select * from instance_steps n
+      where n.instance_id = s.instance_id and n.tenant_id = s.tenant_id and n.position in (s.position, s.position + 1)
+      limit 2
+    ) n
     where ${byKeys('s', refs)}
-  `.execute(db)
-  return rows
+  `
 }
 
 interface Settlement {
@@ -35,12 +41,23 @@ interface Settlement {
   error: string | null
 }
 
+export interface Settled {
+  /** The deliveries whose claim held, and which were settled. */
+  ids: Set<string>
+  /** The steps asked for, and the step after each (when there is one). */
+  steps: InstanceStepRow[]
+}
+
 /**
- * Applies each decision where the worker's claim (its fence) still holds, and logs the attempts of
- * exactly those deliveries, in one statement; returns the ids of the deliveries it settled.
+ * Applies each decision where the worker's claim (its fence) still holds, logs the attempts of
+ * exactly those deliveries, and reads the steps `stepRefs` names with the step after each, in one
+ * statement. The caller holds the lock of these steps' processes, so the statement's snapshot, taken
+ * once the lock was granted, shows their steps as they are.
  */
-export async function settleDeliveries(db: DB, settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date): Promise<Set<string>> {
-  if (settlements.length === 0) return new Set()
+export async function settleDeliveries(
+  db: DB, settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date, stepRefs: Ref[]
+): Promise<Settled> {
+  if (settlements.length === 0) return { ids: new Set(), steps: [] }
   const rows = settlements.map(({ delivery, decision, statusCode, error }) => ({
     tenant_id: delivery.tenantId,
     id: delivery.id,
@@ -51,7 +68,7 @@ export async function settleDeliveries(db: DB, settlements: Settlement[], attemp
     next_attempt_at: decision.action === 'retry' ? new Date(now.getTime() + decision.delayMs) : null,
     finished_at: decision.action === 'retry' ? null : now
   }))
-  const { rows: settled } = await sql<{ id: string }>`
+  const { rows: found } = await sql<InstanceStepRow & { settled_id: string | null }>`
     with settled as (
       update deliveries d
       set status = v.status, lease_owner = null, lease_expires_at = null, last_status_code = v.status_code, last_error = v.error,
@@ -66,10 +83,18 @@ export async function settleDeliveries(db: DB, settlements: Settlement[], attemp
       from jsonb_to_recordset(${JSON.stringify(attempts)}::jsonb) as a(tenant_id uuid, id uuid, delivery_id uuid, round integer,
         attempt_number integer, started_at timestamptz, duration_ms integer, outcome text, status_code integer, error text, response_body text)
       join settled s on s.tenant_id = a.tenant_id and s.id = a.delivery_id
-    )
-    select id from settled
+    ), steps as (${stepsAndNext(stepRefs)})
+    select n.*, null::uuid as settled_id from steps n
+    union all
+    select (null::instance_steps).*, s.id from settled s
   `.execute(db)
-  return new Set(settled.map((r) => r.id))
+  const ids = new Set<string>()
+  const steps: InstanceStepRow[] = []
+  for (const { settled_id: settledId, ...step } of found) {
+    if (settledId) ids.add(settledId)
+    else steps.push(step)
+  }
+  return { ids, steps }
 }
 
 /**

@@ -35,7 +35,7 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
   return db.transaction().execute(async (trx) => {
     const forSteps = records.filter((r) => r.delivery.instanceId && r.delivery.stepId)
     const instances = await repo.lockInstancesInOrder(trx, forSteps.map((r) => ({ tenant_id: r.delivery.tenantId, id: r.delivery.instanceId! })))
-    const settled = await repo.settleDeliveries(trx, records, records.map((r) => ({
+    const { ids: settled, steps: stepRows } = await repo.settleDeliveries(trx, records, records.map((r) => ({
       tenant_id: r.delivery.tenantId,
       id: newId(),
       delivery_id: r.delivery.id,
@@ -47,16 +47,14 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
       status_code: r.statusCode,
       error: r.error,
       response_body: r.responseBody
-    })), now)
+    })), now, forSteps.map((r) => ({ tenant_id: r.delivery.tenantId, id: r.delivery.stepId! })))
     const kept = records.filter((r) => settled.has(r.delivery.id))
     const zones = new Map(kept.map((r) => [r.delivery.tenantId, r.delivery.timeZone]))
     const changes = new ProcessChanges(trx, now, zones)
     for (const record of kept.filter((r) => r.delivery.source === 'trigger' && r.decision.action !== 'retry')) changes.rawActivity(triggerActivity(record, now))
-    const stepRefs = kept.flatMap((r) => r.delivery.stepId ? [{ tenant_id: r.delivery.tenantId, id: r.delivery.stepId }] : [])
-    const stepRows = await repo.findStepsAndNext(trx, stepRefs)
     const steps = new Map(stepRows.map((s) => [s.id, s]))
     // The steps after these are known now: a success moves its process on without reading them again.
-    for (const { id } of stepRefs) if (steps.has(id)) changes.knowNextOf(steps.get(id)!, stepRows)
+    for (const { delivery } of kept) if (delivery.stepId && steps.has(delivery.stepId)) changes.knowNextOf(steps.get(delivery.stepId)!, stepRows)
     for (const record of kept) {
       const { delivery, decision } = record
       const instance = delivery.instanceId ? instances.get(delivery.instanceId) : undefined

@@ -3,6 +3,7 @@ import t, { type Test } from 'tap'
 import { byKeys } from '../../src/db/by-keys.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
+import { stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
 // Postgres checks a foreign key with its own query on the referenced table, planned once per
@@ -93,4 +94,29 @@ t.test('a process read finds each step\'s latest delivery through the step index
   const plan = JSON.stringify(rows[0]!['QUERY PLAN'])
   t.match(plan, /"Index Name":"deliveries_step_idx"/, 'the step index')
   t.notMatch(plan, /"Filter"/, 'no other deliveries of the tenant are read and filtered')
+})
+
+t.test('an outcome batch reads its steps and the step after each by the position key, whatever the planner believes', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  await client.query('set session_replication_role = replica') // no triggers: steps without their processes
+  const { rows: steps } = await client.query<{ tenant_id: string; id: string; position: number }>(`
+    insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address)
+    select $1, gen_random_uuid(), i.id, p, 'task', 'step', 'afterPrevious', 'processResponsible', false, false
+    from (select gen_random_uuid() as id from generate_series(1, 10000)) i cross join generate_series(1, 2) p
+    returning tenant_id, id, position`, [tenant])
+  // 20 first steps (each with a next) and 10 last ones.
+  const refs = [...steps.filter((s) => s.position === 1).slice(0, 20), ...steps.filter((s) => s.position === 2).slice(0, 10)]
+    .map(({ tenant_id, id }) => ({ tenant_id, id }))
+  const { sql: text, parameters } = sql`select * from (${stepsAndNext(refs)}) x`.compile(database.db)
+  const literal = (value: unknown) => client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : String(value))
+  const inlined = parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literal(value)), text)
+  // A planner that believes a walk of the tenant's steps is cheaper (in the burst after a large
+  // history, not analyzed, it hashed all of them for each batch) must find no such plan.
+  await client.query('set enable_nestloop = off')
+  const plan = JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${inlined}`)).rows[0]!['QUERY PLAN'])
+  t.match(plan, /"Index Name":"instance_steps_instance_position_key"/, 'the next steps through the position key')
+  t.notMatch(plan, /Hash Join|Merge Join|Seq Scan/, 'no walk of the tenant\'s steps, whatever the planner believes')
+  await client.query('reset enable_nestloop')
+  t.equal((await stepsAndNext(refs).execute(database.db)).rows.length, 20 * 2 + 10, 'each step, and its next where there is one')
 })
