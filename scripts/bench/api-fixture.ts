@@ -4,6 +4,7 @@
 export interface Fixture {
   json: Record<string, string>
   userId: string
+  serviceId: string
   startTemplate: string
   advanceTemplate: string
 }
@@ -34,6 +35,7 @@ export async function fixture(base: string, operatorKey: string): Promise<Fixtur
   return {
     json: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
     userId: user.id,
+    serviceId: service.id,
     startTemplate: await template([{ kind: 'webhook', name: 'Ask ValueCo', serviceId: service.id }, { kind: 'task', name: 'Call the owner', deadlineDays: 2 }]),
     advanceTemplate: await template(Array.from({ length: 20 }, (_, i) => ({ kind: 'task', name: `Task ${i + 1}` })))
   }

@@ -6,6 +6,7 @@
 //   npm run bench:api -- --compiled --cpu-prof prof        a V8 CPU profile of the API, written when it stops
 //   npm run bench:api -- --count-queries    the API's SQL statements per request, by kind (round trips, with BEGIN and COMMIT)
 //   npm run bench:api -- --compiled --node-defaults      node's own heap settings instead of those npm start passes
+//   npm run bench:api -- --compiled --history 1000000     first N finished processes of another tenant, not analyzed
 //
 // BENCH_API_NODE_ARGS: extra node flags for the API, after those npm start passes (a later flag wins).
 //
@@ -20,6 +21,7 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import autocannon from 'autocannon'
 import { fixture, startMany } from './api-fixture.js'
+import { seedHistory } from './history.js'
 import { compile, databaseUrl, log, nodeFlags, procStatus, runNode, SERVER_URL, sleep, stopChild, waitFor, type Child } from './lib.js'
 
 const { values: args } = parseArgs({
@@ -33,7 +35,9 @@ const { values: args } = parseArgs({
     'count-queries': { type: 'boolean', default: false },
     'pgbench-seconds': { type: 'string', default: '10' },
     /** Runs the API with node's own heap settings, not those of `npm start` (NODE_HEAP_FLAGS). */
-    'node-defaults': { type: 'boolean', default: false }
+    'node-defaults': { type: 'boolean', default: false },
+    /** Seeds N finished processes of another tenant before the routes (scripts/bench/history.ts), not analyzed. */
+    history: { type: 'string' }
   }
 })
 const SECONDS = Number(args.seconds)
@@ -81,6 +85,17 @@ try {
   await sleep(500)
   const idle = procStatus(api.process.pid ?? 0)
   const fx = await fixture(base, OPERATOR_KEY)
+  const history = Math.max(0, Number.parseInt(args.history ?? '0', 10) || 0)
+  let historyMs = 0
+  if (history > 0) {
+    const db = new pg.Client({ connectionString: databaseUrl(DATABASE) })
+    await db.connect()
+    try {
+      historyMs = await seedHistory(db, fx.serviceId, history)
+    } finally {
+      await db.end()
+    }
+  }
   const results: RouteResult[] = []
 
   results.push(await load(api, 'POST /v1/process-instances', base, {
@@ -102,6 +117,7 @@ try {
 
   process.stdout.write(`\nAPI benchmark: ${CONNECTIONS} connections, ${SECONDS} s a route, API ${args.compiled ? 'compiled' : 'under tsx'}\n`)
   process.stdout.write(`  pgbench -N (scale 10, 8 clients)    ${tps.toFixed(0)} tps\n`)
+  if (history > 0) process.stdout.write(`  history                             ${history} finished processes of another tenant, seeded in ${(historyMs / 1000).toFixed(1)} s, not analyzed\n`)
   for (const r of results) {
     process.stdout.write(`  ${r.route.padEnd(42)} ${r.requestsPerSecond.toFixed(0).padStart(6)} req/s   p50 ${r.p50} ms   p99 ${r.p99} ms   `
       + `ratio ${(r.requestsPerSecond / tps).toFixed(2)}   API CPU ${r.apiCpuMs.toFixed(2)} ms + Postgres ${r.postgresCpuMs.toFixed(2)} ms per request`
