@@ -1,10 +1,12 @@
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
+import { gunzipSync } from 'node:zlib'
 import type { PGlite } from '@electric-sql/pglite'
 import { Kysely, sql } from './kysely.js'
 import type { Database } from './database.js'
-import { readEmbeddedTemplate } from './embedded-template.js'
+import { embeddedTemplateFile } from './embedded-template.js'
+import { extractTar } from './untar.js'
 import { createPool, DEFAULT_POSTGRES_OPTIONS, kyselyOn, listenOnServer, type PostgresOptions } from './postgres.js'
 import { coalescedWakeups, TRIGGERS_NOTIFY, WORK_CHANNEL, type Wakeups } from './wakeups.js'
 
@@ -91,19 +93,41 @@ export class DataDirBusyError extends Error {
   override name = 'DataDirBusyError'
 }
 
-async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
+/**
+ * The embedded database in `dataDir`. A new one starts from `template` (by default the dump
+ * `npm install` prepared), written out beside the cluster's folder and renamed into place when
+ * complete: a first start cut off meanwhile (PGlite's own load writes into the cluster's folder)
+ * would leave a half cluster that the next start took for a whole one.
+ */
+export async function openEmbedded(dataDir: string, template = embeddedTemplateFile()): Promise<DatabaseHandle> {
   const dir = resolve(dataDir)
   const releaseLock = lockDataDir(dir)
   try {
     const { PGlite } = await import('@electric-sql/pglite')
     const clusterDir = join(dir, 'pg')
-    const template = existsSync(join(clusterDir, 'PG_VERSION')) ? undefined : readEmbeddedTemplate()
-    const pglite = await PGlite.create(clusterDir, template ? { loadDataDir: template } : {})
+    if (template && !existsSync(join(clusterDir, 'PG_VERSION'))) await writeCluster(template, clusterDir)
+    const pglite = await PGlite.create(clusterDir)
     return embeddedHandle(pglite, releaseLock)
   } catch (error) {
     releaseLock()
     throw error
   }
+}
+
+async function writeCluster(template: string, clusterDir: string): Promise<void> {
+  const loading = `${clusterDir}.loading`
+  rmSync(loading, { recursive: true, force: true })
+  await extractTar(gunzipSync(readFileSync(template)), loading)
+  // An empty folder of that name is replaced; one with files but no cluster is left for a person to look at.
+  if (existsSync(clusterDir)) {
+    try {
+      rmdirSync(clusterDir)
+    } catch {
+      rmSync(loading, { recursive: true, force: true })
+      throw new Error(`${clusterDir} holds files but no database cluster (no PG_VERSION); move it away to start with a new embedded database`)
+    }
+  }
+  renameSync(loading, clusterDir)
 }
 
 /** The handle of an open PGlite; `onClose` runs once it is closed. */

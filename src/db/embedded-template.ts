@@ -41,11 +41,10 @@ export function migrationsDigest(folder = migrationFolder): string {
  * The dump a new embedded database starts from: the migrated one when it matches the migrations,
  * else the empty cluster; undefined when neither is there, and a new cluster is created as usual.
  */
-export function readEmbeddedTemplate(): Blob | undefined {
+export function embeddedTemplateFile(): string | undefined {
   try {
     const { initdb, migrated } = templateFiles()
-    const file = [migrated, initdb].find((f) => existsSync(f))
-    return file ? new Blob([readFileSync(file)]) : undefined
+    return [migrated, initdb].find((f) => existsSync(f))
   } catch {
     return undefined
   }

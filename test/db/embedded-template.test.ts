@@ -1,9 +1,11 @@
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
-import { embeddedHandle } from '../../src/db/connect.js'
+import { openEmbedded } from '../../src/db/connect.js'
+import { extractTar } from '../../src/db/untar.js'
 import { migrationsDigest, templateFiles } from '../../src/db/embedded-template.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
 import { migrationFolder } from '../../src/db/migration-files.js'
@@ -40,9 +42,13 @@ t.test('the migrated dump npm install prepares is the schema the migrations make
   await prepareMigratedTemplate(files)
   t.equal(statSync(files.migrated).mtimeMs, written, 'a dump that matches is not made again')
 
-  const { PGlite } = await import('@electric-sql/pglite')
-  const handle = embeddedHandle(await PGlite.create('memory://', { loadDataDir: new Blob([readFileSync(files.migrated)]) }))
+  // A new data folder, as npm start opens it; a cut-off earlier load left a half-written folder beside it.
+  const dataDir = join(cache, 'data')
+  mkdirSync(join(dataDir, 'pg.loading', 'base'), { recursive: true })
+  writeFileSync(join(dataDir, 'pg.loading', 'PG_VERSION'), 'half')
+  const handle = await openEmbedded(dataDir, files.migrated)
   t.teardown(() => handle.close())
+  t.notOk(existsSync(join(dataDir, 'pg.loading')), 'the cluster is written beside its folder and renamed into place')
   t.same(await migrateToLatest(handle), [], 'a start from the dump finds no migration to run')
   const postgres = await createTestDatabase()
   t.teardown(() => postgres.drop())
@@ -65,4 +71,46 @@ t.test('the migrated dump is keyed by the migrations: a changed or added one giv
   writeFileSync(join(folder, '0002_b.ts'), 'export async function up() {}\n')
   t.not(migrationsDigest(folder), changed, 'an added migration')
   t.match(templateFiles().migrated, new RegExp(`-migrated-${migrationsDigest(migrationFolder)}\\.tar\\.gz$`), 'the file a start looks for carries the key of this tree\'s migrations')
+})
+
+t.test('an embedded data folder whose cluster folder holds other files is not overwritten', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'baton-data-'))
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
+  mkdirSync(join(dataDir, 'pg'))
+  writeFileSync(join(dataDir, 'pg', 'notes.txt'), 'mine')
+  const template = templateFiles().initdb
+  if (!existsSync(template)) return t.comment('npm install prepared no dump here')
+  await t.rejects(openEmbedded(dataDir, template), /holds files but no database cluster/)
+  t.equal(readFileSync(join(dataDir, 'pg', 'notes.txt'), 'utf8'), 'mine', 'the files are left')
+  t.notOk(existsSync(join(dataDir, 'pg.loading')), 'nothing half-written is left beside it')
+  t.notOk(existsSync(join(dataDir, 'baton.pid')), 'the folder is unlocked again')
+})
+
+t.test('extractTar writes the folders and files of a tar archive, and refuses paths that leave the destination', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'baton-tar-'))
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  const long = 'a-name-longer-than-the-hundred-bytes-a-tar-header-holds-'.repeat(3)
+  mkdirSync(join(root, 'src', 'base', '1', 'empty'), { recursive: true })
+  writeFileSync(join(root, 'src', 'PG_VERSION'), '17\n')
+  writeFileSync(join(root, 'src', 'base', '1', long), Buffer.alloc(10_000, 7))
+  writeFileSync(join(root, 'src', 'base', '1', 'zero'), '')
+  for (const format of ['gnu', 'ustar']) {
+    if (format === 'ustar') rmSync(join(root, 'src', 'base', '1', long)) // ustar holds at most 255 bytes of path
+    const archive = execFileSync('tar', ['-c', `--format=${format}`, '-C', join(root, 'src'), '.'])
+    const dest = join(root, format)
+    t.same(await extractTar(archive, dest), { files: format === 'gnu' ? 3 : 2 }, format)
+    t.equal(readFileSync(join(dest, 'PG_VERSION'), 'utf8'), '17\n')
+    t.equal(readFileSync(join(dest, 'base', '1', 'zero'), 'utf8'), '')
+    t.ok(statSync(join(dest, 'base', '1', 'empty')).isDirectory(), 'an empty folder')
+    if (format === 'gnu') t.same(readFileSync(join(dest, 'base', '1', long)), Buffer.alloc(10_000, 7), 'a long name (GNU)')
+  }
+  writeFileSync(join(root, 'evil'), 'x')
+  const evil = execFileSync('tar', ['-c', '--format=gnu', '-C', root, '-P', '--transform=s,^,../../,', 'evil'])
+  await t.rejects(extractTar(evil, join(root, 'evil-dest')), /leaves the destination/)
+  t.notOk(existsSync(join(root, 'evil-dest')), 'nothing is written')
+  writeFileSync(join(root, 'src', 'base', 'link-target'), 'y')
+  execFileSync('ln', ['-s', 'link-target', join(root, 'src', 'base', 'link')])
+  const withLink = execFileSync('tar', ['-c', '--format=gnu', '-C', join(root, 'src'), 'base'])
+  await t.rejects(extractTar(withLink, join(root, 'link-dest')), /neither a directory nor a regular file/, 'a symbolic link')
+  t.notOk(existsSync(join(root, 'link-dest')), 'nothing is written')
 })
