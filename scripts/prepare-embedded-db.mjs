@@ -31,13 +31,21 @@ try {
 // migrations: the first start then skips them. Without them (a production install, the image's first
 // stage) the first start runs the migrations.
 if (existsSync(new URL('../src/db/prepare-embedded-template.ts', import.meta.url)) && existsSync(new URL('../migrations', import.meta.url))) {
+  let tsx = false
   try {
     // As `node --import tsx` does, for every import and require: the migrator loads the migrations itself.
     await import('tsx')
-    const { prepareMigratedTemplate } = await import('../src/db/prepare-embedded-template.ts')
-    const { templateFiles } = await import('../src/db/embedded-template.ts')
-    if (!existsSync(templateFiles().migrated)) console.log(`baton: prepared the embedded database's migrated cluster (${await prepareMigratedTemplate()})`)
-  } catch (error) {
-    if (error?.code !== 'ERR_MODULE_NOT_FOUND') console.warn(`baton: could not prepare a migrated embedded database (${error.message}); the first start will run the migrations`)
+    tsx = true
+  } catch {
+    // A production install: no tsx.
+  }
+  if (tsx) {
+    try {
+      const { prepareMigratedTemplate } = await import('../src/db/prepare-embedded-template.ts')
+      const { templateFiles } = await import('../src/db/embedded-template.ts')
+      if (!existsSync(templateFiles().migrated)) console.log(`baton: prepared the embedded database's migrated cluster (${await prepareMigratedTemplate()})`)
+    } catch (error) {
+      console.warn(`baton: could not prepare a migrated embedded database (${error.message}); the first start will run the migrations`)
+    }
   }
 }

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
 import { gunzipSync } from 'node:zlib'
@@ -99,13 +99,17 @@ export class DataDirBusyError extends Error {
  * complete: a first start cut off meanwhile (PGlite's own load writes into the cluster's folder)
  * would leave a half cluster that the next start took for a whole one.
  */
-export async function openEmbedded(dataDir: string, template = embeddedTemplateFile()): Promise<DatabaseHandle> {
+export async function openEmbedded(dataDir: string, template?: string): Promise<DatabaseHandle> {
   const dir = resolve(dataDir)
   const releaseLock = lockDataDir(dir)
   try {
     const { PGlite } = await import('@electric-sql/pglite')
     const clusterDir = join(dir, 'pg')
-    if (template && !existsSync(join(clusterDir, 'PG_VERSION'))) await writeCluster(template, clusterDir)
+    if (!existsSync(join(clusterDir, 'PG_VERSION'))) {
+      const dump = template ?? embeddedTemplateFile()
+      // Without a dump PGlite runs initdb in the folder itself.
+      if (dump) await writeCluster(dump, clusterDir)
+    }
     const pglite = await PGlite.create(clusterDir)
     return embeddedHandle(pglite, releaseLock)
   } catch (error) {
@@ -115,18 +119,14 @@ export async function openEmbedded(dataDir: string, template = embeddedTemplateF
 }
 
 async function writeCluster(template: string, clusterDir: string): Promise<void> {
+  // An empty folder of that name is replaced; one with files but no cluster is left for a person to look at.
+  if (existsSync(clusterDir) && readdirSync(clusterDir).length > 0) {
+    throw new Error(`${clusterDir} holds files but no database cluster (no PG_VERSION); move it away to start with a new embedded database`)
+  }
   const loading = `${clusterDir}.loading`
   rmSync(loading, { recursive: true, force: true })
   await extractTar(gunzipSync(readFileSync(template)), loading)
-  // An empty folder of that name is replaced; one with files but no cluster is left for a person to look at.
-  if (existsSync(clusterDir)) {
-    try {
-      rmdirSync(clusterDir)
-    } catch {
-      rmSync(loading, { recursive: true, force: true })
-      throw new Error(`${clusterDir} holds files but no database cluster (no PG_VERSION); move it away to start with a new embedded database`)
-    }
-  }
+  rmSync(clusterDir, { recursive: true, force: true })
   renameSync(loading, clusterDir)
 }
 

@@ -17,14 +17,21 @@ export interface TemplateFiles {
   migrated: string
 }
 
+/** The files; `migrated` is '' when the migrations cannot be read (only the empty cluster then serves). */
 export function templateFiles(): TemplateFiles {
   const entry = fileURLToPath(import.meta.resolve('@electric-sql/pglite'))
   const packageDir = entry.slice(0, entry.lastIndexOf('@electric-sql/pglite') + '@electric-sql/pglite'.length)
   const { version } = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as { version: string }
   const cacheDir = join(dirname(dirname(packageDir)), '.cache', 'baton')
+  let digest: string | undefined
+  try {
+    digest = migrationsDigest()
+  } catch {
+    digest = undefined
+  }
   return {
     initdb: join(cacheDir, `pglite-${version}-initdb.tar.gz`),
-    migrated: join(cacheDir, `pglite-${version}-migrated-${migrationsDigest()}.tar.gz`)
+    migrated: digest ? join(cacheDir, `pglite-${version}-migrated-${digest}.tar.gz`) : ''
   }
 }
 
@@ -42,10 +49,11 @@ export function migrationsDigest(folder = migrationFolder): string {
  * else the empty cluster; undefined when neither is there, and a new cluster is created as usual.
  */
 export function embeddedTemplateFile(): string | undefined {
+  let files: TemplateFiles
   try {
-    const { initdb, migrated } = templateFiles()
-    return [migrated, initdb].find((f) => existsSync(f))
+    files = templateFiles()
   } catch {
     return undefined
   }
+  return [files.migrated, files.initdb].find((f) => existsSync(f))
 }

@@ -10,6 +10,7 @@ import { migrateToLatest } from './migrate.js'
  * (scripts/prepare-embedded-db.mjs). Returns the file.
  */
 export async function prepareMigratedTemplate(files: TemplateFiles = templateFiles()): Promise<string> {
+  if (!files.migrated) throw new Error('the migrations cannot be read')
   if (existsSync(files.migrated)) return files.migrated
   const { PGlite } = await import('@electric-sql/pglite')
   const initdb = existsSync(files.initdb) ? new Blob([readFileSync(files.initdb)]) : undefined

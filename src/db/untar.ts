@@ -1,6 +1,8 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join, normalize, sep } from 'node:path'
 
+const WRITES_AT_ONCE = 64
+
 /**
  * Writes the directories and regular files of a tar archive (ustar or GNU, as PGlite's dumps are)
  * under `dest`, the files in parallel. Refuses any other kind of entry and any path that leaves
@@ -20,6 +22,7 @@ export async function extractTar(archive: Buffer, dest: string): Promise<{ files
     }
     const size = Number.parseInt(field(124, 12).trim() || '0', 8)
     if (!Number.isInteger(size) || size < 0) throw new Error(`tar: a bad size at byte ${offset}`)
+    if (offset + 512 + size > archive.length) throw new Error(`tar: the archive ends inside the entry at byte ${offset}`)
     const type = header[156] === 0 ? '0' : String.fromCharCode(header[156]!)
     const data = archive.subarray(offset + 512, offset + 512 + size)
     offset += 512 + Math.ceil(size / 512) * 512
@@ -27,7 +30,8 @@ export async function extractTar(archive: Buffer, dest: string): Promise<{ files
       longName = data.toString('utf8').replace(/\0+$/, '')
       continue
     }
-    const prefix = field(345, 155)
+    // Only ustar headers have a name prefix there (GNU ones keep times in those bytes).
+    const prefix = header.subarray(257, 263).toString('latin1') === 'ustar\0' ? field(345, 155) : ''
     const name = longName ?? (prefix ? `${prefix}/${field(0, 100)}` : field(0, 100))
     longName = undefined
     const path = safePath(name)
@@ -42,7 +46,10 @@ export async function extractTar(archive: Buffer, dest: string): Promise<{ files
   await mkdir(dest, { recursive: true, mode: 0o700 })
   for (const file of files) dirs.add(join(file.path, '..'))
   for (const dir of [...dirs].sort()) await mkdir(join(dest, dir), { recursive: true, mode: 0o700 })
-  await Promise.all(files.map((f) => writeFile(join(dest, f.path), f.data, { mode: 0o600 })))
+  // In parallel, a bounded number at a time: a cluster has more files than some limits on open ones.
+  for (let i = 0; i < files.length; i += WRITES_AT_ONCE) {
+    await Promise.all(files.slice(i, i + WRITES_AT_ONCE).map((f) => writeFile(join(dest, f.path), f.data, { mode: 0o600 })))
+  }
   return { files: files.length }
 }
 
