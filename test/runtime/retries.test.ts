@@ -2,7 +2,8 @@ import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
-import { recordOutcome } from '../../src/scheduler/record-outcome.js'
+import { recordOutcome, recordOutcomes, type AttemptRecord } from '../../src/scheduler/record-outcome.js'
+import type { ClaimedDelivery } from '../../src/scheduler/claim-deliveries.js'
 import { DEFAULT_RETRY_POLICY } from '../../src/scheduler/retry-policy.js'
 import type { Reply } from '../helpers/provider.js'
 import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
@@ -264,4 +265,48 @@ t.test('a worker whose lease expired is fenced: its late outcome changes nothing
     delivery: stale, startedAt: claimedAt, durationMs: 2500, statusCode: 200, error: null, responseBody: 'ok', decision: { action: 'succeed' }, outcome: 'succeeded'
   }, rt.clock.now()), 'fenced')
   t.same(await deliveryOf(stepId), before)
+})
+
+t.test('one batch of outcomes: a success moves its process on, a last success completes its process, a stale claim is fenced, a retry waits', async (t) => {
+  const twoSteps = await rt.template([{ kind: 'webhook', name: 'Batch first', refersTo: { property: true } }, { kind: 'task', name: 'Batch then' }])
+  const moving = await rt.start(twoSteps)
+  const last = await webhookStep('Batch last')
+  const stale = await webhookStep('Batch stale')
+  const retried = await webhookStep('Batch retried')
+  const claimedAt = rt.clock.now()
+  const claims = await claimDeliveries(rt.db, { workerId: 'worker-batch', now: claimedAt, leaseMs: 60 * SECOND, limit: 10 })
+  const claimOf = (deliveryId: string) => claims.find((c) => c.id === deliveryId)!
+  const ids = [moving.steps[0].delivery.id as string, last.deliveryId, stale.deliveryId, retried.deliveryId]
+  t.same(claims.map((c) => c.id).sort(), [...ids].sort(), 'the four deliveries are claimed')
+  const record = (delivery: ClaimedDelivery, decision: AttemptRecord['decision'], statusCode: number): AttemptRecord => ({
+    delivery, startedAt: claimedAt, durationMs: 20, statusCode, error: null, responseBody: 'ok', decision,
+    outcome: decision.action === 'succeed' ? 'succeeded' : 'failed'
+  })
+  const staleClaim = { ...claimOf(stale.deliveryId), fence: claimOf(stale.deliveryId).fence - 1 }
+  rt.clock.advance(SECOND)
+  t.same(await recordOutcomes(rt.db, [
+    record(claimOf(ids[0]!), { action: 'succeed' }, 200),
+    record(claimOf(last.deliveryId), { action: 'succeed' }, 200),
+    record(staleClaim, { action: 'succeed' }, 200),
+    record(claimOf(retried.deliveryId), { action: 'retry', delayMs: 30 * SECOND }, 503)
+  ], rt.clock.now()), ['recorded', 'recorded', 'fenced', 'recorded'])
+
+  const moved = await rt.instance(moving.id)
+  t.same(moved.steps.map((s: { state: string }) => s.state), ['done', 'due'], 'the success ended its step and started the next')
+  t.equal(moved.status, 'running')
+  const completed = await rt.instance(last.instanceId)
+  t.same([completed.status, completed.steps[0].state], ['completed', 'done'], 'the last step\'s success completed its process')
+  t.equal(await stepState(stale.instanceId), 'running', 'the fenced outcome changed nothing')
+  t.same((await deliveryOf(stale.stepId)).attempts, [], 'and logged no attempt')
+  t.equal(await stepState(retried.instanceId), 'due', 'the retried step waits')
+  const waiting = await deliveryOf(retried.stepId)
+  t.same([waiting.status, waiting.attempts.length], ['pending', 1], 'its delivery is pending again, the attempt logged')
+
+  // The claim that holds records its outcome afterwards, on its own.
+  t.equal(await recordOutcome(rt.db, record(claimOf(stale.deliveryId), { action: 'succeed' }, 200), rt.clock.now()), 'recorded')
+  t.equal((await rt.instance(stale.instanceId)).status, 'completed')
+  // The retry is made once due, by a scheduler, and the process completes.
+  rt.clock.advance(31 * SECOND)
+  await rt.newScheduler().runOnce()
+  t.equal((await rt.instance(retried.instanceId)).status, 'completed')
 })
