@@ -52,7 +52,9 @@ export interface Settled {
  * Applies each decision where the worker's claim (its fence) still holds, logs the attempts of
  * exactly those deliveries, and reads the steps `stepRefs` names with the step after each, in one
  * statement. The caller holds the lock of these steps' processes, so the statement's snapshot, taken
- * once the lock was granted, shows their steps as they are.
+ * once the lock was granted, shows their steps as they are. The update may still wait for a delivery's
+ * row; whoever held it (the reaper, a release, a replay) left that delivery no longer `running`, so it
+ * comes back fenced and its step, read before the wait, is not used.
  */
 export async function settleDeliveries(
   db: DB, settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date, stepRefs: Ref[]
