@@ -1,17 +1,14 @@
-import { createHash, randomBytes } from 'node:crypto'
-import { readdirSync, readFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import pg from 'pg'
 import { openPostgres, type DatabaseHandle } from '../../src/db/connect.js'
+import { migrationsDigest } from '../../src/db/embedded-template.js'
 
 /** A server connection the tests may create databases with. */
 export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 
-// Named after the migrations' content: runs at the same time share it, and a changed migration
-// gets a fresh one instead of dropping a template other runs are cloning.
-const migrationsDir = new URL('../../migrations/', import.meta.url)
-const migrationsHash = createHash('sha256')
-for (const file of readdirSync(migrationsDir).sort()) migrationsHash.update(file).update(readFileSync(new URL(file, migrationsDir)))
-export const TEMPLATE_DATABASE = `baton_tpl_${migrationsHash.digest('hex').slice(0, 16)}`
+// Named after the migrations' content (as the embedded database's migrated dump is): runs at the same
+// time share it, and a changed migration gets a fresh one instead of dropping a template other runs are cloning.
+export const TEMPLATE_DATABASE = `baton_tpl_${migrationsDigest()}`
 
 export function databaseUrl(name: string): string {
   const url = new URL(ADMIN_URL)
