@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs'
 import t from 'tap'
-import { phpUrlEncode, signQueryUrl, verifyQuerySignature } from '../../src/scheduler/signature.js'
+import { phpUrlEncode, phpUrlEncodeBytes, signQueryUrl, verifyQuerySignature } from '../../src/scheduler/signature.js'
 
 interface Vector {
   name: string
@@ -38,6 +38,16 @@ t.test('PHP urlencode rules', async (t) => {
   t.equal(phpUrlEncode('a b~c*d\'e(f)!'), 'a+b%7Ec%2Ad%27e%28f%29%21')
   t.equal(phpUrlEncode('Az09-_.'), 'Az09-_.')
   t.equal(phpUrlEncode('ä'), '%C3%A4')
+  t.equal(phpUrlEncode('\ud800x'), '%EF%BF%BDx', 'a lone surrogate is written as U+FFFD')
+})
+
+t.test('urlencode agrees with the byte-by-byte rules for every code point', async (t) => {
+  let differ = 0
+  for (let code = 0; code <= 0x10ffff; code += code < 0x3000 ? 1 : 97) {
+    const text = `a${String.fromCodePoint(code)} z`
+    if (phpUrlEncode(text) !== phpUrlEncodeBytes(text)) differ += 1
+  }
+  t.equal(differ, 0)
 })
 
 t.test('a signature parameter in the input is never signed', async (t) => {
