@@ -25,4 +25,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD ["nod
 # The server runs pending migrations before it listens (BATON_MIGRATE_ON_START=true). The heap flags
 # are npm start's (package.json): a small young generation, and a full collection once the old one
 # has grown by half, keep the resident set near 110 MiB instead of 200-270 under load.
-CMD ["node", "--max-semi-space-size=4", "--heap-growing-percent=50", "dist/src/server.js"]
+CMD ["node", "--max-semi-space-size=8", "--heap-growing-percent=50", "dist/src/server.js"]
