@@ -71,7 +71,8 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
         changes.failWebhookStep(instance, step, decision.reason, delivery)
       }
     }
-    await changes.flush()
+    // Nothing here answers with the rows written, and the worker hears of new work by NOTIFY.
+    await changes.flush(false)
     return records.map((r) => (settled.has(r.delivery.id) ? 'recorded' : 'fenced'))
   })
 }

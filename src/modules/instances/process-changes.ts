@@ -165,9 +165,10 @@ export class ProcessChanges {
 
   /**
    * Writes everything: the processes that ended a step move on, then each table gets one statement.
-   * Returns the rows it wrote, from which an answer can be built without reading them again.
+   * Returns the rows it wrote, from which an answer can be built without reading them again; with
+   * `answer` false, no rows and no work (the scheduler's outcome batch, which uses neither).
    */
-  async flush(): Promise<Written> {
+  async flush(answer = true): Promise<Written> {
     const nextOf = ({ step, branch }: Ended) => (branch ? branch.continueAt : step.position + 1)
     const unknown = this.ended.filter((e) => nextOf(e) !== null && !this.nextSteps.has(`${e.step.instance_id}:${nextOf(e)}`))
     const read = await repo.findStepsAt(this.db, unknown.map((e) => ({ tenant_id: e.step.tenant_id, instance_id: e.step.instance_id, position: nextOf(e)! })))
@@ -197,7 +198,7 @@ export class ProcessChanges {
       deliveries: []
     }
     await planStarts(this.db, starting, this.now, this.zones, plan)
-    const written = await writeChanges(this.db, plan, this.now)
+    const written = await writeChanges(this.db, plan, this.now, answer)
     await mailControllers(this.db, this.mails)
     const steps = jumped.length === 0 ? written.steps : [...written.steps, ...jumped]
     return { ...written, steps, work: workOf(written, this.mails.length > 0) }
