@@ -49,8 +49,9 @@ const PHP_DIFFERENCES = /[!'()*~]|%20/g
 const PHP_ENCODED: Record<string, string> = { '!': '%21', "'": '%27', '(': '%28', ')': '%29', '*': '%2A', '~': '%7E', '%20': '+' }
 
 /**
- * PHP's urlencode: encodeURIComponent (UTF-8, upper-case hex) with its five differences mended. A
- * lone surrogate, which encodeURIComponent refuses, goes byte by byte (as U+FFFD, as Buffer writes it).
+ * PHP's urlencode: encodeURIComponent (UTF-8, upper-case hex), mended where the two differ (six
+ * characters and the space). A lone surrogate, which encodeURIComponent refuses, goes byte by byte
+ * (as U+FFFD, as Buffer writes it).
  */
 export function phpUrlEncode(text: string): string {
   try {

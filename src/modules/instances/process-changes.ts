@@ -165,8 +165,10 @@ export class ProcessChanges {
 
   /**
    * Writes everything: the processes that ended a step move on, then each table gets one statement.
-   * Returns the rows it wrote, from which an answer can be built without reading them again; with
-   * `answer` false, no rows and no work (the scheduler's outcome batch, which uses neither).
+   * Returns the rows it wrote, from which an answer can be built without reading them again. With
+   * `answer` false (the scheduler's outcome batch, which uses none of it), the rows of the one
+   * statement that writes the changes do not come back: no changed or started steps beyond a
+   * decision's jumps, no deliveries, no processes, and so no work but mail.
    */
   async flush(answer = true): Promise<Written> {
     const nextOf = ({ step, branch }: Ended) => (branch ? branch.continueAt : step.position + 1)
