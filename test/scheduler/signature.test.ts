@@ -41,7 +41,7 @@ t.test('PHP urlencode rules', async (t) => {
   t.equal(phpUrlEncode('\ud800x'), '%EF%BF%BDx', 'a lone surrogate is written as U+FFFD')
 })
 
-t.test('urlencode agrees with the byte-by-byte rules for every code point', async (t) => {
+t.test('urlencode agrees with the byte-by-byte rules: every code point below U+3000, then every 97th', async (t) => {
   let differ = 0
   for (let code = 0; code <= 0x10ffff; code += code < 0x3000 ? 1 : 97) {
     const text = `a${String.fromCodePoint(code)} z`
