@@ -25,7 +25,7 @@ t.test('the README curl tour runs word for word against a running Baton', async 
   })
   const server = runScript('src/server.ts', {
     DATABASE_URL: databaseUrl(db.name), BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', BATON_ADMIN_TOKEN: '', SMTP_URL: ''
-  }, [], { direct: true })
+  }, [])
   t.teardown(async () => {
     if (server.child.exitCode === null) server.child.kill('SIGKILL')
     await server.exited

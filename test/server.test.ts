@@ -9,9 +9,7 @@ t.test('the server starts on the embedded database and prints a working operator
   const dataDir = await mkdtemp(join(tmpdir(), 'baton-smoke-'))
   t.teardown(() => rm(dataDir, { recursive: true, force: true }))
   const env = { BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: '', BATON_ADMIN_TOKEN: '' }
-  // Run by node itself: tsx's command relays a signal and, when the child does not confirm it within
-  // 30 ms (PGlite's statements hold the event loop on a busy machine), exits 143 on its own.
-  const start = () => runScript('src/server.ts', env, [], { direct: true })
+  const start = () => runScript('src/server.ts', env)
 
   const started = Date.now()
   const server = start()

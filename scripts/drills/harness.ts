@@ -96,7 +96,7 @@ export class Cluster {
   spawn(name: string, args: string[], env: Record<string, string>): Baton {
     // A drill is one client starting processes at a rate well past the per-key limit; the limiter has its
     // own tests, so it is off here.
-    const process = runScript('src/server.ts', { RATE_LIMIT_MAX: '0', ...this.env, BATON_DATA_DIR: this.dataDir, ...env }, args, { direct: true })
+    const process = runScript('src/server.ts', { RATE_LIMIT_MAX: '0', ...this.env, BATON_DATA_DIR: this.dataDir, ...env }, args)
     const baton: Baton = { name, process, spawnedAt: Date.now(), exited: false }
     void process.exited.then(() => { baton.exited = true })
     this.all.push(baton)

@@ -3,7 +3,6 @@ import { fileURLToPath } from 'node:url'
 import { databaseUrl } from './database.js'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const TSX = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url))
 
 export interface RunningProcess {
   child: ChildProcess
@@ -13,19 +12,14 @@ export interface RunningProcess {
   exited: Promise<number | null>
 }
 
-export interface RunOptions {
-  /**
-   * Run the script in node itself with tsx as an import hook (`node --import tsx`), so the child is
-   * the script's own process: signals reach it directly, and SIGKILL really kills it. The tsx CLI
-   * (the default) runs the script in a grandchild that survives a SIGKILL of the CLI.
-   */
-  direct?: boolean
-}
-
-/** Runs a TypeScript entry file of this repo in its own process, as `npm start` would; args follow the script. */
-export function runScript(script: string, env: Record<string, string>, args: string[] = [], options: RunOptions = {}): RunningProcess {
-  const [command, argv] = options.direct ? [process.execPath, ['--import', 'tsx', script, ...args]] : [TSX, [script, ...args]]
-  return runCommand(command, argv, env)
+/**
+ * Runs a TypeScript entry file of this repo in its own process, as `npm start` would (`node --import
+ * tsx`); args follow the script. The child is the script's own process: signals reach it directly and
+ * SIGKILL really kills it. (The tsx CLI runs the script in a grandchild that survives a SIGKILL of the
+ * CLI, and exits 128+n itself when the grandchild does not confirm a relayed signal within 30 ms.)
+ */
+export function runScript(script: string, env: Record<string, string>, args: string[] = []): RunningProcess {
+  return runCommand(process.execPath, ['--import', 'tsx', script, ...args], env)
 }
 
 /**

@@ -51,7 +51,7 @@ t.test('two workers never have more than WEBHOOK_PER_HOST_CONCURRENCY calls open
       WEBHOOK_PER_HOST_CONCURRENCY: String(LIMIT),
       SCHEDULER_CONCURRENCY: '8',
       SCHEDULER_POLL_INTERVAL_MS: '200'
-    }, ['--role=worker'], { direct: true }))
+    }, ['--role=worker']))
   }
   await until('both workers listening for work', async () => {
     const { rows } = await sql<{ n: string }>`select count(*) as n from pg_stat_activity where datname = current_database() and query ilike 'listen %'`.execute(rt.db)

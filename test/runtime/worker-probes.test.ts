@@ -16,7 +16,7 @@ t.test('a worker listens for /health/live, /health/ready and /metrics, and logs 
   const worker = runScript('src/server.ts', {
     ...workerEnv(rows[0]!.name, dataDir, 'probed'),
     BATON_ADMIN_TOKEN: rt.operatorKey, LOG_LEVEL: 'info', WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true'
-  }, ['--role=worker'], { direct: true })
+  }, ['--role=worker'])
   t.teardown(async () => {
     if (worker.child.exitCode === null) worker.child.kill('SIGKILL')
     await worker.exited

@@ -41,7 +41,7 @@ async function workersFor(t: Test, rt: RuntimeContext): Promise<Workers> {
         ...workerEnv(rows[0]!.name, dataDir, name),
         WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
         ...env
-      }, ['--role=worker'], { direct: true })
+      }, ['--role=worker'])
       running.push({ name, process: child })
       return child
     }

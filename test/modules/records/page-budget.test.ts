@@ -23,7 +23,7 @@ const server = runScript('src/server.ts', {
   DATABASE_URL: databaseUrl(database.name), BATON_DATA_DIR: dataDir, BATON_ADMIN_TOKEN: adminToken, PORT: '0', LOG_LEVEL: 'info', SMTP_URL: '',
   // The server as a user runs it, without the test runner's coverage hooks.
   NODE_OPTIONS: '', NODE_V8_COVERAGE: ''
-}, ['--role=api'], { direct: true })
+}, ['--role=api'])
 t.teardown(() => { server.child.kill('SIGKILL') })
 const [, base] = await server.waitFor(/Baton listening on (http:\/\/[^"\s]+)/, 60_000)
 
