@@ -73,6 +73,10 @@ export class HostSlots {
     if (state.waiters.length === 0) {
       const slot = await this.tryLock(host)
       if (slot) return slot
+      // A call that ended while the database was asked left its slot idle here: take it rather than
+      // wait for a poll while it lingers.
+      const freed = state.idle.pop()
+      if (freed) return freed.slot
     }
     if (this.isCrowded(host) || signal?.aborted) return undefined
     return this.wait(host, maxWaitMs, signal)

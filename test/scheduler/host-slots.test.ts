@@ -135,6 +135,15 @@ t.test('idle slots are freed after a moment, and all of them on close', async (t
   t.equal((await advisoryLocks()).length, before, 'close frees the idle ones at once')
 })
 
+t.test('a slot released while an acquire is asking the database goes to that acquire', async (t) => {
+  const slots = worker(1)
+  const first = await slots.acquire('k.example:80', 0)
+  const next = slots.acquire('k.example:80', 30_000) // finds no idle slot and asks the database
+  slots.release(first!) // the host's only slot goes idle while the database answers "full"
+  t.equal(await next, first, 'the very slot, not one locked afresh after it lingered and went back')
+  slots.release(first!)
+})
+
 t.test('a slot held for a while goes back to the database, so a call waiting at another worker gets a turn', async (t) => {
   const [busy, patient] = [worker(1), worker(1)]
   let slot = await busy.acquire('j.example:80', 0)
