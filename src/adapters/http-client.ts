@@ -2,7 +2,8 @@ import dns from 'node:dns'
 import http from 'node:http'
 import https from 'node:https'
 import net from 'node:net'
-import got, { type Method } from 'got'
+import type { Transform } from 'node:stream'
+import zlib from 'node:zlib'
 import { forbiddenRange, isAllowedAddress, isAllowedHost, NO_ALLOWED_TARGETS, type AllowedTargets } from './address-policy.js'
 
 export interface HttpRequest {
@@ -64,8 +65,8 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   const agent = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) }
   return {
     async send(request) {
-      checkTarget(request.url, allowPrivate ? undefined : allowed)
-      return call(request, options, agent)
+      const url = checkTarget(request.url, allowPrivate ? undefined : allowed)
+      return call(request, url, options, agent)
     },
     close: () => {
       agent.http.destroy()
@@ -78,7 +79,7 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
  * Parses the URL and refuses what the client never calls; literal IP hosts are checked here, as no
  * lookup runs for them. `allowed` is undefined when private networks are allowed altogether.
  */
-function checkTarget(text: string, allowed: AllowedTargets | undefined): void {
+function checkTarget(text: string, allowed: AllowedTargets | undefined): URL {
   let url: URL
   try {
     url = new URL(text)
@@ -93,6 +94,7 @@ function checkTarget(text: string, allowed: AllowedTargets | undefined): void {
     const range = forbiddenRange(host)
     if (range) throw refused(host, range)
   }
+  return url
 }
 
 function refused(address: string, range: string, hostname?: string): HttpCallError {
@@ -126,58 +128,88 @@ function answer(
   callback(null, first.address, first.family)
 }
 
-function call(
-  request: HttpRequest,
-  options: HttpClientOptions,
-  agent: { http: http.Agent; https: https.Agent }
-): Promise<HttpResponse> {
-  const stream = got.stream(request.url, {
-    method: request.method as Method,
-    headers: { 'user-agent': options.userAgent, ...request.headers },
-    ...(request.body === undefined ? {} : { body: request.body }),
-    agent,
-    followRedirect: false,
-    throwHttpErrors: false,
-    retry: { limit: 0 },
-    timeout: { request: request.timeoutMs },
-    ...(request.signal ? { signal: request.signal } : {})
-  })
+type Agents = { http: http.Agent; https: https.Agent }
+
+/** Decoders for the encodings the client asks for; a body in any other encoding is kept as it came. */
+const DECODERS = new Map<string, () => Transform>([
+  ['gzip', () => zlib.createGunzip({ finishFlush: zlib.constants.Z_SYNC_FLUSH })],
+  ['x-gzip', () => zlib.createGunzip({ finishFlush: zlib.constants.Z_SYNC_FLUSH })],
+  ['deflate', () => zlib.createInflate({ finishFlush: zlib.constants.Z_SYNC_FLUSH })],
+  ['br', () => zlib.createBrotliDecompress({ finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH })]
+])
+const ACCEPT_ENCODING = 'gzip, deflate, br'
+
+/**
+ * One call with node's own client: no redirects followed, no retries, one timer for the whole call
+ * (connection, response and body), the body kept up to the cap after decompression.
+ */
+function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents: Agents): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
+    const headers: http.OutgoingHttpHeaders = { 'user-agent': options.userAgent, 'accept-encoding': ACCEPT_ENCODING, ...request.headers }
+    if (request.body !== undefined) headers['content-length'] = Buffer.byteLength(request.body)
+    const secure = url.protocol === 'https:'
+    const req = (secure ? https : http).request(url, { method: request.method, headers, agent: secure ? agents.https : agents.http })
     const chunks: Buffer[] = []
     let size = 0
-    let status = 0
-    let headers: HttpResponse['headers'] = {}
     let settled = false
-    const finish = (truncated: boolean) => {
-      if (settled) return
+    let response: http.IncomingMessage | undefined
+    const settle = () => {
       settled = true
-      resolve({ status, headers, body: Buffer.concat(chunks).toString('utf8'), truncated })
+      clearTimeout(timer)
+      request.signal?.removeEventListener('abort', onAbort)
     }
-    stream.on('response', (response: http.IncomingMessage) => {
-      status = response.statusCode ?? 0
-      headers = response.headers
-    })
-    stream.on('data', (chunk: Buffer) => {
-      const room = options.maxBodyBytes - size
-      if (room > 0) chunks.push(chunk.subarray(0, room))
-      size += Math.min(room, chunk.length)
-      // A chunk that just fills the cap may be the last: only one past it proves the body was cut.
-      if (chunk.length > room) {
-        finish(true)
-        stream.destroy()
-      }
-    })
-    stream.on('end', () => finish(false))
-    stream.on('error', (error: Error & { code?: string }) => {
+    const fail = (code: string, message: string) => {
       if (settled) return
-      settled = true
-      reject(new HttpCallError(error.code ?? 'ERR_HTTP', describe(error, request.timeoutMs)))
+      settle()
+      req.destroy()
+      response?.destroy()
+      reject(new HttpCallError(code, message))
+    }
+    const finish = (truncated: boolean) => {
+      if (settled || !response) return
+      settle()
+      if (truncated) req.destroy()
+      resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks).toString('utf8'), truncated })
+    }
+    // Listening first: destroying the request below makes it emit an error.
+    req.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', error.message))
+    const onAbort = () => fail('ERR_ABORTED', 'the call was aborted')
+    const timer = setTimeout(() => fail('ETIMEDOUT', `no response within ${request.timeoutMs} ms`), request.timeoutMs)
+    if (request.signal?.aborted) return onAbort()
+    request.signal?.addEventListener('abort', onAbort, { once: true })
+    req.on('response', (res: http.IncomingMessage) => {
+      response = res
+      const makeDecoder = DECODERS.get(String(res.headers['content-encoding'] ?? '').trim().toLowerCase())
+      // Made on the first chunk, so an empty body under an encoding header is simply empty.
+      let decoder: Transform | undefined
+      const take = (chunk: Buffer) => {
+        const room = options.maxBodyBytes - size
+        if (room > 0) chunks.push(chunk.subarray(0, room))
+        size += Math.min(room, chunk.length)
+        // A chunk that just fills the cap may be the last: only one past it proves the body was cut.
+        if (chunk.length > room) {
+          finish(true)
+          decoder?.destroy()
+          res.destroy()
+        }
+      }
+      res.on('data', (chunk: Buffer) => {
+        if (settled) return
+        if (!decoder && makeDecoder) {
+          decoder = makeDecoder()
+          decoder.on('data', take)
+          decoder.on('end', () => finish(false))
+          decoder.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', `the body could not be decoded: ${error.message}`))
+        }
+        if (decoder) decoder.write(chunk)
+        else take(chunk)
+      })
+      res.on('end', () => (decoder ? decoder.end() : finish(false)))
+      res.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', error.message))
+      res.on('close', () => {
+        if (!res.complete) fail('ECONNRESET', 'the connection closed before the response ended')
+      })
     })
+    req.end(request.body)
   })
-}
-
-function describe(error: Error & { code?: string }, timeoutMs: number): string {
-  if (error.code === 'ETIMEDOUT') return `no response within ${timeoutMs} ms`
-  if (error.name === 'AbortError' || error.code === 'ERR_ABORTED') return 'the call was aborted'
-  return error.message
 }

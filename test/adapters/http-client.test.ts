@@ -2,7 +2,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
-import { createGzip } from 'node:zlib'
+import { brotliCompressSync, createGzip, deflateSync, gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { forbiddenRange, parseAllowedTargets } from '../../src/adapters/address-policy.js'
 import { createHttpClient, HttpCallError, TARGET_REFUSED, type HttpClient, type HttpClientOptions } from '../../src/adapters/http-client.js'
@@ -198,6 +198,91 @@ t.test('a body exactly at the cap is whole, not truncated', async (t) => {
   const server = await listen(t, (_req, res) => res.end(Buffer.alloc(1024, 'y')))
   const http = client(t, { allowPrivateNetworks: true, maxBodyBytes: 1024 })
   t.match(await http.send(get(`${server}/exact`)), { status: 200, truncated: false, body: 'y'.repeat(1024) })
+})
+
+t.test('a POST carries its body, length and the client\'s headers', async (t) => {
+  const seen: { method?: string; headers?: http.IncomingHttpHeaders; body?: string } = {}
+  const server = await listen(t, async (req, res) => {
+    seen.method = req.method
+    seen.headers = req.headers
+    seen.body = (await buffer(req)).toString('utf8')
+    res.writeHead(201, { 'x-answer': 'yes' }).end('made')
+  })
+  const http = client(t, { allowPrivateNetworks: true })
+  const body = JSON.stringify({ name: 'Zoë' })
+  const response = await http.send({ ...get(`${server}/hook`), method: 'POST', headers: { 'content-type': 'application/json' }, body })
+  t.match(response, { status: 201, body: 'made', truncated: false, headers: { 'x-answer': 'yes' } })
+  t.equal(seen.method, 'POST')
+  t.equal(seen.body, body)
+  t.match(seen.headers, {
+    'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)),
+    'user-agent': 'Baton/test', 'accept-encoding': 'gzip, deflate, br'
+  })
+})
+
+t.test('deflate and brotli bodies are decoded; an empty or unknown encoding is kept as it came', async (t) => {
+  const text = 'ünïcode '.repeat(100)
+  const bodies: Record<string, [string, Buffer]> = {
+    '/gzip': ['gzip', gzipSync(text)], '/deflate': ['deflate', deflateSync(text)], '/br': ['br', brotliCompressSync(text)],
+    '/empty': ['gzip', Buffer.alloc(0)], '/odd': ['constructor', Buffer.from('as sent')]
+  }
+  const server = await listen(t, (req, res) => {
+    const [encoding, body] = bodies[req.url ?? ''] ?? ['identity', Buffer.alloc(0)]
+    res.writeHead(200, { 'content-encoding': encoding }).end(body)
+  })
+  const http = client(t, { allowPrivateNetworks: true, maxBodyBytes: 4096 })
+  for (const path of ['/gzip', '/deflate', '/br']) t.match(await http.send(get(`${server}${path}`)), { status: 200, body: text, truncated: false }, path)
+  t.match(await http.send(get(`${server}/empty`)), { status: 200, body: '', truncated: false }, 'an empty body under gzip')
+  t.match(await http.send(get(`${server}/odd`)), { status: 200, body: 'as sent' }, 'an encoding the client did not ask for')
+})
+
+t.test('a body that does not decode is a call error, not a response', async (t) => {
+  const server = await listen(t, (_req, res) => res.writeHead(200, { 'content-encoding': 'gzip' }).end('not gzip at all'))
+  const http = client(t, { allowPrivateNetworks: true })
+  const error = await http.send(get(`${server}/bad`)).catch((e: unknown) => e)
+  t.ok(error instanceof HttpCallError)
+  t.match(error, { code: 'Z_DATA_ERROR', message: /could not be decoded/ })
+})
+
+t.test('a connection dropped in the middle of the body is a call error', async (t) => {
+  const server = await listen(t, (_req, res) => {
+    res.writeHead(200, { 'content-length': '1000' })
+    res.write('only part of it')
+    setTimeout(() => res.socket?.destroy(), 20)
+  })
+  const http = client(t, { allowPrivateNetworks: true })
+  const error = await http.send(get(`${server}/cut`)).catch((e: unknown) => e)
+  t.ok(error instanceof HttpCallError)
+  t.match(error, { code: /ECONNRESET/ })
+})
+
+t.test('the timeout covers the body too, and an abort ends the call at once', async (t) => {
+  const server = await listen(t, (_req, res) => {
+    res.writeHead(200)
+    res.write('headers, then nothing')
+  })
+  const http = client(t, { allowPrivateNetworks: true })
+  const started = Date.now()
+  const late = await http.send(get(`${server}/stall`, { timeoutMs: 150 })).catch((e: unknown) => e)
+  t.match(late, { code: 'ETIMEDOUT', message: 'no response within 150 ms' })
+  t.ok(Date.now() - started < 5000, 'it did not wait for the server')
+
+  const controller = new AbortController()
+  const pending = http.send({ ...get(`${server}/stall`), signal: controller.signal }).catch((e: unknown) => e)
+  setTimeout(() => controller.abort(), 30)
+  t.match(await pending, { code: 'ERR_ABORTED', message: 'the call was aborted' })
+  t.match(await http.send({ ...get(`${server}/stall`), signal: AbortSignal.abort() }).catch((e: unknown) => e), { code: 'ERR_ABORTED' }, 'already aborted')
+})
+
+t.test('calls to one host reuse a kept-alive connection', async (t) => {
+  const ports = new Set<number>()
+  const server = await listen(t, (req, res) => {
+    ports.add(req.socket.remotePort ?? 0)
+    res.end('ok')
+  })
+  const http = client(t, { allowPrivateNetworks: true })
+  for (let i = 0; i < 5; i++) t.equal((await http.send(get(`${server}/again`))).body, 'ok')
+  t.equal(ports.size, 1, 'five calls, one connection')
 })
 
 async function listen(t: Test, handler: http.RequestListener): Promise<string> {
