@@ -130,11 +130,17 @@ function answer(
 
 type Agents = { http: http.Agent; https: https.Agent }
 
-/** Decoders for the encodings the client asks for; a body in any other encoding is kept as it came. */
-const DECODERS = new Map<string, () => Transform>([
-  ['gzip', () => zlib.createGunzip({ finishFlush: zlib.constants.Z_SYNC_FLUSH })],
-  ['x-gzip', () => zlib.createGunzip({ finishFlush: zlib.constants.Z_SYNC_FLUSH })],
-  ['deflate', () => zlib.createInflate({ finishFlush: zlib.constants.Z_SYNC_FLUSH })],
+const LENIENT = { finishFlush: zlib.constants.Z_SYNC_FLUSH }
+
+/**
+ * Decoders for the encodings the client asks for, made on the body's first chunk (so an empty body
+ * under an encoding header is simply empty); a body in any other encoding is kept as it came.
+ */
+const DECODERS = new Map<string, (first: Buffer) => Transform>([
+  ['gzip', () => zlib.createGunzip(LENIENT)],
+  ['x-gzip', () => zlib.createGunzip(LENIENT)],
+  // "deflate" means zlib-wrapped, but some servers send it raw, as browsers accept: the first byte tells.
+  ['deflate', (first) => ((first[0]! & 0x0f) === 0x08 ? zlib.createInflate(LENIENT) : zlib.createInflateRaw(LENIENT))],
   ['br', () => zlib.createBrotliDecompress({ finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH })]
 ])
 const ACCEPT_ENCODING = 'gzip, deflate, br'
@@ -144,15 +150,23 @@ const ACCEPT_ENCODING = 'gzip, deflate, br'
  * (connection, response and body), the body kept up to the cap after decompression.
  */
 function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents: Agents): Promise<HttpResponse> {
+  if (request.signal?.aborted) return Promise.reject(new HttpCallError('ERR_ABORTED', 'the call was aborted'))
   return new Promise((resolve, reject) => {
     const headers: http.OutgoingHttpHeaders = { 'user-agent': options.userAgent, 'accept-encoding': ACCEPT_ENCODING, ...request.headers }
     if (request.body !== undefined) headers['content-length'] = Buffer.byteLength(request.body)
     const secure = url.protocol === 'https:'
-    const req = (secure ? https : http).request(url, { method: request.method, headers, agent: secure ? agents.https : agents.http })
+    let req: http.ClientRequest
+    try {
+      req = (secure ? https : http).request(url, { method: request.method, headers, agent: secure ? agents.https : agents.http })
+    } catch (error) {
+      const { code, message } = error as NodeJS.ErrnoException
+      return reject(new HttpCallError(code ?? 'ERR_HTTP', message))
+    }
     const chunks: Buffer[] = []
     let size = 0
     let settled = false
     let response: http.IncomingMessage | undefined
+    let decoder: Transform | undefined
     const settle = () => {
       settled = true
       clearTimeout(timer)
@@ -163,46 +177,46 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
       settle()
       req.destroy()
       response?.destroy()
+      decoder?.destroy()
       reject(new HttpCallError(code, message))
     }
     const finish = (truncated: boolean) => {
       if (settled || !response) return
       settle()
-      if (truncated) req.destroy()
+      // Cut off, or answered before its own body went out: the connection is not fit to be reused.
+      if (truncated || !req.writableFinished) {
+        req.destroy()
+        response.destroy()
+        decoder?.destroy()
+      }
       resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks).toString('utf8'), truncated })
     }
-    // Listening first: destroying the request below makes it emit an error.
+    const take = (chunk: Buffer) => {
+      const room = options.maxBodyBytes - size
+      if (room > 0) chunks.push(chunk.subarray(0, room))
+      size += Math.min(room, chunk.length)
+      // A chunk that just fills the cap may be the last: only one past it proves the body was cut.
+      if (chunk.length > room) finish(true)
+    }
+    // Listening first: destroying the request makes it emit an error.
     req.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', error.message))
     const onAbort = () => fail('ERR_ABORTED', 'the call was aborted')
     const timer = setTimeout(() => fail('ETIMEDOUT', `no response within ${request.timeoutMs} ms`), request.timeoutMs)
-    if (request.signal?.aborted) return onAbort()
     request.signal?.addEventListener('abort', onAbort, { once: true })
     req.on('response', (res: http.IncomingMessage) => {
       response = res
       const makeDecoder = DECODERS.get(String(res.headers['content-encoding'] ?? '').trim().toLowerCase())
-      // Made on the first chunk, so an empty body under an encoding header is simply empty.
-      let decoder: Transform | undefined
-      const take = (chunk: Buffer) => {
-        const room = options.maxBodyBytes - size
-        if (room > 0) chunks.push(chunk.subarray(0, room))
-        size += Math.min(room, chunk.length)
-        // A chunk that just fills the cap may be the last: only one past it proves the body was cut.
-        if (chunk.length > room) {
-          finish(true)
-          decoder?.destroy()
-          res.destroy()
-        }
-      }
       res.on('data', (chunk: Buffer) => {
         if (settled) return
         if (!decoder && makeDecoder) {
-          decoder = makeDecoder()
+          decoder = makeDecoder(chunk)
           decoder.on('data', take)
           decoder.on('end', () => finish(false))
+          decoder.on('drain', () => res.resume())
           decoder.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', `the body could not be decoded: ${error.message}`))
         }
-        if (decoder) decoder.write(chunk)
-        else take(chunk)
+        if (!decoder) take(chunk)
+        else if (!decoder.write(chunk)) res.pause()
       })
       res.on('end', () => (decoder ? decoder.end() : finish(false)))
       res.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', error.message))

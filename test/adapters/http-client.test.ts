@@ -2,7 +2,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
-import { brotliCompressSync, createGzip, deflateSync, gzipSync } from 'node:zlib'
+import { brotliCompressSync, createGzip, deflateRawSync, deflateSync, gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { forbiddenRange, parseAllowedTargets } from '../../src/adapters/address-policy.js'
 import { createHttpClient, HttpCallError, TARGET_REFUSED, type HttpClient, type HttpClientOptions } from '../../src/adapters/http-client.js'
@@ -220,10 +220,11 @@ t.test('a POST carries its body, length and the client\'s headers', async (t) =>
   })
 })
 
-t.test('deflate and brotli bodies are decoded; an empty or unknown encoding is kept as it came', async (t) => {
+t.test('deflate (zlib or raw) and brotli bodies are decoded; an empty or unknown encoding is kept as it came', async (t) => {
   const text = 'ünïcode '.repeat(100)
   const bodies: Record<string, [string, Buffer]> = {
     '/gzip': ['gzip', gzipSync(text)], '/deflate': ['deflate', deflateSync(text)], '/br': ['br', brotliCompressSync(text)],
+    '/raw-deflate': ['deflate', deflateRawSync(text)],
     '/empty': ['gzip', Buffer.alloc(0)], '/odd': ['constructor', Buffer.from('as sent')]
   }
   const server = await listen(t, (req, res) => {
@@ -231,7 +232,7 @@ t.test('deflate and brotli bodies are decoded; an empty or unknown encoding is k
     res.writeHead(200, { 'content-encoding': encoding }).end(body)
   })
   const http = client(t, { allowPrivateNetworks: true, maxBodyBytes: 4096 })
-  for (const path of ['/gzip', '/deflate', '/br']) t.match(await http.send(get(`${server}${path}`)), { status: 200, body: text, truncated: false }, path)
+  for (const path of ['/gzip', '/deflate', '/raw-deflate', '/br']) t.match(await http.send(get(`${server}${path}`)), { status: 200, body: text, truncated: false }, path)
   t.match(await http.send(get(`${server}/empty`)), { status: 200, body: '', truncated: false }, 'an empty body under gzip')
   t.match(await http.send(get(`${server}/odd`)), { status: 200, body: 'as sent' }, 'an encoding the client did not ask for')
 })
