@@ -39,6 +39,8 @@ const LINGER_MS = 200
 const POLL_MS = 100
 /** A slot held longer goes back to the database when its call ends, so calls waiting at other workers get their turn. */
 const TURN_MS = 1000
+/** What tryLock answers when the database has no free slot of the host for this worker. */
+const FULL = 'full'
 
 /**
  * The per-host limit across every worker: slot n of a host is the session-level advisory lock
@@ -72,10 +74,11 @@ export class HostSlots {
     if (idle) return idle.slot
     if (state.waiters.length === 0) {
       const slot = await this.tryLock(host)
-      if (slot) return slot
+      if (slot !== FULL && slot) return slot
       // A call that ended while the database was asked left its slot idle here: take it rather than
-      // wait for a poll while it lingers.
-      const freed = state.idle.pop()
+      // wait for a poll while it lingers. Not when the database did not answer: the connection, and
+      // the lock with it, may be gone.
+      const freed = slot === FULL ? state.idle.pop() : undefined
       if (freed) return freed.slot
     }
     if (this.isCrowded(host) || signal?.aborted) return undefined
@@ -149,20 +152,20 @@ export class HostSlots {
   private async serveWaiters(host: string, state: HostState): Promise<void> {
     while (state.waiters.length > 0) {
       const slot = await this.tryLock(host)
-      if (!slot) return
+      if (slot === FULL || !slot) return
       const waiter = state.waiters.shift()
       if (waiter) waiter.grant(slot)
       else this.release(slot)
     }
   }
 
-  /** One round trip: the first free slot of the host, or undefined; a database error counts as none. */
-  private tryLock(host: string): Promise<HostSlot | undefined> {
+  /** One round trip: the first free slot of the host, FULL, or undefined when the database did not answer (logged). */
+  private tryLock(host: string): Promise<HostSlot | typeof FULL | undefined> {
     return this.serial(async () => {
       const session = await this.sessionDb()
       const { pid, slot } = await lockHostSlot(session.db, host, this.perHost, [...this.stateOf(host).held])
       this.noteSession(pid)
-      if (slot === null) return undefined
+      if (slot === null) return FULL
       this.stateOf(host).held.add(slot)
       return { host, number: slot, session: pid, lockedAt: Date.now() }
     }).catch((error: unknown) => {

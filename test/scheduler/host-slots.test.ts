@@ -145,6 +145,18 @@ t.test('a slot released while an acquire is asking the database goes to that acq
   slots.release(first!)
 })
 
+t.test('a slot released while the database fails to answer is not handed on: its lock may have died with the connection', async (t) => {
+  const slots = worker(1, [])
+  const first = await slots.acquire('l.example:80', 0)
+  await sql`select pg_terminate_backend(${first!.session})`.execute(db)
+  const next = slots.acquire('l.example:80', 30_000) // asks the database over the dying connection
+  slots.release(first!)
+  const slot = await next
+  t.ok(slot, 'a slot came once the worker had connected again')
+  t.not(slot!.session, first!.session, 'locked on the new connection, not the dead one\'s idle slot')
+  slots.release(slot!)
+})
+
 t.test('a slot held for a while goes back to the database, so a call waiting at another worker gets a turn', async (t) => {
   const [busy, patient] = [worker(1), worker(1)]
   let slot = await busy.acquire('j.example:80', 0)
