@@ -50,6 +50,8 @@ t.test('the migrated dump npm install prepares is the schema the migrations make
   t.teardown(() => handle.close())
   t.notOk(existsSync(join(dataDir, 'pg.loading')), 'the cluster is written beside its folder and renamed into place')
   t.same(await migrateToLatest(handle), [], 'a start from the dump finds no migration to run')
+  const { rows: [buffers] } = await sql<{ shared_buffers: string }>`show shared_buffers`.execute(handle.db)
+  t.equal(buffers?.shared_buffers, '16MB', 'the embedded database keeps 16 MB of shared buffers, not the 128 MB that slow its start')
   const postgres = await createTestDatabase()
   t.teardown(() => postgres.drop())
   const schema = await schemaOf(handle.db)
