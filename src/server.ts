@@ -38,7 +38,10 @@ async function main(config: Config, role: Role): Promise<void> {
   let close = () => database.close()
   onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
   took('database')
-  if (config.BATON_MIGRATE_ON_START) await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
+  if (config.BATON_MIGRATE_ON_START) {
+    const ran = await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
+    if (ran.length > 0) log.info({ migrations: ran }, `ran ${ran.length} migration${ran.length === 1 ? '' : 's'}`)
+  }
   took('migrations')
   // One registry per process: the API's /metrics shows the counts of the scheduler beside it.
   const metrics = new BatonMetrics()
