@@ -1,15 +1,19 @@
+import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { runScript } from './helpers/process.js'
+import { templateFiles } from '../src/db/embedded-template.js'
+import { VERSION } from '../src/version.js'
+import { runCommand, runScript } from './helpers/process.js'
 
-// The newcomer's path: `npm start` with no DATABASE_URL boots the embedded database in BATON_DATA_DIR.
+// The newcomer's path: `npm start` (scripts/start.mjs, the sources compiled by esbuild) with no
+// DATABASE_URL boots the embedded database in BATON_DATA_DIR.
 t.test('the server starts on the embedded database and prints a working operator key', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'baton-smoke-'))
   t.teardown(() => rm(dataDir, { recursive: true, force: true }))
   const env = { BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: '', BATON_ADMIN_TOKEN: '' }
-  const start = () => runScript('src/server.ts', env)
+  const start = () => runCommand(process.execPath, ['scripts/start.mjs'], env)
 
   const started = Date.now()
   const server = start()
@@ -21,13 +25,16 @@ t.test('the server starts on the embedded database and prints a working operator
   while (ready.status !== 200 && Date.now() - started < 60_000) ready = await fetch(`${address}/health/ready`)
   t.equal(ready.status, 200, 'ready')
   t.comment(`embedded cold start to ready: ${Date.now() - started} ms`)
+  if (existsSync(templateFiles().migrated)) {
+    t.notMatch(server.output(), /ran \d+ migrations?/, 'a new data folder starts from the migrated dump npm install prepared, without running a migration')
+  }
 
   const tenants = await fetch(`${address}/v1/tenants`, { headers: { authorization: `Bearer ${key}` } })
   t.equal(tenants.status, 200, 'the printed key is the operator key')
   const docs = await fetch(`${address}/docs`)
   t.equal(docs.status, 200, '/docs is served without a key')
   const spec = await fetch(`${address}/openapi.json`)
-  t.match(await spec.json(), { openapi: '3.0.3' })
+  t.match(await spec.json(), { openapi: '3.0.3', info: { version: VERSION } }, 'the version of package.json, which the compiled tree copies')
 
   const second = start()
   t.equal(await second.exited, 1, 'a second process on the same data dir stops')

@@ -17,15 +17,15 @@ export interface TemplateFiles {
   migrated: string
 }
 
-/** The files; `migrated` is '' when the migrations cannot be read (only the empty cluster then serves). */
-export function templateFiles(): TemplateFiles {
+/** The files, for the migrations in `folder`; `migrated` is '' when they cannot be read (only the empty cluster then serves). */
+export function templateFiles(folder = migrationFolder): TemplateFiles {
   const entry = fileURLToPath(import.meta.resolve('@electric-sql/pglite'))
   const packageDir = entry.slice(0, entry.lastIndexOf('@electric-sql/pglite') + '@electric-sql/pglite'.length)
   const { version } = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as { version: string }
   const cacheDir = join(dirname(dirname(packageDir)), '.cache', 'baton')
   let digest: string | undefined
   try {
-    digest = migrationsDigest()
+    digest = migrationsDigest(folder)
   } catch {
     digest = undefined
   }
