@@ -137,8 +137,9 @@ async function writeCluster(template: string, clusterDir: string): Promise<void>
   }
   const loading = `${clusterDir}.loading`
   rmSync(loading, { recursive: true, force: true })
-  // Off the main thread (a third of a second), which meanwhile loads the server's modules.
-  await extractTar(await gunzipAsync(await readFile(template)), loading)
+  const archive = await readFile(template)
+  // A gzipped one is unzipped off the main thread (a third of a second), which meanwhile loads the server's modules.
+  await extractTar(archive[0] === 0x1f && archive[1] === 0x8b ? await gunzipAsync(archive) : archive, loading)
   rmSync(clusterDir, { recursive: true, force: true })
   renameSync(loading, clusterDir)
 }

@@ -7,8 +7,8 @@ import { isMigrationFile, migrationFolder } from './migration-files.js'
 /**
  * The dumps `npm install` prepares for a new embedded database (scripts/prepare-embedded-db.mjs), in
  * node_modules/.cache/baton, keyed by PGlite's version: an empty cluster (loading it is about four
- * seconds faster than initdb) and, where the install could run the migrations, a migrated one, also
- * keyed by the migrations (a first start then skips them, most of a second).
+ * seconds faster than initdb), gzipped, and, where the install could run the migrations, a migrated
+ * one, also keyed by the migrations (a first start then skips them, most of a second), a plain tar.
  */
 export interface TemplateFiles {
   /** The empty cluster's dump. */
@@ -31,7 +31,7 @@ export function templateFiles(folder = migrationFolder): TemplateFiles {
   }
   return {
     initdb: join(cacheDir, `pglite-${version}-initdb.tar.gz`),
-    migrated: digest ? join(cacheDir, `pglite-${version}-migrated-${digest}.tar.gz`) : ''
+    migrated: digest ? join(cacheDir, `pglite-${version}-migrated-${digest}.tar`) : ''
   }
 }
 

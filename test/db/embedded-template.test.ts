@@ -29,7 +29,7 @@ t.test('the migrated dump npm install prepares is the schema the migrations make
   const cache = mkdtempSync(join(tmpdir(), 'baton-template-'))
   t.teardown(() => rmSync(cache, { recursive: true, force: true }))
   const real = templateFiles()
-  const files = { initdb: join(cache, 'initdb.tar.gz'), migrated: join(cache, 'pglite-x-migrated-0123abcd.tar.gz') }
+  const files = { initdb: join(cache, 'initdb.tar.gz'), migrated: join(cache, 'pglite-x-migrated-0123abcd.tar') }
   if (existsSync(real.initdb)) copyFileSync(real.initdb, files.initdb)
   const stale = join(cache, 'pglite-x-migrated-fedcba98.tar.gz')
   writeFileSync(stale, 'the dump of earlier migrations')
@@ -72,7 +72,7 @@ t.test('the migrated dump is keyed by the migrations: a changed or added one giv
   t.not(changed, first, 'a changed migration')
   writeFileSync(join(folder, '0002_b.ts'), 'export async function up() {}\n')
   t.not(migrationsDigest(folder), changed, 'an added migration')
-  t.match(templateFiles().migrated, new RegExp(`-migrated-${migrationsDigest(migrationFolder)}\\.tar\\.gz$`), 'the file a start looks for carries the key of this tree\'s migrations')
+  t.match(templateFiles().migrated, new RegExp(`-migrated-${migrationsDigest(migrationFolder)}\\.tar$`), 'the file a start looks for carries the key of this tree\'s migrations')
 })
 
 t.test('an embedded data folder whose cluster folder holds other files is not overwritten', async (t) => {
@@ -119,4 +119,13 @@ t.test('extractTar writes the folders and files of a tar archive, and refuses pa
   const withLink = execFileSync('tar', ['-c', '--format=gnu', '-C', join(root, 'src'), 'base'])
   await t.rejects(extractTar(withLink, join(root, 'link-dest')), /neither a directory nor a regular file/, 'a symbolic link')
   t.notOk(existsSync(join(root, 'link-dest')), 'nothing is written')
+})
+
+const { initdb } = templateFiles()
+t.test('a new data folder without a migrated dump starts from the gzipped empty cluster and runs the migrations', { skip: !existsSync(initdb) && 'npm install prepared no empty cluster here' }, async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'baton-data-'))
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
+  const handle = await openEmbedded(dataDir, initdb)
+  t.teardown(() => handle.close())
+  t.ok((await migrateToLatest(handle)).length > 10, 'every migration runs')
 })
