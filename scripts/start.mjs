@@ -8,13 +8,16 @@
 // Arguments (`--role=worker`) pass through to the server. Stack traces point into the sources.
 /* global process, console, URL */
 import { createHash } from 'node:crypto'
-import { copyFileSync, existsSync, linkSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
+import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const CACHE = join(ROOT, 'node_modules', '.cache', 'baton', 'start')
-/** Compiles that other starts have left are removed once this old; a running server no longer reads its own after it started. */
+/**
+ * Compiles no start has used for this long are removed: a server reads its own only while it starts
+ * (its modules, its migrations), and each start marks its folder as used.
+ */
 const STALE_MS = 60 * 60 * 1000
 
 /** The TypeScript files under `folder` (declarations aside), relative to the root, sorted. */
@@ -26,19 +29,25 @@ function sources(folder) {
 }
 
 async function compiled() {
+  if (!existsSync(join(ROOT, 'node_modules', 'esbuild', 'package.json'))) {
+    throw new Error('esbuild is not installed: run npm install (npm start needs the development dependencies)')
+  }
   const files = [...sources('src'), ...sources('migrations')]
   const hash = createHash('sha256')
-  for (const file of [...files, 'package.json', 'tsconfig.json', 'node_modules/esbuild/package.json']) {
+  for (const file of [...files, 'package.json', 'tsconfig.json', 'scripts/start.mjs', 'node_modules/esbuild/package.json']) {
     hash.update(`${file}\0`).update(readFileSync(join(ROOT, file))).update('\0')
   }
-  const key = hash.digest('hex').slice(0, 16)
-  const out = join(CACHE, key)
-  if (existsSync(out)) return out
+  const out = join(CACHE, hash.digest('hex').slice(0, 16))
+  if (existsSync(out)) {
+    const now = new Date()
+    utimesSync(out, now, now)
+    return out
+  }
 
   // Written beside its place and renamed into it: two starts at once (an API and a worker) each
   // compile, the first rename wins and the other start runs that one.
-  const loading = `${out}.${process.pid}.loading`
-  rmSync(loading, { recursive: true, force: true })
+  mkdirSync(CACHE, { recursive: true })
+  const loading = mkdtempSync(`${out}.loading-`)
   const esbuild = await import('esbuild')
   await esbuild.build({
     entryPoints: files.map((file) => join(ROOT, file)),
@@ -57,11 +66,32 @@ async function compiled() {
     rmSync(loading, { recursive: true, force: true })
     if (!existsSync(out)) throw error
   }
-  for (const name of readdirSync(CACHE)) {
-    const other = join(CACHE, name)
-    if (other !== out && Date.now() - statSync(other).mtimeMs > STALE_MS) rmSync(other, { recursive: true, force: true })
-  }
+  removeStale(out)
   return out
+}
+
+/**
+ * Removes the compiles no start has used for STALE_MS, and what an interrupted compile or removal
+ * left. A folder is renamed away before it is removed, so none is ever seen half removed; another
+ * start may be removing the same folders meanwhile.
+ */
+function removeStale(keep) {
+  for (const name of readdirSync(CACHE)) {
+    const path = join(CACHE, name)
+    if (path === keep) continue
+    try {
+      if (!name.endsWith('.removing')) {
+        if (Date.now() - statSync(path).mtimeMs < STALE_MS) continue
+        const removing = `${path}.${process.pid}-${Date.now()}.removing`
+        renameSync(path, removing)
+        rmSync(removing, { recursive: true, force: true })
+      } else {
+        rmSync(path, { recursive: true, force: true })
+      }
+    } catch {
+      // Gone meanwhile, or another start's to remove.
+    }
+  }
 }
 
 /**
@@ -75,6 +105,7 @@ async function shareMigratedDump(out) {
     const here = templateFiles().migrated
     if (written && here && existsSync(written) && !existsSync(here)) linkSync(written, here)
   } catch (error) {
+    if (error.code === 'EEXIST') return // another start linked it meanwhile
     console.warn(`baton: the embedded database's migrated dump does not serve this start (${error.message}); a new data folder runs the migrations`)
   }
 }

@@ -1,10 +1,13 @@
-import { existsSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { existsSync, readdirSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { templateFiles } from '../src/db/embedded-template.js'
+import { isMigrationFile, migrationFolder } from '../src/db/migration-files.js'
 import { VERSION } from '../src/version.js'
+import { adminQuery, databaseUrl } from './helpers/database.js'
 import { runCommand, runScript } from './helpers/process.js'
 
 // The newcomer's path: `npm start` (scripts/start.mjs, the sources compiled by esbuild) with no
@@ -49,6 +52,25 @@ t.test('the server starts on the embedded database and prints a working operator
   t.notMatch(again.output(), /export BATON_ADMIN_TOKEN=/, 'the key is shown only on the first start')
   again.child.kill('SIGTERM')
   t.equal(await again.exited, 0)
+})
+
+// A pull that brings a migration: the compiled tree runs it (Kysely's migrator requires the compiled ES module).
+t.test('npm start on an empty Postgres database runs every migration from the compiled tree', async (t) => {
+  const name = `baton_empty_${process.pid}_${randomBytes(4).toString('hex')}`
+  await adminQuery(`create database ${name}`)
+  t.teardown(() => adminQuery(`drop database if exists ${name} with (force)`))
+  const dataDir = await mkdtemp(join(tmpdir(), 'baton-empty-'))
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+  const server = runCommand(process.execPath, ['scripts/start.mjs', '--role=api'], {
+    DATABASE_URL: databaseUrl(name), BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length'
+  })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const [, count] = await server.waitFor(/ran (\d+) migrations/, 60_000)
+  t.equal(Number(count), readdirSync(migrationFolder).filter(isMigrationFile).length, 'each migration in the folder')
+  const [, address] = await server.waitFor(/Baton listening on (http:\/\/[^"\s]+)/, 60_000)
+  t.equal((await fetch(`${address}/health/ready`)).status, 200)
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
 })
 
 t.test('a wrong setting stops the process with a message naming it', async (t) => {

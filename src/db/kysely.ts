@@ -3,7 +3,7 @@ import type * as K from 'kysely'
 
 /*
  * Kysely, loaded as CommonJS. Its ES module build is some 260 files, and under a loader's hooks (tsx:
- * `npm start`, the tests) each file is a round trip to the hooks' thread: about 0.3 s of CPU a start,
+ * the tests, `npm run dev`) each file is a round trip to the hooks' thread: about 0.3 s of CPU a start,
  * against one require of the CommonJS build. Import Kysely from here, not from 'kysely', so one copy loads.
  */
 const kysely = createRequire(import.meta.url)('kysely') as typeof K

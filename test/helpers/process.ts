@@ -13,8 +13,8 @@ export interface RunningProcess {
 }
 
 /**
- * Runs a TypeScript entry file of this repo in its own process, as `npm start` would (`node --import
- * tsx`); args follow the script. The child is the script's own process: signals reach it directly and
+ * Runs a TypeScript entry file of this repo in its own process through tsx (`node --import tsx`; `npm
+ * start` runs the sources compiled, scripts/start.mjs); args follow the script. The child is the script's own process: signals reach it directly and
  * SIGKILL really kills it. (The tsx CLI runs the script in a grandchild that survives a SIGKILL of the
  * CLI, and exits 128+n itself when the grandchild does not confirm a relayed signal within 30 ms.)
  */
