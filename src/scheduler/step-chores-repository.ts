@@ -21,7 +21,8 @@ export async function pairWithInstances(db: DB, refs: { tenant_id: string; insta
 
 /**
  * Waiting steps of running processes whose start time has come, oldest first, with their processes
- * locked; processes another transaction holds are skipped, so concurrent workers take other steps.
+ * locked; processes another transaction holds are skipped, so concurrent workers take other steps,
+ * and so are steps another worker started meanwhile.
  */
 export async function lockWaitingSteps(db: DB, now: Date, limit: number, onlyStep?: string): Promise<LockedStep[]> {
   const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
@@ -34,7 +35,10 @@ export async function lockWaitingSteps(db: DB, now: Date, limit: number, onlySte
     limit ${limit}
     for update of i skip locked
   `.execute(db)
-  return pairWithInstances(db, rows)
+  // Read again under the lock: a process whose lock another worker released after this statement's
+  // snapshot comes back with its step as that snapshot saw it, waiting, though that worker started it.
+  const locked = await pairWithInstances(db, rows)
+  return locked.filter(({ instance, step }) => step.state === 'waiting' && instance.status === 'running')
 }
 
 /** Ids of waiting steps whose start time has come, oldest first: a failed batch's steps, to try one by one. */
