@@ -23,11 +23,13 @@ export function runScript(script: string, env: Record<string, string>, args: str
 }
 
 /**
- * Runs a command in the repository's folder, e.g. `npm start` as a reader would. With `group`, it leads
- * a process group of its own, so `process.kill(-pid)` reaches whatever it started.
+ * Runs a command in the repository's folder (or `cwd`), e.g. `npm start` as a reader would. With
+ * `group`, it leads a process group of its own, so `process.kill(-pid)` reaches whatever it started.
  */
-export function runCommand(command: string, argv: string[], env: Record<string, string>, options: { group?: boolean } = {}): RunningProcess {
-  const child = spawn(command, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: options.group ?? false })
+export function runCommand(
+  command: string, argv: string[], env: Record<string, string>, options: { group?: boolean; cwd?: string } = {}
+): RunningProcess {
+  const child = spawn(command, argv, { cwd: options.cwd ?? ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: options.group ?? false })
   let text = ''
   const waiters = new Set<() => void>()
   const onData = (chunk: Buffer) => {

@@ -1,0 +1,45 @@
+// scripts/start.mjs, which `npm start`, `npm run start:api` and `npm run worker` run: the sources
+// compiled by esbuild into node_modules/.cache/baton/start/<key>, again when a source changed.
+import { appendFile, cp, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { ROOT, runCommand } from './helpers/process.js'
+
+const CACHE = join(ROOT, 'node_modules', '.cache', 'baton', 'start')
+
+t.test('a changed source is compiled, once, and two starts at once both run it', async (t) => {
+  // A copy of the tree whose node_modules is this one's, with one source changed.
+  const root = await mkdtemp(join(tmpdir(), 'baton-start-'))
+  t.teardown(() => rm(root, { recursive: true, force: true }))
+  for (const part of ['src', 'migrations', 'scripts', 'package.json', 'tsconfig.json']) await cp(join(ROOT, part), join(root, part), { recursive: true })
+  await symlink(join(ROOT, 'node_modules'), join(root, 'node_modules'))
+  const marker = `changed source ${process.pid}-${Date.now()}`
+  await appendFile(join(root, 'src/version.ts'), `\nconsole.log(${JSON.stringify(marker)})\n`)
+
+  const start = async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'baton-start-data-'))
+    t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+    const server = runCommand(process.execPath, ['scripts/start.mjs'], {
+      BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: '', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length'
+    }, { cwd: root })
+    t.teardown(() => { server.child.kill('SIGKILL') })
+    return server
+  }
+  const servers = [await start(), await start()]
+  for (const server of servers) {
+    await server.waitFor(/Baton listening on/, 90_000)
+    t.match(server.output(), marker, 'it runs the changed source')
+    server.child.kill('SIGTERM')
+    t.equal(await server.exited, 0)
+  }
+
+  const names = await readdir(CACHE)
+  const compiled: string[] = []
+  for (const name of names.filter((n) => /^[0-9a-f]{16}$/.test(n))) {
+    if ((await readFile(join(CACHE, name, 'src/version.js'), 'utf8')).includes(marker)) compiled.push(name)
+  }
+  t.teardown(() => Promise.all(compiled.map((name) => rm(join(CACHE, name), { recursive: true, force: true }))))
+  t.equal(compiled.length, 1, 'one compiled folder for the changed tree')
+  t.same(names.filter((n) => compiled.some((c) => n.startsWith(`${c}.`))), [], 'nothing half written or half removed is left beside it')
+})
