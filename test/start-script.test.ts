@@ -1,8 +1,8 @@
 // scripts/start.mjs, which `npm start`, `npm run start:api` and `npm run worker` run: the sources
 // compiled by esbuild into node_modules/.cache/baton/start/<key>, again when a source changed.
-import { appendFile, cp, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises'
+import { appendFile, cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import t from 'tap'
 import { ROOT, runCommand } from './helpers/process.js'
 
@@ -26,6 +26,14 @@ t.test('a changed source is compiled, once, and two starts at once both run it',
     t.teardown(() => { server.child.kill('SIGKILL') })
     return server
   }
+  // What earlier starts left: a compile unused for two hours, one used a minute ago, a half-removed one.
+  const hoursAgo = new Date(Date.now() - 2 * 3600_000)
+  const left = { stale: join(CACHE, `stale-${process.pid}`), recent: join(CACHE, `recent-${process.pid}`) }
+  const removing = `${left.stale}.1-1.removing`
+  for (const dir of [left.stale, left.recent, removing]) await mkdir(join(dir, 'src'), { recursive: true })
+  await utimes(left.stale, hoursAgo, hoursAgo)
+  t.teardown(() => Promise.all([left.stale, left.recent, removing].map((dir) => rm(dir, { recursive: true, force: true }))))
+
   const servers = [await start(), await start()]
   for (const server of servers) {
     await server.waitFor(/Baton listening on/, 90_000)
@@ -42,4 +50,6 @@ t.test('a changed source is compiled, once, and two starts at once both run it',
   t.teardown(() => Promise.all(compiled.map((name) => rm(join(CACHE, name), { recursive: true, force: true }))))
   t.equal(compiled.length, 1, 'one compiled folder for the changed tree')
   t.same(names.filter((n) => compiled.some((c) => n.startsWith(`${c}.`))), [], 'nothing half written or half removed is left beside it')
+  t.notOk(names.some((n) => n.startsWith(basename(left.stale))), 'a compile no start used for an hour is removed, and a half-removed one')
+  t.ok(names.includes(basename(left.recent)), 'a compile used a minute ago is kept')
 })
