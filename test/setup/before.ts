@@ -1,10 +1,14 @@
-// Runs once before the test files (tap's `before`): builds the migrated template they clone, unless
-// a template of the same migrations exists. It is built under another name and renamed when done,
-// so a concurrent run never clones a half-migrated template.
+// Runs once before the test files (tap's `before`). It bundles typebox for them (typebox-bundle.ts)
+// and builds the migrated template they clone, unless a template of the same migrations exists. That
+// is built under another name and renamed when done, so a concurrent run never clones a
+// half-migrated template.
 import pg from 'pg'
 import { openPostgres } from '../../src/db/connect.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
 import { ADMIN_URL, TEMPLATE_DATABASE, databaseUrl } from '../helpers/database.js'
+import { bundleTypebox } from './typebox-bundle.js'
+
+await bundleTypebox()
 
 const admin = new pg.Client({ connectionString: ADMIN_URL })
 await admin.connect()
