@@ -4,11 +4,13 @@
 // 1.2 s of CPU of each start. Compiling takes a third of a second and happens only when a source
 // changed: the key is a hash of what the output depends on. The folder has the layout of `npm run
 // build`'s dist/ (src/, migrations/) and a copy of package.json, so that its files are ES modules
-// and the server finds its version and migrations; packages resolve from node_modules above it.
+// and the server finds its version and migrations. Packages resolve from node_modules above it, but
+// typebox from the folder's own node_modules, bundled into one module: its 373 files, loaded one by
+// one, took 0.2 s of each start.
 // Arguments (`--role=worker`) pass through to the server. Stack traces point into the sources.
 /* global process, console, URL */
 import { createHash } from 'node:crypto'
-import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync } from 'node:fs'
+import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
@@ -34,7 +36,8 @@ async function compiled() {
   }
   const files = [...sources('src'), ...sources('migrations')]
   const hash = createHash('sha256')
-  for (const file of [...files, 'package.json', 'tsconfig.json', 'scripts/start.mjs', 'node_modules/esbuild/package.json']) {
+  const inputs = ['package.json', 'tsconfig.json', 'scripts/start.mjs', 'node_modules/esbuild/package.json', 'node_modules/typebox/package.json']
+  for (const file of [...files, ...inputs]) {
     hash.update(`${file}\0`).update(readFileSync(join(ROOT, file))).update('\0')
   }
   const out = join(CACHE, hash.digest('hex').slice(0, 16))
@@ -60,6 +63,17 @@ async function compiled() {
     logLevel: 'warning'
   })
   copyFileSync(join(ROOT, 'package.json'), join(loading, 'package.json'))
+  await esbuild.build({
+    stdin: { contents: "export * from 'typebox'\nexport { default } from 'typebox'\n", resolveDir: ROOT, loader: 'js' },
+    bundle: true,
+    outfile: join(loading, 'node_modules', 'typebox', 'index.mjs'),
+    banner: { js: '// typebox, bundled by scripts/start.mjs' },
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    logLevel: 'warning'
+  })
+  writeFileSync(join(loading, 'node_modules', 'typebox', 'package.json'), JSON.stringify({ name: 'typebox', type: 'module', exports: './index.mjs' }))
   try {
     renameSync(loading, out)
   } catch (error) {

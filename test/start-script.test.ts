@@ -49,6 +49,7 @@ t.test('a changed source is compiled, once, and two starts at once both run it',
   }
   t.teardown(() => Promise.all(compiled.map((name) => rm(join(CACHE, name), { recursive: true, force: true }))))
   t.equal(compiled.length, 1, 'one compiled folder for the changed tree')
+  t.match(await readFile(join(CACHE, compiled[0]!, 'node_modules/typebox/index.mjs'), 'utf8'), /^\/\/ typebox, bundled/, 'with typebox bundled into one module in its own node_modules')
   t.same(names.filter((n) => compiled.some((c) => n.startsWith(`${c}.`))), [], 'nothing half written or half removed is left beside it')
   t.notOk(names.some((n) => n.startsWith(basename(left.stale))), 'a compile no start used for an hour is removed, and a half-removed one')
   t.ok(names.includes(basename(left.recent)), 'a compile used a minute ago is kept')
