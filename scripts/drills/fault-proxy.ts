@@ -5,6 +5,9 @@ import net from 'node:net'
 
 // The server's CommandComplete message for a COMMIT: 'C', length 11, "COMMIT\0".
 const COMMIT_COMPLETE = Buffer.from([0x43, 0, 0, 0, 11, ...Buffer.from('COMMIT'), 0])
+// The server's ReadyForQuery outside a transaction: 'Z', length 5, status 'I'. After a statement that
+// ran on its own, it follows that statement's commit.
+const READY_IDLE = Buffer.from([0x5a, 0, 0, 0, 5, 0x49])
 
 export interface FaultProxy {
   /** The database URL with its host and port replaced by the proxy's. */
@@ -18,20 +21,27 @@ export interface FaultProxy {
   refuse(on: boolean): Promise<void>
   /** While on, traffic is held in both directions and new connections get no answer: a server that froze. */
   hang(on: boolean): void
-  /** The next COMMIT to complete reaches the client, then every connection is cut and new ones refused for `refuseMs`. */
-  cutAfterNextCommit(refuseMs: number): Promise<void>
+  /**
+   * The next COMMIT to complete reaches the client, then every connection is cut and new ones refused
+   * for `refuseMs`. With `statement`, the next commit of a transaction that ran a statement whose text
+   * matches it, also one that was its own transaction (a statement outside BEGIN…COMMIT).
+   */
+  cutAfterNextCommit(refuseMs: number, statement?: RegExp): Promise<void>
   close(): Promise<void>
 }
 
 export async function startFaultProxy(target: { host: string; port: number }): Promise<FaultProxy> {
-  const pairs = new Set<{ client: net.Socket; server: net.Socket }>()
+  const pairs = new Set<{ client: net.Socket; server: net.Socket; ranWatched: boolean }>()
   let hanging = false
   let afterCommit: (() => void) | undefined
+  /** The statement whose transaction's commit `afterCommit` waits for (none: any COMMIT). */
+  let watched: RegExp | undefined
   const held: (() => void)[] = []
 
   const accept = (client: net.Socket) => {
     const upstream = net.connect(target.port, target.host)
-    const pair = { client, server: upstream }
+    /** This connection sent the watched statement: its next return to idle is that statement's commit. */
+    const pair = { client, server: upstream, ranWatched: false }
     pairs.add(pair)
     const end = () => {
       pairs.delete(pair)
@@ -40,10 +50,15 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     }
     client.on('error', end).on('close', end)
     upstream.on('error', end).on('close', end)
+    const committed = (chunk: Buffer) => (watched ? pair.ranWatched && chunk.includes(READY_IDLE) : chunk.includes(COMMIT_COMPLETE))
+    const readStatements = statementReader((text) => {
+      if (watched && afterCommit && watched.test(text)) pair.ranWatched = true
+    })
     const forward = (from: net.Socket, to: net.Socket, watchCommit: boolean) => from.on('data', (chunk: Buffer) => {
       const send = () => {
         to.write(chunk)
-        if (watchCommit && afterCommit && chunk.includes(COMMIT_COMPLETE)) {
+        if (!watchCommit) readStatements(chunk)
+        if (watchCommit && afterCommit && committed(chunk)) {
           const fault = afterCommit
           afterCommit = undefined
           // Let the commit's answer reach the client before the connections go.
@@ -93,12 +108,15 @@ export async function startFaultProxy(target: { host: string; port: number }): P
       hanging = on
       if (!on) for (const send of held.splice(0)) send()
     },
-    cutAfterNextCommit(refuseMs) {
+    cutAfterNextCommit(refuseMs, statement) {
+      watched = statement
+      for (const pair of pairs) pair.ranWatched = false
       return new Promise((resolve) => {
         let done = false
         afterCommit = () => {
           if (done) return
           done = true
+          watched = undefined
           proxy.cutAll()
           void proxy.refuse(true).then(() => setTimeout(() => void proxy.refuse(false).then(resolve), refuseMs))
         }
@@ -110,6 +128,49 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     }
   }
   return proxy
+}
+
+/**
+ * Reads the client's side of a connection as it passes and calls `ran` with the text of each statement
+ * it runs: a simple query, or an extended query's Bind, whose statement's text came with its Parse
+ * (a named prepared statement is parsed once per connection and bound by name after that).
+ */
+function statementReader(ran: (text: string) => void): (chunk: Buffer) => void {
+  const prepared = new Map<string, string>()
+  let pending: Buffer = Buffer.alloc(0)
+  let started = false
+  const cstrings = (body: Buffer, count: number) => {
+    const strings: string[] = []
+    for (let at = 0; strings.length < count; ) {
+      const end = body.indexOf(0, at)
+      if (end < 0) break
+      strings.push(body.toString('utf8', at, end))
+      at = end + 1
+    }
+    return strings
+  }
+  return (chunk) => {
+    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk])
+    for (;;) {
+      if (!started) {
+        // The startup message, or an SSL or GSS request before it: a length, a code, no type byte.
+        if (pending.length < 8 || pending.length < pending.readInt32BE(0)) return
+        const code = pending.readInt32BE(4)
+        started = code !== 80877103 && code !== 80877104
+        pending = pending.subarray(pending.readInt32BE(0))
+        continue
+      }
+      if (pending.length < 5 || pending.length < 1 + pending.readInt32BE(1)) return
+      const type = String.fromCharCode(pending[0]!)
+      const body = pending.subarray(5, 1 + pending.readInt32BE(1))
+      pending = pending.subarray(1 + pending.readInt32BE(1))
+      if (type === 'Q') ran(cstrings(body, 1)[0] ?? '')
+      else if (type === 'P') {
+        const [name = '', text = ''] = cstrings(body, 2)
+        prepared.set(name, text)
+      } else if (type === 'B') ran(prepared.get(cstrings(body, 2)[1] ?? '') ?? '')
+    }
+  }
 }
 
 function listen(server: net.Server, port: number): Promise<number> {
