@@ -6,7 +6,7 @@ import type { DB } from '../../src/db/connect.js'
 import { generateKey, hashKey } from '../../src/lib/keys.js'
 import { BatonMetrics } from '../../src/lib/metrics.js'
 import { TestClock } from './clock.js'
-import { createTestDatabase } from './database.js'
+import { createTestDatabase, databaseUrl } from './database.js'
 
 export interface Client {
   get(url: string, headers?: Record<string, string>): Promise<Response>
@@ -22,6 +22,8 @@ export type Response = LightMyRequestResponse & { body: string; data: any }
 export interface TestContext {
   app: FastifyInstance
   db: DB
+  /** The app's database, for a test that needs connections of its own. */
+  databaseUrl: string
   clock: TestClock
   /** The app's metrics, which the runtime's schedulers count into as well (as in `npm start`). */
   metrics: BatonMetrics
@@ -65,6 +67,7 @@ export async function setupApp(t: Test, env: Record<string, string> = {}): Promi
   return {
     app,
     db: database.db,
+    databaseUrl: databaseUrl(database.name),
     clock,
     metrics,
     operatorKey,

@@ -1,5 +1,10 @@
 import { randomUUID } from 'node:crypto'
+import pg from 'pg'
 import t from 'tap'
+import type { Database } from '../../src/db/database.js'
+import { Kysely, PostgresDialect, sql } from '../../src/db/kysely.js'
+import { TRIGGERS_NOTIFY } from '../../src/db/wakeups.js'
+import { startInstance } from '../../src/modules/instances/service.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import type { Response } from '../helpers/app.js'
 import { assertIsolated, assertProblem } from '../helpers/assertions.js'
@@ -102,6 +107,48 @@ t.test('Idempotency-Key: a replay answers 200 with the first process, a differen
   t.equal(raced[0].data.id, raced[1].data.id, 'both answers name the same process')
   const all = listedIds(await rt.api.get(`${base}?templateId=${templateId}`))
   t.same(all, [raced[0].data.id, first.data.id], 'the race started exactly one more process')
+})
+
+t.test('a start reads, then writes the whole process in one statement, outside any transaction', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'Order a valuation', refersTo: { property: true } },
+    { kind: 'task', name: 'Call the owner', deadlineDays: 2 }
+  ])
+  const statements: string[] = []
+  const logged = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: rt.databaseUrl, max: 1 }) }),
+    log: (event) => { statements.push(event.query.sql.trim()) }
+  })
+  t.teardown(() => logged.destroy())
+
+  const { instance, created } = await startInstance(logged, rt.clock, TRIGGERS_NOTIFY, rt.tenant.id, { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId })
+  t.ok(created)
+  t.equal(statements.length, 2, statements.join('\n---\n'))
+  t.match(statements[0], /^select to_jsonb\(t\) as template/, 'first what the start checks and copies')
+  t.match(statements[1], /^with\s+inserted as \(\s*insert into process_instances/, 'then one statement that writes')
+  t.notOk(statements.some((s) => /^(begin|start transaction|commit|rollback)/i.test(s)), 'no transaction around them')
+
+  const read = await rt.instance(instance.id)
+  t.same(instance, read, 'the answer, built from what the statement returned, is the process as it reads')
+  t.same(states(read), ['due', 'pending'])
+  t.equal(read.currentStep.id, read.steps[0].id)
+  t.equal(read.steps[0].assigneeUserId, rt.worker.id)
+  t.match(read.steps[0].delivery, { status: 'pending', round: 1, attempts: 0 }, 'the first step queued its call')
+  const kinds = (await rt.api.get(`${base}/${instance.id}/activities`)).data.items.map((a: { kind: string }) => a.kind)
+  t.same(kinds.sort(), ['processStarted', 'stepStarted'])
+
+  // Starts racing for one Idempotency-Key: one process, and the others wrote nothing of theirs.
+  const key = { 'idempotency-key': `one-statement-${randomUUID()}` }
+  const body = { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId }
+  const raced = await Promise.all(Array.from({ length: 4 }, () => rt.api.post(base, body, key)))
+  t.same(raced.map((r) => r.statusCode).sort(), [200, 200, 200, 201], raced.map((r) => r.body).join('\n'))
+  t.equal(new Set(raced.map((r) => r.data.id)).size, 1, 'every answer names the same process')
+  const { rows } = await sql<{ orphans: number }>`
+    select count(*)::int as orphans from activities a
+    where a.tenant_id = ${rt.tenant.id} and a.instance_id is not null
+      and not exists (select from process_instances p where p.tenant_id = a.tenant_id and p.id = a.instance_id)
+  `.execute(rt.db)
+  t.equal(rows[0]?.orphans, 0, 'no activity of a start that lost the race')
 })
 
 t.test('get one with its steps; list filters and cursor pagination', async (t) => {

@@ -7,7 +7,7 @@ import { mailControllers, type MailCause } from './notify.js'
 import { writeJumps } from './branches.js'
 import * as repo from './runtime-repository.js'
 import { activityRow, planStarts, type StepStart } from './transitions.js'
-import { writeChanges, type InstanceChange, type PlannedChanges, type StepChange, type WrittenRows } from './write-changes.js'
+import { writeChanges, type InstanceChange, type NewProcess, type PlannedChanges, type StepChange, type WrittenRows } from './write-changes.js'
 
 export type EndOutcome = 'done' | 'skipped'
 
@@ -71,6 +71,8 @@ export class ProcessChanges {
   private readonly fromStates = new Set<StepState>(['pending'])
   /** Steps after ended ones, keyed `instanceId:position`, already read (undefined: there is none). */
   private readonly nextSteps = new Map<string, InstanceStepRow | undefined>()
+  /** A process that starts, inserted by flush's statement. */
+  private inserts: NewProcess | undefined
 
   /** `zones`: each tenant's time zone, for start times and deadlines in calendar days. */
   constructor(private readonly db: DB, readonly now: Date, private readonly zones: Map<string, string>) {}
@@ -79,6 +81,15 @@ export class ProcessChanges {
   knowNextOf(step: InstanceStepRow, rows: InstanceStepRow[]): void {
     const next = rows.find((r) => r.instance_id === step.instance_id && r.position === step.position + 1)
     this.nextSteps.set(`${step.instance_id}:${step.position + 1}`, next)
+  }
+
+  /**
+   * A new process (a start), inserted by the statement that writes the changes, which are made to its
+   * rows before they are inserted: its first step starts in the same round trip. Everything else this
+   * flush writes belongs to it, and none of it is written when its idempotency key is taken.
+   */
+  insertProcess(instance: InstanceRow, steps: InstanceStepRow[]): void {
+    this.inserts = { instance, steps }
   }
 
   /** An activity on the records the step refers to (all linked records for process events). */
@@ -197,7 +208,8 @@ export class ProcessChanges {
       fromStates: [...this.fromStates],
       instances: [...this.instances.values()].filter(changesSomething),
       activities: this.activities,
-      deliveries: []
+      deliveries: [],
+      inserts: this.inserts
     }
     await planStarts(this.db, starting, this.now, this.zones, plan)
     const written = await writeChanges(this.db, plan, this.now, answer)

@@ -1,8 +1,7 @@
-import { sql, type Insertable } from '../../db/kysely.js'
+import { sql } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
-import type { DeliveryRow, InstanceRow, InstanceStepRow, InstanceStepsTable, JsonObject, ProcessInstancesTable, TemplateRow, TemplateStepRow } from '../../db/database.js'
+import type { DeliveryRow, InstanceRow, InstanceStepRow, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
-import { DATES, revive } from './write-changes.js'
 
 export interface InstanceFilter {
   status?: string | undefined
@@ -69,41 +68,6 @@ export async function lockInstanceWithZone(db: DB, tenantId: string, id: string)
 
 export function findInstanceByIdempotencyKey(db: DB, tenantId: string, key: string) {
   return db.selectFrom('process_instances').selectAll().where('tenant_id', '=', tenantId).where('idempotency_key', '=', key).executeTakeFirst()
-}
-
-type NewInstance = Insertable<ProcessInstancesTable>
-type NewStep = Omit<Insertable<InstanceStepsTable>, 'parameters' | 'settings'> & { parameters: JsonObject; settings: JsonObject }
-
-/**
- * Inserts the instance and its steps in one statement, unless the instance's idempotency key is taken
- * (a concurrent start waits for the other one): then nothing is inserted and the answer is undefined.
- * Every step row has the same columns.
- */
-export async function insertInstanceWithSteps(db: DB, instance: NewInstance, steps: NewStep[]): Promise<{ instance: InstanceRow; steps: InstanceStepRow[] } | undefined> {
-  const columns = (names: string[], prefix?: string) => sql.join(names.map((name) => sql.ref(prefix ? `${prefix}.${name}` : name)))
-  const instanceColumns = Object.keys(instance)
-  const stepColumns = Object.keys(steps[0] ?? {})
-  const stepsInsert = stepColumns.length === 0 ? sql`select null::uuid as id, 0 as position where false` : sql`
-    insert into instance_steps (${columns(stepColumns)})
-    select ${columns(stepColumns, 'v')} from jsonb_populate_recordset(null::instance_steps, ${JSON.stringify(steps)}::jsonb) v
-    where exists (select from inserted)
-    returning *`
-  const { rows } = await sql<{ instance: Record<string, unknown> | null; steps: Record<string, unknown>[] | null }>`
-    with inserted as (
-      insert into process_instances (${columns(instanceColumns)})
-      select ${columns(instanceColumns, 'v')} from jsonb_populate_record(null::process_instances, ${JSON.stringify(instance)}::jsonb) v
-      on conflict (tenant_id, idempotency_key) do nothing
-      returning *
-    ), copies as (${stepsInsert})
-    select (select to_jsonb(i) from inserted i) as instance,
-      (select jsonb_agg(to_jsonb(c) order by c.position) from copies c) as steps
-  `.execute(db)
-  const row = rows[0]
-  if (!row?.instance) return undefined
-  return {
-    instance: revive<InstanceRow>(row.instance, DATES.instances),
-    steps: (row.steps ?? []).map((step) => revive<InstanceStepRow>(step, DATES.steps))
-  }
 }
 
 export type LatestDelivery = Pick<DeliveryRow, 'id' | 'step_id' | 'status' | 'round' | 'attempt_count' | 'next_attempt_at' | 'last_status_code' | 'last_error'>

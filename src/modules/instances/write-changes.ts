@@ -48,6 +48,14 @@ export interface PlannedChanges {
   activities: (NewActivityRow & { ifStarted?: string })[]
   /** Each written only when its step started. */
   deliveries: PlannedDelivery[]
+  /** A process that starts: inserted by the same statement, with the changes planned for it already made. */
+  inserts?: NewProcess | undefined
+}
+
+/** A new process's rows as they are inserted: every column given, as the table's defaults would set it. */
+export interface NewProcess {
+  instance: InstanceRow
+  steps: InstanceStepRow[]
 }
 
 export type PlannedDelivery = Omit<Insertable<DeliveriesTable>, 'parameters'> & { parameters: JsonObject }
@@ -72,22 +80,103 @@ export function revive<T>(row: Record<string, unknown>, dates: string[]): T {
 }
 
 /**
- * Writes all of it in one statement: step changes, step starts, process changes, activities and the
- * started steps' deliveries, each a data-modifying CTE over a JSON array. Measured with
- * `npm run bench:scheduler`: an outcome batch went from eleven statements to five. Returns the rows
- * it changed or inserted; with `answer` false, none (a caller that has no use for them spares both
- * sides turning every row into JSON and back).
+ * The changes planned for the rows of a new process, made to those rows before they are inserted (an
+ * update cannot reach a row that its own statement inserts); the rest of the plan is left for the
+ * rows that exist. Each change is made as its update would make it. `started`: the new steps that
+ * start, whose "started" activities and deliveries are written.
  */
-export async function writeChanges(db: DB, plan: PlannedChanges, now: Date, answer = true): Promise<WrittenRows> {
+function foldIntoInserts(plan: PlannedChanges, inserts: NewProcess, now: Date): { rest: PlannedChanges; inserts: NewProcess; started: string[] } {
+  const instance = { ...inserts.instance }
+  const steps = inserts.steps.map((step) => ({ ...step }))
+  const byId = new Map(steps.map((step) => [step.id, step]))
+  const rest: PlannedChanges = { ...plan, steps: [], starts: [], instances: [], inserts: undefined }
+  const started: string[] = []
+  for (const change of plan.steps) {
+    const row = byId.get(change.id)
+    if (!row) {
+      rest.steps.push(change)
+      continue
+    }
+    Object.assign(row, {
+      state: change.state, ended_at: change.ended_at ?? row.ended_at, start_at: change.start_at ?? row.start_at,
+      note: change.set_note ? change.note ?? null : row.note, version: row.version + 1
+    })
+  }
+  for (const start of plan.starts) {
+    const row = byId.get(start.id)
+    if (!row) rest.starts.push(start)
+    else if (plan.fromStates.includes(row.state)) {
+      Object.assign(row, {
+        state: 'due', start_at: start.start_at, started_at: now, assignee_user_id: start.assignee_user_id,
+        deadline_at: start.deadline_at, version: row.version + 1
+      })
+      started.push(row.id)
+    }
+  }
+  for (const change of plan.instances) {
+    if (change.id !== instance.id) {
+      rest.instances.push(change)
+      continue
+    }
+    Object.assign(instance, {
+      current_position: change.current_position ?? instance.current_position, status: change.status ?? instance.status,
+      ended_at: change.ended_at ?? instance.ended_at, version: instance.version + (change.bump ? 1 : 0), updated_at: now
+    })
+  }
+  return { rest, inserts: { instance, steps }, started }
+}
+
+/**
+ * The statement's first CTEs when it starts a process: the instance, unless its idempotency key is
+ * taken (a concurrent start with the key committed first), then its steps. `gate` holds every other
+ * part of the statement to the instance's insert, so a start that loses that race writes nothing.
+ */
+function insertsOf(inserts: NewProcess | undefined, started: string[]) {
+  if (!inserts) return { ctes: sql``, gate: sql``, startedIds: sql`select id from started`, answer: sql`` }
+  const columns = (names: string[], prefix?: string) => sql.join(names.map((name) => sql.ref(prefix ? `${prefix}.${name}` : name)))
+  const instanceColumns = Object.keys(inserts.instance)
+  const stepColumns = Object.keys(inserts.steps[0] ?? {})
+  const steps = stepColumns.length === 0 ? sql`select null::uuid as id where false` : sql`
+    insert into instance_steps (${columns(stepColumns)})
+    select ${columns(stepColumns, 'v')} from jsonb_populate_recordset(null::instance_steps, ${JSON.stringify(inserts.steps)}::jsonb) v
+    where exists (select from inserted)
+    returning *`
+  return {
+    ctes: sql`
+      inserted as (
+        insert into process_instances (${columns(instanceColumns)})
+        select ${columns(instanceColumns, 'v')} from jsonb_populate_record(null::process_instances, ${JSON.stringify(inserts.instance)}::jsonb) v
+        on conflict (tenant_id, idempotency_key) do nothing
+        returning *
+      ), copies as (${steps}),`,
+    gate: sql`and exists (select from inserted)`,
+    startedIds: sql`select id from started union all select id from copies where id = any(${started}::uuid[])`,
+    answer: sql`
+      union all select 'inserted', to_jsonb(c) from copies c
+      union all select 'instance', to_jsonb(i) from inserted i`
+  }
+}
+
+/**
+ * Writes all of it in one statement: a new process and its steps (a start), step changes, step starts,
+ * process changes, activities and the started steps' deliveries, each a data-modifying CTE over a JSON
+ * array. Measured with `npm run bench:scheduler`: an outcome batch went from eleven statements to
+ * five. Returns the rows it changed or inserted; with `answer` false, none (a caller that has no use
+ * for them spares both sides turning every row into JSON and back).
+ */
+export async function writeChanges(db: DB, planned: PlannedChanges, now: Date, answer = true): Promise<WrittenRows> {
   const json = (rows: unknown[]) => JSON.stringify(rows)
-  const { rows } = await sql<{ kind: 'changed' | 'started' | 'instance' | 'delivery'; row: Record<string, unknown> }>`
-    with changed as (
+  const folded = planned.inserts ? foldIntoInserts(planned, planned.inserts, now) : undefined
+  const plan = folded?.rest ?? planned
+  const inserts = insertsOf(folded?.inserts, folded?.started ?? [])
+  const { rows } = await sql<{ kind: 'changed' | 'started' | 'inserted' | 'instance' | 'delivery'; row: Record<string, unknown> }>`
+    with ${inserts.ctes} changed as (
       update instance_steps s
       set state = v.state, ended_at = coalesce(v.ended_at, s.ended_at), start_at = coalesce(v.start_at, s.start_at),
           note = case when v.set_note then v.note else s.note end, version = s.version + 1
       from jsonb_to_recordset(${json(plan.steps)}::jsonb)
         as v(tenant_id uuid, id uuid, state text, ended_at timestamptz, start_at timestamptz, note text, set_note boolean)
-      where ${byKeys('s', plan.steps)} and s.tenant_id = v.tenant_id and s.id = v.id
+      where ${byKeys('s', plan.steps)} and s.tenant_id = v.tenant_id and s.id = v.id ${inserts.gate}
       returning s.*
     ), started as (
       update instance_steps s
@@ -95,7 +184,7 @@ export async function writeChanges(db: DB, plan: PlannedChanges, now: Date, answ
           deadline_at = v.deadline_at, version = s.version + 1
       from jsonb_to_recordset(${json(plan.starts)}::jsonb)
         as v(tenant_id uuid, id uuid, start_at timestamptz, assignee_user_id uuid, deadline_at timestamptz)
-      where ${byKeys('s', plan.starts)} and s.tenant_id = v.tenant_id and s.id = v.id and s.state = any(${plan.fromStates}::text[])
+      where ${byKeys('s', plan.starts)} and s.tenant_id = v.tenant_id and s.id = v.id and s.state = any(${plan.fromStates}::text[]) ${inserts.gate}
       returning s.*
     ), instances as (
       update process_instances p
@@ -103,20 +192,20 @@ export async function writeChanges(db: DB, plan: PlannedChanges, now: Date, answ
           ended_at = coalesce(v.ended_at, p.ended_at), version = p.version + case when v.bump then 1 else 0 end, updated_at = ${now}
       from jsonb_to_recordset(${json(plan.instances)}::jsonb)
         as v(tenant_id uuid, id uuid, current_position integer, status text, ended_at timestamptz, bump boolean)
-      where ${byKeys('p', plan.instances)} and p.tenant_id = v.tenant_id and p.id = v.id
+      where ${byKeys('p', plan.instances)} and p.tenant_id = v.tenant_id and p.id = v.id ${inserts.gate}
       returning p.*
     ), activities as (
       insert into activities (tenant_id, id, kind, message, property_id, address_id, instance_id, step_id, service_id, data, created_at)
       select a.tenant_id, a.id, a.kind, a.message, a.property_id, a.address_id, a.instance_id, a.step_id, a.service_id, coalesce(a.data, '{}'), a.created_at
       from jsonb_to_recordset(${json(plan.activities)}::jsonb) as a(tenant_id uuid, id uuid, kind text, message text, property_id uuid,
         address_id uuid, instance_id uuid, step_id uuid, service_id uuid, data jsonb, created_at timestamptz, "ifStarted" uuid)
-      where a."ifStarted" is null or a."ifStarted" in (select id from started)
+      where (a."ifStarted" is null or a."ifStarted" in (${inserts.startedIds})) ${inserts.gate}
     ), deliveries as (
       insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, property_id, address_id, parameters, next_attempt_at)
       select d.tenant_id, d.id, d.service_id, d.source, d.instance_id, d.step_id, d.property_id, d.address_id, d.parameters, d.next_attempt_at
       from jsonb_to_recordset(${json(plan.deliveries)}::jsonb) as d(tenant_id uuid, id uuid, service_id uuid, source text, instance_id uuid,
         step_id uuid, property_id uuid, address_id uuid, parameters jsonb, next_attempt_at timestamptz)
-      where d.step_id in (select id from started)
+      where d.step_id in (${inserts.startedIds}) ${inserts.gate}
       returning *
     )
     ${answer ? sql`
@@ -124,11 +213,12 @@ export async function writeChanges(db: DB, plan: PlannedChanges, now: Date, answ
       union all select 'started', to_jsonb(s) from started s
       union all select 'instance', to_jsonb(i) from instances i
       union all select 'delivery', to_jsonb(d) from deliveries d
+      ${inserts.answer}
     ` : sql`select null as kind, null::jsonb as row where false`}
   `.execute(db)
   const of = <T>(kinds: string[], dates: string[]) => rows.filter((r) => kinds.includes(r.kind)).map((r) => revive<T>(r.row, dates))
   return {
-    steps: of<InstanceStepRow>(['changed', 'started'], DATES.steps),
+    steps: of<InstanceStepRow>(['changed', 'started', 'inserted'], DATES.steps),
     deliveries: of<DeliveryRow>(['delivery'], DATES.deliveries),
     instances: of<InstanceRow>(['instance'], DATES.instances)
   }
