@@ -27,6 +27,12 @@ export interface FaultProxy {
    * matches it, also one that was its own transaction (a statement outside BEGIN…COMMIT).
    */
   cutAfterNextCommit(refuseMs: number, statement?: RegExp): Promise<void>
+  /**
+   * Records the statements clients run from now on, until the returned function is called, which
+   * answers them in order: each with its connection's round trip (a count of its Syncs, a simple
+   * query's own included), so statements that went out together share one.
+   */
+  record(): () => { text: string; roundTrip: number }[]
   close(): Promise<void>
 }
 
@@ -37,6 +43,7 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   /** The statement whose transaction's commit `afterCommit` waits for (none: any COMMIT). */
   let watched: RegExp | undefined
   const held: (() => void)[] = []
+  let recorded: { text: string; roundTrip: number }[] | undefined
 
   const accept = (client: net.Socket) => {
     const upstream = net.connect(target.port, target.host)
@@ -51,7 +58,8 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     client.on('error', end).on('close', end)
     upstream.on('error', end).on('close', end)
     const committed = (chunk: Buffer) => (watched ? pair.ranWatched && chunk.includes(READY_IDLE) : chunk.includes(COMMIT_COMPLETE))
-    const readStatements = statementReader((text) => {
+    const readStatements = statementReader((text, roundTrip) => {
+      recorded?.push({ text, roundTrip })
       if (watched && afterCommit && watched.test(text)) pair.ranWatched = true
     })
     const forward = (from: net.Socket, to: net.Socket, watchCommit: boolean) => from.on('data', (chunk: Buffer) => {
@@ -122,6 +130,14 @@ export async function startFaultProxy(target: { host: string; port: number }): P
         }
       })
     },
+    record() {
+      const statements: { text: string; roundTrip: number }[] = []
+      recorded = statements
+      return () => {
+        if (recorded === statements) recorded = undefined
+        return statements
+      }
+    },
     async close() {
       if (server.listening) server.close()
       proxy.cutAll()
@@ -133,12 +149,15 @@ export async function startFaultProxy(target: { host: string; port: number }): P
 /**
  * Reads the client's side of a connection as it passes and calls `ran` with the text of each statement
  * it runs: a simple query, or an extended query's Bind, whose statement's text came with its Parse
- * (a named prepared statement is parsed once per connection and bound by name after that).
+ * (a named prepared statement is parsed once per connection and bound by name after that). With it
+ * comes the round trip it belongs to: Syncs and simple queries so far, so statements that go out
+ * together before one Sync share it.
  */
-function statementReader(ran: (text: string) => void): (chunk: Buffer) => void {
+function statementReader(ran: (text: string, roundTrip: number) => void): (chunk: Buffer) => void {
   const prepared = new Map<string, string>()
   let pending: Buffer = Buffer.alloc(0)
   let started = false
+  let roundTrip = 1
   const cstrings = (body: Buffer, count: number) => {
     const strings: string[] = []
     for (let at = 0; strings.length < count; ) {
@@ -164,11 +183,12 @@ function statementReader(ran: (text: string) => void): (chunk: Buffer) => void {
       const type = String.fromCharCode(pending[0]!)
       const body = pending.subarray(5, 1 + pending.readInt32BE(1))
       pending = pending.subarray(1 + pending.readInt32BE(1))
-      if (type === 'Q') ran(cstrings(body, 1)[0] ?? '')
+      if (type === 'Q') ran(cstrings(body, 1)[0] ?? '', roundTrip++)
+      else if (type === 'S') roundTrip++
       else if (type === 'P') {
         const [name = '', text = ''] = cstrings(body, 2)
         prepared.set(name, text)
-      } else if (type === 'B') ran(prepared.get(cstrings(body, 2)[1] ?? '') ?? '')
+      } else if (type === 'B') ran(prepared.get(cstrings(body, 2)[1] ?? '') ?? '', roundTrip)
     }
   }
 }
