@@ -1,0 +1,89 @@
+// A transaction's BEGIN goes out with its first statement (src/db/postgres.ts, afterBegin). Watched
+// through the fault proxy, which records the statements each round trip carried, and checked where it
+// matters: the first statement runs inside the transaction, errors and rollbacks end it, and the
+// connection serves the next one.
+import t from 'tap'
+import { openPostgres } from '../../src/db/connect.js'
+import { sql } from '../../src/db/kysely.js'
+import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
+import { createTestDatabase, databaseUrl } from '../helpers/database.js'
+
+const database = await createTestDatabase()
+const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(databaseUrl(database.name)).port || 5432) })
+// One connection, so that a statement prepared by one transaction is prepared for the next.
+const handle = openPostgres(proxy.url(databaseUrl(database.name)), { poolMax: 1 })
+const db = handle.db
+t.teardown(async () => {
+  await handle.close()
+  await proxy.close()
+  await database.drop()
+})
+await sql`create table notes (id integer primary key, note text not null)`.execute(database.db)
+
+/** What another connection sees: the transaction under test has not committed what it does not. */
+async function committed(id: number): Promise<boolean> {
+  return (await sql`select 1 from notes where id = ${id}`.execute(database.db)).rows.length > 0
+}
+
+/** The statements run while `action` runs, as `roundTrip: text` lines, round trips counted from 1. */
+async function roundTrips(action: () => Promise<unknown>): Promise<string[]> {
+  const stop = proxy.record()
+  let statements: { text: string; roundTrip: number }[] = []
+  try {
+    await action()
+  } finally {
+    statements = stop()
+  }
+  const first = statements[0]?.roundTrip ?? 0
+  return statements.map(({ text, roundTrip }) => `${roundTrip - first + 1}: ${text.replace(/\s+/g, ' ').trim()}`)
+}
+
+const insert = (id: number) => sql`insert into notes (id, note) values (${id}, ${`note ${id}`})`
+
+t.test('BEGIN and the first statement share a round trip, and the statement runs inside the transaction', async (t) => {
+  // The insert's first run on the connection prepares it: BEGIN goes alone (see canFollowBegin).
+  await db.transaction().execute((trx) => insert(1).execute(trx))
+  let seenInside: boolean | undefined
+  const trips = await roundTrips(() => db.transaction().execute(async (trx) => {
+    await insert(2).execute(trx)
+    seenInside = await committed(2)
+  }))
+  t.same(trips, ['1: begin', '1: insert into notes (id, note) values ($1, $2)', '2: commit'])
+  t.equal(seenInside, false, 'not visible to others before COMMIT: the insert ran inside the transaction')
+  t.ok(await committed(2), 'and visible after it')
+})
+
+t.test('a statement new to the connection, or without parameters, has BEGIN sent ahead of it', async (t) => {
+  const trips = await roundTrips(() => db.transaction().execute(async (trx) => {
+    await sql`insert into notes (id, note) values (${3}, 'three')`.execute(trx)
+    await sql`select 1`.execute(trx)
+  }))
+  t.same(trips, ['1: begin', "2: insert into notes (id, note) values ($1, 'three')", '3: select 1', '4: commit'])
+  const plain = await roundTrips(() => db.transaction().execute((trx) => sql`update notes set note = 'plain' where id = 3`.execute(trx)))
+  t.same(plain, ['1: begin', "2: update notes set note = 'plain' where id = 3", '3: commit'])
+})
+
+t.test('a first statement that fails: its error, the transaction rolled back, the connection usable', async (t) => {
+  const trips = await roundTrips(() => t.rejects(db.transaction().execute((trx) => insert(1).execute(trx)), { code: '23505' }))
+  t.same(trips, ['1: begin', '1: insert into notes (id, note) values ($1, $2)', '2: rollback'])
+  await db.transaction().execute((trx) => insert(4).execute(trx))
+  t.ok(await committed(4), 'the next transaction on the same connection commits')
+})
+
+t.test('a transaction that gives up after its first statement leaves nothing', async (t) => {
+  await t.rejects(db.transaction().execute(async (trx) => {
+    await insert(5).execute(trx)
+    throw new Error('changed my mind')
+  }), /changed my mind/)
+  t.notOk(await committed(5))
+})
+
+t.test('a transaction that runs nothing sends nothing', async (t) => {
+  t.same(await roundTrips(() => db.transaction().execute(async () => {})), [])
+  const gaveUp = await roundTrips(() => t.rejects(db.transaction().execute(async () => {
+    throw new Error('nothing to do')
+  })))
+  t.same(gaveUp, [])
+  t.equal((await sql<{ one: number }>`select ${1}::int as one`.execute(db)).rows[0]?.one, 1, 'and the connection is not left in a transaction')
+  t.same(await roundTrips(() => sql`select ${1}::int as one`.execute(db)), ['1: select $1::int as one'], 'no BEGIN left over')
+})
