@@ -75,13 +75,13 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
       const query = async (text: string, values: readonly unknown[]) => {
         if (text === 'begin' && options.pipelineBegin !== false) {
           beginning = true
-          return NOTHING_SENT
+          return nothingSent()
         }
         const config = options.prepareStatements ? prepared(client, text, values) : { text, values: values as unknown[] }
         const begin = beginning
         beginning = false
         // A transaction that ran nothing has nothing to end.
-        if (begin && (text === 'commit' || text === 'rollback')) return NOTHING_SENT
+        if (begin && (text === 'commit' || text === 'rollback')) return nothingSent()
         try {
           const carried = begin && canFollowBegin(client, config)
           if (begin && !carried) await client.query('begin')
@@ -105,7 +105,7 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
 }
 
 /** The answer to a BEGIN, COMMIT or ROLLBACK that was not sent (see `afterBegin`). */
-const NOTHING_SENT = { command: null, rowCount: null, rows: [] }
+const nothingSent = () => ({ command: null, rowCount: null, rows: [] })
 
 /** What `afterBegin` needs of pg's Query and Connection beyond their typings. */
 interface QueryInternals {
@@ -117,12 +117,14 @@ type ClientInternals = { connection: { parsedStatements: Record<string, string> 
 /**
  * Whether a transaction's first statement can carry its BEGIN (`afterBegin`): one with parameters,
  * which pg sends with the extended protocol anyway (a text without them may hold several statements,
- * which Parse refuses), and unnamed or already prepared on this connection. pg takes any ParseComplete
- * for a named statement's, BEGIN's too, so a new name whose own Parse failed would be taken for prepared.
+ * which Parse refuses), and unnamed or already prepared with this text on this connection. pg takes
+ * any ParseComplete for a named statement's, BEGIN's too, so a new name whose own Parse failed would
+ * be taken for prepared. These are also the checks pg's Query makes before it sends anything: one
+ * that failed after BEGIN went out would leave BEGIN on the wire without its Sync.
  */
 function canFollowBegin(client: pg.PoolClient, config: pg.QueryConfig): boolean {
-  if (!config.values || config.values.length === 0) return false
-  return !config.name || (client as unknown as ClientInternals).connection.parsedStatements[config.name] !== undefined
+  if (typeof config.text !== 'string' || !Array.isArray(config.values) || config.values.length === 0) return false
+  return !config.name || (client as unknown as ClientInternals).connection.parsedStatements[config.name] === config.text
 }
 
 /**
@@ -157,8 +159,13 @@ function afterBegin(client: pg.PoolClient, config: pg.QueryConfig): Promise<pg.Q
   })
 }
 
+/**
+ * A prepared plan a migration made stale, or a prepared statement the server no longer has (pg closes
+ * one whose parameters it could not convert, and still takes it for prepared): the connection goes.
+ */
 function isStalePlan(error: unknown): boolean {
-  return (error as { code?: unknown } | undefined)?.code === '0A000' && /cached plan/.test((error as Error).message)
+  const code = (error as { code?: unknown } | undefined)?.code
+  return (code === '0A000' && /cached plan/.test((error as Error).message)) || code === '26000'
 }
 
 /**
