@@ -182,6 +182,10 @@ export class ProcessChanges {
    * decision's jumps, no deliveries, no processes, and so no work but mail.
    */
   async flush(answer = true): Promise<Written> {
+    // A start's one statement is all it writes (insertProcess): nothing may need a statement of its own.
+    if (this.inserts && (this.ended.length > 0 || this.mails.length > 0 || !answer)) {
+      throw new Error('A new process is written in one statement, with its rows in the answer: it cannot end steps or send mail in the same flush.')
+    }
     const nextOf = ({ step, branch }: Ended) => (branch ? branch.continueAt : step.position + 1)
     const unknown = this.ended.filter((e) => nextOf(e) !== null && !this.nextSteps.has(`${e.step.instance_id}:${nextOf(e)}`))
     const read = await repo.findStepsAt(this.db, unknown.map((e) => ({ tenant_id: e.step.tenant_id, instance_id: e.step.instance_id, position: nextOf(e)! })))
