@@ -23,8 +23,9 @@ export interface FaultProxy {
   hang(on: boolean): void
   /**
    * The next COMMIT to complete reaches the client, then every connection is cut and new ones refused
-   * for `refuseMs`. With `statement`, the next commit of a transaction that ran a statement whose text
-   * matches it, also one that was its own transaction (a statement outside BEGIN…COMMIT).
+   * for `refuseMs`. With `statement`, the next time the connection that ran a statement whose text
+   * matches it is idle again: that statement's commit when it ran alone, else its transaction's end
+   * (a test checks that the write committed).
    */
   cutAfterNextCommit(refuseMs: number, statement?: RegExp): Promise<void>
   /**
@@ -158,6 +159,9 @@ function statementReader(ran: (text: string, roundTrip: number) => void): (chunk
   let pending: Buffer = Buffer.alloc(0)
   let started = false
   let roundTrip = 1
+  /** Encrypted traffic, or bytes that do not frame as messages: nothing more is read. */
+  let blind = false
+  const MAX_MESSAGE = 64 * 1024 * 1024
   const cstrings = (body: Buffer, count: number) => {
     const strings: string[] = []
     for (let at = 0; strings.length < count; ) {
@@ -168,18 +172,30 @@ function statementReader(ran: (text: string, roundTrip: number) => void): (chunk
     }
     return strings
   }
+  const framed = (length: number, least: number) => {
+    if (length >= least && length <= MAX_MESSAGE) return true
+    blind = true
+    pending = Buffer.alloc(0)
+    return false
+  }
   return (chunk) => {
+    if (blind) return
     pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk])
     for (;;) {
       if (!started) {
-        // The startup message, or an SSL or GSS request before it: a length, a code, no type byte.
-        if (pending.length < 8 || pending.length < pending.readInt32BE(0)) return
+        // The startup message (or a cancel request): a length, a code, no type byte. After an SSL or
+        // GSS request the rest may be encrypted, so reading stops there.
+        if (pending.length < 8 || !framed(pending.readInt32BE(0), 8) || pending.length < pending.readInt32BE(0)) return
         const code = pending.readInt32BE(4)
-        started = code !== 80877103 && code !== 80877104
+        if (code === 80877103 || code === 80877104) {
+          framed(-1, 0)
+          return
+        }
+        started = true
         pending = pending.subarray(pending.readInt32BE(0))
         continue
       }
-      if (pending.length < 5 || pending.length < 1 + pending.readInt32BE(1)) return
+      if (pending.length < 5 || !framed(pending.readInt32BE(1), 4) || pending.length < 1 + pending.readInt32BE(1)) return
       const type = String.fromCharCode(pending[0]!)
       const body = pending.subarray(5, 1 + pending.readInt32BE(1))
       pending = pending.subarray(1 + pending.readInt32BE(1))
