@@ -123,9 +123,11 @@ t.test('without LISTEN the same loop sleeps its poll interval; wake() has the sa
 })
 
 t.test('stop(grace) lets a call in flight finish and records it', async (t) => {
+  // The process starts before the scheduler does: its reply is set by then (a running scheduler could
+  // call the provider between the start's commit and the reply being set).
+  const { instanceId, stepId } = await startWebhookProcess('Valuation finishing during shutdown', { status: 200, body: 'done at last', delayMs: 300 })
   const scheduler = loopScheduler({})
   await scheduler.start()
-  const { instanceId, stepId } = await startWebhookProcess('Valuation finishing during shutdown', { status: 200, body: 'done at last', delayMs: 300 })
   await waitForCall(stepId, 3000)
 
   const stopping = Date.now()
@@ -145,13 +147,13 @@ t.test('stop(grace) lets a call in flight finish and records it', async (t) => {
 })
 
 t.test('stop(grace) cuts off a call that outlasts the grace period: an aborted attempt, counted, due again at once', async (t) => {
-  const scheduler = loopScheduler({})
-  await scheduler.start()
   const hold = () => new Promise<Reply>((resolve) => {
     const timer = setTimeout(() => resolve({ status: 200, body: 'too late' }), 10_000)
     timers.add(timer)
   })
   const { instanceId, stepId } = await startWebhookProcess('Valuation held past shutdown', hold)
+  const scheduler = loopScheduler({})
+  await scheduler.start()
   await waitForCall(stepId, 3000)
   const running = await rt.instance(instanceId)
   t.equal(running.steps[0].state, 'running', 'the call is in flight')
