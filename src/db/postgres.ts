@@ -11,8 +11,6 @@ export interface PostgresOptions {
   connectTimeoutMs: number
   /** Named prepared statements, planned once per connection (see `prepared`). */
   prepareStatements: boolean
-  /** BEGIN goes out with a transaction's first statement, in one round trip (`afterBegin`); default on. */
-  pipelineBegin?: boolean
   /** How long an idle connection stays open; 0 keeps it (a session whose locks must live on). */
   idleTimeoutMs?: number
   /** Told of errors of idle connections and of the LISTEN connection; they never end the process. */
@@ -73,7 +71,7 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
       /** Kysely's BEGIN, not sent yet: it goes out with the transaction's first statement. */
       let beginning = false
       const query = async (text: string, values: readonly unknown[]) => {
-        if (text === 'begin' && options.pipelineBegin !== false) {
+        if (text === 'begin') {
           beginning = true
           return nothingSent()
         }
