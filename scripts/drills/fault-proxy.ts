@@ -172,10 +172,13 @@ function statementReader(ran: (text: string, roundTrip: number) => void): (chunk
     }
     return strings
   }
-  const framed = (length: number, least: number) => {
-    if (length >= least && length <= MAX_MESSAGE) return true
+  const stopReading = () => {
     blind = true
     pending = Buffer.alloc(0)
+  }
+  const framed = (length: number, least: number) => {
+    if (length >= least && length <= MAX_MESSAGE) return true
+    stopReading()
     return false
   }
   return (chunk) => {
@@ -187,10 +190,7 @@ function statementReader(ran: (text: string, roundTrip: number) => void): (chunk
         // GSS request the rest may be encrypted, so reading stops there.
         if (pending.length < 8 || !framed(pending.readInt32BE(0), 8) || pending.length < pending.readInt32BE(0)) return
         const code = pending.readInt32BE(4)
-        if (code === 80877103 || code === 80877104) {
-          framed(-1, 0)
-          return
-        }
+        if (code === 80877103 || code === 80877104) return stopReading()
         started = true
         pending = pending.subarray(pending.readInt32BE(0))
         continue
