@@ -127,6 +127,7 @@ t.test('a start reads, then writes the whole process in one statement, outside a
   t.match(statements[0], /^select to_jsonb\(t\) as template/, 'first what the start checks and copies')
   t.match(statements[1], /^with\s+inserted as \(\s*insert into process_instances/, 'then one statement that writes')
   t.notOk(statements.some((s) => /^(begin|start transaction|commit|rollback)/i.test(s)), 'no transaction around them')
+  t.notMatch(statements[1], /\bupdate\b/, 'the write holds only its inserts: the parts with nothing to change are left out')
 
   const read = await rt.instance(instance.id)
   t.same(instance, read, 'the answer, built from what the statement returned, is the process as it reads')
