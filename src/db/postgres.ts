@@ -70,20 +70,41 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
       let broken = false
       /** Kysely's BEGIN, not sent yet: it goes out with the transaction's first statement. */
       let beginning = false
+      /** Between Kysely's BEGIN and its COMMIT or ROLLBACK. */
+      let inTransaction = false
+      /** The transaction's COMMIT went out with a statement marked THEN_COMMIT: Kysely's own sends nothing. */
+      let ended = false
       const query = async (text: string, values: readonly unknown[]) => {
         if (text === 'begin') {
-          beginning = true
+          beginning = inTransaction = true
+          ended = false
           return nothingSent()
         }
+        if (text === 'commit' || text === 'rollback') {
+          const unsent = beginning || ended
+          beginning = inTransaction = ended = false
+          // A transaction that ran nothing has nothing to end, nor one whose COMMIT went out already.
+          if (unsent) return nothingSent()
+          return await run(client.query(text))
+        }
+        if (ended) throw new Error(`A statement after the one that ended its transaction (${THEN_COMMIT}) would run outside it: ${text.slice(0, 80)}`)
         const config = options.prepareStatements ? prepared(client, text, values) : { text, values: values as unknown[] }
         const begin = beginning
         beginning = false
-        // A transaction that ran nothing has nothing to end.
-        if (begin && (text === 'commit' || text === 'rollback')) return nothingSent()
+        const commit = inTransaction && text.includes(THEN_COMMIT)
+        const carried = (begin || commit) && canPipeline(client, config)
+        if (begin && !carried) await run(client.query('begin'))
+        const result = await run(carried ? pipelined(client, config, { begin, commit }) : client.query(config))
+        if (commit && carried) ended = true
+        else if (commit) {
+          await run(client.query('commit'))
+          ended = true
+        }
+        return result
+      }
+      const run = async <T>(sent: Promise<T>): Promise<T> => {
         try {
-          const carried = begin && canFollowBegin(client, config)
-          if (begin && !carried) await client.query('begin')
-          return await (carried ? afterBegin(client, config) : client.query(config))
+          return await sent
         } catch (error) {
           // A prepared plan a migration made stale fails once; the connection is then replaced.
           if (isDatabaseUnavailable(error) || isStalePlan(error)) broken = true
@@ -93,7 +114,7 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
       return {
         query,
         release: (destroy?: boolean) => {
-          beginning = false
+          beginning = inTransaction = ended = false
           client.release(destroy || broken)
         }
       } as unknown as PostgresPoolClient
@@ -102,56 +123,95 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
   }
 }
 
-/** The answer to a BEGIN, COMMIT or ROLLBACK that was not sent (see `afterBegin`). */
+/** The answer to a BEGIN, COMMIT or ROLLBACK that was not sent (see `pipelined`). */
 const nothingSent = () => ({ command: null, rowCount: null, rows: [] })
 
-/** What `afterBegin` needs of pg's Query and Connection beyond their typings. */
+/**
+ * Marks the statement that ends its transaction: it goes out with the COMMIT in one round trip
+ * (`pipelined`), and Kysely's COMMIT then sends nothing. The caller promises that nothing runs in the
+ * transaction after it: a later statement throws, and a ROLLBACK can no longer undo it. Outside a
+ * transaction the mark does nothing.
+ */
+export const THEN_COMMIT = '/* then commit */'
+
+/** What `pipelined` needs of pg's Query and Connection beyond their typings. */
 interface QueryInternals {
-  submit(connection: pg.Connection): Error | null | undefined
-  handleCommandComplete(message: unknown, connection: pg.Connection): void
+  submit(connection: ConnectionInternals): Error | null | undefined
+  handleCommandComplete(message: unknown, connection: ConnectionInternals): void
+}
+interface ConnectionInternals {
+  stream: { cork(): void; uncork(): void }
+  parse(query: { text: string; name: string; types: unknown[] }, more: boolean): void
+  bind(config: object, more: boolean): void
+  execute(config: object, more?: boolean): void
+  sync(): void
 }
 type ClientInternals = { connection: { parsedStatements: Record<string, string> } }
 
 /**
- * Whether a transaction's first statement can carry its BEGIN (`afterBegin`): one with parameters,
+ * Whether a statement can carry its transaction's BEGIN or COMMIT (`pipelined`): one with parameters,
  * which pg sends with the extended protocol anyway (a text without them may hold several statements,
  * which Parse refuses), and unnamed or already prepared with this text on this connection. pg takes
  * any ParseComplete for a named statement's, BEGIN's too, so a new name whose own Parse failed would
  * be taken for prepared. These are also the checks pg's Query makes before it sends anything: one
  * that failed after BEGIN went out would leave BEGIN on the wire without its Sync.
  */
-function canFollowBegin(client: pg.PoolClient, config: pg.QueryConfig): boolean {
+function canPipeline(client: pg.PoolClient, config: pg.QueryConfig): boolean {
   if (typeof config.text !== 'string' || !Array.isArray(config.values) || config.values.length === 0) return false
   return !config.name || (client as unknown as ClientInternals).connection.parsedStatements[config.name] === config.text
 }
 
+/** Parse, Bind and Execute of a statement without parameters, ahead of a Sync that follows. */
+function sendPlain(connection: ConnectionInternals, text: string): void {
+  connection.parse({ text, name: '', types: [] }, true)
+  connection.bind({}, true)
+  connection.execute({}, true)
+}
+
 /**
- * BEGIN and a transaction's first statement in one round trip instead of two: Parse, Bind and Execute
- * of BEGIN go out ahead of the statement's own messages, before its one Sync. The server answers in
- * order; the query passes over BEGIN's completion. Should BEGIN fail, the server skips the statement
- * up to the Sync and the query fails with BEGIN's error. Measured with `scripts/bench/api-ab.ts`.
+ * A statement with its transaction's BEGIN ahead of it, its COMMIT after it, or both, in one round
+ * trip instead of two or three: their Parse, Bind and Execute go out around the statement's own
+ * messages, before its one Sync. The server answers in order; the query passes over their
+ * completions. Should BEGIN or the statement fail, the server skips the rest up to the Sync and the
+ * query fails with that error (the transaction, if begun, is then rolled back as ever); should COMMIT
+ * fail, with COMMIT's. COMMIT goes only after the statement's Execute: a statement whose values pg
+ * could not bind sends none, and then no COMMIT either. Measured with `scripts/bench/api-ab.ts`.
  */
-function afterBegin(client: pg.PoolClient, config: pg.QueryConfig): Promise<pg.QueryResult> {
+function pipelined(client: pg.PoolClient, config: pg.QueryConfig, around: { begin: boolean; commit: boolean }): Promise<pg.QueryResult> {
   return new Promise((resolve, reject) => {
     const query = new pg.Query(config, (error: Error | undefined, result: unknown) => (error ? reject(error) : resolve(result as pg.QueryResult)))
     const internals = query as unknown as QueryInternals
     const submit = internals.submit.bind(query)
     internals.submit = (connection) => {
+      const { execute, sync } = connection
+      let executed = false
       connection.stream.cork()
       try {
-        connection.parse({ text: 'begin', name: '', types: [] }, true)
-        connection.bind({}, true)
-        connection.execute({}, true)
+        if (around.begin) sendPlain(connection, 'begin')
+        if (around.commit) {
+          connection.execute = (...args) => {
+            executed = true
+            execute.apply(connection, args)
+          }
+          connection.sync = () => {
+            if (executed) sendPlain(connection, 'commit')
+            sync.call(connection)
+          }
+        }
         return submit(connection)
       } finally {
+        connection.execute = execute
+        connection.sync = sync
         connection.stream.uncork()
       }
     }
-    let begun = false
+    // The statement's own completion is the one after BEGIN's, if BEGIN went ahead; COMMIT's comes last.
+    const own = around.begin ? 2 : 1
+    let completions = 0
     const complete = internals.handleCommandComplete.bind(query)
     internals.handleCommandComplete = (message, connection) => {
-      if (begun) complete(message, connection)
-      begun = true
+      completions += 1
+      if (completions === own) complete(message, connection)
     }
     void client.query(query)
   })

@@ -1,10 +1,12 @@
-// A transaction's BEGIN goes out with its first statement (src/db/postgres.ts, afterBegin). Watched
-// through the fault proxy, which records the statements each round trip carried, and checked where it
-// matters: the first statement runs inside the transaction, errors and rollbacks end it, and the
+// A transaction's BEGIN goes out with its first statement, and its COMMIT with the statement marked
+// THEN_COMMIT (src/db/postgres.ts, pipelined). Watched through the fault proxy, which records the
+// statements each round trip carried, and checked where it matters: the first statement runs inside
+// the transaction, errors and rollbacks end it, what the marked statement ends is committed, and the
 // connection serves the next one.
 import t from 'tap'
 import { openPostgres } from '../../src/db/connect.js'
 import { sql } from '../../src/db/kysely.js'
+import { THEN_COMMIT } from '../../src/db/postgres.js'
 import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
@@ -41,7 +43,7 @@ async function roundTrips(action: () => Promise<unknown>): Promise<string[]> {
 const insert = (id: number) => sql`insert into notes (id, note) values (${id}, ${`note ${id}`})`
 
 t.test('BEGIN and the first statement share a round trip, and the statement runs inside the transaction', async (t) => {
-  // The insert's first run on the connection prepares it: BEGIN goes alone (see canFollowBegin).
+  // The insert's first run on the connection prepares it: BEGIN goes alone (see canPipeline).
   await db.transaction().execute((trx) => insert(1).execute(trx))
   let seenInside: boolean | undefined
   const trips = await roundTrips(() => db.transaction().execute(async (trx) => {
@@ -86,4 +88,66 @@ t.test('a transaction that runs nothing sends nothing', async (t) => {
   t.same(gaveUp, [])
   t.equal((await sql<{ one: number }>`select ${1}::int as one`.execute(db)).rows[0]?.one, 1, 'and the connection is not left in a transaction')
   t.same(await roundTrips(() => sql`select ${1}::int as one`.execute(db)), ['1: select $1::int as one'], 'no BEGIN left over')
+})
+
+/** An insert that ends its transaction. */
+const last = (id: number) => sql`insert into notes (id, note) values (${id}, ${`note ${id}`}) ${sql.raw(THEN_COMMIT)}`
+const lastText = `insert into notes (id, note) values ($1, $2) ${THEN_COMMIT}`
+
+t.test('the statement marked THEN_COMMIT carries the COMMIT, and Kysely\'s sends nothing', async (t) => {
+  await db.transaction().execute((trx) => last(10).execute(trx)) // prepares it on the connection
+  t.ok(await committed(10))
+  const alone = await roundTrips(() => db.transaction().execute((trx) => last(11).execute(trx)))
+  t.same(alone, ['1: begin', `1: ${lastText}`, '1: commit'], 'a transaction of one statement is one round trip')
+  t.ok(await committed(11))
+
+  let seenInside: boolean | undefined
+  const two = await roundTrips(() => db.transaction().execute(async (trx) => {
+    await insert(12).execute(trx)
+    seenInside = await committed(12)
+    await last(13).execute(trx)
+  }))
+  t.same(two, ['1: begin', '1: insert into notes (id, note) values ($1, $2)', `2: ${lastText}`, '2: commit'])
+  t.equal(seenInside, false, 'the first statement ran inside the transaction')
+  t.ok(await committed(12) && await committed(13), 'and both are committed together')
+})
+
+t.test('a marked statement that fails: its error, the transaction rolled back, the connection usable', async (t) => {
+  const trips = await roundTrips(() => t.rejects(db.transaction().execute(async (trx) => {
+    await insert(14).execute(trx)
+    await last(10).execute(trx) // 10 exists
+  }), { code: '23505' }))
+  t.same(trips, ['1: begin', '1: insert into notes (id, note) values ($1, $2)', `2: ${lastText}`, '2: commit', '3: rollback'],
+    'the server skipped the COMMIT after the error; the rollback ends the transaction')
+  t.notOk(await committed(14), 'the statement before it is rolled back')
+  await db.transaction().execute((trx) => last(15).execute(trx))
+  t.ok(await committed(15), 'the next transaction on the same connection commits')
+})
+
+t.test('a marked statement whose values cannot be sent commits nothing', async (t) => {
+  // A statement of its own, prepared first, so that it would carry the COMMIT (pg closes a prepared
+  // statement whose values it could not bind).
+  const update = (id: number, note: unknown) => sql`update notes set note = ${note} where id = ${id} ${sql.raw(THEN_COMMIT)}`
+  await db.transaction().execute((trx) => update(10, 'ten').execute(trx))
+  const unsendable = { toPostgres: () => { throw new Error('not a value') } }
+  await t.rejects(db.transaction().execute(async (trx) => {
+    await insert(16).execute(trx)
+    await update(10, unsendable).execute(trx)
+  }), /not a value/)
+  t.notOk(await committed(16), 'no COMMIT went out without the statement')
+  await db.transaction().execute((trx) => last(18).execute(trx))
+  t.ok(await committed(18), 'and the connection serves the next transaction')
+})
+
+t.test('nothing runs after the marked statement; outside a transaction the mark does nothing', async (t) => {
+  await t.rejects(db.transaction().execute(async (trx) => {
+    await last(19).execute(trx)
+    await insert(20).execute(trx)
+  }), /after the one that ended its transaction/)
+  t.ok(await committed(19), 'what the marked statement ended is committed')
+  t.notOk(await committed(20), 'the statement after it was not sent')
+  t.same(await roundTrips(() => last(21).execute(db)), [`1: ${lastText}`], 'no COMMIT without a transaction')
+  t.ok(await committed(21))
+  t.same(await roundTrips(() => db.transaction().execute((trx) => insert(22).execute(trx))),
+    ['1: begin', '1: insert into notes (id, note) values ($1, $2)', '2: commit'], 'the next transaction is as ever')
 })
