@@ -71,8 +71,9 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
         changes.failWebhookStep(instance, step, decision.reason, delivery)
       }
     }
-    // Nothing here answers with the rows written, and the worker hears of new work by NOTIFY.
-    await changes.flush(false)
+    // Nothing here answers with the rows written, and the worker hears of new work by NOTIFY; the
+    // write is the transaction's last statement and carries its COMMIT.
+    await changes.flush({ answer: false, last: true })
     return records.map((r) => (settled.has(r.delivery.id) ? 'recorded' : 'fenced'))
   })
 }

@@ -179,9 +179,11 @@ export class ProcessChanges {
    * Returns the rows it wrote, from which an answer can be built without reading them again. With
    * `answer` false (the scheduler's outcome batch, which uses none of it), the rows of the one
    * statement that writes the changes do not come back: no changed or started steps beyond a
-   * decision's jumps, no deliveries, no processes, and so no work but mail.
+   * decision's jumps, no deliveries, no processes, and so no work but mail. With `last`, the caller
+   * runs nothing more in its transaction: the statement that writes the changes carries the COMMIT
+   * (THEN_COMMIT in src/db/postgres.ts), unless mail follows it.
    */
-  async flush(answer = true): Promise<Written> {
+  async flush({ answer = true, last = false }: { answer?: boolean; last?: boolean } = {}): Promise<Written> {
     // A start's one statement is all it writes (insertProcess): nothing may need a statement of its own.
     if (this.inserts && (this.ended.length > 0 || this.mails.length > 0 || !answer)) {
       throw new Error('A new process is written in one statement, with its rows in the answer: it cannot end steps or send mail in the same flush.')
@@ -216,7 +218,7 @@ export class ProcessChanges {
       inserts: this.inserts
     }
     await planStarts(this.db, starting, this.now, this.zones, plan)
-    const written = await writeChanges(this.db, plan, this.now, answer)
+    const written = await writeChanges(this.db, plan, this.now, { answer, last: last && this.mails.length === 0 })
     await mailControllers(this.db, this.mails)
     const steps = jumped.length === 0 ? written.steps : [...written.steps, ...jumped]
     return { ...written, steps, work: workOf(written, this.mails.length > 0) }

@@ -1,5 +1,6 @@
 import { sql, type Insertable, type RawBuilder } from '../../db/kysely.js'
 import { byKeys } from '../../db/by-keys.js'
+import { THEN_COMMIT } from '../../db/postgres.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveriesTable, DeliveryRow, InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
 import type { NewActivityRow } from '../activities/repository.js'
@@ -162,9 +163,11 @@ interface Part {
  * five. A part with nothing to write is left out of the statement, which Postgres would otherwise
  * set up on every run (a start uses four of the seven). Returns the rows it changed or inserted; with
  * `answer` false, none (a caller that has no use for them spares both sides turning every row into
- * JSON and back).
+ * JSON and back). With `last`, the statement carries its transaction's COMMIT (THEN_COMMIT).
  */
-export async function writeChanges(db: DB, planned: PlannedChanges, now: Date, answer = true): Promise<WrittenRows> {
+export async function writeChanges(
+  db: DB, planned: PlannedChanges, now: Date, { answer = true, last = false }: { answer?: boolean; last?: boolean } = {}
+): Promise<WrittenRows> {
   const json = (rows: unknown[]) => JSON.stringify(rows)
   const folded = planned.inserts ? foldIntoInserts(planned, planned.inserts, now) : undefined
   const plan = folded?.rest ?? planned
@@ -250,6 +253,7 @@ export async function writeChanges(db: DB, planned: PlannedChanges, now: Date, a
   const { rows } = await sql<{ kind: 'changed' | 'started' | 'inserted' | 'instance' | 'delivery'; row: Record<string, unknown> }>`
     with ${sql.join(parts.map((part) => part.cte), sql`, `)}
     ${answer && answers.length > 0 ? sql.join(answers, sql` union all `) : sql`select null as kind, null::jsonb as row where false`}
+    ${last ? sql.raw(THEN_COMMIT) : sql``}
   `.execute(db)
   const of = <T>(kinds: string[], dates: string[]) => rows.filter((r) => kinds.includes(r.kind)).map((r) => revive<T>(r.row, dates))
   return {
