@@ -95,11 +95,9 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
         const carried = (begin || commit) && canPipeline(client, config)
         if (begin && !carried) await run(client.query('begin'))
         const result = await run(carried ? pipelined(client, config, { begin, commit }) : client.query(config))
-        if (commit && carried) ended = true
-        else if (commit) {
-          await run(client.query('commit'))
-          ended = true
-        }
+        if (commit && !carried) await run(client.query('commit'))
+        // Kysely runs a transaction's statements one at a time, so none was sent alongside this one.
+        ended = commit
         return result
       }
       const run = async <T>(sent: Promise<T>): Promise<T> => {
@@ -115,7 +113,9 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
         query,
         release: (destroy?: boolean) => {
           beginning = inTransaction = ended = false
-          client.release(destroy || broken)
+          // A connection still inside a transaction (one whose end failed on the way) is not reused.
+          const status = client.getTransactionStatus?.()
+          client.release(destroy || broken || status === 'T' || status === 'E')
         }
       } as unknown as PostgresPoolClient
     },

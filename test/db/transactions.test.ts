@@ -5,8 +5,8 @@
 // connection serves the next one.
 import t from 'tap'
 import { openPostgres } from '../../src/db/connect.js'
-import { sql } from '../../src/db/kysely.js'
-import { THEN_COMMIT } from '../../src/db/postgres.js'
+import { sql, type QueryResult } from '../../src/db/kysely.js'
+import { THEN_COMMIT, createPool } from '../../src/db/postgres.js'
 import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
@@ -90,24 +90,31 @@ t.test('a transaction that runs nothing sends nothing', async (t) => {
   t.same(await roundTrips(() => sql`select ${1}::int as one`.execute(db)), ['1: select $1::int as one'], 'no BEGIN left over')
 })
 
-/** An insert that ends its transaction. */
-const last = (id: number) => sql`insert into notes (id, note) values (${id}, ${`note ${id}`}) ${sql.raw(THEN_COMMIT)}`
-const lastText = `insert into notes (id, note) values ($1, $2) ${THEN_COMMIT}`
+/** An insert that ends its transaction, answering the row it wrote. */
+const last = (id: number) => sql<{ id: number }>`insert into notes (id, note) values (${id}, ${`note ${id}`}) returning id ${sql.raw(THEN_COMMIT)}`
+const lastText = `insert into notes (id, note) values ($1, $2) returning id ${THEN_COMMIT}`
 
 t.test('the statement marked THEN_COMMIT carries the COMMIT, and Kysely\'s sends nothing', async (t) => {
   await db.transaction().execute((trx) => last(10).execute(trx)) // prepares it on the connection
   t.ok(await committed(10))
-  const alone = await roundTrips(() => db.transaction().execute((trx) => last(11).execute(trx)))
+  let answer: QueryResult<{ id: number }> | undefined
+  const alone = await roundTrips(async () => {
+    answer = await db.transaction().execute((trx) => last(11).execute(trx))
+  })
   t.same(alone, ['1: begin', `1: ${lastText}`, '1: commit'], 'a transaction of one statement is one round trip')
   t.ok(await committed(11))
+  t.same(answer?.rows, [{ id: 11 }], "the statement's own answer, not BEGIN's or COMMIT's")
+  t.equal(answer?.numAffectedRows, 1n)
 
   let seenInside: boolean | undefined
   const two = await roundTrips(() => db.transaction().execute(async (trx) => {
     await insert(12).execute(trx)
     seenInside = await committed(12)
-    await last(13).execute(trx)
+    answer = await last(13).execute(trx)
   }))
   t.same(two, ['1: begin', '1: insert into notes (id, note) values ($1, $2)', `2: ${lastText}`, '2: commit'])
+  t.same(answer?.rows, [{ id: 13 }])
+  t.equal(answer?.numAffectedRows, 1n)
   t.equal(seenInside, false, 'the first statement ran inside the transaction')
   t.ok(await committed(12) && await committed(13), 'and both are committed together')
 })
@@ -150,4 +157,66 @@ t.test('nothing runs after the marked statement; outside a transaction the mark 
   t.ok(await committed(21))
   t.same(await roundTrips(() => db.transaction().execute((trx) => insert(22).execute(trx))),
     ['1: begin', '1: insert into notes (id, note) values ($1, $2)', '2: commit'], 'the next transaction is as ever')
+})
+
+t.test('a marked statement new to the connection runs between a BEGIN and a COMMIT of their own', async (t) => {
+  const fresh = (id: number) => sql`insert into notes (id, note) values (${id}, ${'fresh'}) ${sql.raw(THEN_COMMIT)}`
+  const freshText = `insert into notes (id, note) values ($1, $2) ${THEN_COMMIT}`
+  t.same(await roundTrips(() => db.transaction().execute((trx) => fresh(23).execute(trx))),
+    ['1: begin', `2: ${freshText}`, '3: commit'], 'it is prepared on the way; nothing is lost')
+  t.ok(await committed(23))
+  t.same(await roundTrips(() => db.transaction().execute((trx) => fresh(24).execute(trx))),
+    ['1: begin', `1: ${freshText}`, '1: commit'], 'once prepared, it carries both')
+  t.ok(await committed(24))
+})
+
+t.test('a COMMIT that fails: its error, nothing committed, the connection usable', async (t) => {
+  // A deferred unique constraint is checked at COMMIT, after the marked statement succeeded.
+  await sql`create table pairs (id integer, constraint pairs_id unique (id) deferrable initially deferred)`.execute(database.db)
+  const pair = (id: number, marked: boolean) => sql`insert into pairs (id) values (${id}) ${sql.raw(marked ? THEN_COMMIT : '')}`
+  const both = (first: number, second: number) => db.transaction().execute(async (trx) => {
+    await pair(first, false).execute(trx)
+    await pair(second, true).execute(trx)
+  })
+  await both(1, 2) // prepares both statements on the connection
+  const trips = await roundTrips(() => t.rejects(both(3, 3), { code: '23505' }))
+  t.same(trips, ['1: begin', '1: insert into pairs (id) values ($1)', `2: insert into pairs (id) values ($1) ${THEN_COMMIT}`, '2: commit', '3: rollback'],
+    "COMMIT's error is the statement's; the ROLLBACK after it finds nothing to end")
+  const ids = await sql<{ id: number }>`select id from pairs order by id`.execute(database.db)
+  t.same(ids.rows.map((row) => row.id), [1, 2], 'neither row of the failed transaction is there')
+  await both(4, 5)
+  t.same((await sql<{ n: number }>`select count(*)::int as n from pairs`.execute(database.db)).rows[0]?.n, 4, 'the connection serves the next transaction')
+})
+
+t.test('statements sent together: the one after the marked statement is refused, not run after the COMMIT', async (t) => {
+  let refused: unknown
+  await db.transaction().execute(async (trx) => {
+    await insert(30).execute(trx)
+    const [marked, alongside] = await Promise.allSettled([last(31).execute(trx), insert(32).execute(trx)])
+    t.equal(marked.status, 'fulfilled')
+    refused = alongside.status === 'rejected' ? alongside.reason : undefined
+  })
+  t.match(refused, /after the one that ended its transaction/)
+  t.ok(await committed(30) && await committed(31), 'the transaction committed')
+  t.notOk(await committed(32), 'the statement alongside did not run on its own')
+})
+
+t.test('a connection given back inside a transaction is closed, not handed out again', async (t) => {
+  const pool = createPool(databaseUrl(database.name), { poolMax: 1, statementTimeoutMs: 0, connectTimeoutMs: 5_000, prepareStatements: true })
+  t.teardown(() => pool.end())
+  const backend = async (client: Awaited<ReturnType<typeof pool.connect>>) =>
+    (await client.query<{ pid: number }>('select pg_backend_pid() as pid, $1::int as one', [1])).rows[0]?.pid
+  const first = await pool.connect()
+  await first.query('begin', []) // Kysely's BEGIN: it goes out with the next statement
+  const inside = await backend(first)
+  first.release()
+  const second = await pool.connect()
+  t.not(await backend(second), inside, 'a new connection, not one whose transaction is still open')
+  second.release()
+  const third = await pool.connect()
+  const idle = await backend(third)
+  third.release()
+  const fourth = await pool.connect()
+  t.equal(await backend(fourth), idle, 'a connection given back outside a transaction is reused')
+  fourth.release()
 })
