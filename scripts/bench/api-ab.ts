@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import autocannon from 'autocannon'
 import { fixture, startMany, type Fixture } from './api-fixture.js'
-import { databaseUrl, procStatus, SERVER_URL, stopChild, waitFor, type Child } from './lib.js'
+import { databaseUrl, freePort, procStatus, SERVER_URL, stopChild, waitFor, type Child } from './lib.js'
 
 const { values: args, positionals } = parseArgs({ allowPositionals: true, options: {
   rounds: { type: 'string', default: '6' }, seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '32' } } })
@@ -61,7 +61,7 @@ try {
   for (const dir of positionals) {
     const db = `baton_apiab_${process.pid}_${variants.length}`
     await admin.query(`create database ${db}`)
-    const port = 20_000 + Math.floor(Math.random() * 20_000)
+    const port = await freePort()
     const api = start(dir, db, port)
     const base = `http://127.0.0.1:${port}`
     await waitFor('the API to be ready', 120_000, async () => (await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 || undefined)

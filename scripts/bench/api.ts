@@ -22,7 +22,7 @@ import pg from 'pg'
 import autocannon from 'autocannon'
 import { fixture, startMany } from './api-fixture.js'
 import { seedHistory } from './history.js'
-import { compile, databaseUrl, log, nodeFlags, procStatus, runNode, SERVER_URL, sleep, stopChild, waitFor, type Child } from './lib.js'
+import { compile, databaseUrl, freePort, log, nodeFlags, procStatus, runNode, SERVER_URL, sleep, stopChild, waitFor, type Child } from './lib.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -67,7 +67,7 @@ let api: Child | undefined
 try {
   const tps = pgbench()
   await admin.query(`create database ${DATABASE}`)
-  const port = 20_000 + Math.floor(Math.random() * 20_000)
+  const port = await freePort()
   const counting = args['count-queries']
   const script = args.compiled ? join(compile(), 'src/server.js') : 'src/server.ts'
   const flags = [

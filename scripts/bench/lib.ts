@@ -1,6 +1,7 @@
 // What the benchmarks share: CPU and memory from /proc, percentiles, child node processes, waiting.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -143,3 +144,15 @@ export async function waitFor<T>(what: string, timeoutMs: number, check: () => P
 // then the version nibble 0100 → 0111. Like src/lib/ids.ts, minus its in-process sequence.
 export const uuid7 = (ts: string) => `encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing
   substring(int8send(floor(extract(epoch from ${ts}) * 1000)::bigint) from 3) from 1 for 6), 52, 1), 53, 1), 'hex')::uuid`
+
+/** A port free on 127.0.0.1 now, handed out by the kernel (a random pick could fall among the ephemeral ports in use). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0))
+    })
+  })
+}

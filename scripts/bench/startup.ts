@@ -15,11 +15,10 @@
 // The process is stopped with SIGTERM after each run; each run waits for the previous one's exit.
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { log, ROOT, sleep, spread } from './lib.js'
+import { freePort, log, ROOT, sleep, spread } from './lib.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -43,17 +42,6 @@ if (args.help) {
 const runs = Math.max(1, Number.parseInt(args.runs, 10) || 5)
 const timeoutMs = (Number.parseInt(args['timeout-s'], 10) || 60) * 1000
 const [command = 'npm', ...commandArgs] = args.command.split(/\s+/).filter(Boolean)
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0))
-    })
-  })
-}
 
 /**
  * CPU milliseconds used so far by a process and all its descendants (npm, the shell it execs node
