@@ -3,7 +3,6 @@
 // tenant with a template, and a report of counts that says which promise broke.
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { sql } from '../../src/db/kysely.js'
@@ -47,13 +46,8 @@ export function postgresTarget(): { host: string; port: number } {
   return { host: url.hostname, port: Number(url.port || 5432) }
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
+/** A port free on 127.0.0.1 now (the benchmarks' own). */
+export { freePort } from '../bench/lib.js'
 
 export interface Baton {
   name: string
