@@ -1,7 +1,8 @@
-// Interleaved A/B of the API's start and advance between compiled trees (each worktree's
+// Interleaved A/B of the API's start, read and advance between compiled trees (each worktree's
 // node_modules/.cache/baton-bench from an earlier `bench:api --compiled`): each variant has its own
 // API process and database, and short bursts alternate between them, so both meet the same machine.
 //   tsx scripts/bench/api-ab.ts --rounds 6 --seconds 5 ../baton-base ../baton-mine
+//   tsx scripts/bench/api-ab.ts --routes read ../baton-base ../baton-mine      only these (start, read, advance)
 import { randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
@@ -12,12 +13,15 @@ import { fixture, startMany, type Fixture } from './api-fixture.js'
 import { databaseUrl, freePort, procStatus, SERVER_URL, stopChild, waitFor, type Child } from './lib.js'
 
 const { values: args, positionals } = parseArgs({ allowPositionals: true, options: {
-  rounds: { type: 'string', default: '6' }, seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '32' } } })
+  rounds: { type: 'string', default: '6' }, seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '32' },
+  routes: { type: 'string', default: 'start,read,advance' } } })
+const ROUTES = args.routes.split(',').map((r) => r.trim())
+for (const route of ROUTES) if (!['start', 'read', 'advance'].includes(route)) throw new Error(`--routes: no route "${route}" (start, read, advance)`)
 const OPERATOR_KEY = `bench-operator-${randomBytes(12).toString('hex')}`
 const admin = new pg.Client({ connectionString: SERVER_URL })
 await admin.connect()
 
-interface Variant { dir: string; db: string; api: Child; base: string; fx: Fixture; advanceable: string[]; turn: number
+interface Variant { dir: string; db: string; api: Child; base: string; fx: Fixture; advanceable: string[]; turn: number; readable: string[]
   tally: Record<string, { requests: number; apiMs: number; pgMs: number; seconds: number }[]> }
 
 function start(dir: string, db: string, port: number): Child {
@@ -55,6 +59,9 @@ const startRequest = (v: Variant) => ({ method: 'POST', path: '/v1/process-insta
 const advanceRequest = (v: Variant) => ({ method: 'POST', path: `/v1/process-instances/${v.advanceable[0]}/advance`, headers: v.fx.json,
   body: JSON.stringify({ outcome: 'done' }),
   setupRequest: (r: { path: string }) => ({ ...r, path: `/v1/process-instances/${v.advanceable[v.turn++ % v.advanceable.length]}/advance` }) })
+const readRequest = (v: Variant) => ({ method: 'GET', path: `/v1/process-instances/${v.readable[0]}`, headers: { authorization: v.fx.json.authorization! },
+  setupRequest: (r: { path: string }) => ({ ...r, path: `/v1/process-instances/${v.readable[v.turn++ % v.readable.length]}` }) })
+const requests: Record<string, (v: Variant) => Record<string, unknown>> = { start: startRequest, read: readRequest, advance: advanceRequest }
 
 const variants: Variant[] = []
 try {
@@ -66,16 +73,17 @@ try {
     const base = `http://127.0.0.1:${port}`
     await waitFor('the API to be ready', 120_000, async () => (await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 || undefined)
     const fx = await fixture(base, OPERATOR_KEY)
-    variants.push({ dir, db, api, base, fx, advanceable: await startMany(base, fx, fx.advanceTemplate, 1500), turn: 0, tally: {} })
+    const advanceable = ROUTES.includes('advance') ? await startMany(base, fx, fx.advanceTemplate, 1500) : []
+    const readable = ROUTES.includes('read') ? await startMany(base, fx, fx.startTemplate, 200) : []
+    variants.push({ dir, db, api, base, fx, advanceable, readable, turn: 0, tally: {} })
   }
-  for (const v of variants) { await burst(v, 'warm start', startRequest(v), 2); await burst(v, 'warm advance', advanceRequest(v), 2) }
+  for (const v of variants) for (const route of ROUTES) await burst(v, `warm ${route}`, requests[route]!(v), 2)
   const seconds = Number(args.seconds)
   for (let round = 0; round < Number(args.rounds); round++) {
     const order = round % 2 === 0 ? variants : [...variants].reverse()
-    for (const v of order) await burst(v, 'start', startRequest(v), seconds)
-    for (const v of order) await burst(v, 'advance', advanceRequest(v), seconds)
+    for (const route of ROUTES) for (const v of order) await burst(v, route, requests[route]!(v), seconds)
   }
-  for (const route of ['start', 'advance']) {
+  for (const route of ROUTES) {
     for (const v of variants) {
       const runs = v.tally[route] ?? []
       const per = runs.map((r) => ({ rps: r.requests / r.seconds, api: r.apiMs / r.requests, pg: r.pgMs / r.requests }))

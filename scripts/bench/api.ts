@@ -7,6 +7,7 @@
 //   npm run bench:api -- --count-queries    the API's SQL statements per request, by kind (round trips, with BEGIN and COMMIT)
 //   npm run bench:api -- --compiled --node-defaults      node's own heap settings instead of those npm start passes
 //   npm run bench:api -- --compiled --history 1000000     first N finished processes of another tenant, not analyzed
+//   npm run bench:api -- --compiled --routes read --cpu-prof prof     only these routes (start, read, advance)
 //
 // BENCH_API_NODE_ARGS: extra node flags for the API, after those npm start passes (a later flag wins).
 //
@@ -37,10 +38,14 @@ const { values: args } = parseArgs({
     /** Runs the API with node's own heap settings, not those of `npm start` (NODE_HEAP_FLAGS). */
     'node-defaults': { type: 'boolean', default: false },
     /** Seeds N finished processes of another tenant before the routes (scripts/bench/history.ts), not analyzed. */
-    history: { type: 'string' }
+    history: { type: 'string' },
+    /** The routes to load, by name (start, read, advance), comma-separated: a profile of one alone. */
+    routes: { type: 'string', default: 'start,read,advance' }
   }
 })
 const SECONDS = Number(args.seconds)
+const ROUTES = new Set(args.routes.split(',').map((r) => r.trim()))
+for (const route of ROUTES) if (!['start', 'read', 'advance'].includes(route)) throw new Error(`--routes: no route "${route}" (start, read, advance)`)
 const CONNECTIONS = Number(args.connections)
 const DATABASE = `baton_apibench_${process.pid}`
 const PGBENCH_DATABASE = `baton_pgbench_${process.pid}`
@@ -98,18 +103,18 @@ try {
   }
   const results: RouteResult[] = []
 
-  results.push(await load(api, 'POST /v1/process-instances', base, {
+  if (ROUTES.has('start')) results.push(await load(api, 'POST /v1/process-instances', base, {
     method: 'POST', path: '/v1/process-instances', headers: fx.json, body: JSON.stringify({ templateId: fx.startTemplate, responsibleUserId: fx.userId })
   }))
-  const ids = await startMany(base, fx, fx.startTemplate, 200)
+  const ids = ROUTES.has('read') ? await startMany(base, fx, fx.startTemplate, 200) : []
   let next = 0
-  results.push(await load(api, 'GET /v1/process-instances/{id}', base, {
+  if (ROUTES.has('read')) results.push(await load(api, 'GET /v1/process-instances/{id}', base, {
     method: 'GET', path: `/v1/process-instances/${ids[0]}`, headers: { authorization: fx.json.authorization! },
     setupRequest: (request: { path: string }) => ({ ...request, path: `/v1/process-instances/${ids[next++ % ids.length]}` })
   }))
-  const advanceable = await startMany(base, fx, fx.advanceTemplate, 1000)
+  const advanceable = ROUTES.has('advance') ? await startMany(base, fx, fx.advanceTemplate, 1000) : []
   let turn = 0
-  results.push(await load(api, 'POST /v1/process-instances/{id}/advance', base, {
+  if (ROUTES.has('advance')) results.push(await load(api, 'POST /v1/process-instances/{id}/advance', base, {
     method: 'POST', path: `/v1/process-instances/${advanceable[0]}/advance`, headers: fx.json, body: JSON.stringify({ outcome: 'done' }),
     setupRequest: (request: { path: string }) => ({ ...request, path: `/v1/process-instances/${advanceable[turn++ % advanceable.length]}/advance` })
   }))
