@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { Database } from '../../src/db/database.js'
 import { Kysely, PostgresDialect, sql } from '../../src/db/kysely.js'
 import { TRIGGERS_NOTIFY } from '../../src/db/wakeups.js'
-import { startInstance } from '../../src/modules/instances/service.js'
+import { getInstance, startInstance } from '../../src/modules/instances/service.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import type { Response } from '../helpers/app.js'
 import { assertIsolated, assertProblem } from '../helpers/assertions.js'
@@ -17,6 +17,17 @@ import { setupRuntime, type InstanceView, type RuntimeContext } from '../helpers
 
 const rt = await setupRuntime(t)
 const base = '/v1/process-instances'
+
+/** Kysely on a connection of its own that writes down each statement it runs. */
+function loggingDb(t: Test): { db: Kysely<Database>; statements: string[] } {
+  const statements: string[] = []
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: rt.databaseUrl, max: 1 }) }),
+    log: (event) => { statements.push(event.query.sql.trim()) }
+  })
+  t.teardown(() => db.destroy())
+  return { db, statements }
+}
 
 t.afterEach(async () => {
   rt.provider.always({ status: 200, body: 'ok' })
@@ -114,13 +125,7 @@ t.test('a start reads, then writes the whole process in one statement, outside a
     { kind: 'webhook', name: 'Order a valuation', refersTo: { property: true } },
     { kind: 'task', name: 'Call the owner', deadlineDays: 2 }
   ])
-  const statements: string[] = []
-  const logged = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: rt.databaseUrl, max: 1 }) }),
-    log: (event) => { statements.push(event.query.sql.trim()) }
-  })
-  t.teardown(() => logged.destroy())
-
+  const { db: logged, statements } = loggingDb(t)
   const { instance, created } = await startInstance(logged, rt.clock, TRIGGERS_NOTIFY, rt.tenant.id, { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId })
   t.ok(created)
   t.equal(statements.length, 2, statements.join('\n---\n'))
@@ -150,6 +155,31 @@ t.test('a start reads, then writes the whole process in one statement, outside a
       and not exists (select from process_instances p where p.tenant_id = a.tenant_id and p.id = a.instance_id)
   `.execute(rt.db)
   t.equal(rows[0]?.orphans, 0, 'no activity of a start that lost the race')
+})
+
+t.test('a read is one statement: the process, its steps in order and each step\'s latest delivery', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'Order a valuation', refersTo: { property: true } },
+    { kind: 'task', name: 'Call the owner', deadlineDays: 2 },
+    { kind: 'task', name: 'Send the report' }
+  ])
+  const started = await rt.api.post(base, { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId })
+  t.equal(started.statusCode, 201, started.body)
+  const { db: logged, statements } = loggingDb(t)
+
+  const read: InstanceView = await getInstance(logged, rt.tenant.id, started.data.id)
+  t.equal(statements.length, 1, statements.join('\n---\n'))
+  t.same(read, started.data, 'the process as its start answered it')
+  t.same(read.steps.map((s: InstanceView) => s.position), [1, 2, 3], 'the steps in order')
+  t.match(read.steps[0].delivery, { status: 'pending', round: 1, attempts: 0 }, 'the webhook step with its delivery')
+  t.same(read.steps.slice(1).map((s: InstanceView) => s.delivery), [null, null], 'the tasks without one')
+  t.same((await rt.api.get(`${base}/${started.data.id}`)).data, read, 'and as the API answers it')
+
+  statements.length = 0
+  const status = (read: Promise<unknown>) => read.then(() => 200, (error: { status?: number }) => error.status)
+  t.equal(await status(getInstance(logged, rt.tenant.id, randomUUID())), 404, 'no such process: 404')
+  t.equal(await status(getInstance(logged, randomUUID(), started.data.id)), 404, 'under another tenant: 404')
+  t.equal(statements.length, 2, 'one statement each')
 })
 
 t.test('get one with its steps; list filters and cursor pagination', async (t) => {

@@ -1,4 +1,4 @@
-import { sql } from '../../db/kysely.js'
+import { CompiledQuery, sql } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveryRow, InstanceRow, InstanceStepRow, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
@@ -72,6 +72,65 @@ export function findInstanceByIdempotencyKey(db: DB, tenantId: string, key: stri
 
 export type LatestDelivery = Pick<DeliveryRow, 'id' | 'step_id' | 'status' | 'round' | 'attempt_count' | 'next_attempt_at' | 'last_status_code' | 'last_error'>
 
+/** The columns of a process the API shows (service.toInstance), and those of its steps (toInstanceStep). */
+const INSTANCE_VIEW = [
+  'id', 'template_id', 'template_name', 'status', 'responsible_user_id', 'controller_user_id', 'property_id', 'address_id',
+  'current_position', 'parent_instance_id', 'parent_step_id', 'version', 'started_at', 'ended_at'
+] as const satisfies readonly (keyof InstanceRow)[]
+const STEP_VIEW = [
+  'id', 'position', 'kind', 'name', 'state', 'start_mode', 'start_days', 'deadline_days', 'refers_to_property', 'refers_to_address',
+  'service_id', 'target_url', 'target_delivery', 'start_at', 'started_at', 'ended_at', 'assignee_user_id', 'deadline_at', 'note',
+  'settings', 'decision'
+] as const satisfies readonly (keyof InstanceStepRow)[]
+const LATEST_DELIVERY = ['id', 'status', 'round', 'attempt_count', 'next_attempt_at', 'last_status_code', 'last_error'] as const
+
+export type InstanceView = Pick<InstanceRow, (typeof INSTANCE_VIEW)[number]>
+export type StepView = Pick<InstanceStepRow, (typeof STEP_VIEW)[number]>
+type DeliveryColumns = { [K in (typeof LATEST_DELIVERY)[number] as `d_${K}`]: DeliveryRow[K] | null }
+
+/** A step's row with its latest delivery's columns (prefixed d_, all null for a step without one), split in two. */
+function withLatestDelivery<S extends { id: string }>(row: S & DeliveryColumns): { step: S; delivery: LatestDelivery | undefined } {
+  const { d_id, d_status, d_round, d_attempt_count, d_next_attempt_at, d_last_status_code, d_last_error, ...step } = row
+  return {
+    step: step as unknown as S,
+    delivery: d_id === null || d_status === null || d_round === null || d_attempt_count === null || d_next_attempt_at === null ? undefined : {
+      id: d_id, step_id: step.id, status: d_status, round: d_round, attempt_count: d_attempt_count, next_attempt_at: d_next_attempt_at,
+      last_status_code: d_last_status_code, last_error: d_last_error
+    }
+  }
+}
+
+/**
+ * A process as the API shows it, its steps in order, each with its latest delivery: one statement,
+ * where the process's row and then its steps took two round trips. The process's columns (prefixed
+ * p_) ride on each step's row; a step's columns are null on the one row of a process without steps.
+ */
+const FIND_INSTANCE_VIEW = `
+  select ${INSTANCE_VIEW.map((c) => `p.${c} as p_${c}`).join(', ')},
+    ${STEP_VIEW.map((c) => `s.${c}`).join(', ')},
+    ${LATEST_DELIVERY.map((c) => `d.${c} as d_${c}`).join(', ')}
+  from process_instances p
+  left join instance_steps s on s.tenant_id = p.tenant_id and s.instance_id = p.id
+  left join lateral (
+    select ${LATEST_DELIVERY.join(', ')} from deliveries
+    where deliveries.tenant_id = s.tenant_id and deliveries.step_id = s.id order by deliveries.id desc limit 1
+  ) d on true
+  where p.tenant_id = $1 and p.id = $2
+  order by s.position`
+
+export async function findInstanceView(
+  db: DB, tenantId: string, id: string
+): Promise<{ instance: InstanceView; steps: { step: StepView; delivery: LatestDelivery | undefined }[] } | undefined> {
+  type Row = { [K in keyof InstanceView as `p_${K}`]: InstanceView[K] } & { [K in keyof StepView]: StepView[K] | null } & DeliveryColumns
+  const { rows } = await db.executeQuery<Row>(CompiledQuery.raw(FIND_INSTANCE_VIEW, [tenantId, id]))
+  const first = rows[0]
+  if (!first) return undefined
+  const instance = Object.fromEntries(INSTANCE_VIEW.map((c) => [c, first[`p_${c}`]])) as InstanceView
+  // A step keeps the process's columns beside its own: the view reads its own by name.
+  const steps = rows.filter((row) => row.id !== null).map((row) => withLatestDelivery(row as unknown as StepView & DeliveryColumns))
+  return { instance, steps }
+}
+
 /** An instance's steps in order, each with its latest delivery (webhook steps that have one), in one statement. */
 export async function listStepsWithDeliveries(db: DB, tenantId: string, instanceId: string): Promise<{ step: InstanceStepRow; delivery: LatestDelivery | undefined }[]> {
   const rows = await db.selectFrom('instance_steps as s')
@@ -84,13 +143,7 @@ export async function listStepsWithDeliveries(db: DB, tenantId: string, instance
       'd.next_attempt_at as d_next_attempt_at', 'd.last_status_code as d_last_status_code', 'd.last_error as d_last_error'])
     .where('s.tenant_id', '=', tenantId).where('s.instance_id', '=', instanceId)
     .orderBy('s.position').execute()
-  return rows.map(({ d_id, d_status, d_round, d_attempt_count, d_next_attempt_at, d_last_status_code, d_last_error, ...step }) => ({
-    step,
-    delivery: d_id === null || d_status === null || d_round === null || d_attempt_count === null || d_next_attempt_at === null ? undefined : {
-      id: d_id, step_id: step.id, status: d_status, round: d_round, attempt_count: d_attempt_count, next_attempt_at: d_next_attempt_at,
-      last_status_code: d_last_status_code, last_error: d_last_error
-    }
-  }))
+  return rows.map((row) => withLatestDelivery<InstanceStepRow>(row))
 }
 
 /** Newest first, with the current step joined in for the summary. */

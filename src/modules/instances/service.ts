@@ -34,7 +34,7 @@ function toDeliverySummary(row: DeliveryRow): DeliverySummary {
   }
 }
 
-function toInstanceStep(row: InstanceStepRow, delivery: DeliveryRow | undefined): InstanceStep {
+function toInstanceStep(row: repo.StepView, delivery: DeliveryRow | undefined): InstanceStep {
   return {
     id: row.id,
     position: row.position,
@@ -60,7 +60,7 @@ function toInstanceStep(row: InstanceStepRow, delivery: DeliveryRow | undefined)
   }
 }
 
-function instanceFields(row: InstanceRow): Omit<InstanceSummary, 'currentStep'> {
+function instanceFields(row: repo.InstanceView): Omit<InstanceSummary, 'currentStep'> {
   return {
     id: row.id,
     templateId: row.template_id,
@@ -89,7 +89,7 @@ function toSummary(row: repo.InstanceListRow): InstanceSummary {
 }
 
 /** The instance as the API shows it, from its row and its steps, each with its latest delivery. */
-function toInstance(row: InstanceRow, steps: { step: InstanceStepRow; delivery: DeliveryRow | undefined }[]): Instance {
+function toInstance(row: repo.InstanceView, steps: { step: repo.StepView; delivery: DeliveryRow | undefined }[]): Instance {
   const current = row.status === 'running' ? steps.find(({ step }) => step.position === row.current_position)?.step : undefined
   return {
     ...instanceFields(row),
@@ -108,9 +108,9 @@ async function loadInstance(db: DB, tenantId: string, row: InstanceRow): Promise
 }
 
 export async function getInstance(db: DB, tenantId: string, id: string): Promise<Instance> {
-  const row = await repo.findInstance(db, tenantId, id)
-  if (!row) throw notFound('Process instance', id)
-  return loadInstance(db, tenantId, row)
+  const found = await repo.findInstanceView(db, tenantId, id)
+  if (!found) throw notFound('Process instance', id)
+  return toInstance(found.instance, found.steps)
 }
 
 /**
