@@ -84,6 +84,13 @@ const STEP_VIEW = [
 ] as const satisfies readonly (keyof InstanceStepRow)[]
 const LATEST_DELIVERY = ['id', 'status', 'round', 'attempt_count', 'next_attempt_at', 'last_status_code', 'last_error'] as const
 
+/** Each step `s`'s latest delivery as `d` (all null for a step without one), and its columns prefixed d_. */
+const JOIN_LATEST_DELIVERY = `left join lateral (
+    select ${LATEST_DELIVERY.join(', ')} from deliveries
+    where deliveries.tenant_id = s.tenant_id and deliveries.step_id = s.id order by deliveries.id desc limit 1
+  ) d on true`
+const LATEST_DELIVERY_COLUMNS = LATEST_DELIVERY.map((c) => `d.${c} as d_${c}`).join(', ')
+
 export type InstanceView = Pick<InstanceRow, (typeof INSTANCE_VIEW)[number]>
 export type StepView = Pick<InstanceStepRow, (typeof STEP_VIEW)[number]>
 type DeliveryColumns = { [K in (typeof LATEST_DELIVERY)[number] as `d_${K}`]: DeliveryRow[K] | null }
@@ -108,13 +115,10 @@ function withLatestDelivery<S extends { id: string }>(row: S & DeliveryColumns):
 const FIND_INSTANCE_VIEW = `
   select ${INSTANCE_VIEW.map((c) => `p.${c} as p_${c}`).join(', ')},
     ${STEP_VIEW.map((c) => `s.${c}`).join(', ')},
-    ${LATEST_DELIVERY.map((c) => `d.${c} as d_${c}`).join(', ')}
+    ${LATEST_DELIVERY_COLUMNS}
   from process_instances p
   left join instance_steps s on s.tenant_id = p.tenant_id and s.instance_id = p.id
-  left join lateral (
-    select ${LATEST_DELIVERY.join(', ')} from deliveries
-    where deliveries.tenant_id = s.tenant_id and deliveries.step_id = s.id order by deliveries.id desc limit 1
-  ) d on true
+  ${JOIN_LATEST_DELIVERY}
   where p.tenant_id = $1 and p.id = $2
   order by s.position`
 
@@ -131,18 +135,16 @@ export async function findInstanceView(
   return { instance, steps }
 }
 
-/** An instance's steps in order, each with its latest delivery (webhook steps that have one), in one statement. */
+/** An instance's steps in order, every column, each with its latest delivery (webhook steps that have one), in one statement. */
+const LIST_STEPS_WITH_DELIVERIES = `
+  select s.*, ${LATEST_DELIVERY_COLUMNS}
+  from instance_steps s
+  ${JOIN_LATEST_DELIVERY}
+  where s.tenant_id = $1 and s.instance_id = $2
+  order by s.position`
+
 export async function listStepsWithDeliveries(db: DB, tenantId: string, instanceId: string): Promise<{ step: InstanceStepRow; delivery: LatestDelivery | undefined }[]> {
-  const rows = await db.selectFrom('instance_steps as s')
-    .leftJoinLateral((eb) => eb.selectFrom('deliveries as d')
-      .select(['d.id', 'd.status', 'd.round', 'd.attempt_count', 'd.next_attempt_at', 'd.last_status_code', 'd.last_error'])
-      .whereRef('d.tenant_id', '=', 's.tenant_id').whereRef('d.step_id', '=', 's.id')
-      .orderBy('d.id', 'desc').limit(1).as('d'), (join) => join.onTrue())
-    .selectAll('s')
-    .select(['d.id as d_id', 'd.status as d_status', 'd.round as d_round', 'd.attempt_count as d_attempt_count',
-      'd.next_attempt_at as d_next_attempt_at', 'd.last_status_code as d_last_status_code', 'd.last_error as d_last_error'])
-    .where('s.tenant_id', '=', tenantId).where('s.instance_id', '=', instanceId)
-    .orderBy('s.position').execute()
+  const { rows } = await db.executeQuery<InstanceStepRow & DeliveryColumns>(CompiledQuery.raw(LIST_STEPS_WITH_DELIVERIES, [tenantId, instanceId]))
   return rows.map((row) => withLatestDelivery<InstanceStepRow>(row))
 }
 
