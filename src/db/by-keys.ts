@@ -1,5 +1,6 @@
 import { sql } from './kysely.js'
 import { CUSTOM_PLAN } from './postgres.js'
+import type { Statement } from './statement.js'
 
 /**
  * The rows' primary keys as a condition a statement can find them by, through the primary key with
@@ -14,18 +15,35 @@ import { CUSTOM_PLAN } from './postgres.js'
  * growing with every one; test/db/foreign-key-plans.test.ts).
  */
 export function byKeys(alias: string, rows: { tenant_id: string; id: string }[]) {
+  const tenant = sql.ref(`${alias}.tenant_id`)
+  const id = sql.ref(`${alias}.id`)
+  const groups = byTenant(rows)
+  if (groups.length === 0) return sql`false`
+  const [firstTenant, firstIds] = groups[0]!
+  if (groups.length === 1 && firstIds.length === 1) return sql`(${tenant} = ${firstTenant}::uuid and ${id} = ${firstIds[0]}::uuid)`
+  const conditions = groups.map(([tenantId, ids]) => sql`(${tenant} = ${tenantId}::uuid and ${id} = any(${ids}::uuid[]))`)
+  return sql`(${sql.join(conditions, sql` or `)}) ${sql.raw(CUSTOM_PLAN)}`
+}
+
+/** The same condition as `byKeys`, as text for a Statement (src/db/statement.ts). */
+export function byKeysText(statement: Statement, alias: string, rows: { tenant_id: string; id: string }[]): string {
+  const groups = byTenant(rows)
+  if (groups.length === 0) return 'false'
+  const [firstTenant, firstIds] = groups[0]!
+  if (groups.length === 1 && firstIds.length === 1) {
+    return `(${alias}.tenant_id = ${statement.value(firstTenant)}::uuid and ${alias}.id = ${statement.value(firstIds[0])}::uuid)`
+  }
+  const conditions = groups.map(([tenantId, ids]) => `(${alias}.tenant_id = ${statement.value(tenantId)}::uuid and ${alias}.id = any(${statement.value(ids)}::uuid[]))`)
+  return `(${conditions.join(' or ')}) ${CUSTOM_PLAN}`
+}
+
+/** The rows' ids by tenant, each id once. */
+function byTenant(rows: { tenant_id: string; id: string }[]): [string, string[]][] {
   const idsByTenant = new Map<string, Set<string>>()
   for (const row of rows) {
     let ids = idsByTenant.get(row.tenant_id)
     if (!ids) idsByTenant.set(row.tenant_id, (ids = new Set()))
     ids.add(row.id)
   }
-  const tenant = sql.ref(`${alias}.tenant_id`)
-  const id = sql.ref(`${alias}.id`)
-  const groups = [...idsByTenant]
-  if (groups.length === 0) return sql`false`
-  const [firstTenant, firstIds] = groups[0]!
-  if (groups.length === 1 && firstIds.size === 1) return sql`(${tenant} = ${firstTenant}::uuid and ${id} = ${[...firstIds][0]}::uuid)`
-  const conditions = groups.map(([tenantId, ids]) => sql`(${tenant} = ${tenantId}::uuid and ${id} = any(${[...ids]}::uuid[]))`)
-  return sql`(${sql.join(conditions, sql` or `)}) ${sql.raw(CUSTOM_PLAN)}`
+  return [...idsByTenant].map(([tenantId, ids]) => [tenantId, [...ids]])
 }

@@ -1,6 +1,8 @@
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import { byKeys } from '../../src/db/by-keys.js'
+import { byKeys, byKeysText } from '../../src/db/by-keys.js'
+import type { DB } from '../../src/db/connect.js'
+import { Statement } from '../../src/db/statement.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
 import { stepsAndNext } from '../../src/scheduler/delivery-repository.js'
@@ -54,32 +56,44 @@ t.test('every foreign key check on an empty database goes through the referenced
   }
 })
 
-t.test('a batch statement finds its rows by primary key with both columns, however many rows the tenant has and without statistics', async (t) => {
-  const { database, client } = await emptyDatabase(t)
-  const tenant = '00000000-0000-7000-8000-000000000001'
-  const rows = [1, 2, 3].map((n) => ({ tenant_id: tenant, id: `00000000-0000-7000-8000-00000000010${n}` }))
-  const statement = (keys: typeof rows) => sql`update instance_steps s set version = s.version + 1 where ${byKeys('s', keys)}`.compile(database.db)
-  const literal = (value: unknown) => client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : String(value))
-  const planOf = async (text: string) => JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${text}`)).rows[0]!['QUERY PLAN'])
-  const bothColumns = /"Index Name":"instance_steps_pkey".*"Index Cond":"\(\(tenant_id = [^)]+\) AND \(id = /
+type Keys = { tenant_id: string; id: string }[]
+/** The condition of `byKeys` through Kysely's `sql` tag, and of `byKeysText` in a Statement's text. */
+const conditions: Record<string, (db: DB, keys: Keys) => { sql: string; parameters: readonly unknown[] }> = {
+  byKeys: (db, keys) => sql`update instance_steps s set version = s.version + 1 where ${byKeys('s', keys)}`.compile(db),
+  byKeysText: (_db, keys) => {
+    const statement = new Statement()
+    return { sql: `update instance_steps s set version = s.version + 1 where ${byKeysText(statement, 's', keys)}`, parameters: statement.values }
+  }
+}
 
-  // One row: a plain key, which the plan a prepared statement keeps (made on the empty table) looks up by both columns.
-  const one = statement(rows.slice(0, 1))
-  t.notMatch(one.sql, CUSTOM_PLAN, 'one row: prepared as usual')
-  await client.query(`prepare one_row as ${one.sql}`)
-  await client.query('set plan_cache_mode = force_generic_plan')
-  t.match(await planOf(`execute one_row (${one.parameters.map(literal).join(', ')})`), bothColumns, 'one row: the kept plan takes the key')
-  await client.query('reset plan_cache_mode')
+for (const [name, condition] of Object.entries(conditions)) {
+  t.test(`a batch statement (${name}) finds its rows by primary key with both columns, however many rows the tenant has and without statistics`, async (t) => {
+    const { database, client } = await emptyDatabase(t)
+    const tenant = '00000000-0000-7000-8000-000000000001'
+    const rows = [1, 2, 3].map((n) => ({ tenant_id: tenant, id: `00000000-0000-7000-8000-00000000010${n}` }))
+    const statement = (keys: Keys) => condition(database.db, keys)
+    const literal = (value: unknown) => client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : String(value))
+    const planOf = async (text: string) => JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${text}`)).rows[0]!['QUERY PLAN'])
+    const bothColumns = /"Index Name":"instance_steps_pkey".*"Index Cond":"\(\(tenant_id = [^)]+\) AND \(id = /
 
-  // More rows: `= any` arrays, planned with their values each time, once the tenant has rows to walk.
-  const many = statement(rows)
-  t.match(many.sql, CUSTOM_PLAN, 'more rows: never kept as a generic plan')
-  await client.query('set session_replication_role = replica') // no triggers: rows without their processes
-  await client.query(`insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address)
-    select $1, gen_random_uuid(), gen_random_uuid(), 1, 'task', 'step', 'afterPrevious', 'processResponsible', false, false from generate_series(1, 3000)`, [tenant])
-  const text = many.parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literal(value)), many.sql)
-  t.match(await planOf(text), bothColumns, 'more rows, 3,000 in the tenant, no statistics: the key with both columns')
-})
+    // One row: a plain key, which the plan a prepared statement keeps (made on the empty table) looks up by both columns.
+    const one = statement(rows.slice(0, 1))
+    t.notMatch(one.sql, CUSTOM_PLAN, 'one row: prepared as usual')
+    await client.query(`prepare one_row as ${one.sql}`)
+    await client.query('set plan_cache_mode = force_generic_plan')
+    t.match(await planOf(`execute one_row (${one.parameters.map(literal).join(', ')})`), bothColumns, 'one row: the kept plan takes the key')
+    await client.query('reset plan_cache_mode')
+
+    // More rows: `= any` arrays, planned with their values each time, once the tenant has rows to walk.
+    const many = statement(rows)
+    t.match(many.sql, CUSTOM_PLAN, 'more rows: never kept as a generic plan')
+    await client.query('set session_replication_role = replica') // no triggers: rows without their processes
+    await client.query(`insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address)
+      select $1, gen_random_uuid(), gen_random_uuid(), 1, 'task', 'step', 'afterPrevious', 'processResponsible', false, false from generate_series(1, 3000)`, [tenant])
+    const text = many.parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literal(value)), many.sql)
+    t.match(await planOf(text), bothColumns, 'more rows, 3,000 in the tenant, no statistics: the key with both columns')
+  })
+}
 
 t.test('a process read finds each step\'s latest delivery through the step index, on an empty database', async (t) => {
   const { database, client } = await emptyDatabase(t)

@@ -1,5 +1,6 @@
-import { sql, type Insertable, type RawBuilder } from '../../db/kysely.js'
-import { byKeys } from '../../db/by-keys.js'
+import type { Insertable } from '../../db/kysely.js'
+import { byKeysText } from '../../db/by-keys.js'
+import { identifier, Statement } from '../../db/statement.js'
 import { THEN_COMMIT } from '../../db/postgres.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveriesTable, DeliveryRow, InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
@@ -132,19 +133,20 @@ function foldIntoInserts(plan: PlannedChanges, inserts: NewProcess, now: Date): 
  * taken (a concurrent start with the key committed first), then its steps. `gate` holds every other
  * part of the statement to the instance's insert, so a start that loses that race writes nothing.
  */
-function insertsOf(inserts: NewProcess) {
-  const columns = (names: string[], prefix?: string) => sql.join(names.map((name) => sql.ref(prefix ? `${prefix}.${name}` : name)))
+function insertsOf(statement: Statement, inserts: NewProcess): string {
+  const columns = (names: string[], prefix?: string) => names.map((name) => (prefix ? `${prefix}.${identifier(name)}` : identifier(name))).join(', ')
   const instanceColumns = Object.keys(inserts.instance)
   const stepColumns = Object.keys(inserts.steps[0] ?? {})
-  const steps = stepColumns.length === 0 ? sql`select null::uuid as id where false` : sql`
+  const instance = statement.value(JSON.stringify(inserts.instance))
+  const steps = stepColumns.length === 0 ? 'select null::uuid as id where false' : `
     insert into instance_steps (${columns(stepColumns)})
-    select ${columns(stepColumns, 'v')} from jsonb_populate_recordset(null::instance_steps, ${JSON.stringify(inserts.steps)}::jsonb) v
+    select ${columns(stepColumns, 'v')} from jsonb_populate_recordset(null::instance_steps, ${statement.value(JSON.stringify(inserts.steps))}::jsonb) v
     where exists (select from inserted)
     returning *`
-  return sql`
+  return `
       inserted as (
         insert into process_instances (${columns(instanceColumns)})
-        select ${columns(instanceColumns, 'v')} from jsonb_populate_record(null::process_instances, ${JSON.stringify(inserts.instance)}::jsonb) v
+        select ${columns(instanceColumns, 'v')} from jsonb_populate_record(null::process_instances, ${instance}::jsonb) v
         on conflict (tenant_id, idempotency_key) do nothing
         returning *
       ), copies as (${steps})`
@@ -152,8 +154,8 @@ function insertsOf(inserts: NewProcess) {
 
 /** A part of the statement: a data-modifying CTE, and what it answers with (none for the activities). */
 interface Part {
-  cte: RawBuilder<unknown>
-  answer?: RawBuilder<unknown>
+  cte: string
+  answer?: string
 }
 
 /**
@@ -163,70 +165,72 @@ interface Part {
  * five. A part with nothing to write is left out of the statement, which Postgres would otherwise
  * set up on every run (a start uses four of the seven). Returns the rows it changed or inserted; with
  * `answer` false, none (a caller that has no use for them spares both sides turning every row into
- * JSON and back). With `last`, the statement carries its transaction's COMMIT (THEN_COMMIT).
+ * JSON and back). With `last`, the statement carries its transaction's COMMIT (THEN_COMMIT). Its text
+ * is written as a string (src/db/statement.ts): a start or an advance runs it every time.
  */
 export async function writeChanges(
   db: DB, planned: PlannedChanges, now: Date, { answer = true, last = false }: { answer?: boolean; last?: boolean } = {}
 ): Promise<WrittenRows> {
-  const json = (rows: unknown[]) => JSON.stringify(rows)
+  const statement = new Statement()
+  const json = (rows: unknown[]) => statement.value(JSON.stringify(rows))
   const folded = planned.inserts ? foldIntoInserts(planned, planned.inserts, now) : undefined
   const plan = folded?.rest ?? planned
-  const gate = folded ? sql`and exists (select from inserted)` : sql``
+  const gate = folded ? 'and exists (select from inserted)' : ''
   const parts: Part[] = []
   if (folded) {
-    parts.push({ cte: insertsOf(folded.inserts), answer: sql`select 'inserted' as kind, to_jsonb(c) as row from copies c union all select 'instance', to_jsonb(i) from inserted i` })
+    parts.push({ cte: insertsOf(statement, folded.inserts), answer: `select 'inserted' as kind, to_jsonb(c) as row from copies c union all select 'instance', to_jsonb(i) from inserted i` })
   }
   if (plan.steps.length > 0) {
     parts.push({
-      cte: sql`changed as (
+      cte: `changed as (
         update instance_steps s
         set state = v.state, ended_at = coalesce(v.ended_at, s.ended_at), start_at = coalesce(v.start_at, s.start_at),
             note = case when v.set_note then v.note else s.note end, version = s.version + 1
         from jsonb_to_recordset(${json(plan.steps)}::jsonb)
           as v(tenant_id uuid, id uuid, state text, ended_at timestamptz, start_at timestamptz, note text, set_note boolean)
-        where ${byKeys('s', plan.steps)} and s.tenant_id = v.tenant_id and s.id = v.id ${gate}
+        where ${byKeysText(statement, 's', plan.steps)} and s.tenant_id = v.tenant_id and s.id = v.id ${gate}
         returning s.*
       )`,
-      answer: sql`select 'changed' as kind, to_jsonb(c) as row from changed c`
+      answer: `select 'changed' as kind, to_jsonb(c) as row from changed c`
     })
   }
   if (plan.starts.length > 0) {
     parts.push({
-      cte: sql`started as (
+      cte: `started as (
         update instance_steps s
-        set state = 'due', start_at = v.start_at, started_at = ${now}, assignee_user_id = v.assignee_user_id,
+        set state = 'due', start_at = v.start_at, started_at = ${statement.value(now)}, assignee_user_id = v.assignee_user_id,
             deadline_at = v.deadline_at, version = s.version + 1
         from jsonb_to_recordset(${json(plan.starts)}::jsonb)
           as v(tenant_id uuid, id uuid, start_at timestamptz, assignee_user_id uuid, deadline_at timestamptz)
-        where ${byKeys('s', plan.starts)} and s.tenant_id = v.tenant_id and s.id = v.id and s.state = any(${plan.fromStates}::text[]) ${gate}
+        where ${byKeysText(statement, 's', plan.starts)} and s.tenant_id = v.tenant_id and s.id = v.id and s.state = any(${statement.value(plan.fromStates)}::text[]) ${gate}
         returning s.*
       )`,
-      answer: sql`select 'started' as kind, to_jsonb(s) as row from started s`
+      answer: `select 'started' as kind, to_jsonb(s) as row from started s`
     })
   }
   if (plan.instances.length > 0) {
     parts.push({
-      cte: sql`instances as (
+      cte: `instances as (
         update process_instances p
         set current_position = coalesce(v.current_position, p.current_position), status = coalesce(v.status, p.status),
-            ended_at = coalesce(v.ended_at, p.ended_at), version = p.version + case when v.bump then 1 else 0 end, updated_at = ${now}
+            ended_at = coalesce(v.ended_at, p.ended_at), version = p.version + case when v.bump then 1 else 0 end, updated_at = ${statement.value(now)}
         from jsonb_to_recordset(${json(plan.instances)}::jsonb)
           as v(tenant_id uuid, id uuid, current_position integer, status text, ended_at timestamptz, bump boolean)
-        where ${byKeys('p', plan.instances)} and p.tenant_id = v.tenant_id and p.id = v.id ${gate}
+        where ${byKeysText(statement, 'p', plan.instances)} and p.tenant_id = v.tenant_id and p.id = v.id ${gate}
         returning p.*
       )`,
-      answer: sql`select 'instance' as kind, to_jsonb(i) as row from instances i`
+      answer: `select 'instance' as kind, to_jsonb(i) as row from instances i`
     })
   }
   // The steps that started in this statement: the updated ones, and the new ones that start as inserted.
   const startedIds = [
-    ...(plan.starts.length > 0 ? [sql`select id from started`] : []),
-    ...(folded && folded.started.length > 0 ? [sql`select id from copies where id = any(${folded.started}::uuid[])`] : [])
+    ...(plan.starts.length > 0 ? ['select id from started'] : []),
+    ...(folded && folded.started.length > 0 ? [`select id from copies where id = any(${statement.value(folded.started)}::uuid[])`] : [])
   ]
-  const startedSet = startedIds.length > 0 ? sql.join(startedIds, sql` union all `) : sql`select null::uuid as id where false`
+  const startedSet = startedIds.length > 0 ? startedIds.join(' union all ') : 'select null::uuid as id where false'
   if (plan.activities.length > 0) {
     parts.push({
-      cte: sql`activities as (
+      cte: `activities as (
         insert into activities (tenant_id, id, kind, message, property_id, address_id, instance_id, step_id, service_id, data, created_at)
         select a.tenant_id, a.id, a.kind, a.message, a.property_id, a.address_id, a.instance_id, a.step_id, a.service_id, coalesce(a.data, '{}'), a.created_at
         from jsonb_to_recordset(${json(plan.activities)}::jsonb) as a(tenant_id uuid, id uuid, kind text, message text, property_id uuid,
@@ -237,7 +241,7 @@ export async function writeChanges(
   }
   if (plan.deliveries.length > 0 && startedIds.length > 0) {
     parts.push({
-      cte: sql`deliveries as (
+      cte: `deliveries as (
         insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, property_id, address_id, parameters, next_attempt_at)
         select d.tenant_id, d.id, d.service_id, d.source, d.instance_id, d.step_id, d.property_id, d.address_id, d.parameters, d.next_attempt_at
         from jsonb_to_recordset(${json(plan.deliveries)}::jsonb) as d(tenant_id uuid, id uuid, service_id uuid, source text, instance_id uuid,
@@ -245,16 +249,16 @@ export async function writeChanges(
         where d.step_id in (${startedSet}) ${gate}
         returning *
       )`,
-      answer: sql`select 'delivery' as kind, to_jsonb(d) as row from deliveries d`
+      answer: `select 'delivery' as kind, to_jsonb(d) as row from deliveries d`
     })
   }
   if (parts.length === 0) return { steps: [], deliveries: [], instances: [] }
   const answers = parts.flatMap((part) => (part.answer ? [part.answer] : []))
-  const { rows } = await sql<{ kind: 'changed' | 'started' | 'inserted' | 'instance' | 'delivery'; row: Record<string, unknown> }>`
-    with ${sql.join(parts.map((part) => part.cte), sql`, `)}
-    ${answer && answers.length > 0 ? sql.join(answers, sql` union all `) : sql`select null as kind, null::jsonb as row where false`}
-    ${last ? sql.raw(THEN_COMMIT) : sql``}
-  `.execute(db)
+  const { rows } = await statement.run<{ kind: 'changed' | 'started' | 'inserted' | 'instance' | 'delivery'; row: Record<string, unknown> }>(db, `
+    with ${parts.map((part) => part.cte).join(', ')}
+    ${answer && answers.length > 0 ? answers.join(' union all ') : 'select null as kind, null::jsonb as row where false'}
+    ${last ? THEN_COMMIT : ''}
+  `)
   const of = <T>(kinds: string[], dates: string[]) => rows.filter((r) => kinds.includes(r.kind)).map((r) => revive<T>(r.row, dates))
   return {
     steps: of<InstanceStepRow>(['changed', 'started', 'inserted'], DATES.steps),

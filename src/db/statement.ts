@@ -1,0 +1,26 @@
+import { CompiledQuery, type QueryResult } from './kysely.js'
+import type { DB } from './connect.js'
+
+/**
+ * A statement's text and its values, written as a string: for the statements a request or a step runs
+ * every time, whose shape Kysely's builder and `sql` tag would otherwise put together as nodes and
+ * compile again on each run (`npm run bench:api`). A value goes in as a placeholder, never as text.
+ */
+export class Statement {
+  readonly values: unknown[] = []
+
+  /** The placeholder of a value ($1, $2…). */
+  value(value: unknown): string {
+    this.values.push(value)
+    return `$${this.values.length}`
+  }
+
+  run<Row>(db: DB, text: string): Promise<QueryResult<Row>> {
+    return db.executeQuery<Row>(CompiledQuery.raw(text, this.values))
+  }
+}
+
+/** A column or table name, quoted. Only for names the code chose, such as a row's own columns. */
+export function identifier(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`
+}
