@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto'
 
 export type KeyKind = 'operator' | 'tenant'
 
@@ -11,7 +11,7 @@ export function generateKey(kind: KeyKind): string {
 
 // Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
 export function hashKey(key: string): string {
-  return createHash('sha256').update(key).digest('hex')
+  return hash('sha256', key, 'hex')
 }
 
 export function sameHash(a: string, b: string): boolean {

@@ -4,7 +4,8 @@ import type { Clock } from '../adapters/clock.js'
 import type { DB } from '../db/connect.js'
 import { forbidden, unauthorized } from '../errors.js'
 import { CLAIM_PREFIX, verifyClaim, type ApiClaim } from '../lib/api-claims.js'
-import { hashKey, sameHash } from '../lib/keys.js'
+import { bearerOf, type Bearer } from '../lib/bearer.js'
+import { sameHash } from '../lib/keys.js'
 import type { KnownKeys } from '../modules/auth/known-keys.js'
 import { findTenantIdByKeyHash } from '../modules/auth/repository.js'
 import { findServiceForTenant } from '../modules/marketplace/activations/repository.js'
@@ -65,14 +66,13 @@ function checkClaimScope(claim: ApiClaim, request: FastifyRequest): void {
   if (named === null || id !== named) throw forbidden(`This apiClaim does not name ${scope} ${id}.`)
 }
 
-function bearerToken(request: FastifyRequest): string {
-  const header = request.headers.authorization
-  const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header)
-  if (!match?.[1]) throw unauthorized('Send an API key as "Authorization: Bearer <key>".')
-  return match[1]
+function bearerToken(request: FastifyRequest): Bearer {
+  const bearer = bearerOf(request)
+  if (!bearer) throw unauthorized('Send an API key as "Authorization: Bearer <key>".')
+  return bearer
 }
 
-async function identify({ db, operatorKeyHash, claimKey, clock, knownKeys }: AuthOptions, token: string): Promise<Caller> {
+async function identify({ db, operatorKeyHash, claimKey, clock, knownKeys }: AuthOptions, { key: token, hash }: Bearer): Promise<Caller> {
   if (token.startsWith(CLAIM_PREFIX)) {
     const check = verifyClaim(token, await claimKey(), clock.now())
     if (check.ok) {
@@ -87,7 +87,6 @@ async function identify({ db, operatorKeyHash, claimKey, clock, knownKeys }: Aut
     }
     throw unauthorized('The apiClaim is not valid: it was altered or not issued by this Baton.')
   }
-  const hash = hashKey(token)
   if (sameHash(hash, operatorKeyHash)) return { kind: 'operator' }
   const known = knownKeys.tenantOf(hash)
   if (known) return { kind: 'tenant', tenantId: known }

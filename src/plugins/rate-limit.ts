@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto'
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { ProblemError } from '../errors.js'
+import { bearerOf } from '../lib/bearer.js'
 
 export interface RateLimitOptions {
   /** Requests per window per API key (per client address without one); 0 turns the limit off. */
@@ -55,9 +55,7 @@ function tooMany(retryAfterSeconds: number, detail: string): ProblemError {
 }
 
 function tokenHash(request: FastifyRequest): string | undefined {
-  const header = request.headers.authorization
-  const token = header === undefined ? undefined : /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1]
-  return token === undefined ? undefined : createHash('sha256').update(token).digest('base64url')
+  return bearerOf(request)?.hash
 }
 
 function keyOf(request: FastifyRequest): string {
