@@ -158,10 +158,14 @@ t.test('a start reads, then writes the whole process in one statement, outside a
 })
 
 t.test('a read is one statement: the process, its steps in order and each step\'s latest delivery', async (t) => {
+  // Every kind whose settings the API shows, so that a column the read left out would show.
+  const sale = await rt.template([{ kind: 'task', name: 'Sell' }])
   const templateId = await rt.template([
     { kind: 'webhook', name: 'Order a valuation', refersTo: { property: true } },
-    { kind: 'task', name: 'Call the owner', deadlineDays: 2 },
-    { kind: 'task', name: 'Send the report' }
+    { kind: 'task', name: 'Call the owner', deadlineDays: 2, start: { mode: 'daysAfterPrevious', days: 1 } },
+    { kind: 'decision', name: 'Does the owner sell?', decision: { mode: 'manual', yes: 4, no: 5 } },
+    { kind: 'email', name: 'Tell the controller', email: { mode: 'automatic', to: 'controller', subject: 'Sold: {{process.id}}', body: 'Sold.' } },
+    { kind: 'followUpProcess', name: 'Start the sale', followUp: { templateId: sale, waitForCompletion: true } }
   ])
   const started = await rt.api.post(base, { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId })
   t.equal(started.statusCode, 201, started.body)
@@ -169,17 +173,29 @@ t.test('a read is one statement: the process, its steps in order and each step\'
 
   const read: InstanceView = await getInstance(logged, rt.tenant.id, started.data.id)
   t.equal(statements.length, 1, statements.join('\n---\n'))
-  t.same(read, started.data, 'the process as its start answered it')
-  t.same(read.steps.map((s: InstanceView) => s.position), [1, 2, 3], 'the steps in order')
+  // strictSame: a field the read no longer selected would come back undefined, not null.
+  t.strictSame(read, started.data, 'the process as its start answered it, built from every column it wrote')
+  t.same(read.steps.map((s: InstanceView) => s.position), [1, 2, 3, 4, 5], 'the steps in order')
   t.match(read.steps[0].delivery, { status: 'pending', round: 1, attempts: 0 }, 'the webhook step with its delivery')
-  t.same(read.steps.slice(1).map((s: InstanceView) => s.delivery), [null, null], 'the tasks without one')
-  t.same((await rt.api.get(`${base}/${started.data.id}`)).data, read, 'and as the API answers it')
+  t.same(read.steps.slice(1).map((s: InstanceView) => s.delivery), [null, null, null, null], 'the others without one')
+  t.match(read.steps[2].decision, { mode: 'manual', yes: 4, no: 5, chosen: null })
+  t.match(read.steps[3].email, { mode: 'automatic', to: 'controller' })
+  t.match(read.steps[4].followUp, { templateId: sale, waitForCompletion: true })
+  t.strictSame((await rt.api.get(`${base}/${started.data.id}`)).data, read, 'and as the API answers it')
 
   statements.length = 0
   const status = (read: Promise<unknown>) => read.then(() => 200, (error: { status?: number }) => error.status)
   t.equal(await status(getInstance(logged, rt.tenant.id, randomUUID())), 404, 'no such process: 404')
   t.equal(await status(getInstance(logged, randomUUID(), started.data.id)), 404, 'under another tenant: 404')
   t.equal(statements.length, 2, 'one statement each')
+
+  // A process without steps (the API starts none, but the read does not rely on that): one row, no steps.
+  const bare = randomUUID()
+  await sql`insert into process_instances (tenant_id, id, template_id, template_name, status, responsible_user_id, controller_user_id, current_position, started_at, updated_at)
+    select tenant_id, ${bare}, template_id, template_name, 'running', responsible_user_id, controller_user_id, 1, started_at, updated_at
+    from process_instances where tenant_id = ${rt.tenant.id} and id = ${started.data.id}`.execute(rt.db)
+  t.match(await getInstance(logged, rt.tenant.id, bare), { id: bare, status: 'running', currentStep: null, steps: [] })
+  await sql`delete from process_instances where tenant_id = ${rt.tenant.id} and id = ${bare}`.execute(rt.db)
 })
 
 t.test('get one with its steps; list filters and cursor pagination', async (t) => {
