@@ -51,6 +51,8 @@ function send(client: Client, op: Operation, url: string, body: unknown): Promis
 }
 
 const noServerError = (t: Test, r: Response, what: string) => t.ok(r.statusCode < 500, `${what}: ${r.statusCode} ${r.statusCode >= 500 ? r.body : ''}`)
+/** The document lists the status the operation answered: a generated client knows every answer it can get. */
+const documented = (t: Test, op: Operation, r: Response) => t.ok(op.responses.includes(r.statusCode), `${op.name} documents its ${r.statusCode}`)
 
 t.test('a request without a valid key is 401 everywhere but health', async (t) => {
   for (const op of OPERATIONS) {
@@ -58,6 +60,7 @@ t.test('a request without a valid key is 401 everywhere but health', async (t) =
       const r = await send(client, op, pathOfA(op), bodyOfA(op))
       if (audienceOf(op) === 'public') noServerError(t, r, `${op.name} with ${who}`)
       else t.equal(r.statusCode, 401, `${op.name} with ${who}`)
+      documented(t, op, r)
     }
   }
 })
@@ -70,6 +73,8 @@ t.test('the operator and tenants reach exactly the routes of their audience', as
     const asTenant = await send(a.client, op, pathOfNobody(op), bodyOfNobody(op))
     noServerError(t, asOperator, `${op.name} as the operator`)
     noServerError(t, asTenant, `${op.name} as a tenant`)
+    documented(t, op, asOperator)
+    documented(t, op, asTenant)
     t.equal(asOperator.statusCode === 403, audience === 'tenant', `${op.name} as the operator: ${asOperator.statusCode} (${audience})`)
     t.equal(asTenant.statusCode === 403, audience === 'operator', `${op.name} as a tenant: ${asTenant.statusCode} (${audience})`)
   }
@@ -81,6 +86,7 @@ t.test('another tenant gets 404 for A\'s records on every route, and never an id
     const body = bodyOfA(op)
     const r = await send(b.client, op, url, body)
     noServerError(t, r, `${op.name} as tenant B`)
+    documented(t, op, r)
     const sent = JSON.stringify([url, body])
     const leaked = PRIVATE.filter((id) => r.body.includes(id) && !sent.includes(id))
     t.same(leaked, [], `${op.name} as tenant B: no id of A's in the answer`)
@@ -103,6 +109,7 @@ t.test('an apiClaim reads and updates the record its call names, and nothing els
     const r = await send(provider, op, url, op.method === 'PATCH' && named ? { fields: { marketValue: 2 } } : bodyOfA(op))
     if (audienceOf(op) === 'public') noServerError(t, r, `${op.name} with an apiClaim`)
     else t.equal(r.statusCode, named ? 200 : 403, `${op.name} with an apiClaim: ${r.statusCode}`)
+    documented(t, op, r)
   }
 })
 

@@ -35,7 +35,7 @@ export default async function parameterRoutes(fastify: FastifyInstance, { db, cl
     config: any,
     schema: {
       operationId: 'listWebhookParameters', tags, summary: 'List the parameters a service accepts', params: IdParamsSchema,
-      querystring: PageQuerySchema, response: { 200: ok(Page(WebhookParameter), 'A page of the service\'s parameter definitions'), ...problems(400, 401, 404) }
+      querystring: PageQuerySchema, response: { 200: ok(Page(WebhookParameter), 'A page of the service\'s parameter definitions'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) =>
     parameters.listParameters(db, tenantOrOperator(request), request.params.id, pageRequest(request.query)))
@@ -44,7 +44,7 @@ export default async function parameterRoutes(fastify: FastifyInstance, { db, cl
     config: any,
     schema: {
       operationId: 'getWebhookParameter', tags, summary: 'Get a parameter definition', params: ParameterParamsSchema,
-      response: { 200: ok(WebhookParameter, 'The parameter definition'), ...problems(400, 401, 404) }
+      response: { 200: ok(WebhookParameter, 'The parameter definition'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) =>
     parameters.getParameter(db, tenantOrOperator(request), request.params.id, request.params.parameterId))

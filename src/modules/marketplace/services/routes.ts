@@ -44,7 +44,7 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
     schema: {
       operationId: 'listMarketplaceServices', tags, summary: 'List marketplace services (a tenant sees active ones and those it activated)',
       querystring: ListServicesQuerySchema,
-      response: { 200: ok(Page(MarketplaceService), 'A page of marketplace services'), ...problems(400, 401, 422) }
+      response: { 200: ok(Page(MarketplaceService), 'A page of marketplace services'), ...problems(400, 401, 403, 422) }
     }
   }, async (request) => {
     const { limit: _limit, cursor: _cursor, ...filter } = request.query
@@ -55,7 +55,7 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
     config: any,
     schema: {
       operationId: 'getMarketplaceService', tags, summary: 'Get a marketplace service', params: IdParamsSchema,
-      response: { 200: ok(MarketplaceService, 'The marketplace service', ['ETag']), ...problems(400, 401, 404) }
+      response: { 200: ok(MarketplaceService, 'The marketplace service', ['ETag']), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => {
     const service = await services.getService(db, tenantOrOperator(request), request.params.id)

@@ -34,7 +34,7 @@ export default async function triggerRoutes(fastify: FastifyInstance, { db, cloc
     config: any,
     schema: {
       operationId: 'listServiceTriggers', tags, summary: 'List the service\'s triggers', params: IdParamsSchema, querystring: PageQuerySchema,
-      response: { 200: ok(Page(ServiceTrigger), 'A page of the service\'s triggers'), ...problems(400, 401, 404) }
+      response: { 200: ok(Page(ServiceTrigger), 'A page of the service\'s triggers'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) => triggers.listTriggers(db, tenantOrOperator(request), request.params.id, pageRequest(request.query)))
 
@@ -42,7 +42,7 @@ export default async function triggerRoutes(fastify: FastifyInstance, { db, cloc
     config: any,
     schema: {
       operationId: 'getServiceTrigger', tags, summary: 'Get a trigger', params: TriggerParamsSchema,
-      response: { 200: ok(ServiceTrigger, 'The trigger'), ...problems(400, 401, 404) }
+      response: { 200: ok(ServiceTrigger, 'The trigger'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) => triggers.getTrigger(db, tenantOrOperator(request), request.params.id, request.params.triggerId))
 
