@@ -8,6 +8,11 @@ t.test('every operation of the checked-in document has what a client generator n
   t.same(contractGaps(document), [], 'operationId, success descriptions, body examples, declared headers, enums, real nullables')
 })
 
+t.test('the document names the answers any operation may give besides its own (test/fuzz/api.test.ts holds it to them)', async (t) => {
+  const { description } = (DOCUMENT as unknown as { info: { description: string } }).info
+  for (const status of [406, 413, 414, 415]) t.match(description, String(status))
+})
+
 t.test('operation ids are verbs and nouns, one per operation', async (t) => {
   const ids = Object.values(document.paths).flatMap((methods) => Object.values(methods).map((op) => op.operationId))
   t.equal(new Set(ids).size, ids.length)
