@@ -16,8 +16,13 @@ export class Statement {
   }
 
   run<Row>(db: DB, text: string): Promise<QueryResult<Row>> {
-    return db.executeQuery<Row>(CompiledQuery.raw(text, this.values))
+    return runText<Row>(db, text, this.values)
   }
+}
+
+/** Runs a statement's text as it is, with its values: a constant built once, or a Statement's. */
+export function runText<Row>(db: DB, text: string, values: unknown[]): Promise<QueryResult<Row>> {
+  return db.executeQuery<Row>(CompiledQuery.raw(text, values))
 }
 
 /** A column or table name, quoted. Only for names the code chose, such as a row's own columns. */

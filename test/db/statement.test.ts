@@ -2,7 +2,6 @@
 // them; byKeysText finds exactly the rows it is given, one tenant or several, after other values.
 import t from 'tap'
 import { byKeysText } from '../../src/db/by-keys.js'
-import { CompiledQuery } from '../../src/db/kysely.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { identifier, Statement } from '../../src/db/statement.js'
 import { createTestDatabase } from '../helpers/database.js'
@@ -22,7 +21,7 @@ async function found(keys: { tenant_id: string; id: string }[]) {
   const condition = byKeysText(statement, 'k', keys)
   const after = statement.value('after')
   const text = `select ${after}::text as last, k.tenant_id, k.id from ${TABLE} where ${condition} and ${before}::text = 'before' order by k.tenant_id, k.id`
-  const { rows } = await database.db.executeQuery<{ last: string; tenant_id: string; id: string }>(CompiledQuery.raw(text, statement.values))
+  const { rows } = await statement.run<{ last: string; tenant_id: string; id: string }>(database.db, text)
   return { text, values: statement.values, rows }
 }
 

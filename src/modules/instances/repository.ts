@@ -1,4 +1,5 @@
-import { CompiledQuery, sql } from '../../db/kysely.js'
+import { sql } from '../../db/kysely.js'
+import { runText } from '../../db/statement.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveryRow, InstanceRow, InstanceStepRow, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
@@ -126,7 +127,7 @@ export async function findInstanceView(
   db: DB, tenantId: string, id: string
 ): Promise<{ instance: InstanceView; steps: { step: StepView; delivery: LatestDelivery | undefined }[] } | undefined> {
   type Row = { [K in keyof InstanceView as `p_${K}`]: InstanceView[K] } & { [K in keyof StepView]: StepView[K] | null } & DeliveryColumns
-  const { rows } = await db.executeQuery<Row>(CompiledQuery.raw(FIND_INSTANCE_VIEW, [tenantId, id]))
+  const { rows } = await runText<Row>(db, FIND_INSTANCE_VIEW, [tenantId, id])
   const first = rows[0]
   if (!first) return undefined
   const instance = Object.fromEntries(INSTANCE_VIEW.map((c) => [c, first[`p_${c}`]])) as InstanceView
@@ -144,7 +145,7 @@ const LIST_STEPS_WITH_DELIVERIES = `
   order by s.position`
 
 export async function listStepsWithDeliveries(db: DB, tenantId: string, instanceId: string): Promise<{ step: InstanceStepRow; delivery: LatestDelivery | undefined }[]> {
-  const { rows } = await db.executeQuery<InstanceStepRow & DeliveryColumns>(CompiledQuery.raw(LIST_STEPS_WITH_DELIVERIES, [tenantId, instanceId]))
+  const { rows } = await runText<InstanceStepRow & DeliveryColumns>(db, LIST_STEPS_WITH_DELIVERIES, [tenantId, instanceId])
   return rows.map((row) => withLatestDelivery<InstanceStepRow>(row))
 }
 
