@@ -9,14 +9,13 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import autocannon from 'autocannon'
-import { fixture, startMany, type Fixture } from './api-fixture.js'
+import { fixture, routesOf, startMany, type Fixture } from './api-fixture.js'
 import { databaseUrl, freePort, procStatus, SERVER_URL, stopChild, waitFor, type Child } from './lib.js'
 
 const { values: args, positionals } = parseArgs({ allowPositionals: true, options: {
   rounds: { type: 'string', default: '6' }, seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '32' },
   routes: { type: 'string', default: 'start,read,advance' } } })
-const ROUTES = args.routes.split(',').map((r) => r.trim())
-for (const route of ROUTES) if (!['start', 'read', 'advance'].includes(route)) throw new Error(`--routes: no route "${route}" (start, read, advance)`)
+const ROUTES = routesOf(args.routes)
 const OPERATOR_KEY = `bench-operator-${randomBytes(12).toString('hex')}`
 const admin = new pg.Client({ connectionString: SERVER_URL })
 await admin.connect()

@@ -49,3 +49,15 @@ export async function startMany(base: string, fx: Fixture, templateId: string, c
   }
   return ids
 }
+
+/** The routes the API benchmarks load, by the names `--routes` takes. */
+export const ROUTE_NAMES = ['start', 'read', 'advance'] as const
+
+/** `--routes start,read`: the names given, each one checked. */
+export function routesOf(list: string): string[] {
+  const routes = list.split(',').map((r) => r.trim())
+  for (const route of routes) {
+    if (!(ROUTE_NAMES as readonly string[]).includes(route)) throw new Error(`--routes: no route "${route}" (${ROUTE_NAMES.join(', ')})`)
+  }
+  return routes
+}

@@ -21,7 +21,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import autocannon from 'autocannon'
-import { fixture, startMany } from './api-fixture.js'
+import { fixture, routesOf, startMany } from './api-fixture.js'
 import { seedHistory } from './history.js'
 import { compile, databaseUrl, freePort, log, nodeFlags, procStatus, runNode, SERVER_URL, sleep, stopChild, waitFor, type Child } from './lib.js'
 
@@ -44,8 +44,7 @@ const { values: args } = parseArgs({
   }
 })
 const SECONDS = Number(args.seconds)
-const ROUTES = new Set(args.routes.split(',').map((r) => r.trim()))
-for (const route of ROUTES) if (!['start', 'read', 'advance'].includes(route)) throw new Error(`--routes: no route "${route}" (start, read, advance)`)
+const ROUTES = new Set(routesOf(args.routes))
 const CONNECTIONS = Number(args.connections)
 const DATABASE = `baton_apibench_${process.pid}`
 const PGBENCH_DATABASE = `baton_pgbench_${process.pid}`
