@@ -4,12 +4,12 @@ import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { gunzip } from 'node:zlib'
-import type { PGlite } from '@electric-sql/pglite'
+import type { PGlite, QueryOptions } from '@electric-sql/pglite'
 import { Kysely, sql } from './kysely.js'
 import type { Database } from './database.js'
 import { embeddedTemplateFile } from './embedded-template.js'
 import { extractTar } from './untar.js'
-import { createPool, DEFAULT_POSTGRES_OPTIONS, kyselyOn, listenOnServer, type PostgresOptions } from './postgres.js'
+import { createPool, DEFAULT_POSTGRES_OPTIONS, kyselyOn, listenOnServer, TOGETHER, type PostgresOptions, type StatementText } from './postgres.js'
 import { coalescedWakeups, TRIGGERS_NOTIFY, WORK_CHANNEL, type Wakeups } from './wakeups.js'
 
 export type DB = Kysely<Database>
@@ -144,11 +144,32 @@ async function writeCluster(template: string, clusterDir: string): Promise<void>
   renameSync(loading, clusterDir)
 }
 
+/**
+ * The PGlite the dialect queries, which runs statements sent together (`runTogether`) one at a
+ * time, in order: it has no second process to wait on, and one round trip is none.
+ */
+function oneAtATime(pglite: PGlite): PGlite {
+  const query = async (text: string, params?: unknown[], options?: QueryOptions) => {
+    if (text !== TOGETHER) return await pglite.query(text, params, options)
+    const rows: unknown[] = []
+    for (const statement of (params ?? []) as StatementText[]) rows.push((await pglite.query(statement.text, [...statement.values], options)).rows)
+    return { rows, fields: [] }
+  }
+  return new Proxy(pglite, {
+    get: (target, property) => {
+      if (property === 'query') return query
+      const value = Reflect.get(target, property, target) as unknown
+      // PGlite's methods read its private fields: they run on PGlite itself, not on the proxy.
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
+    }
+  })
+}
+
 /** The handle of an open PGlite; `onClose` runs once it is closed. */
 export function embeddedHandle(pglite: PGlite, onClose: () => void = () => {}): DatabaseHandle {
   // As CommonJS, so it uses the Kysely this code loads (src/db/kysely.ts).
   const { PGliteDialect } = createRequire(import.meta.url)('kysely-pglite-dialect') as typeof import('kysely-pglite-dialect')
-  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) })
+  const db = new Kysely<Database>({ dialect: new PGliteDialect(oneAtATime(pglite)) })
   return {
     db,
     kind: 'embedded',

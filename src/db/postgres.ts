@@ -1,4 +1,5 @@
 import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } from './kysely.js'
+import { createRequire } from 'node:module'
 import pg from 'pg'
 import type { Database } from './database.js'
 import { isDatabaseUnavailable } from './errors.js'
@@ -74,7 +75,8 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
       let inTransaction = false
       /** The transaction's COMMIT went out with a statement marked THEN_COMMIT: Kysely's own sends nothing. */
       let ended = false
-      const query = async (text: string, values: readonly unknown[]) => {
+      const query = async (text: string, values: readonly unknown[]): Promise<unknown> => {
+        if (text === TOGETHER) return await together(values as readonly StatementText[])
         if (text === 'begin') {
           beginning = inTransaction = true
           ended = false
@@ -94,11 +96,31 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
         const commit = inTransaction && text.includes(THEN_COMMIT)
         const carried = (begin || commit) && canPipeline(client, config)
         if (begin && !carried) await run(client.query('begin'))
-        const result = await run(carried ? pipelined(client, config, { begin, commit }) : client.query(config))
+        const result = carried ? (await run(pipelined(client, config, { begin, commit })))[0]! : await run(client.query(config))
         if (commit && !carried) await run(client.query('commit'))
         // Kysely runs a transaction's statements one at a time, so none was sent alongside this one.
         ended = commit
         return result
+      }
+      /**
+       * Statements sent together (TOGETHER): in one round trip once each is prepared on this
+       * connection (or runs unnamed); before that, one at a time, which prepares them.
+       */
+      const together = async (statements: readonly StatementText[]) => {
+        if (ended) throw new Error(`Statements after the one that ended their transaction (${THEN_COMMIT}) would run outside it`)
+        const configs = statements.map(({ text, values }) => (options.prepareStatements ? prepared(client, text, values) : { text, values: [...values] }))
+        const [first, ...later] = configs
+        if (!first || !configs.every((config) => canPipeline(client, config))) {
+          const rows: unknown[][] = []
+          for (const { text, values } of statements) rows.push((await query(text, values) as pg.QueryResult).rows)
+          return { command: null, rowCount: null, rows }
+        }
+        const begin = beginning
+        beginning = false
+        const commit = inTransaction && statements[statements.length - 1]!.text.includes(THEN_COMMIT)
+        const results = await run(pipelined(client, first, { begin, commit, later }))
+        ended = commit
+        return { command: null, rowCount: null, rows: results.map((result) => result.rows) }
       }
       const run = async <T>(sent: Promise<T>): Promise<T> => {
         try {
@@ -143,6 +165,7 @@ interface ConnectionInternals {
   stream: { cork(): void; uncork(): void }
   parse(query: { text: string; name: string; types: unknown[] }, more: boolean): void
   bind(config: object, more: boolean): void
+  describe(message: { type: 'P'; name: string }): void
   execute(config: object, more?: boolean): void
   sync(): void
 }
@@ -169,17 +192,47 @@ function sendPlain(connection: ConnectionInternals, text: string): void {
 }
 
 /**
- * A statement with its transaction's BEGIN ahead of it, its COMMIT after it, or both, in one round
- * trip instead of two or three: their Parse, Bind and Execute go out around the statement's own
- * messages, before its one Sync. The server answers in order; the query passes over their
- * completions. Should BEGIN or the statement fail, the server skips the rest up to the Sync and the
- * query fails with that error (the transaction, if begun, is then rolled back as ever); should COMMIT
- * fail, with COMMIT's. COMMIT goes only after the statement's Execute: a statement whose values pg
- * could not bind sends none, and then no COMMIT either. Measured with `scripts/bench/api-ab.ts`.
+ * The text that asks the pool's connection to run statements together (see `runTogether` in
+ * src/db/statement.ts); the statements come as its values.
  */
-function pipelined(client: pg.PoolClient, config: pg.QueryConfig, around: { begin: boolean; commit: boolean }): Promise<pg.QueryResult> {
+export const TOGETHER = '/* statements together */'
+
+/** A statement's text and its values. */
+export interface StatementText {
+  text: string
+  values: readonly unknown[]
+}
+
+/** pg's own conversion of a value for the wire (a Date, an array, an object as JSON). */
+const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue: (value: unknown) => unknown }
+
+/**
+ * A statement with its transaction's BEGIN ahead of it, its COMMIT after it, statements that follow
+ * it (`later`, each already prepared on this connection or unnamed), or all of these, in one round
+ * trip: their Parse, Bind and Execute go out around the statement's own messages, before its one
+ * Sync. The server runs them in order, each after the one before it has finished (in READ COMMITTED,
+ * with a snapshot taken after it); the query passes over BEGIN's and COMMIT's completions and answers
+ * with one result per statement when there are `later` ones. Should BEGIN or a statement fail, the
+ * server skips the rest up to the Sync and the query fails with that error (the transaction, if
+ * begun, is then rolled back as ever); should COMMIT fail, with COMMIT's. The rest goes only after the
+ * statement's Execute: a statement whose values pg could not bind sends none, and nothing after it
+ * either. The later statements' values are converted before anything is sent, so one that cannot
+ * be fails the query with nothing on the wire. Measured with `scripts/bench/api-ab.ts`.
+ */
+function pipelined(client: pg.PoolClient, config: pg.QueryConfig, around: { begin: boolean; commit: boolean; later?: pg.QueryConfig[] }): Promise<pg.QueryResult[]> {
   return new Promise((resolve, reject) => {
-    const query = new pg.Query(config, (error: Error | undefined, result: unknown) => (error ? reject(error) : resolve(result as pg.QueryResult)))
+    const later = around.later ?? []
+    let laterValues: unknown[][]
+    try {
+      laterValues = later.map((statement) => (statement.values ?? []).map((value) => prepareValue(value)))
+    } catch (error) {
+      reject(error as Error)
+      return
+    }
+    const query = new pg.Query(config, (error: Error | undefined, result: unknown) => {
+      if (error) reject(error)
+      else resolve(later.length > 0 ? result as pg.QueryResult[] : [result as pg.QueryResult])
+    })
     const internals = query as unknown as QueryInternals
     const submit = internals.submit.bind(query)
     internals.submit = (connection) => {
@@ -188,13 +241,16 @@ function pipelined(client: pg.PoolClient, config: pg.QueryConfig, around: { begi
       connection.stream.cork()
       try {
         if (around.begin) sendPlain(connection, 'begin')
-        if (around.commit) {
+        if (around.commit || later.length > 0) {
           connection.execute = (...args) => {
             executed = true
             execute.apply(connection, args)
           }
           connection.sync = () => {
-            if (executed) sendPlain(connection, 'commit')
+            if (executed) {
+              later.forEach((statement, i) => sendBound(connection, statement, laterValues[i]!))
+              if (around.commit) sendPlain(connection, 'commit')
+            }
             sync.call(connection)
           }
         }
@@ -205,16 +261,25 @@ function pipelined(client: pg.PoolClient, config: pg.QueryConfig, around: { begi
         connection.stream.uncork()
       }
     }
-    // The statement's own completion is the one after BEGIN's, if BEGIN went ahead; COMMIT's comes last.
+    // The statement's own completion is the one after BEGIN's, if BEGIN went ahead; the later ones
+    // follow it; COMMIT's comes last.
     const own = around.begin ? 2 : 1
     let completions = 0
     const complete = internals.handleCommandComplete.bind(query)
     internals.handleCommandComplete = (message, connection) => {
       completions += 1
-      if (completions === own) complete(message, connection)
+      if (completions >= own && completions <= own + later.length) complete(message, connection)
     }
     void client.query(query)
   })
+}
+
+/** Parse (unless prepared under its name), Bind, Describe and Execute of a statement, ahead of a Sync that follows. */
+function sendBound(connection: ConnectionInternals, statement: pg.QueryConfig, values: unknown[]): void {
+  if (!statement.name) connection.parse({ text: statement.text, name: '', types: [] }, true)
+  connection.bind({ statement: statement.name ?? '', values }, true)
+  connection.describe({ type: 'P', name: '' })
+  connection.execute({}, true)
 }
 
 /**

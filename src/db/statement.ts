@@ -1,5 +1,6 @@
 import { CompiledQuery, type QueryResult } from './kysely.js'
 import type { DB } from './connect.js'
+import { TOGETHER, type StatementText } from './postgres.js'
 
 /**
  * A statement's text and its values, written as a string: for the statements a request or a step runs
@@ -28,4 +29,16 @@ export function runText<Row>(db: DB, text: string, values: unknown[]): Promise<Q
 /** A column or table name, quoted. Only for names the code chose, such as a row's own columns. */
 export function identifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`
+}
+
+/**
+ * Runs statements of one transaction in order, sent together in one round trip where the database
+ * is the pool's Postgres (src/db/postgres.ts, TOGETHER): each starts after the one before it has
+ * finished, so in READ COMMITTED a statement after a lock reads what the lock's holder before it
+ * committed. Should one fail, those after it do not run, and the call fails with its error. The
+ * embedded database runs them one at a time (src/db/connect.ts). Answers each statement's rows.
+ */
+export async function runTogether(db: DB, statements: readonly StatementText[]): Promise<unknown[][]> {
+  const { rows } = await db.executeQuery<unknown[]>(CompiledQuery.raw(TOGETHER, [...statements]))
+  return rows
 }

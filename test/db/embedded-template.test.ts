@@ -6,6 +6,7 @@ import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { openEmbedded } from '../../src/db/connect.js'
 import { extractTar } from '../../src/db/untar.js'
+import { runTogether } from '../../src/db/statement.js'
 import { migrationsDigest, templateFiles } from '../../src/db/embedded-template.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
 import { migrationFolder } from '../../src/db/migration-files.js'
@@ -52,6 +53,9 @@ t.test('the migrated dump npm install prepares is the schema the migrations make
   t.same(await migrateToLatest(handle), [], 'a start from the dump finds no migration to run')
   const { rows: [buffers] } = await sql<{ shared_buffers: string }>`show shared_buffers`.execute(handle.db)
   t.equal(buffers?.shared_buffers, '16MB', 'the embedded database keeps 16 MB of shared buffers, not the 128 MB that slow its start')
+  const together = [{ text: 'select $1::int as a', values: [1] }, { text: 'select $1::text as b', values: ['two'] }]
+  t.same(await handle.db.transaction().execute((trx) => runTogether(trx, together)), [[{ a: 1 }], [{ b: 'two' }]],
+    'statements sent together run one at a time, each answering its rows')
   const postgres = await createTestDatabase()
   t.teardown(() => postgres.drop())
   const schema = await schemaOf(handle.db)

@@ -7,6 +7,7 @@ import t from 'tap'
 import { openPostgres } from '../../src/db/connect.js'
 import { sql, type QueryResult } from '../../src/db/kysely.js'
 import { THEN_COMMIT, createPool } from '../../src/db/postgres.js'
+import { runTogether } from '../../src/db/statement.js'
 import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
@@ -219,4 +220,89 @@ t.test('a connection given back inside a transaction is closed, not handed out a
   const fourth = await pool.connect()
   t.equal(await backend(fourth), idle, 'a connection given back outside a transaction is reused')
   fourth.release()
+})
+
+t.test('statements sent together (runTogether)', async (t) => {
+  await sql`insert into notes (id, note) values (40, 'forty'), (41, 'forty-one')`.execute(database.db)
+  const lockText = 'select id from notes where id = $1 for update'
+  const readText = 'select note from notes where id = $1'
+  const pair = (lockId: number, readId: number) => [{ text: lockText, values: [lockId] }, { text: readText, values: [readId] }]
+
+  t.test('once prepared on the connection, one round trip with BEGIN; before that, one at a time', async (t) => {
+    const first = await roundTrips(() => db.transaction().execute((trx) => runTogether(trx, pair(40, 41))))
+    t.same(first, ['1: begin', `2: ${lockText}`, `3: ${readText}`, '4: commit'], 'their first run prepares them')
+    let rows: unknown[][] = []
+    const trips = await roundTrips(async () => {
+      rows = await db.transaction().execute((trx) => runTogether(trx, pair(40, 41)))
+    })
+    t.same(trips, ['1: begin', `1: ${lockText}`, `1: ${readText}`, '2: commit'])
+    t.same(rows, [[{ id: 40 }], [{ note: 'forty-one' }]], 'each statement\'s rows, in order')
+    const inside = await roundTrips(() => db.transaction().execute(async (trx) => {
+      await insert(42).execute(trx)
+      rows = await runTogether(trx, pair(42, 42))
+    }))
+    t.same(inside, ['1: begin', '1: insert into notes (id, note) values ($1, $2)', `2: ${lockText}`, `2: ${readText}`, '3: commit'], 'later in a transaction')
+    t.same(rows, [[{ id: 42 }], [{ note: 'note 42' }]], 'the statements run inside it')
+  })
+
+  t.test('the statement after a lock reads what the lock\'s holder committed while it waited', async (t) => {
+    const other = openPostgres(databaseUrl(database.name), { poolMax: 1 })
+    t.teardown(() => other.close())
+    let unlock = () => {}
+    let holding = () => {}
+    const held = new Promise<void>((resolve) => (holding = resolve))
+    const holder = other.db.transaction().execute(async (trx) => {
+      await sql`select id from notes where id = 40 for update`.execute(trx)
+      await sql`update notes set note = 'changed by the holder' where id = 41`.execute(trx)
+      holding()
+      await new Promise<void>((resolve) => (unlock = resolve))
+    })
+    await held
+    const together = db.transaction().execute((trx) => runTogether(trx, pair(40, 41)))
+    // A single statement locking 40 and reading 41 would read 41 as of before its wait.
+    const single = sql<{ note: string }>`
+      select (select note from notes where id = 41) as note from notes where id = 40 for update`.execute(database.db)
+    // Both wait for the lock before the holder lets go.
+    const waiting = async () => (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and wait_event_type = 'Lock'`.execute(database.db)).rows[0]?.n ?? 0
+    while (await waiting() < 2) await new Promise((resolve) => setImmediate(resolve))
+    unlock()
+    await holder
+    t.same((await together)[1], [{ note: 'changed by the holder' }], 'sent together: the read after the lock sees the change')
+    t.same((await single).rows, [{ note: 'forty-one' }], 'one statement does not (the reason for two)')
+    await sql`update notes set note = 'forty-one' where id = 41`.execute(database.db)
+  })
+
+  t.test('a statement that fails: its error, the ones after it not run, the transaction rolled back, the connection usable', async (t) => {
+    const insertText = 'insert into notes (id, note) values ($1, $2) returning id'
+    const inserts = (a: number, b: number) => [{ text: insertText, values: [a, `note ${a}`] }, { text: insertText, values: [b, `note ${b}`] }]
+    await db.transaction().execute((trx) => runTogether(trx, inserts(43, 44))) // prepares it
+    const firstFails = await roundTrips(() => t.rejects(db.transaction().execute((trx) => runTogether(trx, inserts(40, 45))), { code: '23505' }))
+    t.same(firstFails, ['1: begin', `1: ${insertText}`, `1: ${insertText}`, '2: rollback'])
+    t.notOk(await committed(45), 'the statement after it did not run')
+    await t.rejects(db.transaction().execute((trx) => runTogether(trx, inserts(46, 40))), { code: '23505' }, 'the second fails')
+    t.notOk(await committed(46), 'the first is rolled back')
+    t.same(await db.transaction().execute((trx) => runTogether(trx, inserts(47, 48))), [[{ id: 47 }], [{ id: 48 }]], 'the connection serves the next')
+    t.ok(await committed(47) && await committed(48))
+  })
+
+  t.test('a later statement whose values cannot be sent: nothing sent, nothing committed', async (t) => {
+    const unsendable = { toPostgres: () => { throw new Error('not a value') } }
+    const trips = await roundTrips(() => t.rejects(db.transaction().execute(async (trx) => {
+      await insert(49).execute(trx)
+      await runTogether(trx, [{ text: lockText, values: [40] }, { text: readText, values: [unsendable] }])
+    }), /not a value/))
+    t.same(trips, ['1: begin', '1: insert into notes (id, note) values ($1, $2)', '2: rollback'])
+    t.notOk(await committed(49))
+  })
+
+  t.test('the last statement marked THEN_COMMIT carries the COMMIT', async (t) => {
+    const markedText = `insert into notes (id, note) values ($1, $2) returning id ${THEN_COMMIT}`
+    const statements = (id: number) => [{ text: lockText, values: [40] }, { text: markedText, values: [id, `note ${id}`] }]
+    await db.transaction().execute((trx) => runTogether(trx, statements(50))) // prepares them
+    const trips = await roundTrips(() => db.transaction().execute((trx) => runTogether(trx, statements(51))))
+    t.same(trips, ['1: begin', `1: ${lockText}`, `1: ${markedText}`, '1: commit'], 'a transaction of one round trip')
+    t.ok(await committed(50) && await committed(51))
+  })
+  t.end()
 })

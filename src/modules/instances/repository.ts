@@ -1,5 +1,5 @@
 import { sql } from '../../db/kysely.js'
-import { runText } from '../../db/statement.js'
+import { runText, runTogether } from '../../db/statement.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveryRow, InstanceRow, InstanceStepRow, TemplateRow, TemplateStepRow } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
@@ -55,13 +55,14 @@ export function findInstance(db: DB, tenantId: string, id: string) {
  * Locks the instance for a change from the API (NOWAIT: another change in progress fails at once with
  * 55P03), with its tenant's time zone, in one statement.
  */
-export async function lockInstanceWithZone(db: DB, tenantId: string, id: string): Promise<{ instance: InstanceRow; timeZone: string } | undefined> {
-  const { rows } = await sql<InstanceRow & { baton_time_zone: string }>`
-    select p.*, (select t.time_zone from tenants t where t.id = p.tenant_id) as baton_time_zone
-    from process_instances p where p.tenant_id = ${tenantId} and p.id = ${id}
-    for update of p nowait
-  `.execute(db)
-  const row = rows[0]
+const LOCK_INSTANCE_WITH_ZONE = `
+  select p.*, (select t.time_zone from tenants t where t.id = p.tenant_id) as baton_time_zone
+  from process_instances p where p.tenant_id = $1 and p.id = $2
+  for update of p nowait`
+
+type LockedRow = InstanceRow & { baton_time_zone: string }
+
+function lockedOf(row: LockedRow | undefined): { instance: InstanceRow; timeZone: string } | undefined {
   if (!row) return undefined
   const { baton_time_zone: timeZone, ...instance } = row
   return { instance, timeZone }
@@ -144,9 +145,28 @@ const LIST_STEPS_WITH_DELIVERIES = `
   where s.tenant_id = $1 and s.instance_id = $2
   order by s.position`
 
-export async function listStepsWithDeliveries(db: DB, tenantId: string, instanceId: string): Promise<{ step: InstanceStepRow; delivery: LatestDelivery | undefined }[]> {
+export type StepWithDelivery = { step: InstanceStepRow; delivery: LatestDelivery | undefined }
+
+export async function listStepsWithDeliveries(db: DB, tenantId: string, instanceId: string): Promise<StepWithDelivery[]> {
   const { rows } = await runText<InstanceStepRow & DeliveryColumns>(db, LIST_STEPS_WITH_DELIVERIES, [tenantId, instanceId])
   return rows.map((row) => withLatestDelivery<InstanceStepRow>(row))
+}
+
+/**
+ * The lock (LOCK_INSTANCE_WITH_ZONE), then `listStepsWithDeliveries`, sent together in one round trip: the steps
+ * are read after the lock is taken, with what the change before it committed (a single statement
+ * would read them as of before its wait for the lock, or its EvalPlanQual recheck). Without the
+ * instance (or not the tenant's), no steps either.
+ */
+export async function lockWithSteps(
+  db: DB, tenantId: string, id: string
+): Promise<{ instance: InstanceRow; timeZone: string; steps: StepWithDelivery[] } | undefined> {
+  const [locked, steps] = await runTogether(db, [
+    { text: LOCK_INSTANCE_WITH_ZONE, values: [tenantId, id] },
+    { text: LIST_STEPS_WITH_DELIVERIES, values: [tenantId, id] }
+  ]) as [LockedRow[], (InstanceStepRow & DeliveryColumns)[]]
+  const found = lockedOf(locked[0])
+  return found && { ...found, steps: steps.map((row) => withLatestDelivery<InstanceStepRow>(row)) }
 }
 
 /** Newest first, with the current step joined in for the summary. */
