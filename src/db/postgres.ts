@@ -103,11 +103,14 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
         return result
       }
       /**
-       * Statements sent together (TOGETHER): in one round trip once each is prepared on this
-       * connection (or runs unnamed); before that, one at a time, which prepares them.
+       * Statements of a transaction sent together (TOGETHER): in one round trip once each is prepared
+       * on this connection (or runs unnamed); before that, one at a time, which prepares them. Only
+       * the last may end the transaction (THEN_COMMIT).
        */
       const together = async (statements: readonly StatementText[]) => {
+        if (!inTransaction) throw new Error('Statements sent together belong to a transaction: outside one each would commit on its own')
         if (ended) throw new Error(`Statements after the one that ended their transaction (${THEN_COMMIT}) would run outside it`)
+        if (statements.slice(0, -1).some(({ text }) => text.includes(THEN_COMMIT))) throw new Error(`Only the last of the statements sent together may end their transaction (${THEN_COMMIT})`)
         const configs = statements.map(({ text, values }) => (options.prepareStatements ? prepared(client, text, values) : { text, values: [...values] }))
         const [first, ...later] = configs
         if (!first || !configs.every((config) => canPipeline(client, config))) {
@@ -115,10 +118,13 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
           for (const { text, values } of statements) rows.push((await query(text, values) as pg.QueryResult).rows)
           return { command: null, rowCount: null, rows }
         }
+        // The later statements' values are converted before anything is sent, or BEGIN marked as sent:
+        // one that cannot be fails the call with nothing on the wire.
+        const converted = later.map((config) => ({ ...config, values: (config.values ?? []).map((value) => prepareValue(value)) }))
         const begin = beginning
         beginning = false
-        const commit = inTransaction && statements[statements.length - 1]!.text.includes(THEN_COMMIT)
-        const results = await run(pipelined(client, first, { begin, commit, later }))
+        const commit = statements[statements.length - 1]!.text.includes(THEN_COMMIT)
+        const results = await run(pipelined(client, first, { begin, commit, later: converted }))
         ended = commit
         return { command: null, rowCount: null, rows: results.map((result) => result.rows) }
       }
@@ -216,19 +222,12 @@ const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { 
  * server skips the rest up to the Sync and the query fails with that error (the transaction, if
  * begun, is then rolled back as ever); should COMMIT fail, with COMMIT's. The rest goes only after the
  * statement's Execute: a statement whose values pg could not bind sends none, and nothing after it
- * either. The later statements' values are converted before anything is sent, so one that cannot
- * be fails the query with nothing on the wire. Measured with `scripts/bench/api-ab.ts`.
+ * either. The later statements come with their values converted (`together`). pg's read timeout
+ * covers the round trip, all of its statements. Measured with `scripts/bench/api-ab.ts`.
  */
 function pipelined(client: pg.PoolClient, config: pg.QueryConfig, around: { begin: boolean; commit: boolean; later?: pg.QueryConfig[] }): Promise<pg.QueryResult[]> {
   return new Promise((resolve, reject) => {
     const later = around.later ?? []
-    let laterValues: unknown[][]
-    try {
-      laterValues = later.map((statement) => (statement.values ?? []).map((value) => prepareValue(value)))
-    } catch (error) {
-      reject(error as Error)
-      return
-    }
     const query = new pg.Query(config, (error: Error | undefined, result: unknown) => {
       if (error) reject(error)
       else resolve(later.length > 0 ? result as pg.QueryResult[] : [result as pg.QueryResult])
@@ -248,7 +247,7 @@ function pipelined(client: pg.PoolClient, config: pg.QueryConfig, around: { begi
           }
           connection.sync = () => {
             if (executed) {
-              later.forEach((statement, i) => sendBound(connection, statement, laterValues[i]!))
+              for (const statement of later) sendBound(connection, statement)
               if (around.commit) sendPlain(connection, 'commit')
             }
             sync.call(connection)
@@ -274,10 +273,13 @@ function pipelined(client: pg.PoolClient, config: pg.QueryConfig, around: { begi
   })
 }
 
-/** Parse (unless prepared under its name), Bind, Describe and Execute of a statement, ahead of a Sync that follows. */
-function sendBound(connection: ConnectionInternals, statement: pg.QueryConfig, values: unknown[]): void {
+/**
+ * Parse (unless prepared under its name), Bind, Describe and Execute of a statement whose values are
+ * converted already (strings, Buffers or null: see `together`), ahead of a Sync that follows.
+ */
+function sendBound(connection: ConnectionInternals, statement: pg.QueryConfig): void {
   if (!statement.name) connection.parse({ text: statement.text, name: '', types: [] }, true)
-  connection.bind({ statement: statement.name ?? '', values }, true)
+  connection.bind({ statement: statement.name ?? '', values: statement.values ?? [] }, true)
   connection.describe({ type: 'P', name: '' })
   connection.execute({}, true)
 }

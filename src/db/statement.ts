@@ -35,8 +35,9 @@ export function identifier(name: string): string {
  * Runs statements of one transaction in order, sent together in one round trip where the database
  * is the pool's Postgres (src/db/postgres.ts, TOGETHER): each starts after the one before it has
  * finished, so in READ COMMITTED a statement after a lock reads what the lock's holder before it
- * committed. Should one fail, those after it do not run, and the call fails with its error. The
- * embedded database runs them one at a time (src/db/connect.ts). Answers each statement's rows.
+ * committed. Should one fail, those after it do not run, and the call fails with its error. Only
+ * inside a transaction (the pool refuses them outside one), and only the last may carry THEN_COMMIT.
+ * The embedded database runs them one at a time (src/db/connect.ts). Answers each statement's rows.
  */
 export async function runTogether(db: DB, statements: readonly StatementText[]): Promise<unknown[][]> {
   const { rows } = await db.executeQuery<unknown[]>(CompiledQuery.raw(TOGETHER, [...statements]))

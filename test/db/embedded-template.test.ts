@@ -7,6 +7,7 @@ import { sql } from '../../src/db/kysely.js'
 import { openEmbedded } from '../../src/db/connect.js'
 import { extractTar } from '../../src/db/untar.js'
 import { runTogether } from '../../src/db/statement.js'
+import { lockWithSteps } from '../../src/modules/instances/repository.js'
 import { migrationsDigest, templateFiles } from '../../src/db/embedded-template.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
 import { migrationFolder } from '../../src/db/migration-files.js'
@@ -56,6 +57,9 @@ t.test('the migrated dump npm install prepares is the schema the migrations make
   const together = [{ text: 'select $1::int as a', values: [1] }, { text: 'select $1::text as b', values: ['two'] }]
   t.same(await handle.db.transaction().execute((trx) => runTogether(trx, together)), [[{ a: 1 }], [{ b: 'two' }]],
     'statements sent together run one at a time, each answering its rows')
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  t.equal(await handle.db.transaction().execute((trx) => lockWithSteps(trx, tenant, '00000000-0000-7000-8000-000000000002')), undefined,
+    'an advance\'s lock and read of the steps run there: no such process')
   const postgres = await createTestDatabase()
   t.teardown(() => postgres.drop())
   const schema = await schemaOf(handle.db)

@@ -258,6 +258,7 @@ t.test('statements sent together (runTogether)', async (t) => {
       await new Promise<void>((resolve) => (unlock = resolve))
     })
     await held
+    const stop = proxy.record()
     const together = db.transaction().execute((trx) => runTogether(trx, pair(40, 41)))
     // A single statement locking 40 and reading 41 would read 41 as of before its wait.
     const single = sql<{ note: string }>`
@@ -269,6 +270,8 @@ t.test('statements sent together (runTogether)', async (t) => {
     unlock()
     await holder
     t.same((await together)[1], [{ note: 'changed by the holder' }], 'sent together: the read after the lock sees the change')
+    const sent = stop().filter(({ text }) => text === lockText || text === readText)
+    t.equal(new Set(sent.map(({ roundTrip }) => roundTrip)).size, 1, 'in one round trip')
     t.same((await single).rows, [{ note: 'forty-one' }], 'one statement does not (the reason for two)')
     await sql`update notes set note = 'forty-one' where id = 41`.execute(database.db)
   })
@@ -303,6 +306,60 @@ t.test('statements sent together (runTogether)', async (t) => {
     const trips = await roundTrips(() => db.transaction().execute((trx) => runTogether(trx, statements(51))))
     t.same(trips, ['1: begin', `1: ${lockText}`, `1: ${markedText}`, '1: commit'], 'a transaction of one round trip')
     t.ok(await committed(50) && await committed(51))
+  })
+
+  t.test('a lock another transaction holds (NOWAIT): its error, the read after it not run', async (t) => {
+    const nowait = 'select id from notes where id = $1 for update nowait'
+    const statements = [{ text: nowait, values: [40] }, { text: 'update notes set note = $2 where id = $1', values: [41, 'not run'] }]
+    await db.transaction().execute((trx) => runTogether(trx, statements)) // prepares them
+    await sql`update notes set note = 'forty-one' where id = 41`.execute(database.db)
+    const other = openPostgres(databaseUrl(database.name), { poolMax: 1 })
+    t.teardown(() => other.close())
+    await other.db.transaction().execute(async (trx) => {
+      await sql`select id from notes where id = 40 for update`.execute(trx)
+      const trips = await roundTrips(() => t.rejects(db.transaction().execute((trx) => runTogether(trx, statements)), { code: '55P03' }))
+      t.same(trips, ['1: begin', `1: ${nowait}`, '1: update notes set note = $2 where id = $1', '2: rollback'])
+    })
+    t.same((await sql<{ note: string }>`select note from notes where id = 41`.execute(database.db)).rows, [{ note: 'forty-one' }], 'the update after it did not run')
+  })
+
+  t.test('three statements, the middle one without rows', async (t) => {
+    const update = 'update notes set note = $2 where id = $1'
+    const statements = (note: string) => [{ text: lockText, values: [40] }, { text: update, values: [41, note] }, { text: readText, values: [41] }]
+    await db.transaction().execute((trx) => runTogether(trx, statements('first')))
+    let rows: unknown[][] = []
+    const trips = await roundTrips(async () => {
+      rows = await db.transaction().execute((trx) => runTogether(trx, statements('second')))
+    })
+    t.same(trips, ['1: begin', `1: ${lockText}`, `1: ${update}`, `1: ${readText}`, '2: commit'])
+    t.same(rows, [[{ id: 40 }], [], [{ note: 'second' }]], 'each statement\'s rows, none for the update; the read sees it')
+    await sql`update notes set note = 'forty-one' where id = 41`.execute(database.db)
+  })
+
+  t.test('without prepared statements: one round trip from the first run (unnamed statements)', async (t) => {
+    const unnamed = openPostgres(proxy.url(databaseUrl(database.name)), { poolMax: 1, prepareStatements: false })
+    t.teardown(() => unnamed.close())
+    let rows: unknown[][] = []
+    const trips = await roundTrips(async () => {
+      rows = await unnamed.db.transaction().execute((trx) => runTogether(trx, pair(40, 41)))
+    })
+    t.same(trips, ['1: begin', `1: ${lockText}`, `1: ${readText}`, '2: commit'])
+    t.same(rows, [[{ id: 40 }], [{ note: 'forty-one' }]])
+  })
+
+  t.test('as a transaction\'s first statements, a value that cannot be sent: nothing at all goes out', async (t) => {
+    await db.transaction().execute((trx) => runTogether(trx, pair(40, 41))) // prepared
+    const unsendable = { toPostgres: () => { throw new Error('not a value') } }
+    const trips = await roundTrips(() => t.rejects(db.transaction().execute((trx) =>
+      runTogether(trx, [{ text: lockText, values: [40] }, { text: readText, values: [unsendable] }])), /not a value/))
+    t.same(trips, [], 'no BEGIN, and so no ROLLBACK')
+    t.same(await db.transaction().execute((trx) => runTogether(trx, pair(40, 41))), [[{ id: 40 }], [{ note: 'forty-one' }]], 'the connection serves the next')
+  })
+
+  t.test('refused: outside a transaction, and a COMMIT before the last statement', async (t) => {
+    await t.rejects(runTogether(db, pair(40, 41)), /belong to a transaction/)
+    const marked = `select id from notes where id = $1 ${THEN_COMMIT}`
+    await t.rejects(db.transaction().execute((trx) => runTogether(trx, [{ text: marked, values: [40] }, { text: readText, values: [41] }])), /Only the last/)
   })
   t.end()
 })
