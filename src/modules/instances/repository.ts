@@ -1,4 +1,3 @@
-import { sql } from '../../db/kysely.js'
 import { runText, runTogether } from '../../db/statement.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveryRow, InstanceRow, InstanceStepRow, TemplateRow, TemplateStepRow } from '../../db/database.js'
@@ -26,24 +25,28 @@ export interface StartFacts {
   unusableSteps: string[]
 }
 
+/** Everything a start checks and copies, in one statement, as a text a start runs every time. */
+const FIND_START_FACTS = `
+  select to_jsonb(t) as template, tn.time_zone as "timeZone",
+    coalesce((select jsonb_agg(to_jsonb(s) order by s.position) from template_steps s
+      where s.tenant_id = t.tenant_id and s.template_id = t.id), '[]'::jsonb) as steps,
+    exists (select 1 from users u where u.tenant_id = t.tenant_id and u.id = $3) as "userExists",
+    exists (select 1 from properties p where p.tenant_id = t.tenant_id and p.id = $4) as "propertyExists",
+    exists (select 1 from addresses a where a.tenant_id = t.tenant_id and a.id = $5) as "addressExists",
+    coalesce((select jsonb_agg(s.name order by s.position) from template_steps s
+      where s.tenant_id = t.tenant_id and s.template_id = t.id and s.kind = 'webhook' and s.service_id is not null
+        and not exists (select 1 from marketplace_services m join service_activations a on a.service_id = m.id and a.tenant_id = s.tenant_id
+          where m.id = s.service_id and m.active)), '[]'::jsonb) as "unusableSteps"
+  from process_templates t join tenants tn on tn.id = t.tenant_id
+  where t.tenant_id = $1 and t.id = $2`
+
 /** Everything a start checks and copies, in one statement; undefined when the template does not exist. */
 export async function findStartFacts(
   db: DB, tenantId: string, input: { templateId: string; responsibleUserId: string; propertyId?: string | undefined; addressId?: string | undefined }
 ): Promise<StartFacts | undefined> {
-  const { rows } = await sql<{ template: TemplateRow } & Omit<StartFacts, 'template'>>`
-    select to_jsonb(t) as template, tn.time_zone as "timeZone",
-      coalesce((select jsonb_agg(to_jsonb(s) order by s.position) from template_steps s
-        where s.tenant_id = t.tenant_id and s.template_id = t.id), '[]'::jsonb) as steps,
-      exists (select 1 from users u where u.tenant_id = t.tenant_id and u.id = ${input.responsibleUserId}) as "userExists",
-      exists (select 1 from properties p where p.tenant_id = t.tenant_id and p.id = ${input.propertyId ?? null}) as "propertyExists",
-      exists (select 1 from addresses a where a.tenant_id = t.tenant_id and a.id = ${input.addressId ?? null}) as "addressExists",
-      coalesce((select jsonb_agg(s.name order by s.position) from template_steps s
-        where s.tenant_id = t.tenant_id and s.template_id = t.id and s.kind = 'webhook' and s.service_id is not null
-          and not exists (select 1 from marketplace_services m join service_activations a on a.service_id = m.id and a.tenant_id = s.tenant_id
-            where m.id = s.service_id and m.active)), '[]'::jsonb) as "unusableSteps"
-    from process_templates t join tenants tn on tn.id = t.tenant_id
-    where t.tenant_id = ${tenantId} and t.id = ${input.templateId}
-  `.execute(db)
+  const { rows } = await runText<{ template: TemplateRow } & Omit<StartFacts, 'template'>>(db, FIND_START_FACTS, [
+    tenantId, input.templateId, input.responsibleUserId, input.propertyId ?? null, input.addressId ?? null
+  ])
   return rows[0]
 }
 
