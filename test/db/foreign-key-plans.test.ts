@@ -6,6 +6,7 @@ import { Statement } from '../../src/db/statement.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
 import { stepsAndNext } from '../../src/scheduler/delivery-repository.js'
+import { STEP_READS } from '../../src/modules/instances/repository.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
 // Postgres checks a foreign key with its own query on the referenced table, planned once per
@@ -109,6 +110,26 @@ t.test('a process read finds each step\'s latest delivery through the step index
   t.match(plan, /"Index Name":"deliveries_step_idx"/, 'the step index')
   t.notMatch(plan, /"Filter"/, 'no other deliveries of the tenant are read and filtered')
 })
+
+for (const [name, text] of Object.entries(STEP_READS)) {
+  t.test(`${name}: only a webhook step's deliveries are looked up`, async (t) => {
+    const { client } = await emptyDatabase(t)
+    const tenant = '00000000-0000-7000-8000-000000000001'
+    const instance = '00000000-0000-7000-8000-000000000002'
+    await client.query('set session_replication_role = replica') // no triggers: steps without their process
+    await client.query(`insert into process_instances (tenant_id, id, template_id, template_name, responsible_user_id, controller_user_id)
+      values ($1, $2, gen_random_uuid(), 'p', gen_random_uuid(), gen_random_uuid())`, [tenant, instance])
+    await client.query(`insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address)
+      select $1, gen_random_uuid(), $2, p, 'task', 'step', 'afterPrevious', 'processResponsible', false, false from generate_series(1, 20) p`, [tenant, instance])
+    await client.query(`prepare read_steps as ${text}`)
+    await client.query('set plan_cache_mode = force_generic_plan')
+    const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(`explain (analyze, format json) execute read_steps ('${tenant}', '${instance}')`)
+    const plan = JSON.stringify(rows[0]!['QUERY PLAN'])
+    t.match(plan, /"Relation Name":"instance_steps"[^}]*"Actual Rows":20/, 'the twenty steps are read')
+    t.match(plan, /"One-Time Filter":"\(s\.kind = 'webhook'::text\)"/, 'the kind is checked before the deliveries')
+    t.match(plan, /"Index Name":"deliveries_step_idx","Relation Name":"deliveries"[^}]*"Actual Loops":0/, 'twenty task steps: the deliveries\' index never probed')
+  })
+}
 
 t.test('an outcome batch reads its steps and the step after each by the position key, whatever the planner believes', async (t) => {
   const { database, client } = await emptyDatabase(t)

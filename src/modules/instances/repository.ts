@@ -89,10 +89,14 @@ const STEP_VIEW = [
 ] as const satisfies readonly (keyof InstanceStepRow)[]
 const LATEST_DELIVERY = ['id', 'status', 'round', 'attempt_count', 'next_attempt_at', 'last_status_code', 'last_error'] as const
 
-/** Each step `s`'s latest delivery as `d` (all null for a step without one), and its columns prefixed d_. */
+/**
+ * Each step `s`'s latest delivery as `d` (all null for a step without one), and its columns prefixed
+ * d_. Only a webhook step has deliveries: for any other the condition on its kind alone is checked
+ * first (a one-time filter), and the deliveries' index is not probed.
+ */
 const JOIN_LATEST_DELIVERY = `left join lateral (
     select ${LATEST_DELIVERY.join(', ')} from deliveries
-    where deliveries.tenant_id = s.tenant_id and deliveries.step_id = s.id order by deliveries.id desc limit 1
+    where s.kind = 'webhook' and deliveries.tenant_id = s.tenant_id and deliveries.step_id = s.id order by deliveries.id desc limit 1
   ) d on true`
 const LATEST_DELIVERY_COLUMNS = LATEST_DELIVERY.map((c) => `d.${c} as d_${c}`).join(', ')
 
@@ -147,6 +151,9 @@ const LIST_STEPS_WITH_DELIVERIES = `
   ${JOIN_LATEST_DELIVERY}
   where s.tenant_id = $1 and s.instance_id = $2
   order by s.position`
+
+/** The statements that read a process's steps with their latest deliveries, for the plan tests (test/db/foreign-key-plans.test.ts). */
+export const STEP_READS = { FIND_INSTANCE_VIEW, LIST_STEPS_WITH_DELIVERIES }
 
 export type StepWithDelivery = { step: InstanceStepRow; delivery: LatestDelivery | undefined }
 
