@@ -163,10 +163,10 @@ export async function listStepsWithDeliveries(db: DB, tenantId: string, instance
 }
 
 /**
- * The lock (LOCK_INSTANCE_WITH_ZONE), then `listStepsWithDeliveries`, sent together in one round trip: the steps
- * are read after the lock is taken, with what the change before it committed (a single statement
- * would read them as of before its wait for the lock, or its EvalPlanQual recheck). Without the
- * instance (or not the tenant's), no steps either.
+ * The lock (LOCK_INSTANCE_WITH_ZONE), then `listStepsWithDeliveries`, sent together in one round
+ * trip: the steps are read after the lock is taken, with what the change before it committed (a
+ * single statement would read them as of before its wait for the lock, or its EvalPlanQual
+ * recheck). Without the instance (or not the tenant's), no steps either.
  */
 export async function lockWithSteps(
   db: DB, tenantId: string, id: string
