@@ -5,7 +5,7 @@ import type { DB } from '../../src/db/connect.js'
 import { Statement } from '../../src/db/statement.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
-import { stepsAndNext } from '../../src/scheduler/delivery-repository.js'
+import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
@@ -131,6 +131,16 @@ for (const [name, text] of Object.entries(STEP_READS)) {
   })
 }
 
+/** A statement's text with its values written in, as Postgres plans it when it plans with the values. */
+function inlined(client: pg.Client, { sql: text, parameters }: { sql: string; parameters: readonly unknown[] }): string {
+  const literal = (value: unknown) => client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : String(value))
+  return parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literal(value)), text)
+}
+
+async function planOf(client: pg.Client, text: string): Promise<string> {
+  return JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${text}`)).rows[0]!['QUERY PLAN'])
+}
+
 t.test('an outcome batch reads its steps and the step after each by the position key, whatever the planner believes', async (t) => {
   const { database, client } = await emptyDatabase(t)
   const tenant = '00000000-0000-7000-8000-000000000001'
@@ -140,18 +150,62 @@ t.test('an outcome batch reads its steps and the step after each by the position
     select $1, gen_random_uuid(), i.id, p, 'task', 'step', 'afterPrevious', 'processResponsible', false, false
     from (select gen_random_uuid() as id from generate_series(1, 10000)) i cross join generate_series(1, 2) p
     returning tenant_id, id, position`, [tenant])
-  // 20 first steps (each with a next) and 10 last ones.
-  const refs = [...steps.filter((s) => s.position === 1).slice(0, 20), ...steps.filter((s) => s.position === 2).slice(0, 10)]
+  // 60 first steps (each with a next) and 40 last ones: a batch of a hundred.
+  const refs = [...steps.filter((s) => s.position === 1).slice(0, 60), ...steps.filter((s) => s.position === 2).slice(0, 40)]
     .map(({ tenant_id, id }) => ({ tenant_id, id }))
-  const { sql: text, parameters } = sql`select * from (${stepsAndNext(refs)}) x`.compile(database.db)
-  const literal = (value: unknown) => client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : String(value))
-  const inlined = parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literal(value)), text)
+  const text = inlined(client, sql`select * from (${stepsAndNext(refs)}) x`.compile(database.db))
+  const lookups = /"Index Name":"instance_steps_pkey","Relation Name":"instance_steps","Alias":"x"[^}]*"Index Cond":"\(\(tenant_id = k\.tenant_id\) AND \(id = k\.id\)\)"/
+  // Without statistics, an array of ids led the planner to walk the tenant's steps by tenant alone.
+  t.match(await planOf(client, text), lookups, 'each step through the primary key with both columns')
+  t.notMatch(await planOf(client, text), /Bitmap|Hash Join|Merge Join|Seq Scan/, 'no walk of the tenant\'s steps')
   // A planner that believes a walk of the tenant's steps is cheaper (in the burst after a large
   // history, not analyzed, it hashed all of them for each batch) must find no such plan.
   await client.query('set enable_nestloop = off')
-  const plan = JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${inlined}`)).rows[0]!['QUERY PLAN'])
+  const plan = await planOf(client, text)
   t.match(plan, /"Index Name":"instance_steps_instance_position_key"/, 'the next steps through the position key')
-  t.notMatch(plan, /Hash Join|Merge Join|Seq Scan/, 'no walk of the tenant\'s steps, whatever the planner believes')
+  t.match(plan, lookups, 'and the steps themselves through the primary key')
+  t.notMatch(plan, /Bitmap|Hash Join|Merge Join|Seq Scan/, 'no walk of the tenant\'s steps, whatever the planner believes')
   await client.query('reset enable_nestloop')
-  t.equal((await stepsAndNext(refs).execute(database.db)).rows.length, 20 * 2 + 10, 'each step, and its next where there is one')
+  t.equal((await stepsAndNext(refs).execute(database.db)).rows.length, 60 * 2 + 40, 'each step, and its next where there is one')
+  t.equal((await stepsAndNext([...refs, ...refs.slice(0, 5)]).execute(database.db)).rows.length, 60 * 2 + 40, 'a step named twice, read once')
+  t.equal((await stepsAndNext([]).execute(database.db)).rows.length, 0, 'no steps: none read')
+})
+
+t.test('an outcome batch locks its processes one primary key lookup each, in id order, however many and without statistics', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  await client.query('set session_replication_role = replica') // no triggers: processes without their templates
+  const { rows: processes } = await client.query<{ tenant_id: string; id: string }>(`
+    insert into process_instances (tenant_id, id, template_id, template_name, responsible_user_id, controller_user_id)
+    select $1, gen_random_uuid(), gen_random_uuid(), 'process', gen_random_uuid(), gen_random_uuid() from generate_series(1, 3000)
+    returning tenant_id, id`, [tenant])
+  const lookups = /"Index Name":"process_instances_pkey","Relation Name":"process_instances","Alias":"x"[^}]*"Index Cond":"\(\(tenant_id = k\.tenant_id\) AND \(id = k\.id\)\)"/
+  for (const count of [1, 8, 64]) {
+    const plan = await planOf(client, inlined(client, instancesLockedInOrder(processes.slice(0, count)).compile(database.db)))
+    t.match(plan, lookups, `${count}: each process through the primary key with both columns`)
+    t.notMatch(plan, /Bitmap|Hash Join|Merge Join|Seq Scan/, `${count}: no walk of the tenant's processes`)
+  }
+
+  // The keys go in sorted by id, so rows are locked in id order; another tenant's process in the batch too.
+  const other = { tenant_id: '00000000-0000-7000-8000-000000000002', id: processes[0]!.id.replace(/^./, '0') }
+  await client.query(`insert into process_instances (tenant_id, id, template_id, template_name, responsible_user_id, controller_user_id)
+    values ($1, $2, gen_random_uuid(), 'process', gen_random_uuid(), gen_random_uuid())`, [other.tenant_id, other.id])
+  const batch = [...processes.slice(0, 40).reverse(), other, processes[3]!]
+  const ids = [...new Set(batch.map((p) => p.id))].sort()
+  const compiled = instancesLockedInOrder(batch).compile(database.db)
+  t.same(compiled.parameters[1], ids, 'the ids go in sorted, each once')
+  t.same(compiled.parameters[0], ids.map((id) => (id === other.id ? other.tenant_id : tenant)), 'each with its tenant')
+  await client.query('begin')
+  const { rows } = await client.query<{ id: string }>(inlined(client, compiled))
+  t.same(rows.map((r) => r.id), ids, 'each process once, in id order')
+  const second = new pg.Client({ connectionString: databaseUrl(database.name) })
+  await second.connect()
+  t.teardown(() => second.end())
+  for (const p of [processes[0]!, other, processes[39]!]) {
+    await t.rejects(second.query('select 1 from process_instances where tenant_id = $1 and id = $2 for update nowait', [p.tenant_id, p.id]),
+      { code: '55P03' }, `${p.id} is locked`)
+  }
+  t.same((await second.query('select 1 from process_instances where tenant_id = $1 and id = $2 for update nowait', [tenant, processes[40]!.id])).rows.length, 1,
+    'a process not in the batch is not')
+  await client.query('rollback')
 })
