@@ -39,8 +39,14 @@ export interface ClaimOptions {
 }
 
 export async function claimDeliveries(db: DB, options: ClaimOptions): Promise<ClaimedDelivery[]> {
+  const { rows } = await claimStatement(options).execute(db)
+  return rows
+}
+
+/** The claim's statement (claimDeliveries), on its own for a look at its plan. */
+export function claimStatement(options: ClaimOptions) {
   const leaseUntil = new Date(options.now.getTime() + options.leaseMs)
-  const { rows } = await sql<ClaimedDelivery>`
+  return sql<ClaimedDelivery>`
     with picked as (
       select tenant_id, id from deliveries
       where status = 'pending' and next_attempt_at <= ${options.now}
@@ -76,6 +82,5 @@ export async function claimDeliveries(db: DB, options: ClaimOptions): Promise<Cl
     left join marketplace_services s on s.id = c.service_id
     join tenants t on t.id = c.tenant_id
     left join instance_steps st on st.tenant_id = c.tenant_id and st.id = c.step_id
-  `.execute(db)
-  return rows
+  `
 }

@@ -5,6 +5,7 @@ import type { DB } from '../../src/db/connect.js'
 import { Statement } from '../../src/db/statement.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
+import { claimStatement } from '../../src/scheduler/claim-deliveries.js'
 import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
@@ -133,7 +134,8 @@ for (const [name, text] of Object.entries(STEP_READS)) {
 
 /** A statement's text with its values written in, as Postgres plans it when it plans with the values. */
 function inlined(client: pg.Client, { sql: text, parameters }: { sql: string; parameters: readonly unknown[] }): string {
-  const literal = (value: unknown) => client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : String(value))
+  const literal = (value: unknown) => client.escapeLiteral(
+    Array.isArray(value) ? `{${value.join(',')}}` : value instanceof Date ? value.toISOString() : String(value))
   return parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literal(value)), text)
 }
 
@@ -207,5 +209,44 @@ t.test('an outcome batch locks its processes one primary key lookup each, in id 
   }
   t.same((await second.query('select 1 from process_instances where tenant_id = $1 and id = $2 for update nowait', [tenant, processes[40]!.id])).rows.length, 1,
     'a process not in the batch is not')
+  await client.query('rollback')
+})
+
+t.test('a claim turns its steps running through the primary key, however many steps the tenant has open and without statistics', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  const now = new Date()
+  await client.query('set session_replication_role = replica') // no triggers: steps and deliveries without their processes
+  // 3,000 open steps of three people; forty of them have a call due.
+  await client.query(`
+    with steps as (
+      insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property,
+        refers_to_address, state, assignee_user_id)
+      select $1, gen_random_uuid(), gen_random_uuid(), 1, 'task', 'step', 'afterPrevious', 'processResponsible', false, false, 'due',
+        ('00000000-0000-7000-8000-00000000010' || (n % 3))::uuid
+      from generate_series(1, 3000) n
+      returning tenant_id, id, instance_id
+    )
+    insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, parameters, next_attempt_at)
+    select tenant_id, gen_random_uuid(), gen_random_uuid(), 'step', instance_id, id, '{}', $2 from (select * from steps order by random() limit 40) s`,
+  [tenant, now])
+  const claim = claimStatement({ workerId: 'plans', now, leaseMs: 60_000, limit: 40 }).compile(database.db)
+  const stepsScan = (plan: string) => {
+    const update = /"Operation":"Update"[^{]*?"Relation Name":"instance_steps".*?"Index Name":"([^"]+)"/.exec(plan)
+    return update?.[1]
+  }
+  t.equal(stepsScan(await planOf(client, inlined(client, claim))), 'instance_steps_pkey', 'planned with its values: each step through the primary key')
+  // As the worker runs it: prepared, with the plan Postgres keeps for it.
+  await client.query(`prepare claim as ${claim.sql}`)
+  await client.query('set plan_cache_mode = force_generic_plan')
+  const literal = (value: unknown) => client.escapeLiteral(
+    Array.isArray(value) ? `{${value.join(',')}}` : value instanceof Date ? value.toISOString() : String(value))
+  await client.query('begin')
+  const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(
+    `explain (analyze, format json) execute claim (${claim.parameters.map(literal).join(', ')})`)
+  const kept = JSON.stringify(rows[0]!['QUERY PLAN'])
+  t.equal(stepsScan(kept), 'instance_steps_pkey', 'the kept plan: each step through the primary key, not a walk of the tenant\'s open steps')
+  const { rows: running } = await client.query<{ n: number }>(`select count(*)::int as n from instance_steps where state = 'running'`)
+  t.equal(running[0]!.n, 40, 'forty steps turned running')
   await client.query('rollback')
 })
