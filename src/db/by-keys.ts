@@ -25,6 +25,24 @@ export function byKeys(alias: string, rows: { tenant_id: string; id: string }[])
   return sql`(${sql.join(conditions, sql` or `)}) ${sql.raw(CUSTOM_PLAN)}`
 }
 
+/**
+ * The keys as rows `k(tenant_id, id)`, in id order, each key once, for a statement that looks each
+ * one up in a lateral subquery of its own, kept apart by `offset 0`:
+ *
+ *   select x.* from ${eachKey(refs)} cross join lateral (
+ *     select * from table t where t.tenant_id = k.tenant_id and t.id = k.id offset 0) x
+ *
+ * Each lookup goes through the primary key with both columns, whatever the statistics: a planner
+ * without them took `tenant_id = $1 and id = any($2)` (byKeys) for a walk of the tenant's rows once
+ * the array held some eight to fifty ids (test/db/foreign-key-plans.test.ts). An update cannot look
+ * up its own target this way; joined to the rows it writes (`from jsonb_to_recordset(…) v where
+ * t.tenant_id = v.tenant_id and t.id = v.id`), byKeys serves it.
+ */
+export function eachKey(refs: { tenant_id: string; id: string }[]) {
+  const keys = [...new Map(refs.map((r) => [`${r.tenant_id}/${r.id}`, r])).values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  return sql`unnest(${keys.map((k) => k.tenant_id)}::uuid[], ${keys.map((k) => k.id)}::uuid[]) as k(tenant_id, id)`
+}
+
 /** The same condition as `byKeys`, as text for a Statement (src/db/statement.ts). */
 export function byKeysText(statement: Statement, alias: string, rows: { tenant_id: string; id: string }[]): string {
   const groups = byTenant(rows)

@@ -3,23 +3,11 @@ import type { DB } from '../db/connect.js'
 import type { DeliveryAttemptsTable, InstanceRow, InstanceStepRow } from '../db/database.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
 import type { Decision } from './retry-policy.js'
-import { byKeys } from '../db/by-keys.js'
+import { byKeys, eachKey } from '../db/by-keys.js'
 
 interface Ref {
   tenant_id: string
   id: string
-}
-
-/**
- * The keys as rows `k(tenant_id, id)` for a lateral lookup of each, in id order, each key once. A
- * statement that looks each key up in a lateral subquery of its own (kept apart by `offset 0`) finds
- * it through the primary key with both columns, whatever the statistics. With `tenant_id = $1 and id =
- * any($2)` instead, a planner without statistics took a walk of the tenant's rows for cheaper once
- * the array held some eight to twenty-four ids (test/db/foreign-key-plans.test.ts).
- */
-function eachKey(refs: Ref[]) {
-  const keys = [...new Map(refs.map((r) => [`${r.tenant_id}/${r.id}`, r])).values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-  return sql`unnest(${keys.map((k) => k.tenant_id)}::uuid[], ${keys.map((k) => k.id)}::uuid[]) as k(tenant_id, id)`
 }
 
 /**

@@ -5,6 +5,8 @@ import type { DB } from '../../src/db/connect.js'
 import { Statement } from '../../src/db/statement.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
+import { stepsAt } from '../../src/modules/instances/runtime-repository.js'
+import { recordSlices } from '../../src/modules/records/repository.js'
 import { claimStatement } from '../../src/scheduler/claim-deliveries.js'
 import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
@@ -249,4 +251,37 @@ t.test('a claim turns its steps running through the primary key, however many st
   const { rows: running } = await client.query<{ n: number }>(`select count(*)::int as n from instance_steps where state = 'running'`)
   t.equal(running[0]!.n, 40, 'forty steps turned running')
   await client.query('rollback')
+})
+
+t.test('a page of records looks each record up by its key, however many records the tenant has and without statistics', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  await client.query('set session_replication_role = replica') // no triggers: records without their tenant
+  const { rows: records } = await client.query<{ id: string }>(`
+    insert into properties (tenant_id, id, fields) select $1, gen_random_uuid(), jsonb_build_object('n', n) from generate_series(1, 3000) n
+    returning id`, [tenant])
+  const ids = records.slice(100, 200).map((r) => r.id)
+  for (const count of [1, 10, 50, 100]) {
+    const plan = await planOf(client, inlined(client, recordSlices('properties', tenant, ids.slice(0, count)).compile(database.db)))
+    t.match(plan, /"Index Name":"properties_pkey"[^}]*"Index Cond":"\(\(tenant_id = k\.tenant_id\) AND \(id = k\.id\)\)"/, `${count}: each record through the key with both columns`)
+    t.notMatch(plan, /Bitmap|Hash Join|Merge Join|Seq Scan/, `${count}: no walk of the tenant's records`)
+  }
+  const { rows } = await recordSlices('properties', tenant, [...ids.slice(0, 3), ids[0]!]).execute(database.db)
+  t.same(rows.map((r) => r.id), [...ids.slice(0, 3)].sort(), 'each record once, in id order')
+})
+
+t.test('the steps at positions are each looked up by the position key, without statistics', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  await client.query('set session_replication_role = replica') // no triggers: steps without their processes
+  const { rows: steps } = await client.query<{ tenant_id: string; instance_id: string; position: number }>(`
+    insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address)
+    select $1, gen_random_uuid(), i.id, p, 'task', 'step', 'afterPrevious', 'processResponsible', false, false
+    from (select gen_random_uuid() as id from generate_series(1, 1500)) i cross join generate_series(1, 2) p
+    returning tenant_id, instance_id, position`, [tenant])
+  const wanted = steps.filter((s) => s.position === 2).slice(0, 60)
+  const plan = await planOf(client, inlined(client, stepsAt(wanted).compile(database.db)))
+  t.match(plan, /"Index Name":"instance_steps_instance_position_key"/, 'through the position key')
+  t.notMatch(plan, /Bitmap|Hash Join|Merge Join|Seq Scan/, 'no walk of the tenant\'s steps')
+  t.equal((await stepsAt(wanted).execute(database.db)).rows.length, 60, 'each step found')
 })

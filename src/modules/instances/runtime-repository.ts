@@ -1,6 +1,5 @@
 import { sql, type Insertable } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
-import { CUSTOM_PLAN } from '../../db/postgres.js'
 import type { InstanceStepRow, OutboxMailsTable } from '../../db/database.js'
 
 /** Rows of one tenant-owned table named by (tenant_id, id); ids are UUIDs, unique across tenants. */
@@ -41,19 +40,22 @@ export async function cancelOpenSteps(db: DB, tenantId: string, instanceId: stri
 /** The steps at these positions of these processes, keyed `instanceId:position`. */
 export async function findStepsAt(db: DB, wanted: { tenant_id: string; instance_id: string; position: number }[]): Promise<Map<string, InstanceStepRow>> {
   if (wanted.length === 0) return new Map()
-  // One step: its unique key, which any plan takes. More: planned with their values on every run
-  // (CUSTOM_PLAN; a plan kept for unknown arrays on an empty table scanned the whole table).
-  const [one] = wanted
-  const { rows } = wanted.length === 1 && one ? await sql<InstanceStepRow>`
-    select s.* from instance_steps s where s.tenant_id = ${one.tenant_id}::uuid and s.instance_id = ${one.instance_id}::uuid and s.position = ${one.position}::integer
-  `.execute(db) : await sql<InstanceStepRow>`
-    select s.* from instance_steps s
-    join jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as v(tenant_id uuid, instance_id uuid, position integer)
-      on s.tenant_id = v.tenant_id and s.instance_id = v.instance_id and s.position = v.position
-    where s.tenant_id = any(${unique(wanted.map((w) => w.tenant_id))}::uuid[]) and s.instance_id = any(${unique(wanted.map((w) => w.instance_id))}::uuid[])
-    ${sql.raw(CUSTOM_PLAN)}
-  `.execute(db)
+  const { rows } = await stepsAt(wanted).execute(db)
   return new Map(rows.map((r) => [`${r.instance_id}:${r.position}`, r]))
+}
+
+/**
+ * The statement of findStepsAt: each step by its position key, in a lateral lookup of its own (as
+ * eachKey in src/db/by-keys.ts), whatever the statistics. As a join, a plan made for unknown arrays on
+ * an empty table scanned the whole table.
+ */
+export function stepsAt(wanted: { tenant_id: string; instance_id: string; position: number }[]) {
+  return sql<InstanceStepRow>`
+    select s.* from jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as v(tenant_id uuid, instance_id uuid, position integer)
+    cross join lateral (
+      select * from instance_steps x where x.instance_id = v.instance_id and x.tenant_id = v.tenant_id and x.position = v.position offset 0
+    ) s
+  `
 }
 
 /** Cancels the step's deliveries no worker has claimed; returns how many. */

@@ -1,4 +1,5 @@
 import { sql } from '../../db/kysely.js'
+import { eachKey } from '../../db/by-keys.js'
 import type { DB } from '../../db/connect.js'
 import type { JsonObject } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
@@ -51,19 +52,27 @@ export interface RecordSliceRow {
  * These records (of the tenant, in id order) with their fields as the JSON text Postgres prints, cut
  * into slices: each slice is a small string the next minor GC frees, where one large string per
  * record lives until a full GC. The text is printed once per record (materialized), not per slice.
+ * Each record is looked up by its key (eachKey): as `id = any(…)`, a page of fifty walked all of the
+ * tenant's records when the table had no statistics.
  */
 export async function findRecordSlices(db: DB, table: RecordTable, tenantId: string, ids: string[]): Promise<RecordSliceRow[]> {
   if (ids.length === 0) return []
-  const { rows } = await sql<RecordSliceRow>`
+  const { rows } = await recordSlices(table, tenantId, ids).execute(db)
+  return rows
+}
+
+/** The statement of findRecordSlices, on its own for a look at its plan. */
+export function recordSlices(table: RecordTable, tenantId: string, ids: string[]) {
+  return sql<RecordSliceRow>`
     with r as materialized (
-      select id, maintainer_user_id, version, created_at, updated_at, fields::text as text
-      from ${sql.table(table)} where tenant_id = ${tenantId} and id = any(${ids}::uuid[])
+      select x.id, x.maintainer_user_id, x.version, x.created_at, x.updated_at, x.fields::text as text
+      from ${eachKey(ids.map((id) => ({ tenant_id: tenantId, id })))}
+      cross join lateral (select * from ${sql.table(table)} t where t.tenant_id = k.tenant_id and t.id = k.id offset 0) x
     )
     select r.id, r.maintainer_user_id, r.version, r.created_at, r.updated_at, s.ord,
       substr(r.text, (s.ord - 1) * ${FIELDS_SLICE_CHARS} + 1, ${FIELDS_SLICE_CHARS}) as slice
     from r cross join lateral generate_series(1, greatest(1, ceil(length(r.text)::numeric / ${FIELDS_SLICE_CHARS})::int)) as s(ord)
-    order by r.id, s.ord`.execute(db)
-  return rows
+    order by r.id, s.ord`
 }
 
 export function insertRecord(
