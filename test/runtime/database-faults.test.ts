@@ -19,7 +19,8 @@ const rt = await setupRuntime(t)
 const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
 const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(databaseUrl(rows[0]!.name)).port || 5432) })
 const faulty = openPostgres(proxy.url(databaseUrl(rows[0]!.name)), { poolMax: 8, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: 1000 })
-const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent' })
+// No rate limit: the load below starts as many processes as it can (thousands a second on a fast machine).
+const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', RATE_LIMIT_MAX: '0' })
 const app = await buildApp({ config, db: faulty.db, operatorKeyHash: 'unused', clock: rt.clock }, serverOptions(config, false))
 t.teardown(async () => {
   await app.close()
