@@ -134,10 +134,14 @@ for (const [name, text] of Object.entries(STEP_READS)) {
   })
 }
 
+/** A value written into a statement's text: an array as Postgres's array literal, a time as ISO 8601. */
+function literalOf(client: pg.Client, value: unknown): string {
+  return client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : value instanceof Date ? value.toISOString() : String(value))
+}
+
 /** A statement's text with its values written in, as Postgres plans it when it plans with the values. */
 function inlined(client: pg.Client, { sql: text, parameters }: { sql: string; parameters: readonly unknown[] }): string {
-  const literal = (value: unknown) => client.escapeLiteral(
-    Array.isArray(value) ? `{${value.join(',')}}` : value instanceof Date ? value.toISOString() : String(value))
+  const literal = (value: unknown) => literalOf(client, value)
   return parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literal(value)), text)
 }
 
@@ -145,15 +149,21 @@ async function planOf(client: pg.Client, text: string): Promise<string> {
   return JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${text}`)).rows[0]!['QUERY PLAN'])
 }
 
+/** The steps of `count` processes of two task steps each, inserted without their processes (no triggers). */
+async function twoStepProcesses(client: pg.Client, tenant: string, count: number) {
+  await client.query('set session_replication_role = replica')
+  const { rows } = await client.query<{ tenant_id: string; id: string; instance_id: string; position: number }>(`
+    insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address)
+    select $1, gen_random_uuid(), i.id, p, 'task', 'step', 'afterPrevious', 'processResponsible', false, false
+    from (select gen_random_uuid() as id from generate_series(1, $2::int)) i cross join generate_series(1, 2) p
+    returning tenant_id, id, instance_id, position`, [tenant, count])
+  return rows
+}
+
 t.test('an outcome batch reads its steps and the step after each by the position key, whatever the planner believes', async (t) => {
   const { database, client } = await emptyDatabase(t)
   const tenant = '00000000-0000-7000-8000-000000000001'
-  await client.query('set session_replication_role = replica') // no triggers: steps without their processes
-  const { rows: steps } = await client.query<{ tenant_id: string; id: string; position: number }>(`
-    insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address)
-    select $1, gen_random_uuid(), i.id, p, 'task', 'step', 'afterPrevious', 'processResponsible', false, false
-    from (select gen_random_uuid() as id from generate_series(1, 10000)) i cross join generate_series(1, 2) p
-    returning tenant_id, id, position`, [tenant])
+  const steps = await twoStepProcesses(client, tenant, 10_000)
   // 60 first steps (each with a next) and 40 last ones: a batch of a hundred.
   const refs = [...steps.filter((s) => s.position === 1).slice(0, 60), ...steps.filter((s) => s.position === 2).slice(0, 40)]
     .map(({ tenant_id, id }) => ({ tenant_id, id }))
@@ -241,11 +251,9 @@ t.test('a claim turns its steps running through the primary key, however many st
   // As the worker runs it: prepared, with the plan Postgres keeps for it.
   await client.query(`prepare claim as ${claim.sql}`)
   await client.query('set plan_cache_mode = force_generic_plan')
-  const literal = (value: unknown) => client.escapeLiteral(
-    Array.isArray(value) ? `{${value.join(',')}}` : value instanceof Date ? value.toISOString() : String(value))
   await client.query('begin')
   const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(
-    `explain (analyze, format json) execute claim (${claim.parameters.map(literal).join(', ')})`)
+    `explain (analyze, format json) execute claim (${claim.parameters.map((value) => literalOf(client, value)).join(', ')})`)
   const kept = JSON.stringify(rows[0]!['QUERY PLAN'])
   t.equal(stepsScan(kept), 'instance_steps_pkey', 'the kept plan: each step through the primary key, not a walk of the tenant\'s open steps')
   const { rows: running } = await client.query<{ n: number }>(`select count(*)::int as n from instance_steps where state = 'running'`)
@@ -273,13 +281,8 @@ t.test('a page of records looks each record up by its key, however many records 
 t.test('the steps at positions are each looked up by the position key, without statistics', async (t) => {
   const { database, client } = await emptyDatabase(t)
   const tenant = '00000000-0000-7000-8000-000000000001'
-  await client.query('set session_replication_role = replica') // no triggers: steps without their processes
-  const { rows: steps } = await client.query<{ tenant_id: string; instance_id: string; position: number }>(`
-    insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address)
-    select $1, gen_random_uuid(), i.id, p, 'task', 'step', 'afterPrevious', 'processResponsible', false, false
-    from (select gen_random_uuid() as id from generate_series(1, 1500)) i cross join generate_series(1, 2) p
-    returning tenant_id, instance_id, position`, [tenant])
-  const wanted = steps.filter((s) => s.position === 2).slice(0, 60)
+  const steps = await twoStepProcesses(client, tenant, 1500)
+  const wanted = steps.filter((s) => s.position === 2).slice(0, 60).map(({ tenant_id, instance_id, position }) => ({ tenant_id, instance_id, position }))
   const plan = await planOf(client, inlined(client, stepsAt(wanted).compile(database.db)))
   t.match(plan, /"Index Name":"instance_steps_instance_position_key"/, 'through the position key')
   t.notMatch(plan, /Bitmap|Hash Join|Merge Join|Seq Scan/, 'no walk of the tenant\'s steps')
