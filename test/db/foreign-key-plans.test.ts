@@ -60,6 +60,24 @@ t.test('every foreign key check on an empty database goes through the referenced
   }
 })
 
+t.test('a lookup of a tenant\'s row by its key takes the primary key, on every table keyed by (tenant_id, id), on an empty database', async (t) => {
+  const { client } = await emptyDatabase(t)
+  const { rows: tables } = await client.query<{ table: string; key: string }>(`
+    select c.conrelid::regclass::text as "table", i.relname as key
+    from pg_constraint c join pg_class i on i.oid = c.conindid
+    where c.contype = 'p' and c.conkey = array[
+      (select attnum from pg_attribute where attrelid = c.conrelid and attname = 'tenant_id'),
+      (select attnum from pg_attribute where attrelid = c.conrelid and attname = 'id')]::int2[]
+    order by 1`)
+  t.ok(tables.length > 10, `tables keyed by (tenant_id, id): ${tables.length}`)
+  await client.query('set plan_cache_mode = force_generic_plan')
+  for (const [n, { table, key }] of tables.entries()) {
+    await client.query(`prepare lookup_${n} (uuid, uuid) as select * from ${table} where tenant_id = $1 and id = $2`)
+    const plan = JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) execute lookup_${n} (null, null)`)).rows[0]!['QUERY PLAN'])
+    t.same(plan.match(/"Index Name":"[^"]+"/g), [`"Index Name":"${key}"`], `${table}: through ${key}`)
+  }
+})
+
 type Keys = { tenant_id: string; id: string }[]
 /** The condition of `byKeys` through Kysely's `sql` tag, and of `byKeysText` in a Statement's text. */
 const conditions: Record<string, (db: DB, keys: Keys) => { sql: string; parameters: readonly unknown[] }> = {
@@ -198,10 +216,14 @@ t.test('an outcome batch locks its processes one primary key lookup each, in id 
     const plan = await planOf(client, inlined(client, instancesLockedInOrder(processes.slice(0, count)).compile(database.db)))
     t.match(plan, lookups, `${count}: each process through the primary key with both columns`)
     t.notMatch(plan, /Bitmap|Hash Join|Merge Join|Seq Scan/, `${count}: no walk of the tenant's processes`)
+    // The keys, in the order they go in, drive a nested loop whose inner side locks each row as it finds it.
+    t.match(plan, /"Node Type":"Nested Loop".*"Node Type":"Function Scan","Parent Relationship":"Outer".*"Node Type":"LockRows"/,
+      `${count}: each row locked in the keys' order`)
   }
 
   // The keys go in sorted by id, so rows are locked in id order; another tenant's process in the batch too.
-  const other = { tenant_id: '00000000-0000-7000-8000-000000000002', id: processes[0]!.id.replace(/^./, '0') }
+  // A version-7 id, which none of the inserted ones (version 4) can be; the smallest of the batch.
+  const other = { tenant_id: '00000000-0000-7000-8000-000000000002', id: '00000000-0000-7000-8000-0000000000ff' }
   await client.query(`insert into process_instances (tenant_id, id, template_id, template_name, responsible_user_id, controller_user_id)
     values ($1, $2, gen_random_uuid(), 'process', gen_random_uuid(), gen_random_uuid())`, [other.tenant_id, other.id])
   const batch = [...processes.slice(0, 40).reverse(), other, processes[3]!]
