@@ -34,9 +34,9 @@ export function byKeys(alias: string, rows: { tenant_id: string; id: string }[])
  *
  * Each lookup goes through the primary key with both columns, whatever the statistics: a planner
  * without them took `tenant_id = $1 and id = any($2)` (byKeys) for a walk of the tenant's rows once
- * the array held some eight to fifty ids (test/db/foreign-key-plans.test.ts). An update cannot look
- * up its own target this way; joined to the rows it writes (`from jsonb_to_recordset(…) v where
- * t.tenant_id = v.tenant_id and t.id = v.id`), byKeys serves it.
+ * the array held 8 to 100 ids, the fewer the smaller the table (test/db/foreign-key-plans.test.ts).
+ * An update cannot look up its own target this way; joined to the rows it writes (`from
+ * jsonb_to_recordset(…) v where t.tenant_id = v.tenant_id and t.id = v.id`), byKeys serves it.
  */
 export function eachKey(refs: { tenant_id: string; id: string }[]) {
   const keys = [...new Map(refs.map((r) => [`${r.tenant_id}/${r.id}`, r])).values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
