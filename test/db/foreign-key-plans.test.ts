@@ -35,6 +35,21 @@ async function emptyDatabase(t: Test) {
   return { database, client }
 }
 
+/** A value written into a statement's text: an array as Postgres's array literal, a time as ISO 8601. */
+function literalOf(client: pg.Client, value: unknown): string {
+  return client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : value instanceof Date ? value.toISOString() : String(value))
+}
+
+/** A statement's text with its values written in, as Postgres plans it when it plans with the values. */
+function inlined(client: pg.Client, { sql: text, parameters }: { sql: string; parameters: readonly unknown[] }): string {
+  return parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literalOf(client, value)), text)
+}
+
+/** The plan of a statement (its text, or `execute name (…)`), as JSON text. */
+async function planOf(client: pg.Client, text: string): Promise<string> {
+  return JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${text}`)).rows[0]!['QUERY PLAN'])
+}
+
 t.test('every foreign key check on an empty database goes through the referenced key\'s own index', async (t) => {
   const { client } = await emptyDatabase(t)
 
@@ -94,8 +109,6 @@ for (const [name, condition] of Object.entries(conditions)) {
     const tenant = '00000000-0000-7000-8000-000000000001'
     const rows = [1, 2, 3].map((n) => ({ tenant_id: tenant, id: `00000000-0000-7000-8000-00000000010${n}` }))
     const statement = (keys: Keys) => condition(database.db, keys)
-    const literal = (value: unknown) => client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : String(value))
-    const planOf = async (text: string) => JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${text}`)).rows[0]!['QUERY PLAN'])
     const bothColumns = /"Index Name":"instance_steps_pkey".*"Index Cond":"\(\(tenant_id = [^)]+\) AND \(id = /
 
     // One row: a plain key, which the plan a prepared statement keeps (made on the empty table) looks up by both columns.
@@ -103,7 +116,8 @@ for (const [name, condition] of Object.entries(conditions)) {
     t.notMatch(one.sql, CUSTOM_PLAN, 'one row: prepared as usual')
     await client.query(`prepare one_row as ${one.sql}`)
     await client.query('set plan_cache_mode = force_generic_plan')
-    t.match(await planOf(`execute one_row (${one.parameters.map(literal).join(', ')})`), bothColumns, 'one row: the kept plan takes the key')
+    t.match(await planOf(client, `execute one_row (${one.parameters.map((value) => literalOf(client, value)).join(', ')})`), bothColumns,
+      'one row: the kept plan takes the key')
     await client.query('reset plan_cache_mode')
 
     // More rows: `= any` arrays, planned with their values each time, once the tenant has rows to walk.
@@ -112,8 +126,7 @@ for (const [name, condition] of Object.entries(conditions)) {
     await client.query('set session_replication_role = replica') // no triggers: rows without their processes
     await client.query(`insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address)
       select $1, gen_random_uuid(), gen_random_uuid(), 1, 'task', 'step', 'afterPrevious', 'processResponsible', false, false from generate_series(1, 3000)`, [tenant])
-    const text = many.parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literal(value)), many.sql)
-    t.match(await planOf(text), bothColumns, 'more rows, 3,000 in the tenant, no statistics: the key with both columns')
+    t.match(await planOf(client, inlined(client, many)), bothColumns, 'more rows, 3,000 in the tenant, no statistics: the key with both columns')
   })
 }
 
@@ -125,9 +138,7 @@ t.test('a process read finds each step\'s latest delivery through the step index
     .orderBy('id', 'desc').limit(1).compile()
   await client.query('set plan_cache_mode = force_generic_plan')
   await client.query(`prepare latest as ${text}`)
-  const literal = (value: unknown) => client.escapeLiteral(String(value))
-  const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) execute latest (${parameters.map(literal).join(', ')})`)
-  const plan = JSON.stringify(rows[0]!['QUERY PLAN'])
+  const plan = await planOf(client, `execute latest (${parameters.map((value) => literalOf(client, value)).join(', ')})`)
   t.match(plan, /"Index Name":"deliveries_step_idx"/, 'the step index')
   t.notMatch(plan, /"Filter"/, 'no other deliveries of the tenant are read and filtered')
 })
@@ -150,21 +161,6 @@ for (const [name, text] of Object.entries(STEP_READS)) {
     t.match(plan, /"One-Time Filter":"\(s\.kind = 'webhook'::text\)"/, 'the kind is checked before the deliveries')
     t.match(plan, /"Index Name":"deliveries_step_idx","Relation Name":"deliveries"[^}]*"Actual Loops":0/, 'twenty task steps: the deliveries\' index never probed')
   })
-}
-
-/** A value written into a statement's text: an array as Postgres's array literal, a time as ISO 8601. */
-function literalOf(client: pg.Client, value: unknown): string {
-  return client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : value instanceof Date ? value.toISOString() : String(value))
-}
-
-/** A statement's text with its values written in, as Postgres plans it when it plans with the values. */
-function inlined(client: pg.Client, { sql: text, parameters }: { sql: string; parameters: readonly unknown[] }): string {
-  const literal = (value: unknown) => literalOf(client, value)
-  return parameters.reduce<string>((text, value, i) => text.replace(new RegExp(`\\$${i + 1}\\b`), literal(value)), text)
-}
-
-async function planOf(client: pg.Client, text: string): Promise<string> {
-  return JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${text}`)).rows[0]!['QUERY PLAN'])
 }
 
 /** The steps of `count` processes of two task steps each, inserted without their processes (no triggers). */
