@@ -4,6 +4,7 @@ import type { DeliveryAttemptsTable, InstanceRow, InstanceStepRow } from '../db/
 import type { ClaimedDelivery } from './claim-deliveries.js'
 import type { Decision } from './retry-policy.js'
 import { byKeys, eachKey } from '../db/by-keys.js'
+import { runTogether } from '../db/statement.js'
 
 interface Ref {
   tenant_id: string
@@ -22,12 +23,6 @@ export function instancesLockedInOrder(refs: Ref[]) {
     ) p
     order by p.id
   `
-}
-
-export async function lockInstancesInOrder(db: DB, refs: Ref[]): Promise<Map<string, InstanceRow>> {
-  if (refs.length === 0) return new Map()
-  const { rows } = await instancesLockedInOrder(refs).execute(db)
-  return new Map(rows.map((r) => [r.id, r]))
 }
 
 /**
@@ -61,18 +56,43 @@ export interface Settled {
   steps: InstanceStepRow[]
 }
 
+export interface LockedAndSettled extends Settled {
+  /** The processes locked, by id. */
+  instances: Map<string, InstanceRow>
+}
+
 /**
- * Applies each decision where the worker's claim (its fence) still holds, logs the attempts of
- * exactly those deliveries, and reads the steps `stepRefs` names with the step after each, in one
- * statement. The caller holds the lock of these steps' processes, so the statement's snapshot, taken
- * once the lock was granted, shows their steps as they are. The update may still wait for a delivery's
- * row; whoever held it (the reaper, a release, a replay) left that delivery no longer `running`, so it
+ * Locks the processes `lockRefs` names (instancesLockedInOrder), then applies each decision where the
+ * worker's claim (its fence) still holds, logs the attempts of exactly those deliveries, and reads
+ * the steps `stepRefs` names with the step after each: two statements sent together in one round
+ * trip (runTogether). The second runs once the first has taken every lock, so in READ COMMITTED its
+ * snapshot shows these processes' steps as they are. Its update may still wait for a delivery's row;
+ * whoever held it (the reaper, a release, a replay) left that delivery no longer `running`, so it
  * comes back fenced and its step, read before the wait, is not used.
  */
-export async function settleDeliveries(
-  db: DB, settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date, stepRefs: Ref[]
-): Promise<Settled> {
-  if (settlements.length === 0) return { ids: new Set(), steps: [] }
+export async function lockAndSettle(
+  db: DB, lockRefs: Ref[], settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date, stepRefs: Ref[]
+): Promise<LockedAndSettled> {
+  if (settlements.length === 0) return { instances: new Map(), ids: new Set(), steps: [] }
+  const settle = settleStatement(settlements, attempts, now, stepRefs).compile(db)
+  const statements = [
+    ...(lockRefs.length > 0 ? [instancesLockedInOrder(lockRefs).compile(db)] : []),
+    settle
+  ].map(({ sql: text, parameters }) => ({ text, values: parameters }))
+  const results = await runTogether(db, statements)
+  const locked = (lockRefs.length > 0 ? results[0] : []) as InstanceRow[]
+  const found = results[results.length - 1] as (InstanceStepRow & { settled_id: string | null })[]
+  const ids = new Set<string>()
+  const steps: InstanceStepRow[] = []
+  for (const { settled_id: settledId, ...step } of found) {
+    if (settledId) ids.add(settledId)
+    else steps.push(step)
+  }
+  return { instances: new Map(locked.map((r) => [r.id, r])), ids, steps }
+}
+
+/** Settles the deliveries and logs their attempts, answering the settled ids and the steps (lockAndSettle). */
+function settleStatement(settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date, stepRefs: Ref[]) {
   const rows = settlements.map(({ delivery, decision, statusCode, error }) => ({
     tenant_id: delivery.tenantId,
     id: delivery.id,
@@ -83,7 +103,7 @@ export async function settleDeliveries(
     next_attempt_at: decision.action === 'retry' ? new Date(now.getTime() + decision.delayMs) : null,
     finished_at: decision.action === 'retry' ? null : now
   }))
-  const { rows: found } = await sql<InstanceStepRow & { settled_id: string | null }>`
+  return sql<InstanceStepRow & { settled_id: string | null }>`
     with settled as (
       update deliveries d
       set status = v.status, lease_owner = null, lease_expires_at = null, last_status_code = v.status_code, last_error = v.error,
@@ -102,14 +122,7 @@ export async function settleDeliveries(
     select n.*, null::uuid as settled_id from steps n
     union all
     select (null::instance_steps).*, s.id from settled s
-  `.execute(db)
-  const ids = new Set<string>()
-  const steps: InstanceStepRow[] = []
-  for (const { settled_id: settledId, ...step } of found) {
-    if (settledId) ids.add(settledId)
-    else steps.push(step)
-  }
-  return { ids, steps }
+  `
 }
 
 /**

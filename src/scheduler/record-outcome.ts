@@ -34,8 +34,8 @@ export function recordOutcome(db: DB, record: AttemptRecord, now: Date): Promise
 export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Promise<Recorded[]> {
   return db.transaction().execute(async (trx) => {
     const forSteps = records.filter((r) => r.delivery.instanceId && r.delivery.stepId)
-    const instances = await repo.lockInstancesInOrder(trx, forSteps.map((r) => ({ tenant_id: r.delivery.tenantId, id: r.delivery.instanceId! })))
-    const { ids: settled, steps: stepRows } = await repo.settleDeliveries(trx, records, records.map((r) => ({
+    const lockRefs = forSteps.map((r) => ({ tenant_id: r.delivery.tenantId, id: r.delivery.instanceId! }))
+    const { instances, ids: settled, steps: stepRows } = await repo.lockAndSettle(trx, lockRefs, records, records.map((r) => ({
       tenant_id: r.delivery.tenantId,
       id: newId(),
       delivery_id: r.delivery.id,

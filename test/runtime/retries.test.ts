@@ -1,5 +1,8 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
+import { openPostgres } from '../../src/db/connect.js'
+import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
+import { databaseUrl } from '../helpers/database.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
 import { recordOutcome, recordOutcomes, type AttemptRecord } from '../../src/scheduler/record-outcome.js'
@@ -309,4 +312,39 @@ t.test('one batch of outcomes: a success moves its process on, a last success co
   rt.clock.advance(31 * SECOND)
   await rt.newScheduler().runOnce()
   t.equal((await rt.instance(retried.instanceId)).status, 'completed')
+})
+
+t.test('a batch of outcomes is two round trips: BEGIN, the lock and the settling together, then the changes with COMMIT', async (t) => {
+  const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
+  const url = databaseUrl(rows[0]!.name)
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(url).port || 5432) })
+  // One connection: the statements the first batch prepares are prepared for the second.
+  const proxied = openPostgres(proxy.url(url), { poolMax: 1 })
+  t.teardown(async () => {
+    await proxied.close()
+    await proxy.close()
+  })
+  const batch = async (name: string) => {
+    const steps = [await webhookStep(`${name} one`), await webhookStep(`${name} two`)]
+    const claims = await claimDeliveries(rt.db, { workerId: 'worker-trips', now: rt.clock.now(), leaseMs: 60 * SECOND, limit: 10 })
+    t.same(claims.map((c) => c.id).sort(), steps.map((s) => s.deliveryId).sort(), 'the two deliveries are claimed')
+    return claims.map((delivery): AttemptRecord => ({
+      delivery, startedAt: rt.clock.now(), durationMs: 5, statusCode: 200, error: null, responseBody: 'ok', decision: { action: 'succeed' }, outcome: 'succeeded'
+    }))
+  }
+  t.same(await recordOutcomes(proxied.db, await batch('Warm-up'), rt.clock.now()), ['recorded', 'recorded'])
+  const records = await batch('Watched')
+  const stop = proxy.record()
+  t.same(await recordOutcomes(proxied.db, records, rt.clock.now()), ['recorded', 'recorded'])
+  const sent = stop()
+  const first = sent[0]!.roundTrip
+  const trips = sent.map(({ text, roundTrip }) => `${roundTrip - first + 1}: ${text.replace(/\s+/g, ' ').trim().slice(0, 40)}`)
+  t.same(trips, [
+    '1: begin',
+    '1: select p.* from unnest($1::uuid[], $2::u',
+    '1: with settled as ( update deliveries d se',
+    '2: with changed as ( update instance_steps ',
+    '2: commit'
+  ], 'the lock and the settling share the round trip of BEGIN; the changes carry the COMMIT')
+  for (const { instanceId } of records.map((r) => r.delivery)) t.equal((await rt.instance(instanceId!)).status, 'completed', 'the process completed')
 })
