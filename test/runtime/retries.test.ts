@@ -318,8 +318,9 @@ t.test('a batch of outcomes is two round trips: BEGIN, the lock and the settling
   const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
   const url = databaseUrl(rows[0]!.name)
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(url).port || 5432) })
-  // One connection: the statements the first batch prepares are prepared for the second.
-  const proxied = openPostgres(proxy.url(url), { poolMax: 1 })
+  // One connection, kept however long the batches take: the statements the first batch prepares are
+  // prepared for the second.
+  const proxied = openPostgres(proxy.url(url), { poolMax: 1, idleTimeoutMs: 0 })
   t.teardown(async () => {
     await proxied.close()
     await proxy.close()
