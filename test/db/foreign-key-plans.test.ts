@@ -199,6 +199,32 @@ t.test('an outcome batch reads its steps and the step after each by the position
   t.equal((await stepsAndNext([]).execute(database.db)).rows.length, 0, 'no steps: none read')
 })
 
+t.test('a statement of eachKey runs on the plan its prepared statement keeps, batch after batch of one key, and that plan looks each key up', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  const steps = (await twoStepProcesses(client, tenant, 1000)).map(({ tenant_id, id }) => ({ tenant_id, id }))
+  const statements = {
+    lock: (refs: typeof steps) => instancesLockedInOrder(refs).compile(database.db),
+    steps: (refs: typeof steps) => sql`select * from (${stepsAndNext(refs)}) x`.compile(database.db)
+  }
+  const lookups = /"Index Cond":"\(\(tenant_id = k\.tenant_id\) AND \(id = k\.id\)\)"/
+  const values = ({ parameters }: { parameters: readonly unknown[] }) => parameters.map((value) => literalOf(client, value)).join(', ')
+  for (const [name, compile] of Object.entries(statements)) {
+    await client.query(`prepare ${name} as ${compile(steps.slice(0, 1)).sql}`)
+    // A steady load: an outcome batch of one delivery after another.
+    for (const step of steps.slice(0, 12)) await client.query(`execute ${name}(${values(compile([step]))})`)
+    const { rows } = await client.query<{ generic_plans: string; custom_plans: string }>(
+      'select generic_plans, custom_plans from pg_prepared_statements where name = $1', [name])
+    // Planned with its values while Postgres compares (five runs), then on the kept plan.
+    t.same(rows[0], { generic_plans: '7', custom_plans: '5' }, `${name}: planned five times in twelve runs, not on every run`)
+    await client.query('set plan_cache_mode = force_generic_plan')
+    const plan = await planOf(client, `execute ${name}(${values(compile(steps.slice(0, 50)))})`)
+    await client.query('reset plan_cache_mode')
+    t.match(plan, lookups, `${name}: the kept plan looks each key up by the primary key with both columns`)
+    t.notMatch(plan, /Bitmap|Hash Join|Merge Join|Seq Scan/, `${name}: and walks no tenant's rows`)
+  }
+})
+
 t.test('an outcome batch locks its processes one primary key lookup each, in id order, however many and without statistics', async (t) => {
   const { database, client } = await emptyDatabase(t)
   const tenant = '00000000-0000-7000-8000-000000000001'
@@ -225,8 +251,9 @@ t.test('an outcome batch locks its processes one primary key lookup each, in id 
   const batch = [...processes.slice(0, 40).reverse(), other, processes[3]!]
   const ids = [...new Set(batch.map((p) => p.id))].sort()
   const compiled = instancesLockedInOrder(batch).compile(database.db)
-  t.same(compiled.parameters[1], ids, 'the ids go in sorted, each once')
-  t.same(compiled.parameters[0], ids.map((id) => (id === other.id ? other.tenant_id : tenant)), 'each with its tenant')
+  const keys = JSON.parse(compiled.parameters[0] as string) as { tenant_id: string; id: string }[]
+  t.same(keys.map((k) => k.id), ids, 'the ids go in sorted, each once')
+  t.same(keys.map((k) => k.tenant_id), ids.map((id) => (id === other.id ? other.tenant_id : tenant)), 'each with its tenant')
   await client.query('begin')
   const { rows } = await client.query<{ id: string }>(inlined(client, compiled))
   t.same(rows.map((r) => r.id), ids, 'each process once, in id order')

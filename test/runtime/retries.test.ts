@@ -342,7 +342,7 @@ t.test('a batch of outcomes is two round trips: BEGIN, the lock and the settling
   const trips = sent.map(({ text, roundTrip }) => `${roundTrip - first + 1}: ${text.replace(/\s+/g, ' ').trim().slice(0, 40)}`)
   t.same(trips, [
     '1: begin',
-    '1: select p.* from unnest($1::uuid[], $2::u',
+    '1: select p.* from jsonb_to_recordset($1::j',
     '1: with settled as ( update deliveries d se',
     '2: with changed as ( update instance_steps ',
     '2: commit'
