@@ -23,7 +23,7 @@ export const ConfigSchema = Type.Object({
   BATON_WORKER_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
   SCHEDULER_POLL_INTERVAL_MS: Type.Integer({ minimum: 10, maximum: 600_000, default: 1000 }),
   SCHEDULER_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
-  SCHEDULER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 32 }),
+  SCHEDULER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 64 }),
   SCHEDULER_LEASE_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
   BATON_RETENTION_DAYS: Type.Integer({ minimum: 0, maximum: 36_500, default: 90 }),

@@ -50,7 +50,7 @@ const CLAIM_KEY = randomBytes(32)
 const { values: args } = parseArgs({
   options: {
     steps: { type: 'string' },
-    concurrency: { type: 'string', default: '32' },
+    concurrency: { type: 'string', default: '64' },
     rate: { type: 'string' },
     seconds: { type: 'string', default: '30' },
     'lead-ms': { type: 'string', default: '3000' },
@@ -81,7 +81,7 @@ if (args.help) {
   --live             steady load inserted as it falls due (notify triggers on), not seeded ahead
   --lead-ms MS       the first steady due time is this far after seeding starts (default 3000)
   --delay-ms MS      the provider answers after MS ms, like one across a network (default 0: at once)
-  --concurrency C    SCHEDULER_CONCURRENCY of the worker and concurrency of the bare loop (default 32)
+  --concurrency C    SCHEDULER_CONCURRENCY of the worker and concurrency of the bare loop (default 64, as the worker's)
   --per-host P       WEBHOOK_PER_HOST_CONCURRENCY for both (default: C; all calls go to one host)
   --pool N           DATABASE_POOL_MAX of the worker (default: the worker's own default)
   --poll-ms MS       SCHEDULER_POLL_INTERVAL_MS of the worker (default: the worker's own default)
@@ -113,7 +113,7 @@ function int(name: string, text: string | undefined, min: number): number | unde
 
 const rate = int('rate', args.rate, 1)
 const steps = int('steps', args.steps, 0) ?? (rate === undefined ? 20_000 : 0)
-const concurrency = int('concurrency', args.concurrency, 1) ?? 32
+const concurrency = int('concurrency', args.concurrency, 1) ?? 64
 const seconds = int('seconds', args.seconds, 1) ?? 30
 const leadMs = int('lead-ms', args['lead-ms'], 0) ?? 3000
 const perHost = int('per-host', args['per-host'], 1) ?? concurrency
