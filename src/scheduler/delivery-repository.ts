@@ -49,16 +49,13 @@ interface Settlement {
   error: string | null
 }
 
-export interface Settled {
+export interface LockedAndSettled {
+  /** The processes locked, by id. */
+  instances: Map<string, InstanceRow>
   /** The deliveries whose claim held, and which were settled. */
   ids: Set<string>
   /** The steps asked for, and the step after each (when there is one). */
   steps: InstanceStepRow[]
-}
-
-export interface LockedAndSettled extends Settled {
-  /** The processes locked, by id. */
-  instances: Map<string, InstanceRow>
 }
 
 /**
