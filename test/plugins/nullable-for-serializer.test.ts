@@ -8,7 +8,7 @@ import { DeliverySummarySchema, InstanceSchema, InstanceStepSchema, InstanceSumm
 import { Timestamp } from '../../src/schemas/common.js'
 
 const SHARED = Object.fromEntries([ExpressionSchema, DeliverySummarySchema, InstanceStepSchema, InstanceSummarySchema, InstanceSchema]
-  .map((schema) => [(schema as { $id: string }).$id, schema]))
+  .map((schema) => [(schema as unknown as { $id: string }).$id, schema]))
 const route = (schema: unknown) => ({ schema, method: 'GET', url: '/', httpStatus: '200' }) as Parameters<ReturnType<ReturnType<typeof SerializerSelector>>>[0]
 const OPTIONS = {} as Parameters<ReturnType<typeof SerializerSelector>>[1]
 
