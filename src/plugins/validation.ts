@@ -1,7 +1,7 @@
 import { Ajv, type AnySchema, type Options, type ValidateFunction } from 'ajv'
 import addFormats from 'ajv-formats'
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler'
-import { nullableForSerializer } from './nullable-for-serializer.js'
+import { nullableRoute, nullableShared, type SharedSchemas } from './nullable-for-serializer.js'
 
 const common: Options = { removeAdditional: false, useDefaults: true, allErrors: true, strict: false }
 
@@ -72,25 +72,23 @@ export function buildValidator(externalSchemas: Record<string, unknown>): Compil
   return compile
 }
 
-/** The shared schemas (Fastify's addSchema) by their `$id`, as a `$ref` names them. */
-function sharedById(externalSchemas: unknown): Record<string, unknown> {
-  const byId: Record<string, unknown> = {}
-  for (const schema of Object.values(externalSchemas ?? {})) {
-    const id = (schema as { $id?: unknown }).$id
-    if (typeof id === 'string') byId[id] = schema
-  }
-  return byId
-}
-
 type SerializerFactory = ReturnType<typeof SerializerSelector>
 const serializerFactory: SerializerFactory = SerializerSelector()
 
 /**
  * Fastify's own response serializers (fast-json-stringify), each compiled on its first response, from
- * schemas whose "X or null" unions are written as nullable X (nullableForSerializer).
+ * schemas whose "X or null" unions are written as nullable X (src/plugins/nullable-for-serializer.ts);
+ * a route those cannot serve is compiled from the schemas as they are.
  */
 export const buildSerializer: SerializerFactory = (externalSchemas, options) => {
-  const shared = sharedById(externalSchemas)
-  const compile = serializerFactory(nullableForSerializer(externalSchemas, shared), options)
-  return (route) => lazy(() => compile({ ...route, schema: nullableForSerializer(route.schema, shared) }))
+  const shared = (externalSchemas ?? {}) as SharedSchemas
+  const { schemas, rewritten } = nullableShared(shared)
+  const compile = serializerFactory(schemas, options)
+  let asWritten: ReturnType<SerializerFactory> | undefined
+  return (route) => lazy(() => {
+    const schema = nullableRoute(route.schema, shared, rewritten)
+    if (schema !== undefined) return compile({ ...route, schema })
+    asWritten ??= serializerFactory(externalSchemas, options)
+    return asWritten(route)
+  })
 }

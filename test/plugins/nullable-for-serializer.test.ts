@@ -1,11 +1,11 @@
 import t from 'tap'
 import { Type } from 'typebox'
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler'
-import { nullableForSerializer } from '../../src/plugins/nullable-for-serializer.js'
+import { nullableRoute, nullableShared } from '../../src/plugins/nullable-for-serializer.js'
 import { buildSerializer } from '../../src/plugins/validation.js'
 import { ExpressionSchema } from '../../src/modules/templates/expressions/schema.js'
 import { DeliverySummarySchema, InstanceSchema, InstanceStepSchema, InstanceSummarySchema } from '../../src/modules/instances/schemas.js'
-import { Timestamp } from '../../src/schemas/common.js'
+import { StringEnum, Timestamp } from '../../src/schemas/common.js'
 
 const SHARED = Object.fromEntries([ExpressionSchema, DeliverySummarySchema, InstanceStepSchema, InstanceSummarySchema, InstanceSchema]
   .map((schema) => [(schema as unknown as { $id: string }).$id, schema]))
@@ -14,7 +14,7 @@ const OPTIONS = {} as Parameters<ReturnType<typeof SerializerSelector>>[1]
 
 t.test('"X or null" becomes nullable X, with the union\'s own keywords; other unions stay', async (t) => {
   const shared = { DeliverySummary: DeliverySummarySchema, ProcessExpression: ExpressionSchema }
-  const schema = nullableForSerializer(Type.Object({
+  const given = Type.Object({
     at: Type.Union([Timestamp, Type.Null()], { description: 'When' }),
     count: Type.Union([Type.Null(), Type.Integer()]),
     list: Type.Array(Type.Union([Type.String(), Type.Null()])),
@@ -22,19 +22,49 @@ t.test('"X or null" becomes nullable X, with the union\'s own keywords; other un
     expression: Type.Union([Type.Ref('ProcessExpression'), Type.Null()]),
     unknown: Type.Union([Type.Ref('Elsewhere'), Type.Null()]),
     either: Type.Union([Type.String(), Type.Integer(), Type.Null()]),
-    nested: Type.Union([Type.Union([Type.String(), Type.Integer()]), Type.Null()])
-  }), shared) as unknown as { properties: Record<string, Record<string, unknown>> }
-  const { at, count, list, delivery, expression, unknown, either, nested } = schema.properties
+    nested: Type.Union([Type.Union([Type.String(), Type.Integer()]), Type.Null()]),
+    withDefault: Type.Union([Type.Integer({ default: 0 }), Type.Null()]),
+    unionDefault: Type.Union([Type.String(), Type.Null()], { default: null }),
+    data: Type.Unsafe({ type: 'object', default: { anyOf: [{ type: 'string' }, { type: 'null' }] } })
+  })
+  const copy = structuredClone(given)
+  const schema = nullableRoute(given, shared, new Set()) as unknown as { properties: Record<string, Record<string, unknown>> }
+  const { at, count, list, delivery, expression, unknown, either, nested, withDefault, unionDefault, data } = schema.properties
   t.match(at, { type: 'string', format: 'date-time', description: 'When', nullable: true })
   t.notOk('anyOf' in at!)
   t.match(count, { type: 'integer', nullable: true })
   t.match(list, { type: 'array', items: { type: 'string', nullable: true } })
   t.match(delivery, { $ref: 'DeliverySummary', type: 'object', nullable: true }, 'a $ref takes its target\'s type, which Ajv wants beside nullable')
-  t.equal(expression!.anyOf && (expression!.anyOf as unknown[]).length, 2, 'a $ref to a union stays a union')
+  t.equal((expression!.anyOf as unknown[]).length, 2, 'a $ref to a union stays a union')
   t.ok(Array.isArray(unknown!.anyOf), 'and so does a $ref to a schema not shared')
   t.equal((either!.anyOf as unknown[]).length, 3, 'two types besides null stay a union')
   t.ok(Array.isArray(nested!.anyOf), 'X that is a union itself stays')
-  t.same(Type.Union([Timestamp, Type.Null()]).anyOf.length, 2, 'the schema given is not changed')
+  t.ok(Array.isArray(withDefault!.anyOf), 'X with a default stays: the default would become the field\'s')
+  t.ok(Array.isArray(unionDefault!.anyOf), 'a union with a keyword of its own besides annotations stays')
+  t.same(data!.default, { anyOf: [{ type: 'string' }, { type: 'null' }] }, 'data that looks like a union is left as it is')
+  t.same(given, copy, 'the schema given is not changed')
+})
+
+t.test('what fast-json-stringify validates with Ajv keeps its unions, and a route that validates a rewritten shared schema keeps the originals', async (t) => {
+  const Choice = Type.Object({ chosen: Type.Union([StringEnum(['yes', 'no']), Type.Null()]) }, { additionalProperties: false, $id: 'Choice' })
+  const Other = Type.Object({ error: Type.String() }, { required: ['error'], $id: 'Other' })
+  const inline = nullableRoute(Type.Union([Type.Object({ chosen: Type.Union([StringEnum(['yes', 'no']), Type.Null()]) }, { additionalProperties: false }), Other]), {}, new Set())
+  t.ok(Array.isArray((inline as unknown as { anyOf: { properties: { chosen: { anyOf?: unknown } } }[] }).anyOf[0]!.properties.chosen.anyOf),
+    'a field inside a union that stays is not rewritten: Ajv would refuse null in a nullable enum')
+
+  const shared = { Choice, Other }
+  const { rewritten } = nullableShared(shared)
+  t.same([...rewritten], ['Choice'])
+  t.equal(nullableRoute(Type.Union([Type.Ref('Choice'), Type.Ref('Other')]), shared, rewritten), undefined,
+    'a route that chooses between rewritten shared schemas cannot be served by them')
+  const serialize = buildSerializer(shared, OPTIONS)(route(Type.Union([Type.Ref('Choice'), Type.Ref('Other')])))
+  t.equal(serialize({ chosen: null }), '{"chosen":null}', 'and is compiled from the originals')
+  t.equal(buildSerializer(shared, OPTIONS)(route(Type.Ref('Choice')))({ chosen: null }), '{"chosen":null}')
+
+  const Holder = Type.Object({ either: Type.Union([Type.Ref('Choice'), Type.Ref('Other')]) }, { $id: 'Holder' })
+  const withHolder = { Choice, Other, Holder }
+  t.equal(nullableShared(withHolder).schemas, withHolder, 'shared schemas that choose between rewritten ones are all kept as they are')
+  t.equal(buildSerializer(withHolder, OPTIONS)(route(Type.Ref('Holder')))({ either: { chosen: null } }), '{"either":{"chosen":null}}')
 })
 
 t.test('a process serializes as before, with every kind of step, and its nullable fields are not validated on the way', async (t) => {
