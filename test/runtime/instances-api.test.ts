@@ -157,6 +157,82 @@ t.test('a start reads, then writes the whole process in one statement, outside a
   t.equal(rows[0]?.orphans, 0, 'no activity of a start that lost the race')
 })
 
+t.test('a start from a template started before is one statement, which checks again what it did not read', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'Order a valuation', refersTo: { property: true } },
+    { kind: 'task', name: 'Call the owner', deadlineDays: 2 }
+  ])
+  const { db: logged, statements } = loggingDb(t)
+  const input = { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId }
+  const start = async (body: Record<string, unknown> = input) => {
+    statements.length = 0
+    try {
+      return await startInstance(logged, rt.clock, TRIGGERS_NOTIFY, rt.tenant.id, body as typeof input)
+    } finally {
+      // Kysely logs a statement once it has run, whether it succeeded or failed.
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+  }
+  const refusal = (started: Promise<unknown>) => started.then(() => undefined, (error: unknown) => error)
+  const reads = () => statements.filter((s) => /^select to_jsonb\(t\) as template/.test(s)).length
+  const writes = () => statements.filter((s) => /^with\s+inserted as/.test(s)).length
+
+  await start()
+  t.same([reads(), writes()], [1, 1], 'the first start reads the template\'s facts')
+  const { instance } = await start()
+  t.same([reads(), writes()], [0, 1], 'the next one only writes')
+  t.match(statements[0], /t\.version = \$\d+ and tn\.time_zone = \$\d+/, 'checking the template\'s version and the tenant\'s time zone')
+  t.match(statements[0], /service_activations/, 'and the services its steps call')
+  const read = await rt.instance(instance.id)
+  t.same(instance, read, 'the answer is the process as it reads')
+  t.same(states(read), ['due', 'pending'])
+  t.match(read.steps[0].delivery, { status: 'pending', round: 1, attempts: 0 })
+
+  // The template changes: the write inserts nothing, and the start reads the new facts.
+  const { version } = (await rt.api.get(`/v1/process-templates/${templateId}`)).data
+  const renamed = await rt.api.patch(`/v1/process-templates/${templateId}`, { name: 'Valuation, renamed' }, { 'if-match': `"${version}"` })
+  t.equal(renamed.statusCode, 200, renamed.body)
+  const afterRename = await start()
+  t.same([writes(), reads()], [2, 1], 'a write that inserted nothing, the read, the write')
+  t.equal(afterRename.instance.templateName, 'Valuation, renamed')
+  t.equal((await rt.api.get(`${base}?templateId=${templateId}`)).data.items.length, 3, 'one process per start, none from the write that found the facts changed')
+
+  // The service is switched off: the same 422 as a start that read it.
+  t.equal((await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { active: false })).statusCode, 200)
+  try {
+    t.match(await refusal(start()), { status: 422, detail: /"Order a valuation" calls a marketplace service that is inactive or not activated/ })
+    t.same([writes(), reads()], [1, 1])
+  } finally {
+    t.equal((await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { active: true })).statusCode, 200)
+  }
+  await start()
+  await start()
+  t.same([reads(), writes()], [0, 1], 'known again')
+
+  // A user or property that does not exist fails the write's foreign key: the start reads and answers as ever.
+  t.match(await refusal(start({ ...input, responsibleUserId: randomUUID() })), { status: 422, errors: [{ pointer: '/body/responsibleUserId', detail: 'no such user' }] })
+  t.same([writes(), reads()], [1, 1])
+  t.match(await refusal(start({ ...input, propertyId: randomUUID() })), { status: 422, errors: [{ pointer: '/body/propertyId', detail: 'no such property' }] })
+  // A start the known facts refuse goes the usual way, for every reason at once.
+  const { propertyId: _, ...noProperty } = input
+  t.match(await refusal(start({ ...noProperty, responsibleUserId: randomUUID() })), { status: 422, errors: [
+    { pointer: '/body/responsibleUserId', detail: 'no such user' },
+    { pointer: '/body/propertyId', detail: 'required: step "Order a valuation" refers to the property' }
+  ] })
+  t.same([writes(), reads()], [0, 1])
+
+  // The tenant's time zone changes: deadlines are counted in the new one.
+  await start()
+  const zone = (await rt.operator.get(`/v1/tenants/${rt.tenant.id}`)).data.timeZone
+  t.equal((await rt.operator.patch(`/v1/tenants/${rt.tenant.id}`, { timeZone: 'Pacific/Auckland' })).statusCode, 200)
+  try {
+    await start()
+    t.same([writes(), reads()], [2, 1], 'the write found the time zone changed')
+  } finally {
+    t.equal((await rt.operator.patch(`/v1/tenants/${rt.tenant.id}`, { timeZone: zone })).statusCode, 200)
+  }
+})
+
 t.test('a read is one statement: the process, its steps in order and each step\'s latest delivery', async (t) => {
   // Every kind whose settings the API shows, so that a column the read left out would show.
   const sale = await rt.template([{ kind: 'task', name: 'Sell' }])

@@ -7,7 +7,7 @@ import { mailControllers, type MailCause } from './notify.js'
 import { writeJumps } from './branches.js'
 import * as repo from './runtime-repository.js'
 import { activityRow, planStarts, type StepStart } from './transitions.js'
-import { writeChanges, type InstanceChange, type NewProcess, type PlannedChanges, type StepChange, type WrittenRows } from './write-changes.js'
+import { writeChanges, type InstanceChange, type KnownStart, type NewProcess, type PlannedChanges, type StepChange, type WrittenRows } from './write-changes.js'
 
 export type EndOutcome = 'done' | 'skipped'
 
@@ -86,10 +86,11 @@ export class ProcessChanges {
   /**
    * A new process (a start), inserted by the statement that writes the changes, which are made to its
    * rows before they are inserted: its first step starts in the same round trip. Everything else this
-   * flush writes belongs to it, and none of it is written when its idempotency key is taken.
+   * flush writes belongs to it, and none of it is written when its idempotency key is taken, or when
+   * `known` facts it was planned from no longer hold.
    */
-  insertProcess(instance: InstanceRow, steps: InstanceStepRow[]): void {
-    this.inserts = { instance, steps }
+  insertProcess(instance: InstanceRow, steps: InstanceStepRow[], known?: KnownStart): void {
+    this.inserts = { instance, steps, known }
   }
 
   /** An activity on the records the step refers to (all linked records for process events). */

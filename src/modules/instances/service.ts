@@ -17,6 +17,7 @@ import * as repo from './repository.js'
 import * as runtime from './runtime-repository.js'
 import type { Advance, DeliverySummary, Instance, InstanceStep, InstanceSummary, ListInstancesQuery, StartInstance } from './schemas.js'
 import { ProcessChanges, type Written } from './process-changes.js'
+import type { KnownStart } from './write-changes.js'
 
 type DeliveryRow = repo.LatestDelivery
 
@@ -143,13 +144,72 @@ export interface Started {
  * start reads (with READ COMMITTED, each statement saw a snapshot of its own inside one too, and the
  * reads lock nothing) and then writes everything in one statement, which commits alone: two round
  * trips, where BEGIN, the read, the insert, the changes and COMMIT took five (`npm run bench:api`).
+ * A start without a key from a template this process has started from before skips the read: one
+ * round trip (startFromKnown).
  */
 export async function startInstance(
   db: DB, clock: Clock, wakeups: Wakeups, tenantId: string, input: StartInstance, idempotencyKey?: string
 ): Promise<Started> {
-  const { work, ...started } = await startProcessIn(db, clock, tenantId, input, { idempotencyKey })
+  const fromKnown = idempotencyKey ? undefined : await startFromKnown(db, clock, tenantId, input)
+  const { work, ...started } = fromKnown ?? await startProcessIn(db, clock, tenantId, input, {
+    idempotencyKey, onFacts: (facts) => knownTemplates.remember(tenantId, facts)
+  })
   wakeups.announce(work)
   return started
+}
+
+/** What a start reads of its template, its steps and its tenant, whatever the user and records it names. */
+type TemplateFacts = Pick<repo.StartFacts, 'template' | 'steps' | 'timeZone'>
+
+/**
+ * The facts of the templates this process started from lately, by tenant and template, for starts
+ * that skip reading them. Safe however old: the write checks them again (KnownStart), and a start
+ * whose facts no longer hold forgets them and reads them afresh. Only facts a start could go on
+ * from are kept: an active template with steps, each of its services usable.
+ */
+class KnownTemplates {
+  private readonly facts = new Map<string, TemplateFacts>()
+
+  constructor(private readonly max: number) {}
+
+  get(tenantId: string, templateId: string): TemplateFacts | undefined {
+    return this.facts.get(`${tenantId}:${templateId}`)
+  }
+
+  remember(tenantId: string, { template, steps, timeZone, unusableSteps }: repo.StartFacts): void {
+    if (!template.active || steps.length === 0 || unusableSteps.length > 0) return
+    const key = `${tenantId}:${template.id}`
+    this.facts.delete(key)
+    if (this.facts.size >= this.max) this.facts.delete(this.facts.keys().next().value!)
+    this.facts.set(key, { template, steps, timeZone })
+  }
+
+  forget(tenantId: string, templateId: string): void {
+    this.facts.delete(`${tenantId}:${templateId}`)
+  }
+}
+
+const knownTemplates = new KnownTemplates(1000)
+
+/**
+ * A start from known template facts, in one statement that inserts the process only while they still
+ * hold (KnownStart) and the user and records it names exist (their foreign keys). Undefined when it
+ * cannot go so: the facts are not known, the start would be refused (the full start then answers
+ * with every reason), or the write found them changed or a name unknown; the caller then starts the
+ * usual way.
+ */
+async function startFromKnown(db: DB, clock: Clock, tenantId: string, input: StartInstance): Promise<(Started & { work: WorkTable[] }) | undefined> {
+  const facts = knownTemplates.get(tenantId, input.templateId)
+  if (!facts || RECORDS.some((record) => missingRecord(facts.steps, input, record))) return undefined
+  const serviceIds = [...new Set(facts.steps.flatMap((step) => (step.kind === 'webhook' && step.service_id ? [step.service_id] : [])))]
+  try {
+    const started = await writeStart(db, clock, tenantId, input, facts, { known: { templateVersion: facts.template.version, timeZone: facts.timeZone, serviceIds } })
+    if (started) return started
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== '23503') throw error
+  }
+  knownTemplates.forget(tenantId, input.templateId)
+  return undefined
 }
 
 /** Who or what starts a process besides the API: a follow-up step of a parent process, or an autostart. */
@@ -159,6 +219,8 @@ export interface StartOptions {
   parent?: { instanceId: string; stepId: string } | undefined
   /** What began the process, for its processStarted activity: "by autostart …" in the message, and data. */
   startedBy?: { says: string; data: JsonObject } | undefined
+  /** Told what the start read, once its checks passed. */
+  onFacts?: ((facts: repo.StartFacts) => void) | undefined
 }
 
 /**
@@ -171,12 +233,31 @@ export interface StartOptions {
 export async function startProcessIn(
   trx: DB, clock: Clock, tenantId: string, input: StartInstance, options: StartOptions = {}
 ): Promise<Started & { work: WorkTable[] }> {
-  const { idempotencyKey, parent, startedBy } = options
+  const { idempotencyKey } = options
   if (idempotencyKey) {
     const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
     if (earlier) return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false, work: [] }
   }
-  const { template, steps, timeZone } = await checkStart(trx, tenantId, input)
+  const facts = await checkStart(trx, tenantId, input)
+  options.onFacts?.(facts)
+  const started = await writeStart(trx, clock, tenantId, input, facts, options)
+  if (started) return started
+  // A concurrent start with the same key committed first: answer with its process.
+  const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
+  if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
+  return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false, work: [] }
+}
+
+/**
+ * Writes a start from the facts its checks passed on: the process, its steps, its first step entered
+ * and the activities, in one statement (ProcessChanges.insertProcess). Undefined when it inserted
+ * nothing: its idempotency key was taken, or the `known` facts no longer held.
+ */
+async function writeStart(
+  trx: DB, clock: Clock, tenantId: string, input: StartInstance, { template, steps, timeZone }: TemplateFacts,
+  options: StartOptions & { known?: KnownStart }
+): Promise<(Started & { work: WorkTable[] }) | undefined> {
+  const { idempotencyKey, parent, startedBy, known } = options
   const now = clock.now()
   const instanceId = newId(now.getTime())
   const row: InstanceRow = {
@@ -201,20 +282,14 @@ export async function startProcessIn(
     updated_at: now
   }
   const copies = steps.map((step) => copyStep(step, instanceId, now))
-  // The rows, their first step entered and the activities, in one statement (ProcessChanges.insertProcess).
   const changes = new ProcessChanges(trx, now, new Map([[tenantId, timeZone]]))
-  changes.insertProcess(row, copies)
+  changes.insertProcess(row, copies, known)
   const data: JsonObject = { responsibleUserId: row.responsible_user_id, ...(parent ? { parentId: parent.instanceId, parentStepId: parent.stepId } : {}), ...startedBy?.data }
   changes.activity(row, null, 'processStarted', `Process "${row.template_name}" started${startedBy ? ` ${startedBy.says}` : ''}.`, data)
   changes.enterStep(row, copies[0]!, now)
   const written = await changes.flush()
   const inserted = written.instances.find((i) => i.id === instanceId)
-  if (!inserted) {
-    // A concurrent start with the same key committed first: answer with its process.
-    const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
-    if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
-    return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false, work: [] }
-  }
+  if (!inserted) return undefined
   // Built from what the statement wrote: the new rows, with the first step as it started.
   const writtenSteps = new Map(written.steps.map((step) => [step.id, step]))
   const deliveries = new Map(written.deliveries.map((d) => [d.step_id, d]))
@@ -235,7 +310,7 @@ function checkSameStart(earlier: InstanceRow, input: StartInstance): InstanceRow
   return earlier
 }
 
-async function checkStart(db: DB, tenantId: string, input: StartInstance) {
+async function checkStart(db: DB, tenantId: string, input: StartInstance): Promise<repo.StartFacts> {
   const facts = await repo.findStartFacts(db, tenantId, input)
   if (!facts) throw unprocessable('The template does not exist.', [{ pointer: '/body/templateId', detail: 'no such process template' }])
   const { template, steps } = facts
@@ -247,22 +322,30 @@ async function checkStart(db: DB, tenantId: string, input: StartInstance) {
 
   const errors: FieldError[] = []
   if (!facts.userExists) errors.push({ pointer: '/body/responsibleUserId', detail: 'no such user' })
-  for (const [field, exists, flag, label] of [
-    ['propertyId', facts.propertyExists, 'refers_to_property', 'property'],
-    ['addressId', facts.addressExists, 'refers_to_address', 'address']
-  ] as const) {
-    const id = input[field]
-    if (id !== undefined && !exists) errors.push({ pointer: `/body/${field}`, detail: `no such ${label}` })
-    const needing = steps.filter((s) => s[flag])
-    if (id === undefined && needing.length > 0) {
-      errors.push({ pointer: `/body/${field}`, detail: `required: step ${needing.map((s) => `"${s.name}"`).join(', ')} refers to the ${label}` })
-    }
+  for (const record of RECORDS) {
+    const exists = record.field === 'propertyId' ? facts.propertyExists : facts.addressExists
+    if (input[record.field] !== undefined && !exists) errors.push({ pointer: `/body/${record.field}`, detail: `no such ${record.label}` })
+    const missing = missingRecord(steps, input, record)
+    if (missing) errors.push(missing)
   }
   for (const name of facts.unusableSteps) {
     errors.push({ pointer: '/body/templateId', detail: `step "${name}" calls a marketplace service that is inactive or not activated` })
   }
   if (errors.length > 0) throw unprocessable('The process cannot start: ' + errors.map((e) => e.detail).join('; ') + '.', errors)
   return facts
+}
+
+/** The records a start may name, and the flag of a step that refers to each. */
+const RECORDS = [
+  { field: 'propertyId', flag: 'refers_to_property', label: 'property' },
+  { field: 'addressId', flag: 'refers_to_address', label: 'address' }
+] as const
+
+/** The error of a start that does not name a record the template's steps refer to. */
+function missingRecord(steps: TemplateStepRow[], input: StartInstance, { field, flag, label }: (typeof RECORDS)[number]): FieldError | undefined {
+  const needing = steps.filter((s) => s[flag])
+  if (input[field] !== undefined || needing.length === 0) return undefined
+  return { pointer: `/body/${field}`, detail: `required: step ${needing.map((s) => `"${s.name}"`).join(', ')} refers to the ${label}` }
 }
 
 /** A template step as its process's step, every column as the table's defaults would set it. */

@@ -58,6 +58,20 @@ export interface PlannedChanges {
 export interface NewProcess {
   instance: InstanceRow
   steps: InstanceStepRow[]
+  /** Facts read before, that must still hold for the process to be inserted (a start from known facts). */
+  known?: KnownStart | undefined
+}
+
+/**
+ * What a start from facts it read earlier checks again in its statement: its template still at this
+ * version and active (every change to a template or its steps bumps the version), the tenant's time
+ * zone still this one, and each service its webhook steps call still active and activated by the
+ * tenant. The user, property and address it refers to are checked by their foreign keys.
+ */
+export interface KnownStart {
+  templateVersion: number
+  timeZone: string
+  serviceIds: string[]
 }
 
 export type PlannedDelivery = Omit<Insertable<DeliveriesTable>, 'parameters'> & { parameters: JsonObject }
@@ -125,7 +139,7 @@ function foldIntoInserts(plan: PlannedChanges, inserts: NewProcess, now: Date): 
       ended_at: change.ended_at ?? instance.ended_at, version: instance.version + (change.bump ? 1 : 0), updated_at: now
     })
   }
-  return { rest, inserts: { instance, steps }, started }
+  return { rest, inserts: { ...inserts, instance, steps }, started }
 }
 
 /**
@@ -138,6 +152,14 @@ function insertsOf(statement: Statement, inserts: NewProcess): string {
   const instanceColumns = Object.keys(inserts.instance)
   const stepColumns = Object.keys(inserts.steps[0] ?? {})
   const instance = statement.value(JSON.stringify(inserts.instance))
+  const facts = inserts.known
+  const stillHold = facts ? `
+        where exists (select from process_templates t join tenants tn on tn.id = t.tenant_id
+          where t.tenant_id = v.tenant_id and t.id = v.template_id and t.active
+            and t.version = ${statement.value(facts.templateVersion)} and tn.time_zone = ${statement.value(facts.timeZone)})
+          and not exists (select from jsonb_array_elements_text(${statement.value(JSON.stringify(facts.serviceIds))}::jsonb) s(id)
+            where not exists (select from marketplace_services m join service_activations a on a.service_id = m.id and a.tenant_id = v.tenant_id
+              where m.id = s.id::uuid and m.active))` : ''
   const steps = stepColumns.length === 0 ? 'select null::uuid as id where false' : `
     insert into instance_steps (${columns(stepColumns)})
     select ${columns(stepColumns, 'v')} from jsonb_populate_recordset(null::instance_steps, ${statement.value(JSON.stringify(inserts.steps))}::jsonb) v
@@ -146,7 +168,7 @@ function insertsOf(statement: Statement, inserts: NewProcess): string {
   return `
       inserted as (
         insert into process_instances (${columns(instanceColumns)})
-        select ${columns(instanceColumns, 'v')} from jsonb_populate_record(null::process_instances, ${instance}::jsonb) v
+        select ${columns(instanceColumns, 'v')} from jsonb_populate_record(null::process_instances, ${instance}::jsonb) v${stillHold}
         on conflict (tenant_id, idempotency_key) do nothing
         returning *
       ), copies as (${steps})`
