@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import type { Database } from '../../src/db/database.js'
@@ -197,6 +197,15 @@ t.test('a start from a template started before is one statement, which checks ag
   t.equal(afterRename.instance.templateName, 'Valuation, renamed')
   t.equal((await rt.api.get(`${base}?templateId=${templateId}`)).data.items.length, 3, 'one process per start, none from the write that found the facts changed')
 
+  // A step changes (its version moves on, the template's does not): the start copies the step as it is now.
+  const stepId = (await rt.api.get(`/v1/process-templates/${templateId}`)).data.steps[1].id
+  const edited = await rt.api.patch(`/v1/process-templates/${templateId}/steps/${stepId}`, { name: 'Call the owner today', deadlineDays: 1 })
+  t.equal(edited.statusCode, 200, edited.body)
+  t.equal((await rt.api.get(`/v1/process-templates/${templateId}`)).data.version, version + 1, 'the template\'s version stayed')
+  const afterEdit = await start()
+  t.same([writes(), reads()], [2, 1], 'the write found a step changed')
+  t.match(afterEdit.instance.steps[1], { name: 'Call the owner today', deadlineDays: 1 })
+
   // The service is switched off: the same 422 as a start that read it.
   t.equal((await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { active: false })).statusCode, 200)
   try {
@@ -220,6 +229,13 @@ t.test('a start from a template started before is one statement, which checks ag
     { pointer: '/body/propertyId', detail: 'required: step "Order a valuation" refers to the property' }
   ] })
   t.same([writes(), reads()], [0, 1])
+
+  // A template whose step holds a free target's secret is read on every start: re-encrypting the
+  // secrets changes no version.
+  const secretTemplate = await rt.template([{ kind: 'webhook', name: 'Tell our CRM', target: { url: 'http://127.0.0.1:9/hook', secret: `whsec_${randomBytes(32).toString('base64')}` } }])
+  await start({ templateId: secretTemplate, responsibleUserId: rt.worker.id })
+  await start({ templateId: secretTemplate, responsibleUserId: rt.worker.id })
+  t.same([reads(), writes()], [1, 1], 'its facts are not kept')
 
   // The tenant's time zone changes: deadlines are counted in the new one.
   await start()

@@ -18,6 +18,7 @@ import * as runtime from './runtime-repository.js'
 import type { Advance, DeliverySummary, Instance, InstanceStep, InstanceSummary, ListInstancesQuery, StartInstance } from './schemas.js'
 import { ProcessChanges, type Written } from './process-changes.js'
 import type { KnownStart } from './write-changes.js'
+import { isForeignKeyViolation } from '../records/repository.js'
 
 type DeliveryRow = repo.LatestDelivery
 
@@ -163,9 +164,11 @@ type TemplateFacts = Pick<repo.StartFacts, 'template' | 'steps' | 'timeZone'>
 
 /**
  * The facts of the templates this process started from lately, by tenant and template, for starts
- * that skip reading them. Safe however old: the write checks them again (KnownStart), and a start
- * whose facts no longer hold forgets them and reads them afresh. Only facts a start could go on
- * from are kept: an active template with steps, each of its services usable.
+ * that skip reading them; the most recently used are kept. Safe however old: the write checks them
+ * again (KnownStart), and a start whose facts no longer hold forgets them and reads them afresh.
+ * Facts are remembered once a start's checks passed on them. A template whose steps hold a free
+ * target's secret is not kept: re-encrypting the secrets (`npm run secrets:reencrypt`) changes no
+ * version, and a kept copy would go on writing the secret as it was.
  */
 class KnownTemplates {
   private readonly facts = new Map<string, TemplateFacts>()
@@ -173,11 +176,17 @@ class KnownTemplates {
   constructor(private readonly max: number) {}
 
   get(tenantId: string, templateId: string): TemplateFacts | undefined {
-    return this.facts.get(`${tenantId}:${templateId}`)
+    const key = `${tenantId}:${templateId.toLowerCase()}`
+    const facts = this.facts.get(key)
+    if (facts) {
+      this.facts.delete(key)
+      this.facts.set(key, facts)
+    }
+    return facts
   }
 
-  remember(tenantId: string, { template, steps, timeZone, unusableSteps }: repo.StartFacts): void {
-    if (!template.active || steps.length === 0 || unusableSteps.length > 0) return
+  remember(tenantId: string, { template, steps, timeZone }: repo.StartFacts): void {
+    if (steps.some((step) => step.target_secret !== null)) return
     const key = `${tenantId}:${template.id}`
     this.facts.delete(key)
     if (this.facts.size >= this.max) this.facts.delete(this.facts.keys().next().value!)
@@ -185,7 +194,7 @@ class KnownTemplates {
   }
 
   forget(tenantId: string, templateId: string): void {
-    this.facts.delete(`${tenantId}:${templateId}`)
+    this.facts.delete(`${tenantId}:${templateId.toLowerCase()}`)
   }
 }
 
@@ -201,12 +210,17 @@ const knownTemplates = new KnownTemplates(1000)
 async function startFromKnown(db: DB, clock: Clock, tenantId: string, input: StartInstance): Promise<(Started & { work: WorkTable[] }) | undefined> {
   const facts = knownTemplates.get(tenantId, input.templateId)
   if (!facts || RECORDS.some((record) => missingRecord(facts.steps, input, record))) return undefined
-  const serviceIds = [...new Set(facts.steps.flatMap((step) => (step.kind === 'webhook' && step.service_id ? [step.service_id] : [])))]
+  const known: KnownStart = {
+    templateVersion: facts.template.version,
+    stepVersions: Object.fromEntries(facts.steps.map((step) => [step.id, step.version])),
+    timeZone: facts.timeZone,
+    serviceIds: [...new Set(facts.steps.flatMap((step) => (step.kind === 'webhook' && step.service_id ? [step.service_id] : [])))]
+  }
   try {
-    const started = await writeStart(db, clock, tenantId, input, facts, { known: { templateVersion: facts.template.version, timeZone: facts.timeZone, serviceIds } })
+    const started = await writeStart(db, clock, tenantId, input, facts, { known })
     if (started) return started
   } catch (error) {
-    if ((error as { code?: unknown }).code !== '23503') throw error
+    if (!isForeignKeyViolation(error)) throw error
   }
   knownTemplates.forget(tenantId, input.templateId)
   return undefined

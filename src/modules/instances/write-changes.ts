@@ -63,13 +63,16 @@ export interface NewProcess {
 }
 
 /**
- * What a start from facts it read earlier checks again in its statement: its template still at this
- * version and active (every change to a template or its steps bumps the version), the tenant's time
- * zone still this one, and each service its webhook steps call still active and activated by the
- * tenant. The user, property and address it refers to are checked by their foreign keys.
+ * What a start from facts it read earlier checks again in its statement: its template still active
+ * and at this version (creating, deleting or reordering steps moves it on), each of its steps at its
+ * version (any change to a step moves that on), the tenant's time zone still this one, and each
+ * service its webhook steps call still active and activated by the tenant. The user, property and
+ * address it names are checked by their foreign keys.
  */
 export interface KnownStart {
   templateVersion: number
+  /** Each step's version, by id. */
+  stepVersions: Record<string, number>
   timeZone: string
   serviceIds: string[]
 }
@@ -157,6 +160,8 @@ function insertsOf(statement: Statement, inserts: NewProcess): string {
         where exists (select from process_templates t join tenants tn on tn.id = t.tenant_id
           where t.tenant_id = v.tenant_id and t.id = v.template_id and t.active
             and t.version = ${statement.value(facts.templateVersion)} and tn.time_zone = ${statement.value(facts.timeZone)})
+          and not exists (select from template_steps s where s.tenant_id = v.tenant_id and s.template_id = v.template_id
+            and s.version is distinct from (${statement.value(JSON.stringify(facts.stepVersions))}::jsonb ->> s.id::text)::integer)
           and not exists (select from jsonb_array_elements_text(${statement.value(JSON.stringify(facts.serviceIds))}::jsonb) s(id)
             where not exists (select from marketplace_services m join service_activations a on a.service_id = m.id and a.tenant_id = v.tenant_id
               where m.id = s.id::uuid and m.active))` : ''
