@@ -145,8 +145,8 @@ export interface Started {
  * start reads (with READ COMMITTED, each statement saw a snapshot of its own inside one too, and the
  * reads lock nothing) and then writes everything in one statement, which commits alone: two round
  * trips, where BEGIN, the read, the insert, the changes and COMMIT took five (`npm run bench:api`).
- * A start without a key from a template this process has started from before skips the read: one
- * round trip (startFromKnown).
+ * A start without a key from a template this process has started from before skips the read, and
+ * is one round trip unless its first step's assignee is a record's maintainer (startFromKnown).
  */
 export async function startInstance(
   db: DB, clock: Clock, wakeups: Wakeups, tenantId: string, input: StartInstance, idempotencyKey?: string
