@@ -68,14 +68,21 @@ interface Walk {
   shared: SharedSchemas
   /** Set when a rewrite happened. */
   rewrote: boolean
-  /** The shared schemas a `$ref` under a validated keyword names. */
+  /** The shared schemas a `$ref` names, anywhere. */
+  refs: Set<string>
+  /** Those a `$ref` under a validated keyword names. */
   validatedRefs: Set<string>
 }
+
+const walkOf = (shared: SharedSchemas): Walk => ({ shared, rewrote: false, refs: new Set(), validatedRefs: new Set() })
 
 function rewrite(value: unknown, walk: Walk, validated: boolean): unknown {
   if (Array.isArray(value)) return value.map((item) => rewrite(item, walk, validated))
   if (!isSchema(value)) return value
-  if (validated && typeof value.$ref === 'string') walk.validatedRefs.add(value.$ref)
+  if (typeof value.$ref === 'string') {
+    walk.refs.add(value.$ref)
+    if (validated) walk.validatedRefs.add(value.$ref)
+  }
   const nullable = validated ? undefined : asNullable(value, walk.shared)
   const schema = nullable ?? value
   if (nullable) walk.rewrote = true
@@ -86,48 +93,29 @@ function rewrite(value: unknown, walk: Walk, validated: boolean): unknown {
   return copy
 }
 
-/** The shared schemas with rewritten fields, or that refer to one. */
-function rewrittenIds(shared: SharedSchemas): Set<string> {
-  const direct = new Map<string, { rewrote: boolean; refs: Set<string> }>()
-  for (const [id, schema] of Object.entries(shared)) {
-    const refs = new Set<string>()
-    const walk: Walk = { shared, rewrote: false, validatedRefs: new Set() }
-    collectRefs(schema, refs)
-    rewrite(schema, walk, false)
-    direct.set(id, { rewrote: walk.rewrote, refs })
-  }
-  const ids = new Set([...direct].filter(([, d]) => d.rewrote).map(([id]) => id))
-  for (let grew = true; grew;) {
-    grew = false
-    for (const [id, { refs }] of direct) {
-      if (!ids.has(id) && [...refs].some((ref) => ids.has(ref))) {
-        ids.add(id)
-        grew = true
-      }
-    }
-  }
-  return ids
-}
-
-function collectRefs(value: unknown, refs: Set<string>): void {
-  if (Array.isArray(value)) for (const item of value) collectRefs(item, refs)
-  else if (isSchema(value)) {
-    if (typeof value.$ref === 'string') refs.add(value.$ref)
-    for (const [key, child] of Object.entries(value)) if (!DATA.has(key)) collectRefs(child, refs)
-  }
-}
-
 /**
  * The shared schemas of a serializer context, rewritten; or as they are, should one of them validate
  * (under a union that stays) a shared schema with rewritten fields. `rewritten`: the ids of those
  * with rewritten fields, or that refer to one (none when nothing was rewritten).
  */
 export function nullableShared(shared: SharedSchemas): { schemas: SharedSchemas; rewritten: Set<string> } {
-  const rewritten = rewrittenIds(shared)
-  const walk: Walk = { shared, rewrote: false, validatedRefs: new Set() }
-  const schemas = Object.fromEntries(Object.entries(shared).map(([id, schema]) => [id, rewrite(schema, walk, false)]))
-  if ([...walk.validatedRefs].some((ref) => rewritten.has(ref))) return { schemas: shared, rewritten: new Set() }
-  return { schemas, rewritten }
+  const walks = new Map(Object.entries(shared).map(([id, schema]) => {
+    const walk = walkOf(shared)
+    return [id, { walk, schema: rewrite(schema, walk, false) }]
+  }))
+  const rewritten = new Set([...walks].filter(([, { walk }]) => walk.rewrote).map(([id]) => id))
+  for (let grew = true; grew;) {
+    grew = false
+    for (const [id, { walk }] of walks) {
+      if (!rewritten.has(id) && [...walk.refs].some((ref) => rewritten.has(ref))) {
+        rewritten.add(id)
+        grew = true
+      }
+    }
+  }
+  const validated = [...walks.values()].some(({ walk }) => [...walk.validatedRefs].some((ref) => rewritten.has(ref)))
+  if (validated) return { schemas: shared, rewritten: new Set() }
+  return { schemas: Object.fromEntries([...walks].map(([id, { schema }]) => [id, schema])), rewritten }
 }
 
 /**
@@ -136,7 +124,7 @@ export function nullableShared(shared: SharedSchemas): { schemas: SharedSchemas;
  * would then refuse null in: such a route needs the original shared schemas.
  */
 export function nullableRoute<T>(schema: T, shared: SharedSchemas, rewritten: Set<string>): T | undefined {
-  const walk: Walk = { shared, rewrote: false, validatedRefs: new Set() }
+  const walk = walkOf(shared)
   const result = rewrite(schema, walk, false) as T
   return [...walk.validatedRefs].some((ref) => rewritten.has(ref)) ? undefined : result
 }
