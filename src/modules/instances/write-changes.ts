@@ -162,9 +162,9 @@ function insertsOf(statement: Statement, inserts: NewProcess): string {
             and t.version = ${statement.value(facts.templateVersion)} and tn.time_zone = ${statement.value(facts.timeZone)})
           and not exists (select from template_steps s where s.tenant_id = v.tenant_id and s.template_id = v.template_id
             and s.version is distinct from (${statement.value(JSON.stringify(facts.stepVersions))}::jsonb ->> s.id::text)::integer)
-          and not exists (select from jsonb_array_elements_text(${statement.value(JSON.stringify(facts.serviceIds))}::jsonb) s(id)
+          and not exists (select from jsonb_array_elements_text(${statement.value(JSON.stringify(facts.serviceIds))}::jsonb) called(id)
             where not exists (select from marketplace_services m join service_activations a on a.service_id = m.id and a.tenant_id = v.tenant_id
-              where m.id = s.id::uuid and m.active))` : ''
+              where m.id = called.id::uuid and m.active))` : ''
   const steps = stepColumns.length === 0 ? 'select null::uuid as id where false' : `
     insert into instance_steps (${columns(stepColumns)})
     select ${columns(stepColumns, 'v')} from jsonb_populate_recordset(null::instance_steps, ${statement.value(JSON.stringify(inserts.steps))}::jsonb) v
