@@ -69,6 +69,16 @@ t.test('the work triggers are silent on the API\'s connections and still notify 
   t.same(heard.map((h) => h.payload), ['instance_steps'], 'the same write on an ordinary connection notifies')
 })
 
+t.test('a quiet connection skips the work triggers in their WHEN clause, without calling their function', async (t) => {
+  const { rows } = await sql<{ name: string; definition: string }>`
+    select tgname as name, pg_get_triggerdef(oid) as definition from pg_trigger
+    where tgname in ('deliveries_notify_work', 'instance_steps_notify_work', 'outbox_mails_notify_work') order by tgname`.execute(rt.db)
+  t.equal(rows.length, 3, 'the three work triggers')
+  for (const { name, definition } of rows) {
+    t.match(definition, /WHEN \(.*current_setting\('baton\.notify'::text, true\) IS DISTINCT FROM 'off'::text/, name)
+  }
+})
+
 t.test('a start through the API wakes a listening scheduler at once, with a NOTIFY sent after its commit', async (t) => {
   const scheduler = rt.newScheduler({ pollIntervalMs: 5000 }, undefined, {
     clock: systemClock, listen: (onWork) => quiet.listen(WORK_CHANNEL, onWork)
