@@ -28,13 +28,6 @@ export interface ClaimedDelivery extends DeliveryCall {
  * Claims due deliveries with `FOR UPDATE SKIP LOCKED`, so workers never take the same row: each
  * claim is a lease that expires, and bumps the fence that completion must present. The steps of the
  * claimed deliveries turn `running` in the same statement.
- *
- * Each step is looked up by its primary key whatever the statistics: the state it must still be in
- * ('due') comes with each claimed row (`step_due`), not as a constant of the condition. A constant
- * let the planner match the condition to the partial index of open steps (instance_steps_assignee_idx),
- * and with finished deliveries it had not analyzed it expected a claim of hundreds of rows and hashed
- * every open step on every claim: with 1,000,000 finished processes Postgres spent 0.38 ms a step in
- * the burst instead of 0.29 (test/db/foreign-key-plans.test.ts).
  */
 export interface ClaimOptions {
   workerId: string
@@ -67,11 +60,11 @@ export function claimStatement(options: ClaimOptions) {
           fence = d.fence + 1, attempt_count = d.attempt_count + 1
       from picked
       where d.tenant_id = picked.tenant_id and d.id = picked.id
-      returning d.*, 'due'::text as step_due
+      returning d.*
     ), running_steps as (
       update instance_steps st set state = 'running'
       from claimed c
-      where st.tenant_id = c.tenant_id and st.id = c.step_id and st.state = c.step_due
+      where st.tenant_id = c.tenant_id and st.id = c.step_id and st.state = 'due'
     )
     select c.tenant_id as "tenantId", c.id, c.service_id as "serviceId", c.source, c.instance_id as "instanceId",
       c.step_id as "stepId", c.property_id as "propertyId", c.address_id as "addressId", c.event,

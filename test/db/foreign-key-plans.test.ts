@@ -269,10 +269,7 @@ t.test('an outcome batch locks its processes one primary key lookup each, in id 
   await client.query('rollback')
 })
 
-// Finished deliveries, not analyzed, make the kept plan expect a claim of hundreds of rows: planned as
-// a match for the partial index of open steps (instance_steps_assignee_idx), its steps were found by
-// hashing every open step, on every claim.
-for (const finished of [0, 30_000]) t.test(`a claim turns its steps running through the primary key, however many steps the tenant has open and without statistics (${finished} finished deliveries)`, async (t) => {
+t.test('a claim turns its steps running through the primary key, however many steps the tenant has open and without statistics', async (t) => {
   const { database, client } = await emptyDatabase(t)
   const tenant = '00000000-0000-7000-8000-000000000001'
   const now = new Date()
@@ -290,10 +287,6 @@ for (const finished of [0, 30_000]) t.test(`a claim turns its steps running thro
     insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, parameters, next_attempt_at)
     select tenant_id, gen_random_uuid(), gen_random_uuid(), 'step', instance_id, id, '{}', $2 from (select * from steps order by random() limit 40) s`,
   [tenant, now])
-  await client.query(`
-    insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, parameters, next_attempt_at, status, finished_at)
-    select $1, gen_random_uuid(), gen_random_uuid(), 'step', gen_random_uuid(), gen_random_uuid(), '{}', $2, 'succeeded', $2
-    from generate_series(1, $3::integer)`, [tenant, now, finished])
   const claim = claimStatement({ workerId: 'plans', now, leaseMs: 60_000, limit: 40 }).compile(database.db)
   const stepsScan = (plan: string) => {
     const update = /"Operation":"Update"[^{]*?"Relation Name":"instance_steps".*?"Index Name":"([^"]+)"/.exec(plan)
