@@ -162,6 +162,12 @@ export async function startInstance(
 /** What a start reads of its template, its steps and its tenant, whatever the user and records it names. */
 type TemplateFacts = Pick<repo.StartFacts, 'template' | 'steps' | 'timeZone'>
 
+/** A kept template's facts, with what a start from them checks again in its write (KnownStart). */
+interface KnownFacts {
+  facts: TemplateFacts
+  known: KnownStart
+}
+
 /**
  * The facts of the templates this process started from lately, by tenant and template, for starts
  * that skip reading them; the most recently used are kept. Safe however old: the write checks them
@@ -171,18 +177,18 @@ type TemplateFacts = Pick<repo.StartFacts, 'template' | 'steps' | 'timeZone'>
  * version, and a kept copy would go on writing the secret as it was.
  */
 class KnownTemplates {
-  private readonly facts = new Map<string, TemplateFacts>()
+  private readonly facts = new Map<string, KnownFacts>()
 
   constructor(private readonly max: number) {}
 
-  get(tenantId: string, templateId: string): TemplateFacts | undefined {
+  get(tenantId: string, templateId: string): KnownFacts | undefined {
     const key = `${tenantId}:${templateId.toLowerCase()}`
-    const facts = this.facts.get(key)
-    if (facts) {
+    const entry = this.facts.get(key)
+    if (entry) {
       this.facts.delete(key)
-      this.facts.set(key, facts)
+      this.facts.set(key, entry)
     }
-    return facts
+    return entry
   }
 
   remember(tenantId: string, { template, steps, timeZone }: repo.StartFacts): void {
@@ -190,7 +196,13 @@ class KnownTemplates {
     const key = `${tenantId}:${template.id}`
     this.facts.delete(key)
     if (this.facts.size >= this.max) this.facts.delete(this.facts.keys().next().value!)
-    this.facts.set(key, { template, steps, timeZone })
+    const known: KnownStart = {
+      templateVersion: template.version,
+      stepVersions: Object.fromEntries(steps.map((step) => [step.id, step.version])),
+      timeZone,
+      serviceIds: [...new Set(steps.flatMap((step) => (step.kind === 'webhook' && step.service_id ? [step.service_id] : [])))]
+    }
+    this.facts.set(key, { facts: { template, steps, timeZone }, known })
   }
 
   forget(tenantId: string, templateId: string): void {
@@ -208,14 +220,9 @@ const knownTemplates = new KnownTemplates(1000)
  * usual way.
  */
 async function startFromKnown(db: DB, clock: Clock, tenantId: string, input: StartInstance): Promise<(Started & { work: WorkTable[] }) | undefined> {
-  const facts = knownTemplates.get(tenantId, input.templateId)
-  if (!facts || RECORDS.some((record) => missingRecord(facts.steps, input, record))) return undefined
-  const known: KnownStart = {
-    templateVersion: facts.template.version,
-    stepVersions: Object.fromEntries(facts.steps.map((step) => [step.id, step.version])),
-    timeZone: facts.timeZone,
-    serviceIds: [...new Set(facts.steps.flatMap((step) => (step.kind === 'webhook' && step.service_id ? [step.service_id] : [])))]
-  }
+  const entry = knownTemplates.get(tenantId, input.templateId)
+  if (!entry || RECORDS.some((record) => missingRecord(entry.facts.steps, input, record))) return undefined
+  const { facts, known } = entry
   try {
     const started = await writeStart(db, clock, tenantId, input, facts, { known })
     if (started) return started
