@@ -8,6 +8,7 @@
 //   npm run bench:api -- --compiled --node-defaults      node's own heap settings instead of those npm start passes
 //   npm run bench:api -- --compiled --history 1000000     first N finished processes of another tenant, not analyzed
 //   npm run bench:api -- --compiled --routes read --cpu-prof prof     only these routes (start, read, advance)
+//   npm run bench:api -- --compiled --keep      keeps the API's database afterwards, for a look at its tables
 //
 // BENCH_API_NODE_ARGS: extra node flags for the API, after those npm start passes (a later flag wins).
 //
@@ -40,7 +41,9 @@ const { values: args } = parseArgs({
     /** Seeds N finished processes of another tenant before the routes (scripts/bench/history.ts), not analyzed. */
     history: { type: 'string' },
     /** The routes to load, by name (start, read, advance), comma-separated: a profile of one alone. */
-    routes: { type: 'string', default: 'start,read,advance' }
+    routes: { type: 'string', default: 'start,read,advance' },
+    /** Keeps the API's database afterwards, for a look at its tables and plans. */
+    keep: { type: 'boolean', default: false }
   }
 })
 const SECONDS = Number(args.seconds)
@@ -137,7 +140,8 @@ try {
   process.stdout.write('  aims: start and advance at least 0.25 of pgbench, the read 0.6; API RSS at most 150 MiB\n')
 } finally {
   if (api) await stopChild(api, 10_000)
-  await admin.query(`drop database if exists ${DATABASE} with (force)`)
+  if (args.keep) log(`kept the database ${DATABASE}`)
+  else await admin.query(`drop database if exists ${DATABASE} with (force)`)
   await admin.query(`drop database if exists ${PGBENCH_DATABASE} with (force)`)
   await admin.end()
 }
