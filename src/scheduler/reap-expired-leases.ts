@@ -4,12 +4,13 @@ import type { DB } from '../db/connect.js'
 /**
  * Deliveries whose worker vanished (its lease ran out) go back to pending, with an `aborted` attempt
  * row saying so, counted like any attempt; their steps return to `due`. Claimed rows are skipped, so
- * reapers in many workers do not clash.
+ * reapers in many workers do not clash. The steps are found by their primary key whatever the
+ * statistics, as a claim's are (claimStatement).
  */
 export async function reapExpiredLeases(db: DB, now: Date, limit = 500): Promise<number> {
   const { rows } = await sql<{ id: string }>`
     with expired as (
-      select tenant_id, id from deliveries
+      select tenant_id, id, step_id from deliveries
       where status = 'running' and lease_expires_at < ${now}
       limit ${limit}
       for update skip locked
@@ -27,8 +28,8 @@ export async function reapExpiredLeases(db: DB, now: Date, limit = 500): Promise
       from released
     ), due_again as (
       update instance_steps st set state = 'due'
-      from released r
-      where st.tenant_id = r.tenant_id and st.id = r.step_id and st.state = 'running'
+      from (select e.tenant_id, e.step_id, 'running'::text as running from expired e where e.step_id is not null limit ${sql.lit(Math.max(1, Math.floor(limit)))}) k
+      where st.tenant_id = k.tenant_id and st.id = k.step_id and st.state = k.running
     )
     select id from released
   `.execute(db)

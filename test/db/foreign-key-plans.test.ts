@@ -269,42 +269,67 @@ t.test('an outcome batch locks its processes one primary key lookup each, in id 
   await client.query('rollback')
 })
 
-t.test('a claim turns its steps running through the primary key, however many steps the tenant has open and without statistics', async (t) => {
-  const { database, client } = await emptyDatabase(t)
-  const tenant = '00000000-0000-7000-8000-000000000001'
-  const now = new Date()
-  await client.query('set session_replication_role = replica') // no triggers: steps and deliveries without their processes
-  // 3,000 open steps of three people; forty of them have a call due.
-  await client.query(`
-    with steps as (
-      insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property,
-        refers_to_address, state, assignee_user_id)
-      select $1, gen_random_uuid(), gen_random_uuid(), 1, 'task', 'step', 'afterPrevious', 'processResponsible', false, false, 'due',
-        ('00000000-0000-7000-8000-00000000010' || (n % 3))::uuid
-      from generate_series(1, 3000) n
-      returning tenant_id, id, instance_id
-    )
-    insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, parameters, next_attempt_at)
-    select tenant_id, gen_random_uuid(), gen_random_uuid(), 'step', instance_id, id, '{}', $2 from (select * from steps order by random() limit 40) s`,
-  [tenant, now])
-  const claim = claimStatement({ workerId: 'plans', now, leaseMs: 60_000, limit: 40 }).compile(database.db)
-  const stepsScan = (plan: string) => {
-    const update = /"Operation":"Update"[^{]*?"Relation Name":"instance_steps".*?"Index Name":"([^"]+)"/.exec(plan)
-    return update?.[1]
-  }
-  t.equal(stepsScan(await planOf(client, inlined(client, claim))), 'instance_steps_pkey', 'planned with its values: each step through the primary key')
-  // As the worker runs it: prepared, with the plan Postgres keeps for it.
-  await client.query(`prepare claim as ${claim.sql}`)
-  await client.query('set plan_cache_mode = force_generic_plan')
-  await client.query('begin')
-  const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(
-    `explain (analyze, format json) execute claim (${claim.parameters.map((value) => literalOf(client, value)).join(', ')})`)
-  const kept = JSON.stringify(rows[0]!['QUERY PLAN'])
-  t.equal(stepsScan(kept), 'instance_steps_pkey', 'the kept plan: each step through the primary key, not a walk of the tenant\'s open steps')
-  const { rows: running } = await client.query<{ n: number }>(`select count(*)::int as n from instance_steps where state = 'running'`)
-  t.equal(running[0]!.n, 40, 'forty steps turned running')
-  await client.query('rollback')
-})
+interface PlanNode {
+  'Node Type': string
+  'Relation Name'?: string
+  'Index Name'?: string
+  Plans?: PlanNode[]
+}
+
+/** Every scan of a table in a plan, as `Node Type` and its index (if any). */
+function scansOf(plan: PlanNode, table: string): string[] {
+  const own = plan['Relation Name'] === table && plan['Node Type'] !== 'ModifyTable' ? [`${plan['Node Type']} ${plan['Index Name'] ?? ''}`.trim()] : []
+  return [...own, ...(plan.Plans ?? []).flatMap((child) => scansOf(child, table))]
+}
+
+for (const history of [{ deliveries: 0, steps: 0 }, { deliveries: 100_000, steps: 30_000 }]) {
+  t.test(`a claim finds its steps by the primary key, however many steps the tenant has open and without statistics (${history.deliveries} finished deliveries, ${history.steps} finished steps)`, async (t) => {
+    const { database, client } = await emptyDatabase(t)
+    const tenant = '00000000-0000-7000-8000-000000000001'
+    const now = new Date()
+    await client.query('set session_replication_role = replica') // no triggers: steps and deliveries without their processes
+    // Finished calls of record changes and finished steps, which the planner has not analyzed: with
+    // them, the kept plan walked the partial index of open steps once for each claimed step.
+    await client.query(`insert into deliveries (tenant_id, id, service_id, source, parameters, next_attempt_at, status, finished_at)
+      select $1, gen_random_uuid(), gen_random_uuid(), 'trigger', '{}', $2, 'succeeded', $2 from generate_series(1, $3::int)`, [tenant, now, history.deliveries])
+    await client.query(`insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property,
+        refers_to_address, state)
+      select $1, gen_random_uuid(), gen_random_uuid(), 1, 'task', 'step', 'afterPrevious', 'processResponsible', false, false, 'done'
+      from generate_series(1, $2::int)`, [tenant, history.steps])
+    // 3,000 open steps of three people; forty of them have a call due.
+    await client.query(`
+      with steps as (
+        insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property,
+          refers_to_address, state, assignee_user_id)
+        select $1, gen_random_uuid(), gen_random_uuid(), 1, 'task', 'step', 'afterPrevious', 'processResponsible', false, false, 'due',
+          ('00000000-0000-7000-8000-00000000010' || (n % 3))::uuid
+        from generate_series(1, 3000) n
+        returning tenant_id, id, instance_id
+      )
+      insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, parameters, next_attempt_at)
+      select tenant_id, gen_random_uuid(), gen_random_uuid(), 'step', instance_id, id, '{}', $2 from (select * from steps order by random() limit 40) s`,
+    [tenant, now])
+    const claim = claimStatement({ workerId: 'plans', now, leaseMs: 60_000, limit: 40 }).compile(database.db)
+    const stepsScan = (plan: string) => {
+      const update = /"Operation":"Update"[^{]*?"Relation Name":"instance_steps".*?"Index Name":"([^"]+)"/.exec(plan)
+      return update?.[1]
+    }
+    t.equal(stepsScan(await planOf(client, inlined(client, claim))), 'instance_steps_pkey', 'planned with its values: each step through the primary key')
+    // As the worker runs it: prepared, with the plan Postgres keeps for it.
+    await client.query(`prepare claim as ${claim.sql}`)
+    await client.query('set plan_cache_mode = force_generic_plan')
+    await client.query('begin')
+    const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
+      `explain (analyze, format json) execute claim (${claim.parameters.map((value) => literalOf(client, value)).join(', ')})`)
+    const kept = rows[0]!['QUERY PLAN'][0].Plan
+    t.equal(stepsScan(JSON.stringify(kept)), 'instance_steps_pkey', 'the kept plan: each step through the primary key, not a walk of the tenant\'s open steps')
+    t.same(scansOf(kept, 'instance_steps'), ['Index Scan instance_steps_pkey', 'Index Scan instance_steps_pkey'],
+      'the kept plan reads the steps (to turn them running, and for the calls) only by their primary key')
+    const { rows: running } = await client.query<{ n: number }>(`select count(*)::int as n from instance_steps where state = 'running'`)
+    t.equal(running[0]!.n, 40, 'forty steps turned running')
+    await client.query('rollback')
+  })
+}
 
 t.test('a page of records looks each record up by its key, however many records the tenant has and without statistics', async (t) => {
   const { database, client } = await emptyDatabase(t)
