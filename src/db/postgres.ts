@@ -27,6 +27,14 @@ export interface PostgresOptions {
 
 export const DEFAULT_POSTGRES_OPTIONS: PostgresOptions = { poolMax: 10, statementTimeoutMs: 10_000, connectTimeoutMs: 5000, prepareStatements: true }
 
+/**
+ * Baton's statements are short, and JIT compiling one costs tens of milliseconds. Postgres compiles a
+ * statement whose estimated cost passes `jit_above_cost`, and with finished rows it has not analyzed
+ * (autovacuum off, a burst below its threshold) its estimates of a claim of 64 passed it: 85 ms where
+ * it ran in 2 (issue 9, `bench:scheduler --history 1000000`). So Baton's connections never JIT compile.
+ */
+const JIT_OFF = '-c jit=off'
+
 // A server that stops answering (a network partition, a frozen host) never cancels a statement
 // itself: the client gives up this much after the server's own statement timeout would have.
 const CLIENT_TIMEOUT_MARGIN_MS = 2000
@@ -45,7 +53,7 @@ function poolConfig(url: string, options: PostgresOptions): pg.PoolConfig {
     connectionTimeoutMillis: options.connectTimeoutMs,
     idleTimeoutMillis: options.idleTimeoutMs ?? 10_000,
     keepAlive: true,
-    ...(options.quietTriggers ? { options: '-c baton.notify=off' } : {}),
+    options: [JIT_OFF, ...(options.quietTriggers ? ['-c baton.notify=off'] : [])].join(' '),
     ...limits
   }
 }
