@@ -29,13 +29,17 @@ export interface ClaimedDelivery extends DeliveryCall {
  * claim is a lease that expires, and bumps the fence that completion must present. The steps of the
  * claimed deliveries turn `running` in the same statement.
  *
- * Every step, tenant and service is found by its primary key whatever the statistics say (issue 9:
- * finished rows the planner has not analyzed). The steps turn running by key: the state they must
- * still be in comes from each row, not as a constant that a partial index of open steps would match
- * (the kept plan walked `instance_steps_assignee_idx` once per claimed step, 10 ms a claim of 40
- * beside 100,000 finished deliveries), and their number is bounded by a constant the planner reads
- * (with the limit only a parameter, it guessed hundreds and hashed every step). The final read looks
- * each one up on its own (`offset 0`), where a plain join hashed all steps (test/db/foreign-key-plans.test.ts).
+ * The claimed rows are counted by a constant the planner reads (`limit` of a power of two at least
+ * the claim's limit, which never cuts a row). With the limit only a parameter, a kept plan over
+ * finished rows it had not analyzed (autovacuum off, a burst below its threshold) guessed hundreds of
+ * claimed rows: beside 1,000,000 finished deliveries and 100,000 finished steps, it hashed every step
+ * for the final read, and its cost passed `jit_above_cost`. The steps turn running by key: the state
+ * they must still be in comes from a subquery's rows, not as a constant that the partial index of
+ * open steps (instance_steps_assignee_idx) would match. Its kept plan walked that index once per
+ * claimed step: 10 ms a claim of 40 beside 100,000 finished deliveries, against 2. The subquery's
+ * `limit` also keeps it from being merged into the update, which would bring the constant back. A
+ * steps table the planner believes small is still read once and hashed, which is cheap at that size
+ * (test/db/foreign-key-plans.test.ts).
  */
 export interface ClaimOptions {
   workerId: string
@@ -54,6 +58,7 @@ export async function claimDeliveries(db: DB, options: ClaimOptions): Promise<Cl
 /** The claim's statement (claimDeliveries), on its own for a look at its plan. */
 export function claimStatement(options: ClaimOptions) {
   const leaseUntil = new Date(options.now.getTime() + options.leaseMs)
+  const bound = sql.lit(expectedAtMost(options.limit))
   return sql<ClaimedDelivery>`
     with picked as (
       select tenant_id, id, step_id from deliveries
@@ -71,7 +76,7 @@ export function claimStatement(options: ClaimOptions) {
       returning d.*
     ), running_steps as (
       update instance_steps st set state = 'running'
-      from (select p.tenant_id, p.step_id, 'due'::text as due from picked p where p.step_id is not null limit ${sql.lit(expectedAtMost(options.limit))}) k
+      from (select p.tenant_id, p.step_id, 'due'::text as due from picked p where p.step_id is not null limit ${bound}) k
       where st.tenant_id = k.tenant_id and st.id = k.step_id and st.state = k.due
     )
     select c.tenant_id as "tenantId", c.id, c.service_id as "serviceId", c.source, c.instance_id as "instanceId",
@@ -86,16 +91,10 @@ export function claimStatement(options: ClaimOptions) {
         else s.active and exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) end as "serviceUsable",
       t.web_id as "customerWebId", t.name as "customerName", t.time_zone as "timeZone",
       st.assignee_user_id as "assigneeUserId"
-    from claimed c
-    cross join lateral (select web_id, name, time_zone from tenants x where x.id = c.tenant_id offset 0) t
-    left join lateral (
-      select name, webhook_url, secret, previous_secret, previous_secret_expires_at, delivery, active
-      from marketplace_services x where x.id = c.service_id offset 0
-    ) s on true
-    left join lateral (
-      select target_url, target_secret, target_delivery, assignee_user_id
-      from instance_steps x where x.tenant_id = c.tenant_id and x.id = c.step_id offset 0
-    ) st on true
+    from (select * from claimed limit ${bound}) c
+    left join marketplace_services s on s.id = c.service_id
+    join tenants t on t.id = c.tenant_id
+    left join instance_steps st on st.tenant_id = c.tenant_id and st.id = c.step_id
   `
 }
 
