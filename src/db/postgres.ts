@@ -30,8 +30,9 @@ export const DEFAULT_POSTGRES_OPTIONS: PostgresOptions = { poolMax: 10, statemen
 /**
  * Baton's statements are short, and JIT compiling one costs tens of milliseconds. Postgres compiles a
  * statement whose estimated cost passes `jit_above_cost`, and with finished rows it has not analyzed
- * (autovacuum off, a burst below its threshold) its estimates of a claim of 64 passed it: 85 ms where
- * it ran in 2 (issue 9, `bench:scheduler --history 1000000`). So Baton's connections never JIT compile.
+ * (autovacuum off, a burst below its threshold) its estimates of a claim of 64 passed it: 57–128 ms
+ * where it ran in 6–11 (issue 9, `bench:scheduler --history 1000000`; docs/performance.md). So Baton's
+ * connections never JIT compile.
  */
 const JIT_OFF = '-c jit=off'
 
