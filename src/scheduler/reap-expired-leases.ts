@@ -4,8 +4,9 @@ import type { DB } from '../db/connect.js'
 /**
  * Deliveries whose worker vanished (its lease ran out) go back to pending, with an `aborted` attempt
  * row saying so, counted like any attempt; their steps return to `due`. Claimed rows are skipped, so
- * reapers in many workers do not clash. The steps are found by their primary key whatever the
- * statistics, as a claim's are (claimStatement).
+ * reapers in many workers do not clash. The steps are found as a claim's are (claimStatement): by
+ * their primary key, or in one pass where the planner believes the table small, never by walking the
+ * partial index of open steps once per step.
  */
 export async function reapExpiredLeases(db: DB, now: Date, limit = 500): Promise<number> {
   const { rows } = await sql<{ id: string }>`
