@@ -331,14 +331,14 @@ for (const history of [{ deliveries: 0, steps: 0, limit: 40 }, { deliveries: 100
       select tenant_id, gen_random_uuid(), $3, 'step', instance_id, id, '{}', $2 from (select * from steps order by random() limit 40) s`,
     [tenant, now, service])
     const claim = claimStatement({ workerId: 'plans', now, leaseMs: 60_000, limit: history.limit }).compile(database.db)
+    const execute = `execute claim (${claim.parameters.map((value) => literalOf(client, value)).join(', ')})`
     const withValues = JSON.parse(await planOf(client, inlined(client, claim)))[0].Plan as PlanNode
     t.ok(scansOf(stepsUpdate(withValues)!, 'instance_steps').every(byKeyOrOnce), 'planned with its values: the steps turn running by key, or in one pass')
     // As the worker runs it: prepared, with the plan Postgres keeps for it.
     await client.query(`prepare claim as ${claim.sql}`)
     await client.query('set plan_cache_mode = force_generic_plan')
     await client.query('begin')
-    const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
-      `explain (analyze, format json) execute claim (${claim.parameters.map((value) => literalOf(client, value)).join(', ')})`)
+    const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(`explain (analyze, format json) ${execute}`)
     const kept = rows[0]!['QUERY PLAN'][0].Plan
     const update = scansOf(stepsUpdate(kept)!, 'instance_steps')
     t.ok(update.length > 0 && update.every(byKeyOrOnce), `the kept plan turns the steps running by key, or in one pass: not a walk of the open steps each (${JSON.stringify(update)})`)
@@ -347,8 +347,7 @@ for (const history of [{ deliveries: 0, steps: 0, limit: 40 }, { deliveries: 100
     const { rows: running } = await client.query<{ n: number }>(`select count(*)::int as n from instance_steps where state = 'running'`)
     t.equal(running[0]!.n, 40, 'forty steps turned running')
     await client.query('rollback')
-    const { rows: claimed } = await client.query<{ webhookUrl: string; serviceName: string; stepId: string }>(
-      `execute claim (${claim.parameters.map((value) => literalOf(client, value)).join(', ')})`)
+    const { rows: claimed } = await client.query<{ webhookUrl: string; serviceName: string; stepId: string }>(execute)
     t.equal(claimed.length, 40, 'forty deliveries claimed')
     t.ok(claimed.every((c) => c.webhookUrl === 'http://127.0.0.1:9/hook' && c.serviceName === 'ValueCo' && c.stepId), 'each with its service\'s call and its step')
   })
