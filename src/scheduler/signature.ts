@@ -17,13 +17,33 @@ export interface SignedUrl {
 }
 
 export function signQueryUrl(webhookUrl: string, params: Record<string, string>, secret: string): SignedUrl {
-  const base = new URL(webhookUrl)
-  const merged = new Map(queryEntries(base.search))
-  for (const [key, value] of Object.entries(params)) merged.set(key, value)
+  const base = parsedWebhookUrl(webhookUrl)
+  const merged = new Map(base.entries)
+  for (const key of Object.keys(params)) merged.set(key, params[key]!)
   merged.delete('signature')
-  const canonical = `${origin(base)}?${buildQuery(merged)}`
+  const canonical = `${base.origin}?${buildQuery(merged)}`
   const signature = hmacHex(secret, canonical)
   return { url: `${canonical}&signature=${signature}`, canonical, signature }
+}
+
+interface ParsedWebhookUrl {
+  origin: string
+  entries: [string, string][]
+}
+
+/** Webhook URLs parsed before, by their text: a worker calls the same few URLs over and over. */
+const parsedUrls = new Map<string, ParsedWebhookUrl>()
+const PARSED_URLS_KEPT = 1000
+
+function parsedWebhookUrl(webhookUrl: string): ParsedWebhookUrl {
+  let parsed = parsedUrls.get(webhookUrl)
+  if (!parsed) {
+    const url = new URL(webhookUrl)
+    parsed = { origin: origin(url), entries: queryEntries(url.search) }
+    if (parsedUrls.size >= PARSED_URLS_KEPT) parsedUrls.clear()
+    parsedUrls.set(webhookUrl, parsed)
+  }
+  return parsed
 }
 
 /** How a provider checks a call: recompute from the received URL and compare in constant time. */
@@ -37,15 +57,25 @@ export function verifyQuerySignature(receivedUrl: string, secret: string): boole
 }
 
 export function buildQuery(params: Map<string, string>): string {
-  return [...params.entries()]
-    .map(([key, value]) => ({ bytes: Buffer.from(key, 'utf8'), key, value }))
-    .sort((a, b) => Buffer.compare(a.bytes, b.bytes))
-    .map(({ key, value }) => `${phpUrlEncode(key)}=${phpUrlEncode(value)}`)
-    .join('&')
+  const keys = [...params.keys()]
+  keys.sort(keys.some((key) => BEYOND_UTF16_ORDER.test(key)) ? byUtf8Bytes : byCodeUnits)
+  let query = ''
+  for (const key of keys) query += `${query === '' ? '' : '&'}${phpUrlEncode(key)}=${phpUrlEncode(params.get(key)!)}`
+  return query
 }
+
+/**
+ * Keys are sorted by their UTF-8 bytes, which is code point order. A string's own order (UTF-16 code
+ * units) is the same unless a key holds a surrogate or a character from U+E000 on.
+ */
+const BEYOND_UTF16_ORDER = /[\ud800-\uffff]/
+const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0)
+const byUtf8Bytes = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'))
 
 /** Characters encodeURIComponent leaves as they are but PHP encodes, and a space, which PHP writes as `+`. */
 const PHP_DIFFERENCES = /[!'()*~]|%20/g
+/** Text PHP leaves as it is: A-Z a-z 0-9 - _ . only. */
+const UNRESERVED = /^[A-Za-z0-9_.-]*$/
 const PHP_ENCODED: Record<string, string> = { '!': '%21', "'": '%27', '(': '%28', ')': '%29', '*': '%2A', '~': '%7E', '%20': '+' }
 
 /**
@@ -54,6 +84,7 @@ const PHP_ENCODED: Record<string, string> = { '!': '%21', "'": '%27', '(': '%28'
  * (as U+FFFD, as Buffer writes it).
  */
 export function phpUrlEncode(text: string): string {
+  if (UNRESERVED.test(text)) return text
   try {
     return encodeURIComponent(text).replace(PHP_DIFFERENCES, (c) => PHP_ENCODED[c]!)
   } catch {

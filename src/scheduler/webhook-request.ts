@@ -23,33 +23,37 @@ export interface DeliveryCall {
 
 /**
  * What Baton says about the call itself, beside the step's parameters (README, How a call looks): the text
- * fields that are present. `changedFields` and `timestamp` are typed per scheme by the builders.
+ * fields that are present, set on `into` in this order. `changedFields` and `timestamp` are typed per
+ * scheme by the builders.
  */
-function contextOf(call: DeliveryCall, apiClaim: string | undefined): Record<string, string> {
-  const context: Record<string, string | null> = {
-    customerWebId: call.customerWebId,
-    customerName: call.customerName,
-    userId: call.assigneeUserId,
-    estateId: call.propertyId,
-    addressId: call.addressId,
-    processId: call.instanceId,
-    stepId: call.stepId,
-    deliveryId: call.id,
-    event: call.event,
-    apiClaim: apiClaim ?? null
+function addContext(into: Record<string, unknown>, call: DeliveryCall, apiClaim: string | undefined): void {
+  const put = (name: string, value: string | null | undefined) => {
+    if (value !== null && value !== undefined) into[name] = value
   }
-  return Object.fromEntries(Object.entries(context).filter((entry): entry is [string, string] => entry[1] !== null))
+  put('customerWebId', call.customerWebId)
+  put('customerName', call.customerName)
+  put('userId', call.assigneeUserId)
+  put('estateId', call.propertyId)
+  put('addressId', call.addressId)
+  put('processId', call.instanceId)
+  put('stepId', call.stepId)
+  put('deliveryId', call.id)
+  put('event', call.event)
+  put('apiClaim', apiClaim)
 }
 
 const unixSeconds = (now: Date) => Math.floor(now.getTime() / 1000)
 const sortedFields = (call: DeliveryCall) => (call.changedFields ? [...call.changedFields].sort() : undefined)
 
-/** The query parameters of a call, context first; the step's own parameters never override context. */
+/** The query parameters of a call, context after them; the step's own parameters never override context. */
 export function callParameters(call: DeliveryCall, now: Date, apiClaim: string | undefined): Record<string, string> {
   const params: Record<string, string> = {}
-  for (const [name, value] of Object.entries(call.parameters)) params[name] = parameterText(value)
+  for (const name of Object.keys(call.parameters)) params[name] = parameterText(call.parameters[name])
+  addContext(params, call, apiClaim)
   const changedFields = sortedFields(call)
-  return { ...params, ...contextOf(call, apiClaim), ...(changedFields ? { changedFields: changedFields.join(',') } : {}), timestamp: String(unixSeconds(now)) }
+  if (changedFields) params.changedFields = changedFields.join(',')
+  params.timestamp = String(unixSeconds(now))
+  return params
 }
 
 // Booleans travel as PHP's http_build_query writes them, so `if ($_GET['flag'])` works for providers.
@@ -89,12 +93,12 @@ export function buildQueryRequest(call: DeliveryCall, options: CallOptions): Htt
 export function buildJsonRequest(call: DeliveryCall, options: CallOptions): HttpRequest {
   const timestamp = unixSeconds(options.now)
   const changedFields = sortedFields(call)
-  const body = JSON.stringify({
-    ...contextOf(call, options.apiClaim),
-    ...(changedFields ? { changedFields } : {}),
-    timestamp,
-    parameters: call.parameters
-  })
+  const fields: Record<string, unknown> = {}
+  addContext(fields, call, options.apiClaim)
+  if (changedFields) fields.changedFields = changedFields
+  fields.timestamp = timestamp
+  fields.parameters = call.parameters
+  const body = JSON.stringify(fields)
   const secrets = call.previousSecret ? [call.secret, call.previousSecret] : [call.secret]
   const signatures = secrets.map((secret) => standardWebhookSignature(secret, call.id, timestamp, body))
   return {

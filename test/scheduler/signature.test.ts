@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs'
+import fc from 'fast-check'
 import t from 'tap'
-import { phpUrlEncode, phpUrlEncodeBytes, signQueryUrl, verifyQuerySignature } from '../../src/scheduler/signature.js'
+import { buildQuery, phpUrlEncode, phpUrlEncodeBytes, signQueryUrl, verifyQuerySignature } from '../../src/scheduler/signature.js'
 
 interface Vector {
   name: string
@@ -53,4 +54,30 @@ t.test('urlencode agrees with the byte-by-byte rules: every code point below U+3
 t.test('a signature parameter in the input is never signed', async (t) => {
   const signed = signQueryUrl('https://p.example/h?signature=old', { a: '1', signature: 'forged' }, 's')
   t.equal(signed.canonical, 'https://p.example/h?a=1')
+})
+
+t.test('keys sort by their UTF-8 bytes, also where UTF-16 code units would order them otherwise', async (t) => {
+  // U+FF21 (EF BC A1) comes before U+1F600 (F0 9F 98 80) in UTF-8; as UTF-16 (FF21 against D83D DE00), after it.
+  const signed = signQueryUrl('https://p.example/h', { '\u{1F600}': '1', '\uFF21': '2', a: '3' }, 's')
+  t.equal(signed.canonical, 'https://p.example/h?a=3&%EF%BC%A1=2&%F0%9F%98%80=1')
+})
+
+t.test('the query is built as a byte-by-byte reference builds it, for any keys and values', async (t) => {
+  const reference = (params: Map<string, string>) => [...params]
+    .sort(([a], [b]) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')))
+    .map(([key, value]) => `${phpUrlEncodeBytes(key)}=${phpUrlEncodeBytes(value)}`)
+    .join('&')
+  const text = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.constantFrom('a', 'A', '_', '-', '.', '~', ' ', '\uFF21', '\u{1F600}'))
+  fc.assert(fc.property(fc.dictionary(text, text), (entries) => {
+    const params = new Map(Object.entries(entries))
+    return buildQuery(params) === reference(params)
+  }), { numRuns: 300 })
+  t.pass('300 random sets of parameters')
+})
+
+t.test('a webhook URL signed again keeps its own parameters and none of the last call\'s', async (t) => {
+  const url = 'https://p.example/h?source=crm&b=1'
+  t.equal(signQueryUrl(url, { a: '1' }, 's').canonical, 'https://p.example/h?a=1&b=1&source=crm')
+  t.equal(signQueryUrl(url, { c: '2', b: '3' }, 's').canonical, 'https://p.example/h?b=3&c=2&source=crm')
+  t.equal(signQueryUrl(url, {}, 's').canonical, 'https://p.example/h?b=1&source=crm')
 })
