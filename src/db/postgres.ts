@@ -49,14 +49,32 @@ function poolConfig(url: string, options: PostgresOptions): pg.PoolConfig {
       }
     : {}
   return {
-    connectionString: url,
+    ...withOptions(url, [JIT_OFF, ...(options.quietTriggers ? ['-c baton.notify=off'] : [])]),
     max: options.poolMax,
     connectionTimeoutMillis: options.connectTimeoutMs,
     idleTimeoutMillis: options.idleTimeoutMs ?? 10_000,
     keepAlive: true,
-    options: [JIT_OFF, ...(options.quietTriggers ? ['-c baton.notify=off'] : [])].join(' '),
     ...limits
   }
+}
+
+/**
+ * The connection string and the server options Baton's connections start with: `options` given in the
+ * connection string (`?options=-c%20search_path%3Dcrm`), then Baton's own, which win where both set
+ * the same parameter. node-postgres lets the string's `options` replace the pool's, which dropped
+ * `jit=off` and a quiet connection's `baton.notify=off` whenever DATABASE_URL carried options of its own.
+ */
+export function withOptions(url: string, ours: string[]): { connectionString: string; options: string } {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    return { connectionString: url, options: ours.join(' ') }
+  }
+  const theirs = parsed.searchParams.get('options')
+  if (theirs === null) return { connectionString: url, options: ours.join(' ') }
+  parsed.searchParams.delete('options')
+  return { connectionString: parsed.toString(), options: [theirs, ...ours].filter((o) => o.trim() !== '').join(' ') }
 }
 
 /**
