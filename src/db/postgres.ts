@@ -1,6 +1,7 @@
 import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } from './kysely.js'
 import { createRequire } from 'node:module'
 import pg from 'pg'
+import { parse as parseConnectionString } from 'pg-connection-string'
 import type { Database } from './database.js'
 import { isDatabaseUnavailable } from './errors.js'
 
@@ -49,32 +50,40 @@ function poolConfig(url: string, options: PostgresOptions): pg.PoolConfig {
       }
     : {}
   return {
-    ...withOptions(url, [JIT_OFF, ...(options.quietTriggers ? ['-c baton.notify=off'] : [])]),
     max: options.poolMax,
     connectionTimeoutMillis: options.connectTimeoutMs,
     idleTimeoutMillis: options.idleTimeoutMs ?? 10_000,
     keepAlive: true,
-    ...limits
+    ...limits,
+    ...connectionOf(url, [JIT_OFF, ...(options.quietTriggers ? ['-c baton.notify=off'] : [])])
   }
 }
 
 /**
- * The connection string and the server options Baton's connections start with: `options` given in the
- * connection string (`?options=-c%20search_path%3Dcrm`), then Baton's own, which win where both set
- * the same parameter. node-postgres lets the string's `options` replace the pool's, which dropped
- * `jit=off` and a quiet connection's `baton.notify=off` whenever DATABASE_URL carried options of its own.
+ * Where and how to connect, with the server options Baton's connections start with: `options` given
+ * in the connection string (`?options=-c%20search_path%3Dcrm`), then Baton's own, which win where
+ * both set the same parameter. node-postgres lets the string's `options` replace the pool's, which
+ * dropped `jit=off` and a quiet connection's `baton.notify=off` whenever DATABASE_URL carried options
+ * of its own. Such a string is read once by node-postgres's own parser (pg-connection-string), and
+ * everything in it but `options` goes over the pool's settings as node-postgres would lay it; any
+ * other string is left to node-postgres as it is.
  */
-export function withOptions(url: string, ours: string[]): { connectionString: string; options: string } {
-  let parsed: URL
+export function connectionOf(url: string, ours: string[]): pg.ClientConfig {
+  let fromString: ReturnType<typeof parseConnectionString> | undefined
   try {
-    parsed = new URL(url)
+    fromString = parseConnectionString(url)
   } catch {
-    return { connectionString: url, options: ours.join(' ') }
+    fromString = undefined // node-postgres reports it when it connects
   }
-  const theirs = parsed.searchParams.get('options')
-  if (theirs === null) return { connectionString: url, options: ours.join(' ') }
-  parsed.searchParams.delete('options')
-  return { connectionString: parsed.toString(), options: [theirs, ...ours].filter((o) => o.trim() !== '').join(' ') }
+  if (typeof fromString?.options !== 'string') return { connectionString: url, options: ours.join(' ') }
+  const { options: theirs, ...rest } = fromString
+  return { ...(rest as pg.ClientConfig), options: [withoutTrailingEscape(theirs), ...ours].filter((o) => o.trim() !== '').join(' ') }
+}
+
+/** Postgres reads a backslash in `options` as escaping the next character: one at the very end would swallow the space before Baton's. */
+function withoutTrailingEscape(options: string): string {
+  const trailing = /\\+$/.exec(options)?.[0].length ?? 0
+  return trailing % 2 === 1 ? options.slice(0, -1) : options
 }
 
 /**

@@ -2,7 +2,7 @@
 // compiling ever, and on an API-only process's quiet connections, work triggers that stay silent.
 import t from 'tap'
 import { openPostgres } from '../../src/db/connect.js'
-import { withOptions } from '../../src/db/postgres.js'
+import { connectionOf } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
 import { ADMIN_URL } from '../helpers/database.js'
 
@@ -37,11 +37,17 @@ t.test('options in the connection string are kept, and Baton\'s own still hold b
   t.equal((await settingsOf(false, url.toString())).workMem, '8MB')
 })
 
-t.test('the connection string keeps everything but its options', async (t) => {
-  t.same(withOptions('postgres://u:p%40ss@db.example:6432/baton?sslmode=require&options=-c%20work_mem%3D8MB', ['-c jit=off']), {
-    connectionString: 'postgres://u:p%40ss@db.example:6432/baton?sslmode=require',
-    options: '-c work_mem=8MB -c jit=off'
-  })
-  t.same(withOptions('postgres://db.example/baton', ['-c jit=off']), { connectionString: 'postgres://db.example/baton', options: '-c jit=off' })
-  t.same(withOptions('not a url', ['-c jit=off']), { connectionString: 'not a url', options: '-c jit=off' })
+t.test('a connection string with options is read as node-postgres reads it, its options first and Baton\'s after', async (t) => {
+  const ours = ['-c jit=off']
+  t.same(connectionOf('postgres://db.example/baton', ours), { connectionString: 'postgres://db.example/baton', options: '-c jit=off' }, 'without options: the string as it is')
+  t.same(connectionOf('postgres://db.example/baton?options=', ours), { host: 'db.example', port: '', database: 'baton', user: '', password: '', options: '-c jit=off' })
+  const socket = connectionOf('postgresql://baton@/baton?host=/var/run/postgresql&options=-c%20search_path%3Dcrm', ours)
+  t.match(socket, { host: '/var/run/postgresql', user: 'baton', database: 'baton', options: '-c search_path=crm -c jit=off' }, 'a socket with an empty host')
+  t.notOk('connectionString' in socket)
+  t.match(connectionOf('postgres://baton:50%off@db.example/baton?application_name=baton:api&host=/var/run/postgresql&options=-c search_path=crm', ours),
+    { host: '/var/run/postgresql', password: '50%off', application_name: 'baton:api', options: '-c search_path=crm -c jit=off' }, 'a bare % in the password')
+  t.match(connectionOf('postgres://db.example/baton?options=-c%20a%3D1&options=-c%20search_path%3Dcrm', ours), { options: '-c search_path=crm -c jit=off' }, 'the last of several, as node-postgres keeps')
+  t.match(connectionOf('postgres://db.example/baton?options=-c%20search_path%3Da%5C', ours), { options: '-c search_path=a -c jit=off' }, 'a backslash at the end escapes nothing of ours')
+  t.match(connectionOf('postgres://db.example/baton?options=-c%20search_path%3Da%5C%5C', ours), { options: '-c search_path=a\\\\ -c jit=off' }, 'an escaped backslash stays')
+  t.same(connectionOf('postgres://u:p@[::1/db?options=x', ours), { connectionString: 'postgres://u:p@[::1/db?options=x', options: '-c jit=off' }, 'a string it cannot read is left to node-postgres')
 })
