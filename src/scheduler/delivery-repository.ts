@@ -5,6 +5,7 @@ import type { ClaimedDelivery } from './claim-deliveries.js'
 import type { Decision } from './retry-policy.js'
 import { byKeys, eachKey } from '../db/by-keys.js'
 import { runTogether } from '../db/statement.js'
+import { rowsText, tupleValues, type Column } from '../db/json-rows.js'
 
 interface Ref {
   tenant_id: string
@@ -90,6 +91,16 @@ export async function lockAndSettle(
   return { instances: new Map(locked.map((r) => [r.id, r])), ids, steps }
 }
 
+/** The columns of the settlements and of the attempts, as the settling reads them (src/db/json-rows.ts). */
+const SETTLEMENTS: Column[] = [
+  ['tenant_id', 'uuid'], ['id', 'uuid'], ['fence', 'integer'], ['status', 'text'], ['status_code', 'integer'], ['error', 'text'],
+  ['next_attempt_at', 'timestamptz'], ['finished_at', 'timestamptz']
+]
+const ATTEMPTS: Column[] = [
+  ['tenant_id', 'uuid'], ['id', 'uuid'], ['delivery_id', 'uuid'], ['round', 'integer'], ['attempt_number', 'integer'], ['started_at', 'timestamptz'],
+  ['duration_ms', 'integer'], ['outcome', 'text'], ['status_code', 'integer'], ['error', 'text'], ['response_body', 'text']
+]
+
 /** Settles the deliveries and logs their attempts, answering the settled ids and the steps (lockAndSettle). */
 function settleStatement(settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date, stepRefs: Ref[]) {
   const rows = settlements.map(({ delivery, decision, statusCode, error }) => ({
@@ -107,15 +118,13 @@ function settleStatement(settlements: Settlement[], attempts: Insertable<Deliver
       update deliveries d
       set status = v.status, lease_owner = null, lease_expires_at = null, last_status_code = v.status_code, last_error = v.error,
           next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at), finished_at = v.finished_at
-      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-        as v(tenant_id uuid, id uuid, fence integer, status text, status_code integer, error text, next_attempt_at timestamptz, finished_at timestamptz)
+      from (select ${sql.raw(tupleValues(SETTLEMENTS))} from jsonb_array_elements(${rowsText(rows, SETTLEMENTS)}::jsonb) e) v
       where ${byKeys('d', rows)} and d.tenant_id = v.tenant_id and d.id = v.id and d.fence = v.fence and d.status = 'running'
       returning d.tenant_id, d.id
     ), logged as (
       insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome, status_code, error, response_body)
       select a.tenant_id, a.id, a.delivery_id, a.round, a.attempt_number, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error, a.response_body
-      from jsonb_to_recordset(${JSON.stringify(attempts)}::jsonb) as a(tenant_id uuid, id uuid, delivery_id uuid, round integer,
-        attempt_number integer, started_at timestamptz, duration_ms integer, outcome text, status_code integer, error text, response_body text)
+      from (select ${sql.raw(tupleValues(ATTEMPTS))} from jsonb_array_elements(${rowsText(attempts, ATTEMPTS)}::jsonb) e) a
       join settled s on s.tenant_id = a.tenant_id and s.id = a.delivery_id
     ), steps as (${stepsAndNext(stepRefs)})
     select n.*, null::uuid as settled_id from steps n

@@ -5,6 +5,7 @@ import { THEN_COMMIT } from '../../db/postgres.js'
 import type { DB } from '../../db/connect.js'
 import type { DeliveriesTable, DeliveryRow, InstanceRow, InstanceStepRow, JsonObject, StepState } from '../../db/database.js'
 import type { NewActivityRow } from '../activities/repository.js'
+import { rowsTable, rowsText, type Column } from '../../db/json-rows.js'
 
 /** A step that starts now: its assignee and deadline are fixed. */
 export interface StepStartChange {
@@ -185,6 +186,23 @@ interface Part {
   answer?: string
 }
 
+/** The columns of each part's rows, as the statement reads them (src/db/json-rows.ts). */
+const STEP_CHANGES: Column[] = [
+  ['tenant_id', 'uuid'], ['id', 'uuid'], ['state', 'text'], ['ended_at', 'timestamptz'], ['start_at', 'timestamptz'], ['note', 'text'], ['set_note', 'boolean']
+]
+const STEP_STARTS: Column[] = [['tenant_id', 'uuid'], ['id', 'uuid'], ['start_at', 'timestamptz'], ['assignee_user_id', 'uuid'], ['deadline_at', 'timestamptz']]
+const INSTANCE_CHANGES: Column[] = [
+  ['tenant_id', 'uuid'], ['id', 'uuid'], ['current_position', 'integer'], ['status', 'text'], ['ended_at', 'timestamptz'], ['bump', 'boolean']
+]
+const ACTIVITIES: Column[] = [
+  ['tenant_id', 'uuid'], ['id', 'uuid'], ['kind', 'text'], ['message', 'text'], ['property_id', 'uuid'], ['address_id', 'uuid'],
+  ['instance_id', 'uuid'], ['step_id', 'uuid'], ['service_id', 'uuid'], ['data', 'jsonb'], ['created_at', 'timestamptz'], ['ifStarted', 'uuid']
+]
+const DELIVERIES: Column[] = [
+  ['tenant_id', 'uuid'], ['id', 'uuid'], ['service_id', 'uuid'], ['source', 'text'], ['instance_id', 'uuid'], ['step_id', 'uuid'],
+  ['property_id', 'uuid'], ['address_id', 'uuid'], ['parameters', 'jsonb'], ['next_attempt_at', 'timestamptz']
+]
+
 /**
  * Writes all of it in one statement: a new process and its steps (a start), step changes, step starts,
  * process changes, activities and the started steps' deliveries, each a data-modifying CTE over a JSON
@@ -199,7 +217,8 @@ export async function writeChanges(
   db: DB, planned: PlannedChanges, now: Date, { answer = true, last = false }: { answer?: boolean; last?: boolean } = {}
 ): Promise<WrittenRows> {
   const statement = new Statement()
-  const json = (rows: unknown[]) => statement.value(JSON.stringify(rows))
+  const table = <Row extends object>(rows: readonly Row[], columns: readonly Column[], alias: string) =>
+    rowsTable(statement.value(rowsText(rows, columns)), columns, alias)
   const folded = planned.inserts ? foldIntoInserts(planned, planned.inserts, now) : undefined
   const plan = folded?.rest ?? planned
   const gate = folded ? 'and exists (select from inserted)' : ''
@@ -213,8 +232,7 @@ export async function writeChanges(
         update instance_steps s
         set state = v.state, ended_at = coalesce(v.ended_at, s.ended_at), start_at = coalesce(v.start_at, s.start_at),
             note = case when v.set_note then v.note else s.note end, version = s.version + 1
-        from jsonb_to_recordset(${json(plan.steps)}::jsonb)
-          as v(tenant_id uuid, id uuid, state text, ended_at timestamptz, start_at timestamptz, note text, set_note boolean)
+        from ${table(plan.steps, STEP_CHANGES, 'v')}
         where ${byKeysText(statement, 's', plan.steps)} and s.tenant_id = v.tenant_id and s.id = v.id ${gate}
         returning s.*
       )`,
@@ -227,8 +245,7 @@ export async function writeChanges(
         update instance_steps s
         set state = 'due', start_at = v.start_at, started_at = ${statement.value(now)}, assignee_user_id = v.assignee_user_id,
             deadline_at = v.deadline_at, version = s.version + 1
-        from jsonb_to_recordset(${json(plan.starts)}::jsonb)
-          as v(tenant_id uuid, id uuid, start_at timestamptz, assignee_user_id uuid, deadline_at timestamptz)
+        from ${table(plan.starts, STEP_STARTS, 'v')}
         where ${byKeysText(statement, 's', plan.starts)} and s.tenant_id = v.tenant_id and s.id = v.id and s.state = any(${statement.value(plan.fromStates)}::text[]) ${gate}
         returning s.*
       )`,
@@ -241,8 +258,7 @@ export async function writeChanges(
         update process_instances p
         set current_position = coalesce(v.current_position, p.current_position), status = coalesce(v.status, p.status),
             ended_at = coalesce(v.ended_at, p.ended_at), version = p.version + case when v.bump then 1 else 0 end, updated_at = ${statement.value(now)}
-        from jsonb_to_recordset(${json(plan.instances)}::jsonb)
-          as v(tenant_id uuid, id uuid, current_position integer, status text, ended_at timestamptz, bump boolean)
+        from ${table(plan.instances, INSTANCE_CHANGES, 'v')}
         where ${byKeysText(statement, 'p', plan.instances)} and p.tenant_id = v.tenant_id and p.id = v.id ${gate}
         returning p.*
       )`,
@@ -260,8 +276,7 @@ export async function writeChanges(
       cte: `activities as (
         insert into activities (tenant_id, id, kind, message, property_id, address_id, instance_id, step_id, service_id, data, created_at)
         select a.tenant_id, a.id, a.kind, a.message, a.property_id, a.address_id, a.instance_id, a.step_id, a.service_id, coalesce(a.data, '{}'), a.created_at
-        from jsonb_to_recordset(${json(plan.activities)}::jsonb) as a(tenant_id uuid, id uuid, kind text, message text, property_id uuid,
-          address_id uuid, instance_id uuid, step_id uuid, service_id uuid, data jsonb, created_at timestamptz, "ifStarted" uuid)
+        from ${table(plan.activities, ACTIVITIES, 'a')}
         where (a."ifStarted" is null or a."ifStarted" in (${startedSet})) ${gate}
       )`
     })
@@ -271,8 +286,7 @@ export async function writeChanges(
       cte: `deliveries as (
         insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, property_id, address_id, parameters, next_attempt_at)
         select d.tenant_id, d.id, d.service_id, d.source, d.instance_id, d.step_id, d.property_id, d.address_id, d.parameters, d.next_attempt_at
-        from jsonb_to_recordset(${json(plan.deliveries)}::jsonb) as d(tenant_id uuid, id uuid, service_id uuid, source text, instance_id uuid,
-          step_id uuid, property_id uuid, address_id uuid, parameters jsonb, next_attempt_at timestamptz)
+        from ${table(plan.deliveries, DELIVERIES, 'd')}
         where d.step_id in (${startedSet}) ${gate}
         returning *
       )`,
