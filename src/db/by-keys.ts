@@ -36,7 +36,8 @@ export function byKeys(alias: string, rows: { tenant_id: string; id: string }[])
  * without them took `tenant_id = $1 and id = any($2)` (byKeys) for a walk of the tenant's rows once
  * the array held 8 to 100 ids, the fewer the smaller the table (test/db/foreign-key-plans.test.ts).
  * An update cannot look up its own target this way; joined to the rows it writes (`from
- * jsonb_to_recordset(…) v where t.tenant_id = v.tenant_id and t.id = v.id`), byKeys serves it.
+ * ${rowsTable(…)} v where t.tenant_id = v.tenant_id and t.id = v.id`, src/db/json-rows.ts), byKeys
+ * serves it.
  *
  * The keys come as one JSON array, whose rows the planner counts as 100 however many there are, in
  * the plan it keeps for the prepared statement and in one made with the values alike: so after its

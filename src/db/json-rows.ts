@@ -1,7 +1,7 @@
 import { identifier } from './statement.js'
 
 /** A column of rows sent to a statement as JSON: its name (a key of the rows) and its SQL type. */
-export type Column = readonly [name: string, type: string]
+export type Column<Row> = readonly [name: keyof Row & string, type: string]
 
 /**
  * Rows a statement writes or looks up, sent as one JSON array of tuples (each row's values in the
@@ -16,22 +16,22 @@ export type Column = readonly [name: string, type: string]
  * a DO block; docs/performance.md). The planner counts the rows of `jsonb_array_elements` as it
  * counts those of `jsonb_to_recordset` (100, with or without the values), so plans keep their shape.
  */
-export function rowsText<Row extends object>(rows: readonly Row[], columns: readonly Column[]): string {
-  return JSON.stringify(rows.map((row) => columns.map(([name]) => (row as Record<string, unknown>)[name] ?? null)))
+export function rowsText<Row extends object>(rows: readonly Row[], columns: readonly Column<Row>[]): string {
+  return JSON.stringify(rows.map((row) => columns.map(([name]) => row[name] ?? null)))
 }
 
-export function rowsTable(placeholder: string, columns: readonly Column[], alias: string): string {
+export function rowsTable<Row>(placeholder: string, columns: readonly Column<Row>[], alias: string): string {
   return `(select ${tupleValues(columns)} from jsonb_array_elements(${placeholder}::jsonb) e) ${alias}`
 }
 
 /** The select list that names a tuple `e`'s values (rowsTable's), for a statement built otherwise. */
-export function tupleValues(columns: readonly Column[]): string {
+export function tupleValues<Row>(columns: readonly Column<Row>[]): string {
   return columns.map(([name, type], i) => `${valueAt(i, type)} as ${identifier(name)}`).join(', ')
 }
 
 /** The i-th value of a tuple as its type; a JSON null is SQL's null, also for jsonb. */
 function valueAt(i: number, type: string): string {
-  if (type === 'jsonb') return `nullif(e->${i}, 'null'::jsonb)`
-  if (type === 'text') return `(e->>${i})`
-  return `(e->>${i})::${type}`
+  if (type === 'jsonb') return `nullif(e.value->${i}, 'null'::jsonb)`
+  if (type === 'text') return `(e.value->>${i})`
+  return `(e.value->>${i})::${type}`
 }

@@ -91,19 +91,31 @@ export async function lockAndSettle(
   return { instances: new Map(locked.map((r) => [r.id, r])), ids, steps }
 }
 
+/** A delivery's new state as the settling writes it. */
+interface SettledRow {
+  tenant_id: string
+  id: string
+  fence: number
+  status: 'succeeded' | 'pending' | 'failed'
+  status_code: number | null
+  error: string | null
+  next_attempt_at: Date | null
+  finished_at: Date | null
+}
+
 /** The columns of the settlements and of the attempts, as the settling reads them (src/db/json-rows.ts). */
-const SETTLEMENTS: Column[] = [
+const SETTLEMENTS: Column<SettledRow>[] = [
   ['tenant_id', 'uuid'], ['id', 'uuid'], ['fence', 'integer'], ['status', 'text'], ['status_code', 'integer'], ['error', 'text'],
   ['next_attempt_at', 'timestamptz'], ['finished_at', 'timestamptz']
 ]
-const ATTEMPTS: Column[] = [
+const ATTEMPTS: Column<Insertable<DeliveryAttemptsTable>>[] = [
   ['tenant_id', 'uuid'], ['id', 'uuid'], ['delivery_id', 'uuid'], ['round', 'integer'], ['attempt_number', 'integer'], ['started_at', 'timestamptz'],
   ['duration_ms', 'integer'], ['outcome', 'text'], ['status_code', 'integer'], ['error', 'text'], ['response_body', 'text']
 ]
 
 /** Settles the deliveries and logs their attempts, answering the settled ids and the steps (lockAndSettle). */
 function settleStatement(settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date, stepRefs: Ref[]) {
-  const rows = settlements.map(({ delivery, decision, statusCode, error }) => ({
+  const rows = settlements.map(({ delivery, decision, statusCode, error }): SettledRow => ({
     tenant_id: delivery.tenantId,
     id: delivery.id,
     fence: delivery.fence,

@@ -9,15 +9,15 @@ import { createTestDatabase } from '../helpers/database.js'
 const database = await createTestDatabase()
 t.teardown(() => database.drop())
 
-const COLUMNS: Column[] = [
+interface Row { id: string; label: string | null; count: number | null; flag: boolean | null; at: Date | null; data: unknown; camelCase: string | null }
+
+const COLUMNS: Column<Row>[] = [
   ['id', 'uuid'], ['label', 'text'], ['count', 'integer'], ['flag', 'boolean'], ['at', 'timestamptz'], ['data', 'jsonb'], ['camelCase', 'uuid']
 ]
 
-interface Row { id: string; label: string | null; count: number | null; flag: boolean | null; at: Date | null; data: unknown; camelCase: string | null }
-
 async function roundTrip(rows: Partial<Row>[]): Promise<Row[]> {
   const statement = new Statement()
-  const table = rowsTable(statement.value(rowsText(rows, COLUMNS)), COLUMNS, 'v')
+  const table = rowsTable(statement.value(rowsText<Partial<Row>>(rows, COLUMNS)), COLUMNS, 'v')
   const { rows: back } = await statement.run<Row>(database.db, `select v.* from ${table}`)
   return back
 }

@@ -187,18 +187,18 @@ interface Part {
 }
 
 /** The columns of each part's rows, as the statement reads them (src/db/json-rows.ts). */
-const STEP_CHANGES: Column[] = [
+const STEP_CHANGES: Column<StepChange>[] = [
   ['tenant_id', 'uuid'], ['id', 'uuid'], ['state', 'text'], ['ended_at', 'timestamptz'], ['start_at', 'timestamptz'], ['note', 'text'], ['set_note', 'boolean']
 ]
-const STEP_STARTS: Column[] = [['tenant_id', 'uuid'], ['id', 'uuid'], ['start_at', 'timestamptz'], ['assignee_user_id', 'uuid'], ['deadline_at', 'timestamptz']]
-const INSTANCE_CHANGES: Column[] = [
+const STEP_STARTS: Column<StepStartChange>[] = [['tenant_id', 'uuid'], ['id', 'uuid'], ['start_at', 'timestamptz'], ['assignee_user_id', 'uuid'], ['deadline_at', 'timestamptz']]
+const INSTANCE_CHANGES: Column<InstanceChange>[] = [
   ['tenant_id', 'uuid'], ['id', 'uuid'], ['current_position', 'integer'], ['status', 'text'], ['ended_at', 'timestamptz'], ['bump', 'boolean']
 ]
-const ACTIVITIES: Column[] = [
+const ACTIVITIES: Column<PlannedChanges['activities'][number]>[] = [
   ['tenant_id', 'uuid'], ['id', 'uuid'], ['kind', 'text'], ['message', 'text'], ['property_id', 'uuid'], ['address_id', 'uuid'],
   ['instance_id', 'uuid'], ['step_id', 'uuid'], ['service_id', 'uuid'], ['data', 'jsonb'], ['created_at', 'timestamptz'], ['ifStarted', 'uuid']
 ]
-const DELIVERIES: Column[] = [
+const DELIVERIES: Column<PlannedDelivery>[] = [
   ['tenant_id', 'uuid'], ['id', 'uuid'], ['service_id', 'uuid'], ['source', 'text'], ['instance_id', 'uuid'], ['step_id', 'uuid'],
   ['property_id', 'uuid'], ['address_id', 'uuid'], ['parameters', 'jsonb'], ['next_attempt_at', 'timestamptz']
 ]
@@ -217,7 +217,7 @@ export async function writeChanges(
   db: DB, planned: PlannedChanges, now: Date, { answer = true, last = false }: { answer?: boolean; last?: boolean } = {}
 ): Promise<WrittenRows> {
   const statement = new Statement()
-  const table = <Row extends object>(rows: readonly Row[], columns: readonly Column[], alias: string) =>
+  const table = <Row extends object>(rows: readonly Row[], columns: readonly Column<Row>[], alias: string) =>
     rowsTable(statement.value(rowsText(rows, columns)), columns, alias)
   const folded = planned.inserts ? foldIntoInserts(planned, planned.inserts, now) : undefined
   const plan = folded?.rest ?? planned
