@@ -1,3 +1,4 @@
+import { sql } from './kysely.js'
 import { identifier } from './statement.js'
 
 /** A column of rows sent to a statement as JSON: its name (a key of the rows) and its SQL type. */
@@ -9,6 +10,7 @@ export type Column<Row> = readonly [name: keyof Row & string, type: string]
  *
  *   rowsText(rows, columns)                      the JSON, for the statement's placeholder
  *   rowsTable('$1', columns, 'v')                the table, for its FROM
+ *   rowsFrom(rows, columns, 'v')                 both, in a statement of Kysely's `sql` tag
  *
  * The batch statements of the scheduler and the API's writes sent objects and read them with
  * `jsonb_to_recordset`. Without the keys the JSON is about a quarter shorter, and Postgres reads an
@@ -24,8 +26,12 @@ export function rowsTable<Row>(placeholder: string, columns: readonly Column<Row
   return `(select ${tupleValues(columns)} from jsonb_array_elements(${placeholder}::jsonb) e) ${alias}`
 }
 
-/** The select list that names a tuple `e`'s values (rowsTable's), for a statement built otherwise. */
-export function tupleValues<Row>(columns: readonly Column<Row>[]): string {
+export function rowsFrom<Row extends object>(rows: readonly Row[], columns: readonly Column<Row>[], alias: string) {
+  return sql`(select ${sql.raw(tupleValues(columns))} from jsonb_array_elements(${rowsText(rows, columns)}::jsonb) e) ${sql.raw(alias)}`
+}
+
+/** The select list that names a tuple `e`'s values. */
+function tupleValues<Row>(columns: readonly Column<Row>[]): string {
   return columns.map(([name, type], i) => `${valueAt(i, type)} as ${identifier(name)}`).join(', ')
 }
 

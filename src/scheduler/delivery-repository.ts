@@ -5,7 +5,7 @@ import type { ClaimedDelivery } from './claim-deliveries.js'
 import type { Decision } from './retry-policy.js'
 import { byKeys, eachKey } from '../db/by-keys.js'
 import { runTogether } from '../db/statement.js'
-import { rowsText, tupleValues, type Column } from '../db/json-rows.js'
+import { rowsFrom, type Column } from '../db/json-rows.js'
 
 interface Ref {
   tenant_id: string
@@ -130,13 +130,13 @@ function settleStatement(settlements: Settlement[], attempts: Insertable<Deliver
       update deliveries d
       set status = v.status, lease_owner = null, lease_expires_at = null, last_status_code = v.status_code, last_error = v.error,
           next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at), finished_at = v.finished_at
-      from (select ${sql.raw(tupleValues(SETTLEMENTS))} from jsonb_array_elements(${rowsText(rows, SETTLEMENTS)}::jsonb) e) v
+      from ${rowsFrom(rows, SETTLEMENTS, 'v')}
       where ${byKeys('d', rows)} and d.tenant_id = v.tenant_id and d.id = v.id and d.fence = v.fence and d.status = 'running'
       returning d.tenant_id, d.id
     ), logged as (
       insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome, status_code, error, response_body)
       select a.tenant_id, a.id, a.delivery_id, a.round, a.attempt_number, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error, a.response_body
-      from (select ${sql.raw(tupleValues(ATTEMPTS))} from jsonb_array_elements(${rowsText(attempts, ATTEMPTS)}::jsonb) e) a
+      from ${rowsFrom(attempts, ATTEMPTS, 'a')}
       join settled s on s.tenant_id = a.tenant_id and s.id = a.delivery_id
     ), steps as (${stepsAndNext(stepRefs)})
     select n.*, null::uuid as settled_id from steps n
