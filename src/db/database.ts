@@ -119,6 +119,11 @@ export interface ProcessTemplatesTable {
   notify_on_completion: Generated<boolean>
   /** When the template starts itself (migration 0012, src/modules/autostart); null for never. */
   autostart: ColumnType<JsonObject | null, string | null | undefined, string | null>
+  /**
+   * The last local date whose dateReached occasions were all claimed (migration 0019); the chore reads
+   * it as text (autostart/repository.ts). Null until its first pass.
+   */
+  dates_checked_through: ColumnType<Date | null, never, string | null>
   version: Generated<number>
   created_at: CreatedAt
   updated_at: Timestamp

@@ -24,24 +24,34 @@ export async function findAutostartTemplates(db: DB, tenantId: string, record: R
   return rows
 }
 
+/** A dateReached template, with its tenant's local date today and the last date it checked whole (null before its first pass). */
+export type DateTemplate = AutostartTemplate & { today: string; checked_through: string | null }
+
 /** Every tenant's active templates that start when a date is reached, with the tenant's local date today. */
-export async function findDateTemplates(db: DB, now: Date): Promise<(AutostartTemplate & { today: string })[]> {
-  const { rows } = await sql<AutostartTemplate & { today: string }>`
-    select t.tenant_id, t.id, t.name, t.autostart, to_char((${now}::timestamptz at time zone tn.time_zone)::date, 'YYYY-MM-DD') as today
+export async function findDateTemplates(db: DB, now: Date): Promise<DateTemplate[]> {
+  const { rows } = await sql<DateTemplate>`
+    select t.tenant_id, t.id, t.name, t.autostart, to_char((${now}::timestamptz at time zone tn.time_zone)::date, 'YYYY-MM-DD') as today,
+      to_char(t.dates_checked_through, 'YYYY-MM-DD') as checked_through
     from process_templates t join tenants tn on tn.id = t.tenant_id
     where t.active and t.autostart is not null and t.autostart->>'on' = 'dateReached'
     order by t.tenant_id, t.id`.execute(db)
   return rows
 }
 
+/** Where a date is looked for: the template, its kind of record and date field, the record date, and whether the year counts. */
+export interface DateSearch {
+  template: AutostartTemplate
+  record: RecordKindName
+  field: string
+  target: string
+  ignoreYear: boolean
+}
+
 /**
- * Records whose date field falls on `target` (or, ignoring the year, on its day and month; 29 February
- * on 28 February of other years) and that have no run of this template for it yet, locked against
- * deletion (records another transaction writes are skipped and found again on the next pass).
+ * The records whose date field falls on the search's target (or, ignoring the year, on its day and
+ * month; 29 February on 28 February of other years) and that have no run of this template for it yet.
  */
-export async function lockDateCandidates(
-  db: DB, template: AutostartTemplate, record: RecordKindName, field: string, target: string, ignoreYear: boolean, limit: number
-): Promise<{ id: string; maintainer_user_id: string | null }[]> {
+function dateCandidates({ template, record, field, target, ignoreYear }: DateSearch) {
   const value = sql`(r.fields->>${field}::text)`
   const day = sql`${target}::text`
   const match = ignoreYear
@@ -50,15 +60,35 @@ export async function lockDateCandidates(
           or (substr(${day}, 6, 5) = '02-28' and substr(${value}, 6, 5) = '02-29'
             and extract(day from (make_date(substr(${day}, 1, 4)::int, 3, 1) - 1)) = 28))`
     : sql`jsonb_typeof(r.fields->${field}::text) = 'string' and substr(${value}, 1, 10) = ${day}`
-  const { rows } = await sql<{ id: string; maintainer_user_id: string | null }>`
-    select r.id, r.maintainer_user_id from ${sql.table(RECORD_TABLE[record])} r
+  return sql`from ${sql.table(RECORD_TABLE[record])} r
     where r.tenant_id = ${template.tenant_id} and ${match}
       and not exists (select 1 from autostart_runs a where a.tenant_id = r.tenant_id and a.template_id = ${template.id}
-        and a.record_kind = ${record} and a.record_id = r.id and a.occurrence = ${`date:${target}`})
+        and a.record_kind = ${record} and a.record_id = r.id and a.occurrence = ${`date:${target}`})`
+}
+
+/**
+ * The search's candidates (dateCandidates), locked against deletion; records another transaction
+ * writes are skipped and found again on the next pass.
+ */
+export async function lockDateCandidates(db: DB, search: DateSearch, limit: number): Promise<{ id: string; maintainer_user_id: string | null }[]> {
+  const { rows } = await sql<{ id: string; maintainer_user_id: string | null }>`
+    select r.id, r.maintainer_user_id ${dateCandidates(search)}
     order by r.id
     limit ${limit}
     for key share of r skip locked`.execute(db)
   return rows
+}
+
+/** Whether the search has a candidate left: one beyond a pass's limit, or one a write held when it was passed by. */
+export async function anyDateCandidateLeft(db: DB, search: DateSearch): Promise<boolean> {
+  const { rows } = await sql<{ left: boolean }>`select exists (select 1 ${dateCandidates(search)}) as left`.execute(db)
+  return rows[0]?.left === true
+}
+
+/** Records that the template has checked every date up to this one; never moves it back (another worker may be ahead). */
+export async function markDatesChecked(db: DB, template: AutostartTemplate, through: string): Promise<void> {
+  await sql`update process_templates set dates_checked_through = greatest(dates_checked_through, ${through}::date)
+    where tenant_id = ${template.tenant_id} and id = ${template.id}`.execute(db)
 }
 
 /** Claims the run of this template for this record and occurrence; undefined when another write, worker or retry has it. */

@@ -60,29 +60,59 @@ export function matches(filter: Autostart['filter'], value: unknown): boolean {
   return 'eq' in filter ? same(filter.eq) : filter.in.some(same)
 }
 
+/** How many days before today the date chore still checks when workers did not run on them (docs/architecture.md, Autostart). */
+export const DATE_CATCH_UP_DAYS = 31
+
 /**
  * The daily chore: for each active dateReached template, the records whose date field is daysOffset
- * days before today in the tenant's time zone (or its day and month, with ignoreYear) start a process,
- * once per date (occurrence `date:<the record's date this year>`). Each template in a transaction of
- * its own; returns how many runs it claimed.
+ * days before the day checked, in the tenant's time zone (or its day and month, with ignoreYear),
+ * start a process, once per date (occurrence `date:<the record's date that year>`). The days checked
+ * are today and those after the last day the template checked whole (at most DATE_CATCH_UP_DAYS
+ * back): a day on which no worker ran is caught up, and each day is checked once more on the next day
+ * (for records written after its last pass). Each day of a template in a transaction of its own, at
+ * most `limit` runs a template a pass; returns how many runs it claimed.
  */
 export async function autostartOnDates(db: DB, now: Date, limit: number): Promise<number> {
   let claimed = 0
   for (const template of await repo.findDateTemplates(db, now)) {
     const autostart = autostartOf(template.autostart)!
-    const target = addDays(template.today, -(autostart.daysOffset ?? 0))
-    claimed += await db.transaction().execute(async (trx) => {
-      const records = await repo.lockDateCandidates(trx, template, autostart.record, autostart.field ?? '', target, autostart.ignoreYear === true, limit)
-      let count = 0
-      const when = autostart.ignoreYear ? `${target.slice(5)} (every year)` : target
-      for (const record of records) {
-        const says = `as the ${autostart.record}'s ${autostart.field} ${when} is ${describeOffset(autostart.daysOffset ?? 0)}`
-        if (await run(trx, now, template, autostart, autostart.record, record, `date:${target}`, says)) count += 1
+    const { today } = template
+    // Days earlier than DATE_CATCH_UP_DAYS before today are given up.
+    const earliest = addDays(today, -DATE_CATCH_UP_DAYS - 1)
+    const checked = template.checked_through ?? addDays(today, -1)
+    let through = checked < earliest ? earliest : checked
+    let budget = limit
+    for (const day of daysAfter(through, today)) {
+      if (budget <= 0) break
+      const search: repo.DateSearch = {
+        template, record: autostart.record, field: autostart.field ?? '', target: addDays(day, -(autostart.daysOffset ?? 0)), ignoreYear: autostart.ignoreYear === true
       }
-      return count
-    })
+      const { count, whole } = await db.transaction().execute(async (trx) => {
+        const records = await repo.lockDateCandidates(trx, search, budget)
+        let count = 0
+        const when = search.ignoreYear ? `${search.target.slice(5)} (every year)` : search.target
+        const late = day === today ? '' : ` on ${day} (checked late)`
+        for (const record of records) {
+          const says = `as the ${search.record}'s ${search.field} ${when} is ${describeOffset(autostart.daysOffset ?? 0)}${late}`
+          if (await run(trx, now, template, autostart, search.record, record, `date:${search.target}`, says)) count += 1
+        }
+        // Today is never whole: records may still be written with today's date.
+        return { count, whole: day < today && !(await repo.anyDateCandidateLeft(trx, search)) }
+      })
+      claimed += count
+      budget -= count
+      if (whole && through === addDays(day, -1)) through = day
+    }
+    if (through !== template.checked_through) await repo.markDatesChecked(db, template, through)
   }
   return claimed
+}
+
+/** The dates after `through` up to today; today alone when `through` is today or later (a clock set back, a tenant's zone moved west). */
+export function daysAfter(through: string, today: string): string[] {
+  const days: string[] = []
+  for (let day = addDays(through, 1); day <= today; day = addDays(day, 1)) days.push(day)
+  return days.length > 0 ? days : [today]
 }
 
 function describeOffset(days: number): string {

@@ -1,4 +1,4 @@
-import type { Insertable } from '../../../db/kysely.js'
+import { sql, type Insertable, type RawBuilder } from '../../../db/kysely.js'
 import type { DB } from '../../../db/connect.js'
 import type { ProcessTemplatesTable } from '../../../db/database.js'
 import { escapeLike } from '../../../db/escape-like.js'
@@ -11,7 +11,16 @@ export interface TemplateChanges {
   controller_user_id?: string | null | undefined
   notify_on_completion?: boolean | undefined
   autostart?: string | null | undefined
+  dates_checked_through?: RawBuilder<string> | undefined
   updated_at: Date
+}
+
+/**
+ * The tenant's local date the day before `now`: a template's dateReached autostart that starts
+ * watching now checks today and the days after, never the days before (autostart/service.ts).
+ */
+export function dayBeforeIn(tenantId: string, now: Date): RawBuilder<string> {
+  return sql<string>`(select ((${now}::timestamptz at time zone tn.time_zone)::date - 1) from tenants tn where tn.id = ${tenantId})`
 }
 
 export function findTemplate(db: DB, tenantId: string, id: string) {

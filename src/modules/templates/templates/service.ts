@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util'
 import type { Clock } from '../../../adapters/clock.js'
 import type { DB } from '../../../db/connect.js'
 import { conflict, notFound, unprocessable } from '../../../errors.js'
@@ -71,6 +72,9 @@ export async function updateTemplate(
       const templateSteps = await steps.listSteps(trx, tenantId, id)
       rejectIfInvalid('The template cannot be activated', await activationErrors(trx, tenantId, templateSteps))
     }
+    // An autostart that starts watching (activated, or changed) begins with today's dates, not the days it missed.
+    const watchesAnew = (input.active === true && !current.active)
+      || (input.autostart !== undefined && !isDeepStrictEqual(input.autostart, current.autostart))
     await repo.updateTemplate(trx, tenantId, id, {
       name: input.name,
       description: input.description,
@@ -78,6 +82,7 @@ export async function updateTemplate(
       controller_user_id: input.controllerUserId,
       notify_on_completion: input.notifyOnCompletion,
       autostart: autostartColumn(input.autostart),
+      dates_checked_through: watchesAnew ? repo.dayBeforeIn(tenantId, clock.now()) : undefined,
       updated_at: clock.now()
     })
     return loadTemplate(trx, tenantId, id)
