@@ -121,7 +121,7 @@ export interface ProcessTemplatesTable {
   autostart: ColumnType<JsonObject | null, string | null | undefined, string | null>
   /**
    * The last local date whose dateReached occasions were all claimed (migration 0019); the chore reads
-   * it as text (autostart/repository.ts). Null until its first pass.
+   * it as text (autostart/repository.ts). Null on a template of before 0019 until the chore's first pass.
    */
   dates_checked_through: ColumnType<Date | null, never, string | null>
   version: Generated<number>

@@ -234,7 +234,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
     const automaticSteps = await chore('runAutomaticSteps', () => runAutomaticSteps(db, now, settings.batchSize, onError))
       + await chore('endFollowUps', () => endFollowUps(db, now, settings.batchSize))
-    const autostarts = now.getTime() < nextDateCheckAt ? 0 : await chore('autostartOnDates', () => autostartOnDates(db, now, settings.batchSize))
+    const autostarts = now.getTime() < nextDateCheckAt ? 0 : await chore('autostartOnDates', () => autostartOnDates(db, now, settings.batchSize, onError))
     // Dates are checked every DATE_CHECK_EVERY_MS (each date starts once, whichever pass finds it), and again at once while they start processes.
     if (now.getTime() >= nextDateCheckAt) nextDateCheckAt = autostarts > 0 ? 0 : now.getTime() + DATE_CHECK_EVERY_MS
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))

@@ -13,63 +13,72 @@ t.test('the days a pass checks', async (t) => {
   t.same(daysAfter('2028-02-28', '2028-03-01'), ['2028-02-29', '2028-03-01'], 'a leap day')
   t.same(daysAfter('2029-12-31', '2030-01-01'), ['2030-01-01'], 'across the new year')
   t.same(daysAfter('2029-03-01', '2029-03-01'), ['2029-03-01'], 'checked through today: today again')
-  t.same(daysAfter('2029-03-05', '2029-03-01'), ['2029-03-01'], 'a clock set back: today alone')
+  t.same(daysAfter('2029-03-05', '2029-03-01'), ['2029-03-01'], 'a date ahead of today: today alone')
 })
 
 t.test('dateReached catches up missed days', async (t) => {
   const rt = await setupRuntime(t)
   const api = rt.api
+  // A chore that fails is logged and counted as nothing started: each pass checks that none did.
+  const failures: unknown[] = []
+  const log = { info() {}, warn() {}, error: (fields: unknown) => { failures.push(fields) } }
+  const onError = (error: unknown) => { failures.push(error) }
+  t.afterEach(() => { t.same(failures, [], 'no chore failed') })
   // Every pass in a scheduler of its own: a worker checks dates at most every ten minutes.
-  const pass = async (at: string, settings: { batchSize?: number } = {}) => {
+  const pass = async (at: string) => {
     rt.clock.set(at)
-    return (await rt.newScheduler(settings).runOnce()).autostarts
+    return (await rt.newScheduler({}, log).runOnce()).autostarts
   }
-  const newAddress = async (handoverOn: string) =>
-    (await api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn } })).data.id as string
-  const startedFor = async (templateId: string) => {
+  const newAddress = async (fields: Record<string, unknown>) =>
+    (await api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields })).data.id as string
+  const handoverOn = (date: string) => newAddress({ handoverOn: date })
+  const runsOf = async (templateId: string) => {
     const runs = (await api.get(`/v1/process-templates/${templateId}/autostart-runs?limit=200`)).data.items as { recordId: string; occurrence: string; outcome: string }[]
     return new Map(runs.map((r) => [r.recordId, r]))
   }
   const checkedThrough = async (templateId: string) => (await sql<{ d: string | null }>`
     select to_char(dates_checked_through, 'YYYY-MM-DD') as d from process_templates where id = ${templateId}`.execute(rt.db)).rows[0]?.d
-
-  rt.clock.set('2029-05-10T06:00:00Z') // 08:00 in Berlin
-  const created = await api.post('/v1/process-templates', {
-    name: 'Handover', controllerUserId: rt.controller.id,
-    autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
-  })
-  const templateId = created.data.id as string
-  await api.post(`/v1/process-templates/${templateId}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
-  const activate = async (active: boolean) => {
-    const response = await api.patch(`/v1/process-templates/${templateId}`, { active })
+  const setCheckedThrough = (templateId: string, date: string | null) =>
+    sql`update process_templates set dates_checked_through = ${date}::date where id = ${templateId}`.execute(rt.db)
+  const newTemplate = async (name: string, autostart: Record<string, unknown>) => {
+    const created = await api.post('/v1/process-templates', { name, controllerUserId: rt.controller.id, autostart })
+    await api.post(`/v1/process-templates/${created.data.id}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
+    return created.data.id as string
+  }
+  const patch = async (templateId: string, body: Record<string, unknown>) => {
+    const response = await api.patch(`/v1/process-templates/${templateId}`, body)
     t.equal(response.statusCode, 200, response.body)
   }
-  await activate(true)
+
+  rt.clock.set('2029-05-10T06:00:00Z') // 08:00 in Berlin
+  const templateId = await newTemplate('Handover', { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' })
+  await patch(templateId, { active: true })
   t.equal(await checkedThrough(templateId), '2029-05-09', 'a template activated today watches from today')
 
-  const before = await newAddress('2029-05-09')
-  const today = await newAddress('2029-05-10')
-  const missed = [await newAddress('2029-05-11'), await newAddress('2029-05-12')]
-  const later = await newAddress('2029-05-13')
+  const before = await handoverOn('2029-05-09')
+  const today = await handoverOn('2029-05-10')
+  const missed = [await handoverOn('2029-05-11'), await handoverOn('2029-05-12')]
+  const later = await handoverOn('2029-05-13')
 
   await t.test('a template starts nothing for the days before it watched them', async (t) => {
     t.equal(await pass('2029-05-10T08:00:00Z'), 1)
-    const runs = await startedFor(templateId)
+    const runs = await runsOf(templateId)
     t.match(runs.get(today), { occurrence: 'date:2029-05-10', outcome: 'started' })
     t.notOk(runs.has(before), 'yesterday\'s date, before the activation')
   })
 
   await t.test('days on which no worker ran start late, each record once, saying so', async (t) => {
-    // No worker on 11 and 12 May; one runs again on the 13th.
-    const [a, b] = await Promise.all([pass('2029-05-13T05:00:00Z'), rt.newScheduler().runOnce()])
+    // No worker on 11 and 12 May; two run again on the 13th.
+    const [a, b] = await Promise.all([pass('2029-05-13T05:00:00Z'), rt.newScheduler({}, log).runOnce()])
     t.equal(a + b.autostarts, 3, 'two missed days and today, started once across two workers')
-    const runs = await startedFor(templateId)
+    const runs = await runsOf(templateId)
     t.match(runs.get(missed[0]!), { occurrence: 'date:2029-05-11', outcome: 'started' })
     t.match(runs.get(missed[1]!), { occurrence: 'date:2029-05-12', outcome: 'started' })
     t.match(runs.get(later), { occurrence: 'date:2029-05-13', outcome: 'started' })
     t.equal(runs.size, 4)
-    const log = (await api.get(`/v1/addresses/${missed[0]}/activities`)).data.items as { kind: string; message: string }[]
-    t.ok(log.some((a) => a.kind === 'processStarted' && /handoverOn 2029-05-11 is today on 2029-05-11 \(checked late\)/.test(a.message)), JSON.stringify(log))
+    const activities = (await api.get(`/v1/addresses/${missed[0]}/activities`)).data.items as { kind: string; message: string }[]
+    t.ok(activities.some((a) => a.kind === 'processStarted'
+      && a.message.includes('as the address\'s handoverOn 2029-05-11 was reached on 2029-05-11 (checked late, on 2029-05-13)')), JSON.stringify(activities))
     t.equal(await checkedThrough(templateId), '2029-05-12', 'whole through yesterday')
     t.equal(await pass('2029-05-13T06:00:00Z'), 0, 'a later pass the same day starts nothing again')
   })
@@ -77,47 +86,51 @@ t.test('dateReached catches up missed days', async (t) => {
   await t.test('a record written after its day\'s last pass starts the next day', async (t) => {
     t.equal(await pass('2029-05-13T21:50:00Z'), 0) // 23:50 in Berlin: the day's last pass
     rt.clock.set('2029-05-13T21:55:00Z')
-    const lateEntry = await newAddress('2029-05-13')
+    const lateEntry = await handoverOn('2029-05-13')
     t.equal(await pass('2029-05-14T04:00:00Z'), 1)
-    t.match((await startedFor(templateId)).get(lateEntry), { occurrence: 'date:2029-05-13', outcome: 'started' })
+    t.match((await runsOf(templateId)).get(lateEntry), { occurrence: 'date:2029-05-13', outcome: 'started' })
     t.equal(await checkedThrough(templateId), '2029-05-13')
   })
 
   await t.test('the days a template was inactive are not caught up', async (t) => {
     rt.clock.set('2029-05-14T10:00:00Z')
-    await activate(false)
-    const whileOff = await newAddress('2029-05-17')
+    await patch(templateId, { active: false })
+    const whileOff = await handoverOn('2029-05-17')
     rt.clock.set('2029-05-20T10:00:00Z')
-    await activate(true)
+    await patch(templateId, { active: true })
     t.equal(await checkedThrough(templateId), '2029-05-19')
     t.equal(await pass('2029-05-20T11:00:00Z'), 0)
     t.equal(await pass('2029-05-21T11:00:00Z'), 0)
-    t.notOk((await startedFor(templateId)).has(whileOff))
-    // A change of the autostart starts watching anew, too.
-    const changed = await api.patch(`/v1/process-templates/${templateId}`,
-      { autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', daysOffset: 0, responsible: { user: rt.worker.id } } })
-    t.equal(changed.statusCode, 200, changed.body)
-    t.equal(await checkedThrough(templateId), '2029-05-20')
-    const same = await api.patch(`/v1/process-templates/${templateId}`,
-      { name: 'Handover', autostart: { responsible: { user: rt.worker.id }, daysOffset: 0, field: 'handoverOn', record: 'address', on: 'dateReached' } })
-    t.equal(same.statusCode, 200, same.body)
-    t.equal(await checkedThrough(templateId), '2029-05-20', 'the same setting again changes nothing')
+    t.notOk((await runsOf(templateId)).has(whileOff))
+  })
+
+  await t.test('watching other dates starts anew; another responsible user does not', async (t) => {
+    await setCheckedThrough(templateId, '2029-05-15')
+    await patch(templateId, { autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', daysOffset: 0, responsible: { user: rt.worker.id } } })
+    t.equal(await checkedThrough(templateId), '2029-05-15', 'the same dates, the offset written out, another responsible user')
+    await patch(templateId, { name: 'Handover', autostart: { responsible: 'maintainer', ignoreYear: false, field: 'handoverOn', record: 'address', on: 'dateReached' } })
+    t.equal(await checkedThrough(templateId), '2029-05-15', 'the same setting in another order')
+    await patch(templateId, { autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', daysOffset: -1, responsible: 'maintainer' } })
+    t.equal(await checkedThrough(templateId), '2029-05-20', 'another offset')
+    await setCheckedThrough(templateId, '2029-05-15')
+    await patch(templateId, { autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' } })
+    t.equal(await checkedThrough(templateId), '2029-05-20', 'and back')
   })
 
   await t.test(`at most ${DATE_CATCH_UP_DAYS} days back`, async (t) => {
     t.equal(await pass('2029-05-21T12:00:00Z'), 0)
-    const tooOld = await newAddress('2029-06-01')
-    const recent = await newAddress('2029-06-10')
-    t.equal(await pass('2029-07-11T10:00:00Z'), 1) // 31 days after 10 June, 41 after 1 June
-    const runs = await startedFor(templateId)
-    t.ok(runs.has(recent))
+    const tooOld = await handoverOn('2029-06-09')
+    const oldest = await handoverOn('2029-06-10')
+    t.equal(await pass('2029-07-11T10:00:00Z'), 1) // 31 days after 10 June, 32 after the 9th
+    const runs = await runsOf(templateId)
+    t.ok(runs.has(oldest))
     t.notOk(runs.has(tooOld), 'given up')
     t.equal(await checkedThrough(templateId), '2029-07-10')
   })
 
   await t.test('a missed day with a record a write holds is checked again until it is started', async (t) => {
-    const held = await newAddress('2029-07-12')
-    const free = await newAddress('2029-07-13')
+    const held = await handoverOn('2029-07-12')
+    const free = await handoverOn('2029-07-13')
     let release: () => void = () => {}
     const releasing = new Promise<void>((resolve) => (release = resolve))
     let locked: () => void = () => {}
@@ -133,22 +146,92 @@ t.test('dateReached catches up missed days', async (t) => {
     release()
     await writer
     t.equal(await pass('2029-07-14T10:20:00Z'), 1)
-    const runs = await startedFor(templateId)
+    const runs = await runsOf(templateId)
     t.match(runs.get(held), { occurrence: 'date:2029-07-12', outcome: 'started' })
     t.ok(runs.has(free))
     t.equal(await checkedThrough(templateId), '2029-07-13')
   })
 
   await t.test('a pass claims at most its batch; the next pass goes on where it stopped', async (t) => {
-    const ids = [await newAddress('2029-07-15'), await newAddress('2029-07-15'), await newAddress('2029-07-16'), await newAddress('2029-07-17')]
+    const ids = [await handoverOn('2029-07-15'), await handoverOn('2029-07-15'), await handoverOn('2029-07-16'), await handoverOn('2029-07-17')]
     rt.clock.set('2029-07-18T10:00:00Z')
     // The chore alone: a scheduler's pass runs it again at once while it claims.
-    t.equal(await autostartOnDates(rt.db, rt.clock.now(), 2), 2)
+    t.equal(await autostartOnDates(rt.db, rt.clock.now(), 2, onError), 2)
     t.equal(await checkedThrough(templateId), '2029-07-15')
-    t.equal(await autostartOnDates(rt.db, rt.clock.now(), 2), 2)
+    t.equal(await autostartOnDates(rt.db, rt.clock.now(), 2, onError), 2)
     t.equal(await checkedThrough(templateId), '2029-07-17')
-    t.equal(await autostartOnDates(rt.db, rt.clock.now(), 2), 0)
-    const runs = await startedFor(templateId)
+    t.equal(await autostartOnDates(rt.db, rt.clock.now(), 2, onError), 0)
+    const runs = await runsOf(templateId)
     t.same(ids.map((id) => runs.get(id)?.outcome), ['started', 'started', 'started', 'started'])
+  })
+
+  await t.test('a date ahead of today, from a worker whose clock ran ahead, is checked again from yesterday', async (t) => {
+    t.equal(await autostartOnDates(rt.db, new Date('2029-07-25T10:00:00Z'), 100, onError), 0)
+    t.equal(await checkedThrough(templateId), '2029-07-24')
+    const missedDay = await handoverOn('2029-07-19')
+    t.equal(await pass('2029-07-19T10:00:00Z'), 1, 'today is checked')
+    t.equal(await checkedThrough(templateId), '2029-07-18')
+    const nextMissed = await handoverOn('2029-07-20')
+    t.equal(await pass('2029-07-22T10:00:00Z'), 1)
+    const runs = await runsOf(templateId)
+    t.ok(runs.has(missedDay))
+    t.match(runs.get(nextMissed), { occurrence: 'date:2029-07-20', outcome: 'started' })
+    t.equal(await checkedThrough(templateId), '2029-07-21')
+  })
+
+  await t.test('a change of the template during a pass: the pass waits for it and leaves its dates to the next pass', async (t) => {
+    const keysOn = await newAddress({ keysOn: '2029-07-22' })
+    // The template changes to watch keysOn, committed only once the pass of the next day waits for it.
+    let commit: () => void = () => {}
+    const committing = new Promise<void>((resolve) => (commit = resolve))
+    let changed: () => void = () => {}
+    const isChanged = new Promise<void>((resolve) => (changed = resolve))
+    const change = rt.db.transaction().execute(async (trx) => {
+      await sql`select 1 from process_templates where id = ${templateId} for update`.execute(trx)
+      await sql`update process_templates set version = version + 1, dates_checked_through = '2029-07-21',
+        autostart = ${JSON.stringify({ on: 'dateReached', record: 'address', field: 'keysOn', responsible: 'maintainer' })}::jsonb
+        where id = ${templateId}`.execute(trx)
+      changed()
+      await committing
+    })
+    await isChanged
+    const racing = autostartOnDates(rt.db, new Date('2029-07-22T22:01:00Z'), 100, onError) // 00:01 on 23 July in Berlin
+    for (let waited = 0; ; waited += 1) {
+      const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+        where datname = current_database() and wait_event_type = 'Lock'`.execute(rt.db)
+      if (rows[0]!.n > 0) break
+      if (waited > 500) throw new Error('the pass never waited for the change')
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    commit()
+    await change
+    t.equal(await racing, 0, 'nothing started with the old setting')
+    t.equal(await checkedThrough(templateId), '2029-07-21', 'the change\'s date stands')
+    t.equal(await autostartOnDates(rt.db, new Date('2029-07-22T22:11:00Z'), 100, onError), 1, 'the next pass checks the 22nd with the new setting')
+    t.match((await runsOf(templateId)).get(keysOn), { occurrence: 'date:2029-07-22', outcome: 'started' })
+  })
+
+  await t.test('a template from before the upgrade begins with yesterday; ignoreYear and an offset catch up too', async (t) => {
+    rt.clock.set('2029-11-30T10:00:00Z')
+    const birthdays = await newTemplate('Birthday', { on: 'dateReached', record: 'address', field: 'birthday', ignoreYear: true, daysOffset: -2, responsible: 'maintainer' })
+    await patch(birthdays, { active: true })
+    await setCheckedThrough(birthdays, null)
+    const early = await newAddress({ birthday: '1980-12-01' }) // two days from 29 November: before the upgrade's yesterday
+    const leap = await newAddress({ birthday: '1984-02-29' })
+    const lateOnes = [await newAddress({ birthday: '1990-12-03' }), await newAddress({ birthday: '1975-12-04' })]
+    t.equal(await pass('2029-11-30T11:00:00Z'), 0)
+    t.equal(await checkedThrough(birthdays), '2029-11-29')
+    t.equal(await pass('2029-12-02T11:00:00Z'), 2, 'the 1st, missed, and the 2nd')
+    let runs = await runsOf(birthdays)
+    t.notOk(runs.has(early))
+    t.match(runs.get(lateOnes[0]!), { occurrence: 'date:2029-12-03' })
+    t.match(runs.get(lateOnes[1]!), { occurrence: 'date:2029-12-04' })
+    const activities = (await api.get(`/v1/addresses/${lateOnes[0]}/activities`)).data.items as { message: string }[]
+    t.ok(activities.some((a) => a.message.includes('birthday 12-03 (every year) was 2 day(s) away on 2029-12-01 (checked late, on 2029-12-02)')),
+      JSON.stringify(activities))
+    // 29 February falls on the 28th in a common year: a missed 26 February starts it.
+    t.equal(await pass('2030-02-27T11:00:00Z'), 1)
+    runs = await runsOf(birthdays)
+    t.match(runs.get(leap), { occurrence: 'date:2030-02-28', outcome: 'started' })
   })
 })

@@ -24,13 +24,16 @@ export async function findAutostartTemplates(db: DB, tenantId: string, record: R
   return rows
 }
 
-/** A dateReached template, with its tenant's local date today and the last date it checked whole (null before its first pass). */
-export type DateTemplate = AutostartTemplate & { today: string; checked_through: string | null }
+/**
+ * A dateReached template at the version read, with its tenant's local date today and the last date it
+ * checked whole (null before the chore's first pass after migration 0019).
+ */
+export type DateTemplate = AutostartTemplate & { version: number; today: string; checked_through: string | null }
 
 /** Every tenant's active templates that start when a date is reached, with the tenant's local date today. */
 export async function findDateTemplates(db: DB, now: Date): Promise<DateTemplate[]> {
   const { rows } = await sql<DateTemplate>`
-    select t.tenant_id, t.id, t.name, t.autostart, to_char((${now}::timestamptz at time zone tn.time_zone)::date, 'YYYY-MM-DD') as today,
+    select t.tenant_id, t.id, t.name, t.autostart, t.version, to_char((${now}::timestamptz at time zone tn.time_zone)::date, 'YYYY-MM-DD') as today,
       to_char(t.dates_checked_through, 'YYYY-MM-DD') as checked_through
     from process_templates t join tenants tn on tn.id = t.tenant_id
     where t.active and t.autostart is not null and t.autostart->>'on' = 'dateReached'
@@ -85,10 +88,26 @@ export async function anyDateCandidateLeft(db: DB, search: DateSearch): Promise<
   return rows[0]?.left === true
 }
 
-/** Records that the template has checked every date up to this one; never moves it back (another worker may be ahead). */
-export async function markDatesChecked(db: DB, template: AutostartTemplate, through: string): Promise<void> {
-  await sql`update process_templates set dates_checked_through = greatest(dates_checked_through, ${through}::date)
-    where tenant_id = ${template.tenant_id} and id = ${template.id}`.execute(db)
+/**
+ * Whether the template is still at the version the pass read, locked against changes until the
+ * transaction ends (a change in progress is waited for): a pass never claims runs with settings the
+ * template no longer has.
+ */
+export async function lockDateTemplate(db: DB, template: DateTemplate): Promise<boolean> {
+  const { rows } = await sql<{ version: number }>`select version from process_templates
+    where tenant_id = ${template.tenant_id} and id = ${template.id} for key share`.execute(db)
+  return rows[0]?.version === template.version
+}
+
+/**
+ * Records that the template has checked every date through this one, if it is still at the version
+ * the pass read and no other pass moved the date meanwhile (a change of the template sets it anew;
+ * another worker's pass may have gone further).
+ */
+export async function markDatesChecked(db: DB, template: DateTemplate, through: string): Promise<void> {
+  await sql`update process_templates set dates_checked_through = ${through}::date
+    where tenant_id = ${template.tenant_id} and id = ${template.id} and version = ${template.version}
+      and dates_checked_through is not distinct from ${template.checked_through}::date`.execute(db)
 }
 
 /** Claims the run of this template for this record and occurrence; undefined when another write, worker or retry has it. */

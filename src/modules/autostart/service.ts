@@ -67,45 +67,65 @@ export const DATE_CATCH_UP_DAYS = 31
  * The daily chore: for each active dateReached template, the records whose date field is daysOffset
  * days before the day checked, in the tenant's time zone (or its day and month, with ignoreYear),
  * start a process, once per date (occurrence `date:<the record's date that year>`). The days checked
- * are today and those after the last day the template checked whole (at most DATE_CATCH_UP_DAYS
- * back): a day on which no worker ran is caught up, and each day is checked once more on the next day
- * (for records written after its last pass). Each day of a template in a transaction of its own, at
- * most `limit` runs a template a pass; returns how many runs it claimed.
+ * are those after the last day the template checked whole (at most DATE_CATCH_UP_DAYS back) through
+ * today: a day on which no worker ran is caught up, and each day is checked once more on the next day,
+ * for records written after its last pass. At most `limit` runs a template a pass; a template that
+ * fails is reported to `onError` and the others go on. Returns how many runs it claimed.
  */
-export async function autostartOnDates(db: DB, now: Date, limit: number): Promise<number> {
+export async function autostartOnDates(db: DB, now: Date, limit: number, onError: (error: unknown, templateId: string) => void): Promise<number> {
   let claimed = 0
   for (const template of await repo.findDateTemplates(db, now)) {
-    const autostart = autostartOf(template.autostart)!
-    const { today } = template
-    // Days earlier than DATE_CATCH_UP_DAYS before today are given up.
-    const earliest = addDays(today, -DATE_CATCH_UP_DAYS - 1)
-    const checked = template.checked_through ?? addDays(today, -1)
-    let through = checked < earliest ? earliest : checked
-    let budget = limit
-    for (const day of daysAfter(through, today)) {
-      if (budget <= 0) break
-      const search: repo.DateSearch = {
-        template, record: autostart.record, field: autostart.field ?? '', target: addDays(day, -(autostart.daysOffset ?? 0)), ignoreYear: autostart.ignoreYear === true
-      }
-      const { count, whole } = await db.transaction().execute(async (trx) => {
-        const records = await repo.lockDateCandidates(trx, search, budget)
-        let count = 0
-        const when = search.ignoreYear ? `${search.target.slice(5)} (every year)` : search.target
-        const late = day === today ? '' : ` on ${day} (checked late)`
-        for (const record of records) {
-          const says = `as the ${search.record}'s ${search.field} ${when} is ${describeOffset(autostart.daysOffset ?? 0)}${late}`
-          if (await run(trx, now, template, autostart, search.record, record, `date:${search.target}`, says)) count += 1
-        }
-        // Today is never whole: records may still be written with today's date.
-        return { count, whole: day < today && !(await repo.anyDateCandidateLeft(trx, search)) }
-      })
-      claimed += count
-      budget -= count
-      if (whole && through === addDays(day, -1)) through = day
+    try {
+      claimed += await checkDates(db, now, template, limit)
+    } catch (error) {
+      onError(error, template.id)
     }
-    if (through !== template.checked_through) await repo.markDatesChecked(db, template, through)
   }
   return claimed
+}
+
+/** One template's pass of autostartOnDates: each day in a transaction of its own, the template locked at the version read. */
+async function checkDates(db: DB, now: Date, template: repo.DateTemplate, limit: number): Promise<number> {
+  const autostart = autostartOf(template.autostart)!
+  const { today, checked_through: stored } = template
+  const yesterday = addDays(today, -1)
+  // A date from today on was written by a worker whose clock ran ahead, or before the tenant's time zone moved west.
+  const checked = stored === null || stored >= today ? yesterday : stored
+  // Days earlier than DATE_CATCH_UP_DAYS before today are given up.
+  const earliest = addDays(today, -DATE_CATCH_UP_DAYS - 1)
+  let through = checked < earliest ? earliest : checked
+  let claimed = 0
+  for (const day of daysAfter(through, today)) {
+    if (claimed >= limit) break
+    const search: repo.DateSearch = {
+      template, record: autostart.record, field: autostart.field ?? '', target: addDays(day, -(autostart.daysOffset ?? 0)), ignoreYear: autostart.ignoreYear === true
+    }
+    const outcome = await db.transaction().execute(async (trx) => {
+      // A template changed since it was read is checked on the next pass, with its new settings.
+      if (!(await repo.lockDateTemplate(trx, template))) return undefined
+      const records = await repo.lockDateCandidates(trx, search, limit - claimed)
+      let count = 0
+      for (const record of records) {
+        if (await run(trx, now, template, autostart, search.record, record, `date:${search.target}`, whyOnDate(search, autostart, day, today))) count += 1
+      }
+      // Today is never whole: records may still be written with today's date.
+      return { count, whole: day < today && !(await repo.anyDateCandidateLeft(trx, search)) }
+    })
+    if (!outcome) return claimed
+    claimed += outcome.count
+    if (outcome.whole && through === addDays(day, -1)) through = day
+  }
+  if (through !== stored) await repo.markDatesChecked(db, template, through)
+  return claimed
+}
+
+/** What a process started on a date says of why: "as the address's birthday 01-02 (every year) is 3 day(s) away". */
+function whyOnDate(search: repo.DateSearch, autostart: Autostart, day: string, today: string): string {
+  const when = search.ignoreYear ? `${search.target.slice(5)} (every year)` : search.target
+  const offset = autostart.daysOffset ?? 0
+  const away = offset < 0 ? `${-offset} day(s) away` : `${offset} day(s) past`
+  if (day === today) return `as the ${search.record}'s ${search.field} ${when} is ${offset === 0 ? 'today' : away}`
+  return `as the ${search.record}'s ${search.field} ${when} ${offset === 0 ? 'was reached' : `was ${away}`} on ${day} (checked late, on ${today})`
 }
 
 /** The dates after `through` up to today; today alone when `through` is today or later (a clock set back, a tenant's zone moved west). */
@@ -113,11 +133,6 @@ export function daysAfter(through: string, today: string): string[] {
   const days: string[] = []
   for (let day = addDays(through, 1); day <= today; day = addDays(day, 1)) days.push(day)
   return days.length > 0 ? days : [today]
-}
-
-function describeOffset(days: number): string {
-  if (days === 0) return 'today'
-  return days < 0 ? `${-days} day(s) away` : `${days} day(s) past`
 }
 
 /** The calendar date `days` after a YYYY-MM-DD date. */

@@ -14,6 +14,12 @@ export function autostartOf(column: JsonObject | null): Autostart | null {
   return column as Autostart | null
 }
 
+/** What decides which records a dateReached autostart starts on, defaults filled in; null for any other autostart. */
+export function dateWatch(autostart: Autostart | null | undefined): { record: string; field: string | undefined; daysOffset: number; ignoreYear: boolean } | null {
+  if (autostart?.on !== 'dateReached') return null
+  return { record: autostart.record, field: autostart.field, daysOffset: autostart.daysOffset ?? 0, ignoreYear: autostart.ignoreYear === true }
+}
+
 /** Everything wrong with an autostart setting beyond its schema. */
 export async function autostartErrors(db: DB, tenantId: string, autostart: Autostart | null | undefined): Promise<FieldError[]> {
   if (!autostart) return []

@@ -6,7 +6,7 @@ import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import { checkVersion } from '../../../lib/versioning.js'
 import { isTenantUser } from '../../users/repository.js'
-import { autostartColumn, autostartErrors } from '../../autostart/settings.js'
+import { autostartColumn, autostartErrors, autostartOf, dateWatch } from '../../autostart/settings.js'
 import { toTemplate, toTemplateSummary } from '../mapping.js'
 import * as repo from './repository.js'
 import type { CopyTemplate, CreateTemplate, ListTemplatesQuery, Template, UpdateTemplate } from './schemas.js'
@@ -72,9 +72,9 @@ export async function updateTemplate(
       const templateSteps = await steps.listSteps(trx, tenantId, id)
       rejectIfInvalid('The template cannot be activated', await activationErrors(trx, tenantId, templateSteps))
     }
-    // An autostart that starts watching (activated, or changed) begins with today's dates, not the days it missed.
+    // A dateReached autostart that starts watching (activated, or watching other dates) begins with today's, not the days before.
     const watchesAnew = (input.active === true && !current.active)
-      || (input.autostart !== undefined && !isDeepStrictEqual(input.autostart, current.autostart))
+      || (input.autostart !== undefined && !isDeepStrictEqual(dateWatch(input.autostart), dateWatch(autostartOf(current.autostart))))
     await repo.updateTemplate(trx, tenantId, id, {
       name: input.name,
       description: input.description,
