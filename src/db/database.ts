@@ -53,6 +53,9 @@ export interface RecordsTable {
   fields: Json<JsonObject>
   /** The fields as JSON text, in bytes; Postgres keeps it (migration 0006). */
   fields_bytes: GeneratedAlways<number>
+  /** The Idempotency-Key of the create that made the record, and a digest of its request (migration 0020). */
+  idempotency_key: ColumnType<string | null, string | null | undefined, never>
+  idempotency_digest: ColumnType<string | null, string | null | undefined, never>
   version: Generated<number>
   created_at: CreatedAt
   updated_at: Timestamp

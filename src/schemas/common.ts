@@ -5,6 +5,11 @@ export const Timestamp = Type.String({ format: 'date-time' })
 
 export const IdParamsSchema = Type.Object({ id: Uuid })
 
+/** An optional Idempotency-Key request header (printable ASCII, 1–200 characters), saying what a retry with it does. */
+export function IdempotencyKeyHeader(description: string) {
+  return Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^[\\x21-\\x7e]+$', description }))
+}
+
 /** An enum of strings that also says `type: string`: serialized as a plain string, and a real enum to OpenAPI clients. */
 export function StringEnum<const T extends string>(values: readonly T[], options: TSchemaOptions = {}) {
   return Type.Enum(values, { type: 'string', ...options })

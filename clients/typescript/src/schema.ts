@@ -171,7 +171,10 @@ export interface paths {
         /** List properties, oldest first */
         get: operations["listProperties"];
         put?: never;
-        /** Create a property */
+        /**
+         * Create a property
+         * @description Fires the triggers and autostarts that watch new properties. With an Idempotency-Key, a retried create answers 200 with the property the first request created, as it is now, and fires nothing again.
+         */
         post: operations["createProperty"];
         delete?: never;
         options?: never;
@@ -225,7 +228,10 @@ export interface paths {
         /** List addresses, oldest first */
         get: operations["listAddresses"];
         put?: never;
-        /** Create an address */
+        /**
+         * Create an address
+         * @description Fires the triggers and autostarts that watch new addresses. With an Idempotency-Key, a retried create answers 200 with the address the first request created, as it is now, and fires nothing again.
+         */
         post: operations["createAddress"];
         delete?: never;
         options?: never;
@@ -2971,7 +2977,10 @@ export interface operations {
     createProperty: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A retried create with the same key returns the record the first one created, instead of creating a second one */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3000,6 +3009,21 @@ export interface operations {
             };
         };
         responses: {
+            /** @description The property an earlier create with the same Idempotency-Key created */
+            200: {
+                headers: {
+                    /** @description The resource's version, e.g. "3": send it back as If-Match to update */
+                    ETag?: string;
+                    /** @description The path of the created resource */
+                    Location?: string;
+                    /** @description Sent when the answer replays an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Property"];
+                };
+            };
             /** @description The created property */
             201: {
                 headers: {
@@ -3033,6 +3057,15 @@ export interface operations {
             };
             /** @description The key may not use this route */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the current state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3543,7 +3576,10 @@ export interface operations {
     createAddress: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A retried create with the same key returns the record the first one created, instead of creating a second one */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3572,6 +3608,21 @@ export interface operations {
             };
         };
         responses: {
+            /** @description The address an earlier create with the same Idempotency-Key created */
+            200: {
+                headers: {
+                    /** @description The resource's version, e.g. "3": send it back as If-Match to update */
+                    ETag?: string;
+                    /** @description The path of the created resource */
+                    Location?: string;
+                    /** @description Sent when the answer replays an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Address"];
+                };
+            };
             /** @description The created address */
             201: {
                 headers: {
@@ -3605,6 +3656,15 @@ export interface operations {
             };
             /** @description The key may not use this route */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the current state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox'
-import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/common.js'
+import { IdempotencyKeyHeader, PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/common.js'
 import { DeliveryStatusSchema } from '../deliveries/schemas.js'
 import { FollowUpSchema, StepKindSchema } from '../templates/steps/schemas.js'
 import { EmailEditSchema, EmailSettingsSchema } from '../templates/steps/email.js'
@@ -121,10 +121,7 @@ export const StartInstanceSchema = Type.Object(
 export type StartInstance = Static<typeof StartInstanceSchema>
 
 export const StartHeadersSchema = Type.Object({
-  'idempotency-key': Type.Optional(Type.String({
-    minLength: 1, maxLength: 200, pattern: '^[\\x21-\\x7e]+$',
-    description: 'A retried start with the same key returns the first result instead of starting a second process'
-  }))
+  'idempotency-key': IdempotencyKeyHeader('A retried start with the same key returns the first result instead of starting a second process')
 })
 
 export const ListInstancesQuerySchema = Type.Object({

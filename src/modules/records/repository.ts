@@ -75,12 +75,22 @@ export function recordSlices(table: RecordTable, tenantId: string, ids: string[]
     order by r.id, s.ord`
 }
 
+/** Inserts the record; undefined when its idempotency key is taken (by a create that committed, or once the one in progress does). */
 export function insertRecord(
   db: DB, table: RecordTable,
-  row: { tenant_id: string; id: string; maintainer_user_id: string | null; fields: JsonObject; created_at: Date }
+  row: {
+    tenant_id: string; id: string; maintainer_user_id: string | null; fields: JsonObject; created_at: Date
+    idempotency_key: string | null; idempotency_digest: string | null
+  }
 ) {
   return db.insertInto(table).values({ ...row, fields: JSON.stringify(row.fields), updated_at: row.created_at })
-    .returningAll().executeTakeFirstOrThrow()
+    .onConflict((oc) => oc.columns(['tenant_id', 'idempotency_key']).where('idempotency_key', 'is not', null).doNothing())
+    .returningAll().executeTakeFirst()
+}
+
+/** The record a create with this Idempotency-Key made. */
+export function findRecordByKey(db: DB, table: RecordTable, tenantId: string, key: string) {
+  return db.selectFrom(table).selectAll().where('tenant_id', '=', tenantId).where('idempotency_key', '=', key).executeTakeFirst()
 }
 
 /**

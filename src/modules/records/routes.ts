@@ -8,7 +8,7 @@ import { expectedVersion, setETag } from '../../lib/versioning.js'
 import { forbidden } from '../../errors.js'
 import { claimOf, tenantOf, type ClaimScope } from '../../plugins/auth.js'
 import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, PageQuerySchema, problems } from '../../schemas/common.js'
-import { CreateRecordSchema, ListRecordsQuerySchema, recordSchema, UpdateRecordSchema, type RecordKind } from './schemas.js'
+import { CreateRecordHeadersSchema, CreateRecordSchema, ListRecordsQuerySchema, recordSchema, UpdateRecordSchema, type RecordKind } from './schemas.js'
 import * as records from './service.js'
 
 /** The routes of one record module; properties and addresses differ only in their kind. */
@@ -82,15 +82,23 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wa
 
   app.post(`/${path}`, {
     schema: {
-      operationId: `create${kind.noun}`, tags, summary: `Create ${oneOf(kind)}`, body: CreateRecordSchema,
-      response: { 201: ok(Record, `The created ${kind.noun.toLowerCase()}`, ['ETag', 'Location']), ...problems(400, 401, 403, 422) }
+      operationId: `create${kind.noun}`, tags, summary: `Create ${oneOf(kind)}`,
+      description: `Fires the triggers and autostarts that watch new ${path}. With an Idempotency-Key, a retried create ` +
+        `answers 200 with the ${kind.noun.toLowerCase()} the first request created, as it is now, and fires nothing again.`,
+      headers: CreateRecordHeadersSchema, body: CreateRecordSchema,
+      response: {
+        200: ok(Record, `The ${kind.noun.toLowerCase()} an earlier create with the same Idempotency-Key created`, ['ETag', 'Location', 'Idempotent-Replayed']),
+        201: ok(Record, `The created ${kind.noun.toLowerCase()}`, ['ETag', 'Location']),
+        ...problems(400, 401, 403, 409, 422)
+      }
     }
   }, async (request, reply) => {
-    const { record, triggered, autostarted } = await records.createRecord(db, clock, kind, tenantOf(request), request.body)
-    announceWork(wakeups, triggered.length, autostarted)
-    setETag(reply, record.version)
-    setCreatedLocation(request, reply, record.id)
-    return reply.code(201).send(record)
+    const written = await records.createRecord(db, clock, kind, tenantOf(request), request.body, request.headers['idempotency-key'])
+    announceWork(wakeups, written.triggered.length, written.autostarted)
+    setETag(reply, written.record.version)
+    setCreatedLocation(request, reply, written.record.id)
+    if (!written.created) reply.header('idempotent-replayed', 'true')
+    return reply.code(written.created ? 201 : 200).send(written.record)
   })
 
   app.patch(`/${path}/:id`, {

@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox'
 import type { JsonObject } from '../../db/database.js'
-import { PageQuerySchema, Timestamp, Uuid } from '../../schemas/common.js'
+import { IdempotencyKeyHeader, PageQuerySchema, Timestamp, Uuid } from '../../schemas/common.js'
 
 export type RecordTable = 'properties' | 'addresses'
 export type RecordNoun = 'Property' | 'Address'
@@ -37,6 +37,10 @@ export const CreateRecordSchema = Type.Object(
   { additionalProperties: false, examples: [{ maintainerUserId: '0190f3a4-1111-7222-8333-444455556666', fields: { price: 450000, livingArea: 96 } }] }
 )
 export type CreateRecord = Static<typeof CreateRecordSchema>
+
+export const CreateRecordHeadersSchema = Type.Object({
+  'idempotency-key': IdempotencyKeyHeader('A retried create with the same key returns the record the first one created, instead of creating a second one')
+})
 
 const FieldsPatchSchema = Type.Unsafe<JsonObject>(Type.Object({}, {
   additionalProperties: true,

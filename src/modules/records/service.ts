@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { JsonObject, RecordRow } from '../../db/database.js'
@@ -50,22 +51,59 @@ export function toRecord(row: RecordRow): ApiRecord {
 
 /**
  * The record write, the deliveries its changed fields fire and the processes it autostarts commit
- * together, or none does.
+ * together, or none does. With an Idempotency-Key, a create retried with the same request answers with
+ * the record the first one made (as it is now), and fires nothing again (`created` false); the same
+ * key with another request is refused.
  */
-export async function createRecord(db: DB, clock: Clock, kind: RecordKind, tenantId: string, input: CreateRecord): Promise<RecordWrite> {
+export async function createRecord(
+  db: DB, clock: Clock, kind: RecordKind, tenantId: string, input: CreateRecord, idempotencyKey?: string
+): Promise<RecordWrite & { created: boolean }> {
   checkFieldsInput(input.fields)
+  const digest = idempotencyKey === undefined ? null : requestDigest(input)
+  if (idempotencyKey !== undefined) {
+    const earlier = await repo.findRecordByKey(db, kind.table, tenantId, idempotencyKey)
+    if (earlier) return replayed(kind, earlier, digest)
+  }
   const maintainer = input.maintainerUserId ?? null
   await checkMaintainer(db, tenantId, maintainer)
   const now = clock.now()
-  return db.transaction().execute(async (trx) => {
+  const written = await db.transaction().execute(async (trx) => {
     const row = await guardMaintainer(() => repo.insertRecord(trx, kind.table, {
-      tenant_id: tenantId, id: newId(), maintainer_user_id: maintainer, fields: input.fields ?? {}, created_at: now
+      tenant_id: tenantId, id: newId(), maintainer_user_id: maintainer, fields: input.fields ?? {}, created_at: now,
+      idempotency_key: idempotencyKey ?? null, idempotency_digest: digest
     }))
+    if (!row) return undefined
     const changed = changedFields({}, row.fields)
     const triggered = await queueTriggeredDeliveries(trx, { tenantId, table: kind.table, recordId: row.id, event: 'create', changedFields: changed, now })
     const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row, event: 'create', changedFields: changed })
-    return { record: toRecord(row), changedFields: changed, triggered, autostarted }
+    return { record: toRecord(row), changedFields: changed, triggered, autostarted, created: true }
   })
+  if (written) return written
+  // A create with the same key committed while this one ran: answer with its record.
+  const earlier = await repo.findRecordByKey(db, kind.table, tenantId, idempotencyKey ?? '')
+  if (!earlier) throw conflict(`A concurrent create with this Idempotency-Key did not finish; retry it.`)
+  return replayed(kind, earlier, digest)
+}
+
+/** What a create asked for, as a digest that does not depend on the order of keys: a retry must ask for the same. */
+function requestDigest(input: CreateRecord): string {
+  return createHash('sha256').update(canonicalJson({ maintainerUserId: input.maintainerUserId ?? null, fields: input.fields ?? {} })).digest('base64url')
+}
+
+/** JSON with every object's keys in order. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (typeof value === 'object' && value !== null) {
+    return `{${Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`).join(',')}}`
+  }
+  return JSON.stringify(value)
+}
+
+function replayed(kind: RecordKind, earlier: RecordRow, digest: string | null): RecordWrite & { created: boolean } {
+  if (earlier.idempotency_digest !== digest) {
+    throw unprocessable(`The Idempotency-Key was used for a different create (${kind.noun.toLowerCase()} ${earlier.id}); use a new key.`)
+  }
+  return { record: toRecord(earlier), changedFields: [], triggered: [], autostarted: 0, created: false }
 }
 
 export async function getRecord(db: DB, kind: RecordKind, tenantId: string, id: string): Promise<ApiRecord> {
