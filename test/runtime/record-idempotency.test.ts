@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
+import { requestDigest } from '../../src/modules/records/service.js'
 import { assertProblem } from '../helpers/assertions.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
@@ -76,6 +78,53 @@ t.test('racing creates with one key make one record and fire once', async (t) =>
   t.equal(new Set(raced.map((r) => r.data.id)).size, 1, 'every answer names the same property')
   t.equal(await countWith('/v1/properties', city), 1)
   t.same(await firedFor(raced[0]!.data.id), { deliveries: 1, processes: 1 })
+})
+
+t.test('a create that meets an uncommitted one with its key waits: replays it once committed, creates once it rolled back', async (t) => {
+  class Undone extends Error {}
+  /** The API's create of `body` while a transaction holds an uncommitted property with the key, made for `asked`, then commits or rolls back. */
+  const meetHeld = async (body: { fields: Record<string, unknown> }, asked: { fields: Record<string, unknown> }, end: 'commit' | 'rollback') => {
+    const key = keyed()['idempotency-key']
+    let finish: () => void = () => {}
+    const finishing = new Promise<void>((resolve) => (finish = resolve))
+    let inserted: (id: string) => void = () => {}
+    const isInserted = new Promise<string>((resolve) => (inserted = resolve))
+    const holder = rt.db.transaction().execute(async (trx) => {
+      const row = await trx.insertInto('properties').values({
+        tenant_id: rt.tenant.id, id: randomUUID(), maintainer_user_id: null, fields: JSON.stringify(asked.fields), updated_at: new Date(),
+        idempotency_key: key, idempotency_digest: requestDigest(asked)
+      }).returning('id').executeTakeFirstOrThrow()
+      inserted(row.id)
+      await finishing
+      if (end === 'rollback') throw new Undone()
+    }).catch((error: unknown) => { if (!(error instanceof Undone)) throw error })
+    const heldId = await isInserted
+    const answer = api.post('/v1/properties', body, { 'idempotency-key': key })
+    for (let waited = 0; ; waited += 1) {
+      const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+        where datname = current_database() and wait_event_type = 'Lock'`.execute(rt.db)
+      if (rows[0]!.n > 0) break
+      if (waited > 500) throw new Error('the create never waited for the held key')
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    finish()
+    await holder
+    return { answer: await answer, heldId }
+  }
+  const body = { fields: { city: `Wismar-${randomUUID()}` } }
+  const committed = await meetHeld(body, body, 'commit')
+  t.equal(committed.answer.statusCode, 200, committed.answer.body)
+  t.equal(committed.answer.headers['idempotent-replayed'], 'true')
+  t.equal(committed.answer.data.id, committed.heldId)
+  t.same(await firedFor(committed.heldId), { deliveries: 0, processes: 0 }, 'the replay fired nothing')
+
+  const undone = await meetHeld(body, body, 'rollback')
+  t.equal(undone.answer.statusCode, 201, undone.answer.body)
+  t.not(undone.answer.data.id, undone.heldId)
+  t.same(await firedFor(undone.answer.data.id), { deliveries: 1, processes: 1 }, 'the create fired')
+
+  const other = await meetHeld(body, { fields: { city: 'elsewhere' } }, 'commit')
+  assertProblem(t, other.answer, 422, /different create/)
 })
 
 t.test('creates without a key are each their own; a bad key is a 400', async (t) => {

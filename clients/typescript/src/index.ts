@@ -38,7 +38,10 @@ export function ifMatch(version: number | string): { 'if-match': string } {
   return { 'if-match': typeof version === 'number' ? `"${version}"` : version }
 }
 
-/** `Idempotency-Key` for a start: a retried start with the same key answers the first process instead of a second one. */
+/**
+ * `Idempotency-Key` for a start, or the create of a property or an address: a retry with the same key
+ * answers with what the first request made instead of making a second one.
+ */
 export function idempotencyKey(key: string = globalThis.crypto.randomUUID()): { 'idempotency-key': string } {
   return { 'idempotency-key': key }
 }
@@ -49,7 +52,7 @@ export function versionOf(response: Response): number | undefined {
   return match?.[1] === undefined ? undefined : Number(match[1])
 }
 
-/** Whether an answer replays an earlier start with the same Idempotency-Key. */
+/** Whether an answer replays an earlier start or create with the same Idempotency-Key. */
 export function isReplay(response: Response): boolean {
   return response.headers.get('idempotent-replayed') === 'true'
 }

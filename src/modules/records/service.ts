@@ -81,13 +81,17 @@ export async function createRecord(
   if (written) return written
   // A create with the same key committed while this one ran: answer with its record.
   const earlier = await repo.findRecordByKey(db, kind.table, tenantId, idempotencyKey ?? '')
-  if (!earlier) throw conflict(`A concurrent create with this Idempotency-Key did not finish; retry it.`)
+  if (!earlier) throw conflict('The record created with this Idempotency-Key was deleted while this create ran; retry it to create another.')
   return replayed(kind, earlier, digest)
 }
 
-/** What a create asked for, as a digest that does not depend on the order of keys: a retry must ask for the same. */
-function requestDigest(input: CreateRecord): string {
-  return createHash('sha256').update(canonicalJson({ maintainerUserId: input.maintainerUserId ?? null, fields: input.fields ?? {} })).digest('base64url')
+/**
+ * What a create asked for, as a digest that depends neither on the order of keys nor on the case of
+ * the maintainer's id: a retry must ask for the same.
+ */
+export function requestDigest(input: CreateRecord): string {
+  const asked = { maintainerUserId: input.maintainerUserId?.toLowerCase() ?? null, fields: input.fields ?? {} }
+  return createHash('sha256').update(canonicalJson(asked)).digest('base64url')
 }
 
 /** JSON with every object's keys in order. */
