@@ -175,7 +175,7 @@ function insertsOf(statement: Statement, inserts: NewProcess): string {
       inserted as (
         insert into process_instances (${columns(instanceColumns)})
         select ${columns(instanceColumns, 'v')} from jsonb_populate_record(null::process_instances, ${instance}::jsonb) v${stillHold}
-        on conflict (tenant_id, idempotency_key) do nothing
+        on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
         returning *
       ), copies as (${steps})`
 }
