@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
-import { openPostgres, type DatabaseHandle } from '../../src/db/connect.js'
+import { openPostgres, type DatabaseHandle, type DB } from '../../src/db/connect.js'
+import { sql } from '../../src/db/kysely.js'
 import { migrationsDigest } from '../../src/db/embedded-template.js'
 
 /** A server connection the tests may create databases with. */
@@ -55,5 +56,16 @@ async function withRetry(action: () => Promise<void>, attempts = 5): Promise<voi
       if (i >= attempts) throw error
       await new Promise((resolve) => setTimeout(resolve, 100 * i))
     }
+  }
+}
+
+/** Resolves once a session of this database waits for a lock (one a test holds back); fails after about 5 s. */
+export async function waitForLockWait(db: DB): Promise<void> {
+  for (let waited = 0; ; waited += 1) {
+    const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and wait_event_type = 'Lock'`.execute(db)
+    if (rows[0]!.n > 0) return
+    if (waited > 500) throw new Error('no session of the database waited for a lock')
+    await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { autostartOnDates, DATE_CATCH_UP_DAYS, daysAfter } from '../../src/modules/autostart/service.js'
+import { waitForLockWait } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // A dateReached autostart catches up the days on which no worker ran (docs/architecture.md, Autostart):
@@ -196,13 +197,7 @@ t.test('dateReached catches up missed days', async (t) => {
     })
     await isChanged
     const racing = autostartOnDates(rt.db, new Date('2029-07-22T22:01:00Z'), 100, onError) // 00:01 on 23 July in Berlin
-    for (let waited = 0; ; waited += 1) {
-      const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
-        where datname = current_database() and wait_event_type = 'Lock'`.execute(rt.db)
-      if (rows[0]!.n > 0) break
-      if (waited > 500) throw new Error('the pass never waited for the change')
-      await new Promise((resolve) => setTimeout(resolve, 10))
-    }
+    await waitForLockWait(rt.db)
     commit()
     await change
     t.equal(await racing, 0, 'nothing started with the old setting')

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
-import { sql } from '../../src/db/kysely.js'
 import { requestDigest } from '../../src/modules/records/service.js'
 import { assertProblem } from '../helpers/assertions.js'
+import { waitForLockWait } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // A create of a property or address with an Idempotency-Key (as a start's): a retry answers with the
@@ -100,13 +100,7 @@ t.test('a create that meets an uncommitted one with its key waits: replays it on
     }).catch((error: unknown) => { if (!(error instanceof Undone)) throw error })
     const heldId = await isInserted
     const answer = api.post('/v1/properties', body, { 'idempotency-key': key })
-    for (let waited = 0; ; waited += 1) {
-      const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
-        where datname = current_database() and wait_event_type = 'Lock'`.execute(rt.db)
-      if (rows[0]!.n > 0) break
-      if (waited > 500) throw new Error('the create never waited for the held key')
-      await new Promise((resolve) => setTimeout(resolve, 10))
-    }
+    await waitForLockWait(rt.db)
     finish()
     await holder
     return { answer: await answer, heldId }
