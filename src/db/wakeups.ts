@@ -20,7 +20,10 @@ export const TRIGGERS_NOTIFY: Wakeups = { announce() {} }
 export const WAKEUP_WINDOW_MS = 20
 
 export interface CoalescedWakeups extends Wakeups {
-  /** Sends what is still gathered and waits for the NOTIFYs under way. */
+  /**
+   * Sends what is still gathered and waits for the NOTIFYs under way. Announcements after it send
+   * nothing: the database closes next, and the schedulers' poll finds that work.
+   */
   close(): Promise<void>
 }
 
@@ -39,6 +42,9 @@ export function coalescedWakeups(
   const sending = new Set<Promise<void>>()
   let lastSent = -Infinity
   let timer: NodeJS.Timeout | undefined
+  // A request that outlived the server's close (its client gone, Fastify no longer waiting for it) may
+  // commit and announce after the database was closed: a send then failed as a lost connection.
+  let closed = false
 
   const flush = () => {
     timer = undefined
@@ -52,6 +58,7 @@ export function coalescedWakeups(
 
   return {
     announce(tables) {
+      if (closed) return
       for (const table of tables) gathered.add(table)
       if (gathered.size === 0 || timer) return
       const wait = lastSent + windowMs - performance.now()
@@ -59,6 +66,7 @@ export function coalescedWakeups(
       else timer = setTimeout(flush, wait)
     },
     async close() {
+      closed = true
       clearTimeout(timer)
       flush()
       await Promise.all(sending)

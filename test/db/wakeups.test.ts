@@ -44,6 +44,20 @@ t.test('nothing announced, nothing sent; close() sends what is gathered and wait
   await closing
 })
 
+t.test('an announcement after close sends nothing, at once or after the window (the database is closing)', async (t) => {
+  const sent: WorkTable[][] = []
+  const wakeups = coalescedWakeups(async (tables) => {
+    sent.push(tables)
+  }, { windowMs: 5 })
+  wakeups.announce(['deliveries'])
+  await wakeups.close()
+  wakeups.announce(['instance_steps'])
+  await sleep(30)
+  wakeups.announce(['outbox_mails'])
+  await sleep(30)
+  t.same(sent, [['deliveries']])
+})
+
 t.test('a failed send is reported and the next one still goes out', async (t) => {
   const errors: Error[] = []
   let fail = true
