@@ -3,6 +3,8 @@
 // API process and database, and short bursts alternate between them, so both meet the same machine.
 //   tsx scripts/bench/api-ab.ts --rounds 6 --seconds 5 ../baton-base ../baton-mine
 //   tsx scripts/bench/api-ab.ts --routes read ../baton-base ../baton-mine      only these (start, read, advance)
+//   tsx scripts/bench/api-ab.ts --flags= --flags=--single-threaded-gc . .     node flags of each variant, in order
+// Each API runs with the node flags `npm start` passes (as bench:api's do), then the variant's own --flags.
 import { randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
@@ -10,11 +12,11 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import autocannon from 'autocannon'
 import { fixture, routesOf, startMany, type Fixture } from './api-fixture.js'
-import { databaseUrl, freePort, procStatus, SERVER_URL, stopChild, waitFor, type Child } from './lib.js'
+import { databaseUrl, freePort, nodeFlags, procStatus, SERVER_URL, stopChild, waitFor, type Child } from './lib.js'
 
 const { values: args, positionals } = parseArgs({ allowPositionals: true, options: {
   rounds: { type: 'string', default: '6' }, seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '32' },
-  routes: { type: 'string', default: 'start,read,advance' } } })
+  routes: { type: 'string', default: 'start,read,advance' }, flags: { type: 'string', multiple: true, default: [] } } })
 // Each advance takes one of a process's 20 steps: enough processes for 2,000 advances a second, all
 // bursts of one variant (a faster machine ran 1,500 out).
 const ADVANCEABLE = Math.ceil((2 + Number(args.rounds) * Number(args.seconds)) * 2000 / 19)
@@ -23,11 +25,11 @@ const OPERATOR_KEY = `bench-operator-${randomBytes(12).toString('hex')}`
 const admin = new pg.Client({ connectionString: SERVER_URL })
 await admin.connect()
 
-interface Variant { dir: string; db: string; api: Child; base: string; fx: Fixture; advanceable: string[]; turn: number; readable: string[]
+interface Variant { dir: string; name: string; db: string; api: Child; base: string; fx: Fixture; advanceable: string[]; turn: number; readable: string[]
   tally: Record<string, { requests: number; apiMs: number; pgMs: number; seconds: number }[]> }
 
-function start(dir: string, db: string, port: number): Child {
-  const child = spawn(process.execPath, [join(dir, 'node_modules/.cache/baton-bench/src/server.js'), '--role=api'], {
+function start(dir: string, flags: string | undefined, db: string, port: number): Child {
+  const child = spawn(process.execPath, [...nodeFlags(false, flags), join(dir, 'node_modules/.cache/baton-bench/src/server.js'), '--role=api'], {
     cwd: dir, stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, DATABASE_URL: databaseUrl(db), PORT: String(port), LOG_LEVEL: 'warn', NODE_ENV: 'production', BATON_ADMIN_TOKEN: OPERATOR_KEY,
       WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', DATABASE_POOL_MAX: '16', RATE_LIMIT_MAX: '0' } })
@@ -52,7 +54,7 @@ async function burst(v: Variant, route: string, request: Record<string, unknown>
   const [a0, p0] = [procStatus(v.api.process.pid ?? 0)?.cpuMs ?? 0, await pgCpu(v.db)]
   const result = await autocannon({ url: v.base, connections: Number(args.connections), duration: seconds, requests: [request] })
   const [a1, p1] = [procStatus(v.api.process.pid ?? 0)?.cpuMs ?? 0, await pgCpu(v.db)]
-  if (result.non2xx > 0) throw new Error(`${v.dir} ${route}: ${result.non2xx} not 2xx`)
+  if (result.non2xx > 0) throw new Error(`${v.name} ${route}: ${result.non2xx} not 2xx`)
   ;(v.tally[route] ??= []).push({ requests: result.requests.total, apiMs: a1 - a0, pgMs: pgDelta(p0, p1), seconds })
 }
 
@@ -67,17 +69,18 @@ const requests: Record<string, (v: Variant) => Record<string, unknown>> = { star
 
 const variants: Variant[] = []
 try {
-  for (const dir of positionals) {
+  for (const [index, dir] of positionals.entries()) {
     const db = `baton_apiab_${process.pid}_${variants.length}`
     await admin.query(`create database ${db}`)
     const port = await freePort()
-    const api = start(dir, db, port)
+    const flags = args.flags[index]
+    const api = start(dir, flags, db, port)
     const base = `http://127.0.0.1:${port}`
     await waitFor('the API to be ready', 120_000, async () => (await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 || undefined)
     const fx = await fixture(base, OPERATOR_KEY)
     const advanceable = ROUTES.includes('advance') ? await startMany(base, fx, fx.advanceTemplate, ADVANCEABLE) : []
     const readable = ROUTES.includes('read') ? await startMany(base, fx, fx.startTemplate, 200) : []
-    variants.push({ dir, db, api, base, fx, advanceable, readable, turn: 0, tally: {} })
+    variants.push({ dir, name: flags ? `${dir} ${flags}` : dir, db, api, base, fx, advanceable, readable, turn: 0, tally: {} })
   }
   for (const v of variants) for (const route of ROUTES) await burst(v, `warm ${route}`, requests[route]!(v), 2)
   const seconds = Number(args.seconds)
@@ -91,7 +94,7 @@ try {
       const per = runs.map((r) => ({ rps: r.requests / r.seconds, api: r.apiMs / r.requests, pg: r.pgMs / r.requests }))
       const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN
       const sum = runs.reduce((s, r) => ({ n: s.n + r.requests, a: s.a + r.apiMs, p: s.p + r.pgMs }), { n: 0, a: 0, p: 0 })
-      process.stdout.write(`${route.padEnd(8)} ${v.dir.padEnd(18)} req/s med ${med(per.map((p) => p.rps)).toFixed(0)}  API ${(sum.a / sum.n).toFixed(2)} ms + PG ${(sum.p / sum.n).toFixed(2)} ms per request (all bursts)`
+      process.stdout.write(`${route.padEnd(8)} ${v.name.padEnd(18)} req/s med ${med(per.map((p) => p.rps)).toFixed(0)}  API ${(sum.a / sum.n).toFixed(2)} ms + PG ${(sum.p / sum.n).toFixed(2)} ms per request (all bursts)`
         + `  API by burst ${per.map((p) => p.api.toFixed(2)).join(' ')}  PG by burst ${per.map((p) => p.pg.toFixed(2)).join(' ')}\n`)
     }
   }
