@@ -4,7 +4,11 @@
 //   tsx scripts/bench/api-ab.ts --rounds 6 --seconds 5 ../baton-base ../baton-mine
 //   tsx scripts/bench/api-ab.ts --routes read ../baton-base ../baton-mine      only these (start, read, advance)
 //   tsx scripts/bench/api-ab.ts --flags= --flags=--single-threaded-gc . .     node flags of each variant, in order
+//   tsx scripts/bench/api-ab.ts --routes start,advance --history 1000000 --history 0 . .     one tree, with and without history
 // Each API runs with the node flags `npm start` passes (as bench:api's do), then the variant's own --flags.
+// --history N (in order, as --flags): N finished processes of another tenant in that variant's database
+// first, not analyzed (scripts/bench/history.ts), so the same tree meets history and an empty database
+// in alternating bursts, on the same machine.
 import { randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
@@ -12,11 +16,13 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import autocannon from 'autocannon'
 import { fixture, routesOf, startMany, type Fixture } from './api-fixture.js'
+import { seedHistory } from './history.js'
 import { databaseUrl, freePort, nodeFlags, procStatus, SERVER_URL, stopChild, waitFor, type Child } from './lib.js'
 
 const { values: args, positionals } = parseArgs({ allowPositionals: true, options: {
   rounds: { type: 'string', default: '6' }, seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '32' },
-  routes: { type: 'string', default: 'start,read,advance' }, flags: { type: 'string', multiple: true, default: [] } } })
+  routes: { type: 'string', default: 'start,read,advance' }, flags: { type: 'string', multiple: true, default: [] },
+  history: { type: 'string', multiple: true, default: [] } } })
 // Each advance takes one of a process's 20 steps: enough processes for 2,000 advances a second, all
 // bursts of one variant (a faster machine ran 1,500 out).
 const ADVANCEABLE = Math.ceil((2 + Number(args.rounds) * Number(args.seconds)) * 2000 / 19)
@@ -78,9 +84,20 @@ try {
     const base = `http://127.0.0.1:${port}`
     await waitFor('the API to be ready', 120_000, async () => (await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 || undefined)
     const fx = await fixture(base, OPERATOR_KEY)
+    const history = Number.parseInt(args.history[index] ?? '0', 10) || 0
+    if (history > 0) {
+      const seeding = new pg.Client({ connectionString: databaseUrl(db) })
+      await seeding.connect()
+      try {
+        await seedHistory(seeding, fx.serviceId, history)
+      } finally {
+        await seeding.end()
+      }
+    }
     const advanceable = ROUTES.includes('advance') ? await startMany(base, fx, fx.advanceTemplate, ADVANCEABLE) : []
     const readable = ROUTES.includes('read') ? await startMany(base, fx, fx.startTemplate, 200) : []
-    variants.push({ dir, name: flags ? `${dir} ${flags}` : dir, db, api, base, fx, advanceable, readable, turn: 0, tally: {} })
+    const label = [dir, flags, history > 0 ? `history ${history}` : ''].filter(Boolean).join(' ')
+    variants.push({ dir, name: label, db, api, base, fx, advanceable, readable, turn: 0, tally: {} })
   }
   for (const v of variants) for (const route of ROUTES) await burst(v, `warm ${route}`, requests[route]!(v), 2)
   const seconds = Number(args.seconds)
