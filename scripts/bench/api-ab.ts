@@ -8,7 +8,8 @@
 // Each API runs with the node flags `npm start` passes (as bench:api's do), then the variant's own --flags.
 // --history N (in order, as --flags): N finished processes of another tenant in that variant's database
 // first, not analyzed (scripts/bench/history.ts), so the same tree meets history and an empty database
-// in alternating bursts, on the same machine.
+// in alternating bursts, on the same machine. BENCH_HISTORY_TENANT=first: the history tenant's keys
+// sort before the bench tenant's (scripts/bench/history.ts says why that matters).
 import { randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
