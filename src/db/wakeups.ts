@@ -43,7 +43,7 @@ export function coalescedWakeups(
   let lastSent = -Infinity
   let timer: NodeJS.Timeout | undefined
   // A request that outlived the server's close (its client gone, Fastify no longer waiting for it) may
-  // commit and announce after the database was closed: a send then failed as a lost connection.
+  // commit and announce after the database began closing: a send then failed as a lost connection.
   let closed = false
 
   const flush = () => {
