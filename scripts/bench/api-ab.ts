@@ -5,11 +5,13 @@
 //   tsx scripts/bench/api-ab.ts --routes read ../baton-base ../baton-mine      only these (start, read, advance)
 //   tsx scripts/bench/api-ab.ts --flags= --flags=--single-threaded-gc . .     node flags of each variant, in order
 //   tsx scripts/bench/api-ab.ts --routes start,advance --history 1000000 --history 0 . .     one tree, with and without history
-// Each API runs with the node flags `npm start` passes (as bench:api's do), then the variant's own --flags.
+// Each API runs with the node flags its own tree's `npm start` passes (as bench:api's do), then the
+// variant's own --flags.
 // --history N (in order, as --flags): N finished processes of another tenant in that variant's database
 // first, not analyzed (scripts/bench/history.ts), so the same tree meets history and an empty database
 // in alternating bursts, on the same machine. BENCH_HISTORY_TENANT=first: the history tenant's keys
-// sort before the bench tenant's (scripts/bench/history.ts says why that matters).
+// sort before the bench tenant's (scripts/bench/history.ts says why that matters). Autovacuum is off
+// on the machines these ran on; where it runs, it may analyze the history's tables partway through.
 import { randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
@@ -28,6 +30,11 @@ const { values: args, positionals } = parseArgs({ allowPositionals: true, option
 // bursts of one variant (a faster machine ran 1,500 out).
 const ADVANCEABLE = Math.ceil((2 + Number(args.rounds) * Number(args.seconds)) * 2000 / 19)
 const ROUTES = routesOf(args.routes)
+for (const [option, values] of [['--flags', args.flags], ['--history', args.history]] as const) {
+  if (values.length > positionals.length) throw new Error(`${option}: ${values.length} given for ${positionals.length} trees (one for each, in order)`)
+}
+const bad = args.history.find((n) => !/^\d+$/.test(n))
+if (bad !== undefined) throw new Error(`--history: "${bad}" is not a whole number of processes`)
 const OPERATOR_KEY = `bench-operator-${randomBytes(12).toString('hex')}`
 const admin = new pg.Client({ connectionString: SERVER_URL })
 await admin.connect()
@@ -36,7 +43,7 @@ interface Variant { dir: string; name: string; db: string; api: Child; base: str
   tally: Record<string, { requests: number; apiMs: number; pgMs: number; seconds: number }[]> }
 
 function start(dir: string, flags: string | undefined, db: string, port: number): Child {
-  const child = spawn(process.execPath, [...nodeFlags(false, flags), join(dir, 'node_modules/.cache/baton-bench/src/server.js'), '--role=api'], {
+  const child = spawn(process.execPath, [...nodeFlags(false, flags, dir), join(dir, 'node_modules/.cache/baton-bench/src/server.js'), '--role=api'], {
     cwd: dir, stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, DATABASE_URL: databaseUrl(db), PORT: String(port), LOG_LEVEL: 'warn', NODE_ENV: 'production', BATON_ADMIN_TOKEN: OPERATOR_KEY,
       WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', DATABASE_POOL_MAX: '16', RATE_LIMIT_MAX: '0' } })
@@ -85,7 +92,7 @@ try {
     const base = `http://127.0.0.1:${port}`
     await waitFor('the API to be ready', 120_000, async () => (await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 || undefined)
     const fx = await fixture(base, OPERATOR_KEY)
-    const history = Number.parseInt(args.history[index] ?? '0', 10) || 0
+    const history = Number(args.history[index] ?? '0')
     if (history > 0) {
       const seeding = new pg.Client({ connectionString: databaseUrl(db) })
       await seeding.connect()

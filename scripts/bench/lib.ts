@@ -98,10 +98,10 @@ export function runNode(name: string, argv: string[], env: Record<string, string
  * The node flags `npm start` passes before its script (package.json; heap settings such as
  * --max-semi-space-size), which the benchmarks pass to the Baton processes they start, so they are
  * measured as they run. `defaults`: none of them, node's own settings. `extra` (an environment
- * variable's words) come after them: a later flag wins.
+ * variable's words) come after them: a later flag wins. `root`: the tree whose package.json says them.
  */
-export function nodeFlags(defaults: boolean | undefined, extra: string | undefined): string[] {
-  const { scripts } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
+export function nodeFlags(defaults: boolean | undefined, extra: string | undefined, root = ROOT): string[] {
+  const { scripts } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
   const words = (scripts.start ?? '').split(/\s+/)
   const start = words.slice(words.indexOf('node') + 1)
   const own = start.slice(0, Math.max(0, start.findIndex((w) => !w.startsWith('--') || w === '--import')))
