@@ -39,7 +39,7 @@ const OPERATOR_KEY = `bench-operator-${randomBytes(12).toString('hex')}`
 const admin = new pg.Client({ connectionString: SERVER_URL })
 await admin.connect()
 
-interface Variant { dir: string; name: string; db: string; api: Child; base: string; fx: Fixture; advanceable: string[]; turn: number; readable: string[]
+interface Variant { name: string; db: string; api: Child; base: string; fx: Fixture; advanceable: string[]; turn: number; readable: string[]
   tally: Record<string, { requests: number; apiMs: number; pgMs: number; seconds: number }[]> }
 
 function start(dir: string, flags: string | undefined, db: string, port: number): Child {
@@ -105,7 +105,7 @@ try {
     const advanceable = ROUTES.includes('advance') ? await startMany(base, fx, fx.advanceTemplate, ADVANCEABLE) : []
     const readable = ROUTES.includes('read') ? await startMany(base, fx, fx.startTemplate, 200) : []
     const label = [dir, flags, history > 0 ? `history ${history}` : ''].filter(Boolean).join(' ')
-    variants.push({ dir, name: label, db, api, base, fx, advanceable, readable, turn: 0, tally: {} })
+    variants.push({ name: label, db, api, base, fx, advanceable, readable, turn: 0, tally: {} })
   }
   for (const v of variants) for (const route of ROUTES) await burst(v, `warm ${route}`, requests[route]!(v), 2)
   const seconds = Number(args.seconds)
