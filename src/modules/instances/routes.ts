@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../module-options.js'
-import { setCreatedLocation } from '../../lib/location.js'
+import { markCreated } from '../../lib/location.js'
 import { pageRequest } from '../../lib/pagination.js'
 import { setETag } from '../../lib/versioning.js'
 import { tenantOf } from '../../plugins/auth.js'
@@ -39,10 +39,8 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
     }
   }, async (request, reply) => {
     const started = await instances.startInstance(db, clock, wakeups, tenantOf(request), request.body, request.headers['idempotency-key'])
-    setETag(reply, started.instance.version)
-    setCreatedLocation(request, reply, started.instance.id)
-    if (!started.created) reply.header('idempotent-replayed', 'true')
-    return reply.code(started.created ? 201 : 200).send(started.instance)
+    markCreated(request, reply, started.instance, started.created)
+    return reply.send(started.instance)
   })
 
   app.get('/process-instances', {

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../module-options.js'
-import { setCreatedLocation } from '../../lib/location.js'
+import { markCreated } from '../../lib/location.js'
 import { pageRequest, sendJsonStream } from '../../lib/pagination.js'
 import { expectedVersion, setETag } from '../../lib/versioning.js'
 import { forbidden } from '../../errors.js'
@@ -95,10 +95,8 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wa
   }, async (request, reply) => {
     const written = await records.createRecord(db, clock, kind, tenantOf(request), request.body, request.headers['idempotency-key'])
     announceWork(wakeups, written.triggered.length, written.autostarted)
-    setETag(reply, written.record.version)
-    setCreatedLocation(request, reply, written.record.id)
-    if (!written.created) reply.header('idempotent-replayed', 'true')
-    return reply.code(written.created ? 201 : 200).send(written.record)
+    markCreated(request, reply, written.record, written.created)
+    return reply.send(written.record)
   })
 
   app.patch(`/${path}/:id`, {
