@@ -9,8 +9,7 @@ import type * as K from 'kysely'
 const kysely = createRequire(import.meta.url)('kysely') as typeof K
 
 export type * from 'kysely'
-export const { sql, CompiledQuery, Kysely, PostgresDialect, Migrator, FileMigrationProvider, DEFAULT_MIGRATION_TABLE } = kysely
+export const { sql, CompiledQuery, Kysely, PostgresDialect, Migrator, DEFAULT_MIGRATION_TABLE } = kysely
 export type Kysely<DB> = K.Kysely<DB>
 export type PostgresDialect = K.PostgresDialect
 export type Migrator = K.Migrator
-export type FileMigrationProvider = K.FileMigrationProvider

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs'
-import path from 'node:path'
-import { DEFAULT_MIGRATION_TABLE, FileMigrationProvider, Migrator, sql, type Kysely, type MigrationResultSet } from './kysely.js'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { DEFAULT_MIGRATION_TABLE, Migrator, sql, type Kysely, type Migration, type MigrationProvider, type MigrationResultSet } from './kysely.js'
 import type { DatabaseHandle } from './connect.js'
 import { isMigrationFile, migrationFolder } from './migration-files.js'
 
@@ -48,7 +49,26 @@ async function upToDate(db: Kysely<unknown>): Promise<boolean> {
 }
 
 function newMigrator(db: Kysely<unknown>): Migrator {
-  return new Migrator({ db, provider: new FileMigrationProvider({ fs, path, migrationFolder }) })
+  return new Migrator({ db, provider: migrationFiles })
+}
+
+/**
+ * The migrations' files, imported as ES modules. Kysely's FileMigrationProvider, loaded as CommonJS
+ * (kysely.ts), would `require()` them: that loads an ES module only through Node's require of ES
+ * modules, which skips the module hooks a TypeScript loader registers (the tests' ts-loader.mjs).
+ */
+const migrationFiles: MigrationProvider = {
+  async getMigrations() {
+    const files = (await fs.readdir(migrationFolder)).filter(isMigrationFile)
+    const migrations: Record<string, Migration> = {}
+    for (const file of files) {
+      const module = (await import(pathToFileURL(join(migrationFolder, file)).href)) as Partial<Migration> & { default?: Migration }
+      const migration = module.default ?? module
+      if (typeof migration.up !== 'function') throw new Error(`migration ${file} exports no up()`)
+      migrations[file.slice(0, file.lastIndexOf('.'))] = migration as Migration
+    }
+    return migrations
+  }
 }
 
 async function check(pending: Promise<MigrationResultSet>): Promise<string[]> {
