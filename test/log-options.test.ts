@@ -8,7 +8,7 @@ import { stripVTControlCharacters } from 'node:util'
 import t from 'tap'
 import { loadConfig } from '../src/config.js'
 import { logOptions, PRETTY_OPTIONS } from '../src/log-options.js'
-import { ROOT } from './helpers/process.js'
+import { ROOT, TS_LOADER } from './helpers/process.js'
 
 t.test('pretty lines only at a terminal outside production; JSON otherwise', async (t) => {
   const pretty = { target: /node_modules\/pino-pretty\//, options: PRETTY_OPTIONS }
@@ -30,7 +30,7 @@ t.test('pino-pretty loads as the transport and writes readable lines', async (t)
     const log = pino(logOptions({ LOG_LEVEL: 'info', NODE_ENV: 'development' }, true))
     log.info({ deliveryId: 'd-1' }, 'Baton listening on http://127.0.0.1:3000')
     log.debug('not at info')`)
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [TS_LOADER, script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))

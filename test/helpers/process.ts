@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { databaseUrl } from './database.js'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -12,14 +13,16 @@ export interface RunningProcess {
   exited: Promise<number | null>
 }
 
+/** The `--import` that gives a node process the tests' TypeScript loader (test/setup/ts-loader.mjs). */
+export const TS_LOADER = `--import=${pathToFileURL(join(ROOT, 'test', 'setup', 'ts-loader.mjs')).href}`
+
 /**
- * Runs a TypeScript entry file of this repo in its own process through tsx (`node --import tsx`; `npm
- * start` runs the sources compiled, scripts/start.mjs); args follow the script. The child is the script's own process: signals reach it directly and
- * SIGKILL really kills it. (The tsx CLI runs the script in a grandchild that survives a SIGKILL of the
- * CLI, and exits 128+n itself when the grandchild does not confirm a relayed signal within 30 ms.)
+ * Runs a TypeScript entry file of this repo in its own process through the tests' loader, as the test
+ * files run (`npm start` runs the sources compiled, scripts/start.mjs); args follow the script. The
+ * child is the script's own process: signals reach it directly and SIGKILL really kills it.
  */
 export function runScript(script: string, env: Record<string, string>, args: string[] = []): RunningProcess {
-  return runCommand(process.execPath, ['--import', 'tsx', script, ...args], env)
+  return runCommand(process.execPath, [TS_LOADER, script, ...args], env)
 }
 
 /**

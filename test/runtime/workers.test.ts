@@ -19,9 +19,9 @@ interface Workers {
 }
 
 /**
- * Worker processes on the runtime's database, on the real clock. Each runs in node itself (not under
- * the tsx CLI), so SIGKILL and SIGTERM reach the worker; all are killed at teardown, and their logs
- * are printed when the test failed.
+ * Worker processes on the runtime's database, on the real clock. Each runs in node itself (runScript,
+ * not a CLI that starts it in a child), so SIGKILL and SIGTERM reach the worker; all are killed at
+ * teardown, and their logs are printed when the test failed.
  */
 async function workersFor(t: Test, rt: RuntimeContext): Promise<Workers> {
   const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)

@@ -1,4 +1,5 @@
-// Runs once before the test files (tap's `before`). It bundles typebox for them (typebox-bundle.ts)
+// Runs once before the test files (tap's `before`). It bundles typebox for them (typebox-bundle.ts),
+// strips the types of the tree's TypeScript into the tests' loader's cache in one go (ts-hooks.mjs),
 // and builds the migrated template they clone, unless a template of the same migrations exists. That
 // is built under another name and renamed when done, so a concurrent run never clones a
 // half-migrated template.
@@ -6,9 +7,11 @@ import pg from 'pg'
 import { openPostgres } from '../../src/db/connect.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
 import { ADMIN_URL, TEMPLATE_DATABASE, databaseUrl } from '../helpers/database.js'
+import { fillCache } from './ts-hooks.mjs'
 import { bundleTypebox } from './typebox-bundle.js'
 
 await bundleTypebox()
+await fillCache()
 
 const admin = new pg.Client({ connectionString: ADMIN_URL })
 await admin.connect()

@@ -8,7 +8,7 @@ import { ROOT } from '../helpers/process.js'
 import { bundleTypebox, TYPEBOX_BUNDLE } from './typebox-bundle.js'
 
 t.test('test processes load typebox from the bundle, which exports what the package does', async (t) => {
-  t.equal(import.meta.resolve('typebox'), pathToFileURL(TYPEBOX_BUNDLE).href, 'tsconfig.test.json sends typebox to the bundle')
+  t.equal(import.meta.resolve('typebox'), pathToFileURL(TYPEBOX_BUNDLE).href, 'the tests\' loader sends typebox to the bundle')
   const bundled = await import('typebox')
   const original = await import(pathToFileURL(join(ROOT, 'node_modules/typebox/build/index.mjs')).href) as typeof bundled
   t.same(Object.keys(bundled).sort(), Object.keys(original).sort())

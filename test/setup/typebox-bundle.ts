@@ -1,17 +1,17 @@
-// typebox is 373 ES modules. A test process loads them through two loader hooks (tap's processinfo
-// and tsx), each module in a message to the hooks' thread: 0.4 s and 0.8 s of CPU of every test file
-// and of every server a test spawns under tsx, where one bundled module of the same code loads in
-// milliseconds (`npm start` bundles it too, scripts/start.mjs). Tap's `test-env` points tsx at
-// tsconfig.test.json, whose `paths` send `typebox` to the file written here before the tests; while
-// it is missing, tsx falls back to the package.
+// typebox is 373 ES modules. A test process loads them through two loaders' hooks (tap's processinfo
+// and ours, ts-hooks.mjs), each module in a message to the hooks' thread on Node 20: 0.4 s and 0.8 s of
+// CPU of every test file, where one bundled module of the same code loads in milliseconds (`npm start`
+// bundles it too, scripts/start.mjs). The tests' loader sends `typebox` to the file written here
+// before the tests; while it is missing, to the package.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
+import { TYPEBOX_BUNDLE } from './ts-hooks.mjs'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-/** Where tsconfig.test.json's `paths` send `typebox`. */
-export const TYPEBOX_BUNDLE = join(ROOT, 'node_modules', '.cache', 'baton', 'typebox.mjs')
+/** Where the tests' loader sends `typebox`. */
+export { TYPEBOX_BUNDLE }
 
 /** Writes the bundle unless one of the installed typebox version is there; returns whether it wrote. */
 export async function bundleTypebox(file = TYPEBOX_BUNDLE): Promise<boolean> {
