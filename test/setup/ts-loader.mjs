@@ -1,9 +1,15 @@
 // Imported into every test file's process (tap's `node-arg` in package.json): registers the hooks that
-// load our TypeScript (ts-hooks.mjs). Node 22.15 and later run them on the process's own thread
-// (`module.registerHooks`); Node 20 runs them on the loader thread (`module.register`).
+// load our TypeScript (ts-hooks.mjs). Node 24.13 and 25.1 and later run them on the process's own
+// thread (`module.registerHooks`); earlier versions on the loader thread (`module.register`). tap's
+// processinfo draws the same line: its maintainers found the in-thread hooks unreliable before.
+/* global process */
 import module from 'node:module'
 
-if (typeof module.registerHooks === 'function') {
+const [major, minor] = process.versions.node.split('.').map(Number)
+const inThread = typeof module.registerHooks === 'function' &&
+  (typeof module.register !== 'function' || major > 25 || (major === 25 && minor >= 1) || (major === 24 && minor >= 13))
+
+if (inThread) {
   const { resolve, load } = await import('./ts-hooks.mjs')
   module.registerHooks({ resolve, load })
 } else {
