@@ -63,7 +63,7 @@ const migrationFiles: MigrationProvider = {
     const migrations: Record<string, Migration> = {}
     for (const file of files) {
       const module = (await import(pathToFileURL(join(migrationFolder, file)).href)) as Partial<Migration> & { default?: Migration }
-      const migration = module.default ?? module
+      const migration = typeof module.default?.up === 'function' ? module.default : module
       if (typeof migration.up !== 'function') throw new Error(`migration ${file} exports no up()`)
       migrations[file.slice(0, file.lastIndexOf('.'))] = migration as Migration
     }

@@ -10,12 +10,13 @@
 // tsx did the first two, at about 0.5 s more CPU for each test process: its own start, and its
 // resolver on every module, tap's and the packages' too.
 /* global URL, process */
-import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createHash, randomUUID } from 'node:crypto'
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { basename, dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { threadId } from 'node:worker_threads'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const CACHE_ROOT = join(ROOT, 'node_modules', '.cache', 'baton')
@@ -38,8 +39,11 @@ export const TRANSFORM_OPTIONS = Object.freeze({
 const esbuildVersion = () => JSON.parse(readFileSync(join(ROOT, 'node_modules', 'esbuild', 'package.json'), 'utf8')).version
 const sha1 = (text) => createHash('sha1').update(text).digest('hex')
 
-/** The cache's folder: a new one for another esbuild or other options, so no stale output is read. */
-export const TS_CACHE = join(CACHE_ROOT, `ts-${sha1(`${esbuildVersion()}\0${JSON.stringify(TRANSFORM_OPTIONS)}`).slice(0, 12)}`)
+/**
+ * The cache's folder: a new one for another esbuild or other options, so no stale output is read, and
+ * one for each checkout (worktrees may share a node_modules), whose files fillCache keeps.
+ */
+export const TS_CACHE = join(CACHE_ROOT, `ts-${sha1(`${esbuildVersion()}\0${JSON.stringify(TRANSFORM_OPTIONS)}\0${ROOT}`).slice(0, 12)}`)
 
 /** The cache file of a source file's output. */
 export function cacheFile(file, source, cache = TS_CACHE) {
@@ -49,7 +53,7 @@ export function cacheFile(file, source, cache = TS_CACHE) {
 /** Writes an output beside its place and renames it there, so a process never reads half a file. */
 function writeCached(path, code) {
   mkdirSync(dirname(path), { recursive: true })
-  const writing = `${path}.${process.pid}.tmp`
+  const writing = `${path}.${process.pid}-${threadId}-${randomUUID()}.tmp`
   writeFileSync(writing, code)
   renameSync(writing, path)
 }
@@ -77,10 +81,13 @@ export function compile(file, cache = TS_CACHE) {
 /** The folders whose TypeScript the tests load. */
 const SOURCE_FOLDERS = ['src', 'test', 'scripts', 'migrations', 'clients']
 
+const DAY_MS = 24 * 60 * 60 * 1000
+
 /**
  * Fills the cache for every TypeScript file of the tree in one esbuild service, before the test
  * processes start (before.ts), and removes what no file of the tree needs any more: outputs of
- * sources since changed or removed, and the folders of another esbuild or other options.
+ * sources since changed or removed, a crashed process's half-written files, and folders unused
+ * for a day (another esbuild's, other options', a removed checkout's).
  */
 export async function fillCache(root = ROOT, cache = TS_CACHE) {
   const files = SOURCE_FOLDERS.flatMap((folder) => {
@@ -104,15 +111,19 @@ export async function fillCache(root = ROOT, cache = TS_CACHE) {
   }))
   let removed = 0
   mkdirSync(cache, { recursive: true })
+  utimesSync(cache, new Date(), new Date())
+  const now = Date.now()
+  const unusedForADay = (path) => now - (statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? now) > DAY_MS
   for (const name of readdirSync(cache)) {
     // A file being written by a test process of another run is left to it.
-    if (wanted.has(name) || name.endsWith('.tmp')) continue
+    if (wanted.has(name) || (name.endsWith('.tmp') && !unusedForADay(join(cache, name)))) continue
     rmSync(join(cache, name), { force: true })
     removed += 1
   }
   const parent = dirname(cache)
   for (const name of readdirSync(parent)) {
-    if (/^ts-[0-9a-f]{12}$/.test(name) && join(parent, name) !== cache) rmSync(join(parent, name), { recursive: true, force: true })
+    const folder = join(parent, name)
+    if (/^ts-[0-9a-f]{12}$/.test(name) && folder !== cache && unusedForADay(folder)) rmSync(folder, { recursive: true, force: true })
   }
   return { files: files.length, compiled, removed }
 }

@@ -9,6 +9,10 @@ const [major, minor] = process.versions.node.split('.').map(Number)
 const inThread = typeof module.registerHooks === 'function' &&
   (typeof module.register !== 'function' || major > 25 || (major === 25 && minor >= 1) || (major === 24 && minor >= 13))
 
+// Stack traces point into the TypeScript, in the scripts the tests spawn too (tap turns this on for
+// the test files themselves).
+process.setSourceMapsEnabled(true)
+
 if (inThread) {
   const { resolve, load } = await import('./ts-hooks.mjs')
   module.registerHooks({ resolve, load })

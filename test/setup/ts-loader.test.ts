@@ -1,7 +1,7 @@
 // The test processes' TypeScript loader (ts-loader.mjs, ts-hooks.mjs): what it resolves, what it
 // strips, and the cache before.ts fills.
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -25,15 +25,26 @@ t.test('the cache: filled once, stale outputs and other versions removed, a miss
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const root = join(dir, 'tree')
   const cache = join(dir, 'cache', 'ts-0123456789ab')
-  const other = join(dir, 'cache', 'ts-ba9876543210')
+  const abandoned = join(dir, 'cache', 'ts-ba9876543210')
+  const inUse = join(dir, 'cache', 'ts-aaaaaaaaaaaa')
+  const twoDaysAgo = new Date(Date.now() - 2 * 24 * 60 * 60 * 1000)
   await mkdir(join(root, 'src', 'deep'), { recursive: true })
-  await mkdir(other, { recursive: true })
+  await mkdir(abandoned, { recursive: true })
+  await mkdir(inUse, { recursive: true })
+  await utimes(abandoned, twoDaysAgo, twoDaysAgo)
+  await mkdir(cache, { recursive: true })
+  await writeFile(join(cache, 'x.mjs.1-0-crashed.tmp'), '')
+  await utimes(join(cache, 'x.mjs.1-0-crashed.tmp'), twoDaysAgo, twoDaysAgo)
+  await writeFile(join(cache, 'x.mjs.2-0-writing.tmp'), '')
   const file = join(root, 'src', 'deep', 'a.ts')
   await writeFile(file, 'export const answer: number = 42\nexport type Unused = { a: string }\n')
   await writeFile(join(root, 'src', 'types.d.ts'), 'export type X = number\n')
 
-  t.same(await fillCache(root, cache), { files: 1, compiled: 1, removed: 0 }, 'declaration files are not compiled')
-  t.notOk(existsSync(other), "another esbuild's or other options' folder is removed")
+  t.same(await fillCache(root, cache), { files: 1, compiled: 1, removed: 1 }, 'declaration files are not compiled; a crashed write is removed')
+  t.ok(existsSync(join(cache, 'x.mjs.2-0-writing.tmp')), 'a write under way is left to its process')
+  t.notOk(existsSync(abandoned), 'a folder unused for a day (another esbuild, other options, another checkout) is removed')
+  t.ok(existsSync(inUse), 'one in use is kept')
+  await rm(join(cache, 'x.mjs.2-0-writing.tmp'))
   t.same(await fillCache(root, cache), { files: 1, compiled: 0, removed: 0 }, 'a second fill has nothing to do')
 
   await writeFile(file, 'export const answer: number = 43\n')
