@@ -54,7 +54,7 @@ t.test('the server starts on the embedded database and prints a working operator
   t.equal(await again.exited, 0)
 })
 
-// A pull that brings a migration: the compiled tree runs it (Kysely's migrator requires the compiled ES module).
+// A pull that brings a migration: the compiled tree runs it (the migrator imports the compiled ES modules).
 t.test('npm start on an empty Postgres database runs every migration from the compiled tree', async (t) => {
   const name = `baton_empty_${process.pid}_${randomBytes(4).toString('hex')}`
   await adminQuery(`create database ${name}`)

@@ -79,7 +79,7 @@ export function compile(file, cache = TS_CACHE) {
 }
 
 /** The folders whose TypeScript the tests load. */
-const SOURCE_FOLDERS = ['src', 'test', 'scripts', 'migrations', 'clients']
+const SOURCE_FOLDERS = ['src', 'test', 'scripts', 'migrations', 'clients', 'examples']
 
 const DAY_MS = 24 * 60 * 60 * 1000
 
