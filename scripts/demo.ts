@@ -25,7 +25,10 @@ interface Baton {
   stop(): Promise<void>
 }
 
-/** Runs `src/server.ts` as `npm start` would, on a fresh data folder; resolves once it listens. */
+/**
+ * Runs the server as `npm start` does (scripts/start.mjs: the sources compiled, run by plain node), on a
+ * fresh data folder; resolves once it listens.
+ */
 async function startBaton(dataDir: string): Promise<Baton> {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -37,7 +40,7 @@ async function startBaton(dataDir: string): Promise<Baton> {
     LOG_LEVEL: 'info'
   }
   for (const name of ['DATABASE_URL', 'BATON_ADMIN_TOKEN', 'SMTP_URL']) delete env[name]
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, ['scripts/start.mjs'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let text = ''
   child.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()))
   child.stderr.on('data', (chunk: Buffer) => (text += chunk.toString()))
