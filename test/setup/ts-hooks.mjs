@@ -3,7 +3,7 @@
 // spawn). They do what the tests need of a TypeScript loader and nothing more:
 // - a relative `./x.js` imported by a `.ts` file is `./x.ts` when that file exists (NodeNext's rule);
 // - a `.ts` file loads as the ES module esbuild strips its types to, with an inline source map (for
-//   stack traces and coverage), cached on disk by path and content; before.ts fills the cache for the
+//   stack traces and coverage), cached on disk by path and content; prepare.ts fills the cache for the
 //   whole tree in one go;
 // - `tap` is its CommonJS build and `typebox` the single bundled module typebox-bundle.ts writes before
 //   the tests: their ES modules would each be a message to the hooks' thread on Node 20.
@@ -85,7 +85,7 @@ const DAY_MS = 24 * 60 * 60 * 1000
 
 /**
  * Fills the cache for every TypeScript file of the tree in one esbuild service, before the test
- * processes start (before.ts), and removes what no file of the tree needs any more: outputs of
+ * processes start (prepare.ts), and removes what no file of the tree needs any more: outputs of
  * sources since changed or removed, a crashed process's half-written files, and folders unused
  * for a day (another esbuild's, other options', a removed checkout's).
  */

@@ -1,5 +1,5 @@
 // The test processes' TypeScript loader (ts-loader.mjs, ts-hooks.mjs): what it resolves, what it
-// strips, and the cache before.ts fills.
+// strips, and the cache prepare.ts fills.
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
@@ -17,7 +17,7 @@ t.test('a test file gets tap from its CommonJS build, and our .ts files for thei
   t.equal(import.meta.resolve('../../src/app.js'), pathToFileURL(join(ROOT, 'src', 'app.ts')).href)
   t.equal(import.meta.resolve('./ts-hooks.mjs'), pathToFileURL(join(ROOT, 'test', 'setup', 'ts-hooks.mjs')).href, 'a file that exists keeps its name')
   const app = join(ROOT, 'src', 'app.ts')
-  t.ok(existsSync(cacheFile(app, await readFile(app, 'utf8'))), "before.ts filled the cache with this tree's files")
+  t.ok(existsSync(cacheFile(app, await readFile(app, 'utf8'))), "prepare.ts filled the cache with this tree's files")
 })
 
 t.test('the cache: filled once, stale outputs and other versions removed, a miss stripped on load', async (t) => {
