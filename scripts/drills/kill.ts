@@ -2,6 +2,7 @@
 // rate while a random worker is killed with SIGKILL every few seconds and replaced. Promise: nothing
 // lost or stuck, a call repeated only when its worker died with it in flight, and each killed claim
 // taken over within the lease plus 5 s.
+import type { DatabaseHandle } from '../../src/db/connect.js'
 import { sql } from '../../src/db/kysely.js'
 import { TestProvider } from '../../test/helpers/provider.js'
 import {
@@ -110,6 +111,11 @@ export async function killDrill(options: KillOptions): Promise<boolean> {
       return after ? after.at - kill.at : Infinity
     }))
     const slowestTakeover = takeovers.length === 0 ? 0 : Math.max(...takeovers)
+    const slowest = await slowestTakeoverSplit(database.handle.db, provider, kills)
+    // Each claim raises a delivery's fence and ends as one attempt (a call, or the reaper's abort) or a release without one.
+    const { rows: [claimed] } = await sql<{ claims: number; attempts: number }>`
+      select (select coalesce(sum(fence), 0)::int from deliveries) as claims, (select count(*)::int from delivery_attempts) as attempts
+    `.execute(database.handle.db)
     const exits = cluster.unexpectedExits(stopped)
 
     return report(`drill kill (${options.label}): 3 workers + API, ${options.instances} processes at ${options.rate}/s, SIGKILL every ${min / 1000}-${max / 1000} s, lease ${options.leaseMs / 1000} s`, [
@@ -125,6 +131,8 @@ export async function killDrill(options: KillOptions): Promise<boolean> {
       info('re-called after a crash', recalled),
       atMost('re-called but not in flight at a kill', recalledNotInFlight, 0),
       atMost('slowest takeover of a killed claim', Math.round(slowestTakeover), options.leaseMs + 5000, ' ms'),
+      info('slowest takeover: reaped, then called', slowest),
+      info('claims released uncounted (no host slot in time)', claimed!.claims - claimed!.attempts),
       info('time to recover after the last kill', `${recoveredMs} ms`),
       atMost('processes that exited on their own', exits.length, 0)
     ])
@@ -136,4 +144,27 @@ export async function killDrill(options: KillOptions): Promise<boolean> {
     await provider.close()
     await database.drop()
   }
+}
+
+/**
+ * Where the slowest takeover's time went: from the kill to the reaper's aborted attempt (the lease
+ * running out, then a chores pass), and from there to the next call (a claim, a host slot).
+ */
+async function slowestTakeoverSplit(db: DatabaseHandle['db'], provider: TestProvider, kills: Kill[]): Promise<string> {
+  let slowest: { id: string; kill: Kill; calledAt: number } | undefined
+  for (const kill of kills) {
+    for (const id of kill.held) {
+      const calledAt = provider.calls.find((c) => c.query.deliveryId === id && c.at > kill.at)?.at ?? Infinity
+      if (!slowest || calledAt - kill.at > slowest.calledAt - slowest.kill.at) slowest = { id, kill, calledAt }
+    }
+  }
+  if (!slowest) return 'no claim was held at a kill'
+  // Each claim raises the fence: claims after the reap beyond the one that called were released uncounted (no host slot in time).
+  const { rows } = await sql<{ reaped_at: Date | null; fence: number }>`
+    select (select min(started_at) from delivery_attempts where delivery_id = d.id and outcome = 'aborted') as reaped_at, d.fence
+    from deliveries d where d.id = ${slowest.id}
+  `.execute(db)
+  const reapedAt = rows[0]?.reaped_at?.getTime()
+  if (reapedAt === undefined) return `${slowest.id}: no aborted attempt logged`
+  return `${reapedAt - slowest.kill.at} ms after the kill, then ${slowest.calledAt - reapedAt} ms to the call (${rows[0]!.fence} claims in all)`
 }
