@@ -146,15 +146,19 @@ function settleStatement(settlements: Settlement[], attempts: Insertable<Deliver
 }
 
 /**
- * Puts a claimed delivery back without counting an attempt, due again at `dueAt`: a worker shutting
- * down releases it, and so does a call that found no free slot at its host in time.
+ * Puts a claimed delivery back without counting an attempt: a worker shutting down releases it, and
+ * so does a call that found no free slot at its host in time. It keeps the due time it was claimed
+ * at, and so its place in the queue, unless `dueAt` puts it later.
  */
 export async function releaseDelivery(
-  db: DB, claim: { tenantId: string; id: string; stepId: string | null; fence: number }, now: Date, dueAt = now
+  db: DB, claim: { tenantId: string; id: string; stepId: string | null; fence: number }, dueAt?: Date
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
     const released = await trx.updateTable('deliveries')
-      .set((eb) => ({ status: 'pending', lease_owner: null, lease_expires_at: null, next_attempt_at: dueAt, attempt_count: eb('attempt_count', '-', 1) }))
+      .set((eb) => ({
+        status: 'pending', lease_owner: null, lease_expires_at: null, attempt_count: eb('attempt_count', '-', 1),
+        ...(dueAt ? { next_attempt_at: dueAt } : {})
+      }))
       .where('tenant_id', '=', claim.tenantId).where('id', '=', claim.id).where('fence', '=', claim.fence).where('status', '=', 'running')
       .executeTakeFirst()
     if (released.numUpdatedRows > 0n && claim.stepId) {

@@ -3,7 +3,10 @@ import type { DB } from '../db/connect.js'
 
 /**
  * Deliveries whose worker vanished (its lease ran out) go back to pending, with an `aborted` attempt
- * row saying so, counted like any attempt; their steps return to `due`. Claimed rows are skipped, so
+ * row saying so, counted like any attempt; their steps return to `due`. Each keeps the due time it
+ * was claimed at, and so its place at the head of the queue: behind a backlog, a due time of now
+ * had a killed claim wait for everything that fell due during its lease (the kill drill, on a busy
+ * machine: called 33 s after the reap). Claimed rows are skipped, so
  * reapers in many workers do not clash. The steps are found as a claim's are (claimStatement): by
  * their primary key, or in one pass where the planner believes the table small, never by walking the
  * partial index of open steps once per step.
@@ -17,7 +20,7 @@ export async function reapExpiredLeases(db: DB, now: Date, limit = 500): Promise
       for update skip locked
     ), released as (
       update deliveries d
-      set status = 'pending', lease_owner = null, lease_expires_at = null, next_attempt_at = ${now},
+      set status = 'pending', lease_owner = null, lease_expires_at = null,
           last_error = 'the worker holding this delivery stopped before it finished'
       from expired e
       where d.tenant_id = e.tenant_id and d.id = e.id

@@ -5,6 +5,7 @@ import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
 import { databaseUrl } from '../helpers/database.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
+import { releaseDelivery } from '../../src/scheduler/delivery-repository.js'
 import { recordOutcome, recordOutcomes, type AttemptRecord } from '../../src/scheduler/record-outcome.js'
 import type { ClaimedDelivery } from '../../src/scheduler/claim-deliveries.js'
 import { DEFAULT_RETRY_POLICY } from '../../src/scheduler/retry-policy.js'
@@ -268,6 +269,42 @@ t.test('a worker whose lease expired is fenced: its late outcome changes nothing
     delivery: stale, startedAt: claimedAt, durationMs: 2500, statusCode: 200, error: null, responseBody: 'ok', decision: { action: 'succeed' }, outcome: 'succeeded'
   }, rt.clock.now()), 'fenced')
   t.same(await deliveryOf(stepId), before)
+})
+
+t.test('a reaped claim and a released one keep their place in the queue, ahead of deliveries that fell due after them', async (t) => {
+  const first = await webhookStep('Queue first')
+  const dueAt = async (id: string) =>
+    (await sql<{ at: Date }>`select next_attempt_at as at from deliveries where id = ${id}`.execute(rt.db)).rows[0]!.at.toISOString()
+  const firstDue = await dueAt(first.deliveryId)
+  const claimedAt = rt.clock.now()
+  t.same((await claimDeliveries(rt.db, { workerId: 'worker-a', now: claimedAt, leaseMs: 1000, limit: 1 })).map((c) => c.id), [first.deliveryId])
+
+  // Worker A dies holding it; another process falls due while its lease runs.
+  rt.clock.advance(500)
+  const later = await webhookStep('Queue later')
+  rt.clock.advance(2 * SECOND)
+  t.equal(await reapExpiredLeases(rt.db, rt.clock.now()), 1, 'the expired lease is reaped')
+  t.equal(await dueAt(first.deliveryId), firstDue, 'the reaped delivery keeps the due time it was claimed at')
+  const retaken = await claimDeliveries(rt.db, { workerId: 'worker-b', now: rt.clock.now(), leaseMs: 10 * SECOND, limit: 1 })
+  t.same(retaken.map((c) => c.id), [first.deliveryId], 'the next claim takes the reaped delivery before the later one')
+
+  // Released uncounted (no host slot came in time): back to its place, not to the end of the queue.
+  rt.clock.advance(SECOND)
+  await releaseDelivery(rt.db, retaken[0]!)
+  t.equal(await dueAt(first.deliveryId), firstDue, 'the released delivery keeps its due time')
+  const again = await claimDeliveries(rt.db, { workerId: 'worker-c', now: rt.clock.now(), leaseMs: 10 * SECOND, limit: 1 })
+  t.same(again.map((c) => [c.id, c.attempt]), [[first.deliveryId, 2]], 'claimed first again; the release used no attempt')
+
+  // A release to a later time (a secret this worker cannot open) moves it behind.
+  await releaseDelivery(rt.db, again[0]!, new Date(rt.clock.now().getTime() + 60 * SECOND))
+  t.same((await claimDeliveries(rt.db, { workerId: 'worker-d', now: rt.clock.now(), leaseMs: 10 * SECOND, limit: 1 })).map((c) => c.id), [later.deliveryId])
+
+  rt.clock.advance(61 * SECOND)
+  await rt.scheduler.runOnce()
+  rt.clock.advance(11 * SECOND)
+  await rt.scheduler.runOnce()
+  t.equal((await deliveryOf(first.stepId)).status, 'succeeded')
+  t.equal((await deliveryOf(later.stepId)).status, 'succeeded')
 })
 
 t.test('one batch of outcomes: a success moves its process on, a last success completes its process, a stale claim is fenced, a retry waits', async (t) => {
