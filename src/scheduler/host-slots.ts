@@ -23,6 +23,8 @@ export interface HostSlot {
 
 interface Waiter {
   grant(slot: HostSlot | undefined): void
+  /** When its delivery fell due; the line is kept in this order, the oldest first, then in the order they came. */
+  dueAt: number
 }
 
 interface HostState {
@@ -67,8 +69,11 @@ export class HostSlots {
   /**
    * A slot for one call, waiting up to `maxWaitMs`; undefined when none came in time, when the signal
    * fired, or at once when as many calls already wait for this host here as it may take at a time.
+   * Waiters are served in the order their deliveries fell due (`dueAt`, a time in ms; unset: after
+   * every dated one), then in the order they came: a delivery taken back from a dead worker is called
+   * before those that fell due after it.
    */
-  async acquire(host: string, maxWaitMs: number, signal?: AbortSignal): Promise<HostSlot | undefined> {
+  async acquire(host: string, maxWaitMs: number, signal?: AbortSignal, dueAt = Infinity): Promise<HostSlot | undefined> {
     const state = this.stateOf(host)
     const idle = state.idle.pop()
     if (idle) return idle.slot
@@ -82,7 +87,7 @@ export class HostSlots {
       if (freed) return freed.slot
     }
     if (this.isCrowded(host) || signal?.aborted) return undefined
-    return this.wait(host, maxWaitMs, signal)
+    return this.wait(host, maxWaitMs, signal, dueAt)
   }
 
   /** Calls waiting for this host at this worker are as many as it may call at once: claim no more for it. */
@@ -120,7 +125,7 @@ export class HostSlots {
     await session?.then((s) => s.close()).catch(this.onError)
   }
 
-  private wait(host: string, maxWaitMs: number, signal: AbortSignal | undefined): Promise<HostSlot | undefined> {
+  private wait(host: string, maxWaitMs: number, signal: AbortSignal | undefined, dueAt: number): Promise<HostSlot | undefined> {
     const state = this.stateOf(host)
     return new Promise((resolve) => {
       const give = (slot: HostSlot | undefined) => {
@@ -128,14 +133,16 @@ export class HostSlots {
         signal?.removeEventListener('abort', giveUp)
         resolve(slot)
       }
-      const waiter: Waiter = { grant: give }
+      const waiter: Waiter = { grant: give, dueAt }
       const giveUp = () => {
         state.waiters = state.waiters.filter((w) => w !== waiter)
         give(undefined)
       }
       const timer = setTimeout(giveUp, maxWaitMs)
       signal?.addEventListener('abort', giveUp, { once: true })
-      state.waiters.push(waiter)
+      // After every waiter due no later: among the same due time, in the order they came.
+      const before = state.waiters.findIndex((w) => w.dueAt > dueAt)
+      state.waiters.splice(before === -1 ? state.waiters.length : before, 0, waiter)
       this.schedulePoll(host, state)
     })
   }

@@ -80,6 +80,26 @@ t.test('a slot freed by another worker reaches a waiting call within the linger 
   b.release(next!)
 })
 
+t.test('waiting calls are served in the order their deliveries fell due, undated ones after them in the order they came', async (t) => {
+  const slots = worker(4)
+  const host = 'm.example:80'
+  const taken = await Promise.all([1, 2, 3, 4].map(() => slots.acquire(host, 0)))
+  t.ok(taken.every(Boolean), 'every slot is taken')
+  const served: string[] = []
+  const waitFor = (name: string, dueAt?: number) => slots.acquire(host, 10_000, undefined, dueAt).then((slot) => {
+    served.push(name)
+    return slot
+  })
+  const line = [waitFor('undated, first'), waitFor('due at 3000', 3000), waitFor('undated, second'), waitFor('due at 1000', 1000)]
+  for (const until = Date.now() + 5000; !slots.isCrowded(host) && Date.now() < until;) await sleep(5)
+  t.ok(slots.isCrowded(host), 'four calls wait')
+  for (const slot of taken) slots.release(slot!)
+  const granted = await Promise.all(line)
+  t.ok(granted.every(Boolean), 'each got a slot')
+  t.same(served, ['due at 1000', 'due at 3000', 'undated, first', 'undated, second'])
+  for (const slot of granted) slots.release(slot!)
+})
+
 t.test('a call waits no longer than it was told, and no more calls wait than may run', async (t) => {
   const slots = worker(1)
   const held = await slots.acquire('f.example:80', 0)
