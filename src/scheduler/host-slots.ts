@@ -33,6 +33,10 @@ interface HostState {
   idle: { slot: HostSlot; since: number }[]
   waiters: Waiter[]
   poll: NodeJS.Timeout | undefined
+  /** When the database last said every slot of the host was taken (Date.now()); 0: never. */
+  fullAt: number
+  /** Calls whose question to the database for a slot is not answered yet: each may join the line. */
+  asking: number
 }
 
 /** How long a freed slot stays with this worker for its next call to the same host. */
@@ -41,6 +45,8 @@ const LINGER_MS = 200
 const POLL_MS = 100
 /** A slot held longer goes back to the database when its call ends, so calls waiting at other workers get their turn. */
 const TURN_MS = 1000
+/** A host the database found full this recently is taken to be full still (placesInLines). */
+const FULL_LATELY_MS = 1000
 /** What tryLock answers when the database has no free slot of the host for this worker. */
 const FULL = 'full'
 
@@ -78,7 +84,8 @@ export class HostSlots {
     const idle = state.idle.pop()
     if (idle) return idle.slot
     if (state.waiters.length === 0) {
-      const slot = await this.tryLock(host)
+      state.asking += 1
+      const slot = await this.tryLock(host).finally(() => { state.asking -= 1 })
       if (slot !== FULL && slot) return slot
       // A call that ended while the database was asked left its slot idle here: take it rather than
       // wait for a poll while it lingers. Not when the database did not answer: the connection, and
@@ -93,6 +100,23 @@ export class HostSlots {
   /** Calls waiting for this host at this worker are as many as it may call at once: claim no more for it. */
   isCrowded(host: string): boolean {
     return (this.hosts.get(host)?.waiters.length ?? 0) >= this.perHost
+  }
+
+  /**
+   * Places left in the lines of hosts that are full (calls wait for them here, or the database said
+   * within FULL_LATELY_MS that every slot was taken) but not crowded, less the calls still asking the
+   * database and so about to join: a claim of more would be turned away at once and go back
+   * uncounted, a transaction each, to be claimed again (the kill drill on a busy machine: two such
+   * releases per call made). Undefined while no host is full: a claim is then not held back.
+   */
+  placesInLines(): number | undefined {
+    let places: number | undefined
+    const lately = Date.now() - FULL_LATELY_MS
+    for (const state of this.hosts.values()) {
+      const waiting = state.waiters.length
+      if (waiting < this.perHost && (waiting > 0 || state.fullAt > lately)) places = (places ?? 0) + Math.max(0, this.perHost - waiting - state.asking)
+    }
+    return places
   }
 
   release(slot: HostSlot): void {
@@ -172,7 +196,10 @@ export class HostSlots {
       const session = await this.sessionDb()
       const { pid, slot } = await lockHostSlot(session.db, host, this.perHost, [...this.stateOf(host).held])
       this.noteSession(pid)
-      if (slot === null) return FULL
+      if (slot === null) {
+        this.stateOf(host).fullAt = Date.now()
+        return FULL
+      }
       this.stateOf(host).held.add(slot)
       return { host, number: slot, session: pid, lockedAt: Date.now() }
     }).catch((error: unknown) => {
@@ -242,7 +269,7 @@ export class HostSlots {
   private stateOf(host: string): HostState {
     let state = this.hosts.get(host)
     if (!state) {
-      state = { held: new Set(), idle: [], waiters: [], poll: undefined }
+      state = { held: new Set(), idle: [], waiters: [], poll: undefined, fullAt: 0, asking: 0 }
       this.hosts.set(host, state)
     }
     return state

@@ -125,7 +125,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let stopping = false
   /** Fires when stop() begins: calls not yet made (waiting for a host slot) are released at once. */
   let stopSignal = new AbortController()
-  /** The last claim left crowded hosts out: a finished call may make room for them. */
+  /** The last claim left crowded hosts out, or took no more than a full host's line had room for: a finished call may make room. */
   let skippedCrowded = false
   let loop: Promise<void> | undefined
   let unlisten: (() => Promise<void>) | undefined
@@ -155,11 +155,17 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
+    // The last claim's calls reach their host's line first, so its places are counted with them.
+    if (hostSlots) await new Promise<void>((resolve) => setImmediate(resolve))
     const room = roomForCalls()
     if (room <= 0 || stopping) return { claimed: 0, full: false }
-    const limit = Math.min(room, settings.batchSize)
+    // A host whose calls already wait here takes no more claims than its line has places.
+    const places = hostSlots?.placesInLines()
+    const limit = Math.min(room, settings.batchSize, places ?? Infinity)
     const skipServices = crowdedServices()
-    skippedCrowded = skipServices.length > 0
+    // Held back by a host's line: a finished call may make room.
+    skippedCrowded = skipServices.length > 0 || places !== undefined
+    if (limit <= 0) return { claimed: 0, full: false }
     const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit, skipServices })
     metrics.claimed(claims.length)
     for (const claim of claims) dispatch(claim)

@@ -7,6 +7,8 @@ import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { runScript, workerEnv, type RunningProcess } from '../helpers/process.js'
 import { setupRuntime } from '../helpers/runtime.js'
+import { openPostgres } from '../../src/db/connect.js'
+import { databaseUrl } from '../helpers/database.js'
 
 t.setTimeout(180_000)
 
@@ -91,6 +93,34 @@ t.test('two workers never have more than WEBHOOK_PER_HOST_CONCURRENCY calls open
     select count(*)::int as n from pg_locks where locktype = 'advisory' and database = (select oid from pg_database where datname = current_database())
   `.execute(rt.db)
   t.equal(locks[0]!.n, 0, 'every slot was freed')
+})
+
+t.test('a worker claims no more for a full host than the calls waiting there leave room for: no claim goes back unused but the first', async (t) => {
+  const rt = await setupRuntime(t)
+  const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
+  const slots = openPostgres(databaseUrl(rows[0]!.name), { poolMax: 2 })
+  // Two calls at a time and two waiting may be at the host; the worker has room for eight.
+  const scheduler = rt.newScheduler({ perHostConcurrency: 2, concurrency: 8 }, undefined, { session: () => slots.session({ timeouts: true }) })
+  t.teardown(async () => {
+    await scheduler.stop(1000)
+    await slots.close()
+  })
+  rt.provider.always(async () => {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    return { status: 200, body: 'ok' }
+  })
+  const templateId = await rt.template([{ kind: 'webhook', name: 'One host, a backlog' }])
+  for (let i = 0; i < 12; i++) await rt.start(templateId)
+
+  const run = await scheduler.runOnce()
+  t.equal(rt.provider.calls.length, 12, 'every delivery was called once')
+  // The first claim (eight) finds the host full only once it asks: two call, two wait, four go back.
+  // Every later claim takes no more than the line's free places.
+  t.ok(run.deliveries <= 12 + 4, `claims beyond the twelve calls: only the first claim's four (${run.deliveries} claims in all)`)
+  const { rows: [fences] } = await sql<{ claims: number }>`select sum(fence)::int as claims from deliveries`.execute(rt.db)
+  t.equal(fences!.claims, run.deliveries, 'each claim raised a fence')
+  const attempts = await rt.db.selectFrom('deliveries').select('attempt_count').where('status', '=', 'succeeded').execute()
+  t.same(attempts.map((a) => a.attempt_count), Array(12).fill(1), 'waiting and going back used no attempt')
 })
 
 async function until(what: string, check: () => Promise<boolean>, logs: () => string, timeoutMs: number): Promise<void> {

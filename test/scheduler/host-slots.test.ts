@@ -100,6 +100,21 @@ t.test('waiting calls are served in the order their deliveries fell due, undated
   for (const slot of granted) slots.release(slot!)
 })
 
+t.test('places in the lines of full hosts: what a claim may take for them without turning calls away', async (t) => {
+  const slots = worker(2)
+  const host = 'p.example:80'
+  const taken = await Promise.all([slots.acquire(host, 0), slots.acquire(host, 0)])
+  t.equal(slots.placesInLines(), undefined, 'no host was found full yet: claims are not held back')
+  const first = slots.acquire(host, 10_000)
+  for (const until = Date.now() + 5000; slots.placesInLines() !== 1 && Date.now() < until;) await sleep(5)
+  t.equal(slots.placesInLines(), 1, 'found full, one call waiting: one place left')
+  const second = slots.acquire(host, 10_000)
+  t.ok(slots.isCrowded(host), 'two wait: crowded')
+  t.equal(slots.placesInLines(), undefined, 'a crowded host is left out of claims instead')
+  for (const slot of taken) slots.release(slot!)
+  for (const slot of await Promise.all([first, second])) slots.release(slot!)
+})
+
 t.test('a call waits no longer than it was told, and no more calls wait than may run', async (t) => {
   const slots = worker(1)
   const held = await slots.acquire('f.example:80', 0)
