@@ -132,7 +132,7 @@ export async function killDrill(options: KillOptions): Promise<boolean> {
       atMost('re-called but not in flight at a kill', recalledNotInFlight, 0),
       atMost('slowest takeover of a killed claim', Math.round(slowestTakeover), options.leaseMs + 5000, ' ms'),
       info('slowest takeover: reaped, then called', slowest),
-      info('claims released uncounted (no host slot in time)', claimed!.claims - claimed!.attempts),
+      info('claims given back without an attempt', claimed!.claims - claimed!.attempts),
       info('time to recover after the last kill', `${recoveredMs} ms`),
       atMost('processes that exited on their own', exits.length, 0)
     ])

@@ -48,6 +48,8 @@ export interface ClaimOptions {
   limit: number
   /** Services whose host already has as many calls waiting at this worker as it may make: not now. */
   skipServices?: string[]
+  /** Only these services' deliveries (those of hosts whose line at this worker has a few places left). */
+  onlyServices?: string[]
 }
 
 export async function claimDeliveries(db: DB, options: ClaimOptions): Promise<ClaimedDelivery[]> {
@@ -64,6 +66,7 @@ export function claimStatement(options: ClaimOptions) {
       select tenant_id, id, step_id from deliveries
       where status = 'pending' and next_attempt_at <= ${options.now}
         and (service_id is null or service_id <> all (${options.skipServices ?? []}::uuid[]))
+        ${options.onlyServices ? sql`and service_id = any (${options.onlyServices}::uuid[])` : sql``}
       order by next_attempt_at
       limit ${options.limit}
       for update skip locked

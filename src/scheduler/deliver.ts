@@ -97,7 +97,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     throw error
   }
   const claimKey = await retryTransient(deps.claimKey, { until, signal: stopping, now }).catch(() => undefined)
-  const slot = claimKey && host ? await deps.hostSlots?.acquire(host, slotWaitMs(deps, until), stopping, delivery.dueAt.getTime()) : undefined
+  const slot = claimKey && host ? await deps.hostSlots?.acquire(host, slotWaitMs(deps, until), stopping, { dueAt: delivery.dueAt.getTime(), unskippable: delivery.serviceId === null }) : undefined
   if (!claimKey || (host && !slot) || stopping?.aborted) {
     if (slot) deps.hostSlots?.release(slot)
     callEnded()

@@ -45,7 +45,7 @@ const LINGER_MS = 200
 const POLL_MS = 100
 /** A slot held longer goes back to the database when its call ends, so calls waiting at other workers get their turn. */
 const TURN_MS = 1000
-/** A host the database found full this recently is taken to be full still (placesInLines). */
+/** A host the database found full this recently is taken to be full still (placesAt). */
 const FULL_LATELY_MS = 1000
 /** What tryLock answers when the database has no free slot of the host for this worker. */
 const FULL = 'full'
@@ -77,9 +77,13 @@ export class HostSlots {
    * fired, or at once when as many calls already wait for this host here as it may take at a time.
    * Waiters are served in the order their deliveries fell due (`dueAt`, a time in ms; unset: after
    * every dated one), then in the order they came: a delivery taken back from a dead worker is called
-   * before those that fell due after it.
+   * before those that fell due after it. A call whose claim could not have been left out for its
+   * host (`unskippable`: a free target, which has no service to leave out) waits even in a crowded
+   * line: turned away, it would be claimed again at once, and again.
    */
-  async acquire(host: string, maxWaitMs: number, signal?: AbortSignal, dueAt = Infinity): Promise<HostSlot | undefined> {
+  async acquire(
+    host: string, maxWaitMs: number, signal?: AbortSignal, { dueAt = Infinity, unskippable = false }: { dueAt?: number; unskippable?: boolean } = {}
+  ): Promise<HostSlot | undefined> {
     const state = this.stateOf(host)
     const idle = state.idle.pop()
     if (idle) return idle.slot
@@ -93,7 +97,7 @@ export class HostSlots {
       const freed = slot === FULL ? state.idle.pop() : undefined
       if (freed) return freed.slot
     }
-    if (this.isCrowded(host) || signal?.aborted) return undefined
+    if ((this.isCrowded(host) && !unskippable) || signal?.aborted) return undefined
     return this.wait(host, maxWaitMs, signal, dueAt)
   }
 
@@ -103,20 +107,19 @@ export class HostSlots {
   }
 
   /**
-   * Places left in the lines of hosts that are full (calls wait for them here, or the database said
-   * within FULL_LATELY_MS that every slot was taken) but not crowded, less the calls still asking the
-   * database and so about to join: a claim of more would be turned away at once and go back
-   * uncounted, a transaction each, to be claimed again (the kill drill on a busy machine: two such
-   * releases per call made). Undefined while no host is full: a claim is then not held back.
+   * Places left in this host's line at this worker while the host is full (calls wait for it here, or
+   * the database said within FULL_LATELY_MS that every slot was taken), less the calls still asking
+   * the database and so about to join; 0 when crowded. Undefined while the host is not full: its
+   * calls may start at once. A claim of more for a full host would be turned away, each call going
+   * back uncounted in a transaction of its own, to be claimed again (the kill drill on a busy machine:
+   * two such releases for every call made).
    */
-  placesInLines(): number | undefined {
-    let places: number | undefined
-    const lately = Date.now() - FULL_LATELY_MS
-    for (const state of this.hosts.values()) {
-      const waiting = state.waiters.length
-      if (waiting < this.perHost && (waiting > 0 || state.fullAt > lately)) places = (places ?? 0) + Math.max(0, this.perHost - waiting - state.asking)
-    }
-    return places
+  placesAt(host: string): number | undefined {
+    const state = this.hosts.get(host)
+    if (!state) return undefined
+    const waiting = state.waiters.length
+    if (waiting === 0 && state.fullAt <= Date.now() - FULL_LATELY_MS) return undefined
+    return Math.max(0, this.perHost - waiting - state.asking)
   }
 
   release(slot: HostSlot): void {

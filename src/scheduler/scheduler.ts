@@ -125,7 +125,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let stopping = false
   /** Fires when stop() begins: calls not yet made (waiting for a host slot) are released at once. */
   let stopSignal = new AbortController()
-  /** The last claim left crowded hosts out, or took no more than a full host's line had room for: a finished call may make room. */
+  /** The last claim left full hosts' services out, or took no more than their lines had room for: a finished call may make room. */
   let skippedCrowded = false
   let loop: Promise<void> | undefined
   let unlisten: (() => Promise<void>) | undefined
@@ -154,32 +154,62 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     return settings.concurrency - inFlight.size - Math.max(0, unwrittenOutcomes() - settings.concurrency * OUTCOMES_WAITING_PER_CALL)
   }
 
+  /**
+   * Claims up to the free room. The services of hosts that are full at this worker (calls wait for
+   * them here) are claimed apart, no more than their lines have places for, and left out of the main
+   * claim; `full` when the main claim filled its limit, so more may be due.
+   */
   async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
     // The last claim's calls reach their host's line first, so its places are counted with them.
     if (hostSlots) await new Promise<void>((resolve) => setImmediate(resolve))
-    const room = roomForCalls()
+    let room = roomForCalls()
     if (room <= 0 || stopping) return { claimed: 0, full: false }
-    // A host whose calls already wait here takes no more claims than its line has places.
-    const places = hostSlots?.placesInLines()
-    const limit = Math.min(room, settings.batchSize, places ?? Infinity)
-    const skipServices = crowdedServices()
-    // Held back by a host's line: a finished call may make room.
-    skippedCrowded = skipServices.length > 0 || places !== undefined
-    if (limit <= 0) return { claimed: 0, full: false }
-    const claims = await claimDeliveries(db, { workerId: deps.workerId, now: clock.now(), leaseMs: settings.leaseMs, limit, skipServices })
-    metrics.claimed(claims.length)
-    for (const claim of claims) dispatch(claim)
-    return { claimed: claims.length, full: claims.length === limit }
+    const { held, filling, places } = fullHosts()
+    skippedCrowded = held.length > 0
+    const now = clock.now()
+    let claimed = 0
+    const claim = async (limit: number, options: { skipServices: string[]; onlyServices?: string[] }) => {
+      const claims = await claimDeliveries(db, { workerId: deps.workerId, now, leaseMs: settings.leaseMs, limit, ...options })
+      metrics.claimed(claims.length)
+      for (const claim of claims) dispatch(claim)
+      claimed += claims.length
+      room -= claims.length
+      return claims.length
+    }
+    if (filling.length > 0) await claim(Math.min(room, places), { skipServices: [], onlyServices: filling })
+    if (room <= 0) return { claimed, full: false }
+    const limit = Math.min(room, settings.batchSize)
+    const full = (await claim(limit, { skipServices: held })) === limit
+    return { claimed, full }
+  }
+
+  /**
+   * The services of hosts full at this worker (held out of the main claim), those of them whose line
+   * still has places (`filling`), and how many places in all.
+   */
+  function fullHosts(): { held: string[]; filling: string[]; places: number } {
+    const held: string[] = []
+    const filling: string[] = []
+    let places = 0
+    if (!hostSlots) return { held, filling, places }
+    const placesOf = new Map<string, number | undefined>()
+    for (const [service, host] of hostOfService) {
+      if (!placesOf.has(host)) {
+        const left = hostSlots.placesAt(host)
+        placesOf.set(host, left)
+        places += left ?? 0
+      }
+      const left = placesOf.get(host)
+      if (left === undefined) continue
+      held.push(service)
+      if (left > 0) filling.push(service)
+    }
+    return { held, filling, places }
   }
 
   /** Calls that ended and whose outcome is not written yet. Past OUTCOMES_WAITING_PER_CALL × SCHEDULER_CONCURRENCY of them, fewer calls start. */
   function unwrittenOutcomes(): number {
     return recording.size - inFlight.size
-  }
-
-  function crowdedServices(): string[] {
-    if (!hostSlots) return []
-    return [...hostOfService].filter(([, host]) => hostSlots.isCrowded(host)).map(([service]) => service)
   }
 
   function dispatch(claim: ClaimedDelivery): void {

@@ -86,7 +86,7 @@ t.test('waiting calls are served in the order their deliveries fell due, undated
   const taken = await Promise.all([1, 2, 3, 4].map(() => slots.acquire(host, 0)))
   t.ok(taken.every(Boolean), 'every slot is taken')
   const served: string[] = []
-  const waitFor = (name: string, dueAt?: number) => slots.acquire(host, 10_000, undefined, dueAt).then((slot) => {
+  const waitFor = (name: string, dueAt?: number) => slots.acquire(host, 10_000, undefined, dueAt === undefined ? {} : { dueAt }).then((slot) => {
     served.push(name)
     return slot
   })
@@ -100,19 +100,26 @@ t.test('waiting calls are served in the order their deliveries fell due, undated
   for (const slot of granted) slots.release(slot!)
 })
 
-t.test('places in the lines of full hosts: what a claim may take for them without turning calls away', async (t) => {
+t.test('places left in a full host\'s line: what a claim may take for it without turning calls away', async (t) => {
   const slots = worker(2)
   const host = 'p.example:80'
   const taken = await Promise.all([slots.acquire(host, 0), slots.acquire(host, 0)])
-  t.equal(slots.placesInLines(), undefined, 'no host was found full yet: claims are not held back')
+  t.equal(slots.placesAt(host), undefined, 'not found full yet: its claims are not held back')
   const first = slots.acquire(host, 10_000)
-  for (const until = Date.now() + 5000; slots.placesInLines() !== 1 && Date.now() < until;) await sleep(5)
-  t.equal(slots.placesInLines(), 1, 'found full, one call waiting: one place left')
+  for (const until = Date.now() + 5000; slots.placesAt(host) !== 1 && Date.now() < until;) await sleep(5)
+  t.equal(slots.placesAt(host), 1, 'found full, one call waiting: one place left')
   const second = slots.acquire(host, 10_000)
   t.ok(slots.isCrowded(host), 'two wait: crowded')
-  t.equal(slots.placesInLines(), undefined, 'a crowded host is left out of claims instead')
+  t.equal(slots.placesAt(host), 0, 'no place left')
+  t.equal(await slots.acquire(host, 10_000), undefined, 'a third is turned away at once')
+  const unskippable = slots.acquire(host, 10_000, undefined, { unskippable: true })
+  t.equal(slots.placesAt(host), 0)
   for (const slot of taken) slots.release(slot!)
   for (const slot of await Promise.all([first, second])) slots.release(slot!)
+  const last = await unskippable
+  t.ok(last, 'a free target\'s call waits in a crowded line for its turn')
+  slots.release(last!)
+  t.equal(slots.placesAt('never.example:80'), undefined, 'a host never asked for')
 })
 
 t.test('a call waits no longer than it was told, and no more calls wait than may run', async (t) => {
