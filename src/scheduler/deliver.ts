@@ -101,8 +101,10 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   if (!claimKey || (host && !slot) || stopping?.aborted) {
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
-    // No call was made: back to the queue at its place, without using an attempt.
-    await retryTransient(() => releaseDelivery(deps.db, delivery), { until, now })
+    // No call was made: back to the queue without using an attempt, at its place. A free target's
+    // goes behind what is due now: no claim can leave it out while its host is crowded.
+    const dueAt = delivery.serviceId === null ? now() : undefined
+    await retryTransient(() => releaseDelivery(deps.db, delivery, dueAt), { until, now })
     return stopping?.aborted ? 'released' : 'deferred'
   }
   let attempt: Attempt

@@ -79,7 +79,8 @@ export class HostSlots {
    * every dated one), then in the order they came: a delivery taken back from a dead worker is called
    * before those that fell due after it. A call whose claim could not have been left out for its
    * host (`unskippable`: a free target, which has no service to leave out) waits even in a crowded
-   * line: turned away, it would be claimed again at once, and again.
+   * line, up to twice as many as the host takes at a time: turned away, it would be claimed again
+   * at once.
    */
   async acquire(
     host: string, maxWaitMs: number, signal?: AbortSignal, { dueAt = Infinity, unskippable = false }: { dueAt?: number; unskippable?: boolean } = {}
@@ -97,7 +98,8 @@ export class HostSlots {
       const freed = slot === FULL ? state.idle.pop() : undefined
       if (freed) return freed.slot
     }
-    if ((this.isCrowded(host) && !unskippable) || signal?.aborted) return undefined
+    const waiting = state.waiters.length
+    if (waiting >= (unskippable ? 2 * this.perHost : this.perHost) || signal?.aborted) return undefined
     return this.wait(host, maxWaitMs, signal, dueAt)
   }
 

@@ -106,7 +106,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const hostSlots = settings.perHostConcurrency === undefined || !deps.session ? undefined
     : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, 'per-host slots: the database did not answer')))
   const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
-  /** The host of each service this worker has called, to leave crowded hosts out of its claims. */
+  /** The host of each service this worker has called, to claim a full host's services apart (claimAndDispatch). */
   const hostOfService = new Map<string, string>()
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
   const deliverDeps: DeliverDeps = {
@@ -125,7 +125,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let stopping = false
   /** Fires when stop() begins: calls not yet made (waiting for a host slot) are released at once. */
   let stopSignal = new AbortController()
-  /** The last claim left full hosts' services out, or took no more than their lines had room for: a finished call may make room. */
+  /** The last claim left full hosts' services out, or took no more of them than their lines had places for: a finished call may make room. */
   let skippedCrowded = false
   let loop: Promise<void> | undefined
   let unlisten: (() => Promise<void>) | undefined
@@ -156,15 +156,16 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   /**
    * Claims up to the free room. The services of hosts that are full at this worker (calls wait for
-   * them here) are claimed apart, no more than their lines have places for, and left out of the main
-   * claim; `full` when the main claim filled its limit, so more may be due.
+   * them here, or the database just said every slot was taken) are left out of the main claim and
+   * claimed apart, host by host, no more than each line has places for; `full` when the main claim
+   * filled its limit, so more may be due.
    */
   async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
     // The last claim's calls reach their host's line first, so its places are counted with them.
     if (hostSlots) await new Promise<void>((resolve) => setImmediate(resolve))
     let room = roomForCalls()
     if (room <= 0 || stopping) return { claimed: 0, full: false }
-    const { held, filling, places } = fullHosts()
+    const { held, filling } = fullHosts()
     skippedCrowded = held.length > 0
     const now = clock.now()
     let claimed = 0
@@ -176,35 +177,32 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       room -= claims.length
       return claims.length
     }
-    if (filling.length > 0) await claim(Math.min(room, places), { skipServices: [], onlyServices: filling })
+    for (const { services, places } of filling) {
+      if (room <= 0) break
+      await claim(Math.min(room, places), { skipServices: [], onlyServices: services })
+    }
     if (room <= 0) return { claimed, full: false }
     const limit = Math.min(room, settings.batchSize)
     const full = (await claim(limit, { skipServices: held })) === limit
     return { claimed, full }
   }
 
-  /**
-   * The services of hosts full at this worker (held out of the main claim), those of them whose line
-   * still has places (`filling`), and how many places in all.
-   */
-  function fullHosts(): { held: string[]; filling: string[]; places: number } {
+  /** The services of hosts full at this worker (held out of the main claim), and of each such host whose line has places, with them. */
+  function fullHosts(): { held: string[]; filling: { services: string[]; places: number }[] } {
     const held: string[] = []
-    const filling: string[] = []
-    let places = 0
-    if (!hostSlots) return { held, filling, places }
-    const placesOf = new Map<string, number | undefined>()
+    if (!hostSlots) return { held, filling: [] }
+    const lines = new Map<string, { services: string[]; places: number } | undefined>()
     for (const [service, host] of hostOfService) {
-      if (!placesOf.has(host)) {
-        const left = hostSlots.placesAt(host)
-        placesOf.set(host, left)
-        places += left ?? 0
+      if (!lines.has(host)) {
+        const places = hostSlots.placesAt(host)
+        lines.set(host, places === undefined ? undefined : { services: [], places })
       }
-      const left = placesOf.get(host)
-      if (left === undefined) continue
+      const line = lines.get(host)
+      if (!line) continue
       held.push(service)
-      if (left > 0) filling.push(service)
+      line.services.push(service)
     }
-    return { held, filling, places }
+    return { held, filling: [...lines.values()].filter((line) => line !== undefined && line.places > 0) as { services: string[]; places: number }[] }
   }
 
   /** Calls that ended and whose outcome is not written yet. Past OUTCOMES_WAITING_PER_CALL × SCHEDULER_CONCURRENCY of them, fewer calls start. */

@@ -284,6 +284,11 @@ function scansOf(plan: PlanNode, table: string): { scan: string; loops: number }
   return [...own, ...(plan.Plans ?? []).flatMap((child) => scansOf(child, table))]
 }
 
+/** Every index a plan reads, in the plan's order. */
+function indexesOf(plan: PlanNode): string[] {
+  return [...(plan['Index Name'] ? [plan['Index Name']] : []), ...(plan.Plans ?? []).flatMap(indexesOf)]
+}
+
 /** The update of the steps in a claim's plan. */
 function stepsUpdate(plan: PlanNode): PlanNode | undefined {
   if (plan['Node Type'] === 'ModifyTable' && plan['Relation Name'] === 'instance_steps') return plan
@@ -347,6 +352,15 @@ for (const history of [{ deliveries: 0, steps: 0, limit: 40 }, { deliveries: 100
     const { rows: running } = await client.query<{ n: number }>(`select count(*)::int as n from instance_steps where state = 'running'`)
     t.equal(running[0]!.n, 40, 'forty steps turned running')
     await client.query('rollback')
+    // The claim of a full host's services apart: the pending deliveries by their due time, never the service's whole history.
+    const only = claimStatement({ workerId: 'plans', now, leaseMs: 60_000, limit: history.limit, onlyServices: [service] }).compile(database.db)
+    await client.query(`prepare claim_only as ${only.sql}`)
+    const { rows: onlyPlan } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
+      `explain (format json) execute claim_only (${only.parameters.map((value) => literalOf(client, value)).join(', ')})`)
+    const indexes = indexesOf(onlyPlan[0]!['QUERY PLAN'][0].Plan).filter((name) => name.startsWith('deliveries_'))
+    t.same(indexes.filter((name) => name !== 'deliveries_pkey'), ['deliveries_due_idx'],
+      `the kept plan of a claim for some services reads the due deliveries, not a service's history (${JSON.stringify(indexes)})`)
+    await client.query('set plan_cache_mode = auto')
     const { rows: claimed } = await client.query<{ webhookUrl: string; serviceName: string; stepId: string }>(execute)
     t.equal(claimed.length, 40, 'forty deliveries claimed')
     t.ok(claimed.every((c) => c.webhookUrl === 'http://127.0.0.1:9/hook' && c.serviceName === 'ValueCo' && c.stepId), 'each with its service\'s call and its step')

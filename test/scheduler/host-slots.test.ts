@@ -112,13 +112,14 @@ t.test('places left in a full host\'s line: what a claim may take for it without
   t.ok(slots.isCrowded(host), 'two wait: crowded')
   t.equal(slots.placesAt(host), 0, 'no place left')
   t.equal(await slots.acquire(host, 10_000), undefined, 'a third is turned away at once')
-  const unskippable = slots.acquire(host, 10_000, undefined, { unskippable: true })
+  const unskippable = [slots.acquire(host, 10_000, undefined, { unskippable: true }), slots.acquire(host, 10_000, undefined, { unskippable: true })]
   t.equal(slots.placesAt(host), 0)
+  t.equal(await slots.acquire(host, 10_000, undefined, { unskippable: true }), undefined, 'up to twice as many as the host takes at a time')
   for (const slot of taken) slots.release(slot!)
   for (const slot of await Promise.all([first, second])) slots.release(slot!)
-  const last = await unskippable
-  t.ok(last, 'a free target\'s call waits in a crowded line for its turn')
-  slots.release(last!)
+  const last = await Promise.all(unskippable)
+  t.ok(last.every(Boolean), 'a free target\'s calls wait in a crowded line for their turn')
+  for (const slot of last) slots.release(slot!)
   t.equal(slots.placesAt('never.example:80'), undefined, 'a host never asked for')
 })
 
