@@ -102,8 +102,8 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
     // No call was made: back to the queue without using an attempt, at its place. A free target's
-    // goes behind what is due now: no claim can leave it out while its host is crowded.
-    const dueAt = delivery.serviceId === null ? now() : undefined
+    // that got no slot goes behind what is due now: no claim can leave it out while its host is crowded.
+    const dueAt = delivery.serviceId === null && claimKey && !stopping?.aborted ? now() : undefined
     await retryTransient(() => releaseDelivery(deps.db, delivery, dueAt), { until, now })
     return stopping?.aborted ? 'released' : 'deferred'
   }

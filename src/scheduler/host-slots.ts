@@ -109,8 +109,9 @@ export class HostSlots {
   }
 
   /**
-   * Places left in this host's line at this worker while the host is full (calls wait for it here, or
-   * the database said within FULL_LATELY_MS that every slot was taken), less the calls still asking
+   * Places left in this host's line at this worker while the host is full (calls wait for it here,
+   * this worker's calls hold every slot, or the database said within FULL_LATELY_MS that every slot
+   * was taken), less the calls still asking
    * the database and so about to join; 0 when crowded. Undefined while the host is not full: its
    * calls may start at once. A claim of more for a full host would be turned away, each call going
    * back uncounted in a transaction of its own, to be claimed again (the kill drill on a busy machine:
@@ -120,7 +121,8 @@ export class HostSlots {
     const state = this.hosts.get(host)
     if (!state) return undefined
     const waiting = state.waiters.length
-    if (waiting === 0 && state.fullAt <= Date.now() - FULL_LATELY_MS) return undefined
+    const busy = state.held.size - state.idle.length >= this.perHost
+    if (waiting === 0 && !busy && state.fullAt <= Date.now() - FULL_LATELY_MS) return undefined
     return Math.max(0, this.perHost - waiting - state.asking)
   }
 

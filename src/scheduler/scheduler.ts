@@ -42,6 +42,13 @@ export interface SchedulerSettings {
   retentionDays?: number
 }
 
+/** A host full at this worker: its services, and the places left in its line. */
+interface Line {
+  host: string
+  services: string[]
+  places: number
+}
+
 export interface SchedulerDeps {
   db: DB
   clock: Clock
@@ -92,6 +99,11 @@ const DUE_REREAD_MS = 200
  */
 const OUTCOMES_WAITING_PER_CALL = 3
 const RECLAIM_FLOOR_MS = 50
+/**
+ * How long a full host's services are not claimed apart after such a claim came back short, while
+ * calls are in flight: it read every due delivery, the others' too, and the host is full anyway.
+ */
+const APART_REST_MS = 200
 const RETENTION_EVERY_MS = 600_000
 const DATE_CHECK_EVERY_MS = 600_000
 const RETENTION_BATCH = 500
@@ -108,6 +120,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
   /** The host of each service this worker has called, to claim a full host's services apart (claimAndDispatch). */
   const hostOfService = new Map<string, string>()
+  /** When a claim apart for a host last came back short (Date.now()): not again for APART_REST_MS. */
+  const claimedShortAt = new Map<string, number>()
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
@@ -177,9 +191,13 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       room -= claims.length
       return claims.length
     }
-    for (const { services, places } of filling) {
-      if (room <= 0) break
-      await claim(Math.min(room, places), { skipServices: [], onlyServices: services })
+    for (const { host, services, places } of filling) {
+      // A claim apart that came back short has just read every due delivery: its host has no more for
+      // now. It rests only while calls are in flight, whose ends bring the next pass.
+      if (room <= 0 || (inFlight.size > 0 && Date.now() - (claimedShortAt.get(host) ?? 0) < APART_REST_MS)) continue
+      const limit = Math.min(room, places)
+      if ((await claim(limit, { skipServices: [], onlyServices: services })) < limit) claimedShortAt.set(host, Date.now())
+      else claimedShortAt.delete(host)
     }
     if (room <= 0) return { claimed, full: false }
     const limit = Math.min(room, settings.batchSize)
@@ -188,21 +206,21 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   /** The services of hosts full at this worker (held out of the main claim), and of each such host whose line has places, with them. */
-  function fullHosts(): { held: string[]; filling: { services: string[]; places: number }[] } {
+  function fullHosts(): { held: string[]; filling: Line[] } {
     const held: string[] = []
     if (!hostSlots) return { held, filling: [] }
-    const lines = new Map<string, { services: string[]; places: number } | undefined>()
+    const lines = new Map<string, Line | undefined>()
     for (const [service, host] of hostOfService) {
       if (!lines.has(host)) {
         const places = hostSlots.placesAt(host)
-        lines.set(host, places === undefined ? undefined : { services: [], places })
+        lines.set(host, places === undefined ? undefined : { host, services: [], places })
       }
       const line = lines.get(host)
       if (!line) continue
       held.push(service)
       line.services.push(service)
     }
-    return { held, filling: [...lines.values()].filter((line) => line !== undefined && line.places > 0) as { services: string[]; places: number }[] }
+    return { held, filling: [...lines.values()].filter((line): line is Line => line !== undefined && line.places > 0) }
   }
 
   /** Calls that ended and whose outcome is not written yet. Past OUTCOMES_WAITING_PER_CALL × SCHEDULER_CONCURRENCY of them, fewer calls start. */
