@@ -1,4 +1,5 @@
 import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
 import { DAY, HOUR } from '../helpers/clock.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
@@ -123,6 +124,9 @@ t.test('forty waiting steps fall due at once: two schedulers start each exactly 
   const N = 40
   for (let i = 0; i < N; i++) await rt.start(templateId)
   rt.clock.advance(DAY + HOUR)
+  // Connections for both opened first: on a busy machine, one scheduler's wait for a new connection
+  // let the other start all forty alone (40 and 0).
+  await Promise.all(Array.from({ length: 4 }, () => sql`select pg_sleep(0.02)`.execute(rt.db)))
   const [a, b] = [rt.newScheduler({ batchSize: 7 }), rt.newScheduler({ batchSize: 7 })]
   const [runA, runB] = await Promise.all([a.runOnce(), b.runOnce()])
   t.equal(runA.stepsStarted + runB.stepsStarted, N, 'every waiting step started once between them')
