@@ -111,11 +111,10 @@ export class HostSlots {
   /**
    * Places left in this host's line at this worker while the host is full (calls wait for it here,
    * this worker's calls hold every slot, or the database said within FULL_LATELY_MS that every slot
-   * was taken), less the calls still asking
-   * the database and so about to join; 0 when crowded. Undefined while the host is not full: its
-   * calls may start at once. A claim of more for a full host would be turned away, each call going
-   * back uncounted in a transaction of its own, to be claimed again (the kill drill on a busy machine:
-   * two such releases for every call made).
+   * was taken), less the calls still asking the database and so about to join; 0 when crowded.
+   * Undefined while the host is not full: its calls may start at once. A claim of more for a full
+   * host would be turned away, each call going back uncounted in a transaction of its own, to be
+   * claimed again (the kill drill on a busy machine: two such releases for every call made).
    */
   placesAt(host: string): number | undefined {
     const state = this.hosts.get(host)

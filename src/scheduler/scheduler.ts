@@ -169,10 +169,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   /**
-   * Claims up to the free room. The services of hosts that are full at this worker (calls wait for
-   * them here, or the database just said every slot was taken) are left out of the main claim and
-   * claimed apart, host by host, no more than each line has places for; `full` when the main claim
-   * filled its limit, so more may be due.
+   * Claims up to the free room. The services of hosts that are full at this worker (HostSlots.placesAt)
+   * are left out of the main claim and claimed apart, host by host, no more than each line has places
+   * for; `full` when the main claim filled its limit, so more may be due.
    */
   async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
     // The last claim's calls reach their host's line first, so its places are counted with them.
