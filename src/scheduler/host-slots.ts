@@ -103,7 +103,7 @@ export class HostSlots {
     return this.wait(host, maxWaitMs, signal, dueAt)
   }
 
-  /** Calls waiting for this host at this worker are as many as it may call at once: claim no more for it. */
+  /** Calls waiting for this host at this worker are as many as it may call at once: a service's call is turned away (placesAt is 0). */
   isCrowded(host: string): boolean {
     return (this.hosts.get(host)?.waiters.length ?? 0) >= this.perHost
   }

@@ -140,7 +140,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   /** Fires when stop() begins: calls not yet made (waiting for a host slot) are released at once. */
   let stopSignal = new AbortController()
   /** The last claim left full hosts' services out, or took no more of them than their lines had places for: a finished call may make room. */
-  let skippedCrowded = false
+  let heldBack = false
   let loop: Promise<void> | undefined
   let unlisten: (() => Promise<void>) | undefined
   let wakeUp: (() => void) | undefined
@@ -179,7 +179,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     let room = roomForCalls()
     if (room <= 0 || stopping) return { claimed: 0, full: false }
     const { held, filling } = fullHosts()
-    skippedCrowded = held.length > 0
+    heldBack = held.length > 0
     const now = clock.now()
     let claimed = 0
     const claim = async (limit: number, options: { skipServices: string[]; onlyServices?: string[] }) => {
@@ -241,7 +241,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         const wasFull = inFlight.size >= settings.concurrency
         inFlight.delete(claim.id)
         resolve()
-        if (wasFull || skippedCrowded) {
+        if (wasFull || heldBack) {
           woken = true
           wakeUp?.()
         }
