@@ -46,15 +46,17 @@ export interface ClaimOptions {
   now: Date
   leaseMs: number
   limit: number
-  /** Services whose host already has as many calls waiting at this worker as it may make: not now. */
+  /** Services whose host is full at this worker: not now. */
   skipServices?: string[]
+  /** Free targets (a step's own URL, exactly as on the step) whose host is full at this worker: not now. */
+  skipTargets?: string[]
   /**
-   * Only these services' deliveries (those of a host whose line at this worker has a few places
-   * left). Written so that no index of service_id can serve it: whatever the statistics say, a kept
-   * plan reads the due deliveries, never a service's whole history through deliveries_service_idx
-   * (test/db/foreign-key-plans.test.ts).
+   * Only these services' and free targets' deliveries (those of a host whose line at this worker
+   * has a few places left). Written so that no index of service_id can serve it: whatever the
+   * statistics say, a kept plan reads the due deliveries, never a service's whole history through
+   * deliveries_service_idx (test/db/foreign-key-plans.test.ts).
    */
-  onlyServices?: string[]
+  only?: { services: string[]; targets: string[] }
 }
 
 export async function claimDeliveries(db: DB, options: ClaimOptions): Promise<ClaimedDelivery[]> {
@@ -71,7 +73,8 @@ export function claimStatement(options: ClaimOptions) {
       select tenant_id, id, step_id from deliveries
       where status = 'pending' and next_attempt_at <= ${options.now}
         and (service_id is null or service_id <> all (${options.skipServices ?? []}::uuid[]))
-        ${options.onlyServices ? sql`and array[service_id] <@ ${options.onlyServices}::uuid[]` : sql``}
+        ${options.skipTargets?.length ? sql`and (service_id is not null or not ${freeTargetIn(options.skipTargets)})` : sql``}
+        ${options.only ? sql`and ${onlyOf(options.only)}` : sql``}
       order by next_attempt_at
       limit ${options.limit}
       for update skip locked
@@ -104,6 +107,27 @@ export function claimStatement(options: ClaimOptions) {
     join tenants t on t.id = c.tenant_id
     left join instance_steps st on st.tenant_id = c.tenant_id and st.id = c.step_id
   `
+}
+
+/**
+ * A free target's delivery calls its step's URL: whether that is one of `targets`. Evaluated only
+ * for deliveries without a service, one step found by its key each.
+ */
+function freeTargetIn(targets: string[]) {
+  return sql`exists (select from instance_steps st
+    where st.tenant_id = deliveries.tenant_id and st.id = deliveries.step_id and st.target_url = any (${targets}::text[]))`
+}
+
+/**
+ * The deliveries of these services and free targets only (a claim apart for one host). Neither test
+ * is one an index of service_id can serve (`num_nulls`, not `is null`): a kept plan read every free
+ * target's finished delivery through deliveries_service_idx.
+ */
+function onlyOf({ services, targets }: { services: string[]; targets: string[] }) {
+  const ofServices = sql`array[service_id] <@ ${services}::uuid[]`
+  if (targets.length === 0) return ofServices
+  const ofTargets = sql`(num_nulls(service_id) = 1 and ${freeTargetIn(targets)})`
+  return services.length === 0 ? ofTargets : sql`(${ofServices} or ${ofTargets})`
 }
 
 /**

@@ -97,14 +97,12 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     throw error
   }
   const claimKey = await retryTransient(deps.claimKey, { until, signal: stopping, now }).catch(() => undefined)
-  const slot = claimKey && host ? await deps.hostSlots?.acquire(host, slotWaitMs(deps, until), stopping, { dueAt: delivery.dueAt.getTime(), unskippable: delivery.serviceId === null }) : undefined
+  const slot = claimKey && host ? await deps.hostSlots?.acquire(host, slotWaitMs(deps, until), stopping, { dueAt: delivery.dueAt.getTime() }) : undefined
   if (!claimKey || (host && !slot) || stopping?.aborted) {
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
-    // No call was made: back to the queue without using an attempt, at its place. A free target's
-    // that got no slot goes behind what is due now: no claim can leave it out while its host is crowded.
-    const dueAt = delivery.serviceId === null && claimKey && !stopping?.aborted ? now() : undefined
-    await retryTransient(() => releaseDelivery(deps.db, delivery, dueAt), { until, now })
+    // No call was made: back to the queue without using an attempt, at its place.
+    await retryTransient(() => releaseDelivery(deps.db, delivery), { until, now })
     return stopping?.aborted ? 'released' : 'deferred'
   }
   let attempt: Attempt

@@ -77,14 +77,9 @@ export class HostSlots {
    * fired, or at once when as many calls already wait for this host here as it may take at a time.
    * Waiters are served in the order their deliveries fell due (`dueAt`, a time in ms; unset: after
    * every dated one), then in the order they came: a delivery taken back from a dead worker is called
-   * before those that fell due after it. A call whose claim could not have been left out for its
-   * host (`unskippable`: a free target, which has no service to leave out) waits even in a crowded
-   * line, up to twice as many as the host takes at a time: turned away, it would be claimed again
-   * at once.
+   * before those that fell due after it.
    */
-  async acquire(
-    host: string, maxWaitMs: number, signal?: AbortSignal, { dueAt = Infinity, unskippable = false }: { dueAt?: number; unskippable?: boolean } = {}
-  ): Promise<HostSlot | undefined> {
+  async acquire(host: string, maxWaitMs: number, signal?: AbortSignal, { dueAt = Infinity }: { dueAt?: number } = {}): Promise<HostSlot | undefined> {
     const state = this.stateOf(host)
     const idle = state.idle.pop()
     if (idle) return idle.slot
@@ -99,7 +94,7 @@ export class HostSlots {
       if (freed) return freed.slot
     }
     const waiting = state.waiters.length
-    if (waiting >= (unskippable ? 2 * this.perHost : this.perHost) || signal?.aborted) return undefined
+    if (waiting >= this.perHost || signal?.aborted) return undefined
     return this.wait(host, maxWaitMs, signal, dueAt)
   }
 

@@ -10,7 +10,7 @@ import { BatonMetrics } from '../lib/metrics.js'
 import { once } from '../lib/once.js'
 import type { SecretBox } from '../lib/secret-box.js'
 import { throttled } from '../lib/throttled.js'
-import { claimDeliveries, type ClaimedDelivery } from './claim-deliveries.js'
+import { claimDeliveries, type ClaimedDelivery, type ClaimOptions } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
 import { hostKey, HostSlots } from './host-slots.js'
 import { nextDue } from './next-due.js'
@@ -42,10 +42,11 @@ export interface SchedulerSettings {
   retentionDays?: number
 }
 
-/** A host full at this worker: its services, and the places left in its line. */
+/** A host full at this worker: its services and free targets, and the places left in its line. */
 interface Line {
   host: string
   services: string[]
+  targets: string[]
   places: number
 }
 
@@ -104,6 +105,8 @@ const RECLAIM_FLOOR_MS = 50
  * calls are in flight: it read every due delivery, the others' too, and the host is full anyway.
  */
 const APART_REST_MS = 200
+/** Free targets whose host a worker remembers, to leave them out of claims while it is full. */
+const TARGETS_KNOWN = 1000
 const RETENTION_EVERY_MS = 600_000
 const DATE_CHECK_EVERY_MS = 600_000
 const RETENTION_BATCH = 500
@@ -120,6 +123,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
   /** The host of each service this worker has called, to claim a full host's services apart (claimAndDispatch). */
   const hostOfService = new Map<string, string>()
+  /** The host of each free target (a step's own URL) this worker has called, likewise. */
+  const hostOfTarget = new Map<string, string>()
   /** When a claim apart for a host last came back short (Date.now()): not again for APART_REST_MS. */
   const claimedShortAt = new Map<string, number>()
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
@@ -169,9 +174,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   /**
-   * Claims up to the free room. The services of hosts that are full at this worker (HostSlots.placesAt)
-   * are left out of the main claim and claimed apart, host by host, no more than each line has places
-   * for; `full` when the main claim filled its limit, so more may be due.
+   * Claims up to the free room. The services and free targets of hosts that are full at this worker
+   * (HostSlots.placesAt) are left out of the main claim and claimed apart, host by host, no more than
+   * each line has places for; `full` when the main claim filled its limit, so more may be due.
    */
   async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
     // The last claim's calls reach their host's line first, so its places are counted with them.
@@ -179,10 +184,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     let room = roomForCalls()
     if (room <= 0 || stopping) return { claimed: 0, full: false }
     const { held, filling } = fullHosts()
-    heldBack = held.length > 0
+    heldBack = held.services.length + held.targets.length > 0
     const now = clock.now()
     let claimed = 0
-    const claim = async (limit: number, options: { skipServices: string[]; onlyServices?: string[] }) => {
+    const claim = async (limit: number, options: Pick<ClaimOptions, 'skipServices' | 'skipTargets' | 'only'>) => {
       const claims = await claimDeliveries(db, { workerId: deps.workerId, now, leaseMs: settings.leaseMs, limit, ...options })
       metrics.claimed(claims.length)
       for (const claim of claims) dispatch(claim)
@@ -190,34 +195,46 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       room -= claims.length
       return claims.length
     }
-    for (const { host, services, places } of filling) {
+    for (const { host, services, targets, places } of filling) {
       // A claim apart that came back short has just read every due delivery: its host has no more for
       // now. It rests only while calls are in flight, whose ends bring the next pass.
       if (room <= 0 || (inFlight.size > 0 && Date.now() - (claimedShortAt.get(host) ?? 0) < APART_REST_MS)) continue
       const limit = Math.min(room, places)
-      if ((await claim(limit, { skipServices: [], onlyServices: services })) < limit) claimedShortAt.set(host, Date.now())
+      if ((await claim(limit, { only: { services, targets } })) < limit) claimedShortAt.set(host, Date.now())
       else claimedShortAt.delete(host)
     }
     if (room <= 0) return { claimed, full: false }
     const limit = Math.min(room, settings.batchSize)
-    const full = (await claim(limit, { skipServices: held })) === limit
+    const full = (await claim(limit, { skipServices: held.services, skipTargets: held.targets })) === limit
     return { claimed, full }
   }
 
-  /** The services of hosts full at this worker (held out of the main claim), and of each such host whose line has places, with them. */
-  function fullHosts(): { held: string[]; filling: Line[] } {
-    const held: string[] = []
+  /**
+   * The services and free targets of hosts full at this worker (held out of the main claim), and each
+   * such host whose line has places, with its own.
+   */
+  function fullHosts(): { held: { services: string[]; targets: string[] }; filling: Line[] } {
+    const held = { services: [] as string[], targets: [] as string[] }
     if (!hostSlots) return { held, filling: [] }
     const lines = new Map<string, Line | undefined>()
-    for (const [service, host] of hostOfService) {
+    const lineOf = (host: string) => {
       if (!lines.has(host)) {
         const places = hostSlots.placesAt(host)
-        lines.set(host, places === undefined ? undefined : { host, services: [], places })
+        lines.set(host, places === undefined ? undefined : { host, services: [], targets: [], places })
       }
-      const line = lines.get(host)
+      return lines.get(host)
+    }
+    for (const [service, host] of hostOfService) {
+      const line = lineOf(host)
       if (!line) continue
-      held.push(service)
+      held.services.push(service)
       line.services.push(service)
+    }
+    for (const [target, host] of hostOfTarget) {
+      const line = lineOf(host)
+      if (!line) continue
+      held.targets.push(target)
+      line.targets.push(target)
     }
     return { held, filling: [...lines.values()].filter((line): line is Line => line !== undefined && line.places > 0) }
   }
@@ -230,8 +247,16 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   function dispatch(claim: ClaimedDelivery): void {
     const abort = new AbortController()
     const host = hostKey(claim.webhookUrl)
-    // A free target has no service to leave out of claims: it waits for a slot of its host in deliver.
-    if (hostSlots && host && claim.serviceId !== null) hostOfService.set(claim.serviceId, host)
+    if (hostSlots && host) {
+      if (claim.serviceId !== null) hostOfService.set(claim.serviceId, host)
+      else {
+        // Most recently called last; the longest uncalled is forgotten past the bound (it is then
+        // claimed as any other until called again).
+        hostOfTarget.delete(claim.webhookUrl)
+        hostOfTarget.set(claim.webhookUrl, host)
+        if (hostOfTarget.size > TARGETS_KNOWN) hostOfTarget.delete(hostOfTarget.keys().next().value!)
+      }
+    }
     let ended: () => void = () => {}
     const called = new Promise<void>((resolve) => {
       ended = () => {

@@ -7,7 +7,7 @@ import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
 import { stepsAt } from '../../src/modules/instances/runtime-repository.js'
 import { recordSlices } from '../../src/modules/records/repository.js'
-import { claimStatement } from '../../src/scheduler/claim-deliveries.js'
+import { claimStatement, type ClaimOptions } from '../../src/scheduler/claim-deliveries.js'
 import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
@@ -352,14 +352,25 @@ for (const history of [{ deliveries: 0, steps: 0, limit: 40 }, { deliveries: 100
     const { rows: running } = await client.query<{ n: number }>(`select count(*)::int as n from instance_steps where state = 'running'`)
     t.equal(running[0]!.n, 40, 'forty steps turned running')
     await client.query('rollback')
-    // The claim of a full host's services apart: the pending deliveries by their due time, never the service's whole history.
-    const only = claimStatement({ workerId: 'plans', now, leaseMs: 60_000, limit: history.limit, onlyServices: [service] }).compile(database.db)
-    await client.query(`prepare claim_only as ${only.sql}`)
-    const { rows: onlyPlan } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
-      `explain (format json) execute claim_only (${only.parameters.map((value) => literalOf(client, value)).join(', ')})`)
-    const indexes = indexesOf(onlyPlan[0]!['QUERY PLAN'][0].Plan).filter((name) => name.startsWith('deliveries_'))
-    t.same(indexes.filter((name) => name !== 'deliveries_pkey'), ['deliveries_due_idx'],
-      `the kept plan of a claim for some services reads the due deliveries, not a service's history (${JSON.stringify(indexes)})`)
+    // The claim of a full host's services and free targets apart, and the main claim that leaves them out: the
+    // pending deliveries by their due time, never a service's whole history; a free target's step by its key.
+    const target = 'http://127.0.0.1:9/free'
+    const variants: [string, Partial<ClaimOptions>][] = [
+      ['a claim for some services', { only: { services: [service], targets: [] } }],
+      ['a claim for some free targets', { only: { services: [], targets: [target] } }],
+      ['a claim for some services and free targets', { only: { services: [service], targets: [target] } }],
+      ['a claim that leaves some services and free targets out', { skipServices: [service], skipTargets: [target] }]
+    ]
+    for (const [n, [what, options]] of variants.entries()) {
+      const only = claimStatement({ workerId: 'plans', now, leaseMs: 60_000, limit: history.limit, ...options }).compile(database.db)
+      await client.query(`prepare claim_only_${n} as ${only.sql}`)
+      const { rows: onlyPlan } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
+        `explain (format json) execute claim_only_${n} (${only.parameters.map((value) => literalOf(client, value)).join(', ')})`)
+      const indexes = indexesOf(onlyPlan[0]!['QUERY PLAN'][0].Plan)
+      t.same(indexes.filter((name) => name.startsWith('deliveries_') && name !== 'deliveries_pkey'), ['deliveries_due_idx'],
+        `the kept plan of ${what} reads the due deliveries, not a service's history (${JSON.stringify(indexes)})`)
+      t.ok(scansOf(onlyPlan[0]!['QUERY PLAN'][0].Plan, 'instance_steps').every(byKeyOrOnce), `${what}: steps by key, or in one pass`)
+    }
     await client.query('set plan_cache_mode = auto')
     const { rows: claimed } = await client.query<{ webhookUrl: string; serviceName: string; stepId: string }>(execute)
     t.equal(claimed.length, 40, 'forty deliveries claimed')
