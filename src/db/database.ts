@@ -237,6 +237,8 @@ export interface DeliveriesTable {
   last_error: string | null
   created_at: CreatedAt
   finished_at: Date | null
+  /** A free target's host:port (src/lib/host-key.ts), which a claim leaves out while it is full; null for a service's call. */
+  target_host: string | null
 }
 
 export interface DeliveryAttemptsTable {

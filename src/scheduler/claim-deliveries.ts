@@ -48,15 +48,15 @@ export interface ClaimOptions {
   limit: number
   /** Services whose host is full at this worker: not now. */
   skipServices?: string[]
-  /** Free targets (a step's own URL, exactly as on the step) whose host is full at this worker: not now. */
-  skipTargets?: string[]
+  /** Hosts full at this worker (src/lib/host-key.ts): their free targets' deliveries (deliveries.target_host) not now. */
+  skipHosts?: string[]
   /**
-   * Only these services' and free targets' deliveries (those of a host whose line at this worker
+   * Only these services' deliveries and these hosts' free targets' (a host whose line at this worker
    * has a few places left). Written so that no index of service_id can serve it: whatever the
    * statistics say, a kept plan reads the due deliveries, never a service's whole history through
    * deliveries_service_idx (test/db/foreign-key-plans.test.ts).
    */
-  only?: { services: string[]; targets: string[] }
+  only?: { services: string[]; hosts: string[] }
 }
 
 export async function claimDeliveries(db: DB, options: ClaimOptions): Promise<ClaimedDelivery[]> {
@@ -73,7 +73,7 @@ export function claimStatement(options: ClaimOptions) {
       select tenant_id, id, step_id from deliveries
       where status = 'pending' and next_attempt_at <= ${options.now}
         and (service_id is null or service_id <> all (${options.skipServices ?? []}::uuid[]))
-        ${options.skipTargets?.length ? sql`and (service_id is not null or not ${freeTargetIn(options.skipTargets)})` : sql``}
+        ${options.skipHosts?.length ? sql`and (target_host is null or target_host <> all (${options.skipHosts}::text[]))` : sql``}
         ${options.only ? sql`and ${onlyOf(options.only)}` : sql``}
       order by next_attempt_at
       limit ${options.limit}
@@ -109,25 +109,12 @@ export function claimStatement(options: ClaimOptions) {
   `
 }
 
-/**
- * A free target's delivery calls its step's URL: whether that is one of `targets`. Evaluated only
- * for deliveries without a service, one step found by its key each.
- */
-function freeTargetIn(targets: string[]) {
-  return sql`exists (select from instance_steps st
-    where st.tenant_id = deliveries.tenant_id and st.id = deliveries.step_id and st.target_url = any (${targets}::text[]))`
-}
-
-/**
- * The deliveries of these services and free targets only (a claim apart for one host). Neither test
- * is one an index of service_id can serve (`num_nulls`, not `is null`): a kept plan read every free
- * target's finished delivery through deliveries_service_idx.
- */
-function onlyOf({ services, targets }: { services: string[]; targets: string[] }) {
+/** The deliveries of these services and these hosts' free targets only (a claim apart for one host). */
+function onlyOf({ services, hosts }: { services: string[]; hosts: string[] }) {
   const ofServices = sql`array[service_id] <@ ${services}::uuid[]`
-  if (targets.length === 0) return ofServices
-  const ofTargets = sql`(num_nulls(service_id) = 1 and ${freeTargetIn(targets)})`
-  return services.length === 0 ? ofTargets : sql`(${ofServices} or ${ofTargets})`
+  const ofHosts = sql`array[target_host] <@ ${hosts}::text[]`
+  if (hosts.length === 0) return ofServices
+  return services.length === 0 ? ofHosts : sql`(${ofServices} or ${ofHosts})`
 }
 
 /**

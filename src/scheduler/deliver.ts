@@ -11,7 +11,8 @@ import type { BatonMetrics } from '../lib/metrics.js'
 import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
 import { buildRequest } from './webhook-request.js'
 import { releaseDelivery } from './delivery-repository.js'
-import { hostKey, type HostSlots } from './host-slots.js'
+import { hostKey } from '../lib/host-key.js'
+import type { HostSlots } from './host-slots.js'
 import { retryTransient } from './retry-transient.js'
 
 export interface DeliverDeps {

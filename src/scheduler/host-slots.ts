@@ -1,16 +1,6 @@
 import type { Session } from '../db/connect.js'
 import { lockHostSlot, unlockHostSlots } from './host-slot-repository.js'
 
-/** The key the limit counts by: host:port, with the scheme's default port filled in. */
-export function hostKey(webhookUrl: string): string | undefined {
-  try {
-    const url = new URL(webhookUrl)
-    return `${url.hostname}:${url.port || (url.protocol === 'https:' ? '443' : '80')}`
-  } catch {
-    return undefined
-  }
-}
-
 /** The right to one call at a host, until it is given back. */
 export interface HostSlot {
   host: string
@@ -98,7 +88,7 @@ export class HostSlots {
     return this.wait(host, maxWaitMs, signal, dueAt)
   }
 
-  /** Calls waiting for this host at this worker are as many as it may call at once: a service's call is turned away (placesAt is 0). */
+  /** Calls waiting for this host at this worker are as many as it may call at once: another is turned away (placesAt is 0). */
   isCrowded(host: string): boolean {
     return (this.hosts.get(host)?.waiters.length ?? 0) >= this.perHost
   }

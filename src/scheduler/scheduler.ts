@@ -12,7 +12,8 @@ import type { SecretBox } from '../lib/secret-box.js'
 import { throttled } from '../lib/throttled.js'
 import { claimDeliveries, type ClaimedDelivery, type ClaimOptions } from './claim-deliveries.js'
 import { deliver, type DeliverDeps } from './deliver.js'
-import { hostKey, HostSlots } from './host-slots.js'
+import { hostKey } from '../lib/host-key.js'
+import { HostSlots } from './host-slots.js'
 import { nextDue } from './next-due.js'
 import { OutcomeBatcher } from './outcome-batcher.js'
 import { reapExpiredLeases } from './reap-expired-leases.js'
@@ -42,11 +43,11 @@ export interface SchedulerSettings {
   retentionDays?: number
 }
 
-/** A host full at this worker: its services and free targets, and the places left in its line. */
+/** A host full at this worker: its services, whether free targets call it, and the places left in its line. */
 interface Line {
   host: string
   services: string[]
-  targets: string[]
+  freeTargets: boolean
   places: number
 }
 
@@ -105,8 +106,6 @@ const RECLAIM_FLOOR_MS = 50
  * calls are in flight: it read every due delivery, the others' too, and the host is full anyway.
  */
 const APART_REST_MS = 200
-/** Free targets whose host a worker remembers, to leave them out of claims while it is full. */
-const TARGETS_KNOWN = 1000
 const RETENTION_EVERY_MS = 600_000
 const DATE_CHECK_EVERY_MS = 600_000
 const RETENTION_BATCH = 500
@@ -121,10 +120,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const hostSlots = settings.perHostConcurrency === undefined || !deps.session ? undefined
     : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, 'per-host slots: the database did not answer')))
   const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
-  /** The host of each service this worker has called, to claim a full host's services apart (claimAndDispatch). */
+  /** The host of each service this worker has claimed, to claim a full host's services apart (claimAndDispatch). */
   const hostOfService = new Map<string, string>()
-  /** The host of each free target (a step's own URL) this worker has called, likewise. */
-  const hostOfTarget = new Map<string, string>()
+  /** The hosts of the free targets this worker has claimed, likewise (deliveries.target_host). */
+  const freeTargetHosts = new Set<string>()
   /** When a claim apart for a host last came back short (Date.now()): not again for APART_REST_MS. */
   const claimedShortAt = new Map<string, number>()
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
@@ -184,10 +183,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     let room = roomForCalls()
     if (room <= 0 || stopping) return { claimed: 0, full: false }
     const { held, filling } = fullHosts()
-    heldBack = held.services.length + held.targets.length > 0
+    heldBack = held.services.length + held.hosts.length > 0
     const now = clock.now()
     let claimed = 0
-    const claim = async (limit: number, options: Pick<ClaimOptions, 'skipServices' | 'skipTargets' | 'only'>) => {
+    const claim = async (limit: number, options: Pick<ClaimOptions, 'skipServices' | 'skipHosts' | 'only'>) => {
       const claims = await claimDeliveries(db, { workerId: deps.workerId, now, leaseMs: settings.leaseMs, limit, ...options })
       metrics.claimed(claims.length)
       for (const claim of claims) dispatch(claim)
@@ -195,32 +194,32 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       room -= claims.length
       return claims.length
     }
-    for (const { host, services, targets, places } of filling) {
+    for (const { host, services, freeTargets, places } of filling) {
       // A claim apart that came back short has just read every due delivery: its host has no more for
       // now. It rests only while calls are in flight, whose ends bring the next pass.
       if (room <= 0 || (inFlight.size > 0 && Date.now() - (claimedShortAt.get(host) ?? 0) < APART_REST_MS)) continue
       const limit = Math.min(room, places)
-      if ((await claim(limit, { only: { services, targets } })) < limit) claimedShortAt.set(host, Date.now())
+      if ((await claim(limit, { only: { services, hosts: freeTargets ? [host] : [] } })) < limit) claimedShortAt.set(host, Date.now())
       else claimedShortAt.delete(host)
     }
     if (room <= 0) return { claimed, full: false }
     const limit = Math.min(room, settings.batchSize)
-    const full = (await claim(limit, { skipServices: held.services, skipTargets: held.targets })) === limit
+    const full = (await claim(limit, { skipServices: held.services, skipHosts: held.hosts })) === limit
     return { claimed, full }
   }
 
   /**
-   * The services and free targets of hosts full at this worker (held out of the main claim), and each
+   * The services and free-target hosts full at this worker (held out of the main claim), and each
    * such host whose line has places, with its own.
    */
-  function fullHosts(): { held: { services: string[]; targets: string[] }; filling: Line[] } {
-    const held = { services: [] as string[], targets: [] as string[] }
+  function fullHosts(): { held: { services: string[]; hosts: string[] }; filling: Line[] } {
+    const held = { services: [] as string[], hosts: [] as string[] }
     if (!hostSlots) return { held, filling: [] }
     const lines = new Map<string, Line | undefined>()
     const lineOf = (host: string) => {
       if (!lines.has(host)) {
         const places = hostSlots.placesAt(host)
-        lines.set(host, places === undefined ? undefined : { host, services: [], targets: [], places })
+        lines.set(host, places === undefined ? undefined : { host, services: [], freeTargets: false, places })
       }
       return lines.get(host)
     }
@@ -230,11 +229,11 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       held.services.push(service)
       line.services.push(service)
     }
-    for (const [target, host] of hostOfTarget) {
+    for (const host of freeTargetHosts) {
       const line = lineOf(host)
       if (!line) continue
-      held.targets.push(target)
-      line.targets.push(target)
+      held.hosts.push(host)
+      line.freeTargets = true
     }
     return { held, filling: [...lines.values()].filter((line): line is Line => line !== undefined && line.places > 0) }
   }
@@ -249,13 +248,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const host = hostKey(claim.webhookUrl)
     if (hostSlots && host) {
       if (claim.serviceId !== null) hostOfService.set(claim.serviceId, host)
-      else {
-        // Most recently called last; the longest uncalled is forgotten past the bound (it is then
-        // claimed as any other until called again).
-        hostOfTarget.delete(claim.webhookUrl)
-        hostOfTarget.set(claim.webhookUrl, host)
-        if (hostOfTarget.size > TARGETS_KNOWN) hostOfTarget.delete(hostOfTarget.keys().next().value!)
-      }
+      else freeTargetHosts.add(host)
     }
     let ended: () => void = () => {}
     const called = new Promise<void>((resolve) => {

@@ -353,13 +353,13 @@ for (const history of [{ deliveries: 0, steps: 0, limit: 40 }, { deliveries: 100
     t.equal(running[0]!.n, 40, 'forty steps turned running')
     await client.query('rollback')
     // The claim of a full host's services and free targets apart, and the main claim that leaves them out: the
-    // pending deliveries by their due time, never a service's whole history; a free target's step by its key.
-    const target = 'http://127.0.0.1:9/free'
+    // pending deliveries by their due time, never a service's whole history.
+    const host = '127.0.0.1:9'
     const variants: [string, Partial<ClaimOptions>][] = [
-      ['a claim for some services', { only: { services: [service], targets: [] } }],
-      ['a claim for some free targets', { only: { services: [], targets: [target] } }],
-      ['a claim for some services and free targets', { only: { services: [service], targets: [target] } }],
-      ['a claim that leaves some services and free targets out', { skipServices: [service], skipTargets: [target] }]
+      ['a claim for some services', { only: { services: [service], hosts: [] } }],
+      ['a claim for some hosts\' free targets', { only: { services: [], hosts: [host] } }],
+      ['a claim for some services and hosts\' free targets', { only: { services: [service], hosts: [host] } }],
+      ['a claim that leaves some services and hosts\' free targets out', { skipServices: [service], skipHosts: [host] }]
     ]
     for (const [n, [what, options]] of variants.entries()) {
       const only = claimStatement({ workerId: 'plans', now, leaseMs: 60_000, limit: history.limit, ...options }).compile(database.db)

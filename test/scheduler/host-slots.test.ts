@@ -1,6 +1,7 @@
 import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
-import { hostKey, HostSlots, type HostSlot } from '../../src/scheduler/host-slots.js'
+import { hostKey } from '../../src/lib/host-key.js'
+import { HostSlots, type HostSlot } from '../../src/scheduler/host-slots.js'
 import { createTestDatabase } from '../helpers/database.js'
 
 const database = await createTestDatabase()

@@ -2,6 +2,7 @@ import type { DB } from '../../db/connect.js'
 import type { InstanceRow, InstanceStepRow, JsonObject } from '../../db/database.js'
 import type { NewActivityRow } from '../activities/repository.js'
 import { addCalendarDays } from '../../lib/calendar.js'
+import { hostKey } from '../../lib/host-key.js'
 import { newId } from '../../lib/ids.js'
 import * as repo from './runtime-repository.js'
 import type { PlannedChanges } from './write-changes.js'
@@ -45,7 +46,8 @@ export async function planStarts(db: DB, starts: StepStart[], now: Date, zones: 
         property_id: step.refers_to_property ? instance.property_id : null,
         address_id: step.refers_to_address ? instance.address_id : null,
         parameters: step.parameters,
-        next_attempt_at: now
+        next_attempt_at: now,
+        target_host: step.service_id === null && step.target_url !== null ? hostKey(step.target_url) ?? null : null
       })
     }
   }

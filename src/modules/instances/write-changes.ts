@@ -200,7 +200,7 @@ const ACTIVITIES: Column<PlannedChanges['activities'][number]>[] = [
 ]
 const DELIVERIES: Column<PlannedDelivery>[] = [
   ['tenant_id', 'uuid'], ['id', 'uuid'], ['service_id', 'uuid'], ['source', 'text'], ['instance_id', 'uuid'], ['step_id', 'uuid'],
-  ['property_id', 'uuid'], ['address_id', 'uuid'], ['parameters', 'jsonb'], ['next_attempt_at', 'timestamptz']
+  ['property_id', 'uuid'], ['address_id', 'uuid'], ['parameters', 'jsonb'], ['next_attempt_at', 'timestamptz'], ['target_host', 'text']
 ]
 
 /**
@@ -284,8 +284,8 @@ export async function writeChanges(
   if (plan.deliveries.length > 0 && startedIds.length > 0) {
     parts.push({
       cte: `deliveries as (
-        insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, property_id, address_id, parameters, next_attempt_at)
-        select d.tenant_id, d.id, d.service_id, d.source, d.instance_id, d.step_id, d.property_id, d.address_id, d.parameters, d.next_attempt_at
+        insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, property_id, address_id, parameters, next_attempt_at, target_host)
+        select d.tenant_id, d.id, d.service_id, d.source, d.instance_id, d.step_id, d.property_id, d.address_id, d.parameters, d.next_attempt_at, d.target_host
         from ${table(plan.deliveries, DELIVERIES, 'd')}
         where d.step_id in (${startedSet}) ${gate}
         returning *
