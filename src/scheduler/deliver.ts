@@ -94,7 +94,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   } catch (error) {
     // A secret this worker cannot open (BATON_SECRETS_KEY unset or changed) is a setting to fix, not an
     // attempt: the delivery waits a minute, uncounted, and the error reaches the worker's log.
-    await retryTransient(() => releaseDelivery(deps.db, delivery, new Date(now().getTime() + UNOPENED_SECRET_DELAY_MS)), { until, now })
+    await retryTransient(() => releaseDelivery(deps.db, delivery, { dueAt: new Date(now().getTime() + UNOPENED_SECRET_DELAY_MS) }), { until, now })
     throw error
   }
   const claimKey = await retryTransient(deps.claimKey, { until, signal: stopping, now }).catch(() => undefined)
@@ -103,7 +103,8 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
     // No call was made: back to the queue without using an attempt, at its place.
-    await retryTransient(() => releaseDelivery(deps.db, delivery), { until, now })
+    const targetHost = delivery.serviceId === null ? host : undefined
+    await retryTransient(() => releaseDelivery(deps.db, delivery, { targetHost }), { until, now })
     return stopping?.aborted ? 'released' : 'deferred'
   }
   let attempt: Attempt

@@ -148,16 +148,20 @@ function settleStatement(settlements: Settlement[], attempts: Insertable<Deliver
 /**
  * Puts a claimed delivery back without counting an attempt: a worker shutting down releases it, and
  * so does a call that found no free slot at its host in time. It keeps the due time it was claimed
- * at, and so its place in the queue, unless `dueAt` puts it later.
+ * at, and so its place in the queue, unless `dueAt` puts it later. `targetHost`: a free target's host,
+ * written where the delivery has none (one queued before migration 0022, or by a process older than
+ * it), so that claims can leave it out from now on while the host is full.
  */
 export async function releaseDelivery(
-  db: DB, claim: { tenantId: string; id: string; stepId: string | null; fence: number }, dueAt?: Date
+  db: DB, claim: { tenantId: string; id: string; stepId: string | null; fence: number },
+  { dueAt, targetHost }: { dueAt?: Date | undefined; targetHost?: string | undefined } = {}
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
     const released = await trx.updateTable('deliveries')
       .set((eb) => ({
         status: 'pending', lease_owner: null, lease_expires_at: null, attempt_count: eb('attempt_count', '-', 1),
-        ...(dueAt ? { next_attempt_at: dueAt } : {})
+        ...(dueAt ? { next_attempt_at: dueAt } : {}),
+        ...(targetHost ? { target_host: eb.fn.coalesce('target_host', eb.val(targetHost)) } : {})
       }))
       .where('tenant_id', '=', claim.tenantId).where('id', '=', claim.id).where('fence', '=', claim.fence).where('status', '=', 'running')
       .executeTakeFirst()

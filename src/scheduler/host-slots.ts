@@ -110,6 +110,11 @@ export class HostSlots {
     return Math.max(0, this.perHost - waiting - state.asking)
   }
 
+  /** Every host this worker has asked a slot of. */
+  knownHosts(): IterableIterator<string> {
+    return this.hosts.keys()
+  }
+
   release(slot: HostSlot): void {
     const state = this.stateOf(slot.host)
     if (slot.session !== this.currentSession) return

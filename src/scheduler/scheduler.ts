@@ -43,11 +43,10 @@ export interface SchedulerSettings {
   retentionDays?: number
 }
 
-/** A host full at this worker: its services, whether free targets call it, and the places left in its line. */
+/** A host full at this worker: its services, and the places left in its line. */
 interface Line {
   host: string
   services: string[]
-  freeTargets: boolean
   places: number
 }
 
@@ -122,8 +121,6 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
   /** The host of each service this worker has claimed, to claim a full host's services apart (claimAndDispatch). */
   const hostOfService = new Map<string, string>()
-  /** The hosts of the free targets this worker has claimed, likewise (deliveries.target_host). */
-  const freeTargetHosts = new Set<string>()
   /** When a claim apart for a host last came back short (Date.now()): not again for APART_REST_MS. */
   const claimedShortAt = new Map<string, number>()
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
@@ -183,7 +180,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     let room = roomForCalls()
     if (room <= 0 || stopping) return { claimed: 0, full: false }
     const { held, filling } = fullHosts()
-    heldBack = held.services.length + held.hosts.length > 0
+    heldBack = held.hosts.length > 0
     const now = clock.now()
     let claimed = 0
     const claim = async (limit: number, options: Pick<ClaimOptions, 'skipServices' | 'skipHosts' | 'only'>) => {
@@ -194,12 +191,12 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       room -= claims.length
       return claims.length
     }
-    for (const { host, services, freeTargets, places } of filling) {
+    for (const { host, services, places } of filling) {
       // A claim apart that came back short has just read every due delivery: its host has no more for
       // now. It rests only while calls are in flight, whose ends bring the next pass.
       if (room <= 0 || (inFlight.size > 0 && Date.now() - (claimedShortAt.get(host) ?? 0) < APART_REST_MS)) continue
       const limit = Math.min(room, places)
-      if ((await claim(limit, { only: { services, hosts: freeTargets ? [host] : [] } })) < limit) claimedShortAt.set(host, Date.now())
+      if ((await claim(limit, { only: { services, hosts: [host] } })) < limit) claimedShortAt.set(host, Date.now())
       else claimedShortAt.delete(host)
     }
     if (room <= 0) return { claimed, full: false }
@@ -209,33 +206,26 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   /**
-   * The services and free-target hosts full at this worker (held out of the main claim), and each
-   * such host whose line has places, with its own.
+   * The hosts full at this worker and their services, held out of the main claim (a free target's
+   * delivery names its host: deliveries.target_host), and each such host whose line has places.
    */
   function fullHosts(): { held: { services: string[]; hosts: string[] }; filling: Line[] } {
     const held = { services: [] as string[], hosts: [] as string[] }
     if (!hostSlots) return { held, filling: [] }
-    const lines = new Map<string, Line | undefined>()
-    const lineOf = (host: string) => {
-      if (!lines.has(host)) {
-        const places = hostSlots.placesAt(host)
-        lines.set(host, places === undefined ? undefined : { host, services: [], freeTargets: false, places })
-      }
-      return lines.get(host)
+    const lines = new Map<string, Line>()
+    for (const host of hostSlots.knownHosts()) {
+      const places = hostSlots.placesAt(host)
+      if (places === undefined) continue
+      held.hosts.push(host)
+      lines.set(host, { host, services: [], places })
     }
     for (const [service, host] of hostOfService) {
-      const line = lineOf(host)
+      const line = lines.get(host)
       if (!line) continue
       held.services.push(service)
       line.services.push(service)
     }
-    for (const host of freeTargetHosts) {
-      const line = lineOf(host)
-      if (!line) continue
-      held.hosts.push(host)
-      line.freeTargets = true
-    }
-    return { held, filling: [...lines.values()].filter((line): line is Line => line !== undefined && line.places > 0) }
+    return { held, filling: [...lines.values()].filter((line) => line.places > 0) }
   }
 
   /** Calls that ended and whose outcome is not written yet. Past OUTCOMES_WAITING_PER_CALL × SCHEDULER_CONCURRENCY of them, fewer calls start. */
@@ -246,10 +236,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   function dispatch(claim: ClaimedDelivery): void {
     const abort = new AbortController()
     const host = hostKey(claim.webhookUrl)
-    if (hostSlots && host) {
-      if (claim.serviceId !== null) hostOfService.set(claim.serviceId, host)
-      else freeTargetHosts.add(host)
-    }
+    if (hostSlots && host && claim.serviceId !== null) hostOfService.set(claim.serviceId, host)
     let ended: () => void = () => {}
     const called = new Promise<void>((resolve) => {
       ended = () => {

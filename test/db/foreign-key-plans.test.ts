@@ -364,8 +364,10 @@ for (const history of [{ deliveries: 0, steps: 0, limit: 40 }, { deliveries: 100
     for (const [n, [what, options]] of variants.entries()) {
       const only = claimStatement({ workerId: 'plans', now, leaseMs: 60_000, limit: history.limit, ...options }).compile(database.db)
       await client.query(`prepare claim_only_${n} as ${only.sql}`)
+      await client.query('begin')
       const { rows: onlyPlan } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
-        `explain (format json) execute claim_only_${n} (${only.parameters.map((value) => literalOf(client, value)).join(', ')})`)
+        `explain (analyze, format json) execute claim_only_${n} (${only.parameters.map((value) => literalOf(client, value)).join(', ')})`)
+      await client.query('rollback')
       const indexes = indexesOf(onlyPlan[0]!['QUERY PLAN'][0].Plan)
       t.same(indexes.filter((name) => name.startsWith('deliveries_') && name !== 'deliveries_pkey'), ['deliveries_due_idx'],
         `the kept plan of ${what} reads the due deliveries, not a service's history (${JSON.stringify(indexes)})`)

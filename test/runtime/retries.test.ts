@@ -296,7 +296,7 @@ t.test('a reaped claim and a released one keep their place in the queue, ahead o
   t.same(again.map((c) => [c.id, c.attempt]), [[first.deliveryId, 2]], 'claimed first again; the release used no attempt')
 
   // A release to a later time (a secret this worker cannot open) moves it behind.
-  await releaseDelivery(rt.db, again[0]!, new Date(rt.clock.now().getTime() + 60 * SECOND))
+  await releaseDelivery(rt.db, again[0]!, { dueAt: new Date(rt.clock.now().getTime() + 60 * SECOND) })
   t.same((await claimDeliveries(rt.db, { workerId: 'worker-d', now: rt.clock.now(), leaseMs: 10 * SECOND, limit: 1 })).map((c) => c.id), [later.deliveryId])
 
   rt.clock.advance(61 * SECOND)
