@@ -71,6 +71,12 @@ t.test('with BATON_SECRETS_KEY, service secrets and the apiClaim key are stored 
   const rotated = await row()
   t.equal(rotated.previous_secret, stored.secret, 'the previous secret is kept as it was stored')
   t.equal(createSecretBox(KEY_A).open(rotated.secret, secretContext.service(created.data.id)), next)
+  // Ids are case-insensitive: the secret is sealed to the service's id as stored, not as the path wrote it.
+  const upper = `/v1/marketplace-services/${String(created.data.id).toUpperCase()}`
+  const third = `whsec_${randomBytes(32).toString('base64')}`
+  t.equal((await operator.patch(upper, { secret: third })).statusCode, 200, 'an upper-case id rotates the secret too')
+  t.equal(createSecretBox(KEY_A).open((await row()).secret, secretContext.service(created.data.id)), third, 'sealed to the stored id')
+  t.equal((await operator.patch(upper, { secret: third })).statusCode, 200, 'and opened by it')
 
   const claimKey = await loadClaimKey(db, undefined, createSecretBox(KEY_A))
   const keyRow = await db.selectFrom('signing_keys').select('secret').where('name', '=', CLAIM_KEY).executeTakeFirstOrThrow()

@@ -101,7 +101,7 @@ export async function updateService(
   if (!current) throw notFound('Marketplace service', id)
   checkVersion(expectedVersion, current.version, `Marketplace service ${id}`)
   const now = clock.now()
-  const rotates = input.secret !== undefined && input.secret !== secrets.open(current.secret, secretContext.service(id))
+  const rotates = input.secret !== undefined && input.secret !== secrets.open(current.secret, secretContext.service(current.id))
   const row = await repo.updateService(db, id, current.version, {
     ...(input.name === undefined ? {} : { name: input.name }),
     ...(input.provider === undefined ? {} : { provider: input.provider }),
@@ -109,7 +109,7 @@ export async function updateService(
     ...(input.delivery === undefined ? {} : { delivery: input.delivery }),
     ...(input.active === undefined ? {} : { active: input.active }),
     ...(rotates && input.secret !== undefined ? {
-      secret: secrets.seal(input.secret, secretContext.service(id)),
+      secret: secrets.seal(input.secret, secretContext.service(current.id)),
       previous_secret: current.secret,
       previous_secret_expires_at: new Date(now.getTime() + SECRET_ROTATION_OVERLAP_MS)
     } : {}),
