@@ -1,4 +1,5 @@
 import t from 'tap'
+import { sql } from '../../../src/db/kysely.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { addParameter, addTaskStep, createService, createTemplate, createUser, valuationService } from './fixtures.js'
@@ -189,4 +190,26 @@ t.test('the only step of an active template cannot be deleted', async (t) => {
   const stepId = await addTaskStep(client, id, 'One')
   await client.patch(`/v1/process-templates/${id}`, { active: true })
   assertProblem(t, await client.delete(`/v1/process-templates/${id}/steps/${stepId}`), 409, /only step/)
+})
+
+t.test('a template holds at most 1,000 steps; a larger one of before still copies whole', async (t) => {
+  const tenant = await ctx.newTenant()
+  const { client } = tenant
+  const id = await createTemplate(client)
+  const first = await addTaskStep(client, id, 'Step 1')
+  // More steps than one statement's 65,535 values could copy at once, added behind the API's back.
+  const fill = (count: number, from: number) => sql`
+    insert into template_steps (tenant_id, id, template_id, position, kind, name, start_mode, responsibility, refers_to_property,
+      refers_to_address, parameters, settings, created_at, updated_at)
+    select tenant_id, gen_random_uuid(), template_id, n, kind, 'Step ' || n, start_mode, responsibility, refers_to_property,
+      refers_to_address, parameters, settings, created_at, updated_at
+    from template_steps, generate_series(${from}::int, ${from + count - 1}::int) n
+    where tenant_id = ${tenant.id} and id = ${first}`.execute(ctx.db)
+  await fill(999, 2)
+  assertProblem(t, await client.post(`/v1/process-templates/${id}/steps`, { kind: 'task', name: 'One too many' }), 409, /1000 steps, as many as a template may have/)
+  await fill(2000, 1001)
+  const copy = await client.post(`/v1/process-templates/${id}/copy`, {})
+  t.equal(copy.statusCode, 201, copy.body)
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from template_steps where tenant_id = ${tenant.id} and template_id = ${copy.data.id}`.execute(ctx.db)
+  t.equal(rows[0]!.n, 3000, 'every step copied')
 })

@@ -49,8 +49,14 @@ export function insertStep(db: DB, row: NewStepRow) {
   return db.insertInto('template_steps').values(row).returningAll().executeTakeFirstOrThrow()
 }
 
+/** Rows a statement inserts at most: one of about twenty values each, far below the protocol's 65,535 values. */
+const STEPS_PER_INSERT = 1000
+
+/** Inserts steps (a copy's), in statements of at most STEPS_PER_INSERT. */
 export async function insertSteps(db: DB, rows: NewStepRow[]): Promise<void> {
-  if (rows.length > 0) await db.insertInto('template_steps').values(rows).execute()
+  for (let i = 0; i < rows.length; i += STEPS_PER_INSERT) {
+    await db.insertInto('template_steps').values(rows.slice(i, i + STEPS_PER_INSERT)).execute()
+  }
 }
 
 export function updateStep(db: DB, tenantId: string, stepId: string, changes: StepChanges) {

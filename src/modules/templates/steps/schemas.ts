@@ -6,6 +6,10 @@ import { DecisionSchema, WriteValuesSchema } from './decision-schemas.js'
 
 const MAX_DAYS = 3650
 
+
+/** The most steps a template may have (a copy writes them in one statement; an order names them all). */
+export const MAX_TEMPLATE_STEPS = 1000
+
 export const StepKindSchema = StringEnum(['webhook', 'task', 'email', 'writeValues', 'decision', 'followUpProcess'], {
   description: 'webhook = calls a marketplace service or a free target; task = a person does it; email = sends a mail; ' +
     'writeValues = sets fields of the linked records; decision = continues at one of two steps; followUpProcess = starts another process'
@@ -201,7 +205,7 @@ export type UpdateStep = Static<typeof UpdateStepSchema>
 export const StepParamsSchema = Type.Object({ id: Uuid, stepId: Uuid })
 
 export const ReorderStepsSchema = Type.Object(
-  { stepIds: Type.Array(Uuid, { maxItems: 1000, description: 'Every step id of the template, each once, in the new order' }) },
+  { stepIds: Type.Array(Uuid, { maxItems: MAX_TEMPLATE_STEPS, description: 'Every step id of the template, each once, in the new order' }) },
   { additionalProperties: false, examples: [{ stepIds: ['0190f3a4-0002-7000-8000-000000000002', '0190f3a4-0001-7000-8000-000000000001'] }] }
 )
 

@@ -10,7 +10,7 @@ import { stepColumns, toStep, type StepDraft } from '../mapping.js'
 import * as repo from '../templates/repository.js'
 import { lockedTemplate, touchTemplate } from '../templates/service.js'
 import * as steps from './repository.js'
-import type { CreateStep, Step, Target, TargetInput, UpdateStep } from './schemas.js'
+import { MAX_TEMPLATE_STEPS, type CreateStep, type Step, type Target, type TargetInput, type UpdateStep } from './schemas.js'
 import { checkStep, rejectIfInvalid } from './validation.js'
 import { decideSettingsErrors } from './decision-validation.js'
 import { deleteErrors, moveTemplateReferences } from './references.js'
@@ -77,6 +77,9 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
   return db.transaction().execute(async (trx) => {
     const template = await lockedTemplate(trx, tenantId, templateId)
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
+    if (stepCount >= MAX_TEMPLATE_STEPS) {
+      throw conflict(`Process template ${templateId} has ${stepCount} steps, as many as a template may have; copy it or remove a step first.`)
+    }
     const position = input.position ?? stepCount + 1
     const draft = draftOf(input)
     const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId)
