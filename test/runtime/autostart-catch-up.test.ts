@@ -230,3 +230,28 @@ t.test('dateReached catches up missed days', async (t) => {
     t.match(runs.get(leap), { occurrence: 'date:2030-02-28', outcome: 'started' })
   })
 })
+
+t.test('a tenant whose time zone cannot be read fails its own templates\' pass, not the others\'', async (t) => {
+  const rt = await setupRuntime(t)
+  const dateTemplate = async (client: typeof rt.api, controllerUserId: string) => {
+    const created = await client.post('/v1/process-templates',
+      { name: 'Handover', controllerUserId, autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' } })
+    await client.post(`/v1/process-templates/${created.data.id}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
+    t.equal((await client.patch(`/v1/process-templates/${created.data.id}`, { active: true })).statusCode, 200)
+    return created.data.id as string
+  }
+  rt.clock.set('2029-05-10T06:00:00Z')
+  const other = await rt.newTenant()
+  const otherUser = (await other.client.post('/v1/users', { name: 'Olga Other', email: 'olga@example.com' })).data.id as string
+  const broken = await dateTemplate(other.client, otherUser)
+  await other.client.post('/v1/addresses', { maintainerUserId: otherUser, fields: { handoverOn: '2029-05-10' } })
+  // A name kept before migration 0023 that neither Intl nor Postgres reads.
+  await sql`update tenants set time_zone = 'Not/AZone' where id = ${other.id}`.execute(rt.db)
+  const working = await dateTemplate(rt.api, rt.controller.id)
+  await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-05-10' } })
+
+  const failed: string[] = []
+  t.equal(await autostartOnDates(rt.db, rt.clock.now(), 100, (_error, templateId) => { failed.push(templateId) }), 1, 'the other tenant\'s template started its process')
+  t.same(failed, [broken], 'the template of the tenant whose zone cannot be read failed alone')
+  t.equal((await rt.api.get(`/v1/process-templates/${working}/autostart-runs`)).data.items.length, 1)
+})

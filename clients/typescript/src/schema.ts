@@ -1823,7 +1823,7 @@ export interface operations {
                     /** @description Public id sent to providers as customerWebId */
                     webId: string;
                     /**
-                     * @description IANA time zone
+                     * @description IANA time zone; an alias or an old name is kept as the zone it stands for (US/Pacific as America/Los_Angeles)
                      * @example Europe/Berlin
                      */
                     timeZone?: string;
@@ -2090,7 +2090,7 @@ export interface operations {
                     /** @description Public id sent to providers as customerWebId */
                     webId?: string;
                     /**
-                     * @description IANA time zone
+                     * @description IANA time zone; an alias or an old name is kept as the zone it stands for (US/Pacific as America/Los_Angeles)
                      * @example Europe/Berlin
                      */
                     timeZone?: string;

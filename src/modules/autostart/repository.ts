@@ -25,16 +25,19 @@ export async function findAutostartTemplates(db: DB, tenantId: string, record: R
 }
 
 /**
- * A dateReached template at the version read, with its tenant's local date today and the last date it
+ * A dateReached template at the version read, with its tenant's time zone and the last date it
  * checked whole (null before the chore's first pass after migration 0019).
  */
-export type DateTemplate = AutostartTemplate & { version: number; today: string; checked_through: string | null }
+export type DateTemplate = AutostartTemplate & { version: number; time_zone: string; checked_through: string | null }
 
-/** Every tenant's active templates that start when a date is reached, with the tenant's local date today. */
-export async function findDateTemplates(db: DB, now: Date): Promise<DateTemplate[]> {
+/**
+ * Every tenant's active templates that start when a date is reached, with the tenant's time zone: the
+ * local date is worked out per template, as the rest of Baton reads it (Intl), so that one tenant's
+ * zone cannot fail the query for all.
+ */
+export async function findDateTemplates(db: DB): Promise<DateTemplate[]> {
   const { rows } = await sql<DateTemplate>`
-    select t.tenant_id, t.id, t.name, t.autostart, t.version, to_char((${now}::timestamptz at time zone tn.time_zone)::date, 'YYYY-MM-DD') as today,
-      to_char(t.dates_checked_through, 'YYYY-MM-DD') as checked_through
+    select t.tenant_id, t.id, t.name, t.autostart, t.version, tn.time_zone, to_char(t.dates_checked_through, 'YYYY-MM-DD') as checked_through
     from process_templates t join tenants tn on tn.id = t.tenant_id
     where t.active and t.autostart is not null and t.autostart->>'on' = 'dateReached'
     order by t.tenant_id, t.id`.execute(db)

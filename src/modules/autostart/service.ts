@@ -8,6 +8,7 @@ import * as repo from './repository.js'
 import type { RecordKindName } from './repository.js'
 import type { Autostart, AutostartRun, ListAutostartRunsQuery } from './schemas.js'
 import { autostartOf } from './settings.js'
+import { isoDateIn } from '../templates/expressions/evaluate.js'
 
 /*
  * Templates that start themselves (issue 12 item 6; docs/architecture.md, Autostart). A record write
@@ -74,7 +75,7 @@ export const DATE_CATCH_UP_DAYS = 31
  */
 export async function autostartOnDates(db: DB, now: Date, limit: number, onError: (error: unknown, templateId: string) => void): Promise<number> {
   let claimed = 0
-  for (const template of await repo.findDateTemplates(db, now)) {
+  for (const template of await repo.findDateTemplates(db)) {
     try {
       claimed += await checkDates(db, now, template, limit)
     } catch (error) {
@@ -87,7 +88,8 @@ export async function autostartOnDates(db: DB, now: Date, limit: number, onError
 /** One template's pass of autostartOnDates: each day in a transaction of its own, the template locked at the version read. */
 async function checkDates(db: DB, now: Date, template: repo.DateTemplate, limit: number): Promise<number> {
   const autostart = autostartOf(template.autostart)!
-  const { today, checked_through: stored } = template
+  const today = isoDateIn(now, template.time_zone)
+  const stored = template.checked_through
   const yesterday = addDays(today, -1)
   // A date from today on was written by a worker whose clock ran ahead, or before the tenant's time zone moved west.
   const checked = stored === null || stored >= today ? yesterday : stored

@@ -1,5 +1,6 @@
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
+import { sql } from '../../db/kysely.js'
 import type { TenantRow } from '../../db/database.js'
 import { conflict, notFound, unprocessable } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
@@ -20,18 +21,36 @@ export function toTenant(row: TenantRow): Tenant {
 }
 
 export function isTimeZone(zone: string): boolean {
+  return canonicalOf(zone) !== undefined
+}
+
+/** The IANA zone Intl takes a name for (an alias or an old name gives the zone it links to); undefined for none. */
+function canonicalOf(zone: string): string | undefined {
   try {
-    new Intl.DateTimeFormat('en', { timeZone: zone })
-    return true
+    return new Intl.DateTimeFormat('en', { timeZone: zone }).resolvedOptions().timeZone
   } catch {
-    return false
+    return undefined
   }
 }
 
-function checkTimeZone(zone: string | undefined): void {
-  if (zone !== undefined && !isTimeZone(zone)) {
-    throw unprocessable(`"${zone}" is not an IANA time zone.`, [{ pointer: '/body/timeZone', detail: 'unknown time zone, e.g. Europe/Berlin' }])
+/**
+ * The time zone a tenant keeps: the IANA zone the name given stands for (`US/Pacific` is kept as
+ * `America/Los_Angeles`, `CET` as `Europe/Brussels`), which the database must know too: its date
+ * chores read a tenant's local date in SQL, where a name like `AET` was not recognized (a 500, and
+ * the date autostarts of every tenant stopped) and one like `CET` was read as a fixed offset.
+ */
+async function timeZoneOf(db: DB, zone: string | undefined): Promise<string | undefined> {
+  if (zone === undefined) return undefined
+  const canonical = canonicalOf(zone)
+  const refuse = (why: string) => unprocessable(`"${zone}" is not ${why}.`, [{ pointer: '/body/timeZone', detail: 'unknown time zone, e.g. Europe/Berlin' }])
+  if (canonical === undefined) throw refuse('an IANA time zone')
+  try {
+    await sql`select now() at time zone ${canonical}`.execute(db)
+  } catch (error) {
+    if ((error as { code?: string }).code === '22023') throw refuse(`a time zone the database knows (as ${canonical})`)
+    throw error
   }
+  return canonical
 }
 
 async function checkWebIdFree(db: DB, webId: string | undefined, tenantId?: string): Promise<void> {
@@ -41,13 +60,13 @@ async function checkWebIdFree(db: DB, webId: string | undefined, tenantId?: stri
 }
 
 export async function createTenant(db: DB, input: CreateTenant): Promise<Tenant> {
-  checkTimeZone(input.timeZone)
+  const timeZone = await timeZoneOf(db, input.timeZone)
   await checkWebIdFree(db, input.webId)
   const row = await repo.insertTenant(db, {
     id: newId(),
     name: input.name,
     web_id: input.webId,
-    ...(input.timeZone === undefined ? {} : { time_zone: input.timeZone })
+    ...(timeZone === undefined ? {} : { time_zone: timeZone })
   })
   return toTenant(row)
 }
@@ -63,12 +82,12 @@ export async function listTenants(db: DB, page: PageRequest) {
 }
 
 export async function updateTenant(db: DB, clock: Clock, id: string, input: UpdateTenant): Promise<Tenant> {
-  checkTimeZone(input.timeZone)
+  const timeZone = await timeZoneOf(db, input.timeZone)
   await checkWebIdFree(db, input.webId, id)
   const row = await repo.updateTenant(db, id, {
     ...(input.name === undefined ? {} : { name: input.name }),
     ...(input.webId === undefined ? {} : { web_id: input.webId }),
-    ...(input.timeZone === undefined ? {} : { time_zone: input.timeZone }),
+    ...(timeZone === undefined ? {} : { time_zone: timeZone }),
     updated_at: clock.now()
   })
   if (!row) throw notFound('Tenant', id)
