@@ -5,10 +5,41 @@ import { nullableRoute, nullableShared, type SharedSchemas } from './nullable-fo
 
 const common: Options = { removeAdditional: false, useDefaults: true, allErrors: true, strict: false }
 
+/** A UUID as RFC 9562 writes it, in either case (ajv-formats' also takes a `urn:uuid:` prefix, which Postgres refuses). */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/**
+ * Marks a string of format uuid to be lowered as it is validated. Baton writes ids in lower case and
+ * compares them as text in places (the current step, an owner found by a unique field, a delivery's
+ * attempts): an id given in upper case found its row in Postgres, which compares UUIDs as values, and
+ * then answered 404, 409 or an empty list where the same id in lower case did not.
+ */
+const LOWER_CASE = 'x-lower-case'
+
+/** The schema with LOWER_CASE beside every `format: 'uuid'`, wherever it is nested. */
+function lowerCaseIds(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(lowerCaseIds)
+  if (schema === null || typeof schema !== 'object') return schema
+  const copy: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(schema)) copy[key] = lowerCaseIds(value)
+  if (copy.format === 'uuid') copy[LOWER_CASE] = true
+  return copy
+}
+
 function newAjv(options: Options, externalSchemas: Record<string, unknown>): Ajv {
   const ajv = new Ajv({ ...common, ...options })
   addFormats.default(ajv)
-  for (const schema of Object.values(externalSchemas)) ajv.addSchema(schema as AnySchema)
+  ajv.addFormat('uuid', UUID)
+  ajv.addKeyword({
+    keyword: LOWER_CASE,
+    schemaType: 'boolean',
+    modifying: true,
+    validate: (_lower: boolean, data: unknown, _schema?: unknown, where?: { parentData: Record<string | number, unknown>; parentDataProperty: string | number }) => {
+      if (typeof data === 'string' && where?.parentData !== undefined) where.parentData[where.parentDataProperty] = data.toLowerCase()
+      return true
+    }
+  })
+  for (const schema of Object.values(externalSchemas)) ajv.addSchema(lowerCaseIds(schema) as AnySchema)
   return ajv
 }
 
@@ -66,7 +97,7 @@ export function buildValidator(externalSchemas: Record<string, unknown>): Compil
       ajvs ??= { body: newAjv({ coerceTypes: false }, externalSchemas), text: newAjv({ coerceTypes: 'array' }, externalSchemas) }
       return httpPart === 'body' ? ajvs.body : ajvs.text
     }
-    compile = ({ schema, httpPart }) => lazyValidator(() => ajvOf(httpPart).compile(schema as AnySchema))
+    compile = ({ schema, httpPart }) => lazyValidator(() => ajvOf(httpPart).compile(lowerCaseIds(schema) as AnySchema))
     pool.set(key, compile)
   }
   return compile
