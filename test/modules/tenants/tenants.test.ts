@@ -1,6 +1,4 @@
 import t from 'tap'
-import { sql, type Kysely } from '../../../src/db/kysely.js'
-import { canonicalTimeZones } from '../../../migrations/0023_canonical_time_zones.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 
@@ -65,25 +63,4 @@ t.test('tenant lists page with an opaque cursor', async (t) => {
   t.same(seen.map((x) => x.webId), ['page0', 'page1', 'page2', 'page3', 'page4'])
   assertProblem(t, await operator.get('/v1/tenants?cursor=garbage'), 400)
   assertProblem(t, await operator.get('/v1/tenants?limit=500'), 400)
-})
-
-t.test('a time zone is kept as the IANA zone its name stands for, which the database knows too', async (t) => {
-  const { operator, db } = await setupApp(t)
-  const zones: [string, string][] = [
-    ['US/Pacific', 'America/Los_Angeles'], ['AET', 'Australia/Sydney'], ['US/Pacific-New', 'America/Los_Angeles'],
-    ['CET', 'Europe/Brussels'], ['europe/berlin', 'Europe/Berlin'], ['GMT', 'UTC'], ['Europe/Berlin', 'Europe/Berlin']
-  ]
-  for (const [i, [given, kept]] of zones.entries()) {
-    const created = await operator.post('/v1/tenants', { name: `Zone ${i}`, webId: `zone${i}`, timeZone: given })
-    t.equal(created.statusCode, 201, created.body)
-    t.equal(created.data.timeZone, kept, `${given} is kept as ${kept}`)
-    const updated = await operator.patch(`/v1/tenants/${created.data.id}`, { timeZone: given })
-    t.equal(updated.data.timeZone, kept, `and so on a change`)
-  }
-  // Kept before: migration 0023 renames them so.
-  const { id } = (await operator.post('/v1/tenants', { name: 'Old', webId: 'zone-old' })).data
-  await sql`update tenants set time_zone = 'AET' where id = ${id}`.execute(db)
-  t.ok(await canonicalTimeZones(db as unknown as Kysely<unknown>) >= 1)
-  t.equal((await operator.get(`/v1/tenants/${id}`)).data.timeZone, 'Australia/Sydney', 'a zone kept before the migration, renamed')
-  t.equal(await canonicalTimeZones(db as unknown as Kysely<unknown>), 0, 'run again: nothing to rename')
 })

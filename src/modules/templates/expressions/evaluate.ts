@@ -25,7 +25,8 @@ export function isoDateIn(now: Date, timeZone: string): string {
   return new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(now)
 }
 
-function plusDays(isoDate: string, days: number): string {
+/** An ISO date (YYYY-MM-DD) so many days later (earlier, when negative). */
+export function plusDays(isoDate: string, days: number): string {
   const [year, month, day] = isoDate.split('-').map(Number) as [number, number, number]
   return new Date(Date.UTC(year, month - 1, day + days)).toISOString().slice(0, 10)
 }

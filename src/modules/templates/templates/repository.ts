@@ -1,8 +1,9 @@
-import { sql, type Insertable, type RawBuilder } from '../../../db/kysely.js'
+import { type Insertable } from '../../../db/kysely.js'
 import type { DB } from '../../../db/connect.js'
 import type { ProcessTemplatesTable } from '../../../db/database.js'
 import { escapeLike } from '../../../db/escape-like.js'
 import type { PageRequest } from '../../../lib/pagination.js'
+import { isoDateIn, plusDays } from '../expressions/evaluate.js'
 
 export interface TemplateChanges {
   name?: string | undefined
@@ -11,16 +12,20 @@ export interface TemplateChanges {
   controller_user_id?: string | null | undefined
   notify_on_completion?: boolean | undefined
   autostart?: string | null | undefined
-  dates_checked_through?: RawBuilder<string> | undefined
+  /** A local date, YYYY-MM-DD. */
+  dates_checked_through?: string | undefined
   updated_at: Date
 }
 
 /**
  * The tenant's local date the day before `now`: a template's dateReached autostart that starts
- * watching now checks today and the days after, never the days before (autostart/service.ts).
+ * watching now checks today and the days after, never the days before (autostart/service.ts). Read
+ * with Intl, as every date of a tenant is: Postgres does not know some zone names Intl takes (`AET`)
+ * and reads others as fixed offsets (`CET`), so no statement reads a tenant's zone.
  */
-export function dayBeforeIn(tenantId: string, now: Date): RawBuilder<string> {
-  return sql<string>`(select ((${now}::timestamptz at time zone tn.time_zone)::date - 1) from tenants tn where tn.id = ${tenantId})`
+export async function dayBeforeIn(db: DB, tenantId: string, now: Date): Promise<string> {
+  const { time_zone: timeZone } = await db.selectFrom('tenants').select('time_zone').where('id', '=', tenantId).executeTakeFirstOrThrow()
+  return plusDays(isoDateIn(now, timeZone), -1)
 }
 
 export function findTemplate(db: DB, tenantId: string, id: string) {

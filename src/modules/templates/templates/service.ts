@@ -82,7 +82,7 @@ export async function updateTemplate(
       controller_user_id: input.controllerUserId,
       notify_on_completion: input.notifyOnCompletion,
       autostart: autostartColumn(input.autostart),
-      dates_checked_through: watchesAnew ? repo.dayBeforeIn(tenantId, clock.now()) : undefined,
+      dates_checked_through: watchesAnew ? await repo.dayBeforeIn(trx, tenantId, clock.now()) : undefined,
       updated_at: clock.now()
     })
     return loadTemplate(trx, tenantId, id)
