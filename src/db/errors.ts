@@ -39,8 +39,10 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   const code = (error as { code?: unknown }).code
   // A prepared statement whose plan a migration made stale: its connection is replaced, a retry works.
   if (code === '0A000' && /cached plan/.test(error.message)) return true
-  // 08P01 is a message the server refused (too many parameters, say): retrying sends it again.
-  if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || (code.startsWith('08') && code !== '08P01') || NETWORK_CODES.has(code))) return true
+  // A bind message the server refused (more values than the protocol carries) fails again however often it is
+  // sent; a pooler's own 08P01 (PgBouncer: no server connection) is an outage like any other 08.
+  if (code === '08P01' && /^bind message /.test(error.message)) return false
+  if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || code.startsWith('08') || NETWORK_CODES.has(code))) return true
   if (error instanceof AggregateError) return error.errors.some(isDatabaseUnavailable)
   return UNAVAILABLE_MESSAGES.some((pattern) => pattern.test(error.message))
 }

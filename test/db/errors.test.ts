@@ -7,6 +7,7 @@ t.test('a lost connection is the database being away; a message the server refus
   t.ok(isDatabaseUnavailable(withCode('08006')), 'connection failure: try again shortly')
   t.ok(isDatabaseUnavailable(withCode('57P01')), 'the server shutting down')
   t.notOk(isDatabaseUnavailable(withCode('08P01', 'bind message has 2 parameter formats but 0 parameters')),
-    'a protocol violation (too many values in one statement) would fail again: not a 503 to retry')
+    'a statement with more values than the protocol carries would fail again: not a 503 to retry')
+  t.ok(isDatabaseUnavailable(withCode('08P01', 'query_wait_timeout')), 'a pooler\'s own 08P01 (PgBouncer) is an outage')
   t.notOk(isDatabaseUnavailable(withCode('23505')), 'a unique violation')
 })
