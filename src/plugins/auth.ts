@@ -63,7 +63,8 @@ function checkClaimScope(claim: ApiClaim, request: FastifyRequest): void {
   if (!scope || named === undefined) {
     throw forbidden('An apiClaim may only read and update the records its call names (GET and PATCH /v1/properties/{id} or /v1/addresses/{id}).')
   }
-  if (named === null || id !== named) throw forbidden(`This apiClaim does not name ${scope} ${id}.`)
+  // Before validation, which lowers an id given in upper case (src/plugins/validation.ts): compared here as Baton writes ids.
+  if (named === null || id?.toLowerCase() !== named) throw forbidden(`This apiClaim does not name ${scope} ${id}.`)
 }
 
 function bearerToken(request: FastifyRequest): Bearer {

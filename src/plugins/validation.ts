@@ -16,15 +16,22 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
  */
 const LOWER_CASE = 'x-lower-case'
 
-/** The schema with LOWER_CASE beside every `format: 'uuid'`, wherever it is nested. */
+/**
+ * The schema with LOWER_CASE beside every `format: 'uuid'`, wherever it is nested; the same copy for
+ * the same schema, so that Ajv, which keeps what it compiled by schema, compiles a shared one once.
+ */
 function lowerCaseIds(schema: unknown): unknown {
   if (Array.isArray(schema)) return schema.map(lowerCaseIds)
   if (schema === null || typeof schema !== 'object') return schema
+  const kept = lowered.get(schema)
+  if (kept) return kept
   const copy: Record<string, unknown> = {}
   for (const [key, value] of Object.entries(schema)) copy[key] = lowerCaseIds(value)
   if (copy.format === 'uuid') copy[LOWER_CASE] = true
+  lowered.set(schema, copy)
   return copy
 }
+const lowered = new WeakMap<object, Record<string, unknown>>()
 
 function newAjv(options: Options, externalSchemas: Record<string, unknown>): Ajv {
   const ajv = new Ajv({ ...common, ...options })
@@ -35,7 +42,8 @@ function newAjv(options: Options, externalSchemas: Record<string, unknown>): Ajv
     schemaType: 'boolean',
     modifying: true,
     validate: (_lower: boolean, data: unknown, _schema?: unknown, where?: { parentData: Record<string | number, unknown>; parentDataProperty: string | number }) => {
-      if (typeof data === 'string' && where?.parentData !== undefined) where.parentData[where.parentDataProperty] = data.toLowerCase()
+      // Only a UUID: the keyword runs before the format, and in a union's branches that fail too.
+      if (typeof data === 'string' && UUID.test(data) && where?.parentData !== undefined) where.parentData[where.parentDataProperty] = data.toLowerCase()
       return true
     }
   })

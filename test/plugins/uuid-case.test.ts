@@ -31,6 +31,12 @@ t.test('an id in upper case names the same thing as in lower case', async (t) =>
   t.equal(advanced.statusCode, 200, `the current step named in upper case is the current step (${advanced.body.slice(0, 200)})`)
 })
 
+t.test('an apiClaim names its record in either case', async (t) => {
+  const claimed = ctx.as(world.claim)
+  t.equal((await claimed.get(`/v1/properties/${up(world.property.id)}`)).statusCode, 200)
+  assertProblem(t, await claimed.get(`/v1/properties/${up(world.address.id)}`), 403)
+})
+
 t.test('an id with a urn:uuid: prefix is refused as input, not looked up', async (t) => {
   assertProblem(t, await a.get(`/v1/process-instances/urn:uuid:${world.instance.id}`), 400, /uuid/)
 })
