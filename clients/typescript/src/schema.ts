@@ -1823,7 +1823,7 @@ export interface operations {
                     /** @description Public id sent to providers as customerWebId */
                     webId: string;
                     /**
-                     * @description IANA time zone; an alias or an old name is kept as the zone it stands for (US/Pacific as America/Los_Angeles)
+                     * @description IANA time zone
                      * @example Europe/Berlin
                      */
                     timeZone?: string;
@@ -2090,7 +2090,7 @@ export interface operations {
                     /** @description Public id sent to providers as customerWebId */
                     webId?: string;
                     /**
-                     * @description IANA time zone; an alias or an old name is kept as the zone it stands for (US/Pacific as America/Los_Angeles)
+                     * @description IANA time zone
                      * @example Europe/Berlin
                      */
                     timeZone?: string;
@@ -6747,6 +6747,15 @@ export interface operations {
             };
             /** @description No such resource for this caller */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the current state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -207,9 +207,10 @@ t.test('a template holds at most 1,000 steps; a larger one of before still copie
     where tenant_id = ${tenant.id} and id = ${first}`.execute(ctx.db)
   await fill(999, 2)
   assertProblem(t, await client.post(`/v1/process-templates/${id}/steps`, { kind: 'task', name: 'One too many' }), 409, /1000 steps, as many as a template may have/)
-  await fill(2000, 1001)
+  // About 22 values a step: 4,000 steps are well past the 65,535 values one statement may carry.
+  await fill(3000, 1001)
   const copy = await client.post(`/v1/process-templates/${id}/copy`, {})
   t.equal(copy.statusCode, 201, copy.body)
   const { rows } = await sql<{ n: number }>`select count(*)::int as n from template_steps where tenant_id = ${tenant.id} and template_id = ${copy.data.id}`.execute(ctx.db)
-  t.equal(rows[0]!.n, 3000, 'every step copied')
+  t.equal(rows[0]!.n, 4000, 'every step copied')
 })

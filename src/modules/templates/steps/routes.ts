@@ -27,7 +27,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
     schema: {
       operationId: 'createProcessTemplateStep', tags, summary: 'Add a step at the end, or at `position` shifting later steps',
       params: IdParamsSchema, body: CreateStepSchema,
-      response: { 201: ok(ProcessTemplateStep, 'The created step; ETag is the step\'s version', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 422) }
+      response: { 201: ok(ProcessTemplateStep, 'The created step; ETag is the step\'s version', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 409, 422) }
     }
   }, async (request, reply) => {
     const step = await steps.createStep(db, clock, { secrets, targets }, tenantOf(request), request.params.id, request.body)

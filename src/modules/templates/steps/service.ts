@@ -78,7 +78,7 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
     const template = await lockedTemplate(trx, tenantId, templateId)
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
     if (stepCount >= MAX_TEMPLATE_STEPS) {
-      throw conflict(`Process template ${templateId} has ${stepCount} steps, as many as a template may have; copy it or remove a step first.`)
+      throw conflict(`Process template ${templateId} has ${stepCount} steps, as many as a template may have; remove a step first.`)
     }
     const position = input.position ?? stepCount + 1
     const draft = draftOf(input)
