@@ -1,6 +1,7 @@
 import type { Test } from 'tap'
 import { createHttpClient } from '../../src/adapters/http-client.js'
 import { createMailer } from '../../src/adapters/mailer.js'
+import { openPostgres } from '../../src/db/connect.js'
 import type { Logger } from '../../src/lib/logger.js'
 import { createSecretBox } from '../../src/lib/secret-box.js'
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../src/scheduler/retry-policy.js'
@@ -132,4 +133,20 @@ export async function setupRuntime(
       return (await api.get(`/v1/process-instances/${id}`)).data
     }
   }
+}
+
+/**
+ * A scheduler with a per-host limit, its slots held on a connection of its own (as a worker's are),
+ * stopped with the test.
+ */
+export function hostLimitedScheduler(
+  t: Test, rt: RuntimeContext, settings: { perHostConcurrency: number; concurrency: number }, poolMax = 2
+): Scheduler {
+  const slots = openPostgres(rt.databaseUrl, { poolMax })
+  const scheduler = rt.newScheduler(settings, undefined, { session: () => slots.session({ timeouts: true }) })
+  t.teardown(async () => {
+    await scheduler.stop(1000)
+    await slots.close()
+  })
+  return scheduler
 }

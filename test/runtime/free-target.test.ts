@@ -2,14 +2,12 @@ import { randomBytes } from 'node:crypto'
 import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { createHttpClient } from '../../src/adapters/http-client.js'
-import { openPostgres } from '../../src/db/connect.js'
 import { claimDeliveries, type ClaimOptions, type ClaimedDelivery } from '../../src/scheduler/claim-deliveries.js'
 import { releaseDelivery } from '../../src/scheduler/delivery-repository.js'
 import { hostKey } from '../../src/lib/host-key.js'
 import { DEFAULT_RETRY_POLICY } from '../../src/scheduler/retry-policy.js'
-import { databaseUrl } from '../helpers/database.js'
 import { TestProvider } from '../helpers/provider.js'
-import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
+import { FAST_RETRIES, hostLimitedScheduler, setupRuntime } from '../helpers/runtime.js'
 
 // A tenant's own endpoint as a webhook step's target: a second real server on 127.0.0.1 that checks
 // every call with the secret the tenant gave, as the tenant's own code would.
@@ -133,13 +131,7 @@ t.test('a failing target is retried with backoff, then its step fails and the co
 
 t.test('calls to a free target share the per-host limit', async (t) => {
   const LIMIT = 2
-  const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
-  const slots = openPostgres(databaseUrl(rows[0]!.name), { poolMax: 4 })
-  const scheduler = rt.newScheduler({ perHostConcurrency: LIMIT, concurrency: 8 }, undefined, { session: () => slots.session({ timeouts: true }) })
-  t.teardown(async () => {
-    await scheduler.stop(1000)
-    await slots.close()
-  })
+  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: LIMIT, concurrency: 8 }, 4)
   let open = 0
   let maxOpen = 0
   crm.always(async () => {
@@ -167,14 +159,8 @@ t.test('calls to a free target share the per-host limit', async (t) => {
 for (const queuedBefore of [false, true]) {
   const which = queuedBefore ? ', its deliveries queued before they had a host (migration 0022)' : ''
   t.test(`a worker claims no more for a free target's full host than its line has places for${which}`, async (t) => {
-    const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
-    const slots = openPostgres(databaseUrl(rows[0]!.name), { poolMax: 2 })
     // Two calls at a time may be at the target's host, and two wait there; the worker has room for eight.
-    const scheduler = rt.newScheduler({ perHostConcurrency: 2, concurrency: 8 }, undefined, { session: () => slots.session({ timeouts: true }) })
-    t.teardown(async () => {
-      await scheduler.stop(1000)
-      await slots.close()
-    })
+    const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 2, concurrency: 8 })
     crm.always(async () => {
       await new Promise((resolve) => setTimeout(resolve, 100))
       return { status: 200, body: 'ok' }

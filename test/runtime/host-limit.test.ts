@@ -6,9 +6,7 @@ import { join } from 'node:path'
 import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { runScript, workerEnv, type RunningProcess } from '../helpers/process.js'
-import { setupRuntime } from '../helpers/runtime.js'
-import { openPostgres } from '../../src/db/connect.js'
-import { databaseUrl } from '../helpers/database.js'
+import { hostLimitedScheduler, setupRuntime } from '../helpers/runtime.js'
 
 t.setTimeout(180_000)
 
@@ -97,14 +95,8 @@ t.test('two workers never have more than WEBHOOK_PER_HOST_CONCURRENCY calls open
 
 t.test('a worker claims no more for a full host than the calls waiting there leave room for: no claim goes back unused but the first', async (t) => {
   const rt = await setupRuntime(t)
-  const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
-  const slots = openPostgres(databaseUrl(rows[0]!.name), { poolMax: 2 })
   // Two calls at a time and two waiting may be at the host; the worker has room for eight.
-  const scheduler = rt.newScheduler({ perHostConcurrency: 2, concurrency: 8 }, undefined, { session: () => slots.session({ timeouts: true }) })
-  t.teardown(async () => {
-    await scheduler.stop(1000)
-    await slots.close()
-  })
+  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 2, concurrency: 8 })
   rt.provider.always(async () => {
     await new Promise((resolve) => setTimeout(resolve, 100))
     return { status: 200, body: 'ok' }
