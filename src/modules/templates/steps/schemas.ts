@@ -6,8 +6,7 @@ import { DecisionSchema, WriteValuesSchema } from './decision-schemas.js'
 
 const MAX_DAYS = 3650
 
-
-/** The most steps a template may have (a copy writes them in one statement; an order names them all). */
+/** The most steps a template may have (PUT …/steps/order names them all). */
 export const MAX_TEMPLATE_STEPS = 1000
 
 export const StepKindSchema = StringEnum(['webhook', 'task', 'email', 'writeValues', 'decision', 'followUpProcess'], {

@@ -1,4 +1,4 @@
-import { type Insertable } from '../../../db/kysely.js'
+import type { Insertable } from '../../../db/kysely.js'
 import type { DB } from '../../../db/connect.js'
 import type { ProcessTemplatesTable } from '../../../db/database.js'
 import { escapeLike } from '../../../db/escape-like.js'
