@@ -83,8 +83,7 @@ export class HostSlots {
       const freed = slot === FULL ? state.idle.pop() : undefined
       if (freed) return freed.slot
     }
-    const waiting = state.waiters.length
-    if (waiting >= this.perHost || signal?.aborted) return undefined
+    if (this.isCrowded(host) || signal?.aborted) return undefined
     return this.wait(host, maxWaitMs, signal, dueAt)
   }
 

@@ -101,7 +101,7 @@ const DUE_REREAD_MS = 200
 const OUTCOMES_WAITING_PER_CALL = 3
 const RECLAIM_FLOOR_MS = 50
 /**
- * How long a full host's services are not claimed apart after such a claim came back short, while
+ * How long a full host is not claimed apart after such a claim came back short, while
  * calls are in flight: it read every due delivery, the others' too, and the host is full anyway.
  */
 const APART_REST_MS = 200
@@ -140,7 +140,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let stopping = false
   /** Fires when stop() begins: calls not yet made (waiting for a host slot) are released at once. */
   let stopSignal = new AbortController()
-  /** The last claim left full hosts' services out, or took no more of them than their lines had places for: a finished call may make room. */
+  /** The last claim left full hosts out, or took no more for them than their lines had places for: a finished call may make room. */
   let heldBack = false
   let loop: Promise<void> | undefined
   let unlisten: (() => Promise<void>) | undefined
