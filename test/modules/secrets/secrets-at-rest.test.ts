@@ -1,10 +1,13 @@
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import { createHttpClient } from '../../../src/adapters/http-client.js'
+import { NO_ALLOWED_TARGETS } from '../../../src/adapters/address-policy.js'
+import { systemClock } from '../../../src/adapters/clock.js'
 import { loadConfig } from '../../../src/config.js'
 import { newId } from '../../../src/lib/ids.js'
 import { createSecretBox, secretContext, secretsKeyProblem, SecretsKeyError } from '../../../src/lib/secret-box.js'
 import { CLAIM_KEY, loadClaimKey } from '../../../src/modules/auth/claim-key.js'
+import { updateService } from '../../../src/modules/marketplace/services/service.js'
 import { reencryptSecrets } from '../../../src/modules/secrets/reencrypt.js'
 import { createScheduler } from '../../../src/scheduler/scheduler.js'
 import { setupApp } from '../../helpers/app.js'
@@ -77,6 +80,13 @@ t.test('with BATON_SECRETS_KEY, service secrets and the apiClaim key are stored 
   t.equal((await operator.patch(upper, { secret: third })).statusCode, 200, 'an upper-case id rotates the secret too')
   t.equal(createSecretBox(KEY_A).open((await row()).secret, secretContext.service(created.data.id)), third, 'sealed to the stored id')
   t.equal((await operator.patch(upper, { secret: third })).statusCode, 200, 'and opened by it')
+  // Validation lowers a path's id before the service sees it: called with the id as written, the
+  // service still seals to the stored one.
+  const fourth = `whsec_${randomBytes(32).toString('base64')}`
+  const writes = { db, clock: systemClock, secrets: createSecretBox(KEY_A), targets: { allowPrivateNetworks: false, allowed: NO_ALLOWED_TARGETS } }
+  await updateService(writes, String(created.data.id).toUpperCase(), { secret: fourth }, undefined)
+  t.equal(createSecretBox(KEY_A).open((await row()).secret, secretContext.service(created.data.id)), fourth,
+    'a service called with an upper-case id seals to the stored id')
 
   const claimKey = await loadClaimKey(db, undefined, createSecretBox(KEY_A))
   const keyRow = await db.selectFrom('signing_keys').select('secret').where('name', '=', CLAIM_KEY).executeTakeFirstOrThrow()
