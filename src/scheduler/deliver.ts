@@ -11,6 +11,7 @@ import type { BatonMetrics } from '../lib/metrics.js'
 import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
 import { buildRequest } from './webhook-request.js'
 import { releaseDelivery } from './delivery-repository.js'
+import { storable } from '../lib/storable.js'
 import { hostKey } from '../lib/host-key.js'
 import type { HostSlots } from './host-slots.js'
 import { retryTransient } from './retry-transient.js'
@@ -127,8 +128,8 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     startedAt,
     durationMs: attempt.durationMs,
     statusCode,
-    error: attempt.result.kind === 'response' ? null : attempt.result.error,
-    responseBody: attempt.response ? redactClaims(firstBytes(attempt.response.body, LOGGED_BODY_BYTES)) : null,
+    error: attempt.result.kind === 'response' ? null : storable(attempt.result.error),
+    responseBody: attempt.response ? storable(redactClaims(firstBytes(attempt.response.body, LOGGED_BODY_BYTES))) : null,
     decision,
     outcome
   }, wasCutOff ? new Date(Math.min(until.getTime(), answeredAt.getTime() + SHUTDOWN_RECORD_MS)) : until, wasCutOff ? undefined : signal)

@@ -11,6 +11,8 @@ interface Pending {
   signal: AbortSignal | undefined
   resolve(result: Recorded): void
   reject(error: unknown): void
+  /** Written again without its response body and error text, which Postgres refused. */
+  plain?: boolean
 }
 
 /**
@@ -19,7 +21,10 @@ interface Pending {
  * and at rest a lone outcome is written at once. While the database is away a batch is tried again
  * with growing waits; an outcome is given up when its lease runs out (the reaper then logs the
  * attempt as aborted). A batch that fails otherwise is written one outcome at a time, so one bad
- * outcome does not sink the others.
+ * outcome does not sink the others; an outcome whose text Postgres refuses as data (SQLSTATE class
+ * 22) is written once more without its response body and error text. An outcome that is not
+ * written leaves its call to be made again once the lease runs out: a success is recorded whatever
+ * the provider answered with it.
  */
 export class OutcomeBatcher {
   private readonly pending: Pending[] = []
@@ -56,7 +61,20 @@ export class OutcomeBatcher {
   }
 
   private async isolate(batch: Pending[], error: unknown): Promise<void> {
-    if (batch.length === 1) return batch[0]!.reject(error)
+    if (batch.length === 1) {
+      const one = batch[0]!
+      if (one.plain || !isDataException(error)) return one.reject(error)
+      const code = (error as { code: string }).code
+      const errorText = one.record.error === null ? null : `the error text could not be stored (SQLSTATE ${code})`
+      const responseBody = one.record.responseBody === null ? null : `(the response body could not be stored: SQLSTATE ${code})`
+      return this.write([{ ...one, record: { ...one.record, error: errorText, responseBody }, plain: true }])
+    }
     for (const one of batch) await this.write([one])
   }
+}
+
+/** An error of the values a statement was given (SQLSTATE class 22: a NUL in text, a number out of range). */
+function isDataException(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code
+  return typeof code === 'string' && code.startsWith('22')
 }

@@ -6,6 +6,7 @@ import { databaseUrl } from '../helpers/database.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
 import { releaseDelivery } from '../../src/scheduler/delivery-repository.js'
+import { OutcomeBatcher } from '../../src/scheduler/outcome-batcher.js'
 import { recordOutcome, recordOutcomes, type AttemptRecord } from '../../src/scheduler/record-outcome.js'
 import type { ClaimedDelivery } from '../../src/scheduler/claim-deliveries.js'
 import { DEFAULT_RETRY_POLICY } from '../../src/scheduler/retry-policy.js'
@@ -385,4 +386,36 @@ t.test('a batch of outcomes is two round trips: BEGIN, the lock and the settling
     '2: commit'
   ], 'the lock and the settling share the round trip of BEGIN; the changes carry the COMMIT')
   for (const { instanceId } of records.map((r) => r.delivery)) t.equal((await rt.instance(instanceId!)).status, 'completed', 'the process completed')
+})
+
+t.test('a body with NUL bytes is logged with U+FFFD in their place: the success is recorded, the provider called once', async (t) => {
+  const { instanceId, stepId } = await webhookStep('Valuation NUL', [{ status: 200, body: '{"ok":true,"pad":"\u0000"}\u0000end' }])
+  await rt.newScheduler().runOnce()
+  const delivery = await deliveryOf(stepId)
+  t.equal(delivery.status, 'succeeded')
+  t.same(delivery.attempts.map((a: { outcome: string; responseBody: string }) => [a.outcome, a.responseBody]),
+    [['succeeded', '{"ok":true,"pad":"\uFFFD"}\uFFFDend']])
+  t.equal(await stepState(instanceId), 'done')
+  t.equal(callsFor(stepId).length, 1, 'one call')
+})
+
+t.test('an outcome whose text Postgres refuses is recorded without that text, alone; the rest of its batch as it came', async (t) => {
+  const bad = await webhookStep('Batch refused text')
+  const good = await webhookStep('Batch beside it')
+  const claimedAt = rt.clock.now()
+  const claims = await claimDeliveries(rt.db, { workerId: 'worker-text', now: claimedAt, leaseMs: 60 * SECOND, limit: 10 })
+  const claimOf = (deliveryId: string) => claims.find((c) => c.id === deliveryId)!
+  // Past `storable` (src/scheduler/deliver.ts): text that reaches the batcher with a NUL in it.
+  const record = (deliveryId: string, text: string): AttemptRecord => ({
+    delivery: claimOf(deliveryId), startedAt: claimedAt, durationMs: 5, statusCode: 200, error: null, responseBody: text,
+    decision: { action: 'succeed' }, outcome: 'succeeded'
+  })
+  const batcher = new OutcomeBatcher(rt.db, rt.clock)
+  t.same(await Promise.all([batcher.record(record(bad.deliveryId, 'a\u0000b'), new Date(claimedAt.getTime() + 60 * SECOND)),
+    batcher.record(record(good.deliveryId, 'fine'), new Date(claimedAt.getTime() + 60 * SECOND))]), ['recorded', 'recorded'])
+  t.same((await deliveryOf(bad.stepId)).attempts.map((a: { outcome: string; responseBody: string }) => [a.outcome, a.responseBody]),
+    [['succeeded', '(the response body could not be stored: SQLSTATE 22P05)']], 'the success, with a note for its body')
+  t.equal(await stepState(bad.instanceId), 'done')
+  t.same((await deliveryOf(good.stepId)).attempts.map((a: { responseBody: string }) => a.responseBody), ['fine'])
+  t.equal(await stepState(good.instanceId), 'done')
 })
