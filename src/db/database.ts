@@ -187,6 +187,8 @@ export interface ProcessInstancesTable {
   /** The process whose follow-up step started this one, and that step (migration 0012). */
   parent_instance_id: ColumnType<string | null, string | null | undefined, never>
   parent_step_id: ColumnType<string | null, string | null | undefined, never>
+  /** How many processes above this one started it (src/modules/instances/chain.ts; migration 0023). */
+  chain_depth: ColumnType<number, number | undefined, never>
   version: Generated<number>
   started_at: Timestamp
   ended_at: Date | null

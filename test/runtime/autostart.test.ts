@@ -107,6 +107,42 @@ t.test('autostart', async (t) => {
     t.equal((await runsOf(templateId)).length, 1, 'an inactive template does not start')
   })
 
+  await t.test('templates whose processes write what starts them stop ten processes down the chain, through writes and follow-ups alike', async (t) => {
+    const bump = {
+      kind: 'writeValues', name: 'Bump the counter', refersTo: { property: true },
+      writeValues: { values: [{ record: 'property', field: 'counter', value: { add: [{ field: 'property.counter' }, 1] } }] }
+    }
+    const watching = { on: 'fieldChanged', record: 'property', field: 'counter', responsible: 'maintainer' }
+    const itself = await autostartTemplate('Bumps what starts it', watching, [bump])
+    const property = await newProperty({ counter: 0 })
+    t.equal((await api.patch(`/v1/properties/${property.id}`, { fields: { counter: 1 } })).statusCode, 200)
+    await rt.scheduler.runOnce()
+    const chain = await instancesOf(itself)
+    t.equal(chain.length, 11, 'the process a person\'s write started, and ten more, each started by the one before')
+    const runs = await runsOf(itself, '?limit=100')
+    t.equal(runs.filter((r: { outcome: string }) => r.outcome === 'started').length, 11)
+    t.match(runs.filter((r: { outcome: string }) => r.outcome === 'skipped'),
+      [{ reason: /^the property was written by process [0-9a-f-]{36}: processes that start processes .* chain at most 10 deep, and this one is 10 down its chain$/ }])
+    t.equal((await api.get(`/v1/properties/${property.id}`)).data.fields.counter, 12, 'eleven writes, one by each process')
+    t.same(chain.map((i: { status: string }) => i.status), Array(11).fill('completed'), 'each process ends; only the start is skipped')
+    await api.patch(`/v1/process-templates/${itself}`, { active: false })
+
+    // A process's follow-up writes, which starts the first template again: the two count together.
+    const writer = await rt.template([bump])
+    const starter = await autostartTemplate('Follows up with a write', watching,
+      [{ kind: 'followUpProcess', name: 'Write it', followUp: { templateId: writer } }])
+    const other = await newProperty({ counter: 0 })
+    await api.patch(`/v1/properties/${other.id}`, { fields: { counter: 1 } })
+    await rt.scheduler.runOnce()
+    const starters = (await instancesOf(starter)).filter((i: { propertyId: string }) => i.propertyId === other.id)
+    const writers = (await instancesOf(writer)).filter((i: { propertyId: string }) => i.propertyId === other.id)
+    t.same([starters.length, writers.length], [6, 5], 'depths 0, 2 … 10 start from the writes, 1, 3 … 9 are follow-ups')
+    t.match((await runsOf(starter, '?limit=100')).filter((r: { outcome: string }) => r.outcome === 'skipped'), [],
+      'the last is stopped at its follow-up step, before it writes')
+    const last = starters.find((i: { status: string }) => i.status === 'running')
+    t.match((await rt.instance(last.id)).steps[0], { state: 'failed' }, 'the deepest process\'s follow-up step fails into a manual one')
+  })
+
   await t.test('on a date N days before, ignoring the year, in the tenant\'s time zone, across the new year', async (t) => {
     const templateId = await autostartTemplate('Birthday greetings',
       { on: 'dateReached', record: 'address', field: 'birthday', daysOffset: -3, ignoreYear: true, responsible: 'maintainer' },

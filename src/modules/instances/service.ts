@@ -238,6 +238,8 @@ export interface StartOptions {
   idempotencyKey?: string | undefined
   /** The process and follow-up step that start this one (process_instances.parent_instance_id, parent_step_id). */
   parent?: { instanceId: string; stepId: string } | undefined
+  /** How many processes above the new one started it (src/modules/instances/chain.ts); 0 by default. */
+  chainDepth?: number | undefined
   /** What began the process, for its processStarted activity: "by autostart …" in the message, and data. */
   startedBy?: { says: string; data: JsonObject } | undefined
   /** Told what the start read, once its checks passed. */
@@ -278,7 +280,7 @@ async function writeStart(
   trx: DB, clock: Clock, tenantId: string, input: StartInstance, { template, steps, timeZone }: TemplateFacts,
   options: StartOptions & { known?: KnownStart }
 ): Promise<(Started & { work: WorkTable[] }) | undefined> {
-  const { idempotencyKey, parent, startedBy, known } = options
+  const { idempotencyKey, parent, startedBy, known, chainDepth } = options
   const now = clock.now()
   const instanceId = newId(now.getTime())
   const row: InstanceRow = {
@@ -296,6 +298,7 @@ async function writeStart(
     idempotency_key: idempotencyKey ?? null,
     parent_instance_id: parent?.instanceId ?? null,
     parent_step_id: parent?.stepId ?? null,
+    chain_depth: chainDepth ?? 0,
     version: 1,
     started_at: now,
     ended_at: null,

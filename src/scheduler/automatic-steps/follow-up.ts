@@ -1,11 +1,7 @@
-import { sql } from '../../db/kysely.js'
-import type { DB } from '../../db/connect.js'
+import { chainTooDeep } from '../../modules/instances/chain.js'
 import { startFailure, startProcessIn } from '../../modules/instances/service.js'
 import { followUpOf } from '../../modules/templates/steps/follow-up.js'
 import type { AutomaticStepRunner } from './runner-types.js'
-
-/** How deep follow-ups may nest (a process started by a process started by …): templates that start each other stop there. */
-export const MAX_FOLLOW_UP_DEPTH = 10
 
 /**
  * A followUpProcess step starts a process of another template with the same responsible user and
@@ -19,10 +15,9 @@ export const MAX_FOLLOW_UP_DEPTH = 10
 export const runFollowUp: AutomaticStepRunner = async ({ db, now, changes, instance, step }) => {
   const settings = followUpOf(step)
   if (!settings) return changes.failAutomaticStep(instance, step, 'it names no template to start')
-  const depth = await ancestorCount(db, instance.tenant_id, instance.id)
-  if (depth >= MAX_FOLLOW_UP_DEPTH) {
-    return changes.failAutomaticStep(instance, step, `follow-up processes nest at most ${MAX_FOLLOW_UP_DEPTH} deep; this process is the ${depth + 1}th`)
-  }
+  // Templates that start each other, by follow-ups or autostarts, stop at a depth (chain.ts).
+  const tooDeep = chainTooDeep(instance.chain_depth)
+  if (tooDeep) return changes.failAutomaticStep(instance, step, tooDeep)
   let child
   try {
     child = (await startProcessIn(db, { now: () => now }, instance.tenant_id, {
@@ -32,6 +27,7 @@ export const runFollowUp: AutomaticStepRunner = async ({ db, now, changes, insta
       ...(instance.address_id ? { addressId: instance.address_id } : {})
     }, {
       parent: { instanceId: instance.id, stepId: step.id },
+      chainDepth: instance.chain_depth + 1,
       startedBy: { says: `by step "${step.name}" of process "${instance.template_name}" (${instance.id})`, data: {} }
     })).instance
   } catch (error) {
@@ -41,17 +37,4 @@ export const runFollowUp: AutomaticStepRunner = async ({ db, now, changes, insta
     { childId: child.id, templateId: child.templateId, waitForCompletion: settings.waitForCompletion })
   if (settings.waitForCompletion) changes.setStepState(step, 'running')
   else changes.endStep(instance, step, 'done', null, 'Baton')
-}
-
-/** How many processes above this one started it, through follow-up steps. */
-async function ancestorCount(db: DB, tenantId: string, instanceId: string): Promise<number> {
-  const { rows } = await sql<{ n: number }>`
-    with recursive up (id, parent, depth) as (
-      select id, parent_instance_id, 0 from process_instances where tenant_id = ${tenantId} and id = ${instanceId}
-      union all
-      select p.id, p.parent_instance_id, up.depth + 1 from process_instances p join up on p.tenant_id = ${tenantId} and p.id = up.parent
-      where up.depth < ${MAX_FOLLOW_UP_DEPTH}
-    )
-    select max(depth)::int as n from up`.execute(db)
-  return rows[0]?.n ?? 0
 }

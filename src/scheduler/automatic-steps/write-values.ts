@@ -78,7 +78,9 @@ export const runWriteValues: AutomaticStepRunner = async ({ db, now, changes, in
     const changed = changedFields(row.before_fields, row.fields)
     const triggered = await queueTriggeredDeliveries(db, { tenantId: instance.tenant_id, table, recordId: id, event: 'update', changedFields: changed, now })
     // A write by a process starts the autostarts a person's write would (a watched field that changed).
-    await autostartOnWrite(db, now, { tenantId: instance.tenant_id, record, row, event: 'update', changedFields: changed })
+    await autostartOnWrite(db, now, {
+      tenantId: instance.tenant_id, record, row, event: 'update', changedFields: changed, by: { instanceId: instance.id, chainDepth: instance.chain_depth }
+    })
     const what = changed.length === 0 ? 'wrote its values without changing a field' : `set ${changed.join(', ')}`
     changes.rawActivity({
       ...activityRow(instance, step, now, 'recordUpdatedByProcess', `Process "${instance.template_name}" (step "${step.name}") ${what}.`,
