@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { standardWebhookSignature } from '../../src/scheduler/signature.js'
+import { phpQueryKeyProblem } from '../../src/modules/marketplace/services/webhook-url.js'
+import { signQueryUrl, standardWebhookSignature } from '../../src/scheduler/signature.js'
 import { ROOT, runBash } from '../helpers/process.js'
 import { runNode, runPython, startPhp, type Case, type Scheme } from './harness.js'
 import { codeBlocks, onlyBlock, providersSection, subsection } from './readme-snippets.js'
@@ -85,6 +86,24 @@ t.test('the PHP snippets, run by PHP\'s web server, verify real calls and refuse
   const all = [...queryCases, ...urlCases.filter(([, c]) => c.call.url.startsWith('http:'))]
   check(t, all, await php.run(all.map(([, c]) => c)))
   check(t, jsonCases, await php.run(jsonCases.map(([, c]) => c)))
+})
+
+// The rule on a query webhook URL's own keys, held against PHP itself.
+t.test('PHP verifies calls to the webhook URLs Baton accepts for query delivery, and not to those it refuses', async (t) => {
+  const accepted = ['?a=1&b-c=2', '?a]b=1&%E2%82%AC=2&a%09b=3', '?x=a.b+c[d]%00&y=']
+  // A lone opts[a]=1 happens to verify, as http_build_query writes PHP's array back alike; not so with [], beside opts2 or beside a plain a.
+  const refused = ['?api.key=abc', '?a[]=1&a[]=2', '?opts[a]=1&opts2=2', '?a[b]=1&a=2', '?my%20key=1', '?my+key=1', '?=1', '?+lead=1', '?a[b=1', '?a%00b=1']
+  const params = { customerWebId: '48213', stepId: 'a-step', timestamp: '1764300000', note: 'Grüße a.b [c]' }
+  const signed = (query: string) => urlOnly(signQueryUrl(`http://provider.example/hook.php${query}`, params, otherSecret).url, otherSecret)
+  const cases: [string, Case, 'valid' | 'invalid'][] = [
+    ...accepted.map((query): [string, Case, 'valid'] => [`accepted ${query}`, signed(query), 'valid']),
+    ...refused.map((query): [string, Case, 'invalid'] => [`refused ${query}`, signed(query), 'invalid'])
+  ]
+  for (const query of accepted) t.equal(phpQueryKeyProblem(`http://provider.example/hook.php${query}`), undefined, `${query} is accepted`)
+  for (const query of refused) t.ok(phpQueryKeyProblem(`http://provider.example/hook.php${query}`), `${query} is refused`)
+  const php = await startPhp(dir, { query: snippets.query.php, json: snippets.json.php })
+  t.teardown(php.stop)
+  check(t, cases, await php.run(cases.map(([, c]) => c)))
 })
 
 t.test('the README examples are what Baton sends', async (t) => {

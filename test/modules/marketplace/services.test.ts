@@ -129,6 +129,48 @@ t.test('the webhook URL must be an http(s) URL with a host and no credentials', 
   t.equal(withQuery.statusCode, 201, 'a port and a query are fine')
 })
 
+t.test('a query service\'s URL has no query key PHP would read otherwise than Baton signs it', async (t) => {
+  const { operator, db } = shared
+  const hook = 'https://provider.example/hook.php'
+  const refused: [string, RegExp][] = [
+    ['?api.key=abc', /PHP reads the query key "api\.key" as "api_key"/],
+    ['?my%20key=1', /"my key" as "my_key"/],
+    ['?my+key=1', /"my key" as "my_key"/],
+    ['?+lead=1', /" lead" as "lead"/],
+    ['?=1', /PHP drops the query key ""/],
+    ['?a=1&+=2', /PHP drops the query key " "/],
+    ['?opts[a]=1', /"opts\[a\]" as an array/],
+    ['?opts%5Ba%5D=1', /"opts\[a\]" as an array/],
+    ['?a[b=1', /"a\[b" as an array/],
+    ['?a%00b=1', /PHP cuts the query key "a\\u0000b" at its NUL byte/]
+  ]
+  for (const [query, why] of refused) {
+    const response = await operator.post('/v1/marketplace-services', { ...SERVICE, webhookUrl: hook + query })
+    assertProblem(t, response, 422, /could not check the signature/)
+    t.match(response.data.errors, [{ pointer: '/body/webhookUrl', detail: why }], `${query}: names the key and why`)
+  }
+  for (const query of ['?a=1&b-c=2', '?a]b=1', '?x=a.b+c[d]%00', '?%E2%82%AC=1', '?a%09b=1']) {
+    const response = await operator.post('/v1/marketplace-services', { ...SERVICE, webhookUrl: hook + query })
+    t.equal(response.statusCode, 201, `${query}: PHP reads these keys as they are, values as they come`)
+  }
+
+  const json = await createService(operator, { webhookUrl: `${hook}?api.key=abc`, delivery: 'json' })
+  t.pass('a json service signs no query: any key is fine')
+  const toQuery = await operator.patch(`/v1/marketplace-services/${json.id}`, { delivery: 'query' })
+  assertProblem(t, toQuery, 422)
+  t.match(toQuery.data.errors, [{ pointer: '/body/delivery', detail: /"api\.key" as "api_key"/ }], 'nor may it turn to query with that URL')
+  const query = await createService(operator, { webhookUrl: hook })
+  const patched = await operator.patch(`/v1/marketplace-services/${query.id}`, { webhookUrl: `${hook}?opts[a]=1` })
+  assertProblem(t, patched, 422)
+  t.match(patched.data.errors, [{ pointer: '/body/webhookUrl' }], 'PATCH of a query service\'s URL')
+
+  // A query service stored with such a URL before the rule keeps it and can still be changed otherwise.
+  await db.updateTable('marketplace_services').set({ delivery: 'query' }).where('id', '=', json.id).execute()
+  const renamed = await operator.patch(`/v1/marketplace-services/${json.id}`, { name: 'Renamed', delivery: 'query' })
+  t.equal(renamed.statusCode, 200, renamed.body)
+  t.match(renamed.data, { webhookUrl: `${hook}?api.key=abc`, delivery: 'query' })
+})
+
 t.test('only the operator writes the catalogue', async (t) => {
   const { operator, anonymous, newTenant } = shared
   const { client } = await newTenant()

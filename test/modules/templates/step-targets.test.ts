@@ -95,6 +95,21 @@ t.test('a step has either serviceId or target; the target is checked when the st
     assertProblem(t, refused, 422, why)
     t.match(refused.data.errors, [{ pointer: '/body/target/url' }], `${url} is refused with a pointer`)
   }
+  // A query target's own keys must reach PHP as they are, as a query service's must; json signs no query.
+  for (const [query, why] of [['?api.key=abc', /"api\.key" as "api_key"/], ['?opts[a]=1', /"opts\[a\]" as an array/], ['?=1', /drops the query key ""/]] as const) {
+    const refused = await webhook({ target: { ...TARGET, url: `https://crm.example/hook.php${query}`, delivery: 'query' } })
+    assertProblem(t, refused, 422, /could not check the signature/)
+    t.match(refused.data.errors, [{ pointer: '/body/target/url', detail: why }], `${query} is refused for query delivery`)
+  }
+  const jsonTarget = await webhook({ target: { ...TARGET, url: 'https://crm.example/hook.php?api.key=abc' } })
+  t.equal(jsonTarget.statusCode, 201, jsonTarget.body)
+  // One stored as a query target before the rule keeps its URL and can still be changed otherwise.
+  await ctx.db.updateTable('template_steps').set({ target_delivery: 'query' }).where('id', '=', jsonTarget.data.id).execute()
+  const renamed = await client.patch(`${steps}/${jsonTarget.data.id}`, { name: 'Old hook' })
+  t.equal(renamed.statusCode, 200, renamed.body)
+  t.same(renamed.data.target, { url: 'https://crm.example/hook.php?api.key=abc', delivery: 'query' })
+  assertProblem(t, await client.patch(`${steps}/${jsonTarget.data.id}`, { target: { ...TARGET, url: renamed.data.target.url, delivery: 'query' } }), 422, /api_key/)
+  await client.delete(`${steps}/${jsonTarget.data.id}`)
   assertProblem(t, await webhook({ target: { ...TARGET, secret: 'x'.repeat(30) } }), 422, /\/body\/target\/secret.*different characters/)
   assertProblem(t, await webhook({ target: { ...TARGET, secret: 'whsec_!!!!!!!!!!!!!!!!!!!!' } }), 422, /\/body\/target\/secret.*base64/)
   assertProblem(t, await webhook({ target: { ...TARGET, delivery: 'soap' } }), 400)

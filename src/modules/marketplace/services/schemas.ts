@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox'
 import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../../schemas/common.js'
+import { WEBHOOK_URL_RULE } from './webhook-url.js'
 
 const Delivery = StringEnum(['query', 'json'], {
   description: 'query = GET with signed query parameters (onOffice-compatible); json = POST with a Standard Webhooks body'
@@ -35,7 +36,7 @@ const Name = Type.String({ minLength: 1, maxLength: 200 })
 const WebhookUrl = Type.String({
   minLength: 1,
   maxLength: 2000,
-  description: 'An http or https URL with a host and without credentials'
+  description: WEBHOOK_URL_RULE
 })
 const secretLength = { minLength: 16, maxLength: 256 }
 const SECRET_RULE = 'Either whsec_ and strict, padded base64 of 24 to 64 random bytes (the Standard Webhooks form), or at least ' +

@@ -9,7 +9,7 @@ import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
 import { checkVersion, etagOf } from '../../../lib/versioning.js'
 import * as repo from './repository.js'
-import { checkWebhookUrl } from './webhook-url.js'
+import { checkQueryKeys, checkWebhookUrl } from './webhook-url.js'
 import { secretProblem } from './secret-strength.js'
 import type { CreateService, ListServicesQuery, MarketplaceService, MarketplaceServiceWithSecret, UpdateService } from './schemas.js'
 
@@ -52,6 +52,7 @@ export interface CatalogueWrites {
 
 export async function createService({ db, clock, secrets, targets }: CatalogueWrites, input: CreateService): Promise<MarketplaceServiceWithSecret> {
   checkWebhookUrl(input.webhookUrl, targets)
+  if ((input.delivery ?? 'query') === 'query') checkQueryKeys(input.webhookUrl, '/body/webhookUrl')
   checkSecret(input.secret)
   const now = clock.now()
   const id = newId()
@@ -100,6 +101,7 @@ export async function updateService(
   const current = await repo.findServiceById(db, id)
   if (!current) throw notFound('Marketplace service', id)
   checkVersion(expectedVersion, current.version, `Marketplace service ${id}`)
+  checkNewQueryUrl(current, input)
   const now = clock.now()
   const rotates = input.secret !== undefined && input.secret !== secrets.open(current.secret, secretContext.service(current.id))
   const row = await repo.updateService(db, id, current.version, {
@@ -121,6 +123,13 @@ export async function updateService(
       latest === undefined ? undefined : etagOf(latest.version))
   }
   return toService(row)
+}
+
+/** A query service's URL is checked for PHP when it is set or the delivery turns to query: a URL stored before keeps working. */
+function checkNewQueryUrl(current: ServiceRow, input: UpdateService): void {
+  if ((input.delivery ?? current.delivery) !== 'query') return
+  if (input.webhookUrl !== undefined) checkQueryKeys(input.webhookUrl, '/body/webhookUrl')
+  else if (current.delivery !== 'query') checkQueryKeys(current.webhook_url, '/body/delivery')
 }
 
 export async function deleteService(db: DB, id: string): Promise<void> {

@@ -1,6 +1,9 @@
 import { refusedLiteralHost, type TargetPolicy } from '../../../adapters/address-policy.js'
 import { unprocessable } from '../../../errors.js'
 
+export const WEBHOOK_URL_RULE = 'An http or https URL with a host and without credentials; for query delivery, none of its own query ' +
+  'keys may be one that PHP\'s parse_str changes (empty, or with a space, . or [ or NUL), else 422'
+
 /**
  * Why a webhook URL cannot be stored, or undefined. The text is checked as given, since the URL parser
  * would silently drop tabs and line breaks and trim spaces; a literal IP host in a range webhooks may
@@ -27,4 +30,34 @@ export function webhookUrlProblem(url: string, targets: TargetPolicy): string | 
 export function checkWebhookUrl(url: string | undefined, targets: TargetPolicy): void {
   const problem = url === undefined ? undefined : webhookUrlProblem(url, targets)
   if (problem) throw unprocessable(`The webhook URL is not usable: ${problem}.`, [{ pointer: '/body/webhookUrl', detail: problem }])
+}
+
+/**
+ * Why a PHP provider could not verify a query call to this (valid) URL, or undefined. The signature covers
+ * the URL's own query keys as Baton reads them, but PHP's parse_str, and so $_GET, changes some before
+ * the provider sorts and re-encodes them: it cuts a key at a NUL byte, reads `[` as an array, drops
+ * leading spaces, turns other spaces and dots into `_`, and drops a key left empty (`+` is a space).
+ */
+export function phpQueryKeyProblem(url: string): string | undefined {
+  for (const key of new URL(url).searchParams.keys()) {
+    const change = phpKeyChange(key)
+    if (change) return `${change}, so a provider verifying with PHP could not check the signature; rename that parameter or leave it out`
+  }
+  return undefined
+}
+
+function phpKeyChange(key: string): string | undefined {
+  const shown = JSON.stringify(key)
+  if (key.includes('\0')) return `PHP cuts the query key ${shown} at its NUL byte`
+  if (key.includes('[')) return `PHP reads the query key ${shown} as an array entry (or, with no ] after it, its [ as _)`
+  const read = key.replace(/^ +/, '').replace(/[ .]/g, '_')
+  if (read === '') return `PHP drops the query key ${shown}, as it has no name once leading spaces go`
+  if (read !== key) return `PHP reads the query key ${shown} as ${JSON.stringify(read)} (spaces and dots become _, leading spaces go)`
+  return undefined
+}
+
+/** A query call's URL must verify in PHP; a refusal names the field that asked for it. */
+export function checkQueryKeys(url: string, pointer: string): void {
+  const problem = phpQueryKeyProblem(url)
+  if (problem) throw unprocessable(`The webhook URL cannot be used for query delivery: ${problem}.`, [{ pointer, detail: problem }])
 }

@@ -3,6 +3,7 @@ import { PageQuerySchema, StringEnum, Uuid } from '../../../schemas/common.js'
 import { PlainText } from '../text.js'
 import { EmailSettingsSchema } from './email.js'
 import { DecisionSchema, WriteValuesSchema } from './decision-schemas.js'
+import { WEBHOOK_URL_RULE } from '../../marketplace/services/webhook-url.js'
 
 const MAX_DAYS = 3650
 
@@ -47,7 +48,7 @@ export type Target = Static<typeof TargetSchema>
 const TargetInputSchema = Type.Union([
   Type.Object(
     {
-      url: Type.String({ minLength: 1, maxLength: 2000, description: 'An http or https URL with a host and without credentials' }),
+      url: Type.String({ minLength: 1, maxLength: 2000, description: WEBHOOK_URL_RULE }),
       secret: Type.String({
         minLength: 16, maxLength: 256,
         description: 'The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones'

@@ -3,7 +3,7 @@ import type { DB } from '../../../db/connect.js'
 import type { TemplateStepRow } from '../../../db/database.js'
 import { unprocessable, type FieldError } from '../../../errors.js'
 import { secretProblem } from '../../marketplace/services/secret-strength.js'
-import { webhookUrlProblem } from '../../marketplace/services/webhook-url.js'
+import { phpQueryKeyProblem, webhookUrlProblem } from '../../marketplace/services/webhook-url.js'
 import { isTenantUser } from '../../users/repository.js'
 import { followUpErrors } from './follow-up.js'
 import * as lookup from './lookup-repository.js'
@@ -76,13 +76,15 @@ async function userErrors(db: DB, tenantId: string, draft: StepDraft): Promise<F
   return [{ pointer: '/body/responsibility/user', detail: `user ${userId} does not exist` }]
 }
 
-/** A step with a free target: no service beside it, a URL the SSRF guard lets through, a strong secret, free parameters. */
+/** A step with a free target: no service beside it, a URL the SSRF guard lets through (and PHP reads as signed), a strong secret, free parameters. */
 function checkTarget(draft: StepDraft, target: Target, { policy, secret }: TargetRequest): ParameterCheck {
   const errors: FieldError[] = []
   if (draft.serviceId !== null) {
     errors.push({ pointer: '/body/target', detail: `a step calls either a marketplace service or a target, not both: set serviceId to null (it is ${draft.serviceId})` })
   }
-  const urlProblem = webhookUrlProblem(target.url, policy)
+  // A target is replaced as a whole, secret included: only a target given now meets the PHP rule, a stored one keeps working.
+  const urlProblem = webhookUrlProblem(target.url, policy) ??
+    (target.delivery === 'query' && secret !== undefined ? phpQueryKeyProblem(target.url) : undefined)
   if (urlProblem) errors.push({ pointer: '/body/target/url', detail: urlProblem })
   const weakSecret = secret === undefined ? undefined : secretProblem(secret)
   if (weakSecret) errors.push({ pointer: '/body/target/secret', detail: weakSecret })
