@@ -1,12 +1,16 @@
 /**
- * Calendar arithmetic in a tenant's time zone: N days later at the same wall-clock time, so a DST
- * change does not shift the hour. A wall-clock time that does not exist (a spring-forward gap)
- * lands just after the gap.
+ * Calendar arithmetic in a tenant's time zone: N days later (N >= 0) at the same wall-clock time, so a
+ * DST change does not shift the hour. A wall-clock time that does not exist (a spring-forward gap)
+ * lands just after the gap. One that occurs twice (a fall-back overlap) is its earlier instant in every
+ * zone, as Temporal's 'compatible' reads it, unless that is before `instant`: then the later one. So
+ * the result is never before `instant`, and 0 days later is `instant` itself.
  */
 export function addCalendarDays(instant: Date, days: number, timeZone: string): Date {
   const wall = wallClock(instant, timeZone)
   const target = Date.UTC(wall.year, wall.month - 1, wall.day + days, wall.hour, wall.minute, wall.second, instant.getUTCMilliseconds())
-  return fromWallClock(target, timeZone)
+  const from = instant.getTime()
+  const candidates = instantsAt(target, timeZone)
+  return new Date(Math.max(candidates.find((ms) => ms >= from) ?? candidates.at(-1)!, from))
 }
 
 interface WallClock {
@@ -42,9 +46,17 @@ function offsetAt(ms: number, timeZone: string): number {
   return Date.UTC(w.year, w.month - 1, w.day, w.hour, w.minute, w.second) - (ms - (((ms % 1000) + 1000) % 1000))
 }
 
-// The instant whose wall clock reads `wallMs` (a wall-clock time written as if it were UTC).
-function fromWallClock(wallMs: number, timeZone: string): Date {
-  const first = wallMs - offsetAt(wallMs, timeZone)
-  const second = wallMs - offsetAt(first, timeZone)
-  return new Date(offsetAt(second, timeZone) === offsetAt(first, timeZone) ? second : Math.max(first, second))
+const DAY_MS = 86_400_000
+
+/**
+ * The instants whose wall clock reads `wallMs` (a wall-clock time written as if it were UTC), earliest
+ * first: two in a fall-back overlap, one otherwise; for a time in a spring-forward gap, the instant
+ * just after the gap (the time read with the offset before it). A change of offset is looked for
+ * between a day before and a day after, assuming at most one change in that span.
+ */
+function instantsAt(wallMs: number, timeZone: string): number[] {
+  const offsets = [offsetAt(wallMs - DAY_MS, timeZone), offsetAt(wallMs + DAY_MS, timeZone)]
+  const readings = [...new Set(offsets.map((offset) => wallMs - offset))].sort((a, b) => a - b)
+  const exact = readings.filter((ms) => ms + offsetAt(ms, timeZone) === wallMs)
+  return exact.length > 0 ? exact : [readings.at(-1)!]
 }

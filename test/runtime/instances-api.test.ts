@@ -577,6 +577,27 @@ t.test('calendar days keep the wall-clock time across DST changes (Europe/Berlin
   t.equal(withDeadline.steps[0].deadlineAt, '2026-10-25T09:00:00.000Z', 'Sunday 10:00 CET: 25 hours later')
 })
 
+t.test('a step 0 days after its previous one starts when that one ended, in the second hour of a fall-back too (America/New_York)', async (t) => {
+  const zone = (await rt.operator.get(`/v1/tenants/${rt.tenant.id}`)).data.timeZone
+  t.equal((await rt.operator.patch(`/v1/tenants/${rt.tenant.id}`, { timeZone: 'America/New_York' })).statusCode, 200)
+  t.teardown(async () => {
+    await rt.operator.patch(`/v1/tenants/${rt.tenant.id}`, { timeZone: zone })
+  })
+  const templateId = await rt.template([
+    { kind: 'task', name: 'Fall-back: prepare' },
+    { kind: 'task', name: 'Fall-back: same day', start: { mode: 'daysAfterPrevious', days: 0 } },
+    { kind: 'task', name: 'Fall-back: next day', start: { mode: 'daysAfterPrevious', days: 1 } }
+  ])
+  rt.clock.set('2026-11-01T05:00:00Z') // 01:00 EDT; at 06:00Z the clocks go back to 01:00 EST
+  const started = await rt.start(templateId, { propertyId: undefined })
+  rt.clock.set('2026-11-01T06:30:00Z') // the second 01:30
+  const advanced = await advance(started.id, { outcome: 'done' })
+  t.match(advanced.data.steps[0], { state: 'done', endedAt: '2026-11-01T06:30:00.000Z' })
+  t.match(advanced.data.steps[1], { state: 'due', startAt: '2026-11-01T06:30:00.000Z', startedAt: '2026-11-01T06:30:00.000Z' }, 'not at the first 01:30, an hour before')
+  const next = await advance(started.id, { outcome: 'done' })
+  t.match(next.data.steps[2], { state: 'waiting', startAt: '2026-11-02T06:30:00.000Z' }, 'the next day at 01:30 EST')
+})
+
 t.test('another tenant cannot see or touch the instance', async (t) => {
   const templateId = await rt.template([{ kind: 'webhook', name: 'Isolation: hook' }, { kind: 'task', name: 'Isolation: task' }])
   const started = await rt.start(templateId, { propertyId: undefined })
