@@ -30,6 +30,7 @@ import { BatonMetrics } from './lib/metrics.js'
 import { once } from './lib/once.js'
 import { createSecretBox } from './lib/secret-box.js'
 import auth from './plugins/auth.js'
+import jsonBody from './plugins/json-body.js'
 import loadShedding from './plugins/load-shedding.js'
 import problems from './plugins/problems.js'
 import protocolErrors, { clientErrorHandler, frameworkErrors } from './plugins/protocol-errors.js'
@@ -82,6 +83,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   await app.register(requestId)
   await app.register(problems)
   await app.register(protocolErrors)
+  await app.register(jsonBody)
   await app.register(loadShedding, {
     maxEventLoopDelayMs: deps.config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, maxEventLoopUtilization: deps.config.PRESSURE_MAX_EVENT_LOOP_UTILIZATION
   })

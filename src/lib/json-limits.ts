@@ -21,6 +21,23 @@ export function firstTooDeep(value: unknown, maxDepth: number, base: string): st
   return undefined
 }
 
+/**
+ * The pointer (under `base`) of a number that is not finite, as JSON.parse makes of 1e400; undefined
+ * when every number is finite. It walks with its own stack, as firstTooDeep does.
+ */
+export function firstNonFinite(value: unknown, base: string): string | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : base
+  const stack: { value: unknown; pointer: string }[] = [{ value, pointer: base }]
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    if (typeof item.value !== 'object' || item.value === null) continue
+    for (const [key, child] of Object.entries(item.value)) {
+      if (typeof child === 'number' && !Number.isFinite(child)) return item.pointer + pointerStep(key)
+      if (typeof child === 'object' && child !== null) stack.push({ value: child, pointer: item.pointer + pointerStep(key) })
+    }
+  }
+  return undefined
+}
+
 /** Bytes of the value as compact JSON; only call it on a value whose depth was checked. */
 export function jsonBytes(value: unknown): number {
   return Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8')

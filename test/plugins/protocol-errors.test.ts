@@ -36,6 +36,26 @@ t.test('errors of the router and of content handling are problems', async (t) =>
   assertProblem(t, await client.post('/v1/users', '', { 'content-type': 'application/json' }), 400)
 })
 
+t.test('a number beyond a double\'s range is refused, not saved as null', async (t) => {
+  const json = { 'content-type': 'application/json' }
+  const tooLarge = async (body: string, pointer: string) => {
+    const response = await client.post('/v1/properties', body, json)
+    assertProblem(t, response, 400, /number too large/)
+    t.same(response.data.errors, [{ pointer, detail: 'number too large' }], `${body.slice(0, 60)} names ${pointer}`)
+  }
+  await tooLarge('{"fields":{"x":1e400,"y":1}}', '/body/fields/x')
+  await tooLarge('{"fields":{"y":-1E+400}}', '/body/fields/y')
+  await tooLarge('{"fields":{"a":[[1,{"b~/":2e308}]]}}', '/body/fields/a/0/1/b~0~1')
+  await tooLarge(`{"fields":{"digits":${'9'.repeat(309)}}}`, '/body/fields/digits')
+  await tooLarge(`{"fields":{"mantissa":1${'0'.repeat(250)}e60}}`, '/body/fields/mantissa')
+  assertProblem(t, await client.post('/v1/properties', '1e400', json), 400, /number too large/)
+  t.equal((await client.get('/v1/properties')).data.items.length, 0, 'nothing saved')
+
+  const fine = await client.post('/v1/properties', `{"fields":{"tiny":1e-400,"max":1.7976931348623157e308,"big":1e100,"long":${'9'.repeat(300)}}}`, json)
+  t.equal(fine.statusCode, 201, fine.body)
+  t.same(fine.data.fields, { tiny: 0, max: Number.MAX_VALUE, big: 1e100, long: 1e300 }, 'an underflow is 0, numbers in range are kept')
+})
+
 t.test('acceptsJson reads media ranges and their quality', async (t) => {
   for (const yes of [undefined, '*/*', 'application/*', 'Application/JSON', 'application/problem+json', 'text/html, */*;q=0.1', 'json']) {
     t.ok(acceptsJson(yes), `${yes} accepts JSON`)
