@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -9,7 +9,7 @@ import { problemBody, sendProblem } from './problems.js'
 /*
  * Errors that happen before a route runs, answered as application/problem+json like every other:
  * what Node's HTTP parser refuses (clientErrorHandler), what Fastify's router refuses (frameworkErrors),
- * an Expect header Node cannot meet, and the checks of a request line that no route needs to see.
+ * an Expect header Node cannot meet, a compressed body, and the checks of a request line that no route needs to see.
  */
 
 /** Longer URLs answer 414; a page of ids and filters fits with room to spare. */
@@ -84,6 +84,18 @@ function quality(params: string[]): number {
   return q === undefined ? 1 : Number(q.slice(2)) || 0
 }
 
+/**
+ * The content codings (RFC 9110 8.4) other than identity a request's body says it is sent in; none when
+ * it has no body, which Fastify reads only for methods other than GET and HEAD. We decode none.
+ */
+export function bodyCodings(method: string, headers: IncomingHttpHeaders): string[] {
+  const coding = headers['content-encoding']
+  if (coding === undefined || method === 'GET' || method === 'HEAD') return []
+  const length = headers['content-length']
+  if (headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return []
+  return coding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity')
+}
+
 // The explorer serves HTML and scripts, metrics the Prometheus text format: every other route answers JSON.
 const NOT_JSON = /^\/(docs|metrics)(\/|$)/
 
@@ -95,6 +107,12 @@ async function protocolErrorsPlugin(app: FastifyInstance): Promise<void> {
     }
     if (!request.is404 && !NOT_JSON.test(request.routeOptions.url ?? '') && !acceptsJson(request.headers.accept)) {
       throw new ProblemError(406, 'Not Acceptable', 'This route answers application/json (errors application/problem+json); the Accept header excludes both.')
+    }
+    const codings = bodyCodings(request.method, request.headers)
+    if (!request.is404 && codings.length > 0) {
+      // RFC 9110 12.5.3: a 415 for a content coding names the codings accepted, telling it apart from a media type's.
+      throw new ProblemError(415, 'Unsupported Media Type', `The content coding ${codings.join(', ').slice(0, 100)} is not supported: send the body uncompressed.`,
+        undefined, { 'accept-encoding': 'identity' })
     }
   })
 }

@@ -1,4 +1,5 @@
 import net from 'node:net'
+import { gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { acceptsJson } from '../../src/plugins/protocol-errors.js'
 import { setupApp, type Response } from '../helpers/app.js'
@@ -54,6 +55,25 @@ t.test('a number beyond a double\'s range is refused, not saved as null', async 
   const fine = await client.post('/v1/properties', `{"fields":{"tiny":1e-400,"max":1.7976931348623157e308,"big":1e100,"long":${'9'.repeat(300)}}}`, json)
   t.equal(fine.statusCode, 201, fine.body)
   t.same(fine.data.fields, { tiny: 0, max: Number.MAX_VALUE, big: 1e100, long: 1e300 }, 'an underflow is 0, numbers in range are kept')
+})
+
+t.test('a body in a content coding other than identity answers 415, telling it apart from a media type', async (t) => {
+  const json = { 'content-type': 'application/json' }
+  const body = '{"fields":{"city":"Berlin"}}'
+  for (const coding of ['gzip', 'GZIP', 'br', 'deflate', 'identity, gzip']) {
+    const compressed = await client.post('/v1/properties', coding.includes('gzip') ? gzipSync(body) : body, { ...json, 'content-encoding': coding })
+    assertProblem(t, compressed, 415, /content coding .* is not supported: send the body uncompressed/)
+    t.equal(compressed.headers['accept-encoding'], 'identity', `${coding}: names the coding it accepts`)
+  }
+  const mediaType = await client.post('/v1/users', 'name=x', { 'content-type': 'application/x-www-form-urlencoded' })
+  assertProblem(t, mediaType, 415)
+  t.equal(mediaType.headers['accept-encoding'], undefined, 'a 415 for a media type names no coding (RFC 9110 12.5.3)')
+
+  const identity = await client.post('/v1/properties', body, { ...json, 'content-encoding': 'identity' })
+  t.equal(identity.statusCode, 201, 'identity is no coding')
+  const url = `/v1/properties/${identity.data.id}`
+  t.equal((await client.get(url, { 'content-encoding': 'gzip' })).statusCode, 200, 'a GET has no body to decode')
+  t.equal((await client.delete(url, { 'content-encoding': 'gzip' })).statusCode, 204, 'nor has a DELETE without one')
 })
 
 t.test('acceptsJson reads media ranges and their quality', async (t) => {
