@@ -1,19 +1,29 @@
 import type { FastifyReply } from 'fastify'
 import { badRequest, preconditionFailed } from '../errors.js'
 
-/** What `If-Match` accepts: a version as sent in ETag (`"3"`), weak (`W/"3"`) or bare (`3`), or `*`. Also in the OpenAPI document. */
-export const IF_MATCH_PATTERN = '^\\s*(?:\\*|(?:W/)?"?(\\d{1,9})"?)\\s*$'
+// One entity tag: a version as sent in ETag ("3"), weak (W/"3") or bare (3).
+const TAG = '(?:W/)?"?\\d{1,9}"?'
+// Commas between tags; the empty list elements RFC 9110 5.6.1.2 asks a recipient to ignore included.
+const COMMAS = '\\s*,(?:\\s*,)*\\s*'
+
+/** What `If-Match` accepts: `*`, or a comma-separated list of tags (RFC 9110 13.1.1). Also in the OpenAPI document. */
+export const IF_MATCH_PATTERN = `^\\s*(?:\\*|(?:,\\s*)*${TAG}(?:${COMMAS}${TAG})*(?:\\s*,)*)\\s*$`
 const IF_MATCH = new RegExp(IF_MATCH_PATTERN)
 
+/** The versions an `If-Match` names, any of which may be current; undefined: any version. */
+export type ExpectedVersions = readonly number[] | undefined
+
 /**
- * Reads `If-Match` as a resource version. Absent or `*` means "any version".
+ * Reads `If-Match` as the resource versions it names. Absent or `*` means "any version".
  * A malformed value is a 400, so a client never updates by accident.
  */
-export function expectedVersion(ifMatch: string | undefined): number | undefined {
+export function expectedVersions(ifMatch: string | undefined): ExpectedVersions {
   if (ifMatch === undefined) return undefined
-  const match = IF_MATCH.exec(ifMatch)
-  if (!match) throw badRequest('If-Match must be a version as returned in ETag, e.g. "3".', [{ pointer: '/headers/if-match', detail: 'not a version' }])
-  return match[1] === undefined ? undefined : Number(match[1])
+  if (!IF_MATCH.test(ifMatch)) {
+    throw badRequest('If-Match must be * or versions as returned in ETag, e.g. "3" or "3", "4".', [{ pointer: '/headers/if-match', detail: 'not a list of versions' }])
+  }
+  // The pattern leaves no digits but the versions'.
+  return ifMatch.match(/\d+/g)?.map(Number)
 }
 
 /** The ETag of a resource version. */
@@ -21,10 +31,10 @@ export function etagOf(version: number): string {
   return `"${version}"`
 }
 
-/** 412 unless the caller's expected version is the current one; the answer carries the current ETag. */
-export function checkVersion(expected: number | undefined, current: number, what: string): void {
-  if (expected !== undefined && expected !== current) {
-    throw preconditionFailed(`${what} is at version ${current}, not ${expected}: read it again and retry.`, etagOf(current))
+/** 412 unless the current version is one the caller expects; the answer carries the current ETag. */
+export function checkVersion(expected: ExpectedVersions, current: number, what: string): void {
+  if (expected !== undefined && !expected.includes(current)) {
+    throw preconditionFailed(`${what} is at version ${current}, not ${expected.join(' or ')}: read it again and retry.`, etagOf(current))
   }
 }
 

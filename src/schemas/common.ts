@@ -109,8 +109,8 @@ export function Page<T extends TSchema>(item: T, description?: string) {
   )
 }
 
-// The pattern is checked by expectedVersion (lib/versioning.ts), which says what is wrong in its own words;
+// The pattern is checked by expectedVersions (lib/versioning.ts), which says what is wrong in its own words;
 // the OpenAPI document declares the same pattern (plugins/openapi-document.ts).
 export const IfMatchHeadersSchema = Type.Object({
-  'if-match': Type.Optional(Type.String({ description: 'The version to update, as returned in ETag ("3", W/"3" or *); stale → 412 with the current ETag' }))
+  'if-match': Type.Optional(Type.String({ description: 'The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag' }))
 })

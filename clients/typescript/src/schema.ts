@@ -3279,7 +3279,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3" or *); stale → 412 with the current ETag */
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
                 "if-match"?: string;
             };
             path: {
@@ -3878,7 +3878,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3" or *); stale → 412 with the current ETag */
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
                 "if-match"?: string;
             };
             path: {
@@ -4462,7 +4462,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3" or *); stale → 412 with the current ETag */
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
                 "if-match"?: string;
             };
             path: {
@@ -6108,7 +6108,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3" or *); stale → 412 with the current ETag */
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
                 "if-match"?: string;
             };
             path: {
@@ -6209,7 +6209,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3" or *); stale → 412 with the current ETag */
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
                 "if-match"?: string;
             };
             path: {
@@ -6800,7 +6800,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3" or *); stale → 412 with the current ETag */
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
                 "if-match"?: string;
             };
             path: {
@@ -7003,7 +7003,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3" or *); stale → 412 with the current ETag */
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
                 "if-match"?: string;
             };
             path: {
@@ -7105,7 +7105,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3" or *); stale → 412 with the current ETag */
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
                 "if-match"?: string;
             };
             path: {

@@ -3,6 +3,7 @@ import { eachKey } from '../../db/by-keys.js'
 import type { DB } from '../../db/connect.js'
 import type { JsonObject } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
+import type { ExpectedVersions } from '../../lib/versioning.js'
 import type { FieldsPatch } from './fields.js'
 import type { RecordTable } from './schemas.js'
 
@@ -17,7 +18,8 @@ export interface RecordFilter {
 export interface RecordChanges {
   maintainerUserId?: string | null | undefined
   fields: FieldsPatch
-  expectedVersion?: number | undefined
+  /** The versions one of which the record must be at; undefined: any. */
+  expectedVersions?: ExpectedVersions
   now: Date
 }
 
@@ -96,10 +98,11 @@ export function findRecordByKey(db: DB, table: RecordTable, tenantId: string, ke
 /**
  * Applies the merge patch with jsonb `-` and `||`, so concurrent patches of different keys all survive.
  * The locking subquery returns the very row version the update replaces: its fields are the "before".
- * Undefined when the record is missing or not at the expected version.
+ * Undefined when the record is missing or at none of the expected versions.
  */
 export async function patchRecord(db: DB, table: RecordTable, tenantId: string, id: string, changes: RecordChanges) {
-  const versionCheck = changes.expectedVersion === undefined ? sql`` : sql`and r.version = ${changes.expectedVersion}`
+  const versions = changes.expectedVersions
+  const versionCheck = versions === undefined ? sql`` : sql`and r.version in (${sql.join(versions)})`
   const maintainer = changes.maintainerUserId === undefined ? sql`` : sql`maintainer_user_id = ${changes.maintainerUserId},`
   const result = await sql<RecordRowWithBefore>`
     update ${sql.table(table)} as r

@@ -4,7 +4,7 @@ import { Type } from 'typebox'
 import type { ModuleOptions } from '../module-options.js'
 import { markCreated } from '../../lib/location.js'
 import { pageRequest, sendJsonStream } from '../../lib/pagination.js'
-import { expectedVersion, setETag } from '../../lib/versioning.js'
+import { expectedVersions, setETag } from '../../lib/versioning.js'
 import { forbidden } from '../../errors.js'
 import { claimOf, tenantOf, type ClaimScope } from '../../plugins/auth.js'
 import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, PageQuerySchema, problems } from '../../schemas/common.js'
@@ -108,11 +108,11 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wa
       response: { 200: ok(Record, `The updated ${kind.noun.toLowerCase()}`, ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
-    const version = expectedVersion(request.headers['if-match'])
+    const expected = expectedVersions(request.headers['if-match'])
     const claim = claimOf(request)
     if (claim && request.body.maintainerUserId !== undefined) throw forbidden('An apiClaim may update the fields of a record, not its maintainer.')
     const by = claim ? { serviceId: claim.serviceId, deliveryId: claim.deliveryId } : undefined
-    const { record, triggered, autostarted } = await records.updateRecord(db, clock, kind, tenantOf(request), request.params.id, request.body, version, by)
+    const { record, triggered, autostarted } = await records.updateRecord(db, clock, kind, tenantOf(request), request.params.id, request.body, expected, by)
     announceWork(wakeups, triggered.length, autostarted)
     setETag(reply, record.version)
     return record

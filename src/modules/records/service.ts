@@ -6,7 +6,7 @@ import { badRequest, conflict, notFound, unprocessable } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { firstTooDeep } from '../../lib/json-limits.js'
 import { countWithinBudget, toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
-import { checkVersion } from '../../lib/versioning.js'
+import { checkVersion, type ExpectedVersions } from '../../lib/versioning.js'
 import type { Activity } from '../activities/schemas.js'
 import * as activities from '../activities/service.js'
 import { insertActivity } from '../activities/repository.js'
@@ -128,14 +128,14 @@ export async function listRecordsJson(
 }
 
 export async function updateRecord(
-  db: DB, clock: Clock, kind: RecordKind, tenantId: string, id: string, input: UpdateRecord, expectedVersion?: number, by?: ClaimWriter
+  db: DB, clock: Clock, kind: RecordKind, tenantId: string, id: string, input: UpdateRecord, expected?: ExpectedVersions, by?: ClaimWriter
 ): Promise<RecordWrite> {
   checkFieldsInput(input.fields)
   await checkMaintainer(db, tenantId, input.maintainerUserId)
   const now = clock.now()
   const written = await db.transaction().execute(async (trx) => {
     const row = await guardMaintainer(() => repo.patchRecord(trx, kind.table, tenantId, id, {
-      maintainerUserId: input.maintainerUserId, fields: splitMergePatch(input.fields), expectedVersion, now
+      maintainerUserId: input.maintainerUserId, fields: splitMergePatch(input.fields), expectedVersions: expected, now
     }))
     if (!row) return undefined
     const { before_fields: before, ...current } = row
@@ -149,7 +149,7 @@ export async function updateRecord(
     const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row: current, event: 'update', changedFields: changed })
     return { record: toRecord(current), changedFields: changed, triggered, autostarted }
   })
-  return written ?? explainMissedUpdate(db, kind, tenantId, id, expectedVersion)
+  return written ?? explainMissedUpdate(db, kind, tenantId, id, expected)
 }
 
 /** A provider's write-back shows on the record's activity log, naming the service. */
@@ -186,7 +186,7 @@ export async function listRecordActivities(
   return activities.listActivitiesOf(db, tenantId, repo.LINK_COLUMN[kind.table], id, page)
 }
 
-async function explainMissedUpdate(db: DB, kind: RecordKind, tenantId: string, id: string, expected?: number): Promise<never> {
+async function explainMissedUpdate(db: DB, kind: RecordKind, tenantId: string, id: string, expected: ExpectedVersions): Promise<never> {
   const current = await getRecord(db, kind, tenantId, id)
   checkVersion(expected, current.version, `${kind.noun} ${id}`)
   throw conflict(`${kind.noun} ${id} changed while it was being updated; retry.`)

@@ -78,7 +78,10 @@ t.test('If-Match guards updates', async (t) => {
   t.equal((await operator.patch(url, { name: 'B' }, { 'if-match': 'W/"2"' })).data.version, 3)
   t.equal((await operator.patch(url, { name: 'C' }, { 'if-match': '*' })).statusCode, 200)
   assertProblem(t, await operator.patch(url, { name: 'D' }, { 'if-match': 'yesterday' }), 400, /if-match/)
+  assertProblem(t, await operator.patch(url, { name: 'D' }, { 'if-match': '"1", "2"' }), 412, /at version 4, not 1 or 2/)
+  assertProblem(t, await operator.patch(url, { name: 'D' }, { 'if-match': '"4", x' }), 400, /if-match/)
   t.equal((await operator.get(url)).data.name, 'C')
+  t.equal((await operator.patch(url, { name: 'D' }, { 'if-match': '"3", "4"' })).data.version, 5, 'a list matches when any of its versions is current')
 })
 
 t.test('schema failures answer 400', async (t) => {

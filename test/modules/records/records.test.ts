@@ -70,10 +70,21 @@ for (const kind of [propertyKind, addressKind]) {
     t.same([matched.data.version, matched.data.fields.price], [5, 3])
     t.equal((await client.get(url)).data.version, 5, 'the stale patch changed nothing')
 
+    const staleList = await client.patch(url, { fields: { price: 4 } }, { 'if-match': '"3", "4"' })
+    assertProblem(t, staleList, 412, /at version 5, not 3 or 4/)
+    t.equal(staleList.headers.etag, '"5"')
+    const listed = await client.patch(url, { fields: { price: 4 } }, { 'if-match': '"4", W/"5"' })
+    t.same([listed.statusCode, listed.data.version], [200, 6], 'any version of a list may be current, weak ones too')
+    t.equal((await client.patch(url, { fields: { price: 5 } }, { 'if-match': ', "6" ,, "7",' })).data.version, 7, 'empty list elements are ignored')
+    for (const malformed of ['"7", yesterday', '*, "7"', '"7" "8"', ',']) {
+      assertProblem(t, await client.patch(url, { fields: { price: 6 } }, { 'if-match': malformed }), 400, /If-Match/)
+    }
+    t.equal((await client.get(url)).data.fields.price, 5)
+
     t.equal((await client.delete(url)).statusCode, 204)
     assertProblem(t, await client.get(url), 404)
     assertProblem(t, await client.patch(url, { fields: { a: 1 } }), 404)
-    assertProblem(t, await client.patch(url, { fields: { a: 1 } }, { 'if-match': '"5"' }), 404)
+    assertProblem(t, await client.patch(url, { fields: { a: 1 } }, { 'if-match': '"7"' }), 404)
     assertProblem(t, await client.delete(url), 404)
   })
 

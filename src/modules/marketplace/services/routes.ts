@@ -4,7 +4,7 @@ import { Type } from 'typebox'
 import type { ModuleOptions } from '../../module-options.js'
 import { setCreatedLocation } from '../../../lib/location.js'
 import { pageRequest } from '../../../lib/pagination.js'
-import { expectedVersion, setETag } from '../../../lib/versioning.js'
+import { expectedVersions, setETag } from '../../../lib/versioning.js'
 import { tenantOrOperator } from '../../../plugins/auth.js'
 import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, problems } from '../../../schemas/common.js'
 import {
@@ -71,7 +71,7 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
       response: { 200: ok(MarketplaceService, 'The updated service', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
-    const expected = expectedVersion(request.headers['if-match'])
+    const expected = expectedVersions(request.headers['if-match'])
     const service = await services.updateService({ db, clock, secrets, targets }, request.params.id, request.body, expected)
     setETag(reply, service.version)
     return service

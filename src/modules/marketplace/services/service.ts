@@ -7,7 +7,7 @@ import { conflict, notFound, preconditionFailed, unprocessable } from '../../../
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
-import { checkVersion, etagOf } from '../../../lib/versioning.js'
+import { checkVersion, etagOf, type ExpectedVersions } from '../../../lib/versioning.js'
 import * as repo from './repository.js'
 import { checkQueryKeys, checkWebhookUrl } from './webhook-url.js'
 import { secretProblem } from './secret-strength.js'
@@ -94,13 +94,13 @@ export async function listServices(db: DB, tenantId: string | undefined, page: P
 }
 
 export async function updateService(
-  { db, clock, secrets, targets }: CatalogueWrites, id: string, input: UpdateService, expectedVersion: number | undefined
+  { db, clock, secrets, targets }: CatalogueWrites, id: string, input: UpdateService, expected: ExpectedVersions
 ): Promise<MarketplaceService> {
   checkWebhookUrl(input.webhookUrl, targets)
   checkSecret(input.secret)
   const current = await repo.findServiceById(db, id)
   if (!current) throw notFound('Marketplace service', id)
-  checkVersion(expectedVersion, current.version, `Marketplace service ${id}`)
+  checkVersion(expected, current.version, `Marketplace service ${id}`)
   checkNewQueryUrl(current, input)
   const now = clock.now()
   const rotates = input.secret !== undefined && input.secret !== secrets.open(current.secret, secretContext.service(current.id))

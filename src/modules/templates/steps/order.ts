@@ -1,7 +1,7 @@
 import type { Clock } from '../../../adapters/clock.js'
 import type { DB } from '../../../db/connect.js'
 import type { FieldError } from '../../../errors.js'
-import { checkVersion } from '../../../lib/versioning.js'
+import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import type { Template } from '../templates/schemas.js'
 import { loadTemplate, lockedTemplate, touchTemplate } from '../templates/service.js'
 import * as steps from './repository.js'
@@ -10,7 +10,7 @@ import { reorderPlan, writeReorderedSettings } from './references.js'
 
 /** Rewrites the positions of all steps of a template at once; stepIds must name each of its steps exactly once. */
 export async function reorderSteps(
-  db: DB, clock: Clock, tenantId: string, templateId: string, stepIds: string[], expected: number | undefined
+  db: DB, clock: Clock, tenantId: string, templateId: string, stepIds: string[], expected: ExpectedVersions
 ): Promise<Template> {
   return db.transaction().execute(async (trx) => {
     const template = await lockedTemplate(trx, tenantId, templateId)

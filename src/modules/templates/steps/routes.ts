@@ -4,7 +4,7 @@ import { Type } from 'typebox'
 import type { ModuleOptions } from '../../module-options.js'
 import { setCreatedLocation } from '../../../lib/location.js'
 import { pageRequest } from '../../../lib/pagination.js'
-import { expectedVersion, setETag } from '../../../lib/versioning.js'
+import { expectedVersions, setETag } from '../../../lib/versioning.js'
 import { tenantOf } from '../../../plugins/auth.js'
 import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, problems } from '../../../schemas/common.js'
 import { templateSchemas } from '../templates/schemas.js'
@@ -49,7 +49,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
       response: { 200: ok(Type.Ref('ProcessTemplate'), 'The template with its steps in the new order; ETag is the template\'s version', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
-    const expected = expectedVersion(request.headers['if-match'])
+    const expected = expectedVersions(request.headers['if-match'])
     return withETag(reply, await reorderSteps(db, clock, tenantOf(request), request.params.id, request.body.stepIds, expected))
   })
 
@@ -68,7 +68,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
     }
   }, async (request, reply) => {
     const { id, stepId } = request.params
-    const expected = expectedVersion(request.headers['if-match'])
+    const expected = expectedVersions(request.headers['if-match'])
     return withETag(reply, await steps.updateStep(db, clock, { secrets, targets }, tenantOf(request), id, stepId, request.body, expected))
   })
 
@@ -79,7 +79,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
     }
   }, async (request, reply) => {
     const { id, stepId } = request.params
-    await steps.deleteStep(db, clock, tenantOf(request), id, stepId, expectedVersion(request.headers['if-match']))
+    await steps.deleteStep(db, clock, tenantOf(request), id, stepId, expectedVersions(request.headers['if-match']))
     return reply.code(204).send(null)
   })
 }

@@ -5,7 +5,7 @@ import { badRequest, conflict, notFound, type FieldError } from '../../../errors
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
-import { checkVersion } from '../../../lib/versioning.js'
+import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import { stepColumns, toStep, type StepDraft } from '../mapping.js'
 import * as repo from '../templates/repository.js'
 import { lockedTemplate, touchTemplate } from '../templates/service.js'
@@ -115,7 +115,7 @@ export async function getStep(db: DB, tenantId: string, templateId: string, step
 }
 
 export async function updateStep(
-  db: DB, clock: Clock, guard: TargetGuard, tenantId: string, templateId: string, stepId: string, input: UpdateStep, expected: number | undefined
+  db: DB, clock: Clock, guard: TargetGuard, tenantId: string, templateId: string, stepId: string, input: UpdateStep, expected: ExpectedVersions
 ): Promise<Step> {
   return db.transaction().execute(async (trx) => {
     const template = await lockedTemplate(trx, tenantId, templateId)
@@ -135,7 +135,7 @@ export async function updateStep(
 }
 
 export async function deleteStep(
-  db: DB, clock: Clock, tenantId: string, templateId: string, stepId: string, expected: number | undefined
+  db: DB, clock: Clock, tenantId: string, templateId: string, stepId: string, expected: ExpectedVersions
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
     const template = await lockedTemplate(trx, tenantId, templateId)

@@ -4,7 +4,7 @@ import { Type } from 'typebox'
 import type { ModuleOptions } from '../../module-options.js'
 import { setCreatedLocation } from '../../../lib/location.js'
 import { pageRequest } from '../../../lib/pagination.js'
-import { expectedVersion, setETag } from '../../../lib/versioning.js'
+import { expectedVersions, setETag } from '../../../lib/versioning.js'
 import { tenantOf } from '../../../plugins/auth.js'
 import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, problems } from '../../../schemas/common.js'
 import {
@@ -55,7 +55,7 @@ export default async function templateRoutes(fastify: FastifyInstance, { db, clo
       response: { 200: ok(ProcessTemplate, 'The updated template with its steps', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
-    const expected = expectedVersion(request.headers['if-match'])
+    const expected = expectedVersions(request.headers['if-match'])
     return withETag(reply, await templates.updateTemplate(db, clock, tenantOf(request), request.params.id, request.body, expected))
   })
 
@@ -65,7 +65,7 @@ export default async function templateRoutes(fastify: FastifyInstance, { db, clo
       headers: IfMatchHeadersSchema, response: { 204: noContent('The template and its steps are deleted'), ...problems(400, 401, 403, 404, 409, 412) }
     }
   }, async (request, reply) => {
-    await templates.deleteTemplate(db, tenantOf(request), request.params.id, expectedVersion(request.headers['if-match']))
+    await templates.deleteTemplate(db, tenantOf(request), request.params.id, expectedVersions(request.headers['if-match']))
     return reply.code(204).send(null)
   })
 

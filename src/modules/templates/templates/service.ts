@@ -4,7 +4,7 @@ import type { DB } from '../../../db/connect.js'
 import { conflict, notFound, unprocessable } from '../../../errors.js'
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
-import { checkVersion } from '../../../lib/versioning.js'
+import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import { isTenantUser } from '../../users/repository.js'
 import { autostartColumn, autostartErrors, autostartOf, dateWatch } from '../../autostart/settings.js'
 import { toTemplate, toTemplateSummary } from '../mapping.js'
@@ -61,7 +61,7 @@ export async function listTemplates(db: DB, tenantId: string, page: PageRequest,
 }
 
 export async function updateTemplate(
-  db: DB, clock: Clock, tenantId: string, id: string, input: UpdateTemplate, expected: number | undefined
+  db: DB, clock: Clock, tenantId: string, id: string, input: UpdateTemplate, expected: ExpectedVersions
 ): Promise<Template> {
   return db.transaction().execute(async (trx) => {
     const current = await lockedTemplate(trx, tenantId, id)
@@ -89,7 +89,7 @@ export async function updateTemplate(
   })
 }
 
-export async function deleteTemplate(db: DB, tenantId: string, id: string, expected: number | undefined): Promise<void> {
+export async function deleteTemplate(db: DB, tenantId: string, id: string, expected: ExpectedVersions): Promise<void> {
   await db.transaction().execute(async (trx) => {
     const current = await lockedTemplate(trx, tenantId, id)
     checkVersion(expected, current.version, `Process template ${id}`)
