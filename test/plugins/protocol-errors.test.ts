@@ -33,6 +33,7 @@ t.test('errors of the router and of content handling are problems', async (t) =>
 
   assertProblem(t, await client.post('/v1/users', 'x'.repeat(1024 * 1024 + 1), { 'content-type': 'application/json' }), 413)
   assertProblem(t, await client.post('/v1/users', 'name=x', { 'content-type': 'application/x-www-form-urlencoded' }), 415)
+  assertProblem(t, await client.post('/v1/users', '{"name":"x"}', { 'content-type': 'text/plain' }), 415)
   assertProblem(t, await client.post('/v1/users', '{"name":', { 'content-type': 'application/json' }), 400)
   assertProblem(t, await client.post('/v1/users', '', { 'content-type': 'application/json' }), 400)
 })
