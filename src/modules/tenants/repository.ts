@@ -20,9 +20,17 @@ export function updateTenant(db: DB, id: string, changes: TenantUpdate) {
   return db.updateTable('tenants').set(changes).where('id', '=', id).returningAll().executeTakeFirst()
 }
 
+/**
+ * Deletes the tenant and, by the foreign keys' cascades, everything it owns. Its processes go first:
+ * a process's steps reach the tenant only through their process, and their assignees' foreign key
+ * to users would be checked when the cascade removes the users, before it came to the steps.
+ */
 export async function deleteTenant(db: DB, id: string): Promise<boolean> {
-  const result = await db.deleteFrom('tenants').where('id', '=', id).executeTakeFirst()
-  return result.numDeletedRows > 0n
+  return db.transaction().execute(async (trx) => {
+    await trx.deleteFrom('process_instances').where('tenant_id', '=', id).execute()
+    const result = await trx.deleteFrom('tenants').where('id', '=', id).executeTakeFirst()
+    return result.numDeletedRows > 0n
+  })
 }
 
 export function findWebIdOwner(db: DB, webId: string) {

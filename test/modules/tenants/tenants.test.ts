@@ -1,6 +1,8 @@
 import t from 'tap'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
+import { buildWorld } from '../../helpers/world.js'
+import { sql } from '../../../src/db/kysely.js'
 
 t.test('tenants and their API keys', async (t) => {
   const { operator, anonymous, as } = await setupApp(t)
@@ -63,4 +65,25 @@ t.test('tenant lists page with an opaque cursor', async (t) => {
   t.same(seen.map((x) => x.webId), ['page0', 'page1', 'page2', 'page3', 'page4'])
   assertProblem(t, await operator.get('/v1/tenants?cursor=garbage'), 400)
   assertProblem(t, await operator.get('/v1/tenants?limit=500'), 400)
+})
+
+t.test('a tenant with processes, records and history is deleted with everything it owns; another tenant keeps its own', async (t) => {
+  const ctx = await setupApp(t)
+  const world = await buildWorld(ctx)
+  const other = await buildWorld(ctx)
+  // A step ended and the next one started, so the process has a step with an assignee and one without.
+  const skipped = await world.a.client.post(`/v1/process-instances/${world.instance.id}/advance`, { outcome: 'skipped' })
+  t.equal(skipped.statusCode, 200, skipped.body)
+  t.equal((await ctx.operator.delete(`/v1/tenants/${world.a.id}`)).statusCode, 204)
+  const left = async (tenantId: string) => (await sql<{ table: string; n: number }>`
+    select 'process_instances' as table, count(*)::int as n from process_instances where tenant_id = ${tenantId}
+    union all select 'instance_steps', count(*)::int from instance_steps where tenant_id = ${tenantId}
+    union all select 'deliveries', count(*)::int from deliveries where tenant_id = ${tenantId}
+    union all select 'users', count(*)::int from users where tenant_id = ${tenantId}
+    union all select 'properties', count(*)::int from properties where tenant_id = ${tenantId}
+    union all select 'template_steps', count(*)::int from template_steps where tenant_id = ${tenantId}
+  `.execute(ctx.db)).rows.filter((r) => r.n > 0).map((r) => r.table)
+  t.same(await left(world.a.id), [], 'nothing of the tenant is left')
+  t.same(await left(other.a.id), ['process_instances', 'instance_steps', 'deliveries', 'users', 'properties', 'template_steps'], 'the other tenant keeps its own')
+  assertProblem(t, await ctx.operator.delete(`/v1/tenants/${world.a.id}`), 404)
 })
