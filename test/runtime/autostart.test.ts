@@ -143,6 +143,25 @@ t.test('autostart', async (t) => {
     t.match((await rt.instance(last.id)).steps[0], { state: 'failed' }, 'the deepest process\'s follow-up step fails into a manual one')
   })
 
+  await t.test('a provider writing back what starts its own template stops ten processes down the chain', async (t) => {
+    const templateId = await autostartTemplate('Re-valued on a new value', { on: 'fieldChanged', record: 'property', field: 'marketValue', responsible: 'maintainer' },
+      [{ kind: 'webhook', name: 'Re-value', serviceId: rt.serviceId, refersTo: { property: true } }])
+    const property = await newProperty({ marketValue: 0 })
+    let value = 1
+    rt.provider.always(async (call) => {
+      if (call.query.estateId !== property.id) return { status: 200, body: 'ok' }
+      const written = await rt.as(call.query.apiClaim!).patch(`/v1/properties/${property.id}`, { fields: { marketValue: ++value } })
+      return { status: written.statusCode === 200 ? 200 : 500, body: written.body }
+    })
+    t.teardown(() => rt.provider.always({ status: 200, body: 'ok' }))
+    await api.patch(`/v1/properties/${property.id}`, { fields: { marketValue: 1 } })
+    for (let i = 0; i < 15; i++) await rt.scheduler.runOnce()
+    const chain = await instancesOf(templateId)
+    t.equal(chain.length, 11, 'the process the person\'s write started, and ten more, each by the one before\'s write-back')
+    t.match((await runsOf(templateId, '?outcome=skipped')), [{ reason: /^the property was written by process .*: processes that start processes .* chain at most 10 deep/ }])
+    t.equal(value, 12, 'eleven calls, each written back')
+  })
+
   await t.test('on a date N days before, ignoring the year, in the tenant\'s time zone, across the new year', async (t) => {
     const templateId = await autostartTemplate('Birthday greetings',
       { on: 'dateReached', record: 'address', field: 'birthday', daysOffset: -3, ignoreYear: true, responsible: 'maintainer' },

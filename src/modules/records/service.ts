@@ -146,7 +146,12 @@ export async function updateRecord(
       tenantId, table: kind.table, recordId: id, event: 'update', changedFields: changed, byServiceId: by?.serviceId, now
     })
     if (by) await recordWriteBack(trx, kind, tenantId, id, by, changed, now)
-    const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row: current, event: 'update', changedFields: changed })
+    // A write-back for a process's webhook step is that process's write: what it starts is one further down its chain.
+    const writer = by && changed.length > 0 ? await repo.findDeliveryProcess(trx, tenantId, by.deliveryId) : undefined
+    const autostarted = await autostartOnWrite(trx, now, {
+      tenantId, record: RECORD_NAME[kind.table], row: current, event: 'update', changedFields: changed,
+      by: writer && { instanceId: writer.id, chainDepth: writer.chain_depth }
+    })
     return { record: toRecord(current), changedFields: changed, triggered, autostarted }
   })
   return written ?? explainMissedUpdate(db, kind, tenantId, id, expected)
