@@ -241,6 +241,8 @@ export interface DeliveriesTable {
   finished_at: Date | null
   /** A free target's host:port (src/lib/host-key.ts), which a claim leaves out while it is full; null for a service's call. */
   target_host: string | null
+  /** How many writers above a trigger's delivery set it off (src/modules/instances/chain.ts; migration 0024). */
+  chain_depth: ColumnType<number, number | undefined, never>
 }
 
 export interface DeliveryAttemptsTable {

@@ -122,7 +122,7 @@ t.test('autostart', async (t) => {
     const runs = await runsOf(itself, '?limit=100')
     t.equal(runs.filter((r: { outcome: string }) => r.outcome === 'started').length, 11)
     t.match(runs.filter((r: { outcome: string }) => r.outcome === 'skipped'),
-      [{ reason: /^the property was written by process [0-9a-f-]{36}: processes that start processes .* chain at most 10 deep, and this one is 10 down its chain$/ }])
+      [{ reason: /^the property was written by process [0-9a-f-]{36}: work that Baton.s writes set off .* chains at most 10 deep, and that writer is 10 down its chain$/ }])
     t.equal((await api.get(`/v1/properties/${property.id}`)).data.fields.counter, 12, 'eleven writes, one by each process')
     t.same(chain.map((i: { status: string }) => i.status), Array(11).fill('completed'), 'each process ends; only the start is skipped')
     await api.patch(`/v1/process-templates/${itself}`, { active: false })
@@ -158,7 +158,7 @@ t.test('autostart', async (t) => {
     for (let i = 0; i < 15; i++) await rt.scheduler.runOnce()
     const chain = await instancesOf(templateId)
     t.equal(chain.length, 11, 'the process the person\'s write started, and ten more, each by the one before\'s write-back')
-    t.match((await runsOf(templateId, '?outcome=skipped')), [{ reason: /^the property was written by process .*: processes that start processes .* chain at most 10 deep/ }])
+    t.match((await runsOf(templateId, '?outcome=skipped')), [{ reason: /^the property was written by process .*: work that Baton.s writes set off .* chains at most 10 deep/ }])
     t.equal(value, 12, 'eleven calls, each written back')
   })
 

@@ -221,3 +221,29 @@ t.test('a claim stops working once its service is no longer activated by the ten
   t.equal(refused.statusCode, 403)
   t.match(refused.data.detail, /no longer active/)
 })
+
+t.test('two providers writing back what the other\'s trigger watches stop ten write-backs down the chain', async (t) => {
+  t.equal((await rt.api.put(`/v1/marketplace-services/${newsletterId}/activation`)).statusCode, 200, 'the newsletter activated again')
+  const propertyId = await newProperty({ street: 'Ping 1' })
+  let writes = 0
+  const writeBack = async (apiClaim: string, fields: Record<string, unknown>) => {
+    writes += 1
+    const written = await rt.as(apiClaim).patch(`/v1/properties/${propertyId}`, { fields })
+    return { status: written.statusCode === 200 ? 200 : 500, body: written.body }
+  }
+  rt.provider.always((call) => (call.query.estateId === propertyId ? writeBack(call.query.apiClaim!, { marketValue: writes + 1 }) : { status: 200, body: 'ok' }))
+  newsletter.always((call) => {
+    const body = JSON.parse(call.body) as { estateId?: string; apiClaim: string }
+    return body.estateId === propertyId ? writeBack(body.apiClaim, { price: writes + 1 }) : { status: 200, body: 'ok' }
+  })
+  t.teardown(() => { rt.provider.always({ status: 200, body: 'ok' }); newsletter.always({ status: 200, body: 'ok' }) })
+
+  await rt.api.patch(`/v1/properties/${propertyId}`, { fields: { price: 1 } })
+  for (let i = 0; i < 20; i++) await rt.scheduler.runOnce()
+  const deliveries = await deliveriesFor(propertyId)
+  t.equal(deliveries.length, 11, 'the person\'s change, then ten write-backs, each firing the other service')
+  t.ok(deliveries.every((d: { status: string }) => d.status === 'succeeded'))
+  t.equal(writes, 11, 'and the eleventh write-back fires nothing')
+  const stopped = (await rt.api.get(`/v1/properties/${propertyId}/activities?limit=100`)).data.items.filter((a: { kind: string }) => a.kind === 'triggersNotFired')
+  t.match(stopped, [{ message: /^The change of marketValue by the provider of delivery [0-9a-f-]{36} fired no webhook triggers \(Newsletter sync\): .* chains at most 10 deep/ }])
+})

@@ -3,7 +3,7 @@ import type { RecordRow } from '../../db/database.js'
 import { notFound } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
-import { chainTooDeep } from '../instances/chain.js'
+import { chainTooDeep, type ChainWriter } from '../instances/chain.js'
 import { startFailure, startProcessIn } from '../instances/service.js'
 import * as repo from './repository.js'
 import type { RecordKindName } from './repository.js'
@@ -27,8 +27,8 @@ export interface RecordWritten {
   row: RecordRow
   event: 'create' | 'update'
   changedFields: string[]
-  /** The process whose writeValues step wrote, when not a person: what it starts is one further down its chain (chain.ts). */
-  by?: { instanceId: string; chainDepth: number } | undefined
+  /** Who wrote, when not a person: what its write starts is one further down its chain (chain.ts). */
+  writer?: ChainWriter | undefined
 }
 
 /**
@@ -52,7 +52,7 @@ export async function autostartOnWrite(db: DB, now: Date, write: RecordWritten):
       occurrence = `changed:${write.row.version}`
       says = `as the ${write.record}'s ${field} became ${JSON.stringify(value ?? null)}`
     }
-    if (await run(db, now, template, autostart, write.record, write.row, occurrence, says, write.by)) claimed += 1
+    if (await run(db, now, template, autostart, write.record, write.row, occurrence, says, write.writer)) claimed += 1
   }
   return claimed
 }
@@ -150,21 +150,21 @@ export function addDays(date: string, days: number): string {
 /**
  * Claims the run, then starts the process or records why not: the record has no maintainer, or the
  * template cannot start with this record (inactive steps' services, a step that refers to the other
- * kind of record, an unknown user…), or the write was made by a process too far down its chain of
- * processes that start processes (chain.ts). False when the run was claimed before.
+ * kind of record, an unknown user…), or the write was made by a writer too far down its chain
+ * (chain.ts). False when the run was claimed before.
  */
 async function run(
   db: DB, now: Date, template: repo.AutostartTemplate, autostart: Autostart, record: RecordKindName,
-  row: { id: string; maintainer_user_id: string | null }, occurrence: string, says: string, by?: RecordWritten['by']
+  row: { id: string; maintainer_user_id: string | null }, occurrence: string, says: string, writer?: ChainWriter
 ): Promise<boolean> {
   const claim = await repo.claimRun(db, {
     tenant_id: template.tenant_id, id: newId(now.getTime()), template_id: template.id, record_kind: record, record_id: row.id,
     occurrence, outcome: 'skipped', reason: 'starting', created_at: now
   })
   if (!claim) return false
-  const tooDeep = by && chainTooDeep(by.chainDepth)
+  const tooDeep = writer && chainTooDeep(writer.chainDepth, 'that writer')
   if (tooDeep) {
-    await repo.settleRun(db, template.tenant_id, claim.id, 'skipped', `the ${record} was written by process ${by.instanceId}: ${tooDeep}`, null)
+    await repo.settleRun(db, template.tenant_id, claim.id, 'skipped', `the ${record} was written by ${writer.says}: ${tooDeep}`, null)
     return true
   }
   const responsible = autostart.responsible === 'maintainer' ? row.maintainer_user_id : autostart.responsible.user
@@ -178,8 +178,8 @@ async function run(
       responsibleUserId: responsible,
       ...(record === 'property' ? { propertyId: row.id } : { addressId: row.id })
     }, {
-      startedBy: { says: `by its autostart ${says}`, data: { autostartRunId: claim.id, occurrence, ...(by ? { byInstanceId: by.instanceId } : {}) } },
-      chainDepth: by ? by.chainDepth + 1 : 0
+      startedBy: { says: `by its autostart ${says}`, data: { autostartRunId: claim.id, occurrence, ...writer?.data } },
+      chainDepth: writer ? writer.chainDepth + 1 : 0
     })
     await repo.settleRun(db, template.tenant_id, claim.id, 'started', null, instance.id)
   } catch (error) {

@@ -11,6 +11,7 @@ import type { Activity } from '../activities/schemas.js'
 import * as activities from '../activities/service.js'
 import { insertActivity } from '../activities/repository.js'
 import { autostartOnWrite } from '../autostart/service.js'
+import { processWriter, type ChainWriter } from '../instances/chain.js'
 import { findServiceName } from '../marketplace/services/repository.js'
 import { isTenantUser } from '../users/repository.js'
 import { changedFields, splitMergePatch } from './fields.js'
@@ -142,19 +143,25 @@ export async function updateRecord(
     // The merged record may outgrow the limit though the patch alone does not: throwing rolls the update back.
     checkFieldsSize(current.fields)
     const changed = changedFields(before, current.fields)
+    // A write-back is its call's writer's: a process's, for its webhook step, or that of the trigger's delivery (chain.ts).
+    const writer = by && changed.length > 0 ? await writerOf(trx, tenantId, by.deliveryId) : undefined
     const triggered = await queueTriggeredDeliveries(trx, {
-      tenantId, table: kind.table, recordId: id, event: 'update', changedFields: changed, byServiceId: by?.serviceId, now
+      tenantId, table: kind.table, recordId: id, event: 'update', changedFields: changed, byServiceId: by?.serviceId, writer, now
     })
     if (by) await recordWriteBack(trx, kind, tenantId, id, by, changed, now)
-    // A write-back for a process's webhook step is that process's write: what it starts is one further down its chain.
-    const writer = by && changed.length > 0 ? await repo.findDeliveryProcess(trx, tenantId, by.deliveryId) : undefined
-    const autostarted = await autostartOnWrite(trx, now, {
-      tenantId, record: RECORD_NAME[kind.table], row: current, event: 'update', changedFields: changed,
-      by: writer && { instanceId: writer.id, chainDepth: writer.chain_depth }
-    })
+    const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row: current, event: 'update', changedFields: changed, writer })
     return { record: toRecord(current), changedFields: changed, triggered, autostarted }
   })
   return written ?? explainMissedUpdate(db, kind, tenantId, id, expected)
+}
+
+/** The writer of a write-back made with a call's apiClaim: the call's process, or its trigger's delivery (chain.ts). */
+async function writerOf(db: DB, tenantId: string, deliveryId: string): Promise<ChainWriter | undefined> {
+  const found = await repo.findDeliveryWriter(db, tenantId, deliveryId)
+  if (!found) return undefined
+  return found.instance_id !== null && found.instance_depth !== null
+    ? processWriter({ id: found.instance_id, chain_depth: found.instance_depth })
+    : { chainDepth: found.chain_depth, says: `the provider of delivery ${deliveryId}`, data: { byDeliveryId: deliveryId } }
 }
 
 /** A provider's write-back shows on the record's activity log, naming the service. */

@@ -2,6 +2,8 @@ import { sql } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { JsonObject } from '../../db/database.js'
 import { newId } from '../../lib/ids.js'
+import { insertActivity } from '../activities/repository.js'
+import { chainTooDeep, type ChainWriter } from '../instances/chain.js'
 import type { RecordTable } from './schemas.js'
 
 export interface RecordChange {
@@ -12,6 +14,8 @@ export interface RecordChange {
   changedFields: string[]
   /** The service whose apiClaim made the change: its own triggers do not fire again. */
   byServiceId?: string | undefined
+  /** Who wrote, when not a person: its deliveries are one further down its chain, and none fire past the bound (chain.ts). */
+  writer?: ChainWriter | undefined
   now: Date
 }
 
@@ -27,10 +31,12 @@ const MODULE = { properties: 'property', addresses: 'address' } as const
  * Queues one delivery per active service this tenant has activated whose trigger matches the change:
  * its module and event, and a watched field among those whose value changed (no watched fields: any
  * change). Runs in the caller's transaction, so the record write and its deliveries commit together.
+ * A writer too far down its chain (chain.ts) fires none: the record's activity log says which would have.
  */
 export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Promise<QueuedTrigger[]> {
   if (change.changedFields.length === 0) return []
   const changed = [...change.changedFields].sort()
+  const tooDeep = change.writer && chainTooDeep(change.writer.chainDepth, 'that writer')
   const { rows: services } = await sql<{ id: string; name: string; defaults: JsonObject }>`
     select s.id, s.name,
       coalesce((select jsonb_object_agg(p.name, p.default_value) from service_parameters p
@@ -45,6 +51,15 @@ export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Pr
     order by s.id
   `.execute(db)
   if (services.length === 0) return []
+  if (tooDeep) {
+    await insertActivity(db, {
+      tenant_id: change.tenantId, id: newId(change.now.getTime()), kind: 'triggersNotFired',
+      message: `The change of ${changed.join(', ')} by ${change.writer!.says} fired no webhook triggers (${services.map((s) => s.name).join(', ')}): ${tooDeep}.`,
+      property_id: change.table === 'properties' ? change.recordId : null, address_id: change.table === 'addresses' ? change.recordId : null,
+      data: { serviceIds: services.map((s) => s.id), changedFields: changed }, created_at: change.now
+    })
+    return []
+  }
   const queued = services.map((service) => ({ deliveryId: newId(change.now.getTime()), serviceId: service.id, serviceName: service.name }))
   await db.insertInto('deliveries').values(services.map((service, index) => ({
     tenant_id: change.tenantId,
@@ -56,7 +71,8 @@ export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Pr
     event: change.event,
     changed_fields: changed,
     parameters: JSON.stringify(service.defaults),
-    next_attempt_at: change.now
+    next_attempt_at: change.now,
+    chain_depth: change.writer ? change.writer.chainDepth + 1 : 0
   }))).execute()
   return queued
 }

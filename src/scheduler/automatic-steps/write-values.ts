@@ -2,6 +2,7 @@ import type { DB } from '../../db/connect.js'
 import type { InstanceRow, JsonObject } from '../../db/database.js'
 import { jsonBytes, firstTooDeep } from '../../lib/json-limits.js'
 import { autostartOnWrite } from '../../modules/autostart/service.js'
+import { processWriter } from '../../modules/instances/chain.js'
 import { readStepView } from '../../modules/instances/email-step.js'
 import { activityRow } from '../../modules/instances/transitions.js'
 import { changedFields, splitMergePatch } from '../../modules/records/fields.js'
@@ -76,11 +77,10 @@ export const runWriteValues: AutomaticStepRunner = async ({ db, now, changes, in
     const row = await patchRecord(db, table, instance.tenant_id, id, { fields: splitMergePatch(patches.get(record)), now })
     if (!row) throw new Error(`the locked ${record} ${id} was not updated`)
     const changed = changedFields(row.before_fields, row.fields)
-    const triggered = await queueTriggeredDeliveries(db, { tenantId: instance.tenant_id, table, recordId: id, event: 'update', changedFields: changed, now })
-    // A write by a process starts the autostarts a person's write would (a watched field that changed).
-    await autostartOnWrite(db, now, {
-      tenantId: instance.tenant_id, record, row, event: 'update', changedFields: changed, by: { instanceId: instance.id, chainDepth: instance.chain_depth }
-    })
+    // A write by a process fires the triggers and autostarts a person's write would, one further down its chain (chain.ts).
+    const writer = processWriter(instance)
+    const triggered = await queueTriggeredDeliveries(db, { tenantId: instance.tenant_id, table, recordId: id, event: 'update', changedFields: changed, writer, now })
+    await autostartOnWrite(db, now, { tenantId: instance.tenant_id, record, row, event: 'update', changedFields: changed, writer })
     const what = changed.length === 0 ? 'wrote its values without changing a field' : `set ${changed.join(', ')}`
     changes.rawActivity({
       ...activityRow(instance, step, now, 'recordUpdatedByProcess', `Process "${instance.template_name}" (step "${step.name}") ${what}.`,
