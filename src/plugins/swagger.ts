@@ -26,7 +26,9 @@ async function swaggerPlugin(app: FastifyInstance): Promise<void> {
   app.addHook('onRoute', (route) => {
     if (!route.schema || route.schema.hide === true) return
     const anyRoute = route.config?.shedLoad === false ? problems(429) : problems(429, 503)
-    route.schema = { ...route.schema, response: { ...anyRoute, ...(route.schema.response as object | undefined) } }
+    // A route that takes a body may refuse one nested too deep (src/plugins/json-body.ts).
+    const bodyRoute = route.schema.body === undefined ? {} : problems(422)
+    route.schema = { ...route.schema, response: { ...anyRoute, ...bodyRoute, ...(route.schema.response as object | undefined) } }
   })
   await app.register(swagger, {
     openapi: {

@@ -1,6 +1,7 @@
 import net from 'node:net'
 import { gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
+import { BODY_MAX_DEPTH } from '../../src/plugins/json-body.js'
 import { acceptsJson } from '../../src/plugins/protocol-errors.js'
 import { setupApp, type Response } from '../helpers/app.js'
 import { assertProblem } from '../helpers/assertions.js'
@@ -56,6 +57,24 @@ t.test('a number beyond a double\'s range is refused, not saved as null', async 
   const fine = await client.post('/v1/properties', `{"fields":{"tiny":1e-400,"max":1.7976931348623157e308,"big":1e100,"long":${'9'.repeat(300)}}}`, json)
   t.equal(fine.statusCode, 201, fine.body)
   t.same(fine.data.fields, { tiny: 0, max: Number.MAX_VALUE, big: 1e100, long: 1e300 }, 'an underflow is 0, numbers in range are kept')
+})
+
+t.test('a body nested deeper than BODY_MAX_DEPTH is refused with 422 and a pointer before validation, on any route that takes one', async (t) => {
+  const json = { 'content-type': 'application/json' }
+  const lists = (levels: number) => `${'['.repeat(levels)}${']'.repeat(levels)}`
+  const deep = await client.post('/v1/users', `{"name":"x","email":"x@example.com","extra":${lists(BODY_MAX_DEPTH)}}`, json)
+  assertProblem(t, deep, 422, /deeper than 100 levels/)
+  t.same(deep.data.errors, [{ pointer: `/body/extra${'/0'.repeat(BODY_MAX_DEPTH - 1)}`, detail: 'nested deeper than 100 levels' }])
+  assertProblem(t, await client.post('/v1/users', lists(100_000), json), 422, /deeper than 100 levels/)
+  // One level less passes on to the schema, which refuses the extra field.
+  assertProblem(t, await client.post('/v1/users', `{"name":"x","email":"x@example.com","extra":${lists(BODY_MAX_DEPTH - 1)}}`, json), 400, /extra/)
+  const created = await client.post('/v1/users', `{"name":"x","email":"x@example.com"${' '.repeat(300)}}`, json)
+  t.equal(created.statusCode, 201, 'a long shallow body is fine')
+  const brackets = await client.post('/v1/properties', `{"fields":{"note":"\\\\${'[{'.repeat(100)}\\"${'['.repeat(100)}"}}`, json)
+  t.equal(brackets.statusCode, 201, `brackets in a string do not count, nor after an escaped quote: ${brackets.body.slice(0, 200)}`)
+  // A route without a body schema never reads the body, so its depth does not matter.
+  const replay = await client.post(`/v1/deliveries/${created.data.id}/replay`, lists(5000), json)
+  t.equal(replay.statusCode, 404, replay.body)
 })
 
 t.test('a body in a content coding other than identity answers 415, telling it apart from a media type', async (t) => {

@@ -3,6 +3,7 @@ import { signClaim } from '../../../src/lib/api-claims.js'
 import { newId } from '../../../src/lib/ids.js'
 import { loadClaimKey } from '../../../src/modules/auth/claim-key.js'
 import { FIELDS_MAX_BYTES, FIELDS_MAX_DEPTH } from '../../../src/modules/records/limits.js'
+import { BODY_MAX_DEPTH } from '../../../src/plugins/json-body.js'
 import { setupApp, type Client } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { createService } from '../marketplace/fixtures/catalogue.js'
@@ -36,11 +37,18 @@ for (const path of ['properties', 'addresses']) {
     const client = tenant.client
     const atLimit = await client.post(`/v1/${path}`, { fields: nested(FIELDS_MAX_DEPTH) })
     t.equal(atLimit.statusCode, 201, atLimit.body)
-    for (const levels of [FIELDS_MAX_DEPTH + 1, 4500, 20_000]) {
+    // Up to a body nested BODY_MAX_DEPTH levels the records' own limit answers; deeper, the body's, before validation.
+    for (const levels of [FIELDS_MAX_DEPTH + 1, BODY_MAX_DEPTH - 1]) {
       const created = await client.post(`/v1/${path}`, deepBody(levels), JSON_TYPE)
       assertProblem(t, created, 422, /at most 32 levels/)
       t.equal(created.data.errors[0].pointer, tooDeepPointer, `${levels} levels: the pointer names the first object too deep`)
       assertProblem(t, await client.patch(`/v1/${path}/${atLimit.data.id}`, deepBody(levels), JSON_TYPE), 422, /at most 32 levels/)
+    }
+    for (const levels of [BODY_MAX_DEPTH, 4500, 20_000]) {
+      const created = await client.post(`/v1/${path}`, deepBody(levels), JSON_TYPE)
+      assertProblem(t, created, 422, /deeper than 100 levels/)
+      t.equal(created.data.errors[0].pointer, `/body/fields${'/a'.repeat(BODY_MAX_DEPTH - 1)}`, `${levels} levels: the pointer names the first object past the body's bound`)
+      assertProblem(t, await client.patch(`/v1/${path}/${atLimit.data.id}`, deepBody(levels), JSON_TYPE), 422, /deeper than 100 levels/)
     }
     const deepInArray = await client.post(`/v1/${path}`, { fields: { list: [[[nested(FIELDS_MAX_DEPTH)]]] } })
     assertProblem(t, deepInArray, 422)
@@ -75,7 +83,8 @@ t.test('a provider writing back with an apiClaim meets the same limits', async (
     expiresAt: Math.floor(ctx.clock.now().getTime() / 1000) + 600
   }, await loadClaimKey(ctx.db, undefined))
   const provider: Client = ctx.as(claim)
-  assertProblem(t, await provider.patch(`/v1/properties/${property.data.id}`, deepBody(4500), JSON_TYPE), 422, /at most 32 levels/)
+  assertProblem(t, await provider.patch(`/v1/properties/${property.data.id}`, deepBody(FIELDS_MAX_DEPTH + 1), JSON_TYPE), 422, /at most 32 levels/)
+  assertProblem(t, await provider.patch(`/v1/properties/${property.data.id}`, deepBody(4500), JSON_TYPE), 422, /deeper than 100 levels/)
   assertProblem(t, await provider.patch(`/v1/properties/${property.data.id}`, { fields: ofBytes(FIELDS_MAX_BYTES + 1) }), 422)
   const ok = await provider.patch(`/v1/properties/${property.data.id}`, { fields: { marketValue: 2 } })
   t.equal(ok.statusCode, 200, ok.body)

@@ -80,6 +80,43 @@ t.test('expressions are checked at save time, each error with a pointer', async 
   t.equal((await stepsOf(id)).length, 1, 'nothing was saved')
 })
 
+t.test('a body nested past any expression is refused with a pointer before validation; a literal past a record field\'s depth at save', async (t) => {
+  const id = await template([task('First')])
+  const url = `/v1/process-templates/${id}/steps`
+  const json = { 'content-type': 'application/json' }
+  // Written as text, as an attacker sends it: Ajv's validator of the recursive expression schema overflowed on these (500).
+  const nots = (levels: number) => `${'{"not":'.repeat(levels)}true${'}'.repeat(levels)}`
+  const decision = (condition: string) => `{"kind":"decision","name":"Deep","refersTo":{"property":true},"decision":{"mode":"automatic","yes":null,"no":null,"condition":${condition}}}`
+  const writes = (value: string) => `{"kind":"writeValues","name":"Deep","refersTo":{"property":true},"writeValues":{"values":[{"record":"property","field":"x","value":${value}}]}}`
+  const adds = (levels: number) => `${'{"add":[1,'.repeat(levels)}1${']}'.repeat(levels)}`
+  const lists = (levels: number) => `${'['.repeat(levels)}${']'.repeat(levels)}`
+  const tooDeep = (response: Awaited<ReturnType<Client['post']>>, pointer: RegExp) => {
+    assertProblem(t, response, 422, /deeper than 100 levels/)
+    t.equal(response.data.errors.length, 1)
+    t.match(response.data.errors[0].pointer, pointer)
+  }
+  for (const levels of [500, 5000]) tooDeep(await client.post(url, decision(nots(levels)), json), /^\/body\/decision\/condition(\/not)+$/)
+  tooDeep(await client.post(url, writes(adds(1000)), json), /^\/body\/writeValues\/values\/0\/value(\/add\/1)+$/)
+  tooDeep(await client.post(url, writes(`{"literal":${lists(5000)}}`), json), /^\/body\/writeValues\/values\/0\/value\/literal(\/0)+$/)
+  const step = await client.post(url, decide('Shallow', null, null))
+  tooDeep(await client.patch(`${url}/${step.data.id}`, decision(nots(500)), json), /^\/body\/decision\/condition(\/not)+$/)
+  assertProblem(t, await client.post(url, decision(nots(90)), json), 422, /nests deeper than 12 levels/)
+
+  // A literal at most as deep as a record's field can hold (31 levels, inside the fields object); deeper is 422 at the level too deep.
+  const literal = async (levels: number) => client.post(url, writes(`{"literal":${lists(levels)}}`), json)
+  const fits = await literal(31)
+  t.equal(fits.statusCode, 201, fits.body)
+  for (const levels of [32, 90]) {
+    const res = await literal(levels)
+    assertProblem(t, res, 422)
+    t.same(res.data.errors, [{ pointer: `/body/writeValues/values/0/value/literal${'/0'.repeat(31)}`, detail: 'nests deeper than 31 levels: a record\'s field holds no deeper value' }])
+  }
+  const inCondition = await client.post(url, decision(`{"eq":[{"field":"property.x"},{"literal":{"a":${lists(40)}}}]}`), json)
+  assertProblem(t, inCondition, 422)
+  t.same(inCondition.data.errors, [{ pointer: `/body/decision/condition/eq/1/literal/a${'/0'.repeat(30)}`, detail: 'nests deeper than 31 levels: a record\'s field holds no deeper value' }])
+  t.equal((await stepsOf(id)).length, 3, 'only the steps within the limits were saved')
+})
+
 t.test('branches point forward; a missing target is refused at activation (and at once in an active template)', async (t) => {
   const id = await template([task('First'), task('Second')])
   const url = `/v1/process-templates/${id}/steps`

@@ -1,4 +1,6 @@
 import type { FieldError } from '../../../errors.js'
+import { firstTooDeep } from '../../../lib/json-limits.js'
+import { FIELDS_MAX_DEPTH } from '../../records/limits.js'
 import { ARITHMETIC, COMPARISONS, EXPRESSION_LIMITS, type Expression } from './schema.js'
 
 /** What an expression yields, as far as it is known before it runs ('any': a field, decided when it runs). */
@@ -11,6 +13,9 @@ export interface ExpressionScope {
 }
 
 type Node = Record<string, unknown>
+
+/** Levels a literal may nest: as deep as a record's field, the fields object around it being the first of FIELDS_MAX_DEPTH. */
+export const LITERAL_MAX_DEPTH = FIELDS_MAX_DEPTH - 1
 
 const isNode = (value: unknown): value is Node => typeof value === 'object' && value !== null && !Array.isArray(value)
 const ARITHMETIC_OPS: ReadonlySet<string> = new Set(ARITHMETIC)
@@ -43,7 +48,7 @@ export function checkExpression(expression: Expression, scope: ExpressionScope, 
     if (typeof value === 'boolean') return 'boolean'
     if (!isNode(value)) return 'any'
     const op = operatorOf(value as Expression)
-    if (op === 'literal') return 'json'
+    if (op === 'literal') return literalType(value.literal, `${at}/literal`)
     if (op === 'field') return fieldType(value.field, `${at}/field`)
     if (op === 'exists') {
       fieldType((value.exists as Node).field, `${at}/exists/field`)
@@ -87,6 +92,11 @@ export function checkExpression(expression: Expression, scope: ExpressionScope, 
     if (root === 'property' && !scope.refersTo.property) errors.push({ pointer: at, detail: 'reads the property: the step needs refersTo.property: true' })
     if (root === 'address' && !scope.refersTo.address) errors.push({ pointer: at, detail: 'reads the address: the step needs refersTo.address: true' })
     return 'any'
+  }
+  const literalType = (literal: unknown, at: string): ValueType => {
+    const deep = firstTooDeep(literal, LITERAL_MAX_DEPTH, at)
+    if (deep !== undefined) errors.push({ pointer: deep, detail: `nests deeper than ${LITERAL_MAX_DEPTH} levels: a record's field holds no deeper value` })
+    return 'json'
   }
   const expectBoolean = (type: ValueType, at: string): ValueType => {
     if (type !== 'boolean' && type !== 'any') errors.push({ pointer: at, detail: `must be true or false (a condition); this is a ${type}` })
