@@ -131,3 +131,28 @@ t.test('a text value with placeholders is rendered as an email step\'s text is; 
   t.equal(refused.statusCode, 422, refused.body)
   t.match(refused.data.errors, [{ pointer: '/body/writeValues/values/0/value' }])
 })
+
+t.test('a field named __proto__, which a record refuses, is refused at save; one saved before fails the step instead of writing nothing', async (t) => {
+  const protoValue = { record: 'property', field: '__proto__', value: { literal: { a: 1 } } }
+  const step = { kind: 'writeValues', name: 'Poison', refersTo: { property: true }, writeValues: { values: [{ record: 'property', field: 'note', value: 'kept' }, protoValue] } }
+  const templateId = await rt.template([{ kind: 'task', name: 'First' }])
+  const saved = await rt.api.post(`/v1/process-templates/${templateId}/steps`, step)
+  t.equal(saved.statusCode, 422, saved.body)
+  t.same(saved.data.errors, [{ pointer: '/body/writeValues/values/1/field', detail: '__proto__ cannot be a field: a record refuses it (a PATCH with it answers 400)' }])
+  const record = await rt.api.post('/v1/properties', '{"fields":{"__proto__":{"a":1}}}', { 'content-type': 'application/json' })
+  t.equal(record.statusCode, 400, 'as a record refuses the key')
+
+  // A step saved before the check: its instance step is given the name as it was stored.
+  const before = await rt.template([{ ...step, writeValues: { values: [step.writeValues.values[0]!, { ...protoValue, field: 'legacy' }] } }])
+  const propertyId = await newProperty({ price: 1 })
+  const started = await rt.start(before, { propertyId })
+  await rt.db.updateTable('instance_steps').set({ settings: JSON.stringify(step.writeValues) }).where('id', '=', started.steps[0].id).execute()
+  await rt.scheduler.runOnce()
+  const view = await rt.instance(started.id)
+  t.equal(view.steps[0].state, 'failed', 'the step fails into a manual one, not done having written nothing')
+  t.match((await rt.api.get(`/v1/process-instances/${started.id}/activities?limit=100`)).data.items, [{ kind: 'automaticStepFailed', message: /cannot write a field named __proto__/ }])
+  const property = (await rt.api.get(`/v1/properties/${propertyId}`)).data
+  t.same(property.fields, { price: 1 }, 'nothing written')
+  t.equal(({} as Record<string, unknown>).a, undefined, 'no prototype was touched')
+})
+

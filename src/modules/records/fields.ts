@@ -6,6 +6,14 @@ export interface FieldsPatch {
   set: JsonObject
 }
 
+/**
+ * A field no record holds: the JSON parser refuses the key in any body (prototype poisoning, 400), and
+ * assigning it to an object sets the object's prototype instead of a field.
+ */
+export function isRefusedFieldName(name: string): boolean {
+  return name === '__proto__'
+}
+
 export function splitMergePatch(patch: JsonObject = {}): FieldsPatch {
   const entries = Object.entries(patch)
   return {

@@ -5,7 +5,7 @@ import { autostartOnWrite } from '../../modules/autostart/service.js'
 import { processWriter } from '../../modules/instances/chain.js'
 import { readStepView } from '../../modules/instances/email-step.js'
 import { activityRow } from '../../modules/instances/transitions.js'
-import { changedFields, splitMergePatch } from '../../modules/records/fields.js'
+import { changedFields, isRefusedFieldName, splitMergePatch } from '../../modules/records/fields.js'
 import { FIELDS_MAX_BYTES, FIELDS_MAX_DEPTH } from '../../modules/records/limits.js'
 import { patchRecord } from '../../modules/records/repository.js'
 import { queueTriggeredDeliveries } from '../../modules/records/trigger-repository.js'
@@ -48,10 +48,15 @@ export const runWriteValues: AutomaticStepRunner = async ({ db, now, changes, in
     ids.set(record, id)
   }
   const context = await expressionContext(db, instance, now, changes.zoneOf(instance))
-  const patches = new Map<RecordName, JsonObject>(records.map((r) => [r, {}]))
+  // Without a prototype, a field name is always a field (a step saved before __proto__ was refused).
+  const patches = new Map<RecordName, JsonObject>(records.map((r) => [r, Object.create(null) as JsonObject]))
   // A text value with placeholders is rendered as an email step's text is ({{property.fields.street}}).
   const view = values.some((v) => isTemplate(v.value)) ? (await readStepView(db, instance, step)).view : undefined
   for (const { record, field, value } of values) {
+    if (isRefusedFieldName(field)) {
+      changes.failAutomaticStep(instance, step, `it cannot write a field named ${field}: no record holds one`)
+      return
+    }
     try {
       patches.get(record)![field] = (view && isTemplate(value) ? renderSubject(value, view) : evaluate(value, context) ?? null) as JsonObject[string]
     } catch (error) {
