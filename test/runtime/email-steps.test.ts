@@ -1,5 +1,6 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
+import { renderBody, renderSubject, type EmailView } from '../../src/modules/templates/steps/email.js'
 import { removeOldHistory } from '../../src/scheduler/remove-old-history.js'
 import { DAY, HOUR, MINUTE } from '../helpers/clock.js'
 import { setupRuntime } from '../helpers/runtime.js'
@@ -290,6 +291,53 @@ t.test('a process whose e-mail is queued can be cancelled; the mail is withdrawn
   rt.clock.advance(60 * MINUTE)
   await rt.scheduler.runOnce()
   t.equal(mailsAbout(`Withdrawn ${started.id}`).length, 0, 'the mail never went out')
+})
+
+t.test('a body that renders past 1,000,000 characters is not queued: an automatic step fails into a manual one, an advance answers 422', async (t) => {
+  const address = await owner()
+  const property = await rt.api.post('/v1/properties', { fields: { big: 'x'.repeat(250_000) } })
+  const bigMail = (name: string, mode: string, copies: number) => ({
+    kind: 'email', name, refersTo: { property: true, address: true },
+    email: { mode, to: 'addressEmail', subject: `${name} {{property.fields.big}}`, body: '{{property.fields.big}}'.repeat(copies) }
+  })
+  const outboxOf = async (stepId: string) =>
+    (await sql<{ body: number; subject: number }>`select length(body) as body, length(subject) as subject from outbox_mails where step_id = ${stepId}`.execute(rt.db)).rows
+  const linked = { addressId: address.id, propertyId: property.data.id }
+
+  // 100 copies of a 250,000-character field: 25,000,000 characters, stopped at the cap.
+  const tooLong = await rt.start(await rt.template([bigMail('Mail the whole field', 'automatic', 100), { kind: 'task', name: 'After the long mail' }]), linked)
+  const fits = await rt.start(await rt.template([bigMail('Mail four copies', 'automatic', 4)]), linked)
+  await rt.scheduler.runOnce()
+  t.same(states(await rt.instance(tooLong.id)), ['failed', 'pending'], 'the step failed into a manual one')
+  const activities = (await rt.api.get(`/v1/process-instances/${tooLong.id}/activities`)).data.items
+  t.match(activities.find((a: { kind: string }) => a.kind === 'automaticStepFailed')?.message, /body renders to more than 1,000,000 characters/)
+  t.same(await outboxOf(tooLong.steps[0].id), [], 'nothing queued')
+  t.equal(mailsAbout('Automatic step failed: "Mail the whole field"').length, 1, 'the controller hears of it')
+  t.same(await outboxOf(fits.steps[0].id), [{ body: 1_000_000, subject: 500 }], 'exactly the cap is sent, the subject cut to 500 as before')
+  t.same(states(await rt.instance(fits.id)), ['done'])
+
+  const manual = await rt.start(await rt.template([bigMail('Send the whole field', 'manual', 100)]), linked)
+  const refused = await rt.api.post(`/v1/process-instances/${manual.id}/advance`, { outcome: 'done' })
+  t.equal(refused.statusCode, 422, refused.body)
+  t.match(refused.data.errors, [{ pointer: '/body/email/body', detail: /renders to more than 1,000,000 characters/ }])
+  t.same(await outboxOf(manual.steps[0].id), [])
+  const edited = await rt.api.post(`/v1/process-instances/${manual.id}/advance`, { outcome: 'done', email: { body: 'The field is too large to mail; see the CRM.' } })
+  t.equal(edited.statusCode, 200, 'a shorter body goes')
+  t.same(await outboxOf(manual.steps[0].id), [{ body: 44, subject: 500 }])
+})
+
+t.test('rendering stops at the cap inside sections too, and keeps Mustache\'s meaning below it', async (t) => {
+  const person = { name: 'Anna', email: 'anna@example.com' }
+  const view: EmailView = {
+    process: { id: 'p', templateName: 'T' }, step: { name: 'S' }, assignee: person, controller: person, responsible: person, tenant: { name: 'Muster' },
+    property: { id: 'x', fields: { big: 'x'.repeat(300_000), list: [1, 2] } }, address: null
+  }
+  const big = '{{property.fields.big}}'
+  t.equal(renderBody(`{{#property.fields.big}}${big.repeat(3)}{{#tenant.name}}${big.repeat(3)}{{/tenant.name}}{{/property.fields.big}}`, view), undefined)
+  t.equal(renderBody(`{{#property.fields.big}}${big.repeat(3)}{{/property.fields.big}}`, view)?.length, 900_000)
+  t.equal(renderBody('{{#tenant.name}}Hi {{tenant.name}}{{/tenant.name}}{{^address.fields.x}}, no address{{/address.fields.x}} {{property.fields.list}}', view),
+    'Hi Muster, no address [1,2]')
+  t.equal(renderSubject(`{{tenant.name}}\n${big.repeat(50)}`, view), `Muster ${'x'.repeat(493)}`)
 })
 
 t.test('saving an email step: 422 with pointers for what the schema cannot tell, 400 for a bad shape', async (t) => {

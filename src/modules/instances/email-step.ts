@@ -2,7 +2,7 @@ import type { DB } from '../../db/connect.js'
 import type { InstanceRow, InstanceStepRow } from '../../db/database.js'
 import { newId } from '../../lib/ids.js'
 import {
-  ADDRESS_EMAIL_FIELD, emailSettingsOf, isEmailAddress, renderSubject, renderTemplate, type EmailEdit, type EmailSettings, type EmailView
+  ADDRESS_EMAIL_FIELD, emailSettingsOf, isEmailAddress, renderBody, renderSubject, RENDERED_BODY_MAX, type EmailEdit, type EmailSettings, type EmailView
 } from '../templates/steps/email.js'
 import * as repo from './runtime-repository.js'
 
@@ -13,8 +13,11 @@ export interface StepMail {
   body: string
 }
 
-/** The mail the step sends now, or why it cannot (no assignee, no linked address, no e-mail in it…). */
-export type PreparedMail = { mail: StepMail } | { problem: string }
+/**
+ * The mail the step sends now, or why it cannot (no assignee, no linked address, no e-mail in it…);
+ * `tooLong` when its body renders past RENDERED_BODY_MAX characters.
+ */
+export type PreparedMail = { mail: StepMail } | { problem: string; tooLong?: true }
 
 /**
  * What a step's placeholders read ({{property.fields.price}}, {{tenant.name}}, …), in a few statements:
@@ -58,13 +61,11 @@ export async function prepareStepMail(db: DB, instance: InstanceRow, step: Insta
   const { view, assignee, controller, address } = await readStepView(db, instance, step, step.refers_to_address || settings.to === 'addressEmail')
   const recipient = recipientOf(settings, instance, { assignee, controller, address })
   if ('problem' in recipient) return recipient
-  return {
-    mail: {
-      to: recipient.to,
-      subject: renderSubject(edit.subject ?? settings.subject, view),
-      body: renderTemplate(edit.body ?? settings.body, view)
-    }
+  const body = renderBody(edit.body ?? settings.body, view)
+  if (body === undefined) {
+    return { problem: `the body renders to more than ${RENDERED_BODY_MAX.toLocaleString('en')} characters (the fields it shows are too large)`, tooLong: true }
   }
+  return { mail: { to: recipient.to, subject: renderSubject(edit.subject ?? settings.subject, view), body } }
 }
 
 function recipientOf(

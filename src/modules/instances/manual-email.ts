@@ -26,6 +26,10 @@ export async function sendManualEmail(db: DB, now: Date, instance: InstanceRow, 
     ...(edit.body === undefined ? [] : templateErrors(edit.body, '/body/email/body', refersTo))
   ])
   const prepared = await prepareStepMail(db, instance, step, edit)
+  if ('tooLong' in prepared) {
+    throw unprocessable(`Step "${step.name}" cannot send its e-mail: ${prepared.problem}. Send a shorter body in email.body, or skip the step.`,
+      [{ pointer: '/body/email/body', detail: prepared.problem }])
+  }
   if ('problem' in prepared) {
     throw conflict(`Step "${step.name}" cannot send its e-mail: ${prepared.problem}. Fix that and advance again, or skip the step.`)
   }

@@ -179,9 +179,53 @@ function viewObject(view: EmailView): Record<string, unknown> {
 // The mail is plain text: a value is written as it is, without HTML escaping.
 const PLAIN_TEXT = { escape: (text: string) => String(text) }
 
-/** Renders a checked template; a placeholder whose value is missing renders empty. */
-export function renderTemplate(template: string, view: EmailView): string {
-  return writer.render(template, viewObject(view), {}, PLAIN_TEXT)
+/*
+ * Characters a rendered mail body may take. A body template holds up to 20,000 characters and a
+ * record's field up to 256 KiB, so a template repeating a large field rendered hundreds of megabytes
+ * into one outbox row, and a scheduler batch renders up to SCHEDULER_BATCH_SIZE mails in one
+ * transaction. A million characters hold the template with three of the largest fields in full, far
+ * more than a mail needs; a body past it is not sent.
+ */
+export const RENDERED_BODY_MAX = 1_000_000
+/** Characters of a subject rendered before it is made one line and cut to 500: room for collapsed line breaks. */
+const RENDERED_SUBJECT_READ = 10_000
+
+/**
+ * mustache.js's writer, stopping as soon as the text passes `cap` characters: each list of tokens (a
+ * template, a section's content) stops after the token that passed it, and the lists around it stop
+ * too, so no text is built much past the cap (a section's part and one value beyond it at most).
+ */
+class CappedWriter extends Mustache.Writer {
+  passed = false
+
+  constructor(private readonly cap: number) {
+    super()
+    ;(this as unknown as { templateCache: undefined }).templateCache = undefined
+  }
+
+  override renderTokens(tokens: string[][], ...rest: Tail<Parameters<Mustache.Writer['renderTokens']>>): string {
+    let text = ''
+    for (const token of tokens) {
+      if (this.passed) break
+      text += super.renderTokens([token], ...rest)
+      if (text.length > this.cap) this.passed = true
+    }
+    return text
+  }
+}
+type Tail<T extends unknown[]> = T extends [unknown, ...infer Rest] ? Rest : never
+
+/** Renders a checked template up to about `cap` characters; a placeholder whose value is missing renders empty. */
+function renderUpTo(template: string, view: EmailView, cap: number): { text: string; complete: boolean } {
+  const capped = new CappedWriter(cap)
+  const text = capped.render(template, viewObject(view), {}, PLAIN_TEXT)
+  return { text, complete: !capped.passed }
+}
+
+/** A rendered mail body, or undefined when it passes RENDERED_BODY_MAX characters (rendering stops there). */
+export function renderBody(template: string, view: EmailView): string | undefined {
+  const { text, complete } = renderUpTo(template, view, RENDERED_BODY_MAX)
+  return complete ? text : undefined
 }
 
 /** A text with placeholders: a writeValues step renders such a value instead of taking it as it is. */
@@ -191,7 +235,7 @@ export function isTemplate(value: unknown): value is string {
 
 /** A rendered subject on one line (a field's line breaks become spaces), at most 500 characters. */
 export function renderSubject(template: string, view: EmailView): string {
-  return renderTemplate(template, view).replace(/[\r\n\t]+/g, ' ').trim().slice(0, 500)
+  return renderUpTo(template, view, RENDERED_SUBJECT_READ).text.replace(/[\r\n\t]+/g, ' ').trim().slice(0, 500)
 }
 
 /** A plausible e-mail address: one @ with text either side, no spaces or control characters, at most 254 characters. */
