@@ -4,6 +4,7 @@ import type { UserRow } from '../../db/database.js'
 import { conflict, notFound } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest } from '../../lib/pagination.js'
+import { isForeignKeyViolation } from '../records/repository.js'
 import * as repo from './repository.js'
 import type { CreateUser, ListUsersQuery, UpdateUser, User } from './schemas.js'
 
@@ -43,7 +44,18 @@ export async function deleteUser(db: DB, tenantId: string, id: string): Promise<
   await getUser(db, tenantId, id)
   const usages = describeUsages(await repo.findUserUsages(db, tenantId, id))
   if (usages.length > 0) throw conflict(`User ${id} is still in use: ${usages.join('; ')}.`)
-  if (!(await repo.deleteUser(db, tenantId, id))) throw notFound('User', id)
+  let deleted: boolean
+  try {
+    deleted = await repo.deleteUser(db, tenantId, id)
+  } catch (error) {
+    // A step a process started keeps its assignee (its history says who was assigned), which no
+    // look-up above covers: the foreign key says so, as it does for a use that came up meanwhile.
+    if (!isForeignKeyViolation(error)) throw error
+    const table = (error as { table?: string }).table
+    throw conflict(`User ${id} is still in use: ${table === 'instance_steps'
+      ? 'assigned steps of process instances, whose history keeps who was assigned' : `by ${table ?? 'another row'}`}.`)
+  }
+  if (!deleted) throw notFound('User', id)
 }
 
 function describeUsages(u: Awaited<ReturnType<typeof repo.findUserUsages>>): string[] {

@@ -38,3 +38,19 @@ t.test('users are invisible to other tenants', async (t) => {
   t.equal((await a.client.get(`/v1/users/${user.data.id}`)).data.name, 'Anna', 'unchanged')
   t.equal((await b.client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).statusCode, 201, 'e-mails are per tenant')
 })
+
+t.test('a user still assigned a step of a process is not deleted, and the answer says why', async (t) => {
+  const { client } = await ctx.newTenant()
+  const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
+  const ben = (await client.post('/v1/users', { name: 'Ben', email: 'ben@example.com' })).data
+  const template = (await client.post('/v1/process-templates', { name: 'Call', controllerUserId: anna.id })).data
+  const step = (await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Ben calls', responsibility: { user: ben.id } })).data
+  t.equal((await client.patch(`/v1/process-templates/${template.id}`, { active: true })).statusCode, 200)
+  const started = await client.post('/v1/process-instances', { templateId: template.id, responsibleUserId: anna.id })
+  t.equal(started.data.steps[0].assigneeUserId, ben.id)
+  // The template's step names Anna now: Ben is only the assignee of the process's started step.
+  const version = (await client.get(`/v1/process-templates/${template.id}`)).data.steps[0].version
+  t.equal((await client.patch(`/v1/process-templates/${template.id}/steps/${step.id}`, { responsibility: 'processResponsible' }, { 'if-match': `"${version}"` })).statusCode, 200)
+  assertProblem(t, await client.delete(`/v1/users/${ben.id}`), 409, /^User .* is still in use: assigned steps of process instances/)
+  t.equal((await client.get(`/v1/users/${ben.id}`)).statusCode, 200, 'and kept')
+})
