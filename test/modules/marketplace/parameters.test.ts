@@ -134,6 +134,28 @@ t.test('parameters that template steps pass are protected', async (t) => {
   t.equal((await operator.delete(url)).statusCode, 204)
 })
 
+t.test('a parameter that steps of the service do not pass cannot become required without a default', async (t) => {
+  const { operator, db, newTenant } = ctx
+  const tenant = await newTenant()
+  const service = await createService(operator)
+  const base = `/v1/marketplace-services/${service.id}/parameters`
+  const mode = await operator.post(base, { name: 'mode', type: 'string' })
+  const { templateId } = await insertTemplateWithStep(db, {
+    tenantId: tenant.id, serviceId: service.id, templateName: 'Monthly valuation', parameters: { mode: 'fast' }
+  })
+  const refused = await operator.post(base, { name: 'region', type: 'string', required: true })
+  assertProblem(t, refused, 409, /"region".*required.*Monthly valuation/)
+  t.match(refused.data.detail, templateId)
+  t.equal((await operator.post(base, { name: 'region', type: 'string', required: true, default: 'north' })).statusCode, 201, 'with a default, it may be required')
+  const optional = await operator.post(base, { name: 'area', type: 'string' })
+  t.equal(optional.statusCode, 201, 'optional, it may be added')
+  assertProblem(t, await operator.patch(`${base}/${optional.data.id}`, { required: true }), 409, /"area".*required/)
+  t.equal((await operator.patch(`${base}/${mode.data.id}`, { required: true })).statusCode, 200, 'a parameter every step passes may become required')
+
+  await db.deleteFrom('process_templates').where('id', '=', templateId).execute()
+  t.equal((await operator.patch(`${base}/${optional.data.id}`, { required: true })).statusCode, 200, 'once no step calls the service')
+})
+
 t.test('tenants read parameters of services they can see, and write none', async (t) => {
   const { operator, newTenant } = ctx
   const { client } = await newTenant()

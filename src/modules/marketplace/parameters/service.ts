@@ -50,6 +50,7 @@ export async function createParameter(db: DB, clock: Clock, serviceId: string, i
   }
   checkDefinition(definition)
   await checkNameFree(db, serviceId, definition.name)
+  await checkPassedWhereRequired(db, serviceId, definition)
   return toParameter(await repo.insertParameter(db, { service_id: serviceId, id: newId() }, toValues(definition), clock.now()))
 }
 
@@ -74,6 +75,7 @@ export async function updateParameter(
   await checkNameFree(db, serviceId, next.name, id)
   const change = breakingChange(current, next)
   if (change) await checkUnused(db, current, `${change} would break them`)
+  if (!(current.required && current.default === null)) await checkPassedWhereRequired(db, serviceId, next)
   const row = await repo.updateParameter(db, serviceId, id, toValues(next), clock.now())
   if (!row) throw notFound('Parameter', id)
   return toParameter(row)
@@ -105,6 +107,20 @@ function breakingChange(current: WebhookParameter, next: ParameterDefinition): s
   const removed = (current.allowedValues ?? []).filter((value) => !(next.allowedValues ?? []).includes(value))
   if (removed.length > 0) return `removing the allowed values ${removed.map((v) => `"${v}"`).join(', ')}`
   return undefined
+}
+
+/**
+ * A parameter required without a default must be passed by every step that calls the service: a step
+ * saved without it (before the parameter was added, or while it was optional) would call without it,
+ * which its save would now refuse (SPEC §3: a missing required parameter is a 422 when the step is saved).
+ */
+async function checkPassedWhereRequired(db: DB, serviceId: string, parameter: ParameterDefinition): Promise<void> {
+  if (!parameter.required || parameter.default !== null) return
+  const templates = await findTemplatesUsing(db, { serviceId, lacking: parameter.name })
+  if (templates.length > 0) {
+    throw conflict(`Parameter "${parameter.name}" cannot be required without a default: steps of ${nameTemplates(templates)} call the service ` +
+      'without it. Give it a default, or add it to those steps first.')
+  }
 }
 
 async function checkUnused(db: DB, parameter: WebhookParameter, advice: string): Promise<void> {

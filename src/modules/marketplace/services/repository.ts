@@ -87,6 +87,8 @@ export interface TemplateUsage {
   tenantId?: string | undefined
   /** Only steps that pass this parameter. */
   parameterName?: string | undefined
+  /** Only steps that do not pass this parameter. */
+  lacking?: string | undefined
 }
 
 /** Templates with a step that calls the service, a few of them, to name in a 409. */
@@ -100,6 +102,7 @@ export function findTemplatesUsing(db: DB, usage: TemplateUsage) {
     .limit(10)
   if (usage.tenantId !== undefined) query = query.where('st.tenant_id', '=', usage.tenantId)
   if (usage.parameterName !== undefined) query = query.where(sql<boolean>`st.parameters ? ${usage.parameterName}`)
+  if (usage.lacking !== undefined) query = query.where(sql<boolean>`not (coalesce(st.parameters, '{}') ? ${usage.lacking})`)
   return query.execute()
 }
 
