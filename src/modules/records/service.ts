@@ -4,7 +4,7 @@ import type { DB } from '../../db/connect.js'
 import type { JsonObject, RecordRow } from '../../db/database.js'
 import { badRequest, conflict, notFound, unprocessable } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
-import { firstTooDeep } from '../../lib/json-limits.js'
+import { firstNonFinite, firstTooDeep } from '../../lib/json-limits.js'
 import { countWithinBudget, toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import { checkVersion, type ExpectedVersions } from '../../lib/versioning.js'
 import type { Activity } from '../activities/schemas.js'
@@ -235,8 +235,13 @@ function parseFieldsFilter(text: string | undefined): JsonObject | undefined {
   const value = parseJson(text)
   if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
     const deep = firstTooDeep(value, FIELDS_MAX_DEPTH, '/querystring/fields')
-    if (deep === undefined) return value as JsonObject
-    throw badRequest(`The fields filter may nest at most ${FIELDS_MAX_DEPTH} levels deep.`, [{ pointer: '/querystring/fields', detail: 'nested too deep' }])
+    if (deep !== undefined) {
+      throw badRequest(`The fields filter may nest at most ${FIELDS_MAX_DEPTH} levels deep.`, [{ pointer: '/querystring/fields', detail: 'nested too deep' }])
+    }
+    // JSON.parse reads 1e400 as Infinity, which the filter would then look for as null.
+    const huge = firstNonFinite(value, '/querystring/fields')
+    if (huge !== undefined) throw badRequest('The fields filter holds a number too large for this API (beyond ±1.8e308).', [{ pointer: huge, detail: 'number too large' }])
+    return value as JsonObject
   }
   throw badRequest('The fields filter must be a JSON object, e.g. {"city":"Berlin"}.', [{ pointer: '/querystring/fields', detail: 'not a JSON object' }])
 }

@@ -95,3 +95,11 @@ t.test('the fields filter of a list is held to the same depth', async (t) => {
   assertProblem(t, await tenant.client.get(`/v1/properties?fields=${filter}`), 400, /at most 32 levels/)
   t.equal((await tenant.client.get(`/v1/properties?fields=${encodeURIComponent('{"price":1}')}`)).statusCode, 200)
 })
+
+t.test('a number in the fields filter too large for a double is refused, not looked for as null', async (t) => {
+  for (const filter of ['{"a":1e400}', '{"a":{"b":-1e400}}']) {
+    const refused = await tenant.client.get(`/v1/properties?fields=${encodeURIComponent(filter)}`)
+    assertProblem(t, refused, 400, /number too large/)
+  }
+  t.match((await tenant.client.get(`/v1/properties?fields=${encodeURIComponent('{"a":{"b":-1e400}}')}`)).data.errors, [{ pointer: '/querystring/fields/a/b' }])
+})
