@@ -31,6 +31,13 @@ t.test('a finished delivery replays as a new round with the same deliveryId', as
 
   const other = await rt.newTenant()
   t.equal((await other.client.post(`/v1/deliveries/${deliveryId}/replay`)).statusCode, 404, 'invisible to other tenants')
+
+  // A service no longer active for the tenant is not called: the replay says so at once, as a recovery does.
+  t.equal((await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { active: false })).statusCode, 200)
+  const refused = await rt.api.post(`/v1/deliveries/${deliveryId}/replay`)
+  t.equal(refused.statusCode, 409, refused.body)
+  t.match(refused.data.detail, /is not active for this tenant/)
+  t.equal((await rt.api.get(`/v1/deliveries/${deliveryId}`)).data.round, 2, 'no new round')
 })
 
 t.test('a failed step is retried through its process, not replayed', async (t) => {

@@ -84,6 +84,11 @@ export async function replay(db: DB, now: Date, tenantId: string, id: string): P
     const row = await repo.lockDelivery(trx, tenantId, id)
     if (!row) throw notFound('Delivery', id)
     if (row.status === 'pending' || row.status === 'running') throw conflict(`Delivery ${id} is ${row.status}; it can be replayed once it has finished.`)
+    // The scheduler would not call a service this tenant no longer has active: say so now.
+    const service = row.service_id === null ? undefined : await findServiceForTenant(trx, tenantId, row.service_id)
+    if (service && (!service.active || !service.activated_at)) {
+      throw conflict(`Service "${service.name}" is not active for this tenant; activate it before replaying its deliveries.`)
+    }
     const step = row.step_id ? await repo.findStepState(trx, tenantId, row.step_id) : undefined
     if (step && !['done', 'skipped', 'cancelled'].includes(step.state)) {
       throw conflict(`Step "${step.name}" is ${step.state}; ${step.state === 'failed'
