@@ -160,6 +160,10 @@ t.test('autostart', async (t) => {
     t.equal(chain.length, 11, 'the process the person\'s write started, and ten more, each by the one before\'s write-back')
     t.match((await runsOf(templateId, '?outcome=skipped')), [{ reason: /^the property was written by process .*: work that Baton.s writes set off .* chains at most 10 deep/ }])
     t.equal(value, 12, 'eleven calls, each written back')
+    const first = chain.at(-1)
+    const logged = (await api.get(`/v1/process-instances/${first.id}/activities?limit=100`)).data.items
+    t.match(logged.filter((a: { kind: string }) => a.kind === 'recordUpdatedByService'),
+      [{ instanceId: first.id, stepId: String, propertyId: property.id, message: /updated marketValue/ }], 'the write-back shows on its call\'s process too')
   })
 
   await t.test('on a date N days before, ignoring the year, in the tenant\'s time zone, across the new year', async (t) => {

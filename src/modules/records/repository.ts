@@ -135,11 +135,11 @@ export function isForeignKeyViolation(error: unknown): boolean {
   return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23503'
 }
 
-/** A delivery's place in its chain (chain.ts), and its process's, for a step's delivery. */
+/** A delivery's place in its chain (chain.ts), and its process and step with the process's place, for a step's delivery. */
 export function findDeliveryWriter(db: DB, tenantId: string, deliveryId: string) {
   return db.selectFrom('deliveries as d')
     .leftJoin('process_instances as p', (join) => join.onRef('p.tenant_id', '=', 'd.tenant_id').onRef('p.id', '=', 'd.instance_id'))
-    .select(['d.chain_depth', 'p.id as instance_id', 'p.chain_depth as instance_depth'])
+    .select(['d.chain_depth', 'd.step_id', 'p.id as instance_id', 'p.chain_depth as instance_depth'])
     .where('d.tenant_id', '=', tenantId).where('d.id', '=', deliveryId)
     .executeTakeFirst()
 }

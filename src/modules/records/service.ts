@@ -144,28 +144,34 @@ export async function updateRecord(
     checkFieldsSize(current.fields)
     const changed = changedFields(before, current.fields)
     // A write-back is its call's writer's: a process's, for its webhook step, or that of the trigger's delivery (chain.ts).
-    const writer = by && changed.length > 0 ? await writerOf(trx, tenantId, by.deliveryId) : undefined
+    const call = by ? await repo.findDeliveryWriter(trx, tenantId, by.deliveryId) : undefined
+    const writer = by && call ? writerOf(call, by.deliveryId) : undefined
     const triggered = await queueTriggeredDeliveries(trx, {
       tenantId, table: kind.table, recordId: id, event: 'update', changedFields: changed, byServiceId: by?.serviceId, writer, now
     })
-    if (by) await recordWriteBack(trx, kind, tenantId, id, by, changed, now)
+    if (by) await recordWriteBack(trx, kind, tenantId, id, by, call, changed, now)
     const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row: current, event: 'update', changedFields: changed, writer })
     return { record: toRecord(current), changedFields: changed, triggered, autostarted }
   })
   return written ?? explainMissedUpdate(db, kind, tenantId, id, expected)
 }
 
+type ClaimCall = NonNullable<Awaited<ReturnType<typeof repo.findDeliveryWriter>>>
+
 /** The writer of a write-back made with a call's apiClaim: the call's process, or its trigger's delivery (chain.ts). */
-async function writerOf(db: DB, tenantId: string, deliveryId: string): Promise<ChainWriter | undefined> {
-  const found = await repo.findDeliveryWriter(db, tenantId, deliveryId)
-  if (!found) return undefined
+function writerOf(found: ClaimCall, deliveryId: string): ChainWriter {
   return found.instance_id !== null && found.instance_depth !== null
     ? processWriter({ id: found.instance_id, chain_depth: found.instance_depth })
     : { chainDepth: found.chain_depth, says: `the provider of delivery ${deliveryId}`, data: { byDeliveryId: deliveryId } }
 }
 
-/** A provider's write-back shows on the record's activity log, naming the service. */
-async function recordWriteBack(db: DB, kind: RecordKind, tenantId: string, id: string, by: ClaimWriter, changed: string[], now: Date): Promise<void> {
+/**
+ * A provider's write-back shows on the record's activity log, naming the service, and on its call's
+ * process's, naming the step, for a step's call (`call`, undefined once retention removed the delivery).
+ */
+async function recordWriteBack(
+  db: DB, kind: RecordKind, tenantId: string, id: string, by: ClaimWriter, call: ClaimCall | undefined, changed: string[], now: Date
+): Promise<void> {
   const name = (await findServiceName(db, by.serviceId)) ?? 'A marketplace service'
   const what = changed.length === 0 ? 'wrote back without changing a field' : `updated ${changed.join(', ')}`
   await insertActivity(db, {
@@ -175,6 +181,8 @@ async function recordWriteBack(db: DB, kind: RecordKind, tenantId: string, id: s
     message: `${name} ${what}.`,
     [repo.LINK_COLUMN[kind.table]]: id,
     service_id: by.serviceId,
+    instance_id: call?.instance_id ?? null,
+    step_id: call?.instance_id ? call.step_id : null,
     data: { changedFields: changed, deliveryId: by.deliveryId },
     created_at: now
   })
