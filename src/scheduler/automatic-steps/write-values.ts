@@ -48,11 +48,11 @@ export const runWriteValues: AutomaticStepRunner = async ({ db, now, changes, in
     ids.set(record, id)
   }
   const context = await expressionContext(db, instance, now, changes.zoneOf(instance))
-  // Without a prototype, a field name is always a field (a step saved before __proto__ was refused).
-  const patches = new Map<RecordName, JsonObject>(records.map((r) => [r, Object.create(null) as JsonObject]))
+  const patches = new Map<RecordName, JsonObject>(records.map((r) => [r, {}]))
   // A text value with placeholders is rendered as an email step's text is ({{property.fields.street}}).
   const view = values.some((v) => isTemplate(v.value)) ? (await readStepView(db, instance, step)).view : undefined
   for (const { record, field, value } of values) {
+    // A step saved before __proto__ was refused: assigning it would set the patch's prototype instead.
     if (isRefusedFieldName(field)) {
       changes.failAutomaticStep(instance, step, `it cannot write a field named ${field}: no record holds one`)
       return
