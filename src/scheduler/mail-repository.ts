@@ -12,23 +12,48 @@ export interface ClaimedMail {
   step_id: string | null
 }
 
-/** Leases up to `limit` due mails, oldest first, counting an attempt; mails another worker holds are skipped. */
-export async function claimMails(db: DB, options: { now: Date; leaseUntil: Date; limit: number }): Promise<ClaimedMail[]> {
+/**
+ * The bodies one claim loads at most, in bytes, beyond its first mail: a body may be up to a
+ * million characters (a rendered e-mail's cap), so a batch of a hundred could hold about 100 MB in
+ * the worker. The rest stay due for the next claim.
+ */
+export const MAIL_CLAIM_BYTES = 4 * 1024 * 1024
+
+export interface MailClaim {
+  mails: ClaimedMail[]
+  /** More were due than the claim took, by its limit or its bytes: the sender goes on with another. */
+  more: boolean
+}
+
+/**
+ * Leases up to `limit` due mails, oldest first, counting an attempt; mails another worker holds are
+ * skipped. A mail is taken while the bodies before it in the claim come to less than `maxBytes`, so
+ * the first is always taken (its size is read without loading it).
+ */
+export async function claimMails(db: DB, options: { now: Date; leaseUntil: Date; limit: number; maxBytes?: number }): Promise<MailClaim> {
   const { now } = options
-  const { rows } = await sql<ClaimedMail>`
-    update outbox_mails m
-    set lease_expires_at = ${options.leaseUntil}, attempt_count = m.attempt_count + 1
-    from (
-      select tenant_id, id from outbox_mails
+  const { rows } = await sql<ClaimedMail & { picked: number }>`
+    with picked as (
+      select tenant_id, id, next_attempt_at, octet_length(body) as size from outbox_mails
       where sent_at is null and failed_at is null and next_attempt_at <= ${now} and (lease_expires_at is null or lease_expires_at < ${now})
       order by next_attempt_at
       limit ${options.limit}
       for update skip locked
-    ) picked
-    where m.tenant_id = picked.tenant_id and m.id = picked.id
-    returning m.tenant_id, m.id, m.to_address, m.subject, m.body, m.attempt_count, m.step_id
+    ), taken as (
+      select tenant_id, id from (
+        select tenant_id, id, size, sum(size) over (order by next_attempt_at, id rows unbounded preceding) - size as before from picked
+      ) sized
+      where before < ${options.maxBytes ?? MAIL_CLAIM_BYTES}
+    )
+    update outbox_mails m
+    set lease_expires_at = ${options.leaseUntil}, attempt_count = m.attempt_count + 1
+    from taken
+    where m.tenant_id = taken.tenant_id and m.id = taken.id
+    returning m.tenant_id, m.id, m.to_address, m.subject, m.body, m.attempt_count, m.step_id, (select count(*)::int from picked) as picked
   `.execute(db)
-  return rows
+  const picked = rows[0]?.picked ?? 0
+  const mails = rows.map(({ picked: _, ...mail }) => mail)
+  return { mails, more: picked === options.limit || mails.length < picked }
 }
 
 /** Puts claimed mails back untried, in one statement: their lease ends and the claim's attempt is undone. */

@@ -19,7 +19,7 @@ import { OutcomeBatcher } from './outcome-batcher.js'
 import { reapExpiredLeases } from './reap-expired-leases.js'
 import { removeOldHistory } from './remove-old-history.js'
 import type { RetryPolicy } from './retry-policy.js'
-import { sendQueuedMail } from './send-mail.js'
+import { sendQueuedMail, type MailPass } from './send-mail.js'
 import { startDueSteps } from './start-due-steps.js'
 import { endFollowUps } from './automatic-steps/end-follow-ups.js'
 import { autostartOnDates } from '../modules/autostart/service.js'
@@ -295,7 +295,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     if (now.getTime() >= nextDateCheckAt) nextDateCheckAt = autostarts > 0 ? 0 : now.getTime() + DATE_CHECK_EVERY_MS
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))
     metrics.deadlinesFired(deadlines)
-    const mails = sendMailToo ? await chore('sendQueuedMail', () => sendMail(now)) : 0
+    const mails = sendMailToo ? await chore('sendQueuedMail', async () => (await sendMail(now)).sent) : 0
     return { reaped, stepsStarted, automaticSteps, autostarts, deadlines, mails }
   }
 
@@ -309,7 +309,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const batch = Math.min(settings.batchSize, MAIL_PUMP_BATCH)
     mailPump = (async () => {
       try {
-        while (!stopping && (await sendMail(clock.now(), batch)) >= batch);
+        while (!stopping && (await sendMail(clock.now(), batch)).more);
       } catch (error) {
         deps.log.error({ err: error, chore: 'sendQueuedMail' }, 'scheduler chore failed; it runs again on the next pass')
       } finally {
@@ -318,7 +318,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     })()
   }
 
-  function sendMail(now: Date, limit = settings.batchSize): Promise<number> {
+  function sendMail(now: Date, limit = settings.batchSize): Promise<MailPass> {
     return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit, log: deps.log, metrics })
   }
 
@@ -332,7 +332,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         if (inFlight.size > 0) await Promise.race([...inFlight.values()].map((f) => f.called))
       }
       await Promise.all([...recording])
-      const mails = deliveries > 0 ? await sendMail(clock.now()) : 0
+      const mails = deliveries > 0 ? (await sendMail(clock.now())).sent : 0
       const pass = { ...chores, deliveries, mails: chores.mails + mails }
       for (const key of Object.keys(total) as (keyof RunSummary)[]) total[key] += pass[key]
       if (Object.values(pass).every((n) => n === 0)) return total

@@ -11,6 +11,12 @@ const SEND_WINDOW = 8
 /** 10 s doubling to an hour. */
 const MAIL_BACKOFF: Backoff = { firstMs: 10_000, maxMs: 3_600_000 }
 
+export interface MailPass {
+  sent: number
+  /** More mails were due than this pass claimed, and none failed: another pass may send them now. */
+  more: boolean
+}
+
 /**
  * Sends queued mails. A claim leases each mail so one worker sends it; a failed send stays queued
  * and is retried with backoff (never dropped), except an email step's mail, which is given up when the
@@ -20,9 +26,10 @@ const MAIL_BACKOFF: Backoff = { firstMs: 10_000, maxMs: 3_600_000 }
  */
 export async function sendQueuedMail(
   db: DB, mailer: Mailer, options: { now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'>; metrics?: Pick<BatonMetrics, 'mails'> }
-): Promise<number> {
+): Promise<MailPass> {
   const { now } = options
-  const rows = await claimMails(db, { now, leaseUntil: new Date(now.getTime() + LEASE_MS), limit: options.limit })
+  const claim = await claimMails(db, { now, leaseUntil: new Date(now.getTime() + LEASE_MS), limit: options.limit })
+  const rows = claim.mails
   const sent: ClaimedMail[] = []
   const untried = [...rows]
   let failure: unknown
@@ -59,5 +66,5 @@ export async function sendQueuedMail(
   // Steps hear of their mails right away; an idle pass also settles what a crash left behind.
   const stepMails = rows.length === 0 || rows.some((mail) => mail.step_id !== null && !untried.includes(mail))
   if (stepMails) await settleStepMails(db, now, options.limit)
-  return sent.length
+  return { sent: sent.length, more: claim.more && failure === undefined }
 }

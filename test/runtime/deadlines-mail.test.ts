@@ -1,5 +1,6 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
+import { claimMails, releaseMails } from '../../src/scheduler/mail-repository.js'
 import { sweepDeadlines } from '../../src/scheduler/sweep-deadlines.js'
 import { HOUR } from '../helpers/clock.js'
 import { setupRuntime } from '../helpers/runtime.js'
@@ -107,4 +108,34 @@ t.test('a step that ended before its deadline sends no mail', async (t) => {
     select count(*)::int as n from outbox_mails where kind = 'deadlineMissed' and subject like '%Check the land register%'
   `.execute(rt.db)
   t.equal(rows[0]!.n, 0, 'and none queued')
+})
+
+t.test('large mails: a claim loads at most about 4 MiB of bodies, and the rest go out in the next claims', async (t) => {
+  await sql`update outbox_mails set sent_at = now() where sent_at is null`.execute(rt.db)
+  // Six mails of 1.5 MB each (stored compressed: the claim counts what it would load, not what is stored).
+  for (let i = 1; i <= 6; i++) {
+    await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
+      values (${rt.tenant.id}, gen_random_uuid(), ${`large:${i}`}, 'stepSkipped', 'clara@example.com', ${`Large mail ${i}`},
+        repeat('x', 1500000), ${rt.clock.now()})`.execute(rt.db)
+  }
+  const now = rt.clock.now()
+  const first = await claimMails(rt.db, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100 })
+  t.equal(first.mails.length, 3, 'three bodies: the fourth would start past 4 MiB')
+  t.ok(first.mails.every((mail) => mail.body.length === 1_500_000), 'each with its whole body')
+  t.equal(first.more, true, 'more are due than the claim took')
+  const second = await claimMails(rt.db, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100 })
+  t.equal(second.mails.length, 3, 'the next claim takes the other three')
+  t.equal(second.more, false, 'and nothing is left')
+  t.same((await claimMails(rt.db, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100, maxBytes: 1 })).mails, [], 'all leased')
+  await releaseMails(rt.db, [...first.mails, ...second.mails])
+
+  const one = await claimMails(rt.db, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100, maxBytes: 1 })
+  t.equal(one.mails.length, 1, 'a mail larger than the budget alone is still claimed')
+  await releaseMails(rt.db, one.mails)
+
+  const run = await rt.scheduler.runOnce()
+  t.equal(run.mails, 6, 'one run sends all six, claim after claim')
+  const arrived = mailsAbout('Large mail')
+  t.equal(arrived.length, 6, 'each arrives')
+  t.equal(new Set(arrived.map((m) => m.subject)).size, 6, 'once')
 })
