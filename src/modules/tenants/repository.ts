@@ -24,10 +24,19 @@ export function updateTenant(db: DB, id: string, changes: TenantUpdate) {
  * Deletes the tenant and, by the foreign keys' cascades, everything it owns. Its processes go first:
  * a process's steps reach the tenant only through their process, and their assignees' foreign key
  * to users would be checked when the cascade removes the users, before it came to the steps.
+ *
+ * The first delete waits for changes to the processes in progress (an advance, a worker's batch),
+ * while processes may still start; the tenant's row, locked then, keeps any more from starting (a
+ * new process's key to its tenant waits for it), and the second delete takes those that started
+ * meanwhile. Locking the tenant first would instead deadlock with a change in progress that writes
+ * an activity or a delivery (their keys to the tenant wait for the lock, the delete for the change).
  */
 export async function deleteTenant(db: DB, id: string): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
-    await trx.deleteFrom('process_instances').where('tenant_id', '=', id).execute()
+    const deleteProcesses = () => trx.deleteFrom('process_instances').where('tenant_id', '=', id).execute()
+    await deleteProcesses()
+    if (!(await trx.selectFrom('tenants').select('id').where('id', '=', id).forUpdate().executeTakeFirst())) return false
+    await deleteProcesses()
     const result = await trx.deleteFrom('tenants').where('id', '=', id).executeTakeFirst()
     return result.numDeletedRows > 0n
   })

@@ -3,6 +3,7 @@ import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { buildWorld } from '../../helpers/world.js'
 import { sql } from '../../../src/db/kysely.js'
+import type { DB } from '../../../src/db/connect.js'
 
 t.test('tenants and their API keys', async (t) => {
   const { operator, anonymous, as } = await setupApp(t)
@@ -87,3 +88,42 @@ t.test('a tenant with processes, records and history is deleted with everything 
   t.same(await left(other.a.id), ['process_instances', 'instance_steps', 'deliveries', 'users', 'properties', 'template_steps'], 'the other tenant keeps its own')
   assertProblem(t, await ctx.operator.delete(`/v1/tenants/${world.a.id}`), 404)
 })
+
+t.test('a tenant is deleted (204) though a process of it started while the deletion waited for another of its processes', async (t) => {
+  const ctx = await setupApp(t)
+  const world = await buildWorld(ctx)
+  // Another transaction holds the world's process, as an advance or a worker's batch does for a moment.
+  let release!: () => void
+  let held!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const isHeld = new Promise<void>((resolve) => { held = resolve })
+  const holder = ctx.db.transaction().execute(async (trx) => {
+    await sql`select id from process_instances where tenant_id = ${world.a.id} and id = ${world.instance.id} for update`.execute(trx)
+    held()
+    await released
+  })
+  await isHeld
+  const deleting = ctx.operator.delete(`/v1/tenants/${world.a.id}`)
+  t.ok(await someoneWaitsForALock(ctx), 'the deletion waits for the held process')
+  const started = await world.a.client.post('/v1/process-instances', {
+    templateId: world.template.id, responsibleUserId: world.user.id, propertyId: world.property.id
+  }, { 'idempotency-key': 'while-deleting' })
+  t.equal(started.statusCode, 201, 'a process starts while the deletion waits')
+  release()
+  await holder
+  const deleted = await deleting
+  t.equal(deleted.statusCode, 204, `the deletion takes the process started meanwhile with it: ${deleted.body}`)
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from process_instances where tenant_id = ${world.a.id}`.execute(ctx.db)
+  t.equal(rows[0]?.n, 0, 'no process of the tenant is left')
+})
+
+/** Whether a session on this test's database comes to wait for a lock within a few seconds. */
+async function someoneWaitsForALock(ctx: { db: DB }): Promise<boolean> {
+  for (let i = 0; i < 100; i += 1) {
+    const { rows } = await sql<{ waiting: number }>`
+      select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(ctx.db)
+    if ((rows[0]?.waiting ?? 0) > 0) return true
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return false
+}
