@@ -84,6 +84,21 @@ t.test('If-Match guards updates', async (t) => {
   t.equal((await operator.patch(url, { name: 'D' }, { 'if-match': '"3", "4"' })).data.version, 5, 'a list matches when any of its versions is current')
 })
 
+t.test('updates without If-Match that race each other all apply; with a stale If-Match one of them answers 412', async (t) => {
+  const { operator } = shared
+  const service = await createService(operator)
+  const url = `/v1/marketplace-services/${service.id}`
+
+  const fields = [{ name: 'Renamed' }, { provider: 'Other Co' }, { webhookUrl: 'https://other.example/hook' }, { active: false }]
+  const raced = await Promise.all(fields.map((body) => operator.patch(url, body)))
+  t.same(raced.map((r) => r.statusCode), [200, 200, 200, 200], raced.map((r) => r.body).join('\n'))
+  t.match((await operator.get(url)).data, { name: 'Renamed', provider: 'Other Co', webhookUrl: 'https://other.example/hook', active: false, version: 5 },
+    'every update is kept')
+
+  const guarded = await Promise.all([{ name: 'X' }, { name: 'Y' }].map((body) => operator.patch(url, body, { 'if-match': '"5"' })))
+  t.same(guarded.map((r) => r.statusCode).sort(), [200, 412], 'the same If-Match lets one of two through')
+})
+
 t.test('schema failures answer 400', async (t) => {
   const { operator } = shared
   const service = await createService(operator)

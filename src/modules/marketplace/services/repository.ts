@@ -65,15 +65,19 @@ export function insertService(db: DB, row: Insertable<MarketplaceServicesTable>)
   return db.insertInto('marketplace_services').values(row).returningAll().executeTakeFirstOrThrow()
 }
 
-/** Updates only while the row is still at `version`, so a concurrent update is never overwritten. */
-export function updateService(db: DB, id: string, version: number, changes: Updateable<MarketplaceServicesTable>) {
-  return db.updateTable('marketplace_services')
+/** The service row, locked until the transaction ends: updates of one service run one after another. */
+export function lockService(trx: DB, id: string) {
+  return trx.selectFrom('marketplace_services').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
+}
+
+/** Updates the service (locked by lockService) and moves its version on. */
+export function updateService(trx: DB, id: string, changes: Updateable<MarketplaceServicesTable>) {
+  return trx.updateTable('marketplace_services')
     .set(changes)
     .set((eb) => ({ version: eb('version', '+', 1) }))
     .where('id', '=', id)
-    .where('version', '=', version)
     .returningAll()
-    .executeTakeFirst()
+    .executeTakeFirstOrThrow()
 }
 
 export async function deleteService(db: DB, id: string): Promise<boolean> {

@@ -3,11 +3,11 @@ import type { TargetPolicy } from '../../../adapters/address-policy.js'
 import type { Clock } from '../../../adapters/clock.js'
 import type { DB } from '../../../db/connect.js'
 import type { ServiceRow } from '../../../db/database.js'
-import { conflict, notFound, preconditionFailed, unprocessable } from '../../../errors.js'
+import { conflict, notFound, unprocessable } from '../../../errors.js'
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
-import { checkVersion, etagOf, type ExpectedVersions } from '../../../lib/versioning.js'
+import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import * as repo from './repository.js'
 import { checkQueryKeys, checkWebhookUrl } from './webhook-url.js'
 import { secretProblem } from './secret-strength.js'
@@ -93,36 +93,38 @@ export async function listServices(db: DB, tenantId: string | undefined, page: P
   return toPage(await repo.listServices(db, page, filter), page, (row) => toService(row))
 }
 
+/**
+ * Updates the service with its row locked, so an update racing another sees what that one wrote:
+ * without If-Match both apply, with the same If-Match the second answers 412; and a secret
+ * rotating keeps the secret it replaces as `previous_secret`, whichever update wrote it.
+ */
 export async function updateService(
   { db, clock, secrets, targets }: CatalogueWrites, id: string, input: UpdateService, expected: ExpectedVersions
 ): Promise<MarketplaceService> {
   checkWebhookUrl(input.webhookUrl, targets)
   checkSecret(input.secret)
-  const current = await repo.findServiceById(db, id)
-  if (!current) throw notFound('Marketplace service', id)
-  checkVersion(expected, current.version, `Marketplace service ${id}`)
-  checkNewQueryUrl(current, input)
-  const now = clock.now()
-  const rotates = input.secret !== undefined && input.secret !== secrets.open(current.secret, secretContext.service(current.id))
-  const row = await repo.updateService(db, id, current.version, {
-    ...(input.name === undefined ? {} : { name: input.name }),
-    ...(input.provider === undefined ? {} : { provider: input.provider }),
-    ...(input.webhookUrl === undefined ? {} : { webhook_url: input.webhookUrl }),
-    ...(input.delivery === undefined ? {} : { delivery: input.delivery }),
-    ...(input.active === undefined ? {} : { active: input.active }),
-    ...(rotates && input.secret !== undefined ? {
-      secret: secrets.seal(input.secret, secretContext.service(current.id)),
-      previous_secret: current.secret,
-      previous_secret_expires_at: new Date(now.getTime() + SECRET_ROTATION_OVERLAP_MS)
-    } : {}),
-    updated_at: now
+  return db.transaction().execute(async (trx) => {
+    const current = await repo.lockService(trx, id)
+    if (!current) throw notFound('Marketplace service', id)
+    checkVersion(expected, current.version, `Marketplace service ${id}`)
+    checkNewQueryUrl(current, input)
+    const now = clock.now()
+    const rotates = input.secret !== undefined && input.secret !== secrets.open(current.secret, secretContext.service(current.id))
+    const row = await repo.updateService(trx, id, {
+      ...(input.name === undefined ? {} : { name: input.name }),
+      ...(input.provider === undefined ? {} : { provider: input.provider }),
+      ...(input.webhookUrl === undefined ? {} : { webhook_url: input.webhookUrl }),
+      ...(input.delivery === undefined ? {} : { delivery: input.delivery }),
+      ...(input.active === undefined ? {} : { active: input.active }),
+      ...(rotates && input.secret !== undefined ? {
+        secret: secrets.seal(input.secret, secretContext.service(current.id)),
+        previous_secret: current.secret,
+        previous_secret_expires_at: new Date(now.getTime() + SECRET_ROTATION_OVERLAP_MS)
+      } : {}),
+      updated_at: now
+    })
+    return toService(row)
   })
-  if (!row) {
-    const latest = await repo.findServiceById(db, id)
-    throw preconditionFailed(`Marketplace service ${id} changed while it was being updated: read it again and retry.`,
-      latest === undefined ? undefined : etagOf(latest.version))
-  }
-  return toService(row)
 }
 
 /** A query service's URL is checked for PHP when it is set or the delivery turns to query: a URL stored before keeps working. */
