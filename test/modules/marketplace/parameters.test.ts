@@ -1,4 +1,6 @@
 import t from 'tap'
+import { sql, type RawBuilder } from '../../../src/db/kysely.js'
+import type { DB } from '../../../src/db/connect.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { createService, insertTemplateWithStep } from './fixtures/catalogue.js'
@@ -155,6 +157,55 @@ t.test('a parameter that steps of the service do not pass cannot become required
   await db.deleteFrom('process_templates').where('id', '=', templateId).execute()
   t.equal((await operator.patch(`${base}/${optional.data.id}`, { required: true })).statusCode, 200, 'once no step calls the service')
 })
+
+t.test('a step saved while a parameter it passes is being deleted either keeps the parameter (409) or is refused (422)', async (t) => {
+  const { operator, db, newTenant } = ctx
+  const tenant = await newTenant()
+  const service = await createService(operator)
+  const base = `/v1/marketplace-services/${service.id}/parameters`
+  const mode = await operator.post(base, { name: 'mode', type: 'string' })
+  t.equal((await tenant.client.put(`/v1/marketplace-services/${service.id}/activation`)).statusCode, 200)
+  const template = await tenant.client.post('/v1/process-templates', { name: 'Valuation' })
+
+  // Another transaction holds the parameter's row: the deletion waits after its check of the steps, as it may for a moment.
+  const held = holdRow(db, sql`select id from service_parameters where id = ${mode.data.id} for update`)
+  await held.ready
+  const deleting = operator.delete(`${base}/${mode.data.id}`)
+  t.ok(await sessionsWaitForLocks(db, 1), 'the deletion waits')
+  const saving = tenant.client.post(`/v1/process-templates/${template.data.id}/steps`, { kind: 'webhook', name: 'Value it', serviceId: service.id, parameters: { mode: 'full' } })
+  await Promise.race([saving, sessionsWaitForLocks(db, 2)])
+  held.release()
+  const [deleted, saved] = await Promise.all([deleting, saving])
+  t.not(deleted.statusCode === 204 && saved.statusCode === 201, true,
+    `not both: the parameter deleted (${deleted.statusCode}) and a step passing it saved (${saved.statusCode} ${saved.body})`)
+  if (deleted.statusCode === 204) assertProblem(t, saved, 422, /mode/)
+  else assertProblem(t, deleted, 409, /Valuation/)
+})
+
+/** A transaction that holds what `lock` locks until `release` is called. */
+function holdRow(db: DB, lock: RawBuilder<unknown>) {
+  let release!: () => void
+  let ready!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const isReady = new Promise<void>((resolve) => { ready = resolve })
+  const done = db.transaction().execute(async (trx) => {
+    await lock.execute(trx)
+    ready()
+    await released
+  })
+  return { ready: isReady, release, done }
+}
+
+/** Whether at least `count` sessions on this test's database come to wait for a lock within a few seconds. */
+async function sessionsWaitForLocks(db: DB, count: number): Promise<boolean> {
+  for (let i = 0; i < 100; i += 1) {
+    const { rows } = await sql<{ waiting: number }>`
+      select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(db)
+    if ((rows[0]?.waiting ?? 0) >= count) return true
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return false
+}
 
 t.test('tenants read parameters of services they can see, and write none', async (t) => {
   const { operator, newTenant } = ctx

@@ -7,7 +7,7 @@ import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import * as repo from './repository.js'
 import { definitionErrors } from './rules.js'
 import type { CreateParameter, ParameterDefinition, UpdateParameter, WebhookParameter } from './schemas.js'
-import { findTemplatesUsing } from '../services/repository.js'
+import { findTemplatesUsing, lockService } from '../services/repository.js'
 import { findVisibleService, nameTemplates } from '../services/service.js'
 
 export function toParameter(row: ParameterRow): WebhookParameter {
@@ -38,8 +38,19 @@ async function checkNameFree(db: DB, serviceId: string, name: string, parameterI
   if (owner && owner.id !== parameterId) throw conflict(`The service already has a parameter named "${owner.name}".`)
 }
 
+/**
+ * Runs a write of the service's parameters with the service locked (lockService): step writes that
+ * pass its parameters check them before or after it, never halfway, and two writes of its parameters
+ * check each other's names in turn.
+ */
+function withServiceLocked<T>(db: DB, serviceId: string, write: (trx: DB) => Promise<T>): Promise<T> {
+  return db.transaction().execute(async (trx) => {
+    if (!(await lockService(trx, serviceId))) throw notFound('Marketplace service', serviceId)
+    return write(trx)
+  })
+}
+
 export async function createParameter(db: DB, clock: Clock, serviceId: string, input: CreateParameter): Promise<WebhookParameter> {
-  await findVisibleService(db, undefined, serviceId)
   const definition: ParameterDefinition = {
     name: input.name,
     label: input.label ?? input.name,
@@ -48,10 +59,12 @@ export async function createParameter(db: DB, clock: Clock, serviceId: string, i
     required: input.required ?? false,
     default: input.default ?? null
   }
-  checkDefinition(definition)
-  await checkNameFree(db, serviceId, definition.name)
-  await checkPassedWhereRequired(db, serviceId, definition)
-  return toParameter(await repo.insertParameter(db, { service_id: serviceId, id: newId() }, toValues(definition), clock.now()))
+  return withServiceLocked(db, serviceId, async (trx) => {
+    checkDefinition(definition)
+    await checkNameFree(trx, serviceId, definition.name)
+    await checkPassedWhereRequired(trx, serviceId, definition)
+    return toParameter(await repo.insertParameter(trx, { service_id: serviceId, id: newId() }, toValues(definition), clock.now()))
+  })
 }
 
 export async function listParameters(db: DB, tenantId: string | undefined, serviceId: string, page: PageRequest) {
@@ -69,22 +82,26 @@ export async function getParameter(db: DB, tenantId: string | undefined, service
 export async function updateParameter(
   db: DB, clock: Clock, serviceId: string, id: string, input: UpdateParameter
 ): Promise<WebhookParameter> {
-  const current = await getParameter(db, undefined, serviceId, id)
-  const next = merge(current, input)
-  checkDefinition(next)
-  await checkNameFree(db, serviceId, next.name, id)
-  const change = breakingChange(current, next)
-  if (change) await checkUnused(db, current, `${change} would break them`)
-  if (!(current.required && current.default === null)) await checkPassedWhereRequired(db, serviceId, next)
-  const row = await repo.updateParameter(db, serviceId, id, toValues(next), clock.now())
-  if (!row) throw notFound('Parameter', id)
-  return toParameter(row)
+  return withServiceLocked(db, serviceId, async (trx) => {
+    const current = await getParameter(trx, undefined, serviceId, id)
+    const next = merge(current, input)
+    checkDefinition(next)
+    await checkNameFree(trx, serviceId, next.name, id)
+    const change = breakingChange(current, next)
+    if (change) await checkUnused(trx, current, `${change} would break them`)
+    if (!(current.required && current.default === null)) await checkPassedWhereRequired(trx, serviceId, next)
+    const row = await repo.updateParameter(trx, serviceId, id, toValues(next), clock.now())
+    if (!row) throw notFound('Parameter', id)
+    return toParameter(row)
+  })
 }
 
 export async function deleteParameter(db: DB, serviceId: string, id: string): Promise<void> {
-  const current = await getParameter(db, undefined, serviceId, id)
-  await checkUnused(db, current, 'remove it from those steps first')
-  if (!(await repo.deleteParameter(db, serviceId, id))) throw notFound('Parameter', id)
+  await withServiceLocked(db, serviceId, async (trx) => {
+    const current = await getParameter(trx, undefined, serviceId, id)
+    await checkUnused(trx, current, 'remove it from those steps first')
+    if (!(await repo.deleteParameter(trx, serviceId, id))) throw notFound('Parameter', id)
+  })
 }
 
 function merge(current: WebhookParameter, input: UpdateParameter): ParameterDefinition {

@@ -65,9 +65,14 @@ export function insertService(db: DB, row: Insertable<MarketplaceServicesTable>)
   return db.insertInto('marketplace_services').values(row).returningAll().executeTakeFirstOrThrow()
 }
 
-/** The service row, locked until the transaction ends: updates of one service run one after another. */
+/**
+ * The service row, locked until the transaction ends: updates of one service and of its parameters
+ * run one after another, and a step write, which holds the service FOR SHARE while it checks the
+ * parameters it passes, runs before or after them. Rows that merely refer to the service (its
+ * deliveries, steps) do not wait.
+ */
 export function lockService(trx: DB, id: string) {
-  return trx.selectFrom('marketplace_services').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
+  return trx.selectFrom('marketplace_services').selectAll().where('id', '=', id).forNoKeyUpdate().executeTakeFirst()
 }
 
 /** Updates the service (locked by lockService) and moves its version on. */

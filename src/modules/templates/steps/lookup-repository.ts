@@ -3,9 +3,14 @@ import type { ParameterDefinition } from './parameters.js'
 
 // Reads of the marketplace catalogue that the template rules need; that module owns the writes.
 
+/**
+ * The service if it is active, keeping it locked (FOR SHARE) until the transaction ends, so a
+ * concurrent change of its parameters waits for the step write and then sees its step, or the step
+ * write waits for the change and checks its parameters against it.
+ */
 export function findActiveService(db: DB, serviceId: string) {
   return db.selectFrom('marketplace_services').select(['id', 'name']).where('id', '=', serviceId).where('active', '=', true)
-    .executeTakeFirst()
+    .forShare().executeTakeFirst()
 }
 
 /**
