@@ -249,6 +249,58 @@ t.test('a start from a template started before is one statement, which checks ag
   }
 })
 
+t.test('a start whose user or record is deleted between its read and its write answers 422 with a pointer, as a start after the deletion does', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'Call the owner', refersTo: { property: true } }])
+  const cases = [
+    { table: 'users', pointer: '/body/responsibleUserId', detail: 'no such user' },
+    { table: 'properties', pointer: '/body/propertyId', detail: 'no such property' }
+  ] as const
+  for (const { table, pointer, detail } of cases) {
+    const user = (await rt.api.post('/v1/users', { name: 'Temp', email: `temp-${randomUUID()}@example.com` })).data
+    const property = (await rt.api.post('/v1/properties', { fields: {} })).data
+    const doomed = table === 'users' ? user.id : property.id
+    for (const key of [{ 'idempotency-key': `doomed-${randomUUID()}` }, undefined]) {
+      // Another transaction holds the row, then deletes it: the start has read it and waits in its write.
+      const { release, done, deleted } = holdThenDelete(table, doomed)
+      await deleted
+      const starting = rt.api.post(base, { templateId, responsibleUserId: user.id, propertyId: property.id }, key)
+      t.ok(await sessionWaitsForALock(), 'the start waits for the row in its write')
+      release()
+      await done
+      assertProblem(t, await starting, 422, new RegExp(detail))
+      t.match((await starting).data.errors, [{ pointer, detail }], `${table}, ${key ? 'with' : 'without'} an Idempotency-Key`)
+      // The next case needs the row again.
+      if (table === 'users') await rt.db.insertInto('users').values({ tenant_id: rt.tenant.id, id: doomed, name: 'Temp', email: `temp-${randomUUID()}@example.com` }).execute()
+      else await rt.db.insertInto('properties').values({ tenant_id: rt.tenant.id, id: doomed, fields: '{}' }).execute()
+    }
+  }
+})
+
+/** A transaction that locks the tenant's row of `table` and, when `release` is called, deletes it and commits. */
+function holdThenDelete(table: 'users' | 'properties', id: string) {
+  let release!: () => void
+  let locked!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const deleted = new Promise<void>((resolve) => { locked = resolve })
+  const done = rt.db.transaction().execute(async (trx) => {
+    await sql`select id from ${sql.table(table)} where tenant_id = ${rt.tenant.id} and id = ${id} for update`.execute(trx)
+    locked()
+    await released
+    await sql`delete from ${sql.table(table)} where tenant_id = ${rt.tenant.id} and id = ${id}`.execute(trx)
+  })
+  return { release, done, deleted }
+}
+
+async function sessionWaitsForALock(): Promise<boolean> {
+  for (let i = 0; i < 100; i += 1) {
+    const { rows } = await sql<{ waiting: number }>`
+      select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(rt.db)
+    if ((rows[0]?.waiting ?? 0) > 0) return true
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return false
+}
+
 t.test('a read is one statement: the process, its steps in order and each step\'s latest delivery', async (t) => {
   // Every kind whose settings the API shows, so that a column the read left out would show.
   const sale = await rt.template([{ kind: 'task', name: 'Sell' }])

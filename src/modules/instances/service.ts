@@ -152,11 +152,27 @@ export async function startInstance(
   db: DB, clock: Clock, wakeups: Wakeups, tenantId: string, input: StartInstance, idempotencyKey?: string
 ): Promise<Started> {
   const fromKnown = idempotencyKey ? undefined : await startFromKnown(db, clock, tenantId, input)
-  const { work, ...started } = fromKnown ?? await startProcessIn(db, clock, tenantId, input, {
-    idempotencyKey, onFacts: (facts) => knownTemplates.remember(tenantId, facts)
-  })
+  const { work, ...started } = fromKnown ?? await readAndStart(db, clock, tenantId, input, idempotencyKey)
   wakeups.announce(work)
   return started
+}
+
+/**
+ * The start that reads its facts, then writes. A user, record or template deleted between the two
+ * fails the write's foreign key: the start then reads again, and answers the 422 with a pointer that
+ * a start after the deletion answers (or starts, if what it names is back).
+ */
+async function readAndStart(
+  db: DB, clock: Clock, tenantId: string, input: StartInstance, idempotencyKey: string | undefined
+): Promise<Started & { work: WorkTable[] }> {
+  const start = () => startProcessIn(db, clock, tenantId, input, { idempotencyKey, onFacts: (facts) => knownTemplates.remember(tenantId, facts) })
+  try {
+    return await start()
+  } catch (error) {
+    if (!isForeignKeyViolation(error)) throw error
+    knownTemplates.forget(tenantId, input.templateId)
+    return start()
+  }
 }
 
 /** What a start reads of its template, its steps and its tenant, whatever the user and records it names. */
