@@ -21,9 +21,10 @@ export function updateTenant(db: DB, id: string, changes: TenantUpdate) {
 }
 
 /**
- * Deletes the tenant and, by the foreign keys' cascades, everything it owns. Its processes go first:
- * a process's steps reach the tenant only through their process, and their assignees' foreign key
- * to users would be checked when the cascade removes the users, before it came to the steps.
+ * Deletes the tenant and, by the foreign keys' cascades, everything it owns. Its processes go first,
+ * then its templates: a process's steps reach the tenant only through their process, and a template's
+ * steps through their template, and the foreign keys of their assignees and responsible users to
+ * users would be checked when the cascade removes the users, before it came to the steps.
  *
  * The first delete waits for changes to the processes in progress (an advance, a worker's batch),
  * while processes may still start; the tenant's row, locked then, keeps any more from starting (a
@@ -37,6 +38,7 @@ export async function deleteTenant(db: DB, id: string): Promise<boolean> {
     await deleteProcesses()
     if (!(await trx.selectFrom('tenants').select('id').where('id', '=', id).forUpdate().executeTakeFirst())) return false
     await deleteProcesses()
+    await trx.deleteFrom('process_templates').where('tenant_id', '=', id).execute()
     const result = await trx.deleteFrom('tenants').where('id', '=', id).executeTakeFirst()
     return result.numDeletedRows > 0n
   })

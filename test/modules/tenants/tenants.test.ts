@@ -89,6 +89,18 @@ t.test('a tenant with processes, records and history is deleted with everything 
   assertProblem(t, await ctx.operator.delete(`/v1/tenants/${world.a.id}`), 404)
 })
 
+t.test('a tenant whose template has a step for a named user is deleted (204)', async (t) => {
+  const ctx = await setupApp(t)
+  const world = await buildWorld(ctx)
+  const step = await world.a.client.post(`/v1/process-templates/${world.template.id}/steps`, { kind: 'task', name: 'Ask Anna', responsibility: { user: world.user.id } })
+  t.equal(step.statusCode, 201, step.body)
+  t.equal((await world.a.client.post(`/v1/process-templates/${world.template.id}/copy`, {})).statusCode, 201)
+  const deleted = await ctx.operator.delete(`/v1/tenants/${world.a.id}`)
+  t.equal(deleted.statusCode, 204, deleted.body)
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from template_steps where tenant_id = ${world.a.id}`.execute(ctx.db)
+  t.equal(rows[0]?.n, 0, 'no step of its templates is left')
+})
+
 t.test('a tenant is deleted (204) though a process of it started while the deletion waited for another of its processes', async (t) => {
   const ctx = await setupApp(t)
   const world = await buildWorld(ctx)
