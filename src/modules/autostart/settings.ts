@@ -1,7 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import type { JsonObject } from '../../db/database.js'
 import type { FieldError } from '../../errors.js'
-import { isTenantUser } from '../users/repository.js'
+import { holdTenantUser } from '../users/repository.js'
 import type { Autostart } from './schemas.js'
 
 /** What a template's autostart setting is stored as (process_templates.autostart). */
@@ -31,7 +31,7 @@ export async function autostartErrors(db: DB, tenantId: string, autostart: Autos
   if (on !== 'fieldChanged' && autostart.filter !== undefined) at('filter', 'only fieldChanged takes a filter')
   if (on !== 'dateReached' && autostart.daysOffset !== undefined) at('daysOffset', 'only dateReached takes daysOffset')
   if (on !== 'dateReached' && autostart.ignoreYear !== undefined) at('ignoreYear', 'only dateReached takes ignoreYear')
-  if (typeof autostart.responsible === 'object' && !(await isTenantUser(db, tenantId, autostart.responsible.user))) {
+  if (typeof autostart.responsible === 'object' && !(await holdTenantUser(db, tenantId, autostart.responsible.user))) {
     at('responsible/user', `user ${autostart.responsible.user} does not exist`)
   }
   return errors

@@ -12,6 +12,22 @@ export async function isTenantUser(db: DB, tenantId: string, userId: string): Pr
   return row !== undefined
 }
 
+/**
+ * Whether the user exists, keeping it (FOR KEY SHARE) until the transaction ends: for a write that
+ * names the user where no foreign key does (an autostart's responsible user), so a deletion, which
+ * locks the user before it looks for uses, waits for the write and then sees it.
+ */
+export async function holdTenantUser(trx: DB, tenantId: string, userId: string): Promise<boolean> {
+  const row = await trx.selectFrom('users').select('id').where('tenant_id', '=', tenantId).where('id', '=', userId)
+    .forKeyShare().executeTakeFirst()
+  return row !== undefined
+}
+
+/** The user, locked until the transaction ends (a deletion: the writes that name it wait, then find it gone). */
+export function lockUser(trx: DB, tenantId: string, id: string) {
+  return trx.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).forUpdate().executeTakeFirst()
+}
+
 export function listUsers(db: DB, tenantId: string, page: PageRequest, filter: { email?: string | undefined; q?: string | undefined }) {
   let query = db.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
   if (page.after) query = query.where('id', '>', page.after)
@@ -44,9 +60,12 @@ export function findEmailOwner(db: DB, tenantId: string, email: string) {
 
 /** Everything that still points at a user, a few of each kind, to name in a 409. */
 export async function findUserUsages(db: DB, tenantId: string, userId: string) {
-  const [templates, steps, properties, addresses, instances] = await Promise.all([
+  const [templates, autostarts, steps, properties, addresses, instances] = await Promise.all([
     db.selectFrom('process_templates').select(['id', 'name']).where('tenant_id', '=', tenantId)
       .where('controller_user_id', '=', userId).limit(5).execute(),
+    // an autostart's responsible user is named in its settings, where no foreign key sees it
+    db.selectFrom('process_templates').select(['id', 'name']).where('tenant_id', '=', tenantId)
+      .where(sql<string>`autostart #>> '{responsible,user}'`, '=', userId).limit(5).execute(),
     db.selectFrom('template_steps').innerJoin('process_templates', (j) =>
       j.onRef('process_templates.tenant_id', '=', 'template_steps.tenant_id').onRef('process_templates.id', '=', 'template_steps.template_id'))
       .select(['template_steps.id', 'template_steps.name', 'process_templates.name as templateName'])
@@ -62,5 +81,5 @@ export async function findUserUsages(db: DB, tenantId: string, userId: string) {
           .where('responsible_user_id', '=', userId).where('state', 'in', ['pending', 'waiting']))
       ])).limit(5).execute()
   ])
-  return { templates, steps, properties, addresses, instances }
+  return { templates, autostarts, steps, properties, addresses, instances }
 }

@@ -40,10 +40,21 @@ export async function updateUser(db: DB, clock: Clock, tenantId: string, id: str
   return toUser(row)
 }
 
+/**
+ * Deletes a user nothing refers to. The user is locked first: a template write that names the user
+ * in its autostart (no foreign key) holds the user until it commits, so the look-up of uses below
+ * sees it, or the write finds the user gone.
+ */
 export async function deleteUser(db: DB, tenantId: string, id: string): Promise<void> {
-  await getUser(db, tenantId, id)
-  const usages = describeUsages(await repo.findUserUsages(db, tenantId, id))
-  if (usages.length > 0) throw conflict(`User ${id} is still in use: ${usages.join('; ')}.`)
+  await db.transaction().execute(async (trx) => {
+    if (!(await repo.lockUser(trx, tenantId, id))) throw notFound('User', id)
+    const usages = describeUsages(await repo.findUserUsages(trx, tenantId, id))
+    if (usages.length > 0) throw conflict(`User ${id} is still in use: ${usages.join('; ')}.`)
+    await deleteUnused(trx, tenantId, id)
+  })
+}
+
+async function deleteUnused(db: DB, tenantId: string, id: string): Promise<void> {
   let deleted: boolean
   try {
     deleted = await repo.deleteUser(db, tenantId, id)
@@ -61,6 +72,7 @@ export async function deleteUser(db: DB, tenantId: string, id: string): Promise<
 function describeUsages(u: Awaited<ReturnType<typeof repo.findUserUsages>>): string[] {
   return [
     ...u.templates.map((t) => `controller of template "${t.name}" (${t.id})`),
+    ...u.autostarts.map((t) => `responsible for the processes template "${t.name}" (${t.id}) starts itself`),
     ...u.steps.map((s) => `responsible for step "${s.name}" (${s.id}) of template "${s.templateName}"`),
     ...u.properties.map((p) => `maintainer of property ${p.id}`),
     ...u.addresses.map((a) => `maintainer of address ${a.id}`),

@@ -54,3 +54,24 @@ t.test('a user still assigned a step of a process is not deleted, and the answer
   assertProblem(t, await client.delete(`/v1/users/${ben.id}`), 409, /^User .* is still in use: assigned steps of process instances/)
   t.equal((await client.get(`/v1/users/${ben.id}`)).statusCode, 200, 'and kept')
 })
+
+t.test('a user an autostart names as responsible is not deleted, and the answer names the template', async (t) => {
+  const { client } = await ctx.newTenant()
+  const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
+  const template = await client.post('/v1/process-templates', {
+    name: 'Welcome', autostart: { on: 'recordCreated', record: 'property', responsible: { user: anna.id } }
+  })
+  t.equal(template.statusCode, 201, template.body)
+  assertProblem(t, await client.delete(`/v1/users/${anna.id}`), 409, /responsible for the processes template "Welcome" .* starts itself/)
+  t.equal((await client.get(`/v1/users/${anna.id}`)).statusCode, 200, 'and kept')
+
+  // A template write that names the user waits for a deletion in progress, and then finds no such user.
+  t.equal((await client.patch(`/v1/process-templates/${template.data.id}`, { autostart: null })).statusCode, 200)
+  const [deleted, named] = await Promise.all([
+    client.delete(`/v1/users/${anna.id}`),
+    client.patch(`/v1/process-templates/${template.data.id}`, { autostart: { on: 'recordCreated', record: 'property', responsible: { user: anna.id } } })
+  ])
+  t.not(deleted.statusCode === 204 && named.statusCode === 200, true, `not both: ${deleted.body} ${named.body}`)
+  t.equal((await client.delete(`/v1/process-templates/${template.data.id}`)).statusCode, 204)
+  if (deleted.statusCode !== 204) t.equal((await client.delete(`/v1/users/${anna.id}`)).statusCode, 204, 'deleted once nothing names it')
+})

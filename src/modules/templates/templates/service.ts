@@ -36,6 +36,11 @@ async function checkController(db: DB, tenantId: string, userId: string | null |
 }
 
 export async function createTemplate(db: DB, clock: Clock, tenantId: string, input: CreateTemplate): Promise<Template> {
+  // In a transaction: the autostart's responsible user stays held until the template is written.
+  return db.transaction().execute((trx) => insertTemplate(trx, clock, tenantId, input))
+}
+
+async function insertTemplate(db: DB, clock: Clock, tenantId: string, input: CreateTemplate): Promise<Template> {
   await checkController(db, tenantId, input.controllerUserId)
   rejectIfInvalid('The autostart is not valid', await autostartErrors(db, tenantId, input.autostart))
   const now = clock.now()
