@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
 import { assertProblem } from '../helpers/assertions.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
@@ -60,6 +61,37 @@ t.test('recover re-queues what failed during the outage; a dry run only counts',
   t.equal((await rt.instance(failing.id)).status, 'completed')
   const again = await rt.api.post(recoverUrl, { since: outageStart.toISOString() })
   t.match(again.data, { count: 0 }, 'nothing left to recover')
+})
+
+t.test('a recovery that meets the database away fails, and leaves nothing it skipped: the next call queues it', async (t) => {
+  rt.provider.always({ status: 503, body: 'down' })
+  const since = rt.clock.now()
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Valuation while Postgres hiccups', refersTo: { property: true } }])
+  const failing = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+  rt.clock.advance(60_000)
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(failing.id)).steps[0].state, 'failed')
+  const deliveryId = failing.steps[0].delivery.id
+
+  // The database cancels the retry's write of this delivery, as a statement timeout would.
+  await sql.raw(`create function test_cancel_requeue() returns trigger language plpgsql as $$
+    begin raise exception 'canceling statement due to statement timeout' using errcode = '57014'; end $$`).execute(rt.db)
+  await sql.raw(`create trigger test_cancel_requeue before update on deliveries for each row
+    when (old.id = '${deliveryId}' and new.status = 'pending') execute function test_cancel_requeue()`).execute(rt.db)
+  t.teardown(() => sql.raw('drop function if exists test_cancel_requeue() cascade').execute(rt.db))
+  const cut = await rt.api.post(recoverUrl, { since: since.toISOString() })
+  assertProblem(t, cut, 503)
+  t.equal((await rt.instance(failing.id)).steps[0].state, 'failed', 'the step is still failed')
+
+  await sql.raw('drop function test_cancel_requeue() cascade').execute(rt.db)
+  rt.provider.always({ status: 200, body: 'back' })
+  const done = await rt.api.post(recoverUrl, { since: since.toISOString() })
+  t.equal(done.statusCode, 200, done.body)
+  t.same(done.data, { dryRun: false, count: 1, deliveryIds: [deliveryId] }, 'the call again queues it')
+  t.equal((await rt.instance(failing.id)).steps[0].state, 'due')
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(failing.id)).status, 'completed')
 })
 
 t.test('a replay is audited on the records it is about', async (t) => {

@@ -2,7 +2,7 @@ import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { Wakeups } from '../../db/wakeups.js'
 import type { DeliveryRow } from '../../db/database.js'
-import { badRequest, conflict, notFound } from '../../errors.js'
+import { badRequest, conflict, notFound, ProblemError } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import { insertActivity } from '../activities/repository.js'
@@ -125,8 +125,13 @@ export async function recover(db: DB, clock: Clock, wakeups: Wakeups, tenantId: 
   const queued: string[] = []
   for (const candidate of candidates) {
     if (candidate.source === 'step' && candidate.instance_id && candidate.step_id) {
-      // The step's own retry: a conflict means it changed meanwhile (advanced, cancelled) and is left alone.
-      const retried = await retryStep(db, clock, wakeups, tenantId, candidate.instance_id, candidate.step_id).then(() => true, () => false)
+      // The step's own retry: its 404 or 409 means it changed meanwhile (advanced, cancelled, being
+      // changed) and it is left alone; anything else (the database away) fails the call, which a
+      // retry of it repeats safely: what was queued is no longer failed.
+      const retried = await retryStep(db, clock, wakeups, tenantId, candidate.instance_id, candidate.step_id).then(() => true, (error: unknown) => {
+        if (error instanceof ProblemError && (error.status === 404 || error.status === 409)) return false
+        throw error
+      })
       if (retried) queued.push(candidate.id)
       continue
     }
