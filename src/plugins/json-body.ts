@@ -31,13 +31,16 @@ export const BODY_MAX_DEPTH = 100
  * Fastify's own JSON parser (with its prototype-poisoning checks), refusing bodies nested deeper than
  * BODY_MAX_DEPTH (422) and numbers it would make Infinity (400). JSON is the only body taken: Fastify's
  * text/plain parser goes, so such a body answers 415 as any other type does, not a 400 from the schema
- * that it is not an object.
+ * that it is not an object. An empty body is no body, as without a Content-Type: clients that send
+ * `Content-Type: application/json` on every request reach the routes that take none (activation,
+ * replay, retry, cancel) instead of a 400, and a route that needs one says so with a pointer.
  */
 async function jsonBodyPlugin(app: FastifyInstance): Promise<void> {
   app.removeContentTypeParser('text/plain')
   const { onProtoPoisoning = 'error', onConstructorPoisoning = 'error' } = app.initialConfig
   const parse = app.getDefaultJsonParser(onProtoPoisoning, onConstructorPoisoning) as JsonParser
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request: FastifyRequest, body: string, done: Done) => {
+    if (body === '') return done(null, undefined)
     parse(request, body, (error, value) => {
       if (!error && body.length > 2 * BODY_MAX_DEPTH && takesBody(request) && jsonTextNestsDeeperThan(body, BODY_MAX_DEPTH)) {
         return done(tooDeep(firstTooDeep(value, BODY_MAX_DEPTH, '/body') ?? '/body'), undefined)

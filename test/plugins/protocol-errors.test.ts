@@ -77,6 +77,20 @@ t.test('a body nested deeper than BODY_MAX_DEPTH is refused with 422 and a point
   t.equal(replay.statusCode, 404, replay.body)
 })
 
+t.test('an empty body sent as application/json is no body: routes that take none answer, the others name /body', async (t) => {
+  const json = { 'content-type': 'application/json' }
+  const service = await ctx.operator.post('/v1/marketplace-services', { name: 'Empty body', provider: 'P', webhookUrl: 'https://p.example/hook' })
+  const activated = await client.put(`/v1/marketplace-services/${service.data.id}/activation`, '', json)
+  t.equal(activated.statusCode, 200, activated.body)
+  t.equal(activated.data.activated, true)
+  assertProblem(t, await client.post('/v1/deliveries/01a2253b-4a10-7e2f-8c3b-7d9e1f2a4b56/replay', '', json), 404)
+  assertProblem(t, await client.post('/v1/process-instances/01a2253b-49f8-7a13-b1c4-2e3f4a5b6c7d/cancel', '', json), 404)
+  const needsOne = await client.post('/v1/users', '', json)
+  assertProblem(t, needsOne, 400, /body does not match its schema/)
+  t.same(needsOne.data.errors, [{ pointer: '/body', detail: 'must be object' }])
+  assertProblem(t, await client.put(`/v1/marketplace-services/${service.data.id}/activation`, ' ', json), 400, /not valid JSON/)
+})
+
 t.test('a body in a content coding other than identity answers 415, telling it apart from a media type', async (t) => {
   const json = { 'content-type': 'application/json' }
   const body = '{"fields":{"city":"Berlin"}}'
