@@ -50,3 +50,26 @@ t.test('a failed step is retried through its process, not replayed', async (t) =
   t.equal(response.statusCode, 409)
   t.match(response.data.detail, /retry it with POST \/v1\/process-instances\/.*\/retry/)
 })
+
+t.test('a failed step of a service no longer active for the tenant is not retried: 409, as its replay answers', async (t) => {
+  const rt = await setupRuntime(t)
+  rt.provider.always({ status: 404 })
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Value it', refersTo: { property: true } }])
+  const started = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+  const stepId = started.steps[0].id
+  t.equal((await rt.instance(started.id)).steps[0].state, 'failed')
+
+  t.equal((await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { active: false })).statusCode, 200)
+  const refused = await rt.api.post(`/v1/process-instances/${started.id}/steps/${stepId}/retry`)
+  t.equal(refused.statusCode, 409, refused.body)
+  t.match(refused.data.detail, /is not active for this tenant/)
+  const after = await rt.instance(started.id)
+  t.equal(after.steps[0].state, 'failed', 'the step stays failed, for a person to resolve')
+  t.match(after.steps[0].delivery, { status: 'failed', round: 1 }, 'no new round')
+
+  t.equal((await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { active: true })).statusCode, 200)
+  const retried = await rt.api.post(`/v1/process-instances/${started.id}/steps/${stepId}/retry`)
+  t.equal(retried.statusCode, 200, retried.body)
+  t.match(retried.data.steps[0].delivery, { status: 'pending', round: 2 })
+})

@@ -6,6 +6,7 @@ import { conflict, notFound, ProblemError, unprocessable, type FieldError } from
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import * as activities from '../activities/service.js'
+import { findServiceForTenant } from '../marketplace/activations/repository.js'
 import { isAutomatic } from '../templates/steps/kinds.js'
 import { emailSettingsOf } from '../templates/steps/email.js'
 import { sendManualEmail } from './manual-email.js'
@@ -570,6 +571,11 @@ export async function retryStep(db: DB, clock: Clock, wakeups: Wakeups, tenantId
     if (instance.status !== 'running') throw conflict(`Process instance ${id} is ${instance.status}.`)
     if (step.kind !== 'webhook' || step.state !== 'failed') {
       throw conflict(`Only a failed webhook step can be retried; step "${step.name}" is a ${step.state} ${step.kind} step.`)
+    }
+    // The scheduler would not call a service this tenant no longer has active: say so now, as a replay does.
+    const service = step.service_id === null ? undefined : await findServiceForTenant(trx, tenantId, step.service_id)
+    if (service && (!service.active || !service.activated_at)) {
+      throw conflict(`Service "${service.name}" is not active for this tenant; activate it before retrying step "${step.name}".`)
     }
     const delivery = await runtime.findLatestStepDelivery(trx, tenantId, stepId)
     const now = clock.now()
