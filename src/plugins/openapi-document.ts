@@ -58,12 +58,31 @@ function tidy(node: unknown): void {
 
 interface Parameter { in?: string; name?: string; schema?: Json }
 
+const operationsOf = (paths: Json): Json[] => Object.values(paths).flatMap((methods) => (isObject(methods) ? Object.values(methods) : [])).filter(isObject)
+
 function declareIfMatchPattern(paths: Json): void {
-  for (const operation of Object.values(paths).flatMap((methods) => (isObject(methods) ? Object.values(methods) : []))) {
-    const parameters = isObject(operation) && Array.isArray(operation.parameters) ? operation.parameters as Parameter[] : []
+  for (const operation of operationsOf(paths)) {
+    const parameters = Array.isArray(operation.parameters) ? operation.parameters as Parameter[] : []
     for (const parameter of parameters) {
       if (parameter.in === 'header' && parameter.name === 'if-match' && parameter.schema) parameter.schema.pattern = IF_MATCH_PATTERN
     }
+  }
+}
+
+/**
+ * Marks the body schema of a route whose body may be left out (src/plugins/swagger.ts). @fastify/swagger
+ * writes every request body as required, so a generated client would have to send one the server does not need.
+ */
+export const OPTIONAL_BODY = 'x-optional-body'
+
+function declareOptionalBodies(paths: Json): void {
+  for (const operation of operationsOf(paths)) {
+    const { requestBody } = operation
+    if (!isObject(requestBody) || !isObject(requestBody.content)) continue
+    const schemas = Object.values(requestBody.content).map((media) => (isObject(media) ? media.schema : undefined)).filter(isObject)
+    if (!schemas.some((schema) => schema[OPTIONAL_BODY] === true)) continue
+    for (const schema of schemas) delete schema[OPTIONAL_BODY]
+    requestBody.required = false
   }
 }
 
@@ -72,6 +91,9 @@ export function tidyDocument<T extends object>(document: T): T {
   const { components, paths } = document as { components?: unknown; paths?: unknown }
   tidy(components)
   tidy(paths)
-  if (isObject(paths)) declareIfMatchPattern(paths)
+  if (isObject(paths)) {
+    declareIfMatchPattern(paths)
+    declareOptionalBodies(paths)
+  }
   return document
 }

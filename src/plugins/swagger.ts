@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { FieldErrorSchema, problems, ProblemSchema } from '../schemas/common.js'
 import { VERSION } from '../version.js'
-import { tidyDocument } from './openapi-document.js'
+import { OPTIONAL_BODY, tidyDocument } from './openapi-document.js'
 
 export const TAGS = [
   { name: 'health', description: 'Liveness and readiness' },
@@ -46,6 +46,8 @@ async function swaggerPlugin(app: FastifyInstance): Promise<void> {
       },
       security: [{ bearerAuth: [] }]
     },
+    // A body TypeBox marks optional (Type.Optional) is marked for tidyDocument, which declares it not required.
+    transform: ({ schema, url }) => ({ schema: markOptionalBody(schema), url }),
     transformObject: (built) => ('openapiObject' in built ? tidyDocument(built.openapiObject) : built.swaggerObject),
     refResolver: {
       buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`)
@@ -58,6 +60,12 @@ async function swaggerPlugin(app: FastifyInstance): Promise<void> {
     await docs.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } })
   })
   app.get('/openapi.json', { schema: { hide: true }, config: { auth: 'public' } }, async () => app.swagger())
+}
+
+/** The route's schema as the document sees it: a body TypeBox's Type.Optional marked (`~optional`) carries OPTIONAL_BODY. */
+function markOptionalBody<S extends { body?: unknown }>(schema: S): S {
+  const body = schema?.body as Record<string, unknown> | undefined
+  return body?.['~optional'] === true ? { ...schema, body: { ...body, [OPTIONAL_BODY]: true } } : schema
 }
 
 export default fp(swaggerPlugin, { name: 'swagger' })

@@ -1,5 +1,8 @@
+import { randomUUID } from 'node:crypto'
 import t from 'tap'
-import { tidyDocument } from '../../src/plugins/openapi-document.js'
+import { OPTIONAL_BODY, tidyDocument } from '../../src/plugins/openapi-document.js'
+import { setupApp } from '../helpers/app.js'
+import { DOCUMENT, fillPath, OPERATIONS } from '../helpers/openapi.js'
 
 const NULL = { type: 'object', nullable: true, enum: [null] }
 const tidy = (schema: object) => (tidyDocument({ components: { schemas: { S: schema } } }).components.schemas.S)
@@ -32,4 +35,30 @@ t.test('unions of objects, and nested schemas, are left as they mean', async (t)
 t.test('If-Match parameters get the pattern the server checks', async (t) => {
   const document = tidyDocument({ paths: { '/x': { patch: { parameters: [{ in: 'header', name: 'if-match', schema: { type: 'string' } }] } } } })
   t.match(document.paths['/x'].patch.parameters[0]!.schema, { type: 'string', pattern: /W\// })
+})
+
+t.test('a body marked optional is declared not required, and the mark goes', async (t) => {
+  const body = (schema: object) => ({ required: true, content: { 'application/json': { schema } } })
+  const document = tidyDocument({
+    paths: {
+      '/x': { post: { requestBody: body({ type: 'object', [OPTIONAL_BODY]: true }) } },
+      '/y': { post: { requestBody: body({ type: 'object' }) } }
+    }
+  })
+  t.same(document.paths['/x'].post.requestBody, { required: false, content: { 'application/json': { schema: { type: 'object' } } } })
+  t.same(document.paths['/y'].post.requestBody, body({ type: 'object' }))
+})
+
+t.test('the checked-in document requires a request body exactly where the server refuses a request without one', async (t) => {
+  const ctx = await setupApp(t)
+  const tenant = await ctx.newTenant()
+  for (const op of OPERATIONS.filter((o) => o.body !== undefined)) {
+    // Ids of nothing: a route that takes no body goes on to 404; one that needs it stops at the schema first.
+    const url = fillPath(op, () => randomUUID())
+    const operatorRoute = op.path.startsWith('/v1/tenants') || (op.path.startsWith('/v1/marketplace-services') && !/\/(activation|recover)$/.test(op.path))
+    const response = await (operatorRoute ? ctx.operator : tenant.client)[op.method.toLowerCase() as 'post'](url)
+    const refused = response.statusCode === 400 && response.data.errors?.[0]?.pointer === '/body'
+    const { requestBody } = DOCUMENT.paths[op.path]![op.method.toLowerCase()]! as { requestBody: { required?: boolean } }
+    t.equal(requestBody.required === true, refused, `${op.name}: ${response.statusCode} without a body`)
+  }
 })
