@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { badRequest, unprocessable } from '../errors.js'
@@ -33,14 +34,18 @@ export const BODY_MAX_DEPTH = 100
  * text/plain parser goes, so such a body answers 415 as any other type does, not a 400 from the schema
  * that it is not an object. An empty body is no body, as without a Content-Type: clients that send
  * `Content-Type: application/json` on every request reach the routes that take none (activation,
- * replay, retry, cancel) instead of a 400, and a route that needs one says so with a pointer.
+ * replay, retry, cancel) instead of a 400, and a route that needs one says so with a pointer. JSON is
+ * UTF-8 (RFC 8259 8.1), whatever charset the Content-Type names: bytes that are not, such as a Latin-1
+ * "ü", answer 400 instead of being read as U+FFFD and saved so.
  */
 async function jsonBodyPlugin(app: FastifyInstance): Promise<void> {
   app.removeContentTypeParser('text/plain')
   const { onProtoPoisoning = 'error', onConstructorPoisoning = 'error' } = app.initialConfig
   const parse = app.getDefaultJsonParser(onProtoPoisoning, onConstructorPoisoning) as JsonParser
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request: FastifyRequest, body: string, done: Done) => {
-    if (body === '') return done(null, undefined)
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request: FastifyRequest, bytes: Buffer, done: Done) => {
+    if (bytes.length === 0) return done(null, undefined)
+    if (!isUtf8(bytes)) return done(notUtf8(), undefined)
+    const body = bytes.toString('utf8')
     parse(request, body, (error, value) => {
       if (!error && body.length > 2 * BODY_MAX_DEPTH && takesBody(request) && jsonTextNestsDeeperThan(body, BODY_MAX_DEPTH)) {
         return done(tooDeep(firstTooDeep(value, BODY_MAX_DEPTH, '/body') ?? '/body'), undefined)
@@ -50,6 +55,10 @@ async function jsonBodyPlugin(app: FastifyInstance): Promise<void> {
       done(tooLarge(pointer), undefined)
     })
   })
+}
+
+function notUtf8() {
+  return badRequest('The body is not valid UTF-8: JSON is sent as UTF-8, whatever charset the Content-Type names.', [{ pointer: '/body', detail: 'not UTF-8' }])
 }
 
 function tooLarge(pointer: string) {

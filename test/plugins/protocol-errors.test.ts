@@ -91,6 +91,23 @@ t.test('an empty body sent as application/json is no body: routes that take none
   assertProblem(t, await client.put(`/v1/marketplace-services/${service.data.id}/activation`, ' ', json), 400, /not valid JSON/)
 })
 
+t.test('a body that is not UTF-8 answers 400 whatever charset it names, instead of being saved with U+FFFD', async (t) => {
+  const muller = JSON.stringify({ fields: { name: 'Müller' } })
+  for (const [charset, bytes] of [['iso-8859-1', Buffer.from(muller, 'latin1')], ['utf-16le', Buffer.from(muller, 'utf16le')], ['', Buffer.from(muller, 'latin1')]] as const) {
+    const refused = await client.post('/v1/properties', bytes, { 'content-type': `application/json${charset ? `; charset=${charset}` : ''}` })
+    assertProblem(t, refused, 400, /not valid UTF-8/)
+    t.same(refused.data.errors, [{ pointer: '/body', detail: 'not UTF-8' }], charset || 'no charset')
+  }
+  t.equal((await client.get('/v1/properties?fields={"name":"M\uFFFDller"}')).data.items.length, 0, 'nothing saved')
+  for (const charset of ['utf-8', 'UTF-8', 'iso-8859-1']) {
+    // The charset has no effect on JSON (RFC 8259 11): UTF-8 bytes are read as UTF-8 under any label, ASCII alike.
+    const body = charset === 'iso-8859-1' ? '{"fields":{"name":"Mueller"}}' : muller
+    const saved = await client.post('/v1/properties', Buffer.from(body, 'utf8'), { 'content-type': `application/json; charset=${charset}` })
+    t.equal(saved.statusCode, 201, saved.body)
+    t.same(saved.data.fields, JSON.parse(body).fields, charset)
+  }
+})
+
 t.test('a body in a content coding other than identity answers 415, telling it apart from a media type', async (t) => {
   const json = { 'content-type': 'application/json' }
   const body = '{"fields":{"city":"Berlin"}}'
