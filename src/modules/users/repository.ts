@@ -31,7 +31,7 @@ export function lockUser(trx: DB, tenantId: string, id: string) {
 export function listUsers(db: DB, tenantId: string, page: PageRequest, filter: { email?: string | undefined; q?: string | undefined }) {
   let query = db.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
   if (page.after) query = query.where('id', '>', page.after)
-  if (filter.email) query = query.where(sql`lower(email)`, '=', filter.email.toLowerCase())
+  if (filter.email !== undefined) query = query.where(sql`lower(email)`, '=', filter.email.toLowerCase())
   if (filter.q) query = query.where('name', 'ilike', `%${escapeLike(filter.q)}%`)
   return query.execute()
 }

@@ -16,6 +16,7 @@ t.test('users: create, read, list, update, delete', async (t) => {
   t.equal((await client.get(`/v1/users/${anna.data.id}`)).data.name, 'Anna Berg')
   t.same((await client.get('/v1/users?q=ber')).data.items.map((u: { name: string }) => u.name), ['Anna Berg'])
   t.same((await client.get('/v1/users?email=BEN@example.com')).data.items.length, 1)
+  t.same((await client.get('/v1/users?email=')).data.items, [], 'an empty address is an exact address no user has, not no filter')
   t.equal((await client.get('/v1/users?limit=1')).data.items.length, 1)
 
   const renamed = await client.patch(`/v1/users/${anna.data.id}`, { name: 'Anna Berg-Roth' })
