@@ -45,10 +45,20 @@ export function decide(result: AttemptResult, attempt: number, now: Date, policy
   return { action: 'retry', delayMs: backoffMs(policy, attempt, policy.jitter, random) }
 }
 
+/**
+ * The three forms of an HTTP date (RFC 9110, 5.6.7): IMF-fixdate, the obsolete RFC 850 form and
+ * asctime, which carries no zone and is GMT. Date.parse alone reads nearly anything ("-1", "1.5",
+ * "2 minutes") as a date long past, which asked for the retry at once.
+ */
+const IMF_OR_RFC850_DATE = /^[A-Za-z]{3,9}, \d{2}[ -][A-Za-z]{3}[ -]\d{2}(?:\d{2})? \d{2}:\d{2}:\d{2} GMT$/
+const ASCTIME_DATE = /^[A-Za-z]{3} [A-Za-z]{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/
+
 /** Retry-After as delta-seconds or an HTTP date; undefined when absent or unreadable. */
 export function retryAfterMs(header: string | undefined, now: Date): number | undefined {
   if (!header) return undefined
-  if (/^\s*\d+\s*$/.test(header)) return Number(header) * 1000
-  const date = Date.parse(header)
+  const value = header.trim()
+  if (/^\d+$/.test(value)) return Number(value) * 1000
+  const text = IMF_OR_RFC850_DATE.test(value) ? value : ASCTIME_DATE.test(value) ? `${value} GMT` : undefined
+  const date = text === undefined ? Number.NaN : Date.parse(text)
   return Number.isNaN(date) ? undefined : Math.max(0, date - now.getTime())
 }

@@ -35,3 +35,15 @@ t.test('Retry-After is honoured up to 24 hours', async (t) => {
   t.equal(retryAfterMs('Mon, 02 Mar 2026 09:01:00 GMT', now), 60_000)
   t.equal(retryAfterMs('soon', now), undefined)
 })
+
+t.test('a Retry-After that is neither delta-seconds nor an HTTP date is ignored: the schedule applies', async (t) => {
+  // Date.parse reads "-1" as 1 January 2001 and "1.5" as 5 January 2001: dates in the past, so a retry at once.
+  for (const garbage of ['-1', '1.5', '2 minutes', 'next week 3', '1e3', 'Infinity', '12:00']) {
+    t.equal(retryAfterMs(garbage, now), undefined, garbage)
+    t.same(decide({ kind: 'response', status: 503, retryAfter: garbage }, 1, now, DEFAULT_RETRY_POLICY, middle), { action: 'retry', delayMs: 10_000 }, garbage)
+  }
+  t.equal(retryAfterMs('Monday, 02-Mar-26 09:02:00 GMT', now), 120_000, 'the obsolete RFC 850 form')
+  t.equal(retryAfterMs('Mon Mar  2 09:03:00 2026', now), 180_000, 'asctime, which is GMT whatever the local zone')
+  t.equal(retryAfterMs('Mon, 02 Mar 2026 08:00:00 GMT', now), 0, 'an HTTP date in the past asks for now')
+  t.equal(retryAfterMs(' 30 ', now), 30_000)
+})
