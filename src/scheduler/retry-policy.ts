@@ -37,7 +37,7 @@ export function decide(result: AttemptResult, attempt: number, now: Date, policy
   if (result.kind === 'aborted') {
     return attempt >= policy.maxAttempts ? { action: 'give-up', reason: `gave up after ${attempt} attempts` } : { action: 'retry', delayMs: 0 }
   }
-  const retryable = result.kind === 'error' || result.status >= 500 || RETRYABLE_STATUSES.has(result.status)
+  const retryable = result.kind === 'error' || (result.status >= 500 && result.status < 600) || RETRYABLE_STATUSES.has(result.status)
   if (!retryable) return { action: 'give-up', reason: `HTTP ${result.status} is not retried` }
   if (attempt >= policy.maxAttempts) return { action: 'give-up', reason: `gave up after ${attempt} attempts` }
   const requested = result.kind === 'response' ? retryAfterMs(result.retryAfter, now) : undefined

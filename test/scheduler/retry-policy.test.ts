@@ -47,3 +47,9 @@ t.test('a Retry-After that is neither delta-seconds nor an HTTP date is ignored:
   t.equal(retryAfterMs('Mon, 02 Mar 2026 08:00:00 GMT', now), 0, 'an HTTP date in the past asks for now')
   t.equal(retryAfterMs(' 30 ', now), 30_000)
 })
+
+t.test('a status past 599 is no 5xx: it gives up at once like any other status', async (t) => {
+  // Node's client passes on any three digits; 600 and 999 were retried as server errors.
+  for (const status of [600, 699, 999]) t.match(decide({ kind: 'response', status }, 1, now), { action: 'give-up', reason: `HTTP ${status} is not retried` }, `${status}`)
+  t.equal(decide({ kind: 'response', status: 599 }, 1, now).action, 'retry')
+})
