@@ -23,15 +23,19 @@ export function createMailer(options: { smtpUrl?: string | undefined; mailDir: s
 }
 
 // A pooled transport keeps its SMTP connections open between mails: a connection per mail (connect,
-// greeting, EHLO, QUIT) made a burst of deadline mails go out at about 15 a second.
+// greeting, EHLO, QUIT) made a burst of deadline mails go out at about 15 a second. The options go
+// in one object with the URL (which wins where both set one): a second argument is only the mails'
+// defaults, and left the transport unpooled, on nodemailer's own timeouts (a server that never
+// answered the final dot held the mail pump for ten minutes).
 function smtpMailer(url: string, timeoutMs: number): Mailer {
-  const transport = nodemailer.createTransport(url, {
+  const transport = nodemailer.createTransport({
+    url,
     pool: true,
     maxConnections: 4,
     connectionTimeout: timeoutMs,
     greetingTimeout: timeoutMs,
     socketTimeout: timeoutMs
-  } as never)
+  })
   return {
     async send(mail) {
       await transport.sendMail(mail)

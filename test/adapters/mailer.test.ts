@@ -1,6 +1,8 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { SMTPServer } from 'smtp-server'
 import t from 'tap'
 import { createMailer } from '../../src/adapters/mailer.js'
 import { TestSmtpServer } from '../helpers/smtp.js'
@@ -44,4 +46,39 @@ t.test('an SMTP server refusing the mail makes send fail, so the outbox keeps it
   await t.rejects(mailer.send(mail))
   mailer.close()
   t.equal(smtp.mails.length, 0)
+})
+
+t.test('with SMTP, the transport is pooled and timed: mails share a connection, and a server that never answers the final dot fails the send', async (t) => {
+  let connections = 0
+  let answering = true
+  // A real server that takes the whole message and then, when told, never answers its final dot.
+  const server = new SMTPServer({
+    authOptional: true, disabledCommands: ['STARTTLS', 'AUTH'], logger: false,
+    onConnect: (_session, callback) => { connections += 1; callback() },
+    onData: (stream, _session, callback) => {
+      stream.resume()
+      stream.on('end', () => { if (answering) callback() })
+    }
+  })
+  server.on('error', () => {})
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()))
+  const mailer = createMailer({ smtpUrl: `smtp://127.0.0.1:${(server.server.address() as AddressInfo).port}`, mailDir: '', timeoutMs: 500 })
+  t.teardown(() => {
+    mailer.close()
+    return new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+
+  await mailer.send(mail)
+  await mailer.send({ ...mail, messageId: '<second@baton>' })
+  t.equal(connections, 1, 'the second mail went over the first one\'s connection')
+
+  answering = false
+  const started = Date.now()
+  // Before, the options went to nodemailer as message defaults: no pool, and its own 10-minute socket timeout.
+  const outcome = await Promise.race([
+    mailer.send({ ...mail, messageId: '<third@baton>' }).then(() => 'sent', (error: unknown) => error),
+    new Promise((resolve) => setTimeout(resolve, 10_000, 'still waiting after 10 s').unref())
+  ])
+  t.match(outcome, { code: 'ETIMEDOUT' }, 'the send fails once the socket has been quiet for the timeout')
+  t.ok(Date.now() - started < 5000, 'well within the 10 s')
 })
