@@ -8,13 +8,22 @@ import * as runtime from '../modules/instances/runtime-repository.js'
 export const STEP_MAIL_MAX_ATTEMPTS = 8
 
 /**
+ * The SMTP commands whose replies speak of the mail itself: its recipient (RCPT TO) and its
+ * message (DATA, and the reply to its final dot). A 5xx to the greeting, EHLO, AUTH or MAIL FROM
+ * refuses Baton as the server is set up (credentials, sender), and every mail would get it.
+ */
+const MAIL_COMMANDS = new Set(['RCPT TO', 'DATA'])
+
+/**
  * Whether a step's mail that failed to send is given up rather than tried again: the SMTP server
- * refused it for good (a 5xx reply, e.g. 550 for an unknown mailbox), or it has used its attempts.
- * The controller's own mails are never given up (src/scheduler/send-mail.ts).
+ * refused it for good (a 5xx reply to its recipient or its message, e.g. 550 for an unknown
+ * mailbox), or it has used its attempts. The controller's own mails are never given up
+ * (src/scheduler/send-mail.ts).
  */
 export function givesUpStepMail(error: unknown, attempts: number): boolean {
-  const code = (error as { responseCode?: unknown } | null)?.responseCode
-  return (typeof code === 'number' && code >= 500 && code < 600) || attempts >= STEP_MAIL_MAX_ATTEMPTS
+  const { responseCode: code, command } = (error ?? {}) as { responseCode?: unknown; command?: unknown }
+  const refusedForGood = typeof code === 'number' && code >= 500 && code < 600 && typeof command === 'string' && MAIL_COMMANDS.has(command)
+  return refusedForGood || attempts >= STEP_MAIL_MAX_ATTEMPTS
 }
 
 interface SettledMail {

@@ -35,11 +35,17 @@ export class TestSmtpServer {
   refusing = false
   /** Recipients refused for good (550, no such mailbox), as a real server refuses an unknown one. */
   readonly refusedRecipients = new Set<string>()
+  /** Every sender refused for good (530, authentication required), as a server Baton is not set up for refuses it. */
+  refusingSenders = false
   url = ''
   private server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS', 'AUTH'],
     logger: false,
+    onMailFrom: (_address, _session, callback) => {
+      if (this.refusingSenders) callback(Object.assign(new Error('Authentication required'), { responseCode: 530 }))
+      else callback()
+    },
     onRcptTo: (address, _session, callback) => {
       if (this.refusedRecipients.has(address.address)) callback(Object.assign(new Error('No such mailbox'), { responseCode: 550 }))
       else if (this.refusing) callback(Object.assign(new Error('Mailbox unavailable, try later'), { responseCode: 451 }))

@@ -147,6 +147,28 @@ t.test('the SMTP server refuses the recipient for good: the step fails into a ma
   t.same(states(await rt.instance(started.id)), ['failed', 'pending'])
 })
 
+t.test('a server that refuses every sender (530, not set up for Baton): the step keeps running and its mail is retried, not given up', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Mail through a misconfigured server', email: { mode: 'automatic', to: 'assignee', subject: 'Sender {{process.id}}', body: 'Hi' } }
+  ])
+  const started = await rt.start(templateId)
+  rt.smtp.refusingSenders = true
+  t.teardown(() => { rt.smtp.refusingSenders = false })
+  await rt.scheduler.runOnce()
+  const { rows } = await sql<{ attempt_count: number; failed_at: Date | null }>`
+    select attempt_count, failed_at from outbox_mails where step_id = ${started.steps[0].id}`.execute(rt.db)
+  // A 5xx to MAIL FROM says nothing of this mail or its recipient: every mail would get it, each step failing for good.
+  t.match(rows, [{ attempt_count: 1, failed_at: null }], 'tried once, kept queued')
+  t.same(states(await rt.instance(started.id)), ['running'], 'running while the mail waits')
+
+  rt.smtp.refusingSenders = false
+  rt.clock.advance(MINUTE)
+  await rt.scheduler.runOnce()
+  t.same(states(await rt.instance(started.id)), ['done'], 'done once the server takes it')
+  t.equal(mailsAbout(`Sender ${started.id}`).length, 1)
+  t.equal(mailsAbout('Automatic step failed: "Mail through a misconfigured server"').length, 0, 'the controller is not told of a failure')
+})
+
 t.test('a server that keeps refusing: after 8 attempts the step fails into a manual one; the retention removes the mail later', async (t) => {
   const templateId = await rt.template([
     { kind: 'email', name: 'Mail through a broken server', email: { mode: 'automatic', to: 'controller', subject: 'Broken {{process.id}}', body: 'Hi' } }
