@@ -319,7 +319,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   function sendMail(now: Date, limit = settings.batchSize): Promise<MailPass> {
-    return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit, log: deps.log, metrics })
+    return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit, log: deps.log, metrics, stopping: stopSignal.signal })
   }
 
   async function runOnce(): Promise<RunSummary> {

@@ -5,8 +5,11 @@ import type { Logger } from '../lib/logger.js'
 import type { BatonMetrics } from '../lib/metrics.js'
 import { givesUpStepMail, settleStepMails } from './email-steps.js'
 import { claimMails, markMail, markSent, releaseMails, type ClaimedMail } from './mail-repository.js'
+import { retryTransient } from './retry-transient.js'
 
 const LEASE_MS = 120_000
+/** Marks of what became of the mails are tried again while the database is away, until this long before the lease ends. */
+const LEASE_MARGIN_MS = 10_000
 const SEND_WINDOW = 8
 /** 10 s doubling to an hour. */
 const MAIL_BACKOFF: Backoff = { firstMs: 10_000, maxMs: 3_600_000 }
@@ -25,11 +28,17 @@ export interface MailPass {
  * stable Message-ID lets the receiving side fold the copies.
  */
 export async function sendQueuedMail(
-  db: DB, mailer: Mailer, options: { now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'>; metrics?: Pick<BatonMetrics, 'mails'> }
+  db: DB, mailer: Mailer,
+  options: { now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'>; metrics?: Pick<BatonMetrics, 'mails'>; stopping?: AbortSignal }
 ): Promise<MailPass> {
   const { now } = options
   const claim = await claimMails(db, { now, leaseUntil: new Date(now.getTime() + LEASE_MS), limit: options.limit })
   const rows = claim.mails
+  // A mail the server took is sent: losing its mark with a connection would send it again once the
+  // lease ends, so a mark waits for the database while the lease lasts (measured on this process's
+  // own timer, as the sends are), or until the worker is stopping.
+  const until = new Date(Date.now() + LEASE_MS - LEASE_MARGIN_MS)
+  const mark = <T>(write: () => Promise<T>) => retryTransient(write, { until, now: () => new Date(), signal: options.stopping })
   const sent: ClaimedMail[] = []
   const untried = [...rows]
   let failure: unknown
@@ -47,20 +56,20 @@ export async function sendQueuedMail(
         failed += 1
         if (mail.step_id !== null && givesUpStepMail(error, mail.attempt_count)) {
           // Refused for good (or out of attempts): the server answers, so the other mails go on.
-          await markMail(db, mail, { lease_expires_at: null, last_error: String(error), failed_at: now })
+          await mark(() => markMail(db, mail, { lease_expires_at: null, last_error: String(error), failed_at: now }))
           continue
         }
         failure ??= error
         const delay = backoffMs(MAIL_BACKOFF, mail.attempt_count)
-        await markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) })
+        await mark(() => markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) }))
       }
     }
   }
   await Promise.all(Array.from({ length: Math.min(SEND_WINDOW, rows.length) }, lane))
-  await markSent(db, sent, now)
+  await mark(() => markSent(db, sent, now))
   options.metrics?.mails(sent.length, failed)
   if (failure !== undefined) {
-    await releaseMails(db, untried)
+    await mark(() => releaseMails(db, untried))
     options.log?.warn({ err: failure, putBack: untried.length }, 'sending a mail failed; it stays queued and is retried')
   }
   // Steps hear of their mails right away; an idle pass also settles what a crash left behind.

@@ -37,6 +37,8 @@ export class TestSmtpServer {
   readonly refusedRecipients = new Set<string>()
   /** Every sender refused for good (530, authentication required), as a server Baton is not set up for refuses it. */
   refusingSenders = false
+  /** Runs once a mail has arrived, before the server answers its final dot (a test breaks something in between). */
+  beforeAnswer: (() => Promise<void>) | undefined
   url = ''
   private server = new SMTPServer({
     authOptional: true,
@@ -54,7 +56,8 @@ export class TestSmtpServer {
     onData: (stream, session, callback) => {
       let raw = ''
       stream.on('data', (chunk: Buffer) => (raw += chunk.toString()))
-      stream.on('end', () => {
+      stream.on('end', async () => {
+        await this.beforeAnswer?.()
         this.mails.push({
           to: session.envelope.rcptTo.map((r) => r.address),
           raw,
