@@ -39,6 +39,16 @@ const PG_CLIENT_ERRORS: Record<string, [number, string]> = {
   '55P03': [409, 'The request collided with a concurrent change; retry it.']
 }
 
+/**
+ * What a unique constraint means, for a request that raced another past the check made before it
+ * wrote (the check answers the same 409 with its own words when nothing races).
+ */
+export const UNIQUE_CONFLICTS: Record<string, FieldError> = {
+  tenants_web_id_key: { pointer: '/body/webId', detail: 'another tenant already has this webId' },
+  users_email_key: { pointer: '/body/email', detail: 'another user of this tenant already has this e-mail address' },
+  service_parameters_service_id_name_key: { pointer: '/body/name', detail: 'the service already has a parameter of this name' }
+}
+
 export interface ProblemBody {
   type: string
   title: string
@@ -83,6 +93,8 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
     const pgError = typeof error.code === 'string' ? PG_CLIENT_ERRORS[error.code] : undefined
     if (pgError) {
       request.log.info({ code: error.code }, 'database refused a client request')
+      const unique = error.code === '23505' ? UNIQUE_CONFLICTS[(error as { constraint?: string }).constraint ?? ''] : undefined
+      if (unique) return sendProblem(reply, problem(409, `The request conflicts with another: ${unique.detail}.`, request, [unique]))
       return sendProblem(reply, problem(pgError[0], pgError[1], request))
     }
     if (isDatabaseUnavailable(error)) {

@@ -1,4 +1,6 @@
 import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
+import { UNIQUE_CONFLICTS } from '../../src/plugins/problems.js'
 import { setupApp } from '../helpers/app.js'
 import { assertProblem } from '../helpers/assertions.js'
 
@@ -20,4 +22,10 @@ t.test('text Postgres cannot store answers 400', async (t) => {
   t.equal(property.statusCode, 201)
   assertProblem(t, await client.patch(`/v1/properties/${property.data.id}`, { fields: { city: '\u0000' } }), 400, unstorable)
   t.same((await client.get(`/v1/properties/${property.data.id}`)).data.fields, { city: 'Berlin' }, 'unchanged')
+})
+
+t.test('each unique constraint a race is explained by exists under that name', async (t) => {
+  const ctx = await setupApp(t)
+  const { rows } = await sql<{ name: string }>`select relname as name from pg_class where relkind = 'i' and relname = any(${Object.keys(UNIQUE_CONFLICTS)})`.execute(ctx.db)
+  t.same(rows.map((r) => r.name).sort(), Object.keys(UNIQUE_CONFLICTS).sort())
 })

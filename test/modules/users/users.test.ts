@@ -1,6 +1,8 @@
 import t from 'tap'
-import { setupApp } from '../../helpers/app.js'
+import { sql } from '../../../src/db/kysely.js'
+import { setupApp, type Response } from '../../helpers/app.js'
 import { assertIsolated, assertProblem } from '../../helpers/assertions.js'
+import { waitForLockWait } from '../../helpers/database.js'
 
 // One app and database for the file: each test works in tenants of its own.
 const ctx = await setupApp(t)
@@ -75,4 +77,19 @@ t.test('a user an autostart names as responsible is not deleted, and the answer 
   t.not(deleted.statusCode === 204 && named.statusCode === 200, true, `not both: ${deleted.body} ${named.body}`)
   t.equal((await client.delete(`/v1/process-templates/${template.data.id}`)).statusCode, 204)
   if (deleted.statusCode !== 204) t.equal((await client.delete(`/v1/users/${anna.id}`)).statusCode, 204, 'deleted once nothing names it')
+})
+
+t.test('a new user racing another with the same e-mail address: the loser is told which field, as without the race', async (t) => {
+  const tenant = await ctx.newTenant()
+  let racing: Promise<Response> | undefined
+  // The other user is written, not yet committed, when the request checks the address: its insert
+  // waits on the unique index, and meets the address once the other commits.
+  await ctx.db.transaction().execute(async (trx) => {
+    await sql`insert into users (tenant_id, id, name, email) values (${tenant.id}, gen_random_uuid(), 'First', 'race@example.com')`.execute(trx)
+    racing = tenant.client.post('/v1/users', { name: 'Second', email: 'Race@example.com' })
+    await waitForLockWait(ctx.db)
+  })
+  const lost = await racing!
+  assertProblem(t, lost, 409, /e-mail address/)
+  t.match(lost.data.errors, [{ pointer: '/body/email' }])
 })
