@@ -36,6 +36,14 @@ export default async function apiKeyRoutes(fastify: FastifyInstance, { db, clock
     }
   }, async (request) => tenants.listApiKeys(db, request.params.id, pageRequest(request.query)))
 
+  app.get('/tenants/:id/api-keys/:keyId', {
+    config,
+    schema: {
+      operationId: 'getApiKey', tags, summary: 'Get one of a tenant\'s API keys (without its secret)', params: TenantKeyParamsSchema,
+      response: { 200: ok(Type.Ref('ApiKey'), 'The key, without its secret'), ...problems(400, 401, 403, 404) }
+    }
+  }, async (request) => tenants.getApiKey(db, request.params.id, request.params.keyId))
+
   app.delete('/tenants/:id/api-keys/:keyId', {
     config,
     schema: {

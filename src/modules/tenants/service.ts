@@ -102,6 +102,13 @@ export async function listApiKeys(db: DB, tenantId: string, page: PageRequest) {
   return toPage(await repo.listApiKeys(db, tenantId, page), page, toApiKey)
 }
 
+/** One key of the tenant, without its secret: where a new key's Location points. */
+export async function getApiKey(db: DB, tenantId: string, id: string): Promise<ApiKey> {
+  const row = await repo.findApiKey(db, tenantId, id)
+  if (!row) throw notFound('API key', id)
+  return toApiKey(row)
+}
+
 export async function revokeApiKey(db: DB, clock: Clock, tenantId: string, id: string): Promise<void> {
   const revoked = await repo.revokeApiKey(db, tenantId, id, clock.now())
   if (!revoked && !(await repo.findApiKey(db, tenantId, id))) throw notFound('API key', id)

@@ -31,6 +31,10 @@ t.test('tenants and their API keys', async (t) => {
   const keys = await operator.get(`/v1/tenants/${id}/api-keys`)
   t.equal(keys.data.items.length, 1)
   t.notOk('key' in keys.data.items[0], 'list never shows the secret')
+  const located = await operator.get(key.headers.location as string)
+  t.equal(located.statusCode, 200, 'the Location of a new key answers a GET')
+  t.same(located.data, keys.data.items[0], 'with the key as listed, without its secret')
+  assertProblem(t, await operator.get(`/v1/tenants/${id}/api-keys/00000000-0000-4000-8000-000000000000`), 404)
 
   const tenantClient = as(key.data.key)
   t.equal((await tenantClient.get('/v1/users')).statusCode !== 401, true, 'the new key works')
@@ -41,6 +45,7 @@ t.test('tenants and their API keys', async (t) => {
   const revoked = await operator.delete(`/v1/tenants/${id}/api-keys/${key.data.id}`)
   t.equal(revoked.statusCode, 204)
   assertProblem(t, await tenantClient.get('/v1/users'), 401, /revoked/)
+  t.match((await operator.get(key.headers.location as string)).data, { revokedAt: String }, 'a revoked key shows when it was revoked')
   assertProblem(t, await operator.delete(`/v1/tenants/${id}/api-keys/00000000-0000-4000-8000-000000000000`), 404)
 
   const second = await operator.post(`/v1/tenants/${id}/api-keys`, { name: 'erp' })
