@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module'
 import type { LoggerOptions } from 'pino'
 import type { Config } from './config.js'
-import { REDACTED_PATHS } from './redacted-paths.js'
+import { REDACTED_PATHS, redactUrl } from './redacted-paths.js'
 
 /** pino-pretty for a person at a terminal: colours, the time of day, no pid or host name on each line. */
 export const PRETTY_OPTIONS = { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }
@@ -15,7 +15,33 @@ export function logOptions(config: Pick<Config, 'LOG_LEVEL' | 'NODE_ENV'>, stdou
   return {
     level: config.LOG_LEVEL,
     redact: REDACTED_PATHS,
+    serializers: { req: requestLine },
     // By path: pino would look for the package from the file that creates the logger.
     ...(pretty ? { transport: { target: createRequire(import.meta.url).resolve('pino-pretty'), options: PRETTY_OPTIONS } } : {})
+  }
+}
+
+/** The fields of a request that its log lines show, as Fastify's own serializer picks them. */
+interface LoggedRequest {
+  method: string
+  url: string
+  headers?: Record<string, string | string[] | undefined>
+  host?: string
+  ip?: string
+  socket?: { remotePort?: number }
+}
+
+/**
+ * Fastify's request serializer, but with the URL's keys and claims redacted: a client that sends its key
+ * or apiClaim in the query string (which Baton never reads there) would otherwise have it written in clear.
+ */
+function requestLine(request: LoggedRequest) {
+  return {
+    method: request.method,
+    url: redactUrl(request.url),
+    version: request.headers?.['accept-version'],
+    host: request.host,
+    remoteAddress: request.ip,
+    remotePort: request.socket?.remotePort
   }
 }

@@ -8,3 +8,14 @@ export const REDACTED_PATHS = [
   '*.signature',
   '*.key'
 ]
+
+/** Baton's keys and claims wherever they stand, and the values of query parameters named like a credential. */
+const TOKEN = /\b(bop|btk|bcl)_[A-Za-z0-9_.-]+/g
+const PARAMETER = /([?&][^=&#]*=)([^&#]*)/g
+const CREDENTIAL_NAME = /claim|key|token|secret|signature|password|auth/i
+
+/** A request URL as it may be logged: the keys, claims and credentials in it replaced by [redacted]. */
+export function redactUrl(url: string): string {
+  return url.replace(TOKEN, '$1_[redacted]')
+    .replace(PARAMETER, (parameter: string, name: string) => (CREDENTIAL_NAME.test(name) ? `${name}[redacted]` : parameter))
+}

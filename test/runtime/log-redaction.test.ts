@@ -61,6 +61,12 @@ t.test('a server at LOG_LEVEL=trace logs no key, secret, apiClaim or signature',
   t.equal((await call(apiClaim, 'GET', '/v1/users')).status, 403)
   t.equal((await call(`${apiClaim}x`, 'GET', `/v1/properties/${property.data.id}`)).status, 401)
   t.equal((await call(`${tenantKey}x`, 'GET', '/v1/users')).status, 401)
+  // A client that puts its key or claim in the query string by mistake: Baton reads none there, and logs none.
+  const queryToken = randomBytes(24).toString('hex')
+  t.equal((await fetch(`${address}/v1/properties/${property.data.id}?apiClaim=${apiClaim}`)).status, 401)
+  t.equal((await fetch(`${address}/v1/users?key=${tenantKey}&limit=5`)).status, 401)
+  t.equal((await fetch(`${address}/v1/tenants?access_token=${queryToken}`)).status, 401)
+  t.equal((await fetch(`${address}/v1/users/${operatorKey}`)).status, 401)
   await new Promise((resolve) => setTimeout(resolve, 300))
   server.child.kill('SIGTERM')
   await server.exited
@@ -69,7 +75,7 @@ t.test('a server at LOG_LEVEL=trace logs no key, secret, apiClaim or signature',
   t.match(output, /"msg":"incoming request"/, 'requests were logged')
   for (const [what, secret] of [
     ['the operator key', operatorKey], ['the tenant key', tenantKey], ['the service secret', service.data.secret!],
-    ['a free target\'s secret', targetSecret],
+    ['a free target\'s secret', targetSecret], ['a token in a query string', queryToken],
     ['the apiClaim', apiClaim], ['the apiClaim payload', apiClaim.split('.')[0]!], ['the signature', signature]
   ] as const) {
     t.ok(secret.length > 20, `${what} is known to the test`)
