@@ -9,6 +9,7 @@ import { REQUEST_ID_HEADER, requestIdFrom } from '../../lib/request-id.js'
 import { problemBody } from '../../plugins/problems.js'
 import { scrapeMetrics } from './metrics.js'
 import { readinessCheck } from './readiness.js'
+import { redactUrl } from '../../redacted-paths.js'
 
 export interface WorkerServerOptions {
   db: DB
@@ -42,7 +43,7 @@ export async function startWorkerServer(options: WorkerServerOptions, host: stri
   const routes = workerRoutes(options)
   const server = createServer((request, response) => {
     respond(request, response, routes, options.log).catch((error: unknown) => {
-      options.log.error({ err: error, path: request.url }, 'worker request failed')
+      options.log.error({ err: error, path: redactUrl(request.url ?? '') }, 'worker request failed')
       response.destroy()
     })
   })
