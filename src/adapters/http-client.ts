@@ -13,6 +13,11 @@ export interface HttpRequest {
   body?: string
   timeoutMs: number
   signal?: AbortSignal
+  /**
+   * A tenant's own target (a step's free target), not a marketplace provider's: the operator's
+   * WEBHOOK_ALLOWED_TARGETS, set for providers, do not open private addresses to it.
+   */
+  tenantTarget?: boolean
 }
 
 export interface HttpResponse {
@@ -60,17 +65,27 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   const allowed = options.allowedTargets ?? NO_ALLOWED_TARGETS
   // The agents' lookup wins over any per-request one (Node merges agent options last), so every
   // connection is checked on the address it actually connects to: DNS rebinding cannot slip past.
-  const lookup = allowPrivate ? undefined : guardedLookup(allowed)
-  const agentOptions = { keepAlive: true, maxSockets: options.maxSockets, ...(lookup ? { lookup } : {}) }
-  const agent = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) }
+  const agents = (targets: AllowedTargets) => {
+    const lookup = allowPrivate ? undefined : guardedLookup(targets)
+    const agentOptions = { keepAlive: true, maxSockets: options.maxSockets, ...(lookup ? { lookup } : {}) }
+    return { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) }
+  }
+  const agent = agents(allowed)
+  // Tenants' targets keep connections of their own when the operator allowed some private targets: a
+  // kept-alive socket to an allowed provider is never lent to a tenant's call to the same host name.
+  const none = allowed.hosts.size === 0 && allowed.v4.length === 0 && allowed.v6.length === 0
+  const tenantAgent = allowPrivate || none ? agent : agents(NO_ALLOWED_TARGETS)
   return {
     async send(request) {
-      const url = checkTarget(request.url, allowPrivate ? undefined : allowed)
-      return call(request, url, options, agent)
+      const tenant = request.tenantTarget === true
+      const url = checkTarget(request.url, allowPrivate ? undefined : tenant ? NO_ALLOWED_TARGETS : allowed)
+      return call(request, url, options, tenant ? tenantAgent : agent)
     },
     close: () => {
-      agent.http.destroy()
-      agent.https.destroy()
+      for (const each of new Set([agent, tenantAgent])) {
+        each.http.destroy()
+        each.https.destroy()
+      }
     }
   }
 }

@@ -190,7 +190,9 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
   let result: AttemptResult
   let response: HttpResponse | undefined
   try {
-    response = await deps.http.send(signal ? { ...request, signal } : request)
+    // A free target (no service) is the tenant's own: the operator's allowed private targets are not for it.
+    const tenantTarget = delivery.serviceId === null
+    response = await deps.http.send({ ...request, ...(signal ? { signal } : {}), ...(tenantTarget ? { tenantTarget } : {}) })
     result = { kind: 'response', status: response.status, retryAfter: header(response, 'retry-after') }
   } catch (error) {
     const text = error instanceof HttpCallError ? `${error.code}: ${error.message}` : String(error)

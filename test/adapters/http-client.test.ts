@@ -125,6 +125,12 @@ t.test('WEBHOOK_ALLOWED_TARGETS lifts the guard for the listed ranges and host n
   t.match(await byName.send(get(`http://localhost:${server.port}/hook`)), { status: 200 }, 'an allowed host name is reached whatever it resolves to')
   t.match(await byName.send(get(server.url)).catch((e: unknown) => e), { code: TARGET_REFUSED }, 'but not the same address under another name')
   t.equal(server.state.seen, 4)
+
+  // A tenant's own target: none of it applies, not even through a kept-alive socket to the same host.
+  for (const [allowing, url] of [[byRange, server.url], [byName, `http://localhost:${server.port}/hook`]] as const) {
+    t.match(await allowing.send({ ...get(url), tenantTarget: true }).catch((e: unknown) => e), { code: TARGET_REFUSED, message: /loopback/ }, `${url} as a tenant's target`)
+  }
+  t.equal(server.state.seen, 4, 'no tenant\'s call reached the server')
 })
 
 t.test('parseAllowedTargets refuses what is neither a host name nor a range', async (t) => {

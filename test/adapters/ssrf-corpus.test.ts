@@ -162,4 +162,16 @@ t.test('the API reads WEBHOOK_ALLOW_PRIVATE_NETWORKS and WEBHOOK_ALLOWED_TARGETS
   for (const url of ['http://10.0.0.1/hook', 'http://169.254.169.254/', 'http://[::1]/hook']) {
     assertProblem(t, await listed.operator.post('/v1/marketplace-services', { ...SERVICE, webhookUrl: url }), 422)
   }
+
+  // A tenant's own target gets none of what the operator allowed for marketplace services.
+  const tenant = await listed.newTenant()
+  const template = await tenant.client.post('/v1/process-templates', { name: 'Free targets' })
+  const step = (url: string) => tenant.client.post(`/v1/process-templates/${template.data.id}/steps`, {
+    kind: 'webhook', name: 'Own target', start: { mode: 'afterPrevious' }, responsibility: 'processResponsible',
+    target: { url, secret: `whsec_${Buffer.alloc(32, 7).toString('base64')}`, delivery: 'json' }
+  })
+  for (const url of ['http://127.0.0.1:8080/hook', 'http://[fd12::1]/hook', 'http://10.1.2.3/hook']) {
+    assertProblem(t, await step(url), 422, /own target may not call \(WEBHOOK_ALLOWED_TARGETS opens addresses to marketplace services only\)/)
+  }
+  t.equal((await step('https://crm.example/hook')).statusCode, 201, 'a public one is stored')
 })

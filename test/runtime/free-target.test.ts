@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { createHttpClient } from '../../src/adapters/http-client.js'
+import { parseAllowedTargets } from '../../src/adapters/address-policy.js'
 import { claimDeliveries, type ClaimOptions, type ClaimedDelivery } from '../../src/scheduler/claim-deliveries.js'
 import { releaseDelivery } from '../../src/scheduler/delivery-repository.js'
 import { hostKey } from '../../src/lib/host-key.js'
@@ -234,4 +235,25 @@ t.test('a target whose host name resolves to a private address is refused when t
   t.match(delivery.attempts, [{ outcome: 'failed', statusCode: null, error: /target localhost resolves to (127\.0\.0\.1|::1), which is a loopback address/ }])
   t.equal((await rt.instance(started.id)).steps[0].state, 'failed')
   t.ok(rt.smtp.mails.some((m) => m.subject.startsWith('Webhook step failed: "Sneaky target"')), 'the controller is told')
+})
+
+t.test('the operator\'s allowed private targets are for marketplace services: a free target gets none of them', async (t) => {
+  const listed = createHttpClient({
+    maxBodyBytes: 65_536, maxSockets: 4, userAgent: 'Baton/test', allowPrivateNetworks: false, allowedTargets: parseAllowedTargets('127.0.0.0/8, ::1/128, localhost')
+  })
+  t.teardown(() => listed.close())
+  const url = `http://localhost:${new URL(crm.url).port}/hooks/allowed-for-providers`
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'The provider, allowed', refersTo: { property: true } },
+    { kind: 'webhook', name: 'The tenant\'s own, not', target: { url, secret: crm.secret, delivery: 'query' } }
+  ])
+  const started = await rt.start(templateId)
+  const before = crm.calls.length
+  const scheduler = rt.newScheduler({}, undefined, { http: listed })
+  await scheduler.runOnce()
+  t.equal((await rt.instance(started.id)).steps[0].state, 'done', 'the service on 127.0.0.1 is called: the operator listed it')
+  await scheduler.runOnce()
+  t.equal(crm.calls.length, before, 'no call reached the free target')
+  const delivery = (await rt.api.get(`/v1/deliveries/${(await rt.instance(started.id)).steps[1].delivery.id}`)).data
+  t.match(delivery.attempts, [{ outcome: 'failed', statusCode: null, error: /target localhost resolves to (127\.0\.0\.1|::1), which is a loopback address/ }])
 })

@@ -1,4 +1,4 @@
-import { refusedLiteralHost, type TargetPolicy } from '../../../adapters/address-policy.js'
+import { NO_ALLOWED_TARGETS, refusedLiteralHost, type TargetPolicy } from '../../../adapters/address-policy.js'
 import { unprocessable } from '../../../errors.js'
 
 export const WEBHOOK_URL_RULE = 'An http or https URL with a host and without credentials; for query delivery, none of its own query ' +
@@ -8,8 +8,10 @@ export const WEBHOOK_URL_RULE = 'An http or https URL with a host and without cr
  * Why a webhook URL cannot be stored, or undefined. The text is checked as given, since the URL parser
  * would silently drop tabs and line breaks and trim spaces; a literal IP host in a range webhooks may
  * not reach is refused here, at once. Host names are checked when a call connects, on what they resolve to.
+ * A tenant's own target (a step's free target) gets no private address the operator allowed for
+ * marketplace providers (WEBHOOK_ALLOWED_TARGETS), as its calls get none.
  */
-export function webhookUrlProblem(url: string, targets: TargetPolicy): string | undefined {
+export function webhookUrlProblem(url: string, targets: TargetPolicy, whose: 'provider' | 'tenant' = 'provider'): string | undefined {
   if (/[\p{Cc}\p{Cf}]/u.test(url)) return 'the URL must not contain control characters (such as CR, LF, TAB or NUL)'
   if (url.trim() !== url) return 'the URL must not start or end with spaces'
   if (/\s/.test(url)) return 'the URL must not contain spaces; percent-encode them as %20'
@@ -22,6 +24,11 @@ export function webhookUrlProblem(url: string, targets: TargetPolicy): string | 
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'the scheme must be http or https'
   if (parsed.hostname === '') return 'the URL needs a host'
   if (parsed.username !== '' || parsed.password !== '') return 'the URL must not contain a user name or password'
+  if (whose === 'tenant') {
+    const refused = refusedLiteralHost(parsed.hostname, { allowPrivateNetworks: targets.allowPrivateNetworks, allowed: NO_ALLOWED_TARGETS })
+    if (refused) return `the host ${parsed.hostname} is ${refused}, which a step's own target may not call (WEBHOOK_ALLOWED_TARGETS opens addresses to marketplace services only)`
+    return undefined
+  }
   const refused = refusedLiteralHost(parsed.hostname, targets)
   if (refused) return `the host ${parsed.hostname} is ${refused}, which webhooks may not call (see WEBHOOK_ALLOWED_TARGETS)`
   return undefined

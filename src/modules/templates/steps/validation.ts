@@ -83,7 +83,7 @@ function checkTarget(draft: StepDraft, target: Target, { policy, secret }: Targe
     errors.push({ pointer: '/body/target', detail: `a step calls either a marketplace service or a target, not both: set serviceId to null (it is ${draft.serviceId})` })
   }
   // A target is replaced as a whole, secret included: only a target given now meets the PHP rule, a stored one keeps working.
-  const urlProblem = webhookUrlProblem(target.url, policy) ??
+  const urlProblem = webhookUrlProblem(target.url, policy, 'tenant') ??
     (target.delivery === 'query' && secret !== undefined ? phpQueryKeyProblem(target.url) : undefined)
   if (urlProblem) errors.push({ pointer: '/body/target/url', detail: urlProblem })
   const weakSecret = secret === undefined ? undefined : secretProblem(secret)
