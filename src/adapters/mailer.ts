@@ -28,7 +28,7 @@ export function createMailer(options: { smtpUrl?: string | undefined; mailDir: s
 // defaults, and left the transport unpooled, on nodemailer's own timeouts (a server that never
 // answered the final dot held the mail pump for ten minutes).
 function smtpMailer(url: string, timeoutMs: number): Mailer {
-  const transport = nodemailer.createTransport({
+  const open = () => nodemailer.createTransport({
     url,
     pool: true,
     maxConnections: 4,
@@ -36,11 +36,45 @@ function smtpMailer(url: string, timeoutMs: number): Mailer {
     greetingTimeout: timeoutMs,
     socketTimeout: timeoutMs
   })
+  let transport = open()
+  // The timeouts above count silence: a server that answers a byte at a time never meets them. A
+  // send has SEND_DEADLINES of them in all; past that its connections are closed (the sends sharing
+  // them fail and are retried) and new ones opened, well before the mail's two-minute lease ends and
+  // another worker would send it again.
+  const deadlineMs = timeoutMs * SEND_DEADLINES
   return {
     async send(mail) {
-      await transport.sendMail(mail)
+      const sending = transport.sendMail(mail)
+      let timer: NodeJS.Timeout | undefined
+      const late = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(new MailTimeoutError(deadlineMs)), deadlineMs)
+      })
+      try {
+        await Promise.race([sending, late])
+      } catch (error) {
+        if (error instanceof MailTimeoutError) {
+          sending.catch(() => undefined)
+          const stuck = transport
+          transport = open()
+          stuck.close({ force: true })
+        }
+        throw error
+      } finally {
+        clearTimeout(timer)
+      }
     },
     close: () => transport.close()
+  }
+}
+
+/** A send's whole time, in SMTP timeouts (15 s each by default: a minute). */
+const SEND_DEADLINES = 4
+
+/** A send that took longer than its deadline in all (its connection kept talking, too slowly). */
+export class MailTimeoutError extends Error {
+  readonly code = 'ETIMEDOUT'
+  constructor(ms: number) {
+    super(`the SMTP server took more than ${ms} ms for one mail; the connection was closed`)
   }
 }
 

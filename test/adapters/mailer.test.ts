@@ -1,5 +1,5 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
-import type { AddressInfo } from 'node:net'
+import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { SMTPServer } from 'smtp-server'
@@ -81,4 +81,50 @@ t.test('with SMTP, the transport is pooled and timed: mails share a connection, 
   ])
   t.match(outcome, { code: 'ETIMEDOUT' }, 'the send fails once the socket has been quiet for the timeout')
   t.ok(Date.now() - started < 5000, 'well within the 10 s')
+})
+
+t.test('a server that answers the final dot a byte at a time, never falling silent, fails the send at its deadline and loses its connection', async (t) => {
+  // Speaks just enough SMTP to take a mail, then answers the final dot with "250-" lines forever.
+  const sockets = new Set<Socket>()
+  let closed = 0
+  const server = createServer((socket) => {
+    sockets.add(socket)
+    socket.on('close', () => { closed += 1; sockets.delete(socket) })
+    socket.on('error', () => undefined)
+    let data = false
+    let text = ''
+    socket.write('220 drip.example ESMTP\r\n')
+    socket.on('data', (chunk) => {
+      text += chunk.toString('latin1')
+      if (data) {
+        if (!text.includes('\r\n.\r\n')) return
+        const drip = setInterval(() => socket.writable ? socket.write('250-still thinking\r\n') : clearInterval(drip), 100)
+        socket.on('close', () => clearInterval(drip))
+        text = ''
+        data = false
+        return
+      }
+      for (let end = text.indexOf('\r\n'); end >= 0; end = text.indexOf('\r\n')) {
+        const line = text.slice(0, end).toUpperCase()
+        text = text.slice(end + 2)
+        if (line.startsWith('EHLO') || line.startsWith('HELO')) socket.write('250 drip.example\r\n')
+        else if (line.startsWith('DATA')) { data = true; socket.write('354 go ahead\r\n'); return }
+        else if (line.startsWith('QUIT')) socket.end('221 bye\r\n')
+        else socket.write('250 ok\r\n')
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy()
+    return new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+  const mailer = createMailer({ smtpUrl: `smtp://127.0.0.1:${(server.address() as AddressInfo).port}`, mailDir: '', timeoutMs: 300 })
+  t.teardown(() => mailer.close())
+  const started = Date.now()
+  await t.rejects(mailer.send(mail), { code: 'ETIMEDOUT', message: /took more than 1200 ms for one mail/ })
+  t.ok(Date.now() - started < 5000, 'within its deadline of four timeouts, not whenever the server stops')
+  for (let waited = 0; closed === 0 && waited < 50; waited++) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.equal(closed, 1, 'the dripping connection is closed')
+  await t.rejects(mailer.send(mail), { code: 'ETIMEDOUT' }, 'a later send goes out on a new connection, and meets its own deadline')
 })
