@@ -148,6 +148,41 @@ t.test('a step every branch jumps past is refused at activation', async (t) => {
   t.match(res.data.errors, [{ pointer: '/body/active', detail: /^step 2 "Never" .*can never be reached/ }])
 })
 
+t.test('an active template gains no step every branch jumps past: an insert, an edit or a delete that would leave one is refused', async (t) => {
+  const manual = (name: string, yes: number | null, no: number | null) => ({ kind: 'decision', name, decision: { mode: 'manual', yes, no } })
+  const id = await template([manual('Sell?', 2, 3), task('Stage it'), manual('Ready?', 4, null), task('Publish')])
+  t.equal((await activate(id)).statusCode, 200)
+  const url = `/v1/process-templates/${id}/steps`
+  const before = await stepsOf(id)
+
+  // Inserted at the yes branch's step, the new step would sit where every branch jumps past it.
+  let res = await client.post(url, { ...task('Photos'), position: 2 })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/body/position', detail: 'step 2 "Photos" could never be reached: every branch before it would jump past it' }])
+  // Appended after a decision that ends the process either way.
+  const ends = await template([manual('Worth it?', null, null)])
+  t.equal((await activate(ends)).statusCode, 200)
+  res = await client.post(`/v1/process-templates/${ends}/steps`, task('After the end'))
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/body/position', detail: 'step 2 "After the end" could never be reached: every branch before it would jump past it' }])
+
+  res = await client.patch(`${url}/${before[0].id}`, { decision: { mode: 'manual', yes: 3, no: 3 } })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/body/decision', detail: 'step 2 "Stage it" could never be reached: every branch before it would jump past it' }])
+
+  const jump = await template([manual('Sell?', 2, 3), manual('Skip', 4, 4), task('Ask again'), task('Publish')])
+  t.equal((await activate(jump)).statusCode, 200)
+  const [first] = await stepsOf(jump)
+  res = await client.delete(`/v1/process-templates/${jump}/steps/${first.id}`)
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/params/stepId', detail: 'step 2 "Ask again" could never be reached: every branch before it would jump past it' }])
+
+  t.same(await stepsOf(id), before, 'the refused changes changed nothing')
+  t.equal((await stepsOf(jump)).length, 4)
+  res = await client.post(url, { ...task('Photos'), position: 3 })
+  t.equal(res.statusCode, 201, 'a step a path reaches is inserted as before')
+})
+
 t.test('branches follow their steps on insert, delete and reorder; a change that breaks one is refused', async (t) => {
   const id = await template([
     decide('Sell?', 3, 2),

@@ -1,7 +1,7 @@
 import type { DB } from '../../../db/connect.js'
 import type { JsonObject, TemplateStepRow } from '../../../db/database.js'
 import type { FieldError } from '../../../errors.js'
-import { graphErrors, moveReferences, referencesTo, stepLabel, type GraphStep } from './graph.js'
+import { graphErrors, moveReferences, referencesTo, stepLabel, unreachablePositions, type GraphStep } from './graph.js'
 import * as steps from './repository.js'
 
 /*
@@ -34,6 +34,19 @@ export function deleteErrors(rows: TemplateStepRow[], position: number): FieldEr
   return referencesTo(rows.filter((r) => r.position !== position), position).map(({ step, what }) => ({
     pointer: '/params/stepId',
     detail: `${stepLabel(step)} names this step in ${what}: change that step first`
+  }))
+}
+
+/**
+ * The steps of the template, as a change in its transaction left them, that no path from the first
+ * step reaches: in an active template such a change is refused (as activation refuses them, and a
+ * reorder), since a step inserted where every branch jumps past it would silently never run.
+ */
+export async function unreachableErrors(db: DB, tenantId: string, templateId: string, pointer: string): Promise<FieldError[]> {
+  const rows = await steps.listSteps(db, tenantId, templateId)
+  return unreachablePositions(rows).map((position) => ({
+    pointer,
+    detail: `${stepLabel(rows.find((r) => r.position === position)!)} could never be reached: every branch before it would jump past it`
   }))
 }
 

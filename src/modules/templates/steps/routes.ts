@@ -75,7 +75,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
   app.delete('/process-templates/:id/steps/:stepId', {
     schema: {
       operationId: 'deleteProcessTemplateStep', tags, summary: 'Delete a step; later steps move up', params: StepParamsSchema,
-      headers: IfMatchHeadersSchema, response: { 204: noContent('The step is deleted'), ...problems(400, 401, 403, 404, 409, 412) }
+      headers: IfMatchHeadersSchema, response: { 204: noContent('The step is deleted'), ...problems(400, 401, 403, 404, 409, 412, 422) }
     }
   }, async (request, reply) => {
     const { id, stepId } = request.params

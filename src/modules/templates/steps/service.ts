@@ -13,7 +13,7 @@ import * as steps from './repository.js'
 import { MAX_TEMPLATE_STEPS, type CreateStep, type Step, type Target, type TargetInput, type UpdateStep } from './schemas.js'
 import { checkStep, rejectIfInvalid } from './validation.js'
 import { decideSettingsErrors } from './decision-validation.js'
-import { deleteErrors, moveTemplateReferences } from './references.js'
+import { deleteErrors, moveTemplateReferences, unreachableErrors } from './references.js'
 import { followUpInput } from './follow-up.js'
 
 async function findStepOrThrow(db: DB, tenantId: string, templateId: string, stepId: string) {
@@ -93,6 +93,7 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
       target_secret: sealedSecret(guard, tenantId, draft, input.target, null),
       tenant_id: tenantId, id: newId(), template_id: templateId, position, created_at: now, updated_at: now
     })
+    if (template.active) rejectIfInvalid('The step is not valid', await unreachableErrors(trx, tenantId, templateId, '/body/position'))
     await touchTemplate(trx, clock, tenantId, templateId)
     return toStep(row)
   })
@@ -130,6 +131,9 @@ export async function updateStep(
       target_secret: sealedSecret(guard, tenantId, draft, input.target, current.target_secret),
       updated_at: clock.now()
     })
+    if (template.active) {
+      rejectIfInvalid('The step is not valid', await unreachableErrors(trx, tenantId, templateId, draft.kind === 'decision' ? '/body/decision' : '/body/kind'))
+    }
     return toStep(row)
   })
 }
@@ -149,6 +153,7 @@ export async function deleteStep(
     await steps.deleteStep(trx, tenantId, stepId)
     await steps.shiftPositions(trx, tenantId, templateId, current.position + 1, -1)
     await moveTemplateReferences(trx, tenantId, templateId, (p) => (p > current.position ? p - 1 : p))
+    if (template.active) rejectIfInvalid(`Step ${current.position} "${current.name}" cannot be deleted`, await unreachableErrors(trx, tenantId, templateId, '/params/stepId'))
     await touchTemplate(trx, clock, tenantId, templateId)
   })
 }
