@@ -1,4 +1,5 @@
 import t from 'tap'
+import { sql } from '../../../src/db/kysely.js'
 import { setupApp, type Client } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 
@@ -181,6 +182,22 @@ t.test('an active template gains no step every branch jumps past: an insert, an 
   t.equal((await stepsOf(jump)).length, 4)
   res = await client.post(url, { ...task('Photos'), position: 3 })
   t.equal(res.statusCode, 201, 'a step a path reaches is inserted as before')
+
+  // A template saved before these checks, with a step stranded already: changes that strand no other
+  // step go ahead, so it can be mended (or left) step by step; one that strands another is refused.
+  const old = await template([manual('Sell?', 2, 3), task('Stranded'), task('Publish'), task('Archive')])
+  t.equal((await activate(old)).statusCode, 200)
+  const [sell, stranded, publish] = await stepsOf(old)
+  await sql`update template_steps set settings = jsonb_set(settings, '{yes}', '3') where id = ${sell.id}`.execute(ctx.db)
+  const oldUrl = `/v1/process-templates/${old}/steps`
+  t.equal((await client.patch(`${oldUrl}/${publish.id}`, { name: 'Publish it' })).statusCode, 200, 'an edit elsewhere goes ahead')
+  t.equal((await client.post(oldUrl, task('Tidy up'))).statusCode, 201, 'so does an insert')
+  res = await client.patch(`${oldUrl}/${sell.id}`, { decision: { mode: 'manual', yes: 4, no: 4 } })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/body/decision', detail: 'step 3 "Publish it" could never be reached: every branch before it would jump past it' }], 'only the step it strands is named')
+  t.equal((await client.delete(`${oldUrl}/${stranded.id}`)).statusCode, 204, 'the stranded step can be deleted')
+  t.equal((await client.patch(`/v1/process-templates/${old}`, { active: false })).statusCode, 200)
+  t.equal((await activate(old)).statusCode, 200, 'and the template is whole again')
 })
 
 t.test('branches follow their steps on insert, delete and reorder; a change that breaks one is refused', async (t) => {

@@ -37,17 +37,25 @@ export function deleteErrors(rows: TemplateStepRow[], position: number): FieldEr
   }))
 }
 
+/** The ids of the template's steps that no path from the first step reaches. */
+export async function unreachableStepIds(db: DB, tenantId: string, templateId: string): Promise<Set<string>> {
+  const rows = await steps.listSteps(db, tenantId, templateId)
+  return new Set(unreachablePositions(rows).map((position) => rows.find((r) => r.position === position)!.id))
+}
+
 /**
  * The steps of the template, as a change in its transaction left them, that no path from the first
- * step reaches: in an active template such a change is refused (as activation refuses them, and a
- * reorder), since a step inserted where every branch jumps past it would silently never run.
+ * step reaches and that were reached before it (`before`: those that were not): in an active template
+ * such a change is refused (as activation refuses them, and a reorder), since a step inserted where
+ * every branch jumps past it would silently never run. A step stranded before is the change's concern
+ * only if it makes one more.
  */
-export async function unreachableErrors(db: DB, tenantId: string, templateId: string, pointer: string): Promise<FieldError[]> {
+export async function unreachableErrors(db: DB, tenantId: string, templateId: string, pointer: string, before: ReadonlySet<string>): Promise<FieldError[]> {
   const rows = await steps.listSteps(db, tenantId, templateId)
-  return unreachablePositions(rows).map((position) => ({
-    pointer,
-    detail: `${stepLabel(rows.find((r) => r.position === position)!)} could never be reached: every branch before it would jump past it`
-  }))
+  return unreachablePositions(rows)
+    .map((position) => rows.find((r) => r.position === position)!)
+    .filter((row) => !before.has(row.id))
+    .map((row) => ({ pointer, detail: `${stepLabel(row)} could never be reached: every branch before it would jump past it` }))
 }
 
 /**

@@ -13,7 +13,8 @@ import * as steps from './repository.js'
 import { MAX_TEMPLATE_STEPS, type CreateStep, type Step, type Target, type TargetInput, type UpdateStep } from './schemas.js'
 import { checkStep, rejectIfInvalid } from './validation.js'
 import { decideSettingsErrors } from './decision-validation.js'
-import { deleteErrors, moveTemplateReferences, unreachableErrors } from './references.js'
+import { deleteErrors, moveTemplateReferences, unreachableErrors, unreachableStepIds } from './references.js'
+import { unreachablePositions } from './graph.js'
 import { followUpInput } from './follow-up.js'
 
 async function findStepOrThrow(db: DB, tenantId: string, templateId: string, stepId: string) {
@@ -84,6 +85,7 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
     const draft = draftOf(input)
     const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId)
     rejectIfInvalid('The step is not valid', [...positionErrors(position, stepCount), ...check.errors, ...decideSettingsErrors(draft, position, stepCount + 1, template.active)])
+    const stranded = template.active ? await unreachableStepIds(trx, tenantId, templateId) : new Set<string>()
     await steps.shiftPositions(trx, tenantId, templateId, position, 1)
     // Branches and step references of the steps that moved follow them.
     if (position <= stepCount) await moveTemplateReferences(trx, tenantId, templateId, (p) => (p >= position ? p + 1 : p))
@@ -93,7 +95,7 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
       target_secret: sealedSecret(guard, tenantId, draft, input.target, null),
       tenant_id: tenantId, id: newId(), template_id: templateId, position, created_at: now, updated_at: now
     })
-    if (template.active) rejectIfInvalid('The step is not valid', await unreachableErrors(trx, tenantId, templateId, '/body/position'))
+    if (template.active) rejectIfInvalid('The step is not valid', await unreachableErrors(trx, tenantId, templateId, '/body/position', stranded))
     await touchTemplate(trx, clock, tenantId, templateId)
     return toStep(row)
   })
@@ -126,13 +128,14 @@ export async function updateStep(
     const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId)
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
     rejectIfInvalid('The step is not valid', [...check.errors, ...decideSettingsErrors(draft, current.position, stepCount, template.active)])
+    const stranded = template.active ? await unreachableStepIds(trx, tenantId, templateId) : new Set<string>()
     const row = await steps.updateStep(trx, tenantId, stepId, {
       ...stepColumns({ ...draft, parameters: check.parameters }),
       target_secret: sealedSecret(guard, tenantId, draft, input.target, current.target_secret),
       updated_at: clock.now()
     })
     if (template.active) {
-      rejectIfInvalid('The step is not valid', await unreachableErrors(trx, tenantId, templateId, draft.kind === 'decision' ? '/body/decision' : '/body/kind'))
+      rejectIfInvalid('The step is not valid', await unreachableErrors(trx, tenantId, templateId, draft.kind === 'decision' ? '/body/decision' : '/body/kind', stranded))
     }
     return toStep(row)
   })
@@ -150,10 +153,11 @@ export async function deleteStep(
       throw conflict(`Step ${stepId} is the only step of active template ${templateId}: deactivate the template or add another step first.`)
     }
     rejectIfInvalid(`Step ${current.position} "${current.name}" cannot be deleted`, deleteErrors(all, current.position))
+    const stranded = template.active ? new Set(unreachablePositions(all).map((position) => all.find((r) => r.position === position)!.id)) : new Set<string>()
     await steps.deleteStep(trx, tenantId, stepId)
     await steps.shiftPositions(trx, tenantId, templateId, current.position + 1, -1)
     await moveTemplateReferences(trx, tenantId, templateId, (p) => (p > current.position ? p - 1 : p))
-    if (template.active) rejectIfInvalid(`Step ${current.position} "${current.name}" cannot be deleted`, await unreachableErrors(trx, tenantId, templateId, '/params/stepId'))
+    if (template.active) rejectIfInvalid(`Step ${current.position} "${current.name}" cannot be deleted`, await unreachableErrors(trx, tenantId, templateId, '/params/stepId', stranded))
     await touchTemplate(trx, clock, tenantId, templateId)
   })
 }
