@@ -78,7 +78,9 @@ async function main(config: Config, role: Role): Promise<void> {
     await app.close()
     await database.close()
   }
-  const address = await app.listen({ host: config.HOST, port: config.PORT })
+  const address = await app.listen({ host: config.HOST, port: config.PORT }).catch((error: unknown) => {
+    throw listenProblem(error, config.HOST, 'PORT', config.PORT, 'stop what listens there or pick another port') ?? error
+  })
   took('listen')
   // After listening, unless a signal came meanwhile: on the embedded database, whose statements run one
   // at a time, the scheduler's first pass (100-240 ms there) would otherwise go before listening.
@@ -102,9 +104,22 @@ async function listenAsWorker(config: Config, database: DatabaseHandle, metrics:
   try {
     return await startWorkerServer({ db: database.db, clock: systemClock, metrics, log, operatorKeyHash }, config.HOST, config.WORKER_HTTP_PORT)
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error
-    throw new ConfigError(`WORKER_HTTP_PORT: ${config.HOST}:${config.WORKER_HTTP_PORT} is in use; give each worker on this machine a port of its own (0: any free one)`)
+    throw listenProblem(error, config.HOST, 'WORKER_HTTP_PORT', config.WORKER_HTTP_PORT, 'give each worker on this machine a port of its own') ?? error
   }
+}
+
+/**
+ * A listen the settings made fail, as the setting to change. A host that does not resolve fails with
+ * ENOTFOUND, which reads as the database being away: left as it was, the process logged "carrying on"
+ * and exited 0 without listening.
+ */
+function listenProblem(error: unknown, host: string, portName: string, port: number, advice: string): ConfigError | undefined {
+  const code = (error as NodeJS.ErrnoException).code
+  if (code === 'EADDRINUSE') return new ConfigError(`${portName}: ${host}:${port} is in use; ${advice} (0: any free one)`)
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_FAIL' || code === 'EADDRNOTAVAIL') {
+    return new ConfigError(`HOST: "${host}" is not an address of this machine (${code}); use one of its addresses, 127.0.0.1, or 0.0.0.0 for all`)
+  }
+  return undefined
 }
 
 // Shown once, on the first start without BATON_ADMIN_TOKEN: only its hash is kept.

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync, readdirSync } from 'node:fs'
+import { createServer } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,8 +9,8 @@ import t from 'tap'
 import { templateFiles } from '../src/db/embedded-template.js'
 import { isMigrationFile, migrationFolder } from '../src/db/migration-files.js'
 import { VERSION } from '../src/version.js'
-import { adminQuery, databaseUrl } from './helpers/database.js'
-import { runCommand, runScript } from './helpers/process.js'
+import { adminQuery, createTestDatabase, databaseUrl } from './helpers/database.js'
+import { runCommand, runScript, workerEnv } from './helpers/process.js'
 
 // The newcomer's path: `npm start` (scripts/start.mjs, the sources compiled by esbuild) with no
 // DATABASE_URL boots the embedded database in BATON_DATA_DIR.
@@ -79,4 +81,32 @@ t.test('a wrong setting stops the process with a message naming it', async (t) =
   t.match(server.output(), /PORT: must be integer/)
   t.match(server.output(), /LOG_LEVEL: must be one of/)
   t.notMatch(server.output(), /at .+\.ts:\d+/, 'no stack trace')
+})
+
+// A host that does not resolve fails its listen with ENOTFOUND, which reads as the database being away:
+// the process logged "carrying on" and exited 0 without listening.
+t.test('a HOST that is not this machine\'s or a port in use stops the process with a message naming it', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const dataDir = await mkdtemp(join(tmpdir(), 'baton-listen-'))
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+  const taken = createServer()
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => taken.close(() => resolve())))
+  const port = String((taken.address() as AddressInfo).port)
+  const base = { ...workerEnv(database.name, dataDir, 'listen'), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0' }
+  const cases: [Record<string, string>, string, RegExp][] = [
+    [{ HOST: 'baton-host.invalid' }, 'api', /HOST: "baton-host\.invalid" is not an address of this machine/],
+    [{ HOST: 'baton-host.invalid' }, 'worker', /HOST: "baton-host\.invalid" is not an address of this machine/],
+    [{ HOST: '192.0.2.1' }, 'api', /HOST: "192\.0\.2\.1" is not an address of this machine/],
+    [{ PORT: port }, 'api', new RegExp(`PORT: 127\\.0\\.0\\.1:${port} is in use`)],
+    [{ WORKER_HTTP_PORT: port }, 'worker', new RegExp(`WORKER_HTTP_PORT: 127\\.0\\.0\\.1:${port} is in use`)]
+  ]
+  for (const [env, role, message] of cases) {
+    const server = runScript('src/server.ts', { ...base, ...env }, [`--role=${role}`])
+    t.teardown(() => { server.child.kill('SIGKILL') })
+    t.equal(await server.exited, 1, `${JSON.stringify(env)} --role=${role} exits 1`)
+    t.match(server.output(), message)
+    t.notMatch(server.output(), /carrying on/)
+  }
 })
