@@ -1,4 +1,5 @@
 import { Ajv, type ValidateFunction } from 'ajv'
+import { parse as parseConnectionString } from 'pg-connection-string'
 import { Type, type Static } from 'typebox'
 import { parseAllowedTargets } from './adapters/address-policy.js'
 import { secretsKeyProblem } from './lib/secret-box.js'
@@ -93,6 +94,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (Number(config.SCHEDULER_LEASE_MS) <= Number(config.WEBHOOK_TIMEOUT_MS)) {
     problems.push('SCHEDULER_LEASE_MS: must be longer than WEBHOOK_TIMEOUT_MS, or a slow call would lose its lease')
   }
+  const database = urlProblem(config.DATABASE_URL, (url) => parseConnectionString(url))
+  if (database) problems.push(`DATABASE_URL: ${database}; expected e.g. postgres://user:password@host:5432/baton, with special characters in the password percent-encoded`)
+  const smtp = urlProblem(config.SMTP_URL, (url) => {
+    if (new URL(url).hostname === '') throw new Error('no host')
+  })
+  if (smtp) problems.push(`SMTP_URL: ${smtp}; expected e.g. smtp://user:pass@mail.example.com:587`)
   const allowList = allowedTargetsProblem(String(config.WEBHOOK_ALLOWED_TARGETS))
   if (allowList) problems.push(`WEBHOOK_ALLOWED_TARGETS: ${allowList}`)
   for (const name of ['BATON_SECRETS_KEY', 'BATON_SECRETS_KEY_PREVIOUS']) {
@@ -103,6 +110,20 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     throw new ConfigError(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
   }
   return Object.freeze(config as Static<typeof ConfigSchema>)
+}
+
+/**
+ * Why a URL its pattern let through cannot be read (a port that is not a number, no host), as its
+ * library reads it: such a value failed only later, with "Invalid URL" and no variable named.
+ */
+function urlProblem(value: unknown, read: (url: string) => void): string | undefined {
+  if (typeof value !== 'string' || !/^[a-z]+:\/\//.test(value)) return undefined
+  try {
+    read(value)
+    return undefined
+  } catch (error) {
+    return `is not a URL that can be read (${(error as Error).message})`
+  }
 }
 
 function allowedTargetsProblem(text: string): string | undefined {

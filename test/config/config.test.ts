@@ -28,8 +28,17 @@ t.test('settings are read from their text: numbers, flags, choices and defaults;
     [{ SCHEDULER_BATCH_SIZE: '1.5' }, /SCHEDULER_BATCH_SIZE: must be integer/],
     [{ BATON_TRUST_PROXY: 'yes' }, /BATON_TRUST_PROXY: must be boolean/],
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent/],
-    [{ DATABASE_URL: 'mysql://db' }, /DATABASE_URL: must match pattern/]
+    [{ DATABASE_URL: 'mysql://db' }, /DATABASE_URL: must match pattern/],
+    // The pattern let these through: they failed only when used, with "Invalid URL" and no variable named.
+    [{ DATABASE_URL: 'postgres://baton@db.internal:54320x/baton' }, /DATABASE_URL: is not a URL that can be read/],
+    [{ DATABASE_URL: 'postgres://baton@db.internal:99999/baton' }, /DATABASE_URL: is not a URL that can be read/],
+    [{ SMTP_URL: 'smtp://mail.example.com:submission' }, /SMTP_URL: is not a URL that can be read/],
+    [{ SMTP_URL: 'smtps://' }, /SMTP_URL: is not a URL that can be read \(no host\)/]
   ]
+  for (const url of ['postgres://baton:p%40ss@127.0.0.1:5432/baton', 'postgresql:///baton?host=/var/run/postgresql', 'postgres://[::1]/baton?options=-c%20search_path%3Dcrm']) {
+    t.equal(loadConfig({ DATABASE_URL: url }).DATABASE_URL, url, url)
+  }
+  t.equal(loadConfig({ SMTP_URL: 'smtp://user:pass@mail.example.com:587' }).SMTP_URL, 'smtp://user:pass@mail.example.com:587')
   for (const [env, message] of wrong) t.throws(() => loadConfig(env), { name: 'ConfigError', message }, JSON.stringify(env))
   t.throws(() => loadConfig({ PORT: 'abc', LOG_LEVEL: 'loud' }), { message: /PORT: must be integer\n {2}- LOG_LEVEL: must be one of/ }, 'every wrong setting is named')
 })
