@@ -1,4 +1,8 @@
 import { randomBytes } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { openPostgres } from '../../src/db/connect.js'
@@ -47,4 +51,23 @@ t.test('a database with every migration recorded is left alone: no lock is waite
   t.equal(early, 'waiting', 'a pending migration waits for the lock')
   await other.query('select pg_advisory_unlock(7202611)')
   await migrating.catch(() => {})
+})
+
+// SPEC §5: a command that would open the embedded database from a second process stops with a clear
+// message. These two printed the error's stack; a wrong setting did too.
+t.test('db:migrate and admin:rotate-key stop with the message alone on a data dir in use or a wrong setting', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'baton-busy-'))
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+  // This test's process holds the data dir, as a running `npm start` does.
+  writeFileSync(join(dataDir, 'baton.pid'), String(process.pid))
+  for (const script of ['scripts/migrate.ts', 'scripts/rotate-operator-key.ts']) {
+    const busy = runScript(script, { DATABASE_URL: '', BATON_DATA_DIR: dataDir })
+    t.equal(await busy.exited, 1, `${script} on a data dir in use`)
+    t.match(busy.output(), new RegExp(`^The embedded database in ${dataDir} is in use by process ${process.pid}\\.`), script)
+    t.notMatch(busy.output(), /\n\s+at |DataDirBusyError/, `${script}: no stack trace`)
+    const wrong = runScript(script, { DATABASE_URL: 'mysql://db', BATON_DATA_DIR: dataDir })
+    t.equal(await wrong.exited, 1, `${script} with a wrong setting`)
+    t.match(wrong.output(), /^Invalid configuration:\n {2}- DATABASE_URL: must match pattern/, script)
+    t.notMatch(wrong.output(), /\n\s+at |ConfigError/, `${script}: no stack trace`)
+  }
 })
