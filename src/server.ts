@@ -34,9 +34,13 @@ async function main(config: Config, role: Role): Promise<void> {
   const schedulerModule = role === 'api' ? undefined : preload(import('./scheduler/build.js'))
   const appModule = role === 'worker' ? undefined : preload(import('./app.js'))
   // A process that only serves the API announces its work itself, coalesced (src/db/wakeups.ts).
-  const database = await openDatabase({ ...config, quietTriggers: role === 'api' }, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
-  let close = () => database.close()
+  const opening = openDatabase({ ...config, quietTriggers: role === 'api' }, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
+  // A signal while the embedded database opens (seconds on a first start) closes it once open: the
+  // default handler ended the process by the signal, not with 0, and left its lock file behind.
+  let close = () => opening.then((database) => database.close(), () => {})
   onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
+  const database = await opening
+  close = () => database.close()
   took('database')
   if (config.BATON_MIGRATE_ON_START) {
     const ran = await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))

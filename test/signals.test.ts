@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { createTestDatabase } from './helpers/database.js'
-import { runCommand, workerEnv } from './helpers/process.js'
+import { runCommand, runScript, workerEnv } from './helpers/process.js'
 
 t.setTimeout(180_000)
 
@@ -60,4 +60,21 @@ t.test('npm run start:api and npm run worker on Postgres: SIGINT and SIGTERM end
   const env = { ...workerEnv(database.name, dir, 'signal-worker'), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0' }
   await signalNpm(t, ['run', 'start:api'], env, /.*Baton listening on.*/, 'SIGINT')
   await signalNpm(t, ['run', 'worker'], env, /.*Baton worker started.*/, 'SIGTERM')
+})
+
+// The embedded database takes seconds to open on a first start; a signal then ended the process by the
+// default handler (no exit 0) and left the data dir's lock file behind.
+t.test('SIGTERM while the embedded database opens: exit 0 and the data dir\'s lock released', async (t) => {
+  const dir = await dataDir(t)
+  const server = runScript('src/server.ts', { BATON_DATA_DIR: dir, PORT: '0', DATABASE_URL: '', NODE_ENV: 'test', LOG_LEVEL: 'info', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length' })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const lock = join(dir, 'baton.pid')
+  const started = Date.now()
+  while (!existsSync(lock) && server.child.exitCode === null && Date.now() - started < 60_000) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.ok(existsSync(lock), 'the data dir is locked: the database is opening')
+  t.notMatch(server.output(), /Baton listening/, 'not started yet')
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0, 'exit 0')
+  t.match(server.output(), /shutting down/)
+  t.notOk(existsSync(lock), 'the lock is released')
 })
