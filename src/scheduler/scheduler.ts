@@ -445,13 +445,17 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       stopping = true
       stopSignal.abort()
       wake()
+      // The grace runs from the signal, for the calls and the mail batch in flight alike.
+      const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
       await loop
       await unlisten?.()
       await chores
       await retention
-      await mailPump
+      // A batch whose SMTP server does not answer waits out its timeouts (15 s a mail), which held the
+      // stop past the process's hard limit (grace + 5 s): it exited 1 without cutting off its calls.
+      // Left after the grace, the batch is as a crash leaves it: its lease sends it again later.
+      await Promise.race([mailPump, graceOver])
       const pending = [...inFlight.values()]
-      const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
       await Promise.race([Promise.all(pending.map((f) => f.called)), graceOver])
       for (const flight of inFlight.values()) flight.abort.abort()
       await Promise.all([...recording])

@@ -2,7 +2,7 @@ import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { systemClock } from '../../src/adapters/clock.js'
 import { createHttpClient } from '../../src/adapters/http-client.js'
-import { createMailer } from '../../src/adapters/mailer.js'
+import { createMailer, type Mailer } from '../../src/adapters/mailer.js'
 import { openPostgres } from '../../src/db/connect.js'
 import { WORK_CHANNEL } from '../../src/scheduler/build.js'
 import { createScheduler, type Scheduler, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
@@ -28,12 +28,12 @@ t.teardown(async () => {
 const errors: unknown[] = []
 
 /** A scheduler as `npm run worker` builds it: LISTEN on the work channel unless told not to. */
-function loopScheduler(settings: Partial<SchedulerSettings>, options: { listen?: boolean } = {}): Scheduler {
+function loopScheduler(settings: Partial<SchedulerSettings>, options: { listen?: boolean; mailer?: Mailer } = {}): Scheduler {
   return createScheduler({
     db: rt.db,
     clock: systemClock,
     http,
-    mailer,
+    mailer: options.mailer ?? mailer,
     log: { info() {}, warn() {}, error: (obj) => errors.push(obj) },
     workerId: `loop-${Math.random().toString(36).slice(2, 8)}`,
     settings: {
@@ -176,6 +176,34 @@ t.test('stop(grace) lets a call in flight finish and records it', async (t) => {
   t.equal(view.status, 'completed')
   t.equal(callsFor(stepId).length, 1)
   t.same(errors, [])
+})
+
+// A mail batch whose SMTP server does not answer waited out its timeouts (15 s a mail) before the grace
+// even began: past the process's hard limit (grace + 5 s), which exited 1 without cutting off its calls.
+t.test('stop(grace) does not wait past the grace for a mail batch whose SMTP server does not answer', async (t) => {
+  let sends = 0
+  const hung: Mailer = {
+    send: () => {
+      sends += 1
+      return new Promise((_resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('Greeting never received')), 10_000)
+        timers.add(timer)
+      })
+    },
+    close() {}
+  }
+  await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body)
+    values (${rt.tenant.id}, gen_random_uuid(), 'hung-smtp', 'deadlineMissed', 'controller@example.com', 'Held by the SMTP server', 'body')`.execute(rt.db)
+  t.teardown(async () => { await sql`delete from outbox_mails where dedupe_key = 'hung-smtp'`.execute(rt.db) })
+  const scheduler = loopScheduler({}, { mailer: hung })
+  await scheduler.start()
+  for (let i = 0; i < 300 && sends === 0; i++) await sleep(10)
+  t.equal(sends, 1, 'the mail is being sent')
+
+  const stopping = Date.now()
+  await scheduler.stop(300)
+  const took = Date.now() - stopping
+  t.ok(took < 2000, `stop returned after ${took} ms: about the grace, not the SMTP server's timeout`)
 })
 
 t.test('stop(grace) cuts off a call that outlasts the grace period: an aborted attempt, counted, due again at once', async (t) => {
