@@ -15,6 +15,9 @@ import { logOptions } from './log-options.js'
 type Role = 'all' | 'api' | 'worker'
 
 function roleFrom(argv: string[]): Role {
+  // `--role worker` (a space, not "=") ran the API and the scheduler, as if no role were given.
+  const unknown = argv.find((a) => !a.startsWith('--role='))
+  if (unknown !== undefined) throw new ConfigError(`unknown argument "${unknown}": the one argument is --role=all, --role=api or --role=worker`)
   const role = argv.find((a) => a.startsWith('--role='))?.slice('--role='.length) ?? 'all'
   if (role === 'all' || role === 'api' || role === 'worker') return role
   throw new ConfigError(`--role must be all, api or worker, not "${role}"`)

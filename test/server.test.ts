@@ -83,6 +83,18 @@ t.test('a wrong setting stops the process with a message naming it', async (t) =
   t.notMatch(server.output(), /at .+\.ts:\d+/, 'no stack trace')
 })
 
+t.test('a role given as two arguments, or a wrong one, stops the process instead of running every role', async (t) => {
+  // A server that does not answer: a process that went on would wait for it rather than exit.
+  const env = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/baton', PORT: '0', WORKER_HTTP_PORT: '0' }
+  for (const args of [['--role', 'worker'], ['--role=wroker'], ['worker']]) {
+    const server = runScript('src/server.ts', env, args)
+    t.teardown(() => { server.child.kill('SIGKILL') })
+    const code = await Promise.race([server.exited, new Promise((resolve) => setTimeout(() => resolve('still running'), 15_000).unref())])
+    t.equal(code, 1, args.join(' '))
+    t.match(server.output(), /unknown argument|--role must be all, api or worker/, args.join(' '))
+  }
+})
+
 // A host that does not resolve fails its listen with ENOTFOUND, which reads as the database being away:
 // the process logged "carrying on" and exited 0 without listening.
 t.test('a HOST that is not this machine\'s or a port in use stops the process with a message naming it', async (t) => {
