@@ -106,6 +106,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     const problem = typeof config[name] === 'string' ? secretsKeyProblem(config[name]) : undefined
     if (problem) problems.push(`${name}: ${problem}`)
   }
+  // Alone, the previous key opens what it sealed while every secret written from then on is kept unsealed.
+  if (config.BATON_SECRETS_KEY_PREVIOUS !== undefined && config.BATON_SECRETS_KEY === undefined) {
+    problems.push('BATON_SECRETS_KEY_PREVIOUS: is set without BATON_SECRETS_KEY, so new secrets would be stored unsealed; set BATON_SECRETS_KEY to the key to seal with')
+  }
   if (problems.length > 0) {
     throw new ConfigError(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
   }

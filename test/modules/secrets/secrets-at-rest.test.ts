@@ -53,6 +53,9 @@ t.test('BATON_SECRETS_KEY must be 32 bytes in base64', async (t) => {
   t.throws(() => loadConfig({ BATON_SECRETS_KEY: 'secret' }), /BATON_SECRETS_KEY: must be 32 random bytes in base64/)
   t.throws(() => loadConfig({ BATON_SECRETS_KEY: KEY_A, BATON_SECRETS_KEY_PREVIOUS: 'x' }), /BATON_SECRETS_KEY_PREVIOUS: must be/)
   t.equal(loadConfig({ BATON_SECRETS_KEY: KEY_A }).BATON_SECRETS_KEY, KEY_A)
+  // The previous key alone opened what it sealed and stored every new secret unsealed, without a word.
+  t.throws(() => loadConfig({ BATON_SECRETS_KEY_PREVIOUS: KEY_A }), { name: 'ConfigError', message: /BATON_SECRETS_KEY_PREVIOUS: is set without BATON_SECRETS_KEY/ })
+  t.equal(loadConfig({ BATON_SECRETS_KEY: KEY_B, BATON_SECRETS_KEY_PREVIOUS: KEY_A }).BATON_SECRETS_KEY_PREVIOUS, KEY_A)
 })
 
 t.test('with BATON_SECRETS_KEY, service secrets and the apiClaim key are stored sealed', async (t) => {
