@@ -1,4 +1,5 @@
 import { Ajv, type ValidateFunction } from 'ajv'
+import addressparser from 'nodemailer/lib/addressparser'
 import { parse as parseConnectionString } from 'pg-connection-string'
 import { Type, type Static } from 'typebox'
 import { parseAllowedTargets } from './adapters/address-policy.js'
@@ -100,6 +101,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     if (new URL(url).hostname === '') throw new Error('no host')
   })
   if (smtp) problems.push(`SMTP_URL: ${smtp}; expected e.g. smtp://user:pass@mail.example.com:587`)
+  const sender = addressparser(String(config.MAIL_FROM))
+  if (sender.length !== 1 || !sender[0]!.address?.includes('@')) {
+    // Without an address nodemailer sends the mail with no From header and an empty envelope sender.
+    problems.push('MAIL_FROM: must be one sender address, e.g. Baton <baton@example.com> or baton@example.com')
+  }
   const allowList = allowedTargetsProblem(String(config.WEBHOOK_ALLOWED_TARGETS))
   if (allowList) problems.push(`WEBHOOK_ALLOWED_TARGETS: ${allowList}`)
   for (const name of ['BATON_SECRETS_KEY', 'BATON_SECRETS_KEY_PREVIOUS']) {

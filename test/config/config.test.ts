@@ -33,8 +33,15 @@ t.test('settings are read from their text: numbers, flags, choices and defaults;
     [{ DATABASE_URL: 'postgres://baton@db.internal:54320x/baton' }, /DATABASE_URL: is not a URL that can be read/],
     [{ DATABASE_URL: 'postgres://baton@db.internal:99999/baton' }, /DATABASE_URL: is not a URL that can be read/],
     [{ SMTP_URL: 'smtp://mail.example.com:submission' }, /SMTP_URL: is not a URL that can be read/],
-    [{ SMTP_URL: 'smtps://' }, /SMTP_URL: is not a URL that can be read \(no host\)/]
+    [{ SMTP_URL: 'smtps://' }, /SMTP_URL: is not a URL that can be read \(no host\)/],
+    // Mails without an address to send from went out with no From header and an empty envelope sender.
+    [{ MAIL_FROM: 'Baton' }, /MAIL_FROM: must be one sender address/],
+    [{ MAIL_FROM: 'Baton <baton>' }, /MAIL_FROM: must be one sender address/],
+    [{ MAIL_FROM: 'a@example.com, b@example.com' }, /MAIL_FROM: must be one sender address/]
   ]
+  for (const from of ['Baton <baton@localhost>', 'baton@example.com', '"Baton, Inc." <baton@example.com>']) {
+    t.equal(loadConfig({ MAIL_FROM: from }).MAIL_FROM, from, from)
+  }
   for (const url of ['postgres://baton:p%40ss@127.0.0.1:5432/baton', 'postgresql:///baton?host=/var/run/postgresql', 'postgres://[::1]/baton?options=-c%20search_path%3Dcrm']) {
     t.equal(loadConfig({ DATABASE_URL: url }).DATABASE_URL, url, url)
   }
