@@ -1,6 +1,6 @@
 // `npm run secrets:reencrypt`: seals every secret Baton keeps with BATON_SECRETS_KEY: plain ones (kept
 // before a key was set) and those sealed with BATON_SECRETS_KEY_PREVIOUS. See README, "Secrets at rest".
-import { ConfigError, loadConfig } from '../src/config.js'
+import { asDatabaseUrlProblem, ConfigError, loadConfig } from '../src/config.js'
 import { DataDirBusyError, openDatabase } from '../src/db/connect.js'
 import { createSecretBox, SecretsKeyError } from '../src/lib/secret-box.js'
 import { reencryptSecrets } from '../src/modules/secrets/reencrypt.js'
@@ -18,7 +18,8 @@ try {
   } finally {
     await database.close()
   }
-} catch (error) {
+} catch (caught) {
+  const error = asDatabaseUrlProblem(caught)
   if (!(error instanceof ConfigError || error instanceof DataDirBusyError || error instanceof SecretsKeyError)) throw error
   process.stderr.write(`${error.message}\n`)
   process.exit(1)

@@ -1,5 +1,5 @@
 // `npm run admin:rotate-key`: replaces the generated operator key (when BATON_ADMIN_TOKEN is unset).
-import { ConfigError, loadConfig } from '../src/config.js'
+import { asDatabaseUrlProblem, ConfigError, loadConfig } from '../src/config.js'
 import { DataDirBusyError, openDatabase } from '../src/db/connect.js'
 import { rotateOperatorKey } from '../src/modules/auth/operator-key.js'
 
@@ -12,7 +12,8 @@ try {
   } finally {
     await database.close()
   }
-} catch (error) {
+} catch (caught) {
+  const error = asDatabaseUrlProblem(caught)
   if (!(error instanceof ConfigError || error instanceof DataDirBusyError)) throw error
   process.stderr.write(`${error.message}\n`)
   process.exit(1)

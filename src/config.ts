@@ -3,6 +3,7 @@ import addressparser from 'nodemailer/lib/addressparser'
 import { parse as parseConnectionString } from 'pg-connection-string'
 import { Type, type Static } from 'typebox'
 import { parseAllowedTargets } from './adapters/address-policy.js'
+import { refusesConnectionSettings } from './db/errors.js'
 import { secretsKeyProblem } from './lib/secret-box.js'
 
 const Flag = Type.Boolean({ default: false })
@@ -134,6 +135,11 @@ function urlProblem(value: unknown, read: (url: string) => void): string | undef
   } catch (error) {
     return `is not a URL that can be read (${(error as Error).message})`
   }
+}
+
+/** An error of the server refusing DATABASE_URL's user, password or database, as the setting to correct; else the error itself. */
+export function asDatabaseUrlProblem(error: unknown): unknown {
+  return refusesConnectionSettings(error) ? new ConfigError(`DATABASE_URL: the database server refused it: ${error.message}`) : error
 }
 
 function allowedTargetsProblem(text: string): string | undefined {

@@ -1,6 +1,6 @@
 import pino, { type Logger } from 'pino'
 import { systemClock } from './adapters/clock.js'
-import { ConfigError, loadConfig, type Config } from './config.js'
+import { asDatabaseUrlProblem, ConfigError, loadConfig, type Config } from './config.js'
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { migrateToLatest } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
@@ -150,7 +150,9 @@ function printOperatorKey(key: string, address: string): void {
 
 try {
   await main(loadConfig(process.env), roleFrom(process.argv.slice(2)))
-} catch (error) {
+} catch (caught) {
+  // A user, password or database the server does not know fails the first start-up step that needs it.
+  const error = asDatabaseUrlProblem(caught)
   if (error instanceof ConfigError || error instanceof DataDirBusyError) {
     process.stderr.write(`${error.message}\n`)
     process.exit(1)

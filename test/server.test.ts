@@ -83,6 +83,24 @@ t.test('a wrong setting stops the process with a message naming it', async (t) =
   t.notMatch(server.output(), /at .+\.ts:\d+/, 'no stack trace')
 })
 
+// These failed the first start-up step with the server's error in a fatal log line (a stack trace from
+// the scripts), naming no setting.
+t.test('a DATABASE_URL whose database or user the server does not know stops the process naming it', async (t) => {
+  const missing = `baton_missing_${randomBytes(4).toString('hex')}`
+  const cases: [string, RegExp][] = [
+    [databaseUrl(missing), new RegExp(`^DATABASE_URL: the database server refused it: database "${missing}" does not exist\\n$`)],
+    [databaseUrl('postgres').replace(/\/\/[^@/]*@?/, `//${missing}@`), new RegExp(`^DATABASE_URL: the database server refused it: role "${missing}" does not exist\\n$`)]
+  ]
+  for (const [url, message] of cases) {
+    for (const [script, args] of [['src/server.ts', ['--role=api']], ['scripts/migrate.ts', []]] as const) {
+      const run = runScript(script, { DATABASE_URL: url, PORT: '0', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length' }, [...args])
+      t.teardown(() => { run.child.kill('SIGKILL') })
+      t.equal(await run.exited, 1, `${script}: exit 1`)
+      t.match(run.output(), message, script)
+    }
+  }
+})
+
 t.test('a role given as two arguments, or a wrong one, stops the process instead of running every role', async (t) => {
   // A server that does not answer: a process that went on would wait for it rather than exit.
   const env = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/baton', PORT: '0', WORKER_HTTP_PORT: '0' }

@@ -47,6 +47,15 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   return UNAVAILABLE_MESSAGES.some((pattern) => pattern.test(error.message))
 }
 
+/**
+ * The server refused the user, password or database DATABASE_URL names (SQLSTATE 28000, 28P01, 3D000):
+ * a setting to correct, which no wait makes work.
+ */
+export function refusesConnectionSettings(error: unknown): error is Error {
+  const code = (error as { code?: unknown } | undefined)?.code
+  return error instanceof Error && (code === '28000' || code === '28P01' || code === '3D000')
+}
+
 /** The database is away, or the transaction collided with another: worth trying again shortly. */
 export function isTransientDatabaseError(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code
