@@ -113,6 +113,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     const problem = typeof config[name] === 'string' ? secretsKeyProblem(config[name]) : undefined
     if (problem) problems.push(`${name}: ${problem}`)
   }
+  // A request sends the key as "Authorization: Bearer <key>", which carries no space (nor a character
+  // outside visible ASCII): such a key was taken, and no request could ever present it.
+  if (typeof config.BATON_ADMIN_TOKEN === 'string' && !/^[\x21-\x7e]+$/.test(config.BATON_ADMIN_TOKEN)) {
+    problems.push('BATON_ADMIN_TOKEN: must be visible ASCII characters without spaces, as it is sent in "Authorization: Bearer <key>"')
+  }
   // Alone, the previous key opens what it sealed while every secret written from then on is kept unsealed.
   if (config.BATON_SECRETS_KEY_PREVIOUS !== undefined && config.BATON_SECRETS_KEY === undefined) {
     problems.push('BATON_SECRETS_KEY_PREVIOUS: is set without BATON_SECRETS_KEY, so new secrets would be stored unsealed; set BATON_SECRETS_KEY to the key to seal with')

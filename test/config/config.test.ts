@@ -35,10 +35,15 @@ t.test('settings are read from their text: numbers, flags, choices and defaults;
     [{ SMTP_URL: 'smtp://mail.example.com:submission' }, /SMTP_URL: is not a URL that can be read/],
     [{ SMTP_URL: 'smtps://' }, /SMTP_URL: is not a URL that can be read \(no host\)/],
     // Mails without an address to send from went out with no From header and an empty envelope sender.
+    // A request cannot present a key with a space or a character outside visible ASCII: the operator was locked out.
+    [{ BATON_ADMIN_TOKEN: 'correct horse battery staple' }, /BATON_ADMIN_TOKEN: must be visible ASCII characters without spaces/],
+    [{ BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length ' }, /BATON_ADMIN_TOKEN: must be visible ASCII characters without spaces/],
+    [{ BATON_ADMIN_TOKEN: 'ein-schlüssel-für-den-betreiber' }, /BATON_ADMIN_TOKEN: must be visible ASCII characters without spaces/],
     [{ MAIL_FROM: 'Baton' }, /MAIL_FROM: must be one sender address/],
     [{ MAIL_FROM: 'Baton <baton>' }, /MAIL_FROM: must be one sender address/],
     [{ MAIL_FROM: 'a@example.com, b@example.com' }, /MAIL_FROM: must be one sender address/]
   ]
+  t.equal(loadConfig({ BATON_ADMIN_TOKEN: 'bop_uokFxHfYeNnihntm-pBfG5a9_G43Oi_aUwg4tn9ichw' }).BATON_ADMIN_TOKEN, 'bop_uokFxHfYeNnihntm-pBfG5a9_G43Oi_aUwg4tn9ichw')
   for (const from of ['Baton <baton@localhost>', 'baton@example.com', '"Baton, Inc." <baton@example.com>']) {
     t.equal(loadConfig({ MAIL_FROM: from }).MAIL_FROM, from, from)
   }
