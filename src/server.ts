@@ -81,8 +81,15 @@ async function main(config: Config, role: Role): Promise<void> {
   let shuttingDown = false
   close = async () => {
     shuttingDown = true
+    const graceOver = new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_GRACE_MS).unref())
     await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
-    await app.close()
+    // Requests still open when the grace is over are cut off: the server's close waits for each, and a
+    // client sending its body slowly may take HTTP_REQUEST_TIMEOUT_MS, past the hard limit (grace + 5 s)
+    // where the process exited 1 with the database left open.
+    const closing = app.close()
+    await Promise.race([closing, graceOver])
+    app.server.closeAllConnections()
+    await closing
     await database.close()
   }
   const address = await app.listen({ host: config.HOST, port: config.PORT }).catch((error: unknown) => {

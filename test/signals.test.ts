@@ -2,6 +2,7 @@
 // npm exits 0 with it, and no Baton process is left behind holding the port, the data dir or claims.
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -77,4 +78,30 @@ t.test('SIGTERM while the embedded database opens: exit 0 and the data dir\'s lo
   t.equal(await server.exited, 0, 'exit 0')
   t.match(server.output(), /shutting down/)
   t.notOk(existsSync(lock), 'the lock is released')
+})
+
+// The server's close waited for every request in flight, and a client sending its body slowly has
+// HTTP_REQUEST_TIMEOUT_MS: past the hard limit (grace + 5 s) the process exited 1, its database left open.
+t.test('SIGTERM with a request still arriving: cut off after the grace, exit 0', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const dir = await dataDir(t)
+  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '500' }
+  const server = runScript('src/server.ts', env, ['--role=api'])
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  const socket = connect(Number(port), '127.0.0.1')
+  t.teardown(() => { socket.destroy() })
+  await new Promise((resolve) => socket.once('connect', resolve))
+  socket.write('POST /v1/tenants HTTP/1.1\r\nHost: baton\r\nAuthorization: Bearer a-test-operator-key-of-enough-length\r\n' +
+    'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name":')
+  await server.waitFor(/incoming request/)
+  const closed = new Promise((resolve) => socket.once('close', resolve))
+  const signalled = Date.now()
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0, 'exit 0')
+  const took = Date.now() - signalled
+  t.ok(took < 4000, `exited ${took} ms after the signal: about the grace of ${env.SHUTDOWN_GRACE_MS} ms, not the hard limit 5 s later`)
+  t.notMatch(server.output(), /did not finish in time/)
+  await closed
 })
