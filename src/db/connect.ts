@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { gunzip } from 'node:zlib'
 import type { PGlite, QueryOptions } from '@electric-sql/pglite'
+import { ConfigError } from '../config.js'
 import { Kysely, sql } from './kysely.js'
 import type { Database } from './database.js'
 import { embeddedTemplateFile } from './embedded-template.js'
@@ -188,8 +189,12 @@ export function embeddedHandle(pglite: PGlite, onClose: () => void = () => {}): 
 
 // The embedded database is single-process: a pid file keeps a second process from opening it.
 function lockDataDir(dir: string): () => void {
-  mkdirSync(dir, { recursive: true })
   const lockFile = join(dir, 'baton.pid')
+  try {
+    mkdirSync(dir, { recursive: true })
+  } catch (error) {
+    throw unusableDataDir(dir, error)
+  }
   const holder = readHolder(lockFile)
   if (holder !== undefined && holder !== process.pid && isAlive(holder)) {
     throw new DataDirBusyError(
@@ -197,8 +202,22 @@ function lockDataDir(dir: string): () => void {
         'It serves one process at a time: stop that process, or set DATABASE_URL to share a Postgres server.'
     )
   }
-  writeFileSync(lockFile, String(process.pid))
+  try {
+    writeFileSync(lockFile, String(process.pid))
+  } catch (error) {
+    throw unusableDataDir(dir, error)
+  }
   return () => rmSync(lockFile, { force: true })
+}
+
+/**
+ * A data dir that cannot be made or written (a file, a read-only disk, a full one, no permission), as
+ * the setting to correct: it ended the start in a fatal log line naming neither BATON_DATA_DIR nor
+ * the embedded database.
+ */
+function unusableDataDir(dir: string, error: unknown): Error {
+  if (!(error instanceof Error) || !('code' in error)) return error as Error
+  return new ConfigError(`BATON_DATA_DIR: the embedded database cannot be kept in ${dir}: ${error.message}`)
 }
 
 function readHolder(lockFile: string): number | undefined {

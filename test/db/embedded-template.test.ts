@@ -96,6 +96,17 @@ t.test('an embedded data folder whose cluster folder holds other files is not ov
   t.notOk(existsSync(join(dataDir, 'baton.pid')), 'the folder is unlocked again')
 })
 
+// A folder that cannot be made or written ended the start in a fatal log line naming no setting.
+t.test('a BATON_DATA_DIR that cannot hold the embedded database is named as the setting to correct', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'baton-unusable-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'a-file')
+  writeFileSync(file, '')
+  for (const dataDir of [file, join(file, 'data')]) {
+    await t.rejects(openEmbedded(dataDir), { name: 'ConfigError', message: new RegExp(`^BATON_DATA_DIR: the embedded database cannot be kept in ${dataDir}: E(EXIST|NOTDIR)`) }, dataDir)
+  }
+})
+
 t.test('extractTar writes the folders and files of a tar archive, and refuses paths that leave the destination', async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'baton-tar-'))
   t.teardown(() => rmSync(root, { recursive: true, force: true }))
