@@ -27,7 +27,8 @@ export async function removeOldHistory(db: DB, now: Date, retentionDays: number,
   `.execute(db)
   const deliveries = await removeOldRows(db, 'deliveries',
     sql`step_id is null and status in ('succeeded', 'failed', 'cancelled') and finished_at < ${cutoff}`, 'finished_at', limit)
-  const mails = await removeOldRows(db, 'outbox_mails', sql`sent_at is not null and sent_at < ${cutoff}`, 'sent_at', limit)
+  // A mail its email step has not heard of yet (after a long downtime) stays until it has.
+  const mails = await removeOldRows(db, 'outbox_mails', sql`sent_at is not null and sent_at < ${cutoff} and not settle_step`, 'sent_at', limit)
   // An email step's mail that was given up (migration 0010), once its step has heard of it.
   const givenUp = await removeOldRows(db, 'outbox_mails', sql`failed_at is not null and failed_at < ${cutoff} and not settle_step`, 'failed_at', limit)
   return processes.length + deliveries + mails + givenUp

@@ -36,3 +36,14 @@ t.test('processes that ended long ago go with their steps, deliveries, attempts 
   t.equal((await rt.instance(open.id)).status, 'running', 'the open process is untouched')
   t.equal(await count('outbox_mails'), before.mails - 5)
 })
+
+t.test('a sent mail whose email step has not heard of it yet stays, however old', async (t) => {
+  const sent = rt.clock.now()
+  await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, sent_at, settle_step)
+    values (${rt.tenant.id}, gen_random_uuid(), 'retention:unsettled', 'emailStep', 'clara@example.com', 'Unsettled', 'x', ${sent}, true),
+           (${rt.tenant.id}, gen_random_uuid(), 'retention:settled', 'emailStep', 'clara@example.com', 'Settled', 'x', ${sent}, false)`.execute(rt.db)
+  const later = new Date(sent.getTime() + 91 * DAY)
+  while ((await removeOldHistory(rt.db, later, 90)) > 0);
+  const left = (await sql<{ subject: string }>`select subject from outbox_mails where dedupe_key like 'retention:%'`.execute(rt.db)).rows
+  t.same(left.map((m) => m.subject), ['Unsettled'], 'the settled one goes, the unsettled one stays for its step')
+})
