@@ -108,10 +108,12 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     await retryTransient(() => releaseDelivery(deps.db, delivery, { targetHost }), { until, now })
     return stopping?.aborted ? 'released' : 'deferred'
   }
+  // Signed, and its apiClaim dated, as it goes out: a wait for the host's slot may have taken most of the lease.
+  const calledAt = now()
   let attempt: Attempt
   try {
-    deps.metrics?.webhookCallLag(delivery.dueAt, now())
-    attempt = await call(deps, signed, startedAt, claimKey, signal)
+    deps.metrics?.webhookCallLag(delivery.dueAt, calledAt)
+    attempt = await call(deps, signed, calledAt, claimKey, signal)
   } finally {
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
@@ -125,7 +127,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   logAttempt(deps, delivery, { outcome, statusCode, durationMs: attempt.durationMs, result: attempt.result, decision })
   return record(deps, {
     delivery,
-    startedAt,
+    startedAt: calledAt,
     durationMs: attempt.durationMs,
     statusCode,
     error: attempt.result.kind === 'response' ? null : storable(attempt.result.error),

@@ -115,6 +115,32 @@ t.test('a worker claims no more for a full host than the calls waiting there lea
   t.same(attempts.map((a) => a.attempt_count), Array(12).fill(1), 'waiting and going back used no attempt')
 })
 
+t.test('a call that waited for its host\'s slot is signed, and its apiClaim dated, when it is sent, not when it was claimed', async (t) => {
+  const rt = await setupRuntime(t)
+  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 1, concurrency: 4 })
+  const WAITED_MS = 30_000
+  // The first call holds the host's one slot while the clock moves on; the second waits in line for it.
+  rt.provider.queue(async () => {
+    rt.clock.advance(WAITED_MS)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    return { status: 200, body: 'ok' }
+  })
+  const templateId = await rt.template([{ kind: 'webhook', name: 'One slot' }])
+  const claimedAt = Math.floor(rt.clock.now().getTime() / 1000)
+  for (let i = 0; i < 2; i++) await rt.start(templateId)
+
+  await scheduler.runOnce()
+  t.equal(rt.provider.calls.length, 2, 'both deliveries were called')
+  const [first, second] = rt.provider.calls.map((call) => call.query)
+  const claimExpiry = (apiClaim: string) => (JSON.parse(Buffer.from(apiClaim.slice('bcl_'.length, apiClaim.lastIndexOf('.')), 'base64url').toString()) as { exp: number }).exp
+  t.equal(Number(first!.timestamp), claimedAt, 'the first call went out at once')
+  t.equal(Number(second!.timestamp), claimedAt + WAITED_MS / 1000, 'the second call\'s timestamp is the time it was sent')
+  t.equal(claimExpiry(second!.apiClaim!), Number(second!.timestamp) + 15 * 60, 'and its apiClaim runs 15 minutes from then')
+  t.ok(rt.provider.calls.every((call) => call.signatureValid), 'both verify')
+  const attempts = await rt.db.selectFrom('delivery_attempts').select('started_at').orderBy('started_at').execute()
+  t.same(attempts.map((a) => a.started_at.getTime() / 1000), [claimedAt, claimedAt + WAITED_MS / 1000], 'each attempt is logged at the time its call started')
+})
+
 async function until(what: string, check: () => Promise<boolean>, logs: () => string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!(await check())) {
