@@ -167,7 +167,13 @@ t.test('a query service\'s URL has no query key PHP would read otherwise than Ba
     assertProblem(t, response, 422, /could not check the signature/)
     t.match(response.data.errors, [{ pointer: '/body/webhookUrl', detail: why }], `${query}: names the key and why`)
   }
-  for (const query of ['?a=1&b-c=2', '?a]b=1', '?x=a.b+c[d]%00', '?%E2%82%AC=1', '?a%09b=1']) {
+  // Latin-1, as an older PHP provider may have written its URL: the URL parser reads %F6 as U+FFFD, which the call would carry.
+  for (const query of ['?ort=K%F6ln', '?token=%FF%FE', '?%F6rt=1', '?a=%C3']) {
+    const response = await operator.post('/v1/marketplace-services', { ...SERVICE, webhookUrl: hook + query })
+    assertProblem(t, response, 422, /not UTF-8/)
+    t.match(response.data.errors, [{ pointer: '/body/webhookUrl', detail: new RegExp(`"${query.slice(1)}" is not UTF-8`) }], `${query}: names the parameter`)
+  }
+  for (const query of ['?a=1&b-c=2', '?a]b=1', '?x=a.b+c[d]%00', '?%E2%82%AC=1', '?a%09b=1', '?ort=K%C3%B6ln&x=%25F6']) {
     const response = await operator.post('/v1/marketplace-services', { ...SERVICE, webhookUrl: hook + query })
     t.equal(response.statusCode, 201, `${query}: PHP reads these keys as they are, values as they come`)
   }

@@ -101,6 +101,9 @@ t.test('a step has either serviceId or target; the target is checked when the st
     assertProblem(t, refused, 422, /could not check the signature/)
     t.match(refused.data.errors, [{ pointer: '/body/target/url', detail: why }], `${query} is refused for query delivery`)
   }
+  const latin1 = await webhook({ target: { ...TARGET, url: 'https://crm.example/hook.php?ort=K%F6ln', delivery: 'query' } })
+  assertProblem(t, latin1, 422)
+  t.match(latin1.data.errors, [{ pointer: '/body/target/url', detail: /"ort=K%F6ln" is not UTF-8/ }], 'a query that is not UTF-8 is refused for query delivery')
   const jsonTarget = await webhook({ target: { ...TARGET, url: 'https://crm.example/hook.php?api.key=abc' } })
   t.equal(jsonTarget.statusCode, 201, jsonTarget.body)
   // One stored as a query target before the rule keeps its URL and can still be changed otherwise.

@@ -2,7 +2,7 @@ import { NO_ALLOWED_TARGETS, refusedLiteralHost, type TargetPolicy } from '../..
 import { unprocessable } from '../../../errors.js'
 
 export const WEBHOOK_URL_RULE = 'An http or https URL with a host and without credentials; for query delivery, none of its own query ' +
-  'keys may be one that PHP\'s parse_str changes (empty, or with a space, . or [ or NUL), else 422'
+  'keys may be one that PHP\'s parse_str changes (empty, or with a space, . or [ or NUL), nor may its query hold %-escapes that are not UTF-8, else 422'
 
 /**
  * Why a webhook URL cannot be stored, or undefined. The text is checked as given, since the URL parser
@@ -53,6 +53,45 @@ export function phpQueryKeyProblem(url: string): string | undefined {
   return undefined
 }
 
+/**
+ * Why a query call to this (valid) URL would not carry its own query as written, or undefined: a key or
+ * value whose %-escapes are not UTF-8 (Latin-1, as in `K%F6ln`) is read by the URL parser, as by a
+ * provider's Node.js or Python check, with U+FFFD for each such byte, and is signed and sent that way.
+ */
+export function queryEncodingProblem(url: string): string | undefined {
+  for (const pair of new URL(url).search.slice(1).split('&')) {
+    if (!isUtf8(percentDecoded(pair))) {
+      return `the query's ${JSON.stringify(pair)} is not UTF-8 once its %-escapes are decoded, and a call would carry U+FFFD ` +
+        '(%EF%BF%BD) in place of each such byte; percent-encode the text as UTF-8 (ö as %C3%B6)'
+    }
+  }
+  return undefined
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
+function isUtf8(bytes: Uint8Array): boolean {
+  try {
+    UTF8.decode(bytes)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** A URL's query text (ASCII: the URL parser escapes the rest as UTF-8) as the bytes its %-escapes stand for. */
+function percentDecoded(text: string): Uint8Array {
+  const bytes: number[] = []
+  for (let i = 0; i < text.length; i++) {
+    const escape = text[i] === '%' ? /^[0-9A-Fa-f]{2}$/.exec(text.slice(i + 1, i + 3)) : null
+    if (escape) {
+      bytes.push(parseInt(escape[0], 16))
+      i += 2
+    } else bytes.push(text.charCodeAt(i))
+  }
+  return Uint8Array.from(bytes)
+}
+
 function phpKeyChange(key: string): string | undefined {
   const shown = JSON.stringify(key)
   if (key.includes('\0')) return `PHP cuts the query key ${shown} at its NUL byte`
@@ -65,6 +104,6 @@ function phpKeyChange(key: string): string | undefined {
 
 /** A query call's URL must verify in PHP; a refusal names the field that asked for it. */
 export function checkQueryKeys(url: string, pointer: string): void {
-  const problem = phpQueryKeyProblem(url)
+  const problem = phpQueryKeyProblem(url) ?? queryEncodingProblem(url)
   if (problem) throw unprocessable(`The webhook URL cannot be used for query delivery: ${problem}.`, [{ pointer, detail: problem }])
 }
