@@ -118,8 +118,11 @@ export async function patchRecord(db: DB, table: RecordTable, tenantId: string, 
 
 type RecordRowWithBefore = Awaited<ReturnType<typeof findRecord>> & { before_fields: JsonObject }
 
-export async function deleteRecord(db: DB, table: RecordTable, tenantId: string, id: string): Promise<boolean> {
-  const result = await db.deleteFrom(table).where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
+/** Deletes the record if it is at one of the expected versions (undefined: any); false when it is missing or at another. */
+export async function deleteRecord(db: DB, table: RecordTable, tenantId: string, id: string, expectedVersions?: ExpectedVersions): Promise<boolean> {
+  let query = db.deleteFrom(table).where('tenant_id', '=', tenantId).where('id', '=', id)
+  if (expectedVersions !== undefined) query = query.where('version', 'in', expectedVersions)
+  const result = await query.executeTakeFirst()
   return result.numDeletedRows > 0n
 }
 

@@ -121,10 +121,10 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wa
   app.delete(`/${path}/:id`, {
     schema: {
       operationId: `delete${kind.noun}`, tags, summary: `Delete ${oneOf(kind)} no process instance links`, params: IdParamsSchema,
-      response: { 204: noContent(`The ${kind.noun.toLowerCase()} is deleted`), ...problems(400, 401, 403, 404, 409) }
+      headers: IfMatchHeadersSchema, response: { 204: noContent(`The ${kind.noun.toLowerCase()} is deleted`), ...problems(400, 401, 403, 404, 409, 412) }
     }
   }, async (request, reply) => {
-    await records.deleteRecord(db, kind, tenantOf(request), request.params.id)
+    await records.deleteRecord(db, kind, tenantOf(request), request.params.id, expectedVersions(request.headers['if-match']))
     return reply.code(204).send(null)
   })
 }

@@ -188,15 +188,18 @@ async function recordWriteBack(
   })
 }
 
-export async function deleteRecord(db: DB, kind: RecordKind, tenantId: string, id: string): Promise<void> {
-  await getRecord(db, kind, tenantId, id)
+/** Deletes the record unless a process links it; with If-Match, only at one of the expected versions (412 otherwise). */
+export async function deleteRecord(db: DB, kind: RecordKind, tenantId: string, id: string, expected?: ExpectedVersions): Promise<void> {
+  const current = await getRecord(db, kind, tenantId, id)
+  checkVersion(expected, current.version, `${kind.noun} ${id}`)
   await refuseIfLinked(db, kind, tenantId, id)
-  const deleted = await repo.deleteRecord(db, kind.table, tenantId, id).catch(async (error: unknown) => {
+  const deleted = await repo.deleteRecord(db, kind.table, tenantId, id, expected).catch(async (error: unknown) => {
     // An instance was linked between the check and the delete.
     if (repo.isForeignKeyViolation(error)) await refuseIfLinked(db, kind, tenantId, id)
     throw error
   })
-  if (!deleted) throw notFound(kind.noun, id)
+  // Deleted, or written to another version, since the check: 404 or 412.
+  if (!deleted) await explainMissedUpdate(db, kind, tenantId, id, expected)
 }
 
 export async function listRecordActivities(

@@ -81,8 +81,16 @@ for (const kind of [propertyKind, addressKind]) {
     }
     t.equal((await client.get(url)).data.fields.price, 5)
 
-    t.equal((await client.delete(url)).statusCode, 204)
+    // A delete honours If-Match as an update does: a client deleting what it read must not delete what it has not seen.
+    const staleDelete = await client.delete(url, { 'if-match': '"6"' })
+    assertProblem(t, staleDelete, 412, /at version 7, not 6/)
+    t.equal(staleDelete.headers.etag, '"7"')
+    assertProblem(t, await client.delete(url, { 'if-match': 'yesterday' }), 400, /If-Match/)
+    t.equal((await client.get(url)).statusCode, 200, 'the stale delete kept the record')
+    t.equal((await client.delete(url, { 'if-match': '"7"' })).statusCode, 204)
     assertProblem(t, await client.get(url), 404)
+    const another = (await client.post(collection, { fields: { price: 1 } })).data
+    t.equal((await client.delete(`${collection}/${another.id}`)).statusCode, 204, 'without If-Match, any version')
     assertProblem(t, await client.patch(url, { fields: { a: 1 } }), 404)
     assertProblem(t, await client.patch(url, { fields: { a: 1 } }, { 'if-match': '"7"' }), 404)
     assertProblem(t, await client.delete(url), 404)
