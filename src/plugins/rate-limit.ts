@@ -2,6 +2,7 @@ import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { ProblemError } from '../errors.js'
+import { CLAIM_PREFIX } from '../lib/api-claims.js'
 import { bearerOf } from '../lib/bearer.js'
 
 export interface RateLimitOptions {
@@ -20,7 +21,8 @@ const KNOWN_KEYS_KEPT = 10_000
  * client gets N times as much. Per key: every request counts against its bearer key (hashed), or
  * against its address when it sends none. Per address: every failed authentication (401) counts, and
  * past the limit a request whose key has not authenticated lately is answered 429 before the key is
- * looked up, so guessing keys costs no database lookup beyond the limit. Both answer 429 with
+ * looked up, so guessing keys costs no database lookup beyond the limit (apiClaims apart, see
+ * guardedTokenHash). Both answer 429 with
  * Retry-After, before authentication runs.
  */
 async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions): Promise<void> {
@@ -34,7 +36,7 @@ async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions):
       const limit = await perKey(request)
       if (!limit.isAllowed && limit.isExceeded) throw tooMany(limit.ttlInSeconds, `More than ${options.max} requests in ${options.windowMs / 1000} s with this key.`)
     }
-    const token = tokenHash(request)
+    const token = guardedTokenHash(request)
     if (options.authFailures === 0 || token === undefined || isKnown(knownKeys, token, options.windowMs)) return
     const failed = await failures(request, { increment: false })
     if (!failed.isAllowed && failed.remaining === 0 && failed.ttl > 0) {
@@ -43,7 +45,7 @@ async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions):
   })
 
   app.addHook('onResponse', async (request, reply) => {
-    const token = tokenHash(request)
+    const token = guardedTokenHash(request)
     if (token === undefined) return
     if (reply.statusCode === 401 && options.authFailures > 0) await failures(request)
     else if (request.caller) remember(knownKeys, token)
@@ -56,6 +58,16 @@ function tooMany(retryAfterSeconds: number, detail: string): ProblemError {
 
 function tokenHash(request: FastifyRequest): string | undefined {
   return bearerOf(request)?.hash
+}
+
+/**
+ * The key the failure limit guards, or undefined for an apiClaim: a claim is refused by its signature
+ * and expiry, with no lookup, so guessing one costs nothing the limit saves; and each call brings a
+ * provider a fresh claim, which its expired ones (a late write-back answers 401) must not lock out.
+ */
+function guardedTokenHash(request: FastifyRequest): string | undefined {
+  const bearer = bearerOf(request)
+  return bearer === undefined || bearer.key.startsWith(CLAIM_PREFIX) ? undefined : bearer.hash
 }
 
 function keyOf(request: FastifyRequest): string {
