@@ -80,7 +80,9 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
 
 /** A record-change delivery's end shows on the record's activity log. */
 function triggerActivity({ delivery, decision, statusCode }: AttemptRecord, now: Date) {
-  const cause = `${delivery.event ?? 'change'} of ${(delivery.changedFields ?? []).join(', ')}`
+  // A create without fields changed none.
+  const fields = delivery.changedFields ?? []
+  const cause = `${delivery.event ?? 'change'}${fields.length > 0 ? ` of ${fields.join(', ')}` : ''}`
   const succeeded = decision.action === 'succeed'
   return {
     tenant_id: delivery.tenantId,

@@ -210,6 +210,30 @@ t.test('addresses fire their own triggers, and their claim reaches the address o
   t.equal((await claim.get(`/v1/properties/${address.data.id}`)).statusCode, 403, 'a property route with the address id is refused')
 })
 
+t.test('a create trigger watching any field fires for a record created without fields', async (t) => {
+  const trigger = await rt.operator.post(`/v1/marketplace-services/${valuationId}/triggers`, { module: 'address', events: ['create'] })
+  t.equal(trigger.statusCode, 201, trigger.body)
+  t.teardown(() => rt.operator.delete(`/v1/marketplace-services/${valuationId}/triggers/${trigger.data.id}`))
+  const bare = await rt.api.post('/v1/addresses', {})
+  t.equal(bare.statusCode, 201, bare.body)
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON from the API
+  const queued = (await rt.api.get('/v1/deliveries?limit=100')).data.items.filter((d: any) => d.addressId === bare.data.id)
+  t.match(queued, [{ serviceId: valuationId, source: 'trigger', event: 'create', changedFields: [] }], 'one delivery: the record was created')
+  t.equal(queued.length, 1)
+
+  await rt.scheduler.runOnce()
+  const call = rt.provider.calls.find((c) => c.query.addressId === bare.data.id)
+  t.ok(call?.signatureValid, 'the call went out, signed')
+  t.match(call?.query, { event: 'create', changedFields: '', addressId: bare.data.id, apiClaim: /^bcl_/ })
+  const [logged] = (await rt.api.get(`/v1/addresses/${bare.data.id}/activities`)).data.items
+  t.match(logged, { kind: 'webhookSucceeded', message: 'Valuation answered HTTP 200 (triggered by the create).' })
+
+  t.equal((await rt.api.patch(`/v1/addresses/${bare.data.id}`, { fields: {} })).statusCode, 200)
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON from the API
+  const after = (await rt.api.get('/v1/deliveries?limit=100')).data.items.filter((d: any) => d.addressId === bare.data.id)
+  t.equal(after.length, 1, 'an update that changes nothing still fires nothing')
+})
+
 t.test('a claim stops working once its service is no longer activated by the tenant', async (t) => {
   const propertyId = await newProperty({ street: 'Switched off 1' })
   await rt.api.patch(`/v1/properties/${propertyId}`, { fields: { marketValue: 9 } })

@@ -30,11 +30,12 @@ const MODULE = { properties: 'property', addresses: 'address' } as const
 /**
  * Queues one delivery per active service this tenant has activated whose trigger matches the change:
  * its module and event, and a watched field among those whose value changed (no watched fields: any
- * change). Runs in the caller's transaction, so the record write and its deliveries commit together.
- * A writer too far down its chain (chain.ts) fires none: the record's activity log says which would have.
+ * change, a create being one even without fields). Runs in the caller's transaction, so the record
+ * write and its deliveries commit together. A writer too far down its chain (chain.ts) fires none:
+ * the record's activity log says which would have.
  */
 export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Promise<QueuedTrigger[]> {
-  if (change.changedFields.length === 0) return []
+  if (change.changedFields.length === 0 && change.event !== 'create') return []
   const changed = [...change.changedFields].sort()
   const tooDeep = change.writer && chainTooDeep(change.writer.chainDepth, 'that writer')
   const { rows: services } = await sql<{ id: string; name: string; defaults: JsonObject }>`
