@@ -27,16 +27,19 @@ export async function* recordPageJson(db: DB, table: RecordTable, tenantId: stri
   let first = true
   for (const batch of batches(records)) {
     let current: string | undefined
+    // A slice may end inside a character: the decoder keeps its first bytes for the next slice.
+    let text = new TextDecoder()
     for (const row of await findRecordSlices(db, table, tenantId, batch)) {
       if (row.id !== current) {
-        if (current !== undefined) yield '}'
+        if (current !== undefined) yield `${text.decode()}}`
         yield `${first ? '' : ','}${recordHead(row)}`
         current = row.id
         first = false
+        text = new TextDecoder()
       }
-      yield row.slice
+      yield text.decode(row.slice, { stream: true })
     }
-    if (current !== undefined) yield '}'
+    if (current !== undefined) yield `${text.decode()}}`
   }
   yield `],"nextCursor":${JSON.stringify(nextCursor)}}`
 }

@@ -36,10 +36,13 @@ export function listRecordSizes(db: DB, table: RecordTable, tenantId: string, pa
   return query.execute()
 }
 
-/** Characters of a record's fields per slice: at most 64 KiB of text, well below V8's large-object size. */
-export const FIELDS_SLICE_CHARS = 16_384
+/**
+ * Bytes of a record's fields per slice: at most 32 Ki characters, a string of at most 64 KiB, well
+ * below V8's large-object size.
+ */
+export const FIELDS_SLICE_BYTES = 32_768
 
-/** One slice of a record's fields as JSON text, with the record's other columns. */
+/** One slice of a record's fields as UTF-8 JSON text (cut anywhere, even inside a character), with the record's other columns. */
 export interface RecordSliceRow {
   id: string
   maintainer_user_id: string | null
@@ -47,15 +50,17 @@ export interface RecordSliceRow {
   created_at: Date
   updated_at: Date
   ord: number
-  slice: string
+  slice: Uint8Array
 }
 
 /**
  * These records (of the tenant, in id order) with their fields as the JSON text Postgres prints, cut
- * into slices: each slice is a small string the next minor GC frees, where one large string per
- * record lives until a full GC. The text is printed once per record (materialized), not per slice.
- * Each record is looked up by its key (eachKey): as `id = any(…)`, a page of fifty walked all of the
- * tenant's records when the table had no statistics.
+ * into slices: each slice is small and the next minor GC frees it, where one large string per
+ * record lives until a full GC. The text is printed once per record (materialized), not per slice,
+ * and cut by bytes: cut by characters, each slice walked the text from its start, and a record whose
+ * numbers Postgres prints long (1e308 as 309 digits: 256 KiB of fields, 11 MB of text) took its page
+ * past the statement timeout. Each record is looked up by its key (eachKey): as `id = any(…)`, a page
+ * of fifty walked all of the tenant's records when the table had no statistics.
  */
 export async function findRecordSlices(db: DB, table: RecordTable, tenantId: string, ids: string[]): Promise<RecordSliceRow[]> {
   if (ids.length === 0) return []
@@ -67,13 +72,13 @@ export async function findRecordSlices(db: DB, table: RecordTable, tenantId: str
 export function recordSlices(table: RecordTable, tenantId: string, ids: string[]) {
   return sql<RecordSliceRow>`
     with r as materialized (
-      select x.id, x.maintainer_user_id, x.version, x.created_at, x.updated_at, x.fields::text as text
+      select x.id, x.maintainer_user_id, x.version, x.created_at, x.updated_at, convert_to(x.fields::text, 'UTF8') as bytes
       from ${eachKey(ids.map((id) => ({ tenant_id: tenantId, id })))}
       cross join lateral (select * from ${sql.table(table)} t where t.tenant_id = k.tenant_id and t.id = k.id offset 0) x
     )
     select r.id, r.maintainer_user_id, r.version, r.created_at, r.updated_at, s.ord,
-      substr(r.text, (s.ord - 1) * ${FIELDS_SLICE_CHARS} + 1, ${FIELDS_SLICE_CHARS}) as slice
-    from r cross join lateral generate_series(1, greatest(1, ceil(length(r.text)::numeric / ${FIELDS_SLICE_CHARS})::int)) as s(ord)
+      substring(r.bytes from (s.ord - 1) * ${FIELDS_SLICE_BYTES} + 1 for ${FIELDS_SLICE_BYTES}) as slice
+    from r cross join lateral generate_series(1, greatest(1, ceil(octet_length(r.bytes)::numeric / ${FIELDS_SLICE_BYTES})::int)) as s(ord)
     order by r.id, s.ord`
 }
 

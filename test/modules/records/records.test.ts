@@ -162,3 +162,20 @@ for (const kind of [propertyKind, addressKind]) {
     t.same(writes.map((w) => w.changedFields), keys.map((key) => [key]))
   })
 }
+
+t.test('a list holds a record whose numbers Postgres prints long, and multi-byte text cut across slices, as a read shows them', async (t) => {
+  // 1e308 is 7 bytes of the record's JSON and 309 digits as Postgres prints it: fields within 256 KiB
+  // are some 11 MB of text in a list. Cut by characters, each slice walked that text from its start
+  // (about 18 s), past the statement timeout, so no page holding the record could be listed.
+  const app = await setupApp(t, { DATABASE_STATEMENT_TIMEOUT_MS: '3000' })
+  const { client } = await app.newTenant()
+  const numbers = await client.post('/v1/properties', { fields: { n: new Array(37_000).fill(1e308) } })
+  t.equal(numbers.statusCode, 201, numbers.body.slice(0, 200))
+  const text = await client.post('/v1/properties', { fields: { note: 'ä€😀'.repeat(20_000) } })
+  t.equal(text.statusCode, 201)
+  const listed = await client.get('/v1/properties?limit=200')
+  t.equal(listed.statusCode, 200, listed.body.slice(0, 200))
+  t.same(listed.data?.items.map((i: { fields: unknown }) => i.fields), [numbers.data.fields], 'a page of its own: its text passes 4 MiB')
+  const next = await client.get(`/v1/properties?limit=200&cursor=${listed.data?.nextCursor}`)
+  t.same(next.data.items.map((i: { fields: unknown }) => i.fields), [text.data.fields])
+})
