@@ -159,3 +159,17 @@ function allowedTargetsProblem(text: string): string | undefined {
 function expectation(schema: { anyOf?: { const?: unknown }[] }, message: string): string {
   return schema.anyOf ? `must be one of ${schema.anyOf.map((s) => s.const).join(', ')}` : message
 }
+
+/**
+ * A listen the settings made fail, as the setting to change. A host that does not resolve fails with
+ * ENOTFOUND, which reads as the database being away: left as it was, the process logged "carrying on"
+ * and exited 0 without listening.
+ */
+export function listenProblem(error: unknown, host: string, portName: string, port: number, advice: string): ConfigError | undefined {
+  const code = (error as NodeJS.ErrnoException).code
+  if (code === 'EADDRINUSE') return new ConfigError(`${portName}: ${host}:${port} is in use; ${advice} (0: any free one)`)
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_FAIL' || code === 'EADDRNOTAVAIL') {
+    return new ConfigError(`HOST: "${host}" is not an address of this machine (${code}); use one of its addresses, 127.0.0.1, or 0.0.0.0 for all`)
+  }
+  return undefined
+}

@@ -1,6 +1,6 @@
 import pino, { type Logger } from 'pino'
 import { systemClock } from './adapters/clock.js'
-import { asDatabaseUrlProblem, ConfigError, loadConfig, type Config } from './config.js'
+import { asDatabaseUrlProblem, ConfigError, listenProblem, loadConfig, type Config } from './config.js'
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { migrateToLatest } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
@@ -120,20 +120,6 @@ async function listenAsWorker(config: Config, database: DatabaseHandle, metrics:
   } catch (error) {
     throw listenProblem(error, config.HOST, 'WORKER_HTTP_PORT', config.WORKER_HTTP_PORT, 'give each worker on this machine a port of its own') ?? error
   }
-}
-
-/**
- * A listen the settings made fail, as the setting to change. A host that does not resolve fails with
- * ENOTFOUND, which reads as the database being away: left as it was, the process logged "carrying on"
- * and exited 0 without listening.
- */
-function listenProblem(error: unknown, host: string, portName: string, port: number, advice: string): ConfigError | undefined {
-  const code = (error as NodeJS.ErrnoException).code
-  if (code === 'EADDRINUSE') return new ConfigError(`${portName}: ${host}:${port} is in use; ${advice} (0: any free one)`)
-  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_FAIL' || code === 'EADDRNOTAVAIL') {
-    return new ConfigError(`HOST: "${host}" is not an address of this machine (${code}); use one of its addresses, 127.0.0.1, or 0.0.0.0 for all`)
-  }
-  return undefined
 }
 
 // Shown once, on the first start without BATON_ADMIN_TOKEN: only its hash is kept.

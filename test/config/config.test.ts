@@ -1,5 +1,5 @@
 import t from 'tap'
-import { ConfigError, loadConfig } from '../../src/config.js'
+import { ConfigError, listenProblem, loadConfig } from '../../src/config.js'
 
 t.test('WEBHOOK_ALLOWED_TARGETS takes host names and CIDR ranges; a bad entry names the variable', async (t) => {
   t.equal(loadConfig({}).WEBHOOK_ALLOWED_TARGETS, '', 'empty by default')
@@ -53,4 +53,16 @@ t.test('settings are read from their text: numbers, flags, choices and defaults;
   t.equal(loadConfig({ SMTP_URL: 'smtp://user:pass@mail.example.com:587' }).SMTP_URL, 'smtp://user:pass@mail.example.com:587')
   for (const [env, message] of wrong) t.throws(() => loadConfig(env), { name: 'ConfigError', message }, JSON.stringify(env))
   t.throws(() => loadConfig({ PORT: 'abc', LOG_LEVEL: 'loud' }), { message: /PORT: must be integer\n {2}- LOG_LEVEL: must be one of/ }, 'every wrong setting is named')
+})
+
+t.test('a listen the settings made fail names the setting to change; any other failure is left as it is', async (t) => {
+  const failed = (code: string) => Object.assign(new Error(code), { code })
+  const port = (error: Error) => listenProblem(error, '127.0.0.1', 'PORT', 3000, 'stop what listens there or pick another port')
+  t.match(port(failed('EADDRINUSE')), { message: 'PORT: 127.0.0.1:3000 is in use; stop what listens there or pick another port (0: any free one)' })
+  t.ok(port(failed('EADDRINUSE')) instanceof ConfigError)
+  for (const code of ['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EADDRNOTAVAIL']) {
+    t.match(listenProblem(failed(code), '192.0.2.1', 'WORKER_HTTP_PORT', 3001, 'x'), { message: new RegExp(`^HOST: "192\\.0\\.2\\.1" is not an address of this machine \\(${code}\\)`) }, code)
+  }
+  t.equal(port(failed('EACCES')), undefined)
+  t.equal(port(new Error('no code')), undefined)
 })
