@@ -1,20 +1,8 @@
 // `npm run db:migrate`: brings the database (DATABASE_URL, or the embedded one) to the latest schema.
-import { asDatabaseUrlProblem, ConfigError, loadConfig } from '../src/config.js'
-import { DataDirBusyError, openDatabase } from '../src/db/connect.js'
 import { migrateToLatest } from '../src/db/migrate.js'
+import { adminCommand } from './admin-command.js'
 
-try {
-  const config = loadConfig(process.env)
-  const database = await openDatabase(config)
-  try {
-    const applied = await migrateToLatest(database)
-    process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'the database is up to date\n')
-  } finally {
-    await database.close()
-  }
-} catch (caught) {
-  const error = asDatabaseUrlProblem(caught)
-  if (!(error instanceof ConfigError || error instanceof DataDirBusyError)) throw error
-  process.stderr.write(`${error.message}\n`)
-  process.exit(1)
-}
+await adminCommand(async (database) => {
+  const applied = await migrateToLatest(database)
+  process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'the database is up to date\n')
+})
