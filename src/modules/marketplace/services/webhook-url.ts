@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import { NO_ALLOWED_TARGETS, refusedLiteralHost, type TargetPolicy } from '../../../adapters/address-policy.js'
 import { unprocessable } from '../../../errors.js'
 
@@ -24,14 +25,12 @@ export function webhookUrlProblem(url: string, targets: TargetPolicy, whose: 'pr
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'the scheme must be http or https'
   if (parsed.hostname === '') return 'the URL needs a host'
   if (parsed.username !== '' || parsed.password !== '') return 'the URL must not contain a user name or password'
-  if (whose === 'tenant') {
-    const refused = refusedLiteralHost(parsed.hostname, { allowPrivateNetworks: targets.allowPrivateNetworks, allowed: NO_ALLOWED_TARGETS })
-    if (refused) return `the host ${parsed.hostname} is ${refused}, which a step's own target may not call (WEBHOOK_ALLOWED_TARGETS opens addresses to marketplace services only)`
-    return undefined
-  }
-  const refused = refusedLiteralHost(parsed.hostname, targets)
-  if (refused) return `the host ${parsed.hostname} is ${refused}, which webhooks may not call (see WEBHOOK_ALLOWED_TARGETS)`
-  return undefined
+  const tenant = whose === 'tenant'
+  const refused = refusedLiteralHost(parsed.hostname, tenant ? { ...targets, allowed: NO_ALLOWED_TARGETS } : targets)
+  if (!refused) return undefined
+  return `the host ${parsed.hostname} is ${refused}, which ${tenant
+    ? 'a step\'s own target may not call (WEBHOOK_ALLOWED_TARGETS opens addresses to marketplace services only)'
+    : 'webhooks may not call (see WEBHOOK_ALLOWED_TARGETS)'}`
 }
 
 export function checkWebhookUrl(url: string | undefined, targets: TargetPolicy): void {
@@ -66,17 +65,6 @@ export function queryEncodingProblem(url: string): string | undefined {
     }
   }
   return undefined
-}
-
-const UTF8 = new TextDecoder('utf-8', { fatal: true })
-
-function isUtf8(bytes: Uint8Array): boolean {
-  try {
-    UTF8.decode(bytes)
-    return true
-  } catch {
-    return false
-  }
 }
 
 /** A URL's query text (ASCII: the URL parser escapes the rest as UTF-8) as the bytes its %-escapes stand for. */

@@ -37,10 +37,14 @@ export function deleteErrors(rows: TemplateStepRow[], position: number): FieldEr
   }))
 }
 
-/** The ids of the template's steps that no path from the first step reaches. */
-export async function unreachableStepIds(db: DB, tenantId: string, templateId: string): Promise<Set<string>> {
-  const rows = await steps.listSteps(db, tenantId, templateId)
-  return new Set(unreachablePositions(rows).map((position) => rows.find((r) => r.position === position)!.id))
+/** The steps no path from the first step reaches. */
+function unreachableRows(rows: TemplateStepRow[]): TemplateStepRow[] {
+  return unreachablePositions(rows).map((position) => rows.find((r) => r.position === position)!)
+}
+
+/** The ids of the steps (`rows`, or the template's as stored) that no path from the first step reaches. */
+export async function unreachableStepIds(db: DB, tenantId: string, templateId: string, rows?: TemplateStepRow[]): Promise<Set<string>> {
+  return new Set(unreachableRows(rows ?? await steps.listSteps(db, tenantId, templateId)).map((row) => row.id))
 }
 
 /**
@@ -51,9 +55,7 @@ export async function unreachableStepIds(db: DB, tenantId: string, templateId: s
  * only if it makes one more.
  */
 export async function unreachableErrors(db: DB, tenantId: string, templateId: string, pointer: string, before: ReadonlySet<string>): Promise<FieldError[]> {
-  const rows = await steps.listSteps(db, tenantId, templateId)
-  return unreachablePositions(rows)
-    .map((position) => rows.find((r) => r.position === position)!)
+  return unreachableRows(await steps.listSteps(db, tenantId, templateId))
     .filter((row) => !before.has(row.id))
     .map((row) => ({ pointer, detail: `${stepLabel(row)} could never be reached: every branch before it would jump past it` }))
 }

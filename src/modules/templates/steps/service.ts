@@ -14,7 +14,6 @@ import { MAX_TEMPLATE_STEPS, type CreateStep, type Step, type Target, type Targe
 import { checkStep, rejectIfInvalid } from './validation.js'
 import { decideSettingsErrors } from './decision-validation.js'
 import { deleteErrors, moveTemplateReferences, unreachableErrors, unreachableStepIds } from './references.js'
-import { unreachablePositions } from './graph.js'
 import { followUpInput } from './follow-up.js'
 
 async function findStepOrThrow(db: DB, tenantId: string, templateId: string, stepId: string) {
@@ -153,7 +152,7 @@ export async function deleteStep(
       throw conflict(`Step ${stepId} is the only step of active template ${templateId}: deactivate the template or add another step first.`)
     }
     rejectIfInvalid(`Step ${current.position} "${current.name}" cannot be deleted`, deleteErrors(all, current.position))
-    const stranded = template.active ? new Set(unreachablePositions(all).map((position) => all.find((r) => r.position === position)!.id)) : new Set<string>()
+    const stranded = template.active ? await unreachableStepIds(trx, tenantId, templateId, all) : new Set<string>()
     await steps.deleteStep(trx, tenantId, stepId)
     await steps.shiftPositions(trx, tenantId, templateId, current.position + 1, -1)
     await moveTemplateReferences(trx, tenantId, templateId, (p) => (p > current.position ? p - 1 : p))
