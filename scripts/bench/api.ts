@@ -64,6 +64,8 @@ interface RouteResult {
   non2xx: number
   apiCpuMs: number
   postgresCpuMs: number
+  /** The load generator's (this process's) CPU per request. */
+  loadCpuMs: number
   /** With --count-queries: statements per request by kind. */
   statements?: Record<string, number>
 }
@@ -128,6 +130,7 @@ try {
   for (const r of results) {
     process.stdout.write(`  ${r.route.padEnd(42)} ${r.requestsPerSecond.toFixed(0).padStart(6)} req/s   p50 ${r.p50} ms   p99 ${r.p99} ms   `
       + `ratio ${(r.requestsPerSecond / tps).toFixed(2)}   API CPU ${r.apiCpuMs.toFixed(2)} ms + Postgres ${r.postgresCpuMs.toFixed(2)} ms per request`
+      + ` (load generator ${r.loadCpuMs.toFixed(2)} ms)`
       + `${r.non2xx > 0 ? `   (${r.non2xx} not 2xx)` : ''}\n`)
     if (r.statements) {
       const total = Object.values(r.statements).reduce((sum, n) => sum + n, 0)
@@ -174,7 +177,9 @@ async function load(api: Child, route: string, base: string, request: Record<str
   await sleep(200)
   if (args['count-queries']) await queryCounts(api)
   const [apiBefore, pgBefore] = [procStatus(api.process.pid ?? 0)?.cpuMs ?? 0, await postgresCpuMs()]
+  const loadBefore = process.cpuUsage()
   const result = await autocannon({ url: base, connections: CONNECTIONS, duration: SECONDS, requests: [request] })
+  const loadCpu = process.cpuUsage(loadBefore)
   const [apiAfter, pgAfter] = [procStatus(api.process.pid ?? 0)?.cpuMs ?? 0, await postgresCpuMs()]
   const total = Math.max(1, result.requests.total)
   const counts = args['count-queries'] ? await queryCounts(api) : undefined
@@ -186,7 +191,8 @@ async function load(api: Child, route: string, base: string, request: Record<str
     p99: result.latency.p99,
     non2xx: result.non2xx,
     apiCpuMs: (apiAfter - apiBefore) / total,
-    postgresCpuMs: (pgAfter - pgBefore) / total
+    postgresCpuMs: (pgAfter - pgBefore) / total,
+    loadCpuMs: (loadCpu.user + loadCpu.system) / 1000 / total
   }
 }
 
