@@ -26,6 +26,8 @@ import triggerRoutes from './modules/marketplace/triggers/routes.js'
 import userRoutes from './modules/users/routes.js'
 import { loadClaimKey } from './modules/auth/claim-key.js'
 import { KnownKeys } from './modules/auth/known-keys.js'
+import { OperatorKeyHash } from './modules/auth/operator-key-hash.js'
+import { findOperatorKeyHash } from './modules/auth/repository.js'
 import { BatonMetrics } from './lib/metrics.js'
 import { once } from './lib/once.js'
 import { createSecretBox } from './lib/secret-box.js'
@@ -43,6 +45,8 @@ export interface AppDependencies {
   config: Config
   db: DB
   operatorKeyHash: string
+  /** The key was generated and stored (no BATON_ADMIN_TOKEN): read it again now and then, for a rotation to take effect. */
+  operatorKeyStored?: boolean
   clock?: Clock
   /** The apiClaim key; loaded from BATON_CLAIM_SECRET or the database when not given. */
   claimKey?: Buffer
@@ -94,7 +98,9 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   // Loaded on the first apiClaim, so the app starts (and reports not ready) while the database is away.
   const given = deps.claimKey
   const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET, secrets))
-  await app.register(auth, { db: deps.db, operatorKeyHash: deps.operatorKeyHash, claimKey, clock: modules.clock, knownKeys: modules.knownKeys })
+  const operatorKeyHash = new OperatorKeyHash(deps.operatorKeyHash, deps.operatorKeyStored ? () => findOperatorKeyHash(deps.db) : undefined,
+    () => modules.clock.now().getTime())
+  await app.register(auth, { db: deps.db, operatorKeyHash, claimKey, clock: modules.clock, knownKeys: modules.knownKeys })
 
   await app.register(healthRoutes, { ...modules, metrics: deps.metrics ?? new BatonMetrics() })
   await app.register(tenantRoutes, { ...modules, prefix: '/v1' })

@@ -72,7 +72,7 @@ async function main(config: Config, role: Role): Promise<void> {
   const { buildApp, serverOptions } = await appModule!
   took('operatorKey')
   const cpuBefore = process.cpuUsage()
-  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, metrics, wakeups: database.wakeups }, serverOptions(config, log))
+  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, operatorKeyStored: !config.BATON_ADMIN_TOKEN, metrics, wakeups: database.wakeups }, serverOptions(config, log))
   await app.ready()
   took('app')
   // CPU, which a busy machine stretches less than the time: building the app is all CPU work.

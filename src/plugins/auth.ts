@@ -7,6 +7,7 @@ import { CLAIM_PREFIX, verifyClaim, type ApiClaim } from '../lib/api-claims.js'
 import { bearerOf, type Bearer } from '../lib/bearer.js'
 import { sameHash } from '../lib/keys.js'
 import type { KnownKeys } from '../modules/auth/known-keys.js'
+import type { OperatorKeyHash } from '../modules/auth/operator-key-hash.js'
 import { findTenantIdByKeyHash } from '../modules/auth/repository.js'
 import { findServiceForTenant } from '../modules/marketplace/activations/repository.js'
 
@@ -34,7 +35,7 @@ declare module 'fastify' {
 
 export interface AuthOptions {
   db: DB
-  operatorKeyHash: string
+  operatorKeyHash: OperatorKeyHash
   claimKey: () => Promise<Buffer>
   clock: Clock
   /** Tenant keys verified lately (see KnownKeys for when a revocation takes effect). */
@@ -88,7 +89,8 @@ async function identify({ db, operatorKeyHash, claimKey, clock, knownKeys }: Aut
     }
     throw unauthorized('The apiClaim is not valid: it was altered or not issued by this Baton.')
   }
-  if (sameHash(hash, operatorKeyHash)) return { kind: 'operator' }
+  const operator = operatorKeyHash.current()
+  if (sameHash(hash, typeof operator === 'string' ? operator : await operator)) return { kind: 'operator' }
   const known = knownKeys.tenantOf(hash)
   if (known) return { kind: 'tenant', tenantId: known }
   const generation = knownKeys.generation
