@@ -8,6 +8,9 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY migrations ./migrations
+# The operator's commands, compiled beside the server: `node dist/scripts/migrate.js`,
+# `rotate-operator-key.js` and `reencrypt-secrets.js` (npm's scripts need tsx, a dev dependency).
+COPY scripts/admin-command.ts scripts/migrate.ts scripts/rotate-operator-key.ts scripts/reencrypt-secrets.ts ./scripts/
 RUN npm run build && npm prune --omit=dev
 
 FROM node:22-bookworm-slim

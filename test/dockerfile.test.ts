@@ -53,3 +53,14 @@ t.test('the image runs node with the heap flags npm start, start:api and worker 
   const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(dockerfile)?.[1] ?? '[]') as string[]
   t.same(heapFlags(cmd), start, 'the image')
 })
+
+t.test("the image compiles the operator's commands (npm runs them with tsx, which the image has not)", async (t) => {
+  const { scripts } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
+  const { include } = JSON.parse(readFileSync(new URL('../tsconfig.build.json', import.meta.url), 'utf8')) as { include: string[] }
+  const copied = dockerfile.split('\n').filter((line) => line.startsWith('COPY ')).join(' ')
+  const commands = ['db:migrate', 'admin:rotate-key', 'secrets:reencrypt'].map((name) => /^tsx (scripts\/\S+\.ts)$/.exec(scripts[name] ?? '')?.[1])
+  for (const file of [...commands, 'scripts/admin-command.ts']) {
+    t.ok(file && include.includes(file), `${file} is built`)
+    t.ok(file && copied.includes(file), `${file} is copied into the build`)
+  }
+})
