@@ -69,6 +69,8 @@ export function serverOptions(config: Config, logger: FastifyBaseLogger | boolea
     genReqId,
     logController: new LogController({ requestIdLogLabel: 'requestId' }),
     bodyLimit: 1024 * 1024,
+    // `/v1/users/` is `/v1/users`, not a user whose id is empty.
+    routerOptions: { ignoreTrailingSlash: true },
     schemaController: { compilersFactory: { buildValidator, buildSerializer } },
     // A client that trickles its headers or body is cut off (408); Node checks open requests every second.
     requestTimeout,

@@ -99,11 +99,19 @@ export function bodyCodings(method: string, headers: IncomingHttpHeaders): strin
 // The explorer serves HTML and scripts, metrics the Prometheus text format: every other route answers JSON.
 const NOT_JSON = /^\/(docs|metrics)(\/|$)/
 
+/** `/v1/users//` matches `/v1/users/:id` with an empty id: no resource has one. A wildcard (`*`) may be empty. */
+function hasEmptyParam(params: unknown): boolean {
+  return Object.entries(params as Record<string, string>).some(([name, value]) => value === '' && name !== '*')
+}
+
 async function protocolErrorsPlugin(app: FastifyInstance): Promise<void> {
   app.server.on('checkExpectation', onCheckExpectation)
   app.addHook('onRequest', async (request) => {
     if ((request.raw.url ?? '').length > MAX_URL_LENGTH) {
       throw new ProblemError(414, 'URI Too Long', `The URL is longer than ${MAX_URL_LENGTH} characters.`)
+    }
+    if (hasEmptyParam(request.params)) {
+      throw new ProblemError(404, 'Not Found', `No route ${request.method} ${(request.raw.url ?? '/').split('?')[0]}.`)
     }
     if (!request.is404 && !NOT_JSON.test(request.routeOptions.url ?? '') && !acceptsJson(request.headers.accept)) {
       throw new ProblemError(406, 'Not Acceptable', 'This route answers application/json (errors application/problem+json); the Accept header excludes both.')

@@ -169,12 +169,12 @@ const PROTOCOL_STATUSES = [406, 413, 414, 415]
 
 /**
  * Why an answer breaks the contract, or undefined. A HEAD answer has the headers of a GET but no body.
- * Called with the operation's own method, an error status must be one the operation documents.
+ * Called with the operation's own method on its own route, an error status must be one the operation documents.
  */
-function breach(op: Operation, method: string, status: number, contentType: string, body: string): string | undefined {
+function breach(op: Operation, method: string, status: number, contentType: string, body: string, ownRoute = true): string | undefined {
   if (status >= 500) return `server error ${status}: ${body.slice(0, 300)}`
   if (status < 400) return undefined
-  if (method === op.method && !op.responses.includes(status) && !PROTOCOL_STATUSES.includes(status)) {
+  if (ownRoute && method === op.method && !op.responses.includes(status) && !PROTOCOL_STATUSES.includes(status)) {
     return `${status}, which ${op.name} does not document: ${body.slice(0, 200)}`
   }
   if (!/^application\/problem\+json/.test(contentType)) return `${status} is ${contentType || 'without a content type'}: ${body.slice(0, 200)}`
@@ -201,7 +201,9 @@ for (const [index, op] of OPERATIONS.entries()) {
       total += 1
       seen.set(response.statusCode, (seen.get(response.statusCode) ?? 0) + 1)
       counts.set(response.statusCode, (counts.get(response.statusCode) ?? 0) + 1)
-      const problem = breach(op, String(options.method), response.statusCode, String(response.headers['content-type'] ?? ''), response.body)
+      // An empty last id leaves a trailing slash, which names the collection: that route may not take the method (405).
+      const ownRoute = !String(options.url).split('?')[0]!.endsWith('/')
+      const problem = breach(op, String(options.method), response.statusCode, String(response.headers['content-type'] ?? ''), response.body, ownRoute)
       if (problem) throw new Error(problem)
     }), { numRuns: RUNS, seed: SEED + index })
     t.comment(`${op.name}: ${result.numRuns} cases, ${[...seen].sort(([x], [y]) => x - y).map(([s, n]) => `${s}×${n}`).join(' ')}`)

@@ -106,7 +106,8 @@ function workerRoutes({ db, clock, metrics, operatorKeyHash, log }: WorkerServer
 }
 
 async function answer(request: IncomingMessage, path: string, routes: Record<string, Route>): Promise<Answer> {
-  const route = routes[path]
+  // `/health/ready/` is `/health/ready`, as on the API.
+  const route = routes[path.length > 1 ? path.replace(/\/$/, '') : path]
   if (!route) return problem(404, `No route ${request.method} ${path}.`, {}, path)
   if (request.method !== 'GET' && request.method !== 'HEAD') {
     return problem(405, `${request.method} is not allowed on ${path}; use GET, HEAD.`, { allow: 'GET, HEAD' }, path)

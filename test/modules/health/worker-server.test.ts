@@ -22,6 +22,9 @@ t.test('the worker listener answers probes, metrics for the operator, and proble
 
   t.same(await (await call('/health/live')).json(), { status: 'ok' })
   t.same(await (await call('/health/ready?verbose=1')).json(), { status: 'ok' }, 'a query string does not matter')
+  t.same(await (await call('/health/ready/')).json(), { status: 'ok' }, 'a trailing slash does not matter, as on the API')
+  t.equal((await call('/metrics/', { headers: { authorization: `Bearer ${KEY}` } })).status, 200)
+  t.equal((await call('/health//')).status, 404)
   const head = await call('/health/live', { method: 'HEAD' })
   t.equal(head.status, 200)
   t.equal(await head.text(), '', 'HEAD has no body')
