@@ -112,7 +112,7 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0] ?? request.url
     // A path that exists under other methods answers 405 and names them, as RFC 9110 asks.
-    const allowed = ROUTE_METHODS.filter((method) => app.findRoute({ method, url: path }) !== null)
+    const allowed = allowedMethods(app, path)
     if (allowed.length > 0) {
       return sendProblem(reply, problem(405, `${request.method} is not allowed on ${path}; use ${allowed.join(', ')}.`, request), { allow: allowed.join(', ') })
     }
@@ -121,5 +121,10 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
 }
 
 const ROUTE_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']
+
+/** The methods some route takes at this path, for a 405's Allow. */
+export function allowedMethods(app: FastifyInstance, path: string): string[] {
+  return ROUTE_METHODS.filter((method) => app.findRoute({ method, url: path }) !== null)
+}
 
 export default fp(problemsPlugin, { name: 'problems' })

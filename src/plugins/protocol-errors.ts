@@ -1,10 +1,11 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { ProblemError } from '../errors.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from '../lib/request-id.js'
-import { problemBody, sendProblem } from './problems.js'
+import { allowedMethods, problemBody, sendProblem } from './problems.js'
 
 /*
  * Errors that happen before a route runs, answered as application/problem+json like every other:
@@ -42,12 +43,34 @@ export function clientErrorHandler(requestTimeoutMs: number) {
     const requestId = requestIdFrom(undefined)
     this.log.debug({ code: error.code, status, requestId }, 'client error')
     const response = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
-    if (socket.writable && !response?.headersSent) {
-      const body = JSON.stringify({ ...problemBody(status, detail), requestId })
-      socket.write(`HTTP/1.1 ${status} ${problemBody(status, '').title}\r\nConnection: close\r\n` +
-        `Content-Type: application/problem+json\r\nX-Request-Id: ${requestId}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
-    }
+    if (socket.writable && !response?.headersSent) socket.write(rawProblem(status, detail, requestId))
     socket.destroy()
+  }
+}
+
+/** A whole HTTP/1.1 answer carrying a problem, for a socket that Node no longer answers for us. */
+function rawProblem(status: number, detail: string, requestId: string, headers: Record<string, string> = {}, instance?: string): string {
+  const body = JSON.stringify({ ...problemBody(status, detail, instance), requestId })
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  return `HTTP/1.1 ${status} ${problemBody(status, '').title}\r\nConnection: close\r\n` +
+    `Content-Type: application/problem+json\r\nX-Request-Id: ${requestId}\r\n${extra}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+}
+
+/**
+ * A 'connect' listener. Node hands a CONNECT to such listeners and, with none, closes the connection
+ * without an answer. Baton is no proxy: 405, whose Allow names what the path takes (nothing for a
+ * host:port), then the connection closes. `allowed` gives the methods of a path.
+ */
+export function refuseConnect(allowed: (path: string) => string[]) {
+  return (request: IncomingMessage, socket: Duplex): void => {
+    // Node took its own listeners off the socket: a reset must not become an uncaught error.
+    socket.on('error', () => socket.destroy())
+    const target = request.url ?? ''
+    const path = target.startsWith('/') ? target.split('?')[0] : undefined
+    const allow = path === undefined ? [] : allowed(path)
+    const detail = `CONNECT is not supported: Baton is not a proxy${allow.length > 0 ? `; ${path} takes ${allow.join(', ')}` : ''}.`
+    const requestId = requestIdFrom(request.headers[REQUEST_ID_HEADER])
+    socket.end(rawProblem(405, detail, requestId, { Allow: allow.join(', ') }, path), () => socket.destroy())
   }
 }
 
@@ -106,6 +129,7 @@ function hasEmptyParam(params: unknown): boolean {
 
 async function protocolErrorsPlugin(app: FastifyInstance): Promise<void> {
   app.server.on('checkExpectation', onCheckExpectation)
+  app.server.on('connect', refuseConnect((path) => allowedMethods(app, path)))
   app.addHook('onRequest', async (request) => {
     if ((request.raw.url ?? '').length > MAX_URL_LENGTH) {
       throw new ProblemError(414, 'URI Too Long', `The URL is longer than ${MAX_URL_LENGTH} characters.`)

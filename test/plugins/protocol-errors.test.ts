@@ -181,6 +181,30 @@ t.test('errors of Node\'s HTTP parser are problems too (real sockets)', async (t
   parse(t, badLength.text, 400)
 })
 
+t.test('a CONNECT is answered 405 and the connection closed, not dropped without a word (real sockets)', async (t) => {
+  const tunnel = await raw('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nX-Request-Id: tunnel-1\r\n\r\n')
+  parse(t, tunnel.text, 405)
+  t.match(tunnel.text, /CONNECT is not supported: Baton is not a proxy/)
+  t.match(tunnel.text, /\r\nallow: \r\n/i, 'an empty Allow: a host:port allows no method here')
+  t.match(tunnel.text, /"requestId":"tunnel-1"/)
+
+  const onRoute = await raw('CONNECT /v1/users HTTP/1.1\r\nHost: x\r\n\r\n')
+  parse(t, onRoute.text, 405)
+  t.match(onRoute.text, /\r\nallow: GET, HEAD, POST\r\n/i, 'a path names the methods it takes, as any 405 does')
+  t.match(onRoute.text, /"instance":"\/v1\/users"/)
+
+  t.equal((await fetch(`${address}/health/live`)).status, 200, 'the server still answers')
+})
+
+t.test('an Upgrade to websocket or h2c is ignored: the request is answered as a plain HTTP/1.1 one', async (t) => {
+  const websocket = await raw('GET /v1/users HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n' +
+    'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  parse(t, websocket.text, 401)
+  const h2c = await raw('GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n')
+  t.match(h2c.text, /^HTTP\/1.1 200 /)
+  t.match(h2c.text, /\{"status":"ok"\}$/)
+})
+
 t.test('a client that trickles its body is answered 408 once the request timeout passes', async (t) => {
   const slow = await raw(`POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n` +
     'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"na', { keepOpenMs: 5000 })

@@ -7,6 +7,7 @@ import { hashKey, sameHash } from '../../lib/keys.js'
 import { METRICS_CONTENT_TYPE, type BatonMetrics } from '../../lib/metrics.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from '../../lib/request-id.js'
 import { problemBody } from '../../plugins/problems.js'
+import { refuseConnect } from '../../plugins/protocol-errors.js'
 import { scrapeMetrics } from './metrics.js'
 import { readinessCheck } from './readiness.js'
 import { redactUrl } from '../../redacted-paths.js'
@@ -47,6 +48,7 @@ export async function startWorkerServer(options: WorkerServerOptions, host: stri
       response.destroy()
     })
   })
+  server.on('connect', refuseConnect((path) => (routeOf(routes, path) ? ['GET', 'HEAD'] : [])))
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, host, () => {
@@ -106,13 +108,17 @@ function workerRoutes({ db, clock, metrics, operatorKeyHash, log }: WorkerServer
 }
 
 async function answer(request: IncomingMessage, path: string, routes: Record<string, Route>): Promise<Answer> {
-  // `/health/ready/` is `/health/ready`, as on the API.
-  const route = routes[path.length > 1 ? path.replace(/\/$/, '') : path]
+  const route = routeOf(routes, path)
   if (!route) return problem(404, `No route ${request.method} ${path}.`, {}, path)
   if (request.method !== 'GET' && request.method !== 'HEAD') {
     return problem(405, `${request.method} is not allowed on ${path}; use GET, HEAD.`, { allow: 'GET, HEAD' }, path)
   }
   return route(request)
+}
+
+// `/health/ready/` is `/health/ready`, as on the API.
+function routeOf(routes: Record<string, Route>, path: string): Route | undefined {
+  return routes[path.length > 1 ? path.replace(/\/$/, '') : path]
 }
 
 function json(status: number, value: object): Answer {

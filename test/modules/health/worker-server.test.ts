@@ -1,3 +1,4 @@
+import net from 'node:net'
 import t from 'tap'
 import { openPostgres } from '../../../src/db/connect.js'
 import { hashKey } from '../../../src/lib/keys.js'
@@ -41,6 +42,30 @@ t.test('the worker listener answers probes, metrics for the operator, and proble
   t.equal(posted.headers.get('allow'), 'GET, HEAD')
   t.match(posted.headers.get('content-type'), /^application\/problem\+json/)
   t.match(await posted.json(), { status: 405, title: 'Method Not Allowed', detail: /POST is not allowed/, requestId: 'probe-9' })
+})
+
+t.test('the worker listener answers a CONNECT with 405 and closes, instead of dropping it', async (t) => {
+  const database = await createTestDatabase()
+  const server = await startWorkerServer({
+    db: database.db, clock: new TestClock(), metrics: new BatonMetrics(), log: QUIET, operatorKeyHash: async () => hashKey(KEY)
+  }, '127.0.0.1', 0)
+  t.teardown(async () => {
+    await server.close()
+    await database.drop()
+  })
+  const { port } = new URL(server.address)
+  const text = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(Number(port), '127.0.0.1', () => socket.write('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'))
+    let received = ''
+    socket.on('data', (chunk) => (received += chunk.toString()))
+    socket.on('error', reject)
+    socket.on('close', () => resolve(received))
+    socket.setTimeout(5000, () => socket.destroy())
+  })
+  t.match(text, /^HTTP\/1.1 405 Method Not Allowed\r\n/)
+  t.match(text, /content-type: application\/problem\+json/i)
+  t.match(JSON.parse(text.split('\r\n\r\n')[1] ?? ''), { status: 405, detail: /not a proxy/, requestId: String })
+  t.equal((await fetch(`${server.address}/health/live`)).status, 200, 'the listener still answers')
 })
 
 t.test('the worker is not ready while its database does not answer', async (t) => {
