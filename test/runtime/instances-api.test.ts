@@ -95,6 +95,33 @@ t.test('start validation answers 422 with pointers, a malformed body 400', async
   t.same(listed.data.items, [], 'no refused start left a process behind')
 })
 
+t.test('a record given as null is a record not linked, as a process shows it (generated clients send null for an absent field)', async (t) => {
+  const plain = await rt.template([{ kind: 'task', name: 'Plain task' }])
+  for (const attempt of ['first', 'from a template started before']) {
+    const started = await startRaw({ templateId: plain, propertyId: null, addressId: null })
+    t.equal(started.statusCode, 201, `${attempt}: ${started.body}`)
+    t.match(started.data, { propertyId: null, addressId: null, status: 'running' })
+  }
+  const linked = await startRaw({ templateId: plain, propertyId: rt.propertyId, addressId: null })
+  t.equal(linked.statusCode, 201, linked.body)
+  t.match(linked.data, { propertyId: rt.propertyId, addressId: null })
+
+  const needsProperty = await rt.template([{ kind: 'task', name: 'Measure the rooms', refersTo: { property: true } }])
+  const refused = await startRaw({ templateId: needsProperty, propertyId: null })
+  assertProblem(t, refused, 422, /"Measure the rooms" refers to the property/)
+  t.same(pointers(refused), ['/body/propertyId'])
+
+  const key = { 'idempotency-key': `null-${randomUUID()}` }
+  const first = await rt.api.post(base, { templateId: plain, responsibleUserId: rt.worker.id, propertyId: null }, key)
+  t.equal(first.statusCode, 201, first.body)
+  const replay = await rt.api.post(base, { templateId: plain, responsibleUserId: rt.worker.id }, key)
+  t.equal(replay.statusCode, 200, 'null and absent are the same start')
+  t.equal(replay.data.id, first.data.id)
+
+  assertProblem(t, await startRaw({ templateId: plain, propertyId: '' }), 400)
+  assertProblem(t, await startRaw({ templateId: null }), 400, /\/body\/templateId/)
+})
+
 t.test('Idempotency-Key: a replay answers 200 with the first process, a different body 422', async (t) => {
   const templateId = await rt.template([{ kind: 'task', name: 'Idempotent task' }])
   const body = { templateId, responsibleUserId: rt.worker.id }

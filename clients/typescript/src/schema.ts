@@ -7734,10 +7734,16 @@ export interface operations {
                     templateId: string;
                     /** Format: uuid */
                     responsibleUserId: string;
-                    /** Format: uuid */
-                    propertyId?: string;
-                    /** Format: uuid */
-                    addressId?: string;
+                    /**
+                     * Format: uuid
+                     * @description The property the process is linked to; null or absent: none
+                     */
+                    propertyId?: string | null;
+                    /**
+                     * Format: uuid
+                     * @description The address the process is linked to; null or absent: none
+                     */
+                    addressId?: string | null;
                 };
             };
         };

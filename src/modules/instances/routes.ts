@@ -9,7 +9,7 @@ import { tenantOf } from '../../plugins/auth.js'
 import { IdParamsSchema, ok, Page, PageQuerySchema, problems } from '../../schemas/common.js'
 import {
   AdvanceSchema, CancelSchema, DeliverySummarySchema, InstanceSchema, InstanceStepSchema, InstanceSummarySchema,
-  ListInstancesQuerySchema, StartHeadersSchema, StartInstanceSchema, StepParamsSchema
+  ListInstancesQuerySchema, StartHeadersSchema, StartInstanceSchema, StepParamsSchema, type StartInstance, type StartInstanceBody
 } from './schemas.js'
 import * as instances from './service.js'
 import { ExpressionSchema } from '../templates/expressions/schema.js'
@@ -38,7 +38,7 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
       }
     }
   }, async (request, reply) => {
-    const started = await instances.startInstance(db, clock, wakeups, tenantOf(request), request.body, request.headers['idempotency-key'])
+    const started = await instances.startInstance(db, clock, wakeups, tenantOf(request), startOf(request.body), request.headers['idempotency-key'])
     markCreated(request, reply, started.instance, started.created)
     return reply.send(started.instance)
   })
@@ -107,4 +107,9 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
       querystring: PageQuerySchema, response: { 200: ok(Page(Type.Ref('Activity')), 'A page of the process\'s activity entries'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) => instances.listInstanceActivities(db, tenantOf(request), request.params.id, pageRequest(request.query)))
+}
+
+/** The start a body asks for: a record given as null is not linked, as one left out. */
+function startOf({ propertyId, addressId, ...start }: StartInstanceBody): StartInstance {
+  return { ...start, ...(propertyId ? { propertyId } : {}), ...(addressId ? { addressId } : {}) }
 }

@@ -102,12 +102,15 @@ export const InstanceSchema = Type.Object(
 )
 export type Instance = Static<typeof InstanceSchema>
 
+// null as well as absent, as a process shows a record not linked, and as generated clients send an unset field.
+const LinkedRecordId = (record: string) => Type.Union([Uuid, Type.Null()], { description: `The ${record} the process is linked to; null or absent: none` })
+
 export const StartInstanceSchema = Type.Object(
   {
     templateId: Uuid,
     responsibleUserId: Uuid,
-    propertyId: Type.Optional(Uuid),
-    addressId: Type.Optional(Uuid)
+    propertyId: Type.Optional(LinkedRecordId('property')),
+    addressId: Type.Optional(LinkedRecordId('address'))
   },
   {
     additionalProperties: false,
@@ -118,7 +121,9 @@ export const StartInstanceSchema = Type.Object(
     }]
   }
 )
-export type StartInstance = Static<typeof StartInstanceSchema>
+export type StartInstanceBody = Static<typeof StartInstanceSchema>
+/** A start as the service takes it: a record not linked is absent, never null. */
+export type StartInstance = { [K in keyof StartInstanceBody]: Exclude<StartInstanceBody[K], null> }
 
 export const StartHeadersSchema = Type.Object({
   'idempotency-key': IdempotencyKeyHeader('A retried start with the same key returns the first result instead of starting a second process')
