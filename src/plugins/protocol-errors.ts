@@ -91,15 +91,31 @@ function onCheckExpectation(request: IncomingMessage, response: ServerResponse):
   response.end(body)
 }
 
-// Media ranges that accept a JSON answer (a problem is JSON too).
-const JSON_RANGES = new Set(['*/*', 'application/*', 'application/json', 'application/problem+json'])
+interface MediaRange {
+  range: string
+  q: number
+}
 
-/** Whether an Accept header lets us answer JSON; a header naming no media range at all is ignored. */
+/**
+ * Whether an Accept header lets us answer JSON: application/json's quality, set by the most specific range
+ * that names it (RFC 9110 12.5.1: a wildcard beside `application/json;q=0` does not undo it), or, where none does,
+ * application/problem+json's. A header naming no media range at all is ignored.
+ */
 export function acceptsJson(accept: string | undefined): boolean {
   if (accept === undefined) return true
-  const ranges = accept.split(',').map((part) => part.split(';')).filter(([range]) => range?.includes('/'))
+  const ranges: MediaRange[] = accept.split(',').map((part) => part.split(';')).filter(([range]) => range?.includes('/'))
+    .map(([range = '', ...params]) => ({ range: range.trim().toLowerCase(), q: quality(params) }))
   if (ranges.length === 0) return true
-  return ranges.some(([range = '', ...params]) => JSON_RANGES.has(range.trim().toLowerCase()) && quality(params) > 0)
+  return (qualityOf(ranges, 'application/json') ?? qualityOf(ranges, 'application/problem+json') ?? 0) > 0
+}
+
+/** The quality of the most specific ranges that match an application/ type; undefined when none does. */
+function qualityOf(ranges: MediaRange[], type: string): number | undefined {
+  for (const candidate of [type, 'application/*', '*/*']) {
+    const matching = ranges.filter((r) => r.range === candidate)
+    if (matching.length > 0) return Math.max(...matching.map((r) => r.q))
+  }
+  return undefined
 }
 
 function quality(params: string[]): number {
@@ -138,7 +154,7 @@ async function protocolErrorsPlugin(app: FastifyInstance): Promise<void> {
       throw new ProblemError(404, 'Not Found', `No route ${request.method} ${(request.raw.url ?? '/').split('?')[0]}.`)
     }
     if (!request.is404 && !NOT_JSON.test(request.routeOptions.url ?? '') && !acceptsJson(request.headers.accept)) {
-      throw new ProblemError(406, 'Not Acceptable', 'This route answers application/json (errors application/problem+json); the Accept header excludes both.')
+      throw new ProblemError(406, 'Not Acceptable', 'This route answers application/json (errors application/problem+json), which the Accept header excludes.')
     }
     const codings = bodyCodings(request.method, request.headers)
     if (!request.is404 && codings.length > 0) {

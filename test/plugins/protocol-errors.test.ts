@@ -29,6 +29,7 @@ t.test('errors of the router and of content handling are problems', async (t) =>
 
   assertProblem(t, await client.get('/v1/users', { accept: 'text/html' }), 406, /Accept header excludes/)
   assertProblem(t, await client.get('/v1/users', { accept: 'application/json;q=0, text/plain' }), 406)
+  assertProblem(t, await client.get('/v1/users', { accept: 'application/json;q=0, */*' }), 406, /Accept header excludes/)
   t.equal((await client.get('/v1/users', { accept: 'text/html, application/json;q=0.5' })).statusCode, 200)
   t.equal((await ctx.anonymous.get('/docs', { accept: 'text/html' })).statusCode < 400, true, 'the explorer still serves HTML')
 
@@ -128,10 +129,14 @@ t.test('a body in a content coding other than identity answers 415, telling it a
 })
 
 t.test('acceptsJson reads media ranges and their quality', async (t) => {
-  for (const yes of [undefined, '*/*', 'application/*', 'Application/JSON', 'application/problem+json', 'text/html, */*;q=0.1', 'json']) {
+  for (const yes of [undefined, '*/*', 'application/*', 'Application/JSON', 'application/problem+json', 'text/html, */*;q=0.1', 'json',
+    '*/*;q=0, application/json', 'application/*;q=0, application/json;q=0.001', 'application/json; charset=utf-8']) {
     t.ok(acceptsJson(yes), `${yes} accepts JSON`)
   }
-  for (const no of ['text/html', 'application/json;q=0', 'image/png, text/*', 'application/xml']) t.notOk(acceptsJson(no), `${no} does not`)
+  const refusing = ['text/html', 'application/json;q=0', 'image/png, text/*', 'application/xml', '*/*;q=0',
+    // The most specific range that names a type sets its quality (RFC 9110 12.5.1): */* does not undo an explicit q=0.
+    'application/json;q=0, */*', 'application/json;q=0, application/problem+json', 'application/*;q=0, */*', 'APPLICATION/JSON;Q=0, */*']
+  for (const no of refusing) t.notOk(acceptsJson(no), `${no} does not`)
 })
 
 /** Sends raw bytes over a socket and collects the whole answer until the server closes it. */
