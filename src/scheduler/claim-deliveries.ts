@@ -22,6 +22,8 @@ export interface ClaimedDelivery extends DeliveryCall {
   serviceName: string
   /** False when the service was deactivated, or the tenant's activation withdrawn, after the delivery was queued. */
   serviceUsable: boolean
+  /** A trigger's record deleted since it was queued (cancelTriggeredDeliveries): its call is not made. */
+  recordGone: boolean
 }
 
 /**
@@ -100,6 +102,10 @@ export function claimStatement(options: ClaimOptions) {
       coalesce(s.name, substring(st.target_url from '^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]+)')) as "serviceName",
       case when c.service_id is null then st.target_url is not null
         else s.active and exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) end as "serviceUsable",
+      c.source = 'trigger' and (
+        (c.property_id is not null and not exists (select 1 from properties r where r.tenant_id = c.tenant_id and r.id = c.property_id))
+        or (c.address_id is not null and not exists (select 1 from addresses r where r.tenant_id = c.tenant_id and r.id = c.address_id))
+      ) as "recordGone",
       t.web_id as "customerWebId", t.name as "customerName", t.time_zone as "timeZone",
       st.assignee_user_id as "assigneeUserId"
     from (select * from claimed limit ${bound}) c

@@ -7,6 +7,7 @@ import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
 import { stepsAt } from '../../src/modules/instances/runtime-repository.js'
 import { recordSlices } from '../../src/modules/records/repository.js'
+import { cancelTriggeredStatement } from '../../src/modules/records/trigger-repository.js'
 import { claimStatement, type ClaimOptions } from '../../src/scheduler/claim-deliveries.js'
 import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
@@ -142,6 +143,18 @@ t.test('a process read finds each step\'s latest delivery through the step index
   t.match(plan, /"Index Name":"deliveries_step_idx"/, 'the step index')
   t.notMatch(plan, /"Filter"/, 'no other deliveries of the tenant are read and filtered')
 })
+
+for (const table of ['properties', 'addresses'] as const) {
+  t.test(`deleting one of the ${table} cancels its pending trigger deliveries through their own index, on an empty database`, async (t) => {
+    const { database, client } = await emptyDatabase(t)
+    const { sql: text, parameters } = cancelTriggeredStatement(database.db, table, '00000000-0000-7000-8000-000000000001',
+      '00000000-0000-7000-8000-000000000101', new Date()).compile()
+    await client.query('set plan_cache_mode = force_generic_plan')
+    await client.query(`prepare cancel as ${text}`)
+    const plan = await planOf(client, `execute cancel (${parameters.map((value) => literalOf(client, value)).join(', ')})`)
+    t.match(plan, `"Index Name":"deliveries_pending_${table === 'properties' ? 'property' : 'address'}_idx"`, 'the index of pending deliveries by record')
+  })
+}
 
 for (const [name, text] of Object.entries(STEP_READS)) {
   t.test(`${name}: only a webhook step's deliveries are looked up`, async (t) => {

@@ -124,7 +124,7 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wa
       headers: IfMatchHeadersSchema, response: { 204: noContent(`The ${kind.noun.toLowerCase()} is deleted`), ...problems(400, 401, 403, 404, 409, 412) }
     }
   }, async (request, reply) => {
-    await records.deleteRecord(db, kind, tenantOf(request), request.params.id, expectedVersions(request.headers['if-match']))
+    await records.deleteRecord(db, clock, kind, tenantOf(request), request.params.id, expectedVersions(request.headers['if-match']))
     return reply.code(204).send(null)
   })
 }

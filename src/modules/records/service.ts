@@ -18,7 +18,7 @@ import { changedFields, splitMergePatch } from './fields.js'
 import { checkFieldsInput, checkFieldsSize, FIELDS_MAX_DEPTH } from './limits.js'
 import { RECORD_OVERHEAD_BYTES, recordPageJson } from './page-json.js'
 import * as repo from './repository.js'
-import { queueTriggeredDeliveries, type QueuedTrigger } from './trigger-repository.js'
+import { cancelTriggeredDeliveries, queueTriggeredDeliveries, type QueuedTrigger } from './trigger-repository.js'
 import type { ApiRecord, CreateRecord, ListRecordsQuery, RecordKind, UpdateRecord } from './schemas.js'
 
 /** The autostart's name of each record table. */
@@ -188,12 +188,21 @@ async function recordWriteBack(
   })
 }
 
-/** Deletes the record unless a process links it; with If-Match, only at one of the expected versions (412 otherwise). */
-export async function deleteRecord(db: DB, kind: RecordKind, tenantId: string, id: string, expected?: ExpectedVersions): Promise<void> {
+/**
+ * Deletes the record unless a process links it; with If-Match, only at one of the expected versions
+ * (412 otherwise). Its trigger deliveries no worker has claimed are cancelled in the same commit.
+ */
+export async function deleteRecord(
+  db: DB, clock: Clock, kind: RecordKind, tenantId: string, id: string, expected?: ExpectedVersions
+): Promise<void> {
   const current = await getRecord(db, kind, tenantId, id)
   checkVersion(expected, current.version, `${kind.noun} ${id}`)
   await refuseIfLinked(db, kind, tenantId, id)
-  const deleted = await repo.deleteRecord(db, kind.table, tenantId, id, expected).catch(async (error: unknown) => {
+  const deleted = await db.transaction().execute(async (trx) => {
+    if (!(await repo.deleteRecord(trx, kind.table, tenantId, id, expected))) return false
+    await cancelTriggeredDeliveries(trx, kind.table, tenantId, id, clock.now())
+    return true
+  }).catch(async (error: unknown) => {
     // An instance was linked between the check and the delete.
     if (repo.isForeignKeyViolation(error)) await refuseIfLinked(db, kind, tenantId, id)
     throw error

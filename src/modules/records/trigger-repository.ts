@@ -77,3 +77,21 @@ export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Pr
   }))).execute()
   return queued
 }
+
+/**
+ * Cancels the record's trigger deliveries no worker has claimed, saying why, in the delete's
+ * transaction; a claimed one finishes its call, and the claim does not call again (claim-deliveries.ts).
+ */
+export async function cancelTriggeredDeliveries(db: DB, table: RecordTable, tenantId: string, recordId: string, now: Date): Promise<number> {
+  const result = await cancelTriggeredStatement(db, table, tenantId, recordId, now).executeTakeFirst()
+  return Number(result.numUpdatedRows)
+}
+
+/** The statement of cancelTriggeredDeliveries, on its own for a look at its plan. */
+export function cancelTriggeredStatement(db: DB, table: RecordTable, tenantId: string, recordId: string, now: Date) {
+  return db.updateTable('deliveries')
+    .set({ status: 'cancelled', finished_at: now, last_error: `cancelled: the ${MODULE[table]} was deleted before the call` })
+    // A constant, so that a kept plan can still prove the partial index of pending deliveries (migration 0025).
+    .where('tenant_id', '=', tenantId).where('source', '=', 'trigger').where('status', '=', sql.lit('pending'))
+    .where(table === 'properties' ? 'property_id' : 'address_id', '=', recordId)
+}
