@@ -198,7 +198,10 @@ export interface paths {
         delete: operations["deleteProperty"];
         options?: never;
         head?: never;
-        /** Update a property; fields are merged (null removes a field). A provider may update fields with the apiClaim of a call that names it */
+        /**
+         * Update a property; fields are merged (null removes a field). A provider may update fields with the apiClaim of a call that names it
+         * @description An update that changes nothing answers with the property as it was: its version (and ETag) stays, and nothing fires.
+         */
         patch: operations["updateProperty"];
         trace?: never;
     };
@@ -255,7 +258,10 @@ export interface paths {
         delete: operations["deleteAddress"];
         options?: never;
         head?: never;
-        /** Update an address; fields are merged (null removes a field). A provider may update fields with the apiClaim of a call that names it */
+        /**
+         * Update an address; fields are merged (null removes a field). A provider may update fields with the apiClaim of a call that names it
+         * @description An update that changes nothing answers with the address as it was: its version (and ETag) stays, and nothing fires.
+         */
         patch: operations["updateAddress"];
         trace?: never;
     };

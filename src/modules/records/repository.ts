@@ -103,19 +103,24 @@ export function findRecordByKey(db: DB, table: RecordTable, tenantId: string, ke
 /**
  * Applies the merge patch with jsonb `-` and `||`, so concurrent patches of different keys all survive.
  * The locking subquery returns the very row version the update replaces: its fields are the "before".
+ * A patch that leaves the fields and the maintainer as they were keeps the version and updatedAt.
  * Undefined when the record is missing or at none of the expected versions.
  */
 export async function patchRecord(db: DB, table: RecordTable, tenantId: string, id: string, changes: RecordChanges) {
   const versions = changes.expectedVersions
   const versionCheck = versions === undefined ? sql`` : sql`and r.version in (${sql.join(versions)})`
   const maintainer = changes.maintainerUserId === undefined ? sql`` : sql`maintainer_user_id = ${changes.maintainerUserId},`
+  const sameMaintainer = changes.maintainerUserId === undefined ? sql`true` : sql`r.maintainer_user_id is not distinct from ${changes.maintainerUserId}::uuid`
+  const fields = sql`(r.fields - patch.remove) || patch.set`
+  const unchanged = sql`(${fields} = r.fields and ${sameMaintainer})`
   const result = await sql<RecordRowWithBefore>`
     update ${sql.table(table)} as r
     set ${maintainer}
-      fields = (r.fields - ${changes.fields.remove}::text[]) || ${JSON.stringify(changes.fields.set)}::jsonb,
-      version = r.version + 1,
-      updated_at = ${changes.now}
-    from (select id, fields from ${sql.table(table)} where tenant_id = ${tenantId} and id = ${id} for update) as locked
+      fields = case when ${unchanged} then r.fields else ${fields} end,
+      version = case when ${unchanged} then r.version else r.version + 1 end,
+      updated_at = case when ${unchanged} then r.updated_at else ${changes.now} end
+    from (select id, fields from ${sql.table(table)} where tenant_id = ${tenantId} and id = ${id} for update) as locked,
+      (select ${changes.fields.remove}::text[] as remove, ${JSON.stringify(changes.fields.set)}::jsonb as set) as patch
     where r.tenant_id = ${tenantId} and r.id = locked.id ${versionCheck}
     returning r.*, locked.fields as before_fields`.execute(db)
   return result.rows[0]

@@ -145,6 +145,28 @@ for (const kind of [propertyKind, addressKind]) {
     t.equal(final.version, keys.length + 1)
   })
 
+  t.test(`${kind.path}: a PATCH that changes nothing keeps the version and the ETag`, async (t) => {
+    const { client } = await ctx.newTenant()
+    const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
+    const created = (await client.post(collection, { maintainerUserId: anna.id, fields: { price: 1, tags: ['a'], geo: { lat: 1, lng: 2 } } })).data
+    const url = `${collection}/${created.id}`
+    ctx.clock.advance(1000)
+    for (const body of [
+      { fields: {} }, { fields: { price: 1 } }, { fields: { geo: { lng: 2, lat: 1 }, tags: ['a'] } }, { fields: { absent: null } },
+      { maintainerUserId: anna.id }, { maintainerUserId: anna.id, fields: { price: 1.0 } }
+    ]) {
+      const same = await client.patch(url, body, { 'if-match': '"1"' })
+      t.equal(same.statusCode, 200, JSON.stringify(body))
+      t.same(same.data, created, `${JSON.stringify(body)}: the record as it was, updatedAt too`)
+      t.equal(same.headers.etag, '"1"')
+    }
+    t.same((await client.get(url)).data, created, 'stored unchanged')
+    t.equal((await client.get(`${url}/activities`)).data.items.length, 0, 'nothing logged')
+    assertProblem(t, await client.patch(url, { fields: { price: 1 } }, { 'if-match': '"0"' }), 412, /version 1/)
+    const changed = await client.patch(url, { fields: { price: 2 } }, { 'if-match': '"1"' })
+    t.same([changed.data.version, changed.headers.etag], [2, '"2"'], 'a change still moves the version')
+  })
+
   t.test(`${kind.path}: a write reports the fields it changed`, async (t) => {
     const { id: tenantId } = await ctx.newTenant()
     const created = await records.createRecord(ctx.db, ctx.clock, kind, tenantId, { fields: { price: 1, city: 'Berlin', tags: ['a'] } })
