@@ -156,3 +156,13 @@ t.test('a field named __proto__, which a record refuses, is refused at save; one
   t.equal(({} as Record<string, unknown>).a, undefined, 'no prototype was touched')
 })
 
+
+t.test('a field name with a comma is refused at save, as a record refuses it', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'First' }])
+  const saved = await rt.api.post(`/v1/process-templates/${templateId}/steps`, {
+    kind: 'writeValues', name: 'Ambiguous', refersTo: { property: true },
+    writeValues: { values: [{ record: 'property', field: 'price,rent', value: { literal: 1 } }] }
+  })
+  t.equal(saved.statusCode, 422, saved.body)
+  t.same(saved.data.errors, [{ pointer: '/body/writeValues/values/0/field', detail: 'price,rent cannot be a field: a field name may not contain a comma' }])
+})

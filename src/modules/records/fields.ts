@@ -14,6 +14,14 @@ export function isRefusedFieldName(name: string): boolean {
   return name === '__proto__'
 }
 
+/**
+ * Why a record may not get a field of this name, if it may not: a query call's `changedFields` lists
+ * the names joined by commas (onOffice-compatible), so a name holding one would read as two.
+ */
+export function fieldNameProblem(name: string): string | undefined {
+  return name.includes(',') ? 'a field name may not contain a comma' : undefined
+}
+
 export function splitMergePatch(patch: JsonObject = {}): FieldsPatch {
   const entries = Object.entries(patch)
   return {

@@ -5,7 +5,7 @@ import { autostartOnWrite } from '../../modules/autostart/service.js'
 import { processWriter } from '../../modules/instances/chain.js'
 import { readStepView } from '../../modules/instances/email-step.js'
 import { activityRow } from '../../modules/instances/transitions.js'
-import { changedFields, isRefusedFieldName, splitMergePatch } from '../../modules/records/fields.js'
+import { changedFields, fieldNameProblem, isRefusedFieldName, splitMergePatch } from '../../modules/records/fields.js'
 import { FIELDS_MAX_BYTES, FIELDS_MAX_DEPTH } from '../../modules/records/limits.js'
 import { patchRecord } from '../../modules/records/repository.js'
 import { queueTriggeredDeliveries } from '../../modules/records/trigger-repository.js'
@@ -55,6 +55,12 @@ export const runWriteValues: AutomaticStepRunner = async ({ db, now, changes, in
     // A step saved before __proto__ was refused: assigning it would set the patch's prototype instead.
     if (isRefusedFieldName(field)) {
       changes.failAutomaticStep(instance, step, `it cannot write a field named ${field}: no record holds one`)
+      return
+    }
+    // A step saved before names with commas were refused.
+    const nameProblem = fieldNameProblem(field)
+    if (nameProblem) {
+      changes.failAutomaticStep(instance, step, `it cannot write a field named ${field}: ${nameProblem}`)
       return
     }
     try {

@@ -1,6 +1,6 @@
 import type { JsonObject } from '../../../db/database.js'
 import type { FieldError } from '../../../errors.js'
-import { isRefusedFieldName } from '../../records/fields.js'
+import { fieldNameProblem, isRefusedFieldName } from '../../records/fields.js'
 import { checkExpression } from '../expressions/check.js'
 import type { StepDraft } from '../mapping.js'
 import { isTemplate, templateErrors } from './email.js'
@@ -47,6 +47,8 @@ export function decideSettingsErrors(draft: StepDraft, position: number, count: 
       const at = `/body/writeValues/values/${i}`
       if (!draft.refersTo[v.record]) errors.push({ pointer: `${at}/record`, detail: `writes the ${v.record}: the step needs refersTo.${v.record}: true` })
       if (isRefusedFieldName(v.field)) errors.push({ pointer: `${at}/field`, detail: `${v.field} cannot be a field: a record refuses it (a PATCH with it answers 400)` })
+      const nameProblem = fieldNameProblem(v.field)
+      if (nameProblem) errors.push({ pointer: `${at}/field`, detail: `${v.field} cannot be a field: ${nameProblem}` })
       if (seen.has(`${v.record}.${v.field}`)) errors.push({ pointer: `${at}/field`, detail: `${v.record}.${v.field} is written twice` })
       seen.add(`${v.record}.${v.field}`)
       if (isTemplate(v.value)) errors.push(...templateErrors(v.value, `${at}/value`, draft.refersTo))
