@@ -34,7 +34,8 @@ export const TARGET_REFUSED = 'ERR_TARGET_REFUSED'
 /** A call that produced no HTTP response: refused, reset, timed out, aborted. */
 export class HttpCallError extends Error {
   override name = 'HttpCallError'
-  constructor(readonly code: string, message: string) {
+  /** `detail`: what only the operator's log may say (the address a host name resolved to), never the attempt log. */
+  constructor(readonly code: string, message: string, readonly detail?: string) {
     super(message)
   }
 
@@ -112,9 +113,13 @@ function checkTarget(text: string, allowed: AllowedTargets | undefined): URL {
   return url
 }
 
+/**
+ * A literal address is the caller's own and is named; what a host name resolved to is not, or the
+ * attempt log would answer a tenant's questions about Baton's network (a DNS oracle).
+ */
 function refused(address: string, range: string, hostname?: string): HttpCallError {
-  const what = hostname === undefined ? `target address ${address} is` : `target ${hostname} resolves to ${address}, which is`
-  return new HttpCallError(TARGET_REFUSED, `${what} ${range}`)
+  if (hostname === undefined) return new HttpCallError(TARGET_REFUSED, `target address ${address} is ${range}`)
+  return new HttpCallError(TARGET_REFUSED, `target ${hostname} resolves to a private or reserved address`, `${address}, which is ${range}`)
 }
 
 type LookupCallback = (error: NodeJS.ErrnoException | null, address: string | dns.LookupAddress[], family?: number) => void
@@ -187,13 +192,13 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
       clearTimeout(timer)
       request.signal?.removeEventListener('abort', onAbort)
     }
-    const fail = (code: string, message: string) => {
+    const fail = (code: string, message: string, detail?: string) => {
       if (settled) return
       settle()
       req.destroy()
       response?.destroy()
       decoder?.destroy()
-      reject(new HttpCallError(code, message))
+      reject(new HttpCallError(code, message, detail))
     }
     const finish = (truncated: boolean) => {
       if (settled || !response) return
@@ -214,7 +219,7 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
       if (chunk.length > room) finish(true)
     }
     // Listening first: destroying the request makes it emit an error.
-    req.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', error.message))
+    req.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', error.message, error instanceof HttpCallError ? error.detail : undefined))
     const onAbort = () => fail('ERR_ABORTED', 'the call was aborted')
     const timer = setTimeout(() => fail('ETIMEDOUT', `no response within ${request.timeoutMs} ms`), request.timeoutMs)
     request.signal?.addEventListener('abort', onAbort, { once: true })

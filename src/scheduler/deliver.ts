@@ -125,7 +125,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const outcome = wasCutOff ? 'aborted' : outcomeOf(decision)
   const statusCode = attempt.response?.status ?? null
   deps.metrics?.webhookCall(outcome, statusCode, attempt.durationMs)
-  logAttempt(deps, delivery, { outcome, statusCode, durationMs: attempt.durationMs, result: attempt.result, decision })
+  logAttempt(deps, delivery, { outcome, statusCode, durationMs: attempt.durationMs, result: attempt.result, decision, detail: attempt.detail })
   return record(deps, {
     delivery,
     startedAt: calledAt,
@@ -148,15 +148,17 @@ interface AttemptSummary {
   durationMs: number
   result: AttemptResult
   decision: Decision
+  detail?: string | undefined
 }
 
 /** One line per call, named by its delivery: an operator follows a delivery through its attempts. */
-function logAttempt(deps: DeliverDeps, delivery: ClaimedDelivery, { outcome, statusCode, durationMs, result, decision }: AttemptSummary): void {
+function logAttempt(deps: DeliverDeps, delivery: ClaimedDelivery, { outcome, statusCode, durationMs, result, decision, detail }: AttemptSummary): void {
   if (!deps.log) return
   const line = {
     deliveryId: delivery.id, tenantId: delivery.tenantId, serviceId: delivery.serviceId, stepId: delivery.stepId, attempt: delivery.attempt,
     outcome, statusCode, durationMs,
     ...(result.kind === 'response' ? {} : { error: redactClaims(result.error) }),
+    ...(detail === undefined ? {} : { resolved: detail }),
     ...(decision.action === 'retry' ? { retryInMs: decision.delayMs } : decision.action === 'give-up' ? { reason: decision.reason } : {})
   }
   if (outcome === 'succeeded' || outcome === 'retry') deps.log.info(line, 'webhook call')
@@ -176,6 +178,8 @@ interface Attempt {
   result: AttemptResult
   response: HttpResponse | undefined
   durationMs: number
+  /** For the operator's log only: the address a refused host name resolved to. */
+  detail?: string | undefined
 }
 
 async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Date, claimKey: Buffer, signal: AbortSignal | undefined): Promise<Attempt> {
@@ -192,6 +196,7 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
   const started = performance.now()
   let result: AttemptResult
   let response: HttpResponse | undefined
+  let detail: string | undefined
   try {
     // A free target (no service) is the tenant's own: the operator's allowed private targets are not for it.
     const tenantTarget = delivery.serviceId === null
@@ -201,8 +206,9 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
     const text = error instanceof HttpCallError ? `${error.code}: ${error.message}` : String(error)
     result = signal?.aborted ? { kind: 'aborted', error: 'cut off: the worker shut down before the provider answered' }
       : { kind: error instanceof HttpCallError && error.targetRefused ? 'refused' : 'error', error: text }
+    if (error instanceof HttpCallError) detail = error.detail
   }
-  return { result, response, durationMs: Math.round(performance.now() - started) }
+  return { result, response, durationMs: Math.round(performance.now() - started), detail }
 }
 
 function withOpenSecrets(secrets: SecretBox, delivery: ClaimedDelivery): ClaimedDelivery {

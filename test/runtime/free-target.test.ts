@@ -228,11 +228,16 @@ t.test('a target whose host name resolves to a private address is refused when t
   const templateId = await rt.template([{ kind: 'webhook', name: 'Sneaky target', target: { url, secret: crm.secret, delivery: 'query' } }])
   const started = await rt.start(templateId)
   const before = crm.calls.length
-  await rt.newScheduler({}, undefined, { http: guarded }).runOnce()
+  const logged: object[] = []
+  const log = { info: (line: object) => logged.push(line), warn: (line: object) => logged.push(line), error() {} }
+  await rt.newScheduler({}, log, { http: guarded }).runOnce()
   t.equal(crm.calls.length, before, 'no call reached the target')
   const delivery = (await rt.api.get(`/v1/deliveries/${started.steps[0].delivery.id}`)).data
   t.match(delivery, { serviceId: null, status: 'failed', lastError: /ERR_TARGET_REFUSED/ })
-  t.match(delivery.attempts, [{ outcome: 'failed', statusCode: null, error: /target localhost resolves to (127\.0\.0\.1|::1), which is a loopback address/ }])
+  // What the tenant reads names no address: its host names must not turn the attempt log into a DNS oracle.
+  t.match(delivery.attempts, [{ outcome: 'failed', statusCode: null, error: /target localhost resolves to a private or reserved address$/ }])
+  t.notMatch(JSON.stringify(delivery), /127\.0\.0\.1|::1|loopback/, 'neither the address nor its range')
+  t.match(logged, [{ deliveryId: delivery.id, outcome: 'failed', resolved: /^(127\.0\.0\.1|::1), which is a loopback address$/ }], 'the operator\'s log has it')
   t.equal((await rt.instance(started.id)).steps[0].state, 'failed')
   t.ok(rt.smtp.mails.some((m) => m.subject.startsWith('Webhook step failed: "Sneaky target"')), 'the controller is told')
 })
@@ -255,5 +260,5 @@ t.test('the operator\'s allowed private targets are for marketplace services: a 
   await scheduler.runOnce()
   t.equal(crm.calls.length, before, 'no call reached the free target')
   const delivery = (await rt.api.get(`/v1/deliveries/${(await rt.instance(started.id)).steps[1].delivery.id}`)).data
-  t.match(delivery.attempts, [{ outcome: 'failed', statusCode: null, error: /target localhost resolves to (127\.0\.0\.1|::1), which is a loopback address/ }])
+  t.match(delivery.attempts, [{ outcome: 'failed', statusCode: null, error: /target localhost resolves to a private or reserved address$/ }])
 })
