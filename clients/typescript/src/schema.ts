@@ -445,7 +445,10 @@ export interface paths {
         delete: operations["deleteProcessTemplate"];
         options?: never;
         head?: never;
-        /** Update or (de)activate a process template */
+        /**
+         * Update or (de)activate a process template
+         * @description An update that changes nothing (activating an active template, say) answers with the template as it was: its version (and ETag) and updatedAt stay. Activating still checks the steps.
+         */
         patch: operations["updateProcessTemplate"];
         trace?: never;
     };

@@ -178,3 +178,39 @@ t.test('a copy is inactive, with equal steps under new ids', async (t) => {
   assertProblem(t, await client.post(`/v1/process-templates/${id}/copy`, { name: 'x', active: true }), 400)
   assertProblem(t, await client.post(`/v1/process-templates/${MISSING}/copy`, {}), 404)
 })
+
+t.test('a template PATCH that changes nothing keeps the version, the ETag and updatedAt', async (t) => {
+  const tenant = await ctx.newTenant()
+  const { client } = tenant
+  const controller = await createUser(client)
+  const autostart = { on: 'dateReached', record: 'property', field: 'handoverOn', daysOffset: 2, responsible: { user: controller } }
+  const id = await createTemplate(client, { name: 'Handover', controllerUserId: controller, notifyOnCompletion: true, autostart })
+  const serviceId = await valuationService(ctx.db, tenant.id)
+  await client.post(`/v1/process-templates/${id}/steps`, { kind: 'webhook', name: 'Value it', serviceId, parameters: { mode: 'full' } })
+  t.equal((await client.patch(`/v1/process-templates/${id}`, { active: true })).statusCode, 200)
+  const before = (await client.get(`/v1/process-templates/${id}`)).data
+  const url = `/v1/process-templates/${id}`
+  const checkedThrough = () => ctx.db.selectFrom('process_templates').select('dates_checked_through').where('id', '=', id).executeTakeFirstOrThrow()
+  const checked = await checkedThrough()
+  ctx.clock.advance(3 * 24 * 60 * 60 * 1000)
+  const etag = `"${before.version}"`
+  for (const body of [
+    { name: 'Handover' }, { active: true }, { controllerUserId: controller, notifyOnCompletion: true, description: '' },
+    { autostart: { responsible: { user: controller }, daysOffset: 2, field: 'handoverOn', record: 'property', on: 'dateReached' } }
+  ]) {
+    const same = await client.patch(url, body, { 'if-match': etag })
+    t.equal(same.statusCode, 200, JSON.stringify(body))
+    t.same(same.data, before, `${JSON.stringify(body)}: the template as it was, updatedAt too`)
+    t.equal(same.headers.etag, etag)
+  }
+  t.same(await checkedThrough(), checked, 'a dateReached autostart does not start watching anew')
+  assertProblem(t, await client.patch(url, { name: 'Handover' }, { 'if-match': '"1"' }), 412, new RegExp(`version ${before.version}`))
+
+  await ctx.db.updateTable('marketplace_services').set({ active: false }).where('id', '=', serviceId).execute()
+  assertProblem(t, await client.patch(url, { active: true }), 422, /not an active marketplace service/) // activating still checks the steps
+  t.same((await client.get(url)).data, before, 'stored unchanged')
+
+  const changed = await client.patch(url, { autostart: { ...autostart, daysOffset: 3 } }, { 'if-match': etag })
+  t.same([changed.data.version, changed.headers.etag], [before.version + 1, `"${before.version + 1}"`], 'a change still moves the version')
+  t.not(changed.data.updatedAt, before.updatedAt)
+})

@@ -51,6 +51,7 @@ export default async function templateRoutes(fastify: FastifyInstance, { db, clo
   app.patch('/process-templates/:id', {
     schema: {
       operationId: 'updateProcessTemplate', tags, summary: 'Update or (de)activate a process template', params: IdParamsSchema,
+      description: 'An update that changes nothing (activating an active template, say) answers with the template as it was: its version (and ETag) and updatedAt stay. Activating still checks the steps.',
       headers: IfMatchHeadersSchema, body: UpdateTemplateSchema,
       response: { 200: ok(ProcessTemplate, 'The updated template with its steps', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }

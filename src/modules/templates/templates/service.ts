@@ -4,6 +4,7 @@ import type { DB } from '../../../db/connect.js'
 import { conflict, notFound, unprocessable } from '../../../errors.js'
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
+import { changesNothing } from '../../../lib/changes.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import { isTenantUser } from '../../users/repository.js'
 import { autostartColumn, autostartErrors, autostartOf, dateWatch } from '../../autostart/settings.js'
@@ -80,12 +81,16 @@ export async function updateTemplate(
     // A dateReached autostart that starts watching (activated, or watching other dates) begins with today's, not the days before.
     const watchesAnew = (input.active === true && !current.active)
       || (input.autostart !== undefined && !isDeepStrictEqual(dateWatch(input.autostart), dateWatch(autostartOf(current.autostart))))
-    await repo.updateTemplate(trx, tenantId, id, {
+    const changes = {
       name: input.name,
       description: input.description,
       active: input.active,
       controller_user_id: input.controllerUserId,
-      notify_on_completion: input.notifyOnCompletion,
+      notify_on_completion: input.notifyOnCompletion
+    }
+    if (changesNothing(current, { ...changes, autostart: input.autostart })) return loadTemplate(trx, tenantId, id)
+    await repo.updateTemplate(trx, tenantId, id, {
+      ...changes,
       autostart: autostartColumn(input.autostart),
       dates_checked_through: watchesAnew ? await repo.dayBeforeIn(trx, tenantId, clock.now()) : undefined,
       updated_at: clock.now()
