@@ -519,7 +519,10 @@ export interface paths {
         delete: operations["deleteProcessTemplateStep"];
         options?: never;
         head?: never;
-        /** Update a step (If-Match names the step's version) */
+        /**
+         * Update a step (If-Match names the step's version)
+         * @description An update that changes nothing (parameters equal to the stored ones once defaults are filled in, say) answers with the step as it was: its version (and ETag) and updatedAt stay. A target sent counts as a change, since its secret is write-only.
+         */
         patch: operations["updateProcessTemplateStep"];
         trace?: never;
     };

@@ -214,3 +214,42 @@ t.test('a template holds at most 1,000 steps; a larger one of before still copie
   const { rows } = await sql<{ n: number }>`select count(*)::int as n from template_steps where tenant_id = ${tenant.id} and template_id = ${copy.data.id}`.execute(ctx.db)
   t.equal(rows[0]!.n, 4000, 'every step copied')
 })
+
+t.test('a step PATCH that changes nothing keeps the version, the ETag and updatedAt', async (t) => {
+  const tenant = await ctx.newTenant()
+  const { client } = tenant
+  const serviceId = await valuationService(ctx.db, tenant.id)
+  const id = await createTemplate(client)
+  const created = await client.post(`/v1/process-templates/${id}/steps`, {
+    kind: 'webhook', name: 'Value it', serviceId, parameters: { mode: 'full' }, refersTo: { property: true }
+  })
+  t.same(created.data.parameters, { mode: 'full', rooms: 3 }, 'defaults filled in')
+  const url = `/v1/process-templates/${id}/steps/${created.data.id}`
+  const storedAt = () => ctx.db.selectFrom('template_steps').select('updated_at').where('id', '=', created.data.id).executeTakeFirstOrThrow()
+  const updatedAt = await storedAt()
+  const template = (await client.get(`/v1/process-templates/${id}`)).data
+  ctx.clock.advance(1000)
+  for (const body of [
+    { parameters: { mode: 'full' } }, { parameters: { rooms: 3, mode: 'full' } }, { name: 'Value it', kind: 'webhook', serviceId },
+    { refersTo: { property: true } }, { deadlineDays: null, start: { mode: 'afterPrevious' }, responsibility: 'processResponsible' }
+  ]) {
+    const same = await client.patch(url, body, { 'if-match': '"1"' })
+    t.equal(same.statusCode, 200, JSON.stringify(body))
+    t.same(same.data, created.data, `${JSON.stringify(body)}: the step as it was`)
+    t.equal(same.headers.etag, '"1"')
+  }
+  t.same(await storedAt(), updatedAt, 'updated_at stays')
+  t.same((await client.get(`/v1/process-templates/${id}`)).data, template, 'the template is as it was')
+  assertProblem(t, await client.patch(url, { name: 'Value it' }, { 'if-match': '"0"' }), 412, /version 1/)
+  assertProblem(t, await client.patch(url, { parameters: { mode: 'fast' } }, { 'if-match': '"1"' }), 422, /mode/) // the parameters are still checked
+  const changed = await client.patch(url, { parameters: { mode: 'full', rooms: 4 } }, { 'if-match': '"1"' })
+  t.same([changed.data.version, changed.headers.etag], [2, '"2"'], 'a change still moves the version')
+
+  // A target's secret is write-only and sealed: sending one is a change, even the same.
+  const target = { url: 'https://crm.muster.example/hooks/baton', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' }
+  const free = await client.post(`/v1/process-templates/${id}/steps`, { kind: 'webhook', name: 'Tell our CRM', target })
+  t.equal(free.statusCode, 201, free.body)
+  const freeUrl = `/v1/process-templates/${id}/steps/${free.data.id}`
+  t.equal((await client.patch(freeUrl, { name: 'Tell our CRM' }, { 'if-match': '"1"' })).headers.etag, '"1"')
+  t.equal((await client.patch(freeUrl, { target }, { 'if-match': '"1"' })).headers.etag, '"2"', 'a secret sent is a secret replaced')
+})

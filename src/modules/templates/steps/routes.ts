@@ -63,6 +63,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
   app.patch('/process-templates/:id/steps/:stepId', {
     schema: {
       operationId: 'updateProcessTemplateStep', tags, summary: 'Update a step (If-Match names the step\'s version)', params: StepParamsSchema,
+      description: 'An update that changes nothing (parameters equal to the stored ones once defaults are filled in, say) answers with the step as it was: its version (and ETag) and updatedAt stay. A target sent counts as a change, since its secret is write-only.',
       headers: IfMatchHeadersSchema, body: UpdateStepSchema,
       response: { 200: ok(ProcessTemplateStep, 'The updated step', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }

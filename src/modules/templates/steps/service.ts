@@ -5,6 +5,7 @@ import { badRequest, conflict, notFound, type FieldError } from '../../../errors
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
+import { changesNothing } from '../../../lib/changes.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import { stepColumns, toStep, type StepDraft } from '../mapping.js'
 import * as repo from '../templates/repository.js'
@@ -127,6 +128,8 @@ export async function updateStep(
     const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId)
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
     rejectIfInvalid('The step is not valid', [...check.errors, ...decideSettingsErrors(draft, current.position, stepCount, template.active)])
+    // A target's secret is sealed and write-only: one sent is a change, as it cannot be compared.
+    if (!input.target && changesNothing(toStep(current), { ...draft, parameters: check.parameters })) return toStep(current)
     const stranded = template.active ? await unreachableStepIds(trx, tenantId, templateId) : new Set<string>()
     const row = await steps.updateStep(trx, tenantId, stepId, {
       ...stepColumns({ ...draft, parameters: check.parameters }),
