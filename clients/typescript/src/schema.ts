@@ -495,7 +495,10 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
-        /** Reorder all steps of a process template at once */
+        /**
+         * Reorder all steps of a process template at once
+         * @description The order the steps already have changes nothing: the template answers as it was, its version (and ETag) and updatedAt stay.
+         */
         put: operations["reorderProcessTemplateSteps"];
         post?: never;
         delete?: never;

@@ -1,6 +1,7 @@
 import type { Clock } from '../../../adapters/clock.js'
 import type { DB } from '../../../db/connect.js'
 import type { FieldError } from '../../../errors.js'
+import { sameValue } from '../../../lib/changes.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import type { Template } from '../templates/schemas.js'
 import { loadTemplate, lockedTemplate, touchTemplate } from '../templates/service.js'
@@ -17,6 +18,7 @@ export async function reorderSteps(
     checkVersion(expected, template.version, `Process template ${templateId}`)
     const current = await steps.listSteps(trx, tenantId, templateId)
     rejectIfInvalid('The new order is not valid', orderErrors(current.map((s) => s.id), stepIds))
+    if (sameValue(current.map((s) => s.id), stepIds)) return loadTemplate(trx, tenantId, templateId)
     // Branches and step references follow their steps; an order that turns one backwards is refused.
     const plan = reorderPlan(current, stepIds, template.active)
     rejectIfInvalid('The new order is not valid', plan.errors)

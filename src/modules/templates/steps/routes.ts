@@ -45,6 +45,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
   app.put('/process-templates/:id/steps/order', {
     schema: {
       operationId: 'reorderProcessTemplateSteps', tags, summary: 'Reorder all steps of a process template at once', params: IdParamsSchema,
+      description: 'The order the steps already have changes nothing: the template answers as it was, its version (and ETag) and updatedAt stay.',
       headers: IfMatchHeadersSchema, body: ReorderStepsSchema,
       response: { 200: ok(Type.Ref('ProcessTemplate'), 'The template with its steps in the new order; ETag is the template\'s version', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
