@@ -315,7 +315,10 @@ export interface paths {
         delete: operations["deleteMarketplaceService"];
         options?: never;
         head?: never;
-        /** Update a marketplace service; a new secret keeps the old one valid for 24 hours */
+        /**
+         * Update a marketplace service; a new secret keeps the old one valid for 24 hours
+         * @description An update that changes nothing (the secret it has counts as no change) answers with the service as it was: its version (and ETag) and updatedAt stay.
+         */
         patch: operations["updateMarketplaceService"];
         trace?: never;
     };

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import { newId } from '../../../src/lib/ids.js'
 import { setupApp } from '../../helpers/app.js'
@@ -64,6 +65,28 @@ t.test('a new secret keeps the old one valid for 24 hours', async (t) => {
   await operator.patch(`/v1/marketplace-services/${service.id}`, { name: 'Renamed' })
   const after = await db.selectFrom('marketplace_services').selectAll().where('id', '=', service.id).executeTakeFirstOrThrow()
   t.equal(after.previous_secret, 'first-secret-0123456789ab', 'other changes leave the rotation alone')
+})
+
+t.test('a PATCH that changes nothing keeps the version, the ETag and updatedAt; the same secret is no change', async (t) => {
+  const { operator, db, clock } = await setupApp(t, { BATON_SECRETS_KEY: randomBytes(32).toString('base64') })
+  const secret = 'first-secret-0123456789ab'
+  const { secret: _shown, ...created } = await createService(operator, { secret })
+  const url = `/v1/marketplace-services/${created.id}`
+  const row = () => db.selectFrom('marketplace_services').selectAll().where('id', '=', created.id).executeTakeFirstOrThrow()
+  const stored = await row()
+  clock.advance(HOUR)
+  for (const body of [
+    { name: SERVICE.name }, { provider: SERVICE.provider, webhookUrl: SERVICE.webhookUrl, delivery: 'query', active: true }, { secret }
+  ]) {
+    const same = await operator.patch(url, body, { 'if-match': '"1"' })
+    t.equal(same.statusCode, 200, JSON.stringify(body))
+    t.same(same.data, created, `${Object.keys(body).join(', ')}: the service as it was, updatedAt too`)
+    t.equal(same.headers.etag, '"1"')
+  }
+  t.same(await row(), stored, 'stored unchanged: the secret neither sealed again nor rotated')
+  assertProblem(t, await operator.patch(url, { name: SERVICE.name }, { 'if-match': '"0"' }), 412, /version 1/)
+  const rotated = await operator.patch(url, { secret: 'second-secret-0123456789' }, { 'if-match': '"1"' })
+  t.same([rotated.data.version, rotated.headers.etag], [2, '"2"'], 'a new secret still moves the version')
 })
 
 t.test('If-Match guards updates', async (t) => {

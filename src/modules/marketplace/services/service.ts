@@ -7,6 +7,7 @@ import { conflict, notFound, unprocessable } from '../../../errors.js'
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
+import { changesNothing } from '../../../lib/changes.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import * as repo from './repository.js'
 import { checkQueryKeys, checkWebhookUrl } from './webhook-url.js'
@@ -109,13 +110,14 @@ export async function updateService(
     checkVersion(expected, current.version, `Marketplace service ${id}`)
     checkNewQueryUrl(current, input)
     const now = clock.now()
+    // The secret opens to compare (it must, to sign): the same secret again neither rotates nor changes the service.
     const rotates = input.secret !== undefined && input.secret !== secrets.open(current.secret, secretContext.service(current.id))
+    const changes = {
+      name: input.name, provider: input.provider, webhook_url: input.webhookUrl, delivery: input.delivery, active: input.active
+    }
+    if (!rotates && changesNothing(current, changes)) return toService(current)
     const row = await repo.updateService(trx, id, {
-      ...(input.name === undefined ? {} : { name: input.name }),
-      ...(input.provider === undefined ? {} : { provider: input.provider }),
-      ...(input.webhookUrl === undefined ? {} : { webhook_url: input.webhookUrl }),
-      ...(input.delivery === undefined ? {} : { delivery: input.delivery }),
-      ...(input.active === undefined ? {} : { active: input.active }),
+      ...changes,
       ...(rotates && input.secret !== undefined ? {
         secret: secrets.seal(input.secret, secretContext.service(current.id)),
         previous_secret: current.secret,
