@@ -158,7 +158,10 @@ export interface paths {
         delete: operations["deleteUser"];
         options?: never;
         head?: never;
-        /** Update a user */
+        /**
+         * Update a user
+         * @description An update that changes nothing answers with the user as it was: its updatedAt stays.
+         */
         patch: operations["updateUser"];
         trace?: never;
     };

@@ -28,6 +28,11 @@ export function lockUser(trx: DB, tenantId: string, id: string) {
   return trx.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).forUpdate().executeTakeFirst()
 }
 
+/** The user row, locked as an update of its columns locks it: writes that hold the user (FOR KEY SHARE) do not wait. */
+export function lockUserForChange(trx: DB, tenantId: string, id: string) {
+  return trx.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).forNoKeyUpdate().executeTakeFirst()
+}
+
 export function listUsers(db: DB, tenantId: string, page: PageRequest, filter: { email?: string | undefined; q?: string | undefined }) {
   let query = db.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
   if (page.after) query = query.where('id', '>', page.after)

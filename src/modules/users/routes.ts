@@ -44,6 +44,7 @@ export default async function userRoutes(fastify: FastifyInstance, { db, clock }
   app.patch('/users/:id', {
     schema: {
       operationId: 'updateUser', tags, summary: 'Update a user', params: IdParamsSchema, body: UpdateUserSchema,
+      description: 'An update that changes nothing answers with the user as it was: its updatedAt stays.',
       response: { 200: ok(User, 'The updated user'), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request) => users.updateUser(db, clock, tenantOf(request), request.params.id, request.body))

@@ -2,6 +2,7 @@ import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { UserRow } from '../../db/database.js'
 import { conflict, notFound } from '../../errors.js'
+import { changesNothing } from '../../lib/changes.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest } from '../../lib/pagination.js'
 import { isForeignKeyViolation } from '../records/repository.js'
@@ -35,9 +36,14 @@ export async function listUsers(db: DB, tenantId: string, page: PageRequest, fil
 
 export async function updateUser(db: DB, clock: Clock, tenantId: string, id: string, input: UpdateUser): Promise<User> {
   await checkEmailFree(db, tenantId, input.email, id)
-  const row = await repo.updateUser(db, tenantId, id, { ...input, updated_at: clock.now() })
-  if (!row) throw notFound('User', id)
-  return toUser(row)
+  return db.transaction().execute(async (trx) => {
+    const current = await repo.lockUserForChange(trx, tenantId, id)
+    if (!current) throw notFound('User', id)
+    if (changesNothing(current, input)) return toUser(current)
+    const row = await repo.updateUser(trx, tenantId, id, { ...input, updated_at: clock.now() })
+    if (!row) throw notFound('User', id)
+    return toUser(row)
+  })
 }
 
 /**

@@ -93,3 +93,17 @@ t.test('a new user racing another with the same e-mail address: the loser is tol
   assertProblem(t, lost, 409, /e-mail address/)
   t.match(lost.data.errors, [{ pointer: '/body/email' }])
 })
+
+t.test('a user PATCH that changes nothing keeps updatedAt', async (t) => {
+  const { client } = await ctx.newTenant()
+  const anna = (await client.post('/v1/users', { name: 'Anna Berg', email: 'anna@example.com' })).data
+  ctx.clock.advance(60_000)
+  for (const body of [{ name: 'Anna Berg' }, { name: 'Anna Berg', email: 'anna@example.com' }]) {
+    const same = await client.patch(`/v1/users/${anna.id}`, body)
+    t.equal(same.statusCode, 200, JSON.stringify(body))
+    t.same(same.data, anna, `${JSON.stringify(body)}: the user as it was`)
+  }
+  t.same((await client.get(`/v1/users/${anna.id}`)).data, anna, 'stored unchanged')
+  const changed = await client.patch(`/v1/users/${anna.id}`, { name: 'Anna Berg-Meyer' })
+  t.equal(changed.data.updatedAt, ctx.clock.now().toISOString(), 'a change still moves updatedAt')
+})
