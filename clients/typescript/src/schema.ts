@@ -85,7 +85,10 @@ export interface paths {
         delete: operations["deleteTenant"];
         options?: never;
         head?: never;
-        /** Update a tenant */
+        /**
+         * Update a tenant
+         * @description An update that changes nothing answers with the tenant as it was: its updatedAt stays.
+         */
         patch: operations["updateTenant"];
         trace?: never;
     };

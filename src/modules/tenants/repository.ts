@@ -16,6 +16,11 @@ export function insertTenant(db: DB, row: NewTenantRow) {
   return db.insertInto('tenants').values(row).returningAll().executeTakeFirstOrThrow()
 }
 
+/** The tenant row, locked as an update of its columns locks it: rows holding their key to it do not wait. */
+export function lockTenantForChange(trx: DB, id: string) {
+  return trx.selectFrom('tenants').selectAll().where('id', '=', id).forNoKeyUpdate().executeTakeFirst()
+}
+
 export function updateTenant(db: DB, id: string, changes: TenantUpdate) {
   return db.updateTable('tenants').set(changes).where('id', '=', id).returningAll().executeTakeFirst()
 }

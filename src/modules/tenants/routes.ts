@@ -48,6 +48,7 @@ export default async function tenantRoutes(fastify: FastifyInstance, { db, clock
     config,
     schema: {
       operationId: 'updateTenant', tags, summary: 'Update a tenant', params: IdParamsSchema, body: UpdateTenantSchema,
+      description: 'An update that changes nothing answers with the tenant as it was: its updatedAt stays.',
       response: { 200: ok(Tenant, 'The updated tenant'), ...problems(400, 401, 403, 404, 409, 422) }
     }
   }, async (request) => tenants.updateTenant(db, clock, request.params.id, request.body))

@@ -2,6 +2,7 @@ import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { TenantRow } from '../../db/database.js'
 import { conflict, notFound, unprocessable } from '../../errors.js'
+import { changesNothing } from '../../lib/changes.js'
 import { newId } from '../../lib/ids.js'
 import { generateKey, hashKey, keyPrefix } from '../../lib/keys.js'
 import { toPage, type PageRequest } from '../../lib/pagination.js'
@@ -65,14 +66,15 @@ export async function listTenants(db: DB, page: PageRequest) {
 export async function updateTenant(db: DB, clock: Clock, id: string, input: UpdateTenant): Promise<Tenant> {
   checkTimeZone(input.timeZone)
   await checkWebIdFree(db, input.webId, id)
-  const row = await repo.updateTenant(db, id, {
-    ...(input.name === undefined ? {} : { name: input.name }),
-    ...(input.webId === undefined ? {} : { web_id: input.webId }),
-    ...(input.timeZone === undefined ? {} : { time_zone: input.timeZone }),
-    updated_at: clock.now()
+  return db.transaction().execute(async (trx) => {
+    const current = await repo.lockTenantForChange(trx, id)
+    if (!current) throw notFound('Tenant', id)
+    const changes = { name: input.name, web_id: input.webId, time_zone: input.timeZone }
+    if (changesNothing(current, changes)) return toTenant(current)
+    const row = await repo.updateTenant(trx, id, { ...changes, updated_at: clock.now() })
+    if (!row) throw notFound('Tenant', id)
+    return toTenant(row)
   })
-  if (!row) throw notFound('Tenant', id)
-  return toTenant(row)
 }
 
 export async function deleteTenant(db: DB, id: string): Promise<void> {

@@ -144,3 +144,18 @@ async function someoneWaitsForALock(ctx: { db: DB }): Promise<boolean> {
   }
   return false
 }
+
+t.test('a tenant PATCH that changes nothing keeps updatedAt', async (t) => {
+  const { operator, clock } = await setupApp(t)
+  const created = (await operator.post('/v1/tenants', { name: 'Muster Immobilien GmbH', webId: '48213', timeZone: 'Europe/Vienna' })).data
+  const url = `/v1/tenants/${created.id}`
+  clock.advance(60_000)
+  for (const body of [{ name: 'Muster Immobilien GmbH' }, { webId: '48213', timeZone: 'Europe/Vienna' }]) {
+    const same = await operator.patch(url, body)
+    t.equal(same.statusCode, 200, JSON.stringify(body))
+    t.same(same.data, created, `${JSON.stringify(body)}: the tenant as it was`)
+  }
+  t.same((await operator.get(url)).data, created, 'stored unchanged')
+  const changed = await operator.patch(url, { timeZone: 'Europe/Berlin' })
+  t.equal(changed.data.updatedAt, clock.now().toISOString(), 'a change still moves updatedAt')
+})
