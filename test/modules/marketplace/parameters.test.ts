@@ -223,3 +223,23 @@ t.test('tenants read parameters of services they can see, and write none', async
   assertProblem(t, await client.patch(`${base}/${mode.data.id}`, { label: 'X' }), 403)
   assertProblem(t, await client.delete(`${base}/${mode.data.id}`), 403)
 })
+
+t.test('a parameter PATCH that changes nothing keeps its stored updated_at', async (t) => {
+  const { operator, db, clock } = ctx
+  const service = await createService(operator)
+  const created = (await operator.post(`/v1/marketplace-services/${service.id}/parameters`, {
+    name: 'mode', label: 'Mode', type: 'enum', allowedValues: ['fast', 'exact'], required: true, default: 'fast'
+  })).data
+  const url = `/v1/marketplace-services/${service.id}/parameters/${created.id}`
+  const updatedAt = async () => (await db.selectFrom('service_parameters').select('updated_at').where('id', '=', created.id).executeTakeFirstOrThrow()).updated_at
+  const before = await updatedAt()
+  clock.advance(60_000)
+  for (const body of [{ label: 'Mode' }, { type: 'enum', allowedValues: ['fast', 'exact'], required: true, default: 'fast', name: 'mode' }]) {
+    const same = await operator.patch(url, body)
+    t.equal(same.statusCode, 200, JSON.stringify(body))
+    t.same(same.data, created, JSON.stringify(body))
+  }
+  t.same(await updatedAt(), before, 'stored unchanged')
+  t.equal((await operator.patch(url, { label: 'Modus' })).statusCode, 200)
+  t.same(await updatedAt(), clock.now(), 'a change still moves updated_at')
+})

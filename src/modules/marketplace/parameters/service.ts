@@ -2,6 +2,7 @@ import type { Clock } from '../../../adapters/clock.js'
 import type { DB } from '../../../db/connect.js'
 import type { ParameterRow } from '../../../db/database.js'
 import { conflict, notFound, unprocessable } from '../../../errors.js'
+import { changesNothing } from '../../../lib/changes.js'
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import * as repo from './repository.js'
@@ -90,6 +91,7 @@ export async function updateParameter(
     const change = breakingChange(current, next)
     if (change) await checkUnused(trx, current, `${change} would break them`)
     if (!(current.required && current.default === null)) await checkPassedWhereRequired(trx, serviceId, next)
+    if (changesNothing(current, next)) return current
     const row = await repo.updateParameter(trx, serviceId, id, toValues(next), clock.now())
     if (!row) throw notFound('Parameter', id)
     return toParameter(row)
