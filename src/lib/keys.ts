@@ -4,6 +4,11 @@ export type KeyKind = 'operator' | 'tenant'
 
 const PREFIX: Record<KeyKind, string> = { operator: 'bop_', tenant: 'btk_' }
 
+/** Whether a key has the prefix of the keys Baton generates of this kind. */
+export function hasKeyPrefix(kind: KeyKind, key: string): boolean {
+  return key.startsWith(PREFIX[kind])
+}
+
 /** A random bearer key; only its hash is ever stored. */
 export function generateKey(kind: KeyKind): string {
   return PREFIX[kind] + randomBytes(32).toString('base64url')

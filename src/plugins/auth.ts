@@ -5,7 +5,6 @@ import type { DB } from '../db/connect.js'
 import { forbidden, unauthorized } from '../errors.js'
 import { CLAIM_PREFIX, verifyClaim, type ApiClaim } from '../lib/api-claims.js'
 import { bearerOf, type Bearer } from '../lib/bearer.js'
-import { sameHash } from '../lib/keys.js'
 import type { KnownKeys } from '../modules/auth/known-keys.js'
 import type { OperatorKeyHash } from '../modules/auth/operator-key-hash.js'
 import { findTenantIdByKeyHash } from '../modules/auth/repository.js'
@@ -89,8 +88,8 @@ async function identify({ db, operatorKeyHash, claimKey, clock, knownKeys }: Aut
     }
     throw unauthorized('The apiClaim is not valid: it was altered or not issued by this Baton.')
   }
-  const operator = operatorKeyHash.current()
-  if (sameHash(hash, typeof operator === 'string' ? operator : await operator)) return { kind: 'operator' }
+  const operator = operatorKeyHash.matches(token, hash)
+  if (typeof operator === 'boolean' ? operator : await operator) return { kind: 'operator' }
   const known = knownKeys.tenantOf(hash)
   if (known) return { kind: 'tenant', tenantId: known }
   const generation = knownKeys.generation

@@ -1,3 +1,5 @@
+import { hasKeyPrefix, sameHash } from '../../lib/keys.js'
+
 /**
  * The operator key's hash in force. A key given in BATON_ADMIN_TOKEN is fixed; a generated one lives
  * in the database and is read again once the copy here is older than `ttlMs`, so a rotation
@@ -17,9 +19,21 @@ export class OperatorKeyHash {
     this.readAt = now()
   }
 
+  /**
+   * Whether a bearer key (and its hash) is the operator's. Only a key that can be the generated one
+   * (its prefix) waits for a read of the stored hash, so tenant keys never wait on it.
+   */
+  matches(key: string, hash: string): boolean | Promise<boolean> {
+    if (this.reread && !hasKeyPrefix('operator', key)) return false
+    const current = this.current()
+    return typeof current === 'string' ? sameHash(hash, current) : current.then((stored) => sameHash(hash, stored))
+  }
+
   /** The hash, from the copy here while it is fresh; a failed read fails the caller (and the next call reads again). */
   current(): string | Promise<string> {
-    if (!this.reread || this.now() - this.readAt < this.ttlMs) return this.hash
+    const age = this.now() - this.readAt
+    // A clock set back counts as stale, not as fresh for that much longer.
+    if (!this.reread || (age >= 0 && age < this.ttlMs)) return this.hash
     this.reading ??= this.read(this.reread)
     return this.reading
   }

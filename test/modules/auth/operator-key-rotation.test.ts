@@ -3,6 +3,7 @@ import { buildApp, serverOptions } from '../../../src/app.js'
 import { loadConfig } from '../../../src/config.js'
 import { resolveOperatorKey, rotateOperatorKey } from '../../../src/modules/auth/operator-key.js'
 import { OperatorKeyHash } from '../../../src/modules/auth/operator-key-hash.js'
+import { hashKey } from '../../../src/lib/keys.js'
 import { TestClock } from '../../helpers/clock.js'
 import { createTestDatabase } from '../../helpers/database.js'
 
@@ -51,4 +52,25 @@ t.test('a key from BATON_ADMIN_TOKEN is fixed; a stored key is read again once, 
   now += 2000
   await t.rejects(Promise.resolve(failing.current()), /database away/, 'a failed read fails the request')
   t.equal(await failing.current(), 'cc', 'and the next one reads again')
+})
+
+t.test('only a key with the generated prefix waits for a read of the stored hash; a clock set back reads again', async (t) => {
+  let now = 10_000
+  let reads = 0
+  const key = new OperatorKeyHash(hashKey('bop_old'), () => (reads++, new Promise<string>(() => {})), () => now, 2000)
+  now += 2000
+  t.equal(key.matches('btk_tenant', hashKey('btk_tenant')), false, 'a tenant key is answered at once, the read not even begun')
+  t.equal(reads, 0)
+  t.type(key.matches('bop_old', hashKey('bop_old')), Promise, 'an operator key waits for it')
+  t.equal(reads, 1)
+
+  const fixed = new OperatorKeyHash(hashKey('any-token'), undefined, () => now)
+  t.equal(fixed.matches('any-token', hashKey('any-token')), true, 'BATON_ADMIN_TOKEN may be any visible text')
+
+  let later = 50_000
+  let stored = 'aa'
+  const stepped = new OperatorKeyHash('aa', async () => stored, () => later, 2000)
+  later -= 60_000
+  stored = 'bb'
+  t.equal(await stepped.current(), 'bb', 'a clock set back does not keep the copy fresh')
 })
