@@ -91,7 +91,7 @@ export async function cancelTriggeredDeliveries(db: DB, table: RecordTable, tena
 export function cancelTriggeredStatement(db: DB, table: RecordTable, tenantId: string, recordId: string, now: Date) {
   return db.updateTable('deliveries')
     .set({ status: 'cancelled', finished_at: now, last_error: `cancelled: the ${MODULE[table]} was deleted before the call` })
-    // A constant, so that a kept plan can still prove the partial index of pending deliveries (migration 0025).
-    .where('tenant_id', '=', tenantId).where('source', '=', 'trigger').where('status', '=', sql.lit('pending'))
+    // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0025).
+    .where('tenant_id', '=', tenantId).where('source', '=', sql.lit('trigger')).where('status', '=', sql.lit('pending'))
     .where(table === 'properties' ? 'property_id' : 'address_id', '=', recordId)
 }
