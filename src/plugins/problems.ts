@@ -122,9 +122,25 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
 
 const ROUTE_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']
 
-/** The methods some route takes at this path, for a 405's Allow. */
+/**
+ * The methods some route takes at this path, for a 405's Allow: none for a path that cannot be decoded,
+ * nor for a route the path names with an empty id (answered 404, hasEmptyParam).
+ */
 export function allowedMethods(app: FastifyInstance, path: string): string[] {
-  return ROUTE_METHODS.filter((method) => app.findRoute({ method, url: path }) !== null)
+  try {
+    decodeURIComponent(path)
+  } catch {
+    return []
+  }
+  return ROUTE_METHODS.filter((method) => {
+    const route = app.findRoute({ method, url: path })
+    return route !== null && !hasEmptyParam(route.params)
+  })
+}
+
+/** `/v1/users//` matches `/v1/users/:id` with an empty id: no resource has one. A wildcard (`*`) may be empty. */
+export function hasEmptyParam(params: unknown): boolean {
+  return Object.entries((params ?? {}) as Record<string, string>).some(([name, value]) => value === '' && name !== '*')
 }
 
 export default fp(problemsPlugin, { name: 'problems' })

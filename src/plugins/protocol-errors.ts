@@ -5,7 +5,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import fp from 'fastify-plugin'
 import { ProblemError } from '../errors.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from '../lib/request-id.js'
-import { allowedMethods, problemBody, sendProblem } from './problems.js'
+import { allowedMethods, hasEmptyParam, problemBody, sendProblem } from './problems.js'
 
 /*
  * Errors that happen before a route runs, answered as application/problem+json like every other:
@@ -137,11 +137,6 @@ export function bodyCodings(method: string, headers: IncomingHttpHeaders): strin
 
 // The explorer serves HTML and scripts, metrics the Prometheus text format: every other route answers JSON.
 const NOT_JSON = /^\/(docs|metrics)(\/|$)/
-
-/** `/v1/users//` matches `/v1/users/:id` with an empty id: no resource has one. A wildcard (`*`) may be empty. */
-function hasEmptyParam(params: unknown): boolean {
-  return Object.entries(params as Record<string, string>).some(([name, value]) => value === '' && name !== '*')
-}
 
 async function protocolErrorsPlugin(app: FastifyInstance): Promise<void> {
   app.server.on('checkExpectation', onCheckExpectation)

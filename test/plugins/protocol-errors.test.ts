@@ -197,6 +197,11 @@ t.test('a CONNECT is answered 405 and the connection closed, not dropped without
   parse(t, onRoute.text, 405)
   t.match(onRoute.text, /\r\nallow: GET, HEAD, POST\r\n/i, 'a path names the methods it takes, as any 405 does')
   t.match(onRoute.text, /"instance":"\/v1\/users"/)
+  for (const path of ['/%zz', '/v1/users//']) {
+    const none = await raw(`CONNECT ${path} HTTP/1.1\r\nHost: x\r\n\r\n`)
+    parse(t, none.text, 405)
+    t.match(none.text, /\r\nallow: \r\n/i, `${path} names no method: no route takes it`)
+  }
 
   t.equal((await fetch(`${address}/health/live`)).status, 200, 'the server still answers')
 })

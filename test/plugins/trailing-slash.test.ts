@@ -39,4 +39,8 @@ t.test('an empty id is no route (404), not an id that fails validation', async (
   assertProblem(t, await client.get('/v1/users//'), 404, /No route GET \/v1\/users\/\//)
   assertProblem(t, await client.get('/v1/process-templates//steps'), 404)
   assertProblem(t, await client.get('/v1/no-such-thing/'), 404)
+  const put = await client.put('/v1/users//', { name: 'x' })
+  assertProblem(t, put, 404) // not a 405 naming GET, which answers 404 there too
+  t.equal(put.headers.allow, undefined)
+  assertProblem(t, await client.put('/v1/process-templates//steps', {}), 404)
 })
