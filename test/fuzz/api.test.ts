@@ -169,12 +169,14 @@ const PROTOCOL_STATUSES = [406, 413, 414, 415]
 
 /**
  * Why an answer breaks the contract, or undefined. A HEAD answer has the headers of a GET but no body.
- * Called with the operation's own method on its own route, an error status must be one the operation documents.
+ * Called with the operation's own method, an error status must be one the operation documents (or, off its route, 404 or 405).
  */
 function breach(op: Operation, method: string, status: number, contentType: string, body: string, ownRoute = true): string | undefined {
   if (status >= 500) return `server error ${status}: ${body.slice(0, 300)}`
   if (status < 400) return undefined
-  if (ownRoute && method === op.method && !op.responses.includes(status) && !PROTOCOL_STATUSES.includes(status)) {
+  // Off its own route (an empty id), a path is the collection's (405 where it takes another method) or no route's (404).
+  const elsewhere = ownRoute ? [] : [404, 405]
+  if (method === op.method && !op.responses.includes(status) && !PROTOCOL_STATUSES.includes(status) && !elsewhere.includes(status)) {
     return `${status}, which ${op.name} does not document: ${body.slice(0, 200)}`
   }
   if (!/^application\/problem\+json/.test(contentType)) return `${status} is ${contentType || 'without a content type'}: ${body.slice(0, 200)}`
