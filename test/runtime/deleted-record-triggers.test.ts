@@ -49,4 +49,15 @@ t.test('a call in flight when the record is deleted finishes, and is not tried a
   const [delivery] = await triggeredBy('propertyId', id)
   t.match(delivery, { lastError: /property .* was deleted; no call was made/ })
   t.not(delivery.status, 'pending')
+
+  const replayed = await rt.api.post(`/v1/deliveries/${delivery.id}/replay`)
+  t.equal(replayed.statusCode, 409, replayed.body)
+  t.match(replayed.data.detail, new RegExp(`Property ${id} was deleted`), 'a replay says why at once, not by giving up later')
+  const [after] = await triggeredBy('propertyId', id)
+  t.equal(after.round, delivery.round, 'and queues nothing')
+
+  t.equal(delivery.status, 'failed')
+  const recovery = await rt.api.post(`/v1/marketplace-services/${rt.serviceId}/recover`, { since: '2000-01-01T00:00:00Z', dryRun: true })
+  t.equal(recovery.statusCode, 200, recovery.body)
+  t.notOk(recovery.data.deliveryIds.includes(delivery.id), 'a recovery after an outage leaves it out too')
 })

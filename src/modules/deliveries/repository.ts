@@ -1,3 +1,4 @@
+import type { DeliveryRow } from '../../db/database.js'
 import type { DB } from '../../db/connect.js'
 import type { PageRequest } from '../../lib/pagination.js'
 import type { ListDeliveriesQuery } from './schemas.js'
@@ -35,6 +36,13 @@ export function lockDelivery(db: DB, tenantId: string, id: string) {
   return db.selectFrom('deliveries').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).forUpdate().executeTakeFirst()
 }
 
+/** Whether a trigger delivery's record is still there (a delete cancels its pending deliveries, not its finished ones). */
+export async function triggerRecordExists(db: DB, row: Pick<DeliveryRow, 'tenant_id' | 'property_id' | 'address_id'>): Promise<boolean> {
+  const [table, id] = row.property_id !== null ? ['properties', row.property_id] as const : ['addresses', row.address_id] as const
+  if (id === null) return true
+  return (await db.selectFrom(table).select('id').where('tenant_id', '=', row.tenant_id).where('id', '=', id).executeTakeFirst()) !== undefined
+}
+
 export function findStepState(db: DB, tenantId: string, stepId: string) {
   return db.selectFrom('instance_steps').select(['state', 'name']).where('tenant_id', '=', tenantId).where('id', '=', stepId).executeTakeFirst()
 }
@@ -51,7 +59,7 @@ export function replayDelivery(db: DB, tenantId: string, id: string, now: Date) 
 }
 
 /**
- * Failed deliveries of a service that a recovery may queue again: a record-change delivery, or the
+ * Failed deliveries of a service that a recovery may queue again: a record-change delivery whose record is still there, or the
  * delivery of a webhook step that is still failed in a running process. Oldest first, at most `limit`.
  */
 export function findRecoverable(db: DB, tenantId: string, serviceId: string, since: Date, limit: number) {
@@ -61,6 +69,14 @@ export function findRecoverable(db: DB, tenantId: string, serviceId: string, sin
     .select(['d.id', 'd.source', 'd.instance_id', 'd.step_id'])
     .where('d.tenant_id', '=', tenantId).where('d.service_id', '=', serviceId)
     .where('d.status', '=', 'failed').where('d.finished_at', '>=', since)
-    .where((eb) => eb.or([eb('d.source', '=', 'trigger'), eb.and([eb('st.state', '=', 'failed'), eb('i.status', '=', 'running')])]))
+    .where((eb) => eb.or([
+      // A trigger's whose record is still there (deleting it cancels its pending calls, not its failed ones).
+      eb.and([
+        eb('d.source', '=', 'trigger'),
+        eb.or([eb('d.property_id', 'is', null), eb.exists(eb.selectFrom('properties as p').select('p.id').whereRef('p.tenant_id', '=', 'd.tenant_id').whereRef('p.id', '=', 'd.property_id'))]),
+        eb.or([eb('d.address_id', 'is', null), eb.exists(eb.selectFrom('addresses as a').select('a.id').whereRef('a.tenant_id', '=', 'd.tenant_id').whereRef('a.id', '=', 'd.address_id'))])
+      ]),
+      eb.and([eb('st.state', '=', 'failed'), eb('i.status', '=', 'running')])
+    ]))
     .orderBy('d.id').limit(limit).execute()
 }

@@ -89,6 +89,11 @@ export async function replay(db: DB, now: Date, tenantId: string, id: string): P
     if (service && (!service.active || !service.activated_at)) {
       throw conflict(`Service "${service.name}" is not active for this tenant; activate it before replaying its deliveries.`)
     }
+    // Nor a trigger's call whose record was deleted since (the claim would give it up without a call).
+    if (row.source === 'trigger' && !(await repo.triggerRecordExists(trx, row))) {
+      const record = row.property_id !== null ? `Property ${row.property_id}` : `Address ${row.address_id}`
+      throw conflict(`${record} was deleted; its trigger's call is not made again.`)
+    }
     const step = row.step_id ? await repo.findStepState(trx, tenantId, row.step_id) : undefined
     if (step && !['done', 'skipped', 'cancelled'].includes(step.state)) {
       throw conflict(`Step "${step.name}" is ${step.state}; ${step.state === 'failed'
