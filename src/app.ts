@@ -54,6 +54,8 @@ export interface AppDependencies {
   metrics?: BatonMetrics
   /** Announces committed work to the schedulers; without it the database's triggers do (src/db/wakeups.ts). */
   wakeups?: Wakeups
+  /** True once the process began to stop (server.ts): /health/ready then answers 503 while it drains. */
+  stopping?: () => boolean
 }
 
 
@@ -76,6 +78,9 @@ export function serverOptions(config: Config, logger: FastifyBaseLogger | boolea
     requestTimeout,
     http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },
     clientErrorHandler: clientErrorHandler(requestTimeout),
+    // A request that reaches an open connection while the server closes is served (with Connection: close),
+    // not answered by Fastify's own 503, which is no problem+json: /health/ready says it is stopping.
+    return503OnClosing: false,
     frameworkErrors
   }
 }
@@ -104,7 +109,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
     () => modules.clock.now().getTime())
   await app.register(auth, { db: deps.db, operatorKeyHash, claimKey, clock: modules.clock, knownKeys: modules.knownKeys })
 
-  await app.register(healthRoutes, { ...modules, metrics: deps.metrics ?? new BatonMetrics() })
+  await app.register(healthRoutes, { ...modules, metrics: deps.metrics ?? new BatonMetrics(), ...(deps.stopping ? { stopping: deps.stopping } : {}) })
   await app.register(tenantRoutes, { ...modules, prefix: '/v1' })
   await app.register(apiKeyRoutes, { ...modules, prefix: '/v1' })
   await app.register(userRoutes, { ...modules, prefix: '/v1' })

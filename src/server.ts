@@ -41,7 +41,12 @@ async function main(config: Config, role: Role): Promise<void> {
   // A signal while the embedded database opens (seconds on a first start) closes it once open: the
   // default handler ended the process by the signal, not with 0, and left its lock file behind.
   let close = () => opening.then((database) => database.close(), () => {})
-  onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => close())
+  // From the signal on, /health/ready answers 503 while the process drains, so a load balancer moves on.
+  let stopping = false
+  onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => {
+    stopping = true
+    return close()
+  })
   const database = await opening
   close = () => database.close()
   took('database')
@@ -57,7 +62,7 @@ async function main(config: Config, role: Role): Promise<void> {
     : (await schedulerModule).buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }), metrics)
   took('scheduler')
   if (role === 'worker') {
-    const probes = await listenAsWorker(config, database, metrics, log)
+    const probes = await listenAsWorker(config, database, metrics, log, () => stopping)
     close = async () => {
       await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
       await probes.close()
@@ -72,15 +77,16 @@ async function main(config: Config, role: Role): Promise<void> {
   const { buildApp, serverOptions } = await appModule!
   took('operatorKey')
   const cpuBefore = process.cpuUsage()
-  const app = await buildApp({ config, db: database.db, operatorKeyHash: operatorKey.hash, operatorKeyStored: !config.BATON_ADMIN_TOKEN, metrics, wakeups: database.wakeups }, serverOptions(config, log))
+  const app = await buildApp({
+    config, db: database.db, operatorKeyHash: operatorKey.hash, operatorKeyStored: !config.BATON_ADMIN_TOKEN, metrics, wakeups: database.wakeups,
+    stopping: () => stopping
+  }, serverOptions(config, log))
   await app.ready()
   took('app')
   // CPU, which a busy machine stretches less than the time: building the app is all CPU work.
   const { user, system } = process.cpuUsage(cpuBefore)
   startupMs.appCpu = Math.round((user + system) / 1000)
-  let shuttingDown = false
   close = async () => {
-    shuttingDown = true
     const graceOver = new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_GRACE_MS).unref())
     await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
     // Requests still open when the grace is over are cut off: the server's close waits for each, and a
@@ -98,7 +104,7 @@ async function main(config: Config, role: Role): Promise<void> {
   took('listen')
   // After listening, unless a signal came meanwhile: on the embedded database, whose statements run one
   // at a time, the scheduler's first pass (100-240 ms there) would otherwise go before listening.
-  if (!shuttingDown) await scheduler?.start()
+  if (!stopping) await scheduler?.start()
   app.log.info({ database: database.kind, startupMs, uptimeMs: Math.round(performance.now()) }, `Baton listening on ${address}`)
   if (operatorKey.generated) printOperatorKey(operatorKey.generated, address)
   else if (!config.BATON_ADMIN_TOKEN) app.log.info('Using the operator key generated on first start; `npm run admin:rotate-key` makes a new one.')
@@ -111,12 +117,12 @@ function preload<T>(loading: Promise<T>): Promise<T> {
 }
 
 /** A worker's probes and metrics on WORKER_HTTP_PORT; the operator key is read when asked, as the API may make it later. */
-async function listenAsWorker(config: Config, database: DatabaseHandle, metrics: BatonMetrics, log: Logger): Promise<WorkerServer> {
+async function listenAsWorker(config: Config, database: DatabaseHandle, metrics: BatonMetrics, log: Logger, stopping: () => boolean): Promise<WorkerServer> {
   const { startWorkerServer } = await import('./modules/health/worker-server.js')
   const adminToken = config.BATON_ADMIN_TOKEN
   const operatorKeyHash = adminToken ? () => Promise.resolve(hashKey(adminToken)) : () => findOperatorKeyHash(database.db)
   try {
-    return await startWorkerServer({ db: database.db, clock: systemClock, metrics, log, operatorKeyHash }, config.HOST, config.WORKER_HTTP_PORT)
+    return await startWorkerServer({ db: database.db, clock: systemClock, metrics, log, operatorKeyHash, stopping }, config.HOST, config.WORKER_HTTP_PORT)
   } catch (error) {
     throw listenProblem(error, config.HOST, 'WORKER_HTTP_PORT', config.WORKER_HTTP_PORT, 'give each worker on this machine a port of its own') ?? error
   }

@@ -82,14 +82,25 @@ t.test('SIGTERM while the embedded database opens: exit 0 and the data dir\'s lo
 
 // The server's close waited for every request in flight, and a client sending its body slowly has
 // HTTP_REQUEST_TIMEOUT_MS: past the hard limit (grace + 5 s) the process exited 1, its database left open.
-t.test('SIGTERM with a request still arriving: cut off after the grace, exit 0', async (t) => {
+t.test('SIGTERM with requests still arriving: the probes read not ready and alive, the slow one is cut off after the grace, exit 0', async (t) => {
   const database = await createTestDatabase()
   t.teardown(() => database.drop())
   const dir = await dataDir(t)
-  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '500' }
+  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000' }
   const server = runScript('src/server.ts', env, ['--role=api'])
   t.teardown(() => { server.child.kill('SIGKILL') })
   const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  // Probes whose requests are still arriving when the drain begins (written first, so the server has
+  // read them when the POST arrives): a load balancer must read not ready, and the process alive.
+  const probes = await Promise.all(['/health/ready', '/health/live'].map(async (path) => {
+    const probe = connect(Number(port), '127.0.0.1')
+    t.teardown(() => { probe.destroy() })
+    await new Promise((resolve) => probe.once('connect', resolve))
+    probe.write(`GET ${path} HTTP/1.1\r\nHost: baton\r\n`)
+    let text = ''
+    probe.on('data', (chunk: Buffer) => (text += chunk.toString()))
+    return { probe, answered: new Promise<string>((resolve) => probe.once('close', () => resolve(text))) }
+  }))
   const socket = connect(Number(port), '127.0.0.1')
   t.teardown(() => { socket.destroy() })
   await new Promise((resolve) => socket.once('connect', resolve))
@@ -99,6 +110,13 @@ t.test('SIGTERM with a request still arriving: cut off after the grace, exit 0',
   const closed = new Promise((resolve) => socket.once('close', resolve))
   const signalled = Date.now()
   server.child.kill('SIGTERM')
+  await server.waitFor(/shutting down/)
+  for (const { probe } of probes) probe.write('\r\n')
+  const [ready, live] = await Promise.all(probes.map(({ answered }) => answered))
+  t.match(ready, /^HTTP\/1\.1 503 /, 'not ready once the drain began')
+  t.match(ready, /content-type: application\/problem\+json/i)
+  t.match(ready, /"detail":"[^"]*stopping/)
+  t.match(live, /^HTTP\/1\.1 200 /, 'alive until the end')
   t.equal(await server.exited, 0, 'exit 0')
   const took = Date.now() - signalled
   t.ok(took < 4000, `exited ${took} ms after the signal: about the grace of ${env.SHUTDOWN_GRACE_MS} ms, not the hard limit 5 s later`)

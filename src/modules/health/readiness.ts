@@ -12,10 +12,14 @@ export interface Unready {
 // A probe must answer in time even when the database hangs instead of refusing.
 const READY_CHECK_MS = 2000
 
-/** Ready when the database answers and is fully migrated (once seen migrated, only the ping is repeated). */
-export function readinessCheck(db: DB): () => Promise<Unready | undefined> {
+/**
+ * Ready when the process is not stopping and the database answers and is fully migrated (once seen
+ * migrated, only the ping is repeated). A stopping process drains: a load balancer stops routing to it.
+ */
+export function readinessCheck(db: DB, stopping: () => boolean = () => false): () => Promise<Unready | undefined> {
   let migrated = false
   return async () => {
+    if (stopping()) return { detail: 'Baton is stopping: it finishes the work in flight, then exits. Send requests to another instance.' }
     try {
       await withinMs(READY_CHECK_MS, async () => {
         await pingDatabase(db)

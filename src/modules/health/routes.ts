@@ -13,11 +13,13 @@ const HealthSchema = Type.Object({ status: Type.Literal('ok') }, { $id: 'Health'
 export interface HealthOptions extends ModuleOptions {
   /** This process's metrics registry, which the scheduler beside the API (npm start) counts into too. */
   metrics: BatonMetrics
+  /** True once the process began to stop: /health/ready then answers 503. */
+  stopping?: () => boolean
 }
 
-export default async function healthRoutes(app: FastifyInstance, { db, clock, metrics }: HealthOptions): Promise<void> {
+export default async function healthRoutes(app: FastifyInstance, { db, clock, metrics, stopping }: HealthOptions): Promise<void> {
   app.addSchema(HealthSchema)
-  const unready = readinessCheck(db)
+  const unready = readinessCheck(db, stopping)
 
   app.get('/health/live', {
     config: { auth: 'public', shedLoad: false },

@@ -19,6 +19,8 @@ export interface WorkerServerOptions {
   /** The operator key's hash, read at each /metrics request: a key the API generates or rotates later counts at once. */
   operatorKeyHash: () => Promise<string | undefined>
   log: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void }
+  /** True once the process began to stop: /health/ready then answers 503. */
+  stopping?: () => boolean
 }
 
 export interface WorkerServer {
@@ -87,8 +89,8 @@ async function respond(request: IncomingMessage, response: ServerResponse, route
 
 type Route = (request: IncomingMessage) => Promise<Answer>
 
-function workerRoutes({ db, clock, metrics, operatorKeyHash, log }: WorkerServerOptions): Record<string, Route> {
-  const unready = readinessCheck(db)
+function workerRoutes({ db, clock, metrics, operatorKeyHash, log, stopping }: WorkerServerOptions): Record<string, Route> {
+  const unready = readinessCheck(db, stopping)
   return {
     '/health/live': async () => json(200, { status: 'ok' }),
     '/health/ready': async () => {
