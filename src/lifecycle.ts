@@ -3,7 +3,8 @@ import { isDatabaseUnavailable } from './db/errors.js'
 import { backoffMs } from './lib/backoff.js'
 
 /**
- * SIGTERM or SIGINT: stop taking work, let what is in flight finish, close, exit 0. A second signal
+ * SIGTERM, SIGINT or SIGHUP: stop taking work, let what is in flight finish, close, exit 0 (node's
+ * default for SIGHUP, a terminal closing on `npm start`, ended the process at once). A second signal
  * during the drain exits at once with 1. An error nothing caught ends the process the same way,
  * with 1, unless it only says the database is away: that is logged and the process lives on, since
  * every caller that needs the database already retries.
@@ -26,7 +27,7 @@ export function onShutdown(log: Logger, hardLimitMs: number, close: () => Promis
       }
     )
   }
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
     process.on(signal, () => {
       if (closing) {
         log.warn({ signal }, 'second signal during shutdown; exiting now')

@@ -54,6 +54,30 @@ t.test('npm start on the embedded database: SIGTERM drains and frees the port an
   t.notOk(existsSync(join(dir, 'baton.pid')), 'the embedded database\'s lock is released')
 })
 
+// A terminal closing sends SIGHUP to its jobs, npm and Baton alike; npm does not forward it and ends at
+// once. Node's default for SIGHUP ended Baton the same way: calls cut off mid-flight, the lock left behind.
+t.test('npm start, its terminal closed (SIGHUP to the process group): Baton drains and frees the data dir', async (t) => {
+  const dir = await dataDir(t)
+  const env = { BATON_DATA_DIR: dir, PORT: '0', DATABASE_URL: '', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', NODE_ENV: 'test', LOG_LEVEL: 'info' }
+  const npm = runCommand('npm', ['start'], env, { group: true })
+  t.teardown(() => {
+    try {
+      process.kill(-npm.child.pid!, 'SIGKILL')
+    } catch {
+      // the group is gone already
+    }
+  })
+  const [line] = await npm.waitFor(/.*Baton listening on.*/, 90_000)
+  const pid = Number(/"pid":(\d+)/.exec(line)?.[1])
+  process.kill(-npm.child.pid!, 'SIGHUP')
+  await npm.exited
+  const started = Date.now()
+  while (isAlive(pid) && Date.now() - started < 20_000) await new Promise((resolve) => setTimeout(resolve, 50))
+  t.notOk(isAlive(pid), 'Baton ended')
+  t.match(npm.output(), /"signal":"SIGHUP".*shutting down/, 'Baton heard the signal and drained')
+  t.notOk(existsSync(join(dir, 'baton.pid')), 'the embedded database\'s lock is released')
+})
+
 t.test('npm run start:api and npm run worker on Postgres: SIGINT and SIGTERM end them', async (t) => {
   const database = await createTestDatabase()
   t.teardown(() => database.drop())
