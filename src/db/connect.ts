@@ -1,19 +1,20 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { gunzip } from 'node:zlib'
 import type { PGlite, QueryOptions } from '@electric-sql/pglite'
-import { ConfigError } from '../config.js'
 import { Kysely, sql } from './kysely.js'
 import type { Database } from './database.js'
 import { embeddedTemplateFile } from './embedded-template.js'
 import { extractTar } from './untar.js'
+import { lockDataDir } from './data-dir-lock.js'
 import { createPool, DEFAULT_POSTGRES_OPTIONS, kyselyOn, listenOnServer, TOGETHER, type PostgresOptions, type StatementText } from './postgres.js'
 import { coalescedWakeups, TRIGGERS_NOTIFY, WORK_CHANNEL, type Wakeups } from './wakeups.js'
 
 export type DB = Kysely<Database>
+export { DataDirBusyError } from './data-dir-lock.js'
 
 /** One connection kept for a caller alone, e.g. for session-level advisory locks. */
 export interface Session {
@@ -90,10 +91,6 @@ export function openPostgres(url: string, given: Partial<PostgresOptions> = {}):
       await db.destroy()
     }
   }
-}
-
-export class DataDirBusyError extends Error {
-  override name = 'DataDirBusyError'
 }
 
 /**
@@ -184,56 +181,5 @@ export function embeddedHandle(pglite: PGlite, onClose: () => void = () => {}): 
       await db.destroy()
       onClose()
     }
-  }
-}
-
-// The embedded database is single-process: a pid file keeps a second process from opening it.
-function lockDataDir(dir: string): () => void {
-  const lockFile = join(dir, 'baton.pid')
-  try {
-    mkdirSync(dir, { recursive: true })
-  } catch (error) {
-    throw unusableDataDir(dir, error)
-  }
-  const holder = readHolder(lockFile)
-  if (holder !== undefined && holder !== process.pid && isAlive(holder)) {
-    throw new DataDirBusyError(
-      `The embedded database in ${dir} is in use by process ${holder}. ` +
-        'It serves one process at a time: stop that process, or set DATABASE_URL to share a Postgres server.'
-    )
-  }
-  try {
-    writeFileSync(lockFile, String(process.pid))
-  } catch (error) {
-    throw unusableDataDir(dir, error)
-  }
-  return () => rmSync(lockFile, { force: true })
-}
-
-/**
- * A data dir that cannot be made or written (a file, a read-only disk, a full one, no permission), as
- * the setting to correct: it ended the start in a fatal log line naming neither BATON_DATA_DIR nor
- * the embedded database.
- */
-function unusableDataDir(dir: string, error: unknown): Error {
-  if (!(error instanceof Error) || !('code' in error)) return error as Error
-  return new ConfigError(`BATON_DATA_DIR: the embedded database cannot be kept in ${dir}: ${error.message}`)
-}
-
-function readHolder(lockFile: string): number | undefined {
-  try {
-    const pid = Number.parseInt(readFileSync(lockFile, 'utf8'), 10)
-    return Number.isInteger(pid) ? pid : undefined
-  } catch {
-    return undefined
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
