@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { gunzip } from 'node:zlib'
 import type { PGlite, QueryOptions } from '@electric-sql/pglite'
+import { ConfigError } from '../config.js'
 import { Kysely, sql } from './kysely.js'
 import type { Database } from './database.js'
 import { embeddedTemplateFile } from './embedded-template.js'
@@ -118,12 +119,31 @@ export async function openEmbedded(dataDir: string, template?: string): Promise<
       // Without a dump PGlite runs initdb in the folder itself.
       if (dump) await writeCluster(dump, clusterDir)
     }
+    // PGlite's abort also sets process.exitCode: the error tells the failure, and the caller how to exit.
+    const exitCode = process.exitCode
     const pglite = await PGlite.create(clusterDir, { startParams: [...PGlite.defaultStartParams, ...EMBEDDED_SETTINGS] })
+      .catch((error: unknown) => {
+        process.exitCode = exitCode
+        throw unopenedCluster(clusterDir, error)
+      })
     return embeddedHandle(pglite, releaseLock)
   } catch (error) {
     releaseLock()
     throw error
   }
+}
+
+/**
+ * PGlite answers a cluster it cannot start from (damaged or truncated files) with a bare "Aborted()",
+ * which ended the start in a fatal log line naming neither the embedded database nor its folder.
+ */
+function unopenedCluster(clusterDir: string, error: unknown): Error {
+  const said = error instanceof Error ? error.message.replace(/\.? Build with -sASSERTIONS for more info\.$/, '') : String(error)
+  return new ConfigError(
+    `BATON_DATA_DIR: the embedded database in ${clusterDir} could not be opened (PGlite: ${said}). Its files may be damaged ` +
+      '(a crash, a full disk, a copy taken while it ran): restore the folder from a backup, or move it away to start with a new, empty one.',
+    { cause: error }
+  )
 }
 
 const gunzipAsync = promisify(gunzip)

@@ -1,7 +1,8 @@
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { gunzipSync } from 'node:zlib'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { openEmbedded } from '../../src/db/connect.js'
@@ -94,6 +95,25 @@ t.test('an embedded data folder whose cluster folder holds other files is not ov
   t.equal(readFileSync(join(dataDir, 'pg', 'notes.txt'), 'utf8'), 'mine', 'the files are left')
   t.notOk(existsSync(join(dataDir, 'pg.loading')), 'nothing half-written is left beside it')
   t.notOk(existsSync(join(dataDir, 'baton.pid')), 'the folder is unlocked again')
+})
+
+// PGlite answers damaged files with a bare "Aborted()", which ended the start in a fatal log line naming
+// neither the embedded database nor its folder.
+t.test('an embedded database whose files are damaged is named, with BATON_DATA_DIR', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'baton-damaged-'))
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
+  const template = templateFiles().initdb
+  if (!t.ok(existsSync(template), 'npm install prepared the empty cluster')) return
+  // The cluster a first start writes, without opening it here: a closed PGlite leaves a timer of its own running.
+  await extractTar(gunzipSync(readFileSync(template)), join(dataDir, 'pg'))
+  truncateSync(join(dataDir, 'pg', 'global', 'pg_control'))
+  const exitCode = process.exitCode
+  await t.rejects(openEmbedded(dataDir), {
+    name: 'ConfigError',
+    message: new RegExp(`^BATON_DATA_DIR: the embedded database in ${join(dataDir, 'pg')} could not be opened \\(PGlite: Aborted\\(\\)\\)\\. Its files may be damaged`)
+  })
+  t.notOk(existsSync(join(dataDir, 'baton.pid')), 'the folder is unlocked again')
+  t.equal(process.exitCode, exitCode, 'PGlite\'s abort leaves the exit code of the process alone')
 })
 
 // A folder that cannot be made or written ended the start in a fatal log line naming no setting.
