@@ -7,3 +7,13 @@
 export function storable(text: string): string {
   return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text
 }
+
+/**
+ * The first `max` UTF-16 units of a text, one fewer where the cut would split a character in two: a
+ * lone half of a surrogate pair is no text Postgres takes in jsonb (and becomes U+FFFD in text).
+ */
+export function cutText(text: string, max: number): string {
+  if (text.length <= max) return text
+  const last = text.charCodeAt(max - 1)
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max)
+}

@@ -100,6 +100,27 @@ t.test('a condition that cannot be evaluated fails the decision into a manual on
   t.equal(view.steps[0].decision.chosen, 'no')
 })
 
+t.test('a value shown in a failed condition\'s reason is cut between characters, never inside one', async (t) => {
+  // 'a' and then emoji (two UTF-16 units each): a cut after 50 units used to split one in two,
+  // and the reason, lone half and all, could not be stored, so the step failed with "an internal error".
+  const text = 'a' + '😀'.repeat(100)
+  const templateId = await rt.template([
+    { kind: 'decision', name: 'Compare text', refersTo: { property: true }, decision: { mode: 'automatic', condition: { lt: [{ field: 'property.text' }, 5] }, yes: 2, no: 2 } },
+    { kind: 'decision', name: 'Text as condition', refersTo: { property: true }, decision: { mode: 'automatic', condition: { field: 'property.label' }, yes: 3, no: 3 } },
+    { kind: 'task', name: 'Done' }
+  ])
+  const started = await rt.start(templateId, { propertyId: await newProperty({ text, label: '😀'.repeat(100) }) })
+  await rt.scheduler.runOnce()
+  t.same(states(await rt.instance(started.id)), ['failed', 'pending', 'pending'])
+  let activities = (await rt.api.get(`/v1/process-instances/${started.id}/activities?limit=100`)).data.items
+  t.match(activities, [{ kind: 'automaticStepFailed', message: `Automatic step "Compare text" failed: its condition could not be evaluated: lt cannot compare "a${'😀'.repeat(24)}" with 5.` }])
+  await rt.api.post(`/v1/process-instances/${started.id}/advance`, { outcome: 'done', decision: 'yes' })
+  await rt.scheduler.runOnce()
+  t.same(states(await rt.instance(started.id)), ['done', 'failed', 'pending'])
+  activities = (await rt.api.get(`/v1/process-instances/${started.id}/activities?limit=100`)).data.items
+  t.match(activities, [{ kind: 'automaticStepFailed', message: `Automatic step "Text as condition" failed: its condition gave "${'😀'.repeat(24)}, not true or false.` }])
+})
+
 t.test('a manual decision: advance with yes or no; without one 422, skipping 409, two at once one wins', async (t) => {
   const templateId = await rt.template([
     { kind: 'decision', name: 'Does the owner sell?', decision: { mode: 'manual', yes: 3, no: 2 } },

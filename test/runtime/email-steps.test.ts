@@ -92,6 +92,21 @@ t.test('two automatic e-mails in a row, then the process completes', async (t) =
   t.same(mailsAbout(`Done with ${started.id}`)[0]!.to, [rt.controller.email])
 })
 
+t.test('a subject longer than 500 characters is cut between characters, never inside one', async (t) => {
+  // 'Cut:a' and then emoji (two UTF-16 units each): a cut at 500 units used to keep half of an emoji,
+  // which went out as U+FFFD at the end of the subject.
+  const propertyId = (await rt.api.post('/v1/properties', { maintainerUserId: rt.worker.id, fields: { title: '😀'.repeat(300) } })).data.id
+  const templateId = await rt.template([{
+    kind: 'email', name: 'Long subject', refersTo: { property: true },
+    email: { mode: 'automatic', to: 'controller', subject: 'Cut:a{{property.fields.title}}', body: 'See the subject.' }
+  }])
+  const started = await rt.start(templateId, { propertyId })
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(started.id)).steps[0].state, 'done')
+  const mail = mailsAbout('Cut:a')[0]
+  t.equal(mail?.subject, 'Cut:a' + '😀'.repeat(247), 'cut to 499 units, the whole emoji before the cut kept')
+})
+
 t.test('no address to mail: the step fails into a manual one and the controller hears of it', async (t) => {
   const templateId = await rt.template([tellOwner('Mail the missing owner'), { kind: 'task', name: 'After the missing owner' }])
   const moved = await owner()

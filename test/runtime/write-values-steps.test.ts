@@ -132,6 +132,21 @@ t.test('a text value with placeholders is rendered as an email step\'s text is; 
   t.match(refused.data.errors, [{ pointer: '/body/writeValues/values/0/value' }])
 })
 
+t.test('a rendered text value longer than 500 characters is cut between characters, never inside one', async (t) => {
+  // 'a' and then emoji (two UTF-16 units each): a cut at 500 units used to keep half of the 250th
+  // emoji, which jsonb refuses, so the step failed with "an internal error" and wrote nothing.
+  const templateId = await rt.template([{
+    kind: 'writeValues', name: 'Copy the title', refersTo: { property: true },
+    writeValues: { values: [{ record: 'property', field: 'copy', value: '{{property.fields.title}}' }] }
+  }])
+  const propertyId = await newProperty({ title: 'a' + '😀'.repeat(300) })
+  const started = await rt.start(templateId, { propertyId })
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(started.id)).steps[0].state, 'done')
+  const property = (await rt.api.get(`/v1/properties/${propertyId}`)).data
+  t.equal(property.fields.copy, 'a' + '😀'.repeat(249), 'cut to 499 units, the whole emoji before the cut kept')
+})
+
 t.test('a field named __proto__, which a record refuses, is refused at save; one saved before fails the step instead of writing nothing', async (t) => {
   const protoValue = { record: 'property', field: '__proto__', value: { literal: { a: 1 } } }
   const step = { kind: 'writeValues', name: 'Poison', refersTo: { property: true }, writeValues: { values: [{ record: 'property', field: 'note', value: 'kept' }, protoValue] } }

@@ -1,3 +1,4 @@
+import { cutText } from '../../lib/storable.js'
 import { branchOf } from '../../modules/instances/decide.js'
 import { evaluate, ExpressionError } from '../../modules/templates/expressions/evaluate.js'
 import type { Decision } from '../../modules/templates/steps/decision-schemas.js'
@@ -26,7 +27,7 @@ export const runDecision: AutomaticStepRunner = async ({ db, now, changes, insta
     return
   }
   if (typeof value !== 'boolean') {
-    changes.failAutomaticStep(instance, step, `its condition gave ${JSON.stringify(value)?.slice(0, 50) ?? 'nothing'}, not true or false`)
+    changes.failAutomaticStep(instance, step, `its condition gave ${cutText(JSON.stringify(value) ?? 'nothing', 50)}, not true or false`)
     return
   }
   changes.endStep(instance, step, 'done', null, 'Baton', branchOf(step, value ? 'yes' : 'no'))

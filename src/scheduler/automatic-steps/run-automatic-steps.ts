@@ -2,6 +2,7 @@ import type { DB } from '../../db/connect.js'
 import { isTransientDatabaseError } from '../../db/errors.js'
 import { ProcessChanges } from '../../modules/instances/process-changes.js'
 import { findTimeZones } from '../../modules/instances/runtime-repository.js'
+import { cutText } from '../../lib/storable.js'
 import { isolated, rethrow, type RowErrorHandler } from '../isolated.js'
 import { anyDueAutomaticStep, findDueAutomaticStepIds, lockDueAutomaticSteps } from '../step-chores-repository.js'
 import { automaticStepRunners } from './runners.js'
@@ -59,7 +60,7 @@ async function giveUp(db: DB, now: Date, stepId: string, error: unknown): Promis
     if (!locked) return 0
     const changes = new ProcessChanges(trx, now, await findTimeZones(trx, [locked.instance.tenant_id]))
     const reason = error instanceof Error ? error.message : String(error)
-    changes.failAutomaticStep(locked.instance, locked.step, `an internal error stopped it (${reason.slice(0, 200)})`)
+    changes.failAutomaticStep(locked.instance, locked.step, `an internal error stopped it (${cutText(reason, 200)})`)
     changes.bump(locked.instance)
     await changes.flush()
     return 1

@@ -1,4 +1,5 @@
 import type { JsonObject } from '../../../db/database.js'
+import { cutText } from '../../../lib/storable.js'
 import { jsonEqual } from '../../records/fields.js'
 import { operatorOf } from './check.js'
 import type { Expression, StepFact } from './schema.js'
@@ -31,7 +32,7 @@ export function plusDays(isoDate: string, days: number): string {
   return new Date(Date.UTC(year, month - 1, day + days)).toISOString().slice(0, 10)
 }
 
-const show = (value: unknown) => (typeof value === 'string' ? `"${value.slice(0, 50)}"` : JSON.stringify(value) ?? 'nothing')
+const show = (value: unknown) => (typeof value === 'string' ? `"${cutText(value, 50)}"` : cutText(JSON.stringify(value) ?? 'nothing', 50))
 
 /** The value of an expression; throws ExpressionError when it cannot be had. Reads data only, runs no code. */
 export function evaluate(expression: Expression, context: EvaluationContext): unknown {

@@ -2,6 +2,7 @@ import Mustache from 'mustache'
 import { Type, type Static } from 'typebox'
 import type { JsonObject, StepKind } from '../../../db/database.js'
 import type { FieldError } from '../../../errors.js'
+import { cutText } from '../../../lib/storable.js'
 import { StringEnum } from '../../../schemas/common.js'
 
 /*
@@ -235,7 +236,7 @@ export function isTemplate(value: unknown): value is string {
 
 /** A rendered subject on one line (a field's line breaks become spaces), at most 500 characters. */
 export function renderSubject(template: string, view: EmailView): string {
-  return renderUpTo(template, view, RENDERED_SUBJECT_READ).text.replace(/[\r\n\t]+/g, ' ').trim().slice(0, 500)
+  return cutText(renderUpTo(template, view, RENDERED_SUBJECT_READ).text.replace(/[\r\n\t]+/g, ' ').trim(), 500)
 }
 
 /** A plausible e-mail address: one @ with text either side, no spaces or control characters, at most 254 characters. */
