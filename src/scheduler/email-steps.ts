@@ -1,6 +1,7 @@
 import { sql } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
 import type { InstanceRow, InstanceStepRow } from '../db/database.js'
+import { cutText } from '../lib/storable.js'
 import { ProcessChanges } from '../modules/instances/process-changes.js'
 import * as runtime from '../modules/instances/runtime-repository.js'
 
@@ -76,7 +77,7 @@ function settle(changes: ProcessChanges, instance: InstanceRow, step: InstanceSt
     changes.activity(instance, step, 'emailSent', `E-mail "${mail.subject}" sent to ${mail.to_address} (step "${step.name}").`, data)
     if (waiting) changes.endStep(instance, step, 'done', null, `e-mail to ${mail.to_address}`)
   } else {
-    const reason = `the mail server refused the e-mail to ${mail.to_address} (${(mail.last_error ?? 'no reason given').slice(0, 300)})`
+    const reason = `the mail server refused the e-mail to ${mail.to_address} (${cutText(mail.last_error ?? 'no reason given', 300)})`
     if (waiting) changes.failAutomaticStep(instance, step, reason)
     else changes.activity(instance, step, 'emailRefused', `E-mail "${mail.subject}" to ${mail.to_address} was not sent: ${reason}.`, data)
   }

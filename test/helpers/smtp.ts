@@ -35,6 +35,8 @@ export class TestSmtpServer {
   refusing = false
   /** Recipients refused for good (550, no such mailbox), as a real server refuses an unknown one. */
   readonly refusedRecipients = new Set<string>()
+  /** What the server says when it refuses one of them. */
+  refusalText = 'No such mailbox'
   /** Every sender refused for good (530, authentication required), as a server Baton is not set up for refuses it. */
   refusingSenders = false
   /** Runs once a mail has arrived, before the server answers its final dot (a test breaks something in between). */
@@ -49,7 +51,7 @@ export class TestSmtpServer {
       else callback()
     },
     onRcptTo: (address, _session, callback) => {
-      if (this.refusedRecipients.has(address.address)) callback(Object.assign(new Error('No such mailbox'), { responseCode: 550 }))
+      if (this.refusedRecipients.has(address.address)) callback(Object.assign(new Error(this.refusalText), { responseCode: 550 }))
       else if (this.refusing) callback(Object.assign(new Error('Mailbox unavailable, try later'), { responseCode: 451 }))
       else callback()
     },

@@ -162,6 +162,32 @@ t.test('the SMTP server refuses the recipient for good: the step fails into a ma
   t.same(states(await rt.instance(started.id)), ['failed', 'pending'])
 })
 
+t.test('a refusal whose text is cut inside a character still fails the step, and other steps\' mails still settle', async (t) => {
+  // The server's answer is shown up to 300 units in the step's failure; a cut inside an emoji (two
+  // UTF-16 units) left its lone half, which jsonb refuses: the transaction that settles step mails
+  // failed on every pass, for every tenant's email steps. Two texts, one for each parity of the cut.
+  rt.smtp.refusedRecipients.add('emoji@example.com')
+  t.teardown(() => {
+    rt.smtp.refusedRecipients.delete('emoji@example.com')
+    rt.smtp.refusalText = 'No such mailbox'
+  })
+  for (const refusal of ['😀'.repeat(200), `x${'😀'.repeat(200)}`]) {
+    rt.smtp.refusalText = refusal
+    const templateId = await rt.template([
+      { kind: 'email', name: 'Mail the emoji mailbox', email: { mode: 'automatic', to: { address: 'emoji@example.com' }, subject: 'Hello', body: 'Hi' } }
+    ])
+    const other = await rt.template([{ kind: 'email', name: 'Mail the controller', email: { mode: 'automatic', to: 'controller', subject: 'Fine', body: 'Hi' } }])
+    const started = await rt.start(templateId)
+    const fine = await rt.start(other)
+    await rt.scheduler.runOnce()
+    await rt.scheduler.runOnce()
+    t.same(states(await rt.instance(started.id)), ['failed'], 'the refused mail fails its step')
+    t.same(states(await rt.instance(fine.id)), ['done'], 'the other mail settles too')
+    const activities = (await rt.api.get(`/v1/process-instances/${started.id}/activities`)).data.items
+    t.match(activities, [{ kind: 'automaticStepFailed', message: /the mail server refused the e-mail to emoji@example\.com \(.*😀\)/ }])
+  }
+})
+
 t.test('a server that refuses every sender (530, not set up for Baton): the step keeps running and its mail is retried, not given up', async (t) => {
   const templateId = await rt.template([
     { kind: 'email', name: 'Mail through a misconfigured server', email: { mode: 'automatic', to: 'assignee', subject: 'Sender {{process.id}}', body: 'Hi' } }
