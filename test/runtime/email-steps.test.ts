@@ -403,6 +403,38 @@ t.test('rendering stops at the cap inside sections too, and keeps Mustache\'s me
   t.equal(renderSubject(`{{tenant.name}}\n${big.repeat(50)}`, view), `Muster ${'x'.repeat(493)}`)
 })
 
+t.test('{{.}} in an inverted section, which names the whole view, is refused: at save, in an advance\'s edit and in a writeValues text', async (t) => {
+  // {{^name}} shows its text when name is empty, without entering it: {{.}} there is the view itself,
+  // not a value. Rendering it threw, so an advance answered 500 and an automatic step failed with
+  // "an internal error".
+  const inverted = '{{^property.fields.missing}}{{.}}{{/property.fields.missing}}'
+  const created = await rt.api.post('/v1/process-templates', { name: 'Inverted', controllerUserId: rt.controller.id })
+  const steps = `/v1/process-templates/${created.data.id}/steps`
+  const saved = await rt.api.post(steps, { kind: 'email', name: 'Inverted', refersTo: { property: true }, email: { mode: 'manual', to: 'assignee', subject: 'Hi', body: inverted } })
+  t.equal(saved.statusCode, 422, saved.body)
+  t.match(saved.data.errors, [{ pointer: '/body/email/body', detail: /\{\{\.\}\} is not a placeholder/ }])
+  const write = await rt.api.post(steps, {
+    kind: 'writeValues', name: 'Inverted', refersTo: { property: true },
+    writeValues: { values: [{ record: 'property', field: 'note', value: inverted }] }
+  })
+  t.equal(write.statusCode, 422, write.body)
+  t.match(write.data.errors, [{ pointer: '/body/writeValues/values/0/value' }])
+
+  const templateId = await rt.template([{ kind: 'email', name: 'Send by hand', refersTo: { property: true }, email: { mode: 'manual', to: 'assignee', subject: 'Hi', body: 'Hello' } }])
+  const started = await rt.start(templateId)
+  const edited = await rt.api.post(`/v1/process-instances/${started.id}/advance`, { outcome: 'done', email: { body: inverted } })
+  t.equal(edited.statusCode, 422, edited.body)
+  t.match(edited.data.errors, [{ pointer: '/body/email/body' }])
+  t.same(states(await rt.instance(started.id)), ['due'], 'nothing sent')
+
+  // Within a section that enters a value, {{.}} is that value, inverted sections inside it included.
+  const fine = await rt.api.post(steps, {
+    kind: 'email', name: 'Nested', refersTo: { property: true },
+    email: { mode: 'manual', to: 'assignee', subject: 'Hi', body: '{{#tenant.name}}{{^property.fields.missing}}{{.}}{{/property.fields.missing}}{{/tenant.name}}' }
+  })
+  t.equal(fine.statusCode, 201, fine.body)
+})
+
 t.test('saving an email step: 422 with pointers for what the schema cannot tell, 400 for a bad shape', async (t) => {
   const created = await rt.api.post('/v1/process-templates', { name: 'Mail checks', controllerUserId: rt.controller.id })
   const steps = `/v1/process-templates/${created.data.id}/steps`

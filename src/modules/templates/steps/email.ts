@@ -106,7 +106,8 @@ export function templateErrors(template: string, pointer: string, refersTo: { pr
         const problem = placeholderProblem(value, refersTo)
         if (problem) errors.push({ pointer, detail: problem })
       }
-      if (children) walk(children, true)
+      // {{#name}} enters its value, so {{.}} inside is that value; {{^name}} enters nothing (its {{.}} would be the whole view).
+      if (children) walk(children, type === '#' || inSection)
     }
   }
   walk(tokens, false)
