@@ -107,6 +107,19 @@ t.test('a subject longer than 500 characters is cut between characters, never in
   t.equal(mail?.subject, 'Cut:a' + '😀'.repeat(247), 'cut to 499 units, the whole emoji before the cut kept')
 })
 
+t.test('a subject is rendered on one line: every line break a field holds becomes a space, Unicode\'s too', async (t) => {
+  // CR, LF and tab were collapsed, but not the other characters that break a line (VT, FF, NEL, LS, PS),
+  // which a mail client shows as line breaks in the subject it decodes.
+  const propertyId = (await rt.api.post('/v1/properties', { maintainerUserId: rt.worker.id, fields: { street: 'A\u2028B\u0085C\u000bD\u000cE\u2029\r\nF' } })).data.id
+  const templateId = await rt.template([{
+    kind: 'email', name: 'One line', refersTo: { property: true },
+    email: { mode: 'automatic', to: 'controller', subject: 'Lines: {{property.fields.street}}', body: 'See the subject.' }
+  }])
+  await rt.start(templateId, { propertyId })
+  await rt.scheduler.runOnce()
+  t.equal(mailsAbout('Lines:')[0]?.subject, 'Lines: A B C D E F')
+})
+
 t.test('no address to mail: the step fails into a manual one and the controller hears of it', async (t) => {
   const templateId = await rt.template([tellOwner('Mail the missing owner'), { kind: 'task', name: 'After the missing owner' }])
   const moved = await owner()

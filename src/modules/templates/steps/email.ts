@@ -235,9 +235,12 @@ export function isTemplate(value: unknown): value is string {
   return typeof value === 'string' && value.includes('{{')
 }
 
+// Tabs and every character that breaks a line: CR, LF, VT, FF, NEL, LS and PS.
+const LINE_BREAKS = /[\t\n\v\f\r\u0085\u2028\u2029]+/g
+
 /** A rendered subject on one line (a field's line breaks become spaces), at most 500 characters. */
 export function renderSubject(template: string, view: EmailView): string {
-  return cutText(renderUpTo(template, view, RENDERED_SUBJECT_READ).text.replace(/[\r\n\t]+/g, ' ').trim(), 500)
+  return cutText(renderUpTo(template, view, RENDERED_SUBJECT_READ).text.replace(LINE_BREAKS, ' ').trim(), 500)
 }
 
 /** A plausible e-mail address: one @ with text either side, no spaces or control characters, at most 254 characters. */
