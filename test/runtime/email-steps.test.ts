@@ -448,6 +448,25 @@ t.test('{{.}} in an inverted section, which names the whole view, is refused: at
   t.equal(fine.statusCode, 201, fine.body)
 })
 
+t.test('a step saved before {{.}} in an inverted section was refused renders it empty, and sends its mail', async (t) => {
+  const inverted = 'Hello{{^property.fields.missing}}[{{.}}{{&.}}{{{.}}}]{{/property.fields.missing}}'
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Legacy by hand', refersTo: { property: true }, email: { mode: 'manual', to: 'assignee', subject: 'Legacy by hand', body: 'Hello' } },
+    { kind: 'email', name: 'Legacy automatic', refersTo: { property: true }, email: { mode: 'automatic', to: 'assignee', subject: 'Legacy automatic', body: 'Hello' } }
+  ])
+  const started = await rt.start(templateId)
+  // As the steps were stored before the check: an instance step's settings are copied as they are.
+  for (const step of started.steps as { id: string; email: Record<string, unknown> }[]) {
+    await rt.db.updateTable('instance_steps').set({ settings: JSON.stringify({ ...step.email, body: inverted }) }).where('id', '=', step.id).execute()
+  }
+  const sent = await rt.api.post(`/v1/process-instances/${started.id}/advance`, { outcome: 'done' })
+  t.equal(sent.statusCode, 200, sent.body)
+  await rt.scheduler.runOnce()
+  await rt.scheduler.runOnce()
+  t.same(states(await rt.instance(started.id)), ['done', 'done'], 'the automatic one is sent too, not failed by an internal error')
+  for (const subject of ['Legacy by hand', 'Legacy automatic']) t.equal(mailsAbout(subject)[0]?.text.trim(), 'Hello[]', subject)
+})
+
 t.test('saving an email step: 422 with pointers for what the schema cannot tell, 400 for a bad shape', async (t) => {
   const created = await rt.api.post('/v1/process-templates', { name: 'Mail checks', controllerUserId: rt.controller.id })
   const steps = `/v1/process-templates/${created.data.id}/steps`

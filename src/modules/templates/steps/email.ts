@@ -179,7 +179,9 @@ function viewObject(view: EmailView): Record<string, unknown> {
 }
 
 // The mail is plain text: a value is written as it is, without HTML escaping.
-const PLAIN_TEXT = { escape: (text: string) => String(text) }
+// A value that is not text is the view or a part of it ({{.}} in an inverted section of a step saved
+// before templateErrors refused it): it renders empty instead of throwing.
+const PLAIN_TEXT = { escape: (value: unknown) => (typeof value === 'object' && value !== null ? '' : String(value)) }
 
 /*
  * Characters a rendered mail body may take. A body template holds up to 20,000 characters and a
@@ -213,6 +215,11 @@ class CappedWriter extends Mustache.Writer {
       if (text.length > this.cap) this.passed = true
     }
     return text
+  }
+
+  override unescapedValue(token: string[], context: Mustache.Context): string {
+    const value: unknown = super.unescapedValue(token, context)
+    return typeof value === 'object' && value !== null ? '' : value as string
   }
 }
 type Tail<T extends unknown[]> = T extends [unknown, ...infer Rest] ? Rest : never
