@@ -1,9 +1,11 @@
 import { sql } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
+import { isTransientDatabaseError } from '../db/errors.js'
 import type { InstanceRow, InstanceStepRow } from '../db/database.js'
 import { cutText } from '../lib/storable.js'
 import { ProcessChanges } from '../modules/instances/process-changes.js'
 import * as runtime from '../modules/instances/runtime-repository.js'
+import { isolated, rethrow, type RowErrorHandler } from './isolated.js'
 
 /** A step's mail is tried this often before it is given up (10 s doubling: the eighth try comes about 21 minutes after the first). */
 export const STEP_MAIL_MAX_ATTEMPTS = 8
@@ -44,17 +46,56 @@ interface SettledMail {
  * commit) and fails into a manual step once it was given up; either way an activity on the linked
  * records says which mail went to whom. Each mail is settled once (SKIP LOCKED, and the flag is
  * cleared in the same commit), so two workers never end a step twice, and a crash between sending
- * and settling leaves the mail for the next call.
+ * and settling leaves the mail for the next call. When a batch fails for another reason than the
+ * database, its mails are settled one by one, and one that fails on its own fails its step into a
+ * manual one (giveUpMail), so a single bad row never holds back every tenant's email steps.
  */
-export async function settleStepMails(db: DB, now: Date, limit: number): Promise<number> {
-  return db.transaction().execute(async (trx) => {
-    const { rows } = await sql<SettledMail>`
-      select tenant_id, id, instance_id, step_id, to_address, subject, sent_at, last_error from outbox_mails
+export async function settleStepMails(db: DB, now: Date, limit: number, onError: RowErrorHandler = rethrow): Promise<number> {
+  try {
+    return await settleBatch(db, now, limit)
+  } catch (error) {
+    if (isTransientDatabaseError(error)) throw error
+    const { rows: candidates } = await sql<{ tenant_id: string; id: string }>`
+      select tenant_id, id from outbox_mails
       where settle_step and (sent_at is not null or failed_at is not null)
       order by created_at
       limit ${limit}
-      for update skip locked
-    `.execute(trx)
+    `.execute(db)
+    let settled = 0
+    for (const mail of candidates) {
+      try {
+        settled += await settleBatch(db, now, 1, mail)
+      } catch (mailError) {
+        if (isTransientDatabaseError(mailError)) throw mailError
+        onError(mailError, mail.id)
+        if (await isolated(onError, mail.id, async () => giveUpMail(db, now, mail))) settled += 1
+      }
+    }
+    return settled
+  }
+}
+
+/** Locks the mails to settle (all due, or the one named), SKIP LOCKED. */
+async function lockMails(trx: DB, limit: number, only?: { tenant_id: string; id: string }): Promise<SettledMail[]> {
+  const { rows } = await sql<SettledMail>`
+    select tenant_id, id, instance_id, step_id, to_address, subject, sent_at, last_error from outbox_mails
+    where settle_step and (sent_at is not null or failed_at is not null)
+    ${only ? sql`and tenant_id = ${only.tenant_id} and id = ${only.id}` : sql``}
+    order by created_at
+    limit ${limit}
+    for update skip locked
+  `.execute(trx)
+  return rows
+}
+
+function clearSettle(trx: DB, rows: SettledMail[]) {
+  return trx.updateTable('outbox_mails').set({ settle_step: false })
+    .where('tenant_id', 'in', [...new Set(rows.map((r) => r.tenant_id))]).where('id', 'in', rows.map((r) => r.id)).execute()
+}
+
+function settleBatch(db: DB, now: Date, limit: number, only?: { tenant_id: string; id: string }): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const rows = await lockMails(trx, limit, only)
     if (rows.length === 0) return 0
     const changes = new ProcessChanges(trx, now, await runtime.findTimeZones(trx, rows.map((r) => r.tenant_id)))
     // Processes are locked one by one in id order, so two settling workers cannot deadlock.
@@ -64,9 +105,29 @@ export async function settleStepMails(db: DB, now: Date, limit: number): Promise
       if (instance && step) settle(changes, instance, step, mail)
     }
     await changes.flush()
-    await trx.updateTable('outbox_mails').set({ settle_step: false })
-      .where('tenant_id', 'in', [...new Set(rows.map((r) => r.tenant_id))]).where('id', 'in', rows.map((r) => r.id)).execute()
+    await clearSettle(trx, rows)
     return rows.length
+  })
+}
+
+/**
+ * A mail whose settling failed on its own: a step still running on it fails into a manual step, with
+ * nothing of the mail in the reason (what it held may be what failed), and the mail is settled.
+ */
+function giveUpMail(db: DB, now: Date, only: { tenant_id: string; id: string }): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const [mail] = await lockMails(trx, 1, only)
+    if (!mail) return false
+    const instance = mail.instance_id ? await runtime.lockInstance(trx, mail.tenant_id, mail.instance_id) : undefined
+    const step = instance && mail.step_id ? await runtime.findStep(trx, mail.tenant_id, mail.step_id) : undefined
+    if (instance && step && instance.status === 'running' && instance.current_position === step.position && step.state === 'running') {
+      const changes = new ProcessChanges(trx, now, await runtime.findTimeZones(trx, [mail.tenant_id]))
+      changes.failAutomaticStep(instance, step, 'an internal error stopped Baton from recording what became of its e-mail; see the mail log')
+      changes.bump(instance)
+      await changes.flush()
+    }
+    await clearSettle(trx, [mail])
+    return true
   })
 }
 

@@ -319,7 +319,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   function sendMail(now: Date, limit = settings.batchSize): Promise<MailPass> {
-    return sendQueuedMail(db, deps.mailer, { now, from: settings.mailFrom, limit, log: deps.log, metrics, stopping: stopSignal.signal })
+    return sendQueuedMail(db, deps.mailer, {
+      now, from: settings.mailFrom, limit, log: deps.log, metrics, stopping: stopSignal.signal,
+      onError: (error, id) => deps.log.error({ err: error, id }, 'settling a step mail failed; its step fails into a manual one, the others go on')
+    })
   }
 
   async function runOnce(): Promise<RunSummary> {

@@ -4,6 +4,7 @@ import { backoffMs, type Backoff } from '../lib/backoff.js'
 import type { Logger } from '../lib/logger.js'
 import type { BatonMetrics } from '../lib/metrics.js'
 import { givesUpStepMail, settleStepMails } from './email-steps.js'
+import type { RowErrorHandler } from './isolated.js'
 import { claimMails, markMail, markSent, releaseMails, type ClaimedMail } from './mail-repository.js'
 import { retryTransient } from './retry-transient.js'
 
@@ -29,7 +30,11 @@ export interface MailPass {
  */
 export async function sendQueuedMail(
   db: DB, mailer: Mailer,
-  options: { now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'>; metrics?: Pick<BatonMetrics, 'mails'>; stopping?: AbortSignal }
+  options: {
+    now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'>; metrics?: Pick<BatonMetrics, 'mails'>; stopping?: AbortSignal
+    /** Told of a step mail whose settling failed on its own (the others go on); without it, that fails the pass. */
+    onError?: RowErrorHandler
+  }
 ): Promise<MailPass> {
   const { now } = options
   const claim = await claimMails(db, { now, leaseUntil: new Date(now.getTime() + LEASE_MS), limit: options.limit })
@@ -74,6 +79,6 @@ export async function sendQueuedMail(
   }
   // Steps hear of their mails right away; an idle pass also settles what a crash left behind.
   const stepMails = rows.length === 0 || rows.some((mail) => mail.step_id !== null && !untried.includes(mail))
-  if (stepMails) await settleStepMails(db, now, options.limit)
+  if (stepMails) await settleStepMails(db, now, options.limit, options.onError)
   return { sent: sent.length, more: claim.more && failure === undefined }
 }

@@ -1,0 +1,37 @@
+import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
+import { setupRuntime } from '../helpers/runtime.js'
+
+// Email steps hear of their mails in one transaction for a batch; a mail whose settling fails on its
+// own (here a trigger the test adds refuses its activity) must not hold back every other step's mail.
+const rt = await setupRuntime(t)
+
+const mailStep = (subject: string) => ({
+  kind: 'email', name: `Mail ${subject}`, refersTo: { property: true, address: false },
+  email: { mode: 'automatic', to: { address: 'owner@example.com' }, subject, body: 'Hello' }
+})
+
+t.test('a mail whose settling fails alone fails its own step into a manual one; the others are settled', async (t) => {
+  await sql.raw(`
+    create function refuse_poison() returns trigger language plpgsql as $$
+    begin
+      if new.data->>'subject' = 'Poison' then raise exception 'this activity cannot be written'; end if;
+      return new;
+    end $$;
+    create trigger refuse_poison before insert on activities for each row execute function refuse_poison();
+  `).execute(rt.db)
+  t.teardown(() => sql.raw('drop trigger refuse_poison on activities; drop function refuse_poison()').execute(rt.db))
+
+  const fine = await rt.start(await rt.template([mailStep('Fine'), { kind: 'task', name: 'After the fine mail' }]))
+  const poison = await rt.start(await rt.template([mailStep('Poison'), { kind: 'task', name: 'After the poisoned mail' }]))
+  await rt.scheduler.runOnce()
+  t.same(rt.smtp.mails.map((m) => m.subject).filter((s) => s === 'Fine' || s === 'Poison').sort(), ['Fine', 'Poison'], 'both mails went out')
+
+  t.same((await rt.instance(fine.id)).steps.map((s: { state: string }) => s.state), ['done', 'due'], 'the fine mail\'s step is done and the next started')
+  const poisoned = await rt.instance(poison.id)
+  t.same(poisoned.steps.map((s: { state: string }) => s.state), ['failed', 'pending'], 'the other step failed into a manual one, not left running')
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from outbox_mails where settle_step`.execute(rt.db)
+  t.equal(rows[0]!.n, 0, 'no mail is left to settle on every pass')
+  t.ok(rt.smtp.mails.some((m) => m.subject.startsWith('Automatic step failed: "Mail Poison"')), 'and its controller is told, as for any step that fails')
+  t.equal((await rt.api.post(`/v1/process-instances/${poison.id}/advance`, { outcome: 'done' })).statusCode, 200, 'a person resolves it')
+})
