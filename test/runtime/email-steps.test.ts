@@ -514,3 +514,17 @@ t.test('saving an email step: 422 with pointers for what the schema cannot tell,
   t.equal(toTask.statusCode, 200, toTask.body)
   t.equal(toTask.data.email, null, 'a step that becomes a task drops its mail')
 })
+
+t.test('a huge value that is no address is shown by its start in the reason, not whole', async (t) => {
+  const templateId = await rt.template([tellOwner('Mail the long owner'), { kind: 'task', name: 'After the long owner' }])
+  const huge = `not an address ${'x'.repeat(100_000)}`
+  const started = await rt.start(templateId, { addressId: (await owner({ email: huge })).id })
+  await rt.scheduler.runOnce()
+  const activities = await rt.api.get(`/v1/process-instances/${started.id}/activities`)
+  const failed = activities.data.items.find((a: { kind: string }) => a.kind === 'automaticStepFailed')
+  t.match(failed?.message, /"not an address x+…" \(100,015 characters\) is not an e-mail address/)
+  t.ok(failed.message.length < 1000, `the reason stays short (${failed.message.length} characters)`)
+  await rt.scheduler.runOnce()
+  const [alert] = mailsAbout('Automatic step failed: "Mail the long owner"')
+  t.ok(alert && alert.text.length < 5000, `and so does the controller's mail (${alert?.text.length} characters)`)
+})

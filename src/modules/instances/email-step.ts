@@ -1,6 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import type { InstanceRow, InstanceStepRow } from '../../db/database.js'
 import { newId } from '../../lib/ids.js'
+import { cutText } from '../../lib/storable.js'
 import {
   ADDRESS_EMAIL_FIELD, emailSettingsOf, isEmailAddress, renderBody, renderSubject, RENDERED_BODY_MAX, type EmailEdit, type EmailSettings, type EmailView
 } from '../templates/steps/email.js'
@@ -72,7 +73,9 @@ function recipientOf(
   settings: EmailSettings, instance: InstanceRow,
   found: { assignee: { email: string } | undefined; controller: { email: string } | undefined; address: { fields: Record<string, unknown> } | undefined }
 ): { to: string } | { problem: string } {
-  const checked = (to: string, who: string) => isEmailAddress(to) ? { to } : { problem: `${who} ${JSON.stringify(to)} is not an e-mail address` }
+  // A field may hold 256 KiB: the reason (an activity, the controller's mail, a 409) shows its start.
+  const shown = (to: string) => to.length > 200 ? `${JSON.stringify(cutText(to, 200)).slice(0, -1)}…" (${to.length.toLocaleString('en')} characters)` : JSON.stringify(to)
+  const checked = (to: string, who: string) => isEmailAddress(to) ? { to } : { problem: `${who} ${shown(to)} is not an e-mail address` }
   switch (settings.to) {
     case 'assignee':
       return found.assignee ? checked(found.assignee.email, 'the assignee\'s e-mail') : { problem: 'the step has no assignee to mail' }

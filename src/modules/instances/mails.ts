@@ -1,4 +1,5 @@
 import type { JsonObject } from '../../db/database.js'
+import { cutText } from '../../lib/storable.js'
 
 export type MailKind = 'deadlineMissed' | 'stepFailed' | 'automaticStepFailed' | 'stepSkipped' | 'processCompleted'
 
@@ -58,8 +59,10 @@ function details(f: MailFacts): string[] {
   return rows.filter((r): r is [string, string] => typeof r[1] === 'string' && r[1] !== '').map(([k, v]) => `${`${k}:`.padEnd(13)}${v}`)
 }
 
+/** A record's first four fields, each shown by its first 100 characters (a field may hold 256 KiB). */
 function describeRecord(record: { id: string; fields: JsonObject }): string {
-  const shown = Object.entries(record.fields).slice(0, 4).map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+  const short = (text: string) => (text.length > 100 ? `${cutText(text, 100)}…` : text)
+  const shown = Object.entries(record.fields).slice(0, 4).map(([k, v]) => `${short(k)} ${short(typeof v === 'object' ? JSON.stringify(v) : String(v))}`)
   return shown.length > 0 ? `${record.id} (${shown.join(', ')})` : record.id
 }
 
