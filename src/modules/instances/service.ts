@@ -502,7 +502,8 @@ export async function advanceInstance(
     }
     const allowed = allowedOutcomes(step)
     if (!allowed.includes(input.outcome)) {
-      const why = step.state === 'running' ? (step.kind === 'email' ? 'its e-mail is being sent' : 'its webhook call is in flight')
+      const why = step.state === 'running' && step.kind === 'followUpProcess' ? 'it waits for its follow-up process to end; it can only be skipped'
+        : step.state === 'running' ? (step.kind === 'email' ? 'its e-mail is being sent' : 'its webhook call is in flight')
         : allowed.length > 0 ? `it can only be ${allowed.join(' or ')}` : `it is ${step.state}`
       throw conflict(`Step "${step.name}" (${step.kind}, ${step.state}) cannot be ${input.outcome === 'done' ? 'marked done' : 'skipped'}: ${why}.`)
     }
