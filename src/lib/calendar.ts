@@ -1,7 +1,7 @@
 /**
  * Calendar arithmetic in a tenant's time zone: N days later (N >= 0) at the same wall-clock time, so a
  * DST change does not shift the hour. A wall-clock time that does not exist (a spring-forward gap)
- * lands just after the gap. One that occurs twice (a fall-back overlap) is its earlier instant in every
+ * moves on by the gap's length (02:30 on Berlin's spring-forward day is 03:30). One that occurs twice (a fall-back overlap) is its earlier instant in every
  * zone, as Temporal's 'compatible' reads it, unless that is before `instant`: then the later one. So
  * the result is never before `instant`, and 0 days later is `instant` itself.
  */
@@ -50,8 +50,8 @@ const DAY_MS = 86_400_000
 
 /**
  * The instants whose wall clock reads `wallMs` (a wall-clock time written as if it were UTC), earliest
- * first: two in a fall-back overlap, one otherwise; for a time in a spring-forward gap, the instant
- * just after the gap (the time read with the offset before it). A change of offset is looked for
+ * first: two in a fall-back overlap, one otherwise; for a time in a spring-forward gap, the time read
+ * with the offset before it, which lies as far past the gap's end as the time lay past its start. A change of offset is looked for
  * between a day before and a day after, assuming at most one change in that span.
  */
 function instantsAt(wallMs: number, timeZone: string): number[] {
