@@ -64,8 +64,10 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
   app.post('/process-instances/:id/advance', {
     schema: {
       operationId: 'advanceProcessInstance', tags, summary: 'End the current step as done or skipped and start the next one',
-      description: 'A due task: done or skipped. A failed webhook step: done (resolved by hand) or skipped. A waiting step, ' +
-        'or a due webhook not yet claimed: skipped. A webhook call in flight, a stale stepId or a concurrent advance: 409.',
+      description: 'A due task: done or skipped. A failed webhook or automatic step: done (resolved by hand) or skipped. ' +
+        'A due manual email step: done (sends its mail) or skipped. A decision (waiting, due or failed): done with decision yes or no. ' +
+        'A waiting step of another kind, a due webhook not yet claimed, a due automatic step not yet taken, or a follow-up step ' +
+        'waiting for its process: skipped. A webhook call in flight, an e-mail being sent, a stale stepId or a concurrent advance: 409.',
       params: IdParamsSchema, body: AdvanceSchema,
       response: { 200: ok(Instance, 'The process after the step ended and the next one started', ['ETag']), ...problems(400, 401, 403, 404, 409) }
     }
