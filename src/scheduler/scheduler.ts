@@ -107,6 +107,8 @@ const RECLAIM_FLOOR_MS = 50
 const APART_REST_MS = 200
 const RETENTION_EVERY_MS = 600_000
 const DATE_CHECK_EVERY_MS = 600_000
+/** A date check that failed (the database away a moment) is tried again this soon, not a full interval later. */
+const DATE_CHECK_RETRY_MS = 60_000
 const RETENTION_BATCH = 500
 
 /** Mails one pump batch sends before it looks whether the worker is stopping. */
@@ -290,9 +292,22 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
     const automaticSteps = await chore('runAutomaticSteps', () => runAutomaticSteps(db, now, settings.batchSize, onError))
       + await chore('endFollowUps', () => endFollowUps(db, now, settings.batchSize))
-    const autostarts = now.getTime() < nextDateCheckAt ? 0 : await chore('autostartOnDates', () => autostartOnDates(db, now, settings.batchSize, onError))
-    // Dates are checked every DATE_CHECK_EVERY_MS (each date starts once, whichever pass finds it), and again at once while they start processes.
-    if (now.getTime() >= nextDateCheckAt) nextDateCheckAt = autostarts > 0 ? 0 : now.getTime() + DATE_CHECK_EVERY_MS
+    // A check is whole when neither it nor any template's part of it failed.
+    let datesChecked = false
+    const autostarts = now.getTime() < nextDateCheckAt ? 0 : await chore('autostartOnDates', async () => {
+      let whole = true
+      const started = await autostartOnDates(db, now, settings.batchSize, (error, id) => {
+        whole = false
+        onError(error, id)
+      })
+      datesChecked = whole
+      return started
+    })
+    // Dates are checked every DATE_CHECK_EVERY_MS (each date starts once, whichever pass finds it), again at
+    // once while they start processes, and a minute after a check that failed.
+    if (now.getTime() >= nextDateCheckAt) {
+      nextDateCheckAt = autostarts > 0 ? 0 : now.getTime() + (datesChecked ? DATE_CHECK_EVERY_MS : DATE_CHECK_RETRY_MS)
+    }
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))
     metrics.deadlinesFired(deadlines)
     const mails = sendMailToo ? await chore('sendQueuedMail', async () => (await sendMail(now)).sent) : 0

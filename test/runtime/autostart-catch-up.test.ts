@@ -268,3 +268,30 @@ t.test('a tenant\'s dates are read with Intl, whatever name its zone has; one th
   t.same(failed, [sydney], 'the template of the tenant whose zone cannot be read failed alone')
   t.equal((await rt.api.get(`/v1/process-templates/${berlin}/autostart-runs`)).data.items.length, 2)
 })
+
+t.test('a date check that failed is tried again a minute later, not ten', async (t) => {
+  const rt = await setupRuntime(t)
+  const failures: unknown[] = []
+  const log = { info() {}, warn() {}, error: (fields: unknown) => { failures.push(fields) } }
+  rt.clock.set('2029-05-10T06:00:00Z')
+  const created = await rt.api.post('/v1/process-templates', {
+    name: 'Handover', controllerUserId: rt.controller.id,
+    autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
+  })
+  const templateId = created.data.id as string
+  await rt.api.post(`/v1/process-templates/${templateId}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
+  t.equal((await rt.api.patch(`/v1/process-templates/${templateId}`, { active: true })).statusCode, 200)
+  await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-05-10' } })
+
+  const scheduler = rt.newScheduler({}, log)
+  // The table of runs away for one pass: the check fails as it would with the database gone a moment.
+  await sql`alter table autostart_runs rename to autostart_runs_away`.execute(rt.db)
+  t.equal((await scheduler.runOnce()).autostarts, 0)
+  await sql`alter table autostart_runs_away rename to autostart_runs`.execute(rt.db)
+  t.ok(failures.length > 0, 'the failed check was logged')
+
+  rt.clock.advance(59_000)
+  t.equal((await scheduler.runOnce()).autostarts, 0, 'not at once: a database away would be asked on every pass')
+  rt.clock.advance(1_000)
+  t.equal((await scheduler.runOnce()).autostarts, 1, 'a minute after the failure the date starts its process')
+})
