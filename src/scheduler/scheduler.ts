@@ -291,7 +291,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     metrics.leasesReaped(reaped)
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
     const automaticSteps = await chore('runAutomaticSteps', () => runAutomaticSteps(db, now, settings.batchSize, onError))
-      + await chore('endFollowUps', () => endFollowUps(db, now, settings.batchSize))
+      + await chore('endFollowUps', () => endFollowUps(db, now, settings.batchSize, onError))
     // A check is whole when neither it nor any template's part of it failed.
     let datesChecked = false
     const autostarts = now.getTime() < nextDateCheckAt ? 0 : await chore('autostartOnDates', async () => {
