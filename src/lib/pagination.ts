@@ -23,6 +23,9 @@ export interface PageResult<T> {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
+/** What a page's JSON holds beside its items' text and commas: `{"items":[`, `],"nextCursor":` and the cursor. */
+const PAGE_ENVELOPE_BYTES = jsonBytes({ items: [], nextCursor: encodeCursor('00000000-0000-0000-0000-000000000000') })
+
 export function pageRequest(query: { limit?: number | undefined; cursor?: string | undefined }): PageRequest {
   return { limit: query.limit ?? 50, after: query.cursor === undefined ? undefined : decodeCursor(query.cursor) }
 }
@@ -48,7 +51,7 @@ export function toPage<R extends { id: string }, T>(rows: R[] | SizedRows<R>, re
   for (const row of rows.slice(0, request.limit)) {
     const item = map(row)
     bytes += jsonBytes(item) + 1
-    if (items.length > 0 && bytes > PAGE_MAX_BYTES) break
+    if (items.length > 0 && bytes > PAGE_MAX_BYTES - PAGE_ENVELOPE_BYTES) break
     items.push(item)
     last = row
   }

@@ -26,3 +26,12 @@ t.test('countWithinBudget takes rows in order while they fit, and at least one',
   t.equal(countWithinBudget([], 7), 0)
   t.equal(countWithinBudget([1, 1, 1], 7), 3)
 })
+
+t.test('a page\'s whole body, nextCursor and all, stays within the byte budget', async (t) => {
+  const base = Buffer.byteLength(JSON.stringify({ id: row(0).id, blob: '' }))
+  // Four items that, each with its comma, take exactly the budget: the page's own JSON comes on top of them.
+  const blob = 'x'.repeat(PAGE_MAX_BYTES / 4 - 1 - base)
+  const page = toPage(Array.from({ length: 6 }, (_, i) => row(i)), { limit: 9 }, (r) => ({ id: r.id, blob }))
+  t.not(page.nextCursor, null)
+  t.ok(Buffer.byteLength(JSON.stringify(page)) <= PAGE_MAX_BYTES, `${Buffer.byteLength(JSON.stringify(page))} bytes with ${page.items.length} items`)
+})
