@@ -282,10 +282,14 @@ export async function writeChanges(
     })
   }
   if (plan.deliveries.length > 0 && startedIds.length > 0) {
+    // The defaults of the service's parameters the step does not pass, as they are now: one added since the step was saved too.
     parts.push({
       cte: `deliveries as (
         insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, property_id, address_id, parameters, next_attempt_at, target_host)
-        select d.tenant_id, d.id, d.service_id, d.source, d.instance_id, d.step_id, d.property_id, d.address_id, d.parameters, d.next_attempt_at, d.target_host
+        select d.tenant_id, d.id, d.service_id, d.source, d.instance_id, d.step_id, d.property_id, d.address_id,
+          coalesce((select jsonb_object_agg(p.name, p.default_value) from service_parameters p
+                    where p.service_id = d.service_id and p.default_value is not null), '{}') || d.parameters,
+          d.next_attempt_at, d.target_host
         from ${table(plan.deliveries, DELIVERIES, 'd')}
         where d.step_id in (${startedSet}) ${gate}
         returning *
