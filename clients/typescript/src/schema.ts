@@ -4369,7 +4369,7 @@ export interface operations {
                      * @enum {string}
                      */
                     delivery?: "query" | "json";
-                    /** @description The signing secret (write-only); generated when absent. Either whsec_ and strict, padded base64 of 24 to 64 random bytes (the Standard Webhooks form), or at least 24 characters with 8 different ones and no spaces or control characters; else 422 */
+                    /** @description The signing secret (write-only); generated when absent. Either whsec_ and strict, padded base64 of 24 to 64 random bytes (the Standard Webhooks form), or at least 24 characters with 8 different ones, no spaces or control characters and not starting with enc:; else 422 */
                     secret?: string;
                     /** @default true */
                     active?: boolean;
@@ -4649,7 +4649,7 @@ export interface operations {
                      */
                     delivery?: "query" | "json";
                     active?: boolean;
-                    /** @description A new signing secret; the old one stays valid for 24 hours while providers switch. Either whsec_ and strict, padded base64 of 24 to 64 random bytes (the Standard Webhooks form), or at least 24 characters with 8 different ones and no spaces or control characters; else 422 */
+                    /** @description A new signing secret; the old one stays valid for 24 hours while providers switch. Either whsec_ and strict, padded base64 of 24 to 64 random bytes (the Standard Webhooks form), or at least 24 characters with 8 different ones, no spaces or control characters and not starting with enc:; else 422 */
                     secret?: string;
                 };
             };
@@ -6783,7 +6783,7 @@ export interface operations {
                     target?: {
                         /** @description An http or https URL with a host and without credentials; for query delivery, none of its own query keys may be one that PHP's parse_str changes (empty, or with a space, . or [ or NUL), nor may its query hold %-escapes that are not UTF-8, else 422 */
                         url: string;
-                        /** @description The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones */
+                        /** @description The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones, not starting with enc: */
                         secret: string;
                         /**
                          * @default query
@@ -7357,7 +7357,7 @@ export interface operations {
                     target?: {
                         /** @description An http or https URL with a host and without credentials; for query delivery, none of its own query keys may be one that PHP's parse_str changes (empty, or with a space, . or [ or NUL), nor may its query hold %-escapes that are not UTF-8, else 422 */
                         url: string;
-                        /** @description The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones */
+                        /** @description The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones, not starting with enc: */
                         secret: string;
                         /**
                          * @default query

@@ -22,7 +22,9 @@ const REFUSED: [string, RegExp][] = [
   [' leading-space-0123456789abcdef', /spaces/],
   ['line\nbreak-0123456789abcdefghij', /line breaks/],
   ['tab\tinside-0123456789abcdefghij', /control characters/],
-  ['zero\u200Bwidth-0123456789abcdefghij', /control characters/]
+  ['zero\u200Bwidth-0123456789abcdefghij', /control characters/],
+  // Kept plain without BATON_SECRETS_KEY, it would read back as a sealed secret that does not open: no call, a 500 on the next PATCH.
+  ['enc:v1:abcdefghijklmnopqrstuvwxyz0123', /must not start with enc:/]
 ]
 const ACCEPTED = [whsec(24), whsec(32), whsec(64), randomBytes(12).toString('hex'), randomBytes(32).toString('base64url'), 'correct-horse-battery-staple-42']
 

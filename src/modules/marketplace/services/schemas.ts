@@ -40,7 +40,7 @@ const WebhookUrl = Type.String({
 })
 const secretLength = { minLength: 16, maxLength: 256 }
 const SECRET_RULE = 'Either whsec_ and strict, padded base64 of 24 to 64 random bytes (the Standard Webhooks form), or at least ' +
-  '24 characters with 8 different ones and no spaces or control characters; else 422'
+  '24 characters with 8 different ones, no spaces or control characters and not starting with enc:; else 422'
 
 export const CreateServiceSchema = Type.Object(
   {

@@ -5,6 +5,9 @@ export const WHSEC_MAX_BYTES = 64
 export const SECRET_MIN_CHARS = 24
 export const SECRET_MIN_DISTINCT = 8
 
+/** How a sealed secret begins (src/lib/secret-box.ts). */
+const SEALED_PREFIX = 'enc:'
+
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
 
 /**
@@ -16,6 +19,8 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
  */
 export function secretProblem(secret: string): string | undefined {
   if (secret.startsWith('whsec_')) return whsecProblem(secret.slice('whsec_'.length))
+  // Stored as it is without BATON_SECRETS_KEY, such a secret would be read back as a sealed one that does not open.
+  if (secret.startsWith(SEALED_PREFIX)) return `must not start with ${SEALED_PREFIX}, which marks a secret Baton sealed`
   if (/[\s\p{Cc}\p{Cf}]/u.test(secret)) return 'must not contain spaces, line breaks or other control characters'
   if ([...secret].length < SECRET_MIN_CHARS) return `must have at least ${SECRET_MIN_CHARS} characters (or be whsec_ and base64 of ${WHSEC_MIN_BYTES} to ${WHSEC_MAX_BYTES} random bytes)`
   if (new Set(secret).size < SECRET_MIN_DISTINCT) return `must use at least ${SECRET_MIN_DISTINCT} different characters: it looks like a placeholder, not a random secret`

@@ -51,7 +51,7 @@ const TargetInputSchema = Type.Union([
       url: Type.String({ minLength: 1, maxLength: 2000, description: WEBHOOK_URL_RULE }),
       secret: Type.String({
         minLength: 16, maxLength: 256,
-        description: 'The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones'
+        description: 'The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones, not starting with enc:'
       }),
       delivery: Type.Optional(StringEnum(['query', 'json'], { default: 'query' }))
     },
