@@ -1,11 +1,10 @@
 import { sql } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
-import { isTransientDatabaseError } from '../db/errors.js'
 import type { InstanceRow, InstanceStepRow } from '../db/database.js'
 import { cutText } from '../lib/storable.js'
 import { ProcessChanges } from '../modules/instances/process-changes.js'
 import * as runtime from '../modules/instances/runtime-repository.js'
-import { isolated, rethrow, type RowErrorHandler } from './isolated.js'
+import { batchOrEach, rethrow, type RowErrorHandler } from './isolated.js'
 
 /** A step's mail is tried this often before it is given up (10 s doubling: the eighth try comes about 21 minutes after the first). */
 export const STEP_MAIL_MAX_ATTEMPTS = 8
@@ -51,28 +50,17 @@ interface SettledMail {
  * manual one (giveUpMail), so a single bad row never holds back every tenant's email steps.
  */
 export async function settleStepMails(db: DB, now: Date, limit: number, onError: RowErrorHandler = rethrow): Promise<number> {
-  try {
-    return await settleBatch(db, now, limit)
-  } catch (error) {
-    if (isTransientDatabaseError(error)) throw error
-    const { rows: candidates } = await sql<{ tenant_id: string; id: string }>`
+  return batchOrEach({
+    batch: () => settleBatch(db, now, limit),
+    candidates: async () => (await sql<{ tenant_id: string; id: string }>`
       select tenant_id, id from outbox_mails
       where settle_step and (sent_at is not null or failed_at is not null)
       order by created_at
       limit ${limit}
-    `.execute(db)
-    let settled = 0
-    for (const mail of candidates) {
-      try {
-        settled += await settleBatch(db, now, 1, mail)
-      } catch (mailError) {
-        if (isTransientDatabaseError(mailError)) throw mailError
-        onError(mailError, mail.id)
-        if (await isolated(onError, mail.id, async () => giveUpMail(db, now, mail))) settled += 1
-      }
-    }
-    return settled
-  }
+    `.execute(db)).rows,
+    one: (mail) => settleBatch(db, now, 1, mail),
+    giveUp: (mail) => giveUpMail(db, now, mail)
+  }, onError)
 }
 
 /** Locks the mails to settle (all due, or the one named), SKIP LOCKED. */

@@ -1,3 +1,5 @@
+import { isTransientDatabaseError } from '../db/errors.js'
+
 /** Called when the work for one row fails; the caller goes on with the next row. */
 export type RowErrorHandler = (error: unknown, id: string) => void
 
@@ -15,5 +17,35 @@ export async function isolated(onError: RowErrorHandler, id: string, work: () =>
   } catch (error) {
     onError(error, id)
     return false
+  }
+}
+
+/**
+ * A chore's batch, in one transaction; when it fails for another reason than the database, each of its
+ * candidates alone, and one that fails on its own is reported and given up (a manual step, say), so a
+ * single bad row neither holds back the others nor fails on every pass. Returns how many were done
+ * (those given up not counted).
+ */
+export async function batchOrEach<K extends { id: string }>(work: {
+  batch: () => Promise<number>
+  candidates: () => Promise<K[]>
+  one: (key: K) => Promise<number>
+  giveUp: (key: K, error: unknown) => Promise<boolean>
+}, onError: RowErrorHandler): Promise<number> {
+  try {
+    return await work.batch()
+  } catch (error) {
+    if (isTransientDatabaseError(error)) throw error
+    let done = 0
+    for (const key of await work.candidates()) {
+      try {
+        done += await work.one(key)
+      } catch (oneError) {
+        if (isTransientDatabaseError(oneError)) throw oneError
+        onError(oneError, key.id)
+        await isolated(onError, key.id, () => work.giveUp(key, oneError))
+      }
+    }
+    return done
   }
 }

@@ -1,9 +1,8 @@
 import { sql } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import { ProcessChanges } from '../../modules/instances/process-changes.js'
-import { isTransientDatabaseError } from '../../db/errors.js'
 import { findTimeZones } from '../../modules/instances/runtime-repository.js'
-import { isolated, rethrow, type RowErrorHandler } from '../isolated.js'
+import { batchOrEach, rethrow, type RowErrorHandler } from '../isolated.js'
 import { pairWithInstances } from '../step-chores-repository.js'
 
 /**
@@ -19,23 +18,12 @@ export async function endFollowUps(db: DB, now: Date, limit: number, onError: Ro
   const { rows: waiting } = await sql<{ any: boolean }>`
     select exists (select 1 from instance_steps where kind = 'followUpProcess' and state = 'running') as any`.execute(db)
   if (!waiting[0]?.any) return 0
-  try {
-    return await endBatch(db, now, limit)
-  } catch (error) {
-    if (isTransientDatabaseError(error)) throw error
-    const candidates = await endedFollowUps(db, limit)
-    let ended = 0
-    for (const { step_id: stepId } of candidates) {
-      try {
-        ended += await endBatch(db, now, 1, stepId)
-      } catch (stepError) {
-        if (isTransientDatabaseError(stepError)) throw stepError
-        onError(stepError, stepId)
-        if (await isolated(onError, stepId, () => giveUp(db, now, stepId))) ended += 1
-      }
-    }
-    return ended
-  }
+  return batchOrEach({
+    batch: () => endBatch(db, now, limit),
+    candidates: async () => (await endedFollowUps(db, limit)).map((row) => ({ id: row.step_id })),
+    one: ({ id }) => endBatch(db, now, 1, id),
+    giveUp: ({ id }) => giveUp(db, now, id)
+  }, onError)
 }
 
 interface EndedFollowUp {

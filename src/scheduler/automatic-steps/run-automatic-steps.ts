@@ -1,9 +1,8 @@
 import type { DB } from '../../db/connect.js'
-import { isTransientDatabaseError } from '../../db/errors.js'
 import { ProcessChanges } from '../../modules/instances/process-changes.js'
 import { findTimeZones } from '../../modules/instances/runtime-repository.js'
 import { cutText } from '../../lib/storable.js'
-import { isolated, rethrow, type RowErrorHandler } from '../isolated.js'
+import { batchOrEach, rethrow, type RowErrorHandler } from '../isolated.js'
 import { anyDueAutomaticStep, findDueAutomaticStepIds, lockDueAutomaticSteps } from '../step-chores-repository.js'
 import { automaticStepRunners } from './runners.js'
 
@@ -18,23 +17,12 @@ import { automaticStepRunners } from './runners.js'
 export async function runAutomaticSteps(db: DB, now: Date, limit: number, onError: RowErrorHandler = rethrow): Promise<number> {
   // Most passes find none: one indexed read then, instead of a transaction.
   if (!(await anyDueAutomaticStep(db))) return 0
-  try {
-    return await runBatch(db, now, limit)
-  } catch (error) {
-    if (isTransientDatabaseError(error)) throw error
-    const candidates = await findDueAutomaticStepIds(db, limit)
-    let ran = 0
-    for (const { id } of candidates) {
-      try {
-        if ((await runBatch(db, now, 1, id)) > 0) ran += 1
-      } catch (stepError) {
-        if (isTransientDatabaseError(stepError)) throw stepError
-        onError(stepError, id)
-        await isolated(onError, id, async () => (await giveUp(db, now, id, stepError)) > 0)
-      }
-    }
-    return ran
-  }
+  return batchOrEach({
+    batch: () => runBatch(db, now, limit),
+    candidates: () => findDueAutomaticStepIds(db, limit),
+    one: ({ id }) => runBatch(db, now, 1, id),
+    giveUp: async ({ id }, error) => (await giveUp(db, now, id, error)) > 0
+  }, onError)
 }
 
 function runBatch(db: DB, now: Date, limit: number, onlyStep?: string): Promise<number> {
