@@ -69,3 +69,19 @@ export async function waitForLockWait(db: DB): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }
+
+/**
+ * Makes Postgres refuse every activity whose row meets `condition` (SQL over `new`), as a row that
+ * cannot be written would fail a chore's batch; undone when the test ends.
+ */
+export async function refuseActivitiesWhere(t: { teardown(fn: () => Promise<unknown>): void }, db: DB, condition: string): Promise<void> {
+  await sql.raw(`
+    create function refuse_activity() returns trigger language plpgsql as $$
+    begin
+      if ${condition} then raise exception 'this activity cannot be written'; end if;
+      return new;
+    end $$;
+    create trigger refuse_activity before insert on activities for each row execute function refuse_activity();
+  `).execute(db)
+  t.teardown(() => sql.raw('drop trigger refuse_activity on activities; drop function refuse_activity()').execute(db))
+}

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { sql } from '../../src/db/kysely.js'
+import { refuseActivitiesWhere } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // Waiting follow-up steps end in one transaction for a batch; one whose ending fails on its own (here a
@@ -24,15 +24,7 @@ t.test('a follow-up whose ending fails alone fails into a manual step; the other
     t.equal((await rt.api.post(`/v1/process-instances/${child}/advance`, { outcome: 'done' })).statusCode, 200, 'the child completes')
   }
 
-  await sql.raw(`
-    create function refuse_child() returns trigger language plpgsql as $$
-    begin
-      if new.data->>'childId' = '${poisonedChild}' then raise exception 'this activity cannot be written'; end if;
-      return new;
-    end $$;
-    create trigger refuse_child before insert on activities for each row execute function refuse_child();
-  `).execute(rt.db)
-  t.teardown(() => sql.raw('drop trigger refuse_child on activities; drop function refuse_child()').execute(rt.db))
+  await refuseActivitiesWhere(t, rt.db, `new.data->>'childId' = '${poisonedChild}'`)
 
   await scheduler.runOnce()
   t.same(states(await rt.instance(fine.id)), ['done', 'due'], 'the other follow-up ended and the next step started')

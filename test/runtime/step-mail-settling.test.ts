@@ -1,5 +1,6 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
+import { refuseActivitiesWhere } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // Email steps hear of their mails in one transaction for a batch; a mail whose settling fails on its
@@ -12,15 +13,7 @@ const mailStep = (subject: string) => ({
 })
 
 t.test('a mail whose settling fails alone fails its own step into a manual one; the others are settled', async (t) => {
-  await sql.raw(`
-    create function refuse_poison() returns trigger language plpgsql as $$
-    begin
-      if new.data->>'subject' = 'Poison' then raise exception 'this activity cannot be written'; end if;
-      return new;
-    end $$;
-    create trigger refuse_poison before insert on activities for each row execute function refuse_poison();
-  `).execute(rt.db)
-  t.teardown(() => sql.raw('drop trigger refuse_poison on activities; drop function refuse_poison()').execute(rt.db))
+  await refuseActivitiesWhere(t, rt.db, "new.data->>'subject' = 'Poison'")
 
   const fine = await rt.start(await rt.template([mailStep('Fine'), { kind: 'task', name: 'After the fine mail' }]))
   const poison = await rt.start(await rt.template([mailStep('Poison'), { kind: 'task', name: 'After the poisoned mail' }]))

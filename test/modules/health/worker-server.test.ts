@@ -1,6 +1,6 @@
 import net from 'node:net'
-import t from 'tap'
-import { openPostgres } from '../../../src/db/connect.js'
+import t, { type Test } from 'tap'
+import { openPostgres, type DB } from '../../../src/db/connect.js'
 import { hashKey } from '../../../src/lib/keys.js'
 import { BatonMetrics } from '../../../src/lib/metrics.js'
 import { startWorkerServer } from '../../../src/modules/health/worker-server.js'
@@ -10,15 +10,21 @@ import { createTestDatabase, databaseUrl } from '../../helpers/database.js'
 const QUIET = { warn() {}, error() {} }
 const KEY = 'bop_a-test-operator-key-of-enough-length'
 
-t.test('the worker listener answers probes, metrics for the operator, and problems otherwise', async (t) => {
-  const database = await createTestDatabase()
+/** A worker listener on `db`, closed with the test, and then `close` (the database's drop or close). */
+async function listen(t: Test, db: DB, close: () => Promise<void>) {
   const server = await startWorkerServer({
-    db: database.db, clock: new TestClock(), metrics: new BatonMetrics(), log: QUIET, operatorKeyHash: async () => hashKey(KEY)
+    db, clock: new TestClock(), metrics: new BatonMetrics(), log: QUIET, operatorKeyHash: async () => hashKey(KEY)
   }, '127.0.0.1', 0)
   t.teardown(async () => {
     await server.close()
-    await database.drop()
+    await close()
   })
+  return server
+}
+
+t.test('the worker listener answers probes, metrics for the operator, and problems otherwise', async (t) => {
+  const database = await createTestDatabase()
+  const server = await listen(t, database.db, () => database.drop())
   const call = (path: string, init: RequestInit = {}) => fetch(`${server.address}${path}`, init)
 
   t.same(await (await call('/health/live')).json(), { status: 'ok' })
@@ -46,13 +52,7 @@ t.test('the worker listener answers probes, metrics for the operator, and proble
 
 t.test('the worker listener answers a CONNECT with 405 and closes, instead of dropping it', async (t) => {
   const database = await createTestDatabase()
-  const server = await startWorkerServer({
-    db: database.db, clock: new TestClock(), metrics: new BatonMetrics(), log: QUIET, operatorKeyHash: async () => hashKey(KEY)
-  }, '127.0.0.1', 0)
-  t.teardown(async () => {
-    await server.close()
-    await database.drop()
-  })
+  const server = await listen(t, database.db, () => database.drop())
   const { port } = new URL(server.address)
   const text = await new Promise<string>((resolve, reject) => {
     const socket = net.connect(Number(port), '127.0.0.1', () => socket.write('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'))
@@ -70,13 +70,7 @@ t.test('the worker listener answers a CONNECT with 405 and closes, instead of dr
 
 t.test('the worker is not ready while its database does not answer', async (t) => {
   const database = openPostgres(databaseUrl('baton_no_such_database'), { poolMax: 1 })
-  const server = await startWorkerServer({
-    db: database.db, clock: new TestClock(), metrics: new BatonMetrics(), log: QUIET, operatorKeyHash: async () => hashKey(KEY)
-  }, '127.0.0.1', 0)
-  t.teardown(async () => {
-    await server.close()
-    await database.close()
-  })
+  const server = await listen(t, database.db, () => database.close())
   t.equal((await fetch(`${server.address}/health/live`)).status, 200, 'alive all the same')
   const ready = await fetch(`${server.address}/health/ready`)
   t.equal(ready.status, 503)
