@@ -52,28 +52,38 @@ interface SettledMail {
 export async function settleStepMails(db: DB, now: Date, limit: number, onError: RowErrorHandler = rethrow): Promise<number> {
   return batchOrEach({
     batch: () => settleBatch(db, now, limit),
-    candidates: async () => (await sql<{ tenant_id: string; id: string }>`
-      select tenant_id, id from outbox_mails
-      where settle_step and (sent_at is not null or failed_at is not null)
-      order by created_at
-      limit ${limit}
-    `.execute(db)).rows,
+    candidates: () => mailsToSettle(db, limit),
     one: (mail) => settleBatch(db, now, 1, mail),
     giveUp: (mail) => giveUpMail(db, now, mail)
   }, onError)
 }
 
-/** Locks the mails to settle (all due, or the one named), SKIP LOCKED. */
-async function lockMails(trx: DB, limit: number, only?: { tenant_id: string; id: string }): Promise<SettledMail[]> {
+type MailKey = Pick<SettledMail, 'tenant_id' | 'id'>
+
+/** The mails whose outcome their steps have not heard of (all, or the one named); with `lock`, locked SKIP LOCKED. */
+async function mailsToSettle(db: DB, limit: number, options: { lock?: boolean; only?: MailKey } = {}): Promise<SettledMail[]> {
+  const { only } = options
   const { rows } = await sql<SettledMail>`
     select tenant_id, id, instance_id, step_id, to_address, subject, sent_at, last_error from outbox_mails
     where settle_step and (sent_at is not null or failed_at is not null)
     ${only ? sql`and tenant_id = ${only.tenant_id} and id = ${only.id}` : sql``}
     order by created_at
     limit ${limit}
-    for update skip locked
-  `.execute(trx)
+    ${options.lock ? sql`for update skip locked` : sql``}
+  `.execute(db)
   return rows
+}
+
+/** The mail's process, locked, and its step; undefined for a mail of no step's, or one whose process is gone. */
+async function lockedStepOf(trx: DB, mail: SettledMail): Promise<{ instance: InstanceRow; step: InstanceStepRow } | undefined> {
+  const instance = mail.instance_id ? await runtime.lockInstance(trx, mail.tenant_id, mail.instance_id) : undefined
+  const step = instance && mail.step_id ? await runtime.findStep(trx, mail.tenant_id, mail.step_id) : undefined
+  return instance && step ? { instance, step } : undefined
+}
+
+/** Whether the step still runs on its mail: its process's current step, waiting for the mail's outcome. */
+function waitsOnMail(instance: InstanceRow, step: InstanceStepRow): boolean {
+  return instance.status === 'running' && instance.current_position === step.position && step.state === 'running'
 }
 
 function clearSettle(trx: DB, rows: SettledMail[]) {
@@ -81,16 +91,15 @@ function clearSettle(trx: DB, rows: SettledMail[]) {
     .where('tenant_id', 'in', [...new Set(rows.map((r) => r.tenant_id))]).where('id', 'in', rows.map((r) => r.id)).execute()
 }
 
-function settleBatch(db: DB, now: Date, limit: number, only?: { tenant_id: string; id: string }): Promise<number> {
+function settleBatch(db: DB, now: Date, limit: number, only?: MailKey): Promise<number> {
   return db.transaction().execute(async (trx) => {
-    const rows = await lockMails(trx, limit, only)
+    const rows = await mailsToSettle(trx, limit, { lock: true, ...(only ? { only } : {}) })
     if (rows.length === 0) return 0
     const changes = new ProcessChanges(trx, now, await runtime.findTimeZones(trx, rows.map((r) => r.tenant_id)))
     // Processes are locked one by one in id order, so two settling workers cannot deadlock.
     for (const mail of [...rows].sort((a, b) => (a.instance_id ?? '').localeCompare(b.instance_id ?? ''))) {
-      const instance = mail.instance_id ? await runtime.lockInstance(trx, mail.tenant_id, mail.instance_id) : undefined
-      const step = instance && mail.step_id ? await runtime.findStep(trx, mail.tenant_id, mail.step_id) : undefined
-      if (instance && step) settle(changes, instance, step, mail)
+      const locked = await lockedStepOf(trx, mail)
+      if (locked) settle(changes, locked.instance, locked.step, mail)
     }
     await changes.flush()
     await clearSettle(trx, rows)
@@ -102,16 +111,15 @@ function settleBatch(db: DB, now: Date, limit: number, only?: { tenant_id: strin
  * A mail whose settling failed on its own: a step still running on it fails into a manual step, with
  * nothing of the mail in the reason (what it held may be what failed), and the mail is settled.
  */
-function giveUpMail(db: DB, now: Date, only: { tenant_id: string; id: string }): Promise<boolean> {
+function giveUpMail(db: DB, now: Date, only: MailKey): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
-    const [mail] = await lockMails(trx, 1, only)
+    const [mail] = await mailsToSettle(trx, 1, { lock: true, only })
     if (!mail) return false
-    const instance = mail.instance_id ? await runtime.lockInstance(trx, mail.tenant_id, mail.instance_id) : undefined
-    const step = instance && mail.step_id ? await runtime.findStep(trx, mail.tenant_id, mail.step_id) : undefined
-    if (instance && step && instance.status === 'running' && instance.current_position === step.position && step.state === 'running') {
+    const locked = await lockedStepOf(trx, mail)
+    if (locked && waitsOnMail(locked.instance, locked.step)) {
       const changes = new ProcessChanges(trx, now, await runtime.findTimeZones(trx, [mail.tenant_id]))
-      changes.failAutomaticStep(instance, step, 'an internal error stopped Baton from recording what became of its e-mail; see the mail log')
-      changes.bump(instance)
+      changes.failAutomaticStep(locked.instance, locked.step, 'an internal error stopped Baton from recording what became of its e-mail; see the mail log')
+      changes.bump(locked.instance)
       await changes.flush()
     }
     await clearSettle(trx, [mail])
@@ -120,7 +128,7 @@ function giveUpMail(db: DB, now: Date, only: { tenant_id: string; id: string }):
 }
 
 function settle(changes: ProcessChanges, instance: InstanceRow, step: InstanceStepRow, mail: SettledMail): void {
-  const waiting = instance.status === 'running' && instance.current_position === step.position && step.state === 'running'
+  const waiting = waitsOnMail(instance, step)
   const data = { mailId: mail.id, to: mail.to_address, subject: mail.subject }
   if (mail.sent_at) {
     changes.activity(instance, step, 'emailSent', `E-mail "${mail.subject}" sent to ${mail.to_address} (step "${step.name}").`, data)
