@@ -70,12 +70,39 @@ t.test('steps: add, insert, read, list, update, delete', async (t) => {
   const after = (await client.get(steps)).data.items
   t.same(names(after), ['Prepare', 'Value the property'])
   t.same(positions(after), [1, 2], 'the gap is closed')
-  assertProblem(t, await client.get(`${steps}?limit=2&cursor=${page.data.nextCursor}`), 400, /\/querystring\/cursor.*stale cursor/)
+  t.same(names((await client.get(`${steps}?limit=2&cursor=${page.data.nextCursor}`)).data.items), ['Value the property'], 'the page after a deleted step goes on')
   assertProblem(t, await client.get(`${steps}/${task.data.id}`), 404)
   assertProblem(t, await client.get(`/v1/process-templates/${MISSING}/steps`), 404)
   assertProblem(t, await client.post(`/v1/process-templates/${MISSING}/steps`, { kind: 'task', name: 'x' }), 404)
   assertProblem(t, await client.patch(`${steps}/${MISSING}`, { name: 'x' }), 404)
   assertProblem(t, await client.delete(`${steps}/${MISSING}`), 404)
+})
+
+t.test('a steps page goes on after the last step of the page before, also when that step was deleted', async (t) => {
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  const steps = `/v1/process-templates/${id}/steps`
+  const ids: string[] = []
+  for (const name of ['One', 'Two', 'Three', 'Four', 'Five']) ids.push(await addTaskStep(client, id, name))
+
+  const first = await client.get(`${steps}?limit=2`)
+  t.same(names(first.data.items), ['One', 'Two'])
+  t.equal((await client.delete(`${steps}/${ids[1]}`)).statusCode, 204)
+  const second = await client.get(`${steps}?limit=2&cursor=${first.data.nextCursor}`)
+  t.equal(second.statusCode, 200)
+  t.same(names(second.data.items), ['Three', 'Four'], 'the step after the deleted one moved into its place and comes next')
+
+  await client.post(steps, { kind: 'task', name: 'Zero', position: 1 })
+  const third = await client.get(`${steps}?limit=2&cursor=${second.data.nextCursor}`)
+  t.same(names(third.data.items), ['Five'], 'a step added before the cursor\'s step moves the place with it')
+  t.equal(third.data.nextCursor, null)
+
+  const other = await createTemplate(client)
+  await addTaskStep(client, other, 'Elsewhere')
+  assertProblem(t, await client.get(`/v1/process-templates/${other}/steps?cursor=${first.data.nextCursor}`), 400, /\/querystring\/cursor.*another list/)
+  assertProblem(t, await client.get(`${steps}?cursor=${Buffer.from('s1:nonsense').toString('base64url')}`), 400, /\/querystring\/cursor/)
+  const formerKind = Buffer.from(`v1:${ids[1]}`).toString('base64url')
+  assertProblem(t, await client.get(`${steps}?cursor=${formerKind}`), 400, /\/querystring\/cursor.*stale cursor/)
 })
 
 t.test('structural step changes bump the template version; step edits bump the step', async (t) => {

@@ -3,7 +3,7 @@ import type { Clock } from '../../../adapters/clock.js'
 import type { DB } from '../../../db/connect.js'
 import { badRequest, conflict, notFound, type FieldError } from '../../../errors.js'
 import { newId } from '../../../lib/ids.js'
-import { toPage, type PageRequest, type PageResult } from '../../../lib/pagination.js'
+import { toPage, type PageResult } from '../../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
 import { changesNothing } from '../../../lib/changes.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
@@ -16,6 +16,7 @@ import { checkStep, rejectIfInvalid } from './validation.js'
 import { decideSettingsErrors } from './decision-validation.js'
 import { deleteErrors, moveTemplateReferences, unreachableErrors, unreachableStepIds } from './references.js'
 import { followUpInput } from './follow-up.js'
+import { encodeStepsCursor, type StepsPageRequest } from './cursor.js'
 
 async function findStepOrThrow(db: DB, tenantId: string, templateId: string, stepId: string) {
   const row = await steps.findStep(db, tenantId, templateId, stepId)
@@ -101,16 +102,23 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
   })
 }
 
-export async function listSteps(db: DB, tenantId: string, templateId: string, page: PageRequest): Promise<PageResult<Step>> {
+export async function listSteps(db: DB, tenantId: string, templateId: string, page: StepsPageRequest): Promise<PageResult<Step>> {
   if (!(await repo.findTemplate(db, tenantId, templateId))) throw notFound('Process template', templateId)
-  const after = page.after === undefined ? 0 : await cursorPosition(db, tenantId, templateId, page.after)
-  return toPage(await steps.listStepsAfter(db, tenantId, templateId, after, page.limit + 1), page, toStep)
+  const after = page.after === undefined ? 0 : await cursorPosition(db, tenantId, templateId, page.after, page.position)
+  const result = toPage(await steps.listStepsAfter(db, tenantId, templateId, after, page.limit + 1), page, toStep)
+  const last = result.items.at(-1)
+  return { ...result, nextCursor: result.nextCursor !== null && last ? encodeStepsCursor(last) : null }
 }
 
-async function cursorPosition(db: DB, tenantId: string, templateId: string, stepId: string): Promise<number> {
+/**
+ * The position a page goes on after: its last step's, where that step is now. A step deleted since
+ * closed its gap, the next step moved up into its place: the page goes on from that place.
+ */
+async function cursorPosition(db: DB, tenantId: string, templateId: string, stepId: string, position: number | undefined): Promise<number> {
   const row = await steps.findStep(db, tenantId, templateId, stepId)
-  if (!row) throw badRequest('The cursor names a step that no longer exists: list the steps again.', [{ pointer: '/querystring/cursor', detail: 'stale cursor' }])
-  return row.position
+  if (row) return row.position
+  if (position !== undefined) return position - 1
+  throw badRequest('The cursor names a step that no longer exists: list the steps again.', [{ pointer: '/querystring/cursor', detail: 'stale cursor' }])
 }
 
 export async function getStep(db: DB, tenantId: string, templateId: string, stepId: string): Promise<Step> {
