@@ -416,6 +416,32 @@ t.test('rendering stops at the cap inside sections too, and keeps Mustache\'s me
   t.equal(renderSubject(`{{tenant.name}}\n${big.repeat(50)}`, view), `Muster ${'x'.repeat(493)}`)
 })
 
+t.test('{{#name}} hides its text for a value Mustache holds false (false, 0, empty, null, an empty list, missing); {{^name}} shows it just then', async (t) => {
+  const person = { name: 'Anna', email: 'anna@example.com' }
+  const fields = { no: false, zero: 0, empty: '', nothing: null, none: [], yes: true, one: 1, word: 'false', list: [1], object: {} }
+  const view: EmailView = {
+    process: { id: 'p', templateName: 'T' }, step: { name: 'S' }, assignee: person, controller: person, responsible: person, tenant: { name: 'Muster' },
+    property: { id: 'x', fields }, address: null
+  }
+  const shown = (name: string) => renderBody(`{{#property.fields.${name}}}shown{{/property.fields.${name}}}{{^property.fields.${name}}}hidden{{/property.fields.${name}}}`, view)
+  const written = (name: string) => renderBody(`{{property.fields.${name}}}|{{&property.fields.${name}}}|{{{property.fields.${name}}}}`, view)
+  for (const name of ['no', 'zero', 'empty', 'nothing', 'none', 'missing']) t.equal(shown(name), 'hidden', name)
+  for (const name of ['yes', 'one', 'word', 'list', 'object']) t.equal(shown(name), 'shown', name)
+  const expected = { no: 'false', zero: '0', empty: '', nothing: '', none: '[]', missing: '', yes: 'true', one: '1', word: 'false', list: '[1]', object: '{}' }
+  for (const [name, text] of Object.entries(expected)) t.equal(written(name), `${text}|${text}|${text}`, `${name} is written as before`)
+  t.equal(renderBody('{{#property.fields.one}}[{{.}}]{{/property.fields.one}}', view), '[1]', 'a section entering a number shows it')
+
+  const address = await owner({ hasGarden: false, rooms: 0 })
+  const garden = '{{#address.fields.hasGarden}}Garden!{{/address.fields.hasGarden}}{{^address.fields.hasGarden}}No garden.{{/address.fields.hasGarden}}'
+  const templateId = await rt.template([{
+    kind: 'email', name: 'Garden', refersTo: { address: true },
+    email: { mode: 'automatic', to: 'addressEmail', subject: 'Garden', body: `${garden} Rooms:{{#address.fields.rooms}} {{.}}{{/address.fields.rooms}}{{^address.fields.rooms}} none{{/address.fields.rooms}}` }
+  }])
+  await rt.start(templateId, { addressId: address.id })
+  await rt.scheduler.runOnce()
+  t.equal(mailsTo(address.email)[0]?.text.trim(), 'No garden. Rooms: none', 'a record\'s false and 0 hide a section in the mail sent')
+})
+
 t.test('{{.}} in an inverted section, which names the whole view, is refused: at save, in an advance\'s edit and in a writeValues text', async (t) => {
   // {{^name}} shows its text when name is empty, without entering it: {{.}} there is the view itself,
   // not a value. Rendering it threw, so an advance answered 500 and an automatic step failed with

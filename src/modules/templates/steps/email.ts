@@ -45,7 +45,8 @@ export const EmailSettingsSchema = Type.Object(
     description: 'An email step\'s mail. Placeholders: {{process.id}}, {{process.templateName}}, {{step.name}}, {{assignee.name}}, ' +
       '{{assignee.email}}, {{controller.name}}, {{controller.email}}, {{responsible.name}}, {{tenant.name}}, {{property.id}}, ' +
       '{{property.fields.NAME}} (needs refersTo.property), {{address.id}}, {{address.fields.NAME}} (needs refersTo.address); ' +
-      'a field that is missing renders empty; {{#name}}…{{/name}} shows text only when the value is not empty'
+      'a field that is missing renders empty; {{#name}}…{{/name}} shows text only when the value is not empty, false, 0 or an empty list, ' +
+      '{{^name}}…{{/name}} only when it is'
   }
 )
 export type EmailSettings = Static<typeof EmailSettingsSchema>
@@ -162,9 +163,18 @@ function fieldText(value: unknown): string {
   return JSON.stringify(value)
 }
 
+/**
+ * A record's field as a placeholder reads it: its text, but false, 0 and an empty list stay as they
+ * are, as Mustache holds them false (mustache.js, 0 included) like null and empty text: {{#name}}
+ * hides its text for them and {{^name}} shows it. Written, they read as their text (see `written`).
+ */
+function fieldValue(value: unknown): unknown {
+  return value === false || value === 0 || (Array.isArray(value) && value.length === 0) ? value : fieldText(value)
+}
+
 function viewObject(view: EmailView): Record<string, unknown> {
   const record = (found: EmailView['property']) => found
-    ? bare({ id: found.id, fields: bare(Object.fromEntries(Object.entries(found.fields).map(([k, v]) => [k, fieldText(v)]))) })
+    ? bare({ id: found.id, fields: bare(Object.fromEntries(Object.entries(found.fields).map(([k, v]) => [k, fieldValue(v)]))) })
     : bare({ fields: bare({}) })
   return bare({
     process: bare(view.process),
@@ -178,10 +188,17 @@ function viewObject(view: EmailView): Record<string, unknown> {
   })
 }
 
-// The mail is plain text: a value is written as it is, without HTML escaping.
-// A value that is not text is the view or a part of it ({{.}} in an inverted section of a step saved
-// before templateErrors refused it): it renders empty instead of throwing.
-const PLAIN_TEXT = { escape: (value: unknown) => (typeof value === 'object' && value !== null ? '' : String(value)) }
+/**
+ * A value as a placeholder writes it: as it is, without HTML escaping, as the mail is plain text; a
+ * field's empty list as JSON, like the field's other lists. Another object is the view or a part of
+ * it ({{.}} in an inverted section of a step saved before templateErrors refused it): it renders
+ * empty instead of throwing.
+ */
+function written(value: unknown): string {
+  if (Array.isArray(value)) return JSON.stringify(value)
+  return typeof value === 'object' && value !== null ? '' : String(value)
+}
+const PLAIN_TEXT = { escape: written }
 
 /*
  * Characters a rendered mail body may take. A body template holds up to 20,000 characters and a
@@ -219,7 +236,7 @@ class CappedWriter extends Mustache.Writer {
 
   override unescapedValue(token: string[], context: Mustache.Context): string {
     const value: unknown = super.unescapedValue(token, context)
-    return typeof value === 'object' && value !== null ? '' : value as string
+    return value === undefined ? '' : written(value)
   }
 }
 type Tail<T extends unknown[]> = T extends [unknown, ...infer Rest] ? Rest : never
