@@ -2,6 +2,7 @@ import { sql } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
 import type { DeliveryMode } from '../db/database.js'
 import type { DeliveryCall } from './webhook-request.js'
+import { triggerStillWants } from '../modules/records/trigger-repository.js'
 
 /** A delivery this worker holds a lease on, with what its call needs. */
 export interface ClaimedDelivery extends DeliveryCall {
@@ -24,6 +25,8 @@ export interface ClaimedDelivery extends DeliveryCall {
   serviceUsable: boolean
   /** A trigger's record deleted since it was queued (cancelTriggeredDeliveries): its call is not made. */
   recordGone: boolean
+  /** A trigger's change that none of its service's triggers matches any more (cancelUnwantedDeliveries): its call is not made. */
+  triggerGone: boolean
 }
 
 /**
@@ -106,6 +109,7 @@ export function claimStatement(options: ClaimOptions) {
         (c.property_id is not null and not exists (select 1 from properties r where r.tenant_id = c.tenant_id and r.id = c.property_id))
         or (c.address_id is not null and not exists (select 1 from addresses r where r.tenant_id = c.tenant_id and r.id = c.address_id))
       ) as "recordGone",
+      c.source = 'trigger' and not ${triggerStillWants('c')} as "triggerGone",
       t.web_id as "customerWebId", t.name as "customerName", t.time_zone as "timeZone",
       st.assignee_user_id as "assigneeUserId"
     from (select * from claimed limit ${bound}) c

@@ -79,6 +79,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const until = new Date(delivery.leaseExpiresAt.getTime() - LEASE_MARGIN_MS)
   const refusal = !delivery.serviceUsable ? `${delivery.serviceId === null ? 'target' : 'service'} "${delivery.serviceName}" is no longer active for this tenant; no call was made`
     : delivery.recordGone ? `${delivery.propertyId === null ? `address ${delivery.addressId}` : `property ${delivery.propertyId}`} was deleted; no call was made`
+    : delivery.triggerGone ? `no trigger of service "${delivery.serviceName}" watches this change any more; no call was made`
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
     : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
   if (refusal) {

@@ -1,5 +1,6 @@
 import type { DeliveryRow } from '../../db/database.js'
 import type { DB } from '../../db/connect.js'
+import { triggerStillWants } from '../records/trigger-repository.js'
 import type { PageRequest } from '../../lib/pagination.js'
 import type { ListDeliveriesQuery } from './schemas.js'
 
@@ -43,6 +44,13 @@ export async function triggerRecordExists(db: DB, row: Pick<DeliveryRow, 'tenant
   return (await db.selectFrom(table).select('id').where('tenant_id', '=', row.tenant_id).where('id', '=', id).executeTakeFirst()) !== undefined
 }
 
+/** Whether one of its service's triggers still matches a trigger delivery's change (a trigger deleted or changed since may not). */
+export async function triggerStillWanted(db: DB, row: Pick<DeliveryRow, 'tenant_id' | 'id'>): Promise<boolean> {
+  const found = await db.selectFrom('deliveries as d').select('d.id')
+    .where('d.tenant_id', '=', row.tenant_id).where('d.id', '=', row.id).where(triggerStillWants('d')).executeTakeFirst()
+  return found !== undefined
+}
+
 export function findStepState(db: DB, tenantId: string, stepId: string) {
   return db.selectFrom('instance_steps').select(['state', 'name']).where('tenant_id', '=', tenantId).where('id', '=', stepId).executeTakeFirst()
 }
@@ -70,9 +78,11 @@ export function findRecoverable(db: DB, tenantId: string, serviceId: string, sin
     .where('d.tenant_id', '=', tenantId).where('d.service_id', '=', serviceId)
     .where('d.status', '=', 'failed').where('d.finished_at', '>=', since)
     .where((eb) => eb.or([
-      // A trigger's whose record is still there (deleting it cancels its pending calls, not its failed ones).
+      // A trigger's whose record is still there (deleting it cancels its pending calls, not its failed ones),
+      // and that a trigger of the service still watches (deleting or changing one does the same).
       eb.and([
         eb('d.source', '=', 'trigger'),
+        triggerStillWants('d'),
         eb.or([eb('d.property_id', 'is', null), eb.exists(eb.selectFrom('properties as p').select('p.id').whereRef('p.tenant_id', '=', 'd.tenant_id').whereRef('p.id', '=', 'd.property_id'))]),
         eb.or([eb('d.address_id', 'is', null), eb.exists(eb.selectFrom('addresses as a').select('a.id').whereRef('a.tenant_id', '=', 'd.tenant_id').whereRef('a.id', '=', 'd.address_id'))])
       ]),

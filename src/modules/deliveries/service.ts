@@ -94,6 +94,10 @@ export async function replay(db: DB, now: Date, tenantId: string, id: string): P
       const record = row.property_id !== null ? `Property ${row.property_id}` : `Address ${row.address_id}`
       throw conflict(`${record} was deleted; its trigger's call is not made again.`)
     }
+    // Nor one that no trigger of its service watches any more (deleted or changed since).
+    if (row.source === 'trigger' && !(await repo.triggerStillWanted(trx, row))) {
+      throw conflict(`No trigger of service "${service?.name ?? row.service_id}" watches this ${row.property_id !== null ? 'property' : 'address'} change any more; its call is not made again.`)
+    }
     const step = row.step_id ? await repo.findStepState(trx, tenantId, row.step_id) : undefined
     if (step && !['done', 'skipped', 'cancelled'].includes(step.state)) {
       throw conflict(`Step "${step.name}" is ${step.state}; ${step.state === 'failed'

@@ -28,6 +28,22 @@ export interface QueuedTrigger {
 const MODULE = { properties: 'property', addresses: 'address' } as const
 
 /**
+ * Whether one of its service's triggers still matches the change a trigger's delivery was queued
+ * for (`alias` names the deliveries row), as queueTriggeredDeliveries matched it: deleting or changing
+ * a trigger cancels the calls no trigger asks for any more (cancelUnwantedDeliveries), and those
+ * already claimed then are not made again (claim-deliveries.ts, replay, recovery).
+ */
+export function triggerStillWants(alias: string) {
+  const column = (name: string) => sql.ref(`${alias}.${name}`)
+  return sql<boolean>`exists (
+    select 1 from service_triggers tr
+    where tr.service_id = ${column('service_id')}
+      and tr.module = (case when ${column('property_id')} is not null then 'property' else 'address' end)
+      and ${column('event')} = any (tr.events)
+      and (cardinality(tr.fields) = 0 or tr.fields && coalesce(${column('changed_fields')}, '{}')))`
+}
+
+/**
  * Queues one delivery per active service this tenant has activated whose trigger matches the change:
  * its module and event, and a watched field among those whose value changed (no watched fields: any
  * change, a create being one even without fields). Runs in the caller's transaction, so the record
@@ -94,4 +110,23 @@ export function cancelTriggeredStatement(db: DB, table: RecordTable, tenantId: s
     // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0025).
     .where('tenant_id', '=', tenantId).where('source', '=', sql.lit('trigger')).where('status', '=', sql.lit('pending'))
     .where(table === 'properties' ? 'property_id' : 'address_id', '=', recordId)
+}
+
+/**
+ * Cancels the service's trigger deliveries no worker has claimed that none of its triggers matches
+ * any more, saying why: run in the transaction that deletes or changes one of its triggers. A claimed
+ * one finishes its call, and the claim does not call again (claim-deliveries.ts).
+ */
+export async function cancelUnwantedDeliveries(db: DB, serviceId: string, now: Date): Promise<number> {
+  const result = await cancelUnwantedStatement(db, serviceId, now).executeTakeFirst()
+  return Number(result.numUpdatedRows)
+}
+
+/** The statement of cancelUnwantedDeliveries, on its own for a look at its plan. */
+export function cancelUnwantedStatement(db: DB, serviceId: string, now: Date) {
+  return db.updateTable('deliveries as d')
+    .set({ status: 'cancelled', finished_at: now, last_error: 'cancelled: no trigger of the service watches this change any more (deleted or changed before the call)' })
+    // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0026).
+    .where('d.service_id', '=', serviceId).where('d.source', '=', sql.lit('trigger')).where('d.status', '=', sql.lit('pending'))
+    .where(sql<boolean>`not ${triggerStillWants('d')}`)
 }

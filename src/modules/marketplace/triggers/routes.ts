@@ -52,7 +52,7 @@ export default async function triggerRoutes(fastify: FastifyInstance, { db, cloc
       operationId: 'updateServiceTrigger', tags, summary: 'Update a trigger', params: TriggerParamsSchema, body: UpdateTriggerSchema,
       response: { 200: ok(ServiceTrigger, 'The updated trigger'), ...problems(400, 401, 403, 404) }
     }
-  }, async (request) => triggers.updateTrigger(db, request.params.id, request.params.triggerId, request.body))
+  }, async (request) => triggers.updateTrigger(db, clock, request.params.id, request.params.triggerId, request.body))
 
   app.delete('/marketplace-services/:id/triggers/:triggerId', {
     config: operator,
@@ -61,7 +61,7 @@ export default async function triggerRoutes(fastify: FastifyInstance, { db, cloc
       response: { 204: noContent('The trigger is deleted'), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => {
-    await triggers.deleteTrigger(db, request.params.id, request.params.triggerId)
+    await triggers.deleteTrigger(db, clock, request.params.id, request.params.triggerId)
     return reply.code(204).send(null)
   })
 }

@@ -4,6 +4,7 @@ import type { TriggerRow } from '../../../db/database.js'
 import { notFound } from '../../../errors.js'
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
+import { cancelUnwantedDeliveries } from '../../records/trigger-repository.js'
 import { findVisibleService } from '../services/service.js'
 import * as repo from './repository.js'
 import type { CreateTrigger, ServiceTrigger, UpdateTrigger } from './schemas.js'
@@ -30,14 +31,26 @@ export async function getTrigger(db: DB, tenantId: string | undefined, serviceId
   return toTrigger(row)
 }
 
-export async function updateTrigger(db: DB, serviceId: string, id: string, input: UpdateTrigger): Promise<ServiceTrigger> {
+/**
+ * Changes the trigger; the service's trigger deliveries no worker has claimed that no trigger
+ * matches any more are cancelled in the same commit, as a delete's are: a trigger says what the
+ * provider wants called now, and a change must not do less than a delete and a new trigger would.
+ */
+export async function updateTrigger(db: DB, clock: Clock, serviceId: string, id: string, input: UpdateTrigger): Promise<ServiceTrigger> {
   await findVisibleService(db, undefined, serviceId)
-  const row = await repo.updateTrigger(db, serviceId, id, input)
-  if (!row) throw notFound('Trigger', id)
-  return toTrigger(row)
+  return db.transaction().execute(async (trx) => {
+    const row = await repo.updateTrigger(trx, serviceId, id, input)
+    if (!row) throw notFound('Trigger', id)
+    await cancelUnwantedDeliveries(trx, serviceId, clock.now())
+    return toTrigger(row)
+  })
 }
 
-export async function deleteTrigger(db: DB, serviceId: string, id: string): Promise<void> {
+/** Deletes the trigger, and cancels in the same commit the calls it queued that no other trigger of the service matches. */
+export async function deleteTrigger(db: DB, clock: Clock, serviceId: string, id: string): Promise<void> {
   await findVisibleService(db, undefined, serviceId)
-  if (!(await repo.deleteTrigger(db, serviceId, id))) throw notFound('Trigger', id)
+  await db.transaction().execute(async (trx) => {
+    if (!(await repo.deleteTrigger(trx, serviceId, id))) throw notFound('Trigger', id)
+    await cancelUnwantedDeliveries(trx, serviceId, clock.now())
+  })
 }
