@@ -165,3 +165,23 @@ t.test('npm run secrets:reencrypt seals plain rows, then moves them to a new key
   t.same(await loadClaimKey(database.db, undefined, createSecretBox(KEY_B)), claimKey)
   t.match(await reencryptSecrets(database.db, boxB), { sealed: 0, current: 4 }, 'a second run has nothing to do')
 })
+
+t.test('a service whose secret this process cannot open takes changes without a secret, and a new secret answers 409 saying why', async (t) => {
+  const { operator, db } = await setupApp(t, { BATON_SECRETS_KEY: KEY_A })
+  const created = await operator.post('/v1/marketplace-services', SERVICE)
+  const id = created.data.id as string
+  // Sealed by a process with another key, as after a key change this process was not told of.
+  const foreign = createSecretBox(KEY_B).seal(created.data.secret as string, secretContext.service(id))
+  await db.updateTable('marketplace_services').set({ secret: foreign }).where('id', '=', id).execute()
+  const renamed = await operator.patch(`/v1/marketplace-services/${id}`, { name: 'Valuation II' })
+  t.equal(renamed.statusCode, 200, renamed.body)
+  const next = `whsec_${randomBytes(32).toString('base64')}`
+  const rotated = await operator.patch(`/v1/marketplace-services/${id}`, { secret: next, name: 'Valuation III' })
+  t.equal(rotated.statusCode, 409, rotated.body)
+  t.match(rotated.headers['content-type'], /application\/problem\+json/)
+  t.match(rotated.data.detail, /sealed with a key this process was not given .*BATON_SECRETS_KEY_PREVIOUS/)
+  t.notOk(rotated.body.includes(next.slice(6)) || rotated.body.includes(foreign), 'neither secret is in the answer')
+  const stored = await db.selectFrom('marketplace_services').select(['secret', 'previous_secret', 'name']).where('id', '=', id).executeTakeFirstOrThrow()
+  t.same(stored, { secret: foreign, previous_secret: null, name: 'Valuation II' }, 'nothing of the refused PATCH was written')
+  t.equal(createSecretBox(KEY_A, KEY_B).open(foreign, secretContext.service(id)), created.data.secret, 'the key it was sealed with opens it')
+})

@@ -69,7 +69,7 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
       operationId: 'updateMarketplaceService', tags, summary: 'Update a marketplace service; a new secret keeps the old one valid for 24 hours',
       description: 'An update that changes nothing (the secret it has counts as no change) answers with the service as it was: its version (and ETag) and updatedAt stay.',
       params: IdParamsSchema, headers: IfMatchHeadersSchema, body: UpdateServiceSchema,
-      response: { 200: ok(MarketplaceService, 'The updated service', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
+      response: { 200: ok(MarketplaceService, 'The updated service', ['ETag']), ...problems(400, 401, 403, 404, 409, 412, 422) }
     }
   }, async (request, reply) => {
     const expected = expectedVersions(request.headers['if-match'])

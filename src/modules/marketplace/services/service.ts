@@ -6,7 +6,7 @@ import type { ServiceRow } from '../../../db/database.js'
 import { conflict, notFound, unprocessable } from '../../../errors.js'
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
-import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
+import { secretContext, SecretsKeyError, type SecretBox } from '../../../lib/secret-box.js'
 import { changesNothing } from '../../../lib/changes.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import * as repo from './repository.js'
@@ -111,7 +111,7 @@ export async function updateService(
     checkNewQueryUrl(current, input)
     const now = clock.now()
     // The secret opens to compare (it must, to sign): the same secret again neither rotates nor changes the service.
-    const rotates = input.secret !== undefined && input.secret !== secrets.open(current.secret, secretContext.service(current.id))
+    const rotates = input.secret !== undefined && input.secret !== openCurrentSecret(secrets, current)
     const changes = {
       name: input.name, provider: input.provider, webhook_url: input.webhookUrl, delivery: input.delivery, active: input.active
     }
@@ -127,6 +127,22 @@ export async function updateService(
     })
     return toService(row)
   })
+}
+
+/**
+ * The service's secret, to compare a new one with. One sealed with a key this process was not given
+ * answers 409 rather than rotate: the replaced secret, kept to sign for 24 hours, would not open, and
+ * a process with the wrong key would seal the new one with it, where the workers may not open it.
+ */
+function openCurrentSecret(secrets: SecretBox, current: ServiceRow): string {
+  try {
+    return secrets.open(current.secret, secretContext.service(current.id))
+  } catch (error) {
+    if (!(error instanceof SecretsKeyError)) throw error
+    throw conflict(`The signing secret of marketplace service ${current.id} is sealed with a key this process was not given `
+      + '(neither BATON_SECRETS_KEY nor BATON_SECRETS_KEY_PREVIOUS opens it), so it cannot be replaced here: give the process '
+      + 'the key it was sealed with, as BATON_SECRETS_KEY_PREVIOUS, and try again. Changes without a secret need no key.')
+  }
 }
 
 /** A query service's URL is checked for PHP when it is set or the delivery turns to query: a URL stored before keeps working. */
