@@ -17,3 +17,28 @@ t.test('a parameter added with a default after a step was saved reaches that ste
   t.ok(call?.signatureValid, 'the call verifies')
   t.match(call?.query, { mode: 'quick', format: 'pdf' }, 'the step\'s value, and the default of the parameter it does not pass')
 })
+
+t.test('a step saved before a required parameter with a default was added can still be edited, and its template activated again', async (t) => {
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Ask ValueCo', refersTo: { property: true }, parameters: { mode: 'quick' } }])
+  const added = await rt.operator.post(`/v1/marketplace-services/${rt.serviceId}/parameters`,
+    { name: 'language', type: 'enum', allowedValues: ['de', 'en'], required: true, default: 'de' })
+  t.equal(added.statusCode, 201, added.body)
+  t.teardown(() => rt.operator.delete(`/v1/marketplace-services/${rt.serviceId}/parameters/${added.data.id}`))
+  const [step] = (await rt.api.get(`/v1/process-templates/${templateId}/steps`)).data.items
+  const edited = await rt.api.patch(`/v1/process-templates/${templateId}/steps/${step.id}`, { name: 'Ask ValueCo again' })
+  t.equal(edited.statusCode, 200, edited.body)
+  t.match(edited.data.parameters, { mode: 'quick', language: 'de' }, 'the default applies, as it does to the step\'s calls')
+
+  // Before the edit saved the default, a deactivated template with such a step came back too.
+  const later = await rt.operator.post(`/v1/marketplace-services/${rt.serviceId}/parameters`,
+    { name: 'currency', type: 'enum', allowedValues: ['EUR', 'CHF'], required: true, default: 'EUR' })
+  t.equal(later.statusCode, 201, later.body)
+  t.teardown(() => rt.operator.delete(`/v1/marketplace-services/${rt.serviceId}/parameters/${later.data.id}`))
+  t.equal((await rt.api.patch(`/v1/process-templates/${templateId}`, { active: false })).statusCode, 200)
+  const again = await rt.api.patch(`/v1/process-templates/${templateId}`, { active: true })
+  t.equal(again.statusCode, 200, again.body)
+
+  const replaced = await rt.api.patch(`/v1/process-templates/${templateId}/steps/${step.id}`, { parameters: { mode: 'full' } })
+  t.equal(replaced.statusCode, 422, 'parameters the edit gives anew must still name a required one the step had')
+  t.match(replaced.data.errors, [{ pointer: '/body/parameters/language', detail: 'is required by the service' }])
+})

@@ -58,3 +58,13 @@ t.test('a required parameter must be given', async (t) => {
 t.test('names are escaped in the pointer', async (t) => {
   t.equal(validateStepParameters([], { 'a/b~c': 1 }).errors[0]?.pointer, '/body/parameters/a~1b~0c')
 })
+
+t.test('an edit of a step saved before a required parameter with a default was added takes its default', async (t) => {
+  const withDefault = [...definitions, definition({ name: 'language', type: 'enum', allowedValues: ['de', 'en'], required: true, default: 'de' })]
+  const saved = { mode: 'quick', rooms: 3, notify: false }
+  t.same(validateStepParameters(withDefault, saved, saved), { parameters: { ...saved, language: 'de' }, errors: [] })
+  t.same(validateStepParameters(withDefault, saved).errors, [{ pointer: '/body/parameters/language', detail: 'is required by the service' }], 'a new step passes it')
+  t.same(validateStepParameters(withDefault, saved, { ...saved, language: 'en' }).errors.map((e) => e.pointer), ['/body/parameters/language'],
+    'one the step passed before is still required')
+  t.same(validateStepParameters(withDefault, { rooms: 3 }, saved).errors.map((e) => e.pointer), ['/body/parameters/mode'], 'one without a default too')
+})

@@ -18,8 +18,16 @@ export interface ParameterCheck {
   errors: FieldError[]
 }
 
-/** Checks a step's parameters against its service's definitions and fills in defaults. */
-export function validateStepParameters(definitions: ParameterDefinition[], parameters: Record<string, unknown>): ParameterCheck {
+/**
+ * Checks a step's parameters against its service's definitions and fills in defaults. `saved`: the
+ * parameters the step was saved with, for the same service. A required parameter with a default that
+ * they lack was added, or made required, after the step was saved (allowed for one with a default): it
+ * takes its default, as the step's calls do, rather than refuse every later edit of the step. A new
+ * step must pass it, and so must one that passed it before.
+ */
+export function validateStepParameters(
+  definitions: ParameterDefinition[], parameters: Record<string, unknown>, saved?: Record<string, unknown>
+): ParameterCheck {
   const byName = new Map(definitions.map((d) => [d.name, d]))
   const errors: FieldError[] = []
   const filled: Record<string, unknown> = {}
@@ -31,8 +39,10 @@ export function validateStepParameters(definitions: ParameterDefinition[], param
   }
   for (const definition of definitions) {
     if (Object.hasOwn(parameters, definition.name)) continue
-    if (definition.required) errors.push({ pointer: parameterPointer(definition.name), detail: 'is required by the service' })
-    else if (definition.default !== undefined) filled[definition.name] = definition.default
+    const addedSince = saved !== undefined && !Object.hasOwn(saved, definition.name)
+    if (definition.required && !(addedSince && definition.default !== undefined)) {
+      errors.push({ pointer: parameterPointer(definition.name), detail: 'is required by the service' })
+    } else if (definition.default !== undefined) filled[definition.name] = definition.default
   }
   return { parameters: filled, errors }
 }

@@ -133,7 +133,7 @@ export async function updateStep(
     const current = await findStepOrThrow(trx, tenantId, templateId, stepId)
     checkVersion(expected, current.version, `Step ${stepId}`)
     const draft = mergedDraft(toStep(current), input)
-    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId)
+    const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId, toStep(current))
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
     rejectIfInvalid('The step is not valid', [...check.errors, ...decideSettingsErrors(draft, current.position, stepCount, template.active)])
     // A target's secret is sealed and write-only: one sent is a change, as it cannot be compared.

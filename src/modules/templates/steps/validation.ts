@@ -19,12 +19,17 @@ export interface TargetRequest {
   secret: string | undefined
 }
 
-/** Everything wrong with a step beyond its schema, and its parameters with defaults filled in. */
-export async function checkStep(db: DB, tenantId: string, draft: StepDraft, target: TargetRequest, templateId: string): Promise<ParameterCheck> {
+/**
+ * Everything wrong with a step beyond its schema, and its parameters with defaults filled in. `saved`:
+ * the step as saved, when this is an edit of it (validateStepParameters).
+ */
+export async function checkStep(
+  db: DB, tenantId: string, draft: StepDraft, target: TargetRequest, templateId: string, saved?: Pick<StepDraft, 'serviceId' | 'parameters'>
+): Promise<ParameterCheck> {
   const service = draft.kind === 'task' ? { parameters: draft.parameters, errors: taskErrors(draft) }
     : draft.kind !== 'webhook' ? { parameters: draft.parameters, errors: [...taskErrors(draft), ...kindErrors(draft)] }
     : draft.target !== null ? checkTarget(draft, draft.target, target)
-    : await checkWebhook(db, tenantId, draft.serviceId, draft.parameters)
+    : await checkWebhook(db, tenantId, draft.serviceId, draft.parameters, saved?.serviceId === draft.serviceId ? saved.parameters : undefined)
   const errors = [
     ...responsibilityErrors(draft), ...await userErrors(db, tenantId, draft), ...service.errors,
     ...emailStepErrors(draft), ...await followUpErrors(db, tenantId, templateId, draft)
@@ -97,7 +102,7 @@ function checkTarget(draft: StepDraft, target: Target, { policy, secret }: Targe
  * Run it in the transaction that writes the step: it keeps the activation locked until then.
  */
 export async function checkWebhook(
-  db: DB, tenantId: string, serviceId: string | null, parameters: Record<string, unknown>
+  db: DB, tenantId: string, serviceId: string | null, parameters: Record<string, unknown>, saved?: Record<string, unknown>
 ): Promise<ParameterCheck> {
   const fail = (detail: string) => ({ parameters, errors: [{ pointer: '/body/serviceId', detail }] })
   if (serviceId === null) return fail('a webhook step needs the serviceId of a marketplace service the tenant activated')
@@ -105,7 +110,7 @@ export async function checkWebhook(
   if (!(await lookup.lockActivation(db, tenantId, serviceId))) {
     return fail(`service ${serviceId} is not activated for this tenant (PUT /v1/marketplace-services/${serviceId}/activation)`)
   }
-  return validateStepParameters(await lookup.findParameterDefinitions(db, serviceId), parameters)
+  return validateStepParameters(await lookup.findParameterDefinitions(db, serviceId), parameters, saved)
 }
 
 /** Why a template with these steps cannot be activated, as errors on /body/active naming each step. */
@@ -113,7 +118,8 @@ export async function activationErrors(db: DB, tenantId: string, steps: Template
   if (steps.length === 0) return [{ pointer: '/body/active', detail: 'the template has no steps: add one first' }]
   const errors: FieldError[] = []
   for (const step of steps.filter((s) => s.kind === 'webhook' && s.target_url === null)) {
-    const check = await checkWebhook(db, tenantId, step.service_id, step.parameters)
+    // Saved steps: a required parameter with a default added since is no reason to refuse (its calls take the default).
+    const check = await checkWebhook(db, tenantId, step.service_id, step.parameters, step.parameters)
     const label = `step ${step.position} "${step.name}" (${step.id})`
     errors.push(...check.errors.map((e) => ({ pointer: '/body/active', detail: `${label}: ${e.pointer.replace('/body/', '')} ${e.detail}` })))
   }
