@@ -4,6 +4,7 @@ import fp from 'fastify-plugin'
 import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S } from '../db/errors.js'
 import { ProblemError, type FieldError } from '../errors.js'
 import { REQUEST_ID_HEADER } from '../lib/request-id.js'
+import { unknownParameters } from './query-strings.js'
 
 const STATUS_TITLES: Record<number, string> = {
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
@@ -87,7 +88,9 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
       return sendProblem(reply, body, error.headers)
     }
     if (error.validation) {
-      const detail = `The request ${error.validationContext ?? 'body'} does not match its schema.`
+      const unknown = error.validationContext === 'querystring' ? unknownParameters(error.validation) : []
+      const detail = unknown.length > 0 ? `The query string has ${unknown.length === 1 ? 'a parameter' : 'parameters'} this route does not take: ${unknown.join(', ')}.`
+        : `The request ${error.validationContext ?? 'body'} does not match its schema.`
       return sendProblem(reply, problem(400, detail, request, validationErrors(error)))
     }
     const pgError = typeof error.code === 'string' ? PG_CLIENT_ERRORS[error.code] : undefined

@@ -2,6 +2,7 @@ import { Ajv, type AnySchema, type Options, type ValidateFunction } from 'ajv'
 import addFormats from 'ajv-formats'
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler'
 import { nullableRoute, nullableShared, type SharedSchemas } from './nullable-for-serializer.js'
+import { strictQuery } from './query-strings.js'
 
 const common: Options = { removeAdditional: false, useDefaults: true, allErrors: true, strict: false }
 
@@ -93,7 +94,8 @@ const pool = new Map<string, Compile>()
 
 /**
  * A body is JSON and must carry the right types ("5" is not a number); query strings, path
- * parameters and headers are text, so they are coerced to the schema's types.
+ * parameters and headers are text, so they are coerced to the schema's types. A query string may hold
+ * only the parameters its schema declares (strictQuery, src/plugins/query-strings.ts).
  * Given to Fastify as `schemaController.compilersFactory.buildValidator`, so every context uses it.
  */
 export function buildValidator(externalSchemas: Record<string, unknown>): Compile {
@@ -105,7 +107,10 @@ export function buildValidator(externalSchemas: Record<string, unknown>): Compil
       ajvs ??= { body: newAjv({ coerceTypes: false }, externalSchemas), text: newAjv({ coerceTypes: 'array' }, externalSchemas) }
       return httpPart === 'body' ? ajvs.body : ajvs.text
     }
-    compile = ({ schema, httpPart }) => lazyValidator(() => ajvOf(httpPart).compile(lowerCaseIds(schema) as AnySchema))
+    compile = ({ schema, httpPart }) => {
+      const validate = lazyValidator(() => ajvOf(httpPart).compile(lowerCaseIds(schema) as AnySchema))
+      return httpPart === 'querystring' ? strictQuery(schema, validate) : validate
+    }
     pool.set(key, compile)
   }
   return compile

@@ -1,0 +1,48 @@
+import t from 'tap'
+import { setupApp } from '../helpers/app.js'
+import { assertProblem } from '../helpers/assertions.js'
+import { createTemplate, createUser } from '../modules/templates/fixtures.js'
+
+// One app and database for the file: each test works in a tenant of its own.
+const ctx = await setupApp(t)
+
+t.test('a query parameter a list does not take is refused and named, not ignored', async (t) => {
+  const { client } = await ctx.newTenant()
+  await createTemplate(client)
+
+  const typo = await client.get('/v1/process-instances?statuss=running')
+  assertProblem(t, typo, 400, /does not take: statuss\./)
+  t.same(typo.data.errors, [{ pointer: '/querystring/statuss', detail: 'unknown query parameter (this route takes limit, cursor, status, currentStepState, assigneeUserId, templateId, propertyId, addressId, parentId)' }])
+
+  const two = await client.get('/v1/process-templates?activ=true&limit=2&Q=x')
+  assertProblem(t, two, 400, /parameters this route does not take: activ, Q\./)
+  t.same(two.data.errors.map((e: { pointer: string }) => e.pointer), ['/querystring/activ', '/querystring/Q'])
+
+  const mixed = await client.get('/v1/users?limit=0&nmae=Anna')
+  assertProblem(t, mixed, 400, /does not take: nmae/)
+  t.same(mixed.data.errors.map((e: { pointer: string }) => e.pointer).sort(), ['/querystring/limit', '/querystring/nmae'], 'the other errors are told too')
+
+  assertProblem(t, await client.get('/v1/deliveries?instanceid=00000000-0000-4000-8000-000000000000'), 400, /\/querystring\/instanceid/)
+  const declared = await client.get('/v1/process-templates?active=false&q=Val&limit=2')
+  t.equal(declared.statusCode, 200, 'the parameters a list declares are taken')
+  t.equal(declared.data.items.length, 1)
+})
+
+t.test('a route that takes no query string refuses one', async (t) => {
+  const { client, key } = await ctx.newTenant()
+  const user = await createUser(client)
+
+  const read = await client.get(`/v1/users/${user}?fields=name`)
+  assertProblem(t, read, 400, /does not take: fields/)
+  t.same(read.data.errors, [{ pointer: '/querystring/fields', detail: 'unknown query parameter (this route takes none)' }])
+  const head = await ctx.app.inject({ method: 'HEAD', url: `/v1/users/${user}?x=1`, headers: { authorization: `Bearer ${key}` } })
+  t.equal(head.statusCode, 400, 'HEAD as GET')
+
+  assertProblem(t, await client.post('/v1/users?dryRun=true', { name: 'Ben', email: 'ben@example.com' }), 400, /does not take: dryRun/)
+  t.equal((await client.get('/v1/users?email=ben@example.com')).data.items.length, 0, 'the refused request made nothing')
+  assertProblem(t, await client.delete(`/v1/users/${user}?force=1`), 400, /does not take: force/)
+  t.equal((await client.get(`/v1/users/${user}`)).statusCode, 200, 'nor deleted anything')
+
+  t.equal((await ctx.anonymous.get('/health/ready?verbose=1')).statusCode, 200, 'probes are called by infrastructure and ignore a query string, as the worker\'s do')
+  t.equal((await ctx.anonymous.get('/health/live?cachebust=1')).statusCode, 200)
+})
