@@ -5,7 +5,8 @@ import fp from 'fastify-plugin'
 /*
  * A query string is read strictly. A parameter a route does not take is refused, not ignored: a typo'd
  * filter (`?statuss=running`) listed everything, which a client could then act on (delete what it
- * lists).
+ * lists). And a number is written in decimal digits: Ajv coerces text with JavaScript's Number, which
+ * read `limit=1e2` as 100, `1.0` as 1, ` 5` as 5 and `0x10` as 16.
  */
 
 /** A route that declares no query string takes none: it is validated against this, so that one sent is refused too. */
@@ -26,26 +27,39 @@ async function queryStringsPlugin(app: FastifyInstance): Promise<void> {
 
 export default fp(queryStringsPlugin, { name: 'query-strings' })
 
+/** What a number a query string carries may look like, by its schema's type. */
+const NUMBER_TEXT: Record<string, RegExp> = { integer: /^-?[0-9]+$/, number: /^-?[0-9]+(\.[0-9]+)?$/ }
+const NUMBER_EXAMPLE: Record<string, string> = { integer: 'e.g. 50', number: 'e.g. 50 or 2.5' }
+
 interface QuerySchema {
   properties?: Record<string, { type?: unknown }>
 }
 
 /**
- * The querystring validator wrapped so that it also refuses parameters the schema does not declare, each
- * as an Ajv error (the problems plugin renders them as the rest: a pointer such as /querystring/statuss
- * and what is wrong).
+ * The querystring validator wrapped so that it also refuses parameters the schema does not declare and
+ * numbers not written plainly, each as an Ajv error (the problems plugin renders them as the rest: a
+ * pointer such as /querystring/statuss and what is wrong).
  */
 export function strictQuery(schema: unknown, validate: ValidateFunction): ValidateFunction {
   const properties = (schema as QuerySchema | null)?.properties ?? {}
   const names = Object.keys(properties)
   const takes = names.length === 0 ? 'this route takes none' : `this route takes ${names.join(', ')}`
+  const numeric = names.flatMap((name) => {
+    const type = properties[name]?.type
+    return typeof type === 'string' && type in NUMBER_TEXT ? [[name, type] as const] : []
+  })
   const strict = ((data: unknown) => {
     const query = (data ?? {}) as Record<string, unknown>
     const unknown = Object.keys(query).filter((name) => !Object.hasOwn(properties, name)).map((name) => unknownParameter(name, takes))
+    const numbers = numeric.filter(([name, type]) => typeof query[name] === 'string' && !NUMBER_TEXT[type]!.test(query[name]))
+      .map(([name, type]) => notPlainNumber(name, type))
+    const own = [...unknown, ...numbers]
     const valid = validate(data)
-    const errors = [...unknown, ...(validate.errors ?? [])]
+    // A number refused here is not reported again by Ajv ("must be integer" for `limit=abc`).
+    const refused = new Set(numbers.map((error) => error.instancePath))
+    const errors = [...own, ...(validate.errors ?? []).filter((error) => !refused.has(error.instancePath))]
     strict.errors = errors.length > 0 ? errors : null
-    return valid && unknown.length === 0
+    return valid && own.length === 0
   }) as ValidateFunction
   return strict
 }
@@ -54,6 +68,14 @@ function unknownParameter(name: string, takes: string): ErrorObject {
   return {
     keyword: 'additionalProperties', instancePath: '', schemaPath: '#/additionalProperties',
     params: { additionalProperty: name }, message: `unknown query parameter (${takes})`
+  }
+}
+
+function notPlainNumber(name: string, type: string): ErrorObject {
+  const what = type === 'integer' ? 'a whole number' : 'a number'
+  return {
+    keyword: 'type', instancePath: `/${name}`, schemaPath: `#/properties/${name}/type`,
+    params: { type }, message: `must be ${what} written in decimal digits (${NUMBER_EXAMPLE[type]})`
   }
 }
 

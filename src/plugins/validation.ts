@@ -95,7 +95,7 @@ const pool = new Map<string, Compile>()
 /**
  * A body is JSON and must carry the right types ("5" is not a number); query strings, path
  * parameters and headers are text, so they are coerced to the schema's types. A query string may hold
- * only the parameters its schema declares (strictQuery, src/plugins/query-strings.ts).
+ * only the parameters its schema declares, and numbers only in decimal digits (strictQuery, src/plugins/query-strings.ts).
  * Given to Fastify as `schemaController.compilersFactory.buildValidator`, so every context uses it.
  */
 export function buildValidator(externalSchemas: Record<string, unknown>): Compile {

@@ -46,3 +46,19 @@ t.test('a route that takes no query string refuses one', async (t) => {
   t.equal((await ctx.anonymous.get('/health/ready?verbose=1')).statusCode, 200, 'probes are called by infrastructure and ignore a query string, as the worker\'s do')
   t.equal((await ctx.anonymous.get('/health/live?cachebust=1')).statusCode, 200)
 })
+
+t.test('limit is a whole number in decimal digits: nothing else JavaScript would read as one', async (t) => {
+  const { client } = await ctx.newTenant()
+  for (const limit of ['1e2', '1.0', '%205', '5%20', '0x10', '0b1', '+5', '', '1_0', 'Infinity']) {
+    for (const list of ['/v1/users', '/v1/process-instances', '/v1/process-templates']) {
+      const response = await client.get(`${list}?limit=${limit}`)
+      assertProblem(t, response, 400)
+      t.same(response.data.errors, [{ pointer: '/querystring/limit', detail: 'must be a whole number written in decimal digits (e.g. 50)' }], `${list}?limit=${limit}`)
+    }
+  }
+  assertProblem(t, await ctx.operator.get('/v1/tenants?limit=1e1'), 400, /\/querystring\/limit/)
+  t.equal((await client.get('/v1/users?limit=100')).statusCode, 200)
+  t.equal((await client.get('/v1/users?limit=007')).statusCode, 200, 'leading zeros are still decimal digits')
+  assertProblem(t, await client.get('/v1/users?limit=201'), 400, /must be <= 200/)
+  assertProblem(t, await client.get('/v1/users?limit=-1'), 400, /must be >= 1/)
+})
