@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import type { FastifyReply } from 'fastify'
 import { badRequest } from '../errors.js'
@@ -14,6 +15,13 @@ export interface PageRequest {
   limit: number
   /** Return rows whose id sorts after this one. */
   after?: string | undefined
+  /**
+   * For a list ordered by position (a template's steps): the position the `after` row had when the
+   * cursor was issued, where the page goes on should that row have been deleted since.
+   */
+  position?: number | undefined
+  /** The list the page is of (listScope): the cursor to its next page names it. */
+  list: string
 }
 
 export interface PageResult<T> {
@@ -24,10 +32,32 @@ export interface PageResult<T> {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 /** What a page's JSON holds beside its items' text and commas: `{"items":[`, `],"nextCursor":` and the cursor. */
-const PAGE_ENVELOPE_BYTES = jsonBytes({ items: [], nextCursor: encodeCursor('00000000-0000-0000-0000-000000000000') })
+const PAGE_ENVELOPE_BYTES = jsonBytes({ items: [], nextCursor: encodeCursor(listScope('/', {}), '00000000-0000-0000-0000-000000000000') })
 
-export function pageRequest(query: { limit?: number | undefined; cursor?: string | undefined }): PageRequest {
-  return { limit: query.limit ?? 50, after: query.cursor === undefined ? undefined : decodeCursor(query.cursor) }
+/** What pageRequest reads of a Fastify request to a list route. */
+export interface ListRequest {
+  query: { limit?: number | undefined; cursor?: string | undefined }
+  routeOptions: { url?: string | undefined }
+  params: unknown
+}
+
+/** The page a list route's request asks for; a cursor must be one this same list issued (listScope). */
+export function pageRequest(request: ListRequest): PageRequest {
+  const list = listScope(request.routeOptions.url ?? '', request.params)
+  const { cursor, limit } = request.query
+  return { limit: limit ?? 50, ...(cursor === undefined ? {} : decodeCursor(cursor, list)), list }
+}
+
+/**
+ * Which list a cursor belongs to: the route and its path parameters (the template whose steps, the
+ * process whose activities), hashed to a few characters. A cursor only names the id to go on after, and
+ * ids of one list mean nothing in another: a templates cursor given to the users list, or one template's
+ * steps cursor to another's, was read as a position there. Filters are not part of it: a list keeps its
+ * order whatever it is filtered by, so a cursor still says where to go on.
+ */
+export function listScope(route: string, params: unknown): string {
+  const values = Object.entries((params ?? {}) as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1))
+  return createHash('sha256').update(JSON.stringify([route, values])).digest('base64url').slice(0, 12)
 }
 
 /** A repository that sized its rows itself: `more` says that it left rows out to keep the page's byte budget. */
@@ -43,7 +73,7 @@ export interface SizedRows<R> {
 export function toPage<R extends { id: string }, T>(rows: R[] | SizedRows<R>, request: PageRequest, map: (row: R) => T): PageResult<T> {
   if (!Array.isArray(rows)) {
     const last = rows.rows.at(-1)
-    return { items: rows.rows.map(map), nextCursor: rows.more && last ? encodeCursor(last.id) : null }
+    return { items: rows.rows.map(map), nextCursor: rows.more && last ? encodeCursor(request.list, last.id) : null }
   }
   const items: T[] = []
   let bytes = 0
@@ -56,7 +86,7 @@ export function toPage<R extends { id: string }, T>(rows: R[] | SizedRows<R>, re
     last = row
   }
   const hasMore = rows.length > items.length
-  return { items, nextCursor: hasMore && last ? encodeCursor(last.id) : null }
+  return { items, nextCursor: hasMore && last ? encodeCursor(request.list, last.id) : null }
 }
 
 /** Sends a body that is JSON text already, as it is produced (chunked), unserialized. */
@@ -74,13 +104,31 @@ export function countWithinBudget(sizes: number[], maxBytes = PAGE_MAX_BYTES): n
   return sizes.length
 }
 
-export function encodeCursor(id: string): string {
-  return Buffer.from(`v1:${id}`).toString('base64url')
+/**
+ * A cursor: the list it belongs to and the id to go on after, as `v2:<list>:<id>` in base64url; in a
+ * list ordered by position, `v2:<list>:<id>:<position>` (PageRequest.position).
+ */
+export function encodeCursor(list: string, id: string, position?: number): string {
+  return Buffer.from(`v2:${list}:${id}${position === undefined ? '' : `:${position}`}`).toString('base64url')
 }
 
-function decodeCursor(cursor: string): string {
+/*
+ * Cursors issued before they named their list (`v1:<id>`) are still read, as before, unchecked: a client
+ * paging while the service is upgraded goes on with its next page. A cursor lives as long as a client
+ * pages through one list; drop this a release after the one that brought v2.
+ */
+const LEGACY_CURSOR = /^v1:(?<id>.*)$/s
+const CURSOR = /^v2:(?<list>[A-Za-z0-9_-]{12}):(?<id>[^:]*)(?::(?<position>[1-9][0-9]{0,8}))?$/s
+
+function decodeCursor(cursor: string, list: string): Pick<PageRequest, 'after' | 'position'> {
   const decoded = Buffer.from(cursor, 'base64url').toString()
-  const id = decoded.startsWith('v1:') ? decoded.slice(3) : ''
+  const found: { id?: string; list?: string; position?: string } | undefined = CURSOR.exec(decoded)?.groups ?? LEGACY_CURSOR.exec(decoded)?.groups
+  const id = found?.id ?? ''
   if (!UUID.test(id)) throw badRequest('The cursor is not one this service issued.', [{ pointer: '/querystring/cursor', detail: 'invalid cursor' }])
-  return id
+  if (found?.list !== undefined && found.list !== list) {
+    throw badRequest('The cursor does not belong to this list: it came from another list (or the same list of another parent). '
+      + 'Pass a nextCursor only to the list that returned it, or start again without a cursor.',
+    [{ pointer: '/querystring/cursor', detail: 'cursor does not belong to this list' }])
+  }
+  return { after: id, ...(found?.position === undefined ? {} : { position: Number(found.position) }) }
 }

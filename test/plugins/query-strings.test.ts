@@ -1,7 +1,7 @@
 import t from 'tap'
 import { setupApp } from '../helpers/app.js'
 import { assertProblem } from '../helpers/assertions.js'
-import { createTemplate, createUser } from '../modules/templates/fixtures.js'
+import { addTaskStep, createTemplate, createUser } from '../modules/templates/fixtures.js'
 
 // One app and database for the file: each test works in a tenant of its own.
 const ctx = await setupApp(t)
@@ -61,4 +61,36 @@ t.test('limit is a whole number in decimal digits: nothing else JavaScript would
   t.equal((await client.get('/v1/users?limit=007')).statusCode, 200, 'leading zeros are still decimal digits')
   assertProblem(t, await client.get('/v1/users?limit=201'), 400, /must be <= 200/)
   assertProblem(t, await client.get('/v1/users?limit=-1'), 400, /must be >= 1/)
+})
+
+t.test('a cursor is read only by the list that issued it', async (t) => {
+  const { client } = await ctx.newTenant()
+  for (const name of ['Anna', 'Ben', 'Cleo']) await createUser(client, name)
+  const first = await createTemplate(client, { name: 'First' })
+  const second = await createTemplate(client, { name: 'Second' })
+  for (const name of ['a', 'b', 'c']) {
+    await addTaskStep(client, first, name)
+    await addTaskStep(client, second, name)
+  }
+
+  const templates = await client.get('/v1/process-templates?limit=1')
+  const templatesCursor = templates.data.nextCursor as string
+  const foreign = await client.get(`/v1/users?limit=1&cursor=${templatesCursor}`)
+  assertProblem(t, foreign, 400, /does not belong to this list/)
+  t.same(foreign.data.errors, [{ pointer: '/querystring/cursor', detail: 'cursor does not belong to this list' }])
+  t.equal((await client.get(`/v1/process-templates?limit=1&cursor=${templatesCursor}`)).data.items[0].name, 'Second', 'its own list reads it')
+  t.equal((await client.get(`/v1/process-templates?limit=1&active=false&cursor=${templatesCursor}`)).statusCode, 200, 'also filtered: the list is the same')
+
+  const steps = await client.get(`/v1/process-templates/${first}/steps?limit=1`)
+  const stepsCursor = steps.data.nextCursor as string
+  assertProblem(t, await client.get(`/v1/process-templates/${second}/steps?limit=1&cursor=${stepsCursor}`), 400, /does not belong to this list/)
+  assertProblem(t, await client.get(`/v1/process-templates?cursor=${stepsCursor}`), 400, /does not belong to this list/)
+  t.equal((await client.get(`/v1/process-templates/${first}/steps?limit=1&cursor=${stepsCursor}`)).data.items[0].name, 'b')
+  t.equal((await client.get(`/v1/process-templates/${first.toUpperCase()}/steps?limit=1&cursor=${stepsCursor}`)).statusCode, 200, 'the parent\'s id in upper case is the same parent')
+
+  const users = await client.get('/v1/users?limit=1')
+  const legacy = Buffer.from(`v1:${users.data.items[0].id}`).toString('base64url')
+  const upgraded = await client.get(`/v1/users?limit=1&cursor=${legacy}`)
+  t.equal(upgraded.statusCode, 200, 'a cursor issued before cursors named their list is still read')
+  t.equal(upgraded.data.items[0].id, (await client.get(`/v1/users?limit=1&cursor=${users.data.nextCursor}`)).data.items[0].id)
 })

@@ -17,5 +17,5 @@ export default async function autostartRoutes(fastify: FastifyInstance, { db }: 
       params: IdParamsSchema, querystring: ListAutostartRunsQuerySchema,
       response: { 200: ok(Page(Type.Ref('AutostartRun')), 'A page of autostart runs'), ...problems(400, 401, 403, 404) }
     }
-  }, async (request) => listAutostartRuns(db, tenantOf(request), request.params.id, pageRequest(request.query), request.query))
+  }, async (request) => listAutostartRuns(db, tenantOf(request), request.params.id, pageRequest(request), request.query))
 }

@@ -22,7 +22,7 @@ export default async function deliveryRoutes(fastify: FastifyInstance, { db, clo
       operationId: 'listDeliveries', tags, summary: 'List webhook deliveries with their attempts, newest first', querystring: ListDeliveriesQuerySchema,
       response: { 200: ok(Page(Delivery), 'A page of deliveries, each with its attempts'), ...problems(400, 401, 403) }
     }
-  }, async (request) => deliveries.listDeliveries(db, tenantOf(request), pageRequest(request.query), request.query))
+  }, async (request) => deliveries.listDeliveries(db, tenantOf(request), pageRequest(request), request.query))
 
   app.get('/deliveries/:id', {
     schema: {

@@ -48,7 +48,7 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
       operationId: 'listProcessInstances', tags, summary: 'List process instances, newest first', querystring: ListInstancesQuerySchema,
       response: { 200: ok(Page(Type.Ref('ProcessInstanceSummary')), 'A page of processes, each with its current step'), ...problems(400, 401, 403) }
     }
-  }, async (request) => instances.listInstances(db, tenantOf(request), pageRequest(request.query), request.query))
+  }, async (request) => instances.listInstances(db, tenantOf(request), pageRequest(request), request.query))
 
   app.get('/process-instances/:id', {
     schema: {
@@ -108,7 +108,7 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
       operationId: 'listProcessInstanceActivities', tags, summary: 'List the activity entries of a process, newest first', params: IdParamsSchema,
       querystring: PageQuerySchema, response: { 200: ok(Page(Type.Ref('Activity')), 'A page of the process\'s activity entries'), ...problems(400, 401, 403, 404) }
     }
-  }, async (request) => instances.listInstanceActivities(db, tenantOf(request), request.params.id, pageRequest(request.query)))
+  }, async (request) => instances.listInstanceActivities(db, tenantOf(request), request.params.id, pageRequest(request)))
 }
 
 /** The start a body asks for: a record given as null is not linked, as one left out. */

@@ -44,7 +44,7 @@ function readRoutes(fastify: FastifyInstance, kind: RecordKind, { db }: ModuleOp
       response: { 200: ok(Page(Record), `A page of ${path}`), ...problems(400, 401, 403) }
     }
   }, async (request, reply) => {
-    const page = await records.listRecordsJson(db, kind, tenantOf(request), pageRequest(request.query), request.query)
+    const page = await records.listRecordsJson(db, kind, tenantOf(request), pageRequest(request), request.query)
     return sendJsonStream(reply, page)
   })
 
@@ -65,7 +65,7 @@ function readRoutes(fastify: FastifyInstance, kind: RecordKind, { db }: ModuleOp
       operationId: `list${kind.noun}Activities`, tags, summary: `List the activity log of ${oneOf(kind)}, newest first`, params: IdParamsSchema,
       querystring: PageQuerySchema, response: { 200: ok(Page(Type.Ref('Activity')), 'A page of activity entries'), ...problems(400, 401, 403, 404) }
     }
-  }, async (request) => records.listRecordActivities(db, kind, tenantOf(request), request.params.id, pageRequest(request.query)))
+  }, async (request) => records.listRecordActivities(db, kind, tenantOf(request), request.params.id, pageRequest(request)))
 }
 
 /** An API-only process tells the schedulers of the deliveries a write fired and of the processes it autostarted. */

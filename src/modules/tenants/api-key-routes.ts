@@ -34,7 +34,7 @@ export default async function apiKeyRoutes(fastify: FastifyInstance, { db, clock
       operationId: 'listApiKeys', tags, summary: 'List a tenant\'s API keys (without secrets)', params: IdParamsSchema, querystring: PageQuerySchema,
       response: { 200: ok(Page(Type.Ref('ApiKey')), 'A page of the tenant\'s keys'), ...problems(400, 401, 403, 404) }
     }
-  }, async (request) => tenants.listApiKeys(db, request.params.id, pageRequest(request.query)))
+  }, async (request) => tenants.listApiKeys(db, request.params.id, pageRequest(request)))
 
   app.get('/tenants/:id/api-keys/:keyId', {
     config,

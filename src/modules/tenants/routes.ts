@@ -34,7 +34,7 @@ export default async function tenantRoutes(fastify: FastifyInstance, { db, clock
       operationId: 'listTenants', tags, summary: 'List tenants', querystring: PageQuerySchema,
       response: { 200: ok(Page(Tenant), 'A page of tenants'), ...problems(400, 401, 403) }
     }
-  }, async (request) => tenants.listTenants(db, pageRequest(request.query)))
+  }, async (request) => tenants.listTenants(db, pageRequest(request)))
 
   app.get('/tenants/:id', {
     config,

@@ -32,7 +32,7 @@ export default async function userRoutes(fastify: FastifyInstance, { db, clock }
       operationId: 'listUsers', tags, summary: 'List users', querystring: ListUsersQuerySchema,
       response: { 200: ok(Page(User), 'A page of users'), ...problems(400, 401, 403) }
     }
-  }, async (request) => users.listUsers(db, tenantOf(request), pageRequest(request.query), request.query))
+  }, async (request) => users.listUsers(db, tenantOf(request), pageRequest(request), request.query))
 
   app.get('/users/:id', {
     schema: {

@@ -99,8 +99,8 @@ t.test('a steps page goes on after the last step of the page before, also when t
 
   const other = await createTemplate(client)
   await addTaskStep(client, other, 'Elsewhere')
-  assertProblem(t, await client.get(`/v1/process-templates/${other}/steps?cursor=${first.data.nextCursor}`), 400, /\/querystring\/cursor.*another list/)
-  assertProblem(t, await client.get(`${steps}?cursor=${Buffer.from('s1:nonsense').toString('base64url')}`), 400, /\/querystring\/cursor/)
+  assertProblem(t, await client.get(`/v1/process-templates/${other}/steps?cursor=${first.data.nextCursor}`), 400, /\/querystring\/cursor.*does not belong to this list/)
+  assertProblem(t, await client.get(`${steps}?cursor=${Buffer.from('v2:nonsense').toString('base64url')}`), 400, /\/querystring\/cursor/)
   const formerKind = Buffer.from(`v1:${ids[1]}`).toString('base64url')
   assertProblem(t, await client.get(`${steps}?cursor=${formerKind}`), 400, /\/querystring\/cursor.*stale cursor/)
 })

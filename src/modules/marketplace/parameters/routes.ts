@@ -38,7 +38,7 @@ export default async function parameterRoutes(fastify: FastifyInstance, { db, cl
       querystring: PageQuerySchema, response: { 200: ok(Page(WebhookParameter), 'A page of the service\'s parameter definitions'), ...problems(400, 401, 403, 404) }
     }
   }, async (request) =>
-    parameters.listParameters(db, tenantOrOperator(request), request.params.id, pageRequest(request.query)))
+    parameters.listParameters(db, tenantOrOperator(request), request.params.id, pageRequest(request)))
 
   app.get('/marketplace-services/:id/parameters/:parameterId', {
     config: any,

@@ -48,7 +48,7 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
     }
   }, async (request) => {
     const { limit: _limit, cursor: _cursor, ...filter } = request.query
-    return services.listServices(db, tenantOrOperator(request), pageRequest(request.query), filter)
+    return services.listServices(db, tenantOrOperator(request), pageRequest(request), filter)
   })
 
   app.get('/marketplace-services/:id', {

@@ -36,7 +36,7 @@ export default async function triggerRoutes(fastify: FastifyInstance, { db, cloc
       operationId: 'listServiceTriggers', tags, summary: 'List the service\'s triggers', params: IdParamsSchema, querystring: PageQuerySchema,
       response: { 200: ok(Page(ServiceTrigger), 'A page of the service\'s triggers'), ...problems(400, 401, 403, 404) }
     }
-  }, async (request) => triggers.listTriggers(db, tenantOrOperator(request), request.params.id, pageRequest(request.query)))
+  }, async (request) => triggers.listTriggers(db, tenantOrOperator(request), request.params.id, pageRequest(request)))
 
   app.get('/marketplace-services/:id/triggers/:triggerId', {
     config: any,

@@ -3,11 +3,11 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ModuleOptions } from '../../module-options.js'
 import { setCreatedLocation } from '../../../lib/location.js'
+import { pageRequest } from '../../../lib/pagination.js'
 import { expectedVersions, setETag } from '../../../lib/versioning.js'
 import { tenantOf } from '../../../plugins/auth.js'
 import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, problems } from '../../../schemas/common.js'
 import { templateSchemas } from '../templates/schemas.js'
-import { stepsPageRequest } from './cursor.js'
 import { reorderSteps } from './order.js'
 import { CreateStepSchema, ListStepsQuerySchema, ReorderStepsSchema, StepParamsSchema, UpdateStepSchema } from './schemas.js'
 import * as steps from './service.js'
@@ -40,7 +40,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
       operationId: 'listProcessTemplateSteps', tags, summary: 'List the steps of a process template by position', params: IdParamsSchema,
       querystring: ListStepsQuerySchema, response: { 200: ok(Page(ProcessTemplateStep), 'A page of the template\'s steps'), ...problems(400, 401, 403, 404) }
     }
-  }, async (request) => steps.listSteps(db, tenantOf(request), request.params.id, stepsPageRequest(request.params.id, request.query)))
+  }, async (request) => steps.listSteps(db, tenantOf(request), request.params.id, pageRequest(request)))
 
   app.put('/process-templates/:id/steps/order', {
     schema: {

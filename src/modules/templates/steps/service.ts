@@ -3,7 +3,7 @@ import type { Clock } from '../../../adapters/clock.js'
 import type { DB } from '../../../db/connect.js'
 import { badRequest, conflict, notFound, type FieldError } from '../../../errors.js'
 import { newId } from '../../../lib/ids.js'
-import { toPage, type PageResult } from '../../../lib/pagination.js'
+import { encodeCursor, toPage, type PageRequest, type PageResult } from '../../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
 import { changesNothing } from '../../../lib/changes.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
@@ -16,7 +16,6 @@ import { checkStep, rejectIfInvalid } from './validation.js'
 import { decideSettingsErrors } from './decision-validation.js'
 import { deleteErrors, moveTemplateReferences, unreachableErrors, unreachableStepIds } from './references.js'
 import { followUpInput } from './follow-up.js'
-import { encodeStepsCursor, type StepsPageRequest } from './cursor.js'
 
 async function findStepOrThrow(db: DB, tenantId: string, templateId: string, stepId: string) {
   const row = await steps.findStep(db, tenantId, templateId, stepId)
@@ -102,12 +101,18 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
   })
 }
 
-export async function listSteps(db: DB, tenantId: string, templateId: string, page: StepsPageRequest): Promise<PageResult<Step>> {
+/**
+ * A page of a template's steps ends at a step; the next page goes on after it. Steps are ordered by a
+ * position that closes its gaps, so the cursor keeps the step's id (its place now, after steps were
+ * added or removed before it) and its position when the page was sent (where it was, should it have
+ * been deleted since).
+ */
+export async function listSteps(db: DB, tenantId: string, templateId: string, page: PageRequest): Promise<PageResult<Step>> {
   if (!(await repo.findTemplate(db, tenantId, templateId))) throw notFound('Process template', templateId)
   const after = page.after === undefined ? 0 : await cursorPosition(db, tenantId, templateId, page.after, page.position)
   const result = toPage(await steps.listStepsAfter(db, tenantId, templateId, after, page.limit + 1), page, toStep)
   const last = result.items.at(-1)
-  return { ...result, nextCursor: result.nextCursor !== null && last ? encodeStepsCursor(last) : null }
+  return { ...result, nextCursor: result.nextCursor !== null && last ? encodeCursor(page.list, last.id, last.position) : null }
 }
 
 /**

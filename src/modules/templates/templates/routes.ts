@@ -39,7 +39,7 @@ export default async function templateRoutes(fastify: FastifyInstance, { db, clo
       operationId: 'listProcessTemplates', tags, summary: 'List process templates (without their steps)', querystring: ListTemplatesQuerySchema,
       response: { 200: ok(Page(Type.Ref('ProcessTemplateSummary')), 'A page of templates, their steps counted'), ...problems(400, 401, 403) }
     }
-  }, async (request) => templates.listTemplates(db, tenantOf(request), pageRequest(request.query), request.query))
+  }, async (request) => templates.listTemplates(db, tenantOf(request), pageRequest(request), request.query))
 
   app.get('/process-templates/:id', {
     schema: {
