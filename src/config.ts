@@ -29,6 +29,7 @@ export const ConfigSchema = Type.Object({
   SCHEDULER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 64 }),
   SCHEDULER_LEASE_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
+  SHUTDOWN_DELAY_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 5000 }),
   BATON_RETENTION_DAYS: Type.Integer({ minimum: 0, maximum: 36_500, default: 90 }),
   BATON_CLAIM_SECRET: Type.Optional(Type.String({ minLength: 32 })),
   API_CLAIM_TTL_MS: Type.Integer({ minimum: 60_000, maximum: 86_400_000, default: 900_000 }),

@@ -4,14 +4,15 @@ import { backoffMs } from './lib/backoff.js'
 
 /**
  * SIGTERM, SIGINT or SIGHUP: stop taking work, let what is in flight finish, close, exit 0 (node's
- * default for SIGHUP, a terminal closing on `npm start`, ended the process at once). A second signal
+ * default for SIGHUP, a terminal closing on `npm start`, ended the process at once). `close` is told
+ * the signal (none after an error): an orchestrator sends SIGTERM, a terminal the other two. A second signal
  * during the drain exits at once with 1. An error nothing caught ends the process the same way,
  * with 1, unless it only says the database is away: that is logged and the process lives on, since
  * every caller that needs the database already retries.
  */
-export function onShutdown(log: Logger, hardLimitMs: number, close: () => Promise<void>): void {
+export function onShutdown(log: Logger, hardLimitMs: number, close: (signal?: NodeJS.Signals) => Promise<void>): void {
   let closing = false
-  const shutDown = (code: number) => {
+  const shutDown = (code: number, signal?: NodeJS.Signals) => {
     if (closing) return
     closing = true
     const limit = setTimeout(() => {
@@ -19,7 +20,7 @@ export function onShutdown(log: Logger, hardLimitMs: number, close: () => Promis
       process.exit(1)
     }, hardLimitMs)
     limit.unref()
-    close().then(
+    close(signal).then(
       () => process.exit(code),
       (error: unknown) => {
         log.error({ err: error }, 'shutdown failed')
@@ -34,7 +35,7 @@ export function onShutdown(log: Logger, hardLimitMs: number, close: () => Promis
         process.exit(1)
       }
       log.info({ signal }, 'shutting down')
-      shutDown(0)
+      shutDown(0, signal)
     })
   }
   const onError = (error: unknown) => {

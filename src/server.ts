@@ -40,12 +40,12 @@ async function main(config: Config, role: Role): Promise<void> {
   const opening = openDatabase({ ...config, quietTriggers: role === 'api' }, (error) => log.warn({ err: error }, 'database connection lost; it reconnects on next use'))
   // A signal while the embedded database opens (seconds on a first start) closes it once open: the
   // default handler ended the process by the signal, not with 0, and left its lock file behind.
-  let close = () => opening.then((database) => database.close(), () => {})
+  let close: (signal?: NodeJS.Signals) => Promise<void> = () => opening.then((database) => database.close(), () => {})
   // From the signal on, /health/ready answers 503 while the process drains, so a load balancer moves on.
   let stopping = false
-  onShutdown(log, config.SHUTDOWN_GRACE_MS + 5000, () => {
+  onShutdown(log, config.SHUTDOWN_DELAY_MS + config.SHUTDOWN_GRACE_MS + 5000, (signal) => {
     stopping = true
-    return close()
+    return close(signal)
   })
   const database = await opening
   close = () => database.close()
@@ -86,11 +86,16 @@ async function main(config: Config, role: Role): Promise<void> {
   // CPU, which a busy machine stretches less than the time: building the app is all CPU work.
   const { user, system } = process.cpuUsage(cpuBefore)
   startupMs.appCpu = Math.round((user + system) / 1000)
-  close = async () => {
+  close = async (signal) => {
+    const schedulerStopped = scheduler && preload(scheduler.stop(config.SHUTDOWN_GRACE_MS))
+    // A load balancer sees the 503 only at its next check and sends new connections until then, which
+    // a closed listener refused: they are served for SHUTDOWN_DELAY_MS. A terminal's Ctrl-C (SIGINT) or
+    // SIGHUP has no load balancer to wait for, and a listener not yet open nothing to serve.
+    if (signal === 'SIGTERM' && app.server.listening) await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DELAY_MS))
     const graceOver = new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_GRACE_MS).unref())
-    await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
+    await schedulerStopped
     // Requests still open when the grace is over are cut off: the server's close waits for each, and a
-    // client sending its body slowly may take HTTP_REQUEST_TIMEOUT_MS, past the hard limit (grace + 5 s)
+    // client sending its body slowly may take HTTP_REQUEST_TIMEOUT_MS, past the hard limit (delay + grace + 5 s)
     // where the process exited 1 with the database left open.
     const closing = app.close()
     await Promise.race([closing, graceOver])

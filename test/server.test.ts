@@ -17,7 +17,7 @@ import { runCommand, runScript, workerEnv } from './helpers/process.js'
 t.test('the server starts on the embedded database and prints a working operator key', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'baton-smoke-'))
   t.teardown(() => rm(dataDir, { recursive: true, force: true }))
-  const env = { BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: '', BATON_ADMIN_TOKEN: '' }
+  const env = { BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: '', BATON_ADMIN_TOKEN: '', SHUTDOWN_DELAY_MS: '0' }
   const start = () => runCommand(process.execPath, ['scripts/start.mjs'], env)
 
   const started = Date.now()
@@ -64,7 +64,8 @@ t.test('npm start on an empty Postgres database runs every migration from the co
   const dataDir = await mkdtemp(join(tmpdir(), 'baton-empty-'))
   t.teardown(() => rm(dataDir, { recursive: true, force: true }))
   const server = runCommand(process.execPath, ['scripts/start.mjs', '--role=api'], {
-    DATABASE_URL: databaseUrl(name), BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length'
+    DATABASE_URL: databaseUrl(name), BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length',
+    SHUTDOWN_DELAY_MS: '0'
   })
   t.teardown(() => { server.child.kill('SIGKILL') })
   const [, count] = await server.waitFor(/ran (\d+) migrations/, 60_000)

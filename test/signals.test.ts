@@ -2,6 +2,7 @@
 // npm exits 0 with it, and no Baton process is left behind holding the port, the data dir or claims.
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { get } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -49,7 +50,8 @@ async function signalNpm(t: Test, script: string[], env: Record<string, string>,
 
 t.test('npm start on the embedded database: SIGTERM drains and frees the port and the data dir', async (t) => {
   const dir = await dataDir(t)
-  const env = { BATON_DATA_DIR: dir, PORT: '0', DATABASE_URL: '', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length' }
+  // No load balancer to wait for (SHUTDOWN_DELAY_MS has a test of its own below).
+  const env = { BATON_DATA_DIR: dir, PORT: '0', DATABASE_URL: '', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', SHUTDOWN_DELAY_MS: '0' }
   await signalNpm(t, ['start'], env, /.*Baton listening on.*/, 'SIGTERM')
   t.notOk(existsSync(join(dir, 'baton.pid')), 'the embedded database\'s lock is released')
 })
@@ -110,7 +112,7 @@ t.test('SIGTERM with requests still arriving: the probes read not ready and aliv
   const database = await createTestDatabase()
   t.teardown(() => database.drop())
   const dir = await dataDir(t)
-  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000' }
+  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000', SHUTDOWN_DELAY_MS: '0' }
   const server = runScript('src/server.ts', env, ['--role=api'])
   t.teardown(() => { server.child.kill('SIGKILL') })
   const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
@@ -146,4 +148,37 @@ t.test('SIGTERM with requests still arriving: the probes read not ready and aliv
   t.ok(took < 4000, `exited ${took} ms after the signal: about the grace of ${env.SHUTDOWN_GRACE_MS} ms, not the hard limit 5 s later`)
   t.notMatch(server.output(), /did not finish in time/)
   await closed
+})
+
+/** A GET on a connection of its own, as a client a load balancer just sent; the status, or the connection's error code. */
+function getAlone(port: number, path: string, headers: Record<string, string> = {}): Promise<number | string> {
+  return new Promise((resolve) => {
+    const request = get({ host: '127.0.0.1', port, path, headers, agent: false }, (response) => {
+      response.resume()
+      response.on('end', () => resolve(response.statusCode!))
+    })
+    request.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message))
+  })
+}
+
+// The API closed its listener at the signal: a load balancer that had not yet read the 503 of
+// /health/ready sent new connections on, and each was refused.
+t.test('SIGTERM to the API: new connections are served for SHUTDOWN_DELAY_MS while /health/ready answers 503, then the listener closes', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const dir = await dataDir(t)
+  const key = 'a-test-operator-key-of-enough-length'
+  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: key, PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_DELAY_MS: '2000', SHUTDOWN_GRACE_MS: '1000' }
+  const server = runScript('src/server.ts', env, ['--role=api'])
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  const signalled = Date.now()
+  server.child.kill('SIGTERM')
+  await server.waitFor(/shutting down/)
+  t.equal(await getAlone(Number(port), '/health/ready'), 503, 'a new connection reads not ready')
+  t.equal(await getAlone(Number(port), '/v1/tenants', { authorization: `Bearer ${key}` }), 200, 'and a request on a new connection is served')
+  t.equal(await server.exited, 0, 'exit 0')
+  const took = Date.now() - signalled
+  t.ok(took >= 2000 && took < 2000 + 4000, `exited ${took} ms after the signal: after the delay, not at the hard limit`)
+  t.equal(await getAlone(Number(port), '/health/live'), 'ECONNREFUSED', 'the listener is closed')
 })

@@ -21,7 +21,8 @@ t.test('a changed source is compiled, once, and two starts at once both run it',
     const dataDir = await mkdtemp(join(tmpdir(), 'baton-start-data-'))
     t.teardown(() => rm(dataDir, { recursive: true, force: true }))
     const server = runCommand(process.execPath, ['scripts/start.mjs'], {
-      BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: '', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length'
+      BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: '', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length',
+      SHUTDOWN_DELAY_MS: '0'
     }, { cwd: root })
     t.teardown(() => { server.child.kill('SIGKILL') })
     return server

@@ -78,7 +78,7 @@ async function startOnce(dataDir: string): Promise<Run> {
   const started = performance.now()
   const child = spawn(command, commandArgs, {
     cwd: ROOT,
-    env: { ...process.env, BATON_DATA_DIR: dataDir, DATABASE_URL: '', BATON_ADMIN_TOKEN: '', PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info' },
+    env: { ...process.env, BATON_DATA_DIR: dataDir, DATABASE_URL: '', BATON_ADMIN_TOKEN: '', PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', SHUTDOWN_DELAY_MS: '0' },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let output = ''

@@ -20,7 +20,7 @@ t.test('a server at LOG_LEVEL=trace logs no key, secret, apiClaim or signature',
   const operatorKey = `bop_${'x'.repeat(40)}`
   const server = runScript('src/server.ts', {
     DATABASE_URL: databaseUrl(db.name), BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'trace', BATON_ADMIN_TOKEN: operatorKey,
-    WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', SMTP_URL: '', SCHEDULER_POLL_INTERVAL_MS: '100'
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', SMTP_URL: '', SCHEDULER_POLL_INTERVAL_MS: '100', SHUTDOWN_DELAY_MS: '0'
   }, [])
   t.teardown(async () => {
     if (server.child.exitCode === null) server.child.kill('SIGKILL')

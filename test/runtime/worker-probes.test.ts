@@ -96,7 +96,7 @@ t.test('npm start (--role=all): /health/ready answers 503 while the scheduler dr
   const dataDir = await mkdtemp(join(tmpdir(), 'baton-probes-'))
   const server = runScript('src/server.ts', {
     ...workerEnv(rows[0]!.name, dataDir, 'all'), PORT: '0',
-    BATON_ADMIN_TOKEN: rt.operatorKey, LOG_LEVEL: 'info', WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true'
+    BATON_ADMIN_TOKEN: rt.operatorKey, LOG_LEVEL: 'info', WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', SHUTDOWN_DELAY_MS: '0'
   })
   t.teardown(async () => {
     if (server.child.exitCode === null) server.child.kill('SIGKILL')
