@@ -110,7 +110,7 @@ const EMBEDDED_SETTINGS = ['-c', 'shared_buffers=16MB']
  */
 export async function openEmbedded(dataDir: string, template?: string): Promise<DatabaseHandle> {
   const dir = resolve(dataDir)
-  const releaseLock = lockDataDir(dir)
+  const releaseLock = await lockDataDir(dir)
   try {
     const { PGlite } = await import('@electric-sql/pglite')
     const clusterDir = join(dir, 'pg')

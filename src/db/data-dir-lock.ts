@@ -1,4 +1,5 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError } from '../config.js'
 
@@ -6,33 +7,71 @@ export class DataDirBusyError extends Error {
   override name = 'DataDirBusyError'
 }
 
+/** How often the holder rewrites its lock, and how long a lock from another pid space must stay unchanged to count as left behind. */
+export interface LockTiming {
+  beatMs: number
+  staleMs: number
+}
+
+/**
+ * A holder's event loop may be held by a long statement of the embedded database (it runs on the
+ * main thread): ten beats missed in a row, not one, tell a crash.
+ */
+const LOCK_TIMING: LockTiming = { beatMs: 1000, staleMs: 10_000 }
+
 /**
  * The embedded database is single-process: a pid file keeps a second process from opening it. Its
  * first line is the pid; on Linux a second line tells that process from a later one given the same
  * pid after a crash (the boot and its start time, from /proc), so such a stale lock is taken over.
  * Where that cannot be read, a live process with the pid holds the lock, as before.
+ *
+ * A pid means something only in the pid space that gave it: a second container on a shared volume
+ * (both pid 1, or the pid unknown in its own space) took a live lock for a crashed one, and two
+ * processes wrote one cluster. So the lock also names its pid space and host, and its holder rewrites
+ * it every `beatMs`: a lock from another pid space is taken over only once it stayed unchanged for
+ * `staleMs`, which the start waits out.
  */
-export function lockDataDir(dir: string): () => void {
+export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING): Promise<() => void> {
   const lockFile = join(dir, 'baton.pid')
   try {
     mkdirSync(dir, { recursive: true })
   } catch (error) {
     throw unusableDataDir(dir, error)
   }
+  const space = pidSpace()
   const holder = readHolder(lockFile)
-  if (holder !== undefined && holder.pid !== process.pid && holds(holder)) {
+  if (holder !== undefined && await holds(holder, space, lockFile, timing.staleMs)) {
+    const where = holder.space !== undefined && holder.space !== space ? ` on host ${holder.host ?? 'unknown'} (another container or machine)` : ''
     throw new DataDirBusyError(
-      `The embedded database in ${dir} is in use by process ${holder.pid}. ` +
+      `The embedded database in ${dir} is in use by process ${holder.pid}${where}. ` +
         'It serves one process at a time: stop that process, or set DATABASE_URL to share a Postgres server.'
     )
   }
   const identity = processIdentity(process.pid)
+  const write = () => {
+    const lines = identity === undefined ? [String(process.pid)] : [String(process.pid), identity, space ?? '', hostname(), `beat ${Date.now()}`]
+    // Written aside and renamed, so that a reader never sees the file half written (an empty one holds nothing).
+    const aside = `${lockFile}.${hostname()}.${process.pid}`
+    writeFileSync(aside, `${lines.join('\n')}\n`)
+    renameSync(aside, lockFile)
+  }
   try {
-    writeFileSync(lockFile, identity === undefined ? String(process.pid) : `${process.pid}\n${identity}\n`)
+    write()
   } catch (error) {
     throw unusableDataDir(dir, error)
   }
-  return () => rmSync(lockFile, { force: true })
+  const beat = setInterval(() => {
+    try {
+      write()
+    } catch {
+      // A disk full a moment: the next beat writes it again, and staleMs is many beats.
+    }
+  }, timing.beatMs)
+  beat.unref()
+  return () => {
+    clearInterval(beat)
+    rmSync(lockFile, { force: true })
+  }
 }
 
 /**
@@ -49,25 +88,57 @@ interface Holder {
   pid: number
   /** Absent in a lock written where /proc could not be read, or by an older Baton. */
   identity?: string
+  /** The boot and pid namespace its pid belongs to; absent as identity is, or where the namespace cannot be read. */
+  space?: string
+  host?: string
+  /** The whole file, which changes with each beat of a live holder. */
+  text: string
 }
 
 function readHolder(lockFile: string): Holder | undefined {
   try {
-    const [first, second] = readFileSync(lockFile, 'utf8').split('\n')
+    const text = readFileSync(lockFile, 'utf8')
+    const [first, second, space, host] = text.split('\n').map((line) => line.trim())
     const pid = Number.parseInt(first ?? '', 10)
     if (!Number.isInteger(pid)) return undefined
-    return second ? { pid, identity: second.trim() } : { pid }
+    return { pid, text, ...(second ? { identity: second } : {}), ...(space ? { space } : {}), ...(host ? { host } : {}) }
   } catch {
     return undefined
   }
 }
 
-/** Whether the process that wrote the lock still runs; when that cannot be told, any live process with its pid does. */
-function holds(holder: Holder): boolean {
-  if (!isAlive(holder.pid)) return false
+/**
+ * Whether the process that wrote the lock still runs. In this pid space its pid and start time tell;
+ * from another one only its beats can, watched for up to `staleMs`. When nothing can be told, any
+ * live process with its pid holds it.
+ */
+async function holds(holder: Holder, space: string | undefined, lockFile: string, staleMs: number): Promise<boolean> {
+  if (holder.space !== undefined && holder.space !== space) return beats(holder.text, lockFile, staleMs)
+  if (holder.pid === process.pid || !isAlive(holder.pid)) return false
   if (holder.identity === undefined) return true
   const now = processIdentity(holder.pid)
   return now === undefined || now === holder.identity
+}
+
+/** Whether the lock file changes (or is gone: its holder stopped and the folder is free) within `staleMs`. */
+async function beats(text: string, lockFile: string, staleMs: number): Promise<boolean> {
+  const until = Date.now() + staleMs
+  while (Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, Math.min(100, staleMs)))
+    const now = readHolder(lockFile)
+    if (now === undefined) return false
+    if (now.text !== text) return true
+  }
+  return false
+}
+
+/** This process's boot and pid namespace: pids in a lock from another one say nothing here. Undefined without /proc. */
+function pidSpace(): string | undefined {
+  try {
+    return `${readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()} ${readlinkSync('/proc/self/ns/pid')}`
+  } catch {
+    return undefined
+  }
 }
 
 /**

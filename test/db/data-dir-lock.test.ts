@@ -28,11 +28,12 @@ function unrelatedProcess(t: Test): number {
 t.test('a lock whose pid now belongs to an unrelated process is taken over', { skip: !linux && 'needs /proc' }, async (t) => {
   const dir = dataDir(t)
   const lockFile = join(dir, 'baton.pid')
-  lockDataDir(dir)
+  // No beat within the test: it would write this process's pid back.
+  await lockDataDir(dir, { beatMs: 3_600_000, staleMs: 0 })
   // This process wrote the lock as a Baton does; then its pid went to another process, as after a crash.
   const other = unrelatedProcess(t)
   writeFileSync(lockFile, readFileSync(lockFile, 'utf8').replace(/^\d+/, String(other)))
-  const release = lockDataDir(dir)
+  const release = await lockDataDir(dir)
   t.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid}\\b`), 'the lock names this process now')
   release()
   t.notOk(existsSync(lockFile), 'and is released with it')
@@ -42,19 +43,63 @@ t.test('a running Baton\'s lock is never taken over; a crashed one\'s is', async
   const dir = dataDir(t)
   const module = pathToFileURL(join(ROOT, 'src', 'db', 'data-dir-lock.ts')).href
   const holder = runCommand(process.execPath, [TS_LOADER, '--input-type=module', '-e',
-    `import { lockDataDir } from ${JSON.stringify(module)}; lockDataDir(${JSON.stringify(dir)}); console.log('locked'); setInterval(() => {}, 1000)`], {})
+    `import { lockDataDir } from ${JSON.stringify(module)}; await lockDataDir(${JSON.stringify(dir)}); console.log('locked'); setInterval(() => {}, 1000)`], {})
   t.teardown(() => { holder.child.kill('SIGKILL') })
   await holder.waitFor(/locked/)
-  t.throws(() => lockDataDir(dir), { name: 'DataDirBusyError', message: new RegExp(`in use by process ${holder.child.pid}\\. It serves one process at a time`) })
+  await t.rejects(lockDataDir(dir), { name: 'DataDirBusyError', message: new RegExp(`in use by process ${holder.child.pid}\\. It serves one process at a time`) })
   holder.child.kill('SIGKILL')
   await holder.exited
   t.ok(existsSync(join(dir, 'baton.pid')), 'a crash leaves the lock behind')
-  lockDataDir(dir)()
+  const release = await lockDataDir(dir)
+  release()
 })
 
 t.test('a lock that names only a pid (an older Baton\'s) blocks while that process lives, as before', async (t) => {
   const dir = dataDir(t)
   const other = unrelatedProcess(t)
   writeFileSync(join(dir, 'baton.pid'), String(other))
-  t.throws(() => lockDataDir(dir), { name: 'DataDirBusyError', message: new RegExp(`in use by process ${other}\\.`) })
+  await t.rejects(lockDataDir(dir), { name: 'DataDirBusyError', message: new RegExp(`in use by process ${other}\\.`) })
+})
+
+/** What a Baton in another container or on another machine writes: its own pid space, here holding this process's pid (both pid 1). */
+function foreignLock(beat: number): string {
+  return `${process.pid}\n${'0'.repeat(8)}-other-boot 12345\n${'0'.repeat(8)}-other-boot pid:[4026532999]\nother-host\nbeat ${beat}\n`
+}
+
+const quick = { beatMs: 20, staleMs: 600 }
+
+// Two containers on one volume: the second read the first's pid in its own pid space (pid 1 is each
+// one's own, or the pid is no process there) and took the live lock over; two processes wrote one cluster.
+t.test('a lock from another pid space that its holder keeps rewriting is not taken over, though its pid is ours', { skip: !linux && 'needs /proc' }, async (t) => {
+  const dir = dataDir(t)
+  const lockFile = join(dir, 'baton.pid')
+  let beat = 0
+  writeFileSync(lockFile, foreignLock(beat))
+  const holder = setInterval(() => writeFileSync(lockFile, foreignLock(++beat)), 20)
+  t.teardown(() => clearInterval(holder))
+  await t.rejects(Promise.resolve().then(() => lockDataDir(dir, quick)), { name: 'DataDirBusyError', message: new RegExp(`in use by process ${process.pid} on host other-host \\(another container or machine\\)`) })
+  t.match(readFileSync(lockFile, 'utf8'), /other-host/, 'the lock is still the other one\'s')
+})
+
+t.test('a lock from another pid space left unchanged for staleMs (its holder crashed) is taken over', { skip: !linux && 'needs /proc' }, async (t) => {
+  const dir = dataDir(t)
+  const lockFile = join(dir, 'baton.pid')
+  writeFileSync(lockFile, foreignLock(1))
+  const started = Date.now()
+  const release = await lockDataDir(dir, quick)
+  t.ok(Date.now() - started >= quick.staleMs, 'after watching it for staleMs')
+  t.notMatch(readFileSync(lockFile, 'utf8'), /other-host/, 'the lock is this process\'s now')
+  release()
+})
+
+t.test('the holder rewrites its lock while it holds it, and stops once released', { skip: !linux && 'needs /proc' }, async (t) => {
+  const dir = dataDir(t)
+  const lockFile = join(dir, 'baton.pid')
+  const release = await lockDataDir(dir, quick)
+  const first = readFileSync(lockFile, 'utf8')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.not(readFileSync(lockFile, 'utf8'), first, 'a later beat')
+  release()
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.notOk(existsSync(lockFile), 'no beat writes it again')
 })
