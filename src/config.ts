@@ -29,7 +29,8 @@ export const ConfigSchema = Type.Object({
   SCHEDULER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 64 }),
   SCHEDULER_LEASE_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
-  SHUTDOWN_DELAY_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 5000 }),
+  /** Unset: 5000 for --role=api, 0 for the other roles (shutdownDelayMs). */
+  SHUTDOWN_DELAY_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000 })),
   BATON_RETENTION_DAYS: Type.Integer({ minimum: 0, maximum: 36_500, default: 90 }),
   BATON_CLAIM_SECRET: Type.Optional(Type.String({ minLength: 32 })),
   API_CLAIM_TTL_MS: Type.Integer({ minimum: 60_000, maximum: 86_400_000, default: 900_000 }),
@@ -173,4 +174,14 @@ export function listenProblem(error: unknown, host: string, portName: string, po
     return new ConfigError(`HOST: "${host}" is not an address of this machine (${code}); use one of its addresses, 127.0.0.1, or 0.0.0.0 for all`)
   }
   return undefined
+}
+
+/**
+ * How long a SIGTERM keeps the listener open while /health/ready answers 503 (SHUTDOWN_DELAY_MS). Unset,
+ * an API process (--role=api), one of the replicas a load balancer spreads requests over, waits 5 s
+ * for it to notice; a whole Baton closes at once, as it did before the setting: it is mostly the one
+ * process of its data (the embedded database serves no other), with no replica to be sent to instead.
+ */
+export function shutdownDelayMs(config: Pick<Config, 'SHUTDOWN_DELAY_MS'>, role: 'all' | 'api' | 'worker'): number {
+  return config.SHUTDOWN_DELAY_MS ?? (role === 'api' ? 5000 : 0)
 }

@@ -1,6 +1,6 @@
 import pino, { type Logger } from 'pino'
 import { systemClock } from './adapters/clock.js'
-import { asDatabaseUrlProblem, ConfigError, listenProblem, loadConfig, type Config } from './config.js'
+import { asDatabaseUrlProblem, ConfigError, listenProblem, loadConfig, shutdownDelayMs, type Config } from './config.js'
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { migrateToLatest } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
@@ -43,7 +43,8 @@ async function main(config: Config, role: Role): Promise<void> {
   let close: (signal?: NodeJS.Signals) => Promise<void> = () => opening.then((database) => database.close(), () => {})
   // From the signal on, /health/ready answers 503 while the process drains, so a load balancer moves on.
   let stopping = false
-  onShutdown(log, config.SHUTDOWN_DELAY_MS + config.SHUTDOWN_GRACE_MS + 5000, (signal) => {
+  const delayMs = shutdownDelayMs(config, role)
+  onShutdown(log, delayMs + config.SHUTDOWN_GRACE_MS + 5000, (signal) => {
     stopping = true
     return close(signal)
   })
@@ -91,7 +92,7 @@ async function main(config: Config, role: Role): Promise<void> {
     // A load balancer sees the 503 only at its next check and sends new connections until then, which
     // a closed listener refused: they are served for SHUTDOWN_DELAY_MS. A terminal's Ctrl-C (SIGINT) or
     // SIGHUP has no load balancer to wait for, and a listener not yet open nothing to serve.
-    if (signal === 'SIGTERM' && app.server.listening) await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DELAY_MS))
+    if (signal === 'SIGTERM' && app.server.listening) await new Promise((resolve) => setTimeout(resolve, delayMs))
     const graceOver = new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_GRACE_MS).unref())
     await schedulerStopped
     // Requests still open when the grace is over are cut off: the server's close waits for each, and a

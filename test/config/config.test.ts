@@ -1,5 +1,5 @@
 import t from 'tap'
-import { ConfigError, listenProblem, loadConfig } from '../../src/config.js'
+import { ConfigError, listenProblem, loadConfig, shutdownDelayMs } from '../../src/config.js'
 
 t.test('WEBHOOK_ALLOWED_TARGETS takes host names and CIDR ranges; a bad entry names the variable', async (t) => {
   t.equal(loadConfig({}).WEBHOOK_ALLOWED_TARGETS, '', 'empty by default')
@@ -65,4 +65,13 @@ t.test('a listen the settings made fail names the setting to change; any other f
   }
   t.equal(port(failed('EACCES')), undefined)
   t.equal(port(new Error('no code')), undefined)
+})
+
+t.test('SHUTDOWN_DELAY_MS: unset, an API replica waits 5 s for its load balancer and a whole Baton closes at once', async (t) => {
+  t.equal(shutdownDelayMs(loadConfig({}), 'api'), 5000)
+  t.equal(shutdownDelayMs(loadConfig({}), 'all'), 0)
+  t.equal(shutdownDelayMs(loadConfig({}), 'worker'), 0)
+  t.equal(shutdownDelayMs(loadConfig({ SHUTDOWN_DELAY_MS: '0' }), 'api'), 0, 'set, it holds for every role')
+  t.equal(shutdownDelayMs(loadConfig({ SHUTDOWN_DELAY_MS: '1500' }), 'all'), 1500)
+  t.throws(() => loadConfig({ SHUTDOWN_DELAY_MS: '-1' }), /SHUTDOWN_DELAY_MS/)
 })
