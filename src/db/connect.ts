@@ -199,6 +199,8 @@ export function embeddedHandle(pglite: PGlite, onClose: () => void = () => {}): 
     session: () => Promise.resolve({ db, onLost: () => {}, close: () => Promise.resolve() }),
     close: async () => {
       await db.destroy()
+      // The dialect closes PGlite only once a statement has run; one left open keeps its process alive.
+      if (!pglite.closed) await pglite.close()
       onClose()
     }
   }

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
-import { openEmbedded } from '../../src/db/connect.js'
+import { embeddedHandle, openEmbedded } from '../../src/db/connect.js'
 import { extractTar } from '../../src/db/untar.js'
 import { runTogether } from '../../src/db/statement.js'
 import { lockWithSteps } from '../../src/modules/instances/repository.js'
@@ -167,4 +167,13 @@ t.test('a new data folder without a migrated dump starts from the gzipped empty 
   const handle = await openEmbedded(dataDir, initdb)
   t.teardown(() => handle.close())
   t.ok((await migrateToLatest(handle)).length > 10, 'every migration runs')
+})
+
+t.test('closing an embedded database that ran no statement closes PGlite too, so its process can end', async (t) => {
+  const { PGlite } = await import('@electric-sql/pglite')
+  const pglite = await PGlite.create()
+  let released = false
+  await embeddedHandle(pglite, () => { released = true }).close()
+  t.ok(pglite.closed, 'PGlite is closed')
+  t.ok(released, 'and the lock released after it')
 })
