@@ -11,6 +11,8 @@ export class DataDirBusyError extends Error {
 export interface LockTiming {
   beatMs: number
   staleMs: number
+  /** Told when another process took the lock over (this one's beats stood still for staleMs): by default an uncaught error. */
+  onLost?: (error: DataDirBusyError) => void
 }
 
 /**
@@ -48,12 +50,21 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
     )
   }
   const identity = processIdentity(process.pid)
+  let written: string | undefined
   const write = () => {
     const lines = identity === undefined ? [String(process.pid)] : [String(process.pid), identity, space ?? '', hostname(), `beat ${Date.now()}`]
+    const text = `${lines.join('\n')}\n`
     // Written aside and renamed, so that a reader never sees the file half written (an empty one holds nothing).
     const aside = `${lockFile}.${hostname()}.${process.pid}`
-    writeFileSync(aside, `${lines.join('\n')}\n`)
+    writeFileSync(aside, text)
     renameSync(aside, lockFile)
+    written = text
+  }
+  // Another process took the lock over while this one's beats stood still (a long statement, a paused
+  // container): writing it back, or removing it at the release, would let two processes write one cluster.
+  const ours = () => {
+    const now = readHolder(lockFile)
+    return now === undefined || now.text === written
   }
   try {
     write()
@@ -61,6 +72,15 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
     throw unusableDataDir(dir, error)
   }
   const beat = setInterval(() => {
+    if (!ours()) {
+      clearInterval(beat)
+      const taker = readHolder(lockFile)
+      const error = new DataDirBusyError(`The embedded database in ${dir} was taken over by process ${taker?.pid ?? 'unknown'} on host ${taker?.host ?? 'unknown'}: `
+        + `this process's lock was not rewritten for ${timing.staleMs} ms. Two processes must not write one data folder: stop one of them.`)
+      const onLost = timing.onLost ?? ((lost: DataDirBusyError) => process.nextTick(() => { throw lost }))
+      onLost(error)
+      return
+    }
     try {
       write()
     } catch {
@@ -70,7 +90,7 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
   beat.unref()
   return () => {
     clearInterval(beat)
-    rmSync(lockFile, { force: true })
+    if (ours()) rmSync(lockFile, { force: true })
   }
 }
 

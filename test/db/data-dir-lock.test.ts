@@ -103,3 +103,20 @@ t.test('the holder rewrites its lock while it holds it, and stops once released'
   await new Promise((resolve) => setTimeout(resolve, 100))
   t.notOk(existsSync(lockFile), 'no beat writes it again')
 })
+
+// A holder whose event loop stood still past staleMs (a statement of the embedded database, a paused
+// container) has had its lock taken over by a process in another container: its beat wrote the lock back
+// as its own, and its release removed the other's, so two processes wrote one cluster, and a third could start.
+t.test('a holder whose lock was taken over neither writes it back nor removes it, and is told', { skip: !linux && 'needs /proc' }, async (t) => {
+  const dir = dataDir(t)
+  const lockFile = join(dir, 'baton.pid')
+  const lost: Error[] = []
+  const release = await lockDataDir(dir, { ...quick, onLost: (error) => lost.push(error) })
+  writeFileSync(lockFile, foreignLock(1))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.match(readFileSync(lockFile, 'utf8'), /other-host/, 'the other process\'s lock is left as it is')
+  t.equal(lost.length, 1, 'the holder is told once')
+  t.match(lost[0]?.message, /taken over by process \d+ on host other-host/)
+  release()
+  t.ok(existsSync(lockFile), 'the release leaves the other\'s lock in place')
+})
