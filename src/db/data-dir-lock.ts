@@ -21,6 +21,9 @@ export interface LockTiming {
  */
 const LOCK_TIMING: LockTiming = { beatMs: 1000, staleMs: 10_000 }
 
+/** How long a process that took over a lock from another pid space waits before it looks again (beats polls every 100 ms). */
+const TAKEOVER_SETTLE_MS = 300
+
 /**
  * The embedded database is single-process: a pid file keeps a second process from opening it. Its
  * first line is the pid; on Linux a second line tells that process from a later one given the same
@@ -70,6 +73,17 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
     write()
   } catch (error) {
     throw unusableDataDir(dir, error)
+  }
+  // Two processes that waited out the same left-behind lock from another pid space may both write it,
+  // each right after its last look: the later rename wins, and the other, looking again once both could
+  // have written, finds it no longer its own and stops.
+  if (holder?.space !== undefined && holder.space !== space) {
+    await new Promise((resolve) => setTimeout(resolve, Math.min(TAKEOVER_SETTLE_MS, timing.staleMs)))
+    if (!ours()) {
+      const taker = readHolder(lockFile)
+      throw new DataDirBusyError(`The embedded database in ${dir} was taken over at the same time by process ${taker?.pid ?? 'unknown'} `
+        + `on host ${taker?.host ?? 'unknown'}. It serves one process at a time: stop that process, or set DATABASE_URL to share a Postgres server.`)
+    }
   }
   const beat = setInterval(() => {
     if (!ours()) {

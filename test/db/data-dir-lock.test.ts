@@ -92,6 +92,23 @@ t.test('a lock from another pid space left unchanged for staleMs (its holder cra
   release()
 })
 
+// Two processes that waited out the same left-behind lock both wrote it, each right after its last look.
+t.test('of two processes taking over one left-behind lock at once, the one whose lock was overwritten stops', { skip: !linux && 'needs /proc' }, async (t) => {
+  const dir = dataDir(t)
+  const lockFile = join(dir, 'baton.pid')
+  writeFileSync(lockFile, foreignLock(1))
+  // The rival, in a third container, writes its lock right after this process wrote its own.
+  const rival = setInterval(() => {
+    if (!readFileSync(lockFile, 'utf8').includes('other-host')) {
+      writeFileSync(lockFile, foreignLock(2).replace('other-host', 'rival-host'))
+      clearInterval(rival)
+    }
+  }, 5)
+  t.teardown(() => clearInterval(rival))
+  await t.rejects(lockDataDir(dir, quick), { name: 'DataDirBusyError', message: /taken over at the same time by process \d+ on host rival-host/ })
+  t.match(readFileSync(lockFile, 'utf8'), /rival-host/, 'the rival\'s lock is left in place')
+})
+
 t.test('the holder rewrites its lock while it holds it, and stops once released', { skip: !linux && 'needs /proc' }, async (t) => {
   const dir = dataDir(t)
   const lockFile = join(dir, 'baton.pid')
