@@ -31,8 +31,8 @@ export interface PageResult<T> {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-/** What a page's JSON holds beside its items' text and commas: `{"items":[`, `],"nextCursor":` and the cursor. */
-const PAGE_ENVELOPE_BYTES = jsonBytes({ items: [], nextCursor: encodeCursor(listScope('/', {}), '00000000-0000-0000-0000-000000000000') })
+/** What a page's JSON holds beside its items' text and commas: `{"items":[`, `],"nextCursor":` and the longest cursor (with a position). */
+const PAGE_ENVELOPE_BYTES = jsonBytes({ items: [], nextCursor: encodeCursor(listScope('/', {}), '00000000-0000-0000-0000-000000000000', 999_999_999) })
 
 /** What pageRequest reads of a Fastify request to a list route. */
 export interface ListRequest {

@@ -39,6 +39,18 @@ t.test('a page\'s whole body, nextCursor and all, stays within the byte budget',
   t.ok(Buffer.byteLength(JSON.stringify(page)) <= PAGE_MAX_BYTES, `${Buffer.byteLength(JSON.stringify(page))} bytes with ${page.items.length} items`)
 })
 
+// A template's steps cursor carries the last step's position too, and is longer than others.
+t.test('a page whose cursor carries a position stays within the byte budget too', async (t) => {
+  const base = Buffer.byteLength(JSON.stringify({ id: row(0).id, blob: '' }))
+  const shortEnvelope = Buffer.byteLength(JSON.stringify({ items: [], nextCursor: encodeCursor(USERS, row(0).id) }))
+  // Two items that, each with its comma, fill what the budget leaves beside a cursor without a position.
+  const blob = 'x'.repeat(Math.floor((PAGE_MAX_BYTES - shortEnvelope) / 2) - 1 - base)
+  const page = toPage(Array.from({ length: 3 }, (_, i) => row(i)), { limit: 9, list: USERS }, (r) => ({ id: r.id, blob }))
+  const last = page.items.at(-1)!
+  const withPosition = { ...page, nextCursor: encodeCursor(USERS, last.id, 123_456_789) }
+  t.ok(Buffer.byteLength(JSON.stringify(withPosition)) <= PAGE_MAX_BYTES, `${Buffer.byteLength(JSON.stringify(withPosition))} bytes with ${page.items.length} items`)
+})
+
 t.test('a cursor names its list: the route and the parent it is scoped to', async (t) => {
   const steps = (templateId: string) => listScope('/v1/process-templates/:id/steps', { id: templateId })
   const a = '01a2253b-3e11-7f80-9a1b-00000000000a'
