@@ -15,7 +15,8 @@ export interface HttpRequest {
   signal?: AbortSignal
   /**
    * A tenant's own target (a step's free target), not a marketplace provider's: the operator's
-   * WEBHOOK_ALLOWED_TARGETS, set for providers, do not open private addresses to it.
+   * WEBHOOK_ALLOWED_TARGETS, set for providers, do not open private addresses to it, and a host name
+   * of it that does not resolve reads as one resolving to a forbidden address (TARGET_NO_ADDRESS).
    */
   tenantTarget?: boolean
 }
@@ -31,10 +32,19 @@ export interface HttpResponse {
 /** The code of a call the client refused to make: a scheme other than http(s), or a forbidden address. */
 export const TARGET_REFUSED = 'ERR_TARGET_REFUSED'
 
+/**
+ * The code of a tenant's call whose host name gave no address Baton may call: it did not resolve, or
+ * only to forbidden addresses. It is retried like a network error, as DNS may change.
+ */
+export const TARGET_NO_ADDRESS = 'ERR_TARGET_NO_ADDRESS'
+
 /** A call that produced no HTTP response: refused, reset, timed out, aborted. */
 export class HttpCallError extends Error {
   override name = 'HttpCallError'
-  /** `detail`: what only the operator's log may say (the address a host name resolved to), never the attempt log. */
+  /**
+   * `detail`: what only the operator's log may say (the address a host name resolved to, or why a
+   * tenant's host name gave none), never the attempt log.
+   */
   constructor(readonly code: string, message: string, readonly detail?: string) {
     super(message)
   }
@@ -115,11 +125,27 @@ function checkTarget(text: string, allowed: AllowedTargets | undefined): URL {
 
 /**
  * A literal address is the caller's own and is named; what a host name resolved to is not, or the
- * attempt log would answer a tenant's questions about Baton's network (a DNS oracle).
+ * attempt log would answer a tenant's questions about Baton's network (a DNS oracle). A marketplace
+ * service's host name, which only the operator sets, is still said to resolve to a forbidden address:
+ * no tenant can probe with it, and its operator learns what to fix.
  */
 function refused(address: string, range: string, hostname?: string): HttpCallError {
   if (hostname === undefined) return new HttpCallError(TARGET_REFUSED, `target address ${address} is ${range}`)
   return new HttpCallError(TARGET_REFUSED, `target ${hostname} resolves to a private or reserved address`, `${address}, which is ${range}`)
+}
+
+/**
+ * A tenant's host name that does not resolve and one that resolves only to forbidden addresses read
+ * alike, and are alike retried: told apart, they would map which names exist inside Baton's network.
+ * The real reason stays in `detail`. Undefined for any other error, which is passed on as it is.
+ */
+function noAddress(error: NodeJS.ErrnoException, hostname: string): HttpCallError | undefined {
+  // A refusal carries a detail only when a host name's lookup led to it (a literal address needs none).
+  const refusedName = error instanceof HttpCallError && error.targetRefused && error.detail !== undefined
+  if (!refusedName && error.syscall !== 'getaddrinfo') return undefined
+  const detail = refusedName ? (error as HttpCallError).detail : `no address (${error.message})`
+  return new HttpCallError(TARGET_NO_ADDRESS,
+    `target host ${hostname} has no address Baton may call (it does not resolve, or only to private or reserved addresses)`, detail)
 }
 
 type LookupCallback = (error: NodeJS.ErrnoException | null, address: string | dns.LookupAddress[], family?: number) => void
@@ -144,7 +170,7 @@ function answer(
   }
   if (options.all) return callback(null, addresses)
   const first = addresses[0]
-  if (!first) return callback(Object.assign(new Error(`no address for ${hostname}`), { code: 'ENOTFOUND' }), [])
+  if (!first) return callback(Object.assign(new Error(`no address for ${hostname}`), { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname }), [])
   callback(null, first.address, first.family)
 }
 
@@ -219,7 +245,11 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
       if (chunk.length > room) finish(true)
     }
     // Listening first: destroying the request makes it emit an error.
-    req.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', error.message, error instanceof HttpCallError ? error.detail : undefined))
+    req.on('error', (error: NodeJS.ErrnoException) => {
+      const hidden = request.tenantTarget === true ? noAddress(error, url.hostname) : undefined
+      if (hidden) return fail(hidden.code, hidden.message, hidden.detail)
+      fail(error.code ?? 'ERR_HTTP', error.message, error instanceof HttpCallError ? error.detail : undefined)
+    })
     const onAbort = () => fail('ERR_ABORTED', 'the call was aborted')
     const timer = setTimeout(() => fail('ETIMEDOUT', `no response within ${request.timeoutMs} ms`), request.timeoutMs)
     request.signal?.addEventListener('abort', onAbort, { once: true })

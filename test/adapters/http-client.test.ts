@@ -5,7 +5,7 @@ import { buffer } from 'node:stream/consumers'
 import { brotliCompressSync, createGzip, deflateRawSync, deflateSync, gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { forbiddenRange, parseAllowedTargets } from '../../src/adapters/address-policy.js'
-import { createHttpClient, HttpCallError, TARGET_REFUSED, type HttpClient, type HttpClientOptions } from '../../src/adapters/http-client.js'
+import { createHttpClient, HttpCallError, TARGET_NO_ADDRESS, TARGET_REFUSED, type HttpClient, type HttpClientOptions } from '../../src/adapters/http-client.js'
 import { decide } from '../../src/scheduler/retry-policy.js'
 import { streamLargeBody, TEN_MIB } from '../helpers/provider.js'
 
@@ -51,6 +51,32 @@ t.test('private targets are refused by default, before any request is made', asy
   }
   const byName = await http.send(get(`http://localhost:${server.port}/hook`)).then(() => undefined, (e: unknown) => e)
   t.match(byName, { detail: /^(127\.0\.0\.1|::1), which is a loopback address$/ }, 'the address a name resolved to is kept apart, for the operator\'s log')
+  t.equal(server.state.seen, 0, 'the server saw no request')
+})
+
+t.test('a tenant\'s host name that does not resolve reads as one that resolves to a forbidden address, and both are retried', async (t) => {
+  const server = await startServer(t)
+  const http = client(t)
+  const failure = (url: string, tenantTarget: boolean) => http.send({ ...get(url), tenantTarget }).then(() => undefined, (e: unknown) => e as HttpCallError)
+  // localhost resolves to loopback; a name under .invalid never resolves (RFC 6761).
+  const loopback = await failure(`http://localhost:${server.port}/hook`, true)
+  const missing = await failure(`http://baton-test.invalid:${server.port}/hook`, true)
+  const said = (host: string) => `target host ${host} has no address Baton may call (it does not resolve, or only to private or reserved addresses)`
+  t.match(loopback, { code: TARGET_NO_ADDRESS, message: said('localhost'), targetRefused: false })
+  t.match(missing, { code: TARGET_NO_ADDRESS, message: said('baton-test.invalid'), targetRefused: false })
+  t.equal(loopback?.message.replace('localhost', 'NAME'), missing?.message.replace('baton-test.invalid', 'NAME'), 'the same words but for the name')
+  const now = new Date()
+  for (const error of [loopback, missing]) {
+    t.match(decide({ kind: error?.targetRefused ? 'refused' : 'error', error: String(error?.message) }, 1, now), { action: 'retry' }, 'retried like a network error')
+  }
+  t.match(loopback, { detail: /^(127\.0\.0\.1|::1), which is a loopback address$/ }, 'the operator\'s log keeps the address')
+  t.match(missing, { detail: /^no address \(getaddrinfo (ENOTFOUND|EAI_AGAIN) baton-test\.invalid\)$/ }, 'and that the name did not resolve')
+
+  // A marketplace service's host name, which only the operator sets, keeps the precise reasons.
+  t.match(await failure(`http://localhost:${server.port}/hook`, false), { code: TARGET_REFUSED, message: /^target localhost resolves to a private or reserved address$/ })
+  t.match(await failure(`http://baton-test.invalid:${server.port}/hook`, false), { code: /^(ENOTFOUND|EAI_AGAIN)$/, message: /baton-test\.invalid/, detail: undefined })
+  // A literal address is the tenant's own knowledge and is named.
+  t.match(await failure(server.url, true), { code: TARGET_REFUSED, message: /^target address 127\.0\.0\.1 is a loopback address$/ })
   t.equal(server.state.seen, 0, 'the server saw no request')
 })
 
@@ -130,7 +156,8 @@ t.test('WEBHOOK_ALLOWED_TARGETS lifts the guard for the listed ranges and host n
 
   // A tenant's own target: none of it applies, not even through a kept-alive socket to the same host.
   for (const [allowing, url] of [[byRange, server.url], [byName, `http://localhost:${server.port}/hook`]] as const) {
-    t.match(await allowing.send({ ...get(url), tenantTarget: true }).catch((e: unknown) => e), { code: TARGET_REFUSED, message: /loopback address$|resolves to a private or reserved address$/ }, `${url} as a tenant's target`)
+    t.match(await allowing.send({ ...get(url), tenantTarget: true }).catch((e: unknown) => e),
+      url === server.url ? { code: TARGET_REFUSED, message: /loopback address$/ } : { code: TARGET_NO_ADDRESS, message: /has no address Baton may call/ }, `${url} as a tenant's target`)
   }
   t.equal(server.state.seen, 4, 'no tenant\'s call reached the server')
 })

@@ -221,25 +221,38 @@ t.test('a claim for some services and hosts\' free targets only, and one that le
   await rt.scheduler.runOnce()
 })
 
-t.test('a target whose host name resolves to a private address is refused when the call connects', async (t) => {
+t.test('a target host name that resolves to a private address reads as one that does not resolve: both are retried', async (t) => {
   const guarded = createHttpClient({ maxBodyBytes: 65_536, maxSockets: 4, userAgent: 'Baton/test', allowPrivateNetworks: false })
   t.teardown(() => guarded.close())
-  const url = `http://localhost:${new URL(crm.url).port}/hooks/by-name`
-  const templateId = await rt.template([{ kind: 'webhook', name: 'Sneaky target', target: { url, secret: crm.secret, delivery: 'query' } }])
-  const started = await rt.start(templateId)
+  const port = new URL(crm.url).port
+  // localhost resolves to loopback; a name under .invalid never resolves (RFC 6761).
+  const urls = { loopback: `http://localhost:${port}/hooks/by-name`, missing: `http://baton-test.invalid:${port}/hooks/by-name` }
+  const loopback = await rt.start(await rt.template([{ kind: 'webhook', name: 'Sneaky target', target: { url: urls.loopback, secret: crm.secret, delivery: 'query' } }]))
+  const missing = await rt.start(await rt.template([{ kind: 'webhook', name: 'Probing target', target: { url: urls.missing, secret: crm.secret, delivery: 'query' } }]))
   const before = crm.calls.length
-  const logged: object[] = []
+  const logged: { deliveryId?: string }[] = []
   const log = { info: (line: object) => logged.push(line), warn: (line: object) => logged.push(line), error() {} }
   await rt.newScheduler({}, log, { http: guarded }).runOnce()
   t.equal(crm.calls.length, before, 'no call reached the target')
-  const delivery = (await rt.api.get(`/v1/deliveries/${started.steps[0].delivery.id}`)).data
-  t.match(delivery, { serviceId: null, status: 'failed', lastError: /ERR_TARGET_REFUSED/ })
-  // What the tenant reads names no address: its host names must not turn the attempt log into a DNS oracle.
-  t.match(delivery.attempts, [{ outcome: 'failed', statusCode: null, error: /target localhost resolves to a private or reserved address$/ }])
-  t.notMatch(JSON.stringify(delivery), /127\.0\.0\.1|::1|loopback/, 'neither the address nor its range')
-  t.match(logged, [{ deliveryId: delivery.id, outcome: 'failed', resolved: /^(127\.0\.0\.1|::1), which is a loopback address$/ }], 'the operator\'s log has it')
-  t.equal((await rt.instance(started.id)).steps[0].state, 'failed')
-  t.ok(rt.smtp.mails.some((m) => m.subject.startsWith('Webhook step failed: "Sneaky target"')), 'the controller is told')
+  const seen = []
+  for (const [instance, host] of [[loopback, 'localhost'], [missing, 'baton-test.invalid']] as const) {
+    const delivery = (await rt.api.get(`/v1/deliveries/${instance.steps[0].delivery.id}`)).data
+    t.match(delivery, { serviceId: null, status: 'pending', attemptCount: 1, lastStatusCode: null }, `${host}: retried with backoff, as DNS may change`)
+    t.equal(delivery.attempts.length, 1)
+    t.match(delivery.attempts[0], { outcome: 'retry', statusCode: null })
+    t.equal(delivery.attempts[0].error,
+      `ERR_TARGET_NO_ADDRESS: target host ${host} has no address Baton may call (it does not resolve, or only to private or reserved addresses)`)
+    t.equal((await rt.instance(instance.id)).steps[0].state, 'due', `${host}: the step waits for the retry`)
+    seen.push(JSON.stringify({ ...delivery.attempts[0], error: delivery.attempts[0].error.replace(host, 'NAME'), id: undefined, startedAt: undefined, durationMs: undefined }))
+    seen.push(delivery.lastError.replace(host, 'NAME'))
+  }
+  // What the tenant reads tells the two apart in nothing: its host names must not map Baton's network (a DNS oracle).
+  t.equal(seen[0], seen[2], 'the same attempt but for the name')
+  t.equal(seen[1], seen[3], 'the same last error but for the name')
+  t.notMatch(JSON.stringify(seen), /127\.0\.0\.1|::1|loopback|ENOTFOUND|EAI_AGAIN|getaddrinfo/, 'neither the address, its range, nor the lookup\'s error')
+  const lineOf = (instance: typeof loopback) => logged.find((line) => line.deliveryId === instance.steps[0].delivery.id)
+  t.match(lineOf(loopback), { outcome: 'retry', resolved: /^(127\.0\.0\.1|::1), which is a loopback address$/ }, 'the operator\'s log has the address')
+  t.match(lineOf(missing), { outcome: 'retry', resolved: /^no address \(getaddrinfo (ENOTFOUND|EAI_AGAIN) baton-test\.invalid\)$/ }, 'and that the name did not resolve')
 })
 
 t.test('the operator\'s allowed private targets are for marketplace services: a free target gets none of them', async (t) => {
@@ -260,5 +273,5 @@ t.test('the operator\'s allowed private targets are for marketplace services: a 
   await scheduler.runOnce()
   t.equal(crm.calls.length, before, 'no call reached the free target')
   const delivery = (await rt.api.get(`/v1/deliveries/${(await rt.instance(started.id)).steps[1].delivery.id}`)).data
-  t.match(delivery.attempts, [{ outcome: 'failed', statusCode: null, error: /target localhost resolves to a private or reserved address$/ }])
+  t.match(delivery.attempts, [{ outcome: 'retry', statusCode: null, error: /^ERR_TARGET_NO_ADDRESS: target host localhost has no address Baton may call/ }])
 })
