@@ -171,3 +171,10 @@ export async function releaseDelivery(
     }
   })
 }
+
+/** Each of these services' webhook URL as it is now (a worker holds a service back by the host it last called). */
+export async function currentServiceUrls(db: DB, ids: string[]): Promise<{ id: string; webhookUrl: string }[]> {
+  const { rows } = await sql<{ id: string; webhookUrl: string }>`
+    select id, webhook_url as "webhookUrl" from marketplace_services where id = any(${ids}::uuid[])`.execute(db)
+  return rows
+}

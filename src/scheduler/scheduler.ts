@@ -11,6 +11,7 @@ import { once } from '../lib/once.js'
 import type { SecretBox } from '../lib/secret-box.js'
 import { throttled } from '../lib/throttled.js'
 import { claimDeliveries, type ClaimedDelivery, type ClaimOptions } from './claim-deliveries.js'
+import { currentServiceUrls } from './delivery-repository.js'
 import { deliver, type DeliverDeps } from './deliver.js'
 import { hostKey } from '../lib/host-key.js'
 import { HostSlots } from './host-slots.js'
@@ -105,6 +106,8 @@ const RECLAIM_FLOOR_MS = 50
  * calls are in flight: it read every due delivery, the others' too, and the host is full anyway.
  */
 const APART_REST_MS = 200
+/** How often, at most, a worker reads again the URLs of the services it holds back behind a full host. */
+const HELD_SERVICES_REREAD_MS = 1000
 const RETENTION_EVERY_MS = 600_000
 const DATE_CHECK_EVERY_MS = 600_000
 /** A date check that failed (the database away a moment) is tried again this soon, not a full interval later. */
@@ -123,6 +126,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
   /** The host of each service this worker has claimed, to claim a full host's services apart (claimAndDispatch). */
   const hostOfService = new Map<string, string>()
+  /** When the URLs of the services held back were last read (Date.now()): not again for HELD_SERVICES_REREAD_MS. */
+  let heldServicesReadAt = 0
   /** When a claim apart for a host last came back short (Date.now()): not again for APART_REST_MS. */
   const claimedShortAt = new Map<string, number>()
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
@@ -181,7 +186,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     if (hostSlots) await new Promise<void>((resolve) => setImmediate(resolve))
     let room = roomForCalls()
     if (room <= 0 || stopping) return { claimed: 0, full: false }
-    const { held, filling } = fullHosts()
+    let { held, filling } = fullHosts()
+    if (await rereadHeldServices(held.services)) ({ held, filling } = fullHosts())
     heldBack = held.hosts.length > 0
     const now = clock.now()
     let claimed = 0
@@ -228,6 +234,29 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       line.services.push(service)
     }
     return { held, filling: [...lines.values()].filter((line) => line.places > 0) }
+  }
+
+  /**
+   * A service held back behind its host's full line may have moved its URL since this worker last
+   * claimed it (hostOfService): its calls, which go to the URL as it is when they are claimed, would
+   * wait for places in a line they no longer join, as long as the old host stayed full. Their URLs are
+   * read again (a primary-key read of a few rows, never more than once a HELD_SERVICES_REREAD_MS);
+   * true when one moved.
+   */
+  async function rereadHeldServices(services: string[]): Promise<boolean> {
+    if (services.length === 0 || Date.now() - heldServicesReadAt < HELD_SERVICES_REREAD_MS) return false
+    heldServicesReadAt = Date.now()
+    const urls = new Map((await currentServiceUrls(db, services)).map((row) => [row.id, row.webhookUrl]))
+    let moved = false
+    for (const service of services) {
+      const url = urls.get(service)
+      const host = url === undefined ? undefined : hostKey(url)
+      if (host === hostOfService.get(service)) continue
+      moved = true
+      if (host) hostOfService.set(service, host)
+      else hostOfService.delete(service)
+    }
+    return moved
   }
 
   /** Calls that ended and whose outcome is not written yet. Past OUTCOMES_WAITING_PER_CALL × SCHEDULER_CONCURRENCY of them, fewer calls start. */

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { runScript, workerEnv, type RunningProcess } from '../helpers/process.js'
+import { TestProvider } from '../helpers/provider.js'
 import { hostLimitedScheduler, setupRuntime } from '../helpers/runtime.js'
 
 t.setTimeout(180_000)
@@ -139,6 +140,40 @@ t.test('a call that waited for its host\'s slot is signed, and its apiClaim date
   t.ok(rt.provider.calls.every((call) => call.signatureValid), 'both verify')
   const attempts = await rt.db.selectFrom('delivery_attempts').select('started_at').orderBy('started_at').execute()
   t.same(attempts.map((a) => a.started_at.getTime() / 1000), [claimedAt, claimedAt + WAITED_MS / 1000], 'each attempt is logged at the time its call started')
+})
+
+t.test('a service whose webhookUrl moved to another host is claimed by the host it now calls, not held back behind the old one', async (t) => {
+  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
+  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 1, concurrency: 8 })
+  const moved = await TestProvider.start(rt.secret)
+  t.teardown(() => moved.close())
+  // The old host holds every call until the end: its one slot is taken and its line full.
+  let release = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  rt.provider.always(async () => {
+    await held
+    return { status: 200, body: 'ok' }
+  })
+  t.teardown(() => release())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Ask the provider' }])
+  for (let i = 0; i < 3; i++) await rt.start(templateId)
+  const nothingLogs = () => ''
+  await scheduler.start()
+  await until('a call open at the old host', async () => rt.provider.calls.length === 1, nothingLogs, 10_000)
+
+  const patched = await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { webhookUrl: `${moved.url}/hooks/valuation?v=2` })
+  t.equal(patched.statusCode, 200, patched.body)
+  await rt.start(templateId)
+  scheduler.wake()
+  // Queued before the move or after, a delivery not yet claimed calls the service's URL as it is now,
+  // and at the new host, whose slot is free; the old host's full line is not its line any more.
+  await until('calls at the new host', async () => moved.calls.length >= 2, () => `calls at the new host: ${moved.calls.length}`, 3_000)
+  t.ok(moved.calls.every((call) => call.signatureValid && new URL(call.url).pathname === '/hooks/valuation'), 'signed, to the new URL')
+  t.equal(rt.provider.calls.length, 1, 'the old host got no other call meanwhile')
+  release()
+  // The one claimed before the move, waiting at the worker for the old host's slot, goes where it was claimed for.
+  await until('the waiting call at the old host', async () => rt.provider.calls.length === 2, nothingLogs, 5_000)
+  t.equal(moved.calls.length, 2, 'and no more at the new host')
 })
 
 async function until(what: string, check: () => Promise<boolean>, logs: () => string, timeoutMs: number): Promise<void> {
