@@ -14,13 +14,21 @@ export interface AutostartTemplate {
   autostart: JsonObject
 }
 
-/** The active templates of the tenant that start on these events of this kind of record (a partial index holds them). */
+/**
+ * The active templates of the tenant that start on these events of this kind of record (a partial index
+ * holds them), locked FOR KEY SHARE until the record write commits: a change to one (deactivating it,
+ * removing or changing its autostart, deleting it) locks it FOR UPDATE first, so it waits for the
+ * write, or the write waits for it and reads it as changed. Without the lock, a change that committed
+ * between this read and the run's claim still had a process started from the settings it removed, and
+ * a deletion failed the write on the claim's foreign key.
+ */
 export async function findAutostartTemplates(db: DB, tenantId: string, record: RecordKindName, events: string[]): Promise<AutostartTemplate[]> {
   const { rows } = await sql<AutostartTemplate>`
     select tenant_id, id, name, autostart from process_templates
     where tenant_id = ${tenantId} and active and autostart is not null
       and autostart->>'record' = ${record} and autostart->>'on' = any(${events}::text[])
-    order by id`.execute(db)
+    order by id
+    for key share`.execute(db)
   return rows
 }
 
