@@ -1,6 +1,8 @@
 import t from 'tap'
+import { sql } from '../../../src/db/kysely.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
+import { waitForLockWait } from '../../helpers/database.js'
 import { MINUTE } from '../../helpers/clock.js'
 import { createService, insertTemplateWithStep } from './fixtures/catalogue.js'
 
@@ -86,4 +88,28 @@ t.test('activation is per tenant', async (t) => {
   await operator.patch(`/v1/marketplace-services/${service.id}`, { active: false })
   t.equal((await a.client.get(`/v1/marketplace-services/${service.id}`)).statusCode, 200, 'A still sees the service it activated')
   assertProblem(t, await b.client.get(`/v1/marketplace-services/${service.id}`), 404, /not found/)
+})
+
+t.test('an activation that meets the service\'s deletion answers 404: the service was deleted', async (t) => {
+  const { operator, db, newTenant } = await setupApp(t)
+  const { client } = await newTenant()
+  const service = await createService(operator)
+  // The operator's delete holds the service's row, then commits: the activation read the service and waits in its write.
+  let release!: () => void
+  let locked!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const isLocked = new Promise<void>((resolve) => { locked = resolve })
+  const deleting = db.transaction().execute(async (trx) => {
+    await sql`select id from marketplace_services where id = ${service.id} for update`.execute(trx)
+    locked()
+    await released
+    await sql`delete from marketplace_services where id = ${service.id}`.execute(trx)
+  })
+  await isLocked
+  const activating = client.put(`/v1/marketplace-services/${service.id}/activation`)
+  await waitForLockWait(db)
+  release()
+  await deleting
+  assertProblem(t, await activating, 404, new RegExp(`Marketplace service ${service.id} was deleted`))
+  assertProblem(t, await client.put(`/v1/marketplace-services/${service.id}/activation`), 404, /not found/)
 })

@@ -1,6 +1,7 @@
 import type { Clock } from '../../../adapters/clock.js'
 import type { DB } from '../../../db/connect.js'
-import { conflict, notFound, unprocessable } from '../../../errors.js'
+import { conflict, notFound, ProblemError, unprocessable } from '../../../errors.js'
+import { isForeignKeyViolation } from '../../records/repository.js'
 import * as repo from './repository.js'
 import { findServiceSeenBy, findTemplatesUsing } from '../services/repository.js'
 import type { ServiceActivation } from '../services/schemas.js'
@@ -20,7 +21,20 @@ async function requireService(db: DB, tenantId: string, serviceId: string) {
 export async function activateService(db: DB, clock: Clock, tenantId: string, serviceId: string): Promise<ServiceActivation> {
   const service = await requireService(db, tenantId, serviceId)
   if (!service.active) throw unprocessable(`Marketplace service ${serviceId} is not active, so it cannot be activated.`)
-  return toActivation(await repo.upsertActivation(db, tenantId, serviceId, clock.now()))
+  try {
+    return toActivation(await repo.upsertActivation(db, tenantId, serviceId, clock.now()))
+  } catch (error) {
+    // The operator deleted the service between the read above and this write, which its foreign key refused.
+    if (violatedConstraint(error) === 'service_activations_service_id_fkey') {
+      throw new ProblemError(404, 'Not Found', `Marketplace service ${serviceId} was deleted while it was being activated.`)
+    }
+    throw error
+  }
+}
+
+/** The constraint a foreign-key violation names; undefined for any other error. */
+function violatedConstraint(error: unknown): string | undefined {
+  return isForeignKeyViolation(error) ? (error as { constraint?: string }).constraint : undefined
 }
 
 export async function getActivation(db: DB, tenantId: string, serviceId: string): Promise<ServiceActivation> {
