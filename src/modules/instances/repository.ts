@@ -50,6 +50,11 @@ export async function findStartFacts(
   return rows[0]
 }
 
+/** Whether the tenant still exists (a start read its template as missing: was it deleted with its tenant?). */
+export async function tenantExists(db: DB, tenantId: string): Promise<boolean> {
+  return (await db.selectFrom('tenants').select('id').where('id', '=', tenantId).executeTakeFirst()) !== undefined
+}
+
 export function findInstance(db: DB, tenantId: string, id: string) {
   return db.selectFrom('process_instances').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
 }

@@ -134,12 +134,12 @@ t.test('a tenant is deleted (204) though a process of it started while the delet
   t.equal(rows[0]?.n, 0, 'no process of the tenant is left')
 })
 
-/** Whether a session on this test's database comes to wait for a lock within a few seconds. */
-async function someoneWaitsForALock(ctx: { db: DB }): Promise<boolean> {
+/** Whether `count` sessions (one by default) on this test's database come to wait for a lock within a few seconds. */
+async function someoneWaitsForALock(ctx: { db: DB }, count = 1): Promise<boolean> {
   for (let i = 0; i < 100; i += 1) {
     const { rows } = await sql<{ waiting: number }>`
       select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(ctx.db)
-    if ((rows[0]?.waiting ?? 0) > 0) return true
+    if ((rows[0]?.waiting ?? 0) >= count) return true
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
   return false
@@ -158,4 +158,29 @@ t.test('a tenant PATCH that changes nothing keeps updatedAt', async (t) => {
   t.same((await operator.get(url)).data, created, 'stored unchanged')
   const changed = await operator.patch(url, { timeZone: 'Europe/Berlin' })
   t.equal(changed.data.updatedAt, clock.now().toISOString(), 'a change still moves updatedAt')
+})
+
+t.test('a process start that meets its tenant\'s deletion answers 409: the tenant was deleted', async (t) => {
+  const ctx = await setupApp(t)
+  const world = await buildWorld(ctx)
+  // The deletion holds the tenant's row and has deleted its templates when it waits for a key row another transaction holds.
+  let release!: () => void
+  let held!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const isHeld = new Promise<void>((resolve) => { held = resolve })
+  const holder = ctx.db.transaction().execute(async (trx) => {
+    await sql`select id from api_keys where tenant_id = ${world.a.id} and id = ${world.keyId} for update`.execute(trx)
+    held()
+    await released
+  })
+  await isHeld
+  const deleting = ctx.operator.delete(`/v1/tenants/${world.a.id}`)
+  t.ok(await someoneWaitsForALock(ctx), 'the deletion waits for the held key')
+  const starting = world.a.client.post('/v1/process-instances', { templateId: world.template.id, responsibleUserId: world.user.id, propertyId: world.property.id })
+  t.ok(await someoneWaitsForALock(ctx, 2), 'the start waits for the deletion')
+  release()
+  await holder
+  t.equal((await deleting).statusCode, 204)
+  // Its foreign key to the tenant failed, and its template was gone with the tenant when it read again.
+  assertProblem(t, await starting, 409, /tenant was deleted while the process was starting/)
 })
