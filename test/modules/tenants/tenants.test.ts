@@ -2,7 +2,7 @@ import t from 'tap'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { buildWorld } from '../../helpers/world.js'
-import { sql } from '../../../src/db/kysely.js'
+import { sql, type RawBuilder } from '../../../src/db/kysely.js'
 import type { DB } from '../../../src/db/connect.js'
 
 t.test('tenants and their API keys', async (t) => {
@@ -110,16 +110,7 @@ t.test('a tenant is deleted (204) though a process of it started while the delet
   const ctx = await setupApp(t)
   const world = await buildWorld(ctx)
   // Another transaction holds the world's process, as an advance or a worker's batch does for a moment.
-  let release!: () => void
-  let held!: () => void
-  const released = new Promise<void>((resolve) => { release = resolve })
-  const isHeld = new Promise<void>((resolve) => { held = resolve })
-  const holder = ctx.db.transaction().execute(async (trx) => {
-    await sql`select id from process_instances where tenant_id = ${world.a.id} and id = ${world.instance.id} for update`.execute(trx)
-    held()
-    await released
-  })
-  await isHeld
+  const { release, holder } = await holdRow(ctx, sql`select id from process_instances where tenant_id = ${world.a.id} and id = ${world.instance.id} for update`)
   const deleting = ctx.operator.delete(`/v1/tenants/${world.a.id}`)
   t.ok(await someoneWaitsForALock(ctx), 'the deletion waits for the held process')
   const started = await world.a.client.post('/v1/process-instances', {
@@ -133,6 +124,21 @@ t.test('a tenant is deleted (204) though a process of it started while the delet
   const { rows } = await sql<{ n: number }>`select count(*)::int as n from process_instances where tenant_id = ${world.a.id}`.execute(ctx.db)
   t.equal(rows[0]?.n, 0, 'no process of the tenant is left')
 })
+
+/** Runs `lock` in a transaction of its own that holds its locks until `release` is called; `holder` ends with it. */
+async function holdRow(ctx: { db: DB }, lock: RawBuilder<unknown>): Promise<{ release: () => void; holder: Promise<void> }> {
+  let release!: () => void
+  let held!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const isHeld = new Promise<void>((resolve) => { held = resolve })
+  const holder = ctx.db.transaction().execute(async (trx) => {
+    await lock.execute(trx)
+    held()
+    await released
+  })
+  await isHeld
+  return { release, holder }
+}
 
 /** Whether `count` sessions (one by default) on this test's database come to wait for a lock within a few seconds. */
 async function someoneWaitsForALock(ctx: { db: DB }, count = 1): Promise<boolean> {
@@ -164,16 +170,7 @@ t.test('a process start that meets its tenant\'s deletion answers 409: the tenan
   const ctx = await setupApp(t)
   const world = await buildWorld(ctx)
   // The deletion holds the tenant's row and has deleted its templates when it waits for a key row another transaction holds.
-  let release!: () => void
-  let held!: () => void
-  const released = new Promise<void>((resolve) => { release = resolve })
-  const isHeld = new Promise<void>((resolve) => { held = resolve })
-  const holder = ctx.db.transaction().execute(async (trx) => {
-    await sql`select id from api_keys where tenant_id = ${world.a.id} and id = ${world.keyId} for update`.execute(trx)
-    held()
-    await released
-  })
-  await isHeld
+  const { release, holder } = await holdRow(ctx, sql`select id from api_keys where tenant_id = ${world.a.id} and id = ${world.keyId} for update`)
   const deleting = ctx.operator.delete(`/v1/tenants/${world.a.id}`)
   t.ok(await someoneWaitsForALock(ctx), 'the deletion waits for the held key')
   const starting = world.a.client.post('/v1/process-instances', { templateId: world.template.id, responsibleUserId: world.user.id, propertyId: world.property.id })
