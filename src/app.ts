@@ -32,6 +32,7 @@ import { BatonMetrics } from './lib/metrics.js'
 import { once } from './lib/once.js'
 import { createSecretBox } from './lib/secret-box.js'
 import auth from './plugins/auth.js'
+import conditionalGet from './plugins/conditional-get.js'
 import jsonBody from './plugins/json-body.js'
 import loadShedding from './plugins/load-shedding.js'
 import problems from './plugins/problems.js'
@@ -102,6 +103,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   await app.register(rateLimit, { max: deps.config.RATE_LIMIT_MAX, windowMs: deps.config.RATE_LIMIT_WINDOW_MS, authFailures: deps.config.AUTH_FAILURE_LIMIT })
   await app.register(queryStrings)
   await app.register(swagger)
+  await app.register(conditionalGet)
   // Shared by the activity logs of properties, addresses and process instances.
   app.addSchema(ActivitySchema)
   // Loaded on the first apiClaim, so the app starts (and reports not ready) while the database is away.

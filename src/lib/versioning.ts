@@ -26,6 +26,19 @@ export function expectedVersions(ifMatch: string | undefined): ExpectedVersions 
   return ifMatch.match(/\d+/g)?.map(Number)
 }
 
+/**
+ * Whether an `If-None-Match` names the entity tag `etag` (RFC 9110 13.1.2): `*` names any, a list names each
+ * of its tags, compared weakly (`W/"3"` names `"3"`). It takes the forms If-Match does; a value that does not
+ * parse names nothing, so the answer is the full 200: a wrong 304 would leave a client with a copy it believes current.
+ */
+export function noneMatchNames(ifNoneMatch: string, etag: string): boolean {
+  if (!IF_MATCH.test(ifNoneMatch)) return false
+  if (ifNoneMatch.trim() === '*') return true
+  // The pattern leaves no digits but the versions'; compared as written, so "03" is not "3".
+  const version = etag.replace(/^(?:W\/)?"|"$/g, '')
+  return ifNoneMatch.match(/\d+/g)?.includes(version) ?? false
+}
+
 /** The ETag of a resource version. */
 export function etagOf(version: number): string {
   return `"${version}"`
