@@ -69,6 +69,11 @@ function operationGaps(document: OpenApiDocument, name: string, operation: Opera
     if (code === 412 && !hasHeader(response, 'ETag')) gaps.push(`${name}: 412 does not declare the current ETag`)
     if ((code === 429 || code === 503) && !hasHeader(response, 'Retry-After')) gaps.push(`${name}: ${status} does not declare Retry-After`)
   }
+  const etagOk = operation.responses['200'] === undefined ? undefined : resolve(document, operation.responses['200'])
+  if (name.startsWith('GET ') && etagOk !== undefined && hasHeader(etagOk, 'ETag')) {
+    const notModified = operation.responses['304'] === undefined ? undefined : resolve(document, operation.responses['304'])
+    if (notModified === undefined || !hasHeader(notModified, 'ETag')) gaps.push(`${name}: answers an ETag without a 304 that declares it (If-None-Match)`)
+  }
   if (!operation.responses['429']) gaps.push(`${name}: no 429 (every route is rate-limited)`)
   return gaps
 }

@@ -74,3 +74,19 @@ t.test('the check names what an operation lacks', async (t) => {
     'components.schemas.Thing.properties.owner.anyOf[1]: a null-only schema'
   ].sort())
 })
+
+t.test('a GET that answers an ETag declares the 304 an If-None-Match naming it gets', async (t) => {
+  const etag = { ETag: { schema: { type: 'string' } } }
+  const reading = (responses: OpenApiDocument['paths'][string][string]['responses']): OpenApiDocument => ({
+    paths: { '/v1/things/{id}': { get: { operationId: 'getThing', responses: { ...responses, 429: { description: 'Too many', headers: { 'Retry-After': {} } } } } } }
+  })
+  t.same(contractGaps(reading({ 200: { description: 'The thing', headers: etag } })),
+    ['GET /v1/things/{id}: answers an ETag without a 304 that declares it (If-None-Match)'])
+  t.same(contractGaps(reading({ 200: { description: 'The thing', headers: etag }, 304: { description: 'Not modified' } })),
+    ['GET /v1/things/{id}: answers an ETag without a 304 that declares it (If-None-Match)'], 'the 304 carries the ETag it was asked about')
+  t.same(contractGaps(reading({ 200: { description: 'The thing', headers: etag }, 304: { description: 'Not modified', headers: etag } })), [])
+  t.same(contractGaps(reading({ 200: { description: 'Things' } })), [], 'a read without an ETag needs none')
+  const get = document.paths['/v1/process-instances/{id}']?.get
+  t.match(get?.responses['304'], { description: 'Not modified: the If-None-Match names the current ETag', headers: { ETag: {} } })
+  t.match(get?.parameters, [{ in: 'path', name: 'id' }, { in: 'header', name: 'if-none-match', required: false }])
+})

@@ -69,6 +69,33 @@ function declareIfMatchPattern(paths: Json): void {
   }
 }
 
+/** What a GET's 304 says (src/plugins/conditional-get.ts); the contract check asks every GET that answers an ETag for one. */
+export const NOT_MODIFIED = 'Not modified: the If-None-Match names the current ETag'
+
+/**
+ * Declares If-None-Match and its 304 on every GET whose 200 carries an ETag: src/plugins/conditional-get.ts
+ * answers them for all such routes at once, so the routes' schemas do not each repeat it.
+ */
+function declareNotModified(paths: Json): void {
+  for (const methods of Object.values(paths)) {
+    const get = isObject(methods) ? methods.get : undefined
+    const responses = isObject(get) ? get.responses : undefined
+    const ok = isObject(responses) ? responses['200'] : undefined
+    const etag = isObject(ok) && isObject(ok.headers) ? ok.headers.ETag : undefined
+    if (!isObject(get) || !isObject(responses) || !isObject(etag)) continue
+    responses['304'] = { description: NOT_MODIFIED, headers: { ETag: { ...etag, description: 'The current version, the one If-None-Match named' } } }
+    const parameters = Array.isArray(get.parameters) ? get.parameters as Parameter[] : []
+    get.parameters = [...parameters, {
+      schema: { type: 'string' },
+      in: 'header',
+      name: 'if-none-match',
+      required: false,
+      description: 'The ETag the caller holds ("3" or W/"3"), a list of them ("3", "4") or *: when one names the current version, the answer is 304 without a body. ' +
+        'A value that does not parse is ignored.'
+    }]
+  }
+}
+
 /**
  * Marks the body schema of a route whose body may be left out (src/plugins/swagger.ts). @fastify/swagger
  * writes every request body as required, so a generated client would have to send one the server does not need.
@@ -94,6 +121,7 @@ export function tidyDocument<T extends object>(document: T): T {
   if (isObject(paths)) {
     declareIfMatchPattern(paths)
     declareOptionalBodies(paths)
+    declareNotModified(paths)
   }
   return document
 }

@@ -138,10 +138,12 @@ const authorization = fc.oneof(
 )
 
 function headers(op: Operation): fc.Arbitrary<Record<string, string | undefined>> {
-  const ifMatch = sometimes(fc.constantFrom('"1"', '"2"', 'W/"1"', '*', '1', 'garbage', '"99999999999"', '""', '"-1"', '"1", "2"'), op.parameters.some((p) => p.name === 'if-match') ? 2 : 6)
+  const tags = fc.constantFrom('"1"', '"2"', 'W/"1"', '*', '1', 'garbage', '"99999999999"', '""', '"-1"', '"1", "2"')
+  const ifMatch = sometimes(tags, op.parameters.some((p) => p.name === 'if-match') ? 2 : 6)
+  const ifNoneMatch = sometimes(tags, op.parameters.some((p) => p.name === 'if-none-match') ? 2 : 6)
   const idempotency = sometimes(fc.oneof(fc.constantFrom('', 'tour-1', 'x'.repeat(300), 'x'.repeat(5000), 'ünïcödé'), printable), op.name === 'POST /v1/process-instances' ? 2 : 8)
   const accept = sometimes(fc.constantFrom('*/*', 'application/json', 'text/html', 'application/json;q=0', 'application/problem+json', 'garbage'), 10)
-  return fc.record({ 'if-match': ifMatch, 'idempotency-key': idempotency, accept, 'content-type': sometimes(contentType, 5) })
+  return fc.record({ 'if-match': ifMatch, 'if-none-match': ifNoneMatch, 'idempotency-key': idempotency, accept, 'content-type': sometimes(contentType, 5) })
 }
 
 /** Absent in most cases, the value in one of `every`. */

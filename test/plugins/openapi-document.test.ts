@@ -37,6 +37,21 @@ t.test('If-Match parameters get the pattern the server checks', async (t) => {
   t.match(document.paths['/x'].patch.parameters[0]!.schema, { type: 'string', pattern: /W\// })
 })
 
+t.test('a GET whose 200 carries an ETag gets If-None-Match and a 304 with the ETag; other reads and writes do not', async (t) => {
+  const etag = { ETag: { schema: { type: 'string', pattern: '^"\\d+"$' }, description: 'The version' } }
+  const document = tidyDocument({
+    paths: {
+      '/x/{id}': { get: { parameters: [{ in: 'path', name: 'id' }], responses: { 200: { description: 'X', headers: etag } } }, patch: { responses: { 200: { description: 'X', headers: etag } } } },
+      '/x': { get: { responses: { 200: { description: 'Xs' } } } }
+    }
+  }) as unknown as { paths: Record<string, Record<string, { parameters?: unknown[]; responses: Record<string, unknown> }>> }
+  t.match(document.paths['/x/{id}']!.get!.responses['304'], { description: /If-None-Match/, headers: { ETag: { schema: { pattern: '^"\\d+"$' } } } })
+  t.match(document.paths['/x/{id}']!.get!.parameters, [{ in: 'path', name: 'id' }, { in: 'header', name: 'if-none-match', required: false }])
+  t.notOk(document.paths['/x/{id}']!.patch!.responses['304'], 'a write has none')
+  t.notOk(document.paths['/x']!.get!.responses['304'], 'a read without an ETag has none')
+  t.notOk(document.paths['/x']!.get!.parameters)
+})
+
 t.test('a body marked optional is declared not required, and the mark goes', async (t) => {
   const body = (schema: object) => ({ required: true, content: { 'application/json': { schema } } })
   const document = tidyDocument({

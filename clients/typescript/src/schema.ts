@@ -3242,7 +3242,10 @@ export interface operations {
     getProperty: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag the caller holds ("3" or W/"3"), a list of them ("3", "4") or *: when one names the current version, the answer is 304 without a body. A value that does not parse is ignored. */
+                "if-none-match"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3260,6 +3263,15 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Property"];
                 };
+            };
+            /** @description Not modified: the If-None-Match names the current ETag */
+            304: {
+                headers: {
+                    /** @description The current version, the one If-None-Match named */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description The request is malformed or fails its schema */
             400: {
@@ -3855,7 +3867,10 @@ export interface operations {
     getAddress: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag the caller holds ("3" or W/"3"), a list of them ("3", "4") or *: when one names the current version, the answer is 304 without a body. A value that does not parse is ignored. */
+                "if-none-match"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3873,6 +3888,15 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Address"];
                 };
+            };
+            /** @description Not modified: the If-None-Match names the current ETag */
+            304: {
+                headers: {
+                    /** @description The current version, the one If-None-Match named */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description The request is malformed or fails its schema */
             400: {
@@ -4453,7 +4477,10 @@ export interface operations {
     getMarketplaceService: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag the caller holds ("3" or W/"3"), a list of them ("3", "4") or *: when one names the current version, the answer is 304 without a body. A value that does not parse is ignored. */
+                "if-none-match"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4471,6 +4498,15 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["MarketplaceService"];
                 };
+            };
+            /** @description Not modified: the If-None-Match names the current ETag */
+            304: {
+                headers: {
+                    /** @description The current version, the one If-None-Match named */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description The request is malformed or fails its schema */
             400: {
@@ -6213,7 +6249,10 @@ export interface operations {
     getProcessTemplate: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag the caller holds ("3" or W/"3"), a list of them ("3", "4") or *: when one names the current version, the answer is 304 without a body. A value that does not parse is ignored. */
+                "if-none-match"?: string;
+            };
             path: {
                 id: string;
             };
@@ -6231,6 +6270,15 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["ProcessTemplate"];
                 };
+            };
+            /** @description Not modified: the If-None-Match names the current ETag */
+            304: {
+                headers: {
+                    /** @description The current version, the one If-None-Match named */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description The request is malformed or fails its schema */
             400: {
@@ -7116,7 +7164,10 @@ export interface operations {
     getProcessTemplateStep: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag the caller holds ("3" or W/"3"), a list of them ("3", "4") or *: when one names the current version, the answer is 304 without a body. A value that does not parse is ignored. */
+                "if-none-match"?: string;
+            };
             path: {
                 id: string;
                 stepId: string;
@@ -7135,6 +7186,15 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["ProcessTemplateStep"];
                 };
+            };
+            /** @description Not modified: the If-None-Match names the current ETag */
+            304: {
+                headers: {
+                    /** @description The current version, the one If-None-Match named */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description The request is malformed or fails its schema */
             400: {
@@ -7881,7 +7941,10 @@ export interface operations {
     getProcessInstance: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag the caller holds ("3" or W/"3"), a list of them ("3", "4") or *: when one names the current version, the answer is 304 without a body. A value that does not parse is ignored. */
+                "if-none-match"?: string;
+            };
             path: {
                 id: string;
             };
@@ -7899,6 +7962,15 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["ProcessInstance"];
                 };
+            };
+            /** @description Not modified: the If-None-Match names the current ETag */
+            304: {
+                headers: {
+                    /** @description The current version, the one If-None-Match named */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description The request is malformed or fails its schema */
             400: {
