@@ -78,7 +78,8 @@ export function serverOptions(config: Config, logger: FastifyBaseLogger | boolea
     schemaController: { compilersFactory: { buildValidator, buildSerializer } },
     // A client that trickles its headers or body is cut off (408); Node checks open requests every second.
     requestTimeout,
-    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },
+    // Node answers an HTTP/1.1 request without Host with an empty 400 of its own: protocol-errors answers it as a problem.
+    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout), requireHostHeader: false },
     clientErrorHandler: clientErrorHandler(requestTimeout),
     // A request that reaches an open connection while the server closes is served (with Connection: close),
     // not answered by Fastify's own 503, which is no problem+json: /health/ready says it is stopping.

@@ -186,6 +186,18 @@ t.test('errors of Node\'s HTTP parser are problems too (real sockets)', async (t
   parse(t, badLength.text, 400)
 })
 
+t.test('an HTTP/1.1 request without Host answers 400 as a problem, not Node\'s empty 400; HTTP/1.0 needs none (real sockets)', async (t) => {
+  for (const path of ['/v1/users', '/health/live', '/no-such-route']) {
+    const noHost = await raw(`GET ${path} HTTP/1.1\r\nAuthorization: Bearer ${key}\r\nConnection: close\r\n\r\n`)
+    parse(t, noHost.text, 400)
+    t.match(noHost.text, /must carry a Host header/, path)
+  }
+  const old = await raw(`GET /v1/users HTTP/1.0\r\nAuthorization: Bearer ${key}\r\n\r\n`)
+  t.match(old.text, /^HTTP\/1.1 200 /, 'HTTP/1.0 has no Host to require')
+  const empty = await raw(`GET /v1/users HTTP/1.1\r\nHost:\r\nAuthorization: Bearer ${key}\r\nConnection: close\r\n\r\n`)
+  t.match(empty.text, /^HTTP\/1.1 200 /, 'an empty Host is a Host (RFC 9112 3.2: a target without authority)')
+})
+
 t.test('a CONNECT is answered 405 and the connection closed, not dropped without a word (real sockets)', async (t) => {
   const tunnel = await raw('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nX-Request-Id: tunnel-1\r\n\r\n')
   parse(t, tunnel.text, 405)
