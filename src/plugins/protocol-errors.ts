@@ -36,16 +36,24 @@ type ParserError = Error & { code?: string }
  */
 export function clientErrorHandler(requestTimeoutMs: number) {
   return function onClientError(this: FastifyInstance, error: ParserError, socket: Socket): void {
-    // A reset or closed connection has no one left to answer.
-    if (error.code === 'ECONNRESET' || socket.destroyed) return
-    const [status, detail] = clientErrorProblem(error, requestTimeoutMs)
-    // Node could not read the request's headers: the answer names a request id of its own.
-    const requestId = requestIdFrom(undefined)
-    this.log.debug({ code: error.code, status, requestId }, 'client error')
-    const response = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
-    if (socket.writable && !response?.headersSent) socket.write(rawProblem(status, detail, requestId))
-    socket.destroy()
+    answerClientError(error, socket, requestTimeoutMs, (status, requestId) => this.log.debug({ code: error.code, status, requestId }, 'client error'))
   }
+}
+
+/**
+ * Answers a request Node's HTTP parser refused with a problem and closes the connection; also the
+ * worker's listener's 'clientError' listener, which without one sent Node's bare 400 or 431.
+ */
+export function answerClientError(error: ParserError, socket: Socket, requestTimeoutMs: number, log: (status: number, requestId: string) => void = () => {}): void {
+  // A reset or closed connection has no one left to answer.
+  if (error.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, detail] = clientErrorProblem(error, requestTimeoutMs)
+  // Node could not read the request's headers: the answer names a request id of its own.
+  const requestId = requestIdFrom(undefined)
+  log(status, requestId)
+  const response = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+  if (socket.writable && !response?.headersSent) socket.write(rawProblem(status, detail, requestId))
+  socket.destroy()
 }
 
 /** A whole HTTP/1.1 answer carrying a problem, for a socket that Node no longer answers for us. */
@@ -80,8 +88,8 @@ function clientErrorProblem(error: ParserError, requestTimeoutMs: number): [numb
   return [400, `The request is not valid HTTP/1.1${error.code ? ` (${error.code})` : ''}.`]
 }
 
-/** Node answers an Expect other than 100-continue itself, with an empty 417, unless someone listens. */
-function onCheckExpectation(request: IncomingMessage, response: ServerResponse): void {
+/** Node answers an Expect other than 100-continue itself, with an empty 417, unless someone listens (also on the worker's listener). */
+export function onCheckExpectation(request: IncomingMessage, response: ServerResponse): void {
   const requestId = requestIdFrom(request.headers[REQUEST_ID_HEADER])
   const body = JSON.stringify({ ...problemBody(417, `Expect: ${String(request.headers.expect).slice(0, 100)} cannot be met; only 100-continue is supported.`,
     (request.url ?? '/').split('?')[0]), requestId })

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S } from '../../db/errors.js'
@@ -7,7 +7,7 @@ import { hashKey, sameHash } from '../../lib/keys.js'
 import { METRICS_CONTENT_TYPE, type BatonMetrics } from '../../lib/metrics.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from '../../lib/request-id.js'
 import { problemBody } from '../../plugins/problems.js'
-import { refuseConnect } from '../../plugins/protocol-errors.js'
+import { answerClientError, lacksHost, onCheckExpectation, refuseConnect } from '../../plugins/protocol-errors.js'
 import { scrapeMetrics } from './metrics.js'
 import { readinessCheck } from './readiness.js'
 import { redactUrl } from '../../redacted-paths.js'
@@ -44,13 +44,17 @@ const RETRY = { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) }
  */
 export async function startWorkerServer(options: WorkerServerOptions, host: string, port: number): Promise<WorkerServer> {
   const routes = workerRoutes(options)
-  const server = createServer((request, response) => {
+  // As on the API, what Node refuses before a route runs is a problem too: an unparsable request, headers
+  // past 16 KiB, an Expect other than 100-continue, and an HTTP/1.1 request without Host (checked in answer).
+  const server = createServer({ requireHostHeader: false }, (request, response) => {
     respond(request, response, routes, options.log).catch((error: unknown) => {
       options.log.error({ err: error, path: redactUrl(request.url ?? '') }, 'worker request failed')
       response.destroy()
     })
   })
   server.on('connect', refuseConnect((path) => (routeOf(routes, path) ? ['GET', 'HEAD'] : [])))
+  server.on('clientError', (error: Error, socket: Socket) => answerClientError(error, socket, server.requestTimeout))
+  server.on('checkExpectation', onCheckExpectation)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, host, () => {
@@ -110,6 +114,7 @@ function workerRoutes({ db, clock, metrics, operatorKeyHash, log, stopping }: Wo
 }
 
 async function answer(request: IncomingMessage, path: string, routes: Record<string, Route>): Promise<Answer> {
+  if (lacksHost(request)) return problem(400, 'An HTTP/1.1 request must carry a Host header (RFC 9112 3.2).', {}, path)
   const route = routeOf(routes, path)
   if (!route) return problem(404, `No route ${request.method} ${path}.`, {}, path)
   if (request.method !== 'GET' && request.method !== 'HEAD') {

@@ -68,6 +68,35 @@ t.test('the worker listener answers a CONNECT with 405 and closes, instead of dr
   t.equal((await fetch(`${server.address}/health/live`)).status, 200, 'the listener still answers')
 })
 
+t.test('the worker listener answers what Node refuses before a route runs as problems, as the API does', async (t) => {
+  const database = await createTestDatabase()
+  const server = await listen(t, database.db, () => database.drop())
+  const { port } = new URL(server.address)
+  const raw = (request: string) => new Promise<string>((resolve, reject) => {
+    const socket = net.connect(Number(port), '127.0.0.1', () => socket.write(request))
+    let received = ''
+    socket.on('data', (chunk) => (received += chunk.toString()))
+    socket.on('error', reject)
+    socket.on('close', () => resolve(received))
+    socket.setTimeout(5000, () => socket.destroy())
+  })
+  const cases: [string, number, RegExp][] = [
+    ['NOT HTTP AT ALL\r\n\r\n', 400, /not valid HTTP\/1.1/],
+    [`GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(17 * 1024)}\r\n\r\n`, 431, /larger than 16 KiB/],
+    ['GET /health/live HTTP/1.1\r\nHost: x\r\nExpect: x\r\nConnection: close\r\n\r\n', 417, /Expect: x cannot be met/],
+    ['GET /health/live HTTP/1.1\r\nConnection: close\r\n\r\n', 400, /must carry a Host header/]
+  ]
+  for (const [request, status, detail] of cases) {
+    const text = await raw(request)
+    const [head = '', body = ''] = text.split('\r\n\r\n')
+    t.match(head, new RegExp(`^HTTP/1.1 ${status} `), `${request.slice(0, 40)}: ${head.split('\r\n')[0]}`)
+    t.match(head, /content-type: application\/problem\+json/i)
+    t.match(JSON.parse(body), { status, detail, requestId: String })
+  }
+  const old = await raw('GET /health/live HTTP/1.0\r\n\r\n')
+  t.match(old, /^HTTP\/1.1 200 /, 'HTTP/1.0 needs no Host')
+})
+
 t.test('the worker is not ready while its database does not answer', async (t) => {
   const database = openPostgres(databaseUrl('baton_no_such_database'), { poolMax: 1 })
   const server = await listen(t, database.db, () => database.close())
