@@ -116,6 +116,9 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
     const path = request.url.split('?')[0] ?? request.url
     // A path that exists under other methods answers 405 and names them, as RFC 9110 asks.
     const allowed = allowedMethods(app, path)
+    // A route that takes this method and found nothing there (the explorer's static files, /docs/static/x.js)
+    // is a 404: a 405 said "GET is not allowed on /docs/static/x.js; use GET, HEAD".
+    if (allowed.includes(request.method)) return sendProblem(reply, problem(404, `Nothing is found at ${path}.`, request))
     if (allowed.length > 0) {
       return sendProblem(reply, problem(405, `${request.method} is not allowed on ${path}; use ${allowed.join(', ')}.`, request), { allow: allowed.join(', ') })
     }

@@ -40,6 +40,21 @@ t.test('errors of the router and of content handling are problems', async (t) =>
   assertProblem(t, await client.post('/v1/users', '', { 'content-type': 'application/json' }), 400)
 })
 
+t.test('a file the explorer does not have is a 404, not a 405 telling to use the method sent', async (t) => {
+  for (const path of ['/docs/static/nothing.js', '/docs/static/.hidden', '/docs/static/a%2Fb', '/docs/static/swagger-ui.css/x']) {
+    for (const method of ['GET', 'HEAD'] as const) {
+      const missing = await ctx.app.inject({ method, url: path })
+      t.equal(missing.statusCode, 404, `${method} ${path}`)
+      t.match(missing.headers['content-type'], /^application\/problem\+json/)
+      t.equal(missing.headers.allow, undefined, 'no Allow: the method is allowed')
+      if (method === 'GET') t.match(JSON.parse(missing.body), { status: 404, detail: `Nothing is found at ${path}.` })
+    }
+  }
+  t.equal((await ctx.anonymous.get('/docs/static/swagger-ui.css')).statusCode, 200, 'a file it has is served')
+  const posted = await ctx.anonymous.post('/docs/static/nothing.js', {})
+  assertProblem(t, posted, 405, /POST is not allowed on \/docs\/static\/nothing.js; use GET, HEAD/)
+})
+
 t.test('a number beyond a double\'s range is refused, not saved as null', async (t) => {
   const json = { 'content-type': 'application/json' }
   const tooLarge = async (body: string, pointer: string) => {
