@@ -3,9 +3,8 @@ import fc from 'fast-check'
 import type { InjectOptions } from 'fastify'
 import t from 'tap'
 import { encodeCursor, listScope } from '../../src/lib/pagination.js'
-import { setupApp } from '../helpers/app.js'
+import { fuzzTarget } from '../helpers/fuzz.js'
 import { OPERATIONS, sampleValid, type Operation, type Parameter, type Schema } from '../helpers/openapi.js'
-import { buildWorld, ownedIds } from '../helpers/world.js'
 
 // A property-based test of every operation in openapi/openapi.json: seeded random and boundary inputs
 // (wrong types, missing and extra fields, huge and deep values, unicode and NUL, bad ids, dates,
@@ -16,20 +15,7 @@ const RUNS = Number(process.env.FUZZ_RUNS ?? 50)
 const SEED = Number(process.env.FUZZ_SEED ?? 20_261_202)
 t.setTimeout(Math.max(120_000, RUNS * OPERATIONS.length * 40))
 
-// Limits that would answer 429 or 503 on their own are off: this test is about what input does.
-const ctx = await setupApp(t, { RATE_LIMIT_MAX: '0', AUTH_FAILURE_LIMIT: '0', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0' })
-const world = await buildWorld(ctx)
-// The operator's tenant routes act on a tenant of their own: deleting A or revoking its key would
-// leave every later case at 401.
-const victim = await ctx.newTenant()
-const victimKeys = (await ctx.operator.get(`/v1/tenants/${victim.id}/api-keys`)).data
-const OWNED: Record<string, Record<string, string>> = { ...ownedIds(world), '/v1/tenants/': { id: victim.id, keyId: victimKeys.items[0].id as string } }
-const CATALOGUE: Record<string, string> = { id: world.service.id, parameterId: world.parameter.id, triggerId: world.trigger.id }
-const BY_FIELD: Record<string, string> = {
-  maintainerUserId: world.user.id, controllerUserId: world.user.id, responsibleUserId: world.user.id, user: world.user.id,
-  templateId: world.template.id, propertyId: world.property.id, addressId: world.address.id, serviceId: world.service.id,
-  stepId: world.templateStep.id, stepIds: world.templateStep.id, instanceId: world.instance.id, assigneeUserId: world.user.id
-}
+const { ctx, world, owned: OWNED, catalogue: CATALOGUE, byField: BY_FIELD } = await fuzzTarget(t)
 
 const MiB = 1024 * 1024
 /** Cursors of the users list: other lists refuse them (400), the users list reads them. */

@@ -1,8 +1,7 @@
 import type { InjectOptions } from 'fastify'
 import t from 'tap'
-import { setupApp } from '../helpers/app.js'
+import { fuzzTarget } from '../helpers/fuzz.js'
 import { OPERATIONS, sampleValid, type Operation, type Schema } from '../helpers/openapi.js'
-import { buildWorld, ownedIds } from '../helpers/world.js'
 
 // The edges api.test.ts samples only now and then, each sent to every operation in openapi/openapi.json,
 // in a fixed order (no seed to replay): hostile values at every depth of a body (api.test.ts replaces
@@ -11,19 +10,7 @@ import { buildWorld, ownedIds } from '../helpers/world.js'
 // well-formed (a bad escape, a name repeated or with brackets, no "="). Every answer: no 5xx, and every
 // 4xx an application/problem+json whose status is the HTTP status and one the operation documents.
 
-// Limits that would answer 429 or 503 on their own are off: this test is about what input does.
-const ctx = await setupApp(t, { RATE_LIMIT_MAX: '0', AUTH_FAILURE_LIMIT: '0', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0' })
-const world = await buildWorld(ctx)
-// The operator's tenant routes act on a tenant of their own, as in api.test.ts.
-const victim = await ctx.newTenant()
-const victimKeys = (await ctx.operator.get(`/v1/tenants/${victim.id}/api-keys`)).data
-const OWNED: Record<string, Record<string, string>> = { ...ownedIds(world), '/v1/tenants/': { id: victim.id, keyId: victimKeys.items[0].id as string } }
-const CATALOGUE: Record<string, string> = { id: world.service.id, parameterId: world.parameter.id, triggerId: world.trigger.id }
-const BY_FIELD: Record<string, string> = {
-  maintainerUserId: world.user.id, controllerUserId: world.user.id, responsibleUserId: world.user.id, user: world.user.id,
-  templateId: world.template.id, propertyId: world.property.id, addressId: world.address.id, serviceId: world.service.id,
-  stepId: world.templateStep.id, stepIds: world.templateStep.id, instanceId: world.instance.id, assigneeUserId: world.user.id
-}
+const { ctx, world, owned: OWNED, catalogue: CATALOGUE, byField: BY_FIELD } = await fuzzTarget(t)
 
 /** JSON texts for a value: types a schema does not expect, numbers past what a double or a column holds, odd text and dates. */
 const VALUES = ['null', '[]', '{}', '"x"', 'true', '""', '-0', '9007199254740993', '9223372036854775808', '1e308', '-1', '1.5', '[null]', '[{}]',
