@@ -1,4 +1,4 @@
-import { sql } from '../../db/kysely.js'
+import { sql, type RawBuilder } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { JsonObject } from '../../db/database.js'
 import { newId } from '../../lib/ids.js'
@@ -28,6 +28,18 @@ export interface QueuedTrigger {
 const MODULE = { properties: 'property', addresses: 'address' } as const
 
 /**
+ * Whether a trigger of the service matches a change: its module and event, and a watched field among
+ * those whose value changed (no watched fields: any change). The one rule for queueing a call
+ * (queueTriggeredDeliveries) and for keeping one queued (triggerStillWants).
+ */
+function triggerMatches(serviceId: RawBuilder<unknown>, module: unknown, event: unknown, changedFields: RawBuilder<unknown>) {
+  return sql<boolean>`exists (
+    select 1 from service_triggers tr
+    where tr.service_id = ${serviceId} and tr.module = ${module} and ${event} = any (tr.events)
+      and (cardinality(tr.fields) = 0 or tr.fields && ${changedFields}))`
+}
+
+/**
  * Whether one of its service's triggers still matches the change a trigger's delivery was queued
  * for (`alias` names the deliveries row), as queueTriggeredDeliveries matched it: deleting or changing
  * a trigger cancels the calls no trigger asks for any more (cancelUnwantedDeliveries), and those
@@ -35,12 +47,8 @@ const MODULE = { properties: 'property', addresses: 'address' } as const
  */
 export function triggerStillWants(alias: string) {
   const column = (name: string) => sql.ref(`${alias}.${name}`)
-  return sql<boolean>`exists (
-    select 1 from service_triggers tr
-    where tr.service_id = ${column('service_id')}
-      and tr.module = (case when ${column('property_id')} is not null then 'property' else 'address' end)
-      and ${column('event')} = any (tr.events)
-      and (cardinality(tr.fields) = 0 or tr.fields && coalesce(${column('changed_fields')}, '{}')))`
+  return triggerMatches(column('service_id'), sql`(case when ${column('property_id')} is not null then 'property' else 'address' end)`,
+    column('event'), sql`coalesce(${column('changed_fields')}, '{}')`)
 }
 
 /**
@@ -61,10 +69,7 @@ export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Pr
     from marketplace_services s
     join service_activations a on a.service_id = s.id and a.tenant_id = ${change.tenantId}
     where s.active and s.id is distinct from ${change.byServiceId ?? null}::uuid
-      and exists (
-        select 1 from service_triggers t
-        where t.service_id = s.id and t.module = ${MODULE[change.table]} and ${change.event} = any (t.events)
-          and (cardinality(t.fields) = 0 or t.fields && ${changed}::text[]))
+      and ${triggerMatches(sql.ref('s.id'), MODULE[change.table], change.event, sql`${changed}::text[]`)}
     order by s.id
   `.execute(db)
   if (services.length === 0) return []
