@@ -10,7 +10,7 @@ import { signClaim } from '../lib/api-claims.js'
 import type { BatonMetrics } from '../lib/metrics.js'
 import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
 import { buildRequest } from './webhook-request.js'
-import { releaseDelivery } from './delivery-repository.js'
+import { cancelClaimedDelivery, releaseDelivery } from './delivery-repository.js'
 import { storable } from '../lib/storable.js'
 import { hostKey } from '../lib/host-key.js'
 import type { HostSlots } from './host-slots.js'
@@ -77,9 +77,15 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const now = () => deps.clock.now()
   const startedAt = now()
   const until = new Date(delivery.leaseExpiresAt.getTime() - LEASE_MARGIN_MS)
+  const withdrawal = withdrawnBecause(delivery)
+  if (withdrawal) {
+    callEnded()
+    deps.log?.info({ deliveryId: delivery.id, tenantId: delivery.tenantId, serviceId: delivery.serviceId, attempt: delivery.attempt, reason: withdrawal },
+      'webhook delivery cancelled without a call')
+    const cancelled = await retryTransient(() => cancelClaimedDelivery(deps.db, delivery, withdrawal, now()), { until, now, signal })
+    return cancelled ? 'recorded' : 'fenced'
+  }
   const refusal = !delivery.serviceUsable ? `${delivery.serviceId === null ? 'target' : 'service'} "${delivery.serviceName}" is no longer active for this tenant; no call was made`
-    : delivery.recordGone ? `${delivery.propertyId === null ? `address ${delivery.addressId}` : `property ${delivery.propertyId}`} was deleted; no call was made`
-    : delivery.triggerGone ? `no trigger of service "${delivery.serviceName}" watches this change any more; no call was made`
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
     : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
   if (refusal) {
@@ -137,6 +143,23 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     decision,
     outcome
   }, wasCutOff ? new Date(Math.min(until.getTime(), answeredAt.getTime() + SHUTDOWN_RECORD_MS)) : until, wasCutOff ? undefined : signal)
+}
+
+/**
+ * Why a trigger's call is not made, when what asked for it was withdrawn after it was queued: the
+ * record was deleted, or no trigger of the service watches the change any more. The request that
+ * withdrew it cancels the calls it can see (the same reasons, in its transaction); this catches one
+ * queued in the same instant, or due again after a call in flight then. The delivery ends
+ * `cancelled` as those do, with no attempt logged: it is the tenant's or the operator's doing, not
+ * the provider's. A step's delivery is never withdrawn so: its step fails into a manual one instead.
+ */
+function withdrawnBecause(delivery: ClaimedDelivery): string | undefined {
+  if (delivery.source !== 'trigger') return undefined
+  if (delivery.recordGone) {
+    return `cancelled: ${delivery.propertyId === null ? `address ${delivery.addressId}` : `property ${delivery.propertyId}`} was deleted; no call was made`
+  }
+  if (delivery.triggerGone) return `cancelled: no trigger of service "${delivery.serviceName}" watches this change any more; no call was made`
+  return undefined
 }
 
 function record(deps: DeliverDeps, outcome: AttemptRecord, until: Date, signal: AbortSignal | undefined): Promise<Recorded> {

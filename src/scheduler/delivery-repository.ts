@@ -172,6 +172,24 @@ export async function releaseDelivery(
   })
 }
 
+/**
+ * Ends a claimed trigger delivery `cancelled` without a call (deliver.ts, withdrawnBecause), as the
+ * request that withdrew it would have had it seen it: no attempt is logged and the claim's count of
+ * attempts is taken back, so the delivery shows the calls that were made. Fenced as an outcome is:
+ * false when the claim no longer holds.
+ */
+export async function cancelClaimedDelivery(
+  db: DB, claim: { tenantId: string; id: string; fence: number }, reason: string, now: Date
+): Promise<boolean> {
+  const cancelled = await db.updateTable('deliveries')
+    .set((eb) => ({
+      status: 'cancelled', lease_owner: null, lease_expires_at: null, attempt_count: eb('attempt_count', '-', 1), last_error: reason, finished_at: now
+    }))
+    .where('tenant_id', '=', claim.tenantId).where('id', '=', claim.id).where('fence', '=', claim.fence).where('status', '=', 'running')
+    .executeTakeFirst()
+  return cancelled.numUpdatedRows > 0n
+}
+
 /** Each of these services' webhook URL as it is now (a worker holds a service back by the host it last called). */
 export async function currentServiceUrls(db: DB, ids: string[]): Promise<{ id: string; webhookUrl: string }[]> {
   const { rows } = await sql<{ id: string; webhookUrl: string }>`

@@ -1,8 +1,10 @@
 import t from 'tap'
+import { queueTriggeredDeliveries } from '../../src/modules/records/trigger-repository.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // A trigger says which changes its provider wants called: once none of the service's triggers
-// matches a change any more, its call is not made. Each test watches fields of its own.
+// matches a change any more, its call is not made and the delivery ends `cancelled`, saying why.
+// Each test watches fields of its own.
 const rt = await setupRuntime(t)
 
 async function addTrigger(body: Record<string, unknown>): Promise<string> {
@@ -81,7 +83,8 @@ t.test('a call in flight when its trigger is deleted finishes, and is not tried 
   await rt.scheduler.runOnce()
   t.equal(rt.provider.calls.length, before + 1, 'the retry makes no call')
   const [delivery] = await triggeredBy(id)
-  t.match(delivery, { status: 'failed', lastError: /no trigger of service "Valuation" watches this change any more; no call was made/ })
+  t.match(delivery, { status: 'cancelled', attemptCount: 1, lastError: /^cancelled: no trigger of service "Valuation" watches this change any more; no call was made/ })
+  t.equal(delivery.attempts.length, 1, 'the attempt log holds the one call made, and nothing for the retry not made')
 
   const replayed = await rt.api.post(`/v1/deliveries/${delivery.id}/replay`)
   t.equal(replayed.statusCode, 409, replayed.body)
@@ -89,4 +92,34 @@ t.test('a call in flight when its trigger is deleted finishes, and is not tried 
   const recovery = await rt.api.post(`/v1/marketplace-services/${rt.serviceId}/recover`, { since: '2000-01-01T00:00:00Z', dryRun: true })
   t.equal(recovery.statusCode, 200, recovery.body)
   t.notOk(recovery.data.deliveryIds.includes(delivery.id), 'a recovery after an outage leaves it out too')
+})
+
+/**
+ * A change queued while another request deletes what it needs (the change's transaction read it before
+ * the delete committed, and committed after it): the delete's cancelling could not see the call.
+ */
+async function queuedInTheSameInstant(serviceName: string, fields: Record<string, unknown>, meanwhile: () => Promise<void>) {
+  const id = await newProperty({})
+  await rt.db.transaction().execute(async (trx) => {
+    const queued = await queueTriggeredDeliveries(trx, {
+      tenantId: rt.tenant.id, table: 'properties', recordId: id, event: 'update', changedFields: Object.keys(fields), now: rt.clock.now()
+    })
+    if (queued.map((q) => q.serviceName).join() !== serviceName) throw new Error(`queued ${JSON.stringify(queued)}`)
+    await meanwhile()
+  })
+  return id
+}
+
+t.test('a call queued in the same instant as its trigger\'s delete is cancelled at its claim, without a call', async (t) => {
+  const trigger = await addTrigger({ module: 'property', events: ['update'], fields: ['terrace'] })
+  const id = await queuedInTheSameInstant('Valuation', { terrace: true }, async () => {
+    t.equal((await rt.operator.delete(triggerPath(trigger))).statusCode, 204)
+  })
+  t.match(await triggeredBy(id), [{ status: 'pending' }], 'the delete could not see it')
+  const before = rt.provider.calls.length
+  await rt.scheduler.runOnce()
+  t.equal(rt.provider.calls.length, before, 'no call')
+  const [delivery] = await triggeredBy(id)
+  t.match(delivery, { status: 'cancelled', attemptCount: 0, lastError: /^cancelled: no trigger of service "Valuation" watches this change any more/, finishedAt: /Z$/ })
+  t.same(delivery.attempts, [], 'no attempt is logged for a call not made')
 })
