@@ -21,8 +21,12 @@ export interface ClaimedDelivery extends DeliveryCall {
   timeZone: string
   /** The service's name, or a free target's host. */
   serviceName: string
-  /** False when the service was deactivated, or the tenant's activation withdrawn, after the delivery was queued. */
-  serviceUsable: boolean
+  /**
+   * `withdrawn`: the tenant deactivated the service (deleted its activation) after the delivery was
+   * queued (cancelWithdrawnDeliveries); `inactive`: the operator deactivated the service, or a free
+   * target's step has no target. Either way its call is not made.
+   */
+  serviceState: 'usable' | 'withdrawn' | 'inactive'
   /** A trigger's record deleted since it was queued (cancelTriggeredDeliveries): its call is not made. */
   recordGone: boolean
   /** A trigger's change that none of its service's triggers matches any more (cancelUnwantedDeliveries): its call is not made. */
@@ -103,8 +107,9 @@ export function claimStatement(options: ClaimOptions) {
       coalesce(s.delivery, st.target_delivery) as mode,
       case when s.previous_secret_expires_at > ${options.now} then s.previous_secret end as "previousSecret",
       coalesce(s.name, substring(st.target_url from '^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]+)')) as "serviceName",
-      case when c.service_id is null then st.target_url is not null
-        else s.active and exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) end as "serviceUsable",
+      case when c.service_id is null then (case when st.target_url is not null then 'usable' else 'inactive' end)
+        when not exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) then 'withdrawn'
+        when s.active then 'usable' else 'inactive' end as "serviceState",
       c.source = 'trigger' and (
         (c.property_id is not null and not exists (select 1 from properties r where r.tenant_id = c.tenant_id and r.id = c.property_id))
         or (c.address_id is not null and not exists (select 1 from addresses r where r.tenant_id = c.tenant_id and r.id = c.address_id))

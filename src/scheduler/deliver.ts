@@ -85,7 +85,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     const cancelled = await retryTransient(() => cancelClaimedDelivery(deps.db, delivery, withdrawal, now()), { until, now, signal })
     return cancelled ? 'recorded' : 'fenced'
   }
-  const refusal = !delivery.serviceUsable ? `${delivery.serviceId === null ? 'target' : 'service'} "${delivery.serviceName}" is no longer active for this tenant; no call was made`
+  const refusal = delivery.serviceState !== 'usable' ? `${delivery.serviceId === null ? 'target' : 'service'} "${delivery.serviceName}" is no longer active for this tenant; no call was made`
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
     : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
   if (refusal) {
@@ -147,14 +147,16 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
 
 /**
  * Why a trigger's call is not made, when what asked for it was withdrawn after it was queued: the
- * record was deleted, or no trigger of the service watches the change any more. The request that
- * withdrew it cancels the calls it can see (the same reasons, in its transaction); this catches one
- * queued in the same instant, or due again after a call in flight then. The delivery ends
- * `cancelled` as those do, with no attempt logged: it is the tenant's or the operator's doing, not
- * the provider's. A step's delivery is never withdrawn so: its step fails into a manual one instead.
+ * tenant deactivated the service, the record was deleted, or no trigger of the service watches the
+ * change any more. The request that withdrew it cancels the calls it can see (the same reasons, in
+ * its transaction); this catches one queued in the same instant, or due again after a call in flight
+ * then. The delivery ends `cancelled` as those do, with no attempt logged: it is the tenant's or the
+ * operator's doing, not the provider's. A step's delivery is never withdrawn so: its step fails into
+ * a manual one instead.
  */
 function withdrawnBecause(delivery: ClaimedDelivery): string | undefined {
   if (delivery.source !== 'trigger') return undefined
+  if (delivery.serviceState === 'withdrawn') return `cancelled: the tenant deactivated service "${delivery.serviceName}"; no call was made`
   if (delivery.recordGone) {
     return `cancelled: ${delivery.propertyId === null ? `address ${delivery.addressId}` : `property ${delivery.propertyId}`} was deleted; no call was made`
   }

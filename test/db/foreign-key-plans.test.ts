@@ -7,7 +7,7 @@ import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { sql } from '../../src/db/kysely.js'
 import { stepsAt } from '../../src/modules/instances/runtime-repository.js'
 import { recordSlices } from '../../src/modules/records/repository.js'
-import { cancelTriggeredStatement, cancelUnwantedStatement } from '../../src/modules/records/trigger-repository.js'
+import { cancelTriggeredStatement, cancelUnwantedStatement, cancelWithdrawnStatement } from '../../src/modules/records/trigger-repository.js'
 import { claimStatement, type ClaimOptions } from '../../src/scheduler/claim-deliveries.js'
 import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
@@ -162,6 +162,16 @@ t.test('deleting or changing a trigger cancels its service\'s pending trigger de
   await client.query('set plan_cache_mode = force_generic_plan')
   await client.query(`prepare cancel_unwanted as ${text}`)
   const plan = await planOf(client, `execute cancel_unwanted (${parameters.map((value) => literalOf(client, value)).join(', ')})`)
+  t.match(plan, '"Index Name":"deliveries_pending_service_idx"', 'the index of pending trigger deliveries by service, not the service\'s whole history')
+})
+
+t.test('deactivating a service for a tenant cancels its pending trigger deliveries through their own index, on an empty database', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const { sql: text, parameters } = cancelWithdrawnStatement(database.db, '00000000-0000-7000-8000-000000000001',
+    '00000000-0000-7000-8000-000000000002', new Date()).compile()
+  await client.query('set plan_cache_mode = force_generic_plan')
+  await client.query(`prepare cancel_withdrawn as ${text}`)
+  const plan = await planOf(client, `execute cancel_withdrawn (${parameters.map((value) => literalOf(client, value)).join(', ')})`)
   t.match(plan, '"Index Name":"deliveries_pending_service_idx"', 'the index of pending trigger deliveries by service, not the service\'s whole history')
 })
 

@@ -3,8 +3,8 @@ import { queueTriggeredDeliveries } from '../../src/modules/records/trigger-repo
 import { setupRuntime } from '../helpers/runtime.js'
 
 // A trigger says which changes its provider wants called: once none of the service's triggers
-// matches a change any more, its call is not made and the delivery ends `cancelled`, saying why.
-// Each test watches fields of its own.
+// matches a change any more, or the tenant has deactivated the service, its call is not made and the
+// delivery ends `cancelled`, saying why. Each test watches fields of its own.
 const rt = await setupRuntime(t)
 
 async function addTrigger(body: Record<string, unknown>): Promise<string> {
@@ -122,4 +122,70 @@ t.test('a call queued in the same instant as its trigger\'s delete is cancelled 
   const [delivery] = await triggeredBy(id)
   t.match(delivery, { status: 'cancelled', attemptCount: 0, lastError: /^cancelled: no trigger of service "Valuation" watches this change any more/, finishedAt: /Z$/ })
   t.same(delivery.attempts, [], 'no attempt is logged for a call not made')
+})
+
+/** A service of its own, activated by the tenant, whose trigger watches `field` of properties. */
+async function serviceWatching(name: string, field: string) {
+  const made = await rt.operator.post('/v1/marketplace-services', { name, provider: 'ListCo', webhookUrl: `${rt.provider.url}/hooks/${field}` })
+  if (made.statusCode !== 201) throw new Error(made.body)
+  const serviceId = made.data.id as string
+  const trigger = await rt.operator.post(`/v1/marketplace-services/${serviceId}/triggers`, { module: 'property', events: ['create', 'update'], fields: [field] })
+  if (trigger.statusCode !== 201) throw new Error(trigger.body)
+  const activation = `/v1/marketplace-services/${serviceId}/activation`
+  if ((await rt.api.put(activation)).statusCode !== 200) throw new Error('activation')
+  return { serviceId, activation }
+}
+
+t.test('deactivating the service for the tenant cancels its queued trigger calls, saying why', async (t) => {
+  const { serviceId, activation } = await serviceWatching('Newsletter', 'newsletter')
+  const id = await newProperty({ newsletter: true })
+  t.match(await triggeredBy(id), [{ status: 'pending', serviceId }])
+  t.equal((await rt.api.delete(activation)).statusCode, 204)
+  const [delivery] = await triggeredBy(id)
+  t.match(delivery, { status: 'cancelled', attemptCount: 0, lastError: /^cancelled: the tenant deactivated the service before the call/, finishedAt: /Z$/ })
+  const before = rt.provider.calls.length
+  await rt.scheduler.runOnce()
+  t.equal(rt.provider.calls.length, before, 'no call')
+
+  const replayed = await rt.api.post(`/v1/deliveries/${delivery.id}/replay`)
+  t.equal(replayed.statusCode, 409, 'not while the service is deactivated')
+  t.equal((await rt.api.put(activation)).statusCode, 200)
+  const recovery = await rt.api.post(`/v1/marketplace-services/${serviceId}/recover`, { since: '2000-01-01T00:00:00Z', dryRun: true })
+  t.same(recovery.data.deliveryIds, [], 'a recovery after an outage leaves out a call the tenant withdrew')
+  const again = await rt.api.post(`/v1/deliveries/${delivery.id}/replay`)
+  t.equal(again.statusCode, 202, 'once reactivated, it may be sent again by hand')
+  await rt.scheduler.runOnce()
+  t.equal(rt.provider.calls.length, before + 1)
+  t.match(await triggeredBy(id), [{ status: 'succeeded', round: 2 }])
+})
+
+t.test('a call queued in the same instant as the tenant\'s deactivation is cancelled at its claim, without a call', async (t) => {
+  const { activation } = await serviceWatching('Flyer print', 'flyer')
+  const id = await queuedInTheSameInstant('Flyer print', { flyer: true }, async () => {
+    t.equal((await rt.api.delete(activation)).statusCode, 204)
+  })
+  t.match(await triggeredBy(id), [{ status: 'pending' }], 'the deactivation could not see it')
+  const before = rt.provider.calls.length
+  await rt.scheduler.runOnce()
+  t.equal(rt.provider.calls.length, before, 'no call')
+  const [delivery] = await triggeredBy(id)
+  t.match(delivery, { status: 'cancelled', attemptCount: 0, lastError: /^cancelled: the tenant deactivated service "Flyer print"; no call was made/ })
+  t.same(delivery.attempts, [], 'no attempt is logged for a call not made')
+})
+
+t.test('the operator\'s deactivation of a service fails its queued trigger calls without a call, for a recovery to send once it is active again', async (t) => {
+  const { serviceId } = await serviceWatching('Portal export', 'portal')
+  const id = await newProperty({ portal: true })
+  t.equal((await rt.operator.patch(`/v1/marketplace-services/${serviceId}`, { active: false })).statusCode, 200)
+  t.match(await triggeredBy(id), [{ status: 'pending' }], 'not the tenant\'s doing: nothing is cancelled')
+  const before = rt.provider.calls.length
+  await rt.scheduler.runOnce()
+  t.equal(rt.provider.calls.length, before, 'no call')
+  const [delivery] = await triggeredBy(id)
+  t.match(delivery, { status: 'failed', lastError: /service "Portal export" is no longer active for this tenant; no call was made/ })
+  t.equal((await rt.operator.patch(`/v1/marketplace-services/${serviceId}`, { active: true })).statusCode, 200)
+  const recovery = await rt.api.post(`/v1/marketplace-services/${serviceId}/recover`, { since: '2000-01-01T00:00:00Z' })
+  t.same(recovery.data.deliveryIds, [delivery.id])
+  await rt.scheduler.runOnce()
+  t.equal(rt.provider.calls.length, before + 1)
 })

@@ -46,6 +46,36 @@ t.test('a service deactivated after its step was queued is not called: the step 
   t.same(mails.rows.map((m) => m.kind), ['stepFailed'])
 })
 
+t.test('a service the tenant deactivates while a process\'s step still calls it: the step fails into a manual one, the controller is told', async (t) => {
+  const service = await rt.operator.post('/v1/marketplace-services', { name: 'Energy certificate', provider: 'CertCo', webhookUrl: `${rt.provider.url}/hooks/cert` })
+  t.equal(service.statusCode, 201, service.body)
+  const activation = `/v1/marketplace-services/${service.data.id}/activation`
+  t.equal((await rt.api.put(activation)).statusCode, 200)
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Order the certificate', serviceId: service.data.id }, { kind: 'task', name: 'File it' }])
+  const started = await rt.start(templateId)
+  // The template no longer calls the service (a deactivation would answer 409), but the running process does.
+  const templateStep = (await rt.api.get(`/v1/process-templates/${templateId}/steps`)).data.items[0]
+  t.equal((await rt.api.delete(`/v1/process-templates/${templateId}/steps/${templateStep.id}`)).statusCode, 204)
+  t.equal((await rt.api.delete(activation)).statusCode, 204)
+  t.match((await rt.instance(started.id)).steps[0], { state: 'due', delivery: { status: 'pending' } }, 'a step\'s delivery is not cancelled with the activation')
+
+  t.equal((await rt.scheduler.runOnce()).deliveries, 1)
+  const stepId = started.steps[0].id
+  t.equal(callsFor(stepId).length, 0, 'no call was made')
+  const instance = await rt.instance(started.id)
+  t.match(instance.steps[0], { state: 'failed', delivery: { status: 'failed', lastError: /service "Energy certificate" is no longer active for this tenant; no call was made/ } },
+    'the step waits for a person')
+  const mails = await sql<{ kind: string }>`select kind from outbox_mails where dedupe_key like ${`stepFailed:${started.steps[0].delivery.id}:%`}`.execute(rt.db)
+  t.same(mails.rows.map((m) => m.kind), ['stepFailed'])
+
+  t.equal((await rt.api.put(activation)).statusCode, 200)
+  const recovery = await rt.api.post(`/v1/marketplace-services/${service.data.id}/recover`, { since: '2000-01-01T00:00:00Z' })
+  t.same(recovery.data.deliveryIds, [started.steps[0].delivery.id], 'once reactivated, a recovery retries the step')
+  await rt.scheduler.runOnce()
+  t.equal(callsFor(stepId).length, 1)
+  t.equal((await rt.instance(started.id)).steps[0].state, 'done')
+})
+
 t.test('a delivery whose workers died on every attempt is given up after maxAttempts, without another call', async (t) => {
   const templateId = await rt.template([{ kind: 'webhook', name: 'Valuation that kills workers', refersTo: { property: true } }])
   const started = await rt.start(templateId)

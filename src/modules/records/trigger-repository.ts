@@ -135,3 +135,22 @@ export function cancelUnwantedStatement(db: DB, serviceId: string, now: Date) {
     .where('d.service_id', '=', serviceId).where('d.source', '=', sql.lit('trigger')).where('d.status', '=', sql.lit('pending'))
     .where(sql<boolean>`not ${triggerStillWants('d')}`)
 }
+
+/**
+ * Cancels the tenant's trigger deliveries of the service no worker has claimed, saying why: run in
+ * the transaction that deactivates the service for the tenant. A claimed one finishes its call, and
+ * the claim does not call again (claim-deliveries.ts).
+ */
+export async function cancelWithdrawnDeliveries(db: DB, tenantId: string, serviceId: string, now: Date): Promise<number> {
+  const result = await cancelWithdrawnStatement(db, tenantId, serviceId, now).executeTakeFirst()
+  return Number(result.numUpdatedRows)
+}
+
+/** The statement of cancelWithdrawnDeliveries, on its own for a look at its plan. */
+export function cancelWithdrawnStatement(db: DB, tenantId: string, serviceId: string, now: Date) {
+  return db.updateTable('deliveries')
+    .set({ status: 'cancelled', finished_at: now, last_error: 'cancelled: the tenant deactivated the service before the call' })
+    // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0026).
+    .where('service_id', '=', serviceId).where('source', '=', sql.lit('trigger')).where('status', '=', sql.lit('pending'))
+    .where('tenant_id', '=', tenantId)
+}

@@ -39,7 +39,7 @@ export default async function activationRoutes(fastify: FastifyInstance, { db, c
       response: { 204: noContent('The service is not activated for the calling tenant'), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => {
-    await activations.deactivateService(db, tenantOf(request), request.params.id)
+    await activations.deactivateService(db, clock, tenantOf(request), request.params.id)
     return reply.code(204).send(null)
   })
 }

@@ -6,6 +6,7 @@ import * as repo from './repository.js'
 import { findServiceSeenBy, findTemplatesUsing } from '../services/repository.js'
 import type { ServiceActivation } from '../services/schemas.js'
 import { nameTemplates } from '../services/service.js'
+import { cancelWithdrawnDeliveries } from '../../records/trigger-repository.js'
 
 function toActivation(row: { service_id: string; activated_at: Date }): ServiceActivation {
   return { serviceId: row.service_id, activated: true, activatedAt: row.activated_at.toISOString() }
@@ -44,8 +45,10 @@ export async function getActivation(db: DB, tenantId: string, serviceId: string)
 }
 
 // The activation stays locked from the usage check to the delete; step writes hold it FOR SHARE,
-// so a step added meanwhile is either seen here (409) or finds the activation gone (422).
-export async function deactivateService(db: DB, tenantId: string, serviceId: string): Promise<void> {
+// so a step added meanwhile is either seen here (409) or finds the activation gone (422). The
+// tenant's trigger calls of the service not yet claimed are cancelled with it; one queued in the same
+// instant is cancelled when a worker claims it (src/scheduler/deliver.ts).
+export async function deactivateService(db: DB, clock: Clock, tenantId: string, serviceId: string): Promise<void> {
   await requireService(db, tenantId, serviceId)
   await db.transaction().execute(async (trx) => {
     if (!(await repo.lockActivation(trx, tenantId, serviceId))) return
@@ -54,5 +57,6 @@ export async function deactivateService(db: DB, tenantId: string, serviceId: str
       throw conflict(`Marketplace service ${serviceId} is used by steps of ${nameTemplates(templates)}; remove those steps first.`)
     }
     await repo.deleteActivation(trx, tenantId, serviceId)
+    await cancelWithdrawnDeliveries(trx, tenantId, serviceId, clock.now())
   })
 }
