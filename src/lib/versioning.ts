@@ -1,8 +1,8 @@
 import type { FastifyReply } from 'fastify'
 import { badRequest, preconditionFailed } from '../errors.js'
 
-// One entity tag: a version as sent in ETag ("3"), weak (W/"3") or bare (3).
-const TAG = '(?:W/)?"?\\d{1,9}"?'
+// One entity tag: a version as sent in ETag ("3"), weak (W/"3") or bare (3); quoted on both sides or neither.
+const TAG = '(?:W/)?(?:"\\d{1,9}"|\\d{1,9})'
 // Commas between tags; the empty list elements RFC 9110 5.6.1.2 asks a recipient to ignore included.
 const COMMAS = '\\s*,(?:\\s*,)*\\s*'
 

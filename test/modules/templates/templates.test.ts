@@ -80,6 +80,11 @@ t.test('template requests that fail their schema answer 400', async (t) => {
   assertProblem(t, await client.patch(`/v1/process-templates/${id}`, {}), 400)
   assertProblem(t, await client.patch(`/v1/process-templates/${id}`, { active: 'yes' }), 400, /active/)
   assertProblem(t, await client.patch(`/v1/process-templates/${id}`, { name: 'x' }, { 'if-match': 'yesterday' }), 400, /If-Match/)
+  for (const unbalanced of ['"1', '1"', 'W/"1', '"1", "2', '"1"", "2"']) {
+    const response = await client.patch(`/v1/process-templates/${id}`, { name: 'x' }, { 'if-match': unbalanced })
+    assertProblem(t, response, 400, /If-Match/)
+    t.match(response.data.errors, [{ pointer: '/headers/if-match' }], `${unbalanced}: the header is named`)
+  }
   assertProblem(t, await client.get('/v1/process-templates/not-a-uuid'), 400)
   assertProblem(t, await client.get('/v1/process-templates?active=maybe'), 400)
   assertProblem(t, await client.post('/v1/process-templates', { name: 'a\u0000b' }), 400, /\/body\/name/)
