@@ -32,6 +32,7 @@ import { BatonMetrics } from './lib/metrics.js'
 import { once } from './lib/once.js'
 import { createSecretBox } from './lib/secret-box.js'
 import auth from './plugins/auth.js'
+import cacheControl from './plugins/cache-control.js'
 import conditionalGet from './plugins/conditional-get.js'
 import jsonBody from './plugins/json-body.js'
 import loadShedding from './plugins/load-shedding.js'
@@ -105,6 +106,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   await app.register(queryStrings)
   await app.register(swagger)
   await app.register(conditionalGet)
+  await app.register(cacheControl)
   // Shared by the activity logs of properties, addresses and process instances.
   app.addSchema(ActivitySchema)
   // Loaded on the first apiClaim, so the app starts (and reports not ready) while the database is away.

@@ -120,6 +120,28 @@ t.test('HEAD answers 304 as GET does; other methods, answers without an ETag and
   t.equal(missing.statusCode, 404, 'a missing resource answers its 404')
 })
 
+t.test('a tenant\'s reads may be kept by its own cache only, revalidated before each use; writes\' answers by none', async (t) => {
+  const read = await api.get(templateUrl)
+  t.equal(read.headers['cache-control'], 'private, no-cache', 'a read with an ETag')
+  const etag = String(read.headers.etag)
+  const revalidated = await api.get(templateUrl, { 'if-none-match': etag })
+  t.equal(revalidated.statusCode, 304)
+  t.equal(revalidated.headers['cache-control'], 'private, no-cache', 'a 304 carries the 200\'s Cache-Control (RFC 9110 15.4.5)')
+  const head = await ctx.app.inject({ method: 'HEAD', url: templateUrl, headers: auth })
+  t.equal(head.headers['cache-control'], 'private, no-cache', 'HEAD')
+  t.equal((await api.get('/v1/process-templates')).headers['cache-control'], 'private, no-cache', 'a list, without an ETag')
+  t.equal((await ctx.anonymous.get(templateUrl)).headers['cache-control'], 'private, no-cache', 'a 401 to a read')
+  t.equal((await ctx.operator.get('/v1/tenants')).headers['cache-control'], 'private, no-cache', 'the operator\'s reads')
+
+  const key = await ctx.operator.post(`/v1/tenants/${tenant.id}/api-keys`, {})
+  t.equal(key.statusCode, 201, key.body)
+  t.equal(key.headers['cache-control'], 'no-store', 'an API key, shown once, is stored by no cache')
+  const renamed = await api.patch(templateUrl, { name: 'Cached nowhere' })
+  t.equal(renamed.statusCode, 200, renamed.body)
+  t.equal(renamed.headers['cache-control'], 'no-store', 'an update\'s answer')
+  t.notOk((await api.get('/v1/nothing-here')).headers['cache-control'], 'an unknown route sets none')
+})
+
 t.test('over a real connection a 304 carries no body, no Content-Length and no Transfer-Encoding', async (t) => {
   const address = await ctx.app.listen({ port: 0, host: '127.0.0.1' })
   t.ok(address)

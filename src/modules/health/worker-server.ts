@@ -87,7 +87,8 @@ async function respond(request: IncomingMessage, response: ServerResponse, route
   }
   const { status, body, headers } = result
   const text = typeof body === 'string' ? body : JSON.stringify(status >= 400 ? { ...body, requestId } : body)
-  response.writeHead(status, { ...headers, [REQUEST_ID_HEADER]: requestId, 'content-length': Buffer.byteLength(text) })
+  // Probes and metrics are state of the moment, as on the API: stored by no cache.
+  response.writeHead(status, { ...headers, 'cache-control': 'no-store', [REQUEST_ID_HEADER]: requestId, 'content-length': Buffer.byteLength(text) })
   response.end(text)
 }
 

@@ -13,6 +13,8 @@ t.test('health answers without a key', async (t) => {
   const ready = await anonymous.get('/health/ready')
   t.equal(ready.statusCode, 200)
   t.same(ready.data, { status: 'ok' })
+  t.equal(live.headers['cache-control'], 'no-store', 'a probe is stored by no cache')
+  t.equal(ready.headers['cache-control'], 'no-store')
 })
 
 t.test('readiness fails with a problem when the database is unreachable', async (t) => {
@@ -27,6 +29,7 @@ t.test('readiness fails with a problem when the database is unreachable', async 
   t.equal(ready.statusCode, 503)
   t.match(ready.headers['content-type'], /application\/problem\+json/)
   t.match(ready.data, { status: 503, detail: /database/ })
+  t.equal(ready.headers['cache-control'], 'no-store', 'nor is its problem')
 })
 
 t.test('unknown routes and the OpenAPI document', async (t) => {
@@ -49,6 +52,7 @@ t.test('metrics: queue sizes in the Prometheus format, for the operator only', a
   t.match(response.body, /^baton_deliveries\{status="pending"\} 0$/m)
   t.match(response.body, /^baton_outbox_unsent 0$/m)
   t.match(response.body, /^baton_steps\{state="waiting"\} 0$/m)
+  t.equal(response.headers['cache-control'], 'no-store', 'metrics are stored by no cache')
   t.equal((await anonymous.get('/metrics')).statusCode, 401)
   t.equal((await tenant.client.get('/metrics')).statusCode, 403)
 })

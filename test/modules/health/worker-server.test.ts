@@ -41,6 +41,8 @@ t.test('the worker listener answers probes, metrics for the operator, and proble
   const text = await metrics.text()
   t.match(text, /^baton_steps\{state="due"\} 0$/m)
   t.match(text, /^process_start_time_seconds \d+$/m)
+  t.equal(metrics.headers.get('cache-control'), 'no-store', 'as on the API, metrics and probes are stored by no cache')
+  t.equal((await call('/health/ready')).headers.get('cache-control'), 'no-store')
   t.equal((await call('/metrics', { headers: { authorization: 'Bearer bop_not-the-key-at-all-no' } })).status, 403)
 
   const posted = await call('/health/live', { method: 'POST', headers: { 'x-request-id': 'probe-9' } })
