@@ -1,6 +1,6 @@
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyError, FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { FieldErrorSchema, problems, ProblemSchema } from '../schemas/common.js'
 import { VERSION } from '../version.js'
@@ -56,6 +56,14 @@ async function swaggerPlugin(app: FastifyInstance): Promise<void> {
   await app.register(async (docs) => {
     docs.addHook('onRoute', (route) => {
       route.config = { ...route.config, auth: 'public' }
+    })
+    // @fastify/send refuses a file name it will not look up (a NUL, a ".." after a backslash, a name too long)
+    // with a bare 400 or 403: no such file is there, so the explorer answers the 404 it gives any other
+    // missing file. Every other error goes on to the app's handler (a handler that throws hands it to its parent's).
+    docs.setErrorHandler((error: FastifyError & { status?: number }, request, reply) => {
+      const status = error.statusCode ?? error.status
+      if (request.routeOptions.url?.startsWith('/docs/static/') && (status === 400 || status === 403)) return reply.callNotFound()
+      throw error
     })
     await docs.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } })
   })
