@@ -41,6 +41,21 @@ const PG_CLIENT_ERRORS: Record<string, [number, string]> = {
 }
 
 /**
+ * Fastify's refusals of a request's Content-Type, whose own messages ("Unsupported Media Type", "Method 'QUERY' must
+ * provide a 'Content-Type' header.") say neither what was sent nor what to send; undefined for other errors.
+ */
+function contentTypeProblem(code: string | undefined, sent: string | undefined): [number, string, FieldError] | undefined {
+  const missing = sent === undefined || sent.trim() === ''
+  const field = { pointer: '/headers/content-type', detail: missing ? 'missing' : 'not application/json' }
+  if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    return [415, missing ? 'The body comes without a Content-Type: send it as application/json.'
+      : `The body's Content-Type ${JSON.stringify(sent.slice(0, 100))} is not taken: send it as application/json.`, field]
+  }
+  if (code === 'FST_ERR_ROUTE_MISSING_CONTENT_TYPE') return [400, 'A QUERY request must name its body\'s Content-Type: send it as application/json.', field]
+  return undefined
+}
+
+/**
  * What a unique constraint means, for a request that raced another past the check made before it
  * wrote (the check answers the same 409 with its own words when nothing races).
  */
@@ -93,6 +108,11 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
         : `The request ${error.validationContext ?? 'body'} does not match its schema.`
       return sendProblem(reply, problem(400, detail, request, validationErrors(error)))
     }
+    // A QUERY (RFC 10008 2) must name its content's type; Baton routes none, so one without a Content-Type
+    // answers as one with it does (405 naming the methods the path takes, or 404), not 400.
+    if (error.code === 'FST_ERR_ROUTE_MISSING_CONTENT_TYPE' && request.is404) return notFound(request, reply)
+    const contentType = contentTypeProblem(error.code, request.headers['content-type'])
+    if (contentType) return sendProblem(reply, problem(contentType[0], contentType[1], request, [contentType[2]]))
     const pgError = typeof error.code === 'string' ? PG_CLIENT_ERRORS[error.code] : undefined
     if (pgError) {
       request.log.info({ code: error.code }, 'database refused a client request')
@@ -112,7 +132,9 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
     return sendProblem(reply, problem(500, 'Something went wrong on our side; it has been logged.', request))
   })
 
-  app.setNotFoundHandler((request, reply) => {
+  app.setNotFoundHandler(notFound)
+
+  function notFound(request: FastifyRequest, reply: FastifyReply): FastifyReply {
     const path = request.url.split('?')[0] ?? request.url
     // A path that exists under other methods answers 405 and names them, as RFC 9110 asks.
     const allowed = allowedMethods(app, path)
@@ -123,7 +145,7 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
       return sendProblem(reply, problem(405, `${request.method} is not allowed on ${path}; use ${allowed.join(', ')}.`, request), { allow: allowed.join(', ') })
     }
     return sendProblem(reply, problem(404, `No route ${request.method} ${path}.`, request))
-  })
+  }
 }
 
 const ROUTE_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']

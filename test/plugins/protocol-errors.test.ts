@@ -40,6 +40,40 @@ t.test('errors of the router and of content handling are problems', async (t) =>
   assertProblem(t, await client.post('/v1/users', '', { 'content-type': 'application/json' }), 400)
 })
 
+t.test('a body without a Content-Type, or of another type, answers 415 saying what was sent and what to send', async (t) => {
+  const send = (method: 'POST' | 'PATCH' | 'PUT', url: string, headers: Record<string, string>) =>
+    ctx.app.inject({ method, url, payload: '{"name":"x"}', headers: { authorization: `Bearer ${key}`, ...headers } })
+  const template = await client.post('/v1/process-templates', { name: 'Typed' })
+  t.equal(template.statusCode, 201, template.body)
+  const cases: [string, 'POST' | 'PATCH' | 'PUT', string, Record<string, string>, RegExp][] = [
+    ['a POST without one', 'POST', '/v1/users', {}, /without a Content-Type: send it as application\/json/],
+    ['a PATCH without one', 'PATCH', `/v1/process-templates/${template.data.id}`, {}, /without a Content-Type/],
+    ['a PUT without one', 'PUT', `/v1/process-templates/${template.data.id}/steps/order`, {}, /without a Content-Type/],
+    ['an empty one', 'POST', '/v1/users', { 'content-type': '' }, /without a Content-Type/],
+    ['text/plain', 'POST', '/v1/users', { 'content-type': 'text/plain' }, /Content-Type "text\/plain" is not taken: send it as application\/json/]
+  ]
+  for (const [what, method, url, headers, detail] of cases) {
+    const response = Object.assign(await send(method, url, headers), { data: undefined as unknown })
+    response.data = JSON.parse(response.body)
+    assertProblem(t, response as Response, 415, detail)
+    t.match(response.data, { errors: [{ pointer: '/headers/content-type' }] }, `${what}: the header is named`)
+  }
+})
+
+t.test('a QUERY, which no route takes, answers 405 or 404 with a Content-Type or without one, not a 400 about it', async (t) => {
+  for (const headers of [{}, { 'content-type': 'application/json' }]) {
+    const query = await ctx.app.inject({ method: 'QUERY' as 'GET', url: '/v1/users', payload: '{}', headers: { authorization: `Bearer ${key}`, ...headers } })
+    const what = JSON.stringify(headers)
+    t.equal(query.statusCode, 405, `${what}: ${query.body}`)
+    t.match(query.headers['content-type'], /^application\/problem\+json/)
+    t.equal(query.headers.allow, 'GET, HEAD, POST', what)
+    t.match(JSON.parse(query.body), { detail: 'QUERY is not allowed on /v1/users; use GET, HEAD, POST.' })
+    const nowhere = await ctx.app.inject({ method: 'QUERY' as 'GET', url: '/v1/nothing-here', headers })
+    t.equal(nowhere.statusCode, 404, `${what}: ${nowhere.body}`)
+    t.match(JSON.parse(nowhere.body), { detail: 'No route QUERY /v1/nothing-here.' })
+  }
+})
+
 t.test('a file the explorer does not have is a 404, not a 405 telling to use the method sent', async (t) => {
   // Names @fastify/send refuses to look up (a NUL, ".." after an escaped backslash or slash, a name past
   // the file system's limit) are missing files as well, not a 400 or 403.
