@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import {
-  createBatonClient, idempotencyKey, ifMatch, isReplay, versionOf, type BatonClient, type DeliveryStatus, type StepState
+  createBatonClient, idempotencyKey, ifMatch, ifNoneMatch, isReplay, versionOf, type BatonClient, type DeliveryStatus, type StepState
 } from '../../clients/typescript/src/index.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
@@ -108,6 +108,13 @@ t.test('the README tour runs through the typed client', async (t) => {
   const read = await baton.GET('/v1/process-instances/{id}', { params: { path: { id: instanceId } } })
   const watched = read.data!
   t.equal(versionOf(read.response), watched.version, 'a read answers with the ETag it declares')
+  const unchanged = await baton.GET('/v1/process-instances/{id}', { params: { path: { id: instanceId }, header: ifNoneMatch(watched.version) } })
+  t.equal(unchanged.response.status, 304, 'polled with the version it holds: not modified')
+  t.equal(unchanged.data, undefined, 'and no body')
+  const etag = read.response.headers.get('etag')!
+  t.equal((await baton.GET('/v1/process-instances/{id}', { params: { path: { id: instanceId }, header: ifNoneMatch(etag) } })).response.status, 304, 'or the ETag')
+  const older = await baton.GET('/v1/process-instances/{id}', { params: { path: { id: instanceId }, header: ifNoneMatch(watched.version - 1) } })
+  t.equal(older.data?.version, watched.version, 'an older version gets the process')
   const first = watched.steps[0]!
   t.equal(first.state, 'due')
   t.ok(isOpen(first.state))

@@ -39,6 +39,15 @@ export function ifMatch(version: number | string): { 'if-match': string } {
 }
 
 /**
+ * `If-None-Match` for a read of a process, a template, a step, a record or a service: the `version` (or the ETag)
+ * of the copy a client holds. While it is current the answer is 304 with no body (`response.status === 304`,
+ * `data` undefined): keep the copy; otherwise the full 200.
+ */
+export function ifNoneMatch(version: number | string): { 'if-none-match': string } {
+  return { 'if-none-match': typeof version === 'number' ? `"${version}"` : version }
+}
+
+/**
  * `Idempotency-Key` for a start, or the create of a property or an address: a retry with the same key
  * answers with what the first request made instead of making a second one.
  */
