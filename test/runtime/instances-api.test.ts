@@ -147,6 +147,29 @@ t.test('Idempotency-Key: a replay answers 200 with the first process, a differen
   t.same(all, [raced[0].data.id, first.data.id], 'the race started exactly one more process')
 })
 
+t.test('an Idempotency-Key is the tenant\'s own: another tenant\'s start with it starts its own process and learns nothing', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'Keyed task' }])
+  const key = { 'idempotency-key': `shared-${randomUUID()}` }
+  const ours = await rt.api.post(base, { templateId, responsibleUserId: rt.worker.id }, key)
+  t.equal(ours.statusCode, 201, ours.body)
+
+  const stranger = await rt.newTenant({ name: 'Andere Immobilien' })
+  const user = (await stranger.client.post('/v1/users', { name: 'Otto Other', email: 'otto@example.com' })).data
+  const template = (await stranger.client.post('/v1/process-templates', { name: 'Their process' })).data
+  await stranger.client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Their task' })
+  t.equal((await stranger.client.patch(`/v1/process-templates/${template.id}`, { active: true })).statusCode, 200)
+  const theirs = await stranger.client.post(base, { templateId: template.id, responsibleUserId: user.id }, key)
+  t.equal(theirs.statusCode, 201, 'a start of its own, not a 422 naming the first tenant\'s process')
+  t.notOk(theirs.headers['idempotent-replayed'])
+  t.not(theirs.data.id, ours.data.id)
+  t.notOk(theirs.body.includes(ours.data.id), 'no id of the other tenant\'s process in the answer')
+  // The same body as the first tenant's: its template and user are not the stranger's, so 422, never a replay.
+  const same = await stranger.client.post(base, { templateId, responsibleUserId: rt.worker.id }, key)
+  t.ok(same.statusCode >= 400, `${same.statusCode}`)
+  t.notOk(same.body.includes(ours.data.id), 'no replay of the other tenant\'s process')
+  t.same(listedIds(await rt.api.get(`${base}?templateId=${templateId}`)), [ours.data.id], 'the first tenant still has its one process')
+})
+
 t.test('a start reads, then writes the whole process in one statement, outside any transaction', async (t) => {
   const templateId = await rt.template([
     { kind: 'webhook', name: 'Order a valuation', refersTo: { property: true } },
