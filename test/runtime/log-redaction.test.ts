@@ -2,7 +2,16 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import pino from 'pino'
 import t from 'tap'
+import { buildApp, serverOptions } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
+import { generateKey, hashKey } from '../../src/lib/keys.js'
+import { BatonMetrics } from '../../src/lib/metrics.js'
+import { logOptions } from '../../src/log-options.js'
+import { client } from '../helpers/app.js'
+import { TestClock } from '../helpers/clock.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 import { runScript } from '../helpers/process.js'
 import { TestProvider } from '../helpers/provider.js'
@@ -80,5 +89,60 @@ t.test('a server at LOG_LEVEL=trace logs no key, secret, apiClaim or signature',
   ] as const) {
     t.ok(secret.length > 20, `${what} is known to the test`)
     t.notOk(output.includes(secret), `${what} is not in the log`)
+  }
+})
+
+// Refused requests too: a 400, 412 or 422 to a body holding a secret echoes none of it, in the answer or the log.
+t.test('requests refused with a secret in their body echo it neither in the problem nor in the log', async (t) => {
+  const database = await createTestDatabase()
+  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'trace', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0' })
+  const lines: string[] = []
+  const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => { lines.push(String(chunk)); done() } })
+  const operatorKey = generateKey('operator')
+  const app = await buildApp({ config, db: database.db, operatorKeyHash: hashKey(operatorKey), clock: new TestClock(), metrics: new BatonMetrics() },
+    serverOptions(config, pino(logOptions(config, false), sink)))
+  await app.ready()
+  t.teardown(async () => {
+    await app.close()
+    await database.drop()
+  })
+  const operator = client(app, operatorKey)
+  const good = `whsec_${randomBytes(32).toString('base64')}`
+  const long = randomBytes(24).toString('base64url')
+  const short = randomBytes(15).toString('hex').slice(0, 20)
+  const service = { name: 'Valuation', provider: 'ValueCo', webhookUrl: 'https://provider.example/hook' }
+  const created = await operator.post('/v1/marketplace-services', { ...service, secret: good })
+  t.equal(created.statusCode, 201)
+  const tenant = (await operator.post('/v1/tenants', { name: 'Refused GmbH', webId: 'refused1' })).data
+  const tenantKey = (await operator.post(`/v1/tenants/${tenant.id}/api-keys`, { name: 'crm' })).data.key as string
+  const api = client(app, tenantKey)
+  const template = (await api.post('/v1/process-templates', { name: 'Own hooks' })).data
+  const step = (target: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+    api.post(`/v1/process-templates/${template.id}/steps`, { kind: 'webhook', name: 'Own CRM', target: { delivery: 'json', ...target }, ...extra })
+
+  const refused = [
+    await operator.post('/v1/marketplace-services', { ...service, webhookUrl: 'http://127.0.0.1/hook', secret: good }),
+    await operator.post('/v1/marketplace-services', { ...service, secret: short }),
+    await operator.post('/v1/marketplace-services', { ...service, secret: long.repeat(12) }),
+    await operator.post('/v1/marketplace-services', { ...service, secret: [long] }),
+    await operator.post('/v1/marketplace-services', { ...service, secret: `enc:${long}` }),
+    await operator.patch(`/v1/marketplace-services/${created.data.id}`, { secret: long }, { 'if-match': '"99"' }),
+    await operator.patch(`/v1/marketplace-services/${created.data.id}`, { secret: long, delivery: 'neither' }),
+    await step({ url: 'http://10.0.0.1/hook', secret: long }),
+    await step({ url: 'https://crm.example/hook', secret: short }),
+    await step({ url: 'https://crm.example/hook', secret: long }, { serviceId: created.data.id }),
+    await step({ url: 'https://crm.example/hook', secret: long, note: 'extra' }),
+    await step({ url: 'https://crm.example/hook?a.b=1', secret: long, delivery: 'query' }),
+    await api.post('/v1/users', { name: tenantKey, email: 'not an address' }),
+    await app.inject({ method: 'POST', url: '/v1/marketplace-services', headers: { authorization: `Bearer ${operatorKey}`, 'content-type': 'application/json' },
+      payload: `{"name":"V","provider":"P","webhookUrl":"https://provider.example/hook","secret":"${long}",}` })
+  ]
+  for (const response of refused) t.ok(response.statusCode >= 400 && response.statusCode < 500, `${response.statusCode} ${response.body.slice(0, 120)}`)
+  t.ok(lines.length > refused.length, 'the requests were logged')
+  const answers = refused.map((r) => r.body).join('\n')
+  const log = lines.join('')
+  for (const [what, secret] of [['a service secret', good], ['a secret', long], ['a weak secret', short], ['the tenant key', tenantKey], ['the operator key', operatorKey]] as const) {
+    t.notOk(answers.includes(secret), `${what} is in no answer`)
+    t.notOk(log.includes(secret), `${what} is not in the log`)
   }
 })
