@@ -9,8 +9,11 @@ export const REDACTED_PATHS = [
   '*.key'
 ]
 
-/** Baton's keys and claims wherever they stand, and the values of query parameters named like a credential. */
-const TOKEN = /\b(bop|btk|bcl)_[A-Za-z0-9_.-]+/g
+/**
+ * Baton's keys and claims wherever they stand (their `_` percent-encoded too, as a client escaping a whole
+ * value sends it), and the values of query parameters named like a credential.
+ */
+const TOKEN = /\b(bop|btk|bcl)(?:_|%5[Ff])(?:[A-Za-z0-9_.-]|%[0-9A-Fa-f]{2})+/g
 const PARAMETER = /([?&][^=&#]*=)([^&#]*)/g
 const CREDENTIAL_NAME = /claim|key|token|secret|signature|password|auth/i
 

@@ -76,6 +76,8 @@ t.test('a server at LOG_LEVEL=trace logs no key, secret, apiClaim or signature',
   t.equal((await fetch(`${address}/v1/users?key=${tenantKey}&limit=5`)).status, 401)
   t.equal((await fetch(`${address}/v1/tenants?access_token=${queryToken}`)).status, 401)
   t.equal((await fetch(`${address}/v1/users/${operatorKey}`)).status, 401)
+  // Percent-encoded, as a client escaping a whole value sends it.
+  t.equal((await fetch(`${address}/v1/users?filter=${encodeURIComponent(tenantKey).replace('_', '%5F')}`)).status, 401)
   await new Promise((resolve) => setTimeout(resolve, 300))
   server.child.kill('SIGTERM')
   await server.exited
@@ -83,7 +85,7 @@ t.test('a server at LOG_LEVEL=trace logs no key, secret, apiClaim or signature',
   const output = server.output()
   t.match(output, /"msg":"incoming request"/, 'requests were logged')
   for (const [what, secret] of [
-    ['the operator key', operatorKey], ['the tenant key', tenantKey], ['the service secret', service.data.secret!],
+    ['the operator key', operatorKey], ['the tenant key', tenantKey], ['the tenant key, escaped', tenantKey.slice('btk_'.length)], ['the service secret', service.data.secret!],
     ['a free target\'s secret', targetSecret], ['a token in a query string', queryToken],
     ['the apiClaim', apiClaim], ['the apiClaim payload', apiClaim.split('.')[0]!], ['the signature', signature]
   ] as const) {
