@@ -39,6 +39,9 @@ export const BODY_MAX_DEPTH = 100
  * "ü", answer 400 instead of being read as U+FFFD and saved so.
  */
 async function jsonBodyPlugin(app: FastifyInstance): Promise<void> {
+  app.addHook('onRoute', (route) => {
+    if (bodyMayBeLeftOut(route.schema?.body)) route.preValidation = [noBodyIsEmptyObject, ...[route.preValidation ?? []].flat()]
+  })
   app.removeContentTypeParser('text/plain')
   const { onProtoPoisoning = 'error', onConstructorPoisoning = 'error' } = app.initialConfig
   const parse = app.getDefaultJsonParser(onProtoPoisoning, onConstructorPoisoning) as JsonParser
@@ -55,6 +58,21 @@ async function jsonBodyPlugin(app: FastifyInstance): Promise<void> {
       done(tooLarge(pointer), undefined)
     })
   })
+}
+
+/**
+ * Whether a route's body schema takes `{}` (an object with no required property and no least number of
+ * them): such a body may then be left out and counts as `{}`, as copying a template or cancelling a
+ * process need nothing more. The OpenAPI document declares it not required (src/plugins/swagger.ts).
+ */
+export function bodyMayBeLeftOut(schema: unknown): boolean {
+  if (typeof schema !== 'object' || schema === null) return false
+  const { type, required, minProperties } = schema as { type?: unknown; required?: unknown[]; minProperties?: number }
+  return type === 'object' && (required ?? []).length === 0 && (minProperties ?? 0) === 0
+}
+
+async function noBodyIsEmptyObject(request: FastifyRequest): Promise<void> {
+  if (request.body === undefined) request.body = {}
 }
 
 function notUtf8() {

@@ -4,6 +4,7 @@ import type { FastifyError, FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { FieldErrorSchema, problems, ProblemSchema } from '../schemas/common.js'
 import { VERSION } from '../version.js'
+import { bodyMayBeLeftOut } from './json-body.js'
 import { OPTIONAL_BODY, tidyDocument } from './openapi-document.js'
 
 export const TAGS = [
@@ -46,7 +47,7 @@ async function swaggerPlugin(app: FastifyInstance): Promise<void> {
       },
       security: [{ bearerAuth: [] }]
     },
-    // A body TypeBox marks optional (Type.Optional) is marked for tidyDocument, which declares it not required.
+    // A body that may be left out (src/plugins/json-body.ts) is marked for tidyDocument, which declares it not required.
     transform: ({ schema, url }) => ({ schema: markOptionalBody(schema), url }),
     transformObject: (built) => ('openapiObject' in built ? tidyDocument(built.openapiObject) : built.swaggerObject),
     refResolver: {
@@ -70,10 +71,9 @@ async function swaggerPlugin(app: FastifyInstance): Promise<void> {
   app.get('/openapi.json', { schema: { hide: true }, config: { auth: 'public' } }, async () => app.swagger())
 }
 
-/** The route's schema as the document sees it: a body TypeBox's Type.Optional marked (`~optional`) carries OPTIONAL_BODY. */
+/** The route's schema as the document sees it: a body that may be left out carries OPTIONAL_BODY. */
 function markOptionalBody<S extends { body?: unknown }>(schema: S): S {
-  const body = schema?.body as Record<string, unknown> | undefined
-  return body?.['~optional'] === true ? { ...schema, body: { ...body, [OPTIONAL_BODY]: true } } : schema
+  return bodyMayBeLeftOut(schema?.body) ? { ...schema, body: { ...schema.body as object, [OPTIONAL_BODY]: true } } : schema
 }
 
 export default fp(swaggerPlugin, { name: 'swagger' })

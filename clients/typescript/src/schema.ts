@@ -3117,7 +3117,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 /**
                  * @example {
@@ -3742,7 +3742,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 /**
                  * @example {
@@ -6606,7 +6606,7 @@ export interface operations {
             cookie?: never;
         };
         /** @description The copy's name defaults to "Copy of <name>" */
-        requestBody: {
+        requestBody?: {
             content: {
                 /**
                  * @example {

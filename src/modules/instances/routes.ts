@@ -79,15 +79,11 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
 
   app.post('/process-instances/:id/cancel', {
     schema: {
-      operationId: 'cancelProcessInstance', tags, summary: 'Cancel a running process', params: IdParamsSchema, body: Type.Optional(CancelSchema),
+      operationId: 'cancelProcessInstance', tags, summary: 'Cancel a running process', params: IdParamsSchema, body: CancelSchema,
       response: { 200: ok(Instance, 'The cancelled process', ['ETag']), ...problems(400, 401, 403, 404, 409) }
-    },
-    // A POST with no payload has no body at all; validate it as the empty object it means.
-    preValidation: async (request) => {
-      request.body ??= {}
     }
   }, async (request, reply) => {
-    const instance = await instances.cancelProcess(db, clock, wakeups, tenantOf(request), request.params.id, request.body?.note ?? null)
+    const instance = await instances.cancelProcess(db, clock, wakeups, tenantOf(request), request.params.id, request.body.note ?? null)
     setETag(reply, instance.version)
     return instance
   })

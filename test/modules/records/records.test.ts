@@ -43,6 +43,10 @@ for (const kind of [propertyKind, addressKind]) {
     t.same(second.data.items.map((i: { id: string }) => i.id), [hamburg.data.id])
     t.equal(second.data.nextCursor, null)
     assertProblem(t, await client.get(`${collection}?cursor=bogus`), 400, /\/querystring\/cursor/)
+
+    const bare = await client.post(collection)
+    t.equal(bare.statusCode, 201, 'no body is an empty one')
+    t.same([bare.data.maintainerUserId, bare.data.fields], [null, {}])
   })
 
   t.test(`${kind.path}: PATCH merges fields, honours If-Match, and DELETE removes`, async (t) => {

@@ -179,7 +179,13 @@ t.test('a copy is inactive, with equal steps under new ids', async (t) => {
   const named = await client.post(`/v1/process-templates/${id}/copy`, { name: 'Quick valuation' })
   t.equal(named.data.name, 'Quick valuation')
   t.equal((await client.get(`/v1/process-templates/${id}`)).data.steps.length, 2, 'the original keeps its steps')
-  assertProblem(t, await client.post(`/v1/process-templates/${id}/copy`), 400, /body/)
+  // Every field is optional: no body at all is an empty one, however a client sends it.
+  for (const headers of [{}, { 'content-length': '0' }, { 'content-type': 'application/json' }] as Record<string, string>[]) {
+    const bare = await client.post(`/v1/process-templates/${id}/copy`, undefined, headers)
+    t.equal(bare.statusCode, 201, `no body, headers ${JSON.stringify(headers)}`)
+    t.equal(bare.data.name, 'Copy of Valuation')
+  }
+  assertProblem(t, await client.post(`/v1/process-templates/${id}/copy`, 'null', { 'content-type': 'application/json' }), 400, /body/)
   assertProblem(t, await client.post(`/v1/process-templates/${id}/copy`, { name: 'x', active: true }), 400)
   assertProblem(t, await client.post(`/v1/process-templates/${MISSING}/copy`, {}), 404)
 })
