@@ -86,6 +86,14 @@ function problem(status: number, detail: string, request: FastifyRequest, errors
   return problemBody(status, detail, request.url.split('?')[0] ?? request.url, errors)
 }
 
+// What a failed validation of each part of a request is called, as "The request's …"'s subject and verb.
+const PARTS: Record<string, string> = {
+  body: 'body does not match its',
+  params: 'path parameters do not match their',
+  querystring: 'query string does not match its',
+  headers: 'headers do not match their'
+}
+
 function validationErrors(error: FastifyError): FieldError[] {
   const context = error.validationContext ?? 'body'
   return (error.validation ?? []).map((v) => {
@@ -105,7 +113,7 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
     if (error.validation) {
       const unknown = error.validationContext === 'querystring' ? unknownParameters(error.validation) : []
       const detail = unknown.length > 0 ? `The query string has ${unknown.length === 1 ? 'a parameter' : 'parameters'} this route does not take: ${unknown.join(', ')}.`
-        : `The request ${error.validationContext ?? 'body'} does not match its schema.`
+        : `The request's ${PARTS[error.validationContext ?? 'body'] ?? 'body does not match its'} schema.`
       return sendProblem(reply, problem(400, detail, request, validationErrors(error)))
     }
     // A QUERY (RFC 10008 2) must name its content's type; Baton routes none, so one without a Content-Type

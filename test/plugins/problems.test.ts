@@ -1,7 +1,7 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { UNIQUE_CONFLICTS } from '../../src/plugins/problems.js'
-import { setupApp } from '../helpers/app.js'
+import { setupApp, type Response } from '../helpers/app.js'
 import { assertProblem } from '../helpers/assertions.js'
 
 // Postgres cannot store NUL: in text it fails with 22021, as \u0000 in jsonb with 22P05.
@@ -22,6 +22,20 @@ t.test('text Postgres cannot store answers 400', async (t) => {
   t.equal(property.statusCode, 201)
   assertProblem(t, await client.patch(`/v1/properties/${property.data.id}`, { fields: { city: '\u0000' } }), 400, unstorable)
   t.same((await client.get(`/v1/properties/${property.data.id}`)).data.fields, { city: 'Berlin' }, 'unchanged')
+})
+
+t.test('a validation failure names the part of the request in a sentence that reads well', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const detail = async (response: Promise<Response>) => {
+    const answered = await response
+    assertProblem(t, answered, 400)
+    return answered.data.detail
+  }
+  t.equal(await detail(client.post('/v1/users', { name: 'Anna' })), 'The request\'s body does not match its schema.')
+  t.equal(await detail(client.get('/v1/users/anna')), 'The request\'s path parameters do not match their schema.')
+  t.equal(await detail(client.get('/v1/users?limit=0')), 'The request\'s query string does not match its schema.')
+  t.equal(await detail(client.post('/v1/properties', {}, { 'idempotency-key': 'two words' })), 'The request\'s headers do not match their schema.')
 })
 
 t.test('each unique constraint a race is explained by exists under that name', async (t) => {
