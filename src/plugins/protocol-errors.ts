@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -12,6 +12,9 @@ import { allowedMethods, hasEmptyParam, problemBody, sendProblem } from './probl
  * what Node's HTTP parser refuses (clientErrorHandler), what Fastify's router refuses (frameworkErrors),
  * an Expect header Node cannot meet, a request without Host, a compressed body, and the checks of a request line that no route needs to see.
  */
+
+/** Fastify's own bodyLimit when none is given (1 MiB). */
+const DEFAULT_BODY_LIMIT = 1024 * 1024
 
 /** Longer URLs answer 414; a page of ids and filters fits with room to spare. */
 export const MAX_URL_LENGTH = 8192
@@ -90,10 +93,28 @@ function clientErrorProblem(error: ParserError, requestTimeoutMs: number): [numb
 
 /** Node answers an Expect other than 100-continue itself, with an empty 417, unless someone listens (also on the worker's listener). */
 export function onCheckExpectation(request: IncomingMessage, response: ServerResponse): void {
+  answerBeforeFastify(request, response, 417, `Expect: ${String(request.headers.expect).slice(0, 100)} cannot be met; only 100-continue is supported.`)
+}
+
+/**
+ * A 'checkContinue' listener. Without one, Node answers every `Expect: 100-continue` with 100 Continue
+ * before Fastify sees the request, inviting a body that is then refused (413) once sent: a Content-Length
+ * over the body limit is refused at once, and the client need not send it. Other requests go on as usual.
+ */
+export function checkContinue(server: Server, bodyLimit: number) {
+  return (request: IncomingMessage, response: ServerResponse): void => {
+    const length = Number(request.headers['content-length'])
+    if (length > bodyLimit) return answerBeforeFastify(request, response, 413, `The body is larger than the ${bodyLimit} bytes a request may send.`)
+    response.writeContinue()
+    server.emit('request', request, response)
+  }
+}
+
+/** A problem answered on Node's response, for a request Fastify never sees; the connection then closes. */
+function answerBeforeFastify(request: IncomingMessage, response: ServerResponse, status: number, detail: string): void {
   const requestId = requestIdFrom(request.headers[REQUEST_ID_HEADER])
-  const body = JSON.stringify({ ...problemBody(417, `Expect: ${String(request.headers.expect).slice(0, 100)} cannot be met; only 100-continue is supported.`,
-    (request.url ?? '/').split('?')[0]), requestId })
-  response.writeHead(417, {
+  const body = JSON.stringify({ ...problemBody(status, detail, (request.url ?? '/').split('?')[0]), requestId })
+  response.writeHead(status, {
     'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), connection: 'close', [REQUEST_ID_HEADER]: requestId
   })
   response.end(body)
@@ -157,6 +178,7 @@ const NOT_JSON = /^\/(docs|metrics)(\/|$)/
 
 async function protocolErrorsPlugin(app: FastifyInstance): Promise<void> {
   app.server.on('checkExpectation', onCheckExpectation)
+  app.server.on('checkContinue', checkContinue(app.server, app.initialConfig.bodyLimit ?? DEFAULT_BODY_LIMIT))
   app.server.on('connect', refuseConnect((path) => allowedMethods(app, path)))
   app.addHook('onRequest', async (request) => {
     if (lacksHost(request.raw)) {

@@ -181,6 +181,28 @@ t.test('a body in a content coding other than identity answers 415, telling it a
   t.equal((await client.delete(url, { 'content-encoding': 'gzip' })).statusCode, 204, 'nor has a DELETE without one')
 })
 
+t.test('Expect: 100-continue with a body over the limit is refused at once, without inviting the body (real sockets)', async (t) => {
+  const head = (length: number) => `POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\n` +
+    `Content-Length: ${length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`
+  const tooLarge = await raw(head(1024 * 1024 + 1))
+  parse(t, tooLarge.text, 413)
+  t.match(tooLarge.text, /larger than the 1048576 bytes/)
+
+  // A body within the limit is still invited, and the route answers it.
+  const body = JSON.stringify({ name: 'Expecting', email: 'expect@example.com' })
+  const answer = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(Number(port), '127.0.0.1', () => socket.write(head(Buffer.byteLength(body))))
+    let text = ''
+    socket.on('data', (chunk) => {
+      if (text === '' && chunk.toString().startsWith('HTTP/1.1 100 ')) socket.write(body)
+      text += chunk.toString()
+    })
+    socket.on('error', reject)
+    socket.on('close', () => resolve(text))
+  })
+  t.match(answer, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 201 /)
+})
+
 t.test('acceptsJson reads media ranges and their quality', async (t) => {
   for (const yes of [undefined, '*/*', 'application/*', 'Application/JSON', 'application/problem+json', 'text/html, */*;q=0.1', 'json',
     '*/*;q=0, application/json', 'application/*;q=0, application/json;q=0.001', 'application/json; charset=utf-8']) {
