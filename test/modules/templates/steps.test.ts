@@ -137,6 +137,21 @@ t.test('step requests that fail their schema answer 400', async (t) => {
   assertProblem(t, await client.put(`${steps}/order`, {}), 400, /stepIds/)
 })
 
+t.test('a value that fails a union gets one clear error: the null branch says nothing, the other shapes are named once', async (t) => {
+  const { client } = await ctx.newTenant()
+  const steps = `/v1/process-templates/${await createTemplate(client)}/steps`
+  const errors = async (body: object) => (await client.post(steps, { kind: 'task', name: 'x', ...body })).data.errors
+  t.same(await errors({ deadlineDays: 0 }), [{ pointer: '/body/deadlineDays', detail: 'must be >= 1' }])
+  t.same(await errors({ deadlineDays: 'soon' }), [{ pointer: '/body/deadlineDays', detail: 'must be integer or null' }])
+  t.same(await errors({ target: { url: 'https://x.example/hook' } }), [{ pointer: '/body/target/secret', detail: 'must have required property \'secret\'' }])
+  t.same(await errors({ responsibility: 'anyone' }),
+    [{ pointer: '/body/responsibility', detail: 'must be "processResponsible", "propertyMaintainer", "addressMaintainer" or an object' }])
+  t.same(await errors({ responsibility: { user: 'anna' } }), [{ pointer: '/body/responsibility/user', detail: 'must match format "uuid"' }], 'the branch it meant')
+  t.same(await errors({ start: { mode: 'daysAfterPrevious' } }), [{ pointer: '/body/start/days', detail: 'must have required property \'days\'' }])
+  t.same(await errors({ start: { mode: 'later' } }), [{ pointer: '/body/start/mode', detail: 'must be "afterPrevious" or "daysAfterPrevious"' }])
+  t.same(await errors({ start: { mode: 'afterPrevious', days: 2 } }), [{ pointer: '/body/start', detail: 'must match one of the shapes the schema allows' }])
+})
+
 t.test('step rules beyond the schema answer 422 at the field', async (t) => {
   const tenant = await ctx.newTenant()
   const { client } = tenant
