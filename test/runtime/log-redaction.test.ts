@@ -78,6 +78,8 @@ t.test('a server at LOG_LEVEL=trace logs no key, secret, apiClaim or signature',
   t.equal((await fetch(`${address}/v1/users/${operatorKey}`)).status, 401)
   // Percent-encoded, as a client escaping a whole value sends it.
   t.equal((await fetch(`${address}/v1/users?filter=${encodeURIComponent(tenantKey).replace('_', '%5F')}`)).status, 401)
+  // Escaped after an escaped character (a quote, a space): no word boundary before the key's prefix.
+  t.equal((await fetch(`${address}/v1/users?filter=${encodeURIComponent(`"${tenantKey}"`)}`)).status, 401)
   await new Promise((resolve) => setTimeout(resolve, 300))
   server.child.kill('SIGTERM')
   await server.exited
