@@ -1,5 +1,8 @@
 import t from 'tap'
 import { queueTriggeredDeliveries } from '../../src/modules/records/trigger-repository.js'
+import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
+import { cancelClaimedDelivery } from '../../src/scheduler/delivery-repository.js'
+import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // A trigger says which changes its provider wants called: once none of the service's triggers
@@ -188,4 +191,27 @@ t.test('the operator\'s deactivation of a service fails its queued trigger calls
   t.same(recovery.data.deliveryIds, [delivery.id])
   await rt.scheduler.runOnce()
   t.equal(rt.provider.calls.length, before + 1)
+})
+
+t.test('a worker whose claim was taken over cancels nothing: the delivery ends once, by the claim that holds it', async (t) => {
+  const { serviceId, activation } = await serviceWatching('Key safe', 'keysafe')
+  const id = await queuedInTheSameInstant('Key safe', { keysafe: true }, async () => {
+    t.equal((await rt.api.delete(activation)).statusCode, 204)
+  })
+  const claim = () => claimDeliveries(rt.db, { workerId: 'probe', now: rt.clock.now(), leaseMs: 1000, limit: 5, only: { services: [serviceId], hosts: [] } })
+  const [lost] = await claim()
+  t.match(lost, { serviceState: 'withdrawn', attempt: 1 })
+  rt.clock.advance(2000)
+  t.equal(await reapExpiredLeases(rt.db, rt.clock.now()), 1, 'the reaper takes the delivery back')
+  t.equal(await cancelClaimedDelivery(rt.db, lost!, 'cancelled: late', rt.clock.now()), false, 'the reaped claim cancels nothing')
+  t.match(await triggeredBy(id), [{ status: 'pending', attemptCount: 1 }])
+
+  const [second] = await claim()
+  t.equal(second!.fence, lost!.fence + 1)
+  t.equal(await cancelClaimedDelivery(rt.db, lost!, 'cancelled: late', rt.clock.now()), false, 'nor does it once another worker holds it')
+  t.equal(await cancelClaimedDelivery(rt.db, second!, 'cancelled: now', rt.clock.now()), true)
+  t.equal(await cancelClaimedDelivery(rt.db, second!, 'cancelled: twice', rt.clock.now()), false, 'and it ends once')
+  const [delivery] = await triggeredBy(id)
+  t.match(delivery, { status: 'cancelled', lastError: 'cancelled: now', attemptCount: 1 }, 'the count keeps the reaped attempt and never goes below it')
+  t.match(delivery.attempts, [{ outcome: 'aborted' }], 'the attempt log holds the reaped attempt only')
 })
