@@ -131,7 +131,7 @@ export async function cancelUnwantedDeliveries(db: DB, serviceId: string, now: D
 export function cancelUnwantedStatement(db: DB, serviceId: string, now: Date) {
   return db.updateTable('deliveries as d')
     .set({ status: 'cancelled', finished_at: now, last_error: 'cancelled: no trigger of the service watches this change any more (deleted or changed before the call)' })
-    // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0026).
+    // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0027).
     .where('d.service_id', '=', serviceId).where('d.source', '=', sql.lit('trigger')).where('d.status', '=', sql.lit('pending'))
     .where(sql<boolean>`not ${triggerStillWants('d')}`)
 }
@@ -150,7 +150,7 @@ export async function cancelWithdrawnDeliveries(db: DB, tenantId: string, servic
 export function cancelWithdrawnStatement(db: DB, tenantId: string, serviceId: string, now: Date) {
   return db.updateTable('deliveries')
     .set({ status: 'cancelled', finished_at: now, last_error: 'cancelled: the tenant deactivated the service before the call' })
-    // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0026).
+    // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0027).
     .where('service_id', '=', serviceId).where('source', '=', sql.lit('trigger')).where('status', '=', sql.lit('pending'))
     .where('tenant_id', '=', tenantId)
 }
