@@ -12,6 +12,7 @@ import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.
 import { buildRequest } from './webhook-request.js'
 import { cancelClaimedDelivery, releaseDelivery } from './delivery-repository.js'
 import { storable } from '../lib/storable.js'
+import { WITHDRAWN } from '../lib/withdrawn-calls.js'
 import { hostKey } from '../lib/host-key.js'
 import type { HostSlots } from './host-slots.js'
 import { retryTransient } from './retry-transient.js'
@@ -156,11 +157,9 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
  */
 function withdrawnBecause(delivery: ClaimedDelivery): string | undefined {
   if (delivery.source !== 'trigger') return undefined
-  if (delivery.serviceState === 'withdrawn') return `cancelled: the tenant deactivated service "${delivery.serviceName}"; no call was made`
-  if (delivery.recordGone) {
-    return `cancelled: ${delivery.propertyId === null ? `address ${delivery.addressId}` : `property ${delivery.propertyId}`} was deleted; no call was made`
-  }
-  if (delivery.triggerGone) return `cancelled: no trigger of service "${delivery.serviceName}" watches this change any more; no call was made`
+  if (delivery.serviceState === 'withdrawn') return WITHDRAWN.deactivated
+  if (delivery.recordGone) return WITHDRAWN.recordDeleted(delivery.propertyId === null ? 'address' : 'property')
+  if (delivery.triggerGone) return WITHDRAWN.triggerGone
   return undefined
 }
 

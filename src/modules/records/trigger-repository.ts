@@ -2,6 +2,7 @@ import { sql, type RawBuilder } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { JsonObject } from '../../db/database.js'
 import { newId } from '../../lib/ids.js'
+import { WITHDRAWN } from '../../lib/withdrawn-calls.js'
 import { insertActivity } from '../activities/repository.js'
 import { chainTooDeep, type ChainWriter } from '../instances/chain.js'
 import type { RecordTable } from './schemas.js'
@@ -111,7 +112,7 @@ export async function cancelTriggeredDeliveries(db: DB, table: RecordTable, tena
 /** The statement of cancelTriggeredDeliveries, on its own for a look at its plan. */
 export function cancelTriggeredStatement(db: DB, table: RecordTable, tenantId: string, recordId: string, now: Date) {
   return db.updateTable('deliveries')
-    .set({ status: 'cancelled', finished_at: now, last_error: `cancelled: the ${MODULE[table]} was deleted before the call` })
+    .set({ status: 'cancelled', finished_at: now, last_error: WITHDRAWN.recordDeleted(MODULE[table]) })
     // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0025).
     .where('tenant_id', '=', tenantId).where('source', '=', sql.lit('trigger')).where('status', '=', sql.lit('pending'))
     .where(table === 'properties' ? 'property_id' : 'address_id', '=', recordId)
@@ -130,7 +131,7 @@ export async function cancelUnwantedDeliveries(db: DB, serviceId: string, now: D
 /** The statement of cancelUnwantedDeliveries, on its own for a look at its plan. */
 export function cancelUnwantedStatement(db: DB, serviceId: string, now: Date) {
   return db.updateTable('deliveries as d')
-    .set({ status: 'cancelled', finished_at: now, last_error: 'cancelled: no trigger of the service watches this change any more (deleted or changed before the call)' })
+    .set({ status: 'cancelled', finished_at: now, last_error: WITHDRAWN.triggerGone })
     // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0027).
     .where('d.service_id', '=', serviceId).where('d.source', '=', sql.lit('trigger')).where('d.status', '=', sql.lit('pending'))
     .where(sql<boolean>`not ${triggerStillWants('d')}`)
@@ -149,7 +150,7 @@ export async function cancelWithdrawnDeliveries(db: DB, tenantId: string, servic
 /** The statement of cancelWithdrawnDeliveries, on its own for a look at its plan. */
 export function cancelWithdrawnStatement(db: DB, tenantId: string, serviceId: string, now: Date) {
   return db.updateTable('deliveries')
-    .set({ status: 'cancelled', finished_at: now, last_error: 'cancelled: the tenant deactivated the service before the call' })
+    .set({ status: 'cancelled', finished_at: now, last_error: WITHDRAWN.deactivated })
     // Constants, so that a kept plan can still prove the partial index of pending trigger deliveries (migration 0027).
     .where('service_id', '=', serviceId).where('source', '=', sql.lit('trigger')).where('status', '=', sql.lit('pending'))
     .where('tenant_id', '=', tenantId)
