@@ -253,7 +253,10 @@ function firstBytes(text: string, bytes: number): string {
   return buffer.length <= bytes ? text : buffer.subarray(0, bytes).toString('utf8')
 }
 
-/** A provider that echoes its request (an error page with the URL) must not put a live claim in the attempt log. */
+/**
+ * A provider that echoes its request (an error page with the URL) must not put a live claim in the attempt
+ * log, whether it echoes the query as sent or percent-encoded (`bcl%5F…`).
+ */
 export function redactClaims(text: string): string {
-  return text.replace(/bcl_[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*)?/g, 'bcl_[redacted]')
+  return text.replace(/bcl(?:_|%5[Ff])(?:[A-Za-z0-9_-]|%5[Ff])+(?:(?:\.|%2[Ee])(?:[A-Za-z0-9_-]|%5[Ff])*)?/g, 'bcl_[redacted]')
 }
