@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, linkSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError } from '../config.js'
@@ -13,6 +13,8 @@ export interface LockTiming {
   staleMs: number
   /** Told when another process took the lock over (this one's beats stood still for staleMs): by default an uncaught error. */
   onLost?: (error: DataDirBusyError) => void
+  /** Runs between the look at the lock and the taking of it: a test's rival starts there. */
+  afterLook?: () => void
 }
 
 /**
@@ -21,8 +23,11 @@ export interface LockTiming {
  */
 const LOCK_TIMING: LockTiming = { beatMs: 1000, staleMs: 10_000 }
 
-/** How long a process that took over a lock from another pid space waits before it looks again (beats polls every 100 ms). */
+/** How long a process that took over a lock left behind waits before it looks again (beats polls every 100 ms). */
 const TAKEOVER_SETTLE_MS = 300
+
+/** Errors of a file system without hard links: the lock is then written over, and looked at again. */
+const NO_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'])
 
 /**
  * The embedded database is single-process: a pid file keeps a second process from opening it. Its
@@ -54,14 +59,29 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
   }
   const identity = processIdentity(process.pid)
   let written: string | undefined
-  const write = () => {
+  const text = () => {
     const lines = identity === undefined ? [String(process.pid)] : [String(process.pid), identity, space ?? '', hostname(), `beat ${Date.now()}`]
-    const text = `${lines.join('\n')}\n`
-    // Written aside and renamed, so that a reader never sees the file half written (an empty one holds nothing).
-    const aside = `${lockFile}.${hostname()}.${process.pid}`
-    writeFileSync(aside, text)
+    return `${lines.join('\n')}\n`
+  }
+  // Written aside and then renamed over the lock (or linked to it), so that a reader never sees it half written.
+  const aside = `${lockFile}.${hostname()}.${process.pid}`
+  const write = () => {
+    const next = text()
+    writeFileSync(aside, next)
     renameSync(aside, lockFile)
-    written = text
+    written = next
+  }
+  // A lock where there was none appears whole and only if still none is there (link fails if one is):
+  // of two processes starting at once on a free folder, the second finds the first's lock.
+  const create = () => {
+    const next = text()
+    writeFileSync(aside, next)
+    try {
+      linkSync(aside, lockFile)
+      written = next
+    } finally {
+      rmSync(aside, { force: true })
+    }
   }
   // Another process took the lock over while this one's beats stood still (a long statement, a paused
   // container): writing it back, or removing it at the release, would let two processes write one cluster.
@@ -69,15 +89,32 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
     const now = readHolder(lockFile)
     return now === undefined || now.text === written
   }
+  // A lock left behind (a crash's, in this pid space or another) is written over, which two processes
+  // may do at once, each right after its last look: the later rename wins, and the other, looking again
+  // once both could have written, finds it no longer its own and stops.
+  let takingOver = holder !== undefined || existsSync(lockFile)
+  timing.afterLook?.()
   try {
-    write()
+    if (takingOver) write()
+    else {
+      try {
+        create()
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code ?? ''
+        if (code === 'EEXIST') {
+          throw new DataDirBusyError(`The embedded database in ${dir} is in use by process ${readHolder(lockFile)?.pid ?? 'unknown'}, which started at the same time. `
+            + 'It serves one process at a time: stop that process, or set DATABASE_URL to share a Postgres server.')
+        }
+        if (!NO_LINKS.has(code)) throw error
+        write()
+        takingOver = true
+      }
+    }
   } catch (error) {
+    if (error instanceof DataDirBusyError) throw error
     throw unusableDataDir(dir, error)
   }
-  // Two processes that waited out the same left-behind lock from another pid space may both write it,
-  // each right after its last look: the later rename wins, and the other, looking again once both could
-  // have written, finds it no longer its own and stops.
-  if (holder?.space !== undefined && holder.space !== space) {
+  if (takingOver) {
     await new Promise((resolve) => setTimeout(resolve, Math.min(TAKEOVER_SETTLE_MS, timing.staleMs)))
     if (!ours()) {
       const taker = readHolder(lockFile)

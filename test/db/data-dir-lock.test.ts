@@ -109,6 +109,39 @@ t.test('of two processes taking over one left-behind lock at once, the one whose
   t.match(readFileSync(lockFile, 'utf8'), /rival-host/, 'the rival\'s lock is left in place')
 })
 
+// Two processes starting at once after a crash on this machine both found its lock left behind and
+// both wrote theirs: the earlier one's was overwritten, and both opened the cluster.
+t.test('of two processes taking over a crashed lock of this pid space at once, the one whose lock was overwritten stops', { skip: !linux && 'needs /proc' }, async (t) => {
+  const dir = dataDir(t)
+  const lockFile = join(dir, 'baton.pid')
+  const crashed = spawn('true', [], { stdio: 'ignore' })
+  await new Promise((resolve) => crashed.on('exit', resolve))
+  writeFileSync(lockFile, `${crashed.pid}\n`)
+  const rival = unrelatedProcess(t)
+  const rivalLock = `${rival}\n${'0'.repeat(8)} 1\n`
+  const watch = setInterval(() => {
+    if (!readFileSync(lockFile, 'utf8').startsWith(`${crashed.pid}\n`)) {
+      writeFileSync(lockFile, rivalLock)
+      clearInterval(watch)
+    }
+  }, 5)
+  t.teardown(() => clearInterval(watch))
+  await t.rejects(lockDataDir(dir, quick), { name: 'DataDirBusyError', message: new RegExp(`taken over at the same time by process ${rival}`) })
+  t.equal(readFileSync(lockFile, 'utf8'), rivalLock, 'the rival\'s lock is left in place')
+})
+
+// Two processes starting at once on a free folder both found no lock and both wrote one.
+t.test('of two processes starting at once on a free folder, the one that finds the other\'s lock made meanwhile stops', async (t) => {
+  const dir = dataDir(t)
+  const lockFile = join(dir, 'baton.pid')
+  const rival = unrelatedProcess(t)
+  await t.rejects(lockDataDir(dir, { ...quick, afterLook: () => writeFileSync(lockFile, `${rival}\n`) }),
+    { name: 'DataDirBusyError', message: new RegExp(`in use by process ${rival}, which started at the same time`) })
+  t.equal(readFileSync(lockFile, 'utf8'), `${rival}\n`, 'the other\'s lock is left in place')
+  const release = await lockDataDir(dir, quick).catch((error: Error) => error)
+  t.match(release, { name: 'DataDirBusyError' }, 'and it holds the folder')
+})
+
 t.test('the holder rewrites its lock while it holds it, and stops once released', { skip: !linux && 'needs /proc' }, async (t) => {
   const dir = dataDir(t)
   const lockFile = join(dir, 'baton.pid')
