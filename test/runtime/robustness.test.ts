@@ -154,3 +154,33 @@ t.test('SMTP down: the first failures put the rest of the batch back untouched i
   t.same(rows.filter((r) => r.attempt_count === 0).map((r) => r.last_error), Array(12 - tried.length).fill(null), 'the rest put back untouched')
   t.ok(rows.every((r) => r.lease_expires_at === null), 'none left leased')
 })
+
+t.test('a tenant deleted while its step\'s call is in flight: the call\'s apiClaim is refused, its outcome is dropped, and the batch beside it is recorded', async (t) => {
+  const gone = await rt.newTenant({ name: 'Leaving GmbH' })
+  t.equal((await gone.client.put(`/v1/marketplace-services/${rt.serviceId}/activation`)).statusCode, 200)
+  const user = (await gone.client.post('/v1/users', { name: 'Lea Leaving', email: 'lea@example.com' })).data
+  const property = (await gone.client.post('/v1/properties', { maintainerUserId: user.id, fields: { price: 1 } })).data
+  const template = (await gone.client.post('/v1/process-templates', { name: 'Value it' })).data
+  const step = await gone.client.post(`/v1/process-templates/${template.id}/steps`,
+    { kind: 'webhook', name: 'Valuation', serviceId: rt.serviceId, refersTo: { property: true }, start: { mode: 'afterPrevious' }, responsibility: 'processResponsible' })
+  t.equal(step.statusCode, 201, step.body)
+  t.equal((await gone.client.patch(`/v1/process-templates/${template.id}`, { active: true }, { 'if-match': '"2"' })).statusCode, 200)
+  const leaving = await gone.client.post('/v1/process-instances', { templateId: template.id, responsibleUserId: user.id, propertyId: property.id })
+  t.equal(leaving.statusCode, 201, leaving.body)
+  const staying = await rt.start(await rt.template([{ kind: 'webhook', name: 'Valuation', refersTo: { property: true } }]))
+
+  let writeBack: number | undefined
+  rt.provider.always(async (call) => {
+    if (call.query.customerWebId !== gone.webId) return { status: 200, body: 'ok' }
+    t.equal((await rt.operator.delete(`/v1/tenants/${gone.id}`)).statusCode, 204, 'the tenant can be deleted while its call is made')
+    writeBack = (await rt.as(call.query.apiClaim!).patch(`/v1/properties/${property.id}`, { fields: { marketValue: 2 } })).statusCode
+    return { status: 200, body: 'ok' }
+  })
+  t.teardown(() => rt.provider.always(() => ({ status: 200, body: 'ok' })))
+  const run = await rt.scheduler.runOnce()
+  t.equal(run.deliveries, 2, 'both calls went out')
+  t.equal(writeBack, 403, 'the deleted tenant\'s claim writes nothing back')
+  const left = await sql<{ n: number }>`select count(*)::int as n from delivery_attempts where tenant_id = ${gone.id}`.execute(rt.db)
+  t.equal(left.rows[0]?.n, 0, 'no attempt of the deleted tenant is logged')
+  t.equal((await rt.instance(staying.id)).steps[0].state, 'done', 'the other tenant\'s call in the same batch is recorded')
+})
