@@ -105,6 +105,15 @@ function validationErrors(error: FastifyError): FieldError[] {
   })
 }
 
+/**
+ * A body left out (or sent empty as JSON) where the route needs an object: Ajv's "must be object" at /body
+ * read as if a body of another type had been sent.
+ */
+function isMissingBody(error: FastifyError, request: FastifyRequest): boolean {
+  if (error.validationContext !== 'body' || request.body !== undefined) return false
+  return (error.validation ?? []).some((v) => v.keyword === 'type' && v.instancePath === '' && (v.params as { type?: unknown }).type === 'object')
+}
+
 async function problemsPlugin(app: FastifyInstance): Promise<void> {
   app.setErrorHandler((error: FastifyError & { code?: string }, request, reply) => {
     if (error instanceof ProblemError) {
@@ -112,6 +121,10 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
       return sendProblem(reply, body, error.headers)
     }
     if (error.validation) {
+      if (isMissingBody(error, request)) {
+        const detail = 'The request has no body: this route takes a JSON object, sent as application/json.'
+        return sendProblem(reply, problem(400, detail, request, [{ pointer: '/body', detail: 'a JSON object body is required' }]))
+      }
       const unknown = error.validationContext === 'querystring' ? unknownParameters(error.validation) : []
       const detail = unknown.length > 0 ? `The query string has ${unknown.length === 1 ? 'a parameter' : 'parameters'} this route does not take: ${unknown.join(', ')}.`
         : `The request's ${PARTS[error.validationContext ?? 'body'] ?? 'body does not match its'} schema.`

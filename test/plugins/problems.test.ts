@@ -38,6 +38,28 @@ t.test('a validation failure names the part of the request in a sentence that re
   t.equal(await detail(client.post('/v1/properties', {}, { 'idempotency-key': 'two words' })), 'The request\'s headers do not match their schema.')
 })
 
+t.test('a body left out where the route needs one says that a JSON object body is required', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const anna = await client.post('/v1/users', { name: 'Anna Berg', email: 'anna@example.com' })
+  const missing = [
+    client.post('/v1/users'),
+    client.post('/v1/users', '', { 'content-type': 'application/json' }),
+    client.patch(`/v1/users/${anna.data.id}`)
+  ]
+  for (const answered of await Promise.all(missing)) {
+    assertProblem(t, answered, 400)
+    t.equal(answered.data.detail, 'The request has no body: this route takes a JSON object, sent as application/json.')
+    t.same(answered.data.errors, [{ pointer: '/body', detail: 'a JSON object body is required' }])
+  }
+  // A body sent, of another type than an object, is not a missing one.
+  for (const body of ['null', '[]', '"Anna"']) {
+    const sent = await client.post('/v1/users', body, { 'content-type': 'application/json' })
+    assertProblem(t, sent, 400, /body does not match its schema/)
+    t.same(sent.data.errors, [{ pointer: '/body', detail: 'must be object' }], body)
+  }
+})
+
 t.test('each unique constraint a race is explained by exists under that name', async (t) => {
   const ctx = await setupApp(t)
   const { rows } = await sql<{ name: string }>`select relname as name from pg_class where relkind = 'i' and relname = any(${Object.keys(UNIQUE_CONFLICTS)})`.execute(ctx.db)

@@ -140,8 +140,8 @@ t.test('an empty body sent as application/json is no body: routes that take none
   assertProblem(t, await client.post('/v1/deliveries/01a2253b-4a10-7e2f-8c3b-7d9e1f2a4b56/replay', '', json), 404)
   assertProblem(t, await client.post('/v1/process-instances/01a2253b-49f8-7a13-b1c4-2e3f4a5b6c7d/cancel', '', json), 404)
   const needsOne = await client.post('/v1/users', '', json)
-  assertProblem(t, needsOne, 400, /body does not match its schema/)
-  t.same(needsOne.data.errors, [{ pointer: '/body', detail: 'must be object' }])
+  assertProblem(t, needsOne, 400, /has no body: this route takes a JSON object/)
+  t.same(needsOne.data.errors, [{ pointer: '/body', detail: 'a JSON object body is required' }])
   assertProblem(t, await client.put(`/v1/marketplace-services/${service.data.id}/activation`, ' ', json), 400, /not valid JSON/)
 })
 
