@@ -6,6 +6,7 @@ import { ProblemError, type FieldError } from '../errors.js'
 import { REQUEST_ID_HEADER } from '../lib/request-id.js'
 import { unknownParameters } from './query-strings.js'
 import { condenseUnionErrors } from './union-errors.js'
+import { clearerMessage } from './validation-messages.js'
 
 const STATUS_TITLES: Record<number, string> = {
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
@@ -97,7 +98,7 @@ const PARTS: Record<string, string> = {
 
 function validationErrors(error: FastifyError): FieldError[] {
   const context = error.validationContext ?? 'body'
-  return condenseUnionErrors(error.validation ?? []).map((v) => {
+  return condenseUnionErrors((error.validation ?? []).map(clearerMessage)).map((v) => {
     const params = v.params as Record<string, unknown>
     const extra = typeof params.additionalProperty === 'string' ? `/${params.additionalProperty}` :
       typeof params.missingProperty === 'string' ? `/${params.missingProperty}` : ''

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { UNIQUE_CONFLICTS } from '../../src/plugins/problems.js'
+import { clearerMessage } from '../../src/plugins/validation-messages.js'
 import { setupApp, type Response } from '../helpers/app.js'
 import { assertProblem } from '../helpers/assertions.js'
 
@@ -58,6 +59,32 @@ t.test('a body left out where the route needs one says that a JSON object body i
     assertProblem(t, sent, 400, /body does not match its schema/)
     t.same(sent.data.errors, [{ pointer: '/body', detail: 'must be object' }], body)
   }
+})
+
+t.test('a value outside an enum or a const is told what the schema allows', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const service = await ctx.operator.post('/v1/marketplace-services', { name: 'Enums', provider: 'P', webhookUrl: 'https://p.example/hook' })
+  const trigger = await ctx.operator.post(`/v1/marketplace-services/${service.data.id}/triggers`, { module: 'activity', events: ['create', 'delete'] })
+  assertProblem(t, trigger, 400)
+  t.same(trigger.data.errors, [
+    { pointer: '/body/module', detail: 'must be one of "property", "address"' },
+    { pointer: '/body/events/1', detail: 'must be one of "create", "update"' }
+  ])
+  const listed = await client.get('/v1/deliveries?status=done')
+  assertProblem(t, listed, 400)
+  t.same(listed.data.errors, [{ pointer: '/querystring/status', detail: 'must be one of "pending", "running", "succeeded", "failed", "cancelled"' }])
+
+  // What the API's schemas do not (yet) reach: a single value, a const, a long enum, a message of our own.
+  const ajv = (keyword: string, params: Record<string, unknown>, message: string) => clearerMessage({ keyword, instancePath: '/x', schemaPath: '#/x', params, message }).message
+  t.equal(ajv('enum', { allowedValues: ['true'] }, 'must be equal to one of the allowed values'), 'must be "true"')
+  t.equal(ajv('const', { allowedValue: 'afterPrevious' }, 'must be equal to constant'), 'must be "afterPrevious"')
+  t.equal(ajv('const', { allowedValue: true }, 'must be equal to constant'), 'must be true')
+  const many = Array.from({ length: 300 }, (_, i) => `value${i}`)
+  t.equal(ajv('enum', { allowedValues: many }, 'must be equal to one of the allowed values'),
+    `must be one of ${many.slice(0, 10).map((v) => `"${v}"`).join(', ')}, … (300 values in all)`)
+  t.equal(ajv('const', { allowedValue: 'x'.repeat(100) }, 'must be equal to constant'), `must be "${'x'.repeat(58)}…`)
+  t.equal(ajv('enum', { allowedValues: ['a'] }, 'must be a known mode'), 'must be a known mode', 'a message of our own stays')
 })
 
 t.test('each unique constraint a race is explained by exists under that name', async (t) => {

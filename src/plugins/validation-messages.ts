@@ -1,0 +1,44 @@
+/** What a validation error of Ajv's (and Fastify's copy of it) carries. */
+interface ErrorObject {
+  keyword: string
+  instancePath: string
+  params: Record<string, unknown>
+  message?: string
+}
+
+/*
+ * Ajv's messages for some keywords do not say what would do: "must be equal to one of the allowed
+ * values" names none of them. Without Ajv's `verbose` option (which would copy request values and
+ * schemas into every error, also on logged ones) the error's params still name what the schema allows;
+ * clearerMessage words it from them. Only Ajv's own wording is replaced: an error whose message was
+ * written here (src/plugins/query-strings.ts) keeps it. This runs only as a refusal is answered.
+ */
+
+/** Values an enum's message names before it stops and says how many there are. */
+export const ENUM_NAMED = 10
+
+type Rewrite = (params: Record<string, unknown>) => string | undefined
+
+const REWRITES: Record<string, [ajvMessage: string, Rewrite]> = {
+  enum: ['must be equal to one of the allowed values', (params) => Array.isArray(params.allowedValues) ? mustBeOneOf(params.allowedValues) : undefined],
+  const: ['must be equal to constant', (params) => 'allowedValue' in params ? `must be ${shown(params.allowedValue)}` : undefined]
+}
+
+export function clearerMessage<E extends ErrorObject>(error: E): E {
+  const rewrite = REWRITES[error.keyword]
+  if (!rewrite || error.message !== rewrite[0]) return error
+  const message = rewrite[1](error.params)
+  return message === undefined ? error : { ...error, message }
+}
+
+function mustBeOneOf(values: unknown[]): string {
+  if (values.length === 1) return `must be ${shown(values[0])}`
+  const named = values.slice(0, ENUM_NAMED).map(shown).join(', ')
+  return values.length <= ENUM_NAMED ? `must be one of ${named}` : `must be one of ${named}, … (${values.length} values in all)`
+}
+
+/** A value of the schema's as JSON, cut short where it is long. */
+function shown(value: unknown): string {
+  const json = JSON.stringify(value) ?? String(value)
+  return json.length <= 60 ? json : `${json.slice(0, 59)}…`
+}
