@@ -100,8 +100,8 @@ function validationErrors(error: FastifyError): FieldError[] {
   const context = error.validationContext ?? 'body'
   return condenseUnionErrors((error.validation ?? []).map(clearerMessage)).map((v) => {
     const params = v.params as Record<string, unknown>
-    const extra = typeof params.additionalProperty === 'string' ? `/${params.additionalProperty}` :
-      typeof params.missingProperty === 'string' ? `/${params.missingProperty}` : ''
+    const extra = typeof params.additionalProperty === 'string' ? `/${escapePointer(params.additionalProperty)}` :
+      typeof params.missingProperty === 'string' ? `/${escapePointer(params.missingProperty)}` : ''
     return { pointer: `/${context}${v.instancePath}${extra}`, detail: v.message ?? 'is invalid' }
   })
 }
@@ -114,6 +114,9 @@ function isMissingBody(error: FastifyError, request: FastifyRequest): boolean {
   if (error.validationContext !== 'body' || request.body !== undefined) return false
   return (error.validation ?? []).some((v) => v.keyword === 'type' && v.instancePath === '' && (v.params as { type?: unknown }).type === 'object')
 }
+
+/** A property's name as a JSON Pointer's reference token (RFC 6901 3), as Ajv writes the instancePath before it. */
+const escapePointer = (name: string) => name.replaceAll('~', '~0').replaceAll('/', '~1')
 
 async function problemsPlugin(app: FastifyInstance): Promise<void> {
   app.setErrorHandler((error: FastifyError & { code?: string }, request, reply) => {

@@ -21,7 +21,10 @@ type Rewrite = (params: Record<string, unknown>) => string | undefined
 
 const REWRITES: Record<string, [ajvMessage: string, Rewrite]> = {
   enum: ['must be equal to one of the allowed values', (params) => Array.isArray(params.allowedValues) ? mustBeOneOf(params.allowedValues) : undefined],
-  const: ['must be equal to constant', (params) => 'allowedValue' in params ? `must be ${shown(params.allowedValue)}` : undefined]
+  const: ['must be equal to constant', (params) => 'allowedValue' in params ? `must be ${shown(params.allowedValue)}` : undefined],
+  // The pointer ends in the property's name; the detail names it too, for a client that shows only details.
+  additionalProperties: ['must NOT have additional properties',
+    (params) => typeof params.additionalProperty === 'string' ? `${shown(params.additionalProperty)} is not a known field` : undefined]
 }
 
 export function clearerMessage<E extends ErrorObject>(error: E): E {
@@ -37,7 +40,7 @@ function mustBeOneOf(values: unknown[]): string {
   return values.length <= ENUM_NAMED ? `must be one of ${named}` : `must be one of ${named}, … (${values.length} values in all)`
 }
 
-/** A value of the schema's as JSON, cut short where it is long. */
+/** A value (of the schema's, or a property's name) as JSON, cut short where it is long. */
 function shown(value: unknown): string {
   const json = JSON.stringify(value) ?? String(value)
   return json.length <= 60 ? json : `${json.slice(0, 59)}…`

@@ -87,6 +87,23 @@ t.test('a value outside an enum or a const is told what the schema allows', asyn
   t.equal(ajv('enum', { allowedValues: ['a'] }, 'must be a known mode'), 'must be a known mode', 'a message of our own stays')
 })
 
+t.test('a property the schema does not take is named in the pointer and the detail', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const created = await client.post('/v1/users', { name: 'Anna Berg', email: 'anna@example.com', nickname: 'Anni', 'a/b~c': 1 })
+  assertProblem(t, created, 400)
+  t.same(created.data.errors, [
+    { pointer: '/body/nickname', detail: '"nickname" is not a known field' },
+    { pointer: '/body/a~1b~0c', detail: '"a/b~c" is not a known field' }
+  ], 'a name is escaped in the pointer as RFC 6901 says')
+  const long = 'x'.repeat(100)
+  t.same((await client.post('/v1/users', { name: 'Anna Berg', email: 'anna@example.com', [long]: 1 })).data.errors,
+    [{ pointer: `/body/${long}`, detail: `"${'x'.repeat(58)}… is not a known field` }], 'a long name is cut short in the detail')
+  const listed = await client.get('/v1/users?a/b=1')
+  assertProblem(t, listed, 400, /this route does not take: a\/b\./)
+  t.match(listed.data.errors, [{ pointer: '/querystring/a~1b', detail: /^unknown query parameter \(this route takes / }])
+})
+
 t.test('each unique constraint a race is explained by exists under that name', async (t) => {
   const ctx = await setupApp(t)
   const { rows } = await sql<{ name: string }>`select relname as name from pg_class where relkind = 'i' and relname = any(${Object.keys(UNIQUE_CONFLICTS)})`.execute(ctx.db)
