@@ -17,19 +17,32 @@ interface ErrorObject {
 /** Values an enum's message names before it stops and says how many there are. */
 export const ENUM_NAMED = 10
 
-type Rewrite = (params: Record<string, unknown>) => string | undefined
+type Params = Record<string, unknown>
+type Rewrite = (params: Params) => string | undefined
 
-const REWRITES: Record<string, [ajvMessage: string, Rewrite]> = {
-  enum: ['must be equal to one of the allowed values', (params) => Array.isArray(params.allowedValues) ? mustBeOneOf(params.allowedValues) : undefined],
-  const: ['must be equal to constant', (params) => 'allowedValue' in params ? `must be ${shown(params.allowedValue)}` : undefined],
+const REWRITES: Record<string, [ajvMessage: (params: Params) => string, Rewrite]> = {
+  enum: [() => 'must be equal to one of the allowed values', (params) => Array.isArray(params.allowedValues) ? mustBeOneOf(params.allowedValues) : undefined],
+  const: [() => 'must be equal to constant', (params) => 'allowedValue' in params ? `must be ${shown(params.allowedValue)}` : undefined],
   // The pointer ends in the property's name; the detail names it too, for a client that shows only details.
-  additionalProperties: ['must NOT have additional properties',
-    (params) => typeof params.additionalProperty === 'string' ? `${shown(params.additionalProperty)} is not a known field` : undefined]
+  additionalProperties: [() => 'must NOT have additional properties',
+    (params) => typeof params.additionalProperty === 'string' ? `${shown(params.additionalProperty)} is not a known field` : undefined],
+  format: [(params) => `must match format "${String(params.format)}"`,
+    (params) => typeof params.format === 'string' && Object.hasOwn(FORMATS, params.format) ? `must be ${FORMATS[params.format]} (format "${params.format}")` : undefined]
+}
+
+/** What a string of each format is, with an example: Ajv's "must match format" names the format alone. */
+const FORMATS: Record<string, string> = {
+  uuid: 'a UUID such as 01a2253b-4a10-7e2f-8c3b-7d9e1f2a4b56',
+  date: 'a date written YYYY-MM-DD, such as 2026-03-02',
+  'date-time': 'a date and time with its UTC offset (RFC 3339), such as 2026-03-02T08:00:00Z or 2026-03-02T09:00:00+01:00',
+  time: 'a time with its UTC offset (RFC 3339), such as 08:00:00Z',
+  email: 'an e-mail address such as anna@example.com',
+  uri: 'an absolute URI such as https://example.com/hook'
 }
 
 export function clearerMessage<E extends ErrorObject>(error: E): E {
   const rewrite = REWRITES[error.keyword]
-  if (!rewrite || error.message !== rewrite[0]) return error
+  if (!rewrite || error.message !== rewrite[0](error.params)) return error
   const message = rewrite[1](error.params)
   return message === undefined ? error : { ...error, message }
 }

@@ -104,6 +104,29 @@ t.test('a property the schema does not take is named in the pointer and the deta
   t.match(listed.data.errors, [{ pointer: '/querystring/a~1b', detail: /^unknown query parameter \(this route takes / }])
 })
 
+t.test('a string not of its format is told what the format is, by name and with an example', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  t.same((await client.post('/v1/users', { name: 'Anna Berg', email: 'anna at example.com' })).data.errors,
+    [{ pointer: '/body/email', detail: 'must be an e-mail address such as anna@example.com (format "email")' }])
+  t.same((await client.get('/v1/users/anna')).data.errors,
+    [{ pointer: '/params/id', detail: 'must be a UUID such as 01a2253b-4a10-7e2f-8c3b-7d9e1f2a4b56 (format "uuid")' }])
+  const service = await ctx.operator.post('/v1/marketplace-services', { name: 'Formats', provider: 'P', webhookUrl: 'https://p.example/hook' })
+  for (const since of ['yesterday', '2026-03-02T08:00:00']) {
+    const recovered = await client.post(`/v1/marketplace-services/${service.data.id}/recover`, { since })
+    assertProblem(t, recovered, 400)
+    t.same(recovered.data.errors, [{
+      pointer: '/body/since',
+      detail: 'must be a date and time with its UTC offset (RFC 3339), such as 2026-03-02T08:00:00Z or 2026-03-02T09:00:00+01:00 (format "date-time")'
+    }], since)
+  }
+  const ajv = (format: string) => clearerMessage({ keyword: 'format', instancePath: '/x', schemaPath: '#/x', params: { format }, message: `must match format "${format}"` }).message
+  t.equal(ajv('date'), 'must be a date written YYYY-MM-DD, such as 2026-03-02 (format "date")')
+  t.equal(ajv('uri'), 'must be an absolute URI such as https://example.com/hook (format "uri")')
+  t.equal(ajv('ipv4'), 'must match format "ipv4"', 'a format without words of its own keeps Ajv\'s')
+  t.equal(ajv('toString'), 'must match format "toString"')
+})
+
 t.test('each unique constraint a race is explained by exists under that name', async (t) => {
   const ctx = await setupApp(t)
   const { rows } = await sql<{ name: string }>`select relname as name from pg_class where relkind = 'i' and relname = any(${Object.keys(UNIQUE_CONFLICTS)})`.execute(ctx.db)
