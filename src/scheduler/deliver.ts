@@ -86,7 +86,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     const cancelled = await retryTransient(() => cancelClaimedDelivery(deps.db, delivery, withdrawal, now()), { until, now, signal })
     return cancelled ? 'recorded' : 'fenced'
   }
-  const refusal = delivery.serviceState !== 'usable' ? `${delivery.serviceId === null ? 'target' : 'service'} "${delivery.serviceName}" is no longer active for this tenant; no call was made`
+  const refusal = delivery.serviceState !== 'usable' ? notUsable(delivery)
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
     : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
   if (refusal) {
@@ -161,6 +161,13 @@ function withdrawnBecause(delivery: ClaimedDelivery): string | undefined {
   if (delivery.recordGone) return WITHDRAWN.recordDeleted(delivery.propertyId === null ? 'address' : 'property')
   if (delivery.triggerGone) return WITHDRAWN.triggerGone
   return undefined
+}
+
+/** Why a call is not made to a service or target that cannot be used now: the tenant's doing reads otherwise than the operator's. */
+function notUsable(delivery: ClaimedDelivery): string {
+  if (delivery.serviceId === null) return `target "${delivery.serviceName}" is no longer active for this tenant; no call was made`
+  return delivery.serviceState === 'withdrawn' ? `service "${delivery.serviceName}" is no longer active for this tenant; no call was made`
+    : `service "${delivery.serviceName}" was deactivated by the operator (active: false); no call was made`
 }
 
 function record(deps: DeliverDeps, outcome: AttemptRecord, until: Date, signal: AbortSignal | undefined): Promise<Recorded> {

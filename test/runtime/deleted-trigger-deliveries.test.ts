@@ -185,7 +185,7 @@ t.test('the operator\'s deactivation of a service fails its queued trigger calls
   await rt.scheduler.runOnce()
   t.equal(rt.provider.calls.length, before, 'no call')
   const [delivery] = await triggeredBy(id)
-  t.match(delivery, { status: 'failed', lastError: /service "Portal export" is no longer active for this tenant; no call was made/ })
+  t.match(delivery, { status: 'failed', lastError: /service "Portal export" was deactivated by the operator \(active: false\); no call was made/ })
   t.equal((await rt.operator.patch(`/v1/marketplace-services/${serviceId}`, { active: true })).statusCode, 200)
   const recovery = await rt.api.post(`/v1/marketplace-services/${serviceId}/recover`, { since: '2000-01-01T00:00:00Z' })
   t.same(recovery.data.deliveryIds, [delivery.id])

@@ -41,7 +41,7 @@ t.test('a service deactivated after its step was queued is not called: the step 
   t.equal(instance.steps[0].state, 'failed', 'the step waits for a person')
   const attempts = await attemptsOf(started.steps[0].delivery.id)
   t.equal(attempts.length, 1)
-  t.match(attempts[0]!.error, /no longer active.*no call was made/)
+  t.match(attempts[0]!.error, /^service "Mailing sync" was deactivated by the operator \(active: false\); no call was made$/)
   const mails = await sql<{ kind: string }>`select kind from outbox_mails where dedupe_key like ${`stepFailed:${started.steps[0].delivery.id}:%`}`.execute(rt.db)
   t.same(mails.rows.map((m) => m.kind), ['stepFailed'])
 })
