@@ -26,6 +26,9 @@ const REWRITES: Record<string, [ajvMessage: (params: Params) => string, Rewrite]
   // The pointer ends in the property's name; the detail names it too, for a client that shows only details.
   additionalProperties: [() => 'must NOT have additional properties',
     (params) => typeof params.additionalProperty === 'string' ? `${shown(params.additionalProperty)} is not a known field` : undefined],
+  // As with additionalProperties, the pointer ends in the name and the detail names it too.
+  required: [(params) => `must have required property '${String(params.missingProperty)}'`,
+    (params) => typeof params.missingProperty === 'string' ? `${shown(params.missingProperty)} is required` : undefined],
   format: [(params) => `must match format "${String(params.format)}"`,
     (params) => typeof params.format === 'string' && Object.hasOwn(FORMATS, params.format) ? `must be ${FORMATS[params.format]} (format "${params.format}")` : undefined]
 }

@@ -104,6 +104,17 @@ t.test('a property the schema does not take is named in the pointer and the deta
   t.match(listed.data.errors, [{ pointer: '/querystring/a~1b', detail: /^unknown query parameter \(this route takes / }])
 })
 
+t.test('a property left out is named in the pointer and the detail', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const created = await client.post('/v1/users', { name: 'Anna Berg' })
+  assertProblem(t, created, 400)
+  t.same(created.data.errors, [{ pointer: '/body/email', detail: '"email" is required' }])
+  const ajv = (params: Record<string, unknown>, message: string) => clearerMessage({ keyword: 'required', instancePath: '/x', schemaPath: '#/x', params, message }).message
+  t.equal(ajv({ missingProperty: 'a/b' }, 'must have required property \'a/b\''), '"a/b" is required')
+  t.equal(ajv({ missingProperty: 'days' }, 'needs days'), 'needs days', 'a message of our own stays')
+})
+
 t.test('a string not of its format is told what the format is, by name and with an example', async (t) => {
   const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
