@@ -1,3 +1,5 @@
+import { orList, withArticle } from './validation-messages.js'
+
 /** What a validation error of Ajv's (and Fastify's copy of it) carries. */
 interface ErrorObject {
   keyword: string
@@ -76,10 +78,4 @@ function label(errors: ErrorObject[], union: ErrorObject): string | undefined {
   const type = errors.find((e) => isWrongType(e, union))
   if (type) return withArticle(String(type.params.type))
   return undefined
-}
-
-const withArticle = (type: string) => (type === 'null' ? type : /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`)
-
-function orList(items: string[]): string {
-  return items.length <= 1 ? items.join('') : `${items.slice(0, -1).join(', ')} or ${items.at(-1)}`
 }

@@ -26,6 +26,8 @@ const REWRITES: Record<string, [ajvMessage: (params: Params) => string, Rewrite]
   // The pointer ends in the property's name; the detail names it too, for a client that shows only details.
   additionalProperties: [() => 'must NOT have additional properties',
     (params) => typeof params.additionalProperty === 'string' ? `${shown(params.additionalProperty)} is not a known field` : undefined],
+  // A type with its article ("must be an integer"), which a nullable field's union extends to "must be an integer or null".
+  type: [(params) => `must be ${Array.isArray(params.type) ? params.type.join(',') : String(params.type)}`, (params) => typeWords(params.type)],
   // As with additionalProperties, the pointer ends in the name and the detail names it too.
   required: [(params) => `must have required property '${String(params.missingProperty)}'`,
     (params) => typeof params.missingProperty === 'string' ? `${shown(params.missingProperty)} is required` : undefined],
@@ -48,6 +50,21 @@ export function clearerMessage<E extends ErrorObject>(error: E): E {
   if (!rewrite || error.message !== rewrite[0](error.params)) return error
   const message = rewrite[1](error.params)
   return message === undefined ? error : { ...error, message }
+}
+
+/** "must be" and the type or types (a schema's `type` may list several) with their articles. */
+function typeWords(type: unknown): string | undefined {
+  const types = Array.isArray(type) ? type : [type]
+  if (types.length === 0 || !types.every((t) => typeof t === 'string')) return undefined
+  return `must be ${orList(types.map(withArticle))}`
+}
+
+/** A JSON type as a noun with its article: an integer, a string, null. */
+export const withArticle = (type: string) => (type === 'null' ? type : /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`)
+
+/** a, b or c. */
+export function orList(items: string[]): string {
+  return items.length <= 1 ? items.join('') : `${items.slice(0, -1).join(', ')} or ${items.at(-1)}`
 }
 
 function mustBeOneOf(values: unknown[]): string {

@@ -57,7 +57,7 @@ t.test('a body left out where the route needs one says that a JSON object body i
   for (const body of ['null', '[]', '"Anna"']) {
     const sent = await client.post('/v1/users', body, { 'content-type': 'application/json' })
     assertProblem(t, sent, 400, /body does not match its schema/)
-    t.same(sent.data.errors, [{ pointer: '/body', detail: 'must be object' }], body)
+    t.same(sent.data.errors, [{ pointer: '/body', detail: 'must be an object' }], body)
   }
 })
 
@@ -102,6 +102,23 @@ t.test('a property the schema does not take is named in the pointer and the deta
   const listed = await client.get('/v1/users?a/b=1')
   assertProblem(t, listed, 400, /this route does not take: a\/b\./)
   t.match(listed.data.errors, [{ pointer: '/querystring/a~1b', detail: /^unknown query parameter \(this route takes / }])
+})
+
+t.test('a value of the wrong type is told the type with its article', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  t.same((await client.post('/v1/users', { name: 5, email: ['anna@example.com'] })).data.errors, [
+    { pointer: '/body/name', detail: 'must be a string' },
+    { pointer: '/body/email', detail: 'must be a string' }
+  ])
+  t.same((await client.post('/v1/properties', { fields: [] })).data.errors, [{ pointer: '/body/fields', detail: 'must be an object' }])
+  const ajv = (type: unknown) => clearerMessage({ keyword: 'type', instancePath: '/x', schemaPath: '#/x', params: { type }, message: `must be ${String(type)}` }).message
+  t.equal(ajv('integer'), 'must be an integer')
+  t.equal(ajv('array'), 'must be an array')
+  t.equal(ajv('boolean'), 'must be a boolean')
+  t.equal(ajv('number'), 'must be a number')
+  t.equal(ajv('null'), 'must be null')
+  t.equal(ajv(['string', 'number', 'boolean']), 'must be a string, a number or a boolean', 'a type that lists several')
 })
 
 t.test('a property left out is named in the pointer and the detail', async (t) => {

@@ -142,7 +142,7 @@ t.test('a value that fails a union gets one clear error: the null branch says no
   const steps = `/v1/process-templates/${await createTemplate(client)}/steps`
   const errors = async (body: object) => (await client.post(steps, { kind: 'task', name: 'x', ...body })).data.errors
   t.same(await errors({ deadlineDays: 0 }), [{ pointer: '/body/deadlineDays', detail: 'must be >= 1' }])
-  t.same(await errors({ deadlineDays: 'soon' }), [{ pointer: '/body/deadlineDays', detail: 'must be integer or null' }])
+  t.same(await errors({ deadlineDays: 'soon' }), [{ pointer: '/body/deadlineDays', detail: 'must be an integer or null' }])
   t.same(await errors({ target: { url: 'https://x.example/hook' } }), [{ pointer: '/body/target/secret', detail: '"secret" is required' }])
   t.same(await errors({ responsibility: 'anyone' }),
     [{ pointer: '/body/responsibility', detail: 'must be "processResponsible", "propertyMaintainer", "addressMaintainer" or an object' }])
@@ -150,6 +150,14 @@ t.test('a value that fails a union gets one clear error: the null branch says no
   t.same(await errors({ start: { mode: 'daysAfterPrevious' } }), [{ pointer: '/body/start/days', detail: '"days" is required' }])
   t.same(await errors({ start: { mode: 'later' } }), [{ pointer: '/body/start/mode', detail: 'must be "afterPrevious" or "daysAfterPrevious"' }])
   t.same(await errors({ start: { mode: 'afterPrevious', days: 2 } }), [{ pointer: '/body/start', detail: 'must match one of the shapes the schema allows' }])
+})
+
+t.test('a parameter of none of the types a parameter takes is told them all', async (t) => {
+  const { client } = await ctx.newTenant()
+  const steps = `/v1/process-templates/${await createTemplate(client)}/steps`
+  const answered = await client.post(steps, { kind: 'task', name: 'x', parameters: { rooms: { count: 3 } } })
+  assertProblem(t, answered, 400)
+  t.same(answered.data.errors, [{ pointer: '/body/parameters/rooms', detail: 'must be a string, a number or a boolean' }])
 })
 
 t.test('step rules beyond the schema answer 422 at the field', async (t) => {
