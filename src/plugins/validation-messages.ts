@@ -28,6 +28,13 @@ const REWRITES: Record<string, [ajvMessage: (params: Params) => string, Rewrite]
     (params) => typeof params.additionalProperty === 'string' ? `${shown(params.additionalProperty)} is not a known field` : undefined],
   // A type with its article ("must be an integer"), which a nullable field's union extends to "must be an integer or null".
   type: [(params) => `must be ${Array.isArray(params.type) ? params.type.join(',') : String(params.type)}`, (params) => typeWords(params.type)],
+  // Sizes: a lower limit of 1 reads "must not be empty".
+  minLength: [(params) => `must NOT have fewer than ${String(params.limit)} characters`, (params) => atLeast(params.limit, 'must be at least', 'character', ' long')],
+  maxLength: [(params) => `must NOT have more than ${String(params.limit)} characters`, (params) => atMost(params.limit, 'must be at most', 'character', ' long')],
+  minItems: [(params) => `must NOT have fewer than ${String(params.limit)} items`, (params) => atLeast(params.limit, 'must have at least', 'item')],
+  maxItems: [(params) => `must NOT have more than ${String(params.limit)} items`, (params) => atMost(params.limit, 'must have at most', 'item')],
+  minProperties: [(params) => `must NOT have fewer than ${String(params.limit)} properties`, (params) => atLeast(params.limit, 'must have at least', 'property')],
+  maxProperties: [(params) => `must NOT have more than ${String(params.limit)} properties`, (params) => atMost(params.limit, 'must have at most', 'property')],
   // As with additionalProperties, the pointer ends in the name and the detail names it too.
   required: [(params) => `must have required property '${String(params.missingProperty)}'`,
     (params) => typeof params.missingProperty === 'string' ? `${shown(params.missingProperty)} is required` : undefined],
@@ -50,6 +57,15 @@ export function clearerMessage<E extends ErrorObject>(error: E): E {
   if (!rewrite || error.message !== rewrite[0](error.params)) return error
   const message = rewrite[1](error.params)
   return message === undefined ? error : { ...error, message }
+}
+
+function atLeast(limit: unknown, words: string, unit: string, tail = ''): string | undefined {
+  return limit === 1 ? 'must not be empty' : atMost(limit, words, unit, tail)
+}
+
+function atMost(limit: unknown, words: string, unit: string, tail = ''): string | undefined {
+  if (typeof limit !== 'number') return undefined
+  return `${words} ${limit} ${limit === 1 ? unit : unit.endsWith('y') ? `${unit.slice(0, -1)}ies` : `${unit}s`}${tail}`
 }
 
 /** "must be" and the type or types (a schema's `type` may list several) with their articles. */

@@ -121,6 +121,28 @@ t.test('a value of the wrong type is told the type with its article', async (t) 
   t.equal(ajv(['string', 'number', 'boolean']), 'must be a string, a number or a boolean', 'a type that lists several')
 })
 
+t.test('a string, list or object of the wrong size is told the size in words', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  t.same((await client.post('/v1/users', { name: '', email: 'anna@example.com' })).data.errors, [{ pointer: '/body/name', detail: 'must not be empty' }])
+  t.same((await client.post('/v1/users', { name: 'x'.repeat(201), email: 'anna@example.com' })).data.errors,
+    [{ pointer: '/body/name', detail: 'must be at most 200 characters long' }])
+  const anna = await client.post('/v1/users', { name: 'Anna Berg', email: 'anna@example.com' })
+  t.same((await client.patch(`/v1/users/${anna.data.id}`, {})).data.errors, [{ pointer: '/body', detail: 'must not be empty' }], 'an update that changes nothing')
+  const service = await ctx.operator.post('/v1/marketplace-services', { name: 'Sizes', provider: 'P', webhookUrl: 'https://p.example/hook' })
+  t.same((await ctx.operator.post(`/v1/marketplace-services/${service.data.id}/triggers`, { module: 'property', events: [] })).data.errors,
+    [{ pointer: '/body/events', detail: 'must not be empty' }])
+  const ajv = (keyword: string, limit: number, message: string) => clearerMessage({ keyword, instancePath: '/x', schemaPath: '#/x', params: { limit }, message }).message
+  t.equal(ajv('minLength', 16, 'must NOT have fewer than 16 characters'), 'must be at least 16 characters long')
+  t.equal(ajv('maxLength', 1, 'must NOT have more than 1 characters'), 'must be at most 1 character long')
+  t.equal(ajv('minItems', 2, 'must NOT have fewer than 2 items'), 'must have at least 2 items')
+  t.equal(ajv('maxItems', 2, 'must NOT have more than 2 items'), 'must have at most 2 items')
+  t.equal(ajv('minProperties', 2, 'must NOT have fewer than 2 properties'), 'must have at least 2 properties')
+  t.equal(ajv('maxProperties', 100, 'must NOT have more than 100 properties'), 'must have at most 100 properties')
+  t.equal(ajv('maxProperties', 1, 'must NOT have more than 1 properties'), 'must have at most 1 property')
+  t.equal(ajv('minItems', 1, 'must list something'), 'must list something', 'a message of our own stays')
+})
+
 t.test('a property left out is named in the pointer and the detail', async (t) => {
   const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
