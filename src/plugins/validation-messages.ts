@@ -28,6 +28,10 @@ const REWRITES: Record<string, [ajvMessage: (params: Params) => string, Rewrite]
     (params) => typeof params.additionalProperty === 'string' ? `${shown(params.additionalProperty)} is not a known field` : undefined],
   // A type with its article ("must be an integer"), which a nullable field's union extends to "must be an integer or null".
   type: [(params) => `must be ${Array.isArray(params.type) ? params.type.join(',') : String(params.type)}`, (params) => typeWords(params.type)],
+  minimum: [(params) => `must be >= ${String(params.limit)}`, (params) => bound('must be at least', params.limit)],
+  maximum: [(params) => `must be <= ${String(params.limit)}`, (params) => bound('must be at most', params.limit)],
+  exclusiveMinimum: [(params) => `must be > ${String(params.limit)}`, (params) => bound('must be greater than', params.limit)],
+  exclusiveMaximum: [(params) => `must be < ${String(params.limit)}`, (params) => bound('must be less than', params.limit)],
   // Sizes: a lower limit of 1 reads "must not be empty".
   minLength: [(params) => `must NOT have fewer than ${String(params.limit)} characters`, (params) => atLeast(params.limit, 'must be at least', 'character', ' long')],
   maxLength: [(params) => `must NOT have more than ${String(params.limit)} characters`, (params) => atMost(params.limit, 'must be at most', 'character', ' long')],
@@ -58,6 +62,8 @@ export function clearerMessage<E extends ErrorObject>(error: E): E {
   const message = rewrite[1](error.params)
   return message === undefined ? error : { ...error, message }
 }
+
+const bound = (words: string, limit: unknown) => (typeof limit === 'number' ? `${words} ${limit}` : undefined)
 
 function atLeast(limit: unknown, words: string, unit: string, tail = ''): string | undefined {
   return limit === 1 ? 'must not be empty' : atMost(limit, words, unit, tail)

@@ -143,6 +143,19 @@ t.test('a string, list or object of the wrong size is told the size in words', a
   t.equal(ajv('minItems', 1, 'must list something'), 'must list something', 'a message of our own stays')
 })
 
+t.test('a number out of range is told its bound in words', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  t.same((await client.get('/v1/users?limit=0')).data.errors, [{ pointer: '/querystring/limit', detail: 'must be at least 1' }])
+  t.same((await client.get('/v1/users?limit=201')).data.errors, [{ pointer: '/querystring/limit', detail: 'must be at most 200' }])
+  const ajv = (keyword: string, comparison: string, limit: number) =>
+    clearerMessage({ keyword, instancePath: '/x', schemaPath: '#/x', params: { comparison, limit }, message: `must be ${comparison} ${limit}` }).message
+  t.equal(ajv('exclusiveMinimum', '>', 0), 'must be greater than 0')
+  t.equal(ajv('exclusiveMaximum', '<', 2.5), 'must be less than 2.5')
+  t.equal(clearerMessage({ keyword: 'minimum', instancePath: '/x', schemaPath: '#/x', params: { comparison: '>=', limit: 1 }, message: 'must be a positive count' }).message,
+    'must be a positive count', 'a message of our own stays')
+})
+
 t.test('a property left out is named in the pointer and the detail', async (t) => {
   const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()

@@ -141,7 +141,7 @@ t.test('a value that fails a union gets one clear error: the null branch says no
   const { client } = await ctx.newTenant()
   const steps = `/v1/process-templates/${await createTemplate(client)}/steps`
   const errors = async (body: object) => (await client.post(steps, { kind: 'task', name: 'x', ...body })).data.errors
-  t.same(await errors({ deadlineDays: 0 }), [{ pointer: '/body/deadlineDays', detail: 'must be >= 1' }])
+  t.same(await errors({ deadlineDays: 0 }), [{ pointer: '/body/deadlineDays', detail: 'must be at least 1' }])
   t.same(await errors({ deadlineDays: 'soon' }), [{ pointer: '/body/deadlineDays', detail: 'must be an integer or null' }])
   t.same(await errors({ target: { url: 'https://x.example/hook' } }), [{ pointer: '/body/target/secret', detail: '"secret" is required' }])
   t.same(await errors({ responsibility: 'anyone' }),
