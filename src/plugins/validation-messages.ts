@@ -32,6 +32,9 @@ const REWRITES: Record<string, [ajvMessage: (params: Params) => string, Rewrite]
   maximum: [(params) => `must be <= ${String(params.limit)}`, (params) => bound('must be at most', params.limit)],
   exclusiveMinimum: [(params) => `must be > ${String(params.limit)}`, (params) => bound('must be greater than', params.limit)],
   exclusiveMaximum: [(params) => `must be < ${String(params.limit)}`, (params) => bound('must be less than', params.limit)],
+  pattern: [(params) => `must match pattern "${String(params.pattern)}"`,
+    (params) => typeof params.pattern !== 'string' ? undefined
+      : Object.hasOwn(PATTERNS, params.pattern) ? PATTERNS[params.pattern] : `must match the regular expression "${params.pattern}"`],
   // Sizes: a lower limit of 1 reads "must not be empty".
   minLength: [(params) => `must NOT have fewer than ${String(params.limit)} characters`, (params) => atLeast(params.limit, 'must be at least', 'character', ' long')],
   maxLength: [(params) => `must NOT have more than ${String(params.limit)} characters`, (params) => atMost(params.limit, 'must be at most', 'character', ' long')],
@@ -44,6 +47,23 @@ const REWRITES: Record<string, [ajvMessage: (params: Params) => string, Rewrite]
     (params) => typeof params.missingProperty === 'string' ? `${shown(params.missingProperty)} is required` : undefined],
   format: [(params) => `must match format "${String(params.format)}"`,
     (params) => typeof params.format === 'string' && Object.hasOwn(FORMATS, params.format) ? `must be ${FORMATS[params.format]} (format "${params.format}")` : undefined]
+}
+
+/**
+ * What the request schemas' patterns mean, by the exact pattern: a pattern changed or added shows itself
+ * (as a regular expression) until it is given words here, so words never describe a pattern they do not.
+ */
+const PATTERNS: Record<string, string> = {
+  // PlainText (src/modules/templates/text.ts) and an e-mail step's body: text Postgres can store.
+  '^[^\\u0000]*$': 'must not contain the NUL character (U+0000)',
+  // An e-mail step's subject.
+  '^[^\\u0000\\r\\n]*$': 'must not contain a line break (CR or LF) or the NUL character (U+0000)',
+  // A tenant's webId.
+  '^[A-Za-z0-9_-]{1,64}$': 'must be 1 to 64 characters, each a letter A–Z or a–z, a digit, _ or -',
+  // An Idempotency-Key.
+  '^[\\x21-\\x7e]+$': 'must be printable ASCII without spaces',
+  // An expression's field (its schema's description, src/modules/templates/expressions/schema.ts).
+  '^(property|address)\\.[^.]+(\\.[^.]+)*$': 'must be property.<field> or address.<field>, nested fields joined with dots, such as property.price or address.email'
 }
 
 /** What a string of each format is, with an example: Ajv's "must match format" names the format alone. */

@@ -1,9 +1,11 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
+import { IF_MATCH_PATTERN } from '../../src/lib/versioning.js'
 import { UNIQUE_CONFLICTS } from '../../src/plugins/problems.js'
 import { clearerMessage } from '../../src/plugins/validation-messages.js'
 import { setupApp, type Response } from '../helpers/app.js'
 import { assertProblem } from '../helpers/assertions.js'
+import { DOCUMENT } from '../helpers/openapi.js'
 
 // Postgres cannot store NUL: in text it fails with 22021, as \u0000 in jsonb with 22P05.
 // Either is the client's doing and answers 400, not 500.
@@ -154,6 +156,34 @@ t.test('a number out of range is told its bound in words', async (t) => {
   t.equal(ajv('exclusiveMaximum', '<', 2.5), 'must be less than 2.5')
   t.equal(clearerMessage({ keyword: 'minimum', instancePath: '/x', schemaPath: '#/x', params: { comparison: '>=', limit: 1 }, message: 'must be a positive count' }).message,
     'must be a positive count', 'a message of our own stays')
+})
+
+t.test('a string not of its pattern is told what the pattern means, not shown a regular expression', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  t.same((await ctx.operator.post('/v1/tenants', { name: 'Webs', webId: 'web id' })).data.errors,
+    [{ pointer: '/body/webId', detail: 'must be 1 to 64 characters, each a letter A–Z or a–z, a digit, _ or -' }])
+  t.same((await client.post('/v1/properties', {}, { 'idempotency-key': 'two words' })).data.errors,
+    [{ pointer: '/headers/idempotency-key', detail: 'must be printable ASCII without spaces' }])
+  t.same((await client.post('/v1/process-templates', { name: 'a\u0000' })).data.errors,
+    [{ pointer: '/body/name', detail: 'must not contain the NUL character (U+0000)' }])
+  const ajv = (pattern: string, message = `must match pattern "${pattern}"`) =>
+    clearerMessage({ keyword: 'pattern', instancePath: '/x', schemaPath: '#/x', params: { pattern }, message }).message
+  t.equal(ajv('^[^\\u0000\\r\\n]*$'), 'must not contain a line break (CR or LF) or the NUL character (U+0000)')
+  t.equal(ajv('^(property|address)\\.[^.]+(\\.[^.]+)*$'),
+    'must be property.<field> or address.<field>, nested fields joined with dots, such as property.price or address.email')
+  t.equal(ajv('^[a-z]+$'), 'must match the regular expression "^[a-z]+$"', 'a pattern without words shows itself')
+  t.equal(ajv('^[a-z]+$', 'must be lower case'), 'must be lower case', 'a message of our own stays')
+
+  // Every pattern a request is checked against has words; the ETag's is a response's, If-Match's is checked in words of its own.
+  const patterns = new Set<string>()
+  const collect = (value: unknown, key?: string): void => {
+    if (key === 'pattern' && typeof value === 'string') patterns.add(value)
+    else if (value !== null && typeof value === 'object') for (const [k, v] of Object.entries(value)) collect(v, k)
+  }
+  collect(DOCUMENT)
+  const unchecked = ['^"\\d+"$', IF_MATCH_PATTERN]
+  for (const pattern of [...patterns].filter((p) => !unchecked.includes(p))) t.notMatch(ajv(pattern), /regular expression/, pattern)
 })
 
 t.test('a property left out is named in the pointer and the detail', async (t) => {
