@@ -35,6 +35,10 @@ const REWRITES: Record<string, [ajvMessage: (params: Params) => string, Rewrite]
   pattern: [(params) => `must match pattern "${String(params.pattern)}"`,
     (params) => typeof params.pattern !== 'string' ? undefined
       : Object.hasOwn(PATTERNS, params.pattern) ? PATTERNS[params.pattern] : `must match the regular expression "${params.pattern}"`],
+  // Ajv counts from 0 and names the later item first ("items ## 1 and 0 are identical"): the first and second here.
+  uniqueItems: [(params) => `must NOT have duplicate items (items ## ${String(params.j)} and ${String(params.i)} are identical)`,
+    (params) => typeof params.i === 'number' && typeof params.j === 'number'
+      ? `must not list the same value twice (items ${Math.min(params.i, params.j) + 1} and ${Math.max(params.i, params.j) + 1} are equal)` : undefined],
   // Sizes: a lower limit of 1 reads "must not be empty".
   minLength: [(params) => `must NOT have fewer than ${String(params.limit)} characters`, (params) => atLeast(params.limit, 'must be at least', 'character', ' long')],
   maxLength: [(params) => `must NOT have more than ${String(params.limit)} characters`, (params) => atMost(params.limit, 'must be at most', 'character', ' long')],

@@ -186,6 +186,15 @@ t.test('a string not of its pattern is told what the pattern means, not shown a 
   for (const pattern of [...patterns].filter((p) => !unchecked.includes(p))) t.notMatch(ajv(pattern), /regular expression/, pattern)
 })
 
+t.test('a list with a value twice is told which items are the same', async (t) => {
+  const ctx = await setupApp(t)
+  const service = await ctx.operator.post('/v1/marketplace-services', { name: 'Twice', provider: 'P', webhookUrl: 'https://twice.example/hook' })
+  t.equal(service.statusCode, 201, service.body)
+  const trigger = await ctx.operator.post(`/v1/marketplace-services/${service.data.id}/triggers`, { module: 'property', events: ['update', 'create', 'update'] })
+  assertProblem(t, trigger, 400)
+  t.same(trigger.data.errors, [{ pointer: '/body/events', detail: 'must not list the same value twice (items 1 and 3 are equal)' }])
+})
+
 t.test('a property left out is named in the pointer and the detail', async (t) => {
   const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
