@@ -5,6 +5,7 @@ import { Type, type Static } from 'typebox'
 import { parseAllowedTargets } from './adapters/address-policy.js'
 import { refusesConnectionSettings } from './db/errors.js'
 import { secretsKeyProblem } from './lib/secret-box.js'
+import { clearerMessage } from './plugins/validation-messages.js'
 
 const Flag = Type.Boolean({ default: false })
 
@@ -78,7 +79,7 @@ function checkSettings(raw: Record<string, unknown>): { config: Record<string, u
   if (!validate(config)) {
     for (const error of validate.errors ?? []) {
       const key = error.instancePath.split('/')[1]
-      if (key && !errors.has(key)) errors.set(key, error.message ?? 'is invalid')
+      if (key && !errors.has(key)) errors.set(key, clearerMessage(error).message ?? 'is invalid')
     }
   }
   return { config, errors }

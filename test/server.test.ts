@@ -79,7 +79,7 @@ t.test('npm start on an empty Postgres database runs every migration from the co
 t.test('a wrong setting stops the process with a message naming it', async (t) => {
   const server = runScript('src/server.ts', { PORT: 'eighty', LOG_LEVEL: 'loud' })
   t.equal(await server.exited, 1)
-  t.match(server.output(), /PORT: must be integer/)
+  t.match(server.output(), /PORT: must be an integer/)
   t.match(server.output(), /LOG_LEVEL: must be one of/)
   t.notMatch(server.output(), /at .+\.ts:\d+/, 'no stack trace')
 })

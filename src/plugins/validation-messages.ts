@@ -67,7 +67,10 @@ const PATTERNS: Record<string, string> = {
   // An Idempotency-Key.
   '^[\\x21-\\x7e]+$': 'must be printable ASCII without spaces',
   // An expression's field (its schema's description, src/modules/templates/expressions/schema.ts).
-  '^(property|address)\\.[^.]+(\\.[^.]+)*$': 'must be property.<field> or address.<field>, nested fields joined with dots, such as property.price or address.email'
+  '^(property|address)\\.[^.]+(\\.[^.]+)*$': 'must be property.<field> or address.<field>, nested fields joined with dots, such as property.price or address.email',
+  // Settings (src/config.ts): DATABASE_URL and SMTP_URL.
+  '^postgres(ql)?://': 'must be a postgres:// (or postgresql://) URL, such as postgres://baton@127.0.0.1:5432/baton',
+  '^smtps?://': 'must be an smtp:// (or smtps://) URL, such as smtp://127.0.0.1:1025'
 }
 
 /** What a string of each format is, with an example: Ajv's "must match format" names the format alone. */

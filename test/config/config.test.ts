@@ -23,12 +23,12 @@ t.test('settings are read from their text: numbers, flags, choices and defaults;
     t.equal(loadConfig({ BATON_TRUST_PROXY: text }).BATON_TRUST_PROXY, value, `flag ${text}`)
   }
   const wrong: [Record<string, string>, RegExp][] = [
-    [{ PORT: 'abc' }, /PORT: must be integer/],
-    [{ PORT: '70000' }, /PORT: must be <= 65535/],
-    [{ SCHEDULER_BATCH_SIZE: '1.5' }, /SCHEDULER_BATCH_SIZE: must be integer/],
-    [{ BATON_TRUST_PROXY: 'yes' }, /BATON_TRUST_PROXY: must be boolean/],
+    [{ PORT: 'abc' }, /PORT: must be an integer$/],
+    [{ PORT: '70000' }, /PORT: must be at most 65535$/],
+    [{ SCHEDULER_BATCH_SIZE: '1.5' }, /SCHEDULER_BATCH_SIZE: must be an integer$/],
+    [{ BATON_TRUST_PROXY: 'yes' }, /BATON_TRUST_PROXY: must be a boolean/],
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent/],
-    [{ DATABASE_URL: 'mysql://db' }, /DATABASE_URL: must match pattern/],
+    [{ DATABASE_URL: 'mysql://db' }, /DATABASE_URL: must be a postgres:\/\/ \(or postgresql:\/\/\) URL, such as postgres:\/\/baton@127\.0\.0\.1:5432\/baton$/],
     // The pattern let these through: they failed only when used, with "Invalid URL" and no variable named.
     [{ DATABASE_URL: 'postgres://baton@db.internal:54320x/baton' }, /DATABASE_URL: is not a URL that can be read/],
     [{ DATABASE_URL: 'postgres://baton@db.internal:99999/baton' }, /DATABASE_URL: is not a URL that can be read/],
@@ -52,7 +52,7 @@ t.test('settings are read from their text: numbers, flags, choices and defaults;
   }
   t.equal(loadConfig({ SMTP_URL: 'smtp://user:pass@mail.example.com:587' }).SMTP_URL, 'smtp://user:pass@mail.example.com:587')
   for (const [env, message] of wrong) t.throws(() => loadConfig(env), { name: 'ConfigError', message }, JSON.stringify(env))
-  t.throws(() => loadConfig({ PORT: 'abc', LOG_LEVEL: 'loud' }), { message: /PORT: must be integer\n {2}- LOG_LEVEL: must be one of/ }, 'every wrong setting is named')
+  t.throws(() => loadConfig({ PORT: 'abc', LOG_LEVEL: 'loud' }), { message: /PORT: must be an integer\n {2}- LOG_LEVEL: must be one of/ }, 'every wrong setting is named')
 })
 
 t.test('a listen the settings made fail names the setting to change; any other failure is left as it is', async (t) => {
