@@ -67,7 +67,7 @@ t.test('db:migrate and admin:rotate-key stop with the message alone on a data di
     t.notMatch(busy.output(), /\n\s+at |DataDirBusyError/, `${script}: no stack trace`)
     const wrong = runScript(script, { DATABASE_URL: 'mysql://db', BATON_DATA_DIR: dataDir })
     t.equal(await wrong.exited, 1, `${script} with a wrong setting`)
-    t.match(wrong.output(), /^Invalid configuration:\n {2}- DATABASE_URL: must match pattern/, script)
+    t.match(wrong.output(), /^Invalid configuration:\n {2}- DATABASE_URL: must be a postgres:\/\/ \(or postgresql:\/\/\) URL/, script)
     t.notMatch(wrong.output(), /\n\s+at |ConfigError/, `${script}: no stack trace`)
   }
 })
