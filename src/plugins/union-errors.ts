@@ -15,32 +15,52 @@ interface ErrorObject {
  * condenseUnionErrors keeps one clear account per union: the null branch goes (a type error then says
  * "or null"); of the rest, the one branch the value plainly meant (ranked below) keeps its errors, and
  * where no one branch stands out, one error names the allowed shapes.
+ *
+ * A union's errors are those Ajv reported while it tried its branches: the run of errors at or under
+ * its value just before its own error (Ajv reports a union after its branches, so an inner union, also
+ * one reached through a `$ref` such as a process expression's own nesting, comes before the outer one
+ * and is condensed first). An error there whose schema path is not under the union's (a branch's `$ref`
+ * starts its paths afresh), or that an inner union already condensed, counts as a branch that failed
+ * inside: the value reached into it.
  */
 
 export function condenseUnionErrors<E extends ErrorObject>(errors: E[]): E[] {
-  const unions = errors.filter((e) => e.keyword === 'anyOf').sort((a, b) => b.schemaPath.length - a.schemaPath.length)
   let condensed = errors
-  for (const union of unions) {
+  const inner = new Set<E>()
+  for (let at = 0; at < condensed.length; at++) {
+    const union = condensed[at]!
+    if (union.keyword !== 'anyOf') continue
+    const within = (e: E) => e.instancePath === union.instancePath || e.instancePath.startsWith(`${union.instancePath}/`)
+    let from = at
+    while (from > 0 && within(condensed[from - 1]!)) from--
     const prefix = `${union.schemaPath}/`
     const branches = new Map<string, E[]>()
-    for (const error of condensed.filter((e) => e.schemaPath.startsWith(prefix))) {
-      const branch = error.schemaPath.slice(prefix.length).split('/')[0] ?? ''
+    for (const error of condensed.slice(from, at)) {
+      const branch = !inner.has(error) && error.schemaPath.startsWith(prefix) ? error.schemaPath.slice(prefix.length).split('/')[0] ?? '' : DEEP
       branches.set(branch, [...branches.get(branch) ?? [], error])
     }
     const replacement = condenseUnion(union, branches)
-    condensed = condensed.flatMap((e) => (e === union ? replacement : e.schemaPath.startsWith(prefix) ? [] : [e]))
+    for (const error of replacement) inner.add(error)
+    condensed = [...condensed.slice(0, from), ...replacement, ...condensed.slice(at + 1)]
+    at = from + replacement.length - 1
   }
   return condensed
 }
+
+/** The pseudo-branch of the errors a union's value got deep into (see above). */
+const DEEP = 'deep'
 
 function condenseUnion<E extends ErrorObject>(union: E, branches: Map<string, E[]>): E[] {
   const isNull = (errors: ErrorObject[]) => errors.every((e) => e.keyword === 'type' && e.params.type === 'null' && e.instancePath === union.instancePath)
   const rest = [...branches.values()].filter((errors) => !isNull(errors))
   const nullable = rest.length < branches.size
   if (rest.length === 1) return rest[0]!.map((e) => (nullable && isWrongType(e, union) ? { ...e, message: `${e.message} or null` } : e))
-  const ranks = rest.map((errors) => Math.min(...errors.map((e) => rank(e, union))))
+  const deep = branches.get(DEEP)
+  // A value that got deep into a branch plainly meant it: that branch ranks highest, and wins a tie.
+  const ranks = rest.map((errors) => (errors === deep ? 2 : Math.min(...errors.map((e) => rank(e, union)))))
   const best = Math.max(...ranks)
   if (best > 0 && ranks.filter((r) => r === best).length === 1) return rest[ranks.indexOf(best)]!
+  if (best === 2 && deep) return deep
   const discriminators = rest.map((errors) => errors.find((e) => isChild(e, union) && e.keyword === 'const'))
   const [first] = discriminators
   if (first && discriminators.every((d) => d?.instancePath === first.instancePath)) {
@@ -48,7 +68,7 @@ function condenseUnion<E extends ErrorObject>(union: E, branches: Map<string, E[
     return [{ ...first, message: `must be ${orList(discriminators.map((d) => JSON.stringify(d!.params.allowedValue)))}` }]
   }
   const labels = rest.map((errors) => label(errors, union))
-  const message = labels.includes(undefined) ? 'must match one of the shapes the schema allows'
+  const message = labels.length === 0 || labels.includes(undefined) ? 'must match one of the shapes the schema allows'
     : `must be ${orList([...new Set([...labels as string[], ...nullable ? ['null'] : []])])}`
   return [{ ...union, message }]
 }

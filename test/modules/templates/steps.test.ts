@@ -152,6 +152,22 @@ t.test('a value that fails a union gets one clear error: the null branch says no
   t.same(await errors({ start: { mode: 'afterPrevious', days: 2 } }), [{ pointer: '/body/start', detail: 'must match one of the shapes the schema allows' }])
 })
 
+t.test('a decision\'s nested condition that fails is told where, at its own depth, never with an empty message', async (t) => {
+  const { client } = await ctx.newTenant()
+  const steps = `/v1/process-templates/${await createTemplate(client)}/steps`
+  const errors = async (condition: unknown) =>
+    (await client.post(steps, { kind: 'decision', name: 'x', decision: { mode: 'automatic', yes: null, no: null, condition } })).data.errors as { pointer: string; detail: string }[]
+  const shapes = 'must match one of the shapes the schema allows'
+  const at = '/body/decision/condition'
+  // Each nesting level is the same union, reached through a $ref: its errors were grouped as one level's,
+  // which left "must be " with nothing after it at some levels and a wrong "must be null" at the top.
+  t.same(await errors({ not: { not: { not: { bogus: 1 } } } }), [{ pointer: `${at}/not/not/not`, detail: shapes }])
+  t.same(await errors({ eq: [{ step: 0, of: 'x' }, { today: { plusDays: 'a' } }] }),
+    [{ pointer: `${at}/eq/0`, detail: shapes }, { pointer: `${at}/eq/1/today/plusDays`, detail: 'must be an integer' }])
+  t.same(await errors({ and: [{ x: 1 }, { x: 2 }] }), [{ pointer: `${at}/and/0`, detail: shapes }, { pointer: `${at}/and/1`, detail: shapes }])
+  t.same(await errors([]), [{ pointer: at, detail: 'must be a string, a number, a boolean, an object or null' }])
+})
+
 t.test('a parameter of none of the types a parameter takes is told them all', async (t) => {
   const { client } = await ctx.newTenant()
   const steps = `/v1/process-templates/${await createTemplate(client)}/steps`
