@@ -1,4 +1,5 @@
-import { existsSync, linkSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { linkSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError } from '../config.js'
@@ -49,7 +50,9 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
     throw unusableDataDir(dir, error)
   }
   const space = pidSpace()
-  const holder = readHolder(lockFile)
+  // One look decides: a lock that is there (even one that cannot be read) is taken over, never linked over.
+  const found = lockText(lockFile)
+  const holder = found === undefined ? undefined : parseHolder(found)
   if (holder !== undefined && await holds(holder, space, lockFile, timing.staleMs)) {
     const where = holder.space !== undefined && holder.space !== space ? ` on host ${holder.host ?? 'unknown'} (another container or machine)` : ''
     throw new DataDirBusyError(
@@ -64,7 +67,8 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
     return `${lines.join('\n')}\n`
   }
   // Written aside and then renamed over the lock (or linked to it), so that a reader never sees it half written.
-  const aside = `${lockFile}.${hostname()}.${process.pid}`
+  // Its own name: two containers may share a host name and a pid (pid 1).
+  const aside = `${lockFile}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}`
   const write = () => {
     const next = text()
     writeFileSync(aside, next)
@@ -86,32 +90,33 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
   // Another process took the lock over while this one's beats stood still (a long statement, a paused
   // container): writing it back, or removing it at the release, would let two processes write one cluster.
   const ours = () => {
-    const now = readHolder(lockFile)
-    return now === undefined || now.text === written
+    const now = lockText(lockFile)
+    return now === undefined || now === written
+  }
+  // Where none is: linked into place (EEXIST if one appeared meanwhile); written over where links are not to be had.
+  const make = (): 'linked' | 'written' => {
+    try {
+      create()
+      return 'linked'
+    } catch (error) {
+      if (!NO_LINKS.has((error as NodeJS.ErrnoException).code ?? '')) throw error
+      write()
+      return 'written'
+    }
   }
   // A lock left behind (a crash's, in this pid space or another) is written over, which two processes
   // may do at once, each right after its last look: the later rename wins, and the other, looking again
   // once both could have written, finds it no longer its own and stops.
-  let takingOver = holder !== undefined || existsSync(lockFile)
+  let takingOver = found !== undefined
   timing.afterLook?.()
   try {
     if (takingOver) write()
-    else {
-      try {
-        create()
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code ?? ''
-        if (code === 'EEXIST') {
-          throw new DataDirBusyError(`The embedded database in ${dir} is in use by process ${readHolder(lockFile)?.pid ?? 'unknown'}, which started at the same time. `
-            + 'It serves one process at a time: stop that process, or set DATABASE_URL to share a Postgres server.')
-        }
-        if (!NO_LINKS.has(code)) throw error
-        write()
-        takingOver = true
-      }
-    }
+    else takingOver = make() === 'written'
   } catch (error) {
-    if (error instanceof DataDirBusyError) throw error
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new DataDirBusyError(`The embedded database in ${dir} is in use by process ${readHolder(lockFile)?.pid ?? 'unknown'}, which started at the same time. `
+        + 'It serves one process at a time: stop that process, or set DATABASE_URL to share a Postgres server.')
+    }
     throw unusableDataDir(dir, error)
   }
   if (takingOver) {
@@ -133,7 +138,10 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
       return
     }
     try {
-      write()
+      // A lock removed meanwhile is made again as a new one is, so that it never overwrites one another
+      // process has just made (EEXIST: the next beat finds the lock not its own).
+      if (lockText(lockFile) === undefined) make()
+      else write()
     } catch {
       // A disk full a moment: the next beat writes it again, and staleMs is many beats.
     }
@@ -166,16 +174,25 @@ interface Holder {
   text: string
 }
 
-function readHolder(lockFile: string): Holder | undefined {
+/** The lock's text; undefined only where there is no lock file (one that cannot be read reads as empty). */
+function lockText(lockFile: string): string | undefined {
   try {
-    const text = readFileSync(lockFile, 'utf8')
-    const [first, second, space, host] = text.split('\n').map((line) => line.trim())
-    const pid = Number.parseInt(first ?? '', 10)
-    if (!Number.isInteger(pid)) return undefined
-    return { pid, text, ...(second ? { identity: second } : {}), ...(space ? { space } : {}), ...(host ? { host } : {}) }
-  } catch {
-    return undefined
+    return readFileSync(lockFile, 'utf8')
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : ''
   }
+}
+
+function readHolder(lockFile: string): Holder | undefined {
+  const text = lockText(lockFile)
+  return text === undefined ? undefined : parseHolder(text)
+}
+
+function parseHolder(text: string): Holder | undefined {
+  const [first, second, space, host] = text.split('\n').map((line) => line.trim())
+  const pid = Number.parseInt(first ?? '', 10)
+  if (!Number.isInteger(pid)) return undefined
+  return { pid, text, ...(second ? { identity: second } : {}), ...(space ? { space } : {}), ...(host ? { host } : {}) }
 }
 
 /**

@@ -142,6 +142,23 @@ t.test('of two processes starting at once on a free folder, the one that finds t
   t.match(release, { name: 'DataDirBusyError' }, 'and it holds the folder')
 })
 
+t.test('a lock removed while held is made again by the next beat; one another process made in its place is left to it', { skip: !linux && 'needs /proc' }, async (t) => {
+  const dir = dataDir(t)
+  const lockFile = join(dir, 'baton.pid')
+  const lost: Error[] = []
+  const release = await lockDataDir(dir, { ...quick, onLost: (error) => lost.push(error) })
+  t.teardown(release)
+  rmSync(lockFile)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid}\\n`), 'made again')
+  const rival = unrelatedProcess(t)
+  rmSync(lockFile)
+  writeFileSync(lockFile, `${rival}\n`)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(readFileSync(lockFile, 'utf8'), `${rival}\n`, 'the other process\'s lock stays')
+  t.match(lost, [{ name: 'DataDirBusyError' }], 'and this one is told')
+})
+
 t.test('the holder rewrites its lock while it holds it, and stops once released', { skip: !linux && 'needs /proc' }, async (t) => {
   const dir = dataDir(t)
   const lockFile = join(dir, 'baton.pid')
