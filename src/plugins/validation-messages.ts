@@ -84,7 +84,7 @@ const FORMATS: Record<string, string> = {
 }
 
 export function clearerMessage<E extends ErrorObject>(error: E): E {
-  const rewrite = REWRITES[error.keyword]
+  const rewrite = Object.hasOwn(REWRITES, error.keyword) ? REWRITES[error.keyword] : undefined
   if (!rewrite || error.message !== rewrite[0](error.params)) return error
   const message = rewrite[1](error.params)
   return message === undefined ? error : { ...error, message }
