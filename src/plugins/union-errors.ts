@@ -1,13 +1,4 @@
-import { orList, withArticle } from './validation-messages.js'
-
-/** What a validation error of Ajv's (and Fastify's copy of it) carries. */
-interface ErrorObject {
-  keyword: string
-  instancePath: string
-  schemaPath: string
-  params: Record<string, unknown>
-  message?: string
-}
+import { orList, withArticle, type ErrorObject } from './validation-messages.js'
 
 /*
  * Ajv reports a value that fails a union (anyOf) with an error for every branch and one for the union:

@@ -1,7 +1,8 @@
 /** What a validation error of Ajv's (and Fastify's copy of it) carries. */
-interface ErrorObject {
+export interface ErrorObject {
   keyword: string
   instancePath: string
+  schemaPath: string
   params: Record<string, unknown>
   message?: string
 }
