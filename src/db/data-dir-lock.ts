@@ -128,9 +128,10 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
     }
   }
   const beat = setInterval(() => {
-    if (!ours()) {
+    const now = lockText(lockFile)
+    if (now !== undefined && now !== written) {
       clearInterval(beat)
-      const taker = readHolder(lockFile)
+      const taker = parseHolder(now)
       const error = new DataDirBusyError(`The embedded database in ${dir} was taken over by process ${taker?.pid ?? 'unknown'} on host ${taker?.host ?? 'unknown'}: `
         + `this process's lock was not rewritten for ${timing.staleMs} ms. Two processes must not write one data folder: stop one of them.`)
       const onLost = timing.onLost ?? ((lost: DataDirBusyError) => process.nextTick(() => { throw lost }))
@@ -140,7 +141,7 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
     try {
       // A lock removed meanwhile is made again as a new one is, so that it never overwrites one another
       // process has just made (EEXIST: the next beat finds the lock not its own).
-      if (lockText(lockFile) === undefined) make()
+      if (now === undefined) make()
       else write()
     } catch {
       // A disk full a moment: the next beat writes it again, and staleMs is many beats.
