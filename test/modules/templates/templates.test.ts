@@ -190,6 +190,18 @@ t.test('a copy is inactive, with equal steps under new ids', async (t) => {
   assertProblem(t, await client.post(`/v1/process-templates/${MISSING}/copy`, {}), 404)
 })
 
+t.test('a copy\'s default name is cut to 200 characters, never inside one', async (t) => {
+  const { client } = await ctx.newTenant()
+  // 200 characters, 399 UTF-16 code units: "Copy of " and the name pass 200 in the middle of a house.
+  const id = await createTemplate(client, { name: `x${'🏠'.repeat(199)}` })
+  const copy = await client.post(`/v1/process-templates/${id}/copy`, {})
+  t.equal(copy.statusCode, 201, copy.body)
+  t.equal(copy.data.name, `Copy of x${'🏠'.repeat(191)}`, 'the first 200 characters, each whole')
+  t.notMatch(copy.data.name, /\uFFFD/, 'no broken character')
+  const renamed = await client.patch(`/v1/process-templates/${copy.data.id}`, { name: copy.data.name })
+  t.equal(renamed.statusCode, 200, 'the copy\'s name is one a PATCH takes')
+})
+
 t.test('a template PATCH that changes nothing keeps the version, the ETag and updatedAt', async (t) => {
   const tenant = await ctx.newTenant()
   const { client } = tenant

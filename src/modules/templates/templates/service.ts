@@ -111,6 +111,11 @@ export async function deleteTemplate(db: DB, tenantId: string, id: string, expec
   })
 }
 
+/** "Copy of <name>", cut to the characters a name may have: whole characters, as the schema counts them, never half a surrogate pair. */
+function copyName(name: string): string {
+  return [...`Copy of ${name}`].slice(0, MAX_NAME).join('')
+}
+
 export async function copyTemplate(db: DB, clock: Clock, tenantId: string, id: string, input: CopyTemplate): Promise<Template> {
   return db.transaction().execute(async (trx) => {
     const source = await lockedTemplate(trx, tenantId, id)
@@ -119,7 +124,7 @@ export async function copyTemplate(db: DB, clock: Clock, tenantId: string, id: s
     const copy = await repo.insertTemplate(trx, {
       tenant_id: tenantId,
       id: newId(),
-      name: input.name ?? `Copy of ${source.name}`.slice(0, MAX_NAME),
+      name: input.name ?? copyName(source.name),
       description: source.description,
       active: false,
       controller_user_id: source.controller_user_id,
