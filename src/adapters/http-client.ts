@@ -4,6 +4,7 @@ import https from 'node:https'
 import net from 'node:net'
 import type { Transform } from 'node:stream'
 import zlib from 'node:zlib'
+import { cutUtf8 } from '../lib/storable.js'
 import { forbiddenRange, isAllowedAddress, isAllowedHost, NO_ALLOWED_TARGETS, type AllowedTargets } from './address-policy.js'
 
 export interface HttpRequest {
@@ -174,6 +175,9 @@ function answer(
   callback(null, first.address, first.family)
 }
 
+/** A body cut at the cap ends with no half of a character. */
+const text = (body: Buffer, truncated: boolean) => (truncated ? cutUtf8(body) : body.toString('utf8'))
+
 type Agents = { http: http.Agent; https: https.Agent }
 
 const LENIENT = { finishFlush: zlib.constants.Z_SYNC_FLUSH }
@@ -235,7 +239,7 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
         response.destroy()
         decoder?.destroy()
       }
-      resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks).toString('utf8'), truncated })
+      resolve({ status: response.statusCode ?? 0, headers: response.headers, body: text(Buffer.concat(chunks), truncated), truncated })
     }
     const take = (chunk: Buffer) => {
       const room = options.maxBodyBytes - size

@@ -17,3 +17,18 @@ export function cutText(text: string, max: number): string {
   const last = text.charCodeAt(max - 1)
   return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max)
 }
+
+/**
+ * The text of bytes of UTF-8 cut off after the last of them, less a character the cut split: its first
+ * bytes alone would read as U+FFFD, a character never sent, three bytes long where one or two were kept.
+ */
+export function cutUtf8(head: Buffer): string {
+  // The last byte that starts a character (not 10xxxxxx), among the last four, and the length it announces.
+  for (let i = head.length - 1; i >= Math.max(0, head.length - 4); i--) {
+    const byte = head[i]!
+    if ((byte & 0xc0) === 0x80) continue
+    const length = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1
+    return head.subarray(0, head.length - i < length ? i : head.length).toString('utf8')
+  }
+  return head.toString('utf8')
+}

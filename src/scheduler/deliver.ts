@@ -11,7 +11,7 @@ import type { BatonMetrics } from '../lib/metrics.js'
 import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
 import { buildRequest } from './webhook-request.js'
 import { cancelClaimedDelivery, releaseDelivery } from './delivery-repository.js'
-import { storable } from '../lib/storable.js'
+import { cutUtf8, storable } from '../lib/storable.js'
 import { WITHDRAWN } from '../lib/withdrawn-calls.js'
 import { hostKey } from '../lib/host-key.js'
 import type { HostSlots } from './host-slots.js'
@@ -257,7 +257,7 @@ function header(response: HttpResponse, name: string): string | undefined {
 
 function firstBytes(text: string, bytes: number): string {
   const buffer = Buffer.from(text, 'utf8')
-  return buffer.length <= bytes ? text : buffer.subarray(0, bytes).toString('utf8')
+  return buffer.length <= bytes ? text : cutUtf8(buffer.subarray(0, bytes))
 }
 
 /**

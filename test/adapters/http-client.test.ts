@@ -235,6 +235,19 @@ t.test('a body exactly at the cap is whole, not truncated', async (t) => {
   t.match(await http.send(get(`${server}/exact`)), { status: 200, truncated: false, body: 'y'.repeat(1024) })
 })
 
+t.test('a body cut at the cap inside a character keeps the characters before it, with no U+FFFD in place of the rest', async (t) => {
+  // € is three bytes: 341 of them fill 1023 bytes, and the 1024th byte is the first of the next one.
+  const server = await listen(t, (_req, res) => res.end('€'.repeat(1000)))
+  const http = client(t, { allowPrivateNetworks: true, maxBodyBytes: 1024 })
+  const cut = await http.send(get(`${server}/euro`))
+  t.match(cut, { status: 200, truncated: true })
+  t.equal(cut.body, '€'.repeat(341))
+  const whole = await listen(t, (_req, res) => res.end(Buffer.from([0x61, 0xe2, 0x82])))
+  const broken = await http.send(get(`${whole}/broken`))
+  t.match(broken, { status: 200, truncated: false })
+  t.equal(broken.body, 'a\uFFFD', 'a body that ends broken as sent is read as sent')
+})
+
 t.test('a POST carries its body, length and the client\'s headers', async (t) => {
   const seen: { method?: string; headers?: http.IncomingHttpHeaders; body?: string } = {}
   const server = await listen(t, async (req, res) => {

@@ -399,6 +399,15 @@ t.test('a body with NUL bytes is logged with U+FFFD in their place: the success 
   t.equal(callsFor(stepId).length, 1, 'one call')
 })
 
+t.test('a body cut at 4 KiB inside a character keeps the whole characters before it, and no U+FFFD the provider never sent', async (t) => {
+  // € is three bytes: 1365 of them fill 4095 bytes, and the 4096th byte is the first of the next one.
+  const { stepId } = await webhookStep('Valuation multi-byte', [{ status: 200, body: '€'.repeat(3000) }])
+  await rt.newScheduler().runOnce()
+  const [attempt] = (await deliveryOf(stepId)).attempts
+  t.equal(attempt.responseBody, '€'.repeat(1365))
+  t.ok(Buffer.byteLength(attempt.responseBody) <= 4096, 'no more than 4 KiB')
+})
+
 t.test('an outcome whose text Postgres refuses is recorded without that text, alone; the rest of its batch as it came', async (t) => {
   const bad = await webhookStep('Batch refused text')
   const good = await webhookStep('Batch beside it')
