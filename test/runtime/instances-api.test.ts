@@ -247,11 +247,11 @@ t.test('a start from a template started before is one statement, which checks ag
   t.equal(afterRename.instance.templateName, 'Valuation, renamed')
   t.equal((await rt.api.get(`${base}?templateId=${templateId}`)).data.items.length, 3, 'one process per start, none from the write that found the facts changed')
 
-  // A step changes (its version moves on, the template's does not): the start copies the step as it is now.
+  // A step changes (its version moves on, and the template's with it): the start copies the step as it is now.
   const stepId = (await rt.api.get(`/v1/process-templates/${templateId}`)).data.steps[1].id
   const edited = await rt.api.patch(`/v1/process-templates/${templateId}/steps/${stepId}`, { name: 'Call the owner today', deadlineDays: 1 })
   t.equal(edited.statusCode, 200, edited.body)
-  t.equal((await rt.api.get(`/v1/process-templates/${templateId}`)).data.version, version + 1, 'the template\'s version stayed')
+  t.equal((await rt.api.get(`/v1/process-templates/${templateId}`)).data.version, version + 2, 'the template\'s version moved with its step')
   const afterEdit = await start()
   t.same([writes(), reads()], [2, 1], 'the write found a step changed')
   t.match(afterEdit.instance.steps[1], { name: 'Call the owner today', deadlineDays: 1 })

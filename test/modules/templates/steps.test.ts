@@ -105,13 +105,24 @@ t.test('a steps page goes on after the last step of the page before, also when t
   assertProblem(t, await client.get(`${steps}?cursor=${formerKind}`), 400, /\/querystring\/cursor.*stale cursor/)
 })
 
-t.test('structural step changes bump the template version; step edits bump the step', async (t) => {
+// The template's answer holds its steps, so any change to one moves the template's version (its ETag):
+// a client polling the template with If-None-Match sees a step's edit instead of a 304.
+t.test('every step change bumps the template version; a step edit bumps the step too', async (t) => {
   const { client } = await ctx.newTenant()
   const id = await createTemplate(client)
   const stepId = await addTaskStep(client, id, 'One')
-  t.equal((await client.get(`/v1/process-templates/${id}`)).data.version, 2)
+  const before = await client.get(`/v1/process-templates/${id}`)
+  t.equal(before.data.version, 2)
+  const edited = await client.patch(`/v1/process-templates/${id}/steps/${stepId}`, { name: 'Uno' })
+  t.equal(edited.data.version, 2, 'the step\'s own version')
+  const polled = await client.get(`/v1/process-templates/${id}`, { 'if-none-match': before.headers.etag as string })
+  t.equal(polled.statusCode, 200, 'the copy held before the edit is not current')
+  t.equal(polled.data.version, 3)
+  t.equal(polled.data.steps[0].name, 'Uno')
+  t.equal((await client.get(`/v1/process-templates/${id}`, { 'if-none-match': polled.headers.etag as string })).statusCode, 304)
+  // An edit that changes nothing changes no version.
   await client.patch(`/v1/process-templates/${id}/steps/${stepId}`, { name: 'Uno' })
-  t.equal((await client.get(`/v1/process-templates/${id}`)).data.version, 2)
+  t.equal((await client.get(`/v1/process-templates/${id}`)).data.version, 3)
 })
 
 t.test('step requests that fail their schema answer 400', async (t) => {

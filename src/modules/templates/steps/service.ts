@@ -152,6 +152,9 @@ export async function updateStep(
     if (template.active) {
       rejectIfInvalid('The step is not valid', await unreachableErrors(trx, tenantId, templateId, draft.kind === 'decision' ? '/body/decision' : '/body/kind', stranded))
     }
+    // The template's answer holds its steps: its version (its ETag) moves with any change to one, or a
+    // client polling it with If-None-Match would be told its copy is current (304) when it is not.
+    await touchTemplate(trx, clock, tenantId, templateId)
     return toStep(row)
   })
 }
