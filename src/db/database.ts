@@ -294,6 +294,8 @@ export interface OutboxMailsTable {
   settle_step: Generated<boolean>
   /** A step's mail the SMTP server refused for good: it is not tried again. */
   failed_at: Date | null
+  /** The user a controller's mail is for (migration 0028): a claim sends it to that user's address as it is then. */
+  to_user_id: string | null
 }
 
 export interface AutostartRunsTable {

@@ -28,7 +28,8 @@ export interface MailClaim {
 /**
  * Leases up to `limit` due mails, oldest first, counting an attempt; mails another worker holds are
  * skipped. A mail is taken while the bodies before it in the claim come to less than `maxBytes`, so
- * the first is always taken (its size is read without loading it).
+ * the first is always taken (its size is read without loading it). A mail for a user (`to_user_id`)
+ * goes to that user's address as it is now, which the row then keeps.
  */
 export async function claimMails(db: DB, options: { now: Date; leaseUntil: Date; limit: number; maxBytes?: number }): Promise<MailClaim> {
   const { now } = options
@@ -46,7 +47,8 @@ export async function claimMails(db: DB, options: { now: Date; leaseUntil: Date;
       where before < ${options.maxBytes ?? MAIL_CLAIM_BYTES}
     )
     update outbox_mails m
-    set lease_expires_at = ${options.leaseUntil}, attempt_count = m.attempt_count + 1
+    set lease_expires_at = ${options.leaseUntil}, attempt_count = m.attempt_count + 1,
+        to_address = coalesce((select u.email from users u where u.tenant_id = m.tenant_id and u.id = m.to_user_id), m.to_address)
     from taken
     where m.tenant_id = taken.tenant_id and m.id = taken.id
     returning m.tenant_id, m.id, m.to_address, m.subject, m.body, m.attempt_count, m.step_id, (select count(*)::int from picked) as picked

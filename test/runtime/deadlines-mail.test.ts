@@ -139,3 +139,32 @@ t.test('large mails: a claim loads at most about 4 MiB of bodies, and the rest g
   t.equal(arrived.length, 6, 'each arrives')
   t.equal(new Set(arrived.map((m) => m.subject)).size, 6, 'once')
 })
+
+t.test('a controller whose address the server refuses: once the tenant corrects it, the queued mail goes to the new address', async (t) => {
+  const old = 'ola.typo@example.com'
+  rt.smtp.refusedRecipients.add(old)
+  t.teardown(() => { rt.smtp.refusedRecipients.delete(old) })
+  const ola = (await rt.api.post('/v1/users', { name: 'Ola Owner', email: old })).data
+  const template = (await rt.api.post('/v1/process-templates', { name: 'Hand over the keys', controllerUserId: ola.id })).data
+  await rt.api.post(`/v1/process-templates/${template.id}/steps`,
+    { kind: 'task', name: 'Meet the buyer', start: { mode: 'afterPrevious' }, responsibility: 'processResponsible', deadlineDays: 1 })
+  t.equal((await rt.api.patch(`/v1/process-templates/${template.id}`, { active: true })).statusCode, 200)
+  await rt.start(template.id)
+
+  rt.clock.advance(25 * HOUR)
+  await rt.scheduler.runOnce()
+  t.equal(mailsAbout('"Meet the buyer"').length, 0, 'refused: no such mailbox')
+  const outbox = async () => (await sql<{ to_address: string; sent_at: Date | null; next_attempt_at: Date }>`
+    select to_address, sent_at, next_attempt_at from outbox_mails where subject like '%"Meet the buyer"%'`.execute(rt.db)).rows
+  const [queued] = await outbox()
+  t.match(queued, { to_address: old, sent_at: null }, 'still queued, for the address it had')
+
+  const fixed = await rt.api.patch(`/v1/users/${ola.id}`, { email: 'ola@example.com' })
+  t.equal(fixed.statusCode, 200, fixed.body)
+  rt.clock.set(new Date(queued!.next_attempt_at.getTime() + 1000))
+  await rt.scheduler.runOnce()
+  const mails = mailsAbout('"Meet the buyer"')
+  t.equal(mails.length, 1, 'the mail arrives')
+  t.same(mails[0]!.to, ['ola@example.com'], 'at the address the controller has now')
+  t.match(await outbox(), [{ to_address: 'ola@example.com', sent_at: Date }], 'and the outbox says where it went')
+})

@@ -63,6 +63,7 @@ export async function mailControllers(db: DB, items: { instance: InstanceRow; ca
       dedupe_key: cause.dedupeKey,
       kind: cause.kind,
       to_address: controller.email,
+      to_user_id: instance.controller_user_id,
       subject: text.subject,
       body: text.body,
       next_attempt_at: cause.now
