@@ -25,9 +25,10 @@ export interface FaultProxy {
    * The next COMMIT to complete reaches the client, then every connection is cut and new ones refused
    * for `refuseMs`. With `statement`, the next time the connection that ran a statement whose text
    * matches it is idle again: that statement's commit when it ran alone, else its transaction's end
-   * (a test checks that the write committed).
+   * (a test checks that the write committed). With `loseAnswer`, the commit's answer never reaches the
+   * client: the write committed, and the client cannot know it.
    */
-  cutAfterNextCommit(refuseMs: number, statement?: RegExp): Promise<void>
+  cutAfterNextCommit(refuseMs: number, statement?: RegExp, options?: { loseAnswer?: boolean }): Promise<void>
   /**
    * Records the statements clients run from now on, until the returned function is called, which
    * answers them in order: each with its connection's round trip (a count of its Syncs, a simple
@@ -41,6 +42,8 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   const pairs = new Set<{ client: net.Socket; server: net.Socket; ranWatched: boolean }>()
   let hanging = false
   let afterCommit: (() => void) | undefined
+  /** The commit `afterCommit` waits for is not passed on: its connection is cut with its answer. */
+  let loseAnswer = false
   /** The statement whose transaction's commit `afterCommit` waits for (none: any COMMIT). */
   let watched: RegExp | undefined
   const held: (() => void)[] = []
@@ -65,6 +68,11 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     })
     const forward = (from: net.Socket, to: net.Socket, watchCommit: boolean) => from.on('data', (chunk: Buffer) => {
       const send = () => {
+        if (watchCommit && afterCommit && loseAnswer && committed(chunk)) {
+          const fault = afterCommit
+          afterCommit = undefined
+          return fault()
+        }
         to.write(chunk)
         if (!watchCommit) readStatements(chunk)
         if (watchCommit && afterCommit && committed(chunk)) {
@@ -117,8 +125,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
       hanging = on
       if (!on) for (const send of held.splice(0)) send()
     },
-    cutAfterNextCommit(refuseMs, statement) {
+    cutAfterNextCommit(refuseMs, statement, options = {}) {
       watched = statement
+      loseAnswer = options.loseAnswer === true
       for (const pair of pairs) pair.ranWatched = false
       return new Promise((resolve) => {
         let done = false
