@@ -13,6 +13,8 @@ export interface Mail {
 
 export interface Mailer {
   send(mail: Mail): Promise<void>
+  /** The longest one send may take before it fails (none given: not long enough to count). */
+  readonly sendDeadlineMs?: number
   close(): void
 }
 
@@ -43,6 +45,7 @@ function smtpMailer(url: string, timeoutMs: number): Mailer {
   // another worker would send it again.
   const deadlineMs = timeoutMs * SEND_DEADLINES
   return {
+    sendDeadlineMs: deadlineMs,
     async send(mail) {
       const sending = transport.sendMail(mail)
       let timer: NodeJS.Timeout | undefined

@@ -44,6 +44,10 @@ export async function sendQueuedMail(
   // own timer, as the sends are), or until the worker is stopping.
   const until = new Date(Date.now() + LEASE_MS - LEASE_MARGIN_MS)
   const mark = <T>(write: () => Promise<T>) => retryTransient(write, { until, now: () => new Date(), signal: options.stopping })
+  // After its first, a lane starts a send only while it would end, at its deadline, before the marks'
+  // time is up: one still running when the lease ends would be sent again by the worker that claims
+  // the mail next. Mails a slow server left no time for go back, untried, to the next claim.
+  const startBy = until.getTime() - (mailer.sendDeadlineMs ?? 0)
   const sent: ClaimedMail[] = []
   const untried = [...rows]
   let failure: unknown
@@ -52,7 +56,7 @@ export async function sendQueuedMail(
   // (about 100 ms a mail here, 200 mails in 21 s; 200 at once took 0.4 s). After a failure no new one
   // starts: the server is likely down for all of them, and the rest go back untouched.
   const lane = async () => {
-    while (failure === undefined && untried.length > 0) {
+    for (let first = true; failure === undefined && untried.length > 0 && (first || Date.now() <= startBy); first = false) {
       const mail = untried.shift()!
       try {
         await mailer.send({ from: options.from, to: mail.to_address, subject: mail.subject, text: mail.body, messageId: `<${mail.id}@baton>` })
@@ -70,15 +74,17 @@ export async function sendQueuedMail(
       }
     }
   }
-  await Promise.all(Array.from({ length: Math.min(SEND_WINDOW, rows.length) }, lane))
+  // A lane whose mark gave up (the database away for the lease) stops; the others go on, and the mails
+  // the server took are marked sent all the same, or they would go out again once the lease ends.
+  const lanes = await Promise.allSettled(Array.from({ length: Math.min(SEND_WINDOW, rows.length) }, lane))
   await mark(() => markSent(db, sent, now))
   options.metrics?.mails(sent.length, failed)
-  if (failure !== undefined) {
-    await mark(() => releaseMails(db, untried))
-    options.log?.warn({ err: failure, putBack: untried.length }, 'sending a mail failed; it stays queued and is retried')
-  }
+  const broken = lanes.find((lane) => lane.status === 'rejected')
+  if (broken) throw broken.reason
+  if (untried.length > 0) await mark(() => releaseMails(db, untried))
+  if (failure !== undefined) options.log?.warn({ err: failure, putBack: untried.length }, 'sending a mail failed; it stays queued and is retried')
   // Steps hear of their mails right away; an idle pass also settles what a crash left behind.
   const stepMails = rows.length === 0 || rows.some((mail) => mail.step_id !== null && !untried.includes(mail))
   if (stepMails) await settleStepMails(db, now, options.limit, options.onError)
-  return { sent: sent.length, more: claim.more && failure === undefined }
+  return { sent: sent.length, more: (claim.more || untried.length > 0) && failure === undefined }
 }

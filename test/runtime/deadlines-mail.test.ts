@@ -1,6 +1,8 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
+import { createMailer, type Mailer } from '../../src/adapters/mailer.js'
 import { claimMails, releaseMails } from '../../src/scheduler/mail-repository.js'
+import { sendQueuedMail } from '../../src/scheduler/send-mail.js'
 import { sweepDeadlines } from '../../src/scheduler/sweep-deadlines.js'
 import { HOUR } from '../helpers/clock.js'
 import { setupRuntime } from '../helpers/runtime.js'
@@ -167,4 +169,66 @@ t.test('a controller whose address the server refuses: once the tenant corrects 
   t.equal(mails.length, 1, 'the mail arrives')
   t.same(mails[0]!.to, ['ola@example.com'], 'at the address the controller has now')
   t.match(await outbox(), [{ to_address: 'ola@example.com', sent_at: Date }], 'and the outbox says where it went')
+})
+
+/** Queues `count` mails about `about`, due now. */
+async function queueMails(about: string, count: number): Promise<void> {
+  for (let i = 1; i <= count; i++) {
+    await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
+      values (${rt.tenant.id}, gen_random_uuid(), ${`${about}:${i}`}, 'stepSkipped', 'clara@example.com', ${`${about} ${i}`}, 'body', ${rt.clock.now()})`.execute(rt.db)
+  }
+}
+
+const outboxAbout = async (about: string) => (await sql<{ sent_at: Date | null; lease_expires_at: Date | null; attempt_count: number }>`
+  select sent_at, lease_expires_at, attempt_count from outbox_mails where subject like ${`${about} %`} order by subject`.execute(rt.db)).rows
+
+// A claim leases its mails for two minutes. A slow server's sends, one after another in each lane, ran
+// on past the lease, when another worker claims the mails still being sent and sends them again.
+t.test('a slow SMTP server: after its first send, a lane starts one only while it would end before the lease does', async (t) => {
+  await sql`update outbox_mails set sent_at = now() where sent_at is null`.execute(rt.db)
+  await queueMails('Slow server', 10)
+  // Each mail is answered after 300 ms; a send may take 4 × 27.475 s, which leaves 0.1 s of the claim's
+  // 110 s for sends to start in: the first one in each of the eight lanes starts, the ninth and tenth do not.
+  rt.smtp.beforeAnswer = () => new Promise((resolve) => setTimeout(resolve, 300))
+  t.teardown(() => { rt.smtp.beforeAnswer = undefined })
+  const slow = createMailer({ smtpUrl: rt.smtp.url, mailDir: '', timeoutMs: 27_475 })
+  t.teardown(() => slow.close())
+  t.equal(slow.sendDeadlineMs, 109_900)
+
+  const pass = await sendQueuedMail(rt.db, slow, { now: rt.clock.now(), from: 'Baton <baton@example.com>', limit: 10 })
+  t.equal(pass.sent, 8, 'one send in each lane')
+  t.equal(pass.more, true, 'the rest are due still')
+  t.equal(mailsAbout('Slow server').length, 8)
+  const rows = await outboxAbout('Slow server')
+  const untried = rows.filter((row) => row.sent_at === null)
+  t.equal(untried.length, 2, 'two not sent')
+  t.same(untried.map((row) => [row.lease_expires_at, row.attempt_count]), [[null, 0], [null, 0]], 'back in the queue, their attempt not counted')
+
+  rt.smtp.beforeAnswer = undefined
+  t.equal((await rt.scheduler.runOnce()).mails, 2, 'the next pass sends them')
+  const arrived = mailsAbout('Slow server')
+  t.equal(arrived.length, 10)
+  t.equal(new Set(arrived.map((m) => m.subject)).size, 10, 'each once')
+})
+
+// A lane whose mark of a refused mail gave up (say, the database away past the lease's margin) threw out
+// of the pass before the mails the server had taken were marked sent: they went out again after the lease.
+t.test('a mark that gives up in one lane: the mails the server took in the others are still marked sent', async (t) => {
+  await sql`update outbox_mails set sent_at = now() where sent_at is null`.execute(rt.db)
+  await queueMails('Mark fails', 3)
+  // The mark of the refused mail breaks a rule that the mark of a sent one keeps.
+  await sql`alter table outbox_mails add constraint refusals_not_recorded check (last_error not like '%451 try again%') not valid`.execute(rt.db)
+  t.teardown(async () => { await sql`alter table outbox_mails drop constraint refusals_not_recorded`.execute(rt.db) })
+  let sends = 0
+  const refusing: Mailer = {
+    async send(mail) {
+      sends += 1
+      if (mail.subject === 'Mark fails 2') throw new Error('451 try again later')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    },
+    close() {}
+  }
+  await t.rejects(sendQueuedMail(rt.db, refusing, { now: rt.clock.now(), from: 'Baton <baton@example.com>', limit: 3 }), /refusals_not_recorded/)
+  t.equal(sends, 3)
+  t.same((await outboxAbout('Mark fails')).map((row) => row.sent_at !== null), [true, false, true], 'the two the server took are marked sent')
 })
