@@ -2,6 +2,17 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { noneMatchNames } from '../lib/versioning.js'
 
+const inFull = new WeakSet<FastifyReply>()
+
+/**
+ * This answer is sent in full whatever If-None-Match says: what it shows may change, or differ from
+ * another answer with its ETag, without its version moving on (a process while the scheduler holds a
+ * call of it, a service as one tenant sees it), and a 304 would leave a client with a copy it believes current.
+ */
+export function answerInFull(reply: FastifyReply): void {
+  inFull.add(reply)
+}
+
 /**
  * A 200 to a GET or HEAD whose If-None-Match names its ETag becomes 304 Not Modified (RFC 9110 13.1.2,
  * 15.4.5): a client polling a process with the ETag it holds is not sent the same body again. The 304 keeps
@@ -10,7 +21,7 @@ import { noneMatchNames } from '../lib/versioning.js'
  */
 function notModified(request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void): void {
   const ifNoneMatch = request.headers['if-none-match']
-  if (ifNoneMatch !== undefined && reply.statusCode === 200) {
+  if (ifNoneMatch !== undefined && reply.statusCode === 200 && !inFull.has(reply)) {
     const etag = reply.getHeader('etag')
     if (typeof etag === 'string' && noneMatchNames(ifNoneMatch, etag)) {
       void reply.code(304)

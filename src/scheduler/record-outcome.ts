@@ -59,8 +59,11 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
       const { delivery, decision } = record
       const instance = delivery.instanceId ? instances.get(delivery.instanceId) : undefined
       const step = delivery.stepId ? steps.get(delivery.stepId) : undefined
-      if (!instance || !step || instance.status !== 'running' || (step.state !== 'running' && step.state !== 'due')) continue
+      if (!instance || !step) continue
+      // What the process shows of its step's latest delivery changes: its version (its ETag) moves on,
+      // also for a replayed call of a step that has ended, which changes nothing else.
       changes.bump(instance)
+      if (instance.status !== 'running' || (step.state !== 'running' && step.state !== 'due')) continue
       if (decision.action === 'retry') {
         if (step.state === 'running') changes.setStepState(step, 'due')
       } else if (decision.action === 'succeed') {

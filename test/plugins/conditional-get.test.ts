@@ -163,3 +163,19 @@ t.test('over a real connection a 304 carries no body, no Content-Length and no T
     t.notOk(headers['transfer-encoding'])
   }
 })
+
+// A tenant's answer for a service shows whether that tenant activated it, which moves no version of the
+// service (one for every tenant): a poll with the ETag held was told 304 after an activation.
+t.test('a service as a tenant sees it is answered in full whatever If-None-Match says; the operator\'s view answers 304', async (t) => {
+  const service = await created(ctx.operator.post('/v1/marketplace-services', { name: 'Polled service', provider: 'ValueCo', webhookUrl: 'https://valueco.example/hooks/polled' }))
+  const url = `/v1/marketplace-services/${service.data.id}`
+  const before = await api.get(url)
+  t.equal(before.data.activated, false)
+  t.equal((await api.put(`${url}/activation`)).statusCode, 200)
+  const after = await api.get(url, { 'if-none-match': String(before.headers.etag) })
+  t.equal(after.statusCode, 200, 'the copy held says not activated: not current')
+  t.equal(after.data.activated, true)
+  t.equal(after.headers.etag, before.headers.etag, 'the service\'s version has not moved')
+  const operators = await ctx.operator.get(url)
+  assertNotModified(t, await ctx.operator.get(url, { 'if-none-match': String(operators.headers.etag) }), String(operators.headers.etag), 'the operator\'s view')
+})

@@ -73,3 +73,45 @@ t.test('a failed step of a service no longer active for the tenant is not retrie
   t.equal(retried.statusCode, 200, retried.body)
   t.match(retried.data.steps[0].delivery, { status: 'pending', round: 2 })
 })
+
+// A worker's claim turns a step running, an expired lease turns it back, and a replay's call ends,
+// none with a new version of the process: a poll with the ETag held was told 304 and kept a copy
+// that showed the step due while its call was in flight, or the replayed delivery still on its way.
+t.test('a process polled with If-None-Match while its call is queued, in flight or replayed is answered in full, never with a stale 304', async (t) => {
+  const rt = await setupRuntime(t)
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Value it', refersTo: { property: true } }])
+  const started = await rt.start(templateId)
+  const url = `/v1/process-instances/${started.id}`
+  const poll = (etag: string) => rt.api.get(url, { 'if-none-match': etag })
+  const queued = await rt.api.get(url)
+  t.equal(queued.data.steps[0].state, 'due')
+
+  let answer!: () => void
+  rt.provider.queue(() => new Promise((resolve) => { answer = () => resolve({ status: 200 }) }))
+  const run = rt.scheduler.runOnce()
+  for (let i = 0; i < 300 && rt.provider.calls.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(rt.provider.calls.length, 1, 'the call is in flight')
+  const inFlight = await poll(String(queued.headers.etag))
+  t.equal(inFlight.statusCode, 200, 'the copy held shows the step due: not current')
+  t.equal(inFlight.data.steps[0].state, 'running')
+  t.equal(inFlight.headers.etag, queued.headers.etag, 'the version has not moved')
+  answer()
+  await run
+
+  const done = await poll(String(queued.headers.etag))
+  t.equal(done.statusCode, 200)
+  t.equal(done.data.status, 'completed')
+  t.equal((await poll(String(done.headers.etag))).statusCode, 304, 'nothing queued or in flight: its ETag names it')
+
+  const replayed = await rt.api.post(`/v1/deliveries/${started.steps[0].delivery.id}/replay`)
+  t.equal(replayed.statusCode, 202, replayed.body)
+  const again = await poll(String(done.headers.etag))
+  t.equal(again.statusCode, 200, 'the replay is queued: answered in full')
+  t.match(again.data.steps[0].delivery, { status: 'pending', round: 2 })
+  await rt.scheduler.runOnce()
+  const after = await poll(String(again.headers.etag))
+  t.equal(after.statusCode, 200, 'the replay\'s call moved the version on')
+  t.match(after.data.steps[0].delivery, { status: 'succeeded', round: 2 })
+  t.equal(after.data.version, again.data.version + 1)
+  t.equal((await poll(String(after.headers.etag))).statusCode, 304)
+})

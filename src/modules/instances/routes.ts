@@ -6,6 +6,7 @@ import { markCreated } from '../../lib/location.js'
 import { pageRequest } from '../../lib/pagination.js'
 import { setETag } from '../../lib/versioning.js'
 import { tenantOf } from '../../plugins/auth.js'
+import { answerInFull } from '../../plugins/conditional-get.js'
 import { IdParamsSchema, ok, Page, PageQuerySchema, problems } from '../../schemas/common.js'
 import {
   AdvanceSchema, CancelSchema, DeliverySummarySchema, InstanceSchema, InstanceStepSchema, InstanceSummarySchema,
@@ -15,6 +16,9 @@ import * as instances from './service.js'
 import { ExpressionSchema } from '../templates/expressions/schema.js'
 
 const Instance = Type.Ref('ProcessInstance')
+
+/** What the route reads of a step of its answer (the schema's steps are references). */
+interface StepView { delivery: { status: string } | null }
 
 export default async function instanceRoutes(fastify: FastifyInstance, { db, clock, wakeups }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
@@ -58,6 +62,9 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
   }, async (request, reply) => {
     const instance = await instances.getInstance(db, tenantOf(request), request.params.id)
     setETag(reply, instance.version)
+    // A worker's claim turns a step running, and an expired lease turns it back, without moving the
+    // process's version: while a call is queued or in flight the process is answered in full.
+    if ((instance.steps as StepView[]).some(({ delivery }) => delivery?.status === 'pending' || delivery?.status === 'running')) answerInFull(reply)
     return instance
   })
 

@@ -6,6 +6,7 @@ import { setCreatedLocation } from '../../../lib/location.js'
 import { pageRequest } from '../../../lib/pagination.js'
 import { expectedVersions, setETag } from '../../../lib/versioning.js'
 import { tenantOrOperator } from '../../../plugins/auth.js'
+import { answerInFull } from '../../../plugins/conditional-get.js'
 import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, problems } from '../../../schemas/common.js'
 import {
   CreateServiceSchema, ListServicesQuerySchema, MarketplaceServiceSchema, MarketplaceServiceWithSecretSchema, UpdateServiceSchema
@@ -60,6 +61,8 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
   }, async (request, reply) => {
     const service = await services.getService(db, tenantOrOperator(request), request.params.id)
     setETag(reply, service.version)
+    // A tenant's answer shows its own activation, which moves no version of the (global) service.
+    if (service.activated !== undefined) answerInFull(reply)
     return service
   })
 
