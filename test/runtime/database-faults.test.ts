@@ -5,29 +5,15 @@
 import { sql } from '../../src/db/kysely.js'
 import t, { type Test } from 'tap'
 import { systemClock } from '../../src/adapters/clock.js'
-import { buildApp, serverOptions } from '../../src/app.js'
-import { loadConfig } from '../../src/config.js'
-import { openPostgres } from '../../src/db/connect.js'
-import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
-import { client, type Response } from '../helpers/app.js'
-import { databaseUrl } from '../helpers/database.js'
+import type { Response } from '../helpers/app.js'
+import { appBehindFaultProxy } from '../helpers/faulty-app.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 const STATEMENT_TIMEOUT_MS = 1000
 
 const rt = await setupRuntime(t)
-const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
-const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(databaseUrl(rows[0]!.name)).port || 5432) })
-const faulty = openPostgres(proxy.url(databaseUrl(rows[0]!.name)), { poolMax: 8, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: 1000 })
 // No rate limit: the load below starts as many processes as it can (thousands a second on a fast machine).
-const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', RATE_LIMIT_MAX: '0' })
-const app = await buildApp({ config, db: faulty.db, operatorKeyHash: 'unused', clock: rt.clock }, serverOptions(config, false))
-t.teardown(async () => {
-  await app.close()
-  await faulty.close()
-  await proxy.close()
-})
-const api = client(app, rt.tenant.key)
+const { proxy, db: faultyDb, api } = await appBehindFaultProxy(t, rt, { poolMax: 8, statementTimeoutMs: STATEMENT_TIMEOUT_MS, env: { RATE_LIMIT_MAX: '0' } })
 const templateId = await rt.template([{ kind: 'task', name: 'Call the owner' }])
 const start = () => api.post('/v1/process-instances', { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId })
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -119,7 +105,7 @@ t.test('the scheduler rides out an outage: every call is made once and recorded 
   rt.provider.always({ status: 200, body: 'ok', delayMs: 300 })
   const warnings: unknown[] = []
   const log = { info() {}, warn: (o: object) => warnings.push(o), error: (o: object) => warnings.push(o) }
-  const scheduler = rt.newScheduler({ pollIntervalMs: 200 }, log, { db: faulty.db, clock: systemClock })
+  const scheduler = rt.newScheduler({ pollIntervalMs: 200 }, log, { db: faultyDb, clock: systemClock })
   const N = 10
   for (let i = 0; i < N; i++) await rt.start(webhook)
   await scheduler.start()
@@ -144,7 +130,7 @@ t.test('the mail pump rides out an outage: a mail the server took while the data
   const templateId = await rt.template([{ kind: 'task', name: 'Sign the listing', deadlineDays: 1 }])
   await rt.start(templateId)
   rt.clock.advance(25 * 3_600_000)
-  const scheduler = rt.newScheduler({}, undefined, { db: faulty.db })
+  const scheduler = rt.newScheduler({}, undefined, { db: faultyDb })
   // The server has the mail; before it answers the final dot, the database goes away for a second.
   let back: Promise<void> = Promise.resolve()
   rt.smtp.beforeAnswer = async () => {

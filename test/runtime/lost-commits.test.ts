@@ -4,27 +4,13 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { systemClock } from '../../src/adapters/clock.js'
-import { buildApp, serverOptions } from '../../src/app.js'
-import { loadConfig } from '../../src/config.js'
-import { openPostgres } from '../../src/db/connect.js'
-import { sql } from '../../src/db/kysely.js'
-import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
-import { client } from '../helpers/app.js'
-import { databaseUrl } from '../helpers/database.js'
+import { appBehindFaultProxy } from '../helpers/faulty-app.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 const rt = await setupRuntime(t)
-const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
-const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(databaseUrl(rows[0]!.name)).port || 5432) })
-const faulty = openPostgres(proxy.url(databaseUrl(rows[0]!.name)), { poolMax: 4, statementTimeoutMs: 1000, connectTimeoutMs: 1000 })
-const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', RATE_LIMIT_MAX: '0', WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true' })
-const app = await buildApp({ config, db: faulty.db, operatorKeyHash: 'unused', clock: rt.clock }, serverOptions(config, false))
-t.teardown(async () => {
-  await app.close()
-  await faulty.close()
-  await proxy.close()
+const { proxy, db: faultyDb, api } = await appBehindFaultProxy(t, rt, {
+  poolMax: 4, statementTimeoutMs: 1000, env: { RATE_LIMIT_MAX: '0', WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true' }
 })
-const api = client(app, rt.tenant.key)
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 t.test('a start with an Idempotency-Key whose commit answer was lost: 503, and the retry answers the first process', async (t) => {
@@ -85,7 +71,7 @@ t.test('an outcome batch whose commit answer was lost: one attempt, one call, th
   rt.clock.set(new Date())
   rt.provider.always({ status: 200, body: 'ok' })
   const started = await rt.start(templateId)
-  const scheduler = rt.newScheduler({ pollIntervalMs: 100 }, undefined, { db: faulty.db, clock: systemClock })
+  const scheduler = rt.newScheduler({ pollIntervalMs: 100 }, undefined, { db: faultyDb, clock: systemClock })
   const fault = proxy.cutAfterNextCommit(300, /insert into delivery_attempts/, { loseAnswer: true })
   await scheduler.start()
   t.teardown(() => scheduler.stop(1000))

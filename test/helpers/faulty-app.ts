@@ -1,0 +1,41 @@
+import type { FastifyInstance } from 'fastify'
+import type { Test } from 'tap'
+import { buildApp, serverOptions } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
+import { openPostgres } from '../../src/db/connect.js'
+import { sql } from '../../src/db/kysely.js'
+import { startFaultProxy, type FaultProxy } from '../../scripts/drills/fault-proxy.js'
+import { client, type Client } from './app.js'
+import { databaseUrl } from './database.js'
+import type { RuntimeContext } from './runtime.js'
+
+export interface FaultyApp {
+  /** Between the app (and schedulers given `db`) and the runtime's database: cuts, refuses, hangs. */
+  proxy: FaultProxy
+  /** The runtime's database through the proxy. */
+  db: ReturnType<typeof openPostgres>['db']
+  app: FastifyInstance
+  /** The runtime's tenant, calling the app behind the proxy. */
+  api: Client
+}
+
+/**
+ * A second app on the runtime's database, reached through a fault-injecting TCP proxy (the shared
+ * Postgres server is never touched), torn down with the test. `env` adds settings.
+ */
+export async function appBehindFaultProxy(
+  t: Test, rt: RuntimeContext, options: { poolMax: number; statementTimeoutMs: number; env?: Record<string, string> }
+): Promise<FaultyApp> {
+  const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
+  const url = databaseUrl(rows[0]!.name)
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(url).port || 5432) })
+  const faulty = openPostgres(proxy.url(url), { poolMax: options.poolMax, statementTimeoutMs: options.statementTimeoutMs, connectTimeoutMs: 1000 })
+  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', ...options.env })
+  const app = await buildApp({ config, db: faulty.db, operatorKeyHash: 'unused', clock: rt.clock }, serverOptions(config, false))
+  t.teardown(async () => {
+    await app.close()
+    await faulty.close()
+    await proxy.close()
+  })
+  return { proxy, db: faulty.db, app, api: client(app, rt.tenant.key) }
+}
