@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -104,6 +105,29 @@ t.test('PHP verifies calls to the webhook URLs Baton accepts for query delivery,
   const php = await startPhp(dir, { query: snippets.query.php, json: snippets.json.php })
   t.teardown(php.stop)
   check(t, cases, await php.run(cases.map(([, c]) => c)))
+})
+
+// onOffice tells its providers to sort with ksort($params), whose default flags compare two numeric keys
+// as numbers: a URL whose own keys that sorts otherwise than by bytes is refused for query delivery.
+t.test('a query URL whose own keys PHP\'s plain ksort() orders otherwise is refused; those it orders by bytes verify', async (t) => {
+  const accepted = ['?9=a&x=1', '?1=a&2=b&3=c', '?-10=a&-5=b', '?09=a&10=b', '?1e3=a&abc=b', '?1e1=a&10=b']
+  const refused = ['?9=a&10=b', '?10=a&9=b', '?1e3=a&999=b', '?1=a&2=b&10=c', '?2=a&10=b&x=c']
+  const params = { customerWebId: '48213', stepId: 'a-step', timestamp: '1764300000' }
+  // As $_GET would hold the query: parse_str; then the check as onOffice shows it, with plain ksort().
+  const verify = `parse_str($argv[1], $p); $s = $p['signature']; unset($p['signature']); ksort($p);
+    echo hash_equals(hash_hmac('sha256', 'http://provider.example/hook.php?' . http_build_query($p), $argv[2]), $s) ? 'valid' : 'invalid';`
+  const verdict = (query: string) => {
+    const sent = new URL(signQueryUrl(`http://provider.example/hook.php${query}`, params, otherSecret).url)
+    return execFileSync('php', ['-r', verify, '--', sent.search.slice(1), otherSecret], { encoding: 'utf8' })
+  }
+  for (const query of accepted) {
+    t.equal(phpQueryKeyProblem(`http://provider.example/hook.php${query}`), undefined, `${query} is accepted`)
+    t.equal(verdict(query), 'valid', `${query}: plain ksort() verifies the call`)
+  }
+  for (const query of refused) {
+    t.match(phpQueryKeyProblem(`http://provider.example/hook.php${query}`), /ksort\(\) orders the query keys .* by their numbers/, `${query} is refused`)
+    t.equal(verdict(query), 'invalid', `${query}: plain ksort() could not verify it`)
+  }
 })
 
 t.test('the README examples are what Baton sends', async (t) => {

@@ -45,9 +45,36 @@ export function checkWebhookUrl(url: string | undefined, targets: TargetPolicy):
  * leading spaces, turns other spaces and dots into `_`, and drops a key left empty (`+` is a space).
  */
 export function phpQueryKeyProblem(url: string): string | undefined {
-  for (const key of new URL(url).searchParams.keys()) {
+  const keys = [...new URL(url).searchParams.keys()]
+  for (const key of keys) {
     const change = phpKeyChange(key)
     if (change) return `${change}, so a provider verifying with PHP could not check the signature; rename that parameter or leave it out`
+  }
+  const disorder = phpOrderChange(keys)
+  if (disorder) return `${disorder}, so a provider verifying with PHP's ksort() could not check the signature; rename those parameters`
+  return undefined
+}
+
+/** A number as PHP 8 reads a numeric string (an integer key among them); keys with spaces or dots are refused before. */
+const PHP_NUMERIC = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/
+
+/**
+ * Two of the URL's own keys that PHP's ksort() (its default flags, as onOffice's providers call it) puts
+ * in another order than the signature's byte order, or undefined: it compares two numeric keys (`9`,
+ * `10`, `1e3`) as numbers, and sorts stably. Any other pair, Baton's own parameters among them, it
+ * compares as strings.
+ */
+function phpOrderChange(keys: string[]): string | undefined {
+  const numeric = [...new Set(keys)].filter((key) => PHP_NUMERIC.test(key))
+  for (const [i, a] of numeric.entries()) {
+    for (const b of numeric.slice(i + 1)) {
+      const byBytes = Math.sign(Buffer.compare(Buffer.from(a), Buffer.from(b)))
+      const byNumbers = Math.sign(Number(a) - Number(b))
+      // Equal numbers (`10`, `1e1`) keep the order they came in, which is the signature's.
+      if (byNumbers !== 0 && byNumbers !== byBytes) {
+        return `PHP's ksort() orders the query keys ${JSON.stringify(a)} and ${JSON.stringify(b)} by their numbers, not by their bytes as the signature does`
+      }
+    }
   }
   return undefined
 }
