@@ -80,8 +80,12 @@ export async function sendQueuedMail(
   await mark(() => markSent(db, sent, now))
   options.metrics?.mails(sent.length, failed)
   const broken = lanes.find((lane) => lane.status === 'rejected')
+  if (untried.length > 0) {
+    const released = mark(() => releaseMails(db, untried))
+    // After a lane's mark gave up, the release is tried once more; failing too, the lease sends them later.
+    await (broken ? released.catch(() => undefined) : released)
+  }
   if (broken) throw broken.reason
-  if (untried.length > 0) await mark(() => releaseMails(db, untried))
   if (failure !== undefined) options.log?.warn({ err: failure, putBack: untried.length }, 'sending a mail failed; it stays queued and is retried')
   // Steps hear of their mails right away; an idle pass also settles what a crash left behind.
   const stepMails = rows.length === 0 || rows.some((mail) => mail.step_id !== null && !untried.includes(mail))

@@ -171,11 +171,12 @@ t.test('a controller whose address the server refuses: once the tenant corrects 
   t.match(await outbox(), [{ to_address: 'ola@example.com', sent_at: Date }], 'and the outbox says where it went')
 })
 
-/** Queues `count` mails about `about`, due now. */
+/** Queues `count` mails about `about`, due now, the first due first (a claim takes them in that order). */
 async function queueMails(about: string, count: number): Promise<void> {
   for (let i = 1; i <= count; i++) {
+    const due = new Date(rt.clock.now().getTime() - (count - i) * 1000)
     await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
-      values (${rt.tenant.id}, gen_random_uuid(), ${`${about}:${i}`}, 'stepSkipped', 'clara@example.com', ${`${about} ${i}`}, 'body', ${rt.clock.now()})`.execute(rt.db)
+      values (${rt.tenant.id}, gen_random_uuid(), ${`${about}:${i}`}, 'stepSkipped', 'clara@example.com', ${`${about} ${i}`}, 'body', ${due})`.execute(rt.db)
   }
 }
 
@@ -213,9 +214,9 @@ t.test('a slow SMTP server: after its first send, a lane starts one only while i
 
 // A lane whose mark of a refused mail gave up (say, the database away past the lease's margin) threw out
 // of the pass before the mails the server had taken were marked sent: they went out again after the lease.
-t.test('a mark that gives up in one lane: the mails the server took in the others are still marked sent', async (t) => {
+t.test('a mark that gives up in one lane: the mails the server took in the others are still marked sent, the untried ones go back', async (t) => {
   await sql`update outbox_mails set sent_at = now() where sent_at is null`.execute(rt.db)
-  await queueMails('Mark fails', 3)
+  await queueMails('Mark fails', 10)
   // The mark of the refused mail breaks a rule that the mark of a sent one keeps.
   await sql`alter table outbox_mails add constraint refusals_not_recorded check (last_error not like '%451 try again%') not valid`.execute(rt.db)
   t.teardown(async () => { await sql`alter table outbox_mails drop constraint refusals_not_recorded`.execute(rt.db) })
@@ -228,7 +229,12 @@ t.test('a mark that gives up in one lane: the mails the server took in the other
     },
     close() {}
   }
-  await t.rejects(sendQueuedMail(rt.db, refusing, { now: rt.clock.now(), from: 'Baton <baton@example.com>', limit: 3 }), /refusals_not_recorded/)
-  t.equal(sends, 3)
-  t.same((await outboxAbout('Mark fails')).map((row) => row.sent_at !== null), [true, false, true], 'the two the server took are marked sent')
+  await t.rejects(sendQueuedMail(rt.db, refusing, { now: rt.clock.now(), from: 'Baton <baton@example.com>', limit: 10 }), /refusals_not_recorded/)
+  t.equal(sends, 8, 'one in each lane; after the refusal no lane starts another')
+  const rows = await outboxAbout('Mark fails')
+  const state = (row: { sent_at: Date | null; lease_expires_at: Date | null; attempt_count: number }) =>
+    row.sent_at !== null ? 'sent' : row.lease_expires_at === null && row.attempt_count === 0 ? 'back in the queue' : 'leased'
+  // By subject: 1, 10, 2, 3, …, 9 (the claim took them as queued, 1 to 10).
+  t.same(rows.map(state), ['sent', 'back in the queue', 'leased', 'sent', 'sent', 'sent', 'sent', 'sent', 'sent', 'back in the queue'],
+    'the seven the server took are marked sent, the refused one waits for its lease, the two untried go back')
 })

@@ -65,8 +65,8 @@ export interface NewProcess {
 
 /**
  * What a start from facts it read earlier checks again in its statement: its template still active
- * and at this version (creating, deleting or reordering steps moves it on), each of its steps at its
- * version (any change to a step moves that on), the tenant's time zone still this one, and each
+ * and at this version (any change to it or to one of its steps moves it on), each of its steps at its
+ * version (any change to a step moves that on too), the tenant's time zone still this one, and each
  * service its webhook steps call still active and activated by the tenant. The user, property and
  * address it names are checked by their foreign keys.
  */

@@ -141,7 +141,7 @@ export async function copyTemplate(db: DB, clock: Clock, tenantId: string, id: s
   })
 }
 
-/** Marks a change to the template's steps: their set or order is part of the template's version. */
+/** Marks a change to the template's steps (their set, order or settings): the template's answer holds them, so its version moves on. */
 export async function touchTemplate(trx: DB, clock: Clock, tenantId: string, id: string): Promise<void> {
   await repo.updateTemplate(trx, tenantId, id, { updated_at: clock.now() })
 }
