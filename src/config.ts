@@ -74,6 +74,9 @@ function checkSettings(raw: Record<string, unknown>): { config: Record<string, u
   for (const [key, schema] of Object.entries(ConfigSchema.properties) as [string, { type?: unknown }][]) {
     const value = config[key]
     if (schema.type === 'boolean' && typeof value === 'string') config[key] = ({ '1': 'true', '0': 'false' } as Record<string, string>)[value] ?? value.toLowerCase()
+    // JavaScript's Number reads blanks as 0, and so would Ajv: `RATE_LIMIT_MAX= ` turned the limit off. Ajv does
+    // not coerce an empty text, so the setting is refused as no number.
+    if ((schema.type === 'integer' || schema.type === 'number') && typeof value === 'string' && value.trim() === '') config[key] = ''
   }
   const errors = new Map<string, string>()
   if (!validate(config)) {

@@ -75,3 +75,11 @@ t.test('SHUTDOWN_DELAY_MS: unset, an API replica waits 5 s for its load balancer
   t.equal(shutdownDelayMs(loadConfig({ SHUTDOWN_DELAY_MS: '1500' }), 'all'), 1500)
   t.throws(() => loadConfig({ SHUTDOWN_DELAY_MS: '-1' }), /SHUTDOWN_DELAY_MS/)
 })
+
+t.test('a number set to blanks is refused, not read as 0 (which would turn RATE_LIMIT_MAX off or put PORT anywhere)', async (t) => {
+  for (const [key, value] of [['PORT', ' '], ['RATE_LIMIT_MAX', '  '], ['SHUTDOWN_GRACE_MS', '\t'], ['AUTH_FAILURE_LIMIT', ' \n'], ['PRESSURE_MAX_EVENT_LOOP_UTILIZATION', ' ']]) {
+    t.throws(() => loadConfig({ [key!]: value }), { name: 'ConfigError', message: new RegExp(`${key}: must be a(n integer| number)$`, 'm') }, JSON.stringify([key, value]))
+  }
+  t.equal(loadConfig({ PORT: '' }).PORT, 3000, 'an empty value is unset, as before')
+  t.equal(loadConfig({ PORT: ' 8080 ' }).PORT, 8080, 'blanks around a number are read as before')
+})
