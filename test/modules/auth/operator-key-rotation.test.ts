@@ -5,7 +5,9 @@ import { resolveOperatorKey, rotateOperatorKey } from '../../../src/modules/auth
 import { OperatorKeyHash } from '../../../src/modules/auth/operator-key-hash.js'
 import { hashKey } from '../../../src/lib/keys.js'
 import { TestClock } from '../../helpers/clock.js'
-import { createTestDatabase } from '../../helpers/database.js'
+import { createTestDatabase, databaseUrl } from '../../helpers/database.js'
+import { runScript } from '../../helpers/process.js'
+import { findOperatorKeyHash } from '../../../src/modules/auth/repository.js'
 
 t.test('a rotated operator key takes effect in a running API within two seconds, without a restart', async (t) => {
   const database = await createTestDatabase()
@@ -73,4 +75,25 @@ t.test('only a key with the generated prefix waits for a read of the stored hash
   later -= 60_000
   stored = 'bb'
   t.equal(await stepped.current(), 'bb', 'a clock set back does not keep the copy fresh')
+})
+
+// Processes given BATON_ADMIN_TOKEN use it and never read the stored key: a rotation printed a new key that no
+// process took, and said that the old one, still the only one that works, had stopped working.
+t.test('admin:rotate-key with a BATON_ADMIN_TOKEN of its own stops with a message; with the generated key exported, it rotates', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const rotate = (token: string) => runScript('scripts/rotate-operator-key.ts', { DATABASE_URL: databaseUrl(database.name), BATON_ADMIN_TOKEN: token })
+  const own = rotate(`bop_${'y'.repeat(40)}`)
+  t.equal(await own.exited, 1)
+  t.match(own.output(), /^BATON_ADMIN_TOKEN is set to a key of its own: /)
+  t.notMatch(own.output(), /New operator key|\n\s+at /)
+  t.equal(await findOperatorKeyHash(database.db), undefined, 'no key was stored')
+
+  // As the first start's message tells: `export BATON_ADMIN_TOKEN=<the generated key>`, then rotate it.
+  const generated = (await resolveOperatorKey(database.db, undefined)).generated!
+  const exported = rotate(generated)
+  t.equal(await exported.exited, 0, exported.output())
+  const [, next] = /export BATON_ADMIN_TOKEN=(\S+)/.exec(exported.output()) ?? []
+  t.equal(await findOperatorKeyHash(database.db), hashKey(next!), 'the new key is stored')
+  t.match(exported.output(), /Processes started with BATON_ADMIN_TOKEN set use the old key until they are restarted/)
 })
