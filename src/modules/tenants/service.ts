@@ -20,7 +20,15 @@ export function toTenant(row: TenantRow): Tenant {
   }
 }
 
+/**
+ * An IANA zone's name: words of letters, digits, _, + and - joined by /, the first starting with a
+ * letter (Europe/Berlin, Etc/GMT+1, EST5EDT). Newer Node versions also take a UTC offset (+01:00) as
+ * a time zone, which the zone database does not hold and Node 20 refuses: refused on every version.
+ */
+const ZONE_NAME = /^[A-Za-z][A-Za-z0-9_+-]*(?:\/[A-Za-z0-9_+-]+)*$/
+
 export function isTimeZone(zone: string): boolean {
+  if (!ZONE_NAME.test(zone)) return false
   try {
     new Intl.DateTimeFormat('en', { timeZone: zone })
     return true
