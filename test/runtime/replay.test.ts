@@ -115,3 +115,19 @@ t.test('a process polled with If-None-Match while its call is queued, in flight 
   t.equal(after.data.version, again.data.version + 1)
   t.equal((await poll(String(after.headers.etag))).statusCode, 304)
 })
+
+t.test('a process whose call waits for a later attempt answers 304 to its ETag until the attempt is due', async (t) => {
+  const rt = await setupRuntime(t)
+  rt.provider.queue({ status: 503, headers: { 'retry-after': '600' } })
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Value it later', refersTo: { property: true } }])
+  const started = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+  const url = `/v1/process-instances/${started.id}`
+  const waiting = await rt.api.get(url)
+  t.match(waiting.data.steps[0], { state: 'due', delivery: { status: 'pending', attempts: 1 } })
+  t.equal((await rt.api.get(url, { 'if-none-match': String(waiting.headers.etag) })).statusCode, 304, 'ten minutes to go: nothing can change it unversioned')
+  rt.clock.advance(9 * 60_000)
+  const due = await rt.api.get(url, { 'if-none-match': String(waiting.headers.etag) })
+  t.equal(due.statusCode, 200, 'due within two minutes: a claim may change it any moment, so it is answered in full')
+  t.equal(due.headers.etag, waiting.headers.etag)
+})

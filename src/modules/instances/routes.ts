@@ -18,7 +18,22 @@ import { ExpressionSchema } from '../templates/expressions/schema.js'
 const Instance = Type.Ref('ProcessInstance')
 
 /** What the route reads of a step of its answer (the schema's steps are references). */
-interface StepView { delivery: { status: string } | null }
+interface StepView { delivery: { status: string; nextAttemptAt?: string | null } | null }
+
+/** How far ahead a queued call counts as due: workers' clocks may differ from this one's, and a call released unopened waits a minute. */
+const DUE_SOON_MS = 2 * 60_000
+
+/**
+ * Whether the process may change before its version moves on: a worker's claim turns a step running
+ * (its delivery too, an attempt counted), and an expired lease or a released claim turns it back, none
+ * with a new version. So while a call is in flight, or queued and due about now, the process is
+ * answered in full; a call that waits for a later attempt changes nothing until it is claimed.
+ */
+function mayMoveUnversioned(steps: StepView[], now: Date): boolean {
+  const soon = now.getTime() + DUE_SOON_MS
+  return steps.some(({ delivery }) => delivery?.status === 'running' ||
+    (delivery?.status === 'pending' && (!delivery.nextAttemptAt || Date.parse(delivery.nextAttemptAt) <= soon)))
+}
 
 export default async function instanceRoutes(fastify: FastifyInstance, { db, clock, wakeups }: ModuleOptions): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
@@ -62,9 +77,7 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
   }, async (request, reply) => {
     const instance = await instances.getInstance(db, tenantOf(request), request.params.id)
     setETag(reply, instance.version)
-    // A worker's claim turns a step running, and an expired lease turns it back, without moving the
-    // process's version: while a call is queued or in flight the process is answered in full.
-    if ((instance.steps as StepView[]).some(({ delivery }) => delivery?.status === 'pending' || delivery?.status === 'running')) answerInFull(reply)
+    if (mayMoveUnversioned(instance.steps as StepView[], clock.now())) answerInFull(reply)
     return instance
   })
 
