@@ -15,12 +15,15 @@ t.test('a changed source is compiled, once, and two starts at once both run it',
   for (const part of ['src', 'migrations', 'scripts', 'package.json', 'tsconfig.json']) await cp(join(ROOT, part), join(root, part), { recursive: true })
   await symlink(join(ROOT, 'node_modules'), join(root, 'node_modules'))
   const marker = `changed source ${process.pid}-${Date.now()}`
-  await appendFile(join(root, 'src/version.ts'), `\nconsole.log(${JSON.stringify(marker)})\n`)
+  // With a stack trace of its own: it points into the TypeScript source, not the compiled file.
+  await appendFile(join(root, 'src/version.ts'), `\nconsole.log(${JSON.stringify(marker)}, new Error('here').stack)\n`)
 
   const start = async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'baton-start-data-'))
     t.teardown(() => rm(dataDir, { recursive: true, force: true }))
-    const server = runCommand(process.execPath, ['scripts/start.mjs'], {
+    // Through a shell that clears NODE_OPTIONS: tap's hooks, which it adds to every process a test starts,
+    // turn source maps on, and start.mjs must do that itself.
+    const server = runCommand('sh', ['-c', 'NODE_OPTIONS= exec "$0" scripts/start.mjs', process.execPath], {
       BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: '', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length',
       SHUTDOWN_DELAY_MS: '0'
     }, { cwd: root })
@@ -39,6 +42,7 @@ t.test('a changed source is compiled, once, and two starts at once both run it',
   for (const server of servers) {
     await server.waitFor(/Baton listening on/, 90_000)
     t.match(server.output(), marker, 'it runs the changed source')
+    t.match(server.output(), /Error: here\n\s+at .*src\/version\.ts:\d+:\d+/, 'its stack trace points into the source')
     server.child.kill('SIGTERM')
     t.equal(await server.exited, 0)
   }
