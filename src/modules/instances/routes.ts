@@ -77,7 +77,7 @@ export default async function instanceRoutes(fastify: FastifyInstance, { db, clo
   }, async (request, reply) => {
     const instance = await instances.getInstance(db, tenantOf(request), request.params.id)
     setETag(reply, instance.version)
-    if (mayMoveUnversioned(instance.steps as StepView[], clock.now())) answerInFull(reply)
+    if (request.headers['if-none-match'] !== undefined && mayMoveUnversioned(instance.steps as StepView[], clock.now())) answerInFull(reply)
     return instance
   })
 
