@@ -54,12 +54,12 @@ t.test('steps: add, insert, read, list, update, delete', async (t) => {
 
   const one = await client.get(`${steps}/${webhook.data.id}`)
   t.equal(one.data.position, 3)
-  t.equal(one.headers.etag, '"1"')
+  t.equal(one.headers.etag, '"2"', 'moved from 2 to 3 by the insert before it')
 
-  const renamed = await client.patch(`${steps}/${webhook.data.id}`, { name: 'Value the property', parameters: { mode: 'quick', rooms: 4 } }, { 'if-match': '"1"' })
+  const renamed = await client.patch(`${steps}/${webhook.data.id}`, { name: 'Value the property', parameters: { mode: 'quick', rooms: 4 } }, { 'if-match': '"2"' })
   t.equal(renamed.statusCode, 200)
-  t.match(renamed.data, { name: 'Value the property', parameters: { mode: 'quick', rooms: 4 }, version: 2, position: 3 })
-  t.equal(renamed.headers.etag, '"2"')
+  t.match(renamed.data, { name: 'Value the property', parameters: { mode: 'quick', rooms: 4 }, version: 3, position: 3 })
+  t.equal(renamed.headers.etag, '"3"')
   const partial = await client.patch(`${steps}/${webhook.data.id}`, { refersTo: { address: false } })
   t.same(partial.data.refersTo, { property: true, address: false }, 'refersTo merges flag by flag')
 
@@ -123,6 +123,43 @@ t.test('every step change bumps the template version; a step edit bumps the step
   // An edit that changes nothing changes no version.
   await client.patch(`/v1/process-templates/${id}/steps/${stepId}`, { name: 'Uno' })
   t.equal((await client.get(`/v1/process-templates/${id}`)).data.version, 3)
+})
+
+// A step's answer shows its position: a step that an insert, a delete or a reorder moves has a new
+// version, or a client polling it with If-None-Match would be told its copy is current (304) when it is not.
+t.test('a step that moves to another position has a new version', async (t) => {
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  const steps = `/v1/process-templates/${id}/steps`
+  const [a, b, c] = [await addTaskStep(client, id, 'A'), await addTaskStep(client, id, 'B'), await addTaskStep(client, id, 'C')]
+  const held = async (stepId: string) => {
+    const got = await client.get(`${steps}/${stepId}`)
+    return { etag: got.headers.etag as string, position: got.data.position as number, version: got.data.version as number }
+  }
+  const polled = (stepId: string, etag: string) => client.get(`${steps}/${stepId}`, { 'if-none-match': etag })
+
+  // A reorder: A and C swap places, B stays where it is.
+  const [beforeA, beforeB, beforeC] = [await held(a), await held(b), await held(c)]
+  t.equal((await client.put(`${steps}/order`, { stepIds: [c, b, a] })).statusCode, 200)
+  const movedA = await polled(a, beforeA.etag)
+  t.equal(movedA.statusCode, 200, 'the copy held before the reorder is not current')
+  t.match(movedA.data, { position: 3, version: beforeA.version + 1 })
+  t.equal(movedA.headers.etag, `"${beforeA.version + 1}"`)
+  t.equal((await polled(c, beforeC.etag)).statusCode, 200)
+  t.equal((await polled(b, beforeB.etag)).statusCode, 304, 'a step that kept its place keeps its version')
+  assertProblem(t, await client.patch(`${steps}/${a}`, { name: 'A2' }, { 'if-match': beforeA.etag }), 412)
+
+  // An insert before it, and a delete before it.
+  const beforeInsert = await held(b)
+  const inserted = await addTaskStep(client, id, 'Intake', { position: 1 })
+  t.match((await polled(b, beforeInsert.etag)).data, { position: 3, version: beforeInsert.version + 1 })
+  const beforeDelete = await held(b)
+  t.equal((await client.delete(`${steps}/${inserted}`)).statusCode, 204)
+  t.match((await polled(b, beforeDelete.etag)).data, { position: 2, version: beforeDelete.version + 1 })
+  // A step after the insert's place has a new version; one before it keeps its own.
+  const first = await held(c)
+  await addTaskStep(client, id, 'Last')
+  t.equal((await polled(c, first.etag)).statusCode, 304)
 })
 
 t.test('step requests that fail their schema answer 400', async (t) => {

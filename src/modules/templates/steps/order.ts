@@ -22,8 +22,8 @@ export async function reorderSteps(
     // Branches and step references follow their steps; an order that turns one backwards is refused.
     const plan = reorderPlan(current, stepIds, template.active)
     rejectIfInvalid('The new order is not valid', plan.errors)
-    await steps.setStepOrder(trx, tenantId, templateId, stepIds)
-    await writeReorderedSettings(trx, tenantId, plan.changed)
+    const reordered = await steps.setStepOrder(trx, tenantId, templateId, stepIds)
+    await writeReorderedSettings(trx, tenantId, plan.changed, reordered)
     await touchTemplate(trx, clock, tenantId, templateId)
     return loadTemplate(trx, tenantId, templateId)
   })

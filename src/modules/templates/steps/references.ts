@@ -9,9 +9,10 @@ import * as steps from './repository.js'
  * inserted, deleted or reordered, and refuses a change that would break the graph (graph.ts).
  */
 
-async function writeSettings(db: DB, tenantId: string, changed: { id: string; settings: JsonObject }[]): Promise<void> {
+/** Writes the settings that changed; a step's version moves on once a change, so one that `moved` has its new version already. */
+async function writeSettings(db: DB, tenantId: string, changed: { id: string; settings: JsonObject }[], moved: ReadonlySet<string>): Promise<void> {
   for (const { id, settings } of changed) {
-    await db.updateTable('template_steps').set((eb) => ({ settings: JSON.stringify(settings), version: eb('version', '+', 1) }))
+    await db.updateTable('template_steps').set((eb) => ({ settings: JSON.stringify(settings), version: eb('version', '+', moved.has(id) ? 0 : 1) }))
       .where('tenant_id', '=', tenantId).where('id', '=', id).execute()
   }
 }
@@ -23,10 +24,12 @@ function moved(rows: TemplateStepRow[], move: (position: number) => number): { i
   })
 }
 
-/** After steps shifted (an insert or a delete), the positions stored in the other steps' settings follow them. */
-export async function moveTemplateReferences(db: DB, tenantId: string, templateId: string, move: (position: number) => number): Promise<void> {
+/** After steps shifted (an insert or a delete; `shifted`: their ids), the positions stored in the other steps' settings follow them. */
+export async function moveTemplateReferences(
+  db: DB, tenantId: string, templateId: string, move: (position: number) => number, shifted: ReadonlySet<string>
+): Promise<void> {
   const rows = await steps.listSteps(db, tenantId, templateId)
-  await writeSettings(db, tenantId, moved(rows, move))
+  await writeSettings(db, tenantId, moved(rows, move), shifted)
 }
 
 /** Why the step at `position` cannot be deleted: other steps branch to it or read it. */
@@ -81,8 +84,9 @@ export function reorderPlan(rows: TemplateStepRow[], stepIds: string[], active: 
   return { errors, changed }
 }
 
-export async function writeReorderedSettings(db: DB, tenantId: string, changed: { id: string; settings: JsonObject }[]): Promise<void> {
-  await writeSettings(db, tenantId, changed)
+/** `reordered`: the ids of the steps whose place changed (their version moved on already). */
+export async function writeReorderedSettings(db: DB, tenantId: string, changed: { id: string; settings: JsonObject }[], reordered: ReadonlySet<string>): Promise<void> {
+  await writeSettings(db, tenantId, changed, reordered)
 }
 
 /** Why the template's graph keeps it from being activated: broken branches or references, steps never reached. */

@@ -30,19 +30,27 @@ export async function countSteps(db: DB, tenantId: string, templateId: string): 
 }
 
 // The unique (tenant_id, template_id, position) is deferrable, so Postgres checks it once the whole statement ran.
-export async function shiftPositions(db: DB, tenantId: string, templateId: string, from: number, by: 1 | -1): Promise<void> {
-  await db.updateTable('template_steps')
-    .set((eb) => ({ position: eb('position', '+', by) }))
+// A step's answer shows its position, so a step that moves has a new version (its ETag): the ids of those that moved.
+export async function shiftPositions(db: DB, tenantId: string, templateId: string, from: number, by: 1 | -1): Promise<Set<string>> {
+  const rows = await db.updateTable('template_steps')
+    .set((eb) => ({ position: eb('position', '+', by), version: eb('version', '+', 1) }))
     .where('tenant_id', '=', tenantId).where('template_id', '=', templateId).where('position', '>=', from)
-    .execute()
+    .returning('id').execute()
+  return new Set(rows.map((row) => row.id))
 }
 
-/** Gives each step the 1-based place of its id in stepIds, in one statement. */
-export async function setStepOrder(db: DB, tenantId: string, templateId: string, stepIds: string[]): Promise<void> {
-  await db.updateTable('template_steps')
-    .set({ position: sql<number>`array_position(${sql.val(stepIds)}::uuid[], id)` })
+/**
+ * Gives each step the 1-based place of its id in stepIds, in one statement. The steps whose place
+ * changed have a new version, as their answer shows it: their ids.
+ */
+export async function setStepOrder(db: DB, tenantId: string, templateId: string, stepIds: string[]): Promise<Set<string>> {
+  const newPosition = sql<number>`array_position(${sql.val(stepIds)}::uuid[], id)`
+  const rows = await db.updateTable('template_steps')
+    .set((eb) => ({ position: newPosition, version: eb('version', '+', 1) }))
     .where('tenant_id', '=', tenantId).where('template_id', '=', templateId)
-    .execute()
+    .where(sql<boolean>`position <> ${newPosition}`)
+    .returning('id').execute()
+  return new Set(rows.map((row) => row.id))
 }
 
 export function insertStep(db: DB, row: NewStepRow) {

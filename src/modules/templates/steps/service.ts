@@ -86,9 +86,9 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
     const check = await checkStep(trx, tenantId, draft, { policy: guard.targets, secret: input.target?.secret }, templateId)
     rejectIfInvalid('The step is not valid', [...positionErrors(position, stepCount), ...check.errors, ...decideSettingsErrors(draft, position, stepCount + 1, template.active)])
     const stranded = template.active ? await unreachableStepIds(trx, tenantId, templateId) : new Set<string>()
-    await steps.shiftPositions(trx, tenantId, templateId, position, 1)
+    const shifted = await steps.shiftPositions(trx, tenantId, templateId, position, 1)
     // Branches and step references of the steps that moved follow them.
-    if (position <= stepCount) await moveTemplateReferences(trx, tenantId, templateId, (p) => (p >= position ? p + 1 : p))
+    if (position <= stepCount) await moveTemplateReferences(trx, tenantId, templateId, (p) => (p >= position ? p + 1 : p), shifted)
     const now = clock.now()
     const row = await steps.insertStep(trx, {
       ...stepColumns({ ...draft, parameters: check.parameters }),
@@ -173,8 +173,8 @@ export async function deleteStep(
     rejectIfInvalid(`Step ${current.position} "${current.name}" cannot be deleted`, deleteErrors(all, current.position))
     const stranded = template.active ? await unreachableStepIds(trx, tenantId, templateId, all) : new Set<string>()
     await steps.deleteStep(trx, tenantId, stepId)
-    await steps.shiftPositions(trx, tenantId, templateId, current.position + 1, -1)
-    await moveTemplateReferences(trx, tenantId, templateId, (p) => (p > current.position ? p - 1 : p))
+    const shifted = await steps.shiftPositions(trx, tenantId, templateId, current.position + 1, -1)
+    await moveTemplateReferences(trx, tenantId, templateId, (p) => (p > current.position ? p - 1 : p), shifted)
     if (template.active) rejectIfInvalid(`Step ${current.position} "${current.name}" cannot be deleted`, await unreachableErrors(trx, tenantId, templateId, '/params/stepId', stranded))
     await touchTemplate(trx, clock, tenantId, templateId)
   })
