@@ -10,12 +10,13 @@ export const FIELDS_MAX_BYTES = 256 * 1024
 
 /**
  * The fields of a create, or the merge patch of an update, within the depth and size limits and with
- * names a record may hold (a patch may still remove any); 422 otherwise.
+ * names a record may hold (a patch may still remove any: its null removes; a create's null is stored
+ * as the field's value, so its name must be one a record may hold); 422 otherwise.
  */
-export function checkFieldsInput(fields: JsonObject | undefined): void {
+export function checkFieldsInput(fields: JsonObject | undefined, as: 'create' | 'patch'): void {
   if (fields === undefined) return
   const named = Object.entries(fields).flatMap(([name, value]) => {
-    const problem = value === null ? undefined : fieldNameProblem(name)
+    const problem = value === null && as === 'patch' ? undefined : fieldNameProblem(name)
     return problem === undefined ? [] : [{ pointer: `/body/fields${pointerStep(name)}`, detail: problem }]
   })
   if (named.length > 0) {

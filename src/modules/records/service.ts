@@ -59,7 +59,7 @@ export function toRecord(row: RecordRow): ApiRecord {
 export async function createRecord(
   db: DB, clock: Clock, kind: RecordKind, tenantId: string, input: CreateRecord, idempotencyKey?: string
 ): Promise<RecordWrite & { created: boolean }> {
-  checkFieldsInput(input.fields)
+  checkFieldsInput(input.fields, 'create')
   const digest = idempotencyKey === undefined ? null : requestDigest(input)
   if (idempotencyKey !== undefined) {
     const earlier = await repo.findRecordByKey(db, kind.table, tenantId, idempotencyKey)
@@ -131,7 +131,7 @@ export async function listRecordsJson(
 export async function updateRecord(
   db: DB, clock: Clock, kind: RecordKind, tenantId: string, id: string, input: UpdateRecord, expected?: ExpectedVersions, by?: ClaimWriter
 ): Promise<RecordWrite> {
-  checkFieldsInput(input.fields)
+  checkFieldsInput(input.fields, 'patch')
   await checkMaintainer(db, tenantId, input.maintainerUserId)
   const now = clock.now()
   const written = await db.transaction().execute(async (trx) => {

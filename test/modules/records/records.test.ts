@@ -176,6 +176,11 @@ for (const kind of [propertyKind, addressKind]) {
     const created = await client.post(collection, { fields: { 'a,b': 1, c: 2 } })
     assertProblem(t, created, 422, /comma/)
     t.same(created.data.errors, [{ pointer: '/body/fields/a,b', detail: 'a field name may not contain a comma' }])
+    // A create is no merge patch: its null is stored as the field's value, so its name is held to the rule too.
+    const nullCreated = await client.post(collection, { fields: { 'a,b': null, c: 2 } })
+    assertProblem(t, nullCreated, 422, /comma/)
+    t.same(nullCreated.data.errors, [{ pointer: '/body/fields/a,b', detail: 'a field name may not contain a comma' }])
+    t.same((await client.get(collection)).data.items, [], 'nothing created')
     const record = (await client.post(collection, { fields: { c: 2 } })).data
     const url = `${collection}/${record.id}`
     const patched = await client.patch(url, { fields: { c: 3, 'x,y': { z: 1 } } })
