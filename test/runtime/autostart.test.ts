@@ -250,4 +250,21 @@ t.test('autostart', async (t) => {
     await stranger.client.post('/v1/properties', { fields: { street: 'Fremdweg 1' } })
     t.equal((await runsOf(templateId)).length, before)
   })
+
+  await t.test('a field named as a property every JavaScript object has (constructor, toString) is read as the record holds it', async (t) => {
+    const removed = await autostartTemplate('On a removed constructor',
+      { on: 'fieldChanged', record: 'property', field: 'constructor', filter: { eq: null }, responsible: { user: rt.controller.id } },
+      [{ kind: 'task', name: 'Look' }])
+    const any = await autostartTemplate('On any toString change',
+      { on: 'fieldChanged', record: 'property', field: 'toString', responsible: { user: rt.controller.id } },
+      [{ kind: 'task', name: 'Look' }])
+    const property = await newProperty({ constructor: 'x', toString: 'y' })
+    const write = await api.patch(`/v1/properties/${property.id}`, { fields: { constructor: null, toString: null } })
+    t.equal(write.statusCode, 200, write.body)
+    t.match(await runsOf(removed), [{ occurrence: `changed:${write.data.version}`, outcome: 'started' }], 'a removed field is null to the filter')
+    const [started] = await runsOf(any)
+    t.match(started, { occurrence: `changed:${write.data.version}`, outcome: 'started' })
+    const log = (await api.get(`/v1/process-instances/${started.instanceId}/activities`)).data.items
+    t.match(log.find((a: { kind: string }) => a.kind === 'processStarted'), { message: /toString became null\./ }, 'and says it became null')
+  })
 })

@@ -47,7 +47,8 @@ export async function autostartOnWrite(db: DB, now: Date, write: RecordWritten):
     let says = `on the creation of the ${write.record}`
     if (autostart.on === 'fieldChanged') {
       const field = autostart.field ?? ''
-      const value = write.row.fields[field]
+      // Own fields only: a removed `constructor` or `toString` is null, not what every object inherits.
+      const value = Object.hasOwn(write.row.fields, field) ? write.row.fields[field] : null
       if (!write.changedFields.includes(field) || !matches(autostart.filter, value)) continue
       occurrence = `changed:${write.row.version}`
       says = `as the ${write.record}'s ${field} became ${JSON.stringify(value ?? null)}`
