@@ -106,7 +106,7 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wa
       summary: `Update ${oneOf(kind)}; fields are merged (null removes a field). A provider may update fields with the apiClaim of a call that names it`,
       description: `An update that changes nothing answers with the ${kind.noun.toLowerCase()} as it was: its version (and ETag) stays, and nothing fires.`,
       params: IdParamsSchema, headers: IfMatchHeadersSchema, body: UpdateRecordSchema,
-      response: { 200: ok(Record, `The updated ${kind.noun.toLowerCase()}`, ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
+      response: { 200: ok(Record, `The updated ${kind.noun.toLowerCase()}`, ['ETag']), ...problems(400, 401, 403, 404, 409, 412, 422) }
     }
   }, async (request, reply) => {
     const expected = expectedVersions(request.headers['if-match'])
