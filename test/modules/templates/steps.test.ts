@@ -160,6 +160,16 @@ t.test('a step that moves to another position has a new version', async (t) => {
   const first = await held(c)
   await addTaskStep(client, id, 'Last')
   t.equal((await polled(c, first.etag)).statusCode, 304)
+
+  // A decision that an insert moves, its branch moving with it: one change, one version on.
+  const decision = (await client.post(steps, {
+    kind: 'decision', name: 'Priced?', refersTo: { property: true }, position: 2,
+    decision: { mode: 'automatic', condition: { exists: { field: 'property.price' } }, yes: 4, no: null }
+  })).data
+  const beforeBoth = await held(decision.id as string)
+  await addTaskStep(client, id, 'Before all', { position: 1 })
+  const both = await polled(decision.id as string, beforeBoth.etag)
+  t.match(both.data, { position: 3, version: beforeBoth.version + 1, decision: { yes: 5 } }, 'its place and its branch moved, its version once')
 })
 
 t.test('step requests that fail their schema answer 400', async (t) => {
