@@ -82,7 +82,7 @@ export async function sendQueuedMail(
   const broken = lanes.find((lane) => lane.status === 'rejected')
   if (untried.length > 0) {
     const released = mark(() => releaseMails(db, untried))
-    // After a lane's mark gave up, the release is tried once more; failing too, the lease sends them later.
+    // After a lane's mark gave up, the release is still tried (as the marks are); failing too, the lease sends them later.
     await (broken ? released.catch(() => undefined) : released)
   }
   if (broken) throw broken.reason

@@ -55,8 +55,11 @@ export function phpQueryKeyProblem(url: string): string | undefined {
   return undefined
 }
 
-/** A number as PHP 8 reads a numeric string (an integer key among them); keys with spaces or dots are refused before. */
-const PHP_NUMERIC = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/
+/**
+ * A number as PHP 8 reads a numeric string (an integer key among them), whitespace around it included
+ * (a tab, a line break: keys with spaces or dots are refused before). Number() reads the same.
+ */
+const PHP_NUMERIC = /^[\t\n\v\f\r]*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[\t\n\v\f\r]*$/
 
 /**
  * Two of the URL's own keys that PHP's ksort() (its default flags, as onOffice's providers call it) puts
