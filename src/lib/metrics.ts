@@ -69,6 +69,11 @@ export class BatonMetrics {
   })
   private readonly steps = new Gauge({ ...this.on, name: 'baton_steps', help: 'Process steps in an open state, by state.', labelNames: ['state'] as const })
   private readonly unsent = new Gauge({ ...this.on, name: 'baton_outbox_unsent', help: 'Mails queued and not yet sent.' })
+  private readonly databaseUp = new Gauge({
+    ...this.on, name: 'baton_database_up', help: 'Whether this scrape read the queue gauges from the database (0: it was away, and they are left out).'
+  })
+  /** The gauges read from the database: left out of a scrape that could not read them, not shown stale. */
+  private readonly queueGauges = new Set<string>(['baton_deliveries', 'baton_deliveries_due', 'baton_delivery_oldest_due_seconds', 'baton_steps', 'baton_outbox_unsent'])
 
   webhookCall(outcome: AttemptOutcome, status: number | null, durationMs: number): void {
     this.webhookCalls.inc({ outcome, status_class: status === null ? 'none' : `${Math.floor(status / 100)}xx` })
@@ -96,8 +101,17 @@ export class BatonMetrics {
     if (count > 0) this.reaped.inc(count)
   }
 
-  /** The process's metrics and Baton's, with the queue gauges set from figures just read. */
-  async scrape(queues: QueueFigures, now: Date): Promise<string> {
+  /**
+   * The process's metrics and Baton's, with the queue gauges set from figures just read; without them
+   * (the database away) the rest, which this process holds, and `baton_database_up 0`.
+   */
+  async scrape(queues: QueueFigures | undefined, now: Date): Promise<string> {
+    this.databaseUp.set(queues ? 1 : 0)
+    if (!queues) {
+      const kept = this.registry.getMetricsAsArray().filter(({ name }) => !this.queueGauges.has(name))
+      const own = await Promise.all(kept.map(({ name }) => this.registry.getSingleMetricAsString(name)))
+      return `${await defaultMetrics().metrics()}\n${own.join('\n')}\n`
+    }
     this.deliveries.set({ status: 'pending' }, queues.pendingDeliveries)
     this.deliveries.set({ status: 'running' }, queues.runningDeliveries)
     this.due.set(queues.dueDeliveries)

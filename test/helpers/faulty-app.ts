@@ -4,6 +4,7 @@ import { buildApp, serverOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
 import { openPostgres } from '../../src/db/connect.js'
 import { sql } from '../../src/db/kysely.js'
+import { hashKey } from '../../src/lib/keys.js'
 import { startFaultProxy, type FaultProxy } from '../../scripts/drills/fault-proxy.js'
 import { client, type Client } from './app.js'
 import { databaseUrl } from './database.js'
@@ -17,7 +18,11 @@ export interface FaultyApp {
   app: FastifyInstance
   /** The runtime's tenant, calling the app behind the proxy. */
   api: Client
+  /** The operator, calling the app behind the proxy. */
+  operator: Client
 }
+
+const OPERATOR_KEY = 'faulty-app-operator-key-of-enough-length'
 
 /**
  * A second app on the runtime's database, reached through a fault-injecting TCP proxy (the shared
@@ -31,11 +36,11 @@ export async function appBehindFaultProxy(
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(url).port || 5432) })
   const faulty = openPostgres(proxy.url(url), { poolMax: options.poolMax, statementTimeoutMs: options.statementTimeoutMs, connectTimeoutMs: 1000 })
   const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', ...options.env })
-  const app = await buildApp({ config, db: faulty.db, operatorKeyHash: 'unused', clock: rt.clock }, serverOptions(config, false))
+  const app = await buildApp({ config, db: faulty.db, operatorKeyHash: hashKey(OPERATOR_KEY), clock: rt.clock }, serverOptions(config, false))
   t.teardown(async () => {
     await app.close()
     await faulty.close()
     await proxy.close()
   })
-  return { proxy, db: faulty.db, app, api: client(app, rt.tenant.key) }
+  return { proxy, db: faulty.db, app, api: client(app, rt.tenant.key), operator: client(app, OPERATOR_KEY) }
 }

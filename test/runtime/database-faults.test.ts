@@ -13,7 +13,7 @@ const STATEMENT_TIMEOUT_MS = 1000
 
 const rt = await setupRuntime(t)
 // No rate limit: the load below starts as many processes as it can (thousands a second on a fast machine).
-const { proxy, db: faultyDb, api } = await appBehindFaultProxy(t, rt, { poolMax: 8, statementTimeoutMs: STATEMENT_TIMEOUT_MS, env: { RATE_LIMIT_MAX: '0' } })
+const { proxy, db: faultyDb, api, operator } = await appBehindFaultProxy(t, rt, { poolMax: 8, statementTimeoutMs: STATEMENT_TIMEOUT_MS, env: { RATE_LIMIT_MAX: '0' } })
 const templateId = await rt.template([{ kind: 'task', name: 'Call the owner' }])
 const start = () => api.post('/v1/process-instances', { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId })
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -68,6 +68,33 @@ t.test('a database that refuses connections: 503 and not ready; ready again with
   while (status !== 200 && Date.now() - back < 5000) status = (await api.get('/health/ready')).statusCode
   t.equal(status, 200, `ready again ${Date.now() - back} ms after the database came back`)
   t.equal((await start()).statusCode, 201)
+})
+
+// The process's own figures (memory, event loop, its calls) are what an outage is watched by: the scrape
+// answered 503 while the database was away.
+t.test('/metrics while the database is away: the process\'s figures without the queue gauges, and baton_database_up 0', async (t) => {
+  const scrape = async () => {
+    const answer = await operator.get('/metrics')
+    return { status: answer.statusCode, text: answer.body }
+  }
+  const up = await scrape()
+  t.equal(up.status, 200)
+  t.match(up.text, /^baton_database_up 1$/m)
+  t.match(up.text, /^baton_deliveries\{status="pending"\} \d+$/m)
+  await proxy.refuse(true)
+  proxy.cutAll()
+  const away = await scrape()
+  await proxy.refuse(false)
+  t.equal(away.status, 200, away.text.slice(0, 300))
+  t.match(away.text, /^baton_database_up 0$/m)
+  t.match(away.text, /^process_resident_memory_bytes \d+/m, 'the process\'s own figures')
+  t.match(away.text, /^# TYPE baton_webhook_calls_total counter$/m, 'and Baton\'s counters')
+  t.notMatch(away.text, /^baton_(deliveries|steps|outbox_unsent|delivery_oldest_due_seconds)\b/m, 'no queue gauge, rather than a stale one')
+  t.notMatch(away.text, /^# (HELP|TYPE) baton_deliveries /m)
+  const back = Date.now()
+  let again = await scrape()
+  while (!/^baton_database_up 1$/m.test(again.text) && Date.now() - back < 5000) again = await scrape()
+  t.match(again.text, /^baton_deliveries\{status="pending"\} \d+$/m, 'the gauges again once it is back')
 })
 
 t.test('a database that stops answering: 503 after the statement timeout, not a hang', async (t) => {
