@@ -1,6 +1,6 @@
 // `npm run admin:rotate-key`: replaces the generated operator key (when BATON_ADMIN_TOKEN is unset).
 import { ConfigError } from '../src/config.js'
-import { hashKey, sameHash } from '../src/lib/keys.js'
+import { hashKey, hasKeyPrefix, sameHash } from '../src/lib/keys.js'
 import { rotateOperatorKey } from '../src/modules/auth/operator-key.js'
 import { findOperatorKeyHash } from '../src/modules/auth/repository.js'
 import { adminCommand } from './admin-command.js'
@@ -10,6 +10,10 @@ await adminCommand(async (database, config) => {
   // Processes given a BATON_ADMIN_TOKEN of their own never read the stored key: a new one would work nowhere, and
   // the old one on. The generated key itself in BATON_ADMIN_TOKEN is what the first start told to export.
   const stored = token === undefined ? undefined : await findOperatorKeyHash(database.db)
+  if (token !== undefined && stored !== undefined && hasKeyPrefix('operator', token) && !sameHash(hashKey(token), stored)) {
+    throw new ConfigError('BATON_ADMIN_TOKEN holds a generated operator key that is not the current one (rotated since?): '
+      + 'set it to the current key, or unset it, and run this command again.')
+  }
   if (token !== undefined && (stored === undefined || !sameHash(hashKey(token), stored))) {
     throw new ConfigError('BATON_ADMIN_TOKEN is set to a key of its own: the operator key is the one it gives, and Baton processes started with it never read a generated one. '
       + 'To change the key, set BATON_ADMIN_TOKEN to a new value (e.g. `openssl rand -base64 32`) and restart the processes; '

@@ -96,4 +96,10 @@ t.test('admin:rotate-key with a BATON_ADMIN_TOKEN of its own stops with a messag
   const [, next] = /export BATON_ADMIN_TOKEN=(\S+)/.exec(exported.output()) ?? []
   t.equal(await findOperatorKeyHash(database.db), hashKey(next!), 'the new key is stored')
   t.match(exported.output(), /Processes started with BATON_ADMIN_TOKEN set use the old key until they are restarted/)
+
+  // A shell that still exports the key rotated away: said so, not taken for a key of its own.
+  const stale = rotate(generated)
+  t.equal(await stale.exited, 1)
+  t.match(stale.output(), /^BATON_ADMIN_TOKEN holds a generated operator key that is not the current one \(rotated since\?\)/)
+  t.equal(await findOperatorKeyHash(database.db), hashKey(next!), 'the key stays')
 })
