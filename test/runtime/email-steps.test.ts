@@ -554,3 +554,16 @@ t.test('a huge value that is no address is shown by its start in the reason, not
   const [alert] = mailsAbout('Automatic step failed: "Mail the long owner"')
   t.ok(alert && alert.text.length < 5000, `and so does the controller's mail (${alert?.text.length} characters)`)
 })
+
+// A C1 control character or a zero-width space passed the check: the step's mail went to the SMTP
+// server, which refused or misrouted it, attempt after attempt, instead of the step failing at once.
+t.test('an address holding an invisible character (C1 control, DEL, zero-width space) is no e-mail address', async (t) => {
+  const templateId = await rt.template([tellOwner('Mail the invisible owner'), { kind: 'task', name: 'After the invisible owner' }])
+  for (const email of ['olga\u0085@example.com', 'ol\u007fga@example.com', 'ol\u200bga@example.com', 'olga@exam\u2060ple.com']) {
+    const started = await rt.start(templateId, { addressId: (await owner({ email })).id })
+    await rt.scheduler.runOnce()
+    const activities = await rt.api.get(`/v1/process-instances/${started.id}/activities`)
+    const failed = activities.data.items.find((a: { kind: string }) => a.kind === 'automaticStepFailed')
+    t.match(failed?.message, /is not an e-mail address/, `${JSON.stringify(email)}: the step fails into a manual one, with why`)
+  }
+})

@@ -267,8 +267,12 @@ export function renderSubject(template: string, view: EmailView): string {
   return cutText(renderUpTo(template, view, RENDERED_SUBJECT_READ).text.replace(LINE_BREAKS, ' ').trim(), 500)
 }
 
+// Each side of the @: no space, no control character (C0, DEL or C1) and none that shows as nothing (a
+// zero-width space or joiner, the word joiner), which no SMTP server takes as written.
+// eslint-disable-next-line no-control-regex -- control characters are what it refuses
+const ADDRESS = /^[^\s@<>()[\]\\,;:"\u0000-\u001f\u007f-\u009f\u200b-\u200d\u2060]+@[^\s@<>()[\]\\,;:"\u0000-\u001f\u007f-\u009f\u200b-\u200d\u2060]+$/
+
 /** A plausible e-mail address: one @ with text either side, no spaces or control characters, at most 254 characters. */
 export function isEmailAddress(text: string): boolean {
-  // eslint-disable-next-line no-control-regex -- control characters are what it refuses
-  return text.length <= 254 && /^[^\s@<>()[\]\\,;:"\u0000-\u001f]+@[^\s@<>()[\]\\,;:"\u0000-\u001f]+$/.test(text)
+  return text.length <= 254 && ADDRESS.test(text)
 }
