@@ -47,8 +47,11 @@ async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions):
   app.addHook('onResponse', async (request, reply) => {
     const token = guardedTokenHash(request)
     if (token === undefined) return
-    if (reply.statusCode === 401 && options.authFailures > 0) await failures(request)
-    else if (request.caller) remember(knownKeys, token)
+    if (reply.statusCode === 401) {
+      // A key revoked since it worked lately is checked as any other from its first refusal on.
+      knownKeys.delete(token)
+      if (options.authFailures > 0) await failures(request)
+    } else if (request.caller) remember(knownKeys, token)
   })
 }
 

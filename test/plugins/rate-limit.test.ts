@@ -65,6 +65,19 @@ t.test('guessing keys: past AUTH_FAILURE_LIMIT failures an address gets 429, wit
   t.equal((await call(fresh)).statusCode, 200, 'after the window every key is checked again')
 })
 
+// A key that worked lately passes the failure limit; revoked, it kept that pass for the rest of the
+// window, each of its requests a database lookup past the limit.
+t.test('a key revoked since it worked lately is held to the failure limit from its first refusal on', async (t) => {
+  const ctx = await setupApp(t, { AUTH_FAILURE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000' })
+  const tenant = await ctx.newTenant()
+  t.equal((await tenant.client.get('/v1/users')).statusCode, 200, 'the key works')
+  const keyId = ((await ctx.operator.get(`/v1/tenants/${tenant.id}/api-keys`)).data.items as { id: string }[])[0]!.id
+  t.equal((await ctx.operator.delete(`/v1/tenants/${tenant.id}/api-keys/${keyId}`)).statusCode, 204, 'revoked')
+  assertProblem(t, await tenant.client.get('/v1/users'), 401)
+  for (let i = 0; i < 2; i++) assertProblem(t, await ctx.as(`btk_guess${i}`).get('/v1/users'), 401)
+  assertProblem(t, await tenant.client.get('/v1/users'), 429, /Too many failed authentications/)
+})
+
 t.test('a provider\'s expired apiClaims do not lock out the fresh ones its next calls bring', async (t) => {
   // A provider that answers at once and works afterwards (as "For providers" asks) may write back late:
   // its expired claims answer 401, but they are Baton's own, refused by their signature without a lookup.
