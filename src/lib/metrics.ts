@@ -73,7 +73,7 @@ export class BatonMetrics {
     ...this.on, name: 'baton_database_up', help: 'Whether this scrape read the queue gauges from the database (0: it was away, and they are left out).'
   })
   /** The gauges read from the database: left out of a scrape that could not read them, not shown stale. */
-  private readonly queueGauges = new Set<string>(['baton_deliveries', 'baton_deliveries_due', 'baton_delivery_oldest_due_seconds', 'baton_steps', 'baton_outbox_unsent'])
+  private readonly queueGauges = new Set<object>([this.deliveries, this.due, this.oldestDue, this.steps, this.unsent])
 
   webhookCall(outcome: AttemptOutcome, status: number | null, durationMs: number): void {
     this.webhookCalls.inc({ outcome, status_class: status === null ? 'none' : `${Math.floor(status / 100)}xx` })
@@ -108,7 +108,7 @@ export class BatonMetrics {
   async scrape(queues: QueueFigures | undefined, now: Date): Promise<string> {
     this.databaseUp.set(queues ? 1 : 0)
     if (!queues) {
-      const kept = this.registry.getMetricsAsArray().filter(({ name }) => !this.queueGauges.has(name))
+      const kept = this.registry.getMetricsAsArray().filter((metric) => !this.queueGauges.has(metric))
       const own = await Promise.all(kept.map(({ name }) => this.registry.getSingleMetricAsString(name)))
       return `${await defaultMetrics().metrics()}\n${own.join('\n')}\n`
     }

@@ -12,7 +12,8 @@ import * as steps from './repository.js'
 /** Writes the settings that changed; a step's version moves on once a change, so one that `moved` has its new version already. */
 async function writeSettings(db: DB, tenantId: string, changed: { id: string; settings: JsonObject }[], moved: ReadonlySet<string>): Promise<void> {
   for (const { id, settings } of changed) {
-    await db.updateTable('template_steps').set((eb) => ({ settings: JSON.stringify(settings), version: eb('version', '+', moved.has(id) ? 0 : 1) }))
+    await db.updateTable('template_steps')
+      .set((eb) => ({ settings: JSON.stringify(settings), ...(moved.has(id) ? {} : { version: eb('version', '+', 1) }) }))
       .where('tenant_id', '=', tenantId).where('id', '=', id).execute()
   }
 }
