@@ -326,6 +326,58 @@ t.test('a start whose user or record is deleted between its read and its write a
   }
 })
 
+t.test('a start whose template changes between its read and its write starts from the template as it is then', async (t) => {
+  for (const withKey of [true, false]) {
+    const key = () => (withKey ? { 'idempotency-key': `changed-${randomUUID()}` } : undefined)
+    const label = withKey ? 'with an Idempotency-Key' : 'from a template not started before'
+    // Deactivated in between: the start is refused as a start after the deactivation is.
+    const deactivated = await rt.template([{ kind: 'task', name: 'Call the owner' }])
+    const refused = await startWhileBlocked(t, { templateId: deactivated, responsibleUserId: rt.worker.id }, key(), async () => {
+      const { version } = (await rt.api.get(`/v1/process-templates/${deactivated}`)).data
+      const patched = await rt.api.patch(`/v1/process-templates/${deactivated}`, { active: false }, { 'if-match': `"${version}"` })
+      t.equal(patched.statusCode, 200, patched.body)
+    })
+    assertProblem(t, refused, 422, /not active/)
+    t.equal((await rt.api.get(`${base}?templateId=${deactivated}`)).data.items.length, 0, `${label}: no process from the inactive template`)
+
+    // A step edited in between: the process copies the step as it is now.
+    const edited = await rt.template([{ kind: 'task', name: 'Call the owner' }])
+    const stepId = (await rt.api.get(`/v1/process-templates/${edited}`)).data.steps[0].id
+    const started = await startWhileBlocked(t, { templateId: edited, responsibleUserId: rt.worker.id }, key(), async () => {
+      const patched = await rt.api.patch(`/v1/process-templates/${edited}/steps/${stepId}`, { name: 'Call the owner today' })
+      t.equal(patched.statusCode, 200, patched.body)
+    })
+    t.equal(started.statusCode, 201, started.body)
+    t.equal(started.data.steps[0].name, 'Call the owner today', `${label}: the step as edited`)
+  }
+})
+
+/**
+ * Starts a process while another transaction holds process_instances locked against writes: the start
+ * reads its facts, then waits in its write; `meanwhile` runs, then the lock goes.
+ */
+async function startWhileBlocked(t: Test, body: Record<string, unknown>, headers: Record<string, string> | undefined, meanwhile: () => Promise<void>) {
+  let release!: () => void
+  let locked!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const holding = new Promise<void>((resolve) => { locked = resolve })
+  const done = rt.db.transaction().execute(async (trx) => {
+    await sql`lock table process_instances in share mode`.execute(trx)
+    locked()
+    await released
+  })
+  await holding
+  const starting = rt.api.post(base, body, headers)
+  try {
+    t.ok(await sessionWaitsForALock(), 'the start waits in its write')
+    await meanwhile()
+  } finally {
+    release()
+    await done
+  }
+  return starting
+}
+
 /** A transaction that locks the tenant's row of `table` and, when `release` is called, deletes it and commits. */
 function holdThenDelete(table: 'users' | 'properties', id: string) {
   let release!: () => void

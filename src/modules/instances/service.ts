@@ -144,7 +144,8 @@ export interface Started {
  * Starts a process from an active template: copies its steps and enters the first one. With an
  * idempotency key, a repeated start returns the process the first one started. No transaction: a
  * start reads (with READ COMMITTED, each statement saw a snapshot of its own inside one too, and the
- * reads lock nothing) and then writes everything in one statement, which commits alone: two round
+ * reads lock nothing) and then writes everything in one statement, which commits alone and checks
+ * again what the read found (a template deactivated or edited in between is read afresh): two round
  * trips, where BEGIN, the read, the insert, the changes and COMMIT took five (`npm run bench:api`).
  * A start without a key from a template this process has started from before skips the read, and
  * is one round trip unless its first step's assignee is a record's maintainer (startFromKnown).
@@ -185,11 +186,21 @@ interface KnownFacts {
   known: KnownStart
 }
 
+/** What a start's write checks again of the facts it was planned from (KnownStart). */
+function knownStartOf({ template, steps, timeZone }: TemplateFacts): KnownStart {
+  return {
+    templateVersion: template.version,
+    stepVersions: Object.fromEntries(steps.map((step) => [step.id, step.version])),
+    timeZone,
+    serviceIds: [...new Set(steps.flatMap((step) => (step.kind === 'webhook' && step.service_id ? [step.service_id] : [])))]
+  }
+}
+
 /**
  * The facts of the templates this process started from lately, by tenant and template, for starts
  * that skip reading them; the most recently used are kept. Safe however old: the write checks them
  * again (KnownStart), and a start whose facts no longer hold forgets them and reads them afresh.
- * Facts are remembered once a start's checks passed on them. A template whose steps hold a free
+ * Facts are remembered once a start from them was written. A template whose steps hold a free
  * target's secret is not kept: re-encrypting the secrets (`npm run secrets:reencrypt`) changes no
  * version, and a kept copy would go on writing the secret as it was.
  */
@@ -213,13 +224,7 @@ class KnownTemplates {
     const key = `${tenantId}:${template.id}`
     this.facts.delete(key)
     if (this.facts.size >= this.max) this.facts.delete(this.facts.keys().next().value!)
-    const known: KnownStart = {
-      templateVersion: template.version,
-      stepVersions: Object.fromEntries(steps.map((step) => [step.id, step.version])),
-      timeZone,
-      serviceIds: [...new Set(steps.flatMap((step) => (step.kind === 'webhook' && step.service_id ? [step.service_id] : [])))]
-    }
-    this.facts.set(key, { facts: { template, steps, timeZone }, known })
+    this.facts.set(key, { facts: { template, steps, timeZone }, known: knownStartOf({ template, steps, timeZone }) })
   }
 
   forget(tenantId: string, templateId: string): void {
@@ -259,7 +264,7 @@ export interface StartOptions {
   chainDepth?: number | undefined
   /** What began the process, for its processStarted activity: "by autostart …" in the message, and data. */
   startedBy?: { says: string; data: JsonObject } | undefined
-  /** Told what the start read, once its checks passed. */
+  /** Told what the start read, once a start from it was written. */
   onFacts?: ((facts: repo.StartFacts) => void) | undefined
 }
 
@@ -274,19 +279,30 @@ export async function startProcessIn(
   trx: DB, clock: Clock, tenantId: string, input: StartInstance, options: StartOptions = {}
 ): Promise<Started & { work: WorkTable[] }> {
   const { idempotencyKey } = options
-  if (idempotencyKey) {
-    const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
-    if (earlier) return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false, work: [] }
+  for (let tries = 1; ; tries += 1) {
+    // A concurrent start with the same key committed first (the write inserted nothing): its process.
+    if (idempotencyKey) {
+      const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
+      if (earlier) return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false, work: [] }
+    }
+    const facts = await checkStart(trx, tenantId, input)
+    // The write checks again what the read found (a deactivation or a step edited in between is seen):
+    // a start counts as after every change committed before its write.
+    const started = await writeStart(trx, clock, tenantId, input, facts, { ...options, known: knownStartOf(facts) })
+    if (started) {
+      options.onFacts?.(facts)
+      return started
+    }
+    if (tries === START_TRIES) {
+      throw conflict(idempotencyKey
+        ? 'A concurrent start with this Idempotency-Key did not finish, or the template kept changing; retry it.'
+        : 'The template kept changing while the process was starting; retry it.')
+    }
   }
-  const facts = await checkStart(trx, tenantId, input)
-  options.onFacts?.(facts)
-  const started = await writeStart(trx, clock, tenantId, input, facts, options)
-  if (started) return started
-  // A concurrent start with the same key committed first: answer with its process.
-  const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey ?? '')
-  if (!earlier) throw conflict('A concurrent start with this Idempotency-Key did not finish; retry it.')
-  return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false, work: [] }
 }
+
+/** How often a start reads its facts again when its write found them changed. */
+const START_TRIES = 3
 
 /**
  * Writes a start from the facts its checks passed on: the process, its steps, its first step entered
