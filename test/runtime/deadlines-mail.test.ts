@@ -112,6 +112,39 @@ t.test('a step that ended before its deadline sends no mail', async (t) => {
   t.equal(rows[0]!.n, 0, 'and none queued')
 })
 
+t.test('a step that ends past its deadline before a sweep saw it (no worker ran) still sends its one mail', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'task', name: 'Measure the rooms', deadlineDays: 1 },
+    { kind: 'task', name: 'Draw the plan', deadlineDays: 1 },
+    { kind: 'task', name: 'Send the plan' }
+  ])
+  const instance = await rt.start(templateId)
+  rt.clock.advance(25 * HOUR)
+  const done = await rt.api.post(`/v1/process-instances/${instance.id}/advance`, { outcome: 'done' })
+  t.equal(done.statusCode, 200, done.body)
+  rt.clock.advance(26 * HOUR)
+  const skipped = await rt.api.post(`/v1/process-instances/${instance.id}/advance`, { outcome: 'skipped', note: 'Plan on file' })
+  t.equal(skipped.statusCode, 200, skipped.body)
+
+  const runs = await Promise.all([rt.scheduler.runOnce(), rt.newScheduler().runOnce()])
+  t.equal(runs[0].deadlines + runs[1].deadlines, 0, 'no sweep reports an ended step')
+  await rt.scheduler.runOnce()
+  const measure = mailsAbout('Deadline missed: "Measure the rooms"')
+  t.equal(measure.length, 1, 'one mail for the step that was done late')
+  t.match(measure[0]?.subject, /\(1 hour late\)/, 'as late as it was when it ended')
+  t.equal(mailsAbout('Deadline missed: "Draw the plan"').length, 1, 'one for the step skipped late')
+  t.equal(mailsAbout('"Draw the plan"').length, 2, 'beside the mail about its skip')
+  t.equal(mailsAbout('"Send the plan"').length, 0)
+
+  // A webhook step called late, by a worker that sweeps and calls in the same pass: still one mail.
+  const called = await rt.template([{ kind: 'webhook', name: 'Order the energy certificate', deadlineDays: 1, refersTo: { property: true } }])
+  await rt.start(called)
+  rt.clock.advance(25 * HOUR)
+  await Promise.all([rt.scheduler.runOnce(), rt.newScheduler().runOnce()])
+  await rt.scheduler.runOnce()
+  t.equal(mailsAbout('Deadline missed: "Order the energy certificate"').length, 1, 'one mail for the webhook step called late')
+})
+
 t.test('large mails: a claim loads at most about 4 MiB of bodies, and the rest go out in the next claims', async (t) => {
   await sql`update outbox_mails set sent_at = now() where sent_at is null`.execute(rt.db)
   // Six mails of 1.5 MB each (stored compressed: the claim counts what it would load, not what is stored).

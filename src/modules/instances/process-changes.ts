@@ -122,12 +122,24 @@ export class ProcessChanges {
     const message = `Step "${step.name}" ${outcome} (${by})${quoted(note)}.`
     this.activity(instance, step, outcome === 'done' ? 'stepDone' : 'stepSkipped', message, note ? { note, by } : { by })
     if (outcome === 'skipped') this.mail(instance, { kind: 'stepSkipped', dedupeKey: `stepSkipped:${step.id}`, step, note })
+    this.mailIfOverdue(instance, step)
     if (branch) {
       const where = branch.continueAt === null ? 'the process ends' : `the process continues at step ${branch.continueAt}`
       const taken = branch.decision === null ? '' : `: ${branch.decision}`
       this.activity(instance, step, 'decisionTaken', `Decision "${step.name}"${taken}; ${where}.`, { decision: branch.decision, continueAt: branch.continueAt })
     }
     this.ended.push(branch ? { instance, step, branch } : { instance, step })
+  }
+
+  /**
+   * A step that ends past its deadline with no mail about it yet (no sweep ran since: no worker was
+   * running, or the sweep had not come round) sends it now. The mail's key is the sweep's, so a sweep
+   * that reported the step in the meantime leaves one mail.
+   */
+  private mailIfOverdue(instance: InstanceRow, step: InstanceStepRow): void {
+    if (step.deadline_at && step.deadline_notified_at === null && step.deadline_at <= this.now) {
+      this.mail(instance, { kind: 'deadlineMissed', dedupeKey: `deadlineMissed:${step.id}`, step })
+    }
   }
 
   /** The step starts now (the scheduler's chore for waiting steps whose time has come), if it is still `from`. */
