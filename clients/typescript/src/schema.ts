@@ -533,7 +533,7 @@ export interface paths {
         head?: never;
         /**
          * Update a step (If-Match names the step's version)
-         * @description An update that changes nothing (parameters equal to the stored ones once defaults are filled in, say) answers with the step as it was: its version (and ETag) and updatedAt stay. A target sent counts as a change, since its secret is write-only.
+         * @description An update that changes nothing (parameters equal to the stored ones once defaults are filled in, say) answers with the step as it was: its version (and ETag) and updatedAt stay. A target sent counts as a change, since its secret is write-only. A new `kind` drops the settings only the former kind has (a webhook's serviceId, target with its secret, and parameters; email, writeValues, decision, followUp) unless the request gives them; given to a kind that takes none, they answer 422 with a pointer to each.
          */
         patch: operations["updateProcessTemplateStep"];
         trace?: never;

@@ -200,6 +200,34 @@ t.test('an active template gains no step every branch jumps past: an insert, an 
   t.equal((await activate(old)).statusCode, 200, 'and the template is whole again')
 })
 
+t.test('in an active template a kind change is an edit like any other: it drops the former kind\'s settings, unless it strands a step or breaks a branch', async (t) => {
+  const manual = (name: string, yes: number | null, no: number | null) => ({ kind: 'decision', name, decision: { mode: 'manual', yes, no } })
+  const mail = { kind: 'email', name: 'Tell the controller', email: { mode: 'automatic', to: 'controller', subject: 'Done', body: 'Step {{step.name}} is done.' } }
+  const id = await template([manual('Sell?', 2, 3), manual('Skip', 4, 4), task('Ask again'), mail, task('Publish')])
+  t.equal((await activate(id)).statusCode, 200)
+  const url = `/v1/process-templates/${id}/steps`
+  const before = await stepsOf(id)
+  const [sell, skip, ask, tell] = before
+
+  // Step 3 is reached only through the first decision's no branch: as a task, step 1 would lead past it.
+  let res = await client.patch(`${url}/${sell.id}`, { kind: 'task' })
+  assertProblem(t, res, 422)
+  t.same(res.data.errors, [{ pointer: '/body/kind', detail: 'step 3 "Ask again" could never be reached: every branch before it would jump past it' }])
+  res = await client.patch(`${url}/${ask.id}`, { kind: 'decision', decision: { mode: 'manual', yes: 9, no: null } })
+  assertProblem(t, res, 422, /\/body\/decision\/yes points to step 9, which does not exist/)
+  t.same(await stepsOf(id), before, 'the refused changes changed nothing')
+
+  res = await client.patch(`${url}/${tell.id}`, { kind: 'task' }, { 'if-match': `"${tell.version}"` })
+  t.equal(res.statusCode, 200, res.body)
+  t.match(res.data, { kind: 'task', email: null, version: tell.version + 1 }, 'the mail goes with its kind')
+  res = await client.patch(`${url}/${skip.id}`, { kind: 'task' })
+  t.equal(res.statusCode, 200, res.body)
+  t.same([res.data.kind, res.data.decision], ['task', null], 'a plain jump that strands nothing becomes a task')
+  res = await client.patch(`${url}/${ask.id}`, { kind: 'writeValues', refersTo: { property: true }, writeValues: { values: [{ record: 'property', field: 'asked', value: true }] } })
+  t.equal(res.statusCode, 200, res.body)
+  t.match((await client.get(`/v1/process-templates/${id}`)).data, { active: true, steps: [{ kind: 'decision' }, { kind: 'task' }, { kind: 'writeValues' }, { kind: 'task' }, { kind: 'task' }] })
+})
+
 t.test('branches follow their steps on insert, delete and reorder; a change that breaks one is refused', async (t) => {
   const id = await template([
     decide('Sell?', 3, 2),

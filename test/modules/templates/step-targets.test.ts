@@ -143,6 +143,24 @@ t.test('a step has either serviceId or target; the target is checked when the st
   t.equal(activated.statusCode, 200, activated.body)
 })
 
+t.test('a webhook step with a target that becomes another kind drops the target and its sealed secret', async (t) => {
+  const ctx = await setupApp(t, { BATON_SECRETS_KEY: SECRETS_KEY })
+  const { client } = await ctx.newTenant()
+  const steps = `/v1/process-templates/${await createTemplate(client)}/steps`
+  const stored = (id: string) => ctx.db.selectFrom('template_steps').select(['target_url', 'target_delivery', 'target_secret', 'parameters']).where('id', '=', id).executeTakeFirstOrThrow()
+  const created = await client.post(steps, { kind: 'webhook', name: 'Tell our CRM', target: TARGET, parameters: { list: 'buyers' } })
+  t.equal(created.statusCode, 201, created.body)
+  t.match((await stored(created.data.id)).target_secret, /^enc:v1:/)
+
+  assertProblem(t, await client.patch(`${steps}/${created.data.id}`, { kind: 'task', target: TARGET }), 422, /\/body\/target.*a task step calls no target/)
+  const task = await client.patch(`${steps}/${created.data.id}`, { kind: 'task' }, { 'if-match': '"1"' })
+  t.equal(task.statusCode, 200, task.body)
+  t.match(task.data, { kind: 'task', target: null, parameters: {}, version: 2 })
+  t.same(await stored(created.data.id), { target_url: null, target_delivery: null, target_secret: null, parameters: {} }, 'no secret lingers in the row')
+  const back = await client.patch(`${steps}/${created.data.id}`, { kind: 'webhook' })
+  assertProblem(t, back, 422, /\/body\/serviceId.*needs the serviceId/)
+})
+
 t.test('with WEBHOOK_ALLOW_PRIVATE_NETWORKS a target on a private address is stored', async (t) => {
   const ctx = await setupApp(t, { WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true' })
   const { client } = await ctx.newTenant()

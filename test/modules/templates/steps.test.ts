@@ -286,7 +286,7 @@ t.test('a step update re-validates the merged step', async (t) => {
 
   assertProblem(t, await client.patch(url, { serviceId: other }), 422, /\/body\/parameters\/mode.*not a parameter.*\/body\/parameters\/list.*required/)
   t.match((await client.patch(url, { serviceId: other, parameters: { list: 'buyers' } })).data, { serviceId: other, parameters: { list: 'buyers' }, version: 2 })
-  assertProblem(t, await client.patch(url, { kind: 'task' }), 422, /\/body\/serviceId/)
+  assertProblem(t, await client.patch(url, { kind: 'task', serviceId: other }), 422, /\/body\/serviceId.*a task step calls no service/)
   assertProblem(t, await client.patch(url, { refersTo: { property: false }, responsibility: 'propertyMaintainer' }), 422, /\/body\/responsibility/)
   t.equal((await client.patch(url, { responsibility: 'propertyMaintainer' })).statusCode, 200, 'the stored refersTo counts')
   assertProblem(t, await client.patch(url, { refersTo: { property: false } }), 422, /\/body\/responsibility/)
@@ -376,4 +376,68 @@ t.test('a step PATCH that changes nothing keeps the version, the ETag and update
   const freeUrl = `/v1/process-templates/${id}/steps/${free.data.id}`
   t.equal((await client.patch(freeUrl, { name: 'Tell our CRM' }, { 'if-match': '"1"' })).headers.etag, '"1"')
   t.equal((await client.patch(freeUrl, { target }, { 'if-match': '"1"' })).headers.etag, '"2"', 'a secret sent is a secret replaced')
+})
+
+// A kind change drops the settings only the former kind has (a webhook's service, target and parameters;
+// an email's mail, a writeValues step's values, a decision's branches, a follow-up's template) unless the
+// same request gives them; given to a kind that takes none, they are refused with a pointer to each.
+t.test('a step that changes its kind drops its former kind\'s settings, for every pair of kinds', async (t) => {
+  const tenant = await ctx.newTenant()
+  const { client } = tenant
+  const serviceId = await valuationService(ctx.db, tenant.id)
+  const handover = await createTemplate(client, { name: 'Handover' })
+  const id = await createTemplate(client)
+  const steps = `/v1/process-templates/${id}/steps`
+  const target = { url: 'https://crm.muster.example/hooks/baton', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', delivery: 'json' }
+  const none = { serviceId: null, target: null, parameters: {}, email: null, writeValues: null, decision: null, followUp: null }
+  const email = { mode: 'manual', to: 'assignee', subject: 'Hello', body: 'The value is {{property.fields.price}}.' }
+  const writeValues = { values: [{ record: 'property', field: 'checked', value: true }] }
+  const decision = { mode: 'manual', yes: null, no: null }
+  // Each kind's own settings as a request gives them, how the step shows them, and the pointers refusing them elsewhere.
+  const kinds = [
+    { label: 'webhook (service)', kind: 'webhook', given: { serviceId, parameters: { mode: 'quick' } }, shown: { serviceId, parameters: { mode: 'quick', rooms: 3 } }, pointers: ['/body/parameters', '/body/serviceId'] },
+    { label: 'webhook (target)', kind: 'webhook', given: { target, parameters: { list: 'buyers' } }, shown: { target: { url: target.url, delivery: 'json' }, parameters: { list: 'buyers' } }, pointers: ['/body/parameters', '/body/target'] },
+    { label: 'task', kind: 'task', given: {}, shown: {}, pointers: [] },
+    { label: 'email', kind: 'email', given: { email }, shown: { email }, pointers: ['/body/email'] },
+    { label: 'writeValues', kind: 'writeValues', given: { writeValues }, shown: { writeValues }, pointers: ['/body/writeValues'] },
+    { label: 'decision', kind: 'decision', given: { decision }, shown: { decision }, pointers: ['/body/decision'] },
+    { label: 'followUpProcess', kind: 'followUpProcess', given: { followUp: { templateId: handover } }, shown: { followUp: { templateId: handover, waitForCompletion: false } }, pointers: ['/body/followUp'] }
+  ]
+  const row = (stepId: string) => ctx.db.selectFrom('template_steps').select(['service_id', 'target_url', 'target_secret', 'parameters', 'settings'])
+    .where('id', '=', stepId).executeTakeFirstOrThrow()
+
+  for (const from of kinds) {
+    for (const to of kinds.filter((k) => k.kind !== from.kind)) {
+      const pair = `${from.label} -> ${to.label}`
+      const created = await client.post(steps, { kind: from.kind, name: pair, refersTo: { property: true }, ...from.given })
+      t.equal(created.statusCode, 201, `${pair}: ${created.body}`)
+      t.match(created.data, { kind: from.kind, ...none, ...from.shown })
+      const url = `${steps}/${created.data.id}`
+      const template = await client.get(`/v1/process-templates/${id}`)
+
+      if (from.pointers.length > 0) {
+        const refused = await client.patch(url, { kind: to.kind, ...to.given, ...from.given }, { 'if-match': '"1"' })
+        assertProblem(t, refused, 422)
+        t.same(refused.data.errors.map((e: { pointer: string }) => e.pointer).sort(), from.pointers, `${pair}: the former kind's settings sent along are refused where they are`)
+        t.match(refused.data.errors[0].detail, new RegExp(`a[n]? ${to.kind} step`), `${pair}: the error names the new kind`)
+      }
+
+      const changed = await client.patch(url, { kind: to.kind, ...to.given }, { 'if-match': '"1"' })
+      t.equal(changed.statusCode, 200, `${pair}: ${changed.body}`)
+      t.same(changed.data, { ...created.data, kind: to.kind, ...none, ...to.shown, version: 2 }, `${pair}: only the new kind's settings are shown`)
+      t.equal(changed.headers.etag, '"2"', `${pair}: the step's ETag moves`)
+      t.equal((await client.get(url, { 'if-none-match': '"1"' })).statusCode, 200, `${pair}: the step held before is not current`)
+      const polled = await client.get(`/v1/process-templates/${id}`, { 'if-none-match': template.headers.etag as string })
+      t.equal(polled.statusCode, 200, `${pair}: the template held before is not current`)
+      t.equal(polled.data?.version, template.data.version + 1)
+
+      const stored = await row(created.data.id)
+      t.equal(stored.service_id, to.label === 'webhook (service)' ? serviceId : null, `${pair}: service_id`)
+      t.equal(stored.target_url, to.label === 'webhook (target)' ? target.url : null, `${pair}: target_url`)
+      if (to.label === 'webhook (target)') t.ok(stored.target_secret, `${pair}: the new target has its secret`)
+      else t.equal(stored.target_secret, null, `${pair}: no secret lingers in the row`)
+      t.same(stored.parameters, to.kind === 'webhook' ? to.shown.parameters : {}, `${pair}: parameters`)
+      t.same(stored.settings, ['task', 'webhook'].includes(to.kind) ? {} : Object.values(to.shown)[0], `${pair}: settings hold the new kind's only`)
+    }
+  }
 })

@@ -34,7 +34,7 @@ export async function followUpErrors(
   db: DB, tenantId: string, ownTemplateId: string, draft: { kind: StepKind; followUp: FollowUp | null }
 ): Promise<FieldError[]> {
   if (draft.kind !== 'followUpProcess') {
-    return draft.followUp === null ? [] : [{ pointer: '/body/followUp', detail: `only a followUpProcess step takes followUp: leave it null` }]
+    return draft.followUp === null ? [] : [{ pointer: '/body/followUp', detail: `a${draft.kind === 'email' ? 'n' : ''} ${draft.kind} step starts no process: leave followUp null` }]
   }
   if (draft.followUp === null) return [{ pointer: '/body/followUp', detail: 'a followUpProcess step needs followUp: {"templateId": …}' }]
   const { templateId } = draft.followUp

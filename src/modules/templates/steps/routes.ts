@@ -64,7 +64,9 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
   app.patch('/process-templates/:id/steps/:stepId', {
     schema: {
       operationId: 'updateProcessTemplateStep', tags, summary: 'Update a step (If-Match names the step\'s version)', params: StepParamsSchema,
-      description: 'An update that changes nothing (parameters equal to the stored ones once defaults are filled in, say) answers with the step as it was: its version (and ETag) and updatedAt stay. A target sent counts as a change, since its secret is write-only.',
+      description: 'An update that changes nothing (parameters equal to the stored ones once defaults are filled in, say) answers with the step as it was: its version (and ETag) and updatedAt stay. A target sent counts as a change, since its secret is write-only. ' +
+        'A new `kind` drops the settings only the former kind has (a webhook\'s serviceId, target with its secret, and parameters; ' +
+        'email, writeValues, decision, followUp) unless the request gives them; given to a kind that takes none, they answer 422 with a pointer to each.',
       headers: IfMatchHeadersSchema, body: UpdateStepSchema,
       response: { 200: ok(ProcessTemplateStep, 'The updated step', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }

@@ -58,15 +58,21 @@ function draftOf(input: CreateStep): StepDraft {
   }
 }
 
+/** The fields only some kinds have, as a step of any other kind holds them. */
+const NO_KIND_SETTINGS = {
+  serviceId: null, target: null, parameters: {}, email: null, writeValues: null, decision: null, followUp: null
+} as const satisfies Partial<StepDraft>
+
 function mergedDraft(current: Step, input: UpdateStep): StepDraft {
   const { id: _id, templateId: _templateId, position: _position, version: _version, ...draft } = current
   const { refersTo, target, followUp, ...changes } = input
   const targetChange = target === undefined ? {} : { target: target === null ? null : targetOf(target) }
-  // A step that changes its kind drops the settings of its former kind unless they are given.
-  const kindChange = input.kind === undefined || input.kind === current.kind ? {}
-    : { writeValues: input.writeValues ?? null, decision: input.decision ?? null }
+  // A step that changes its kind drops the settings of its former kind (a webhook's service, target and
+  // parameters, the target's secret with them; another kind's own field), unless the request gives them:
+  // then the new kind's rules refuse them with a pointer, as they would on a new step of that kind.
+  const kindChange = input.kind === undefined || input.kind === current.kind ? {} : NO_KIND_SETTINGS
   const followUpChange = followUp === undefined ? {} : { followUp: followUpInput(followUp) ?? null }
-  return { ...draft, ...changes, ...targetChange, ...kindChange, ...followUpChange, refersTo: { ...draft.refersTo, ...refersTo } }
+  return { ...draft, ...kindChange, ...changes, ...targetChange, ...followUpChange, refersTo: { ...draft.refersTo, ...refersTo } }
 }
 
 function positionErrors(position: number, stepCount: number): FieldError[] {
