@@ -1,13 +1,26 @@
 import { sql, type RawBuilder } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
+import { addDays, DATE_RUN_LOOK_BACK_DAYS } from '../modules/autostart/service.js'
 
 const DAY_MS = 86_400_000
 
 /**
- * Removes finished data older than the retention: processes that ended (with their steps, deliveries,
- * attempts and activities), finished deliveries of record triggers (with their attempts) and sent
- * mails (and email steps' mails that were given up), at most `limit` rows of each per call, each found through a partial index over finished
- * rows. Rows another worker is removing are skipped. Returns how many rows went.
+ * Removes finished data older than the retention, at most `limit` rows of each kind per call, each
+ * kind found through a partial index over its finished rows (migrations 0007 and 0029); rows another
+ * worker is removing are skipped. Returns how many rows went. The kinds:
+ * - processes that ended, with their steps, deliveries, attempts and activities;
+ * - finished deliveries of record triggers, with their attempts;
+ * - the activities of records that belong to no process: a trigger call's outcome, its replay or
+ *   recovery, a provider's write-back through it, the triggers a write did not fire. They are the
+ *   record's side of the trigger deliveries, and go at the same age (a process's activities on the
+ *   record go with the process);
+ * - sent mails, and email steps' mails that were given up, once their step has heard of them;
+ * - autostart runs. A run is also the key that starts a template once per occasion, so it goes only
+ *   when no occasion can look for it again: a record's creation (`created`) or one of its versions
+ *   (`changed:<version>`) happens once, since a record's id is never given again and its version
+ *   only grows, and its run goes at the retention; a date's run (`date:<YYYY-MM-DD>`) may be looked
+ *   for again by a template whose offset changed, or by a late pass catching up, until
+ *   DATE_RUN_LOOK_BACK_DAYS after that date, and goes only once that is past too.
  */
 export async function removeOldHistory(db: DB, now: Date, retentionDays: number, limit = 500): Promise<number> {
   if (retentionDays <= 0) return 0
@@ -25,27 +38,46 @@ export async function removeOldHistory(db: DB, now: Date, retentionDays: number,
     delete from process_instances p using old o where p.tenant_id = o.tenant_id and p.id = o.id
     returning p.id
   `.execute(db)
-  const deliveries = await removeOldRows(db, 'deliveries',
-    sql`step_id is null and status in ('succeeded', 'failed', 'cancelled') and finished_at < ${cutoff}`, 'finished_at', limit)
-  // A mail its email step has not heard of yet (after a long downtime) stays until it has.
-  const mails = await removeOldRows(db, 'outbox_mails', sql`sent_at is not null and sent_at < ${cutoff} and not settle_step`, 'sent_at', limit)
-  // An email step's mail that was given up (migration 0010), once its step has heard of it.
-  const givenUp = await removeOldRows(db, 'outbox_mails', sql`failed_at is not null and failed_at < ${cutoff} and not settle_step`, 'failed_at', limit)
-  return processes.length + deliveries + mails + givenUp
+  let removed = processes.length
+  for (const rows of oldRowsOf(now, retentionDays)) removed += (await oldRowsRemoval(rows, limit).execute(db)).rows.length
+  return removed
 }
 
-/** Deletes up to `limit` rows of `table` that are `old`, oldest `by` first, skipping rows others hold; returns how many. */
-async function removeOldRows(db: DB, table: 'deliveries' | 'outbox_mails', old: RawBuilder<unknown>, by: string, limit: number): Promise<number> {
-  const { rows } = await sql<{ id: string }>`
+/** Old rows of one table: which, and in which order (that of the partial index that finds them). */
+export interface OldRows {
+  table: 'deliveries' | 'activities' | 'outbox_mails' | 'autostart_runs'
+  old: RawBuilder<unknown>
+  by: RawBuilder<unknown>
+}
+
+/** The old rows that go besides processes (removeOldHistory), one kind after the other. */
+export function oldRowsOf(now: Date, retentionDays: number): OldRows[] {
+  const cutoff = new Date(now.getTime() - retentionDays * DAY_MS)
+  // Dates are compared as text: YYYY-MM-DD sorts as the dates do.
+  const lookedFor = `date:${addDays(now.toISOString().slice(0, 10), -DATE_RUN_LOOK_BACK_DAYS)}`
+  return [
+    { table: 'deliveries', old: sql`step_id is null and status in ('succeeded', 'failed', 'cancelled') and finished_at < ${cutoff}`, by: sql`finished_at` },
+    { table: 'activities', old: sql`instance_id is null and created_at < ${cutoff}`, by: sql`created_at` },
+    // A mail its email step has not heard of yet (after a long downtime) stays until it has.
+    { table: 'outbox_mails', old: sql`sent_at is not null and sent_at < ${cutoff} and not settle_step`, by: sql`sent_at` },
+    // An email step's mail that was given up (migration 0010), once its step has heard of it.
+    { table: 'outbox_mails', old: sql`failed_at is not null and failed_at < ${cutoff} and not settle_step`, by: sql`failed_at` },
+    { table: 'autostart_runs', old: sql`occurrence not like 'date:%' and created_at < ${cutoff}`, by: sql`created_at` },
+    { table: 'autostart_runs', old: sql`occurrence like 'date:%' and (occurrence collate "C") < ${lookedFor} and created_at < ${cutoff}`, by: sql`(occurrence collate "C")` }
+  ]
+}
+
+/** Deletes up to `limit` of the old rows, in their order, skipping rows others hold; returns their ids. */
+export function oldRowsRemoval({ table, old, by }: OldRows, limit: number): RawBuilder<{ id: string }> {
+  return sql<{ id: string }>`
     with old as (
       select tenant_id, id from ${sql.table(table)}
       where ${old}
-      order by ${sql.ref(by)}
+      order by ${by}
       limit ${limit}
       for update skip locked
     )
     delete from ${sql.table(table)} t using old o where t.tenant_id = o.tenant_id and t.id = o.id
     returning t.id
-  `.execute(db)
-  return rows.length
+  `
 }

@@ -9,6 +9,7 @@ import { stepsAt } from '../../src/modules/instances/runtime-repository.js'
 import { recordSlices } from '../../src/modules/records/repository.js'
 import { cancelTriggeredStatement, cancelUnwantedStatement, cancelWithdrawnStatement } from '../../src/modules/records/trigger-repository.js'
 import { claimStatement, type ClaimOptions } from '../../src/scheduler/claim-deliveries.js'
+import { oldRowsOf, oldRowsRemoval } from '../../src/scheduler/remove-old-history.js'
 import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
@@ -439,4 +440,31 @@ t.test('the steps at positions are each looked up by the position key, without s
   t.match(plan, /"Index Name":"instance_steps_instance_position_key"/, 'through the position key')
   t.notMatch(plan, /Bitmap|Hash Join|Merge Join|Seq Scan/, 'no walk of the tenant\'s steps')
   t.equal((await stepsAt(wanted).execute(database.db)).rows.length, 60, 'each step found')
+})
+
+// On a small table a walk of it is cheaper, so this only asks whether each statement's condition lets
+// Postgres use the partial index meant for it (a condition it cannot prove the index's predicate from
+// walks the table, or the whole primary key, however large the table grows).
+t.test('the retention can find each kind of old rows through its own partial index, in its order', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const indexes = ['deliveries_trigger_finished_idx', 'activities_unbound_created_idx', 'outbox_mails_sent_idx', 'outbox_mails_failed_idx',
+    'autostart_runs_record_created_idx', 'autostart_runs_date_idx']
+  const kinds = oldRowsOf(new Date('2030-06-14T01:00:00Z'), 90)
+  t.equal(kinds.length, indexes.length)
+  await client.query('set enable_seqscan = off')
+  await client.query('set enable_sort = off')
+  await client.query('set plan_cache_mode = force_generic_plan')
+  for (const [n, rows] of kinds.entries()) {
+    const statement = oldRowsRemoval(rows, 500).compile(database.db)
+    await client.query(`prepare remove_old_${n} as ${statement.sql}`)
+    const plans = {
+      kept: await planOf(client, `execute remove_old_${n} (${statement.parameters.map((value) => literalOf(client, value)).join(', ')})`),
+      'with its values': await planOf(client, inlined(client, statement))
+    }
+    for (const [name, plan] of Object.entries(plans)) {
+      const old = /"Subplan Name":"CTE old".*?"Index Name":"([^"]+)"/.exec(plan)?.[1]
+      t.equal(old, indexes[n], `${rows.table}, ${name}: through ${indexes[n]}`)
+      t.notMatch(plan, /"Seq Scan"|"Sort"/, `${rows.table}, ${name}: in the index's order`)
+    }
+  }
 })

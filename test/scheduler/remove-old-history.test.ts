@@ -47,3 +47,78 @@ t.test('a sent mail whose email step has not heard of it yet stays, however old'
   const left = (await sql<{ subject: string }>`select subject from outbox_mails where dedupe_key like 'retention:%'`.execute(rt.db)).rows
   t.same(left.map((m) => m.subject), ['Unsettled'], 'the settled one goes, the unsettled one stays for its step')
 })
+
+t.test('a record trigger\'s finished deliveries go with the record\'s activities that no process holds; newer ones stay', async (t) => {
+  const rt = await setupRuntime(t)
+  const trigger = await rt.operator.post(`/v1/marketplace-services/${rt.serviceId}/triggers`, { module: 'property', events: ['update'] })
+  t.equal(trigger.statusCode, 201, trigger.body)
+  const activitiesOfProperty = async () => (await rt.api.get(`/v1/properties/${rt.propertyId}/activities`)).data.items as { kind: string; message: string }[]
+  t.equal((await rt.api.patch(`/v1/properties/${rt.propertyId}`, { fields: { price: 1 } })).statusCode, 200)
+  await rt.scheduler.runOnce()
+  t.match(await activitiesOfProperty(), [{ kind: 'webhookSucceeded' }], 'the call\'s outcome is on the record\'s log')
+
+  rt.clock.advance(60 * DAY)
+  t.equal((await rt.api.patch(`/v1/properties/${rt.propertyId}`, { fields: { price: 2 } })).statusCode, 200)
+  await rt.scheduler.runOnce()
+  t.equal((await activitiesOfProperty()).length, 2)
+
+  const later = new Date(rt.clock.now().getTime() + 31 * DAY)
+  let removed = 0
+  for (let pass = await removeOldHistory(rt.db, later, 90, 1); pass > 0; pass = await removeOldHistory(rt.db, later, 90, 1)) removed += pass
+  t.equal(removed, 2, 'the first delivery and its activity, one of each per call')
+  t.equal(await count('deliveries'), 1, 'the second delivery stays')
+  const left = await activitiesOfProperty()
+  t.equal(left.length, 1)
+  t.match(left, [{ kind: 'webhookSucceeded', message: /HTTP 200/ }], 'its activity stays with it')
+  const kept = (await rt.db.selectFrom('deliveries').select('id').executeTakeFirstOrThrow()).id
+  t.equal((await rt.db.selectFrom('activities').select('data').where('instance_id', 'is', null).executeTakeFirstOrThrow()).data.deliveryId, kept)
+
+  async function count(table: 'deliveries') {
+    return (await sql<{ n: number }>`select count(*)::int as n from ${sql.table(table)}`.execute(rt.db)).rows[0]!.n
+  }
+})
+
+t.test('an autostart run goes once nothing can look for it again: a record\'s creation or version at once, a date once no offset or catch-up reaches it', async (t) => {
+  const rt = await setupRuntime(t)
+  const api = rt.api
+  const runsOf = async (templateId: string) =>
+    ((await api.get(`/v1/process-templates/${templateId}/autostart-runs?limit=200`)).data.items as { occurrence: string; outcome: string }[]).map((r) => r.occurrence).sort()
+  const newTemplate = async (name: string, autostart: Record<string, unknown>) => {
+    const created = await api.post('/v1/process-templates', { name, controllerUserId: rt.controller.id, autostart })
+    t.equal(created.statusCode, 201, created.body)
+    await api.post(`/v1/process-templates/${created.data.id}/steps`, { kind: 'task', name: 'Call them', refersTo: { address: true } })
+    t.equal((await api.patch(`/v1/process-templates/${created.data.id}`, { active: true })).statusCode, 200)
+    return created.data.id as string
+  }
+  const removeAll = async (at: string) => {
+    let removed = 0
+    for (let pass = await removeOldHistory(rt.db, new Date(at), 90); pass > 0; pass = await removeOldHistory(rt.db, new Date(at), 90)) removed += pass
+    return removed
+  }
+
+  rt.clock.set('2029-05-10T06:00:00Z')
+  const created = await newTemplate('Welcome', { on: 'recordCreated', record: 'address', responsible: 'maintainer' })
+  const changed = await newTemplate('Moved', { on: 'fieldChanged', record: 'address', field: 'city', responsible: 'maintainer' })
+  const birthday = await newTemplate('Birthday', { on: 'dateReached', record: 'address', field: 'born', ignoreYear: true, responsible: 'maintainer' })
+  const address = (await api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { city: 'Bonn', born: '1980-05-10' } })).data.id as string
+  t.equal((await api.patch(`/v1/addresses/${address}`, { fields: { city: 'Köln' } })).statusCode, 200)
+  t.equal((await rt.scheduler.runOnce()).autostarts, 1, 'the birthday today')
+  t.same([await runsOf(created), await runsOf(changed), await runsOf(birthday)], [['created'], ['changed:2'], ['date:2029-05-10']])
+
+  // The birthday template comes to start a year after the date: on 2030-05-11 it looks for 2029-05-10 again.
+  rt.clock.set('2029-08-20T06:00:00Z')
+  await removeAll('2029-08-20T06:00:00Z')
+  t.same([await runsOf(created), await runsOf(changed)], [[], []], 'a creation and a record version never come again: their runs go after the retention')
+  t.same(await runsOf(birthday), ['date:2029-05-10'], 'a date run stays past the retention')
+  t.equal((await api.patch(`/v1/process-templates/${birthday}`, { autostart: { on: 'dateReached', record: 'address', field: 'born', ignoreYear: true, daysOffset: 366, responsible: 'maintainer' } })).statusCode, 200)
+  rt.clock.set('2030-05-11T06:00:00Z')
+  await removeAll('2030-05-11T06:00:00Z')
+  t.equal((await rt.newScheduler().runOnce()).autostarts, 0, 'the date\'s run is still there: nothing starts for it twice')
+  t.same(await runsOf(birthday), ['date:2029-05-10'])
+
+  // The widest offset (366 days) and the catch-up (31) past, and a day each for time zones and clocks.
+  await removeAll('2030-06-13T23:00:00Z')
+  t.same(await runsOf(birthday), ['date:2029-05-10'], 'still within reach of a late pass')
+  await removeAll('2030-06-14T01:00:00Z')
+  t.same(await runsOf(birthday), [], 'past every pass that could look for it')
+})

@@ -1,6 +1,9 @@
 import { Type, type Static } from 'typebox'
 import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/common.js'
 
+/** The furthest a dateReached autostart may start from its date, either way (daysOffset). */
+export const MAX_DAYS_OFFSET = 366
+
 const Scalar = Type.Union([Type.String({ maxLength: 1000 }), Type.Number(), Type.Boolean(), Type.Null()])
 
 const FilterSchema = Type.Union([
@@ -16,7 +19,7 @@ export const AutostartSchema = Type.Object(
     record: StringEnum(['property', 'address'], { description: 'The kind of record that starts the process; the process is linked to it' }),
     field: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'fieldChanged and dateReached: the top-level field of the record\'s fields; a date is YYYY-MM-DD (or an ISO timestamp, of which the date counts)' })),
     filter: Type.Optional(FilterSchema),
-    daysOffset: Type.Optional(Type.Integer({ minimum: -366, maximum: 366, description: 'dateReached: start this many days after the date (negative: before); default 0' })),
+    daysOffset: Type.Optional(Type.Integer({ minimum: -MAX_DAYS_OFFSET, maximum: MAX_DAYS_OFFSET, description: 'dateReached: start this many days after the date (negative: before); default 0' })),
     ignoreYear: Type.Optional(Type.Boolean({ description: 'dateReached: every year on the day and month of the date (birthdays, anniversaries; 29 February counts on 28 February in other years)' })),
     responsible: Type.Union([Type.Literal('maintainer'), Type.Object({ user: Uuid }, { additionalProperties: false })], {
       description: 'The started process\'s responsible user: the record\'s maintainer (a record without one is skipped), or a named user'
