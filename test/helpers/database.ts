@@ -59,12 +59,12 @@ async function withRetry(action: () => Promise<void>, attempts = 5): Promise<voi
   }
 }
 
-/** Resolves once a session of this database waits for a lock (one a test holds back); fails after about 5 s. */
-export async function waitForLockWait(db: DB): Promise<void> {
+/** Resolves once `sessions` sessions of this database wait for a lock (one a test holds back); fails after about 5 s. */
+export async function waitForLockWait(db: DB, sessions = 1): Promise<void> {
   for (let waited = 0; ; waited += 1) {
     const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
       where datname = current_database() and wait_event_type = 'Lock'`.execute(db)
-    if (rows[0]!.n > 0) return
+    if (rows[0]!.n >= sessions) return
     if (waited > 500) throw new Error('no session of the database waited for a lock')
     await new Promise((resolve) => setTimeout(resolve, 10))
   }

@@ -1,4 +1,7 @@
 import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
+import { runAutomaticSteps } from '../../src/scheduler/automatic-steps/run-automatic-steps.js'
+import { waitForLockWait } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // One runtime for the file: writeValues steps carried out by the scheduler on real Postgres, SMTP and a loopback provider.
@@ -110,6 +113,67 @@ t.test('two workers at once write each step\'s values once', async (t) => {
   const deliveries = (await rt.api.get('/v1/deliveries?limit=200')).data.items
     .filter((d: { propertyId: string; source: string }) => propertyIds.includes(d.propertyId) && d.source === 'trigger')
   t.equal(deliveries.length, 4, 'one trigger delivery per write')
+})
+
+/**
+ * Runs two workers' batches of two due steps each, the processes' steps due in the order given,
+ * while a third transaction holds `held`: both workers are let go once both wait for a lock. Returns
+ * each worker's count of steps carried out, or its error.
+ */
+async function crossingBatches(processes: { templateId: string; link: Record<string, string> }[], held: { table: 'properties' | 'addresses'; id: string }) {
+  const started = []
+  for (const { templateId, link } of processes) started.push(await rt.start(templateId, link))
+  for (const [i, process] of started.entries()) {
+    await rt.db.updateTable('instance_steps').set({ start_at: new Date(rt.clock.now().getTime() - (started.length - i) * 1000) }).where('id', '=', process.steps[0].id).execute()
+  }
+  let release!: () => void
+  let holding!: () => void
+  const locked = new Promise<void>((resolve) => { holding = resolve })
+  const holder = rt.db.transaction().execute(async (trx) => {
+    await sql`select id from ${sql.table(held.table)} where id = ${held.id} for update`.execute(trx)
+    holding()
+    await new Promise<void>((resolve) => { release = resolve })
+  })
+  await locked
+  // The batches take the oldest steps first: the first worker's two stand before the second's.
+  const first = runAutomaticSteps(rt.db, rt.clock.now(), 2)
+  await waitForLockWait(rt.db, 1)
+  const second = runAutomaticSteps(rt.db, rt.clock.now(), 2)
+  await waitForLockWait(rt.db, 2)
+  release()
+  await holder
+  const runs = (await Promise.allSettled([first, second])).map((run) => (run.status === 'fulfilled' ? run.value : String(run.reason)))
+  const statuses = await Promise.all(started.map(async (process) => (await rt.instance(process.id)).status))
+  return { runs, statuses }
+}
+
+t.test('two workers whose batches write the same records in crossing order both finish, neither deadlocked', async (t) => {
+  // The first batch writes property one, then two; the second two, then one. Property one is held,
+  // so the first waits for it and the second has written two when it comes to one.
+  const templateId = await rt.template([{
+    kind: 'writeValues', name: 'List it', refersTo: { property: true },
+    writeValues: { values: [{ record: 'property', field: 'status', value: 'listed' }] }
+  }])
+  const [one, two] = await Promise.all([newProperty({ price: 1 }), newProperty({ price: 2 })])
+  const { runs, statuses } = await crossingBatches([one, two, two, one].map((propertyId) => ({ templateId, link: { propertyId } })), { table: 'properties', id: one })
+  t.same(runs, [2, 2], 'each worker carried out its two steps')
+  t.same(statuses, ['completed', 'completed', 'completed', 'completed'])
+})
+
+t.test('steps that write a property and an address, named in either order, lock them in one order', async (t) => {
+  const step = (records: ('property' | 'address')[]) => ({
+    kind: 'writeValues', name: 'Mark both', refersTo: { property: true, address: true },
+    writeValues: { values: records.map((record) => ({ record, field: 'marked', value: true })) }
+  })
+  const propertyFirst = await rt.template([step(['property', 'address'])])
+  const addressFirst = await rt.template([step(['address', 'property'])])
+  const propertyId = await newProperty({ price: 3 })
+  const addressId = (await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { name: 'Owner' } })).data.id as string
+  // The property is held: the first batch waits for it, the second has locked the address when it comes to it.
+  const { runs, statuses } = await crossingBatches([propertyFirst, propertyFirst, addressFirst, addressFirst]
+    .map((templateId) => ({ templateId, link: { propertyId, addressId } })), { table: 'properties', id: propertyId })
+  t.same(runs, [2, 2], 'each worker carried out its two steps')
+  t.same(statuses, ['completed', 'completed', 'completed', 'completed'])
 })
 
 t.test('a text value with placeholders is rendered as an email step\'s text is; an unknown placeholder is refused at save', async (t) => {

@@ -126,6 +126,36 @@ export async function patchRecord(db: DB, table: RecordTable, tenantId: string, 
   return result.rows[0]
 }
 
+/**
+ * Locks these records for a write (FOR UPDATE) in the one order every transaction that locks several
+ * keeps: addresses before properties, each by (tenant_id, id), so no two wait for each other in a
+ * circle. The union takes its branches in turn, each locking its rows as its sort returns them.
+ * Returns the records found, as "table tenant_id id" keys (lockedRecordKey).
+ */
+export async function lockRecordsInOrder(db: DB, refs: { table: RecordTable; tenant_id: string; id: string }[]): Promise<Set<string>> {
+  if (refs.length === 0) return new Set()
+  const of = (table: RecordTable) => refs.filter((r) => r.table === table)
+  const [addresses, properties] = [of('addresses'), of('properties')]
+  const { rows } = await sql<{ record_table: RecordTable; tenant_id: string; id: string }>`
+    with a as materialized (
+      select tenant_id, id from addresses
+      where (tenant_id, id) in (select * from unnest(${addresses.map((r) => r.tenant_id)}::uuid[], ${addresses.map((r) => r.id)}::uuid[]))
+      order by tenant_id, id for update
+    ), p as materialized (
+      select tenant_id, id from properties
+      where (tenant_id, id) in (select * from unnest(${properties.map((r) => r.tenant_id)}::uuid[], ${properties.map((r) => r.id)}::uuid[]))
+      order by tenant_id, id for update
+    )
+    select 'addresses' as record_table, tenant_id, id from a
+    union all
+    select 'properties', tenant_id, id from p`.execute(db)
+  return new Set(rows.map((r) => lockedRecordKey(r.record_table, r.tenant_id, r.id)))
+}
+
+export function lockedRecordKey(table: RecordTable, tenantId: string, id: string): string {
+  return `${table} ${tenantId} ${id}`
+}
+
 type RecordRowWithBefore = Awaited<ReturnType<typeof findRecord>> & { before_fields: JsonObject }
 
 /** Deletes the record if it is at one of the expected versions (undefined: any); false when it is missing or at another. */

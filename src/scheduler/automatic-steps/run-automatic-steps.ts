@@ -5,6 +5,7 @@ import { cutText } from '../../lib/storable.js'
 import { batchOrEach, rethrow, type RowErrorHandler } from '../isolated.js'
 import { anyDueAutomaticStep, findDueAutomaticStepIds, lockDueAutomaticSteps } from '../step-chores-repository.js'
 import { automaticStepRunners } from './runners.js'
+import { lockRecordsToWrite } from './write-values.js'
 
 /**
  * Carries out due automatic steps (an automatic e-mail, values to write, a decision, a follow-up
@@ -30,9 +31,11 @@ function runBatch(db: DB, now: Date, limit: number, onlyStep?: string): Promise<
     const due = await lockDueAutomaticSteps(trx, limit, onlyStep)
     if (due.length === 0) return 0
     const changes = new ProcessChanges(trx, now, await findTimeZones(trx, due.map((d) => d.instance.tenant_id)))
+    // All at once and in one order: steps locking theirs one by one could cross another batch's.
+    const lockedRecords = await lockRecordsToWrite(trx, due)
     for (const { instance, step } of due) {
       const runner = automaticStepRunners[step.kind]
-      if (runner) await runner({ db: trx, now, changes, instance, step })
+      if (runner) await runner({ db: trx, now, changes, instance, step, lockedRecords })
       if (!changes.changes(step)) changes.failAutomaticStep(instance, step, `Baton cannot carry out ${step.kind} steps by itself`)
       changes.bump(instance)
     }

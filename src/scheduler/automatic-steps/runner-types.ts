@@ -9,6 +9,8 @@ export interface AutomaticStepContext {
   changes: ProcessChanges
   instance: InstanceRow
   step: InstanceStepRow
+  /** The records the batch's writeValues steps write, locked before its first step (lockedRecordKey). */
+  lockedRecords: ReadonlySet<string>
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { DB } from '../../db/connect.js'
-import type { InstanceRow, JsonObject } from '../../db/database.js'
+import type { InstanceRow, InstanceStepRow, JsonObject } from '../../db/database.js'
 import { jsonBytes, firstTooDeep } from '../../lib/json-limits.js'
 import { autostartOnWrite } from '../../modules/autostart/service.js'
 import { processWriter } from '../../modules/instances/chain.js'
@@ -7,23 +7,37 @@ import { readStepView } from '../../modules/instances/email-step.js'
 import { activityRow } from '../../modules/instances/transitions.js'
 import { changedFields, fieldNameProblem, isRefusedFieldName, splitMergePatch } from '../../modules/records/fields.js'
 import { FIELDS_MAX_BYTES, FIELDS_MAX_DEPTH } from '../../modules/records/limits.js'
-import { patchRecord } from '../../modules/records/repository.js'
+import { lockedRecordKey, lockRecordsInOrder, patchRecord } from '../../modules/records/repository.js'
 import { queueTriggeredDeliveries } from '../../modules/records/trigger-repository.js'
 import { evaluate, ExpressionError } from '../../modules/templates/expressions/evaluate.js'
 import type { WriteValues } from '../../modules/templates/steps/decision-schemas.js'
 import { isTemplate, renderSubject } from '../../modules/templates/steps/email.js'
+import type { LockedStep } from '../step-chores-repository.js'
 import { expressionContext } from './expression-context.js'
 import type { AutomaticStepRunner } from './runner-types.js'
 
 const TABLES = { property: 'properties', address: 'addresses' } as const
 type RecordName = keyof typeof TABLES
 
-/** The linked record of this kind, locked for the write; undefined when the process links none or it is gone. */
-async function lockRecord(db: DB, instance: InstanceRow, record: RecordName): Promise<string | undefined> {
-  const id = record === 'property' ? instance.property_id : instance.address_id
-  if (id === null) return undefined
-  const row = await db.selectFrom(TABLES[record]).select('id').where('tenant_id', '=', instance.tenant_id).where('id', '=', id).forUpdate().executeTakeFirst()
-  return row?.id
+/** The id of the linked record of this kind; null when the process links none. */
+function linkedId(instance: InstanceRow, record: RecordName): string | null {
+  return record === 'property' ? instance.property_id : instance.address_id
+}
+
+function recordsWritten(step: InstanceStepRow): RecordName[] {
+  return [...new Set((step.settings as WriteValues).values.map((v) => v.record))]
+}
+
+/**
+ * Locks the linked records that the batch's writeValues steps write, in one statement and one order
+ * (lockRecordsInOrder): locked step by step, two batches that write the same records in crossing
+ * order deadlock. Nothing is read when the batch has no such step.
+ */
+export function lockRecordsToWrite(db: DB, due: LockedStep[]): Promise<Set<string>> {
+  const refs = due.filter(({ step }) => step.kind === 'writeValues').flatMap(({ instance, step }) => recordsWritten(step)
+    .map((record) => ({ table: TABLES[record], tenant_id: instance.tenant_id, id: linkedId(instance, record) }))
+    .filter((ref): ref is typeof ref & { id: string } => ref.id !== null))
+  return lockRecordsInOrder(db, refs)
 }
 
 /**
@@ -35,13 +49,13 @@ async function lockRecord(db: DB, instance: InstanceRow, record: RecordName): Pr
  * that cannot be evaluated, a record the process does not link, or fields over the limits write
  * nothing and fail the step into a manual one.
  */
-export const runWriteValues: AutomaticStepRunner = async ({ db, now, changes, instance, step }) => {
+export const runWriteValues: AutomaticStepRunner = async ({ db, now, changes, instance, step, lockedRecords }) => {
   const { values } = step.settings as WriteValues
-  const records = [...new Set(values.map((v) => v.record))]
+  const records = recordsWritten(step)
   const ids = new Map<RecordName, string>()
   for (const record of records) {
-    const id = await lockRecord(db, instance, record)
-    if (id === undefined) {
+    const id = linkedId(instance, record)
+    if (id === null || !lockedRecords.has(lockedRecordKey(TABLES[record], instance.tenant_id, id))) {
       changes.failAutomaticStep(instance, step, `the process has no ${record} to write (it is not linked, or it was deleted)`)
       return
     }
