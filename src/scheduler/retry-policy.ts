@@ -50,7 +50,7 @@ export function decide(result: AttemptResult, attempt: number, now: Date, policy
  * asctime, which carries no zone and is GMT. Date.parse alone reads nearly anything ("-1", "1.5",
  * "2 minutes") as a date long past, which asked for the retry at once.
  */
-const IMF_OR_RFC850_DATE = /^[A-Za-z]{3,9}, \d{2}[ -][A-Za-z]{3}[ -]\d{2}(?:\d{2})? \d{2}:\d{2}:\d{2} GMT$/
+const IMF_OR_RFC850_DATE = /^[A-Za-z]{3,9}, (\d{2})[ -]([A-Za-z]{3})[ -](\d{2}(?:\d{2})?) (\d{2}:\d{2}:\d{2}) GMT$/
 const ASCTIME_DATE = /^[A-Za-z]{3} [A-Za-z]{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/
 
 /** Retry-After as delta-seconds or an HTTP date; undefined when absent or unreadable. */
@@ -58,7 +58,21 @@ export function retryAfterMs(header: string | undefined, now: Date): number | un
   if (!header) return undefined
   const value = header.trim()
   if (/^\d+$/.test(value)) return Number(value) * 1000
-  const text = IMF_OR_RFC850_DATE.test(value) ? value : ASCTIME_DATE.test(value) ? `${value} GMT` : undefined
-  const date = text === undefined ? Number.NaN : Date.parse(text)
+  const date = httpDate(value, now)
   return Number.isNaN(date) ? undefined : Math.max(0, date - now.getTime())
+}
+
+function httpDate(value: string, now: Date): number {
+  if (ASCTIME_DATE.test(value)) return Date.parse(`${value} GMT`)
+  const [, day, month, year, time] = IMF_OR_RFC850_DATE.exec(value) ?? []
+  if (year === undefined) return Number.NaN
+  const at = (fullYear: number) => Date.parse(`${day} ${month} ${fullYear} ${time} GMT`)
+  if (year.length === 4) return at(Number(year))
+  // RFC 9110 5.6.7: a two-digit year more than 50 years ahead is the latest past year with those
+  // digits. Date.parse would put 00-49 in 20xx and 50-99 in 19xx, whatever the year now.
+  const latest = new Date(now)
+  latest.setUTCFullYear(now.getUTCFullYear() + 50)
+  const candidate = Math.floor(latest.getUTCFullYear() / 100) * 100 + Number(year)
+  const date = at(candidate)
+  return date > latest.getTime() ? at(candidate - 100) : date
 }

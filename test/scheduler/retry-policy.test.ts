@@ -48,6 +48,25 @@ t.test('a Retry-After that is neither delta-seconds nor an HTTP date is ignored:
   t.equal(retryAfterMs(' 30 ', now), 30_000)
 })
 
+t.test('a two-digit year is read as RFC 9110 says: the next one with those digits, unless that is more than 50 years ahead', async (t) => {
+  // Date.parse puts 00-49 in 20xx and 50-99 in 19xx whenever it runs, so "50" in 2026 was 1950, a retry at once.
+  const until = (iso: string, from: Date) => Date.parse(iso) - from.getTime()
+  t.equal(retryAfterMs('Wednesday, 02-Mar-50 09:00:00 GMT', now), until('2050-03-02T09:00:00Z', now), '"50" in 2026 is 2050')
+  t.equal(retryAfterMs('Monday, 02-Mar-76 09:00:00 GMT', now), until('2076-03-02T09:00:00Z', now), 'exactly 50 years ahead is not more than 50')
+  t.equal(retryAfterMs('Mon, 02 Mar 76 09:00:00 GMT', now), until('2076-03-02T09:00:00Z', now), 'the same with spaces')
+  t.equal(retryAfterMs('Monday, 02-Mar-76 09:00:01 GMT', now), 0, 'a second more is 1976, past')
+  t.equal(retryAfterMs('Tuesday, 02-Mar-77 09:00:00 GMT', now), 0, '"77" in 2026 is 1977')
+  t.equal(retryAfterMs('Tuesday, 03-Mar-26 09:00:00 GMT', now), 86_400_000, '"26" in 2026 is 2026')
+
+  const in2060 = new Date('2060-01-01T00:00:00Z')
+  t.equal(retryAfterMs('Thursday, 01-Jan-99 00:00:00 GMT', in2060), until('2099-01-01T00:00:00Z', in2060), '"99" in 2060 is 2099')
+  t.equal(retryAfterMs('Thursday, 01-Jul-10 00:00:00 GMT', in2060), 0, '"10" in 2060 would be July 2110, more than 50 years ahead: 2010')
+  t.equal(retryAfterMs('Wednesday, 01-Jan-10 00:00:00 GMT', in2060), until('2110-01-01T00:00:00Z', in2060), 'but 1 January 2110 is exactly 50 years ahead')
+  const in2099 = new Date('2099-06-01T00:00:00Z')
+  t.equal(retryAfterMs('Wednesday, 01-Jun-01 00:00:00 GMT', in2099), until('2101-06-01T00:00:00Z', in2099), '"01" in 2099 is 2101')
+  t.equal(retryAfterMs('Mon, 02 Mar 2076 09:00:01 GMT', now), until('2076-03-02T09:00:01Z', now), 'a four-digit year is taken as it is')
+})
+
 t.test('a status past 599 is no 5xx: it gives up at once like any other status', async (t) => {
   // Node's client passes on any three digits; 600 and 999 were retried as server errors.
   for (const status of [600, 699, 999]) t.match(decide({ kind: 'response', status }, 1, now), { action: 'give-up', reason: `HTTP ${status} is not retried` }, `${status}`)
