@@ -2,6 +2,7 @@ import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { TenantRow } from '../../db/database.js'
 import { conflict, notFound, unprocessable } from '../../errors.js'
+import { refuseBlankNames } from '../../lib/blank-names.js'
 import { changesNothing } from '../../lib/changes.js'
 import { newId } from '../../lib/ids.js'
 import { generateKey, hashKey, keyPrefix } from '../../lib/keys.js'
@@ -50,6 +51,7 @@ async function checkWebIdFree(db: DB, webId: string | undefined, tenantId?: stri
 }
 
 export async function createTenant(db: DB, input: CreateTenant): Promise<Tenant> {
+  refuseBlankNames(input, ['name'])
   checkTimeZone(input.timeZone)
   await checkWebIdFree(db, input.webId)
   const row = await repo.insertTenant(db, {
@@ -72,6 +74,7 @@ export async function listTenants(db: DB, page: PageRequest) {
 }
 
 export async function updateTenant(db: DB, clock: Clock, id: string, input: UpdateTenant): Promise<Tenant> {
+  refuseBlankNames(input, ['name'])
   checkTimeZone(input.timeZone)
   await checkWebIdFree(db, input.webId, id)
   return db.transaction().execute(async (trx) => {
@@ -101,6 +104,7 @@ function toApiKey(row: Awaited<ReturnType<typeof repo.insertApiKey>>): ApiKey {
 }
 
 export async function createApiKey(db: DB, tenantId: string, name: string): Promise<NewApiKey> {
+  refuseBlankNames({ name }, ['name'])
   await getTenant(db, tenantId)
   const key = generateKey('tenant')
   const row = await repo.insertApiKey(db, { tenant_id: tenantId, id: newId(), name, key_prefix: keyPrefix(key), key_hash: hashKey(key) })

@@ -19,7 +19,7 @@ export default async function userRoutes(fastify: FastifyInstance, { db, clock }
   app.post('/users', {
     schema: {
       operationId: 'createUser', tags, summary: 'Create a user', body: CreateUserSchema,
-      response: { 201: ok(User, 'The created user', ['Location']), ...problems(400, 401, 403, 409) }
+      response: { 201: ok(User, 'The created user', ['Location']), ...problems(400, 401, 403, 409, 422) }
     }
   }, async (request, reply) => {
     const user = await users.createUser(db, tenantOf(request), request.body)
@@ -45,7 +45,7 @@ export default async function userRoutes(fastify: FastifyInstance, { db, clock }
     schema: {
       operationId: 'updateUser', tags, summary: 'Update a user', params: IdParamsSchema, body: UpdateUserSchema,
       description: 'An update that changes nothing answers with the user as it was: its updatedAt stays.',
-      response: { 200: ok(User, 'The updated user'), ...problems(400, 401, 403, 404, 409) }
+      response: { 200: ok(User, 'The updated user'), ...problems(400, 401, 403, 404, 409, 422) }
     }
   }, async (request) => users.updateUser(db, clock, tenantOf(request), request.params.id, request.body))
 

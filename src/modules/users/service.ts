@@ -2,6 +2,7 @@ import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { UserRow } from '../../db/database.js'
 import { conflict, notFound } from '../../errors.js'
+import { refuseBlankNames } from '../../lib/blank-names.js'
 import { changesNothing } from '../../lib/changes.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest } from '../../lib/pagination.js'
@@ -20,6 +21,7 @@ async function checkEmailFree(db: DB, tenantId: string, email: string | undefine
 }
 
 export async function createUser(db: DB, tenantId: string, input: CreateUser): Promise<User> {
+  refuseBlankNames(input, ['name'])
   await checkEmailFree(db, tenantId, input.email)
   return toUser(await repo.insertUser(db, { tenant_id: tenantId, id: newId(), name: input.name, email: input.email }))
 }
@@ -35,6 +37,7 @@ export async function listUsers(db: DB, tenantId: string, page: PageRequest, fil
 }
 
 export async function updateUser(db: DB, clock: Clock, tenantId: string, id: string, input: UpdateUser): Promise<User> {
+  refuseBlankNames(input, ['name'])
   await checkEmailFree(db, tenantId, input.email, id)
   return db.transaction().execute(async (trx) => {
     const current = await repo.lockUserForChange(trx, tenantId, id)

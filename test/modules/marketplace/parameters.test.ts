@@ -243,3 +243,20 @@ t.test('a parameter PATCH that changes nothing keeps its stored updated_at', asy
   t.equal((await operator.patch(url, { label: 'Modus' })).statusCode, 200)
   t.same(await updatedAt(), clock.now(), 'a change still moves updated_at')
 })
+
+t.test('a parameter\'s label of whitespace only answers 422 at /body/label, on create and update', async (t) => {
+  const { operator } = ctx
+  const service = await createService(operator)
+  const base = `/v1/marketplace-services/${service.id}/parameters`
+  const created = await operator.post(base, { name: 'mode', label: 'Mode', type: 'string' })
+  for (const label of [' ', '\t\n', '\u00a0\u3000']) {
+    for (const response of [
+      await operator.post(base, { name: 'other', label, type: 'string' }),
+      await operator.patch(`${base}/${created.data.id}`, { label })
+    ]) {
+      assertProblem(t, response, 422, /may not be blank/)
+      t.same(response.data.errors, [{ pointer: '/body/label', detail: 'must not be blank (whitespace only)' }], JSON.stringify(label))
+    }
+  }
+  t.same((await operator.get(base)).data.items.map((p: { label: string }) => p.label), ['Mode'], 'unchanged, nothing added')
+})

@@ -299,3 +299,20 @@ t.test('a service with deliveries on record cannot be deleted', async (t) => {
     .execute()
   assertProblem(t, await operator.delete(`/v1/marketplace-services/${service.id}`), 409, /deactivate it instead/)
 })
+
+t.test('a service\'s name or provider of whitespace only answers 422 at the field, on create and update', async (t) => {
+  const { operator } = shared
+  const service = await createService(operator)
+  const url = `/v1/marketplace-services/${service.id}`
+  for (const blank of [' ', '\t\n', '\u00a0\u3000']) {
+    for (const [response, pointers] of [
+      [await operator.post('/v1/marketplace-services', { ...SERVICE, name: blank }), ['/body/name']],
+      [await operator.post('/v1/marketplace-services', { ...SERVICE, name: blank, provider: blank }), ['/body/name', '/body/provider']],
+      [await operator.patch(url, { provider: blank }), ['/body/provider']]
+    ] as const) {
+      assertProblem(t, response, 422, /may not be blank/)
+      t.same(response.data.errors.map((e: { pointer: string }) => e.pointer), pointers, JSON.stringify(blank))
+    }
+  }
+  t.match((await operator.get(url)).data, { name: service.name, provider: service.provider, version: 1 }, 'unchanged')
+})

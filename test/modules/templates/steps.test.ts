@@ -441,3 +441,19 @@ t.test('a step that changes its kind drops its former kind\'s settings, for ever
     }
   }
 })
+
+t.test('a step\'s name of whitespace only answers 422 at /body/name, on create and update', async (t) => {
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  const stepId = await addTaskStep(client, id, 'One')
+  for (const name of [' ', '\t\n', '\u00a0\u3000']) {
+    for (const response of [
+      await client.post(`/v1/process-templates/${id}/steps`, { kind: 'task', name }),
+      await client.patch(`/v1/process-templates/${id}/steps/${stepId}`, { name })
+    ]) {
+      assertProblem(t, response, 422, /may not be blank/)
+      t.same(response.data.errors, [{ pointer: '/body/name', detail: 'must not be blank (whitespace only)' }], JSON.stringify(name))
+    }
+  }
+  t.same(names((await client.get(`/v1/process-templates/${id}/steps`)).data.items), ['One'], 'unchanged, no step added')
+})

@@ -237,3 +237,21 @@ t.test('a template PATCH that changes nothing keeps the version, the ETag and up
   t.same([changed.data.version, changed.headers.etag], [before.version + 1, `"${before.version + 1}"`], 'a change still moves the version')
   t.not(changed.data.updatedAt, before.updatedAt)
 })
+
+t.test('a template\'s name of whitespace only answers 422 at /body/name, on create, update and copy', async (t) => {
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  const before = (await client.get(`/v1/process-templates/${id}`)).data
+  for (const name of [' ', '\t\n', '\u00a0\u3000']) {
+    for (const response of [
+      await client.post('/v1/process-templates', { name }),
+      await client.patch(`/v1/process-templates/${id}`, { name }),
+      await client.post(`/v1/process-templates/${id}/copy`, { name })
+    ]) {
+      assertProblem(t, response, 422, /may not be blank/)
+      t.same(response.data.errors, [{ pointer: '/body/name', detail: 'must not be blank (whitespace only)' }], JSON.stringify(name))
+    }
+  }
+  t.same((await client.get(`/v1/process-templates/${id}`)).data, before, 'unchanged')
+  t.equal((await client.get('/v1/process-templates')).data.items.length, 1, 'no template was made')
+})

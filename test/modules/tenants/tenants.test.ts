@@ -189,3 +189,21 @@ t.test('a process start that meets its tenant\'s deletion answers 409: the tenan
   // Its foreign key to the tenant failed, and its template was gone with the tenant when it read again.
   assertProblem(t, await starting, 409, /tenant was deleted while the process was starting/)
 })
+
+t.test('a tenant\'s or an API key\'s name of whitespace only answers 422 at /body/name, on create and update', async (t) => {
+  const { operator } = await setupApp(t)
+  const id = (await operator.post('/v1/tenants', { name: 'Muster Immobilien GmbH', webId: 'blank1' })).data.id as string
+  for (const name of [' ', '\t\n', '\u00a0\u3000']) {
+    for (const response of [
+      await operator.post('/v1/tenants', { name, webId: 'blank2' }),
+      await operator.patch(`/v1/tenants/${id}`, { name }),
+      await operator.post(`/v1/tenants/${id}/api-keys`, { name })
+    ]) {
+      assertProblem(t, response, 422, /may not be blank/)
+      t.same(response.data.errors, [{ pointer: '/body/name', detail: 'must not be blank (whitespace only)' }], JSON.stringify(name))
+    }
+  }
+  t.equal((await operator.get(`/v1/tenants/${id}`)).data.name, 'Muster Immobilien GmbH', 'unchanged')
+  t.same((await operator.get(`/v1/tenants/${id}/api-keys`)).data.items, [], 'no key was made')
+  t.equal((await operator.post('/v1/tenants', { name: ' Muster ', webId: 'blank3' })).statusCode, 201, 'a name with spaces around it is a name')
+})

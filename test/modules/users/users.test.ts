@@ -107,3 +107,19 @@ t.test('a user PATCH that changes nothing keeps updatedAt', async (t) => {
   const changed = await client.patch(`/v1/users/${anna.id}`, { name: 'Anna Berg-Meyer' })
   t.equal(changed.data.updatedAt, ctx.clock.now().toISOString(), 'a change still moves updatedAt')
 })
+
+t.test('a user\'s name of whitespace only answers 422 at /body/name, on create and update', async (t) => {
+  const { client } = await ctx.newTenant()
+  const anna = await client.post('/v1/users', { name: 'Anna Berg', email: 'anna@example.com' })
+  for (const name of [' ', '\t\n', '\u00a0\u3000']) {
+    for (const response of [
+      await client.post('/v1/users', { name, email: 'blank@example.com' }),
+      await client.patch(`/v1/users/${anna.data.id}`, { name })
+    ]) {
+      assertProblem(t, response, 422, /may not be blank/)
+      t.same(response.data.errors, [{ pointer: '/body/name', detail: 'must not be blank (whitespace only)' }], JSON.stringify(name))
+    }
+  }
+  t.equal((await client.get(`/v1/users/${anna.data.id}`)).data.name, 'Anna Berg', 'unchanged')
+  t.same((await client.get('/v1/users?email=blank@example.com')).data.items, [], 'no user was made')
+})

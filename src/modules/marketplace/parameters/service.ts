@@ -2,6 +2,7 @@ import type { Clock } from '../../../adapters/clock.js'
 import type { DB } from '../../../db/connect.js'
 import type { ParameterRow } from '../../../db/database.js'
 import { conflict, notFound, unprocessable } from '../../../errors.js'
+import { refuseBlankNames } from '../../../lib/blank-names.js'
 import { changesNothing } from '../../../lib/changes.js'
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
@@ -52,6 +53,7 @@ function withServiceLocked<T>(db: DB, serviceId: string, write: (trx: DB) => Pro
 }
 
 export async function createParameter(db: DB, clock: Clock, serviceId: string, input: CreateParameter): Promise<WebhookParameter> {
+  refuseBlankNames(input, ['label'])
   const definition: ParameterDefinition = {
     name: input.name,
     label: input.label ?? input.name,
@@ -83,6 +85,7 @@ export async function getParameter(db: DB, tenantId: string | undefined, service
 export async function updateParameter(
   db: DB, clock: Clock, serviceId: string, id: string, input: UpdateParameter
 ): Promise<WebhookParameter> {
+  refuseBlankNames(input, ['label'])
   return withServiceLocked(db, serviceId, async (trx) => {
     const current = await getParameter(trx, undefined, serviceId, id)
     const next = merge(current, input)

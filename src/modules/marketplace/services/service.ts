@@ -8,6 +8,7 @@ import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import { secretContext, SecretsKeyError, type SecretBox } from '../../../lib/secret-box.js'
 import { changesNothing } from '../../../lib/changes.js'
+import { refuseBlankNames } from '../../../lib/blank-names.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import * as repo from './repository.js'
 import { checkQueryKeys, checkWebhookUrl } from './webhook-url.js'
@@ -52,6 +53,7 @@ export interface CatalogueWrites {
 }
 
 export async function createService({ db, clock, secrets, targets }: CatalogueWrites, input: CreateService): Promise<MarketplaceServiceWithSecret> {
+  refuseBlankNames(input, ['name', 'provider'])
   checkWebhookUrl(input.webhookUrl, targets)
   if ((input.delivery ?? 'query') === 'query') checkQueryKeys(input.webhookUrl, '/body/webhookUrl')
   checkSecret(input.secret)
@@ -102,6 +104,7 @@ export async function listServices(db: DB, tenantId: string | undefined, page: P
 export async function updateService(
   { db, clock, secrets, targets }: CatalogueWrites, id: string, input: UpdateService, expected: ExpectedVersions
 ): Promise<MarketplaceService> {
+  refuseBlankNames(input, ['name', 'provider'])
   checkWebhookUrl(input.webhookUrl, targets)
   checkSecret(input.secret)
   return db.transaction().execute(async (trx) => {

@@ -5,6 +5,7 @@ import { badRequest, conflict, notFound, type FieldError } from '../../../errors
 import { newId } from '../../../lib/ids.js'
 import { encodeCursor, toPage, type PageRequest, type PageResult } from '../../../lib/pagination.js'
 import { secretContext, type SecretBox } from '../../../lib/secret-box.js'
+import { refuseBlankNames } from '../../../lib/blank-names.js'
 import { changesNothing } from '../../../lib/changes.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import { stepColumns, toStep, type StepDraft } from '../mapping.js'
@@ -81,6 +82,7 @@ function positionErrors(position: number, stepCount: number): FieldError[] {
 }
 
 export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenantId: string, templateId: string, input: CreateStep): Promise<Step> {
+  refuseBlankNames(input, ['name'])
   return db.transaction().execute(async (trx) => {
     const template = await lockedTemplate(trx, tenantId, templateId)
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
@@ -139,6 +141,7 @@ export async function getStep(db: DB, tenantId: string, templateId: string, step
 export async function updateStep(
   db: DB, clock: Clock, guard: TargetGuard, tenantId: string, templateId: string, stepId: string, input: UpdateStep, expected: ExpectedVersions
 ): Promise<Step> {
+  refuseBlankNames(input, ['name'])
   return db.transaction().execute(async (trx) => {
     const template = await lockedTemplate(trx, tenantId, templateId)
     const current = await findStepOrThrow(trx, tenantId, templateId, stepId)

@@ -74,7 +74,7 @@ export default async function templateRoutes(fastify: FastifyInstance, { db, clo
     schema: {
       operationId: 'copyProcessTemplate', tags, summary: 'Copy a process template with all its steps (the copy is inactive)',
       params: IdParamsSchema, body: CopyTemplateSchema,
-      response: { 201: ok(ProcessTemplate, 'The copy, inactive, with copies of the steps', ['ETag', 'Location']), ...problems(400, 401, 403, 404) }
+      response: { 201: ok(ProcessTemplate, 'The copy, inactive, with copies of the steps', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 422) }
     }
   }, async (request, reply) => {
     const copy = await templates.copyTemplate(db, clock, tenantOf(request), request.params.id, request.body)

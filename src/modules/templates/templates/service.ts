@@ -4,6 +4,7 @@ import type { DB } from '../../../db/connect.js'
 import { conflict, notFound, unprocessable } from '../../../errors.js'
 import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
+import { refuseBlankNames } from '../../../lib/blank-names.js'
 import { changesNothing } from '../../../lib/changes.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
 import { isTenantUser } from '../../users/repository.js'
@@ -37,6 +38,7 @@ async function checkController(db: DB, tenantId: string, userId: string | null |
 }
 
 export async function createTemplate(db: DB, clock: Clock, tenantId: string, input: CreateTemplate): Promise<Template> {
+  refuseBlankNames(input, ['name'])
   // In a transaction: the autostart's responsible user stays held until the template is written.
   return db.transaction().execute((trx) => insertTemplate(trx, clock, tenantId, input))
 }
@@ -69,6 +71,7 @@ export async function listTemplates(db: DB, tenantId: string, page: PageRequest,
 export async function updateTemplate(
   db: DB, clock: Clock, tenantId: string, id: string, input: UpdateTemplate, expected: ExpectedVersions
 ): Promise<Template> {
+  refuseBlankNames(input, ['name'])
   return db.transaction().execute(async (trx) => {
     const current = await lockedTemplate(trx, tenantId, id)
     checkVersion(expected, current.version, `Process template ${id}`)
@@ -117,6 +120,7 @@ function copyName(name: string): string {
 }
 
 export async function copyTemplate(db: DB, clock: Clock, tenantId: string, id: string, input: CopyTemplate): Promise<Template> {
+  refuseBlankNames(input, ['name'])
   return db.transaction().execute(async (trx) => {
     const source = await lockedTemplate(trx, tenantId, id)
     const sourceSteps = await steps.listSteps(trx, tenantId, id)
