@@ -843,7 +843,7 @@ export interface components {
              * @description A user of the tenant (Betreuer), or null
              */
             maintainerUserId: string | null;
-            /** @description Free JSON object, e.g. { "price": 250000, "livingArea": 92 }; at most 32 levels of objects and arrays deep (this object being the first) and 256 KiB as compact JSON, else 422; a top-level name may not contain a comma (422) */
+            /** @description Free JSON object, e.g. { "price": 250000, "livingArea": 92 }; at most 32 levels of objects and arrays deep (this object being the first) and 256 KiB as compact JSON, else 422; a top-level name may be neither empty nor contain a comma (422) */
             fields: {
                 [key: string]: unknown;
             };
@@ -861,7 +861,7 @@ export interface components {
              * @description A user of the tenant (Betreuer), or null
              */
             maintainerUserId: string | null;
-            /** @description Free JSON object, e.g. { "price": 250000, "livingArea": 92 }; at most 32 levels of objects and arrays deep (this object being the first) and 256 KiB as compact JSON, else 422; a top-level name may not contain a comma (422) */
+            /** @description Free JSON object, e.g. { "price": 250000, "livingArea": 92 }; at most 32 levels of objects and arrays deep (this object being the first) and 256 KiB as compact JSON, else 422; a top-level name may be neither empty nor contain a comma (422) */
             fields: {
                 [key: string]: unknown;
             };
@@ -3134,7 +3134,7 @@ export interface operations {
                      * @description A user of the tenant (Betreuer), or null
                      */
                     maintainerUserId?: string | null;
-                    /** @description Free JSON object, e.g. { "price": 250000, "livingArea": 92 }; at most 32 levels of objects and arrays deep (this object being the first) and 256 KiB as compact JSON, else 422; a top-level name may not contain a comma (422) */
+                    /** @description Free JSON object, e.g. { "price": 250000, "livingArea": 92 }; at most 32 levels of objects and arrays deep (this object being the first) and 256 KiB as compact JSON, else 422; a top-level name may be neither empty nor contain a comma (422) */
                     fields?: {
                         [key: string]: unknown;
                     };
@@ -3462,7 +3462,7 @@ export interface operations {
                      * @description A user of the tenant (Betreuer), or null
                      */
                     maintainerUserId?: string | null;
-                    /** @description JSON merge patch of the top-level fields: a key set to null is removed, others replaced, keys not named kept. The merged fields keep the limits of a record's fields (32 levels, 256 KiB, no comma in a name it sets), else 422 */
+                    /** @description JSON merge patch of the top-level fields: a key set to null is removed, others replaced, keys not named kept. The merged fields keep the limits of a record's fields (32 levels, 256 KiB, no empty name and no comma in a name it sets), else 422 */
                     fields?: {
                         [key: string]: unknown;
                     };
@@ -3768,7 +3768,7 @@ export interface operations {
                      * @description A user of the tenant (Betreuer), or null
                      */
                     maintainerUserId?: string | null;
-                    /** @description Free JSON object, e.g. { "price": 250000, "livingArea": 92 }; at most 32 levels of objects and arrays deep (this object being the first) and 256 KiB as compact JSON, else 422; a top-level name may not contain a comma (422) */
+                    /** @description Free JSON object, e.g. { "price": 250000, "livingArea": 92 }; at most 32 levels of objects and arrays deep (this object being the first) and 256 KiB as compact JSON, else 422; a top-level name may be neither empty nor contain a comma (422) */
                     fields?: {
                         [key: string]: unknown;
                     };
@@ -4096,7 +4096,7 @@ export interface operations {
                      * @description A user of the tenant (Betreuer), or null
                      */
                     maintainerUserId?: string | null;
-                    /** @description JSON merge patch of the top-level fields: a key set to null is removed, others replaced, keys not named kept. The merged fields keep the limits of a record's fields (32 levels, 256 KiB, no comma in a name it sets), else 422 */
+                    /** @description JSON merge patch of the top-level fields: a key set to null is removed, others replaced, keys not named kept. The merged fields keep the limits of a record's fields (32 levels, 256 KiB, no empty name and no comma in a name it sets), else 422 */
                     fields?: {
                         [key: string]: unknown;
                     };

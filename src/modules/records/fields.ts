@@ -16,9 +16,11 @@ export function isRefusedFieldName(name: string): boolean {
 
 /**
  * Why a record may not get a field of this name, if it may not: a query call's `changedFields` lists
- * the names joined by commas (onOffice-compatible), so a name holding one would read as two.
+ * the names joined by commas (onOffice-compatible), so a name holding one would read as two, and an
+ * empty one as an empty entry.
  */
 export function fieldNameProblem(name: string): string | undefined {
+  if (name === '') return 'a field name may not be empty'
   return name.includes(',') ? 'a field name may not contain a comma' : undefined
 }
 

@@ -20,7 +20,7 @@ export function checkFieldsInput(fields: JsonObject | undefined, as: 'create' | 
     return problem === undefined ? [] : [{ pointer: `/body/fields${pointerStep(name)}`, detail: problem }]
   })
   if (named.length > 0) {
-    throw unprocessable('A record field name may not contain a comma: a webhook call lists changed fields comma-separated.', named)
+    throw unprocessable('A record field name may not be empty or contain a comma: a webhook call lists changed fields comma-separated.', named)
   }
   const deep = firstTooDeep(fields, FIELDS_MAX_DEPTH, '/body/fields')
   if (deep !== undefined) {

@@ -19,7 +19,7 @@ export const JsonObjectSchema = Type.Unsafe<JsonObject>(Type.Object({}, { additi
 const FieldsSchema = Type.Unsafe<JsonObject>(Type.Object({}, {
   additionalProperties: true,
   description: 'Free JSON object, e.g. { "price": 250000, "livingArea": 92 }; at most 32 levels of objects and arrays deep ' +
-    '(this object being the first) and 256 KiB as compact JSON, else 422; a top-level name may not contain a comma (422)'
+    '(this object being the first) and 256 KiB as compact JSON, else 422; a top-level name may be neither empty nor contain a comma (422)'
 }))
 
 const MaintainerUserId = Type.Union([Uuid, Type.Null()], { description: 'A user of the tenant (Betreuer), or null' })
@@ -45,7 +45,7 @@ export const CreateRecordHeadersSchema = Type.Object({
 const FieldsPatchSchema = Type.Unsafe<JsonObject>(Type.Object({}, {
   additionalProperties: true,
   description: 'JSON merge patch of the top-level fields: a key set to null is removed, others replaced, keys not named kept. ' +
-    'The merged fields keep the limits of a record\'s fields (32 levels, 256 KiB, no comma in a name it sets), else 422'
+    'The merged fields keep the limits of a record\'s fields (32 levels, 256 KiB, no empty name and no comma in a name it sets), else 422'
 }))
 
 export const UpdateRecordSchema = Type.Object(

@@ -195,6 +195,27 @@ for (const kind of [propertyKind, addressKind]) {
     t.same([removed.statusCode, removed.data.fields], [200, {}])
   })
 
+  t.test(`${kind.path}: an empty field name is refused, since a query call would list it as an empty entry of changedFields`, async (t) => {
+    const { client, id: tenantId } = await ctx.newTenant()
+    for (const fields of [{ '': 1, c: 2 }, { '': null, c: 2 }]) {
+      const created = await client.post(collection, { fields })
+      assertProblem(t, created, 422, /may not be empty/)
+      t.same(created.data.errors, [{ pointer: '/body/fields/', detail: 'a field name may not be empty' }], JSON.stringify(fields))
+    }
+    t.same((await client.get(collection)).data.items, [], 'nothing created')
+    const record = (await client.post(collection, { fields: { c: 2 } })).data
+    const url = `${collection}/${record.id}`
+    const patched = await client.patch(url, { fields: { c: 3, '': 'x' } })
+    assertProblem(t, patched, 422, /may not be empty/)
+    t.same(patched.data.errors, [{ pointer: '/body/fields/', detail: 'a field name may not be empty' }])
+    t.same((await client.get(url)).data, record, 'nothing written')
+
+    // A record holding one from before can still lose it.
+    await ctx.db.updateTable(kind.table).set({ fields: JSON.stringify({ '': 1, c: 2 }) }).where('tenant_id', '=', tenantId).where('id', '=', record.id).execute()
+    const removed = await client.patch(url, { fields: { '': null } })
+    t.same([removed.statusCode, removed.data.fields], [200, { c: 2 }])
+  })
+
   t.test(`${kind.path}: a write reports the fields it changed`, async (t) => {
     const { id: tenantId } = await ctx.newTenant()
     const created = await records.createRecord(ctx.db, ctx.clock, kind, tenantId, { fields: { price: 1, city: 'Berlin', tags: ['a'] } })

@@ -188,6 +188,10 @@ t.test('step requests that fail their schema answer 400', async (t) => {
   assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', parameters: [] }), 400, /parameters/)
   assertProblem(t, await client.post(steps, { kind: 'task', name: 'x', extra: 1 }), 400, /extra/)
   assertProblem(t, await client.post(steps, { kind: 'task', name: 'a\u0000' }), 400, /\/body\/name/)
+  const emptyField = { values: [{ record: 'property', field: '', value: { literal: 1 } }] }
+  const writesNoField = await client.post(steps, { kind: 'writeValues', name: 'x', refersTo: { property: true }, writeValues: emptyField })
+  assertProblem(t, writesNoField, 400)
+  t.same(writesNoField.data.errors, [{ pointer: '/body/writeValues/values/0/field', detail: 'must not be empty' }], 'an empty field name is no field')
   assertProblem(t, await client.patch(`${steps}/${stepId}`, {}), 400)
   assertProblem(t, await client.patch(`${steps}/${stepId}`, { position: 2 }), 400, /position/)
   assertProblem(t, await client.get(`${steps}/not-a-uuid`), 400)

@@ -88,6 +88,9 @@ t.test('template requests that fail their schema answer 400', async (t) => {
   assertProblem(t, await client.get('/v1/process-templates/not-a-uuid'), 400)
   assertProblem(t, await client.get('/v1/process-templates?active=maybe'), 400)
   assertProblem(t, await client.post('/v1/process-templates', { name: 'a\u0000b' }), 400, /\/body\/name/)
+  const watchesNoField = await client.patch(`/v1/process-templates/${id}`, { autostart: { on: 'fieldChanged', record: 'property', field: '', responsible: 'maintainer' } })
+  assertProblem(t, watchesNoField, 400)
+  t.same(watchesNoField.data.errors, [{ pointer: '/body/autostart/field', detail: 'must not be empty' }], 'an empty field name is no field')
   assertProblem(t, await client.get('/v1/process-templates?q=a%00b'), 400, /\/querystring\/q/)
 })
 
