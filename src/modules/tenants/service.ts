@@ -28,20 +28,28 @@ export function toTenant(row: TenantRow): Tenant {
  */
 const ZONE_NAME = /^[A-Za-z][A-Za-z0-9_+-]*(?:\/[A-Za-z0-9_+-]+)*$/
 
-export function isTimeZone(zone: string): boolean {
-  if (!ZONE_NAME.test(zone)) return false
+/**
+ * The zone's name as Intl spells it (europe/berlin is Europe/Berlin), or undefined for no zone. Node 20
+ * also names a link by ICU's name for its zone (US/Eastern is America/New_York, Asia/Kolkata is
+ * Asia/Calcutta): the same zone, as every later use of it reads it.
+ */
+export function canonicalTimeZone(zone: string): string | undefined {
+  if (!ZONE_NAME.test(zone)) return undefined
   try {
-    new Intl.DateTimeFormat('en', { timeZone: zone })
-    return true
+    return new Intl.DateTimeFormat('en', { timeZone: zone }).resolvedOptions().timeZone
   } catch {
-    return false
+    return undefined
   }
 }
 
-function checkTimeZone(zone: string | undefined): void {
-  if (zone !== undefined && !isTimeZone(zone)) {
+/** The zone to store for the one a request gave; 422 when it is none. */
+function checkedTimeZone(zone: string | undefined): string | undefined {
+  if (zone === undefined) return undefined
+  const canonical = canonicalTimeZone(zone)
+  if (canonical === undefined) {
     throw unprocessable(`"${zone}" is not an IANA time zone.`, [{ pointer: '/body/timeZone', detail: 'unknown time zone, e.g. Europe/Berlin' }])
   }
+  return canonical
 }
 
 async function checkWebIdFree(db: DB, webId: string | undefined, tenantId?: string): Promise<void> {
@@ -52,13 +60,13 @@ async function checkWebIdFree(db: DB, webId: string | undefined, tenantId?: stri
 
 export async function createTenant(db: DB, input: CreateTenant): Promise<Tenant> {
   refuseBlankNames(input, ['name'])
-  checkTimeZone(input.timeZone)
+  const timeZone = checkedTimeZone(input.timeZone)
   await checkWebIdFree(db, input.webId)
   const row = await repo.insertTenant(db, {
     id: newId(),
     name: input.name,
     web_id: input.webId,
-    ...(input.timeZone === undefined ? {} : { time_zone: input.timeZone })
+    ...(timeZone === undefined ? {} : { time_zone: timeZone })
   })
   return toTenant(row)
 }
@@ -75,12 +83,12 @@ export async function listTenants(db: DB, page: PageRequest) {
 
 export async function updateTenant(db: DB, clock: Clock, id: string, input: UpdateTenant): Promise<Tenant> {
   refuseBlankNames(input, ['name'])
-  checkTimeZone(input.timeZone)
+  const timeZone = checkedTimeZone(input.timeZone)
   await checkWebIdFree(db, input.webId, id)
   return db.transaction().execute(async (trx) => {
     const current = await repo.lockTenantForChange(trx, id)
     if (!current) throw notFound('Tenant', id)
-    const changes = { name: input.name, web_id: input.webId, time_zone: input.timeZone }
+    const changes = { name: input.name, web_id: input.webId, time_zone: timeZone }
     if (changesNothing(current, changes)) return toTenant(current)
     const row = await repo.updateTenant(trx, id, { ...changes, updated_at: clock.now() })
     if (!row) throw notFound('Tenant', id)

@@ -174,6 +174,21 @@ t.test('a tenant PATCH that changes nothing keeps updatedAt', async (t) => {
   t.equal(changed.data.updatedAt, clock.now().toISOString(), 'a change still moves updatedAt')
 })
 
+t.test('a time zone is stored as Intl spells it, whatever its case as given; the same zone in another case changes nothing', async (t) => {
+  const { operator, db, clock } = await setupApp(t)
+  const created = await operator.post('/v1/tenants', { name: 'Muster Immobilien GmbH', webId: 'zone1', timeZone: 'europe/vienna' })
+  t.equal(created.data.timeZone, 'Europe/Vienna')
+  const url = `/v1/tenants/${created.data.id}`
+  t.equal((await operator.patch(url, { timeZone: 'AMERICA/ARGENTINA/buenos_aires' })).data.timeZone,
+    new Intl.DateTimeFormat('en', { timeZone: 'America/Argentina/Buenos_Aires' }).resolvedOptions().timeZone)
+  const berlin = await operator.patch(url, { timeZone: 'europe/berlin' })
+  t.equal(berlin.data.timeZone, 'Europe/Berlin')
+  const row = await db.selectFrom('tenants').select('time_zone').where('id', '=', created.data.id).executeTakeFirstOrThrow()
+  t.equal(row.time_zone, 'Europe/Berlin', 'stored so')
+  clock.advance(60_000)
+  t.same((await operator.patch(url, { timeZone: 'EUROPE/BERLIN' })).data, berlin.data, 'the same zone: the tenant as it was, updatedAt too')
+})
+
 t.test('a process start that meets its tenant\'s deletion answers 409: the tenant was deleted', async (t) => {
   const ctx = await setupApp(t)
   const world = await buildWorld(ctx)
