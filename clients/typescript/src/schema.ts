@@ -1848,7 +1848,7 @@ export interface operations {
                     /** @description Public id sent to providers as customerWebId */
                     webId: string;
                     /**
-                     * @description IANA time zone, in any case; stored and shown as Intl names it (europe/berlin is Europe/Berlin)
+                     * @description IANA time zone, in any case; stored and shown as the zone database spells it (europe/berlin is Europe/Berlin; a link such as Asia/Kolkata as given)
                      * @example Europe/Berlin
                      */
                     timeZone?: string;
@@ -2115,7 +2115,7 @@ export interface operations {
                     /** @description Public id sent to providers as customerWebId */
                     webId?: string;
                     /**
-                     * @description IANA time zone, in any case; stored and shown as Intl names it (europe/berlin is Europe/Berlin)
+                     * @description IANA time zone, in any case; stored and shown as the zone database spells it (europe/berlin is Europe/Berlin; a link such as Asia/Kolkata as given)
                      * @example Europe/Berlin
                      */
                     timeZone?: string;

@@ -3,7 +3,7 @@ import { Timestamp, Uuid } from '../../schemas/common.js'
 
 const Name = Type.String({ minLength: 1, maxLength: 200 })
 const WebId = Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'Public id sent to providers as customerWebId' })
-const TimeZone = Type.String({ minLength: 1, maxLength: 64, description: 'IANA time zone, in any case; stored and shown as Intl names it (europe/berlin is Europe/Berlin)', examples: ['Europe/Berlin'] })
+const TimeZone = Type.String({ minLength: 1, maxLength: 64, description: 'IANA time zone, in any case; stored and shown as the zone database spells it (europe/berlin is Europe/Berlin; a link such as Asia/Kolkata as given)', examples: ['Europe/Berlin'] })
 
 export const TenantSchema = Type.Object(
   {

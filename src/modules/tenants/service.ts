@@ -29,17 +29,20 @@ export function toTenant(row: TenantRow): Tenant {
 const ZONE_NAME = /^[A-Za-z][A-Za-z0-9_+-]*(?:\/[A-Za-z0-9_+-]+)*$/
 
 /**
- * The zone's name as Intl spells it (europe/berlin is Europe/Berlin), or undefined for no zone. Node 20
- * also names a link by ICU's name for its zone (US/Eastern is America/New_York, Asia/Kolkata is
- * Asia/Calcutta): the same zone, as every later use of it reads it.
+ * The zone's name in the case the zone database spells it (europe/berlin is Europe/Berlin), or
+ * undefined for no zone. Only the case changes: a link keeps the name given (Asia/Kolkata stays
+ * Asia/Kolkata, though Node 20's ICU calls its zone Asia/Calcutta), so what reads back does not hang
+ * on the runtime's ICU. A link given in another case than its own is kept as given.
  */
 export function canonicalTimeZone(zone: string): string | undefined {
   if (!ZONE_NAME.test(zone)) return undefined
+  let named: string
   try {
-    return new Intl.DateTimeFormat('en', { timeZone: zone }).resolvedOptions().timeZone
+    named = new Intl.DateTimeFormat('en', { timeZone: zone }).resolvedOptions().timeZone
   } catch {
     return undefined
   }
+  return named.toLowerCase() === zone.toLowerCase() ? named : zone
 }
 
 /** The zone to store for the one a request gave; 422 when it is none. */
