@@ -51,7 +51,7 @@ t.test('recover re-queues what failed during the outage; a dry run only counts',
   const done = await rt.api.post(recoverUrl, { since: outageStart.toISOString() })
   t.equal(done.statusCode, 200, done.body)
   t.match(done.data, { dryRun: false, count: 2 })
-  t.match(await delivery(triggered.id), { status: 'pending', round: 2, attemptCount: 0 })
+  t.match(await delivery(triggered.id), { status: 'pending', round: 2, attemptCount: 0, lastStatusCode: null, lastError: null }, 'a new round, clean')
   t.equal((await rt.instance(failing.id)).steps[0].state, 'due', 'the failed step is back with the scheduler')
   t.ok((await kindsOn(`/v1/properties/${property}`)).includes('deliveryRecovered'), 'audited on the record')
   t.ok((await kindsOn(`/v1/process-instances/${failing.id}`)).includes('webhookRetried'), 'audited on the process')

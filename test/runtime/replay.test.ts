@@ -131,3 +131,32 @@ t.test('a process whose call waits for a later attempt answers 304 to its ETag u
   t.equal(due.statusCode, 200, 'due within two minutes: a claim may change it any moment, so it is answered in full')
   t.equal(due.headers.etag, waiting.headers.etag)
 })
+
+// A new round starts clean: its attempts count from 0 and it has no last status until its first call.
+// The previous round's 200 (or 404 and "gave up") showed on a replay or retry waiting for its call,
+// as if the new round had already been answered; the attempt log keeps every round's attempts.
+t.test('a replayed or retried delivery shows no last status until its new round has called', async (t) => {
+  const rt = await setupRuntime(t)
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Sync the list', refersTo: { property: true } }])
+  const done = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+  const doneId = done.steps[0].delivery.id
+  t.match((await rt.api.get(`/v1/deliveries/${doneId}`)).data, { status: 'succeeded', lastStatusCode: 200 })
+  const replayed = await rt.api.post(`/v1/deliveries/${doneId}/replay`)
+  t.equal(replayed.statusCode, 202, replayed.body)
+  t.match(replayed.data, { status: 'pending', round: 2, attemptCount: 0, lastStatusCode: null, lastError: null })
+  t.same(replayed.data.attempts.map((a: { round: number; statusCode: number }) => [a.round, a.statusCode]), [[1, 200]], 'round 1 stays in the log')
+  t.match((await rt.instance(done.id)).steps[0].delivery, { status: 'pending', round: 2, attempts: 0, lastStatusCode: null, lastError: null })
+
+  rt.provider.always({ status: 404, body: 'no such estate' })
+  const failing = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+  const failed = await rt.instance(failing.id)
+  t.match(failed.steps[0].delivery, { status: 'failed', round: 1, attempts: 1, lastStatusCode: 404, lastError: 'HTTP 404 is not retried' })
+  const retried = await rt.api.post(`/v1/process-instances/${failing.id}/steps/${failing.steps[0].id}/retry`)
+  t.equal(retried.statusCode, 200, retried.body)
+  t.match(retried.data.steps[0].delivery, { status: 'pending', round: 2, attempts: 0, lastStatusCode: null, lastError: null })
+  const delivery = (await rt.api.get(`/v1/deliveries/${failing.steps[0].delivery.id}`)).data
+  t.match(delivery, { status: 'pending', round: 2, attemptCount: 0, lastStatusCode: null, lastError: null })
+  t.same(delivery.attempts.map((a: { round: number; statusCode: number }) => [a.round, a.statusCode]), [[1, 404]])
+})

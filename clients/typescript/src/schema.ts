@@ -1296,7 +1296,9 @@ export interface components {
             attempts: number;
             /** Format: date-time */
             nextAttemptAt: string | null;
+            /** @description As the delivery's: of this round's latest attempt */
             lastStatusCode: number | null;
+            /** @description As the delivery's: of this round's latest attempt */
             lastError: string | null;
         };
         ProcessInstanceStep: {
@@ -1591,7 +1593,9 @@ export interface components {
             attemptCount: number;
             /** Format: date-time */
             nextAttemptAt: string | null;
+            /** @description The HTTP status of the current round's latest attempt; null without an answer, and for a new round (a replay or a recovery) not yet called */
             lastStatusCode: number | null;
+            /** @description Why the current round's latest attempt failed, or the delivery was given up or cancelled; null once it succeeded, and for a new round not yet called */
             lastError: string | null;
             /** Format: date-time */
             createdAt: string;

@@ -60,7 +60,7 @@ export function replayDelivery(db: DB, tenantId: string, id: string, now: Date) 
   return db.updateTable('deliveries')
     .set((eb) => ({
       status: 'pending', round: eb('round', '+', 1), attempt_count: 0, next_attempt_at: now,
-      lease_owner: null, lease_expires_at: null, finished_at: null
+      last_status_code: null, last_error: null, lease_owner: null, lease_expires_at: null, finished_at: null
     }))
     .where('tenant_id', '=', tenantId).where('id', '=', id).where('status', 'in', ['succeeded', 'failed', 'cancelled'])
     .execute()

@@ -44,8 +44,12 @@ export const DeliverySchema = Type.Object(
     round: Type.Integer(),
     attemptCount: Type.Integer({ description: 'Attempts made in the current round' }),
     nextAttemptAt: OptionalTimestamp,
-    lastStatusCode: Type.Union([Type.Integer(), Type.Null()]),
-    lastError: Type.Union([Type.String(), Type.Null()]),
+    lastStatusCode: Type.Union([Type.Integer(), Type.Null()], {
+      description: 'The HTTP status of the current round\'s latest attempt; null without an answer, and for a new round (a replay or a recovery) not yet called'
+    }),
+    lastError: Type.Union([Type.String(), Type.Null()], {
+      description: 'Why the current round\'s latest attempt failed, or the delivery was given up or cancelled; null once it succeeded, and for a new round not yet called'
+    }),
     createdAt: Timestamp,
     finishedAt: OptionalTimestamp,
     attempts: Type.Array(Type.Ref('DeliveryAttempt'), { description: 'Every attempt, oldest first' })

@@ -214,7 +214,7 @@ export function requeueDelivery(db: DB, tenantId: string, deliveryId: string, no
   return db.updateTable('deliveries')
     .set((eb) => ({
       status: 'pending', round: eb('round', '+', 1), attempt_count: 0, next_attempt_at: now,
-      lease_owner: null, lease_expires_at: null, finished_at: null
+      last_status_code: null, last_error: null, lease_owner: null, lease_expires_at: null, finished_at: null
     }))
     .where('tenant_id', '=', tenantId).where('id', '=', deliveryId).where('status', '=', 'failed')
     .returning(['id', 'round']).executeTakeFirst()

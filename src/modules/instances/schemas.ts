@@ -25,8 +25,8 @@ export const DeliverySummarySchema = Type.Object(
     round: Type.Integer({ description: 'Starts at 1; a manual retry begins a new round' }),
     attempts: Type.Integer({ description: 'Attempts made in this round' }),
     nextAttemptAt: OptionalTimestamp,
-    lastStatusCode: Type.Union([Type.Integer(), Type.Null()]),
-    lastError: Type.Union([Type.String(), Type.Null()])
+    lastStatusCode: Type.Union([Type.Integer(), Type.Null()], { description: 'As the delivery\'s: of this round\'s latest attempt' }),
+    lastError: Type.Union([Type.String(), Type.Null()], { description: 'As the delivery\'s: of this round\'s latest attempt' })
   },
   { $id: 'DeliverySummary', description: 'The latest delivery of a webhook step' }
 )
