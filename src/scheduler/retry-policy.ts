@@ -34,6 +34,8 @@ const RETRYABLE_STATUSES = new Set([408, 425, 429])
 export function decide(result: AttemptResult, attempt: number, now: Date, policy = DEFAULT_RETRY_POLICY, random = Math.random): Decision {
   if (result.kind === 'response' && result.status >= 200 && result.status < 300) return { action: 'succeed' }
   if (result.kind === 'refused') return { action: 'give-up', reason: `target refused, not retried: ${result.error}` }
+  // A cut-off call counts, as it may have reached the provider, and is made again at once in place of
+  // its wait. The schedule stays by attempt number: the failure after it waits its own number's entry.
   if (result.kind === 'aborted') {
     return attempt >= policy.maxAttempts ? { action: 'give-up', reason: `gave up after ${attempt} attempts` } : { action: 'retry', delayMs: 0 }
   }

@@ -217,6 +217,38 @@ t.test('a provider that always fails is given up after maxAttempts', async (t) =
   t.match(mails[0]!.text, /gave up after 3 attempts/)
 })
 
+// The schedule is by attempt number, and a call cut off by a shutdown is an attempt (it may have
+// reached the provider): tried again at once, in place of its own wait, so the failure after it waits
+// the entry of its own number. Eight attempts then span the schedule's time as they would without it.
+t.test('a call cut off by a shutdown is retried at once; the next failure waits the schedule entry of its own attempt number', async (t) => {
+  const schedule = FAST_RETRIES.scheduleMs
+  const { stepId } = await webhookStep('Valuation cut off', [{ status: 503 }, { status: 200, delayMs: 5000 }, { status: 503 }])
+  const waits = async () => {
+    const delivery = await deliveryOf(stepId)
+    return { status: delivery.status, attempts: delivery.attempts.map((a: { attempt: number; outcome: string }) => `${a.attempt} ${a.outcome}`),
+      waitMs: Date.parse(delivery.nextAttemptAt) - rt.clock.now().getTime() }
+  }
+  await rt.newScheduler().runOnce()
+  t.same(await waits(), { status: 'pending', attempts: ['1 retry'], waitMs: schedule[0] })
+
+  rt.clock.advance(schedule[0]!)
+  const stopping = rt.newScheduler()
+  const run = stopping.runOnce()
+  for (let i = 0; i < 300 && callsFor(stepId).length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(callsFor(stepId).length, 2, 'the second call is in flight')
+  await stopping.stop(50)
+  await run
+  t.same(await waits(), { status: 'pending', attempts: ['1 retry', '2 aborted'], waitMs: 0 }, 'cut off: counted, and due again at once')
+
+  await rt.newScheduler().runOnce()
+  t.same(await waits(), { status: 'pending', attempts: ['1 retry', '2 aborted', '3 retry'], waitMs: schedule[2] },
+    'attempt 3 failed: it waits the third entry (5 min), not the second')
+  rt.clock.advance(schedule[2]!)
+  await rt.newScheduler().runOnce()
+  t.equal((await deliveryOf(stepId)).status, 'succeeded')
+  t.same(callsFor(stepId).map((c) => c.headers['idempotency-key']), Array(4).fill(callsFor(stepId)[0]!.headers['idempotency-key']))
+})
+
 t.test('a worker whose lease expired is fenced: its late outcome changes nothing', async (t) => {
   const { instanceId, stepId, deliveryId } = await webhookStep('Valuation fenced')
   const claimedAt = rt.clock.now()
