@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
+import { newId } from '../../src/lib/ids.js'
+import { RECOVERY_LIMIT } from '../../src/modules/deliveries/service.js'
 import { assertProblem } from '../helpers/assertions.js'
-import { setupRuntime } from '../helpers/runtime.js'
+import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
 
 // A provider was down: its failed deliveries are queued again in one call, and every hand-made resend
 // (recovery or replay) shows on the activity logs.
@@ -115,4 +117,47 @@ t.test('recover answers 404, 409 and 400 where it cannot run', async (t) => {
   assertProblem(t, await rt.api.post(recoverUrl, { since: '2024-06-30T23:59:60Z' }), 400, /not a time Baton can read/)
   assertProblem(t, await rt.api.post(recoverUrl, { since: '2024-01-01T00:00:00+01' }), 400)
   assertProblem(t, await rt.operator.post(recoverUrl, { since: new Date().toISOString() }), 403)
+})
+
+// A call queues at most RECOVERY_LIMIT. Taken oldest first, those it queued that failed again before
+// the next call (the provider still failing fast) were the oldest again, and the next call queued the
+// same ones: the rest were never reached. Those that gave up longest ago go first, so each call reaches
+// further, and a delivery queued again that fails again waits behind the rest.
+t.test('successive recoveries reach every failed delivery, also while those queued fail again', async (t) => {
+  // What the tests before left queued (a replay) is sent first, and answered.
+  rt.provider.always({ status: 200, body: 'ok' })
+  await rt.scheduler.runOnce()
+  rt.clock.advance(60_000)
+  rt.provider.always({ status: 404, body: 'not yet' })
+  const failOnce = rt.newScheduler({ policy: { ...FAST_RETRIES, maxAttempts: 1 } })
+  const since = rt.clock.now()
+  const property = (await rt.api.post('/v1/properties', { fields: {} })).data.id
+  await rt.api.patch(`/v1/properties/${property}`, { fields: { price: 7 } })
+  await failOnce.runOnce()
+  const [first] = (await rt.api.get(`/v1/deliveries?serviceId=${rt.serviceId}&status=failed&limit=100`)).data.items
+    .filter((d: Json) => d.propertyId === property)
+  t.ok(first, 'the trigger delivery failed')
+  // More of the same change's calls, as a longer outage leaves them: each gave up a moment after the one before.
+  const copies = Array.from({ length: RECOVERY_LIMIT + 2 }, () => newId())
+  await sql`insert into deliveries
+    select (jsonb_populate_record(d, jsonb_build_object('id', c.id, 'finished_at', d.finished_at + c.n * interval '1 ms'))).*
+    from deliveries d, unnest(${copies}::uuid[]) with ordinality c(id, n) where d.id = ${first.id}`.execute(rt.db)
+  const all = [first.id, ...copies]
+
+  rt.clock.advance(60_000)
+  const one = await rt.api.post(recoverUrl, { since: since.toISOString() })
+  t.equal(one.statusCode, 200, one.body)
+  t.same(one.data.deliveryIds, all.slice(0, RECOVERY_LIMIT), 'the first call queues those that gave up first')
+  await failOnce.runOnce()
+  t.equal((await sql<{ n: number }>`select count(*)::int as n from deliveries where id = any(${all}::uuid[]) and status = 'failed' and round = 2`
+    .execute(rt.db)).rows[0]!.n, RECOVERY_LIMIT, 'every one queued failed again')
+
+  rt.clock.advance(60_000)
+  const two = await rt.api.post(recoverUrl, { since: since.toISOString(), dryRun: true })
+  t.same(two.data.deliveryIds.slice(0, 3), all.slice(RECOVERY_LIMIT), 'a dry run names those not yet queued first')
+  const three = await rt.api.post(recoverUrl, { since: since.toISOString() })
+  t.equal(three.statusCode, 200, three.body)
+  t.equal(three.data.count, RECOVERY_LIMIT)
+  t.same(three.data.deliveryIds.slice(0, 3), all.slice(RECOVERY_LIMIT), 'the next call reaches those the first did not')
+  t.same(three.data.deliveryIds.slice(3), all.slice(0, RECOVERY_LIMIT - 3), 'then those that failed again, in the order they did')
 })

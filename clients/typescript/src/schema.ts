@@ -729,7 +729,7 @@ export interface paths {
         put?: never;
         /**
          * Queue this tenant's failed deliveries of a service again, after the provider's outage
-         * @description Failed record-change deliveries, and those of webhook steps still failed in a running process, that gave up at or after `since`: each goes out again as a new round with the same deliveryId, at most 1000 per call. With `dryRun` nothing changes and the answer says what would be queued. Each one queued is logged as an activity.
+         * @description Failed record-change deliveries, and those of webhook steps still failed in a running process, that gave up at or after `since`: each goes out again as a new round with the same deliveryId, at most 1000 per call, those that gave up longest ago first: call again for the rest. One queued again that has failed again since waits behind the rest, so successive calls reach every one while the provider still fails. With `dryRun` nothing changes and the answer says what would be queued. Each one queued is logged as an activity.
          */
         post: operations["recoverDeliveries"];
         delete?: never;

@@ -68,7 +68,9 @@ export function replayDelivery(db: DB, tenantId: string, id: string, now: Date) 
 
 /**
  * Failed deliveries of a service that a recovery may queue again: a record-change delivery whose record is still there, or the
- * delivery of a webhook step that is still failed in a running process. Oldest first, at most `limit`.
+ * delivery of a webhook step that is still failed in a running process, at most `limit`: those that gave
+ * up longest ago first. One a recovery queued that failed again has given up since, and waits behind
+ * the rest: while the provider still fails fast, each call reaches further, not the same oldest ones.
  */
 export function findRecoverable(db: DB, tenantId: string, serviceId: string, since: Date, limit: number) {
   return db.selectFrom('deliveries as d')
@@ -88,5 +90,5 @@ export function findRecoverable(db: DB, tenantId: string, serviceId: string, sin
       ]),
       eb.and([eb('st.state', '=', 'failed'), eb('i.status', '=', 'running')])
     ]))
-    .orderBy('d.id').limit(limit).execute()
+    .orderBy('d.finished_at').orderBy('d.id').limit(limit).execute()
 }

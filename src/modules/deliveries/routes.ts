@@ -49,7 +49,9 @@ export default async function deliveryRoutes(fastify: FastifyInstance, { db, clo
     schema: {
       operationId: 'recoverDeliveries', tags, summary: 'Queue this tenant\'s failed deliveries of a service again, after the provider\'s outage',
       description: `Failed record-change deliveries, and those of webhook steps still failed in a running process, that gave up at or after ` +
-        `\`since\`: each goes out again as a new round with the same deliveryId, at most ${deliveries.RECOVERY_LIMIT} per call. ` +
+        `\`since\`: each goes out again as a new round with the same deliveryId, at most ${deliveries.RECOVERY_LIMIT} per call, those that gave ` +
+        'up longest ago first: call again for the rest. One queued again that has failed again since waits behind the rest, so ' +
+        'successive calls reach every one while the provider still fails. ' +
         'With `dryRun` nothing changes and the answer says what would be queued. Each one queued is logged as an activity.',
       params: IdParamsSchema, body: RecoverDeliveriesSchema,
       response: { 200: ok(Type.Ref('DeliveryRecovery'), 'The deliveries queued again, or in a dry run those that would be'), ...problems(400, 401, 403, 404, 409) }

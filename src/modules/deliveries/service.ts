@@ -110,7 +110,7 @@ export async function replay(db: DB, now: Date, tenantId: string, id: string): P
   })
 }
 
-/** At most this many deliveries are queued again by one recovery call; call again for the rest. */
+/** At most this many deliveries are queued again by one recovery call (those that gave up longest ago); call again for the rest. */
 export const RECOVERY_LIMIT = 1000
 
 /**
