@@ -1,6 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import type { JsonObject } from '../../db/database.js'
 import type { FieldError } from '../../errors.js'
+import { fieldNameProblem, isRefusedFieldName } from '../records/fields.js'
 import { holdTenantUser } from '../users/repository.js'
 import type { Autostart } from './schemas.js'
 
@@ -28,6 +29,13 @@ export async function autostartErrors(db: DB, tenantId: string, autostart: Autos
   const { on } = autostart
   if (on === 'recordCreated' && autostart.field !== undefined) at('field', 'recordCreated watches no field: leave it out')
   if (on !== 'recordCreated' && autostart.field === undefined) at('field', `${on} needs the field it watches`)
+  // A field no record can hold would never fire, as a writeValues step could never write it.
+  const field = on === 'recordCreated' ? undefined : autostart.field
+  if (field !== undefined && isRefusedFieldName(field)) at('field', `${field} cannot be a field: a record refuses it`)
+  else if (field !== undefined) {
+    const problem = fieldNameProblem(field)
+    if (problem) at('field', problem)
+  }
   if (on !== 'fieldChanged' && autostart.filter !== undefined) at('filter', 'only fieldChanged takes a filter')
   if (on !== 'dateReached' && autostart.daysOffset !== undefined) at('daysOffset', 'only dateReached takes daysOffset')
   if (on !== 'dateReached' && autostart.ignoreYear !== undefined) at('ignoreYear', 'only dateReached takes ignoreYear')

@@ -91,6 +91,14 @@ t.test('template requests that fail their schema answer 400', async (t) => {
   const watchesNoField = await client.patch(`/v1/process-templates/${id}`, { autostart: { on: 'fieldChanged', record: 'property', field: '', responsible: 'maintainer' } })
   assertProblem(t, watchesNoField, 400)
   t.same(watchesNoField.data.errors, [{ pointer: '/body/autostart/field', detail: 'must not be empty' }], 'an empty field name is no field')
+  // A field no record can hold is refused as a writeValues step's is: it would never fire.
+  for (const [field, detail] of [['a,b', 'a field name may not contain a comma'], ['__proto__', '__proto__ cannot be a field: a record refuses it']]) {
+    for (const on of ['fieldChanged', 'dateReached']) {
+      const never = await client.patch(`/v1/process-templates/${id}`, { autostart: { on, record: 'property', field, responsible: 'maintainer' } })
+      assertProblem(t, never, 422)
+      t.same(never.data.errors, [{ pointer: '/body/autostart/field', detail }], `${on} on ${field}`)
+    }
+  }
   assertProblem(t, await client.get('/v1/process-templates?q=a%00b'), 400, /\/querystring\/q/)
 })
 
