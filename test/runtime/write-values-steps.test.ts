@@ -1,5 +1,6 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
+import { lockRecordsInOrder, patchRecord } from '../../src/modules/records/repository.js'
 import { runAutomaticSteps } from '../../src/scheduler/automatic-steps/run-automatic-steps.js'
 import { waitForLockWait } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
@@ -174,6 +175,24 @@ t.test('steps that write a property and an address, named in either order, lock 
     .map((templateId) => ({ templateId, link: { propertyId, addressId } })), { table: 'properties', id: propertyId })
   t.same(runs, [2, 2], 'each worker carried out its two steps')
   t.same(statuses, ['completed', 'completed', 'completed', 'completed'])
+})
+
+t.test('records a batch or a PATCH holds for its write do not hold up a start naming them (its foreign-key check)', async (t) => {
+  const propertyId = await newProperty({ price: 4 })
+  const addressId = (await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { name: 'Owner' } })).data.id as string
+  const tenantId = rt.tenant.id
+  // What a start's foreign-key checks take, without waiting: 55P03 if the write's lock conflicts.
+  const keyShare = (table: 'properties' | 'addresses', id: string) =>
+    sql`select id from ${sql.table(table)} where tenant_id = ${tenantId} and id = ${id} for key share nowait`.execute(rt.db).then(() => 'free', (error: { code?: string }) => error.code)
+  const whileHeld = (lock: (trx: typeof rt.db) => Promise<unknown>) => rt.db.transaction().execute(async (trx) => {
+    await lock(trx)
+    return [await keyShare('properties', propertyId), await keyShare('addresses', addressId)]
+  })
+  t.same(await whileHeld((trx) => lockRecordsInOrder(trx, [
+    { table: 'addresses', tenant_id: tenantId, id: addressId }, { table: 'properties', tenant_id: tenantId, id: propertyId }
+  ])), ['free', 'free'], 'a writeValues batch\'s locks')
+  t.same(await whileHeld((trx) => patchRecord(trx, 'properties', tenantId, propertyId, { fields: { set: { price: 5 }, remove: [] }, now: rt.clock.now() })),
+    ['free', 'free'], 'a record PATCH\'s lock')
 })
 
 t.test('a text value with placeholders is rendered as an email step\'s text is; an unknown placeholder is refused at save', async (t) => {

@@ -103,6 +103,8 @@ export function findRecordByKey(db: DB, table: RecordTable, tenantId: string, ke
 /**
  * Applies the merge patch with jsonb `-` and `||`, so concurrent patches of different keys all survive.
  * The locking subquery returns the very row version the update replaces: its fields are the "before".
+ * It takes the lock the update takes (FOR NO KEY UPDATE): a start naming the record checks its foreign
+ * key (FOR KEY SHARE) without waiting for the write.
  * A patch that leaves the fields and the maintainer as they were keeps the version and updatedAt.
  * Undefined when the record is missing or at none of the expected versions.
  */
@@ -119,7 +121,7 @@ export async function patchRecord(db: DB, table: RecordTable, tenantId: string, 
       fields = case when ${unchanged} then r.fields else ${fields} end,
       version = case when ${unchanged} then r.version else r.version + 1 end,
       updated_at = case when ${unchanged} then r.updated_at else ${changes.now} end
-    from (select id, fields from ${sql.table(table)} where tenant_id = ${tenantId} and id = ${id} for update) as locked,
+    from (select id, fields from ${sql.table(table)} where tenant_id = ${tenantId} and id = ${id} for no key update) as locked,
       (select ${changes.fields.remove}::text[] as remove, ${JSON.stringify(changes.fields.set)}::jsonb as set) as patch
     where r.tenant_id = ${tenantId} and r.id = locked.id ${versionCheck}
     returning r.*, locked.fields as before_fields`.execute(db)
@@ -127,28 +129,30 @@ export async function patchRecord(db: DB, table: RecordTable, tenantId: string, 
 }
 
 /**
- * Locks these records for a write (FOR UPDATE) in the one order every transaction that locks several
- * keeps: addresses before properties, each by (tenant_id, id), so no two wait for each other in a
- * circle. The union takes its branches in turn, each locking its rows as its sort returns them.
+ * Locks these records for a write in the one order every transaction that locks several keeps:
+ * properties before addresses (the order of process_instances' foreign-key checks), each by
+ * (tenant_id, id), so no two wait for each other in a circle. The union takes its branches in turn,
+ * each locking its rows as its sort returns them. FOR NO KEY UPDATE, as the write itself takes: a
+ * start's foreign-key check (FOR KEY SHARE) of the same records neither waits for it nor crosses it.
  * Returns the records found, as "table tenant_id id" keys (lockedRecordKey).
  */
 export async function lockRecordsInOrder(db: DB, refs: { table: RecordTable; tenant_id: string; id: string }[]): Promise<Set<string>> {
   if (refs.length === 0) return new Set()
   const of = (table: RecordTable) => refs.filter((r) => r.table === table)
-  const [addresses, properties] = [of('addresses'), of('properties')]
+  const [properties, addresses] = [of('properties'), of('addresses')]
   const { rows } = await sql<{ record_table: RecordTable; tenant_id: string; id: string }>`
-    with a as materialized (
-      select tenant_id, id from addresses
-      where (tenant_id, id) in (select * from unnest(${addresses.map((r) => r.tenant_id)}::uuid[], ${addresses.map((r) => r.id)}::uuid[]))
-      order by tenant_id, id for update
-    ), p as materialized (
+    with p as materialized (
       select tenant_id, id from properties
       where (tenant_id, id) in (select * from unnest(${properties.map((r) => r.tenant_id)}::uuid[], ${properties.map((r) => r.id)}::uuid[]))
-      order by tenant_id, id for update
+      order by tenant_id, id for no key update
+    ), a as materialized (
+      select tenant_id, id from addresses
+      where (tenant_id, id) in (select * from unnest(${addresses.map((r) => r.tenant_id)}::uuid[], ${addresses.map((r) => r.id)}::uuid[]))
+      order by tenant_id, id for no key update
     )
-    select 'addresses' as record_table, tenant_id, id from a
+    select 'properties' as record_table, tenant_id, id from p
     union all
-    select 'properties', tenant_id, id from p`.execute(db)
+    select 'addresses', tenant_id, id from a`.execute(db)
   return new Set(rows.map((r) => lockedRecordKey(r.record_table, r.tenant_id, r.id)))
 }
 
