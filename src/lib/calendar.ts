@@ -60,3 +60,10 @@ function instantsAt(wallMs: number, timeZone: string): number[] {
   const exact = readings.filter((ms) => ms + offsetAt(ms, timeZone) === wallMs)
   return exact.length > 0 ? exact : [readings.at(-1)!]
 }
+
+/** The calendar date `days` after a YYYY-MM-DD date. */
+export function addDays(date: string, days: number): string {
+  const at = new Date(`${date}T00:00:00Z`)
+  at.setUTCDate(at.getUTCDate() + days)
+  return at.toISOString().slice(0, 10)
+}

@@ -1,6 +1,7 @@
 import { sql, type RawBuilder } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
-import { addDays, DATE_RUN_LOOK_BACK_DAYS } from '../modules/autostart/service.js'
+import { addDays } from '../lib/calendar.js'
+import { DATE_RUN_LOOK_BACK_DAYS, MAX_DAYS_OFFSET } from '../modules/autostart/schemas.js'
 
 const DAY_MS = 86_400_000
 
@@ -53,8 +54,13 @@ export interface OldRows {
 /** The old rows that go besides processes (removeOldHistory), one kind after the other. */
 export function oldRowsOf(now: Date, retentionDays: number): OldRows[] {
   const cutoff = new Date(now.getTime() - retentionDays * DAY_MS)
-  // Dates are compared as text: YYYY-MM-DD sorts as the dates do.
+  // Dates are compared as text: YYYY-MM-DD sorts as the dates do. A run is made at most
+  // MAX_DAYS_OFFSET days (and a day for the tenant's zone) before its date, so a run older than the
+  // retention is for a date before `madeBefore`: the index's range stops there, and a long retention
+  // does not walk the date runs it keeps on every pass.
   const lookedFor = `date:${addDays(now.toISOString().slice(0, 10), -DATE_RUN_LOOK_BACK_DAYS)}`
+  const madeBefore = `date:${addDays(cutoff.toISOString().slice(0, 10), MAX_DAYS_OFFSET + 2)}`
+  const before = lookedFor < madeBefore ? lookedFor : madeBefore
   return [
     { table: 'deliveries', old: sql`step_id is null and status in ('succeeded', 'failed', 'cancelled') and finished_at < ${cutoff}`, by: sql`finished_at` },
     { table: 'activities', old: sql`instance_id is null and created_at < ${cutoff}`, by: sql`created_at` },
@@ -63,7 +69,7 @@ export function oldRowsOf(now: Date, retentionDays: number): OldRows[] {
     // An email step's mail that was given up (migration 0010), once its step has heard of it.
     { table: 'outbox_mails', old: sql`failed_at is not null and failed_at < ${cutoff} and not settle_step`, by: sql`failed_at` },
     { table: 'autostart_runs', old: sql`occurrence not like 'date:%' and created_at < ${cutoff}`, by: sql`created_at` },
-    { table: 'autostart_runs', old: sql`occurrence like 'date:%' and (occurrence collate "C") < ${lookedFor} and created_at < ${cutoff}`, by: sql`(occurrence collate "C")` }
+    { table: 'autostart_runs', old: sql`occurrence like 'date:%' and (occurrence collate "C") < ${before} and created_at < ${cutoff}`, by: sql`(occurrence collate "C")` }
   ]
 }
 

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
-import { autostartOnDates, DATE_CATCH_UP_DAYS, daysAfter } from '../../src/modules/autostart/service.js'
+import { autostartOnDates, daysAfter } from '../../src/modules/autostart/service.js'
+import { DATE_CATCH_UP_DAYS } from '../../src/modules/autostart/schemas.js'
 import { waitForLockWait } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
 

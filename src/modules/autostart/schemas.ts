@@ -4,6 +4,19 @@ import { PageQuerySchema, StringEnum, Timestamp, Uuid } from '../../schemas/comm
 /** The furthest a dateReached autostart may start from its date, either way (daysOffset). */
 export const MAX_DAYS_OFFSET = 366
 
+/** How many days before today the date chore still checks when workers did not run on them (docs/architecture.md, Autostart). */
+export const DATE_CATCH_UP_DAYS = 31
+
+/**
+ * How many days after its date (`date:<YYYY-MM-DD>`) a date run may still be looked for, so that the
+ * retention keeps it: a pass checks the days from DATE_CATCH_UP_DAYS before today through today, each
+ * for the date daysOffset days before it, and a template's offset may change to any within
+ * MAX_DAYS_OFFSET (a run for a date, started with offset 0, is looked for again a year later once
+ * the offset is 366). One day more for the tenant's today, which is at most a day behind UTC's, and
+ * one for a worker whose clock is behind.
+ */
+export const DATE_RUN_LOOK_BACK_DAYS = MAX_DAYS_OFFSET + DATE_CATCH_UP_DAYS + 2
+
 const Scalar = Type.Union([Type.String({ maxLength: 1000 }), Type.Number(), Type.Boolean(), Type.Null()])
 
 const FilterSchema = Type.Union([

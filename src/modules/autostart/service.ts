@@ -1,13 +1,14 @@
 import type { DB } from '../../db/connect.js'
 import type { RecordRow } from '../../db/database.js'
 import { notFound } from '../../errors.js'
+import { addDays } from '../../lib/calendar.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import { chainTooDeep, type ChainWriter } from '../instances/chain.js'
 import { startFailure, startProcessIn } from '../instances/service.js'
 import * as repo from './repository.js'
 import type { RecordKindName } from './repository.js'
-import { MAX_DAYS_OFFSET, type Autostart, type AutostartRun, type ListAutostartRunsQuery } from './schemas.js'
+import { DATE_CATCH_UP_DAYS, type Autostart, type AutostartRun, type ListAutostartRunsQuery } from './schemas.js'
 import { autostartOf } from './settings.js'
 import { isoDateIn } from '../templates/expressions/evaluate.js'
 
@@ -64,19 +65,6 @@ export function matches(filter: Autostart['filter'], value: unknown): boolean {
   const same = (wanted: unknown) => JSON.stringify(wanted) === JSON.stringify(value ?? null)
   return 'eq' in filter ? same(filter.eq) : filter.in.some(same)
 }
-
-/** How many days before today the date chore still checks when workers did not run on them (docs/architecture.md, Autostart). */
-export const DATE_CATCH_UP_DAYS = 31
-
-/**
- * How many days after its date (`date:<YYYY-MM-DD>`) a date run may still be looked for, so that the
- * retention keeps it: a pass checks the days from DATE_CATCH_UP_DAYS before today through today, each
- * for the date daysOffset days before it, and a template's offset may change to any within
- * MAX_DAYS_OFFSET (a run for a date, started with offset 0, is looked for again a year later once
- * the offset is 366). One day more for the tenant's today, which is at most a day behind UTC's, and
- * one for a worker whose clock is behind.
- */
-export const DATE_RUN_LOOK_BACK_DAYS = MAX_DAYS_OFFSET + DATE_CATCH_UP_DAYS + 2
 
 /**
  * The daily chore: for each active dateReached template, the records whose date field is daysOffset
@@ -149,13 +137,6 @@ export function daysAfter(through: string, today: string): string[] {
   const days: string[] = []
   for (let day = addDays(through, 1); day <= today; day = addDays(day, 1)) days.push(day)
   return days.length > 0 ? days : [today]
-}
-
-/** The calendar date `days` after a YYYY-MM-DD date. */
-export function addDays(date: string, days: number): string {
-  const at = new Date(`${date}T00:00:00Z`)
-  at.setUTCDate(at.getUTCDate() + days)
-  return at.toISOString().slice(0, 10)
 }
 
 /**
