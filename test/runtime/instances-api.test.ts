@@ -4,7 +4,8 @@ import t, { type Test } from 'tap'
 import type { Database } from '../../src/db/database.js'
 import { Kysely, PostgresDialect, sql } from '../../src/db/kysely.js'
 import { TRIGGERS_NOTIFY } from '../../src/db/wakeups.js'
-import { getInstance, startInstance } from '../../src/modules/instances/service.js'
+import { conflict, unprocessable } from '../../src/errors.js'
+import { getInstance, startFailure, startInstance } from '../../src/modules/instances/service.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import type { Response } from '../helpers/app.js'
 import { assertIsolated, assertProblem } from '../helpers/assertions.js'
@@ -350,6 +351,13 @@ t.test('a start whose template changes between its read and its write starts fro
     t.equal(started.statusCode, 201, started.body)
     t.equal(started.data.steps[0].name, 'Call the owner today', `${label}: the step as edited`)
   }
+})
+
+t.test('a start without a request that could not happen is told why, its 409 too (a template that kept changing)', async (t) => {
+  t.equal(startFailure(unprocessable('Template "Sale" is not active.')), 'Template "Sale" is not active.')
+  t.equal(startFailure(conflict('The template kept changing while the process was starting; retry it.')),
+    'The template kept changing while the process was starting; retry it.', 'a follow-up step fails into a manual one saying so')
+  t.throws(() => startFailure(new Error('connection lost')), { message: 'connection lost' }, 'anything else is thrown')
 })
 
 /**

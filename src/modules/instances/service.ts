@@ -354,9 +354,12 @@ async function writeStart(
   return { instance: toInstance(inserted, view), created: true, work: written.work }
 }
 
-/** Why a start without a request (a follow-up, an autostart) could not happen: the 422's text; other errors are thrown. */
+/**
+ * Why a start without a request (a follow-up, an autostart) could not happen: the text of its 422, or
+ * of its 409 (the template kept changing while it started); other errors are thrown.
+ */
 export function startFailure(error: unknown): string {
-  if (error instanceof ProblemError && error.status === 422) return error.detail
+  if (error instanceof ProblemError && (error.status === 422 || error.status === 409)) return error.detail
   throw error
 }
 
