@@ -13,6 +13,8 @@ export interface MailFacts {
   address?: { id: string; fields: JsonObject } | null
   /** How late, for a missed deadline. */
   lateMs?: number
+  /** A missed deadline's step had ended when the mail was queued (it ended late, before a sweep saw it). */
+  ended?: boolean
   reason?: string
   note?: string | null
 }
@@ -33,7 +35,9 @@ export function composeMail(kind: MailKind, facts: MailFacts): MailText {
     processCompleted: `Process completed: ${process}`
   }[kind]
   const opening = {
-    deadlineMissed: `the step ${step} of the process ${process} has not ended by its deadline; it is ${duration(facts.lateMs ?? 0)} late.`,
+    deadlineMissed: facts.ended
+      ? `the step ${step} of the process ${process} did not end by its deadline; it ended ${duration(facts.lateMs ?? 0)} after it.`
+      : `the step ${step} of the process ${process} has not ended by its deadline; it is ${duration(facts.lateMs ?? 0)} late.`,
     stepFailed: `the webhook step ${step} of the process ${process} could not be delivered${facts.reason ? ` (${facts.reason})` : ''}. ` +
       'It is now a manual step: advance it as done, skip it, or retry the delivery.',
     automaticStepFailed: `the automatic step ${step} of the process ${process} could not be carried out${facts.reason ? ` (${facts.reason})` : ''}. ` +

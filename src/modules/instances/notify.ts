@@ -12,6 +12,8 @@ export interface MailCause {
   now: Date
   reason?: string
   note?: string | null
+  /** A missed deadline's step has ended (MailFacts.ended). */
+  ended?: boolean
 }
 
 /**
@@ -53,7 +55,7 @@ export async function mailControllers(db: DB, items: { instance: InstanceRow; ca
       } : {}),
       property: instance.property_id ? record(properties.get(instance.property_id)) : null,
       address: instance.address_id ? record(addresses.get(instance.address_id)) : null,
-      ...(cause.kind === 'deadlineMissed' && step?.deadline_at ? { lateMs: cause.now.getTime() - step.deadline_at.getTime() } : {}),
+      ...(cause.kind === 'deadlineMissed' && step?.deadline_at ? { lateMs: cause.now.getTime() - step.deadline_at.getTime(), ended: cause.ended === true } : {}),
       ...(cause.reason ? { reason: cause.reason } : {}),
       note: cause.note ?? null
     })

@@ -138,7 +138,7 @@ export class ProcessChanges {
    */
   private mailIfOverdue(instance: InstanceRow, step: InstanceStepRow): void {
     if (step.deadline_at && step.deadline_notified_at === null && step.deadline_at <= this.now) {
-      this.mail(instance, { kind: 'deadlineMissed', dedupeKey: `deadlineMissed:${step.id}`, step })
+      this.mail(instance, { kind: 'deadlineMissed', dedupeKey: `deadlineMissed:${step.id}`, step, ended: true })
     }
   }
 
