@@ -1,6 +1,7 @@
 import type { DB } from '../../../db/connect.js'
 import type { JsonObject, StepKind } from '../../../db/database.js'
 import type { FieldError } from '../../../errors.js'
+import { kindPhrase } from './kinds.js'
 import type { FollowUp, FollowUpInput } from './schemas.js'
 
 /*
@@ -34,7 +35,7 @@ export async function followUpErrors(
   db: DB, tenantId: string, ownTemplateId: string, draft: { kind: StepKind; followUp: FollowUp | null }
 ): Promise<FieldError[]> {
   if (draft.kind !== 'followUpProcess') {
-    return draft.followUp === null ? [] : [{ pointer: '/body/followUp', detail: `a${draft.kind === 'email' ? 'n' : ''} ${draft.kind} step starts no process: leave followUp null` }]
+    return draft.followUp === null ? [] : [{ pointer: '/body/followUp', detail: `${kindPhrase(draft.kind)} starts no process: leave followUp null` }]
   }
   if (draft.followUp === null) return [{ pointer: '/body/followUp', detail: 'a followUpProcess step needs followUp: {"templateId": …}' }]
   const { templateId } = draft.followUp

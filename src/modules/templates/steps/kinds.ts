@@ -17,3 +17,8 @@ export function isAutomatic(kind: StepKind, settings: JsonObject): boolean {
   if (AUTOMATIC_KINDS.has(kind)) return true
   return MODED_KINDS.has(kind) && settings.mode === 'automatic'
 }
+
+/** A step of this kind, as an error message names it: "a task step", "an email step". */
+export function kindPhrase(kind: StepKind): string {
+  return `a${kind === 'email' ? 'n' : ''} ${kind} step`
+}

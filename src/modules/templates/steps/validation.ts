@@ -6,6 +6,7 @@ import { secretProblem } from '../../marketplace/services/secret-strength.js'
 import { phpQueryKeyProblem, queryEncodingProblem, webhookUrlProblem } from '../../marketplace/services/webhook-url.js'
 import { isTenantUser } from '../../users/repository.js'
 import { followUpErrors } from './follow-up.js'
+import { kindPhrase } from './kinds.js'
 import * as lookup from './lookup-repository.js'
 import type { StepDraft } from '../mapping.js'
 import { emailStepErrors } from './email.js'
@@ -46,7 +47,7 @@ export function rejectIfInvalid(lead: string, errors: FieldError[]): void {
 /** A step of any kind but webhook calls nothing. */
 function taskErrors(draft: StepDraft): FieldError[] {
   const errors: FieldError[] = []
-  const kind = `a${draft.kind === 'email' ? 'n' : ''} ${draft.kind} step`
+  const kind = kindPhrase(draft.kind)
   if (draft.serviceId !== null) errors.push({ pointer: '/body/serviceId', detail: `${kind} calls no service: leave serviceId null` })
   if (draft.target !== null) errors.push({ pointer: '/body/target', detail: `${kind} calls no target: leave target null` })
   if (Object.keys(draft.parameters).length > 0) {
