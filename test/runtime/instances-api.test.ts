@@ -520,6 +520,74 @@ t.test('get one with its steps; list filters and cursor pagination', async (t) =
   assertProblem(t, await rt.api.get(`${base}?currentStepState=pending`), 400)
 })
 
+t.test('responsibility is resolved when each step starts: the maintainer then, the process\'s responsible user for a record without one', async (t) => {
+  const rita = (await rt.api.post('/v1/users', { name: 'Rita Responsible', email: 'rita@example.com' })).data
+  const mia = (await rt.api.post('/v1/users', { name: 'Mia Maintainer', email: 'mia@example.com' })).data
+  const property = await newProperty()
+  const address = (await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { name: 'Erika' } })).data.id
+  const templateId = await rt.template([
+    { kind: 'task', name: 'Resp: first' },
+    { kind: 'task', name: 'Resp: property', responsibility: 'propertyMaintainer', refersTo: { property: true }, start: { mode: 'daysAfterPrevious', days: 1 } },
+    { kind: 'task', name: 'Resp: address', responsibility: 'addressMaintainer', refersTo: { address: true } },
+    { kind: 'task', name: 'Resp: named', responsibility: { user: rt.controller.id } }
+  ])
+  const started = await rt.start(templateId, { responsibleUserId: rita.id, propertyId: property, addressId: address })
+  t.match(started.steps[0], { state: 'due', assigneeUserId: rita.id }, 'processResponsible: the process\'s responsible user')
+  t.same(started.steps.slice(1).map((s: { assigneeUserId: string | null }) => s.assigneeUserId), [null, null, null], 'later steps are not resolved yet')
+
+  const waiting = await advance(started.id, { outcome: 'done' })
+  t.match(waiting.data.steps[1], { state: 'waiting', assigneeUserId: null })
+  // The maintainers change after the process started, before the steps that name them start.
+  t.equal((await rt.api.patch(`/v1/properties/${property}`, { maintainerUserId: mia.id })).statusCode, 200)
+  t.equal((await rt.api.patch(`/v1/addresses/${address}`, { maintainerUserId: null })).statusCode, 200)
+
+  rt.clock.advance(DAY)
+  await rt.scheduler.runOnce()
+  const due = await rt.instance(started.id)
+  t.match(due.steps[1], { state: 'due', assigneeUserId: mia.id }, 'a waiting step started by the scheduler: the property\'s maintainer as it is then')
+  const listed = (await rt.api.get(`${base}?templateId=${templateId}`)).data.items
+  t.match(listed, [{ id: started.id, propertyId: property, addressId: address, currentStep: { name: 'Resp: property', state: 'due', assigneeUserId: mia.id } }],
+    'the list shows the current step\'s state, its assignee and the linked records')
+
+  const toAddress = await advance(started.id, { outcome: 'done' })
+  t.match(toAddress.data.steps[2], { state: 'due', assigneeUserId: rita.id }, 'an address without a maintainer: the process\'s responsible user')
+  const toNamed = await advance(started.id, { outcome: 'done' })
+  t.match(toNamed.data.steps[3], { state: 'due', assigneeUserId: rt.controller.id }, 'a named user')
+  t.same(toNamed.data.steps.slice(0, 3).map((s: { assigneeUserId: string }) => s.assigneeUserId), [rita.id, mia.id, rita.id], 'an assignee stays once resolved')
+})
+
+t.test('a process keeps the template as it started: a template without a controller makes its responsible user the controller, later edits reach no running process', async (t) => {
+  const rita = (await rt.api.post('/v1/users', { name: 'Rita Ruler', email: 'rita.ruler@example.com' })).data
+  const created = await rt.api.post('/v1/process-templates', { name: 'Copy: no controller' })
+  t.equal(created.statusCode, 201, created.body)
+  const url = `/v1/process-templates/${created.data.id}`
+  const first = (await rt.api.post(`${url}/steps`, { kind: 'task', name: 'Copy: first', start: { mode: 'afterPrevious' }, responsibility: 'processResponsible' })).data
+  const second = (await rt.api.post(`${url}/steps`, { kind: 'task', name: 'Copy: second', start: { mode: 'afterPrevious' }, responsibility: 'processResponsible' })).data
+  const activated = await rt.api.patch(url, { active: true }, { 'if-match': `"${(await rt.api.get(url)).data.version}"` })
+  t.equal(activated.statusCode, 200, activated.body)
+  const started = await rt.start(created.data.id, { responsibleUserId: rita.id, propertyId: undefined })
+  t.match(started, { controllerUserId: rita.id, templateName: 'Copy: no controller' }, 'no controller on the template: the process\'s responsible user')
+
+  // The template changes after the start: a controller, a renamed and re-assigned step, a step removed, one added.
+  const template = (await rt.api.get(url)).data
+  const edited = await rt.api.patch(url, { name: 'Copy: renamed', controllerUserId: rt.controller.id }, { 'if-match': `"${template.version}"` })
+  t.equal(edited.statusCode, 200, edited.body)
+  const renamed = await rt.api.patch(`${url}/steps/${first.id}`, { name: 'Copy: first, renamed', responsibility: { user: rt.controller.id } })
+  t.equal(renamed.statusCode, 200, renamed.body)
+  t.equal((await rt.api.delete(`${url}/steps/${second.id}`)).statusCode, 204)
+  t.equal((await rt.api.post(`${url}/steps`, { kind: 'task', name: 'Copy: added', start: { mode: 'afterPrevious' }, responsibility: 'processResponsible' })).statusCode, 201)
+
+  const unchanged = await rt.instance(started.id)
+  t.match(unchanged, { controllerUserId: rita.id, templateName: 'Copy: no controller' })
+  t.same(unchanged.steps.map((s: { name: string }) => s.name), ['Copy: first', 'Copy: second'], 'the steps copied at the start')
+  const advanced = await advance(started.id, { outcome: 'skipped' })
+  t.equal(advanced.statusCode, 200, advanced.body)
+  t.match(advanced.data.steps[1], { name: 'Copy: second', state: 'due', assigneeUserId: rita.id }, 'the copy\'s step starts, though the template\'s is gone')
+  await rt.scheduler.runOnce()
+  const mail = rt.smtp.mails.find((m) => m.subject.startsWith('Step skipped: "Copy: first"'))
+  t.same(mail?.to, [rita.email], 'the skip mail goes to the controller the process has, not the template\'s new one')
+})
+
 t.test('advance follows the rules of docs/architecture.md (Advancing)', async (t) => {
   t.test('due task: done; waiting step: only skipped; completed: 409', async (t) => {
     const templateId = await rt.template([
