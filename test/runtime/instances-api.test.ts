@@ -807,6 +807,27 @@ t.test('calendar days keep the wall-clock time across DST changes (Europe/Berlin
   t.equal(withDeadline.steps[0].deadlineAt, '2026-10-25T09:00:00.000Z', 'Sunday 10:00 CET: 25 hours later')
 })
 
+t.test('calendar days in the tenant\'s zone when the scheduler moves a process on: a webhook\'s success, a waiting step starting (Europe/Berlin)', async (t) => {
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'Scheduler DST: order' },
+    { kind: 'task', name: 'Scheduler DST: visit', start: { mode: 'daysAfterPrevious', days: 2 }, deadlineDays: 1 },
+    { kind: 'webhook', name: 'Scheduler DST: report', deadlineDays: 1 }
+  ])
+  rt.clock.set('2026-03-27T09:00:00Z') // Friday 10:00 CET
+  const started = await rt.start(templateId, { propertyId: undefined })
+  await rt.scheduler.runOnce()
+  t.match((await rt.instance(started.id)).steps[1], { state: 'waiting', startAt: '2026-03-29T08:00:00.000Z' }, 'Sunday 10:00 CEST, after the webhook\'s success')
+  rt.clock.set('2026-03-29T07:59:00Z')
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(started.id)).steps[1].state, 'waiting', 'not an hour early')
+  rt.clock.set('2026-03-29T08:00:00Z')
+  await rt.scheduler.runOnce()
+  t.match((await rt.instance(started.id)).steps[1], { state: 'due', deadlineAt: '2026-03-30T08:00:00.000Z' }, 'started by the scheduler: Monday 10:00 CEST')
+  rt.clock.set('2026-10-24T08:00:00Z') // Saturday 10:00 CEST
+  const advanced = await advance(started.id, { outcome: 'done' })
+  t.match(advanced.data.steps[2], { state: 'due', deadlineAt: '2026-10-25T09:00:00.000Z' }, 'Sunday 10:00 CET: 25 hours later')
+})
+
 t.test('a step 0 days after its previous one starts when that one ended, in the second hour of a fall-back too (America/New_York)', async (t) => {
   const zone = (await rt.operator.get(`/v1/tenants/${rt.tenant.id}`)).data.timeZone
   t.equal((await rt.operator.patch(`/v1/tenants/${rt.tenant.id}`, { timeZone: 'America/New_York' })).statusCode, 200)
@@ -826,6 +847,28 @@ t.test('a step 0 days after its previous one starts when that one ended, in the 
   t.match(advanced.data.steps[1], { state: 'due', startAt: '2026-11-01T06:30:00.000Z', startedAt: '2026-11-01T06:30:00.000Z' }, 'not at the first 01:30, an hour before')
   const next = await advance(started.id, { outcome: 'done' })
   t.match(next.data.steps[2], { state: 'waiting', startAt: '2026-11-02T06:30:00.000Z' }, 'the next day at 01:30 EST')
+})
+
+t.test('a webhook call carries the ids of the records its step refers to, and only those', async (t) => {
+  const property = await newProperty()
+  const address = (await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { name: 'Max' } })).data.id
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'Ids: none' },
+    { kind: 'webhook', name: 'Ids: address', refersTo: { address: true } },
+    { kind: 'webhook', name: 'Ids: both', refersTo: { property: true, address: true } }
+  ])
+  const started = await rt.start(templateId, { propertyId: property, addressId: address })
+  const ids = stepIds(started)
+  for (let i = 0; i < 3; i += 1) await rt.scheduler.runOnce()
+  t.same(states(await rt.instance(started.id)), ['done', 'done', 'done'])
+  const callOf = (stepId: string) => rt.provider.calls.find((c) => c.query.stepId === stepId)?.query
+  const recordIds = (stepId: string) => ({ estateId: callOf(stepId)?.estateId, addressId: callOf(stepId)?.addressId })
+  t.same(recordIds(ids[0]!), { estateId: undefined, addressId: undefined }, 'a step that refers to no record: neither id, though the process has both')
+  t.same(recordIds(ids[1]!), { estateId: undefined, addressId: address })
+  t.same(recordIds(ids[2]!), { estateId: property, addressId: address })
+  const onAddress = (await rt.api.get(`/v1/addresses/${address}/activities`)).data.items
+  t.same([...new Set(onAddress.map((a: { stepId: string | null }) => a.stepId).filter(Boolean))].sort(), [ids[1], ids[2]].sort(),
+    'the address log holds the steps that refer to it')
 })
 
 t.test('another tenant cannot see or touch the instance', async (t) => {
