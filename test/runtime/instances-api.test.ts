@@ -556,6 +556,20 @@ t.test('responsibility is resolved when each step starts: the maintainer then, t
   t.same(toNamed.data.steps.slice(0, 3).map((s: { assigneeUserId: string }) => s.assigneeUserId), [rita.id, mia.id, rita.id], 'an assignee stays once resolved')
 })
 
+t.test('a first step handed to a maintainer gets the maintainer as each start finds it, from a template started before too', async (t) => {
+  const address = (await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { name: 'Olaf' } })).data.id
+  const templateId = await rt.template([{ kind: 'task', name: 'Resp: call', responsibility: 'addressMaintainer', refersTo: { address: true } }])
+  const first = await rt.start(templateId, { propertyId: undefined, addressId: address })
+  t.match(first.steps[0], { state: 'due', assigneeUserId: rt.worker.id })
+  t.equal((await rt.api.patch(`/v1/addresses/${address}`, { maintainerUserId: rt.controller.id })).statusCode, 200)
+  const second = await rt.start(templateId, { propertyId: undefined, addressId: address })
+  t.match(second.steps[0], { state: 'due', assigneeUserId: rt.controller.id }, 'the new maintainer')
+  t.equal((await rt.api.patch(`/v1/addresses/${address}`, { maintainerUserId: null })).statusCode, 200)
+  const third = await rt.start(templateId, { propertyId: undefined, addressId: address })
+  t.match(third.steps[0], { state: 'due', assigneeUserId: rt.worker.id }, 'no maintainer: the process\'s responsible user')
+  t.same((await rt.instance(third.id)).steps[0].assigneeUserId, rt.worker.id, 'as a read shows it')
+})
+
 t.test('a process keeps the template as it started: a template without a controller makes its responsible user the controller, later edits reach no running process', async (t) => {
   const rita = (await rt.api.post('/v1/users', { name: 'Rita Ruler', email: 'rita.ruler@example.com' })).data
   const created = await rt.api.post('/v1/process-templates', { name: 'Copy: no controller' })
