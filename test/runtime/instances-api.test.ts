@@ -56,6 +56,15 @@ t.test('start validation answers 422 with pointers, a malformed body 400', async
   const noProperty = await startRaw({ templateId: propertyTemplate })
   assertProblem(t, noProperty, 422, /"Check the land register" refers to the property/)
   t.same(pointers(noProperty), ['/body/propertyId'])
+  const bothTemplate = await rt.template([
+    { kind: 'task', name: 'Visit the flat', refersTo: { property: true } },
+    { kind: 'task', name: 'Write to the tenant', refersTo: { address: true } },
+    { kind: 'task', name: 'Hand over the keys', refersTo: { property: true, address: true } }
+  ])
+  const noAddress = await startRaw({ templateId: bothTemplate, propertyId: rt.propertyId })
+  assertProblem(t, noAddress, 422, /"Write to the tenant", "Hand over the keys" refers to the address/)
+  t.same(pointers(noAddress), ['/body/addressId'], 'the same for an address')
+  t.same(pointers(await startRaw({ templateId: bothTemplate })), ['/body/propertyId', '/body/addressId'], 'each record missing has its pointer')
 
   // Another tenant's property reads exactly like one that does not exist.
   const other = await rt.newTenant()
