@@ -673,6 +673,27 @@ t.test('advance follows the rules of docs/architecture.md (Advancing)', async (t
     t.equal(rt.provider.calls.length, calls, 'the provider is not called')
   })
 
+  t.test('a webhook step waiting for its next attempt is due again: skipping it cancels the retry', async (t) => {
+    const templateId = await rt.template([{ kind: 'webhook', name: 'Advance: busy hook' }, { kind: 'task', name: 'Advance: after busy hook' }])
+    const started = await rt.start(templateId, { propertyId: undefined })
+    const [hook] = stepIds(started)
+    rt.provider.always({ status: 503, body: 'busy' })
+    t.equal((await rt.scheduler.runOnce()).deliveries, 1)
+    const between = await rt.instance(started.id)
+    t.match(between.steps[0], { state: 'due', delivery: { status: 'pending', attempts: 1, lastStatusCode: 503 } })
+    t.match(between.currentStep, { state: 'due' })
+    assertProblem(t, await advance(started.id, { outcome: 'done', stepId: hook }), 409, /can only be skipped/)
+
+    const skipped = await advance(started.id, { outcome: 'skipped', stepId: hook, note: 'Provider down, valued by hand' })
+    t.equal(skipped.statusCode, 200, skipped.body)
+    t.same(states(skipped.data), ['skipped', 'due'])
+    t.match(skipped.data.steps[0].delivery, { status: 'cancelled', attempts: 1 })
+    const calls = rt.provider.calls.filter((c) => c.query.stepId === hook).length
+    rt.clock.advance(DAY)
+    t.equal((await rt.scheduler.runOnce()).deliveries, 0, 'the retry is not made')
+    t.equal(rt.provider.calls.filter((c) => c.query.stepId === hook).length, calls)
+  })
+
   t.test('a running webhook cannot be advanced or cancelled', async (t) => {
     const templateId = await rt.template([{ kind: 'webhook', name: 'Advance: running hook' }, { kind: 'task', name: 'Advance: after running' }])
     const started = await rt.start(templateId, { propertyId: undefined })
