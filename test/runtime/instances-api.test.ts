@@ -62,7 +62,7 @@ t.test('start validation answers 422 with pointers, a malformed body 400', async
     { kind: 'task', name: 'Hand over the keys', refersTo: { property: true, address: true } }
   ])
   const noAddress = await startRaw({ templateId: bothTemplate, propertyId: rt.propertyId })
-  assertProblem(t, noAddress, 422, /"Write to the tenant", "Hand over the keys" refers to the address/)
+  assertProblem(t, noAddress, 422, /steps "Write to the tenant", "Hand over the keys" refer to the address/)
   t.same(pointers(noAddress), ['/body/addressId'], 'the same for an address')
   t.same(pointers(await startRaw({ templateId: bothTemplate })), ['/body/propertyId', '/body/addressId'], 'each record missing has its pointer')
 

@@ -409,7 +409,8 @@ const RECORDS = [
 function missingRecord(steps: TemplateStepRow[], input: StartInstance, { field, flag, label }: (typeof RECORDS)[number]): FieldError | undefined {
   const needing = steps.filter((s) => s[flag])
   if (input[field] !== undefined || needing.length === 0) return undefined
-  return { pointer: `/body/${field}`, detail: `required: step ${needing.map((s) => `"${s.name}"`).join(', ')} refers to the ${label}` }
+  const names = needing.map((s) => `"${s.name}"`).join(', ')
+  return { pointer: `/body/${field}`, detail: `required: ${needing.length === 1 ? `step ${names} refers` : `steps ${names} refer`} to the ${label}` }
 }
 
 /** A template step as its process's step, every column as the table's defaults would set it. */
