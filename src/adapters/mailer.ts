@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import nodemailer from 'nodemailer'
+import type { Logger } from '../lib/logger.js'
 
 export interface Mail {
   from: string
@@ -18,10 +19,13 @@ export interface Mailer {
   close(): void
 }
 
-/** SMTP when a URL is given; otherwise each mail becomes an .eml file a developer can open. */
-export function createMailer(options: { smtpUrl?: string | undefined; mailDir: string; timeoutMs?: number }): Mailer {
+/**
+ * SMTP when a URL is given; otherwise each mail becomes an .eml file a developer can open, and a log
+ * line names the file (with its recipient and subject), so the developer learns that one was written.
+ */
+export function createMailer(options: { smtpUrl?: string | undefined; mailDir: string; timeoutMs?: number; log?: Pick<Logger, 'info'> }): Mailer {
   if (options.smtpUrl) return smtpMailer(options.smtpUrl, options.timeoutMs ?? 15_000)
-  return fileMailer(options.mailDir)
+  return fileMailer(options.mailDir, options.log)
 }
 
 // A pooled transport keeps its SMTP connections open between mails: a connection per mail (connect,
@@ -81,14 +85,16 @@ export class MailTimeoutError extends Error {
   }
 }
 
-function fileMailer(dir: string): Mailer {
+function fileMailer(dir: string, log: Pick<Logger, 'info'> | undefined): Mailer {
   const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'unix' })
   return {
     async send(mail) {
       const info = await transport.sendMail(mail)
       await mkdir(dir, { recursive: true })
       const name = `${new Date().toISOString().replace(/[:.]/g, '-')}-${mail.messageId.replace(/^<|@.*$/g, '').replace(/[^A-Za-z0-9-]/g, '')}.eml`
-      await writeFile(join(dir, name), info.message as Buffer)
+      const file = join(dir, name)
+      await writeFile(file, info.message as Buffer)
+      log?.info({ file, to: mail.to, subject: mail.subject }, 'mail written to a file, as SMTP_URL is not set')
     },
     close: () => transport.close()
   }

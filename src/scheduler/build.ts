@@ -33,7 +33,7 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
   } else if (config.WEBHOOK_ALLOWED_TARGETS) {
     log.info({ allowedTargets: config.WEBHOOK_ALLOWED_TARGETS }, 'webhooks may reach these private targets')
   }
-  const mailer = createMailer({ smtpUrl: config.SMTP_URL, mailDir: `${config.BATON_DATA_DIR}/mail` })
+  const mailer = createMailer({ smtpUrl: config.SMTP_URL, mailDir: `${config.BATON_DATA_DIR}/mail`, log })
   const secrets = createSecretBox(config.BATON_SECRETS_KEY, config.BATON_SECRETS_KEY_PREVIOUS)
   const scheduler = createScheduler({
     db: database.db,

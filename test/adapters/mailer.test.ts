@@ -128,3 +128,16 @@ t.test('a server that answers the final dot a byte at a time, never falling sile
   t.equal(closed, 1, 'the dripping connection is closed')
   await t.rejects(mailer.send(mail), { code: 'ETIMEDOUT' }, 'a later send goes out on a new connection, and meets its own deadline')
 })
+
+t.test('without SMTP, each mail written is logged with its file, recipient and subject, so a developer learns of it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'baton-mail-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const lines: { obj: Record<string, unknown>; msg: string | undefined }[] = []
+  const mailer = createMailer({ mailDir: join(dir, 'mail'), log: { info: (obj, msg) => lines.push({ obj: obj as Record<string, unknown>, msg }) } })
+  await mailer.send(mail)
+  mailer.close()
+  const [file] = await readdir(join(dir, 'mail'))
+  t.equal(lines.length, 1, 'one line for the one mail')
+  t.same(lines[0]!.obj, { file: join(dir, 'mail', file!), to: 'clara@example.com', subject: mail.subject })
+  t.match(lines[0]!.msg, /SMTP_URL/)
+})
