@@ -55,13 +55,15 @@ t.test('a database with every migration recorded is left alone: no lock is waite
 
 // SPEC §5: a command that would open the embedded database from a second process stops with a clear
 // message. These two printed the error's stack; a wrong setting did too.
-t.test('db:migrate and admin:rotate-key stop with the message alone on a data dir in use or a wrong setting', async (t) => {
+t.test('db:migrate, admin:rotate-key and secrets:reencrypt stop with the message alone on a data dir in use or a wrong setting', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'baton-busy-'))
   t.teardown(() => rm(dataDir, { recursive: true, force: true }))
   // This test's process holds the data dir, as a running `npm start` does.
   writeFileSync(join(dataDir, 'baton.pid'), String(process.pid))
-  for (const script of ['scripts/migrate.ts', 'scripts/rotate-operator-key.ts']) {
-    const busy = runScript(script, { DATABASE_URL: '', BATON_DATA_DIR: dataDir })
+  // secrets:reencrypt asks for its key before it opens the database.
+  const key = { BATON_SECRETS_KEY: randomBytes(32).toString('base64') }
+  for (const script of ['scripts/migrate.ts', 'scripts/rotate-operator-key.ts', 'scripts/reencrypt-secrets.ts']) {
+    const busy = runScript(script, { DATABASE_URL: '', BATON_DATA_DIR: dataDir, ...key })
     t.equal(await busy.exited, 1, `${script} on a data dir in use`)
     t.match(busy.output(), new RegExp(`^The embedded database in ${dataDir} is in use by process ${process.pid}\\.`), script)
     t.notMatch(busy.output(), /\n\s+at |DataDirBusyError/, `${script}: no stack trace`)
