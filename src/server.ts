@@ -153,8 +153,20 @@ function printOperatorKey(key: string, address: string): void {
   )
 }
 
+/**
+ * The API and the worker run apart only on a Postgres server: the embedded database serves one process,
+ * so an API alone on it had no worker beside it (no step started, no webhook called, no mail sent) and
+ * a worker alone had no API; each ran on without a word.
+ */
+function checkRole(config: Config, role: Role): Role {
+  if (role === 'all' || config.DATABASE_URL !== undefined) return role
+  const missing = role === 'api' ? 'no worker could run beside this API, so no step would start and no webhook or mail go out' : 'no API could run beside this worker'
+  throw new ConfigError(`DATABASE_URL: --role=${role} needs a Postgres server; the embedded database serves one process, so ${missing}. Set DATABASE_URL, or run both roles in one process with npm start`)
+}
+
 try {
-  await main(loadConfig(process.env), roleFrom(process.argv.slice(2)))
+  const config = loadConfig(process.env)
+  await main(config, checkRole(config, roleFrom(process.argv.slice(2))))
 } catch (caught) {
   // A user, password or database the server does not know fails the first start-up step that needs it.
   const error = asDatabaseUrlProblem(caught)

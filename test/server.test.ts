@@ -114,6 +114,20 @@ t.test('a role given as two arguments, or a wrong one, stops the process instead
   }
 })
 
+t.test('--role=api or --role=worker without DATABASE_URL stops the process naming it, before the embedded database opens', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'baton-role-'))
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+  // The embedded database serves one process: an API alone on it never had a worker to call a provider.
+  for (const role of ['api', 'worker']) {
+    const server = runScript('src/server.ts', { DATABASE_URL: '', BATON_DATA_DIR: dataDir, PORT: '0', WORKER_HTTP_PORT: '0' }, [`--role=${role}`])
+    t.teardown(() => { server.child.kill('SIGKILL') })
+    const code = await Promise.race([server.exited, new Promise((resolve) => setTimeout(() => resolve('still running'), 30_000).unref())])
+    t.equal(code, 1, `--role=${role} exits 1`)
+    t.match(server.output(), new RegExp(`^DATABASE_URL: --role=${role} needs a Postgres server; the embedded database serves one process.*npm start\\n$`), role)
+    t.same(readdirSync(dataDir), [], `--role=${role} left the data dir untouched`)
+  }
+})
+
 // A host that does not resolve fails its listen with ENOTFOUND, which reads as the database being away:
 // the process logged "carrying on" and exited 0 without listening.
 t.test('a HOST that is not this machine\'s or a port in use stops the process with a message naming it', async (t) => {
