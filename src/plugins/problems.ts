@@ -42,6 +42,34 @@ const PG_CLIENT_ERRORS: Record<string, [number, string]> = {
   '55P03': [409, 'The request collided with a concurrent change; retry it.']
 }
 
+/** The codes of Postgres refusing a NUL character (text, jsonb), which nulErrors places in the request. */
+const NUL_ERRORS = new Set(['22021', '22P05'])
+const NUL_ERRORS_LISTED = 20
+
+/**
+ * Where the request's query string and body hold a NUL, as the per-field errors of the 400 Postgres's refusal
+ * answers (a schema without a rule for it let it through): a string holding one, or the object whose property
+ * name does. Walked only once Postgres refused the request, so no request pays for it otherwise.
+ */
+function nulErrors(request: FastifyRequest): FieldError[] {
+  const errors: FieldError[] = []
+  const walk = (value: unknown, pointer: string): void => {
+    if (errors.length >= NUL_ERRORS_LISTED) return
+    if (typeof value === 'string') {
+      if (value.includes('\u0000')) errors.push({ pointer, detail: 'must not contain the NUL character (U+0000)' })
+    } else if (Array.isArray(value)) {
+      value.forEach((item, index) => walk(item, `${pointer}/${index}`))
+    } else if (value !== null && typeof value === 'object') {
+      const entries = Object.entries(value)
+      if (entries.some(([name]) => name.includes('\u0000'))) errors.push({ pointer, detail: 'a property name must not contain the NUL character (U+0000)' })
+      for (const [name, item] of entries) walk(item, `${pointer}/${escapePointer(name)}`)
+    }
+  }
+  walk(request.query, '/querystring')
+  walk(request.body, '/body')
+  return errors
+}
+
 /**
  * Fastify's refusals of a request's Content-Type, whose own messages ("Unsupported Media Type", "Method 'QUERY' must
  * provide a 'Content-Type' header.") say neither what was sent nor what to send; undefined for other errors.
@@ -144,7 +172,8 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
       request.log.info({ code: error.code }, 'database refused a client request')
       const unique = error.code === '23505' ? UNIQUE_CONFLICTS[(error as { constraint?: string }).constraint ?? ''] : undefined
       if (unique) return sendProblem(reply, problem(409, `The request conflicts with another: ${unique.detail}.`, request, [unique]))
-      return sendProblem(reply, problem(pgError[0], pgError[1], request))
+      const errors = NUL_ERRORS.has(error.code!) ? nulErrors(request) : undefined
+      return sendProblem(reply, problem(pgError[0], pgError[1], request, errors))
     }
     if (isDatabaseUnavailable(error)) {
       request.log.warn({ err: error }, 'database unavailable')

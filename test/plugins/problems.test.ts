@@ -27,6 +27,23 @@ t.test('text Postgres cannot store answers 400', async (t) => {
   t.same((await client.get(`/v1/properties/${property.data.id}`)).data.fields, { city: 'Berlin' }, 'unchanged')
 })
 
+t.test('the 400 for text Postgres cannot store points at each field holding the NUL, as any validation failure does', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const nul = (pointer: string) => ({ pointer, detail: 'must not contain the NUL character (U+0000)' })
+  const errorsOf = (r: Response) => {
+    assertProblem(t, r, 400, /character that cannot be stored/)
+    return r.data.errors
+  }
+  t.same(errorsOf(await client.post('/v1/users', { name: 'Anna\u0000Berg', email: 'anna@example.com' })), [nul('/body/name')])
+  t.same(errorsOf(await client.post('/v1/properties', { fields: { city: 'Ber\u0000lin', tags: ['a', 'b\u0000'] } })),
+    [nul('/body/fields/city'), nul('/body/fields/tags/1')])
+  t.same(errorsOf(await client.post('/v1/addresses', { fields: { 'na\u0000me': 'x' } })),
+    [{ pointer: '/body/fields', detail: 'a property name must not contain the NUL character (U+0000)' }])
+  t.same(errorsOf(await client.get('/v1/users?q=%00')), [nul('/querystring/q')])
+  t.same(errorsOf(await ctx.operator.post('/v1/tenants', { name: 'Nul\u0000 GmbH', webId: 'nul-1' })), [nul('/body/name')])
+})
+
 t.test('a validation failure names the part of the request in a sentence that reads well', async (t) => {
   const ctx = await setupApp(t)
   const { client } = await ctx.newTenant()
