@@ -73,3 +73,35 @@ export function firstNonFinite(value: unknown, base: string): string | undefined
 export function jsonBytes(value: unknown): number {
   return Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8')
 }
+
+/**
+ * Whether a JSON text may hold a lone surrogate once parsed: only a `\uD800`–`\uDFFF` escape can write
+ * one, as the UTF-8 bytes of a surrogate are no UTF-8. A text without such an escape is not walked.
+ */
+export const MAY_HOLD_LONE_SURROGATE = /\\u[dD][89a-fA-F]/
+
+/** Half of a surrogate pair without its other half. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
+/**
+ * Where a parsed JSON value holds half of a surrogate pair alone (`"\ud800"`), as pointers under `base`:
+ * each string holding one, or each object whose property name does, in the order of the text (at most
+ * `max`). Such a string is no Unicode text: Postgres stored it in a text column as U+FFFD and refused it
+ * in jsonb. It walks with its own stack, as firstTooDeep does.
+ */
+export function loneSurrogates(value: unknown, base: string, max = 20): { pointer: string; detail: string }[] {
+  const found: { pointer: string; detail: string }[] = []
+  const stack: { value: unknown; pointer: string }[] = [{ value, pointer: base }]
+  for (let item = stack.pop(); item !== undefined && found.length < max; item = stack.pop()) {
+    if (typeof item.value === 'string') {
+      if (LONE_SURROGATE.test(item.value)) found.push({ pointer: item.pointer, detail: 'holds a lone surrogate (\\uD800–\\uDFFF without its pair)' })
+    } else if (typeof item.value === 'object' && item.value !== null) {
+      const entries = Object.entries(item.value)
+      if (entries.some(([key]) => LONE_SURROGATE.test(key))) {
+        found.push({ pointer: item.pointer, detail: 'a property name holds a lone surrogate (\\uD800–\\uDFFF without its pair)' })
+      }
+      for (let i = entries.length - 1; i >= 0; i--) stack.push({ value: entries[i]![1], pointer: item.pointer + pointerStep(entries[i]![0]) })
+    }
+  }
+  return found
+}

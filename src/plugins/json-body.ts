@@ -1,8 +1,8 @@
 import { isUtf8 } from 'node:buffer'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { badRequest, unprocessable } from '../errors.js'
-import { firstNonFinite, firstTooDeep, jsonTextNestsDeeperThan } from '../lib/json-limits.js'
+import { badRequest, unprocessable, type FieldError } from '../errors.js'
+import { firstNonFinite, firstTooDeep, jsonTextNestsDeeperThan, loneSurrogates, MAY_HOLD_LONE_SURROGATE } from '../lib/json-limits.js'
 
 type Done = (error: Error | null, value?: unknown) => void
 type JsonParser = (request: FastifyRequest, body: string, done: Done) => void
@@ -36,7 +36,9 @@ export const BODY_MAX_DEPTH = 100
  * `Content-Type: application/json` on every request reach the routes that take none (activation,
  * replay, retry, cancel) instead of a 400, and a route that needs one says so with a pointer. JSON is
  * UTF-8 (RFC 8259 8.1), whatever charset the Content-Type names: bytes that are not, such as a Latin-1
- * "ü", answer 400 instead of being read as U+FFFD and saved so.
+ * "ü", answer 400 instead of being read as U+FFFD and saved so; as does text escaped as half of a
+ * surrogate pair alone (`"\ud800"`), which no UTF-8 can write: a text column saved it as U+FFFD without a
+ * word, and jsonb refused it with a 400 that named no field.
  */
 async function jsonBodyPlugin(app: FastifyInstance): Promise<void> {
   app.addHook('onRoute', (route) => {
@@ -52,6 +54,10 @@ async function jsonBodyPlugin(app: FastifyInstance): Promise<void> {
     parse(request, body, (error, value) => {
       if (!error && body.length > 2 * BODY_MAX_DEPTH && takesBody(request) && jsonTextNestsDeeperThan(body, BODY_MAX_DEPTH)) {
         return done(tooDeep(firstTooDeep(value, BODY_MAX_DEPTH, '/body') ?? '/body'), undefined)
+      }
+      if (!error && MAY_HOLD_LONE_SURROGATE.test(body) && takesBody(request)) {
+        const lone = loneSurrogates(value, '/body')
+        if (lone.length > 0) return done(notUnicode(lone), undefined)
       }
       const pointer = error || !MAY_OVERFLOW.test(body) ? undefined : firstNonFinite(value, '/body')
       if (pointer === undefined) return done(error, value)
@@ -77,6 +83,10 @@ async function noBodyIsEmptyObject(request: FastifyRequest): Promise<void> {
 
 function notUtf8() {
   return badRequest('The body is not valid UTF-8: JSON is sent as UTF-8, whatever charset the Content-Type names.', [{ pointer: '/body', detail: 'not UTF-8' }])
+}
+
+function notUnicode(errors: FieldError[]) {
+  return badRequest('The body holds text with half of a surrogate pair alone (a \\uD800–\\uDFFF escape without its other half), which is no Unicode text.', errors)
 }
 
 function tooLarge(pointer: string) {

@@ -162,6 +162,27 @@ t.test('a body that is not UTF-8 answers 400 whatever charset it names, instead 
   }
 })
 
+t.test('text escaped as half of a surrogate pair alone answers 400 naming each field, instead of being saved as U+FFFD', async (t) => {
+  const json = { 'content-type': 'application/json' }
+  const lone = 'holds a lone surrogate (\\uD800–\\uDFFF without its pair)'
+  const user = await client.post('/v1/users', '{"name":"Anna \\ud800","email":"lone@example.com"}', json)
+  assertProblem(t, user, 400, /half of a surrogate pair alone/)
+  t.same(user.data.errors, [{ pointer: '/body/name', detail: lone }], 'a text column saved it as U+FFFD')
+  t.equal((await client.get('/v1/users?email=lone@example.com')).data.items.length, 0, 'nothing saved')
+  const fields = await client.post('/v1/properties', '{"fields":{"a":"x\\udbff","ok":"\\ud83d\\ude00","b":[1,"\\udc00y"],"k\\udc00":1}}', json)
+  assertProblem(t, fields, 400, /half of a surrogate pair alone/)
+  t.same(fields.data.errors, [
+    { pointer: '/body/fields', detail: 'a property name holds a lone surrogate (\\uD800–\\uDFFF without its pair)' },
+    { pointer: '/body/fields/a', detail: lone },
+    { pointer: '/body/fields/b/1', detail: lone }
+  ], 'jsonb refused it with a 400 naming no field')
+  const pair = await client.post('/v1/properties', '{"fields":{"smile":"\\ud83d\\ude00","text":"\\\\ud800"}}', json)
+  t.equal(pair.statusCode, 201, pair.body)
+  t.same(pair.data.fields, { smile: '\u{1F600}', text: '\\ud800' }, 'a whole pair, and an escaped backslash before "ud800", are text')
+  // A route without a body schema never reads the body.
+  t.equal((await client.post(`/v1/deliveries/${pair.data.id}/replay`, '{"x":"\\ud800"}', json)).statusCode, 404)
+})
+
 t.test('a body in a content coding other than identity answers 415, telling it apart from a media type', async (t) => {
   const json = { 'content-type': 'application/json' }
   const body = '{"fields":{"city":"Berlin"}}'

@@ -103,3 +103,10 @@ t.test('a number in the fields filter too large for a double is refused, not loo
   }
   t.match((await tenant.client.get(`/v1/properties?fields=${encodeURIComponent('{"a":{"b":-1e400}}')}`)).data.errors, [{ pointer: '/querystring/fields/a/b' }])
 })
+
+t.test('half of a surrogate pair alone in the fields filter is refused naming where, not with a 400 naming nothing', async (t) => {
+  const refused = await tenant.client.get(`/v1/properties?fields=${encodeURIComponent('{"a":{"b":"x\\ud800"}}')}`)
+  assertProblem(t, refused, 400, /half of a surrogate pair alone/)
+  t.same(refused.data.errors, [{ pointer: '/querystring/fields/a/b', detail: 'holds a lone surrogate (\\uD800–\\uDFFF without its pair)' }])
+  t.equal((await tenant.client.get(`/v1/properties?fields=${encodeURIComponent('{"a":"\\ud83d\\ude00"}')}`)).statusCode, 200, 'a whole pair is text')
+})
