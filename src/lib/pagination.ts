@@ -20,6 +20,11 @@ export interface PageRequest {
    * cursor was issued, where the page goes on should that row have been deleted since.
    */
   position?: number | undefined
+  /**
+   * For a list ordered by position: the row that came after the `after` row when the cursor was issued,
+   * where the page goes on (from it) should the `after` row have been deleted since.
+   */
+  next?: string | undefined
   /** The list the page is of (listScope): the cursor to its next page names it. */
   list: string
 }
@@ -31,8 +36,8 @@ export interface PageResult<T> {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-/** What a page's JSON holds beside its items' text and commas: `{"items":[`, `],"nextCursor":` and the longest cursor (with a position). */
-const PAGE_ENVELOPE_BYTES = jsonBytes({ items: [], nextCursor: encodeCursor(listScope('/', {}), '00000000-0000-0000-0000-000000000000', 999_999_999) })
+/** What a page's JSON holds beside its items' text and commas: `{"items":[`, `],"nextCursor":` and the longest cursor (with a position and the next id). */
+const PAGE_ENVELOPE_BYTES = jsonBytes({ items: [], nextCursor: encodeCursor(listScope('/', {}), '00000000-0000-0000-0000-000000000000', 999_999_999, '00000000-0000-0000-0000-000000000000') })
 
 /** What pageRequest reads of a Fastify request to a list route. */
 export interface ListRequest {
@@ -106,10 +111,11 @@ export function countWithinBudget(sizes: number[], maxBytes = PAGE_MAX_BYTES): n
 
 /**
  * A cursor: the list it belongs to and the id to go on after, as `v2:<list>:<id>` in base64url; in a
- * list ordered by position, `v2:<list>:<id>:<position>` (PageRequest.position).
+ * list ordered by position, `v2:<list>:<id>:<position>:<next id>` (PageRequest.position and next).
  */
-export function encodeCursor(list: string, id: string, position?: number): string {
-  return Buffer.from(`v2:${list}:${id}${position === undefined ? '' : `:${position}`}`).toString('base64url')
+export function encodeCursor(list: string, id: string, position?: number, next?: string): string {
+  const place = position === undefined ? '' : `:${position}${next === undefined ? '' : `:${next}`}`
+  return Buffer.from(`v2:${list}:${id}${place}`).toString('base64url')
 }
 
 /*
@@ -118,17 +124,21 @@ export function encodeCursor(list: string, id: string, position?: number): strin
  * pages through one list; drop this a release after the one that brought v2.
  */
 const LEGACY_CURSOR = /^v1:(?<id>.*)$/s
-const CURSOR = /^v2:(?<list>[A-Za-z0-9_-]{12}):(?<id>[^:]*)(?::(?<position>[1-9][0-9]{0,8}))?$/s
+const CURSOR = /^v2:(?<list>[A-Za-z0-9_-]{12}):(?<id>[^:]*)(?::(?<position>[1-9][0-9]{0,8})(?::(?<next>[^:]*))?)?$/s
 
-function decodeCursor(cursor: string, list: string): Pick<PageRequest, 'after' | 'position'> {
+function decodeCursor(cursor: string, list: string): Pick<PageRequest, 'after' | 'position' | 'next'> {
   const decoded = Buffer.from(cursor, 'base64url').toString()
-  const found: { id?: string; list?: string; position?: string } | undefined = CURSOR.exec(decoded)?.groups ?? LEGACY_CURSOR.exec(decoded)?.groups
+  const found: { id?: string; list?: string; position?: string; next?: string } | undefined = CURSOR.exec(decoded)?.groups ?? LEGACY_CURSOR.exec(decoded)?.groups
   const id = found?.id ?? ''
-  if (!UUID.test(id)) throw badRequest('The cursor is not one this service issued.', [{ pointer: '/querystring/cursor', detail: 'invalid cursor' }])
+  if (!UUID.test(id) || (found?.next !== undefined && !UUID.test(found.next))) throw badRequest('The cursor is not one this service issued.', [{ pointer: '/querystring/cursor', detail: 'invalid cursor' }])
   if (found?.list !== undefined && found.list !== list) {
     throw badRequest('The cursor does not belong to this list: it came from another list (or the same list of another parent). '
       + 'Pass a nextCursor only to the list that returned it, or start again without a cursor.',
     [{ pointer: '/querystring/cursor', detail: 'cursor does not belong to this list' }])
   }
-  return { after: id, ...(found?.position === undefined ? {} : { position: Number(found.position) }) }
+  return {
+    after: id,
+    ...(found?.position === undefined ? {} : { position: Number(found.position) }),
+    ...(found?.next === undefined ? {} : { next: found.next })
+  }
 }

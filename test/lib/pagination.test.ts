@@ -39,15 +39,15 @@ t.test('a page\'s whole body, nextCursor and all, stays within the byte budget',
   t.ok(Buffer.byteLength(JSON.stringify(page)) <= PAGE_MAX_BYTES, `${Buffer.byteLength(JSON.stringify(page))} bytes with ${page.items.length} items`)
 })
 
-// A template's steps cursor carries the last step's position too, and is longer than others.
-t.test('a page whose cursor carries a position stays within the byte budget too', async (t) => {
+// A template's steps cursor carries the last step's position and the next step's id too, and is longer than others.
+t.test('a page whose cursor carries a position and the next id stays within the byte budget too', async (t) => {
   const base = Buffer.byteLength(JSON.stringify({ id: row(0).id, blob: '' }))
   const shortEnvelope = Buffer.byteLength(JSON.stringify({ items: [], nextCursor: encodeCursor(USERS, row(0).id) }))
   // Two items that, each with its comma, fill what the budget leaves beside a cursor without a position.
   const blob = 'x'.repeat(Math.floor((PAGE_MAX_BYTES - shortEnvelope) / 2) - 1 - base)
   const page = toPage(Array.from({ length: 3 }, (_, i) => row(i)), { limit: 9, list: USERS }, (r) => ({ id: r.id, blob }))
   const last = page.items.at(-1)!
-  const withPosition = { ...page, nextCursor: encodeCursor(USERS, last.id, 123_456_789) }
+  const withPosition = { ...page, nextCursor: encodeCursor(USERS, last.id, 123_456_789, row(3).id) }
   t.ok(Buffer.byteLength(JSON.stringify(withPosition)) <= PAGE_MAX_BYTES, `${Buffer.byteLength(JSON.stringify(withPosition))} bytes with ${page.items.length} items`)
 })
 
@@ -72,4 +72,11 @@ t.test('a cursor issued before cursors named their list is still read, for a cli
   t.equal(pageRequest(listRequest('/v1/users', {}, { cursor: legacy })).after, row(7).id)
   t.throws(() => pageRequest(listRequest('/v1/users', {}, { cursor: Buffer.from('v1:nope').toString('base64url') })), { errors: [{ detail: 'invalid cursor' }] })
   t.throws(() => pageRequest(listRequest('/v1/users', {}, { cursor: Buffer.from(`v2:short:${row(7).id}`).toString('base64url') })), { errors: [{ detail: 'invalid cursor' }] })
+})
+
+t.test('a cursor in a list ordered by position carries the next row\'s id, which must be an id', async (t) => {
+  const request = (cursor: string) => pageRequest(listRequest('/v1/users', {}, { cursor }))
+  t.match(request(encodeCursor(USERS, row(1).id, 4, row(2).id)), { after: row(1).id, position: 4, next: row(2).id })
+  t.match(request(encodeCursor(USERS, row(1).id, 4)), { after: row(1).id, position: 4, next: undefined }, 'a cursor issued before it named the next row')
+  t.throws(() => request(Buffer.from(`v2:${USERS}:${row(1).id}:4:nope`).toString('base64url')), { errors: [{ detail: 'invalid cursor' }] })
 })

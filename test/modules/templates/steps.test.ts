@@ -105,6 +105,40 @@ t.test('a steps page goes on after the last step of the page before, also when t
   assertProblem(t, await client.get(`${steps}?cursor=${formerKind}`), 400, /\/querystring\/cursor.*stale cursor/)
 })
 
+t.test('a steps page whose last step was deleted goes on at the step that came next, whatever changed before it', async (t) => {
+  const { client } = await ctx.newTenant()
+  /** A template with steps One to Five, its first page of two steps, and the steps' ids. */
+  const paged = async () => {
+    const id = await createTemplate(client)
+    const ids: string[] = []
+    for (const name of ['One', 'Two', 'Three', 'Four', 'Five']) ids.push(await addTaskStep(client, id, name))
+    const steps = `/v1/process-templates/${id}/steps`
+    const first = await client.get(`${steps}?limit=2`)
+    t.same(names(first.data.items), ['One', 'Two'])
+    return { steps, ids, next: `${steps}?limit=2&cursor=${first.data.nextCursor}` }
+  }
+
+  const moved = await paged()
+  // The page's last step and the one before it are deleted: Three moves up two places.
+  for (const deleted of [moved.ids[1], moved.ids[0]]) t.equal((await client.delete(`${moved.steps}/${deleted}`)).statusCode, 204)
+  const afterDeletes = await client.get(moved.next)
+  t.equal(afterDeletes.statusCode, 200, afterDeletes.body)
+  t.same(names(afterDeletes.data.items), ['Three', 'Four'], 'Three, there throughout, is not skipped')
+
+  const shifted = await paged()
+  // The page's last step is deleted and a step is added at the top: Three stays where it was.
+  t.equal((await client.delete(`${shifted.steps}/${shifted.ids[1]}`)).statusCode, 204)
+  t.equal((await client.post(shifted.steps, { kind: 'task', name: 'Zero', position: 1 })).statusCode, 201)
+  const afterInsert = await client.get(shifted.next)
+  t.equal(afterInsert.statusCode, 200, afterInsert.body)
+  t.same(names(afterInsert.data.items), ['Three', 'Four'], 'One, on the page before, does not come again')
+
+  const gone = await paged()
+  // Both the page's last step and the one that came next are deleted: the list cannot say where to go on.
+  for (const deleted of [gone.ids[1], gone.ids[2]]) t.equal((await client.delete(`${gone.steps}/${deleted}`)).statusCode, 204)
+  assertProblem(t, await client.get(gone.next), 400, /\/querystring\/cursor.*stale cursor/)
+})
+
 // The template's answer holds its steps, so any change to one moves the template's version (its ETag):
 // a client polling the template with If-None-Match sees a step's edit instead of a 304.
 t.test('every step change bumps the template version; a step edit bumps the step too', async (t) => {

@@ -112,26 +112,35 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
 /**
  * A page of a template's steps ends at a step; the next page goes on after it. Steps are ordered by a
  * position that closes its gaps, so the cursor keeps the step's id (its place now, after steps were
- * added or removed before it) and its position when the page was sent (where it was, should it have
- * been deleted since).
+ * added or removed before it) and the id of the step that came next (where the page goes on, should
+ * the last step have been deleted since).
  */
 export async function listSteps(db: DB, tenantId: string, templateId: string, page: PageRequest): Promise<PageResult<Step>> {
   if (!(await repo.findTemplate(db, tenantId, templateId))) throw notFound('Process template', templateId)
-  const after = page.after === undefined ? 0 : await cursorPosition(db, tenantId, templateId, page.after, page.position)
-  const result = toPage(await steps.listStepsAfter(db, tenantId, templateId, after, page.limit + 1), page, toStep)
+  const after = page.after === undefined ? 0 : await cursorPosition(db, tenantId, templateId, page.after, page)
+  const rows = await steps.listStepsAfter(db, tenantId, templateId, after, page.limit + 1)
+  const result = toPage(rows, page, toStep)
   const last = result.items.at(-1)
-  return { ...result, nextCursor: result.nextCursor !== null && last ? encodeCursor(page.list, last.id, last.position) : null }
+  const next = rows[result.items.length]
+  return { ...result, nextCursor: result.nextCursor !== null && last && next ? encodeCursor(page.list, last.id, last.position, next.id) : null }
 }
 
 /**
- * The position a page goes on after: its last step's, where that step is now. A step deleted since
- * closed its gap, the next step moved up into its place: the page goes on from that place.
+ * The position a page goes on after: its last step's, where that step is now; that step deleted since,
+ * just before the step that came next, where that one is now. Their positions when the page was sent
+ * would miss a step, or send one again, once a step before them was added or deleted too; both
+ * deleted, the list cannot tell where to go on. (A cursor from before it named the next step goes on
+ * from the last step's former position.)
  */
-async function cursorPosition(db: DB, tenantId: string, templateId: string, stepId: string, position: number | undefined): Promise<number> {
+async function cursorPosition(
+  db: DB, tenantId: string, templateId: string, stepId: string, { next, position }: PageRequest
+): Promise<number> {
   const row = await steps.findStep(db, tenantId, templateId, stepId)
   if (row) return row.position
-  if (position !== undefined) return position - 1
-  throw badRequest('The cursor names a step that no longer exists: list the steps again.', [{ pointer: '/querystring/cursor', detail: 'stale cursor' }])
+  const following = next === undefined ? undefined : await steps.findStep(db, tenantId, templateId, next)
+  if (following) return following.position - 1
+  if (next === undefined && position !== undefined) return position - 1
+  throw badRequest('The cursor names steps that no longer exist: list the steps again.', [{ pointer: '/querystring/cursor', detail: 'stale cursor' }])
 }
 
 export async function getStep(db: DB, tenantId: string, templateId: string, stepId: string): Promise<Step> {
