@@ -257,6 +257,13 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
     const onAbort = () => fail('ERR_ABORTED', 'the call was aborted')
     const timer = setTimeout(() => fail('ETIMEDOUT', `no response within ${request.timeoutMs} ms`), request.timeoutMs)
     request.signal?.addEventListener('abort', onAbort, { once: true })
+    // A 101 that switches protocols: node hands the socket only to an 'upgrade' listener and otherwise
+    // drops it without a word, which would leave the call to its timeout. It is a status like any other.
+    req.on('upgrade', (res: http.IncomingMessage, socket: net.Socket) => {
+      socket.destroy()
+      response = res
+      finish(false)
+    })
     req.on('response', (res: http.IncomingMessage) => {
       response = res
       const makeDecoder = DECODERS.get(String(res.headers['content-encoding'] ?? '').trim().toLowerCase())

@@ -188,6 +188,18 @@ t.test('a redirect is not followed: the 3xx is the response', async (t) => {
   t.match(decide({ kind: 'response', status: 302 }, 1, new Date()), { action: 'give-up', reason: 'HTTP 302 is not retried' })
 })
 
+t.test('a 101 switching protocols is a response like any other status, not a call left to its timeout', async (t) => {
+  const server = await listen(t, (req) => {
+    req.socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n')
+  })
+  const http = client(t, { allowPrivateNetworks: true })
+  const started = Date.now()
+  const response = await http.send(get(`${server}/hook`, { timeoutMs: 3000 })).catch((e: unknown) => e)
+  t.match(response, { status: 101, body: '', truncated: false })
+  t.ok(Date.now() - started < 1000, 'answered at once, not at the timeout')
+  t.match(decide({ kind: 'response', status: 101 }, 1, new Date()), { action: 'give-up', reason: 'HTTP 101 is not retried' })
+})
+
 /** Notes whether the whole body went out before the connection closed. */
 function streamTenMiB(res: http.ServerResponse, state: { completed: boolean }): void {
   res.on('close', () => (state.completed = res.writableFinished))
