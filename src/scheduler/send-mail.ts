@@ -37,12 +37,15 @@ export async function sendQueuedMail(
   }
 ): Promise<MailPass> {
   const { now } = options
+  // The lease runs from `now`, before the claim: a claim that waited for a connection or a lock has
+  // used part of it already, so the time left is counted from here, not from the claim's end.
+  const claimedAt = Date.now()
   const claim = await claimMails(db, { now, leaseUntil: new Date(now.getTime() + LEASE_MS), limit: options.limit })
   const rows = claim.mails
   // A mail the server took is sent: losing its mark with a connection would send it again once the
   // lease ends, so a mark waits for the database while the lease lasts (measured on this process's
   // own timer, as the sends are), or until the worker is stopping.
-  const until = new Date(Date.now() + LEASE_MS - LEASE_MARGIN_MS)
+  const until = new Date(claimedAt + LEASE_MS - LEASE_MARGIN_MS)
   const mark = <T>(write: () => Promise<T>) => retryTransient(write, { until, now: () => new Date(), signal: options.stopping })
   // After its first, a lane starts a send only while it would end, at its deadline, before the marks'
   // time is up: one still running when the lease ends would be sent again by the worker that claims

@@ -246,6 +246,33 @@ t.test('a slow SMTP server: after its first send, a lane starts one only while i
   t.equal(new Set(arrived.map((m) => m.subject)).size, 10, 'each once')
 })
 
+// The lease runs from the claim's start (its `now`), and a claim may wait for a connection and a lock;
+// the time left for sends was counted from the claim's end, so a slow claim had sends end past the lease.
+t.test('a claim that waits: the time for sends is counted from its start, as the lease is, not from its end', async (t) => {
+  await sql`update outbox_mails set sent_at = now() where sent_at is null`.execute(rt.db)
+  await queueMails('Slow claim', 10)
+  // A send may take 4 × 27.25 s, which leaves 1 s of the claim's 110 s for sends to start in; the
+  // claim waits 1.5 s for a lock, so that second has passed when it returns: only each lane's first starts.
+  const mailer = createMailer({ smtpUrl: rt.smtp.url, mailDir: '', timeoutMs: 27_250 })
+  t.teardown(() => mailer.close())
+  let locked!: () => void
+  const holding = new Promise<void>((resolve) => (locked = resolve))
+  const lock = rt.db.transaction().execute(async (trx) => {
+    await sql`lock table outbox_mails in exclusive mode`.execute(trx)
+    locked()
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+  })
+  await holding
+  const pass = await sendQueuedMail(rt.db, mailer, { now: rt.clock.now(), from: 'Baton <baton@example.com>', limit: 10 })
+  await lock
+  t.equal(pass.sent, 8, 'one send in each lane, none after it')
+  t.equal(mailsAbout('Slow claim').length, 8)
+  const untried = (await outboxAbout('Slow claim')).filter((row) => row.sent_at === null)
+  t.same(untried.map((row) => [row.lease_expires_at, row.attempt_count]), [[null, 0], [null, 0]], 'two back in the queue, their attempt not counted')
+  t.equal((await rt.scheduler.runOnce()).mails, 2, 'the next pass sends them')
+  t.equal(mailsAbout('Slow claim').length, 10)
+})
+
 // A lane whose mark of a refused mail gave up (say, the database away past the lease's margin) threw out
 // of the pass before the mails the server had taken were marked sent: they went out again after the lease.
 t.test('a mark that gives up in one lane: the mails the server took in the others are still marked sent, the untried ones go back', async (t) => {
