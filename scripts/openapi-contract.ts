@@ -84,6 +84,7 @@ function schemaGaps(where: string, schema: unknown): string[] {
   if (!isObject(schema)) return []
   const gaps: string[] = []
   if (Array.isArray(schema.enum) && schema.enum.length === 1 && schema.enum[0] === null) gaps.push(`${where}: a null-only schema`)
+  if (Array.isArray(schema.examples)) gaps.push(`${where}: examples, which an OpenAPI 3.0 schema does not take (example)`)
   for (const combinator of ['anyOf', 'oneOf', 'allOf'] as const) {
     const members = schema[combinator]
     if (combinator !== 'allOf' && Array.isArray(members) && members.length === 1) gaps.push(`${where}: ${combinator} of one member`)

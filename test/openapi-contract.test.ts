@@ -53,7 +53,8 @@ t.test('the check names what an operation lacks', async (t) => {
           properties: {
             version: { type: 'integer' },
             state: { type: 'string' },
-            owner: { anyOf: [{ $ref: '#/components/schemas/Thing' }, { type: 'object', nullable: true, enum: [null] }] }
+            owner: { anyOf: [{ $ref: '#/components/schemas/Thing' }, { type: 'object', nullable: true, enum: [null] }] },
+            tags: { allOf: [{ type: 'array', items: { type: 'string' }, examples: [['a']] }] }
           }
         }
       }
@@ -71,7 +72,8 @@ t.test('the check names what an operation lacks', async (t) => {
     'POST /v1/things: no operationId',
     'POST /v1/things: the application/json request body has no example',
     'Thing.state: a state typed as any string, not an enum',
-    'components.schemas.Thing.properties.owner.anyOf[1]: a null-only schema'
+    'components.schemas.Thing.properties.owner.anyOf[1]: a null-only schema',
+    'components.schemas.Thing.properties.tags.allOf[0]: examples, which an OpenAPI 3.0 schema does not take (example)'
   ].sort())
 })
 

@@ -50,6 +50,12 @@ function tidy(node: unknown): void {
   }
   if (!isObject(node)) return
   Object.values(node).forEach(tidy)
+  // OpenAPI 3.0 schemas take one `example`; @fastify/swagger turns JSON Schema's `examples` into it only
+  // down properties and items, so a union's member kept them (a Media Type's `examples` is a map, not a list).
+  if (Array.isArray(node.examples)) {
+    if (node.examples.length > 0 && !('example' in node)) node.example = node.examples[0]
+    delete node.examples
+  }
   tidyUnion(node, 'anyOf')
   tidyUnion(node, 'oneOf')
   // OpenAPI 3.0.3: a nullable enum accepts null only when its values list null.

@@ -32,6 +32,16 @@ t.test('unions of objects, and nested schemas, are left as they mean', async (t)
     { type: 'object', properties: { e: { type: 'string', enum: ['x', null], nullable: true } } })
 })
 
+t.test('examples that @fastify/swagger left in a union\'s member become the one example an OpenAPI 3.0 schema takes', async (t) => {
+  const member = { type: 'object', properties: { on: { type: 'string' } }, description: 'm', examples: [{ on: 'a' }, { on: 'b' }] }
+  t.same(tidy({ anyOf: [member, NULL], description: 'd' }),
+    { allOf: [{ type: 'object', properties: { on: { type: 'string' } }, description: 'm', example: { on: 'a' } }], nullable: true, description: 'd' })
+  t.same(tidy({ type: 'string', example: 'x', examples: ['y'] }), { type: 'string', example: 'x' }, 'an example given stays')
+  const media = { schema: { type: 'object' }, examples: { first: { value: {} } } }
+  t.same(tidyDocument({ paths: { '/x': { post: { requestBody: { content: { 'application/json': structuredClone(media) } } } } } }).paths['/x'].post.requestBody.content['application/json'],
+    media, 'a Media Type\'s examples, a map, stay')
+})
+
 t.test('If-Match parameters get the pattern the server checks', async (t) => {
   const document = tidyDocument({ paths: { '/x': { patch: { parameters: [{ in: 'header', name: 'if-match', schema: { type: 'string' } }] } } } })
   t.match(document.paths['/x'].patch.parameters[0]!.schema, { type: 'string', pattern: /W\// })
