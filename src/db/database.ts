@@ -189,6 +189,8 @@ export interface ProcessInstancesTable {
   parent_step_id: ColumnType<string | null, string | null | undefined, never>
   /** How many processes above this one started it (src/modules/instances/chain.ts; migration 0023). */
   chain_depth: ColumnType<number, number | undefined, never>
+  /** The first process of its chain, for a process a follow-up or a process's write started (chain.ts; migration 0030). */
+  chain_root_id: ColumnType<string | null, string | null | undefined, never>
   version: Generated<number>
   started_at: Timestamp
   ended_at: Date | null

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
 import { DAY } from '../helpers/clock.js'
 import { setupRuntime, type StepInput } from '../helpers/runtime.js'
 
@@ -141,6 +142,45 @@ t.test('autostart', async (t) => {
       'the last is stopped at its follow-up step, before it writes')
     const last = starters.find((i: { status: string }) => i.status === 'running')
     t.match((await rt.instance(last.id)).steps[0], { state: 'failed' }, 'the deepest process\'s follow-up step fails into a manual one')
+  })
+
+  await t.test('templates that each start two of the other stop 100 processes below the first, through follow-ups and autostarts alike', async (t) => {
+    const chainOf = async (templateIds: string[]) => (await sql<{ n: number; roots: number }>`
+      select count(*)::int as n, count(distinct coalesce(chain_root_id, id))::int as roots
+      from process_instances where template_id in (${sql.join(templateIds)})`.execute(rt.db)).rows[0]!
+    // Two follow-up steps each, ten deep: 2,047 processes from one start without a bound on their number.
+    const empty = async (name: string) => (await api.post('/v1/process-templates', { name, controllerUserId: rt.controller.id })).data.id as string
+    const [a, b] = [await empty('Opens two B'), await empty('Opens two A')]
+    for (const [from, to] of [[a, b], [b, a]] as const) {
+      for (const name of ['First', 'Second']) {
+        const added = await api.post(`/v1/process-templates/${from}/steps`, { kind: 'followUpProcess', name, followUp: { templateId: to } })
+        t.equal(added.statusCode, 201, added.body)
+      }
+    }
+    for (const id of [a, b]) t.equal((await api.patch(`/v1/process-templates/${id}`, { active: true })).statusCode, 200)
+    const first = await rt.start(a)
+    await rt.scheduler.runOnce()
+    t.match(await chainOf([a, b]), { n: 101, roots: 1 }, 'the first process and 100 below it')
+    const stopped = await sql<{ message: string }>`
+      select message from activities where kind = 'automaticStepFailed' and instance_id in (select id from process_instances where template_id in (${a}, ${b}))`.execute(rt.db)
+    t.ok(stopped.rows.length > 0 && stopped.rows.every((r) => new RegExp(`start at most 100 below the first of their chain, and the chain of process ${first.id} has started 100\\.$`).test(r.message)),
+      'each follow-up step past the bound fails into a manual one, saying why')
+
+    // Two templates bumping a counter both watch (one no other template here watches): each write starts two processes.
+    const bump = {
+      kind: 'writeValues', name: 'Bump it', refersTo: { property: true },
+      writeValues: { values: [{ record: 'property', field: 'bumps', value: { add: [{ field: 'property.bumps' }, 1] } }] }
+    }
+    const watching = { on: 'fieldChanged', record: 'property', field: 'bumps', responsible: 'maintainer' }
+    const both = [await autostartTemplate('Bumps it too', watching, [bump]), await autostartTemplate('Bumps it as well', watching, [bump])]
+    const property = await newProperty({ bumps: 0 })
+    await api.patch(`/v1/properties/${property.id}`, { fields: { bumps: 1 } })
+    await rt.scheduler.runOnce()
+    t.match(await chainOf(both), { n: 202, roots: 2 }, 'the person\'s write started two, and each of their chains 100 more')
+    const skipped = (await runsOf(both[0]!, '?outcome=skipped&limit=100')).concat(await runsOf(both[1]!, '?outcome=skipped&limit=100'))
+    t.ok(skipped.length > 0 && skipped.every((r: { reason: string }) => /^the property was written by process [0-9a-f-]{36}: processes that start each other .* start at most 100 below the first of their chain/.test(r.reason)),
+      'the autostarts past the bound are listed as skipped, saying why')
+    for (const id of both) await api.patch(`/v1/process-templates/${id}`, { active: false })
   })
 
   await t.test('a provider writing back what starts its own template stops ten processes down the chain', async (t) => {

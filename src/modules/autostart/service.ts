@@ -4,7 +4,8 @@ import { notFound } from '../../errors.js'
 import { addDays } from '../../lib/calendar.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
-import { chainTooDeep, type ChainWriter } from '../instances/chain.js'
+import { chainTooDeep, chainTooLong, MAX_CHAIN_PROCESSES, type ChainWriter } from '../instances/chain.js'
+import { countChainProcesses } from '../instances/repository.js'
 import { startFailure, startProcessIn } from '../instances/service.js'
 import * as repo from './repository.js'
 import type { RecordKindName } from './repository.js'
@@ -142,8 +143,8 @@ export function daysAfter(through: string, today: string): string[] {
 /**
  * Claims the run, then starts the process or records why not: the record has no maintainer, or the
  * template cannot start with this record (inactive steps' services, a step that refers to the other
- * kind of record, an unknown user…), or the write was made by a writer too far down its chain
- * (chain.ts). False when the run was claimed before.
+ * kind of record, an unknown user…), or the write was made by a writer too far down its chain, or
+ * in a chain that started as many processes as it may (chain.ts). False when the run was claimed before.
  */
 async function run(
   db: DB, now: Date, template: repo.AutostartTemplate, autostart: Autostart, record: RecordKindName,
@@ -154,9 +155,10 @@ async function run(
     occurrence, outcome: 'skipped', reason: 'starting', created_at: now
   })
   if (!claim) return false
-  const tooDeep = writer && chainTooDeep(writer.chainDepth, 'that writer')
-  if (tooDeep) {
-    await repo.settleRun(db, template.tenant_id, claim.id, 'skipped', `the ${record} was written by ${writer.says}: ${tooDeep}`, null)
+  const chainEnds = writer && (chainTooDeep(writer.chainDepth, 'that writer')
+    ?? (writer.rootId && chainTooLong(await countChainProcesses(db, template.tenant_id, writer.rootId, MAX_CHAIN_PROCESSES), writer.rootId)))
+  if (chainEnds) {
+    await repo.settleRun(db, template.tenant_id, claim.id, 'skipped', `the ${record} was written by ${writer.says}: ${chainEnds}`, null)
     return true
   }
   const responsible = autostart.responsible === 'maintainer' ? row.maintainer_user_id : autostart.responsible.user
@@ -171,7 +173,8 @@ async function run(
       ...(record === 'property' ? { propertyId: row.id } : { addressId: row.id })
     }, {
       startedBy: { says: `by its autostart ${says}`, data: { autostartRunId: claim.id, occurrence, ...writer?.data } },
-      chainDepth: writer ? writer.chainDepth + 1 : 0
+      chainDepth: writer ? writer.chainDepth + 1 : 0,
+      chainRootId: writer?.rootId
     })
     await repo.settleRun(db, template.tenant_id, claim.id, 'started', null, instance.id)
   } catch (error) {

@@ -10,12 +10,23 @@ import type { JsonObject } from '../../db/database.js'
  * date began; one more than its writer otherwise. A process or a write-back this deep sets off no
  * more: a follow-up step fails into a manual one, an autostart is recorded as skipped, and the
  * triggers that would have fired are logged on the record as not fired.
+ *
+ * Depth alone does not bound a chain: templates that each start two of the other (two follow-up
+ * steps, or two autostarts on a field both write) make 2^11 - 1 processes ten deep from one start.
+ * So each process below the first of its chain keeps that first one (process_instances.chain_root_id),
+ * and a chain starts at most MAX_CHAIN_PROCESSES processes below its first; past that it stops as it
+ * does ten deep.
  */
 export const MAX_CHAIN_DEPTH = 10
+
+/** Processes a chain may start below its first (the one a person, a person's write or a date began). */
+export const MAX_CHAIN_PROCESSES = 100
 
 /** A record's writer other than a person: a process (its writeValues step), or a provider writing back for a delivery. */
 export interface ChainWriter {
   chainDepth: number
+  /** The first process of the writer's chain; undefined for a trigger's delivery, whose processes begin chains of their own. */
+  rootId?: string | undefined
   /** "process <id>", "the provider of delivery <id>". */
   says: string
   /** What an autostarted process's processStarted activity keeps of its writer. */
@@ -29,7 +40,19 @@ export function chainTooDeep(depth: number, what = 'this process'): string | und
       `chains at most ${MAX_CHAIN_DEPTH} deep, and ${what} is ${depth} down its chain`
 }
 
+/** Why a chain that has started `started` processes below its first may start no more; undefined when it may. */
+export function chainTooLong(started: number, rootId: string): string | undefined {
+  return started < MAX_CHAIN_PROCESSES ? undefined
+    : `processes that start each other (follow-ups; autostarts fired by a process's or a provider's writes) start at most ` +
+      `${MAX_CHAIN_PROCESSES} below the first of their chain, and the chain of process ${rootId} has started ${started}`
+}
+
+/** The first process of a process's chain: the process itself when a person, a person's write or a date began it. */
+export function chainRootOf(instance: { id: string; chain_root_id: string | null }): string {
+  return instance.chain_root_id ?? instance.id
+}
+
 /** A process as a record's writer. */
-export function processWriter(instance: { id: string; chain_depth: number }): ChainWriter {
-  return { chainDepth: instance.chain_depth, says: `process ${instance.id}`, data: { byInstanceId: instance.id } }
+export function processWriter(instance: { id: string; chain_depth: number; chain_root_id: string | null }): ChainWriter {
+  return { chainDepth: instance.chain_depth, rootId: chainRootOf(instance), says: `process ${instance.id}`, data: { byInstanceId: instance.id } }
 }

@@ -55,6 +55,17 @@ export async function tenantExists(db: DB, tenantId: string): Promise<boolean> {
   return (await db.selectFrom('tenants').select('id').where('id', '=', tenantId).executeTakeFirst()) !== undefined
 }
 
+/**
+ * How many processes the chain of this first process has started below it (chain.ts), counted up to
+ * `cap`: through the partial index on chain_root_id, so a long chain costs no more than the cap.
+ */
+export async function countChainProcesses(db: DB, tenantId: string, rootId: string, cap: number): Promise<number> {
+  const { count } = await db.selectFrom(
+    (qb) => qb.selectFrom('process_instances').select('id').where('chain_root_id', '=', rootId).where('tenant_id', '=', tenantId).limit(cap).as('c')
+  ).select((eb) => eb.fn.countAll<string>().as('count')).executeTakeFirstOrThrow()
+  return Number(count)
+}
+
 export function findInstance(db: DB, tenantId: string, id: string) {
   return db.selectFrom('process_instances').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
 }

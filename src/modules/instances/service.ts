@@ -262,6 +262,8 @@ export interface StartOptions {
   parent?: { instanceId: string; stepId: string } | undefined
   /** How many processes above the new one started it (src/modules/instances/chain.ts); 0 by default. */
   chainDepth?: number | undefined
+  /** The first process of the chain a follow-up or a process's write starts it in (chain.ts); none by default. */
+  chainRootId?: string | undefined
   /** What began the process, for its processStarted activity: "by autostart …" in the message, and data. */
   startedBy?: { says: string; data: JsonObject } | undefined
   /** Told what the start read, once a start from it was written. */
@@ -313,7 +315,7 @@ async function writeStart(
   trx: DB, clock: Clock, tenantId: string, input: StartInstance, { template, steps, timeZone }: TemplateFacts,
   options: StartOptions & { known?: KnownStart }
 ): Promise<(Started & { work: WorkTable[] }) | undefined> {
-  const { idempotencyKey, parent, startedBy, known, chainDepth } = options
+  const { idempotencyKey, parent, startedBy, known, chainDepth, chainRootId } = options
   const now = clock.now()
   const instanceId = newId(now.getTime())
   const row: InstanceRow = {
@@ -332,6 +334,7 @@ async function writeStart(
     parent_instance_id: parent?.instanceId ?? null,
     parent_step_id: parent?.stepId ?? null,
     chain_depth: chainDepth ?? 0,
+    chain_root_id: chainRootId ?? null,
     version: 1,
     started_at: now,
     ended_at: null,

@@ -161,7 +161,7 @@ type ClaimCall = NonNullable<Awaited<ReturnType<typeof repo.findDeliveryWriter>>
 /** The writer of a write-back made with a call's apiClaim: the call's process, or its trigger's delivery (chain.ts). */
 function writerOf(found: ClaimCall, deliveryId: string): ChainWriter {
   return found.instance_id !== null && found.instance_depth !== null
-    ? processWriter({ id: found.instance_id, chain_depth: found.instance_depth })
+    ? processWriter({ id: found.instance_id, chain_depth: found.instance_depth, chain_root_id: found.instance_root })
     : { chainDepth: found.chain_depth, says: `the provider of delivery ${deliveryId}`, data: { byDeliveryId: deliveryId } }
 }
 

@@ -1,4 +1,5 @@
-import { chainTooDeep } from '../../modules/instances/chain.js'
+import { chainRootOf, chainTooDeep, chainTooLong, MAX_CHAIN_PROCESSES } from '../../modules/instances/chain.js'
+import { countChainProcesses } from '../../modules/instances/repository.js'
 import { startFailure, startProcessIn } from '../../modules/instances/service.js'
 import { followUpOf } from '../../modules/templates/steps/follow-up.js'
 import type { AutomaticStepRunner } from './runner-types.js'
@@ -15,9 +16,12 @@ import type { AutomaticStepRunner } from './runner-types.js'
 export const runFollowUp: AutomaticStepRunner = async ({ db, now, changes, instance, step }) => {
   const settings = followUpOf(step)
   if (!settings) return changes.failAutomaticStep(instance, step, 'it names no template to start')
-  // Templates that start each other, by follow-ups or autostarts, stop at a depth (chain.ts).
+  // Templates that start each other, by follow-ups or autostarts, stop at a depth and a number of processes (chain.ts).
   const tooDeep = chainTooDeep(instance.chain_depth)
   if (tooDeep) return changes.failAutomaticStep(instance, step, tooDeep)
+  const rootId = chainRootOf(instance)
+  const tooLong = chainTooLong(await countChainProcesses(db, instance.tenant_id, rootId, MAX_CHAIN_PROCESSES), rootId)
+  if (tooLong) return changes.failAutomaticStep(instance, step, tooLong)
   let child
   try {
     child = (await startProcessIn(db, { now: () => now }, instance.tenant_id, {
@@ -28,6 +32,7 @@ export const runFollowUp: AutomaticStepRunner = async ({ db, now, changes, insta
     }, {
       parent: { instanceId: instance.id, stepId: step.id },
       chainDepth: instance.chain_depth + 1,
+      chainRootId: rootId,
       startedBy: { says: `by step "${step.name}" of process "${instance.template_name}" (${instance.id})`, data: {} }
     })).instance
   } catch (error) {
