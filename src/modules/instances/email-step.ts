@@ -85,7 +85,11 @@ function recipientOf(
       if (!instance.address_id) return { problem: 'the process has no linked address to mail' }
       if (!found.address) return { problem: `the linked address ${instance.address_id} no longer exists` }
       const value = found.address.fields[ADDRESS_EMAIL_FIELD]
-      if (typeof value !== 'string' || value.trim() === '') return { problem: `the linked address has no e-mail (its field "${ADDRESS_EMAIL_FIELD}" is empty)` }
+      if (value === null || value === undefined || (typeof value === 'string' && value.trim() === '')) {
+        return { problem: `the linked address has no e-mail (its field "${ADDRESS_EMAIL_FIELD}" is empty)` }
+      }
+      // A number, a list or an object is no address, and no empty field either: the reason shows it (as JSON).
+      if (typeof value !== 'string') return { problem: `the linked address's field "${ADDRESS_EMAIL_FIELD}" ${shown(JSON.stringify(value))} is not an e-mail address` }
       return checked(value.trim(), `the linked address's field "${ADDRESS_EMAIL_FIELD}"`)
     }
     default:
