@@ -9,6 +9,7 @@ import { openPostgres } from '../../src/db/connect.js'
 import pg from 'pg'
 import { migrateToLatest, pendingMigrations } from '../../src/db/migrate.js'
 import { adminQuery, createTestDatabase, databaseUrl } from '../helpers/database.js'
+import { findOperatorKeyHash } from '../../src/modules/auth/repository.js'
 import { runScript } from '../helpers/process.js'
 
 t.test('two processes migrating one empty database at once both succeed', async (t) => {
@@ -72,4 +73,22 @@ t.test('db:migrate, admin:rotate-key and secrets:reencrypt stop with the message
     t.match(wrong.output(), /^Invalid configuration:\n {2}- DATABASE_URL: must be a postgres:\/\/ \(or postgresql:\/\/\) URL/, script)
     t.notMatch(wrong.output(), /\n\s+at |ConfigError/, `${script}: no stack trace`)
   }
+})
+
+// They take no arguments and read none: `npm run admin:rotate-key -- --help` replaced the operator key,
+// and `npm run db:migrate -- --down` migrated up and said the database was up to date.
+t.test('db:migrate, admin:rotate-key and secrets:reencrypt given an argument stop with a message, having done nothing', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  await sql`delete from kysely_migration where name = (select max(name) from kysely_migration)`.execute(database.db)
+  const env = { DATABASE_URL: databaseUrl(database.name), BATON_ADMIN_TOKEN: '', BATON_SECRETS_KEY: randomBytes(32).toString('base64') }
+  for (const script of ['scripts/migrate.ts', 'scripts/rotate-operator-key.ts', 'scripts/reencrypt-secrets.ts']) {
+    for (const argument of ['--help', '--down']) {
+      const run = runScript(script, env, [argument])
+      t.equal(await run.exited, 1, `${script} ${argument}`)
+      t.equal(run.output(), `unknown argument "${argument}": this command takes no arguments; it reads its settings from the environment, as Baton does\n`, `${script} ${argument}`)
+    }
+  }
+  t.equal(await findOperatorKeyHash(database.db), undefined, 'no operator key was made')
+  t.equal((await pendingMigrations(database.db as never)).length, 1, 'no migration was run')
 })
