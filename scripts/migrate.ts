@@ -1,8 +1,16 @@
 // `npm run db:migrate`: brings the database (DATABASE_URL, or the embedded one) to the latest schema.
-import { migrateToLatest } from '../src/db/migrate.js'
+import type { Kysely } from '../src/db/kysely.js'
+import { migrateToLatest, unknownMigrations, UnknownMigrationsError } from '../src/db/migrate.js'
 import { adminCommand } from './admin-command.js'
 
 await adminCommand(async (database) => {
   const applied = await migrateToLatest(database)
-  process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'the database is up to date\n')
-})
+  if (applied.length > 0) {
+    process.stdout.write(`applied: ${applied.join(', ')}\n`)
+    return
+  }
+  // A newer Baton's migrations are left as they are (its processes may still run beside this version's), but said.
+  const newer = await unknownMigrations(database.db as unknown as Kysely<unknown>)
+  process.stdout.write(newer.length === 0 ? 'the database is up to date\n'
+    : `the database is up to date, and ahead: it holds migrations this version of Baton does not have (${newer.join(', ')}), run by a newer version\n`)
+}, { told: (error) => error instanceof UnknownMigrationsError })

@@ -2,7 +2,7 @@ import pino, { type Logger } from 'pino'
 import { systemClock } from './adapters/clock.js'
 import { asDatabaseUrlProblem, ConfigError, listenProblem, loadConfig, shutdownDelayMs, type Config } from './config.js'
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
-import { migrateToLatest } from './db/migrate.js'
+import { migrateToLatest, UnknownMigrationsError } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
 import { BatonMetrics } from './lib/metrics.js'
 import { hashKey } from './lib/keys.js'
@@ -170,7 +170,7 @@ try {
 } catch (caught) {
   // A user, password or database the server does not know fails the first start-up step that needs it.
   const error = asDatabaseUrlProblem(caught)
-  if (error instanceof ConfigError || error instanceof DataDirBusyError) {
+  if (error instanceof ConfigError || error instanceof DataDirBusyError || error instanceof UnknownMigrationsError) {
     process.stderr.write(`${error.message}\n`)
     process.exit(1)
   }

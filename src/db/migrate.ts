@@ -12,7 +12,10 @@ export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]>
   // Every start runs this: when all migrations are recorded, one query answers, without the
   // migrator's lock, its own tables' checks and the import of every migration file.
   if (await upToDate(handle.db as Kysely<unknown>)) return []
-  const run = (db: Kysely<unknown>) => check(newMigrator(db).migrateToLatest())
+  const run = async (db: Kysely<unknown>) => {
+    await refuseUnknownMigrations(db)
+    return check(newMigrator(db).migrateToLatest())
+  }
   if (handle.kind === 'embedded') return run(handle.db as Kysely<unknown>)
   // A migration may take longer than a request may: its own connection, without the statement timeout.
   // Kysely's own lock table is created racily; a session advisory lock makes a second process wait.
@@ -36,15 +39,49 @@ export async function pendingMigrations(db: Kysely<unknown>): Promise<string[]> 
   return migrations.filter((m) => m.executedAt === undefined).map((m) => m.name)
 }
 
+/**
+ * A database holding migrations this version has no file for, while it lacks one of this version's:
+ * a newer Baton migrated it (or another branch). Migrating it on would give a schema that matches neither.
+ */
+export class UnknownMigrationsError extends Error {
+  override name = 'UnknownMigrationsError'
+}
+
+/** The migrations recorded as run that this version has no file for: a newer Baton ran them ([] before any ran). */
+export async function unknownMigrations(db: Kysely<unknown>): Promise<string[]> {
+  const [names, done] = await Promise.all([migrationNames(), recordedMigrations(db)])
+  return [...(done ?? [])].filter((name) => !names.includes(name)).sort()
+}
+
 /** Whether every migration in the folder is recorded as run (false when that cannot be read, e.g. on an empty database). */
 async function upToDate(db: Kysely<unknown>): Promise<boolean> {
-  const names = (await fs.readdir(migrationFolder)).filter(isMigrationFile).map((file) => file.slice(0, file.lastIndexOf('.')))
+  const [names, done] = await Promise.all([migrationNames(), recordedMigrations(db)])
+  return done !== undefined && names.every((name) => done.has(name))
+}
+
+// Kysely refused such a database with "corrupted migrations: previously executed migration 0030_x is
+// missing" and a stack trace, which read as a migration lost from the database.
+async function refuseUnknownMigrations(db: Kysely<unknown>): Promise<void> {
+  const unknown = await unknownMigrations(db)
+  if (unknown.length === 0) return
+  const done = (await recordedMigrations(db)) ?? new Set()
+  const pending = (await migrationNames()).filter((name) => !done.has(name))
+  throw new UnknownMigrationsError(`The database holds migrations this version of Baton does not have (${unknown.join(', ')}), `
+    + `so a newer version migrated it, and lacks ${pending.join(', ')} of this version: run the version that migrated it, `
+    + 'or restore the database from before that version ran.')
+}
+
+async function migrationNames(): Promise<string[]> {
+  return (await fs.readdir(migrationFolder)).filter(isMigrationFile).map((file) => file.slice(0, file.lastIndexOf('.')))
+}
+
+/** The names recorded as run; undefined when the table cannot be read (an empty database). */
+async function recordedMigrations(db: Kysely<unknown>): Promise<Set<string> | undefined> {
   try {
     const { rows } = await sql<{ name: string }>`select name from ${sql.table(DEFAULT_MIGRATION_TABLE)}`.execute(db)
-    const done = new Set(rows.map((r) => r.name))
-    return names.every((name) => done.has(name))
+    return new Set(rows.map((r) => r.name))
   } catch {
-    return false
+    return undefined
   }
 }
 

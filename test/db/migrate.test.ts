@@ -92,3 +92,27 @@ t.test('db:migrate, admin:rotate-key and secrets:reencrypt given an argument sto
   t.equal(await findOperatorKeyHash(database.db), undefined, 'no operator key was made')
   t.equal((await pendingMigrations(database.db as never)).length, 1, 'no migration was run')
 })
+
+// Kysely refused a database a newer Baton migrated, once this version had a migration to run there, with
+// "corrupted migrations: previously executed migration … is missing" and a stack trace (in a fatal log
+// line from the server); with none to run, db:migrate said "up to date" and no more.
+t.test('a database a newer Baton migrated: db:migrate says it is ahead; with one of ours missing too, it and the server stop naming both', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  await sql`insert into kysely_migration (name, timestamp) values ('9999_from_a_newer_baton', now())`.execute(database.db)
+  const env = { DATABASE_URL: databaseUrl(database.name), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0', LOG_LEVEL: 'warn' }
+  const ahead = runScript('scripts/migrate.ts', env)
+  t.equal(await ahead.exited, 0, ahead.output())
+  t.equal(ahead.output(), 'the database is up to date, and ahead: it holds migrations this version of Baton does not have (9999_from_a_newer_baton), run by a newer version\n')
+
+  const { rows } = await sql<{ name: string }>`delete from kysely_migration where name = (select max(name) from kysely_migration where name < '9999') returning name`.execute(database.db)
+  const ours = rows[0]!.name
+  const message = new RegExp(`^The database holds migrations this version of Baton does not have \\(9999_from_a_newer_baton\\), so a newer version migrated it, and lacks ${ours} of this version: run the version that migrated it, or restore the database from before that version ran\\.\\n$`)
+  for (const [script, args] of [['scripts/migrate.ts', []], ['src/server.ts', ['--role=api']]] as const) {
+    const run = runScript(script, env, [...args])
+    t.teardown(() => { run.child.kill('SIGKILL') })
+    t.equal(await run.exited, 1, script)
+    t.match(run.output(), message, script)
+  }
+  t.same(await pendingMigrations(database.db as never), [ours], 'nothing was migrated')
+})
