@@ -9,7 +9,8 @@ const DAY_MS = 86_400_000
  * Removes finished data older than the retention, at most `limit` rows of each kind per call, each
  * kind found through a partial index over its finished rows (migrations 0007 and 0029); rows another
  * worker is removing are skipped. Returns how many rows went. The kinds:
- * - processes that ended, with their steps, deliveries, attempts and activities;
+ * - processes that ended, with their steps, deliveries, attempts and activities; not while a delivery
+ *   of one is queued or in flight (a replay of it), which would go unsent or unrecorded;
  * - finished deliveries of record triggers, with their attempts;
  * - the activities of records that belong to no process: a trigger call's outcome, its replay or
  *   recovery, a provider's write-back through it, the triggers a write did not fire. They are the
@@ -30,6 +31,8 @@ export async function removeOldHistory(db: DB, now: Date, retentionDays: number,
     with old as (
       select tenant_id, id from process_instances
       where status <> 'running' and ended_at < ${cutoff}
+        and not exists (select 1 from deliveries d where d.tenant_id = process_instances.tenant_id and d.instance_id = process_instances.id
+          and d.status in ('pending', 'running'))
       order by ended_at
       limit ${limit}
       for update skip locked

@@ -37,6 +37,51 @@ t.test('processes that ended long ago go with their steps, deliveries, attempts 
   t.equal(await count('outbox_mails'), before.mails - 5)
 })
 
+// A delivery of a process that ended long ago may be replayed (POST /v1/deliveries/{id}/replay answers
+// 202): the retention took the process with it, the replay queued or in flight, and the call was never
+// made, or made and its attempt never logged.
+t.test('a process that ended long ago stays while a replay of its delivery is queued or in flight, and goes once it has finished', async (t) => {
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Re-value again', refersTo: { property: true } }])
+  const ended = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(ended.id)).status, 'completed')
+  const deliveryId = ended.steps[0].delivery.id as string
+  rt.clock.advance(91 * DAY)
+  const removeAll = async () => {
+    let removed = 0
+    for (let pass = await removeOldHistory(rt.db, rt.clock.now(), 90); pass > 0; pass = await removeOldHistory(rt.db, rt.clock.now(), 90)) removed += pass
+    return removed
+  }
+
+  const replayed = await rt.api.post(`/v1/deliveries/${deliveryId}/replay`)
+  t.equal(replayed.statusCode, 202, replayed.body)
+  await removeAll()
+  const queued = (await rt.api.get(`/v1/deliveries/${deliveryId}`)).data
+  if (!t.match(queued, { status: 'pending', round: 2 }, 'the queued replay stays, with its process')) return
+
+  // In flight: the provider holds its answer while the retention runs.
+  let answer!: () => void
+  let arrived!: () => void
+  const held = new Promise<void>((resolve) => { arrived = resolve })
+  rt.provider.queue(() => new Promise((resolve) => {
+    arrived()
+    answer = () => resolve({ status: 200, body: 'again' })
+  }))
+  const calls = rt.provider.calls.length
+  const run = rt.scheduler.runOnce()
+  await held
+  await removeAll()
+  answer()
+  await run
+  t.equal(rt.provider.calls.length, calls + 1, 'the replay called the provider')
+  const delivery = (await rt.api.get(`/v1/deliveries/${deliveryId}`)).data
+  t.match(delivery, { status: 'succeeded', round: 2 }, 'its outcome is recorded')
+  t.same(delivery.attempts.map((a: { round: number; outcome: string }) => [a.round, a.outcome]), [[1, 'succeeded'], [2, 'succeeded']], 'both rounds in the attempt log')
+
+  t.ok(await removeAll() > 0, 'once the replay has finished, the process goes')
+  t.equal((await rt.api.get(`/v1/deliveries/${deliveryId}`)).statusCode, 404)
+})
+
 t.test('a sent mail whose email step has not heard of it yet stays, however old', async (t) => {
   const sent = rt.clock.now()
   await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, sent_at, settle_step)
