@@ -42,3 +42,38 @@ t.test('a step saved before a required parameter with a default was added can st
   t.equal(replaced.statusCode, 422, 'parameters the edit gives anew must still name a required one the step had')
   t.match(replaced.data.errors, [{ pointer: '/body/parameters/language', detail: 'is required by the service' }])
 })
+
+t.test('a running process whose step still to call the service lacks a parameter, or passes it, holds it as a template step does (409 naming the process)', async (t) => {
+  // A service of its own: the tests above leave parameters on the fixture's.
+  const service = (await rt.operator.post('/v1/marketplace-services', { name: 'Survey', provider: 'ValueCo', webhookUrl: `${rt.provider.url}/hooks/survey` })).data
+  const base = `/v1/marketplace-services/${service.id}/parameters`
+  t.equal((await rt.operator.post(base, { name: 'mode', type: 'enum', allowedValues: ['quick', 'full'] })).statusCode, 201)
+  t.equal((await rt.api.put(`/v1/marketplace-services/${service.id}/activation`)).statusCode, 200)
+  const templateId = await rt.template([
+    { kind: 'task', name: 'Prepare' },
+    { kind: 'webhook', name: 'Ask ValueCo', refersTo: { property: true }, serviceId: service.id, parameters: { mode: 'quick' } }
+  ])
+  const instance = await rt.start(templateId)
+  // The template's step goes (the process keeps its copy): no template step calls the service any more.
+  const [, step] = (await rt.api.get(`/v1/process-templates/${templateId}/steps`)).data.items
+  t.equal((await rt.api.delete(`/v1/process-templates/${templateId}/steps/${step.id}`)).statusCode, 204)
+
+  const required = await rt.operator.post(base, { name: 'region', type: 'string', required: true })
+  t.equal(required.statusCode, 409, 'the process\'s call would go out without it')
+  t.match(required.data?.detail, new RegExp(`"region" cannot be required without a default: steps of process instance ${instance.id}`))
+  const mode = (await rt.operator.get(base)).data.items.find((p: { name: string }) => p.name === 'mode')
+  const narrowed = await rt.operator.patch(`${base}/${mode.id}`, { allowedValues: ['full'] })
+  t.equal(narrowed.statusCode, 409, 'the process\'s call passes "quick"')
+  t.match(narrowed.data?.detail, new RegExp(`"mode" is passed by steps of process instance ${instance.id}.*removing the allowed values "quick"`))
+
+  t.equal((await rt.api.post(`/v1/process-instances/${instance.id}/advance`, { outcome: 'done' })).statusCode, 200)
+  await rt.scheduler.runOnce()
+  const call = rt.provider.calls.find((c) => c.query.processId === instance.id)
+  t.match(call?.query, { mode: 'quick' }, 'the call goes out as the process\'s step says')
+  t.equal((await rt.instance(instance.id)).status, 'completed')
+
+  // Its call made, the process holds nothing.
+  const added = await rt.operator.post(base, { name: 'region', type: 'string', required: true })
+  t.equal(added.statusCode, 201, added.body)
+  t.equal((await rt.operator.delete(`${base}/${added.data.id}`)).statusCode, 204)
+})

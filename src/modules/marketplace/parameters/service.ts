@@ -9,7 +9,7 @@ import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import * as repo from './repository.js'
 import { definitionErrors } from './rules.js'
 import type { CreateParameter, ParameterDefinition, UpdateParameter, WebhookParameter } from './schemas.js'
-import { findTemplatesUsing, lockService } from '../services/repository.js'
+import { findProcessesUsing, findTemplatesUsing, lockService } from '../services/repository.js'
 import { findVisibleService, nameTemplates } from '../services/service.js'
 
 export function toParameter(row: ParameterRow): WebhookParameter {
@@ -92,7 +92,7 @@ export async function updateParameter(
     checkDefinition(next)
     await checkNameFree(trx, serviceId, next.name, id)
     const change = breakingChange(current, next)
-    if (change) await checkUnused(trx, current, `${change} would break them`)
+    if (change) await checkUnused(trx, current, `${change} would break them`, `${change} would break their calls`)
     if (!(current.required && current.default === null)) await checkPassedWhereRequired(trx, serviceId, next)
     if (changesNothing(current, next)) return current
     const row = await repo.updateParameter(trx, serviceId, id, toValues(next), clock.now())
@@ -104,7 +104,7 @@ export async function updateParameter(
 export async function deleteParameter(db: DB, serviceId: string, id: string): Promise<void> {
   await withServiceLocked(db, serviceId, async (trx) => {
     const current = await getParameter(trx, undefined, serviceId, id)
-    await checkUnused(trx, current, 'remove it from those steps first')
+    await checkUnused(trx, current, 'remove it from those steps first', 'their calls would carry it still')
     if (!(await repo.deleteParameter(trx, serviceId, id))) throw notFound('Parameter', id)
   })
 }
@@ -143,11 +143,27 @@ async function checkPassedWhereRequired(db: DB, serviceId: string, parameter: Pa
     throw conflict(`Parameter "${parameter.name}" cannot be required without a default: steps of ${nameTemplates(templates)} call the service ` +
       'without it. Give it a default, or add it to those steps first.')
   }
+  // A running process calls with the steps it copied when it started, whatever its template says now.
+  const processes = await findProcessesUsing(db, { serviceId, lacking: parameter.name })
+  if (processes.length > 0) {
+    throw conflict(`Parameter "${parameter.name}" cannot be required without a default: steps of ${nameProcesses(processes)} still to call ` +
+      'the service do not pass it (copied when they started). Give it a default, or wait until those steps have ended.')
+  }
 }
 
-async function checkUnused(db: DB, parameter: WebhookParameter, advice: string): Promise<void> {
+async function checkUnused(db: DB, parameter: WebhookParameter, advice: string, effect: string): Promise<void> {
   const templates = await findTemplatesUsing(db, { serviceId: parameter.serviceId, parameterName: parameter.name })
   if (templates.length > 0) {
     throw conflict(`Parameter "${parameter.name}" is passed by steps of ${nameTemplates(templates)}; ${advice}.`)
   }
+  const processes = await findProcessesUsing(db, { serviceId: parameter.serviceId, parameterName: parameter.name })
+  if (processes.length > 0) {
+    throw conflict(`Parameter "${parameter.name}" is passed by steps of ${nameProcesses(processes)} still to call the service ` +
+      `(copied when they started); ${effect}. Wait until those steps have ended.`)
+  }
+}
+
+/** Running processes named for a 409, e.g. `process instance 0190…`. */
+function nameProcesses(processes: { id: string }[]): string {
+  return `${processes.length === 1 ? 'process instance' : 'process instances'} ${processes.map((p) => p.id).join(', ')}`
 }

@@ -115,6 +115,26 @@ export function findTemplatesUsing(db: DB, usage: TemplateUsage) {
   return query.execute()
 }
 
+/**
+ * Running processes with a step that calls the service and has not ended (its call still to come, in
+ * flight, or to be retried), a few of them, to name in a 409: a process copied its steps when it
+ * started, so a parameter its steps pass, or lack, stays as it was there whatever the templates say now.
+ */
+export function findProcessesUsing(db: DB, usage: Omit<TemplateUsage, 'tenantId'>) {
+  let query = db.selectFrom('instance_steps as st')
+    .innerJoin('process_instances as i', (join) => join.onRef('i.tenant_id', '=', 'st.tenant_id').onRef('i.id', '=', 'st.instance_id'))
+    .select(['i.id'])
+    .distinct()
+    .where('st.service_id', '=', usage.serviceId)
+    .where('i.status', '=', 'running')
+    .where('st.state', 'in', ['pending', 'waiting', 'due', 'running', 'failed'])
+    .orderBy('i.id')
+    .limit(10)
+  if (usage.parameterName !== undefined) query = query.where(sql<boolean>`st.parameters ? ${usage.parameterName}`)
+  if (usage.lacking !== undefined) query = query.where(sql<boolean>`not (coalesce(st.parameters, '{}') ? ${usage.lacking})`)
+  return query.execute()
+}
+
 /** Whether process instances or the delivery log still refer to the service. */
 export async function hasServiceHistory(db: DB, serviceId: string): Promise<boolean> {
   const [step, delivery] = await Promise.all([
