@@ -137,6 +137,13 @@ t.test('followUpProcess steps', async (t) => {
     t.same(states(await rt.instance(orphan.id)), ['failed'])
     const orphanLog = (await rt.api.get(`/v1/process-instances/${orphan.id}/activities`)).data.items
     t.ok(orphanLog.some((a: { kind: string; message: string }) => a.kind === 'automaticStepFailed' && /does not exist/.test(a.message)), 'a deleted template too')
+
+    // Known gone, it does not come back: a template naming it is not activated again (every process would fail there).
+    const orphanVersion = (await rt.api.get(`/v1/process-templates/${orphanTemplate}`)).data.version
+    t.equal((await rt.api.patch(`/v1/process-templates/${orphanTemplate}`, { active: false }, { 'if-match': `"${orphanVersion}"` })).statusCode, 200)
+    const again = await rt.api.patch(`/v1/process-templates/${orphanTemplate}`, { active: true })
+    t.equal(again.statusCode, 422, again.body)
+    t.match(again.data.errors, [{ pointer: '/body/active', detail: new RegExp(`step 1 "Start the deleted one" .*followUp/templateId template ${doomed} does not exist`) }])
   })
 
   await t.test('a target whose steps need an address the process lacks fails the step at run time', async (t) => {

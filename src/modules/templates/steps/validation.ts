@@ -5,7 +5,7 @@ import { unprocessable, type FieldError } from '../../../errors.js'
 import { secretProblem } from '../../marketplace/services/secret-strength.js'
 import { phpQueryKeyProblem, queryEncodingProblem, webhookUrlProblem } from '../../marketplace/services/webhook-url.js'
 import { isTenantUser } from '../../users/repository.js'
-import { followUpErrors } from './follow-up.js'
+import { followUpErrors, followUpOf } from './follow-up.js'
 import { kindPhrase } from './kinds.js'
 import * as lookup from './lookup-repository.js'
 import type { StepDraft } from '../mapping.js'
@@ -123,6 +123,12 @@ export async function activationErrors(db: DB, tenantId: string, steps: Template
     const check = await checkWebhook(db, tenantId, step.service_id, step.parameters, step.parameters)
     const label = `step ${step.position} "${step.name}" (${step.id})`
     errors.push(...check.errors.map((e) => ({ pointer: '/body/active', detail: `${label}: ${e.pointer.replace('/body/', '')} ${e.detail}` })))
+  }
+  // A template a follow-up step names may have been deleted since the step was saved: each process would fail there.
+  for (const step of steps.filter((s) => s.kind === 'followUpProcess')) {
+    const found = await followUpErrors(db, tenantId, step.template_id, { kind: step.kind, followUp: followUpOf(step) })
+    const label = `step ${step.position} "${step.name}" (${step.id})`
+    errors.push(...found.map((e) => ({ pointer: '/body/active', detail: `${label}: ${e.pointer.replace('/body/', '')} ${e.detail}` })))
   }
   errors.push(...activationGraphErrors(steps))
   return errors
