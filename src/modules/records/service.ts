@@ -227,7 +227,9 @@ async function explainMissedUpdate(db: DB, kind: RecordKind, tenantId: string, i
 async function refuseIfLinked(db: DB, kind: RecordKind, tenantId: string, id: string): Promise<void> {
   const instanceIds = await repo.findLinkingInstanceIds(db, kind.table, tenantId, id)
   if (instanceIds.length > 0) {
-    throw conflict(`${kind.noun} ${id} is linked to process instances: ${instanceIds.join(', ')}. Cancel or finish them first.`)
+    // Ended processes keep their links (their history names the record) until the retention removes them.
+    throw conflict(`${kind.noun} ${id} is linked to process instances: ${instanceIds.join(', ')}. A process keeps its records ` +
+      'linked while it runs and once it has ended, until the retention removes it (BATON_RETENTION_DAYS after it ended).')
   }
 }
 

@@ -39,6 +39,13 @@ for (const kind of [propertyKind, addressKind]) {
     assertProblem(t, refused, 409, new RegExp(`${first}.*${second}`))
     t.equal((await tenant.client.get(`${collection}/${record.id}`)).statusCode, 200, 'still there')
 
+    // Ended, they still hold it: the answer says so, and that the retention is what lets it go.
+    await ctx.db.updateTable('process_instances').set({ status: 'cancelled', ended_at: new Date() }).where('tenant_id', '=', tenant.id).execute()
+    const ended = await tenant.client.delete(`${collection}/${record.id}`)
+    assertProblem(t, ended, 409, new RegExp(`${first}.*${second}`))
+    t.match(ended.data.detail, /once it has ended, until the retention removes it \(BATON_RETENTION_DAYS/)
+    t.notMatch(ended.data.detail, /Cancel/, 'cancelling them again is no advice')
+
     await ctx.db.deleteFrom('process_instances').where('tenant_id', '=', tenant.id).execute()
     t.equal((await tenant.client.delete(`${collection}/${record.id}`)).statusCode, 204)
   })
