@@ -245,6 +245,8 @@ export interface DeliveriesTable {
   target_host: string | null
   /** How many writers above a trigger's delivery set it off (src/modules/instances/chain.ts; migration 0024). */
   chain_depth: ColumnType<number, number | undefined, never>
+  /** The first process of the chain whose write fired a trigger's delivery; null for a person's write (chain.ts; migration 0030). */
+  chain_root_id: ColumnType<string | null, string | null | undefined, never>
 }
 
 export interface DeliveryAttemptsTable {

@@ -183,6 +183,33 @@ t.test('autostart', async (t) => {
     for (const id of both) await api.patch(`/v1/process-templates/${id}`, { active: false })
   })
 
+  await t.test('a provider writing back for a trigger a process\'s write fired goes on in that process\'s chain', async (t) => {
+    const trigger = await rt.operator.post(`/v1/marketplace-services/${rt.serviceId}/triggers`, { module: 'property', events: ['update'], fields: ['listedAt'] })
+    t.equal(trigger.statusCode, 201, trigger.body)
+    t.teardown(() => rt.operator.delete(`/v1/marketplace-services/${rt.serviceId}/triggers/${trigger.data.id}`))
+    const property = await newProperty({ listedAt: null, valuedAt: null })
+    rt.provider.always(async (call) => {
+      if (call.query.estateId !== property.id || call.query.event !== 'update') return { status: 200, body: 'ok' }
+      const written = await rt.as(call.query.apiClaim!).patch(`/v1/properties/${property.id}`, { fields: { valuedAt: '2026-12-06' } })
+      return { status: written.statusCode === 200 ? 200 : 500, body: written.body }
+    })
+    t.teardown(() => rt.provider.always({ status: 200, body: 'ok' }))
+    const checks = await autostartTemplate('Check the valuation', { on: 'fieldChanged', record: 'property', field: 'valuedAt', responsible: 'maintainer' },
+      [{ kind: 'task', name: 'Check it', refersTo: { property: true } }])
+    t.teardown(() => api.patch(`/v1/process-templates/${checks}`, { active: false }))
+    const lists = await rt.template([{
+      kind: 'writeValues', name: 'List it', refersTo: { property: true },
+      writeValues: { values: [{ record: 'property', field: 'listedAt', value: '2026-12-06' }] }
+    }])
+    const first = await rt.start(lists, { propertyId: property.id })
+    for (let i = 0; i < 3; i++) await rt.scheduler.runOnce()
+    const roots = async (query: ReturnType<typeof sql<{ root: string | null }>>) => (await query.execute(rt.db)).rows.map((r) => r.root)
+    t.same(await roots(sql`select chain_root_id as root from deliveries where source = 'trigger' and property_id = ${property.id}`), [first.id],
+      'the trigger\'s delivery keeps the chain of the process whose write fired it')
+    t.same(await roots(sql`select chain_root_id as root from process_instances where template_id = ${checks}`), [first.id],
+      'the process its provider\'s write-back started counts against that chain, not as the first of a new one')
+  })
+
   await t.test('a provider writing back what starts its own template stops ten processes down the chain', async (t) => {
     const templateId = await autostartTemplate('Re-valued on a new value', { on: 'fieldChanged', record: 'property', field: 'marketValue', responsible: 'maintainer' },
       [{ kind: 'webhook', name: 'Re-value', serviceId: rt.serviceId, refersTo: { property: true } }])

@@ -25,7 +25,7 @@ export const MAX_CHAIN_PROCESSES = 100
 /** A record's writer other than a person: a process (its writeValues step), or a provider writing back for a delivery. */
 export interface ChainWriter {
   chainDepth: number
-  /** The first process of the writer's chain; undefined for a trigger's delivery, whose processes begin chains of their own. */
+  /** The first process of the writer's chain; undefined for a person's write, or a trigger's delivery a person's write fired, whose processes begin chains of their own. */
   rootId?: string | undefined
   /** "process <id>", "the provider of delivery <id>". */
   says: string

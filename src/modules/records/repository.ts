@@ -186,7 +186,7 @@ export function isForeignKeyViolation(error: unknown): boolean {
 export function findDeliveryWriter(db: DB, tenantId: string, deliveryId: string) {
   return db.selectFrom('deliveries as d')
     .leftJoin('process_instances as p', (join) => join.onRef('p.tenant_id', '=', 'd.tenant_id').onRef('p.id', '=', 'd.instance_id'))
-    .select(['d.chain_depth', 'd.step_id', 'p.id as instance_id', 'p.chain_depth as instance_depth', 'p.chain_root_id as instance_root'])
+    .select(['d.chain_depth', 'd.chain_root_id', 'd.step_id', 'p.id as instance_id', 'p.chain_depth as instance_depth', 'p.chain_root_id as instance_root'])
     .where('d.tenant_id', '=', tenantId).where('d.id', '=', deliveryId)
     .executeTakeFirst()
 }

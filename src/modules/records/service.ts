@@ -162,7 +162,7 @@ type ClaimCall = NonNullable<Awaited<ReturnType<typeof repo.findDeliveryWriter>>
 function writerOf(found: ClaimCall, deliveryId: string): ChainWriter {
   return found.instance_id !== null && found.instance_depth !== null
     ? processWriter({ id: found.instance_id, chain_depth: found.instance_depth, chain_root_id: found.instance_root })
-    : { chainDepth: found.chain_depth, says: `the provider of delivery ${deliveryId}`, data: { byDeliveryId: deliveryId } }
+    : { chainDepth: found.chain_depth, rootId: found.chain_root_id ?? undefined, says: `the provider of delivery ${deliveryId}`, data: { byDeliveryId: deliveryId } }
 }
 
 /**

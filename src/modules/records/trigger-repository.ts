@@ -95,7 +95,9 @@ export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Pr
     changed_fields: changed,
     parameters: JSON.stringify(service.defaults),
     next_attempt_at: change.now,
-    chain_depth: change.writer ? change.writer.chainDepth + 1 : 0
+    chain_depth: change.writer ? change.writer.chainDepth + 1 : 0,
+    // Its provider's write-back continues the writer's chain: what it starts counts against that chain (chain.ts).
+    chain_root_id: change.writer?.rootId ?? null
   }))).execute()
   return queued
 }
