@@ -560,12 +560,12 @@ t.test('a huge value that is no address is shown by its start in the reason, not
 // A number or a list in the field was reported as an empty field, which it is not.
 t.test('a field "email" holding another JSON value than text is no e-mail address, and the reason shows it', async (t) => {
   const templateId = await rt.template([tellOwner('Mail the numbered owner'), { kind: 'task', name: 'After the numbered owner' }])
-  for (const [email, shown] of [[42, '"42"'], [false, '"false"'], [['olga@example.com'], '"[\\"olga@example.com\\"]"'], [{ at: 'example.com' }, '"{\\"at\\":\\"example.com\\"}"']] as const) {
+  for (const [email, shown] of [[42, '42'], [false, 'false'], [['olga@example.com'], '["olga@example.com"]'], [{ at: 'example.com' }, '{"at":"example.com"}']] as const) {
     const started = await rt.start(templateId, { addressId: (await owner({ email })).id })
     await rt.scheduler.runOnce()
     const activities = await rt.api.get(`/v1/process-instances/${started.id}/activities`)
     const failed = activities.data.items.find((a: { kind: string }) => a.kind === 'automaticStepFailed')
-    t.equal(failed?.message, `Automatic step "Mail the numbered owner" failed: its e-mail cannot be sent: the linked address's field "email" ${shown} is not an e-mail address.`)
+    t.equal(failed?.message, `Automatic step "Mail the numbered owner" failed: its e-mail cannot be sent: the linked address's field "email" holds ${shown}, which is not an e-mail address.`)
   }
 })
 

@@ -88,8 +88,11 @@ function recipientOf(
       if (value === null || value === undefined || (typeof value === 'string' && value.trim() === '')) {
         return { problem: `the linked address has no e-mail (its field "${ADDRESS_EMAIL_FIELD}" is empty)` }
       }
-      // A number, a list or an object is no address, and no empty field either: the reason shows it (as JSON).
-      if (typeof value !== 'string') return { problem: `the linked address's field "${ADDRESS_EMAIL_FIELD}" ${shown(JSON.stringify(value))} is not an e-mail address` }
+      // A number, a list or an object is no address, and no empty field either: the reason shows it as the JSON it is.
+      if (typeof value !== 'string') {
+        const json = JSON.stringify(value)
+        return { problem: `the linked address's field "${ADDRESS_EMAIL_FIELD}" holds ${json.length > 200 ? `${cutText(json, 200)}…` : json}, which is not an e-mail address` }
+      }
       return checked(value.trim(), `the linked address's field "${ADDRESS_EMAIL_FIELD}"`)
     }
     default:
