@@ -128,9 +128,9 @@ export async function listSteps(db: DB, tenantId: string, templateId: string, pa
 /**
  * The position a page goes on after: its last step's, where that step is now; that step deleted since,
  * just before the step that came next, where that one is now. Their positions when the page was sent
- * would miss a step, or send one again, once a step before them was added or deleted too; both
- * deleted, the list cannot tell where to go on. (A cursor from before it named the next step goes on
- * from the last step's former position.)
+ * would miss a step, or send one again, once a step before them was added or deleted too. Both
+ * deleted (two neighbours removed), or a cursor from before it named the next step: the last step's
+ * former position, right unless steps before it changed as well.
  */
 async function cursorPosition(
   db: DB, tenantId: string, templateId: string, stepId: string, { next, position }: PageRequest
@@ -139,7 +139,7 @@ async function cursorPosition(
   if (row) return row.position
   const following = next === undefined ? undefined : await steps.findStep(db, tenantId, templateId, next)
   if (following) return following.position - 1
-  if (next === undefined && position !== undefined) return position - 1
+  if (position !== undefined) return position - 1
   throw badRequest('The cursor names steps that no longer exist: list the steps again.', [{ pointer: '/querystring/cursor', detail: 'stale cursor' }])
 }
 
