@@ -229,7 +229,7 @@ async function refuseIfLinked(db: DB, kind: RecordKind, tenantId: string, id: st
   if (instanceIds.length > 0) {
     // Ended processes keep their links (their history names the record) until the retention removes them.
     throw conflict(`${kind.noun} ${id} is linked to process instances: ${instanceIds.join(', ')}. A process keeps its records ` +
-      'linked while it runs and once it has ended, until the retention removes it (BATON_RETENTION_DAYS after it ended).')
+      'linked while it runs and once it has ended, until the retention removes it (BATON_RETENTION_DAYS after it ended; never when that is 0).')
   }
 }
 

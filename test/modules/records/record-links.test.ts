@@ -43,7 +43,7 @@ for (const kind of [propertyKind, addressKind]) {
     await ctx.db.updateTable('process_instances').set({ status: 'cancelled', ended_at: new Date() }).where('tenant_id', '=', tenant.id).execute()
     const ended = await tenant.client.delete(`${collection}/${record.id}`)
     assertProblem(t, ended, 409, new RegExp(`${first}.*${second}`))
-    t.match(ended.data.detail, /once it has ended, until the retention removes it \(BATON_RETENTION_DAYS/)
+    t.match(ended.data.detail, /once it has ended, until the retention removes it \(BATON_RETENTION_DAYS after it ended; never when that is 0\)/)
     t.notMatch(ended.data.detail, /Cancel/, 'cancelling them again is no advice')
 
     await ctx.db.deleteFrom('process_instances').where('tenant_id', '=', tenant.id).execute()
