@@ -339,7 +339,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     }
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))
     metrics.deadlinesFired(deadlines)
-    const mails = sendMailToo ? await chore('sendQueuedMail', async () => (await sendMail(now)).sent) : 0
+    // The mails' lease runs from the claim (send-mail.ts), not from this pass's start, which the chores above may have made long ago.
+    const mails = sendMailToo ? await chore('sendQueuedMail', async () => (await sendMail(clock.now())).sent) : 0
     return { reaped, stepsStarted, automaticSteps, autostarts, deadlines, mails }
   }
 
