@@ -1,3 +1,4 @@
+import { byKeys } from '../db/by-keys.js'
 import { sql, type RawBuilder } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
 import { addDays } from '../lib/calendar.js'
@@ -10,7 +11,9 @@ const DAY_MS = 86_400_000
  * kind found through a partial index over its finished rows (migrations 0007 and 0029); rows another
  * worker is removing are skipped. Returns how many rows went. The kinds:
  * - processes that ended, with their steps, deliveries, attempts and activities; not while a delivery
- *   of one is queued or in flight (a replay of it), which would go unsent or unrecorded;
+ *   of one is queued or in flight (a replay of it), which would go unsent or unrecorded: they are
+ *   locked, then checked again and removed by a second statement, which sees a replay that committed
+ *   meanwhile (a replay holds the process against the lock while it queues);
  * - finished deliveries of record triggers, with their attempts;
  * - the activities of records that belong to no process: a trigger call's outcome, its replay or
  *   recovery, a provider's write-back through it, the triggers a write did not fire. They are the
@@ -27,8 +30,8 @@ const DAY_MS = 86_400_000
 export async function removeOldHistory(db: DB, now: Date, retentionDays: number, limit = 500): Promise<number> {
   if (retentionDays <= 0) return 0
   const cutoff = new Date(now.getTime() - retentionDays * DAY_MS)
-  const { rows: processes } = await sql<{ id: string }>`
-    with old as (
+  const processes = await db.transaction().execute(async (trx) => {
+    const { rows: locked } = await sql<{ tenant_id: string; id: string }>`
       select tenant_id, id from process_instances
       where status <> 'running' and ended_at < ${cutoff}
         and not exists (select 1 from deliveries d where d.tenant_id = process_instances.tenant_id and d.instance_id = process_instances.id
@@ -36,12 +39,22 @@ export async function removeOldHistory(db: DB, now: Date, retentionDays: number,
       order by ended_at
       limit ${limit}
       for update skip locked
-    ), their_activities as (
-      delete from activities a using old o where a.tenant_id = o.tenant_id and a.instance_id = o.id
-    )
-    delete from process_instances p using old o where p.tenant_id = o.tenant_id and p.id = o.id
-    returning p.id
-  `.execute(db)
+    `.execute(trx)
+    if (locked.length === 0) return []
+    // Checked again by a statement of its own, which sees what committed before the lock: a replay
+    // queued then (after it, a replay waits for its process, deliveries/service.ts, and finds it gone).
+    return (await sql<{ id: string }>`
+      with old as (
+        select p.tenant_id, p.id from process_instances p
+        where ${byKeys('p', locked)}
+          and not exists (select 1 from deliveries d where d.tenant_id = p.tenant_id and d.instance_id = p.id and d.status in ('pending', 'running'))
+      ), their_activities as (
+        delete from activities a using old o where a.tenant_id = o.tenant_id and a.instance_id = o.id
+      )
+      delete from process_instances p using old o where p.tenant_id = o.tenant_id and p.id = o.id
+      returning p.id
+    `.execute(trx)).rows
+  })
   let removed = processes.length
   for (const rows of oldRowsOf(now, retentionDays)) removed += (await oldRowsRemoval(rows, limit).execute(db)).rows.length
   return removed

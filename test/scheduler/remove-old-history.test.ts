@@ -82,6 +82,46 @@ t.test('a process that ended long ago stays while a replay of its delivery is qu
   t.equal((await rt.api.get(`/v1/deliveries/${deliveryId}`)).statusCode, 404)
 })
 
+// The retention locks the processes it removes, then removes those still without a queued delivery in a
+// second statement. A replay coming in between answered 202, and the removal then took its delivery.
+t.test('a replay of a delivery whose process the retention holds waits for it, and finds nothing once it is removed', async (t) => {
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Re-value once more', refersTo: { property: true } }])
+  const ended = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(ended.id)).status, 'completed')
+  const deliveryId = ended.steps[0].delivery.id as string
+  let remove!: () => void
+  let held!: () => void
+  const removing = new Promise<void>((resolve) => { remove = resolve })
+  const holding = new Promise<void>((resolve) => { held = resolve })
+  const retention = rt.db.transaction().execute(async (trx) => {
+    await sql`select 1 from process_instances where id = ${ended.id} for update`.execute(trx)
+    held()
+    await removing
+    await sql`delete from activities where instance_id = ${ended.id}`.execute(trx)
+    await sql`delete from process_instances where id = ${ended.id}`.execute(trx)
+  })
+  await holding
+  const replaying = rt.api.post(`/v1/deliveries/${deliveryId}/replay`)
+  t.ok(await waitsForALock(), 'the replay waits for the process the retention holds')
+  remove()
+  await retention
+  const replayed = await replaying
+  t.equal(replayed.statusCode, 404, 'and finds no delivery once the process is gone, rather than answering 202 for one the removal takes')
+  t.equal((await rt.api.get(`/v1/deliveries/${deliveryId}`)).statusCode, 404)
+})
+
+/** Whether a session of this database waits for a lock, within five seconds. */
+async function waitsForALock(): Promise<boolean> {
+  for (let i = 0; i < 100; i += 1) {
+    const { rows } = await sql<{ waiting: number }>`
+      select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(rt.db)
+    if ((rows[0]?.waiting ?? 0) > 0) return true
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return false
+}
+
 t.test('a sent mail whose email step has not heard of it yet stays, however old', async (t) => {
   const sent = rt.clock.now()
   await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, sent_at, settle_step)

@@ -1,5 +1,6 @@
 import type { DeliveryRow } from '../../db/database.js'
 import type { DB } from '../../db/connect.js'
+import { sql } from '../../db/kysely.js'
 import { triggerStillWants } from '../records/trigger-repository.js'
 import type { PageRequest } from '../../lib/pagination.js'
 import type { ListDeliveriesQuery } from './schemas.js'
@@ -31,6 +32,13 @@ export function listAttempts(db: DB, tenantId: string, deliveryIds: string[]) {
     .where('tenant_id', '=', tenantId).where('delivery_id', 'in', deliveryIds)
     .orderBy('delivery_id').orderBy('round').orderBy('attempt_number')
     .execute()
+}
+
+/** Holds the process of a delivery (if it has one) against its removal, FOR KEY SHARE, for the transaction. */
+export async function holdDeliveryProcess(db: DB, tenantId: string, deliveryId: string): Promise<void> {
+  await sql`select 1 from process_instances p
+    where p.tenant_id = ${tenantId} and p.id = (select d.instance_id from deliveries d where d.tenant_id = ${tenantId} and d.id = ${deliveryId})
+    for key share of p`.execute(db)
 }
 
 export function lockDelivery(db: DB, tenantId: string, id: string) {

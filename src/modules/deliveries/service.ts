@@ -81,6 +81,9 @@ export async function getDelivery(db: DB, tenantId: string, id: string): Promise
  */
 export async function replay(db: DB, now: Date, tenantId: string, id: string): Promise<Delivery> {
   return db.transaction().execute(async (trx) => {
+    // The retention removes a process it has locked (remove-old-history.ts): holding it first, a replay
+    // either keeps it until the replay is queued, or waits for the removal and finds nothing.
+    await repo.holdDeliveryProcess(trx, tenantId, id)
     const row = await repo.lockDelivery(trx, tenantId, id)
     if (!row) throw notFound('Delivery', id)
     if (row.status === 'pending' || row.status === 'running') throw conflict(`Delivery ${id} is ${row.status}; it can be replayed once it has finished.`)
