@@ -75,6 +75,9 @@ async function main(config: Config, role: Role): Promise<void> {
   }
 
   const operatorKey = await whenDatabaseAnswers(log, 'operator key', () => resolveOperatorKey(database.db, config.BATON_ADMIN_TOKEN))
+  // Shown as soon as it is kept: shown after listening, a start that ended before (a port in use, a
+  // Ctrl-C, a crash) kept a key no one saw, and the next start said it used the one generated then.
+  if (operatorKey.generated) printOperatorKey(operatorKey.generated)
   const { buildApp, serverOptions } = await appModule!
   took('operatorKey')
   const cpuBefore = process.cpuUsage()
@@ -112,7 +115,7 @@ async function main(config: Config, role: Role): Promise<void> {
   // at a time, the scheduler's first pass (100-240 ms there) would otherwise go before listening.
   if (!stopping) await scheduler?.start()
   app.log.info({ database: database.kind, startupMs, uptimeMs: Math.round(performance.now()) }, `Baton listening on ${address}`)
-  if (operatorKey.generated) printOperatorKey(operatorKey.generated, address)
+  if (operatorKey.generated) printTryIt(address)
   else if (!config.BATON_ADMIN_TOKEN) app.log.info('Using the operator key generated on first start; `npm run admin:rotate-key` makes a new one.')
 }
 
@@ -135,8 +138,7 @@ async function listenAsWorker(config: Config, database: DatabaseHandle, metrics:
 }
 
 // Shown once, on the first start without BATON_ADMIN_TOKEN: only its hash is kept.
-function printOperatorKey(key: string, address: string): void {
-  const local = address.replace('0.0.0.0', '127.0.0.1')
+function printOperatorKey(key: string): void {
   process.stdout.write(
     [
       '',
@@ -144,13 +146,16 @@ function printOperatorKey(key: string, address: string): void {
       '',
       `  export BATON_ADMIN_TOKEN=${key}`,
       '',
-      'Try it:',
-      `  curl -s -H "Authorization: Bearer $BATON_ADMIN_TOKEN" ${local}/v1/tenants`,
-      '',
       'Keep it somewhere safe; `npm run admin:rotate-key` replaces it if it is lost.',
       ''
     ].join('\n') + '\n'
   )
+}
+
+// Once listening, after the key printed above.
+function printTryIt(address: string): void {
+  const local = address.replace('0.0.0.0', '127.0.0.1')
+  process.stdout.write(['', 'Try it:', `  curl -s -H "Authorization: Bearer $BATON_ADMIN_TOKEN" ${local}/v1/tenants`, ''].join('\n') + '\n')
 }
 
 /**

@@ -154,3 +154,27 @@ t.test('a HOST that is not this machine\'s or a port in use stops the process wi
     t.notMatch(server.output(), /carrying on/)
   }
 })
+
+// The key was printed only once the server listened: a first start that ended before (here a port in
+// use; a Ctrl-C or a crash alike) kept a key no one saw, and the next start said it used that one.
+t.test('a first start that stops before listening has printed the operator key it kept', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'baton-first-key-'))
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+  const taken = createServer()
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => taken.close(() => resolve())))
+  const env = { BATON_DATA_DIR: dataDir, DATABASE_URL: '', BATON_ADMIN_TOKEN: '', LOG_LEVEL: 'info', SHUTDOWN_DELAY_MS: '0' }
+  const first = runScript('src/server.ts', { ...env, PORT: String((taken.address() as AddressInfo).port) })
+  t.teardown(() => { first.child.kill('SIGKILL') })
+  t.equal(await first.exited, 1, 'the port in use stops the first start')
+  t.match(first.output(), /PORT: .* is in use/)
+  const [, key] = /export BATON_ADMIN_TOKEN=(\S+)/.exec(first.output()) ?? []
+  if (!t.ok(key, 'the key it kept is shown')) return
+
+  const again = runScript('src/server.ts', { ...env, PORT: '0' })
+  t.teardown(() => { again.child.kill('SIGKILL') })
+  const [, address] = await again.waitFor(/Baton listening on (http:\/\/[^"\s]+)/, 60_000)
+  t.equal((await fetch(`${address}/v1/tenants`, { headers: { authorization: `Bearer ${key}` } })).status, 200, 'and it is the operator key')
+  again.child.kill('SIGTERM')
+  t.equal(await again.exited, 0)
+})
