@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, renameSync, rmSync } from 'node:fs'
+import { existsSync, readdirSync, renameSync, rmSync, statfsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
@@ -133,17 +133,34 @@ export async function openEmbedded(dataDir: string, template?: string): Promise<
   }
 }
 
+/** Below this much free space on its disk, an embedded database that will not open is taken for one that lacks room. */
+export const LOW_DISK_BYTES = 64 * 1024 * 1024
+
 /**
  * PGlite answers a cluster it cannot start from (damaged or truncated files) with a bare "Aborted()",
- * which ended the start in a fatal log line naming neither the embedded database nor its folder.
+ * which ended the start in a fatal log line naming neither the embedded database nor its folder. It
+ * answers a disk without room for a new WAL segment (16 MB) alike, whose files are whole: that start
+ * is told to free space, not to throw the folder away. `freeBytes` is measured unless given.
  */
-function unopenedCluster(clusterDir: string, error: unknown): Error {
+export function unopenedCluster(clusterDir: string, error: unknown, freeBytes = diskFreeBytes(clusterDir)): Error {
   const said = error instanceof Error ? error.message.replace(/\.? Build with -sASSERTIONS for more info\.$/, '') : String(error)
-  return new ConfigError(
-    `BATON_DATA_DIR: the embedded database in ${clusterDir} could not be opened (PGlite: ${said}). Its files may be damaged ` +
-      '(a crash, a full disk, a copy taken while it ran): restore the folder from a backup, or move it away to start with a new, empty one.',
-    { cause: error }
-  )
+  const opening = `BATON_DATA_DIR: the embedded database in ${clusterDir} could not be opened (PGlite: ${said}).`
+  if (freeBytes !== undefined && freeBytes < LOW_DISK_BYTES) {
+    return new ConfigError(`${opening} Its disk has ${(freeBytes / 1024 / 1024).toFixed(1)} MB free, and the database needs room ` +
+      'for its write-ahead log (16 MB at a time): free some space and start again; the folder\'s files are likely whole.', { cause: error })
+  }
+  return new ConfigError(`${opening} Its files may be damaged (a crash, a full disk, a copy taken while it ran): ` +
+    'restore the folder from a backup, or move it away to start with a new, empty one.', { cause: error })
+}
+
+/** The bytes an unprivileged process may still write on the disk holding `path`; undefined when that cannot be read. */
+function diskFreeBytes(path: string): number | undefined {
+  try {
+    const { bavail, bsize } = statfsSync(path)
+    return Number(bavail) * Number(bsize)
+  } catch {
+    return undefined
+  }
 }
 
 const gunzipAsync = promisify(gunzip)

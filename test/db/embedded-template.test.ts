@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
-import { embeddedHandle, openEmbedded } from '../../src/db/connect.js'
+import { embeddedHandle, LOW_DISK_BYTES, openEmbedded, unopenedCluster } from '../../src/db/connect.js'
 import { extractTar } from '../../src/db/untar.js'
 import { runTogether } from '../../src/db/statement.js'
 import { lockWithSteps } from '../../src/modules/instances/repository.js'
@@ -114,6 +114,18 @@ t.test('an embedded database whose files are damaged is named, with BATON_DATA_D
   })
   t.notOk(existsSync(join(dataDir, 'baton.pid')), 'the folder is unlocked again')
   t.equal(process.exitCode, exitCode, 'PGlite\'s abort leaves the exit code of the process alone')
+})
+
+// A disk without room for a new WAL segment made PGlite answer as damaged files do, and the start advised
+// throwing away a folder whose files were whole (they opened once moved to a disk with room).
+t.test('an embedded database that will not open on a nearly full disk is told to free space, not to throw its folder away', async (t) => {
+  const aborted = new Error('PGlite failed to initialize properly')
+  const full = unopenedCluster('/srv/baton/pg', aborted, 12 * 1024 * 1024)
+  t.match(full, { name: 'ConfigError', message: /could not be opened \(PGlite: PGlite failed to initialize properly\)\. Its disk has 12\.0 MB free.*free some space and start again/ })
+  t.notMatch(full.message, /move it away|restore/, 'no advice that would lose its data')
+  const roomy = unopenedCluster('/srv/baton/pg', aborted, LOW_DISK_BYTES)
+  t.match(roomy.message, /Its files may be damaged .*move it away to start with a new, empty one/, 'with room on the disk, the files are what is wrong')
+  t.match(unopenedCluster('/srv/baton/pg', aborted, undefined).message, /Its files may be damaged/, 'and when the free space cannot be read')
 })
 
 // A folder that cannot be made or written ended the start in a fatal log line naming no setting.
