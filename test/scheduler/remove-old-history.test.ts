@@ -2,6 +2,7 @@ import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { removeOldHistory } from '../../src/scheduler/remove-old-history.js'
 import { DAY } from '../helpers/clock.js'
+import { waitForLockWait } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // Finished data older than the retention goes, in batches; open processes and recent history stay.
@@ -103,24 +104,13 @@ t.test('a replay of a delivery whose process the retention holds waits for it, a
   })
   await holding
   const replaying = rt.api.post(`/v1/deliveries/${deliveryId}/replay`)
-  t.ok(await waitsForALock(), 'the replay waits for the process the retention holds')
+  t.ok(await waitForLockWait(rt.db).then(() => true, () => false), 'the replay waits for the process the retention holds')
   remove()
   await retention
   const replayed = await replaying
   t.equal(replayed.statusCode, 404, 'and finds no delivery once the process is gone, rather than answering 202 for one the removal takes')
   t.equal((await rt.api.get(`/v1/deliveries/${deliveryId}`)).statusCode, 404)
 })
-
-/** Whether a session of this database waits for a lock, within five seconds. */
-async function waitsForALock(): Promise<boolean> {
-  for (let i = 0; i < 100; i += 1) {
-    const { rows } = await sql<{ waiting: number }>`
-      select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(rt.db)
-    if ((rows[0]?.waiting ?? 0) > 0) return true
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  return false
-}
 
 t.test('a sent mail whose email step has not heard of it yet stays, however old', async (t) => {
   const sent = rt.clock.now()
