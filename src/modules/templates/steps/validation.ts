@@ -118,17 +118,15 @@ export async function checkWebhook(
 export async function activationErrors(db: DB, tenantId: string, steps: TemplateStepRow[]): Promise<FieldError[]> {
   if (steps.length === 0) return [{ pointer: '/body/active', detail: 'the template has no steps: add one first' }]
   const errors: FieldError[] = []
+  const onActive = (step: TemplateStepRow, found: FieldError[]) => errors.push(...found.map((e) =>
+    ({ pointer: '/body/active', detail: `step ${step.position} "${step.name}" (${step.id}): ${e.pointer.replace('/body/', '')} ${e.detail}` })))
   for (const step of steps.filter((s) => s.kind === 'webhook' && s.target_url === null)) {
     // Saved steps: a required parameter with a default added since is no reason to refuse (its calls take the default).
-    const check = await checkWebhook(db, tenantId, step.service_id, step.parameters, step.parameters)
-    const label = `step ${step.position} "${step.name}" (${step.id})`
-    errors.push(...check.errors.map((e) => ({ pointer: '/body/active', detail: `${label}: ${e.pointer.replace('/body/', '')} ${e.detail}` })))
+    onActive(step, (await checkWebhook(db, tenantId, step.service_id, step.parameters, step.parameters)).errors)
   }
   // A template a follow-up step names may have been deleted since the step was saved: each process would fail there.
   for (const step of steps.filter((s) => s.kind === 'followUpProcess')) {
-    const found = await followUpErrors(db, tenantId, step.template_id, { kind: step.kind, followUp: followUpOf(step) })
-    const label = `step ${step.position} "${step.name}" (${step.id})`
-    errors.push(...found.map((e) => ({ pointer: '/body/active', detail: `${label}: ${e.pointer.replace('/body/', '')} ${e.detail}` })))
+    onActive(step, await followUpErrors(db, tenantId, step.template_id, { kind: step.kind, followUp: followUpOf(step) }))
   }
   errors.push(...activationGraphErrors(steps))
   return errors
