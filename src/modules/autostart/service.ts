@@ -4,8 +4,7 @@ import { notFound } from '../../errors.js'
 import { addDays } from '../../lib/calendar.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
-import { chainTooDeep, chainTooLong, MAX_CHAIN_PROCESSES, type ChainWriter } from '../instances/chain.js'
-import { countChainProcesses } from '../instances/repository.js'
+import { chainTooDeep, chainTooLong, type ChainWriter } from '../instances/chain.js'
 import { startFailure, startProcessIn } from '../instances/service.js'
 import * as repo from './repository.js'
 import type { RecordKindName } from './repository.js'
@@ -156,7 +155,7 @@ async function run(
   })
   if (!claim) return false
   const chainEnds = writer && (chainTooDeep(writer.chainDepth, 'that writer')
-    ?? (writer.rootId && chainTooLong(await countChainProcesses(db, template.tenant_id, writer.rootId, MAX_CHAIN_PROCESSES), writer.rootId)))
+    ?? (writer.rootId && await chainTooLong(db, template.tenant_id, writer.rootId)))
   if (chainEnds) {
     await repo.settleRun(db, template.tenant_id, claim.id, 'skipped', `the ${record} was written by ${writer.says}: ${chainEnds}`, null)
     return true

@@ -1,4 +1,6 @@
+import type { DB } from '../../db/connect.js'
 import type { JsonObject } from '../../db/database.js'
+import { countChainProcesses } from './repository.js'
 
 /**
  * Work that Baton's own writes set off. A follow-up step starts its child; a writeValues step's
@@ -40,8 +42,9 @@ export function chainTooDeep(depth: number, what = 'this process'): string | und
       `chains at most ${MAX_CHAIN_DEPTH} deep, and ${what} is ${depth} down its chain`
 }
 
-/** Why a chain that has started `started` processes below its first may start no more; undefined when it may. */
-export function chainTooLong(started: number, rootId: string): string | undefined {
+/** Why the chain of first process `rootId` may start no more processes; undefined when it may. */
+export async function chainTooLong(db: DB, tenantId: string, rootId: string): Promise<string | undefined> {
+  const started = await countChainProcesses(db, tenantId, rootId, MAX_CHAIN_PROCESSES)
   return started < MAX_CHAIN_PROCESSES ? undefined
     : `processes that start each other (follow-ups; autostarts fired by a process's or a provider's writes) start at most ` +
       `${MAX_CHAIN_PROCESSES} below the first of their chain, and the chain of process ${rootId} has started ${started}`

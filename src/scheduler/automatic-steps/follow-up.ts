@@ -1,5 +1,4 @@
-import { chainRootOf, chainTooDeep, chainTooLong, MAX_CHAIN_PROCESSES } from '../../modules/instances/chain.js'
-import { countChainProcesses } from '../../modules/instances/repository.js'
+import { chainRootOf, chainTooDeep, chainTooLong } from '../../modules/instances/chain.js'
 import { startFailure, startProcessIn } from '../../modules/instances/service.js'
 import { followUpOf } from '../../modules/templates/steps/follow-up.js'
 import type { AutomaticStepRunner } from './runner-types.js'
@@ -20,7 +19,7 @@ export const runFollowUp: AutomaticStepRunner = async ({ db, now, changes, insta
   const tooDeep = chainTooDeep(instance.chain_depth)
   if (tooDeep) return changes.failAutomaticStep(instance, step, tooDeep)
   const rootId = chainRootOf(instance)
-  const tooLong = chainTooLong(await countChainProcesses(db, instance.tenant_id, rootId, MAX_CHAIN_PROCESSES), rootId)
+  const tooLong = await chainTooLong(db, instance.tenant_id, rootId)
   if (tooLong) return changes.failAutomaticStep(instance, step, tooLong)
   let child
   try {
