@@ -50,6 +50,10 @@ export class UnknownMigrationsError extends Error {
 /** The migrations recorded as run that this version has no file for: a newer Baton ran them ([] before any ran). */
 export async function unknownMigrations(db: Kysely<unknown>): Promise<string[]> {
   const [names, done] = await Promise.all([migrationNames(), recordedMigrations(db)])
+  return unknownOf(names, done)
+}
+
+function unknownOf(names: string[], done: Set<string> | undefined): string[] {
   return [...(done ?? [])].filter((name) => !names.includes(name)).sort()
 }
 
@@ -62,10 +66,10 @@ async function upToDate(db: Kysely<unknown>): Promise<boolean> {
 // Kysely refused such a database with "corrupted migrations: previously executed migration 0030_x is
 // missing" and a stack trace, which read as a migration lost from the database.
 async function refuseUnknownMigrations(db: Kysely<unknown>): Promise<void> {
-  const unknown = await unknownMigrations(db)
+  const [names, done] = await Promise.all([migrationNames(), recordedMigrations(db)])
+  const unknown = unknownOf(names, done)
   if (unknown.length === 0) return
-  const done = (await recordedMigrations(db)) ?? new Set()
-  const pending = (await migrationNames()).filter((name) => !done.has(name))
+  const pending = names.filter((name) => !done?.has(name))
   throw new UnknownMigrationsError(`The database holds migrations this version of Baton does not have (${unknown.join(', ')}), `
     + `so a newer version migrated it, and lacks ${pending.join(', ')} of this version: run the version that migrated it, `
     + 'or restore the database from before that version ran.')
