@@ -60,6 +60,9 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
+/** A number as people write one: digits, a sign, a fraction, an exponent; no 0x, 0b, 0o or Infinity. */
+const DECIMAL = /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i
+
 /** Compiled on the first read of the settings, then kept. */
 let validateSettings: ValidateFunction | undefined
 
@@ -71,14 +74,23 @@ function checkSettings(raw: Record<string, unknown>): { config: Record<string, u
   validateSettings ??= new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: false }).compile(ConfigSchema)
   const validate = validateSettings
   const config = { ...raw }
+  const notDecimal: string[] = []
   for (const [key, schema] of Object.entries(ConfigSchema.properties) as [string, { type?: unknown }][]) {
     const value = config[key]
     if (schema.type === 'boolean' && typeof value === 'string') config[key] = ({ '1': 'true', '0': 'false' } as Record<string, string>)[value] ?? value.toLowerCase()
     // JavaScript's Number reads blanks as 0, and so would Ajv: `RATE_LIMIT_MAX= ` turned the limit off. Ajv does
     // not coerce an empty text, so the setting is refused as no number.
-    if ((schema.type === 'integer' || schema.type === 'number') && typeof value === 'string' && value.trim() === '') config[key] = ''
+    if ((schema.type === 'integer' || schema.type === 'number') && typeof value === 'string') {
+      if (value.trim() === '') config[key] = ''
+      // Ajv reads a number as JavaScript's Number does, so `PORT=0x10` listened on 16 and `0b1` was 1.
+      else if (!DECIMAL.test(value) && !Number.isNaN(Number(value))) notDecimal.push(key)
+    }
   }
   const errors = new Map<string, string>()
+  for (const key of notDecimal) {
+    errors.set(key, 'must be a number written in decimal digits')
+    config[key] = ''
+  }
   if (!validate(config)) {
     for (const error of validate.errors ?? []) {
       const key = error.instancePath.split('/')[1]

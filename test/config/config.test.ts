@@ -83,3 +83,13 @@ t.test('a number set to blanks is refused, not read as 0 (which would turn RATE_
   t.equal(loadConfig({ PORT: '' }).PORT, 3000, 'an empty value is unset, as before')
   t.equal(loadConfig({ PORT: ' 8080 ' }).PORT, 8080, 'blanks around a number are read as before')
 })
+
+t.test('a number is read in decimal digits only: JavaScript would read 0x10 as 16 and 0b1 as 1', async (t) => {
+  for (const [key, value] of [['PORT', '0x10'], ['PORT', '0b1'], ['RATE_LIMIT_MAX', '0o7'], ['SHUTDOWN_GRACE_MS', ' 0X10 '], ['PRESSURE_MAX_EVENT_LOOP_UTILIZATION', '0x0']]) {
+    t.throws(() => loadConfig({ [key!]: value }), { name: 'ConfigError', message: new RegExp(`${key}: must be a number written in decimal digits$`, 'm') }, JSON.stringify([key, value]))
+  }
+  t.equal(loadConfig({ PORT: '+8080' }).PORT, 8080)
+  t.equal(loadConfig({ RATE_LIMIT_MAX: '1e3' }).RATE_LIMIT_MAX, 1000, 'an exponent is decimal')
+  t.equal(loadConfig({ PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '.5' }).PRESSURE_MAX_EVENT_LOOP_UTILIZATION, 0.5)
+  t.throws(() => loadConfig({ PORT: 'abc' }), { message: /PORT: must be an integer$/m }, 'no number at all is refused as before')
+})
