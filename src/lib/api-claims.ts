@@ -17,6 +17,8 @@ export interface ApiClaim {
   addressId: string | null
   /** Unix seconds after which the claim is refused. */
   expiresAt: number
+  /** Unix seconds when it was issued; absent from the claims of Baton before December 2026. */
+  issuedAt?: number
 }
 
 interface Payload {
@@ -27,11 +29,13 @@ interface Payload {
   p: string | null
   a: string | null
   exp: number
+  iat?: number
 }
 
 export function signClaim(claim: ApiClaim, key: Buffer): string {
   const payload: Payload = {
-    v: 1, t: claim.tenantId, s: claim.serviceId, d: claim.deliveryId, p: claim.propertyId, a: claim.addressId, exp: claim.expiresAt
+    v: 1, t: claim.tenantId, s: claim.serviceId, d: claim.deliveryId, p: claim.propertyId, a: claim.addressId, exp: claim.expiresAt,
+    ...(claim.issuedAt === undefined ? {} : { iat: claim.issuedAt })
   }
   const body = `${CLAIM_PREFIX}${Buffer.from(JSON.stringify(payload)).toString('base64url')}`
   return `${body}.${mac(body, key)}`
@@ -55,7 +59,8 @@ export function verifyClaim(token: string, key: Buffer, now: Date): ClaimCheck {
   if (now.getTime() >= payload.exp * 1000) return { ok: false, reason: 'expired', expiredAt: new Date(payload.exp * 1000) }
   return {
     ok: true,
-    claim: { tenantId: payload.t, serviceId: payload.s, deliveryId: payload.d, propertyId: payload.p, addressId: payload.a, expiresAt: payload.exp }
+    claim: { tenantId: payload.t, serviceId: payload.s, deliveryId: payload.d, propertyId: payload.p, addressId: payload.a, expiresAt: payload.exp,
+      ...(payload.iat === undefined ? {} : { issuedAt: payload.iat }) }
   }
 }
 
@@ -68,7 +73,8 @@ function parse(text: string): Payload | undefined {
     const value = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as Partial<Payload>
     const id = (v: unknown) => typeof v === 'string'
     const optionalId = (v: unknown) => v === null || typeof v === 'string'
-    if (value.v !== 1 || !id(value.t) || !id(value.s) || !id(value.d) || !optionalId(value.p) || !optionalId(value.a) || typeof value.exp !== 'number') {
+    if (value.v !== 1 || !id(value.t) || !id(value.s) || !id(value.d) || !optionalId(value.p) || !optionalId(value.a) || typeof value.exp !== 'number'
+      || (value.iat !== undefined && typeof value.iat !== 'number')) {
       return undefined
     }
     return value as Payload

@@ -222,7 +222,8 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
     deliveryId: delivery.id,
     propertyId: delivery.propertyId,
     addressId: delivery.addressId,
-    expiresAt: Math.floor((startedAt.getTime() + deps.claimTtlMs) / 1000)
+    expiresAt: Math.floor((startedAt.getTime() + deps.claimTtlMs) / 1000),
+    issuedAt: Math.floor(startedAt.getTime() / 1000)
   }, claimKey)
   const request = buildRequest(delivery.mode, delivery, { now: startedAt, apiClaim, userAgent: deps.userAgent, timeoutMs: deps.timeoutMs })
   const started = performance.now()

@@ -244,6 +244,18 @@ t.test('a claim stops working once its service is no longer activated by the ten
   const refused = await claim.get(`/v1/properties/${propertyId}`)
   t.equal(refused.statusCode, 403)
   t.match(refused.data.detail, /no longer active/)
+
+  rt.clock.advance(1000)
+  t.equal((await rt.api.put(`/v1/marketplace-services/${newsletterId}/activation`)).statusCode, 200, 'activated again, within the claim\'s 15 minutes')
+  const withdrawn = await claim.patch(`/v1/properties/${propertyId}`, { fields: { marketValue: 10 } })
+  t.equal(withdrawn.statusCode, 403, 'a claim issued before the deactivation stays withdrawn')
+  t.match(withdrawn.data.detail, /deactivated the service this apiClaim was issued to after issuing it/)
+  t.match((await rt.api.get(`/v1/properties/${propertyId}`)).data.fields, { marketValue: 9 }, 'nothing written')
+
+  await rt.api.patch(`/v1/properties/${propertyId}`, { fields: { marketValue: 11 } })
+  await rt.scheduler.runOnce()
+  const fresh = rt.as((JSON.parse(callsAbout(newsletter, propertyId).at(-1)!.body) as { apiClaim: string }).apiClaim)
+  t.equal((await fresh.get(`/v1/properties/${propertyId}`)).statusCode, 200, 'a claim issued after the new activation works')
 })
 
 t.test('two providers writing back what the other\'s trigger watches stop ten write-backs down the chain', async (t) => {
