@@ -56,17 +56,21 @@ export function findOverdueStepIds(db: DB, now: Date, limit: number) {
 
 /**
  * Marks overdue steps as reported, oldest deadline first, and returns them with their processes: a
- * step taken by another worker's sweep (locked, or already marked) is not taken again.
+ * step taken by another worker's sweep (locked, or already marked) is not taken again. A step whose
+ * process another transaction holds is left for the next sweep: a change that holds it (an advance)
+ * has taken its time already and may end the step before the deadline, or mail about it itself.
  */
 export async function markOverdueSteps(db: DB, now: Date, limit: number, onlyStep?: string): Promise<LockedStep[]> {
   const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
     with overdue as (
-      select tenant_id, id from instance_steps
-      where deadline_at <= ${now} and deadline_notified_at is null and state in ('due', 'running', 'failed')
-        ${onlyStep ? sql`and id = ${onlyStep}` : sql``}
-      order by deadline_at
+      select s.tenant_id, s.id from instance_steps s
+      join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
+      where s.deadline_at <= ${now} and s.deadline_notified_at is null and s.state in ('due', 'running', 'failed')
+        ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
+      order by s.deadline_at
       limit ${limit}
-      for update skip locked
+      for update of s skip locked
+      for key share of i skip locked
     )
     update instance_steps s set deadline_notified_at = ${now}
     from overdue o

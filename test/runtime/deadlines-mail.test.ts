@@ -299,3 +299,73 @@ t.test('a mark that gives up in one lane: the mails the server took in the other
   t.same(rows.map(state), ['sent', 'back in the queue', 'leased', 'sent', 'sent', 'sent', 'sent', 'sent', 'sent', 'back in the queue'],
     'the seven the server took are marked sent, the refused one waits for its lease, the two untried go back')
 })
+
+async function aSessionWaitsForALock(): Promise<boolean> {
+  for (let i = 0; i < 100; i += 1) {
+    const { rows } = await sql<{ waiting: number }>`
+      select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(rt.db)
+    if ((rows[0]?.waiting ?? 0) > 0) return true
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return false
+}
+
+// An advance takes its time once it holds the process and writes the step's end a moment later; a
+// sweep whose time had reached the deadline in that moment marked the step and queued the mail.
+t.test('a step marked done a millisecond before its deadline, while a sweep at the deadline runs: no mail', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'Sign at the notary', deadlineDays: 1 }, { kind: 'task', name: 'Hand over' }])
+  const instance = await rt.start(templateId, { propertyId: undefined })
+  const deadline = new Date(instance.steps[0].deadlineAt)
+  rt.clock.set(new Date(deadline.getTime() - 1))
+
+  // The advance's write waits (for a lock on the activity log) after it has taken its time.
+  let release!: () => void
+  let held!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const holding = new Promise<void>((resolve) => { held = resolve })
+  const hold = rt.db.transaction().execute(async (trx) => {
+    await sql`lock table activities in exclusive mode`.execute(trx)
+    held()
+    await released
+  })
+  await holding
+  const advancing = rt.api.post(`/v1/process-instances/${instance.id}/advance`, { outcome: 'done', stepId: instance.steps[0].id })
+  t.ok(await aSessionWaitsForALock(), 'the advance waits in its write')
+  t.equal(await sweepDeadlines(rt.db, deadline, 100), 0, 'the sweep at the deadline leaves the step of a process being changed')
+  release()
+  await hold
+  const done = await advancing
+  t.equal(done.statusCode, 200, done.body)
+  t.match(done.data.steps[0], { state: 'done', endedAt: new Date(deadline.getTime() - 1).toISOString() }, 'it ended before its deadline')
+  rt.clock.set(new Date(deadline.getTime() + HOUR))
+  t.equal(await sweepDeadlines(rt.db, rt.clock.now(), 100), 0, 'and a later sweep finds it ended')
+  await rt.scheduler.runOnce()
+  t.equal(mailsAbout('Deadline missed: "Sign at the notary"').length, 0, 'and no mail says it missed it')
+  const { rows } = await sql<{ n: number }>`
+    select count(*)::int as n from outbox_mails where kind = 'deadlineMissed' and subject like '%Sign at the notary%'`.execute(rt.db)
+  t.equal(rows[0]!.n, 0, 'none queued')
+})
+
+t.test('a sweep that left a step because its process was held reports it once the holder lets go without ending it', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'Renew the listing', deadlineDays: 1 }])
+  const instance = await rt.start(templateId, { propertyId: undefined })
+  const deadline = new Date(instance.steps[0].deadlineAt)
+  let release!: () => void
+  let held!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const holding = new Promise<void>((resolve) => { held = resolve })
+  const hold = rt.db.transaction().execute(async (trx) => {
+    await sql`select id from process_instances where tenant_id = ${rt.tenant.id} and id = ${instance.id} for update`.execute(trx)
+    held()
+    await released
+  })
+  await holding
+  t.equal(await sweepDeadlines(rt.db, deadline, 100), 0, 'left while another transaction holds the process')
+  release()
+  await hold
+  rt.clock.set(deadline)
+  const runs = await Promise.all([rt.scheduler.runOnce(), rt.newScheduler().runOnce()])
+  t.equal(runs[0].deadlines + runs[1].deadlines, 1, 'reported by the next sweep, by one worker')
+  await rt.scheduler.runOnce()
+  t.equal(mailsAbout('Deadline missed: "Renew the listing"').length, 1, 'one mail')
+})
