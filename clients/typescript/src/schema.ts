@@ -1341,7 +1341,10 @@ export interface components {
              * @description When the step starts (or started)
              */
             startAt: string | null;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @description When the step started (became due): its startAt, or when a worker came to it if that was later
+             */
             startedAt: string | null;
             /** Format: date-time */
             endedAt: string | null;
@@ -1350,7 +1353,10 @@ export interface components {
              * @description Resolved when the step starts
              */
             assigneeUserId: string | null;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @description deadlineDays calendar days after startedAt, at the same wall-clock time in the tenant's time zone; null without a deadline or before the step starts
+             */
             deadlineAt: string | null;
             note: string | null;
             /** @description The mail an email step sends, as copied from the template; null for other kinds */

@@ -51,10 +51,12 @@ export const InstanceStepSchema = Type.Object(
       Type.Null()
     ]),
     startAt: Type.Union([Timestamp, Type.Null()], { description: 'When the step starts (or started)' }),
-    startedAt: OptionalTimestamp,
+    startedAt: Type.Union([Timestamp, Type.Null()], { description: 'When the step started (became due): its startAt, or when a worker came to it if that was later' }),
     endedAt: OptionalTimestamp,
     assigneeUserId: Type.Union([Uuid, Type.Null()], { description: 'Resolved when the step starts' }),
-    deadlineAt: OptionalTimestamp,
+    deadlineAt: Type.Union([Timestamp, Type.Null()], {
+      description: "deadlineDays calendar days after startedAt, at the same wall-clock time in the tenant's time zone; null without a deadline or before the step starts"
+    }),
     note: Type.Union([Type.String(), Type.Null()]),
     email: Type.Union([EmailSettingsSchema, Type.Null()], { description: 'The mail an email step sends, as copied from the template; null for other kinds' }),
     writeValues: Type.Union([WriteValuesSchema, Type.Null()]),
