@@ -44,10 +44,12 @@ export const FAST_RETRIES: RetryPolicy = { ...DEFAULT_RETRY_POLICY, jitter: 0 }
  * provider on 127.0.0.1, an SMTP server, and a scheduler driven by the test clock.
  */
 export async function setupRuntime(
-  t: Test, options: { webhookTimeoutMs?: number; maxAttempts?: number; secretsKey?: string } = {}
+  t: Test, options: { webhookTimeoutMs?: number; maxAttempts?: number; secretsKey?: string; env?: Record<string, string> } = {}
 ): Promise<RuntimeContext> {
   // The provider listens on 127.0.0.1: the API lets such targets be stored, as in development.
-  const ctx = await setupApp(t, { WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', ...(options.secretsKey ? { BATON_SECRETS_KEY: options.secretsKey } : {}) })
+  const ctx = await setupApp(t, {
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', ...(options.secretsKey ? { BATON_SECRETS_KEY: options.secretsKey } : {}), ...options.env
+  })
   const secrets = createSecretBox(options.secretsKey)
   const [provider, smtp] = await Promise.all([TestProvider.start(), TestSmtpServer.start()])
   const tenant = await ctx.newTenant({ name: 'Muster Immobilien', timeZone: 'Europe/Berlin' })
