@@ -260,3 +260,15 @@ t.test('a parameter\'s label of whitespace only answers 422 at /body/label, on c
   }
   t.same((await operator.get(base)).data.items.map((p: { label: string }) => p.label), ['Mode'], 'unchanged, nothing added')
 })
+
+t.test('a service takes at most 100 parameters, as a step passes at most 100: every call carries those with a default', async (t) => {
+  const { operator } = ctx
+  const service = await createService(operator)
+  const base = `/v1/marketplace-services/${service.id}/parameters`
+  // Written directly: a hundred requests would cost the suite time for nothing.
+  await sql`insert into service_parameters (service_id, id, name, label, type, required, created_at, updated_at)
+    select ${service.id}, gen_random_uuid(), 'p' || n, 'p' || n, 'string', false, now(), now() from generate_series(1, 99) n`.execute(ctx.db)
+  t.equal((await operator.post(base, { name: 'last', type: 'string', default: 'x' })).statusCode, 201, 'the hundredth')
+  assertProblem(t, await operator.post(base, { name: 'more', type: 'string', default: 'x' }), 409, /has 100 parameters, as many as a service may have; delete one first/)
+  t.equal((await operator.get(`${base}?limit=200`)).data.items.length, 100, 'nothing added')
+})

@@ -21,6 +21,11 @@ export function findParameterNamed(db: DB, serviceId: string, name: string) {
     .where('service_id', '=', serviceId).where(sql`lower(name)`, '=', name.toLowerCase()).executeTakeFirst()
 }
 
+export async function countParameters(db: DB, serviceId: string): Promise<number> {
+  const row = await db.selectFrom('service_parameters').select((eb) => eb.fn.countAll<string>().as('count')).where('service_id', '=', serviceId).executeTakeFirstOrThrow()
+  return Number(row.count)
+}
+
 export function listParameters(db: DB, serviceId: string, page: PageRequest) {
   let query = db.selectFrom('service_parameters').selectAll().where('service_id', '=', serviceId).orderBy('id').limit(page.limit + 1)
   if (page.after) query = query.where('id', '>', page.after)

@@ -1,6 +1,12 @@
 import { Type, type Static } from 'typebox'
 import { StringEnum, Uuid } from '../../../schemas/common.js'
 
+/**
+ * A service takes at most as many parameters as a step may pass: each call carries every one with a
+ * default, and PHP reads at most 1,000 query variables (max_input_vars), cutting off the signature.
+ */
+export const MAX_SERVICE_PARAMETERS = 100
+
 export const PARAMETER_TYPES = ['string', 'integer', 'number', 'boolean', 'enum'] as const
 
 const ParameterType = StringEnum(PARAMETER_TYPES)

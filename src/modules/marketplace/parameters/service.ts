@@ -8,7 +8,7 @@ import { newId } from '../../../lib/ids.js'
 import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import * as repo from './repository.js'
 import { definitionErrors } from './rules.js'
-import type { CreateParameter, ParameterDefinition, UpdateParameter, WebhookParameter } from './schemas.js'
+import { MAX_SERVICE_PARAMETERS, type CreateParameter, type ParameterDefinition, type UpdateParameter, type WebhookParameter } from './schemas.js'
 import { findProcessesUsing, findTemplatesUsing, lockService } from '../services/repository.js'
 import { findVisibleService, nameTemplates } from '../services/service.js'
 
@@ -65,6 +65,10 @@ export async function createParameter(db: DB, clock: Clock, serviceId: string, i
   return withServiceLocked(db, serviceId, async (trx) => {
     checkDefinition(definition)
     await checkNameFree(trx, serviceId, definition.name)
+    const count = await repo.countParameters(trx, serviceId)
+    if (count >= MAX_SERVICE_PARAMETERS) {
+      throw conflict(`The service has ${count} parameters, as many as a service may have; delete one first.`)
+    }
     await checkPassedWhereRequired(trx, serviceId, definition)
     return toParameter(await repo.insertParameter(trx, { service_id: serviceId, id: newId() }, toValues(definition), clock.now()))
   })
