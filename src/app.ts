@@ -34,6 +34,7 @@ import { createSecretBox } from './lib/secret-box.js'
 import auth from './plugins/auth.js'
 import cacheControl from './plugins/cache-control.js'
 import conditionalGet from './plugins/conditional-get.js'
+import draining from './plugins/draining.js'
 import jsonBody from './plugins/json-body.js'
 import loadShedding from './plugins/load-shedding.js'
 import problems from './plugins/problems.js'
@@ -96,6 +97,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets, targets, knownKeys: new KnownKeys(), wakeups: deps.wakeups ?? TRIGGERS_NOTIFY }
 
   await app.register(requestId)
+  await app.register(draining, { stopping: deps.stopping ?? (() => false) })
   await app.register(problems)
   await app.register(protocolErrors)
   await app.register(jsonBody)

@@ -2,8 +2,8 @@
 // npm exits 0 with it, and no Baton process is left behind holding the port, the data dir or claims.
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { get } from 'node:http'
-import { connect } from 'node:net'
+import { Agent, get } from 'node:http'
+import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -181,4 +181,83 @@ t.test('SIGTERM to the API: new connections are served for SHUTDOWN_DELAY_MS whi
   const took = Date.now() - signalled
   t.ok(took >= 2000 && took < 2000 + 4000, `exited ${took} ms after the signal: after the delay, not at the hard limit`)
   t.equal(await getAlone(Number(port), '/health/live'), 'ECONNREFUSED', 'the listener is closed')
+})
+
+/** Sends one request on an open connection and reads its answer: status, headers, and whether the server then closed it. */
+function exchange(socket: Socket, request: string): Promise<{ head: string; closed: Promise<void> }> {
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+  return new Promise((resolve, reject) => {
+    let text = ''
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString()
+      const end = text.indexOf('\r\n\r\n')
+      const length = Number(/content-length: (\d+)/i.exec(text)?.[1] ?? NaN)
+      if (end >= 0 && text.length >= end + 4 + length) {
+        socket.off('data', onData)
+        resolve({ head: text.slice(0, end), closed })
+      }
+    }
+    socket.on('data', onData)
+    socket.once('error', reject)
+    socket.write(request)
+  })
+}
+
+// A load balancer (or any client) keeps its connections to the API open and sends on them. During
+// SHUTDOWN_DELAY_MS they were kept alive, so when the listener closed, Node closed them as idle while
+// a request could be on its way: the client read ECONNRESET for a request never served (a 502 at a
+// proxy) and could not tell whether a POST had been made. From the signal on, each answer says
+// Connection: close, so clients move to new connections, which are served until the listener closes
+// and refused (ECONNREFUSED: nothing was sent) after.
+t.test('SIGTERM to the API: answers on kept-alive connections say Connection: close, so none meets the close of the listener on one', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const dir = await dataDir(t)
+  const key = 'a-test-operator-key-of-enough-length'
+  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: key, PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_DELAY_MS: '2500', SHUTDOWN_GRACE_MS: '1000', RATE_LIMIT_MAX: '1000000' }
+  const server = runScript('src/server.ts', env, ['--role=api'])
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  const socket = connect(Number(port), '127.0.0.1')
+  t.teardown(() => { socket.destroy() })
+  await new Promise((resolve) => socket.once('connect', resolve))
+  const requestFor = (path: string) => `GET ${path} HTTP/1.1\r\nHost: baton\r\nAuthorization: Bearer ${key}\r\n\r\n`
+  const before = await exchange(socket, requestFor('/v1/tenants'))
+  t.match(before.head, /^HTTP\/1\.1 200 /)
+  t.match(before.head, /connection: keep-alive/i, 'kept alive before the signal')
+
+  // Clients that send one request after another on kept-alive connections, through the signal and the close.
+  const agent = new Agent({ keepAlive: true, maxSockets: 8 })
+  t.teardown(() => agent.destroy())
+  let sending = true
+  const outcomes: string[] = []
+  const clients = Array.from({ length: 8 }, async () => {
+    while (sending) {
+      outcomes.push(await new Promise<string>((resolve) => {
+        const request = get({ host: '127.0.0.1', port: Number(port), path: '/health/live', agent }, (response) => {
+          response.resume()
+          response.on('end', () => resolve(String(response.statusCode)))
+        })
+        // A connection the listener's close met before its request was read (ECONNRESET on a new one) is
+        // the race the delay is there to avoid; a connection kept alive by the server is not.
+        request.on('error', (error: NodeJS.ErrnoException) => resolve(`${error.code ?? error.message}${request.reusedSocket ? ' on a kept-alive connection' : ''}`))
+      }))
+    }
+  })
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  server.child.kill('SIGTERM')
+  await server.waitFor(/shutting down/)
+  const during = await exchange(socket, requestFor('/v1/tenants'))
+  t.match(during.head, /^HTTP\/1\.1 200 /, 'a request on the kept-alive connection during the delay is served')
+  t.match(during.head, /connection: close/i, 'and its answer says the connection closes')
+  const closedSoon = await Promise.race([during.closed.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 1000))])
+  t.ok(closedSoon, 'the server closed that connection after the answer, not at the close of its listener')
+
+  t.equal(await server.exited, 0, 'exit 0')
+  sending = false
+  await Promise.all(clients)
+  const count = (outcome: string) => outcomes.filter((o) => o === outcome).length
+  t.comment(JSON.stringify(outcomes.reduce<Record<string, number>>((n, o) => ({ ...n, [o]: (n[o] ?? 0) + 1 }), {})))
+  const resets = outcomes.filter((o) => o.endsWith('on a kept-alive connection')).length
+  t.equal(resets, 0, `no request of ${outcomes.length} met the close on a kept-alive connection (${count('200')} served, ${count('ECONNREFUSED')} refused after the close)`)
 })
