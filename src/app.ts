@@ -97,7 +97,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   const modules: ModuleOptions = { db: deps.db, clock: deps.clock ?? systemClock, secrets, targets, knownKeys: new KnownKeys(), wakeups: deps.wakeups ?? TRIGGERS_NOTIFY }
 
   await app.register(requestId)
-  await app.register(draining, { stopping: deps.stopping ?? (() => false) })
+  if (deps.stopping) await app.register(draining, { stopping: deps.stopping })
   await app.register(problems)
   await app.register(protocolErrors)
   await app.register(jsonBody)
