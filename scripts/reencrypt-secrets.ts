@@ -7,7 +7,8 @@ import { adminCommand } from './admin-command.js'
 
 await adminCommand(async (database, config) => {
   const summary = await reencryptSecrets(database.db, createSecretBox(config.BATON_SECRETS_KEY, config.BATON_SECRETS_KEY_PREVIOUS))
-  process.stdout.write(`Sealed ${summary.sealed} secrets with BATON_SECRETS_KEY; ${summary.current} were sealed with it already.\n`)
+  const count = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`
+  process.stdout.write(`Sealed ${count(summary.sealed, 'secret', 'secrets')} with BATON_SECRETS_KEY; ${count(summary.current, 'was', 'were')} sealed with it already.\n`)
   for (const weak of summary.weak) {
     process.stdout.write(`Warning: the signing secret of service "${weak.name}" (${weak.id}) ${weak.problem}: rotate it (PATCH /v1/marketplace-services/${weak.id}).\n`)
   }
