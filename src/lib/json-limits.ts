@@ -105,3 +105,23 @@ export function loneSurrogates(value: unknown, base: string, max = 20): { pointe
   }
   return found
 }
+
+/**
+ * Where a parsed JSON value holds the NUL character, which Postgres stores in neither text nor jsonb, as
+ * pointers under `base`: each string holding one, or each object whose property name does, in the order
+ * of the text (at most `max`). It walks with its own stack, as firstTooDeep does.
+ */
+export function nulCharacters(value: unknown, base: string, max = 20): { pointer: string; detail: string }[] {
+  const found: { pointer: string; detail: string }[] = []
+  const stack: { value: unknown; pointer: string }[] = [{ value, pointer: base }]
+  for (let item = stack.pop(); item !== undefined && found.length < max; item = stack.pop()) {
+    if (typeof item.value === 'string') {
+      if (item.value.includes('\u0000')) found.push({ pointer: item.pointer, detail: 'must not contain the NUL character (U+0000)' })
+    } else if (typeof item.value === 'object' && item.value !== null) {
+      const entries = Object.entries(item.value)
+      if (entries.some(([key]) => key.includes('\u0000'))) found.push({ pointer: item.pointer, detail: 'a property name must not contain the NUL character (U+0000)' })
+      for (let i = entries.length - 1; i >= 0; i--) stack.push({ value: entries[i]![1], pointer: item.pointer + pointerStep(entries[i]![0]) })
+    }
+  }
+  return found
+}

@@ -3,6 +3,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import fp from 'fastify-plugin'
 import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S } from '../db/errors.js'
 import { ProblemError, type FieldError } from '../errors.js'
+import { nulCharacters } from '../lib/json-limits.js'
 import { REQUEST_ID_HEADER } from '../lib/request-id.js'
 import { unknownParameters } from './query-strings.js'
 import { condenseUnionErrors } from './union-errors.js'
@@ -52,22 +53,7 @@ const NUL_ERRORS_LISTED = 20
  * name does. Walked only once Postgres refused the request, so no request pays for it otherwise.
  */
 function nulErrors(request: FastifyRequest): FieldError[] {
-  const errors: FieldError[] = []
-  const walk = (value: unknown, pointer: string): void => {
-    if (errors.length >= NUL_ERRORS_LISTED) return
-    if (typeof value === 'string') {
-      if (value.includes('\u0000')) errors.push({ pointer, detail: 'must not contain the NUL character (U+0000)' })
-    } else if (Array.isArray(value)) {
-      value.forEach((item, index) => walk(item, `${pointer}/${index}`))
-    } else if (value !== null && typeof value === 'object') {
-      const entries = Object.entries(value)
-      if (entries.some(([name]) => name.includes('\u0000'))) errors.push({ pointer, detail: 'a property name must not contain the NUL character (U+0000)' })
-      for (const [name, item] of entries) walk(item, `${pointer}/${escapePointer(name)}`)
-    }
-  }
-  walk(request.query, '/querystring')
-  walk(request.body, '/body')
-  return errors
+  return [...nulCharacters(request.query, '/querystring', NUL_ERRORS_LISTED), ...nulCharacters(request.body, '/body', NUL_ERRORS_LISTED)].slice(0, NUL_ERRORS_LISTED)
 }
 
 /**

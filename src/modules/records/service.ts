@@ -4,7 +4,7 @@ import type { DB } from '../../db/connect.js'
 import type { JsonObject, RecordRow } from '../../db/database.js'
 import { badRequest, conflict, notFound, unprocessable } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
-import { firstNonFinite, firstTooDeep, loneSurrogates } from '../../lib/json-limits.js'
+import { firstNonFinite, firstTooDeep, loneSurrogates, nulCharacters } from '../../lib/json-limits.js'
 import { countWithinBudget, toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
 import { checkVersion, type ExpectedVersions } from '../../lib/versioning.js'
 import type { Activity } from '../activities/schemas.js'
@@ -266,6 +266,9 @@ function parseFieldsFilter(text: string | undefined): JsonObject | undefined {
     // Half of a surrogate pair alone (\ud800) is no text Postgres compares: it refused the filter with a 400 naming no field.
     const lone = loneSurrogates(value, '/querystring/fields')
     if (lone.length > 0) throw badRequest('The fields filter holds text with half of a surrogate pair alone (a \\uD800–\\uDFFF escape without its other half).', lone)
+    // An escaped NUL (\u0000) is no text Postgres compares either: it refused the filter with a 400 naming no field.
+    const nul = nulCharacters(value, '/querystring/fields')
+    if (nul.length > 0) throw badRequest('The fields filter holds the NUL character (an escaped \\u0000), which no record field holds.', nul)
     return value as JsonObject
   }
   throw badRequest('The fields filter must be a JSON object, e.g. {"city":"Berlin"}.', [{ pointer: '/querystring/fields', detail: 'not a JSON object' }])

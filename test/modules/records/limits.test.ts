@@ -110,3 +110,16 @@ t.test('half of a surrogate pair alone in the fields filter is refused naming wh
   t.same(refused.data.errors, [{ pointer: '/querystring/fields/a/b', detail: 'holds a lone surrogate (\\uD800–\\uDFFF without its pair)' }])
   t.equal((await tenant.client.get(`/v1/properties?fields=${encodeURIComponent('{"a":"\\ud83d\\ude00"}')}`)).statusCode, 200, 'a whole pair is text')
 })
+
+t.test('a NUL character escaped in the fields filter is refused naming where, not with a 400 from Postgres naming nothing', async (t) => {
+  const cases: [string, string, string][] = [
+    ['{"a":{"b":"x\\u0000"}}', '/querystring/fields/a/b', 'must not contain the NUL character (U+0000)'],
+    ['{"a":{"b\\u0000":1}}', '/querystring/fields/a', 'a property name must not contain the NUL character (U+0000)'],
+    ['{"list":["ok","\\u0000"]}', '/querystring/fields/list/1', 'must not contain the NUL character (U+0000)']
+  ]
+  for (const [filter, pointer, detail] of cases) {
+    const refused = await tenant.client.get(`/v1/properties?fields=${encodeURIComponent(filter)}`)
+    assertProblem(t, refused, 400, /NUL/)
+    t.same(refused.data.errors, [{ pointer, detail }], filter)
+  }
+})
