@@ -111,6 +111,9 @@ t.test('a number beyond a double\'s range is refused, not saved as null', async 
   const fine = await client.post('/v1/properties', `{"fields":{"tiny":1e-400,"max":1.7976931348623157e308,"big":1e100,"long":${'9'.repeat(300)}}}`, json)
   t.equal(fine.statusCode, 201, fine.body)
   t.same(fine.data.fields, { tiny: 0, max: Number.MAX_VALUE, big: 1e100, long: 1e300 }, 'an underflow is 0, numbers in range are kept')
+  // As the README says: numbers are doubles, and a name given twice keeps its last value.
+  const rounded = await client.post('/v1/properties', '{"fields":{"id":9007199254740993,"twice":1,"twice":2}}', json)
+  t.same((await client.get(`/v1/properties/${rounded.data.id}`)).data.fields, { id: 9007199254740992, twice: 2 }, 'a whole number past 2^53 is rounded')
 })
 
 t.test('a body nested deeper than BODY_MAX_DEPTH is refused with 422 and a pointer before validation, on any route that takes one', async (t) => {
