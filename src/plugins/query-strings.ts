@@ -48,15 +48,17 @@ export function strictQuery(schema: unknown, validate: ValidateFunction): Valida
     const type = properties[name]?.type
     return typeof type === 'string' && type in NUMBER_TEXT ? [[name, type] as const] : []
   })
+  const single = names.filter((name) => { const type = properties[name]?.type; return typeof type === 'string' && type !== 'array' })
   const strict = ((data: unknown) => {
     const query = (data ?? {}) as Record<string, unknown>
     const unknown = Object.keys(query).filter((name) => !Object.hasOwn(properties, name)).map((name) => unknownParameter(name, takes))
+    const repeated = single.filter((name) => Array.isArray(query[name])).map(givenTwice)
     const numbers = numeric.filter(([name, type]) => typeof query[name] === 'string' && !NUMBER_TEXT[type]!.test(query[name]))
       .map(([name, type]) => notPlainNumber(name, type))
-    const own = [...unknown, ...numbers]
+    const own = [...unknown, ...repeated, ...numbers]
     const valid = validate(data)
-    // A number refused here is not reported again by Ajv ("must be integer" for `limit=abc`).
-    const refused = new Set(numbers.map((error) => error.instancePath))
+    // A value refused here is not reported again by Ajv ("must be integer" for `limit=abc` or `limit=1&limit=2`).
+    const refused = new Set([...repeated, ...numbers].map((error) => error.instancePath))
     const errors = [...own, ...(validate.errors ?? []).filter((error) => !refused.has(error.instancePath))]
     strict.errors = errors.length > 0 ? errors : null
     return valid && own.length === 0
@@ -68,6 +70,13 @@ function unknownParameter(name: string, takes: string): ErrorObject {
   return {
     keyword: 'additionalProperties', instancePath: '', schemaPath: '#/additionalProperties',
     params: { additionalProperty: name }, message: `unknown query parameter (${takes})`
+  }
+}
+
+function givenTwice(name: string): ErrorObject {
+  return {
+    keyword: 'type', instancePath: `/${name}`, schemaPath: `#/properties/${name}/type`,
+    params: {}, message: 'is given more than once; send it once'
   }
 }
 

@@ -63,6 +63,15 @@ t.test('limit is a whole number in decimal digits: nothing else JavaScript would
   assertProblem(t, await client.get('/v1/users?limit=-1'), 400, /must be at least 1/)
 })
 
+t.test('a parameter given twice is told so, not that it is no number or no allowed value', async (t) => {
+  const { client } = await ctx.newTenant()
+  for (const [url, name] of [['/v1/users?limit=1&limit=2', 'limit'], ['/v1/process-instances?status=running&status=completed', 'status'], ['/v1/process-templates?q=a&q=b', 'q']]) {
+    const response = await client.get(url!)
+    assertProblem(t, response, 400)
+    t.same(response.data.errors, [{ pointer: `/querystring/${name}`, detail: 'is given more than once; send it once' }], url!)
+  }
+})
+
 t.test('a cursor is read only by the list that issued it', async (t) => {
   const { client } = await ctx.newTenant()
   for (const name of ['Anna', 'Ben', 'Cleo']) await createUser(client, name)
