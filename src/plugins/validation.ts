@@ -34,10 +34,17 @@ function lowerCaseIds(schema: unknown): unknown {
 }
 const lowered = new WeakMap<object, Record<string, unknown>>()
 
+/** ajv-formats' e-mail address, within the lengths SMTP carries (RFC 5321 4.5.3.1): a longer one is refused by the mail server, and its mails retried for ever. */
+const EMAIL = addFormats.default.get('email') as RegExp
+function deliverableEmail(text: string): boolean {
+  return text.length <= 254 && text.lastIndexOf('@') <= 64 && EMAIL.test(text) && text.slice(text.lastIndexOf('@') + 1).split('.').every((label) => label.length <= 63)
+}
+
 function newAjv(options: Options, externalSchemas: Record<string, unknown>): Ajv {
   const ajv = new Ajv({ ...common, ...options })
   addFormats.default(ajv)
   ajv.addFormat('uuid', UUID)
+  ajv.addFormat('email', deliverableEmail)
   ajv.addKeyword({
     keyword: LOWER_CASE,
     schemaType: 'boolean',

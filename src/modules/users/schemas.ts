@@ -8,7 +8,7 @@ export const UserSchema = Type.Object(
 export type User = Static<typeof UserSchema>
 
 const Name = Type.String({ minLength: 1, maxLength: 200 })
-const Email = Type.String({ format: 'email', maxLength: 320 })
+const Email = Type.String({ format: 'email', maxLength: 254 })
 
 export const CreateUserSchema = Type.Object({ name: Name, email: Email }, {
   additionalProperties: false, examples: [{ name: 'Anna Berg', email: 'anna@example.com' }]

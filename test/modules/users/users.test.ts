@@ -26,6 +26,13 @@ t.test('users: create, read, list, update, delete', async (t) => {
 
   assertProblem(t, await client.post('/v1/users', { name: 'Again', email: 'ANNA@example.com' }), 409, /e-mail/)
   assertProblem(t, await client.post('/v1/users', { name: 'No mail', email: 'not-an-email' }), 400, /email/)
+  // Longer than SMTP carries (RFC 5321): the mail server would refuse every mail to them.
+  for (const email of [`${'a'.repeat(65)}@example.com`, `anna@${'b'.repeat(64)}.example.com`, `anna@${'c.'.repeat(124)}com`]) {
+    const refused = await client.post('/v1/users', { name: 'Too long', email })
+    assertProblem(t, refused, 400, /email/)
+    t.match(refused.data.errors, [{ pointer: '/body/email' }], `${email.length} characters`)
+  }
+  t.equal((await client.post('/v1/users', { name: 'Just fits', email: `${'a'.repeat(64)}@${'b'.repeat(63)}.example.com` })).statusCode, 201, 'a local part of 64 and a label of 63')
   assertProblem(t, await client.patch(`/v1/users/${anna.data.id}`, {}), 400)
   assertProblem(t, await client.post('/v1/users', '{"name":', { 'content-type': 'application/json' }), 400)
 

@@ -272,7 +272,7 @@ export function renderSubject(template: string, view: EmailView): string {
 // eslint-disable-next-line no-control-regex -- control characters are what it refuses
 const ADDRESS = /^[^\s@<>()[\]\\,;:"\u0000-\u001f\u007f-\u009f\u200b-\u200d\u2060]+@[^\s@<>()[\]\\,;:"\u0000-\u001f\u007f-\u009f\u200b-\u200d\u2060]+$/
 
-/** A plausible e-mail address: one @ with text either side, no spaces or control characters, at most 254 characters. */
+/** A plausible e-mail address: one @ with text either side, no spaces or control characters, at most 254 characters, 64 before the @. */
 export function isEmailAddress(text: string): boolean {
-  return text.length <= 254 && ADDRESS.test(text)
+  return text.length <= 254 && text.indexOf('@') <= 64 && ADDRESS.test(text)
 }
