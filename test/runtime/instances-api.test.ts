@@ -10,7 +10,7 @@ import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import type { Response } from '../helpers/app.js'
 import { assertIsolated, assertProblem } from '../helpers/assertions.js'
 import { DAY, MINUTE } from '../helpers/clock.js'
-import { setupRuntime, type InstanceView, type RuntimeContext } from '../helpers/runtime.js'
+import { setupRuntime, type InstanceView, type RuntimeContext, type StepInput } from '../helpers/runtime.js'
 
 // The process-instances API against one runtime (real Postgres, provider and SMTP server), shared by
 // the subtests to keep the file fast: each subtest builds its own templates, filters lists by them,
@@ -747,6 +747,80 @@ t.test('advance follows the rules of docs/architecture.md (Advancing)', async (t
     const ended = (await rt.api.get(`${base}/${started.id}/activities`)).data.items.filter((a: { kind: string }) => a.kind === 'stepDone')
     t.equal(ended.length, 1)
   })
+})
+
+t.test('an advance the table refuses changes nothing: not the steps, the version, the log or a due call', async (t) => {
+  const other = await rt.start(await rt.template([{ kind: 'task', name: 'Refused: other' }]), { propertyId: undefined })
+  const task = await rt.start(await rt.template([{ kind: 'task', name: 'Refused: task' }, { kind: 'task', name: 'Refused: next' }]), { propertyId: undefined })
+  const hook = await rt.start(await rt.template([{ kind: 'webhook', name: 'Refused: hook' }, { kind: 'task', name: 'Refused: after hook' }]), { propertyId: undefined })
+  const waits = await rt.start(await rt.template([
+    { kind: 'task', name: 'Refused: waits', start: { mode: 'daysAfterPrevious', days: 2 } }, { kind: 'task', name: 'Refused: after waiting' }
+  ]), { propertyId: undefined })
+  const cases: [InstanceView, Record<string, unknown>, number][] = [
+    [task, { outcome: 'failed' }, 400], [task, { outcome: 'cancelled' }, 400], [task, {}, 400], [task, { outcome: 'done', stepId: 'first' }, 400],
+    [task, { outcome: 'done', stepId: other.steps[0].id }, 409], [task, { outcome: 'done', stepId: task.steps[1].id }, 409],
+    [task, { outcome: 'done', stepId: randomUUID() }, 409], [task, { outcome: 'done', decision: 'yes' }, 422],
+    [task, { outcome: 'done', email: { subject: 'x' } }, 422],
+    [hook, { outcome: 'done' }, 409], [hook, { outcome: 'skipped', decision: 'no' }, 422], [hook, { outcome: 'skipped', email: { body: 'x' } }, 422],
+    [waits, { outcome: 'done' }, 409], [waits, { outcome: 'done', stepId: waits.steps[0].id }, 409], [waits, { outcome: 'skipped', stepId: waits.steps[1].id }, 409]
+  ]
+  const activities = async (id: string) => (await rt.api.get(`${base}/${id}/activities?limit=200`)).data.items.length
+  for (const [instance, body, status] of cases) {
+    const before = await rt.instance(instance.id)
+    const logged = await activities(instance.id)
+    assertProblem(t, await advance(instance.id, body), status)
+    const after = await rt.instance(instance.id)
+    t.same(states(after), states(before), `${JSON.stringify(body)}: the steps as they were`)
+    t.equal(after.version, before.version)
+    t.equal(await activities(instance.id), logged)
+  }
+  t.equal((await deliveriesOf(hook.steps[0].id))[0].status, 'pending', 'the refused skips left the call queued')
+})
+
+t.test('a waiting step of any kind skipped carries out nothing, and the next step starts now', async (t) => {
+  const child = await rt.template([{ kind: 'task', name: 'Skip waiting: child' }])
+  const kinds: StepInput[] = [
+    { kind: 'webhook', name: 'Skip waiting: hook' },
+    { kind: 'email', name: 'Skip waiting: mail', email: { mode: 'automatic', to: 'assignee', subject: 'Skip waiting: mail', body: 'b' } },
+    { kind: 'writeValues', name: 'Skip waiting: write', refersTo: { property: true }, writeValues: { values: [{ record: 'property', field: 'skipped', value: true }] } },
+    { kind: 'followUpProcess', name: 'Skip waiting: follow-up', followUp: { templateId: child, waitForCompletion: false } }
+  ]
+  const property = await newProperty()
+  const started: InstanceView[] = []
+  for (const step of kinds) {
+    const templateId = await rt.template([{ ...step, start: { mode: 'daysAfterPrevious', days: 2 } }, { kind: 'task', name: 'Skip waiting: next' }])
+    const instance = await rt.start(templateId, { propertyId: property })
+    t.equal(instance.steps[0].state, 'waiting')
+    rt.clock.advance(MINUTE)
+    const skipped = await advance(instance.id, { outcome: 'skipped', stepId: instance.steps[0].id })
+    t.equal(skipped.statusCode, 200, skipped.body)
+    t.match(skipped.data.steps, [{ state: 'skipped' }, { state: 'due', startAt: rt.clock.now().toISOString(), assigneeUserId: rt.worker.id }])
+    started.push(instance)
+  }
+  const calls = rt.provider.calls.length
+  rt.clock.advance(3 * DAY)
+  await rt.scheduler.runOnce()
+  t.equal(rt.provider.calls.length, calls, 'no call')
+  t.same(await deliveriesOf(started[0].steps[0].id), [], 'no delivery')
+  t.notOk(rt.smtp.mails.some((m) => m.subject === 'Skip waiting: mail'), 'no mail')
+  t.notOk('skipped' in (await rt.api.get(`/v1/properties/${property}`)).data.fields, 'nothing written')
+  t.same((await rt.api.get(`${base}?parentId=${started[3].id}`)).data.items, [], 'no follow-up process')
+  for (const instance of started) t.same(states(await rt.instance(instance.id)), ['skipped', 'due'])
+})
+
+t.test('a waiting step starts at its start time to the millisecond, not before', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'Exact: first' }, { kind: 'task', name: 'Exact: later', start: { mode: 'daysAfterPrevious', days: 1 } }])
+  rt.clock.set('2026-05-04T10:00:00.123Z')
+  const started = await rt.start(templateId, { propertyId: undefined })
+  t.equal((await advance(started.id, { outcome: 'done' })).data.steps[1].startAt, '2026-05-05T10:00:00.123Z')
+  rt.clock.set('2026-05-05T10:00:00.122Z')
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(started.id)).steps[1].state, 'waiting')
+  t.same(listedIds(await rt.api.get(`${base}?templateId=${templateId}&currentStepState=waiting`)), [started.id])
+  rt.clock.set('2026-05-05T10:00:00.123Z')
+  await rt.scheduler.runOnce()
+  t.match((await rt.instance(started.id)).steps[1], { state: 'due', startedAt: '2026-05-05T10:00:00.123Z', assigneeUserId: rt.worker.id })
+  t.same(listedIds(await rt.api.get(`${base}?templateId=${templateId}&currentStepState=due`)), [started.id])
 })
 
 t.test('cancel ends the open steps and the pending delivery; a second cancel is 409', async (t) => {
