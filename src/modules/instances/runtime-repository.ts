@@ -86,11 +86,19 @@ export async function findUsers(db: DB, refs: RowRef[]): Promise<Map<string, { i
   return new Map(rows.map((r) => [r.id, r]))
 }
 
+function recordsNamed(db: DB, table: 'properties' | 'addresses', refs: RowRef[]) {
+  return db.selectFrom(table).where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id)))
+}
+
+/** The maintainer of each of these records, without their fields (up to 256 KiB each). */
+export async function findRecordMaintainers(db: DB, table: 'properties' | 'addresses', refs: RowRef[]): Promise<{ id: string; maintainer_user_id: string | null }[]> {
+  return refs.length === 0 ? [] : recordsNamed(db, table, refs).select(['id', 'maintainer_user_id']).execute()
+}
+
 /** The maintainer and fields of each of these records. */
 export async function findRecords(db: DB, table: 'properties' | 'addresses', refs: RowRef[]) {
   if (refs.length === 0) return new Map<string, { id: string; maintainer_user_id: string | null; fields: Record<string, unknown> }>()
-  const rows = await db.selectFrom(table).select(['id', 'maintainer_user_id', 'fields'])
-    .where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id))).execute()
+  const rows = await recordsNamed(db, table, refs).select(['id', 'maintainer_user_id', 'fields']).execute()
   return new Map(rows.map((r) => [r.id, r]))
 }
 

@@ -59,10 +59,10 @@ async function findMaintainers(db: DB, starts: StepStart[]): Promise<Map<string,
     .filter(({ step, instance }) => step.responsibility === responsibility && instance[column])
     .map(({ instance }) => ({ tenant_id: instance.tenant_id, id: instance[column]! }))
   const [properties, addresses] = await Promise.all([
-    repo.findRecords(db, 'properties', wanted('propertyMaintainer', 'property_id')),
-    repo.findRecords(db, 'addresses', wanted('addressMaintainer', 'address_id'))
+    repo.findRecordMaintainers(db, 'properties', wanted('propertyMaintainer', 'property_id')),
+    repo.findRecordMaintainers(db, 'addresses', wanted('addressMaintainer', 'address_id'))
   ])
-  return new Map([...properties.values(), ...addresses.values()].map((r) => [r.id, r.maintainer_user_id]))
+  return new Map([...properties, ...addresses].map((r) => [r.id, r.maintainer_user_id]))
 }
 
 function assigneeOf(instance: InstanceRow, step: InstanceStepRow, maintainers: Map<string, string | null>): string {
