@@ -53,8 +53,12 @@ interface Settlement {
 export interface LockedAndSettled {
   /** The processes locked, by id. */
   instances: Map<string, InstanceRow>
-  /** The deliveries whose claim held, and which were settled. */
-  ids: Set<string>
+  /**
+   * The deliveries whose claim held, and which were settled: each id with the fence of that claim. A
+   * batch may hold two outcomes of one delivery (a claim whose outcome waited past its lease, and the
+   * same worker's claim of it after the reaper's): only the one presenting this fence counts.
+   */
+  settled: Map<string, number>
   /** The steps asked for, and the step after each (when there is one). */
   steps: InstanceStepRow[]
 }
@@ -71,9 +75,9 @@ export interface LockedAndSettled {
  * trip, both waits together (src/db/postgres.ts, `pipelined`): a batch it cuts off is tried again.
  */
 export async function lockAndSettle(
-  db: DB, lockRefs: Ref[], settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date, stepRefs: Ref[]
+  db: DB, lockRefs: Ref[], settlements: Settlement[], attempts: FencedAttempt[], now: Date, stepRefs: Ref[]
 ): Promise<LockedAndSettled> {
-  if (settlements.length === 0) return { instances: new Map(), ids: new Set(), steps: [] }
+  if (settlements.length === 0) return { instances: new Map(), settled: new Map(), steps: [] }
   const settle = settleStatement(settlements, attempts, now, stepRefs).compile(db)
   const statements = [
     ...(lockRefs.length > 0 ? [instancesLockedInOrder(lockRefs).compile(db)] : []),
@@ -81,14 +85,14 @@ export async function lockAndSettle(
   ].map(({ sql: text, parameters }) => ({ text, values: parameters }))
   const results = await runTogether(db, statements)
   const locked = (lockRefs.length > 0 ? results[0] : []) as InstanceRow[]
-  const found = results[results.length - 1] as (InstanceStepRow & { settled_id: string | null })[]
-  const ids = new Set<string>()
+  const found = results[results.length - 1] as (InstanceStepRow & { settled_id: string | null; settled_fence: number | null })[]
+  const settled = new Map<string, number>()
   const steps: InstanceStepRow[] = []
-  for (const { settled_id: settledId, ...step } of found) {
-    if (settledId) ids.add(settledId)
+  for (const { settled_id: settledId, settled_fence: fence, ...step } of found) {
+    if (settledId) settled.set(settledId, fence!)
     else steps.push(step)
   }
-  return { instances: new Map(locked.map((r) => [r.id, r])), ids, steps }
+  return { instances: new Map(locked.map((r) => [r.id, r])), settled, steps }
 }
 
 /** A delivery's new state as the settling writes it. */
@@ -103,18 +107,21 @@ interface SettledRow {
   finished_at: Date | null
 }
 
+/** An attempt to log, with the fence of the claim that made it: logged only where that claim settled its delivery. */
+export type FencedAttempt = Insertable<DeliveryAttemptsTable> & { fence: number }
+
 /** The columns of the settlements and of the attempts, as the settling reads them (src/db/json-rows.ts). */
 const SETTLEMENTS: Column<SettledRow>[] = [
   ['tenant_id', 'uuid'], ['id', 'uuid'], ['fence', 'integer'], ['status', 'text'], ['status_code', 'integer'], ['error', 'text'],
   ['next_attempt_at', 'timestamptz'], ['finished_at', 'timestamptz']
 ]
-const ATTEMPTS: Column<Insertable<DeliveryAttemptsTable>>[] = [
+const ATTEMPTS: Column<FencedAttempt>[] = [
   ['tenant_id', 'uuid'], ['id', 'uuid'], ['delivery_id', 'uuid'], ['round', 'integer'], ['attempt_number', 'integer'], ['started_at', 'timestamptz'],
-  ['duration_ms', 'integer'], ['outcome', 'text'], ['status_code', 'integer'], ['error', 'text'], ['response_body', 'text']
+  ['duration_ms', 'integer'], ['outcome', 'text'], ['status_code', 'integer'], ['error', 'text'], ['response_body', 'text'], ['fence', 'integer']
 ]
 
 /** Settles the deliveries and logs their attempts, answering the settled ids and the steps (lockAndSettle). */
-function settleStatement(settlements: Settlement[], attempts: Insertable<DeliveryAttemptsTable>[], now: Date, stepRefs: Ref[]) {
+function settleStatement(settlements: Settlement[], attempts: FencedAttempt[], now: Date, stepRefs: Ref[]) {
   const rows = settlements.map(({ delivery, decision, statusCode, error }): SettledRow => ({
     tenant_id: delivery.tenantId,
     id: delivery.id,
@@ -125,23 +132,23 @@ function settleStatement(settlements: Settlement[], attempts: Insertable<Deliver
     next_attempt_at: decision.action === 'retry' ? new Date(now.getTime() + decision.delayMs) : null,
     finished_at: decision.action === 'retry' ? null : now
   }))
-  return sql<InstanceStepRow & { settled_id: string | null }>`
+  return sql<InstanceStepRow & { settled_id: string | null; settled_fence: number | null }>`
     with settled as (
       update deliveries d
       set status = v.status, lease_owner = null, lease_expires_at = null, last_status_code = v.status_code, last_error = v.error,
           next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at), finished_at = v.finished_at
       from ${rowsFrom(rows, SETTLEMENTS, 'v')}
       where ${byKeys('d', rows)} and d.tenant_id = v.tenant_id and d.id = v.id and d.fence = v.fence and d.status = 'running'
-      returning d.tenant_id, d.id
+      returning d.tenant_id, d.id, d.fence
     ), logged as (
       insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome, status_code, error, response_body)
       select a.tenant_id, a.id, a.delivery_id, a.round, a.attempt_number, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error, a.response_body
       from ${rowsFrom(attempts, ATTEMPTS, 'a')}
-      join settled s on s.tenant_id = a.tenant_id and s.id = a.delivery_id
+      join settled s on s.tenant_id = a.tenant_id and s.id = a.delivery_id and s.fence = a.fence
     ), steps as (${stepsAndNext(stepRefs)})
-    select n.*, null::uuid as settled_id from steps n
+    select n.*, null::uuid as settled_id, null::integer as settled_fence from steps n
     union all
-    select (null::instance_steps).*, s.id from settled s
+    select (null::instance_steps).*, s.id, s.fence from settled s
   `
 }
 

@@ -35,7 +35,7 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
   return db.transaction().execute(async (trx) => {
     const forSteps = records.filter((r) => r.delivery.instanceId && r.delivery.stepId)
     const lockRefs = forSteps.map((r) => ({ tenant_id: r.delivery.tenantId, id: r.delivery.instanceId! }))
-    const { instances, ids: settled, steps: stepRows } = await repo.lockAndSettle(trx, lockRefs, records, records.map((r) => ({
+    const { instances, settled, steps: stepRows } = await repo.lockAndSettle(trx, lockRefs, records, records.map((r) => ({
       tenant_id: r.delivery.tenantId,
       id: newId(),
       delivery_id: r.delivery.id,
@@ -46,9 +46,12 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
       outcome: r.outcome,
       status_code: r.statusCode,
       error: r.error,
-      response_body: r.responseBody
+      response_body: r.responseBody,
+      fence: r.delivery.fence
     })), now, forSteps.map((r) => ({ tenant_id: r.delivery.tenantId, id: r.delivery.stepId! })))
-    const kept = records.filter((r) => settled.has(r.delivery.id))
+    // Held by its claim: of two outcomes of one delivery in the batch, the stale claim's is fenced like any other.
+    const held = (r: AttemptRecord) => settled.get(r.delivery.id) === r.delivery.fence
+    const kept = records.filter(held)
     const zones = new Map(kept.map((r) => [r.delivery.tenantId, r.delivery.timeZone]))
     const changes = new ProcessChanges(trx, now, zones)
     for (const record of kept.filter((r) => r.delivery.source === 'trigger' && r.decision.action !== 'retry')) changes.rawActivity(triggerActivity(record, now))
@@ -77,7 +80,7 @@ export function recordOutcomes(db: DB, records: AttemptRecord[], now: Date): Pro
     // Nothing here answers with the rows written, and the worker hears of new work by NOTIFY; the
     // write is the transaction's last statement and carries its COMMIT.
     await changes.flush({ answer: false, last: true })
-    return records.map((r) => (settled.has(r.delivery.id) ? 'recorded' : 'fenced'))
+    return records.map((r) => (held(r) ? 'recorded' : 'fenced'))
   })
 }
 

@@ -420,6 +420,29 @@ t.test('a batch of outcomes is two round trips: BEGIN, the lock and the settling
   for (const { instanceId } of records.map((r) => r.delivery)) t.equal((await rt.instance(instanceId!)).status, 'completed', 'the process completed')
 })
 
+t.test('two outcomes of one delivery in one batch, the first claim\'s lease run out and the delivery claimed again: only the claim that holds is recorded', async (t) => {
+  // A worker whose outcome waited in its queue past the lease (its database slow), while its own reaper
+  // put the delivery back and it claimed and called it again: both outcomes go in the same batch.
+  const { instanceId, stepId, deliveryId } = await webhookStep('Batch of two claims')
+  const claim = async () => (await claimDeliveries(rt.db, { workerId: 'worker-twice', now: rt.clock.now(), leaseMs: 60 * SECOND, limit: 10 })).find((c) => c.id === deliveryId)!
+  const stale = await claim()
+  rt.clock.advance(61 * SECOND)
+  t.equal(await reapExpiredLeases(rt.db, rt.clock.now()), 1)
+  const holding = await claim()
+  t.equal(holding.fence, stale.fence + 1)
+  const outcome = (delivery: ClaimedDelivery, status: number): AttemptRecord => ({
+    delivery, startedAt: rt.clock.now(), durationMs: 5, statusCode: status, error: null, responseBody: `answer ${status}`,
+    decision: status === 200 ? { action: 'succeed' } : { action: 'retry', delayMs: 10 * SECOND }, outcome: status === 200 ? 'succeeded' : 'retry'
+  })
+  t.same(await recordOutcomes(rt.db, [outcome(stale, 200), outcome(holding, 503)], rt.clock.now()), ['fenced', 'recorded'])
+  const delivery = await deliveryOf(stepId)
+  t.same(delivery.attempts.map((a: { attempt: number; outcome: string; responseBody: string | null }) => [a.attempt, a.outcome, a.responseBody]),
+    [[1, 'aborted', null], [2, 'retry', 'answer 503']], 'the stale claim\'s success is not logged beside the reaper\'s entry for it')
+  t.equal(delivery.status, 'pending')
+  t.equal(await stepState(instanceId), 'due', 'the step waits for its retry: the stale success did not end it')
+  t.equal((await rt.instance(instanceId)).status, 'running', 'nor complete its process')
+})
+
 t.test('a body with NUL bytes is logged with U+FFFD in their place: the success is recorded, the provider called once', async (t) => {
   const { instanceId, stepId } = await webhookStep('Valuation NUL', [{ status: 200, body: '{"ok":true,"pad":"\u0000"}\u0000end' }])
   await rt.newScheduler().runOnce()
