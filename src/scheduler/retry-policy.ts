@@ -42,8 +42,11 @@ export function decide(result: AttemptResult, attempt: number, now: Date, policy
   const retryable = result.kind === 'error' || (result.status >= 500 && result.status < 600) || RETRYABLE_STATUSES.has(result.status)
   if (!retryable) return { action: 'give-up', reason: `HTTP ${result.status} is not retried` }
   if (attempt >= policy.maxAttempts) return { action: 'give-up', reason: `gave up after ${attempt} attempts` }
+  // A Retry-After that asks for no wait (0, or an HTTP date not in the future: a provider's clock behind
+  // ours) leaves the schedule in place: taken as it is, a provider answering so every time was called
+  // for all its attempts at once, within one pass, and the step failed a second after it started.
   const requested = result.kind === 'response' ? retryAfterMs(result.retryAfter, now) : undefined
-  if (requested !== undefined) return { action: 'retry', delayMs: Math.min(requested, policy.maxRetryAfterMs) }
+  if (requested !== undefined && requested > 0) return { action: 'retry', delayMs: Math.min(requested, policy.maxRetryAfterMs) }
   return { action: 'retry', delayMs: backoffMs(policy, attempt, policy.jitter, random) }
 }
 

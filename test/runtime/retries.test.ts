@@ -136,6 +136,31 @@ t.test('429 with Retry-After: 120 waits 120 s instead of the first backoff step'
   t.equal(await stepState(instanceId), 'done')
 })
 
+t.test('503 with a Retry-After date in the past, every time: one call a pass, on the backoff schedule, not all attempts at once', async (t) => {
+  // A provider whose clock is behind ours: the date it names is past by the time we read it.
+  const past = { status: 503, headers: { 'retry-after': 'Sun, 06 Nov 1994 08:49:37 GMT' }, body: 'busy' }
+  const { instanceId, stepId } = await webhookStep('Valuation Retry-After past', [past, { ...past, headers: { 'retry-after': '0' } }])
+  const t0 = rt.clock.now()
+  t.equal((await rt.scheduler.runOnce()).deliveries, 1)
+  t.equal(callsFor(stepId).length, 1, 'one call in the pass')
+  let delivery = await deliveryOf(stepId)
+  t.equal(delivery.status, 'pending')
+  t.equal(delivery.nextAttemptAt, at(t0, DEFAULT_RETRY_POLICY.scheduleMs[0]!), 'the first backoff step')
+  t.equal(await stepState(instanceId), 'due')
+
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[0]!)
+  const t1 = rt.clock.now()
+  t.equal((await rt.scheduler.runOnce()).deliveries, 1)
+  t.equal(callsFor(stepId).length, 2, 'Retry-After: 0 asks for no wait either')
+  delivery = await deliveryOf(stepId)
+  t.equal(delivery.nextAttemptAt, at(t1, DEFAULT_RETRY_POLICY.scheduleMs[1]!), 'the second backoff step')
+  t.same(delivery.attempts.map((a: { outcome: string; statusCode: number }) => [a.outcome, a.statusCode]), [['retry', 503], ['retry', 503]])
+
+  rt.clock.advance(DEFAULT_RETRY_POLICY.scheduleMs[1]!)
+  t.equal((await rt.scheduler.runOnce()).deliveries, 1)
+  t.equal(await stepState(instanceId), 'done', 'the third attempt succeeds')
+})
+
 t.test('404 gives up at once: the step fails and the controller is told once', async (t) => {
   const name = 'Valuation 404'
   const { instanceId, stepId, deliveryId } = await webhookStep(name, [{ status: 404, body: 'no such hook' }])

@@ -48,6 +48,14 @@ t.test('a Retry-After that is neither delta-seconds nor an HTTP date is ignored:
   t.equal(retryAfterMs(' 30 ', now), 30_000)
 })
 
+t.test('a Retry-After that asks for no wait (0, a date in the past) leaves the schedule: no attempt is spent at once', async (t) => {
+  for (const none of ['0', '00', 'Mon, 02 Mar 2026 08:00:00 GMT', 'Sun, 06 Nov 1994 08:49:37 GMT', 'Mon, 02 Mar 2026 09:00:00 GMT']) {
+    t.same(decide({ kind: 'response', status: 503, retryAfter: none }, 1, now, DEFAULT_RETRY_POLICY, middle), { action: 'retry', delayMs: 10_000 }, none)
+    t.same(decide({ kind: 'response', status: 429, retryAfter: none }, 3, now, DEFAULT_RETRY_POLICY, middle), { action: 'retry', delayMs: 300_000 }, none)
+  }
+  t.same(decide({ kind: 'response', status: 503, retryAfter: '1' }, 1, now), { action: 'retry', delayMs: 1000 }, 'a second is a wait, and honoured')
+})
+
 t.test('a two-digit year is read as RFC 9110 says: the next one with those digits, unless that is more than 50 years ahead', async (t) => {
   // Date.parse puts 00-49 in 20xx and 50-99 in 19xx whenever it runs, so "50" in 2026 was 1950, a retry at once.
   const until = (iso: string, from: Date) => Date.parse(iso) - from.getTime()
