@@ -11,7 +11,7 @@ import type { BatonMetrics } from '../lib/metrics.js'
 import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
 import { buildRequest } from './webhook-request.js'
 import { cancelClaimedDelivery, releaseDelivery } from './delivery-repository.js'
-import { cutUtf8, storable } from '../lib/storable.js'
+import { cutText, cutUtf8, storable } from '../lib/storable.js'
 import { WITHDRAWN } from '../lib/withdrawn-calls.js'
 import { hostKey } from '../lib/host-key.js'
 import type { HostSlots } from './host-slots.js'
@@ -140,7 +140,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     durationMs: attempt.durationMs,
     statusCode,
     error: attempt.result.kind === 'response' ? null : storable(attempt.result.error),
-    responseBody: attempt.response ? storable(redactClaims(firstBytes(attempt.response.body, LOGGED_BODY_BYTES))) : null,
+    responseBody: attempt.response ? loggedBody(attempt.response.body) : null,
     decision,
     outcome
   }, wasCutOff ? new Date(Math.min(until.getTime(), answeredAt.getTime() + SHUTDOWN_RECORD_MS)) : until, wasCutOff ? undefined : signal)
@@ -254,6 +254,15 @@ function withOpenSecrets(secrets: SecretBox, delivery: ClaimedDelivery): Claimed
 function header(response: HttpResponse, name: string): string | undefined {
   const value = response.headers[name]
   return Array.isArray(value) ? value[0] : value
+}
+
+/**
+ * The first 4 KiB of a body, its claims redacted and NULs replaced before the cut: "bcl_[redacted]" and
+ * U+FFFD (three bytes for a NUL) can be longer than what they replace. A body's first 4096 characters
+ * hold at least its first 4096 bytes, so the rest (up to the client's cap) is not read.
+ */
+function loggedBody(body: string): string {
+  return firstBytes(storable(redactClaims(cutText(body, LOGGED_BODY_BYTES))), LOGGED_BODY_BYTES)
 }
 
 function firstBytes(text: string, bytes: number): string {

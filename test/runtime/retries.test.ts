@@ -488,6 +488,20 @@ t.test('a body cut at 4 KiB inside a character keeps the whole characters before
   t.ok(Buffer.byteLength(attempt.responseBody) <= 4096, 'no more than 4 KiB')
 })
 
+// The claim was redacted and NULs replaced after the cut: a short "bcl_…" at its end grew into
+// "bcl_[redacted]", and 4096 NUL bytes into 12 KiB of U+FFFD, past the 4 KiB the log keeps.
+t.test('a body is logged within 4 KiB also where a claim-like word is redacted or NULs replaced', async (t) => {
+  const echo = await webhookStep('Valuation echo', [{ status: 200, body: 'z'.repeat(4090) + 'bcl_abcdefghijkl' }])
+  const nul = await webhookStep('Valuation NULs', [{ status: 200, body: '\u0000'.repeat(5000) }])
+  await rt.newScheduler().runOnce()
+  const [echoed] = (await deliveryOf(echo.stepId)).attempts
+  t.ok(Buffer.byteLength(echoed.responseBody) <= 4096, `no more than 4 KiB (${Buffer.byteLength(echoed.responseBody)} bytes)`)
+  t.notMatch(echoed.responseBody, /bcl_ab/)
+  t.ok(echoed.responseBody.startsWith('z'.repeat(4090)))
+  const [nuls] = (await deliveryOf(nul.stepId)).attempts
+  t.equal(nuls.responseBody, '\uFFFD'.repeat(1365), 'as many U+FFFD as fit in 4 KiB')
+})
+
 t.test('an outcome whose text Postgres refuses is recorded without that text, alone; the rest of its batch as it came', async (t) => {
   const bad = await webhookStep('Batch refused text')
   const good = await webhookStep('Batch beside it')
