@@ -17,8 +17,11 @@ export interface ApiClaim {
   addressId: string | null
   /** Unix seconds after which the claim is refused. */
   expiresAt: number
-  /** Unix seconds when it was issued; absent from the claims of Baton before December 2026. */
-  issuedAt?: number
+  /**
+   * The tenant's activation of the service the claim was issued under, as its activated_at in ms: a
+   * deactivation and a new activation withdraw it. Absent from the claims of Baton before December 2026.
+   */
+  activatedAt?: number
 }
 
 interface Payload {
@@ -29,13 +32,13 @@ interface Payload {
   p: string | null
   a: string | null
   exp: number
-  iat?: number
+  act?: number
 }
 
 export function signClaim(claim: ApiClaim, key: Buffer): string {
   const payload: Payload = {
     v: 1, t: claim.tenantId, s: claim.serviceId, d: claim.deliveryId, p: claim.propertyId, a: claim.addressId, exp: claim.expiresAt,
-    ...(claim.issuedAt === undefined ? {} : { iat: claim.issuedAt })
+    ...(claim.activatedAt === undefined ? {} : { act: claim.activatedAt })
   }
   const body = `${CLAIM_PREFIX}${Buffer.from(JSON.stringify(payload)).toString('base64url')}`
   return `${body}.${mac(body, key)}`
@@ -60,7 +63,7 @@ export function verifyClaim(token: string, key: Buffer, now: Date): ClaimCheck {
   return {
     ok: true,
     claim: { tenantId: payload.t, serviceId: payload.s, deliveryId: payload.d, propertyId: payload.p, addressId: payload.a, expiresAt: payload.exp,
-      ...(payload.iat === undefined ? {} : { issuedAt: payload.iat }) }
+      ...(payload.act === undefined ? {} : { activatedAt: payload.act }) }
   }
 }
 
@@ -74,7 +77,7 @@ function parse(text: string): Payload | undefined {
     const id = (v: unknown) => typeof v === 'string'
     const optionalId = (v: unknown) => v === null || typeof v === 'string'
     if (value.v !== 1 || !id(value.t) || !id(value.s) || !id(value.d) || !optionalId(value.p) || !optionalId(value.a) || typeof value.exp !== 'number'
-      || (value.iat !== undefined && typeof value.iat !== 'number')) {
+      || (value.act !== undefined && typeof value.act !== 'number')) {
       return undefined
     }
     return value as Payload

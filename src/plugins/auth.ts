@@ -81,9 +81,10 @@ async function identify({ db, operatorKeyHash, claimKey, clock, knownKeys }: Aut
       if (!service?.active || !service.activated_at) {
         throw forbidden('The service this apiClaim was issued to is no longer active for the tenant.')
       }
-      // A deactivation withdraws the claims issued before it, also once the service is activated again.
-      const issuedAt = check.claim.issuedAt
-      if (issuedAt !== undefined && Math.floor(service.activated_at.getTime() / 1000) > issuedAt) {
+      // A deactivation withdraws the claims issued before it, also once the service is activated again:
+      // the claim names the activation it was issued under, which a new activation replaces.
+      const activatedAt = check.claim.activatedAt
+      if (activatedAt !== undefined && service.activated_at.getTime() !== activatedAt) {
         throw forbidden('The tenant deactivated the service this apiClaim was issued to after issuing it; the next call brings a fresh one.')
       }
       return { kind: 'claim', tenantId: check.claim.tenantId, claim: check.claim }

@@ -27,6 +27,8 @@ export interface ClaimedDelivery extends DeliveryCall {
    * target's step has no target. Either way its call is not made.
    */
   serviceState: 'usable' | 'withdrawn' | 'inactive'
+  /** When the tenant activated the service (null without an activation or a service): its apiClaim names that activation. */
+  activatedAt: Date | null
   /** A trigger's record deleted since it was queued (cancelTriggeredDeliveries): its call is not made. */
   recordGone: boolean
   /** A trigger's change that none of its service's triggers matches any more (cancelUnwantedDeliveries): its call is not made. */
@@ -108,8 +110,9 @@ export function claimStatement(options: ClaimOptions) {
       case when s.previous_secret_expires_at > ${options.now} then s.previous_secret end as "previousSecret",
       coalesce(s.name, substring(st.target_url from '^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]+)')) as "serviceName",
       case when c.service_id is null then (case when st.target_url is not null then 'usable' else 'inactive' end)
-        when not exists (select 1 from service_activations a where a.tenant_id = c.tenant_id and a.service_id = c.service_id) then 'withdrawn'
+        when a.service_id is null then 'withdrawn'
         when s.active then 'usable' else 'inactive' end as "serviceState",
+      a.activated_at as "activatedAt",
       c.source = 'trigger' and (
         (c.property_id is not null and not exists (select 1 from properties r where r.tenant_id = c.tenant_id and r.id = c.property_id))
         or (c.address_id is not null and not exists (select 1 from addresses r where r.tenant_id = c.tenant_id and r.id = c.address_id))
@@ -119,6 +122,7 @@ export function claimStatement(options: ClaimOptions) {
       st.assignee_user_id as "assigneeUserId"
     from (select * from claimed limit ${bound}) c
     left join marketplace_services s on s.id = c.service_id
+    left join service_activations a on a.tenant_id = c.tenant_id and a.service_id = c.service_id
     join tenants t on t.id = c.tenant_id
     left join instance_steps st on st.tenant_id = c.tenant_id and st.id = c.step_id
   `

@@ -223,7 +223,7 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
     propertyId: delivery.propertyId,
     addressId: delivery.addressId,
     expiresAt: Math.floor((startedAt.getTime() + deps.claimTtlMs) / 1000),
-    issuedAt: Math.floor(startedAt.getTime() / 1000)
+    ...(delivery.activatedAt ? { activatedAt: delivery.activatedAt.getTime() } : {})
   }, claimKey)
   const request = buildRequest(delivery.mode, delivery, { now: startedAt, apiClaim, userAgent: deps.userAgent, timeoutMs: deps.timeoutMs })
   const started = performance.now()
