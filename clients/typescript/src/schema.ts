@@ -943,7 +943,7 @@ export interface components {
              */
             module: "property" | "address";
             events: ("create" | "update")[];
-            /** @description Watched field names; empty = any change */
+            /** @description Watched top-level field names; empty = any change. A name a record cannot hold (with a comma, or __proto__) answers 422 */
             fields: string[];
         };
         ServiceActivation: {
@@ -5448,7 +5448,7 @@ export interface operations {
                      */
                     module: "property" | "address";
                     events: ("create" | "update")[];
-                    /** @description Watched field names; empty = any change */
+                    /** @description Watched top-level field names; empty = any change. A name a record cannot hold (with a comma, or __proto__) answers 422 */
                     fields?: string[];
                 };
             };
@@ -5721,7 +5721,7 @@ export interface operations {
                      */
                     module?: "property" | "address";
                     events?: ("create" | "update")[];
-                    /** @description Watched field names; empty = any change */
+                    /** @description Watched top-level field names; empty = any change. A name a record cannot hold (with a comma, or __proto__) answers 422 */
                     fields?: string[];
                 };
             };

@@ -66,3 +66,18 @@ t.test('tenants read triggers of services they can see, and write none', async (
   assertProblem(t, await client.patch(`${base}/${trigger.data.id}`, { events: ['create'] }), 403)
   assertProblem(t, await client.delete(`${base}/${trigger.data.id}`), 403)
 })
+
+t.test('a trigger watches only fields a record can hold: a comma or __proto__ answers 422 with a pointer', async (t) => {
+  const { operator } = ctx
+  const service = await createService(operator)
+  const base = `/v1/marketplace-services/${service.id}/triggers`
+  // A record refuses such names (422 for a comma, 400 for __proto__), so a trigger watching them would never fire.
+  assertProblem(t, await operator.post(base, { module: 'property', events: ['update'], fields: ['price', 'price,livingArea'] }), 422, /\/body\/fields\/1/)
+  assertProblem(t, await operator.post(base, { module: 'property', events: ['update'], fields: ['__proto__'] }), 422, /\/body\/fields\/0/)
+  const created = await operator.post(base, { module: 'property', events: ['update'], fields: ['price'] })
+  t.equal(created.statusCode, 201, created.body)
+  assertProblem(t, await operator.patch(`${base}/${created.data.id}`, { fields: ['a,b'] }), 422, /\/body\/fields\/0/)
+  t.same((await operator.get(`${base}/${created.data.id}`)).data.fields, ['price'], 'the refused change changed nothing')
+  t.equal((await operator.patch(`${base}/${created.data.id}`, { events: ['create'] })).statusCode, 200, 'a change naming no fields is not checked again')
+  assertProblem(t, await operator.post(`/v1/marketplace-services/${UNKNOWN}/triggers`, { module: 'property', events: ['create'], fields: ['a,b'] }), 404)
+})

@@ -22,7 +22,7 @@ export default async function triggerRoutes(fastify: FastifyInstance, { db, cloc
     config: operator,
     schema: {
       operationId: 'createServiceTrigger', tags, summary: 'Subscribe the service to property or address changes', params: IdParamsSchema,
-      body: CreateTriggerSchema, response: { 201: ok(ServiceTrigger, 'The created trigger', ['Location']), ...problems(400, 401, 403, 404) }
+      body: CreateTriggerSchema, response: { 201: ok(ServiceTrigger, 'The created trigger', ['Location']), ...problems(400, 401, 403, 404, 422) }
     }
   }, async (request, reply) => {
     const trigger = await triggers.createTrigger(db, clock, request.params.id, request.body)
@@ -50,7 +50,7 @@ export default async function triggerRoutes(fastify: FastifyInstance, { db, cloc
     config: operator,
     schema: {
       operationId: 'updateServiceTrigger', tags, summary: 'Update a trigger', params: TriggerParamsSchema, body: UpdateTriggerSchema,
-      response: { 200: ok(ServiceTrigger, 'The updated trigger'), ...problems(400, 401, 403, 404) }
+      response: { 200: ok(ServiceTrigger, 'The updated trigger'), ...problems(400, 401, 403, 404, 422) }
     }
   }, async (request) => triggers.updateTrigger(db, clock, request.params.id, request.params.triggerId, request.body))
 

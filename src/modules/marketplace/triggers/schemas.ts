@@ -6,7 +6,7 @@ const Events = Type.Array(StringEnum(['create', 'update']), { minItems: 1, uniqu
 const Fields = Type.Array(Type.String({ minLength: 1, maxLength: 200 }), {
   uniqueItems: true,
   maxItems: 100,
-  description: 'Watched field names; empty = any change'
+  description: 'Watched top-level field names; empty = any change. A name a record cannot hold (with a comma, or __proto__) answers 422'
 })
 
 export const ServiceTriggerSchema = Type.Object(
