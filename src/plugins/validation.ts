@@ -2,6 +2,7 @@ import { Ajv, type AnySchema, type Options, type ValidateFunction } from 'ajv'
 import addFormats from 'ajv-formats'
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler'
 import { nullableRoute, nullableShared, type SharedSchemas } from './nullable-for-serializer.js'
+import { withinSmtpLengths } from '../lib/email-lengths.js'
 import { strictQuery } from './query-strings.js'
 
 const common: Options = { removeAdditional: false, useDefaults: true, allErrors: true, strict: false }
@@ -34,10 +35,10 @@ function lowerCaseIds(schema: unknown): unknown {
 }
 const lowered = new WeakMap<object, Record<string, unknown>>()
 
-/** ajv-formats' e-mail address, within the lengths SMTP carries (RFC 5321 4.5.3.1): a longer one is refused by the mail server, and its mails retried for ever. */
+/** ajv-formats' e-mail address, within the lengths SMTP carries. */
 const EMAIL = addFormats.default.get('email') as RegExp
 function deliverableEmail(text: string): boolean {
-  return text.length <= 254 && text.lastIndexOf('@') <= 64 && EMAIL.test(text) && text.slice(text.lastIndexOf('@') + 1).split('.').every((label) => label.length <= 63)
+  return withinSmtpLengths(text) && EMAIL.test(text)
 }
 
 function newAjv(options: Options, externalSchemas: Record<string, unknown>): Ajv {

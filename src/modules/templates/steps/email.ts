@@ -4,6 +4,7 @@ import type { JsonObject, StepKind } from '../../../db/database.js'
 import type { FieldError } from '../../../errors.js'
 import { cutText } from '../../../lib/storable.js'
 import { StringEnum } from '../../../schemas/common.js'
+import { withinSmtpLengths } from '../../../lib/email-lengths.js'
 
 /*
  * The email step kind (issue 12): a mail through the outbox to the step's assignee, the process's
@@ -272,7 +273,7 @@ export function renderSubject(template: string, view: EmailView): string {
 // eslint-disable-next-line no-control-regex -- control characters are what it refuses
 const ADDRESS = /^[^\s@<>()[\]\\,;:"\u0000-\u001f\u007f-\u009f\u200b-\u200d\u2060]+@[^\s@<>()[\]\\,;:"\u0000-\u001f\u007f-\u009f\u200b-\u200d\u2060]+$/
 
-/** A plausible e-mail address: one @ with text either side, no spaces or control characters, at most 254 characters, 64 before the @. */
+/** A plausible e-mail address: one @ with text either side, no spaces or control characters, within what SMTP carries. */
 export function isEmailAddress(text: string): boolean {
-  return text.length <= 254 && text.indexOf('@') <= 64 && ADDRESS.test(text)
+  return withinSmtpLengths(text) && ADDRESS.test(text)
 }
