@@ -1,5 +1,6 @@
 // Worker processes (`src/server.ts --role=worker`) against one real Postgres: a worker killed with
-// calls in flight, three workers draining 1,000 due steps, and SIGTERM with a call in flight.
+// calls in flight, three workers draining 1,000 due steps, SIGTERM with a call in flight, and a worker
+// paused past its lease whose late outcomes are fenced out.
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -325,4 +326,53 @@ t.test('kill -9: the dead worker\'s per-host slots are free at once, while its c
   t.ok(took < 15_000, `worker B called the host ${took} ms after the kill, long before A's 20 s lease ran out: the slots came back at once`)
   const statuses = await deliveryStatuses(rt)
   t.same(statuses, { running: 2, succeeded: 2 }, 'A\'s own claims still wait for their lease')
+})
+
+t.test('a worker paused past its lease (SIGSTOP) and resumed: another worker took its calls over, and the paused one\'s late outcomes are fenced out', async (t) => {
+  const rt = await setupRuntime(t)
+  const workers = await workersFor(t, rt)
+  rt.clock.set(new Date())
+  const templateId = await rt.template([
+    { kind: 'webhook', name: 'Ask ValueCo', refersTo: { property: true } },
+    { kind: 'task', name: 'Read the valuation' }
+  ])
+  const N = 4
+  for (let i = 0; i < N; i++) await rt.start(templateId)
+  // Worker A's calls hang until released, then answer 503 (a retry, had it counted); worker B's succeed at once.
+  let holding = true
+  let release: () => void = () => {}
+  const released = new Promise<void>((resolve) => { release = resolve })
+  rt.provider.always((): Reply | Promise<Reply> => holding ? released.then(() => ({ status: 503, body: 'stale' })) : { status: 200, body: 'ok' })
+  t.teardown(() => release())
+  const settings = { SCHEDULER_LEASE_MS: '3000', WEBHOOK_TIMEOUT_MS: '2500', SCHEDULER_POLL_INTERVAL_MS: '200', LOG_LEVEL: 'info' }
+
+  const a = workers.spawn('worker-paused', settings)
+  await waitUntil(`${N} calls from worker A`, () => rt.provider.calls.length >= N, workers)
+  a.child.kill('SIGSTOP')
+  holding = false
+  const b = workers.spawn('worker-b', settings)
+  await waitUntil('worker B to take every call over after A\'s lease', async () => (await deliveryStatuses(rt)).succeeded === N, workers)
+  // A's held calls are answered while it still sleeps; it wakes to them (or to its timeouts) with claims it no longer holds.
+  release()
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  a.child.kill('SIGCONT')
+  await waitUntil('worker A to see the end of its calls', () => (a.output().match(/"webhook call"/g) ?? []).length >= N, workers)
+  a.child.kill('SIGTERM')
+  t.equal(await a.exited, 0, 'worker A drains and exits cleanly')
+  b.child.kill('SIGTERM')
+  t.equal(await b.exited, 0)
+
+  t.same(await deliveryStatuses(rt), { succeeded: N }, 'every delivery stays succeeded: no stale retry put one back in the queue')
+  const attempts = await rt.db.selectFrom('delivery_attempts').select(['delivery_id', 'attempt_number', 'outcome']).orderBy('delivery_id').orderBy('attempt_number').execute()
+  const logs = new Map<string, string[]>()
+  for (const attempt of attempts) logs.set(attempt.delivery_id, [...(logs.get(attempt.delivery_id) ?? []), `${attempt.attempt_number}:${attempt.outcome}`])
+  t.same([...logs.values()], Array.from({ length: N }, () => ['1:aborted', '2:succeeded']), 'each log: the lease expiring, then B\'s success; A\'s late outcome is not logged')
+  const calls = new Map<string, number>()
+  for (const call of rt.provider.calls) calls.set(deliveryIdOf(call)!, (calls.get(deliveryIdOf(call)!) ?? 0) + 1)
+  t.same([...calls.values()], Array.from({ length: N }, () => 2), 'each delivery was called twice: by A before its pause, by B after the lease')
+  const steps = await rt.db.selectFrom('instance_steps').select(['position', 'state']).execute()
+  t.equal(steps.filter((s) => s.position === 1 && s.state === 'done').length, N, 'every webhook step is done')
+  t.equal(steps.filter((s) => s.position === 2 && s.state === 'due').length, N, 'and its next step started once')
+  const activities = await sql<{ kind: string; n: number }>`select kind, count(*)::int as n from activities where kind in ('webhookSucceeded', 'stepDone') group by kind order by kind`.execute(rt.db)
+  t.same(activities.rows, [{ kind: 'stepDone', n: N }, { kind: 'webhookSucceeded', n: N }], 'one success and one end per step in the activity log')
 })
