@@ -46,6 +46,12 @@ t.test('the check knows types, scope and limits; step references move', async (t
   t.same(checkExpression(wide, scope, '/c').errors, [])
   const many = { and: Array.from({ length: 20 }, () => ({ or: Array.from({ length: 20 }, () => true) })) }
   t.match(checkExpression(many, scope, '/c').errors, [{ pointer: '/c', detail: 'has more than 200 parts' }])
+  // A literal number, text, true/false or null is typed as the bare value is; only an object or a list is json.
+  t.same(checkExpression({ gt: [{ add: [{ literal: 1 }, 2] }, { literal: 2 }] }, scope, '/c'), { type: 'boolean', errors: [] })
+  t.same(checkExpression({ and: [{ literal: true }, { lt: [{ literal: '2026-01-01' }, { today: {} }] }] }, scope, '/c'), { type: 'boolean', errors: [] })
+  t.same(checkExpression({ literal: false }, scope, '/c'), { type: 'boolean', errors: [] })
+  t.same(checkExpression({ add: [{ literal: 'x' }, { literal: [1] }] }, scope, '/c').errors.map((e) => e.detail), ['add needs numbers; this is a string', 'add needs numbers; this is a json'])
+  t.same(checkExpression({ divide: [1, { literal: 0 }] }, scope, '/c').errors, [{ pointer: '/c/divide/1', detail: 'divides by zero' }])
   const expression: Expression = { and: [{ eq: [{ step: 1, of: 'decision' }, 'yes'] }, { eq: [{ literal: { step: 1, of: 'x' } }, 1] }] }
   t.same(stepReferences(expression), [1], 'a literal holds no reference')
   t.same(moveStepReferences(expression, (p) => p + 2), { and: [{ eq: [{ step: 3, of: 'decision' }, 'yes'] }, { eq: [{ literal: { step: 1, of: 'x' } }, 1] }] })

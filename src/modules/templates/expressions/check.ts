@@ -72,7 +72,8 @@ export function checkExpression(expression: Expression, scope: ExpressionScope, 
         types.forEach((type, i) => {
           if (type !== 'number' && type !== 'any') errors.push({ pointer: `${at}/${op}/${i}`, detail: `${op} needs numbers; this is a ${type}` })
         })
-        if (op === 'divide' && right === 0) errors.push({ pointer: `${at}/${op}/1`, detail: 'divides by zero' })
+        const divisor = isNode(right) && operatorOf(right as Expression) === 'literal' ? right.literal : right
+        if (op === 'divide' && divisor === 0) errors.push({ pointer: `${at}/${op}/1`, detail: 'divides by zero' })
         return 'number'
       }
       if (ORDERING_OPS.has(op)) {
@@ -93,10 +94,14 @@ export function checkExpression(expression: Expression, scope: ExpressionScope, 
     if (root === 'address' && !scope.refersTo.address) errors.push({ pointer: at, detail: 'reads the address: the step needs refersTo.address: true' })
     return 'any'
   }
+  // A literal number, text, true/false or null is of that type, as the same value written bare is; only an object or a list is 'json'.
   const literalType = (literal: unknown, at: string): ValueType => {
     const deep = firstTooDeep(literal, LITERAL_MAX_DEPTH, at)
     if (deep !== undefined) errors.push({ pointer: deep, detail: `nests deeper than ${LITERAL_MAX_DEPTH} levels: a record's field holds no deeper value` })
-    return 'json'
+    if (literal === null) return 'null'
+    if (typeof literal === 'number') return 'number'
+    if (typeof literal === 'string') return 'string'
+    return typeof literal === 'boolean' ? 'boolean' : 'json'
   }
   const expectBoolean = (type: ValueType, at: string): ValueType => {
     if (type !== 'boolean' && type !== 'any') errors.push({ pointer: at, detail: `must be true or false (a condition); this is a ${type}` })
