@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import nodemailer from 'nodemailer'
 import type { Logger } from '../lib/logger.js'
@@ -20,8 +20,9 @@ export interface Mailer {
 }
 
 /**
- * SMTP when a URL is given; otherwise each mail becomes an .eml file a developer can open, and a log
- * line names the file (with its recipient and subject), so the developer learns that one was written.
+ * SMTP when a URL is given; otherwise each mail becomes an .eml file a developer can open, whole
+ * once its name shows, and a log line names the file (with its recipient and subject), so the
+ * developer learns that one was written.
  */
 export function createMailer(options: { smtpUrl?: string | undefined; mailDir: string; timeoutMs?: number; log?: Pick<Logger, 'info'> }): Mailer {
   if (options.smtpUrl) return smtpMailer(options.smtpUrl, options.timeoutMs ?? 15_000)
@@ -93,7 +94,16 @@ function fileMailer(dir: string, log: Pick<Logger, 'info'> | undefined): Mailer 
       await mkdir(dir, { recursive: true })
       const name = `${new Date().toISOString().replace(/[:.]/g, '-')}-${mail.messageId.replace(/^<|@.*$/g, '').replace(/[^A-Za-z0-9-]/g, '')}.eml`
       const file = join(dir, name)
-      await writeFile(file, info.message as Buffer)
+      // Written under a hidden name, then renamed: a mail client or a tool watching the directory
+      // opened a file of 0 bytes or half a mail, and a write that failed midway left one behind.
+      const partial = join(dir, `.${name}.partial`)
+      try {
+        await writeFile(partial, info.message as Buffer)
+        await rename(partial, file)
+      } catch (error) {
+        await rm(partial, { force: true }).catch(() => undefined)
+        throw error
+      }
       log?.info({ file, to: mail.to, subject: mail.subject }, 'mail written to a file, as SMTP_URL is not set')
     },
     close: () => transport.close()

@@ -1,4 +1,5 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { readFileSync, watch } from 'node:fs'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -140,4 +141,45 @@ t.test('without SMTP, each mail written is logged with its file, recipient and s
   t.equal(lines.length, 1, 'one line for the one mail')
   t.same(lines[0]!.obj, { file: join(dir, 'mail', file!), to: 'clara@example.com', subject: mail.subject })
   t.match(lines[0]!.msg, /SMTP_URL/)
+})
+
+t.test('without SMTP, an .eml file is whole once its name shows: a mail client or a watcher never reads half a mail', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'baton-mail-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const mailDir = join(dir, 'mail')
+  await mkdir(mailDir)
+  const mailer = createMailer({ mailDir })
+  // A developer's tool that opens each new .eml file as soon as it appears.
+  const reads: { name: string; bytes: number }[] = []
+  const watcher = watch(mailDir, (_event, name) => {
+    if (!name?.endsWith('.eml')) return
+    try {
+      reads.push({ name, bytes: readFileSync(join(mailDir, name)).length })
+    } catch {
+      // Not there (any more).
+    }
+  })
+  const text = 'x'.repeat(1_000_000)
+  await Promise.all(Array.from({ length: 10 }, (_, i) => mailer.send({
+    ...mail, text, messageId: `<01a22273-5e34-700d-9c3d-${String(i).padStart(12, '0')}@baton>`
+  })))
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  watcher.close()
+  mailer.close()
+  const files = await readdir(mailDir)
+  t.equal(files.length, 10, 'ten mails, ten files')
+  t.ok(files.every((name) => name.endsWith('.eml')), 'no partial file left behind')
+  const sizes = new Map(await Promise.all(files.map(async (name) => [name, (await readFile(join(mailDir, name))).length] as const)))
+  t.ok(reads.length > 0, 'the watcher saw the files')
+  t.same(reads.filter((read) => read.bytes !== sizes.get(read.name)), [], 'every read of an .eml name found the whole mail')
+})
+
+t.test('without SMTP, a mail that cannot be written fails its send and leaves no file behind, so the outbox retries it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'baton-mail-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  await writeFile(join(dir, 'mail'), 'a file where the directory should be')
+  const mailer = createMailer({ mailDir: join(dir, 'mail') })
+  await t.rejects(mailer.send(mail), { code: 'EEXIST' })
+  mailer.close()
+  t.same(await readdir(dir), ['mail'])
 })
