@@ -90,7 +90,8 @@ function fileMailer(dir: string, log: Pick<Logger, 'info'> | undefined): Mailer 
   const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'unix' })
   return {
     async send(mail) {
-      const info = await transport.sendMail(mail)
+      // Unix line ends drop a bare CR, where SMTP's turn it into a line break: "one\rtwo" read "onetwo".
+      const info = await transport.sendMail({ ...mail, text: mail.text.replace(/\r\n?/g, '\n') })
       await mkdir(dir, { recursive: true })
       const name = `${new Date().toISOString().replace(/[:.]/g, '-')}-${mail.messageId.replace(/^<|@.*$/g, '').replace(/[^A-Za-z0-9-]/g, '')}.eml`
       const file = join(dir, name)

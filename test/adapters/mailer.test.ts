@@ -183,3 +183,23 @@ t.test('without SMTP, a mail that cannot be written fails its send and leaves no
   mailer.close()
   t.same(await readdir(dir), ['mail'])
 })
+
+t.test('a line break written as a bare CR (a name, a note or a body from an old client) breaks the line in an .eml file as it does over SMTP', async (t) => {
+  const text = 'Hello Clara,\r\rthe step "Call\rthe owner" is late.\r\nNote:        one\rtwo'
+  const smtp = await TestSmtpServer.start()
+  const overSmtp = createMailer({ smtpUrl: smtp.url, mailDir: '' })
+  await overSmtp.send({ ...mail, text })
+  overSmtp.close()
+  await smtp.close()
+  const expected = 'Hello Clara,\n\nthe step "Call\nthe owner" is late.\nNote:        one\ntwo'
+  t.equal(smtp.mails[0]!.text.replace(/\r\n/g, '\n').trimEnd(), expected, 'over SMTP each bare CR is a line break')
+
+  const dir = await mkdtemp(join(tmpdir(), 'baton-mail-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const toFile = createMailer({ mailDir: dir })
+  await toFile.send({ ...mail, text })
+  toFile.close()
+  const [file] = await readdir(dir)
+  const raw = await readFile(join(dir, file!), 'utf8')
+  t.equal(raw.split('\n\n').slice(1).join('\n\n').trimEnd(), expected, 'and so in the file, not words run together')
+})
