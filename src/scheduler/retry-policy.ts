@@ -37,17 +37,31 @@ export function decide(result: AttemptResult, attempt: number, now: Date, policy
   // A cut-off call counts, as it may have reached the provider, and is made again at once in place of
   // its wait. The schedule stays by attempt number: the failure after it waits its own number's entry.
   if (result.kind === 'aborted') {
-    return attempt >= policy.maxAttempts ? { action: 'give-up', reason: `gave up after ${attempt} attempts` } : { action: 'retry', delayMs: 0 }
+    return attempt >= policy.maxAttempts ? { action: 'give-up', reason: exhausted(result, attempt) } : { action: 'retry', delayMs: 0 }
   }
   const retryable = result.kind === 'error' || (result.status >= 500 && result.status < 600) || RETRYABLE_STATUSES.has(result.status)
   if (!retryable) return { action: 'give-up', reason: `HTTP ${result.status} is not retried` }
-  if (attempt >= policy.maxAttempts) return { action: 'give-up', reason: `gave up after ${attempt} attempts` }
+  if (attempt >= policy.maxAttempts) return { action: 'give-up', reason: exhausted(result, attempt) }
   // A Retry-After that asks for no wait (0, or an HTTP date not in the future: a provider's clock behind
   // ours) leaves the schedule in place: taken as it is, a provider answering so every time was called
   // for all its attempts at once, within one pass, and the step failed a second after it started.
   const requested = result.kind === 'response' ? retryAfterMs(result.retryAfter, now) : undefined
   if (requested !== undefined && requested > 0) return { action: 'retry', delayMs: Math.min(requested, policy.maxRetryAfterMs) }
   return { action: 'retry', delayMs: backoffMs(policy, attempt, policy.jitter, random) }
+}
+
+/**
+ * Why a delivery that used its attempts gave up, with what became of the last one: the controller's
+ * mail and the step's activity said only "gave up after 8 attempts", and whoever would retry the step
+ * had to look up the attempt log to learn whether the provider answered 503 or was not reached at all.
+ * Of an error only its code is shown (ECONNREFUSED, ETIMEDOUT): its text may name the call's URL.
+ */
+function exhausted(result: Exclude<AttemptResult, { kind: 'refused' }>, attempt: number): string {
+  const attempts = `gave up after ${attempt} attempt${attempt === 1 ? '' : 's'}`
+  if (result.kind === 'response') return `${attempts}, the last answered HTTP ${result.status}`
+  if (result.kind === 'aborted') return `${attempts}, the last cut off by a shutdown`
+  const code = /^([A-Z][A-Z0-9_]+):/.exec(result.error)?.[1]
+  return `${attempts}, the last without an answer${code ? ` (${code})` : ''}`
 }
 
 /**

@@ -239,7 +239,8 @@ t.test('a provider that always fails is given up after maxAttempts', async (t) =
   t.equal(await stepState(instanceId), 'failed')
   const mails = rt.smtp.mails.filter((m) => m.subject.includes('"Valuation 500"'))
   t.equal(mails.length, 1)
-  t.match(mails[0]!.text, /gave up after 3 attempts/)
+  t.match(mails[0]!.text, /could not be delivered \(gave up after 3 attempts, the last answered HTTP 500\)\. It is now a manual step/,
+    'the mail says why, so the controller knows what to fix before a retry')
 })
 
 // The schedule is by attempt number, and a call cut off by a shutdown is an attempt (it may have

@@ -29,6 +29,23 @@ t.test('gives up at once on other statuses, and after the last attempt', async (
   t.match(decide({ kind: 'response', status: 500 }, 8, now), { action: 'give-up', reason: /8 attempts/ })
 })
 
+t.test('a delivery that used its attempts says what became of the last one, for the controller\'s mail; of an error only its code, as its text may name the URL', async (t) => {
+  const reasons = [
+    decide({ kind: 'response', status: 503 }, 8, now),
+    decide({ kind: 'error', error: 'ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:9 for https://crm.example/hook?apiClaim=bcl_secret' }, 8, now),
+    decide({ kind: 'error', error: 'Error: something odd' }, 8, now),
+    decide({ kind: 'aborted', error: 'cut off: the worker shut down before the provider answered' }, 8, now),
+    decide({ kind: 'response', status: 500 }, 1, now, { ...DEFAULT_RETRY_POLICY, maxAttempts: 1 })
+  ].map((decision) => (decision.action === 'give-up' ? decision.reason : decision.action))
+  t.same(reasons, [
+    'gave up after 8 attempts, the last answered HTTP 503',
+    'gave up after 8 attempts, the last without an answer (ECONNREFUSED)',
+    'gave up after 8 attempts, the last without an answer',
+    'gave up after 8 attempts, the last cut off by a shutdown',
+    'gave up after 1 attempt, the last answered HTTP 500'
+  ])
+})
+
 t.test('Retry-After is honoured up to 24 hours', async (t) => {
   t.same(decide({ kind: 'response', status: 429, retryAfter: '120' }, 1, now), { action: 'retry', delayMs: 120_000 })
   t.same(decide({ kind: 'response', status: 503, retryAfter: '999999' }, 1, now), { action: 'retry', delayMs: 86_400_000 })
