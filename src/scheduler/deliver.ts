@@ -88,7 +88,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   }
   const refusal = delivery.serviceState !== 'usable' ? notUsable(delivery)
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
-    : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempts without an outcome` : undefined
+    : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempt${deps.policy.maxAttempts === 1 ? '' : 's'} without an outcome` : undefined
   if (refusal) {
     callEnded()
     deps.log?.warn({ deliveryId: delivery.id, tenantId: delivery.tenantId, serviceId: delivery.serviceId, attempt: delivery.attempt, reason: refusal },
