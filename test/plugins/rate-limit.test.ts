@@ -107,3 +107,23 @@ t.test('limits of 0 are off', async (t) => {
   for (let i = 0; i < 40; i++) t.equal((await ctx.as(`btk_guess${i}`).get('/v1/users')).statusCode, 401)
   t.equal((await a.client.get('/v1/users')).statusCode, 200)
 })
+
+// BATON_TRUST_PROXY=true trusted every X-Forwarded-For hop, so request.ip was the leftmost entry,
+// which the client writes itself: a fresh forged entry per guess escaped the failure limit, and one
+// naming another client's address locked that client out. The proxy appends the address it saw.
+t.test('behind a proxy the limits count the address the proxy saw, not one the client forged', async (t) => {
+  const ctx = await setupApp(t, { AUTH_FAILURE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000', BATON_TRUST_PROXY: 'true' })
+  const tenant = await ctx.newTenant()
+  const via = async (key: string, forwardedFor: string) => withData(await ctx.app.inject({
+    method: 'GET', url: '/v1/users', remoteAddress: '10.0.0.1', headers: { authorization: `Bearer ${key}`, 'x-forwarded-for': forwardedFor }
+  }))
+  for (let i = 0; i < 3; i++) assertProblem(t, await via(`btk_guess${i}`, `198.18.0.${i}, 203.0.113.50`), 401)
+  assertProblem(t, await via('btk_guess', '198.18.0.9, 203.0.113.50'), 429, /Too many failed authentications/)  // a forged first entry is no new address
+  assertProblem(t, await via('btk_guess', '203.0.113.50, 198.51.100.4'), 401)  // nor does it lock out the address it names
+  const unseen = (await ctx.operator.post(`/v1/tenants/${tenant.id}/api-keys`, { name: 'unseen' })).data.key as string
+  t.equal((await via(unseen, '203.0.113.50, 198.51.100.4')).statusCode, 200, 'the client at the forged address gets in')
+})
+
+function withData<R extends { body: string }>(response: R): R & { data: unknown } {
+  return Object.assign(response, { data: JSON.parse(response.body || 'null') as unknown })
+}
