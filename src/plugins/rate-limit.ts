@@ -1,4 +1,4 @@
-import rateLimit from '@fastify/rate-limit'
+import rateLimit, { normalizeIP } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { ProblemError } from '../errors.js'
@@ -28,7 +28,7 @@ const KNOWN_KEYS_KEPT = 10_000
 async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions): Promise<void> {
   await app.register(rateLimit, { global: false, cache: 10_000 })
   const perKey = app.createRateLimit({ max: options.max, timeWindow: options.windowMs, keyGenerator: (request) => keyOf(request) })
-  const failures = app.createRateLimit({ max: options.authFailures, timeWindow: options.windowMs, keyGenerator: (request) => `address:${request.ip}` })
+  const failures = app.createRateLimit({ max: options.authFailures, timeWindow: options.windowMs, keyGenerator: (request) => addressOf(request) })
   const knownKeys = new Map<string, number>()
 
   app.addHook('onRequest', async (request) => {
@@ -75,7 +75,15 @@ function guardedTokenHash(request: FastifyRequest): string | undefined {
 
 function keyOf(request: FastifyRequest): string {
   const token = tokenHash(request)
-  return token === undefined ? `address:${request.ip}` : `key:${token}`
+  return token === undefined ? addressOf(request) : `key:${token}`
+}
+
+/**
+ * The client's address as the limits count it: an IPv6 client by its /64 (a host has one to itself, so
+ * a new address per request would be a new budget), an IPv4-mapped one as its IPv4 address.
+ */
+function addressOf(request: FastifyRequest): string {
+  return `address:${normalizeIP(request.ip, 64)}`
 }
 
 function isKnown(known: Map<string, number>, token: string, windowMs: number): boolean {

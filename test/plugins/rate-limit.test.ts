@@ -124,6 +124,19 @@ t.test('behind a proxy the limits count the address the proxy saw, not one the c
   t.equal((await via(unseen, '203.0.113.50, 198.51.100.4')).statusCode, 200, 'the client at the forged address gets in')
 })
 
+// The failure limit counted each IPv6 address apart: a host has a /64 to itself, so a new address per
+// guess was a new budget. IPv6 clients count by their /64, IPv4-mapped ones as the IPv4 address.
+t.test('an IPv6 client counts by its /64, not by each of its addresses', async (t) => {
+  const ctx = await setupApp(t, { AUTH_FAILURE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000' })
+  const guess = async (key: string, remoteAddress: string) =>
+    withData(await ctx.app.inject({ method: 'GET', url: '/v1/users', remoteAddress, headers: { authorization: `Bearer ${key}` } }))
+  for (let i = 0; i < 3; i++) assertProblem(t, await guess(`btk_guess${i}`, `2001:db8:1:2::${i + 1}`), 401)
+  assertProblem(t, await guess('btk_guess', '2001:db8:1:2:ffff::9'), 429, /Too many failed authentications/)
+  assertProblem(t, await guess('btk_guess', '2001:db8:1:3::1'), 401)  // the next /64 is another client
+  for (let i = 0; i < 3; i++) assertProblem(t, await guess(`btk_guess${i}`, '198.51.100.20'), 401)
+  assertProblem(t, await guess('btk_guess', '::ffff:198.51.100.20'), 429, /Too many failed authentications/)  // an IPv4-mapped address is its IPv4 address
+})
+
 function withData<R extends { body: string }>(response: R): R & { data: unknown } {
   return Object.assign(response, { data: JSON.parse(response.body || 'null') as unknown })
 }
