@@ -34,7 +34,10 @@ async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions):
   app.addHook('onRequest', async (request) => {
     if (options.max > 0) {
       const limit = await perKey(request)
-      if (!limit.isAllowed && limit.isExceeded) throw tooMany(limit.ttlInSeconds, `More than ${options.max} requests in ${options.windowMs / 1000} s with this key.`)
+      if (!limit.isAllowed && limit.isExceeded) {
+        const whose = tokenHash(request) === undefined ? 'without a key from this address' : 'with this key'
+        throw tooMany(limit.ttlInSeconds, `More than ${options.max} requests in ${options.windowMs / 1000} s ${whose}.`)
+      }
     }
     const token = guardedTokenHash(request)
     if (options.authFailures === 0 || token === undefined || isKnown(knownKeys, token, options.windowMs)) return

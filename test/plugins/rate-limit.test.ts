@@ -21,6 +21,8 @@ t.test('each API key has its own budget of requests per window: 429 with Retry-A
   t.ok(Number(limited.headers['retry-after']) > 0 && Number(limited.headers['retry-after']) <= 60, `Retry-After: ${limited.headers['retry-after']}`)
   assertProblem(t, await a.client.post('/v1/users', { name: 'x', email: 'x@example.com' }), 429)
   t.equal((await b.client.get('/v1/users')).statusCode, 200, 'another key is not affected')
+  for (let i = 0; i < 5; i++) await ctx.anonymous.get('/v1/users')
+  assertProblem(t, await ctx.anonymous.get('/v1/users'), 429, /More than 5 requests in 60 s without a key from this address/)
 })
 
 t.test('guessing keys: past AUTH_FAILURE_LIMIT failures an address gets 429, with no database lookup per guess', async (t) => {
