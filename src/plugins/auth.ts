@@ -98,10 +98,10 @@ async function identify({ db, operatorKeyHash, claimKey, clock, knownKeys }: Aut
   if (typeof operator === 'boolean' ? operator : await operator) return { kind: 'operator' }
   const known = knownKeys.tenantOf(hash)
   if (known) return { kind: 'tenant', tenantId: known }
-  const generation = knownKeys.generation
+  const lookup = knownKeys.startLookup()
   const tenantId = await findTenantIdByKeyHash(db, hash)
   if (tenantId) {
-    knownKeys.remember(hash, tenantId, generation)
+    knownKeys.remember(hash, tenantId, lookup)
     return { kind: 'tenant', tenantId }
   }
   throw unauthorized('The API key is unknown or has been revoked.')

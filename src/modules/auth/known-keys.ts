@@ -5,6 +5,12 @@
  * this process is forgotten at once (its next request is answered 401); through another API
  * process, the key works here for at most `ttlMs` more. Measured with `npm run bench:api`.
  */
+/** When a lookup began, and the forgets done by then. */
+export interface Lookup {
+  generation: number
+  at: number
+}
+
 export class KnownKeys {
   private readonly keys = new Map<string, { tenantId: string; until: number }>()
   /** Moves on with each forget: a lookup that began before one is not remembered (it may have read the key before its revocation). */
@@ -21,14 +27,19 @@ export class KnownKeys {
   }
 
   /** Taken before a lookup, and given to `remember` with its result. */
-  get generation(): number {
-    return this.forgets
+  startLookup(): Lookup {
+    return { generation: this.forgets, at: this.now() }
   }
 
-  remember(hash: string, tenantId: string, generation: number): void {
-    if (this.ttlMs <= 0 || generation !== this.forgets) return
+  /**
+   * Counted from the lookup's start, not its end: a key read before its revocation elsewhere works
+   * here for at most `ttlMs` after the revocation, however long the lookup took (a busy pool, a
+   * blocked event loop).
+   */
+  remember(hash: string, tenantId: string, lookup: Lookup): void {
+    if (this.ttlMs <= 0 || lookup.generation !== this.forgets) return
     this.keys.delete(hash)
-    this.keys.set(hash, { tenantId, until: this.now() + this.ttlMs })
+    this.keys.set(hash, { tenantId, until: lookup.at + this.ttlMs })
     // A Map iterates in insertion order: the first key is the one remembered longest ago.
     if (this.keys.size > this.max) this.keys.delete(this.keys.keys().next().value!)
   }
