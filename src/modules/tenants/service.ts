@@ -7,6 +7,7 @@ import { changesNothing } from '../../lib/changes.js'
 import { newId } from '../../lib/ids.js'
 import { generateKey, hashKey, keyPrefix } from '../../lib/keys.js'
 import { toPage, type PageRequest } from '../../lib/pagination.js'
+import { isForeignKeyViolation } from '../records/repository.js'
 import * as repo from './repository.js'
 import type { ApiKey, CreateTenant, NewApiKey, Tenant, UpdateTenant } from './schemas.js'
 
@@ -118,7 +119,9 @@ export async function createApiKey(db: DB, tenantId: string, name: string): Prom
   refuseBlankNames({ name }, ['name'])
   await getTenant(db, tenantId)
   const key = generateKey('tenant')
+  // A tenant deleted between the check and the insert: its key refers to no tenant (a 404, as the check's).
   const row = await repo.insertApiKey(db, { tenant_id: tenantId, id: newId(), name, key_prefix: keyPrefix(key), key_hash: hashKey(key) })
+    .catch((error: unknown) => { throw isForeignKeyViolation(error) ? notFound('Tenant', tenantId) : error })
   return { ...toApiKey(row), key }
 }
 

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
+import { waitForLockWait } from '../../helpers/database.js'
 import { buildWorld } from '../../helpers/world.js'
 import { sql, type RawBuilder } from '../../../src/db/kysely.js'
 import type { DB } from '../../../src/db/connect.js'
@@ -223,4 +224,18 @@ t.test('a tenant\'s or an API key\'s name of whitespace only answers 422 at /bod
   t.equal((await operator.get(`/v1/tenants/${id}`)).data.name, 'Muster Immobilien GmbH', 'unchanged')
   t.same((await operator.get(`/v1/tenants/${id}/api-keys`)).data.items, [], 'no key was made')
   t.equal((await operator.post('/v1/tenants', { name: ' Muster ', webId: 'blank3' })).statusCode, 201, 'a name with spaces around it is a name')
+})
+
+t.test('a key created while its tenant is being deleted answers 404, as after the deletion', async (t) => {
+  const { operator, db } = await setupApp(t)
+  const tenant = await operator.post('/v1/tenants', { name: 'Going', webId: 'going-1' })
+  let racing: ReturnType<typeof operator.post> | undefined
+  // The tenant is deleted, not yet committed, when the request checks it: its insert's foreign key waits
+  // on the tenant's row, and finds it gone once the deletion commits.
+  await db.transaction().execute(async (trx) => {
+    await sql`delete from tenants where id = ${tenant.data.id}`.execute(trx)
+    racing = operator.post(`/v1/tenants/${tenant.data.id}/api-keys`, { name: 'late' })
+    await waitForLockWait(db)
+  })
+  assertProblem(t, await racing!, 404, /Tenant .* not found/i)
 })
