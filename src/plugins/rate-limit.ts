@@ -5,6 +5,16 @@ import { ProblemError } from '../errors.js'
 import { CLAIM_PREFIX } from '../lib/api-claims.js'
 import { bearerOf } from '../lib/bearer.js'
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * false: not counted against a budget (the probes: a load balancer's or kubelet's checks, sharing an
+     * address with clients that send no key, must not be answered 429 and take the process out).
+     */
+    rateLimited?: boolean
+  }
+}
+
 export interface RateLimitOptions {
   /** Requests per window per API key (per client address without one); 0 turns the limit off. */
   max: number
@@ -32,6 +42,7 @@ async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions):
   const knownKeys = new Map<string, number>()
 
   app.addHook('onRequest', async (request) => {
+    if (request.routeOptions.config.rateLimited === false) return
     if (options.max > 0) {
       const limit = await perKey(request)
       if (!limit.isAllowed && limit.isExceeded) {

@@ -22,7 +22,7 @@ export default async function healthRoutes(app: FastifyInstance, { db, clock, me
   const unready = readinessCheck(db, stopping)
 
   app.get('/health/live', {
-    config: { auth: 'public', shedLoad: false },
+    config: { auth: 'public', shedLoad: false, rateLimited: false },
     schema: {
       operationId: 'getLiveness', tags: ['health'], summary: 'The process is up', security: [],
       response: { 200: ok(Type.Ref('Health'), 'The process is up') }
@@ -30,7 +30,7 @@ export default async function healthRoutes(app: FastifyInstance, { db, clock, me
   }, async () => ({ status: 'ok' as const }))
 
   app.get('/health/ready', {
-    config: { auth: 'public' },
+    config: { auth: 'public', rateLimited: false },
     schema: {
       operationId: 'getReadiness',
       tags: ['health'],
