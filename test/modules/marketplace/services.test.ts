@@ -153,14 +153,16 @@ t.test('the webhook URL must be an http(s) URL with a host and no credentials', 
     ['http://', /not a valid absolute URL/],
     ['https://', /not a valid absolute URL/],
     ['https://:secret@provider.example/hook', /must not contain a user name or password/],
-    ['https://user:pass@provider.example/hook', /must not contain a user name or password/]
+    ['https://user:pass@provider.example/hook', /must not contain a user name or password/],
+    ['https://provider.example:0/hook', /the port must be between 1 and 65535/],
+    ['http://provider.example:00/hook', /the port must be between 1 and 65535/]
   ]
   for (const [webhookUrl, detail] of reasons) {
     const response = await operator.post('/v1/marketplace-services', { ...SERVICE, webhookUrl })
     assertProblem(t, response, 422)
     t.match(response.data.errors, [{ pointer: '/body/webhookUrl', detail }], `${webhookUrl}: says why`)
   }
-  for (const webhookUrl of ['ftp://provider.example', 'https://user:pass@provider.example/hook']) {
+  for (const webhookUrl of ['ftp://provider.example', 'https://user:pass@provider.example/hook', 'https://provider.example:0/hook']) {
     const patched = await operator.patch(`/v1/marketplace-services/${service.id}`, { webhookUrl })
     assertProblem(t, patched, 422)
     t.match(patched.data.errors, [{ pointer: '/body/webhookUrl' }], `PATCH ${webhookUrl}`)

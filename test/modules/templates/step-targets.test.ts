@@ -89,7 +89,8 @@ t.test('a step has either serviceId or target; the target is checked when the st
     ['http://169.254.169.254/latest/meta-data', /metadata/],
     ['http://[::1]/hook', /loopback/],
     ['ftp://crm.example/hook', /scheme must be http or https/],
-    ['https://user:pw@crm.example/hook', /user name or password/]
+    ['https://user:pw@crm.example/hook', /user name or password/],
+    ['https://crm.example:0/hook', /port must be between 1 and 65535/]
   ] as const) {
     const refused = await webhook({ target: { ...TARGET, url } })
     assertProblem(t, refused, 422, why)

@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer'
 import { NO_ALLOWED_TARGETS, refusedLiteralHost, type TargetPolicy } from '../../../adapters/address-policy.js'
 import { unprocessable } from '../../../errors.js'
 
-export const WEBHOOK_URL_RULE = 'An http or https URL with a host and without credentials; for query delivery, none of its own query ' +
+export const WEBHOOK_URL_RULE = 'An http or https URL with a host, without credentials and not on port 0; for query delivery, none of its own query ' +
   'keys may be one that PHP\'s parse_str changes (empty, or with a space, . or [ or NUL), nor may its query hold %-escapes that are not UTF-8, else 422'
 
 /**
@@ -25,6 +25,8 @@ export function webhookUrlProblem(url: string, targets: TargetPolicy, whose: 'pr
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'the scheme must be http or https'
   if (parsed.hostname === '') return 'the URL needs a host'
   if (parsed.username !== '' || parsed.password !== '') return 'the URL must not contain a user name or password'
+  // Node's client reads port 0 as "none" and calls the scheme's default port, signed for another URL than it reaches.
+  if (parsed.port === '0') return 'the port must be between 1 and 65535 (a call to port 0 would go to the default port)'
   const tenant = whose === 'tenant'
   const refused = refusedLiteralHost(parsed.hostname, tenant ? { ...targets, allowed: NO_ALLOWED_TARGETS } : targets)
   if (!refused) return undefined
