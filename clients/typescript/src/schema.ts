@@ -4414,7 +4414,7 @@ export interface operations {
                 "application/json": {
                     name: string;
                     provider: string;
-                    /** @description An http or https URL with a host, without credentials and not on port 0; for query delivery, none of its own query keys may be one that PHP's parse_str changes (empty, or with a space, . or [ or NUL), nor may its query hold %-escapes that are not UTF-8, else 422 */
+                    /** @description An http or https URL with a host, without credentials and not on port 0; for query delivery, none of its own query keys may be one that PHP's parse_str changes (empty, or with a space, . or [ or NUL) or one of the parameters Baton sets on each call, nor may its query hold %-escapes that are not UTF-8, else 422 */
                     webhookUrl: string;
                     /**
                      * @default query
@@ -4705,7 +4705,7 @@ export interface operations {
                 "application/json": {
                     name?: string;
                     provider?: string;
-                    /** @description An http or https URL with a host, without credentials and not on port 0; for query delivery, none of its own query keys may be one that PHP's parse_str changes (empty, or with a space, . or [ or NUL), nor may its query hold %-escapes that are not UTF-8, else 422 */
+                    /** @description An http or https URL with a host, without credentials and not on port 0; for query delivery, none of its own query keys may be one that PHP's parse_str changes (empty, or with a space, . or [ or NUL) or one of the parameters Baton sets on each call, nor may its query hold %-escapes that are not UTF-8, else 422 */
                     webhookUrl?: string;
                     /**
                      * @description query = GET with signed query parameters (onOffice-compatible); json = POST with a Standard Webhooks body
@@ -6866,7 +6866,7 @@ export interface operations {
                     serviceId?: string | null;
                     /** @description A free target instead of serviceId: the tenant's own URL and secret, signed and delivered as a service's calls are; replaced as a whole, secret included */
                     target?: {
-                        /** @description An http or https URL with a host, without credentials and not on port 0; for query delivery, none of its own query keys may be one that PHP's parse_str changes (empty, or with a space, . or [ or NUL), nor may its query hold %-escapes that are not UTF-8, else 422 */
+                        /** @description An http or https URL with a host, without credentials and not on port 0; for query delivery, none of its own query keys may be one that PHP's parse_str changes (empty, or with a space, . or [ or NUL) or one of the parameters Baton sets on each call, nor may its query hold %-escapes that are not UTF-8, else 422 */
                         url: string;
                         /** @description The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones, not starting with enc: */
                         secret: string;
@@ -7452,7 +7452,7 @@ export interface operations {
                     serviceId?: string | null;
                     /** @description A free target instead of serviceId: the tenant's own URL and secret, signed and delivered as a service's calls are; replaced as a whole, secret included */
                     target?: {
-                        /** @description An http or https URL with a host, without credentials and not on port 0; for query delivery, none of its own query keys may be one that PHP's parse_str changes (empty, or with a space, . or [ or NUL), nor may its query hold %-escapes that are not UTF-8, else 422 */
+                        /** @description An http or https URL with a host, without credentials and not on port 0; for query delivery, none of its own query keys may be one that PHP's parse_str changes (empty, or with a space, . or [ or NUL) or one of the parameters Baton sets on each call, nor may its query hold %-escapes that are not UTF-8, else 422 */
                         url: string;
                         /** @description The signing secret (write-only): either whsec_ and strict, padded base64 of 24 to 64 random bytes, or at least 24 characters with 8 different ones, not starting with enc: */
                         secret: string;

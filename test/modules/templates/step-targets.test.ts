@@ -102,6 +102,9 @@ t.test('a step has either serviceId or target; the target is checked when the st
     assertProblem(t, refused, 422, /could not check the signature/)
     t.match(refused.data.errors, [{ pointer: '/body/target/url', detail: why }], `${query} is refused for query delivery`)
   }
+  const ownKey = await webhook({ target: { ...TARGET, url: 'https://crm.example/hook.php?timestamp=1', delivery: 'query' } })
+  assertProblem(t, ownKey, 422)
+  t.match(ownKey.data.errors, [{ pointer: '/body/target/url', detail: /"timestamp" is one of the parameters Baton sets on each call/ }], 'a key Baton sets itself')
   const latin1 = await webhook({ target: { ...TARGET, url: 'https://crm.example/hook.php?ort=K%F6ln', delivery: 'query' } })
   assertProblem(t, latin1, 422)
   t.match(latin1.data.errors, [{ pointer: '/body/target/url', detail: /"ort=K%F6ln" is not UTF-8/ }], 'a query that is not UTF-8 is refused for query delivery')

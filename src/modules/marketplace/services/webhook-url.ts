@@ -1,9 +1,10 @@
 import { isUtf8 } from 'node:buffer'
 import { NO_ALLOWED_TARGETS, refusedLiteralHost, type TargetPolicy } from '../../../adapters/address-policy.js'
 import { unprocessable } from '../../../errors.js'
+import { CONTEXT_PARAMETERS } from '../parameters/context-parameters.js'
 
 export const WEBHOOK_URL_RULE = 'An http or https URL with a host, without credentials and not on port 0; for query delivery, none of its own query ' +
-  'keys may be one that PHP\'s parse_str changes (empty, or with a space, . or [ or NUL), nor may its query hold %-escapes that are not UTF-8, else 422'
+  'keys may be one that PHP\'s parse_str changes (empty, or with a space, . or [ or NUL) or one of the parameters Baton sets on each call, nor may its query hold %-escapes that are not UTF-8, else 422'
 
 /**
  * Why a webhook URL cannot be stored, or undefined. The text is checked as given, since the URL parser
@@ -122,8 +123,24 @@ function phpKeyChange(key: string): string | undefined {
   return undefined
 }
 
+/**
+ * Why the URL's own query would not reach a provider as written in a query call, or undefined: Baton
+ * sets its own parameters (timestamp, deliveryId, signature, …) on the call, replacing a key of the
+ * URL's with the same name, and the provider would never see the URL's value.
+ */
+function ownParameterProblem(url: string): string | undefined {
+  const taken = [...new URL(url).searchParams.keys()].find((key) => (CONTEXT_PARAMETERS as readonly string[]).includes(key))
+  return taken === undefined ? undefined
+    : `the query key ${JSON.stringify(taken)} is one of the parameters Baton sets on each call, which would replace its value; rename it`
+}
+
+/** Why a query call to this (valid) URL would not carry its own query as written and verifiable, or undefined. */
+export function queryCallProblem(url: string): string | undefined {
+  return phpQueryKeyProblem(url) ?? queryEncodingProblem(url) ?? ownParameterProblem(url)
+}
+
 /** A query call's URL must verify in PHP; a refusal names the field that asked for it. */
 export function checkQueryKeys(url: string, pointer: string): void {
-  const problem = phpQueryKeyProblem(url) ?? queryEncodingProblem(url)
+  const problem = queryCallProblem(url)
   if (problem) throw unprocessable(`The webhook URL cannot be used for query delivery: ${problem}.`, [{ pointer, detail: problem }])
 }

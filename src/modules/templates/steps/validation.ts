@@ -3,7 +3,7 @@ import type { DB } from '../../../db/connect.js'
 import type { TemplateStepRow } from '../../../db/database.js'
 import { unprocessable, type FieldError } from '../../../errors.js'
 import { secretProblem } from '../../marketplace/services/secret-strength.js'
-import { phpQueryKeyProblem, queryEncodingProblem, webhookUrlProblem } from '../../marketplace/services/webhook-url.js'
+import { queryCallProblem, webhookUrlProblem } from '../../marketplace/services/webhook-url.js'
 import { isTenantUser } from '../../users/repository.js'
 import { followUpErrors, followUpOf } from './follow-up.js'
 import { kindPhrase } from './kinds.js'
@@ -90,7 +90,7 @@ function checkTarget(draft: StepDraft, target: Target, { policy, secret }: Targe
   }
   // A target is replaced as a whole, secret included: only a target given now meets the PHP rule, a stored one keeps working.
   const urlProblem = webhookUrlProblem(target.url, policy, 'tenant') ??
-    (target.delivery === 'query' && secret !== undefined ? phpQueryKeyProblem(target.url) ?? queryEncodingProblem(target.url) : undefined)
+    (target.delivery === 'query' && secret !== undefined ? queryCallProblem(target.url) : undefined)
   if (urlProblem) errors.push({ pointer: '/body/target/url', detail: urlProblem })
   const weakSecret = secret === undefined ? undefined : secretProblem(secret)
   if (weakSecret) errors.push({ pointer: '/body/target/secret', detail: weakSecret })
