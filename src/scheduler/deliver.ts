@@ -5,7 +5,7 @@ import type { AttemptOutcome } from '../db/database.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
 import type { OutcomeBatcher } from './outcome-batcher.js'
 import type { AttemptRecord, Recorded } from './record-outcome.js'
-import { decide, type AttemptResult, type Decision, type RetryPolicy } from './retry-policy.js'
+import { decide, gaveUpAfter, type AttemptResult, type Decision, type RetryPolicy } from './retry-policy.js'
 import { signClaim } from '../lib/api-claims.js'
 import type { BatonMetrics } from '../lib/metrics.js'
 import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.js'
@@ -88,7 +88,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   }
   const refusal = delivery.serviceState !== 'usable' ? notUsable(delivery)
     // Only attempts whose worker died (lease expired) get past the limit: a call that kills its worker is not made forever.
-    : delivery.attempt > deps.policy.maxAttempts ? `gave up after ${deps.policy.maxAttempts} attempt${deps.policy.maxAttempts === 1 ? '' : 's'} without an outcome` : undefined
+    : delivery.attempt > deps.policy.maxAttempts ? `${gaveUpAfter(deps.policy.maxAttempts)} without an outcome` : undefined
   if (refusal) {
     callEnded()
     deps.log?.warn({ deliveryId: delivery.id, tenantId: delivery.tenantId, serviceId: delivery.serviceId, attempt: delivery.attempt, reason: refusal },

@@ -50,6 +50,11 @@ export function decide(result: AttemptResult, attempt: number, now: Date, policy
   return { action: 'retry', delayMs: backoffMs(policy, attempt, policy.jitter, random) }
 }
 
+/** "gave up after 8 attempts", "gave up after 1 attempt". */
+export function gaveUpAfter(attempts: number): string {
+  return `gave up after ${attempts} attempt${attempts === 1 ? '' : 's'}`
+}
+
 /**
  * Why a delivery that used its attempts gave up, with what became of the last one: the controller's
  * mail and the step's activity said only "gave up after 8 attempts", and whoever would retry the step
@@ -57,7 +62,7 @@ export function decide(result: AttemptResult, attempt: number, now: Date, policy
  * Of an error only its code is shown (ECONNREFUSED, ETIMEDOUT): its text may name the call's URL.
  */
 function exhausted(result: Exclude<AttemptResult, { kind: 'refused' }>, attempt: number): string {
-  const attempts = `gave up after ${attempt} attempt${attempt === 1 ? '' : 's'}`
+  const attempts = gaveUpAfter(attempt)
   if (result.kind === 'response') return `${attempts}, the last answered HTTP ${result.status}`
   if (result.kind === 'aborted') return `${attempts}, the last cut off by a shutdown`
   const code = /^([A-Z][A-Z0-9_]+):/.exec(result.error)?.[1]
