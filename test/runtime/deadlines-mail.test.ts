@@ -5,6 +5,7 @@ import { claimMails, releaseMails } from '../../src/scheduler/mail-repository.js
 import { sendQueuedMail } from '../../src/scheduler/send-mail.js'
 import { sweepDeadlines } from '../../src/scheduler/sweep-deadlines.js'
 import { HOUR } from '../helpers/clock.js'
+import { waitForLockWait } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // One runtime for the file; each test names its own steps and counts only the mails about them.
@@ -300,16 +301,6 @@ t.test('a mark that gives up in one lane: the mails the server took in the other
     'the seven the server took are marked sent, the refused one waits for its lease, the two untried go back')
 })
 
-async function aSessionWaitsForALock(): Promise<boolean> {
-  for (let i = 0; i < 100; i += 1) {
-    const { rows } = await sql<{ waiting: number }>`
-      select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(rt.db)
-    if ((rows[0]?.waiting ?? 0) > 0) return true
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-  return false
-}
-
 // An advance takes its time once it holds the process and writes the step's end a moment later; a
 // sweep whose time had reached the deadline in that moment marked the step and queued the mail.
 t.test('a step marked done a millisecond before its deadline, while a sweep at the deadline runs: no mail', async (t) => {
@@ -330,7 +321,7 @@ t.test('a step marked done a millisecond before its deadline, while a sweep at t
   })
   await holding
   const advancing = rt.api.post(`/v1/process-instances/${instance.id}/advance`, { outcome: 'done', stepId: instance.steps[0].id })
-  t.ok(await aSessionWaitsForALock(), 'the advance waits in its write')
+  await t.resolves(waitForLockWait(rt.db), 'the advance waits in its write')
   t.equal(await sweepDeadlines(rt.db, deadline, 100), 0, 'the sweep at the deadline leaves the step of a process being changed')
   release()
   await hold
