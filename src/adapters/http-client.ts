@@ -250,6 +250,9 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
     }
     // Listening first: destroying the request makes it emit an error.
     req.on('error', (error: NodeJS.ErrnoException) => {
+      // A response read to its declared end stands: bytes after it (a Content-Length counted in
+      // characters, not bytes) fail node's parser as a next response, and the socket is dropped, not reused.
+      if (response?.complete) return
       const hidden = request.tenantTarget === true ? noAddress(error, url.hostname) : undefined
       if (hidden) return fail(hidden.code, hidden.message, hidden.detail)
       fail(error.code ?? 'ERR_HTTP', error.message, error instanceof HttpCallError ? error.detail : undefined)
