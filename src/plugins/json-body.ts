@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { badRequest, unprocessable, type FieldError } from '../errors.js'
-import { firstNonFinite, firstTooDeep, jsonTextNestsDeeperThan, loneSurrogates, MAY_HOLD_LONE_SURROGATE } from '../lib/json-limits.js'
+import { firstNonFinite, firstTooDeep, jsonTextNestsDeeperThan, loneSurrogates, MAY_HOLD_LONE_SURROGATE, pointerStep } from '../lib/json-limits.js'
 
 type Done = (error: Error | null, value?: unknown) => void
 type JsonParser = (request: FastifyRequest, body: string, done: Done) => void
@@ -51,16 +51,24 @@ async function jsonBodyPlugin(app: FastifyInstance): Promise<void> {
     if (bytes.length === 0) return done(null, undefined)
     if (!isUtf8(bytes)) return done(notUtf8(), undefined)
     const body = bytes.toString('utf8')
-    parse(request, body, (error, value) => {
-      if (!error && body.length > 2 * BODY_MAX_DEPTH && takesBody(request) && jsonTextNestsDeeperThan(body, BODY_MAX_DEPTH)) {
+    parse(request, body, (error, parsed) => {
+      // A body the parser refused may still be JSON, holding a name it refuses: read as plain JSON, it is checked as any other
+      // (its depth first, so that a pointer is at most BODY_MAX_DEPTH levels long; a route that takes no body never reads it).
+      const value = error && takesBody(request) ? plainJson(body) : parsed
+      if (value === undefined) return done(error, undefined)
+      if (body.length > 2 * BODY_MAX_DEPTH && takesBody(request) && jsonTextNestsDeeperThan(body, BODY_MAX_DEPTH)) {
         return done(tooDeep(firstTooDeep(value, BODY_MAX_DEPTH, '/body') ?? '/body'), undefined)
       }
-      if (!error && MAY_HOLD_LONE_SURROGATE.test(body) && takesBody(request)) {
+      if (error) {
+        const named = prototypeKeys(value, '/body')
+        return done(named.length > 0 ? prototypeNames(named) : error, undefined)
+      }
+      if (MAY_HOLD_LONE_SURROGATE.test(body) && takesBody(request)) {
         const lone = loneSurrogates(value, '/body')
         if (lone.length > 0) return done(notUnicode(lone), undefined)
       }
-      const pointer = error || !MAY_OVERFLOW.test(body) ? undefined : firstNonFinite(value, '/body')
-      if (pointer === undefined) return done(error, value)
+      const pointer = MAY_OVERFLOW.test(body) ? firstNonFinite(value, '/body') : undefined
+      if (pointer === undefined) return done(null, value)
       done(tooLarge(pointer), undefined)
     })
   })
@@ -79,6 +87,43 @@ export function bodyMayBeLeftOut(schema: unknown): boolean {
 
 async function noBodyIsEmptyObject(request: FastifyRequest): Promise<void> {
   if (request.body === undefined) request.body = {}
+}
+
+/** The body as plain JSON, which keeps a key `__proto__` as data; undefined when it is no JSON. */
+function plainJson(body: string): unknown {
+  try {
+    return JSON.parse(body)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Fastify's parser (secure-json-parse) refuses a key `__proto__`, and a `constructor` holding a key
+ * `prototype`, anywhere in a body, and said "Body is not valid JSON" of such a valid body, naming no
+ * field: a client syncing free record fields could not tell which name to drop.
+ */
+function prototypeNames(errors: FieldError[]) {
+  return badRequest('The body holds a property named __proto__, or a constructor holding a prototype, which no Baton resource takes: ' +
+    'JavaScript would read it as an object\'s prototype. Rename it.', errors)
+}
+
+/** Where a parsed JSON value holds a key `__proto__` or a `constructor` object with a key `prototype`, in the order of the text (at most `max`). */
+function prototypeKeys(value: unknown, base: string, max = 20): { pointer: string; detail: string }[] {
+  const detail = 'a property name Baton takes in no body (it would set an object\'s prototype)'
+  const found: { pointer: string; detail: string }[] = []
+  const stack: { value: unknown; pointer: string }[] = [{ value, pointer: base }]
+  for (let item = stack.pop(); item !== undefined && found.length < max; item = stack.pop()) {
+    if (typeof item.value !== 'object' || item.value === null) continue
+    const entries = Object.entries(item.value)
+    if (Object.hasOwn(item.value, '__proto__')) found.push({ pointer: `${item.pointer}/__proto__`, detail })
+    const constructor = Object.hasOwn(item.value, 'constructor') ? (item.value as Record<string, unknown>).constructor : undefined
+    if (typeof constructor === 'object' && constructor !== null && Object.hasOwn(constructor, 'prototype')) {
+      found.push({ pointer: `${item.pointer}/constructor/prototype`, detail })
+    }
+    for (let i = entries.length - 1; i >= 0; i--) stack.push({ value: entries[i]![1], pointer: item.pointer + pointerStep(entries[i]![0]) })
+  }
+  return found
 }
 
 function notUtf8() {

@@ -186,6 +186,27 @@ t.test('text escaped as half of a surrogate pair alone answers 400 naming each f
   t.equal((await client.post(`/v1/deliveries/${pair.data.id}/replay`, '{"x":"\\ud800"}', json)).statusCode, 404)
 })
 
+t.test('a key __proto__ (or constructor.prototype) in a body answers 400 naming where, not "Body is not valid JSON"', async (t) => {
+  const json = { 'content-type': 'application/json' }
+  const proto = await client.post('/v1/properties', '{"fields":{"ok":1,"__proto__":{"admin":true}}}', json)
+  assertProblem(t, proto, 400, /__proto__/)
+  t.notMatch(proto.data.detail, /not valid JSON/, 'the body is valid JSON')
+  t.same(proto.data.errors, [{ pointer: '/body/fields/__proto__', detail: 'a property name Baton takes in no body (it would set an object\'s prototype)' }])
+  // Escaped, the name is the same once decoded; and a record's PATCH that would remove it is refused the same way.
+  const escaped = await client.post('/v1/properties', '{"fields":{"list":[{"\\u005f_proto__":null}]}}', json)
+  t.same(escaped.data.errors, [{ pointer: '/body/fields/list/0/__proto__', detail: 'a property name Baton takes in no body (it would set an object\'s prototype)' }])
+  const created = await client.post('/v1/properties', { fields: { constructor: 1 } })
+  t.equal(created.statusCode, 201, 'a field named constructor alone is a field like any other')
+  const patch = await client.patch(`/v1/properties/${created.data.id}`, '{"fields":{"constructor":{"prototype":{"x":1}}}}', json)
+  assertProblem(t, patch, 400, /constructor/)
+  t.same(patch.data.errors, [{ pointer: '/body/fields/constructor/prototype', detail: 'a property name Baton takes in no body (it would set an object\'s prototype)' }])
+  t.equal((await client.get(`/v1/properties/${created.data.id}`)).data.version, 1, 'nothing written')
+  // A body that is not JSON still says so; one nested too deep says that first, as it would without the name.
+  assertProblem(t, await client.post('/v1/properties', '{"fields":{"__proto__":', json), 400, /not valid JSON/)
+  const deep = await client.post('/v1/properties', `{"fields":${'{"a":'.repeat(BODY_MAX_DEPTH)}{"__proto__":1}${'}'.repeat(BODY_MAX_DEPTH)}}`, json)
+  assertProblem(t, deep, 422, new RegExp(`deeper than ${BODY_MAX_DEPTH} levels`))
+})
+
 t.test('a body in a content coding other than identity answers 415, telling it apart from a media type', async (t) => {
   const json = { 'content-type': 'application/json' }
   const body = '{"fields":{"city":"Berlin"}}'
