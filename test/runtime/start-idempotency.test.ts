@@ -3,6 +3,10 @@ import net, { type AddressInfo } from 'node:net'
 import { isDeepStrictEqual } from 'node:util'
 import pg from 'pg'
 import t, { type Test } from 'tap'
+import type { Database } from '../../src/db/database.js'
+import { Kysely, PostgresDialect } from '../../src/db/kysely.js'
+import { TRIGGERS_NOTIFY } from '../../src/db/wakeups.js'
+import { startInstance } from '../../src/modules/instances/service.js'
 import { removeOldHistory } from '../../src/scheduler/remove-old-history.js'
 import { DAY, MINUTE } from '../helpers/clock.js'
 import { refuseActivitiesWhere } from '../helpers/database.js'
@@ -215,4 +219,31 @@ t.test('a key is kept as long as its process: an ended one replays, one the rete
   t.not(anew.data.id, first.data.id)
   t.same(await processesWith(key), [anew.data.id])
   t.equal((await rt.api.post(`${base}/${anew.data.id}/cancel`, {})).statusCode, 200)
+})
+
+t.test('a replay that meets an advance answers the process as it was before it or after it, never half of each', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'First' }, { kind: 'task', name: 'Second' }])
+  const body = { templateId, responsibleUserId: rt.worker.id }
+  const key = `torn-${randomUUID()}`
+  const first = await post(body, key)
+  t.equal(first.status, 201, first.text)
+
+  // The replay's own connection: once it has read the process by its key, the process advances.
+  let advanced: Awaited<ReturnType<typeof rt.api.post>> | undefined
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: rt.databaseUrl, max: 1 }) }),
+    log: async (event) => {
+      if (advanced || !/idempotency_key/.test(event.query.sql)) return
+      advanced = await rt.api.post(`${base}/${first.data.id}/advance`, { outcome: 'done' })
+    }
+  })
+  t.teardown(() => db.destroy())
+  const replay = await startInstance(db, rt.clock, TRIGGERS_NOTIFY, rt.tenant.id, body, key)
+  t.equal(advanced?.statusCode, 200, advanced?.body ?? 'no advance')
+  t.notOk(replay.created)
+  const after = (await rt.api.get(`${base}/${first.data.id}`)).data
+  const answered = JSON.parse(JSON.stringify(replay.instance))
+  t.ok([first.data, after].some((state) => isDeepStrictEqual(answered, state)),
+    `the replay is one of the process's states: ${JSON.stringify({ version: answered.version, currentStep: answered.currentStep, states: answered.steps.map((s: { state: string }) => s.state) })}`)
+  t.equal((await rt.api.post(`${base}/${first.data.id}/cancel`, {})).statusCode, 200)
 })

@@ -282,10 +282,13 @@ export async function startProcessIn(
 ): Promise<Started & { work: WorkTable[] }> {
   const { idempotencyKey } = options
   for (let tries = 1; ; tries += 1) {
-    // A concurrent start with the same key committed first (the write inserted nothing): its process.
+    // A concurrent start with the same key committed first (the write inserted nothing): its process,
+    // read with its steps in one statement, so that a change committed between two reads cannot pair
+    // the process as it was with its steps as they are (a process gone meanwhile is started again).
     if (idempotencyKey) {
       const earlier = await repo.findInstanceByIdempotencyKey(trx, tenantId, idempotencyKey)
-      if (earlier) return { instance: await loadInstance(trx, tenantId, checkSameStart(earlier, input)), created: false, work: [] }
+      const view = earlier && await repo.findInstanceView(trx, tenantId, checkSameStart(earlier, input).id)
+      if (view) return { instance: toInstance(view.instance, view.steps), created: false, work: [] }
     }
     const facts = await checkStart(trx, tenantId, input)
     // The write checks again what the read found (a deactivation or a step edited in between is seen):
