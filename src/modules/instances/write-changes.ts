@@ -157,6 +157,13 @@ function insertsOf(statement: Statement, inserts: NewProcess): string {
   const stepColumns = Object.keys(inserts.steps[0] ?? {})
   const instance = statement.value(JSON.stringify(inserts.instance))
   const facts = inserts.known
+  // The users the steps name ({"user":…}), held (FOR KEY SHARE) as a foreign key would hold them: a
+  // deletion waits for the start and then sees its process, or was first, and the start inserts
+  // nothing (its facts were read before the step stopped naming the user) and reads them again.
+  const named = [...new Set(inserts.steps.flatMap((step) => (step.responsible_user_id ? [step.responsible_user_id] : [])))]
+  const namedHeld = named.length === 0 ? '' : `
+        ${facts ? 'and' : 'where'} (select count(*) from (select from users u where u.tenant_id = v.tenant_id
+          and u.id in (select jsonb_array_elements_text(${statement.value(JSON.stringify(named))}::jsonb)::uuid) for key share of u) held) = ${statement.value(named.length)}`
   const stillHold = facts ? `
         where exists (select from process_templates t join tenants tn on tn.id = t.tenant_id
           where t.tenant_id = v.tenant_id and t.id = v.template_id and t.active
@@ -174,7 +181,7 @@ function insertsOf(statement: Statement, inserts: NewProcess): string {
   return `
       inserted as (
         insert into process_instances (${columns(instanceColumns)})
-        select ${columns(instanceColumns, 'v')} from jsonb_populate_record(null::process_instances, ${instance}::jsonb) v${stillHold}
+        select ${columns(instanceColumns, 'v')} from jsonb_populate_record(null::process_instances, ${instance}::jsonb) v${stillHold}${namedHeld}
         on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
         returning *
       ), copies as (${steps})`

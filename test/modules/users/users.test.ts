@@ -65,6 +65,75 @@ t.test('a user still assigned a step of a process is not deleted, and the answer
   t.equal((await client.get(`/v1/users/${ben.id}`)).statusCode, 200, 'and kept')
 })
 
+t.test('a user a template\'s step names, unnamed and deleted while a start from the template is writing: the process never keeps a step naming no user', async (t) => {
+  const { client, id: tenantId } = await ctx.newTenant()
+  const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
+  const ben = (await client.post('/v1/users', { name: 'Ben', email: 'ben@example.com' })).data
+  const template = (await client.post('/v1/process-templates', { name: 'Call' })).data
+  await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Prepare' })
+  const step = (await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Ben calls', responsibility: { user: ben.id } })).data
+  t.equal((await client.patch(`/v1/process-templates/${template.id}`, { active: true })).statusCode, 200)
+
+  // The start's statement has read the template (Ben's step) and waits, before it locks the template
+  // (its foreign key to the tenant is checked first): the step is edited and Ben deleted meanwhile.
+  let starting: Promise<Response> | undefined
+  let deleting: Promise<Response> | undefined
+  await ctx.db.transaction().execute(async (trx) => {
+    await sql`select id from tenants where id = ${tenantId} for update`.execute(trx)
+    starting = client.post('/v1/process-instances', { templateId: template.id, responsibleUserId: anna.id })
+    await waitForLockWait(ctx.db)
+    const edited = await client.patch(`/v1/process-templates/${template.id}/steps/${step.id}`, { responsibility: 'processResponsible' })
+    t.equal(edited.statusCode, 200, edited.body)
+    deleting = client.delete(`/v1/users/${ben.id}`)
+    // The deletion either ends, or waits for the start (which holds Ben): then let the start go on.
+    await Promise.race([deleting, waitForLockWait(ctx.db, 2).catch(() => undefined)])
+  })
+  const [started, deleted] = await Promise.all([starting!, deleting!])
+  t.equal(started.statusCode, 201, started.body)
+  const { rows } = await sql<{ name: string }>`select s.name from instance_steps s
+    where s.instance_id = ${started.data.id} and s.responsible_user_id is not null
+      and not exists (select from users u where u.tenant_id = s.tenant_id and u.id = s.responsible_user_id)`.execute(ctx.db)
+  t.same(rows, [], 'no step of the process names a user that is gone')
+  if (deleted.statusCode === 204) {
+    t.equal((await client.post(`/v1/process-instances/${started.data.id}/advance`, { outcome: 'done' })).statusCode, 200, 'the process goes on')
+  } else {
+    assertProblem(t, deleted, 409, new RegExp(`responsible for or controlling process instance ${started.data.id}`))
+    t.equal((await client.get(`/v1/users/${ben.id}`)).statusCode, 200, 'Ben is kept for the step the process copied')
+    const advanced = await client.post(`/v1/process-instances/${started.data.id}/advance`, { outcome: 'done' })
+    t.equal(advanced.statusCode, 200, advanced.body)
+    t.equal(advanced.data.steps[1].assigneeUserId, ben.id, 'the process\'s copy of the step, as it started')
+  }
+})
+
+t.test('a start whose statement meets a deletion of a user its template\'s step named then: it reads the template again', async (t) => {
+  const { client } = await ctx.newTenant()
+  const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
+  const ben = (await client.post('/v1/users', { name: 'Ben', email: 'ben@example.com' })).data
+  const template = (await client.post('/v1/process-templates', { name: 'Call' })).data
+  await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Prepare' })
+  const step = (await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Ben calls', responsibility: { user: ben.id } })).data
+  t.equal((await client.patch(`/v1/process-templates/${template.id}`, { active: true })).statusCode, 200)
+
+  // A deletion of Ben in progress (it holds him locked) when the start's statement, which read Ben's step, reaches him.
+  let starting: Promise<Response> | undefined
+  await ctx.db.transaction().execute(async (trx) => {
+    await sql`select id from users where id = ${ben.id} for update`.execute(trx)
+    starting = client.post('/v1/process-instances', { templateId: template.id, responsibleUserId: anna.id })
+    await waitForLockWait(ctx.db)
+    const edited = await client.patch(`/v1/process-templates/${template.id}/steps/${step.id}`, { responsibility: 'processResponsible' })
+    t.equal(edited.statusCode, 200, edited.body)
+    await sql`delete from users where id = ${ben.id}`.execute(trx)
+  })
+  const started = await starting!
+  t.equal(started.statusCode, 201, started.body)
+  const { rows } = await sql<{ responsibility: string }>`select responsibility from instance_steps
+    where instance_id = ${started.data.id} order by position`.execute(ctx.db)
+  t.same(rows.map((r) => r.responsibility), ['processResponsible', 'processResponsible'], 'the steps as the template has them now')
+  const advanced = await client.post(`/v1/process-instances/${started.data.id}/advance`, { outcome: 'done' })
+  t.equal(advanced.statusCode, 200, advanced.body)
+  t.equal(advanced.data.steps[1].assigneeUserId, anna.id)
+})
+
 t.test('a user an autostart names as responsible is not deleted, and the answer names the template', async (t) => {
   const { client } = await ctx.newTenant()
   const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
