@@ -13,8 +13,25 @@ export function listSteps(db: DB, tenantId: string, templateId: string) {
   return stepsOf(db, tenantId, templateId).orderBy('position').execute()
 }
 
-export function listStepsAfter(db: DB, tenantId: string, templateId: string, afterPosition: number, limit: number) {
-  return stepsOf(db, tenantId, templateId).where('position', '>', afterPosition).orderBy('position').limit(limit).execute()
+/** Where a page of steps goes on: after this step, or before the next one, or after this position. */
+export interface StepsPlace {
+  after: string
+  next?: string | undefined
+  position?: number | undefined
+}
+
+/**
+ * The steps after a page's last step, where that step is now; that step deleted, from the step that
+ * came next, where that one is now; both deleted, after the last step's former position (none
+ * without one). Found and read in one statement: read apart, a step added or deleted in between
+ * moved the steps under the page, which skipped one or sent one again.
+ */
+export function listStepsAfter(db: DB, tenantId: string, templateId: string, place: StepsPlace | undefined, limit: number) {
+  const positionOf = (id: string) => sql<number>`(select p.position from template_steps p where p.tenant_id = ${tenantId} and p.template_id = ${templateId} and p.id = ${id})`
+  const after = place === undefined
+    ? sql<number>`0`
+    : sql<number>`coalesce(${positionOf(place.after)}, ${place.next === undefined ? sql`null` : sql`${positionOf(place.next)} - 1`}, ${place.position === undefined ? sql`null` : sql`${place.position - 1}::int`})`
+  return stepsOf(db, tenantId, templateId).where('position', '>', after).orderBy('position').limit(limit).execute()
 }
 
 export function findStep(db: DB, tenantId: string, templateId: string, stepId: string) {

@@ -113,34 +113,27 @@ export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenan
  * A page of a template's steps ends at a step; the next page goes on after it. Steps are ordered by a
  * position that closes its gaps, so the cursor keeps the step's id (its place now, after steps were
  * added or removed before it) and the id of the step that came next (where the page goes on, should
- * the last step have been deleted since).
+ * the last step have been deleted since): see steps.listStepsAfter.
  */
 export async function listSteps(db: DB, tenantId: string, templateId: string, page: PageRequest): Promise<PageResult<Step>> {
   if (!(await repo.findTemplate(db, tenantId, templateId))) throw notFound('Process template', templateId)
-  const after = page.after === undefined ? 0 : await cursorPosition(db, tenantId, templateId, page.after, page)
-  const rows = await steps.listStepsAfter(db, tenantId, templateId, after, page.limit + 1)
+  const place = page.after === undefined ? undefined : { after: page.after, next: page.next, position: page.position }
+  const rows = await steps.listStepsAfter(db, tenantId, templateId, place, page.limit + 1)
+  if (place && rows.length === 0 && place.position === undefined && await isStale(db, tenantId, templateId, place)) {
+    throw badRequest('The cursor names steps that no longer exist: list the steps again.', [{ pointer: '/querystring/cursor', detail: 'stale cursor' }])
+  }
   const result = toPage(rows, page, toStep)
   const last = result.items.at(-1)
   const next = rows[result.items.length]
   return { ...result, nextCursor: result.nextCursor !== null && last && next ? encodeCursor(page.list, last.id, last.position, next.id) : null }
 }
 
-/**
- * The position a page goes on after: its last step's, where that step is now; that step deleted since,
- * just before the step that came next, where that one is now. Their positions when the page was sent
- * would miss a step, or send one again, once a step before them was added or deleted too. Both
- * deleted (two neighbours removed), or a cursor from before it named the next step: the last step's
- * former position, right unless steps before it changed as well.
- */
-async function cursorPosition(
-  db: DB, tenantId: string, templateId: string, stepId: string, { next, position }: PageRequest
-): Promise<number> {
-  const row = await steps.findStep(db, tenantId, templateId, stepId)
-  if (row) return row.position
-  const following = next === undefined ? undefined : await steps.findStep(db, tenantId, templateId, next)
-  if (following) return following.position - 1
-  if (position !== undefined) return position - 1
-  throw badRequest('The cursor names steps that no longer exist: list the steps again.', [{ pointer: '/querystring/cursor', detail: 'stale cursor' }])
+/** A cursor without the last step's position (from before it carried one) whose steps are gone: nowhere to go on from. */
+async function isStale(db: DB, tenantId: string, templateId: string, place: steps.StepsPlace): Promise<boolean> {
+  for (const id of [place.after, place.next]) {
+    if (id !== undefined && await steps.findStep(db, tenantId, templateId, id)) return false
+  }
+  return true
 }
 
 export async function getStep(db: DB, tenantId: string, templateId: string, stepId: string): Promise<Step> {
