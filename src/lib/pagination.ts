@@ -44,25 +44,35 @@ export interface ListRequest {
   query: { limit?: number | undefined; cursor?: string | undefined }
   routeOptions: { url?: string | undefined }
   params: unknown
+  /** Who asks (plugins/auth.ts): a tenant's lists are not another tenant's, nor the operator's. */
+  caller?: { kind: string; tenantId?: string } | null | undefined
 }
 
 /** The page a list route's request asks for; a cursor must be one this same list issued (listScope). */
 export function pageRequest(request: ListRequest): PageRequest {
-  const list = listScope(request.routeOptions.url ?? '', request.params)
+  const route = request.routeOptions.url ?? ''
+  const list = listScope(route, request.params, callerScope(request.caller))
   const { cursor, limit } = request.query
-  return { limit: limit ?? 50, ...(cursor === undefined ? {} : decodeCursor(cursor, list)), list }
+  return { limit: limit ?? 50, ...(cursor === undefined ? {} : decodeCursor(cursor, list, listScope(route, request.params))), list }
+}
+
+/** Whose list it is: the tenant's (by its key or an apiClaim), or the operator's. */
+function callerScope(caller: ListRequest['caller']): string | undefined {
+  if (!caller) return undefined
+  return caller.tenantId ?? caller.kind
 }
 
 /**
- * Which list a cursor belongs to: the route and its path parameters (the template whose steps, the
- * process whose activities), hashed to a few characters. A cursor only names the id to go on after, and
- * ids of one list mean nothing in another: a templates cursor given to the users list, or one template's
- * steps cursor to another's, was read as a position there. Filters are not part of it: a list keeps its
- * order whatever it is filtered by, so a cursor still says where to go on.
+ * Which list a cursor belongs to: the route, its path parameters (the template whose steps, the
+ * process whose activities) and the caller (the tenant whose users), hashed to a few characters. A
+ * cursor only names the id to go on after, and ids of one list mean nothing in another: a templates
+ * cursor given to the users list, one template's steps cursor to another's, or one tenant's users
+ * cursor to another tenant, was read as a position there. Filters are not part of it: a list keeps
+ * its order whatever it is filtered by, so a cursor still says where to go on.
  */
-export function listScope(route: string, params: unknown): string {
+export function listScope(route: string, params: unknown, caller?: string): string {
   const values = Object.entries((params ?? {}) as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1))
-  return createHash('sha256').update(JSON.stringify([route, values])).digest('base64url').slice(0, 12)
+  return createHash('sha256').update(JSON.stringify(caller === undefined ? [route, values] : [route, values, caller])).digest('base64url').slice(0, 12)
 }
 
 /** A repository that sized its rows itself: `more` says that it left rows out to keep the page's byte budget. */
@@ -119,21 +129,22 @@ export function encodeCursor(list: string, id: string, position?: number, next?:
 }
 
 /*
- * Cursors issued before they named their list (`v1:<id>`) are still read, as before, unchecked: a client
+ * Cursors issued before they named their list (`v1:<id>`) are still read, as before, unchecked, and
+ * those issued before their list named the caller (`formerList`) are checked without it: a client
  * paging while the service is upgraded goes on with its next page. A cursor lives as long as a client
- * pages through one list; drop this a release after the one that brought v2.
+ * pages through one list; drop each a release after the one that brought it.
  */
 const LEGACY_CURSOR = /^v1:(?<id>.*)$/s
 const CURSOR = /^v2:(?<list>[A-Za-z0-9_-]{12}):(?<id>[^:]*)(?::(?<position>[1-9][0-9]{0,8})(?::(?<next>[^:]*))?)?$/s
 
-function decodeCursor(cursor: string, list: string): Pick<PageRequest, 'after' | 'position' | 'next'> {
+function decodeCursor(cursor: string, list: string, formerList: string): Pick<PageRequest, 'after' | 'position' | 'next'> {
   const decoded = Buffer.from(cursor, 'base64url').toString()
   const found: { id?: string; list?: string; position?: string; next?: string } | undefined = CURSOR.exec(decoded)?.groups ?? LEGACY_CURSOR.exec(decoded)?.groups
   const id = found?.id ?? ''
   if (!UUID.test(id) || (found?.next !== undefined && !UUID.test(found.next))) throw badRequest('The cursor is not one this service issued.', [{ pointer: '/querystring/cursor', detail: 'invalid cursor' }])
-  if (found?.list !== undefined && found.list !== list) {
-    throw badRequest('The cursor does not belong to this list: it came from another list (or the same list of another parent). '
-      + 'Pass a nextCursor only to the list that returned it, or start again without a cursor.',
+  if (found?.list !== undefined && found.list !== list && found.list !== formerList) {
+    throw badRequest('The cursor does not belong to this list: it came from another list (or the same list of another parent, or of another tenant). '
+      + 'Pass a nextCursor only to the list that returned it, as the caller it was returned to, or start again without a cursor.',
     [{ pointer: '/querystring/cursor', detail: 'cursor does not belong to this list' }])
   }
   return {

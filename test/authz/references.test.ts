@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import t, { type Test } from 'tap'
+import { encodeCursor, listScope } from '../../src/lib/pagination.js'
 import type { Response } from '../helpers/app.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
@@ -165,11 +166,17 @@ t.test('a cursor B was given pages only through A\'s own rows', async (t) => {
     requests += 2
     t.equal(page.statusCode, 200, list)
     if (!page.data.nextCursor) continue
+    // A cursor names the caller whose list it is: B's is refused, and tells nothing of B.
     const replayed = await a.client.get(`${list}?limit=200&cursor=${page.data.nextCursor}`)
-    requests += 1
-    t.equal(replayed.statusCode, 200, `${list}: B's cursor is read as a place in A's list`)
-    const strangers = replayed.data.items.filter((item: { id: string }) => !ours.has(item.id))
-    t.same(strangers, [], `${list}: B's cursor shows none of B's rows`)
+    t.equal(replayed.statusCode, 400, `${list}: B's cursor is not one of A's lists`)
+    t.same(replayed.data.errors, [{ pointer: '/querystring/cursor', detail: 'cursor does not belong to this list' }])
+    t.notMatch(replayed.body, /Bravo|bravo/)
+    // One of A's list that names B's row is read as a place in A's list, as an id that exists nowhere.
+    const placed = await a.client.get(`${list}?limit=200&cursor=${encodeCursor(listScope(list, {}, a.id), page.data.items[0].id)}`)
+    requests += 2
+    t.equal(placed.statusCode, 200, `${list}: B's row in A's cursor is read as a place in A's list`)
+    const strangers = placed.data.items.filter((item: { id: string }) => !ours.has(item.id))
+    t.same(strangers, [], `${list}: B's row in A's cursor shows none of B's rows`)
   }
   // A nested list's cursor names its parent: B's template's steps cursor is not one for A's template.
   await made(b.client.post(`/v1/process-templates/${bTemplate.id}/steps`, { kind: 'task', name: 'Bravo second' }))

@@ -80,3 +80,18 @@ t.test('a cursor in a list ordered by position carries the next row\'s id, which
   t.match(request(encodeCursor(USERS, row(1).id, 4)), { after: row(1).id, position: 4, next: undefined }, 'a cursor issued before it named the next row')
   t.throws(() => request(Buffer.from(`v2:${USERS}:${row(1).id}:4:nope`).toString('base64url')), { errors: [{ detail: 'invalid cursor' }] })
 })
+
+t.test('a cursor names the caller whose list it is; one issued before it did is still read, for a client paging across an upgrade', async (t) => {
+  const as = (caller: { kind: string; tenantId?: string }, cursor: string) => pageRequest({ ...listRequest('/v1/users', {}, { cursor }), caller })
+  const tenantA = { kind: 'tenant', tenantId: '01a2253b-3e11-7f80-9a1b-0000000000aa' }
+  const tenantB = { kind: 'tenant', tenantId: '01a2253b-3e11-7f80-9a1b-0000000000bb' }
+  const claimA = { kind: 'claim', tenantId: tenantA.tenantId }
+  const issued = pageRequest({ ...listRequest('/v1/users', {}, {}), caller: tenantA }).list
+  const cursor = encodeCursor(issued, row(3).id)
+  t.equal(as(tenantA, cursor).after, row(3).id)
+  t.equal(as(claimA, cursor).after, row(3).id, 'an apiClaim of the tenant reads the tenant\'s lists')
+  for (const caller of [tenantB, { kind: 'operator' }]) {
+    t.throws(() => as(caller, cursor), { status: 400, errors: [{ pointer: '/querystring/cursor', detail: 'cursor does not belong to this list' }] }, `refused to ${caller.kind}`)
+  }
+  t.equal(as(tenantB, encodeCursor(USERS, row(4).id)).after, row(4).id, 'a cursor of the list without its caller, as issued before')
+})

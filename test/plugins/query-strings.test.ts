@@ -103,3 +103,27 @@ t.test('a cursor is read only by the list that issued it', async (t) => {
   t.equal(upgraded.statusCode, 200, 'a cursor issued before cursors named their list is still read')
   t.equal(upgraded.data.items[0].id, (await client.get(`/v1/users?limit=1&cursor=${users.data.nextCursor}`)).data.items[0].id)
 })
+
+t.test('a cursor is read only by the caller it was issued to: another tenant\'s, or the operator\'s, is refused', async (t) => {
+  const a = await ctx.newTenant()
+  const b = await ctx.newTenant()
+  for (const name of ['Anna', 'Ben']) {
+    await createUser(a.client, name)
+    await createUser(b.client, name)
+    await createTemplate(a.client, { name })
+  }
+  for (const list of ['/v1/users', '/v1/process-templates']) {
+    const cursor = (await a.client.get(`${list}?limit=1`)).data.nextCursor as string
+    const foreign = await b.client.get(`${list}?limit=1&cursor=${cursor}`)
+    assertProblem(t, foreign, 400, /does not belong to this list/)
+    t.same(foreign.data.errors, [{ pointer: '/querystring/cursor', detail: 'cursor does not belong to this list' }], `${list}: B cannot go on from A's page`)
+  }
+  const users = await a.client.get('/v1/users?limit=1')
+  t.equal((await a.client.get(`/v1/users?limit=1&cursor=${users.data.nextCursor}`)).data.items[0].name, 'Ben', 'A goes on from its own page')
+
+  // The operator sees every service, a tenant those it may use: two lists at one route.
+  for (const name of ['One', 'Two']) await ctx.operator.post('/v1/marketplace-services', { name, provider: 'P', webhookUrl: 'https://p.example/hook' })
+  const all = await ctx.operator.get('/v1/marketplace-services?limit=1')
+  assertProblem(t, await a.client.get(`/v1/marketplace-services?limit=1&cursor=${all.data.nextCursor}`), 400, /does not belong to this list/)
+  t.equal((await ctx.operator.get(`/v1/marketplace-services?limit=1&cursor=${all.data.nextCursor}`)).statusCode, 200)
+})
