@@ -53,9 +53,10 @@ async function jsonBodyPlugin(app: FastifyInstance): Promise<void> {
     const body = bytes.toString('utf8')
     parse(request, body, (error, parsed) => {
       // A body the parser refused may still be JSON, holding a name it refuses: read as plain JSON, it is checked as any other
-      // (its depth first, so that a pointer is at most BODY_MAX_DEPTH levels long; a route that takes no body never reads it).
-      const value = error && takesBody(request) ? plainJson(body) : parsed
+      // (its depth first, so that a pointer is at most BODY_MAX_DEPTH levels long), and a route that takes no body ignores it as any other.
+      const value = error ? plainJson(body) : parsed
       if (value === undefined) return done(error, undefined)
+      if (error && !takesBody(request)) return done(null, undefined)
       if (body.length > 2 * BODY_MAX_DEPTH && takesBody(request) && jsonTextNestsDeeperThan(body, BODY_MAX_DEPTH)) {
         return done(tooDeep(firstTooDeep(value, BODY_MAX_DEPTH, '/body') ?? '/body'), undefined)
       }
@@ -89,10 +90,10 @@ async function noBodyIsEmptyObject(request: FastifyRequest): Promise<void> {
   if (request.body === undefined) request.body = {}
 }
 
-/** The body as plain JSON, which keeps a key `__proto__` as data; undefined when it is no JSON. */
+/** The body as plain JSON, which keeps a key `__proto__` as data; undefined when it is no JSON. A leading BOM is dropped, as Fastify's parser drops it. */
 function plainJson(body: string): unknown {
   try {
-    return JSON.parse(body)
+    return JSON.parse(body.charCodeAt(0) === 0xfeff ? body.slice(1) : body)
   } catch {
     return undefined
   }
