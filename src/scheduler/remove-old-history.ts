@@ -13,7 +13,8 @@ const DAY_MS = 86_400_000
  * - processes that ended, with their steps, deliveries, attempts and activities; not while a delivery
  *   of one is queued or in flight (a replay of it), which would go unsent or unrecorded: they are
  *   locked, then checked again and removed by a second statement, which sees a replay that committed
- *   meanwhile (a replay holds the process against the lock while it queues);
+ *   meanwhile (a replay holds the process against the lock while it queues, and a provider's write-back
+ *   with the claim of one of its calls while it logs its activity, records/repository.ts);
  * - finished deliveries of record triggers, with their attempts;
  * - the activities of records that belong to no process: a trigger call's outcome, its replay or
  *   recovery, a provider's write-back through it, the triggers a write did not fire. They are the

@@ -112,6 +112,48 @@ t.test('a replay of a delivery whose process the retention holds waits for it, a
   t.equal((await rt.api.get(`/v1/deliveries/${deliveryId}`)).statusCode, 404)
 })
 
+// A provider may write back with the apiClaim of a replayed call for a while after the call, when its
+// process, ended long ago, is the retention's to remove. The write-back read the call's process before the
+// removal committed and logged its activity under it: an activity of no process, which no pass removes.
+t.test('a write-back with the claim of a call whose process the retention is removing logs no activity under the removed process', async (t) => {
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Re-value and write back', refersTo: { property: true } }])
+  const ended = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(ended.id)).status, 'completed')
+  const deliveryId = ended.steps[0].delivery.id as string
+  rt.clock.advance(91 * DAY)
+  t.equal((await rt.api.post(`/v1/deliveries/${deliveryId}/replay`)).statusCode, 202)
+  const calls = rt.provider.calls.length
+  await rt.scheduler.runOnce()
+  const claim = rt.provider.calls[calls]?.query.apiClaim
+  if (!t.ok(claim, 'the replay called the provider with a claim')) return
+
+  // The removal waits on a step of the process that a test transaction holds, its own locks taken.
+  let release!: () => void
+  let held!: () => void
+  const releasing = new Promise<void>((resolve) => { release = resolve })
+  const holding = new Promise<void>((resolve) => { held = resolve })
+  const hold = rt.db.transaction().execute(async (trx) => {
+    await sql`select 1 from instance_steps where instance_id = ${ended.id} for key share`.execute(trx)
+    held()
+    await releasing
+  })
+  await holding
+  const retention = removeOldHistory(rt.db, rt.clock.now(), 90)
+  await waitForLockWait(rt.db)
+  const writing = rt.as(claim!).patch(`/v1/properties/${rt.propertyId}`, { fields: { valuedAgain: true } })
+  await Promise.race([writing, waitForLockWait(rt.db, 2)])
+  release()
+  await hold
+  t.ok(await retention > 0)
+  const written = await writing
+  t.equal(written.statusCode, 200, written.body)
+  t.equal((await rt.api.get(`/v1/process-instances/${ended.id}`)).statusCode, 404, 'the process is gone')
+  const left = (await sql<{ instance_id: string | null }>`select instance_id from activities
+    where kind = 'recordUpdatedByService' and data->>'deliveryId' = ${deliveryId}`.execute(rt.db)).rows
+  t.same(left, [{ instance_id: null }], 'the write-back is on the record\'s log, bound to no process, and goes at the retention')
+})
+
 t.test('a sent mail whose email step has not heard of it yet stays, however old', async (t) => {
   const sent = rt.clock.now()
   await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, sent_at, settle_step)

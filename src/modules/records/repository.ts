@@ -182,6 +182,20 @@ export function isForeignKeyViolation(error: unknown): boolean {
   return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23503'
 }
 
+/**
+ * Holds the process of a write-back's call once it has ended, as a replay does (deliveries/repository.ts):
+ * the retention removes only ended processes, locked first (remove-old-history.ts), so a write-back
+ * either keeps its call's process until it commits, or waits for the removal and then finds its call
+ * gone, rather than logging an activity under a process the removal takes. A running process is not
+ * held: the retention does not take it, and a lock would fail the API's changes to it (NOWAIT).
+ */
+export async function holdEndedProcessOfCall(db: DB, tenantId: string, deliveryId: string): Promise<void> {
+  await sql`select 1 from process_instances p
+    where p.tenant_id = ${tenantId} and p.id = (select d.instance_id from deliveries d where d.tenant_id = ${tenantId} and d.id = ${deliveryId})
+      and p.status <> 'running'
+    for key share of p`.execute(db)
+}
+
 /** A delivery's place in its chain (chain.ts), and its process and step with the process's place, for a step's delivery. */
 export function findDeliveryWriter(db: DB, tenantId: string, deliveryId: string) {
   return db.selectFrom('deliveries as d')

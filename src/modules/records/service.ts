@@ -135,6 +135,7 @@ export async function updateRecord(
   await checkMaintainer(db, tenantId, input.maintainerUserId)
   const now = clock.now()
   const written = await db.transaction().execute(async (trx) => {
+    if (by) await repo.holdEndedProcessOfCall(trx, tenantId, by.deliveryId)
     const row = await guardMaintainer(() => repo.patchRecord(trx, kind.table, tenantId, id, {
       maintainerUserId: input.maintainerUserId, fields: splitMergePatch(input.fields), expectedVersions: expected, now
     }))
