@@ -154,6 +154,29 @@ t.test('a write-back with the claim of a call whose process the retention is rem
   t.same(left, [{ instance_id: null }], 'the write-back is on the record\'s log, bound to no process, and goes at the retention')
 })
 
+// A start's Idempotency-Key is kept on its process (process_instances.idempotency_key), so it holds as
+// long as the process does: the README says a repeat past the retention starts a new process.
+t.test('a start\'s Idempotency-Key holds while its process is kept, however old, and goes with it', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'Keyed' }])
+  const start = () => rt.api.post('/v1/process-instances', { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId }, { 'idempotency-key': 'retention:start' })
+  const first = await start()
+  t.equal(first.statusCode, 201, first.body)
+  rt.clock.advance(200 * DAY)
+  while ((await removeOldHistory(rt.db, rt.clock.now(), 90)) > 0);
+  const running = await start()
+  t.match([running.statusCode, running.headers['idempotent-replayed'], running.data.id], [200, 'true', first.data.id], 'a running process keeps its key, however old')
+  t.equal((await rt.api.post(`/v1/process-instances/${first.data.id}/cancel`, {})).statusCode, 200)
+  rt.clock.advance(90 * DAY)
+  while ((await removeOldHistory(rt.db, rt.clock.now(), 90)) > 0);
+  const ended = await start()
+  t.match([ended.statusCode, ended.data.id], [200, first.data.id], 'an ended one too, until the retention')
+  rt.clock.advance(1)
+  while ((await removeOldHistory(rt.db, rt.clock.now(), 90)) > 0);
+  const again = await start()
+  t.equal(again.statusCode, 201, 'once the process is removed, the same key starts a new one')
+  t.not(again.data.id, first.data.id)
+})
+
 t.test('a sent mail whose email step has not heard of it yet stays, however old', async (t) => {
   const sent = rt.clock.now()
   await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, sent_at, settle_step)
