@@ -154,6 +154,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let wakeUp: (() => void) | undefined
   let choresWanted = true
   let nextDateCheckAt = 0
+  /** When the dates were last checked: a clock stepped back behind it checks them again at once, not once it is back there. */
+  let datesCheckedAt = 0
   /** When the next chore falls due, as last read; a timer wake runs the chores only once it has come. */
   let nextChoresAt: number | undefined
   /** A wake-up (NOTIFY, a finished call) arrived since the pass began: the next sleep returns at once. */
@@ -323,7 +325,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       + await chore('endFollowUps', () => endFollowUps(db, now, settings.batchSize, onError))
     // A check is whole when neither it nor any template's part of it failed.
     let datesChecked = false
-    const autostarts = now.getTime() < nextDateCheckAt ? 0 : await chore('autostartOnDates', async () => {
+    const datesDue = now.getTime() >= nextDateCheckAt || now.getTime() < datesCheckedAt
+    const autostarts = !datesDue ? 0 : await chore('autostartOnDates', async () => {
       let whole = true
       const started = await autostartOnDates(db, now, settings.batchSize, (error, id) => {
         whole = false
@@ -333,8 +336,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       return started
     })
     // Dates are checked every DATE_CHECK_EVERY_MS (each date starts once, whichever pass finds it), again at
-    // once while they start processes, and a minute after a check that failed.
-    if (now.getTime() >= nextDateCheckAt) {
+    // once while they start processes, a minute after a check that failed, and at once when the clock was
+    // stepped back behind the last check (its ten minutes would have lasted as long as the step).
+    if (datesDue) {
+      datesCheckedAt = now.getTime()
       nextDateCheckAt = autostarts > 0 ? 0 : now.getTime() + (datesChecked ? DATE_CHECK_EVERY_MS : DATE_CHECK_RETRY_MS)
     }
     const deadlines = await chore('sweepDeadlines', () => sweepDeadlines(db, now, settings.batchSize, onError))

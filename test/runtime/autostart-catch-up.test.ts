@@ -296,3 +296,29 @@ t.test('a date check that failed is tried again a minute later, not ten', async 
   rt.clock.advance(1_000)
   t.equal((await scheduler.runOnce()).autostarts, 1, 'a minute after the failure the date starts its process')
 })
+
+t.test('a worker whose clock is stepped back checks dates again at once, not once its clock is back where it was', async (t) => {
+  const rt = await setupRuntime(t)
+  const failures: unknown[] = []
+  const log = { info() {}, warn() {}, error: (fields: unknown) => { failures.push(fields) } }
+  rt.clock.set('2029-07-06T04:00:00Z') // 06:00 on 6 July in Berlin
+  const created = await rt.api.post('/v1/process-templates', {
+    name: 'Handover', controllerUserId: rt.controller.id,
+    autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
+  })
+  const templateId = created.data.id as string
+  await rt.api.post(`/v1/process-templates/${templateId}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
+  t.equal((await rt.api.patch(`/v1/process-templates/${templateId}`, { active: true })).statusCode, 200)
+  const scheduler = rt.newScheduler({}, log)
+  t.equal((await scheduler.runOnce()).autostarts, 0)
+
+  // The clock was six hours ahead and is stepped back to 23:30 on 5 July; a handover for 6 July is entered.
+  rt.clock.set('2029-07-05T21:30:00Z')
+  const address = (await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-07-06' } })).data.id as string
+  t.equal((await scheduler.runOnce()).autostarts, 0, 'still the 5th: not due yet')
+  rt.clock.set('2029-07-05T22:10:00Z') // 00:10 on 6 July, ten minutes after the dates were checked last
+  t.equal((await scheduler.runOnce()).autostarts, 1, 'the 6th starts its process within ten minutes, not six hours later')
+  const runs = (await rt.api.get(`/v1/process-templates/${templateId}/autostart-runs`)).data.items as { recordId: string; occurrence: string }[]
+  t.match(runs, [{ recordId: address, occurrence: 'date:2029-07-06' }])
+  t.same(failures, [])
+})
