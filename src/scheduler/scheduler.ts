@@ -438,10 +438,13 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   let chores: Promise<void> | undefined
   let lastChores = 0
-  /** Runs the chores in the background when asked for, when the next one falls due, or a poll interval after the last. */
+  /**
+   * Runs the chores in the background when asked for, when the next one falls due, or a poll interval
+   * after the last (or once the clock was stepped back behind it, which would wait as long as the step).
+   */
   function startChoresIfDue(): void {
     const now = clock.now().getTime()
-    const due = choresWanted || (nextChoresAt !== undefined && nextChoresAt <= now) || now - lastChores >= settings.pollIntervalMs
+    const due = choresWanted || (nextChoresAt !== undefined && nextChoresAt <= now) || now - lastChores >= settings.pollIntervalMs || now < lastChores
     if (chores || stopping || !due) return
     choresWanted = false
     lastChores = now

@@ -322,3 +322,41 @@ t.test('a worker whose clock is stepped back checks dates again at once, not onc
   t.match(runs, [{ recordId: address, occurrence: 'date:2029-07-06' }])
   t.same(failures, [])
 })
+
+t.test('the running loop after its clock is stepped back: its chores run on, dates among them', async (t) => {
+  const rt = await setupRuntime(t)
+  const failures: unknown[] = []
+  const log = { info() {}, warn() {}, error: (fields: unknown) => { failures.push(fields) } }
+  rt.clock.set('2029-07-06T04:00:00Z') // 06:00 on 6 July in Berlin
+  const created = await rt.api.post('/v1/process-templates', {
+    name: 'Handover', controllerUserId: rt.controller.id,
+    autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
+  })
+  const templateId = created.data.id as string
+  await rt.api.post(`/v1/process-templates/${templateId}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
+  t.equal((await rt.api.patch(`/v1/process-templates/${templateId}`, { active: true })).statusCode, 200)
+  const newAddress = async () => (await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-07-06' } })).data.id as string
+  // The loop runs in real time (it sleeps its poll interval between passes); its clock is the test's.
+  const started = async (address: string) => {
+    for (let i = 0; i < 300; i++) {
+      const runs = (await rt.api.get(`/v1/process-templates/${templateId}/autostart-runs`)).data.items as { recordId: string }[]
+      if (runs.some((r) => r.recordId === address)) return true
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    return false
+  }
+  const scheduler = rt.newScheduler({ pollIntervalMs: 20 }, log)
+  t.teardown(() => scheduler.stop(1000))
+  const first = await newAddress()
+  await scheduler.start()
+  t.ok(await started(first), 'the loop starts today\'s process')
+  await new Promise((resolve) => setTimeout(resolve, 500)) // its passes after the start find nothing more
+
+  // Six hours ahead, the clock is stepped back to 23:30 on 5 July; a handover for 6 July is entered, and midnight passes.
+  rt.clock.set('2029-07-05T21:30:00Z')
+  const second = await newAddress()
+  rt.clock.set('2029-07-05T22:10:00Z')
+  t.ok(await started(second), 'the 6th starts its process at once, not once the clock is back at 06:00')
+  await scheduler.stop(1000)
+  t.same(failures, [])
+})
