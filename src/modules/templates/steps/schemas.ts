@@ -10,6 +10,14 @@ const MAX_DAYS = 3650
 /** The most steps a template may have (PUT …/steps/order names them all). */
 export const MAX_TEMPLATE_STEPS = 1000
 
+/**
+ * A step's own settings (its webhook `parameters`, defaults filled in, its `writeValues`, its `decision`)
+ * as compact JSON, in bytes. Each could take a whole 1 MiB body, and a template 1,000 such steps: 100 of
+ * them made a 98 MiB template whose start took ten seconds. At 16 KiB a full template is about as large
+ * as one of 1,000 of the largest email steps (20,000 characters each).
+ */
+export const STEP_SETTINGS_MAX_BYTES = 16 * 1024
+
 export const StepKindSchema = StringEnum(['webhook', 'task', 'email', 'writeValues', 'decision', 'followUpProcess'], {
   description: 'webhook = calls a marketplace service or a free target; task = a person does it; email = sends a mail; ' +
     'writeValues = sets fields of the linked records; decision = continues at one of two steps; followUpProcess = starts another process'

@@ -11,7 +11,8 @@ import * as lookup from './lookup-repository.js'
 import type { StepDraft } from '../mapping.js'
 import { emailStepErrors } from './email.js'
 import { validateFreeParameters, validateStepParameters, type ParameterCheck } from './parameters.js'
-import type { Target } from './schemas.js'
+import { STEP_SETTINGS_MAX_BYTES, type Target } from './schemas.js'
+import { jsonBytes } from '../../../lib/json-limits.js'
 import { activationGraphErrors } from './references.js'
 
 /** A free target as the request gave it: the policy its URL must pass, and its secret (only when given, as it is write-only). */
@@ -33,9 +34,18 @@ export async function checkStep(
     : await checkWebhook(db, tenantId, draft.serviceId, draft.parameters, saved?.serviceId === draft.serviceId ? saved.parameters : undefined)
   const errors = [
     ...responsibilityErrors(draft), ...await userErrors(db, tenantId, draft), ...service.errors,
-    ...emailStepErrors(draft), ...await followUpErrors(db, tenantId, templateId, draft)
+    ...emailStepErrors(draft), ...await followUpErrors(db, tenantId, templateId, draft),
+    ...sizeErrors({ parameters: service.parameters, writeValues: draft.writeValues, decision: draft.decision })
   ]
   return { parameters: service.parameters, errors }
+}
+
+/** Each setting within STEP_SETTINGS_MAX_BYTES as JSON (the body's depth was checked before). */
+function sizeErrors(settings: Record<'parameters' | 'writeValues' | 'decision', unknown>): FieldError[] {
+  return Object.entries(settings).flatMap(([name, value]) => {
+    const bytes = jsonBytes(value)
+    return bytes <= STEP_SETTINGS_MAX_BYTES ? [] : [{ pointer: `/body/${name}`, detail: `${bytes} bytes as JSON, more than ${STEP_SETTINGS_MAX_BYTES}` }]
+  })
 }
 
 /** One 422 naming every error, led by a sentence such as "The step is not valid". */
