@@ -28,37 +28,89 @@ const DAY_MS = 86_400_000
  *   for again by a template whose offset changed, or by a late pass catching up, until
  *   DATE_RUN_LOOK_BACK_DAYS after that date, and goes only once that is past too.
  */
-export async function removeOldHistory(db: DB, now: Date, retentionDays: number, limit = 500): Promise<number> {
+export async function removeOldHistory(db: DB, now: Date, retentionDays: number, limit = 500, signal?: AbortSignal): Promise<number> {
   if (retentionDays <= 0) return 0
   const cutoff = new Date(now.getTime() - retentionDays * DAY_MS)
-  const processes = await db.transaction().execute(async (trx) => {
-    const { rows: locked } = await sql<{ tenant_id: string; id: string }>`
-      select tenant_id, id from process_instances
-      where status <> 'running' and ended_at < ${cutoff}
-        and not exists (select 1 from deliveries d where d.tenant_id = process_instances.tenant_id and d.instance_id = process_instances.id
-          and d.status in ('pending', 'running'))
-      order by ended_at
-      limit ${limit}
-      for update skip locked
-    `.execute(trx)
-    if (locked.length === 0) return []
-    // Checked again by a statement of its own, which sees what committed before the lock: a replay
-    // queued then (after it, a replay waits for its process, deliveries/service.ts, and finds it gone).
-    return (await sql<{ id: string }>`
-      with old as (
-        select p.tenant_id, p.id from process_instances p
-        where ${byKeys('p', locked)}
-          and not exists (select 1 from deliveries d where d.tenant_id = p.tenant_id and d.instance_id = p.id and d.status in ('pending', 'running'))
-      ), their_activities as (
-        delete from activities a using old o where a.tenant_id = o.tenant_id and a.instance_id = o.id
-      )
-      delete from process_instances p using old o where p.tenant_id = o.tenant_id and p.id = o.id
-      returning p.id
-    `.execute(trx)).rows
-  })
-  let removed = processes.length
+  // The processes go in removals of their own, each of at most BATCH_STEPS steps (the first process
+  // whatever its steps) and within the statement timeout: a removal that timed out (a slower database,
+  // a shorter timeout, many attempts or activities a step) is tried again with half as many processes,
+  // down to one, and the call takes no more at once after it. One statement for all took up to 500
+  // processes of a thousand steps each, timed out, and every pass picked the same ones again.
+  let processes = 0
+  let most = limit
+  let asked = limit
+  while (processes < limit && !signal?.aborted) {
+    asked = Math.min(asked, most, limit - processes)
+    let taking = asked
+    let removal: { locked: number; kept: number; removed: number }
+    try {
+      removal = await db.transaction().execute(async (trx) => {
+        const { rows: locked } = await oldProcessesLocked(cutoff, asked).execute(trx)
+        const kept = withinSteps(locked, BATCH_STEPS)
+        taking = kept.length
+        if (kept.length === 0) return { locked: 0, kept: 0, removed: 0 }
+        // Checked again by a statement of its own, which sees what committed before the lock: a replay
+        // queued then (after it, a replay waits for its process, deliveries/service.ts, and finds it gone).
+        const { rows: removed } = await sql<{ id: string }>`
+          with old as (
+            select p.tenant_id, p.id from process_instances p
+            where ${byKeys('p', kept)}
+              and not exists (select 1 from deliveries d where d.tenant_id = p.tenant_id and d.instance_id = p.id and d.status in ('pending', 'running'))
+          ), their_activities as (
+            delete from activities a using old o where a.tenant_id = o.tenant_id and a.instance_id = o.id
+          )
+          delete from process_instances p using old o where p.tenant_id = o.tenant_id and p.id = o.id
+          returning p.id
+        `.execute(trx)
+        return { locked: locked.length, kept: kept.length, removed: removed.length }
+      })
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== STATEMENT_TIMEOUT || taking <= 1) throw error
+      most = asked = Math.ceil(taking / 2)
+      continue
+    }
+    processes += removal.removed
+    // None left, or none of these to remove now (a replay queued meanwhile).
+    if (removal.removed === 0 || (removal.kept === removal.locked && removal.locked < asked)) break
+    // Twice as many as went, to lock and count: no more after processes of many steps, more after small ones.
+    asked = 2 * removal.kept
+  }
+  let removed = processes
   for (const rows of oldRowsOf(now, retentionDays)) removed += (await oldRowsRemoval(rows, limit).execute(db)).rows.length
   return removed
+}
+
+/**
+ * Steps of the processes one removal takes at most: 20,000 steps, each with a delivery, an attempt and
+ * two activities, went in 0.9 s.
+ */
+export const BATCH_STEPS = 20_000
+/** SQLSTATE query_canceled: the statement timeout. */
+const STATEMENT_TIMEOUT = '57014'
+
+/**
+ * Locks up to `limit` of the processes that ended before `cutoff`, oldest first, without a delivery
+ * queued or in flight, skipping those others hold; with the number of steps of each.
+ */
+export function oldProcessesLocked(cutoff: Date, limit: number): RawBuilder<{ tenant_id: string; id: string; steps: number }> {
+  return sql<{ tenant_id: string; id: string; steps: number }>`
+    select p.tenant_id, p.id,
+      (select count(*)::int from instance_steps s where s.tenant_id = p.tenant_id and s.instance_id = p.id) as steps
+    from process_instances p
+    where p.status <> 'running' and p.ended_at < ${cutoff}
+      and not exists (select 1 from deliveries d where d.tenant_id = p.tenant_id and d.instance_id = p.id
+        and d.status in ('pending', 'running'))
+    order by p.ended_at
+    limit ${limit}
+    for update of p skip locked
+  `
+}
+
+/** The first processes whose steps come to at most `steps` together, and the first one whatever its steps. */
+function withinSteps<T extends { steps: number }>(processes: T[], steps: number): T[] {
+  let total = 0
+  const over = processes.findIndex((p) => (total += p.steps) > steps)
+  return over === -1 ? processes : processes.slice(0, Math.max(1, over))
 }
 
 /** Old rows of one table: which, and in which order (that of the partial index that finds them). */

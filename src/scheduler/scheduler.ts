@@ -426,7 +426,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   function startRetentionIfDue(): void {
     const now = clock.now()
     if (!settings.retentionDays || retention || stopping || now.getTime() < nextRetentionAt) return
-    retention = removeOldHistory(db, now, settings.retentionDays, RETENTION_BATCH)
+    retention = removeOldHistory(db, now, settings.retentionDays, RETENTION_BATCH, stopSignal.signal)
       .then((removed) => { nextRetentionAt = clock.now().getTime() + (removed >= RETENTION_BATCH ? 1000 : RETENTION_EVERY_MS) })
       .catch((error: unknown) => {
         nextRetentionAt = clock.now().getTime() + RETENTION_EVERY_MS

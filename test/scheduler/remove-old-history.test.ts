@@ -1,3 +1,4 @@
+import { openPostgres } from '../../src/db/connect.js'
 import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { removeOldHistory } from '../../src/scheduler/remove-old-history.js'
@@ -175,6 +176,64 @@ t.test('a start\'s Idempotency-Key holds while its process is kept, however old,
   const again = await start()
   t.equal(again.statusCode, 201, 'once the process is removed, the same key starts a new one')
   t.not(again.data.id, first.data.id)
+})
+
+// A template has up to a thousand steps, and one statement removed 500 processes with all of theirs:
+// over the statement timeout, it was cancelled on every pass, which picked the same oldest ones again,
+// and nothing went any more. Here a statement timeout of 200 ms, and 80 processes of 300 steps (each
+// with a delivery, an attempt and two activities) that take a second together and 10–20 ms each.
+t.test('processes too large to go in one statement go in removals within the statement timeout, however many steps they have', async (t) => {
+  const rt = await setupRuntime(t)
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Re-value', refersTo: { property: true } }])
+  const ended = await rt.start(templateId)
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(ended.id)).status, 'completed')
+  for (let chunk = 0; chunk < 4; chunk++) {
+    await sql`
+      with p as (
+        insert into process_instances (tenant_id, id, template_id, template_name, status, responsible_user_id, controller_user_id, property_id, started_at, ended_at)
+        select tenant_id, gen_random_uuid(), template_id, template_name, 'completed', responsible_user_id, controller_user_id, property_id, started_at, ended_at
+        from process_instances, generate_series(1, 20) where id = ${ended.id}
+        returning tenant_id, id
+      ), s as (
+        insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address, state, service_id)
+        select p.tenant_id, gen_random_uuid(), p.id, n, 'webhook', 'Re-value', 'afterPrevious', 'processResponsible', true, false, 'done', ${rt.serviceId}
+        from p, generate_series(1, 300) n
+        returning tenant_id, id, instance_id
+      ), d as (
+        insert into deliveries (tenant_id, id, service_id, source, instance_id, step_id, status, finished_at)
+        select tenant_id, gen_random_uuid(), ${rt.serviceId}, 'step', instance_id, id, 'succeeded', ${rt.clock.now()} from s
+        returning tenant_id, id, instance_id, step_id
+      ), a as (
+        insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome)
+        select tenant_id, gen_random_uuid(), id, 1, 1, ${rt.clock.now()}, 10, 'succeeded' from d
+      )
+      insert into activities (tenant_id, id, instance_id, step_id, kind, message)
+      select tenant_id, gen_random_uuid(), instance_id, step_id, kind, 'Re-valued' from d, unnest(array['webhookStarted', 'webhookSucceeded']) kind
+    `.execute(rt.db)
+  }
+  t.equal(await count('instance_steps'), 80 * 300 + 1)
+  const short = openPostgres(rt.databaseUrl, { statementTimeoutMs: 200 })
+  t.teardown(() => short.close())
+
+  const later = new Date(rt.clock.now().getTime() + 91 * DAY)
+  await removeOldHistory(short.db, later, 90, 500, AbortSignal.abort())
+  t.equal(await count('process_instances'), 81, 'a stopping scheduler\'s pass takes no process')
+  const failed: unknown[] = []
+  let removed = 0
+  for (let pass = 0; pass < 5; pass++) {
+    const n = await removeOldHistory(short.db, later, 90).catch((error: unknown) => { failed.push(error); return -1 })
+    if (n === 0) break
+    removed += Math.max(n, 0)
+  }
+  t.same(failed.map((e) => (e as { message?: string }).message), [], 'no pass failed: each statement within the timeout')
+  t.equal(removed, 81, 'every process went')
+  t.same([await count('process_instances'), await count('instance_steps'), await count('deliveries'), await count('delivery_attempts')], [0, 0, 0, 0], 'with its steps, deliveries and attempts')
+  t.equal((await sql<{ n: number }>`select count(*)::int as n from activities where instance_id is not null`.execute(rt.db)).rows[0]!.n, 0, 'and activities')
+
+  async function count(table: 'process_instances' | 'instance_steps' | 'deliveries' | 'delivery_attempts') {
+    return (await sql<{ n: number }>`select count(*)::int as n from ${sql.table(table)}`.execute(rt.db)).rows[0]!.n
+  }
 })
 
 t.test('a sent mail whose email step has not heard of it yet stays, however old', async (t) => {
