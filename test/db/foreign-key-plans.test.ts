@@ -9,7 +9,7 @@ import { stepsAt } from '../../src/modules/instances/runtime-repository.js'
 import { recordSlices } from '../../src/modules/records/repository.js'
 import { cancelTriggeredStatement, cancelUnwantedStatement, cancelWithdrawnStatement } from '../../src/modules/records/trigger-repository.js'
 import { claimStatement, type ClaimOptions } from '../../src/scheduler/claim-deliveries.js'
-import { oldRowsOf, oldRowsRemoval } from '../../src/scheduler/remove-old-history.js'
+import { oldProcessesLocked, oldRowsOf, oldRowsRemoval } from '../../src/scheduler/remove-old-history.js'
 import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
@@ -466,5 +466,29 @@ t.test('the retention can find each kind of old rows through its own partial ind
       t.equal(old, indexes[n], `${rows.table}, ${name}: through ${indexes[n]}`)
       t.notMatch(plan, /"Seq Scan"|"Sort"/, `${rows.table}, ${name}: in the index's order`)
     }
+  }
+})
+
+// The retention counts the steps of the processes it locks, to take no more at once than a statement
+// removes within its timeout: each count reads the position key of that process's steps alone.
+t.test('the retention finds the old processes through their partial index, and counts the steps of each through the position key', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const statement = oldProcessesLocked(new Date('2030-06-14T01:00:00Z'), 500).compile(database.db)
+  const counted = /"Subplan Name":"SubPlan 1".*?"Node Type":"Index Only Scan"[^}]*?"Index Name":"instance_steps_instance_position_key"/
+  const planned = await planOf(client, inlined(client, statement))
+  t.match(planned, counted, 'as planned: each count through the position key')
+  t.notMatch(planned, /"Node Type":"Seq Scan"[^}]*"Relation Name":"instance_steps"/, 'no walk of the steps')
+  await client.query('set enable_seqscan = off')
+  await client.query('set enable_sort = off')
+  await client.query('set plan_cache_mode = force_generic_plan')
+  await client.query(`prepare old_processes as ${statement.sql}`)
+  const plans = {
+    kept: await planOf(client, `execute old_processes (${statement.parameters.map((value) => literalOf(client, value)).join(', ')})`),
+    'with its values': await planOf(client, inlined(client, statement))
+  }
+  for (const [name, plan] of Object.entries(plans)) {
+    t.match(plan, /"Index Name":"process_instances_finished_idx"/, `${name}: through process_instances_finished_idx`)
+    t.notMatch(plan, /"Seq Scan"|"Sort"/, `${name}: in the index's order`)
+    t.match(plan, counted, `${name}: each count through the position key`)
   }
 })
