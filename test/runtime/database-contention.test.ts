@@ -1,0 +1,55 @@
+// Postgres busy rather than gone: the app's pool full of requests waiting for a lock a test connection
+// holds, a table locked. The app reaches its own test database directly (no proxy) with a pool of one
+// connection and short timeouts, so each wait ends within a second; the shared server is never touched.
+import t from 'tap'
+import { buildApp, serverOptions } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
+import { openPostgres } from '../../src/db/connect.js'
+import { sql } from '../../src/db/kysely.js'
+import { hashKey } from '../../src/lib/keys.js'
+import { client, setupApp } from '../helpers/app.js'
+import { waitForLockWait } from '../helpers/database.js'
+
+const ctx = await setupApp(t)
+const tenant = await ctx.newTenant()
+const user = (await tenant.client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
+for (const price of [1, 2, 3]) await tenant.client.post('/v1/properties', { fields: { price } })
+
+const OPERATOR_KEY = 'contention-operator-key-of-enough-length'
+const small = openPostgres(ctx.databaseUrl, { poolMax: 1, statementTimeoutMs: 1000, connectTimeoutMs: 500 })
+const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0' })
+const app = await buildApp({ config, db: small.db, operatorKeyHash: hashKey(OPERATOR_KEY), clock: ctx.clock }, serverOptions(config, false))
+t.teardown(async () => {
+  await app.close()
+  await small.close()
+})
+const api = client(app, tenant.key)
+await api.get('/v1/users') // the key is verified once, then remembered: later requests need no connection for it
+
+const tick = () => new Promise((resolve) => setImmediate(resolve))
+
+t.test('a list of records whose pool fills between its queries answers 503, not a 200 that breaks off', async (t) => {
+  let listing: ReturnType<typeof api.get> | undefined
+  let patching: ReturnType<typeof api.patch> | undefined
+  await ctx.db.transaction().execute(async (trx) => {
+    await sql`select id from users where id = ${user.id} for update`.execute(trx)
+    await ctx.db.transaction().execute(async (table) => {
+      // The list's first query waits for the table with the pool's one connection; a user's PATCH queues for it.
+      await sql`lock table properties in access exclusive mode`.execute(table)
+      listing = api.get('/v1/properties')
+      await waitForLockWait(ctx.db)
+      patching = api.patch(`/v1/users/${user.id}`, { name: 'Anna B' })
+      for (let i = 0; i < 20; i++) await tick()
+    })
+    // The table is free: the list's first query ends, the PATCH takes the connection and waits for the user.
+    await waitForLockWait(ctx.db)
+    const list = await listing!
+    t.equal(list.statusCode, 503, list.body.slice(0, 200))
+    t.equal(list.headers['retry-after'], '2')
+    t.match(list.headers['content-type'], /^application\/problem\+json/)
+  })
+  t.equal((await patching!).statusCode, 200, 'the PATCH went through once the user was free')
+  const again = await api.get('/v1/properties')
+  t.equal(again.statusCode, 200)
+  t.equal(again.data.items.length, 3, 'and the list is whole again')
+})
