@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { autostartOnDates, daysAfter } from '../../src/modules/autostart/service.js'
 import { DATE_CATCH_UP_DAYS } from '../../src/modules/autostart/schemas.js'
@@ -297,11 +297,12 @@ t.test('a date check that failed is tried again a minute later, not ten', async 
   t.equal((await scheduler.runOnce()).autostarts, 1, 'a minute after the failure the date starts its process')
 })
 
-t.test('a worker whose clock is stepped back checks dates again at once, not once its clock is back where it was', async (t) => {
+/** A runtime at 06:00 on 6 July 2029 in Berlin, with an active template started on each address's `handoverOn`, and a log that keeps errors. */
+async function handoverOnDates(t: Test) {
   const rt = await setupRuntime(t)
   const failures: unknown[] = []
   const log = { info() {}, warn() {}, error: (fields: unknown) => { failures.push(fields) } }
-  rt.clock.set('2029-07-06T04:00:00Z') // 06:00 on 6 July in Berlin
+  rt.clock.set('2029-07-06T04:00:00Z')
   const created = await rt.api.post('/v1/process-templates', {
     name: 'Handover', controllerUserId: rt.controller.id,
     autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
@@ -309,6 +310,11 @@ t.test('a worker whose clock is stepped back checks dates again at once, not onc
   const templateId = created.data.id as string
   await rt.api.post(`/v1/process-templates/${templateId}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
   t.equal((await rt.api.patch(`/v1/process-templates/${templateId}`, { active: true })).statusCode, 200)
+  return { rt, failures, log, templateId }
+}
+
+t.test('a worker whose clock is stepped back checks dates again at once, not once its clock is back where it was', async (t) => {
+  const { rt, failures, log, templateId } = await handoverOnDates(t)
   const scheduler = rt.newScheduler({}, log)
   t.equal((await scheduler.runOnce()).autostarts, 0)
 
@@ -324,17 +330,7 @@ t.test('a worker whose clock is stepped back checks dates again at once, not onc
 })
 
 t.test('the running loop after its clock is stepped back: its chores run on, dates among them', async (t) => {
-  const rt = await setupRuntime(t)
-  const failures: unknown[] = []
-  const log = { info() {}, warn() {}, error: (fields: unknown) => { failures.push(fields) } }
-  rt.clock.set('2029-07-06T04:00:00Z') // 06:00 on 6 July in Berlin
-  const created = await rt.api.post('/v1/process-templates', {
-    name: 'Handover', controllerUserId: rt.controller.id,
-    autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
-  })
-  const templateId = created.data.id as string
-  await rt.api.post(`/v1/process-templates/${templateId}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
-  t.equal((await rt.api.patch(`/v1/process-templates/${templateId}`, { active: true })).statusCode, 200)
+  const { rt, failures, log, templateId } = await handoverOnDates(t)
   const newAddress = async () => (await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-07-06' } })).data.id as string
   // The loop runs in real time (it sleeps its poll interval between passes); its clock is the test's.
   const started = async (address: string) => {

@@ -1,6 +1,6 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { sql } from '../../../src/db/kysely.js'
-import { setupApp, type Response } from '../../helpers/app.js'
+import { setupApp, type Client, type Response } from '../../helpers/app.js'
 import { assertIsolated, assertProblem } from '../../helpers/assertions.js'
 import { waitForLockWait } from '../../helpers/database.js'
 
@@ -65,14 +65,20 @@ t.test('a user still assigned a step of a process is not deleted, and the answer
   t.equal((await client.get(`/v1/users/${ben.id}`)).statusCode, 200, 'and kept')
 })
 
-t.test('a user a template\'s step names, unnamed and deleted while a start from the template is writing: the process never keeps a step naming no user', async (t) => {
-  const { client, id: tenantId } = await ctx.newTenant()
+/** Anna and Ben, and an active template whose second step names Ben as its user. */
+async function benCallsTemplate(t: Test, client: Client) {
   const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
   const ben = (await client.post('/v1/users', { name: 'Ben', email: 'ben@example.com' })).data
   const template = (await client.post('/v1/process-templates', { name: 'Call' })).data
   await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Prepare' })
   const step = (await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Ben calls', responsibility: { user: ben.id } })).data
   t.equal((await client.patch(`/v1/process-templates/${template.id}`, { active: true })).statusCode, 200)
+  return { anna, ben, template, step }
+}
+
+t.test('a user a template\'s step names, unnamed and deleted while a start from the template is writing: the process never keeps a step naming no user', async (t) => {
+  const { client, id: tenantId } = await ctx.newTenant()
+  const { anna, ben, template, step } = await benCallsTemplate(t, client)
 
   // The start's statement has read the template (Ben's step) and waits, before it locks the template
   // (its foreign key to the tenant is checked first): the step is edited and Ben deleted meanwhile.
@@ -107,12 +113,7 @@ t.test('a user a template\'s step names, unnamed and deleted while a start from 
 
 t.test('a start whose statement meets a deletion of a user its template\'s step named then: it reads the template again', async (t) => {
   const { client } = await ctx.newTenant()
-  const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
-  const ben = (await client.post('/v1/users', { name: 'Ben', email: 'ben@example.com' })).data
-  const template = (await client.post('/v1/process-templates', { name: 'Call' })).data
-  await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Prepare' })
-  const step = (await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Ben calls', responsibility: { user: ben.id } })).data
-  t.equal((await client.patch(`/v1/process-templates/${template.id}`, { active: true })).statusCode, 200)
+  const { anna, ben, template, step } = await benCallsTemplate(t, client)
 
   // A deletion of Ben in progress (it holds him locked) when the start's statement, which read Ben's step, reaches him.
   let starting: Promise<Response> | undefined
