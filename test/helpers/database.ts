@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import pg from 'pg'
 import { openPostgres, type DatabaseHandle, type DB } from '../../src/db/connect.js'
 import { sql } from '../../src/db/kysely.js'
+import type { PostgresOptions } from '../../src/db/postgres.js'
 import { migrationsDigest } from '../../src/db/embedded-template.js'
 
 /** A server connection the tests may create databases with. */
@@ -27,13 +28,13 @@ export async function adminQuery(text: string): Promise<pg.QueryResult> {
   }
 }
 
-/** A fresh database cloned from the migrated template; dropped again by `drop`. */
-export async function createTestDatabase(): Promise<DatabaseHandle & { name: string; drop(): Promise<void> }> {
+/** A fresh database cloned from the migrated template; dropped again by `drop`. `options` set its pool (e.g. its statement timeout). */
+export async function createTestDatabase(options: Partial<PostgresOptions> = {}): Promise<DatabaseHandle & { name: string; drop(): Promise<void> }> {
   const name = `baton_test_${process.pid}_${randomBytes(4).toString('hex')}`
   await withRetry(async () => {
     await adminQuery(`create database ${name} template ${TEMPLATE_DATABASE}`)
   })
-  const handle = openPostgres(databaseUrl(name), { poolMax: 10 })
+  const handle = openPostgres(databaseUrl(name), { poolMax: 10, ...options })
   let dropped = false
   return {
     ...handle,
