@@ -81,7 +81,10 @@ export interface paths {
         get: operations["getTenant"];
         put?: never;
         post?: never;
-        /** Delete a tenant and everything it owns */
+        /**
+         * Delete a tenant and everything it owns
+         * @description A large tenant loses its rows in parts first, each a short transaction of its own, and then goes with the rest in one: a deletion cut off in between leaves part of the tenant, and deleting it again finishes it.
+         */
         delete: operations["deleteTenant"];
         options?: never;
         head?: never;

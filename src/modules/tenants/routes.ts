@@ -57,6 +57,8 @@ export default async function tenantRoutes(fastify: FastifyInstance, { db, clock
     config,
     schema: {
       operationId: 'deleteTenant', tags, summary: 'Delete a tenant and everything it owns', params: IdParamsSchema,
+      description: 'A large tenant loses its rows in parts first, each a short transaction of its own, and then goes with ' +
+        'the rest in one: a deletion cut off in between leaves part of the tenant, and deleting it again finishes it.',
       response: { 204: noContent('The tenant and everything it owned are deleted'), ...problems(400, 401, 403, 404) }
     }
   }, async (request, reply) => {

@@ -4,7 +4,8 @@ import { assertProblem } from '../../helpers/assertions.js'
 import { waitForLockWait } from '../../helpers/database.js'
 import { buildWorld } from '../../helpers/world.js'
 import { sql, type RawBuilder } from '../../../src/db/kysely.js'
-import type { DB } from '../../../src/db/connect.js'
+import { PART_ROWS } from '../../../src/modules/tenants/repository.js'
+import { openPostgres, type DB } from '../../../src/db/connect.js'
 
 t.test('tenants and their API keys', async (t) => {
   const { operator, anonymous, as } = await setupApp(t)
@@ -238,4 +239,96 @@ t.test('a key created while its tenant is being deleted answers 404, as after th
     await waitForLockWait(db)
   })
   assertProblem(t, await racing!, 404, /Tenant .* not found/i)
+})
+
+t.test('a tenant too large for one statement within the statement timeout is deleted (204), all of it; another tenant keeps its own', async (t) => {
+  // Deleted in one transaction, the cascade over these rows overran a 1 s statement timeout every
+  // time: 503 "retry shortly", again and again, and nothing was ever deleted.
+  const ctx = await setupApp(t, { DATABASE_STATEMENT_TIMEOUT_MS: '1000' })
+  const world = await buildWorld(ctx)
+  const other = await buildWorld(ctx)
+  // Written by a connection without the timeout: copies of the world's rows, and history.
+  const { db: setup } = openPostgres(ctx.databaseUrl, { poolMax: 1, statementTimeoutMs: 0 })
+  t.teardown(() => setup.destroy())
+  const a = world.a.id
+  await sql`insert into users (tenant_id, id, name, email) select ${a}, gen_random_uuid(), 'U' || g, 'u' || g || '@a.example' from generate_series(1, 2000) g`.execute(setup)
+  await sql`insert into properties (tenant_id, id, maintainer_user_id, fields)
+    select ${a}, gen_random_uuid(), ${world.user.id}, '{"price": 1}' from generate_series(1, 40000)`.execute(setup)
+  await sql`insert into addresses (tenant_id, id, fields) select ${a}, gen_random_uuid(), '{"name": "Owner"}' from generate_series(1, 20000)`.execute(setup)
+  await sql`insert into process_templates (tenant_id, id, name, controller_user_id)
+    select ${a}, gen_random_uuid(), 'T' || g, ${world.user.id} from generate_series(1, 200) g`.execute(setup)
+  await sql`
+    with copies as (
+      select gen_random_uuid() as copy_id, p.* from process_instances p, generate_series(1, 5000)
+      where p.tenant_id = ${a} and p.id = ${world.instance.id}
+    ), processes as (
+      insert into process_instances (tenant_id, id, template_id, template_name, responsible_user_id, controller_user_id, property_id)
+      select tenant_id, copy_id, template_id, template_name, responsible_user_id, controller_user_id, property_id from copies
+    )
+    insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address, service_id)
+    select s.tenant_id, gen_random_uuid(), c.copy_id, s.position, s.kind, s.name, s.start_mode, s.responsibility, s.refers_to_property, s.refers_to_address, s.service_id
+    from copies c join instance_steps s on s.tenant_id = c.tenant_id and s.instance_id = ${world.instance.id}
+  `.execute(setup)
+  await sql`
+    with made as (
+      insert into deliveries (tenant_id, id, service_id, source, property_id, status, finished_at)
+      select ${a}, gen_random_uuid(), ${world.service.id}, 'trigger', ${world.property.id}, 'succeeded', now() from generate_series(1, 20000)
+      returning tenant_id, id
+    )
+    insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome)
+    select tenant_id, gen_random_uuid(), id, 1, 1, now(), 5, 'succeeded' from made
+  `.execute(setup)
+  await sql`insert into activities (tenant_id, id, kind, message, property_id) select ${a}, gen_random_uuid(), 'note', 'history', ${world.property.id} from generate_series(1, 100000)`.execute(setup)
+  await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body)
+    select ${a}, gen_random_uuid(), 'm' || g, 'deadline', 'anna@a.example', 'Late', 'A step is late.' from generate_series(1, 5000) g`.execute(setup)
+  await sql`insert into autostart_runs (tenant_id, id, template_id, record_kind, record_id, occurrence, outcome)
+    select ${a}, gen_random_uuid(), ${world.template.id}, 'property', gen_random_uuid(), 'created', 'started' from generate_series(1, 5000)`.execute(setup)
+
+  const deleted = await ctx.operator.delete(`/v1/tenants/${a}`)
+  t.equal(deleted.statusCode, 204, deleted.body)
+  const left = async (tenantId: string) => (await sql<{ table: string; n: number }>`
+    select c.relname as table, (xpath('/row/n/text()', query_to_xml(format('select count(*) as n from %I where tenant_id = %L', c.relname, ${tenantId}::text), false, true, '')))[1]::text::int as n
+    from pg_class c join pg_attribute col on col.attrelid = c.oid and col.attname = 'tenant_id'
+    where c.relnamespace = 'public'::regnamespace and c.relkind = 'r'
+    order by c.relname
+  `.execute(setup)).rows.filter((r) => r.n > 0).map((r) => r.table)
+  t.same(await left(a), [], 'nothing of the tenant is left in any table')
+  t.same((await sql`select id from tenants where id = ${a}`.execute(setup)).rows, [], 'nor the tenant')
+  t.same(await left(other.a.id), ['activities', 'addresses', 'api_keys', 'deliveries', 'instance_steps', 'process_instances', 'process_templates', 'properties', 'service_activations', 'template_steps', 'users'],
+    'the other tenant keeps its own')
+  assertProblem(t, await ctx.operator.delete(`/v1/tenants/${a}`), 404)
+})
+
+t.test('a large tenant is deleted (204) though a process of it started while its templates were going, after its processes went', async (t) => {
+  const ctx = await setupApp(t)
+  const world = await buildWorld(ctx)
+  const a = world.a.id
+  // More activities than one part: the tenant goes in parts.
+  await sql`insert into activities (tenant_id, id, kind, message) select ${a}, gen_random_uuid(), 'note', 'history' from generate_series(1, ${PART_ROWS + 1})`.execute(ctx.db)
+  // Once, as the first of its templates goes, a process of it starts (as a start or a follow-up would
+  // that committed just then): the templates' part fails its foreign key check.
+  // Once, as the first of its templates goes (after its processes went), a process of it appears, copied
+  // from its process, as one that a start or a follow-up committed just then would: that part fails its
+  // foreign key check. (The sequence counts outside the transaction, which that failure rolls back.)
+  await sql.raw(`
+    create sequence template_deletes;
+    create table kept_process as select * from process_instances where tenant_id = '${a}';
+    create function start_meanwhile() returns trigger language plpgsql as $$
+    begin
+      if nextval('template_deletes') = 1 then
+        insert into process_instances (tenant_id, id, template_id, template_name, responsible_user_id, controller_user_id, property_id)
+          select tenant_id, gen_random_uuid(), template_id, template_name, responsible_user_id, controller_user_id, property_id from kept_process;
+      end if;
+      return old;
+    end $$;
+    create trigger start_meanwhile before delete on process_templates for each row execute function start_meanwhile();
+  `).execute(ctx.db)
+  const deleted = await ctx.operator.delete(`/v1/tenants/${a}`)
+  t.equal(deleted.statusCode, 204, deleted.body)
+  const { rows: [deletes] } = await sql<{ n: string }>`select last_value as n from template_deletes`.execute(ctx.db)
+  t.ok(Number(deletes?.n) > 1, 'the templates\' part met a process started meanwhile, and went again')
+  const { rows } = await sql<{ n: number }>`select (select count(*)::int from process_instances where tenant_id = ${a})
+    + (select count(*)::int from process_templates where tenant_id = ${a}) + (select count(*)::int from activities where tenant_id = ${a}) as n`.execute(ctx.db)
+  t.equal(rows[0]?.n, 0, 'it went with the tenant')
+  t.same((await sql`select id from tenants where id = ${a}`.execute(ctx.db)).rows, [])
 })
