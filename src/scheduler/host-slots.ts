@@ -59,9 +59,7 @@ export class HostSlots {
   constructor(
     private readonly openSession: () => Promise<Session>,
     private readonly perHost: number,
-    private readonly onError: (error: unknown) => void,
-    /** Whether the worker has room for one more call: a slot another worker freed goes to a waiting call only then. */
-    private readonly mayCall: () => boolean = () => true
+    private readonly onError: (error: unknown) => void
   ) {}
 
   /**
@@ -109,13 +107,6 @@ export class HostSlots {
     const busy = state.held.size - state.idle.length >= this.perHost
     if (waiting === 0 && !busy && state.fullAt <= Date.now() - FULL_LATELY_MS) return undefined
     return Math.max(0, this.perHost - waiting - state.asking)
-  }
-
-  /** Calls waiting here for a slot, at every host. */
-  waiting(): number {
-    let waiting = 0
-    for (const state of this.hosts.values()) waiting += state.waiters.length
-    return waiting
   }
 
   /** Every host this worker has asked a slot of. */
@@ -185,7 +176,7 @@ export class HostSlots {
   }
 
   private async serveWaiters(host: string, state: HostState): Promise<void> {
-    while (state.waiters.length > 0 && this.mayCall()) {
+    while (state.waiters.length > 0) {
       const slot = await this.tryLock(host)
       if (slot === FULL || !slot) return
       const waiter = state.waiters.shift()

@@ -122,8 +122,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const metrics = deps.metrics ?? new BatonMetrics()
   const claimKey = deps.claimKey ?? once(() => loadClaimKey(db, undefined))
   const hostSlots = settings.perHostConcurrency === undefined || !deps.session ? undefined
-    : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, 'per-host slots: the database did not answer')),
-      () => callsOpen() < settings.concurrency)
+    : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, 'per-host slots: the database did not answer')))
   const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
   /** The host of each service this worker has claimed, to claim a full host's services apart (claimAndDispatch). */
   const hostOfService = new Map<string, string>()
@@ -174,21 +173,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     wakeUp?.()
   }
 
-  /**
-   * Places for claims. A call waiting at this worker for its host's slot takes no place of
-   * SCHEDULER_CONCURRENCY, and as many may wait besides: hosts that hang until the timeout, each
-   * with its calls open and as many waiting, filled a worker with four of them (at the defaults), and
-   * every other host's call then waited for one of theirs to end.
-   */
+  /** Claims what is due, up to the free room; `full` when the claim filled its limit, so more may be due. */
   function roomForCalls(): number {
-    const waiting = hostSlots?.waiting() ?? 0
-    return settings.concurrency - Math.max(inFlight.size - waiting, waiting)
-      - Math.max(0, unwrittenOutcomes() - settings.concurrency * OUTCOMES_WAITING_PER_CALL)
-  }
-
-  /** Calls made or about to be (claimed, not waiting for a host's slot): at most SCHEDULER_CONCURRENCY. */
-  function callsOpen(): number {
-    return inFlight.size - (hostSlots?.waiting() ?? 0)
+    return settings.concurrency - inFlight.size - Math.max(0, unwrittenOutcomes() - settings.concurrency * OUTCOMES_WAITING_PER_CALL)
   }
 
   /**
@@ -289,7 +276,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         if (!inFlight.has(claim.id)) return resolve()
         // Only a worker that was full, or left crowded hosts out, has a reason to claim now: otherwise
         // it sleeps until the next due time.
-        const wasFull = roomForCalls() <= 0
+        const wasFull = inFlight.size >= settings.concurrency
         inFlight.delete(claim.id)
         resolve()
         if (wasFull || heldBack) {
@@ -419,7 +406,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         startRetentionIfDue()
         failures = 0
         // A full claim may have left more due; a short one took all that was due then.
-        if (full && roomForCalls() > 0) continue
+        if (full && inFlight.size < settings.concurrency) continue
         await sleep(await idleMs(claimed))
       } catch (error) {
         failures += 1

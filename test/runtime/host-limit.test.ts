@@ -1,6 +1,5 @@
 // The per-host limit holds across worker processes: two real workers (`src/server.ts --role=worker`)
 // on one Postgres, a provider that holds every call, and never more than the limit open at once.
-import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -184,40 +183,3 @@ async function until(what: string, check: () => Promise<boolean>, logs: () => st
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }
-
-t.test('calls waiting for a full host take no place of SCHEDULER_CONCURRENCY: hosts that hang do not stop the others', async (t) => {
-  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
-  // Each hanging host holds its one slot and one call waits for it: two such hosts are four calls, the
-  // worker's whole concurrency when waiting calls took a place.
-  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 1, concurrency: 4 }, 4)
-  let release = () => {}
-  const held = new Promise<void>((resolve) => { release = resolve })
-  t.teardown(() => release())
-  const hanging: TestProvider[] = []
-  for (let i = 0; i < 2; i++) {
-    const provider = await TestProvider.start(`whsec_${randomBytes(32).toString('base64')}`)
-    t.teardown(() => provider.close())
-    provider.always(async () => {
-      await held
-      return { status: 200, body: 'ok' }
-    })
-    hanging.push(provider)
-    const templateId = await rt.template([{ kind: 'webhook', name: 'Hangs', target: { url: `${provider.url}/hook`, secret: provider.secret, delivery: 'query' } }])
-    for (let j = 0; j < 3; j++) await rt.start(templateId)
-  }
-  const nothingLogs = () => ''
-  await scheduler.start()
-  await until('a call open at each hanging host', async () => hanging.every((p) => p.calls.length === 1), nothingLogs, 5_000)
-  await until('a call waiting at the worker for each', async () => {
-    const { rows: [row] } = await sql<{ n: number }>`select count(*)::int as n from deliveries where status = 'running'`.execute(rt.db)
-    return row!.n === 4
-  }, nothingLogs, 5_000)
-
-  const templateId = await rt.template([{ kind: 'webhook', name: 'Answers at once' }])
-  for (let i = 0; i < 10; i++) await rt.start(templateId)
-  scheduler.wake()
-  await until('the other host\'s ten calls', async () => rt.provider.calls.length === 10, () => `calls at the other host: ${rt.provider.calls.length}`, 5_000)
-  t.same(hanging.map((p) => p.calls.length), [1, 1], 'the hanging hosts still have their one call each, and no more')
-  const { rows: [row] } = await sql<{ n: number }>`select count(*)::int as n from deliveries where status = 'running'`.execute(rt.db)
-  t.equal(row!.n, 4, 'and their waiting calls still wait')
-})

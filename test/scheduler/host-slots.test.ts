@@ -232,25 +232,3 @@ t.test('a slot held for a while goes back to the database, so a call waiting at 
   t.ok(turns > 0, 'the busy worker had its turns first')
   patient.release((await waiting)!)
 })
-
-t.test('a slot another worker frees goes to a waiting call only while the worker has room for a call; waiting calls are counted', async (t) => {
-  let room = false
-  const slots = new HostSlots(() => database.session({ timeouts: true }), 1, () => {}, () => room)
-  t.teardown(() => slots.close())
-  const other = worker(1)
-  const held = await other.acquire('w.example:443', 0)
-  t.ok(held)
-  t.equal(slots.waiting(), 0)
-  const waiting = slots.acquire('w.example:443', 5_000)
-  await sleep(50)
-  t.equal(slots.waiting(), 1, 'one call waits')
-  other.release(held!)
-  await other.close()
-  await sleep(400)
-  t.equal(slots.waiting(), 1, 'the freed slot is not taken while the worker has no room for another call')
-  room = true
-  const slot = await waiting
-  t.ok(slot, 'it is taken once there is room')
-  t.equal(slots.waiting(), 0)
-  slots.release(slot!)
-})
