@@ -86,7 +86,10 @@ async function deleteInParts(db: DB, id: string): Promise<void> {
       for (const part of PARTS) {
         let rows = PART_ROWS
         for (;;) {
-          const deleted = await deletePart(db, id, part, rows).catch((error: unknown) => {
+          const deleted = await db.transaction().execute(async (trx) => {
+            await lockDeletion(trx, id)
+            return deletePart(trx, id, part, rows)
+          }).catch((error: unknown) => {
             if ((error as { code?: unknown }).code !== STATEMENT_TIMEOUT || rows <= 1) throw error
             rows = Math.ceil(rows / 2)
             return undefined
@@ -99,6 +102,16 @@ async function deleteInParts(db: DB, id: string): Promise<void> {
       if (!isForeignKeyViolation(error)) throw error
     }
   }
+}
+
+/**
+ * Waits for another deletion of the tenant's, holding it off until the transaction ends. Two deletions
+ * at once (a retried DELETE, a second client) took the same parts, and the same rows in different
+ * orders: a deadlock, answered 409. Taken by each part and by the last transaction, so that no two
+ * of the tenant's deletions delete at once; the one that comes last finds the tenant gone (404).
+ */
+async function lockDeletion(trx: DB, id: string): Promise<void> {
+  await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${id}`}, 0))`.execute(trx)
 }
 
 /** SQLSTATE query_canceled: the statement timeout. */
@@ -133,6 +146,7 @@ async function deletePart(db: DB, id: string, { table, weight = sql<number>`0` }
  */
 async function deleteTenantAtOnce(db: DB, id: string): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
+    await lockDeletion(trx, id)
     const deleteProcesses = () => trx.deleteFrom('process_instances').where('tenant_id', '=', id).execute()
     await deleteProcesses()
     if (!(await trx.selectFrom('tenants').select('id').where('id', '=', id).forUpdate().executeTakeFirst())) return false
