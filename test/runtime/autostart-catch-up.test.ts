@@ -271,17 +271,7 @@ t.test('a tenant\'s dates are read with Intl, whatever name its zone has; one th
 })
 
 t.test('a date check that failed is tried again a minute later, not ten', async (t) => {
-  const rt = await setupRuntime(t)
-  const failures: unknown[] = []
-  const log = { info() {}, warn() {}, error: (fields: unknown) => { failures.push(fields) } }
-  rt.clock.set('2029-05-10T06:00:00Z')
-  const created = await rt.api.post('/v1/process-templates', {
-    name: 'Handover', controllerUserId: rt.controller.id,
-    autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
-  })
-  const templateId = created.data.id as string
-  await rt.api.post(`/v1/process-templates/${templateId}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
-  t.equal((await rt.api.patch(`/v1/process-templates/${templateId}`, { active: true })).statusCode, 200)
+  const { rt, failures, log } = await handoverOnDates(t, '2029-05-10T06:00:00Z')
   await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-05-10' } })
 
   const scheduler = rt.newScheduler({}, log)
@@ -297,12 +287,12 @@ t.test('a date check that failed is tried again a minute later, not ten', async 
   t.equal((await scheduler.runOnce()).autostarts, 1, 'a minute after the failure the date starts its process')
 })
 
-/** A runtime at 06:00 on 6 July 2029 in Berlin, with an active template started on each address's `handoverOn`, and a log that keeps errors. */
-async function handoverOnDates(t: Test) {
+/** A runtime at `at` (by default 06:00 on 6 July 2029 in Berlin), with an active template started on each address's `handoverOn`, and a log that keeps errors. */
+async function handoverOnDates(t: Test, at = '2029-07-06T04:00:00Z') {
   const rt = await setupRuntime(t)
   const failures: unknown[] = []
   const log = { info() {}, warn() {}, error: (fields: unknown) => { failures.push(fields) } }
-  rt.clock.set('2029-07-06T04:00:00Z')
+  rt.clock.set(at)
   const created = await rt.api.post('/v1/process-templates', {
     name: 'Handover', controllerUserId: rt.controller.id,
     autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
