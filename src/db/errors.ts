@@ -62,5 +62,10 @@ export function isTransientDatabaseError(error: unknown): boolean {
   return isDatabaseUnavailable(error) || (typeof code === 'string' && CONFLICT_CODES.has(code))
 }
 
+/** The statement ran past DATABASE_STATEMENT_TIMEOUT_MS (SQLSTATE 57014): less work at once may fit. */
+export function isStatementTimeout(error: unknown): boolean {
+  return (error as { code?: unknown } | undefined)?.code === '57014'
+}
+
 /** Seconds a client should wait before retrying a request the database could not serve. */
 export const UNAVAILABLE_RETRY_AFTER_S = 2

@@ -1,6 +1,7 @@
 import { byKeys } from '../db/by-keys.js'
 import { sql, type RawBuilder } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
+import { isStatementTimeout } from '../db/errors.js'
 import { addDays } from '../lib/calendar.js'
 import { DATE_RUN_LOOK_BACK_DAYS, MAX_DAYS_OFFSET } from '../modules/autostart/schemas.js'
 
@@ -65,7 +66,7 @@ export async function removeOldHistory(db: DB, now: Date, retentionDays: number,
         return { locked: locked.length, kept: kept.length, removed: removed.length }
       })
     } catch (error) {
-      if ((error as { code?: unknown }).code !== STATEMENT_TIMEOUT || taking <= 1) throw error
+      if (!isStatementTimeout(error) || taking <= 1) throw error
       most = asked = Math.ceil(taking / 2)
       continue
     }
@@ -85,8 +86,6 @@ export async function removeOldHistory(db: DB, now: Date, retentionDays: number,
  * two activities, went in 0.9 s.
  */
 export const BATCH_STEPS = 20_000
-/** SQLSTATE query_canceled: the statement timeout. */
-const STATEMENT_TIMEOUT = '57014'
 
 /**
  * Locks up to `limit` of the processes that ended before `cutoff`, oldest first, without a delivery

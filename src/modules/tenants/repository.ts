@@ -1,6 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import { sql, type RawBuilder } from '../../db/kysely.js'
 import type { NewTenantRow, TenantUpdate } from '../../db/database.js'
+import { isStatementTimeout } from '../../db/errors.js'
 import type { PageRequest } from '../../lib/pagination.js'
 import { isForeignKeyViolation } from '../records/repository.js'
 
@@ -90,7 +91,7 @@ async function deleteInParts(db: DB, id: string): Promise<void> {
             await lockDeletion(trx, id)
             return deletePart(trx, id, part, rows)
           }).catch((error: unknown) => {
-            if ((error as { code?: unknown }).code !== STATEMENT_TIMEOUT || rows <= 1) throw error
+            if (!isStatementTimeout(error) || rows <= 1) throw error
             rows = Math.ceil(rows / 2)
             return undefined
           })
@@ -114,8 +115,6 @@ async function lockDeletion(trx: DB, id: string): Promise<void> {
   await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${id}`}, 0))`.execute(trx)
 }
 
-/** SQLSTATE query_canceled: the statement timeout. */
-const STATEMENT_TIMEOUT = '57014'
 
 /** Deletes one part of the tenant's rows of the table, in id order, of `most` rows' weight; returns how many rows went (0: none were left). */
 async function deletePart(db: DB, id: string, { table, weight = sql<number>`0` }: (typeof PARTS)[number], most: number): Promise<number> {
