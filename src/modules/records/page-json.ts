@@ -1,6 +1,6 @@
 import type { DB } from '../../db/connect.js'
 import { countWithinBudget } from '../../lib/pagination.js'
-import { findRecordSlices, type RecordSliceRow } from './repository.js'
+import { findRecordSlices, type RecordFilter, type RecordSliceRow } from './repository.js'
 import type { RecordTable } from './schemas.js'
 
 /** Bytes a record adds to a page beside its fields: id, maintainer, version, timestamps. */
@@ -20,19 +20,21 @@ export interface SizedRecord {
  * batch, so parallel pages do not add up. Measured (page-budget test, server under tsx): four
  * parallel pages of the largest records took RSS from 211 to at most 243 MiB; a stream of 80 such
  * pages peaks at 317 MiB, the freed slices waiting for V8's next full GC. Records deleted since the
- * page was sized are left out. The first batch is read before the text is returned, so a database that
+ * page was sized are left out, and so are those that no longer match the filter. The first batch is read before the text is returned, so a database that
  * cannot serve it (a full pool, a statement timeout, a cut connection) answers 503, not a 200 whose body
  * breaks off: a page of at most one batch, most pages, is read whole before its status goes out.
  */
-export async function recordPageJson(db: DB, table: RecordTable, tenantId: string, records: SizedRecord[], nextCursor: string | null): Promise<AsyncIterable<string>> {
+export async function recordPageJson(
+  db: DB, table: RecordTable, tenantId: string, filter: RecordFilter, records: SizedRecord[], nextCursor: string | null
+): Promise<AsyncIterable<string>> {
   const [first = [], ...rest] = batches(records)
-  const firstRows = await findRecordSlices(db, table, tenantId, first)
-  return pageText(db, table, tenantId, { rows: firstRows }, rest, nextCursor)
+  const read = (ids: string[]) => findRecordSlices(db, table, tenantId, ids, filter)
+  return pageText(read, { rows: await read(first) }, rest, nextCursor)
 }
 
 /** The page's text: the first batch as read (let go once written), then each further batch as it is needed. */
 async function* pageText(
-  db: DB, table: RecordTable, tenantId: string, read: { rows?: RecordSliceRow[] }, rest: string[][], nextCursor: string | null
+  read: (ids: string[]) => Promise<RecordSliceRow[]>, firstBatch: { rows?: RecordSliceRow[] }, rest: string[][], nextCursor: string | null
 ): AsyncGenerator<string> {
   yield '{"items":['
   let first = true
@@ -40,8 +42,8 @@ async function* pageText(
     let current: string | undefined
     // A slice may end inside a character: the decoder keeps its first bytes for the next slice.
     let text = new TextDecoder()
-    const rows = read.rows ?? await findRecordSlices(db, table, tenantId, rest[i - 1]!)
-    delete read.rows
+    const rows = firstBatch.rows ?? await read(rest[i - 1]!)
+    delete firstBatch.rows
     for (const row of rows) {
       if (row.id !== current) {
         if (current !== undefined) yield `${text.decode()}}`

@@ -29,11 +29,17 @@ export function findRecord(db: DB, table: RecordTable, tenantId: string, id: str
 
 /** Ids of the next limit + 1 records and the size of their fields, so that a page can end at its byte budget. */
 export function listRecordSizes(db: DB, table: RecordTable, tenantId: string, page: PageRequest, filter: RecordFilter) {
-  let query = db.selectFrom(table).select(['id', 'fields_bytes']).where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
+  let query = db.selectFrom(table).select(['id', 'fields_bytes']).where('tenant_id', '=', tenantId).where(matching(filter)).orderBy('id').limit(page.limit + 1)
   if (page.after) query = query.where('id', '>', page.after)
-  if (filter.maintainerUserId) query = query.where('maintainer_user_id', '=', filter.maintainerUserId)
-  if (filter.fieldsContain) query = query.where(sql<boolean>`fields @> ${JSON.stringify(filter.fieldsContain)}::jsonb`)
   return query.execute()
+}
+
+/** The filter as a condition on a record's columns (unqualified); true when it asks for nothing. */
+function matching(filter: RecordFilter) {
+  const conditions = []
+  if (filter.maintainerUserId) conditions.push(sql`maintainer_user_id = ${filter.maintainerUserId}`)
+  if (filter.fieldsContain) conditions.push(sql`fields @> ${JSON.stringify(filter.fieldsContain)}::jsonb`)
+  return conditions.length === 0 ? sql<boolean>`true` : sql<boolean>`(${sql.join(conditions, sql` and `)})`
 }
 
 /**
@@ -54,27 +60,29 @@ export interface RecordSliceRow {
 }
 
 /**
- * These records (of the tenant, in id order) with their fields as the JSON text Postgres prints, cut
+ * These records (of the tenant, in id order) that still match the filter, with their fields as the JSON text Postgres prints, cut
  * into slices: each slice is small and the next minor GC frees it, where one large string per
  * record lives until a full GC. The text is printed once per record (materialized), not per slice,
  * and cut by bytes: cut by characters, each slice walked the text from its start, and a record whose
  * numbers Postgres prints long (1e308 as 309 digits: 256 KiB of fields, 11 MB of text) took its page
  * past the statement timeout. Each record is looked up by its key (eachKey): as `id = any(…)`, a page
- * of fifty walked all of the tenant's records when the table had no statistics.
+ * of fifty walked all of the tenant's records when the table had no statistics. The filter is checked
+ * again here: a record whose maintainer or fields changed since the page was sized (listRecordSizes)
+ * no longer matches it, and a filtered list sent it as it is now.
  */
-export async function findRecordSlices(db: DB, table: RecordTable, tenantId: string, ids: string[]): Promise<RecordSliceRow[]> {
+export async function findRecordSlices(db: DB, table: RecordTable, tenantId: string, ids: string[], filter: RecordFilter): Promise<RecordSliceRow[]> {
   if (ids.length === 0) return []
-  const { rows } = await recordSlices(table, tenantId, ids).execute(db)
+  const { rows } = await recordSlices(table, tenantId, ids, filter).execute(db)
   return rows
 }
 
 /** The statement of findRecordSlices, on its own for a look at its plan. */
-export function recordSlices(table: RecordTable, tenantId: string, ids: string[]) {
+export function recordSlices(table: RecordTable, tenantId: string, ids: string[], filter: RecordFilter = {}) {
   return sql<RecordSliceRow>`
     with r as materialized (
       select x.id, x.maintainer_user_id, x.version, x.created_at, x.updated_at, convert_to(x.fields::text, 'UTF8') as bytes
       from ${eachKey(ids.map((id) => ({ tenant_id: tenantId, id })))}
-      cross join lateral (select * from ${sql.table(table)} t where t.tenant_id = k.tenant_id and t.id = k.id offset 0) x
+      cross join lateral (select * from ${sql.table(table)} t where t.tenant_id = k.tenant_id and t.id = k.id and ${matching(filter)} offset 0) x
     )
     select r.id, r.maintainer_user_id, r.version, r.created_at, r.updated_at, s.ord,
       substring(r.bytes from (s.ord - 1) * ${FIELDS_SLICE_BYTES} + 1 for ${FIELDS_SLICE_BYTES}) as slice

@@ -125,7 +125,7 @@ export async function listRecordsJson(
   const sizes = await repo.listRecordSizes(db, kind.table, tenantId, page, filter)
   const fit = countWithinBudget(sizes.slice(0, page.limit).map((row) => row.fields_bytes + RECORD_OVERHEAD_BYTES))
   const { items, nextCursor } = toPage({ rows: sizes.slice(0, fit), more: sizes.length > fit }, page, (row) => row)
-  return recordPageJson(db, kind.table, tenantId, items, nextCursor)
+  return recordPageJson(db, kind.table, tenantId, filter, items, nextCursor)
 }
 
 export async function updateRecord(

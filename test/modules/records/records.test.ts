@@ -4,6 +4,7 @@ import { propertyKind } from '../../../src/modules/properties/routes.js'
 import * as records from '../../../src/modules/records/service.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
+import { watchedApp } from '../../helpers/watched-app.js'
 
 // One app and database for the file: each test works in tenants of its own.
 const ctx = await setupApp(t)
@@ -47,6 +48,35 @@ for (const kind of [propertyKind, addressKind]) {
     const bare = await client.post(collection)
     t.equal(bare.statusCode, 201, 'no body is an empty one')
     t.same([bare.data.maintainerUserId, bare.data.fields], [null, {}])
+  })
+
+  t.test(`${kind.path}: a record that stops matching the filter after its page was sized is left out of the page`, async (t) => {
+    const watched = await watchedApp(t, ctx)
+    const { client, key } = await ctx.newTenant()
+    const anna = (await client.post('/v1/users', { name: 'Anna', email: 'anna@example.com' })).data
+    const ben = (await client.post('/v1/users', { name: 'Ben', email: 'ben@example.com' })).data
+    const made = []
+    for (const n of [1, 2, 3, 4]) made.push((await client.post(collection, { maintainerUserId: anna.id, fields: { city: 'Berlin', n } })).data.id)
+    type Sent = { id: string; maintainerUserId: string; fields: { city: string } }
+    const changes = [
+      { query: `maintainerUserId=${anna.id}`, change: { maintainerUserId: ben.id }, matches: (r: Sent) => r.maintainerUserId === anna.id },
+      { query: `fields=${encodeURIComponent('{"city":"Berlin"}')}`, change: { fields: { city: 'Hamburg' } }, matches: (r: Sent) => r.fields.city === 'Berlin' }
+    ]
+    for (const [i, { query, change, matches }] of changes.entries()) {
+      const moved = made[i + 1]!
+      // Right after the statement that sizes the page: the record is changed so that it no longer matches.
+      watched.after(new RegExp(`^select "id", "fields_bytes" from "${kind.table}"`), async () => {
+        const patched = await client.patch(`${collection}/${moved}`, change)
+        t.equal(patched.statusCode, 200, patched.body)
+      })
+      const page = await watched.as(key).get(`${collection}?${query}&limit=3`)
+      t.equal(page.statusCode, 200, page.body)
+      t.notOk(page.data.items.some((r: Sent) => r.id === moved), `${query}: the changed record is left out`)
+      t.ok(page.data.items.every(matches), `${query}: every record sent matches`)
+      const next = await client.get(`${collection}?${query}&limit=3&cursor=${page.data.nextCursor}`)
+      t.same([...page.data.items, ...next.data.items].map((r: Sent) => r.id), made.filter((id) => id !== moved),
+        `${query}: the next page goes on after the page's last record`)
+    }
   })
 
   t.test(`${kind.path}: PATCH merges fields, honours If-Match, and DELETE removes`, async (t) => {
