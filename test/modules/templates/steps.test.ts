@@ -2,6 +2,7 @@ import t from 'tap'
 import { sql } from '../../../src/db/kysely.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
+import { waitForLockWait } from '../../helpers/database.js'
 import { addParameter, addTaskStep, createService, createTemplate, createUser, valuationService } from './fixtures.js'
 
 // One app and database for the file: each test works in tenants of its own.
@@ -347,6 +348,25 @@ t.test('a stale If-Match on a step update or delete answers 412', async (t) => {
   assertProblem(t, await client.delete(url, { 'if-match': '"1"' }), 412)
   t.equal((await client.get(url)).data.name, 'Two')
   t.equal((await client.delete(url, { 'if-match': '"2"' })).statusCode, 204)
+})
+
+// RFC 9110 13.2.1: a request that would fail without its preconditions (404, the step is gone) fails so
+// with them; If-Match is not evaluated. Two deletes of one step take turns on the template's lock, so the
+// second answers as a delete sent after the first would.
+t.test('two deletes of one step with the same If-Match: the one that waits answers 404, as a later delete does', async (t) => {
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  await addTaskStep(client, id, 'One')
+  const url = `/v1/process-templates/${id}/steps/${await addTaskStep(client, id, 'Two')}`
+  const deletes = await ctx.db.transaction().execute(async (trx) => {
+    await sql`select id from process_templates where id = ${id} for update`.execute(trx)
+    const both = [client.delete(url, { 'if-match': '"1"' }), client.delete(url, { 'if-match': '"1"' })]
+    await waitForLockWait(ctx.db, 2)
+    return both
+  })
+  const answers = await Promise.all(deletes)
+  t.same(answers.map((r) => r.statusCode).sort(), [204, 404], 'one deletes, the other finds the step gone')
+  assertProblem(t, await client.delete(url, { 'if-match': '"1"' }), 404, /not found/)
 })
 
 t.test('the only step of an active template cannot be deleted', async (t) => {
