@@ -12,6 +12,7 @@ import { claimStatement, type ClaimOptions } from '../../src/scheduler/claim-del
 import { oldProcessesLocked, oldRowsOf, oldRowsRemoval } from '../../src/scheduler/remove-old-history.js'
 import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
+import { instancesNamingUser } from '../../src/modules/users/repository.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
 // Postgres checks a foreign key with its own query on the referenced table, planned once per
@@ -75,6 +76,32 @@ t.test('every foreign key check on an empty database goes through the referenced
     const indexes = JSON.stringify(rows[0]!['QUERY PLAN']).match(/"Index Name":"[^"]+"/g) ?? []
     t.same(indexes, [`"Index Name":"${key.keyIndex}"`], `${key.name}: ${key.table} checked through ${key.keyIndex}`)
   }
+})
+
+t.test('a user\'s deletion checks each row that may name the user through an index by user, on an empty database', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  // The referencing side of each foreign key to users: the check Postgres runs when a user is deleted (ri_triggers.c).
+  const { rows: keys } = await client.query<{ name: string; table: string; columns: string[] }>(`
+    select c.conname as name, c.conrelid::regclass::text as "table",
+      (select array_agg(a.attname::text order by k.ord) from unnest(c.conkey) with ordinality k(attnum, ord)
+         join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum) as columns
+    from pg_constraint c where c.contype = 'f' and c.confrelid = 'users'::regclass order by c.conname`)
+  t.ok(keys.length >= 7, `the foreign keys to users (${keys.length})`)
+  await client.query('set plan_cache_mode = force_generic_plan')
+  for (const [n, key] of keys.entries()) {
+    const where = key.columns.map((column, i) => `$${i + 1} = ${column}`).join(' and ')
+    await client.query(`prepare user_check_${n} (${key.columns.map(() => 'uuid').join(', ')}) as
+      select 1 from only ${key.table} x where ${where} for key share of x`)
+    const plan = await planOf(client, `execute user_check_${n} (${key.columns.map(() => 'null').join(', ')})`)
+    t.notMatch(plan, /Seq Scan|_pkey/, `${key.name}: ${key.table} checked through an index by user (${plan.match(/"Index Name":"[^"]+"/g)?.join(', ')})`)
+  }
+  await client.query('reset plan_cache_mode')
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  const user = '00000000-0000-7000-8000-000000000002'
+  const plan = await planOf(client, inlined(client, instancesNamingUser(tenant, user).compile(database.db)))
+  t.notMatch(plan, /Seq Scan|Bitmap/, 'the processes that name the user: each kind through its index by user')
+  t.same(plan.match(/"Index Name":"[^"]+"/g)?.sort(), ['instance_steps_responsible_idx', 'process_instances_controller_idx', 'process_instances_responsible_idx']
+    .map((name) => `"Index Name":"${name}"`), 'the indexes by user')
 })
 
 t.test('a lookup of a tenant\'s row by its key takes the primary key, on every table keyed by (tenant_id, id), on an empty database', async (t) => {

@@ -77,14 +77,22 @@ export async function findUserUsages(db: DB, tenantId: string, userId: string) {
       .where('template_steps.tenant_id', '=', tenantId).where('template_steps.responsible_user_id', '=', userId).limit(5).execute(),
     db.selectFrom('properties').select('id').where('tenant_id', '=', tenantId).where('maintainer_user_id', '=', userId).limit(5).execute(),
     db.selectFrom('addresses').select('id').where('tenant_id', '=', tenantId).where('maintainer_user_id', '=', userId).limit(5).execute(),
-    db.selectFrom('process_instances').select('id').where('tenant_id', '=', tenantId)
-      .where((eb) => eb.or([
-        eb('responsible_user_id', '=', userId),
-        eb('controller_user_id', '=', userId),
-        // a step still to start that names the user (its copy of the template, which may have changed since)
-        eb('id', 'in', eb.selectFrom('instance_steps').select('instance_id').where('tenant_id', '=', tenantId)
-          .where('responsible_user_id', '=', userId).where('state', 'in', ['pending', 'waiting']))
-      ])).limit(5).execute()
+    instancesNamingUser(tenantId, userId).execute(db).then((result) => result.rows)
   ])
   return { templates, autostarts, steps, properties, addresses, instances }
+}
+
+/**
+ * A few of the processes a user is responsible for or controls, or whose step still to start names
+ * the user (its copy of the template, which may have changed since). Each kind is looked up through
+ * its index by user and stops at five: as one condition with `or`, the look-up walked all of the
+ * tenant's processes and steps (test/db/foreign-key-plans.test.ts).
+ */
+export function instancesNamingUser(tenantId: string, userId: string) {
+  return sql<{ id: string }>`
+    (select id from process_instances where responsible_user_id = ${userId} and tenant_id = ${tenantId} limit 5)
+    union (select id from process_instances where controller_user_id = ${userId} and tenant_id = ${tenantId} limit 5)
+    union (select instance_id from instance_steps
+      where responsible_user_id = ${userId} and tenant_id = ${tenantId} and state in ('pending', 'waiting') limit 5)
+    limit 5`
 }
