@@ -1,4 +1,4 @@
-import { sql } from '../../db/kysely.js'
+import { sql, type RawBuilder } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { AutostartRunsTable, JsonObject } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
@@ -62,22 +62,36 @@ export interface DateSearch {
 }
 
 /**
+ * What a date search matches on, as SQL: one search's values (termsOf), or the columns of a list of
+ * searches (searchesWithCandidates).
+ */
+interface DateTerms {
+  tenantId: RawBuilder<unknown>
+  templateId: RawBuilder<unknown>
+  field: RawBuilder<unknown>
+  target: RawBuilder<unknown>
+}
+
+function termsOf({ template, field, target }: DateSearch): DateTerms {
+  return { tenantId: sql`${template.tenant_id}::uuid`, templateId: sql`${template.id}::uuid`, field: sql`${field}::text`, target: sql`${target}::text` }
+}
+
+/**
  * The records whose date field falls on the search's target (or, ignoring the year, on its day and
  * month; 29 February on 28 February of other years) and that have no run of this template for it yet.
  */
-function dateCandidates({ template, record, field, target, ignoreYear }: DateSearch) {
-  const value = sql`(r.fields->>${field}::text)`
-  const day = sql`${target}::text`
+function dateCandidates(record: RecordKindName, ignoreYear: boolean, { tenantId, templateId, field, target }: DateTerms) {
+  const value = sql`(r.fields->>${field})`
   const match = ignoreYear
-    ? sql`jsonb_typeof(r.fields->${field}::text) = 'string' and ${value} ~ '^\\d{4}-\\d{2}-\\d{2}'
-        and (substr(${value}, 6, 5) = substr(${day}, 6, 5)
-          or (substr(${day}, 6, 5) = '02-28' and substr(${value}, 6, 5) = '02-29'
-            and extract(day from (make_date(substr(${day}, 1, 4)::int, 3, 1) - 1)) = 28))`
-    : sql`jsonb_typeof(r.fields->${field}::text) = 'string' and substr(${value}, 1, 10) = ${day}`
+    ? sql`jsonb_typeof(r.fields->${field}) = 'string' and ${value} ~ '^\\d{4}-\\d{2}-\\d{2}'
+        and (substr(${value}, 6, 5) = substr(${target}, 6, 5)
+          or (substr(${target}, 6, 5) = '02-28' and substr(${value}, 6, 5) = '02-29'
+            and extract(day from (make_date(substr(${target}, 1, 4)::int, 3, 1) - 1)) = 28))`
+    : sql`jsonb_typeof(r.fields->${field}) = 'string' and substr(${value}, 1, 10) = ${target}`
   return sql`from ${sql.table(RECORD_TABLE[record])} r
-    where r.tenant_id = ${template.tenant_id} and ${match}
-      and not exists (select 1 from autostart_runs a where a.tenant_id = r.tenant_id and a.template_id = ${template.id}
-        and a.record_kind = ${record} and a.record_id = r.id and a.occurrence = ${`date:${target}`})`
+    where r.tenant_id = ${tenantId} and ${match}
+      and not exists (select 1 from autostart_runs a where a.tenant_id = r.tenant_id and a.template_id = ${templateId}
+        and a.record_kind = ${record} and a.record_id = r.id and a.occurrence = 'date:' || ${target})`
 }
 
 /**
@@ -86,7 +100,7 @@ function dateCandidates({ template, record, field, target, ignoreYear }: DateSea
  */
 export async function lockDateCandidates(db: DB, search: DateSearch, limit: number): Promise<{ id: string; maintainer_user_id: string | null }[]> {
   const { rows } = await sql<{ id: string; maintainer_user_id: string | null }>`
-    select r.id, r.maintainer_user_id ${dateCandidates(search)}
+    select r.id, r.maintainer_user_id ${dateCandidates(search.record, search.ignoreYear, termsOf(search))}
     order by r.id
     limit ${limit}
     for key share of r skip locked`.execute(db)
@@ -95,8 +109,22 @@ export async function lockDateCandidates(db: DB, search: DateSearch, limit: numb
 
 /** Whether the search has a candidate left: one beyond a pass's limit, or one a write held when it was passed by. */
 export async function anyDateCandidateLeft(db: DB, search: DateSearch): Promise<boolean> {
-  const { rows } = await sql<{ left: boolean }>`select exists (select 1 ${dateCandidates(search)}) as left`.execute(db)
+  const { rows } = await sql<{ left: boolean }>`
+    select exists (select 1 ${dateCandidates(search.record, search.ignoreYear, termsOf(search))}) as left`.execute(db)
   return rows[0]?.left === true
+}
+
+/**
+ * Which of these searches, all of one kind of record and alike in ignoreYear, have a candidate
+ * (anyDateCandidateLeft), in one statement: their places in the list.
+ */
+export async function searchesWithCandidates(db: DB, record: RecordKindName, ignoreYear: boolean, searches: DateSearch[]): Promise<Set<number>> {
+  const column = <T>(of: (search: DateSearch) => T) => searches.map(of)
+  const { rows } = await sql<{ place: string }>`
+    select s.place from unnest(${column((s) => s.template.tenant_id)}::uuid[], ${column((s) => s.template.id)}::uuid[],
+      ${column((s) => s.field)}::text[], ${column((s) => s.target)}::text[]) with ordinality as s(tenant_id, template_id, field, target, place)
+    where exists (select 1 ${dateCandidates(record, ignoreYear, { tenantId: sql`s.tenant_id`, templateId: sql`s.template_id`, field: sql`s.field`, target: sql`s.target` })})`.execute(db)
+  return new Set(rows.map((row) => Number(row.place) - 1))
 }
 
 /**
@@ -110,15 +138,35 @@ export async function lockDateTemplate(db: DB, template: DateTemplate): Promise<
   return rows[0]?.version === template.version
 }
 
+/** A template that has checked every date through `through`, as the pass that read it found. */
+export interface DatesChecked {
+  template: DateTemplate
+  through: string
+}
+
 /**
- * Records that the template has checked every date through this one, if it is still at the version
- * the pass read and no other pass moved the date meanwhile (a change of the template sets it anew;
- * another worker's pass may have gone further).
+ * Records for each template that it has checked every date through its date, if it is still at the
+ * version the pass read and no other pass moved the date meanwhile (a change of the template sets it
+ * anew; another worker's pass may have gone further), in one statement. The templates are locked in
+ * the order of their key, so two workers marking the same ones wait for each other and do not deadlock.
  */
-export async function markDatesChecked(db: DB, template: DateTemplate, through: string): Promise<void> {
-  await sql`update process_templates set dates_checked_through = ${through}::date
-    where tenant_id = ${template.tenant_id} and id = ${template.id} and version = ${template.version}
-      and dates_checked_through is not distinct from ${template.checked_through}::date`.execute(db)
+export async function markDatesChecked(db: DB, marks: DatesChecked[]): Promise<void> {
+  if (marks.length === 0) return
+  const column = <T>(of: (mark: DatesChecked) => T) => marks.map(of)
+  await sql`
+    with marks as (
+      select * from unnest(${column((m) => m.template.tenant_id)}::uuid[], ${column((m) => m.template.id)}::uuid[],
+        ${column((m) => m.template.version)}::int[], ${column((m) => m.template.checked_through)}::date[], ${column((m) => m.through)}::date[])
+        as m(tenant_id, id, version, checked_through, through)
+    ), moving as (
+      select t.tenant_id, t.id, m.through from process_templates t
+      join marks m on m.tenant_id = t.tenant_id and m.id = t.id
+      where t.version = m.version and t.dates_checked_through is not distinct from m.checked_through
+      order by t.tenant_id, t.id
+      for no key update of t
+    )
+    update process_templates t set dates_checked_through = moving.through
+    from moving where t.tenant_id = moving.tenant_id and t.id = moving.id`.execute(db)
 }
 
 /** Claims the run of this template for this record and occurrence; undefined when another write, worker or retry has it. */

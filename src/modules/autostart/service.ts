@@ -1,6 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import type { RecordRow } from '../../db/database.js'
 import { notFound } from '../../errors.js'
+import { isTransientDatabaseError } from '../../db/errors.js'
 import { addDays } from '../../lib/calendar.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
@@ -74,37 +75,119 @@ export function matches(filter: Autostart['filter'], value: unknown): boolean {
  * today: a day on which no worker ran is caught up, and each day is checked once more on the next day,
  * for records written after its last pass. At most `limit` runs a template a pass; a template that
  * fails is reported to `onError` and the others go on. Returns how many runs it claimed.
+ *
+ * Most days of most templates find nothing: which do is asked first for many templates at once
+ * (searchesThatMayHaveCandidates), and only those are checked in a transaction; the dates checked are
+ * recorded for all the templates at once. One template at a time, a pass over 10,000 tenants' templates
+ * took some 3 ms each, 30 to 40 s in all, during which the worker's other chores waited.
  */
 export async function autostartOnDates(db: DB, now: Date, limit: number, onError: (error: unknown, templateId: string) => void): Promise<number> {
-  let claimed = 0
+  const passes: DatePass[] = []
+  // Today is worked out once a zone a pass: a formatter made per template took half the pass's time.
+  const todays = new Map<string, string>()
+  const todayIn = (zone: string) => todays.get(zone) ?? todays.set(zone, isoDateIn(now, zone)).get(zone)!
   for (const template of await repo.findDateTemplates(db)) {
     try {
-      claimed += await checkDates(db, now, template, limit)
+      passes.push(datePass(todayIn(template.time_zone), template))
     } catch (error) {
       onError(error, template.id)
     }
   }
+  const mayHaveCandidates = await searchesThatMayHaveCandidates(db, passes.flatMap((pass) => pass.searches))
+  let claimed = 0
+  const marks: repo.DatesChecked[] = []
+  for (const pass of passes) {
+    try {
+      const checked = await checkDates(db, now, pass, limit, mayHaveCandidates)
+      claimed += checked.claimed
+      if (checked.through !== undefined && checked.through !== pass.template.checked_through) marks.push({ template: pass.template, through: checked.through })
+    } catch (error) {
+      onError(error, pass.template.id)
+    }
+  }
+  for (const part of inParts(marks, MARKS_A_STATEMENT)) await repo.markDatesChecked(db, part)
   return claimed
 }
 
-/** One template's pass of autostartOnDates: each day in a transaction of its own, the template locked at the version read. */
-async function checkDates(db: DB, now: Date, template: repo.DateTemplate, limit: number): Promise<number> {
+/**
+ * Searches asked about, and templates marked, in one statement: a statement stays short however many
+ * tenants there are (100 searches over 20 records each took 20 to 45 ms; 10,000 marks 0.8 s).
+ */
+const SEARCHES_A_STATEMENT = 100
+const MARKS_A_STATEMENT = 1000
+
+function inParts<T>(list: T[], size: number): T[][] {
+  const parts: T[][] = []
+  for (let at = 0; at < list.length; at += size) parts.push(list.slice(at, at + size))
+  return parts
+}
+
+/**
+ * The searches that may have a candidate: those found to have one, asked for a list of them in each
+ * statement (of one kind of record and ignoreYear alike), and every search of a list whose statement
+ * failed for a reason other than the database (it overran the statement timeout, say), which are then
+ * checked on their own: one template cannot stop the others.
+ */
+async function searchesThatMayHaveCandidates(db: DB, searches: repo.DateSearch[]): Promise<Set<repo.DateSearch>> {
+  const found = new Set<repo.DateSearch>()
+  const groups = new Map<string, repo.DateSearch[]>()
+  for (const search of searches) {
+    const key = `${search.record} ${search.ignoreYear}`
+    const group = groups.get(key)
+    if (group) group.push(search)
+    else groups.set(key, [search])
+  }
+  for (const list of [...groups.values()].flatMap((group) => inParts(group, SEARCHES_A_STATEMENT))) {
+    try {
+      for (const place of await repo.searchesWithCandidates(db, list[0]!.record, list[0]!.ignoreYear, list)) found.add(list[place]!)
+    } catch (error) {
+      if (isTransientDatabaseError(error)) throw error
+      for (const search of list) found.add(search)
+    }
+  }
+  return found
+}
+
+/** One template's pass: its today in the tenant's time zone, and the search of each day it checks. */
+interface DatePass {
+  template: repo.DateTemplate
+  autostart: Autostart
+  today: string
+  /** The day before the first day checked. */
+  from: string
+  searches: (repo.DateSearch & { day: string })[]
+}
+
+function datePass(today: string, template: repo.DateTemplate): DatePass {
   const autostart = autostartOf(template.autostart)!
-  const today = isoDateIn(now, template.time_zone)
   const stored = template.checked_through
   const yesterday = addDays(today, -1)
   // A date from today on was written by a worker whose clock ran ahead, or before the tenant's time zone moved west.
   const checked = stored === null || stored >= today ? yesterday : stored
   // Days earlier than DATE_CATCH_UP_DAYS before today are given up.
   const earliest = addDays(today, -DATE_CATCH_UP_DAYS - 1)
-  let through = checked < earliest ? earliest : checked
+  const from = checked < earliest ? earliest : checked
+  const searches = daysAfter(from, today).map((day) => ({
+    day, template, record: autostart.record, field: autostart.field ?? '', target: addDays(day, -(autostart.daysOffset ?? 0)), ignoreYear: autostart.ignoreYear === true
+  }))
+  return { template, autostart, today, from, searches }
+}
+
+/**
+ * One template's pass of autostartOnDates: each day that may have candidates in a transaction of its
+ * own, the template locked at the version read. Returns the runs it claimed, and the last day checked
+ * whole (undefined when the template changed since it was read: the next pass checks it anew).
+ */
+async function checkDates(
+  db: DB, now: Date, { template, autostart, today, from, searches }: DatePass, limit: number, mayHaveCandidates: Set<repo.DateSearch>
+): Promise<{ claimed: number; through: string | undefined }> {
+  let through = from
   let claimed = 0
-  for (const day of daysAfter(through, today)) {
+  for (const search of searches) {
     if (claimed >= limit) break
-    const search: repo.DateSearch = {
-      template, record: autostart.record, field: autostart.field ?? '', target: addDays(day, -(autostart.daysOffset ?? 0)), ignoreYear: autostart.ignoreYear === true
-    }
-    const outcome = await db.transaction().execute(async (trx) => {
+    const { day } = search
+    // Nothing to start when the pass began: a day before today is whole, today is left for the next pass.
+    const outcome = !mayHaveCandidates.has(search) ? { count: 0, whole: day < today } : await db.transaction().execute(async (trx) => {
       // A template changed since it was read is checked on the next pass, with its new settings.
       if (!(await repo.lockDateTemplate(trx, template))) return undefined
       const records = await repo.lockDateCandidates(trx, search, limit - claimed)
@@ -115,12 +198,11 @@ async function checkDates(db: DB, now: Date, template: repo.DateTemplate, limit:
       // Today is never whole: records may still be written with today's date.
       return { count, whole: day < today && !(await repo.anyDateCandidateLeft(trx, search)) }
     })
-    if (!outcome) return claimed
+    if (!outcome) return { claimed, through: undefined }
     claimed += outcome.count
     if (outcome.whole && through === addDays(day, -1)) through = day
   }
-  if (through !== stored) await repo.markDatesChecked(db, template, through)
-  return claimed
+  return { claimed, through }
 }
 
 /** What a process started on a date says of why: "as the address's birthday 01-02 (every year) is 3 day(s) away". */

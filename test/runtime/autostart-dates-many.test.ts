@@ -1,0 +1,52 @@
+import t from 'tap'
+import { sql, type KyselyPlugin } from '../../src/db/kysely.js'
+import { autostartOnDates } from '../../src/modules/autostart/service.js'
+import { setupRuntime } from '../helpers/runtime.js'
+
+// The date chore runs over every tenant's dateReached templates (docs/architecture.md, Autostart).
+// Most days of most templates find nothing: a pass asks which do for many templates in each
+// statement and records their dates checked together, so its statements do not grow with the
+// templates that find nothing. One template at a time, 10,000 tenants' templates took 30 to 40 s
+// a pass, while the worker's other chores waited.
+
+t.test('a pass over templates that find nothing takes as many statements for twelve as for one', async (t) => {
+  const rt = await setupRuntime(t)
+  const api = rt.api
+  const failures: unknown[] = []
+  let statements = 0
+  const counted: KyselyPlugin = {
+    transformQuery: (args) => { statements += 1; return args.node },
+    transformResult: async (args) => args.result
+  }
+  const db = rt.db.withPlugin(counted)
+  const pass = async (at: string) => {
+    statements = 0
+    t.equal(await autostartOnDates(db, new Date(at), 100, (error) => failures.push(error)), 0, 'nothing started')
+    return statements
+  }
+  const newTemplate = async (n: number) => {
+    const created = await api.post('/v1/process-templates', {
+      name: `Handover ${n}`, controllerUserId: rt.controller.id, autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
+    })
+    await api.post(`/v1/process-templates/${created.data.id}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
+    t.equal((await api.patch(`/v1/process-templates/${created.data.id}`, { active: true })).statusCode, 200)
+  }
+  // Through the day before yesterday: the pass checks yesterday and today, and records yesterday as checked.
+  const nextDay = async () => {
+    await sql`update process_templates set dates_checked_through = '2029-05-08' where autostart is not null`.execute(rt.db)
+    return pass('2029-05-10T08:00:00Z')
+  }
+  const checkedThrough = async () => (await sql<{ d: string }>`
+    select distinct to_char(dates_checked_through, 'YYYY-MM-DD') as d from process_templates where autostart is not null`.execute(rt.db)).rows.map((r) => r.d)
+
+  rt.clock.set('2029-05-10T06:00:00Z')
+  await api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-08-01' } })
+  await newTemplate(1)
+  const one = { sameDay: await pass('2029-05-10T08:00:00Z'), nextDay: await nextDay() }
+  t.same(await checkedThrough(), ['2029-05-09'])
+  for (let n = 2; n <= 12; n++) await newTemplate(n)
+  const twelve = { sameDay: await pass('2029-05-10T08:00:00Z'), nextDay: await nextDay() }
+  t.same(twelve, one, `statements for one template: ${JSON.stringify(one)}`)
+  t.same(await checkedThrough(), ['2029-05-09'], 'every template checked through yesterday')
+  t.same(failures, [], 'no template failed')
+})
