@@ -46,7 +46,7 @@ export interface ClaimedDelivery extends DeliveryCall {
  * claimed rows: beside 1,000,000 finished deliveries and 100,000 finished steps, it hashed every step
  * for the final read, and its cost passed `jit_above_cost`. The steps turn running by key: the state
  * they must still be in comes from a subquery's rows, not as a constant that a partial index of
- * open steps would match (instance_steps_assignee_idx was one until migration 0031). Its kept plan
+ * open steps (instance_steps_open_idx; instance_steps_assignee_idx before migration 0031) would match. Its kept plan
  * walked that index once per claimed step: 10 ms a claim of 40 beside 100,000 finished deliveries, against 2. The subquery's
  * `limit` also keeps it from being merged into the update, which would bring the constant back. A
  * steps table the planner believes small is still read once and hashed, which is cheap at that size

@@ -13,6 +13,7 @@ import { oldProcessesLocked, oldRowsOf, oldRowsRemoval } from '../../src/schedul
 import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
 import { instancesNamingUser } from '../../src/modules/users/repository.js'
+import { queueFiguresStatement } from '../../src/modules/health/repository.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
 // Postgres checks a foreign key with its own query on the referenced table, planned once per
@@ -472,6 +473,19 @@ t.test('the steps at positions are each looked up by the position key, without s
 // On a small table a walk of it is cheaper, so this only asks whether each statement's condition lets
 // Postgres use the partial index meant for it (a condition it cannot prove the index's predicate from
 // walks the table, or the whole primary key, however large the table grows).
+// A scrape of /metrics counts the open work. Migration 0031 made the assignee's index cover every
+// assigned step, finished ones too, and the counts of due, running and failed steps then had no index
+// but the whole table's: each scrape read every step of the history.
+t.test('the metrics\' queue figures count each kind of open rows through a partial index over open rows alone, on an empty database', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  await client.query('set enable_seqscan = off')
+  const plan = await planOf(client, inlined(client, queueFiguresStatement(new Date('2030-06-14T01:00:00Z')).compile(database.db)))
+  t.notMatch(plan, /Seq Scan/, 'no table read whole')
+  const indexes = [...new Set(plan.match(/"Index Name":"[^"]+"/g)?.map((name) => name.slice(14, -1)))]
+  const { rows: full } = await client.query<{ name: string }>('select indexrelid::regclass::text as name from pg_index where indpred is null and indexrelid::regclass::text = any($1)', [indexes])
+  t.same(full, [], `each through a partial index (${indexes.join(', ')})`)
+})
+
 t.test('the retention can find each kind of old rows through its own partial index, in its order', async (t) => {
   const { database, client } = await emptyDatabase(t)
   const indexes = ['deliveries_trigger_finished_idx', 'activities_unbound_created_idx', 'outbox_mails_sent_idx', 'outbox_mails_failed_idx',
