@@ -70,6 +70,16 @@ export interface DeliverSignals {
   cutOff?: AbortSignal
   /** Told once the call has ended (or will not be made), before its outcome is written. */
   onCallEnded?: () => void
+  /** The call's place of SCHEDULER_CONCURRENCY, given back while it waits for its host's slot. */
+  place?: CallPlace
+}
+
+/** A call's place among those a worker makes at once (the scheduler's). */
+export interface CallPlace {
+  /** The call waits for its host's slot: its place is free meanwhile. */
+  leave(): void
+  /** It has the slot: true once it has a place again, false when none came within `maxWaitMs` or the signal fired. */
+  take(maxWaitMs: number, signal?: AbortSignal): Promise<boolean>
 }
 
 export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, signals: DeliverSignals = {}): Promise<Delivered> {
@@ -108,8 +118,15 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     throw error
   }
   const claimKey = await retryTransient(deps.claimKey, { until, signal: stopping, now }).catch(() => undefined)
-  const slot = claimKey && host ? await deps.hostSlots?.acquire(host, slotWaitMs(deps, until), stopping, { dueAt: delivery.dueAt.getTime() }) : undefined
-  if (!claimKey || (host && !slot) || stopping?.aborted) {
+  let waited = false
+  const onWait = () => {
+    waited = true
+    signals.place?.leave()
+  }
+  const slot = claimKey && host ? await deps.hostSlots?.acquire(host, slotWaitMs(deps, until), stopping, { dueAt: delivery.dueAt.getTime(), onWait }) : undefined
+  // A call that waited for its slot keeps it while it waits for a place, within what its lease leaves.
+  const placed = !slot || !waited || !signals.place || await signals.place.take(slotWaitMs(deps, until), stopping)
+  if (!claimKey || (host && !slot) || !placed || stopping?.aborted) {
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
     // No call was made: back to the queue without using an attempt, at its place.

@@ -46,7 +46,9 @@ const FULL = 'full'
  * its connection ends, kill -9 included. A call that finds its host full waits here, holding its
  * claim: a slot this worker gives back goes straight to the next waiter, and slots freed by other
  * workers are looked for every POLL_MS. A freed slot lingers LINGER_MS for the next call to the same
- * host, which saves two round trips per call under load.
+ * host, which saves two round trips per call under load. At most `maxWaiting` calls wait at once, at
+ * every host together: each holds its delivery's lease, and a waiting call takes no place of
+ * SCHEDULER_CONCURRENCY (onWait), so nothing else would bound them.
  */
 export class HostSlots {
   private readonly hosts = new Map<string, HostState>()
@@ -55,11 +57,15 @@ export class HostSlots {
   private sweepTimer: NodeJS.Timeout | undefined
   /** The session is one connection: its statements run one after another, and each reads `held` when it runs. */
   private queue: Promise<unknown> = Promise.resolve()
+  /** Calls waiting here for a slot, and calls asking the database for one (each may join the line), at every host. */
+  private waiting = 0
+  private asking = 0
 
   constructor(
     private readonly openSession: () => Promise<Session>,
     private readonly perHost: number,
-    private readonly onError: (error: unknown) => void
+    private readonly onError: (error: unknown) => void,
+    private readonly maxWaiting = Infinity
   ) {}
 
   /**
@@ -67,15 +73,21 @@ export class HostSlots {
    * fired, or at once when as many calls already wait for this host here as it may take at a time.
    * Waiters are served in the order their deliveries fell due (`dueAt`, a time in ms; unset: after
    * every dated one), then in the order they came: a delivery taken back from a dead worker is called
-   * before those that fell due after it.
+   * before those that fell due after it. `onWait` is told when the call joins the line.
    */
-  async acquire(host: string, maxWaitMs: number, signal?: AbortSignal, { dueAt = Infinity }: { dueAt?: number } = {}): Promise<HostSlot | undefined> {
+  async acquire(
+    host: string, maxWaitMs: number, signal?: AbortSignal, { dueAt = Infinity, onWait }: { dueAt?: number; onWait?: () => void } = {}
+  ): Promise<HostSlot | undefined> {
     const state = this.stateOf(host)
     const idle = state.idle.pop()
     if (idle) return idle.slot
     if (state.waiters.length === 0) {
       state.asking += 1
-      const slot = await this.tryLock(host).finally(() => { state.asking -= 1 })
+      this.asking += 1
+      const slot = await this.tryLock(host).finally(() => {
+        state.asking -= 1
+        this.asking -= 1
+      })
       if (slot !== FULL && slot) return slot
       // A call that ended while the database was asked left its slot idle here: take it rather than
       // wait for a poll while it lingers. Not when the database did not answer: the connection, and
@@ -84,12 +96,16 @@ export class HostSlots {
       if (freed) return freed.slot
     }
     if (this.isCrowded(host) || signal?.aborted) return undefined
+    onWait?.()
     return this.wait(host, maxWaitMs, signal, dueAt)
   }
 
-  /** Calls waiting for this host at this worker are as many as it may call at once: another is turned away (placesAt is 0). */
+  /**
+   * Calls waiting for this host at this worker are as many as it may call at once, or as many wait
+   * here as may at all (maxWaiting): another is turned away (placesAt is 0).
+   */
   isCrowded(host: string): boolean {
-    return (this.hosts.get(host)?.waiters.length ?? 0) >= this.perHost
+    return (this.hosts.get(host)?.waiters.length ?? 0) >= this.perHost || this.waiting >= this.maxWaiting
   }
 
   /**
@@ -106,7 +122,7 @@ export class HostSlots {
     const waiting = state.waiters.length
     const busy = state.held.size - state.idle.length >= this.perHost
     if (waiting === 0 && !busy && state.fullAt <= Date.now() - FULL_LATELY_MS) return undefined
-    return Math.max(0, this.perHost - waiting - state.asking)
+    return Math.max(0, Math.min(this.perHost - waiting - state.asking, this.maxWaiting - this.waiting - this.asking))
   }
 
   /** Every host this worker has asked a slot of. */
@@ -148,6 +164,7 @@ export class HostSlots {
     const state = this.stateOf(host)
     return new Promise((resolve) => {
       const give = (slot: HostSlot | undefined) => {
+        this.waiting -= 1
         clearTimeout(timer)
         signal?.removeEventListener('abort', giveUp)
         resolve(slot)
@@ -162,6 +179,7 @@ export class HostSlots {
       // After every waiter due no later: among the same due time, in the order they came.
       const before = state.waiters.findIndex((w) => w.dueAt > dueAt)
       state.waiters.splice(before === -1 ? state.waiters.length : before, 0, waiter)
+      this.waiting += 1
       this.schedulePoll(host, state)
     })
   }

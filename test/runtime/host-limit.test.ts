@@ -1,13 +1,17 @@
 // The per-host limit holds across worker processes: two real workers (`src/server.ts --role=worker`)
 // on one Postgres, a provider that holds every call, and never more than the limit open at once.
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { openPostgres } from '../../src/db/connect.js'
 import { sql } from '../../src/db/kysely.js'
-import t from 'tap'
+import t, { type Test } from 'tap'
+import { hostKey } from '../../src/lib/host-key.js'
+import { HostSlots } from '../../src/scheduler/host-slots.js'
 import { runScript, workerEnv, type RunningProcess } from '../helpers/process.js'
 import { TestProvider } from '../helpers/provider.js'
-import { hostLimitedScheduler, setupRuntime } from '../helpers/runtime.js'
+import { hostLimitedScheduler, setupRuntime, type RuntimeContext } from '../helpers/runtime.js'
 
 t.setTimeout(180_000)
 
@@ -175,6 +179,107 @@ t.test('a service whose webhookUrl moved to another host is claimed by the host 
   await until('the waiting call at the old host', async () => rt.provider.calls.length === 2, nothingLogs, 5_000)
   t.equal(moved.calls.length, 2, 'and no more at the new host')
 })
+
+t.test('a call waiting for a full host takes no place of SCHEDULER_CONCURRENCY: hosts that hang do not stop the others', async (t) => {
+  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
+  // Each hanging host has its two calls open and two waiting: three such hosts are twelve calls, past
+  // the worker's eight places when a waiting call took one.
+  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 2, concurrency: 8 }, 4)
+  let release = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  t.teardown(() => release())
+  const hanging: TestProvider[] = []
+  for (let i = 0; i < 3; i++) {
+    const provider = await otherHost(t, rt, `Hangs ${i}`, 4)
+    provider.always(async () => {
+      await held
+      return { status: 200, body: 'ok' }
+    })
+    hanging.push(provider)
+    // Due one after another, so the worker claims the hanging hosts' calls first.
+    rt.clock.advance(1000)
+  }
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Answers at once' }])
+  for (let i = 0; i < 10; i++) await rt.start(templateId)
+  await scheduler.start()
+
+  const calls = () => `calls at the hanging hosts: ${hanging.map((p) => p.calls.length).join(', ')}; at the other host: ${rt.provider.calls.length}`
+  await until('the other host\'s ten calls', async () => rt.provider.calls.length === 10, calls, 10_000)
+  // Their outcomes are written after the calls end: until then their deliveries read running too.
+  await until('the ten calls recorded', async () => (await deliveriesIn('succeeded', rt)) === 10, calls, 5_000)
+  t.same(hanging.map((p) => p.calls.length), [2, 2, 2], 'each hanging host has its two calls open, and no more')
+  t.equal(await deliveriesIn('running', rt), 12, 'and two waiting at the worker')
+})
+
+t.test('a call given its host\'s slot while every place is taken takes the next place that comes free, before newer calls', async (t) => {
+  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
+  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 2, concurrency: 2 }, 4)
+  const received: string[] = []
+  // The busy host holds each call until the test answers it.
+  const answers: (() => void)[] = []
+  let answerAll = false
+  t.teardown(() => {
+    answerAll = true
+    for (const answer of answers) answer()
+  })
+  rt.provider.always(async () => {
+    received.push('busy')
+    if (!answerAll) await new Promise<void>((resolve) => answers.push(resolve))
+    return { status: 200, body: 'ok' }
+  })
+  const full = await otherHost(t, rt, 'Full host', 1)
+  full.always(() => {
+    received.push('full')
+    return { status: 200, body: 'ok' }
+  })
+  // Another worker holds both slots of the full host.
+  const pool = openPostgres(rt.databaseUrl, { poolMax: 1 })
+  t.teardown(() => pool.close())
+  const other = new HostSlots(() => pool.session({ timeouts: true }), 2, () => {})
+  const host = hostKey(full.url)!
+  const taken = [await other.acquire(host, 0), await other.acquire(host, 0)]
+  t.ok(taken.every(Boolean), 'the other worker holds the full host\'s slots')
+  rt.clock.advance(1000)
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Busy host' }])
+  for (let i = 0; i < 6; i++) await rt.start(templateId)
+  await scheduler.start()
+
+  const log = () => `received: ${received.join(', ')}`
+  await until('both places at the busy host while the full host\'s call waits', async () => answers.length === 2, log, 5_000)
+  for (const slot of taken) other.release(slot!)
+  await other.close()
+  // The worker's poll finds a slot free: its call has it, and waits for a place.
+  await until('the worker holding a slot of the full host', async () => {
+    const { rows: [row] } = await sql<{ n: number }>`
+      select count(*)::int as n from pg_locks
+      where locktype = 'advisory' and granted and classid::text::bigint = (hashtext(${host})::bigint & 4294967295)
+    `.execute(rt.db)
+    return row!.n === 1
+  }, log, 5_000)
+  t.same(received, ['busy', 'busy'], 'no place for it yet')
+  answers[0]!()
+  await until('the next call', async () => received.length >= 3, log, 5_000)
+  t.equal(received[2], 'full', 'the freed place went to the call that had its slot, not to a newer call')
+  answerAll = true
+  for (const answer of answers) answer()
+  await until('every delivery done', async () => (await deliveriesIn('succeeded', rt)) === 7, log, 10_000)
+  const attempts = await rt.db.selectFrom('deliveries').select('attempt_count').execute()
+  t.same(attempts.map((a) => a.attempt_count), Array(7).fill(1), 'waiting for a slot and for a place used no attempt')
+})
+
+/** A host of its own (a step's free target on another provider), with `deliveries` calls queued for it. */
+async function otherHost(t: Test, rt: RuntimeContext, name: string, deliveries: number): Promise<TestProvider> {
+  const provider = await TestProvider.start(`whsec_${randomBytes(32).toString('base64')}`)
+  t.teardown(() => provider.close())
+  const templateId = await rt.template([{ kind: 'webhook', name, target: { url: `${provider.url}/hook`, secret: provider.secret, delivery: 'query' } }])
+  for (let i = 0; i < deliveries; i++) await rt.start(templateId)
+  return provider
+}
+
+async function deliveriesIn(status: string, rt: RuntimeContext): Promise<number> {
+  const { rows: [row] } = await sql<{ n: number }>`select count(*)::int as n from deliveries where status = ${status}`.execute(rt.db)
+  return row!.n
+}
 
 async function until(what: string, check: () => Promise<boolean>, logs: () => string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs

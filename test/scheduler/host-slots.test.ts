@@ -232,3 +232,21 @@ t.test('a slot held for a while goes back to the database, so a call waiting at 
   t.ok(turns > 0, 'the busy worker had its turns first')
   patient.release((await waiting)!)
 })
+
+t.test('at most maxWaiting calls wait at a worker, at every host together: another is turned away, and a full host\'s line has no place', async (t) => {
+  const slots = new HostSlots(() => database.session({ timeouts: true }), 1, () => {}, 2)
+  t.teardown(() => slots.close())
+  const hosts = ['r1.example:80', 'r2.example:80', 'r3.example:80']
+  const taken = await Promise.all(hosts.map((host) => slots.acquire(host, 0)))
+  t.ok(taken.every(Boolean), 'each host\'s one slot is taken')
+  let joined = 0
+  const onWait = () => { joined += 1 }
+  const waiting = hosts.slice(0, 2).map((host) => slots.acquire(host, 10_000, undefined, { onWait }))
+  for (const until = Date.now() + 5000; joined < 2 && Date.now() < until;) await sleep(5)
+  t.equal(joined, 2, 'two calls wait, each told so')
+  t.equal(slots.placesAt('r3.example:80'), 0, 'a third full host has no place in its line')
+  t.equal(await slots.acquire('r3.example:80', 10_000, undefined, { onWait }), undefined, 'a call for it is turned away at once')
+  t.equal(joined, 2, 'without joining a line')
+  for (const slot of taken) slots.release(slot!)
+  for (const slot of await Promise.all(waiting)) slots.release(slot!)
+})
