@@ -25,6 +25,8 @@ export interface TenantsTable {
   time_zone: Generated<string>
   created_at: CreatedAt
   updated_at: Timestamp
+  /** When the operator's deletion of the tenant began; null for a tenant not being deleted (migration 0032). */
+  deleting_since: Generated<Date | null>
 }
 
 export interface ApiKeysTable {

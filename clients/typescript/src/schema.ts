@@ -83,7 +83,7 @@ export interface paths {
         post?: never;
         /**
          * Delete a tenant and everything it owns
-         * @description A large tenant loses its rows in parts first, each a short transaction of its own, and then goes with the rest in one: a deletion cut off in between leaves part of the tenant, and deleting it again finishes it.
+         * @description The tenant is first marked as being deleted (deletingSince): from then on its API keys and apiClaims are refused (401, 403) and none of its processes starts. A large tenant then loses its rows in parts, each a short transaction of its own, and goes with the rest in one: a deletion cut off in between leaves part of the tenant, marked, and deleting it again finishes it.
          */
         delete: operations["deleteTenant"];
         options?: never;
@@ -799,6 +799,11 @@ export interface components {
             createdAt: string;
             /** Format: date-time */
             updatedAt: string;
+            /**
+             * Format: date-time
+             * @description When a deletion of the tenant began that has not finished (its API keys are refused meanwhile); null otherwise. A deletion cut off leaves it set: deleting the tenant again finishes it.
+             */
+            deletingSince: string | null;
         };
         ApiKey: {
             /** Format: uuid */
@@ -2076,6 +2081,15 @@ export interface operations {
             };
             /** @description No such resource for this caller */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the current state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,11 +1,14 @@
 import type { DB } from '../../db/connect.js'
 
+/** The tenant of an unrevoked key; none for a tenant being deleted, whose keys answer as a deleted tenant's. */
 export async function findTenantIdByKeyHash(db: DB, keyHash: string): Promise<string | undefined> {
   const row = await db
-    .selectFrom('api_keys')
-    .select('tenant_id')
-    .where('key_hash', '=', keyHash)
-    .where('revoked_at', 'is', null)
+    .selectFrom('api_keys as k')
+    .innerJoin('tenants as t', 't.id', 'k.tenant_id')
+    .select('k.tenant_id')
+    .where('k.key_hash', '=', keyHash)
+    .where('k.revoked_at', 'is', null)
+    .where('t.deleting_since', 'is', null)
     .executeTakeFirst()
   return row?.tenant_id
 }

@@ -41,12 +41,12 @@ export type DateTemplate = AutostartTemplate & { version: number; time_zone: str
 /**
  * Every tenant's active templates that start when a date is reached, with the tenant's time zone: the
  * local date is worked out per template, as the rest of Baton reads it (Intl), so that one tenant's
- * zone cannot fail the query for all.
+ * zone cannot fail the query for all. A tenant being deleted starts no process, and is not checked.
  */
 export async function findDateTemplates(db: DB): Promise<DateTemplate[]> {
   const { rows } = await sql<DateTemplate>`
     select t.tenant_id, t.id, t.name, t.autostart, t.version, tn.time_zone, to_char(t.dates_checked_through, 'YYYY-MM-DD') as checked_through
-    from process_templates t join tenants tn on tn.id = t.tenant_id
+    from process_templates t join tenants tn on tn.id = t.tenant_id and tn.deleting_since is null
     where t.active and t.autostart is not null and t.autostart->>'on' = 'dateReached'
     order by t.tenant_id, t.id`.execute(db)
   return rows

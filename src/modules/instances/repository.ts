@@ -37,7 +37,7 @@ const FIND_START_FACTS = `
       where s.tenant_id = t.tenant_id and s.template_id = t.id and s.kind = 'webhook' and s.service_id is not null
         and not exists (select 1 from marketplace_services m join service_activations a on a.service_id = m.id and a.tenant_id = s.tenant_id
           where m.id = s.service_id and m.active)), '[]'::jsonb) as "unusableSteps"
-  from process_templates t join tenants tn on tn.id = t.tenant_id
+  from process_templates t join tenants tn on tn.id = t.tenant_id and tn.deleting_since is null
   where t.tenant_id = $1 and t.id = $2`
 
 /** Everything a start checks and copies, in one statement; undefined when the template does not exist. */
@@ -50,9 +50,12 @@ export async function findStartFacts(
   return rows[0]
 }
 
-/** Whether the tenant still exists (a start read its template as missing: was it deleted with its tenant?). */
-export async function tenantExists(db: DB, tenantId: string): Promise<boolean> {
-  return (await db.selectFrom('tenants').select('id').where('id', '=', tenantId).executeTakeFirst()) !== undefined
+/**
+ * Whether the tenant still exists and is not being deleted (a start read its template as missing: was
+ * it deleted with its tenant, or is the tenant going?).
+ */
+export async function tenantStays(db: DB, tenantId: string): Promise<boolean> {
+  return (await db.selectFrom('tenants').select('id').where('id', '=', tenantId).where('deleting_since', 'is', null).executeTakeFirst()) !== undefined
 }
 
 /**

@@ -379,8 +379,8 @@ function checkSameStart(earlier: InstanceRow, input: StartInstance): InstanceRow
 async function checkStart(db: DB, tenantId: string, input: StartInstance): Promise<repo.StartFacts> {
   const facts = await repo.findStartFacts(db, tenantId, input)
   if (!facts) {
-    // A start that waited for its tenant's deletion finds its template gone with the tenant: say what happened.
-    if (!(await repo.tenantExists(db, tenantId))) throw conflict('The tenant was deleted while the process was starting; nothing was started.')
+    // A start that met its tenant's deletion finds its template gone with the tenant, or the tenant marked as going: say what happened.
+    if (!(await repo.tenantStays(db, tenantId))) throw conflict('The tenant was deleted, or is being deleted, while the process was starting; nothing was started.')
     throw unprocessable('The template does not exist.', [{ pointer: '/body/templateId', detail: 'no such process template' }])
   }
   const { template, steps } = facts

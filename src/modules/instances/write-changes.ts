@@ -165,7 +165,7 @@ function insertsOf(statement: Statement, inserts: NewProcess): string {
         ${facts ? 'and' : 'where'} (select count(*) from (select from users u where u.tenant_id = v.tenant_id
           and u.id in (select jsonb_array_elements_text(${statement.value(JSON.stringify(named))}::jsonb)::uuid) for key share of u) held) = ${statement.value(named.length)}`
   const stillHold = facts ? `
-        where exists (select from process_templates t join tenants tn on tn.id = t.tenant_id
+        where exists (select from process_templates t join tenants tn on tn.id = t.tenant_id and tn.deleting_since is null
           where t.tenant_id = v.tenant_id and t.id = v.template_id and t.active
             and t.version = ${statement.value(facts.templateVersion)} and tn.time_zone = ${statement.value(facts.timeZone)})
           and not exists (select from template_steps s where s.tenant_id = v.tenant_id and s.template_id = v.template_id

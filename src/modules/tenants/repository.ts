@@ -29,6 +29,19 @@ export function updateTenant(db: DB, id: string, changes: TenantUpdate) {
 }
 
 /**
+ * Marks the tenant as being deleted (`deleting_since`, kept from a deletion begun before), in a
+ * transaction of its own, committed before any of its rows goes; false when there is no such tenant.
+ * From then on its keys and apiClaims answer as a deleted tenant's (src/modules/auth/repository.ts),
+ * and no process of it starts (src/modules/instances/repository.ts): its deletion's parts are not
+ * undone by new rows while they go, and the tenant does not see its data vanish piece by piece.
+ */
+export async function markDeleting(db: DB, id: string, now: Date): Promise<boolean> {
+  const row = await db.updateTable('tenants').set({ deleting_since: sql<Date>`coalesce(deleting_since, ${now})` })
+    .where('id', '=', id).returning('id').executeTakeFirst()
+  return row !== undefined
+}
+
+/**
  * Deletes the tenant and everything it owns; false when there is no such tenant. A tenant larger than
  * one part (more than PART_ROWS rows in one of its tables) first loses its bulk in parts (`deleteInParts`),
  * each a transaction of its own well within the statement timeout; then the last transaction
@@ -75,10 +88,11 @@ async function isLarge(db: DB, id: string): Promise<boolean> {
  * the statement timeout is tried again with half as many rows, down to one, and the table's parts
  * stay that small: a user's part checks each user's foreign keys against the tenant's processes and
  * steps, which the parts before left dead until a vacuum (1,000 users after 5,000 processes took
- * 0.75 s). The tenant's keys still work meanwhile: a row made then that names one going (a process
- * started on a property) fails the part's foreign key check, and the parts begin again from the
- * first table, which takes it; after a few such rounds the last transaction takes what is left. A
- * part's delete waits for changes to its rows in progress (an advance, a worker's batch) as the last
+ * 0.75 s). The tenant starts no process once marked (`markDeleting`), but a start or a worker's
+ * batch that read it before may still commit a row that names one going (a process started on a
+ * property): that fails the part's foreign key check, and the parts begin again from the first
+ * table, which takes it; after a few such rounds the last transaction takes what is left. A part's
+ * delete waits for changes to its rows in progress (an advance, a worker's batch) as the last
  * transaction's first delete does, and holds no lock on the tenant's row.
  */
 async function deleteInParts(db: DB, id: string): Promise<void> {
@@ -114,7 +128,6 @@ async function deleteInParts(db: DB, id: string): Promise<void> {
 async function lockDeletion(trx: DB, id: string): Promise<void> {
   await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${id}`}, 0))`.execute(trx)
 }
-
 
 /** Deletes one part of the tenant's rows of the table, in id order, of `most` rows' weight; returns how many rows went (0: none were left). */
 async function deletePart(db: DB, id: string, { table, weight = sql<number>`0` }: (typeof PARTS)[number], most: number): Promise<number> {

@@ -57,13 +57,17 @@ export default async function tenantRoutes(fastify: FastifyInstance, { db, clock
     config,
     schema: {
       operationId: 'deleteTenant', tags, summary: 'Delete a tenant and everything it owns', params: IdParamsSchema,
-      description: 'A large tenant loses its rows in parts first, each a short transaction of its own, and then goes with ' +
-        'the rest in one: a deletion cut off in between leaves part of the tenant, and deleting it again finishes it.',
-      response: { 204: noContent('The tenant and everything it owned are deleted'), ...problems(400, 401, 403, 404) }
+      description: 'The tenant is first marked as being deleted (deletingSince): from then on its API keys and apiClaims are ' +
+        'refused (401, 403) and none of its processes starts. A large tenant then loses its rows in parts, each a short ' +
+        'transaction of its own, and goes with the rest in one: a deletion cut off in between leaves part of the tenant, ' +
+        'marked, and deleting it again finishes it.',
+      response: { 204: noContent('The tenant and everything it owned are deleted'), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => {
-    await tenants.deleteTenant(db, request.params.id)
+    await tenants.markTenantDeleting(db, clock, request.params.id)
+    // Committed: the tenant's keys are looked up afresh here, and refused; other API processes refuse them within the keys' ttl.
     knownKeys.forgetTenant(request.params.id)
+    await tenants.deleteTenant(db, request.params.id)
     return reply.code(204).send(null)
   })
 }

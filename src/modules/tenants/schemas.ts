@@ -12,7 +12,11 @@ export const TenantSchema = Type.Object(
     webId: Type.String(),
     timeZone: Type.String(),
     createdAt: Timestamp,
-    updatedAt: Timestamp
+    updatedAt: Timestamp,
+    deletingSince: Type.Union([Timestamp, Type.Null()], {
+      description: 'When a deletion of the tenant began that has not finished (its API keys are refused meanwhile); null otherwise. ' +
+        'A deletion cut off leaves it set: deleting the tenant again finishes it.'
+    })
   },
   { $id: 'Tenant' }
 )

@@ -18,7 +18,8 @@ export function toTenant(row: TenantRow): Tenant {
     webId: row.web_id,
     timeZone: row.time_zone,
     createdAt: row.created_at.toISOString(),
-    updatedAt: row.updated_at.toISOString()
+    updatedAt: row.updated_at.toISOString(),
+    deletingSince: row.deleting_since?.toISOString() ?? null
   }
 }
 
@@ -100,6 +101,12 @@ export async function updateTenant(db: DB, clock: Clock, id: string, input: Upda
   })
 }
 
+/** The deletion's first step: the tenant is marked as being deleted (repo.markDeleting); 404 when there is no such tenant. */
+export async function markTenantDeleting(db: DB, clock: Clock, id: string): Promise<void> {
+  if (!(await repo.markDeleting(db, id, clock.now()))) throw notFound('Tenant', id)
+}
+
+/** Deletes a tenant marked as being deleted; 404 when another deletion took it meanwhile. */
 export async function deleteTenant(db: DB, id: string): Promise<void> {
   if (!(await repo.deleteTenant(db, id))) throw notFound('Tenant', id)
 }

@@ -5,6 +5,7 @@ import { waitForLockWait } from '../../helpers/database.js'
 import { buildWorld } from '../../helpers/world.js'
 import { sql, type RawBuilder } from '../../../src/db/kysely.js'
 import { PART_ROWS } from '../../../src/modules/tenants/repository.js'
+import { startProcessIn } from '../../../src/modules/instances/service.js'
 import { openPostgres, type DB } from '../../../src/db/connect.js'
 
 t.test('tenants and their API keys', async (t) => {
@@ -116,23 +117,35 @@ t.test('a tenant whose template has a step for a named user is deleted (204)', a
   t.equal(rows[0]?.n, 0, 'no step of its templates is left')
 })
 
-t.test('a tenant is deleted (204) though a process of it started while the deletion waited for another of its processes', async (t) => {
+t.test('a tenant being deleted is marked first: its key is refused (401), also where it was known, its apiClaim too (403), the operator sees deletingSince, and it is deleted (204)', async (t) => {
   const ctx = await setupApp(t)
   const world = await buildWorld(ctx)
+  const b = await ctx.newTenant()
+  t.equal((await world.a.client.get('/v1/process-instances')).statusCode, 200, 'the key works, and this process knows it')
+  const claimed = ctx.as(world.claim)
+  t.equal((await claimed.get(`/v1/properties/${world.property.id}`)).statusCode, 200, 'so does its apiClaim')
+  t.equal((await ctx.operator.get(`/v1/tenants/${world.a.id}`)).data.deletingSince, null)
   // Another transaction holds the world's process, as an advance or a worker's batch does for a moment.
   const { release, holder } = await holdRow(ctx, sql`select id from process_instances where tenant_id = ${world.a.id} and id = ${world.instance.id} for update`)
   const deleting = ctx.operator.delete(`/v1/tenants/${world.a.id}`)
   t.ok(await someoneWaitsForALock(ctx), 'the deletion waits for the held process')
-  const started = await world.a.client.post('/v1/process-instances', {
+  assertProblem(t, await world.a.client.post('/v1/process-instances', {
     templateId: world.template.id, responsibleUserId: world.user.id, propertyId: world.property.id
-  }, { 'idempotency-key': 'while-deleting' })
-  t.equal(started.statusCode, 201, 'a process starts while the deletion waits')
+  }), 401, /unknown or has been revoked/)
+  assertProblem(t, await world.a.client.get('/v1/process-instances'), 401)
+  assertProblem(t, await claimed.get(`/v1/properties/${world.property.id}`), 403, /no longer active for the tenant/)
+  t.equal((await b.client.get('/v1/process-instances')).statusCode, 200, 'another tenant\'s key works')
+  const read = await ctx.operator.get(`/v1/tenants/${world.a.id}`)
+  t.equal(read.data.deletingSince, ctx.clock.now().toISOString(), 'the operator reads when its deletion began')
+  const listed = (await ctx.operator.get('/v1/tenants')).data.items as { id: string; deletingSince: string | null }[]
+  t.same(listed.filter((tenant) => tenant.deletingSince !== null).map((tenant) => tenant.id), [world.a.id], 'and sees it in the list')
   release()
   await holder
   const deleted = await deleting
-  t.equal(deleted.statusCode, 204, `the deletion takes the process started meanwhile with it: ${deleted.body}`)
+  t.equal(deleted.statusCode, 204, deleted.body)
   const { rows } = await sql<{ n: number }>`select count(*)::int as n from process_instances where tenant_id = ${world.a.id}`.execute(ctx.db)
   t.equal(rows[0]?.n, 0, 'no process of the tenant is left')
+  assertProblem(t, await ctx.operator.delete(`/v1/tenants/${world.a.id}`), 404)
 })
 
 /** Runs `lock` in a transaction of its own that holds its locks until `release` is called; `holder` ends with it. */
@@ -193,20 +206,22 @@ t.test('a time zone is stored in the zone database\'s case, whatever its case as
   t.same((await operator.patch(url, { timeZone: 'EUROPE/BERLIN' })).data, berlin.data, 'the same zone: the tenant as it was, updatedAt too')
 })
 
-t.test('a process start that meets its tenant\'s deletion answers 409: the tenant was deleted', async (t) => {
+t.test('a tenant being deleted starts no process: a follow-up\'s or an autostart\'s start answers 409, and nothing is added to what goes', async (t) => {
   const ctx = await setupApp(t)
   const world = await buildWorld(ctx)
-  // The deletion holds the tenant's row and has deleted its templates when it waits for a key row another transaction holds.
+  const input = { templateId: world.template.id, responsibleUserId: world.user.id, propertyId: world.property.id }
+  // The deletion has marked the tenant and waits for a key row another transaction holds.
   const { release, holder } = await holdRow(ctx, sql`select id from api_keys where tenant_id = ${world.a.id} and id = ${world.keyId} for update`)
   const deleting = ctx.operator.delete(`/v1/tenants/${world.a.id}`)
   t.ok(await someoneWaitsForALock(ctx), 'the deletion waits for the held key')
-  const starting = world.a.client.post('/v1/process-instances', { templateId: world.template.id, responsibleUserId: world.user.id, propertyId: world.property.id })
-  t.ok(await someoneWaitsForALock(ctx, 2), 'the start waits for the deletion')
+  // The core of every start (the API's, a follow-up step's, an autostart's), as the scheduler and a record write run it.
+  await t.rejects(startProcessIn(ctx.db, ctx.clock, world.a.id, input), { status: 409, message: /is being deleted/ })
+  await t.rejects(startProcessIn(ctx.db, ctx.clock, world.a.id, input, { idempotencyKey: 'while-deleting' }), { status: 409, message: /is being deleted/ })
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from process_instances where tenant_id = ${world.a.id}`.execute(ctx.db)
+  t.equal(rows[0]?.n, 1, 'only the process of before')
   release()
   await holder
   t.equal((await deleting).statusCode, 204)
-  // Its foreign key to the tenant failed, and its template was gone with the tenant when it read again.
-  assertProblem(t, await starting, 409, /tenant was deleted while the process was starting/)
 })
 
 t.test('a tenant\'s or an API key\'s name of whitespace only answers 422 at /body/name, on create and update', async (t) => {

@@ -1,9 +1,13 @@
 import type { DB } from '../../../db/connect.js'
 
-/** A service as one tenant sees it: `active` and `activated_at` (null when not activated) say whether it may be used. */
+/**
+ * A service as one tenant sees it: `active` and `activated_at` (null when not activated) say whether
+ * it may be used. A tenant being deleted has none activated: its apiClaims are refused as its keys are.
+ */
 export function findServiceForTenant(db: DB, tenantId: string, serviceId: string) {
   return db.selectFrom('marketplace_services as s')
-    .leftJoin('service_activations as a', (j) => j.onRef('a.service_id', '=', 's.id').on('a.tenant_id', '=', tenantId))
+    .leftJoin('service_activations as a', (j) => j.onRef('a.service_id', '=', 's.id').on('a.tenant_id', '=', tenantId)
+      .on(({ exists, selectFrom }) => exists(selectFrom('tenants').where('id', '=', tenantId).where('deleting_since', 'is', null))))
     .select(['s.id', 's.name', 's.active', 'a.activated_at'])
     .where('s.id', '=', serviceId).executeTakeFirst()
 }
