@@ -67,5 +67,10 @@ export function isStatementTimeout(error: unknown): boolean {
   return (error as { code?: unknown } | undefined)?.code === '57014'
 }
 
+/** The transaction was chosen to end a deadlock (SQLSTATE 40P01): the other went on, and the same work may follow it. */
+export function isDeadlock(error: unknown): boolean {
+  return (error as { code?: unknown } | undefined)?.code === '40P01'
+}
+
 /** Seconds a client should wait before retrying a request the database could not serve. */
 export const UNAVAILABLE_RETRY_AFTER_S = 2

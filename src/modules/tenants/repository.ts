@@ -1,7 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import { sql, type RawBuilder } from '../../db/kysely.js'
 import type { NewTenantRow, TenantUpdate } from '../../db/database.js'
-import { isStatementTimeout } from '../../db/errors.js'
+import { isDeadlock, isStatementTimeout } from '../../db/errors.js'
 import type { PageRequest } from '../../lib/pagination.js'
 import { isForeignKeyViolation } from '../records/repository.js'
 
@@ -93,18 +93,22 @@ async function isLarge(db: DB, id: string): Promise<boolean> {
  * property): that fails the part's foreign key check, and the parts begin again from the first
  * table, which takes it; after a few such rounds the last transaction takes what is left. A part's
  * delete waits for changes to its rows in progress (an advance, a worker's batch) as the last
- * transaction's first delete does, and holds no lock on the tenant's row.
+ * transaction's first delete does, and holds no lock on the tenant's row. A change that then waits
+ * for a row the part deleted before (a batch locking the tenant's rows in another order) deadlocks
+ * with it; the part chosen to end the deadlock is tried again (DEADLOCK_TRIES), after the change.
  */
 async function deleteInParts(db: DB, id: string): Promise<void> {
   for (let round = 0; round < 3; round++) {
     try {
       for (const part of PARTS) {
         let rows = PART_ROWS
+        let deadlocks = 0
         for (;;) {
           const deleted = await db.transaction().execute(async (trx) => {
             await lockDeletion(trx, id)
             return deletePart(trx, id, part, rows)
           }).catch((error: unknown) => {
+            if (isDeadlock(error) && ++deadlocks < DEADLOCK_TRIES) return undefined
             if (!isStatementTimeout(error) || rows <= 1) throw error
             rows = Math.ceil(rows / 2)
             return undefined
@@ -118,6 +122,9 @@ async function deleteInParts(db: DB, id: string): Promise<void> {
     }
   }
 }
+
+/** How many deadlocks the parts of one table get over before the DELETE answers 409 (retry it). */
+const DEADLOCK_TRIES = 5
 
 /**
  * Waits for another deletion of the tenant's, holding it off until the transaction ends. Two deletions

@@ -362,3 +362,24 @@ t.test('two deletions of a large tenant at once: one deletes it (204), the other
     t.same((await sql`select id from tenants where id = ${a}`.execute(ctx.db)).rows, [])
   }
 })
+
+t.test('a part of a large tenant\'s deletion that deadlocks with another transaction is tried again: 204, not 409', async (t) => {
+  const ctx = await setupApp(t)
+  const world = await buildWorld(ctx)
+  const a = world.a.id
+  await sql`insert into activities (tenant_id, id, kind, message) select ${a}, gen_random_uuid(), 'note', 'history' from generate_series(1, ${PART_ROWS + 1})`.execute(ctx.db)
+  // Another transaction holds the tenant's activities, then waits for what the deletion's part holds
+  // (its lock against another deletion) while the part waits for the activities: locks taken in
+  // opposite orders. Its deadlock_timeout is longer, so the part is the one Postgres chooses to end it.
+  let deleting: Promise<{ statusCode: number; body: string }> | undefined
+  await ctx.db.transaction().execute(async (trx) => {
+    await sql`set local deadlock_timeout = '60s'`.execute(trx)
+    await sql`select id from activities where tenant_id = ${a} for update`.execute(trx)
+    deleting = ctx.operator.delete(`/v1/tenants/${a}`)
+    t.ok(await someoneWaitsForALock(ctx), 'the part waits for the held activities')
+    await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${a}`}, 0))`.execute(trx)
+  })
+  const deleted = await deleting!
+  t.equal(deleted.statusCode, 204, deleted.body)
+  t.same((await sql`select id from tenants where id = ${a}`.execute(ctx.db)).rows, [])
+})
