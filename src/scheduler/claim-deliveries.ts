@@ -38,7 +38,10 @@ export interface ClaimedDelivery extends DeliveryCall {
 /**
  * Claims due deliveries with `FOR UPDATE SKIP LOCKED`, so workers never take the same row: each
  * claim is a lease that expires, and bumps the fence that completion must present. The steps of the
- * claimed deliveries turn `running` in the same statement.
+ * claimed deliveries turn `running` in the same statement. A tenant being deleted (tenants.deleting_since)
+ * has none claimed: its provider is not called for it, nor given an apiClaim that would be refused,
+ * and its deliveries stay pending until the deletion takes them. The check is one look-up by the
+ * tenants' key per due delivery read (test/db/foreign-key-plans.test.ts).
  *
  * The claimed rows are counted by a constant the planner reads (`limit` of a power of two at least
  * the claim's limit, which never cuts a row). With the limit only a parameter, a kept plan over
@@ -86,6 +89,7 @@ export function claimStatement(options: ClaimOptions) {
         and (service_id is null or service_id <> all (${options.skipServices ?? []}::uuid[]))
         ${options.skipHosts?.length ? sql`and (target_host is null or target_host <> all (${options.skipHosts}::text[]))` : sql``}
         ${options.only ? sql`and ${onlyOf(options.only)}` : sql``}
+        and not exists (select from tenants tn where tn.id = deliveries.tenant_id and tn.deleting_since is not null)
       order by next_attempt_at
       limit ${options.limit}
       for update skip locked

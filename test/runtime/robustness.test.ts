@@ -2,6 +2,7 @@ import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { randomUUID } from 'node:crypto'
 import { setupRuntime } from '../helpers/runtime.js'
+import { waitForLockWait } from '../helpers/database.js'
 
 // What the scheduler does when the world changed under a process: a service switched off, a worker
 // that died on every attempt, a row it cannot process, an SMTP server that is down.
@@ -183,4 +184,38 @@ t.test('a tenant deleted while its step\'s call is in flight: the call\'s apiCla
   const left = await sql<{ n: number }>`select count(*)::int as n from delivery_attempts where tenant_id = ${gone.id}`.execute(rt.db)
   t.equal(left.rows[0]?.n, 0, 'no attempt of the deleted tenant is logged')
   t.equal((await rt.instance(staying.id)).steps[0].state, 'done', 'the other tenant\'s call in the same batch is recorded')
+})
+
+t.test('a tenant being deleted has no call made: its due call is not claimed while the deletion waits, another tenant\'s is', async (t) => {
+  const going = await rt.newTenant({ name: 'Going GmbH' })
+  t.equal((await going.client.put(`/v1/marketplace-services/${rt.serviceId}/activation`)).statusCode, 200)
+  const user = (await going.client.post('/v1/users', { name: 'Gus Going', email: 'gus@example.com' })).data
+  const property = (await going.client.post('/v1/properties', { maintainerUserId: user.id, fields: { price: 1 } })).data
+  const template = (await going.client.post('/v1/process-templates', { name: 'Value it' })).data
+  await going.client.post(`/v1/process-templates/${template.id}/steps`,
+    { kind: 'webhook', name: 'Valuation', serviceId: rt.serviceId, refersTo: { property: true }, start: { mode: 'afterPrevious' }, responsibility: 'processResponsible' })
+  t.equal((await going.client.patch(`/v1/process-templates/${template.id}`, { active: true }, { 'if-match': '"2"' })).statusCode, 200)
+  t.equal((await going.client.post('/v1/process-instances', { templateId: template.id, responsibleUserId: user.id, propertyId: property.id })).statusCode, 201)
+  const staying = await rt.start(await rt.template([{ kind: 'webhook', name: 'Valuation', refersTo: { property: true } }]))
+  // Another deletion of the tenant's holds its turn: this one has marked the tenant and waits.
+  let release!: () => void
+  let held!: () => void
+  const isHeld = new Promise<void>((resolve) => { held = resolve })
+  const holder = rt.db.transaction().execute(async (trx) => {
+    await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${going.id}`}, 0))`.execute(trx)
+    held()
+    await new Promise<void>((resolve) => { release = resolve })
+  })
+  await isHeld
+  const deleting = rt.operator.delete(`/v1/tenants/${going.id}`)
+  await waitForLockWait(rt.db)
+  const before = rt.provider.calls.length
+  await rt.scheduler.runOnce()
+  t.same(rt.provider.calls.slice(before).map((call) => call.query.customerWebId), [rt.tenant.webId], 'only the other tenant\'s call went out')
+  t.equal((await rt.instance(staying.id)).steps[0].state, 'done')
+  const { rows } = await sql<{ status: string; attempt_count: number }>`select status, attempt_count from deliveries where tenant_id = ${going.id}`.execute(rt.db)
+  t.same(rows, [{ status: 'pending', attempt_count: 0 }], 'the going tenant\'s call stays queued, untried, until the deletion takes it')
+  release()
+  await holder
+  t.equal((await deleting).statusCode, 204)
 })
