@@ -29,7 +29,8 @@ export interface MailClaim {
  * Leases up to `limit` due mails, oldest first, counting an attempt; mails another worker holds are
  * skipped. A mail is taken while the bodies before it in the claim come to less than `maxBytes`, so
  * the first is always taken (its size is read without loading it). A mail for a user (`to_user_id`)
- * goes to that user's address as it is now, which the row then keeps.
+ * goes to that user's address as it is now, which the row then keeps. A tenant being deleted
+ * (tenants.deleting_since) has none claimed: its mails stay queued until the deletion takes them.
  */
 export async function claimMails(db: DB, options: { now: Date; leaseUntil: Date; limit: number; maxBytes?: number }): Promise<MailClaim> {
   const { now } = options
@@ -37,6 +38,7 @@ export async function claimMails(db: DB, options: { now: Date; leaseUntil: Date;
     with picked as (
       select tenant_id, id, next_attempt_at, octet_length(body) as size from outbox_mails
       where sent_at is null and failed_at is null and next_attempt_at <= ${now} and (lease_expires_at is null or lease_expires_at < ${now})
+        and not exists (select from tenants tn where tn.id = outbox_mails.tenant_id and tn.deleting_since is not null)
       order by next_attempt_at
       limit ${options.limit}
       for update skip locked

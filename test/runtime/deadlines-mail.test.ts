@@ -360,3 +360,31 @@ t.test('a sweep that left a step because its process was held reports it once th
   await rt.scheduler.runOnce()
   t.equal(mailsAbout('Deadline missed: "Renew the listing"').length, 1, 'one mail')
 })
+
+t.test('a tenant being deleted has no mail sent: its due mail is not claimed while the deletion waits, another tenant\'s is', async (t) => {
+  await sql`update outbox_mails set sent_at = now() where sent_at is null`.execute(rt.db)
+  const going = await rt.newTenant({ name: 'Going GmbH' })
+  for (const [tenantId, subject] of [[going.id, 'Going mail'], [rt.tenant.id, 'Staying mail']]) {
+    await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
+      values (${tenantId}, gen_random_uuid(), ${subject}, 'stepSkipped', 'clara@example.com', ${subject}, 'A step was skipped.', ${rt.clock.now()})`.execute(rt.db)
+  }
+  // Another deletion of the tenant's holds its turn: this one has marked the tenant and waits.
+  let release!: () => void
+  let held!: () => void
+  const isHeld = new Promise<void>((resolve) => { held = resolve })
+  const holder = rt.db.transaction().execute(async (trx) => {
+    await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${going.id}`}, 0))`.execute(trx)
+    held()
+    await new Promise<void>((resolve) => { release = resolve })
+  })
+  await isHeld
+  const deleting = rt.operator.delete(`/v1/tenants/${going.id}`)
+  await waitForLockWait(rt.db)
+  const now = rt.clock.now()
+  const claimed = await claimMails(rt.db, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100 })
+  t.same(claimed.mails.map((mail) => mail.subject), ['Staying mail'], 'only the other tenant\'s mail is claimed')
+  await releaseMails(rt.db, claimed.mails)
+  release()
+  await holder
+  t.equal((await deleting).statusCode, 204)
+})
