@@ -132,6 +132,8 @@ export interface Tenant {
   key: string
   userId: string
   serviceId: string
+  /** Another marketplace service, activated for the tenant, whose webhook is this provider: its id. */
+  service(provider: TestProvider): Promise<string>
   /** Creates an active template with these steps (webhook steps call the drill's provider). */
   template(steps: Record<string, unknown>[]): Promise<string>
   /** Starts a process; resolves with the HTTP status and the instance id when it answered 201. */
@@ -156,19 +158,24 @@ export async function setupTenant(apiUrl: string, provider: TestProvider, smtpAd
   }
   const tenant = await must(OPERATOR_KEY, 'POST', '/v1/tenants', { name: 'Drill Immobilien', webId: `drill${randomBytes(3).toString('hex')}` })
   const { key } = await must(OPERATOR_KEY, 'POST', `/v1/tenants/${tenant.id}/api-keys`, { name: 'drill' })
-  const service = await must(OPERATOR_KEY, 'POST', '/v1/marketplace-services', { name: 'Drill', provider: 'DrillCo', webhookUrl: `${provider.url}/hook` })
-  provider.secret = service.secret
-  await must(key, 'PUT', `/v1/marketplace-services/${service.id}/activation`)
+  const addService = async (provider: TestProvider): Promise<string> => {
+    const service = await must(OPERATOR_KEY, 'POST', '/v1/marketplace-services', { name: 'Drill', provider: 'DrillCo', webhookUrl: `${provider.url}/hook` })
+    provider.secret = service.secret
+    await must(key, 'PUT', `/v1/marketplace-services/${service.id}/activation`)
+    return service.id
+  }
+  const serviceId = await addService(provider)
   const user = await must(key, 'POST', '/v1/users', { name: 'Dora Drill', email: smtpAddress })
   return {
     key,
     userId: user.id,
-    serviceId: service.id,
+    serviceId,
+    service: addService,
     async template(steps) {
       const created = await must(key, 'POST', '/v1/process-templates', { name: 'Drill process', controllerUserId: user.id })
       for (const step of steps) {
         await must(key, 'POST', `/v1/process-templates/${created.id}/steps`, {
-          start: { mode: 'afterPrevious' }, responsibility: 'processResponsible', ...(step.kind === 'webhook' ? { serviceId: service.id } : {}), ...step
+          start: { mode: 'afterPrevious' }, responsibility: 'processResponsible', ...(step.kind === 'webhook' ? { serviceId } : {}), ...step
         })
       }
       const current = await must(key, 'GET', `/v1/process-templates/${created.id}`)
