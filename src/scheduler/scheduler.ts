@@ -247,8 +247,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
     // The last claim's calls reach their host's line first, so its places are counted with them.
     if (hostSlots) await new Promise<void>((resolve) => setImmediate(resolve))
-    let room = roomForCalls()
-    if (room <= 0 || stopping) return { claimed: 0, full: false }
+    if (roomForCalls() <= 0 || stopping) return { claimed: 0, full: false }
     let { held, filling } = fullHosts()
     if (await rereadHeldServices(held.services)) ({ held, filling } = fullHosts())
     heldBack = held.hosts.length > 0
@@ -266,10 +265,12 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       }
       metrics.claimed(claims.length)
       claimed += claims.length
-      room -= claims.length
       return claims.length
     }
     for (const { host, services, places } of filling) {
+      // The room is read again before each claim: while the last one (or the read of the held
+      // services) ran, calls that had their host's slot took the places that came free.
+      const room = roomForCalls()
       // A claim apart that came back short has just read every due delivery: its host has no more for
       // now. It rests only while calls are in flight, whose ends bring the next pass.
       if (room <= 0 || (inFlight.size > 0 && Date.now() - (claimedShortAt.get(host) ?? 0) < APART_REST_MS)) continue
@@ -277,6 +278,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       if ((await claim(limit, { only: { services, hosts: [host] } })) < limit) claimedShortAt.set(host, Date.now())
       else claimedShortAt.delete(host)
     }
+    const room = roomForCalls()
     if (room <= 0) return { claimed, full: false }
     const limit = Math.min(room, settings.batchSize)
     const full = (await claim(limit, { skipServices: held.services, skipHosts: held.hosts })) === limit

@@ -142,7 +142,7 @@ export async function setupRuntime(
  * stopped with the test.
  */
 export function hostLimitedScheduler(
-  t: Test, rt: RuntimeContext, settings: { perHostConcurrency: number; concurrency: number }, poolMax = 2
+  t: Test, rt: RuntimeContext, settings: { perHostConcurrency: number; concurrency: number; pollIntervalMs?: number }, poolMax = 2
 ): Scheduler {
   const slots = openPostgres(rt.databaseUrl, { poolMax })
   const scheduler = rt.newScheduler(settings, undefined, { session: () => slots.session({ timeouts: true }) })

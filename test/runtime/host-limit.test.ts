@@ -267,6 +267,85 @@ t.test('a call given its host\'s slot while every place is taken takes the next 
   t.same(attempts.map((a) => a.attempt_count), Array(7).fill(1), 'waiting for a slot and for a place used no attempt')
 })
 
+t.test('calls given their host\'s slot while a claim runs take room from the next claim: never more calls open than SCHEDULER_CONCURRENCY', async (t) => {
+  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
+  // No pass but those the test wakes: one between would claim apart for the full host, find nothing
+  // due and rest it (APART_REST_MS).
+  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 4, concurrency: 4, pollIntervalMs: 60_000 }, 4)
+  let open = 0
+  let maxOpen = 0
+  let release = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  t.teardown(() => release())
+  const hang = async () => {
+    open += 1
+    maxOpen = Math.max(maxOpen, open)
+    await held
+    open -= 1
+    return { status: 200, body: 'ok' }
+  }
+  rt.provider.always(hang)
+  const full = await otherHost(t, rt, 'Full host', 2)
+  full.always(hang)
+  const host = hostKey(full.url)!
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Busy host' }])
+  for (let i = 0; i < 6; i++) await rt.start(templateId)
+  // Only the full host's first call is due at first: the rest fall due once it waits for a slot.
+  const { rows: [first] } = await sql<{ id: string }>`
+    select id from deliveries where target_host = ${host} order by next_attempt_at, id limit 1`.execute(rt.db)
+  await sql`update deliveries set next_attempt_at = next_attempt_at + interval '1 hour' where id <> ${first!.id}`.execute(rt.db)
+  const { rows: [second] } = await sql<{ tenantId: string; stepId: string }>`
+    select tenant_id as "tenantId", step_id as "stepId" from deliveries where target_host = ${host} and id <> ${first!.id}`.execute(rt.db)
+  // Another worker holds every slot of the full host.
+  const pool = openPostgres(rt.databaseUrl, { poolMax: 1 })
+  t.teardown(() => pool.close())
+  const other = new HostSlots(() => pool.session({ timeouts: true }), 4, () => {})
+  const taken = await Promise.all([0, 1, 2, 3].map(() => other.acquire(host, 0)))
+  t.ok(taken.every(Boolean), 'the other worker holds the full host\'s slots')
+  const { rows: [started] } = await sql<{ at: Date }>`select clock_timestamp() as at`.execute(rt.db)
+  await scheduler.start()
+
+  const log = () => `open: ${open}, most open: ${maxOpen}; calls at the full host: ${full.calls.length}, at the other: ${rt.provider.calls.length}`
+  // The worker asked for a slot and found the host full: its call waits in the host's line, with no place.
+  await until('the first call waiting for a slot', async () => {
+    const { rows: [row] } = await sql<{ n: number }>`
+      select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and query like '%try_host_slot%' and state = 'idle' and query_start > ${started!.at} and pid <> pg_backend_pid()`.execute(rt.db)
+    return row!.n > 0
+  }, log, 5_000)
+  // The claim apart for the full host (its line has places) stops at the second call's step, locked here.
+  let unlock = () => {}
+  const unlocked = new Promise<void>((resolve) => { unlock = resolve })
+  let locked = () => {}
+  const lockTaken = new Promise<void>((resolve) => { locked = resolve })
+  const lockHeld = rt.db.transaction().execute(async (trx) => {
+    await sql`select from instance_steps where tenant_id = ${second!.tenantId} and id = ${second!.stepId} for update`.execute(trx)
+    locked()
+    await unlocked
+  })
+  t.teardown(() => unlock())
+  await lockTaken
+  await sql`update deliveries set next_attempt_at = next_attempt_at - interval '1 hour' where id <> ${first!.id}`.execute(rt.db)
+  scheduler.wake()
+  await until('the claim apart waiting for the locked step', async () => {
+    const { rows: [row] } = await sql<{ n: number }>`
+      select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and wait_event_type = 'Lock' and query like '%picked%'`.execute(rt.db)
+    return row!.n > 0
+  }, log, 5_000)
+  // Meanwhile the other worker's slots come free: the waiting call has one and takes a place.
+  for (const slot of taken) other.release(slot!)
+  await other.close()
+  await until('the first call at the full host', async () => full.calls.length === 1, log, 5_000)
+  unlock()
+  await lockHeld
+  await until('the claims done', async () => (await deliveriesIn('running', rt)) >= 4, log, 5_000)
+  const running = await deliveriesIn('running', rt)
+  await until('every claimed call open', async () => open === running, log, 5_000)
+  t.equal(maxOpen, 4, 'no more calls open at once than SCHEDULER_CONCURRENCY')
+  t.equal(running, 4, 'and no more claimed')
+})
+
 /** A host of its own (a step's free target on another provider), with `deliveries` calls queued for it. */
 async function otherHost(t: Test, rt: RuntimeContext, name: string, deliveries: number): Promise<TestProvider> {
   const provider = await TestProvider.start(`whsec_${randomBytes(32).toString('base64')}`)
