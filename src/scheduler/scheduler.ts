@@ -228,7 +228,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       }
       const given = () => settle(true)
       const giveUp = () => {
-        placeLine.splice(placeLine.indexOf(given), 1)
+        const waiting = placeLine.indexOf(given)
+        if (waiting !== -1) placeLine.splice(waiting, 1)
         settle(false)
       }
       const timer = setTimeout(giveUp, maxWaitMs)
@@ -343,14 +344,19 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const place = callPlace()
     let ended: () => void = () => {}
     const called = new Promise<void>((resolve) => {
+      let over = false
       ended = () => {
-        if (!inFlight.has(claim.id)) return resolve()
-        inFlight.delete(claim.id)
+        if (over) return
+        over = true
+        // The delivery may have been claimed again meanwhile (its lease ran out while this call hung):
+        // the entry is then that call's, and each call gives back its own place.
+        if (inFlight.get(claim.id) === call) inFlight.delete(claim.id)
         resolve()
         place.leave()
       }
     })
-    inFlight.set(claim.id, { claim, abort, called })
+    const call = { claim, abort, called }
+    inFlight.set(claim.id, call)
     const done: Promise<void> = deliver(deliverDeps, claim, { stopping: stopSignal.signal, cutOff: abort.signal, onCallEnded: ended, place })
       .then(() => undefined, (error: unknown) => {
         deps.log.error({ err: error, deliveryId: claim.id }, 'recording a delivery failed; its lease will expire and it will be retried')

@@ -346,6 +346,40 @@ t.test('calls given their host\'s slot while a claim runs take room from the nex
   t.equal(running, 4, 'and no more claimed')
 })
 
+t.test('a delivery claimed again while its first call hangs past its lease gives both its places back once both calls end', async (t) => {
+  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
+  const scheduler = rt.newScheduler({ concurrency: 2 })
+  t.teardown(() => scheduler.stop(1000))
+  const answers: (() => void)[] = []
+  let answerAll = false
+  t.teardown(() => {
+    answerAll = true
+    for (const answer of answers) answer()
+  })
+  rt.provider.always(async () => {
+    if (!answerAll) await new Promise<void>((resolve) => answers.push(resolve))
+    return { status: 200, body: 'ok' }
+  })
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Hangs' }])
+  await rt.start(templateId)
+  await scheduler.start()
+
+  const log = () => `calls: ${rt.provider.calls.length}, unanswered: ${answers.length}`
+  await until('the first call', async () => answers.length === 1, log, 5_000)
+  // Its lease runs out while it hangs: the reaper puts the delivery back, and this worker claims it again.
+  rt.clock.advance(61_000)
+  scheduler.wake()
+  await until('the second call of the same delivery', async () => answers.length === 2, log, 5_000)
+  for (const answer of answers.splice(0)) answer()
+  await until('the delivery done', async () => (await deliveriesIn('succeeded', rt)) === 1, log, 5_000)
+  // Both places are free again: two new calls are open at once.
+  await rt.start(templateId)
+  await rt.start(templateId)
+  scheduler.wake()
+  await until('both new calls open', async () => answers.length === 2, log, 5_000)
+  t.equal(rt.provider.calls.length, 4, 'two calls of the first delivery, one of each new one')
+})
+
 /** A host of its own (a step's free target on another provider), with `deliveries` calls queued for it. */
 async function otherHost(t: Test, rt: RuntimeContext, name: string, deliveries: number): Promise<TestProvider> {
   const provider = await TestProvider.start(`whsec_${randomBytes(32).toString('base64')}`)
