@@ -21,7 +21,7 @@ export interface HangOptions {
 }
 
 export const HANG_FULL: HangOptions = { hangingHosts: 4, hangingCalls: 8, answeredCalls: 300, timeoutMs: 10_000, label: 'full' }
-export const HANG_SHORT: HangOptions = { hangingHosts: 4, hangingCalls: 4, answeredCalls: 100, timeoutMs: 6000, label: 'short' }
+export const HANG_SHORT: HangOptions = { hangingHosts: 4, hangingCalls: 8, answeredCalls: 100, timeoutMs: 6000, label: 'short' }
 
 export async function hangDrill(options: HangOptions): Promise<boolean> {
   const database = await createDrillDatabase()
