@@ -3,6 +3,7 @@ import type { DB } from '../db/connect.js'
 import type { DeliveryMode } from '../db/database.js'
 import type { DeliveryCall } from './webhook-request.js'
 import { triggerStillWants } from '../modules/records/trigger-repository.js'
+import { tenantNotDeleting } from './tenant-not-deleting.js'
 
 /** A delivery this worker holds a lease on, with what its call needs. */
 export interface ClaimedDelivery extends DeliveryCall {
@@ -89,7 +90,7 @@ export function claimStatement(options: ClaimOptions) {
         and (service_id is null or service_id <> all (${options.skipServices ?? []}::uuid[]))
         ${options.skipHosts?.length ? sql`and (target_host is null or target_host <> all (${options.skipHosts}::text[]))` : sql``}
         ${options.only ? sql`and ${onlyOf(options.only)}` : sql``}
-        and not exists (select from tenants tn where tn.id = deliveries.tenant_id and tn.deleting_since is not null)
+        and ${tenantNotDeleting('deliveries.tenant_id')}
       order by next_attempt_at
       limit ${options.limit}
       for update skip locked

@@ -5,6 +5,7 @@ import { cutText } from '../lib/storable.js'
 import { ProcessChanges } from '../modules/instances/process-changes.js'
 import * as runtime from '../modules/instances/runtime-repository.js'
 import { batchOrEach, rethrow, type RowErrorHandler } from './isolated.js'
+import { tenantNotDeleting } from './tenant-not-deleting.js'
 
 /** A step's mail is tried this often before it is given up (10 s doubling: the eighth try comes about 21 minutes after the first). */
 export const STEP_MAIL_MAX_ATTEMPTS = 8
@@ -60,12 +61,15 @@ export async function settleStepMails(db: DB, now: Date, limit: number, onError:
 
 type MailKey = Pick<SettledMail, 'tenant_id' | 'id'>
 
-/** The mails whose outcome their steps have not heard of (all, or the one named); with `lock`, locked SKIP LOCKED. */
+/**
+ * The mails whose outcome their steps have not heard of (all, or the one named), of tenants not being
+ * deleted; with `lock`, locked SKIP LOCKED.
+ */
 async function mailsToSettle(db: DB, limit: number, options: { lock?: boolean; only?: MailKey } = {}): Promise<SettledMail[]> {
   const { only } = options
   const { rows } = await sql<SettledMail>`
     select tenant_id, id, instance_id, step_id, to_address, subject, sent_at, last_error from outbox_mails
-    where settle_step and (sent_at is not null or failed_at is not null)
+    where settle_step and (sent_at is not null or failed_at is not null) and ${tenantNotDeleting('outbox_mails.tenant_id')}
     ${only ? sql`and tenant_id = ${only.tenant_id} and id = ${only.id}` : sql``}
     order by created_at
     limit ${limit}

@@ -1,5 +1,6 @@
 import { sql } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
+import { tenantNotDeleting } from './tenant-not-deleting.js'
 
 export interface ClaimedMail {
   tenant_id: string
@@ -38,7 +39,7 @@ export async function claimMails(db: DB, options: { now: Date; leaseUntil: Date;
     with picked as (
       select tenant_id, id, next_attempt_at, octet_length(body) as size from outbox_mails
       where sent_at is null and failed_at is null and next_attempt_at <= ${now} and (lease_expires_at is null or lease_expires_at < ${now})
-        and not exists (select from tenants tn where tn.id = outbox_mails.tenant_id and tn.deleting_since is not null)
+        and ${tenantNotDeleting('outbox_mails.tenant_id')}
       order by next_attempt_at
       limit ${options.limit}
       for update skip locked

@@ -1,6 +1,7 @@
 import { sql } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
 import type { InstanceRow, InstanceStepRow } from '../db/database.js'
+import { tenantNotDeleting } from './tenant-not-deleting.js'
 
 export interface LockedStep {
   instance: InstanceRow
@@ -22,14 +23,14 @@ export async function pairWithInstances(db: DB, refs: { tenant_id: string; insta
 /**
  * Waiting steps of running processes whose start time has come, oldest first, with their processes
  * locked; processes another transaction holds are skipped, so concurrent workers take other steps,
- * and so are steps another worker started meanwhile.
+ * and so are steps another worker started meanwhile. A tenant being deleted has none started.
  */
 export async function lockWaitingSteps(db: DB, now: Date, limit: number, onlyStep?: string): Promise<LockedStep[]> {
   const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
     select s.tenant_id, s.instance_id, s.id as step_id
     from instance_steps s
     join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
-    where s.state = 'waiting' and s.start_at <= ${now} and i.status = 'running'
+    where s.state = 'waiting' and s.start_at <= ${now} and i.status = 'running' and ${tenantNotDeleting('s.tenant_id')}
       ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
     order by s.start_at
     limit ${limit}
@@ -59,6 +60,7 @@ export function findOverdueStepIds(db: DB, now: Date, limit: number) {
  * step taken by another worker's sweep (locked, or already marked) is not taken again. A step whose
  * process another transaction holds is left for the next sweep: a change that holds it (an advance)
  * has taken its time already and may end the step before the deadline, or mail about it itself.
+ * A tenant being deleted has none reported: its controller gets no mail while the deletion runs.
  */
 export async function markOverdueSteps(db: DB, now: Date, limit: number, onlyStep?: string): Promise<LockedStep[]> {
   const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
@@ -66,6 +68,7 @@ export async function markOverdueSteps(db: DB, now: Date, limit: number, onlySte
       select s.tenant_id, s.id from instance_steps s
       join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
       where s.deadline_at <= ${now} and s.deadline_notified_at is null and s.state in ('due', 'running', 'failed')
+        and ${tenantNotDeleting('s.tenant_id')}
         ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
       order by s.deadline_at
       limit ${limit}
@@ -83,7 +86,7 @@ export async function markOverdueSteps(db: DB, now: Date, limit: number, onlySte
 /**
  * Due automatic steps that are their running process's current step, oldest first, with their
  * processes locked (SKIP LOCKED: concurrent workers take other processes). The caller checks each
- * step's state again: it was read before the lock.
+ * step's state again: it was read before the lock. A tenant being deleted has none carried out.
  */
 export async function lockDueAutomaticSteps(db: DB, limit: number, onlyStep?: string): Promise<LockedStep[]> {
   const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
@@ -91,6 +94,7 @@ export async function lockDueAutomaticSteps(db: DB, limit: number, onlyStep?: st
     from instance_steps s
     join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
     where s.state = 'due' and s.automatic and i.status = 'running' and i.current_position = s.position
+      and ${tenantNotDeleting('s.tenant_id')}
       ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
     order by s.start_at
     limit ${limit}

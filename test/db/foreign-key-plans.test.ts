@@ -4,7 +4,7 @@ import { byKeys, byKeysText } from '../../src/db/by-keys.js'
 import type { DB } from '../../src/db/connect.js'
 import { Statement } from '../../src/db/statement.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
-import { sql } from '../../src/db/kysely.js'
+import { Kysely, PostgresDialect, sql } from '../../src/db/kysely.js'
 import { stepsAt } from '../../src/modules/instances/runtime-repository.js'
 import { recordSlices } from '../../src/modules/records/repository.js'
 import { cancelTriggeredStatement, cancelUnwantedStatement, cancelWithdrawnStatement } from '../../src/modules/records/trigger-repository.js'
@@ -14,6 +14,11 @@ import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delive
 import { STEP_READS } from '../../src/modules/instances/repository.js'
 import { instancesNamingUser } from '../../src/modules/users/repository.js'
 import { queueFiguresStatement } from '../../src/modules/health/repository.js'
+import { claimMails } from '../../src/scheduler/mail-repository.js'
+import { settleStepMails } from '../../src/scheduler/email-steps.js'
+import { endFollowUps } from '../../src/scheduler/automatic-steps/end-follow-ups.js'
+import { lockDueAutomaticSteps, lockWaitingSteps, markOverdueSteps } from '../../src/scheduler/step-chores-repository.js'
+import type { Database } from '../../src/db/database.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
 // Postgres checks a foreign key with its own query on the referenced table, planned once per
@@ -361,6 +366,9 @@ function stepsUpdate(plan: PlanNode): PlanNode | undefined {
   return undefined
 }
 
+/** A look-up of one tenant by its key (the check that a row's tenant is not being deleted). */
+const byTenantKey = ({ scan }: { scan: string }) => scan === 'Index Scan tenants_pkey'
+
 /** A scan that is cheap whatever the table holds: a lookup by the primary key, or one pass over a table the planner believes small. */
 const byKeyOrOnce = ({ scan, loops }: { scan: string; loops: number }) =>
   /instance_steps_pkey$/.test(scan) || (scan === 'Seq Scan' && loops <= 1)
@@ -411,6 +419,8 @@ for (const history of [{ deliveries: 0, steps: 0, limit: 40 }, { deliveries: 100
     t.ok(update.length > 0 && update.every(byKeyOrOnce), `the kept plan turns the steps running by key, or in one pass: not a walk of the open steps each (${JSON.stringify(update)})`)
     const all = scansOf(kept, 'instance_steps')
     t.ok(all.slice(update.length).every(byKeyOrOnce), `the kept plan reads the claimed steps by key, or in one pass (${JSON.stringify(all)})`)
+    const tenants = scansOf(kept, 'tenants')
+    t.ok(tenants.length > 0 && tenants.every(byTenantKey), `the kept plan checks each due delivery's tenant by key (${JSON.stringify(tenants)})`)
     const { rows: running } = await client.query<{ n: number }>(`select count(*)::int as n from instance_steps where state = 'running'`)
     t.equal(running[0]!.n, 40, 'forty steps turned running')
     await client.query('rollback')
@@ -434,6 +444,7 @@ for (const history of [{ deliveries: 0, steps: 0, limit: 40 }, { deliveries: 100
       t.same(indexes.filter((name) => name.startsWith('deliveries_') && name !== 'deliveries_pkey'), ['deliveries_due_idx'],
         `the kept plan of ${what} reads the due deliveries, not a service's history (${JSON.stringify(indexes)})`)
       t.ok(scansOf(onlyPlan[0]!['QUERY PLAN'][0].Plan, 'instance_steps').every(byKeyOrOnce), `${what}: steps by key, or in one pass`)
+      t.ok(scansOf(onlyPlan[0]!['QUERY PLAN'][0].Plan, 'tenants').every(byTenantKey), `${what}: each due delivery's tenant by key`)
     }
     await client.query('set plan_cache_mode = auto')
     const { rows: claimed } = await client.query<{ webhookUrl: string; serviceName: string; stepId: string }>(execute)
@@ -531,5 +542,84 @@ t.test('the retention finds the old processes through their partial index, and c
     t.match(plan, /"Index Name":"process_instances_finished_idx"/, `${name}: through process_instances_finished_idx`)
     t.notMatch(plan, /"Seq Scan"|"Sort"/, `${name}: in the index's order`)
     t.match(plan, counted, `${name}: each count through the position key`)
+  }
+})
+
+/** What a chore sends that names `marker`, as Kysely compiles it: the chore runs on a database that notes each statement. */
+async function statementsOf(url: string, marker: RegExp, chore: (db: DB) => Promise<unknown>): Promise<{ sql: string; parameters: readonly unknown[] }[]> {
+  const sent: { sql: string; parameters: readonly unknown[] }[] = []
+  const pool = new pg.Pool({ connectionString: url, max: 1 })
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }), log: (event) => { if (event.level === 'query') sent.push(event.query) } })
+  try {
+    await chore(db)
+  } finally {
+    await db.destroy()
+  }
+  return sent.filter((query) => marker.test(query.sql))
+}
+
+// The scheduler's claims and chores take no row of a tenant being deleted (tenants.deleting_since,
+// src/scheduler/tenant-not-deleting.ts). Each due row they read is checked by one look-up of its
+// tenant by key, never by reading every tenant (10,000 of them on each pass), and the check must not
+// turn a statement from its partial index of due rows to a walk of the table.
+t.test('the scheduler\'s claims and chores read their due rows through their partial index and check each row\'s tenant by key, as planned and as kept', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const now = new Date()
+  const past = new Date(now.getTime() - 60_000)
+  await client.query('set session_replication_role = replica') // no triggers: rows without those they name
+  // 2,000 tenants without statistics, the last being deleted, each with a process of each kind of due row.
+  await client.query(`insert into tenants (id, name, web_id, deleting_since)
+    select gen_random_uuid(), 'Plans ' || n, 'plans' || n, case when n = 2000 then $1::timestamptz end from generate_series(1, 2000) n`, [now])
+  await client.query(`
+    with processes as (
+      insert into process_instances (tenant_id, id, template_id, template_name, responsible_user_id, controller_user_id, status, current_position)
+      select t.id, gen_random_uuid(), gen_random_uuid(), 'Plans', gen_random_uuid(), gen_random_uuid(), 'running', 1
+      from tenants t cross join generate_series(1, 3)
+      returning tenant_id, id
+    ), numbered as (select tenant_id, id, row_number() over (partition by tenant_id order by id) as n from processes)
+    insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property,
+      refers_to_address, state, automatic, start_at, deadline_at)
+    select tenant_id, gen_random_uuid(), id, 1, case n when 3 then 'followUpProcess' else 'task' end, 'step', 'afterPrevious', 'processResponsible',
+      false, false, case n when 1 then 'waiting' when 2 then 'due' else 'running' end, n = 2, $1, $1
+    from numbered`, [past])
+  await client.query(`insert into process_instances (tenant_id, id, template_id, template_name, responsible_user_id, controller_user_id, status, parent_step_id)
+    select tenant_id, gen_random_uuid(), gen_random_uuid(), 'Child', gen_random_uuid(), gen_random_uuid(), 'completed', id
+    from instance_steps where kind = 'followUpProcess'`)
+  await client.query(`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at, sent_at, settle_step)
+    select t.id, gen_random_uuid(), 'mail' || n, 'stepSkipped', 'clara@example.com', 'Plans', 'Body', $1, case when n = 2 then $1::timestamptz end, n = 2
+    from tenants t cross join generate_series(1, 2) n`, [past])
+  await client.query('set session_replication_role = origin')
+  // The statements that lock run in a transaction rolled back; the chores with transactions of their
+  // own run as they are (their writes may fail on the rows without templates or users: the statement
+  // that checks the tenants came first).
+  const rolledBack = (db: DB, lock: (trx: DB) => Promise<unknown>) =>
+    db.transaction().execute(async (trx) => { await lock(trx); throw new Error('rolled back') }).catch(() => undefined)
+  const chores: [string, string, (db: DB) => Promise<unknown>][] = [
+    ['the start of waiting steps', 'instance_steps_waiting_idx', (db) => rolledBack(db, (trx) => lockWaitingSteps(trx, now, 100))],
+    ['the automatic steps\' claim', 'instance_steps_automatic_due_idx', (db) => rolledBack(db, (trx) => lockDueAutomaticSteps(trx, 100))],
+    ['the deadline sweep', 'instance_steps_deadline_idx', (db) => rolledBack(db, (trx) => markOverdueSteps(trx, now, 100))],
+    ['the end of follow-ups', 'instance_steps_follow_up_running_idx', (db) => endFollowUps(db, now, 100).catch(() => undefined)],
+    ['the mail claim', 'outbox_mails_unsent_idx', (db) => rolledBack(db, (trx) => claimMails(trx, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100 }))],
+    ['the settling of email steps', 'outbox_mails_settle_idx', (db) => settleStepMails(db, now, 100).catch(() => undefined)]
+  ]
+  for (const [n, [what, index, chore]] of chores.entries()) {
+    const [statement] = await statementsOf(databaseUrl(database.name), /deleting_since/, chore)
+    t.ok(statement, `${what} checks the tenant`)
+    await client.query(`prepare chore_${n} as ${statement!.sql}`)
+    await client.query('set plan_cache_mode = force_generic_plan')
+    const plans = {
+      kept: `execute chore_${n} (${statement!.parameters.map((value) => literalOf(client, value)).join(', ')})`,
+      'with its values': inlined(client, statement!)
+    }
+    for (const [name, text] of Object.entries(plans)) {
+      await client.query('begin')
+      const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(`explain (analyze, format json) ${text}`)
+      await client.query('rollback')
+      const plan = rows[0]!['QUERY PLAN'][0].Plan
+      t.ok(indexesOf(plan).includes(index), `${what}, ${name}: through ${index} (${JSON.stringify(indexesOf(plan))})`)
+      const tenants = scansOf(plan, 'tenants')
+      t.ok(tenants.length > 0 && tenants.every(byTenantKey), `${what}, ${name}: each row's tenant by key (${JSON.stringify(tenants)})`)
+    }
+    await client.query('set plan_cache_mode = auto')
   }
 })

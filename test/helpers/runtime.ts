@@ -6,14 +6,14 @@ import type { Logger } from '../../src/lib/logger.js'
 import { createSecretBox } from '../../src/lib/secret-box.js'
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../src/scheduler/retry-policy.js'
 import { createScheduler, type Scheduler, type SchedulerDeps, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
-import { setupApp, type Client, type TestContext } from './app.js'
+import { setupApp, type Client, type TenantFixture, type TestContext } from './app.js'
 import { TestProvider } from './provider.js'
 import { TestSmtpServer } from './smtp.js'
 
 /** Steps as the template API takes them; a webhook step without serviceId or target calls the fixture's service. */
 export type StepInput = Record<string, unknown>
 
-export interface RuntimeContext extends TestContext {
+export interface RuntimeContext extends TestContext, Processes {
   tenant: { id: string; webId: string; key: string; client: Client }
   api: Client
   provider: TestProvider
@@ -26,10 +26,20 @@ export interface RuntimeContext extends TestContext {
   scheduler: Scheduler
   /** Another scheduler on the same database, as a second worker process would be; `deps` replaces its parts. */
   newScheduler(overrides?: Partial<SchedulerSettings>, log?: Logger, deps?: Partial<SchedulerDeps>): Scheduler
+  /** Another tenant set up as the first (a controller, a worker, a property, the service activated), with processes of its own. */
+  newRuntimeTenant(name: string): Promise<RuntimeTenant>
+}
+
+/** A tenant's processes, as the runtime's tenant and those of newRuntimeTenant have them. */
+export interface Processes {
   /** An active template with these steps; returns its id. */
   template(steps: StepInput[], options?: { notifyOnCompletion?: boolean }): Promise<string>
   start(templateId: string, extra?: Record<string, unknown>): Promise<InstanceView>
   instance(id: string): Promise<InstanceView>
+}
+
+export interface RuntimeTenant extends Processes {
+  tenant: TenantFixture
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests read JSON freely
@@ -52,19 +62,12 @@ export async function setupRuntime(
   })
   const secrets = createSecretBox(options.secretsKey)
   const [provider, smtp] = await Promise.all([TestProvider.start(), TestSmtpServer.start()])
-  const tenant = await ctx.newTenant({ name: 'Muster Immobilien', timeZone: 'Europe/Berlin' })
-  const api = tenant.client
-
   const service = await ctx.operator.post('/v1/marketplace-services', { name: 'Valuation', provider: 'ValueCo', webhookUrl: `${provider.url}/hooks/valuation?v=2` })
   if (service.statusCode !== 201) throw new Error(`service: ${service.body}`)
   provider.secret = service.data.secret
   await ctx.operator.post(`/v1/marketplace-services/${service.data.id}/parameters`,
     { name: 'mode', label: 'Mode', type: 'enum', allowedValues: ['quick', 'full'], required: false, default: 'full' })
-  await api.put(`/v1/marketplace-services/${service.data.id}/activation`)
-
-  const controller = (await api.post('/v1/users', { name: 'Clara Controller', email: 'clara@example.com' })).data
-  const worker = (await api.post('/v1/users', { name: 'Willi Worker', email: 'willi@example.com' })).data
-  const property = (await api.post('/v1/properties', { maintainerUserId: worker.id, fields: { price: 450000, street: 'Hauptstraße 1' } })).data
+  const first = await runtimeTenant(ctx, 'Muster Immobilien', service.data.id)
 
   const http = createHttpClient({ maxBodyBytes: 65536, maxSockets: 32, userAgent: 'Baton/test', allowPrivateNetworks: true })
   const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
@@ -99,17 +102,31 @@ export async function setupRuntime(
 
   return {
     ...ctx,
-    tenant,
-    api,
+    ...first,
+    api: first.tenant.client,
     provider,
     smtp,
     serviceId: service.data.id,
     secret: service.data.secret,
+    scheduler: newScheduler(),
+    newScheduler,
+    newRuntimeTenant: (name) => runtimeTenant(ctx, name, service.data.id)
+  }
+}
+
+/** A tenant with a controller, a worker, a property and the service activated, and its processes. */
+async function runtimeTenant(ctx: TestContext, name: string, serviceId: string): Promise<RuntimeTenant & RuntimePeople> {
+  const tenant = await ctx.newTenant({ name, timeZone: 'Europe/Berlin' })
+  const api = tenant.client
+  await api.put(`/v1/marketplace-services/${serviceId}/activation`)
+  const controller = (await api.post('/v1/users', { name: 'Clara Controller', email: 'clara@example.com' })).data
+  const worker = (await api.post('/v1/users', { name: 'Willi Worker', email: 'willi@example.com' })).data
+  const property = (await api.post('/v1/properties', { maintainerUserId: worker.id, fields: { price: 450000, street: 'Hauptstraße 1' } })).data
+  return {
+    tenant,
     controller,
     worker,
     propertyId: property.id,
-    scheduler: newScheduler(),
-    newScheduler,
     async template(steps, templateOptions = {}) {
       const created = await api.post('/v1/process-templates', {
         name: 'Re-value a property', controllerUserId: controller.id, notifyOnCompletion: templateOptions.notifyOnCompletion ?? false
@@ -117,7 +134,7 @@ export async function setupRuntime(
       if (created.statusCode !== 201) throw new Error(`template: ${created.body}`)
       for (const step of steps) {
         const body: StepInput = { start: { mode: 'afterPrevious' }, responsibility: 'processResponsible', ...step }
-        if (body.kind === 'webhook' && !('serviceId' in step) && !('target' in step)) Object.assign(body, { serviceId: service.data.id })
+        if (body.kind === 'webhook' && !('serviceId' in step) && !('target' in step)) Object.assign(body, { serviceId })
         const added = await api.post(`/v1/process-templates/${created.data.id}/steps`, body)
         if (added.statusCode !== 201) throw new Error(`step: ${added.body}`)
       }
@@ -135,6 +152,12 @@ export async function setupRuntime(
       return (await api.get(`/v1/process-instances/${id}`)).data
     }
   }
+}
+
+interface RuntimePeople {
+  controller: { id: string; email: string }
+  worker: { id: string; email: string }
+  propertyId: string
 }
 
 /**

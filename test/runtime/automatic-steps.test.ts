@@ -1,16 +1,17 @@
 import t, { type Test } from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { automaticStepRunners, type AutomaticStepRunner } from '../../src/scheduler/automatic-steps/runners.js'
-import { setupRuntime, type RuntimeContext } from '../helpers/runtime.js'
+import { heldDeletion } from '../helpers/deletion.js'
+import { setupRuntime, type Processes, type RuntimeContext } from '../helpers/runtime.js'
 
 // The chore that carries out automatic steps (src/scheduler/automatic-steps), apart from any kind: a
 // task step is made automatic in the database and given a runner for the length of a test, so the
 // chore's promises are checked on their own: one run per step, a step whose kind has no runner or
 // whose runner fails turns into a manual step with one mail to the controller, and the others go on.
 
-async function automaticTasks(rt: RuntimeContext, names: string[]) {
-  const templateId = await rt.template(names.map((name) => ({ kind: 'task', name })))
-  const started = await Promise.all(names.map(() => rt.start(templateId)))
+async function automaticTasks(rt: RuntimeContext, names: string[], processes: Processes = rt) {
+  const templateId = await processes.template(names.map((name) => ({ kind: 'task', name })))
+  const started = await Promise.all(names.map(() => processes.start(templateId)))
   await sql`update instance_steps set automatic = true where position = 1 and instance_id in (${sql.join(started.map((s) => s.id))})`.execute(rt.db)
   return started.map((s) => s.id as string)
 }
@@ -73,5 +74,23 @@ t.test('automatic steps', async (t) => {
     t.ok(errors.length > 0, 'the failure is logged')
     const mail = rt.smtp.mails.find((m) => m.subject.includes('Automatic step failed') && m.text.includes('the runner broke'))
     t.ok(mail, 'the controller hears why')
+  })
+
+  t.test('a tenant being deleted has no automatic step carried out: its due step is left while the deletion waits, another tenant\'s is carried out', async (t) => {
+    const ran: string[] = []
+    withRunner(t, async ({ changes, instance, step }) => {
+      ran.push(step.name)
+      changes.endStep(instance, step, 'done', null, 'automatic')
+    })
+    const going = await rt.newRuntimeTenant('Going GmbH')
+    const [goingId] = await automaticTasks(rt, ['Going step'], going)
+    const [stayingId] = await automaticTasks(rt, ['Staying step'])
+    const deletion = await heldDeletion(rt, going.tenant.id)
+    t.equal((await rt.scheduler.runOnce()).automaticSteps, 1, 'one step carried out')
+    t.same(ran, ['Staying step'], 'only the other tenant\'s')
+    t.equal((await rt.instance(stayingId!)).steps[0].state, 'done')
+    const { rows } = await sql<{ state: string }>`select state from instance_steps where instance_id = ${goingId} and position = 1`.execute(rt.db)
+    t.same(rows, [{ state: 'due' }], 'the going tenant\'s step stays due until the deletion takes it')
+    t.equal((await deletion.finish()).statusCode, 204)
   })
 })

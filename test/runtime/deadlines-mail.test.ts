@@ -6,6 +6,7 @@ import { sendQueuedMail } from '../../src/scheduler/send-mail.js'
 import { sweepDeadlines } from '../../src/scheduler/sweep-deadlines.js'
 import { HOUR } from '../helpers/clock.js'
 import { waitForLockWait } from '../helpers/database.js'
+import { heldDeletion } from '../helpers/deletion.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // One runtime for the file; each test names its own steps and counts only the mails about them.
@@ -368,23 +369,26 @@ t.test('a tenant being deleted has no mail sent: its due mail is not claimed whi
     await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
       values (${tenantId}, gen_random_uuid(), ${subject}, 'stepSkipped', 'clara@example.com', ${subject}, 'A step was skipped.', ${rt.clock.now()})`.execute(rt.db)
   }
-  // Another deletion of the tenant's holds its turn: this one has marked the tenant and waits.
-  let release!: () => void
-  let held!: () => void
-  const isHeld = new Promise<void>((resolve) => { held = resolve })
-  const holder = rt.db.transaction().execute(async (trx) => {
-    await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${going.id}`}, 0))`.execute(trx)
-    held()
-    await new Promise<void>((resolve) => { release = resolve })
-  })
-  await isHeld
-  const deleting = rt.operator.delete(`/v1/tenants/${going.id}`)
-  await waitForLockWait(rt.db)
+  const deletion = await heldDeletion(rt, going.id)
   const now = rt.clock.now()
   const claimed = await claimMails(rt.db, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100 })
   t.same(claimed.mails.map((mail) => mail.subject), ['Staying mail'], 'only the other tenant\'s mail is claimed')
   await releaseMails(rt.db, claimed.mails)
-  release()
-  await holder
-  t.equal((await deleting).statusCode, 204)
+  t.equal((await deletion.finish()).statusCode, 204)
+})
+
+t.test('a tenant being deleted has no deadline reported: its overdue step is left while the deletion waits, another tenant\'s is reported', async (t) => {
+  const going = await rt.newRuntimeTenant('Going GmbH')
+  const goingId = (await going.start(await going.template([{ kind: 'task', name: 'Going deadline', deadlineDays: 1 }]))).id
+  const stayingId = (await rt.start(await rt.template([{ kind: 'task', name: 'Staying deadline', deadlineDays: 1 }]))).id
+  rt.clock.advance(25 * HOUR)
+  const deletion = await heldDeletion(rt, going.tenant.id)
+  await sweepDeadlines(rt.db, rt.clock.now(), 100)
+  const { rows } = await sql<{ instance_id: string; reported: boolean }>`
+    select instance_id, deadline_notified_at is not null as reported from instance_steps where instance_id in (${goingId}, ${stayingId})`.execute(rt.db)
+  t.same(Object.fromEntries(rows.map((row) => [row.instance_id, row.reported])), { [goingId]: false, [stayingId]: true },
+    'the other tenant\'s step is reported; the going tenant\'s is left until the deletion takes it')
+  const { rows: mails } = await sql<{ subject: string }>`select subject from outbox_mails where tenant_id = ${going.tenant.id}`.execute(rt.db)
+  t.same(mails, [], 'no mail is queued for the going tenant')
+  t.equal((await deletion.finish()).statusCode, 204)
 })

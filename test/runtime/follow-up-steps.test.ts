@@ -1,5 +1,8 @@
 import t from 'tap'
-import { setupRuntime } from '../helpers/runtime.js'
+import { sql } from '../../src/db/kysely.js'
+import type { Client } from '../helpers/app.js'
+import { heldDeletion } from '../helpers/deletion.js'
+import { setupRuntime, type Processes } from '../helpers/runtime.js'
 
 // followUpProcess steps (issue 12 item 4): a step starts a process of another template with the same
 // responsible user and linked records, through the API and the scheduler on real Postgres and SMTP.
@@ -74,6 +77,29 @@ t.test('followUpProcess steps', async (t) => {
     const run = await rt.scheduler.runOnce()
     t.equal(run.automaticSteps, 1)
     t.same(states(await rt.instance(parent.id)), ['done', 'due'])
+  })
+
+  await t.test('a tenant being deleted has no follow-up ended: its step whose process completed runs on while the deletion waits, another tenant\'s ends', async (t) => {
+    const waitingParent = async (processes: Processes) => {
+      const child = await processes.template([{ kind: 'task', name: 'Tell the owner' }])
+      return (await processes.start(await processes.template([
+        { kind: 'followUpProcess', name: 'Wait for the owner process', followUp: { templateId: child, waitForCompletion: true } },
+        { kind: 'task', name: 'File it' }
+      ]))).id as string
+    }
+    const going = await rt.newRuntimeTenant('Going GmbH')
+    const parents: [Client, string][] = [[going.tenant.client, await waitingParent(going)], [rt.api, await waitingParent(rt)]]
+    await rt.scheduler.runOnce()
+    for (const [api, parent] of parents) {
+      const [child] = (await api.get(`/v1/process-instances?parentId=${parent}`)).data.items
+      t.equal((await api.post(`/v1/process-instances/${child.id}/advance`, { outcome: 'done' })).data.status, 'completed')
+    }
+    const deletion = await heldDeletion(rt, going.tenant.id)
+    t.equal((await rt.scheduler.runOnce()).automaticSteps, 1, 'one follow-up ended')
+    t.same(states(await rt.instance(parents[1]![1])), ['done', 'due'], 'the other tenant\'s')
+    const { rows } = await sql<{ state: string }>`select state from instance_steps where instance_id = ${parents[0]![1]} order by position`.execute(rt.db)
+    t.same(rows.map((row) => row.state), ['running', 'pending'], 'the going tenant\'s step runs on until the deletion takes it')
+    t.equal((await deletion.finish()).statusCode, 204)
   })
 
   await t.test('with waitForCompletion a cancelled child fails the step into a manual one and mails the controller', async (t) => {

@@ -2,7 +2,8 @@ import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { randomUUID } from 'node:crypto'
 import { setupRuntime } from '../helpers/runtime.js'
-import { waitForLockWait } from '../helpers/database.js'
+import { heldDeletion } from '../helpers/deletion.js'
+import { DAY, HOUR } from '../helpers/clock.js'
 
 // What the scheduler does when the world changed under a process: a service switched off, a worker
 // that died on every attempt, a row it cannot process, an SMTP server that is down.
@@ -197,25 +198,26 @@ t.test('a tenant being deleted has no call made: its due call is not claimed whi
   t.equal((await going.client.patch(`/v1/process-templates/${template.id}`, { active: true }, { 'if-match': '"2"' })).statusCode, 200)
   t.equal((await going.client.post('/v1/process-instances', { templateId: template.id, responsibleUserId: user.id, propertyId: property.id })).statusCode, 201)
   const staying = await rt.start(await rt.template([{ kind: 'webhook', name: 'Valuation', refersTo: { property: true } }]))
-  // Another deletion of the tenant's holds its turn: this one has marked the tenant and waits.
-  let release!: () => void
-  let held!: () => void
-  const isHeld = new Promise<void>((resolve) => { held = resolve })
-  const holder = rt.db.transaction().execute(async (trx) => {
-    await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${going.id}`}, 0))`.execute(trx)
-    held()
-    await new Promise<void>((resolve) => { release = resolve })
-  })
-  await isHeld
-  const deleting = rt.operator.delete(`/v1/tenants/${going.id}`)
-  await waitForLockWait(rt.db)
+  const deletion = await heldDeletion(rt, going.id)
   const before = rt.provider.calls.length
   await rt.scheduler.runOnce()
   t.same(rt.provider.calls.slice(before).map((call) => call.query.customerWebId), [rt.tenant.webId], 'only the other tenant\'s call went out')
   t.equal((await rt.instance(staying.id)).steps[0].state, 'done')
   const { rows } = await sql<{ status: string; attempt_count: number }>`select status, attempt_count from deliveries where tenant_id = ${going.id}`.execute(rt.db)
   t.same(rows, [{ status: 'pending', attempt_count: 0 }], 'the going tenant\'s call stays queued, untried, until the deletion takes it')
-  release()
-  await holder
-  t.equal((await deleting).statusCode, 204)
+  t.equal((await deletion.finish()).statusCode, 204)
+})
+
+t.test('a tenant being deleted has no waiting step started: its step whose time came is left while the deletion waits, another tenant\'s starts', async (t) => {
+  const steps = [{ kind: 'task', name: 'Look again tomorrow', start: { mode: 'daysAfterPrevious', days: 1 } }]
+  const going = await rt.newRuntimeTenant('Going GmbH')
+  const goingId = (await going.start(await going.template(steps))).id
+  const stayingId = (await rt.start(await rt.template(steps))).id
+  rt.clock.advance(DAY + HOUR)
+  const deletion = await heldDeletion(rt, going.tenant.id)
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(stayingId)).steps[0].state, 'due', 'the other tenant\'s step started')
+  const { rows } = await sql<{ state: string }>`select state from instance_steps where instance_id = ${goingId}`.execute(rt.db)
+  t.same(rows, [{ state: 'waiting' }], 'the going tenant\'s step waits until the deletion takes it')
+  t.equal((await deletion.finish()).statusCode, 204)
 })

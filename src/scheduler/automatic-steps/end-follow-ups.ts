@@ -4,6 +4,7 @@ import { ProcessChanges } from '../../modules/instances/process-changes.js'
 import { findTimeZones } from '../../modules/instances/runtime-repository.js'
 import { batchOrEach, rethrow, type RowErrorHandler } from '../isolated.js'
 import { pairWithInstances } from '../step-chores-repository.js'
+import { tenantNotDeleting } from '../tenant-not-deleting.js'
 
 /**
  * Follow-up steps that wait for their process (waitForCompletion) end once it has: done when it
@@ -35,7 +36,10 @@ interface EndedFollowUp {
   child_name: string
 }
 
-/** Waiting follow-up steps whose child process has ended, in running parents; with `lock`, the parents locked (SKIP LOCKED). */
+/**
+ * Waiting follow-up steps whose child process has ended, in running parents, of tenants not being
+ * deleted; with `lock`, the parents locked (SKIP LOCKED).
+ */
 async function endedFollowUps(db: DB, limit: number, options: { lock?: boolean; onlyStep?: string } = {}): Promise<EndedFollowUp[]> {
   const { rows } = await sql<EndedFollowUp>`
     select s.tenant_id, s.instance_id, s.id as step_id, c.id as child_id, c.status as child_status, c.template_name as child_name
@@ -43,6 +47,7 @@ async function endedFollowUps(db: DB, limit: number, options: { lock?: boolean; 
     join process_instances c on c.tenant_id = s.tenant_id and c.parent_step_id = s.id
     join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
     where s.kind = 'followUpProcess' and s.state = 'running' and c.status <> 'running' and i.status = 'running'
+      and ${tenantNotDeleting('s.tenant_id')}
     ${options.onlyStep ? sql`and s.id = ${options.onlyStep}` : sql``}
     order by s.id
     limit ${limit}
