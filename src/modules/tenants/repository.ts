@@ -123,7 +123,7 @@ async function deleteInParts(db: DB, id: string): Promise<void> {
   }
 }
 
-/** How many deadlocks the parts of one table get over before the DELETE answers 409 (retry it). */
+/** How many deadlocks the parts of one table, or the last transaction, get over before the DELETE answers 409 (retry it). */
 const DEADLOCK_TRIES = 5
 
 /**
@@ -162,8 +162,21 @@ async function deletePart(db: DB, id: string, { table, weight = sql<number>`0` }
  * new process's key to its tenant waits for it), and the second delete takes those that started
  * meanwhile. Locking the tenant first would instead deadlock with a change in progress that writes
  * an activity or a delivery (their keys to the tenant wait for the lock, the delete for the change).
+ * A change that waits for a row the transaction deleted before deadlocks with it as with a part, and
+ * the transaction chosen to end the deadlock is tried again (DEADLOCK_TRIES), after the change.
  */
 async function deleteTenantAtOnce(db: DB, id: string): Promise<boolean> {
+  for (let deadlocks = 1; ; deadlocks++) {
+    try {
+      return await deleteRestWithTenant(db, id)
+    } catch (error) {
+      if (!isDeadlock(error) || deadlocks >= DEADLOCK_TRIES) throw error
+    }
+  }
+}
+
+/** One try of deleteTenantAtOnce: the tenant's processes, templates and the tenant, in one transaction. */
+function deleteRestWithTenant(db: DB, id: string): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
     await lockDeletion(trx, id)
     const deleteProcesses = () => trx.deleteFrom('process_instances').where('tenant_id', '=', id).execute()

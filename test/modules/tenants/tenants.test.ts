@@ -383,3 +383,23 @@ t.test('a part of a large tenant\'s deletion that deadlocks with another transac
   t.equal(deleted.statusCode, 204, deleted.body)
   t.same((await sql`select id from tenants where id = ${a}`.execute(ctx.db)).rows, [])
 })
+
+t.test('the last transaction of a deletion that deadlocks with another transaction is tried again: 204, not 409', async (t) => {
+  const ctx = await setupApp(t)
+  const world = await buildWorld(ctx)
+  const a = world.a.id
+  // As for a part: another transaction holds the tenant's processes, then waits for the deletion's
+  // lock against another deletion while the last transaction waits for the processes.
+  let deleting: Promise<{ statusCode: number; body: string }> | undefined
+  await ctx.db.transaction().execute(async (trx) => {
+    await sql`set local deadlock_timeout = '60s'`.execute(trx)
+    const { rows } = await sql`select id from process_instances where tenant_id = ${a} for update`.execute(trx)
+    t.ok(rows.length > 0, 'the tenant has processes')
+    deleting = ctx.operator.delete(`/v1/tenants/${a}`)
+    t.ok(await someoneWaitsForALock(ctx), 'the last transaction waits for the held processes')
+    await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${a}`}, 0))`.execute(trx)
+  })
+  const deleted = await deleting!
+  t.equal(deleted.statusCode, 204, deleted.body)
+  t.same((await sql`select id from tenants where id = ${a}`.execute(ctx.db)).rows, [])
+})
