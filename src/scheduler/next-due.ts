@@ -1,19 +1,35 @@
 import { sql } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
+import { tenantNotDeleting } from './tenant-not-deleting.js'
 
 /**
  * When the next delivery falls due, and when the next chore (step start, automatic step, deadline, mail) does. A mail
- * another worker holds counts from the end of its lease, so a worker does not spin on it.
+ * another worker holds counts from the end of its lease, so a worker does not spin on it. Nor does it spin on the rows
+ * of a tenant being deleted (tenants.deleting_since), which the claims and chores do not take (tenant-not-deleting.ts):
+ * counted, they were due at once for as long as the deletion ran, or until it was repeated once cut off, and the loop
+ * claimed nothing and ran its chores every 50 ms. Each time is read along its partial index, the first row whose
+ * tenant is not being deleted (one look-up of the tenant per row read), rather than by `min`, which would read them
+ * all; the mails, few and unordered by their lease, by `min`.
  */
-export async function nextDue(db: DB): Promise<{ delivery: Date | undefined; chores: Date | undefined }> {
-  const { rows } = await sql<{ delivery: Date | null; chores: Date | null }>`
-    select (select min(next_attempt_at) from deliveries where status = 'pending') as delivery, least(
-      (select min(start_at) from instance_steps where state = 'waiting'),
-      (select min(start_at) from instance_steps where state = 'due' and automatic),
-      (select min(deadline_at) from instance_steps
-        where deadline_at is not null and deadline_notified_at is null and state in ('due', 'running', 'failed')),
-      (select min(greatest(next_attempt_at, lease_expires_at)) from outbox_mails where sent_at is null and failed_at is null)
+export function nextDueStatement() {
+  return sql<{ delivery: Date | null; chores: Date | null }>`
+    select (select next_attempt_at from deliveries d where status = 'pending' and ${tenantNotDeleting('d.tenant_id')}
+        order by next_attempt_at limit 1) as delivery, least(
+      (select start_at from instance_steps s where state = 'waiting' and ${tenantNotDeleting('s.tenant_id')}
+        order by start_at limit 1),
+      (select start_at from instance_steps s where state = 'due' and automatic and ${tenantNotDeleting('s.tenant_id')}
+        order by start_at limit 1),
+      (select deadline_at from instance_steps s
+        where deadline_at is not null and deadline_notified_at is null and state in ('due', 'running', 'failed')
+          and ${tenantNotDeleting('s.tenant_id')}
+        order by deadline_at limit 1),
+      (select min(greatest(next_attempt_at, lease_expires_at)) from outbox_mails m
+        where sent_at is null and failed_at is null and ${tenantNotDeleting('m.tenant_id')})
     ) as chores
-  `.execute(db)
+  `
+}
+
+export async function nextDue(db: DB): Promise<{ delivery: Date | undefined; chores: Date | undefined }> {
+  const { rows } = await nextDueStatement().execute(db)
   return { delivery: rows[0]?.delivery ?? undefined, chores: rows[0]?.chores ?? undefined }
 }

@@ -6,6 +6,7 @@ import { createMailer, type Mailer } from '../../src/adapters/mailer.js'
 import { openPostgres } from '../../src/db/connect.js'
 import { WORK_CHANNEL } from '../../src/scheduler/build.js'
 import { createScheduler, type Scheduler, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
+import { nextDue } from '../../src/scheduler/next-due.js'
 import { databaseUrl } from '../helpers/database.js'
 import type { Reply } from '../helpers/provider.js'
 import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
@@ -247,4 +248,23 @@ t.test('stop(grace) cuts off a call that outlasts the grace period: an aborted a
   t.equal((await rt.instance(instanceId)).status, 'completed', 'a second worker completes it')
   t.same((await deliveryOf(stepId)).attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'aborted'], [2, 'succeeded']],
     'the resent call is attempt 2')
+})
+
+t.test('a tenant being deleted sets no due time: its delivery and mail, which no claim takes, would keep the loop claiming every 50 ms', async (t) => {
+  const going = await rt.newTenant({ name: 'Going GmbH' })
+  // Before anything else queued in this file, the staying tenant's a day after the going tenant's.
+  const [first, second] = [new Date('2001-01-01T00:00:00Z'), new Date('2001-01-02T00:00:00Z')]
+  for (const [tenantId, at] of [[going.id, first], [rt.tenant.id, second]] as const) {
+    await sql`insert into deliveries (tenant_id, id, service_id, source, next_attempt_at)
+      values (${tenantId}, gen_random_uuid(), ${rt.serviceId}, 'trigger', ${at})`.execute(rt.db)
+    await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
+      values (${tenantId}, gen_random_uuid(), ${`due ${tenantId}`}, 'stepSkipped', 'clara@example.com', 'Skipped', 'A step was skipped.', ${at})`.execute(rt.db)
+  }
+  t.same(await nextDue(rt.db), { delivery: first, chores: first }, 'the going tenant\'s are due first')
+  // As a deletion leaves the tenant while it runs, or once it was cut off.
+  await sql`update tenants set deleting_since = now() where id = ${going.id}`.execute(rt.db)
+  t.same(await nextDue(rt.db), { delivery: second, chores: second }, 'once it is marked, the other tenant\'s are the next due')
+  t.equal((await rt.operator.delete(`/v1/tenants/${going.id}`)).statusCode, 204)
+  await sql`delete from deliveries where tenant_id = ${rt.tenant.id} and next_attempt_at = ${second}`.execute(rt.db)
+  await sql`delete from outbox_mails where tenant_id = ${rt.tenant.id} and next_attempt_at = ${second}`.execute(rt.db)
 })
