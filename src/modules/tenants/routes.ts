@@ -57,8 +57,9 @@ export default async function tenantRoutes(fastify: FastifyInstance, { db, clock
     config,
     schema: {
       operationId: 'deleteTenant', tags, summary: 'Delete a tenant and everything it owns', params: IdParamsSchema,
-      description: 'The tenant is first marked as being deleted (deletingSince): from then on its API keys and apiClaims are ' +
-        'refused (401, 403) and none of its processes starts. A large tenant then loses its rows in parts, each a short ' +
+      description: 'The tenant is first marked as being deleted (deletingSince): from then on its apiClaims are refused (403) ' +
+        'and none of its processes starts; its API keys are refused (401) at once by the API process that deletes it, and by ' +
+        'the others within 2 s, as the keys they hold in their cache expire. A large tenant then loses its rows in parts, each a short ' +
         'transaction of its own, and goes with the rest in one: a deletion cut off in between leaves part of the tenant, ' +
         'marked, and deleting it again finishes it.',
       response: { 204: noContent('The tenant and everything it owned are deleted'), ...problems(400, 401, 403, 404, 409) }
