@@ -105,7 +105,10 @@ export interface paths {
         /** List a tenant's API keys (without secrets) */
         get: operations["listApiKeys"];
         put?: never;
-        /** Create an API key for a tenant (the key is shown once) */
+        /**
+         * Create an API key for a tenant (the key is shown once)
+         * @description A tenant being deleted (deletingSince) gets no new key: 409.
+         */
         post: operations["createApiKey"];
         delete?: never;
         options?: never;
@@ -2389,6 +2392,15 @@ export interface operations {
             };
             /** @description No such resource for this caller */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the current state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -20,7 +20,8 @@ export default async function apiKeyRoutes(fastify: FastifyInstance, { db, clock
     schema: {
       operationId: 'createApiKey', tags, summary: 'Create an API key for a tenant (the key is shown once)', params: IdParamsSchema,
       body: CreateApiKeySchema,
-      response: { 201: ok(Type.Ref('NewApiKey'), 'The new key, with its secret shown this once', ['Location']), ...problems(400, 401, 403, 404, 422) }
+      description: 'A tenant being deleted (deletingSince) gets no new key: 409.',
+      response: { 201: ok(Type.Ref('NewApiKey'), 'The new key, with its secret shown this once', ['Location']), ...problems(400, 401, 403, 404, 409, 422) }
     }
   }, async (request, reply) => {
     const key = await tenants.createApiKey(db, request.params.id, request.body.name)

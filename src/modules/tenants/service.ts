@@ -124,7 +124,11 @@ function toApiKey(row: Awaited<ReturnType<typeof repo.insertApiKey>>): ApiKey {
 
 export async function createApiKey(db: DB, tenantId: string, name: string): Promise<NewApiKey> {
   refuseBlankNames({ name }, ['name'])
-  await getTenant(db, tenantId)
+  const tenant = await getTenant(db, tenantId)
+  // Its keys are refused (401) until it is gone: the operator learns why now rather than from each request.
+  if (tenant.deletingSince !== null) {
+    throw conflict(`Tenant ${tenantId} is being deleted (since ${tenant.deletingSince}) and gets no new API key; deleting it again finishes the deletion.`)
+  }
   const key = generateKey('tenant')
   // A tenant deleted between the check and the insert: its key refers to no tenant (a 404, as the check's).
   const row = await repo.insertApiKey(db, { tenant_id: tenantId, id: newId(), name, key_prefix: keyPrefix(key), key_hash: hashKey(key) })

@@ -117,7 +117,7 @@ t.test('a tenant whose template has a step for a named user is deleted (204)', a
   t.equal(rows[0]?.n, 0, 'no step of its templates is left')
 })
 
-t.test('a tenant being deleted is marked first: its key is refused (401), also where it was known, its apiClaim too (403), the operator sees deletingSince, and it is deleted (204)', async (t) => {
+t.test('a tenant being deleted is marked first: its key is refused (401), also where it was known, its apiClaim too (403), it gets no new key (409), the operator sees deletingSince, and it is deleted (204)', async (t) => {
   const ctx = await setupApp(t)
   const world = await buildWorld(ctx)
   const b = await ctx.newTenant()
@@ -139,6 +139,9 @@ t.test('a tenant being deleted is marked first: its key is refused (401), also w
   t.equal(read.data.deletingSince, ctx.clock.now().toISOString(), 'the operator reads when its deletion began')
   const listed = (await ctx.operator.get('/v1/tenants')).data.items as { id: string; deletingSince: string | null }[]
   t.same(listed.filter((tenant) => tenant.deletingSince !== null).map((tenant) => tenant.id), [world.a.id], 'and sees it in the list')
+  const keys = (await ctx.operator.get(`/v1/tenants/${world.a.id}/api-keys`)).data.items.length
+  assertProblem(t, await ctx.operator.post(`/v1/tenants/${world.a.id}/api-keys`, { name: 'late' }), 409, /is being deleted.*no new API key/)
+  t.equal((await ctx.operator.get(`/v1/tenants/${world.a.id}/api-keys`)).data.items.length, keys, 'no key is made that would be refused')
   release()
   await holder
   const deleted = await deleting
