@@ -14,6 +14,7 @@ import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delive
 import { nextDue } from '../../src/scheduler/next-due.js'
 import { STEP_READS } from '../../src/modules/instances/repository.js'
 import { instancesNamingUser } from '../../src/modules/users/repository.js'
+import { searchesWithCandidatesStatement, type DateSearch } from '../../src/modules/autostart/repository.js'
 import { queueFiguresStatement } from '../../src/modules/health/repository.js'
 import { claimMails } from '../../src/scheduler/mail-repository.js'
 import { settleStepMails } from '../../src/scheduler/email-steps.js'
@@ -625,4 +626,36 @@ t.test('the scheduler\'s claims and chores read their due rows through their par
     }
     await client.query('set plan_cache_mode = auto')
   }
+})
+
+t.test('the date chore asks after each template\'s candidates among its own tenant\'s records, however many records there are', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenants = Array.from({ length: 100 }, (_, n) => `00000000-0000-7000-8000-${String(n + 1).padStart(12, '0')}`)
+  const searches = (record: DateSearch['record'], ignoreYear: boolean): DateSearch[] => tenants.map((tenant, n) => ({
+    template: { tenant_id: tenant, id: `00000000-0000-7000-9000-${String(n + 1).padStart(12, '0')}`, name: 'Handover', autostart: {} },
+    record, field: 'handoverOn', target: '2029-05-10', ignoreYear
+  }))
+  const plans = async () => {
+    const found: string[] = []
+    for (const record of ['property', 'address'] as const) {
+      for (const ignoreYear of [false, true]) found.push(await planOf(client, inlined(client, searchesWithCandidatesStatement(record, ignoreYear, searches(record, ignoreYear)).compile(database.db))))
+    }
+    return found
+  }
+  const lookups = (plan: string, name: string) => {
+    t.notMatch(plan, /"Seq Scan"|Hash|Merge/, `${name}: no record table or run read whole, no hashed subplan`)
+    t.match(plan, /"Index Name":"(properties|addresses)_pkey"[^}]*"Index Cond":"\(tenant_id = s\.tenant_id\)"/, `${name}: each search's records through the key, by its tenant`)
+  }
+  for (const [n, plan] of (await plans()).entries()) lookups(plan, `empty, no statistics (${n})`)
+  // Many records and runs, spread over the tenants, with statistics.
+  await client.query('set session_replication_role = replica') // no triggers: records without their tenant
+  for (const table of ['properties', 'addresses']) {
+    await client.query(`insert into ${table} (tenant_id, id, fields)
+      select ($1::uuid[])[1 + n % 100], gen_random_uuid(), jsonb_build_object('handoverOn', '2029-08-01') from generate_series(1, 100000) n`, [tenants])
+    await client.query(`analyze ${table}`)
+  }
+  await client.query(`insert into autostart_runs (tenant_id, id, template_id, record_kind, record_id, occurrence, outcome)
+    select tenant_id, gen_random_uuid(), gen_random_uuid(), 'address', id, 'date:2029-08-01', 'started' from addresses`)
+  await client.query('analyze autostart_runs')
+  for (const [n, plan] of (await plans()).entries()) lookups(plan, `200,000 records, with statistics (${n})`)
 })

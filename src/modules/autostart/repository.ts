@@ -116,15 +116,24 @@ export async function anyDateCandidateLeft(db: DB, search: DateSearch): Promise<
 
 /**
  * Which of these searches, all of one kind of record and alike in ignoreYear, have a candidate
- * (anyDateCandidateLeft), in one statement: their places in the list.
+ * (anyDateCandidateLeft), in one statement: their places in the list. Each search looks among its own
+ * tenant's records, through their key, and stops at the first candidate: the limit keeps Postgres from
+ * pulling the search up into a join that read the whole record table (every tenant's) and hashed every
+ * run, once a statement, 72 ms on 200,000 addresses and growing with them.
  */
 export async function searchesWithCandidates(db: DB, record: RecordKindName, ignoreYear: boolean, searches: DateSearch[]): Promise<Set<number>> {
+  const { rows } = await searchesWithCandidatesStatement(record, ignoreYear, searches).execute(db)
+  return new Set(rows.map((row) => Number(row.place) - 1))
+}
+
+export function searchesWithCandidatesStatement(record: RecordKindName, ignoreYear: boolean, searches: DateSearch[]) {
   const column = <T>(of: (search: DateSearch) => T) => searches.map(of)
-  const { rows } = await sql<{ place: string }>`
+  return sql<{ place: string }>`
     select s.place from unnest(${column((s) => s.template.tenant_id)}::uuid[], ${column((s) => s.template.id)}::uuid[],
       ${column((s) => s.field)}::text[], ${column((s) => s.target)}::text[]) with ordinality as s(tenant_id, template_id, field, target, place)
-    where exists (select 1 ${dateCandidates(record, ignoreYear, { tenantId: sql`s.tenant_id`, templateId: sql`s.template_id`, field: sql`s.field`, target: sql`s.target` })})`.execute(db)
-  return new Set(rows.map((row) => Number(row.place) - 1))
+    cross join lateral (
+      select 1 ${dateCandidates(record, ignoreYear, { tenantId: sql`s.tenant_id`, templateId: sql`s.template_id`, field: sql`s.field`, target: sql`s.target` })}
+      limit 1) c`
 }
 
 /**
