@@ -1,4 +1,6 @@
 import t from 'tap'
+import { openPostgres } from '../../src/db/connect.js'
+import { isStatementTimeout } from '../../src/db/errors.js'
 import { sql, type KyselyPlugin } from '../../src/db/kysely.js'
 import { autostartOnDates } from '../../src/modules/autostart/service.js'
 import { setupRuntime } from '../helpers/runtime.js'
@@ -49,4 +51,40 @@ t.test('a pass over templates that find nothing takes as many statements for twe
   t.same(twelve, one, `statements for one template: ${JSON.stringify(one)}`)
   t.same(await checkedThrough(), ['2029-05-09'], 'every template checked through yesterday')
   t.same(failures, [], 'no template failed')
+})
+
+t.test('a search that overruns the statement timeout fails its own template; the others still start', async (t) => {
+  const rt = await setupRuntime(t)
+  const handover = async (api: typeof rt.api, controllerUserId: string) => {
+    const created = await api.post('/v1/process-templates', {
+      name: 'Handover', controllerUserId, autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
+    })
+    await api.post(`/v1/process-templates/${created.data.id}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
+    t.equal((await api.patch(`/v1/process-templates/${created.data.id}`, { active: true })).statusCode, 200)
+    return created.data.id as string
+  }
+  rt.clock.set('2029-05-10T06:00:00Z')
+  // A tenant whose addresses are so long that reading them overruns the timeout; none is due. Long
+  // rather than many, so that the planner's view of the table (few rows) is that of the others.
+  const big = await rt.newTenant()
+  const bigController = (await big.client.post('/v1/users', { name: 'Bea Controller', email: 'bea@example.com' })).data
+  const slow = await handover(big.client, bigController.id)
+  for (let part = 0; part < 5; part++) {
+    await sql`insert into addresses (tenant_id, id, fields)
+      select ${big.id}, gen_random_uuid(), jsonb_build_object('handoverOn', '2029-08-01', 'notes', repeat(md5(n::text), 3000)) from generate_series(1, 2000) n`.execute(rt.db)
+  }
+  // The others' searches, in the list of one statement with its: asked again in halves, they still find their candidates.
+  const templates = [await handover(rt.api, rt.controller.id), await handover(rt.api, rt.controller.id)]
+  const due = (await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-05-10' } })).data.id as string
+
+  const short = openPostgres(rt.databaseUrl, { statementTimeoutMs: 80 })
+  t.teardown(() => short.close())
+  const failures: { error: unknown; templateId: string }[] = []
+  t.equal(await autostartOnDates(short.db, new Date('2029-05-10T08:00:00Z'), 100, (error, templateId) => failures.push({ error, templateId })), 2, 'both other templates started')
+  t.same(failures.map((f) => f.templateId), [slow], 'the slow search fails its template alone')
+  t.ok(failures.every((f) => isStatementTimeout(f.error)), 'on the statement timeout')
+  for (const templateId of templates) {
+    const runs = (await rt.api.get(`/v1/process-templates/${templateId}/autostart-runs`)).data.items as { recordId: string; outcome: string }[]
+    t.match(runs, [{ recordId: due, outcome: 'started' }], 'the due address started its process')
+  }
 })

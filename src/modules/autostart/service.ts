@@ -1,7 +1,7 @@
 import type { DB } from '../../db/connect.js'
 import type { RecordRow } from '../../db/database.js'
 import { notFound } from '../../errors.js'
-import { isTransientDatabaseError } from '../../db/errors.js'
+import { isDatabaseUnavailable, isStatementTimeout } from '../../db/errors.js'
 import { addDays } from '../../lib/calendar.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
@@ -93,10 +93,14 @@ export async function autostartOnDates(db: DB, now: Date, limit: number, onError
       onError(error, template.id)
     }
   }
-  const mayHaveCandidates = await searchesThatMayHaveCandidates(db, passes.flatMap((pass) => pass.searches))
+  const failed = new Map<repo.AutostartTemplate, unknown>()
+  const mayHaveCandidates = await searchesThatMayHaveCandidates(db, passes.flatMap((pass) => pass.searches), (error, search) => failed.set(search.template, error))
+  for (const [template, error] of failed) onError(error, template.id)
   let claimed = 0
   const marks: repo.DatesChecked[] = []
   for (const pass of passes) {
+    // Its days' transactions would ask the same and fail alike: the next pass tries it again.
+    if (failed.has(pass.template)) continue
     try {
       const checked = await checkDates(db, now, pass, limit, mayHaveCandidates)
       claimed += checked.claimed
@@ -124,11 +128,14 @@ function inParts<T>(list: T[], size: number): T[][] {
 
 /**
  * The searches that may have a candidate: those found to have one, asked for a list of them in each
- * statement (of one kind of record and ignoreYear alike), and every search of a list whose statement
- * failed for a reason other than the database (it overran the statement timeout, say), which are then
- * checked on their own: one template cannot stop the others.
+ * statement (of one kind of record and ignoreYear alike). A list whose statement fails for a reason
+ * other than a lost connection (it overran the statement timeout, say) is asked again in halves, down
+ * to the search that fails, which goes to `failed`: one template cannot stop the others. A lost
+ * connection, or a database away, ends the pass.
  */
-async function searchesThatMayHaveCandidates(db: DB, searches: repo.DateSearch[]): Promise<Set<repo.DateSearch>> {
+async function searchesThatMayHaveCandidates(
+  db: DB, searches: repo.DateSearch[], failed: (error: unknown, search: repo.DateSearch) => void
+): Promise<Set<repo.DateSearch>> {
   const found = new Set<repo.DateSearch>()
   const groups = new Map<string, repo.DateSearch[]>()
   for (const search of searches) {
@@ -137,14 +144,18 @@ async function searchesThatMayHaveCandidates(db: DB, searches: repo.DateSearch[]
     if (group) group.push(search)
     else groups.set(key, [search])
   }
-  for (const list of [...groups.values()].flatMap((group) => inParts(group, SEARCHES_A_STATEMENT))) {
+  const ask = async (list: repo.DateSearch[]): Promise<void> => {
     try {
       for (const place of await repo.searchesWithCandidates(db, list[0]!.record, list[0]!.ignoreYear, list)) found.add(list[place]!)
     } catch (error) {
-      if (isTransientDatabaseError(error)) throw error
-      for (const search of list) found.add(search)
+      if (isDatabaseUnavailable(error) && !isStatementTimeout(error)) throw error
+      if (list.length === 1) return failed(error, list[0]!)
+      const half = Math.ceil(list.length / 2)
+      await ask(list.slice(0, half))
+      await ask(list.slice(half))
     }
   }
+  for (const list of [...groups.values()].flatMap((group) => inParts(group, SEARCHES_A_STATEMENT))) await ask(list)
   return found
 }
 
