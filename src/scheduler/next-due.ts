@@ -8,7 +8,7 @@ import { tenantNotDeleting } from './tenant-not-deleting.js'
  * of a tenant being deleted (tenants.deleting_since), which the claims and chores do not take (tenant-not-deleting.ts):
  * counted, they were due at once for as long as the deletion ran, or until it was repeated once cut off, and the loop
  * claimed nothing and ran its chores every 50 ms. Each time is read along its partial index, the first row whose
- * tenant is not being deleted (one look-up of the tenant per row read), rather than by `min`, which would read them
+ * tenant is not being deleted (the tenants being deleted read once for the statement), rather than by `min`, which would read them
  * all; the mails, few and unordered by their lease, by `min`.
  */
 export function nextDueStatement() {

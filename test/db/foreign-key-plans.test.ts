@@ -368,8 +368,12 @@ function stepsUpdate(plan: PlanNode): PlanNode | undefined {
   return undefined
 }
 
-/** A look-up of one tenant by its key (the check that a row's tenant is not being deleted). */
-const byTenantKey = ({ scan }: { scan: string }) => scan === 'Index Scan tenants_pkey'
+/**
+ * A read of tenants that costs nothing per row: the tenants being deleted read once for the whole
+ * statement (the check that a row's tenant is not being deleted, through tenants_deleting_idx or, on a
+ * table the planner believes small, in one pass), or a tenant looked up by its key (a claim's names).
+ */
+const byTenantKey = ({ scan, loops }: { scan: string; loops: number }) => loops <= 1 || scan === 'Index Scan tenants_pkey'
 
 /** A scan that is cheap whatever the table holds: a lookup by the primary key, or one pass over a table the planner believes small. */
 const byKeyOrOnce = ({ scan, loops }: { scan: string; loops: number }) =>
