@@ -19,6 +19,22 @@ const LIMIT = 3
 const HOLD_MS = 300
 const N = 24
 
+/**
+ * Calls a provider holds until the test answers them: `held` waits for the test's answer (at once
+ * after `answerAll`, which the teardown calls too).
+ */
+function heldAnswers(t: Test) {
+  const answers: (() => void)[] = []
+  let answering = false
+  const answerAll = () => {
+    answering = true
+    for (const answer of answers) answer()
+  }
+  t.teardown(answerAll)
+  const held = () => answering ? Promise.resolve() : new Promise<void>((resolve) => answers.push(resolve))
+  return { answers, held, answerAll }
+}
+
 t.test('two workers never have more than WEBHOOK_PER_HOST_CONCURRENCY calls open at one host, and waiting uses no attempt', async (t) => {
   const rt = await setupRuntime(t)
   const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
@@ -216,15 +232,10 @@ t.test('a call given its host\'s slot while every place is taken takes the next 
   const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 2, concurrency: 2 }, 4)
   const received: string[] = []
   // The busy host holds each call until the test answers it.
-  const answers: (() => void)[] = []
-  let answerAll = false
-  t.teardown(() => {
-    answerAll = true
-    for (const answer of answers) answer()
-  })
+  const { answers, held, answerAll } = heldAnswers(t)
   rt.provider.always(async () => {
     received.push('busy')
-    if (!answerAll) await new Promise<void>((resolve) => answers.push(resolve))
+    await held()
     return { status: 200, body: 'ok' }
   })
   const full = await otherHost(t, rt, 'Full host', 1)
@@ -260,8 +271,7 @@ t.test('a call given its host\'s slot while every place is taken takes the next 
   answers[0]!()
   await until('the next call', async () => received.length >= 3, log, 5_000)
   t.equal(received[2], 'full', 'the freed place went to the call that had its slot, not to a newer call')
-  answerAll = true
-  for (const answer of answers) answer()
+  answerAll()
   await until('every delivery done', async () => (await deliveriesIn('succeeded', rt)) === 7, log, 10_000)
   const attempts = await rt.db.selectFrom('deliveries').select('attempt_count').execute()
   t.same(attempts.map((a) => a.attempt_count), Array(7).fill(1), 'waiting for a slot and for a place used no attempt')
@@ -350,14 +360,9 @@ t.test('a delivery claimed again while its first call hangs past its lease gives
   const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
   const scheduler = rt.newScheduler({ concurrency: 2 })
   t.teardown(() => scheduler.stop(1000))
-  const answers: (() => void)[] = []
-  let answerAll = false
-  t.teardown(() => {
-    answerAll = true
-    for (const answer of answers) answer()
-  })
+  const { answers, held } = heldAnswers(t)
   rt.provider.always(async () => {
-    if (!answerAll) await new Promise<void>((resolve) => answers.push(resolve))
+    await held()
     return { status: 200, body: 'ok' }
   })
   const templateId = await rt.template([{ kind: 'webhook', name: 'Hangs' }])
