@@ -188,22 +188,15 @@ t.test('a tenant deleted while its step\'s call is in flight: the call\'s apiCla
 })
 
 t.test('a tenant being deleted has no call made: its due call is not claimed while the deletion waits, another tenant\'s is', async (t) => {
-  const going = await rt.newTenant({ name: 'Going GmbH' })
-  t.equal((await going.client.put(`/v1/marketplace-services/${rt.serviceId}/activation`)).statusCode, 200)
-  const user = (await going.client.post('/v1/users', { name: 'Gus Going', email: 'gus@example.com' })).data
-  const property = (await going.client.post('/v1/properties', { maintainerUserId: user.id, fields: { price: 1 } })).data
-  const template = (await going.client.post('/v1/process-templates', { name: 'Value it' })).data
-  await going.client.post(`/v1/process-templates/${template.id}/steps`,
-    { kind: 'webhook', name: 'Valuation', serviceId: rt.serviceId, refersTo: { property: true }, start: { mode: 'afterPrevious' }, responsibility: 'processResponsible' })
-  t.equal((await going.client.patch(`/v1/process-templates/${template.id}`, { active: true }, { 'if-match': '"2"' })).statusCode, 200)
-  t.equal((await going.client.post('/v1/process-instances', { templateId: template.id, responsibleUserId: user.id, propertyId: property.id })).statusCode, 201)
+  const going = await rt.newRuntimeTenant('Going GmbH')
+  await going.start(await going.template([{ kind: 'webhook', name: 'Valuation', refersTo: { property: true } }]))
   const staying = await rt.start(await rt.template([{ kind: 'webhook', name: 'Valuation', refersTo: { property: true } }]))
-  const deletion = await heldDeletion(rt, going.id)
+  const deletion = await heldDeletion(rt, going.tenant.id)
   const before = rt.provider.calls.length
   await rt.scheduler.runOnce()
   t.same(rt.provider.calls.slice(before).map((call) => call.query.customerWebId), [rt.tenant.webId], 'only the other tenant\'s call went out')
   t.equal((await rt.instance(staying.id)).steps[0].state, 'done')
-  const { rows } = await sql<{ status: string; attempt_count: number }>`select status, attempt_count from deliveries where tenant_id = ${going.id}`.execute(rt.db)
+  const { rows } = await sql<{ status: string; attempt_count: number }>`select status, attempt_count from deliveries where tenant_id = ${going.tenant.id}`.execute(rt.db)
   t.same(rows, [{ status: 'pending', attempt_count: 0 }], 'the going tenant\'s call stays queued, untried, until the deletion takes it')
   t.equal((await deletion.finish()).statusCode, 204)
 })
