@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
 import { waitForLockWait } from '../../helpers/database.js'
@@ -175,6 +175,26 @@ async function someoneWaitsForALock(ctx: { db: DB }, count = 1): Promise<boolean
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
   return false
+}
+
+/**
+ * A deletion of the tenant that deadlocks once with another transaction: that one holds the tenant's
+ * rows (`hold`), lets the DELETE wait for them (`waits` names the wait), then asks for the deletion's
+ * lock against another deletion: locks taken in opposite orders. Its deadlock_timeout is longer, so
+ * the deletion's transaction is the one Postgres chooses to end it. Resolves with the DELETE's answer.
+ */
+async function deadlockedDeletion(
+  t: Test, ctx: Awaited<ReturnType<typeof setupApp>>, tenantId: string, hold: (trx: DB) => Promise<void>, waits: string
+): Promise<{ statusCode: number; body: string }> {
+  let deleting: Promise<{ statusCode: number; body: string }> | undefined
+  await ctx.db.transaction().execute(async (trx) => {
+    await sql`set local deadlock_timeout = '60s'`.execute(trx)
+    await hold(trx)
+    deleting = ctx.operator.delete(`/v1/tenants/${tenantId}`)
+    t.ok(await someoneWaitsForALock(ctx), waits)
+    await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${tenantId}`}, 0))`.execute(trx)
+  })
+  return deleting!
 }
 
 t.test('a tenant PATCH that changes nothing keeps updatedAt', async (t) => {
@@ -371,18 +391,10 @@ t.test('a part of a large tenant\'s deletion that deadlocks with another transac
   const world = await buildWorld(ctx)
   const a = world.a.id
   await sql`insert into activities (tenant_id, id, kind, message) select ${a}, gen_random_uuid(), 'note', 'history' from generate_series(1, ${PART_ROWS + 1})`.execute(ctx.db)
-  // Another transaction holds the tenant's activities, then waits for what the deletion's part holds
-  // (its lock against another deletion) while the part waits for the activities: locks taken in
-  // opposite orders. Its deadlock_timeout is longer, so the part is the one Postgres chooses to end it.
-  let deleting: Promise<{ statusCode: number; body: string }> | undefined
-  await ctx.db.transaction().execute(async (trx) => {
-    await sql`set local deadlock_timeout = '60s'`.execute(trx)
+  // Another transaction holds the tenant's activities while the part waits for them.
+  const deleted = await deadlockedDeletion(t, ctx, a, async (trx) => {
     await sql`select id from activities where tenant_id = ${a} for update`.execute(trx)
-    deleting = ctx.operator.delete(`/v1/tenants/${a}`)
-    t.ok(await someoneWaitsForALock(ctx), 'the part waits for the held activities')
-    await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${a}`}, 0))`.execute(trx)
-  })
-  const deleted = await deleting!
+  }, 'the part waits for the held activities')
   t.equal(deleted.statusCode, 204, deleted.body)
   t.same((await sql`select id from tenants where id = ${a}`.execute(ctx.db)).rows, [])
 })
@@ -391,18 +403,11 @@ t.test('the last transaction of a deletion that deadlocks with another transacti
   const ctx = await setupApp(t)
   const world = await buildWorld(ctx)
   const a = world.a.id
-  // As for a part: another transaction holds the tenant's processes, then waits for the deletion's
-  // lock against another deletion while the last transaction waits for the processes.
-  let deleting: Promise<{ statusCode: number; body: string }> | undefined
-  await ctx.db.transaction().execute(async (trx) => {
-    await sql`set local deadlock_timeout = '60s'`.execute(trx)
+  // As for a part: another transaction holds the tenant's processes while the last transaction waits for them.
+  const deleted = await deadlockedDeletion(t, ctx, a, async (trx) => {
     const { rows } = await sql`select id from process_instances where tenant_id = ${a} for update`.execute(trx)
     t.ok(rows.length > 0, 'the tenant has processes')
-    deleting = ctx.operator.delete(`/v1/tenants/${a}`)
-    t.ok(await someoneWaitsForALock(ctx), 'the last transaction waits for the held processes')
-    await sql`select pg_advisory_xact_lock(hashtextextended(${`tenant deletion ${a}`}, 0))`.execute(trx)
-  })
-  const deleted = await deleting!
+  }, 'the last transaction waits for the held processes')
   t.equal(deleted.statusCode, 204, deleted.body)
   t.same((await sql`select id from tenants where id = ${a}`.execute(ctx.db)).rows, [])
 })
