@@ -145,8 +145,11 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     ...(hostSlots ? { hostSlots } : {}),
     ...(deps.secrets ? { secrets: deps.secrets } : {})
   }
-  /** Calls claimed and not ended: `called` settles when the call has ended. */
-  const inFlight = new Map<string, { claim: ClaimedDelivery; abort: AbortController; called: Promise<void> }>()
+  /**
+   * Calls claimed and not ended: `called` settles when the call has ended. Each call is its own entry: a
+   * delivery claimed again while its first call hung past its lease has two, and stop() ends both.
+   */
+  const inFlight = new Set<{ claim: ClaimedDelivery; abort: AbortController; called: Promise<void> }>()
   /**
    * Places of SCHEDULER_CONCURRENCY taken: by calls being made or about to be. A call waiting for its
    * host's slot gives its place back meanwhile (callPlace), so hosts that hang until the timeout do
@@ -356,15 +359,15 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       ended = () => {
         if (over) return
         over = true
-        // The delivery may have been claimed again meanwhile (its lease ran out while this call hung):
-        // the entry is then that call's, and each call gives back its own place.
-        if (inFlight.get(claim.id) === call) inFlight.delete(claim.id)
+        // Each call gives back its own place, a delivery claimed again meanwhile (its lease ran out while
+        // this call hung) as well.
+        inFlight.delete(call)
         resolve()
         place.leave()
       }
     })
     const call = { claim, abort, called }
-    inFlight.set(claim.id, call)
+    inFlight.add(call)
     const done: Promise<void> = deliver(deliverDeps, claim, { stopping: stopSignal.signal, cutOff: abort.signal, onCallEnded: ended, place })
       .then(() => undefined, (error: unknown) => {
         deps.log.error({ err: error, deliveryId: claim.id }, 'recording a delivery failed; its lease will expire and it will be retried')
@@ -461,7 +464,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       let deliveries = 0
       for (let claimed = (await claimAndDispatch()).claimed; claimed > 0 || inFlight.size > 0; claimed = (await claimAndDispatch()).claimed) {
         deliveries += claimed
-        if (inFlight.size > 0) await Promise.race([...inFlight.values()].map((f) => f.called))
+        if (inFlight.size > 0) await Promise.race([...inFlight].map((f) => f.called))
       }
       await Promise.all([...recording])
       const mails = deliveries > 0 ? (await sendMail(clock.now())).sent : 0
@@ -590,9 +593,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       // stop past the process's hard limit (grace + 5 s): it exited 1 without cutting off its calls.
       // Left after the grace, the batch is as a crash leaves it: its lease sends it again later.
       await Promise.race([mailPump, graceOver])
-      const pending = [...inFlight.values()]
+      const pending = [...inFlight]
       await Promise.race([Promise.all(pending.map((f) => f.called)), graceOver])
-      for (const flight of inFlight.values()) flight.abort.abort()
+      for (const flight of inFlight) flight.abort.abort()
       await Promise.all([...recording])
       await hostSlots?.close()
     }

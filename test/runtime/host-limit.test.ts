@@ -385,6 +385,32 @@ t.test('a delivery claimed again while its first call hangs past its lease gives
   t.equal(rt.provider.calls.length, 4, 'two calls of the first delivery, one of each new one')
 })
 
+t.test('stop() cuts off both calls of a delivery claimed again while its first call hangs, not only the newer one', async (t) => {
+  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
+  const scheduler = rt.newScheduler({ concurrency: 2 })
+  const { answers, held } = heldAnswers(t)
+  rt.provider.always(async () => {
+    await held()
+    return { status: 200, body: 'ok' }
+  })
+  await rt.start(await rt.template([{ kind: 'webhook', name: 'Hangs' }]))
+  await scheduler.start()
+
+  const log = () => `calls: ${rt.provider.calls.length}, unanswered: ${answers.length}`
+  await until('the first call', async () => answers.length === 1, log, 5_000)
+  rt.clock.advance(61_000)
+  scheduler.wake()
+  await until('the second call of the same delivery', async () => answers.length === 2, log, 5_000)
+  // Both calls hang until their 30 s timeout: the stop's grace ends them both, the older one too.
+  let stopped = false
+  const stopping = scheduler.stop(200).then(() => { stopped = true })
+  await until('the stop', async () => stopped, log, 10_000)
+  await stopping
+  const { rows } = await sql<{ error: string | null }>`select error from delivery_attempts order by started_at`.execute(rt.db)
+  t.equal(rows.length, 2, 'each call is logged')
+  t.notOk(rows.some((row) => /within 30000 ms/.test(row.error ?? '')), 'neither ran into its timeout')
+})
+
 /** A host of its own (a step's free target on another provider), with `deliveries` calls queued for it. */
 async function otherHost(t: Test, rt: RuntimeContext, name: string, deliveries: number): Promise<TestProvider> {
   const provider = await TestProvider.start(`whsec_${randomBytes(32).toString('base64')}`)
