@@ -77,10 +77,16 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   const allowed = options.allowedTargets ?? NO_ALLOWED_TARGETS
   // The agents' lookup wins over any per-request one (Node merges agent options last), so every
   // connection is checked on the address it actually connects to: DNS rebinding cannot slip past.
-  const agents = (targets: AllowedTargets) => {
+  const agents = (targets: AllowedTargets): Agents => {
     const lookup = allowPrivate ? undefined : guardedLookup(targets)
     const agentOptions = { keepAlive: true, maxSockets: options.maxSockets, ...(lookup ? { lookup } : {}) }
-    return { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) }
+    // The same options, lookup guard included, but no pool: a call sent again after a stale kept-alive
+    // connection failed it gets a connection of its own, never another pooled one that may be as stale.
+    const freshOptions = { ...agentOptions, keepAlive: false }
+    return {
+      http: new http.Agent(agentOptions), https: new https.Agent(agentOptions),
+      fresh: { http: new http.Agent(freshOptions), https: new https.Agent(freshOptions) }
+    }
   }
   const agent = agents(allowed)
   // Tenants' targets keep connections of their own when the operator allowed some private targets: a
@@ -95,8 +101,10 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
     },
     close: () => {
       for (const each of new Set([agent, tenantAgent])) {
-        each.http.destroy()
-        each.https.destroy()
+        for (const one of [each, each.fresh]) {
+          one.http.destroy()
+          one.https.destroy()
+        }
       }
     }
   }
@@ -178,7 +186,15 @@ function answer(
 /** A body cut at the cap ends with no half of a character. */
 const text = (body: Buffer, truncated: boolean) => (truncated ? cutUtf8(body) : body.toString('utf8'))
 
-type Agents = { http: http.Agent; https: https.Agent }
+type AgentPair = { http: http.Agent; https: https.Agent }
+type Agents = AgentPair & { fresh: AgentPair }
+
+/**
+ * Errors of a kept-alive connection that the server closed as the request went out on it (node's
+ * server drops idle ones after keepAliveTimeout, 5 s): node gives ECONNRESET ("socket hang up" or
+ * "read ECONNRESET"), EPIPE if it was still writing, ECONNABORTED on some systems.
+ */
+const STALE_CONNECTION = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED'])
 
 const LENIENT = { finishFlush: zlib.constants.Z_SYNC_FLUSH }
 
@@ -196,8 +212,9 @@ const DECODERS = new Map<string, (first: Buffer) => Transform>([
 const ACCEPT_ENCODING = 'gzip, deflate, br'
 
 /**
- * One call with node's own client: no redirects followed, no retries, one timer for the whole call
- * (connection, response and body), the body kept up to the cap after decompression.
+ * One call with node's own client: no redirects followed, no retries but the one resend below, one
+ * timer for the whole call (connections, response and body, the resend included), the body kept up
+ * to the cap after decompression.
  */
 function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents: Agents): Promise<HttpResponse> {
   if (request.signal?.aborted) return Promise.reject(new HttpCallError('ERR_ABORTED', 'the call was aborted'))
@@ -205,16 +222,11 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
     const headers: http.OutgoingHttpHeaders = { 'user-agent': options.userAgent, 'accept-encoding': ACCEPT_ENCODING, ...request.headers }
     if (request.body !== undefined) headers['content-length'] = Buffer.byteLength(request.body)
     const secure = url.protocol === 'https:'
-    let req: http.ClientRequest
-    try {
-      req = (secure ? https : http).request(url, { method: request.method, headers, agent: secure ? agents.https : agents.http })
-    } catch (error) {
-      const { code, message } = error as NodeJS.ErrnoException
-      return reject(new HttpCallError(code ?? 'ERR_HTTP', message))
-    }
+    let req: http.ClientRequest | undefined
     const chunks: Buffer[] = []
     let size = 0
     let settled = false
+    let resent = false
     let response: http.IncomingMessage | undefined
     let decoder: Transform | undefined
     const settle = () => {
@@ -225,13 +237,13 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
     const fail = (code: string, message: string, detail?: string) => {
       if (settled) return
       settle()
-      req.destroy()
+      req?.destroy()
       response?.destroy()
       decoder?.destroy()
       reject(new HttpCallError(code, message, detail))
     }
     const finish = (truncated: boolean) => {
-      if (settled || !response) return
+      if (settled || !response || !req) return
       settle()
       // Cut off, or answered before its own body went out: the connection is not fit to be reused.
       if (truncated || !req.writableFinished) {
@@ -248,46 +260,69 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
       // A chunk that just fills the cap may be the last: only one past it proves the body was cut.
       if (chunk.length > room) finish(true)
     }
-    // Listening first: destroying the request makes it emit an error.
-    req.on('error', (error: NodeJS.ErrnoException) => {
-      // A response read to its declared end stands: bytes after it (a Content-Length counted in
-      // characters, not bytes) fail node's parser as a next response, and the socket is dropped, not reused.
-      if (response?.complete) return
-      const hidden = request.tenantTarget === true ? noAddress(error, url.hostname) : undefined
-      if (hidden) return fail(hidden.code, hidden.message, hidden.detail)
-      fail(error.code ?? 'ERR_HTTP', error.message, error instanceof HttpCallError ? error.detail : undefined)
-    })
     const onAbort = () => fail('ERR_ABORTED', 'the call was aborted')
     const timer = setTimeout(() => fail('ETIMEDOUT', `no response within ${request.timeoutMs} ms`), request.timeoutMs)
     request.signal?.addEventListener('abort', onAbort, { once: true })
-    // A 101 that switches protocols: node hands the socket only to an 'upgrade' listener and otherwise
-    // drops it without a word, which would leave the call to its timeout. It is a status like any other.
-    req.on('upgrade', (res: http.IncomingMessage, socket: net.Socket) => {
-      socket.destroy()
-      response = res
-      finish(false)
-    })
-    req.on('response', (res: http.IncomingMessage) => {
-      response = res
-      const makeDecoder = DECODERS.get(String(res.headers['content-encoding'] ?? '').trim().toLowerCase())
-      res.on('data', (chunk: Buffer) => {
-        if (settled) return
-        if (!decoder && makeDecoder) {
-          decoder = makeDecoder(chunk)
-          decoder.on('data', take)
-          decoder.on('end', () => finish(false))
-          decoder.on('drain', () => res.resume())
-          decoder.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', `the body could not be decoded: ${error.message}`))
+    /**
+     * A kept-alive connection the server closed just as this request went out on it failed the call
+     * before the server read it, so it is sent again at once, once, as node's docs advise
+     * (request.reusedSocket), on a connection of its own. One the call opened itself fails as it did;
+     * so does one that began to answer, one cut off by the timer or the caller, and the resend.
+     */
+    const stale = (sent: http.ClientRequest, error: NodeJS.ErrnoException) =>
+      !settled && !resent && sent.reusedSocket && response === undefined && STALE_CONNECTION.has(error.code ?? '')
+    const send = (pool: AgentPair) => {
+      let sent: http.ClientRequest
+      try {
+        sent = (secure ? https : http).request(url, { method: request.method, headers, agent: secure ? pool.https : pool.http })
+      } catch (error) {
+        const { code, message } = error as NodeJS.ErrnoException
+        return fail(code ?? 'ERR_HTTP', message)
+      }
+      req = sent
+      // Listening first: destroying the request makes it emit an error.
+      sent.on('error', (error: NodeJS.ErrnoException) => {
+        // A response read to its declared end stands: bytes after it (a Content-Length counted in
+        // characters, not bytes) fail node's parser as a next response, and the socket is dropped, not reused.
+        if (sent !== req || response?.complete) return
+        if (stale(sent, error)) {
+          resent = true
+          return send(agents.fresh)
         }
-        if (!decoder) take(chunk)
-        else if (!decoder.write(chunk)) res.pause()
+        const hidden = request.tenantTarget === true ? noAddress(error, url.hostname) : undefined
+        if (hidden) return fail(hidden.code, hidden.message, hidden.detail)
+        fail(error.code ?? 'ERR_HTTP', error.message, error instanceof HttpCallError ? error.detail : undefined)
       })
-      res.on('end', () => (decoder ? decoder.end() : finish(false)))
-      res.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', error.message))
-      res.on('close', () => {
-        if (!res.complete) fail('ECONNRESET', 'the connection closed before the response ended')
+      // A 101 that switches protocols: node hands the socket only to an 'upgrade' listener and otherwise
+      // drops it without a word, which would leave the call to its timeout. It is a status like any other.
+      sent.on('upgrade', (res: http.IncomingMessage, socket: net.Socket) => {
+        socket.destroy()
+        response = res
+        finish(false)
       })
-    })
-    req.end(request.body)
+      sent.on('response', (res: http.IncomingMessage) => {
+        response = res
+        const makeDecoder = DECODERS.get(String(res.headers['content-encoding'] ?? '').trim().toLowerCase())
+        res.on('data', (chunk: Buffer) => {
+          if (settled) return
+          if (!decoder && makeDecoder) {
+            decoder = makeDecoder(chunk)
+            decoder.on('data', take)
+            decoder.on('end', () => finish(false))
+            decoder.on('drain', () => res.resume())
+            decoder.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', `the body could not be decoded: ${error.message}`))
+          }
+          if (!decoder) take(chunk)
+          else if (!decoder.write(chunk)) res.pause()
+        })
+        res.on('end', () => (decoder ? decoder.end() : finish(false)))
+        res.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? 'ERR_HTTP', error.message))
+        res.on('close', () => {
+          if (!res.complete) fail('ECONNRESET', 'the connection closed before the response ended')
+        })
+      })
+      sent.end(request.body)
+    }
+    send(agents)
   })
 }

@@ -370,6 +370,105 @@ t.test('calls to one host reuse a kept-alive connection', async (t) => {
   t.equal(ports.size, 1, 'five calls, one connection')
 })
 
+/** What the kept-alive server does with the nth request on its cth connection (both counted from 1). */
+type Act = (connection: number, request: number) => 'answer' | 'close' | 'reset' | 'part' | 'stall' | number
+
+/**
+ * A server on 127.0.0.1 that keeps connections alive and, as `act` says, answers a request, closes or
+ * resets its connection as soon as the request's bytes arrive (the race of a server dropping an idle
+ * connection as the client reuses it), does so after a number of milliseconds, begins an answer and
+ * drops it, or never answers. It notes every request it read, with its body.
+ */
+async function keptAliveServer(t: Test, act: Act) {
+  const seen: { connection: number; request: number; method: string; body: string }[] = []
+  let connections = 0
+  const server = await rawConnections(t, (socket) => {
+    const connection = ++connections
+    let requests = 0
+    let pending = Buffer.alloc(0)
+    socket.on('data', (data: Buffer) => {
+      pending = Buffer.concat([pending, data])
+      for (;;) {
+        const end = pending.indexOf('\r\n\r\n')
+        if (end < 0) return
+        const head = pending.subarray(0, end).toString('latin1')
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0)
+        if (pending.length < end + 4 + length) return
+        const body = pending.subarray(end + 4, end + 4 + length).toString('utf8')
+        pending = pending.subarray(end + 4 + length)
+        const request = ++requests
+        seen.push({ connection, request, method: head.split(' ')[0] ?? '', body })
+        const what = act(connection, request)
+        if (what === 'answer') socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok')
+        else if (what === 'close') socket.destroy()
+        else if (what === 'reset') socket.resetAndDestroy()
+        else if (what === 'part') socket.end('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part')
+        else if (typeof what === 'number') setTimeout(() => socket.destroy(), what)
+      }
+    })
+  })
+  return { url: `${server}/hook`, seen, connections: () => connections }
+}
+
+t.test('a request on a kept-alive connection the server closed as it went out is sent again at once on a new connection, its body too', async (t) => {
+  for (const drop of ['close', 'reset'] as const) {
+    // Each connection answers its first request and drops the next as soon as it arrives.
+    const server = await keptAliveServer(t, (_connection, request) => (request === 1 ? 'answer' : drop))
+    const http = client(t, { allowPrivateNetworks: true })
+    t.match(await http.send(get(server.url)), { status: 200, body: 'ok' }, `${drop}: the first call opens the connection`)
+    const body = JSON.stringify({ name: 'Zoë' })
+    const post = { ...get(server.url), method: 'POST' as const, headers: { 'content-type': 'application/json' }, body }
+    t.match(await http.send(post).catch((e: unknown) => e), { status: 200, body: 'ok' }, `${drop}: the second call is answered`)
+    t.equal(server.connections(), 2, 'the resend opened a connection of its own')
+    t.same(server.seen, [
+      { connection: 1, request: 1, method: 'GET', body: '' },
+      { connection: 1, request: 2, method: 'POST', body },
+      { connection: 2, request: 1, method: 'POST', body }
+    ], 'the dropped request and its resend carried the same body')
+  }
+})
+
+t.test('a reset of a connection the call opened, of the resend, or of an answer begun fails the call as a network error, with no more resends', async (t) => {
+  const http = client(t, { allowPrivateNetworks: true })
+  const fresh = await keptAliveServer(t, () => 'close')
+  t.match(await http.send(get(fresh.url)).catch((e: unknown) => e), { code: 'ECONNRESET', message: 'socket hang up' }, 'a new connection dropped')
+  t.equal(fresh.connections(), 1, 'not sent again')
+
+  const twice = await keptAliveServer(t, (connection, request) => (connection === 1 && request === 1 ? 'answer' : 'close'))
+  t.match(await http.send(get(twice.url)), { status: 200 })
+  t.match(await http.send(get(twice.url)).catch((e: unknown) => e), { code: 'ECONNRESET' }, 'the resend dropped too')
+  t.equal(twice.connections(), 2, 'sent again once, no more')
+
+  const begun = await keptAliveServer(t, (_connection, request) => (request === 1 ? 'answer' : 'part'))
+  t.match(await http.send(get(begun.url)), { status: 200 })
+  t.match(await http.send(get(begun.url)).catch((e: unknown) => e), { code: 'ECONNRESET' }, 'an answer cut off')
+  t.equal(begun.connections(), 1, 'a call the server began to answer is not sent again')
+})
+
+t.test('the one timer bounds a call with its resend, and an abort ends it', async (t) => {
+  // The kept-alive connection is dropped after 600 ms, and the new one never answers: a timer of
+  // the resend's own would end the call at 1400 ms, the call's own ends it at 800 ms.
+  const slow = await keptAliveServer(t, (connection, request) => (request === 1 ? (connection === 1 ? 'answer' : 'stall') : 600))
+  const http = client(t, { allowPrivateNetworks: true })
+  t.match(await http.send(get(slow.url)), { status: 200 })
+  const started = Date.now()
+  t.match(await http.send(get(slow.url, { timeoutMs: 800 })).catch((e: unknown) => e), { code: 'ETIMEDOUT', message: 'no response within 800 ms' })
+  const took = Date.now() - started
+  t.equal(slow.connections(), 2, 'it was sent again before the timer ran out')
+  t.ok(took < 1300, `ended after ${took} ms, by the call's timer`)
+
+  const controller = new AbortController()
+  const aborted = await keptAliveServer(t, (connection, request) => {
+    if (request > 1) return 'close'
+    if (connection === 1) return 'answer'
+    controller.abort()
+    return 'stall'
+  })
+  t.match(await http.send(get(aborted.url)), { status: 200 })
+  t.match(await http.send({ ...get(aborted.url), signal: controller.signal }).catch((e: unknown) => e), { code: 'ERR_ABORTED', message: 'the call was aborted' })
+  t.equal(aborted.connections(), 2, 'aborted while the resend waited for its answer')
+})
+
 async function listen(t: Test, handler: http.RequestListener): Promise<string> {
   const server = http.createServer(handler)
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -382,16 +481,23 @@ async function listen(t: Test, handler: http.RequestListener): Promise<string> {
 
 /** A server on 127.0.0.1 that writes raw bytes: `answer` gets the socket once a request's head has arrived. */
 async function rawServer(t: Test, answer: (socket: net.Socket) => void): Promise<string> {
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer((socket) => {
-    sockets.add(socket)
-    socket.on('error', () => {})
+  return rawConnections(t, (socket) => {
     let head = ''
     socket.on('data', (data: Buffer) => {
       const complete = head.includes('\r\n\r\n')
       head += data.toString('latin1')
       if (!complete && head.includes('\r\n\r\n')) answer(socket)
     })
+  })
+}
+
+/** A server on 127.0.0.1 that hands each connection to `connected`, destroying them all at the end. */
+async function rawConnections(t: Test, connected: (socket: net.Socket) => void): Promise<string> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+    connected(socket)
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(async () => {
