@@ -357,24 +357,8 @@ t.test('calls given their host\'s slot while a claim runs take room from the nex
 })
 
 t.test('a delivery claimed again while its first call hangs past its lease gives both its places back once both calls end', async (t) => {
-  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
-  const scheduler = rt.newScheduler({ concurrency: 2 })
+  const { rt, scheduler, answers, log, templateId } = await claimedTwice(t)
   t.teardown(() => scheduler.stop(1000))
-  const { answers, held } = heldAnswers(t)
-  rt.provider.always(async () => {
-    await held()
-    return { status: 200, body: 'ok' }
-  })
-  const templateId = await rt.template([{ kind: 'webhook', name: 'Hangs' }])
-  await rt.start(templateId)
-  await scheduler.start()
-
-  const log = () => `calls: ${rt.provider.calls.length}, unanswered: ${answers.length}`
-  await until('the first call', async () => answers.length === 1, log, 5_000)
-  // Its lease runs out while it hangs: the reaper puts the delivery back, and this worker claims it again.
-  rt.clock.advance(61_000)
-  scheduler.wake()
-  await until('the second call of the same delivery', async () => answers.length === 2, log, 5_000)
   for (const answer of answers.splice(0)) answer()
   await until('the delivery done', async () => (await deliveriesIn('succeeded', rt)) === 1, log, 5_000)
   // Both places are free again: two new calls are open at once.
@@ -386,21 +370,7 @@ t.test('a delivery claimed again while its first call hangs past its lease gives
 })
 
 t.test('stop() cuts off both calls of a delivery claimed again while its first call hangs, not only the newer one', async (t) => {
-  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
-  const scheduler = rt.newScheduler({ concurrency: 2 })
-  const { answers, held } = heldAnswers(t)
-  rt.provider.always(async () => {
-    await held()
-    return { status: 200, body: 'ok' }
-  })
-  await rt.start(await rt.template([{ kind: 'webhook', name: 'Hangs' }]))
-  await scheduler.start()
-
-  const log = () => `calls: ${rt.provider.calls.length}, unanswered: ${answers.length}`
-  await until('the first call', async () => answers.length === 1, log, 5_000)
-  rt.clock.advance(61_000)
-  scheduler.wake()
-  await until('the second call of the same delivery', async () => answers.length === 2, log, 5_000)
+  const { rt, scheduler, log } = await claimedTwice(t)
   // Both calls hang until their 30 s timeout: the stop's grace ends them both, the older one too.
   let stopped = false
   const stopping = scheduler.stop(200).then(() => { stopped = true })
@@ -410,6 +380,29 @@ t.test('stop() cuts off both calls of a delivery claimed again while its first c
   t.equal(rows.length, 2, 'each call is logged')
   t.notOk(rows.some((row) => /within 30000 ms/.test(row.error ?? '')), 'neither ran into its timeout')
 })
+
+/**
+ * A worker of two places whose one delivery's call hangs (30 s timeout) past its lease: the reaper
+ * puts the delivery back and the same worker claims it again, so two calls of it are open.
+ */
+async function claimedTwice(t: Test) {
+  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
+  const scheduler = rt.newScheduler({ concurrency: 2 })
+  const { answers, held } = heldAnswers(t)
+  rt.provider.always(async () => {
+    await held()
+    return { status: 200, body: 'ok' }
+  })
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Hangs' }])
+  await rt.start(templateId)
+  await scheduler.start()
+  const log = () => `calls: ${rt.provider.calls.length}, unanswered: ${answers.length}`
+  await until('the first call', async () => answers.length === 1, log, 5_000)
+  rt.clock.advance(61_000)
+  scheduler.wake()
+  await until('the second call of the same delivery', async () => answers.length === 2, log, 5_000)
+  return { rt, scheduler, answers, log, templateId }
+}
 
 /** A host of its own (a step's free target on another provider), with `deliveries` calls queued for it. */
 async function otherHost(t: Test, rt: RuntimeContext, name: string, deliveries: number): Promise<TestProvider> {
