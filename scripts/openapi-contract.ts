@@ -21,6 +21,8 @@ const METHODS = new Set(['get', 'put', 'post', 'delete', 'patch', 'head', 'optio
 const OPERATION_ID = /^(?:get|list|create|update|delete|copy|reorder|advance|cancel|retry|replay|recover|activate|deactivate|revoke)[A-Z][A-Za-z]+$/
 /** String properties of these names hold a state, status or mode: a client must be able to switch on them. */
 const ENUM_NAMES = new Set(['state', 'status', 'mode', 'outcome', 'source', 'event', 'kind', 'delivery', 'type'])
+/** The probes, which the rate limits do not count (README, Limits), so that no 429 takes a process out. */
+const PROBES = new Set(['GET /health/live', 'GET /health/ready'])
 /** Free-text kinds that are not a closed set. */
 const FREE_TEXT = new Set(['Activity.kind', 'Problem.type'])
 
@@ -74,7 +76,9 @@ function operationGaps(document: OpenApiDocument, name: string, operation: Opera
     const notModified = operation.responses['304'] === undefined ? undefined : resolve(document, operation.responses['304'])
     if (notModified === undefined || !hasHeader(notModified, 'ETag')) gaps.push(`${name}: answers an ETag without a 304 that declares it (If-None-Match)`)
   }
-  if (!operation.responses['429']) gaps.push(`${name}: no 429 (every route is rate-limited)`)
+  const probe = PROBES.has(name)
+  if (!probe && !operation.responses['429']) gaps.push(`${name}: no 429 (every route but the probes is rate-limited)`)
+  if (probe && operation.responses['429']) gaps.push(`${name}: 429, which a probe never answers (the rate limits do not count it)`)
   return gaps
 }
 

@@ -22,11 +22,13 @@ export const TAGS = [
 async function swaggerPlugin(app: FastifyInstance): Promise<void> {
   app.addSchema(FieldErrorSchema)
   app.addSchema(ProblemSchema)
-  // Every route may answer 429 (rate limits, plugins/rate-limit.ts) and all but the liveness probe 503 (load shedding,
-  // a database away): declared here once, for the routes registered after this plugin.
+  // Every route but the probes may answer 429 (rate limits, plugins/rate-limit.ts, which do not count the probes) and
+  // all but the liveness probe 503 (load shedding, a database away): declared here once, for the routes registered
+  // after this plugin.
   app.addHook('onRoute', (route) => {
     if (!route.schema || route.schema.hide === true) return
-    const anyRoute = route.config?.shedLoad === false ? problems(429) : problems(429, 503)
+    const limited = route.config?.rateLimited === false ? [] : [429]
+    const anyRoute = problems(...limited, ...(route.config?.shedLoad === false ? [] : [503]))
     // A route that takes a body may refuse one nested too deep (src/plugins/json-body.ts).
     const bodyRoute = route.schema.body === undefined ? {} : problems(422)
     route.schema = { ...route.schema, response: { ...anyRoute, ...bodyRoute, ...(route.schema.response as object | undefined) } }

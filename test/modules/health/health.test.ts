@@ -40,6 +40,10 @@ t.test('unknown routes and the OpenAPI document', async (t) => {
   const spec = await anonymous.get('/openapi.json')
   t.equal(spec.statusCode, 200)
   t.ok(spec.data.components.schemas.Problem, 'Problem is a named component')
+  // The rate limits do not count the probes (README, Limits): a client generated from the document must not retry one.
+  t.notOk(spec.data.paths['/health/live'].get.responses['429'], 'the liveness probe declares no 429')
+  t.notOk(spec.data.paths['/health/ready'].get.responses['429'], 'the readiness probe declares no 429')
+  t.ok(spec.data.paths['/metrics'].get.responses['429'], '/metrics, which the limits count, declares its 429')
 })
 
 t.test('metrics: queue sizes in the Prometheus format, for the operator only', async (t) => {
