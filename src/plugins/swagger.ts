@@ -41,7 +41,8 @@ async function swaggerPlugin(app: FastifyInstance): Promise<void> {
         version: VERSION,
         description: 'Runs real-estate CRM processes and calls marketplace webhooks. Errors are application/problem+json. ' +
           'Besides the answers each operation lists, any of them may answer 406 (an Accept header that excludes JSON), ' +
-          '413 (a body over the size limit), 414 (a URL or path segment too long) or 415 (a body not sent as application/json, or sent compressed).'
+          '408 (a request not sent in full within the server\'s request timeout), 413 (a body over the size limit), ' +
+          '414 (a URL or path segment too long), 415 (a body not sent as application/json, or sent compressed) or 431 (headers over 16 KiB).'
       },
       tags: TAGS,
       components: {
