@@ -4,12 +4,13 @@ import type { InjectOptions } from 'fastify'
 import t from 'tap'
 import { encodeCursor, listScope } from '../../src/lib/pagination.js'
 import { fuzzTarget } from '../helpers/fuzz.js'
-import { OPERATIONS, sampleValid, type Operation, type Parameter, type Schema } from '../helpers/openapi.js'
+import { OPERATIONS, responseMismatch, sampleValid, type Operation, type Parameter, type Schema } from '../helpers/openapi.js'
 
 // A property-based test of every operation in openapi/openapi.json: seeded random and boundary inputs
 // (wrong types, missing and extra fields, huge and deep values, unicode and NUL, bad ids, dates,
 // cursors, ETags, Idempotency-Keys, content types, invalid JSON, oversize bodies, other keys) and, for
-// every answer: no 5xx, and every 4xx is application/problem+json whose status is the HTTP status.
+// every answer: no 5xx, every status one the operation documents with a body its schema for that status
+// takes, and every 4xx application/problem+json whose status is the HTTP status.
 // FUZZ_RUNS=1000 npm test -- test/fuzz runs more cases per operation; FUZZ_SEED replays another seed.
 const RUNS = Number(process.env.FUZZ_RUNS ?? 50)
 const SEED = Number(process.env.FUZZ_SEED ?? 20_261_202)
@@ -162,11 +163,15 @@ type Route = 'own' | 'collection' | 'other'
 
 /**
  * Why an answer breaks the contract, or undefined. A HEAD answer has the headers of a GET but no body.
- * Called with the operation's own method, an error status must be one the operation documents (or, on its
- * collection's route, 404 or 405); a request that reached another route is held to the generic checks only.
+ * Called with the operation's own method on its own route, the status must be one the operation documents
+ * and the body must match that status's schema; on its collection's route an error may also be 404 or 405.
  */
 function breach(op: Operation, method: string, status: number, contentType: string, body: string, route: Route = 'own'): string | undefined {
   if (status >= 500) return `server error ${status}: ${body.slice(0, 300)}`
+  if (method === op.method && route === 'own') {
+    const mismatch = responseMismatch(op, status, contentType, body, PROTOCOL_STATUSES)
+    if (mismatch) return mismatch
+  }
   if (status < 400) return undefined
   const elsewhere = route === 'collection' ? [404, 405] : []
   if (method === op.method && route !== 'other' && !op.responses.includes(status) && !PROTOCOL_STATUSES.includes(status) && !elsewhere.includes(status)) {

@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs'
+import { Ajv, type ValidateFunction } from 'ajv'
+import addFormats from 'ajv-formats'
 
 // The checked-in OpenAPI document as a list of operations, for tests that cover every operation the
 // API declares (the authorization matrix, the property-based test) without listing them by hand.
@@ -44,7 +46,12 @@ export interface Operation {
 }
 
 interface Document {
-  paths: Record<string, Record<string, { parameters?: Parameter[]; requestBody?: { content: Record<string, { schema: Schema }> }; responses: Record<string, unknown> }>>
+  paths: Record<string, Record<string, { parameters?: Parameter[]; requestBody?: { content: Record<string, { schema: Schema }> }; responses: Record<string, Response> }>>
+  components: { schemas: Record<string, Schema> }
+}
+
+interface Response {
+  content?: Record<string, { schema: Schema }>
 }
 
 export const DOCUMENT = JSON.parse(readFileSync(new URL('../../openapi/openapi.json', import.meta.url), 'utf8')) as Document
@@ -105,4 +112,64 @@ function sampleString(schema: Schema, hints: SampleHints, name: string): string 
   if (schema.format === 'date-time') return new Date().toISOString()
   if (schema.pattern?.includes('A-Za-z0-9_-')) return `w${Math.random().toString(36).slice(2, 10)}`
   return 'x'.repeat(Math.max(schema.minLength ?? 1, 1))
+}
+
+/** The document's schemas for Ajv, each `$ref` naming them in the one place they are added (COMPONENTS). */
+const COMPONENTS = 'openapi-components'
+const withComponents = <T>(value: T): T => forAjv(JSON.parse(JSON.stringify(value).replaceAll('"#/components/', `"${COMPONENTS}#/components/`))) as T
+
+/**
+ * OpenAPI 3.0's `nullable: true` as JSON Schema: the schema or null. Ajv's own `nullable` needs a `type`
+ * beside it, which the document's nullable unions and `allOf` wrappers have not.
+ */
+function forAjv(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(forAjv)
+  if (schema === null || typeof schema !== 'object') return schema
+  const { nullable, ...rest } = schema as Record<string, unknown>
+  const copy = Object.fromEntries(Object.entries(rest).map(([key, value]) => [key, forAjv(value)]))
+  if (nullable !== true) return copy
+  const { description, ...shape } = copy
+  return { ...(description === undefined ? {} : { description }), anyOf: [shape, { type: 'null' }] }
+}
+let ajv: Ajv | undefined
+const validators = new Map<string, ValidateFunction>()
+
+/**
+ * Why a body does not match what the document says `op` answers with `status`, or undefined: a status
+ * it does not list, another content type, or a body its schema refuses (the first few errors). Each
+ * distinct schema is compiled once. `extra` are statuses any operation may answer (406, 413...): those are problems.
+ */
+export function responseMismatch(op: Operation, status: number, contentType: string, body: string, extra: number[] = []): string | undefined {
+  const responses = DOCUMENT.paths[op.path]![op.method.toLowerCase()]!.responses
+  const documented = responses[String(status)] ?? (extra.includes(status) ? { content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } } : undefined)
+  if (!documented) return `${status}, which ${op.name} does not document`
+  const content = Object.entries(documented.content ?? {})
+  if (content.length === 0) return body === '' ? undefined : `${status} has a body where ${op.name} documents none: ${body.slice(0, 200)}`
+  const media = content.find(([type]) => contentType.split(';')[0]!.trim().toLowerCase() === type)
+  if (!media) return `${status} is ${contentType || 'without a content type'}, not ${content.map(([type]) => type).join(' or ')}`
+  if (!media[0].endsWith('json')) return undefined
+  const validate = validator(media[1].schema)
+  let value: unknown
+  try {
+    value = JSON.parse(body)
+  } catch {
+    return `${status} is not JSON: ${body.slice(0, 200)}`
+  }
+  if (validate(value)) return undefined
+  const errors = (validate.errors ?? []).slice(0, 3).map((e) => `${e.instancePath || '/'} ${e.message ?? ''}`).join('; ')
+  return `${status} does not match ${op.name}'s schema (${errors}): ${body.slice(0, 200)}`
+}
+
+/** One validator for each distinct schema: most operations' errors share the Problem schema. */
+function validator(schema: Schema): ValidateFunction {
+  const key = JSON.stringify(schema)
+  if (!ajv) {
+    // OpenAPI 3.0: `nullable` as Ajv reads it, `example` not a keyword Ajv knows.
+    ajv = new Ajv({ strict: false, allErrors: true })
+    addFormats.default(ajv)
+    ajv.addSchema({ $id: COMPONENTS, components: withComponents(DOCUMENT.components) })
+  }
+  let validate = validators.get(key)
+  if (!validate) validators.set(key, validate = ajv.compile(withComponents(schema)))
+  return validate
 }
