@@ -165,6 +165,18 @@ export function bodyCodings(method: string, headers: IncomingHttpHeaders): strin
 }
 
 /**
+ * The transfer codings (RFC 9112 7) other than chunked a request's body says it is sent in. Node's parser
+ * takes a list that ends in chunked (`gzip, chunked`) and undoes only the chunking, so the body would be
+ * read as if it were not compressed: a client that did compress it was told its JSON is not valid, and one
+ * that named a coding it did not apply had its body taken anyway. We decode none.
+ */
+export function transferCodings(method: string, headers: IncomingHttpHeaders): string[] {
+  const coding = headers['transfer-encoding']
+  if (coding === undefined || method === 'GET' || method === 'HEAD') return []
+  return coding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'chunked')
+}
+
+/**
  * An HTTP/1.1 request without Host, which RFC 9112 3.2 says a server answers 400. Node would answer it
  * with an empty 400 before any hook runs, so the server is built with `requireHostHeader: false` and
  * the check is made here (HTTP/1.0 has no Host to require).
@@ -198,6 +210,11 @@ async function protocolErrorsPlugin(app: FastifyInstance): Promise<void> {
       // RFC 9110 12.5.3: a 415 for a content coding names the codings accepted, telling it apart from a media type's.
       throw new ProblemError(415, 'Unsupported Media Type', `The content coding ${codings.join(', ').slice(0, 100)} is not supported: send the body uncompressed.`,
         undefined, { 'accept-encoding': 'identity' })
+    }
+    const transfer = transferCodings(request.method, request.headers)
+    if (!request.is404 && transfer.length > 0) {
+      // RFC 9112 6.1 suggests 501; Node's own parser answers a transfer coding it cannot read with 400, as this does.
+      throw new ProblemError(400, 'Bad Request', `The transfer coding ${transfer.join(', ').slice(0, 100)} is not supported: send the body chunked alone or with a Content-Length.`)
     }
   })
 }

@@ -356,6 +356,20 @@ t.test('an Upgrade to websocket or h2c is ignored: the request is answered as a 
   t.match(h2c.text, /\{"status":"ok"\}$/)
 })
 
+t.test('a body in a transfer coding other than chunked answers 400, instead of being read as if it were not coded (real sockets)', async (t) => {
+  const body = '{"name":"Coded","email":"coded@a.example"}'
+  const send = (coding: string, bytes: Buffer) => raw(Buffer.concat([Buffer.from(`POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n` +
+    `Content-Type: application/json\r\nTransfer-Encoding: ${coding}\r\nConnection: close\r\n\r\n${bytes.length.toString(16)}\r\n`), bytes, Buffer.from('\r\n0\r\n\r\n')]))
+  for (const [coding, bytes] of [['gzip, chunked', gzipSync(body)], ['gzip, chunked', Buffer.from(body)], ['deflate , Chunked', Buffer.from(body)]] as const) {
+    const coded = await send(coding, bytes)
+    parse(t, coded.text, 400)
+    t.match(coded.text, /The transfer coding (gzip|deflate) is not supported: send the body chunked alone or with a Content-Length/, coding)
+  }
+  t.equal((await client.get('/v1/users?email=coded@a.example')).data.items.length, 0, 'nothing saved')
+  const chunked = await send('chunked', Buffer.from(body))
+  t.match(chunked.text, /^HTTP\/1.1 201 /, 'chunked alone is read as before')
+})
+
 t.test('a client that trickles its body is answered 408 once the request timeout passes', async (t) => {
   const slow = await raw(`POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n` +
     'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"na', { keepOpenMs: 5000 })
