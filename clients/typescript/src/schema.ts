@@ -4606,7 +4606,10 @@ export interface operations {
     deleteMarketplaceService: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
+                "if-match"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4660,6 +4663,17 @@ export interface operations {
             /** @description The request conflicts with the current state */
             409: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match names a stale version */
+            412: {
+                headers: {
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {

@@ -11,6 +11,19 @@ const UNKNOWN = '00000000-0000-4000-8000-000000000000'
 // One app and database for the tests that neither list the whole catalogue nor move the clock.
 const shared = await setupApp(t)
 
+t.test('a delete with a stale If-Match answers 412 and keeps the service, as an update does', async (t) => {
+  const { operator } = shared
+  const created = await operator.post('/v1/marketplace-services', { ...SERVICE, name: 'Stale delete' })
+  const url = `/v1/marketplace-services/${created.data.id}`
+  t.equal((await operator.patch(url, { name: 'Changed meanwhile' }, { 'if-match': '"1"' })).statusCode, 200)
+  const stale = await operator.delete(url, { 'if-match': '"1"' })
+  assertProblem(t, stale, 412, /is at version 2, not 1/)
+  t.equal(stale.headers.etag, '"2"', 'the answer names the current version')
+  t.equal((await operator.get(url)).data.name, 'Changed meanwhile', 'the service is kept')
+  assertProblem(t, await operator.delete(url, { 'if-match': '"1' }), 400, /If-Match/)
+  t.equal((await operator.delete(url, { 'if-match': '"1", "2"' })).statusCode, 204, 'a list naming the current version deletes it')
+})
+
 t.test('services: create, read, list, update, delete', async (t) => {
   const { operator } = await setupApp(t)
 

@@ -85,8 +85,11 @@ export function updateService(trx: DB, id: string, changes: Updateable<Marketpla
     .executeTakeFirstOrThrow()
 }
 
-export async function deleteService(db: DB, id: string): Promise<boolean> {
-  const result = await db.deleteFrom('marketplace_services').where('id', '=', id).executeTakeFirst()
+/** Deletes the service if it is at one of the `expected` versions (any when undefined); false when no row was deleted. */
+export async function deleteService(db: DB, id: string, expected: readonly number[] | undefined = undefined): Promise<boolean> {
+  let query = db.deleteFrom('marketplace_services').where('id', '=', id)
+  if (expected !== undefined) query = query.where('version', 'in', [...expected])
+  const result = await query.executeTakeFirst()
   return result.numDeletedRows > 0n
 }
 

@@ -85,10 +85,10 @@ export default async function serviceRoutes(fastify: FastifyInstance, { db, cloc
     config: operator,
     schema: {
       operationId: 'deleteMarketplaceService', tags, summary: 'Delete a marketplace service no template step uses', params: IdParamsSchema,
-      response: { 204: noContent('The service is deleted'), ...problems(400, 401, 403, 404, 409) }
+      headers: IfMatchHeadersSchema, response: { 204: noContent('The service is deleted'), ...problems(400, 401, 403, 404, 409, 412) }
     }
   }, async (request, reply) => {
-    await services.deleteService(db, request.params.id)
+    await services.deleteService(db, request.params.id, expectedVersions(request.headers['if-match']))
     return reply.code(204).send(null)
   })
 }
