@@ -6,13 +6,13 @@ import { Statement } from '../../src/db/statement.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { Kysely, PostgresDialect, sql } from '../../src/db/kysely.js'
 import { stepsAt } from '../../src/modules/instances/runtime-repository.js'
-import { recordSlices } from '../../src/modules/records/repository.js'
+import { recordSizesPage, recordSlices } from '../../src/modules/records/repository.js'
 import { cancelTriggeredStatement, cancelUnwantedStatement, cancelWithdrawnStatement } from '../../src/modules/records/trigger-repository.js'
 import { claimStatement, type ClaimOptions } from '../../src/scheduler/claim-deliveries.js'
 import { oldProcessesLocked, oldRowsOf, oldRowsRemoval } from '../../src/scheduler/remove-old-history.js'
 import { instancesLockedInOrder, stepsAndNext } from '../../src/scheduler/delivery-repository.js'
 import { nextDue } from '../../src/scheduler/next-due.js'
-import { STEP_READS } from '../../src/modules/instances/repository.js'
+import { instancesPage, STEP_READS } from '../../src/modules/instances/repository.js'
 import { instancesNamingUser } from '../../src/modules/users/repository.js'
 import { searchesWithCandidatesStatement, type DateSearch } from '../../src/modules/autostart/repository.js'
 import { queueFiguresStatement } from '../../src/modules/health/repository.js'
@@ -662,4 +662,60 @@ t.test('the date chore asks after each template\'s candidates among its own tena
     select tenant_id, gen_random_uuid(), gen_random_uuid(), 'address', id, 'date:2029-08-01', 'started' from addresses`)
   await client.query('analyze autostart_runs')
   for (const [n, plan] of (await plans()).entries()) lookups(plan, `200,000 records, with statistics (${n})`)
+})
+
+/**
+ * A list's page through the index it must take, by the plan made with the values (inlined) and by
+ * the one a prepared statement keeps: read in id order, with no sort of all the rows that match.
+ */
+async function pagePlans(client: pg.Client, compiled: { sql: string; parameters: readonly unknown[] }) {
+  const custom = await planOf(client, inlined(client, compiled))
+  await client.query(`prepare page as ${compiled.sql}`)
+  await client.query('set plan_cache_mode = force_generic_plan')
+  const generic = await planOf(client, `execute page (${compiled.parameters.map((value) => literalOf(client, value)).join(', ')})`)
+  await client.query('reset plan_cache_mode')
+  await client.query('deallocate page')
+  return { custom, generic }
+}
+
+t.test('a filtered list of processes or records reads its page in id order through the filter\'s index, however many rows match and without statistics', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  const template = '00000000-0000-7000-8000-000000000002'
+  const record = '00000000-0000-7000-8000-000000000003'
+  const user = '00000000-0000-7000-8000-000000000004'
+  await client.query('set session_replication_role = replica') // no triggers: rows without what they name
+  // 20,000 processes of one template, linked to one property and one address.
+  await client.query(`insert into process_instances (tenant_id, id, template_id, template_name, status, responsible_user_id, controller_user_id,
+      property_id, address_id, ended_at)
+    select $1, gen_random_uuid(), $2, 'p', 'completed', $4, $4, $3, $3, now() from generate_series(1, 20000)`, [tenant, template, record, user])
+  for (const table of ['properties', 'addresses']) {
+    await client.query(`insert into ${table} (tenant_id, id, maintainer_user_id) select $1, gen_random_uuid(), $2 from generate_series(1, 20000)`, [tenant, user])
+  }
+  const after = 'ffffffff-ffff-7fff-bfff-ffffffffffff'
+  const lists = [
+    ['processes of a template', 'process_instances_template_idx', { templateId: template }],
+    ['processes of a property', 'process_instances_property_idx', { propertyId: record }],
+    ['processes of an address', 'process_instances_address_idx', { addressId: record }]
+  ] as const
+  for (const [name, index, filter] of lists) {
+    for (const page of [{ list: 'processes', limit: 50 }, { list: 'processes', limit: 50, after }]) {
+      const plans = await pagePlans(client, instancesPage(database.db, tenant, page, filter).compile())
+      for (const [kind, plan] of Object.entries(plans)) {
+        const label = `${name}${page.after ? ', a later page' : ''} (${kind} plan)`
+        t.match(plan, `"Index Name":"${index}"`, `${label}: through ${index}`)
+        t.notMatch(plan, /"Node Type":"(Sort|Incremental Sort)"/, `${label}: in id order, no sort of the matches`)
+      }
+    }
+  }
+  for (const table of ['properties', 'addresses'] as const) {
+    for (const page of [{ list: table, limit: 50 }, { list: table, limit: 50, after: '00000000-0000-7000-8000-000000000000' }]) {
+      const plans = await pagePlans(client, recordSizesPage(database.db, table, tenant, page, { maintainerUserId: user }).compile())
+      for (const [kind, plan] of Object.entries(plans)) {
+        const label = `${table} of a maintainer${page.after ? ', a later page' : ''} (${kind} plan)`
+        t.match(plan, `"Index Name":"${table}_maintainer_idx"`, `${label}: through ${table}_maintainer_idx`)
+        t.notMatch(plan, /"Node Type":"(Sort|Incremental Sort)"/, `${label}: in id order, no sort of the matches`)
+      }
+    }
+  }
 })

@@ -200,6 +200,11 @@ export async function lockWithSteps(
 
 /** Newest first, with the current step joined in for the summary. */
 export function listInstances(db: DB, tenantId: string, page: PageRequest, filter: InstanceFilter) {
+  return instancesPage(db, tenantId, page, filter).execute()
+}
+
+/** The statement of listInstances, on its own for a look at its plan. */
+export function instancesPage(db: DB, tenantId: string, page: PageRequest, filter: InstanceFilter) {
   let query = db.selectFrom('process_instances as i')
     .leftJoin('instance_steps as s', (join) => join
       .onRef('s.tenant_id', '=', 'i.tenant_id').onRef('s.instance_id', '=', 'i.id').onRef('s.position', '=', 'i.current_position'))
@@ -218,7 +223,7 @@ export function listInstances(db: DB, tenantId: string, page: PageRequest, filte
   if (filter.parentId) query = query.where('i.parent_instance_id', '=', filter.parentId)
   if (filter.currentStepState) query = query.where('i.status', '=', 'running').where('s.state', '=', filter.currentStepState as 'due')
   if (filter.assigneeUserId) query = query.where('i.status', '=', 'running').where('s.assignee_user_id', '=', filter.assigneeUserId)
-  return query.execute()
+  return query
 }
 
 export type InstanceListRow = Awaited<ReturnType<typeof listInstances>>[number]

@@ -29,9 +29,14 @@ export function findRecord(db: DB, table: RecordTable, tenantId: string, id: str
 
 /** Ids of the next limit + 1 records and the size of their fields, so that a page can end at its byte budget. */
 export function listRecordSizes(db: DB, table: RecordTable, tenantId: string, page: PageRequest, filter: RecordFilter) {
+  return recordSizesPage(db, table, tenantId, page, filter).execute()
+}
+
+/** The statement of listRecordSizes, on its own for a look at its plan. */
+export function recordSizesPage(db: DB, table: RecordTable, tenantId: string, page: PageRequest, filter: RecordFilter) {
   let query = db.selectFrom(table).select(['id', 'fields_bytes']).where('tenant_id', '=', tenantId).where(matching(filter)).orderBy('id').limit(page.limit + 1)
   if (page.after) query = query.where('id', '>', page.after)
-  return query.execute()
+  return query
 }
 
 /** The filter as a condition on a record's columns (unqualified); true when it asks for nothing. */
