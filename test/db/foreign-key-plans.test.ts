@@ -719,3 +719,32 @@ t.test('a filtered list of processes or records reads its page in id order throu
     }
   }
 })
+
+t.test('a list of processes by status or by their current step\'s state reads its page in id order through the status index, however many processes ended and without statistics', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  await client.query('set session_replication_role = replica') // no triggers: rows without what they name
+  // 20,000 ended processes and 100 running ones.
+  await client.query(`insert into process_instances (tenant_id, id, template_id, template_name, status, responsible_user_id, controller_user_id,
+      current_position, ended_at)
+    select $1, gen_random_uuid(), gen_random_uuid(), 'p', case when g <= 100 then 'running' else 'completed' end, gen_random_uuid(), gen_random_uuid(),
+      1, case when g > 100 then now() end
+    from generate_series(1, 20100) g`, [tenant])
+  const after = 'ffffffff-ffff-7fff-bfff-ffffffffffff'
+  const lists = [
+    ['running processes', { status: 'running' }],
+    ['completed processes', { status: 'completed' }],
+    ['cancelled processes', { status: 'cancelled' }],
+    ['processes whose current step failed', { currentStepState: 'failed' }]
+  ] as const
+  for (const [name, filter] of lists) {
+    for (const page of [{ list: 'processes', limit: 50 }, { list: 'processes', limit: 50, after }]) {
+      const plans = await pagePlans(client, instancesPage(database.db, tenant, page, filter).compile())
+      for (const [kind, plan] of Object.entries(plans)) {
+        const label = `${name}${page.after ? ', a later page' : ''} (${kind} plan)`
+        t.match(plan, /"Index Name":"process_instances_status_idx"[^}]*"Index Cond":"\(\(status = [^"]*\) AND \(tenant_id = /, `${label}: through the status index, by status and tenant`)
+        t.notMatch(plan, /"Node Type":"(Sort|Incremental Sort)"/, `${label}: in id order, no sort of the matches`)
+      }
+    }
+  }
+})
