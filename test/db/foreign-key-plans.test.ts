@@ -748,3 +748,24 @@ t.test('a list of processes by status or by their current step\'s state reads it
     }
   }
 })
+
+t.test('a list of a process\'s follow-ups reads its page through the parent index, however many processes the tenant has and without statistics', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  const parent = '00000000-0000-7000-8000-000000000002'
+  await client.query('set session_replication_role = replica') // no triggers: rows without what they name
+  // 20,000 processes, three of them follow-ups of one.
+  await client.query(`insert into process_instances (tenant_id, id, template_id, template_name, status, responsible_user_id, controller_user_id,
+      parent_instance_id, parent_step_id, ended_at)
+    select $1, gen_random_uuid(), gen_random_uuid(), 'p', 'completed', gen_random_uuid(), gen_random_uuid(),
+      case when g <= 3 then $2::uuid end, case when g <= 3 then gen_random_uuid() end, now()
+    from generate_series(1, 20000) g`, [tenant, parent])
+  for (const page of [{ list: 'processes', limit: 50 }, { list: 'processes', limit: 50, after: 'ffffffff-ffff-7fff-bfff-ffffffffffff' }]) {
+    const plans = await pagePlans(client, instancesPage(database.db, tenant, page, { parentId: parent }).compile())
+    for (const [kind, plan] of Object.entries(plans)) {
+      const label = `${page.after ? 'a later page' : 'the first page'} (${kind} plan)`
+      t.match(plan, '"Index Name":"process_instances_parent_idx"', `${label}: through the parent index`)
+      t.notMatch(plan, /"Index Name":"process_instances_pkey"|Seq Scan/, `${label}: no walk of the tenant's processes`)
+    }
+  }
+})
