@@ -16,6 +16,7 @@ import { instancesPage, STEP_READS } from '../../src/modules/instances/repositor
 import { instancesNamingUser } from '../../src/modules/users/repository.js'
 import { searchesWithCandidatesStatement, type DateSearch } from '../../src/modules/autostart/repository.js'
 import { queueFiguresStatement } from '../../src/modules/health/repository.js'
+import { deliveriesPage } from '../../src/modules/deliveries/repository.js'
 import { claimMails } from '../../src/scheduler/mail-repository.js'
 import { settleStepMails } from '../../src/scheduler/email-steps.js'
 import { endFollowUps } from '../../src/scheduler/automatic-steps/end-follow-ups.js'
@@ -768,4 +769,27 @@ t.test('a list of a process\'s follow-ups reads its page through the parent inde
       t.notMatch(plan, /"Index Name":"process_instances_pkey"|Seq Scan/, `${label}: no walk of the tenant's processes`)
     }
   }
+})
+
+t.test('a list of failed or cancelled deliveries reads its page through the index of those alone, however many succeeded and without statistics', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  await client.query('set session_replication_role = replica') // no triggers: rows without what they name
+  // 20,000 deliveries that succeeded, two that failed.
+  await client.query(`insert into deliveries (tenant_id, id, service_id, source, status, finished_at)
+    select $1, gen_random_uuid(), gen_random_uuid(), 'trigger', case when g <= 2 then 'failed' else 'succeeded' end, now()
+    from generate_series(1, 20002) g`, [tenant])
+  for (const status of ['failed', 'cancelled'] as const) {
+    for (const page of [{ list: 'deliveries', limit: 50 }, { list: 'deliveries', limit: 50, after: 'ffffffff-ffff-7fff-bfff-ffffffffffff' }]) {
+      const plans = await pagePlans(client, deliveriesPage(database.db, tenant, page, { status }).compile())
+      for (const [kind, plan] of Object.entries(plans)) {
+        const label = `${status}${page.after ? ', a later page' : ''} (${kind} plan)`
+        t.match(plan, '"Index Name":"deliveries_ended_badly_idx"', `${label}: through the index of deliveries that ended badly`)
+        t.notMatch(plan, /"Index Name":"deliveries_pkey"|Seq Scan/, `${label}: no walk of the tenant's deliveries`)
+      }
+    }
+  }
+  const { rows } = await client.query<{ count: number }>('select count(*)::int as count from deliveries')
+  t.equal(rows[0]!.count, 20_002, 'the deliveries')
+  t.equal((await deliveriesPage(database.db, tenant, { list: 'deliveries', limit: 50 }, { status: 'failed' }).execute()).length, 2, 'the failed ones listed')
 })
