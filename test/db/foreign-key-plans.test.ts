@@ -16,7 +16,7 @@ import { instancesPage, STEP_READS } from '../../src/modules/instances/repositor
 import { instancesNamingUser } from '../../src/modules/users/repository.js'
 import { searchesWithCandidatesStatement, type DateSearch } from '../../src/modules/autostart/repository.js'
 import { queueFiguresStatement } from '../../src/modules/health/repository.js'
-import { deliveriesPage } from '../../src/modules/deliveries/repository.js'
+import { deliveriesByOutcome, deliveriesPage, listDeliveries } from '../../src/modules/deliveries/repository.js'
 import { claimMails } from '../../src/scheduler/mail-repository.js'
 import { settleStepMails } from '../../src/scheduler/email-steps.js'
 import { endFollowUps } from '../../src/scheduler/automatic-steps/end-follow-ups.js'
@@ -792,4 +792,42 @@ t.test('a list of failed or cancelled deliveries reads its page through the inde
   const { rows } = await client.query<{ count: number }>('select count(*)::int as count from deliveries')
   t.equal(rows[0]!.count, 20_002, 'the deliveries')
   t.equal((await deliveriesPage(database.db, tenant, { list: 'deliveries', limit: 50 }, { status: 'failed' }).execute()).length, 2, 'the failed ones listed')
+})
+
+t.test('a list of deliveries by an attempt\'s outcome reads one delivery after another through the index of attempts that did not succeed, without statistics', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const tenant = '00000000-0000-7000-8000-000000000001'
+  await client.query('set session_replication_role = replica') // no triggers: rows without what they name
+  // 20,000 deliveries with an attempt that succeeded; 300 of them after two retries; two that failed.
+  const { rows: deliveries } = await client.query<{ id: string }>(`
+    insert into deliveries (tenant_id, id, service_id, source, status, finished_at)
+    select $1, gen_random_uuid(), gen_random_uuid(), 'trigger', 'succeeded', now() from generate_series(1, 20000) g returning id`, [tenant])
+  await client.query(`insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome)
+    select $1, gen_random_uuid(), d.id, 1, a.n, now(), 10, case when a.n = 3 then 'succeeded' else 'retry' end
+    from (select id, row_number() over (order by id desc) as n from unnest($2::uuid[]) id) d
+    cross join generate_series(1, 3) a(n) where a.n = 3 or d.n <= 300`, [tenant, deliveries.map((d) => d.id)])
+  await client.query(`insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome)
+    select $1, gen_random_uuid(), id, 1, 4, now(), 10, 'failed' from unnest($2::uuid[]) id`, [tenant, deliveries.slice(0, 2).map((d) => d.id)])
+  const retried = deliveries.map((d) => d.id).sort().reverse().slice(0, 300)
+
+  for (const outcome of ['retry', 'failed', 'aborted'] as const) {
+    for (const page of [{ list: 'deliveries', limit: 50 }, { list: 'deliveries', limit: 50, after: retried[100]! }]) {
+      const plans = await pagePlans(client, deliveriesByOutcome(tenant, page, { outcome, status: 'succeeded' })!.compile(database.db))
+      for (const [kind, plan] of Object.entries(plans)) {
+        const label = `${outcome}${page.after ? ', a later page' : ''} (${kind} plan)`
+        t.match(plan, /"Node Type":"Index Only Scan","Parent Relationship":"Outer"[^}]*"Scan Direction":"Backward","Index Name":"delivery_attempts_outcome_idx"/,
+          `${label}: the attempts of the outcome through their index, newest delivery first`)
+        t.notMatch(plan, /Sort|Hash|Seq Scan|"Index Name":"delivery_attempts_(pkey|delivery_idx)"/, `${label}: no read of the other attempts, no sort`)
+      }
+    }
+  }
+  const page = async (after?: string) => listDeliveries(database.db, tenant, { list: 'deliveries', limit: 50, after }, { outcome: 'retry' })
+  const first = await page()
+  t.same(first.map((d) => d.id), retried.slice(0, 51), 'the newest deliveries retried, each once, newest first')
+  t.same((await page(retried[49])).map((d) => d.id), retried.slice(50, 101), 'and the next page after the cursor')
+  t.same((await page(retried[299])).length, 0, 'none after the oldest')
+  t.same((await listDeliveries(database.db, tenant, { list: 'deliveries', limit: 50 }, { outcome: 'failed', status: 'succeeded' })).length, 2,
+    'other filters applied as well')
+  t.same((await listDeliveries(database.db, tenant, { list: 'deliveries', limit: 50 }, { outcome: 'failed', status: 'failed' })).length, 0,
+    'and a delivery they reject is left out')
 })
