@@ -416,6 +416,16 @@ class EditTemplate extends Command {
   toString(): string { return `template(side ${this.side}, ${this.template}, ${this.action})` }
 }
 
+/** The operator moves a tenant to another time zone: what is worked out afterwards follows it. */
+class TimeZone extends Command {
+  constructor(readonly side: number, readonly zone: string) { super() }
+  async act(): Promise<void> {
+    checkAnswer(this.toString(), await rt.operator.patch(`/v1/tenants/${sides[this.side]!.tenantId}`, { timeZone: this.zone }))
+  }
+
+  toString(): string { return `timeZone(side ${this.side}, ${this.zone})` }
+}
+
 class Smtp extends Command {
   constructor(readonly refusing: boolean) { super() }
   async act(): Promise<void> {
@@ -623,7 +633,9 @@ const commands = [
   fc.tuple(which, fc.array(fc.constantFrom('done' as const, 'skipped' as const, 'cancel' as const, 'retry' as const), { minLength: 2, maxLength: 3 }))
     .map(([w, intents]) => new Burst(w, intents)),
   fc.constant(new LeaseLost()),
-  fc.constant(new Drain())
+  fc.constant(new Drain()),
+  fc.tuple(fc.nat(1), fc.constantFrom('Europe/Berlin', 'America/New_York', 'Pacific/Kiritimati', 'Pacific/Pago_Pago'))
+    .map(([s, zone]) => new TimeZone(s, zone))
 ]
 
 t.test('running processes keep their invariants whatever the API and the scheduler do', async (t) => {
