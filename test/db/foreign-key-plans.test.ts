@@ -830,4 +830,17 @@ t.test('a list of deliveries by an attempt\'s outcome reads one delivery after a
     'other filters applied as well')
   t.same((await listDeliveries(database.db, tenant, { list: 'deliveries', limit: 50 }, { outcome: 'failed', status: 'failed' })).length, 0,
     'and a delivery they reject is left out')
+  // Another tenant's newer deliveries and attempts of the same outcome are not this tenant's.
+  const other = '00000000-0000-7000-8000-000000000002'
+  const { rows: theirs } = await client.query<{ id: string }>(`
+    insert into deliveries (tenant_id, id, service_id, source, status, finished_at)
+    select $1, gen_random_uuid(), gen_random_uuid(), 'trigger', 'succeeded', now() from generate_series(1, 60) g returning id`, [other])
+  await client.query(`insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome)
+    select $1, gen_random_uuid(), id, 1, 1, now(), 10, 'retry' from unnest($2::uuid[]) id`, [other, theirs.map((d) => d.id)])
+  t.same((await page()).map((d) => d.id), first.map((d) => d.id), 'another tenant\'s retried deliveries are not listed')
+  // A status whose own index holds only the deliveries that ended badly reads them, not every retried one.
+  for (const status of ['failed', 'cancelled'] as const) {
+    t.equal(deliveriesByOutcome(tenant, { list: 'deliveries', limit: 50 }, { outcome: 'retry', status }), undefined,
+      `outcome and status ${status}: through the index of deliveries that ended badly`)
+  }
 })
