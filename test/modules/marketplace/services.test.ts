@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
+import { sql } from '../../../src/db/kysely.js'
 import { newId } from '../../../src/lib/ids.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
@@ -309,6 +310,31 @@ t.test('a service that a template step uses cannot be deleted', async (t) => {
 
   await db.deleteFrom('process_templates').where('id', '=', templateId).execute()
   t.equal((await operator.delete(`/v1/marketplace-services/${service.id}`)).statusCode, 204, 'free once the template is gone')
+})
+
+t.test('a service that a step comes to use while it is being deleted is refused with the template named, not deleted', async (t) => {
+  const { operator, db, newTenant } = shared
+  const tenant = await newTenant()
+  const used = await createService(operator)
+  const service = await createService(operator)
+  const { stepId } = await insertTemplateWithStep(db, { tenantId: tenant.id, serviceId: used.id, templateName: 'Yearly valuation' })
+
+  // A step turns to the service in a transaction that is still open when the delete comes.
+  let deleting: ReturnType<typeof operator.delete> | undefined
+  await db.transaction().execute(async (trx) => {
+    await trx.updateTable('template_steps').set({ service_id: service.id }).where('tenant_id', '=', tenant.id).where('id', '=', stepId).execute()
+    deleting = operator.delete(`/v1/marketplace-services/${service.id}`)
+    for (let waited = 0; ; waited += 20) {
+      const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+        where datname = current_database() and wait_event_type = 'Lock' and query ilike '%marketplace_services%'`.execute(db)
+      if (rows[0]!.n > 0) break
+      if (waited > 5_000) throw new Error('the delete never waited for the step\'s transaction')
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  })
+  const refused = await deleting!
+  assertProblem(t, refused, 409, /Yearly valuation/)
+  t.equal((await operator.get(`/v1/marketplace-services/${service.id}`)).statusCode, 200, 'still there')
 })
 
 t.test('a service with deliveries on record cannot be deleted', async (t) => {

@@ -75,6 +75,11 @@ export function lockService(trx: DB, id: string) {
   return trx.selectFrom('marketplace_services').selectAll().where('id', '=', id).forNoKeyUpdate().executeTakeFirst()
 }
 
+/** The service, locked against every other change and against a new row naming it (FOR UPDATE), to delete it. */
+export function lockServiceToDelete(trx: DB, id: string) {
+  return trx.selectFrom('marketplace_services').select('version').where('id', '=', id).forUpdate().executeTakeFirst()
+}
+
 /** Updates the service (locked by lockService) and moves its version on. */
 export function updateService(trx: DB, id: string, changes: Updateable<MarketplaceServicesTable>) {
   return trx.updateTable('marketplace_services')
@@ -85,12 +90,9 @@ export function updateService(trx: DB, id: string, changes: Updateable<Marketpla
     .executeTakeFirstOrThrow()
 }
 
-/** Deletes the service if it is at one of the `expected` versions (any when undefined); false when no row was deleted. */
-export async function deleteService(db: DB, id: string, expected: readonly number[] | undefined = undefined): Promise<boolean> {
-  let query = db.deleteFrom('marketplace_services').where('id', '=', id)
-  if (expected !== undefined) query = query.where('version', 'in', [...expected])
-  const result = await query.executeTakeFirst()
-  return result.numDeletedRows > 0n
+/** Deletes the service (locked by lockServiceToDelete). */
+export async function deleteService(trx: DB, id: string): Promise<void> {
+  await trx.deleteFrom('marketplace_services').where('id', '=', id).execute()
 }
 
 export interface TemplateUsage {

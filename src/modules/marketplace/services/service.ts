@@ -155,21 +155,23 @@ function checkNewQueryUrl(current: ServiceRow, input: UpdateService): void {
   else if (current.delivery !== 'query') checkQueryKeys(current.webhook_url, '/body/delivery')
 }
 
-/** Deletes a service no template uses and no process has used; `expected`: the versions If-Match names (412 otherwise, as its update). */
+/**
+ * Deletes a service no template uses and no process has used; `expected`: the versions If-Match names (412 otherwise, as its update).
+ * The service is locked first, as for a delete: a change, or a step that comes to use it (its foreign key's share lock), waits for
+ * the checks and the delete or is seen by them.
+ */
 export async function deleteService(db: DB, id: string, expected: ExpectedVersions = undefined): Promise<void> {
-  const current = await repo.findServiceById(db, id)
-  if (!current) throw notFound('Marketplace service', id)
-  checkVersion(expected, current.version, `Marketplace service ${id}`)
-  const templates = await repo.findTemplatesUsing(db, { serviceId: id })
-  if (templates.length > 0) throw conflict(`Marketplace service ${id} is used by steps of ${nameTemplates(templates)}.`)
-  if (await repo.hasServiceHistory(db, id)) {
-    throw conflict(`Marketplace service ${id} has process steps or deliveries on record; deactivate it instead (active: false).`)
-  }
-  if (await repo.deleteService(db, id, expected)) return
-  // Changed or deleted since it was read: the delete names the version it expects, so a change in between is a 412, not lost.
-  const now = await repo.findServiceById(db, id)
-  if (!now) throw notFound('Marketplace service', id)
-  checkVersion(expected, now.version, `Marketplace service ${id}`)
+  await db.transaction().execute(async (trx) => {
+    const current = await repo.lockServiceToDelete(trx, id)
+    if (!current) throw notFound('Marketplace service', id)
+    checkVersion(expected, current.version, `Marketplace service ${id}`)
+    const templates = await repo.findTemplatesUsing(trx, { serviceId: id })
+    if (templates.length > 0) throw conflict(`Marketplace service ${id} is used by steps of ${nameTemplates(templates)}.`)
+    if (await repo.hasServiceHistory(trx, id)) {
+      throw conflict(`Marketplace service ${id} has process steps or deliveries on record; deactivate it instead (active: false).`)
+    }
+    await repo.deleteService(trx, id)
+  })
 }
 
 /** Templates named for a 409, e.g. `template "Valuation" (0190…)`. */
