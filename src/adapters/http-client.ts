@@ -196,6 +196,14 @@ type Agents = AgentPair & { fresh: AgentPair }
  */
 const STALE_CONNECTION = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED'])
 
+/**
+ * How soon after the request went out such an error counts as that race: the server's reset comes a
+ * round trip after the request. Later, the provider may have read the request and be working on it when
+ * the connection went (a crash, a proxy): that is a network error like any other, logged and retried
+ * after its backoff, not sent again unseen.
+ */
+const STALE_WINDOW_MS = 500
+
 const LENIENT = { finishFlush: zlib.constants.Z_SYNC_FLUSH }
 
 /**
@@ -264,14 +272,16 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
     const timer = setTimeout(() => fail('ETIMEDOUT', `no response within ${request.timeoutMs} ms`), request.timeoutMs)
     request.signal?.addEventListener('abort', onAbort, { once: true })
     /**
-     * A kept-alive connection the server closed just as this request went out on it failed the call
-     * before the server read it, so it is sent again at once, once, as node's docs advise
+     * A kept-alive connection the server closed just as this request went out on it (STALE_WINDOW_MS)
+     * failed the call before the server read it, so it is sent again at once, once, as node's docs advise
      * (request.reusedSocket), on a connection of its own. One the call opened itself fails as it did;
      * so does one that began to answer, one cut off by the timer or the caller, and the resend.
      */
-    const stale = (sent: http.ClientRequest, error: NodeJS.ErrnoException) =>
+    const stale = (sent: http.ClientRequest, sentAt: number, error: NodeJS.ErrnoException) =>
       !settled && !resent && sent.reusedSocket && response === undefined && STALE_CONNECTION.has(error.code ?? '')
+      && Date.now() - sentAt <= STALE_WINDOW_MS
     const send = (pool: AgentPair) => {
+      const sentAt = Date.now()
       let sent: http.ClientRequest
       try {
         sent = (secure ? https : http).request(url, { method: request.method, headers, agent: secure ? pool.https : pool.http })
@@ -285,7 +295,7 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
         // A response read to its declared end stands: bytes after it (a Content-Length counted in
         // characters, not bytes) fail node's parser as a next response, and the socket is dropped, not reused.
         if (sent !== req || response?.complete) return
-        if (stale(sent, error)) {
+        if (stale(sent, sentAt, error)) {
           resent = true
           return send(agents.fresh)
         }
