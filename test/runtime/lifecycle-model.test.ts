@@ -154,21 +154,28 @@ class Start extends Command {
   toString(): string { return `start(side ${this.side}, template ${this.template})` }
 }
 
+/** The process a command picked (by `which`), read through its side's API; undefined when none or the read failed (noted). */
+async function readProcess(command: Command, model: Model, which: number) {
+  const target = await pickProcess(model, which)
+  if (!target) return undefined
+  const s = sides[target.side]!
+  const read = await s.api.get(`/v1/process-instances/${target.id}`)
+  checkAnswer(`${command} read`, read)
+  if (read.statusCode !== 200) {
+    problems.push(`${command}: reading process ${target.id} answered ${read.statusCode} ${read.body}`)
+    return undefined
+  }
+  return { target, s, instance: read.data }
+}
+
 type StepIdMode = 'none' | 'current' | 'wrong'
 
 class Advance extends Command {
   constructor(readonly which: number, readonly outcome: 'done' | 'skipped', readonly stepId: StepIdMode, readonly decision: 'yes' | 'no' | undefined) { super() }
   async act(model: Model): Promise<void> {
-    const target = await pickProcess(model, this.which)
-    if (!target) return
-    const s = sides[target.side]!
-    const read = await s.api.get(`/v1/process-instances/${target.id}`)
-    checkAnswer(`${this} read`, read)
-    if (read.statusCode !== 200) {
-      problems.push(`${this}: reading process ${target.id} answered ${read.statusCode} ${read.body}`)
-      return
-    }
-    const instance = read.data
+    const read = await readProcess(this, model, this.which)
+    if (!read) return
+    const { target, s, instance } = read
     const current = instance.steps.find((x: { id: string }) => x.id === instance.currentStep?.id) ?? instance.steps[0]
     const other = instance.steps.find((x: { id: string }) => x.id !== current?.id) ?? current
     const body: Record<string, unknown> = { outcome: this.outcome }
@@ -195,16 +202,9 @@ class Cancel extends Command {
 class Retry extends Command {
   constructor(readonly which: number, readonly step: number) { super() }
   async act(model: Model): Promise<void> {
-    const target = await pickProcess(model, this.which)
-    if (!target) return
-    const s = sides[target.side]!
-    const read = await s.api.get(`/v1/process-instances/${target.id}`)
-    checkAnswer(`${this} read`, read)
-    if (read.statusCode !== 200) {
-      problems.push(`${this}: reading process ${target.id} answered ${read.statusCode} ${read.body}`)
-      return
-    }
-    const instance = read.data
+    const read = await readProcess(this, model, this.which)
+    if (!read) return
+    const { target, s, instance } = read
     const failed = instance.steps.find((x: { state: string }) => x.state === 'failed')
     const step = failed ?? pick(instance.steps, this.step)
     checkAnswer(this.toString(), await s.api.post(`/v1/process-instances/${target.id}/steps/${step.id}/retry`))
