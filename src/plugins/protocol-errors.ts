@@ -161,7 +161,12 @@ export function bodyCodings(method: string, headers: IncomingHttpHeaders): strin
   if (coding === undefined || method === 'GET' || method === 'HEAD') return []
   const length = headers['content-length']
   if (headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return []
-  return coding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity')
+  return codingsBut(coding, 'identity')
+}
+
+/** The codings a header lists (lower-cased, empty entries dropped), but the one that changes nothing. */
+function codingsBut(list: string, plain: string): string[] {
+  return list.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== plain)
 }
 
 /**
@@ -173,7 +178,7 @@ export function bodyCodings(method: string, headers: IncomingHttpHeaders): strin
 export function transferCodings(method: string, headers: IncomingHttpHeaders): string[] {
   const coding = headers['transfer-encoding']
   if (coding === undefined || method === 'GET' || method === 'HEAD') return []
-  return coding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'chunked')
+  return codingsBut(coding, 'chunked')
 }
 
 /**
