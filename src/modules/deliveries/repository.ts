@@ -31,15 +31,15 @@ export function deliveriesByOutcome(tenantId: string, page: PageRequest, filter:
   const outcome = filter.outcome
   const endedBadly = filter.status !== undefined && ENDED_BADLY.includes(filter.status)
   if (!outcome || outcome === 'succeeded' || filter.instanceId || filter.stepId || endedBadly) return undefined
-  const below = (id: RawBuilder<string> | string) => sql<string>`(select a.delivery_id from delivery_attempts a
-    where a.tenant_id = ${tenantId} and a.outcome = ${sql.lit(outcome)} and a.delivery_id < ${id} order by a.delivery_id desc limit 1)`
-  const first = page.after ? below(page.after) : sql<string>`(select a.delivery_id from delivery_attempts a
-    where a.tenant_id = ${tenantId} and a.outcome = ${sql.lit(outcome)} order by a.delivery_id desc limit 1)`
+  // The newest delivery id with an attempt of the outcome, below `id` when one is given.
+  const below = (id?: RawBuilder<string> | string) => sql<string>`(select a.delivery_id from delivery_attempts a
+    where a.tenant_id = ${tenantId} and a.outcome = ${sql.lit(outcome)}${id === undefined ? sql`` : sql` and a.delivery_id < ${id}`}
+    order by a.delivery_id desc limit 1)`
   const conditions = [sql`d.tenant_id = ${tenantId}`, sql`d.id = k.id`]
   if (filter.serviceId) conditions.push(sql`d.service_id = ${filter.serviceId}`)
   if (filter.status) conditions.push(sql`d.status = ${filter.status}`)
   return sql<DeliveryRow>`with recursive k(id) as (
-      select ${first}
+      select ${below(page.after)}
       union all
       select ${below(sql<string>`k.id`)} from k where k.id is not null
     )
