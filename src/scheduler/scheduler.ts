@@ -19,6 +19,8 @@ import { nextDue } from './next-due.js'
 import { OutcomeBatcher } from './outcome-batcher.js'
 import { reapExpiredLeases } from './reap-expired-leases.js'
 import { removeOldHistory } from './remove-old-history.js'
+import { finishTenantDeletions } from './finish-tenant-deletions.js'
+import type { RowErrorHandler } from './isolated.js'
 import type { RetryPolicy } from './retry-policy.js'
 import { sendQueuedMail, type MailPass } from './send-mail.js'
 import { startDueSteps } from './start-due-steps.js'
@@ -120,6 +122,8 @@ const DATE_CHECK_EVERY_MS = 600_000
 /** A date check that failed (the database away a moment) is tried again this soon, not a full interval later. */
 const DATE_CHECK_RETRY_MS = 60_000
 const RETENTION_BATCH = 500
+/** How often a worker looks for tenants whose deletion was cut off (finishTenantDeletions). */
+const DELETIONS_EVERY_MS = 60_000
 
 /** Mails one pump batch sends before it looks whether the worker is stopping. */
 const MAIL_PUMP_BATCH = 10
@@ -485,7 +489,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         woken = false
         const { claimed, full } = await claimAndDispatch()
         startChoresIfDue()
-        startRetentionIfDue()
+        retention.startIfDue()
+        deletions.startIfDue()
         failures = 0
         // A full claim may have left more due; a short one took all that was due then.
         if (full && roomForCalls() > 0) continue
@@ -502,21 +507,46 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     }
   }
 
-  let retention: Promise<void> | undefined
-  let nextRetentionAt = 0
-  /** Removes old finished data in the background: every RETENTION_EVERY_MS, and again soon while batches come full. */
-  function startRetentionIfDue(): void {
-    const now = clock.now()
-    if (!settings.retentionDays || retention || stopping || now.getTime() < nextRetentionAt) return
-    retention = removeOldHistory(db, now, settings.retentionDays, RETENTION_BATCH, stopSignal.signal)
-      .then((removed) => { nextRetentionAt = clock.now().getTime() + (removed >= RETENTION_BATCH ? 1000 : RETENTION_EVERY_MS) })
-      .catch((error: unknown) => {
-        nextRetentionAt = clock.now().getTime() + RETENTION_EVERY_MS
-        if (isDatabaseUnavailable(error)) choreUnavailable({ err: error, chore: 'removeOldHistory' })
-        else deps.log.error({ err: error, chore: 'removeOldHistory' }, 'removing old history failed; it runs again later')
-      })
-      .finally(() => { retention = undefined })
+  /**
+   * A chore that runs beside the loop's passes, in the background, when its time has come: `work`
+   * answers how long until it runs again; after a failure it runs again `afterFailureMs` later.
+   */
+  function backgroundChore(name: string, work: (now: Date) => Promise<number>, afterFailureMs: number) {
+    let running: Promise<void> | undefined
+    let nextAt = 0
+    return {
+      startIfDue(): void {
+        const now = clock.now()
+        if (running || stopping || now.getTime() < nextAt) return
+        running = work(now)
+          .then((waitMs) => { nextAt = clock.now().getTime() + waitMs })
+          .catch((error: unknown) => {
+            nextAt = clock.now().getTime() + afterFailureMs
+            // Stopped between two of its parts: it goes on where it stopped on the next start.
+            if (stopSignal.signal.aborted && error === stopSignal.signal.reason) return
+            if (isDatabaseUnavailable(error)) choreUnavailable({ err: error, chore: name })
+            else deps.log.error({ err: error, chore: name }, `scheduler chore ${name} failed; it runs again later`)
+          })
+          .finally(() => { running = undefined })
+      },
+      /** Settles when the chore running now (if any) has ended. */
+      ended: () => running
+    }
   }
+
+  /** Removes old finished data: every RETENTION_EVERY_MS, and again soon while batches come full. */
+  const retention = backgroundChore('removeOldHistory', async (now) => {
+    if (!settings.retentionDays) return RETENTION_EVERY_MS
+    const removed = await removeOldHistory(db, now, settings.retentionDays, RETENTION_BATCH, stopSignal.signal)
+    return removed >= RETENTION_BATCH ? 1000 : RETENTION_EVERY_MS
+  }, RETENTION_EVERY_MS)
+
+  /** Finishes the deletions of tenants left marked (a deletion cut off): at the start, then every DELETIONS_EVERY_MS. */
+  const deletions = backgroundChore('finishTenantDeletions', async (now) => {
+    const onError: RowErrorHandler = (error, id) => deps.log.error({ err: error, tenantId: id }, 'finishing a tenant\'s deletion failed; it is tried again later')
+    await finishTenantDeletions(db, now, { signal: stopSignal.signal, onError, log: deps.log })
+    return DELETIONS_EVERY_MS
+  }, DELETIONS_EVERY_MS)
 
   let chores: Promise<void> | undefined
   let lastChores = 0
@@ -588,7 +618,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       await loop
       await unlisten?.()
       await chores
-      await retention
+      await retention.ended()
+      await deletions.ended()
       // A batch whose SMTP server does not answer waits out its timeouts (15 s a mail), which held the
       // stop past the process's hard limit (grace + 5 s): it exited 1 without cutting off its calls.
       // Left after the grace, the batch is as a crash leaves it: its lease sends it again later.

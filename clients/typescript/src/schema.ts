@@ -83,7 +83,7 @@ export interface paths {
         post?: never;
         /**
          * Delete a tenant and everything it owns
-         * @description The tenant is first marked as being deleted (deletingSince): from then on its apiClaims are refused (403) and none of its processes starts; its API keys are refused (401) at once by the API process that deletes it, and by the others within 2 s, as the keys they hold in their cache expire. A large tenant then loses its rows in parts, each a short transaction of its own, and goes with the rest in one: a deletion cut off in between leaves part of the tenant, marked, and deleting it again finishes it.
+         * @description The tenant is first marked as being deleted (deletingSince): from then on its apiClaims are refused (403) and none of its processes starts; its API keys are refused (401) at once by the API process that deletes it, and by the others within 2 s, as the keys they hold in their cache expire. A large tenant then loses its rows in parts, each a short transaction of its own, and goes with the rest in one: a deletion cut off in between leaves part of the tenant, marked: a worker finishes it once it has been marked for 10 minutes, and deleting it again finishes it at once.
          */
         delete: operations["deleteTenant"];
         options?: never;

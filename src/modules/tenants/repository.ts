@@ -48,11 +48,25 @@ export async function markDeleting(db: DB, id: string, now: Date): Promise<boole
  * (`deleteTenantAtOnce`) deletes what is left and the tenant itself, as it deletes a smaller tenant
  * whole. In one transaction, a million rows overran the statement timeout on every try, and such a
  * tenant could not be deleted at all. A deletion cut off in between leaves the tenant with part of
- * what it owned; deleting it again finishes it.
+ * what it owned; deleting it again finishes it, as a worker does once it has been left a while
+ * (src/scheduler/finish-tenant-deletions.ts). `signal` stops it between two parts (its reason thrown):
+ * a worker that is stopping does not hold its stop for a large tenant's rest.
  */
-export async function deleteTenant(db: DB, id: string): Promise<boolean> {
-  if (await isLarge(db, id)) await deleteInParts(db, id)
+export async function deleteTenant(db: DB, id: string, signal?: AbortSignal): Promise<boolean> {
+  if (await isLarge(db, id)) await deleteInParts(db, id, signal)
+  signal?.throwIfAborted()
   return deleteTenantAtOnce(db, id)
+}
+
+/**
+ * Tenants whose deletion began at `before` or earlier and has not ended, longest marked first, at most
+ * `limit`: those a deletion left marked when it was cut off (a restart, a 503), or one still going.
+ */
+export async function tenantsMarkedSince(db: DB, before: Date, limit: number): Promise<{ id: string; deleting_since: Date }[]> {
+  const rows = await db.selectFrom('tenants').select(['id', 'deleting_since'])
+    .where('deleting_since', 'is not', null).where('deleting_since', '<=', before)
+    .orderBy('deleting_since').orderBy('id').limit(limit).execute()
+  return rows.map((row) => ({ id: row.id, deleting_since: row.deleting_since! }))
 }
 
 /** Rows of one part of a large tenant's deletion: 1,000 activities, records, processes' steps, … went in 10 to 50 ms. */
@@ -97,13 +111,14 @@ async function isLarge(db: DB, id: string): Promise<boolean> {
  * for a row the part deleted before (a batch locking the tenant's rows in another order) deadlocks
  * with it; the part chosen to end the deadlock is tried again (DEADLOCK_TRIES), after the change.
  */
-async function deleteInParts(db: DB, id: string): Promise<void> {
+async function deleteInParts(db: DB, id: string, signal?: AbortSignal): Promise<void> {
   for (let round = 0; round < 3; round++) {
     try {
       for (const part of PARTS) {
         let rows = PART_ROWS
         let deadlocks = 0
         for (;;) {
+          signal?.throwIfAborted()
           const deleted = await db.transaction().execute(async (trx) => {
             await lockDeletion(trx, id)
             return deletePart(trx, id, part, rows)

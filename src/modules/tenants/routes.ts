@@ -61,7 +61,7 @@ export default async function tenantRoutes(fastify: FastifyInstance, { db, clock
         'and none of its processes starts; its API keys are refused (401) at once by the API process that deletes it, and by ' +
         'the others within 2 s, as the keys they hold in their cache expire. A large tenant then loses its rows in parts, each a short ' +
         'transaction of its own, and goes with the rest in one: a deletion cut off in between leaves part of the tenant, ' +
-        'marked, and deleting it again finishes it.',
+        'marked: a worker finishes it once it has been marked for 10 minutes, and deleting it again finishes it at once.',
       response: { 204: noContent('The tenant and everything it owned are deleted'), ...problems(400, 401, 403, 404, 409) }
     }
   }, async (request, reply) => {
