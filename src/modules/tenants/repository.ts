@@ -24,6 +24,14 @@ export function lockTenantForChange(trx: DB, id: string) {
   return trx.selectFrom('tenants').selectAll().where('id', '=', id).forNoKeyUpdate().executeTakeFirst()
 }
 
+/**
+ * Whether the tenant is being deleted, its row held against a deletion's mark (an update) and its
+ * delete until the transaction ends; undefined when there is no such tenant.
+ */
+export function lockTenantForKey(trx: DB, id: string) {
+  return trx.selectFrom('tenants').select('deleting_since').where('id', '=', id).forShare().executeTakeFirst()
+}
+
 export function updateTenant(db: DB, id: string, changes: TenantUpdate) {
   return db.updateTable('tenants').set(changes).where('id', '=', id).returningAll().executeTakeFirst()
 }

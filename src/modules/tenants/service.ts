@@ -7,7 +7,6 @@ import { changesNothing } from '../../lib/changes.js'
 import { newId } from '../../lib/ids.js'
 import { generateKey, hashKey, keyPrefix } from '../../lib/keys.js'
 import { toPage, type PageRequest } from '../../lib/pagination.js'
-import { isForeignKeyViolation } from '../records/repository.js'
 import * as repo from './repository.js'
 import type { ApiKey, CreateTenant, NewApiKey, Tenant, UpdateTenant } from './schemas.js'
 
@@ -124,15 +123,20 @@ function toApiKey(row: Awaited<ReturnType<typeof repo.insertApiKey>>): ApiKey {
 
 export async function createApiKey(db: DB, tenantId: string, name: string): Promise<NewApiKey> {
   refuseBlankNames({ name }, ['name'])
-  const tenant = await getTenant(db, tenantId)
-  // Its keys are refused (401) until it is gone: the operator learns why now rather than from each request.
-  if (tenant.deletingSince !== null) {
-    throw conflict(`Tenant ${tenantId} is being deleted (since ${tenant.deletingSince}) and gets no new API key; deleting it again finishes the deletion.`)
-  }
   const key = generateKey('tenant')
-  // A tenant deleted between the check and the insert: its key refers to no tenant (a 404, as the check's).
-  const row = await repo.insertApiKey(db, { tenant_id: tenantId, id: newId(), name, key_prefix: keyPrefix(key), key_hash: hashKey(key) })
-    .catch((error: unknown) => { throw isForeignKeyViolation(error) ? notFound('Tenant', tenantId) : error })
+  // The tenant is held from the check to the insert's commit: a deletion that begins meanwhile waits
+  // to mark it until the key is made (and then refuses it as the tenant's other keys), and one that
+  // marked it first is seen here. Checked before the insert unheld, such a key was made (201) for a
+  // tenant marked in between, a key refused from the start.
+  const row = await db.transaction().execute(async (trx) => {
+    const tenant = await repo.lockTenantForKey(trx, tenantId)
+    if (!tenant) throw notFound('Tenant', tenantId)
+    // Its keys are refused (401) until it is gone: the operator learns why now rather than from each request.
+    if (tenant.deleting_since !== null) {
+      throw conflict(`Tenant ${tenantId} is being deleted (since ${tenant.deleting_since.toISOString()}) and gets no new API key; deleting it again finishes the deletion.`)
+    }
+    return repo.insertApiKey(trx, { tenant_id: tenantId, id: newId(), name, key_prefix: keyPrefix(key), key_hash: hashKey(key) })
+  })
   return { ...toApiKey(row), key }
 }
 

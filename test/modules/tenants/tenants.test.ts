@@ -279,6 +279,22 @@ t.test('a key created while its tenant is being deleted answers 404, as after th
   assertProblem(t, await racing!, 404, /Tenant .* not found/i)
 })
 
+t.test('a key asked for as its tenant\'s deletion marks it answers 409, not a key refused from the start (201)', async (t) => {
+  const { operator, db } = await setupApp(t)
+  const tenant = await operator.post('/v1/tenants', { name: 'Marked', webId: 'marked-1' })
+  let racing: ReturnType<typeof operator.post> | undefined
+  // The deletion's mark is written, not yet committed, when the request checks the tenant.
+  await db.transaction().execute(async (trx) => {
+    await sql`update tenants set deleting_since = now() where id = ${tenant.data.id}`.execute(trx)
+    racing = operator.post(`/v1/tenants/${tenant.data.id}/api-keys`, { name: 'late' })
+    // Unheld, the request made its key at once; held, it waits for the mark.
+    await Promise.race([waitForLockWait(db), racing])
+  })
+  assertProblem(t, await racing!, 409, /is being deleted/)
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from api_keys where tenant_id = ${tenant.data.id}`.execute(db)
+  t.equal(rows[0]!.n, 0, 'no key was made')
+})
+
 t.test('a tenant too large for one statement within the statement timeout is deleted (204), all of it; another tenant keeps its own', async (t) => {
   // Deleted in one transaction, the cascade over these rows overran a 1 s statement timeout every
   // time: 503 "retry shortly", again and again, and nothing was ever deleted.
