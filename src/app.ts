@@ -71,10 +71,11 @@ export function serverOptions(config: Config, logger: FastifyBaseLogger | boolea
   const requestTimeout = config.HTTP_REQUEST_TIMEOUT_MS
   return {
     ...(typeof logger === 'boolean' ? { logger: logger && logOptions(config, false) } : { loggerInstance: logger }),
-    // The proxy in front only (hop 0, the socket's peer): the client is the address it saw, the last it
-    // appends to X-Forwarded-For. Trusting every hop (`true`) took the first entry, which the client writes
-    // itself, so each request could name a new address. (Fastify refuses a hop count: it trusts none.)
-    trustProxy: config.BATON_TRUST_PROXY ? (_address: string, hop: number) => hop === 0 : false,
+    // The BATON_TRUST_PROXY proxies in front only (hop 0 the socket's peer, then the entries they appended
+    // to X-Forwarded-For, last first): the client is the address the outermost one saw. Trusting every hop
+    // (`true`) took the first entry, which the client writes itself, so each request could name a new
+    // address. (Fastify refuses a hop count: it trusts none.)
+    trustProxy: config.BATON_TRUST_PROXY > 0 ? (_address: string, hop: number) => hop < config.BATON_TRUST_PROXY : false,
     genReqId,
     logController: new LogController({ requestIdLogLabel: 'requestId' }),
     bodyLimit: 1024 * 1024,

@@ -23,7 +23,8 @@ export const ConfigSchema = Type.Object({
   BATON_DATA_DIR: Type.String({ minLength: 1, default: './data' }),
   BATON_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 24 })),
   BATON_MIGRATE_ON_START: Type.Boolean({ default: true }),
-  BATON_TRUST_PROXY: Flag,
+  /** How many reverse proxies in front append to X-Forwarded-For: `true` is one, `false` none (trustProxy, app.ts). */
+  BATON_TRUST_PROXY: Type.Integer({ minimum: 0, maximum: 10, default: 0 }),
   BATON_WORKER_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
   SCHEDULER_POLL_INTERVAL_MS: Type.Integer({ minimum: 10, maximum: 600_000, default: 1000 }),
   SCHEDULER_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
@@ -78,6 +79,8 @@ function checkSettings(raw: Record<string, unknown>): { config: Record<string, u
   for (const [key, schema] of Object.entries(ConfigSchema.properties) as [string, { type?: unknown }][]) {
     const value = config[key]
     if (schema.type === 'boolean' && typeof value === 'string') config[key] = ({ '1': 'true', '0': 'false' } as Record<string, string>)[value] ?? value.toLowerCase()
+    // A count of proxies that was a flag: `true` still means the one proxy in front.
+    if (key === 'BATON_TRUST_PROXY' && typeof value === 'string') config[key] = ({ true: '1', false: '0' } as Record<string, string>)[value.trim().toLowerCase()] ?? value
     // JavaScript's Number reads blanks as 0, and so would Ajv: `RATE_LIMIT_MAX= ` turned the limit off. Ajv does
     // not coerce an empty text, so the setting is refused as no number.
     if ((schema.type === 'integer' || schema.type === 'number') && typeof value === 'string') {
@@ -97,6 +100,7 @@ function checkSettings(raw: Record<string, unknown>): { config: Record<string, u
       if (key && !errors.has(key)) errors.set(key, clearerMessage(error).message ?? 'is invalid')
     }
   }
+  if (errors.has('BATON_TRUST_PROXY')) errors.set('BATON_TRUST_PROXY', 'must be true, false or how many reverse proxies are in front (0 to 10)')
   return { config, errors }
 }
 

@@ -14,19 +14,21 @@ t.test('settings are read from their text: numbers, flags, choices and defaults;
   const defaults = loadConfig({})
   t.equal(defaults.PORT, 3000)
   t.equal(defaults.LOG_LEVEL, 'info')
-  t.equal(defaults.BATON_TRUST_PROXY, false)
+  t.equal(defaults.BATON_TRUST_PROXY, 0, 'no proxy in front')
   t.equal(defaults.DATABASE_URL, undefined, 'an optional setting without a default stays unset')
   t.ok(Object.isFrozen(defaults))
   const set = loadConfig({ PORT: '8080', SCHEDULER_BATCH_SIZE: '1e3', LOG_LEVEL: 'warn', PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '0.9' })
   t.same([set.PORT, set.SCHEDULER_BATCH_SIZE, set.LOG_LEVEL, set.PRESSURE_MAX_EVENT_LOOP_UTILIZATION], [8080, 1000, 'warn', 0.9])
-  for (const [text, value] of [['true', true], ['TRUE', true], ['1', true], ['false', false], ['0', false]] as const) {
-    t.equal(loadConfig({ BATON_TRUST_PROXY: text }).BATON_TRUST_PROXY, value, `flag ${text}`)
+  for (const [text, value] of [['true', 1], ['TRUE', 1], ['1', 1], ['false', 0], ['0', 0], ['2', 2], [' 3 ', 3]] as const) {
+    t.equal(loadConfig({ BATON_TRUST_PROXY: text }).BATON_TRUST_PROXY, value, `proxies ${text}`)
   }
   const wrong: [Record<string, string>, RegExp][] = [
     [{ PORT: 'abc' }, /PORT: must be an integer$/],
     [{ PORT: '70000' }, /PORT: must be at most 65535$/],
     [{ SCHEDULER_BATCH_SIZE: '1.5' }, /SCHEDULER_BATCH_SIZE: must be an integer$/],
-    [{ BATON_TRUST_PROXY: 'yes' }, /BATON_TRUST_PROXY: must be a boolean/],
+    [{ BATON_TRUST_PROXY: 'yes' }, /BATON_TRUST_PROXY: must be true, false or how many reverse proxies are in front \(0 to 10\)$/],
+    [{ BATON_TRUST_PROXY: '11' }, /BATON_TRUST_PROXY: must be true, false or how many reverse proxies are in front \(0 to 10\)$/],
+    [{ BATON_TRUST_PROXY: '1.5' }, /BATON_TRUST_PROXY: must be true, false or how many reverse proxies are in front \(0 to 10\)$/],
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent/],
     [{ DATABASE_URL: 'mysql://db' }, /DATABASE_URL: must be a postgres:\/\/ \(or postgresql:\/\/\) URL, such as postgres:\/\/baton@127\.0\.0\.1:5432\/baton$/],
     // The pattern let these through: they failed only when used, with "Invalid URL" and no variable named.

@@ -131,6 +131,23 @@ t.test('behind a proxy the limits count the address the proxy saw, not one the c
   t.equal((await via(unseen, '203.0.113.50, 198.51.100.4')).statusCode, 200, 'the client at the forged address gets in')
 })
 
+// Behind two proxies (a CDN, then a load balancer), each appends the address it saw: the client is the
+// address the outer one saw, the second entry from the end; the inner proxy's own address was the one
+// client every request counted as.
+t.test('behind two proxies (BATON_TRUST_PROXY=2) the limits count the address the outer proxy saw, not one the client forged nor the inner proxy', async (t) => {
+  const ctx = await setupApp(t, { AUTH_FAILURE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000', BATON_TRUST_PROXY: '2' })
+  const tenant = await ctx.newTenant()
+  const via = async (key: string, forwardedFor: string) => withData(await ctx.app.inject({
+    method: 'GET', url: '/v1/users', remoteAddress: '10.0.0.2', headers: { authorization: `Bearer ${key}`, 'x-forwarded-for': forwardedFor }
+  }))
+  for (let i = 0; i < 3; i++) assertProblem(t, await via(`btk_guess${i}`, `198.18.0.${i}, 203.0.113.50, 10.0.0.1`), 401)
+  assertProblem(t, await via('btk_guess', '198.18.0.9, 203.0.113.50, 10.0.0.1'), 429, /Too many failed authentications/)  // a forged first entry is no new address
+  const unseen = (await ctx.operator.post(`/v1/tenants/${tenant.id}/api-keys`, { name: 'unseen' })).data.key as string
+  t.equal((await via(unseen, '203.0.113.51, 10.0.0.1')).statusCode, 200, 'another client behind the same two proxies gets in')
+  t.equal((await via(unseen, '203.0.113.50, 10.0.0.1')).statusCode, 200, 'and so does the limited one with a key that authenticates')
+  assertProblem(t, await via('btk_guess', '203.0.113.50, 10.0.0.1'), 429, /Too many failed authentications/)
+})
+
 // The failure limit counted each IPv6 address apart: a host has a /64 to itself, so a new address per
 // guess was a new budget. IPv6 clients count by their /64, IPv4-mapped ones as the IPv4 address.
 t.test('an IPv6 client counts by its /64, not by each of its addresses', async (t) => {
