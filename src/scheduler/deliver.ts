@@ -12,6 +12,7 @@ import { PLAIN_SECRETS, secretContext, type SecretBox } from '../lib/secret-box.
 import { buildRequest } from './webhook-request.js'
 import { cancelClaimedDelivery, releaseDelivery } from './delivery-repository.js'
 import { cutText, cutUtf8, storable } from '../lib/storable.js'
+import { redactEchoed } from '../lib/echoed-values.js'
 import { WITHDRAWN } from '../lib/withdrawn-calls.js'
 import { hostKey } from '../lib/host-key.js'
 import type { HostSlots } from './host-slots.js'
@@ -157,7 +158,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     durationMs: attempt.durationMs,
     statusCode,
     error: attempt.result.kind === 'response' ? null : storable(attempt.result.error),
-    responseBody: attempt.response ? loggedBody(attempt.response.body) : null,
+    responseBody: attempt.response ? loggedBody(attempt.response.body, attempt.sent) : null,
     decision,
     outcome
   }, wasCutOff ? new Date(Math.min(until.getTime(), answeredAt.getTime() + SHUTDOWN_RECORD_MS)) : until, wasCutOff ? undefined : signal)
@@ -229,6 +230,8 @@ interface Attempt {
   durationMs: number
   /** For the operator's log only: the address a refused host name resolved to. */
   detail?: string | undefined
+  /** The claim and the secrets the call was made with, which its logged body must not show. */
+  sent: string[]
 }
 
 async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Date, claimKey: Buffer, signal: AbortSignal | undefined): Promise<Attempt> {
@@ -258,7 +261,9 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
       : { kind: error instanceof HttpCallError && error.targetRefused ? 'refused' : 'error', error: text }
     if (error instanceof HttpCallError) detail = error.detail
   }
-  return { result, response, durationMs: Math.round(performance.now() - started), detail }
+  const sent = [apiClaim, apiClaim?.slice(apiClaim.lastIndexOf('.') + 1), delivery.secret, delivery.previousSecret]
+    .filter((value): value is string => typeof value === 'string')
+  return { result, response, durationMs: Math.round(performance.now() - started), detail, sent }
 }
 
 function withOpenSecrets(secrets: SecretBox, delivery: ClaimedDelivery): ClaimedDelivery {
@@ -274,12 +279,13 @@ function header(response: HttpResponse, name: string): string | undefined {
 }
 
 /**
- * The first 4 KiB of a body, its claims redacted and NULs replaced before the cut: "bcl_[redacted]" and
- * U+FFFD (three bytes for a NUL) can be longer than what they replace. A body's first 4096 characters
- * hold at least its first 4096 bytes, so the rest (up to the client's cap) is not read.
+ * The first 4 KiB of a body, the claim and secrets the call was sent with and any claim-like word redacted
+ * and NULs replaced before the cut: "bcl_[redacted]" and U+FFFD (three bytes for a NUL) can be longer than
+ * what they replace. A body's first 4096 characters hold at least its first 4096 bytes; they are redacted
+ * with the next 4096, so that a claim the cut would split is redacted whole, not its first part alone.
  */
-function loggedBody(body: string): string {
-  return firstBytes(storable(redactClaims(cutText(body, LOGGED_BODY_BYTES))), LOGGED_BODY_BYTES)
+function loggedBody(body: string, sent: readonly string[]): string {
+  return firstBytes(storable(redactClaims(redactEchoed(cutText(body, 2 * LOGGED_BODY_BYTES), sent))), LOGGED_BODY_BYTES)
 }
 
 function firstBytes(text: string, bytes: number): string {

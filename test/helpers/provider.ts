@@ -17,7 +17,8 @@ export interface ReceivedCall {
 export interface Reply {
   status: number
   headers?: Record<string, string>
-  body?: string
+  /** Text is sent as UTF-8; bytes as they are. */
+  body?: string | Buffer
   /** Wait this long before answering. */
   delayMs?: number
 }

@@ -10,7 +10,7 @@ import { OutcomeBatcher } from '../../src/scheduler/outcome-batcher.js'
 import { recordOutcome, recordOutcomes, type AttemptRecord } from '../../src/scheduler/record-outcome.js'
 import type { ClaimedDelivery } from '../../src/scheduler/claim-deliveries.js'
 import { DEFAULT_RETRY_POLICY } from '../../src/scheduler/retry-policy.js'
-import type { Reply } from '../helpers/provider.js'
+import type { ReceivedCall, Reply } from '../helpers/provider.js'
 import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
 
 const SECOND = 1000
@@ -18,11 +18,14 @@ const SECOND = 1000
 // One runtime for the whole file (a database, a provider, an SMTP server): each test starts its own
 // process and scripts the provider's answers for its own step, so the tests do not see each other.
 const rt = await setupRuntime(t)
-const scripts = new Map<string, Reply[]>()
-rt.provider.always((call) => scripts.get(call.query.stepId ?? '')?.shift() ?? { status: 200, body: 'ok' })
+const scripts = new Map<string, (Reply | ((call: ReceivedCall) => Reply))[]>()
+rt.provider.always((call) => {
+  const next = scripts.get(call.query.stepId ?? '')?.shift() ?? { status: 200, body: 'ok' }
+  return typeof next === 'function' ? next(call) : next
+})
 
 /** Starts a process whose only step is a webhook; the provider answers its calls with `replies`, then 200. */
-async function webhookStep(name: string, replies: Reply[] = []) {
+async function webhookStep(name: string, replies: (Reply | ((call: ReceivedCall) => Reply))[] = []) {
   const templateId = await rt.template([{ kind: 'webhook', name, refersTo: { property: true } }])
   const instance = await rt.start(templateId)
   const step = instance.steps[0]
@@ -501,6 +504,49 @@ t.test('a body is logged within 4 KiB also where a claim-like word is redacted o
   t.ok(echoed.responseBody.startsWith('z'.repeat(4090)))
   const [nuls] = (await deliveryOf(nul.stepId)).attempts
   t.equal(nuls.responseBody, '\uFFFD'.repeat(1365), 'as many U+FFFD as fit in 4 KiB')
+})
+
+// A provider's error page that escaped the URL, wrapped it or came in UTF-16 kept the claim (or its mac, which
+// makes it valid) in the attempt log the tenant reads; so did one showing the secret the call was signed with.
+t.test('a claim or secret a provider echoes escaped, wrapped or in UTF-16 is not kept in the attempt log', async (t) => {
+  const echoes: Record<string, (url: string) => string | Buffer> = {
+    'HTML entities': (url) => `<p>No route for ${url.replace(/[_.&]/g, (c) => `&#${c.charCodeAt(0)};`)}</p>`,
+    'JSON escapes': (url) => JSON.stringify({ url }).replace(/[_.-]/g, (c) => `\\u00${c.charCodeAt(0).toString(16)}`),
+    'lines of 40': (url) => `request:\n${url.replace(/(.{40})/g, '$1\n')}`,
+    'quoted-printable lines': (url) => url.replace(/(.{75})/g, '$1=\r\n'),
+    'UTF-16': (url) => Buffer.from(`bad request ${url}`, 'utf16le'),
+    'the signing secret': () => `signature mismatch; key ${rt.secret.replace(/[_+/=]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)}`
+  }
+  const steps = await Promise.all(Object.entries(echoes).map(async ([name, echo]) => ({
+    name,
+    ...await webhookStep(`Echo ${name}`, [(call: ReceivedCall) => ({ status: 500, headers: { 'content-type': 'text/plain' }, body: echo(call.url) })])
+  })))
+  await rt.newScheduler().runOnce()
+  // The text as its reader would take it: escapes decoded, and breaks, NULs and U+FFFD dropped.
+  const plain = (text: string) => text.replaceAll('\u0000', '').replace(/=\r?\n|[\s\uFFFD]/g, '')
+    .replace(/&#(\d+);|\\u([0-9a-f]{4})|%([0-9A-F]{2})/gi, (_m, dec?: string, json?: string, pct?: string) => String.fromCharCode(dec ? Number(dec) : parseInt((json ?? pct)!, 16)))
+  for (const step of steps) {
+    const [call] = callsFor(step.stepId)
+    const claim = call!.query.apiClaim!
+    const [attempt] = (await deliveryOf(step.stepId)).attempts
+    const body = plain(attempt.responseBody as string)
+    t.notOk(body.includes(claim.slice(claim.lastIndexOf('.') + 1)), `${step.name}: no claim's mac`)
+    t.notOk(body.includes(rt.secret), `${step.name}: no signing secret`)
+    t.match(body, /\[redacted\]/, `${step.name}: the body is kept, the values replaced`)
+  }
+})
+
+// The body was cut at 4 KiB before the values were looked for: a mac the cut split kept its first part.
+t.test('a mac the 4 KiB cut splits is redacted, none of its first part kept', async (t) => {
+  const { stepId } = await webhookStep('Echo across the cut', [(call: ReceivedCall) => {
+    const claim = call.query.apiClaim!
+    return { status: 500, body: `${'z'.repeat(4070)}\n${claim.slice(claim.lastIndexOf('.') + 1)}\n` }
+  }])
+  await rt.newScheduler().runOnce()
+  const claim = callsFor(stepId)[0]!.query.apiClaim!
+  const [attempt] = (await deliveryOf(stepId)).attempts
+  t.equal(attempt.responseBody, `${'z'.repeat(4070)}\n[redacted]\n`)
+  t.notOk((attempt.responseBody as string).includes(claim.slice(claim.lastIndexOf('.') + 1, claim.lastIndexOf('.') + 9)))
 })
 
 t.test('an outcome whose text Postgres refuses is recorded without that text, alone; the rest of its batch as it came', async (t) => {
