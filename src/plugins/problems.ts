@@ -129,6 +129,11 @@ function isMissingBody(error: FastifyError, request: FastifyRequest): boolean {
   return (error.validation ?? []).some((v) => v.keyword === 'type' && v.instancePath === '' && (v.params as { type?: unknown }).type === 'object')
 }
 
+/** An error Fastify or a plugin marked as the client's (a 4xx), whatever its code. */
+function isClientError(error: FastifyError): boolean {
+  return typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500
+}
+
 /** A property's name as a JSON Pointer's reference token (RFC 6901 3), as Ajv writes the instancePath before it. */
 const escapePointer = (name: string) => name.replaceAll('~', '~0').replaceAll('/', '~1')
 
@@ -161,14 +166,19 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
       const errors = NUL_ERRORS.has(error.code!) ? nulErrors(request) : undefined
       return sendProblem(reply, problem(pgError[0], pgError[1], request, errors))
     }
-    if (isDatabaseUnavailable(error)) {
+    // A client that went away while its body was read fails the read with node's ECONNRESET "aborted",
+    // which Fastify marks a 400: the client's doing, not the database's, though the code is the same.
+    if (isDatabaseUnavailable(error) && !isClientError(error)) {
       request.log.warn({ err: error }, 'database unavailable')
       const detail = 'The database did not answer; retry shortly. A change cut off this way may or may not have been made:'
         + ' a start retried with the same Idempotency-Key is never made twice.'
       return sendProblem(reply, problem(503, detail, request), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) })
     }
     const status = error.statusCode ?? 500
-    if (status >= 400 && status < 500) return sendProblem(reply, problem(status, error.message, request))
+    if (status >= 400 && status < 500) {
+      if (error.code === 'ECONNRESET') request.log.info({ err: error }, 'the client went away before its request arrived in full')
+      return sendProblem(reply, problem(status, error.message, request))
+    }
     request.log.error({ err: error }, 'request failed')
     return sendProblem(reply, problem(500, 'Something went wrong on our side; it has been logged.', request))
   })

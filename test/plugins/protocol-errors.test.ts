@@ -1,10 +1,19 @@
 import net from 'node:net'
+import { Writable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
+import pino from 'pino'
 import t, { type Test } from 'tap'
+import { buildApp, serverOptions } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
+import { generateKey, hashKey } from '../../src/lib/keys.js'
+import { BatonMetrics } from '../../src/lib/metrics.js'
+import { logOptions } from '../../src/log-options.js'
 import { BODY_MAX_DEPTH } from '../../src/plugins/json-body.js'
 import { acceptsJson } from '../../src/plugins/protocol-errors.js'
 import { setupApp, type Response } from '../helpers/app.js'
 import { assertProblem } from '../helpers/assertions.js'
+import { TestClock } from '../helpers/clock.js'
+import { createTestDatabase } from '../helpers/database.js'
 
 // Every error the server sends is application/problem+json, including those of Fastify's router and
 // of Node's HTTP parser, which never reach a route; the latter are tested over real sockets.
@@ -379,6 +388,33 @@ t.test('a client that trickles its body is answered 408 once the request timeout
 
   const slowHeaders = await raw('GET /v1/users HTTP/1.1\r\nHost: x\r\n', { keepOpenMs: 5000 })
   parse(t, slowHeaders.text, 408)
+})
+
+t.test('a client that goes away while its body is read is logged as such, not as the database being away (real sockets)', async (t) => {
+  const database = await createTestDatabase()
+  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'info', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0' })
+  const lines: { level: number; msg: string }[] = []
+  const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => { lines.push(JSON.parse(String(chunk))); done() } })
+  const operatorKey = generateKey('operator')
+  const app = await buildApp({ config, db: database.db, operatorKeyHash: hashKey(operatorKey), clock: new TestClock(), metrics: new BatonMetrics() },
+    serverOptions(config, pino(logOptions(config, false), sink)))
+  t.teardown(async () => {
+    await app.close()
+    await database.drop()
+  })
+  const { port } = new URL(await app.listen({ host: '127.0.0.1', port: 0 }))
+  await new Promise<void>((resolve) => {
+    const socket = net.connect(Number(port), '127.0.0.1', () => {
+      socket.write(`POST /v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${operatorKey}\r\n` +
+        'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name":', () => setTimeout(() => socket.destroy(), 50))
+    })
+    socket.on('close', () => resolve())
+  })
+  const wentAway = 'the client went away before its request arrived in full'
+  for (let i = 0; i < 300 && !lines.some((line) => line.msg === wentAway); i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.match(lines.find((line) => line.msg === wentAway), { level: 30, err: { code: 'ECONNRESET' } }, 'the request ends as the client\'s doing, said at info')
+  t.notOk(lines.some((line) => line.msg === 'database unavailable'), 'no line says the database is away')
+  t.notOk(lines.some((line) => line.level >= 40), `nothing is logged as a warning or an error: ${JSON.stringify(lines.filter((line) => line.level >= 40))}`)
 })
 
 t.test('a normal request over a socket still works', async (t) => {
