@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { readdir, readFile } from 'node:fs/promises'
 import t from 'tap'
 import { secretProblem } from '../../../src/modules/marketplace/services/secret-strength.js'
 import { setupApp } from '../../helpers/app.js'
@@ -31,6 +32,26 @@ const ACCEPTED = [whsec(24), whsec(32), whsec(64), randomBytes(12).toString('hex
 t.test('secretProblem', async (t) => {
   for (const [secret, problem] of REFUSED) t.match(secretProblem(secret), problem, JSON.stringify(secret))
   for (const secret of ACCEPTED) t.equal(secretProblem(secret), undefined, secret)
+})
+
+// A tenant who pastes the README's example into a step (or an operator into a service) has a secret the world can read.
+t.test('every secret Baton\'s documents show is refused as public, on a service and on a free target', async (t) => {
+  const documents = ['README.md', 'openapi/openapi.json', ...(await readdir('docs')).filter((name) => name.endsWith('.md')).map((name) => `docs/${name}`)]
+  const shown = new Set<string>()
+  for (const document of documents) for (const [secret] of (await readFile(document, 'utf8')).matchAll(/whsec_[A-Za-z0-9+/=]+/g)) shown.add(secret)
+  t.ok(shown.size >= 3, `the documents show secrets (${[...shown].join(', ')})`)
+  for (const secret of shown) t.match(secretProblem(secret), /example from Baton's documentation/, secret)
+
+  const { operator, newTenant } = await setupApp(t)
+  for (const secret of shown) {
+    assertProblem(t, await operator.post('/v1/marketplace-services', { ...SERVICE, secret }), 422, /example from Baton's documentation/)
+  }
+  const { client } = await newTenant()
+  const template = (await client.post('/v1/process-templates', { name: 'Own hooks' })).data
+  const step = await client.post(`/v1/process-templates/${template.id}/steps`,
+    { kind: 'webhook', name: 'Tell our CRM', target: { url: 'https://crm.muster.example/hooks/baton', secret: [...shown][0], delivery: 'json' } })
+  assertProblem(t, step, 422, /example from Baton's documentation/)
+  t.equal(step.data.errors[0].pointer, '/body/target/secret')
 })
 
 t.test('a forgeable secret is 422 on create and on rotation, and nothing is stored', async (t) => {

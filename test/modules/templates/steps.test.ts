@@ -431,7 +431,7 @@ t.test('a step PATCH that changes nothing keeps the version, the ETag and update
   t.same([changed.data.version, changed.headers.etag], [2, '"2"'], 'a change still moves the version')
 
   // A target's secret is write-only and sealed: sending one is a change, even the same.
-  const target = { url: 'https://crm.muster.example/hooks/baton', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' }
+  const target = { url: 'https://crm.muster.example/hooks/baton', secret: 'whsec_Hq3mZ8vR2nT7yK4pW9sX1cB6dF0gJ5aL' }
   const free = await client.post(`/v1/process-templates/${id}/steps`, { kind: 'webhook', name: 'Tell our CRM', target })
   t.equal(free.statusCode, 201, free.body)
   const freeUrl = `/v1/process-templates/${id}/steps/${free.data.id}`
@@ -449,7 +449,7 @@ t.test('a step that changes its kind drops its former kind\'s settings, for ever
   const handover = await createTemplate(client, { name: 'Handover' })
   const id = await createTemplate(client)
   const steps = `/v1/process-templates/${id}/steps`
-  const target = { url: 'https://crm.muster.example/hooks/baton', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', delivery: 'json' }
+  const target = { url: 'https://crm.muster.example/hooks/baton', secret: 'whsec_Hq3mZ8vR2nT7yK4pW9sX1cB6dF0gJ5aL', delivery: 'json' }
   const none = { serviceId: null, target: null, parameters: {}, email: null, writeValues: null, decision: null, followUp: null }
   const email = { mode: 'manual', to: 'assignee', subject: 'Hello', body: 'The value is {{property.fields.price}}.' }
   const writeValues = { values: [{ record: 'property', field: 'checked', value: true }] }

@@ -11,13 +11,28 @@ const SEALED_PREFIX = 'enc:'
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
 
 /**
- * Why a secret given by the operator cannot be used to sign, or undefined when it can. A `whsec_`
+ * The secrets Baton's own documents show (the README's calls to check a verifier against, the OpenAPI
+ * document's example step): anyone can read them, so calls signed with one could be forged by anyone.
+ * test/modules/marketplace/secret-strength.test.ts finds every secret those documents show here.
+ */
+const DOCUMENTED_SECRETS = new Set([
+  'whsec_MfKQ9r8GKYqrTUl7kiIcp9O4Tk4bSiB+6n1S1lmGqLs=',
+  'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+  'whsec_c2VjcmV0LW9mLXRoZS1uZXdzbGV0dGVyLXNlcnZpY2U='
+])
+
+/**
+ * Why a secret given by the operator cannot be used to sign, or undefined when it can. One shown in
+ * Baton's documentation is public (DOCUMENTED_SECRETS). A `whsec_`
  * secret is what Standard Webhooks libraries decode leniently: `whsec_!!!!` decodes to no bytes at
  * all, and calls signed with an empty key can be forged by anyone, so its base64 must be strict.
  * Any other secret is used as its UTF-8 bytes: it must be long, and not one character repeated
  * (random hex of 24 characters has fewer than 8 different ones once in 20,000).
  */
 export function secretProblem(secret: string): string | undefined {
+  if (DOCUMENTED_SECRETS.has(secret)) {
+    return 'is an example from Baton\'s documentation, which anyone can read: use a random secret of your own, such as whsec_ and the output of `openssl rand -base64 32`'
+  }
   if (secret.startsWith('whsec_')) return whsecProblem(secret.slice('whsec_'.length))
   // Stored as it is without BATON_SECRETS_KEY, such a secret would be read back as a sealed one that does not open.
   if (secret.startsWith(SEALED_PREFIX)) return `must not start with ${SEALED_PREFIX}, which marks a secret Baton sealed`
