@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module'
-import type { LoggerOptions } from 'pino'
+import { stdSerializers, type LoggerOptions } from 'pino'
 import type { Config } from './config.js'
 import { REDACTED_PATHS, redactUrl } from './redacted-paths.js'
 
@@ -15,7 +15,7 @@ export function logOptions(config: Pick<Config, 'LOG_LEVEL' | 'NODE_ENV'>, stdou
   return {
     level: config.LOG_LEVEL,
     redact: REDACTED_PATHS,
-    serializers: { req: requestLine },
+    serializers: { req: requestLine, err: errorLine },
     // By path: pino would look for the package from the file that creates the logger.
     ...(pretty ? { transport: { target: createRequire(import.meta.url).resolve('pino-pretty'), options: PRETTY_OPTIONS } } : {})
   }
@@ -44,4 +44,15 @@ function requestLine(request: LoggedRequest) {
     remoteAddress: request.ip,
     remotePort: request.socket?.remotePort
   }
+}
+
+/**
+ * pino's error serializer, but without the row a constraint's violation names: Postgres's detail
+ * "Failing row contains (…)" holds the whole row, a free target's secret among it where secrets are
+ * kept unsealed (no BATON_SECRETS_KEY), or people's e-mail addresses. The code, constraint and table stay.
+ */
+function errorLine(error: Error) {
+  const line = stdSerializers.err(error) as ReturnType<typeof stdSerializers.err> & { detail?: unknown }
+  if (typeof line.detail === 'string' && line.detail.startsWith('Failing row contains')) line.detail = 'Failing row contains [redacted]'
+  return line
 }

@@ -5,9 +5,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { stripVTControlCharacters } from 'node:util'
+import { Writable } from 'node:stream'
+import pino from 'pino'
 import t from 'tap'
 import { loadConfig } from '../src/config.js'
+import { sql } from '../src/db/kysely.js'
 import { logOptions, PRETTY_OPTIONS } from '../src/log-options.js'
+import { createTestDatabase } from './helpers/database.js'
 import { ROOT, TS_LOADER } from './helpers/process.js'
 
 t.test('pretty lines only at a terminal outside production; JSON otherwise', async (t) => {
@@ -41,4 +45,25 @@ t.test('pino-pretty loads as the transport and writes readable lines', async (t)
   t.match(text, /deliveryId: "d-1"/)
   t.notMatch(text, /"level":|not at info/, 'not JSON, and at its level')
   t.notMatch(text, /pid|hostname/, 'without pid and host name')
+})
+
+// Postgres names the whole row a constraint refused ("Failing row contains (…)"): a free target's
+// secret, kept unsealed without BATON_SECRETS_KEY, or an e-mail address would reach the log with it.
+t.test('a logged constraint violation keeps its code, constraint and table but not the row it names', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const secret = 'whsec_Hq3mZ8vR2nT7yK4pW9sX1cB6dF0gJ5aLmNoPqRsT'
+  await sql`create table refused (secret text, url text not null)`.execute(database.db)
+  const error = await sql`insert into refused values (${secret}, null)`.execute(database.db).then(() => undefined, (error: unknown) => error)
+  t.match(error, { code: '23502', detail: /Failing row contains/ }, 'Postgres names the row')
+  const lines: string[] = []
+  const logger = pino(logOptions(loadConfig({ LOG_LEVEL: 'info' }), false), new Writable({ write: (chunk: Buffer, _encoding, done) => { lines.push(String(chunk)); done() } }))
+  logger.error({ err: error }, 'request failed')
+  const line = JSON.parse(lines[0]!)
+  t.match(line.err, { code: '23502', table: 'refused', column: 'url', detail: 'Failing row contains [redacted]', message: /null value in column "url"/ })
+  t.notOk(lines[0]!.includes(secret), 'the secret is not in the line')
+  const other = new Error('another error') as Error & { detail: string }
+  other.detail = 'Key (web_id)=(x) already exists.'
+  logger.error({ err: other }, 'request failed')
+  t.match(JSON.parse(lines[1]!).err, { detail: 'Key (web_id)=(x) already exists.' }, 'other details stay')
 })
