@@ -10,12 +10,14 @@ export const PRETTY_OPTIONS = { colorize: true, translateTime: 'SYS:HH:MM:ss.l',
  * One JSON object a line, for log collectors; but a person running Baton at a terminal in development
  * (stdout a TTY, NODE_ENV not production) reads pino-pretty's lines, formatted in a worker thread.
  */
-export function logOptions(config: Pick<Config, 'LOG_LEVEL' | 'NODE_ENV'>, stdoutIsTTY: boolean): LoggerOptions {
+export function logOptions(config: Pick<Config, 'LOG_LEVEL' | 'NODE_ENV'> & Partial<Pick<Config, 'BATON_ADMIN_TOKEN'>>, stdoutIsTTY: boolean): LoggerOptions {
   const pretty = stdoutIsTTY && config.NODE_ENV !== 'production'
+  // An operator key of the operator's own choosing need not look like one (bop_…): redacted as written.
+  const adminToken = config.BATON_ADMIN_TOKEN
   return {
     level: config.LOG_LEVEL,
     redact: REDACTED_PATHS,
-    serializers: { req: requestLine, err: errorLine },
+    serializers: { req: adminToken ? (request: LoggedRequest) => requestLine(request, adminToken) : requestLine, err: errorLine },
     // By path: pino would look for the package from the file that creates the logger.
     ...(pretty ? { transport: { target: createRequire(import.meta.url).resolve('pino-pretty'), options: PRETTY_OPTIONS } } : {})
   }
@@ -35,15 +37,21 @@ interface LoggedRequest {
  * Fastify's request serializer, but with the URL's keys and claims redacted: a client that sends its key
  * or apiClaim in the query string (which Baton never reads there) would otherwise have it written in clear.
  */
-function requestLine(request: LoggedRequest) {
+function requestLine(request: LoggedRequest, adminToken?: string) {
+  const url = redactUrl(request.url)
   return {
     method: request.method,
-    url: redactUrl(request.url),
+    url: adminToken ? redactToken(url, adminToken) : url,
     version: request.headers?.['accept-version'],
     host: request.host,
     remoteAddress: request.ip,
     remotePort: request.socket?.remotePort
   }
+}
+
+/** The URL without the token, as written or percent-encoded. */
+function redactToken(url: string, token: string): string {
+  return url.replaceAll(token, '[redacted]').replaceAll(encodeURIComponent(token), '[redacted]')
 }
 
 /**

@@ -67,3 +67,16 @@ t.test('a logged constraint violation keeps its code, constraint and table but n
   logger.error({ err: other }, 'request failed')
   t.match(JSON.parse(lines[1]!).err, { detail: 'Key (web_id)=(x) already exists.' }, 'other details stay')
 })
+
+// An operator key of the operator's own choosing (BATON_ADMIN_TOKEN) need not start with bop_, which
+// the URL's redaction looks for: a client that put it in a path or a query parameter had it logged.
+t.test('an operator key of the operator\'s own choosing is redacted from logged URLs, as written or percent-encoded', async (t) => {
+  const token = 'our-own-operator-token:0123456789'
+  const lines: string[] = []
+  const logger = pino(logOptions(loadConfig({ LOG_LEVEL: 'info', BATON_ADMIN_TOKEN: token }), false), new Writable({ write: (chunk: Buffer, _encoding, done) => { lines.push(String(chunk)); done() } }))
+  for (const url of [`/v1/tenants/${token}`, `/v1/tenants?q=${encodeURIComponent(token)}`, `/v1/tenants?cursor=${token}`]) {
+    logger.info({ req: { method: 'GET', url, headers: {} } }, 'incoming request')
+  }
+  t.same(lines.map((line) => JSON.parse(line).req.url), ['/v1/tenants/[redacted]', '/v1/tenants?q=[redacted]', '/v1/tenants?cursor=[redacted]'])
+  t.notOk(lines.some((line) => line.includes('0123456789')), 'no line holds the key')
+})
