@@ -67,6 +67,19 @@ export function verifyClaim(token: string, key: Buffer, now: Date): ClaimCheck {
   }
 }
 
+/**
+ * Why the claim no longer lets its provider in, or undefined while it does: its service must be active
+ * and activated by the tenant (`service` as the tenant sees it, undefined when gone), under the same
+ * activation as when the claim was issued (a deactivation withdraws it, also once activated again).
+ */
+export function claimWithdrawn(claim: Pick<ApiClaim, 'activatedAt'>, service: { active: boolean; activated_at: Date | null } | undefined): string | undefined {
+  if (!service?.active || !service.activated_at) return 'The service this apiClaim was issued to is no longer active for the tenant.'
+  if (claim.activatedAt !== undefined && service.activated_at.getTime() !== claim.activatedAt) {
+    return 'The tenant deactivated the service this apiClaim was issued to after issuing it; the next call brings a fresh one.'
+  }
+  return undefined
+}
+
 function mac(text: string, key: Buffer): string {
   return createHmac('sha256', key).update(text).digest('base64url')
 }

@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import type { Clock } from '../adapters/clock.js'
 import type { DB } from '../db/connect.js'
 import { forbidden, unauthorized } from '../errors.js'
-import { CLAIM_PREFIX, verifyClaim, type ApiClaim } from '../lib/api-claims.js'
+import { CLAIM_PREFIX, claimWithdrawn, verifyClaim, type ApiClaim } from '../lib/api-claims.js'
 import { bearerOf, type Bearer } from '../lib/bearer.js'
 import type { KnownKeys } from '../modules/auth/known-keys.js'
 import type { OperatorKeyHash } from '../modules/auth/operator-key-hash.js'
@@ -77,16 +77,8 @@ async function identify({ db, operatorKeyHash, claimKey, clock, knownKeys }: Aut
   if (token.startsWith(CLAIM_PREFIX)) {
     const check = verifyClaim(token, await claimKey(), clock.now())
     if (check.ok) {
-      const service = await findServiceForTenant(db, check.claim.tenantId, check.claim.serviceId)
-      if (!service?.active || !service.activated_at) {
-        throw forbidden('The service this apiClaim was issued to is no longer active for the tenant.')
-      }
-      // A deactivation withdraws the claims issued before it, also once the service is activated again:
-      // the claim names the activation it was issued under, which a new activation replaces.
-      const activatedAt = check.claim.activatedAt
-      if (activatedAt !== undefined && service.activated_at.getTime() !== activatedAt) {
-        throw forbidden('The tenant deactivated the service this apiClaim was issued to after issuing it; the next call brings a fresh one.')
-      }
+      const withdrawn = claimWithdrawn(check.claim, await findServiceForTenant(db, check.claim.tenantId, check.claim.serviceId))
+      if (withdrawn) throw forbidden(withdrawn)
       return { kind: 'claim', tenantId: check.claim.tenantId, claim: check.claim }
     }
     if (check.reason === 'expired') {

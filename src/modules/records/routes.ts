@@ -112,8 +112,7 @@ function writeRoutes(fastify: FastifyInstance, kind: RecordKind, { db, clock, wa
     const expected = expectedVersions(request.headers['if-match'])
     const claim = claimOf(request)
     if (claim && request.body.maintainerUserId !== undefined) throw forbidden('An apiClaim may update the fields of a record, not its maintainer.')
-    const by = claim ? { serviceId: claim.serviceId, deliveryId: claim.deliveryId } : undefined
-    const { record, triggered, autostarted } = await records.updateRecord(db, clock, kind, tenantOf(request), request.params.id, request.body, expected, by)
+    const { record, triggered, autostarted } = await records.updateRecord(db, clock, kind, tenantOf(request), request.params.id, request.body, expected, claim)
     announceWork(wakeups, triggered.length, autostarted)
     setETag(reply, record.version)
     return record

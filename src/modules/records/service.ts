@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto'
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { JsonObject, RecordRow } from '../../db/database.js'
-import { badRequest, conflict, notFound, unprocessable } from '../../errors.js'
+import { badRequest, conflict, forbidden, notFound, unprocessable } from '../../errors.js'
+import { claimWithdrawn, type ApiClaim } from '../../lib/api-claims.js'
 import { newId } from '../../lib/ids.js'
 import { firstNonFinite, firstTooDeep, loneSurrogates, nulCharacters } from '../../lib/json-limits.js'
 import { countWithinBudget, toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
@@ -12,7 +13,7 @@ import * as activities from '../activities/service.js'
 import { insertActivity } from '../activities/repository.js'
 import { autostartOnWrite } from '../autostart/service.js'
 import { processWriter, type ChainWriter } from '../instances/chain.js'
-import { findServiceName } from '../marketplace/services/repository.js'
+import { holdServiceForClaim } from '../marketplace/activations/repository.js'
 import { isTenantUser } from '../users/repository.js'
 import { changedFields, splitMergePatch } from './fields.js'
 import { checkFieldsInput, checkFieldsSize, FIELDS_MAX_DEPTH } from './limits.js'
@@ -34,10 +35,7 @@ export interface RecordWrite {
 }
 
 /** A provider writing back with the apiClaim of one of its calls. */
-export interface ClaimWriter {
-  serviceId: string
-  deliveryId: string
-}
+export type ClaimWriter = Pick<ApiClaim, 'serviceId' | 'deliveryId' | 'activatedAt'>
 
 export function toRecord(row: RecordRow): ApiRecord {
   return {
@@ -169,17 +167,25 @@ function writerOf(found: ClaimCall, deliveryId: string): ChainWriter {
 /**
  * A provider's write-back shows on the record's activity log, naming the service, and on its call's
  * process's, naming the step, for a step's call (`call`, undefined once retention removed the delivery).
+ *
+ * The claim was checked when the request came in; it is checked again here, with the activation held
+ * until the commit (the service's name read with it): a deactivation answered while the write waited
+ * (for the record, say) withdrew the claim (403, nothing written), and one that comes now waits for the
+ * commit. Held late in the write, for as short as can be: a stream of write-backs holding it from
+ * their start kept a deactivation waiting for a gap between them for seconds.
  */
 async function recordWriteBack(
   db: DB, kind: RecordKind, tenantId: string, id: string, by: ClaimWriter, call: ClaimCall | undefined, changed: string[], now: Date
 ): Promise<void> {
-  const name = (await findServiceName(db, by.serviceId)) ?? 'A marketplace service'
+  const service = await holdServiceForClaim(db, tenantId, by.serviceId)
+  const withdrawn = claimWithdrawn(by, service)
+  if (withdrawn) throw forbidden(withdrawn)
   const what = changed.length === 0 ? 'wrote back without changing a field' : `updated ${changed.join(', ')}`
   await insertActivity(db, {
     tenant_id: tenantId,
     id: newId(now.getTime()),
     kind: 'recordUpdatedByService',
-    message: `${name} ${what}.`,
+    message: `${service!.name} ${what}.`,
     [repo.LINK_COLUMN[kind.table]]: id,
     service_id: by.serviceId,
     instance_id: call?.instance_id ?? null,

@@ -12,6 +12,22 @@ export function findServiceForTenant(db: DB, tenantId: string, serviceId: string
     .where('s.id', '=', serviceId).executeTakeFirst()
 }
 
+/**
+ * The service as findServiceForTenant reads it, for a provider's write-back with an apiClaim: its
+ * activation held (FOR KEY SHARE) until the write commits, so a deactivation waits for the write, and
+ * a write that comes while a deactivation is under way waits for it and then finds no activation.
+ * Undefined without an activation (or for a tenant being deleted).
+ */
+export function holdServiceForClaim(trx: DB, tenantId: string, serviceId: string) {
+  return trx.selectFrom('service_activations as a')
+    .innerJoin('marketplace_services as s', 's.id', 'a.service_id')
+    .select(['s.id', 's.name', 's.active', 'a.activated_at'])
+    .where('a.tenant_id', '=', tenantId).where('a.service_id', '=', serviceId)
+    .where(({ exists, selectFrom }) => exists(selectFrom('tenants').where('id', '=', tenantId).where('deleting_since', 'is', null)))
+    .forKeyShare('a')
+    .executeTakeFirst()
+}
+
 export function findActivation(db: DB, tenantId: string, serviceId: string) {
   return db.selectFrom('service_activations').selectAll()
     .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).executeTakeFirst()

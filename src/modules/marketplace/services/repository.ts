@@ -15,11 +15,6 @@ export function findServiceById(db: DB, id: string) {
   return db.selectFrom('marketplace_services').selectAll().where('id', '=', id).executeTakeFirst()
 }
 
-export async function findServiceName(db: DB, id: string): Promise<string | undefined> {
-  const row = await db.selectFrom('marketplace_services').select('name').where('id', '=', id).executeTakeFirst()
-  return row?.name
-}
-
 export function listParameterDefinitions(db: DB, serviceId: string) {
   return db.selectFrom('service_parameters').selectAll().where('service_id', '=', serviceId).orderBy('id').execute()
 }
