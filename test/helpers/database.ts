@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
 import { openPostgres, type DatabaseHandle, type DB } from '../../src/db/connect.js'
-import { sql } from '../../src/db/kysely.js'
+import { sql, type RawBuilder } from '../../src/db/kysely.js'
 import type { PostgresOptions } from '../../src/db/postgres.js'
 import { migrationsDigest } from '../../src/db/embedded-template.js'
 
@@ -85,4 +85,27 @@ export async function refuseActivitiesWhere(t: { teardown(fn: () => Promise<unkn
     create trigger refuse_activity before insert on activities for each row execute function refuse_activity();
   `).execute(db)
   t.teardown(() => sql.raw('drop trigger refuse_activity on activities; drop function refuse_activity()').execute(db))
+}
+
+/**
+ * Runs `lock` in a transaction that holds what it locked until `release`, as another transaction would
+ * (a person's write, an advance, a worker's claim); `release` resolves once that transaction has ended.
+ */
+export async function holdRow(db: DB, lock: RawBuilder<unknown>): Promise<{ release(): Promise<void> }> {
+  let release!: () => void
+  let held!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const isHeld = new Promise<void>((resolve) => { held = resolve })
+  const holder = db.transaction().execute(async (trx) => {
+    await lock.execute(trx)
+    held()
+    await released
+  })
+  await isHeld
+  return {
+    async release() {
+      release()
+      await holder
+    }
+  }
 }

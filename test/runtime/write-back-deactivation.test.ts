@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { sql } from '../../src/db/kysely.js'
-import { waitForLockWait } from '../helpers/database.js'
+import { holdRow, waitForLockWait } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // A provider writes back with the apiClaim of a trigger's call, over HTTP to the app on 127.0.0.1,
@@ -43,21 +43,6 @@ async function claimedProperty(name: string) {
   return { tenant, propertyId: property.id as string, apiClaim }
 }
 
-/** Holds a row locked until released, as another transaction would (a person's write, a worker's claim). */
-async function holdRow(statement: ReturnType<typeof sql>) {
-  let release!: () => void
-  let locked!: () => void
-  const released = new Promise<void>((resolve) => { release = resolve })
-  const isLocked = new Promise<void>((resolve) => { locked = resolve })
-  const held = rt.db.transaction().execute(async (trx) => {
-    await statement.execute(trx)
-    locked()
-    await released
-  })
-  await isLocked
-  return { release: async () => { release(); await held } }
-}
-
 /** Resolves 'answered' once the request is answered, or 'waiting' once that many sessions wait for a lock. */
 async function answeredOrWaiting(request: Promise<unknown>, sessions: number): Promise<'answered' | 'waiting'> {
   let answered = false
@@ -75,11 +60,22 @@ async function answeredOrWaiting(request: Promise<unknown>, sessions: number): P
 const versionOf = async (propertyId: string) =>
   (await sql<{ version: number }>`select version from properties where id = ${propertyId}`.execute(rt.db)).rows[0]!.version
 
+/** The write-back was refused as its claim's service is no longer active (403): the record is at `before`, and no write-back is logged. */
+async function refusedUnwritten(
+  t: Test, written: { status: number; data: Loose }, { tenant, propertyId, before }: { tenant: { key: string }; propertyId: string; before: number }, why: string
+): Promise<void> {
+  t.equal(written.status, 403, `${why}: ${JSON.stringify(written.data)}`)
+  t.match(written.data.detail, /no longer active for the tenant/)
+  t.equal(await versionOf(propertyId), before, 'nothing was written')
+  const logged = (await call(tenant.key, 'GET', `/v1/properties/${propertyId}/activities?limit=100`)).data.items
+  t.notOk(logged.some((a: Loose) => a.kind === 'recordUpdatedByService'), 'no write-back logged')
+}
+
 t.test('a write-back waiting for its record when the tenant deactivates the service is refused (403), and keeps the deactivation waiting no longer', async (t) => {
   const { tenant, propertyId, apiClaim } = await claimedProperty('Deactivates during a write-back')
   const before = await versionOf(propertyId)
   // Another write holds the record: the provider's write-back, let in, waits for it.
-  const person = await holdRow(sql`select id from properties where id = ${propertyId} for no key update`)
+  const person = await holdRow(rt.db, sql`select id from properties where id = ${propertyId} for no key update`)
   const writing = call(apiClaim, 'PATCH', `/v1/properties/${propertyId}`, { fields: { marketValue: 512000 } })
   await waitForLockWait(rt.db)
   const deactivating = call(tenant.key, 'DELETE', `/v1/marketplace-services/${rt.serviceId}/activation`)
@@ -89,11 +85,7 @@ t.test('a write-back waiting for its record when the tenant deactivates the serv
   const [written, deactivated] = await Promise.all([writing, deactivating])
   t.equal(deactivation, 'answered', 'the deactivation was answered while the write-back waited')
   t.equal(deactivated.status, 204, JSON.stringify(deactivated.data))
-  t.equal(written.status, 403, `the write-back, let in before the deactivation, is refused after it: ${JSON.stringify(written.data)}`)
-  t.match(written.data.detail, /no longer active for the tenant/)
-  t.equal(await versionOf(propertyId), before, 'nothing was written after the deactivation was answered')
-  const logged = (await call(tenant.key, 'GET', `/v1/properties/${propertyId}/activities?limit=100`)).data.items
-  t.notOk(logged.some((a: Loose) => a.kind === 'recordUpdatedByService'), 'no write-back logged')
+  await refusedUnwritten(t, written, { tenant, propertyId, before }, 'the write-back, let in before the deactivation, is refused after it')
 })
 
 t.test('a write-back let in while the deactivation is being written is refused once it has been (403), and writes nothing', async (t) => {
@@ -101,7 +93,7 @@ t.test('a write-back let in while the deactivation is being written is refused o
   // A trigger call of the service is queued; a worker holds it (its claim), so the deactivation, which
   // cancels such calls, waits there: it has deleted the activation but not committed yet.
   t.equal((await call(tenant.key, 'PATCH', `/v1/properties/${propertyId}`, { fields: { watched: 2 } })).status, 200)
-  const worker = await holdRow(sql`select id from deliveries where property_id = ${propertyId} and status = 'pending' for update`)
+  const worker = await holdRow(rt.db, sql`select id from deliveries where property_id = ${propertyId} and status = 'pending' for update`)
   const deactivating = call(tenant.key, 'DELETE', `/v1/marketplace-services/${rt.serviceId}/activation`)
   await waitForLockWait(rt.db)
   const before = await versionOf(propertyId)
@@ -116,17 +108,13 @@ t.test('a write-back let in while the deactivation is being written is refused o
     t.equal(written.status, 200, `written before the deactivation committed: ${JSON.stringify(written.data)}`)
     return
   }
-  t.equal(written.status, 403, `it waited for the deactivation: ${JSON.stringify(written.data)}`)
-  t.match(written.data.detail, /no longer active for the tenant/)
-  t.equal(await versionOf(propertyId), before, 'nothing written')
-  const logged = (await call(tenant.key, 'GET', `/v1/properties/${propertyId}/activities?limit=100`)).data.items
-  t.notOk(logged.some((a: Loose) => a.kind === 'recordUpdatedByService'), 'no write-back logged')
+  await refusedUnwritten(t, written, { tenant, propertyId, before }, 'it waited for the deactivation')
 })
 
 t.test('a write-back waiting for its record when the operator deactivates the service (active: false) is refused (403)', async (t) => {
   const { tenant, propertyId, apiClaim } = await claimedProperty('Operator deactivates during a write-back')
   const before = await versionOf(propertyId)
-  const person = await holdRow(sql`select id from properties where id = ${propertyId} for no key update`)
+  const person = await holdRow(rt.db, sql`select id from properties where id = ${propertyId} for no key update`)
   const writing = call(apiClaim, 'PATCH', `/v1/properties/${propertyId}`, { fields: { marketValue: 512000 } })
   await waitForLockWait(rt.db)
   const service = await rt.operator.get(`/v1/marketplace-services/${rt.serviceId}`)
@@ -138,9 +126,5 @@ t.test('a write-back waiting for its record when the operator deactivates the se
   t.equal(deactivated.statusCode, 200, deactivated.body)
   await person.release()
   const written = await writing
-  t.equal(written.status, 403, JSON.stringify(written.data))
-  t.match(written.data.detail, /no longer active for the tenant/)
-  t.equal(await versionOf(propertyId), before, 'nothing written')
-  const logged = (await call(tenant.key, 'GET', `/v1/properties/${propertyId}/activities?limit=100`)).data.items
-  t.notOk(logged.some((a: Loose) => a.kind === 'recordUpdatedByService'), 'no write-back logged')
+  await refusedUnwritten(t, written, { tenant, propertyId, before }, 'the write-back is refused')
 })

@@ -2,7 +2,7 @@ import { sql } from '../../src/db/kysely.js'
 import t, { type Test } from 'tap'
 import { DELETION_LEFT_AFTER_MS, finishTenantDeletions } from '../../src/scheduler/finish-tenant-deletions.js'
 import { MINUTE } from '../helpers/clock.js'
-import { waitForLockWait } from '../helpers/database.js'
+import { holdRow, waitForLockWait } from '../helpers/database.js'
 import { heldDeletion } from '../helpers/deletion.js'
 import { setupRuntime, type RuntimeTenant } from '../helpers/runtime.js'
 
@@ -109,21 +109,12 @@ t.test('a worker that is stopping stops a large tenant\'s deletion between two p
   await markedAgo(large.tenant.id, DELETION_LEFT_AFTER_MS)
   // The second part's first row is held by another transaction, so the second part waits for it.
   const { rows: [second] } = await sql<{ id: string }>`select id from activities where tenant_id = ${large.tenant.id} order by id offset 1000 limit 1`.execute(rt.db)
-  let release!: () => void
-  let held!: () => void
-  const isHeld = new Promise<void>((resolve) => { held = resolve })
-  const holder = rt.db.transaction().execute(async (trx) => {
-    await sql`select id from activities where tenant_id = ${large.tenant.id} and id = ${second!.id} for update`.execute(trx)
-    held()
-    await new Promise<void>((resolve) => { release = resolve })
-  })
-  await isHeld
+  const held = await holdRow(rt.db, sql`select id from activities where tenant_id = ${large.tenant.id} and id = ${second!.id} for update`)
   const stopping = new AbortController()
   const pass = finishTenantDeletions(rt.db, rt.clock.now(), { signal: stopping.signal, onError: noErrors(t) })
   await waitForLockWait(rt.db)
   stopping.abort()
-  release()
-  await holder
+  await held.release()
   await t.rejects(pass, { name: 'AbortError' }, 'the pass ends as the worker stops')
   const rest = await left(large.tenant.id)
   t.match(rest, { tenants: 1, process_instances: 1 }, 'the tenant is left, marked, with its processes')

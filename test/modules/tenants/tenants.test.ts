@@ -1,9 +1,9 @@
 import t, { type Test } from 'tap'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
-import { waitForLockWait } from '../../helpers/database.js'
+import { holdRow, waitForLockWait } from '../../helpers/database.js'
 import { buildWorld } from '../../helpers/world.js'
-import { sql, type RawBuilder } from '../../../src/db/kysely.js'
+import { sql } from '../../../src/db/kysely.js'
 import { PART_ROWS } from '../../../src/modules/tenants/repository.js'
 import { startProcessIn } from '../../../src/modules/instances/service.js'
 import { openPostgres, type DB } from '../../../src/db/connect.js'
@@ -126,7 +126,7 @@ t.test('a tenant being deleted is marked first: its key is refused (401), also w
   t.equal((await claimed.get(`/v1/properties/${world.property.id}`)).statusCode, 200, 'so does its apiClaim')
   t.equal((await ctx.operator.get(`/v1/tenants/${world.a.id}`)).data.deletingSince, null)
   // Another transaction holds the world's process, as an advance or a worker's batch does for a moment.
-  const { release, holder } = await holdRow(ctx, sql`select id from process_instances where tenant_id = ${world.a.id} and id = ${world.instance.id} for update`)
+  const held = await holdRow(ctx.db, sql`select id from process_instances where tenant_id = ${world.a.id} and id = ${world.instance.id} for update`)
   const deleting = ctx.operator.delete(`/v1/tenants/${world.a.id}`)
   t.ok(await someoneWaitsForALock(ctx), 'the deletion waits for the held process')
   assertProblem(t, await world.a.client.post('/v1/process-instances', {
@@ -142,29 +142,13 @@ t.test('a tenant being deleted is marked first: its key is refused (401), also w
   const keys = (await ctx.operator.get(`/v1/tenants/${world.a.id}/api-keys`)).data.items.length
   assertProblem(t, await ctx.operator.post(`/v1/tenants/${world.a.id}/api-keys`, { name: 'late' }), 409, /is being deleted.*no new API key/)
   t.equal((await ctx.operator.get(`/v1/tenants/${world.a.id}/api-keys`)).data.items.length, keys, 'no key is made that would be refused')
-  release()
-  await holder
+  await held.release()
   const deleted = await deleting
   t.equal(deleted.statusCode, 204, deleted.body)
   const { rows } = await sql<{ n: number }>`select count(*)::int as n from process_instances where tenant_id = ${world.a.id}`.execute(ctx.db)
   t.equal(rows[0]?.n, 0, 'no process of the tenant is left')
   assertProblem(t, await ctx.operator.delete(`/v1/tenants/${world.a.id}`), 404)
 })
-
-/** Runs `lock` in a transaction of its own that holds its locks until `release` is called; `holder` ends with it. */
-async function holdRow(ctx: { db: DB }, lock: RawBuilder<unknown>): Promise<{ release: () => void; holder: Promise<void> }> {
-  let release!: () => void
-  let held!: () => void
-  const released = new Promise<void>((resolve) => { release = resolve })
-  const isHeld = new Promise<void>((resolve) => { held = resolve })
-  const holder = ctx.db.transaction().execute(async (trx) => {
-    await lock.execute(trx)
-    held()
-    await released
-  })
-  await isHeld
-  return { release, holder }
-}
 
 /** Whether `count` sessions (one by default) on this test's database come to wait for a lock within a few seconds. */
 async function someoneWaitsForALock(ctx: { db: DB }, count = 1): Promise<boolean> {
@@ -234,7 +218,7 @@ t.test('a tenant being deleted starts no process: a follow-up\'s or an autostart
   const world = await buildWorld(ctx)
   const input = { templateId: world.template.id, responsibleUserId: world.user.id, propertyId: world.property.id }
   // The deletion has marked the tenant and waits for a key row another transaction holds.
-  const { release, holder } = await holdRow(ctx, sql`select id from api_keys where tenant_id = ${world.a.id} and id = ${world.keyId} for update`)
+  const held = await holdRow(ctx.db, sql`select id from api_keys where tenant_id = ${world.a.id} and id = ${world.keyId} for update`)
   const deleting = ctx.operator.delete(`/v1/tenants/${world.a.id}`)
   t.ok(await someoneWaitsForALock(ctx), 'the deletion waits for the held key')
   // The core of every start (the API's, a follow-up step's, an autostart's), as the scheduler and a record write run it.
@@ -242,8 +226,7 @@ t.test('a tenant being deleted starts no process: a follow-up\'s or an autostart
   await t.rejects(startProcessIn(ctx.db, ctx.clock, world.a.id, input, { idempotencyKey: 'while-deleting' }), { status: 409, message: /is being deleted/ })
   const { rows } = await sql<{ n: number }>`select count(*)::int as n from process_instances where tenant_id = ${world.a.id}`.execute(ctx.db)
   t.equal(rows[0]?.n, 1, 'only the process of before')
-  release()
-  await holder
+  await held.release()
   t.equal((await deleting).statusCode, 204)
 })
 
