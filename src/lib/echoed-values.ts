@@ -12,7 +12,8 @@ const PERCENT = 0x25
 const BACKSLASH = 0x5c
 const AMPERSAND = 0x26
 const EQUALS = 0x3d
-const UTF16 = new TextDecoder('utf-16le')
+// A U+FEFF first (an escaped byte-order mark) is a character like any other: dropped, it shifted every place after it.
+const UTF16 = new TextDecoder('utf-16le', { ignoreBOM: true })
 /** The prefix a key, claim or secret keeps when it is redacted. */
 const PREFIX = /^[a-z]{2,5}_/
 /** A value with none of these reads as it is written. */
@@ -81,33 +82,58 @@ function read(text: string): Read {
 /**
  * The text with each of `values` (the claim and the secrets a call was sent with) replaced wherever it
  * stands, as sent or echoed in another shape (see above): by `[redacted]` after its prefix, as keys and
- * claims are redacted elsewhere (`bcl_[redacted]`, `whsec_[redacted]`), or alone. Values shorter than 16
- * characters are left alone: no secret or claim is that short.
+ * claims are redacted elsewhere (`bcl_[redacted]`, `whsec_[redacted]`), or alone. A value is looked for
+ * without the `=` that pads its end, which an echo wrapped right after it reads as a soft line break
+ * (the padding carries nothing of the key). Values shorter than 16 characters, as meant, are left alone:
+ * no secret or claim is that short. `cut`: the text is the first part of a longer one, so the end of it
+ * that begins a value (its first characters, the rest cut off) goes too.
  */
-export function redactEchoed(text: string, values: readonly (string | null | undefined)[]): string {
-  const wanted = values.filter((value): value is string => typeof value === 'string' && value.length >= 16)
-    .map((value) => ({
-      meant: SHAPED.test(value) || value.includes('\u0000') ? read(value).text : value,
-      shown: `${PREFIX.exec(value)?.[0] ?? ''}[redacted]`
-    }))
-  // An echo is at least as long as what it echoes.
-  if (wanted.length === 0 || text.length < Math.min(...wanted.map(({ meant }) => meant.length))) return text
+export function redactEchoed(text: string, values: readonly (string | null | undefined)[], options: { cut?: boolean } = {}): string {
+  const wanted = values.filter((value): value is string => typeof value === 'string')
+    .map((value) => {
+      const whole = SHAPED.test(value) || value.includes('\u0000') ? read(value).text : value
+      const meant = whole.replace(/=+$/, '')
+      return { meant, padding: whole.length - meant.length, shown: `${PREFIX.exec(value)?.[0] ?? ''}[redacted]` }
+    })
+    .filter(({ meant }) => meant.length >= 16)
+  // An echo is at least as long as what it echoes (unless cut).
+  if (wanted.length === 0 || (!options.cut && text.length < Math.min(...wanted.map(({ meant }) => meant.length)))) return text
   const found = read(text)
   const spans: { start: number; end: number; shown: string }[] = []
-  for (const { meant, shown } of wanted) {
+  for (const { meant, padding, shown } of wanted) {
     for (let at = found.text.indexOf(meant); at >= 0; at = found.text.indexOf(meant, at + meant.length)) {
-      spans.push({ start: found.from[at]!, end: found.to[at + meant.length - 1]!, shown })
+      // Its padding goes with it where the echo keeps it.
+      let length = meant.length
+      while (length < meant.length + padding && found.text[at + length] === '=') length++
+      spans.push({ start: found.from[at]!, end: found.to[at + length - 1]!, shown })
     }
   }
-  if (spans.length === 0) return text
+  const cutFrom = options.cut ? beginningOfAValue(found, wanted.map(({ meant }) => meant)) : undefined
+  if (spans.length === 0 && cutFrom === undefined) return text
   // A value found inside another already replaced (the mac within its claim) is gone with it.
   spans.sort((a, b) => a.start - b.start || b.end - a.end)
   let redacted = ''
   let kept = 0
   for (const { start, end, shown } of spans) {
     if (start < kept) continue
+    if (cutFrom !== undefined && start >= cutFrom) break
     redacted += `${text.slice(kept, start)}${shown}`
     kept = end
   }
-  return redacted + text.slice(kept)
+  return redacted + text.slice(kept, cutFrom === undefined ? undefined : Math.max(kept, cutFrom))
+}
+
+/** Where, in the text as it came, its longest end that is the beginning of a value starts; undefined if none is. */
+function beginningOfAValue(found: Read, values: string[]): number | undefined {
+  let start: number | undefined
+  for (const value of values) {
+    for (let length = Math.min(value.length - 1, found.text.length); length > 0; length--) {
+      if (found.text.endsWith(value.slice(0, length))) {
+        const from = found.from[found.text.length - length]!
+        if (start === undefined || from < start) start = from
+        break
+      }
+    }
+  }
+  return start
 }

@@ -282,10 +282,13 @@ function header(response: HttpResponse, name: string): string | undefined {
  * The first 4 KiB of a body, the claim and secrets the call was sent with and any claim-like word redacted
  * and NULs replaced before the cut: "bcl_[redacted]" and U+FFFD (three bytes for a NUL) can be longer than
  * what they replace. A body's first 4096 characters hold at least its first 4096 bytes; they are redacted
- * with the next 4096, so that a claim the cut would split is redacted whole, not its first part alone.
+ * with the next 4096, so that a claim the cut would split is redacted whole, not its first part alone;
+ * and where echoes before it shrank so much that the window's end comes into the 4 KiB, a value the
+ * window's end splits goes (redactEchoed's `cut`).
  */
 function loggedBody(body: string, sent: readonly string[]): string {
-  return firstBytes(storable(redactClaims(redactEchoed(cutText(body, 2 * LOGGED_BODY_BYTES), sent))), LOGGED_BODY_BYTES)
+  const window = cutText(body, 2 * LOGGED_BODY_BYTES)
+  return firstBytes(storable(redactClaims(redactEchoed(window, sent, { cut: window.length < body.length }))), LOGGED_BODY_BYTES)
 }
 
 function firstBytes(text: string, bytes: number): string {

@@ -43,3 +43,30 @@ t.test('a character beyond U+FFFF, as sent or escaped', async (t) => {
 t.test('every echo is replaced, and what stands between them kept', async (t) => {
   t.equal(redactEchoed(`${secret}|${secret.replace('_', '%5f')}|${secret}`, [secret]), 'whsec_[redacted]|whsec_[redacted]|whsec_[redacted]')
 })
+
+// A review found these: the `=` padding a secret's end, with a line break after it, read as a soft line
+// break (the secret was not found at all); an escaped byte-order mark dropped by the decoder, which moved
+// every place after it by one; and a value that escapes shrank below 16 characters.
+t.test('a padded secret at the end of a line is replaced, its padding (which carries nothing of it) left there', async (t) => {
+  t.equal(redactEchoed(`secret=${secret}\nnext`, [secret]), 'secret=whsec_[redacted]=\nnext')
+  t.equal(redactEchoed(`secret=${secret}\r\nnext`, [secret]), 'secret=whsec_[redacted]=\r\nnext')
+  t.equal(redactEchoed(`secret=${secret.slice(0, -1)}&next`, [secret]), 'secret=whsec_[redacted]&next', 'its padding left out')
+})
+
+t.test('an escaped byte-order mark first is a character like any other', async (t) => {
+  t.equal(redactEchoed(`&#xFEFF;x ${secret} y`, [secret]), '&#xFEFF;x whsec_[redacted] y')
+  t.equal(redactEchoed(`\\ufeffx ${secret} y`, [secret]), '\\ufeffx whsec_[redacted] y')
+})
+
+t.test('a value is at least 16 characters as meant, not as written', async (t) => {
+  const escaped = '&#x41;&#x42;&#x43;&#x44;'
+  t.equal(redactEchoed('ABCD and A B C D', [escaped]), 'ABCD and A B C D')
+})
+
+t.test('the first part of a longer text loses the end that begins a value, whose rest was cut off', async (t) => {
+  t.equal(redactEchoed(`before ${secret.slice(0, 30)}`, [secret], { cut: true }), 'before ', 'the secret\'s first 30 characters go')
+  t.equal(redactEchoed(`before ${[...secret.slice(0, 30)].join(' ')}`, [secret], { cut: true }), 'before ', 'also spread out')
+  t.equal(redactEchoed(`${secret} and ${claim.slice(0, 25)}`, [claim, secret], { cut: true }), 'whsec_[redacted] and ')
+  t.equal(redactEchoed(`before ${secret.slice(0, 30)}`, [secret]), `before ${secret.slice(0, 30)}`, 'not cut: a beginning alone is no value')
+  t.equal(redactEchoed('nothing that begins one', [secret], { cut: true }), 'nothing that begins one')
+})

@@ -549,6 +549,22 @@ t.test('a mac the 4 KiB cut splits is redacted, none of its first part kept', as
   t.notOk((attempt.responseBody as string).includes(claim.slice(claim.lastIndexOf('.') + 1, claim.lastIndexOf('.') + 9)))
 })
 
+// The values are looked for in the body's first 8 KiB: echoes spread out (a character a line) shrink
+// to their "[redacted]", and a secret the 8 KiB cut split came into the 4 KiB kept with its first part.
+t.test('a secret the 8 KiB window splits is not kept in part, however much the echoes before it shrank', async (t) => {
+  const { stepId } = await webhookStep('Echo spread out across the window', [() => {
+    const spread = [...rt.secret].join('\n')
+    const echoes = `${spread}\n`.repeat(Math.floor(8000 / (spread.length + 1)))
+    return { status: 500, body: `${echoes}${'y'.repeat(8192 - echoes.length - 30)}${rt.secret}${'y'.repeat(100)}` }
+  }])
+  await rt.newScheduler().runOnce()
+  const [attempt] = (await deliveryOf(stepId)).attempts
+  const body = attempt.responseBody as string
+  t.ok(Buffer.byteLength(body) < 4096, `the echoes shrank (${Buffer.byteLength(body)} bytes kept)`)
+  t.notOk(body.includes(rt.secret.slice(0, 20)), 'the secret\'s first part is not kept')
+  t.match(body, /^(?:whsec_\[redacted\]\n=\n)+y+$/, 'the echoes are replaced and the text before the split secret kept')
+})
+
 t.test('an outcome whose text Postgres refuses is recorded without that text, alone; the rest of its batch as it came', async (t) => {
   const bad = await webhookStep('Batch refused text')
   const good = await webhookStep('Batch beside it')
