@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module'
 import { stdSerializers, type LoggerOptions } from 'pino'
 import type { Config } from './config.js'
+import { redactEchoed } from './lib/echoed-values.js'
 import { REDACTED_PATHS, redactUrl } from './redacted-paths.js'
 
 /** pino-pretty for a person at a terminal: colours, the time of day, no pid or host name on each line. */
@@ -49,18 +50,22 @@ function requestLine(request: LoggedRequest, adminToken?: string) {
   }
 }
 
-/** The URL without the token, as written or percent-encoded. */
+/** The URL without the token, as written or escaped in any way (percent-encoding in either case, in part). */
 function redactToken(url: string, token: string): string {
-  return url.replaceAll(token, '[redacted]').replaceAll(encodeURIComponent(token), '[redacted]')
+  return redactEchoed(url, [token])
 }
 
 /**
  * pino's error serializer, but without the row a constraint's violation names: Postgres's detail
- * "Failing row contains (…)" holds the whole row, a free target's secret among it where secrets are
+ * ("Failing row contains (…)") holds the whole row, a free target's secret among it where secrets are
  * kept unsealed (no BATON_SECRETS_KEY), or people's e-mail addresses. The code, constraint and table stay.
  */
 function errorLine(error: Error) {
-  const line = stdSerializers.err(error) as ReturnType<typeof stdSerializers.err> & { detail?: unknown }
-  if (typeof line.detail === 'string' && line.detail.startsWith('Failing row contains')) line.detail = 'Failing row contains [redacted]'
+  const line = stdSerializers.err(error) as ReturnType<typeof stdSerializers.err> & { detail?: unknown; code?: unknown }
+  // Known by its SQLSTATE, not its words: a server whose lc_messages is German writes "Fehlgeschlagene Zeile enthält".
+  if (typeof line.detail === 'string' && typeof line.code === 'string' && ROW_NAMING_CODES.has(line.code)) line.detail = 'the failing row [redacted]'
   return line
 }
+
+/** The violations whose detail names the whole row: not null, check, exclusion. */
+const ROW_NAMING_CODES = new Set(['23502', '23514', '23P01'])

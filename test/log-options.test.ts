@@ -60,12 +60,17 @@ t.test('a logged constraint violation keeps its code, constraint and table but n
   const logger = pino(logOptions(loadConfig({ LOG_LEVEL: 'info' }), false), new Writable({ write: (chunk: Buffer, _encoding, done) => { lines.push(String(chunk)); done() } }))
   logger.error({ err: error }, 'request failed')
   const line = JSON.parse(lines[0]!)
-  t.match(line.err, { code: '23502', table: 'refused', column: 'url', detail: 'Failing row contains [redacted]', message: /null value in column "url"/ })
+  t.match(line.err, { code: '23502', table: 'refused', column: 'url', detail: 'the failing row [redacted]', message: /null value in column "url"/ })
   t.notOk(lines[0]!.includes(secret), 'the secret is not in the line')
+  // As a server whose messages are in German writes it.
+  const german = Object.assign(new Error('NULL-Wert in Spalte »url« verletzt Not-Null-Constraint'), { code: '23514', detail: `Fehlgeschlagene Zeile enthält (${secret}, null).` })
+  logger.error({ err: german }, 'request failed')
+  t.match(JSON.parse(lines[1]!).err, { code: '23514', detail: 'the failing row [redacted]' }, 'known by its code, whatever the language')
   const other = new Error('another error') as Error & { detail: string }
   other.detail = 'Key (web_id)=(x) already exists.'
   logger.error({ err: other }, 'request failed')
-  t.match(JSON.parse(lines[1]!).err, { detail: 'Key (web_id)=(x) already exists.' }, 'other details stay')
+  t.match(JSON.parse(lines[2]!).err, { detail: 'Key (web_id)=(x) already exists.' }, 'other details stay')
+  t.notOk(lines.some((line) => line.includes(secret)), 'no line holds the secret')
 })
 
 // An operator key of the operator's own choosing (BATON_ADMIN_TOKEN) need not start with bop_, which
@@ -74,9 +79,12 @@ t.test('an operator key of the operator\'s own choosing is redacted from logged 
   const token = 'our-own-operator-token:0123456789'
   const lines: string[] = []
   const logger = pino(logOptions(loadConfig({ LOG_LEVEL: 'info', BATON_ADMIN_TOKEN: token }), false), new Writable({ write: (chunk: Buffer, _encoding, done) => { lines.push(String(chunk)); done() } }))
-  for (const url of [`/v1/tenants/${token}`, `/v1/tenants?q=${encodeURIComponent(token)}`, `/v1/tenants?cursor=${token}`]) {
+  const lowerCase = encodeURIComponent(token).replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase())
+  const inPart = token.replace('-', '%2D')
+  for (const url of [`/v1/tenants/${token}`, `/v1/tenants?q=${encodeURIComponent(token)}`, `/v1/tenants?cursor=${token}`, `/v1/tenants?q=${lowerCase}%2fx`, `/v1/${inPart}`]) {
     logger.info({ req: { method: 'GET', url, headers: {} } }, 'incoming request')
   }
-  t.same(lines.map((line) => JSON.parse(line).req.url), ['/v1/tenants/[redacted]', '/v1/tenants?q=[redacted]', '/v1/tenants?cursor=[redacted]'])
+  t.same(lines.map((line) => JSON.parse(line).req.url),
+    ['/v1/tenants/[redacted]', '/v1/tenants?q=[redacted]', '/v1/tenants?cursor=[redacted]', '/v1/tenants?q=[redacted]%2fx', '/v1/[redacted]'])
   t.notOk(lines.some((line) => line.includes('0123456789')), 'no line holds the key')
 })
