@@ -19,13 +19,13 @@ const TENANTS_A_PASS = 10
 /**
  * Finishes the deletions of tenants marked at least DELETION_LEFT_AFTER_MS before `now`, oldest first;
  * returns how many tenants went. A tenant whose deletion fails on its own (not the database going
- * away) is reported and the others go on; it is tried again on a later pass. `signal` stops the pass
- * between two parts of a deletion.
+ * away) is reported and the others go on; it is tried again on a later pass. `skip`: tenants to leave
+ * out (those whose deletion failed lately). `signal` stops the pass between two parts of a deletion.
  */
 export async function finishTenantDeletions(
-  db: DB, now: Date, options: { signal?: AbortSignal; onError: RowErrorHandler; log?: Pick<Logger, 'info'> }
+  db: DB, now: Date, options: { signal?: AbortSignal; onError: RowErrorHandler; log?: Pick<Logger, 'info'>; skip?: readonly string[] }
 ): Promise<number> {
-  const left = await tenantsMarkedSince(db, new Date(now.getTime() - DELETION_LEFT_AFTER_MS), TENANTS_A_PASS)
+  const left = await tenantsMarkedSince(db, new Date(now.getTime() - DELETION_LEFT_AFTER_MS), TENANTS_A_PASS, options.skip ?? [])
   let deleted = 0
   for (const tenant of left) {
     if (options.signal?.aborted) break

@@ -124,6 +124,8 @@ const DATE_CHECK_RETRY_MS = 60_000
 const RETENTION_BATCH = 500
 /** How often a worker looks for tenants whose deletion was cut off (finishTenantDeletions). */
 const DELETIONS_EVERY_MS = 60_000
+/** How long a worker leaves out a tenant whose deletion failed on its own before it tries again. */
+const DELETION_RETRY_MS = 3_600_000
 
 /** Mails one pump batch sends before it looks whether the worker is stopping. */
 const MAIL_PUMP_BATCH = 10
@@ -541,10 +543,20 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     return removed >= RETENTION_BATCH ? 1000 : RETENTION_EVERY_MS
   }, RETENTION_EVERY_MS)
 
-  /** Finishes the deletions of tenants left marked (a deletion cut off): at the start, then every DELETIONS_EVERY_MS. */
+  /** Tenants whose deletion failed on its own here, and when (the clock's ms): left out for DELETION_RETRY_MS. */
+  const deletionsFailed = new Map<string, number>()
+  /**
+   * Finishes the deletions of tenants left marked (a deletion cut off): at the start, then every
+   * DELETIONS_EVERY_MS. A tenant whose deletion failed is left out a while, so that a few that always
+   * fail, the oldest marked, do not hold back those marked after them.
+   */
   const deletions = backgroundChore('finishTenantDeletions', async (now) => {
-    const onError: RowErrorHandler = (error, id) => deps.log.error({ err: error, tenantId: id }, 'finishing a tenant\'s deletion failed; it is tried again later')
-    await finishTenantDeletions(db, now, { signal: stopSignal.signal, onError, log: deps.log })
+    for (const [id, at] of deletionsFailed) if (now.getTime() - at >= DELETION_RETRY_MS || now.getTime() < at) deletionsFailed.delete(id)
+    const onError: RowErrorHandler = (error, id) => {
+      deletionsFailed.set(id, now.getTime())
+      deps.log.error({ err: error, tenantId: id }, 'finishing a tenant\'s deletion failed; it is tried again in an hour')
+    }
+    await finishTenantDeletions(db, now, { signal: stopSignal.signal, onError, log: deps.log, skip: [...deletionsFailed.keys()] })
     return DELETIONS_EVERY_MS
   }, DELETIONS_EVERY_MS)
 
@@ -618,8 +630,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       await loop
       await unlisten?.()
       await chores
-      await retention.ended()
-      await deletions.ended()
+      // Stopped between two parts, a chore still ends its part, which may wait for locks: within the grace.
+      await Promise.race([Promise.all([retention.ended(), deletions.ended()]), graceOver])
       // A batch whose SMTP server does not answer waits out its timeouts (15 s a mail), which held the
       // stop past the process's hard limit (grace + 5 s): it exited 1 without cutting off its calls.
       // Left after the grace, the batch is as a crash leaves it: its lease sends it again later.

@@ -151,3 +151,65 @@ t.test('the running worker finishes a cut-off deletion when it starts, and looks
   t.ok(await gone(second.tenant.id), 'at ten minutes, the worker\'s next look finishes it')
   await scheduler.stop(1000)
 })
+
+// A review found that the ten oldest marked tenants, if their deletions always failed, were taken again
+// on every pass, and a tenant marked after them was never finished.
+t.test('a worker leaves out a while the tenants whose deletion failed, so that those marked after them are finished', async (t) => {
+  const stuck = []
+  for (let i = 0; i < 10; i++) {
+    const tenant = await rt.newTenant({ name: `Always Stuck ${i}` })
+    await markedAgo(tenant.id, DELETION_LEFT_AFTER_MS + 10_000 - i)
+    stuck.push(tenant.id)
+  }
+  const later = await tenantWithProcess('Marked Later GmbH')
+  await markedAgo(later.tenant.id, DELETION_LEFT_AFTER_MS)
+  await sql.raw(`
+    create function refuse_stuck_delete() returns trigger language plpgsql as $$
+    begin
+      if old.name like 'Always Stuck %' then raise exception 'this tenant cannot be deleted'; end if;
+      return old;
+    end $$;
+    create trigger refuse_stuck_delete before delete on tenants for each row execute function refuse_stuck_delete();
+  `).execute(rt.db)
+  const dropTrigger = () => sql.raw('drop trigger refuse_stuck_delete on tenants; drop function refuse_stuck_delete()').execute(rt.db)
+  const failed: string[] = []
+  const log = { info() {}, warn() {}, error: (context: { tenantId?: string }) => { if (context.tenantId) failed.push(context.tenantId) } }
+  const scheduler = rt.newScheduler({ pollIntervalMs: 20 }, log)
+  t.teardown(() => scheduler.stop(1000))
+  const until = async (done: () => Promise<boolean>) => {
+    for (let i = 0; i < 500 && !(await done()); i++) await new Promise((resolve) => setTimeout(resolve, 10))
+    return done()
+  }
+  await scheduler.start()
+  t.ok(await until(async () => failed.length >= 10), 'the first pass tries the ten oldest, and each fails')
+  t.same([...failed].sort(), [...stuck].sort())
+  t.match(await left(later.tenant.id), { tenants: 1 }, 'the tenant marked later waits its turn')
+  rt.clock.advance(MINUTE)
+  t.ok(await until(async () => (await left(later.tenant.id)).tenants === undefined), 'a minute later the worker leaves the failed ones out and finishes it')
+  t.equal(failed.length, 10, 'the failed ones were not tried again')
+  await scheduler.stop(1000)
+  // Gone, they leave the next test's worker nothing of this one's.
+  await dropTrigger()
+  t.equal(await finishTenantDeletions(rt.db, rt.clock.now(), { onError: noErrors(t) }), 10)
+})
+
+// A review found stop() waiting for the chore's part before the grace began to count: a part waiting for
+// a lock held the stop past the grace, and the calls in flight were cut off only after it.
+t.test('a worker that is stopping waits for a deletion\'s part no longer than its grace', async (t) => {
+  const large = await tenantWithProcess('Held Part GmbH')
+  await sql`insert into activities (tenant_id, id, kind, message)
+    select ${large.tenant.id}, gen_random_uuid(), 'note', 'history ' || n from generate_series(1, 1500) n`.execute(rt.db)
+  await markedAgo(large.tenant.id, DELETION_LEFT_AFTER_MS)
+  // Another transaction holds one of the first part's rows: the part waits for it.
+  const held = await holdRow(rt.db, sql`select id from activities where tenant_id = ${large.tenant.id} order by id limit 1 for update`)
+  const scheduler = rt.newScheduler({ pollIntervalMs: 20 })
+  await scheduler.start()
+  await waitForLockWait(rt.db)
+  const started = Date.now()
+  const stopped = await Promise.race([scheduler.stop(300).then(() => 'stopped'), new Promise((resolve) => setTimeout(resolve, 5000, 'still waiting'))])
+  const ms = Date.now() - started
+  await held.release()
+  t.equal(stopped, 'stopped', 'the stop ends while the part still waits')
+  t.ok(ms < 2000, `within its grace and a little (${ms} ms)`)
+  t.match(await left(large.tenant.id), { tenants: 1 }, 'the tenant is left, marked, for the next worker')
+})

@@ -68,12 +68,14 @@ export async function deleteTenant(db: DB, id: string, signal?: AbortSignal): Pr
 
 /**
  * Tenants whose deletion began at `before` or earlier and has not ended, longest marked first, at most
- * `limit`: those a deletion left marked when it was cut off (a restart, a 503), or one still going.
+ * `limit`, but those in `skip`: those a deletion left marked when it was cut off (a restart, a 503), or
+ * one still going.
  */
-export async function tenantsMarkedSince(db: DB, before: Date, limit: number): Promise<{ id: string; deleting_since: Date }[]> {
-  const rows = await db.selectFrom('tenants').select(['id', 'deleting_since'])
+export async function tenantsMarkedSince(db: DB, before: Date, limit: number, skip: readonly string[] = []): Promise<{ id: string; deleting_since: Date }[]> {
+  let query = db.selectFrom('tenants').select(['id', 'deleting_since'])
     .where('deleting_since', 'is not', null).where('deleting_since', '<=', before)
-    .orderBy('deleting_since').orderBy('id').limit(limit).execute()
+  if (skip.length > 0) query = query.where('id', 'not in', skip)
+  const rows = await query.orderBy('deleting_since').orderBy('id').limit(limit).execute()
   return rows.map((row) => ({ id: row.id, deleting_since: row.deleting_since! }))
 }
 
