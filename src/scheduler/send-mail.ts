@@ -53,8 +53,22 @@ export async function sendQueuedMail(
   const startBy = until.getTime() - (mailer.sendDeadlineMs ?? 0)
   const sent: ClaimedMail[] = []
   const untried = [...rows]
+  /** Mails whose connection the server turned away at its greeting, with what it said. */
+  const turnedAway: { mail: ClaimedMail; error: unknown }[] = []
   let failure: unknown
   let failed = 0
+  /** A failed send: a step's mail refused for good (or out of attempts) is given up; any other waits its backoff. */
+  const fail = async (mail: ClaimedMail, error: unknown): Promise<'givenUp' | 'putOff'> => {
+    failed += 1
+    if (mail.step_id !== null && givesUpStepMail(error, mail.attempt_count)) {
+      await mark(() => markMail(db, mail, { lease_expires_at: null, last_error: String(error), failed_at: now }))
+      return 'givenUp'
+    }
+    failure ??= error
+    const delay = backoffMs(MAIL_BACKOFF, mail.attempt_count)
+    await mark(() => markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) }))
+    return 'putOff'
+  }
   // A window of mails in flight at once: one after another, an SMTP exchange waits on the network
   // (about 100 ms a mail here, 200 mails in 21 s; 200 at once took 0.4 s). After a failure no new one
   // starts: the server is likely down for all of them, and the rest go back untouched.
@@ -65,15 +79,10 @@ export async function sendQueuedMail(
         await mailer.send({ from: options.from, to: mail.to_address, subject: mail.subject, text: mail.body, messageId: `<${mail.id}@baton>` })
         sent.push(mail)
       } catch (error) {
-        failed += 1
-        if (mail.step_id !== null && givesUpStepMail(error, mail.attempt_count)) {
-          // Refused for good (or out of attempts): the server answers, so the other mails go on.
-          await mark(() => markMail(db, mail, { lease_expires_at: null, last_error: String(error), failed_at: now }))
-          continue
-        }
-        failure ??= error
-        const delay = backoffMs(MAIL_BACKOFF, mail.attempt_count)
-        await mark(() => markMail(db, mail, { lease_expires_at: null, last_error: String(error), next_attempt_at: new Date(now.getTime() + delay) }))
+        // Turned away before it was offered: this lane stops, and the pass decides below what it was.
+        if (turnedAwayAtGreeting(error)) return void turnedAway.push({ mail, error })
+        // Refused for good (or out of attempts): the server answers, so the other mails go on.
+        if ((await fail(mail, error)) === 'givenUp') continue
       }
     }
   }
@@ -81,6 +90,13 @@ export async function sendQueuedMail(
   // the server took are marked sent all the same, or they would go out again once the lease ends.
   const lanes = await Promise.allSettled(Array.from({ length: Math.min(SEND_WINDOW, rows.length) }, lane))
   await mark(() => markSent(db, sent, now))
+  // A server that took mails on one connection and turned another away at its greeting (421, too many
+  // connections) limits how many it takes at once: the mails it turned away were never offered, and go
+  // back untried, their attempt not counted. Taking none, it is down for all of them: they wait their
+  // backoff, as any failure does.
+  const limited = sent.length > 0
+  if (limited) untried.push(...turnedAway.map(({ mail }) => mail))
+  else for (const { mail, error } of turnedAway) await fail(mail, error)
   options.metrics?.mails(sent.length, failed)
   const broken = lanes.find((lane) => lane.status === 'rejected')
   if (untried.length > 0) {
@@ -90,8 +106,20 @@ export async function sendQueuedMail(
   }
   if (broken) throw broken.reason
   if (failure !== undefined) options.log?.warn({ err: failure, putBack: untried.length }, 'sending a mail failed; it stays queued and is retried')
+  else if (limited && turnedAway.length > 0) {
+    options.log?.warn({ err: turnedAway[0]!.error, putBack: untried.length }, 'the SMTP server turned connections away at its greeting while it took mails on others (it limits connections); those mails go back untried')
+  }
   // Steps hear of their mails right away; an idle pass also settles what a crash left behind.
   const stepMails = rows.length === 0 || rows.some((mail) => mail.step_id !== null && !untried.includes(mail))
   if (stepMails) await settleStepMails(db, now, options.limit, options.onError)
   return { sent: sent.length, more: (claim.more || untried.length > 0) && failure === undefined }
+}
+
+/**
+ * A 4xx reply to the greeting (421: too many connections, try again later): the server turned the
+ * connection away before any mail was offered on it, so the failure says nothing of the mail.
+ */
+function turnedAwayAtGreeting(error: unknown): boolean {
+  const { code, command, responseCode } = (error ?? {}) as { code?: unknown; command?: unknown; responseCode?: unknown }
+  return code === 'EPROTOCOL' && command === 'CONN' && typeof responseCode === 'number' && responseCode >= 400 && responseCode < 500
 }

@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net'
-import { SMTPServer } from 'smtp-server'
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server'
 
 export interface ReceivedMail {
   to: string[]
@@ -42,38 +42,48 @@ export class TestSmtpServer {
   /** Runs once a mail has arrived, before the server answers its final dot (a test breaks something in between). */
   beforeAnswer: (() => Promise<void>) | undefined
   url = ''
-  private server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS', 'AUTH'],
-    logger: false,
-    onMailFrom: (_address, _session, callback) => {
-      if (this.refusingSenders) callback(Object.assign(new Error('Authentication required'), { responseCode: 530 }))
-      else callback()
-    },
-    onRcptTo: (address, _session, callback) => {
-      if (this.refusedRecipients.has(address.address)) callback(Object.assign(new Error(this.refusalText), { responseCode: 550 }))
-      else if (this.refusing) callback(Object.assign(new Error('Mailbox unavailable, try later'), { responseCode: 451 }))
-      else callback()
-    },
-    onData: (stream, session, callback) => {
-      let raw = ''
-      stream.on('data', (chunk: Buffer) => (raw += chunk.toString()))
-      stream.on('end', async () => {
-        await this.beforeAnswer?.()
-        this.mails.push({
-          to: session.envelope.rcptTo.map((r) => r.address),
-          raw,
-          subject: header(raw, 'Subject'),
-          text: body(raw),
-          messageId: header(raw, 'Message-ID')
-        })
-        callback()
-      })
-    }
-  })
+  private server: SMTPServer
 
-  static async start(): Promise<TestSmtpServer> {
-    const smtp = new TestSmtpServer()
+  /** `options` adds to the server's own, e.g. `maxClients` for a server that takes that many connections at once. */
+  private constructor(options: SMTPServerOptions = {}) {
+    this.server = this.create(options)
+  }
+
+  private create(options: SMTPServerOptions): SMTPServer {
+    return new SMTPServer({
+      ...options,
+      authOptional: true,
+      disabledCommands: ['STARTTLS', 'AUTH'],
+      logger: false,
+      onMailFrom: (_address, _session, callback) => {
+        if (this.refusingSenders) callback(Object.assign(new Error('Authentication required'), { responseCode: 530 }))
+        else callback()
+      },
+      onRcptTo: (address, _session, callback) => {
+        if (this.refusedRecipients.has(address.address)) callback(Object.assign(new Error(this.refusalText), { responseCode: 550 }))
+        else if (this.refusing) callback(Object.assign(new Error('Mailbox unavailable, try later'), { responseCode: 451 }))
+        else callback()
+      },
+      onData: (stream, session, callback) => {
+        let raw = ''
+        stream.on('data', (chunk: Buffer) => (raw += chunk.toString()))
+        stream.on('end', async () => {
+          await this.beforeAnswer?.()
+          this.mails.push({
+            to: session.envelope.rcptTo.map((r) => r.address),
+            raw,
+            subject: header(raw, 'Subject'),
+            text: body(raw),
+            messageId: header(raw, 'Message-ID')
+          })
+          callback()
+        })
+      }
+    })
+  }
+
+  static async start(options: SMTPServerOptions = {}): Promise<TestSmtpServer> {
+    const smtp = new TestSmtpServer(options)
     // A client that dies mid-conversation (a killed worker) resets its connection: not our failure.
     smtp.server.on('error', () => {})
     await new Promise<void>((resolve) => smtp.server.listen(0, '127.0.0.1', () => resolve()))

@@ -1,0 +1,66 @@
+import { once } from 'node:events'
+import { connect } from 'node:net'
+import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
+import { createMailer } from '../../src/adapters/mailer.js'
+import { setupRuntime } from '../helpers/runtime.js'
+import { TestSmtpServer } from '../helpers/smtp.js'
+
+// SMTP servers that misbehave in ways a real one does, against the real outbox and scheduler.
+const rt = await setupRuntime(t)
+
+const states = (view: { steps: { state: string }[] }) => view.steps.map((s) => s.state)
+
+/** A scheduler whose mail goes to `smtp`, and the template of one automatic email step to the assignee. */
+async function mailingTo(smtp: TestSmtpServer, name: string) {
+  const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
+  t.teardown(() => mailer.close())
+  const templateId = await rt.template([{ kind: 'email', name, email: { mode: 'automatic', to: 'assignee', subject: `${name} {{process.id}}`, body: 'Hi' } }])
+  return { scheduler: rt.newScheduler({}, undefined, { mailer }), templateId }
+}
+
+t.test('a server that takes one connection at a time: every mail goes out at once, and the connections it turned away cost no attempt', async (t) => {
+  // Baton opens several connections; a server limiting them answers the extra ones 421 at the
+  // greeting. Those mails were never offered: counted as failures, they waited out a backoff and
+  // spent their step's attempts (a step failed into a manual one, its mail never refused).
+  const smtp = await TestSmtpServer.start({ maxClients: 1 })
+  t.teardown(() => smtp.close())
+  const { scheduler, templateId } = await mailingTo(smtp, 'One connection at a time')
+  const ids: string[] = []
+  for (let i = 0; i < 40; i++) ids.push((await rt.start(templateId)).id)
+
+  // The clock stands still: no backoff ends, so a mail turned away and put off would not go out.
+  await scheduler.runOnce()
+  const views = await Promise.all(ids.map((id) => rt.instance(id)))
+  t.same(views.map(states), ids.map(() => ['done']), 'every step is done')
+  t.equal(smtp.mails.length, 40, 'each mail arrived')
+  t.equal(new Set(smtp.mails.map((m) => m.messageId)).size, 40, 'once')
+  const { rows } = await sql<{ attempt_count: number; n: number }>`
+    select attempt_count, count(*)::int as n from outbox_mails o join instance_steps s on s.id = o.step_id
+    where s.name = 'One connection at a time' group by attempt_count`.execute(rt.db)
+  t.same(rows, [{ attempt_count: 1, n: 40 }], 'each mail spent one attempt: the one that sent it')
+})
+
+t.test('a server that turns every connection away at its greeting is down: its mails wait their backoff, an attempt counted, not tried again at once', async (t) => {
+  const smtp = await TestSmtpServer.start({ maxClients: 1 })
+  t.teardown(() => smtp.close())
+  // Another client holds the server's one connection.
+  const other = connect({ host: '127.0.0.1', port: Number(new URL(smtp.url).port) })
+  await once(other, 'data')
+  t.teardown(() => { other.destroy() })
+  const { scheduler, templateId } = await mailingTo(smtp, 'Every connection turned away')
+  const ids: string[] = []
+  for (let i = 0; i < 3; i++) ids.push((await rt.start(templateId)).id)
+
+  await scheduler.runOnce()
+  const { rows } = await sql<{ attempt_count: number; next_attempt_at: Date; last_error: string | null; failed_at: Date | null }>`
+    select attempt_count, next_attempt_at, last_error, failed_at from outbox_mails o join instance_steps s on s.id = o.step_id
+    where s.name = 'Every connection turned away'`.execute(rt.db)
+  t.equal(rows.length, 3)
+  for (const row of rows) {
+    t.match(row, { attempt_count: 1, failed_at: null, last_error: /421/ }, 'tried once, kept queued')
+    t.ok(row.next_attempt_at.getTime() > rt.clock.now().getTime(), 'due again after a backoff')
+  }
+  t.same((await Promise.all(ids.map((id) => rt.instance(id)))).map(states), ids.map(() => ['running']), 'the steps wait for their mails')
+  t.equal(smtp.mails.length, 0)
+})
