@@ -62,6 +62,8 @@ export async function sendQueuedMail(
     failed += 1
     if (mail.step_id !== null && givesUpStepMail(error, mail.attempt_count)) {
       await mark(() => markMail(db, mail, { lease_expires_at: null, last_error: String(error), failed_at: now }))
+      options.log?.warn({ err: error, mailId: mail.id, stepId: mail.step_id, attempts: mail.attempt_count },
+        'an email step\'s mail was given up: the SMTP server refused it for good, or it used its attempts; it is not sent')
       return 'givenUp'
     }
     failure ??= error

@@ -64,3 +64,20 @@ t.test('a server that turns every connection away at its greeting is down: its m
   t.same((await Promise.all(ids.map((id) => rt.instance(id)))).map(states), ids.map(() => ['running']), 'the steps wait for their mails')
   t.equal(smtp.mails.length, 0)
 })
+
+t.test('a step\'s mail given up is logged: the server\'s refusal, the mail and the step, as any mail that failed is', async (t) => {
+  const warnings: { obj: Record<string, unknown>; msg: string }[] = []
+  const log = { info() {}, warn: (obj: object, msg: string) => warnings.push({ obj: obj as Record<string, unknown>, msg }), error() {} }
+  rt.smtp.refusedRecipients.add('nobody@example.com')
+  t.teardown(() => rt.smtp.refusedRecipients.delete('nobody@example.com'))
+  const templateId = await rt.template([
+    { kind: 'email', name: 'Mail to nobody', email: { mode: 'automatic', to: { address: 'nobody@example.com' }, subject: 'Nobody', body: 'Hi' } }
+  ])
+  const started = await rt.start(templateId)
+  await rt.newScheduler({}, log).runOnce()
+  t.same(states(await rt.instance(started.id)), ['failed'], 'the step failed into a manual one')
+  const { rows: [mail] } = await sql<{ id: string }>`select id from outbox_mails where step_id = ${started.steps[0].id}`.execute(rt.db)
+  const given = warnings.filter((w) => w.obj.mailId === mail!.id)
+  t.equal(given.length, 1, 'one line for the mail given up')
+  t.match(given[0], { obj: { stepId: started.steps[0].id, err: { responseCode: 550 } }, msg: /given up/ })
+})
