@@ -38,6 +38,7 @@ interface SettledMail {
   subject: string
   sent_at: Date | null
   last_error: string | null
+  attempt_count: number
 }
 
 /**
@@ -68,7 +69,7 @@ type MailKey = Pick<SettledMail, 'tenant_id' | 'id'>
 async function mailsToSettle(db: DB, limit: number, options: { lock?: boolean; only?: MailKey } = {}): Promise<SettledMail[]> {
   const { only } = options
   const { rows } = await sql<SettledMail>`
-    select tenant_id, id, instance_id, step_id, to_address, subject, sent_at, last_error from outbox_mails
+    select tenant_id, id, instance_id, step_id, to_address, subject, sent_at, last_error, attempt_count from outbox_mails
     where settle_step and (sent_at is not null or failed_at is not null) and ${tenantNotDeleting('outbox_mails.tenant_id')}
     ${only ? sql`and tenant_id = ${only.tenant_id} and id = ${only.id}` : sql``}
     order by created_at
@@ -138,7 +139,11 @@ function settle(changes: ProcessChanges, instance: InstanceRow, step: InstanceSt
     changes.activity(instance, step, 'emailSent', `E-mail "${mail.subject}" sent to ${mail.to_address} (step "${step.name}").`, data)
     if (waiting) changes.endStep(instance, step, 'done', null, `e-mail to ${mail.to_address}`)
   } else {
-    const reason = `the mail server refused the e-mail to ${mail.to_address} (${cutText(mail.last_error ?? 'no reason given', 300)})`
+    // Given up after its attempts, the server may never have answered (down, unreachable, refusing Baton's login).
+    const last = cutText(mail.last_error ?? 'no reason given', 300)
+    const reason = mail.attempt_count >= STEP_MAIL_MAX_ATTEMPTS
+      ? `the e-mail to ${mail.to_address} could not be sent in ${mail.attempt_count} attempts (the last: ${last})`
+      : `the mail server refused the e-mail to ${mail.to_address} (${last})`
     if (waiting) changes.failAutomaticStep(instance, step, reason)
     else changes.activity(instance, step, 'emailRefused', `E-mail "${mail.subject}" to ${mail.to_address} was not sent: ${reason}.`, data)
   }

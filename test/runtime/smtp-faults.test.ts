@@ -3,6 +3,8 @@ import { connect } from 'node:net'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { createMailer } from '../../src/adapters/mailer.js'
+import { STEP_MAIL_MAX_ATTEMPTS } from '../../src/scheduler/email-steps.js'
+import { HOUR } from '../helpers/clock.js'
 import { setupRuntime } from '../helpers/runtime.js'
 import { TestSmtpServer } from '../helpers/smtp.js'
 
@@ -80,4 +82,21 @@ t.test('a step\'s mail given up is logged: the server\'s refusal, the mail and t
   const given = warnings.filter((w) => w.obj.mailId === mail!.id)
   t.equal(given.length, 1, 'one line for the mail given up')
   t.match(given[0], { obj: { stepId: started.steps[0].id, err: { responseCode: 550 } }, msg: /given up/ })
+})
+
+t.test('a step\'s mail given up after its attempts with the server down: the reason says so, not that the server refused it', async (t) => {
+  const gone = await TestSmtpServer.start()
+  await gone.close()
+  const { scheduler, templateId } = await mailingTo(gone, 'Mail through a server that is down')
+  const started = await rt.start(templateId)
+  for (let attempt = 1; attempt <= STEP_MAIL_MAX_ATTEMPTS; attempt++) {
+    await scheduler.runOnce()
+    if (attempt < STEP_MAIL_MAX_ATTEMPTS) t.same(states(await rt.instance(started.id)), ['running'], `running after attempt ${attempt}`)
+    rt.clock.advance(HOUR)
+  }
+  t.same(states(await rt.instance(started.id)), ['failed'], 'failed into a manual one after its attempts')
+  const activities = await rt.api.get(`/v1/process-instances/${started.id}/activities`)
+  const failed = activities.data.items.find((a: { kind: string }) => a.kind === 'automaticStepFailed')?.message
+  t.match(failed, /could not be sent in 8 attempts \(the last: .*ECONNREFUSED/, 'the attempts, and the last error')
+  t.notMatch(failed, /refused/, 'no server refused it: none answered')
 })
