@@ -98,9 +98,10 @@ export async function sendQueuedMail(
   // backoff, as any failure does.
   const limited = sent.length > 0
   if (limited) untried.push(...turnedAway.map(({ mail }) => mail))
-  else for (const { mail, error } of turnedAway) await fail(mail, error)
+  // Their marks may give up as a lane's may: the untried mails still go back below.
+  const putOff = limited ? [] : await Promise.allSettled(turnedAway.map(({ mail, error }) => fail(mail, error)))
   options.metrics?.mails(sent.length, failed)
-  const broken = lanes.find((lane) => lane.status === 'rejected')
+  const broken = [...lanes, ...putOff].find((settled) => settled.status === 'rejected')
   if (untried.length > 0) {
     const released = mark(() => releaseMails(db, untried))
     // After a lane's mark gave up, the release is still tried (as the marks are); failing too, the lease sends them later.

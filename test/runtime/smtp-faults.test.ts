@@ -4,6 +4,7 @@ import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { createMailer } from '../../src/adapters/mailer.js'
 import { STEP_MAIL_MAX_ATTEMPTS } from '../../src/scheduler/email-steps.js'
+import { sendQueuedMail } from '../../src/scheduler/send-mail.js'
 import { HOUR } from '../helpers/clock.js'
 import { setupRuntime } from '../helpers/runtime.js'
 import { TestSmtpServer } from '../helpers/smtp.js'
@@ -99,4 +100,28 @@ t.test('a step\'s mail given up after its attempts with the server down: the rea
   const failed = activities.data.items.find((a: { kind: string }) => a.kind === 'automaticStepFailed')?.message
   t.match(failed, /could not be sent in 8 attempts \(the last: .*ECONNREFUSED/, 'the attempts, and the last error')
   t.notMatch(failed, /refused/, 'no server refused it: none answered')
+})
+
+t.test('mails turned away at the greeting whose marks give up: the untried mails of the pass still go back', async (t) => {
+  const smtp = await TestSmtpServer.start({ maxClients: 1 })
+  t.teardown(() => smtp.close())
+  const other = connect({ host: '127.0.0.1', port: Number(new URL(smtp.url).port) })
+  await once(other, 'data')
+  t.teardown(() => { other.destroy() })
+  const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
+  t.teardown(() => mailer.close())
+  await sql`update outbox_mails set sent_at = now() where sent_at is null and failed_at is null`.execute(rt.db)
+  for (let i = 1; i <= 10; i++) {
+    await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
+      values (${rt.tenant.id}, gen_random_uuid(), ${`turned-away-${i}`}, 'deadlineMissed', 'clara@example.com', 'Turned away', 'body', ${rt.clock.now()})`.execute(rt.db)
+  }
+  // The mark of a mail turned away breaks a rule (as a database gone for the lease would make it give up).
+  await sql`alter table outbox_mails add constraint turned_away_not_recorded check (last_error not like '%421%') not valid`.execute(rt.db)
+  t.teardown(async () => { await sql`alter table outbox_mails drop constraint turned_away_not_recorded`.execute(rt.db) })
+
+  await t.rejects(sendQueuedMail(rt.db, mailer, { now: rt.clock.now(), from: 'Baton <baton@example.com>', limit: 10 }), /turned_away_not_recorded/)
+  const { rows } = await sql<{ state: string; n: number }>`
+    select case when lease_expires_at is null and attempt_count = 0 then 'back in the queue' else 'leased' end as state, count(*)::int as n
+    from outbox_mails where subject = 'Turned away' group by 1 order by 1`.execute(rt.db)
+  t.same(rows, [{ state: 'back in the queue', n: 2 }, { state: 'leased', n: 8 }], 'one turned away in each lane waits for its lease; the two untried go back')
 })
