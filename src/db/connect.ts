@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, renameSync, rmSync, statfsSync } from 'node:fs'
+import { accessSync, constants, existsSync, readdirSync, renameSync, rmSync, statfsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
@@ -116,8 +116,14 @@ export async function openEmbedded(dataDir: string, template?: string): Promise<
     const clusterDir = join(dir, 'pg')
     if (!existsSync(join(clusterDir, 'PG_VERSION'))) {
       const dump = template ?? embeddedTemplateFile()
-      // Without a dump PGlite runs initdb in the folder itself.
-      if (dump) await writeCluster(dump, clusterDir)
+      // Without a dump PGlite runs initdb in the folder itself. A cluster folder this process may not
+      // read (another user's) reads as none here, and failed there with a bare stack trace.
+      if (dump) {
+        await writeCluster(dump, clusterDir).catch((error: unknown) => {
+          const refused = refusal(clusterDir, error)
+          throw refused ? notWritable(clusterDir, `BATON_DATA_DIR: the embedded database in ${clusterDir} could not be opened (${(error as Error).message}).`, refused, error) : error
+        })
+      }
     }
     // PGlite's abort also sets process.exitCode: the error tells the failure, and the caller how to exit.
     const exitCode = process.exitCode
@@ -140,17 +146,67 @@ export const LOW_DISK_BYTES = 64 * 1024 * 1024
  * PGlite answers a cluster it cannot start from (damaged or truncated files) with a bare "Aborted()",
  * which ended the start in a fatal log line naming neither the embedded database nor its folder. It
  * answers a disk without room for a new WAL segment (16 MB) alike, whose files are whole: that start
- * is told to free space, not to throw the folder away. `freeBytes` is measured unless given.
+ * is told to free space, not to throw the folder away. So it answers a cluster this process may not
+ * write (a read-only mount, files another user owns): that start is told which file, and to give
+ * access. `freeBytes` and `unwritable` are measured unless given.
  */
-export function unopenedCluster(clusterDir: string, error: unknown, freeBytes = diskFreeBytes(clusterDir)): Error {
+export function unopenedCluster(
+  clusterDir: string, error: unknown, freeBytes = diskFreeBytes(clusterDir), unwritable = unwritableIn(clusterDir)
+): Error {
   const said = error instanceof Error ? error.message.replace(/\.? Build with -sASSERTIONS for more info\.$/, '') : String(error)
   const opening = `BATON_DATA_DIR: the embedded database in ${clusterDir} could not be opened (PGlite: ${said}).`
+  if (unwritable !== undefined) return notWritable(clusterDir, opening, unwritable, error)
   if (freeBytes !== undefined && freeBytes < LOW_DISK_BYTES) {
     return new ConfigError(`${opening} Its disk has ${(freeBytes / 1024 / 1024).toFixed(1)} MB free, and the database needs room ` +
       'for its write-ahead log (16 MB at a time): free some space and start again; the folder\'s files are likely whole.', { cause: error })
   }
   return new ConfigError(`${opening} Its files may be damaged (a crash, a full disk, a copy taken while it ran): ` +
     'restore the folder from a backup, or move it away to start with a new, empty one.', { cause: error })
+}
+
+/** The errors of a file or folder this process may not write. */
+const NOT_WRITABLE = new Set(['EACCES', 'EPERM', 'EROFS'])
+
+interface Refused {
+  path: string
+  code: string
+}
+
+function notWritable(clusterDir: string, opening: string, refused: Refused, error: unknown): ConfigError {
+  return new ConfigError(`${opening} This process may not write ${refused.path} (${refused.code}), and the database reads and writes its files as it runs: `
+    + `give the user Baton runs as access to ${clusterDir} and everything in it (or mount it read-write) and start again; the folder's files are likely whole.`, { cause: error })
+}
+
+/** The file an error says this process may not read or write, and its code; undefined for any other error. */
+function refusal(fallbackPath: string, error: unknown): Refused | undefined {
+  if (!(error instanceof Error)) return undefined
+  const { code, path } = error as NodeJS.ErrnoException
+  return code !== undefined && NOT_WRITABLE.has(code) ? { path: path ?? fallbackPath, code } : undefined
+}
+
+/**
+ * The first file or folder of the cluster this process may not write (or, a folder, read), and why;
+ * undefined when it may write them all, or when that cannot be told (no such folder).
+ */
+export function unwritableIn(clusterDir: string): Refused | undefined {
+  const refused = (path: string, check: () => void) => {
+    try {
+      check()
+      return undefined
+    } catch (error) {
+      return refusal(path, error)
+    }
+  }
+  let entries: string[] = []
+  const top = refused(clusterDir, () => accessSync(clusterDir, constants.W_OK))
+    ?? refused(clusterDir, () => { entries = readdirSync(clusterDir, { recursive: true, encoding: 'utf8' }) })
+  if (top) return top
+  for (const entry of entries) {
+    const path = join(clusterDir, entry)
+    const found = refused(path, () => accessSync(path, constants.W_OK))
+    if (found) return found
+  }
+  return undefined
 }
 
 /** The bytes an unprivileged process may still write on the disk holding `path`; undefined when that cannot be read. */

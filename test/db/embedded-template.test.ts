@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
-import { embeddedHandle, LOW_DISK_BYTES, openEmbedded, unopenedCluster } from '../../src/db/connect.js'
+import { embeddedHandle, LOW_DISK_BYTES, openEmbedded, unopenedCluster, unwritableIn } from '../../src/db/connect.js'
 import { extractTar } from '../../src/db/untar.js'
 import { runTogether } from '../../src/db/statement.js'
 import { lockWithSteps } from '../../src/modules/instances/repository.js'
@@ -126,6 +126,34 @@ t.test('an embedded database that will not open on a nearly full disk is told to
   const roomy = unopenedCluster('/srv/baton/pg', aborted, LOW_DISK_BYTES)
   t.match(roomy.message, /Its files may be damaged .*move it away to start with a new, empty one/, 'with room on the disk, the files are what is wrong')
   t.match(unopenedCluster('/srv/baton/pg', aborted, undefined).message, /Its files may be damaged/, 'and when the free space cannot be read')
+})
+
+// A cluster this process may not write (a read-only mount, files another user owns) made PGlite answer as
+// damaged files do, and the start advised throwing away a folder whose files were whole.
+t.test('an embedded database this process may not write is told to give it access, not to throw its folder away', async (t) => {
+  const aborted = new Error('PGlite failed to initialize properly')
+  const refused = unopenedCluster('/srv/baton/pg', aborted, LOW_DISK_BYTES, { path: '/srv/baton/pg/global/pg_control', code: 'EROFS' })
+  t.match(refused, { name: 'ConfigError', message: /could not be opened \(PGlite: PGlite failed to initialize properly\)\. This process may not write \/srv\/baton\/pg\/global\/pg_control \(EROFS\).*give the user Baton runs as access to \/srv\/baton\/pg/ })
+  t.notMatch(refused.message, /move it away|restore/, 'no advice that would lose its data')
+  t.equal(unwritableIn('/srv/baton/no-such-folder'), undefined, 'a folder that is not there is not taken for one that may not be written')
+})
+
+// As root every file may be written: only another user meets the refusal for real.
+t.test('a cluster folder another user owns is named at the start, whether it can be read or not', { skip: process.getuid?.() === 0 && 'root may write every file' }, async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'baton-unwritable-'))
+  const clusterDir = join(dataDir, 'pg')
+  t.teardown(() => {
+    chmodSync(clusterDir, 0o700)
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  const template = templateFiles().initdb
+  if (!t.ok(existsSync(template), 'npm install prepared the empty cluster')) return
+  await extractTar(gunzipSync(readFileSync(template)), clusterDir)
+  for (const mode of [0o500, 0o000]) {
+    chmodSync(clusterDir, mode)
+    await t.rejects(openEmbedded(dataDir), { name: 'ConfigError', message: new RegExp(`This process may not write ${clusterDir} \\(EACCES\\)`) }, `mode ${mode.toString(8)}`)
+    t.notOk(existsSync(join(dataDir, 'baton.pid')), 'the folder is unlocked again')
+  }
 })
 
 // A folder that cannot be made or written ended the start in a fatal log line naming no setting.
