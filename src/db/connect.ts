@@ -224,7 +224,9 @@ const gunzipAsync = promisify(gunzip)
 async function writeCluster(template: string, clusterDir: string): Promise<void> {
   // An empty folder of that name is replaced; one with files but no cluster is left for a person to look at.
   if (existsSync(clusterDir) && readdirSync(clusterDir).length > 0) {
-    throw new Error(`${clusterDir} holds files but no database cluster (no PG_VERSION); move it away to start with a new embedded database`)
+    // As a setting to correct: a plain error ended the start in a fatal log line with its stack trace.
+    throw new ConfigError(`BATON_DATA_DIR: ${clusterDir} holds files but no database cluster (no PG_VERSION): files of another program, or a first start `
+      + 'cut off while it created the database; move it away to start with a new embedded database')
   }
   const loading = `${clusterDir}.loading`
   rmSync(loading, { recursive: true, force: true })
