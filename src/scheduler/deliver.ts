@@ -127,7 +127,11 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const slot = claimKey && host ? await deps.hostSlots?.acquire(host, slotWaitMs(deps, until), stopping, { dueAt: delivery.dueAt.getTime(), onWait }) : undefined
   // A call that waited for its slot keeps it while it waits for a place, within what its lease leaves.
   const placed = !slot || !waited || !signals.place || await signals.place.take(slotWaitMs(deps, until), stopping)
-  if (!claimKey || (host && !slot) || !placed || stopping?.aborted) {
+  // The statements before the call may have waited (behind a busy embedded database's queue, or for a
+  // full pool's connection) until the lease ran out: a call made then was made twice, as the claim could
+  // be taken back and called again meanwhile.
+  const leaseOver = now().getTime() >= delivery.leaseExpiresAt.getTime()
+  if (!claimKey || (host && !slot) || !placed || leaseOver || stopping?.aborted) {
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
     // No call was made: back to the queue without using an attempt, at its place.

@@ -4,6 +4,7 @@ import { openPostgres } from '../../src/db/connect.js'
 import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
 import { databaseUrl } from '../helpers/database.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
+import { loadClaimKey } from '../../src/modules/auth/claim-key.js'
 import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
 import { releaseDelivery } from '../../src/scheduler/delivery-repository.js'
 import { OutcomeBatcher } from '../../src/scheduler/outcome-batcher.js'
@@ -276,6 +277,29 @@ t.test('a call cut off by a shutdown is retried at once; the next failure waits 
   await rt.newScheduler().runOnce()
   t.equal((await deliveryOf(stepId)).status, 'succeeded')
   t.same(callsFor(stepId).map((c) => c.headers['idempotency-key']), Array(4).fill(callsFor(stepId)[0]!.headers['idempotency-key']))
+})
+
+// The statements before a call (the claim key, the host's slot) may wait behind others until the lease
+// has run out and the claim is taken back: the call was made all the same, and then made again.
+t.test('a claim whose lease ran out before its call is made makes no call: the call is made once, by the next claim', async (t) => {
+  const { stepId } = await webhookStep('Valuation late claim')
+  const key = await loadClaimKey(rt.db, undefined)
+  let waits = 1
+  const worker = rt.newScheduler({ leaseMs: 10 * SECOND }, undefined, {
+    claimKey: async () => {
+      // The key's statement answers only once the lease has run out and the claim was taken back.
+      if (waits-- > 0) {
+        rt.clock.advance(11 * SECOND)
+        await reapExpiredLeases(rt.db, rt.clock.now())
+      }
+      return key
+    }
+  })
+  await worker.runOnce()
+  await worker.runOnce()
+  t.equal(callsFor(stepId).length, 1, 'one call, by the claim that held its lease')
+  t.same((await deliveryOf(stepId)).attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'aborted'], [2, 'succeeded']],
+    'the claim taken back is logged as the reaper logs it, the call by the next one')
 })
 
 t.test('a worker whose lease expired is fenced: its late outcome changes nothing', async (t) => {
