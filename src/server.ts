@@ -97,11 +97,13 @@ async function main(config: Config, role: Role): Promise<void> {
     // SIGHUP has no load balancer to wait for, and a listener not yet open nothing to serve.
     if (signal === 'SIGTERM' && app.server.listening) await new Promise((resolve) => setTimeout(resolve, delayMs))
     const graceOver = new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_GRACE_MS).unref())
-    await schedulerStopped
     // Requests still open when the grace is over are cut off: the server's close waits for each, and a
     // client sending its body slowly may take HTTP_REQUEST_TIMEOUT_MS, past the hard limit (delay + grace + 5 s)
-    // where the process exited 1 with the database left open.
+    // where the process exited 1 with the database left open. The listener closes while the scheduler
+    // drains, not after: the new requests it took meanwhile held the embedded database's one connection,
+    // and the scheduler's drain waited behind them past the hard limit.
     const closing = app.close()
+    await schedulerStopped
     await Promise.race([closing, graceOver])
     app.server.closeAllConnections()
     await closing

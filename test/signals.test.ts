@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { createTestDatabase } from './helpers/database.js'
 import { runCommand, runScript, workerEnv } from './helpers/process.js'
+import { TestProvider } from './helpers/provider.js'
 
 t.setTimeout(180_000)
 
@@ -148,6 +149,61 @@ t.test('SIGTERM with requests still arriving: the probes read not ready and aliv
   t.ok(took < 4000, `exited ${took} ms after the signal: about the grace of ${env.SHUTDOWN_GRACE_MS} ms, not the hard limit 5 s later`)
   t.notMatch(server.output(), /did not finish in time/)
   await closed
+})
+
+// npm start (API and scheduler in one process) kept its listener open until the scheduler had drained
+// its calls in flight: it took new requests all that time (with SHUTDOWN_DELAY_MS 0, which closes at
+// once), and on the embedded database they held its one connection until the drain passed the hard limit.
+t.test('SIGTERM to API and scheduler in one process: the listener closes at once while a call in flight drains', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const dir = await dataDir(t)
+  const key = 'a-test-operator-key-of-enough-length'
+  const provider = await TestProvider.start()
+  t.teardown(() => provider.close())
+  let called = () => {}
+  const calling = new Promise<void>((resolve) => { called = resolve })
+  provider.always(() => {
+    called()
+    return { status: 200, body: 'ok', delayMs: 2500 }
+  })
+  const env = {
+    ...workerEnv(database.name, dir, 'all'), BATON_ADMIN_TOKEN: key, PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '5000', SHUTDOWN_DELAY_MS: '0',
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true'
+  }
+  const server = runScript('src/server.ts', env)
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  const base = `http://127.0.0.1:${port}`
+  const send = async (method: string, path: string, token: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const response = await fetch(`${base}${path}`, {
+      method, headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) })
+    })
+    const text = await response.text()
+    if (response.status >= 300) throw new Error(`${method} ${path}: ${response.status} ${text}`)
+    return JSON.parse(text) as Record<string, string>
+  }
+  const tenant = await send('POST', '/v1/tenants', key, { name: 'Muster', webId: '48213', timeZone: 'Europe/Berlin' })
+  const tenantKey = (await send('POST', `/v1/tenants/${tenant.id}/api-keys`, key, { name: 'crm' })).key!
+  const user = await send('POST', '/v1/users', tenantKey, { name: 'Anna', email: 'anna@example.com' })
+  const service = await send('POST', '/v1/marketplace-services', key, { name: 'Valuation', provider: 'ValueCo', webhookUrl: `${provider.url}/hook` })
+  await send('PUT', `/v1/marketplace-services/${service.id}/activation`, tenantKey)
+  const template = await send('POST', '/v1/process-templates', tenantKey, { name: 'Re-value', controllerUserId: user.id })
+  await send('POST', `/v1/process-templates/${template.id}/steps`, tenantKey, {
+    kind: 'webhook', name: 'Ask', start: { mode: 'afterPrevious' }, responsibility: 'processResponsible', serviceId: service.id, parameters: {}
+  })
+  const { version } = await send('GET', `/v1/process-templates/${template.id}`, tenantKey)
+  await send('PATCH', `/v1/process-templates/${template.id}`, tenantKey, { active: true }, { 'if-match': `"${version}"` })
+  await send('POST', '/v1/process-instances', tenantKey, { templateId: template.id, responsibleUserId: user.id })
+  await calling
+  server.child.kill('SIGTERM')
+  await server.waitFor(/shutting down/)
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.equal(server.child.exitCode, null, 'still draining the call in flight')
+  t.equal(await getAlone(Number(port), '/health/live'), 'ECONNREFUSED', 'a new connection is refused meanwhile')
+  t.equal(await server.exited, 0, 'exit 0 once the call is recorded')
+  t.match(server.output(), /"outcome":"succeeded"/, 'the call in flight finished')
 })
 
 /** A GET on a connection of its own, as a client a load balancer just sent; the status, or the connection's error code. */
