@@ -239,10 +239,15 @@ async function writeCluster(template: string, clusterDir: string): Promise<void>
 
 /**
  * The PGlite the dialect queries, which runs statements sent together (`runTogether`) one at a
- * time, in order: it has no second process to wait on, and one round trip is none.
+ * time, in order: it has no second process to wait on, and one round trip is none. Each statement waits
+ * for a turn of the event loop before it runs.
  */
 function oneAtATime(pglite: PGlite): PGlite {
   const query = async (text: string, params?: unknown[], options?: QueryOptions) => {
+    // A turn of the event loop first: PGlite answers without one, and the statements queued for its one
+    // connection (the dialect hands it on as a promise resolves) held off every timer and request until
+    // the queue ran dry, a second and more under load.
+    await new Promise((resolve) => setImmediate(resolve))
     if (text !== TOGETHER) return await pglite.query(text, params, options)
     const rows: unknown[] = []
     for (const statement of (params ?? []) as StatementText[]) rows.push((await pglite.query(statement.text, [...statement.values], options)).rows)

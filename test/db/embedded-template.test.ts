@@ -68,6 +68,38 @@ t.test('the migrated dump npm install prepares is the schema the migrations make
   t.same(schema, await schemaOf(postgres.db), 'the same schema as a Postgres database migrated from scratch')
 })
 
+// PGlite answers a statement without a turn of the event loop, and the next statement queued for its one
+// connection went at once: under load no timer ran and no request was read for a second and more (the
+// load shedding read an endless event-loop delay and refused a quarter of the requests), and the claims
+// of webhook calls waited past their leases.
+t.test('the embedded database gives the event loop a turn between statements, so timers and requests do not wait for its whole queue', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'baton-turns-'))
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
+  const template = templateFiles().initdb
+  if (!t.ok(existsSync(template), 'npm install prepared the empty cluster')) return
+  const handle = await openEmbedded(dataDir, template)
+  t.teardown(() => handle.close())
+  let statements = 0
+  let armedAt: number | undefined
+  let ranAt: number | undefined
+  // Twenty clients, each with twenty transactions of one statement: all queued for the one connection.
+  // Once the queue is well under way, a timer is set.
+  await Promise.all(Array.from({ length: 20 }, async () => {
+    for (let i = 0; i < 20; i++) {
+      await handle.db.transaction().execute(async (trx) => {
+        await sql`select 1`.execute(trx)
+        statements++
+        if (statements === 50) {
+          armedAt = statements
+          setTimeout(() => { ranAt = statements }, 1)
+        }
+      })
+    }
+  }))
+  t.equal(armedAt, 50)
+  t.ok(ranAt !== undefined && ranAt < statements, `a timer set after 50 statements ran while the others queued (after ${ranAt} of ${statements})`)
+})
+
 t.test('the migrated dump is keyed by the migrations: a changed or added one gives another key', async (t) => {
   const folder = mkdtempSync(join(tmpdir(), 'baton-migrations-'))
   t.teardown(() => rmSync(folder, { recursive: true, force: true }))
