@@ -59,7 +59,9 @@ export function buildScheduler(config: Config, database: DatabaseHandle, clock: 
     secrets,
     session: () => database.session({ timeouts: true }),
     listen: (onWork) => database.listen(WORK_CHANNEL, onWork),
-    metrics
+    metrics,
+    // One process holds the embedded database: claims left at its start are a crashed process's.
+    soleWorker: database.kind === 'embedded'
   })
   return {
     ...scheduler,

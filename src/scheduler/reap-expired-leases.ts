@@ -9,13 +9,14 @@ import type { DB } from '../db/connect.js'
  * machine: called 33 s after the reap). Claimed rows are skipped, so
  * reapers in many workers do not clash. The steps are found as a claim's are (claimStatement): by
  * their primary key, or in one pass where the planner believes the table small, never by walking the
- * partial index of open steps once per step.
+ * partial index of open steps once per step. `everyLease`: every claim is taken back, ended or not, as a
+ * sole worker does at its start (takeOverLeftClaims): whatever holds one is a process that ended.
  */
-export async function reapExpiredLeases(db: DB, now: Date, limit = 500): Promise<number> {
+export async function reapExpiredLeases(db: DB, now: Date, limit = 500, options: { everyLease?: boolean } = {}): Promise<number> {
   const { rows } = await sql<{ id: string }>`
     with expired as (
       select tenant_id, id, step_id from deliveries
-      where status = 'running' and lease_expires_at < ${now}
+      where status = 'running' and ${options.everyLease ? sql`true` : sql`lease_expires_at < ${now}`}
       limit ${limit}
       for update skip locked
     ), released as (
@@ -38,4 +39,21 @@ export async function reapExpiredLeases(db: DB, now: Date, limit = 500): Promise
     select id from released
   `.execute(db)
   return rows.length
+}
+
+/**
+ * Takes back every claim, of deliveries and of mails, for a worker that is the only one there can be
+ * (the embedded database, which one process holds): whatever holds a claim at its start is a process
+ * that ended (a crash, a kill), and its calls need not wait out their leases (60 s by default). The
+ * deliveries go back as the reaper sends them back, each with an `aborted` attempt; the mails go back
+ * as they were, their attempt counted. Returns how many of each.
+ */
+export async function takeOverLeftClaims(db: DB, now: Date): Promise<{ deliveries: number; mails: number }> {
+  let deliveries = 0
+  for (let taken = await reapExpiredLeases(db, now, 500, { everyLease: true }); taken > 0; taken = await reapExpiredLeases(db, now, 500, { everyLease: true })) {
+    deliveries += taken
+  }
+  const mails = await db.updateTable('outbox_mails').set({ lease_expires_at: null })
+    .where('lease_expires_at', 'is not', null).where('sent_at', 'is', null).where('failed_at', 'is', null).executeTakeFirst()
+  return { deliveries, mails: Number(mails.numUpdatedRows) }
 }

@@ -17,7 +17,7 @@ import { hostKey } from '../lib/host-key.js'
 import { HostSlots } from './host-slots.js'
 import { nextDue } from './next-due.js'
 import { OutcomeBatcher } from './outcome-batcher.js'
-import { reapExpiredLeases } from './reap-expired-leases.js'
+import { reapExpiredLeases, takeOverLeftClaims } from './reap-expired-leases.js'
 import { removeOldHistory } from './remove-old-history.js'
 import { finishTenantDeletions } from './finish-tenant-deletions.js'
 import type { RowErrorHandler } from './isolated.js'
@@ -71,6 +71,11 @@ export interface SchedulerDeps {
   listen?: (onWork: (table?: string) => void) => Promise<() => Promise<void>>
   /** The process's metrics, which /metrics shows; by default a registry of the scheduler's own. */
   metrics?: BatonMetrics
+  /**
+   * No other worker can run on this database (the embedded one, which one process holds): at its start
+   * the worker takes back every claim left, without waiting for their leases to end (takeOverLeftClaims).
+   */
+  soleWorker?: boolean
 }
 
 export interface RunSummary {
@@ -485,6 +490,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
    * due: a wake-up for new work never waits behind them.
    */
   async function run(): Promise<void> {
+    if (deps.soleWorker) await takeOverClaimsLeft()
     let failures = 0
     while (!stopping) {
       try {
@@ -506,6 +512,19 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         choresWanted = true
         await sleep(waitMs)
       }
+    }
+  }
+
+  /** A sole worker's start: the claims a process that ended left go back at once (see SchedulerDeps.soleWorker). */
+  async function takeOverClaimsLeft(): Promise<void> {
+    try {
+      const taken = await takeOverLeftClaims(db, clock.now())
+      if (taken.deliveries + taken.mails > 0) {
+        deps.log.info(taken, 'took back the calls and mails a process that ended had claimed; they are made again now, not when their leases end')
+      }
+    } catch (error) {
+      // Their leases end as any do, and the reaper takes them back then.
+      deps.log.warn({ err: error }, 'taking back the claims a process that ended left failed; they go back when their leases end')
     }
   }
 
