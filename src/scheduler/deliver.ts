@@ -128,9 +128,10 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   // A call that waited for its slot keeps it while it waits for a place, within what its lease leaves.
   const placed = !slot || !waited || !signals.place || await signals.place.take(slotWaitMs(deps, until), stopping)
   // The statements before the call may have waited (behind a busy embedded database's queue, or for a
-  // full pool's connection) until the lease ran out: a call made then was made twice, as the claim could
-  // be taken back and called again meanwhile.
-  const leaseOver = now().getTime() >= delivery.leaseExpiresAt.getTime()
+  // full pool's connection) until the lease ran out, or so near it that the call could outlast it: a call
+  // made then was made twice, as the claim could be taken back and called again meanwhile. A call goes
+  // only with its timeout's worth of lease left, as a wait for a slot ends then (slotWaitMs).
+  const leaseOver = now().getTime() > delivery.leaseExpiresAt.getTime() - deps.timeoutMs
   if (!claimKey || (host && !slot) || !placed || leaseOver || stopping?.aborted) {
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
@@ -162,7 +163,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     durationMs: attempt.durationMs,
     statusCode,
     error: attempt.result.kind === 'response' ? null : storable(attempt.result.error),
-    responseBody: attempt.response ? loggedBody(attempt.response.body, attempt.sent) : null,
+    responseBody: attempt.response ? loggedBody(attempt.response, attempt.sent) : null,
     decision,
     outcome
   }, wasCutOff ? new Date(Math.min(until.getTime(), answeredAt.getTime() + SHUTDOWN_RECORD_MS)) : until, wasCutOff ? undefined : signal)
@@ -290,9 +291,10 @@ function header(response: HttpResponse, name: string): string | undefined {
  * and where echoes before it shrank so much that the window's end comes into the 4 KiB, a value the
  * window's end splits goes (redactEchoed's `cut`).
  */
-function loggedBody(body: string, sent: readonly string[]): string {
+function loggedBody({ body, truncated }: Pick<HttpResponse, 'body' | 'truncated'>, sent: readonly string[]): string {
   const window = cutText(body, 2 * LOGGED_BODY_BYTES)
-  return firstBytes(storable(redactClaims(redactEchoed(window, sent, { cut: window.length < body.length }))), LOGGED_BODY_BYTES)
+  // Cut here, or by the client at WEBHOOK_MAX_BODY_BYTES (as low as 1 KiB): either cut may split a value.
+  return firstBytes(storable(redactClaims(redactEchoed(window, sent, { cut: truncated || window.length < body.length }))), LOGGED_BODY_BYTES)
 }
 
 function firstBytes(text: string, bytes: number): string {

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { createHttpClient } from '../../src/adapters/http-client.js'
 import { sql } from '../../src/db/kysely.js'
 import { openPostgres } from '../../src/db/connect.js'
 import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
@@ -302,6 +303,26 @@ t.test('a claim whose lease ran out before its call is made makes no call: the c
     'the claim taken back is logged as the reaper logs it, the call by the next one')
 })
 
+// A review found the call made with less lease left than its timeout: one that ran on past the lease was
+// taken back by the reaper and made again by the next claim, without any crash.
+t.test('a claim with less lease left than the call\'s timeout makes no call and goes back uncounted; the next claim makes it', async (t) => {
+  const { stepId } = await webhookStep('Valuation nearly late claim')
+  const key = await loadClaimKey(rt.db, undefined)
+  let asked = 0
+  const worker = rt.newScheduler({ leaseMs: 10 * SECOND }, undefined, {
+    claimKey: async () => {
+      // Each claim asks for the key before its call; the first claim's statement answers with 1 s of the
+      // lease left, less than the 2 s timeout.
+      if (asked++ === 0) rt.clock.advance(9 * SECOND)
+      return key
+    }
+  })
+  await worker.runOnce()
+  t.equal(asked, 2, 'the first claim gave the delivery back, and the pass claimed it again')
+  t.equal(callsFor(stepId).length, 1, 'one call, by the second claim')
+  t.same((await deliveryOf(stepId)).attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'succeeded']], 'one attempt')
+})
+
 t.test('a worker whose lease expired is fenced: its late outcome changes nothing', async (t) => {
   const { instanceId, stepId, deliveryId } = await webhookStep('Valuation fenced')
   const claimedAt = rt.clock.now()
@@ -587,6 +608,16 @@ t.test('a secret the 8 KiB window splits is not kept in part, however much the e
   t.ok(Buffer.byteLength(body) < 4096, `the echoes shrank (${Buffer.byteLength(body)} bytes kept)`)
   t.notOk(body.includes(rt.secret.slice(0, 20)), 'the secret\'s first part is not kept')
   t.match(body, /^(?:whsec_\[redacted\]\n=\n)+y+$/, 'the echoes are replaced and the text before the split secret kept')
+})
+
+// WEBHOOK_MAX_BODY_BYTES may be 1 KiB: the client cuts the body there, and a secret the cut split kept its first part.
+t.test('a secret the client\'s body cap splits is not kept in part', async (t) => {
+  const http = createHttpClient({ maxBodyBytes: 1024, maxSockets: 4, userAgent: 'Baton/test', allowPrivateNetworks: true })
+  t.teardown(() => http.close())
+  const { stepId } = await webhookStep('Echo across the cap', [() => ({ status: 500, body: `${'y'.repeat(1000)}${rt.secret}${'y'.repeat(100)}` })])
+  await rt.newScheduler({}, undefined, { http }).runOnce()
+  const [attempt] = (await deliveryOf(stepId)).attempts
+  t.equal(attempt.responseBody, 'y'.repeat(1000), 'the body up to the split secret')
 })
 
 t.test('an outcome whose text Postgres refuses is recorded without that text, alone; the rest of its batch as it came', async (t) => {
