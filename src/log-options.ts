@@ -50,9 +50,13 @@ function requestLine(request: LoggedRequest, adminToken?: string) {
   }
 }
 
-/** The URL without the token, as written or escaped in any way (percent-encoding in either case, in part). */
+/**
+ * The URL without the token: as written, as encodeURIComponent writes it, or escaped in another way
+ * (percent-encoding in either case, in part). redactEchoed reads a token holding `%` as its escapes
+ * mean, so the first two are replaced as written.
+ */
 function redactToken(url: string, token: string): string {
-  return redactEchoed(url, [token])
+  return redactEchoed(url.replaceAll(token, '[redacted]').replaceAll(encodeURIComponent(token), '[redacted]'), [token])
 }
 
 /**
@@ -63,9 +67,11 @@ function redactToken(url: string, token: string): string {
 function errorLine(error: Error) {
   const line = stdSerializers.err(error) as ReturnType<typeof stdSerializers.err> & { detail?: unknown; code?: unknown }
   // Known by its SQLSTATE, not its words: a server whose lc_messages is German writes "Fehlgeschlagene Zeile enthält".
-  if (typeof line.detail === 'string' && typeof line.code === 'string' && ROW_NAMING_CODES.has(line.code)) line.detail = 'the failing row [redacted]'
+  if (typeof line.detail === 'string' && ((typeof line.code === 'string' && ROW_NAMING_CODES.has(line.code)) || line.detail.startsWith('Failing row contains'))) {
+    line.detail = 'the failing row [redacted]'
+  }
   return line
 }
 
-/** The violations whose detail names the whole row: not null, check, exclusion. */
+/** The violations whose detail names the whole row: not null, check, exclusion (and, in English, any other that says so). */
 const ROW_NAMING_CODES = new Set(['23502', '23514', '23P01'])

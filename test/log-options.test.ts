@@ -66,10 +66,13 @@ t.test('a logged constraint violation keeps its code, constraint and table but n
   const german = Object.assign(new Error('NULL-Wert in Spalte »url« verletzt Not-Null-Constraint'), { code: '23514', detail: `Fehlgeschlagene Zeile enthält (${secret}, null).` })
   logger.error({ err: german }, 'request failed')
   t.match(JSON.parse(lines[1]!).err, { code: '23514', detail: 'the failing row [redacted]' }, 'known by its code, whatever the language')
+  const viewCheck = Object.assign(new Error('new row violates check option for view "v"'), { code: '44000', detail: `Failing row contains (${secret}).` })
+  logger.error({ err: viewCheck }, 'request failed')
+  t.match(JSON.parse(lines[2]!).err, { code: '44000', detail: 'the failing row [redacted]' }, 'and by its words, whatever its code')
   const other = new Error('another error') as Error & { detail: string }
   other.detail = 'Key (web_id)=(x) already exists.'
   logger.error({ err: other }, 'request failed')
-  t.match(JSON.parse(lines[2]!).err, { detail: 'Key (web_id)=(x) already exists.' }, 'other details stay')
+  t.match(JSON.parse(lines[3]!).err, { detail: 'Key (web_id)=(x) already exists.' }, 'other details stay')
   t.notOk(lines.some((line) => line.includes(secret)), 'no line holds the secret')
 })
 
@@ -87,4 +90,11 @@ t.test('an operator key of the operator\'s own choosing is redacted from logged 
   t.same(lines.map((line) => JSON.parse(line).req.url),
     ['/v1/tenants/[redacted]', '/v1/tenants?q=[redacted]', '/v1/tenants?cursor=[redacted]', '/v1/tenants?q=[redacted]%2fx', '/v1/[redacted]'])
   t.notOk(lines.some((line) => line.includes('0123456789')), 'no line holds the key')
+
+  // A key that holds an escape of its own is replaced as written and as encodeURIComponent writes it.
+  const escaping = 'our-own-token%41bcdef-0123456789'
+  const more: string[] = []
+  const escapingLogger = pino(logOptions(loadConfig({ LOG_LEVEL: 'info', BATON_ADMIN_TOKEN: escaping }), false), new Writable({ write: (chunk: Buffer, _encoding, done) => { more.push(String(chunk)); done() } }))
+  for (const url of [`/v1/${escaping}`, `/v1/tenants?q=${encodeURIComponent(escaping)}`]) escapingLogger.info({ req: { method: 'GET', url, headers: {} } }, 'incoming request')
+  t.same(more.map((line) => JSON.parse(line).req.url), ['/v1/[redacted]', '/v1/tenants?q=[redacted]'])
 })
