@@ -519,6 +519,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   async function takeOverClaimsLeft(): Promise<void> {
     try {
       const taken = await takeOverLeftClaims(db, clock.now())
+      metrics.leasesReaped(taken.deliveries)
       if (taken.deliveries + taken.mails > 0) {
         deps.log.info(taken, 'took back the calls and mails a process that ended had claimed; they are made again now, not when their leases end')
       }
