@@ -90,13 +90,14 @@ async function checkDraining(t: Test, server: RunningProcess, probes: string, ap
   t.equal(await server.exited, 0, 'the call done, the process exits 0')
 }
 
-// npm start: the scheduler's drain keeps the API's listener open, and a load balancer must stop sending to it.
-t.test('npm start (--role=all): /health/ready answers 503 while the scheduler drains, and requests are still served', async (t) => {
+// npm start: for SHUTDOWN_DELAY_MS after a SIGTERM the listener stays open while the scheduler drains, and a
+// load balancer must stop sending to it; then it closes, the drain going on (test/signals.test.ts).
+t.test('npm start (--role=all): /health/ready answers 503 while the scheduler drains, and requests are still served for SHUTDOWN_DELAY_MS', async (t) => {
   const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
   const dataDir = await mkdtemp(join(tmpdir(), 'baton-probes-'))
   const server = runScript('src/server.ts', {
     ...workerEnv(rows[0]!.name, dataDir, 'all'), PORT: '0',
-    BATON_ADMIN_TOKEN: rt.operatorKey, LOG_LEVEL: 'info', WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', SHUTDOWN_DELAY_MS: '0'
+    BATON_ADMIN_TOKEN: rt.operatorKey, LOG_LEVEL: 'info', WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', SHUTDOWN_DELAY_MS: '3000'
   })
   t.teardown(async () => {
     if (server.child.exitCode === null) server.child.kill('SIGKILL')
