@@ -1,8 +1,9 @@
 import t from 'tap'
-import { sql, type RawBuilder } from '../../../src/db/kysely.js'
+import { sql } from '../../../src/db/kysely.js'
 import type { DB } from '../../../src/db/connect.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
+import { holdRow } from '../../helpers/database.js'
 import { createService, insertTemplateWithStep } from './fixtures/catalogue.js'
 
 // One app and database for the file: each test works in tenants of its own.
@@ -168,33 +169,18 @@ t.test('a step saved while a parameter it passes is being deleted either keeps t
   const template = await tenant.client.post('/v1/process-templates', { name: 'Valuation' })
 
   // Another transaction holds the parameter's row: the deletion waits after its check of the steps, as it may for a moment.
-  const held = holdRow(db, sql`select id from service_parameters where id = ${mode.data.id} for update`)
-  await held.ready
+  const held = await holdRow(db, sql`select id from service_parameters where id = ${mode.data.id} for update`)
   const deleting = operator.delete(`${base}/${mode.data.id}`)
   t.ok(await sessionsWaitForLocks(db, 1), 'the deletion waits')
   const saving = tenant.client.post(`/v1/process-templates/${template.data.id}/steps`, { kind: 'webhook', name: 'Value it', serviceId: service.id, parameters: { mode: 'full' } })
   await Promise.race([saving, sessionsWaitForLocks(db, 2)])
-  held.release()
+  await held.release()
   const [deleted, saved] = await Promise.all([deleting, saving])
   t.not(deleted.statusCode === 204 && saved.statusCode === 201, true,
     `not both: the parameter deleted (${deleted.statusCode}) and a step passing it saved (${saved.statusCode} ${saved.body})`)
   if (deleted.statusCode === 204) assertProblem(t, saved, 422, /mode/)
   else assertProblem(t, deleted, 409, /Valuation/)
 })
-
-/** A transaction that holds what `lock` locks until `release` is called. */
-function holdRow(db: DB, lock: RawBuilder<unknown>) {
-  let release!: () => void
-  let ready!: () => void
-  const released = new Promise<void>((resolve) => { release = resolve })
-  const isReady = new Promise<void>((resolve) => { ready = resolve })
-  const done = db.transaction().execute(async (trx) => {
-    await lock.execute(trx)
-    ready()
-    await released
-  })
-  return { ready: isReady, release, done }
-}
 
 /** Whether at least `count` sessions on this test's database come to wait for a lock within a few seconds. */
 async function sessionsWaitForLocks(db: DB, count: number): Promise<boolean> {
