@@ -282,19 +282,28 @@ t.test('a call cut off by a shutdown is retried at once; the next failure waits 
 
 // The statements before a call (the claim key, the host's slot) may wait behind others until the lease
 // has run out and the claim is taken back: the call was made all the same, and then made again.
-t.test('a claim whose lease ran out before its call is made makes no call: the call is made once, by the next claim', async (t) => {
-  const { stepId } = await webhookStep('Valuation late claim')
+/**
+ * A worker of 10 s leases whose claims ask for the claim key before each call; the first claim's
+ * statement answers only after `meanwhile` (the clock moved, say). `asked` counts the claims that asked.
+ */
+async function workerWhoseFirstKeyWaits(meanwhile: () => Promise<void>) {
   const key = await loadClaimKey(rt.db, undefined)
-  let waits = 1
+  let asked = 0
   const worker = rt.newScheduler({ leaseMs: 10 * SECOND }, undefined, {
     claimKey: async () => {
-      // The key's statement answers only once the lease has run out and the claim was taken back.
-      if (waits-- > 0) {
-        rt.clock.advance(11 * SECOND)
-        await reapExpiredLeases(rt.db, rt.clock.now())
-      }
+      if (asked++ === 0) await meanwhile()
       return key
     }
+  })
+  return { worker, asked: () => asked }
+}
+
+t.test('a claim whose lease ran out before its call is made makes no call: the call is made once, by the next claim', async (t) => {
+  const { stepId } = await webhookStep('Valuation late claim')
+  // The key's statement answers only once the lease has run out and the claim was taken back.
+  const { worker } = await workerWhoseFirstKeyWaits(async () => {
+    rt.clock.advance(11 * SECOND)
+    await reapExpiredLeases(rt.db, rt.clock.now())
   })
   await worker.runOnce()
   await worker.runOnce()
@@ -307,18 +316,10 @@ t.test('a claim whose lease ran out before its call is made makes no call: the c
 // taken back by the reaper and made again by the next claim, without any crash.
 t.test('a claim with less lease left than the call\'s timeout makes no call and goes back uncounted; the next claim makes it', async (t) => {
   const { stepId } = await webhookStep('Valuation nearly late claim')
-  const key = await loadClaimKey(rt.db, undefined)
-  let asked = 0
-  const worker = rt.newScheduler({ leaseMs: 10 * SECOND }, undefined, {
-    claimKey: async () => {
-      // Each claim asks for the key before its call; the first claim's statement answers with 1 s of the
-      // lease left, less than the 2 s timeout.
-      if (asked++ === 0) rt.clock.advance(9 * SECOND)
-      return key
-    }
-  })
+  // The first claim's statement answers with 1 s of the lease left, less than the 2 s timeout.
+  const { worker, asked } = await workerWhoseFirstKeyWaits(async () => { rt.clock.advance(9 * SECOND) })
   await worker.runOnce()
-  t.equal(asked, 2, 'the first claim gave the delivery back, and the pass claimed it again')
+  t.equal(asked(), 2, 'the first claim gave the delivery back, and the pass claimed it again')
   t.equal(callsFor(stepId).length, 1, 'one call, by the second claim')
   t.same((await deliveryOf(stepId)).attempts.map((a: { attempt: number; outcome: string }) => [a.attempt, a.outcome]), [[1, 'succeeded']], 'one attempt')
 })

@@ -1,6 +1,6 @@
 import { once } from 'node:events'
 import { connect } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { createMailer } from '../../src/adapters/mailer.js'
 import { STEP_MAIL_MAX_ATTEMPTS } from '../../src/scheduler/email-steps.js'
@@ -44,13 +44,18 @@ t.test('a server that takes one connection at a time: every mail goes out at onc
   t.same(rows, [{ attempt_count: 1, n: 40 }], 'each mail spent one attempt: the one that sent it')
 })
 
-t.test('a server that turns every connection away at its greeting is down: its mails wait their backoff, an attempt counted, not tried again at once', async (t) => {
+/** A server of one connection, which another client holds: it turns every connection Baton opens away at its greeting. */
+async function fullServer(t: Test): Promise<TestSmtpServer> {
   const smtp = await TestSmtpServer.start({ maxClients: 1 })
   t.teardown(() => smtp.close())
-  // Another client holds the server's one connection.
   const other = connect({ host: '127.0.0.1', port: Number(new URL(smtp.url).port) })
   await once(other, 'data')
   t.teardown(() => { other.destroy() })
+  return smtp
+}
+
+t.test('a server that turns every connection away at its greeting is down: its mails wait their backoff, an attempt counted, not tried again at once', async (t) => {
+  const smtp = await fullServer(t)
   const { scheduler, templateId } = await mailingTo(smtp, 'Every connection turned away')
   const ids: string[] = []
   for (let i = 0; i < 3; i++) ids.push((await rt.start(templateId)).id)
@@ -103,11 +108,7 @@ t.test('a step\'s mail given up after its attempts with the server down: the rea
 })
 
 t.test('mails turned away at the greeting whose marks give up: the untried mails of the pass still go back', async (t) => {
-  const smtp = await TestSmtpServer.start({ maxClients: 1 })
-  t.teardown(() => smtp.close())
-  const other = connect({ host: '127.0.0.1', port: Number(new URL(smtp.url).port) })
-  await once(other, 'data')
-  t.teardown(() => { other.destroy() })
+  const smtp = await fullServer(t)
   const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
   t.teardown(() => mailer.close())
   await sql`update outbox_mails set sent_at = now() where sent_at is null and failed_at is null`.execute(rt.db)

@@ -60,6 +60,14 @@ async function answeredOrWaiting(request: Promise<unknown>, sessions: number): P
 const versionOf = async (propertyId: string) =>
   (await sql<{ version: number }>`select version from properties where id = ${propertyId}`.execute(rt.db)).rows[0]!.version
 
+/** Another write holds the record (a person's), and the provider's write-back, let in, waits for it. */
+async function writeBackWaitingForRecord(propertyId: string, apiClaim: string) {
+  const person = await holdRow(rt.db, sql`select id from properties where id = ${propertyId} for no key update`)
+  const writing = call(apiClaim, 'PATCH', `/v1/properties/${propertyId}`, { fields: { marketValue: 512000 } })
+  await waitForLockWait(rt.db)
+  return { person, writing }
+}
+
 /** The write-back was refused as its claim's service is no longer active (403): the record is at `before`, and no write-back is logged. */
 async function refusedUnwritten(
   t: Test, written: { status: number; data: Loose }, { tenant, propertyId, before }: { tenant: { key: string }; propertyId: string; before: number }, why: string
@@ -74,10 +82,7 @@ async function refusedUnwritten(
 t.test('a write-back waiting for its record when the tenant deactivates the service is refused (403), and keeps the deactivation waiting no longer', async (t) => {
   const { tenant, propertyId, apiClaim } = await claimedProperty('Deactivates during a write-back')
   const before = await versionOf(propertyId)
-  // Another write holds the record: the provider's write-back, let in, waits for it.
-  const person = await holdRow(rt.db, sql`select id from properties where id = ${propertyId} for no key update`)
-  const writing = call(apiClaim, 'PATCH', `/v1/properties/${propertyId}`, { fields: { marketValue: 512000 } })
-  await waitForLockWait(rt.db)
+  const { person, writing } = await writeBackWaitingForRecord(propertyId, apiClaim)
   const deactivating = call(tenant.key, 'DELETE', `/v1/marketplace-services/${rt.serviceId}/activation`)
   // A second session waiting would be the deactivation, held up by a write-back that waits for something else.
   const deactivation = await answeredOrWaiting(deactivating, 2)
@@ -114,9 +119,7 @@ t.test('a write-back let in while the deactivation is being written is refused o
 t.test('a write-back waiting for its record when the operator deactivates the service (active: false) is refused (403)', async (t) => {
   const { tenant, propertyId, apiClaim } = await claimedProperty('Operator deactivates during a write-back')
   const before = await versionOf(propertyId)
-  const person = await holdRow(rt.db, sql`select id from properties where id = ${propertyId} for no key update`)
-  const writing = call(apiClaim, 'PATCH', `/v1/properties/${propertyId}`, { fields: { marketValue: 512000 } })
-  await waitForLockWait(rt.db)
+  const { person, writing } = await writeBackWaitingForRecord(propertyId, apiClaim)
   const service = await rt.operator.get(`/v1/marketplace-services/${rt.serviceId}`)
   const deactivated = await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { active: false }, { 'if-match': `"${service.data.version}"` })
   t.teardown(async () => {
