@@ -1,7 +1,9 @@
 import pino, { type Logger } from 'pino'
-import { systemClock } from './adapters/clock.js'
+import type { Clock } from './adapters/clock.js'
+import { startDatabaseClock } from './adapters/database-clock.js'
 import { asDatabaseUrlProblem, ConfigError, listenProblem, loadConfig, shutdownDelayMs, type Config } from './config.js'
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
+import { databaseTime } from './db/database-time.js'
 import { migrateToLatest, UnknownMigrationsError } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
 import { BatonMetrics } from './lib/metrics.js'
@@ -56,14 +58,16 @@ async function main(config: Config, role: Role): Promise<void> {
     if (ran.length > 0) log.info({ migrations: ran }, `ran ${ran.length} migration${ran.length === 1 ? '' : 's'}`)
   }
   took('migrations')
+  // Every process goes by the database's clock: leases, due times and apiClaims pass between processes on other machines.
+  const clock = await startDatabaseClock(() => databaseTime(database.db), log)
   // One registry per process: the API's /metrics shows the counts of the scheduler beside it.
   const metrics = new BatonMetrics()
   // Each role loads only its own part: a worker never loads Fastify, an API process never the HTTP client.
   const scheduler = !schedulerModule ? undefined
-    : (await schedulerModule).buildScheduler(config, database, systemClock, log.child({ component: 'scheduler' }), metrics)
+    : (await schedulerModule).buildScheduler(config, database, clock, log.child({ component: 'scheduler' }), metrics)
   took('scheduler')
   if (role === 'worker') {
-    const probes = await listenAsWorker(config, database, metrics, log, () => stopping)
+    const probes = await listenAsWorker(config, database, clock, metrics, log, () => stopping)
     close = async () => {
       await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
       await probes.close()
@@ -82,7 +86,7 @@ async function main(config: Config, role: Role): Promise<void> {
   took('operatorKey')
   const cpuBefore = process.cpuUsage()
   const app = await buildApp({
-    config, db: database.db, operatorKeyHash: operatorKey.hash, operatorKeyStored: !config.BATON_ADMIN_TOKEN, metrics, wakeups: database.wakeups,
+    config, db: database.db, clock, operatorKeyHash: operatorKey.hash, operatorKeyStored: !config.BATON_ADMIN_TOKEN, metrics, wakeups: database.wakeups,
     stopping: () => stopping
   }, serverOptions(config, log))
   await app.ready()
@@ -128,12 +132,12 @@ function preload<T>(loading: Promise<T>): Promise<T> {
 }
 
 /** A worker's probes and metrics on WORKER_HTTP_PORT; the operator key is read when asked, as the API may make it later. */
-async function listenAsWorker(config: Config, database: DatabaseHandle, metrics: BatonMetrics, log: Logger, stopping: () => boolean): Promise<WorkerServer> {
+async function listenAsWorker(config: Config, database: DatabaseHandle, clock: Clock, metrics: BatonMetrics, log: Logger, stopping: () => boolean): Promise<WorkerServer> {
   const { startWorkerServer } = await import('./modules/health/worker-server.js')
   const adminToken = config.BATON_ADMIN_TOKEN
   const operatorKeyHash = adminToken ? () => Promise.resolve(hashKey(adminToken)) : () => findOperatorKeyHash(database.db)
   try {
-    return await startWorkerServer({ db: database.db, clock: systemClock, metrics, log, operatorKeyHash, stopping }, config.HOST, config.WORKER_HTTP_PORT)
+    return await startWorkerServer({ db: database.db, clock, metrics, log, operatorKeyHash, stopping }, config.HOST, config.WORKER_HTTP_PORT)
   } catch (error) {
     throw listenProblem(error, config.HOST, 'WORKER_HTTP_PORT', config.WORKER_HTTP_PORT, 'give each worker on this machine a port of its own') ?? error
   }
