@@ -12,16 +12,19 @@ export interface Lookup {
 }
 
 export class KnownKeys {
-  private readonly keys = new Map<string, { tenantId: string; until: number }>()
+  private readonly keys = new Map<string, { tenantId: string; at: number }>()
   /** Moves on with each forget: a lookup that began before one is not remembered (it may have read the key before its revocation). */
   private forgets = 0
 
-  constructor(private readonly ttlMs = 2000, private readonly max = 10_000, private readonly now: () => number = Date.now) {}
+  /** `now`: a timer that only goes forward by default, so a step of the machine's clock does not stretch the ttl. */
+  constructor(private readonly ttlMs = 2000, private readonly max = 10_000, private readonly now: () => number = () => performance.now()) {}
 
   tenantOf(hash: string): string | undefined {
     const known = this.keys.get(hash)
     if (known === undefined) return undefined
-    if (known.until > this.now()) return known.tenantId
+    // A time before the lookup's (a clock stepped back) ends it too: it kept a revoked key working as long as the step.
+    const age = this.now() - known.at
+    if (age >= 0 && age < this.ttlMs) return known.tenantId
     this.keys.delete(hash)
     return undefined
   }
@@ -39,7 +42,7 @@ export class KnownKeys {
   remember(hash: string, tenantId: string, lookup: Lookup): void {
     if (this.ttlMs <= 0 || lookup.generation !== this.forgets) return
     this.keys.delete(hash)
-    this.keys.set(hash, { tenantId, until: lookup.at + this.ttlMs })
+    this.keys.set(hash, { tenantId, at: lookup.at })
     // A Map iterates in insertion order: the first key is the one remembered longest ago.
     if (this.keys.size > this.max) this.keys.delete(this.keys.keys().next().value!)
   }

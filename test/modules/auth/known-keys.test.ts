@@ -46,3 +46,11 @@ t.test('a key is remembered for the ttl from when its lookup began, so a slow lo
   now += 1
   t.equal(keys.tenantOf('h1'), undefined, '2 s after the read began, the key is looked up again')
 })
+
+t.test('a clock stepped back does not stretch the ttl: the key is looked up again', async (t) => {
+  let now = 100_000
+  const keys = new KnownKeys(2000, 10, () => now)
+  keys.remember('h1', 'tenant-a', keys.startLookup())
+  now -= 60_000 // the machine's clock was stepped back a minute
+  t.equal(keys.tenantOf('h1'), undefined, 'a key revoked through another API process no longer works here for a minute')
+})
