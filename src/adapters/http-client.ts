@@ -279,9 +279,10 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
      */
     const stale = (sent: http.ClientRequest, sentAt: number, error: NodeJS.ErrnoException) =>
       !settled && !resent && sent.reusedSocket && response === undefined && STALE_CONNECTION.has(error.code ?? '')
-      && Date.now() - sentAt <= STALE_WINDOW_MS
+      && performance.now() - sentAt <= STALE_WINDOW_MS
     const send = (pool: AgentPair) => {
-      const sentAt = Date.now()
+      // A forward-only timer: on the wall clock, a step back while the provider worked had the request sent again.
+      const sentAt = performance.now()
       let sent: http.ClientRequest
       try {
         sent = (secure ? https : http).request(url, { method: request.method, headers, agent: secure ? pool.https : pool.http })

@@ -453,6 +453,21 @@ t.test('a kept-alive connection that goes well after the request went out fails 
   t.equal(late.connections(), 1, 'not sent again unseen')
 })
 
+t.test('a kept-alive connection that goes well after the request went out is not sent again when the clock was stepped back meanwhile', async (t) => {
+  const wallNow = Date.now
+  t.teardown(() => { Date.now = wallNow })
+  const late = await keptAliveServer(t, (_connection, request) => {
+    if (request === 1) return 'answer'
+    // The machine's clock is stepped back a minute while the provider works on the request.
+    Date.now = () => wallNow() - 60_000
+    return 700
+  })
+  const http = client(t, { allowPrivateNetworks: true })
+  t.match(await http.send(get(late.url)), { status: 200 })
+  t.match(await http.send(get(late.url)).catch((e: unknown) => e), { code: 'ECONNRESET' }, 'a network error, retried after its backoff')
+  t.equal(late.connections(), 1, 'not sent again unseen')
+})
+
 t.test('the one timer bounds a call with its resend, and an abort ends it', async (t) => {
   // The kept-alive connection is dropped after 300 ms, and the new one never answers: a timer of
   // the resend's own would end the call at 1000 ms, the call's own ends it at 700 ms.
