@@ -23,7 +23,7 @@ interface HostState {
   idle: { slot: HostSlot; since: number }[]
   waiters: Waiter[]
   poll: NodeJS.Timeout | undefined
-  /** When the database last said every slot of the host was taken (Date.now()); 0: never. */
+  /** When the database last said every slot of the host was taken (elapsed()); -Infinity: never. */
   fullAt: number
   /** Calls whose question to the database for a slot is not answered yet: each may join the line. */
   asking: number
@@ -39,6 +39,8 @@ const TURN_MS = 1000
 const FULL_LATELY_MS = 1000
 /** What tryLock answers when the database has no free slot of the host for this worker. */
 const FULL = 'full'
+/** The slots' times, on a timer that only goes forward: on the wall clock, a step back held idle slots from the other workers as long as the step. */
+const elapsed = () => performance.now()
 
 /**
  * The per-host limit across every worker: slot n of a host is the session-level advisory lock
@@ -121,7 +123,7 @@ export class HostSlots {
     if (!state) return undefined
     const waiting = state.waiters.length
     const busy = state.held.size - state.idle.length >= this.perHost
-    if (waiting === 0 && !busy && state.fullAt <= Date.now() - FULL_LATELY_MS) return undefined
+    if (waiting === 0 && !busy && state.fullAt <= elapsed() - FULL_LATELY_MS) return undefined
     return Math.max(0, Math.min(this.perHost - waiting - state.asking, this.maxWaiting - this.waiting - this.asking))
   }
 
@@ -133,14 +135,14 @@ export class HostSlots {
   release(slot: HostSlot): void {
     const state = this.stateOf(slot.host)
     if (slot.session !== this.currentSession) return
-    if (Date.now() - slot.lockedAt > TURN_MS) {
+    if (elapsed() - slot.lockedAt > TURN_MS) {
       void this.unlock([slot])
       if (state.waiters.length > 0) this.schedulePoll(slot.host, state)
       return
     }
     const waiter = state.waiters.shift()
     if (waiter) return waiter.grant(slot)
-    state.idle.push({ slot, since: Date.now() })
+    state.idle.push({ slot, since: elapsed() })
     this.sweepTimer ??= setTimeout(() => this.sweep(), LINGER_MS).unref()
   }
 
@@ -210,11 +212,11 @@ export class HostSlots {
       const { pid, slot } = await lockHostSlot(session.db, host, this.perHost, [...this.stateOf(host).held])
       this.noteSession(pid)
       if (slot === null) {
-        this.stateOf(host).fullAt = Date.now()
+        this.stateOf(host).fullAt = elapsed()
         return FULL
       }
       this.stateOf(host).held.add(slot)
-      return { host, number: slot, session: pid, lockedAt: Date.now() }
+      return { host, number: slot, session: pid, lockedAt: elapsed() }
     }).catch((error: unknown) => {
       this.onError(error)
       return undefined
@@ -236,7 +238,7 @@ export class HostSlots {
 
   private sweep(): void {
     this.sweepTimer = undefined
-    const cutoff = Date.now() - LINGER_MS
+    const cutoff = elapsed() - LINGER_MS
     const stale: HostSlot[] = []
     for (const state of this.hosts.values()) {
       stale.push(...state.idle.filter((i) => i.since <= cutoff).map((i) => i.slot))
@@ -256,7 +258,7 @@ export class HostSlots {
       // The locks stay with the session while it lives (and are tried again as idle slots); if it is gone, so are they.
       this.onError(error)
       for (const slot of slots.filter((s) => s.session === this.currentSession)) {
-        slot.lockedAt = Date.now()
+        slot.lockedAt = elapsed()
         this.release(slot)
       }
     })
@@ -282,7 +284,7 @@ export class HostSlots {
   private stateOf(host: string): HostState {
     let state = this.hosts.get(host)
     if (!state) {
-      state = { held: new Set(), idle: [], waiters: [], poll: undefined, fullAt: 0, asking: 0 }
+      state = { held: new Set(), idle: [], waiters: [], poll: undefined, fullAt: -Infinity, asking: 0 }
       this.hosts.set(host, state)
     }
     return state

@@ -81,6 +81,23 @@ t.test('a slot freed by another worker reaches a waiting call within the linger 
   b.release(next!)
 })
 
+t.test('a slot freed by another worker reaches a waiting call within the linger also when the clock was stepped back meanwhile', async (t) => {
+  const wallNow = Date.now
+  t.teardown(() => { Date.now = wallNow })
+  const [a, b] = [worker(1), worker(1)]
+  const held = await a.acquire('g.example:80', 0)
+  const waiting = b.acquire('g.example:80', 3000)
+  const releasedAt = performance.now()
+  a.release(held!)
+  // The machine's clock is stepped back a minute as the slot begins to linger at worker A.
+  Date.now = () => wallNow() - 60_000
+  const next = await waiting
+  t.ok(next, 'worker B got the slot, not after the minute')
+  const took = performance.now() - releasedAt
+  t.ok(took < 600, `after ${Math.round(took)} ms (linger 200 ms, poll 100 ms)`)
+  if (next) b.release(next)
+})
+
 t.test('waiting calls are served in the order their deliveries fell due, undated ones after them in the order they came', async (t) => {
   const slots = worker(4)
   const host = 'm.example:80'
