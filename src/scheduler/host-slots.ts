@@ -123,7 +123,10 @@ export class HostSlots {
     if (!state) return undefined
     const waiting = state.waiters.length
     const busy = state.held.size - state.idle.length >= this.perHost
-    if (waiting === 0 && !busy && state.fullAt <= elapsed() - FULL_LATELY_MS) return undefined
+    if (waiting === 0 && !busy && state.fullAt <= elapsed() - FULL_LATELY_MS) {
+      this.forgetIfUnused(host, state)
+      return undefined
+    }
     return Math.max(0, Math.min(this.perHost - waiting - state.asking, this.maxWaiting - this.waiting - this.asking))
   }
 
@@ -133,8 +136,8 @@ export class HostSlots {
   }
 
   release(slot: HostSlot): void {
-    const state = this.stateOf(slot.host)
     if (slot.session !== this.currentSession) return
+    const state = this.stateOf(slot.host)
     if (elapsed() - slot.lockedAt > TURN_MS) {
       void this.unlock([slot])
       if (state.waiters.length > 0) this.schedulePoll(slot.host, state)
@@ -230,10 +233,22 @@ export class HostSlots {
 
   private forgetLocks(session: number): void {
     this.currentSession = session
-    for (const state of this.hosts.values()) {
+    for (const [host, state] of this.hosts) {
       state.held.clear()
       state.idle = []
+      this.forgetIfUnused(host, state)
     }
+  }
+
+  /**
+   * Forgets a host this worker holds nothing of, has no call waiting or asking for, and has not found
+   * full lately: over weeks a worker calls ever more hosts (each tenant's free targets among them),
+   * and each pass of the scheduler looks at every host known here (placesAt).
+   */
+  private forgetIfUnused(host: string, state: HostState): void {
+    if (state.held.size > 0 || state.idle.length > 0 || state.waiters.length > 0 || state.poll !== undefined || state.asking > 0) return
+    if (state.fullAt > elapsed() - FULL_LATELY_MS) return
+    if (this.hosts.get(host) === state) this.hosts.delete(host)
   }
 
   private sweep(): void {
@@ -253,7 +268,11 @@ export class HostSlots {
       const current = slots.filter((s) => s.session === this.currentSession)
       if (current.length === 0) return
       await unlockHostSlots((await this.sessionDb()).db, current)
-      for (const slot of current) this.hosts.get(slot.host)?.held.delete(slot.number)
+      for (const slot of current) {
+        const state = this.hosts.get(slot.host)
+        state?.held.delete(slot.number)
+        if (state) this.forgetIfUnused(slot.host, state)
+      }
     }).catch((error: unknown) => {
       // The locks stay with the session while it lives (and are tried again as idle slots); if it is gone, so are they.
       this.onError(error)

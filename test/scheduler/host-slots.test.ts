@@ -267,3 +267,21 @@ t.test('at most maxWaiting calls wait at a worker, at every host together: anoth
   for (const slot of taken) slots.release(slot!)
   for (const slot of await Promise.all(waiting)) slots.release(slot!)
 })
+
+t.test('a worker forgets a host once it holds nothing of it and has not found it full lately: its hosts do not pile up', async (t) => {
+  const slots = worker(2)
+  const hosts = Array.from({ length: 50 }, (_, i) => `forget-${i}.example:80`)
+  for (const host of hosts) slots.release((await slots.acquire(host, 0))!)
+  t.equal([...slots.knownHosts()].length, 50, 'each freed slot lingers for the next call to its host')
+  for (const until = Date.now() + 5000; [...slots.knownHosts()].length > 0 && Date.now() < until;) await sleep(20)
+  t.same([...slots.knownHosts()], [], 'once the idle slots went back to the database, no host is kept')
+
+  const [holder, other] = [worker(1), worker(1)]
+  const held = await holder.acquire('forget-full.example:80', 0)
+  t.equal(await other.acquire('forget-full.example:80', 0), undefined, 'the host is full')
+  t.equal(other.placesAt('forget-full.example:80'), 1, 'found full lately: still known, a claim leaves it out')
+  await sleep(1100) // past FULL_LATELY_MS
+  t.equal(other.placesAt('forget-full.example:80'), undefined, 'not found full since: not held back')
+  t.same([...other.knownHosts()], [], 'and forgotten')
+  holder.release(held!)
+})
