@@ -70,7 +70,17 @@ export interface HttpClientOptions {
   allowPrivateNetworks?: boolean
   /** Host names and address ranges that may be called even though they are private (see parseAllowedTargets). */
   allowedTargets?: AllowedTargets
+  /** How long a kept-alive connection may sit unused before it is closed (IDLE_SOCKET_MS by default). */
+  idleSocketMs?: number
 }
+
+/**
+ * A kept-alive connection unused this long is closed. Without a limit, one stayed open until its server
+ * closed it, and some never do (Go's net/http without an IdleTimeout; a server that sends no Keep-Alive
+ * hint): a worker kept one connection or more for each such host it had ever called, tenants' free
+ * targets among them. Node closes one sooner when its server's hint says so (a second before it).
+ */
+const IDLE_SOCKET_MS = 30_000
 
 export function createHttpClient(options: HttpClientOptions): HttpClient {
   const allowPrivate = options.allowPrivateNetworks ?? false
@@ -79,7 +89,7 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   // connection is checked on the address it actually connects to: DNS rebinding cannot slip past.
   const agents = (targets: AllowedTargets): Agents => {
     const lookup = allowPrivate ? undefined : guardedLookup(targets)
-    const agentOptions = { keepAlive: true, maxSockets: options.maxSockets, ...(lookup ? { lookup } : {}) }
+    const agentOptions = { keepAlive: true, maxSockets: options.maxSockets, timeout: options.idleSocketMs ?? IDLE_SOCKET_MS, ...(lookup ? { lookup } : {}) }
     // The same options, lookup guard included, but no pool: a call sent again after a stale kept-alive
     // connection failed it gets a connection of its own, never another pooled one that may be as stale.
     const freshOptions = { ...agentOptions, keepAlive: false }

@@ -370,6 +370,32 @@ t.test('calls to one host reuse a kept-alive connection', async (t) => {
   t.equal(ports.size, 1, 'five calls, one connection')
 })
 
+t.test('a kept-alive connection left unused is closed, though its server would keep it forever', async (t) => {
+  // As Go's net/http without an IdleTimeout: no Keep-Alive hint, idle connections never closed.
+  const open = new Set<net.Socket>()
+  const server = http.createServer({ keepAliveTimeout: 0 }, (req, res) => {
+    req.resume()
+    setTimeout(() => res.end('ok'), req.url === '/slow' ? 300 : 0)
+  })
+  server.keepAliveTimeout = 0
+  server.on('connection', (socket: net.Socket) => {
+    open.add(socket)
+    socket.on('close', () => open.delete(socket))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(async () => {
+    server.closeAllConnections()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const http1 = client(t, { allowPrivateNetworks: true, idleSocketMs: 100 })
+  t.equal((await http1.send(get(`${base}/slow`))).body, 'ok', 'a call that waits longer than the limit for its answer still gets it')
+  t.equal((await http1.send(get(`${base}/again`))).body, 'ok')
+  t.equal(open.size, 1, 'one kept-alive connection')
+  for (const until = Date.now() + 3000; open.size > 0 && Date.now() < until;) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.equal(open.size, 0, 'closed once it sat unused past the limit')
+})
+
 /** What the kept-alive server does with the nth request on its cth connection (both counted from 1). */
 type Act = (connection: number, request: number) => 'answer' | 'close' | 'reset' | 'part' | 'stall' | number
 
