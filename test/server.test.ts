@@ -102,6 +102,26 @@ t.test('a DATABASE_URL whose database or user the server does not know stops the
   }
 })
 
+// A running process waits for such a refusal to end, as for any outage (test/runtime/database-refusals.test.ts);
+// a start must not: it stops naming the setting. CONNECT withheld (42501) ended it in a fatal line with a stack trace.
+t.test('a DATABASE_URL whose user may not connect to its database stops the process naming it', async (t) => {
+  const name = `baton_noconnect_${randomBytes(4).toString('hex')}`
+  await adminQuery(`create role ${name} login`)
+  await adminQuery(`create database ${name}`)
+  await adminQuery(`revoke connect on database ${name} from public`)
+  t.teardown(async () => {
+    await adminQuery(`drop database if exists ${name} with (force)`)
+    await adminQuery(`drop role if exists ${name}`)
+  })
+  const url = databaseUrl(name).replace(/\/\/[^@/]*@?/, `//${name}@`)
+  for (const [script, args] of [['src/server.ts', ['--role=worker']], ['scripts/migrate.ts', []]] as const) {
+    const run = runScript(script, { DATABASE_URL: url, WORKER_HTTP_PORT: '0', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length' }, [...args])
+    t.teardown(() => { run.child.kill('SIGKILL') })
+    t.equal(await run.exited, 1, `${script}: exit 1`)
+    t.match(run.output(), new RegExp(`^DATABASE_URL: the database server refused it: permission denied for database "${name}"\\n`), script)
+  }
+})
+
 t.test('a role given as two arguments, or a wrong one, stops the process instead of running every role', async (t) => {
   // A server that does not answer: a process that went on would wait for it rather than exit.
   const env = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/baton', PORT: '0', WORKER_HTTP_PORT: '0' }

@@ -11,7 +11,10 @@ const UNAVAILABLE_CODES = new Set([
   '57014', // query_canceled: the statement timeout
   '25P03', // idle_in_transaction_session_timeout
   '53300', // too_many_connections
-  '53400' // configuration_limit_exceeded
+  '53400', // configuration_limit_exceeded
+  // read_only_sql_transaction: Baton never opens a read-only transaction itself, so the server takes no
+  // writes now (a standby a failover left DATABASE_URL pointing at, default_transaction_read_only set)
+  '25006'
 ])
 
 /** A collision with a concurrent transaction: the same work succeeds when tried again. */
@@ -43,17 +46,27 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   // sent; a pooler's own 08P01 (PgBouncer: no server connection) is an outage like any other 08.
   if (code === '08P01' && /^bind message /.test(error.message)) return false
   if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || code.startsWith('08') || NETWORK_CODES.has(code))) return true
+  // A new connection refused its user, password or database while the process runs (a password changed,
+  // a role renamed, CONNECT revoked): the start refuses them as settings to correct (whenDatabaseAnswers),
+  // a running process waits for them to work again, as for any outage.
+  if (refusedSettings(error)) return true
   if (error instanceof AggregateError) return error.errors.some(isDatabaseUnavailable)
   return UNAVAILABLE_MESSAGES.some((pattern) => pattern.test(error.message))
 }
 
 /**
- * The server refused the user, password or database DATABASE_URL names (SQLSTATE 28000, 28P01, 3D000):
- * a setting to correct, which no wait makes work.
+ * The server refused the user, password or database DATABASE_URL names (SQLSTATE 28000, 28P01, 3D000,
+ * or 42501 for a database the user may not connect to): at the start, a setting to correct, which no
+ * wait makes work.
  */
 export function refusesConnectionSettings(error: unknown): error is Error {
+  return refusedSettings(error)
+}
+
+function refusedSettings(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code
-  return error instanceof Error && (code === '28000' || code === '28P01' || code === '3D000')
+  if (!(error instanceof Error)) return false
+  return code === '28000' || code === '28P01' || code === '3D000' || (code === '42501' && /^permission denied for database /.test(error.message))
 }
 
 /** The database is away, or the transaction collided with another: worth trying again shortly. */

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { isDatabaseUnavailable } from '../../src/db/errors.js'
+import { isDatabaseUnavailable, refusesConnectionSettings } from '../../src/db/errors.js'
 
 const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code })
 
@@ -10,4 +10,14 @@ t.test('a lost connection is the database being away; a message the server refus
     'a statement with more values than the protocol carries would fail again: not a 503 to retry')
   t.ok(isDatabaseUnavailable(withCode('08P01', 'query_wait_timeout')), 'a pooler\'s own 08P01 (PgBouncer) is an outage')
   t.notOk(isDatabaseUnavailable(withCode('23505')), 'a unique violation')
+})
+
+t.test('a database that takes no writes, or refuses the user of a new connection, is away for a running process; the start names the setting', async (t) => {
+  t.ok(isDatabaseUnavailable(withCode('25006', 'cannot execute INSERT in a read-only transaction')), 'a standby, or default_transaction_read_only')
+  t.ok(isDatabaseUnavailable(withCode('28P01', 'password authentication failed for user "baton"')))
+  t.ok(isDatabaseUnavailable(withCode('28000', 'role "baton" is not permitted to log in')))
+  t.ok(isDatabaseUnavailable(withCode('42501', 'permission denied for database "baton"')))
+  t.ok(refusesConnectionSettings(withCode('42501', 'permission denied for database "baton"')), 'CONNECT withheld')
+  t.notOk(refusesConnectionSettings(withCode('42501', 'permission denied for table deliveries')), 'a table\'s privilege is no connection setting')
+  t.notOk(isDatabaseUnavailable(withCode('42501', 'permission denied for table deliveries')))
 })

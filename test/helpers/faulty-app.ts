@@ -26,13 +26,14 @@ const OPERATOR_KEY = 'faulty-app-operator-key-of-enough-length'
 
 /**
  * A second app on the runtime's database, reached through a fault-injecting TCP proxy (the shared
- * Postgres server is never touched), torn down with the test. `env` adds settings.
+ * Postgres server is never touched), torn down with the test. `env` adds settings; `user` connects as
+ * another role than the tests' own.
  */
 export async function appBehindFaultProxy(
-  t: Test, rt: RuntimeContext, options: { poolMax: number; statementTimeoutMs: number; env?: Record<string, string> }
+  t: Test, rt: RuntimeContext, options: { poolMax: number; statementTimeoutMs: number; env?: Record<string, string>; user?: string }
 ): Promise<FaultyApp> {
   const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
-  const url = databaseUrl(rows[0]!.name)
+  const url = withUser(databaseUrl(rows[0]!.name), options.user)
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(url).port || 5432) })
   const faulty = openPostgres(proxy.url(url), { poolMax: options.poolMax, statementTimeoutMs: options.statementTimeoutMs, connectTimeoutMs: 1000 })
   const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', ...options.env })
@@ -43,4 +44,12 @@ export async function appBehindFaultProxy(
     await proxy.close()
   })
   return { proxy, db: faulty.db, app, api: client(app, rt.tenant.key), operator: client(app, OPERATOR_KEY) }
+}
+
+function withUser(url: string, user: string | undefined): string {
+  if (user === undefined) return url
+  const parsed = new URL(url)
+  parsed.username = user
+  parsed.password = ''
+  return parsed.toString()
 }
