@@ -37,6 +37,13 @@ export const DEFAULT_POSTGRES_OPTIONS: PostgresOptions = { poolMax: 10, statemen
  */
 const JIT_OFF = '-c jit=off'
 
+/**
+ * A connection without a statement timeout (the migrations') says so: node-postgres sends no timeout of 0, and the
+ * role's or the database's own (`ALTER ROLE … SET statement_timeout`, a DBA's safety net) cancelled a migration that
+ * took longer, which the start then tried again, and had cancelled again, for ever.
+ */
+const NO_TIMEOUTS = ['-c statement_timeout=0', '-c idle_in_transaction_session_timeout=0']
+
 // A server that stops answering (a network partition, a frozen host) never cancels a statement
 // itself: the client gives up this much after the server's own statement timeout would have.
 const CLIENT_TIMEOUT_MARGIN_MS = 2000
@@ -55,7 +62,7 @@ function poolConfig(url: string, options: PostgresOptions): pg.PoolConfig {
     idleTimeoutMillis: options.idleTimeoutMs ?? 10_000,
     keepAlive: true,
     ...limits,
-    ...connectionOf(url, [JIT_OFF, ...(options.quietTriggers ? ['-c baton.notify=off'] : [])])
+    ...connectionOf(url, [JIT_OFF, ...(options.quietTriggers ? ['-c baton.notify=off'] : []), ...(options.statementTimeoutMs > 0 ? [] : NO_TIMEOUTS)])
   }
 }
 

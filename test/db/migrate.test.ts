@@ -116,3 +116,19 @@ t.test('a database a newer Baton migrated: db:migrate says it is ahead; with one
   }
   t.same(await pendingMigrations(database.db as never), [ours], 'nothing was migrated')
 })
+
+// A role or database setting of the server's (a DBA's statement_timeout as a safety net) reached the
+// migrations' connection, which sets none of its own: a migration longer than it was cancelled, and the
+// start waited for the database, migrating and cancelled again, for ever.
+t.test('migrations run whatever statement timeout the database or role sets: their connection lifts it', async (t) => {
+  const name = `baton_migrate_${randomBytes(4).toString('hex')}`
+  await adminQuery(`create database ${name}`)
+  t.teardown(() => adminQuery(`drop database if exists ${name} with (force)`))
+  await adminQuery(`alter database ${name} set statement_timeout = '1ms'`)
+  await adminQuery(`alter database ${name} set idle_in_transaction_session_timeout = '1ms'`)
+  const handle = openPostgres(databaseUrl(name), { poolMax: 1 })
+  t.teardown(() => handle.close())
+  const ran = await migrateToLatest(handle)
+  t.ok(ran.length > 0, `${ran.length} migrations ran`)
+  t.same(await pendingMigrations(handle.db as never), [])
+})
