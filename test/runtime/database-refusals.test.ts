@@ -32,7 +32,18 @@ async function readOnly(on: boolean): Promise<void> {
 }
 t.teardown(() => readOnly(false))
 
-t.test('a database that takes no writes: a start answers 503, not 500, and starts work again once it takes them, without a restart', async (t) => {
+t.test('a database that takes no writes: a start answers 503, not 500, /health/ready says so, and both work again once it takes them, without a restart', async (t) => {
+  await readOnly(true)
+  proxy.cutAll()
+  checkUnavailable(t, await start())
+  const ready = await api.get('/health/ready')
+  checkUnavailable(t, ready)
+  t.match(ready.data.detail, /^The database takes no writes \(read-only\)/)
+  await readOnly(false)
+  // The probe alone replaces the read-only connection it used: a load balancer sends no requests meanwhile.
+  const probes: number[] = []
+  for (let i = 0; i < 10 && probes.at(-1) !== 200; i++) probes.push((await api.get('/health/ready')).statusCode)
+  t.equal(probes.at(-1), 200, `ready again after ${probes.join(' ')}`)
   await readOnly(true)
   proxy.cutAll()
   checkUnavailable(t, await start())

@@ -9,6 +9,10 @@ export interface Unready {
   error?: unknown
 }
 
+const READ_ONLY = 'The database takes no writes (read-only): DATABASE_URL may name a standby, or the database has default_transaction_read_only on.'
+
+const isReadOnly = (error: unknown) => (error as { code?: unknown } | undefined)?.code === '25006'
+
 // A probe must answer in time even when the database hangs instead of refusing.
 const READY_CHECK_MS = 2000
 
@@ -26,6 +30,7 @@ export function readinessCheck(db: DB, stopping: () => boolean = () => false): (
         migrated ||= (await pendingMigrations(db as unknown as Kysely<unknown>)).length === 0
       })
     } catch (error) {
+      if (isReadOnly(error)) return { detail: READ_ONLY, error }
       return { detail: 'The database is not reachable.', error }
     }
     return migrated ? undefined : { detail: 'Database migrations are pending.' }

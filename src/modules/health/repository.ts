@@ -2,8 +2,18 @@ import { sql } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { QueueFigures } from '../../lib/metrics.js'
 
+/**
+ * The database answers, and takes writes: a connection whose transactions are read-only (a standby a
+ * failover left DATABASE_URL pointing at, default_transaction_read_only) fails with the server's own
+ * 25006, as a write on it would, so the pool replaces it; a read-only connection the probe kept
+ * reusing kept the process unready once the database took writes again.
+ */
 export async function pingDatabase(db: DB): Promise<void> {
-  await sql`select 1`.execute(db)
+  await sql`do $$ begin
+    if current_setting('transaction_read_only') = 'on' then
+      raise exception 'the database takes no writes (read-only)' using errcode = 'read_only_sql_transaction';
+    end if;
+  end $$`.execute(db)
 }
 
 /**
