@@ -4,7 +4,8 @@ import { startDatabaseClock } from './adapters/database-clock.js'
 import { asDatabaseUrlProblem, ConfigError, listenProblem, loadConfig, shutdownDelayMs, type Config } from './config.js'
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { databaseTime } from './db/database-time.js'
-import { migrateToLatest, UnknownMigrationsError } from './db/migrate.js'
+import type { Kysely } from './db/kysely.js'
+import { migrateToLatest, unknownMigrations, UnknownMigrationsError } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
 import { BatonMetrics } from './lib/metrics.js'
 import { hashKey } from './lib/keys.js'
@@ -56,6 +57,12 @@ async function main(config: Config, role: Role): Promise<void> {
   if (config.BATON_MIGRATE_ON_START) {
     const ran = await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
     if (ran.length > 0) log.info({ migrations: ran }, `ran ${ran.length} migration${ran.length === 1 ? '' : 's'}`)
+  }
+  // A newer version's migrations (it ran, then was rolled back) are left as they are, as db:migrate leaves them, but said:
+  // the start went on without a word.
+  const newer = await unknownMigrations(database.db as unknown as Kysely<unknown>).catch(() => [])
+  if (newer.length > 0) {
+    log.warn({ migrations: newer }, `the database holds migrations this version of Baton does not have (${newer.join(', ')}): a newer version ran them, and this one runs on the schema they left`)
   }
   took('migrations')
   // Every process goes by the database's clock: leases, due times and apiClaims pass between processes on other machines.

@@ -104,6 +104,12 @@ t.test('a database a newer Baton migrated: db:migrate says it is ahead; with one
   const ahead = runScript('scripts/migrate.ts', env)
   t.equal(await ahead.exited, 0, ahead.output())
   t.equal(ahead.output(), 'the database is up to date, and ahead: it holds migrations this version of Baton does not have (9999_from_a_newer_baton), run by a newer version\n')
+  // A newer version rolled back: this one starts on its schema, and says so (it started without a word).
+  const worker = runScript('src/server.ts', { ...env, WORKER_HTTP_PORT: '0' }, ['--role=worker'])
+  t.teardown(() => { worker.child.kill('SIGKILL') })
+  const [line] = await worker.waitFor(/.*"msg":"the database holds migrations this version of Baton does not have \(9999_from_a_newer_baton\).*/, 60_000)
+  t.match(JSON.parse(line), { level: 40, migrations: ['9999_from_a_newer_baton'] }, 'a warning names the newer migrations')
+  worker.child.kill('SIGKILL')
 
   const { rows } = await sql<{ name: string }>`delete from kysely_migration where name = (select max(name) from kysely_migration where name < '9999') returning name`.execute(database.db)
   const ours = rows[0]!.name
