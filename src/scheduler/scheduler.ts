@@ -454,7 +454,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       try {
         while (!stopping && (await sendMail(clock.now(), batch)).more);
       } catch (error) {
-        deps.log.error({ err: error, chore: 'sendQueuedMail' }, 'scheduler chore failed; it runs again on the next pass')
+        // As the other chores: a database away (a cut connection, a statement timeout behind a lock) is a
+        // warning at most every few seconds, not an error each time.
+        if (isDatabaseUnavailable(error)) choreUnavailable({ err: error, chore: 'sendQueuedMail' })
+        else deps.log.error({ err: error, chore: 'sendQueuedMail' }, 'scheduler chore failed; it runs again on the next pass')
       } finally {
         mailPump = undefined
       }

@@ -3,6 +3,7 @@
 // shared Postgres server is never touched. Nothing may crash, every answer is a 2xx that committed
 // or a 503 problem with Retry-After, and all comes back by itself.
 import { sql } from '../../src/db/kysely.js'
+import pg from 'pg'
 import t, { type Test } from 'tap'
 import { systemClock } from '../../src/adapters/clock.js'
 import type { Response } from '../helpers/app.js'
@@ -180,6 +181,29 @@ t.test('the mail pump rides out an outage: a mail the server took while the data
   rt.clock.advance(5 * 60_000)
   await scheduler.runOnce()
   t.equal(about().length, 1, 'and not sent again')
+})
+
+// The pump logged each failure as an error ("scheduler chore failed"), where the other chores warn at most every few seconds.
+t.test('the mail pump behind a lock held past the statement timeout: a warning now and then, not an error each pass', async (t) => {
+  const holder = new pg.Client({ connectionString: rt.databaseUrl })
+  await holder.connect()
+  t.teardown(() => holder.end())
+  await holder.query('begin')
+  await holder.query('lock table outbox_mails in access exclusive mode')
+  const lines: { level: string; chore?: string; msg?: string }[] = []
+  const log = {
+    info() {},
+    warn: (o: { chore?: string }, msg?: string) => lines.push({ level: 'warn', ...(o.chore ? { chore: o.chore } : {}), ...(msg ? { msg } : {}) }),
+    error: (o: { chore?: string }, msg?: string) => lines.push({ level: 'error', ...(o.chore ? { chore: o.chore } : {}), ...(msg ? { msg } : {}) })
+  }
+  const scheduler = rt.newScheduler({ pollIntervalMs: 100 }, log, { db: faultyDb, clock: systemClock })
+  await scheduler.start()
+  await sleep(3 * STATEMENT_TIMEOUT_MS + 500)
+  await holder.query('commit')
+  await scheduler.stop(2000)
+  const pump = lines.filter((l) => l.chore === 'sendQueuedMail')
+  t.ok(pump.length > 0, `the pump's waits were logged: ${JSON.stringify(pump)}`)
+  t.same(pump.filter((l) => l.level === 'error'), [], 'none as an error')
 })
 
 t.test('a migration that changes a table under prepared statements: each stale connection answers 503 once, then is replaced', async (t) => {
