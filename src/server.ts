@@ -66,7 +66,7 @@ async function main(config: Config, role: Role): Promise<void> {
   }
   took('migrations')
   // Every process goes by the database's clock: leases, due times and apiClaims pass between processes on other machines.
-  const clock = await startDatabaseClock(() => databaseTime(database.db), log)
+  const clock = await whenDatabaseAnswers(log, 'the database\'s clock', () => startDatabaseClock((elapsed) => databaseTime(database.db, elapsed), log))
   // One registry per process: the API's /metrics shows the counts of the scheduler beside it.
   const metrics = new BatonMetrics()
   // Each role loads only its own part: a worker never loads Fastify, an API process never the HTTP client.

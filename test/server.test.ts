@@ -114,8 +114,11 @@ t.test('a DATABASE_URL whose user may not connect to its database stops the proc
     await adminQuery(`drop role if exists ${name}`)
   })
   const url = databaseUrl(name).replace(/\/\/[^@/]*@?/, `//${name}@`)
-  for (const [script, args] of [['src/server.ts', ['--role=worker']], ['scripts/migrate.ts', []]] as const) {
-    const run = runScript(script, { DATABASE_URL: url, WORKER_HTTP_PORT: '0', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length' }, [...args])
+  // Without migrations at its start, the first reading of the database's clock is a worker's first statement:
+  // it went on by its machine's clock, warning twice a second that the user was refused.
+  const runs = [['src/server.ts', ['--role=worker'], {}], ['src/server.ts', ['--role=worker'], { BATON_MIGRATE_ON_START: 'false' }], ['scripts/migrate.ts', [], {}]] as const
+  for (const [script, args, env] of runs) {
+    const run = runScript(script, { DATABASE_URL: url, WORKER_HTTP_PORT: '0', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', ...env }, [...args])
     t.teardown(() => { run.child.kill('SIGKILL') })
     t.equal(await run.exited, 1, `${script}: exit 1`)
     t.match(run.output(), new RegExp(`^DATABASE_URL: the database server refused it: permission denied for database "${name}"\\n`), script)

@@ -9,9 +9,20 @@ const READ_EVERY_MS = 60_000
 const PRECISE_MS = 250
 const KEEP_BEST_MS = 600_000
 
+/** The database server's clock, and when (on the forward-only timer) the statement that read it was sent and answered. */
+export interface ClockReading {
+  time: Date
+  sentAt: number
+  answeredAt: number
+}
+
 export interface DatabaseClockOptions {
-  /** Reads the database server's clock. */
-  read: () => Promise<Date>
+  /**
+   * Reads the database server's clock, timing only its statement (src/db/database-time.ts): a wait
+   * for a pooled connection, seconds under load, would count as the reading's uncertainty and put
+   * the time behind by half of it.
+   */
+  read: (elapsed: () => number) => Promise<ClockReading>
   /** A timer that only goes forward, in ms (performance.now): what passed since the last reading. */
   elapsed?: () => number
   /** This machine's clock, in ms: the time until the first reading. */
@@ -30,7 +41,7 @@ export interface DatabaseClockOptions {
 export class DatabaseClock implements Clock {
   private reading: { at: number; ms: number; roundTripMs: number } | undefined
   private timer: NodeJS.Timeout | undefined
-  private readonly read: () => Promise<Date>
+  private readonly read: (elapsed: () => number) => Promise<ClockReading>
   private readonly elapsed: () => number
   private readonly wall: () => number
 
@@ -50,22 +61,20 @@ export class DatabaseClock implements Clock {
     return this.reading && this.wall() - this.now().getTime()
   }
 
-  /** Reads the database's clock; false when the reading failed, or was too uncertain to take. */
-  async sync(): Promise<boolean> {
-    const before = this.elapsed()
-    let time: Date
-    try {
-      time = await this.read()
-    } catch {
-      return false
-    }
-    const after = this.elapsed()
-    const roundTripMs = after - before
+  /** Reads the database's clock; false when the reading was too uncertain to take. Throws when the database did not answer. */
+  async take(): Promise<boolean> {
+    const { time, sentAt, answeredAt } = await this.read(this.elapsed)
+    const roundTripMs = answeredAt - sentAt
     const kept = this.reading
-    if (kept && roundTripMs > PRECISE_MS && roundTripMs > kept.roundTripMs && after - kept.at < KEEP_BEST_MS) return false
+    if (kept && roundTripMs > PRECISE_MS && roundTripMs > kept.roundTripMs && answeredAt - kept.at < KEEP_BEST_MS) return false
     // The server read its clock somewhere within the round trip: the middle is off by half of it at most.
-    this.reading = { at: before + roundTripMs / 2, ms: time.getTime(), roundTripMs }
+    this.reading = { at: sentAt + roundTripMs / 2, ms: time.getTime(), roundTripMs }
     return true
+  }
+
+  /** As take(), and false when the reading failed: the time goes on as it was, on the timer. */
+  async sync(): Promise<boolean> {
+    return this.take().catch(() => false)
   }
 
   /** Reads the clock again every READ_EVERY_MS, until stop(); the timer keeps no process alive. */
@@ -86,13 +95,16 @@ const OFF_NOTED_MS = 5000
 
 /**
  * The clock of a Baton process (src/server.ts): the database's, read once before the process goes on
- * and then every minute. A machine whose clock is more than OFF_NOTED_MS off is named in the log.
+ * and then every minute. The first reading throws when the database does not answer: the start waits
+ * for it (whenDatabaseAnswers), as a process on this machine's clock for a minute wrote leases and
+ * due times on it, and then jumped by its offset. A machine whose clock is more than OFF_NOTED_MS
+ * off is named in the log.
  */
 export async function startDatabaseClock(
-  read: () => Promise<Date>, log: { warn(context: object, message: string): void }, wall: () => number = Date.now
+  read: (elapsed: () => number) => Promise<ClockReading>, log: { warn(context: object, message: string): void }, wall: () => number = Date.now
 ): Promise<DatabaseClock> {
   const clock = new DatabaseClock({ read, wall })
-  if (!(await clock.sync())) log.warn({}, 'could not read the database\'s clock; this machine\'s goes until a reading succeeds (every minute)')
+  await clock.take()
   const offsetMs = clock.offsetMs()
   if (offsetMs !== undefined && Math.abs(offsetMs) > OFF_NOTED_MS) {
     log.warn({ offsetMs: Math.round(offsetMs) }, `this machine's clock is ${Math.round(Math.abs(offsetMs) / 1000)} s ${offsetMs > 0 ? 'ahead of' : 'behind'} the database's; Baton goes by the database's`)

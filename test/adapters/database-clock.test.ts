@@ -6,7 +6,7 @@ import { setupRuntime } from '../helpers/runtime.js'
 
 const SECOND = 1000
 const rt = await setupRuntime(t)
-const read = () => databaseTime(rt.db)
+const read = (elapsed: () => number) => databaseTime(rt.db, elapsed)
 
 /** A timer that only goes forward, moved by hand. */
 function elapsedTimer() {
@@ -21,7 +21,7 @@ t.test('the clock is the database\'s, carried forward on the forward-only timer,
   t.equal(clock.now().getTime(), wallMs, 'before a reading, the machine\'s clock')
   t.equal(clock.offsetMs(), undefined)
   t.equal(await clock.sync(), true)
-  const database = (await read()).getTime()
+  const database = (await read(() => performance.now())).time.getTime()
   t.ok(Math.abs(clock.now().getTime() - database) < 2 * SECOND, 'after a reading, the database\'s (not 10 minutes ahead)')
   t.ok(Math.abs(clock.offsetMs()! - 10 * 60 * SECOND) < 2 * SECOND, 'the machine\'s clock is known to be 10 minutes ahead')
   const read1 = clock.now().getTime()
@@ -36,6 +36,28 @@ t.test('a reading that fails keeps the time as it was', async (t) => {
   const clock = new DatabaseClock({ read: () => Promise.reject(new Error('the database is away')), wall: () => wallMs })
   t.equal(await clock.sync(), false)
   t.equal(clock.now().getTime(), wallMs, 'the machine\'s clock until a reading succeeds')
+})
+
+t.test('a reading that waited for a connection is as precise as its statement', async (t) => {
+  const timer = elapsedTimer()
+  const databaseMs = Date.UTC(2026, 11, 6, 12)
+  // Four seconds for a pooled connection under load, then a statement of 10 ms whose server read its clock in the middle.
+  const clock = new DatabaseClock({
+    read: async (elapsed) => {
+      timer.advance(4000)
+      const sentAt = elapsed()
+      timer.advance(10)
+      return { time: new Date(databaseMs), sentAt, answeredAt: elapsed() }
+    },
+    elapsed: timer.elapsed
+  })
+  t.equal(await clock.take(), true)
+  t.equal(clock.now().getTime(), databaseMs + 5, 'half the statement\'s round trip since the server read its clock, not half the wait')
+})
+
+t.test('the first reading waits for the database: a start does not go by this machine\'s clock meanwhile', async (t) => {
+  const log = { warn() {} }
+  await t.rejects(startDatabaseClock(() => Promise.reject(new Error('the database is away')), log), /the database is away/)
 })
 
 t.test('a machine whose clock is far off is named in the log at the start', async (t) => {
