@@ -57,7 +57,9 @@ export function isDatabaseUnavailable(error: unknown): boolean {
 /**
  * The server refused the user, password or database DATABASE_URL names (SQLSTATE 28000, 28P01, 3D000,
  * or 42501 for a database the user may not connect to): at the start, a setting to correct, which no
- * wait makes work.
+ * wait makes work. The 42501 is told by the server's routine that checks CONNECT, not by its message:
+ * CREATE withheld on the database reads the same in English ("permission denied for database x"),
+ * and the message is in the server's language.
  */
 export function refusesConnectionSettings(error: unknown): error is Error {
   return refusedSettings(error)
@@ -66,7 +68,7 @@ export function refusesConnectionSettings(error: unknown): error is Error {
 function refusedSettings(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code
   if (!(error instanceof Error)) return false
-  return code === '28000' || code === '28P01' || code === '3D000' || (code === '42501' && /^permission denied for database /.test(error.message))
+  return code === '28000' || code === '28P01' || code === '3D000' || (code === '42501' && (error as { routine?: unknown }).routine === 'CheckMyDatabase')
 }
 
 /** The database is away, or the transaction collided with another: worth trying again shortly. */

@@ -16,8 +16,14 @@ t.test('a database that takes no writes, or refuses the user of a new connection
   t.ok(isDatabaseUnavailable(withCode('25006', 'cannot execute INSERT in a read-only transaction')), 'a standby, or default_transaction_read_only')
   t.ok(isDatabaseUnavailable(withCode('28P01', 'password authentication failed for user "baton"')))
   t.ok(isDatabaseUnavailable(withCode('28000', 'role "baton" is not permitted to log in')))
-  t.ok(isDatabaseUnavailable(withCode('42501', 'permission denied for database "baton"')))
-  t.ok(refusesConnectionSettings(withCode('42501', 'permission denied for database "baton"')), 'CONNECT withheld')
+  // The routines as Postgres 15 names them: CONNECT withheld fails the connection in CheckMyDatabase;
+  // CREATE withheld on the database fails a statement in aclcheck_error, with the same words.
+  const connectWithheld = Object.assign(withCode('42501', 'permission denied for database "baton"'), { routine: 'CheckMyDatabase' })
+  const createWithheld = Object.assign(withCode('42501', 'permission denied for database baton'), { routine: 'aclcheck_error' })
+  t.ok(isDatabaseUnavailable(connectWithheld))
+  t.ok(refusesConnectionSettings(connectWithheld), 'CONNECT withheld')
+  t.notOk(refusesConnectionSettings(createWithheld), 'CREATE withheld is no connection setting')
+  t.notOk(isDatabaseUnavailable(createWithheld), 'CREATE withheld is no outage to wait out')
   t.notOk(refusesConnectionSettings(withCode('42501', 'permission denied for table deliveries')), 'a table\'s privilege is no connection setting')
   t.notOk(isDatabaseUnavailable(withCode('42501', 'permission denied for table deliveries')))
 })
