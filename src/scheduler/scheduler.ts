@@ -122,6 +122,8 @@ const RECLAIM_FLOOR_MS = 50
 const APART_REST_MS = 200
 /** How often, at most, a worker reads again the URLs of the services it holds back behind a full host. */
 const HELD_SERVICES_REREAD_MS = 1000
+/** The two rests above are timed on a timer that only goes forward: on the wall clock, a step back stretched each by the step. */
+const elapsed = () => performance.now()
 const RETENTION_EVERY_MS = 600_000
 const DATE_CHECK_EVERY_MS = 600_000
 /** A date check that failed (the database away a moment) is tried again this soon, not a full interval later. */
@@ -145,9 +147,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
   /** The host of each service this worker has claimed, to claim a full host's services apart (claimAndDispatch). */
   const hostOfService = new Map<string, string>()
-  /** When the URLs of the services held back were last read (Date.now()): not again for HELD_SERVICES_REREAD_MS. */
-  let heldServicesReadAt = 0
-  /** When a claim apart for a host last came back short (Date.now()): not again for APART_REST_MS. */
+  /** When the URLs of the services held back were last read (elapsed()): not again for HELD_SERVICES_REREAD_MS. */
+  let heldServicesReadAt = -Infinity
+  /** When a claim apart for a host last came back short (elapsed()): not again for APART_REST_MS. */
   const claimedShortAt = new Map<string, number>()
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
   const deliverDeps: DeliverDeps = {
@@ -296,9 +298,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       const room = roomForCalls()
       // A claim apart that came back short has just read every due delivery: its host has no more for
       // now. It rests only while calls are in flight, whose ends bring the next pass.
-      if (room <= 0 || (inFlight.size > 0 && Date.now() - (claimedShortAt.get(host) ?? 0) < APART_REST_MS)) continue
+      if (room <= 0 || (inFlight.size > 0 && elapsed() - (claimedShortAt.get(host) ?? -Infinity) < APART_REST_MS)) continue
       const limit = Math.min(room, places)
-      if ((await claim(limit, { only: { services, hosts: [host] } })) < limit) claimedShortAt.set(host, Date.now())
+      if ((await claim(limit, { only: { services, hosts: [host] } })) < limit) claimedShortAt.set(host, elapsed())
       else claimedShortAt.delete(host)
     }
     const room = roomForCalls()
@@ -339,8 +341,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
    * true when one moved.
    */
   async function rereadHeldServices(services: string[]): Promise<boolean> {
-    if (services.length === 0 || Date.now() - heldServicesReadAt < HELD_SERVICES_REREAD_MS) return false
-    heldServicesReadAt = Date.now()
+    if (services.length === 0 || elapsed() - heldServicesReadAt < HELD_SERVICES_REREAD_MS) return false
+    heldServicesReadAt = elapsed()
     const urls = new Map((await currentServiceUrls(db, services)).map((row) => [row.id, row.webhookUrl]))
     let moved = false
     for (const service of services) {

@@ -196,6 +196,84 @@ t.test('a service whose webhookUrl moved to another host is claimed by the host 
   t.equal(moved.calls.length, 2, 'and no more at the new host')
 })
 
+t.test('a moved service is claimed by its new host also when the clock was stepped back since its URL was last read', async (t) => {
+  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
+  const wallNow = Date.now
+  t.teardown(() => { Date.now = wallNow })
+  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 1, concurrency: 8 })
+  const moved = await TestProvider.start(rt.secret)
+  t.teardown(() => moved.close())
+  let release = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  rt.provider.always(async () => {
+    await held
+    return { status: 200, body: 'ok' }
+  })
+  t.teardown(() => release())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Ask the provider' }])
+  for (let i = 0; i < 3; i++) await rt.start(templateId)
+  const nothingLogs = () => ''
+  await scheduler.start()
+  await until('a call open at the old host', async () => rt.provider.calls.length === 1, nothingLogs, 10_000)
+  // The passes meanwhile (every 50 ms) read the held service's URL, as it was.
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  // The machine's clock is stepped back a minute.
+  Date.now = () => wallNow() - 60_000
+
+  const patched = await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { webhookUrl: `${moved.url}/hooks/valuation?v=2` })
+  t.equal(patched.statusCode, 200, patched.body)
+  await rt.start(templateId)
+  scheduler.wake()
+  // Its URL is read again a second (HELD_SERVICES_REREAD_MS) after the last read, not a minute.
+  await until('calls at the new host', async () => moved.calls.length >= 2, () => `calls at the new host: ${moved.calls.length}`, 3_000)
+  t.equal(rt.provider.calls.length, 1, 'the old host got no other call meanwhile')
+})
+
+t.test('a full host whose claim apart came back short is claimed apart again soon also when the clock was stepped back meanwhile', async (t) => {
+  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
+  const wallNow = Date.now
+  t.teardown(() => { Date.now = wallNow })
+  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 2, concurrency: 8 }, 4)
+  const full = await otherHost(t, rt, 'Full host', 2)
+  full.always(() => ({ status: 200, body: 'ok' }))
+  const host = hostKey(full.url)!
+  // Only the first is due: the second falls due once the worker has claimed apart and found nothing.
+  const { rows: [first] } = await sql<{ id: string }>`
+    select id from deliveries where target_host = ${host} order by next_attempt_at, id limit 1`.execute(rt.db)
+  await sql`update deliveries set next_attempt_at = next_attempt_at + interval '1 hour' where id <> ${first!.id}`.execute(rt.db)
+  // Another worker holds every slot of the host.
+  const pool = openPostgres(rt.databaseUrl, { poolMax: 1 })
+  t.teardown(() => pool.close())
+  const other = new HostSlots(() => pool.session({ timeouts: true }), 2, () => {})
+  const taken = [await other.acquire(host, 0), await other.acquire(host, 0)]
+  t.ok(taken.every(Boolean), 'the other worker holds the host\'s slots')
+  t.teardown(async () => {
+    for (const slot of taken) other.release(slot!)
+    await other.close()
+  })
+  const { rows: [started] } = await sql<{ at: Date }>`select clock_timestamp() as at`.execute(rt.db)
+  await scheduler.start()
+
+  const log = () => `calls at the host: ${full.calls.length}`
+  await until('the first call waiting for a slot', async () => {
+    const { rows: [row] } = await sql<{ n: number }>`
+      select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and query like '%try_host_slot%' and state = 'idle' and query_start > ${started!.at} and pid <> pg_backend_pid()`.execute(rt.db)
+    return row!.n > 0
+  }, log, 5_000)
+  // Its line has a place left: the passes meanwhile (every 50 ms) claim apart for the host, and come back short.
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  // The machine's clock is stepped back a minute.
+  Date.now = () => wallNow() - 60_000
+  await sql`update deliveries set next_attempt_at = next_attempt_at - interval '1 hour' where id <> ${first!.id}`.execute(rt.db)
+  scheduler.wake()
+  // The host rests APART_REST_MS (200 ms) after a short claim, not a minute.
+  await until('the second delivery claimed apart', async () => (await deliveriesIn('running', rt)) === 2, log, 3_000)
+  t.equal(full.calls.length, 0, 'both wait at the worker for a slot')
+  const { rows: [fences] } = await sql<{ claims: number }>`select sum(fence)::int as claims from deliveries`.execute(rt.db)
+  t.equal(fences!.claims, 2, 'each was claimed once')
+})
+
 t.test('a call waiting for a full host takes no place of SCHEDULER_CONCURRENCY: hosts that hang do not stop the others', async (t) => {
   const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
   // Each hanging host has its two calls open and two waiting: three such hosts are twelve calls, past
