@@ -16,6 +16,7 @@ import { deliver, type CallPlace, type DeliverDeps } from './deliver.js'
 import { hostKey } from '../lib/host-key.js'
 import { HostSlots } from './host-slots.js'
 import { nextDue } from './next-due.js'
+import { RecentlyShort } from './recently-short.js'
 import { OutcomeBatcher } from './outcome-batcher.js'
 import { reapExpiredLeases, takeOverLeftClaims } from './reap-expired-leases.js'
 import { removeOldHistory } from './remove-old-history.js'
@@ -122,7 +123,7 @@ const RECLAIM_FLOOR_MS = 50
 const APART_REST_MS = 200
 /** How often, at most, a worker reads again the URLs of the services it holds back behind a full host. */
 const HELD_SERVICES_REREAD_MS = 1000
-/** The two rests above are timed on a timer that only goes forward: on the wall clock, a step back stretched each by the step. */
+/** The reads of the held services' URLs are timed on a timer that only goes forward: on the wall clock, a step back put them off as long as the step. */
 const elapsed = () => performance.now()
 const RETENTION_EVERY_MS = 600_000
 const DATE_CHECK_EVERY_MS = 600_000
@@ -149,8 +150,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const hostOfService = new Map<string, string>()
   /** When the URLs of the services held back were last read (elapsed()): not again for HELD_SERVICES_REREAD_MS. */
   let heldServicesReadAt = -Infinity
-  /** When a claim apart for a host last came back short (elapsed()): not again for APART_REST_MS. */
-  const claimedShortAt = new Map<string, number>()
+  /** Hosts whose claim apart came back short: not again for APART_REST_MS. */
+  const recentlyShort = new RecentlyShort(APART_REST_MS)
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
@@ -298,10 +299,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       const room = roomForCalls()
       // A claim apart that came back short has just read every due delivery: its host has no more for
       // now. It rests only while calls are in flight, whose ends bring the next pass.
-      if (room <= 0 || (inFlight.size > 0 && elapsed() - (claimedShortAt.get(host) ?? -Infinity) < APART_REST_MS)) continue
+      if (room <= 0 || (inFlight.size > 0 && recentlyShort.resting(host))) continue
       const limit = Math.min(room, places)
-      if ((await claim(limit, { only: { services, hosts: [host] } })) < limit) claimedShortAt.set(host, elapsed())
-      else claimedShortAt.delete(host)
+      recentlyShort.claimed(host, (await claim(limit, { only: { services, hosts: [host] } })) < limit)
     }
     const room = roomForCalls()
     if (room <= 0) return { claimed, full: false }
