@@ -38,15 +38,17 @@ export async function sendQueuedMail(
 ): Promise<MailPass> {
   const { now } = options
   // The lease runs from `now`, before the claim: a claim that waited for a connection or a lock has
-  // used part of it already, so the time left is counted from here, not from the claim's end.
-  const claimedAt = Date.now()
+  // used part of it already, so the time left is counted from here, not from the claim's end. It is
+  // counted on a timer that only goes forward: on this machine's clock, a step back let lanes start
+  // sends after the lease had ended (another worker takes the mail back then, and sends it again).
+  const claimedAt = performance.now()
   const claim = await claimMails(db, { now, leaseUntil: new Date(now.getTime() + LEASE_MS), limit: options.limit })
   const rows = claim.mails
   // A mail the server took is sent: losing its mark with a connection would send it again once the
   // lease ends, so a mark waits for the database while the lease lasts (measured on this process's
   // own timer, as the sends are), or until the worker is stopping.
   const until = new Date(claimedAt + LEASE_MS - LEASE_MARGIN_MS)
-  const mark = <T>(write: () => Promise<T>) => retryTransient(write, { until, now: () => new Date(), signal: options.stopping })
+  const mark = <T>(write: () => Promise<T>) => retryTransient(write, { until, now: () => new Date(performance.now()), signal: options.stopping })
   // After its first, a lane starts a send only while it would end, at its deadline, before the marks'
   // time is up: one still running when the lease ends would be sent again by the worker that claims
   // the mail next. Mails a slow server left no time for go back, untried, to the next claim.
@@ -75,7 +77,7 @@ export async function sendQueuedMail(
   // (about 100 ms a mail here, 200 mails in 21 s; 200 at once took 0.4 s). After a failure no new one
   // starts: the server is likely down for all of them, and the rest go back untouched.
   const lane = async () => {
-    for (let first = true; failure === undefined && untried.length > 0 && (first || Date.now() <= startBy); first = false) {
+    for (let first = true; failure === undefined && untried.length > 0 && (first || performance.now() <= startBy); first = false) {
       const mail = untried.shift()!
       try {
         await mailer.send({ from: options.from, to: mail.to_address, subject: mail.subject, text: mail.body, messageId: `<${mail.id}@baton>` })

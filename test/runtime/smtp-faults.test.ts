@@ -126,3 +126,27 @@ t.test('mails turned away at the greeting whose marks give up: the untried mails
     from outbox_mails where subject = 'Turned away' group by 1 order by 1`.execute(rt.db)
   t.same(rows, [{ state: 'back in the queue', n: 2 }, { state: 'leased', n: 8 }], 'one turned away in each lane waits for its lease; the two untried go back')
 })
+
+// A pass's lease is timed on a timer that only goes forward. On this machine's clock, a step forward
+// ended every lane after its first mail (the rest went back for a later pass), and a step back let
+// lanes start sends after the lease had ended, when another worker may have taken the mail back.
+t.test('a step of this machine\'s clock during a pass changes nothing of what the pass sends', async (t) => {
+  const smtp = await TestSmtpServer.start()
+  t.teardown(() => smtp.close())
+  const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
+  t.teardown(() => mailer.close())
+  await sql`update outbox_mails set sent_at = now() where sent_at is null and failed_at is null`.execute(rt.db)
+  for (let i = 1; i <= 20; i++) {
+    await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
+      values (${rt.tenant.id}, gen_random_uuid(), ${`clock-step-${i}`}, 'deadlineMissed', 'clara@example.com', 'Clock step', 'body', ${rt.clock.now()})`.execute(rt.db)
+  }
+  const wallNow = Date.now
+  t.teardown(() => { Date.now = wallNow })
+  smtp.beforeAnswer = async () => {
+    smtp.beforeAnswer = undefined
+    Date.now = () => wallNow() + 10 * 60_000
+  }
+  const pass = await sendQueuedMail(rt.db, mailer, { now: rt.clock.now(), from: 'Baton <baton@example.com>', limit: 20 })
+  t.equal(pass.sent, 20, 'every mail of the pass went out in it')
+  t.equal(smtp.mails.filter((mail) => mail.subject === 'Clock step').length, 20)
+})
