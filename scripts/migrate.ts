@@ -1,6 +1,6 @@
 // `npm run db:migrate`: brings the database (DATABASE_URL, or the embedded one) to the latest schema.
 import type { Kysely } from '../src/db/kysely.js'
-import { migrateToLatest, unknownMigrations, UnknownMigrationsError } from '../src/db/migrate.js'
+import { migrateToLatest, unknownMigrations, UnknownMigrationsError, UnrecordedSchemaError } from '../src/db/migrate.js'
 import { adminCommand } from './admin-command.js'
 
 await adminCommand(async (database) => {
@@ -13,4 +13,4 @@ await adminCommand(async (database) => {
   const newer = await unknownMigrations(database.db as unknown as Kysely<unknown>)
   process.stdout.write(newer.length === 0 ? 'the database is up to date\n'
     : `the database is up to date, and ahead: it holds migrations this version of Baton does not have (${newer.join(', ')}), run by a newer version\n`)
-}, { told: (error) => error instanceof UnknownMigrationsError })
+}, { told: (error) => error instanceof UnknownMigrationsError || error instanceof UnrecordedSchemaError })

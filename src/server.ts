@@ -5,7 +5,7 @@ import { asDatabaseUrlProblem, ConfigError, listenProblem, loadConfig, shutdownD
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { databaseTime } from './db/database-time.js'
 import type { Kysely } from './db/kysely.js'
-import { migrateToLatest, unknownMigrations, UnknownMigrationsError } from './db/migrate.js'
+import { migrateToLatest, unknownMigrations, UnknownMigrationsError, UnrecordedSchemaError } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
 import { BatonMetrics } from './lib/metrics.js'
 import { hashKey } from './lib/keys.js'
@@ -188,7 +188,8 @@ try {
 } catch (caught) {
   // A user, password or database the server does not know fails the first start-up step that needs it.
   const error = asDatabaseUrlProblem(caught)
-  if (error instanceof ConfigError || error instanceof DataDirBusyError || error instanceof UnknownMigrationsError) {
+  if (error instanceof ConfigError || error instanceof DataDirBusyError || error instanceof UnknownMigrationsError
+    || error instanceof UnrecordedSchemaError) {
     process.stderr.write(`${error.message}\n`)
     process.exit(1)
   }

@@ -13,6 +13,7 @@ export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]>
   // migrator's lock, its own tables' checks and the import of every migration file.
   if (await upToDate(handle.db as Kysely<unknown>)) return []
   const run = async (db: Kysely<unknown>) => {
+    await refuseUnrecordedSchema(db)
     await refuseUnknownMigrations(db)
     return check(newMigrator(db).migrateToLatest())
   }
@@ -45,6 +46,34 @@ export async function pendingMigrations(db: Kysely<unknown>): Promise<string[]> 
  */
 export class UnknownMigrationsError extends Error {
   override name = 'UnknownMigrationsError'
+}
+
+/**
+ * A database holding Baton's tables without a record of the migrations that made them: a `pg_restore`
+ * into it still running (the tables are made before their rows are copied) or stopped part way.
+ */
+export class UnrecordedSchemaError extends Error {
+  override name = 'UnrecordedSchemaError'
+}
+
+/** The tables the first migration makes: a database with none of its migrations recorded cannot hold one. */
+const FIRST_TABLES = ['operator_keys', 'tenants', 'api_keys', 'users', 'properties', 'addresses', 'marketplace_services',
+  'service_parameters', 'service_triggers', 'service_activations', 'process_templates', 'template_steps',
+  'process_instances', 'instance_steps', 'deliveries', 'delivery_attempts', 'activities', 'outbox_mails']
+
+// A start on a database pg_restore was still filling ran 0001, which stopped at "relation operator_keys
+// already exists" with a stack trace, after the migrator had written its lock row: the restore's own row
+// then broke its primary key, and pg_restore ended in an error.
+async function refuseUnrecordedSchema(db: Kysely<unknown>): Promise<void> {
+  const done = await recordedMigrations(db)
+  if (done !== undefined && done.size > 0) return
+  const { rows } = await sql<{ name: string }>`
+    select name from unnest(${FIRST_TABLES}::text[]) as t(name) where to_regclass(quote_ident(name)) is not null order by name
+  `.execute(db)
+  if (rows.length === 0) return
+  throw new UnrecordedSchemaError(`The database holds Baton's tables (${rows.slice(0, 3).map((r) => r.name).join(', ')}${rows.length > 3 ? ', …' : ''}) `
+    + 'but no record of the migrations that made them: a pg_restore into it is still running, or stopped part way. '
+    + 'Let the restore finish before starting Baton, or restore again into a new, empty database.')
 }
 
 /** The migrations recorded as run that this version has no file for: a newer Baton ran them ([] before any ran). */

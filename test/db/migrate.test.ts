@@ -123,6 +123,34 @@ t.test('a database a newer Baton migrated: db:migrate says it is ahead; with one
   t.same(await pendingMigrations(database.db as never), [ours], 'nothing was migrated')
 })
 
+// A start while pg_restore fills the database: its tables are made first, their rows (the migrations'
+// record among them) copied afterwards. The start ran 0001 into "relation operator_keys already exists"
+// with a stack trace, and its migrator's lock row broke the restore's primary key on kysely_migration_lock.
+t.test('a database pg_restore is still filling: db:migrate and a start stop with a message, writing nothing', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const env = { DATABASE_URL: databaseUrl(database.name), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0', LOG_LEVEL: 'warn' }
+  const message = /^The database holds Baton's tables \(activities, addresses, api_keys, …\) but no record of the migrations that made them: a pg_restore into it is still running, or stopped part way\. Let the restore finish before starting Baton, or restore again into a new, empty database\.\n$/
+  // The restore's schema is in, its rows not yet; then, earlier still, the migrator's own tables not made either.
+  await sql`delete from kysely_migration`.execute(database.db)
+  await sql`delete from kysely_migration_lock`.execute(database.db)
+  for (const stage of ['rows not copied yet', 'migration tables not made yet']) {
+    for (const [script, args] of [['scripts/migrate.ts', []], ['src/server.ts', ['--role=api']]] as const) {
+      const run = runScript(script, env, [...args])
+      t.teardown(() => { run.child.kill('SIGKILL') })
+      t.equal(await run.exited, 1, `${stage}: ${script}`)
+      t.match(run.output(), message, `${stage}: ${script}`)
+    }
+    if (stage === 'rows not copied yet') {
+      const { rows } = await sql<{ n: number }>`select count(*)::int as n from kysely_migration_lock`.execute(database.db)
+      t.equal(rows[0]!.n, 0, 'no lock row of the migrator\'s for the restore\'s own to collide with')
+      await sql`drop table kysely_migration, kysely_migration_lock`.execute(database.db)
+    }
+  }
+  const { rows } = await sql<{ name: string | null }>`select to_regclass('kysely_migration_lock')::text as name`.execute(database.db)
+  t.equal(rows[0]!.name, null, 'the migrator made none of its tables')
+})
+
 // A role or database setting of the server's (a DBA's statement_timeout as a safety net) reached the
 // migrations' connection, which sets none of its own: a migration longer than it was cancelled, and the
 // start waited for the database, migrating and cancelled again, for ever.
