@@ -7,7 +7,8 @@ import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { createTestDatabase } from './helpers/database.js'
+import { sql } from '../src/db/kysely.js'
+import { createTestDatabase, holdRow, waitForLockWait } from './helpers/database.js'
 import { runCommand, runScript, workerEnv } from './helpers/process.js'
 import { TestProvider } from './helpers/provider.js'
 
@@ -149,6 +150,31 @@ t.test('SIGTERM with requests still arriving: the probes read not ready and aliv
   t.ok(took < 4000, `exited ${took} ms after the signal: about the grace of ${env.SHUTDOWN_GRACE_MS} ms, not the hard limit 5 s later`)
   t.notMatch(server.output(), /did not finish in time/)
   await closed
+})
+
+// A request cut off at the grace whose statement still waited on a lock held elsewhere kept the pool's
+// close waiting for that statement (up to DATABASE_STATEMENT_TIMEOUT_MS, 10 s): the process met the
+// hard limit (delay + grace + 5 s) and exited 1.
+t.test('SIGTERM while a request waits on a lock held elsewhere: it is cut off after the grace, exit 0', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const dir = await dataDir(t)
+  const key = 'a-test-operator-key-of-enough-length'
+  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: key, PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000', SHUTDOWN_DELAY_MS: '0' }
+  const server = runScript('src/server.ts', env, ['--role=api'])
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  const held = await holdRow(database.db, sql`lock table tenants in access exclusive mode`)
+  t.teardown(() => held.release())
+  const answer = getAlone(Number(port), '/v1/tenants', { authorization: `Bearer ${key}` })
+  await waitForLockWait(database.db)
+  const signalled = Date.now()
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0, 'exit 0')
+  const took = Date.now() - signalled
+  t.ok(took < 4000, `exited ${took} ms after the signal: about the grace of ${env.SHUTDOWN_GRACE_MS} ms, not the hard limit 5 s later`)
+  t.notMatch(server.output(), /did not finish in time/)
+  t.equal(await answer, 'ECONNRESET', 'the request was cut off')
 })
 
 // npm start (API and scheduler in one process) kept its listener open until the scheduler had drained
