@@ -28,3 +28,15 @@ t.test('a saturated event loop sheds new requests with 503 and Retry-After; /hea
   await new Promise((resolve) => setTimeout(resolve, 2500))
   t.equal((await client.get('/v1/users')).statusCode, 200, 'answered again once the loop is free')
 })
+
+t.test('a saturated event loop sheds new requests also when the clock was stepped back after the start', async (t) => {
+  const wallNow = Date.now
+  t.teardown(() => { Date.now = wallNow })
+  const ctx = await setupApp(t, { PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '50' })
+  const { client } = await ctx.newTenant()
+  // The machine's clock is stepped back a minute once the app is ready.
+  Date.now = () => wallNow() - 60_000
+  await new Promise((resolve) => setTimeout(resolve, 2100))
+  await saturate(2500, 200)
+  assertProblem(t, await client.get('/v1/users'), 503, /too busy to take this request/)
+})
