@@ -63,6 +63,7 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
   const identity = processIdentity(process.pid)
   let written: string | undefined
   const text = () => {
+    // The beat is the wall clock's time: a reader only looks for a change, and a person reading the file sees when it last beat.
     const lines = identity === undefined ? [String(process.pid)] : [String(process.pid), identity, space ?? '', hostname(), `beat ${Date.now()}`]
     return `${lines.join('\n')}\n`
   }
@@ -209,10 +210,14 @@ async function holds(holder: Holder, space: string | undefined, lockFile: string
   return now === undefined || now === holder.identity
 }
 
-/** Whether the lock file changes (or is gone: its holder stopped and the folder is free) within `staleMs`. */
+/**
+ * Whether the lock file changes (or is gone: its holder stopped and the folder is free) within `staleMs`,
+ * timed on a timer that only goes forward: on the wall clock, a step forward ended the watch before a beat
+ * and took a live lock over, and a step back held the start for as long as the step.
+ */
 async function beats(text: string, lockFile: string, staleMs: number): Promise<boolean> {
-  const until = Date.now() + staleMs
-  while (Date.now() < until) {
+  const until = performance.now() + staleMs
+  while (performance.now() < until) {
     await new Promise((resolve) => setTimeout(resolve, Math.min(100, staleMs)))
     const now = readHolder(lockFile)
     if (now === undefined) return false

@@ -81,6 +81,23 @@ t.test('a lock from another pid space that its holder keeps rewriting is not tak
   t.match(readFileSync(lockFile, 'utf8'), /other-host/, 'the lock is still the other one\'s')
 })
 
+t.test('a lock from another pid space that its holder keeps rewriting is not taken over when the clock is stepped forward during the watch', { skip: !linux && 'needs /proc' }, async (t) => {
+  const wallNow = Date.now
+  t.teardown(() => { Date.now = wallNow })
+  const dir = dataDir(t)
+  const lockFile = join(dir, 'baton.pid')
+  let beat = 0
+  writeFileSync(lockFile, foreignLock(beat))
+  // Its beats come well within staleMs, but after a take-over's settling look (300 ms), as a default holder's (every 1 s) do.
+  const holder = setInterval(() => writeFileSync(lockFile, foreignLock(++beat)), 500)
+  t.teardown(() => clearInterval(holder))
+  // The machine's clock is stepped forward a minute just after the watch began, before the holder's next beat.
+  const step = setTimeout(() => { Date.now = () => wallNow() + 60_000 }, 50)
+  t.teardown(() => clearTimeout(step))
+  await t.rejects(Promise.resolve().then(() => lockDataDir(dir, { ...quick, staleMs: 2000 })), { name: 'DataDirBusyError', message: /in use by process \d+ on host other-host \(another container or machine\)/ })
+  t.match(readFileSync(lockFile, 'utf8'), /other-host/, 'the lock is still the other one\'s')
+})
+
 t.test('a lock from another pid space left unchanged for staleMs (its holder crashed) is taken over', { skip: !linux && 'needs /proc' }, async (t) => {
   const dir = dataDir(t)
   const lockFile = join(dir, 'baton.pid')
