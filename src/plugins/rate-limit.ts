@@ -1,4 +1,4 @@
-import rateLimit, { normalizeIP } from '@fastify/rate-limit'
+import rateLimit, { normalizeIP, type FastifyRateLimitStore } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { ProblemError } from '../errors.js'
@@ -25,9 +25,18 @@ export interface RateLimitOptions {
 
 /** Keys that authenticated lately, so that a client at a guessing address still gets in. */
 const KNOWN_KEYS_KEPT = 10_000
+/** Counters kept per limit, the ones used longest ago dropped first. */
+const COUNTERS_KEPT = 10_000
+/**
+ * The windows' times and the known keys', on a timer that only goes forward: on the wall clock (the
+ * library's own store) a step back kept a key's budget spent, and an address's failures counted, for as
+ * long as the step; and the known keys on the one clock and the failures on the other let a key that
+ * worked a moment ago meet the failure limit after a step.
+ */
+const elapsed = () => performance.now()
 
 /*
- * Two limits, both in this process's memory (@fastify/rate-limit's LRU store): with N API processes a
+ * Two limits, both in this process's memory (ForwardOnlyStore): with N API processes a
  * client gets N times as much. Per key: every request counts against its bearer key (hashed), or
  * against its address when it sends none. Per address: every failed authentication (401) counts, and
  * past the limit a request whose key has not authenticated lately is answered 429 before the key is
@@ -36,7 +45,7 @@ const KNOWN_KEYS_KEPT = 10_000
  * Retry-After, before authentication runs.
  */
 async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions): Promise<void> {
-  await app.register(rateLimit, { global: false, cache: 10_000 })
+  await app.register(rateLimit, { global: false, store: ForwardOnlyStore })
   const perKey = app.createRateLimit({ max: options.max, timeWindow: options.windowMs, keyGenerator: (request) => keyOf(request) })
   const failures = app.createRateLimit({ max: options.authFailures, timeWindow: options.windowMs, keyGenerator: (request) => addressOf(request) })
   const knownKeys = new Map<string, number>()
@@ -102,14 +111,45 @@ function addressOf(request: FastifyRequest): string {
 
 function isKnown(known: Map<string, number>, token: string, windowMs: number): boolean {
   const seen = known.get(token)
-  return seen !== undefined && Date.now() - seen < windowMs
+  return seen !== undefined && elapsed() - seen < windowMs
 }
 
 function remember(known: Map<string, number>, token: string): void {
   known.delete(token)
-  known.set(token, Date.now())
+  known.set(token, elapsed())
   // A Map iterates in insertion order: the first key is the one seen longest ago.
   if (known.size > KNOWN_KEYS_KEPT) known.delete(known.keys().next().value!)
+}
+
+/**
+ * @fastify/rate-limit's LocalStore (fixed windows from each key's first count, the least recently
+ * used dropped past COUNTERS_KEPT) on the forward-only timer. Each limit gets its own (child).
+ */
+class ForwardOnlyStore implements FastifyRateLimitStore {
+  private readonly counters = new Map<string, { current: number; startedAt: number }>()
+
+  incr(key: string, callback: (error: Error | null, result?: { current: number; ttl: number }) => void, timeWindow: number): void {
+    const now = elapsed()
+    let counter = this.counters.get(key)
+    if (counter === undefined || counter.startedAt + timeWindow <= now) counter = { current: 1, startedAt: now }
+    else counter.current += 1
+    this.counters.delete(key)
+    this.counters.set(key, counter)
+    if (this.counters.size > COUNTERS_KEPT) this.counters.delete(this.counters.keys().next().value!)
+    callback(null, { current: counter.current, ttl: timeWindow - (now - counter.startedAt) })
+  }
+
+  /** The count without counting (`{ increment: false }`). */
+  read(key: string, callback: (error: Error | null, result?: { current: number; ttl: number }) => void, timeWindow: number): void {
+    const now = elapsed()
+    const counter = this.counters.get(key)
+    if (counter === undefined || counter.startedAt + timeWindow <= now) callback(null, { current: 0, ttl: 0 })
+    else callback(null, { current: counter.current, ttl: timeWindow - (now - counter.startedAt) })
+  }
+
+  child(): FastifyRateLimitStore {
+    return new ForwardOnlyStore()
+  }
 }
 
 export default fp(rateLimitPlugin, { name: 'rate-limit' })

@@ -161,6 +161,36 @@ t.test('an IPv6 client counts by its /64, not by each of its addresses', async (
   assertProblem(t, await guess('btk_guess', '::ffff:198.51.100.20'), 429, /Too many failed authentications/)  // an IPv4-mapped address is its IPv4 address
 })
 
+t.test('a key\'s budget and an address\'s failures end after their window also when the clock was stepped back meanwhile', async (t) => {
+  const wallNow = Date.now
+  t.teardown(() => { Date.now = wallNow })
+  const ctx = await setupApp(t, { RATE_LIMIT_MAX: '2', AUTH_FAILURE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '1000' })
+  const tenant = await ctx.newTenant()
+  for (let i = 0; i < 2; i++) t.equal((await tenant.client.get('/v1/users')).statusCode, 200)
+  assertProblem(t, await tenant.client.get('/v1/users'), 429, /More than 2 requests in 1 s with this key/)
+  for (let i = 0; i < 3; i++) assertProblem(t, await ctx.as(`btk_guess${i}`).get('/v1/users'), 401)
+  assertProblem(t, await ctx.as('btk_guess').get('/v1/users'), 429, /Too many failed authentications/)
+  // The machine's clock is stepped back a minute within the window.
+  Date.now = () => wallNow() - 60_000
+  await new Promise((resolve) => setTimeout(resolve, 1100))
+  t.equal((await tenant.client.get('/v1/users')).statusCode, 200, 'the key has its budget again after the window, not after the minute')
+  assertProblem(t, await ctx.as('btk_after-the-window').get('/v1/users'), 401)  // checked again, not 429
+})
+
+t.test('a key that worked lately still gets in past the failure limit when the clock is stepped forward', async (t) => {
+  const wallNow = Date.now
+  t.teardown(() => { Date.now = wallNow })
+  const ctx = await setupApp(t, { AUTH_FAILURE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000' })
+  const tenant = await ctx.newTenant()
+  t.equal((await tenant.client.get('/v1/users')).statusCode, 200, 'the key works')
+  for (let i = 0; i < 3; i++) assertProblem(t, await ctx.as(`btk_guess${i}`).get('/v1/users'), 401)
+  assertProblem(t, await ctx.as('btk_guess').get('/v1/users'), 429, /Too many failed authentications/)
+  // The machine's clock is stepped forward past the window; the address's failures are still counted.
+  Date.now = () => wallNow() + 61_000
+  assertProblem(t, await ctx.as('btk_guess').get('/v1/users'), 429, /Too many failed authentications/)
+  t.equal((await tenant.client.get('/v1/users')).statusCode, 200, 'the key that worked a moment ago still gets in')
+})
+
 function withData<R extends { body: string }>(response: R): R & { data: unknown } {
   return Object.assign(response, { data: JSON.parse(response.body || 'null') as unknown })
 }
