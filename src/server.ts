@@ -78,7 +78,9 @@ async function main(config: Config, role: Role): Promise<void> {
     close = async () => {
       await scheduler?.stop(config.SHUTDOWN_GRACE_MS)
       await probes.close()
-      await database.close()
+      // The stop may have left a statement waiting on a lock held elsewhere (see Scheduler.stop), and
+      // the pool's close waited for it, as the API's below.
+      await closeCutOff(database)
     }
     await scheduler?.start()
     log.info({ database: database.kind, address: probes.address }, `Baton worker started; /health/live, /health/ready and /metrics on ${probes.address}`)
@@ -122,9 +124,7 @@ async function main(config: Config, role: Role): Promise<void> {
     // DATABASE_STATEMENT_TIMEOUT_MS), and the pool's close waited for it: past the hard limit, exit 1.
     // Its client is gone; the process's end closes its connection and the server rolls back what it
     // had not committed. The embedded database runs one statement at a time, none waiting on a lock.
-    const databaseClosed = database.close()
-    if (database.kind === 'postgres') await Promise.race([databaseClosed, new Promise((resolve) => setTimeout(resolve, CUT_OFF_CLOSE_MS).unref())])
-    else await databaseClosed
+    await closeCutOff(database)
   }
   const address = await app.listen({ host: config.HOST, port: config.PORT }).catch((error: unknown) => {
     throw listenProblem(error, config.HOST, 'PORT', config.PORT, 'stop what listens there or pick another port') ?? error
@@ -140,6 +140,17 @@ async function main(config: Config, role: Role): Promise<void> {
 
 /** How long a stop past its grace waits for the Postgres pool's close (the idle connections' end). */
 const CUT_OFF_CLOSE_MS = 100
+
+/**
+ * Closes the database after a stop that may have cut off statements still waiting on locks held
+ * elsewhere: on Postgres not waited for past CUT_OFF_CLOSE_MS, since the process's end closes their
+ * connections and the server rolls back what they had not committed.
+ */
+async function closeCutOff(database: DatabaseHandle): Promise<void> {
+  const databaseClosed = database.close()
+  if (database.kind === 'postgres') await Promise.race([databaseClosed, new Promise((resolve) => setTimeout(resolve, CUT_OFF_CLOSE_MS).unref())])
+  else await databaseClosed
+}
 
 /** An import awaited later: a failure surfaces there, not as an unhandled rejection before it. */
 function preload<T>(loading: Promise<T>): Promise<T> {

@@ -135,6 +135,13 @@ const DELETIONS_EVERY_MS = 60_000
 /** How long a worker leaves out a tenant whose deletion failed on its own before it tries again. */
 const DELETION_RETRY_MS = 3_600_000
 
+/**
+ * How long a stop waits past its grace for what it still has the database do (its last claim and chores,
+ * the outcomes of the calls it cut off): within the process's hard limit (grace + 5 s), with room left
+ * for the database's close.
+ */
+const CUT_OFF_WRITES_MS = 2000
+
 /** Mails one pump batch sends before it looks whether the worker is stopping. */
 const MAIL_PUMP_BATCH = 10
 
@@ -652,9 +659,16 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       wake()
       // The grace runs from the signal, for the calls and the mail batch in flight alike.
       const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
-      await loop
+      // A claim, a chore or an outcome's write may wait on a row or table another session holds (up to
+      // DATABASE_STATEMENT_TIMEOUT_MS, then tried again): waited for, they held the stop past the process's
+      // hard limit (grace + 5 s), and it exited 1. Past the grace and CUT_OFF_WRITES_MS they are left as a
+      // crash leaves them: the process's end rolls back what they had not committed, and a claim taken
+      // meanwhile or an outcome not written goes back when its lease ends, to be made again with the same
+      // Idempotency-Key.
+      const writesOver = graceOver.then(() => new Promise((resolve) => setTimeout(resolve, CUT_OFF_WRITES_MS).unref()))
+      await Promise.race([loop, writesOver])
       await unlisten?.()
-      await chores
+      await Promise.race([chores, writesOver])
       // Stopped between two parts, a chore still ends its part, which may wait for locks: within the grace.
       await Promise.race([Promise.all([retention.ended(), deletions.ended()]), graceOver])
       // A batch whose SMTP server does not answer waits out its timeouts (15 s a mail), which held the
@@ -664,7 +678,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       const pending = [...inFlight]
       await Promise.race([Promise.all(pending.map((f) => f.called)), graceOver])
       for (const flight of inFlight) flight.abort.abort()
-      await Promise.all([...recording])
+      // The calls cut off are written as aborted attempts now, which takes milliseconds unless a lock holds them.
+      await Promise.race([Promise.all([...recording]), writesOver])
       await hostSlots?.close()
     }
   }

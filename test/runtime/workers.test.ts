@@ -9,6 +9,7 @@ import type { Test } from 'tap'
 import t from 'tap'
 import { TRIGGERS_NOTIFY } from '../../src/db/wakeups.js'
 import { startInstance } from '../../src/modules/instances/service.js'
+import { holdRow, waitForLockWait } from '../helpers/database.js'
 import { runScript, workerEnv, type RunningProcess } from '../helpers/process.js'
 import type { ReceivedCall, Reply } from '../helpers/provider.js'
 import { setupRuntime, type RuntimeContext } from '../helpers/runtime.js'
@@ -292,6 +293,41 @@ t.test('SIGTERM with calls slower than the grace: each cut-off call is an aborte
   }
   const log = await rt.db.selectFrom('delivery_attempts').select(['attempt_number', 'outcome']).orderBy('attempt_number').execute()
   t.equal(log.filter((a) => a.attempt_number === 2 && a.outcome === 'succeeded').length, N, 'the second attempt succeeded')
+  b.child.kill('SIGTERM')
+  t.equal(await b.exited, 0)
+})
+
+// A worker stopped while its statements waited on a lock another session held (its call's outcome,
+// its next claim, the reaper) waited for each, up to DATABASE_STATEMENT_TIMEOUT_MS (10 s) and again
+// after, and then for the pool's close: past the hard limit (grace + 5 s), it exited 1.
+t.test('SIGTERM while a call\'s outcome and the claims wait on a lock held elsewhere: cut off after the grace, exit 0, and the call is made again after its lease with the same Idempotency-Key', async (t) => {
+  const rt = await setupRuntime(t)
+  const workers = await workersFor(t, rt)
+  rt.clock.set(new Date())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Locked ValueCo' }])
+  rt.provider.always({ status: 200, body: 'fine', delayMs: 300 })
+  await rt.start(templateId)
+
+  const a = workers.spawn('worker-locked', { SHUTDOWN_GRACE_MS: '1000', WEBHOOK_TIMEOUT_MS: '2000', SCHEDULER_LEASE_MS: '5000', SCHEDULER_POLL_INTERVAL_MS: '200' })
+  await waitUntil('the call to arrive', () => rt.provider.calls.length === 1, workers)
+  const held = await holdRow(rt.db, sql`lock table deliveries in access exclusive mode`)
+  t.teardown(() => held.release())
+  await waitForLockWait(rt.db)
+  const signalled = Date.now()
+  a.child.kill('SIGTERM')
+  t.equal(await a.exited, 0, 'exit 0')
+  const took = Date.now() - signalled
+  t.ok(took < 4500, `exited ${took} ms after the signal: the grace and the cut-off writes, not the hard limit (6 s)`)
+  t.notMatch(a.output(), /did not finish in time/)
+  await held.release()
+
+  const b = workers.spawn('worker-after')
+  await waitUntil('the delivery to succeed', async () => (await deliveryStatuses(rt)).succeeded === 1, workers)
+  const id = deliveryIdOf(rt.provider.calls[0]!)
+  t.same(rt.provider.calls.map((c) => c.headers['idempotency-key']), [id, id], 'made again once, with the same Idempotency-Key')
+  const log = await rt.db.selectFrom('delivery_attempts').select(['attempt_number', 'outcome']).orderBy('attempt_number').execute()
+  t.same(log, [{ attempt_number: 1, outcome: 'aborted' }, { attempt_number: 2, outcome: 'succeeded' }], 'the cut-off call is an aborted attempt')
+  t.same(await rt.db.selectFrom('deliveries').select('lease_owner').execute(), [{ lease_owner: null }], 'nothing left leased')
   b.child.kill('SIGTERM')
   t.equal(await b.exited, 0)
 })
