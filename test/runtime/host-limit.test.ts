@@ -162,12 +162,15 @@ t.test('a call that waited for its host\'s slot is signed, and its apiClaim date
   t.same(attempts.map((a) => a.started_at.getTime() / 1000), [claimedAt, claimedAt + WAITED_MS / 1000], 'each attempt is logged at the time its call started')
 })
 
-t.test('a service whose webhookUrl moved to another host is claimed by the host it now calls, not held back behind the old one', async (t) => {
+/**
+ * A worker with one slot per host, whose service's host holds every call until `release()`: one call
+ * is open there and its line is full. `moved` is the provider the service's URL is to move to.
+ */
+async function oldHostHeld(t: Test) {
   const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
   const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 1, concurrency: 8 })
   const moved = await TestProvider.start(rt.secret)
   t.teardown(() => moved.close())
-  // The old host holds every call until the end: its one slot is taken and its line full.
   let release = () => {}
   const held = new Promise<void>((resolve) => { release = resolve })
   rt.provider.always(async () => {
@@ -177,9 +180,14 @@ t.test('a service whose webhookUrl moved to another host is claimed by the host 
   t.teardown(() => release())
   const templateId = await rt.template([{ kind: 'webhook', name: 'Ask the provider' }])
   for (let i = 0; i < 3; i++) await rt.start(templateId)
-  const nothingLogs = () => ''
   await scheduler.start()
-  await until('a call open at the old host', async () => rt.provider.calls.length === 1, nothingLogs, 10_000)
+  await until('a call open at the old host', async () => rt.provider.calls.length === 1, () => '', 10_000)
+  return { rt, scheduler, moved, templateId, release }
+}
+
+t.test('a service whose webhookUrl moved to another host is claimed by the host it now calls, not held back behind the old one', async (t) => {
+  // The old host holds every call until the end: its one slot is taken and its line full.
+  const { rt, scheduler, moved, templateId, release } = await oldHostHeld(t)
 
   const patched = await rt.operator.patch(`/v1/marketplace-services/${rt.serviceId}`, { webhookUrl: `${moved.url}/hooks/valuation?v=2` })
   t.equal(patched.statusCode, 200, patched.body)
@@ -192,29 +200,14 @@ t.test('a service whose webhookUrl moved to another host is claimed by the host 
   t.equal(rt.provider.calls.length, 1, 'the old host got no other call meanwhile')
   release()
   // The one claimed before the move, waiting at the worker for the old host's slot, goes where it was claimed for.
-  await until('the waiting call at the old host', async () => rt.provider.calls.length === 2, nothingLogs, 5_000)
+  await until('the waiting call at the old host', async () => rt.provider.calls.length === 2, () => '', 5_000)
   t.equal(moved.calls.length, 2, 'and no more at the new host')
 })
 
 t.test('a moved service is claimed by its new host also when the clock was stepped back since its URL was last read', async (t) => {
-  const rt = await setupRuntime(t, { webhookTimeoutMs: 30_000 })
   const wallNow = Date.now
   t.teardown(() => { Date.now = wallNow })
-  const scheduler = hostLimitedScheduler(t, rt, { perHostConcurrency: 1, concurrency: 8 })
-  const moved = await TestProvider.start(rt.secret)
-  t.teardown(() => moved.close())
-  let release = () => {}
-  const held = new Promise<void>((resolve) => { release = resolve })
-  rt.provider.always(async () => {
-    await held
-    return { status: 200, body: 'ok' }
-  })
-  t.teardown(() => release())
-  const templateId = await rt.template([{ kind: 'webhook', name: 'Ask the provider' }])
-  for (let i = 0; i < 3; i++) await rt.start(templateId)
-  const nothingLogs = () => ''
-  await scheduler.start()
-  await until('a call open at the old host', async () => rt.provider.calls.length === 1, nothingLogs, 10_000)
+  const { rt, scheduler, moved, templateId } = await oldHostHeld(t)
   // The passes meanwhile (every 50 ms) read the held service's URL, as it was.
   await new Promise((resolve) => setTimeout(resolve, 300))
   // The machine's clock is stepped back a minute.
