@@ -162,6 +162,16 @@ t.test('a call that waited for its host\'s slot is signed, and its apiClaim date
   t.same(attempts.map((a) => a.started_at.getTime() / 1000), [claimedAt, claimedAt + WAITED_MS / 1000], 'each attempt is logged at the time its call started')
 })
 
+/** Until the worker has asked for a host slot since `since` and found none free: its call waits in the host's line. */
+async function untilWaitingForSlot(rt: RuntimeContext, since: Date, log: () => string): Promise<void> {
+  await until('the first call waiting for a slot', async () => {
+    const { rows: [row] } = await sql<{ n: number }>`
+      select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and query like '%try_host_slot%' and state = 'idle' and query_start > ${since} and pid <> pg_backend_pid()`.execute(rt.db)
+    return row!.n > 0
+  }, log, 5_000)
+}
+
 /**
  * A worker with one slot per host, whose service's host holds every call until `release()`: one call
  * is open there and its line is full. `moved` is the provider the service's URL is to move to.
@@ -248,12 +258,7 @@ t.test('a full host whose claim apart came back short is claimed apart again soo
   await scheduler.start()
 
   const log = () => `calls at the host: ${full.calls.length}`
-  await until('the first call waiting for a slot', async () => {
-    const { rows: [row] } = await sql<{ n: number }>`
-      select count(*)::int as n from pg_stat_activity
-      where datname = current_database() and query like '%try_host_slot%' and state = 'idle' and query_start > ${started!.at} and pid <> pg_backend_pid()`.execute(rt.db)
-    return row!.n > 0
-  }, log, 5_000)
+  await untilWaitingForSlot(rt, started!.at, log)
   // Its line has a place left: the passes meanwhile (every 50 ms) claim apart for the host, and come back short.
   await new Promise((resolve) => setTimeout(resolve, 500))
   // The machine's clock is stepped back a minute.
@@ -388,12 +393,7 @@ t.test('calls given their host\'s slot while a claim runs take room from the nex
 
   const log = () => `open: ${open}, most open: ${maxOpen}; calls at the full host: ${full.calls.length}, at the other: ${rt.provider.calls.length}`
   // The worker asked for a slot and found the host full: its call waits in the host's line, with no place.
-  await until('the first call waiting for a slot', async () => {
-    const { rows: [row] } = await sql<{ n: number }>`
-      select count(*)::int as n from pg_stat_activity
-      where datname = current_database() and query like '%try_host_slot%' and state = 'idle' and query_start > ${started!.at} and pid <> pg_backend_pid()`.execute(rt.db)
-    return row!.n > 0
-  }, log, 5_000)
+  await untilWaitingForSlot(rt, started!.at, log)
   // The claim apart for the full host (its line has places) stops at the second call's step, locked here.
   let unlock = () => {}
   const unlocked = new Promise<void>((resolve) => { unlock = resolve })
