@@ -107,15 +107,20 @@ t.test('a step\'s mail given up after its attempts with the server down: the rea
   t.notMatch(failed, /refused/, 'no server refused it: none answered')
 })
 
+/** Marks the mails queued before as sent, and queues `count` deadline mails with this subject, due now. */
+async function queueOnly(count: number, subject: string): Promise<void> {
+  await sql`update outbox_mails set sent_at = now() where sent_at is null and failed_at is null`.execute(rt.db)
+  for (let i = 1; i <= count; i++) {
+    await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
+      values (${rt.tenant.id}, gen_random_uuid(), ${`${subject}-${i}`}, 'deadlineMissed', 'clara@example.com', ${subject}, 'body', ${rt.clock.now()})`.execute(rt.db)
+  }
+}
+
 t.test('mails turned away at the greeting whose marks give up: the untried mails of the pass still go back', async (t) => {
   const smtp = await fullServer(t)
   const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
   t.teardown(() => mailer.close())
-  await sql`update outbox_mails set sent_at = now() where sent_at is null and failed_at is null`.execute(rt.db)
-  for (let i = 1; i <= 10; i++) {
-    await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
-      values (${rt.tenant.id}, gen_random_uuid(), ${`turned-away-${i}`}, 'deadlineMissed', 'clara@example.com', 'Turned away', 'body', ${rt.clock.now()})`.execute(rt.db)
-  }
+  await queueOnly(10, 'Turned away')
   // The mark of a mail turned away breaks a rule (as a database gone for the lease would make it give up).
   await sql`alter table outbox_mails add constraint turned_away_not_recorded check (last_error not like '%421%') not valid`.execute(rt.db)
   t.teardown(async () => { await sql`alter table outbox_mails drop constraint turned_away_not_recorded`.execute(rt.db) })
@@ -135,11 +140,7 @@ t.test('a step of this machine\'s clock during a pass changes nothing of what th
   t.teardown(() => smtp.close())
   const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
   t.teardown(() => mailer.close())
-  await sql`update outbox_mails set sent_at = now() where sent_at is null and failed_at is null`.execute(rt.db)
-  for (let i = 1; i <= 20; i++) {
-    await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
-      values (${rt.tenant.id}, gen_random_uuid(), ${`clock-step-${i}`}, 'deadlineMissed', 'clara@example.com', 'Clock step', 'body', ${rt.clock.now()})`.execute(rt.db)
-  }
+  await queueOnly(20, 'Clock step')
   const wallNow = Date.now
   t.teardown(() => { Date.now = wallNow })
   smtp.beforeAnswer = async () => {
