@@ -33,6 +33,16 @@ function defaultMetrics(): Registry {
 }
 
 /**
+ * A call's status class: `2xx` to `5xx`, `none` without an answer, and `other` for the statuses outside
+ * 200-599 that HTTP allows a server to send (any three digits: 600-999, or a final 1xx), so the label
+ * keeps to the values the README lists.
+ */
+export function statusClass(status: number | null): string {
+  if (status === null) return 'none'
+  return status >= 200 && status <= 599 ? `${Math.floor(status / 100)}xx` : 'other'
+}
+
+/**
  * Baton's own metrics, in a registry of their own per app or worker (tests build many in one process;
  * prom-client's global registry would refuse the second). Everything on the scheduler's hot path is a
  * counter or a histogram kept in memory: no query per call.
@@ -42,7 +52,7 @@ export class BatonMetrics {
   private readonly on = { registers: [this.registry] }
 
   private readonly webhookCalls = new Counter({
-    ...this.on, name: 'baton_webhook_calls_total', help: 'Webhook calls made, by outcome and HTTP status class (none: no answer).',
+    ...this.on, name: 'baton_webhook_calls_total', help: 'Webhook calls made, by outcome and HTTP status class (none: no answer; other: a status outside 200-599).',
     labelNames: ['outcome', 'status_class'] as const
   })
   private readonly callDuration = new Histogram({
@@ -76,7 +86,7 @@ export class BatonMetrics {
   private readonly queueGauges = new Set<object>([this.deliveries, this.due, this.oldestDue, this.steps, this.unsent])
 
   webhookCall(outcome: AttemptOutcome, status: number | null, durationMs: number): void {
-    this.webhookCalls.inc({ outcome, status_class: status === null ? 'none' : `${Math.floor(status / 100)}xx` })
+    this.webhookCalls.inc({ outcome, status_class: statusClass(status) })
     this.callDuration.observe(durationMs / 1000)
   }
 

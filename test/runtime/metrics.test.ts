@@ -59,7 +59,16 @@ t.test('a webhook call is counted by outcome and status class, timed, with its l
   rt.provider.queue({ status: 404, body: 'gone' })
   await webhookProcess('Metrics: 404')
   await rt.scheduler.runOnce()
-  t.equal(sample(await scrape(), calls('failed', '4xx')) - sample(afterSuccess, calls('failed', '4xx')), 1, 'a 404 gives up: failed with 4xx')
+  const after404 = await scrape()
+  t.equal(sample(after404, calls('failed', '4xx')) - sample(afterSuccess, calls('failed', '4xx')), 1, 'a 404 gives up: failed with 4xx')
+
+  // HTTP lets a server answer any three digits; the label keeps to the classes the README lists.
+  rt.provider.queue({ status: 600, body: 'odd' })
+  await webhookProcess('Metrics: 600')
+  await rt.scheduler.runOnce()
+  const after600 = await scrape()
+  t.equal(sample(after600, calls('failed', 'other')) - sample(after404, calls('failed', 'other')), 1, 'a 600 gives up: failed with other')
+  t.notMatch(after600, /status_class="6xx"/, 'no class of its own')
 })
 
 t.test('mails sent and failed, deadlines fired and leases reaped are counted', async (t) => {
