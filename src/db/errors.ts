@@ -71,6 +71,23 @@ function refusedSettings(error: unknown): boolean {
   return code === '28000' || code === '28P01' || code === '3D000' || (code === '42501' && (error as { routine?: unknown }).routine === 'CheckMyDatabase')
 }
 
+/**
+ * What an unavailable database (isDatabaseUnavailable) is doing, as a clause ("the database …") for a
+ * log line or a 503's detail: they differ in what the operator has to do, though each is waited out.
+ */
+export function unavailableReason(error: unknown): string {
+  if (error instanceof AggregateError) {
+    const inner = error.errors.find(isDatabaseUnavailable)
+    if (inner !== undefined) return unavailableReason(inner)
+  }
+  const code = (error as { code?: unknown } | undefined)?.code
+  if (code === '25006') return 'the database takes no writes (read-only)'
+  if (refusedSettings(error)) return 'the database refuses the user, password or database name Baton connects with'
+  if (code === '53300' || code === '53400') return 'the database has no connection to spare'
+  if (code === '57014') return 'the database did not answer in time'
+  return 'the database did not answer'
+}
+
 /** The database is away, or the transaction collided with another: worth trying again shortly. */
 export function isTransientDatabaseError(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code

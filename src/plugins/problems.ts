@@ -1,7 +1,8 @@
 import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S } from '../db/errors.js'
+import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S, unavailableReason } from '../db/errors.js'
+import { throttled } from '../lib/throttled.js'
 import { ProblemError, type FieldError } from '../errors.js'
 import { nulCharacters } from '../lib/json-limits.js'
 import { REQUEST_ID_HEADER } from '../lib/request-id.js'
@@ -138,6 +139,14 @@ function isClientError(error: FastifyError): boolean {
 const escapePointer = (name: string) => name.replaceAll('~', '~0').replaceAll('/', '~1')
 
 async function problemsPlugin(app: FastifyInstance): Promise<void> {
+  // An outage answers every request 503: one warning every few seconds, with how many were answered so
+  // since the last (each request's own line still has its status).
+  let answered503 = 0
+  const warnUnavailable = throttled(({ request, error }: { request: FastifyRequest; error: unknown }) => {
+    request.log.warn({ err: error, answered503 }, `${unavailableReason(error)}: requests answer 503 with Retry-After`)
+    answered503 = 0
+  })
+
   app.setErrorHandler((error: FastifyError & { code?: string }, request, reply) => {
     if (error instanceof ProblemError) {
       const body = { ...problem(error.status, error.detail, request, error.errors), title: error.title }
@@ -169,8 +178,9 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
     // A client that went away while its body was read fails the read with node's ECONNRESET "aborted",
     // which Fastify marks a 400: the client's doing, not the database's, though the code is the same.
     if (isDatabaseUnavailable(error) && !isClientError(error)) {
-      request.log.warn({ err: error }, 'database unavailable')
-      const detail = 'The database did not answer; retry shortly. A change cut off this way may or may not have been made:'
+      answered503++
+      warnUnavailable({ request, error })
+      const detail = `${capitalized(unavailableReason(error))}; retry shortly. A change cut off this way may or may not have been made:`
         + ' a start retried with the same Idempotency-Key is never made twice.'
       return sendProblem(reply, problem(503, detail, request), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) })
     }
@@ -221,5 +231,7 @@ export function allowedMethods(app: FastifyInstance, path: string): string[] {
 export function hasEmptyParam(params: unknown): boolean {
   return Object.entries((params ?? {}) as Record<string, string>).some(([name, value]) => value === '' && name !== '*')
 }
+
+const capitalized = (text: string) => text.charAt(0).toUpperCase() + text.slice(1)
 
 export default fp(problemsPlugin, { name: 'problems' })

@@ -2,7 +2,7 @@ import type { Clock } from '../adapters/clock.js'
 import type { HttpClient } from '../adapters/http-client.js'
 import type { Mailer } from '../adapters/mailer.js'
 import type { DB, Session } from '../db/connect.js'
-import { isDatabaseUnavailable } from '../db/errors.js'
+import { isDatabaseUnavailable, unavailableReason } from '../db/errors.js'
 import { backoffMs, DATABASE_BACKOFF } from '../lib/backoff.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
 import type { Logger } from '../lib/logger.js'
@@ -150,9 +150,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const metrics = deps.metrics ?? new BatonMetrics()
   const claimKey = deps.claimKey ?? once(() => loadClaimKey(db, undefined))
   const hostSlots = settings.perHostConcurrency === undefined || !deps.session ? undefined
-    : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, 'per-host slots: the database did not answer')),
+    : new HostSlots(deps.session, settings.perHostConcurrency, throttled((error) => deps.log.warn({ err: error }, `per-host slots: ${unavailableReason(error)}`)),
       settings.concurrency * WAITING_PER_PLACE)
-  const choreUnavailable = throttled((context: object) => deps.log.warn(context, 'scheduler chore: the database is not answering; it runs again on the next pass'))
+  const choreUnavailable = throttled((context: { err: unknown; chore: string }) =>
+    deps.log.warn(context, `scheduler chore: ${unavailableReason(context.err)}; it runs again on the next pass`))
   /** The host of each service this worker has claimed, to claim a full host's services apart (claimAndDispatch). */
   const hostOfService = new Map<string, string>()
   /** When the URLs of the services held back were last read (elapsed()): not again for HELD_SERVICES_REREAD_MS. */
@@ -518,7 +519,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       } catch (error) {
         failures += 1
         const waitMs = backoffMs(DATABASE_BACKOFF, failures)
-        if (isDatabaseUnavailable(error)) deps.log.warn({ err: error, retryInMs: waitMs }, 'scheduler: the database is not answering; backing off')
+        if (isDatabaseUnavailable(error)) deps.log.warn({ err: error, retryInMs: waitMs }, `scheduler: ${unavailableReason(error)}; backing off`)
         else deps.log.error({ err: error, retryInMs: waitMs }, 'scheduler pass failed; retrying shortly')
         // The chores may have been cut off: run them on the next pass.
         choresWanted = true

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
 import { buildApp, serverOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
@@ -27,17 +27,18 @@ const OPERATOR_KEY = 'faulty-app-operator-key-of-enough-length'
 /**
  * A second app on the runtime's database, reached through a fault-injecting TCP proxy (the shared
  * Postgres server is never touched), torn down with the test. `env` adds settings; `user` connects as
- * another role than the tests' own.
+ * another role than the tests' own; `logger` receives the app's log (none otherwise).
  */
 export async function appBehindFaultProxy(
-  t: Test, rt: RuntimeContext, options: { poolMax: number; statementTimeoutMs: number; env?: Record<string, string>; user?: string }
+  t: Test, rt: RuntimeContext,
+  options: { poolMax: number; statementTimeoutMs: number; env?: Record<string, string>; user?: string; logger?: FastifyBaseLogger }
 ): Promise<FaultyApp> {
   const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
   const url = withUser(databaseUrl(rows[0]!.name), options.user)
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(url).port || 5432) })
   const faulty = openPostgres(proxy.url(url), { poolMax: options.poolMax, statementTimeoutMs: options.statementTimeoutMs, connectTimeoutMs: 1000 })
   const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', ...options.env })
-  const app = await buildApp({ config, db: faulty.db, operatorKeyHash: hashKey(OPERATOR_KEY), clock: rt.clock }, serverOptions(config, false))
+  const app = await buildApp({ config, db: faulty.db, operatorKeyHash: hashKey(OPERATOR_KEY), clock: rt.clock }, serverOptions(config, options.logger ?? false))
   t.teardown(async () => {
     await app.close()
     await faulty.close()

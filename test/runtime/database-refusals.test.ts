@@ -5,6 +5,8 @@
 // test's own, undone after. Every answer is a 2xx or a 503 problem with Retry-After, nothing is called
 // twice, and all comes back by itself once the setting is undone.
 import { randomBytes } from 'node:crypto'
+import { Writable } from 'node:stream'
+import pino from 'pino'
 import { sql } from '../../src/db/kysely.js'
 import t, { type Test } from 'tap'
 import { systemClock } from '../../src/adapters/clock.js'
@@ -55,6 +57,25 @@ t.test('a database that takes no writes: a start answers 503, not 500, /health/r
   t.ok(answers.every((s) => s === 201 || s === 503), 'and nothing but 503 before')
 })
 
+t.test('while the database takes no writes, each request answers 503 saying so, and the log warns once for them all', async (t) => {
+  const lines: { level: number; msg: string; answered503?: number }[] = []
+  const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => { lines.push(JSON.parse(String(chunk))); done() } })
+  const logged = await appBehindFaultProxy(t, rt, { poolMax: 2, statementTimeoutMs: 2000, logger: pino({ level: 'warn' }, sink) })
+  const startLogged = () => logged.api.post('/v1/process-instances', { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId })
+  await readOnly(true)
+  t.teardown(() => readOnly(false))
+  logged.proxy.cutAll()
+  for (let i = 0; i < 5; i++) {
+    const response = await startLogged()
+    checkUnavailable(t, response)
+    t.match(response.data.detail, /^The database takes no writes \(read-only\); retry shortly\./, 'the answer says why')
+  }
+  await readOnly(false)
+  const warnings = lines.filter((line) => line.level >= 40)
+  t.match(warnings, [{ level: 40, msg: 'the database takes no writes (read-only): requests answer 503 with Retry-After', answered503: 1 }],
+    'one warning for the five, within its few seconds')
+})
+
 t.test('a call whose outcome meets a database that takes no writes is recorded once it takes them again, not made twice', async (t) => {
   const webhook = await rt.template([{ kind: 'webhook', name: 'Ask ValueCo' }])
   rt.clock.set(new Date())
@@ -91,7 +112,14 @@ t.test('a user the server no longer lets in: 503, not 500, and the app works aga
   t.equal((await startAs()).statusCode, 201)
   await adminQuery(`alter role ${role} nologin`)
   other.proxy.cutAll()
-  checkUnavailable(t, await startAs())
+  // A pooled connection the cut ended answers first, as any lost connection does; then the new ones are refused.
+  const details: string[] = []
+  for (let i = 0; i < 4 && !/refuses/.test(details.at(-1) ?? ''); i++) {
+    const response = await startAs()
+    checkUnavailable(t, response)
+    details.push(response.data.detail)
+  }
+  t.match(details.at(-1), /^The database refuses the user, password or database name Baton connects with; retry shortly\./, 'the answer says why')
   checkUnavailable(t, await other.api.get(`/v1/process-instances?limit=1`))
   const ready = await other.api.get('/health/ready')
   checkUnavailable(t, ready)
