@@ -108,16 +108,18 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   await app.register(loadShedding, {
     maxEventLoopDelayMs: deps.config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, maxEventLoopUtilization: deps.config.PRESSURE_MAX_EVENT_LOOP_UTILIZATION
   })
-  await app.register(rateLimit, { max: deps.config.RATE_LIMIT_MAX, windowMs: deps.config.RATE_LIMIT_WINDOW_MS, authFailures: deps.config.AUTH_FAILURE_LIMIT })
+  // Loaded on the first apiClaim, so the app starts (and reports not ready) while the database is away.
+  const given = deps.claimKey
+  const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET, secrets))
+  await app.register(rateLimit, {
+    max: deps.config.RATE_LIMIT_MAX, windowMs: deps.config.RATE_LIMIT_WINDOW_MS, authFailures: deps.config.AUTH_FAILURE_LIMIT, claimKey
+  })
   await app.register(queryStrings)
   await app.register(swagger)
   await app.register(conditionalGet)
   await app.register(cacheControl)
   // Shared by the activity logs of properties, addresses and process instances.
   app.addSchema(ActivitySchema)
-  // Loaded on the first apiClaim, so the app starts (and reports not ready) while the database is away.
-  const given = deps.claimKey
-  const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET, secrets))
   const operatorKeyHash = new OperatorKeyHash(deps.operatorKeyHash, deps.operatorKeyStored ? () => findOperatorKeyHash(deps.db) : undefined,
     () => modules.clock.now().getTime())
   await app.register(auth, { db: deps.db, operatorKeyHash, claimKey, clock: modules.clock, knownKeys: modules.knownKeys })

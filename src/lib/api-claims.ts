@@ -51,13 +51,8 @@ export type ClaimCheck =
 
 /** Checks the mac first (in constant time), then the expiry; a token that fails either is refused. */
 export function verifyClaim(token: string, key: Buffer, now: Date): ClaimCheck {
-  const dot = token.lastIndexOf('.')
-  if (!token.startsWith(CLAIM_PREFIX) || dot < 0) return { ok: false, reason: 'invalid' }
-  const body = token.slice(0, dot)
-  const expected = Buffer.from(mac(body, key))
-  const given = Buffer.from(token.slice(dot + 1))
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'invalid' }
-  const payload = parse(body.slice(CLAIM_PREFIX.length))
+  if (!isSignedClaim(token, key)) return { ok: false, reason: 'invalid' }
+  const payload = parse(token.slice(CLAIM_PREFIX.length, token.lastIndexOf('.')))
   if (!payload) return { ok: false, reason: 'invalid' }
   if (now.getTime() >= payload.exp * 1000) return { ok: false, reason: 'expired', expiredAt: new Date(payload.exp * 1000) }
   return {
@@ -65,6 +60,15 @@ export function verifyClaim(token: string, key: Buffer, now: Date): ClaimCheck {
     claim: { tenantId: payload.t, serviceId: payload.s, deliveryId: payload.d, propertyId: payload.p, addressId: payload.a, expiresAt: payload.exp,
       ...(payload.act === undefined ? {} : { activatedAt: payload.act }) }
   }
+}
+
+/** Whether the token is a claim this key signed (in constant time), expired or not: Baton's own, not a forgery. */
+export function isSignedClaim(token: string, key: Buffer): boolean {
+  const dot = token.lastIndexOf('.')
+  if (!token.startsWith(CLAIM_PREFIX) || dot < 0) return false
+  const expected = Buffer.from(mac(token.slice(0, dot), key))
+  const given = Buffer.from(token.slice(dot + 1))
+  return given.length === expected.length && timingSafeEqual(given, expected)
 }
 
 /**

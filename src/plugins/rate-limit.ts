@@ -2,7 +2,7 @@ import rateLimit, { normalizeIP, type FastifyRateLimitStore } from '@fastify/rat
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { ProblemError } from '../errors.js'
-import { CLAIM_PREFIX } from '../lib/api-claims.js'
+import { CLAIM_PREFIX, isSignedClaim } from '../lib/api-claims.js'
 import { bearerOf } from '../lib/bearer.js'
 
 declare module 'fastify' {
@@ -21,6 +21,11 @@ export interface RateLimitOptions {
   windowMs: number
   /** Failed authentications per client address per window, before unknown keys are answered 429 unchecked; 0: off. */
   authFailures: number
+  /**
+   * The key apiClaims are signed with: a claim it did not sign counts against its address, as a request
+   * without a key does. Without it (tests of the limits alone) every claim counts as a key of its own.
+   */
+  claimKey?: () => Promise<Buffer>
 }
 
 /** Keys that authenticated lately, so that a client at a guessing address still gets in. */
@@ -46,7 +51,13 @@ const elapsed = () => performance.now()
  */
 async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions): Promise<void> {
   await app.register(rateLimit, { global: false, store: ForwardOnlyStore })
-  const perKey = app.createRateLimit({ max: options.max, timeWindow: options.windowMs, keyGenerator: (request) => keyOf(request) })
+  const limitKeys = new WeakMap<FastifyRequest, string>()
+  const limitKeyOf = async (request: FastifyRequest) => {
+    let key = limitKeys.get(request)
+    if (key === undefined) limitKeys.set(request, key = await keyOf(request, options.claimKey))
+    return key
+  }
+  const perKey = app.createRateLimit({ max: options.max, timeWindow: options.windowMs, keyGenerator: limitKeyOf })
   const failures = app.createRateLimit({ max: options.authFailures, timeWindow: options.windowMs, keyGenerator: (request) => addressOf(request) })
   const knownKeys = new Map<string, number>()
 
@@ -55,7 +66,7 @@ async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions):
     if (options.max > 0) {
       const limit = await perKey(request)
       if (!limit.isAllowed && limit.isExceeded) {
-        const whose = tokenHash(request) === undefined ? 'without a key from this address' : 'with this key'
+        const whose = (await limitKeyOf(request)).startsWith('address:') ? 'without a key from this address' : 'with this key'
         throw tooMany(limit.ttlInSeconds, `More than ${options.max} requests in ${options.windowMs / 1000} s ${whose}.`)
       }
     }
@@ -82,10 +93,6 @@ function tooMany(retryAfterSeconds: number, detail: string): ProblemError {
   return new ProblemError(429, 'Too Many Requests', detail, undefined, { 'retry-after': String(Math.max(1, retryAfterSeconds)) })
 }
 
-function tokenHash(request: FastifyRequest): string | undefined {
-  return bearerOf(request)?.hash
-}
-
 /**
  * The key the failure limit guards, or undefined for an apiClaim: a claim is refused by its signature
  * and expiry, with no lookup, so guessing one costs nothing the limit saves; and each call brings a
@@ -96,9 +103,21 @@ function guardedTokenHash(request: FastifyRequest): string | undefined {
   return bearer === undefined || bearer.key.startsWith(CLAIM_PREFIX) ? undefined : bearer.hash
 }
 
-function keyOf(request: FastifyRequest): string {
-  const token = tokenHash(request)
-  return token === undefined ? addressOf(request) : `key:${token}`
+/**
+ * The budget a request counts against: its key's, or its address's when it sends none or an apiClaim
+ * Baton did not sign. Counted by their own hashes, forged claims (which the failure limit lets
+ * through, see guardedTokenHash) gave a client without a key a new budget per request, and 10,000 of
+ * them pushed every key's counter out of the store, a spent budget included.
+ */
+async function keyOf(request: FastifyRequest, claimKey: RateLimitOptions['claimKey']): Promise<string> {
+  const bearer = bearerOf(request)
+  if (bearer === undefined) return addressOf(request)
+  if (claimKey && bearer.key.startsWith(CLAIM_PREFIX)) {
+    // The key not loaded (the database away): counted as forged; the request is refused anyway.
+    const signed = await claimKey().then((key) => isSignedClaim(bearer.key, key), () => false)
+    if (!signed) return addressOf(request)
+  }
+  return `key:${bearer.hash}`
 }
 
 /**

@@ -108,6 +108,29 @@ t.test('a provider\'s expired apiClaims do not lock out the fresh ones its next 
   assertProblem(t, await ctx.as('btk_guess').get('/v1/users'), 429, /Too many failed authentications/)
 })
 
+// A forged apiClaim (one Baton did not sign) counted against a budget of its own hash, and claims are
+// let past the failure limit: a client without a key got a fresh budget per request, and 10,000 forged
+// claims pushed every key's counter out of the store, its own spent one included.
+t.test('forged apiClaims count against their address, as requests without a key do; a genuine one against itself', async (t) => {
+  const ctx = await setupApp(t, { RATE_LIMIT_MAX: '3', RATE_LIMIT_WINDOW_MS: '60000' })
+  const tenant = await ctx.newTenant()
+  const service = await createService(ctx.operator)
+  await tenant.client.put(`/v1/marketplace-services/${service.id}/activation`)
+  const property = (await tenant.client.post('/v1/properties', { fields: { price: 1 } })).data
+  const forged = (i: number) => ctx.as(`bcl_${Buffer.from(`forged ${i}`).toString('base64url')}.${'x'.repeat(43)}`)
+  for (let i = 0; i < 3; i++) assertProblem(t, await forged(i).get(`/v1/properties/${property.id}`), 401, /not valid/)
+  for (let i = 3; i < 6; i++) {
+    assertProblem(t, await forged(i).get(`/v1/properties/${property.id}`), 429, /More than 3 requests in 60 s without a key from this address/)
+  }
+  assertProblem(t, await ctx.anonymous.get('/v1/users'), 429, /without a key from this address/)
+  const claim = signClaim({
+    tenantId: tenant.id, serviceId: service.id, deliveryId: newId(), propertyId: property.id, addressId: null,
+    expiresAt: Math.floor(ctx.clock.now().getTime() / 1000) + 900
+  }, await loadClaimKey(ctx.db, undefined))
+  for (let i = 0; i < 3; i++) t.equal((await ctx.as(claim).get(`/v1/properties/${property.id}`)).statusCode, 200, `genuine claim ${i}: a budget of its own`)
+  assertProblem(t, await ctx.as(claim).get(`/v1/properties/${property.id}`), 429, /with this key/)
+})
+
 t.test('limits of 0 are off', async (t) => {
   const ctx = await setupApp(t, { RATE_LIMIT_MAX: '0', AUTH_FAILURE_LIMIT: '0' })
   const a = await ctx.newTenant()
