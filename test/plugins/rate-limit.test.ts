@@ -131,6 +131,24 @@ t.test('forged apiClaims count against their address, as requests without a key 
   assertProblem(t, await ctx.as(claim).get(`/v1/properties/${property.id}`), 429, /with this key/)
 })
 
+// Each key has a counter in a store of 10,000, the ones used longest ago dropped first; the failure
+// limit was checked after the guess had been counted, so each refused guess still took a counter of
+// its own, and 10,000 guesses from one address dropped a spent budget: the key was let in again.
+t.test('guesses past the failure limit take no counter: they cannot push a spent budget out of the store', async (t) => {
+  const ctx = await setupApp(t, { RATE_LIMIT_MAX: '3', AUTH_FAILURE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000' })
+  const tenant = await ctx.newTenant()
+  for (let i = 0; i < 3; i++) t.equal((await tenant.client.get('/v1/users')).statusCode, 200)
+  assertProblem(t, await tenant.client.get('/v1/users'), 429, /with this key/)
+  const guess = (i: number) => ctx.app.inject({ method: 'GET', url: '/v1/users', headers: { authorization: `Bearer btk_guess${i}` } })
+  const statuses = new Map<number, number>()
+  for (let i = 0; i < 10_010; i++) {
+    const { statusCode } = await guess(i)
+    statuses.set(statusCode, (statuses.get(statusCode) ?? 0) + 1)
+  }
+  t.same(Object.fromEntries(statuses), { 401: 3, 429: 10_007 }, 'three guesses checked, the rest refused unchecked')
+  assertProblem(t, await tenant.client.get('/v1/users'), 429, /More than 3 requests in 60 s with this key/)
+})
+
 t.test('limits of 0 are off', async (t) => {
   const ctx = await setupApp(t, { RATE_LIMIT_MAX: '0', AUTH_FAILURE_LIMIT: '0' })
   const a = await ctx.newTenant()
