@@ -36,6 +36,7 @@ import cacheControl from './plugins/cache-control.js'
 import conditionalGet from './plugins/conditional-get.js'
 import draining from './plugins/draining.js'
 import jsonBody from './plugins/json-body.js'
+import stalledReaders from './plugins/stalled-readers.js'
 import loadShedding from './plugins/load-shedding.js'
 import problems from './plugins/problems.js'
 import protocolErrors, { clientErrorHandler, frameworkErrors } from './plugins/protocol-errors.js'
@@ -105,6 +106,7 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
   await app.register(problems)
   await app.register(protocolErrors)
   await app.register(jsonBody)
+  await app.register(stalledReaders, { timeoutMs: deps.config.HTTP_REQUEST_TIMEOUT_MS })
   await app.register(loadShedding, {
     maxEventLoopDelayMs: deps.config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, maxEventLoopUtilization: deps.config.PRESSURE_MAX_EVENT_LOOP_UTILIZATION
   })
