@@ -108,7 +108,7 @@ export function claimStatement(options: ClaimOptions) {
     )
     select c.tenant_id as "tenantId", c.id, c.service_id as "serviceId", c.source, c.instance_id as "instanceId",
       c.step_id as "stepId", c.property_id as "propertyId", c.address_id as "addressId", c.event,
-      c.changed_fields as "changedFields", c.parameters, c.round, c.attempt_count as attempt, c.fence,
+      c.changed_fields as "changedFields", ${parametersNow}, c.round, c.attempt_count as attempt, c.fence,
       c.lease_expires_at as "leaseExpiresAt", c.next_attempt_at as "dueAt",
       coalesce(s.webhook_url, st.target_url) as "webhookUrl", coalesce(s.secret, st.target_secret) as secret,
       coalesce(s.delivery, st.target_delivery) as mode,
@@ -132,6 +132,18 @@ export function claimStatement(options: ClaimOptions) {
     left join instance_steps st on st.tenant_id = c.tenant_id and st.id = c.step_id
   `
 }
+
+/**
+ * A service's call goes out with the service's parameters as they are when it is made (README: The API
+ * in brief), not as they were when its step started or its trigger fired: a parameter added since with
+ * a default is carried with it (the default of one made required that way, which the steps still to
+ * call were let pass without), and one deleted since, which no step still to call passed (its
+ * deletion answers 409 otherwise), is no longer sent. A free target's parameters are its step's own.
+ */
+const parametersNow = sql`case when c.service_id is null then c.parameters else coalesce((
+    select jsonb_object_agg(p.name, coalesce(c.parameters -> p.name, p.default_value)) from service_parameters p
+    where p.service_id = c.service_id and (c.parameters ? p.name or p.default_value is not null)
+  ), '{}'::jsonb) end as parameters`
 
 /** The deliveries of these services and these hosts' free targets only (a claim apart for one host). */
 function onlyOf({ services, hosts }: { services: string[]; hosts: string[] }) {

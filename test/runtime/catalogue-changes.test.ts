@@ -1,4 +1,5 @@
 import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // What a call sends when the operator changes the catalogue after the steps calling it were saved.
@@ -76,4 +77,37 @@ t.test('a running process whose step still to call the service lacks a parameter
   const added = await rt.operator.post(base, { name: 'region', type: 'string', required: true })
   t.equal(added.statusCode, 201, added.body)
   t.equal((await rt.operator.delete(`${base}/${added.data.id}`)).statusCode, 204)
+})
+
+t.test('a call queued before the service\'s parameters changed goes out with them as they are when it is made', async (t) => {
+  // A service of its own, as above. Its "scale" comes after the step was saved: the step does not pass it,
+  // and the processes' calls carry its default, filled in when their steps started.
+  const service = (await rt.operator.post('/v1/marketplace-services', { name: 'Energy pass', provider: 'ValueCo', webhookUrl: `${rt.provider.url}/hooks/pass` })).data
+  const base = `/v1/marketplace-services/${service.id}/parameters`
+  t.equal((await rt.api.put(`/v1/marketplace-services/${service.id}/activation`)).statusCode, 200)
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Order the pass', refersTo: { property: true }, serviceId: service.id }])
+  const scale = (await rt.operator.post(base, { name: 'scale', type: 'integer', default: 2 })).data
+  const queued = await rt.start(templateId)
+  const retrying = await rt.start(templateId)
+  rt.provider.queue((call) => ({ status: call.query.processId === retrying.id ? 503 : 200 }))
+  // The retrying one's first attempt fails before the change; the queued one has not been called yet.
+  await sql`update deliveries set next_attempt_at = next_attempt_at + interval '1 hour' where id = ${queued.steps[0].delivery.id}`.execute(rt.db)
+  await rt.scheduler.runOnce()
+  t.equal((await rt.instance(retrying.id)).steps[0].delivery.attempts, 1, 'the first attempt failed')
+
+  // Required, with a default: allowed, and those steps' calls carry the default (README: The API in brief).
+  const region = await rt.operator.post(base, { name: 'region', type: 'string', required: true, default: 'north' })
+  t.equal(region.statusCode, 201, region.body)
+  // No step passes "scale": it goes, and no call carries it any more.
+  t.equal((await rt.operator.delete(`${base}/${scale.id}`)).statusCode, 204)
+
+  rt.clock.advance(2 * 60 * 60_000)
+  await rt.scheduler.runOnce()
+  for (const [name, instance] of [['queued', queued], ['retried', retrying]] as const) {
+    const calls = rt.provider.calls.filter((c) => c.query.processId === instance.id)
+    const last = calls.at(-1)
+    t.equal(last?.query.region, 'north', `the ${name} call carries the new required parameter's default`)
+    t.equal(last?.query.scale, undefined, `the ${name} call no longer carries the deleted parameter`)
+    t.equal((await rt.instance(instance.id)).status, 'completed')
+  }
 })
