@@ -139,6 +139,17 @@ t.test('a step that ends past its deadline before a sweep saw it (no worker ran)
   t.equal(mailsAbout('"Draw the plan"').length, 2, 'beside the mail about its skip')
   t.equal(mailsAbout('"Send the plan"').length, 0)
 
+  // A process cancelled while its step is past its deadline: the step ended late as well.
+  const cancelledLate = await rt.start(await rt.template([{ kind: 'task', name: 'Book the surveyor', deadlineDays: 1 }]))
+  rt.clock.advance(26 * HOUR)
+  const cancelled = await rt.api.post(`/v1/process-instances/${cancelledLate.id}/cancel`, { note: 'Sold' })
+  t.equal(cancelled.statusCode, 200, cancelled.body)
+  await Promise.all([rt.scheduler.runOnce(), rt.newScheduler().runOnce()])
+  await rt.scheduler.runOnce()
+  const surveyor = mailsAbout('Deadline missed: "Book the surveyor"')
+  t.equal(surveyor.length, 1, 'one mail for the step its process cancelled late, as a sweep a moment earlier would have sent')
+  t.match(surveyor[0]?.text, /it ended 2 hours after it\./)
+
   // A webhook step called late, by a worker that sweeps and calls in the same pass: still one mail.
   const called = await rt.template([{ kind: 'webhook', name: 'Order the energy certificate', deadlineDays: 1, refersTo: { property: true } }])
   await rt.start(called)

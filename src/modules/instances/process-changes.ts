@@ -11,6 +11,9 @@ import { writeChanges, type InstanceChange, type KnownStart, type NewProcess, ty
 
 export type EndOutcome = 'done' | 'skipped'
 
+
+/** The states a deadline is reported in (the sweep's, src/scheduler/step-chores-repository.ts). */
+const OPEN_FOR_DEADLINE = new Set<StepState>(['due', 'running', 'failed'])
 /**
  * The rows a flush wrote, and the tables where they are work for a scheduler (what the triggers of
  * migration 0002 would announce): the caller announces them once its transaction has committed.
@@ -133,11 +136,12 @@ export class ProcessChanges {
 
   /**
    * A step that ends past its deadline with no mail about it yet (no sweep ran since: no worker was
-   * running, or the sweep had not come round) sends it now. The mail's key is the sweep's, so a sweep
-   * that reported the step in the meantime leaves one mail.
+   * running, or the sweep had not come round) sends it now, whether it is done, skipped or cancelled
+   * with its process. The mail's key is the sweep's, so a sweep that reported the step in the meantime
+   * leaves one mail.
    */
-  private mailIfOverdue(instance: InstanceRow, step: InstanceStepRow): void {
-    if (step.deadline_at && step.deadline_notified_at === null && step.deadline_at <= this.now) {
+  mailIfOverdue(instance: InstanceRow, step: InstanceStepRow): void {
+    if (OPEN_FOR_DEADLINE.has(step.state) && step.deadline_at && step.deadline_notified_at === null && step.deadline_at <= this.now) {
       this.mail(instance, { kind: 'deadlineMissed', dedupeKey: `deadlineMissed:${step.id}`, step, ended: true })
     }
   }

@@ -583,6 +583,7 @@ export async function cancelProcess(db: DB, clock: Clock, wakeups: Wakeups, tena
     await runtime.cancelOpenSteps(trx, tenantId, id, now)
     const changes = await changesOf(trx, tenantId, now)
     changes.cancel(instance, note)
+    if (step) changes.mailIfOverdue(instance, step)
     changes.bump(instance)
     const written = await changes.flush()
     work = written.work
