@@ -15,6 +15,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     'create index process_instances_responsible_idx on process_instances (responsible_user_id, tenant_id)',
     'create index process_instances_controller_idx on process_instances (controller_user_id, tenant_id)',
     'create index process_templates_controller_idx on process_templates (controller_user_id, tenant_id) where controller_user_id is not null',
+    // The drop's strongest lock before the build, not after it (see 0034).
+    'lock table instance_steps in access exclusive mode',
     'create index instance_steps_assignee_idx_new on instance_steps (assignee_user_id, tenant_id) where assignee_user_id is not null',
     'drop index instance_steps_assignee_idx',
     'alter index instance_steps_assignee_idx_new rename to instance_steps_assignee_idx',

@@ -18,7 +18,12 @@ const INDEXES = [
     'addresses (tenant_id, maintainer_user_id) where maintainer_user_id is not null']
 ] as const
 
+// The drop needs the table's strongest lock: taken before the build, not after it. Built under the
+// share lock first, the drop waited for a running process's transaction that had locked a row of the
+// table and was itself waiting behind the build to write it: Postgres ended the migration as a deadlock
+// (db:migrate failed, a start with it stopped), as a replaced index's build on a busy table does.
 async function replace(db: Kysely<unknown>, name: string, definition: string): Promise<void> {
+  await sql.raw(`lock table ${definition.slice(0, definition.indexOf(' '))} in access exclusive mode`).execute(db)
   await sql.raw(`create index ${name}_new on ${definition}`).execute(db)
   await sql.raw(`drop index ${name}`).execute(db)
   await sql.raw(`alter index ${name}_new rename to ${name}`).execute(db)

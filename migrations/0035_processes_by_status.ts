@@ -10,7 +10,9 @@ import { sql, type Kysely } from '../src/db/kysely.js'
 // primary key does on an empty table, and be taken for the foreign key checks (migration 0014). It costs one entry
 // more than that one for each process that ends (the update that ends it changes a column an index
 // names, so it adds an entry to each index already), and its size grows with the history.
+// The drop's strongest lock is taken before the build, not after it (see 0034).
 export async function up(db: Kysely<unknown>): Promise<void> {
+  await sql`lock table process_instances in access exclusive mode`.execute(db)
   await sql`create index process_instances_status_idx on process_instances (status, tenant_id, id)`.execute(db)
   await sql`drop index process_instances_running_idx`.execute(db)
 }
