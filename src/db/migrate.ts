@@ -3,10 +3,17 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { DEFAULT_MIGRATION_TABLE, Migrator, sql, type Kysely, type Migration, type MigrationProvider, type MigrationResultSet } from './kysely.js'
 import type { DatabaseHandle } from './connect.js'
+import { isDeadlock } from './errors.js'
 import { isMigrationFile, migrationFolder } from './migration-files.js'
 
 // Any constant shared by every Baton process: it serialises migrations across processes.
 const MIGRATION_LOCK_ID = 7_202_611
+
+// The pending migrations run in one transaction, taking their tables' locks one after another while an
+// older version's processes go on: a transaction of theirs that holds one of those tables and waits for
+// one the migrations hold already makes a deadlock, whose victim Postgres may choose to be the
+// migrations. They are rolled back whole, and run again; the start and db:migrate failed at the first.
+const MIGRATION_DEADLOCK_TRIES = 5
 
 export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]> {
   // Every start runs this: when all migrations are recorded, one query answers, without the
@@ -25,7 +32,13 @@ export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]>
     return await session.db.connection().execute(async (conn) => {
       await sql`select pg_advisory_lock(${MIGRATION_LOCK_ID})`.execute(conn)
       try {
-        return await run(conn as Kysely<unknown>)
+        for (let tries = 1; ; tries++) {
+          try {
+            return await run(conn as Kysely<unknown>)
+          } catch (error) {
+            if (!isDeadlock(error) || tries >= MIGRATION_DEADLOCK_TRIES) throw error
+          }
+        }
       } finally {
         await sql`select pg_advisory_unlock(${MIGRATION_LOCK_ID})`.execute(conn)
       }

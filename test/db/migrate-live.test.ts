@@ -2,6 +2,7 @@ import t from 'tap'
 import pg from 'pg'
 import { sql, type Kysely } from '../../src/db/kysely.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
+import { openPostgres } from '../../src/db/connect.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
 // Migrations that run while an older version's processes go on using the database (README, "Migrations
@@ -24,10 +25,10 @@ async function client(name: string): Promise<pg.Client> {
   return c
 }
 
-/** Resolves once pg_locks holds a lock on process_instances that matches `where`. */
-async function untilLock(admin: pg.Client, where: string, values: unknown[]): Promise<void> {
+/** Resolves once pg_locks holds a lock on `table` that matches `where`. */
+async function untilLock(admin: pg.Client, where: string, values: unknown[], table = 'process_instances'): Promise<void> {
   for (;;) {
-    const { rows } = await admin.query(`select 1 from pg_locks where relation = 'process_instances'::regclass and ${where}`, values)
+    const { rows } = await admin.query(`select 1 from pg_locks where relation = $${values.length + 1}::regclass and ${where}`, [...values, table])
     if (rows.length > 0) return
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
@@ -61,6 +62,32 @@ t.test('a migration replacing an index is not ended as a deadlock by a transacti
   await writer.query('commit')
   await write
   await process.query('commit')
+
+  t.same(await migrating, REPLACING, 'the migrations ran')
+})
+
+// 0034 holds process_instances (its first index) when it asks for properties: a transaction that holds
+// properties (a record's write) and then waits for process_instances (the process it starts) closes a
+// cycle, and Postgres ended the migrations, which waited first, as its victim: db:migrate failed.
+t.test('migrations ended as the victim of a deadlock with another transaction are run again', async (t) => {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  await migratedBefore(database.db as Kysely<unknown>, REPLACING[0]!, REPLACING)
+  const [admin, writer] = await Promise.all([client(database.name), client(database.name)])
+  t.teardown(() => Promise.all([admin.end(), writer.end()]))
+  // The migrations look for the cycle soon; the writer, never: the migrations are the victim every time.
+  await admin.query(`alter database ${database.name} set deadlock_timeout = '50ms'`)
+  await writer.query('set deadlock_timeout = \'1min\'')
+  const handle = openPostgres(databaseUrl(database.name), { poolMax: 2 })
+  t.teardown(() => handle.close())
+
+  await writer.query('begin')
+  await writer.query('lock table properties in row exclusive mode')
+  const migrating = migrateToLatest(handle).then((names) => names, (error: unknown) => error)
+  await untilLock(admin, 'not granted', [], 'properties')
+  // Held by the migrations now: the writer waits until Postgres ends them.
+  await writer.query('lock table process_instances in row exclusive mode')
+  await writer.query('commit')
 
   t.same(await migrating, REPLACING, 'the migrations ran')
 })
