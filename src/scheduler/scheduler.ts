@@ -2,7 +2,7 @@ import type { Clock } from '../adapters/clock.js'
 import type { HttpClient } from '../adapters/http-client.js'
 import type { Mailer } from '../adapters/mailer.js'
 import type { DB, Session } from '../db/connect.js'
-import { isDatabaseUnavailable, unavailableReason } from '../db/errors.js'
+import { isDatabaseUnavailable, isTransientDatabaseError, unavailableReason } from '../db/errors.js'
 import { backoffMs, DATABASE_BACKOFF } from '../lib/backoff.js'
 import { loadClaimKey } from '../modules/auth/claim-key.js'
 import type { Logger } from '../lib/logger.js'
@@ -520,6 +520,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         failures += 1
         const waitMs = backoffMs(DATABASE_BACKOFF, failures)
         if (isDatabaseUnavailable(error)) deps.log.warn({ err: error, retryInMs: waitMs }, `scheduler: ${unavailableReason(error)}; backing off`)
+        // A deadlock or a serialization failure with another process's transaction (a migration's, say): the pass is run again.
+        else if (isTransientDatabaseError(error)) deps.log.warn({ err: error, retryInMs: waitMs }, 'scheduler pass collided with another transaction; retrying shortly')
         else deps.log.error({ err: error, retryInMs: waitMs }, 'scheduler pass failed; retrying shortly')
         // The chores may have been cut off: run them on the next pass.
         choresWanted = true
