@@ -11,7 +11,8 @@ const DAY_MS = 86_400_000
  * Removes finished data older than the retention, at most `limit` rows of each kind per call, each
  * kind found through a partial index over its finished rows (migrations 0007 and 0029); rows another
  * worker is removing are skipped. Returns how many rows went. The kinds:
- * - processes that ended, with their steps, deliveries, attempts and activities; not while a delivery
+ * - processes that ended, with their steps, deliveries, attempts and activities; not while the
+ *   follow-up step that started one still waits for it, and not while a delivery
  *   of one is queued or in flight (a replay of it), which would go unsent or unrecorded: they are
  *   locked, then checked again and removed by a second statement, which sees a replay that committed
  *   meanwhile (a replay holds the process against the lock while it queues, and a provider's write-back
@@ -89,7 +90,10 @@ export const BATCH_STEPS = 20_000
 
 /**
  * Locks up to `limit` of the processes that ended before `cutoff`, oldest first, without a delivery
- * queued or in flight, skipping those others hold; with the number of steps of each.
+ * queued or in flight, skipping those others hold; with the number of steps of each. A follow-up's
+ * process stays while its parent's step still waits for it (after a downtime longer than the
+ * retention): removed first, the step would wait for a process that is gone, for good. A step that
+ * has ended never runs again, so the lock's check is enough.
  */
 export function oldProcessesLocked(cutoff: Date, limit: number): RawBuilder<{ tenant_id: string; id: string; steps: number }> {
   return sql<{ tenant_id: string; id: string; steps: number }>`
@@ -99,6 +103,8 @@ export function oldProcessesLocked(cutoff: Date, limit: number): RawBuilder<{ te
     where p.status <> 'running' and p.ended_at < ${cutoff}
       and not exists (select 1 from deliveries d where d.tenant_id = p.tenant_id and d.instance_id = p.id
         and d.status in ('pending', 'running'))
+      and not exists (select 1 from instance_steps f where f.tenant_id = p.tenant_id and f.id = p.parent_step_id
+        and f.kind = 'followUpProcess' and f.state = 'running')
     order by p.ended_at
     limit ${limit}
     for update of p skip locked

@@ -155,6 +155,33 @@ t.test('a write-back with the claim of a call whose process the retention is rem
   t.same(left, [{ instance_id: null }], 'the write-back is on the record\'s log, bound to no process, and goes at the retention')
 })
 
+// A follow-up step that waits for its process ends once the scheduler sees the child ended. After a
+// downtime longer than the retention (or a retention pass that came first), the child went before its
+// parent's step heard of it, and the step waited for a process that no longer existed, for good.
+t.test('a process whose parent\'s follow-up step still waits for it stays, however long ago it ended, until the step has heard of it', async (t) => {
+  const child = await rt.template([{ kind: 'task', name: 'Hand over the keys' }])
+  const parent = await rt.template([
+    { kind: 'followUpProcess', name: 'Wait for the handover', followUp: { templateId: child, waitForCompletion: true } },
+    { kind: 'task', name: 'Archive' }
+  ])
+  const started = await rt.start(parent)
+  await rt.scheduler.runOnce()
+  const kids = (await rt.api.get(`/v1/process-instances?parentId=${started.id}`)).data.items as { id: string }[]
+  if (!t.equal(kids.length, 1, 'the follow-up started its process')) return
+  const kid = kids[0]!
+  t.equal((await rt.api.post(`/v1/process-instances/${kid.id}/advance`, { outcome: 'done' })).statusCode, 200)
+  t.equal((await rt.instance(kid.id)).status, 'completed')
+
+  // No pass of the scheduler until the retention is past: the retention comes first.
+  rt.clock.advance(91 * DAY)
+  while ((await removeOldHistory(rt.db, rt.clock.now(), 90)) > 0);
+  t.equal((await rt.api.get(`/v1/process-instances/${kid.id}`)).statusCode, 200, 'the child stays while its parent\'s step waits for it')
+  await rt.scheduler.runOnce()
+  t.match((await rt.instance(started.id)).steps.map((s: { state: string }) => s.state), ['done', 'due'], 'the step heard that it completed, and the parent went on')
+  while ((await removeOldHistory(rt.db, rt.clock.now(), 90)) > 0);
+  t.equal((await rt.api.get(`/v1/process-instances/${kid.id}`)).statusCode, 404, 'then the child goes')
+})
+
 // A start's Idempotency-Key is kept on its process (process_instances.idempotency_key), so it holds as
 // long as the process does: the README says a repeat past the retention starts a new process.
 t.test('a start\'s Idempotency-Key holds while its process is kept, however old, and goes with it', async (t) => {
