@@ -13,15 +13,19 @@ const SMALL_ANSWER_BYTES = 64 * 1024
 
 /**
  * A client that stops reading a large answer is cut off once nothing has moved for `timeoutMs` while
- * part of the answer waits in the process's memory. Node gives a response no time limit: 1,000
- * connections that each asked for a page of large records and read nothing held 430 KB each (the API's
- * RSS from 153 to 584 MB) for as long as they stayed open. A wait with nothing left to send is Baton's
- * own (a page read from the database in parts): the answer waits again. The watch ends with the
- * answer: Node then times the kept-alive connection as before.
+ * part of it waits in the process's memory. Node gives a response no time limit: 1,000 connections that
+ * each asked for a page of large records and read nothing held 430 KB each (the API's RSS from 153 to
+ * 584 MB) for as long as they stayed open. A wait with nothing waiting to be sent is Baton's own (a page
+ * read from the database in parts, an answer queued behind a slower one on a pipelining connection): not
+ * a stall. The watch is a timer of its own, not the socket's timeout, which Node sets for kept-alive
+ * connections and which would outlive the answer for the next one on the connection.
  */
 async function stalledReadersPlugin(app: FastifyInstance, options: StalledReadersOptions): Promise<void> {
-  app.addHook('onSend', (_request, reply, payload, done) => {
-    if (isLarge(payload)) watchWhileSending(reply.raw, options.timeoutMs)
+  app.addHook('onSend', (request, reply, payload, done) => {
+    // The request's socket: a pipelined answer queued behind another has none of its own yet.
+    const socket = request.raw.socket
+    // Not a connection of the server's (light-my-request's inject): nothing to cut off.
+    if (isLarge(payload) && socket instanceof Socket) watchWhileSending(reply.raw, socket, options.timeoutMs)
     done(null, payload)
   })
 }
@@ -32,16 +36,25 @@ function isLarge(payload: unknown): boolean {
   return typeof (payload as { pipe?: unknown } | null)?.pipe === 'function'
 }
 
-function watchWhileSending(response: ServerResponse, timeoutMs: number): void {
-  const socket = response.socket
-  // Not a connection of the server's (light-my-request's inject): nothing to cut off.
-  if (!(socket instanceof Socket)) return
-  // A listener of the response's own keeps Node from closing the connection at the first timeout.
-  response.on('timeout', () => {
-    if (socket.writableLength > 0) socket.destroy()
-    else socket.setTimeout(timeoutMs)
-  })
-  socket.setTimeout(timeoutMs)
+function watchWhileSending(response: ServerResponse, socket: Socket, timeoutMs: number): void {
+  // What the kernel has taken of the connection's output (bytesWritten counts what waits in memory too).
+  const taken = () => socket.bytesWritten - socket.writableLength
+  let last = taken()
+  let movedAt = performance.now()
+  const timer = setInterval(() => {
+    if (socket.destroyed) return stop()
+    const now = taken()
+    if (now !== last || socket.writableLength === 0) {
+      last = now
+      movedAt = performance.now()
+    } else if (performance.now() - movedAt >= timeoutMs) {
+      socket.destroy()
+      stop()
+    }
+  }, Math.max(timeoutMs / 4, 10)).unref()
+  const stop = () => clearInterval(timer)
+  response.once('finish', stop)
+  response.once('close', stop)
 }
 
 export default fp(stalledReadersPlugin, { name: 'stalled-readers' })
