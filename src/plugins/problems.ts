@@ -2,7 +2,6 @@ import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S, unavailableReason } from '../db/errors.js'
-import { throttled } from '../lib/throttled.js'
 import { ProblemError, type FieldError } from '../errors.js'
 import { nulCharacters } from '../lib/json-limits.js'
 import { REQUEST_ID_HEADER } from '../lib/request-id.js'
@@ -138,13 +137,34 @@ function isClientError(error: FastifyError): boolean {
 /** A property's name as a JSON Pointer's reference token (RFC 6901 3), as Ajv writes the instancePath before it. */
 const escapePointer = (name: string) => name.replaceAll('~', '~0').replaceAll('/', '~1')
 
+/** How often an outage's count of 503s is logged while it lasts. */
+const UNAVAILABLE_LOG_MS = 5000
+
 async function problemsPlugin(app: FastifyInstance): Promise<void> {
-  // An outage answers every request 503: one warning every few seconds, with how many were answered so
-  // since the last (each request's own line still has its status).
+  // An outage answers every request 503: a warning at its first, then every UNAVAILABLE_LOG_MS while it
+  // lasts how many more were answered so (each request's own line still has its status), and the last
+  // count when the app closes.
   let answered503 = 0
-  const warnUnavailable = throttled(({ request, error }: { request: FastifyRequest; error: unknown }) => {
-    request.log.warn({ err: error, answered503 }, `${unavailableReason(error)}: requests answer 503 with Retry-After`)
+  let window: NodeJS.Timeout | undefined
+  const report = () => {
+    if (answered503 > 0) app.log.warn({ answered503 }, `requests answered 503 in the last ${UNAVAILABLE_LOG_MS / 1000} s: the database is unavailable`)
+    else {
+      clearInterval(window)
+      window = undefined
+    }
     answered503 = 0
+  }
+  const warnUnavailable = (request: FastifyRequest, error: unknown) => {
+    if (window !== undefined) {
+      answered503++
+      return
+    }
+    request.log.warn({ err: error }, `${unavailableReason(error)}: requests answer 503 with Retry-After`)
+    window = setInterval(report, UNAVAILABLE_LOG_MS).unref()
+  }
+  app.addHook('onClose', async () => {
+    if (answered503 > 0) report()
+    clearInterval(window)
   })
 
   app.setErrorHandler((error: FastifyError & { code?: string }, request, reply) => {
@@ -178,9 +198,9 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
     // A client that went away while its body was read fails the read with node's ECONNRESET "aborted",
     // which Fastify marks a 400: the client's doing, not the database's, though the code is the same.
     if (isDatabaseUnavailable(error) && !isClientError(error)) {
-      answered503++
-      warnUnavailable({ request, error })
-      const detail = `${capitalized(unavailableReason(error))}; retry shortly. A change cut off this way may or may not have been made:`
+      warnUnavailable(request, error)
+      // The client hears whether writes are refused, and no more of the database's state (the log has it).
+      const detail = `${isReadOnly(error) ? 'The database takes no writes (read-only)' : 'The database did not answer'}; retry shortly. A change cut off this way may or may not have been made:`
         + ' a start retried with the same Idempotency-Key is never made twice.'
       return sendProblem(reply, problem(503, detail, request), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) })
     }
@@ -232,6 +252,6 @@ export function hasEmptyParam(params: unknown): boolean {
   return Object.entries((params ?? {}) as Record<string, string>).some(([name, value]) => value === '' && name !== '*')
 }
 
-const capitalized = (text: string) => text.charAt(0).toUpperCase() + text.slice(1)
+const isReadOnly = (error: unknown) => (error as { code?: unknown } | undefined)?.code === '25006'
 
 export default fp(problemsPlugin, { name: 'problems' })

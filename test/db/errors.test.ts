@@ -1,5 +1,5 @@
 import t from 'tap'
-import { isDatabaseUnavailable, refusesConnectionSettings } from '../../src/db/errors.js'
+import { isDatabaseUnavailable, refusesConnectionSettings, unavailableReason } from '../../src/db/errors.js'
 
 const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code })
 
@@ -26,4 +26,15 @@ t.test('a database that takes no writes, or refuses the user of a new connection
   t.notOk(isDatabaseUnavailable(createWithheld), 'CREATE withheld is no outage to wait out')
   t.notOk(refusesConnectionSettings(withCode('42501', 'permission denied for table deliveries')), 'a table\'s privilege is no connection setting')
   t.notOk(isDatabaseUnavailable(withCode('42501', 'permission denied for table deliveries')))
+})
+
+t.test('the log says which way the database is unavailable, since each asks something else of the operator', async (t) => {
+  t.equal(unavailableReason(withCode('25006')), 'the database takes no writes (read-only)')
+  t.equal(unavailableReason(withCode('28P01')), 'the database refuses the user, password or database name Baton connects with')
+  t.equal(unavailableReason(withCode('3D000')), 'the database refuses the user, password or database name Baton connects with')
+  t.equal(unavailableReason(withCode('53300')), 'the database has no connection to spare')
+  t.equal(unavailableReason(withCode('57014')), 'the database did not answer in time')
+  t.equal(unavailableReason(new Error('Connection terminated unexpectedly')), 'the database did not answer')
+  t.equal(unavailableReason(new AggregateError([new Error('x'), withCode('28000')])), 'the database refuses the user, password or database name Baton connects with',
+    'an AggregateError (every address refused) by the error that tells')
 })
