@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import nodemailer from 'nodemailer'
 import type { Logger } from '../lib/logger.js'
 
-export interface Mail {
+interface Mail {
   from: string
   to: string
   subject: string
@@ -79,7 +79,7 @@ function smtpMailer(url: string, timeoutMs: number): Mailer {
 const SEND_DEADLINES = 4
 
 /** A send that took longer than its deadline in all (its connection kept talking, too slowly). */
-export class MailTimeoutError extends Error {
+class MailTimeoutError extends Error {
   readonly code = 'ETIMEDOUT'
   constructor(ms: number) {
     super(`the SMTP server took more than ${ms} ms for one mail; the connection was closed`)

@@ -6,19 +6,19 @@ type Json<T> = ColumnType<T, string | T, string | T>
 
 export type JsonObject = Record<string, unknown>
 
-export interface SigningKeysTable {
+interface SigningKeysTable {
   name: string
   secret: Buffer
   created_at: CreatedAt
 }
 
-export interface OperatorKeysTable {
+interface OperatorKeysTable {
   id: Generated<number>
   key_hash: string
   created_at: CreatedAt
 }
 
-export interface TenantsTable {
+interface TenantsTable {
   id: string
   name: string
   web_id: string
@@ -29,7 +29,7 @@ export interface TenantsTable {
   deleting_since: Generated<Date | null>
 }
 
-export interface ApiKeysTable {
+interface ApiKeysTable {
   tenant_id: string
   id: string
   name: string
@@ -39,7 +39,7 @@ export interface ApiKeysTable {
   revoked_at: Date | null
 }
 
-export interface UsersTable {
+interface UsersTable {
   tenant_id: string
   id: string
   name: string
@@ -48,7 +48,7 @@ export interface UsersTable {
   updated_at: Timestamp
 }
 
-export interface RecordsTable {
+interface RecordsTable {
   tenant_id: string
   id: string
   maintainer_user_id: string | null
@@ -83,7 +83,7 @@ export interface MarketplaceServicesTable {
   updated_at: Timestamp
 }
 
-export interface ServiceParametersTable {
+interface ServiceParametersTable {
   service_id: string
   id: string
   name: string
@@ -99,7 +99,7 @@ export interface ServiceParametersTable {
 export type RecordModule = 'property' | 'address'
 export type RecordEvent = 'create' | 'update'
 
-export interface ServiceTriggersTable {
+interface ServiceTriggersTable {
   service_id: string
   id: string
   module: RecordModule
@@ -108,7 +108,7 @@ export interface ServiceTriggersTable {
   created_at: CreatedAt
 }
 
-export interface ServiceActivationsTable {
+interface ServiceActivationsTable {
   tenant_id: string
   service_id: string
   activated_at: CreatedAt
@@ -135,11 +135,11 @@ export interface ProcessTemplatesTable {
 }
 
 export type StepKind = 'webhook' | 'task' | 'email' | 'writeValues' | 'decision' | 'followUpProcess'
-export type StartMode = 'afterPrevious' | 'daysAfterPrevious'
-export type Responsibility = 'processResponsible' | 'propertyMaintainer' | 'addressMaintainer' | 'user'
+type StartMode = 'afterPrevious' | 'daysAfterPrevious'
+type Responsibility = 'processResponsible' | 'propertyMaintainer' | 'addressMaintainer' | 'user'
 
 /** The columns a template step and its copy in a running instance share. */
-export interface StepDefinitionColumns {
+interface StepDefinitionColumns {
   tenant_id: string
   id: string
   position: number
@@ -170,10 +170,10 @@ export interface TemplateStepsTable extends StepDefinitionColumns {
   updated_at: Timestamp
 }
 
-export type InstanceStatus = 'running' | 'completed' | 'cancelled'
+type InstanceStatus = 'running' | 'completed' | 'cancelled'
 export type StepState = 'pending' | 'waiting' | 'due' | 'running' | 'done' | 'skipped' | 'failed' | 'cancelled'
 
-export interface ProcessInstancesTable {
+interface ProcessInstancesTable {
   tenant_id: string
   id: string
   template_id: string
@@ -200,7 +200,7 @@ export interface ProcessInstancesTable {
   updated_at: Timestamp
 }
 
-export interface InstanceStepsTable extends StepDefinitionColumns {
+interface InstanceStepsTable extends StepDefinitionColumns {
   instance_id: string
   state: Generated<StepState>
   /** The scheduler runs the step by itself once it is due (src/scheduler/automatic-steps). */
@@ -216,7 +216,7 @@ export interface InstanceStepsTable extends StepDefinitionColumns {
   decision: Generated<'yes' | 'no' | null>
 }
 
-export type DeliveryStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled'
+type DeliveryStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled'
 
 export interface DeliveriesTable {
   tenant_id: string
@@ -265,7 +265,7 @@ export interface DeliveryAttemptsTable {
   response_body: string | null
 }
 
-export interface ActivitiesTable {
+interface ActivitiesTable {
   tenant_id: string
   id: string
   property_id: string | null

@@ -17,7 +17,7 @@ export interface Wakeups {
 export const TRIGGERS_NOTIFY: Wakeups = { announce() {} }
 
 /** How long announcements are gathered into one NOTIFY after the previous one was sent. */
-export const WAKEUP_WINDOW_MS = 20
+const WAKEUP_WINDOW_MS = 20
 
 export interface CoalescedWakeups extends Wakeups {
   /**

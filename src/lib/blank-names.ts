@@ -1,7 +1,7 @@
 import { unprocessable } from '../errors.js'
 
 /** Whether a text holds nothing but whitespace: as a name, a list would show it as none. */
-export function isBlank(text: string): boolean {
+function isBlank(text: string): boolean {
   return text.trim() === ''
 }
 

@@ -14,8 +14,8 @@ export interface QueueFigures {
   unsentMails: number
 }
 
-export const OPEN_STEP_STATES = ['waiting', 'due', 'running', 'failed'] as const
-export type OpenStepState = (typeof OPEN_STEP_STATES)[number]
+const OPEN_STEP_STATES = ['waiting', 'due', 'running', 'failed'] as const
+type OpenStepState = (typeof OPEN_STEP_STATES)[number]
 
 let processRegistry: Registry | undefined
 
@@ -37,7 +37,7 @@ function defaultMetrics(): Registry {
  * 200-599 that HTTP allows a server to send (any three digits: 600-999, or a final 1xx), so the label
  * keeps to the values the README lists.
  */
-export function statusClass(status: number | null): string {
+function statusClass(status: number | null): string {
   if (status === null) return 'none'
   return status >= 200 && status <= 599 ? `${Math.floor(status / 100)}xx` : 'other'
 }

@@ -40,7 +40,7 @@ export function noneMatchNames(ifNoneMatch: string, etag: string): boolean {
 }
 
 /** The ETag of a resource version. */
-export function etagOf(version: number): string {
+function etagOf(version: number): string {
   return `"${version}"`
 }
 
