@@ -14,9 +14,9 @@ import { findServiceForTenant } from '../modules/marketplace/activations/reposit
  * Who may call a route: the operator, a tenant's key, either of them (`any`), or anyone.
  * Routes default to `tenant`.
  */
-export type Audience = 'operator' | 'tenant' | 'any' | 'public'
+type Audience = 'operator' | 'tenant' | 'any' | 'public'
 
-export type Caller = { kind: 'operator' } | { kind: 'tenant'; tenantId: string } | { kind: 'claim'; tenantId: string; claim: ApiClaim }
+type Caller = { kind: 'operator' } | { kind: 'tenant'; tenantId: string } | { kind: 'claim'; tenantId: string; claim: ApiClaim }
 
 /** The record kinds a provider may read and update with the apiClaim of a call that names the record. */
 export type ClaimScope = 'property' | 'address'
@@ -32,7 +32,7 @@ declare module 'fastify' {
   }
 }
 
-export interface AuthOptions {
+interface AuthOptions {
   db: DB
   operatorKeyHash: OperatorKeyHash
   claimKey: () => Promise<Buffer>

@@ -2,9 +2,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler }
 import fp from 'fastify-plugin'
 
 /** A read of the API: a client's own cache may keep it, revalidating it (If-None-Match) before each use. */
-export const API_READ = 'private, no-cache'
+const API_READ = 'private, no-cache'
 /** A write's answer (an API key or a webhook secret shown once among them), a probe or metrics: kept by no cache. */
-export const NOT_STORED = 'no-store'
+const NOT_STORED = 'no-store'
 
 /**
  * Cache-Control for what the API's routes answer (RFC 9111 5.2.2). A `/v1` read carries one tenant's data:

@@ -10,7 +10,7 @@ declare module 'fastify' {
   }
 }
 
-export interface LoadSheddingOptions {
+interface LoadSheddingOptions {
   /** Mean event-loop delay over a second, in ms, past which requests are refused; 0: not checked. */
   maxEventLoopDelayMs: number
   /** Event-loop utilisation (0-1) over the last second past which requests are refused; 0: not checked. */

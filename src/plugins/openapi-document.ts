@@ -76,7 +76,7 @@ function declareIfMatchPattern(paths: Json): void {
 }
 
 /** What a GET's 304 says (src/plugins/conditional-get.ts); the contract check asks every GET that answers an ETag for one. */
-export const NOT_MODIFIED = 'Not modified: the If-None-Match names the current ETag'
+const NOT_MODIFIED = 'Not modified: the If-None-Match names the current ETag'
 
 /**
  * Declares If-None-Match and its 304 on every GET whose 200 carries an ETag: src/plugins/conditional-get.ts

@@ -17,7 +17,7 @@ import { allowedMethods, hasEmptyParam, problemBody, sendProblem } from './probl
 const DEFAULT_BODY_LIMIT = 1024 * 1024
 
 /** Longer URLs answer 414; a page of ids and filters fits with room to spare. */
-export const MAX_URL_LENGTH = 8192
+const MAX_URL_LENGTH = 8192
 
 /** Fastify's `frameworkErrors`: a URL that does not decode (400), a path segment past maxParamLength (414). */
 export function frameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
@@ -101,7 +101,7 @@ export function onCheckExpectation(request: IncomingMessage, response: ServerRes
  * before Fastify sees the request, inviting a body that is then refused (413) once sent: a Content-Length
  * over the body limit is refused at once, and the client need not send it. Other requests go on as usual.
  */
-export function checkContinue(server: Server, bodyLimit: number) {
+function checkContinue(server: Server, bodyLimit: number) {
   return (request: IncomingMessage, response: ServerResponse): void => {
     const length = Number(request.headers['content-length'])
     if (length > bodyLimit) return answerBeforeFastify(request, response, 413, `The body is larger than the ${bodyLimit} bytes a request may send.`)
@@ -156,7 +156,7 @@ function quality(params: string[]): number {
  * The content codings (RFC 9110 8.4) other than identity a request's body says it is sent in; none when
  * it has no body, which Fastify reads only for methods other than GET and HEAD. We decode none.
  */
-export function bodyCodings(method: string, headers: IncomingHttpHeaders): string[] {
+function bodyCodings(method: string, headers: IncomingHttpHeaders): string[] {
   const coding = headers['content-encoding']
   if (coding === undefined || method === 'GET' || method === 'HEAD') return []
   const length = headers['content-length']
@@ -175,7 +175,7 @@ function codingsBut(list: string, plain: string): string[] {
  * read as if it were not compressed: a client that did compress it was told its JSON is not valid, and one
  * that named a coding it did not apply had its body taken anyway. We decode none.
  */
-export function transferCodings(method: string, headers: IncomingHttpHeaders): string[] {
+function transferCodings(method: string, headers: IncomingHttpHeaders): string[] {
   const coding = headers['transfer-encoding']
   if (coding === undefined || method === 'GET' || method === 'HEAD') return []
   return codingsBut(coding, 'chunked')

@@ -15,7 +15,7 @@ declare module 'fastify' {
   }
 }
 
-export interface RateLimitOptions {
+interface RateLimitOptions {
   /** Requests per window per API key (per client address without one); 0 turns the limit off. */
   max: number
   windowMs: number

@@ -3,7 +3,7 @@ import { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 
-export interface StalledReadersOptions {
+interface StalledReadersOptions {
   /** How long an answer may make no progress while part of it waits in memory for its client. */
   timeoutMs: number
 }

@@ -7,7 +7,7 @@ import { VERSION } from '../version.js'
 import { bodyMayBeLeftOut } from './json-body.js'
 import { OPTIONAL_BODY, tidyDocument } from './openapi-document.js'
 
-export const TAGS = [
+const TAGS = [
   { name: 'health', description: 'Liveness and readiness' },
   { name: 'tenants', description: 'Operator: tenants and their API keys' },
   { name: 'users', description: 'People of a tenant' },

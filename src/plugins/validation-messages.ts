@@ -16,7 +16,7 @@ export interface ErrorObject {
  */
 
 /** Values an enum's message names before it stops and says how many there are. */
-export const ENUM_NAMED = 10
+const ENUM_NAMED = 10
 
 type Params = Record<string, unknown>
 type Rewrite = (params: Params) => string | undefined
