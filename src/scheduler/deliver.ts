@@ -40,7 +40,7 @@ export interface DeliverDeps {
   log?: AttemptLog
 }
 
-export interface AttemptLog {
+interface AttemptLog {
   info(obj: object, msg?: string): void
   warn(obj: object, msg?: string): void
 }

@@ -18,7 +18,7 @@ export interface ClaimedMail {
  * million characters (a rendered e-mail's cap), so a batch of a hundred could hold about 100 MB in
  * the worker. The rest stay due for the next claim.
  */
-export const MAIL_CLAIM_BYTES = 4 * 1024 * 1024
+const MAIL_CLAIM_BYTES = 4 * 1024 * 1024
 
 export interface MailClaim {
   mails: ClaimedMail[]

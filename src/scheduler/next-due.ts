@@ -11,7 +11,7 @@ import { tenantNotDeleting } from './tenant-not-deleting.js'
  * tenant is not being deleted (the tenants being deleted read once for the statement), rather than by `min`, which would read them
  * all; the mails, few and unordered by their lease, by `min`.
  */
-export function nextDueStatement() {
+function nextDueStatement() {
   return sql<{ delivery: Date | null; chores: Date | null }>`
     select (select next_attempt_at from deliveries d where status = 'pending' and ${tenantNotDeleting('d.tenant_id')}
         order by next_attempt_at limit 1) as delivery, least(

@@ -86,7 +86,7 @@ export async function removeOldHistory(db: DB, now: Date, retentionDays: number,
  * Steps of the processes one removal takes at most: 20,000 steps, each with a delivery, an attempt and
  * two activities, went in 0.9 s.
  */
-export const BATCH_STEPS = 20_000
+const BATCH_STEPS = 20_000
 
 /**
  * Locks up to `limit` of the processes that ended before `cutoff`, oldest first, without a delivery

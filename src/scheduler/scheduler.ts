@@ -79,7 +79,7 @@ export interface SchedulerDeps {
   soleWorker?: boolean
 }
 
-export interface RunSummary {
+interface RunSummary {
   stepsStarted: number
   /** Automatic steps carried out (an e-mail queued, values written, a decision taken, a follow-up started). */
   automaticSteps: number

@@ -126,7 +126,7 @@ function hmacHex(secret: string, text: string): string {
  * The key is the base64 part of a `whsec_…` secret, which is how Baton generates secrets, so any
  * Standard Webhooks library verifies with the secret as given; any other secret is used as its UTF-8 bytes.
  */
-export function standardWebhookKey(secret: string): Buffer {
+function standardWebhookKey(secret: string): Buffer {
   return secret.startsWith('whsec_') ? Buffer.from(secret.slice('whsec_'.length), 'base64') : Buffer.from(secret, 'utf8')
 }
 

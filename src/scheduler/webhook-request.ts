@@ -46,7 +46,7 @@ const unixSeconds = (now: Date) => Math.floor(now.getTime() / 1000)
 const sortedFields = (call: DeliveryCall) => (call.changedFields ? [...call.changedFields].sort() : undefined)
 
 /** The query parameters of a call, context after them; the step's own parameters never override context. */
-export function callParameters(call: DeliveryCall, now: Date, apiClaim: string | undefined): Record<string, string> {
+function callParameters(call: DeliveryCall, now: Date, apiClaim: string | undefined): Record<string, string> {
   const params: Record<string, string> = {}
   for (const name of Object.keys(call.parameters)) params[name] = parameterText(call.parameters[name])
   addContext(params, call, apiClaim)
@@ -90,7 +90,7 @@ export function buildQueryRequest(call: DeliveryCall, options: CallOptions): Htt
  * `POST webhookUrl` with the context and the step's parameters (typed as saved) as JSON, signed per
  * Standard Webhooks: `webhook-id` is the deliveryId, the same on every retry and replay.
  */
-export function buildJsonRequest(call: DeliveryCall, options: CallOptions): HttpRequest {
+function buildJsonRequest(call: DeliveryCall, options: CallOptions): HttpRequest {
   const timestamp = unixSeconds(options.now)
   const changedFields = sortedFields(call)
   const fields: Record<string, unknown> = {}

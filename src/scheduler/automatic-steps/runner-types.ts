@@ -3,7 +3,7 @@ import type { InstanceRow, InstanceStepRow } from '../../db/database.js'
 import type { ProcessChanges } from '../../modules/instances/process-changes.js'
 
 /** What a runner gets: the chore's transaction, in which the step's process is locked. */
-export interface AutomaticStepContext {
+interface AutomaticStepContext {
   db: DB
   now: Date
   changes: ProcessChanges
