@@ -5,7 +5,7 @@ import type { Activity } from './schemas.js'
 
 type ActivityRow = Awaited<ReturnType<typeof repo.insertActivity>>
 
-export function toActivity(row: ActivityRow): Activity {
+function toActivity(row: ActivityRow): Activity {
   return {
     id: row.id,
     kind: row.kind,

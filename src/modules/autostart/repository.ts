@@ -5,7 +5,7 @@ import type { PageRequest } from '../../lib/pagination.js'
 import type { Insertable } from '../../db/kysely.js'
 
 export type RecordKindName = 'property' | 'address'
-export const RECORD_TABLE = { property: 'properties', address: 'addresses' } as const
+const RECORD_TABLE = { property: 'properties', address: 'addresses' } as const
 
 export interface AutostartTemplate {
   tenant_id: string

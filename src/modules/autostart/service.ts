@@ -61,7 +61,7 @@ export async function autostartOnWrite(db: DB, now: Date, write: RecordWritten):
 }
 
 /** A fieldChanged filter: the new value (null when the field was removed) equals eq, or one of in. */
-export function matches(filter: Autostart['filter'], value: unknown): boolean {
+function matches(filter: Autostart['filter'], value: unknown): boolean {
   if (!filter) return true
   const same = (wanted: unknown) => JSON.stringify(wanted) === JSON.stringify(value ?? null)
   return 'eq' in filter ? same(filter.eq) : filter.in.some(same)

@@ -8,7 +8,7 @@ export const DeliveryStatusSchema = StringEnum(['pending', 'running', 'succeeded
   description: 'pending (waiting for its next attempt), running (a call in flight), succeeded, failed (gave up) or cancelled'
 })
 
-export const AttemptOutcomeSchema = StringEnum(['succeeded', 'retry', 'failed', 'aborted'], {
+const AttemptOutcomeSchema = StringEnum(['succeeded', 'retry', 'failed', 'aborted'], {
   description: 'succeeded (2xx), retry (will be tried again), failed (gave up), or aborted: the call was cut off before its outcome was known'
     + ' (a shutdown that ran out of grace, a worker that stopped or lost its lease); it counts as an attempt and is tried again'
 })

@@ -15,7 +15,7 @@ export interface Jump {
   continueAt: number | null
 }
 
-export const NOT_ON_BRANCH = 'not on the chosen branch'
+const NOT_ON_BRANCH = 'not on the chosen branch'
 
 /** Records the branches taken and skips the steps jumped over, in one statement; returns the skipped steps. */
 export async function writeJumps(db: DB, jumps: Jump[], now: Date): Promise<InstanceStepRow[]> {

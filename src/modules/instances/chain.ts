@@ -19,10 +19,10 @@ import { countChainProcesses } from './repository.js'
  * and a chain starts at most MAX_CHAIN_PROCESSES processes below its first; past that it stops as it
  * does ten deep.
  */
-export const MAX_CHAIN_DEPTH = 10
+const MAX_CHAIN_DEPTH = 10
 
 /** Processes a chain may start below its first (the one a person, a person's write or a date began). */
-export const MAX_CHAIN_PROCESSES = 100
+const MAX_CHAIN_PROCESSES = 100
 
 /** A record's writer other than a person: a process (its writeValues step), or a provider writing back for a delivery. */
 export interface ChainWriter {

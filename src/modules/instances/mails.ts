@@ -70,7 +70,7 @@ function describeRecord(record: { id: string; fields: JsonObject }): string {
   return shown.length > 0 ? `${record.id} (${shown.join(', ')})` : record.id
 }
 
-export function localTime(instant: Date, timeZone: string): string {
+function localTime(instant: Date, timeZone: string): string {
   const text = new Intl.DateTimeFormat('en-GB', {
     timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23'
   }).format(instant)
@@ -78,7 +78,7 @@ export function localTime(instant: Date, timeZone: string): string {
 }
 
 /** "2 days 3 hours", "45 minutes", "less than a minute". */
-export function duration(ms: number): string {
+function duration(ms: number): string {
   const units: [string, number][] = [['day', 86_400_000], ['hour', 3_600_000], ['minute', 60_000]]
   const parts: string[] = []
   let rest = Math.max(0, ms)

@@ -9,7 +9,7 @@ import { InstanceDecisionSchema, WriteValuesSchema } from '../templates/steps/de
 const OptionalId = Type.Union([Uuid, Type.Null()])
 const OptionalTimestamp = Type.Union([Timestamp, Type.Null()])
 
-export const InstanceStatusSchema = StringEnum(['running', 'completed', 'cancelled'])
+const InstanceStatusSchema = StringEnum(['running', 'completed', 'cancelled'])
 const StepStateSchema = StringEnum(['pending', 'waiting', 'due', 'running', 'done', 'skipped', 'failed', 'cancelled'], {
   description: 'pending → waiting → due → running (webhook in flight) → done | skipped | failed | cancelled'
 })

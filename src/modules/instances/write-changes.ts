@@ -8,7 +8,7 @@ import type { NewActivityRow } from '../activities/repository.js'
 import { rowsTable, rowsText, type Column } from '../../db/json-rows.js'
 
 /** A step that starts now: its assignee and deadline are fixed. */
-export interface StepStartChange {
+interface StepStartChange {
   tenant_id: string
   id: string
   start_at: Date
@@ -78,7 +78,7 @@ export interface KnownStart {
   serviceIds: string[]
 }
 
-export type PlannedDelivery = Omit<Insertable<DeliveriesTable>, 'parameters'> & { parameters: JsonObject }
+type PlannedDelivery = Omit<Insertable<DeliveriesTable>, 'parameters'> & { parameters: JsonObject }
 
 export interface WrittenRows {
   steps: InstanceStepRow[]
@@ -87,14 +87,14 @@ export interface WrittenRows {
 }
 
 /** The timestamp columns of the rows that come back as JSON. */
-export const DATES: Record<'steps' | 'deliveries' | 'instances', string[]> = {
+const DATES: Record<'steps' | 'deliveries' | 'instances', string[]> = {
   steps: ['start_at', 'started_at', 'ended_at', 'deadline_at', 'deadline_notified_at', 'created_at', 'updated_at'],
   deliveries: ['next_attempt_at', 'lease_expires_at', 'created_at', 'finished_at'],
   instances: ['started_at', 'ended_at', 'created_at', 'updated_at']
 }
 
 /** A row that came back as JSON, with its timestamps as Dates again. */
-export function revive<T>(row: Record<string, unknown>, dates: string[]): T {
+function revive<T>(row: Record<string, unknown>, dates: string[]): T {
   for (const column of dates) if (typeof row[column] === 'string') row[column] = new Date(row[column])
   return row as T
 }

@@ -51,7 +51,7 @@ function matching(filter: RecordFilter) {
  * Bytes of a record's fields per slice: at most 32 Ki characters, a string of at most 64 KiB, well
  * below V8's large-object size.
  */
-export const FIELDS_SLICE_BYTES = 32_768
+const FIELDS_SLICE_BYTES = 32_768
 
 /** One slice of a record's fields as UTF-8 JSON text (cut anywhere, even inside a character), with the record's other columns. */
 export interface RecordSliceRow {

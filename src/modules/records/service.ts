@@ -37,7 +37,7 @@ export interface RecordWrite {
 /** A provider writing back with the apiClaim of one of its calls. */
 export type ClaimWriter = Pick<ApiClaim, 'serviceId' | 'deliveryId' | 'activatedAt'>
 
-export function toRecord(row: RecordRow): ApiRecord {
+function toRecord(row: RecordRow): ApiRecord {
   return {
     id: row.id,
     maintainerUserId: row.maintainer_user_id,

@@ -1,7 +1,7 @@
 import { Type, type TStringOptions } from 'typebox'
 
 // Postgres text and jsonb cannot hold the NUL character: refusing it in the schema keeps it from becoming a 500.
-export const NO_NUL = '^[^\\u0000]*$'
+const NO_NUL = '^[^\\u0000]*$'
 
 export function PlainText(options: TStringOptions = {}) {
   return Type.String({ ...options, pattern: NO_NUL })

@@ -10,7 +10,7 @@ import { toPage, type PageRequest } from '../../lib/pagination.js'
 import * as repo from './repository.js'
 import type { ApiKey, CreateTenant, NewApiKey, Tenant, UpdateTenant } from './schemas.js'
 
-export function toTenant(row: TenantRow): Tenant {
+function toTenant(row: TenantRow): Tenant {
   return {
     id: row.id,
     name: row.name,
@@ -35,7 +35,7 @@ const ZONE_NAME = /^[A-Za-z][A-Za-z0-9_+-]*(?:\/[A-Za-z0-9_+-]+)*$/
  * Asia/Kolkata, though Node 20's ICU calls its zone Asia/Calcutta), so what reads back does not hang
  * on the runtime's ICU. A link given in another case than its own is kept as given.
  */
-export function canonicalTimeZone(zone: string): string | undefined {
+function canonicalTimeZone(zone: string): string | undefined {
   if (!ZONE_NAME.test(zone)) return undefined
   let named: string
   try {

@@ -10,7 +10,7 @@ import { isForeignKeyViolation } from '../records/repository.js'
 import * as repo from './repository.js'
 import type { CreateUser, ListUsersQuery, UpdateUser, User } from './schemas.js'
 
-export function toUser(row: UserRow): User {
+function toUser(row: UserRow): User {
   return { id: row.id, name: row.name, email: row.email, createdAt: row.created_at.toISOString(), updatedAt: row.updated_at.toISOString() }
 }
 

@@ -5,7 +5,7 @@ import type { ParameterDefinition } from './schemas.js'
 type Value = ParameterDefinition['default']
 
 /** Whether a value fits a parameter definition's type (and, for enums, its allowed values). */
-export function fitsDefinition(definition: Pick<ParameterDefinition, 'type' | 'allowedValues'>, value: Value): boolean {
+function fitsDefinition(definition: Pick<ParameterDefinition, 'type' | 'allowedValues'>, value: Value): boolean {
   switch (definition.type) {
     case 'string': return typeof value === 'string'
     case 'integer': return typeof value === 'number' && Number.isSafeInteger(value)

@@ -7,7 +7,7 @@ import { StringEnum, Uuid } from '../../../schemas/common.js'
  */
 export const MAX_SERVICE_PARAMETERS = 100
 
-export const PARAMETER_TYPES = ['string', 'integer', 'number', 'boolean', 'enum'] as const
+const PARAMETER_TYPES = ['string', 'integer', 'number', 'boolean', 'enum'] as const
 
 const ParameterType = StringEnum(PARAMETER_TYPES)
 const AllowedValues = Type.Union([Type.Array(Type.String({ maxLength: 200 }), { maxItems: 200 }), Type.Null()], {

@@ -12,7 +12,7 @@ import { MAX_SERVICE_PARAMETERS, type CreateParameter, type ParameterDefinition,
 import { findProcessesUsing, findTemplatesUsing, lockService } from '../services/repository.js'
 import { findVisibleService, nameTemplates } from '../services/service.js'
 
-export function toParameter(row: ParameterRow): WebhookParameter {
+function toParameter(row: ParameterRow): WebhookParameter {
   return {
     id: row.id,
     serviceId: row.service_id,

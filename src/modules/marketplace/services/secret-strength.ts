@@ -1,9 +1,9 @@
 /** Bytes a `whsec_` secret must decode to, as the Standard Webhooks spec asks (24 to 64). */
-export const WHSEC_MIN_BYTES = 24
-export const WHSEC_MAX_BYTES = 64
+const WHSEC_MIN_BYTES = 24
+const WHSEC_MAX_BYTES = 64
 /** Characters another secret needs, and how many different ones among them. */
-export const SECRET_MIN_CHARS = 24
-export const SECRET_MIN_DISTINCT = 8
+const SECRET_MIN_CHARS = 24
+const SECRET_MIN_DISTINCT = 8
 
 /** How a sealed secret begins (src/lib/secret-box.ts). */
 const SEALED_PREFIX = 'enc:'

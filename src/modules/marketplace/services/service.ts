@@ -16,9 +16,9 @@ import { secretProblem } from './secret-strength.js'
 import type { CreateService, ListServicesQuery, MarketplaceService, MarketplaceServiceWithSecret, UpdateService } from './schemas.js'
 
 /** How long a replaced secret still verifies, so providers can switch without missing calls. */
-export const SECRET_ROTATION_OVERLAP_MS = 24 * 60 * 60 * 1000
+const SECRET_ROTATION_OVERLAP_MS = 24 * 60 * 60 * 1000
 
-export function toService(row: ServiceRow, activated?: boolean): MarketplaceService {
+function toService(row: ServiceRow, activated?: boolean): MarketplaceService {
   return {
     id: row.id,
     name: row.name,
@@ -40,7 +40,7 @@ function checkSecret(secret: string | undefined): void {
 }
 
 /** In the Standard Webhooks form, so json providers can hand it to their library as it is. */
-export function generateSecret(): string {
+function generateSecret(): string {
   return `whsec_${randomBytes(32).toString('base64')}`
 }
 

@@ -90,7 +90,7 @@ function phpOrderChange(keys: string[]): string | undefined {
  * value whose %-escapes are not UTF-8 (Latin-1, as in `K%F6ln`) is read by the URL parser, as by a
  * provider's Node.js or Python check, with U+FFFD for each such byte, and is signed and sent that way.
  */
-export function queryEncodingProblem(url: string): string | undefined {
+function queryEncodingProblem(url: string): string | undefined {
   for (const pair of new URL(url).search.slice(1).split('&')) {
     if (!isUtf8(percentDecoded(pair))) {
       return `the query's ${JSON.stringify(pair)} is not UTF-8 once its %-escapes are decoded, and a call would carry U+FFFD ` +

@@ -10,7 +10,7 @@ import { findVisibleService } from '../services/service.js'
 import * as repo from './repository.js'
 import type { CreateTrigger, ServiceTrigger, UpdateTrigger } from './schemas.js'
 
-export function toTrigger(row: TriggerRow): ServiceTrigger {
+function toTrigger(row: TriggerRow): ServiceTrigger {
   return { id: row.id, serviceId: row.service_id, module: row.module, events: row.events, fields: row.fields }
 }
 

@@ -15,7 +15,7 @@ export interface ExpressionScope {
 type Node = Record<string, unknown>
 
 /** Levels a literal may nest: as deep as a record's field, the fields object around it being the first of FIELDS_MAX_DEPTH. */
-export const LITERAL_MAX_DEPTH = FIELDS_MAX_DEPTH - 1
+const LITERAL_MAX_DEPTH = FIELDS_MAX_DEPTH - 1
 
 const isNode = (value: unknown): value is Node => typeof value === 'object' && value !== null && !Array.isArray(value)
 const ARITHMETIC_OPS: ReadonlySet<string> = new Set(ARITHMETIC)

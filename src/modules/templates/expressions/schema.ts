@@ -8,13 +8,13 @@ import { Type } from 'typebox'
  */
 
 /** What an earlier step can tell: its state, the branch a decision took, its webhook call's last status. */
-export const STEP_FACTS = ['outcome', 'decision', 'statusCode', 'deliveryStatus'] as const
+const STEP_FACTS = ['outcome', 'decision', 'statusCode', 'deliveryStatus'] as const
 export type StepFact = typeof STEP_FACTS[number]
 
 export const ARITHMETIC = ['add', 'subtract', 'multiply', 'divide'] as const
 export const COMPARISONS = ['eq', 'ne', 'lt', 'lte', 'gt', 'gte'] as const
-export type Arithmetic = typeof ARITHMETIC[number]
-export type Comparison = typeof COMPARISONS[number]
+type Arithmetic = typeof ARITHMETIC[number]
+type Comparison = typeof COMPARISONS[number]
 
 export type Expression =
   | string | number | boolean | null

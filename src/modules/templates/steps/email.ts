@@ -19,10 +19,10 @@ export const ADDRESS_EMAIL_FIELD = 'email'
 const SUBJECT_PATTERN = '^[^\\u0000\\r\\n]*$'
 const BODY_PATTERN = '^[^\\u0000]*$'
 
-export const EmailSubjectSchema = Type.String({
+const EmailSubjectSchema = Type.String({
   minLength: 1, maxLength: 500, pattern: SUBJECT_PATTERN, description: 'A template on one line, e.g. "New valuation for {{property.fields.street}}"'
 })
-export const EmailBodySchema = Type.String({
+const EmailBodySchema = Type.String({
   minLength: 1, maxLength: 20000, pattern: BODY_PATTERN, description: 'A template of plain text (the mail is text/plain; nothing is HTML-escaped)'
 })
 

@@ -19,14 +19,14 @@ export interface GraphStep {
 }
 
 /** The branches of a decision, by name. */
-export function branchesOf(step: Pick<GraphStep, 'kind' | 'settings'>): { yes: number | null; no: number | null } | undefined {
+function branchesOf(step: Pick<GraphStep, 'kind' | 'settings'>): { yes: number | null; no: number | null } | undefined {
   if (step.kind !== 'decision') return undefined
   const decision = step.settings as Partial<Decision>
   return { yes: decision.yes ?? null, no: decision.no ?? null }
 }
 
 /** The expressions of a step, each with its JSON pointer below the step's settings field. */
-export function expressionsOf(step: Pick<GraphStep, 'kind' | 'settings'>): { expression: Expression; pointer: string }[] {
+function expressionsOf(step: Pick<GraphStep, 'kind' | 'settings'>): { expression: Expression; pointer: string }[] {
   if (step.kind === 'decision') {
     const condition = (step.settings as Partial<Decision>).condition
     return condition === undefined || condition === null ? [] : [{ expression: condition, pointer: '/decision/condition' }]

@@ -29,7 +29,7 @@ export async function reorderSteps(
   })
 }
 
-export function orderErrors(currentIds: string[], stepIds: string[]): FieldError[] {
+function orderErrors(currentIds: string[], stepIds: string[]): FieldError[] {
   const known = new Set(currentIds)
   const seen = new Set<string>()
   const errors: FieldError[] = []

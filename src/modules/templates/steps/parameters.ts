@@ -92,6 +92,6 @@ function enumProblem(allowed: string[], value: unknown): string | undefined {
 }
 
 /** A JSON pointer to one parameter of the request body (RFC 6901 escaping). */
-export function parameterPointer(name: string): string {
+function parameterPointer(name: string): string {
   return `/body/parameters/${name.replace(/~/g, '~0').replace(/\//g, '~1')}`
 }

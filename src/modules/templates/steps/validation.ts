@@ -112,7 +112,7 @@ function checkTarget(draft: StepDraft, target: Target, { policy, secret }: Targe
  * A webhook step needs an active service that the tenant activated, and parameters that match its definitions.
  * Run it in the transaction that writes the step: it keeps the activation locked until then.
  */
-export async function checkWebhook(
+async function checkWebhook(
   db: DB, tenantId: string, serviceId: string | null, parameters: Record<string, unknown>, saved?: Record<string, unknown>
 ): Promise<ParameterCheck> {
   const fail = (detail: string) => ({ parameters, errors: [{ pointer: '/body/serviceId', detail }] })

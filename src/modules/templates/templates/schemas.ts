@@ -28,13 +28,13 @@ const templateFields = {
   updatedAt: Timestamp
 }
 
-export const TemplateSchema = Type.Object(
+const TemplateSchema = Type.Object(
   { ...templateFields, steps: Type.Array(Type.Ref('ProcessTemplateStep'), { description: 'Ordered by position' }) },
   { $id: 'ProcessTemplate' }
 )
 export type Template = Omit<Static<typeof TemplateSchema>, 'steps'> & { steps: Step[] }
 
-export const TemplateSummarySchema = Type.Object(
+const TemplateSummarySchema = Type.Object(
   { ...templateFields, stepCount: Type.Integer() },
   { $id: 'ProcessTemplateSummary', description: 'A template as listed: its steps are counted, not included' }
 )
