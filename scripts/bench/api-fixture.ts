@@ -51,7 +51,7 @@ export async function startMany(base: string, fx: Fixture, templateId: string, c
 }
 
 /** The routes the API benchmarks load, by the names `--routes` takes. */
-export const ROUTE_NAMES = ['start', 'read', 'advance'] as const
+const ROUTE_NAMES = ['start', 'read', 'advance'] as const
 
 /** `--routes start,read`: the names given, each one checked. */
 export function routesOf(list: string): string[] {

@@ -19,7 +19,7 @@ export function databaseUrl(name: string): string {
 }
 
 /** Linear interpolation between closest ranks, as Postgres's percentile_cont. */
-export function percentile(sorted: number[], p: number): number {
+function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN
   const position = p * (sorted.length - 1)
   const low = Math.floor(position)

@@ -12,7 +12,7 @@ import { ADMIN_URL, adminQuery, databaseUrl } from '../../test/helpers/database.
 import { runScript, type RunningProcess } from '../../test/helpers/process.js'
 import { TestProvider } from '../../test/helpers/provider.js'
 
-export const OPERATOR_KEY = `drill-operator-${randomBytes(12).toString('hex')}`
+const OPERATOR_KEY = `drill-operator-${randomBytes(12).toString('hex')}`
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
