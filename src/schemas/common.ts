@@ -99,14 +99,11 @@ export const PageQuerySchema = Type.Object({
   cursor: Type.Optional(Type.String({ maxLength: 200, description: 'Opaque cursor from the previous page\'s nextCursor' }))
 })
 
-export function Page<T extends TSchema>(item: T, description?: string) {
-  return Type.Object(
-    {
-      items: Type.Array(item),
-      nextCursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass as cursor for the next page; null on the last page' })
-    },
-    description === undefined ? {} : { description }
-  )
+export function Page<T extends TSchema>(item: T) {
+  return Type.Object({
+    items: Type.Array(item),
+    nextCursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass as cursor for the next page; null on the last page' })
+  })
 }
 
 // The pattern is checked by expectedVersions (lib/versioning.ts), which says what is wrong in its own words;
