@@ -141,7 +141,7 @@ export interface Tenant {
 }
 
 /** A tenant with a user and an activated service whose webhook is the drill's provider. */
-export async function setupTenant(apiUrl: string, provider: TestProvider, smtpAddress = 'controller@example.com'): Promise<Tenant> {
+export async function setupTenant(apiUrl: string, provider: TestProvider): Promise<Tenant> {
   const call = async (key: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
     const response = await fetch(`${apiUrl}${path}`, {
       method,
@@ -165,7 +165,7 @@ export async function setupTenant(apiUrl: string, provider: TestProvider, smtpAd
     return service.id
   }
   const serviceId = await addService(provider)
-  const user = await must(key, 'POST', '/v1/users', { name: 'Dora Drill', email: smtpAddress })
+  const user = await must(key, 'POST', '/v1/users', { name: 'Dora Drill', email: 'controller@example.com' })
   return {
     key,
     userId: user.id,
