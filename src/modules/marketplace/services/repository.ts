@@ -9,20 +9,8 @@ export interface ServiceFilter {
   activated?: boolean | undefined
 }
 
-// Read helpers other modules use (templates, triggers, the scheduler).
-
 export function findServiceById(db: DB, id: string) {
   return db.selectFrom('marketplace_services').selectAll().where('id', '=', id).executeTakeFirst()
-}
-
-export function listParameterDefinitions(db: DB, serviceId: string) {
-  return db.selectFrom('service_parameters').selectAll().where('service_id', '=', serviceId).orderBy('id').execute()
-}
-
-export async function isServiceActivated(db: DB, tenantId: string, serviceId: string): Promise<boolean> {
-  const row = await db.selectFrom('service_activations').select('service_id')
-    .where('tenant_id', '=', tenantId).where('service_id', '=', serviceId).executeTakeFirst()
-  return row !== undefined
 }
 
 // Services as one tenant sees them: active ones and those it has activated, with that flag.
