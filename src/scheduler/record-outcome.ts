@@ -20,10 +20,6 @@ export interface AttemptRecord {
 
 export type Recorded = 'recorded' | 'fenced'
 
-export function recordOutcome(db: DB, record: AttemptRecord, now: Date): Promise<Recorded> {
-  return recordOutcomes(db, [record], now).then((results) => results[0]!)
-}
-
 /**
  * Records the attempts of many calls in one short transaction after them, with a statement per table
  * for the whole batch. Each delivery's update presents its claim's fence, so a worker whose lease

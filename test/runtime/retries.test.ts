@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createHttpClient } from '../../src/adapters/http-client.js'
 import { sql } from '../../src/db/kysely.js'
-import { openPostgres } from '../../src/db/connect.js'
+import { openPostgres, type DB } from '../../src/db/connect.js'
 import { startFaultProxy } from '../../scripts/drills/fault-proxy.js'
 import { databaseUrl } from '../helpers/database.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
@@ -9,13 +9,15 @@ import { loadClaimKey } from '../../src/modules/auth/claim-key.js'
 import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
 import { releaseDelivery } from '../../src/scheduler/delivery-repository.js'
 import { OutcomeBatcher } from '../../src/scheduler/outcome-batcher.js'
-import { recordOutcome, recordOutcomes, type AttemptRecord } from '../../src/scheduler/record-outcome.js'
+import { recordOutcomes, type AttemptRecord } from '../../src/scheduler/record-outcome.js'
 import type { ClaimedDelivery } from '../../src/scheduler/claim-deliveries.js'
 import { DEFAULT_RETRY_POLICY } from '../../src/scheduler/retry-policy.js'
 import type { ReceivedCall, Reply } from '../helpers/provider.js'
 import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
 
 const SECOND = 1000
+/** One attempt's outcome, recorded as the scheduler's batches record theirs. */
+const recordOutcome = async (db: DB, record: AttemptRecord, now: Date) => (await recordOutcomes(db, [record], now))[0]
 
 // One runtime for the whole file (a database, a provider, an SMTP server): each test starts its own
 // process and scripts the provider's answers for its own step, so the tests do not see each other.
