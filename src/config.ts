@@ -125,7 +125,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   })
   if (smtp) problems.push(`SMTP_URL: ${smtp}; expected e.g. smtp://user:pass@mail.example.com:587`)
   const sender = addressparser(String(config.MAIL_FROM))
-  if (sender.length !== 1 || !sender[0]!.address?.includes('@')) {
+  // An address with quotes or brackets in it is a value read with its quotes (`docker run --env-file`
+  // keeps them): `"Baton <baton@localhost>"` parses as the address `"Baton <baton"@localhost>`.
+  if (sender.length !== 1 || !/^[^\s"<>(),;:\\@]+@[^\s"<>(),;:\\@]+$/.test(sender[0]!.address ?? '')) {
     // Without an address nodemailer sends the mail with no From header and an empty envelope sender.
     problems.push('MAIL_FROM: must be one sender address, e.g. Baton <baton@example.com> or baton@example.com')
   }

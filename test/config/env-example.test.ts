@@ -12,6 +12,11 @@ t.test('.env.example documents every setting', async (t) => {
   }
 })
 
+t.test('the values in .env.example read the same without a shell (docker --env-file): none is quoted', async (t) => {
+  const quoted = example.split('\n').filter((line) => /^[A-Z_]+=["']/.test(line))
+  t.same(quoted, [], 'a quote would be part of the value')
+})
+
 t.test('the values in .env.example are valid', async (t) => {
   const env = Object.fromEntries(example.split('\n')
     .filter((line) => /^[A-Z_]+=/.test(line))
