@@ -154,6 +154,16 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       settings.concurrency * WAITING_PER_PLACE)
   const choreUnavailable = throttled((context: { err: unknown; chore: string }) =>
     deps.log.warn(context, `scheduler chore: ${unavailableReason(context.err)}; it runs again on the next pass`))
+  /**
+   * A chore's failure: the database away is a warning at most every few seconds, a collision with another
+   * transaction (a deadlock, a serialization failure: a newer version's migrations, say) a warning, the
+   * rest an error.
+   */
+  const choreFailed = (error: unknown, chore: string, then: string) => {
+    if (isDatabaseUnavailable(error)) choreUnavailable({ err: error, chore })
+    else if (isTransientDatabaseError(error)) deps.log.warn({ err: error, chore }, `scheduler chore collided with another transaction; ${then}`)
+    else deps.log.error({ err: error, chore }, `scheduler chore failed; ${then}`)
+  }
   /** The host of each service this worker has claimed, to claim a full host's services apart (claimAndDispatch). */
   const hostOfService = new Map<string, string>()
   /** When the URLs of the services held back were last read (elapsed()): not again for HELD_SERVICES_REREAD_MS. */
@@ -415,12 +425,14 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       try {
         return await work()
       } catch (error) {
-        if (isDatabaseUnavailable(error)) choreUnavailable({ err: error, chore: name })
-        else deps.log.error({ err: error, chore: name }, 'scheduler chore failed; it runs again on the next pass')
+        choreFailed(error, name, 'it runs again on the next pass')
         return 0
       }
     }
-    const onError = (error: unknown, id: string) => deps.log.error({ err: error, id }, 'scheduler chore failed for one row; the others go on')
+    const onError = (error: unknown, id: string) => {
+      if (isTransientDatabaseError(error)) deps.log.warn({ err: error, id }, 'scheduler chore collided with another transaction for one row; the others go on, it runs again')
+      else deps.log.error({ err: error, id }, 'scheduler chore failed for one row; the others go on')
+    }
     const reaped = await chore('reapExpiredLeases', () => reapExpiredLeases(db, now))
     metrics.leasesReaped(reaped)
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
@@ -466,8 +478,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       } catch (error) {
         // As the other chores: a database away (a cut connection, a statement timeout behind a lock) is a
         // warning at most every few seconds, not an error each time.
-        if (isDatabaseUnavailable(error)) choreUnavailable({ err: error, chore: 'sendQueuedMail' })
-        else deps.log.error({ err: error, chore: 'sendQueuedMail' }, 'scheduler chore failed; it runs again on the next pass')
+        choreFailed(error, 'sendQueuedMail', 'it runs again on the next pass')
       } finally {
         mailPump = undefined
       }
@@ -561,8 +572,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
             nextAt = clock.now().getTime() + afterFailureMs
             // Stopped between two of its parts: it goes on where it stopped on the next start.
             if (stopSignal.signal.aborted && error === stopSignal.signal.reason) return
-            if (isDatabaseUnavailable(error)) choreUnavailable({ err: error, chore: name })
-            else deps.log.error({ err: error, chore: name }, `scheduler chore ${name} failed; it runs again later`)
+            choreFailed(error, name, 'it runs again later')
           })
           .finally(() => { running = undefined })
       },
