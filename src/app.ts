@@ -111,10 +111,12 @@ export async function buildApp(deps: AppDependencies, options = serverOptions(de
     maxEventLoopDelayMs: deps.config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS, maxEventLoopUtilization: deps.config.PRESSURE_MAX_EVENT_LOOP_UTILIZATION
   })
   // Loaded on the first apiClaim, so the app starts (and reports not ready) while the database is away.
-  const given = deps.claimKey
-  const claimKey = given ? () => Promise.resolve(given) : once(() => loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET, secrets))
+  let loadedClaimKey = deps.claimKey
+  const claimKey = loadedClaimKey ? () => Promise.resolve(loadedClaimKey!)
+    : once(async () => (loadedClaimKey = await loadClaimKey(deps.db, deps.config.BATON_CLAIM_SECRET, secrets)))
   await app.register(rateLimit, {
-    max: deps.config.RATE_LIMIT_MAX, windowMs: deps.config.RATE_LIMIT_WINDOW_MS, authFailures: deps.config.AUTH_FAILURE_LIMIT, claimKey
+    max: deps.config.RATE_LIMIT_MAX, windowMs: deps.config.RATE_LIMIT_WINDOW_MS, authFailures: deps.config.AUTH_FAILURE_LIMIT,
+    claimKey: () => loadedClaimKey
   })
   await app.register(queryStrings)
   await app.register(swagger)

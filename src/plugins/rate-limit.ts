@@ -22,10 +22,12 @@ interface RateLimitOptions {
   /** Failed authentications per client address per window, before unknown keys are answered 429 unchecked; 0: off. */
   authFailures: number
   /**
-   * The key apiClaims are signed with: a claim it did not sign counts against its address, as a request
-   * without a key does. Without it (tests of the limits alone) every claim counts as a key of its own.
+   * The key apiClaims are signed with, once the first claim's authentication has loaded it: a claim it
+   * did not sign counts against its address, as a request without a key does, and so does any claim
+   * before it is loaded (the limit does not wait for the database; authentication does). Without it
+   * (tests of the limits alone) every claim counts as a key of its own.
    */
-  claimKey?: () => Promise<Buffer>
+  claimKey?: () => Buffer | undefined
 }
 
 /** Keys that authenticated lately, so that a client at a guessing address still gets in. */
@@ -52,9 +54,9 @@ const elapsed = () => performance.now()
 async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions): Promise<void> {
   await app.register(rateLimit, { global: false, store: ForwardOnlyStore })
   const limitKeys = new WeakMap<FastifyRequest, string>()
-  const limitKeyOf = async (request: FastifyRequest) => {
+  const limitKeyOf = (request: FastifyRequest) => {
     let key = limitKeys.get(request)
-    if (key === undefined) limitKeys.set(request, key = await keyOf(request, options.claimKey))
+    if (key === undefined) limitKeys.set(request, key = keyOf(request, options.claimKey))
     return key
   }
   const perKey = app.createRateLimit({ max: options.max, timeWindow: options.windowMs, keyGenerator: limitKeyOf })
@@ -75,7 +77,7 @@ async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions):
     if (options.max > 0) {
       const limit = await perKey(request)
       if (!limit.isAllowed && limit.isExceeded) {
-        const whose = (await limitKeyOf(request)).startsWith('address:') ? 'without a key from this address' : 'with this key'
+        const whose = limitKeyOf(request).startsWith('address:') ? 'without a key from this address' : 'with this key'
         throw tooMany(limit.ttlInSeconds, `More than ${options.max} requests in ${options.windowMs / 1000} s ${whose}.`)
       }
     }
@@ -112,13 +114,12 @@ function guardedTokenHash(request: FastifyRequest): string | undefined {
  * through, see guardedTokenHash) gave a client without a key a new budget per request, and 10,000 of
  * them pushed every key's counter out of the store, a spent budget included.
  */
-async function keyOf(request: FastifyRequest, claimKey: RateLimitOptions['claimKey']): Promise<string> {
+function keyOf(request: FastifyRequest, claimKey: RateLimitOptions['claimKey']): string {
   const bearer = bearerOf(request)
   if (bearer === undefined) return addressOf(request)
   if (claimKey && bearer.key.startsWith(CLAIM_PREFIX)) {
-    // The key not loaded (the database away): counted as forged; the request is refused anyway.
-    const signed = await claimKey().then((key) => isSignedClaim(bearer.key, key), () => false)
-    if (!signed) return addressOf(request)
+    const key = claimKey()
+    if (key === undefined || !isSignedClaim(bearer.key, key)) return addressOf(request)
   }
   return `key:${bearer.hash}`
 }

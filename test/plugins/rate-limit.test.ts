@@ -131,6 +131,22 @@ t.test('forged apiClaims count against their address, as requests without a key 
   assertProblem(t, await ctx.as(claim).get(`/v1/properties/${property.id}`), 429, /with this key/)
 })
 
+t.test('a claim before the claim key is loaded counts against its address: the limit waits for no database', async (t) => {
+  const ctx = await setupApp(t, { RATE_LIMIT_MAX: '3', RATE_LIMIT_WINDOW_MS: '60000' })
+  const tenant = await ctx.newTenant()
+  const service = await createService(ctx.operator)
+  await tenant.client.put(`/v1/marketplace-services/${service.id}/activation`)
+  const property = (await tenant.client.post('/v1/properties', { fields: { price: 1 } })).data
+  const claim = signClaim({
+    tenantId: tenant.id, serviceId: service.id, deliveryId: newId(), propertyId: property.id, addressId: null,
+    expiresAt: Math.floor(ctx.clock.now().getTime() / 1000) + 900
+  }, await loadClaimKey(ctx.db, undefined))
+  t.equal((await ctx.as(claim).get(`/v1/properties/${property.id}`)).statusCode, 200, 'the first claim: its authentication loads the key')
+  for (let i = 0; i < 2; i++) t.equal((await ctx.anonymous.get('/v1/users')).statusCode, 401)
+  assertProblem(t, await ctx.anonymous.get('/v1/users'), 429, /without a key from this address/, 'the first claim counted against the address')
+  for (let i = 0; i < 3; i++) t.equal((await ctx.as(claim).get(`/v1/properties/${property.id}`)).statusCode, 200, `claim ${i}: a budget of its own`)
+})
+
 // Each key has a counter in a store of 10,000, the ones used longest ago dropped first; the failure
 // limit was checked after the guess had been counted, so each refused guess still took a counter of
 // its own, and 10,000 guesses from one address dropped a spent budget: the key was let in again.
