@@ -11,9 +11,9 @@ import { writeChanges, type InstanceChange, type KnownStart, type NewProcess, ty
 
 export type EndOutcome = 'done' | 'skipped'
 
-
 /** The states a deadline is reported in (the sweep's, src/scheduler/step-chores-repository.ts). */
 const OPEN_FOR_DEADLINE = new Set<StepState>(['due', 'running', 'failed'])
+
 /**
  * The rows a flush wrote, and the tables where they are work for a scheduler (what the triggers of
  * migration 0002 would announce): the caller announces them once its transaction has committed.
