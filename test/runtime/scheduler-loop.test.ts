@@ -123,6 +123,51 @@ t.test('without LISTEN the same loop sleeps its poll interval; wake() has the sa
   t.equal((await deliveryOf(stepId)).status, 'succeeded')
 })
 
+t.test('a worker whose every place is taken by calls that hang still runs its chores on time: an automatic step and a deadline do not wait for the poll interval', async (t) => {
+  let release = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  t.teardown(() => release())
+  const hang = async (): Promise<Reply> => {
+    await held
+    return { status: 200, body: 'ok' }
+  }
+  // Another tenant's calls take both places and hold them (a host that hangs until the timeout).
+  const hanging = [await startWebhookProcess('Hangs one', hang), await startWebhookProcess('Hangs two', hang)]
+  const scheduler = loopScheduler({ concurrency: 2, pollIntervalMs: 10_000 })
+  t.teardown(() => scheduler.stop(1000))
+  await scheduler.start()
+  for (const { stepId } of hanging) await waitForCall(stepId, 4000)
+  await sleep(300) // the loop asleep with its places taken
+
+  const mailed = (text: string) => rt.smtp.mails.find((m) => m.subject.includes(text))
+  const automatic = await rt.template([
+    { kind: 'email', name: 'Tell the controller', email: { mode: 'automatic', to: 'controller', subject: 'Full worker, automatic step', body: 'Sent.' } },
+    { kind: 'writeValues', name: 'Mark it', refersTo: { property: true }, writeValues: { values: [{ record: 'property', field: 'marked', value: true }] } }
+  ])
+  rt.clock.set(new Date())
+  const startedAt = Date.now()
+  const instance = await rt.start(automatic)
+  for (let i = 0; i < 300 && (await rt.instance(instance.id)).status !== 'completed'; i++) await sleep(10)
+  const doneMs = Date.now() - startedAt
+  t.equal((await rt.instance(instance.id)).status, 'completed', `both automatic steps done (${doneMs} ms)`)
+  t.ok(mailed('Full worker, automatic step'), 'the automatic mail went out')
+  t.ok(doneMs < 3000, `done ${doneMs} ms after the start, not at the poll 10 s later`)
+
+  // A deadline that falls due while the places stay taken: its step's change announces it ahead.
+  const task = await rt.template([{ kind: 'task', name: 'Full worker task', responsibility: { user: rt.worker.id }, deadlineDays: 1 }])
+  const taskInstance = await rt.start(task)
+  await sql`update instance_steps set deadline_at = now() + interval '1 second', start_at = start_at where instance_id = ${taskInstance.id}`.execute(rt.db)
+  const dueAt = Date.now() + 1000
+  for (let i = 0; i < 400 && !mailed('Full worker task'); i++) await sleep(10)
+  const lateMs = Date.now() - dueAt
+  t.ok(mailed('Full worker task'), `the deadline's mail went out (${lateMs} ms after the deadline)`)
+  t.ok(lateMs < 2000, 'within two seconds of the deadline, not at the poll')
+  t.same(hanging.map(({ stepId }) => callsFor(stepId).length), [1, 1], 'the hanging calls are still open, each once')
+  release()
+  await scheduler.stop(2000)
+  t.same(errors, [])
+})
+
 t.test('while outcomes cannot be written, calls go on until three times SCHEDULER_CONCURRENCY wait, and resume once they are written', async (t) => {
   const CONCURRENCY = 2
   const templateId = await rt.template([{ kind: 'webhook', name: 'Valuation held back', refersTo: { property: true } }])
