@@ -85,19 +85,25 @@ t.test('a key revoked since it worked lately is held to the failure limit from i
   assertProblem(t, await tenant.client.get('/v1/users'), 429, /Too many failed authentications/)
 })
 
-t.test('a provider\'s expired apiClaims do not lock out the fresh ones its next calls bring', async (t) => {
-  // A provider that answers at once and works afterwards (as "For providers" asks) may write back late:
-  // its expired claims answer 401, but they are Baton's own, refused by their signature without a lookup.
-  const ctx = await setupApp(t, { AUTH_FAILURE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000' })
+/** A tenant whose activated service may be sent a property's claims: `claim(expiresAt)` signs one as Baton does. */
+async function claimFixture(ctx: Awaited<ReturnType<typeof setupApp>>) {
   const tenant = await ctx.newTenant()
   const service = await createService(ctx.operator)
   await tenant.client.put(`/v1/marketplace-services/${service.id}/activation`)
   const property = (await tenant.client.post('/v1/properties', { fields: { price: 1 } })).data
   const key = await loadClaimKey(ctx.db, undefined)
-  const claim = (expiresAt: number) => signClaim({
+  const now = Math.floor(ctx.clock.now().getTime() / 1000)
+  const claim = (expiresAt = now + 900) => signClaim({
     tenantId: tenant.id, serviceId: service.id, deliveryId: newId(), propertyId: property.id, addressId: null, expiresAt
   }, key)
-  const now = Math.floor(ctx.clock.now().getTime() / 1000)
+  return { tenant, property, claim, now }
+}
+
+t.test('a provider\'s expired apiClaims do not lock out the fresh ones its next calls bring', async (t) => {
+  // A provider that answers at once and works afterwards (as "For providers" asks) may write back late:
+  // its expired claims answer 401, but they are Baton's own, refused by their signature without a lookup.
+  const ctx = await setupApp(t, { AUTH_FAILURE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000' })
+  const { property, claim, now } = await claimFixture(ctx)
   for (let i = 0; i < 5; i++) {
     assertProblem(t, await ctx.as(claim(now - 60)).patch(`/v1/properties/${property.id}`, { fields: { marketValue: i } }), 401, /expired/)
   }
@@ -113,34 +119,24 @@ t.test('a provider\'s expired apiClaims do not lock out the fresh ones its next 
 // claims pushed every key's counter out of the store, its own spent one included.
 t.test('forged apiClaims count against their address, as requests without a key do; a genuine one against itself', async (t) => {
   const ctx = await setupApp(t, { RATE_LIMIT_MAX: '3', RATE_LIMIT_WINDOW_MS: '60000' })
-  const tenant = await ctx.newTenant()
-  const service = await createService(ctx.operator)
-  await tenant.client.put(`/v1/marketplace-services/${service.id}/activation`)
-  const property = (await tenant.client.post('/v1/properties', { fields: { price: 1 } })).data
+  const fixture = await claimFixture(ctx)
+  const { property } = fixture
   const forged = (i: number) => ctx.as(`bcl_${Buffer.from(`forged ${i}`).toString('base64url')}.${'x'.repeat(43)}`)
   for (let i = 0; i < 3; i++) assertProblem(t, await forged(i).get(`/v1/properties/${property.id}`), 401, /not valid/)
   for (let i = 3; i < 6; i++) {
     assertProblem(t, await forged(i).get(`/v1/properties/${property.id}`), 429, /More than 3 requests in 60 s without a key from this address/)
   }
   assertProblem(t, await ctx.anonymous.get('/v1/users'), 429, /without a key from this address/)
-  const claim = signClaim({
-    tenantId: tenant.id, serviceId: service.id, deliveryId: newId(), propertyId: property.id, addressId: null,
-    expiresAt: Math.floor(ctx.clock.now().getTime() / 1000) + 900
-  }, await loadClaimKey(ctx.db, undefined))
+  const claim = fixture.claim()
   for (let i = 0; i < 3; i++) t.equal((await ctx.as(claim).get(`/v1/properties/${property.id}`)).statusCode, 200, `genuine claim ${i}: a budget of its own`)
   assertProblem(t, await ctx.as(claim).get(`/v1/properties/${property.id}`), 429, /with this key/)
 })
 
 t.test('a claim before the claim key is loaded counts against its address: the limit waits for no database', async (t) => {
   const ctx = await setupApp(t, { RATE_LIMIT_MAX: '3', RATE_LIMIT_WINDOW_MS: '60000' })
-  const tenant = await ctx.newTenant()
-  const service = await createService(ctx.operator)
-  await tenant.client.put(`/v1/marketplace-services/${service.id}/activation`)
-  const property = (await tenant.client.post('/v1/properties', { fields: { price: 1 } })).data
-  const claim = signClaim({
-    tenantId: tenant.id, serviceId: service.id, deliveryId: newId(), propertyId: property.id, addressId: null,
-    expiresAt: Math.floor(ctx.clock.now().getTime() / 1000) + 900
-  }, await loadClaimKey(ctx.db, undefined))
+  const fixture = await claimFixture(ctx)
+  const { property } = fixture
+  const claim = fixture.claim()
   t.equal((await ctx.as(claim).get(`/v1/properties/${property.id}`)).statusCode, 200, 'the first claim: its authentication loads the key')
   for (let i = 0; i < 2; i++) t.equal((await ctx.anonymous.get('/v1/users')).statusCode, 401)
   assertProblem(t, await ctx.anonymous.get('/v1/users'), 429, /without a key from this address/)
