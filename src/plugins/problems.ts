@@ -145,10 +145,12 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
   // lasts how many more were answered so (each request's own line still has its status), and the last
   // count when the app closes.
   let answered503 = 0
+  let lastError: unknown
   let window: NodeJS.Timeout | undefined
   const report = () => {
-    if (answered503 > 0) app.log.warn({ answered503 }, `requests answered 503 in the last ${UNAVAILABLE_LOG_MS / 1000} s: the database is unavailable`)
-    else {
+    if (answered503 > 0) {
+      app.log.warn({ err: lastError, answered503 }, `${unavailableReason(lastError)}: ${answered503} more requests answered 503 since the last warning`)
+    } else {
       clearInterval(window)
       window = undefined
     }
@@ -157,6 +159,7 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
   const warnUnavailable = (request: FastifyRequest, error: unknown) => {
     if (window !== undefined) {
       answered503++
+      lastError = error
       return
     }
     request.log.warn({ err: error }, `${unavailableReason(error)}: requests answer 503 with Retry-After`)
@@ -165,6 +168,7 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
   app.addHook('onClose', async () => {
     if (answered503 > 0) report()
     clearInterval(window)
+    window = undefined
   })
 
   app.setErrorHandler((error: FastifyError & { code?: string }, request, reply) => {
