@@ -124,10 +124,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     if (new URL(url).hostname === '') throw new Error('no host')
   })
   if (smtp) problems.push(`SMTP_URL: ${smtp}; expected e.g. smtp://user:pass@mail.example.com:587`)
-  const sender = addressparser(String(config.MAIL_FROM))
-  // An address with quotes or brackets in it is a value read with its quotes (`docker run --env-file`
-  // keeps them): `"Baton <baton@localhost>"` parses as the address `"Baton <baton"@localhost>`.
-  if (sender.length !== 1 || !/^[^\s"<>(),;:\\@]+@[^\s"<>(),;:\\@]+$/.test(sender[0]!.address ?? '')) {
+  const from = String(config.MAIL_FROM)
+  const sender = addressparser(from)
+  // A value read with its quotes (`docker run --env-file` keeps them): `"Baton <baton@localhost>"` parses
+  // as the address `"Baton <baton"@localhost>`, `'baton@example.com'` as one with quotes around it.
+  if (/^(["']).*\1$/s.test(from.trim())) {
+    problems.push('MAIL_FROM: remove the quotes around it; a file read without a shell (docker --env-file) keeps them as part of the value')
+  } else if (sender.length !== 1 || !/^[^\s"<>(),;:\\@]+@[^\s"<>(),;:\\@]+$/.test(sender[0]!.address ?? '')) {
     // Without an address nodemailer sends the mail with no From header and an empty envelope sender.
     problems.push('MAIL_FROM: must be one sender address, e.g. Baton <baton@example.com> or baton@example.com')
   }
