@@ -37,17 +37,21 @@ function isLarge(payload: unknown): boolean {
 }
 
 function watchWhileSending(response: ServerResponse, socket: Socket, timeoutMs: number): void {
-  // What the kernel has taken of the connection's output (bytesWritten counts what waits in memory too).
-  const taken = () => socket.bytesWritten - socket.writableLength
-  let last = taken()
+  // What waits in memory for the client: in the stream's buffer, and the part of the write libuv is
+  // handing to the kernel (one write of a whole answer can take long to drain to a slow reader: without
+  // it, a client reading steadily looked stalled until the write ended).
+  // Writes that ended count as progress too (bytesWritten counts what waits in memory as well): a new
+  // part of a page added meanwhile may leave more waiting than before.
+  const waiting = () => socket.writableLength + writeQueueSize(socket)
+  const written = () => socket.bytesWritten - socket.writableLength
+  let last = { waiting: waiting(), written: written() }
   let movedAt = performance.now()
   const timer = setInterval(() => {
     if (socket.destroyed) return stop()
-    const now = taken()
-    if (now !== last || socket.writableLength === 0) {
-      last = now
-      movedAt = performance.now()
-    } else if (performance.now() - movedAt >= timeoutMs) {
+    const now = { waiting: waiting(), written: written() }
+    if (now.waiting === 0 || now.waiting < last.waiting || now.written > last.written) movedAt = performance.now()
+    last = now
+    if (now.waiting > 0 && performance.now() - movedAt >= timeoutMs) {
       socket.destroy()
       stop()
     }
@@ -55,6 +59,12 @@ function watchWhileSending(response: ServerResponse, socket: Socket, timeoutMs: 
   const stop = () => clearInterval(timer)
   response.once('finish', stop)
   response.once('close', stop)
+}
+
+/** The bytes of the socket's writes libuv has not yet handed to the kernel (Node's own count, on its handle). */
+function writeQueueSize(socket: Socket): number {
+  const size = (socket as unknown as { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize
+  return typeof size === 'number' ? size : 0
 }
 
 export default fp(stalledReadersPlugin, { name: 'stalled-readers' })

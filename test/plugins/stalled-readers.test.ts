@@ -1,7 +1,9 @@
 import { once } from 'node:events'
 import net from 'node:net'
+import Fastify from 'fastify'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
+import stalledReaders from '../../src/plugins/stalled-readers.js'
 import { setupApp } from '../helpers/app.js'
 
 // A client that asks for large answers and reads none of them: its connection held the part of the
@@ -115,3 +117,29 @@ t.test('a client that reads its large answers gets them whole, on a connection k
   t.equal(pages(), 2, 'both pages came')
   t.equal(await connections(), 1, 'and the connection is still open')
 })
+
+t.test('a client that reads one large write slowly but steadily gets it whole: a write draining is progress', async (t) => {
+  // Larger than the kernel's buffers take, sent in one write: most of it drains from Node's own queue
+  // for a second or more, longer than the timeout, while the client reads on.
+  const app = Fastify()
+  await app.register(stalledReaders, { timeoutMs: 300 })
+  const body = 'x'.repeat(12 * 1024 * 1024)
+  app.get('/large', async () => body)
+  const { port: largePort } = new URL(await app.listen({ host: '127.0.0.1', port: 0 }))
+  t.teardown(() => app.close())
+  const socket = net.connect(Number(largePort), '127.0.0.1')
+  await once(socket, 'connect')
+  t.teardown(() => socket.destroy())
+  socket.write('GET /large HTTP/1.1\r\nHost: x\r\n\r\n')
+  let received = 0
+  // About 6 MB/s: a chunk, then a pause.
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.length
+    socket.pause()
+    setTimeout(() => socket.resume(), 10)
+  })
+  while (received < body.length && !socket.destroyed) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.ok(received > body.length, `the whole answer came (${received} bytes)`)
+  t.notOk(socket.destroyed, 'on a connection still open')
+})
+
