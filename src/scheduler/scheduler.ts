@@ -635,17 +635,21 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
    */
   async function idleMs(claimed: number): Promise<number> {
     const now = clock.now().getTime()
+    // A reading from before a step back of the clock (the database's, read again) is stale as well.
+    const stale = (due: NonNullable<typeof lastDue>) => now - due.readAt >= DUE_REREAD_MS || now < due.readAt
+    /** Until the due times may be read again: a step announced meanwhile is looked for then. */
+    const untilReread = (due: NonNullable<typeof lastDue>) => Math.min(settings.pollIntervalMs, Math.max(0, due.readAt + DUE_REREAD_MS - now))
     // No room for another call: the end of one wakes the loop for the calls, but the chores run beside
     // them and keep their own time. Before, a full worker read no due time: an automatic step, a step's
     // start or a deadline waited for the poll interval (or for a call to end, 10 s at a host that hangs)
     // while the worker's places were taken, whatever its tenant (1.2 s at the defaults in a probe, 9 s
     // with a poll interval of 5 s).
     if (roomForCalls() <= 0) {
-      if (!lastDue || now - lastDue.readAt >= DUE_REREAD_MS) {
+      if (!lastDue || stale(lastDue)) {
         stepsAnnounced = false
         lastDue = { ...(await nextDue(db)), readAt: now }
       } else if (stepsAnnounced) {
-        return Math.max(0, lastDue.readAt + DUE_REREAD_MS - now)
+        return untilReread(lastDue)
       }
       nextChoresAt = lastDue.chores?.getTime()
       startChoresIfDue()
@@ -655,7 +659,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       const untilChores = nextChoresAt - now
       return Math.max(untilChores <= 0 ? DUE_REREAD_MS : 0, Math.min(settings.pollIntervalMs, untilChores))
     }
-    if (!lastDue || inFlight.size === 0 || now - lastDue.readAt >= DUE_REREAD_MS) {
+    if (inFlight.size === 0 || !lastDue || stale(lastDue)) {
       stepsAnnounced = false
       lastDue = { ...(await nextDue(db)), readAt: now }
     }
@@ -665,7 +669,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const untilNext = next ? next.getTime() - clock.now().getTime() : settings.pollIntervalMs
     // Due, yet the claim took nothing (other workers hold it, or its host is crowded here): not again at once.
     const floor = claimed === 0 && untilNext <= 0 ? RECLAIM_FLOOR_MS : 0
-    return Math.max(floor, Math.min(settings.pollIntervalMs, untilNext))
+    const wait = Math.max(floor, Math.min(settings.pollIntervalMs, untilNext))
+    // A step announced since the due times were read, which calls in flight kept from being read again.
+    return stepsAnnounced ? Math.min(wait, Math.max(floor, untilReread(due))) : wait
   }
 
   function sleep(ms: number): Promise<void> {
