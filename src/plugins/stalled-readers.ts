@@ -44,13 +44,16 @@ function watchWhileSending(response: ServerResponse, socket: Socket, timeoutMs: 
   // part of a page added meanwhile may leave more waiting than before.
   const waiting = () => socket.writableLength + writeQueueSize(socket)
   const written = () => socket.bytesWritten - socket.writableLength
-  let last = { waiting: waiting(), written: written() }
+  let last = { waiting: waiting(), written: written(), buffered: socket.writableLength }
   let movedAt = performance.now()
   const timer = setInterval(() => {
     if (socket.destroyed) return stop()
     const now = { waiting: waiting(), written: written() }
-    if (now.waiting === 0 || now.waiting < last.waiting || now.written > last.written) movedAt = performance.now()
-    last = now
+    // A write that ended counts only while no more came to wait (a string's characters and its bytes
+    // differ in the two counts, so a part added moves `written` too).
+    const ended = now.written > last.written && socket.writableLength <= last.buffered
+    if (now.waiting === 0 || now.waiting < last.waiting || ended) movedAt = performance.now()
+    last = { ...now, buffered: socket.writableLength }
     if (now.waiting > 0 && performance.now() - movedAt >= timeoutMs) {
       socket.destroy()
       stop()
@@ -61,7 +64,12 @@ function watchWhileSending(response: ServerResponse, socket: Socket, timeoutMs: 
   response.once('close', stop)
 }
 
-/** The bytes of the socket's writes libuv has not yet handed to the kernel (Node's own count, on its handle). */
+/**
+ * The bytes of the socket's writes libuv has not yet handed to the kernel (Node's own count, on its
+ * handle). It moves when the kernel has room again, about half a send buffer at a time: a client
+ * reading slower than that per `timeoutMs` looks stalled. Plain TCP only, as Baton serves it (a TLS
+ * socket's own handle does not move; TLS ends in front of Baton).
+ */
 function writeQueueSize(socket: Socket): number {
   const size = (socket as unknown as { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize
   return typeof size === 'number' ? size : 0

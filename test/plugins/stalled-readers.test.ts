@@ -119,11 +119,12 @@ t.test('a client that reads its large answers gets them whole, on a connection k
 })
 
 t.test('a client that reads one large write slowly but steadily gets it whole: a write draining is progress', async (t) => {
-  // Larger than the kernel's buffers take, sent in one write: most of it drains from Node's own queue
-  // for a second or more, longer than the timeout, while the client reads on.
+  // Far larger than the kernel's buffers take, sent in one write: most of it drains from Node's own
+  // queue for some seconds, longer than the timeout, while the client reads on. The queue moves about
+  // half a send buffer at a time (some 2 MB here), well within the timeout at this rate.
   const app = Fastify()
-  await app.register(stalledReaders, { timeoutMs: 300 })
-  const body = 'x'.repeat(12 * 1024 * 1024)
+  await app.register(stalledReaders, { timeoutMs: 2000 })
+  const body = 'x'.repeat(24 * 1024 * 1024)
   app.get('/large', async () => body)
   const { port: largePort } = new URL(await app.listen({ host: '127.0.0.1', port: 0 }))
   t.teardown(() => app.close())
