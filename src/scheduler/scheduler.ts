@@ -633,6 +633,18 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
    * While calls are in flight their ends wake the loop often: the next due time is read again only
    * after DUE_REREAD_MS (it was read on about every third step).
    */
+  /** Reads the due times; an announcement made before it is kept when the read fails, to be looked for after the backoff. */
+  async function readDue(now: number): Promise<NonNullable<typeof lastDue>> {
+    const announced = stepsAnnounced
+    stepsAnnounced = false
+    try {
+      return { ...(await nextDue(db)), readAt: now }
+    } catch (error) {
+      stepsAnnounced ||= announced
+      throw error
+    }
+  }
+
   async function idleMs(claimed: number): Promise<number> {
     const now = clock.now().getTime()
     // A reading from before a step back of the clock (the database's, read again) is stale as well.
@@ -646,8 +658,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     // with a poll interval of 5 s).
     if (roomForCalls() <= 0) {
       if (!lastDue || stale(lastDue)) {
-        stepsAnnounced = false
-        lastDue = { ...(await nextDue(db)), readAt: now }
+        lastDue = await readDue(now)
       } else if (stepsAnnounced) {
         return untilReread(lastDue)
       }
@@ -659,10 +670,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       const untilChores = nextChoresAt - now
       return Math.max(untilChores <= 0 ? DUE_REREAD_MS : 0, Math.min(settings.pollIntervalMs, untilChores))
     }
-    if (inFlight.size === 0 || !lastDue || stale(lastDue)) {
-      stepsAnnounced = false
-      lastDue = { ...(await nextDue(db)), readAt: now }
-    }
+    if (inFlight.size === 0 || !lastDue || stale(lastDue)) lastDue = await readDue(now)
     const due = lastDue
     nextChoresAt = due.chores?.getTime()
     const next = [due.delivery, due.chores].filter((d) => d !== undefined).sort((a, b) => a.getTime() - b.getTime())[0]
