@@ -149,12 +149,14 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
   let window: NodeJS.Timeout | undefined
   const report = () => {
     if (answered503 > 0) {
-      app.log.warn({ err: lastError, answered503 }, `${unavailableReason(lastError)}: ${answered503} more requests answered 503 since the last warning`)
+      const requests = answered503 === 1 ? '1 more request' : `${answered503} more requests`
+      app.log.warn({ err: lastError, answered503 }, `${unavailableReason(lastError)}: ${requests} answered 503 since the last warning`)
     } else {
       clearInterval(window)
       window = undefined
     }
     answered503 = 0
+    lastError = undefined
   }
   const warnUnavailable = (request: FastifyRequest, error: unknown) => {
     if (window !== undefined) {
@@ -168,7 +170,6 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
   app.addHook('onClose', async () => {
     if (answered503 > 0) report()
     clearInterval(window)
-    window = undefined
   })
 
   app.setErrorHandler((error: FastifyError & { code?: string }, request, reply) => {
