@@ -130,7 +130,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   // as the address `"Baton <baton"@localhost>`, `'baton@example.com'` as one with quotes around it.
   if (/^(["']).*\1$/s.test(from.trim())) {
     problems.push('MAIL_FROM: remove the quotes around it; a file read without a shell (docker --env-file) keeps them as part of the value')
-  } else if (sender.length !== 1 || !/^[^\s"<>(),;:\\@]+@[^\s"<>(),;:\\@]+$/.test(sender[0]!.address ?? '')) {
+  } else if (sender.length !== 1 || !/^[^\s"<>(),;:\\@]+@[^\s"'<>(),;:\\@]+$/.test(sender[0]!.address ?? '')) {
     // Without an address nodemailer sends the mail with no From header and an empty envelope sender.
     problems.push('MAIL_FROM: must be one sender address, e.g. Baton <baton@example.com> or baton@example.com')
   }

@@ -47,7 +47,8 @@ t.test('settings are read from their text: numbers, flags, choices and defaults;
     // As `docker run --env-file` reads a quoted line: the quotes are part of the value.
     [{ MAIL_FROM: '"Baton <baton@localhost>"' }, /MAIL_FROM: remove the quotes around it/],
     [{ MAIL_FROM: "'baton@example.com'" }, /MAIL_FROM: remove the quotes around it/],
-    [{ MAIL_FROM: 'Baton <"baton@localhost>' }, /MAIL_FROM: must be one sender address/]
+    [{ MAIL_FROM: 'Baton <"baton@localhost>' }, /MAIL_FROM: must be one sender address/],
+    [{ MAIL_FROM: "baton@example.com'" }, /MAIL_FROM: must be one sender address/]
   ]
   t.equal(loadConfig({ BATON_ADMIN_TOKEN: 'bop_uokFxHfYeNnihntm-pBfG5a9_G43Oi_aUwg4tn9ichw' }).BATON_ADMIN_TOKEN, 'bop_uokFxHfYeNnihntm-pBfG5a9_G43Oi_aUwg4tn9ichw')
   for (const from of ['Baton <baton@localhost>', 'baton@example.com', '"Baton, Inc." <baton@example.com>']) {
