@@ -53,12 +53,7 @@ const elapsed = () => performance.now()
  */
 async function rateLimitPlugin(app: FastifyInstance, options: RateLimitOptions): Promise<void> {
   await app.register(rateLimit, { global: false, store: ForwardOnlyStore })
-  const limitKeys = new WeakMap<FastifyRequest, string>()
-  const limitKeyOf = (request: FastifyRequest) => {
-    let key = limitKeys.get(request)
-    if (key === undefined) limitKeys.set(request, key = keyOf(request, options.claimKey))
-    return key
-  }
+  const limitKeyOf = (request: FastifyRequest) => keyOf(request, options.claimKey)
   const perKey = app.createRateLimit({ max: options.max, timeWindow: options.windowMs, keyGenerator: limitKeyOf })
   const failures = app.createRateLimit({ max: options.authFailures, timeWindow: options.windowMs, keyGenerator: (request) => addressOf(request) })
   const knownKeys = new Map<string, number>()

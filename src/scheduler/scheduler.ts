@@ -213,7 +213,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let nextChoresAt: number | undefined
   /** A wake-up (NOTIFY, a finished call) arrived since the pass began: the next sleep returns at once. */
   let woken = false
-  /** Steps were announced since the due times were last read: a full worker reads them again as soon as it may. */
+  /** Steps were announced since the due times were last read: they are read again once the last reading is stale (idleMs). */
   let stepsAnnounced = false
 
   /**
