@@ -30,6 +30,19 @@ async function dataDir(t: Test): Promise<string> {
 }
 
 /** Starts the npm script, waits for its line, sends the signal to npm alone, and checks that all ends well. */
+const OPERATOR_KEY = 'a-test-operator-key-of-enough-length'
+
+/** `--role=api` on a database of its own with these settings, listening: its database, process, port and settings. */
+async function apiServer(t: Test, settings: Record<string, string>) {
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  const env: Record<string, string> = { ...workerEnv(database.name, await dataDir(t), 'api'), BATON_ADMIN_TOKEN: OPERATOR_KEY, PORT: '0', LOG_LEVEL: 'info', ...settings }
+  const server = runScript('src/server.ts', env, ['--role=api'])
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  return { database, server, port: port!, env }
+}
+
 async function signalNpm(t: Test, script: string[], env: Record<string, string>, ready: RegExp, signal: NodeJS.Signals): Promise<number> {
   const npm = runCommand('npm', script, { NODE_ENV: 'test', ...env, LOG_LEVEL: 'info' }, { group: true })
   // Whatever happens, nothing this test started outlives it.
@@ -111,13 +124,7 @@ t.test('SIGTERM while the embedded database opens: exit 0 and the data dir\'s lo
 // The server's close waited for every request in flight, and a client sending its body slowly has
 // HTTP_REQUEST_TIMEOUT_MS: past the hard limit (grace + 5 s) the process exited 1, its database left open.
 t.test('SIGTERM with requests still arriving: the probes read not ready and alive, the slow one is cut off after the grace, exit 0', async (t) => {
-  const database = await createTestDatabase()
-  t.teardown(() => database.drop())
-  const dir = await dataDir(t)
-  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000', SHUTDOWN_DELAY_MS: '0' }
-  const server = runScript('src/server.ts', env, ['--role=api'])
-  t.teardown(() => { server.child.kill('SIGKILL') })
-  const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  const { server, port, env } = await apiServer(t, { SHUTDOWN_GRACE_MS: '1000', SHUTDOWN_DELAY_MS: '0' })
   // Probes whose requests are still arriving when the drain begins (written first, so the server has
   // read them when the POST arrives): a load balancer must read not ready, and the process alive.
   const probes = await Promise.all(['/health/ready', '/health/live'].map(async (path) => {
@@ -132,7 +139,7 @@ t.test('SIGTERM with requests still arriving: the probes read not ready and aliv
   const socket = connect(Number(port), '127.0.0.1')
   t.teardown(() => { socket.destroy() })
   await new Promise((resolve) => socket.once('connect', resolve))
-  socket.write('POST /v1/tenants HTTP/1.1\r\nHost: baton\r\nAuthorization: Bearer a-test-operator-key-of-enough-length\r\n' +
+  socket.write(`POST /v1/tenants HTTP/1.1\r\nHost: baton\r\nAuthorization: Bearer ${OPERATOR_KEY}\r\n` +
     'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name":')
   await server.waitFor(/incoming request/)
   const closed = new Promise((resolve) => socket.once('close', resolve))
@@ -156,14 +163,8 @@ t.test('SIGTERM with requests still arriving: the probes read not ready and aliv
 // close waiting for that statement (up to DATABASE_STATEMENT_TIMEOUT_MS, 10 s): the process met the
 // hard limit (delay + grace + 5 s) and exited 1.
 t.test('SIGTERM while a request waits on a lock held elsewhere: it is cut off after the grace, exit 0', async (t) => {
-  const database = await createTestDatabase()
-  t.teardown(() => database.drop())
-  const dir = await dataDir(t)
-  const key = 'a-test-operator-key-of-enough-length'
-  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: key, PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000', SHUTDOWN_DELAY_MS: '0' }
-  const server = runScript('src/server.ts', env, ['--role=api'])
-  t.teardown(() => { server.child.kill('SIGKILL') })
-  const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  const key = OPERATOR_KEY
+  const { database, server, port, env } = await apiServer(t, { SHUTDOWN_GRACE_MS: '1000', SHUTDOWN_DELAY_MS: '0' })
   const held = await holdRow(database.db, sql`lock table tenants in access exclusive mode`)
   t.teardown(() => held.release())
   const answer = getAlone(Number(port), '/v1/tenants', { authorization: `Bearer ${key}` })
@@ -246,14 +247,8 @@ function getAlone(port: number, path: string, headers: Record<string, string> = 
 // The API closed its listener at the signal: a load balancer that had not yet read the 503 of
 // /health/ready sent new connections on, and each was refused.
 t.test('SIGTERM to the API: new connections are served for SHUTDOWN_DELAY_MS while /health/ready answers 503, then the listener closes', async (t) => {
-  const database = await createTestDatabase()
-  t.teardown(() => database.drop())
-  const dir = await dataDir(t)
-  const key = 'a-test-operator-key-of-enough-length'
-  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: key, PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_DELAY_MS: '2000', SHUTDOWN_GRACE_MS: '1000' }
-  const server = runScript('src/server.ts', env, ['--role=api'])
-  t.teardown(() => { server.child.kill('SIGKILL') })
-  const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  const key = OPERATOR_KEY
+  const { server, port } = await apiServer(t, { SHUTDOWN_DELAY_MS: '2000', SHUTDOWN_GRACE_MS: '1000' })
   const signalled = Date.now()
   server.child.kill('SIGTERM')
   await server.waitFor(/shutting down/)
@@ -292,14 +287,8 @@ function exchange(socket: Socket, request: string): Promise<{ head: string; clos
 // Connection: close, so clients move to new connections, which are served until the listener closes
 // and refused (ECONNREFUSED: nothing was sent) after.
 t.test('SIGTERM to the API: answers on kept-alive connections say Connection: close, so none meets the close of the listener on one', async (t) => {
-  const database = await createTestDatabase()
-  t.teardown(() => database.drop())
-  const dir = await dataDir(t)
-  const key = 'a-test-operator-key-of-enough-length'
-  const env = { ...workerEnv(database.name, dir, 'api'), BATON_ADMIN_TOKEN: key, PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_DELAY_MS: '2500', SHUTDOWN_GRACE_MS: '1000', RATE_LIMIT_MAX: '1000000' }
-  const server = runScript('src/server.ts', env, ['--role=api'])
-  t.teardown(() => { server.child.kill('SIGKILL') })
-  const [, port] = await server.waitFor(/Baton listening on http:\/\/[^:]+:(\d+)/, 60_000)
+  const key = OPERATOR_KEY
+  const { server, port } = await apiServer(t, { SHUTDOWN_DELAY_MS: '2500', SHUTDOWN_GRACE_MS: '1000', RATE_LIMIT_MAX: '1000000' })
   const socket = connect(Number(port), '127.0.0.1')
   t.teardown(() => { socket.destroy() })
   await new Promise((resolve) => socket.once('connect', resolve))
