@@ -64,7 +64,7 @@ function rawProblem(status: number, detail: string, requestId: string, headers: 
   const body = JSON.stringify({ ...problemBody(status, detail, instance), requestId })
   const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
   return `HTTP/1.1 ${status} ${problemBody(status, '').title}\r\nConnection: close\r\n` +
-    `Content-Type: application/problem+json\r\nX-Request-Id: ${requestId}\r\n${extra}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+    `Content-Type: application/problem+json\r\nCache-Control: no-store\r\nX-Request-Id: ${requestId}\r\n${extra}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
 }
 
 /**
@@ -115,7 +115,8 @@ function answerBeforeFastify(request: IncomingMessage, response: ServerResponse,
   const requestId = requestIdFrom(request.headers[REQUEST_ID_HEADER])
   const body = JSON.stringify({ ...problemBody(status, detail, (request.url ?? '/').split('?')[0]), requestId })
   response.writeHead(status, {
-    'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), connection: 'close', [REQUEST_ID_HEADER]: requestId
+    'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', connection: 'close',
+    [REQUEST_ID_HEADER]: requestId
   })
   response.end(body)
 }

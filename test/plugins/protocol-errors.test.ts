@@ -249,6 +249,7 @@ t.test('Expect: 100-continue with a body over the limit is refused at once, with
     `Content-Length: ${length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`
   const tooLarge = await raw(head(1024 * 1024 + 1))
   parse(t, tooLarge.text, 413)
+  notStored(t, tooLarge.text)
   t.match(tooLarge.text, /larger than the 1048576 bytes/)
 
   // A body within the limit is still invited, and the route answers it.
@@ -290,6 +291,11 @@ function raw(request: string | Buffer, options: { keepOpenMs?: number } = {}): P
   })
 }
 
+/** An answer given before any route is found (Node's parser, an Expect, a CONNECT): no cache keeps it. */
+function notStored(t: Test, text: string): void {
+  t.match(text.split('\r\n\r\n')[0], /\r\ncache-control: no-store(\r\n|$)/i, 'kept by no cache')
+}
+
 /** The status and the parsed problem of a raw HTTP answer. */
 function parse(t: Test, text: string, status: number): void {
   const [head = '', body = ''] = text.split('\r\n\r\n')
@@ -303,10 +309,12 @@ function parse(t: Test, text: string, status: number): void {
 t.test('errors of Node\'s HTTP parser are problems too (real sockets)', async (t) => {
   const expect = await raw(`GET /v1/users HTTP/1.1\r\nHost: x\r\nExpect: x\r\n\r\n`)
   parse(t, expect.text, 417)
+  notStored(t, expect.text)
   t.match(expect.text, /Expect: x cannot be met/)
 
   const bigHeader = await raw(`GET /v1/users HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(17 * 1024)}\r\n\r\n`)
   parse(t, bigHeader.text, 431)
+  notStored(t, bigHeader.text)
 
   const longUrl = await raw(`GET /v1/users?x=${'a'.repeat(10_000)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
   parse(t, longUrl.text, 414)
@@ -319,9 +327,11 @@ t.test('errors of Node\'s HTTP parser are problems too (real sockets)', async (t
 
   const garbage = await raw('NOT HTTP AT ALL\r\n\r\n')
   parse(t, garbage.text, 400)
+  notStored(t, garbage.text)
 
   const badLength = await raw('POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n')
   parse(t, badLength.text, 400)
+  notStored(t, badLength.text)
 })
 
 t.test('an HTTP/1.1 request without Host answers 400 as a problem, not Node\'s empty 400; HTTP/1.0 needs none (real sockets)', async (t) => {
@@ -339,6 +349,7 @@ t.test('an HTTP/1.1 request without Host answers 400 as a problem, not Node\'s e
 t.test('a CONNECT is answered 405 and the connection closed, not dropped without a word (real sockets)', async (t) => {
   const tunnel = await raw('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nX-Request-Id: tunnel-1\r\n\r\n')
   parse(t, tunnel.text, 405)
+  notStored(t, tunnel.text)
   t.match(tunnel.text, /CONNECT is not supported: Baton is not a proxy/)
   t.match(tunnel.text, /\r\nallow: \r\n/i, 'an empty Allow: a host:port allows no method here')
   t.match(tunnel.text, /"requestId":"tunnel-1"/)
@@ -383,6 +394,7 @@ t.test('a client that trickles its body is answered 408 once the request timeout
   const slow = await raw(`POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n` +
     'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"na', { keepOpenMs: 5000 })
   parse(t, slow.text, 408)
+  notStored(t, slow.text)
   t.match(slow.text, /did not arrive in full within 1000 ms/)
   t.ok(slow.ms >= 1000 && slow.ms < 4000, `cut off after ${slow.ms} ms`)
 
