@@ -1,7 +1,8 @@
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
+import { rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import nodemailer from 'nodemailer'
 import type { Logger } from '../lib/logger.js'
+import { makeDirectory } from '../lib/make-directory.js'
 
 interface Mail {
   from: string
@@ -92,7 +93,7 @@ function fileMailer(dir: string, log: Pick<Logger, 'info'> | undefined): Mailer 
     async send(mail) {
       // Unix line ends drop a bare CR, where SMTP's turn it into a line break: "one\rtwo" read "onetwo".
       const info = await transport.sendMail({ ...mail, text: mail.text.replace(/\r\n?/g, '\n') })
-      await mkdir(dir, { recursive: true })
+      makeDirectory(dir)
       const name = `${new Date().toISOString().replace(/[:.]/g, '-')}-${mail.messageId.replace(/^<|@.*$/g, '').replace(/[^A-Za-z0-9-]/g, '')}.eml`
       const file = join(dir, name)
       // Written under a hidden name, then renamed: a mail client or a tool watching the directory

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto'
-import { linkSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { linkSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError } from '../config.js'
+import { makeDirectory } from '../lib/make-directory.js'
 
 export class DataDirBusyError extends Error {
   override name = 'DataDirBusyError'
@@ -45,7 +46,7 @@ const NO_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'])
 export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING): Promise<() => void> {
   const lockFile = join(dir, 'baton.pid')
   try {
-    mkdirSync(dir, { recursive: true })
+    makeDirectory(dir)
   } catch (error) {
     throw unusableDataDir(dir, error)
   }

@@ -1,4 +1,4 @@
-import { readFileSync, watch } from 'node:fs'
+import { existsSync, readFileSync, watch } from 'node:fs'
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -25,6 +25,13 @@ t.test('without SMTP, each mail becomes an .eml file named after its id', async 
   const raw = await readFile(join(dir, 'mail', files[0]!), 'utf8')
   t.match(raw, /^Message-ID: <01a22273-5e34-700d-9c3d-fde98d584b88@baton>$/m)
   t.match(raw, /^To: clara@example\.com$/m)
+})
+
+t.test('without SMTP, a mail folder that cannot be made fails the send, so the outbox keeps the mail', { skip: !existsSync('/proc/self') && 'needs /proc' }, async (t) => {
+  // /proc refuses children with ENOENT, where Node's recursive mkdir made /proc again without end: the send never settled.
+  const mailer = createMailer({ mailDir: '/proc/baton-nowhere/mail' })
+  await t.rejects(mailer.send(mail), { code: 'ENOENT' })
+  mailer.close()
 })
 
 t.test('with SMTP, the mail reaches the server with its Message-ID', async (t) => {

@@ -198,6 +198,11 @@ t.test('a BATON_DATA_DIR that cannot hold the embedded database is named as the 
   for (const dataDir of [file, join(file, 'data')]) {
     await t.rejects(openEmbedded(dataDir), { name: 'ConfigError', message: new RegExp(`^BATON_DATA_DIR: the embedded database cannot be kept in ${dataDir}: E(EXIST|NOTDIR)`) }, dataDir)
   }
+  // A parent that refuses children with ENOENT: Node's recursive mkdir made the parent again without end.
+  if (existsSync('/proc/self')) {
+    const dataDir = '/proc/baton-nowhere/data'
+    await t.rejects(openEmbedded(dataDir), { name: 'ConfigError', message: new RegExp(`^BATON_DATA_DIR: the embedded database cannot be kept in ${dataDir}: ENOENT`) }, dataDir)
+  }
 })
 
 t.test('extractTar writes the folders and files of a tar archive, and refuses paths that leave the destination', async (t) => {
