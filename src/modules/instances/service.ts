@@ -569,7 +569,9 @@ export async function cancelProcess(db: DB, clock: Clock, wakeups: Wakeups, tena
   const cancelled = await db.transaction().execute(async (trx) => {
     const instance = await lockForChange(trx, tenantId, id)
     if (instance.status !== 'running') throw conflict(`Process instance ${id} is already ${instance.status}.`)
-    // Unclaimed deliveries are cancelled first, so no worker can claim one between the check and the cancel.
+    // Unclaimed deliveries are cancelled first, so no worker can claim one between the check and the cancel;
+    // and locked before, so that none claimed goes back to the queue between the cancel and the check.
+    await runtime.lockOpenDeliveries(trx, tenantId, id)
     await runtime.cancelPendingDeliveries(trx, tenantId, { instanceId: id }, clock.now())
     const step = instance.current_position === null ? undefined : await runtime.findStepAt(trx, tenantId, id, instance.current_position)
     if (step?.state === 'running' && step.kind === 'email') {
