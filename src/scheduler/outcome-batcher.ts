@@ -35,12 +35,18 @@ export class OutcomeBatcher {
   record(record: AttemptRecord, until: Date, signal?: AbortSignal): Promise<Recorded> {
     return new Promise((resolve, reject) => {
       this.pending.push({ record, until, signal, resolve, reject })
-      this.writing ??= this.drain().finally(() => { this.writing = undefined })
+      this.writing ??= this.drain()
     })
   }
 
   private async drain(): Promise<void> {
-    while (this.pending.length > 0) await this.write(this.pending.splice(0, this.maxBatch))
+    try {
+      while (this.pending.length > 0) await this.write(this.pending.splice(0, this.maxBatch))
+    } finally {
+      // In the same turn as the last look at `pending`: an outcome recorded a turn later (a `.finally` here)
+      // found the drain still set and started none, and waited for the next outcome to be written.
+      this.writing = undefined
+    }
   }
 
   private async write(batch: Pending[]): Promise<void> {

@@ -643,3 +643,26 @@ t.test('an outcome whose text Postgres refuses is recorded without that text, al
   t.same((await deliveryOf(good.stepId)).attempts.map((a: { responseBody: string }) => a.responseBody), ['fine'])
   t.equal(await stepState(good.instanceId), 'done')
 })
+
+t.test('an outcome recorded as the batcher finishes its last batch is written, however many turns of the microtask queue later', async (t) => {
+  const steps = await Promise.all(Array.from({ length: 8 }, (_, i) => webhookStep(`Batcher's last turn ${i}`)))
+  const claimedAt = rt.clock.now()
+  const claims = await claimDeliveries(rt.db, { workerId: 'worker-turns', now: claimedAt, leaseMs: 60 * SECOND, limit: 20 })
+  const record = (deliveryId: string): AttemptRecord => ({
+    delivery: claims.find((c) => c.id === deliveryId)!, startedAt: claimedAt, durationMs: 5, statusCode: 200, error: null, responseBody: 'ok',
+    decision: { action: 'succeed' }, outcome: 'succeeded'
+  })
+  const until = new Date(claimedAt.getTime() + 60 * SECOND)
+  const batcher = new OutcomeBatcher(rt.db, rt.clock)
+  for (let turns = 0; turns < 4; turns++) {
+    const [first, second] = [steps[2 * turns]!, steps[2 * turns + 1]!]
+    const later = batcher.record(record(first.deliveryId), until).then(async () => {
+      for (let i = 0; i < turns; i++) await null
+      return batcher.record(record(second.deliveryId), until)
+    })
+    // Without a write the answer never comes: a guard of real time, met at once when the outcome is written.
+    const outcome = await Promise.race([later, new Promise((resolve) => setTimeout(() => resolve('never written'), 5000).unref())])
+    t.equal(outcome, 'recorded', `recorded ${turns} turns after the batch before it was`)
+    t.equal(await stepState(second.instanceId), 'done')
+  }
+})
