@@ -70,11 +70,19 @@ function describeRecord(record: { id: string; fields: JsonObject }): string {
   return shown.length > 0 ? `${record.id} (${shown.join(', ')})` : record.id
 }
 
+/**
+ * "25/10/2026, 02:30 (Europe/Berlin, UTC+02:00)": the wall-clock time in the tenant's zone, with its
+ * offset, as the hour a DST change repeats shows the same time twice (02:30 in summer time, and an
+ * hour later in winter time).
+ */
 function localTime(instant: Date, timeZone: string): string {
-  const text = new Intl.DateTimeFormat('en-GB', {
-    timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23'
-  }).format(instant)
-  return `${text} (${timeZone})`
+  const parts = new Intl.DateTimeFormat('en-GB', {
+    timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZoneName: 'longOffset'
+  }).formatToParts(instant)
+  const text = parts.filter((part) => part.type !== 'timeZoneName').map((part) => part.value).join('').trim()
+  // "GMT+02:00", or "GMT" alone for no offset.
+  const offset = parts.find((part) => part.type === 'timeZoneName')?.value.replace(/^GMT/, '') || '+00:00'
+  return `${text} (${timeZone}, UTC${offset})`
 }
 
 /** "2 days 3 hours", "45 minutes", "less than a minute". */
