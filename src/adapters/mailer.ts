@@ -11,6 +11,8 @@ interface Mail {
   text: string
   /** Stable across retries, so a receiving server can spot a duplicate. */
   messageId: string
+  /** Further header fields, such as Auto-Submitted. */
+  headers?: Record<string, string>
 }
 
 export interface Mailer {

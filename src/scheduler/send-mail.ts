@@ -15,6 +15,13 @@ const SEND_WINDOW = 8
 /** 10 s doubling to an hour. */
 const MAIL_BACKOFF: Backoff = { firstMs: 10_000, maxMs: 3_600_000 }
 
+/**
+ * A controller's mail (a missed deadline, a failed or skipped step, a completed process) is Baton's own
+ * notice (RFC 3834): an out-of-office reply is not sent back to MAIL_FROM for it. An email step's mail
+ * is the tenant's message to its recipient and goes without.
+ */
+const CONTROLLER_MAIL_HEADERS = { 'Auto-Submitted': 'auto-generated' }
+
 export interface MailPass {
   sent: number
   /** More mails were due than this pass claimed, and none failed: another pass may send them now. */
@@ -80,7 +87,10 @@ export async function sendQueuedMail(
     for (let first = true; failure === undefined && untried.length > 0 && (first || performance.now() <= startBy); first = false) {
       const mail = untried.shift()!
       try {
-        await mailer.send({ from: options.from, to: mail.to_address, subject: mail.subject, text: mail.body, messageId: `<${mail.id}@baton>` })
+        await mailer.send({
+          from: options.from, to: mail.to_address, subject: mail.subject, text: mail.body, messageId: `<${mail.id}@baton>`,
+          ...(mail.step_id === null ? { headers: CONTROLLER_MAIL_HEADERS } : {})
+        })
         sent.push(mail)
       } catch (error) {
         // Turned away before it was offered: this lane stops, and the pass decides below what it was.

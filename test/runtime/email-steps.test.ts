@@ -57,6 +57,7 @@ t.test('an automatic e-mail is sent when its step starts; once the SMTP server t
   t.equal(mails.length, 1, 'one mail to the address\'s e-mail field')
   const mail = mails[0]!
   t.equal(mail.subject, 'Tell the owner: Müller & Söhne <Hof> 1', 'placeholders filled, nothing HTML-escaped in plain text')
+  t.notMatch(mail.raw, /^auto-submitted:/im, 'the tenant\'s message to its recipient, not marked as Baton\'s notice')
   t.match(mail.text, `Dear Olga ${(await rt.api.get(`/v1/addresses/${address.id}`)).data.fields.lastName},`)
   t.match(mail.text, 'the price of Müller & Söhne <Hof> 1 is 450000 EUR.')
   t.match(mail.text, '450000 EUR.\r\n', 'a section over a missing field shows nothing')
@@ -141,6 +142,8 @@ t.test('no address to mail: the step fails into a manual one and the controller 
   const alerts = mailsAbout('Automatic step failed: "Mail the missing owner"')
   t.equal(alerts.length, 3, 'one mail to the controller per step')
   t.same(alerts[0]!.to, [rt.controller.email])
+  // RFC 3834: an out-of-office reply is not sent back for it.
+  t.match(alerts[0]!.raw, /^Auto-Submitted: auto-generated\r?$/m, 'the controller\'s mail is marked as Baton\'s own notice')
 
   const done = await rt.api.post(`/v1/process-instances/${withoutAddress.id}/advance`, { outcome: 'done', note: 'Phoned instead' })
   t.equal(done.statusCode, 200, 'the manual step is done by hand')
