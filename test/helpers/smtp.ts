@@ -65,9 +65,11 @@ export class TestSmtpServer {
         else callback()
       },
       onData: (stream, session, callback) => {
-        let raw = ''
-        stream.on('data', (chunk: Buffer) => (raw += chunk.toString()))
+        // Decoded whole: a character split between two chunks would read as two U+FFFD.
+        const chunks: Buffer[] = []
+        stream.on('data', (chunk: Buffer) => chunks.push(chunk))
         stream.on('end', async () => {
+          const raw = Buffer.concat(chunks).toString()
           await this.beforeAnswer?.()
           this.mails.push({
             to: session.envelope.rcptTo.map((r) => r.address),
