@@ -82,7 +82,7 @@ function operationGaps(document: OpenApiDocument, name: string, operation: Opera
   return gaps
 }
 
-/** Shapes that generate `never | null` or `unknown` where a type was meant. */
+/** Shapes that generate `never | null` or `unknown` where a type was meant, or that validators read as refusing a null meant. */
 function schemaGaps(where: string, schema: unknown): string[] {
   if (Array.isArray(schema)) return schema.flatMap((item, i) => schemaGaps(`${where}[${i}]`, item))
   if (!isObject(schema)) return []
@@ -93,9 +93,8 @@ function schemaGaps(where: string, schema: unknown): string[] {
     const members = schema[combinator]
     if (combinator !== 'allOf' && Array.isArray(members) && members.length === 1) gaps.push(`${where}: ${combinator} of one member`)
   }
-  if (schema.nullable === true && schema.type === undefined && !Array.isArray(schema.allOf) && !Array.isArray(schema.anyOf) && !Array.isArray(schema.oneOf)) {
-    gaps.push(`${where}: nullable without a type`)
-  }
+  // OpenAPI 3.0.3: nullable adds null to the type beside it, and to nothing else (not through allOf, anyOf or a $ref).
+  if (schema.nullable === true && schema.type === undefined) gaps.push(`${where}: nullable without a type beside it, which takes no null`)
   for (const [key, value] of Object.entries(schema)) {
     if (key === 'example' || key === 'examples' || key === 'enum' || key === 'default') continue
     gaps.push(...schemaGaps(`${where}.${key}`, value))

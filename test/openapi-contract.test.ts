@@ -57,7 +57,9 @@ t.test('the check names what an operation lacks', async (t) => {
             version: { type: 'integer' },
             state: { type: 'string' },
             owner: { anyOf: [{ $ref: '#/components/schemas/Thing' }, { type: 'object', nullable: true, enum: [null] }] },
-            tags: { allOf: [{ type: 'array', items: { type: 'string' }, examples: [['a']] }] }
+            tags: { allOf: [{ type: 'array', items: { type: 'string' }, examples: [['a']] }] },
+            parent: { allOf: [{ $ref: '#/components/schemas/Thing' }], nullable: true },
+            value: { anyOf: [{ type: 'string' }, { type: 'number' }], nullable: true }
           }
         }
       }
@@ -77,7 +79,9 @@ t.test('the check names what an operation lacks', async (t) => {
     'POST /v1/things: the application/json request body has no example',
     'Thing.state: a state typed as any string, not an enum',
     'components.schemas.Thing.properties.owner.anyOf[1]: a null-only schema',
-    'components.schemas.Thing.properties.tags.allOf[0]: examples, which an OpenAPI 3.0 schema does not take (example)'
+    'components.schemas.Thing.properties.tags.allOf[0]: examples, which an OpenAPI 3.0 schema does not take (example)',
+    'components.schemas.Thing.properties.parent: nullable without a type beside it, which takes no null',
+    'components.schemas.Thing.properties.value: nullable without a type beside it, which takes no null'
   ].sort())
 })
 

@@ -4,6 +4,10 @@ import { IF_MATCH_PATTERN } from '../lib/versioning.js'
 // a union with null becomes `anyOf: [X, {type: object, nullable: true, enum: [null]}]` (typed `X | (never | null)`),
 // a union of string literals `anyOf` of one-value enums (no enum type in Java, C# or Go). This rewrites both into
 // the forms generators know, `nullable: true` and one `enum`, without changing which values a schema accepts.
+// OpenAPI 3.0.3 lets `nullable` add null only to a `type` beside it (not through `allOf`, `anyOf` or a `$ref`):
+// validators that read it so (Redocly, Ajv's `nullable`, gateways checking answers) refused our nulls where
+// `nullable` stood beside a union or a reference. So it goes on a typed member of a union, on the merged
+// schema of a one-member union, and on a copy of a referenced schema that does not take null itself.
 
 type Json = Record<string, unknown>
 
@@ -33,14 +37,59 @@ function tidyUnion(schema: Json, combinator: 'anyOf' | 'oneOf'): void {
     rest = [merged, ...rest.filter((member) => !isStringEnum(member))]
   }
   delete schema[combinator]
-  if (rest.length === 1 && isObject(rest[0]) && rest[0].$ref === undefined && Object.keys(rest[0]).every((key) => !(key in schema))) {
-    Object.assign(schema, rest[0])
+  const typed = nullable && rest.length > 1 ? rest.find((member) => isObject(member) && typeof member.type === 'string' && member.$ref === undefined) : undefined
+  if (rest.length === 1 && isObject(rest[0]) && rest[0].$ref === undefined && Object.keys(rest[0]).every((key) => !(key in schema) || ANNOTATIONS.has(key))) {
+    // The union's own annotations (its description) say more where it is used than its member's.
+    Object.assign(schema, { ...rest[0], ...schema })
   } else if (rest.length === 1) {
     schema.allOf = rest
   } else {
     schema[combinator] = rest
   }
-  if (nullable) schema.nullable = true
+  if (isObject(typed)) {
+    typed.nullable = true
+    if (Array.isArray(typed.enum) && !typed.enum.includes(null)) typed.enum = [...typed.enum, null]
+  } else if (nullable) {
+    schema.nullable = true
+  }
+}
+
+/** Whether `schema` takes null as OpenAPI 3.0.3 reads `nullable`: beside a type, in a union's member, or by reference. */
+function takesNull(schema: unknown, schemas: Json, seen = new Set<unknown>()): boolean {
+  if (!isObject(schema) || seen.has(schema)) return false
+  seen.add(schema)
+  if (typeof schema.$ref === 'string') return takesNull(schemas[schema.$ref.replace('#/components/schemas/', '')], schemas, seen)
+  if (schema.nullable === true && typeof schema.type === 'string') return !Array.isArray(schema.enum) || schema.enum.includes(null)
+  return [schema.anyOf, schema.oneOf].some((members) => Array.isArray(members) && members.some((member) => takesNull(member, schemas, seen)))
+}
+
+/**
+ * A nullable reference, `{nullable: true, allOf: [{$ref}]}`: when the referenced schema takes null itself the
+ * `nullable` goes; when it has a type, the reference becomes a copy of it beside which `nullable` holds.
+ */
+function nullableReferences(node: unknown, schemas: Json, copied: Set<string>): void {
+  if (Array.isArray(node)) {
+    node.forEach((item) => nullableReferences(item, schemas, copied))
+    return
+  }
+  if (!isObject(node)) return
+  for (const [key, value] of Object.entries(node)) {
+    // A property map's names are no keywords (a property may be called "default"); example, enum and default hold data.
+    if (key === 'properties' && isObject(value)) Object.values(value).forEach((property) => nullableReferences(property, schemas, copied))
+    else if (key !== 'example' && key !== 'enum' && key !== 'default') nullableReferences(value, schemas, copied)
+  }
+  const member = Array.isArray(node.allOf) && node.allOf.length === 1 ? node.allOf[0] : undefined
+  if (node.nullable !== true || node.type !== undefined || !isObject(member) || typeof member.$ref !== 'string') return
+  const target = schemas[member.$ref.replace('#/components/schemas/', '')]
+  if (takesNull(member, schemas)) {
+    delete node.nullable
+  } else if (isObject(target) && typeof target.type === 'string') {
+    const { $id: _id, title: _title, ...copy } = structuredClone(target)
+    copied.add(member.$ref.replace('#/components/schemas/', ''))
+    delete node.allOf
+    Object.assign(node, { ...copy, ...node })
+    if (Array.isArray(node.enum) && !node.enum.includes(null)) node.enum = [...node.enum, null]
+  }
 }
 
 function tidy(node: unknown): void {
@@ -124,6 +173,13 @@ export function tidyDocument<T extends object>(document: T): T {
   const { components, paths } = document as { components?: unknown; paths?: unknown }
   tidy(components)
   tidy(paths)
+  const schemas = isObject(components) && isObject(components.schemas) ? components.schemas : {}
+  const copied = new Set<string>()
+  nullableReferences(components, schemas, copied)
+  nullableReferences(paths, schemas, copied)
+  // A schema only ever referred to as nullable is now copied where it was: no longer a component of its own.
+  const text = JSON.stringify(document)
+  for (const name of copied) if (!text.includes(`"#/components/schemas/${name}"`)) delete schemas[name]
   if (isObject(paths)) {
     declareIfMatchPattern(paths)
     declareOptionalBodies(paths)

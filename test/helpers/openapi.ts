@@ -119,18 +119,21 @@ const COMPONENTS = 'openapi-components'
 const withComponents = <T>(value: T): T => forAjv(JSON.parse(JSON.stringify(value).replaceAll('"#/components/', `"${COMPONENTS}#/components/`))) as T
 
 /**
- * OpenAPI 3.0's `nullable: true` as JSON Schema: the schema or null. Ajv's own `nullable` needs a `type`
- * beside it, which the document's nullable unions and `allOf` wrappers have not.
+ * OpenAPI 3.0.3's `nullable: true` as JSON Schema, as strict validators read it: null added to the `type`
+ * beside it, and to nothing else (an `enum` beside it must list null too). A `nullable` without a `type`
+ * takes no null, so a null the server sends there is a mismatch.
  */
 function forAjv(schema: unknown): unknown {
   if (Array.isArray(schema)) return schema.map(forAjv)
   if (schema === null || typeof schema !== 'object') return schema
   const { nullable, ...rest } = schema as Record<string, unknown>
-  const copy = Object.fromEntries(Object.entries(rest).map(([key, value]) => [key, forAjv(value)]))
-  if (nullable !== true) return copy
-  const { description, ...shape } = copy
-  return { ...(description === undefined ? {} : { description }), anyOf: [shape, { type: 'null' }] }
+  const copy = Object.fromEntries(Object.entries(rest).map(([key, value]) => [key, DATA.has(key) ? value
+    : key === 'properties' ? Object.fromEntries(Object.entries(value as object).map(([name, property]) => [name, forAjv(property)])) : forAjv(value)]))
+  if (nullable === true && typeof copy.type === 'string') copy.type = [copy.type, 'null']
+  return copy
 }
+/** Keywords whose values are data, not schemas. */
+const DATA = new Set(['enum', 'default', 'example'])
 let ajv: Ajv | undefined
 const validators = new Map<string, ValidateFunction>()
 

@@ -2,15 +2,31 @@ import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { OPTIONAL_BODY, tidyDocument } from '../../src/plugins/openapi-document.js'
 import { setupApp } from '../helpers/app.js'
-import { DOCUMENT, fillPath, OPERATIONS } from '../helpers/openapi.js'
+import { DOCUMENT, fillPath, OPERATIONS, responseMismatch } from '../helpers/openapi.js'
+import { buildWorld } from '../helpers/world.js'
 
 const NULL = { type: 'object', nullable: true, enum: [null] }
 const tidy = (schema: object) => (tidyDocument({ components: { schemas: { S: schema } } }).components.schemas.S)
 
-t.test('a union with null becomes nullable', async (t) => {
-  t.same(tidy({ anyOf: [{ $ref: '#/components/schemas/D' }, NULL], description: 'd' }),
-    { allOf: [{ $ref: '#/components/schemas/D' }], nullable: true, description: 'd' }, 'a reference keeps its name')
-  t.same(tidy({ anyOf: [{ type: 'string' }, { type: 'number' }, NULL] }), { anyOf: [{ type: 'string' }, { type: 'number' }], nullable: true })
+t.test('a union with null becomes nullable beside a type, the only place OpenAPI 3.0.3 lets nullable add null', async (t) => {
+  t.same(tidy({ anyOf: [{ type: 'string', maxLength: 3 }, { type: 'number' }, NULL] }), { anyOf: [{ type: 'string', maxLength: 3, nullable: true }, { type: 'number' }] },
+    'on the first typed member of a union that stays')
+  t.same(tidy({ anyOf: [{ type: 'string', enum: ['a'] }, { type: 'string', enum: ['b'] }, { type: 'object', properties: {} }, NULL] }),
+    { anyOf: [{ type: 'string', enum: ['a', 'b', null], nullable: true }, { type: 'object', properties: {} }] }, 'a member\'s enum lists null')
+  t.same(tidy({ anyOf: [{ type: 'object', properties: {}, description: 'member' }, NULL], description: 'where it is used' }),
+    { type: 'object', properties: {}, description: 'where it is used', nullable: true }, 'one member merges, the union\'s description kept')
+})
+
+t.test('a nullable reference: the copy of an object schema, or the reference to a schema that takes null itself', async (t) => {
+  const D = { $id: 'D', type: 'object', required: ['id'], properties: { id: { type: 'string' } } }
+  const E = { anyOf: [{ type: 'string' }, { type: 'number' }, NULL] }
+  const document = (schemas: Record<string, unknown>) => tidyDocument({ components: { schemas } }).components.schemas as Record<string, unknown>
+  const ref = (name: string) => ({ anyOf: [{ $ref: `#/components/schemas/${name}` }, NULL], description: 'here' })
+  t.same(document({ D, S: ref('D'), T: { type: 'object', properties: { d: { $ref: '#/components/schemas/D' } } } }).S,
+    { type: 'object', required: ['id'], properties: { id: { type: 'string' } }, description: 'here', nullable: true })
+  t.notOk('D' in document({ D: structuredClone(D), S: ref('D') }), 'a schema only referred to as nullable is no component of its own')
+  t.ok('D' in document({ D: structuredClone(D), S: ref('D'), T: { $ref: '#/components/schemas/D' } }), 'one referred to elsewhere stays')
+  t.same(document({ E, S: ref('E') }).S, { allOf: [{ $ref: '#/components/schemas/E' }], description: 'here' }, 'a schema that takes null keeps its name')
 })
 
 t.test('string literals become one enum', async (t) => {
@@ -35,7 +51,7 @@ t.test('unions of objects, and nested schemas, are left as they mean', async (t)
 t.test('examples that @fastify/swagger left in a union\'s member become the one example an OpenAPI 3.0 schema takes', async (t) => {
   const member = { type: 'object', properties: { on: { type: 'string' } }, description: 'm', examples: [{ on: 'a' }, { on: 'b' }] }
   t.same(tidy({ anyOf: [member, NULL], description: 'd' }),
-    { allOf: [{ type: 'object', properties: { on: { type: 'string' } }, description: 'm', example: { on: 'a' } }], nullable: true, description: 'd' })
+    { type: 'object', properties: { on: { type: 'string' } }, description: 'd', example: { on: 'a' }, nullable: true })
   t.same(tidy({ type: 'string', example: 'x', examples: ['y'] }), { type: 'string', example: 'x' }, 'an example given stays')
   const media = { schema: { type: 'object' }, examples: { first: { value: {} } } }
   t.same(tidyDocument({ paths: { '/x': { post: { requestBody: { content: { 'application/json': structuredClone(media) } } } } } }).paths['/x'].post.requestBody.content['application/json'],
@@ -93,5 +109,23 @@ t.test('the checked-in document requires a request body exactly where the server
     const refused = response.statusCode === 400 && response.data.errors?.[0]?.pointer === '/body'
     const { requestBody } = DOCUMENT.paths[op.path]![op.method.toLowerCase()]! as { requestBody: { required?: boolean } }
     t.equal(requestBody.required === true, refused, `${op.name}: ${response.statusCode} without a body`)
+  }
+})
+
+t.test('answers with nulls match the checked-in document as OpenAPI 3.0.3 reads nullable (beside a type only)', async (t) => {
+  const ctx = await setupApp(t)
+  const world = await buildWorld(ctx)
+  const reads = {
+    'GET /v1/process-instances/{id}': `/v1/process-instances/${world.instance.id}`,
+    'GET /v1/process-templates/{id}': `/v1/process-templates/${world.template.id}`,
+    'GET /v1/process-templates/{id}/steps': `/v1/process-templates/${world.template.id}/steps`,
+    'GET /v1/marketplace-services/{id}/parameters': `/v1/marketplace-services/${world.service.id}/parameters`
+  }
+  const instance = (await world.a.client.get(reads['GET /v1/process-instances/{id}'])).data
+  t.match(instance.steps, [{ kind: 'webhook', email: null, followUp: null }, { kind: 'task', delivery: null }], 'nulls a validator must take')
+  for (const [name, url] of Object.entries(reads)) {
+    const op = OPERATIONS.find((o) => o.name === name)!
+    const response = await world.a.client.get(url)
+    t.equal(responseMismatch(op, response.statusCode, String(response.headers['content-type']), response.body), undefined, name)
   }
 })

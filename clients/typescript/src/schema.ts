@@ -941,7 +941,7 @@ export interface components {
             allowedValues: string[] | null;
             required: boolean;
             /** @description Sent when a step passes no value; must fit the type */
-            default: (string | number | boolean) | null;
+            default: (string | null) | number | boolean;
         };
         ServiceTrigger: {
             /** Format: uuid */
@@ -966,7 +966,7 @@ export interface components {
             activatedAt: string;
         };
         /** @description A typed JSON expression: a literal, {"field": "property.price"}, {"step": 2, "of": "statusCode"}, {"today": {"plusDays": 7}}, or an operator: add/subtract/multiply/divide and eq/ne/lt/lte/gt/gte over two expressions, and/or over a list, not, exists over a field, literal for an object or array value. Never evaluated as code. */
-        ProcessExpression: (string | number | boolean | {
+        ProcessExpression: (string | null) | number | boolean | {
             literal: unknown;
         } | {
             /** @description property.<field> or address.<field>, nested fields joined with dots: property.price, address.email */
@@ -1016,7 +1016,7 @@ export interface components {
                 /** @description property.<field> or address.<field>, nested fields joined with dots: property.price, address.email */
                 field: string;
             };
-        }) | null;
+        };
         ProcessTemplateStep: {
             /** Format: uuid */
             id: string;
@@ -1149,7 +1149,7 @@ export interface components {
                  */
                 mode: "automatic" | "manual";
                 /** @description automatic: true takes yes, false takes no (needed unless yes and no are the same step, a plain jump) */
-                condition?: components["schemas"]["ProcessExpression"] | null;
+                condition?: components["schemas"]["ProcessExpression"];
                 /** @description The position of the step the process continues at, after the decision's own; null ends the process */
                 yes: number | null;
                 /** @description The position of the step the process continues at, after the decision's own; null ends the process */
@@ -1177,7 +1177,18 @@ export interface components {
              */
             controllerUserId: string | null;
             notifyOnCompletion: boolean;
-            /** @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances */
+            /**
+             * @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances
+             * @example {
+             *       "on": "fieldChanged",
+             *       "record": "property",
+             *       "field": "status",
+             *       "filter": {
+             *         "eq": "sold"
+             *       },
+             *       "responsible": "maintainer"
+             *     }
+             */
             autostart: {
                 /**
                  * @description recordCreated = a record is created; fieldChanged = a field of a record changes (to a value the filter matches); dateReached = a date field of a record is daysOffset days away from today in the tenant's time zone (checked by the scheduler)
@@ -1193,9 +1204,9 @@ export interface components {
                 field?: string;
                 /** @description fieldChanged only: the new value equals eq, or is one of in; without a filter any change of the field starts a process */
                 filter?: {
-                    eq: (string | number | boolean) | null;
+                    eq: (string | null) | number | boolean;
                 } | {
-                    in: ((string | number | boolean) | null)[];
+                    in: ((string | null) | number | boolean)[];
                 };
                 /** @description dateReached: start this many days after the date (negative: before); default 0 */
                 daysOffset?: number;
@@ -1230,7 +1241,18 @@ export interface components {
              */
             controllerUserId: string | null;
             notifyOnCompletion: boolean;
-            /** @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances */
+            /**
+             * @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances
+             * @example {
+             *       "on": "fieldChanged",
+             *       "record": "property",
+             *       "field": "status",
+             *       "filter": {
+             *         "eq": "sold"
+             *       },
+             *       "responsible": "maintainer"
+             *     }
+             */
             autostart: {
                 /**
                  * @description recordCreated = a record is created; fieldChanged = a field of a record changes (to a value the filter matches); dateReached = a date field of a record is daysOffset days away from today in the tenant's time zone (checked by the scheduler)
@@ -1246,9 +1268,9 @@ export interface components {
                 field?: string;
                 /** @description fieldChanged only: the new value equals eq, or is one of in; without a filter any change of the field starts a process */
                 filter?: {
-                    eq: (string | number | boolean) | null;
+                    eq: (string | null) | number | boolean;
                 } | {
-                    in: ((string | number | boolean) | null)[];
+                    in: ((string | null) | number | boolean)[];
                 };
                 /** @description dateReached: start this many days after the date (negative: before); default 0 */
                 daysOffset?: number;
@@ -1291,26 +1313,6 @@ export interface components {
             instanceId: string | null;
             /** Format: date-time */
             createdAt: string;
-        };
-        /** @description The latest delivery of a webhook step */
-        DeliverySummary: {
-            /** Format: uuid */
-            id: string;
-            /**
-             * @description pending (waiting for its next attempt), running (a call in flight), succeeded, failed (gave up) or cancelled
-             * @enum {string}
-             */
-            status: "pending" | "running" | "succeeded" | "failed" | "cancelled";
-            /** @description Starts at 1; a manual retry begins a new round */
-            round: number;
-            /** @description Attempts made in this round */
-            attempts: number;
-            /** Format: date-time */
-            nextAttemptAt: string | null;
-            /** @description As the delivery's: of this round's latest attempt */
-            lastStatusCode: number | null;
-            /** @description As the delivery's: of this round's latest attempt */
-            lastError: string | null;
         };
         ProcessInstanceStep: {
             /** Format: uuid */
@@ -1429,7 +1431,7 @@ export interface components {
                  */
                 mode: "automatic" | "manual";
                 /** @description automatic: true takes yes, false takes no (needed unless yes and no are the same step, a plain jump) */
-                condition?: components["schemas"]["ProcessExpression"] | null;
+                condition?: components["schemas"]["ProcessExpression"];
                 /** @description The position of the step the process continues at, after the decision's own; null ends the process */
                 yes: number | null;
                 /** @description The position of the step the process continues at, after the decision's own; null ends the process */
@@ -1441,7 +1443,25 @@ export interface components {
                 chosen: "yes" | "no" | null;
             } | null;
             /** @description The latest delivery of a webhook step; null for a task or before its first call */
-            delivery: components["schemas"]["DeliverySummary"] | null;
+            delivery: {
+                /** Format: uuid */
+                id: string;
+                /**
+                 * @description pending (waiting for its next attempt), running (a call in flight), succeeded, failed (gave up) or cancelled
+                 * @enum {string}
+                 */
+                status: "pending" | "running" | "succeeded" | "failed" | "cancelled";
+                /** @description Starts at 1; a manual retry begins a new round */
+                round: number;
+                /** @description Attempts made in this round */
+                attempts: number;
+                /** Format: date-time */
+                nextAttemptAt: string | null;
+                /** @description As the delivery's: of this round's latest attempt */
+                lastStatusCode: number | null;
+                /** @description As the delivery's: of this round's latest attempt */
+                lastError: string | null;
+            } | null;
             /** @description A followUpProcess step's settings, as copied from the template; null for other kinds */
             followUp: {
                 /** Format: uuid */
@@ -4965,7 +4985,7 @@ export interface operations {
                     /** @default false */
                     required?: boolean;
                     /** @description Sent when a step passes no value; must fit the type */
-                    default?: (string | number | boolean) | null;
+                    default?: (string | null) | number | boolean;
                 };
             };
         };
@@ -5259,7 +5279,7 @@ export interface operations {
                     allowedValues?: string[] | null;
                     required?: boolean;
                     /** @description Sent when a step passes no value; must fit the type */
-                    default?: (string | number | boolean) | null;
+                    default?: (string | null) | number | boolean;
                 };
             };
         };
@@ -6188,7 +6208,18 @@ export interface operations {
                      */
                     controllerUserId?: string | null;
                     notifyOnCompletion?: boolean;
-                    /** @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances */
+                    /**
+                     * @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances
+                     * @example {
+                     *       "on": "fieldChanged",
+                     *       "record": "property",
+                     *       "field": "status",
+                     *       "filter": {
+                     *         "eq": "sold"
+                     *       },
+                     *       "responsible": "maintainer"
+                     *     }
+                     */
                     autostart?: {
                         /**
                          * @description recordCreated = a record is created; fieldChanged = a field of a record changes (to a value the filter matches); dateReached = a date field of a record is daysOffset days away from today in the tenant's time zone (checked by the scheduler)
@@ -6204,9 +6235,9 @@ export interface operations {
                         field?: string;
                         /** @description fieldChanged only: the new value equals eq, or is one of in; without a filter any change of the field starts a process */
                         filter?: {
-                            eq: (string | number | boolean) | null;
+                            eq: (string | null) | number | boolean;
                         } | {
-                            in: ((string | number | boolean) | null)[];
+                            in: ((string | null) | number | boolean)[];
                         };
                         /** @description dateReached: start this many days after the date (negative: before); default 0 */
                         daysOffset?: number;
@@ -6520,7 +6551,18 @@ export interface operations {
                      */
                     controllerUserId?: string | null;
                     notifyOnCompletion?: boolean;
-                    /** @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances */
+                    /**
+                     * @description When the template starts processes by itself (only while active); null: only by POST /v1/process-instances
+                     * @example {
+                     *       "on": "fieldChanged",
+                     *       "record": "property",
+                     *       "field": "status",
+                     *       "filter": {
+                     *         "eq": "sold"
+                     *       },
+                     *       "responsible": "maintainer"
+                     *     }
+                     */
                     autostart?: {
                         /**
                          * @description recordCreated = a record is created; fieldChanged = a field of a record changes (to a value the filter matches); dateReached = a date field of a record is daysOffset days away from today in the tenant's time zone (checked by the scheduler)
@@ -6536,9 +6578,9 @@ export interface operations {
                         field?: string;
                         /** @description fieldChanged only: the new value equals eq, or is one of in; without a filter any change of the field starts a process */
                         filter?: {
-                            eq: (string | number | boolean) | null;
+                            eq: (string | null) | number | boolean;
                         } | {
-                            in: ((string | number | boolean) | null)[];
+                            in: ((string | null) | number | boolean)[];
                         };
                         /** @description dateReached: start this many days after the date (negative: before); default 0 */
                         daysOffset?: number;
@@ -6982,7 +7024,7 @@ export interface operations {
                          */
                         mode: "automatic" | "manual";
                         /** @description automatic: true takes yes, false takes no (needed unless yes and no are the same step, a plain jump) */
-                        condition?: components["schemas"]["ProcessExpression"] | null;
+                        condition?: components["schemas"]["ProcessExpression"];
                         /** @description The position of the step the process continues at, after the decision's own; null ends the process */
                         yes: number | null;
                         /** @description The position of the step the process continues at, after the decision's own; null ends the process */
@@ -7568,7 +7610,7 @@ export interface operations {
                          */
                         mode: "automatic" | "manual";
                         /** @description automatic: true takes yes, false takes no (needed unless yes and no are the same step, a plain jump) */
-                        condition?: components["schemas"]["ProcessExpression"] | null;
+                        condition?: components["schemas"]["ProcessExpression"];
                         /** @description The position of the step the process continues at, after the decision's own; null ends the process */
                         yes: number | null;
                         /** @description The position of the step the process continues at, after the decision's own; null ends the process */
