@@ -59,16 +59,17 @@ export function stepsAt(wanted: { tenant_id: string; instance_id: string; positi
 }
 
 /**
- * Locks the process's deliveries that have not finished, after waiting for whoever changes one now: a
- * claim, or a claim going back to the queue (a worker's release, the reaper), which sets its step
- * back to due without the process's lock. Until the caller's transaction ends none of them changes
- * (claims and the reaper pass over locked rows, a release waits), so the state of a step read
- * afterwards agrees with its delivery's.
+ * Locks the process's (or the step's) deliveries that have not finished, after waiting for whoever
+ * changes one now: a claim, or a claim going back to the queue (a worker's release, the reaper), which
+ * sets its step back to due without the process's lock. Until the caller's transaction ends none of
+ * them changes (claims and the reaper pass over locked rows, a release waits), so the state of a step
+ * read afterwards agrees with its delivery's.
  */
-export async function lockOpenDeliveries(db: DB, tenantId: string, instanceId: string): Promise<void> {
-  await db.selectFrom('deliveries').select('id')
-    .where('tenant_id', '=', tenantId).where('instance_id', '=', instanceId).where('status', 'in', ['pending', 'running'])
-    .forUpdate().execute()
+export async function lockOpenDeliveries(db: DB, tenantId: string, where: { stepId?: string; instanceId?: string }): Promise<void> {
+  let query = db.selectFrom('deliveries').select('id').where('tenant_id', '=', tenantId).where('status', 'in', ['pending', 'running'])
+  if (where.stepId) query = query.where('step_id', '=', where.stepId)
+  if (where.instanceId) query = query.where('instance_id', '=', where.instanceId)
+  await query.forUpdate().execute()
 }
 
 /** Cancels the step's deliveries no worker has claimed; returns how many. */
