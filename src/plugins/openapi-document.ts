@@ -65,27 +65,33 @@ function takesNull(schema: unknown, schemas: Json, seen = new Set<unknown>()): b
 
 /**
  * A nullable reference, `{nullable: true, allOf: [{$ref}]}`: when the referenced schema takes null itself the
- * `nullable` goes; when it has a type, the reference becomes a copy of it beside which `nullable` holds.
+ * `nullable` goes; when it has a type, the reference becomes a copy of it beside which `nullable` holds. The
+ * schema is rewritten before it is copied, so a copy holds no nullable reference whatever the order of the
+ * components; one that refers to itself as nullable keeps that reference (its copy would never end).
+ * The component stays, a named type for clients, also where nothing refers to it any more.
  */
-function nullableReferences(node: unknown, schemas: Json, copied: Set<string>): void {
+function nullableReferences(node: unknown, schemas: Json, copying: Set<string> = new Set()): void {
   if (Array.isArray(node)) {
-    node.forEach((item) => nullableReferences(item, schemas, copied))
+    node.forEach((item) => nullableReferences(item, schemas, copying))
     return
   }
   if (!isObject(node)) return
   for (const [key, value] of Object.entries(node)) {
     // A property map's names are no keywords (a property may be called "default"); example, enum and default hold data.
-    if (key === 'properties' && isObject(value)) Object.values(value).forEach((property) => nullableReferences(property, schemas, copied))
-    else if (key !== 'example' && key !== 'enum' && key !== 'default') nullableReferences(value, schemas, copied)
+    if (key === 'properties' && isObject(value)) Object.values(value).forEach((property) => nullableReferences(property, schemas, copying))
+    else if (key !== 'example' && key !== 'enum' && key !== 'default') nullableReferences(value, schemas, copying)
   }
   const member = Array.isArray(node.allOf) && node.allOf.length === 1 ? node.allOf[0] : undefined
   if (node.nullable !== true || node.type !== undefined || !isObject(member) || typeof member.$ref !== 'string') return
-  const target = schemas[member.$ref.replace('#/components/schemas/', '')]
+  const name = member.$ref.replace('#/components/schemas/', '')
+  const target = schemas[name]
   if (takesNull(member, schemas)) {
     delete node.nullable
-  } else if (isObject(target) && typeof target.type === 'string') {
+  } else if (isObject(target) && typeof target.type === 'string' && !copying.has(name)) {
+    copying.add(name)
+    nullableReferences(target, schemas, copying)
+    copying.delete(name)
     const { $id: _id, title: _title, ...copy } = structuredClone(target)
-    copied.add(member.$ref.replace('#/components/schemas/', ''))
     delete node.allOf
     Object.assign(node, { ...copy, ...node })
     if (Array.isArray(node.enum) && !node.enum.includes(null)) node.enum = [...node.enum, null]
@@ -174,12 +180,8 @@ export function tidyDocument<T extends object>(document: T): T {
   tidy(components)
   tidy(paths)
   const schemas = isObject(components) && isObject(components.schemas) ? components.schemas : {}
-  const copied = new Set<string>()
-  nullableReferences(components, schemas, copied)
-  nullableReferences(paths, schemas, copied)
-  // A schema only ever referred to as nullable is now copied where it was: no longer a component of its own.
-  const text = JSON.stringify(document)
-  for (const name of copied) if (!text.includes(`"#/components/schemas/${name}"`)) delete schemas[name]
+  nullableReferences(components, schemas)
+  nullableReferences(paths, schemas)
   if (isObject(paths)) {
     declareIfMatchPattern(paths)
     declareOptionalBodies(paths)

@@ -24,8 +24,21 @@ t.test('a nullable reference: the copy of an object schema, or the reference to 
   const ref = (name: string) => ({ anyOf: [{ $ref: `#/components/schemas/${name}` }, NULL], description: 'here' })
   t.same(document({ D, S: ref('D'), T: { type: 'object', properties: { d: { $ref: '#/components/schemas/D' } } } }).S,
     { type: 'object', required: ['id'], properties: { id: { type: 'string' } }, description: 'here', nullable: true })
-  t.notOk('D' in document({ D: structuredClone(D), S: ref('D') }), 'a schema only referred to as nullable is no component of its own')
-  t.ok('D' in document({ D: structuredClone(D), S: ref('D'), T: { $ref: '#/components/schemas/D' } }), 'one referred to elsewhere stays')
+  t.ok('D' in document({ D: structuredClone(D), S: ref('D') }), 'a schema only referred to as nullable stays a component, a named type for clients')
+  // S refers to D as nullable, and D to X: whichever comes first, no copy keeps a nullable beside no type.
+  const X = { type: 'object', properties: { x: { type: 'string' } } }
+  const nested = (order: string[]) => {
+    const all: Record<string, unknown> = { S: ref('D'), D: { type: 'object', properties: { x: ref('X') } }, X }
+    return document(Object.fromEntries(order.map((name) => [name, structuredClone(all[name])])))
+  }
+  for (const order of [['S', 'D', 'X'], ['D', 'S', 'X'], ['X', 'D', 'S']]) {
+    const schemas = nested(order)
+    t.notMatch(JSON.stringify(schemas), /"allOf"/, `${order.join(', ')}: every nullable reference copied`)
+    t.same((schemas.S as { properties: { x: unknown } }).properties.x, { type: 'object', properties: { x: { type: 'string' } }, description: 'here', nullable: true })
+  }
+  // A schema that refers to itself as nullable: the copying ends.
+  const N = { type: 'object', properties: { parent: ref('N') } }
+  t.match(document({ N: structuredClone(N), S: ref('N') }).S, { type: 'object', nullable: true, properties: { parent: { type: 'object', nullable: true } } })
   t.same(document({ E, S: ref('E') }).S, { allOf: [{ $ref: '#/components/schemas/E' }], description: 'here' }, 'a schema that takes null keeps its name')
 })
 

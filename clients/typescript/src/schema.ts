@@ -1314,6 +1314,26 @@ export interface components {
             /** Format: date-time */
             createdAt: string;
         };
+        /** @description The latest delivery of a webhook step */
+        DeliverySummary: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * @description pending (waiting for its next attempt), running (a call in flight), succeeded, failed (gave up) or cancelled
+             * @enum {string}
+             */
+            status: "pending" | "running" | "succeeded" | "failed" | "cancelled";
+            /** @description Starts at 1; a manual retry begins a new round */
+            round: number;
+            /** @description Attempts made in this round */
+            attempts: number;
+            /** Format: date-time */
+            nextAttemptAt: string | null;
+            /** @description As the delivery's: of this round's latest attempt */
+            lastStatusCode: number | null;
+            /** @description As the delivery's: of this round's latest attempt */
+            lastError: string | null;
+        };
         ProcessInstanceStep: {
             /** Format: uuid */
             id: string;
