@@ -69,7 +69,8 @@ export async function lockOpenDeliveries(db: DB, tenantId: string, where: { step
   let query = db.selectFrom('deliveries').select('id').where('tenant_id', '=', tenantId).where('status', 'in', ['pending', 'running'])
   if (where.stepId) query = query.where('step_id', '=', where.stepId)
   if (where.instanceId) query = query.where('instance_id', '=', where.instanceId)
-  await query.forUpdate().execute()
+  // The lock the update that follows takes, no more: a foreign key's check of a delivery is not held back.
+  await query.forNoKeyUpdate().execute()
 }
 
 /** Cancels the step's deliveries no worker has claimed; returns how many. */

@@ -524,7 +524,8 @@ export async function advanceInstance(
     if (input.stepId !== undefined && input.stepId !== step.id) {
       throw conflict(`Step ${input.stepId} is not the current step of process ${id}; the current one is "${step.name}" (${step.id}).`)
     }
-    const cancelling = step.kind === 'webhook' && step.state === 'due'
+    // Only a skip cancels (a due webhook step cannot be marked done): a refused advance takes no locks.
+    const cancelling = step.kind === 'webhook' && step.state === 'due' && input.outcome === 'skipped'
     if (cancelling) {
       // A delivery no worker has claimed is cancelled; one claimed meanwhile shows as a running step below.
       // Locked first: a claim committed since the step was read cannot go back to the queue (a worker's
