@@ -199,7 +199,7 @@ t.test('a BATON_DATA_DIR that cannot hold the embedded database is named as the 
     await t.rejects(openEmbedded(dataDir), { name: 'ConfigError', message: new RegExp(`^BATON_DATA_DIR: the embedded database cannot be kept in ${dataDir}: E(EXIST|NOTDIR)`) }, dataDir)
   }
   // A parent that refuses children with ENOENT: Node's recursive mkdir made the parent again without end.
-  if (existsSync('/proc/self')) {
+  if (process.platform === 'linux') {
     const dataDir = '/proc/baton-nowhere/data'
     await t.rejects(openEmbedded(dataDir), { name: 'ConfigError', message: new RegExp(`^BATON_DATA_DIR: the embedded database cannot be kept in ${dataDir}: ENOENT`) }, dataDir)
   }
