@@ -11,36 +11,21 @@ import { claimStatement } from '../../src/scheduler/claim-deliveries.js'
 import { releaseDelivery } from '../../src/scheduler/delivery-repository.js'
 import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
 import { holdRow } from '../helpers/database.js'
+import { gateDeliveries, lockWaiters } from '../helpers/deliveries-gate.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 const rt = await setupRuntime(t)
 rt.provider.always({ status: 200, body: 'ok' })
-const GATE = 4343
-
-// While armed, each statement that updates deliveries waits, once it has run, for the advisory lock the
-// test holds: the advance is held between its cancel of the unclaimed deliveries and its next statement.
-await sql.raw(`
-  create table test_gate (armed boolean not null);
-  insert into test_gate values (false);
-  create function test_gate_wait() returns trigger language plpgsql as $$
-  begin
-    if (select armed from test_gate) then perform pg_advisory_xact_lock_shared(${GATE}); end if;
-    return null;
-  end $$;
-  create trigger test_gate after update on deliveries for each statement execute function test_gate_wait();
-`).execute(rt.db)
-const holder = new pg.Client({ connectionString: rt.databaseUrl })
+// While shut, each statement that updates deliveries waits once it has run: the advance is held between its
+// cancel of the unclaimed deliveries and its next statement.
+const gate = await gateDeliveries(t, rt.db, rt.databaseUrl, 'after')
 const locker = new pg.Client({ connectionString: rt.databaseUrl })
-await Promise.all([holder.connect(), locker.connect()])
-t.teardown(() => Promise.all([holder.end(), locker.end()]))
+await locker.connect()
+t.teardown(() => locker.end())
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-async function waiters(event?: string): Promise<number> {
-  const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
-    where datname = current_database() and wait_event_type = 'Lock' and (${event ?? null}::text is null or wait_event = ${event ?? null})`.execute(rt.db)
-  return rows[0]!.n
-}
+const waiters = (event?: string) => lockWaiters(rt.db, event)
 
 /**
  * Skips the process's due webhook step while a worker claims its call and `goBack` puts it back: the
@@ -60,16 +45,15 @@ async function skipWhile(instanceId: string, stepId: string, goBack: () => Promi
   while (!answered && await waiters() < 2) await sleep(5)
   await claim.release()
   await tableLocked
-  await holder.query('select pg_advisory_lock($1)', [GATE])
-  await sql`update test_gate set armed = true`.execute(rt.db)
+  await gate.shut()
   await locker.query('commit')
   // The advance's write to the deliveries has run, and it waits at the gate.
   while (!answered && await waiters('advisory') < 1) await sleep(5)
-  await sql`update test_gate set armed = false`.execute(rt.db)
+  await gate.disarm()
   let wentBack = false
   const back = goBack().then(() => { wentBack = true })
   while (!wentBack && await waiters() < 2) await sleep(5)
-  await holder.query('select pg_advisory_unlock($1)', [GATE])
+  await gate.open()
   const answer = await advance
   await back
   return answer

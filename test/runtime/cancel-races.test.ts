@@ -3,7 +3,6 @@
 // back without the process's lock, so the cancel must not read the step as due (and cancel the
 // process) while the delivery it had found running is left pending: a worker would then call the
 // provider for a process that was cancelled.
-import pg from 'pg'
 import type { Test } from 'tap'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
@@ -11,50 +10,32 @@ import { claimDeliveries, type ClaimedDelivery } from '../../src/scheduler/claim
 import { releaseDelivery } from '../../src/scheduler/delivery-repository.js'
 import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
 import { holdRow } from '../helpers/database.js'
+import { gateDeliveries, lockWaiters } from '../helpers/deliveries-gate.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 const rt = await setupRuntime(t)
 rt.provider.always({ status: 200, body: 'ok' })
-const GATE = 4242
-
-// While armed, each statement that updates deliveries waits for the advisory lock the test holds: the
-// cancel is held at its first write to the deliveries, as a slow round trip would hold it.
-await sql.raw(`
-  create table test_gate (armed boolean not null);
-  insert into test_gate values (false);
-  create function test_gate_wait() returns trigger language plpgsql as $$
-  begin
-    if (select armed from test_gate) then perform pg_advisory_xact_lock_shared(${GATE}); end if;
-    return null;
-  end $$;
-  create trigger test_gate before update on deliveries for each statement execute function test_gate_wait();
-`).execute(rt.db)
-const holder = new pg.Client({ connectionString: rt.databaseUrl })
-await holder.connect()
-t.teardown(() => holder.end())
+// While shut, each statement that updates deliveries waits: the cancel is held at its first write to the
+// deliveries, as a slow round trip would hold it.
+const gate = await gateDeliveries(t, rt.db, rt.databaseUrl, 'before')
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-async function lockWaiters(): Promise<number> {
-  const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
-    where datname = current_database() and wait_event_type = 'Lock'`.execute(rt.db)
-  return rows[0]!.n
-}
+const waiters = () => lockWaiters(rt.db)
 
 /**
  * Cancels the process while `goBack` puts its claimed call back: the cancel is held at its first write
  * to the deliveries until `goBack` has committed, or waits for a lock the cancel holds.
  */
 async function cancelWhile(instanceId: string, goBack: () => Promise<unknown>) {
-  await holder.query('select pg_advisory_lock($1)', [GATE])
-  await sql`update test_gate set armed = true`.execute(rt.db)
+  await gate.shut()
   const cancel = rt.api.post(`/v1/process-instances/${instanceId}/cancel`, {})
-  while (await lockWaiters() < 1) await sleep(5)
-  await sql`update test_gate set armed = false`.execute(rt.db)
+  while (await waiters() < 1) await sleep(5)
+  await gate.disarm()
   let wentBack = false
   const back = goBack().then(() => { wentBack = true })
-  while (!wentBack && await lockWaiters() < 2) await sleep(5)
-  await holder.query('select pg_advisory_unlock($1)', [GATE])
+  while (!wentBack && await waiters() < 2) await sleep(5)
+  await gate.open()
   const answer = await cancel
   await back
   return answer
@@ -118,7 +99,7 @@ t.test('a cancel that meets a claim going back, not yet committed: it waits for 
   `)
   let answered = false
   const cancel = rt.api.post(`/v1/process-instances/${started.id}/cancel`, {}).finally(() => { answered = true })
-  while (!answered && await lockWaiters() < 1) await sleep(5)
+  while (!answered && await waiters() < 1) await sleep(5)
   await release.release()
   const answer = await cancel
   t.equal(answer.statusCode, 200, answer.body)
