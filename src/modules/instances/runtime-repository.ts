@@ -59,27 +59,27 @@ export function stepsAt(wanted: { tenant_id: string; instance_id: string; positi
 }
 
 /**
- * Locks the process's (or the step's) deliveries that have not finished, after waiting for whoever
- * changes one now: a claim, or a claim going back to the queue (a worker's release, the reaper), which
- * sets its step back to due without the process's lock. Until the caller's transaction ends none of
- * them changes (claims and the reaper pass over locked rows, a release waits), so the state of a step
- * read afterwards agrees with its delivery's.
+ * Cancels the step's (or the process's) deliveries no worker has claimed; returns how many. It first locks
+ * those that have not finished, after waiting for whoever changes one now: a claim, or a claim going back
+ * to the queue (a worker's release, the reaper), which sets its step back to due without the process's
+ * lock. Until the caller's transaction ends none of them changes (claims and the reaper pass over locked
+ * rows, a release waits), so the state of a step read afterwards agrees with its delivery's: a claim that
+ * went back between the cancel and that read left its call queued for a step or process that had ended.
  */
-export async function lockOpenDeliveries(db: DB, tenantId: string, where: { stepId?: string; instanceId?: string }): Promise<void> {
-  let query = db.selectFrom('deliveries').select('id').where('tenant_id', '=', tenantId).where('status', 'in', ['pending', 'running'])
-  if (where.stepId) query = query.where('step_id', '=', where.stepId)
-  if (where.instanceId) query = query.where('instance_id', '=', where.instanceId)
-  // The lock the update that follows takes, no more: a foreign key's check of a delivery is not held back.
-  await query.forNoKeyUpdate().execute()
-}
-
-/** Cancels the step's deliveries no worker has claimed; returns how many. */
 export async function cancelPendingDeliveries(db: DB, tenantId: string, where: { stepId?: string; instanceId?: string }, now: Date): Promise<number> {
-  let query = db.updateTable('deliveries').set({ status: 'cancelled', finished_at: now })
-    .where('tenant_id', '=', tenantId).where('status', '=', 'pending')
-  if (where.stepId) query = query.where('step_id', '=', where.stepId)
-  if (where.instanceId) query = query.where('instance_id', '=', where.instanceId)
-  const result = await query.executeTakeFirst()
+  let open = db.selectFrom('deliveries').select('id').where('tenant_id', '=', tenantId).where('status', 'in', ['pending', 'running'])
+  let pending = db.updateTable('deliveries').set({ status: 'cancelled', finished_at: now }).where('tenant_id', '=', tenantId).where('status', '=', 'pending')
+  if (where.stepId) {
+    open = open.where('step_id', '=', where.stepId)
+    pending = pending.where('step_id', '=', where.stepId)
+  }
+  if (where.instanceId) {
+    open = open.where('instance_id', '=', where.instanceId)
+    pending = pending.where('instance_id', '=', where.instanceId)
+  }
+  // The lock the update takes, no more: a foreign key's check of a delivery is not held back.
+  await open.forNoKeyUpdate().execute()
+  const result = await pending.executeTakeFirst()
   return Number(result.numUpdatedRows)
 }
 

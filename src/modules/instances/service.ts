@@ -527,10 +527,8 @@ export async function advanceInstance(
     // Only a skip cancels (a due webhook step cannot be marked done): a refused advance takes no locks.
     const cancelling = step.kind === 'webhook' && step.state === 'due' && input.outcome === 'skipped'
     if (cancelling) {
-      // A delivery no worker has claimed is cancelled; one claimed meanwhile shows as a running step below.
-      // Locked first: a claim committed since the step was read cannot go back to the queue (a worker's
-      // release, the reaper) between the cancel and the read, leaving its call queued for a skipped step.
-      await runtime.lockOpenDeliveries(trx, tenantId, { stepId: step.id })
+      // A delivery no worker has claimed is cancelled; one claimed meanwhile shows as a running step below
+      // (and cannot go back to the queue before the read: the cancel locks the step's open deliveries).
       await runtime.cancelPendingDeliveries(trx, tenantId, { stepId: step.id }, clock.now())
       step = await currentStep(trx, instance)
     }
@@ -573,9 +571,8 @@ export async function cancelProcess(db: DB, clock: Clock, wakeups: Wakeups, tena
   const cancelled = await db.transaction().execute(async (trx) => {
     const instance = await lockForChange(trx, tenantId, id)
     if (instance.status !== 'running') throw conflict(`Process instance ${id} is already ${instance.status}.`)
-    // Unclaimed deliveries are cancelled first, so no worker can claim one between the check and the cancel;
-    // and locked before, so that none claimed goes back to the queue between the cancel and the check.
-    await runtime.lockOpenDeliveries(trx, tenantId, { instanceId: id })
+    // Unclaimed deliveries are cancelled first, so no worker can claim one between the check and the cancel
+    // (and none claimed goes back to the queue before the check: the cancel locks the open deliveries).
     await runtime.cancelPendingDeliveries(trx, tenantId, { instanceId: id }, clock.now())
     const step = instance.current_position === null ? undefined : await runtime.findStepAt(trx, tenantId, id, instance.current_position)
     if (step?.state === 'running' && step.kind === 'email') {
