@@ -6,7 +6,7 @@ import { sql } from '../../src/db/kysely.js'
 /**
  * A gate on the statements that update `deliveries`, for tests of a race between two transactions: once
  * shut, each such statement waits, `before` or `after` it runs, for an advisory lock the test holds, until
- * it is opened. `disarm` lets later statements pass while those already waiting stay held.
+ * `letThrough` opens it.
  */
 export async function gateDeliveries(t: Test, db: DB, databaseUrl: string, when: 'before' | 'after') {
   const key = 4242
@@ -23,16 +23,25 @@ export async function gateDeliveries(t: Test, db: DB, databaseUrl: string, when:
   const holder = new pg.Client({ connectionString: databaseUrl })
   await holder.connect()
   t.teardown(() => holder.end())
+  const open = () => holder.query('select pg_advisory_unlock($1)', [key])
   return {
     async shut() {
       await holder.query('select pg_advisory_lock($1)', [key])
       await sql`update test_gate set armed = true`.execute(db)
     },
-    async disarm() {
+    /**
+     * Runs `goBack` while `held` waits at the shut gate (later statements pass), opens the gate once `goBack`
+     * has ended or waits itself for a lock `held` holds, and answers what `held` answers.
+     */
+    async letThrough<T>(held: Promise<T>, goBack: () => Promise<unknown>): Promise<T> {
       await sql`update test_gate set armed = false`.execute(db)
-    },
-    async open() {
-      await holder.query('select pg_advisory_unlock($1)', [key])
+      let wentBack = false
+      const back = goBack().then(() => { wentBack = true })
+      while (!wentBack && await lockWaiters(db) < 2) await new Promise((resolve) => setTimeout(resolve, 5))
+      await open()
+      const answer = await held
+      await back
+      return answer
     }
   }
 }

@@ -31,14 +31,7 @@ async function cancelWhile(instanceId: string, goBack: () => Promise<unknown>) {
   await gate.shut()
   const cancel = rt.api.post(`/v1/process-instances/${instanceId}/cancel`, {})
   while (await waiters() < 1) await sleep(5)
-  await gate.disarm()
-  let wentBack = false
-  const back = goBack().then(() => { wentBack = true })
-  while (!wentBack && await waiters() < 2) await sleep(5)
-  await gate.open()
-  const answer = await cancel
-  await back
-  return answer
+  return gate.letThrough(cancel, goBack)
 }
 
 async function claimOf(deliveryId: string): Promise<ClaimedDelivery> {
