@@ -283,3 +283,38 @@ t.test('two providers writing back what the other\'s trigger watches stop ten wr
   const stopped = (await rt.api.get(`/v1/properties/${propertyId}/activities?limit=100`)).data.items.filter((a: { kind: string }) => a.kind === 'triggersNotFired')
   t.match(stopped, [{ message: /^The change of marketValue by the provider of delivery [0-9a-f-]{36} fired no webhook triggers \(Newsletter sync\): .* chains at most 10 deep/ }])
 })
+
+t.test('a change queues one delivery per activated service whose trigger matches: none for a service this tenant has not activated, one however many of a service\'s triggers match', async (t) => {
+  const service = async (name: string) => {
+    const made = await rt.operator.post('/v1/marketplace-services', { name, provider: 'FlyerCo', webhookUrl: `${rt.provider.url}/hooks/${name.toLowerCase()}` })
+    if (made.statusCode !== 201) throw new Error(made.body)
+    const id: string = made.data.id
+    for (const fields of [['flyerText'], []]) {
+      const trigger = await rt.operator.post(`/v1/marketplace-services/${id}/triggers`, { module: 'property', events: ['update'], fields })
+      if (trigger.statusCode !== 201) throw new Error(trigger.body)
+    }
+    return id
+  }
+  const twice = await service('Flyer')
+  t.equal((await rt.api.put(`/v1/marketplace-services/${twice}/activation`)).statusCode, 200)
+  const elsewhere = await service('Poster')
+  const other = await rt.newRuntimeTenant('Poster Immobilien')
+  t.equal((await other.tenant.client.put(`/v1/marketplace-services/${elsewhere}/activation`)).statusCode, 200, 'activated by another tenant only')
+
+  const fire = async (client: typeof rt.api) => {
+    const made = await client.post('/v1/properties', { fields: { street: 'Flyerweg 1' } })
+    t.equal((await client.patch(`/v1/properties/${made.data.id}`, { fields: { flyerText: 'Open house' } })).statusCode, 200)
+    const queued = []
+    for (const serviceId of [twice, elsewhere]) {
+      const listed = await client.get(`/v1/deliveries?serviceId=${serviceId}&limit=200`)
+      queued.push(...(listed.data.items as { propertyId: string; serviceId: string }[]).filter((d) => d.propertyId === made.data.id))
+    }
+    return queued
+  }
+  t.match(await fire(rt.api), [{ serviceId: twice, event: 'update', changedFields: ['flyerText'] }],
+    'this tenant: one delivery of the service both of whose triggers match, none of the service it has not activated')
+  t.equal((await fire(rt.api)).length, 1)
+  t.match(await fire(other.tenant.client), [{ serviceId: elsewhere, event: 'update', changedFields: ['flyerText'] }],
+    'the tenant that activated it gets its delivery')
+  for (let i = 0; i < 3; i++) await rt.scheduler.runOnce()
+})
