@@ -87,6 +87,41 @@ t.test('every foreign key check on an empty database goes through the referenced
   }
 })
 
+// SPEC 5, Growing past one database: every tenant-owned table carries tenant_id, its key and the
+// foreign keys between tenant-owned tables include it (so a row cannot point into another tenant, and
+// the schema can be distributed by tenant); the catalogue and Baton's own bookkeeping are global.
+const GLOBAL_TABLES = ['kysely_migration', 'kysely_migration_lock', 'marketplace_services', 'operator_keys', 'service_parameters',
+  'service_triggers', 'signing_keys', 'tenants']
+
+t.test('every tenant-owned table is keyed by tenant_id first, and every foreign key between two of them matches tenant_id to tenant_id', async (t) => {
+  const { client } = await emptyDatabase(t)
+  const columnsOf = (relation: string, keys: string) => `(select array_agg(a.attname::text order by k.ord) from unnest(${keys}) with ordinality k(attnum, ord)
+    join pg_attribute a on a.attrelid = ${relation} and a.attnum = k.attnum)`
+  const { rows: tables } = await client.query<{ table: string; tenantOwned: boolean; key: string[] | null }>(`
+    select c.relname as "table",
+      exists (select 1 from pg_attribute where attrelid = c.oid and attname = 'tenant_id' and not attisdropped) as "tenantOwned",
+      ${columnsOf('c.oid', 'p.conkey')} as key
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace and n.nspname = current_schema()
+      left join pg_constraint p on p.conrelid = c.oid and p.contype = 'p'
+    where c.relkind in ('r', 'p') order by 1`)
+  t.ok(tables.length > 20, `the schema's tables (${tables.length})`)
+  for (const { table, tenantOwned, key } of tables) {
+    if (GLOBAL_TABLES.includes(table)) t.notOk(tenantOwned, `${table} is global`)
+    else t.same([tenantOwned, key?.[0]], [true, 'tenant_id'], `${table} carries tenant_id and its key starts with it (${key?.join(', ')})`)
+  }
+  const owned = new Set(tables.filter((table) => table.tenantOwned).map((table) => table.table))
+  const { rows: keys } = await client.query<{ name: string; from: string; to: string; columns: string[]; referenced: string[] }>(`
+    select c.conname as name, c.conrelid::regclass::text as "from", c.confrelid::regclass::text as "to",
+      ${columnsOf('c.conrelid', 'c.conkey')} as columns, ${columnsOf('c.confrelid', 'c.confkey')} as referenced
+    from pg_constraint c where c.contype = 'f' order by c.conname`)
+  const between = keys.filter((key) => owned.has(key.from) && owned.has(key.to))
+  t.ok(between.length >= 15, `foreign keys between tenant-owned tables (${between.length})`)
+  for (const key of between) {
+    const at = key.columns.indexOf('tenant_id')
+    t.ok(at >= 0 && key.referenced[at] === 'tenant_id', `${key.name}: (${key.columns.join(', ')}) → ${key.to} (${key.referenced.join(', ')})`)
+  }
+})
+
 t.test('a user\'s deletion checks each row that may name the user through an index by user, on an empty database', async (t) => {
   const { database, client } = await emptyDatabase(t)
   // The referencing side of each foreign key to users: the check Postgres runs when a user is deleted (ri_triggers.c).
