@@ -1,10 +1,13 @@
+import { readFileSync } from 'node:fs'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { systemClock } from '../../src/adapters/clock.js'
 import { createHttpClient } from '../../src/adapters/http-client.js'
 import { createMailer, type Mailer } from '../../src/adapters/mailer.js'
 import { openPostgres } from '../../src/db/connect.js'
-import { WORK_CHANNEL } from '../../src/scheduler/build.js'
+import { loadConfig } from '../../src/config.js'
+import { BatonMetrics } from '../../src/lib/metrics.js'
+import { buildScheduler, WORK_CHANNEL } from '../../src/scheduler/build.js'
 import { createScheduler, type Scheduler, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
 import { nextDue } from '../../src/scheduler/next-due.js'
 import { databaseUrl } from '../helpers/database.js'
@@ -102,6 +105,20 @@ t.test('a NOTIFY wakes the sleeping loop: the provider is called well within the
   for (let i = 0; i < 200 && (await rt.instance(instanceId)).status !== 'completed'; i++) await sleep(10)
   t.equal((await rt.instance(instanceId)).status, 'completed', 'the outcome is recorded by the loop')
   await scheduler.stop(1000)
+  t.same(errors, [])
+})
+
+t.test('the scheduler as npm start and npm run worker build it from the configuration calls with User-Agent: Baton/<the version in package.json>', async (t) => {
+  const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+  const config = loadConfig({ DATABASE_URL: databaseUrl(current!.name), WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', SMTP_URL: rt.smtp.url, LOG_LEVEL: 'silent' })
+  const scheduler = buildScheduler(config, database, systemClock, { info() {}, warn() {}, error: (obj) => errors.push(obj) }, new BatonMetrics())
+  t.teardown(() => scheduler.stop(1000))
+  const { stepId } = await startWebhookProcess('Valuation by the built scheduler')
+  await scheduler.runOnce()
+  const call = await waitForCall(stepId, 4000)
+  t.ok(call.signatureValid)
+  t.equal(call.headers['user-agent'], `Baton/${version}`)
+  t.equal(call.headers['idempotency-key'], call.query.deliveryId)
   t.same(errors, [])
 })
 
