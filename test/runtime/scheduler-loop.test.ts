@@ -108,7 +108,7 @@ t.test('a NOTIFY wakes the sleeping loop: the provider is called well within the
   t.same(errors, [])
 })
 
-t.test('the scheduler as npm start and npm run worker build it from the configuration calls with User-Agent: Baton/<the version in package.json>', async (t) => {
+t.test('the scheduler as npm start and npm run worker build it from the configuration calls with User-Agent: Baton/<the version in package.json>, and its apiClaim lasts 15 minutes', async (t) => {
   const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
   const config = loadConfig({ DATABASE_URL: databaseUrl(current!.name), WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', SMTP_URL: rt.smtp.url, LOG_LEVEL: 'silent' })
   const scheduler = buildScheduler(config, database, systemClock, { info() {}, warn() {}, error: (obj) => errors.push(obj) }, new BatonMetrics())
@@ -119,6 +119,14 @@ t.test('the scheduler as npm start and npm run worker build it from the configur
   t.ok(call.signatureValid)
   t.equal(call.headers['user-agent'], `Baton/${version}`)
   t.equal(call.headers['idempotency-key'], call.query.deliveryId)
+  // The apiClaim lasts API_CLAIM_TTL_MS, 15 minutes by default, from the call.
+  const claim = rt.as(call.query.apiClaim!)
+  const calledAt = Number(call.query.timestamp) * 1000
+  rt.clock.set(new Date(calledAt + 15 * 60_000 - 2000))
+  t.equal((await claim.get(`/v1/properties/${rt.propertyId}`)).statusCode, 200, 'the claim works until 15 minutes after the call')
+  rt.clock.set(new Date(calledAt + 15 * 60_000 + 2000))
+  t.equal((await claim.get(`/v1/properties/${rt.propertyId}`)).statusCode, 401, 'and has expired then')
+  rt.clock.set(new Date())
   t.same(errors, [])
 })
 
