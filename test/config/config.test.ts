@@ -10,6 +10,12 @@ t.test('WEBHOOK_ALLOWED_TARGETS takes host names and CIDR ranges; a bad entry na
   }
 })
 
+t.test('the defaults SPEC.md names: a 10 s timeout per attempt, at most 8 attempts, an apiClaim of 15 minutes, WEBHOOK_ALLOW_PRIVATE_NETWORKS off', async (t) => {
+  const defaults = loadConfig({})
+  t.same([defaults.WEBHOOK_TIMEOUT_MS, defaults.WEBHOOK_MAX_ATTEMPTS, defaults.API_CLAIM_TTL_MS, defaults.WEBHOOK_ALLOW_PRIVATE_NETWORKS],
+    [10_000, 8, 15 * 60_000, false])
+})
+
 t.test('settings are read from their text: numbers, flags, choices and defaults; a wrong one names the variable', async (t) => {
   const defaults = loadConfig({})
   t.equal(defaults.PORT, 3000)
