@@ -2,6 +2,7 @@ import dns from 'node:dns'
 import http from 'node:http'
 import https from 'node:https'
 import net from 'node:net'
+import tls from 'node:tls'
 import type { Transform } from 'node:stream'
 import zlib from 'node:zlib'
 import { cutUtf8 } from '../lib/storable.js'
@@ -72,6 +73,12 @@ export interface HttpClientOptions {
   allowedTargets?: AllowedTargets
   /** How long a kept-alive connection may sit unused before it is closed (IDLE_SOCKET_MS by default). */
   idleSocketMs?: number
+  /**
+   * Certificates of authorities trusted besides node's bundled roots (tls.rootCertificates; those of
+   * NODE_EXTRA_CA_CERTS are then left out): the tests' own CA. Baton's configuration sets none; an
+   * operator trusts a private CA with NODE_EXTRA_CA_CERTS (README). Nothing here turns verification off.
+   */
+  ca?: (string | Buffer)[]
 }
 
 /**
@@ -89,7 +96,10 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   // connection is checked on the address it actually connects to: DNS rebinding cannot slip past.
   const agents = (targets: AllowedTargets): Agents => {
     const lookup = allowPrivate ? undefined : guardedLookup(targets)
-    const agentOptions = { keepAlive: true, maxSockets: options.maxSockets, timeout: options.idleSocketMs ?? IDLE_SOCKET_MS, ...(lookup ? { lookup } : {}) }
+    const agentOptions = {
+      keepAlive: true, maxSockets: options.maxSockets, timeout: options.idleSocketMs ?? IDLE_SOCKET_MS,
+      ...(lookup ? { lookup } : {}), ...(options.ca ? { ca: [...tls.rootCertificates, ...options.ca] } : {})
+    }
     // The same options, lookup guard included, but no pool: a call sent again after a stale kept-alive
     // connection failed it gets a connection of its own, never another pooled one that may be as stale.
     const freshOptions = { ...agentOptions, keepAlive: false }

@@ -1,4 +1,5 @@
 import http from 'node:http'
+import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { Webhook } from 'standardwebhooks'
 import { verifyQuerySignature } from '../../src/scheduler/signature.js'
@@ -28,17 +29,23 @@ type Responder = (call: ReceivedCall) => Reply | Promise<Reply>
 /** A real marketplace provider on 127.0.0.1: records every call and verifies it as a provider would. */
 export class TestProvider {
   readonly calls: ReceivedCall[] = []
-  private server = http.createServer((req, res) => void this.handle(req, res))
+  private server: http.Server
   private responders: Responder[] = []
   private fallback: Responder = () => ({ status: 200, body: 'ok' })
   secret = ''
   url = ''
 
-  static async start(secret = ''): Promise<TestProvider> {
-    const provider = new TestProvider()
+  /** With `tls` (a key and its certificate), the provider is an https server. */
+  private constructor(tls?: { key: Buffer; cert: Buffer }) {
+    const handler: http.RequestListener = (req, res) => void this.handle(req, res)
+    this.server = tls ? https.createServer({ ...tls }, handler) : http.createServer(handler)
+  }
+
+  static async start(secret = '', options: { tls?: { key: Buffer; cert: Buffer } } = {}): Promise<TestProvider> {
+    const provider = new TestProvider(options.tls)
     provider.secret = secret
     await new Promise<void>((resolve) => provider.server.listen(0, '127.0.0.1', resolve))
-    provider.url = `http://127.0.0.1:${(provider.server.address() as AddressInfo).port}`
+    provider.url = `${options.tls ? 'https' : 'http'}://127.0.0.1:${(provider.server.address() as AddressInfo).port}`
     return provider
   }
 
