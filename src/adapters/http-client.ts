@@ -203,6 +203,42 @@ function answer(
   callback(null, first.address, first.family)
 }
 
+/**
+ * OpenSSL's reasons for refusing a server's certificate chain, as node names them; a leaf that names
+ * another host is node's own ERR_TLS_CERT_ALTNAME_INVALID.
+ */
+const CERTIFICATE_REFUSED = new Set([
+  'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_REVOKED', 'CERT_REJECTED', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE',
+  'CERT_CHAIN_TOO_LONG', 'INVALID_CA', 'INVALID_PURPOSE', 'PATH_LENGTH_EXCEEDED', 'HOSTNAME_MISMATCH',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD', 'ERROR_IN_CERT_NOT_AFTER_FIELD', 'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE'
+])
+
+/** Of those, the ones that mean the chain ends at no authority the worker trusts (a private CA, a self-signed certificate). */
+const UNTRUSTED_ISSUER = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT'
+])
+
+/**
+ * A failed https call in words an operator reads in the attempt log: a refused certificate names the
+ * host and says nothing was sent (the check ends the handshake, before the request); a handshake that
+ * broke gives OpenSSL's reason without its internals (node's message carried a thread's address, a
+ * source file and a newline). Undefined for any other error, whose message stands.
+ */
+function tlsFailure(error: NodeJS.ErrnoException & { reason?: unknown }, hostname: string): string | undefined {
+  const code = error.code ?? ''
+  const refused = `the TLS certificate of ${hostname} was refused, nothing was sent`
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `${refused}: it is not for that name (${String(error.reason ?? error.message)})`
+  // Node 24 adds advice on its own flags after a semicolon: the README says how to trust a CA.
+  const said = error.message.split(';')[0]
+  if (UNTRUSTED_ISSUER.has(code)) return `${refused}: ${said} (not issued by a certificate authority this worker trusts)`
+  if (CERTIFICATE_REFUSED.has(code)) return `${refused}: ${said}`
+  const reason = /SSL routines:[^:]*:([^:\n]+)/.exec(error.message)?.[1]
+  if (reason === undefined) return undefined
+  return `the TLS handshake with ${hostname} failed: ${reason}${reason === 'wrong version number' ? ' (the port may serve plain http, not https)' : ''}`
+}
+
 /** A body cut at the cap ends with no half of a character. */
 const text = (body: Buffer, truncated: boolean) => (truncated ? cutUtf8(body) : body.toString('utf8'))
 
@@ -322,7 +358,8 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
         }
         const hidden = request.tenantTarget === true ? noAddress(error, url.hostname) : undefined
         if (hidden) return fail(hidden.code, hidden.message, hidden.detail)
-        fail(error.code ?? 'ERR_HTTP', error.message, error instanceof HttpCallError ? error.detail : undefined)
+        const message = (secure ? tlsFailure(error, url.hostname) : undefined) ?? error.message
+        fail(error.code ?? 'ERR_HTTP', message, error instanceof HttpCallError ? error.detail : undefined)
       })
       // A 101 that switches protocols: node hands the socket only to an 'upgrade' listener and otherwise
       // drops it without a word, which would leave the call to its timeout. It is a status like any other.

@@ -1,6 +1,6 @@
 // The client over https, against real https servers on 127.0.0.1 whose certificates are made for this
 // file (test/helpers/tls.ts): what it refuses, and that what it does over http it does over TLS too.
-import type http from 'node:http'
+import http from 'node:http'
 import https from 'node:https'
 import net, { type AddressInfo } from 'node:net'
 import tls from 'node:tls'
@@ -9,7 +9,8 @@ import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { parseAllowedTargets } from '../../src/adapters/address-policy.js'
-import { createHttpClient, TARGET_REFUSED, type HttpCallError, type HttpClient, type HttpClientOptions } from '../../src/adapters/http-client.js'
+import { createHttpClient, HttpCallError, TARGET_REFUSED, type HttpClient, type HttpClientOptions } from '../../src/adapters/http-client.js'
+import { decide } from '../../src/scheduler/retry-policy.js'
 import { ROOT, runCommand, TS_LOADER } from '../helpers/process.js'
 import { makeCertificates, type KeyPair } from '../helpers/tls.js'
 
@@ -72,6 +73,34 @@ async function until(check: () => boolean, timeoutMs = 2000): Promise<boolean> {
   for (const end = Date.now() + timeoutMs; !check() && Date.now() < end;) await new Promise((resolve) => setTimeout(resolve, 10))
   return check()
 }
+
+t.test('a certificate the client does not trust, an expired one or one for another name is refused, and the request is never sent', async (t) => {
+  const cases: [string, KeyPair, boolean, RegExp, RegExp][] = [
+    ['self-signed', certs.selfSigned, true, /^DEPTH_ZERO_SELF_SIGNED_CERT$/,
+      /^the TLS certificate of 127\.0\.0\.1 was refused, nothing was sent: self-signed certificate \(not issued by a certificate authority this worker trusts\)$/],
+    ['issued by a CA the worker does not know', certs.good, false, /^UNABLE_TO_VERIFY_LEAF_SIGNATURE$/,
+      /^the TLS certificate of 127\.0\.0\.1 was refused, nothing was sent: unable to verify the first certificate \(not issued by a certificate authority this worker trusts\)$/],
+    ['expired', certs.expired, true, /^CERT_HAS_EXPIRED$/,
+      /^the TLS certificate of 127\.0\.0\.1 was refused, nothing was sent: certificate has expired$/],
+    ['for another name', certs.otherName, true, /^ERR_TLS_CERT_ALTNAME_INVALID$/,
+      /^the TLS certificate of 127\.0\.0\.1 was refused, nothing was sent: it is not for that name \(IP: 127\.0\.0\.1 is not in the cert's list: ?\)$/]
+  ]
+  for (const [what, pair, trusted, code, message] of cases) {
+    const server = await httpsServer(t, pair)
+    const error = await failure((trusted ? trusting(t) : client(t)).send(get(server.url)))
+    t.ok(error instanceof HttpCallError, `${what}: an HttpCallError`)
+    t.match(error, { code, message, targetRefused: false }, `${what}: the error says what was wrong`)
+    t.equal(server.state.requests, 0, `${what}: the server never saw the request`)
+    t.match(decide({ kind: 'error', error: `${error?.code}: ${error?.message}` }, 1, new Date()), { action: 'retry' },
+      `${what}: retried like a network error (a certificate may be renewed, a CA trusted)`)
+  }
+  const other = await httpsServer(t, certs.otherName)
+  t.match(await failure(trusting(t).send(get(`https://localhost:${other.port}/hook`))), {
+    code: 'ERR_TLS_CERT_ALTNAME_INVALID',
+    message: 'the TLS certificate of localhost was refused, nothing was sent: it is not for that name (Host: localhost. is not in the cert\'s altnames: DNS:other.example)'
+  }, 'by name, the names the certificate has')
+  t.equal(other.state.requests, 0)
+})
 
 t.test('the name checked and sent (SNI) is the URL\'s host name, not the address the guarded lookup chose', async (t) => {
   // byName is for the name localhost only: the address 127.0.0.1 it resolves to is not in it.
@@ -138,6 +167,18 @@ t.test('a TLS handshake that hangs or breaks ends the call: by its timer, the so
     code: 'ECONNRESET', message: 'Client network socket disconnected before secure TLS connection was established'
   }, 'a server that closes during the handshake fails the call at once')
 
+  // An https URL on a port that speaks plain http: its answer to the handshake is not TLS.
+  const plain = http.createServer((_req, res) => res.end('plain'))
+  await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve))
+  t.teardown(async () => {
+    plain.closeAllConnections()
+    await new Promise<void>((resolve) => plain.close(() => resolve()))
+  })
+  const wrong = await failure(c.send(get(`https://127.0.0.1:${(plain.address() as AddressInfo).port}/hook`, 2000)))
+  t.match(wrong, {
+    code: 'EPROTO',
+    message: 'the TLS handshake with 127.0.0.1 failed: wrong version number (the port may serve plain http, not https)'
+  }, 'the handshake\'s failure in words, without OpenSSL\'s internals')
 })
 
 t.test('over https too: a redirect is not followed, gzip is decoded, a body over the cap is cut', async (t) => {

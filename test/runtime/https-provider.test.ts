@@ -37,6 +37,24 @@ async function delivery(id: string) {
   return response.data
 }
 
+t.test('a provider whose certificate the worker does not trust: refused, nothing sent, the attempt says why and is retried', async (t) => {
+  const provider = await TestProvider.start('', { tls: certs.selfSigned })
+  t.teardown(() => provider.close())
+  const step = await stepCalling(`${provider.url}/hooks/valuation`, 'Self-signed')
+  provider.secret = step.secret
+  lines.length = 0
+  await rt.newScheduler({}, log).runOnce()
+  const error = 'DEPTH_ZERO_SELF_SIGNED_CERT: the TLS certificate of 127.0.0.1 was refused, nothing was sent: self-signed certificate '
+    + '(not issued by a certificate authority this worker trusts)'
+  t.match(await delivery(step.deliveryId), { status: 'pending', attemptCount: 1, attempts: [{ outcome: 'retry', statusCode: null, error }] })
+  t.equal((await rt.instance(step.instanceId)).steps[0].state, 'due', 'the step waits for its retry')
+  t.equal(provider.calls.length, 0, 'the provider never saw the request')
+  t.match(lines, [{ deliveryId: step.deliveryId, outcome: 'retry', error }], 'the worker\'s log line says the same')
+  const logged = JSON.stringify(lines)
+  t.notMatch(logged, /bcl_|signature=/, 'no claim or signature in the log')
+  t.notOk(logged.includes(step.secret), 'nor the service\'s secret')
+})
+
 t.test('a provider whose certificate the worker trusts is called and signed as over http', async (t) => {
   const provider = await TestProvider.start('', { tls: certs.good })
   t.teardown(() => provider.close())
