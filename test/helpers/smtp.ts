@@ -1,6 +1,13 @@
 import type { AddressInfo } from 'node:net'
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server'
 
+/** A server speaking TLS with this key and certificate (PEM): from the start (smtps), or after STARTTLS. */
+export interface SmtpTls {
+  key: string | Buffer
+  cert: string | Buffer
+  implicit: boolean
+}
+
 export interface ReceivedMail {
   to: string[]
   raw: string
@@ -8,6 +15,10 @@ export interface ReceivedMail {
   /** The plain-text body, decoded. */
   text: string
   messageId: string
+  /** Whether the mail came over TLS. */
+  secure: boolean
+  /** The user the client logged in as, if it did. */
+  user: string | undefined
 }
 
 /** Header lines unfolded and their encoded words (RFC 2047) decoded. */
@@ -42,18 +53,36 @@ export class TestSmtpServer {
   /** Runs once a mail has arrived, before the server answers its final dot (a test breaks something in between). */
   beforeAnswer: (() => Promise<void>) | undefined
   url = ''
+  /** With `login`: the password it takes now (a test changes it, as an operator changes the relay's). */
+  password = ''
+  /** What each login tried, as the server read it: the method (PLAIN, LOGIN), the user and the password, decoded. */
+  readonly logins: { method: string; username: string; password: string }[] = []
   private server: SMTPServer
 
-  /** `options` adds to the server's own, e.g. `maxClients` for a server that takes that many connections at once. */
-  private constructor(options: SMTPServerOptions = {}) {
+  /**
+   * `options` adds to the server's own, e.g. `maxClients` for a server that takes that many connections at once.
+   * With `tls`, it speaks TLS as a real relay does (implicit on its port, or after STARTTLS); with `login`, it
+   * takes mail only from that user with that password (535 otherwise), and only over TLS.
+   */
+  private constructor(options: SMTPServerOptions = {}, private readonly secured: { tls?: SmtpTls; login?: { user: string; password: string } } = {}) {
+    if (secured.login) this.password = secured.login.password
     this.server = this.create(options)
   }
 
   private create(options: SMTPServerOptions): SMTPServer {
+    const { tls, login } = this.secured
     return new SMTPServer({
       ...options,
-      authOptional: true,
-      disabledCommands: ['STARTTLS', 'AUTH'],
+      ...(tls ? { key: tls.key, cert: tls.cert, secure: tls.implicit } : {}),
+      authOptional: !login,
+      disabledCommands: [...(tls && !tls.implicit ? [] : ['STARTTLS']), ...(login ? [] : ['AUTH'])],
+      ...(login ? {
+        onAuth: (auth, _session, callback) => {
+          this.logins.push({ method: auth.method, username: auth.username ?? '', password: auth.password ?? '' })
+          if (auth.username === login.user && auth.password === this.password) callback(null, { user: auth.username })
+          else callback(Object.assign(new Error('Authentication credentials invalid'), { responseCode: 535 }))
+        }
+      } : {}),
       logger: false,
       onMailFrom: (_address, _session, callback) => {
         if (this.refusingSenders) callback(Object.assign(new Error('Authentication required'), { responseCode: 530 }))
@@ -76,7 +105,9 @@ export class TestSmtpServer {
             raw,
             subject: header(raw, 'Subject'),
             text: body(raw),
-            messageId: header(raw, 'Message-ID')
+            messageId: header(raw, 'Message-ID'),
+            secure: session.secure,
+            user: typeof session.user === 'string' ? session.user : undefined
           })
           callback()
         })
@@ -84,12 +115,15 @@ export class TestSmtpServer {
     })
   }
 
-  static async start(options: SMTPServerOptions = {}): Promise<TestSmtpServer> {
-    const smtp = new TestSmtpServer(options)
+  static async start(options: SMTPServerOptions = {}, secured: { tls?: SmtpTls; login?: { user: string; password: string } } = {}): Promise<TestSmtpServer> {
+    const smtp = new TestSmtpServer(options, secured)
     // A client that dies mid-conversation (a killed worker) resets its connection: not our failure.
     smtp.server.on('error', () => {})
     await new Promise<void>((resolve) => smtp.server.listen(0, '127.0.0.1', () => resolve()))
-    smtp.url = `smtp://127.0.0.1:${(smtp.server.server.address() as AddressInfo).port}`
+    const port = (smtp.server.server.address() as AddressInfo).port
+    // A TLS server is named as its certificate names it; the credentials go in percent-encoded, as the README says.
+    const login = secured.login ? `${encodeURIComponent(secured.login.user)}:${encodeURIComponent(secured.login.password)}@` : ''
+    smtp.url = secured.tls ? `${secured.tls.implicit ? 'smtps' : 'smtp'}://${login}localhost:${port}` : `smtp://${login}127.0.0.1:${port}`
     return smtp
   }
 
