@@ -40,6 +40,7 @@ export function createMailer(options: { smtpUrl?: string | undefined; mailDir: s
 function smtpMailer(url: string, timeoutMs: number): Mailer {
   const open = () => nodemailer.createTransport({
     url,
+    requireTLS: loginNeedsTls(url),
     pool: true,
     maxConnections: 4,
     connectionTimeout: timeoutMs,
@@ -76,6 +77,17 @@ function smtpMailer(url: string, timeoutMs: number): Mailer {
     },
     close: () => transport.close()
   }
+}
+
+/**
+ * Whether an smtp:// URL with a login must upgrade with STARTTLS before it logs in. Left to itself,
+ * nodemailer upgrades only when the server offers STARTTLS, and otherwise sent the password in the
+ * clear: to a relay set up without TLS, or past anyone between who struck STARTTLS from its answer.
+ * The URL has the last word: `?requireTLS=false` (a relay on a trusted network) or `?ignoreTLS=true`.
+ */
+function loginNeedsTls(url: string): boolean {
+  const { protocol, username, password, searchParams } = new URL(url)
+  return protocol === 'smtp:' && (username !== '' || password !== '') && !searchParams.has('requireTLS') && !searchParams.has('ignoreTLS')
 }
 
 /** A send's whole time, in SMTP timeouts (15 s each by default: a minute). */

@@ -91,6 +91,33 @@ t.test('?requireTLS=true and a server that offers no STARTTLS: the send fails be
   t.same(smtp.mails, [])
 })
 
+t.test('smtp:// with a login and a server that offers no STARTTLS (or someone between who struck it out): the password is not sent in the clear', async (t) => {
+  // The server would read a login in the clear, as one a man in the middle stands in for would.
+  const smtp = await TestSmtpServer.start({ allowInsecureAuth: true }, { login: { user: 'baton', password: PASSWORD } })
+  t.teardown(() => smtp.close())
+  const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
+  t.teardown(() => mailer.close())
+  await t.rejects(mailer.send(mail), { code: 'ETLS', command: 'STARTTLS' }, 'the send fails: the server offered no TLS')
+  t.same(smtp.logins, [], 'no password went over the plain connection')
+  t.same(smtp.mails, [])
+
+  // A relay on a trusted network without TLS: the operator says so in the URL.
+  const inTheClear = createMailer({ smtpUrl: `${smtp.url}?requireTLS=false`, mailDir: '', timeoutMs: 2000 })
+  t.teardown(() => inTheClear.close())
+  await inTheClear.send(mail)
+  t.match(smtp.logins, [{ username: 'baton', password: PASSWORD }])
+  t.match(smtp.mails, [{ secure: false, user: 'baton' }])
+})
+
+t.test('smtp:// without a login still sends in the clear to a server that offers no STARTTLS (an internal relay on port 25)', async (t) => {
+  const smtp = await TestSmtpServer.start()
+  t.teardown(() => smtp.close())
+  const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
+  t.teardown(() => mailer.close())
+  await mailer.send(mail)
+  t.match(smtp.mails, [{ secure: false }])
+})
+
 t.test('a server that takes mail only over TLS, and a client told not to upgrade (?ignoreTLS=true): refused at AUTH, retried later, not sent', async (t) => {
   const smtp = await TestSmtpServer.start({}, { tls: { ...certs.selfSigned, implicit: false }, login: { user: 'baton', password: PASSWORD } })
   t.teardown(() => smtp.close())
