@@ -22,20 +22,23 @@ async function sendTrusting(urls: string[]): Promise<{ sent: boolean; code?: str
 }
 
 // One process for all of them: each takes most of a second to start.
-t.test('with a CA named in NODE_EXTRA_CA_CERTS, mails arrive over TLS logged in with a percent-encoded password; a certificate for another host is refused', async (t) => {
+t.test('with a CA named in NODE_EXTRA_CA_CERTS, mails arrive over TLS logged in with a percent-encoded password; a certificate for another host is refused, unless ?tls.servername= names it', async (t) => {
   const login = { user: 'baton@example.com', password: PASSWORD }
   const servers = await Promise.all([
     TestSmtpServer.start({ authMethods: ['PLAIN', 'LOGIN'] }, { tls: { ...certs.good, implicit: true }, login }),
     TestSmtpServer.start({ authMethods: ['PLAIN', 'LOGIN'] }, { tls: { ...certs.good, implicit: false }, login }),
     TestSmtpServer.start({ authMethods: ['LOGIN'] }, { tls: { ...certs.good, implicit: true }, login }),
     TestSmtpServer.start({}, { tls: { ...certs.otherName, implicit: true }, login }),
-    TestSmtpServer.start({}, { tls: { ...certs.otherName, implicit: false }, login })
+    TestSmtpServer.start({}, { tls: { ...certs.otherName, implicit: false }, login }),
+    TestSmtpServer.start({}, { tls: { ...certs.otherName, implicit: true }, login })
   ])
   t.teardown(() => Promise.all(servers.map((smtp) => smtp.close())))
-  const [smtps, starttls, authLogin, otherSmtps, otherStarttls] = servers
-  const outcomes = await sendTrusting(servers.map((smtp) => smtp.url))
+  const [smtps, starttls, authLogin, otherSmtps, otherStarttls, named] = servers
+  // The last is reached by another name than its certificate's: ?tls.servername= says which to expect.
+  const outcomes = await sendTrusting([...servers.slice(0, -1).map((smtp) => smtp.url), `${named!.url}?tls.servername=other.example`])
   for (const [name, smtp, outcome, method] of [
-    ['smtps://', smtps!, outcomes[0], 'PLAIN'], ['smtp:// and STARTTLS', starttls!, outcomes[1], 'PLAIN'], ['AUTH LOGIN', authLogin!, outcomes[2], 'LOGIN']
+    ['smtps://', smtps!, outcomes[0], 'PLAIN'], ['smtp:// and STARTTLS', starttls!, outcomes[1], 'PLAIN'], ['AUTH LOGIN', authLogin!, outcomes[2], 'LOGIN'],
+    ['?tls.servername=', named!, outcomes[5], 'PLAIN']
   ] as const) {
     t.same(outcome, { sent: true }, `${name}: sent`)
     t.same(smtp.logins, [{ method, username: login.user, password: login.password }], `${name}: user and password decoded as written`)

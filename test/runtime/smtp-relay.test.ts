@@ -1,11 +1,15 @@
 import { execFile } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { createMailer } from '../../src/adapters/mailer.js'
 import { sql } from '../../src/db/kysely.js'
 import { STEP_MAIL_MAX_ATTEMPTS } from '../../src/scheduler/email-steps.js'
 import { HOUR } from '../helpers/clock.js'
+import { runScript, workerEnv } from '../helpers/process.js'
 import { setupRuntime } from '../helpers/runtime.js'
 import { TestSmtpServer } from '../helpers/smtp.js'
 import { makeCertificates } from '../helpers/tls.js'
@@ -133,4 +137,34 @@ t.test('a TLS handshake that hangs: the send ends at its deadline, the mail goes
   t.ok(Date.now() - began < 3000, 'the pass ended soon after the send\'s deadline')
   t.match(await mailOf(stepId), { attempt_count: 1, failed_at: null, sent_at: null, lease_expires_at: null, last_error: /timeout|ETIMEDOUT|took more than/i })
   t.same(states(await rt.instance(started.id)), ['running'])
+})
+
+// Last: the worker process works on the runtime's database until the test ends.
+t.test('a worker process as npm run worker starts it, at LOG_LEVEL=trace, with a percent-encoded password in SMTP_URL and the relay\'s CA in NODE_EXTRA_CA_CERTS: it logs in with the password decoded, and no line it writes holds it', async (t) => {
+  const smtp = await TestSmtpServer.start({}, { tls: { ...certs.good, implicit: true }, login: { user: 'baton', password: PASSWORD } })
+  t.teardown(() => smtp.close())
+  smtp.password = 'the relay\'s new password'
+  const dataDir = await mkdtemp(join(tmpdir(), 'baton-relay-'))
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+  await sql`update outbox_mails set sent_at = now() where sent_at is null and failed_at is null`.execute(rt.db)
+  await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
+    values (${rt.tenant.id}, gen_random_uuid(), 'relay-worker', 'deadlineMissed', 'clara@example.com', 'Through the relay', 'body', now())`.execute(rt.db)
+  const { rows: [database] } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
+  const worker = runScript('src/server.ts', {
+    ...workerEnv(database!.name, dataDir, 'relay-worker'), LOG_LEVEL: 'trace', SMTP_URL: smtp.url, NODE_EXTRA_CA_CERTS: certs.caFile
+  }, ['--role=worker'])
+  t.teardown(async () => {
+    if (worker.child.exitCode === null) worker.child.kill('SIGKILL')
+    await worker.exited
+  })
+  await worker.waitFor(/Baton worker started/)
+  await worker.waitFor(/sending a mail failed; it stays queued and is retried/)
+  worker.child.kill('SIGTERM')
+  await worker.exited
+  t.same(smtp.logins.map((login) => login.password), [PASSWORD], 'the certificate trusted, the password decoded from the setting')
+  t.match(worker.output(), /535/, 'the warning carries the server\'s answer')
+  t.notOk(FORMS.some((form) => worker.output().includes(form)), 'no form of the password in anything the worker wrote')
+  const { rows: [mail] } = await sql<{ sent_at: Date | null; failed_at: Date | null; attempt_count: number }>`
+    select sent_at, failed_at, attempt_count from outbox_mails where dedupe_key = 'relay-worker'`.execute(rt.db)
+  t.same(mail, { sent_at: null, failed_at: null, attempt_count: 1 }, 'the mail stays queued')
 })
