@@ -106,3 +106,17 @@ t.test('a number is read in decimal digits only: JavaScript would read 0x10 as 1
   t.equal(loadConfig({ PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '.5' }).PRESSURE_MAX_EVENT_LOOP_UTILIZATION, 0.5)
   t.throws(() => loadConfig({ PORT: 'abc' }), { message: /PORT: must be an integer$/m }, 'no number at all is refused as before')
 })
+
+t.test('a wrong SMTP_URL holding a password is refused naming the setting, without the password', async (t) => {
+  const password = 'Zq7-relay-Secret'
+  for (const url of [
+    `smtp://baton:${password}/x@mail.example.com:587`, // a / left unencoded: the host part ends early
+    `smtp://baton:${password}@mail.example.com:submission`,
+    `smtps://baton:${password}@:465`,
+    `smtpx://baton:${password}@mail.example.com`
+  ]) {
+    const error = (() => { try { loadConfig({ SMTP_URL: url }) } catch (e) { return e as Error } })()
+    t.match(error, { name: 'ConfigError', message: /SMTP_URL: / }, url)
+    t.notOk(`${error?.message} ${error?.stack} ${JSON.stringify(error)}`.includes('Secret'), `${url}: no part of the password in the error`)
+  }
+})
