@@ -200,6 +200,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let stopping = false
   /** Fires when stop() begins: calls not yet made (waiting for a host slot, or for a place) are released at once. */
   let stopSignal = new AbortController()
+  /** Fires when a stop's grace is over: the mail batch in flight stops waiting for the database to mark what it sent. */
+  let graceOverSignal = new AbortController()
   /** The last claim left full hosts out, or took no more for them than their lines had places for: a finished call may make room. */
   let heldBack = false
   let loop: Promise<void> | undefined
@@ -490,7 +492,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   function sendMail(now: Date, limit = settings.batchSize): Promise<MailPass> {
     return sendQueuedMail(db, deps.mailer, {
-      now, from: settings.mailFrom, limit, log: deps.log, metrics, stopping: stopSignal.signal,
+      now, from: settings.mailFrom, limit, log: deps.log, metrics, cutOff: graceOverSignal.signal,
       onError: (error, id) => deps.log.error({ err: error, id }, 'settling a step mail failed; its step fails into a manual one, the others go on')
     })
   }
@@ -702,6 +704,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       if (deps.listen) unlisten = await deps.listen(wake)
       stopping = false
       stopSignal = new AbortController()
+      graceOverSignal = new AbortController()
       loop = run()
     },
     async stop(graceMs) {
@@ -710,6 +713,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       wake()
       // The grace runs from the signal, for the calls and the mail batch in flight alike.
       const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
+      const cutOffMarks = graceOverSignal
+      void graceOver.then(() => cutOffMarks.abort())
       // A claim, a chore or an outcome's write may wait on a row or table another session holds (up to
       // DATABASE_STATEMENT_TIMEOUT_MS, then tried again): waited for, they held the stop past the process's
       // hard limit (grace + 5 s), and it exited 1. Past the grace and CUT_OFF_WRITES_MS they are left as a

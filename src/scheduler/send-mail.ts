@@ -38,7 +38,9 @@ export interface MailPass {
 export async function sendQueuedMail(
   db: DB, mailer: Mailer,
   options: {
-    now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'>; metrics?: Pick<BatonMetrics, 'mails'>; stopping?: AbortSignal
+    now: Date; from: string; limit: number; log?: Pick<Logger, 'warn'>; metrics?: Pick<BatonMetrics, 'mails'>
+    /** The stopping worker's grace is over: the marks stop waiting for the database. */
+    cutOff?: AbortSignal
     /** Told of a step mail whose settling failed on its own (the others go on); without it, that fails the pass. */
     onError?: RowErrorHandler
   }
@@ -53,9 +55,10 @@ export async function sendQueuedMail(
   const rows = claim.mails
   // A mail the server took is sent: losing its mark with a connection would send it again once the
   // lease ends, so a mark waits for the database while the lease lasts (measured on this process's
-  // own timer, as the sends are), or until the worker is stopping.
+  // own timer, as the sends are), or until a stopping worker's grace is over: given up at the signal
+  // itself, a mark that met the database away sent the mail again, although it came back within the grace.
   const until = new Date(claimedAt + LEASE_MS - LEASE_MARGIN_MS)
-  const mark = <T>(write: () => Promise<T>) => retryTransient(write, { until, now: () => new Date(performance.now()), signal: options.stopping })
+  const mark = <T>(write: () => Promise<T>) => retryTransient(write, { until, now: () => new Date(performance.now()), signal: options.cutOff })
   // After its first, a lane starts a send only while it would end, at its deadline, before the marks'
   // time is up: one still running when the lease ends would be sent again by the worker that claims
   // the mail next. Mails a slow server left no time for go back, untried, to the next claim.

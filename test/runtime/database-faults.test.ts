@@ -183,6 +183,38 @@ t.test('the mail pump rides out an outage: a mail the server took while the data
   t.equal(about().length, 1, 'and not sent again')
 })
 
+t.test('a worker told to stop while the database is away still marks the mails the server took, once the database is back within its grace', async (t) => {
+  const templateId = await rt.template([{ kind: 'task', name: 'Measure the flat', deadlineDays: 1 }])
+  await rt.start(templateId)
+  const scheduler = rt.newScheduler({ pollIntervalMs: 100 }, undefined, { db: faultyDb, clock: systemClock })
+  await sql`update instance_steps set deadline_at = now() - interval '1 hour' where name = 'Measure the flat'`.execute(rt.db)
+  // The server has the mail; before it answers the final dot, the database goes away for a second and the
+  // worker is told to stop (a deploy's SIGTERM), with a grace of five.
+  let stopped: Promise<void> | undefined
+  let back: Promise<void> = Promise.resolve()
+  rt.smtp.beforeAnswer = async () => {
+    rt.smtp.beforeAnswer = undefined
+    await proxy.refuse(true)
+    proxy.cutAll()
+    stopped = scheduler.stop(5000)
+    back = sleep(1000).then(() => proxy.refuse(false))
+  }
+  t.teardown(() => { rt.smtp.beforeAnswer = undefined })
+  await scheduler.start()
+  const about = () => rt.smtp.mails.filter((m) => m.subject.includes('"Measure the flat"'))
+  while (!stopped) await sleep(20)
+  await stopped
+  await back
+  t.equal(about().length, 1, 'the mail went out')
+  const row = async () => (await sql<{ sent_at: Date | null; lease_expires_at: Date | null }>`
+    select sent_at, lease_expires_at from outbox_mails where subject like '%"Measure the flat"%'`.execute(rt.db)).rows
+  // Before, the stop gave the mark up at once: the mail went out again when its lease of two minutes ran out.
+  t.match(await row(), [{ sent_at: Date, lease_expires_at: null }], 'marked sent before the worker stopped')
+  rt.clock.set(new Date(Date.now() + 5 * 60_000))
+  await rt.newScheduler().runOnce()
+  t.equal(about().length, 1, 'and not sent again')
+})
+
 // The pump logged each failure as an error ("scheduler chore failed"), where the other chores warn at most every few seconds.
 t.test('the mail pump behind a lock held past the statement timeout: a warning now and then, not an error each pass', async (t) => {
   const holder = new pg.Client({ connectionString: rt.databaseUrl })
