@@ -80,9 +80,9 @@ export class Cluster {
     }
   }
 
-  /** A worker (`--role=worker`); resolves once it has started its scheduler. */
+  /** A worker (`--role=worker`), its connections named after it (PGAPPNAME); resolves once it has started its scheduler. */
   async worker(name: string, env: Record<string, string> = {}): Promise<Baton> {
-    const baton = this.spawn(name, ['--role=worker'], { BATON_WORKER_ID: name, LOG_LEVEL: 'info', ...env })
+    const baton = this.spawn(name, ['--role=worker'], { BATON_WORKER_ID: name, PGAPPNAME: name, LOG_LEVEL: 'info', ...env })
     await baton.process.waitFor(/Baton worker started/, 90_000)
     return baton
   }

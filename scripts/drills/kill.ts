@@ -74,6 +74,13 @@ export async function killDrill(options: KillOptions): Promise<boolean> {
       victim.process.child.kill('SIGKILL')
       await victim.process.exited
       const at = Date.now()
+      // A COMMIT the victim sent just before it died still lands once its server process reads it: what it
+      // held is read once its connections (named after it, PGAPPNAME) are gone, or a claim it settled in its
+      // last instant counts as held, and as never taken over.
+      await waitFor(async () => {
+        const { rows: left } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where application_name = ${victim.name}`.execute(database.handle.db)
+        return left[0]!.n === 0
+      }, 10_000, 20)
       const { rows } = await sql<{ id: string }>`select id from deliveries where status = 'running' and lease_owner = ${victim.name}`.execute(database.handle.db)
       kills.push({ at, victim: victim.name, held: rows.map((r) => r.id) })
       replacements.push(cluster.worker(`worker-${++serial}`).then((w) => workers.push(w)))
