@@ -68,7 +68,10 @@ export async function killDrill(options: KillOptions): Promise<boolean> {
     const [min, max] = options.killEveryMs
     while (!loadDone) {
       await Promise.race([sleep(min + Math.random() * (max - min)), loading])
-      if (loadDone || workers.length === 0) break
+      if (loadDone) break
+      // The promise is another worker's takeover: the last live one is not killed while its replacements
+      // start (several seconds on a busy machine), or no worker is there to take anything over.
+      if (workers.length < 2) continue
       const victim = workers.splice(Math.floor(Math.random() * workers.length), 1)[0]!
       stopped.add(victim)
       victim.process.child.kill('SIGKILL')
