@@ -180,6 +180,31 @@ export async function releaseDelivery(
 }
 
 /**
+ * Puts back, uncounted, the deliveries of a claim whose answer this worker never got (its connection
+ * was lost, maybe after the commit): found by the worker and the claim's lease end, when no claim the
+ * worker holds shares it (the scheduler's to know). None of them was called, as the worker never had
+ * them; their steps turn due again. Returns how many went back.
+ */
+export async function releaseUnansweredClaim(db: DB, workerId: string, leaseUntil: Date): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const released = await trx.updateTable('deliveries')
+      .set((eb) => ({ status: 'pending', lease_owner: null, lease_expires_at: null, attempt_count: eb('attempt_count', '-', 1) }))
+      .where('status', '=', 'running').where('lease_owner', '=', workerId).where('lease_expires_at', '=', leaseUntil)
+      .returning(['tenant_id', 'step_id'])
+      .execute()
+    const stepsByTenant = new Map<string, string[]>()
+    for (const { tenant_id: tenantId, step_id: stepId } of released) {
+      if (stepId !== null) stepsByTenant.set(tenantId, [...(stepsByTenant.get(tenantId) ?? []), stepId])
+    }
+    for (const [tenantId, stepIds] of stepsByTenant) {
+      await trx.updateTable('instance_steps').set({ state: 'due' })
+        .where('tenant_id', '=', tenantId).where('id', 'in', stepIds).where('state', '=', 'running').execute()
+    }
+    return released.length
+  })
+}
+
+/**
  * Ends a claimed trigger delivery `cancelled` without a call (deliver.ts, withdrawnBecause), as the
  * request that withdrew it would have had it seen it: no attempt is logged and the claim's count of
  * attempts is taken back, so the delivery shows the calls that were made. Fenced as an outcome is:

@@ -11,7 +11,7 @@ import { once } from '../lib/once.js'
 import type { SecretBox } from '../lib/secret-box.js'
 import { throttled } from '../lib/throttled.js'
 import { claimDeliveries, type ClaimedDelivery, type ClaimOptions } from './claim-deliveries.js'
-import { currentServiceUrls } from './delivery-repository.js'
+import { currentServiceUrls, releaseUnansweredClaim } from './delivery-repository.js'
 import { deliver, type CallPlace, type DeliverDeps } from './deliver.js'
 import { hostKey } from '../lib/host-key.js'
 import { HostSlots } from './host-slots.js'
@@ -197,6 +197,15 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
    * the next call does not wait for a database round trip (group commit writes the outcomes).
    */
   const recording = new Set<Promise<void>>()
+  /**
+   * The lease ends of claims that failed without an answer: their commit may have happened all the same,
+   * leaving deliveries leased to this worker that it never had. They go back at the next pass that
+   * reaches the database (takeBackUnansweredClaims), not when their lease ends, when the reaper would
+   * have counted an attempt for a call never made.
+   */
+  const unansweredClaims: Date[] = []
+  /** The lease ends of the claims this worker dispatched, until they pass: rows leased till then may be its own. */
+  const dispatchedLeaseEnds = new Set<number>()
   let stopping = false
   /** Fires when stop() begins: calls not yet made (waiting for a host slot, or for a place) are released at once. */
   let stopSignal = new AbortController()
@@ -302,12 +311,16 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     heldBack = held.hosts.length > 0
     const now = clock.now()
     let claimed = 0
+    await takeBackUnansweredClaims(now)
     const claim = async (limit: number, options: Pick<ClaimOptions, 'skipServices' | 'skipHosts' | 'only'>) => {
       claiming = limit
       let claims: ClaimedDelivery[]
       try {
         claims = await claimDeliveries(db, { workerId: deps.workerId, now, leaseMs: settings.leaseMs, limit, ...options })
         for (const claim of claims) dispatch(claim)
+      } catch (error) {
+        unansweredClaims.push(new Date(now.getTime() + settings.leaseMs))
+        throw error
       } finally {
         claiming = 0
         servePlaceLine()
@@ -404,6 +417,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     })
     const call = { claim, abort, called }
     inFlight.add(call)
+    dispatchedLeaseEnds.add(claim.leaseExpiresAt.getTime())
     const done: Promise<void> = deliver(deliverDeps, claim, { stopping: stopSignal.signal, cutOff: abort.signal, onCallEnded: ended, place })
       .then(() => undefined, (error: unknown) => {
         deps.log.error({ err: error, deliveryId: claim.id }, 'recording a delivery failed; its lease will expire and it will be retried')
@@ -543,6 +557,26 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         choresWanted = true
         await sleep(waitMs)
       }
+    }
+  }
+
+  /**
+   * The deliveries of claims whose answer was lost go back, uncounted (releaseUnansweredClaim). Those whose
+   * lease has ended are the reaper's, and so are those of a lost claim whose lease end a claim this worker
+   * had shares (made at the same instant): they cannot be told apart.
+   */
+  async function takeBackUnansweredClaims(now: Date): Promise<void> {
+    // Kept in the order the claims came, their lease ends rising with them (a clock stepped back leaves a few longer).
+    for (const leaseEnd of dispatchedLeaseEnds) {
+      if (leaseEnd > now.getTime()) break
+      dispatchedLeaseEnds.delete(leaseEnd)
+    }
+    while (unansweredClaims.length > 0) {
+      const leaseUntil = unansweredClaims[0]!
+      const alone = leaseUntil.getTime() > now.getTime() && !dispatchedLeaseEnds.has(leaseUntil.getTime())
+      const released = alone ? await releaseUnansweredClaim(db, deps.workerId, leaseUntil) : 0
+      unansweredClaims.shift()
+      if (released > 0) deps.log.info({ released }, 'took back the deliveries of a claim whose answer the database connection lost; they are claimed again now')
     }
   }
 

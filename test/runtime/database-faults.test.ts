@@ -8,7 +8,7 @@ import t, { type Test } from 'tap'
 import { systemClock } from '../../src/adapters/clock.js'
 import type { Response } from '../helpers/app.js'
 import { appBehindFaultProxy } from '../helpers/faulty-app.js'
-import { setupRuntime } from '../helpers/runtime.js'
+import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
 
 const STATEMENT_TIMEOUT_MS = 1000
 
@@ -152,6 +152,28 @@ t.test('the scheduler rides out an outage: every call is made once and recorded 
   const attempts = await rt.db.selectFrom('delivery_attempts').select(['outcome']).execute()
   t.same(attempts.map((a) => a.outcome), Array(N).fill('succeeded'), 'one attempt each, all succeeded: nothing was lost or repeated')
   t.ok(warnings.length > 0, 'the outage was logged')
+})
+
+t.test('a claim whose answer the connection lost: its deliveries go back once the database answers, not when their lease ends, and are called once', async (t) => {
+  const webhook = await rt.template([{ kind: 'webhook', name: 'Ask MeasureCo' }])
+  rt.provider.always({ status: 200, body: 'ok' })
+  // One attempt: before, the reaper counted the call never made as an aborted attempt, and the step failed uncalled.
+  const scheduler = rt.newScheduler({ policy: { ...FAST_RETRIES, maxAttempts: 1 } }, undefined, { db: faultyDb })
+  const instance = await rt.start(webhook)
+  rt.clock.set(new Date(Date.now() + 1000))
+  const delivery = async () => (await sql<{ id: string; status: string }>`select id, status from deliveries where instance_id = ${instance.id}`.execute(rt.db)).rows[0]!
+  // The claim commits, and its answer is lost with the connection.
+  const fault = proxy.cutAfterNextCommit(300, /set status = 'running', lease_owner/, { loseAnswer: true })
+  await t.rejects(scheduler.runOnce(), 'the pass met the cut')
+  await fault
+  const after = await delivery()
+  t.match(after, { status: 'running' }, 'the claim had committed')
+  await scheduler.runOnce()
+  const { id } = await delivery()
+  t.equal(rt.provider.calls.filter((c) => c.query.deliveryId === id).length, 1, 'called once, at the next pass')
+  t.match(await delivery(), { status: 'succeeded' })
+  const attempts = await rt.db.selectFrom('delivery_attempts').select('outcome').where('delivery_id', '=', id).execute()
+  t.same(attempts.map((a) => a.outcome), ['succeeded'], 'one attempt, no aborted one for the claim that was lost')
 })
 
 t.test('the mail pump rides out an outage: a mail the server took while the database was away is marked sent once it is back, not sent again', async (t) => {
