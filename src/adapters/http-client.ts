@@ -6,6 +6,7 @@ import tls from 'node:tls'
 import type { Transform } from 'node:stream'
 import zlib from 'node:zlib'
 import { cutUtf8 } from '../lib/storable.js'
+import { CERTIFICATE_REFUSED, handshakeReason, UNTRUSTED_ISSUER } from '../lib/tls-refusals.js'
 import { forbiddenRange, isAllowedAddress, isAllowedHost, NO_ALLOWED_TARGETS, type AllowedTargets } from './address-policy.js'
 
 export interface HttpRequest {
@@ -204,23 +205,6 @@ function answer(
 }
 
 /**
- * OpenSSL's reasons for refusing a server's certificate chain, as node names them; a leaf that names
- * another host is node's own ERR_TLS_CERT_ALTNAME_INVALID.
- */
-const CERTIFICATE_REFUSED = new Set([
-  'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_REVOKED', 'CERT_REJECTED', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE',
-  'CERT_CHAIN_TOO_LONG', 'INVALID_CA', 'INVALID_PURPOSE', 'PATH_LENGTH_EXCEEDED', 'HOSTNAME_MISMATCH',
-  'ERROR_IN_CERT_NOT_BEFORE_FIELD', 'ERROR_IN_CERT_NOT_AFTER_FIELD', 'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
-  'UNABLE_TO_DECRYPT_CERT_SIGNATURE'
-])
-
-/** Of those, the ones that mean the chain ends at no authority the worker trusts (a private CA, a self-signed certificate). */
-const UNTRUSTED_ISSUER = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'UNABLE_TO_GET_ISSUER_CERT'
-])
-
-/**
  * A failed https call in words an operator reads in the attempt log: a refused certificate names the
  * host and says nothing was sent (the check ends the handshake, before the request); a handshake that
  * broke gives OpenSSL's reason without its internals (node's message carried a thread's address, a
@@ -234,7 +218,7 @@ function tlsFailure(error: NodeJS.ErrnoException & { reason?: unknown }, hostnam
   const said = error.message.split(';')[0]
   if (UNTRUSTED_ISSUER.has(code)) return `${refused}: ${said} (not issued by a certificate authority this worker trusts)`
   if (CERTIFICATE_REFUSED.has(code)) return `${refused}: ${said}`
-  const reason = /SSL routines:[^:]*:([^:\n]+)/.exec(error.message)?.[1]
+  const reason = handshakeReason(error.message)
   if (reason === undefined) return undefined
   return `the TLS handshake with ${hostname} failed: ${reason}${reason === 'wrong version number' ? ' (the port may serve plain http, not https)' : ''}`
 }
