@@ -3,7 +3,7 @@ import addressparser from 'nodemailer/lib/addressparser'
 import { parse as parseConnectionString } from 'pg-connection-string'
 import { Type, type Static } from 'typebox'
 import { parseAllowedTargets } from './adapters/address-policy.js'
-import { refusesConnectionSettings } from './db/errors.js'
+import { databaseTlsProblem, refusesConnectionSettings } from './db/errors.js'
 import { secretsKeyProblem } from './lib/secret-box.js'
 import { clearerMessage } from './plugins/validation-messages.js'
 
@@ -169,9 +169,14 @@ function urlProblem(value: unknown, read: (url: string) => void): string | undef
   }
 }
 
-/** An error of the server refusing DATABASE_URL's user, password or database, as the setting to correct; else the error itself. */
+/**
+ * An error of the server refusing DATABASE_URL's user, password or database, or of a TLS connection it
+ * asks for that cannot be made, as the setting to correct; else the error itself.
+ */
 export function asDatabaseUrlProblem(error: unknown): unknown {
-  return refusesConnectionSettings(error) ? new ConfigError(`DATABASE_URL: the database server refused it: ${error.message}`) : error
+  if (refusesConnectionSettings(error)) return new ConfigError(`DATABASE_URL: the database server refused it: ${error.message}`)
+  const tls = databaseTlsProblem(error)
+  return tls === undefined ? error : new ConfigError(`DATABASE_URL: ${tls}`, { cause: error })
 }
 
 function allowedTargetsProblem(text: string): string | undefined {

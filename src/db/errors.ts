@@ -1,3 +1,5 @@
+import { CERTIFICATE_REFUSED, handshakeReason, UNTRUSTED_ISSUER } from '../lib/tls-refusals.js'
+
 // Errors that say the database is away or too slow, not that the request was wrong: a dropped
 // connection, a server restarting or failing over, a refused connection, a statement timeout.
 // They answer 503 with Retry-After, make /health/ready fail, and make the scheduler back off.
@@ -69,6 +71,39 @@ function refusedSettings(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code
   if (!(error instanceof Error)) return false
   return code === '28000' || code === '28P01' || code === '3D000' || (code === '42501' && (error as { routine?: unknown }).routine === 'CheckMyDatabase')
+}
+
+/**
+ * Why node-postgres could not open the TLS connection DATABASE_URL asks for (`sslmode`, `ssl=true`),
+ * with what to change, in words; undefined for any other error. No wait makes such a connection work,
+ * and node-postgres's own words (a bare "self-signed certificate", "The server does not support SSL
+ * connections") named neither DATABASE_URL nor what it checks.
+ */
+export function databaseTlsProblem(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined
+  // node-postgres's words for a server's answer to its request for TLS.
+  if (error.message === 'The server does not support SSL connections') {
+    return 'the database server does not take TLS connections, and DATABASE_URL asks for TLS (sslmode, or ssl=true): turn TLS on at the server, '
+      + 'or connect without it (sslmode=disable) only over a network you trust'
+  }
+  if (error.message === 'There was an error establishing an SSL connection') {
+    return 'the database server answered the request for TLS with neither yes nor no: DATABASE_URL may name a server that is not Postgres'
+  }
+  const { code, reason } = error as { code?: unknown; reason?: unknown }
+  const refused = 'the database server\'s TLS certificate was refused'
+  const trust = 'give its certificate authority with sslrootcert=<file> in DATABASE_URL (or NODE_EXTRA_CA_CERTS), or choose to encrypt without checking it (sslmode=no-verify)'
+  // Node 24 adds advice on its own flags after a semicolon.
+  const said = error.message.split(';')[0]
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return `${refused}: it is not for the host DATABASE_URL names (${typeof reason === 'string' ? reason : said}); connect by a name the certificate holds`
+  }
+  if (typeof code === 'string' && UNTRUSTED_ISSUER.has(code)) {
+    return `${refused}: ${said} (not issued by a certificate authority Baton trusts); node-postgres checks the certificate and its host name `
+      + `for sslmode=require, prefer and verify-ca as for verify-full: ${trust}`
+  }
+  if (typeof code === 'string' && CERTIFICATE_REFUSED.has(code)) return `${refused}: ${said}`
+  const broken = handshakeReason(error.message)
+  return broken === undefined ? undefined : `the TLS handshake with the database server failed: ${broken}`
 }
 
 /**
