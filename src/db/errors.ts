@@ -52,6 +52,9 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   // a role renamed, CONNECT revoked): the start refuses them as settings to correct (whenDatabaseAnswers),
   // a running process waits for them to work again, as for any outage.
   if (refusedSettings(error)) return true
+  // So does a TLS connection that cannot be made (a certificate renewed by an authority not trusted, a
+  // server restarted without TLS): refused at the start (databaseTlsProblem), waited for while running.
+  if (databaseTlsProblem(error) !== undefined) return true
   if (error instanceof AggregateError) return error.errors.some(isDatabaseUnavailable)
   return UNAVAILABLE_MESSAGES.some((pattern) => pattern.test(error.message))
 }
@@ -118,6 +121,7 @@ export function unavailableReason(error: unknown): string {
   const code = (error as { code?: unknown } | undefined)?.code
   if (code === '25006') return 'the database takes no writes (read-only)'
   if (refusedSettings(error)) return 'the database refuses the user, password or database name Baton connects with'
+  if (databaseTlsProblem(error) !== undefined) return 'the database cannot be reached over TLS as DATABASE_URL asks'
   if (code === '53300' || code === '53400') return 'the database has no connection to spare'
   if (code === '57014') return 'the database did not answer in time'
   return 'the database did not answer'

@@ -5,11 +5,15 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { asDatabaseUrlProblem, ConfigError } from '../../src/config.js'
+import { buildApp, serverOptions } from '../../src/app.js'
+import { asDatabaseUrlProblem, ConfigError, loadConfig } from '../../src/config.js'
 import { openPostgres } from '../../src/db/connect.js'
+import { isDatabaseUnavailable, unavailableReason } from '../../src/db/errors.js'
+import { hashKey } from '../../src/lib/keys.js'
 import { sql } from '../../src/db/kysely.js'
 import { ADMIN_URL, createTestDatabase, databaseUrl } from '../helpers/database.js'
 import { startPgTlsProxy } from '../helpers/pg-tls-proxy.js'
+import { client } from '../helpers/app.js'
 import { runScript } from '../helpers/process.js'
 import { makeCertificates } from '../helpers/tls.js'
 
@@ -42,9 +46,14 @@ const settingsOver = async (url: string, quietTriggers = false) => {
   }
 }
 
-const refusal = async (url: string) => {
+const failureOver = async (url: string) => {
   const error = await settingsOver(url).then(() => undefined, (caught: unknown) => caught)
   if (error === undefined) throw new Error(`${url} connected`)
+  return error
+}
+
+const refusal = async (url: string) => {
+  const error = await failureOver(url)
   const problem = asDatabaseUrlProblem(error)
   if (!(problem instanceof ConfigError)) throw new Error(`not a setting to correct: ${String(error)}`)
   return problem.message
@@ -97,6 +106,28 @@ t.test('a server without TLS is refused when DATABASE_URL asks for it; sslmode=d
   t.equal(noTls.refused, before + 1, 'it never asked for TLS')
 })
 
+t.test('a running process whose database\'s TLS is refused (a certificate renewed by another authority) waits for it as for an outage: 503 with Retry-After, not ready', async (t) => {
+  for (const url of [`${selfSigned.url(ADMIN_URL)}?sslmode=require`, `${noTls.url(ADMIN_URL)}?sslmode=verify-full`]) {
+    const error = await failureOver(url)
+    t.ok(isDatabaseUnavailable(error), String(error))
+    t.equal(unavailableReason(error), 'the database cannot be reached over TLS as DATABASE_URL asks')
+  }
+  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent' })
+  const database = openPostgres(`${selfSigned.url(ADMIN_URL)}?sslmode=require`, { poolMax: 1, connectTimeoutMs: 3000 })
+  const key = 'tls-test-operator-key-0123456789abcdef'
+  const app = await buildApp({ config, db: database.db, operatorKeyHash: hashKey(key) }, serverOptions(config, false))
+  t.teardown(async () => {
+    await app.close()
+    await database.close()
+  })
+  const ready = await client(app).get('/health/ready')
+  t.equal(ready.statusCode, 503)
+  t.match(ready.data, { detail: 'The database cannot be reached over TLS as DATABASE_URL asks (its certificate refused, or no TLS taken); the log says why.' })
+  const tenants = await client(app, key).get('/v1/tenants')
+  t.equal(tenants.statusCode, 503, 'the request was not wrong: it is worth sending again')
+  t.equal(tenants.headers['retry-after'], '2')
+})
+
 /** The settings of a server process on `url`; the tests add their own. */
 const serverEnv = (url: string, dataDir: string) => ({
   DATABASE_URL: url, BATON_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', NODE_ENV: 'production',
@@ -113,7 +144,9 @@ t.test('the start: a refused certificate or a server without TLS ends it with th
   await Promise.all(cases.map(async ({ url, said }) => {
     const server = runScript('src/server.ts', serverEnv(url, dataDir))
     t.teardown(() => { server.child.kill('SIGKILL') })
-    t.equal(await server.exited, 1)
+    // A start that waited for the database as for an outage would try again for ever.
+    const still = new Promise((resolve) => setTimeout(() => resolve('still starting'), 20_000).unref())
+    t.equal(await Promise.race([server.exited, still]), 1)
     const output = server.output()
     t.match(output, said)
     t.notMatch(output, /unexpected error|"stack"|at async/, 'no fatal log line, no stack trace')

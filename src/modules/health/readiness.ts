@@ -1,5 +1,6 @@
 import type { Kysely } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
+import { databaseTlsProblem } from '../../db/errors.js'
 import { pendingMigrations } from '../../db/migrate.js'
 import { pingDatabase } from './repository.js'
 
@@ -10,6 +11,9 @@ export interface Unready {
 }
 
 const READ_ONLY = 'The database takes no writes (read-only): DATABASE_URL may name a standby, or the database has default_transaction_read_only on.'
+
+// Which check failed stays in the log: the probe is public.
+const NO_TLS = 'The database cannot be reached over TLS as DATABASE_URL asks (its certificate refused, or no TLS taken); the log says why.'
 
 const isReadOnly = (error: unknown) => (error as { code?: unknown } | undefined)?.code === '25006'
 
@@ -31,6 +35,7 @@ export function readinessCheck(db: DB, stopping: () => boolean = () => false): (
       })
     } catch (error) {
       if (isReadOnly(error)) return { detail: READ_ONLY, error }
+      if (databaseTlsProblem(error) !== undefined) return { detail: NO_TLS, error }
       return { detail: 'The database is not reachable.', error }
     }
     return migrated ? undefined : { detail: 'Database migrations are pending.' }
