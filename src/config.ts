@@ -118,8 +118,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (Number(config.SCHEDULER_LEASE_MS) <= Number(config.WEBHOOK_TIMEOUT_MS)) {
     problems.push('SCHEDULER_LEASE_MS: must be longer than WEBHOOK_TIMEOUT_MS, or a slow call would lose its lease')
   }
-  const database = urlProblem(config.DATABASE_URL, (url) => parseConnectionString(url))
-  if (database) problems.push(`DATABASE_URL: ${database}; expected e.g. postgres://user:password@host:5432/baton, with special characters in the password percent-encoded`)
+  const database = databaseUrlProblem(config.DATABASE_URL)
+  if (database) problems.push(`DATABASE_URL: ${database}`)
   const smtp = urlProblem(config.SMTP_URL, (url) => {
     if (new URL(url).hostname === '') throw new Error('no host')
   })
@@ -166,6 +166,28 @@ function urlProblem(value: unknown, read: (url: string) => void): string | undef
     return undefined
   } catch (error) {
     return `is not a URL that can be read (${(error as Error).message})`
+  }
+}
+
+/**
+ * Why DATABASE_URL cannot be read as node-postgres reads it, which reads the files of a TLS connection
+ * (`sslrootcert`, `sslcert`, `sslkey`) as it goes: one that cannot be read, or libpq's verify-ca without
+ * its authority, read as "not a URL that can be read" with advice on percent-encoding the password.
+ */
+function databaseUrlProblem(value: unknown): string | undefined {
+  if (typeof value !== 'string' || !/^[a-z]+:\/\//.test(value)) return undefined
+  try {
+    parseConnectionString(value)
+    return undefined
+  } catch (error) {
+    const message = (error as Error).message
+    if (typeof (error as NodeJS.ErrnoException).path === 'string') {
+      return `a file it names (sslrootcert, sslcert or sslkey) cannot be read (${message}); Baton reads it at start`
+    }
+    if (/sslmode=verify-ca requires specifying a CA/.test(message)) {
+      return 'uselibpqcompat=true&sslmode=verify-ca checks the server\'s certificate against the authority sslrootcert=<file> gives, and none is given; or use sslmode=verify-full'
+    }
+    return `is not a URL that can be read (${message}); expected e.g. postgres://user:password@host:5432/baton, with special characters in the password percent-encoded`
   }
 }
 

@@ -40,6 +40,12 @@ t.test('settings are read from their text: numbers, flags, choices and defaults;
     // The pattern let these through: they failed only when used, with "Invalid URL" and no variable named.
     [{ DATABASE_URL: 'postgres://baton@db.internal:54320x/baton' }, /DATABASE_URL: is not a URL that can be read/],
     [{ DATABASE_URL: 'postgres://baton@db.internal:99999/baton' }, /DATABASE_URL: is not a URL that can be read/],
+    // node-postgres reads the files a TLS connection needs as it reads the string: these were "not a URL that can be
+    // read", with advice on percent-encoding the password.
+    [{ DATABASE_URL: 'postgres://baton@db.internal/baton?sslmode=verify-full&sslrootcert=%2Fno%2Fsuch%2Fca.pem' },
+      /DATABASE_URL: a file it names \(sslrootcert, sslcert or sslkey\) cannot be read \(ENOENT: no such file or directory, open '\/no\/such\/ca\.pem'\); Baton reads it at start$/],
+    [{ DATABASE_URL: 'postgres://baton@db.internal/baton?uselibpqcompat=true&sslmode=verify-ca' },
+      /DATABASE_URL: uselibpqcompat=true&sslmode=verify-ca checks the server's certificate against the authority sslrootcert=<file> gives, and none is given; or use sslmode=verify-full$/],
     [{ SMTP_URL: 'smtp://mail.example.com:submission' }, /SMTP_URL: is not a URL that can be read/],
     [{ SMTP_URL: 'smtps://' }, /SMTP_URL: is not a URL that can be read \(no host\)/],
     // Mails without an address to send from went out with no From header and an empty envelope sender.
