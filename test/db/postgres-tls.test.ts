@@ -15,6 +15,7 @@ import { ADMIN_URL, createTestDatabase, databaseUrl } from '../helpers/database.
 import { startPgTlsProxy } from '../helpers/pg-tls-proxy.js'
 import { client } from '../helpers/app.js'
 import { runScript } from '../helpers/process.js'
+import { setupRuntime } from '../helpers/runtime.js'
 import { makeCertificates } from '../helpers/tls.js'
 
 const certificates = await makeCertificates(t)
@@ -126,6 +127,19 @@ t.test('a running process whose database\'s TLS is refused (a certificate renewe
   const tenants = await client(app, key).get('/v1/tenants')
   t.equal(tenants.statusCode, 503, 'the request was not wrong: it is worth sending again')
   t.equal(tenants.headers['retry-after'], '2')
+})
+
+t.test('a scheduler pass over TLS: a due webhook step\'s call is made, and its outcome reads back', async (t) => {
+  const rt = await setupRuntime(t)
+  const overTls = openPostgres(`${good.url(rt.databaseUrl)}?sslmode=verify-full&${rootCert}`, { poolMax: 4 })
+  t.teardown(() => overTls.close())
+  const instance = await rt.start(await rt.template([{ kind: 'webhook', name: 'Value it' }]))
+  const before = good.encrypted
+  await rt.newScheduler({}, undefined, { db: overTls.db }).runOnce()
+  t.ok(good.encrypted > before, 'the scheduler connected over TLS')
+  t.equal(rt.provider.calls.length, 1, 'the provider was called')
+  const { data } = await rt.api.get(`/v1/deliveries/${instance.steps[0].delivery.id as string}`)
+  t.match(data, { status: 'succeeded', attempts: [{ outcome: 'succeeded', statusCode: 200 }] }, 'what the pass wrote over TLS reads back')
 })
 
 /** The settings of a server process on `url`; the tests add their own. */
