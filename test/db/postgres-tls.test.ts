@@ -81,6 +81,11 @@ t.test('sslmode=require checks the certificate as verify-full does: a self-signe
   t.notMatch(message, PASSWORD)
   t.match(await refusal(`${good.url(ADMIN_URL)}?sslmode=verify-full`), /TLS certificate was refused: unable to verify the first certificate/, 'a CA not given is not trusted')
   t.match(await refusal(`${good.url(ADMIN_URL)}?sslmode=verify-ca`), /TLS certificate was refused/, 'nor with verify-ca')
+  t.match(await refusal(`${selfSigned.url(ADMIN_URL)}?ssl=true`), /TLS certificate was refused: self-signed certificate/, 'ssl=true checks it too')
+  const before = good.encrypted
+  t.equal((await settingsOver(`${good.url(ADMIN_URL)}?${rootCert}`)).jit, 'off', 'sslrootcert alone asks for TLS')
+  t.equal(good.encrypted, before + 1)
+  t.match(await refusal(`${otherName.url(ADMIN_URL)}?${rootCert}`), /not for the host DATABASE_URL names/, 'and checks the host name')
 })
 
 t.test('a certificate for another host name, or an expired one, is refused, naming the names', async (t) => {
