@@ -70,7 +70,16 @@ function errorLine(error: Error) {
   if (typeof line.detail === 'string' && ((typeof line.code === 'string' && ROW_NAMING_CODES.has(line.code)) || line.detail.startsWith('Failing row contains'))) {
     line.detail = 'the failing row [redacted]'
   }
+  // A refused TLS certificate (the database's: node's ERR_TLS_CERT_ALTNAME_INVALID carries it) is
+  // written as who it is for and who issued it: the whole chain, bytes and all, made a line of 4 KB,
+  // once a second while the LISTEN connection tried again.
+  const cert = (line as { cert?: unknown }).cert
+  if (typeof cert === 'object' && cert !== null && 'raw' in cert) (line as { cert?: unknown }).cert = certificateLine(cert as Record<string, unknown>)
   return line
+}
+
+function certificateLine({ subject, issuer, subjectaltname, valid_from, valid_to }: Record<string, unknown>) {
+  return { subject, issuer, subjectaltname, valid_from, valid_to }
 }
 
 /** The violations whose detail names the whole row: not null, check, exclusion (and, in English, any other that says so). */

@@ -4,12 +4,15 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import pino from 'pino'
 import t from 'tap'
 import { buildApp, serverOptions } from '../../src/app.js'
 import { asDatabaseUrlProblem, ConfigError, loadConfig } from '../../src/config.js'
 import { openPostgres } from '../../src/db/connect.js'
 import { isDatabaseUnavailable, unavailableReason } from '../../src/db/errors.js'
 import { hashKey } from '../../src/lib/keys.js'
+import { logOptions } from '../../src/log-options.js'
 import { sql } from '../../src/db/kysely.js'
 import { ADMIN_URL, createTestDatabase, databaseUrl } from '../helpers/database.js'
 import { startPgTlsProxy } from '../helpers/pg-tls-proxy.js'
@@ -93,6 +96,20 @@ t.test('a certificate for another host name, or an expired one, is refused, nami
   t.match(message, /^DATABASE_URL: the database server's TLS certificate was refused: it is not for the host DATABASE_URL names \(IP: 127\.0\.0\.1 is not in the cert's list/)
   t.notMatch(message, certificates.ca.toString().split('\n')[1]!, 'the CA\'s contents are not in it')
   t.match(await refusal(`${expired.url(ADMIN_URL)}?sslmode=verify-full&${rootCert}`), /^DATABASE_URL: the database server's TLS certificate was refused: certificate has expired$/, 'an expired one')
+})
+
+t.test('a refused certificate in the log: who it is for and who issued it, not the whole chain in bytes', async (t) => {
+  const error = await failureOver(`${otherName.url(ADMIN_URL)}?sslmode=verify-full&${rootCert}`)
+  const lines: string[] = []
+  const logger = pino(logOptions(loadConfig({ LOG_LEVEL: 'info' }), false), new Writable({ write: (chunk: Buffer, _encoding, done) => { lines.push(String(chunk)); done() } }))
+  logger.warn({ err: error }, 'database connection lost; it reconnects on next use')
+  const { err } = JSON.parse(lines[0]!) as { err: Record<string, unknown> }
+  t.match(err, { code: 'ERR_TLS_CERT_ALTNAME_INVALID', message: /not in the cert's list/ })
+  t.same(err.cert, {
+    subject: { CN: 'other' }, issuer: { CN: 'Baton test CA' }, subjectaltname: 'DNS:other.example',
+    valid_from: 'Jan  1 00:00:00 2020 GMT', valid_to: 'Dec 31 00:00:00 2099 GMT'
+  })
+  t.ok(lines[0]!.length < 2000, `a line of ${lines[0]!.length} characters`)
 })
 
 t.test('no-verify, and uselibpqcompat=true with require, encrypt without checking the certificate, as libpq\'s require does', async (t) => {
