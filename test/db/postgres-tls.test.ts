@@ -120,6 +120,21 @@ t.test('no-verify, and uselibpqcompat=true with require, encrypt without checkin
   t.match(await refusal(`${selfSigned.url(ADMIN_URL)}?uselibpqcompat=true&sslmode=verify-full`), /self-signed certificate/, 'libpq\'s verify-full still checks')
 })
 
+t.test('PGSSLMODE in the environment stands for a DATABASE_URL without sslmode, as node-postgres reads it', async (t) => {
+  const given = process.env.PGSSLMODE
+  t.teardown(() => {
+    if (given === undefined) delete process.env.PGSSLMODE
+    else process.env.PGSSLMODE = given
+  })
+  process.env.PGSSLMODE = 'require'
+  t.match(await refusal(selfSigned.url(ADMIN_URL)), /TLS certificate was refused: self-signed certificate/, 'require checks the certificate here too')
+  process.env.PGSSLMODE = 'no-verify'
+  const before = selfSigned.encrypted
+  t.equal((await settingsOver(selfSigned.url(ADMIN_URL))).jit, 'off')
+  t.equal(selfSigned.encrypted, before + 1, 'no-verify: encrypted, unchecked')
+  t.match(await refusal(`${selfSigned.url(ADMIN_URL)}?sslmode=verify-full`), /self-signed certificate/, 'the string\'s sslmode wins')
+})
+
 t.test('a server without TLS is refused when DATABASE_URL asks for it; sslmode=disable connects in plain text', async (t) => {
   for (const ask of ['sslmode=require', 'sslmode=no-verify', 'ssl=true']) {
     t.match(await refusal(`${noTls.url(ADMIN_URL)}?${ask}`), /^DATABASE_URL: the database server does not take TLS connections, and DATABASE_URL asks for TLS/, ask)
