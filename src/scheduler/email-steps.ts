@@ -24,9 +24,19 @@ const MAIL_COMMANDS = new Set(['RCPT TO', 'DATA'])
  * (src/scheduler/send-mail.ts).
  */
 export function givesUpStepMail(error: unknown, attempts: number): boolean {
-  const { responseCode: code, command } = (error ?? {}) as { responseCode?: unknown; command?: unknown }
-  const refusedForGood = typeof code === 'number' && code >= 500 && code < 600 && typeof command === 'string' && MAIL_COMMANDS.has(command)
+  const { responseCode: code } = (error ?? {}) as { responseCode?: unknown }
+  const refusedForGood = aboutTheMail(error) && typeof code === 'number' && code >= 500 && code < 600
   return refusedForGood || attempts >= STEP_MAIL_MAX_ATTEMPTS
+}
+
+/**
+ * Whether a failed send was the server's reply to this mail (its recipient or its message), not a
+ * failure every mail would meet (no connection, TLS, the greeting, EHLO, a refused login or sender).
+ * A 421 closes the connection whatever the command: the server is going away.
+ */
+export function aboutTheMail(error: unknown): boolean {
+  const { responseCode: code, command } = (error ?? {}) as { responseCode?: unknown; command?: unknown }
+  return typeof code === 'number' && code !== 421 && typeof command === 'string' && MAIL_COMMANDS.has(command)
 }
 
 interface SettledMail {

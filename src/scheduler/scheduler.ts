@@ -23,7 +23,7 @@ import { removeOldHistory } from './remove-old-history.js'
 import { finishTenantDeletions } from './finish-tenant-deletions.js'
 import type { RowErrorHandler } from './isolated.js'
 import type { RetryPolicy } from './retry-policy.js'
-import { sendQueuedMail, type MailPass } from './send-mail.js'
+import { mailServerState, sendQueuedMail, type MailPass } from './send-mail.js'
 import { startDueSteps } from './start-due-steps.js'
 import { endFollowUps } from './automatic-steps/end-follow-ups.js'
 import { autostartOnDates } from '../modules/autostart/service.js'
@@ -484,6 +484,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   let mailPump: Promise<void> | undefined
+  /** What the mail passes know of the SMTP server: held after a failure of its own, then one mail alone (send-mail.ts). */
+  const mailServer = mailServerState()
   /**
    * Sends queued mail in the background, small batches one after another while they come full, so a
    * stopping worker finishes its current batch quickly; one pump at a time.
@@ -506,7 +508,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   function sendMail(now: Date, limit = settings.batchSize): Promise<MailPass> {
     return sendQueuedMail(db, deps.mailer, {
-      now, from: settings.mailFrom, limit, log: deps.log, metrics, cutOff: graceOverSignal.signal,
+      now, from: settings.mailFrom, limit, log: deps.log, metrics, cutOff: graceOverSignal.signal, server: mailServer,
       onError: (error, id) => deps.log.error({ err: error, id }, 'settling a step mail failed; its step fails into a manual one, the others go on')
     })
   }

@@ -97,6 +97,42 @@ t.test('wrong credentials (535): the email step\'s mail stays queued and is retr
   t.equal(smtp.mails.length, 1)
 })
 
+// Each pass opened eight lanes against a relay refusing the login and put back at once every mail it had
+// not tried: eight failed logins about every second, for as long as mail was due. Microsoft 365, Gmail
+// or fail2ban lock an account or an address out for fewer.
+t.test('a relay refusing the login meets one login a hold, not one a lane every pass: the worker holds its mail (10 s, then doubling), tries one alone, and opens its window once the login works', async (t) => {
+  const smtp = await TestSmtpServer.start({}, { tls: { ...certs.selfSigned, implicit: true }, login: { user: 'baton', password: PASSWORD } })
+  t.teardown(() => smtp.close())
+  smtp.password = 'the relay\'s new password'
+  const { scheduler, lines } = await mailingThrough(`${smtp.url}?tls.rejectUnauthorized=false`, 'A relay locking out')
+  for (let i = 1; i <= 40; i++) {
+    await sql`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject, body, next_attempt_at)
+      values (${rt.tenant.id}, gen_random_uuid(), ${`lockout-${i}`}, 'deadlineMissed', 'clara@example.com', ${`Locked out ${i}`}, 'body', ${rt.clock.now()})`.execute(rt.db)
+  }
+  const loginsAt: number[] = []
+  for (let second = 0; second < 35; second++) {
+    const before = smtp.logins.length
+    await scheduler.runOnce()
+    for (let i = before; i < smtp.logins.length; i++) loginsAt.push(second)
+    rt.clock.advance(1000)
+  }
+  // Held 10 s after the first failure, then 20 s: logins at 0, 10 and 30 s.
+  t.same(loginsAt, [0, 10, 30], 'one login, then one after each hold')
+  const { rows } = await sql<{ attempt_count: number; n: number }>`
+    select attempt_count, count(*)::int as n from outbox_mails where subject like 'Locked out %' and sent_at is null group by 1`.execute(rt.db)
+  t.ok(rows.every((row) => row.attempt_count >= 1), `every mail of a pass that met the refusal waits its backoff with an attempt counted: ${JSON.stringify(rows)}`)
+  t.match(lines.find((line) => line.includes('at the SMTP server itself')), /535.*heldForMs/, 'the warning says the server failed, and for how long mail is held')
+
+  // The login works again: after the hold, one mail alone, then the window opens and the rest go out.
+  smtp.password = PASSWORD
+  const loginsBefore = smtp.logins.length
+  rt.clock.advance(HOUR)
+  await scheduler.runOnce()
+  const sent = smtp.mails.filter((mail) => mail.subject.startsWith('Locked out ')).length
+  t.equal(sent, 40, 'every mail goes out in the pass after the hold')
+  t.ok(smtp.logins.length - loginsBefore <= 5, `a few logins for the window's connections (${smtp.logins.length - loginsBefore})`)
+})
+
 t.test('a relay whose certificate Baton does not trust: its mails stay queued with the reason, and no password goes to it', async (t) => {
   for (const implicit of [true, false]) {
     const smtp = await TestSmtpServer.start({}, { tls: { ...certs.selfSigned, implicit }, login: { user: 'baton', password: PASSWORD } })
@@ -158,7 +194,7 @@ t.test('a worker process as npm run worker starts it, at LOG_LEVEL=trace, with a
     await worker.exited
   })
   await worker.waitFor(/Baton worker started/)
-  await worker.waitFor(/sending a mail failed; it stays queued and is retried/)
+  await worker.waitFor(/sending a mail failed/)
   worker.child.kill('SIGTERM')
   await worker.exited
   t.same(smtp.logins.map((login) => login.password), [PASSWORD], 'the certificate trusted, the password decoded from the setting')
