@@ -87,7 +87,8 @@ function smtpMailer(url: string, timeoutMs: number): Mailer {
  */
 function loginNeedsTls(url: string): boolean {
   const { protocol, username, password, searchParams } = new URL(url)
-  return protocol === 'smtp:' && (username !== '' || password !== '') && !searchParams.has('requireTLS') && !searchParams.has('ignoreTLS')
+  const login = username !== '' || password !== '' || searchParams.has('auth.user') || searchParams.has('auth.pass')
+  return protocol === 'smtp:' && login && !searchParams.has('requireTLS') && searchParams.get('ignoreTLS') !== 'true'
 }
 
 /** A send's whole time, in SMTP timeouts (15 s each by default: a minute). */

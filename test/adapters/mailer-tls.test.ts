@@ -103,6 +103,13 @@ t.test('smtp:// with a login and a server that offers no STARTTLS (or someone be
   await t.rejects(mailer.send(mail), { code: 'ETLS', command: 'STARTTLS' }, 'the send fails: the server offered no TLS')
   t.same(smtp.logins, [], 'no password went over the plain connection')
   t.same(smtp.mails, [])
+  // ?ignoreTLS=false says nothing against TLS, and a login given as auth.user is a login all the same.
+  for (const url of [`${smtp.url}?ignoreTLS=false`, `smtp://127.0.0.1:${new URL(smtp.url).port}?auth.user=baton&auth.pass=${encodeURIComponent(PASSWORD)}`]) {
+    const asking = createMailer({ smtpUrl: url, mailDir: '', timeoutMs: 2000 })
+    t.teardown(() => asking.close())
+    await t.rejects(asking.send(mail), { code: 'ETLS', command: 'STARTTLS' }, `?${url.replace(/.*\?([^=]*).*/, '$1')}: the send fails`)
+  }
+  t.same(smtp.logins, [], 'no password went over the plain connection')
 
   // A relay on a trusted network without TLS: the operator says so in the URL.
   const inTheClear = createMailer({ smtpUrl: `${smtp.url}?requireTLS=false`, mailDir: '', timeoutMs: 2000 })
