@@ -305,13 +305,14 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   async function claimAndDispatch(): Promise<{ claimed: number; full: boolean }> {
     // The last claim's calls reach their host's line first, so its places are counted with them.
     if (hostSlots) await new Promise<void>((resolve) => setImmediate(resolve))
+    // Before the room is read: a worker whose places are all taken still gives back what it never had.
+    await takeBackUnansweredClaims(clock.now())
     if (roomForCalls() <= 0 || stopping) return { claimed: 0, full: false }
     let { held, filling } = fullHosts()
     if (await rereadHeldServices(held.services)) ({ held, filling } = fullHosts())
     heldBack = held.hosts.length > 0
     const now = clock.now()
     let claimed = 0
-    await takeBackUnansweredClaims(now)
     const claim = async (limit: number, options: Pick<ClaimOptions, 'skipServices' | 'skipHosts' | 'only'>) => {
       claiming = limit
       let claims: ClaimedDelivery[]
@@ -573,11 +574,17 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       if (leaseEnd > now.getTime()) break
       dispatchedLeaseEnds.delete(leaseEnd)
     }
-    while (unansweredClaims.length > 0) {
-      const leaseUntil = unansweredClaims[0]!
+    for (let i = 0; i < unansweredClaims.length;) {
+      const leaseUntil = unansweredClaims[i]!
       const alone = leaseUntil.getTime() > now.getTime() && !dispatchedLeaseEnds.has(leaseUntil.getTime())
       const released = alone ? await releaseUnansweredClaim(db, deps.workerId, leaseUntil) : 0
-      unansweredClaims.shift()
+      // Nothing yet: the claim rolled back, or its commit lands later (a slow server). It is looked for
+      // again at each pass until its lease ends, when it is the reaper's.
+      if (alone && released === 0) {
+        i++
+        continue
+      }
+      unansweredClaims.splice(i, 1)
       if (released > 0) deps.log.info({ released }, 'took back the deliveries of a claim whose answer the database connection lost; they are claimed again now')
     }
   }
