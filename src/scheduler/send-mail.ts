@@ -101,9 +101,11 @@ export async function sendQueuedMail(
   let serverFailure: unknown
   let failed = 0
   /** A failed send: a step's mail refused for good (or out of attempts) is given up; any other waits its backoff. */
-  const fail = async (mail: ClaimedMail, error: unknown): Promise<'givenUp' | 'putOff'> => {
-    failed += 1
-    if (!aboutTheMail(error)) serverFailure ??= error
+  const fail = async (mail: ClaimedMail, error: unknown, tried = true): Promise<'givenUp' | 'putOff'> => {
+    if (tried) failed += 1
+    // A greeting that turns Baton away (421, the server's connections full, maybe with other workers'
+    // ones) is no lockout risk and may pass at once: those mails wait their own backoff, as before.
+    if (!aboutTheMail(error) && !turnedAwayAtGreeting(error)) serverFailure ??= error
     if (mail.step_id !== null && givesUpStepMail(error, mail.attempt_count)) {
       await mark(() => markMail(db, mail, { lease_expires_at: null, last_error: String(error), failed_at: now }))
       options.log?.warn({ err: error, mailId: mail.id, stepId: mail.step_id, attempts: mail.attempt_count },
@@ -156,7 +158,9 @@ export async function sendQueuedMail(
   // A failure of the server's own meets every mail: the mails of the pass not yet tried wait their
   // backoff with the one that met it, an attempt counted, as if each had been tried (on one connection
   // tried, not one a mail), and a step's mail out of attempts is given up as before.
-  const putOffUntried = serverFailure === undefined ? [] : await Promise.allSettled(untried.splice(0).map((mail) => fail(mail, serverFailure)))
+  // So does a greeting that turned every lane away (the server down for all of them), without a hold.
+  const downForAll = serverFailure ?? (limited ? undefined : turnedAway[0]?.error)
+  const putOffUntried = downForAll === undefined ? [] : await Promise.allSettled(untried.splice(0).map((mail) => fail(mail, downForAll, false)))
   options.metrics?.mails(sent.length, failed)
   const broken = [...lanes, ...putOff, ...putOffUntried].find((settled) => settled.status === 'rejected')
   if (untried.length > 0) {

@@ -2,9 +2,9 @@ import { once } from 'node:events'
 import { connect } from 'node:net'
 import t, { type Test } from 'tap'
 import { sql } from '../../src/db/kysely.js'
-import { createMailer } from '../../src/adapters/mailer.js'
+import { createMailer, type Mailer } from '../../src/adapters/mailer.js'
 import { STEP_MAIL_MAX_ATTEMPTS } from '../../src/scheduler/email-steps.js'
-import { sendQueuedMail } from '../../src/scheduler/send-mail.js'
+import { mailServerState, sendQueuedMail } from '../../src/scheduler/send-mail.js'
 import { HOUR } from '../helpers/clock.js'
 import { setupRuntime } from '../helpers/runtime.js'
 import { TestSmtpServer } from '../helpers/smtp.js'
@@ -116,7 +116,7 @@ async function queueOnly(count: number, subject: string): Promise<void> {
   }
 }
 
-t.test('mails turned away at the greeting whose marks give up: the untried mails of the pass are put off with them and wait for the lease too', async (t) => {
+t.test('mails turned away at the greeting whose marks give up: the server took none, so the untried mails of the pass wait with them, and for the lease too', async (t) => {
   const smtp = await fullServer(t)
   const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
   t.teardown(() => mailer.close())
@@ -129,7 +129,7 @@ t.test('mails turned away at the greeting whose marks give up: the untried mails
   const { rows } = await sql<{ state: string; n: number }>`
     select case when lease_expires_at is null and attempt_count = 0 then 'back in the queue' else 'leased' end as state, count(*)::int as n
     from outbox_mails where subject = 'Turned away' group by 1 order by 1`.execute(rt.db)
-  // The server turned every lane away: its failure meets the two untried mails as well, whose marks carry it and give up too.
+  // The server turned every lane away, down for all of the pass's mails: the two untried are put off as well, and their marks give up too.
   t.same(rows, [{ state: 'leased', n: 10 }], 'one turned away in each lane and the two untried wait for their lease')
 })
 
@@ -151,4 +151,69 @@ t.test('a step of this machine\'s clock during a pass changes nothing of what th
   const pass = await sendQueuedMail(rt.db, mailer, { now: rt.clock.now(), from: 'Baton <baton@example.com>', limit: 20 })
   t.equal(pass.sent, 20, 'every mail of the pass went out in it')
   t.equal(smtp.mails.filter((mail) => mail.subject === 'Clock step').length, 20)
+})
+
+// A failure of the server's own (here a refused login) holds a worker's mail; the rest of its rules, each
+// of which no other test would miss.
+t.test('the mail hold: 10 s after a failure of the server\'s own, doubling to 5 minutes, then one mail alone; over when the clock steps back past it; a refusal of one mail, or a greeting that turns Baton away, holds nothing', async (t) => {
+  const login = Object.assign(new Error('Invalid login: 535 Authentication failed'), { code: 'EAUTH', responseCode: 535, command: 'AUTH PLAIN' })
+  let error: Error = login
+  let sends = 0
+  const mailer: Mailer = {
+    async send() {
+      sends += 1
+      throw error
+    },
+    close() {}
+  }
+  const server = mailServerState()
+  const pass = () => sendQueuedMail(rt.db, mailer, { now: rt.clock.now(), from: 'Baton <baton@example.com>', limit: 10, server })
+  const heldFor = () => server.heldUntil - rt.clock.now().getTime()
+  let batches = 0
+  const queue = (count: number) => queueOnly(count, `Held ${++batches}`)
+
+  await queue(3)
+  await pass()
+  t.equal(sends, 1, 'a worker\'s first pass sends one mail alone')
+  t.equal(heldFor(), 10_000, 'then holds its mail for 10 s')
+  rt.clock.advance(5000)
+  await queue(3)
+  await pass()
+  t.equal(sends, 1, 'nothing is sent while held, though mails are due')
+  rt.clock.advance(5000)
+  await pass()
+  t.equal(sends, 2, 'one mail alone once the hold is over')
+  const holds = [heldFor()]
+  for (let i = 0; i < 6; i++) {
+    rt.clock.set(new Date(server.heldUntil))
+    await queue(1)
+    await pass()
+    holds.push(heldFor())
+  }
+  t.same(holds, [20_000, 40_000, 80_000, 160_000, 300_000, 300_000, 300_000], 'doubling to 5 minutes')
+  t.equal(sends, 8, 'one login a hold')
+
+  // The clock steps back an hour: a hold that would end more than its longest from now is over.
+  rt.clock.set(new Date(rt.clock.now().getTime() - HOUR))
+  await queue(1)
+  await pass()
+  t.equal(sends, 9, 'a clock stepped back past the hold does not keep mail held for an hour')
+
+  // Refusals of one mail: its recipient, or a 421 at the greeting (the server's connections full).
+  for (const [what, refusal] of [
+    ['a 550 to RCPT TO', Object.assign(new Error('550 No such mailbox'), { responseCode: 550, command: 'RCPT TO' })],
+    ['a 421 at the greeting', Object.assign(new Error('421 Too many connections'), { code: 'EPROTOCOL', responseCode: 421, command: 'CONN' })]
+  ] as const) {
+    rt.clock.set(new Date(server.heldUntil))
+    error = refusal
+    await queue(1)
+    const before = { sends, heldUntil: server.heldUntil }
+    await pass()
+    t.equal(sends, before.sends + 1, `${what}: tried`)
+    t.equal(server.heldUntil, before.heldUntil, `${what}: no hold begins`)
+    await queue(1)
+    await pass()
+    t.equal(sends, before.sends + 2, `${what}: the next pass sends at once`)
+  }
+  t.equal(server.failures, 0, 'a server that answered a mail is counted sound again')
 })
