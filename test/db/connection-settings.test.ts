@@ -1,21 +1,10 @@
 // What each of Baton's connections sets when it opens (src/db/postgres.ts, poolConfig): no JIT
 // compiling ever, and on an API-only process's quiet connections, work triggers that stay silent.
 import t from 'tap'
-import { openPostgres } from '../../src/db/connect.js'
 import { connectionOf } from '../../src/db/postgres.js'
-import { sql } from '../../src/db/kysely.js'
-import { ADMIN_URL } from '../helpers/database.js'
+import { ADMIN_URL, connectionSettings } from '../helpers/database.js'
 
-const settingsOf = async (quietTriggers: boolean, url = ADMIN_URL) => {
-  const handle = openPostgres(url, { poolMax: 1, quietTriggers })
-  try {
-    const { rows } = await sql<{ jit: string; notify: string | null; workMem: string }>`
-      select current_setting('jit') as jit, current_setting('baton.notify', true) as notify, current_setting('work_mem') as "workMem"`.execute(handle.db)
-    return rows[0]!
-  } finally {
-    await handle.close()
-  }
-}
+const settingsOf = (quietTriggers: boolean, url = ADMIN_URL) => connectionSettings(url, { quietTriggers })
 
 t.test('a connection never JIT compiles a statement: the estimates of a claim over history passed jit_above_cost', async (t) => {
   t.equal((await settingsOf(false)).jit, 'off')

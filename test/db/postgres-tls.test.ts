@@ -14,7 +14,7 @@ import { isDatabaseUnavailable, unavailableReason } from '../../src/db/errors.js
 import { hashKey } from '../../src/lib/keys.js'
 import { logOptions } from '../../src/log-options.js'
 import { sql } from '../../src/db/kysely.js'
-import { ADMIN_URL, createTestDatabase, databaseUrl } from '../helpers/database.js'
+import { ADMIN_URL, connectionSettings, createTestDatabase, databaseUrl } from '../helpers/database.js'
 import { startPgTlsProxy } from '../helpers/pg-tls-proxy.js'
 import { client } from '../helpers/app.js'
 import { runScript } from '../helpers/process.js'
@@ -39,16 +39,7 @@ const withPassword = (url: string) => {
 }
 
 /** What a pool on `url` reads back of its own connection's settings, or the error of its first statement. */
-const settingsOver = async (url: string, quietTriggers = false) => {
-  const handle = openPostgres(url, { poolMax: 1, quietTriggers, connectTimeoutMs: 3000 })
-  try {
-    const { rows } = await sql<{ jit: string; notify: string | null; workMem: string }>`
-      select current_setting('jit') as jit, current_setting('baton.notify', true) as notify, current_setting('work_mem') as "workMem"`.execute(handle.db)
-    return rows[0]!
-  } finally {
-    await handle.close()
-  }
-}
+const settingsOver = (url: string, quietTriggers = false) => connectionSettings(url, { quietTriggers, connectTimeoutMs: 3000 })
 
 const failureOver = async (url: string) => {
   const error = await settingsOver(url).then(() => undefined, (caught: unknown) => caught)
