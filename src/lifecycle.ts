@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { databaseTlsProblem, isDatabaseUnavailable, refusesConnectionSettings } from './db/errors.js'
+import { isDatabaseUnavailable, refusesConnectionSettings, tlsSettingToCorrect } from './db/errors.js'
 import { backoffMs } from './lib/backoff.js'
 
 /**
@@ -56,9 +56,9 @@ export async function whenDatabaseAnswers<T>(log: Logger, what: string, work: ()
     try {
       return await work()
     } catch (error) {
-      // A user, password or database the server refuses, or a TLS connection that cannot be made, is a
-      // setting to correct: the start ends naming it.
-      if (!isDatabaseUnavailable(error) || refusesConnectionSettings(error) || databaseTlsProblem(error) !== undefined) throw error
+      // A user, password or database the server refuses, or a TLS connection DATABASE_URL asks for that
+      // cannot be made, is a setting to correct: the start ends naming it.
+      if (!isDatabaseUnavailable(error) || refusesConnectionSettings(error) || tlsSettingToCorrect(error)) throw error
       const waitMs = backoffMs({ firstMs: 250, maxMs: 5000 }, retry)
       log.warn({ err: error, retryInMs: waitMs }, `waiting for the database: ${what}`)
       await new Promise((resolve) => setTimeout(resolve, waitMs))

@@ -110,6 +110,17 @@ export function databaseTlsProblem(error: unknown): string | undefined {
 }
 
 /**
+ * Whether a TLS connection that could not be made is DATABASE_URL's to correct (a refused certificate,
+ * a server that takes no TLS, a port that speaks none), which ends the start; a handshake broken
+ * otherwise (a server restarting, a failover's proxy) is waited out as any outage.
+ */
+export function tlsSettingToCorrect(error: unknown): boolean {
+  if (databaseTlsProblem(error) === undefined) return false
+  const reason = handshakeReason((error as Error).message)
+  return reason === undefined || reason === 'wrong version number'
+}
+
+/**
  * What an unavailable database (isDatabaseUnavailable) is doing, as a clause ("the database …") for a
  * log line or a 503's detail: they differ in what the operator has to do, though each is waited out.
  */

@@ -1,5 +1,7 @@
+import pino from 'pino'
 import t from 'tap'
-import { isDatabaseUnavailable, refusesConnectionSettings, unavailableReason } from '../../src/db/errors.js'
+import { isDatabaseUnavailable, refusesConnectionSettings, tlsSettingToCorrect, unavailableReason } from '../../src/db/errors.js'
+import { whenDatabaseAnswers } from '../../src/lifecycle.js'
 
 const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code })
 
@@ -37,4 +39,25 @@ t.test('the log says which way the database is unavailable, since each asks some
   t.equal(unavailableReason(new Error('Connection terminated unexpectedly')), 'the database did not answer')
   t.equal(unavailableReason(new AggregateError([new Error('x'), withCode('28000')])), 'the database refuses the user, password or database name Baton connects with',
     'an AggregateError (every address refused) by the error that tells')
+})
+
+t.test('at the start, a TLS setting to correct ends it; a handshake broken otherwise (a server restarting, a failover\'s proxy) is waited out', async (t) => {
+  const refused = withCode('DEPTH_ZERO_SELF_SIGNED_CERT', 'self-signed certificate')
+  const plainPort = new Error('C0B7:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../deps/openssl/openssl/ssl/record/ssl3_record.c:354:\n')
+  const broken = new Error('C0B7:error:0A000410:SSL routines:ssl3_read_bytes:sslv3 alert handshake failure:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1605:SSL alert number 40\n')
+  t.ok(tlsSettingToCorrect(refused), 'a refused certificate')
+  t.ok(tlsSettingToCorrect(new Error('The server does not support SSL connections')), 'a server taking no TLS')
+  t.ok(tlsSettingToCorrect(plainPort), 'a port that speaks no TLS')
+  t.notOk(tlsSettingToCorrect(broken), 'a handshake broken by the other side')
+  t.ok(isDatabaseUnavailable(broken), 'which a running process waits out too')
+
+  const log = pino({ level: 'silent' })
+  let tries = 0
+  const answer = await whenDatabaseAnswers(log, 'a probe', async () => {
+    tries += 1
+    if (tries === 1) throw broken
+    return 'answered'
+  })
+  t.same([answer, tries], ['answered', 2], 'the start waited for a handshake broken once, and went on')
+  await t.rejects(whenDatabaseAnswers(log, 'a probe', async () => { throw refused }), refused, 'and ends at a refused certificate')
 })
