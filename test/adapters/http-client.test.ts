@@ -8,6 +8,7 @@ import { forbiddenRange, parseAllowedTargets } from '../../src/adapters/address-
 import { createHttpClient, HttpCallError, TARGET_NO_ADDRESS, TARGET_REFUSED, type HttpClient, type HttpClientOptions } from '../../src/adapters/http-client.js'
 import { decide } from '../../src/scheduler/retry-policy.js'
 import { streamLargeBody, TEN_MIB } from '../helpers/provider.js'
+import { rawConnections } from '../helpers/raw-connections.js'
 
 /** A server on 127.0.0.1 that answers "ok" and counts requests. */
 async function startServer(t: Test) {
@@ -408,7 +409,7 @@ type Act = (connection: number, request: number) => 'answer' | 'close' | 'reset'
 async function keptAliveServer(t: Test, act: Act) {
   const seen: { connection: number; request: number; method: string; body: string }[] = []
   let connections = 0
-  const server = await rawConnections(t, (socket) => {
+  const server = await rawOrigin(t, (socket) => {
     const connection = ++connections
     let requests = 0
     let pending = Buffer.alloc(0)
@@ -530,7 +531,7 @@ async function listen(t: Test, handler: http.RequestListener): Promise<string> {
 
 /** A server on 127.0.0.1 that writes raw bytes: `answer` gets the socket once a request's head has arrived. */
 async function rawServer(t: Test, answer: (socket: net.Socket) => void): Promise<string> {
-  return rawConnections(t, (socket) => {
+  return rawOrigin(t, (socket) => {
     let head = ''
     socket.on('data', (data: Buffer) => {
       const complete = head.includes('\r\n\r\n')
@@ -540,20 +541,9 @@ async function rawServer(t: Test, answer: (socket: net.Socket) => void): Promise
   })
 }
 
-/** A server on 127.0.0.1 that hands each connection to `connected`, destroying them all at the end. */
-async function rawConnections(t: Test, connected: (socket: net.Socket) => void): Promise<string> {
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer((socket) => {
-    sockets.add(socket)
-    socket.on('error', () => {})
-    connected(socket)
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  return `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+/** A server on 127.0.0.1 that hands each connection to `connected` (test/helpers/raw-connections.ts): its origin. */
+async function rawOrigin(t: Test, connected: (socket: net.Socket) => void): Promise<string> {
+  return `http://127.0.0.1:${(await rawConnections(t, connected)).port}`
 }
 
 /** gzip of `size` bytes of one character, made from one reused block so no 10 MiB buffer is ever allocated. */

@@ -13,6 +13,7 @@ import { createHttpClient, HttpCallError, TARGET_REFUSED, type HttpClient, type 
 import { decide } from '../../src/scheduler/retry-policy.js'
 import { ROOT, runCommand, TS_LOADER } from '../helpers/process.js'
 import { makeCertificates, type KeyPair } from '../helpers/tls.js'
+import { rawConnections } from '../helpers/raw-connections.js'
 
 const certs = await makeCertificates(t)
 
@@ -49,24 +50,10 @@ async function httpsServer(t: Test, pair: KeyPair, handler: http.RequestListener
   return { state, port, url: `https://127.0.0.1:${port}/hook` }
 }
 
-/** A TCP server on 127.0.0.1 that hands each connection to `connected` and notes how many are open. */
+/** A TCP server on 127.0.0.1 that hands each connection to `connected` and notes how many are open (test/helpers/raw-connections.ts). */
 async function tcpServer(t: Test, connected: (socket: net.Socket) => void) {
-  const state = { open: 0, accepted: 0 }
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer((socket) => {
-    sockets.add(socket)
-    state.open += 1
-    state.accepted += 1
-    socket.on('close', () => (state.open -= 1))
-    socket.on('error', () => {})
-    connected(socket)
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const socket of sockets) socket.destroy()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  return { state, url: `https://127.0.0.1:${(server.address() as AddressInfo).port}/hook` }
+  const { port, state } = await rawConnections(t, connected)
+  return { state, url: `https://127.0.0.1:${port}/hook` }
 }
 
 async function until(check: () => boolean, timeoutMs = 2000): Promise<boolean> {
