@@ -6,7 +6,7 @@ import tls from 'node:tls'
 import type { Transform } from 'node:stream'
 import zlib from 'node:zlib'
 import { cutUtf8 } from '../lib/storable.js'
-import { CERTIFICATE_REFUSED, handshakeReason, UNTRUSTED_ISSUER } from '../lib/tls-refusals.js'
+import { tlsRefusal } from '../lib/tls-refusals.js'
 import { forbiddenRange, isAllowedAddress, isAllowedHost, NO_ALLOWED_TARGETS, type AllowedTargets } from './address-policy.js'
 
 export interface HttpRequest {
@@ -210,17 +210,16 @@ function answer(
  * broke gives OpenSSL's reason without its internals (node's message carried a thread's address, a
  * source file and a newline). Undefined for any other error, whose message stands.
  */
-function tlsFailure(error: NodeJS.ErrnoException & { reason?: unknown }, hostname: string): string | undefined {
-  const code = error.code ?? ''
+function tlsFailure(error: Error, hostname: string): string | undefined {
+  const refusal = tlsRefusal(error)
   const refused = `the TLS certificate of ${hostname} was refused, nothing was sent`
-  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `${refused}: it is not for that name (${String(error.reason ?? error.message)})`
-  // Node 24 adds advice on its own flags after a semicolon: the README says how to trust a CA.
-  const said = error.message.split(';')[0]
-  if (UNTRUSTED_ISSUER.has(code)) return `${refused}: ${said} (not issued by a certificate authority this worker trusts)`
-  if (CERTIFICATE_REFUSED.has(code)) return `${refused}: ${said}`
-  const reason = handshakeReason(error.message)
-  if (reason === undefined) return undefined
-  return `the TLS handshake with ${hostname} failed: ${reason}${reason === 'wrong version number' ? ' (the port may serve plain http, not https)' : ''}`
+  switch (refusal?.kind) {
+    case undefined: return undefined
+    case 'otherName': return `${refused}: it is not for that name (${refusal.said})`
+    case 'untrusted': return `${refused}: ${refusal.said} (not issued by a certificate authority this worker trusts)`
+    case 'refused': return `${refused}: ${refusal.said}`
+    case 'handshake': return `the TLS handshake with ${hostname} failed: ${refusal.said}${refusal.said === 'wrong version number' ? ' (the port may serve plain http, not https)' : ''}`
+  }
 }
 
 /** A body cut at the cap ends with no half of a character. */

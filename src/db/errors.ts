@@ -1,4 +1,4 @@
-import { CERTIFICATE_REFUSED, handshakeReason, UNTRUSTED_ISSUER } from '../lib/tls-refusals.js'
+import { tlsRefusal } from '../lib/tls-refusals.js'
 
 // Errors that say the database is away or too slow, not that the request was wrong: a dropped
 // connection, a server restarting or failing over, a refused connection, a statement timeout.
@@ -92,21 +92,18 @@ export function databaseTlsProblem(error: unknown): string | undefined {
   if (error.message === 'There was an error establishing an SSL connection') {
     return 'the database server answered the request for TLS with neither yes nor no: DATABASE_URL may name a server that is not Postgres'
   }
-  const { code, reason } = error as { code?: unknown; reason?: unknown }
+  const refusal = tlsRefusal(error)
   const refused = 'the database server\'s TLS certificate was refused'
   const trust = 'give its certificate authority with sslrootcert=<file> in DATABASE_URL (or NODE_EXTRA_CA_CERTS), or choose to encrypt without checking it (sslmode=no-verify)'
-  // Node 24 adds advice on its own flags after a semicolon.
-  const said = error.message.split(';')[0]
-  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
-    return `${refused}: it is not for the host DATABASE_URL names (${typeof reason === 'string' ? reason : said}); connect by a name the certificate holds`
+  switch (refusal?.kind) {
+    case undefined: return undefined
+    case 'otherName': return `${refused}: it is not for the host DATABASE_URL names (${refusal.said}); connect by a name the certificate holds`
+    case 'untrusted':
+      return `${refused}: ${refusal.said} (not issued by a certificate authority Baton trusts); node-postgres checks the certificate and its host name `
+        + `for sslmode=require, prefer and verify-ca as for verify-full: ${trust}`
+    case 'refused': return `${refused}: ${refusal.said}`
+    case 'handshake': return `the TLS handshake with the database server failed: ${refusal.said}`
   }
-  if (typeof code === 'string' && UNTRUSTED_ISSUER.has(code)) {
-    return `${refused}: ${said} (not issued by a certificate authority Baton trusts); node-postgres checks the certificate and its host name `
-      + `for sslmode=require, prefer and verify-ca as for verify-full: ${trust}`
-  }
-  if (typeof code === 'string' && CERTIFICATE_REFUSED.has(code)) return `${refused}: ${said}`
-  const broken = handshakeReason(error.message)
-  return broken === undefined ? undefined : `the TLS handshake with the database server failed: ${broken}`
 }
 
 /**
@@ -116,8 +113,8 @@ export function databaseTlsProblem(error: unknown): string | undefined {
  */
 export function tlsSettingToCorrect(error: unknown): boolean {
   if (databaseTlsProblem(error) === undefined) return false
-  const reason = handshakeReason((error as Error).message)
-  return reason === undefined || reason === 'wrong version number'
+  const refusal = tlsRefusal(error as Error)
+  return refusal?.kind !== 'handshake' || refusal.said === 'wrong version number'
 }
 
 /**
