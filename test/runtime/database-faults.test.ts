@@ -8,7 +8,7 @@ import t, { type Test } from 'tap'
 import { systemClock } from '../../src/adapters/clock.js'
 import type { Response } from '../helpers/app.js'
 import { appBehindFaultProxy } from '../helpers/faulty-app.js'
-import { FAST_RETRIES, setupRuntime } from '../helpers/runtime.js'
+import { FAST_RETRIES, setupRuntime, type InstanceView } from '../helpers/runtime.js'
 
 const STATEMENT_TIMEOUT_MS = 1000
 
@@ -174,6 +174,53 @@ t.test('a claim whose answer the connection lost: its deliveries go back once th
   t.match(await delivery(), { status: 'succeeded' })
   const attempts = await rt.db.selectFrom('delivery_attempts').select('outcome').where('delivery_id', '=', id).execute()
   t.same(attempts.map((a) => a.outcome), ['succeeded'], 'one attempt, no aborted one for the claim that was lost')
+})
+
+t.test('a lost claim made at the same instant as a claim whose call is still in flight gives nothing back: that call is not made twice', async (t) => {
+  const webhook = await rt.template([{ kind: 'webhook', name: 'Ask SameCo' }])
+  // One clock for both claims (the test's, standing still): their leases end at the same instant, and the
+  // rows a lost claim leased cannot be told from those of the claim whose call is in flight.
+  const scheduler = rt.newScheduler({ timeoutMs: 30_000 }, undefined, { db: faultyDb })
+  const first = [await rt.start(webhook), await rt.start(webhook)]
+  rt.clock.set(new Date(Date.now() + 2000))
+  const deliveryOf = async (instanceId: string) => (await sql<{ id: string; status: string; fence: number }>`
+    select id, status, fence from deliveries where instance_id = ${instanceId}`.execute(rt.db)).rows[0]!
+  const ids = await Promise.all(first.map(async (instance) => (await deliveryOf(instance.id)).id))
+  let release = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  t.teardown(() => release())
+  let fault: Promise<void> | undefined
+  let later: InstanceView | undefined
+  let answered = false
+  rt.provider.always(async (call) => {
+    if (!ids.includes(call.query.deliveryId!) || answered) {
+      await held
+      return { status: 200, body: 'ok' }
+    }
+    // The first call answers at once, and the pass claims again: a new step due, and that claim's answer lost.
+    answered = true
+    fault = proxy.cutAfterNextCommit(300, /set status = 'running', lease_owner/, { loseAnswer: true })
+    later = await rt.start(webhook)
+    return { status: 200, body: 'ok' }
+  })
+  await t.rejects(scheduler.runOnce(), 'the pass met the cut')
+  await fault
+  const calls = (id: string) => rt.provider.calls.filter((c) => c.query.deliveryId === id).length
+  t.same(ids.map(calls), [1, 1], 'the first claim\'s two calls were made, one of them still in flight')
+  t.match(await deliveryOf(later!.id), { status: 'running' }, 'the lost claim had committed')
+
+  const next = scheduler.runOnce()
+  await sleep(300)
+  release()
+  await next
+  t.same(ids.map(calls), [1, 1], 'each call of the first claim was made once: none of its rows went back with the lost claim')
+  t.equal(calls((await deliveryOf(later!.id)).id), 0, 'the lost claim\'s delivery waits for its lease to end')
+  // Its lease over, the reaper hands it back (counting an attempt: the claim's answer is all it knows of), and it is called.
+  rt.clock.advance(61_000)
+  await scheduler.runOnce()
+  rt.clock.advance(24 * 3_600_000)
+  await scheduler.runOnce()
+  t.equal(calls((await deliveryOf(later!.id)).id), 1, 'and is then called once')
 })
 
 t.test('the mail pump rides out an outage: a mail the server took while the database was away is marked sent once it is back, not sent again', async (t) => {
