@@ -766,6 +766,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       // Idempotency-Key.
       const writesOver = graceOver.then(() => new Promise((resolve) => setTimeout(resolve, CUT_OFF_WRITES_MS).unref()))
       await Promise.race([loop, writesOver])
+      // A claim whose answer was lost since the last pass gives its deliveries back now, not when its lease
+      // ends (the reaper would count an attempt for a call never made); a database still away leaves them so.
+      await Promise.race([takeBackUnansweredClaims(clock.now()).catch(() => {}), writesOver])
       await unlisten?.()
       await Promise.race([chores, writesOver])
       // Stopped between two parts, a chore still ends its part, which may wait for locks: within the grace.

@@ -176,13 +176,35 @@ t.test('a claim whose answer the connection lost: its deliveries go back once th
   t.same(attempts.map((a) => a.outcome), ['succeeded'], 'one attempt, no aborted one for the claim that was lost')
 })
 
+t.test('a worker told to stop after a claim whose answer the connection lost gives its deliveries back uncounted, not when their lease ends', async (t) => {
+  const webhook = await rt.template([{ kind: 'webhook', name: 'Ask StopCo' }])
+  const scheduler = rt.newScheduler({}, undefined, { db: faultyDb })
+  const instance = await rt.start(webhook)
+  rt.clock.advance(1000)
+  const delivery = async () => (await sql<{ status: string; attempt_count: number; lease_owner: string | null }>`
+    select status, attempt_count, lease_owner from deliveries where instance_id = ${instance.id}`.execute(rt.db)).rows[0]!
+  const fault = proxy.cutAfterNextCommit(300, /set status = 'running', lease_owner/, { loseAnswer: true })
+  await t.rejects(scheduler.runOnce(), 'the pass met the cut')
+  await fault
+  t.match(await delivery(), { status: 'running' }, 'the claim had committed')
+  // A deploy's SIGTERM before the next pass: before, the deliveries waited for their lease to end, and the
+  // reaper counted an aborted attempt for a call never made.
+  await scheduler.stop(1000)
+  t.match(await delivery(), { status: 'pending', attempt_count: 0, lease_owner: null }, 'back in the queue, no attempt counted')
+  const step = await rt.instance(instance.id)
+  t.equal(step.steps[0].state, 'due', 'its step due again')
+  t.equal(rt.provider.calls.filter((c) => c.query.processId === instance.id).length, 0, 'not called')
+  await rt.newScheduler().runOnce()
+  t.equal(rt.provider.calls.filter((c) => c.query.processId === instance.id).length, 1, 'until the next worker\'s pass, once')
+})
+
 t.test('a lost claim made at the same instant as a claim whose call is still in flight gives nothing back: that call is not made twice', async (t) => {
   const webhook = await rt.template([{ kind: 'webhook', name: 'Ask SameCo' }])
   // One clock for both claims (the test's, standing still): their leases end at the same instant, and the
   // rows a lost claim leased cannot be told from those of the claim whose call is in flight.
   const scheduler = rt.newScheduler({ timeoutMs: 30_000 }, undefined, { db: faultyDb })
   const first = [await rt.start(webhook), await rt.start(webhook)]
-  rt.clock.set(new Date(Date.now() + 2000))
+  rt.clock.advance(1000)
   const deliveryOf = async (instanceId: string) => (await sql<{ id: string; status: string; fence: number }>`
     select id, status, fence from deliveries where instance_id = ${instanceId}`.execute(rt.db)).rows[0]!
   const ids = await Promise.all(first.map(async (instance) => (await deliveryOf(instance.id)).id))
