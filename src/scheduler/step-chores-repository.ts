@@ -110,8 +110,20 @@ export async function anyDueAutomaticStep(db: DB): Promise<boolean> {
   return row !== undefined
 }
 
-/** Ids of due automatic steps, oldest first: a failed batch's steps, to try one by one. */
-export function findDueAutomaticStepIds(db: DB, limit: number) {
-  return db.selectFrom('instance_steps').select('id')
-    .where('state', '=', 'due').where('automatic', '=', true).orderBy('start_at').limit(limit).execute()
+/**
+ * Ids of the due automatic steps a batch takes (lockDueAutomaticSteps), oldest first: a failed batch's
+ * steps, to try one by one. Steps a batch leaves (a tenant's being deleted) are not among them: older
+ * than the step that failed, they would fill the list, and that step would fail its batch on every pass.
+ */
+export async function findDueAutomaticStepIds(db: DB, limit: number): Promise<{ id: string }[]> {
+  const { rows } = await sql<{ id: string }>`
+    select s.id
+    from instance_steps s
+    join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
+    where s.state = 'due' and s.automatic and i.status = 'running' and i.current_position = s.position
+      and ${tenantNotDeleting('s.tenant_id')}
+    order by s.start_at
+    limit ${limit}
+  `.execute(db)
+  return rows
 }

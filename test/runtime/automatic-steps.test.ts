@@ -93,4 +93,24 @@ t.test('automatic steps', async (t) => {
     t.same(rows, [{ state: 'due' }], 'the going tenant\'s step stays due until the deletion takes it')
     t.equal((await deletion.finish()).statusCode, 204)
   })
+
+  t.test('a step whose runner throws is given up even when older due steps of a tenant being deleted fill the batch', async (t) => {
+    withRunner(t, async ({ changes, instance, step }) => {
+      if (step.name === 'Breaks') throw new Error('the runner broke')
+      changes.endStep(instance, step, 'done', null, 'automatic')
+    })
+    // The going tenant's steps fell due first: the oldest due steps, which the chore leaves to the deletion.
+    const going = await rt.newRuntimeTenant('Going Again GmbH')
+    await automaticTasks(rt, ['Going 1', 'Going 2'], going)
+    rt.clock.advance(60_000)
+    const [breaking] = await automaticTasks(rt, ['Breaks'])
+    const [working] = await automaticTasks(rt, ['Works'])
+    const deletion = await heldDeletion(rt, going.tenant.id)
+    const scheduler = rt.newScheduler({ batchSize: 2 }, { info() {}, warn() {}, error() {} })
+    await scheduler.runOnce()
+    await scheduler.runOnce()
+    t.equal((await rt.instance(breaking!)).steps[0].state, 'failed', 'the breaking step turned manual')
+    t.equal((await rt.instance(working!)).steps[0].state, 'done', 'the other tenant\'s work goes on')
+    t.equal((await deletion.finish()).statusCode, 204)
+  })
 })
