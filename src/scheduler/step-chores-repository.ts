@@ -21,6 +21,19 @@ export async function pairWithInstances(db: DB, refs: { tenant_id: string; insta
 }
 
 /**
+ * Waiting steps of running processes whose start time has come, oldest first (a tenant being deleted has
+ * none started): what a batch takes (lockWaitingSteps) and, when a batch fails, what is tried one by one
+ * (findDueWaitingStepIds). One text for both: a list of steps a batch leaves, older than the step that
+ * failed, would fill the one-by-one list, and the steps behind them would wait as long as it fails.
+ */
+const waitingStepsDue = (now: Date, onlyStep?: string) => sql`
+    from instance_steps s
+    join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
+    where s.state = 'waiting' and s.start_at <= ${now} and i.status = 'running' and ${tenantNotDeleting('s.tenant_id')}
+      ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
+    order by s.start_at`
+
+/**
  * Waiting steps of running processes whose start time has come, oldest first, with their processes
  * locked; processes another transaction holds are skipped, so concurrent workers take other steps,
  * and so are steps another worker started meanwhile. A tenant being deleted has none started.
@@ -28,11 +41,7 @@ export async function pairWithInstances(db: DB, refs: { tenant_id: string; insta
 export async function lockWaitingSteps(db: DB, now: Date, limit: number, onlyStep?: string): Promise<LockedStep[]> {
   const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
     select s.tenant_id, s.instance_id, s.id as step_id
-    from instance_steps s
-    join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
-    where s.state = 'waiting' and s.start_at <= ${now} and i.status = 'running' and ${tenantNotDeleting('s.tenant_id')}
-      ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
-    order by s.start_at
+    ${waitingStepsDue(now, onlyStep)}
     limit ${limit}
     for update of i skip locked
   `.execute(db)
@@ -42,17 +51,28 @@ export async function lockWaitingSteps(db: DB, now: Date, limit: number, onlySte
   return locked.filter(({ instance, step }) => step.state === 'waiting' && instance.status === 'running')
 }
 
-/** Ids of waiting steps whose start time has come, oldest first: a failed batch's steps, to try one by one. */
-export function findDueWaitingStepIds(db: DB, now: Date, limit: number) {
-  return db.selectFrom('instance_steps').select('id')
-    .where('state', '=', 'waiting').where('start_at', '<=', now).orderBy('start_at').limit(limit).execute()
+/** Ids of the waiting steps a batch takes, oldest first: a failed batch's steps, to try one by one. */
+export async function findDueWaitingStepIds(db: DB, now: Date, limit: number): Promise<{ id: string }[]> {
+  const { rows } = await sql<{ id: string }>`select s.id ${waitingStepsDue(now)} limit ${limit}`.execute(db)
+  return rows
 }
 
-/** Ids of unreported overdue steps, oldest deadline first: a failed sweep's steps, to try one by one. */
-export function findOverdueStepIds(db: DB, now: Date, limit: number) {
-  return db.selectFrom('instance_steps').select('id')
-    .where('deadline_at', '<=', now).where('deadline_notified_at', 'is', null).where('state', 'in', ['due', 'running', 'failed'])
-    .orderBy('deadline_at').limit(limit).execute()
+/**
+ * Unreported overdue steps, oldest deadline first (a tenant being deleted has none reported): what a
+ * sweep marks (markOverdueSteps) and, when a sweep fails, what is tried one by one (findOverdueStepIds).
+ */
+const overdueSteps = (now: Date, onlyStep?: string) => sql`
+      from instance_steps s
+      join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
+      where s.deadline_at <= ${now} and s.deadline_notified_at is null and s.state in ('due', 'running', 'failed')
+        and ${tenantNotDeleting('s.tenant_id')}
+        ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
+      order by s.deadline_at`
+
+/** Ids of the overdue steps a sweep marks, oldest deadline first: a failed sweep's steps, to try one by one. */
+export async function findOverdueStepIds(db: DB, now: Date, limit: number): Promise<{ id: string }[]> {
+  const { rows } = await sql<{ id: string }>`select s.id ${overdueSteps(now)} limit ${limit}`.execute(db)
+  return rows
 }
 
 /**
@@ -65,12 +85,7 @@ export function findOverdueStepIds(db: DB, now: Date, limit: number) {
 export async function markOverdueSteps(db: DB, now: Date, limit: number, onlyStep?: string): Promise<LockedStep[]> {
   const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
     with overdue as (
-      select s.tenant_id, s.id from instance_steps s
-      join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
-      where s.deadline_at <= ${now} and s.deadline_notified_at is null and s.state in ('due', 'running', 'failed')
-        and ${tenantNotDeleting('s.tenant_id')}
-        ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
-      order by s.deadline_at
+      select s.tenant_id, s.id ${overdueSteps(now, onlyStep)}
       limit ${limit}
       for update of s skip locked
       for key share of i skip locked
@@ -84,6 +99,19 @@ export async function markOverdueSteps(db: DB, now: Date, limit: number, onlySte
 }
 
 /**
+ * Due automatic steps that are their running process's current step, oldest first (a tenant being
+ * deleted has none carried out): what a batch takes (lockDueAutomaticSteps) and, when a batch fails,
+ * what is tried one by one (findDueAutomaticStepIds).
+ */
+const automaticStepsDue = (onlyStep?: string) => sql`
+    from instance_steps s
+    join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
+    where s.state = 'due' and s.automatic and i.status = 'running' and i.current_position = s.position
+      and ${tenantNotDeleting('s.tenant_id')}
+      ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
+    order by s.start_at`
+
+/**
  * Due automatic steps that are their running process's current step, oldest first, with their
  * processes locked (SKIP LOCKED: concurrent workers take other processes). The caller checks each
  * step's state again: it was read before the lock. A tenant being deleted has none carried out.
@@ -91,12 +119,7 @@ export async function markOverdueSteps(db: DB, now: Date, limit: number, onlySte
 export async function lockDueAutomaticSteps(db: DB, limit: number, onlyStep?: string): Promise<LockedStep[]> {
   const { rows } = await sql<{ tenant_id: string; instance_id: string; step_id: string }>`
     select s.tenant_id, s.instance_id, s.id as step_id
-    from instance_steps s
-    join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
-    where s.state = 'due' and s.automatic and i.status = 'running' and i.current_position = s.position
-      and ${tenantNotDeleting('s.tenant_id')}
-      ${onlyStep ? sql`and s.id = ${onlyStep}` : sql``}
-    order by s.start_at
+    ${automaticStepsDue(onlyStep)}
     limit ${limit}
     for update of i skip locked
   `.execute(db)
@@ -111,19 +134,11 @@ export async function anyDueAutomaticStep(db: DB): Promise<boolean> {
 }
 
 /**
- * Ids of the due automatic steps a batch takes (lockDueAutomaticSteps), oldest first: a failed batch's
- * steps, to try one by one. Steps a batch leaves (a tenant's being deleted) are not among them: older
- * than the step that failed, they would fill the list, and that step would fail its batch on every pass.
+ * Ids of the due automatic steps a batch takes, oldest first: a failed batch's steps, to try one by one.
+ * Steps a batch leaves (a tenant's being deleted) are not among them: older than the step that failed,
+ * they would fill the list, and that step would fail its batch on every pass.
  */
 export async function findDueAutomaticStepIds(db: DB, limit: number): Promise<{ id: string }[]> {
-  const { rows } = await sql<{ id: string }>`
-    select s.id
-    from instance_steps s
-    join process_instances i on i.tenant_id = s.tenant_id and i.id = s.instance_id
-    where s.state = 'due' and s.automatic and i.status = 'running' and i.current_position = s.position
-      and ${tenantNotDeleting('s.tenant_id')}
-    order by s.start_at
-    limit ${limit}
-  `.execute(db)
+  const { rows } = await sql<{ id: string }>`select s.id ${automaticStepsDue()} limit ${limit}`.execute(db)
   return rows
 }

@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { automaticStepRunners, type AutomaticStepRunner } from '../../src/scheduler/automatic-steps/runners.js'
+import { findDueWaitingStepIds, findOverdueStepIds } from '../../src/scheduler/step-chores-repository.js'
 import { heldDeletion } from '../helpers/deletion.js'
 import { setupRuntime, type Processes, type RuntimeContext } from '../helpers/runtime.js'
 
@@ -111,6 +112,32 @@ t.test('automatic steps', async (t) => {
     await scheduler.runOnce()
     t.equal((await rt.instance(breaking!)).steps[0].state, 'failed', 'the breaking step turned manual')
     t.equal((await rt.instance(working!)).steps[0].state, 'done', 'the other tenant\'s work goes on')
+    t.equal((await deletion.finish()).statusCode, 204)
+  })
+
+  // The other chores that try a failed batch's steps one by one (starting waiting steps, reporting missed
+  // deadlines) list them as their batch takes them: before, a tenant being deleted left its steps in the
+  // lists, where the oldest filled them and kept the steps behind from ever being tried alone.
+  t.test('the chores\' lists of steps to try one by one leave out what their batches leave: a tenant being deleted', async (t) => {
+    const going = await rt.newRuntimeTenant('Going Once More GmbH')
+    const goingTemplate = await going.template([{ kind: 'task', name: 'Going task' }])
+    const stayingTemplate = await rt.template([{ kind: 'task', name: 'Staying task' }])
+    const steps = async (instanceId: string) => (await sql<{ id: string }>`
+      select id from instance_steps where instance_id = ${instanceId} and position = 1`.execute(rt.db)).rows[0]!.id
+    const [goingWaiting, goingOverdue, stayingWaiting, stayingOverdue] = await Promise.all([
+      going.start(goingTemplate), going.start(goingTemplate), rt.start(stayingTemplate), rt.start(stayingTemplate)
+    ].map(async (started) => steps((await started).id)))
+    const now = rt.clock.now()
+    const past = new Date(now.getTime() - 3_600_000)
+    await sql`update instance_steps set state = 'waiting', start_at = ${past} where id in (${goingWaiting!}, ${stayingWaiting!})`.execute(rt.db)
+    await sql`update instance_steps set deadline_at = ${past} where id in (${goingOverdue!}, ${stayingOverdue!})`.execute(rt.db)
+    const deletion = await heldDeletion(rt, going.tenant.id)
+    const waiting = (await findDueWaitingStepIds(rt.db, now, 1000)).map((s) => s.id)
+    t.ok(waiting.includes(stayingWaiting!), 'a waiting step whose time has come is listed')
+    t.notOk(waiting.includes(goingWaiting!), 'the going tenant\'s is not')
+    const overdue = (await findOverdueStepIds(rt.db, now, 1000)).map((s) => s.id)
+    t.ok(overdue.includes(stayingOverdue!), 'an overdue step is listed')
+    t.notOk(overdue.includes(goingOverdue!), 'the going tenant\'s is not')
     t.equal((await deletion.finish()).statusCode, 204)
   })
 })
