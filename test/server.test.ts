@@ -12,6 +12,9 @@ import { VERSION } from '../src/version.js'
 import { adminQuery, createTestDatabase, databaseUrl } from './helpers/database.js'
 import { runCommand, runScript, workerEnv } from './helpers/process.js'
 
+// Tests that each start server processes: ~50 s on an idle machine, past tap's 120 s on a busy one.
+t.setTimeout(180_000)
+
 // The newcomer's path: `npm start` (scripts/start.mjs, the sources compiled by esbuild) with no
 // DATABASE_URL boots the embedded database in BATON_DATA_DIR.
 t.test('the server starts on the embedded database and prints a working operator key', async (t) => {

@@ -12,6 +12,9 @@ import { adminQuery, createTestDatabase, databaseUrl } from '../helpers/database
 import { findOperatorKeyHash } from '../../src/modules/auth/repository.js'
 import { runScript } from '../helpers/process.js'
 
+// Tests that start processes of their own (migrations, servers): ~30 s on an idle machine, past tap's 120 s on a busy one.
+t.setTimeout(180_000)
+
 t.test('two processes migrating one empty database at once both succeed', async (t) => {
   const name = `baton_migrate_${randomBytes(4).toString('hex')}`
   await adminQuery(`create database ${name}`)
