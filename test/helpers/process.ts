@@ -33,6 +33,7 @@ export function runCommand(
   command: string, argv: string[], env: Record<string, string>, options: { group?: boolean; cwd?: string } = {}
 ): RunningProcess {
   const child = spawn(command, argv, { cwd: options.cwd ?? ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: options.group ?? false })
+  leftAtExit(child, options.group ?? false)
   let text = ''
   const waiters = new Set<() => void>()
   const onData = (chunk: Buffer) => {
@@ -68,6 +69,33 @@ export function runCommand(
       })
     }
   }
+}
+
+/**
+ * The children still running, with whether each leads a process group: killed when the test process
+ * ends, and when tap's timeout ends its file (tap signals it SIGALRM, reports, and kills it, and the
+ * tests' teardowns never run: a spawned server went on holding its port and data folder).
+ */
+const running = new Map<ChildProcess, boolean>()
+let watching = false
+
+function leftAtExit(child: ChildProcess, group: boolean): void {
+  running.set(child, group)
+  child.once('exit', () => running.delete(child))
+  if (watching) return
+  watching = true
+  const killLeft = () => {
+    for (const [left, asGroup] of running) {
+      try {
+        if (asGroup && left.pid !== undefined) process.kill(-left.pid, 'SIGKILL')
+        else left.kill('SIGKILL')
+      } catch {
+        // Gone already.
+      }
+    }
+  }
+  process.once('exit', killLeft)
+  process.once('SIGALRM', killLeft)
 }
 
 /** Runs a bash script with `set -eo pipefail`, as a reader pasting it would; resolves with its exit code and output. */
