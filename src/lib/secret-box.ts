@@ -12,6 +12,8 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:
 const PREFIX = 'enc:v1:'
 const ALGORITHM = 'aes-256-gcm'
 const KEY_BYTES = 32
+/** GCM's whole tag. Node checks as many bytes of a tag as it is given unless told the length: a tag cut short would check less. */
+const TAG_BYTES = 16
 
 /** A sealed value names a key this process was not given, or does not open with it. */
 export class SecretsKeyError extends Error {
@@ -64,7 +66,7 @@ export function createSecretBox(current?: string, previous?: string): SecretBox 
     const key = keys.find((k) => k.id === keyId)
     if (!key) throw new SecretsKeyError(`A secret in the database is sealed with key ${keyId}, which is neither BATON_SECRETS_KEY nor BATON_SECRETS_KEY_PREVIOUS.`)
     try {
-      const decipher = createDecipheriv(ALGORITHM, key.bytes, Buffer.from(iv, 'base64url')).setAAD(Buffer.from(context))
+      const decipher = createDecipheriv(ALGORITHM, key.bytes, Buffer.from(iv, 'base64url'), { authTagLength: TAG_BYTES }).setAAD(Buffer.from(context))
       decipher.setAuthTag(Buffer.from(tag, 'base64url'))
       return Buffer.concat([decipher.update(Buffer.from(sealed, 'base64url')), decipher.final()]).toString('utf8')
     } catch {
