@@ -200,8 +200,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   /**
    * The lease ends of claims that failed without an answer: their commit may have happened all the same,
    * leaving deliveries leased to this worker that it never had. They go back at the next pass that
-   * reaches the database (takeBackUnansweredClaims), not when their lease ends, when the reaper would
-   * have counted an attempt for a call never made.
+   * reaches the database, or at stop() (takeBackUnansweredClaims), not when their lease ends, when the
+   * reaper would have counted an attempt for a call never made.
    */
   const unansweredClaims: Date[] = []
   /** The lease ends of the claims this worker dispatched, until they pass: rows leased till then may be its own. */
@@ -767,8 +767,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       const writesOver = graceOver.then(() => new Promise((resolve) => setTimeout(resolve, CUT_OFF_WRITES_MS).unref()))
       await Promise.race([loop, writesOver])
       // A claim whose answer was lost since the last pass gives its deliveries back now, not when its lease
-      // ends (the reaper would count an attempt for a call never made); a database still away leaves them so.
-      await Promise.race([takeBackUnansweredClaims(clock.now()).catch(() => {}), writesOver])
+      // ends (the reaper would count an attempt for a call never made); a database still away leaves them
+      // so, within the grace: the calls in flight are cut off when it is over.
+      await Promise.race([takeBackUnansweredClaims(clock.now()).catch(() => {}), graceOver])
       await unlisten?.()
       await Promise.race([chores, writesOver])
       // Stopped between two parts, a chore still ends its part, which may wait for locks: within the grace.
