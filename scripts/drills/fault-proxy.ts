@@ -35,6 +35,8 @@ export interface FaultProxy {
    * query's own included), so statements that went out together share one.
    */
   record(): () => { text: string; roundTrip: number }[]
+  /** Resolves when a client next sends a statement whose text matches. */
+  nextStatement(statement: RegExp): Promise<void>
   close(): Promise<void>
 }
 
@@ -48,6 +50,7 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   let watched: RegExp | undefined
   const held: (() => void)[] = []
   let recorded: { text: string; roundTrip: number }[] | undefined
+  const awaited = new Set<{ statement: RegExp; sent: () => void }>()
 
   const accept = (client: net.Socket) => {
     const upstream = net.connect(target.port, target.host)
@@ -64,6 +67,11 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     const committed = (chunk: Buffer) => (watched ? pair.ranWatched && chunk.includes(READY_IDLE) : chunk.includes(COMMIT_COMPLETE))
     const readStatements = statementReader((text, roundTrip) => {
       recorded?.push({ text, roundTrip })
+      for (const waiter of awaited) {
+        if (!waiter.statement.test(text)) continue
+        awaited.delete(waiter)
+        waiter.sent()
+      }
       if (watched && afterCommit && watched.test(text)) pair.ranWatched = true
     })
     const forward = (from: net.Socket, to: net.Socket, watchCommit: boolean) => from.on('data', (chunk: Buffer) => {
@@ -147,6 +155,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
         if (recorded === statements) recorded = undefined
         return statements
       }
+    },
+    nextStatement(statement) {
+      return new Promise((sent) => awaited.add({ statement, sent }))
     },
     async close() {
       if (server.listening) server.close()
