@@ -20,7 +20,7 @@ import { deliveriesByOutcome, deliveriesPage, listDeliveries } from '../../src/m
 import { claimMails } from '../../src/scheduler/mail-repository.js'
 import { settleStepMails } from '../../src/scheduler/email-steps.js'
 import { endFollowUps } from '../../src/scheduler/automatic-steps/end-follow-ups.js'
-import { lockDueAutomaticSteps, lockWaitingSteps, markOverdueSteps } from '../../src/scheduler/step-chores-repository.js'
+import { findDueAutomaticStepIds, findDueWaitingStepIds, findOverdueStepIds, lockDueAutomaticSteps, lockWaitingSteps, markOverdueSteps } from '../../src/scheduler/step-chores-repository.js'
 import type { Database } from '../../src/db/database.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
@@ -661,6 +661,10 @@ t.test('the scheduler\'s claims and chores read their due rows through their par
     ['the start of waiting steps', 'instance_steps_waiting_idx', (db) => rolledBack(db, (trx) => lockWaitingSteps(trx, now, 100))],
     ['the automatic steps\' claim', 'instance_steps_automatic_due_idx', (db) => rolledBack(db, (trx) => lockDueAutomaticSteps(trx, 100))],
     ['the deadline sweep', 'instance_steps_deadline_idx', (db) => rolledBack(db, (trx) => markOverdueSteps(trx, now, 100))],
+    // A failed batch's steps, tried one by one: the same rows as the batch's, through the same index.
+    ['the waiting steps to try one by one', 'instance_steps_waiting_idx', (db) => findDueWaitingStepIds(db, now, 100)],
+    ['the automatic steps to try one by one', 'instance_steps_automatic_due_idx', (db) => findDueAutomaticStepIds(db, 100)],
+    ['the overdue steps to try one by one', 'instance_steps_deadline_idx', (db) => findOverdueStepIds(db, now, 100)],
     ['the end of follow-ups', 'instance_steps_follow_up_running_idx', (db) => endFollowUps(db, now, 100).catch(() => undefined)],
     ['the mail claim', 'outbox_mails_unsent_idx', (db) => rolledBack(db, (trx) => claimMails(trx, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100 }))],
     ['the settling of email steps', 'outbox_mails_settle_idx', (db) => settleStepMails(db, now, 100).catch(() => undefined)],
