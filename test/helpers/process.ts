@@ -81,7 +81,8 @@ let watching = false
 
 function leftAtExit(child: ChildProcess, group: boolean): void {
   running.set(child, group)
-  child.once('exit', () => running.delete(child))
+  // A group outlives its leader (npm gone, its node still running): it is killed all the same.
+  if (!group) child.once('exit', () => running.delete(child))
   if (watching) return
   watching = true
   const killLeft = () => {
