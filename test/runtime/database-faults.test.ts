@@ -30,6 +30,15 @@ async function instanceExists(id: string): Promise<boolean> {
   return (await rt.db.selectFrom('process_instances').select('id').where('id', '=', id).executeTakeFirst()) !== undefined
 }
 
+/** A process's delivery, as the database has it now (read beside the proxy). */
+async function deliveryOf(instanceId: string) {
+  return (await sql<{ id: string; status: string; fence: number; attempt_count: number; lease_owner: string | null }>`
+    select id, status, fence, attempt_count, lease_owner from deliveries where instance_id = ${instanceId}`.execute(rt.db)).rows[0]!
+}
+
+/** The claim's statement, which the proxy watches for. */
+const CLAIM = /set status = 'running', lease_owner/
+
 t.test('connections cut again and again under load: every answer is 201 or 503, and every 201 committed', async (t) => {
   const CUTS = 6
   const answers: Response[] = []
@@ -161,9 +170,9 @@ t.test('a claim whose answer the connection lost: its deliveries go back once th
   const scheduler = rt.newScheduler({ policy: { ...FAST_RETRIES, maxAttempts: 1 } }, undefined, { db: faultyDb })
   const instance = await rt.start(webhook)
   rt.clock.set(new Date(Date.now() + 1000))
-  const delivery = async () => (await sql<{ id: string; status: string }>`select id, status from deliveries where instance_id = ${instance.id}`.execute(rt.db)).rows[0]!
+  const delivery = () => deliveryOf(instance.id)
   // The claim commits, and its answer is lost with the connection.
-  const fault = proxy.cutAfterNextCommit(300, /set status = 'running', lease_owner/, { loseAnswer: true })
+  const fault = proxy.cutAfterNextCommit(300, CLAIM, { loseAnswer: true })
   await t.rejects(scheduler.runOnce(), 'the pass met the cut')
   await fault
   const after = await delivery()
@@ -181,9 +190,8 @@ t.test('a worker told to stop after a claim whose answer the connection lost giv
   const scheduler = rt.newScheduler({}, undefined, { db: faultyDb })
   const instance = await rt.start(webhook)
   rt.clock.advance(1000)
-  const delivery = async () => (await sql<{ status: string; attempt_count: number; lease_owner: string | null }>`
-    select status, attempt_count, lease_owner from deliveries where instance_id = ${instance.id}`.execute(rt.db)).rows[0]!
-  const fault = proxy.cutAfterNextCommit(300, /set status = 'running', lease_owner/, { loseAnswer: true })
+  const delivery = () => deliveryOf(instance.id)
+  const fault = proxy.cutAfterNextCommit(300, CLAIM, { loseAnswer: true })
   await t.rejects(scheduler.runOnce(), 'the pass met the cut')
   await fault
   t.match(await delivery(), { status: 'running' }, 'the claim had committed')
@@ -205,8 +213,6 @@ t.test('a lost claim made at the same instant as a claim whose call is still in 
   const scheduler = rt.newScheduler({ timeoutMs: 30_000 }, undefined, { db: faultyDb })
   const first = [await rt.start(webhook), await rt.start(webhook)]
   rt.clock.advance(1000)
-  const deliveryOf = async (instanceId: string) => (await sql<{ id: string; status: string; fence: number }>`
-    select id, status, fence from deliveries where instance_id = ${instanceId}`.execute(rt.db)).rows[0]!
   const ids = await Promise.all(first.map(async (instance) => (await deliveryOf(instance.id)).id))
   let release = () => {}
   const held = new Promise<void>((resolve) => { release = resolve })
@@ -221,7 +227,7 @@ t.test('a lost claim made at the same instant as a claim whose call is still in 
     }
     // The first call answers at once, and the pass claims again: a new step due, and that claim's answer lost.
     answered = true
-    fault = proxy.cutAfterNextCommit(300, /set status = 'running', lease_owner/, { loseAnswer: true })
+    fault = proxy.cutAfterNextCommit(300, CLAIM, { loseAnswer: true })
     later = await rt.start(webhook)
     return { status: 200, body: 'ok' }
   })
@@ -232,7 +238,7 @@ t.test('a lost claim made at the same instant as a claim whose call is still in 
   t.match(await deliveryOf(later!.id), { status: 'running' }, 'the lost claim had committed')
 
   // The held call is answered only once the pass has claimed: its take-back of the lost claim comes first.
-  const claimed = proxy.nextStatement(/set status = 'running', lease_owner/)
+  const claimed = proxy.nextStatement(CLAIM)
   const next = scheduler.runOnce()
   await claimed
   release()
