@@ -1,7 +1,13 @@
-import { sql } from '../db/kysely.js'
+import { sql, type RawBuilder } from '../db/kysely.js'
 import type { DB } from '../db/connect.js'
 import type { InstanceRow, InstanceStepRow } from '../db/database.js'
 import { tenantNotDeleting } from './tenant-not-deleting.js'
+
+/** The ids of the first `limit` steps a chore's text (its from, where and order) finds: its retry list. */
+async function idsOf(db: DB, steps: RawBuilder<unknown>, limit: number): Promise<{ id: string }[]> {
+  const { rows } = await sql<{ id: string }>`select s.id ${steps} limit ${limit}`.execute(db)
+  return rows
+}
 
 export interface LockedStep {
   instance: InstanceRow
@@ -52,9 +58,8 @@ export async function lockWaitingSteps(db: DB, now: Date, limit: number, onlySte
 }
 
 /** Ids of the waiting steps a batch takes, oldest first: a failed batch's steps, to try one by one. */
-export async function findDueWaitingStepIds(db: DB, now: Date, limit: number): Promise<{ id: string }[]> {
-  const { rows } = await sql<{ id: string }>`select s.id ${waitingStepsDue(now)} limit ${limit}`.execute(db)
-  return rows
+export function findDueWaitingStepIds(db: DB, now: Date, limit: number): Promise<{ id: string }[]> {
+  return idsOf(db, waitingStepsDue(now), limit)
 }
 
 /**
@@ -70,9 +75,8 @@ const overdueSteps = (now: Date, onlyStep?: string) => sql`
       order by s.deadline_at`
 
 /** Ids of the overdue steps a sweep marks, oldest deadline first: a failed sweep's steps, to try one by one. */
-export async function findOverdueStepIds(db: DB, now: Date, limit: number): Promise<{ id: string }[]> {
-  const { rows } = await sql<{ id: string }>`select s.id ${overdueSteps(now)} limit ${limit}`.execute(db)
-  return rows
+export function findOverdueStepIds(db: DB, now: Date, limit: number): Promise<{ id: string }[]> {
+  return idsOf(db, overdueSteps(now), limit)
 }
 
 /**
@@ -138,7 +142,6 @@ export async function anyDueAutomaticStep(db: DB): Promise<boolean> {
  * Steps a batch leaves (a tenant's being deleted) are not among them: older than the step that failed,
  * they would fill the list, and that step would fail its batch on every pass.
  */
-export async function findDueAutomaticStepIds(db: DB, limit: number): Promise<{ id: string }[]> {
-  const { rows } = await sql<{ id: string }>`select s.id ${automaticStepsDue()} limit ${limit}`.execute(db)
-  return rows
+export function findDueAutomaticStepIds(db: DB, limit: number): Promise<{ id: string }[]> {
+  return idsOf(db, automaticStepsDue(), limit)
 }
