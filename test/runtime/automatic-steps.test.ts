@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap'
+import { randomUUID } from 'node:crypto'
 import { sql } from '../../src/db/kysely.js'
 import { automaticStepRunners, type AutomaticStepRunner } from '../../src/scheduler/automatic-steps/runners.js'
 import { findDueWaitingStepIds, findOverdueStepIds } from '../../src/scheduler/step-chores-repository.js'
@@ -75,6 +76,30 @@ t.test('automatic steps', async (t) => {
     t.ok(errors.length > 0, 'the failure is logged')
     const mail = rt.smtp.mails.find((m) => m.subject.includes('Automatic step failed') && m.text.includes('the runner broke'))
     t.ok(mail, 'the controller hears why')
+  })
+
+  // A follow-up whose template was deleted at the instant its child started failed with the
+  // database's own message in its reason, naming the table and the constraint, for anyone to read.
+  t.test('a step the database refuses is given up with a reason that names no table or constraint', async (t) => {
+    withRunner(t, async ({ db, changes, instance, step }) => {
+      // A change the database refuses, as a deleted template refuses its child's insert: an assignee no user has.
+      await sql`update instance_steps set assignee_user_id = ${randomUUID()} where tenant_id = ${step.tenant_id} and id = ${step.id}`.execute(db)
+      changes.endStep(instance, step, 'done', null, 'automatic')
+    })
+    const [refused] = await automaticTasks(rt, ['Refused by the database'])
+    const errors: unknown[] = []
+    const scheduler = rt.newScheduler({}, { info() {}, warn() {}, error(fields) { errors.push(fields) } })
+    await scheduler.runOnce()
+    const view = await rt.instance(refused!)
+    t.equal(view.steps[0].state, 'failed', 'a manual step now')
+    const activity = (await rt.api.get(`/v1/process-instances/${refused}/activities`)).json()
+    const failed = (activity.items as { kind: string; message: string; data: unknown }[]).find((a) => a.kind === 'automaticStepFailed')
+    t.equal(failed?.message, 'Automatic step "Refused by the database" failed: an internal error stopped it (a record it refers to was deleted meanwhile (SQLSTATE 23503)).')
+    t.same(failed?.data, { reason: 'an internal error stopped it (a record it refers to was deleted meanwhile (SQLSTATE 23503))' })
+    const mail = rt.smtp.mails.find((m) => m.subject.includes('Automatic step failed') && m.text.includes('Refused by the database'))
+    t.match(mail?.text, /a record it refers to was deleted meanwhile \(SQLSTATE 23503\)/, 'the controller hears what happened')
+    t.notMatch(mail?.text, /instance_steps|constraint|violates/, 'and nothing of the schema')
+    t.match(JSON.stringify(errors), /instance_steps_tenant_id_assignee_user_id_fkey/, 'the log keeps what the database said')
   })
 
   t.test('a tenant being deleted has no automatic step carried out: its due step is left while the deletion waits, another tenant\'s is carried out', async (t) => {

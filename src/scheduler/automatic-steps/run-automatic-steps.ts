@@ -2,6 +2,7 @@ import type { DB } from '../../db/connect.js'
 import { ProcessChanges } from '../../modules/instances/process-changes.js'
 import { findTimeZones } from '../../modules/instances/runtime-repository.js'
 import { cutText } from '../../lib/storable.js'
+import { databaseRefusal } from '../../db/errors.js'
 import { batchOrEach, rethrow, type RowErrorHandler } from '../isolated.js'
 import { anyDueAutomaticStep, findDueAutomaticStepIds, lockDueAutomaticSteps } from '../step-chores-repository.js'
 import { automaticStepRunners } from './runners.js'
@@ -44,13 +45,16 @@ function runBatch(db: DB, now: Date, limit: number, onlyStep?: string): Promise<
   })
 }
 
-/** A step whose runner failed on its own: it turns into a manual step, in a transaction of its own. */
+/**
+ * A step whose runner failed on its own: it turns into a manual step, in a transaction of its own. A
+ * database's refusal is said without its message, which names tables and constraints (the log has it).
+ */
 async function giveUp(db: DB, now: Date, stepId: string, error: unknown): Promise<number> {
   return db.transaction().execute(async (trx) => {
     const [locked] = await lockDueAutomaticSteps(trx, 1, stepId)
     if (!locked) return 0
     const changes = new ProcessChanges(trx, now, await findTimeZones(trx, [locked.instance.tenant_id]))
-    const reason = error instanceof Error ? error.message : String(error)
+    const reason = databaseRefusal(error) ?? (error instanceof Error ? error.message : String(error))
     changes.failAutomaticStep(locked.instance, locked.step, `an internal error stopped it (${cutText(reason, 200)})`)
     changes.bump(locked.instance)
     await changes.flush()
