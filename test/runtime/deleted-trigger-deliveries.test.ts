@@ -1,8 +1,10 @@
 import t from 'tap'
+import { deleteService, hasServiceHistory, lockServiceToDelete } from '../../src/modules/marketplace/services/repository.js'
 import { queueTriggeredDeliveries } from '../../src/modules/records/trigger-repository.js'
 import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import { cancelClaimedDelivery } from '../../src/scheduler/delivery-repository.js'
 import { reapExpiredLeases } from '../../src/scheduler/reap-expired-leases.js'
+import { waitForLockWait } from '../helpers/database.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 // A trigger says which changes its provider wants called: once none of the service's triggers
@@ -214,4 +216,31 @@ t.test('a worker whose claim was taken over cancels nothing: the delivery ends o
   const [delivery] = await triggeredBy(id)
   t.match(delivery, { status: 'cancelled', lastError: 'cancelled: now', attemptCount: 1 }, 'the count keeps the reaped attempt and never goes below it')
   t.match(delivery.attempts, [{ outcome: 'aborted' }], 'the attempt log holds the reaped attempt only')
+})
+
+t.test('a create and an update that would fire a service the operator is deleting wait for the delete and fire nothing, rather than fail', async (t) => {
+  const { serviceId } = await serviceWatching('Closing down', 'closing')
+  const id = await newProperty({ street: 'Endweg 1' })
+  // The operator's delete (services/service.ts, deleteService) holds the service from its lock to its commit.
+  let deleteNow!: () => void
+  let locked!: () => void
+  const lockedNow = new Promise<void>((resolve) => { locked = resolve })
+  const deleting = rt.db.transaction().execute(async (trx) => {
+    await lockServiceToDelete(trx, serviceId)
+    locked()
+    await new Promise<void>((resolve) => { deleteNow = resolve })
+    t.notOk(await hasServiceHistory(trx, serviceId), 'no call of the service is on record: the delete may go ahead')
+    await deleteService(trx, serviceId)
+  })
+  await lockedNow
+  const created = rt.api.post('/v1/properties', { fields: { closing: true } })
+  const updated = rt.api.patch(`/v1/properties/${id}`, { fields: { closing: true } })
+  await waitForLockWait(rt.db, 2)
+  deleteNow()
+  await deleting
+  const [create, update] = await Promise.all([created, updated])
+  t.equal(create.statusCode, 201, create.body)
+  t.equal(update.statusCode, 200, update.body)
+  t.match((await rt.api.get(`/v1/properties/${id}`)).data.fields, { closing: true }, 'the update is written')
+  t.same([...await triggeredBy(id), ...await triggeredBy(create.data.id)], [], 'and fires nothing: the service is gone')
 })

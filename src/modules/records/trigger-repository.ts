@@ -58,6 +58,10 @@ export function triggerStillWants(alias: string) {
  * change, a create being one even without fields). Runs in the caller's transaction, so the record
  * write and its deliveries commit together. A writer too far down its chain (chain.ts) fires none:
  * the record's activity log says which would have.
+ *
+ * The services are read FOR KEY SHARE, the lock the deliveries' foreign key takes anyway, only
+ * sooner: a service the operator is deleting (FOR UPDATE) is waited for and then read as gone,
+ * where the foreign key failed the record's write (409) once the delete had committed.
  */
 export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Promise<QueuedTrigger[]> {
   if (change.changedFields.length === 0 && change.event !== 'create') return []
@@ -72,6 +76,7 @@ export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Pr
     where s.active and s.id is distinct from ${change.byServiceId ?? null}::uuid
       and ${triggerMatches(sql.ref('s.id'), MODULE[change.table], change.event, sql`${changed}::text[]`)}
     order by s.id
+    for key share of s
   `.execute(db)
   if (services.length === 0) return []
   if (tooDeep) {
