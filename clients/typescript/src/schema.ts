@@ -494,7 +494,10 @@ export interface paths {
         /** List the steps of a process template by position */
         get: operations["listProcessTemplateSteps"];
         put?: never;
-        /** Add a step at the end, or at `position` shifting later steps */
+        /**
+         * Add a step at the end, or at `position` shifting later steps
+         * @description If-Match names the template's version (as for steps/order): the step is added only to the order the client saw, where `position` counts.
+         */
         post: operations["createProcessTemplateStep"];
         delete?: never;
         options?: never;
@@ -6904,7 +6907,10 @@ export interface operations {
     createProcessTemplateStep: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
+                "if-match"?: string;
+            };
             path: {
                 id: string;
             };
@@ -7113,6 +7119,17 @@ export interface operations {
             /** @description The request conflicts with the current state */
             409: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match names a stale version */
+            412: {
+                headers: {
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {

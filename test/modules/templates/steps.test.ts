@@ -350,6 +350,28 @@ t.test('a stale If-Match on a step update or delete answers 412', async (t) => {
   t.equal((await client.delete(url, { 'if-match': '"2"' })).statusCode, 204)
 })
 
+// A position counts in the order the client saw: an insert with If-Match (the template's version, as for
+// steps/order) lands only in that order, or answers 412 with the template's current ETag.
+t.test('a stale If-Match on a step insert answers 412 and inserts nothing', async (t) => {
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  await addTaskStep(client, id, 'One')
+  const seen = (await client.get(`/v1/process-templates/${id}`)).data.version
+  await addTaskStep(client, id, 'Two', { position: 1 })
+  const url = `/v1/process-templates/${id}/steps`
+  const stale = await client.post(url, { kind: 'task', name: 'Before One', position: 1 }, { 'if-match': `"${seen}"` })
+  assertProblem(t, stale, 412, new RegExp(`Process template ${id} is at version ${seen + 1}`))
+  t.equal(stale.headers.etag, `"${seen + 1}"`, 'a 412 carries the template\'s current ETag')
+  const template = await client.get(`/v1/process-templates/${id}`)
+  t.same(names(template.data.steps), ['Two', 'One'], 'nothing inserted')
+  t.equal(template.data.version, seen + 1)
+  const fresh = await client.post(url, { kind: 'task', name: 'Before One', position: 2 }, { 'if-match': template.headers.etag as string })
+  t.equal(fresh.statusCode, 201, fresh.body)
+  t.same(names((await client.get(`/v1/process-templates/${id}`)).data.steps), ['Two', 'Before One', 'One'])
+  assertProblem(t, await client.post(url, { kind: 'task', name: 'x' }, { 'if-match': 'garbage' }), 400, /If-Match/)
+  assertProblem(t, await client.post(`/v1/process-templates/${MISSING}/steps`, { kind: 'task', name: 'x' }, { 'if-match': '"1"' }), 404)
+})
+
 // RFC 9110 13.2.1: a request that would fail without its preconditions (404, the step is gone) fails so
 // with them; If-Match is not evaluated. Two deletes of one step take turns on the template's lock, so the
 // second answers as a delete sent after the first would.

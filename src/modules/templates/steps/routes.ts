@@ -26,11 +26,13 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
   app.post('/process-templates/:id/steps', {
     schema: {
       operationId: 'createProcessTemplateStep', tags, summary: 'Add a step at the end, or at `position` shifting later steps',
-      params: IdParamsSchema, body: CreateStepSchema,
-      response: { 201: ok(ProcessTemplateStep, 'The created step; ETag is the step\'s version', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 409, 422) }
+      description: 'If-Match names the template\'s version (as for steps/order): the step is added only to the order the client saw, where `position` counts.',
+      params: IdParamsSchema, headers: IfMatchHeadersSchema, body: CreateStepSchema,
+      response: { 201: ok(ProcessTemplateStep, 'The created step; ETag is the step\'s version', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 409, 412, 422) }
     }
   }, async (request, reply) => {
-    const step = await steps.createStep(db, clock, { secrets, targets }, tenantOf(request), request.params.id, request.body)
+    const expected = expectedVersions(request.headers['if-match'])
+    const step = await steps.createStep(db, clock, { secrets, targets }, tenantOf(request), request.params.id, request.body, expected)
     setCreatedLocation(request, reply, step.id)
     return reply.code(201).send(withETag(reply, step))
   })

@@ -81,10 +81,14 @@ function positionErrors(position: number, stepCount: number): FieldError[] {
   return [{ pointer: '/body/position', detail: `must be between 1 and ${stepCount + 1}: the template has ${stepCount} step(s)` }]
 }
 
-export async function createStep(db: DB, clock: Clock, guard: TargetGuard, tenantId: string, templateId: string, input: CreateStep): Promise<Step> {
+/** Adds a step; `expected`: the template versions If-Match names (its order, in which `position` counts), 412 otherwise. */
+export async function createStep(
+  db: DB, clock: Clock, guard: TargetGuard, tenantId: string, templateId: string, input: CreateStep, expected: ExpectedVersions
+): Promise<Step> {
   refuseBlankNames(input, ['name'])
   return db.transaction().execute(async (trx) => {
     const template = await lockedTemplate(trx, tenantId, templateId)
+    checkVersion(expected, template.version, `Process template ${templateId}`)
     const stepCount = await steps.countSteps(trx, tenantId, templateId)
     if (stepCount >= MAX_TEMPLATE_STEPS) {
       throw conflict(`Process template ${templateId} has ${stepCount} steps, as many as a template may have; remove a step first.`)
