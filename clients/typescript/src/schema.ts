@@ -476,7 +476,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Copy a process template with all its steps (the copy is inactive) */
+        /**
+         * Copy a process template with all its steps (the copy is inactive)
+         * @description If-Match names the version of the template to copy: the copy is of the template the client saw.
+         */
         post: operations["copyProcessTemplate"];
         delete?: never;
         options?: never;
@@ -6713,7 +6716,10 @@ export interface operations {
     copyProcessTemplate: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
+                "if-match"?: string;
+            };
             path: {
                 id: string;
             };
@@ -6776,6 +6782,17 @@ export interface operations {
             /** @description No such resource for this caller */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match names a stale version */
+            412: {
+                headers: {
+                    /** @description The current version, e.g. "4": retry with it as If-Match */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {

@@ -124,6 +124,22 @@ t.test('a stale If-Match on a template update answers 412 and changes nothing', 
   t.equal((await client.patch(`/v1/process-templates/${id}`, { name: 'Third' }, { 'if-match': 'W/"2"' })).statusCode, 200)
 })
 
+// A copy with If-Match copies the template the client saw (its version), or answers 412 and copies nothing.
+t.test('a stale If-Match on a copy answers 412 and copies nothing', async (t) => {
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client, { name: 'Original' })
+  const seen = (await client.get(`/v1/process-templates/${id}`)).data.version
+  await addTaskStep(client, id, 'Added since')
+  const stale = await client.post(`/v1/process-templates/${id}/copy`, {}, { 'if-match': `"${seen}"` })
+  assertProblem(t, stale, 412, new RegExp(`Process template ${id} is at version ${seen + 1}`))
+  t.equal(stale.headers.etag, `"${seen + 1}"`, 'a 412 carries the source\'s current ETag')
+  t.same((await client.get('/v1/process-templates')).data.items.map((x: { id: string }) => x.id), [id], 'no copy')
+  const fresh = await client.post(`/v1/process-templates/${id}/copy`, {}, { 'if-match': `"${seen + 1}"` })
+  t.equal(fresh.statusCode, 201, fresh.body)
+  t.equal(fresh.data.steps.length, 1)
+  assertProblem(t, await client.post(`/v1/process-templates/${id}/copy`, {}, { 'if-match': 'garbage' }), 400, /If-Match/)
+})
+
 t.test('activation needs steps and usable services', async (t) => {
   const tenant = await ctx.newTenant()
   const { client } = tenant

@@ -73,11 +73,13 @@ export default async function templateRoutes(fastify: FastifyInstance, { db, clo
   app.post('/process-templates/:id/copy', {
     schema: {
       operationId: 'copyProcessTemplate', tags, summary: 'Copy a process template with all its steps (the copy is inactive)',
-      params: IdParamsSchema, body: CopyTemplateSchema,
-      response: { 201: ok(ProcessTemplate, 'The copy, inactive, with copies of the steps', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 422) }
+      description: 'If-Match names the version of the template to copy: the copy is of the template the client saw.',
+      params: IdParamsSchema, headers: IfMatchHeadersSchema, body: CopyTemplateSchema,
+      response: { 201: ok(ProcessTemplate, 'The copy, inactive, with copies of the steps', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
-    const copy = await templates.copyTemplate(db, clock, tenantOf(request), request.params.id, request.body)
+    const expected = expectedVersions(request.headers['if-match'])
+    const copy = await templates.copyTemplate(db, clock, tenantOf(request), request.params.id, request.body, expected)
     void reply.header('location', `${app.prefix}/process-templates/${copy.id}`)
     return reply.code(201).send(withETag(reply, copy))
   })

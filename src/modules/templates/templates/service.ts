@@ -119,10 +119,12 @@ function copyName(name: string): string {
   return [...`Copy of ${name}`].slice(0, MAX_NAME).join('')
 }
 
-export async function copyTemplate(db: DB, clock: Clock, tenantId: string, id: string, input: CopyTemplate): Promise<Template> {
+/** Copies a template with its steps; `expected`: the source versions If-Match names (the template the client saw), 412 otherwise. */
+export async function copyTemplate(db: DB, clock: Clock, tenantId: string, id: string, input: CopyTemplate, expected: ExpectedVersions): Promise<Template> {
   refuseBlankNames(input, ['name'])
   return db.transaction().execute(async (trx) => {
     const source = await lockedTemplate(trx, tenantId, id)
+    checkVersion(expected, source.version, `Process template ${id}`)
     const sourceSteps = await steps.listSteps(trx, tenantId, id)
     const now = clock.now()
     const copy = await repo.insertTemplate(trx, {
