@@ -372,6 +372,23 @@ t.test('a stale If-Match on a step insert answers 412 and inserts nothing', asyn
   assertProblem(t, await client.post(`/v1/process-templates/${MISSING}/steps`, { kind: 'task', name: 'x' }, { 'if-match': '"1"' }), 404)
 })
 
+t.test('two inserts with the same If-Match at once: one is added, the other answers 412', async (t) => {
+  const { client } = await ctx.newTenant()
+  const id = await createTemplate(client)
+  await addTaskStep(client, id, 'One')
+  const etag = (await client.get(`/v1/process-templates/${id}`)).headers.etag as string
+  const url = `/v1/process-templates/${id}/steps`
+  const inserts = await ctx.db.transaction().execute(async (trx) => {
+    await sql`select id from process_templates where id = ${id} for update`.execute(trx)
+    const both = ['A', 'B'].map((name) => client.post(url, { kind: 'task', name, position: 1 }, { 'if-match': etag }))
+    await waitForLockWait(ctx.db, 2)
+    return both
+  })
+  const answers = await Promise.all(inserts)
+  t.same(answers.map((r) => r.statusCode).sort(), [201, 412], 'one wins')
+  t.equal((await client.get(`/v1/process-templates/${id}`)).data.steps.length, 2)
+})
+
 // RFC 9110 13.2.1: a request that would fail without its preconditions (404, the step is gone) fails so
 // with them; If-Match is not evaluated. Two deletes of one step take turns on the template's lock, so the
 // second answers as a delete sent after the first would.
