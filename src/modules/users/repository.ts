@@ -13,9 +13,11 @@ export async function isTenantUser(db: DB, tenantId: string, userId: string): Pr
 }
 
 /**
- * Whether the user exists, keeping it (FOR KEY SHARE) until the transaction ends: for a write that
- * names the user where no foreign key does (an autostart's responsible user), so a deletion, which
- * locks the user before it looks for uses, waits for the write and then sees it.
+ * Whether the user exists, keeping it (FOR KEY SHARE) until the transaction ends, for a write that
+ * names the user: a deletion, which locks the user before it looks for uses, waits for the write and
+ * then sees it. Where a foreign key names the user too (a template's controller, a step's user), the
+ * lock is the one its check takes, only sooner: a user a deletion holds is waited for and then read
+ * as gone (the 422 of a write after the deletion), where the check failed the write with a bare 409.
  */
 export async function holdTenantUser(trx: DB, tenantId: string, userId: string): Promise<boolean> {
   const row = await trx.selectFrom('users').select('id').where('tenant_id', '=', tenantId).where('id', '=', userId)

@@ -156,6 +156,35 @@ t.test('a user an autostart names as responsible is not deleted, and the answer 
   if (deleted.statusCode !== 204) t.equal((await client.delete(`/v1/users/${anna.id}`)).statusCode, 204, 'deleted once nothing names it')
 })
 
+t.test('a template or step write naming a user a deletion is removing: 422 at the field that names the user, as after the deletion', async (t) => {
+  const { client } = await ctx.newTenant()
+  const template = (await client.post('/v1/process-templates', { name: 'Call' })).data
+  const step = (await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Prepare' })).data
+  const writes: [string, (userId: string) => Promise<Response>, string][] = [
+    ['a new template', (id) => client.post('/v1/process-templates', { name: 'Visit', controllerUserId: id }), '/body/controllerUserId'],
+    ['a template\'s change', (id) => client.patch(`/v1/process-templates/${template.id}`, { controllerUserId: id }), '/body/controllerUserId'],
+    ['a new step', (id) => client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Call', responsibility: { user: id } }), '/body/responsibility/user'],
+    ['a step\'s change', (id) => client.patch(`/v1/process-templates/${template.id}/steps/${step.id}`, { responsibility: { user: id } }), '/body/responsibility/user']
+  ]
+  for (const [what, write, pointer] of writes) {
+    const user = (await client.post('/v1/users', { name: 'Ben', email: `ben.${writes.findIndex((w) => w[0] === what)}@example.com` })).data
+    // The deletion holds the user (as DELETE /v1/users/{id} locks it) when the write comes, and deletes it once the write waits.
+    let writing: Promise<Response> | undefined
+    await ctx.db.transaction().execute(async (trx) => {
+      await sql`select id from users where id = ${user.id} for update`.execute(trx)
+      writing = write(user.id)
+      await Promise.race([writing, waitForLockWait(ctx.db)])
+      await sql`delete from users where id = ${user.id}`.execute(trx)
+    })
+    const written = await writing!
+    assertProblem(t, written, 422)
+    t.match(written.data.errors, [{ pointer, detail: `user ${user.id} does not exist` }], what)
+  }
+  const kept = (await client.get(`/v1/process-templates/${template.id}`)).data
+  t.equal(kept.controllerUserId, null, 'nothing names a user that is gone')
+  t.same(kept.steps.map((s: { responsibility: unknown }) => s.responsibility), ['processResponsible'])
+})
+
 t.test('a new user racing another with the same e-mail address: the loser is told which field, as without the race', async (t) => {
   const tenant = await ctx.newTenant()
   let racing: Promise<Response> | undefined

@@ -4,7 +4,7 @@ import type { TemplateStepRow } from '../../../db/database.js'
 import { unprocessable, type FieldError } from '../../../errors.js'
 import { secretProblem } from '../../marketplace/services/secret-strength.js'
 import { queryCallProblem, webhookUrlProblem } from '../../marketplace/services/webhook-url.js'
-import { isTenantUser } from '../../users/repository.js'
+import { holdTenantUser } from '../../users/repository.js'
 import { followUpErrors, followUpOf } from './follow-up.js'
 import { kindPhrase } from './kinds.js'
 import * as lookup from './lookup-repository.js'
@@ -85,10 +85,11 @@ function responsibilityErrors(draft: StepDraft): FieldError[] {
   return []
 }
 
+/** Run in the transaction that writes the step: it holds the user until then (holdTenantUser). */
 async function userErrors(db: DB, tenantId: string, draft: StepDraft): Promise<FieldError[]> {
   if (typeof draft.responsibility === 'string') return []
   const userId = draft.responsibility.user
-  if (await isTenantUser(db, tenantId, userId)) return []
+  if (await holdTenantUser(db, tenantId, userId)) return []
   return [{ pointer: '/body/responsibility/user', detail: `user ${userId} does not exist` }]
 }
 

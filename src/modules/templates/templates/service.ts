@@ -7,7 +7,7 @@ import { toPage, type PageRequest } from '../../../lib/pagination.js'
 import { refuseBlankNames } from '../../../lib/blank-names.js'
 import { changesNothing } from '../../../lib/changes.js'
 import { checkVersion, type ExpectedVersions } from '../../../lib/versioning.js'
-import { isTenantUser } from '../../users/repository.js'
+import { holdTenantUser } from '../../users/repository.js'
 import { autostartColumn, autostartErrors, autostartOf, dateWatch } from '../../autostart/settings.js'
 import { toTemplate, toTemplateSummary } from '../mapping.js'
 import * as repo from './repository.js'
@@ -30,8 +30,9 @@ export async function loadTemplate(db: DB, tenantId: string, id: string): Promis
   return toTemplate(row, await steps.listSteps(db, tenantId, id))
 }
 
+/** Run in the transaction that writes the template: it holds the controller until then (holdTenantUser). */
 async function checkController(db: DB, tenantId: string, userId: string | null | undefined): Promise<void> {
-  if (!userId || (await isTenantUser(db, tenantId, userId))) return
+  if (!userId || (await holdTenantUser(db, tenantId, userId))) return
   throw unprocessable(`The controller ${userId} is not a user of this tenant.`, [
     { pointer: '/body/controllerUserId', detail: `user ${userId} does not exist` }
   ])
