@@ -105,9 +105,18 @@ function recordsNamed(db: DB, table: 'properties' | 'addresses', refs: RowRef[])
   return db.selectFrom(table).where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id)))
 }
 
-/** The maintainer of each of these records, without their fields (up to 256 KiB each). */
-export async function findRecordMaintainers(db: DB, table: 'properties' | 'addresses', refs: RowRef[]): Promise<{ id: string; maintainer_user_id: string | null }[]> {
-  return refs.length === 0 ? [] : recordsNamed(db, table, refs).select(['id', 'maintainer_user_id']).execute()
+/**
+ * The maintainer of each of these records, without their fields (up to 256 KiB each), held (FOR KEY
+ * SHARE) until the transaction ends, as the foreign key of a step assigned to them holds them, only
+ * sooner: `held` is false where a deletion of the maintainer committed while the read waited for it
+ * (the record named someone else by then), and for a record without one.
+ */
+export async function findRecordMaintainers(
+  db: DB, table: 'properties' | 'addresses', refs: RowRef[]
+): Promise<{ id: string; maintainer_user_id: string | null; held: boolean }[]> {
+  if (refs.length === 0) return []
+  return recordsNamed(db, table, refs).select(['id', 'maintainer_user_id', sql<boolean>`exists (select from users u
+    where u.tenant_id = ${sql.ref(`${table}.tenant_id`)} and u.id = ${sql.ref(`${table}.maintainer_user_id`)} for key share of u)`.as('held')]).execute()
 }
 
 /** The maintainer and fields of each of these records. */

@@ -53,17 +53,31 @@ export async function planStarts(db: DB, starts: StepStart[], now: Date, zones: 
   }
 }
 
-/** The maintainers of the records that steps hand to their maintainer, read in at most two statements. */
+/**
+ * The maintainers of the records that steps hand to their maintainer, read in at most two statements,
+ * each held until the transaction ends (findRecordMaintainers). A maintainer deleted while the read
+ * waited for the deletion was no longer the record's (a deletion refuses a maintainer): the records
+ * are read again, and their maintainer now is assigned, where the step's foreign key failed the whole
+ * change (an advance's 409) once the deletion had committed. A maintainer still not held after a few
+ * reads counts as none (the process's responsible user is assigned).
+ */
 async function findMaintainers(db: DB, starts: StepStart[]): Promise<Map<string, string | null>> {
   const wanted = (responsibility: string, column: 'property_id' | 'address_id') => starts
     .filter(({ step, instance }) => step.responsibility === responsibility && instance[column])
     .map(({ instance }) => ({ tenant_id: instance.tenant_id, id: instance[column]! }))
-  const [properties, addresses] = await Promise.all([
-    repo.findRecordMaintainers(db, 'properties', wanted('propertyMaintainer', 'property_id')),
-    repo.findRecordMaintainers(db, 'addresses', wanted('addressMaintainer', 'address_id'))
-  ])
-  return new Map([...properties, ...addresses].map((r) => [r.id, r.maintainer_user_id]))
+  for (let reads = 1; ; reads += 1) {
+    const [properties, addresses] = await Promise.all([
+      repo.findRecordMaintainers(db, 'properties', wanted('propertyMaintainer', 'property_id')),
+      repo.findRecordMaintainers(db, 'addresses', wanted('addressMaintainer', 'address_id'))
+    ])
+    const records = [...properties, ...addresses]
+    if (reads < MAINTAINER_READS && records.some((r) => r.maintainer_user_id !== null && !r.held)) continue
+    return new Map(records.map((r) => [r.id, r.held ? r.maintainer_user_id : null]))
+  }
 }
+
+/** How often findMaintainers reads the records while a maintainer it read was deleted meanwhile. */
+const MAINTAINER_READS = 3
 
 function assigneeOf(instance: InstanceRow, step: InstanceStepRow, maintainers: Map<string, string | null>): string {
   if (step.responsibility === 'user' && step.responsible_user_id) return step.responsible_user_id

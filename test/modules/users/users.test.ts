@@ -185,6 +185,32 @@ t.test('a template or step write naming a user a deletion is removing: 422 at th
   t.same(kept.steps.map((s: { responsibility: unknown }) => s.responsibility), ['processResponsible'])
 })
 
+t.test('a maintainer handed over and deleted while an advance assigns them the next step: the step goes to the maintainer the property has now', async (t) => {
+  const { client } = await ctx.newTenant()
+  const [anna, mia, nils] = await Promise.all(['anna', 'mia', 'nils'].map(async (name) =>
+    (await client.post('/v1/users', { name, email: `${name}@example.com` })).data))
+  const property = (await client.post('/v1/properties', { maintainerUserId: mia.id })).data
+  const template = (await client.post('/v1/process-templates', { name: 'Viewing' })).data
+  await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Prepare' })
+  await client.post(`/v1/process-templates/${template.id}/steps`, { kind: 'task', name: 'Show', responsibility: 'propertyMaintainer', refersTo: { property: true } })
+  t.equal((await client.patch(`/v1/process-templates/${template.id}`, { active: true })).statusCode, 200)
+  const process = (await client.post('/v1/process-instances', { templateId: template.id, responsibleUserId: anna.id, propertyId: property.id })).data
+
+  // The advance has read Mia as the maintainer; the property is handed to Nils and Mia deleted before its write reaches her.
+  let advancing: Promise<Response> | undefined
+  await ctx.db.transaction().execute(async (trx) => {
+    await sql`select id from users where id = ${mia.id} for update`.execute(trx)
+    advancing = client.post(`/v1/process-instances/${process.id}/advance`, { outcome: 'done' })
+    await Promise.race([advancing, waitForLockWait(ctx.db)])
+    await sql`update properties set maintainer_user_id = ${nils.id} where id = ${property.id}`.execute(trx)
+    await sql`delete from users where id = ${mia.id}`.execute(trx)
+  })
+  const advanced = await advancing!
+  t.equal(advanced.statusCode, 200, advanced.body)
+  t.equal(advanced.data.currentStep?.assigneeUserId, nils.id, 'the maintainer now')
+  t.equal((await client.get(`/v1/process-instances/${process.id}`)).data.steps[1].assigneeUserId, nils.id, 'and so stored')
+})
+
 t.test('a new user racing another with the same e-mail address: the loser is told which field, as without the race', async (t) => {
   const tenant = await ctx.newTenant()
   let racing: Promise<Response> | undefined
