@@ -162,7 +162,7 @@ t.test('followUpProcess steps', async (t) => {
     await rt.scheduler.runOnce()
     t.same(states(await rt.instance(orphan.id)), ['failed'])
     const orphanLog = (await rt.api.get(`/v1/process-instances/${orphan.id}/activities`)).data.items
-    t.ok(orphanLog.some((a: { kind: string; message: string }) => a.kind === 'automaticStepFailed' && /does not exist/.test(a.message)), 'a deleted template too')
+    t.ok(orphanLog.some((a: { kind: string; message: string }) => a.kind === 'automaticStepFailed' && /does not exist\.$/.test(a.message)), 'a deleted template too, in one sentence')
 
     // Known gone, it does not come back: a template naming it is not activated again (every process would fail there).
     const orphanVersion = (await rt.api.get(`/v1/process-templates/${orphanTemplate}`)).data.version

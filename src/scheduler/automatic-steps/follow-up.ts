@@ -35,7 +35,8 @@ export const runFollowUp: AutomaticStepRunner = async ({ db, now, changes, insta
       startedBy: { says: `by step "${step.name}" of process "${instance.template_name}" (${instance.id})`, data: {} }
     })).instance
   } catch (error) {
-    return changes.failAutomaticStep(instance, step, `the follow-up process could not start: ${startFailure(error)}`)
+    // The answer's sentence without its full stop: the step's reason is part of a sentence that ends with one.
+    return changes.failAutomaticStep(instance, step, `the follow-up process could not start: ${startFailure(error).replace(/\.$/, '')}`)
   }
   changes.activity(instance, step, 'followUpStarted', `Step "${step.name}" started process "${child.templateName}" (${child.id}).`,
     { childId: child.id, templateId: child.templateId, waitForCompletion: settings.waitForCompletion })
