@@ -156,7 +156,7 @@ export const UNAVAILABLE_RETRY_AFTER_S = 2
 
 /** What a refusal of each SQLSTATE class means for a change Baton made on its own (the log has the rest). */
 const REFUSALS: Record<string, string> = {
-  '23503': 'a record it refers to was deleted meanwhile',
+  '23503': 'a record it refers to does not exist, or was deleted meanwhile',
   '23505': 'it collided with a change made at the same time',
   '23': 'the database refused its change as breaking a rule of the data',
   '22': 'the database refused a value of its change'
@@ -171,5 +171,5 @@ export function databaseRefusal(error: unknown): string | undefined {
   const { code, severity } = (error ?? {}) as { code?: unknown; severity?: unknown }
   // A socket's error has a code too (EPIPE): only the server's answer carries a severity.
   if (!(error instanceof Error) || typeof severity !== 'string' || typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return undefined
-  return `${REFUSALS[code] ?? REFUSALS[code.slice(0, 2)] ?? 'the database refused its change'} (SQLSTATE ${code})`
+  return `${REFUSALS[code] ?? REFUSALS[code.slice(0, 2)] ?? 'the database refused its change'}, SQLSTATE ${code}`
 }

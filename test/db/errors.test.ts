@@ -64,11 +64,11 @@ t.test('at the start, a TLS setting to correct ends it; a handshake broken other
 
 t.test('a refusal by the database is said for a person to read, without the message that names the schema', async (t) => {
   const refused = (code: string) => Object.assign(new Error('insert or update on table "x" violates constraint "x_fkey"'), { code, severity: 'ERROR' })
-  t.equal(databaseRefusal(refused('23503')), 'a record it refers to was deleted meanwhile (SQLSTATE 23503)')
-  t.equal(databaseRefusal(refused('23505')), 'it collided with a change made at the same time (SQLSTATE 23505)')
-  t.equal(databaseRefusal(refused('23514')), 'the database refused its change as breaking a rule of the data (SQLSTATE 23514)')
-  t.equal(databaseRefusal(refused('22P02')), 'the database refused a value of its change (SQLSTATE 22P02)')
-  t.equal(databaseRefusal(refused('42P01')), 'the database refused its change (SQLSTATE 42P01)')
+  t.equal(databaseRefusal(refused('23503')), 'a record it refers to does not exist, or was deleted meanwhile, SQLSTATE 23503')
+  t.equal(databaseRefusal(refused('23505')), 'it collided with a change made at the same time, SQLSTATE 23505')
+  t.equal(databaseRefusal(refused('23514')), 'the database refused its change as breaking a rule of the data, SQLSTATE 23514')
+  t.equal(databaseRefusal(refused('22P02')), 'the database refused a value of its change, SQLSTATE 22P02')
+  t.equal(databaseRefusal(refused('42P01')), 'the database refused its change, SQLSTATE 42P01')
   t.equal(databaseRefusal(withCode('EPIPE')), undefined, 'a socket\'s error is not the server\'s answer')
   t.equal(databaseRefusal(new Error('the runner broke')), undefined)
   t.equal(databaseRefusal('23503'), undefined)
