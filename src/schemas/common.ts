@@ -111,3 +111,8 @@ export function Page<T extends TSchema>(item: T) {
 export const IfMatchHeadersSchema = Type.Object({
   'if-match': Type.Optional(Type.String({ description: 'The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag' }))
 })
+
+/** If-Match of a change made through a template that is not an update of it: a step insert, a copy. */
+export const TemplateIfMatchHeadersSchema = Type.Object({
+  'if-match': Type.Optional(Type.String({ description: 'The template\'s version, as its ETag ("3", W/"3"; any change to it or to one of its steps moves it on), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the template\'s current ETag' }))
+})

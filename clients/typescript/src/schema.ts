@@ -6717,7 +6717,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
+                /** @description The template's version, as its ETag ("3", W/"3"; any change to it or to one of its steps moves it on), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the template's current ETag */
                 "if-match"?: string;
             };
             path: {
@@ -6925,7 +6925,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
+                /** @description The template's version, as its ETag ("3", W/"3"; any change to it or to one of its steps moves it on), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the template's current ETag */
                 "if-match"?: string;
             };
             path: {
@@ -7084,7 +7084,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The created step; ETag is the step's version */
+            /** @description The created step; ETag is the step's own version, not the template's that If-Match names */
             201: {
                 headers: {
                     /** @description The resource's version, e.g. "3": send it back as If-Match to update */
@@ -7190,7 +7190,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The version to update, as returned in ETag ("3", W/"3"), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the current ETag */
+                /** @description The template's version, as its ETag ("3", W/"3"; any change to it or to one of its steps moves it on), a list of versions any of which may be current ("3", "4") or *; stale → 412 with the template's current ETag */
                 "if-match"?: string;
             };
             path: {

@@ -20,7 +20,8 @@ export interface StepStart {
 /**
  * Plans how steps start: assignees and deadlines are fixed, each gets its "started" activity and a
  * webhook step its delivery, both written only if the step really starts (it is still in the state
- * the writer expects). Reads the maintainers the steps need, in at most two statements.
+ * the writer expects). Reads the maintainers the steps need, in two statements (again, up to three
+ * times, when a maintainer was deleted meanwhile: findMaintainers).
  */
 export async function planStarts(db: DB, starts: StepStart[], now: Date, zones: Map<string, string>, plan: PlannedChanges): Promise<void> {
   if (starts.length === 0) return
@@ -54,9 +55,9 @@ export async function planStarts(db: DB, starts: StepStart[], now: Date, zones: 
 }
 
 /**
- * The maintainers of the records that steps hand to their maintainer, read in at most two statements,
- * each held until the transaction ends (findRecordMaintainers). A maintainer deleted while the read
- * waited for the deletion was no longer the record's (a deletion refuses a maintainer): the records
+ * The maintainers of the records that steps hand to their maintainer, read in two statements, each
+ * held until the transaction ends (findRecordMaintainers). A maintainer deleted while the read waited
+ * for the deletion was no longer the record's (a deletion refuses a maintainer): the records
  * are read again, and their maintainer now is assigned, where the step's foreign key failed the whole
  * change (an advance's 409) once the deletion had committed. A maintainer still not held after a few
  * reads counts as none (the process's responsible user is assigned).

@@ -6,7 +6,7 @@ import { setCreatedLocation } from '../../../lib/location.js'
 import { pageRequest } from '../../../lib/pagination.js'
 import { expectedVersions, setETag } from '../../../lib/versioning.js'
 import { tenantOf } from '../../../plugins/auth.js'
-import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, problems } from '../../../schemas/common.js'
+import { IdParamsSchema, IfMatchHeadersSchema, noContent, TemplateIfMatchHeadersSchema, ok, Page, problems } from '../../../schemas/common.js'
 import { templateSchemas } from '../templates/schemas.js'
 import { reorderSteps } from './order.js'
 import { CreateStepSchema, ListStepsQuerySchema, ReorderStepsSchema, StepParamsSchema, UpdateStepSchema } from './schemas.js'
@@ -27,8 +27,8 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
     schema: {
       operationId: 'createProcessTemplateStep', tags, summary: 'Add a step at the end, or at `position` shifting later steps',
       description: 'If-Match names the template\'s version (as for steps/order): the step is added only to the order the client saw, where `position` counts.',
-      params: IdParamsSchema, headers: IfMatchHeadersSchema, body: CreateStepSchema,
-      response: { 201: ok(ProcessTemplateStep, 'The created step; ETag is the step\'s version', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 409, 412, 422) }
+      params: IdParamsSchema, headers: TemplateIfMatchHeadersSchema, body: CreateStepSchema,
+      response: { 201: ok(ProcessTemplateStep, 'The created step; ETag is the step\'s own version, not the template\'s that If-Match names', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 409, 412, 422) }
     }
   }, async (request, reply) => {
     const expected = expectedVersions(request.headers['if-match'])
@@ -48,7 +48,7 @@ export default async function stepRoutes(fastify: FastifyInstance, { db, clock, 
     schema: {
       operationId: 'reorderProcessTemplateSteps', tags, summary: 'Reorder all steps of a process template at once', params: IdParamsSchema,
       description: 'The order the steps already have changes nothing: the template answers as it was, its version (and ETag) and updatedAt stay.',
-      headers: IfMatchHeadersSchema, body: ReorderStepsSchema,
+      headers: TemplateIfMatchHeadersSchema, body: ReorderStepsSchema,
       response: { 200: ok(Type.Ref('ProcessTemplate'), 'The template with its steps in the new order; ETag is the template\'s version', ['ETag']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {

@@ -6,7 +6,7 @@ import { setCreatedLocation } from '../../../lib/location.js'
 import { pageRequest } from '../../../lib/pagination.js'
 import { expectedVersions, setETag } from '../../../lib/versioning.js'
 import { tenantOf } from '../../../plugins/auth.js'
-import { IdParamsSchema, IfMatchHeadersSchema, noContent, ok, Page, problems } from '../../../schemas/common.js'
+import { IdParamsSchema, IfMatchHeadersSchema, noContent, TemplateIfMatchHeadersSchema, ok, Page, problems } from '../../../schemas/common.js'
 import {
   CopyTemplateSchema, CreateTemplateSchema, ListTemplatesQuerySchema, UpdateTemplateSchema, templateSchemas, type Template
 } from './schemas.js'
@@ -74,7 +74,7 @@ export default async function templateRoutes(fastify: FastifyInstance, { db, clo
     schema: {
       operationId: 'copyProcessTemplate', tags, summary: 'Copy a process template with all its steps (the copy is inactive)',
       description: 'If-Match names the version of the template to copy: the copy is of the template the client saw.',
-      params: IdParamsSchema, headers: IfMatchHeadersSchema, body: CopyTemplateSchema,
+      params: IdParamsSchema, headers: TemplateIfMatchHeadersSchema, body: CopyTemplateSchema,
       response: { 201: ok(ProcessTemplate, 'The copy, inactive, with copies of the steps', ['ETag', 'Location']), ...problems(400, 401, 403, 404, 412, 422) }
     }
   }, async (request, reply) => {
