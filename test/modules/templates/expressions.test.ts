@@ -21,6 +21,11 @@ t.test('values, arithmetic, comparisons and logic', async (t) => {
   t.equal(run({ today: {} }), '2026-12-31')
   t.equal(run({ gte: [{ today: {} }, '2026-12-01'] }), true, 'ISO dates compare as text')
   t.equal(run({ lt: [{ field: 'property.soldOn' }, '2027-01-01'] }), false, 'a missing value compares false')
+  // Code points, not UTF-16 units: 😀 (U+1F600, two units from U+D83D) comes after ～ (U+FF5E).
+  t.equal(run({ lt: [{ literal: '😀' }, '～'] }), false, 'texts compare by their characters, one beyond U+FFFF too')
+  t.equal(run({ gt: [{ literal: 'a😀' }, 'a～'] }), true)
+  t.equal(run({ lte: [{ literal: 'a😀' }, 'a😀b'] }), true, 'a text before a longer one it begins')
+  t.equal(run({ gte: [{ literal: '😀' }, '😀'] }), true)
   t.equal(run({ and: [{ eq: [{ step: 1, of: 'statusCode' }, 200] }, { ne: [{ field: 'property.status' }, 'sold'] }] }), true)
   t.equal(run({ or: [false, { not: { eq: [{ literal: { a: [1] } }, { literal: { a: [1] } }] } }] }), false)
   t.same(run({ literal: { add: [1, 2] } }), { add: [1, 2] }, 'a literal is data, not an operator')

@@ -98,6 +98,20 @@ function ordering(op: 'lt' | 'lte' | 'gt' | 'gte', operands: Expression[], conte
   if (left === null || right === null) return false
   const comparable = (typeof left === 'number' && typeof right === 'number') || (typeof left === 'string' && typeof right === 'string')
   if (!comparable) throw new ExpressionError(`${op} cannot compare ${show(left)} with ${show(right)}`)
-  const [a, b] = [left as number | string, right as number | string]
+  // Texts as their order's sign against 0, numbers as they are.
+  const [a, b] = typeof left === 'string' ? [textOrder(left, right as string), 0] : [left as number, right as number]
   return op === 'lt' ? a < b : op === 'lte' ? a <= b : op === 'gt' ? a > b : a >= b
+}
+
+/**
+ * Texts by their characters (code points), as the README says: JavaScript's `<` compares UTF-16 units,
+ * which put a character beyond U+FFFF (an emoji, 😀 U+1F600) before one from U+E000 (～ U+FF5E).
+ */
+function textOrder(a: string, b: string): number {
+  for (let i = 0; i < a.length && i < b.length; i++) {
+    const [x, y] = [a.codePointAt(i)!, b.codePointAt(i)!]
+    if (x !== y) return x - y
+    if (x > 0xffff) i++
+  }
+  return a.length - b.length
 }
