@@ -32,3 +32,11 @@ export function cutUtf8(head: Buffer): string {
   }
   return head.toString('utf8')
 }
+
+// Tabs and every character that breaks a line: CR, LF, VT, FF, NEL, LS and PS.
+const LINE_BREAKS = /[\t\n\v\f\r\u0085\u2028\u2029]+/g
+
+/** A text on one line, as a mail's subject must be: each run of line breaks and tabs becomes a space. */
+export function oneLine(text: string): string {
+  return text.replace(LINE_BREAKS, ' ')
+}

@@ -404,3 +404,22 @@ t.test('a tenant being deleted has no deadline reported: its overdue step is lef
   t.same(mails, [], 'no mail is queued for the going tenant')
   t.equal((await deletion.finish()).statusCode, 204)
 })
+
+t.test('a step\'s name with line breaks gives a mail subject on one line; the body keeps the name as it is', async (t) => {
+  const name = 'Check\nthe\u2028keys\u0085twice\r\n'
+  const templateId = await rt.template([{ kind: 'task', name, deadlineDays: 1 }, { kind: 'task', name: 'Hand them over' }])
+  const instance = await rt.start(templateId)
+  rt.clock.advance(25 * HOUR)
+  await rt.scheduler.runOnce()
+  const skipped = await rt.api.post(`/v1/process-instances/${instance.id}/advance`, { outcome: 'skipped' })
+  // Not the body as the message: it holds the name's U+0085 and U+2028 as they are, which break tap's stream.
+  t.equal(skipped.statusCode, 200, 'the step is skipped')
+  await rt.scheduler.runOnce()
+
+  const mails = mailsAbout('"Check the keys twice "')
+  t.same(mails.map((m) => m.subject).sort(), [
+    'Deadline missed: "Check the keys twice " in "Re-value a property" (1 hour late)',
+    'Step skipped: "Check the keys twice " in "Re-value a property"'
+  ], 'each subject reads the name on one line, every run of line breaks a space')
+  for (const mail of mails) t.match(mail.text, /"Check\r?\nthe/, 'the body keeps the name\'s own lines')
+})

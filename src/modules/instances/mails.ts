@@ -1,5 +1,5 @@
 import type { JsonObject } from '../../db/database.js'
-import { cutText } from '../../lib/storable.js'
+import { cutText, oneLine } from '../../lib/storable.js'
 
 export type MailKind = 'deadlineMissed' | 'stepFailed' | 'automaticStepFailed' | 'stepSkipped' | 'processCompleted'
 
@@ -45,7 +45,8 @@ export function composeMail(kind: MailKind, facts: MailFacts): MailText {
     stepSkipped: `the step ${step} of the process ${process} was skipped.`,
     processCompleted: `the process ${process} has completed: every step has ended.`
   }[kind]
-  return { subject, body: [`Hello ${facts.recipientName},`, '', opening, '', ...details(facts), '', '-- Baton'].join('\n') }
+  // A name may hold line breaks (a body shows them); a subject is one line, as an e-mail step's is.
+  return { subject: oneLine(subject), body: [`Hello ${facts.recipientName},`, '', opening, '', ...details(facts), '', '-- Baton'].join('\n') }
 }
 
 function details(f: MailFacts): string[] {

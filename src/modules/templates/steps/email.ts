@@ -2,7 +2,7 @@ import Mustache from 'mustache'
 import { Type, type Static } from 'typebox'
 import type { JsonObject, StepKind } from '../../../db/database.js'
 import type { FieldError } from '../../../errors.js'
-import { cutText } from '../../../lib/storable.js'
+import { cutText, oneLine } from '../../../lib/storable.js'
 import { StringEnum } from '../../../schemas/common.js'
 import { withinSmtpLengths } from '../../../lib/email-lengths.js'
 
@@ -260,12 +260,9 @@ export function isTemplate(value: unknown): value is string {
   return typeof value === 'string' && value.includes('{{')
 }
 
-// Tabs and every character that breaks a line: CR, LF, VT, FF, NEL, LS and PS.
-const LINE_BREAKS = /[\t\n\v\f\r\u0085\u2028\u2029]+/g
-
 /** A rendered subject on one line (a field's line breaks become spaces), at most 500 characters. */
 export function renderSubject(template: string, view: EmailView): string {
-  return cutText(renderUpTo(template, view, RENDERED_SUBJECT_READ).text.replace(LINE_BREAKS, ' ').trim(), 500)
+  return cutText(oneLine(renderUpTo(template, view, RENDERED_SUBJECT_READ).text).trim(), 500)
 }
 
 // Each side of the @: no space, no control character (C0, DEL or C1) and none that shows as nothing (a
