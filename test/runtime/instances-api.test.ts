@@ -666,7 +666,7 @@ t.test('advance follows the rules of docs/architecture.md (Advancing)', async (t
     t.same(states(skipped.data), ['skipped', 'due'])
     t.equal(skipped.data.steps[0].delivery.status, 'cancelled')
     const [delivery] = await deliveriesOf(hook!)
-    t.match(delivery, { status: 'cancelled', finishedAt: String, attempts: [] })
+    t.match(delivery, { status: 'cancelled', finishedAt: String, attempts: [], lastError: 'cancelled: the step was skipped before the call' })
 
     const run = await rt.scheduler.runOnce()
     t.equal(run.deliveries, 0)
@@ -687,7 +687,8 @@ t.test('advance follows the rules of docs/architecture.md (Advancing)', async (t
     const skipped = await advance(started.id, { outcome: 'skipped', stepId: hook, note: 'Provider down, valued by hand' })
     t.equal(skipped.statusCode, 200, skipped.body)
     t.same(states(skipped.data), ['skipped', 'due'])
-    t.match(skipped.data.steps[0].delivery, { status: 'cancelled', attempts: 1 })
+    // The previous attempt's 503 stays its status; lastError says why no attempt follows it.
+    t.match(skipped.data.steps[0].delivery, { status: 'cancelled', attempts: 1, lastStatusCode: 503, lastError: 'cancelled: the step was skipped before the call' })
     const calls = rt.provider.calls.filter((c) => c.query.stepId === hook).length
     rt.clock.advance(DAY)
     t.equal((await rt.scheduler.runOnce()).deliveries, 0, 'the retry is not made')
@@ -834,7 +835,8 @@ t.test('cancel ends the open steps and the pending delivery; a second cancel is 
   t.match(cancelled.data, { status: 'cancelled', endedAt: rt.clock.now().toISOString(), currentStep: null, version: started.version + 1 })
   t.same(states(cancelled.data), ['cancelled', 'cancelled'])
   t.equal(cancelled.data.steps[1].endedAt, rt.clock.now().toISOString())
-  t.same((await deliveriesOf(started.steps[0].id)).map((d: { status: string }) => d.status), ['cancelled'])
+  t.same((await deliveriesOf(started.steps[0].id)).map((d: { status: string; lastError: string }) => [d.status, d.lastError]),
+    [['cancelled', 'cancelled: the process was cancelled before the call']], 'the delivery says why it was cancelled')
   const activity = (await rt.api.get(`${base}/${started.id}/activities?limit=1`)).data.items[0]
   t.match(activity, { kind: 'processCancelled', data: { note: 'Owner withdrew' } })
   t.match(activity.message, /cancelled: "Owner withdrew"\.$/, 'the message quotes the note')

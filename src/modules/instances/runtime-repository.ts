@@ -59,16 +59,19 @@ export function stepsAt(wanted: { tenant_id: string; instance_id: string; positi
 }
 
 /**
- * Cancels the step's (or the process's) deliveries no worker has claimed; returns how many. It first locks
+ * Cancels the step's (or the process's) deliveries no worker has claimed, with `reason` as their `lastError`
+ * (as a withdrawn trigger's call says why); returns how many. It first locks
  * those that have not finished, after waiting for whoever changes one now: a claim, or a claim going back
  * to the queue (a worker's release, the reaper), which sets its step back to due without the process's
  * lock. Until the caller's transaction ends none of them changes (claims and the reaper pass over locked
  * rows, a release waits), so the state of a step read afterwards agrees with its delivery's: a claim that
  * went back between the cancel and that read left its call queued for a step or process that had ended.
  */
-export async function cancelPendingDeliveries(db: DB, tenantId: string, where: { stepId?: string; instanceId?: string }, now: Date): Promise<number> {
+export async function cancelPendingDeliveries(
+  db: DB, tenantId: string, where: { stepId?: string; instanceId?: string }, now: Date, reason: string
+): Promise<number> {
   let open = db.selectFrom('deliveries').select('id').where('tenant_id', '=', tenantId).where('status', 'in', ['pending', 'running'])
-  let pending = db.updateTable('deliveries').set({ status: 'cancelled', finished_at: now }).where('tenant_id', '=', tenantId).where('status', '=', 'pending')
+  let pending = db.updateTable('deliveries').set({ status: 'cancelled', finished_at: now, last_error: reason }).where('tenant_id', '=', tenantId).where('status', '=', 'pending')
   if (where.stepId) {
     open = open.where('step_id', '=', where.stepId)
     pending = pending.where('step_id', '=', where.stepId)

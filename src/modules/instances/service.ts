@@ -529,7 +529,7 @@ export async function advanceInstance(
     if (cancelling) {
       // A delivery no worker has claimed is cancelled; one claimed meanwhile shows as a running step below
       // (and cannot go back to the queue before the read: the cancel locks the step's open deliveries).
-      await runtime.cancelPendingDeliveries(trx, tenantId, { stepId: step.id }, clock.now())
+      await runtime.cancelPendingDeliveries(trx, tenantId, { stepId: step.id }, clock.now(), 'cancelled: the step was skipped before the call')
       step = await currentStep(trx, instance)
     }
     const allowed = allowedOutcomes(step)
@@ -573,7 +573,7 @@ export async function cancelProcess(db: DB, clock: Clock, wakeups: Wakeups, tena
     if (instance.status !== 'running') throw conflict(`Process instance ${id} is already ${instance.status}.`)
     // Unclaimed deliveries are cancelled first, so no worker can claim one between the check and the cancel
     // (and none claimed goes back to the queue before the check: the cancel locks the open deliveries).
-    await runtime.cancelPendingDeliveries(trx, tenantId, { instanceId: id }, clock.now())
+    await runtime.cancelPendingDeliveries(trx, tenantId, { instanceId: id }, clock.now(), 'cancelled: the process was cancelled before the call')
     const step = instance.current_position === null ? undefined : await runtime.findStepAt(trx, tenantId, id, instance.current_position)
     if (step?.state === 'running' && step.kind === 'email') {
       if (!(await runtime.withdrawStepMail(trx, tenantId, step.id, clock.now()))) {
