@@ -354,3 +354,4 @@ export type TemplateStepRow = Selectable<TemplateStepsTable>
 export type InstanceRow = Selectable<ProcessInstancesTable>
 export type InstanceStepRow = Selectable<InstanceStepsTable>
 export type DeliveryRow = Selectable<DeliveriesTable>
+export type DeliveryAttemptRow = Selectable<DeliveryAttemptsTable>

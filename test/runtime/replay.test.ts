@@ -1,4 +1,5 @@
 import t from 'tap'
+import { sql } from '../../src/db/kysely.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
 t.test('a finished delivery replays as a new round with the same deliveryId', async (t) => {
@@ -159,4 +160,31 @@ t.test('a replayed or retried delivery shows no last status until its new round 
   const delivery = (await rt.api.get(`/v1/deliveries/${failing.steps[0].delivery.id}`)).data
   t.match(delivery, { status: 'pending', round: 2, attemptCount: 0, lastStatusCode: null, lastError: null })
   t.same(delivery.attempts.map((a: { round: number; statusCode: number }) => [a.round, a.statusCode]), [[1, 404]])
+})
+
+t.test('a delivery replayed a hundred times and more lists its latest 100 attempts and counts the earlier ones', async (t) => {
+  const rt = await setupRuntime(t)
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Sync the list', refersTo: { property: true } }])
+  const [often, once] = [await rt.start(templateId), await rt.start(templateId)]
+  await rt.scheduler.runOnce()
+  const deliveryId = often.steps[0].delivery.id
+  // Rounds 2 to 131 as 130 replays that the provider refused would have left them.
+  await sql`insert into delivery_attempts (tenant_id, id, delivery_id, round, attempt_number, started_at, duration_ms, outcome, status_code, response_body)
+    select tenant_id, gen_random_uuid(), id, r, 1, created_at + r * interval '1 minute', 3, 'failed', 404, 'no such list'
+    from deliveries, generate_series(2, 131) as r where id = ${deliveryId}`.execute(rt.db)
+  await sql`update deliveries set round = 131 where id = ${deliveryId}`.execute(rt.db)
+  t.equal((await rt.api.post(`/v1/deliveries/${deliveryId}/replay`)).statusCode, 202)
+  await rt.scheduler.runOnce()
+
+  const delivery = (await rt.api.get(`/v1/deliveries/${deliveryId}`)).data
+  const rounds = (d: { attempts: { round: number }[] }) => d.attempts.map((a) => a.round)
+  t.equal(delivery.attempts.length, 100, 'at most 100 attempts listed')
+  t.same(rounds(delivery), Array.from({ length: 100 }, (_, i) => i + 33), 'the latest ones, oldest first')
+  t.match(delivery.attempts.at(-1), { round: 132, attempt: 1, outcome: 'succeeded' }, 'ending with the replay\'s call')
+  t.equal(delivery.earlierAttempts, 32, 'the 32 before them counted')
+
+  const listed = (await rt.api.get(`/v1/deliveries?serviceId=${rt.serviceId}`)).data.items
+  const byId = new Map(listed.map((d: { id: string }) => [d.id, d]))
+  t.same(byId.get(deliveryId), delivery, 'the list shows it as its own read does')
+  t.match(byId.get(once.steps[0].delivery.id), { earlierAttempts: 0, attempts: [{ round: 1, outcome: 'succeeded' }] }, 'a delivery with few attempts lists them all')
 })

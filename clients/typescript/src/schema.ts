@@ -1664,8 +1664,10 @@ export interface components {
             createdAt: string;
             /** Format: date-time */
             finishedAt: string | null;
-            /** @description Every attempt, oldest first */
+            /** @description Its latest attempts, at most 100 (replays and retries add rounds without end), oldest first */
             attempts: components["schemas"]["DeliveryAttempt"][];
+            /** @description How many attempts came before those listed and are left out; 0 when all are listed */
+            earlierAttempts: number;
         };
         /** @description The failed deliveries of a service queued again after an outage */
         DeliveryRecovery: {

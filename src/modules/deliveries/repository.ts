@@ -1,4 +1,4 @@
-import type { DeliveryRow } from '../../db/database.js'
+import type { DeliveryAttemptRow, DeliveryRow } from '../../db/database.js'
 import type { DB } from '../../db/connect.js'
 import { sql, type RawBuilder } from '../../db/kysely.js'
 import { triggerStillWants } from '../records/trigger-repository.js'
@@ -71,12 +71,33 @@ export function findDelivery(db: DB, tenantId: string, id: string) {
   return db.selectFrom('deliveries').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst()
 }
 
-export function listAttempts(db: DB, tenantId: string, deliveryIds: string[]) {
-  if (deliveryIds.length === 0) return Promise.resolve([])
-  return db.selectFrom('delivery_attempts').selectAll()
-    .where('tenant_id', '=', tenantId).where('delivery_id', 'in', deliveryIds)
-    .orderBy('delivery_id').orderBy('round').orderBy('attempt_number')
-    .execute()
+/** A delivery lists at most this many of its attempts, its latest: replays and retries add rounds without end. */
+export const ATTEMPTS_SHOWN = 100
+
+/**
+ * The latest ATTEMPTS_SHOWN attempts of each of these deliveries and one more where there are more (to
+ * tell that some were left out), oldest first: by round and number, through the index of both (0039).
+ */
+export async function listAttempts(db: DB, tenantId: string, deliveryIds: string[]): Promise<DeliveryAttemptRow[]> {
+  if (deliveryIds.length === 0) return []
+  const { rows } = await sql<DeliveryAttemptRow>`
+    select a.* from unnest(${deliveryIds}::uuid[]) as d(id)
+    cross join lateral (
+      select * from delivery_attempts a where a.tenant_id = ${tenantId} and a.delivery_id = d.id
+      order by a.round desc, a.attempt_number desc limit ${ATTEMPTS_SHOWN + 1}
+    ) a
+    order by a.delivery_id, a.round, a.attempt_number`.execute(db)
+  return rows
+}
+
+/** How many attempts each of these deliveries has (those with more than ATTEMPTS_SHOWN: a count reads all of them). */
+export async function countAttempts(db: DB, tenantId: string, deliveryIds: string[]): Promise<Map<string, number>> {
+  if (deliveryIds.length === 0) return new Map()
+  const { rows } = await sql<{ delivery_id: string; n: number }>`
+    select a.delivery_id, count(*)::int as n from delivery_attempts a
+    where a.tenant_id = ${tenantId} and a.delivery_id = any(${deliveryIds}::uuid[])
+    group by a.delivery_id`.execute(db)
+  return new Map(rows.map((r) => [r.delivery_id, r.n]))
 }
 
 /** Holds the process of a delivery (if it has one) against its removal, FOR KEY SHARE, for the transaction. */

@@ -52,7 +52,10 @@ export const DeliverySchema = Type.Object(
     }),
     createdAt: Timestamp,
     finishedAt: OptionalTimestamp,
-    attempts: Type.Array(Type.Ref('DeliveryAttempt'), { description: 'Every attempt, oldest first' })
+    attempts: Type.Array(Type.Ref('DeliveryAttempt'), {
+      description: 'Its latest attempts, at most 100 (replays and retries add rounds without end), oldest first'
+    }),
+    earlierAttempts: Type.Integer({ minimum: 0, description: 'How many attempts came before those listed and are left out; 0 when all are listed' })
   },
   { $id: 'Delivery', description: 'One logical webhook call with its attempts' }
 )

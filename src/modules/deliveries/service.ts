@@ -1,7 +1,7 @@
 import type { Clock } from '../../adapters/clock.js'
 import type { DB } from '../../db/connect.js'
 import type { Wakeups } from '../../db/wakeups.js'
-import type { DeliveryRow } from '../../db/database.js'
+import type { DeliveryAttemptRow, DeliveryRow } from '../../db/database.js'
 import { badRequest, conflict, notFound, ProblemError } from '../../errors.js'
 import { newId } from '../../lib/ids.js'
 import { toPage, type PageRequest, type PageResult } from '../../lib/pagination.js'
@@ -12,9 +12,7 @@ import { retryStep } from '../instances/service.js'
 import * as repo from './repository.js'
 import type { Delivery, DeliveryAttempt, ListDeliveriesQuery, RecoverDeliveries, RecoveryResult } from './schemas.js'
 
-type AttemptRow = Awaited<ReturnType<typeof repo.listAttempts>>[number]
-
-function toAttempt(row: AttemptRow): DeliveryAttempt {
+function toAttempt(row: DeliveryAttemptRow): DeliveryAttempt {
   return {
     id: row.id,
     round: row.round,
@@ -28,7 +26,7 @@ function toAttempt(row: AttemptRow): DeliveryAttempt {
   }
 }
 
-function toDelivery(row: DeliveryRow, attempts: AttemptRow[]): Delivery {
+function toDelivery(row: DeliveryRow, shown: ShownAttempts | undefined): Delivery {
   return {
     id: row.id,
     serviceId: row.service_id,
@@ -47,16 +45,35 @@ function toDelivery(row: DeliveryRow, attempts: AttemptRow[]): Delivery {
     lastError: row.last_error,
     createdAt: row.created_at.toISOString(),
     finishedAt: row.finished_at?.toISOString() ?? null,
-    attempts: attempts.map(toAttempt)
+    attempts: (shown?.attempts ?? []).map(toAttempt),
+    earlierAttempts: shown?.earlier ?? 0
   }
 }
 
-async function withAttempts(db: DB, tenantId: string, rows: DeliveryRow[]): Promise<Map<string, AttemptRow[]>> {
-  const byDelivery = new Map<string, AttemptRow[]>()
+/** A delivery's latest attempts, oldest first, and how many came before them (left out). */
+interface ShownAttempts {
+  attempts: DeliveryAttemptRow[]
+  earlier: number
+}
+
+/**
+ * The attempts these deliveries list: the latest ATTEMPTS_SHOWN of each. A delivery replayed or retried
+ * thousands of times had all of its attempts read, bodies and all, into the API's memory on each read.
+ */
+async function withAttempts(db: DB, tenantId: string, rows: DeliveryRow[]): Promise<Map<string, ShownAttempts>> {
+  const byDelivery = new Map<string, ShownAttempts>()
   for (const attempt of await repo.listAttempts(db, tenantId, rows.map((r) => r.id))) {
-    const list = byDelivery.get(attempt.delivery_id) ?? []
-    list.push(attempt)
-    byDelivery.set(attempt.delivery_id, list)
+    const shown = byDelivery.get(attempt.delivery_id) ?? { attempts: [], earlier: 0 }
+    shown.attempts.push(attempt)
+    byDelivery.set(attempt.delivery_id, shown)
+  }
+  // One more than are shown was read where there are more: the oldest of them goes, and all are counted.
+  const longer = [...byDelivery].filter(([, shown]) => shown.attempts.length > repo.ATTEMPTS_SHOWN).map(([id]) => id)
+  const counts = await repo.countAttempts(db, tenantId, longer)
+  for (const id of longer) {
+    const shown = byDelivery.get(id)!
+    shown.attempts.shift()
+    shown.earlier = (counts.get(id) ?? 0) - shown.attempts.length
   }
   return byDelivery
 }
@@ -64,14 +81,14 @@ async function withAttempts(db: DB, tenantId: string, rows: DeliveryRow[]): Prom
 export async function listDeliveries(db: DB, tenantId: string, page: PageRequest, filter: ListDeliveriesQuery): Promise<PageResult<Delivery>> {
   const rows = await repo.listDeliveries(db, tenantId, page, filter)
   const attempts = await withAttempts(db, tenantId, rows.slice(0, page.limit))
-  return toPage(rows, page, (row) => toDelivery(row, attempts.get(row.id) ?? []))
+  return toPage(rows, page, (row) => toDelivery(row, attempts.get(row.id)))
 }
 
 export async function getDelivery(db: DB, tenantId: string, id: string): Promise<Delivery> {
   const row = await repo.findDelivery(db, tenantId, id)
   if (!row) throw notFound('Delivery', id)
   const attempts = await withAttempts(db, tenantId, [row])
-  return toDelivery(row, attempts.get(id) ?? [])
+  return toDelivery(row, attempts.get(id))
 }
 
 /**
