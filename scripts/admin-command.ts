@@ -1,9 +1,10 @@
 // The frame of the operator's commands (`npm run db:migrate`, `admin:rotate-key`, `secrets:reencrypt`):
 // the settings read and the database opened as the server does, closed again, and a wrong setting,
-// a database that refuses DATABASE_URL, an embedded data dir in use or an argument (they take none)
-// answered with its message alone and exit code 1, not a stack trace.
+// a database that refuses DATABASE_URL or does not answer, an embedded data dir in use or an argument
+// (they take none) answered with its message alone and exit code 1, not a stack trace.
 import { asDatabaseUrlProblem, ConfigError, loadConfig, type Config } from '../src/config.js'
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from '../src/db/connect.js'
+import { isDatabaseUnavailable, unavailableReason } from '../src/db/errors.js'
 
 export async function adminCommand(
   work: (database: DatabaseHandle, config: Config) => Promise<void>,
@@ -22,10 +23,22 @@ export async function adminCommand(
       await database.close()
     }
   } catch (caught) {
-    const error = asDatabaseUrlProblem(caught)
+    const error = unanswered(asDatabaseUrlProblem(caught))
     const told = error instanceof ConfigError || error instanceof DataDirBusyError || (error instanceof Error && options.told?.(error) === true)
     if (!told || !(error instanceof Error)) throw error
     process.stderr.write(`${error.message}\n`)
     process.exit(1)
   }
+}
+
+/**
+ * A database that did not answer (a server down, DATABASE_URL naming the wrong host or port), as what to
+ * check: the server waits for it at its start, a command stops. It printed node-postgres's stack trace.
+ */
+function unanswered(error: unknown): unknown {
+  if (error instanceof ConfigError || !(error instanceof Error) || !isDatabaseUnavailable(error)) return error
+  const reason = unavailableReason(error)
+  const advice = reason === 'the database did not answer' ? 'check that the database server runs and that DATABASE_URL names it, then run this command again'
+    : 'run this command again shortly'
+  return new ConfigError(`${reason[0]!.toUpperCase()}${reason.slice(1)} (${error.message || error.name}): ${advice}.`, { cause: error })
 }

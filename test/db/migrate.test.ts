@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { sql } from '../../src/db/kysely.js'
@@ -75,6 +76,21 @@ t.test('db:migrate, admin:rotate-key and secrets:reencrypt stop with the message
     t.equal(await wrong.exited, 1, `${script} with a wrong setting`)
     t.match(wrong.output(), /^Invalid configuration:\n {2}- DATABASE_URL: must be a postgres:\/\/ \(or postgresql:\/\/\) URL/, script)
     t.notMatch(wrong.output(), /\n\s+at |ConfigError/, `${script}: no stack trace`)
+  }
+})
+
+// A server that is down, or a DATABASE_URL naming the wrong port: each printed node-postgres's stack trace.
+t.test('db:migrate, admin:rotate-key and secrets:reencrypt stop with a message when the database does not answer', async (t) => {
+  const closed = createServer()
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+  const { port } = closed.address() as AddressInfo
+  await new Promise((resolve) => closed.close(resolve))
+  const env = { DATABASE_URL: `postgres://baton:a-password-of-its-own@127.0.0.1:${port}/baton`, BATON_ADMIN_TOKEN: '', BATON_SECRETS_KEY: randomBytes(32).toString('base64') }
+  for (const script of ['scripts/migrate.ts', 'scripts/rotate-operator-key.ts', 'scripts/reencrypt-secrets.ts']) {
+    const run = runScript(script, env)
+    t.equal(await run.exited, 1, script)
+    t.equal(run.output(), `The database did not answer (connect ECONNREFUSED 127.0.0.1:${port}): check that the database server runs and that DATABASE_URL names it, `
+      + 'then run this command again.\n', `${script}: the message alone, no stack trace`)
   }
 })
 
