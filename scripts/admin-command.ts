@@ -5,10 +5,12 @@
 import { asDatabaseUrlProblem, ConfigError, loadConfig, type Config } from '../src/config.js'
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from '../src/db/connect.js'
 import { isDatabaseUnavailable, unavailableReason } from '../src/db/errors.js'
+import type { Kysely } from '../src/db/kysely.js'
+import { pendingMigrations } from '../src/db/migrate.js'
 
 export async function adminCommand(
   work: (database: DatabaseHandle, config: Config) => Promise<void>,
-  options: { check?: (config: Config) => void; told?: (error: unknown) => boolean } = {}
+  options: { check?: (config: Config) => void; told?: (error: unknown) => boolean; migrated?: boolean } = {}
 ): Promise<void> {
   try {
     // `npm run admin:rotate-key -- --help` replaced the operator key, and `db:migrate -- --down` migrated up.
@@ -18,6 +20,7 @@ export async function adminCommand(
     options.check?.(config)
     const database = await openDatabase(config)
     try {
+      if (options.migrated) await refuseUnmigrated(database)
       await work(database, config)
     } finally {
       await database.close()
@@ -41,4 +44,15 @@ function unanswered(error: unknown): unknown {
   const advice = reason === 'the database did not answer' ? 'check that the database server runs and that DATABASE_URL names it, then run this command again'
     : 'run this command again shortly'
   return new ConfigError(`${reason[0]!.toUpperCase()}${reason.slice(1)} (${error.message || error.name}): ${advice}.`, { cause: error })
+}
+
+/**
+ * A command that reads Baton's tables on a database without them (an empty one, before the first start)
+ * or without this version's latest: it printed Postgres's `relation "…" does not exist` with a stack trace.
+ */
+async function refuseUnmigrated(database: DatabaseHandle): Promise<void> {
+  const pending = await pendingMigrations(database.db as unknown as Kysely<unknown>)
+  if (pending.length === 0) return
+  throw new ConfigError(`The database lacks ${pending.length === 1 ? 'a migration' : `${pending.length} migrations`} of this version of Baton (${pending[0]}${pending.length > 1 ? ', …' : ''}): `
+    + 'run `npm run db:migrate` (or start Baton, which migrates), then this command again.')
 }

@@ -20,5 +20,6 @@ await adminCommand(async (database, config) => {
   check: (config) => {
     if (!config.BATON_SECRETS_KEY) throw new ConfigError('Set BATON_SECRETS_KEY to the key to seal the secrets with (and BATON_SECRETS_KEY_PREVIOUS to the key they are sealed with now, if any).')
   },
-  told: (error) => error instanceof SecretsKeyError || error instanceof ReencryptUnsettledError
+  told: (error) => error instanceof SecretsKeyError || error instanceof ReencryptUnsettledError,
+  migrated: true
 })

@@ -22,4 +22,4 @@ await adminCommand(async (database, config) => {
   const key = await rotateOperatorKey(database.db)
   process.stdout.write(`New operator key (shown once; running Baton processes take it within 2 seconds, and the old one stops working then):\n\n  export BATON_ADMIN_TOKEN=${key}\n\n`)
   if (token !== undefined) process.stdout.write('Processes started with BATON_ADMIN_TOKEN set use the old key until they are restarted with the new one.\n')
-})
+}, { migrated: true })

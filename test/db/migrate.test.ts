@@ -94,6 +94,22 @@ t.test('db:migrate, admin:rotate-key and secrets:reencrypt stop with a message w
   }
 })
 
+// On a database before its first migration they printed Postgres's `relation "…" does not exist` with a stack trace.
+t.test('admin:rotate-key and secrets:reencrypt on a database not migrated yet stop with a message, having changed nothing', async (t) => {
+  const name = `baton_unmigrated_${randomBytes(4).toString('hex')}`
+  await adminQuery(`create database ${name}`)
+  t.teardown(() => adminQuery(`drop database if exists ${name} with (force)`))
+  const env = { DATABASE_URL: databaseUrl(name), BATON_ADMIN_TOKEN: '', BATON_SECRETS_KEY: randomBytes(32).toString('base64') }
+  for (const script of ['scripts/rotate-operator-key.ts', 'scripts/reencrypt-secrets.ts']) {
+    const run = runScript(script, env)
+    t.equal(await run.exited, 1, script)
+    t.match(run.output(), /^The database lacks \d+ migrations of this version of Baton \(0001_initial, …\): run `npm run db:migrate` \(or start Baton, which migrates\), then this command again\.\n$/, script)
+  }
+  const database = openPostgres(databaseUrl(name), { poolMax: 1 })
+  t.teardown(() => database.close())
+  t.equal((await sql<{ n: number }>`select count(*)::int as n from pg_tables where schemaname = 'public'`.execute(database.db)).rows[0]!.n, 0, 'no table was made')
+})
+
 // They take no arguments and read none: `npm run admin:rotate-key -- --help` replaced the operator key,
 // and `npm run db:migrate -- --down` migrated up and said the database was up to date.
 t.test('db:migrate, admin:rotate-key and secrets:reencrypt given an argument stop with a message, having done nothing', async (t) => {
