@@ -37,8 +37,8 @@ export async function reencryptSecrets(db: DB, secrets: SecretBox): Promise<Reen
   for (let pass = 2, last = summary.sealed; last > 0; pass += 1) {
     if (pass > MAX_PASSES) {
       throw new ReencryptUnsettledError(`Secrets sealed with another key than BATON_SECRETS_KEY kept appearing while this command sealed them (${last} in its pass ${pass - 1}): `
-        + 'a running Baton process may still seal with the old key. Give every process BATON_SECRETS_KEY set to this key and BATON_SECRETS_KEY_PREVIOUS '
-        + 'to the old one, run this command again, and keep BATON_SECRETS_KEY_PREVIOUS until it finishes.')
+        + 'a running Baton process may still seal with the old key, or with none. Give every process BATON_SECRETS_KEY set to this key and BATON_SECRETS_KEY_PREVIOUS '
+        + 'to the old one (if any), run this command again, and keep BATON_SECRETS_KEY_PREVIOUS until it finishes.')
     }
     last = (await reencryptPass(db, secrets)).sealed
     summary.sealed += last

@@ -76,6 +76,6 @@ t.test('secrets:reencrypt stops with a message when secrets sealed with another 
   })
   t.equal(await run.exited, 1, run.output())
   t.equal(run.output(), 'Secrets sealed with another key than BATON_SECRETS_KEY kept appearing while this command sealed them (1 in its pass 5): '
-    + 'a running Baton process may still seal with the old key. Give every process BATON_SECRETS_KEY set to this key and BATON_SECRETS_KEY_PREVIOUS '
-    + 'to the old one, run this command again, and keep BATON_SECRETS_KEY_PREVIOUS until it finishes.\n', 'the message alone, no stack trace')
+    + 'a running Baton process may still seal with the old key, or with none. Give every process BATON_SECRETS_KEY set to this key and BATON_SECRETS_KEY_PREVIOUS '
+    + 'to the old one (if any), run this command again, and keep BATON_SECRETS_KEY_PREVIOUS until it finishes.\n', 'the message alone, no stack trace')
 })
