@@ -10,7 +10,7 @@ import { allowedMethods, hasEmptyParam, problemBody, sendProblem } from './probl
 /*
  * Errors that happen before a route runs, answered as application/problem+json like every other:
  * what Node's HTTP parser refuses (clientErrorHandler), what Fastify's router refuses (frameworkErrors),
- * an Expect header Node cannot meet, a request without Host, a compressed body, and the checks of a request line that no route needs to see.
+ * an Expect header Node cannot meet, a request without Host (or with two, or a malformed one), a compressed body, and the checks of a request line that no route needs to see.
  */
 
 /** Fastify's own bodyLimit when none is given (1 MiB). */
@@ -182,13 +182,25 @@ function transferCodings(method: string, headers: IncomingHttpHeaders): string[]
   return codingsBut(coding, 'chunked')
 }
 
+/** A Host value (RFC 9112 3.2): a host name, an IPv4 address or a bracketed IP literal (RFC 3986 3.2.2), then an optional port; empty is allowed. */
+const HOST = /^(?:\[[\w.:~!$&'()*+,;=-]+\]|[\w.~!$&'()*+,;=%-]*)(?::\d*)?$/
+
 /**
- * An HTTP/1.1 request without Host, which RFC 9112 3.2 says a server answers 400. Node would answer it
- * with an empty 400 before any hook runs, so the server is built with `requireHostHeader: false` and
- * the check is made here (HTTP/1.0 has no Host to require).
+ * Why a request's Host is refused, or undefined: RFC 9112 3.2 has a server answer 400 to an HTTP/1.1
+ * request without Host, and to one with more than one Host or a Host that is not a host[:port]. Node
+ * would answer the first with an empty 400 before any hook runs, so the server is built with
+ * `requireHostHeader: false` and the check is made here (HTTP/1.0 has no Host to require); Node keeps
+ * the first of two Hosts, so a request naming two hosts was served as if it named one.
  */
-export function lacksHost(request: IncomingMessage): boolean {
-  return request.httpVersionMajor === 1 && request.httpVersionMinor >= 1 && request.headers.host === undefined
+export function hostProblem(request: IncomingMessage): string | undefined {
+  const host = request.headers.host
+  if (host === undefined) {
+    return request.httpVersionMajor === 1 && request.httpVersionMinor >= 1 ? 'An HTTP/1.1 request must carry a Host header (RFC 9112 3.2).' : undefined
+  }
+  const hosts = request.rawHeaders.filter((name, i) => i % 2 === 0 && name.toLowerCase() === 'host').length
+  if (hosts > 1) return `The request carries ${hosts} Host headers; send one (RFC 9112 3.2).`
+  if (!HOST.test(host)) return 'The Host header is not a host name or address with an optional port (RFC 9112 3.2).'
+  return undefined
 }
 
 // The explorer serves HTML and scripts, metrics the Prometheus text format: every other route answers JSON.
@@ -199,9 +211,8 @@ async function protocolErrorsPlugin(app: FastifyInstance): Promise<void> {
   app.server.on('checkContinue', checkContinue(app.server, app.initialConfig.bodyLimit ?? DEFAULT_BODY_LIMIT))
   app.server.on('connect', refuseConnect((path) => allowedMethods(app, path)))
   app.addHook('onRequest', async (request) => {
-    if (lacksHost(request.raw)) {
-      throw new ProblemError(400, 'Bad Request', 'An HTTP/1.1 request must carry a Host header (RFC 9112 3.2).')
-    }
+    const host = hostProblem(request.raw)
+    if (host) throw new ProblemError(400, 'Bad Request', host)
     if ((request.raw.url ?? '').length > MAX_URL_LENGTH) {
       throw new ProblemError(414, 'URI Too Long', `The URL is longer than ${MAX_URL_LENGTH} characters.`)
     }

@@ -346,6 +346,24 @@ t.test('an HTTP/1.1 request without Host answers 400 as a problem, not Node\'s e
   t.match(empty.text, /^HTTP\/1.1 200 /, 'an empty Host is a Host (RFC 9112 3.2: a target without authority)')
 })
 
+t.test('a request with two Host headers, or a Host that is no host[:port], answers 400 as a problem, not served as if it named one host (real sockets)', async (t) => {
+  const send = (hosts: string[], version = '1.1') => raw(`GET /v1/users HTTP/${version}\r\n${hosts.map((host) => `Host: ${host}\r\n`).join('')}` +
+    `Authorization: Bearer ${key}\r\nConnection: close\r\n\r\n`)
+  for (const [hosts, version] of [[['a.example', 'b.example']], [['x', 'x']], [['a.example', 'b.example'], '1.0']] as [string[], string?][]) {
+    const twice = await send(hosts, version)
+    parse(t, twice.text, 400)
+    t.match(twice.text, /carries 2 Host headers; send one/, `${hosts.join(' and ')} over HTTP/${version ?? '1.1'}`)
+  }
+  for (const host of ['a b', 'x/y', 'user@x', 'x:abc', '[::1', 'a.example, b.example', 'bad"host']) {
+    const invalid = await send([host])
+    parse(t, invalid.text, 400)
+    t.match(invalid.text, /The Host header is not a host name or address/, host)
+  }
+  for (const host of ['x', 'api.baton.example:8080', '127.0.0.1:3000', '[::1]:3000', '[::ffff:127.0.0.1]', 'xn--mller-kva.example', 'under_score.local', '']) {
+    t.match((await send([host])).text, /^HTTP\/1.1 200 /, `${host || 'an empty Host'} is a Host`)
+  }
+})
+
 t.test('a CONNECT is answered 405 and the connection closed, not dropped without a word (real sockets)', async (t) => {
   const tunnel = await raw('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nX-Request-Id: tunnel-1\r\n\r\n')
   parse(t, tunnel.text, 405)

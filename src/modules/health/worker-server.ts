@@ -7,7 +7,7 @@ import { hashKey, sameHash } from '../../lib/keys.js'
 import { METRICS_CONTENT_TYPE, type BatonMetrics } from '../../lib/metrics.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from '../../lib/request-id.js'
 import { problemBody } from '../../plugins/problems.js'
-import { answerClientError, lacksHost, onCheckExpectation, refuseConnect } from '../../plugins/protocol-errors.js'
+import { answerClientError, hostProblem, onCheckExpectation, refuseConnect } from '../../plugins/protocol-errors.js'
 import { scrapeMetrics } from './metrics.js'
 import { readinessCheck } from './readiness.js'
 import { redactUrl } from '../../redacted-paths.js'
@@ -45,7 +45,7 @@ const RETRY = { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) }
 export async function startWorkerServer(options: WorkerServerOptions, host: string, port: number): Promise<WorkerServer> {
   const routes = workerRoutes(options)
   // As on the API, what Node refuses before a route runs is a problem too: an unparsable request, headers
-  // past 16 KiB, an Expect other than 100-continue, and an HTTP/1.1 request without Host (checked in answer).
+  // past 16 KiB, an Expect other than 100-continue, and a Host that is missing (HTTP/1.1), given twice or no host[:port] (checked in answer).
   const server = createServer({ requireHostHeader: false }, (request, response) => {
     respond(request, response, routes, options.log).catch((error: unknown) => {
       options.log.error({ err: error, path: redactUrl(request.url ?? '') }, 'worker request failed')
@@ -115,7 +115,8 @@ function workerRoutes({ db, clock, metrics, operatorKeyHash, log, stopping }: Wo
 }
 
 async function answer(request: IncomingMessage, path: string, routes: Record<string, Route>): Promise<Answer> {
-  if (lacksHost(request)) return problem(400, 'An HTTP/1.1 request must carry a Host header (RFC 9112 3.2).', {}, path)
+  const host = hostProblem(request)
+  if (host) return problem(400, host, {}, path)
   const route = routeOf(routes, path)
   if (!route) return problem(404, `No route ${request.method} ${path}.`, {}, path)
   if (request.method !== 'GET' && request.method !== 'HEAD') {

@@ -86,7 +86,9 @@ t.test('the worker listener answers what Node refuses before a route runs as pro
     ['NOT HTTP AT ALL\r\n\r\n', 400, /not valid HTTP\/1.1/],
     [`GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(17 * 1024)}\r\n\r\n`, 431, /larger than 16 KiB/],
     ['GET /health/live HTTP/1.1\r\nHost: x\r\nExpect: x\r\nConnection: close\r\n\r\n', 417, /Expect: x cannot be met/],
-    ['GET /health/live HTTP/1.1\r\nConnection: close\r\n\r\n', 400, /must carry a Host header/]
+    ['GET /health/live HTTP/1.1\r\nConnection: close\r\n\r\n', 400, /must carry a Host header/],
+    ['GET /health/live HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n', 400, /carries 2 Host headers/],
+    ['GET /health/live HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n', 400, /The Host header is not a host name/]
   ]
   for (const [request, status, detail] of cases) {
     const text = await raw(request)
