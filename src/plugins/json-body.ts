@@ -29,10 +29,10 @@ const MAY_OVERFLOW = /[eE][+-]?\d{3}|(?<!\d)\d{210}/
 export const BODY_MAX_DEPTH = 100
 
 /**
- * Fastify's own JSON parser (with its prototype-poisoning checks), refusing bodies nested deeper than
- * BODY_MAX_DEPTH (422) and numbers it would make Infinity (400). JSON is the only body taken: Fastify's
- * text/plain parser goes, so such a body answers 415 as any other type does, not a 400 from the schema
- * that it is not an object. An empty body is no body, as without a Content-Type: clients that send
+ * Fastify's own JSON parser (with its prototype-poisoning checks), refusing, on the routes that take a
+ * body, bodies nested deeper than BODY_MAX_DEPTH (422) and numbers it would make Infinity (400). JSON
+ * is the only body taken: Fastify's text/plain parser goes, so such a body answers 415 as any other
+ * type does, not a 400 from the schema that it is not an object. An empty body is no body, as without a Content-Type: clients that send
  * `Content-Type: application/json` on every request reach the routes that take none (activation,
  * replay, retry, cancel) instead of a 400, and a route that needs one says so with a pointer. JSON is
  * UTF-8 (RFC 8259 8.1), whatever charset the Content-Type names: bytes that are not, such as a Latin-1
@@ -68,7 +68,7 @@ async function jsonBodyPlugin(app: FastifyInstance): Promise<void> {
         const lone = loneSurrogates(value, '/body')
         if (lone.length > 0) return done(notUnicode(lone), undefined)
       }
-      const pointer = MAY_OVERFLOW.test(body) ? firstNonFinite(value, '/body') : undefined
+      const pointer = MAY_OVERFLOW.test(body) && takesBody(request) ? firstNonFinite(value, '/body') : undefined
       if (pointer === undefined) return done(null, value)
       done(tooLarge(pointer), undefined)
     })

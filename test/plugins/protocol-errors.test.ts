@@ -123,6 +123,15 @@ t.test('a number beyond a double\'s range is refused, not saved as null', async 
   // As the README says: numbers are doubles, and a name given twice keeps its last value.
   const rounded = await client.post('/v1/properties', '{"fields":{"id":9007199254740993,"twice":1,"twice":2}}', json)
   t.same((await client.get(`/v1/properties/${rounded.data.id}`)).data.fields, { id: 9007199254740992, twice: 2 }, 'a whole number past 2^53 is rounded')
+
+  // A route that takes no body ignores such a body as it ignores any other, as it does a __proto__ or a depth past the limit.
+  const service = await ctx.operator.post('/v1/marketplace-services', { name: 'Huge number', provider: 'P', webhookUrl: 'https://p.example/hook' })
+  for (const body of ['{"x":1e400}', '1e400', `[${'9'.repeat(400)}]`]) {
+    const activated = await client.put(`/v1/marketplace-services/${service.data.id}/activation`, body, json)
+    t.equal(activated.statusCode, 200, `${body.slice(0, 20)}: ${activated.body}`)
+  }
+  const deleted = await ctx.app.inject({ method: 'DELETE', url: `/v1/properties/${fine.data.id}`, payload: '{"x":1e400}', headers: { ...json, authorization: `Bearer ${key}` } })
+  t.equal(deleted.statusCode, 204, `a DELETE too: ${deleted.body}`)
 })
 
 t.test('a body nested deeper than BODY_MAX_DEPTH is refused with 422 and a pointer before validation, on any route that takes one', async (t) => {
