@@ -19,11 +19,12 @@ const DEFAULT_BODY_LIMIT = 1024 * 1024
 /** Longer URLs answer 414; a page of ids and filters fits with room to spare. */
 const MAX_URL_LENGTH = 8192
 
-/** Fastify's `frameworkErrors`: a URL that does not decode (400), a path segment past maxParamLength (414). */
+/** Fastify's `frameworkErrors`: a URL that does not decode (400: a bad escape, or escapes that are no UTF-8), a path segment past maxParamLength (414). */
 export function frameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const path = (request.raw.url ?? '/').split('?')[0]
   const [status, detail] = error.code === 'FST_ERR_BAD_URL'
-    ? [400, 'The URL is not valid: a "%" must start an escape of two hex digits, such as %2F.']
+    ? [400, /%(?![0-9a-f]{2})/i.test(path ?? '') ? 'The URL is not valid: a "%" must start an escape of two hex digits, such as %2F.'
+      : 'The URL is not valid: its escapes do not spell UTF-8 text, as %C3%BC spells "ü".']
     : error.code === 'FST_ERR_MAX_PARAM_LENGTH'
       ? [414, 'A segment of the path is longer than 100 characters; no id of this API is that long.']
       : [500, 'Something went wrong on our side; it has been logged.']

@@ -25,6 +25,13 @@ const { port } = new URL(address)
 t.test('errors of the router and of content handling are problems', async (t) => {
   assertProblem(t, await client.get('/v1/users/%ZZ'), 400, /URL is not valid/)
   assertProblem(t, await ctx.anonymous.get('/v1/users/%ZZ'), 400, /URL is not valid/)
+  for (const path of ['/v1/users/%C0%AF', '/v1/users/%FF', '/v1/users/%ED%A0%80', '/v1/%E0%80%AFusers']) {
+    // Each escape has its two hex digits: the bytes they spell are no UTF-8 (an overlong "/", a lone byte, a surrogate).
+    const response = await client.get(path)
+    assertProblem(t, response, 400, /URL is not valid: its escapes do not spell UTF-8 text/)
+    t.notMatch(response.data.detail, /two hex digits/, path)
+  }
+  assertProblem(t, await client.get('/v1/users/%C3%BC%2'), 400, /a "%" must start an escape of two hex digits/)
   assertProblem(t, await client.get(`/v1/users/${'a'.repeat(101)}`), 414, /longer than 100 characters/)
   assertProblem(t, await client.get(`/v1/users?name=${'x'.repeat(9000)}`), 414, /longer than 8192/)
   assertProblem(t, await client.get('/v1/no-such-thing'), 404, /No route GET \/v1\/no-such-thing/)
