@@ -36,7 +36,8 @@ type ParserError = Error & { code?: string }
 
 /**
  * Fastify's `clientErrorHandler`: a request Node's HTTP parser refused (400), headers past 16 KiB (431),
- * or one that did not arrive in full within the request timeout (408), written straight to the socket.
+ * chunk extensions past 16 KiB (413), or one that did not arrive in full within the request timeout (408),
+ * written straight to the socket: the statuses Node's own bare answers have.
  */
 export function clientErrorHandler(requestTimeoutMs: number) {
   return function onClientError(this: FastifyInstance, error: ParserError, socket: Socket): void {
@@ -89,6 +90,8 @@ export function refuseConnect(allowed: (path: string) => string[]) {
 function clientErrorProblem(error: ParserError, requestTimeoutMs: number): [number, string] {
   if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') return [408, `The request did not arrive in full within ${requestTimeoutMs} ms.`]
   if (error.code === 'HPE_HEADER_OVERFLOW') return [431, 'The request line and headers are larger than 16 KiB.']
+  // Node answers this one 413 itself: the body's chunks carry more than 16 KiB of extensions.
+  if (error.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW') return [413, 'The chunk extensions of the body are larger than 16 KiB; send its chunks without them.']
   return [400, `The request is not valid HTTP/1.1${error.code ? ` (${error.code})` : ''}.`]
 }
 
