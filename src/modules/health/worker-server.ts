@@ -75,7 +75,7 @@ export async function startWorkerServer(options: WorkerServerOptions, host: stri
 
 async function respond(request: IncomingMessage, response: ServerResponse, routes: Record<string, Route>, log: WorkerServerOptions['log']): Promise<void> {
   const requestId = requestIdFrom(request.headers[REQUEST_ID_HEADER])
-  const path = (request.url ?? '/').split('?')[0] ?? '/'
+  const path = pathOf(request.url ?? '/')
   let result: Answer
   try {
     result = await answer(request, path, routes)
@@ -90,6 +90,14 @@ async function respond(request: IncomingMessage, response: ServerResponse, route
   // Probes and metrics are state of the moment, as on the API: stored by no cache.
   response.writeHead(status, { ...headers, 'cache-control': 'no-store', [REQUEST_ID_HEADER]: requestId, 'content-length': Buffer.byteLength(text) })
   response.end(text)
+}
+
+/**
+ * The path a request target names. Of the absolute form (`GET http://host/health/live`), which RFC 9112 3.2.2
+ * says a server must accept and the API's router takes, the part after the authority: it answered 404.
+ */
+function pathOf(target: string): string {
+  return target.replace(/^[a-z][a-z\d+.-]*:\/\/[^/?]*/i, '').split('?')[0] || '/'
 }
 
 type Route = (request: IncomingMessage) => Promise<Answer>

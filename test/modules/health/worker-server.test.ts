@@ -99,6 +99,11 @@ t.test('the worker listener answers what Node refuses before a route runs as pro
   }
   const old = await raw('GET /health/live HTTP/1.0\r\n\r\n')
   t.match(old, /^HTTP\/1.1 200 /, 'HTTP/1.0 needs no Host')
+  // The absolute form, which a server must accept (RFC 9112 3.2.2), as the API's router does.
+  for (const target of ['http://x/health/live', 'HTTP://x:80/health/ready?x=1', 'http://x']) {
+    const text = await raw(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+    t.match(text, target === 'http://x' ? /^HTTP\/1.1 404 [^]*"instance":"\/"/ : /^HTTP\/1.1 200 /, target)
+  }
 })
 
 t.test('the worker is not ready while its database does not answer', async (t) => {
