@@ -19,17 +19,23 @@ const DEFAULT_BODY_LIMIT = 1024 * 1024
 /** Longer URLs answer 414; a page of ids and filters fits with room to spare. */
 const MAX_URL_LENGTH = 8192
 
-/** Fastify's `frameworkErrors`: a URL that does not decode (400: a bad escape, or escapes that are no UTF-8), a path segment past maxParamLength (414). */
+/** Fastify's `frameworkErrors`: a URL that does not decode or is no path (400), a path segment past maxParamLength (414). */
 export function frameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const path = (request.raw.url ?? '/').split('?')[0]
   const [status, detail] = error.code === 'FST_ERR_BAD_URL'
-    ? [400, /%(?![0-9a-f]{2})/i.test(path ?? '') ? 'The URL is not valid: a "%" must start an escape of two hex digits, such as %2F.'
-      : 'The URL is not valid: its escapes do not spell UTF-8 text, as %C3%BC spells "ü".']
+    ? [400, badUrl(path ?? '')]
     : error.code === 'FST_ERR_MAX_PARAM_LENGTH'
       ? [414, 'A segment of the path is longer than 100 characters; no id of this API is that long.']
       : [500, 'Something went wrong on our side; it has been logged.']
   if (status === 500) request.log.error({ err: error }, 'router failed')
   void sendProblem(reply, problemBody(status, detail, path))
+}
+
+/** Why the router could not read a request target: it is no path nor http(s) URL, an escape is not two hex digits, or escapes spell no UTF-8. */
+function badUrl(target: string): string {
+  if (!/^(\/|https?:\/\/)/i.test(target)) return 'The URL is not valid: the request names a path, such as /v1/users, or an http or https URL.'
+  return /%(?![0-9a-f]{2})/i.test(target) ? 'The URL is not valid: a "%" must start an escape of two hex digits, such as %2F.'
+    : 'The URL is not valid: its escapes do not spell UTF-8 text, as %C3%BC spells "ü".'
 }
 
 type ParserError = Error & { code?: string }

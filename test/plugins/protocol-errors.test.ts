@@ -32,6 +32,14 @@ t.test('errors of the router and of content handling are problems', async (t) =>
     t.notMatch(response.data.detail, /two hex digits/, path)
   }
   assertProblem(t, await client.get('/v1/users/%C3%BC%2'), 400, /a "%" must start an escape of two hex digits/)
+  // A target Node's parser lets through that is neither a path nor an http(s) URL: the router reads no path in it, whatever its escapes.
+  for (const target of ['ftp://x/v1/users', 'ftp://x/v1/users/%zz', 'ws://x/health/live']) {
+    const answer = await raw(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+    parse(t, answer.text, 400)
+    t.match(answer.text, /the request names a path, such as \/v1\/users, or an http or https URL/, target)
+  }
+  const absolute = await raw('GET HTTP://x/v1/users/%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  t.match(absolute.text, /a \\"%\\" must start an escape of two hex digits/, 'an http URL is read for its escapes')
   assertProblem(t, await client.get(`/v1/users/${'a'.repeat(101)}`), 414, /longer than 100 characters/)
   assertProblem(t, await client.get(`/v1/users?name=${'x'.repeat(9000)}`), 414, /longer than 8192/)
   assertProblem(t, await client.get('/v1/no-such-thing'), 404, /No route GET \/v1\/no-such-thing/)
