@@ -16,24 +16,32 @@ import { orList, withArticle, type ErrorObject } from './validation-messages.js'
  */
 
 export function condenseUnionErrors<E extends ErrorObject>(errors: E[]): E[] {
-  let condensed = errors
+  // One pass: `condensed` holds the errors before the current one, their unions already condensed, so a
+  // union's run is at its end. Splicing each union's replacement into the whole list, as this did, took
+  // time in the square of the errors: 2,000 items of a list that each failed a union took 17 s.
+  const condensed: E[] = []
   const inner = new Set<E>()
-  for (let at = 0; at < condensed.length; at++) {
-    const union = condensed[at]!
-    if (union.keyword !== 'anyOf') continue
+  for (const error of errors) {
+    if (error.keyword !== 'anyOf') {
+      condensed.push(error)
+      continue
+    }
+    const union = error
     const within = (e: E) => e.instancePath === union.instancePath || e.instancePath.startsWith(`${union.instancePath}/`)
-    let from = at
+    let from = condensed.length
     while (from > 0 && within(condensed[from - 1]!)) from--
     const prefix = `${union.schemaPath}/`
     const branches = new Map<string, E[]>()
-    for (const error of condensed.slice(from, at)) {
-      const branch = !inner.has(error) && error.schemaPath.startsWith(prefix) ? error.schemaPath.slice(prefix.length).split('/')[0] ?? '' : DEEP
-      branches.set(branch, [...branches.get(branch) ?? [], error])
+    for (const tried of condensed.splice(from)) {
+      const branch = !inner.has(tried) && tried.schemaPath.startsWith(prefix) ? tried.schemaPath.slice(prefix.length).split('/')[0] ?? '' : DEEP
+      const list = branches.get(branch)
+      if (list) list.push(tried)
+      else branches.set(branch, [tried])
     }
-    const replacement = condenseUnion(union, branches)
-    for (const error of replacement) inner.add(error)
-    condensed = [...condensed.slice(0, from), ...replacement, ...condensed.slice(at + 1)]
-    at = from + replacement.length - 1
+    for (const kept of condenseUnion(union, branches)) {
+      inner.add(kept)
+      condensed.push(kept)
+    }
   }
   return condensed
 }

@@ -251,3 +251,21 @@ t.test('each unique constraint a race is explained by exists under that name', a
   const { rows } = await sql<{ name: string }>`select relname as name from pg_class where relkind = 'i' and relname = any(${Object.keys(UNIQUE_CONFLICTS)})`.execute(ctx.db)
   t.same(rows.map((r) => r.name).sort(), Object.keys(UNIQUE_CONFLICTS).sort())
 })
+
+t.test('a list of thousands of items that each fail a union is refused in time linear in them, with an error for each', async (t) => {
+  // Ajv gathered the errors of each call of the recursive expression schema by copying all gathered so far, and
+  // the unions' errors were condensed by splicing each into the whole list: 4,000 such items (a 32 KB body) held
+  // the event loop 79 s, every other request waiting.
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const template = await client.post('/v1/process-templates', { name: 'Many operands' })
+  const items = 8000
+  const body = JSON.stringify({ kind: 'decision', name: 'D', decision: { mode: 'automatic', condition: { and: Array.from({ length: items }, () => ({})) } } })
+  const started = Date.now()
+  const refused = await client.post(`/v1/process-templates/${template.data.id}/steps`, body, { 'content-type': 'application/json' })
+  const ms = Date.now() - started
+  assertProblem(t, refused, 400, /body does not match its schema/)
+  t.equal(refused.data.errors.length, items, 'one error for each item')
+  t.same(refused.data.errors.at(-1), { pointer: `/body/decision/condition/and/${items - 1}`, detail: 'must match one of the shapes the schema allows' })
+  t.ok(ms < 10_000, `answered in ${ms} ms (under 1 s here; 20 s and more in the square of the items)`)
+})
