@@ -197,13 +197,14 @@ t.test('dateReached catches up missed days', async (t) => {
       await committing
     })
     await isChanged
-    const racing = autostartOnDates(rt.db, new Date('2029-07-22T22:01:00Z'), 100, onError) // 00:01 on 23 July in Berlin
+    // 01:01 on 23 July in Berlin: the 22nd is whole, and the pass that marks it so waits for the change.
+    const racing = autostartOnDates(rt.db, new Date('2029-07-22T23:01:00Z'), 100, onError)
     await waitForLockWait(rt.db)
     commit()
     await change
     t.equal(await racing, 0, 'nothing started with the old setting')
     t.equal(await checkedThrough(templateId), '2029-07-21', 'the change\'s date stands')
-    t.equal(await autostartOnDates(rt.db, new Date('2029-07-22T22:11:00Z'), 100, onError), 1, 'the next pass checks the 22nd with the new setting')
+    t.equal(await autostartOnDates(rt.db, new Date('2029-07-22T23:11:00Z'), 100, onError), 1, 'the next pass checks the 22nd with the new setting')
     t.match((await runsOf(templateId)).get(keysOn), { occurrence: 'date:2029-07-22', outcome: 'started' })
   })
 
@@ -344,5 +345,47 @@ t.test('the running loop after its clock is stepped back: its chores run on, dat
   rt.clock.set('2029-07-05T22:10:00Z')
   t.ok(await started(second), 'the 6th starts its process at once, not once the clock is back at 06:00')
   await scheduler.stop(1000)
+  t.same(failures, [])
+})
+
+t.test('a record dated the day whose write was under way at midnight starts on a later pass of the next day', async (t) => {
+  const { rt, failures, log, templateId } = await handoverOnDates(t, '2029-05-10T06:00:00Z')
+  const pass = async (at: string) => {
+    rt.clock.set(at)
+    return (await rt.newScheduler({}, log).runOnce()).autostarts
+  }
+  // A template started on an address's creation, locked by the test: a create waits on it, its address inserted and not committed.
+  const gate = (await rt.api.post('/v1/process-templates', {
+    name: 'Welcome', controllerUserId: rt.controller.id, autostart: { on: 'recordCreated', record: 'address', responsible: 'maintainer' }
+  })).data.id as string
+  await rt.api.post(`/v1/process-templates/${gate}/steps`, { kind: 'task', name: 'Call', refersTo: { address: true } })
+  t.equal((await rt.api.patch(`/v1/process-templates/${gate}`, { active: true })).statusCode, 200)
+  t.equal(await pass('2029-05-10T21:55:00Z'), 0, '23:55 in Berlin: the 10th\'s last pass')
+
+  rt.clock.set('2029-05-10T21:59:59Z')
+  let release!: () => void
+  const held = new Promise<void>((resolve) => (release = resolve))
+  let locked!: () => void
+  const isLocked = new Promise<void>((resolve) => (locked = resolve))
+  const holder = rt.db.transaction().execute(async (trx) => {
+    await sql`select id from process_templates where id = ${gate} for update`.execute(trx)
+    locked()
+    await held
+  })
+  await isLocked
+  const writing = rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-05-10' } })
+  await waitForLockWait(rt.db)
+  t.equal(await pass('2029-05-10T22:00:30Z'), 0, 'the 11th\'s first pass does not see the address yet')
+  release()
+  await holder
+  const address = await writing
+  t.equal(address.statusCode, 201, address.body)
+
+  t.equal(await pass('2029-05-10T22:10:30Z'), 1, 'the next pass starts it, late')
+  const runs = (await rt.api.get(`/v1/process-templates/${templateId}/autostart-runs`)).data.items
+  t.match(runs, [{ recordId: address.data.id, occurrence: 'date:2029-05-10', outcome: 'started' }])
+  t.equal(await pass('2029-05-10T23:05:00Z'), 0, 'past 01:00 the 10th is whole')
+  const through = await sql<{ d: string }>`select to_char(dates_checked_through, 'YYYY-MM-DD') as d from process_templates where id = ${templateId}`.execute(rt.db)
+  t.equal(through.rows[0]!.d, '2029-05-10')
   t.same(failures, [])
 })

@@ -72,8 +72,8 @@ function matches(filter: Autostart['filter'], value: unknown): boolean {
  * days before the day checked, in the tenant's time zone (or its day and month, with ignoreYear),
  * start a process, once per date (occurrence `date:<the record's date that year>`). The days checked
  * are those after the last day the template checked whole (at most DATE_CATCH_UP_DAYS back) through
- * today: a day on which no worker ran is caught up, and each day is checked once more on the next day,
- * for records written after its last pass. At most `limit` runs a template a pass; a template that
+ * today: a day on which no worker ran is caught up, and each day is checked again on the next day's
+ * passes until it has been over for DATE_SETTLES_MS, for records written after its last pass. At most `limit` runs a template a pass; a template that
  * fails is reported to `onError` and the others go on. Returns how many runs it claimed.
  *
  * Most days of most templates find nothing: which do is asked first for many templates at once
@@ -84,8 +84,9 @@ function matches(filter: Autostart['filter'], value: unknown): boolean {
 export async function autostartOnDates(db: DB, now: Date, limit: number, onError: (error: unknown, templateId: string) => void): Promise<number> {
   const passes: DatePass[] = []
   // Today is worked out once a zone a pass: a formatter made per template took half the pass's time.
-  const todays = new Map<string, string>()
-  const todayIn = (zone: string) => todays.get(zone) ?? todays.set(zone, isoDateIn(now, zone)).get(zone)!
+  const todays = new Map<string, { today: string; settled: string }>()
+  const settledAt = new Date(now.getTime() - DATE_SETTLES_MS)
+  const todayIn = (zone: string) => todays.get(zone) ?? todays.set(zone, { today: isoDateIn(now, zone), settled: isoDateIn(settledAt, zone) }).get(zone)!
   for (const template of await repo.findDateTemplates(db)) {
     try {
       passes.push(datePass(todayIn(template.time_zone), template))
@@ -159,17 +160,26 @@ async function searchesThatMayHaveCandidates(
   return found
 }
 
+/**
+ * How long after a day ends a pass still checks it rather than count it whole: a record dated that day
+ * whose write was under way at midnight (begun before it, committed after the next day's first pass)
+ * is not seen by that pass, and was never started.
+ */
+export const DATE_SETTLES_MS = 60 * 60_000
+
 /** One template's pass: its today in the tenant's time zone, and the search of each day it checks. */
 interface DatePass {
   template: repo.DateTemplate
   autostart: Autostart
   today: string
+  /** The tenant's date DATE_SETTLES_MS ago: the days before it may count as whole. */
+  settled: string
   /** The day before the first day checked. */
   from: string
   searches: (repo.DateSearch & { day: string })[]
 }
 
-function datePass(today: string, template: repo.DateTemplate): DatePass {
+function datePass({ today, settled }: { today: string; settled: string }, template: repo.DateTemplate): DatePass {
   const autostart = autostartOf(template.autostart)!
   const stored = template.checked_through
   const yesterday = addDays(today, -1)
@@ -181,7 +191,7 @@ function datePass(today: string, template: repo.DateTemplate): DatePass {
   const searches = daysAfter(from, today).map((day) => ({
     day, template, record: autostart.record, field: autostart.field ?? '', target: addDays(day, -(autostart.daysOffset ?? 0)), ignoreYear: autostart.ignoreYear === true
   }))
-  return { template, autostart, today, from, searches }
+  return { template, autostart, today, settled, from, searches }
 }
 
 /**
@@ -190,15 +200,15 @@ function datePass(today: string, template: repo.DateTemplate): DatePass {
  * whole (undefined when the template changed since it was read: the next pass checks it anew).
  */
 async function checkDates(
-  db: DB, now: Date, { template, autostart, today, from, searches }: DatePass, limit: number, mayHaveCandidates: Set<repo.DateSearch>
+  db: DB, now: Date, { template, autostart, today, settled, from, searches }: DatePass, limit: number, mayHaveCandidates: Set<repo.DateSearch>
 ): Promise<{ claimed: number; through: string | undefined }> {
   let through = from
   let claimed = 0
   for (const search of searches) {
     if (claimed >= limit) break
     const { day } = search
-    // Nothing to start when the pass began: a day before today is whole, today is left for the next pass.
-    const outcome = !mayHaveCandidates.has(search) ? { count: 0, whole: day < today } : await db.transaction().execute(async (trx) => {
+    // Nothing to start when the pass began: a day over for DATE_SETTLES_MS is whole; a later one (today) is left for the next pass.
+    const outcome = !mayHaveCandidates.has(search) ? { count: 0, whole: day < settled } : await db.transaction().execute(async (trx) => {
       // A template changed since it was read is checked on the next pass, with its new settings.
       if (!(await repo.lockDateTemplate(trx, template))) return undefined
       const records = await repo.lockDateCandidates(trx, search, limit - claimed)
@@ -206,8 +216,8 @@ async function checkDates(
       for (const record of records) {
         if (await run(trx, now, template, autostart, search.record, record, `date:${search.target}`, whyOnDate(search, autostart, day, today))) count += 1
       }
-      // Today is never whole: records may still be written with today's date.
-      return { count, whole: day < today && !(await repo.anyDateCandidateLeft(trx, search)) }
+      // Today is never whole: records may still be written with today's date (and those begun yesterday commit after midnight).
+      return { count, whole: day < settled && !(await repo.anyDateCandidateLeft(trx, search)) }
     })
     if (!outcome) return { claimed, through: undefined }
     claimed += outcome.count
