@@ -8,6 +8,7 @@ import { REQUEST_ID_HEADER } from '../lib/request-id.js'
 import { unknownParameters } from './query-strings.js'
 import { condenseUnionErrors } from './union-errors.js'
 import { clearerMessage } from './validation-messages.js'
+import { ALL_ERRORS_MAX_VALUES, checkedToFirstError } from './validation.js'
 
 const STATUS_TITLES: Record<number, string> = {
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
@@ -184,7 +185,8 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
       }
       const unknown = error.validationContext === 'querystring' ? unknownParameters(error.validation) : []
       const detail = unknown.length > 0 ? `The query string has ${unknown.length === 1 ? 'a parameter' : 'parameters'} this route does not take: ${unknown.join(', ')}.`
-        : `The request's ${PARTS[error.validationContext ?? 'body'] ?? 'body does not match its'} schema.`
+        : `The request's ${PARTS[error.validationContext ?? 'body'] ?? 'body does not match its'} schema.${checkedToFirstError(error.validation)
+          ? ` It holds more than ${ALL_ERRORS_MAX_VALUES.toLocaleString('en')} values, so it was checked up to its first error.` : ''}`
       return sendProblem(reply, problem(400, detail, request, validationErrors(error)))
     }
     // A QUERY (RFC 10008 2) must name its content's type; Baton routes none, so one without a Content-Type
