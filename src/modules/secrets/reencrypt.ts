@@ -29,7 +29,9 @@ export class ReencryptUnsettledError extends Error {
  * copies a step's secret as it read it (a process started from its template, a template copied, a
  * step changed): one that read it before that transaction committed writes the copy after, sealed as
  * it was, among rows the transaction had passed already. So further passes follow, until one finds
- * nothing to seal; without them that copy was left sealed with the old key, and lost with it.
+ * nothing to seal; without them that copy was left sealed with the old key, and lost with it. A copy
+ * read before one pass committed and written only after the next, the last, has looked can still be
+ * missed (a narrow window): the README has the command run once more before the old key goes.
  */
 export async function reencryptSecrets(db: DB, secrets: SecretBox): Promise<ReencryptSummary> {
   if (!secrets.sealing) throw new Error('Set BATON_SECRETS_KEY to the key to seal the secrets with.')
