@@ -192,8 +192,8 @@ function transferCodings(method: string, headers: IncomingHttpHeaders): string[]
   return codingsBut(coding, 'chunked')
 }
 
-/** A Host value (RFC 9112 3.2): a host name, an IPv4 address or a bracketed IP literal (RFC 3986 3.2.2), then an optional port; empty is allowed. */
-const HOST = /^(?:\[[\w.:~!$&'()*+,;=-]+\]|[\w.~!$&'()*+,;=%-]*)(?::\d*)?$/
+/** A Host value (RFC 9112 3.2): a host name, an IPv4 address or a bracketed IP literal (RFC 3986 3.2.2; with a zone, RFC 6874), then an optional port; empty is allowed. */
+const HOST = /^(?:\[[\w.:~!$&'()*+,;=%-]+\]|[\w.~!$&'()*+,;=%-]*)(?::\d*)?$/
 
 /**
  * Why a request's Host is refused, or undefined: RFC 9112 3.2 has a server answer 400 to an HTTP/1.1

@@ -390,7 +390,7 @@ t.test('a request with two Host headers, or a Host that is no host[:port], answe
     parse(t, invalid.text, 400)
     t.match(invalid.text, /The Host header is not a host name or address/, host)
   }
-  for (const host of ['x', 'api.baton.example:8080', '127.0.0.1:3000', '[::1]:3000', '[::ffff:127.0.0.1]', 'xn--mller-kva.example', 'under_score.local', '']) {
+  for (const host of ['x', 'api.baton.example:8080', '127.0.0.1:3000', '[::1]:3000', '[::ffff:127.0.0.1]', 'xn--mller-kva.example', 'under_score.local', '[fe80::1%25eth0]:3000', '']) {
     t.match((await send([host])).text, /^HTTP\/1.1 200 /, `${host || 'an empty Host'} is a Host`)
   }
 })

@@ -97,7 +97,7 @@ async function respond(request: IncomingMessage, response: ServerResponse, route
  * says a server must accept and the API's router takes, the part after the authority: it answered 404.
  */
 function pathOf(target: string): string {
-  return target.replace(/^[a-z][a-z\d+.-]*:\/\/[^/?]*/i, '').split('?')[0] || '/'
+  return target.replace(/^https?:\/\/[^/?]*/i, '').split('?')[0] || '/'
 }
 
 type Route = (request: IncomingMessage) => Promise<Answer>

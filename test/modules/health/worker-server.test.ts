@@ -104,6 +104,8 @@ t.test('the worker listener answers what Node refuses before a route runs as pro
     const text = await raw(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
     t.match(text, target === 'http://x' ? /^HTTP\/1.1 404 [^]*"instance":"\/"/ : /^HTTP\/1.1 200 /, target)
   }
+  // Only an http(s) URL names a path here: another scheme's is no target of this server's.
+  t.match(await raw('GET ftp://x/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1.1 404 /, 'ftp://x/health/live is not /health/live')
 })
 
 t.test('the worker is not ready while its database does not answer', async (t) => {
