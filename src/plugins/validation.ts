@@ -13,7 +13,7 @@ import { strictQuery } from './query-strings.js'
  * place instead; the validator's code is otherwise Ajv's own.
  */
 const CONCAT_ERRORS = /vErrors = vErrors === null \? ([\w$.]+\.errors) : vErrors\.concat\(\1\);/g
-function appendErrorsInPlace(code: string): string {
+export function appendErrorsInPlace(code: string): string {
   return code.replace(CONCAT_ERRORS, 'if (vErrors === null) vErrors = $1; else for (const e of $1) vErrors.push(e);')
 }
 

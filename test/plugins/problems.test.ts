@@ -1,9 +1,10 @@
+import { Ajv } from 'ajv'
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { IF_MATCH_PATTERN } from '../../src/lib/versioning.js'
 import { UNIQUE_CONFLICTS } from '../../src/plugins/problems.js'
 import { clearerMessage } from '../../src/plugins/validation-messages.js'
-import { ALL_ERRORS_MAX_VALUES } from '../../src/plugins/validation.js'
+import { ALL_ERRORS_MAX_VALUES, appendErrorsInPlace } from '../../src/plugins/validation.js'
 import { setupApp, type Response } from '../helpers/app.js'
 import { assertProblem } from '../helpers/assertions.js'
 import { DOCUMENT } from '../helpers/openapi.js'
@@ -295,4 +296,27 @@ t.test('a body of more values than the errors are listed for is checked up to it
   const property = await client.post('/v1/properties', { fields })
   t.equal(property.statusCode, 201, property.body.slice(0, 300))
   t.equal(Object.keys(property.data.fields).length, 3000)
+})
+
+t.test('Ajv\'s gathering of a referenced schema\'s errors is rewritten to append in place: an Ajv whose code no longer matches fails here, not only in time', async (t) => {
+  const written: string[] = []
+  const ajv = new Ajv({ allErrors: true, strict: false, code: { process: (code) => (written.push(code), appendErrorsInPlace(code)) } })
+  ajv.compile({ $id: 'Expression', anyOf: [{ type: 'string' }, { type: 'object', properties: { and: { type: 'array', items: { $ref: 'Expression' } } } }] })
+  const code = written.join('\n')
+  t.match(code, /vErrors\.concat\(/, 'Ajv gathers a reference\'s errors by copying them (what the rewrite is for)')
+  t.notMatch(appendErrorsInPlace(code), /vErrors\.concat\(/, 'no copy is left')
+})
+
+t.test('a body one value over the limit is checked up to its first error; one at it lists every error', async (t) => {
+  const ctx = await setupApp(t)
+  const { client } = await ctx.newTenant()
+  const template = await client.post('/v1/process-templates', { name: 'At the limit' })
+  // The body's own seven values (itself, kind, name, decision, mode, condition, and) beside the items.
+  const step = (items: number) => ({ kind: 'decision', name: 'D', decision: { mode: 'automatic', condition: { and: Array.from({ length: items }, () => ({})) } } })
+  const at = await client.post(`/v1/process-templates/${template.data.id}/steps`, step(ALL_ERRORS_MAX_VALUES - 7))
+  t.equal(at.data.detail, 'The request\'s body does not match its schema.')
+  t.ok(at.data.errors.length >= ALL_ERRORS_MAX_VALUES - 7, 'every error listed')
+  const over = await client.post(`/v1/process-templates/${template.data.id}/steps`, step(ALL_ERRORS_MAX_VALUES - 6))
+  t.match(over.data.detail, /checked up to its first error/)
+  t.equal(over.data.errors.length, 1)
 })
