@@ -4,7 +4,7 @@
 // (they take none) answered with its message alone and exit code 1, not a stack trace.
 import { asDatabaseUrlProblem, ConfigError, loadConfig, type Config } from '../src/config.js'
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from '../src/db/connect.js'
-import { isDatabaseUnavailable, unavailableReason } from '../src/db/errors.js'
+import { isDatabaseUnavailable, isStatementTimeout, unavailableReason } from '../src/db/errors.js'
 import type { Kysely } from '../src/db/kysely.js'
 import { pendingMigrations } from '../src/db/migrate.js'
 
@@ -38,12 +38,15 @@ export async function adminCommand(
  * A database that did not answer (a server down, DATABASE_URL naming the wrong host or port), as what to
  * check: the server waits for it at its start, a command stops. It printed node-postgres's stack trace.
  */
-function unanswered(error: unknown): unknown {
+export function unanswered(error: unknown): unknown {
   if (error instanceof ConfigError || !(error instanceof Error) || !isDatabaseUnavailable(error)) return error
   const reason = unavailableReason(error)
   const advice = reason === 'the database did not answer' ? 'check that the database server runs and that DATABASE_URL names it, then run this command again'
-    : 'run this command again shortly'
-  return new ConfigError(`${reason[0]!.toUpperCase()}${reason.slice(1)} (${error.message || error.name}): ${advice}.`, { cause: error })
+    : isStatementTimeout(error) ? 'run it again with more time, e.g. DATABASE_STATEMENT_TIMEOUT_MS=600000'
+      : 'run this command again shortly'
+  // A host name with two addresses (localhost: ::1 and 127.0.0.1) fails as an AggregateError without a message of its own.
+  const told = error.message || (error instanceof AggregateError ? error.errors.map((e: unknown) => (e instanceof Error ? e.message : String(e))).join('; ') : '') || error.name
+  return new ConfigError(`${reason[0]!.toUpperCase()}${reason.slice(1)} (${told}): ${advice}.`, { cause: error })
 }
 
 /**

@@ -11,6 +11,7 @@ import pg from 'pg'
 import { migrateToLatest, pendingMigrations } from '../../src/db/migrate.js'
 import { adminQuery, createTestDatabase, databaseUrl } from '../helpers/database.js'
 import { findOperatorKeyHash } from '../../src/modules/auth/repository.js'
+import { unanswered } from '../../scripts/admin-command.js'
 import { runScript } from '../helpers/process.js'
 
 // Tests that start processes of their own (migrations, servers): ~30 s on an idle machine, past tap's 120 s on a busy one.
@@ -200,4 +201,15 @@ t.test('migrations run whatever statement timeout the database or role sets: the
   const ran = await migrateToLatest(handle)
   t.ok(ran.length > 0, `${ran.length} migrations ran`)
   t.same(await pendingMigrations(handle.db as never), [])
+})
+
+t.test('a database that does not answer on any of its host\'s addresses, or in time, is told as what to do', async (t) => {
+  // localhost as ::1 and 127.0.0.1: node's AggregateError has no message of its own, and the line read "(AggregateError)".
+  const refused = (address: string) => Object.assign(new Error(`connect ECONNREFUSED ${address}`), { code: 'ECONNREFUSED' })
+  const both = Object.assign(new AggregateError([refused('::1:5999'), refused('127.0.0.1:5999')], ''), { code: 'ECONNREFUSED' })
+  t.equal((unanswered(both) as Error).message, 'The database did not answer (connect ECONNREFUSED ::1:5999; connect ECONNREFUSED 127.0.0.1:5999): '
+    + 'check that the database server runs and that DATABASE_URL names it, then run this command again.')
+  // A statement timeout comes again at once: the command needs more time, not another try.
+  const slow = Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' })
+  t.match((unanswered(slow) as Error).message, /did not answer in time \(canceling statement due to statement timeout\): run it again with more time, e\.g\. DATABASE_STATEMENT_TIMEOUT_MS=600000\.$/)
 })
