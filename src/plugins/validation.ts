@@ -89,10 +89,11 @@ export function holdsMoreValues(data: unknown, max: number): boolean {
   while (open.length > 0) {
     const value = open.pop()
     if (++count > max) return true
+    // Each value waiting counts one at least: no more are taken than would pass the limit.
     if (Array.isArray(value)) {
-      for (const item of value) open.push(item)
+      for (const item of value) if (open.push(item) + count > max) return true
     } else if (value !== null && typeof value === 'object') {
-      for (const key in value) open.push((value as Record<string, unknown>)[key])
+      for (const key in value) if (open.push((value as Record<string, unknown>)[key]) + count > max) return true
     }
   }
   return false
