@@ -75,6 +75,9 @@ function errorLine(error: Error) {
   // once a second while the LISTEN connection tried again.
   const cert = (line as { cert?: unknown }).cert
   if (typeof cert === 'object' && cert !== null && 'raw' in cert) (line as { cert?: unknown }).cert = certificateLine(cert as Record<string, unknown>)
+  // pg-pool hangs the connection that broke on its error: the whole pg Client, 4 KB of its socket, its
+  // prepared statements' SQL and the backend's cancel key (secretKey), once for every connection lost.
+  delete (line as { client?: unknown }).client
   return line
 }
 

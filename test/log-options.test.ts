@@ -11,7 +11,7 @@ import t from 'tap'
 import { loadConfig } from '../src/config.js'
 import { sql } from '../src/db/kysely.js'
 import { logOptions, PRETTY_OPTIONS } from '../src/log-options.js'
-import { createTestDatabase } from './helpers/database.js'
+import { adminQuery, createTestDatabase } from './helpers/database.js'
 import { ROOT, TS_LOADER } from './helpers/process.js'
 
 t.test('pretty lines only at a terminal outside production; JSON otherwise', async (t) => {
@@ -74,6 +74,28 @@ t.test('a logged constraint violation keeps its code, constraint and table but n
   logger.error({ err: other }, 'request failed')
   t.match(JSON.parse(lines[3]!).err, { detail: 'Key (web_id)=(x) already exists.' }, 'other details stay')
   t.notOk(lines.some((line) => line.includes(secret)), 'no line holds the secret')
+})
+
+// pg-pool hangs the connection that broke on its error (err.client): the whole pg Client, its socket,
+// the SQL of its prepared statements and the backend's cancel key (processID and secretKey, which a
+// CancelRequest presents) were written in the "database connection lost" line, 4 KB of it.
+t.test('a lost connection\'s error is logged without the pg client pg-pool hangs on it', async (t) => {
+  const errors: Error[] = []
+  const database = await createTestDatabase({ poolMax: 1, onError: (error) => errors.push(error) })
+  t.teardown(() => database.drop())
+  await sql`select 1`.execute(database.db)
+  await adminQuery(`select pg_terminate_backend(pid) from pg_stat_activity where datname = '${database.name}'`)
+  while (!errors.some((error) => 'client' in error)) await new Promise((resolve) => setTimeout(resolve, 10))
+  const error = errors.find((error) => 'client' in error) as Error & { client: { secretKey: number } }
+  t.type(error.client.secretKey, 'number', 'pg-pool hangs the client, cancel key and all, on the error')
+  const lines: string[] = []
+  const logger = pino(logOptions(loadConfig({ LOG_LEVEL: 'info' }), false), new Writable({ write: (chunk: Buffer, _encoding, done) => { lines.push(String(chunk)); done() } }))
+  logger.warn({ err: error }, 'database connection lost; it reconnects on next use')
+  const { err } = JSON.parse(lines[0]!) as { err: Record<string, unknown> }
+  t.match(err, { code: '57P01', message: /terminating connection/ }, 'the error itself stays')
+  t.notOk('client' in err, 'no client')
+  t.notOk(lines[0]!.includes(String(error.client.secretKey)), 'nor the cancel key')
+  t.ok(lines[0]!.length < 2000, `a line of ${lines[0]!.length} characters`)
 })
 
 // An operator key of the operator's own choosing (BATON_ADMIN_TOKEN) need not start with bop_, which
