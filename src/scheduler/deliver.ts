@@ -266,8 +266,10 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
       : { kind: error instanceof HttpCallError && error.targetRefused ? 'refused' : 'error', error: text }
     if (error instanceof HttpCallError) detail = error.detail
   }
-  const sent = [apiClaim, apiClaim?.slice(apiClaim.lastIndexOf('.') + 1), delivery.secret, delivery.previousSecret]
-    .filter((value): value is string => typeof value === 'string')
+  // A whsec_ secret's key is the base64 after the prefix, as Standard Webhooks libraries (and pages showing the key) hold it.
+  const secrets = [delivery.secret, delivery.previousSecret]
+    .flatMap((secret) => (secret === null ? [] : secret.startsWith('whsec_') ? [secret, secret.slice('whsec_'.length)] : [secret]))
+  const sent = [apiClaim, apiClaim?.slice(apiClaim.lastIndexOf('.') + 1), ...secrets].filter((value): value is string => typeof value === 'string')
   return { result, response, durationMs: Math.round(performance.now() - started), detail, sent }
 }
 

@@ -584,6 +584,17 @@ t.test('a claim or secret a provider echoes escaped, wrapped or in UTF-16 is not
   }
 })
 
+// A Standard Webhooks library holds a whsec_ secret as the base64 key after the prefix, and so does a
+// provider's page that shows it: that part, which signs as well as the whole, was kept in the attempt log.
+t.test('a whsec_ secret a provider echoes without its prefix is not kept in the attempt log', async (t) => {
+  t.match(rt.secret, /^whsec_/)
+  const key = rt.secret.slice('whsec_'.length)
+  const { stepId } = await webhookStep('Echo the key', [{ status: 500, body: `signature mismatch; key ${key} (${encodeURIComponent(key)})` }])
+  await rt.newScheduler().runOnce()
+  const [attempt] = (await deliveryOf(stepId)).attempts
+  t.equal(attempt.responseBody, 'signature mismatch; key [redacted] ([redacted])')
+})
+
 // The body was cut at 4 KiB before the values were looked for: a mac the cut split kept its first part.
 t.test('a mac the 4 KiB cut splits is redacted, none of its first part kept', async (t) => {
   const { stepId } = await webhookStep('Echo across the cut', [(call: ReceivedCall) => {
