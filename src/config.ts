@@ -197,6 +197,12 @@ function databaseUrlProblem(value: unknown): string | undefined {
  */
 export function asDatabaseUrlProblem(error: unknown): unknown {
   if (refusesConnectionSettings(error)) return new ConfigError(`DATABASE_URL: the database server refused it: ${error.message}`)
+  // At the start, a privilege withheld on a table or schema (a read-only user, or one that may not create in
+  // Postgres 15's public schema) is the user to change, which no wait makes work; it ended in a stack trace.
+  if (error instanceof Error && (error as { code?: unknown }).code === '42501' && (error as { routine?: unknown }).routine === 'aclcheck_error') {
+    return new ConfigError(`DATABASE_URL: its user lacks a privilege Baton needs (${error.message}): connect as the user that owns Baton's tables `
+      + '(on an empty database, one that may create tables in its schema), or grant this one the privilege', { cause: error })
+  }
   const tls = databaseTlsProblem(error)
   return tls === undefined ? error : new ConfigError(`DATABASE_URL: ${tls}`, { cause: error })
 }

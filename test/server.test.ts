@@ -128,6 +128,40 @@ t.test('a DATABASE_URL whose user may not connect to its database stops the proc
   }
 })
 
+// A user that may connect but holds none of Baton's privileges (a read-only role, the wrong one of two):
+// on a migrated database the start and db:migrate said a pg_restore into it was still running, as the
+// record of its migrations could not be read; admin:rotate-key and secrets:reencrypt printed a stack trace.
+// On an empty database, the schema Postgres 15 lets no one create in but its owner.
+t.test('a DATABASE_URL whose user lacks a privilege on Baton\'s tables or schema stops the process naming it', async (t) => {
+  const name = `baton_noprivilege_${randomBytes(4).toString('hex')}`
+  const migrated = await createTestDatabase()
+  await adminQuery(`create role ${name} login`)
+  await adminQuery(`create database ${name}`)
+  t.teardown(async () => {
+    await migrated.drop()
+    await adminQuery(`drop database if exists ${name} with (force)`)
+    await adminQuery(`drop role if exists ${name}`)
+  })
+  const asUser = (database: string) => databaseUrl(database).replace(/\/\/[^@/]*@?/, `//${name}@`)
+  const env = { PORT: '0', WORKER_HTTP_PORT: '0', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', BATON_SECRETS_KEY: Buffer.alloc(32, 1).toString('base64') }
+  const runs = [
+    [migrated.name, 'src/server.ts', ['--role=api'], /permission denied for table kysely_migration/],
+    [migrated.name, 'scripts/migrate.ts', [], /permission denied for table kysely_migration/],
+    [migrated.name, 'scripts/rotate-operator-key.ts', [], /permission denied for table kysely_migration/],
+    [migrated.name, 'scripts/reencrypt-secrets.ts', [], /permission denied for table kysely_migration/],
+    [name, 'src/server.ts', ['--role=worker'], /permission denied for schema public/],
+    [name, 'scripts/migrate.ts', [], /permission denied for schema public/]
+  ] as const
+  for (const [database, script, args, denied] of runs) {
+    const run = runScript(script, { ...env, DATABASE_URL: asUser(database) }, [...args])
+    t.teardown(() => { run.child.kill('SIGKILL') })
+    t.equal(await run.exited, 1, `${script}: exit 1`)
+    t.match(run.output(), /^DATABASE_URL: its user lacks a privilege Baton needs \(/, `${script}: names the setting`)
+    t.match(run.output(), denied, `${script}: and the privilege`)
+    t.notMatch(run.output(), /pg_restore|at .+\.(ts|js):\d+/, `${script}: no restore under way, no stack trace`)
+  }
+})
+
 t.test('a role given as two arguments, or a wrong one, stops the process instead of running every role', async (t) => {
   // A server that does not answer: a process that went on would wait for it rather than exit.
   const env = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/baton', PORT: '0', WORKER_HTTP_PORT: '0' }

@@ -121,13 +121,17 @@ async function migrationNames(): Promise<string[]> {
   return (await fs.readdir(migrationFolder)).filter(isMigrationFile).map((file) => file.slice(0, file.lastIndexOf('.')))
 }
 
-/** The names recorded as run; undefined when the table cannot be read (an empty database). */
+/**
+ * The names recorded as run; undefined when there is no such table (an empty database). A table the user
+ * may not read is no empty database: read as one, it was told as a pg_restore still under way.
+ */
 async function recordedMigrations(db: Kysely<unknown>): Promise<Set<string> | undefined> {
   try {
     const { rows } = await sql<{ name: string }>`select name from ${sql.table(DEFAULT_MIGRATION_TABLE)}`.execute(db)
     return new Set(rows.map((r) => r.name))
-  } catch {
-    return undefined
+  } catch (error) {
+    if ((error as { code?: unknown }).code === '42P01') return undefined
+    throw error
   }
 }
 
