@@ -44,14 +44,15 @@ t.test('the HEALTHCHECK asks /health/live on PORT, else on WORKER_HTTP_PORT, wit
   t.equal(await healthcheck({ PORT: closed, WORKER_HTTP_PORT: closed }), 1, 'nothing listening is not')
 })
 
-t.test('the image runs node with the heap flags npm start, start:api and worker pass', async (t) => {
+t.test('the image runs node with the heap and WebAssembly flags npm start, start:api and worker pass', async (t) => {
   const { scripts } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
-  const heapFlags = (words: string[]) => words.filter((w) => /^--(max-semi-space-size|heap-growing-percent|max-old-space-size)=/.test(w))
-  const start = heapFlags(scripts.start!.split(/\s+/))
+  const nodeFlags = (words: string[]) => words.filter((w) => /^--(?:(?:max-semi-space-size|heap-growing-percent|max-old-space-size)=|liftoff-only$)/.test(w))
+  const start = nodeFlags(scripts.start!.split(/\s+/))
   t.ok(start.length > 0, 'npm start sets the heap')
-  for (const name of ['start:api', 'worker']) t.same(heapFlags(scripts[name]!.split(/\s+/)), start, name)
+  t.ok(start.includes('--liftoff-only'), "npm start compiles the embedded database's WebAssembly once")
+  for (const name of ['start:api', 'worker']) t.same(nodeFlags(scripts[name]!.split(/\s+/)), start, name)
   const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(dockerfile)?.[1] ?? '[]') as string[]
-  t.same(heapFlags(cmd), start, 'the image')
+  t.same(nodeFlags(cmd), start, 'the image')
 })
 
 t.test("the image compiles the operator's commands (npm runs them with tsx, which the image has not)", async (t) => {

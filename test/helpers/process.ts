@@ -18,11 +18,12 @@ export const TS_LOADER = `--import=${pathToFileURL(join(ROOT, 'test', 'setup', '
 
 /**
  * Runs a TypeScript entry file of this repo in its own process through the tests' loader, as the test
- * files run (`npm start` runs the sources compiled, scripts/start.mjs); args follow the script. The
- * child is the script's own process: signals reach it directly and SIGKILL really kills it.
+ * files run (`npm start` runs the sources compiled, scripts/start.mjs), and with `--liftoff-only` as
+ * both do (package.json); args follow the script. The child is the script's own process: signals
+ * reach it directly and SIGKILL really kills it.
  */
 export function runScript(script: string, env: Record<string, string>, args: string[] = []): RunningProcess {
-  return runCommand(process.execPath, [TS_LOADER, script, ...args], env)
+  return runCommand(process.execPath, ['--liftoff-only', TS_LOADER, script, ...args], env)
 }
 
 /**
