@@ -90,3 +90,43 @@ t.test('a search that overruns the statement timeout fails its own template; the
     t.match(runs, [{ recordId: due, outcome: 'started' }], 'the due address started its process')
   }
 })
+
+// Each template claimed up to the batch a pass: a tenant with many date templates whose records fell
+// due on one day made a pass start templates × batch processes (1,000 in 3.4 s for ten templates of
+// 300 records at a batch of 100), while every tenant's automatic steps, step starts and deadlines
+// waited for the pass to end, and again on the next pass until they were all started.
+t.test('a pass starts about its batch in all, shared between the tenants that have dates due; the next passes start the rest', async (t) => {
+  const rt = await setupRuntime(t)
+  const handover = async (api: typeof rt.api, controllerUserId: string) => {
+    const created = await api.post('/v1/process-templates', {
+      name: 'Handover', controllerUserId, autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
+    })
+    await api.post(`/v1/process-templates/${created.data.id}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
+    t.equal((await api.patch(`/v1/process-templates/${created.data.id}`, { active: true })).statusCode, 200)
+    return created.data.id as string
+  }
+  rt.clock.set('2029-05-10T06:00:00Z')
+  // This tenant: four templates over the same ten addresses due today, 40 processes to start.
+  const many = [] as string[]
+  for (let n = 0; n < 4; n++) many.push(await handover(rt.api, rt.controller.id))
+  for (let n = 0; n < 10; n++) await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-05-10' } })
+  // Another tenant: one template, one address due today.
+  const other = await rt.newTenant()
+  const otherUser = (await other.client.post('/v1/users', { name: 'Olga Other', email: 'olga@example.com' })).data.id as string
+  const theirs = await handover(other.client, otherUser)
+  await other.client.post('/v1/addresses', { maintainerUserId: otherUser, fields: { handoverOn: '2029-05-10' } })
+
+  const failures: unknown[] = []
+  const startedOf = async (templateIds: string[]) => (await sql<{ n: number }>`
+    select count(*)::int as n from autostart_runs where template_id in (${sql.join(templateIds)}) and outcome = 'started'`.execute(rt.db)).rows[0]!.n
+  const passes: number[] = []
+  for (let claimed = -1; claimed !== 0 && passes.length < 20;) {
+    claimed = await autostartOnDates(rt.db, new Date('2029-05-10T08:00:00Z'), 6, (error) => failures.push(error))
+    passes.push(claimed)
+    if (passes.length === 1) t.equal(await startedOf([theirs]), 1, 'the other tenant\'s date started on the first pass')
+  }
+  t.ok(passes.every((claimed) => claimed <= 6), `no pass started more than its batch of 6: ${passes.join(', ')}`)
+  t.equal(await startedOf(many), 40, 'the passes after it started the rest')
+  t.equal(await startedOf([theirs]), 1)
+  t.same(failures, [])
+})

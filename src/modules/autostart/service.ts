@@ -73,8 +73,9 @@ function matches(filter: Autostart['filter'], value: unknown): boolean {
  * start a process, once per date (occurrence `date:<the record's date that year>`). The days checked
  * are those after the last day the template checked whole (at most DATE_CATCH_UP_DAYS back) through
  * today: a day on which no worker ran is caught up, and each day is checked again on the next day's
- * passes until it has been over for DATE_SETTLES_MS, for records written after its last pass. At most `limit` runs a template a pass; a template that
- * fails is reported to `onError` and the others go on. Returns how many runs it claimed.
+ * passes until it has been over for DATE_SETTLES_MS, for records written after its last pass. About `limit` runs a pass in all
+ * (at least one for each tenant with a date due); a template that fails is reported to `onError` and the others go on.
+ * Returns how many runs it claimed.
  *
  * Most days of most templates find nothing: which do is asked first for many templates at once
  * (searchesThatMayHaveCandidates), and only those are checked in a transaction; the dates checked are
@@ -99,11 +100,19 @@ export async function autostartOnDates(db: DB, now: Date, limit: number, onError
   for (const [template, error] of failed) onError(error, template.id)
   let claimed = 0
   const marks: repo.DatesChecked[] = []
+  // The pass's `limit` is shared between the tenants whose templates may start something, each tenant's
+  // share between its templates in turn: a tenant with many templates due on one day starts its share
+  // on each pass, while the other chores and the other tenants' dates wait only for that.
+  const due = new Set(passes.filter((pass) => pass.searches.some((search) => mayHaveCandidates.has(search))).map((pass) => pass.template.tenant_id))
+  const share = Math.max(1, Math.floor(limit / Math.max(1, due.size)))
+  const left = new Map<string, number>()
   for (const pass of passes) {
     // Its days' transactions would ask the same and fail alike: the next pass tries it again.
     if (failed.has(pass.template)) continue
+    const tenantId = pass.template.tenant_id
     try {
-      const checked = await checkDates(db, now, pass, limit, mayHaveCandidates)
+      const checked = await checkDates(db, now, pass, left.get(tenantId) ?? share, mayHaveCandidates)
+      left.set(tenantId, (left.get(tenantId) ?? share) - checked.claimed)
       claimed += checked.claimed
       if (checked.through !== undefined && checked.through !== pass.template.checked_through) marks.push({ template: pass.template, through: checked.through })
     } catch (error) {
@@ -205,7 +214,8 @@ async function checkDates(
   let through = from
   let claimed = 0
   for (const search of searches) {
-    if (claimed >= limit) break
+    // A day without candidates is whole even once the share is used up.
+    if (claimed >= limit && mayHaveCandidates.has(search)) break
     const { day } = search
     // Nothing to start when the pass began: a day over for DATE_SETTLES_MS is whole; a later one (today) is left for the next pass.
     const outcome = !mayHaveCandidates.has(search) ? { count: 0, whole: day < settled } : await db.transaction().execute(async (trx) => {
