@@ -60,10 +60,16 @@ export async function autostartOnWrite(db: DB, now: Date, write: RecordWritten):
   return claimed
 }
 
-/** A fieldChanged filter: the new value (null when the field was removed) equals eq, or one of in. */
+/**
+ * A fieldChanged filter: the new value (null when the field was removed) equals eq, or one of in. The
+ * filter's values are scalars: an object or a list equals none, and is not written out (a record's
+ * 256 KiB written out for each of 100 values took 0.6 s a template); a scalar is written out once.
+ */
 function matches(filter: Autostart['filter'], value: unknown): boolean {
   if (!filter) return true
-  const same = (wanted: unknown) => JSON.stringify(wanted) === JSON.stringify(value ?? null)
+  if (typeof value === 'object' && value !== null) return false
+  const text = JSON.stringify(value ?? null)
+  const same = (wanted: unknown) => JSON.stringify(wanted) === text
   return 'eq' in filter ? same(filter.eq) : filter.in.some(same)
 }
 
