@@ -64,6 +64,9 @@ export class ConfigError extends Error {
 /** A number as people write one: digits, a sign, a fraction, an exponent; no 0x, 0b, 0o or Infinity. */
 const DECIMAL = /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i
 
+/** What a delivery's lease must last beyond WEBHOOK_TIMEOUT_MS: the claim before its call, the outcome's write after. */
+const LEASE_BEYOND_TIMEOUT_MS = 1000
+
 /** Compiled on the first read of the settings, then kept. */
 let validateSettings: ValidateFunction | undefined
 
@@ -115,8 +118,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const { config, errors } = checkSettings(raw)
   const properties = ConfigSchema.properties as Record<string, { anyOf?: { const?: unknown }[] }>
   const problems = [...errors].map(([key, message]) => `${key}: ${expectation(properties[key]!, message)}`)
-  if (Number(config.SCHEDULER_LEASE_MS) <= Number(config.WEBHOOK_TIMEOUT_MS)) {
-    problems.push('SCHEDULER_LEASE_MS: must be longer than WEBHOOK_TIMEOUT_MS, or a slow call would lose its lease')
+  // A call goes out only while its lease still covers its whole timeout (deliver.ts): a lease barely
+  // longer than the timeout had run past that by the time the claim's statement returned, and every
+  // call was put back and claimed again, for ever, none made (SCHEDULER_LEASE_MS=1000, WEBHOOK_TIMEOUT_MS=999).
+  if (Number(config.SCHEDULER_LEASE_MS) < Number(config.WEBHOOK_TIMEOUT_MS) + LEASE_BEYOND_TIMEOUT_MS) {
+    problems.push(`SCHEDULER_LEASE_MS: must be at least WEBHOOK_TIMEOUT_MS + ${LEASE_BEYOND_TIMEOUT_MS} (${Number(config.WEBHOOK_TIMEOUT_MS) + LEASE_BEYOND_TIMEOUT_MS}): ` +
+      'a call goes out only while its lease covers the whole timeout, and a worker needs the rest to claim it and record its outcome')
   }
   const database = databaseUrlProblem(config.DATABASE_URL)
   if (database) problems.push(`DATABASE_URL: ${database}`)

@@ -95,6 +95,18 @@ t.test('SHUTDOWN_DELAY_MS: unset, an API replica waits 5 s for its load balancer
   t.throws(() => loadConfig({ SHUTDOWN_DELAY_MS: '-1' }), /SHUTDOWN_DELAY_MS/)
 })
 
+t.test('SCHEDULER_LEASE_MS must outlast WEBHOOK_TIMEOUT_MS by a second: a call goes out only while its lease covers the timeout', async (t) => {
+  // 1000 and 999 were taken: each claim's lease no longer covered the timeout once the claim returned, so
+  // every call was put back and claimed again, none made (a probe's worker spun on 20 deliveries for minutes).
+  for (const [lease, timeout] of [['1000', '999'], ['2000', '1999'], ['10999', '10000'], ['10000', '10000']]) {
+    t.throws(() => loadConfig({ SCHEDULER_LEASE_MS: lease, WEBHOOK_TIMEOUT_MS: timeout }),
+      { message: new RegExp(`SCHEDULER_LEASE_MS: must be at least WEBHOOK_TIMEOUT_MS \\+ 1000 \\(${Number(timeout) + 1000}\\)`) }, `${lease} with ${timeout}`)
+  }
+  t.equal(loadConfig({ SCHEDULER_LEASE_MS: '1100', WEBHOOK_TIMEOUT_MS: '100' }).SCHEDULER_LEASE_MS, 1100, 'the shortest lease the shortest timeout takes')
+  t.equal(loadConfig({ SCHEDULER_LEASE_MS: '3600000', WEBHOOK_TIMEOUT_MS: '300000' }).SCHEDULER_LEASE_MS, 3_600_000)
+  t.throws(() => loadConfig({ SCHEDULER_LEASE_MS: '1000' }), /SCHEDULER_LEASE_MS: must be at least WEBHOOK_TIMEOUT_MS \+ 1000 \(11000\)/, 'the default timeout needs 11 s')
+})
+
 t.test('a number set to blanks is refused, not read as 0 (which would turn RATE_LIMIT_MAX off or put PORT anywhere)', async (t) => {
   for (const [key, value] of [['PORT', ' '], ['RATE_LIMIT_MAX', '  '], ['SHUTDOWN_GRACE_MS', '\t'], ['AUTH_FAILURE_LIMIT', ' \n'], ['PRESSURE_MAX_EVENT_LOOP_UTILIZATION', ' ']]) {
     t.throws(() => loadConfig({ [key!]: value }), { name: 'ConfigError', message: new RegExp(`${key}: must be a(n integer| number)$`, 'm') }, JSON.stringify([key, value]))

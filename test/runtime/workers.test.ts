@@ -380,7 +380,7 @@ t.test('a worker paused past its lease (SIGSTOP) and resumed: another worker too
   const released = new Promise<void>((resolve) => { release = resolve })
   rt.provider.always((): Reply | Promise<Reply> => holding ? released.then(() => ({ status: 503, body: 'stale' })) : { status: 200, body: 'ok' })
   t.teardown(() => release())
-  const settings = { SCHEDULER_LEASE_MS: '3000', WEBHOOK_TIMEOUT_MS: '2500', SCHEDULER_POLL_INTERVAL_MS: '200', LOG_LEVEL: 'info' }
+  const settings = { SCHEDULER_LEASE_MS: '3500', WEBHOOK_TIMEOUT_MS: '2500', SCHEDULER_POLL_INTERVAL_MS: '200', LOG_LEVEL: 'info' }
 
   const a = workers.spawn('worker-paused', settings)
   await waitUntil(`${N} calls from worker A`, () => rt.provider.calls.length >= N, workers)
