@@ -9,7 +9,9 @@ import { tenantNotDeleting } from './tenant-not-deleting.js'
  * counted, they were due at once for as long as the deletion ran, or until it was repeated once cut off, and the loop
  * claimed nothing and ran its chores every 50 ms. Each time is read along its partial index, the first row whose
  * tenant is not being deleted (the tenants being deleted read once for the statement), rather than by `min`, which would read them
- * all; the mails, few and unordered by their lease, by `min`.
+ * all; the mails, few and unordered by their lease, by `min`. The next end of a delivery's lease is a chore's too (the
+ * reaper's, as any tenant's): without it a claim a killed worker left waited for the poll interval, up to 10 minutes,
+ * where README promises its take-over when the lease ends.
  */
 function nextDueStatement() {
   return sql<{ delivery: Date | null; chores: Date | null }>`
@@ -24,7 +26,8 @@ function nextDueStatement() {
           and ${tenantNotDeleting('s.tenant_id')}
         order by deadline_at limit 1),
       (select min(greatest(next_attempt_at, lease_expires_at)) from outbox_mails m
-        where sent_at is null and failed_at is null and ${tenantNotDeleting('m.tenant_id')})
+        where sent_at is null and failed_at is null and ${tenantNotDeleting('m.tenant_id')}),
+      (select lease_expires_at from deliveries where status = 'running' order by lease_expires_at limit 1)
     ) as chores
   `
 }

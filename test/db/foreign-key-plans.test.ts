@@ -669,7 +669,7 @@ t.test('the scheduler\'s claims and chores read their due rows through their par
     ['the mail claim', 'outbox_mails_unsent_idx', (db) => rolledBack(db, (trx) => claimMails(trx, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100 }))],
     ['the settling of email steps', 'outbox_mails_settle_idx', (db) => settleStepMails(db, now, 100).catch(() => undefined)],
     ['the first-due times', ['deliveries_due_idx', 'instance_steps_waiting_idx', 'instance_steps_automatic_due_idx', 'instance_steps_deadline_idx',
-      'outbox_mails_unsent_idx'], (db) => nextDue(db)]
+      'outbox_mails_unsent_idx', 'deliveries_lease_idx'], (db) => nextDue(db)]
   ]
   for (const [n, [what, index, chore]] of chores.entries()) {
     const [statement] = await statementsOf(databaseUrl(database.name), /deleting_since/, chore)

@@ -8,6 +8,7 @@ import { openPostgres } from '../../src/db/connect.js'
 import { loadConfig } from '../../src/config.js'
 import { BatonMetrics } from '../../src/lib/metrics.js'
 import { buildScheduler, WORK_CHANNEL } from '../../src/scheduler/build.js'
+import { claimDeliveries } from '../../src/scheduler/claim-deliveries.js'
 import { createScheduler, type Scheduler, type SchedulerSettings } from '../../src/scheduler/scheduler.js'
 import { nextDue } from '../../src/scheduler/next-due.js'
 import { databaseUrl } from '../helpers/database.js'
@@ -127,6 +128,26 @@ t.test('the scheduler as npm start and npm run worker build it from the configur
   rt.clock.set(new Date(calledAt + 15 * 60_000 + 2000))
   t.equal((await claim.get(`/v1/properties/${rt.propertyId}`)).statusCode, 401, 'and has expired then')
   rt.clock.set(new Date())
+  t.same(errors, [])
+})
+
+t.test('a claim a vanished worker left is taken over when its lease ends, not at the next poll interval (SCHEDULER_POLL_INTERVAL_MS up to 10 minutes)', async (t) => {
+  const scheduler = loopScheduler({ pollIntervalMs: 600_000 })
+  t.teardown(() => scheduler.stop(1000))
+  const { stepId } = await startWebhookProcess('Valuation left by a vanished worker')
+  const claimedAt = new Date()
+  const claims = await claimDeliveries(rt.db, { workerId: 'vanished', now: claimedAt, leaseMs: 1500, limit: 10 })
+  t.ok(claims.some((c) => c.stepId === stepId), 'the other worker claimed it, and was killed before its call')
+  await scheduler.start()
+  await sleep(500) // its first pass found the lease still running and nothing else due: it sleeps
+  t.equal(callsFor(stepId).length, 0)
+
+  const call = await waitForCall(stepId, 6000)
+  const lag = call.at - (claimedAt.getTime() + 1500)
+  t.ok(lag < 2000, `called ${lag} ms after the lease ended`)
+  await scheduler.stop(2000)
+  const attempts = await rt.db.selectFrom('delivery_attempts').select('outcome').where('delivery_id', '=', call.query.deliveryId!).orderBy('attempt_number').execute()
+  t.same(attempts.map((a) => a.outcome), ['aborted', 'succeeded'], 'the vanished claim is logged as aborted, then the call succeeds')
   t.same(errors, [])
 })
 
