@@ -53,3 +53,19 @@ t.test('a list of records whose pool fills between its queries answers 503, not 
   t.equal(again.statusCode, 200)
   t.equal(again.data.items.length, 3, 'and the list is whole again')
 })
+
+t.test('a request that finds the pool full waits DATABASE_CONNECT_TIMEOUT_MS for a connection, not the statement timeout, then answers 503', async (t) => {
+  let listing: ReturnType<typeof api.get> | undefined
+  await ctx.db.transaction().execute(async (table) => {
+    // The list takes the pool's one connection and waits for the table; the next request waits for the connection.
+    await sql`lock table properties in access exclusive mode`.execute(table)
+    listing = api.get('/v1/properties')
+    await waitForLockWait(ctx.db)
+    const queuedAt = performance.now()
+    const queued = await api.get('/v1/users')
+    const waited = performance.now() - queuedAt
+    t.equal(queued.statusCode, 503, queued.body.slice(0, 200))
+    t.ok(waited >= 450 && waited < 1000, `gave up after ${Math.round(waited)} ms: the connect timeout's 500, before the statement timeout's 1000`)
+  })
+  t.ok([200, 503].includes((await listing!).statusCode), 'the list ends either way')
+})
