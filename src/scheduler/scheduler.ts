@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import type { Clock } from '../adapters/clock.js'
 import type { HttpClient } from '../adapters/http-client.js'
 import type { Mailer } from '../adapters/mailer.js'
@@ -115,6 +116,19 @@ const OUTCOMES_WAITING_PER_CALL = 3
  * a slot free at once: 300 calls in 19.6–23.2 s, against 3.3 s at four per place (`npm run drill -- hang`).
  */
 const WAITING_PER_PLACE = 4
+
+/**
+ * The worker's stop signal, which every call waiting for its host's slot or for a place listens on:
+ * up to SCHEDULER_CONCURRENCY × WAITING_PER_PLACE at once, each removed when its wait ends. Node warned
+ * of an EventTarget "memory leak" past ten, which the defaults (8 per host, 64 places) reached with
+ * two hosts full.
+ */
+function stopController(): AbortController {
+  const controller = new AbortController()
+  setMaxListeners(0, controller.signal)
+  return controller
+}
+
 const RECLAIM_FLOOR_MS = 50
 /**
  * How long a full host is not claimed apart after such a claim came back short, while
@@ -208,7 +222,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const dispatchedLeaseEnds = new Set<number>()
   let stopping = false
   /** Fires when stop() begins: calls not yet made (waiting for a host slot, or for a place) are released at once. */
-  let stopSignal = new AbortController()
+  let stopSignal = stopController()
   /** Fires when a stop's grace is over: the mail batch in flight stops waiting for the database to mark what it sent. */
   let graceOverSignal = new AbortController()
   /** The last claim left full hosts out, or took no more for them than their lines had places for: a finished call may make room. */
@@ -746,7 +760,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     async start() {
       if (deps.listen) unlisten = await deps.listen(wake)
       stopping = false
-      stopSignal = new AbortController()
+      stopSignal = stopController()
       graceOverSignal = new AbortController()
       loop = run()
     },
