@@ -198,16 +198,19 @@ function knownStartOf({ template, steps, timeZone }: TemplateFacts): KnownStart 
 
 /**
  * The facts of the templates this process started from lately, by tenant and template, for starts
- * that skip reading them; the most recently used are kept. Safe however old: the write checks them
- * again (KnownStart), and a start whose facts no longer hold forgets them and reads them afresh.
- * Facts are remembered once a start from them was written. A template whose steps hold a free
- * target's secret is not kept: re-encrypting the secrets (`npm run secrets:reencrypt`) changes no
- * version, and a kept copy would go on writing the secret as it was.
+ * that skip reading them; the most recently used are kept, at most `max` of them and `maxChars`
+ * characters of their JSON in all. Safe however old: the write checks them again (KnownStart), and a
+ * start whose facts no longer hold forgets them and reads them afresh. Facts are remembered once a
+ * start from them was written. A template whose steps hold a free target's secret is not kept:
+ * re-encrypting the secrets (`npm run secrets:reencrypt`) changes no version, and a kept copy would go
+ * on writing the secret as it was. Nor is one larger than an eighth of `maxChars`: its start copies
+ * every step anyway, and the read it saves is little beside that.
  */
-class KnownTemplates {
-  private readonly facts = new Map<string, KnownFacts>()
+export class KnownTemplates {
+  private readonly facts = new Map<string, KnownFacts & { chars: number }>()
+  private chars = 0
 
-  constructor(private readonly max: number) {}
+  constructor(private readonly max: number, private readonly maxChars: number) {}
 
   get(tenantId: string, templateId: string): KnownFacts | undefined {
     const key = `${tenantId}:${templateId.toLowerCase()}`
@@ -219,20 +222,42 @@ class KnownTemplates {
     return entry
   }
 
-  remember(tenantId: string, { template, steps, timeZone }: repo.StartFacts): void {
+  remember(tenantId: string, { template, steps, timeZone }: TemplateFacts): void {
     if (steps.some((step) => step.target_secret !== null)) return
     const key = `${tenantId}:${template.id}`
-    this.facts.delete(key)
-    if (this.facts.size >= this.max) this.facts.delete(this.facts.keys().next().value!)
-    this.facts.set(key, { facts: { template, steps, timeZone }, known: knownStartOf({ template, steps, timeZone }) })
+    this.drop(key)
+    const chars = JSON.stringify(template).length + JSON.stringify(steps).length
+    if (chars > this.maxChars / 8) return
+    // A Map iterates in insertion order: the first template is the one used longest ago.
+    while (this.facts.size >= this.max || this.chars + chars > this.maxChars) this.drop(this.facts.keys().next().value!)
+    this.facts.set(key, { facts: { template, steps, timeZone }, known: knownStartOf({ template, steps, timeZone }), chars })
+    this.chars += chars
   }
 
   forget(tenantId: string, templateId: string): void {
-    this.facts.delete(`${tenantId}:${templateId.toLowerCase()}`)
+    this.drop(`${tenantId}:${templateId.toLowerCase()}`)
+  }
+
+  /** Templates kept, and the characters of their JSON. */
+  get kept(): { templates: number; chars: number } {
+    return { templates: this.facts.size, chars: this.chars }
+  }
+
+  private drop(key: string): void {
+    const entry = this.facts.get(key)
+    if (!entry) return
+    this.facts.delete(key)
+    this.chars -= entry.chars
   }
 }
 
-const knownTemplates = new KnownTemplates(1000)
+/**
+ * Counted by templates alone, the thousand kept held whatever they weighed: starts from 30 templates
+ * of 100 email steps of 20,000 characters kept 63 MB of the API's heap, 2.1 MB each, and a template
+ * may have 1,000 such steps. A thousand templates of ten steps are some 5 MB of JSON.
+ */
+const KNOWN_TEMPLATES_CHARS = 32 * 1024 * 1024
+const knownTemplates = new KnownTemplates(1000, KNOWN_TEMPLATES_CHARS)
 
 /**
  * A start from known template facts, in one statement that inserts the process only while they still
