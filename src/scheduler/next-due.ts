@@ -11,9 +11,11 @@ import { tenantNotDeleting } from './tenant-not-deleting.js'
  * tenant is not being deleted (the tenants being deleted read once for the statement), rather than by `min`, which would read them
  * all; the mails, few and unordered by their lease, by `min`. The next end of a delivery's lease is a chore's too (the
  * reaper's, as any tenant's): without it a claim a killed worker left waited for the poll interval, up to 10 minutes,
- * where README promises its take-over when the lease ends.
+ * where README promises its take-over when the lease ends. Only a lease ending from `leasesFrom` on counts, the
+ * start of this worker's last reap: one that ended before was that reap's to take, and one it could not take (its
+ * row locked by another transaction, or the reap failed) kept the loop running its chores every 50 ms as long.
  */
-function nextDueStatement() {
+function nextDueStatement(leasesFrom: Date) {
   return sql<{ delivery: Date | null; chores: Date | null }>`
     select (select next_attempt_at from deliveries d where status = 'pending' and ${tenantNotDeleting('d.tenant_id')}
         order by next_attempt_at limit 1) as delivery, least(
@@ -27,12 +29,13 @@ function nextDueStatement() {
         order by deadline_at limit 1),
       (select min(greatest(next_attempt_at, lease_expires_at)) from outbox_mails m
         where sent_at is null and failed_at is null and ${tenantNotDeleting('m.tenant_id')}),
-      (select lease_expires_at from deliveries where status = 'running' order by lease_expires_at limit 1)
+      (select lease_expires_at from deliveries where status = 'running' and lease_expires_at >= ${leasesFrom}
+        order by lease_expires_at limit 1)
     ) as chores
   `
 }
 
-export async function nextDue(db: DB): Promise<{ delivery: Date | undefined; chores: Date | undefined }> {
-  const { rows } = await nextDueStatement().execute(db)
+export async function nextDue(db: DB, leasesFrom = new Date(0)): Promise<{ delivery: Date | undefined; chores: Date | undefined }> {
+  const { rows } = await nextDueStatement(leasesFrom).execute(db)
   return { delivery: rows[0]?.delivery ?? undefined, chores: rows[0]?.chores ?? undefined }
 }

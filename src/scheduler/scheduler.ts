@@ -220,6 +220,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const unansweredClaims: Date[] = []
   /** The lease ends of the claims this worker dispatched, until they pass: rows leased till then may be its own. */
   const dispatchedLeaseEnds = new Set<number>()
+  /** When the last reap of expired leases began: a lease that ended before was its to take (nextDue). */
+  let leasesReapedTo = new Date(0)
   let stopping = false
   /** Fires when stop() begins: calls not yet made (waiting for a host slot, or for a place) are released at once. */
   let stopSignal = stopController()
@@ -468,6 +470,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       else deps.log.error({ err: error, id }, 'scheduler chore failed for one row; the others go on')
     }
     const reaped = await chore('reapExpiredLeases', () => reapExpiredLeases(db, now))
+    leasesReapedTo = now
     metrics.leasesReaped(reaped)
     const stepsStarted = await chore('startDueSteps', () => startDueSteps(db, now, settings.batchSize, onError))
     const automaticSteps = await chore('runAutomaticSteps', () => runAutomaticSteps(db, now, settings.batchSize, onError))
@@ -697,7 +700,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const announced = stepsAnnounced
     stepsAnnounced = false
     try {
-      return { ...(await nextDue(db)), readAt: now }
+      return { ...(await nextDue(db, leasesReapedTo)), readAt: now }
     } catch (error) {
       stepsAnnounced ||= announced
       throw error

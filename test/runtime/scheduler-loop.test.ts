@@ -33,8 +33,9 @@ t.teardown(async () => {
 const errors: unknown[] = []
 
 /** A scheduler as `npm run worker` builds it: LISTEN on the work channel unless told not to. */
-function loopScheduler(settings: Partial<SchedulerSettings>, options: { listen?: boolean; mailer?: Mailer } = {}): Scheduler {
+function loopScheduler(settings: Partial<SchedulerSettings>, options: { listen?: boolean; mailer?: Mailer; metrics?: BatonMetrics } = {}): Scheduler {
   return createScheduler({
+    ...(options.metrics ? { metrics: options.metrics } : {}),
     db: rt.db,
     clock: systemClock,
     http,
@@ -148,6 +149,44 @@ t.test('a claim a vanished worker left is taken over when its lease ends, not at
   await scheduler.stop(2000)
   const attempts = await rt.db.selectFrom('delivery_attempts').select('outcome').where('delivery_id', '=', call.query.deliveryId!).orderBy('attempt_number').execute()
   t.same(attempts.map((a) => a.outcome), ['aborted', 'succeeded'], 'the vanished claim is logged as aborted, then the call succeeds')
+  t.same(errors, [])
+})
+
+// A lease end the reap could not take (its row locked by another transaction, or the reap failing) stayed a
+// due time in the past: the loop ran its chores every 50-200 ms for as long (a review's finding).
+t.test('a lease end the reap cannot take is not due again: the loop sleeps instead of running its chores over and over', async (t) => {
+  let passes = 0
+  const metrics = new (class extends BatonMetrics {
+    override leasesReaped(count: number): void {
+      passes++
+      super.leasesReaped(count)
+    }
+  })()
+  const scheduler = loopScheduler({ pollIntervalMs: 600_000 }, { metrics })
+  const { stepId } = await startWebhookProcess('Valuation whose claim is locked at its lease end')
+  const [claim] = (await claimDeliveries(rt.db, { workerId: 'vanished', now: new Date(), leaseMs: 800, limit: 10 })).filter((c) => c.stepId === stepId)
+  t.ok(claim, 'a vanished worker claimed it')
+  let release!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  let locked!: () => void
+  const holding = new Promise<void>((resolve) => { locked = resolve })
+  const holder = database.db.transaction().execute(async (trx) => {
+    await sql`select id from deliveries where id = ${claim!.id} for update`.execute(trx)
+    locked()
+    await released
+  })
+  t.teardown(async () => {
+    release()
+    await holder
+    await scheduler.stop(1000)
+  })
+  await holding
+  await scheduler.start()
+  await sleep(1500) // the lease ended 0.8 s after the claim; the pass at its end could not take it
+  const before = passes
+  await sleep(1000)
+  t.equal(passes - before, 0, `no chores pass in the second after (${passes} in all)`)
+  t.equal(callsFor(stepId).length, 0, 'and no call: the row is still locked')
   t.same(errors, [])
 })
 
