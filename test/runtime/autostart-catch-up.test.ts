@@ -249,7 +249,8 @@ t.test('a tenant\'s dates are read with Intl, whatever name its zone has; one th
   rt.clock.set('2029-05-10T15:00:00Z')
   const other = await rt.newTenant()
   // A name Intl takes (for Australia/Sydney) that Postgres does not know: activating a date template answered 500.
-  t.equal((await rt.operator.patch(`/v1/tenants/${other.id}`, { timeZone: 'AET' })).statusCode, 200)
+  // The API refuses it now (ICU's own id, not the zone database's); a tenant may still hold it from before.
+  await sql`update tenants set time_zone = 'AET' where id = ${other.id}`.execute(rt.db)
   const otherUser = (await other.client.post('/v1/users', { name: 'Olga Other', email: 'olga@example.com' })).data.id as string
   const sydney = await dateTemplate(other.client, otherUser)
   t.equal(await checkedThrough(sydney), '2029-05-10', 'it watches from its own today, 11 May')

@@ -30,13 +30,21 @@ function toTenant(row: TenantRow): Tenant {
 const ZONE_NAME = /^[A-Za-z][A-Za-z0-9_+-]*(?:\/[A-Za-z0-9_+-]+)*$/
 
 /**
+ * Ids ICU takes that the zone database does not hold: Java's old three-letter ids, several another
+ * zone than the abbreviation reads (BST is Asia/Dhaka, not London's summer time; AST Anchorage, not
+ * the Atlantic; ART Cairo, ECT Paris, NST Auckland), and SystemV/, which the database dropped in 2020.
+ * The database's own short names (CET, EST, GMT, UTC…) are zones.
+ */
+const ICU_ONLY = /^(?:ACT|AET|AGT|ART|AST|BET|BST|CAT|CNT|CST|CTT|EAT|ECT|IET|IST|JST|MIT|NET|NST|PLT|PNT|PRT|PST|SST|VST|SystemV\/.*)$/i
+
+/**
  * The zone's name in the case the zone database spells it (europe/berlin is Europe/Berlin), or
  * undefined for no zone. Only the case changes: a link keeps the name given (Asia/Kolkata stays
  * Asia/Kolkata, though Node 20's ICU calls its zone Asia/Calcutta), so what reads back does not hang
  * on the runtime's ICU. A link given in another case than its own is kept as given.
  */
 function canonicalTimeZone(zone: string): string | undefined {
-  if (!ZONE_NAME.test(zone)) return undefined
+  if (!ZONE_NAME.test(zone) || ICU_ONLY.test(zone)) return undefined
   let named: string
   try {
     named = new Intl.DateTimeFormat('en', { timeZone: zone }).resolvedOptions().timeZone
