@@ -85,7 +85,10 @@ t.test('a lost connection\'s error is logged without the pg client pg-pool hangs
   t.teardown(() => database.drop())
   await sql`select 1`.execute(database.db)
   await adminQuery(`select pg_terminate_backend(pid) from pg_stat_activity where datname = '${database.name}'`)
-  while (!errors.some((error) => 'client' in error)) await new Promise((resolve) => setTimeout(resolve, 10))
+  for (const until = Date.now() + 10_000; !errors.some((error) => 'client' in error);) {
+    if (Date.now() > until) throw new Error(`no error with its client within 10 s: ${errors.map((error) => error.message).join('; ')}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
   const error = errors.find((error) => 'client' in error) as Error & { client: { secretKey: number } }
   t.type(error.client.secretKey, 'number', 'pg-pool hangs the client, cancel key and all, on the error')
   const lines: string[] = []
