@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { openPostgres } from '../../src/db/connect.js'
 import { isStatementTimeout } from '../../src/db/errors.js'
 import { sql, type KyselyPlugin } from '../../src/db/kysely.js'
@@ -53,22 +53,26 @@ t.test('a pass over templates that find nothing takes as many statements for twe
   t.same(failures, [], 'no template failed')
 })
 
+type Api = Awaited<ReturnType<typeof setupRuntime>>['api']
+
+/** An active template that starts a task for an address's maintainer on the address's handoverOn date. */
+async function handover(t: Test, api: Api, controllerUserId: string): Promise<string> {
+  const created = await api.post('/v1/process-templates', {
+    name: 'Handover', controllerUserId, autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
+  })
+  await api.post(`/v1/process-templates/${created.data.id}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
+  t.equal((await api.patch(`/v1/process-templates/${created.data.id}`, { active: true })).statusCode, 200)
+  return created.data.id as string
+}
+
 t.test('a search that overruns the statement timeout fails its own template; the others still start', async (t) => {
   const rt = await setupRuntime(t)
-  const handover = async (api: typeof rt.api, controllerUserId: string) => {
-    const created = await api.post('/v1/process-templates', {
-      name: 'Handover', controllerUserId, autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
-    })
-    await api.post(`/v1/process-templates/${created.data.id}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
-    t.equal((await api.patch(`/v1/process-templates/${created.data.id}`, { active: true })).statusCode, 200)
-    return created.data.id as string
-  }
   rt.clock.set('2029-05-10T06:00:00Z')
   // A tenant whose addresses are so long that reading them overruns the timeout; none is due. Long
   // rather than many, so that the planner's view of the table (few rows) is that of the others.
   const big = await rt.newTenant()
   const bigController = (await big.client.post('/v1/users', { name: 'Bea Controller', email: 'bea@example.com' })).data
-  const slow = await handover(big.client, bigController.id)
+  const slow = await handover(t, big.client, bigController.id)
   // 10,000 of them, all alike: one written, the rest copied from it. Postgres compresses each new value,
   // not one copied from a stored row: written one by one, they took it some 10 s of CPU, for the same read.
   await sql`insert into addresses (tenant_id, id, fields)
@@ -76,7 +80,7 @@ t.test('a search that overruns the statement timeout fails its own template; the
   await sql`insert into addresses (tenant_id, id, fields)
     select tenant_id, gen_random_uuid(), fields from addresses, generate_series(2, 10000) where tenant_id = ${big.id}`.execute(rt.db)
   // The others' searches, in the list of one statement with its: asked again in halves, they still find their candidates.
-  const templates = [await handover(rt.api, rt.controller.id), await handover(rt.api, rt.controller.id)]
+  const templates = [await handover(t, rt.api, rt.controller.id), await handover(t, rt.api, rt.controller.id)]
   const due = (await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-05-10' } })).data.id as string
 
   const short = openPostgres(rt.databaseUrl, { statementTimeoutMs: 80 })
@@ -97,23 +101,15 @@ t.test('a search that overruns the statement timeout fails its own template; the
 // waited for the pass to end, and again on the next pass until they were all started.
 t.test('a pass starts about its batch in all, shared between the tenants that have dates due; the next passes start the rest', async (t) => {
   const rt = await setupRuntime(t)
-  const handover = async (api: typeof rt.api, controllerUserId: string) => {
-    const created = await api.post('/v1/process-templates', {
-      name: 'Handover', controllerUserId, autostart: { on: 'dateReached', record: 'address', field: 'handoverOn', responsible: 'maintainer' }
-    })
-    await api.post(`/v1/process-templates/${created.data.id}/steps`, { kind: 'task', name: 'Hand over the keys', refersTo: { address: true } })
-    t.equal((await api.patch(`/v1/process-templates/${created.data.id}`, { active: true })).statusCode, 200)
-    return created.data.id as string
-  }
   rt.clock.set('2029-05-10T06:00:00Z')
   // This tenant: four templates over the same ten addresses due today, 40 processes to start.
   const many = [] as string[]
-  for (let n = 0; n < 4; n++) many.push(await handover(rt.api, rt.controller.id))
+  for (let n = 0; n < 4; n++) many.push(await handover(t, rt.api, rt.controller.id))
   for (let n = 0; n < 10; n++) await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { handoverOn: '2029-05-10' } })
   // Another tenant: one template, one address due today.
   const other = await rt.newTenant()
   const otherUser = (await other.client.post('/v1/users', { name: 'Olga Other', email: 'olga@example.com' })).data.id as string
-  const theirs = await handover(other.client, otherUser)
+  const theirs = await handover(t, other.client, otherUser)
   await other.client.post('/v1/addresses', { maintainerUserId: otherUser, fields: { handoverOn: '2029-05-10' } })
 
   const failures: unknown[] = []
