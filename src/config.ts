@@ -3,7 +3,7 @@ import addressparser from 'nodemailer/lib/addressparser'
 import { parse as parseConnectionString } from 'pg-connection-string'
 import { Type, type Static } from 'typebox'
 import { parseAllowedTargets } from './adapters/address-policy.js'
-import { databaseTlsProblem, refusesConnectionSettings } from './db/errors.js'
+import { databaseTlsProblem, lacksPrivilege, refusesConnectionSettings } from './db/errors.js'
 import { secretsKeyProblem } from './lib/secret-box.js'
 import { clearerMessage } from './plugins/validation-messages.js'
 
@@ -199,14 +199,14 @@ function databaseUrlProblem(value: unknown): string | undefined {
 }
 
 /**
- * An error of the server refusing DATABASE_URL's user, password or database, or of a TLS connection it
- * asks for that cannot be made, as the setting to correct; else the error itself.
+ * An error of the server refusing DATABASE_URL's user, password or database, or a privilege its user
+ * needs, or of a TLS connection it asks for that cannot be made, as the setting to correct; else the
+ * error itself.
  */
 export function asDatabaseUrlProblem(error: unknown): unknown {
   if (refusesConnectionSettings(error)) return new ConfigError(`DATABASE_URL: the database server refused it: ${error.message}`)
-  // At the start, a privilege withheld on a table or schema (a read-only user, or one that may not create in
-  // Postgres 15's public schema) is the user to change, which no wait makes work; it ended in a stack trace.
-  if (error instanceof Error && (error as { code?: unknown }).code === '42501' && (error as { routine?: unknown }).routine === 'aclcheck_error') {
+  // At the start, a privilege withheld on a table or schema ended in a stack trace.
+  if (lacksPrivilege(error)) {
     return new ConfigError(`DATABASE_URL: its user lacks a privilege Baton needs (${error.message}): connect as the user that owns Baton's tables `
       + '(on an empty database, one that may create tables in its schema), or grant this one the privilege', { cause: error })
   }

@@ -70,6 +70,15 @@ export function refusesConnectionSettings(error: unknown): error is Error {
   return refusedSettings(error)
 }
 
+/**
+ * The server withheld a privilege on a table or schema (SQLSTATE 42501 from its ACL check: a read-only
+ * user, or one that may not create in Postgres 15's public schema): the user to change, which no wait
+ * makes work. Told by the routine, as the CONNECT refusal above, not by the message.
+ */
+export function lacksPrivilege(error: unknown): error is Error {
+  return error instanceof Error && (error as { code?: unknown }).code === '42501' && (error as { routine?: unknown }).routine === 'aclcheck_error'
+}
+
 function refusedSettings(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code
   if (!(error instanceof Error)) return false
