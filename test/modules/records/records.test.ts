@@ -1,9 +1,11 @@
 import t from 'tap'
+import { sql } from '../../../src/db/kysely.js'
 import { addressKind } from '../../../src/modules/addresses/routes.js'
 import { propertyKind } from '../../../src/modules/properties/routes.js'
 import * as records from '../../../src/modules/records/service.js'
 import { setupApp } from '../../helpers/app.js'
 import { assertProblem } from '../../helpers/assertions.js'
+import { holdRow, waitForLockWait } from '../../helpers/database.js'
 import { watchedApp } from '../../helpers/watched-app.js'
 
 // One app and database for the file: each test works in tenants of its own.
@@ -279,4 +281,22 @@ t.test('a list holds a record whose numbers Postgres prints long, and multi-byte
   t.same(listed.data?.items.map((i: { fields: unknown }) => i.fields), [numbers.data.fields], 'a page of its own: its text passes 4 MiB')
   const next = await client.get(`/v1/properties?limit=200&cursor=${listed.data?.nextCursor}`)
   t.same(next.data.items.map((i: { fields: unknown }) => i.fields), [text.data.fields])
+})
+
+t.test('a maintainer deleted between the check and the write answers the 422 of a create naming no such user, on a create and an update', async (t) => {
+  const { client } = await ctx.newTenant()
+  for (const kind of [propertyKind, addressKind]) {
+    const existing = (await client.post(`/v1/${kind.path}`, {})).data
+    for (const [write, path] of [['post', `/v1/${kind.path}`], ['patch', `/v1/${kind.path}/${existing.id}`]] as const) {
+      const user = (await client.post('/v1/users', { name: 'Temp', email: `temp-${kind.path}-${write}@example.com` })).data
+      // The deletion holds the user's row, uncommitted: the write's check still sees the user, and its foreign key waits for the deletion.
+      const deletion = await holdRow(ctx.db, sql`delete from users where id = ${user.id}`)
+      const writing = client[write](path, { maintainerUserId: user.id })
+      await waitForLockWait(ctx.db)
+      await deletion.release()
+      const answer = await writing
+      assertProblem(t, answer, 422, /The maintainer is not a user of this tenant/)
+      t.match(answer.data.errors, [{ pointer: '/body/maintainerUserId' }])
+    }
+  }
 })
