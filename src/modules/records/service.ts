@@ -67,7 +67,7 @@ export async function createRecord(
   await checkMaintainer(db, tenantId, maintainer)
   const now = clock.now()
   const written = await db.transaction().execute(async (trx) => {
-    const row = await guardMaintainer(() => repo.insertRecord(trx, kind.table, {
+    const row = await guardMaintainer(kind, () => repo.insertRecord(trx, kind.table, {
       tenant_id: tenantId, id: newId(), maintainer_user_id: maintainer, fields: input.fields ?? {}, created_at: now,
       idempotency_key: idempotencyKey ?? null, idempotency_digest: digest
     }))
@@ -134,7 +134,7 @@ export async function updateRecord(
   const now = clock.now()
   const written = await db.transaction().execute(async (trx) => {
     if (by) await repo.holdEndedProcessOfCall(trx, tenantId, by.deliveryId)
-    const row = await guardMaintainer(() => repo.patchRecord(trx, kind.table, tenantId, id, {
+    const row = await guardMaintainer(kind, () => repo.patchRecord(trx, kind.table, tenantId, id, {
       maintainerUserId: input.maintainerUserId, fields: splitMergePatch(input.fields), expectedVersions: expected, now
     }))
     if (!row) return undefined
@@ -244,12 +244,15 @@ async function checkMaintainer(db: DB, tenantId: string, userId: string | null |
   if (userId && !(await isTenantUser(db, tenantId, userId))) throw unknownMaintainer(userId)
 }
 
-// The check above can race a user's deletion; the foreign key then answers the same 422.
-async function guardMaintainer<T>(write: () => Promise<T>): Promise<T> {
+// The check above can race a user's deletion; the maintainer's foreign key then answers the same 422. The
+// tenant's is another matter: its deletion, through an API process that another still takes its key in (for 2 s).
+async function guardMaintainer<T>(kind: RecordKind, write: () => Promise<T>): Promise<T> {
   try {
     return await write()
   } catch (error) {
-    if (repo.isForeignKeyViolation(error)) throw unknownMaintainer()
+    if (repo.isForeignKeyViolation(error) && (error as { constraint?: string }).constraint === `${kind.table}_tenant_id_maintainer_user_id_fkey`) {
+      throw unknownMaintainer()
+    }
     throw error
   }
 }
