@@ -1,6 +1,6 @@
 // A TCP proxy between Baton and Postgres that injects faults on command, so drills and tests can
 // break the database's connections without touching the shared server: cut every connection,
-// refuse new ones, or hold traffic as a frozen server would.
+// refuse new ones, hold traffic as a frozen server would, or drop it as a network partition does.
 import net from 'node:net'
 
 // The server's CommandComplete message for a COMMIT: 'C', length 11, "COMMIT\0".
@@ -22,6 +22,13 @@ export interface FaultProxy {
   /** While on, traffic is held in both directions and new connections get no answer: a server that froze. */
   hang(on: boolean): void
   /**
+   * While on, a black hole: every connection open now, and every one made meanwhile, passes nothing more
+   * in either direction, for good. Its sockets stay open, no RST, no FIN (a client's own FIN goes
+   * unanswered), as behind a firewall or NAT that dropped the connection's state. Off: new connections
+   * pass again; those lost stay lost until their client closes them.
+   */
+  blackHole(on: boolean): void
+  /**
    * The next COMMIT to complete reaches the client, then every connection is cut and new ones refused
    * for `refuseMs`. With `statement`, the next time the connection that ran a statement whose text
    * matches it is idle again: that statement's commit when it ran alone, else its transaction's end
@@ -41,8 +48,11 @@ export interface FaultProxy {
 }
 
 export async function startFaultProxy(target: { host: string; port: number }): Promise<FaultProxy> {
-  const pairs = new Set<{ client: net.Socket; server: net.Socket; ranWatched: boolean }>()
+  const pairs = new Set<{ client: net.Socket; server: net.Socket; ranWatched: boolean; lost: boolean }>()
+  /** Connections taken while the black hole was on: never forwarded. */
+  const swallowed = new Set<net.Socket>()
   let hanging = false
+  let blackHole = false
   let afterCommit: (() => void) | undefined
   /** The commit `afterCommit` waits for is not passed on: its connection is cut with its answer. */
   let loseAnswer = false
@@ -53,9 +63,15 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   const awaited = new Set<{ statement: RegExp; sent: () => void }>()
 
   const accept = (client: net.Socket) => {
+    if (blackHole) {
+      swallowed.add(client)
+      client.on('error', () => client.destroy()).on('close', () => swallowed.delete(client))
+      client.resume()
+      return
+    }
     const upstream = net.connect(target.port, target.host)
     /** This connection sent the watched statement: its next return to idle is that statement's commit. */
-    const pair = { client, server: upstream, ranWatched: false }
+    const pair = { client, server: upstream, ranWatched: false, lost: false }
     pairs.add(pair)
     const end = () => {
       pairs.delete(pair)
@@ -63,7 +79,18 @@ export async function startFaultProxy(target: { host: string; port: number }): P
       upstream.destroy()
     }
     client.on('error', end).on('close', end)
-    upstream.on('error', end).on('close', end)
+    // A lost connection's client never hears that the server closed its end.
+    const upstreamEnded = () => {
+      if (pair.lost) upstream.destroy()
+      else end()
+    }
+    upstream.on('error', upstreamEnded).on('close', upstreamEnded)
+    // The server half-open (a black hole's FIN goes unanswered): otherwise a client's FIN is passed on.
+    client.on('end', () => {
+      if (pair.lost) return
+      upstream.end()
+      client.end()
+    })
     const committed = (chunk: Buffer) => (watched ? pair.ranWatched && chunk.includes(READY_IDLE) : chunk.includes(COMMIT_COMPLETE))
     const readStatements = statementReader((text, roundTrip) => {
       recorded?.push({ text, roundTrip })
@@ -75,7 +102,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
       if (watched && afterCommit && watched.test(text)) pair.ranWatched = true
     })
     const forward = (from: net.Socket, to: net.Socket, watchCommit: boolean) => from.on('data', (chunk: Buffer) => {
+      if (pair.lost) return
       const send = () => {
+        if (pair.lost) return
         if (watchCommit && afterCommit && loseAnswer && committed(chunk)) {
           const fault = afterCommit
           afterCommit = undefined
@@ -98,7 +127,7 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     forward(client, upstream, false)
     forward(upstream, client, true)
   }
-  let server = net.createServer(accept)
+  let server = net.createServer({ allowHalfOpen: true }, accept)
   let port = await listen(server, 0)
 
   const proxy: FaultProxy = {
@@ -120,18 +149,24 @@ export async function startFaultProxy(target: { host: string; port: number }): P
         pair.server.destroy()
       }
       pairs.clear()
+      for (const socket of [...swallowed]) socket.destroy()
+      swallowed.clear()
     },
     async refuse(on) {
       // close() stops listening at once; its callback would wait for the open connections to end.
       if (on && server.listening) server.close()
       if (!on && !server.listening) {
-        server = net.createServer(accept)
+        server = net.createServer({ allowHalfOpen: true }, accept)
         port = await listen(server, port)
       }
     },
     hang(on) {
       hanging = on
       if (!on) for (const send of held.splice(0)) send()
+    },
+    blackHole(on) {
+      blackHole = on
+      if (on) for (const pair of pairs) pair.lost = true
     },
     cutAfterNextCommit(refuseMs, statement, options = {}) {
       watched = statement

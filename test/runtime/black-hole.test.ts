@@ -1,0 +1,89 @@
+// The database stops answering without closing anything: a network partition, a firewall or NAT that
+// forgot the connections. Nothing is refused or reset; packets vanish. The app and the workers reach the
+// test's database through a proxy whose black hole keeps every socket open and passes nothing more on
+// the connections it swallowed, even after it ends (as a forgotten connection stays lost).
+import { sql } from '../../src/db/kysely.js'
+import t from 'tap'
+import { systemClock } from '../../src/adapters/clock.js'
+import { openPostgres } from '../../src/db/connect.js'
+import type { Response } from '../helpers/app.js'
+import { appBehindFaultProxy } from '../helpers/faulty-app.js'
+import { setupRuntime } from '../helpers/runtime.js'
+
+const STATEMENT_TIMEOUT_MS = 1000
+const CONNECT_TIMEOUT_MS = 1000
+/** node-postgres gives up on an unanswered statement this long after the server's own timeout. */
+const CLIENT_MARGIN_MS = 2000
+
+const rt = await setupRuntime(t)
+const { proxy, db: faultyDb, api } = await appBehindFaultProxy(t, rt, { poolMax: 4, statementTimeoutMs: STATEMENT_TIMEOUT_MS, env: { RATE_LIMIT_MAX: '0' } })
+const templateId = await rt.template([{ kind: 'task', name: 'Call the owner' }])
+const start = () => api.post('/v1/process-instances', { templateId, responsibleUserId: rt.worker.id, propertyId: rt.propertyId })
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+t.teardown(() => proxy.blackHole(false))
+
+async function timed<T>(f: () => Promise<T>): Promise<{ answer: T; ms: number }> {
+  const began = Date.now()
+  const answer = await f()
+  return { answer, ms: Date.now() - began }
+}
+
+/** Every connection of the app's pool open and idle. */
+async function fillPool(): Promise<void> {
+  await Promise.all(Array.from({ length: 4 }, () => sql`select pg_sleep(0.05)`.execute(faultyDb)))
+}
+
+const shown = (answers: { answer: Response; ms: number }[]) => answers.map((a) => `${a.answer.statusCode} in ${a.ms} ms`).join(', ')
+
+t.test('requests during a black hole answer 503 within the statement timeout plus the client margin; /health/ready within its 2 s', async (t) => {
+  await fillPool()
+  proxy.blackHole(true)
+  // Four take the pool's connections, whose statements go unanswered; two wait for a connection of the full pool.
+  const during = await Promise.all(Array.from({ length: 6 }, () => timed(start)))
+  const ready = await timed(() => api.get('/health/ready'))
+  proxy.blackHole(false)
+  t.comment(`during: ${shown(during)}; /health/ready ${ready.answer.statusCode} in ${ready.ms} ms`)
+  for (const { answer, ms } of during) {
+    t.equal(answer.statusCode, 503)
+    t.match(answer.headers['content-type'], /^application\/problem\+json/)
+    t.equal(answer.headers['retry-after'], '2')
+    t.ok(ms < STATEMENT_TIMEOUT_MS + CLIENT_MARGIN_MS + 1000, `answered in ${ms} ms`)
+  }
+  t.equal(ready.answer.statusCode, 503)
+  t.equal(ready.answer.data.detail, 'The database is not reachable.')
+  t.ok(ready.ms < 2500, 'the readiness probe answers within its own 2 s')
+  // The connections that met the black hole were dropped with their statements: none is handed out again.
+  const after = await timed(start)
+  t.equal(after.answer.statusCode, 201, `and the next start works at once (${after.ms} ms)`)
+})
+
+t.test('calls in flight when the database falls into a black hole are recorded once it is back: each made and recorded once', async (t) => {
+  const webhook = await rt.template([{ kind: 'webhook', name: 'Ask RideCo' }])
+  rt.clock.set(new Date())
+  rt.provider.always({ status: 200, body: 'ok', delayMs: 300 })
+  const handle = openPostgres(proxy.url(rt.databaseUrl), { poolMax: 4, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: CONNECT_TIMEOUT_MS })
+  const scheduler = rt.newScheduler({ pollIntervalMs: 200 }, undefined, { db: handle.db, clock: systemClock })
+  t.teardown(async () => {
+    proxy.blackHole(false)
+    await scheduler.stop(1000)
+    await handle.close()
+  })
+  const N = 10
+  const ids: string[] = []
+  for (let i = 0; i < N; i++) ids.push((await rt.start(webhook)).id)
+  const calls = () => rt.provider.calls.filter((c) => ids.includes(c.query.processId!))
+  await scheduler.start()
+  while (calls().length < 3) await sleep(20)
+  proxy.blackHole(true)
+  await sleep(3000)
+  proxy.blackHole(false)
+  const back = Date.now()
+  const succeeded = async () => (await rt.db.selectFrom('deliveries').select('id')
+    .where('status', '=', 'succeeded').where('instance_id', 'in', ids).execute()).length
+  while ((await succeeded()) < N && Date.now() - back < 20_000) await sleep(100)
+  t.equal(await succeeded(), N, `all ${N} succeeded ${Date.now() - back} ms after the black hole ended`)
+  t.equal(calls().length, N, 'each was called once')
+  const attempts = await rt.db.selectFrom('delivery_attempts').innerJoin('deliveries', 'deliveries.id', 'delivery_attempts.delivery_id')
+    .select('delivery_attempts.outcome').where('deliveries.instance_id', 'in', ids).execute()
+  t.same(attempts.map((a) => a.outcome), Array(N).fill('succeeded'), 'one attempt each: nothing lost or repeated')
+})
