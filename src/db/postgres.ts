@@ -99,18 +99,32 @@ function withoutTrailingEscape(options: string): string {
  * 'error' and end the process: every client gets a listener of its own for its whole life. A client
  * whose query failed because the connection broke or timed out is destroyed on release, so a
  * connection stuck behind an unanswered query is never handed out again.
+ *
+ * A statement the server left unanswered past the client's timeout (a network partition, a firewall
+ * that forgot the connections) says that the connections idle meanwhile may be lost the same way,
+ * without a word: each was handed out again and held its request for the timeout (statement timeout
+ * plus 2 s) before a 503, one request after another, after the network was back (4 in a row of a pool
+ * of 4 in a probe). So a connection not heard from since is replaced when it is taken from the pool.
  */
 export function createPool(url: string, options: PostgresOptions): PostgresPool {
   const onError = options.onError ?? (() => {})
   const pool = new pg.Pool(poolConfig(url, options))
+  /** Statements left unanswered so far; `heard` keeps this count as of each connection's last answer. */
+  let unanswered = 0
+  const heard = new WeakMap<pg.PoolClient, number>()
   pool.on('error', onError)
   pool.on('connect', (client) => {
+    heard.set(client, unanswered)
     client.on('error', onError)
     if (options.onConnectionEnd) client.on('end', options.onConnectionEnd)
   })
   return {
     async connect(): Promise<PostgresPoolClient> {
-      const client = await pool.connect()
+      let client = await pool.connect()
+      while ((heard.get(client) ?? unanswered) < unanswered) {
+        client.release(true)
+        client = await pool.connect()
+      }
       let broken = false
       /** Kysely's BEGIN, not sent yet: it goes out with the transaction's first statement. */
       let beginning = false
@@ -173,10 +187,14 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
       }
       const run = async <T>(sent: Promise<T>): Promise<T> => {
         try {
-          return await sent
+          const result = await sent
+          heard.set(client, unanswered)
+          return result
         } catch (error) {
           // A prepared plan a migration made stale fails once; the connection is then replaced.
           if (isDatabaseUnavailable(error) || isStalePlan(error)) broken = true
+          if (isUnanswered(error)) unanswered += 1
+          else if (!broken) heard.set(client, unanswered)
           throw error
         }
       }
@@ -192,6 +210,11 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
     },
     end: () => pool.end()
   }
+}
+
+/** node-postgres's own timeout of a statement the server did not answer (`query_timeout`). */
+function isUnanswered(error: unknown): boolean {
+  return error instanceof Error && /^Query read timeout/.test(error.message)
 }
 
 /** The answer to a BEGIN, COMMIT or ROLLBACK that was not sent (see `pipelined`). */

@@ -57,6 +57,21 @@ t.test('requests during a black hole answer 503 within the statement timeout plu
   t.equal(after.answer.statusCode, 201, `and the next start works at once (${after.ms} ms)`)
 })
 
+t.test('connections a short black hole swallowed while idle: one request meets one, the rest are replaced, not each tried', async (t) => {
+  await fillPool()
+  proxy.blackHole(true)
+  await sleep(300)
+  proxy.blackHole(false)
+  // Before, each of the pool's four idle connections was handed out again and held its request for the
+  // client's timeout before a 503: four in a row, 12 s in all, with the network back.
+  const after: { answer: Response; ms: number }[] = []
+  for (let i = 0; i < 6; i++) after.push(await timed(start))
+  t.comment(`after the black hole: ${shown(after)}`)
+  const unavailable = after.filter((a) => a.answer.statusCode === 503)
+  t.ok(unavailable.length <= 1, `at most the first request meets a lost connection: ${unavailable.length} answered 503`)
+  t.same(after.slice(1).map((a) => a.answer.statusCode), Array(5).fill(201), 'the rest are created')
+})
+
 t.test('calls in flight when the database falls into a black hole are recorded once it is back: each made and recorded once', async (t) => {
   const webhook = await rt.template([{ kind: 'webhook', name: 'Ask RideCo' }])
   rt.clock.set(new Date())
