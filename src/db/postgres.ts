@@ -24,6 +24,8 @@ export interface PostgresOptions {
    * the process announces its work itself, after commit (src/db/wakeups.ts).
    */
   quietTriggers?: boolean
+  /** How often the LISTEN connection checks that the server still answers (listenOnServer); LISTEN_CHECK_MS if unset. */
+  listenCheckMs?: number
 }
 
 export const DEFAULT_POSTGRES_OPTIONS: PostgresOptions = { poolMax: 10, statementTimeoutMs: 10_000, connectTimeoutMs: 5000, prepareStatements: true }
@@ -402,10 +404,24 @@ export function kyselyOn(pool: PostgresPool): Kysely<Database> {
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
 }
 
+/** How often the LISTEN connection is asked a cheap question, by default (`listenCheckMs`). */
+export const LISTEN_CHECK_MS = 5000
+
+/** How long the LISTEN connection's close waits for the server before its socket is dropped. */
+const LISTEN_END_WAIT_MS = 500
+
 /**
  * A dedicated connection for LISTEN. While the database is away it tries again every second and,
  * once connected again, calls `onNotify` once without a payload, since notifications sent meanwhile
  * are lost. It never throws: a database that is down at start is waited for the same way.
+ *
+ * A connection that stops passing anything (a network partition, a firewall or NAT that forgot it)
+ * looks alive to an idle listener: no error, no close, and TCP's keepalive speaks first after two
+ * hours. Notifications then never came, and new work waited for the worker's poll interval (8.6 s
+ * of a 10 s poll in a probe, for good). So every `listenCheckMs` it runs `select 1`, and one not
+ * answered within `connectTimeoutMs` (or failed) drops the connection, which is made again. Its
+ * close waits LISTEN_END_WAIT_MS for the server before dropping the socket: it waited for an answer
+ * that never came, and a worker's stop with it.
  */
 export async function listenOnServer(
   url: string, options: PostgresOptions, channel: string, onNotify: (payload?: string) => void
@@ -414,6 +430,7 @@ export async function listenOnServer(
   let client: pg.Client | undefined
   let stopped = false
   let retry: NodeJS.Timeout | undefined
+  const timeout = options.connectTimeoutMs > 0 ? options.connectTimeoutMs : undefined
   const connect = async (): Promise<void> => {
     const next = new pg.Client({ connectionString: url, connectionTimeoutMillis: options.connectTimeoutMs, keepAlive: true })
     next.on('notification', (message) => onNotify(message.payload))
@@ -427,12 +444,12 @@ export async function listenOnServer(
     })
     try {
       await next.connect()
-      await next.query(`listen "${channel.replace(/"/g, '""')}"`)
+      await next.query({ text: `listen "${channel.replace(/"/g, '""')}"`, query_timeout: timeout } as pg.QueryConfig)
     } catch (error) {
-      next.end().catch(() => {})
+      drop(next)
       throw error
     }
-    if (stopped) await next.end().catch(() => {})
+    if (stopped) drop(next)
     else client = next
   }
   const attempt = (): Promise<void> => connect().catch((error: Error) => {
@@ -449,12 +466,35 @@ export async function listenOnServer(
       })
     }, 1000)
   }
+  let checking = false
+  const check = setInterval(() => {
+    const live = client
+    if (!live || checking) return
+    checking = true
+    live.query({ text: 'select 1', query_timeout: timeout } as pg.QueryConfig).catch((error: Error) => {
+      if (client !== live) return
+      onError(error)
+      drop(live)
+      reconnect()
+    }).finally(() => { checking = false })
+  }, options.listenCheckMs ?? LISTEN_CHECK_MS)
+  check.unref()
   await attempt()
   return async () => {
     stopped = true
     clearTimeout(retry)
+    clearInterval(check)
     const last = client
     client = undefined
-    await last?.end().catch(() => {})
+    if (!last) return
+    const dropping = setTimeout(() => drop(last), LISTEN_END_WAIT_MS)
+    await last.end().catch(() => {})
+    clearTimeout(dropping)
   }
+}
+
+/** Ends a client at once, its socket destroyed: a server that does not answer cannot hold it. */
+function drop(client: pg.Client): void {
+  client.end().catch(() => {})
+  ;(client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy()
 }

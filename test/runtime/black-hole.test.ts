@@ -6,6 +6,7 @@ import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { systemClock } from '../../src/adapters/clock.js'
 import { openPostgres } from '../../src/db/connect.js'
+import { WORK_CHANNEL } from '../../src/db/wakeups.js'
 import type { Response } from '../helpers/app.js'
 import { appBehindFaultProxy } from '../helpers/faulty-app.js'
 import { setupRuntime } from '../helpers/runtime.js'
@@ -70,6 +71,83 @@ t.test('connections a short black hole swallowed while idle: one request meets o
   const unavailable = after.filter((a) => a.answer.statusCode === 503)
   t.ok(unavailable.length <= 1, `at most the first request meets a lost connection: ${unavailable.length} answered 503`)
   t.same(after.slice(1).map((a) => a.answer.statusCode), Array(5).fill(201), 'the rest are created')
+})
+
+t.test('a worker across a black hole: its LISTEN connection is found lost and made again, so new work wakes it at once; its stop is bounded', async (t) => {
+  const webhook = await rt.template([{ kind: 'webhook', name: 'Ask WakeCo' }])
+  rt.clock.set(new Date())
+  rt.provider.always({ status: 200, body: 'ok' })
+  const handle = openPostgres(proxy.url(rt.databaseUrl), {
+    poolMax: 4, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: CONNECT_TIMEOUT_MS, listenCheckMs: 200
+  })
+  // A poll interval no wake-up below could be mistaken for.
+  const POLL_MS = 30_000
+  const scheduler = rt.newScheduler({ pollIntervalMs: POLL_MS }, undefined, {
+    db: handle.db, clock: systemClock, listen: (onWork) => handle.listen(WORK_CHANNEL, onWork)
+  })
+  let stopped = false
+  t.teardown(async () => {
+    proxy.blackHole(false)
+    if (!stopped) await Promise.race([scheduler.stop(100), sleep(5000)])
+    proxy.cutAll()
+    await handle.close()
+  })
+  await scheduler.start()
+  /** How long a new process's webhook waits for its call, once the worker is idle (at most 5 s). */
+  const wakeUp = async () => {
+    await sleep(1000)
+    const before = rt.provider.calls.length
+    const began = Date.now()
+    await rt.start(webhook)
+    while (rt.provider.calls.length === before && Date.now() - began < 5000) await sleep(10)
+    return rt.provider.calls.length > before ? Date.now() - began : Infinity
+  }
+  const before = await wakeUp()
+  t.ok(before < 2000, `a NOTIFY wakes the worker: called ${before} ms after the start`)
+
+  proxy.blackHole(true)
+  await sleep(2 * CONNECT_TIMEOUT_MS)
+  proxy.blackHole(false)
+  // Found lost within the check's interval and timeout, it is made again at the next try (every second).
+  await sleep(1000 + CONNECT_TIMEOUT_MS)
+  const after = await wakeUp()
+  t.comment(`wake-up before the black hole ${before} ms, after it ${after} ms (poll interval ${POLL_MS} ms)`)
+  // Before, the LISTEN connection stayed lost: new work waited for the poll interval, for good.
+  t.ok(after < 2000, `after the black hole a NOTIFY wakes the worker again: called ${after} ms after the start`)
+
+  // A stop during a black hole: the LISTEN connection's close waited for an answer that never came.
+  proxy.blackHole(true)
+  const GRACE_MS = 500
+  const stop = await timed(() => Promise.race([scheduler.stop(GRACE_MS).then(() => 'stopped'), sleep(10_000).then(() => 'still stopping')]))
+  stopped = stop.answer === 'stopped'
+  t.comment(`stop during a black hole: ${stop.answer} after ${stop.ms} ms (grace ${GRACE_MS} ms)`)
+  t.equal(stop.answer, 'stopped')
+  // The grace, then the writes' cut-off (2 s), then the LISTEN connection's close (0.5 s at most).
+  t.ok(stop.ms < GRACE_MS + 2000 + 500 + 1000, `the stop ends within its grace and cut-offs: ${stop.ms} ms`)
+})
+
+t.test('a worker stopped during a black hole its LISTEN check has not found yet: the stop is bounded all the same', async (t) => {
+  const handle = openPostgres(proxy.url(rt.databaseUrl), {
+    poolMax: 4, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: CONNECT_TIMEOUT_MS, listenCheckMs: 60_000
+  })
+  const scheduler = rt.newScheduler({ pollIntervalMs: 30_000 }, undefined, {
+    db: handle.db, clock: systemClock, listen: (onWork) => handle.listen(WORK_CHANNEL, onWork)
+  })
+  t.teardown(async () => {
+    proxy.blackHole(false)
+    proxy.cutAll()
+    await handle.close()
+  })
+  await scheduler.start()
+  await sleep(500)
+  proxy.blackHole(true)
+  const GRACE_MS = 200
+  // Before, the LISTEN connection's close waited for the server's answer to its Terminate, for good (or until
+  // TCP gave up on it, minutes later): the process's hard limit (grace + 5 s) ended it with exit 1.
+  const stop = await timed(() => Promise.race([scheduler.stop(GRACE_MS).then(() => 'stopped'), sleep(10_000).then(() => 'still stopping')]))
+  t.comment(`stop during a black hole: ${stop.answer} after ${stop.ms} ms (grace ${GRACE_MS} ms)`)
+  t.equal(stop.answer, 'stopped')
+  t.ok(stop.ms < GRACE_MS + 2000 + 500 + 1000, `the stop ends within its grace and cut-offs: ${stop.ms} ms`)
 })
 
 t.test('calls in flight when the database falls into a black hole are recorded once it is back: each made and recorded once', async (t) => {
