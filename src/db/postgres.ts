@@ -51,6 +51,15 @@ const JIT_OFF = '-c jit=off'
  */
 const NO_TIMEOUTS = ['-c statement_timeout=0', '-c idle_in_transaction_session_timeout=0']
 
+/**
+ * How soon the server finds a connection lost without a word (a network partition, a firewall or NAT
+ * that forgot it, a worker's host gone): its TCP keepalive asks after 60 s of silence, then every
+ * 10 s, and gives up after 6 unanswered, about two minutes. The server's default is the system's,
+ * two hours and more, all the while keeping the lost session's backend, its connection slot and its
+ * advisory locks (a worker's per-host slots). Over TCP only; the connection string's own options win.
+ */
+const SERVER_KEEPALIVES = ['-c tcp_keepalives_idle=60', '-c tcp_keepalives_interval=10', '-c tcp_keepalives_count=6']
+
 // A server that stops answering (a network partition, a frozen host) never cancels a statement
 // itself: the client gives up this much after the server's own statement timeout would have.
 const CLIENT_TIMEOUT_MARGIN_MS = 2000
@@ -69,29 +78,29 @@ function poolConfig(url: string, options: PostgresOptions): pg.PoolConfig {
     idleTimeoutMillis: options.idleTimeoutMs ?? 10_000,
     keepAlive: true,
     ...limits,
-    ...connectionOf(url, [JIT_OFF, ...(options.quietTriggers ? ['-c baton.notify=off'] : []), ...(options.statementTimeoutMs > 0 ? [] : NO_TIMEOUTS)])
+    ...connectionOf(url, [JIT_OFF, ...(options.quietTriggers ? ['-c baton.notify=off'] : []), ...(options.statementTimeoutMs > 0 ? [] : NO_TIMEOUTS)], SERVER_KEEPALIVES)
   }
 }
 
 /**
- * Where and how to connect, with the server options Baton's connections start with: `options` given
- * in the connection string (`?options=-c%20search_path%3Dcrm`), then Baton's own, which win where
- * both set the same parameter. node-postgres lets the string's `options` replace the pool's, which
+ * Where and how to connect, with the server options Baton's connections start with: `defaults`, then
+ * `options` given in the connection string (`?options=-c%20search_path%3Dcrm`), then Baton's own
+ * (`ours`); the later win where they set the same parameter. node-postgres lets the string's `options` replace the pool's, which
  * dropped `jit=off` and a quiet connection's `baton.notify=off` whenever DATABASE_URL carried options
  * of its own. Such a string is read once by node-postgres's own parser (pg-connection-string), and
  * everything in it but `options` goes over the pool's settings as node-postgres would lay it; any
  * other string is left to node-postgres as it is.
  */
-export function connectionOf(url: string, ours: string[]): pg.ClientConfig {
+export function connectionOf(url: string, ours: string[], defaults: string[] = []): pg.ClientConfig {
   let fromString: ReturnType<typeof parseConnectionString> | undefined
   try {
     fromString = parseConnectionString(url)
   } catch {
     fromString = undefined // node-postgres reports it when it connects
   }
-  if (typeof fromString?.options !== 'string') return { connectionString: url, options: ours.join(' ') }
+  if (typeof fromString?.options !== 'string') return { connectionString: url, options: [...defaults, ...ours].join(' ') }
   const { options: theirs, ...rest } = fromString
-  return { ...(rest as pg.ClientConfig), options: [withoutTrailingEscape(theirs), ...ours].filter((o) => o.trim() !== '').join(' ') }
+  return { ...(rest as pg.ClientConfig), options: [...defaults, withoutTrailingEscape(theirs), ...ours].filter((o) => o.trim() !== '').join(' ') }
 }
 
 /** Postgres reads a backslash in `options` as escaping the next character: one at the very end would swallow the space before Baton's. */
@@ -458,7 +467,7 @@ export async function listenOnServer(
   let retry: NodeJS.Timeout | undefined
   const timeout = options.connectTimeoutMs > 0 ? options.connectTimeoutMs : undefined
   const connect = async (): Promise<void> => {
-    const next = new pg.Client({ connectionString: url, connectionTimeoutMillis: options.connectTimeoutMs, keepAlive: true })
+    const next = new pg.Client({ ...connectionOf(url, [], SERVER_KEEPALIVES), connectionTimeoutMillis: options.connectTimeoutMs, keepAlive: true })
     next.on('notification', (message) => onNotify(message.payload))
     // Only the live client's loss starts a reconnect; a failed attempt is retried by its caller.
     next.on('error', (error) => {

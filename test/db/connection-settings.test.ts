@@ -16,6 +16,14 @@ t.test('only a quiet connection silences the work triggers', async (t) => {
   t.equal((await settingsOf(true)).notify, 'off')
 })
 
+t.test('the server finds a connection lost without a word in about two minutes, not the system\'s two hours; the string\'s own keepalive wins', async (t) => {
+  t.equal((await settingsOf(false)).keepalives, '60 10 6')
+  t.equal((await settingsOf(true)).keepalives, '60 10 6', 'a quiet connection alike')
+  const url = new URL(ADMIN_URL)
+  url.searchParams.set('options', '-c tcp_keepalives_idle=300')
+  t.equal((await settingsOf(false, url.toString())).keepalives, '300 10 6', 'an operator\'s own setting stays')
+})
+
 t.test('options in the connection string are kept, and Baton\'s own still hold beside them', async (t) => {
   const url = new URL(ADMIN_URL)
   url.searchParams.set('options', '-c work_mem=8MB -c jit=on -c baton.notify=on')
@@ -39,4 +47,8 @@ t.test('a connection string with options is read as node-postgres reads it, its 
   t.match(connectionOf('postgres://db.example/baton?options=-c%20search_path%3Da%5C', ours), { options: '-c search_path=a -c jit=off' }, 'a backslash at the end escapes nothing of ours')
   t.match(connectionOf('postgres://db.example/baton?options=-c%20search_path%3Da%5C%5C', ours), { options: '-c search_path=a\\\\ -c jit=off' }, 'an escaped backslash stays')
   t.same(connectionOf('postgres://u:p@[::1/db?options=x', ours), { connectionString: 'postgres://u:p@[::1/db?options=x', options: '-c jit=off' }, 'a string it cannot read is left to node-postgres')
+  const defaults = ['-c tcp_keepalives_idle=60']
+  t.match(connectionOf('postgres://db.example/baton', ours, defaults), { options: '-c tcp_keepalives_idle=60 -c jit=off' }, 'defaults first')
+  t.match(connectionOf('postgres://db.example/baton?options=-c%20tcp_keepalives_idle%3D300', ours, defaults),
+    { options: '-c tcp_keepalives_idle=60 -c tcp_keepalives_idle=300 -c jit=off' }, 'then the string\'s, which the server takes over the defaults')
 })

@@ -216,11 +216,12 @@ t.test('a server process on verify-full with the CA serves over TLS: ready, and 
   t.match(await read.json(), { id, name: 'Über TLS GmbH' })
   const rows = await sql<{ name: string }>`select name from tenants where id = ${id}`.execute(database.db)
   t.same(rows.rows, [{ name: 'Über TLS GmbH' }], 'written to the database behind the TLS server')
-  // The scheduler, started before the line that says it listens, opened its LISTEN connection (no options of Baton's) over TLS too.
+  // The scheduler, started before the line that says it listens, opened its LISTEN connection (the server's keepalive its only options) over TLS too.
   const mine = good.startups.slice(before.startups)
   t.equal(good.encrypted - before.encrypted, mine.length, 'every connection of the process was encrypted')
-  t.ok(mine.some((startup) => startup.options === undefined), 'the scheduler\'s LISTEN connection among them')
-  t.ok(mine.filter((startup) => startup.options !== undefined).every((startup) => startup.options!.startsWith('-c jit=off')), 'the pools\' each with jit=off')
+  t.ok(mine.every((startup) => startup.options?.startsWith('-c tcp_keepalives_idle=60 ')), 'each with the server\'s keepalive')
+  t.ok(mine.some((startup) => !startup.options?.includes('jit')), 'the scheduler\'s LISTEN connection among them')
+  t.ok(mine.filter((startup) => startup.options?.includes('jit')).every((startup) => / -c jit=off( |$)/.test(startup.options!)), 'the pools\' each with jit=off')
   server.child.kill('SIGTERM')
   t.equal(await server.exited, 0)
   t.notMatch(server.output(), PASSWORD, 'the password is not shown')

@@ -110,12 +110,22 @@ export async function holdRow(db: DB, lock: RawBuilder<unknown>): Promise<{ rele
   }
 }
 
+export interface ConnectionSettings {
+  jit: string
+  notify: string | null
+  workMem: string
+  /** The server's TCP keepalive on this connection: idle, interval and count, as `60 10 6`. */
+  keepalives: string
+}
+
 /** What a pool of one connection on `url` reads back of that connection's own settings; rejects with its first statement's error. */
-export async function connectionSettings(url: string, options: { quietTriggers?: boolean; connectTimeoutMs?: number } = {}): Promise<{ jit: string; notify: string | null; workMem: string }> {
+export async function connectionSettings(url: string, options: { quietTriggers?: boolean; connectTimeoutMs?: number } = {}): Promise<ConnectionSettings> {
   const handle = openPostgres(url, { poolMax: 1, quietTriggers: options.quietTriggers ?? false, ...(options.connectTimeoutMs ? { connectTimeoutMs: options.connectTimeoutMs } : {}) })
   try {
-    const { rows } = await sql<{ jit: string; notify: string | null; workMem: string }>`
-      select current_setting('jit') as jit, current_setting('baton.notify', true) as notify, current_setting('work_mem') as "workMem"`.execute(handle.db)
+    const { rows } = await sql<ConnectionSettings>`
+      select current_setting('jit') as jit, current_setting('baton.notify', true) as notify, current_setting('work_mem') as "workMem",
+        current_setting('tcp_keepalives_idle') || ' ' || current_setting('tcp_keepalives_interval') || ' ' || current_setting('tcp_keepalives_count') as keepalives
+    `.execute(handle.db)
     return rows[0]!
   } finally {
     await handle.close()
