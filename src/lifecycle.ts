@@ -65,3 +65,28 @@ export async function whenDatabaseAnswers<T>(log: Logger, what: string, work: ()
     }
   }
 }
+
+/** How often a start that may not migrate looks again for its pending migrations (whenMigrated). */
+const MIGRATED_POLL_MS = 2000
+/** How often it says it still waits. */
+const MIGRATED_WARN_MS = 30_000
+
+/**
+ * With BATON_MIGRATE_ON_START=false the migrations are another's to run (`npm run db:migrate`, a
+ * deploy's job): a start that finds some of this version's pending waits until they are run, saying
+ * which. It went on and served a schema it did not know: every API request that met a missing column
+ * answered 500, and the worker logged that column's error every 2 s.
+ */
+export async function whenMigrated(log: Logger, pending: () => Promise<string[]>, pollMs = MIGRATED_POLL_MS): Promise<void> {
+  let saidAt: number | undefined
+  for (;;) {
+    const names = await whenDatabaseAnswers(log, 'migrations', pending)
+    if (names.length === 0) return
+    if (saidAt === undefined || Date.now() - saidAt >= MIGRATED_WARN_MS) {
+      saidAt = Date.now()
+      log.warn({ migrations: names }, `waiting for ${names.length} pending migration${names.length === 1 ? '' : 's'} ` +
+        `(${names[0]}${names.length > 1 ? ` to ${names.at(-1)}` : ''}): BATON_MIGRATE_ON_START is false, so run npm run db:migrate`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, pollMs))
+  }
+}

@@ -5,8 +5,8 @@ import { asDatabaseUrlProblem, ConfigError, listenProblem, loadConfig, shutdownD
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { databaseTime } from './db/database-time.js'
 import type { Kysely } from './db/kysely.js'
-import { migrateToLatest, unknownMigrations, UnknownMigrationsError, UnrecordedSchemaError } from './db/migrate.js'
-import { onShutdown, whenDatabaseAnswers } from './lifecycle.js'
+import { migrateToLatest, pendingMigrations, unknownMigrations, UnknownMigrationsError, UnrecordedSchemaError } from './db/migrate.js'
+import { onShutdown, whenDatabaseAnswers, whenMigrated } from './lifecycle.js'
 import { BatonMetrics } from './lib/metrics.js'
 import { hashKey } from './lib/keys.js'
 import { resolveOperatorKey } from './modules/auth/operator-key.js'
@@ -57,6 +57,8 @@ async function main(config: Config, role: Role): Promise<void> {
   if (config.BATON_MIGRATE_ON_START) {
     const ran = await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
     if (ran.length > 0) log.info({ migrations: ran }, `ran ${ran.length} migration${ran.length === 1 ? '' : 's'}`)
+  } else {
+    await whenMigrated(log, () => pendingMigrations(database.db as unknown as Kysely<unknown>))
   }
   // A newer version's migrations (it ran, then was rolled back) are left as they are, as db:migrate leaves them, but said:
   // the start went on without a word.

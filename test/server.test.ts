@@ -162,6 +162,30 @@ t.test('a DATABASE_URL whose user lacks a privilege on Baton\'s tables or schema
   }
 })
 
+// The migrations another runs (a deploy's job): a start on a database without them went on, and served a
+// schema it did not know: every request that met a missing column answered 500, the worker logged its error every 2 s.
+t.test('with BATON_MIGRATE_ON_START=false a start waits for its pending migrations, saying which, and serves once they are run', async (t) => {
+  const name = `baton_unmigrated_${randomBytes(4).toString('hex')}`
+  await adminQuery(`create database ${name}`)
+  t.teardown(() => adminQuery(`drop database if exists ${name} with (force)`))
+  const token = 'a-test-operator-key-of-enough-length'
+  const env = { DATABASE_URL: databaseUrl(name), PORT: '0', WORKER_HTTP_PORT: '0', BATON_ADMIN_TOKEN: token, LOG_LEVEL: 'info', SHUTDOWN_DELAY_MS: '0' }
+  const server = runScript('src/server.ts', { ...env, BATON_MIGRATE_ON_START: 'false' })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const [, count, first] = await server.waitFor(/waiting for (\d+) pending migrations \((\S+) to \S+\): BATON_MIGRATE_ON_START is false, so run npm run db:migrate/, 60_000)
+  t.equal(Number(count), readdirSync(migrationFolder).filter(isMigrationFile).length, 'every migration named')
+  t.equal(first, '0001_initial')
+  t.notMatch(server.output(), /Baton listening/, 'not serving meanwhile')
+  const migrate = runScript('scripts/migrate.ts', env)
+  t.equal(await migrate.exited, 0, 'db:migrate')
+  const [, address] = await server.waitFor(/Baton listening on (http:\/\/[^"\s]+)/, 60_000)
+  t.equal((await fetch(`${address}/health/ready`)).status, 200, 'ready')
+  t.equal((await fetch(`${address}/v1/tenants`, { headers: { authorization: `Bearer ${token}` } })).status, 200, 'serves')
+  t.notMatch(server.output(), /does not exist/, 'no statement met a missing table or column')
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
+})
+
 t.test('a role given as two arguments, or a wrong one, stops the process instead of running every role', async (t) => {
   // A server that does not answer: a process that went on would wait for it rather than exit.
   const env = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/baton', PORT: '0', WORKER_HTTP_PORT: '0' }
