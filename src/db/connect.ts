@@ -82,7 +82,7 @@ export function openPostgres(url: string, given: Partial<PostgresOptions> = {}):
     async session({ timeouts }) {
       const listeners: (() => void)[] = []
       const own = kyselyOn(createPool(url, {
-        ...options, poolMax: 1, idleTimeoutMs: 0, endsPredecessor: true, ...(timeouts ? {} : { statementTimeoutMs: 0 }),
+        ...options, poolMax: 1, idleTimeoutMs: 0, ...(timeouts ? {} : { statementTimeoutMs: 0 }),
         onConnectionEnd: () => listeners.forEach((listener) => listener())
       }))
       return { db: own, onLost: (listener) => listeners.push(listener), close: () => own.destroy() }

@@ -24,11 +24,6 @@ export interface PostgresOptions {
    * the process announces its work itself, after commit (src/db/wakeups.ts).
    */
   quietTriggers?: boolean
-  /**
-   * A pool of one connection at a time (a session): each new connection ends the backend of the one
-   * before it, should the server still keep it (see createPool).
-   */
-  endsPredecessor?: boolean
   /** How often the LISTEN connection checks that the server still answers (listenOnServer); LISTEN_CHECK_MS if unset. */
   listenCheckMs?: number
 }
@@ -121,12 +116,6 @@ function withoutTrailingEscape(options: string): string {
  * without a word: each was handed out again and held its request for the timeout (statement timeout
  * plus 2 s) before a 503, one request after another, after the network was back (4 in a row of a pool
  * of 4 in a probe). So a connection not heard from since is replaced when it is taken from the pool.
- *
- * The server does not hear of a connection lost so either: its backend lives on, idle, until the
- * server's TCP keepalive gives up on it (two hours and more by default), and with it a session's
- * advisory locks, a worker's per-host slots (a host's calls waited behind them in a probe, well past
- * the partition). With `endsPredecessor` (one connection at a time), each new connection first ends
- * the backend of the one before it, named by its pid and start, if the server still has it.
  */
 export function createPool(url: string, options: PostgresOptions): PostgresPool {
   const onError = options.onError ?? (() => {})
@@ -135,18 +124,10 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
   let unanswered = 0
   const heard = new WeakMap<pg.PoolClient, number>()
   pool.on('error', onError)
-  /** The backend of the pool's latest connection (`endsPredecessor`). */
-  let predecessor: { pid: number; start: string } | undefined
   pool.on('connect', (client) => {
     heard.set(client, unanswered)
     client.on('error', onError)
     if (options.onConnectionEnd) client.on('end', options.onConnectionEnd)
-    if (!options.endsPredecessor) return
-    // Sent ahead of the caller's statements, which the connection runs after them.
-    const before = predecessor
-    predecessor = undefined
-    if (before) client.query({ text: END_BACKEND, values: [before.pid, before.start, options.connectTimeoutMs] }).catch(onError)
-    client.query<{ pid: number; start: string }>(OWN_BACKEND).then(({ rows }) => { predecessor = rows[0] }, onError)
   })
   return {
     async connect(): Promise<PostgresPoolClient> {
@@ -241,13 +222,6 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
     end: () => pool.end()
   }
 }
-
-/** This connection's backend: its pid, and its start in microseconds (a pid is used again). */
-const OWN_BACKEND = `select pid, (extract(epoch from backend_start) * 1000000)::bigint::text as start
-  from pg_stat_activity where pid = pg_backend_pid()`
-/** Ends that backend, if the server still has it, waiting until it is gone (at most $3 ms). */
-const END_BACKEND = `select pg_terminate_backend(pid, $3::bigint) from pg_stat_activity
-  where pid = $1 and (extract(epoch from backend_start) * 1000000)::bigint = $2::bigint`
 
 /** node-postgres's own timeout of a statement the server did not answer (`query_timeout`). */
 function isUnanswered(error: unknown): boolean {

@@ -180,36 +180,3 @@ t.test('calls in flight when the database falls into a black hole are recorded o
     .select('delivery_attempts.outcome').where('deliveries.instance_id', 'in', ids).execute()
   t.same(attempts.map((a) => a.outcome), Array(N).fill('succeeded'), 'one attempt each: nothing lost or repeated')
 })
-
-t.test('per-host slots held by a session a black hole lost: the worker\'s next session ends its backend, and the host\'s calls go on', async (t) => {
-  const webhook = await rt.template([{ kind: 'webhook', name: 'Ask SlotCo' }])
-  rt.clock.set(new Date())
-  rt.provider.always({ status: 200, body: 'ok', delayMs: 1000 })
-  const handle = openPostgres(proxy.url(rt.databaseUrl), { poolMax: 4, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: CONNECT_TIMEOUT_MS })
-  const scheduler = rt.newScheduler({ pollIntervalMs: 200, perHostConcurrency: 1 }, undefined, {
-    db: handle.db, clock: systemClock, session: () => handle.session({ timeouts: true })
-  })
-  t.teardown(async () => {
-    proxy.blackHole(false)
-    await scheduler.stop(1000)
-    await handle.close()
-  })
-  const ids = [(await rt.start(webhook)).id]
-  const calls = () => rt.provider.calls.filter((c) => ids.includes(c.query.processId!))
-  await scheduler.start()
-  // The host's one slot is the worker's session's advisory lock while its first call is in flight.
-  while (calls().length < 1) await sleep(20)
-  proxy.blackHole(true)
-  await sleep(3000)
-  proxy.blackHole(false)
-  rt.provider.always({ status: 200, body: 'ok' })
-  const back = Date.now()
-  for (let i = 0; i < 3; i++) ids.push((await rt.start(webhook)).id)
-  // Before, the server kept the lost session's backend, idle, and its lock with it (until its TCP keepalive
-  // gave up, two hours and more by default): the host's calls waited behind it.
-  const succeeded = async () => (await rt.db.selectFrom('deliveries').select('id')
-    .where('status', '=', 'succeeded').where('instance_id', 'in', ids).execute()).length
-  while ((await succeeded()) < ids.length && Date.now() - back < 10_000) await sleep(100)
-  t.equal(await succeeded(), ids.length, `all ${ids.length} succeeded ${Date.now() - back} ms after the black hole ended`)
-  t.equal(calls().length, ids.length, 'each called once')
-})
