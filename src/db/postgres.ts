@@ -428,7 +428,8 @@ const LISTEN_END_WAIT_MS = 500
  * looks alive to an idle listener: no error, no close, and TCP's keepalive speaks first after two
  * hours. Notifications then never came, and new work waited for the worker's poll interval (8.6 s
  * of a 10 s poll in a probe, for good). So every `listenCheckMs` it runs `select 1`, and one not
- * answered within `connectTimeoutMs` (or failed) drops the connection, which is made again. Its
+ * answered within `connectTimeoutMs` or `listenCheckMs`, the longer (or failed), drops the connection,
+ * which is made again. Its
  * close waits LISTEN_END_WAIT_MS for the server before dropping the socket: it waited for an answer
  * that never came, and a worker's stop with it.
  */
@@ -440,6 +441,11 @@ export async function listenOnServer(
   let stopped = false
   let retry: NodeJS.Timeout | undefined
   const timeout = options.connectTimeoutMs > 0 ? options.connectTimeoutMs : undefined
+  const checkEveryMs = options.listenCheckMs ?? LISTEN_CHECK_MS
+  // No shorter than the time between checks: an event loop busy for longer than a short connect timeout
+  // (100 ms at the least) failed a check the server had answered, and each such failure cost a reconnect
+  // and a whole pass of chores.
+  const checkTimeout = Math.max(options.connectTimeoutMs, checkEveryMs)
   const connect = async (): Promise<void> => {
     const next = new pg.Client({ ...connectionOf(url, [], SERVER_KEEPALIVES), connectionTimeoutMillis: options.connectTimeoutMs, keepAlive: true })
     next.on('notification', (message) => onNotify(message.payload))
@@ -480,13 +486,13 @@ export async function listenOnServer(
     const live = client
     if (!live || checking) return
     checking = true
-    live.query({ text: 'select 1', query_timeout: timeout } as pg.QueryConfig).catch((error: Error) => {
+    live.query({ text: 'select 1', query_timeout: checkTimeout } as pg.QueryConfig).catch((error: Error) => {
       if (client !== live) return
       onError(error)
       drop(live)
       reconnect()
     }).finally(() => { checking = false })
-  }, options.listenCheckMs ?? LISTEN_CHECK_MS)
+  }, checkEveryMs)
   check.unref()
   await attempt()
   return async () => {

@@ -180,3 +180,27 @@ t.test('calls in flight when the database falls into a black hole are recorded o
     .select('delivery_attempts.outcome').where('deliveries.instance_id', 'in', ids).execute()
   t.same(attempts.map((a) => a.outcome), Array(N).fill('succeeded'), 'one attempt each: nothing lost or repeated')
 })
+
+t.test('a LISTEN check the server answered while the event loop was busy is no loss: no reconnect, no extra pass of chores', async (t) => {
+  // The least connect timeout the settings allow, and checks a second apart.
+  const handle = openPostgres(rt.databaseUrl, { poolMax: 1, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: 100, listenCheckMs: 1000 })
+  const wakes: (string | undefined)[] = []
+  const unlisten = await handle.listen('baton_test_busy_loop', (payload) => wakes.push(payload))
+  t.teardown(async () => {
+    await unlisten()
+    await handle.close()
+  })
+  // A loop busy 300 ms at a time for 3.5 s: longer than the connect timeout, shorter than the checks' interval.
+  const until = Date.now() + 3500
+  while (Date.now() < until) {
+    const busyUntil = Date.now() + 300
+    while (Date.now() < busyUntil);
+    // Only the next turn of the loop: a check sent in it finds the loop busy again before its answer is read.
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  // A failed check's reconnect comes within the second after it.
+  await sleep(1200)
+  // Before, each check whose answer the busy loop held past the connect timeout dropped the connection,
+  // and the reconnect woke the worker for a whole pass.
+  t.same(wakes, [], 'no reconnect, no wake-up')
+})
