@@ -20,7 +20,7 @@ import { deliveriesByOutcome, deliveriesPage, listDeliveries } from '../../src/m
 import { claimMails } from '../../src/scheduler/mail-repository.js'
 import { settleStepMails } from '../../src/scheduler/email-steps.js'
 import { endFollowUps } from '../../src/scheduler/automatic-steps/end-follow-ups.js'
-import { findDueAutomaticStepIds, findDueWaitingStepIds, findOverdueStepIds, lockDueAutomaticSteps, lockWaitingSteps, markOverdueSteps } from '../../src/scheduler/step-chores-repository.js'
+import { findDueAutomaticStepIds, findDueWaitingStepIds, findOverdueStepIds, lockDueAutomaticSteps, lockWaitingSteps, markOverdueSteps, pairWithInstances } from '../../src/scheduler/step-chores-repository.js'
 import type { Database } from '../../src/db/database.js'
 import { createTestDatabase, databaseUrl } from '../helpers/database.js'
 
@@ -542,6 +542,42 @@ t.test('the steps at positions are each looked up by the position key, without s
   t.match(plan, /"Index Name":"instance_steps_instance_position_key"/, 'through the position key')
   t.notMatch(plan, /Bitmap|Hash Join|Merge Join|Seq Scan/, 'no walk of the tenant\'s steps')
   t.equal((await stepsAt(wanted).execute(database.db)).rows.length, 60, 'each step found')
+})
+
+// After a long outage a deadline sweep (or a start of waiting steps, or an automatic step's batch)
+// takes a hundred steps across as many tenants, and reads their full rows and their processes'.
+t.test('the chores read the steps they took and their processes one primary key lookup each, however many rows their tenants hold, with statistics and without', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  await client.query('set session_replication_role = replica') // no triggers: rows without their templates and users
+  // 40 tenants of 500 processes each, a step each; a batch takes the first five of each tenant's steps.
+  const { rows } = await client.query<{ tenant_id: string; instance_id: string; step_id: string; n: number }>(`
+    with processes as (
+      insert into process_instances (tenant_id, id, template_id, template_name, responsible_user_id, controller_user_id, status, current_position)
+      select t, gen_random_uuid(), gen_random_uuid(), 'Plans', gen_random_uuid(), gen_random_uuid(), 'running', 1
+      from (select gen_random_uuid() as t from generate_series(1, 40)) tenants cross join generate_series(1, 500)
+      returning tenant_id, id
+    ), steps as (
+      insert into instance_steps (tenant_id, id, instance_id, position, kind, name, start_mode, responsibility, refers_to_property, refers_to_address, state)
+      select tenant_id, gen_random_uuid(), id, 1, 'task', 'step', 'afterPrevious', 'processResponsible', false, false, 'due' from processes
+      returning tenant_id, id, instance_id
+    )
+    select tenant_id, instance_id, id as step_id, row_number() over (partition by tenant_id order by id)::int as n from steps`)
+  const refs = rows.filter((r) => r.n <= 5).map(({ tenant_id, instance_id, step_id }) => ({ tenant_id, instance_id, step_id }))
+  const statements = await statementsOf(databaseUrl(database.name), /process_instances|instance_steps/, (db) => pairWithInstances(db, refs))
+  t.equal(statements.length, 2, 'one statement for the processes, one for the steps')
+  for (const statistics of ['without statistics', 'analyzed']) {
+    if (statistics === 'analyzed') await client.query('analyze process_instances; analyze instance_steps')
+    for (const statement of statements) {
+      const table = /instance_steps/.test(statement.sql) ? 'instance_steps' : 'process_instances'
+      const plan = await planOf(client, inlined(client, statement))
+      t.match(plan, new RegExp(`"Index Name":"${table}_pkey"[^}]*"Index Cond":"\\(\\(tenant_id = k\\.tenant_id\\) AND \\(id = k\\.id\\)\\)"`),
+        `${table}, ${statistics}: each row through the primary key with both columns`)
+      t.notMatch(plan, /Bitmap|Hash Join|Merge Join|Seq Scan/, `${table}, ${statistics}: no walk of the tenants' rows`)
+    }
+  }
+  const paired = await pairWithInstances(database.db, refs)
+  t.equal(paired.length, 200, 'every step found, with its process')
+  t.ok(paired.every(({ instance, step }) => instance.id === step.instance_id && instance.tenant_id === step.tenant_id), 'each step with its own process')
 })
 
 // On a small table a walk of it is cheaper, so this only asks whether each statement's condition lets
