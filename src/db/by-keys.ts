@@ -18,11 +18,11 @@ export function byKeys(alias: string, rows: { tenant_id: string; id: string }[])
   const tenant = sql.ref(`${alias}.tenant_id`)
   const id = sql.ref(`${alias}.id`)
   const groups = byTenant(rows)
-  if (groups.length === 0) return sql`false`
+  if (groups.length === 0) return sql<boolean>`false`
   const [firstTenant, firstIds] = groups[0]!
-  if (groups.length === 1 && firstIds.length === 1) return sql`(${tenant} = ${firstTenant}::uuid and ${id} = ${firstIds[0]}::uuid)`
+  if (groups.length === 1 && firstIds.length === 1) return sql<boolean>`(${tenant} = ${firstTenant}::uuid and ${id} = ${firstIds[0]}::uuid)`
   const conditions = groups.map(([tenantId, ids]) => sql`(${tenant} = ${tenantId}::uuid and ${id} = any(${ids}::uuid[]))`)
-  return sql`(${sql.join(conditions, sql` or `)}) ${sql.raw(CUSTOM_PLAN)}`
+  return sql<boolean>`(${sql.join(conditions, sql` or `)}) ${sql.raw(CUSTOM_PLAN)}`
 }
 
 /**

@@ -1,4 +1,5 @@
 import { sql } from '../db/kysely.js'
+import { byKeys } from '../db/by-keys.js'
 import type { DB } from '../db/connect.js'
 import type { InstanceRow, InstanceStepRow } from '../db/database.js'
 import { cutText } from '../lib/storable.js'
@@ -103,7 +104,7 @@ function waitsOnMail(instance: InstanceRow, step: InstanceStepRow): boolean {
 
 function clearSettle(trx: DB, rows: SettledMail[]) {
   return trx.updateTable('outbox_mails').set({ settle_step: false })
-    .where('tenant_id', 'in', [...new Set(rows.map((r) => r.tenant_id))]).where('id', 'in', rows.map((r) => r.id)).execute()
+    .where(byKeys('outbox_mails', rows)).execute()
 }
 
 function settleBatch(db: DB, now: Date, limit: number, only?: MailKey): Promise<number> {

@@ -5,7 +5,7 @@ import type { DB } from '../../src/db/connect.js'
 import { Statement } from '../../src/db/statement.js'
 import { CUSTOM_PLAN } from '../../src/db/postgres.js'
 import { Kysely, PostgresDialect, sql } from '../../src/db/kysely.js'
-import { stepsAt } from '../../src/modules/instances/runtime-repository.js'
+import { findRecords, findUsers, stepsAt } from '../../src/modules/instances/runtime-repository.js'
 import { recordSizesPage, recordSlices } from '../../src/modules/records/repository.js'
 import { cancelTriggeredStatement, cancelUnwantedStatement, cancelWithdrawnStatement } from '../../src/modules/records/trigger-repository.js'
 import { claimStatement, type ClaimOptions } from '../../src/scheduler/claim-deliveries.js'
@@ -17,7 +17,7 @@ import { instancesNamingUser } from '../../src/modules/users/repository.js'
 import { searchesWithCandidatesStatement, type DateSearch } from '../../src/modules/autostart/repository.js'
 import { queueFiguresStatement } from '../../src/modules/health/repository.js'
 import { deliveriesByOutcome, deliveriesPage, listDeliveries } from '../../src/modules/deliveries/repository.js'
-import { claimMails } from '../../src/scheduler/mail-repository.js'
+import { claimMails, markSent, releaseMails, type ClaimedMail } from '../../src/scheduler/mail-repository.js'
 import { settleStepMails } from '../../src/scheduler/email-steps.js'
 import { endFollowUps } from '../../src/scheduler/automatic-steps/end-follow-ups.js'
 import { findDueAutomaticStepIds, findDueWaitingStepIds, findOverdueStepIds, lockDueAutomaticSteps, lockWaitingSteps, markOverdueSteps, pairWithInstances } from '../../src/scheduler/step-chores-repository.js'
@@ -70,6 +70,7 @@ async function emptyDatabaseToRead(test: Test) {
 
 /** A value written into a statement's text: an array as Postgres's array literal, a time as ISO 8601. */
 function literalOf(client: pg.Client, value: unknown): string {
+  if (value === null) return 'null'
   return client.escapeLiteral(Array.isArray(value) ? `{${value.join(',')}}` : value instanceof Date ? value.toISOString() : String(value))
 }
 
@@ -578,6 +579,46 @@ t.test('the chores read the steps they took and their processes one primary key 
   const paired = await pairWithInstances(database.db, refs)
   t.equal(paired.length, 200, 'every step found, with its process')
   t.ok(paired.every(({ instance, step }) => instance.id === step.instance_id && instance.tenant_id === step.tenant_id), 'each step with its own process')
+})
+
+// The mails a worker sent or put back, and the users and records a chore's batch names, span as many
+// tenants as the batch: each row by its key, not every row of those tenants (sent mails pile up).
+t.test('a batch\'s mails, users and records are each found by their key with both columns, however many rows their tenants hold, with statistics and without', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  await client.query('set session_replication_role = replica') // no foreign keys: rows without their tenants
+  const tenants = (await client.query<{ id: string }>('select gen_random_uuid() as id from generate_series(1, 40)')).rows.map((r) => r.id)
+  const rowsOf = async (table: string, insert: string) => (await client.query<{ tenant_id: string; id: string; n: number }>(`
+    with made as (insert into ${table} ${insert} returning tenant_id, id)
+    select tenant_id, id, row_number() over (partition by tenant_id order by id)::int as n from made`, [tenants])).rows
+    .filter((r) => r.n <= 5).map(({ tenant_id, id }) => ({ tenant_id, id }))
+  const mails = await rowsOf('outbox_mails', `(tenant_id, id, dedupe_key, kind, to_address, subject, body, sent_at)
+    select t, gen_random_uuid(), gen_random_uuid()::text, 'deadlineMissed', 'a@example.com', 's', 'b', case when i > 5 then now() end
+    from unnest($1::uuid[]) t cross join generate_series(1, 500) i`)
+  const users = await rowsOf('users', `(tenant_id, id, name, email) select t, gen_random_uuid(), 'U', i || '@example.com'
+    from unnest($1::uuid[]) t cross join generate_series(1, 500) i`)
+  const properties = await rowsOf('properties', `(tenant_id, id) select t, gen_random_uuid() from unnest($1::uuid[]) t cross join generate_series(1, 500)`)
+  const claimed = mails.map((m) => ({ ...m, attempt_count: 1 })) as unknown as ClaimedMail[]
+  const url = databaseUrl(database.name)
+  const statements = [
+    ...await statementsOf(url, /outbox_mails/, (db) => markSent(db, claimed, new Date())),
+    ...await statementsOf(url, /outbox_mails/, (db) => releaseMails(db, claimed)),
+    ...await statementsOf(url, /"users"/, (db) => findUsers(db, users)),
+    ...await statementsOf(url, /"properties"/, (db) => findRecords(db, 'properties', properties))
+  ]
+  t.equal(statements.length, 4, 'one statement each')
+  for (const statistics of ['without statistics', 'analyzed']) {
+    if (statistics === 'analyzed') await client.query('analyze outbox_mails; analyze users; analyze properties')
+    for (const statement of statements) {
+      const table = /outbox_mails/.test(statement.sql) ? 'outbox_mails' : /"users"/.test(statement.sql) ? 'users' : 'properties'
+      const plan = await planOf(client, inlined(client, statement))
+      t.match(plan, new RegExp(`"Index Name":"${table}_pkey"`), `${table}, ${statistics}: through the primary key`)
+      const conditions = [...plan.matchAll(/"Index Cond":"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!)
+      t.ok(conditions.length > 0 && conditions.every((c) => /tenant_id = .*\bid = /.test(c)), `${table}, ${statistics}: each lookup by tenant and id, not by tenant alone`)
+      t.notMatch(plan, /Seq Scan/, `${table}, ${statistics}: no walk of the table`)
+    }
+  }
+  t.equal((await findUsers(database.db, users)).size, 200, 'every user found')
+  t.equal((await findRecords(database.db, 'properties', properties)).size, 200, 'every record found')
 })
 
 // On a small table a walk of it is cheaper, so this only asks whether each statement's condition lets

@@ -1,4 +1,5 @@
 import { sql, type Insertable } from '../../db/kysely.js'
+import { byKeys } from '../../db/by-keys.js'
 import type { DB } from '../../db/connect.js'
 import type { InstanceStepRow, OutboxMailsTable } from '../../db/database.js'
 
@@ -99,13 +100,16 @@ export async function findTimeZones(db: DB, tenantIds: string[]): Promise<Map<st
 
 export async function findUsers(db: DB, refs: RowRef[]): Promise<Map<string, { id: string; name: string; email: string }>> {
   if (refs.length === 0) return new Map()
-  const rows = await db.selectFrom('users').select(['id', 'name', 'email'])
-    .where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id))).execute()
+  const rows = await db.selectFrom('users').select(['id', 'name', 'email']).where(byKeys('users', refs)).execute()
   return new Map(rows.map((r) => [r.id, r]))
 }
 
+/**
+ * By their keys (byKeys), as findUsers: `tenant_id in (…) and id in (…)` walked every record of the
+ * batch's tenants, and a chore's batch may span a hundred tenants.
+ */
 function recordsNamed(db: DB, table: 'properties' | 'addresses', refs: RowRef[]) {
-  return db.selectFrom(table).where('tenant_id', 'in', unique(refs.map((r) => r.tenant_id))).where('id', 'in', unique(refs.map((r) => r.id)))
+  return db.selectFrom(table).where(byKeys(table, refs))
 }
 
 /**
