@@ -5,7 +5,7 @@ import { asDatabaseUrlProblem, ConfigError, listenProblem, loadConfig, shutdownD
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { databaseTime } from './db/database-time.js'
 import type { Kysely } from './db/kysely.js'
-import { migrateToLatest, pendingMigrations, unknownMigrations, UnknownMigrationsError, UnrecordedSchemaError } from './db/migrate.js'
+import { migrateToLatest, migrationsToWaitFor, unknownMigrations, UnknownMigrationsError, UnrecordedSchemaError } from './db/migrate.js'
 import { onShutdown, whenDatabaseAnswers, whenMigrated } from './lifecycle.js'
 import { BatonMetrics } from './lib/metrics.js'
 import { hashKey } from './lib/keys.js'
@@ -58,7 +58,15 @@ async function main(config: Config, role: Role): Promise<void> {
     const ran = await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
     if (ran.length > 0) log.info({ migrations: ran }, `ran ${ran.length} migration${ran.length === 1 ? '' : 's'}`)
   } else {
-    await whenMigrated(log, () => pendingMigrations(database.db as unknown as Kysely<unknown>))
+    await whenMigrated(log, async () => {
+      const pending = await migrationsToWaitFor(database.db as unknown as Kysely<unknown>)
+      // No other process can open the embedded database while this one holds it: the wait had no end.
+      if (pending.length > 0 && database.kind === 'embedded') {
+        throw new ConfigError(`BATON_MIGRATE_ON_START=false, and the embedded database lacks ${pending.length} migration${pending.length === 1 ? '' : 's'} ` +
+          `(${pending.join(', ')}), which no other process can run while this one holds it: start with BATON_MIGRATE_ON_START=true, or run npm run db:migrate before starting`)
+      }
+      return pending
+    })
   }
   // A newer version's migrations (it ran, then was rolled back) are left as they are, as db:migrate leaves them, but said:
   // the start went on without a word.

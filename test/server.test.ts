@@ -6,7 +6,9 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import { openEmbedded } from '../src/db/connect.js'
 import { templateFiles } from '../src/db/embedded-template.js'
+import { sql } from '../src/db/kysely.js'
 import { isMigrationFile, migrationFolder } from '../src/db/migration-files.js'
 import { VERSION } from '../src/version.js'
 import { adminQuery, createTestDatabase, databaseUrl } from './helpers/database.js'
@@ -184,6 +186,34 @@ t.test('with BATON_MIGRATE_ON_START=false a start waits for its pending migratio
   t.notMatch(server.output(), /does not exist/, 'no statement met a missing table or column')
   server.child.kill('SIGTERM')
   t.equal(await server.exited, 0)
+})
+
+// Waits no one could end: the migrations db:migrate refuses to run, and an embedded database no other
+// process can open while the start holds it. Each stops the start saying why.
+t.test('with BATON_MIGRATE_ON_START=false a start refuses what no db:migrate can bring up to date, instead of waiting for ever', async (t) => {
+  const env = { PORT: '0', WORKER_HTTP_PORT: '0', BATON_ADMIN_TOKEN: 'a-test-operator-key-of-enough-length', BATON_MIGRATE_ON_START: 'false' }
+  const last = readdirSync(migrationFolder).filter(isMigrationFile).sort().at(-1)!.replace(/\.[^.]+$/, '')
+
+  // Another branch's (or a newer version's) migration recorded, one of this version's not.
+  const database = await createTestDatabase()
+  t.teardown(() => database.drop())
+  await sql`delete from kysely_migration where name = ${last}`.execute(database.db)
+  await sql`insert into kysely_migration (name, timestamp) values ('9999_other_branch', now())`.execute(database.db)
+  const branch = runScript('src/server.ts', { ...env, DATABASE_URL: databaseUrl(database.name) }, ['--role=worker'])
+  t.teardown(() => { branch.child.kill('SIGKILL') })
+  t.equal(await branch.exited, 1, 'another branch\'s database: exit 1')
+  t.match(branch.output(), new RegExp(`does not have \\(9999_other_branch\\).*lacks ${last}`), 'naming both')
+
+  // An embedded database lacking a migration.
+  const dataDir = await mkdtemp(join(tmpdir(), 'baton-unmigrated-'))
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+  const embedded = await openEmbedded(dataDir)
+  await sql`delete from kysely_migration where name = ${last}`.execute(embedded.db)
+  await embedded.close()
+  const alone = runScript('src/server.ts', { ...env, DATABASE_URL: '', BATON_DATA_DIR: dataDir })
+  t.teardown(() => { alone.child.kill('SIGKILL') })
+  t.equal(await alone.exited, 1, 'the embedded database: exit 1')
+  t.match(alone.output(), new RegExp(`^BATON_MIGRATE_ON_START=false, and the embedded database lacks 1 migration \\(${last}\\), which no other process can run`, 'm'))
 })
 
 t.test('a role given as two arguments, or a wrong one, stops the process instead of running every role', async (t) => {

@@ -89,6 +89,19 @@ async function refuseUnrecordedSchema(db: Kysely<unknown>): Promise<void> {
     + 'Let the restore finish before starting Baton, or restore again into a new, empty database.')
 }
 
+/**
+ * This version's migrations not run yet, for a start that may not run them (BATON_MIGRATE_ON_START=false)
+ * and waits for them: none once all are recorded. A database no `db:migrate` can bring up to date is
+ * refused as migrateToLatest refuses it, where the wait would have no end and its advice would be
+ * wrong: one a newer version or another branch migrated, and one a pg_restore is still filling.
+ */
+export async function migrationsToWaitFor(db: Kysely<unknown>): Promise<string[]> {
+  if (await upToDate(db)) return []
+  await refuseUnrecordedSchema(db)
+  await refuseUnknownMigrations(db)
+  return pendingMigrations(db)
+}
+
 /** The migrations recorded as run that this version has no file for: a newer Baton ran them ([] before any ran). */
 export async function unknownMigrations(db: Kysely<unknown>): Promise<string[]> {
   const [names, done] = await Promise.all([migrationNames(), recordedMigrations(db)])
