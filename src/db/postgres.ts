@@ -49,11 +49,13 @@ const NO_TIMEOUTS = ['-c statement_timeout=0', '-c idle_in_transaction_session_t
 /**
  * How soon the server finds a connection lost without a word (a network partition, a firewall or NAT
  * that forgot it, a worker's host gone): its TCP keepalive asks after 60 s of silence, then every
- * 10 s, and gives up after 6 unanswered, about two minutes. The server's default is the system's,
- * two hours and more, all the while keeping the lost session's backend, its connection slot and its
- * advisory locks (a worker's per-host slots). Over TCP only; the connection string's own options win.
+ * 10 s, and gives up after 6 unanswered, about two minutes; an answer it sent that is not acknowledged
+ * for two minutes (keepalives wait while one is outstanding) ends the connection too. The server's
+ * defaults are the system's, two hours and more (some 15 minutes of retransmissions for an answer),
+ * all the while keeping the lost session's backend, its connection slot and its advisory locks (a
+ * worker's per-host slots). Over TCP only; the connection string's own options win.
  */
-const SERVER_KEEPALIVES = ['-c tcp_keepalives_idle=60', '-c tcp_keepalives_interval=10', '-c tcp_keepalives_count=6']
+const SERVER_KEEPALIVES = ['-c tcp_keepalives_idle=60', '-c tcp_keepalives_interval=10', '-c tcp_keepalives_count=6', '-c tcp_user_timeout=120000']
 
 // A server that stops answering (a network partition, a frozen host) never cancels a statement
 // itself: the client gives up this much after the server's own statement timeout would have.

@@ -17,11 +17,11 @@ t.test('only a quiet connection silences the work triggers', async (t) => {
 })
 
 t.test('the server finds a connection lost without a word in about two minutes, not the system\'s two hours; the string\'s own keepalive wins', async (t) => {
-  t.equal((await settingsOf(false)).keepalives, '60 10 6')
-  t.equal((await settingsOf(true)).keepalives, '60 10 6', 'a quiet connection alike')
+  t.equal((await settingsOf(false)).keepalives, '60 10 6 120000')
+  t.equal((await settingsOf(true)).keepalives, '60 10 6 120000', 'a quiet connection alike')
   const url = new URL(ADMIN_URL)
   url.searchParams.set('options', '-c tcp_keepalives_idle=300')
-  t.equal((await settingsOf(false, url.toString())).keepalives, '300 10 6', 'an operator\'s own setting stays')
+  t.equal((await settingsOf(false, url.toString())).keepalives, '300 10 6 120000', 'an operator\'s own setting stays')
 })
 
 t.test('options in the connection string are kept, and Baton\'s own still hold beside them', async (t) => {

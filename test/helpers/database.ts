@@ -114,7 +114,7 @@ export interface ConnectionSettings {
   jit: string
   notify: string | null
   workMem: string
-  /** The server's TCP keepalive on this connection: idle, interval and count, as `60 10 6`. */
+  /** The server's TCP keepalive on this connection: idle, interval, count and user timeout, as `60 10 6 2min`. */
   keepalives: string
 }
 
@@ -124,7 +124,7 @@ export async function connectionSettings(url: string, options: { quietTriggers?:
   try {
     const { rows } = await sql<ConnectionSettings>`
       select current_setting('jit') as jit, current_setting('baton.notify', true) as notify, current_setting('work_mem') as "workMem",
-        current_setting('tcp_keepalives_idle') || ' ' || current_setting('tcp_keepalives_interval') || ' ' || current_setting('tcp_keepalives_count') as keepalives
+        current_setting('tcp_keepalives_idle') || ' ' || current_setting('tcp_keepalives_interval') || ' ' || current_setting('tcp_keepalives_count') || ' ' || current_setting('tcp_user_timeout') as keepalives
     `.execute(handle.db)
     return rows[0]!
   } finally {
