@@ -442,12 +442,11 @@ export async function listenOnServer(
   let client: pg.Client | undefined
   let stopped = false
   let retry: NodeJS.Timeout | undefined
-  const timeout = options.connectTimeoutMs > 0 ? options.connectTimeoutMs : undefined
   const checkEveryMs = options.listenCheckMs ?? LISTEN_CHECK_MS
-  // No shorter than the time between checks: an event loop busy for longer than a short connect timeout
-  // (100 ms at the least) failed a check the server had answered, and each such failure cost a reconnect
-  // and a whole pass of chores.
-  const checkTimeout = Math.max(options.connectTimeoutMs, checkEveryMs)
+  // The LISTEN statement's and each check's wait, no shorter than the time between checks: an event loop
+  // busy for longer than a short connect timeout (100 ms at the least) failed a check the server had
+  // answered, and each such failure cost a reconnect and a whole pass of chores.
+  const answerTimeout = Math.max(options.connectTimeoutMs, checkEveryMs)
   const connect = async (): Promise<void> => {
     const next = new pg.Client({ ...connectionOf(url, [], SERVER_KEEPALIVES), connectionTimeoutMillis: options.connectTimeoutMs, keepAlive: true })
     next.on('notification', (message) => onNotify(message.payload))
@@ -461,7 +460,7 @@ export async function listenOnServer(
     })
     try {
       await next.connect()
-      await next.query({ text: `listen "${channel.replace(/"/g, '""')}"`, query_timeout: timeout } as pg.QueryConfig)
+      await next.query({ text: `listen "${channel.replace(/"/g, '""')}"`, query_timeout: answerTimeout } as pg.QueryConfig)
     } catch (error) {
       drop(next)
       throw error
@@ -488,7 +487,7 @@ export async function listenOnServer(
     const live = client
     if (!live || checking) return
     checking = true
-    live.query({ text: 'select 1', query_timeout: checkTimeout } as pg.QueryConfig).catch((error: Error) => {
+    live.query({ text: 'select 1', query_timeout: answerTimeout } as pg.QueryConfig).catch((error: Error) => {
       if (client !== live) return
       onError(error)
       drop(live)

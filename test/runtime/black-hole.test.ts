@@ -183,9 +183,11 @@ t.test('calls in flight when the database falls into a black hole are recorded o
 
 t.test('a LISTEN check the server answered while the event loop was busy is no loss: no reconnect, no extra pass of chores', async (t) => {
   // The least connect timeout the settings allow, and checks a second apart.
-  const handle = openPostgres(rt.databaseUrl, { poolMax: 1, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: 100, listenCheckMs: 1000 })
-  const wakes: (string | undefined)[] = []
-  const unlisten = await handle.listen('baton_test_busy_loop', (payload) => wakes.push(payload))
+  const errors: string[] = []
+  const handle = openPostgres(rt.databaseUrl, {
+    poolMax: 1, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: 100, listenCheckMs: 1000, onError: (error) => errors.push(error.message)
+  })
+  const unlisten = await handle.listen('baton_test_busy_loop', () => {})
   t.teardown(async () => {
     await unlisten()
     await handle.close()
@@ -201,6 +203,7 @@ t.test('a LISTEN check the server answered while the event loop was busy is no l
   // A failed check's reconnect comes within the second after it.
   await sleep(1200)
   // Before, each check whose answer the busy loop held past the connect timeout dropped the connection,
-  // and the reconnect woke the worker for a whole pass.
-  t.same(wakes, [], 'no reconnect, no wake-up')
+  // and the reconnect woke the worker for a whole pass. (A first connect slower than 100 ms on a busy
+  // machine is another error, and no check's.)
+  t.same(errors.filter((message) => /^Query read timeout/.test(message)), [], 'no check given up on')
 })
