@@ -82,9 +82,9 @@ function poolConfig(url: string, options: PostgresOptions): pg.PoolConfig {
 /**
  * Where and how to connect, with the server options Baton's connections start with: `defaults`, then
  * `options` given in the connection string (`?options=-c%20search_path%3Dcrm`), then Baton's own
- * (`ours`); the later win where they set the same parameter. node-postgres lets the string's `options` replace the pool's, which
- * dropped `jit=off` and a quiet connection's `baton.notify=off` whenever DATABASE_URL carried options
- * of its own. Such a string is read once by node-postgres's own parser (pg-connection-string), and
+ * (`ours`); the later win where they set the same parameter. node-postgres lets the string's
+ * `options` replace the pool's, which dropped `jit=off` and a quiet connection's `baton.notify=off`
+ * whenever DATABASE_URL carried options of its own. Such a string is read once by node-postgres's own parser (pg-connection-string), and
  * everything in it but `options` goes over the pool's settings as node-postgres would lay it; any
  * other string is left to node-postgres as it is.
  */
@@ -431,9 +431,8 @@ const LISTEN_END_WAIT_MS = 500
  * hours. Notifications then never came, and new work waited for the worker's poll interval (8.6 s
  * of a 10 s poll in a probe, for good). So every `listenCheckMs` it runs `select 1`, and one not
  * answered within `connectTimeoutMs` or `listenCheckMs`, the longer (or failed), drops the connection,
- * which is made again. Its
- * close waits LISTEN_END_WAIT_MS for the server before dropping the socket: it waited for an answer
- * that never came, and a worker's stop with it.
+ * which is made again. Its close waits LISTEN_END_WAIT_MS for the server before dropping the socket:
+ * it waited for an answer that never came, and a worker's stop with it.
  */
 export async function listenOnServer(
   url: string, options: PostgresOptions, channel: string, onNotify: (payload?: string) => void
