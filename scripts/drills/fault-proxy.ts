@@ -25,8 +25,7 @@ export interface FaultProxy {
    * While on, a black hole: every connection open now, and every one made meanwhile, passes nothing more
    * in either direction, for good. Its sockets stay open, no RST, no FIN (a client's own FIN goes
    * unanswered), as behind a firewall or NAT that dropped the connection's state. Off: new connections
-   * pass again; those lost stay lost, and the server's end of one stays open when its client closes
-   * it (the server never hears), until `cutAll`.
+   * pass again; those lost stay lost until their client closes them.
    */
   blackHole(on: boolean): void
   /**
@@ -52,8 +51,6 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   const pairs = new Set<{ client: net.Socket; server: net.Socket; ranWatched: boolean; lost: boolean }>()
   /** Connections taken while the black hole was on: never forwarded. */
   const swallowed = new Set<net.Socket>()
-  /** The server's ends of lost connections whose clients closed them. */
-  const orphans = new Set<net.Socket>()
   let hanging = false
   let blackHole = false
   let afterCommit: (() => void) | undefined
@@ -81,19 +78,11 @@ export async function startFaultProxy(target: { host: string; port: number }): P
       client.destroy()
       upstream.destroy()
     }
-    // The server never hears that its client closed a lost connection: its session lives on.
-    const clientEnded = () => {
-      if (!pair.lost) return end()
-      pairs.delete(pair)
-      client.destroy()
-      if (!upstream.destroyed) orphans.add(upstream)
-    }
-    client.on('error', clientEnded).on('close', clientEnded)
-    // Nor its client that the server closed its end.
+    client.on('error', end).on('close', end)
+    // A lost connection's client never hears that the server closed its end.
     const upstreamEnded = () => {
-      if (!pair.lost) return end()
-      upstream.destroy()
-      orphans.delete(upstream)
+      if (pair.lost) upstream.destroy()
+      else end()
     }
     upstream.on('error', upstreamEnded).on('close', upstreamEnded)
     // The server half-open (a black hole's FIN goes unanswered): otherwise a client's FIN is passed on.
@@ -160,9 +149,8 @@ export async function startFaultProxy(target: { host: string; port: number }): P
         pair.server.destroy()
       }
       pairs.clear()
-      for (const socket of [...swallowed, ...orphans]) socket.destroy()
+      for (const socket of [...swallowed]) socket.destroy()
       swallowed.clear()
-      orphans.clear()
     },
     async refuse(on) {
       // close() stops listening at once; its callback would wait for the open connections to end.
