@@ -401,6 +401,9 @@ interface PlanNode {
   'Relation Name'?: string
   'Index Name'?: string
   'Actual Loops'?: number
+  'Actual Rows'?: number
+  'Rows Removed by Filter'?: number
+  'Rows Removed by Index Recheck'?: number
   Plans?: PlanNode[]
 }
 
@@ -745,10 +748,10 @@ t.test('the scheduler\'s claims and chores read their due rows through their par
     ['the automatic steps to try one by one', 'instance_steps_automatic_due_idx', (db) => findDueAutomaticStepIds(db, 100)],
     ['the overdue steps to try one by one', 'instance_steps_deadline_idx', (db) => findOverdueStepIds(db, now, 100)],
     ['the end of follow-ups', 'instance_steps_follow_up_running_idx', (db) => endFollowUps(db, now, 100).catch(() => undefined)],
-    ['the mail claim', 'outbox_mails_unsent_idx', (db) => rolledBack(db, (trx) => claimMails(trx, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100 }))],
+    ['the mail claim', 'outbox_mails_pending_idx', (db) => rolledBack(db, (trx) => claimMails(trx, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100 }))],
     ['the settling of email steps', 'outbox_mails_settle_idx', (db) => settleStepMails(db, now, 100).catch(() => undefined)],
     ['the first-due times', ['deliveries_due_idx', 'instance_steps_waiting_idx', 'instance_steps_automatic_due_idx', 'instance_steps_deadline_idx',
-      'outbox_mails_unsent_idx', 'deliveries_lease_idx'], (db) => nextDue(db)]
+      'outbox_mails_pending_idx', 'outbox_mails_leased_idx', 'deliveries_lease_idx'], (db) => nextDue(db)]
   ]
   for (const [n, [what, index, chore]] of chores.entries()) {
     const [statement] = await statementsOf(databaseUrl(database.name), /deleting_since/, chore)
@@ -771,6 +774,51 @@ t.test('the scheduler\'s claims and chores read their due rows through their par
     await client.query('set plan_cache_mode = auto')
   }
 })
+
+// A failed mail is kept with its last attempt's time until the retention removes it, and mails wait for
+// their next attempt while the mail server is down: the claim and the first-due time read the mails to
+// send alone, and of those only the first in their order (migration 0040). The index of unsent mails
+// held the failed ones too, and the first-due time took `min` over every mail to send.
+t.test('the mail claim and the first-due time read the first mails to send, however many failed or wait, with statistics and without', async (t) => {
+  const { database, client } = await emptyDatabase(t)
+  const now = new Date()
+  await client.query(`insert into tenants (id, name, web_id) values (gen_random_uuid(), 'Mails', 'mails')`)
+  const mails = (rows: number, columns: string) => client.query(`insert into outbox_mails (tenant_id, id, dedupe_key, kind, to_address, subject,
+    body, attempt_count, next_attempt_at, failed_at, lease_expires_at)
+    select (select id from tenants), gen_random_uuid(), gen_random_uuid()::text, 'deadlineMissed', 'a@example.com', 's', 'b', 3, ${columns}
+    from generate_series(1, ${rows}) n`, [now])
+  await mails(20_000, `$1::timestamptz - interval '2 days' + n * interval '1 s', $1::timestamptz - interval '1 day', null`) // failed
+  await mails(5_000, `$1::timestamptz + interval '10 minutes' + n * interval '10 ms', null, null`) // waiting for the next attempt
+  await mails(50, `$1::timestamptz - interval '1 minute', null, $1::timestamptz + n * interval '1 s'`) // held by a worker
+  const url = databaseUrl(database.name)
+  const statements = [
+    ...await statementsOf(url, /outbox_mails/, (db) => db.transaction().execute(async (trx) => {
+      await claimMails(trx, { now, leaseUntil: new Date(now.getTime() + 60_000), limit: 100 })
+      throw new Error('rolled back')
+    }).catch(() => undefined)),
+    ...await statementsOf(url, /outbox_mails/, (db) => nextDue(db))
+  ]
+  t.equal(statements.length, 2, 'the claim and the first-due time')
+  for (const statistics of ['without statistics', 'analyzed']) {
+    if (statistics === 'analyzed') await client.query('analyze outbox_mails')
+    for (const [i, statement] of statements.entries()) {
+      await client.query('begin')
+      const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(`explain (analyze, format json) ${inlined(client, statement)}`)
+      await client.query('rollback')
+      const read = rowsRead(rows[0]!['QUERY PLAN'][0].Plan, 'outbox_mails')
+      t.ok(read <= 100, `${i === 0 ? 'the claim' : 'the first-due time'}, ${statistics}: ${read} mails read of 25,050`)
+    }
+  }
+  const due = await nextDue(database.db)
+  t.same(due.chores, new Date(now.getTime() + 1000), 'the first mail due is the end of the first lease')
+})
+
+/** How many rows the scans of a table in an analyzed plan read: those they gave and those their filters dropped. */
+function rowsRead(plan: PlanNode, table: string): number {
+  const own = plan['Relation Name'] === table && plan['Node Type'] !== 'ModifyTable'
+    ? ((plan['Actual Rows'] ?? 0) + (plan['Rows Removed by Filter'] ?? 0) + (plan['Rows Removed by Index Recheck'] ?? 0)) * (plan['Actual Loops'] ?? 1) : 0
+  return own + (plan.Plans ?? []).reduce((sum, child) => sum + rowsRead(child, table), 0)
+}
 
 t.test('the date chore asks after each template\'s candidates among its own tenant\'s records, however many records there are', async (t) => {
   const { database, client } = await emptyDatabase(t)
