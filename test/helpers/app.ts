@@ -49,12 +49,13 @@ let tenantCounter = 0
  * Boots the real app on a database of its own, torn down with the test; `env` adds settings (its
  * DATABASE_STATEMENT_TIMEOUT_MS that of the database's pool too). Load
  * shedding is off unless `env` turns it on (test/plugins/load-shedding.test.ts): on a busy machine
- * a test's request must not be refused because the machine, not the app, is slow.
+ * a test's request must not be refused because the machine, not the app, is slow. `databaseSettings` are the
+ * database's own (createTestDatabase).
  */
-export async function setupApp(t: Test, env: Record<string, string> = {}): Promise<TestContext> {
+export async function setupApp(t: Test, env: Record<string, string> = {}, databaseSettings: Record<string, string> = {}): Promise<TestContext> {
   const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', ...env })
   // The pool keeps its default statement timeout unless `env` sets one, as `npm start` would.
-  const database = await createTestDatabase(env.DATABASE_STATEMENT_TIMEOUT_MS === undefined ? {} : { statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS })
+  const database = await createTestDatabase(env.DATABASE_STATEMENT_TIMEOUT_MS === undefined ? {} : { statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS }, databaseSettings)
   const operatorKey = generateKey('operator')
   const clock = new TestClock()
   const metrics = new BatonMetrics()

@@ -28,12 +28,21 @@ export async function adminQuery(text: string): Promise<pg.QueryResult> {
   }
 }
 
-/** A fresh database cloned from the migrated template; dropped again by `drop`. `options` set its pool (e.g. its statement timeout). */
-export async function createTestDatabase(options: Partial<PostgresOptions> = {}): Promise<DatabaseHandle & { name: string; drop(): Promise<void> }> {
+/**
+ * A fresh database cloned from the migrated template; dropped again by `drop`. `options` set its pool (e.g. its
+ * statement timeout); `settings` are the database's own (`alter database … set`), as an operator may have chosen
+ * them, which every session then starts with unless its connection sets them otherwise.
+ */
+export async function createTestDatabase(
+  options: Partial<PostgresOptions> = {}, settings: Record<string, string> = {}
+): Promise<DatabaseHandle & { name: string; drop(): Promise<void> }> {
   const name = `baton_test_${process.pid}_${randomBytes(4).toString('hex')}`
   await withRetry(async () => {
     await adminQuery(`create database ${name} template ${TEMPLATE_DATABASE}`)
   })
+  for (const [setting, value] of Object.entries(settings)) {
+    await adminQuery(`alter database ${name} set ${setting} = ${pg.escapeLiteral(value)}`)
+  }
   const handle = openPostgres(databaseUrl(name), { poolMax: 10, ...options })
   let dropped = false
   return {

@@ -54,20 +54,27 @@ export const FAST_RETRIES: RetryPolicy = { ...DEFAULT_RETRY_POLICY, jitter: 0 }
  * provider on 127.0.0.1, an SMTP server, and a scheduler driven by the test clock.
  */
 export async function setupRuntime(
-  t: Test, options: { webhookTimeoutMs?: number; maxAttempts?: number; secretsKey?: string; env?: Record<string, string> } = {}
+  t: Test,
+  options: { webhookTimeoutMs?: number; maxAttempts?: number; secretsKey?: string; env?: Record<string, string>; databaseSettings?: Record<string, string> } = {}
 ): Promise<RuntimeContext> {
   // The provider listens on 127.0.0.1: the API lets such targets be stored, as in development.
   const ctx = await setupApp(t, {
     WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', ...(options.secretsKey ? { BATON_SECRETS_KEY: options.secretsKey } : {}), ...options.env
-  })
+  }, options.databaseSettings)
   const secrets = createSecretBox(options.secretsKey)
   const [provider, smtp] = await Promise.all([TestProvider.start(), TestSmtpServer.start()])
-  const service = await ctx.operator.post('/v1/marketplace-services', { name: 'Valuation', provider: 'ValueCo', webhookUrl: `${provider.url}/hooks/valuation?v=2` })
-  if (service.statusCode !== 201) throw new Error(`service: ${service.body}`)
-  provider.secret = service.data.secret
-  await ctx.operator.post(`/v1/marketplace-services/${service.data.id}/parameters`,
-    { name: 'mode', label: 'Mode', type: 'enum', allowedValues: ['quick', 'full'], required: false, default: 'full' })
-  const first = await runtimeTenant(ctx, 'Muster Immobilien', service.data.id)
+  // A setup that fails (a database whose settings break the API) closes them itself: the test's end waits for them.
+  const { service, first } = await (async () => {
+    const service = await ctx.operator.post('/v1/marketplace-services', { name: 'Valuation', provider: 'ValueCo', webhookUrl: `${provider.url}/hooks/valuation?v=2` })
+    if (service.statusCode !== 201) throw new Error(`service: ${service.body}`)
+    provider.secret = service.data.secret
+    await ctx.operator.post(`/v1/marketplace-services/${service.data.id}/parameters`,
+      { name: 'mode', label: 'Mode', type: 'enum', allowedValues: ['quick', 'full'], required: false, default: 'full' })
+    return { service, first: await runtimeTenant(ctx, 'Muster Immobilien', service.data.id) }
+  })().catch(async (error: unknown) => {
+    await Promise.all([provider.close(), smtp.close()])
+    throw error
+  })
 
   const http = createHttpClient({ maxBodyBytes: 65536, maxSockets: 32, userAgent: 'Baton/test', allowPrivateNetworks: true })
   const mailer = createMailer({ smtpUrl: smtp.url, mailDir: '', timeoutMs: 2000 })
