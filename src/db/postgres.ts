@@ -73,6 +73,15 @@ const NO_TIMEOUTS = ['-c statement_timeout=0', '-c idle_in_transaction_session_t
 const SERVER_KEEPALIVES = ['-c tcp_keepalives_idle=60', '-c tcp_keepalives_interval=10', '-c tcp_keepalives_count=6', '-c tcp_user_timeout=120000']
 
 /**
+ * A session of Baton's may sit idle for long and must live: the worker's host-slot session holds its per-host
+ * slots as advisory locks while the calls run, and the LISTEN connection waits for notifications. A database's
+ * or role's `idle_session_timeout` (a DBA's safety net against leaked connections) ended them, and with the
+ * slot session the limit of calls per host until the worker noticed. Baton's pool ends its own idle
+ * connections (`idleTimeoutMillis`); the connection string's own options win.
+ */
+const SESSION_LIVES = '-c idle_session_timeout=0'
+
+/**
  * A connection with a statement timeout waits for a lock as long as that allows: a role's or the database's
  * shorter `lock_timeout` made ordinary waits for a row (two writes of one record, starts of one template at
  * once) fail with 409s, 16 of 40 concurrent starts and 17 of 20 writes of one property at 20 ms. A migration's
@@ -100,7 +109,7 @@ function poolConfig(url: string, options: PostgresOptions): pg.PoolConfig {
     keepAlive: true,
     ...limits,
     ...connectionOf(url, [JIT_OFF, ...SESSION_STYLE, ...(options.quietTriggers ? ['-c baton.notify=off'] : []), ...(options.statementTimeoutMs > 0 ? [] : NO_TIMEOUTS)],
-      [...SERVER_KEEPALIVES, ...(options.statementTimeoutMs > 0 ? [NO_LOCK_TIMEOUT] : [])])
+      [...SERVER_KEEPALIVES, SESSION_LIVES, ...(options.statementTimeoutMs > 0 ? [NO_LOCK_TIMEOUT] : [])])
   }
 }
 
@@ -472,7 +481,7 @@ export async function listenOnServer(
   // answered, and each such failure cost a reconnect and a whole pass of chores.
   const answerTimeout = Math.max(options.connectTimeoutMs, checkEveryMs)
   const connect = async (): Promise<void> => {
-    const next = new pg.Client({ ...connectionOf(url, [], SERVER_KEEPALIVES), connectionTimeoutMillis: options.connectTimeoutMs, keepAlive: true })
+    const next = new pg.Client({ ...connectionOf(url, [], [...SERVER_KEEPALIVES, SESSION_LIVES]), connectionTimeoutMillis: options.connectTimeoutMs, keepAlive: true })
     next.on('notification', (message) => onNotify(message.payload))
     // Only the live client's loss starts a reconnect; a failed attempt is retried by its caller.
     next.on('error', (error) => {

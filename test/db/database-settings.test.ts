@@ -113,3 +113,14 @@ t.test('the connection string\'s options cannot change how Baton reads values; i
     select '2024-05-03T10:00:00Z'::timestamptz as at, current_setting('default_transaction_isolation') as isolation, current_setting('lock_timeout') as "lockTimeout"`.execute(handle.db)
   t.same(rows, [{ at: new Date('2024-05-03T10:00:00Z'), isolation: 'read committed', lockTimeout: '5s' }])
 })
+
+t.test('a session of Baton\'s outlives a database\'s idle session timeout, as the worker\'s host slots and LISTEN need', async (t) => {
+  const database = await createTestDatabase({}, { idle_session_timeout: '200ms' })
+  t.teardown(() => database.drop())
+  const handle = openPostgres(databaseUrl(database.name), { poolMax: 1 })
+  t.teardown(() => handle.close())
+  const pid = async () => (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(handle.db)).rows[0]!.pid
+  const first = await pid()
+  await new Promise((resolve) => setTimeout(resolve, 500)) // the server's own timer: no clock of ours to move
+  t.equal(await pid(), first, 'the same session, idle for 500 ms')
+})
