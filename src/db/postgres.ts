@@ -165,7 +165,8 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
     client.on('error', onError)
     if (options.onConnectionEnd) client.on('end', options.onConnectionEnd)
   })
-  return {
+  const shared: PostgresPool & PoolWithState = {
+    state: () => ({ max: options.poolMax, total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     async connect(): Promise<PostgresPoolClient> {
       let client = await pool.connect()
       while ((heard.get(client) ?? unanswered) < unanswered) {
@@ -257,6 +258,31 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
     },
     end: () => pool.end()
   }
+  return shared
+}
+
+/** How many connections a pool has and holds: `waiting` counts the callers queued for one. */
+export interface PoolState {
+  max: number
+  total: number
+  idle: number
+  waiting: number
+}
+
+interface PoolWithState {
+  state(): PoolState
+}
+
+/** The pools of the Kysely instances kyselyOn made, for poolState. */
+const poolsOf = new WeakMap<object, PoolWithState>()
+
+/**
+ * The connections of the pool under `db` as they are now; undefined for a database without such a pool
+ * (the embedded one). A pool whose every connection is taken and that has callers queued is busy:
+ * its statements wait, for a lock held elsewhere or for a slow server (/health/ready says which).
+ */
+export function poolState(db: object): PoolState | undefined {
+  return poolsOf.get(db)?.state()
 }
 
 /** node-postgres's own timeout of a statement the server did not answer (`query_timeout`). */
@@ -446,7 +472,9 @@ function prepared(client: pg.PoolClient, text: string, values: readonly unknown[
 }
 
 export function kyselyOn(pool: PostgresPool): Kysely<Database> {
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  if ('state' in pool) poolsOf.set(db, pool as PostgresPool & PoolWithState)
+  return db
 }
 
 /** How often the LISTEN connection is asked a cheap question, by default (`listenCheckMs`). */

@@ -7,6 +7,7 @@ import { loadConfig } from '../../src/config.js'
 import { openPostgres } from '../../src/db/connect.js'
 import { sql } from '../../src/db/kysely.js'
 import { hashKey } from '../../src/lib/keys.js'
+import { readinessCheck } from '../../src/modules/health/readiness.js'
 import { client, setupApp } from '../helpers/app.js'
 import { waitForLockWait } from '../helpers/database.js'
 
@@ -68,4 +69,27 @@ t.test('a request that finds the pool full waits DATABASE_CONNECT_TIMEOUT_MS for
     t.ok(waited >= 450 && waited < 1000, `gave up after ${Math.round(waited)} ms: the connect timeout's 500, before the statement timeout's 1000`)
   })
   t.ok([200, 503].includes((await listing!).statusCode), 'the list ends either way')
+})
+
+t.test('/health/ready says that every connection waits, not that the database is unreachable, while a lock holds the pool', async (t) => {
+  // The pool's one connection waits for a table an operator locked; a second pool waits longer for its
+  // connection than the check does (DATABASE_CONNECT_TIMEOUT_MS past 2 s, as by default).
+  const patient = openPostgres(ctx.databaseUrl, { poolMax: 1, statementTimeoutMs: 5000, connectTimeoutMs: 4000 })
+  t.teardown(() => patient.close())
+  let listing: ReturnType<typeof api.get> | undefined
+  let waiting: Promise<unknown> | undefined
+  await ctx.db.transaction().execute(async (table) => {
+    await sql`lock table properties in access exclusive mode`.execute(table)
+    listing = api.get('/v1/properties')
+    waiting = sql`select count(*) from properties`.execute(patient.db).catch(() => undefined)
+    await waitForLockWait(ctx.db, 2)
+    const ready = await client(app).get('/health/ready')
+    t.equal(ready.statusCode, 503)
+    t.match(ready.data.detail, /^All 1 database connections of this process are taken and none came free in time: .*lock/, ready.data.detail)
+    const unready = await readinessCheck(patient.db)()
+    t.match(unready?.detail, /^All 1 database connections of this process are taken/, 'also when the check gives up before the pool does')
+  })
+  await Promise.all([listing, waiting])
+  t.equal((await client(app).get('/health/ready')).statusCode, 200, 'ready again once the lock is gone')
+  t.equal(await readinessCheck(patient.db)(), undefined)
 })
