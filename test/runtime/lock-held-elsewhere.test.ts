@@ -1,0 +1,74 @@
+// An operator's lock on a table the scheduler writes (LOCK TABLE, VACUUM FULL, ALTER TABLE) held for
+// several statement timeouts while a call's outcome waits to be written: the worker backs off rather
+// than spins, and once the lock ends the outcome is written once and the next step's call follows.
+// The test clock stands still, so no lease runs out: what an expired lease forces is not in play here.
+import t from 'tap'
+import pg from 'pg'
+import type { Logger } from '../../src/lib/logger.js'
+import { setupRuntime } from '../helpers/runtime.js'
+import { waitForLockWait } from '../helpers/database.js'
+
+const STATEMENT_TIMEOUT_MS = 300
+const LOCK_MS = 5 * STATEMENT_TIMEOUT_MS
+
+const rt = await setupRuntime(t, { env: { DATABASE_STATEMENT_TIMEOUT_MS: String(STATEMENT_TIMEOUT_MS) } })
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+t.test('a lock on instance_steps held for five statement timeouts: the outcome waits, is written once after it, and the next step is called', async (t) => {
+  rt.clock.set(new Date())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'First' }, { kind: 'webhook', name: 'Second' }])
+  let answer: () => void = () => {}
+  const answered = new Promise<void>((resolve) => { answer = resolve })
+  rt.provider.queue(() => answered.then(() => ({ status: 200, body: 'first' })))
+  rt.provider.always({ status: 200, body: 'second' })
+  const lines: { level: string; msg: string | undefined }[] = []
+  const log: Logger = {
+    info: (_obj, msg) => lines.push({ level: 'info', msg }),
+    warn: (_obj, msg) => lines.push({ level: 'warn', msg }),
+    error: (_obj, msg) => lines.push({ level: 'error', msg })
+  }
+  const scheduler = rt.newScheduler({ pollIntervalMs: 50 }, log)
+  t.teardown(() => scheduler.stop(1000))
+  const { id } = await rt.start(templateId)
+  await scheduler.start()
+  for (let i = 0; rt.provider.calls.length === 0; i++) {
+    if (i > 200) throw new Error('the first call never came')
+    await sleep(10)
+  }
+
+  // The operator's session: no statement timeout, as psql's.
+  const operator = new pg.Client({ connectionString: rt.databaseUrl, options: '-c statement_timeout=0 -c idle_in_transaction_session_timeout=0' })
+  await operator.connect()
+  t.teardown(() => operator.end())
+  await operator.query('begin')
+  await operator.query('lock table instance_steps in access exclusive mode')
+  answer()
+  await waitForLockWait(rt.db)
+  const linesBefore = lines.length
+  await sleep(LOCK_MS)
+  t.equal(rt.provider.calls.length, 1, 'no call while the outcome cannot be written')
+  await operator.query('commit')
+  const releasedAt = Date.now()
+  const during = lines.slice(linesBefore)
+
+  for (let i = 0; rt.provider.calls.length < 2; i++) {
+    if (i > 500) throw new Error('the second call never came')
+    await sleep(10)
+  }
+  const resumedMs = Date.now() - releasedAt
+  for (let i = 0; (await rt.instance(id)).status !== 'completed'; i++) {
+    if (i > 200) throw new Error('the process did not complete')
+    await sleep(10)
+  }
+  t.ok(resumedMs < 2 * STATEMENT_TIMEOUT_MS + 2000, `the next step was called ${resumedMs} ms after the lock ended: within the backoff's 2 s`)
+  t.equal(rt.provider.calls.length, 2, 'one call per step')
+  const attempts = await rt.db.selectFrom('delivery_attempts').select(['delivery_id', 'outcome']).execute()
+  t.same(attempts.map((a) => a.outcome), ['succeeded', 'succeeded'], 'each call logged once, as it ended')
+  t.equal(new Set(attempts.map((a) => a.delivery_id)).size, 2)
+  const activities = await rt.db.selectFrom('activities').select('kind').where('kind', '=', 'webhookSucceeded').execute()
+  t.equal(activities.length, 2, 'one activity per step')
+  // Each try of a pass, a chore or the outcome batch waits out a statement timeout, then backs off 100 ms doubling:
+  // a spinning worker would log on every try.
+  t.same(during.filter((l) => l.level === 'error'), [], 'nothing logged as an error')
+  t.ok(during.length <= 10, `${during.length} lines logged in ${LOCK_MS} ms of lock: ${JSON.stringify(during.map((l) => l.msg))}`)
+})
