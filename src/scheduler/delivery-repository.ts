@@ -67,8 +67,8 @@ export interface LockedAndSettled {
  * Locks the processes `lockRefs` names (instancesLockedInOrder), then applies each decision where the
  * worker's claim (its fence) still holds, logs the attempts of exactly those deliveries, and reads
  * the steps `stepRefs` names with the step after each: two statements sent together in one round
- * trip (runTogether), or the second alone when there is nothing to lock (deliveries of record
- * changes). The second runs once the first has taken every lock, so in READ COMMITTED its snapshot
+ * trip (runTogether), after the transaction's lock wait (LOCK_WAIT), or the second alone when there is
+ * nothing to lock (deliveries of record changes). The second runs once the first has taken every lock, so in READ COMMITTED its snapshot
  * shows these processes' steps as they are. Its update may still wait for a delivery's row; whoever
  * held it (the reaper, a release, a replay) left that delivery no longer `running`, so it comes back
  * fenced and its step, read before the wait, is not used. The client's read timeout covers the round
@@ -80,11 +80,11 @@ export async function lockAndSettle(
   if (settlements.length === 0) return { instances: new Map(), settled: new Map(), steps: [] }
   const settle = settleStatement(settlements, attempts, now, stepRefs).compile(db)
   const statements = [
-    ...(lockRefs.length > 0 ? [instancesLockedInOrder(lockRefs).compile(db)] : []),
-    settle
-  ].map(({ sql: text, parameters }) => ({ text, values: parameters }))
+    LOCK_WAIT,
+    ...[...(lockRefs.length > 0 ? [instancesLockedInOrder(lockRefs).compile(db)] : []), settle].map(({ sql: text, parameters }) => ({ text, values: parameters }))
+  ]
   const results = await runTogether(db, statements)
-  const locked = (lockRefs.length > 0 ? results[0] : []) as InstanceRow[]
+  const locked = (lockRefs.length > 0 ? results[1] : []) as InstanceRow[]
   const found = results[results.length - 1] as (InstanceStepRow & { settled_id: string | null; settled_fence: number | null })[]
   const settled = new Map<string, number>()
   const steps: InstanceStepRow[] = []
@@ -93,6 +93,22 @@ export async function lockAndSettle(
     else steps.push(step)
   }
   return { instances: new Map(locked.map((r) => [r.id, r])), settled, steps }
+}
+
+/** The longest an outcome batch waits for a row lock, in ms (half the statement timeout, when that is shorter). */
+export const OUTCOME_LOCK_WAIT_MS = 500
+
+/**
+ * The batch's transaction waits no longer than OUTCOME_LOCK_WAIT_MS for a row (SQLSTATE 55P03 then): a
+ * row held elsewhere for long (a report's SELECT … FOR UPDATE of a few processes, an operator's
+ * session left open) held every outcome of the batch behind its own, each try a statement timeout,
+ * until their leases ran out and their calls were made again (a probe: 3 processes held 12 s, 16 calls
+ * made twice). The batcher then writes them one by one (outcome-batcher.ts). Sent with the batch's
+ * statements, in the same round trip.
+ */
+const LOCK_WAIT = {
+  text: `select set_config('lock_timeout', least($1::int, nullif(setting::int, 0) / 2)::text, true) from pg_settings where name = 'statement_timeout'`,
+  values: [OUTCOME_LOCK_WAIT_MS]
 }
 
 /** A delivery's new state as the settling writes it. */

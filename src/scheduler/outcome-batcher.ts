@@ -13,6 +13,8 @@ interface Pending {
   reject(error: unknown): void
   /** Written again without its response body and error text, which Postgres refused. */
   plain?: boolean
+  /** How often a row it needs was found held elsewhere (lockNotAvailable): its next try waits the backoff of that many. */
+  heldOff?: number
 }
 
 /**
@@ -22,7 +24,9 @@ interface Pending {
  * with growing waits; an outcome is given up when its lease runs out (the reaper then logs the
  * attempt as aborted). A batch that fails otherwise is written one outcome at a time, so one bad
  * outcome does not sink the others; an outcome whose text Postgres refuses as data (SQLSTATE class
- * 22) is written once more without its response body and error text. An outcome that is not
+ * 22) is written once more without its response body and error text. A batch that meets a row held
+ * elsewhere past OUTCOME_LOCK_WAIT_MS is written one outcome at a time too, and an outcome that meets
+ * it alone goes back in line after a backoff, so the others are not held behind it. An outcome that is not
  * written leaves its call to be made again once the lease runs out: a success is recorded whatever
  * the provider answered with it.
  */
@@ -61,9 +65,22 @@ export class OutcomeBatcher {
         const now = this.clock.now().getTime()
         for (const p of live.filter((p) => p.until.getTime() <= now || p.signal?.aborted)) p.reject(error)
         live = live.filter((p) => p.until.getTime() > now && !p.signal?.aborted)
+        // A row one of them needs is held elsewhere (OUTCOME_LOCK_WAIT_MS): the others are written one by one,
+        // and one that meets it goes back in line after its backoff, so that no other waits for it.
+        if (isLockNotAvailable(error) && live.length > 1) return this.isolate(live, error)
+        if (isLockNotAvailable(error) && live.length === 1) return this.later(live[0]!)
         if (live.length > 0) await new Promise((resolve) => setTimeout(resolve, backoffMs(DATABASE_BACKOFF, retry)))
       }
     }
+  }
+
+  /** Back in line after the backoff: tried in a later batch, while the batches before it are written. */
+  private later(one: Pending): void {
+    one.heldOff = (one.heldOff ?? 0) + 1
+    setTimeout(() => {
+      this.pending.push(one)
+      this.writing ??= this.drain()
+    }, backoffMs(DATABASE_BACKOFF, one.heldOff))
   }
 
   private async isolate(batch: Pending[], error: unknown): Promise<void> {
@@ -77,6 +94,11 @@ export class OutcomeBatcher {
     }
     for (const one of batch) await this.write([one])
   }
+}
+
+/** A lock wait that ran past the transaction's lock_timeout (SQLSTATE 55P03): a row held elsewhere. */
+function isLockNotAvailable(error: unknown): boolean {
+  return (error as { code?: unknown } | undefined)?.code === '55P03'
 }
 
 /** An error of the values a statement was given (SQLSTATE class 22: a NUL in text, a number out of range). */

@@ -5,6 +5,9 @@
 import t from 'tap'
 import pg from 'pg'
 import type { Logger } from '../../src/lib/logger.js'
+import { claimDeliveries, type ClaimedDelivery } from '../../src/scheduler/claim-deliveries.js'
+import { OutcomeBatcher } from '../../src/scheduler/outcome-batcher.js'
+import type { AttemptRecord } from '../../src/scheduler/record-outcome.js'
 import { setupRuntime } from '../helpers/runtime.js'
 import { waitForLockWait } from '../helpers/database.js'
 
@@ -71,4 +74,36 @@ t.test('a lock on instance_steps held for five statement timeouts: the outcome w
   // a spinning worker would log on every try.
   t.same(during.filter((l) => l.level === 'error'), [], 'nothing logged as an error')
   t.ok(during.length <= 10, `${during.length} lines logged in ${LOCK_MS} ms of lock: ${JSON.stringify(during.map((l) => l.msg))}`)
+})
+
+t.test('a process row a report holds FOR UPDATE: the other outcomes of its batch are written at once, its own once the row is free', async (t) => {
+  rt.clock.set(new Date())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Held or not' }])
+  const [held, free] = [await rt.start(templateId), await rt.start(templateId)]
+  const claimedAt = rt.clock.now()
+  const claims = await claimDeliveries(rt.db, { workerId: 'worker-held', now: claimedAt, leaseMs: 60_000, limit: 10 })
+  t.equal(claims.length, 2)
+  const record = (claim: ClaimedDelivery): AttemptRecord => ({
+    delivery: claim, startedAt: claimedAt, durationMs: 5, statusCode: 200, error: null, responseBody: 'ok', decision: { action: 'succeed' }, outcome: 'succeeded'
+  })
+  const report = new pg.Client({ connectionString: rt.databaseUrl, options: '-c statement_timeout=0 -c idle_in_transaction_session_timeout=0' })
+  await report.connect()
+  t.teardown(() => report.end())
+  await report.query('begin')
+  await report.query('select id from process_instances where id = $1 for update', [held.id])
+
+  const batcher = new OutcomeBatcher(rt.db, rt.clock)
+  const until = new Date(claimedAt.getTime() + 60_000)
+  const [heldOutcome, freeOutcome] = [held, free].map((p) => batcher.record(record(claims.find((c) => c.instanceId === p.id)!), until))
+  // Guards of real time: before, the free one waited with the held one, a statement timeout a try, until the row was free.
+  const within = <T>(ms: number, promise: Promise<T>) => Promise.race([promise, sleep(ms).then(() => 'not yet')])
+  t.equal(await within(2000, freeOutcome!), 'recorded', 'the free process\'s outcome is written while the other\'s row is held')
+  t.equal((await rt.instance(free.id)).status, 'completed')
+  t.equal(await within(300, heldOutcome!), 'not yet', 'the held one waits')
+  await report.query('commit')
+  t.equal(await within(3000, heldOutcome!), 'recorded', 'and is written once the row is free')
+  t.equal((await rt.instance(held.id)).status, 'completed')
+  const attempts = await rt.db.selectFrom('delivery_attempts').select(['delivery_id', 'outcome'])
+    .where('delivery_id', 'in', claims.map((c) => c.id)).execute()
+  t.same(attempts.map((a) => a.outcome), ['succeeded', 'succeeded'], 'each logged once')
 })
