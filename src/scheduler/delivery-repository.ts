@@ -107,7 +107,10 @@ export const OUTCOME_LOCK_WAIT_MS = 500
  * statements, in the same round trip.
  */
 const LOCK_WAIT = {
-  text: `select set_config('lock_timeout', least($1::int, nullif(setting::int, 0) / 2)::text, true) from pg_settings where name = 'statement_timeout'`,
+  // The statement timeout as the session shows it ('10s', '500ms', '0'), read as an interval: pg_settings
+  // builds every setting's row for each read (0.6 ms of Postgres's CPU a batch, against 0.03 ms).
+  text: `select set_config('lock_timeout',
+    least($1::int, nullif(extract(epoch from current_setting('statement_timeout')::interval) * 1000, 0)::int / 2)::text, true)`,
   values: [OUTCOME_LOCK_WAIT_MS]
 }
 
