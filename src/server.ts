@@ -6,6 +6,7 @@ import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connec
 import { databaseTime } from './db/database-time.js'
 import type { Kysely } from './db/kysely.js'
 import { migrateToLatest, migrationsToWaitFor, unknownMigrations, UnknownMigrationsError, UnrecordedSchemaError } from './db/migrate.js'
+import { refuseSharedSessions } from './db/own-session.js'
 import { onShutdown, whenDatabaseAnswers, whenMigrated } from './lifecycle.js'
 import { BatonMetrics } from './lib/metrics.js'
 import { hashKey } from './lib/keys.js'
@@ -79,6 +80,7 @@ async function main(config: Config, role: Role): Promise<void> {
   const clock = await whenDatabaseAnswers(log, 'the database\'s clock', () => startDatabaseClock((elapsed) => databaseTime(database.db, elapsed), log))
   // One registry per process: the API's /metrics shows the counts of the scheduler beside it.
   const metrics = new BatonMetrics()
+  if (role !== 'api' && database.kind === 'postgres') await whenDatabaseAnswers(log, 'the worker\'s own session', () => refuseSharedSessions(database))
   // Each role loads only its own part: a worker never loads Fastify, an API process never the HTTP client.
   const scheduler = !schedulerModule ? undefined
     : (await schedulerModule).buildScheduler(config, database, clock, log.child({ component: 'scheduler' }), metrics)
