@@ -2,7 +2,9 @@ import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { DEFAULT_MIGRATION_TABLE, Migrator, sql, type Kysely, type Migration, type MigrationProvider, type MigrationResultSet } from './kysely.js'
+import { ConfigError } from '../config.js'
 import type { DatabaseHandle } from './connect.js'
+import { movedSessionProblem, sessionMoves } from './own-session.js'
 import { isDeadlock } from './errors.js'
 import { isMigrationFile, migrationFolder } from './migration-files.js'
 
@@ -29,6 +31,13 @@ export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]>
   // Kysely's own lock table is created racily; a session advisory lock makes a second process wait.
   const session = await handle.session({ timeouts: false })
   try {
+    // Through a pooler in transaction mode the lock stayed behind on a server connection other clients use, and its release ran on another.
+    const moved = await sessionMoves(handle, session)
+    if (moved) {
+      throw new ConfigError(`DATABASE_URL: the migrations need a database session of their own, and ${movedSessionProblem(moved)}: ` +
+        'their lock, a session advisory lock, would stay behind on a server connection other clients use. Run them (npm run db:migrate) ' +
+        'with a DATABASE_URL that reaches Postgres directly or through a pooler in session mode, and start Baton through this one with BATON_MIGRATE_ON_START=false')
+    }
     return await session.db.connection().execute(async (conn) => {
       await sql`select pg_advisory_lock(${MIGRATION_LOCK_ID})`.execute(conn)
       try {
