@@ -26,7 +26,7 @@ interface Pending {
  * outcome does not sink the others; an outcome whose text Postgres refuses as data (SQLSTATE class
  * 22) is written once more without its response body and error text. A batch that meets a row held
  * elsewhere past OUTCOME_LOCK_WAIT_MS is written one outcome at a time too, and an outcome that meets
- * it alone goes back in line after a backoff, so the others are not held behind it. An outcome that is not
+ * it alone is tried again alone after a backoff, beside the batches, so the others are not held behind it. An outcome that is not
  * written leaves its call to be made again once the lease runs out: a success is recorded whatever
  * the provider answered with it.
  */
@@ -66,7 +66,7 @@ export class OutcomeBatcher {
         for (const p of live.filter((p) => p.until.getTime() <= now || p.signal?.aborted)) p.reject(error)
         live = live.filter((p) => p.until.getTime() > now && !p.signal?.aborted)
         // A row one of them needs is held elsewhere (OUTCOME_LOCK_WAIT_MS): the others are written one by one,
-        // and one that meets it goes back in line after its backoff, so that no other waits for it.
+        // and one that meets it is tried again alone after its backoff, so that no other waits for it.
         if (isLockNotAvailable(error) && live.length > 1) return this.isolate(live, error)
         if (isLockNotAvailable(error) && live.length === 1) return this.later(live[0]!)
         if (live.length > 0) await new Promise((resolve) => setTimeout(resolve, backoffMs(DATABASE_BACKOFF, retry)))
@@ -74,13 +74,15 @@ export class OutcomeBatcher {
     }
   }
 
-  /** Back in line after the backoff: tried in a later batch, while the batches before it are written. */
+  /**
+   * Tried again alone after the backoff, beside the batches: back in line, it joined the next batch of up to
+   * `maxBatch`, which then waited for its row and was written one by one, each held outcome in it another
+   * wait (a review: 20 processes held, every other outcome 10 s late, on each round for as long as the rows
+   * stayed held). The timer keeps no process alive; the outcome's lease bounds the tries.
+   */
   private later(one: Pending): void {
     one.heldOff = (one.heldOff ?? 0) + 1
-    setTimeout(() => {
-      this.pending.push(one)
-      this.writing ??= this.drain()
-    }, backoffMs(DATABASE_BACKOFF, one.heldOff))
+    setTimeout(() => { this.write([one]).catch((error: unknown) => one.reject(error)) }, backoffMs(DATABASE_BACKOFF, one.heldOff)).unref()
   }
 
   private async isolate(batch: Pending[], error: unknown): Promise<void> {

@@ -107,3 +107,42 @@ t.test('a process row a report holds FOR UPDATE: the other outcomes of its batch
     .where('delivery_id', 'in', claims.map((c) => c.id)).execute()
   t.same(attempts.map((a) => a.outcome), ['succeeded', 'succeeded'], 'each logged once')
 })
+
+t.test('outcomes whose process rows a report holds are tried again on their own: those recorded after them never wait for their rows', async (t) => {
+  rt.clock.set(new Date())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Held or not' }])
+  const held = await Promise.all(Array.from({ length: 20 }, () => rt.start(templateId)))
+  const free = await Promise.all(Array.from({ length: 8 }, () => rt.start(templateId)))
+  const claimedAt = rt.clock.now()
+  const claims = await claimDeliveries(rt.db, { workerId: 'worker-many-held', now: claimedAt, leaseMs: 60_000, limit: 40 })
+  t.equal(claims.length, 28)
+  const record = (claim: ClaimedDelivery): AttemptRecord => ({
+    delivery: claim, startedAt: claimedAt, durationMs: 5, statusCode: 200, error: null, responseBody: 'ok', decision: { action: 'succeed' }, outcome: 'succeeded'
+  })
+  const claimOf = (id: string) => claims.find((c) => c.instanceId === id)!
+  const report = new pg.Client({ connectionString: rt.databaseUrl, options: '-c statement_timeout=0 -c idle_in_transaction_session_timeout=0' })
+  await report.connect()
+  t.teardown(() => report.end())
+  await report.query('begin')
+  await report.query('select id from process_instances where id = any($1::uuid[]) for update', [held.map((p) => p.id)])
+
+  const batcher = new OutcomeBatcher(rt.db, rt.clock)
+  const until = new Date(claimedAt.getTime() + 60_000)
+  const heldOutcomes = held.map((p) => batcher.record(record(claimOf(p.id)), until))
+  // The held ones meet their rows once, each alone, then wait their backoffs (0.1 s doubling to 2 s) on their own.
+  // Each lock wait is half the statement timeout: before, each outcome recorded later joined a batch with those whose
+  // backoff had ended, which waited for each of their rows in turn (20 of them, 3 s).
+  await sleep(20 * STATEMENT_TIMEOUT_MS)
+  const waits: number[] = []
+  for (const p of free) {
+    const startedAt = performance.now()
+    t.equal(await batcher.record(record(claimOf(p.id)), until), 'recorded')
+    waits.push(Math.round(performance.now() - startedAt))
+    await sleep(250)
+  }
+  t.ok(Math.max(...waits) < 4 * STATEMENT_TIMEOUT_MS, `each written without waiting for the held rows: ${JSON.stringify(waits)} ms`)
+  await report.query('commit')
+  t.same(await Promise.all(heldOutcomes), held.map(() => 'recorded'), 'the held ones are written once their rows are free')
+  const attempts = await rt.db.selectFrom('delivery_attempts').select('outcome').where('delivery_id', 'in', claims.map((c) => c.id)).execute()
+  t.equal(attempts.length, 28, 'each logged once')
+})
