@@ -67,7 +67,7 @@ export interface LockedAndSettled {
  * Locks the processes `lockRefs` names (instancesLockedInOrder), then applies each decision where the
  * worker's claim (its fence) still holds, logs the attempts of exactly those deliveries, and reads
  * the steps `stepRefs` names with the step after each: two statements sent together in one round
- * trip (runTogether), after the transaction's lock wait (LOCK_WAIT), or the second alone when there is
+ * trip (runTogether), between the start and the end of the transaction's lock wait (LOCK_WAIT, LOCK_WAIT_OVER), or the second alone when there is
  * nothing to lock (deliveries of record changes). The second runs once the first has taken every lock, so in READ COMMITTED its snapshot
  * shows these processes' steps as they are. Its update may still wait for a delivery's row; whoever
  * held it (the reaper, a release, a replay) left that delivery no longer `running`, so it comes back
@@ -81,11 +81,12 @@ export async function lockAndSettle(
   const settle = settleStatement(settlements, attempts, now, stepRefs).compile(db)
   const statements = [
     LOCK_WAIT,
-    ...[...(lockRefs.length > 0 ? [instancesLockedInOrder(lockRefs).compile(db)] : []), settle].map(({ sql: text, parameters }) => ({ text, values: parameters }))
+    ...[...(lockRefs.length > 0 ? [instancesLockedInOrder(lockRefs).compile(db)] : []), settle].map(({ sql: text, parameters }) => ({ text, values: parameters })),
+    LOCK_WAIT_OVER
   ]
   const results = await runTogether(db, statements)
   const locked = (lockRefs.length > 0 ? results[1] : []) as InstanceRow[]
-  const found = results[results.length - 1] as (InstanceStepRow & { settled_id: string | null; settled_fence: number | null })[]
+  const found = results[results.length - 2] as (InstanceStepRow & { settled_id: string | null; settled_fence: number | null })[]
   const settled = new Map<string, number>()
   const steps: InstanceStepRow[] = []
   for (const { settled_id: settledId, settled_fence: fence, ...step } of found) {
@@ -109,10 +110,21 @@ export const OUTCOME_LOCK_WAIT_MS = 500
 const LOCK_WAIT = {
   // The statement timeout as the session shows it ('10s', '500ms', '0'), read as an interval: pg_settings
   // builds every setting's row for each read (0.6 ms of Postgres's CPU a batch, against 0.03 ms).
+  // The session's own lock timeout is kept aside (a subquery with a volatile target runs first) for LOCK_WAIT_OVER.
   text: `select set_config('lock_timeout',
-    least($1::int, nullif(extract(epoch from current_setting('statement_timeout')::interval) * 1000, 0)::int / 2)::text, true)`,
+    least($1::int, nullif(extract(epoch from current_setting('statement_timeout')::interval) * 1000, 0)::int / 2)::text, true)
+    from (select set_config('baton.session_lock_timeout', current_setting('lock_timeout'), true)) kept`,
   values: [OUTCOME_LOCK_WAIT_MS]
 }
+
+/**
+ * The lock wait ends with the rows an outsider may hold: the rest of the transaction (the changes, the COMMIT and
+ * the lock a notifying COMMIT takes for the notification queue, which other transactions' commits hold in turn) waits
+ * as the session's other statements do, within the statement timeout, rather than fail with 55P03 behind a slow disk
+ * and send its batch down the one-by-one path. It gets the session's own lock timeout back (Baton's 0, or the
+ * connection string's); a statement with a value, as a statement sent together must be (`canPipeline`), not RESET.
+ */
+const LOCK_WAIT_OVER = { text: `select set_config('lock_timeout', current_setting('baton.session_lock_timeout'), $1)`, values: [true] }
 
 /** A delivery's new state as the settling writes it. */
 interface SettledRow {

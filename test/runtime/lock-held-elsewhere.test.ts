@@ -146,3 +146,28 @@ t.test('outcomes whose process rows a report holds are tried again on their own:
   const attempts = await rt.db.selectFrom('delivery_attempts').select('outcome').where('delivery_id', 'in', claims.map((c) => c.id)).execute()
   t.equal(attempts.length, 28, 'each logged once')
 })
+
+t.test('the lock wait ends with the statements that lock: the outcome\'s changes and its commit wait as the session\'s other statements do', async (t) => {
+  rt.clock.set(new Date())
+  const templateId = await rt.template([{ kind: 'webhook', name: 'Seen' }, { kind: 'task', name: 'Next' }])
+  const started = await rt.start(templateId)
+  const claimedAt = rt.clock.now()
+  const [claim] = await claimDeliveries(rt.db, { workerId: 'worker-seen', now: claimedAt, leaseMs: 60_000, limit: 10 })
+  // What the changes' statements see: a trigger on the activities they write notes the session's lock timeout.
+  const admin = new pg.Client({ connectionString: rt.databaseUrl })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  await admin.query(`create table lock_waits_seen (lock_timeout text);
+    create function note_lock_wait() returns trigger language plpgsql as $$
+      begin insert into lock_waits_seen values (current_setting('lock_timeout')); return null; end $$;
+    create trigger note_lock_wait after insert on activities for each statement execute function note_lock_wait()`)
+  t.teardown(() => admin.query('drop trigger note_lock_wait on activities; drop function note_lock_wait(); drop table lock_waits_seen'))
+  const batcher = new OutcomeBatcher(rt.db, rt.clock)
+  t.equal(await batcher.record({
+    delivery: claim!, startedAt: claimedAt, durationMs: 5, statusCode: 200, error: null, responseBody: 'ok', decision: { action: 'succeed' }, outcome: 'succeeded'
+  }, new Date(claimedAt.getTime() + 60_000)), 'recorded')
+  t.equal((await rt.instance(started.id)).steps[1].state, 'due')
+  const seen = (await admin.query<{ lock_timeout: string }>('select lock_timeout from lock_waits_seen')).rows
+  t.ok(seen.length > 0, 'the changes wrote activities')
+  t.same(seen.map((s) => s.lock_timeout), seen.map(() => '0'), 'without the lock wait of the statements that lock')
+})

@@ -461,7 +461,7 @@ t.test('one batch of outcomes: a success moves its process on, a last success co
   t.equal((await rt.instance(retried.instanceId)).status, 'completed')
 })
 
-t.test('a batch of outcomes is two round trips: BEGIN, its lock wait, the lock and the settling together, then the changes with COMMIT', async (t) => {
+t.test('a batch of outcomes is two round trips: BEGIN, its lock wait, the lock, the settling and the end of the wait together, then the changes with COMMIT', async (t) => {
   const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
   const url = databaseUrl(rows[0]!.name)
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(url).port || 5432) })
@@ -492,9 +492,10 @@ t.test('a batch of outcomes is two round trips: BEGIN, its lock wait, the lock a
     "1: select set_config('lock_timeout', least(",
     '1: select p.* from jsonb_to_recordset($1::j',
     '1: with settled as ( update deliveries d se',
+    "1: select set_config('lock_timeout', curren",
     '2: with changed as ( update instance_steps ',
     '2: commit'
-  ], 'the lock wait, the lock and the settling share the round trip of BEGIN; the changes carry the COMMIT')
+  ], 'the lock wait, the lock, the settling and the lock wait\'s end share the round trip of BEGIN; the changes carry the COMMIT')
   for (const { instanceId } of records.map((r) => r.delivery)) t.equal((await rt.instance(instanceId!)).status, 'completed', 'the process completed')
 })
 
