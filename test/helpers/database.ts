@@ -40,8 +40,13 @@ export async function createTestDatabase(
   await withRetry(async () => {
     await adminQuery(`create database ${name} template ${TEMPLATE_DATABASE}`)
   })
-  for (const [setting, value] of Object.entries(settings)) {
-    await adminQuery(`alter database ${name} set ${setting} = ${pg.escapeLiteral(value)}`)
+  try {
+    for (const [setting, value] of Object.entries(settings)) {
+      await adminQuery(`alter database ${name} set ${setting} = ${pg.escapeLiteral(value)}`)
+    }
+  } catch (error) {
+    await adminQuery(`drop database if exists ${name} with (force)`) // a setting Postgres refused: the clone goes too
+    throw error
   }
   const handle = openPostgres(databaseUrl(name), { poolMax: 10, ...options })
   let dropped = false
