@@ -27,11 +27,14 @@ const NETWORK_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'
 ])
 
+/** node-postgres's pool gave up waiting for one of its connections to come free, or a new one to open. */
+const POOL_WAIT = /^timeout exceeded when trying to connect/
+
 /** Messages node-postgres and its pool give such failures, which carry no code. */
 const UNAVAILABLE_MESSAGES = [
   /^Connection terminated/,
   /^Query read timeout/,
-  /^timeout exceeded when trying to connect/,
+  POOL_WAIT,
   /^Connection terminated due to connection timeout/,
   /is not queryable/,
   /^Client was closed/,
@@ -158,6 +161,16 @@ export function isStatementTimeout(error: unknown): boolean {
 /** The transaction was chosen to end a deadlock (SQLSTATE 40P01): the other went on, and the same work may follow it. */
 export function isDeadlock(error: unknown): boolean {
   return (error as { code?: unknown } | undefined)?.code === '40P01'
+}
+
+/** A lock wait that ran past the transaction's lock_timeout (SQLSTATE 55P03): a row held elsewhere. */
+export function isLockNotAvailable(error: unknown): boolean {
+  return (error as { code?: unknown } | undefined)?.code === '55P03'
+}
+
+/** The pool's wait for a connection ran past DATABASE_CONNECT_TIMEOUT_MS: every one taken, or none could be opened. */
+export function isPoolWait(error: unknown): boolean {
+  return error instanceof Error && POOL_WAIT.test(error.message)
 }
 
 /** Seconds a client should wait before retrying a request the database could not serve. */

@@ -67,9 +67,10 @@ export interface LockedAndSettled {
  * Locks the processes `lockRefs` names (instancesLockedInOrder), then applies each decision where the
  * worker's claim (its fence) still holds, logs the attempts of exactly those deliveries, and reads
  * the steps `stepRefs` names with the step after each: two statements sent together in one round
- * trip (runTogether), between the start and the end of the transaction's lock wait (LOCK_WAIT, LOCK_WAIT_OVER), or the second alone when there is
- * nothing to lock (deliveries of record changes). The second runs once the first has taken every lock, so in READ COMMITTED its snapshot
- * shows these processes' steps as they are. Its update may still wait for a delivery's row; whoever
+ * trip (runTogether), between the start and the end of the transaction's lock wait (LOCK_WAIT,
+ * LOCK_WAIT_OVER), or the second alone when there is nothing to lock (deliveries of record changes).
+ * The second runs once the first has taken every lock, so in READ COMMITTED its snapshot shows these
+ * processes' steps as they are. Its update may still wait for a delivery's row; whoever
  * held it (the reaper, a release, a replay) left that delivery no longer `running`, so it comes back
  * fenced and its step, read before the wait, is not used. The client's read timeout covers the round
  * trip, both waits together (src/db/postgres.ts, `pipelined`): a batch it cuts off is tried again.

@@ -1,6 +1,6 @@
 import type { Clock } from '../adapters/clock.js'
 import type { DB } from '../db/connect.js'
-import { isTransientDatabaseError } from '../db/errors.js'
+import { isLockNotAvailable, isTransientDatabaseError } from '../db/errors.js'
 import { backoffMs, DATABASE_BACKOFF } from '../lib/backoff.js'
 import { recordOutcomes, type AttemptRecord, type Recorded } from './record-outcome.js'
 
@@ -26,8 +26,8 @@ interface Pending {
  * outcome does not sink the others; an outcome whose text Postgres refuses as data (SQLSTATE class
  * 22) is written once more without its response body and error text. A batch that meets a row held
  * elsewhere past OUTCOME_LOCK_WAIT_MS is written one outcome at a time too, and an outcome that meets
- * it alone is tried again alone after a backoff, beside the batches, so the others are not held behind it. An outcome that is not
- * written leaves its call to be made again once the lease runs out: a success is recorded whatever
+ * it alone is tried again alone after a backoff, beside the batches, so the others are not held behind
+ * it. An outcome that is not written leaves its call to be made again once the lease runs out: a success is recorded whatever
  * the provider answered with it.
  */
 export class OutcomeBatcher {
@@ -96,11 +96,6 @@ export class OutcomeBatcher {
     }
     for (const one of batch) await this.write([one])
   }
-}
-
-/** A lock wait that ran past the transaction's lock_timeout (SQLSTATE 55P03): a row held elsewhere. */
-function isLockNotAvailable(error: unknown): boolean {
-  return (error as { code?: unknown } | undefined)?.code === '55P03'
 }
 
 /** An error of the values a statement was given (SQLSTATE class 22: a NUL in text, a number out of range). */

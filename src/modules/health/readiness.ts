@@ -1,6 +1,6 @@
 import type { Kysely } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
-import { databaseTlsProblem } from '../../db/errors.js'
+import { databaseTlsProblem, isPoolWait } from '../../db/errors.js'
 import { pendingMigrations } from '../../db/migrate.js'
 import { poolState } from '../../db/postgres.js'
 import { pingDatabase } from './repository.js'
@@ -44,9 +44,6 @@ export function readinessCheck(db: DB, stopping: () => boolean = () => false): (
     return migrated ? undefined : { detail: 'Database migrations are pending.' }
   }
 }
-
-/** node-postgres's pool gave up waiting for one of its connections to come free (not for a new one to open). */
-const isPoolWait = (error: unknown) => error instanceof Error && /^timeout exceeded when trying to connect/.test(error.message)
 
 /**
  * Every connection of the pool taken, and none free in time: the database may answer, but what this
