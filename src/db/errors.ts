@@ -1,7 +1,8 @@
 import { tlsRefusal } from '../lib/tls-refusals.js'
 
 // Errors that say the database is away or too slow, not that the request was wrong: a dropped
-// connection, a server restarting or failing over, a refused connection, a statement timeout.
+// connection, a server restarting or failing over, a refused connection, a statement timeout, a
+// server short of disk space or memory.
 // They answer 503 with Retry-After, make /health/ready fail, and make the scheduler back off.
 
 /** SQLSTATE classes and codes of a database that cannot serve right now. */
@@ -14,10 +15,20 @@ const UNAVAILABLE_CODES = new Set([
   '25P03', // idle_in_transaction_session_timeout
   '53300', // too_many_connections
   '53400', // configuration_limit_exceeded
+  // The server ran short of what it needs, not the request: the same statement succeeds once space or memory
+  // is back. A full disk fails only the writes that need a new page (in a probe, nearly every start, claim and
+  // outcome) while reads go on, and /health/ready, whose ping writes nothing, with them; as a 500 and an
+  // outcome given up at once, each call made meanwhile was left to its lease to be made again.
+  '53100', // disk_full
+  '53200', // out_of_memory (out of shared memory too: max_locks_per_transaction)
+  '53000', // insufficient_resources
   // read_only_sql_transaction: Baton never opens a read-only transaction itself, so the server takes no
   // writes now (a standby a failover left DATABASE_URL pointing at, default_transaction_read_only set)
   '25006'
 ])
+
+/** The server's disk or memory ran short (SQLSTATE 53000, 53100, 53200): the connection itself is sound. */
+const SHORTAGE_CODES = new Set(['53000', '53100', '53200'])
 
 /** A collision with a concurrent transaction: the same work succeeds when tried again. */
 const CONFLICT_CODES = new Set(['40001', '40P01', '55P03'])
@@ -143,6 +154,9 @@ export function unavailableReason(error: unknown): string {
   if (refusedSettings(error)) return 'the database refuses the user, password or database name Baton connects with'
   if (databaseTlsProblem(error) !== undefined) return 'the database cannot be reached over TLS as DATABASE_URL asks'
   if (code === '53300' || code === '53400') return 'the database has no connection to spare'
+  if (code === '53100') return 'the database has no disk space left for writes'
+  if (code === '53200') return 'the database is out of memory'
+  if (code === '53000') return 'the database is short of resources'
   if (code === '57014') return 'the database did not answer in time'
   return 'the database did not answer'
 }
@@ -151,6 +165,16 @@ export function unavailableReason(error: unknown): string {
 export function isTransientDatabaseError(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code
   return isDatabaseUnavailable(error) || (typeof code === 'string' && CONFLICT_CODES.has(code))
+}
+
+/**
+ * The server is short of disk space or memory (SQLSTATE 53000, 53100, 53200): an outage to wait out, on a
+ * connection that stays sound, so the pool keeps it (a new one for each refused write only adds to the
+ * server's load while it is short).
+ */
+export function isResourceShortage(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code
+  return typeof code === 'string' && SHORTAGE_CODES.has(code)
 }
 
 /** The statement ran past DATABASE_STATEMENT_TIMEOUT_MS (SQLSTATE 57014): less work at once may fit. */

@@ -1,7 +1,7 @@
 import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_S, unavailableReason } from '../db/errors.js'
+import { isDatabaseUnavailable, isResourceShortage, UNAVAILABLE_RETRY_AFTER_S, unavailableReason } from '../db/errors.js'
 import { ProblemError, type FieldError } from '../errors.js'
 import { nulCharacters } from '../lib/json-limits.js'
 import { REQUEST_ID_HEADER } from '../lib/request-id.js'
@@ -207,7 +207,7 @@ async function problemsPlugin(app: FastifyInstance): Promise<void> {
     if (isDatabaseUnavailable(error) && !isClientError(error)) {
       warnUnavailable(request, error)
       // The client hears whether writes are refused, and no more of the database's state (the log has it).
-      const detail = `${isReadOnly(error) ? 'The database takes no writes (read-only)' : 'The database did not answer'}; retry shortly. A change cut off this way may or may not have been made:`
+      const detail = `${isReadOnly(error) ? 'The database takes no writes (read-only)' : isResourceShortage(error) ? 'The database is short of resources' : 'The database did not answer'}; retry shortly. A change cut off this way may or may not have been made:`
         + ' a start retried with the same Idempotency-Key is never made twice.'
       return sendProblem(reply, problem(503, detail, request), { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_S) })
     }

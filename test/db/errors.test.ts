@@ -1,6 +1,6 @@
 import pino from 'pino'
 import t from 'tap'
-import { databaseRefusal, isDatabaseUnavailable, refusesConnectionSettings, tlsSettingToCorrect, unavailableReason } from '../../src/db/errors.js'
+import { databaseRefusal, isDatabaseUnavailable, isResourceShortage, refusesConnectionSettings, tlsSettingToCorrect, unavailableReason } from '../../src/db/errors.js'
 import { whenDatabaseAnswers } from '../../src/lifecycle.js'
 
 const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code })
@@ -12,6 +12,14 @@ t.test('a lost connection is the database being away; a message the server refus
     'a statement with more values than the protocol carries would fail again: not a 503 to retry')
   t.ok(isDatabaseUnavailable(withCode('08P01', 'query_wait_timeout')), 'a pooler\'s own 08P01 (PgBouncer) is an outage')
   t.notOk(isDatabaseUnavailable(withCode('23505')), 'a unique violation')
+})
+
+t.test('a server short of disk space or memory (SQLSTATE class 53) is away: the same statement works once it is back', async (t) => {
+  t.ok(isDatabaseUnavailable(withCode('53100', 'could not extend file "base/16384/16385": No space left on device')), 'disk_full')
+  t.ok(isDatabaseUnavailable(withCode('53200', 'out of shared memory')), 'out_of_memory, max_locks_per_transaction\'s too')
+  t.ok(isDatabaseUnavailable(withCode('53000')), 'insufficient_resources')
+  t.ok(isResourceShortage(withCode('53100')), 'on a connection that stays sound')
+  t.notOk(isResourceShortage(withCode('53300')), 'too_many_connections refuses a connection, not a statement on one')
 })
 
 t.test('a database that takes no writes, or refuses the user of a new connection, is away for a running process; the start names the setting', async (t) => {
@@ -36,6 +44,9 @@ t.test('the log says which way the database is unavailable, since each asks some
   t.equal(unavailableReason(withCode('3D000')), 'the database refuses the user, password or database name Baton connects with')
   t.equal(unavailableReason(withCode('53300')), 'the database has no connection to spare')
   t.equal(unavailableReason(withCode('57014')), 'the database did not answer in time')
+  t.equal(unavailableReason(withCode('53100')), 'the database has no disk space left for writes')
+  t.equal(unavailableReason(withCode('53200')), 'the database is out of memory')
+  t.equal(unavailableReason(withCode('53000')), 'the database is short of resources')
   t.equal(unavailableReason(new Error('Connection terminated unexpectedly')), 'the database did not answer')
   t.equal(unavailableReason(new AggregateError([new Error('x'), withCode('28000')])), 'the database refuses the user, password or database name Baton connects with',
     'an AggregateError (every address refused) by the error that tells')
