@@ -3,7 +3,7 @@ import { createRequire } from 'node:module'
 import pg from 'pg'
 import { parse as parseConnectionString } from 'pg-connection-string'
 import type { Database } from './database.js'
-import { isDatabaseUnavailable } from './errors.js'
+import { isDatabaseUnavailable, isResourceShortage } from './errors.js'
 
 export interface PostgresOptions {
   poolMax: number
@@ -239,8 +239,9 @@ export function createPool(url: string, options: PostgresOptions): PostgresPool 
           heard.set(client, unanswered)
           return result
         } catch (error) {
-          // A prepared plan a migration made stale fails once; the connection is then replaced.
-          if (isDatabaseUnavailable(error) || isStalePlan(error)) broken = true
+          // A prepared plan a migration made stale fails once; the connection is then replaced. A server short of
+          // disk or memory refused the statement on a sound connection: replacing it would only add a backend's start.
+          if ((isDatabaseUnavailable(error) && !isResourceShortage(error)) || isStalePlan(error)) broken = true
           if (isUnanswered(error)) unanswered += 1
           else if (!broken) heard.set(client, unanswered)
           throw error

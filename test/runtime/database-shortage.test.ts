@@ -14,6 +14,7 @@ import pg from 'pg'
 import pino from 'pino'
 import t, { type Test } from 'tap'
 import { systemClock } from '../../src/adapters/clock.js'
+import { openPostgres } from '../../src/db/connect.js'
 import { sql } from '../../src/db/kysely.js'
 import type { Response } from '../helpers/app.js'
 import { ADMIN_URL, databaseUrl } from '../helpers/database.js'
@@ -105,6 +106,15 @@ t.test('an automatic step whose write the database has no disk space for is not 
   t.not((await step()).state, 'due')
   const failures = await rt.db.selectFrom('activities').select('message').where('kind', '=', 'automaticStepFailed').execute()
   t.same(failures, [], 'no step failed for it')
+})
+
+t.test('a statement refused for want of space leaves its connection in the pool: a new one per refusal only adds to the server\'s load', async (t) => {
+  const handle = openPostgres(databaseUrl(database), { poolMax: 1 })
+  t.teardown(() => handle.close())
+  const pid = async () => (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(handle.db)).rows[0]!.pid
+  const first = await pid()
+  await t.rejects(sql`do $$ begin raise exception 'out of memory' using errcode = 'out_of_memory'; end $$`.execute(handle.db), { code: '53200' })
+  t.equal(await pid(), first, 'the same connection answers next')
 })
 
 /**
