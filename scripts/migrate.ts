@@ -1,9 +1,11 @@
 // `npm run db:migrate`: brings the database (DATABASE_URL, or the embedded one) to the latest schema.
 import type { Kysely } from '../src/db/kysely.js'
 import { migrateToLatest, unknownMigrations, UnknownMigrationsError, UnrecordedSchemaError } from '../src/db/migrate.js'
+import { refuseOtherEncodings } from '../src/db/encoding.js'
 import { adminCommand } from './admin-command.js'
 
 await adminCommand(async (database) => {
+  if (database.kind === 'postgres') await refuseOtherEncodings(database.db)
   const applied = await migrateToLatest(database)
   if (applied.length > 0) {
     process.stdout.write(`applied: ${applied.join(', ')}\n`)
