@@ -35,7 +35,8 @@ async function untilLock(admin: pg.Client, where: string, values: unknown[], tab
 }
 
 const REPLACING = ['0034_list_indexes_in_id_order', '0035_processes_by_status', '0036_processes_by_parent',
-  '0037_deliveries_ended_badly', '0038_attempts_by_outcome', '0039_attempts_by_round', '0040_mails_pending_and_leased']
+  '0037_deliveries_ended_badly', '0038_attempts_by_outcome', '0039_attempts_by_round', '0040_mails_pending_and_leased',
+  '0041_emails_unique_in_any_collation']
 
 // Seen in a rolling deploy under load: 0034 built the new index under the share lock, then its drop
 // of the old one waited for a worker's transaction that had locked a process's row and was waiting

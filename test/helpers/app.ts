@@ -52,10 +52,10 @@ let tenantCounter = 0
  * a test's request must not be refused because the machine, not the app, is slow. `databaseSettings` are the
  * database's own (createTestDatabase).
  */
-export async function setupApp(t: Test, env: Record<string, string> = {}, databaseSettings: Record<string, string> = {}): Promise<TestContext> {
+export async function setupApp(t: Test, env: Record<string, string> = {}, databaseSettings: Record<string, string> = {}, databaseMade?: string): Promise<TestContext> {
   const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', ...env })
   // The pool keeps its default statement timeout unless `env` sets one, as `npm start` would.
-  const database = await createTestDatabase(env.DATABASE_STATEMENT_TIMEOUT_MS === undefined ? {} : { statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS }, databaseSettings)
+  const database = await createTestDatabase(env.DATABASE_STATEMENT_TIMEOUT_MS === undefined ? {} : { statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS }, databaseSettings, databaseMade)
   const operatorKey = generateKey('operator')
   const clock = new TestClock()
   const metrics = new BatonMetrics()

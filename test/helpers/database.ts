@@ -4,6 +4,7 @@ import { openPostgres, type DatabaseHandle, type DB } from '../../src/db/connect
 import { sql, type RawBuilder } from '../../src/db/kysely.js'
 import type { PostgresOptions } from '../../src/db/postgres.js'
 import { migrationsDigest } from '../../src/db/embedded-template.js'
+import { migrateToLatest } from '../../src/db/migrate.js'
 
 /** A server connection the tests may create databases with. */
 export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
@@ -31,21 +32,32 @@ export async function adminQuery(text: string): Promise<pg.QueryResult> {
 /**
  * A fresh database cloned from the migrated template; dropped again by `drop`. `options` set its pool (e.g. its
  * statement timeout); `settings` are the database's own (`alter database … set`), as an operator may have chosen
- * them, which every session then starts with unless its connection sets them otherwise.
+ * them, which every session then starts with unless its connection sets them otherwise. `made` (the rest of a
+ * `create database`, as `encoding 'LATIN1' lc_collate 'C' lc_ctype 'C'` or `locale_provider icu icu_locale 'tr'`)
+ * makes it from template0 as an operator's platform would, and migrates it: a clone keeps its template's
+ * encoding and collation.
  */
 export async function createTestDatabase(
-  options: Partial<PostgresOptions> = {}, settings: Record<string, string> = {}
+  options: Partial<PostgresOptions> = {}, settings: Record<string, string> = {}, made?: string
 ): Promise<DatabaseHandle & { name: string; drop(): Promise<void> }> {
   const name = `baton_test_${process.pid}_${randomBytes(4).toString('hex')}`
   await withRetry(async () => {
-    await adminQuery(`create database ${name} template ${TEMPLATE_DATABASE}`)
+    await adminQuery(made === undefined ? `create database ${name} template ${TEMPLATE_DATABASE}` : `create database ${name} template template0 ${made}`)
   })
   try {
     for (const [setting, value] of Object.entries(settings)) {
       await adminQuery(`alter database ${name} set ${setting} = ${pg.escapeLiteral(value)}`)
     }
+    if (made !== undefined) {
+      const migrating = openPostgres(databaseUrl(name), { poolMax: 2 })
+      try {
+        await migrateToLatest(migrating)
+      } finally {
+        await migrating.close()
+      }
+    }
   } catch (error) {
-    await adminQuery(`drop database if exists ${name} with (force)`) // a setting Postgres refused: the clone goes too
+    await adminQuery(`drop database if exists ${name} with (force)`) // a setting Postgres refused, a failed migration: the database goes too
     throw error
   }
   const handle = openPostgres(databaseUrl(name), { poolMax: 10, ...options })

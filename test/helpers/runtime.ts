@@ -55,12 +55,12 @@ export const FAST_RETRIES: RetryPolicy = { ...DEFAULT_RETRY_POLICY, jitter: 0 }
  */
 export async function setupRuntime(
   t: Test,
-  options: { webhookTimeoutMs?: number; maxAttempts?: number; secretsKey?: string; env?: Record<string, string>; databaseSettings?: Record<string, string> } = {}
+  options: { webhookTimeoutMs?: number; maxAttempts?: number; secretsKey?: string; env?: Record<string, string>; databaseSettings?: Record<string, string>; databaseMade?: string } = {}
 ): Promise<RuntimeContext> {
   // The provider listens on 127.0.0.1: the API lets such targets be stored, as in development.
   const ctx = await setupApp(t, {
     WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', ...(options.secretsKey ? { BATON_SECRETS_KEY: options.secretsKey } : {}), ...options.env
-  }, options.databaseSettings)
+  }, options.databaseSettings, options.databaseMade)
   const secrets = createSecretBox(options.secretsKey)
   const [provider, smtp] = await Promise.all([TestProvider.start(), TestSmtpServer.start()])
   // A setup that fails (a database whose settings break the API) closes them itself: the test's end waits for them.

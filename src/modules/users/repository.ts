@@ -35,10 +35,16 @@ export function lockUserForChange(trx: DB, tenantId: string, id: string) {
   return trx.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).forNoKeyUpdate().executeTakeFirst()
 }
 
+/**
+ * An address lowered as JavaScript lowers it (the addresses are ASCII): `lower` under the database's own
+ * collation lowered Turkish's I to a dotless ı. The unique index on it is the same expression (migration 0041).
+ */
+const LOWERED_EMAIL = sql`lower(email collate "C")`
+
 export function listUsers(db: DB, tenantId: string, page: PageRequest, filter: { email?: string | undefined; q?: string | undefined }) {
   let query = db.selectFrom('users').selectAll().where('tenant_id', '=', tenantId).orderBy('id').limit(page.limit + 1)
   if (page.after) query = query.where('id', '>', page.after)
-  if (filter.email !== undefined) query = query.where(sql`lower(email)`, '=', filter.email.toLowerCase())
+  if (filter.email !== undefined) query = query.where(LOWERED_EMAIL, '=', filter.email.toLowerCase())
   if (filter.q) query = query.where('name', 'ilike', `%${escapeLike(filter.q)}%`)
   return query.execute()
 }
@@ -61,7 +67,7 @@ export function findEmailOwner(db: DB, tenantId: string, email: string) {
     .selectFrom('users')
     .select('id')
     .where('tenant_id', '=', tenantId)
-    .where(sql`lower(email)`, '=', email.toLowerCase())
+    .where(LOWERED_EMAIL, '=', email.toLowerCase())
     .executeTakeFirst()
 }
 

@@ -16,9 +16,10 @@ export function findParameter(db: DB, serviceId: string, id: string) {
   return db.selectFrom('service_parameters').selectAll().where('service_id', '=', serviceId).where('id', '=', id).executeTakeFirst()
 }
 
+// Lowered as JavaScript lowers the name (ASCII, by the schema), not by the database's collation: Turkish's lowers I to ı.
 export function findParameterNamed(db: DB, serviceId: string, name: string) {
   return db.selectFrom('service_parameters').select(['id', 'name'])
-    .where('service_id', '=', serviceId).where(sql`lower(name)`, '=', name.toLowerCase()).executeTakeFirst()
+    .where('service_id', '=', serviceId).where(sql`lower(name collate "C")`, '=', name.toLowerCase()).executeTakeFirst()
 }
 
 export async function countParameters(db: DB, serviceId: string): Promise<number> {
