@@ -22,6 +22,7 @@ export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]>
   // migrator's lock, its own tables' checks and the import of every migration file.
   if (await upToDate(handle.db as Kysely<unknown>)) return []
   const run = async (db: Kysely<unknown>) => {
+    await refuseSchemaOutOfReach(db)
     await refuseUnrecordedSchema(db)
     await refuseUnknownMigrations(db)
     return check(newMigrator(db).migrateToLatest())
@@ -99,6 +100,26 @@ async function refuseUnrecordedSchema(db: Kysely<unknown>): Promise<void> {
 }
 
 /**
+ * A connection whose `search_path` (the role's or the database's, `ALTER … SET search_path = crm`) does not
+ * reach the schema Baton's tables are in: the migrations found no record of theirs and began again, and
+ * stopped at Kysely's 'relation "kysely_migration_lock" does not exist' (its check for its own tables
+ * looks in every schema), as a start that does not migrate did: words that name neither the setting nor
+ * the schema. Said, with the schema to reach.
+ */
+async function refuseSchemaOutOfReach(db: Kysely<unknown>): Promise<void> {
+  if (await recordedMigrations(db) !== undefined) return
+  const { rows } = await sql<{ schema: string; path: string }>`
+    select n.nspname as schema, current_setting('search_path') as path from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.relname = ${DEFAULT_MIGRATION_TABLE} and c.relkind in ('r', 'p') and not n.nspname = any(current_schemas(true)) order by n.nspname
+  `.execute(db)
+  if (rows.length === 0) return
+  const schemas = rows.map((r) => `"${r.schema}"`).join(', ')
+  throw new ConfigError(`DATABASE_URL: Baton's tables are in the schema ${schemas}, which this connection's search_path (${rows[0]!.path}) does not reach, `
+    + `so Baton would make a second, empty set of them. Set a search_path that reaches it (ALTER ROLE <user> SET search_path = ${rows[0]!.schema}, `
+    + `or -c search_path=${rows[0]!.schema} in the connection string's options); a second installation of Baton needs a database of its own.`)
+}
+
+/**
  * This version's migrations not run yet, for a start that may not run them (BATON_MIGRATE_ON_START=false)
  * and waits for them: none once all are recorded. A database no `db:migrate` can bring up to date is
  * refused as migrateToLatest refuses it, where the wait would have no end and its advice would be
@@ -106,6 +127,7 @@ async function refuseUnrecordedSchema(db: Kysely<unknown>): Promise<void> {
  */
 export async function migrationsToWaitFor(db: Kysely<unknown>): Promise<string[]> {
   if (await upToDate(db)) return []
+  await refuseSchemaOutOfReach(db)
   await refuseUnrecordedSchema(db)
   await refuseUnknownMigrations(db)
   return pendingMigrations(db)
