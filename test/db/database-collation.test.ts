@@ -3,7 +3,7 @@
 // and migrated as an operator's platform would. What Baton compares both in SQL and in JavaScript must agree:
 // under Turkish, Postgres's `lower` turned the I of INFO@x.de into a dotless ı where JavaScript's gives i, so
 // INFO@x.de and info@x.de were both users of one tenant, a search for info@x.de missed INFO@x.de, and a
-// service took the parameters ITEM and item.
+// service took the parameters ITEM and item; and a regular expression's \d took digits of other scripts (below).
 import t from 'tap'
 import { sql } from '../../src/db/kysely.js'
 import { setupRuntime } from '../helpers/runtime.js'
@@ -34,3 +34,27 @@ for (const [name, locale] of Object.entries(LOCALES)) {
     t.equal(lower.statusCode, 409, 'a parameter name in other case is taken')
   })
 }
+
+// A regular expression's \d follows the database's collation: under an ICU one it took full-width and
+// Arabic-Indic digits, so a date autostart that ignores the year started a process for "１９９０-01-02"
+// there and not on a libc database, where \d is 0-9 alone.
+t.test('a date autostart ignoring the year takes dates of ASCII digits alone, on a database collated by ICU', async (t) => {
+  const rt = await setupRuntime(t, { databaseMade: `encoding 'UTF8' locale_provider icu icu_locale 'de' lc_collate 'C' lc_ctype 'C'` })
+  const created = await rt.api.post('/v1/process-templates', {
+    name: 'Birthday greetings', controllerUserId: rt.controller.id,
+    autostart: { on: 'dateReached', record: 'address', field: 'birthday', ignoreYear: true, responsible: 'maintainer' }
+  })
+  t.equal(created.statusCode, 201, created.body)
+  const step = await rt.api.post(`/v1/process-templates/${created.data.id}/steps`, { kind: 'task', name: 'Send a card', refersTo: { address: true } })
+  t.equal(step.statusCode, 201, step.body)
+  t.equal((await rt.api.patch(`/v1/process-templates/${created.data.id}`, { active: true })).statusCode, 200)
+  const birthdays = ['1990-01-02', '１９９０-01-02', '١٩٩٠-01-02']
+  const addresses = []
+  for (const birthday of birthdays) {
+    addresses.push((await rt.api.post('/v1/addresses', { maintainerUserId: rt.worker.id, fields: { birthday } })).data.id)
+  }
+  rt.clock.set('2027-01-02T10:00:00Z')
+  t.equal((await rt.scheduler.runOnce()).autostarts, 1, 'one birthday')
+  const started = (await rt.api.get(`/v1/process-instances?templateId=${created.data.id}`)).data.items
+  t.same(started.map((i: { addressId: string }) => i.addressId), [addresses[0]], 'the one written in ASCII digits')
+})

@@ -79,11 +79,14 @@ function termsOf({ template, field, target }: DateSearch): DateTerms {
 /**
  * The records whose date field falls on the search's target (or, ignoring the year, on its day and
  * month; 29 February on 28 February of other years) and that have no run of this template for it yet.
+ * A date's digits are ASCII's: `\d` follows the database's collation, and under an ICU one (`de`,
+ * `tr`) took Arabic-Indic and full-width digits too, so "１９９０-01-02" was a birthday there and not
+ * on a libc database.
  */
 function dateCandidates(record: RecordKindName, ignoreYear: boolean, { tenantId, templateId, field, target }: DateTerms) {
   const value = sql`(r.fields->>${field})`
   const match = ignoreYear
-    ? sql`jsonb_typeof(r.fields->${field}) = 'string' and ${value} ~ '^\\d{4}-\\d{2}-\\d{2}'
+    ? sql`jsonb_typeof(r.fields->${field}) = 'string' and ${value} ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}'
         and (substr(${value}, 6, 5) = substr(${target}, 6, 5)
           or (substr(${target}, 6, 5) = '02-28' and substr(${value}, 6, 5) = '02-29'
             and extract(day from (make_date(substr(${target}, 1, 4)::int, 3, 1) - 1)) = 28))`
