@@ -1,11 +1,12 @@
 // `npm run db:migrate`: brings the database (DATABASE_URL, or the embedded one) to the latest schema.
 import type { Kysely } from '../src/db/kysely.js'
 import { migrateToLatest, unknownMigrations, UnknownMigrationsError, UnrecordedSchemaError } from '../src/db/migrate.js'
-import { refuseOtherEncodings } from '../src/db/encoding.js'
+import { checkEncoding } from '../src/db/encoding.js'
 import { adminCommand } from './admin-command.js'
 
 await adminCommand(async (database) => {
-  if (database.kind === 'postgres') await refuseOtherEncodings(database.db)
+  const encoding = database.kind === 'postgres' ? await checkEncoding(database.db) : undefined
+  if (encoding) process.stderr.write(`warning: ${encoding}\n`)
   const applied = await migrateToLatest(database)
   if (applied.length > 0) {
     process.stdout.write(`applied: ${applied.join(', ')}\n`)

@@ -5,7 +5,7 @@ import { asDatabaseUrlProblem, ConfigError, listenProblem, loadConfig, shutdownD
 import { DataDirBusyError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { databaseTime } from './db/database-time.js'
 import type { Kysely } from './db/kysely.js'
-import { refuseOtherEncodings } from './db/encoding.js'
+import { checkEncoding } from './db/encoding.js'
 import { migrateToLatest, migrationsToWaitFor, unknownMigrations, UnknownMigrationsError, UnrecordedSchemaError } from './db/migrate.js'
 import { refuseSharedSessions } from './db/own-session.js'
 import { onShutdown, whenDatabaseAnswers, whenMigrated } from './lifecycle.js'
@@ -56,8 +56,11 @@ async function main(config: Config, role: Role): Promise<void> {
   const database = await opening
   close = () => database.close()
   took('database')
-  // Before the migrations: a database of another encoding is made anew, and had better be left empty (src/db/encoding.ts).
-  if (database.kind === 'postgres') await whenDatabaseAnswers(log, 'the database\'s encoding', () => refuseOtherEncodings(database.db))
+  // Before the migrations: a database of another encoding is refused while Baton has no tables in it, warned of once it has (src/db/encoding.ts).
+  if (database.kind === 'postgres') {
+    const encoding = await whenDatabaseAnswers(log, 'the database\'s encoding', () => checkEncoding(database.db))
+    if (encoding) log.warn({}, encoding)
+  }
   if (config.BATON_MIGRATE_ON_START) {
     const ran = await whenDatabaseAnswers(log, 'migrations', () => migrateToLatest(database))
     if (ran.length > 0) log.info({ migrations: ran }, `ran ${ran.length} migration${ran.length === 1 ? '' : 's'}`)
