@@ -38,6 +38,20 @@ const NETWORK_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'
 ])
 
+/**
+ * This machine, not the database, was short of what a new connection needs: its file descriptors
+ * (the process's open-files limit, EMFILE, or the system's, ENFILE) or kernel buffers: an outage
+ * to wait out like the others. Before, a worker past its limit logged each pass's connect error as a
+ * failure of its own ("scheduler pass failed") and left the calls whose outcome it could not write to
+ * their leases (each then logged as an aborted attempt, counted), and an API request answered 500.
+ */
+const LOCAL_SHORTAGE_CODES = new Map([
+  ['EMFILE', 'this process reached its open-files limit (ulimit -n): no database connection can be opened'],
+  ['ENFILE', 'this machine reached its open-files limit (fs.file-max): no database connection can be opened'],
+  ['ENOBUFS', 'this machine is short of kernel buffers: no database connection can be opened'],
+  ['ENOMEM', 'this machine is short of kernel memory: no database connection can be opened']
+])
+
 /** node-postgres's pool gave up waiting for one of its connections to come free, or a new one to open. */
 const POOL_WAIT = /^timeout exceeded when trying to connect/
 
@@ -62,6 +76,7 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   // sent; a pooler's own 08P01 (PgBouncer: no server connection) is an outage like any other 08.
   if (code === '08P01' && /^bind message /.test(error.message)) return false
   if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || code.startsWith('08') || NETWORK_CODES.has(code))) return true
+  if (localShortage(error) !== undefined) return true
   // A new connection refused its user, password or database while the process runs (a password changed,
   // a role renamed, CONNECT revoked): the start refuses them as settings to correct (whenDatabaseAnswers),
   // a running process waits for them to work again, as for any outage.
@@ -158,7 +173,15 @@ export function unavailableReason(error: unknown): string {
   if (code === '53200') return 'the database is out of memory'
   if (code === '53000') return 'the database is short of resources'
   if (code === '57014') return 'the database did not answer in time'
-  return 'the database did not answer'
+  return localShortage(error) ?? 'the database did not answer'
+}
+
+/** Why a connection could not be opened, when this machine ran short (LOCAL_SHORTAGE_CODES); undefined otherwise. */
+function localShortage(error: unknown): string | undefined {
+  const { code, syscall } = (error ?? {}) as { code?: unknown; syscall?: unknown }
+  // Only while connecting: the socket or the lookup of the host. A write on an open connection fails otherwise.
+  if (typeof code !== 'string' || (syscall !== 'connect' && syscall !== 'getaddrinfo' && syscall !== 'socket')) return undefined
+  return LOCAL_SHORTAGE_CODES.get(code)
 }
 
 /** The database is away, or the transaction collided with another: worth trying again shortly. */
