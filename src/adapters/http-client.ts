@@ -55,8 +55,38 @@ export class HttpCallError extends Error {
   /** The client would not call this target at all; trying again cannot help. */
   get targetRefused(): boolean {
     return this.code === TARGET_REFUSED
+  }}
+
+/**
+ * This machine, not the target, was short of what a connection needs (LOCAL_SHORTAGE) while opening
+ * one: the call never left it. It is the worker's own fault to wait out, not an attempt of the provider's.
+ */
+export class LocalShortageError extends HttpCallError {
+  override name = 'LocalShortageError'
+  /** What the machine was short of, in an operator's words. */
+  readonly shortOf: string
+  constructor(code: string, message: string) {
+    super(code, message)
+    this.shortOf = LOCAL_SHORTAGE.get(code) ?? code
   }
 }
+
+/**
+ * Errors of Baton's own machine met while opening a connection (its socket, or the lookup of its host
+ * name), before any byte of the request went out. A worker past its file-descriptor limit (ulimit -n)
+ * wrote each call it tried as the provider's failed attempt, "connect EMFILE", and a long enough shortage
+ * would have failed the steps. EADDRNOTAVAIL is left out: besides the ephemeral ports running out, a
+ * connect gives it for an IPv6 target on a machine with no IPv6 address, which is the target's to fix,
+ * and a delivery that never counted an attempt for it would wait forever.
+ */
+const LOCAL_SHORTAGE = new Map([
+  ['EMFILE', 'file descriptors (the worker reached its open-files limit, ulimit -n)'],
+  ['ENFILE', 'file descriptors (the machine reached its system-wide open-files limit, fs.file-max)'],
+  ['ENOBUFS', 'kernel buffer space for a socket'],
+  ['ENOMEM', 'kernel memory for a socket']
+])
+/** The steps of a connection, before its request is written, at which such an error says nothing was sent. */
+const CONNECTING = new Set(['connect', 'getaddrinfo', 'socket'])
 
 export interface HttpClient {
   send(request: HttpRequest): Promise<HttpResponse>
@@ -281,13 +311,13 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
       clearTimeout(timer)
       request.signal?.removeEventListener('abort', onAbort)
     }
-    const fail = (code: string, message: string, detail?: string) => {
+    const fail = (...why: [code: string, message: string, detail?: string] | [HttpCallError]) => {
       if (settled) return
       settle()
       req?.destroy()
       response?.destroy()
       decoder?.destroy()
-      reject(new HttpCallError(code, message, detail))
+      reject(why.length === 1 ? why[0] : new HttpCallError(...why))
     }
     const finish = (truncated: boolean) => {
       if (settled || !response || !req) return
@@ -339,6 +369,8 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
           resent = true
           return send(agents.fresh)
         }
+        // Before a tenant's lookup is hidden: a lookup that failed for want of file descriptors is no answer about the name.
+        if (LOCAL_SHORTAGE.has(error.code ?? '') && CONNECTING.has(error.syscall ?? '')) return fail(new LocalShortageError(error.code!, error.message))
         const hidden = request.tenantTarget === true ? noAddress(error, url.hostname) : undefined
         if (hidden) return fail(hidden.code, hidden.message, hidden.detail)
         const message = (secure ? tlsFailure(error, url.hostname) : undefined) ?? error.message

@@ -1,5 +1,5 @@
 import type { Clock } from '../adapters/clock.js'
-import { HttpCallError, type HttpClient, type HttpResponse } from '../adapters/http-client.js'
+import { HttpCallError, LocalShortageError, type HttpClient, type HttpResponse } from '../adapters/http-client.js'
 import type { DB } from '../db/connect.js'
 import type { AttemptOutcome } from '../db/database.js'
 import type { ClaimedDelivery } from './claim-deliveries.js'
@@ -17,6 +17,7 @@ import { WITHDRAWN } from '../lib/withdrawn-calls.js'
 import { hostKey } from '../lib/host-key.js'
 import type { HostSlots } from './host-slots.js'
 import { retryTransient } from './retry-transient.js'
+import { LOCAL_SHORTAGE_WAIT_MS, type LocalShortages } from './local-shortage.js'
 
 export interface DeliverDeps {
   db: DB
@@ -38,6 +39,8 @@ export interface DeliverDeps {
   metrics?: BatonMetrics
   /** Gets a line per attempt, with the delivery's id. */
   log?: AttemptLog
+  /** Told when calls cannot open connections for a shortage of this machine, and when they can again. */
+  shortages?: LocalShortages
 }
 
 interface AttemptLog {
@@ -142,6 +145,7 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   }
   // Signed, and its apiClaim dated, as it goes out: a wait for the host's slot may have taken most of the lease.
   const calledAt = now()
+  const callStarted = deps.shortages?.callStarts() ?? 0
   let attempt: Attempt
   try {
     deps.metrics?.webhookCallLag(delivery.dueAt, calledAt)
@@ -150,6 +154,8 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
   }
+  if (attempt.shortOf) return waitOutShortage(deps, delivery, attempt.shortOf, until)
+  deps.shortages?.over(callStarted)
   const answeredAt = now()
   const decision = decide(attempt.result, delivery.attempt, answeredAt, deps.policy)
   const wasCutOff = attempt.result.kind === 'aborted'
@@ -224,6 +230,19 @@ function outcomeOf(decision: Decision): AttemptOutcome {
   return decision.action === 'succeed' ? 'succeeded' : decision.action === 'retry' ? 'retry' : 'failed'
 }
 
+/**
+ * A call that could not open its connection because this machine ran short (file descriptors, kernel
+ * buffers) never left it: the delivery goes back without using an attempt, as one deferred for its
+ * host's slot does, and is claimed again after LOCAL_SHORTAGE_WAIT_MS. No step fails and no attempt is
+ * logged for it however long the shortage lasts; the worker's log says so once (LocalShortages).
+ */
+async function waitOutShortage(deps: DeliverDeps, delivery: ClaimedDelivery, shortOf: LocalShortage, until: Date): Promise<Delivered> {
+  deps.shortages?.short(shortOf.what, shortOf.code, LOCAL_SHORTAGE_WAIT_MS)
+  const now = () => deps.clock.now()
+  await retryTransient(() => releaseDelivery(deps.db, delivery, { dueAt: new Date(now().getTime() + LOCAL_SHORTAGE_WAIT_MS) }), { until, now })
+  return 'deferred'
+}
+
 /** A call waits for a slot while its lease leaves room for the call itself. */
 function slotWaitMs(deps: DeliverDeps, until: Date): number {
   return Math.max(0, until.getTime() - deps.clock.now().getTime() - deps.timeoutMs)
@@ -237,6 +256,13 @@ interface Attempt {
   detail?: string | undefined
   /** The claim and the secrets the call was made with, which its logged body must not show. */
   sent: string[]
+  /** Set when the call never left this machine for a shortage of its own (LocalShortageError). */
+  shortOf?: LocalShortage | undefined
+}
+
+interface LocalShortage {
+  code: string
+  what: string
 }
 
 async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Date, claimKey: Buffer, signal: AbortSignal | undefined): Promise<Attempt> {
@@ -255,6 +281,7 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
   let result: AttemptResult
   let response: HttpResponse | undefined
   let detail: string | undefined
+  let shortOf: LocalShortage | undefined
   try {
     // A free target (no service) is the tenant's own: the operator's allowed private targets are not for it.
     const tenantTarget = delivery.serviceId === null
@@ -265,12 +292,14 @@ async function call(deps: DeliverDeps, delivery: ClaimedDelivery, startedAt: Dat
     result = signal?.aborted ? { kind: 'aborted', error: 'cut off: the worker shut down before the provider answered' }
       : { kind: error instanceof HttpCallError && error.targetRefused ? 'refused' : 'error', error: text }
     if (error instanceof HttpCallError) detail = error.detail
+    // Cut off by shutdown first: an aborted call is logged as one whatever else failed.
+    if (error instanceof LocalShortageError && !signal?.aborted) shortOf = { code: error.code, what: error.shortOf }
   }
   // A whsec_ secret's key is the base64 after the prefix, as Standard Webhooks libraries (and pages showing the key) hold it.
   const secrets = [delivery.secret, delivery.previousSecret]
     .flatMap((secret) => (secret === null ? [] : secret.startsWith('whsec_') ? [secret, secret.slice('whsec_'.length)] : [secret]))
   const sent = [apiClaim, apiClaim?.slice(apiClaim.lastIndexOf('.') + 1), ...secrets].filter((value): value is string => typeof value === 'string')
-  return { result, response, durationMs: Math.round(performance.now() - started), detail, sent }
+  return { result, response, durationMs: Math.round(performance.now() - started), detail, sent, shortOf }
 }
 
 function withOpenSecrets(secrets: SecretBox, delivery: ClaimedDelivery): ClaimedDelivery {

@@ -30,6 +30,7 @@ import { endFollowUps } from './automatic-steps/end-follow-ups.js'
 import { autostartOnDates } from '../modules/autostart/service.js'
 import { runAutomaticSteps } from './automatic-steps/run-automatic-steps.js'
 import { sweepDeadlines } from './sweep-deadlines.js'
+import { localShortages } from './local-shortage.js'
 
 export interface SchedulerSettings {
   pollIntervalMs: number
@@ -187,7 +188,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
-    claimKey, claimTtlMs: settings.claimTtlMs, outcomes, metrics, log: deps.log,
+    claimKey, claimTtlMs: settings.claimTtlMs, outcomes, metrics, log: deps.log, shortages: localShortages(deps.log, clock),
     ...(hostSlots ? { hostSlots } : {}),
     ...(deps.secrets ? { secrets: deps.secrets } : {})
   }
