@@ -1,8 +1,8 @@
 // Faults of the machine Baton itself runs on: a process past its open-files limit (EMFILE). Such a
 // worker wrote each webhook call it tried as the provider's failed attempt ("connect EMFILE"), so a long
-// enough shortage failed the steps; and it took the database's connect error for a fault of its own and
-// left calls whose outcome it could not write to their leases. The tests lower this process's own limit
-// for a moment.
+// enough shortage failed the steps; it took the database's connect error for a fault of its own and
+// left calls whose outcome it could not write to their leases; and an API process died of it (its load
+// shedding read the process's memory from a timer). The tests lower this process's own limit for a moment.
 import pg from 'pg'
 import t from 'tap'
 import { createHttpClient, LocalShortageError } from '../../src/adapters/http-client.js'
@@ -12,6 +12,7 @@ import type { Logger } from '../../src/lib/logger.js'
 import { databaseUrl } from '../helpers/database.js'
 import { fdLimit, fdLimitMissing } from '../helpers/fd-limit.js'
 import { setupRuntime } from '../helpers/runtime.js'
+import { setupApp } from '../helpers/app.js'
 
 const missing = fdLimitMissing()
 if (missing) {
@@ -87,4 +88,11 @@ if (missing) {
     t.match(resumed, [{ level: 'info', obj: { callsWaited: N } }], 'and one line says calls are made again')
   })
 
+  t.test('an API past its open-files limit stays up: its load shedding reads nothing that needs a descriptor', async (t) => {
+    const ctx = await setupApp(t, { PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '1000' })
+    const { client } = await ctx.newTenant()
+    // Two samples of the event loop past the limit (one a second).
+    await short(() => new Promise((resolve) => setTimeout(resolve, 2200)))
+    t.equal((await client.get('/v1/users')).statusCode, 200, 'the API still answers once descriptors are back')
+  })
 }
