@@ -55,7 +55,8 @@ export class HttpCallError extends Error {
   /** The client would not call this target at all; trying again cannot help. */
   get targetRefused(): boolean {
     return this.code === TARGET_REFUSED
-  }}
+  }
+}
 
 /**
  * This machine, not the target, was short of what a connection needs (LOCAL_SHORTAGE) while opening
