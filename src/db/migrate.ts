@@ -99,6 +99,9 @@ async function refuseUnrecordedSchema(db: Kysely<unknown>): Promise<void> {
     + 'Let the restore finish before starting Baton, or restore again into a new, empty database.')
 }
 
+/** A table of Baton's own, by which a schema holding a kysely_migration table is told to be Baton's. */
+const BATON_TABLE = 'process_instances'
+
 /**
  * A connection whose `search_path` (the role's or the database's, `ALTER … SET search_path = crm`) does not
  * reach the schema Baton's tables are in: the migrations found no record of theirs and began again, and
@@ -107,10 +110,15 @@ async function refuseUnrecordedSchema(db: Kysely<unknown>): Promise<void> {
  * the schema. Said, with the schema to reach.
  */
 async function refuseSchemaOutOfReach(db: Kysely<unknown>): Promise<void> {
+  // Kysely's table alone is any Kysely application's (another app's schema in the same database): a schema
+  // counts as Baton's when it holds Baton's tables too, and this user may use it.
   if (await recordedMigrations(db) !== undefined) return
   const { rows } = await sql<{ schema: string; path: string }>`
     select n.nspname as schema, current_setting('search_path') as path from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where c.relname = ${DEFAULT_MIGRATION_TABLE} and c.relkind in ('r', 'p') and not n.nspname = any(current_schemas(true)) order by n.nspname
+    where c.relname = ${DEFAULT_MIGRATION_TABLE} and c.relkind in ('r', 'p') and not n.nspname = any(current_schemas(true))
+      and has_schema_privilege(n.oid, 'USAGE')
+      and exists (select 1 from pg_class b where b.relnamespace = n.oid and b.relname = ${BATON_TABLE} and b.relkind in ('r', 'p'))
+    order by n.nspname
   `.execute(db)
   if (rows.length === 0) return
   const schemas = rows.map((r) => `"${r.schema}"`).join(', ')
