@@ -21,6 +21,9 @@ import { ADMIN_URL, databaseUrl } from '../helpers/database.js'
 import { appBehindFaultProxy } from '../helpers/faulty-app.js'
 import { setupRuntime } from '../helpers/runtime.js'
 
+// Made first, so that its teardown runs last (tap's run last-registered first): after the test database,
+// whose tables may still be on it, is dropped.
+const fullDisk = await smallTablespace(t, 16)
 const rt = await setupRuntime(t)
 const { rows } = await sql<{ name: string }>`select current_database() as name`.execute(rt.db)
 const database = rows[0]!.name
@@ -144,16 +147,18 @@ async function smallTablespace(t: Test, megabytes: number): Promise<{ name: stri
     return `the test server cannot use a tablespace here: ${(error as Error).message}`
   }
   t.teardown(async () => {
-    const admin = new pg.Client({ connectionString: ADMIN_URL })
-    await admin.connect()
-    await admin.query(`drop tablespace if exists ${name}`).finally(() => admin.end())
-    execFileSync('umount', [dir])
-    rmdirSync(dir)
+    try {
+      const admin = new pg.Client({ connectionString: ADMIN_URL })
+      await admin.connect()
+      await admin.query(`drop tablespace if exists ${name}`).finally(() => admin.end())
+    } finally {
+      // The mount goes whatever became of the tablespace (a server that kept it has lost it with the mount).
+      execFileSync('umount', ['--lazy', dir])
+      rmdirSync(dir)
+    }
   })
   return { name }
 }
-
-const fullDisk = await smallTablespace(t, 16)
 
 t.test('a real full disk: starts answer 201 or 503, never 500; calls in flight are recorded once space is back, none made twice', {
   skip: typeof fullDisk === 'string' && `no full disk to test: ${fullDisk}`
@@ -168,15 +173,19 @@ t.test('a real full disk: starts answer 201 or 503, never 500; calls in flight a
     await own.query(`alter index all in tablespace ${tablespace.name} set tablespace pg_default`)
     await own.end()
   })
+  const succeededOf = async (template: string) => Number((await own.query(`select count(*) as n from deliveries where status = 'succeeded' and instance_id in
+    (select id from process_instances where template_id = $1)`, [template])).rows[0].n)
   await own.query(`alter table all in tablespace pg_default set tablespace ${tablespace.name}`)
   await own.query(`alter index all in tablespace pg_default set tablespace ${tablespace.name}`)
   const webhook = await rt.template([{ kind: 'webhook', name: 'Ask ValueCo again' }])
   rt.clock.set(new Date())
-  rt.provider.always({ status: 200, body: 'ok', delayMs: 1000 })
+  // Answered after the disk is full: each outcome meets it.
+  const answerMs = 3000
+  rt.provider.always({ status: 200, body: 'ok', delayMs: answerMs })
   const calls = rt.provider.calls.length
   const N = 20
   for (let i = 0; i < N; i++) await rt.start(webhook)
-  const scheduler = rt.newScheduler({ pollIntervalMs: 200 }, undefined, { clock: systemClock })
+  const scheduler = rt.newScheduler({ pollIntervalMs: 200, timeoutMs: 10_000 }, undefined, { clock: systemClock })
   await scheduler.start()
   t.teardown(() => scheduler.stop(1000))
   while (rt.provider.calls.length < calls + 1) await sleep(20)
@@ -193,10 +202,14 @@ t.test('a real full disk: starts answer 201 or 503, never 500; calls in flight a
     if (response.statusCode !== 201) checkUnavailable(t, response)
   }
   t.ok(statuses.has(503), `a start meets the full disk (${[...statuses].join(', ')})`)
+  // Every call answered while the disk is full: their outcomes cannot all be written.
+  while (rt.provider.calls.length < calls + N) await sleep(20)
+  await sleep(answerMs + 500)
+  const whileFull = await succeededOf(webhook)
+  t.ok(whileFull < N, `the full disk refused outcomes (${whileFull} of ${N} written while it was full)`)
   await own.query('drop table test_filler')
   const back = Date.now()
-  const succeeded = async () => Number((await own.query(`select count(*) as n from deliveries where status = 'succeeded' and instance_id in
-    (select id from process_instances where template_id = $1)`, [webhook])).rows[0].n)
+  const succeeded = () => succeededOf(webhook)
   while ((await succeeded()) < N && Date.now() - back < 20_000) await sleep(100)
   t.equal(await succeeded(), N, `all ${N} deliveries succeeded ${Date.now() - back} ms after space came back`)
   t.equal(rt.provider.calls.length, calls + N, 'each was called once')
