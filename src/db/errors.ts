@@ -14,7 +14,7 @@ const UNAVAILABLE_CODES = new Set([
   '57014', // query_canceled: the statement timeout
   '25P03', // idle_in_transaction_session_timeout
   '53300', // too_many_connections
-  '53400', // configuration_limit_exceeded
+  '53400', // configuration_limit_exceeded: a statement past one of the server's limits, temp_file_limit above all
   // The server ran short of what it needs, not the request: the same statement succeeds once space or memory
   // is back. A full disk fails only the writes that need a new page (in a probe, nearly every start, claim and
   // outcome) while reads go on, and /health/ready, whose ping writes nothing, with them; as a 500 and an
@@ -27,8 +27,8 @@ const UNAVAILABLE_CODES = new Set([
   '25006'
 ])
 
-/** The server's disk or memory ran short (SQLSTATE 53000, 53100, 53200): the connection itself is sound. */
-const SHORTAGE_CODES = new Set(['53000', '53100', '53200'])
+/** The server's disk or memory ran short, or a statement passed one of its limits (SQLSTATE 53000, 53100, 53200, 53400): the connection itself is sound. */
+const SHORTAGE_CODES = new Set(['53000', '53100', '53200', '53400'])
 
 /** A collision with a concurrent transaction: the same work succeeds when tried again. */
 const CONFLICT_CODES = new Set(['40001', '40P01', '55P03'])
@@ -168,7 +168,8 @@ export function unavailableReason(error: unknown): string {
   if (code === '25006') return 'the database takes no writes (read-only)'
   if (refusedSettings(error)) return 'the database refuses the user, password or database name Baton connects with'
   if (databaseTlsProblem(error) !== undefined) return 'the database cannot be reached over TLS as DATABASE_URL asks'
-  if (code === '53300' || code === '53400') return 'the database has no connection to spare'
+  if (code === '53300') return 'the database has no connection to spare'
+  if (code === '53400') return 'the database refused a statement past one of its limits (temp_file_limit, say)'
   if (code === '53100') return 'the database has no disk space left for writes'
   if (code === '53200') return 'the database is out of memory'
   if (code === '53000') return 'the database is short of resources'
@@ -191,8 +192,8 @@ export function isTransientDatabaseError(error: unknown): boolean {
 }
 
 /**
- * The server is short of disk space or memory (SQLSTATE 53000, 53100, 53200): an outage to wait out, on a
- * connection that stays sound, so the pool keeps it (a new one for each refused write only adds to the
+ * The server is short of disk space or memory (SQLSTATE 53000, 53100, 53200), or refused a statement past
+ * one of its limits (53400, temp_file_limit): an outage to wait out, on a connection that stays sound, so the pool keeps it (a new one for each refused write only adds to the
  * server's load while it is short).
  */
 export function isResourceShortage(error: unknown): boolean {

@@ -20,6 +20,9 @@ t.test('a server short of disk space or memory (SQLSTATE class 53) is away: the 
   t.ok(isDatabaseUnavailable(withCode('53000')), 'insufficient_resources')
   t.ok(isResourceShortage(withCode('53100')), 'on a connection that stays sound')
   t.notOk(isResourceShortage(withCode('53300')), 'too_many_connections refuses a connection, not a statement on one')
+  // configuration_limit_exceeded: temp_file_limit, on a sound connection (it answered 'no connection to spare', and was replaced).
+  t.ok(isDatabaseUnavailable(withCode('53400', 'temporary file size exceeds temp_file_limit (1024kB)')))
+  t.ok(isResourceShortage(withCode('53400')), 'a statement past a limit, on a connection that stays sound')
 })
 
 t.test('a database that takes no writes, or refuses the user of a new connection, is away for a running process; the start names the setting', async (t) => {
@@ -47,6 +50,7 @@ t.test('the log says which way the database is unavailable, since each asks some
   t.equal(unavailableReason(withCode('53100')), 'the database has no disk space left for writes')
   t.equal(unavailableReason(withCode('53200')), 'the database is out of memory')
   t.equal(unavailableReason(withCode('53000')), 'the database is short of resources')
+  t.equal(unavailableReason(withCode('53400')), 'the database refused a statement past one of its limits (temp_file_limit, say)')
   t.equal(unavailableReason(new Error('Connection terminated unexpectedly')), 'the database did not answer')
   t.equal(unavailableReason(new AggregateError([new Error('x'), withCode('28000')])), 'the database refuses the user, password or database name Baton connects with',
     'an AggregateError (every address refused) by the error that tells')
