@@ -130,7 +130,15 @@ export async function lockDataDir(dir: string, timing: LockTiming = LOCK_TIMING)
     }
   }
   const beat = setInterval(() => {
-    const now = lockText(lockFile)
+    let now: string | undefined
+    try {
+      now = readFileSync(lockFile, 'utf8')
+    } catch (error) {
+      // A lock that cannot be read now (no file descriptor to spare, EMFILE) tells nothing of its holder: the
+      // next beat looks again. Read as empty, it was taken for another's, and the process ended (a worker past
+      // its open-files limit, which otherwise waits it out). One removed is made again below.
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') return
+    }
     if (now !== undefined && now !== written) {
       clearInterval(beat)
       const taker = parseHolder(now)

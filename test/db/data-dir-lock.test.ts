@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import t, { type Test } from 'tap'
 import { lockDataDir } from '../../src/db/data-dir-lock.js'
+import { fdLimit, fdLimitMissing } from '../helpers/fd-limit.js'
 import { ROOT, runCommand, TS_LOADER } from '../helpers/process.js'
 
 const linux = existsSync('/proc/self/stat')
@@ -203,4 +204,27 @@ t.test('a holder whose lock was taken over neither writes it back nor removes it
   t.match(lost[0]?.message, /taken over by process \d+ on host other-host/)
   release()
   t.ok(existsSync(lockFile), 'the release leaves the other\'s lock in place')
+})
+
+// Past the open-files limit the lock cannot be read: that says nothing of who holds it. Read as empty, it
+// was taken for another process's lock, and the process ended, where everything else waits the shortage out.
+t.test('a lock its holder cannot read for a moment (no file descriptor to spare) is still its own', { skip: (!linux && 'needs /proc') || fdLimitMissing() }, async (t) => {
+  const dir = dataDir(t)
+  const lockFile = join(dir, 'baton.pid')
+  const lost: Error[] = []
+  const release = await lockDataDir(dir, { ...quick, onLost: (error) => lost.push(error) })
+  t.teardown(release)
+  const limit = fdLimit()
+  t.teardown(() => limit.close())
+  await limit.exhaust()
+  try {
+    // Several beats of 20 ms with no descriptor for the lock file.
+    await new Promise((resolve) => setTimeout(resolve, 150))
+  } finally {
+    await limit.restore()
+  }
+  const before = readFileSync(lockFile, 'utf8')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.same(lost, [], 'not taken for another\'s')
+  t.not(readFileSync(lockFile, 'utf8'), before, 'and rewritten by the beats after')
 })
