@@ -148,14 +148,16 @@ export async function deliver(deps: DeliverDeps, delivery: ClaimedDelivery, sign
   const callStarted = deps.shortages?.callStarts() ?? 0
   let attempt: Attempt
   try {
-    deps.metrics?.webhookCallLag(delivery.dueAt, calledAt)
     attempt = await call(deps, signed, calledAt, claimKey, signal)
   } finally {
     if (slot) deps.hostSlots?.release(slot)
     callEnded()
   }
   if (attempt.shortOf) return waitOutShortage(deps, delivery, attempt.shortOf, until)
-  deps.shortages?.over(callStarted)
+  // A call that never went out is no lag: it is measured when the call is made, from its due time.
+  deps.metrics?.webhookCallLag(delivery.dueAt, calledAt)
+  // Only a call that opened a connection (an answer, or the network's error) says the machine has descriptors again.
+  if (attempt.result.kind === 'response' || attempt.result.kind === 'error') deps.shortages?.over(callStarted)
   const answeredAt = now()
   const decision = decide(attempt.result, delivery.attempt, answeredAt, deps.policy)
   const wasCutOff = attempt.result.kind === 'aborted'
@@ -233,13 +235,14 @@ function outcomeOf(decision: Decision): AttemptOutcome {
 /**
  * A call that could not open its connection because this machine ran short (file descriptors, kernel
  * buffers) never left it: the delivery goes back without using an attempt, as one deferred for its
- * host's slot does, and is claimed again after LOCAL_SHORTAGE_WAIT_MS. No step fails and no attempt is
+ * host's slot does, and no call is claimed for LOCAL_SHORTAGE_WAIT_MS. No step fails and no attempt is
  * logged for it however long the shortage lasts; the worker's log says so once (LocalShortages).
  */
 async function waitOutShortage(deps: DeliverDeps, delivery: ClaimedDelivery, shortOf: LocalShortage, until: Date): Promise<Delivered> {
   deps.shortages?.short(shortOf.what, shortOf.code, LOCAL_SHORTAGE_WAIT_MS)
   const now = () => deps.clock.now()
-  await retryTransient(() => releaseDelivery(deps.db, delivery, { dueAt: new Date(now().getTime() + LOCAL_SHORTAGE_WAIT_MS) }), { until, now })
+  // At its due time still: no call is claimed while the worker waits (LocalShortages.pausedUntil), and it keeps its place in the line.
+  await retryTransient(() => releaseDelivery(deps.db, delivery), { until, now })
   return 'deferred'
 }
 

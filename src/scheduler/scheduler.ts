@@ -186,9 +186,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   /** Hosts whose claim apart came back short: not again for APART_REST_MS. */
   const recentlyShort = new RecentlyShort(APART_REST_MS)
   const outcomes = new OutcomeBatcher(db, clock, settings.batchSize)
+  const shortages = localShortages(deps.log, clock)
   const deliverDeps: DeliverDeps = {
     db, clock, http: deps.http, policy: settings.policy, timeoutMs: settings.timeoutMs, userAgent: settings.userAgent,
-    claimKey, claimTtlMs: settings.claimTtlMs, outcomes, metrics, log: deps.log, shortages: localShortages(deps.log, clock),
+    claimKey, claimTtlMs: settings.claimTtlMs, outcomes, metrics, log: deps.log, shortages,
     ...(hostSlots ? { hostSlots } : {}),
     ...(deps.secrets ? { secrets: deps.secrets } : {})
   }
@@ -325,6 +326,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     // Before the room is read: a worker whose places are all taken still gives back what it never had.
     await takeBackUnansweredClaims(clock.now())
     if (roomForCalls() <= 0 || stopping) return { claimed: 0, full: false }
+    // A call just failed to open its connection for a shortage of this machine's: each would fail alike (local-shortage.ts).
+    if (shortages.pausedUntil() > clock.now().getTime()) return { claimed: 0, full: false }
     let { held, filling } = fullHosts()
     if (await rereadHeldServices(held.services)) ({ held, filling } = fullHosts())
     heldBack = held.hosts.length > 0
@@ -740,9 +743,11 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const untilNext = next ? next.getTime() - clock.now().getTime() : settings.pollIntervalMs
     // Due, yet the claim took nothing (other workers hold it, or its host is crowded here): not again at once.
     const floor = claimed === 0 && untilNext <= 0 ? RECLAIM_FLOOR_MS : 0
-    const wait = Math.max(floor, Math.min(settings.pollIntervalMs, untilNext))
+    // Due, while this machine is short of what a call needs: not before the pause ends (chores due meanwhile wait a poll interval at most).
+    const untilPauseEnds = Math.min(settings.pollIntervalMs, shortages.pausedUntil() - clock.now().getTime())
+    const wait = Math.max(floor, untilPauseEnds, Math.min(settings.pollIntervalMs, untilNext))
     // A step announced since the due times were read, which calls in flight kept from being read again.
-    return stepsAnnounced ? Math.min(wait, Math.max(floor, untilReread(due))) : wait
+    return stepsAnnounced ? Math.min(wait, Math.max(floor, untilPauseEnds, untilReread(due))) : wait
   }
 
   function sleep(ms: number): Promise<void> {

@@ -64,6 +64,8 @@ if (missing) {
     const scheduler = rt.newScheduler({}, log)
     // The statements the pass runs find their connections open: only the calls need a new descriptor.
     await Promise.all(Array.from({ length: 8 }, () => sql`select pg_sleep(0.05)`.execute(rt.db)))
+    const dueTimes = async () => (await rt.db.selectFrom('deliveries').select('next_attempt_at').execute()).map((d) => d.next_attempt_at.getTime()).sort()
+    const dueBefore = await dueTimes()
     await short(() => scheduler.runOnce())
 
     t.equal(rt.provider.calls.length, 0, 'no call reached the provider')
@@ -78,7 +80,15 @@ if (missing) {
     t.equal(warnings.length, 1, `one warning for ${N} calls, not one a call: ${JSON.stringify(warnings)}`)
     t.match(warnings[0], { level: 'warn', msg: /cannot open connections: this machine is short of file descriptors.*no call was made/, obj: { code: 'EMFILE' } })
 
-    rt.clock.advance(2000)
+    // Within the pause no call is claimed: each would fail alike, and a backlog went round, claimed and put back, every 2 s.
+    rt.clock.advance(1000)
+    await scheduler.runOnce()
+    t.equal(rt.provider.calls.length, 0, 'no call within the pause')
+    const fences = await rt.db.selectFrom('deliveries').select('fence').execute()
+    t.ok(fences.every((d) => d.fence === 1), `claimed once each, not again within the pause: ${JSON.stringify(fences)}`)
+    t.same(await dueTimes(), dueBefore, 'each at its due time still, its place in the line kept')
+
+    rt.clock.advance(1000)
     await scheduler.runOnce()
     t.equal(rt.provider.calls.length, N, 'each call was made once')
     t.equal(new Set(rt.provider.calls.map((c) => c.query.deliveryId)).size, N)
