@@ -15,6 +15,7 @@ import { resolveOperatorKey } from './modules/auth/operator-key.js'
 import { findOperatorKeyHash } from './modules/auth/repository.js'
 import type { WorkerServer } from './modules/health/worker-server.js'
 import { logOptions } from './log-options.js'
+import { logDestination } from './log-destination.js'
 
 /** `all` serves the API and runs the scheduler (npm start); `api` and `worker` scale out separately. */
 type Role = 'all' | 'api' | 'worker'
@@ -29,7 +30,7 @@ function roleFrom(argv: string[]): Role {
 }
 
 async function main(config: Config, role: Role): Promise<void> {
-  const log = pino(logOptions(config, process.stdout.isTTY === true))
+  const log = logger(config)
   // How long each part of the start took, in the "listening" line (scripts/bench/startup.ts reads it).
   const startupMs: Record<string, number> = {}
   let mark = performance.now()
@@ -154,6 +155,20 @@ async function main(config: Config, role: Role): Promise<void> {
   app.log.info({ database: database.kind, startupMs, uptimeMs: Math.round(performance.now()) }, `Baton listening on ${address}`)
   if (operatorKey.generated) printTryIt(address)
   else if (!config.BATON_ADMIN_TOKEN) app.log.info('Using the operator key generated on first start; `npm run admin:rotate-key` makes a new one.')
+}
+
+/**
+ * JSON lines to stdout, bounded while the pipe is not read (src/log-destination.ts); pino-pretty's
+ * worker at a terminal. Reading process.stdout first makes a pipe's fd non-blocking, which the bound needs.
+ */
+function logger(config: Config): Logger {
+  const options = logOptions(config, process.stdout.isTTY === true)
+  if (options.transport) return pino(options)
+  const destination = logDestination()
+  const log = pino(options, destination.stream)
+  destination.onRecovered((droppedLines) => log.warn({ droppedLines },
+    `${droppedLines} log line${droppedLines === 1 ? ' was' : 's were'} dropped while stdout was not read (its pipe full): the log shipper stalled`))
+  return log
 }
 
 /** How long a stop past its grace waits for the Postgres pool's close (the idle connections' end). */
