@@ -13,3 +13,4 @@ export const { sql, CompiledQuery, Kysely, PostgresDialect, Migrator, DEFAULT_MI
 export type Kysely<DB> = K.Kysely<DB>
 export type PostgresDialect = K.PostgresDialect
 export type Migrator = K.Migrator
+export type CompiledQuery<Row = unknown> = K.CompiledQuery<Row>

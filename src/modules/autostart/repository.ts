@@ -1,4 +1,4 @@
-import { sql, type RawBuilder } from '../../db/kysely.js'
+import { sql, type CompiledQuery, type RawBuilder } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { AutostartRunsTable, JsonObject } from '../../db/database.js'
 import type { PageRequest } from '../../lib/pagination.js'
@@ -23,13 +23,17 @@ export interface AutostartTemplate {
  * a deletion failed the write on the claim's foreign key.
  */
 export async function findAutostartTemplates(db: DB, tenantId: string, record: RecordKindName, events: string[]): Promise<AutostartTemplate[]> {
-  const { rows } = await sql<AutostartTemplate>`
+  return (await db.executeQuery(autostartTemplatesStatement(db, tenantId, record, events))).rows
+}
+
+/** The statement of findAutostartTemplates, for a record write to send together with its other reads (src/modules/records/watchers.ts). */
+export function autostartTemplatesStatement(db: DB, tenantId: string, record: RecordKindName, events: string[]): CompiledQuery<AutostartTemplate> {
+  return sql<AutostartTemplate>`
     select tenant_id, id, name, autostart from process_templates
     where tenant_id = ${tenantId} and active and autostart is not null
       and autostart->>'record' = ${record} and autostart->>'on' = any(${events}::text[])
     order by id
-    for key share`.execute(db)
-  return rows
+    for key share`.compile(db)
 }
 
 /**

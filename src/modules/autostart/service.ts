@@ -36,12 +36,13 @@ export interface RecordWritten {
 /**
  * Starts the processes of the templates that watch this write, in the write's transaction: a template
  * on recordCreated for a new record, one on fieldChanged when its field changed to a value its filter
- * matches (occurrence: the record's new version). Returns how many runs it claimed.
+ * matches (occurrence: the record's new version). `read`: the templates findAutostartTemplates found,
+ * read already. Returns how many runs it claimed.
  */
-export async function autostartOnWrite(db: DB, now: Date, write: RecordWritten): Promise<number> {
-  const events = write.event === 'create' ? ['recordCreated'] : write.changedFields.length > 0 ? ['fieldChanged'] : []
+export async function autostartOnWrite(db: DB, now: Date, write: RecordWritten, read?: repo.AutostartTemplate[]): Promise<number> {
+  const events = autostartEvents(write)
   if (events.length === 0) return 0
-  const templates = await repo.findAutostartTemplates(db, write.tenantId, write.record, events)
+  const templates = read ?? await repo.findAutostartTemplates(db, write.tenantId, write.record, events)
   let claimed = 0
   for (const template of templates) {
     const autostart = autostartOf(template.autostart)!
@@ -58,6 +59,11 @@ export async function autostartOnWrite(db: DB, now: Date, write: RecordWritten):
     if (await run(db, now, template, autostart, write.record, write.row, occurrence, says, write.writer)) claimed += 1
   }
   return claimed
+}
+
+/** The autostart events a record write is: none for an update that changed nothing. */
+export function autostartEvents(write: Pick<RecordWritten, 'event' | 'changedFields'>): string[] {
+  return write.event === 'create' ? ['recordCreated'] : write.changedFields.length > 0 ? ['fieldChanged'] : []
 }
 
 /**

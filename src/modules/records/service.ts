@@ -20,6 +20,7 @@ import { checkFieldsInput, checkFieldsSize, FIELDS_MAX_DEPTH } from './limits.js
 import { RECORD_OVERHEAD_BYTES, recordPageJson } from './page-json.js'
 import * as repo from './repository.js'
 import { cancelTriggeredDeliveries, queueTriggeredDeliveries, type QueuedTrigger } from './trigger-repository.js'
+import { readWatchers } from './watchers.js'
 import type { ApiRecord, CreateRecord, ListRecordsQuery, RecordKind, UpdateRecord } from './schemas.js'
 
 /** The autostart's name of each record table. */
@@ -73,8 +74,10 @@ export async function createRecord(
     }))
     if (!row) return undefined
     const changed = changedFields({}, row.fields)
-    const triggered = await queueTriggeredDeliveries(trx, { tenantId, table: kind.table, recordId: row.id, event: 'create', changedFields: changed, now })
-    const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row, event: 'create', changedFields: changed })
+    const change = { tenantId, table: kind.table, recordId: row.id, event: 'create' as const, changedFields: changed, now }
+    const watchers = await readWatchers(trx, change)
+    const triggered = await queueTriggeredDeliveries(trx, change, watchers.services)
+    const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row, event: 'create', changedFields: changed }, watchers.templates)
     return { record: toRecord(row), changedFields: changed, triggered, autostarted, created: true }
   })
   if (written) return written
@@ -145,11 +148,11 @@ export async function updateRecord(
     // A write-back is its call's writer's: a process's, for its webhook step, or that of the trigger's delivery (chain.ts).
     const call = by ? await repo.findDeliveryWriter(trx, tenantId, by.deliveryId) : undefined
     const writer = by && call ? writerOf(call, by.deliveryId) : undefined
-    const triggered = await queueTriggeredDeliveries(trx, {
-      tenantId, table: kind.table, recordId: id, event: 'update', changedFields: changed, byServiceId: by?.serviceId, writer, now
-    })
+    const change = { tenantId, table: kind.table, recordId: id, event: 'update' as const, changedFields: changed, byServiceId: by?.serviceId, writer, now }
+    const watchers = await readWatchers(trx, change)
+    const triggered = await queueTriggeredDeliveries(trx, change, watchers.services)
     if (by) await recordWriteBack(trx, kind, tenantId, id, by, call, changed, now)
-    const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row: current, event: 'update', changedFields: changed, writer })
+    const autostarted = await autostartOnWrite(trx, now, { tenantId, record: RECORD_NAME[kind.table], row: current, event: 'update', changedFields: changed, writer }, watchers.templates)
     return { record: toRecord(current), changedFields: changed, triggered, autostarted }
   })
   return written ?? explainMissedUpdate(db, kind, tenantId, id, expected)

@@ -1,4 +1,4 @@
-import { sql, type RawBuilder } from '../../db/kysely.js'
+import { sql, type CompiledQuery, type RawBuilder } from '../../db/kysely.js'
 import type { DB } from '../../db/connect.js'
 import type { JsonObject } from '../../db/database.js'
 import { newId } from '../../lib/ids.js'
@@ -52,22 +52,22 @@ export function triggerStillWants(alias: string) {
     column('event'), sql`coalesce(${column('changed_fields')}, '{}')`)
 }
 
+/** An active service whose trigger matches a change, with its parameters' defaults. */
+export interface TriggeredService {
+  id: string
+  name: string
+  defaults: JsonObject
+}
+
 /**
- * Queues one delivery per active service this tenant has activated whose trigger matches the change:
- * its module and event, and a watched field among those whose value changed (no watched fields: any
- * change, a create being one even without fields). Runs in the caller's transaction, so the record
- * write and its deliveries commit together. A writer too far down its chain (chain.ts) fires none:
- * the record's activity log says which would have.
- *
- * The services are read FOR KEY SHARE, the lock the deliveries' foreign key takes anyway, only
- * sooner: a service the operator is deleting (FOR UPDATE) is waited for and then read as gone,
- * where the foreign key failed the record's write (409) once the delete had committed.
+ * The read of queueTriggeredDeliveries: the services whose triggers match the change, locked FOR KEY
+ * SHARE (see there); none for an update that changed nothing. Apart, so that a record write sends it
+ * together with its other reads (src/modules/records/watchers.ts).
  */
-export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Promise<QueuedTrigger[]> {
-  if (change.changedFields.length === 0 && change.event !== 'create') return []
+export function triggeredServicesStatement(db: DB, change: RecordChange): CompiledQuery<TriggeredService> | undefined {
+  if (change.changedFields.length === 0 && change.event !== 'create') return undefined
   const changed = [...change.changedFields].sort()
-  const tooDeep = change.writer && chainTooDeep(change.writer.chainDepth, 'that writer')
-  const { rows: services } = await sql<{ id: string; name: string; defaults: JsonObject }>`
+  return sql<TriggeredService>`
     select s.id, s.name,
       coalesce((select jsonb_object_agg(p.name, p.default_value) from service_parameters p
                 where p.service_id = s.id and p.default_value is not null), '{}') as defaults
@@ -77,7 +77,27 @@ export async function queueTriggeredDeliveries(db: DB, change: RecordChange): Pr
       and ${triggerMatches(sql.ref('s.id'), MODULE[change.table], change.event, sql`${changed}::text[]`)}
     order by s.id
     for key share of s
-  `.execute(db)
+  `.compile(db)
+}
+
+/**
+ * Queues one delivery per active service this tenant has activated whose trigger matches the change:
+ * its module and event, and a watched field among those whose value changed (no watched fields: any
+ * change, a create being one even without fields). `read`: the services triggeredServicesStatement
+ * found, read already. Runs in the caller's transaction, so the record
+ * write and its deliveries commit together. A writer too far down its chain (chain.ts) fires none:
+ * the record's activity log says which would have.
+ *
+ * The services are read FOR KEY SHARE, the lock the deliveries' foreign key takes anyway, only
+ * sooner: a service the operator is deleting (FOR UPDATE) is waited for and then read as gone,
+ * where the foreign key failed the record's write (409) once the delete had committed.
+ */
+export async function queueTriggeredDeliveries(db: DB, change: RecordChange, read?: TriggeredService[]): Promise<QueuedTrigger[]> {
+  const statement = read ? undefined : triggeredServicesStatement(db, change)
+  if (!read && !statement) return []
+  const changed = [...change.changedFields].sort()
+  const tooDeep = change.writer && chainTooDeep(change.writer.chainDepth, 'that writer')
+  const services = read ?? (await db.executeQuery<TriggeredService>(statement!)).rows
   if (services.length === 0) return []
   if (tooDeep) {
     await insertActivity(db, {
