@@ -9,6 +9,31 @@ export async function lockHostSlot(db: DB, host: string, perHost: number, held: 
   return rows[0]!
 }
 
+/**
+ * Locks up to `count` free slots of the host on this session in one round trip (try_host_slot again
+ * and again, each time skipping what the ones before took), fewer when the host has no more; the
+ * session's pid comes along. A burst of calls to one host asked for its slots one round trip each,
+ * one after another on the one session: 64 of them took 1.4 s with the database 20 ms away.
+ */
+export async function lockHostSlots(db: DB, host: string, perHost: number, held: number[], count: number): Promise<{ pid: number; slots: number[] }> {
+  if (count === 1) {
+    const { pid, slot } = await lockHostSlot(db, host, perHost, held)
+    return { pid, slots: slot === null ? [] : [slot] }
+  }
+  const { rows } = await sql<{ pid: number; slots: number[] }>`
+    with recursive taken(i, slot, held) as (
+      select 1, s.slot, ${held}::integer[] || s.slot
+      from try_host_slot(${host}, ${perHost}, ${held}::integer[]) as s(slot)
+      union all
+      select t.i + 1, s.slot, t.held || s.slot
+      from taken t cross join lateral try_host_slot(${host}, ${perHost}, t.held) as s(slot)
+      where t.slot is not null and t.i < ${count}
+    )
+    select pg_backend_pid() as pid, coalesce(array_agg(slot order by i) filter (where slot is not null), '{}') as slots from taken
+  `.execute(db)
+  return rows[0]!
+}
+
 export async function unlockHostSlots(db: DB, slots: { host: string; number: number }[]): Promise<void> {
   await sql`
     select pg_advisory_unlock(hashtext(h), n) from unnest(${slots.map((s) => s.host)}::text[], ${slots.map((s) => s.number)}::integer[]) as u(h, n)

@@ -1,5 +1,5 @@
 import type { Session } from '../db/connect.js'
-import { lockHostSlot, unlockHostSlots } from './host-slot-repository.js'
+import { lockHostSlots, unlockHostSlots } from './host-slot-repository.js'
 
 /** The right to one call at a host, until it is given back. */
 export interface HostSlot {
@@ -27,6 +27,8 @@ interface HostState {
   fullAt: number
   /** Calls whose question to the database for a slot is not answered yet: each may join the line. */
   asking: number
+  /** The questions for a slot not yet sent: the next round trip of the session asks for all of them (tryLock). */
+  asks: ((slot: HostSlot | typeof FULL | undefined) => void)[]
 }
 
 /** How long a freed slot stays with this worker for its next call to the same host. */
@@ -198,32 +200,57 @@ export class HostSlots {
     }, POLL_MS)
   }
 
+  /** Asks for a slot for each waiter, in one round trip (tryLock), until the host is full or none waits. */
   private async serveWaiters(host: string, state: HostState): Promise<void> {
     while (state.waiters.length > 0) {
-      const slot = await this.tryLock(host)
-      if (slot === FULL || !slot) return
-      const waiter = state.waiters.shift()
-      if (waiter) waiter.grant(slot)
-      else this.release(slot)
+      const slots = await Promise.all(state.waiters.map(() => this.tryLock(host)))
+      let full = false
+      for (const slot of slots) {
+        if (slot === FULL || !slot) {
+          full = true
+          continue
+        }
+        const waiter = state.waiters.shift()
+        if (waiter) waiter.grant(slot)
+        else this.release(slot)
+      }
+      if (full) return
     }
   }
 
-  /** One round trip: the first free slot of the host, FULL, or undefined when the database did not answer (logged). */
+  /**
+   * The first free slot of the host, FULL, or undefined when the database did not answer (logged).
+   * The asks for one host that come while the session is busy go together: one round trip locks a
+   * slot for each of them (lockHostSlots), as many as are free, and FULL answers the rest.
+   */
   private tryLock(host: string): Promise<HostSlot | typeof FULL | undefined> {
-    return this.serial(async () => {
-      const session = await this.sessionDb()
-      const { pid, slot } = await lockHostSlot(session.db, host, this.perHost, [...this.stateOf(host).held])
-      this.noteSession(pid)
-      if (slot === null) {
-        this.stateOf(host).fullAt = elapsed()
-        return FULL
-      }
-      this.stateOf(host).held.add(slot)
-      return { host, number: slot, session: pid, lockedAt: elapsed() }
-    }).catch((error: unknown) => {
-      this.onError(error)
-      return undefined
+    const state = this.stateOf(host)
+    return new Promise((answer) => {
+      state.asks.push(answer)
+      if (state.asks.length === 1) void this.serial(() => this.lockAsked(host, state))
     })
+  }
+
+  private async lockAsked(host: string, state: HostState): Promise<void> {
+    const asks = state.asks.splice(0)
+    try {
+      const session = await this.sessionDb()
+      const { pid, slots } = await lockHostSlots(session.db, host, this.perHost, [...this.stateOf(host).held], asks.length)
+      this.noteSession(pid)
+      if (slots.length < asks.length) this.stateOf(host).fullAt = elapsed()
+      for (const [index, answer] of asks.entries()) {
+        const slot = slots[index]
+        if (slot === undefined) {
+          answer(FULL)
+          continue
+        }
+        this.stateOf(host).held.add(slot)
+        answer({ host, number: slot, session: pid, lockedAt: elapsed() })
+      }
+    } catch (error) {
+      this.onError(error)
+      for (const answer of asks) answer(undefined)
+    }
   }
 
   /** A new backend pid means the connection was lost and made again: the old locks went with it. */
@@ -246,7 +273,7 @@ export class HostSlots {
    * and each pass of the scheduler looks at every host known here (placesAt).
    */
   private forgetIfUnused(host: string, state: HostState): void {
-    if (state.held.size > 0 || state.idle.length > 0 || state.waiters.length > 0 || state.poll !== undefined || state.asking > 0) return
+    if (state.held.size > 0 || state.idle.length > 0 || state.waiters.length > 0 || state.poll !== undefined || state.asking > 0 || state.asks.length > 0) return
     if (state.fullAt > elapsed() - FULL_LATELY_MS) return
     if (this.hosts.get(host) === state) this.hosts.delete(host)
   }
@@ -303,7 +330,7 @@ export class HostSlots {
   private stateOf(host: string): HostState {
     let state = this.hosts.get(host)
     if (!state) {
-      state = { held: new Set(), idle: [], waiters: [], poll: undefined, fullAt: -Infinity, asking: 0 }
+      state = { held: new Set(), idle: [], waiters: [], poll: undefined, fullAt: -Infinity, asking: 0, asks: [] }
       this.hosts.set(host, state)
     }
     return state

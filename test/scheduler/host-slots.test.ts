@@ -54,6 +54,31 @@ t.test('one worker never counts one lock twice: ten takers at once get exactly p
   for (const slot of granted) slots.release(slot)
 })
 
+t.test('a burst of calls to one host asks for its slots in two round trips, not one each: with the database far away each one is the whole wait', async (t) => {
+  let statements = 0
+  const counted = new HostSlots(async () => {
+    const session = await database.session({ timeouts: true })
+    const db = session.db.withPlugin({
+      transformQuery: (args) => args.node,
+      transformResult: async (args) => {
+        statements += 1
+        return args.result
+      }
+    })
+    return { ...session, db }
+  }, 20, (e) => t.fail(String(e)))
+  t.teardown(() => counted.close())
+  // One call asks; the others come while its question is on its way, then all at once.
+  const first = counted.acquire('burst.example:443', 0)
+  await new Promise((resolve) => setImmediate(resolve))
+  const taken = await Promise.all([first, ...Array.from({ length: 24 }, () => counted.acquire('burst.example:443', 0))])
+  const granted = taken.filter((s): s is HostSlot => s !== undefined)
+  t.equal(granted.length, 20, 'as many as the host takes')
+  t.equal(new Set(granted.map((s) => s.number)).size, 20, 'each a slot of its own')
+  t.equal(statements, 2, 'the first ask alone, then together those that came while it was answered')
+  for (const slot of granted) counted.release(slot)
+})
+
 t.test('a slot given back goes straight to a call waiting at the same worker', async (t) => {
   const slots = worker(1)
   const held = await slots.acquire('d.example:80', 0)
