@@ -34,6 +34,22 @@ export async function lockHostSlots(db: DB, host: string, perHost: number, held:
   return rows[0]!
 }
 
+/**
+ * Gives back the slots of the host this session holds in the database besides `held`: a lockHostSlots
+ * that failed partway (a statement timeout, a cancel, the lock table full) kept the locks its
+ * try_host_slot calls had taken, as session-level locks outlive the statement; unknown to the worker,
+ * they stayed locked for as long as its session lived, and no worker could use them.
+ */
+export async function unlockUntrackedHostSlots(db: DB, host: string, held: number[]): Promise<number> {
+  const { rows } = await sql<{ unlocked: number }>`
+    select count(pg_advisory_unlock(hashtext(${host}), l.objid::integer))::integer as unlocked from pg_locks l
+    where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.granted and l.objsubid = 2
+      and l.database = (select oid from pg_database where datname = current_database())
+      and l.classid = hashtext(${host})::oid and l.objid::integer <> all (${held}::integer[])
+  `.execute(db)
+  return rows[0]!.unlocked
+}
+
 export async function unlockHostSlots(db: DB, slots: { host: string; number: number }[]): Promise<void> {
   await sql`
     select pg_advisory_unlock(hashtext(h), n) from unnest(${slots.map((s) => s.host)}::text[], ${slots.map((s) => s.number)}::integer[]) as u(h, n)

@@ -1,5 +1,5 @@
 import type { Session } from '../db/connect.js'
-import { lockHostSlots, unlockHostSlots } from './host-slot-repository.js'
+import { lockHostSlots, unlockHostSlots, unlockUntrackedHostSlots } from './host-slot-repository.js'
 
 /** The right to one call at a host, until it is given back. */
 export interface HostSlot {
@@ -29,6 +29,8 @@ interface HostState {
   asking: number
   /** The questions for a slot not yet sent: the next round trip of the session asks for all of them (tryLock). */
   asks: ((slot: HostSlot | typeof FULL | undefined) => void)[]
+  /** A poll is serving the waiters (serveWaiters): another waits for the next poll. */
+  serving: boolean
 }
 
 /** How long a freed slot stays with this worker for its next call to the same host. */
@@ -200,8 +202,22 @@ export class HostSlots {
     }, POLL_MS)
   }
 
-  /** Asks for a slot for each waiter, in one round trip (tryLock), until the host is full or none waits. */
+  /**
+   * Asks for a slot for each waiter, in one round trip (tryLock), until the host is full or none waits.
+   * One at a time for a host: a poll that came while another's round trip was slow asked again for every
+   * waiter, and the slots locked twice over sat idle here while other workers were told the host was full.
+   */
   private async serveWaiters(host: string, state: HostState): Promise<void> {
+    if (state.serving) return
+    state.serving = true
+    try {
+      await this.serveEachWaiter(host, state)
+    } finally {
+      state.serving = false
+    }
+  }
+
+  private async serveEachWaiter(host: string, state: HostState): Promise<void> {
     while (state.waiters.length > 0) {
       const slots = await Promise.all(state.waiters.map(() => this.tryLock(host)))
       let full = false
@@ -250,6 +266,13 @@ export class HostSlots {
     } catch (error) {
       this.onError(error)
       for (const answer of asks) answer(undefined)
+      // The slots the failed statement locked before it failed stay locked on a session that lives on: given back.
+      try {
+        const session = await this.sessionDb()
+        await unlockUntrackedHostSlots(session.db, host, [...this.stateOf(host).held])
+      } catch {
+        // The session is gone, and its locks with it; the next ask makes a new one.
+      }
     }
   }
 
@@ -273,7 +296,7 @@ export class HostSlots {
    * and each pass of the scheduler looks at every host known here (placesAt).
    */
   private forgetIfUnused(host: string, state: HostState): void {
-    if (state.held.size > 0 || state.idle.length > 0 || state.waiters.length > 0 || state.poll !== undefined || state.asking > 0 || state.asks.length > 0) return
+    if (state.held.size > 0 || state.idle.length > 0 || state.waiters.length > 0 || state.poll !== undefined || state.asking > 0 || state.asks.length > 0 || state.serving) return
     if (state.fullAt > elapsed() - FULL_LATELY_MS) return
     if (this.hosts.get(host) === state) this.hosts.delete(host)
   }
@@ -330,7 +353,7 @@ export class HostSlots {
   private stateOf(host: string): HostState {
     let state = this.hosts.get(host)
     if (!state) {
-      state = { held: new Set(), idle: [], waiters: [], poll: undefined, fullAt: -Infinity, asking: 0, asks: [] }
+      state = { held: new Set(), idle: [], waiters: [], poll: undefined, fullAt: -Infinity, asking: 0, asks: [], serving: false }
       this.hosts.set(host, state)
     }
     return state

@@ -79,6 +79,41 @@ t.test('a burst of calls to one host asks for its slots in two round trips, not 
   for (const slot of granted) counted.release(slot)
 })
 
+// Session-level advisory locks outlive the statement that took them: a batch of asks that failed partway kept
+// the slots its first try_host_slot calls had locked, unknown to the worker, for as long as its session lived.
+t.test('a batch of asks that fails partway gives back the slots it had locked: other workers may use them', async (t) => {
+  const own = await createTestDatabase()
+  t.teardown(() => own.drop())
+  // The third try_host_slot of this database fails, as a statement cancelled or out of lock memory does.
+  await sql.raw(`
+    alter function try_host_slot(text, integer, integer[]) rename to try_host_slot_itself;
+    create sequence test_slot_tries;
+    create function try_host_slot(p_host text, p_limit integer, p_held integer[]) returns integer language plpgsql as $$
+    begin
+      if nextval('test_slot_tries') = 3 then raise exception 'out of shared memory' using errcode = 'out_of_memory'; end if;
+      return try_host_slot_itself(p_host, p_limit, p_held);
+    end $$`).execute(own.db)
+  const errors: unknown[] = []
+  const slotsAt = (onError: (e: unknown) => void) => {
+    const slots = new HostSlots(() => own.session({ timeouts: true }), 4, onError)
+    t.teardown(() => slots.close())
+    return slots
+  }
+  const a = slotsAt((e) => errors.push(e))
+  const first = a.acquire('mid.example:443', 0)
+  await new Promise((resolve) => setImmediate(resolve))
+  // The first ask alone takes a slot (try 1); the three that came meanwhile go together and fail at try 3, after try 2 locked one.
+  const taken = await Promise.all([first, a.acquire('mid.example:443', 0), a.acquire('mid.example:443', 0), a.acquire('mid.example:443', 0)])
+  t.equal(taken.filter((s) => s !== undefined).length, 1, 'the first ask had its slot; the batch failed')
+  t.match(errors, [{ code: '53200' }], 'the failure was told')
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_locks where locktype = 'advisory' and granted
+    and database = (select oid from pg_database where datname = current_database())`.execute(own.db)
+  t.equal(rows[0]!.n, 1, 'only the slot the worker holds is locked: the one the batch took before it failed is given back')
+  const b = slotsAt((e) => t.fail(String(e)))
+  const others = await Promise.all(Array.from({ length: 3 }, () => b.acquire('mid.example:443', 0)))
+  t.equal(others.filter((s) => s !== undefined).length, 3, 'another worker takes every slot the first does not hold')
+})
+
 t.test('a slot given back goes straight to a call waiting at the same worker', async (t) => {
   const slots = worker(1)
   const held = await slots.acquire('d.example:80', 0)
