@@ -33,7 +33,7 @@ export interface LogDestination {
 export function logDestination(fd = 1, bufferBytes = LOG_BUFFER_BYTES, exitFlushMs = EXIT_FLUSH_MS): LogDestination {
   let exitDeadline: number | undefined
   // Retried every 100 ms while the process runs; at exit, only until the deadline (flushSync then throws).
-  const retryEAGAIN = () => exitDeadline === undefined || Date.now() < exitDeadline
+  const retryEAGAIN = () => exitDeadline === undefined || performance.now() < exitDeadline
   const stream = new SonicBoomClass({ fd, maxLength: bufferBytes, retryEAGAIN })
   let dropped = 0
   let report: (droppedLines: number) => void = () => {}
@@ -47,14 +47,22 @@ export function logDestination(fd = 1, bufferBytes = LOG_BUFFER_BYTES, exitFlush
     dropped = 0
     report(lines)
   })
-  stream.on('error', () => {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
     // The reader is gone (EPIPE) or the fd unusable: the process goes on without its log, as it did
-    // under pino's destination; any other error, unheard, ended the process.
+    // under pino's destination; any other error, unheard, ended the process. Another error than a reader
+    // gone (a file stdout was sent to, its disk full) is said once on stderr, as the log is no more.
     stream.write = () => true
     stream.flushSync = () => {}
+    if (error.code !== 'EPIPE') {
+      try {
+        process.stderr.write(`baton: the log can no longer be written to stdout (${error.code ?? error.message}); the process goes on without it\n`)
+      } catch {
+        // stderr is gone as well.
+      }
+    }
   })
   process.once('exit', () => {
-    exitDeadline = Date.now() + exitFlushMs
+    exitDeadline = performance.now() + exitFlushMs
     try {
       stream.flushSync()
     } catch {

@@ -76,3 +76,20 @@ t.test('a pipe whose reader is gone (EPIPE): the writes go nowhere and nothing i
     destination.stream.flushSync()
   }, 'the log is given up, not the process')
 })
+
+// stdout sent to a file whose disk is full, say: the log is no more, and the process goes on; said once on stderr.
+t.test('a destination failing otherwise than with its reader gone says so once on stderr, and the writes go nowhere', async (t) => {
+  const readOnly = openSync('/dev/null', 'r')
+  t.teardown(() => closeSync(readOnly))
+  const said: string[] = []
+  const write = process.stderr.write
+  process.stderr.write = ((chunk: string | Uint8Array) => said.push(String(chunk)) > 0) as typeof process.stderr.write
+  t.teardown(() => { process.stderr.write = write })
+  const { stream } = logDestination(readOnly)
+  stream.write('{"msg":"first"}\n')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.doesNotThrow(() => stream.write('{"msg":"second"}\n'))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  process.stderr.write = write
+  t.match(said, [/^baton: the log can no longer be written to stdout \(EBADF\); the process goes on without it\n$/], 'once, naming the error')
+})
