@@ -20,11 +20,8 @@ import { checkFieldsInput, checkFieldsSize, FIELDS_MAX_DEPTH } from './limits.js
 import { RECORD_OVERHEAD_BYTES, recordPageJson } from './page-json.js'
 import * as repo from './repository.js'
 import { cancelTriggeredDeliveries, queueTriggeredDeliveries, type QueuedTrigger } from './trigger-repository.js'
-import { readWatchers } from './watchers.js'
+import { readWatchers, RECORD_NAME } from './watchers.js'
 import type { ApiRecord, CreateRecord, ListRecordsQuery, RecordKind, UpdateRecord } from './schemas.js'
-
-/** The autostart's name of each record table. */
-const RECORD_NAME = { properties: 'property', addresses: 'address' } as const
 
 /** A record as written, with the names of the fields the write changed, the deliveries it fired and the processes it autostarted. */
 export interface RecordWrite {

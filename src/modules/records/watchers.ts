@@ -5,7 +5,8 @@ import { autostartTemplatesStatement, type AutostartTemplate } from '../autostar
 import { autostartEvents } from '../autostart/service.js'
 import { triggeredServicesStatement, type RecordChange, type TriggeredService } from './trigger-repository.js'
 
-const RECORD_NAME = { properties: 'property', addresses: 'address' } as const
+/** The autostart's name of each record table. */
+export const RECORD_NAME = { properties: 'property', addresses: 'address' } as const
 
 /** What watches a record write: the services its triggers call and the templates it autostarts. */
 export interface Watchers {
