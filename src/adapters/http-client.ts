@@ -5,6 +5,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import type { Transform } from 'node:stream'
 import zlib from 'node:zlib'
+import { machineShortage, type MachineShortage } from '../lib/machine-shortage.js'
 import { cutUtf8 } from '../lib/storable.js'
 import { tlsRefusal } from '../lib/tls-refusals.js'
 import { forbiddenRange, isAllowedAddress, isAllowedHost, NO_ALLOWED_TARGETS, type AllowedTargets } from './address-policy.js'
@@ -59,35 +60,26 @@ export class HttpCallError extends Error {
 }
 
 /**
- * This machine, not the target, was short of what a connection needs (LOCAL_SHORTAGE) while opening
+ * This machine, not the target, was short of what a connection needs (machineShortage) while opening
  * one: the call never left it. It is the worker's own fault to wait out, not an attempt of the provider's.
  */
 export class LocalShortageError extends HttpCallError {
   override name = 'LocalShortageError'
   /** What the machine was short of, in an operator's words. */
   readonly shortOf: string
-  constructor(code: string, message: string) {
+  constructor(code: MachineShortage, message: string) {
     super(code, message)
     this.shortOf = LOCAL_SHORTAGE.get(code) ?? code
   }
 }
 
-/**
- * Errors of Baton's own machine met while opening a connection (its socket, or the lookup of its host
- * name), before any byte of the request went out. A worker past its file-descriptor limit (ulimit -n)
- * wrote each call it tried as the provider's failed attempt, "connect EMFILE", and a long enough shortage
- * would have failed the steps. EADDRNOTAVAIL is left out: besides the ephemeral ports running out, a
- * connect gives it for an IPv6 target on a machine with no IPv6 address, which is the target's to fix,
- * and a delivery that never counted an attempt for it would wait forever.
- */
-const LOCAL_SHORTAGE = new Map([
+/** What the machine was short of (src/lib/machine-shortage.ts), in a worker's log's words. */
+const LOCAL_SHORTAGE = new Map<MachineShortage, string>([
   ['EMFILE', 'file descriptors (the worker reached its open-files limit, ulimit -n)'],
   ['ENFILE', 'file descriptors (the machine reached its system-wide open-files limit, fs.file-max)'],
   ['ENOBUFS', 'kernel buffer space for a socket'],
   ['ENOMEM', 'kernel memory for a socket']
 ])
-/** The steps of a connection, before its request is written, at which such an error says nothing was sent. */
-const CONNECTING = new Set(['connect', 'getaddrinfo', 'socket'])
 
 export interface HttpClient {
   send(request: HttpRequest): Promise<HttpResponse>
@@ -371,7 +363,8 @@ function call(request: HttpRequest, url: URL, options: HttpClientOptions, agents
           return send(agents.fresh)
         }
         // Before a tenant's lookup is hidden: a lookup that failed for want of file descriptors is no answer about the name.
-        if (LOCAL_SHORTAGE.has(error.code ?? '') && CONNECTING.has(error.syscall ?? '')) return fail(new LocalShortageError(error.code!, error.message))
+        const shortage = machineShortage(error)
+        if (shortage) return fail(new LocalShortageError(shortage, error.message))
         const hidden = request.tenantTarget === true ? noAddress(error, url.hostname) : undefined
         if (hidden) return fail(hidden.code, hidden.message, hidden.detail)
         const message = (secure ? tlsFailure(error, url.hostname) : undefined) ?? error.message

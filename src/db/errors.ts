@@ -1,3 +1,4 @@
+import { machineShortage, type MachineShortage } from '../lib/machine-shortage.js'
 import { tlsRefusal } from '../lib/tls-refusals.js'
 
 // Errors that say the database is away or too slow, not that the request was wrong: a dropped
@@ -39,13 +40,12 @@ const NETWORK_CODES = new Set([
 ])
 
 /**
- * This machine, not the database, was short of what a new connection needs: its file descriptors
- * (the process's open-files limit, EMFILE, or the system's, ENFILE) or kernel buffers: an outage
- * to wait out like the others. Before, a worker past its limit logged each pass's connect error as a
- * failure of its own ("scheduler pass failed") and left the calls whose outcome it could not write to
+ * This machine, not the database, was short of what a new connection needs (src/lib/machine-shortage.ts):
+ * an outage to wait out like the others. Before, a worker past its limit logged each pass's connect error
+ * as a failure of its own ("scheduler pass failed") and left the calls whose outcome it could not write to
  * their leases (each then logged as an aborted attempt, counted), and an API request answered 500.
  */
-const LOCAL_SHORTAGE_CODES = new Map([
+const LOCAL_SHORTAGE_CODES = new Map<MachineShortage, string>([
   ['EMFILE', 'this process reached its open-files limit (ulimit -n): no database connection can be opened'],
   ['ENFILE', 'this machine reached its open-files limit (fs.file-max): no database connection can be opened'],
   ['ENOBUFS', 'this machine is short of kernel buffers: no database connection can be opened'],
@@ -179,10 +179,8 @@ export function unavailableReason(error: unknown): string {
 
 /** Why a connection could not be opened, when this machine ran short (LOCAL_SHORTAGE_CODES); undefined otherwise. */
 function localShortage(error: unknown): string | undefined {
-  const { code, syscall } = (error ?? {}) as { code?: unknown; syscall?: unknown }
-  // Only while connecting: the socket or the lookup of the host. A write on an open connection fails otherwise.
-  if (typeof code !== 'string' || (syscall !== 'connect' && syscall !== 'getaddrinfo' && syscall !== 'socket')) return undefined
-  return LOCAL_SHORTAGE_CODES.get(code)
+  const shortage = machineShortage(error)
+  return shortage && LOCAL_SHORTAGE_CODES.get(shortage)
 }
 
 /** The database is away, or the transaction collided with another: worth trying again shortly. */
@@ -193,8 +191,8 @@ export function isTransientDatabaseError(error: unknown): boolean {
 
 /**
  * The server is short of disk space or memory (SQLSTATE 53000, 53100, 53200), or refused a statement past
- * one of its limits (53400, temp_file_limit): an outage to wait out, on a connection that stays sound, so the pool keeps it (a new one for each refused write only adds to the
- * server's load while it is short).
+ * one of its limits (53400, temp_file_limit): an outage to wait out, on a connection that stays sound, so
+ * the pool keeps it (a new one for each refused write only adds to the server's load while it is short).
  */
 export function isResourceShortage(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code
