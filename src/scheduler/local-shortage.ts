@@ -1,5 +1,6 @@
 import type { Clock } from '../adapters/clock.js'
 import type { Logger } from '../lib/logger.js'
+import { throttled } from '../lib/throttled.js'
 
 /**
  * How long the worker claims no webhook call after one could not open its connection for a shortage of
@@ -41,8 +42,12 @@ export function localShortages(log: Pick<Logger, 'warn' | 'info'>, clock: Clock)
   let paused = 0
   /** Moves on as each shortage begins: a call that started before it took a smaller number. */
   let shortages = 0
-  // A limit calls hover at ends a shortage and begins one again many times a second: a first line at most once a RELOG_MS.
-  const shortLine = throttled(clock)
+  // A limit calls hover at ends a shortage and begins one again many times a second: a first line at most once a
+  // RELOG_MS, and again at most as often while it lasts, with the calls that waited meanwhile.
+  const warn = throttled(({ shortOf, ...fields }: { shortOf: string; code: string; retryInMs: number; callsWaited: number; forMs: number }) => {
+    told = true
+    log.warn(fields, `webhook calls cannot open connections: this machine is short of ${shortOf}; no call was made, they wait uncounted (no attempt of the provider's) and go again once it has some`)
+  }, RELOG_MS, () => clock.now().getTime())
   return {
     callStarts: () => shortages,
     pausedUntil: () => paused,
@@ -55,11 +60,7 @@ export function localShortages(log: Pick<Logger, 'warn' | 'info'>, clock: Clock)
         since = now
         told = false
       }
-      // Written again at most once a RELOG_MS while it lasts, with the calls that waited meanwhile.
-      if (!shortLine()) return
-      told = true
-      log.warn({ code, retryInMs: waitMs, callsWaited: waited, forMs: now - since },
-        `webhook calls cannot open connections: this machine is short of ${shortOf}; no call was made, they wait uncounted (no attempt of the provider's) and go again once it has some`)
+      warn({ shortOf, code, retryInMs: waitMs, callsWaited: waited, forMs: now - since })
     },
     over(started) {
       if (since === undefined || started !== shortages) return
@@ -69,16 +70,5 @@ export function localShortages(log: Pick<Logger, 'warn' | 'info'>, clock: Clock)
       told = false
       paused = 0
     }
-  }
-}
-
-/** True at the first call, then once RELOG_MS has passed since the last true (or the clock stepped back). */
-function throttled(clock: Clock): () => boolean {
-  let last: number | undefined
-  return () => {
-    const now = clock.now().getTime()
-    if (last !== undefined && now - last < RELOG_MS && now >= last) return false
-    last = now
-    return true
   }
 }
